@@ -1,0 +1,3 @@
+from idprov.cli.main import main
+
+main()

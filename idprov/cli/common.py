@@ -1,0 +1,188 @@
+"""What every command shares: option aliases, the service, output and errors.
+
+Commands call :func:`service` for the core, then :func:`emit` with a result and a
+rich renderer; ``--json`` prints the same result as one JSON document instead.
+Errors are rendered in one place, :class:`IdprovGroup`.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from idprov.errors import ExitCode, IdprovError, UsageError
+
+
+@dataclass
+class Session:
+    """Per-invocation state kept on the Click context."""
+
+    config_path: str | None = None
+    json: bool = False
+    _service: Any = None
+
+
+_SESSION = Session()
+
+
+def _session() -> Session:
+    return _SESSION
+
+
+def new_session(config_path: str | None) -> Session:
+    """Start a fresh invocation's state (the root callback calls this first)."""
+    global _SESSION
+    close_session()
+    _SESSION = Session(config_path=config_path)
+    return _SESSION
+
+
+def close_session() -> None:
+    if _SESSION._service is not None:
+        _SESSION._service.close()
+        _SESSION._service = None
+
+
+def _set_json(value: bool) -> bool:
+    if value:
+        _session().json = True
+    return value
+
+
+JsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print one JSON document instead of the rich view.",
+        callback=_set_json,
+        is_eager=True,
+    ),
+]
+DomainOpt = Annotated[
+    str | None,
+    typer.Option("--domain", "-d", help="Userstore domain (default PRIMARY, or DOMAIN/ in names)."),
+]
+AppOpt = Annotated[
+    str,
+    typer.Option("--app", help="Act as this application (decides where changes are provisioned)."),
+]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+def service(app: str = "resident") -> Any:
+    """The core service for this invocation (config loaded on first use)."""
+    session = _session()
+    if session._service is None:
+        from idprov.config import load_config
+        from idprov.provisioning.service import IdentityService
+
+        session._service = IdentityService(load_config(session.config_path), application=app)
+    return session._service
+
+
+def json_default(value: Any) -> Any:
+    to_dict = getattr(value, "to_dict", None)
+    if to_dict is not None:
+        return to_dict()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def emit(result: Any, render: Callable[[Any], None]) -> None:
+    """Print ``result``: as JSON with ``--json``, else through ``render``."""
+    if _session().json:
+        sys.stdout.write(jsonlib.dumps(result, default=json_default, ensure_ascii=False, indent=2))
+        sys.stdout.write("\n")
+    else:
+        render(result)
+
+
+def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, str | list[str]]:
+    """``NAME=VALUE`` options to a dict; a name given twice becomes a list."""
+    out: dict[str, str | list[str]] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise UsageError(
+                f"{option} {pair!r} is not NAME=VALUE", hint=f"e.g. {option} email=a@b.c"
+            )
+        if name in out:
+            prev = out[name]
+            out[name] = [*prev, value] if isinstance(prev, list) else [prev, value]
+        else:
+            out[name] = value
+    return out
+
+
+def render_error(error: IdprovError) -> None:
+    if _session().json:
+        sys.stderr.write(jsonlib.dumps({"error": error.to_dict()}, ensure_ascii=False) + "\n")
+        return
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(error.message)}")
+    if error.hint:
+        console.print(f"[dim]hint:[/] {escape(error.hint)}")
+
+
+class IdprovGroup(TyperGroup):
+    """The root group: turns every :class:`IdprovError` into a message and exit code,
+    and imports a sub-app's module only when that sub-app is invoked (``lazy``:
+    name -> module with an ``app``), so a command pays only for itself."""
+
+    lazy: dict[str, str] = {}
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            import importlib
+
+            from typer.main import get_command
+
+            command = get_command(importlib.import_module(self.lazy[cmd_name]).app)
+            command.name = cmd_name
+            self.commands[cmd_name] = command
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IdprovError as error:
+            render_error(error)
+            raise typer.Exit(int(error.exit_code)) from None
+        except typer.Abort:
+            render_error(IdprovError("aborted", hint="nothing was changed"))
+            raise typer.Exit(int(ExitCode.ERROR)) from None
+        except KeyboardInterrupt:
+            render_error(IdprovError("interrupted"))
+            raise typer.Exit(130) from None
+        finally:
+            close_session()
+
+
+def new_app(help_text: str) -> typer.Typer:
+    """A sub-app with idprov's settings (no locals in tracebacks: they may hold secrets)."""
+    app = typer.Typer(
+        help=help_text,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+        rich_markup_mode=None,
+    )
+
+    @app.callback()
+    def group() -> None:
+        pass  # keeps a one-command sub-app a group (`idprov secret set`)
+
+    group.__doc__ = help_text
+    return app

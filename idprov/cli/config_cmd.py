@@ -1,0 +1,116 @@
+"""`idprov config ...`: validate and show the configuration; `idprov init` writes one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from idprov.cli import render
+from idprov.cli.common import JsonOpt, _session, emit, new_app
+
+app = new_app("Check and show the configuration.")
+
+
+def _loaded() -> Any:
+    from idprov.config import load_config
+
+    return load_config(_session().config_path)
+
+
+def _masked(config: Any) -> dict[str, Any]:
+    """The configuration as data, each secret reference shown with whether it is set."""
+    from idprov.config.schema import to_data
+    from idprov.config.secrets import SecretRef
+
+    def mask(value: Any) -> Any:
+        if isinstance(value, SecretRef):
+            return f"{value.ref} ({value.status()})"
+        if isinstance(value, dict):
+            return {k: mask(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [mask(v) for v in value]
+        return value
+
+    data = mask(to_data(config))
+    data["source"] = config.source
+    data["known_claims"] = sorted(config.claim_definitions())
+    return data
+
+
+@app.command("validate")
+def validate(
+    strict: Annotated[bool, typer.Option(help="Also fail when a secret cannot be read.")] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Check the configuration; say where any error is."""
+    from idprov.errors import SecretError
+
+    config = _loaded()
+    missing = [ref.ref for ref in config.secret_refs() if ref.status() == "missing"]
+    if strict and missing:
+        raise SecretError(
+            "secrets cannot be read: " + ", ".join(missing),
+            hint="set them, or check their references",
+        )
+    result = {
+        "valid": True,
+        "source": config.source,
+        "userstores": [u.domain for u in config.userstores],
+        "identity_providers": [i.name for i in config.identity_providers],
+        "applications": [a.name for a in config.applications],
+        "missing_secrets": missing,
+    }
+
+    def show(r: dict[str, Any]) -> None:
+        render.message(
+            f"[green]✓[/] {render.esc(r['source'])} is valid: "
+            f"{len(r['userstores'])} userstore(s), {len(r['identity_providers'])} identity "
+            f"provider(s), {len(r['applications'])} application(s)"
+        )
+        for ref in r["missing_secrets"]:
+            render.message(f"[yellow]![/] secret {render.esc(ref)} is not set")
+
+    emit(result, show)
+
+
+@app.command("show")
+def show(json: JsonOpt = False) -> None:
+    """Show the effective configuration, defaults filled in (secrets never shown)."""
+
+    def as_yaml(data: dict[str, Any]) -> None:
+        import yaml
+
+        render.console().print(
+            render.esc(yaml.safe_dump(data, sort_keys=False, allow_unicode=True)), end=""
+        )
+
+    emit(_masked(_loaded()), as_yaml)
+
+
+def init(
+    path: Annotated[
+        Path | None,
+        typer.Option(help="Where to write (default: the user config directory's idprov.yaml)."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Write a commented starter configuration."""
+    from importlib.resources import files
+
+    from idprov.config.paths import CONFIG_FILENAME, create_private_file, user_config_dir
+    from idprov.errors import ConflictError
+
+    target = path or user_config_dir() / CONFIG_FILENAME
+    if target.exists() and not force:
+        raise ConflictError(f"{target} exists", hint="add --force to overwrite it")
+    create_private_file(target)
+    target.write_text(files("idprov.config").joinpath("starter.yaml").read_text("utf-8"), "utf-8")
+    emit(
+        {"written": str(target)},
+        lambda r: render.message(
+            f"[green]✓[/] wrote {render.esc(r['written'])}; check it with `idprov config validate`"
+        ),
+    )

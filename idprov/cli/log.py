@@ -1,0 +1,29 @@
+"""`idprov log`: the audit log, newest first."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from idprov.cli import render
+from idprov.cli.common import JsonOpt, emit, service
+
+
+def log(
+    action: Annotated[
+        str | None, typer.Option(help="Only actions starting with this (user., role.assign...).")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="Only targets starting with this.")] = None,
+    actor: Annotated[str | None, typer.Option(help="Only this OS user.")] = None,
+    app_name: Annotated[str | None, typer.Option("--app", help="Only this application.")] = None,
+    since: Annotated[str | None, typer.Option(help="From this ISO time (UTC).")] = None,
+    until: Annotated[str | None, typer.Option(help="Before this ISO time (UTC).")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many entries.")] = 50,
+    json: JsonOpt = False,
+) -> None:
+    """Show the audit log: who changed what, through which application, when."""
+    from idprov.provisioning.state import AuditQuery
+
+    query = AuditQuery(action, target, actor, app_name, since, until, limit)
+    emit(service().audit_log(query), render.audit)

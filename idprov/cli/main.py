@@ -1,0 +1,61 @@
+"""The root command: global options, and the sub-apps attached. Nothing else."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from idprov import __version__
+from idprov.cli import config_cmd, log
+from idprov.cli.common import IdprovGroup, new_session
+
+app = typer.Typer(
+    cls=IdprovGroup,
+    help="idprov: keep users and roles in userstores, provision them everywhere.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"idprov {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            help="Configuration file (default: $IDPROV_CONFIG, ./idprov.yaml, "
+            "~/.config/idprov/idprov.yaml, else the embedded default).",
+            metavar="FILE",
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """idprov: keep users and roles in userstores, provision them everywhere."""
+    new_session(config)
+
+
+IdprovGroup.lazy = {
+    "user": "idprov.cli.user",
+    "role": "idprov.cli.role",
+    "config": "idprov.cli.config_cmd",
+    "secret": "idprov.cli.secret",
+}
+app.command("init")(config_cmd.init)
+app.command("log")(log.log)
+
+
+def main() -> None:
+    app(prog_name="idprov")

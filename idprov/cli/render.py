@@ -1,0 +1,166 @@
+"""Rich views of core results. Rich is imported on first render, not at startup."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from idprov.model import Page, Role, User
+    from idprov.provisioning.service import ChangeResult
+    from idprov.provisioning.state import AuditEntry
+
+_console: Console | None = None
+
+
+def console() -> Console:
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(highlight=False, soft_wrap=True)
+    return _console
+
+
+def esc(text: object) -> str:
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
+def _claim_text(value: str | list[str]) -> str:
+    return ", ".join(value) if isinstance(value, list) else value
+
+
+def user_detail(user: User) -> None:
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("user", esc(user.qualified_name))
+    table.add_row("id", user.id)
+    table.add_row("domain", esc(user.domain))
+    for name, value in sorted(user.claims.items()):
+        table.add_row(esc(name), esc(_claim_text(value)))
+    table.add_row("roles", esc(", ".join(user.roles)) or "[dim]none[/]")
+    table.add_row("password", "set" if user.has_password else "[dim]none[/]")
+    table.add_row("created", user.created)
+    table.add_row("modified", user.modified)
+    console().print(table)
+
+
+def user_page(page: Page) -> None:
+    from rich.table import Table
+
+    if not page.items:
+        console().print(f"no users match (total {page.total})")
+        return
+    domains = {u.domain for u in page.items}
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("username")
+    if len(domains) > 1:
+        table.add_column("domain")
+    for col in ("email", "display name", "roles"):
+        table.add_column(col)
+    for user in page.items:
+        display = user.claims.get("display_name") or " ".join(
+            _claim_text(user.claims[c]) for c in ("given_name", "family_name") if c in user.claims
+        )
+        row = [esc(user.username)]
+        if len(domains) > 1:
+            row.append(esc(user.domain))
+        row += [
+            esc(_claim_text(user.claims.get("email", ""))),
+            esc(_claim_text(display)),
+            esc(", ".join(user.roles)),
+        ]
+        table.add_row(*row)
+    console().print(table)
+    shown_to = page.offset + len(page.items)
+    console().print(f"[dim]{page.offset + 1}–{shown_to} of {page.total}[/]")
+
+
+def role_detail(role: Role) -> None:
+    console().print(
+        f"[bold]{esc(role.qualified_name)}[/]  id {role.id}  "
+        f"{role.member_count} member{'s' if role.member_count != 1 else ''}"
+    )
+    for member in role.members or []:
+        console().print(f"  {esc(member)}")
+
+
+def role_list(roles: list[Role]) -> None:
+    from rich.table import Table
+
+    if not roles:
+        console().print("no roles")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("role", "domain", "members", "created"):
+        table.add_column(col)
+    for role in roles:
+        table.add_row(esc(role.name), esc(role.domain), str(role.member_count), role.created)
+    console().print(table)
+
+
+_VERBS = {
+    "user.add": "added user",
+    "user.update": "updated user",
+    "user.passwd": "set password of",
+    "user.delete": "deleted user",
+    "role.add": "added role",
+    "role.delete": "deleted role",
+    "role.rename": "renamed role",
+    "role.assign": "assigned role",
+    "role.unassign": "unassigned role",
+}
+
+
+def change(result: ChangeResult) -> None:
+    """One line per change. Plain click styling: a one-liner need not load rich."""
+    import typer
+
+    verb = _VERBS.get(result.action, result.action)
+    if not result.changed:
+        typer.secho("unchanged", fg="yellow", nl=False)
+        typer.echo(f" {result.target}: nothing to do")
+        return
+    text = f"{verb} {result.target}"
+    if result.action == "role.assign":
+        text += " to " + ", ".join(result.details["added"])
+    elif result.action == "role.unassign":
+        text += " from " + ", ".join(result.details["removed"])
+    elif result.action == "role.rename":
+        text = f"{verb} {result.details['from']} → {result.target}"
+    elif result.action == "user.update":
+        text += ": " + ", ".join(result.details["claims"])
+    typer.secho("✓", fg="green", nl=False)
+    typer.echo(" " + text)
+
+
+def audit(entries: list[AuditEntry]) -> None:
+    from rich.table import Table
+
+    if not entries:
+        console().print("no audit entries match")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("at", "actor", "app", "action", "target", "outcome", "details"):
+        table.add_column(col)
+    for e in entries:
+        details = ", ".join(f"{k}={_short(v)}" for k, v in sorted(e.details.items()))
+        table.add_row(
+            e.at, esc(e.actor), esc(e.application), e.action, esc(e.target), e.outcome, esc(details)
+        )
+    console().print(table)
+
+
+def _short(value: Any) -> str:
+    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def message(text: str) -> None:
+    console().print(text)

@@ -1,0 +1,96 @@
+"""`idprov role ...`: add, list, show, delete, rename, assign, unassign."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from idprov.cli import render
+from idprov.cli.common import AppOpt, DomainOpt, JsonOpt, YesOpt, emit, new_app, service
+
+app = new_app("Manage roles and their members.")
+
+RoleArg = Annotated[str, typer.Argument(help="Role name, or DOMAIN/role.")]
+UsersArg = Annotated[list[str], typer.Argument(help="Usernames (DOMAIN/username for others).")]
+
+
+@app.command("add")
+def add(
+    name: RoleArg, domain: DomainOpt = None, app_name: AppOpt = "resident", json: JsonOpt = False
+) -> None:
+    """Create an empty role."""
+    emit(service(app_name).add_role(name, domain), render.change)
+
+
+@app.command("list")
+def list_(
+    domain: Annotated[
+        str | None,
+        typer.Option("--domain", "-d", help="Only this userstore domain (default: all)."),
+    ] = None,
+    prefix: Annotated[str | None, typer.Option(help="Only roles starting with this.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """List roles with their member counts."""
+    emit(service().list_roles(domain, prefix), render.role_list)
+
+
+@app.command("show")
+def show(name: RoleArg, domain: DomainOpt = None, json: JsonOpt = False) -> None:
+    """Show a role and its members."""
+    emit(service().get_role(name, domain), render.role_detail)
+
+
+@app.command("delete")
+def delete(
+    name: RoleArg,
+    domain: DomainOpt = None,
+    yes: YesOpt = False,
+    app_name: AppOpt = "resident",
+    json: JsonOpt = False,
+) -> None:
+    """Delete a role (its members stay; asks first unless --yes)."""
+    svc = service(app_name)
+    role = svc.get_role(name, domain)
+    if not yes:
+        typer.confirm(
+            f"Delete role {role.qualified_name} ({role.member_count} members)?", abort=True
+        )
+    emit(svc.delete_role(name, domain), render.change)
+
+
+@app.command("rename")
+def rename(
+    name: RoleArg,
+    new_name: Annotated[str, typer.Argument(help="The new name.")],
+    domain: DomainOpt = None,
+    app_name: AppOpt = "resident",
+    json: JsonOpt = False,
+) -> None:
+    """Rename a role, keeping its members."""
+    emit(service(app_name).rename_role(name, new_name, domain), render.change)
+
+
+@app.command("assign")
+def assign(
+    role: RoleArg,
+    users: UsersArg,
+    domain: DomainOpt = None,
+    app_name: AppOpt = "resident",
+    json: JsonOpt = False,
+) -> None:
+    """Give a role to users (already members are left alone)."""
+    emit(service(app_name).assign(role, users, domain), render.change)
+
+
+@app.command("unassign")
+def unassign(
+    role: RoleArg,
+    users: UsersArg,
+    domain: DomainOpt = None,
+    app_name: AppOpt = "resident",
+    json: JsonOpt = False,
+) -> None:
+    """Take a role away from users."""
+    emit(service(app_name).unassign(role, users, domain), render.change)

@@ -1,0 +1,155 @@
+"""`idprov user ...`: add, show, list, update, passwd, delete."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from idprov.cli import render
+from idprov.cli.common import (
+    AppOpt,
+    DomainOpt,
+    JsonOpt,
+    YesOpt,
+    emit,
+    new_app,
+    parse_pairs,
+    service,
+)
+from idprov.errors import UsageError
+
+app = new_app("Manage users in the userstores.")
+
+ClaimOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--claim",
+        "-c",
+        help="Claim as NAME=VALUE; repeat for more (or for values of a multi-valued claim).",
+    ),
+]
+UsernameArg = Annotated[str, typer.Argument(help="Username, or DOMAIN/username.")]
+
+
+def read_password(from_stdin: bool, prompt: bool) -> str | None:
+    """The password from one line of stdin, a hidden prompt (asked twice), or none."""
+    if from_stdin and prompt:
+        raise UsageError("give --password-stdin or --prompt-password, not both")
+    if from_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise UsageError("--password-stdin: standard input is empty")
+        return line.rstrip("\r\n")
+    if prompt:
+        return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return None
+
+
+@app.command("add")
+def add(
+    username: UsernameArg,
+    claim: ClaimOpt = None,
+    role: Annotated[
+        list[str] | None, typer.Option("--role", "-r", help="Role to give; repeat.")
+    ] = None,
+    domain: DomainOpt = None,
+    password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
+    prompt_password: Annotated[bool, typer.Option(help="Ask for the password (hidden).")] = False,
+    app_name: AppOpt = "resident",
+    json: JsonOpt = False,
+) -> None:
+    """Add a user, with claims, roles and optionally a password."""
+    password = read_password(password_stdin, prompt_password)
+    result = service(app_name).add_user(
+        username, parse_pairs(claim, "--claim"), password, role or [], domain
+    )
+    emit(result, render.change)
+
+
+@app.command("show")
+def show(username: UsernameArg, domain: DomainOpt = None, json: JsonOpt = False) -> None:
+    """Show one user: claims, roles, timestamps."""
+    emit(service().get_user(username, domain), render.user_detail)
+
+
+@app.command("list")
+def list_(
+    claim: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--claim", "-c", help="Only users with this claim value (NAME=VALUE); repeat to AND."
+        ),
+    ] = None,
+    role: Annotated[
+        str | None, typer.Option("--role", "-r", help="Only members of this role.")
+    ] = None,
+    domain: Annotated[
+        str | None,
+        typer.Option("--domain", "-d", help="Only this userstore domain (default: all)."),
+    ] = None,
+    prefix: Annotated[str | None, typer.Option(help="Only usernames starting with this.")] = None,
+    limit: Annotated[int, typer.Option(min=0, help="Page size (0: no limit).")] = 100,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many users.")] = 0,
+    json: JsonOpt = False,
+) -> None:
+    """List users, filtered and paged, across domains."""
+    from idprov.model import UserQuery
+
+    filters = {k: v for k, v in parse_pairs(claim, "--claim").items() if isinstance(v, str)}
+    if len(filters) != len(parse_pairs(claim, "--claim")):
+        raise UsageError("give each --claim filter once")
+    query = UserQuery(filters, role, prefix, limit or None, offset)
+    emit(service().list_users(query, domain), render.user_page)
+
+
+@app.command("update")
+def update(
+    username: UsernameArg,
+    claim: Annotated[
+        list[str] | None,
+        typer.Option("--claim", "-c", "--set", help="Set a claim (NAME=VALUE); repeat."),
+    ] = None,
+    unset: Annotated[
+        list[str] | None, typer.Option("--unset", help="Remove a claim; repeat.")
+    ] = None,
+    domain: DomainOpt = None,
+    app_name: AppOpt = "resident",
+    json: JsonOpt = False,
+) -> None:
+    """Set and remove claims of a user."""
+    pairs = parse_pairs(claim, "--claim")
+    if not pairs and not unset:
+        raise UsageError("nothing to update", hint="give --claim NAME=VALUE or --unset NAME")
+    emit(service(app_name).update_user(username, pairs, unset or [], domain), render.change)
+
+
+@app.command("passwd")
+def passwd(
+    username: UsernameArg,
+    domain: DomainOpt = None,
+    password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
+    app_name: AppOpt = "resident",
+    json: JsonOpt = False,
+) -> None:
+    """Set a user's password (asked for, hidden, unless --password-stdin)."""
+    password = read_password(password_stdin, not password_stdin)
+    assert password is not None
+    emit(service(app_name).set_password(username, password, domain), render.change)
+
+
+@app.command("delete")
+def delete(
+    username: UsernameArg,
+    domain: DomainOpt = None,
+    yes: YesOpt = False,
+    app_name: AppOpt = "resident",
+    json: JsonOpt = False,
+) -> None:
+    """Delete a user (asks first unless --yes)."""
+    svc = service(app_name)
+    user = svc.get_user(username, domain)
+    if not yes:
+        typer.confirm(f"Delete user {user.qualified_name}?", abort=True)
+    emit(svc.delete_user(username, domain), render.change)

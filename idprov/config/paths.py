@@ -1,0 +1,37 @@
+"""Where idprov looks for its configuration and keeps its data (XDG base directories)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CONFIG_FILENAME = "idprov.yaml"
+
+
+def user_config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "idprov"
+
+
+def user_data_dir() -> Path:
+    explicit = os.environ.get("IDPROV_DATA_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "idprov"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (mode 0700 for new directories) and return it."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (never widens a mode)."""
+    ensure_private_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)

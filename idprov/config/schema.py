@@ -1,0 +1,233 @@
+"""Strict, located validation of plain data into dataclasses.
+
+Why not pydantic: ``import pydantic`` alone costs as much as typer and sqlite-utils
+together, and every idprov command pays for what it imports (see bench/startup.py).
+This module does the part idprov needs: it turns the YAML tree into frozen
+dataclasses, rejects unknown keys and wrong types, and names the file, line,
+column and key path of every error, with what was expected.
+
+A dataclass is validated by :func:`build`. Fields may be ``str``, ``int``,
+``float``, ``bool``, ``Literal[...]``, ``X | None``, ``list[X]``, ``dict[str, X]``,
+``Any``, another dataclass, or a class with a ``__config_parse__(value)``
+classmethod. A base class with a ``variants()`` classmethod is a tagged union,
+chosen by its ``type`` key. A dataclass may check itself in ``__post_init__`` by raising :class:`Invalid` (naming one of its keys) or
+``ValueError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+from idprov.errors import ConfigError
+
+T = TypeVar("T")
+Path = tuple[str | int, ...]
+
+
+class Invalid(ValueError):
+    """Raised from ``__post_init__``: ``key`` is the offending field, if one."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class Locator:
+    """Maps a key path in the loaded document to ``file:line:column``."""
+
+    def __init__(self, source: str, marks: Mapping[Path, tuple[int, int]] | None = None):
+        self.source = source
+        self.marks = dict(marks or {})
+
+    def where(self, path: Path) -> str:
+        probe = path
+        while probe not in self.marks and probe:
+            probe = probe[:-1]
+        if probe in self.marks:
+            line, column = self.marks[probe]
+            return f"{self.source}:{line}:{column}"
+        return self.source
+
+
+def key_path(path: Path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out or "(top level)"
+
+
+def build(cls: type[T], data: Any, locator: Locator, path: Path = ()) -> T:
+    """Validate ``data`` as ``cls``; raise :class:`ConfigError` naming where and why."""
+    return typing.cast(T, _convert(cls, data, locator, path))
+
+
+def _fail(locator: Locator, path: Path, message: str) -> ConfigError:
+    return ConfigError(message, location=locator.where(path), key=key_path(path))
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+def _convert(tp: Any, data: Any, locator: Locator, path: Path) -> Any:
+    if tp is Any:
+        return data
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if data is None and type(None) in options:
+            return None
+        rest = [o for o in options if o is not type(None)]
+        if len(rest) == 1:
+            return _convert(rest[0], data, locator, path)
+        for option in rest:
+            try:
+                return _convert(option, data, locator, path)
+            except ConfigError:
+                continue
+        raise _fail(locator, path, f"expected {_type_name(tp)}, got {_describe(data)}")
+    if origin is Literal:
+        if data not in get_args(tp):
+            raise _fail(locator, path, f"expected {_type_name(tp)}, got {_describe(data)}")
+        return data
+    if origin is list:
+        if not isinstance(data, list):
+            raise _fail(locator, path, f"expected {_type_name(tp)}, got {_describe(data)}")
+        (item,) = get_args(tp)
+        return [_convert(item, v, locator, (*path, i)) for i, v in enumerate(data)]
+    if origin is dict:
+        if not isinstance(data, Mapping):
+            raise _fail(locator, path, f"expected a mapping, got {_describe(data)}")
+        _, value_type = get_args(tp)
+        return {str(k): _convert(value_type, v, locator, (*path, str(k))) for k, v in data.items()}
+    parse = getattr(tp, "__config_parse__", None)
+    if parse is not None:
+        try:
+            return parse(data)
+        except ValueError as exc:
+            raise _fail(locator, path, str(exc)) from None
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _build_dataclass(tp, data, locator, path)
+    return _scalar(tp, data, locator, path)
+
+
+def _scalar(tp: Any, data: Any, locator: Locator, path: Path) -> Any:
+    if tp is bool:
+        if isinstance(data, bool):
+            return data
+    elif tp is int:
+        if isinstance(data, int) and not isinstance(data, bool):
+            return data
+    elif tp is float:
+        if isinstance(data, int | float) and not isinstance(data, bool):
+            return float(data)
+    elif tp is str:
+        if isinstance(data, str):
+            return data
+        if isinstance(data, int | float) and not isinstance(data, bool):
+            return str(data)
+    else:
+        raise TypeError(f"unsupported field type {tp!r} at {key_path(path)}")
+    raise _fail(locator, path, f"expected {_type_name(tp)}, got {_describe(data)}")
+
+
+def _build_dataclass(cls: type, data: Any, locator: Locator, path: Path) -> Any:
+    if not isinstance(data, Mapping):
+        raise _fail(locator, path, f"expected a mapping, got {_describe(data)}")
+    variants = getattr(cls, "variants", None)
+    if variants is not None and "variants" in cls.__dict__:
+        chosen = _choose_variant(cls, variants(), data, locator, path)
+        if chosen is not cls:
+            return _build_dataclass(chosen, data, locator, path)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = _hints(cls)
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        known = ", ".join(sorted(fields))
+        raise _fail(
+            locator,
+            (*path, str(unknown[0])),
+            f"unknown key {unknown[0]!r} (known keys here: {known})",
+        )
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], locator, (*path, name))
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise _fail(locator, path, f"missing required key {name!r} ({_type_name(hints[name])})")
+    try:
+        return cls(**kwargs)
+    except Invalid as exc:
+        where = (*path, *_parse_key(exc.key)) if exc.key else path
+        raise _fail(locator, where, str(exc)) from None
+    except ValueError as exc:
+        raise _fail(locator, path, str(exc)) from None
+
+
+def _choose_variant(
+    cls: type, variants: Mapping[str, type], data: Mapping[str, Any], locator: Locator, path: Path
+) -> type:
+    tag = data.get("type")
+    if tag is None:
+        return cls if "type" not in variants else variants["type"]
+    if tag not in variants:
+        known = ", ".join(sorted(variants))
+        raise _fail(locator, (*path, "type"), f"unknown type {tag!r} (known: {known})")
+    return variants[tag]
+
+
+def _parse_key(key: str) -> Path:
+    parts: list[str | int] = []
+    for piece in re.findall(r"[^.\[\]]+|\[\d+\]", key):
+        parts.append(int(piece[1:-1]) if piece.startswith("[") else piece)
+    return tuple(parts)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def to_data(obj: Any) -> Any:
+    """The plain-data form of a built object (for `config show` and JSON)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [to_data(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_data(v) for k, v in obj.items()}
+    return obj

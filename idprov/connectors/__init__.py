@@ -1,0 +1,1 @@
+"""Outbound connectors: one module per target protocol behind one small contract."""

@@ -1,0 +1,125 @@
+"""Opening idprov's SQLite files the same way everywhere, and running migrations.
+
+Every database idprov writes (its own state, and SQLite userstores) is opened here:
+created 0600, WAL journal, ``synchronous=NORMAL``, foreign keys on, a busy timeout.
+Transactions are explicit (``BEGIN IMMEDIATE``) so that a command's writes to one
+file are one transaction, and writers queue instead of failing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from idprov.config.paths import create_private_file
+from idprov.errors import StoreError
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+Migration = tuple[str, Callable[["sqlite_utils.Database"], None]]
+BUSY_TIMEOUT_MS = 30_000
+
+
+def now() -> str:
+    """The current time as an ISO 8601 UTC string with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def open_database(path: Path) -> sqlite_utils.Database:
+    """Open (creating with mode 0600) an SQLite file for idprov's use."""
+    import sqlite_utils
+
+    try:
+        create_private_file(path)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(
+            f"cannot open database {path}: {exc}",
+            hint="check that the directory exists, is writable, and the file is an SQLite database",
+        ) from exc
+    return sqlite_utils.Database(conn, execute_plugins=False)
+
+
+@contextmanager
+def write_transaction(db: sqlite_utils.Database) -> Iterator[None]:
+    """One write transaction (``BEGIN IMMEDIATE``); nested calls become savepoints."""
+    conn = db.conn
+    if conn.in_transaction:
+        with db.atomic():
+            yield
+        return
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise StoreError(
+            f"database is busy or locked: {exc}",
+            hint="another idprov command holds the database; retry when it is done",
+        ) from exc
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
+
+
+def migrate(db: sqlite_utils.Database, namespace: str, migrations: Sequence[Migration]) -> None:
+    """Apply, in order and once each, the named ``migrations`` of ``namespace``.
+
+    Each migration runs in its own transaction together with its record in
+    ``idprov_migrations``, so a killed run leaves no half-applied migration and a
+    re-run continues where it stopped.
+    """
+    applied = _applied(db, namespace)
+    if len(applied) == len(migrations) and all(n in applied for n, _ in migrations):
+        return
+    for name, apply in migrations:
+        if name in applied:
+            continue
+        with write_transaction(db):
+            if name in _applied(db, namespace):
+                continue  # another process applied it while we waited
+            apply(db)
+            db.execute(
+                "INSERT INTO idprov_migrations (namespace, name, applied_at) VALUES (?, ?, ?)",
+                [namespace, name, now()],
+            )
+
+
+def _applied(db: sqlite_utils.Database, namespace: str) -> set[str]:
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS idprov_migrations ("
+        "namespace TEXT NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL, "
+        "PRIMARY KEY (namespace, name))"
+    )
+    rows = db.execute("SELECT name FROM idprov_migrations WHERE namespace = ?", [namespace])
+    return {r[0] for r in rows.fetchall()}
+
+
+class DatabasePool:
+    """One connection per SQLite file for the life of a service, shared by its users."""
+
+    def __init__(self) -> None:
+        self._open: dict[Path, sqlite_utils.Database] = {}
+
+    def get(self, path: Path) -> sqlite_utils.Database:
+        key = path.expanduser().resolve()
+        if key not in self._open:
+            self._open[key] = open_database(key)
+        return self._open[key]
+
+    def close(self) -> None:
+        for db in self._open.values():
+            db.close()
+        self._open.clear()

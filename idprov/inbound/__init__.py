@@ -1,0 +1,1 @@
+"""Other ways in: CSV import, the SCIM 2.0 server, JIT login. Each calls the core."""

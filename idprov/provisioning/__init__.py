@@ -1,0 +1,1 @@
+"""The core: applying changes to userstores, the audit log, and outbound provisioning."""

@@ -1,0 +1,332 @@
+"""The core service: every change to users and roles goes through here.
+
+:class:`IdentityService` validates a change against the userstore's policy, writes
+it, and records it in the audit log, all in one transaction where the store
+allows it. It is what the CLI, the CSV import, the SCIM endpoint and JIT login
+call; it knows nothing of Typer or rich.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from idprov.config import RESIDENT, Config, load_config
+from idprov.db import DatabasePool, write_transaction
+from idprov.errors import NotFoundError, UsageError
+from idprov.model import ClaimValue, Page, QualifiedName, Role, User, UserQuery
+from idprov.provisioning.state import AuditEntry, AuditQuery, StateStore
+from idprov.userstores import UserStore, open_userstore, policy
+from idprov.userstores.passwords import hash_password, verify_password
+
+
+@dataclass
+class ChangeResult:
+    """What a change did: the action, its target, the entity after (or before a
+    delete), and whether anything changed."""
+
+    action: str
+    target: str
+    entity: User | Role | None = None
+    changed: bool = True
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "target": self.target,
+            "changed": self.changed,
+            "entity": self.entity.to_dict() if self.entity is not None else None,
+            **({"details": self.details} if self.details else {}),
+        }
+
+
+def current_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def open_service(
+    config_path: str | None = None, *, application: str = RESIDENT, actor: str | None = None
+) -> IdentityService:
+    """Load the configuration (discovered as the CLI does) and open a service."""
+    return IdentityService(load_config(config_path), application=application, actor=actor)
+
+
+class IdentityService:
+    """Users and roles across all configured userstores, as one application acts."""
+
+    def __init__(
+        self, config: Config, *, application: str = RESIDENT, actor: str | None = None
+    ) -> None:
+        self.config = config
+        self.application = config.application(application).name
+        self.actor = actor or current_actor()
+        self.claims = config.claim_definitions()
+        self.data_dir = Path(config.data_dir or ".")
+        self._pool = DatabasePool()
+        self._stores: dict[str, UserStore] = {}
+        self._state: StateStore | None = None
+
+    def close(self) -> None:
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()
+        self._pool.close()
+
+    def __enter__(self) -> IdentityService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- plumbing
+    @property
+    def state(self) -> StateStore:
+        if self._state is None:
+            self._state = StateStore(self._pool.get(StateStore.path_in(self.data_dir)))
+        return self._state
+
+    def store(self, domain: str | None = None) -> UserStore:
+        """The userstore of ``domain`` (default PRIMARY), opened on first use."""
+        config = self.config.userstore(domain or "PRIMARY")
+        key = config.domain.casefold()
+        if key not in self._stores:
+            self._stores[key] = open_userstore(config, self.claims, self._pool, self.data_dir)
+        return self._stores[key]
+
+    def resolve(self, name: str, domain: str | None = None) -> tuple[UserStore, str]:
+        """The store and bare name that ``DOMAIN/name`` (or ``--domain``) points to."""
+        qualified = QualifiedName.parse(name, domain)
+        if domain and "/" in name and qualified.domain.casefold() != domain.casefold():
+            raise UsageError(f"{name!r} names domain {qualified.domain}, but --domain is {domain}")
+        if not qualified.name:
+            raise UsageError(f"{name!r} has no name after the domain")
+        return self.store(qualified.domain), qualified.name
+
+    @contextmanager
+    def _writing(self, store: UserStore) -> Iterator[None]:
+        """One transaction over the store's change and the state records."""
+        store.ensure_writable()
+        with ExitStack() as stack:
+            stack.enter_context(store.transaction())
+            stack.enter_context(write_transaction(self.state.db))
+            yield
+
+    def _audit(self, action: str, target: str, details: dict[str, Any] | None = None) -> None:
+        self.state.audit(
+            actor=self.actor,
+            application=self.application,
+            action=action,
+            target=target,
+            details=details,
+        )
+
+    # ---- users
+    def get_user(self, username: str, domain: str | None = None) -> User:
+        store, name = self.resolve(username, domain)
+        user = store.find_user(name)
+        if user is None:
+            raise NotFoundError(
+                f"no user {name!r} in the {store.domain} userstore",
+                hint="list users with `idprov user list`",
+            )
+        return user
+
+    def list_users(self, query: UserQuery, domain: str | None = None) -> Page:
+        """One domain's users, or every domain's (in configuration order) when None."""
+        policy.check_claim_names(query.claims, self.claims)
+        domains = [domain] if domain else [u.domain for u in self.config.userstores]
+        items: list[User] = []
+        total, skip = 0, query.offset
+        for d in domains:
+            store = self.store(d)
+            remaining = None if query.limit is None else max(query.limit - len(items), 0)
+            page = store.list_users(
+                UserQuery(query.claims, query.role, query.username_prefix, remaining, skip)
+            )
+            total += page.total
+            items += page.items
+            skip = max(skip - page.total, 0)
+        return Page(items, total, query.offset, query.limit)
+
+    def add_user(
+        self,
+        username: str,
+        claims: Mapping[str, ClaimValue] | None = None,
+        password: str | None = None,
+        roles: Sequence[str] = (),
+        domain: str | None = None,
+    ) -> ChangeResult:
+        """Create a user with claims, an optional password and roles (which must exist)."""
+        store, name = self.resolve(username, domain)
+        claims = dict(claims or {})
+        policy.check_username(store.config.policy, name, store.domain)
+        policy.check_claims(claims, self.claims, name)
+        policy.check_required(claims, store.config.policy, name, store.domain)
+        role_names = [self._same_domain_role(store, r) for r in roles]
+        pw_hash = None
+        if password is not None:
+            policy.check_password(store.config.policy, password, store.domain)
+            pw_hash = hash_password(password)
+        with self._writing(store):
+            user = store.add_user(name, claims, pw_hash)
+            for role in role_names:
+                store.assign(role, [name])
+            self._audit(
+                "user.add",
+                user.qualified_name,
+                {"claims": sorted(claims), "roles": role_names, "password": pw_hash is not None},
+            )
+        return ChangeResult("user.add", user.qualified_name, self.get_user(name, store.domain))
+
+    def update_user(
+        self,
+        username: str,
+        set_claims: Mapping[str, ClaimValue] | None = None,
+        unset: Sequence[str] = (),
+        domain: str | None = None,
+    ) -> ChangeResult:
+        """Set and remove claims; an update that changes nothing records nothing."""
+        store, name = self.resolve(username, domain)
+        set_claims = dict(set_claims or {})
+        policy.check_claims(set_claims, self.claims, name)
+        policy.check_claim_names(unset, self.claims)
+        before = self.get_user(name, store.domain)
+        after_claims = {k: v for k, v in {**before.claims, **set_claims}.items() if k not in unset}
+        policy.check_required(after_claims, store.config.policy, name, store.domain)
+        if after_claims == before.claims:
+            return ChangeResult("user.update", before.qualified_name, before, changed=False)
+        with self._writing(store):
+            user = store.update_user(name, set_claims, list(unset))
+            changed = sorted(
+                k
+                for k in {*before.claims, *user.claims}
+                if before.claims.get(k) != user.claims.get(k)
+            )
+            self._audit("user.update", user.qualified_name, {"claims": changed})
+        return ChangeResult("user.update", user.qualified_name, user, details={"claims": changed})
+
+    def set_password(self, username: str, password: str, domain: str | None = None) -> ChangeResult:
+        store, name = self.resolve(username, domain)
+        user = self.get_user(name, store.domain)
+        policy.check_password(store.config.policy, password, store.domain)
+        pw_hash = hash_password(password)
+        with self._writing(store):
+            store.set_password_hash(name, pw_hash)
+            self._audit("user.passwd", user.qualified_name)
+        return ChangeResult("user.passwd", user.qualified_name, self.get_user(name, store.domain))
+
+    def verify_password(self, username: str, password: str, domain: str | None = None) -> bool:
+        """Whether ``password`` is the user's; False for users without a password."""
+        store, name = self.resolve(username, domain)
+        return verify_password(password, store.password_hash(name))
+
+    def delete_user(self, username: str, domain: str | None = None) -> ChangeResult:
+        store, name = self.resolve(username, domain)
+        with self._writing(store):
+            user = store.delete_user(name)
+            self._audit("user.delete", user.qualified_name, {"roles": user.roles})
+        return ChangeResult("user.delete", user.qualified_name, user)
+
+    # ---- roles
+    def _same_domain_role(self, store: UserStore, role: str) -> str:
+        role_store, role_name = self.resolve(role, store.domain)
+        if role_store is not store:
+            raise UsageError(
+                f"role {role!r} is in another domain than the {store.domain} user",
+                hint="a role holds users of its own userstore domain",
+            )
+        if store.find_role(role_name) is None:
+            raise NotFoundError(
+                f"no role {role_name!r} in the {store.domain} userstore",
+                hint=f"create it first with `idprov role add {role}`",
+            )
+        return role_name
+
+    def get_role(self, name: str, domain: str | None = None) -> Role:
+        store, bare = self.resolve(name, domain)
+        role = store.find_role(bare, with_members=True)
+        if role is None:
+            raise NotFoundError(
+                f"no role {bare!r} in the {store.domain} userstore",
+                hint="list roles with `idprov role list`",
+            )
+        return role
+
+    def list_roles(self, domain: str | None = None, prefix: str | None = None) -> list[Role]:
+        domains = [domain] if domain else [u.domain for u in self.config.userstores]
+        return [r for d in domains for r in self.store(d).list_roles(prefix)]
+
+    def add_role(self, name: str, domain: str | None = None) -> ChangeResult:
+        store, bare = self.resolve(name, domain)
+        policy.check_role_name(store.config.policy, bare, store.domain)
+        with self._writing(store):
+            role = store.add_role(bare)
+            self._audit("role.add", role.qualified_name)
+        return ChangeResult("role.add", role.qualified_name, role)
+
+    def delete_role(self, name: str, domain: str | None = None) -> ChangeResult:
+        store, bare = self.resolve(name, domain)
+        with self._writing(store):
+            role = store.delete_role(bare)
+            self._audit("role.delete", role.qualified_name, {"members": role.members or []})
+        return ChangeResult("role.delete", role.qualified_name, role)
+
+    def rename_role(self, name: str, new_name: str, domain: str | None = None) -> ChangeResult:
+        store, bare = self.resolve(name, domain)
+        new_store, new_bare = self.resolve(new_name, store.domain)
+        if new_store is not store:
+            raise UsageError("a role cannot be renamed into another domain")
+        policy.check_role_name(store.config.policy, new_bare, store.domain)
+        with self._writing(store):
+            role = store.rename_role(bare, new_bare)
+            self._audit("role.rename", role.qualified_name, {"from": bare})
+        return ChangeResult("role.rename", role.qualified_name, role, details={"from": bare})
+
+    def _members(self, store: UserStore, users: Sequence[str]) -> list[str]:
+        names = []
+        for user in users:
+            user_store, bare = self.resolve(user, store.domain)
+            if user_store is not store:
+                raise UsageError(
+                    f"user {user!r} is in another domain than the role",
+                    hint="a role holds users of its own userstore domain",
+                )
+            names.append(bare)
+        return names
+
+    def assign(self, role: str, users: Sequence[str], domain: str | None = None) -> ChangeResult:
+        """Make ``users`` members of ``role``; those already members are left as they are."""
+        store, bare = self.resolve(role, domain)
+        names = self._members(store, users)
+        with self._writing(store):
+            added = store.assign(bare, names)
+            result = self.get_role(bare, store.domain)
+            if added:
+                self._audit("role.assign", result.qualified_name, {"users": added})
+        return ChangeResult(
+            "role.assign", result.qualified_name, result, bool(added), {"added": added}
+        )
+
+    def unassign(self, role: str, users: Sequence[str], domain: str | None = None) -> ChangeResult:
+        store, bare = self.resolve(role, domain)
+        names = self._members(store, users)
+        with self._writing(store):
+            removed = store.unassign(bare, names)
+            result = self.get_role(bare, store.domain)
+            if removed:
+                self._audit("role.unassign", result.qualified_name, {"users": removed})
+        return ChangeResult(
+            "role.unassign", result.qualified_name, result, bool(removed), {"removed": removed}
+        )
+
+    # ---- audit
+    def audit_log(self, query: AuditQuery) -> list[AuditEntry]:
+        return self.state.audit_entries(query)

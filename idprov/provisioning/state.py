@@ -1,0 +1,136 @@
+"""idprov's own database: the audit log (and, with outbound provisioning, the outbox
+and the ledger of provisioned entities).
+
+It lives at ``<data_dir>/idprov.db``, the same file as the embedded PRIMARY
+userstore, so one transaction covers a local change and its records.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from idprov.db import migrate, now
+
+
+def _audit_schema(db: sqlite_utils.Database) -> None:
+    db.execute(
+        "CREATE TABLE audit ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL,"
+        " application TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,"
+        " outcome TEXT NOT NULL, details TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX audit_at ON audit (at)")
+    db.execute("CREATE INDEX audit_target ON audit (target)")
+
+
+MIGRATIONS = [("0001_audit", _audit_schema)]
+STATE_FILENAME = "idprov.db"
+
+
+@dataclass
+class AuditEntry:
+    """One line of the audit log: who, through which application, did what, when."""
+
+    id: int
+    at: str
+    actor: str
+    application: str
+    action: str
+    target: str
+    outcome: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    action: str | None = None
+    target: str | None = None
+    actor: str | None = None
+    application: str | None = None
+    since: str | None = None
+    until: str | None = None
+    limit: int = 50
+
+
+class StateStore:
+    """The audit log table (and later outbox/ledger) in idprov's own database."""
+
+    def __init__(self, db: sqlite_utils.Database):
+        self.db = db
+        migrate(db, "state", MIGRATIONS)
+
+    @classmethod
+    def path_in(cls, data_dir: Path) -> Path:
+        return data_dir / STATE_FILENAME
+
+    def audit(
+        self,
+        *,
+        actor: str,
+        application: str,
+        action: str,
+        target: str,
+        outcome: str = "ok",
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Append one entry. Callers pass no secrets in ``details``."""
+        self.db.execute(
+            "INSERT INTO audit (at, actor, application, action, target, outcome, details)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                now(),
+                actor,
+                application,
+                action,
+                target,
+                outcome,
+                json.dumps(details or {}, ensure_ascii=False, sort_keys=True),
+            ],
+        )
+
+    def audit_entries(self, query: AuditQuery) -> list[AuditEntry]:
+        """Newest first, filtered; ``target`` and ``action`` match as prefixes."""
+        where, params = [], []
+        for column in ("actor", "application"):
+            value = getattr(query, column)
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        for column in ("action", "target"):
+            value = getattr(query, column)
+            if value is not None:
+                where.append(f"substr({column}, 1, ?) = ?")
+                params += [len(value), value]
+        if query.since:
+            where.append("at >= ?")
+            params.append(query.since)
+        if query.until:
+            where.append("at < ?")
+            params.append(query.until)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        rows = self.db.execute(
+            f"SELECT id, at, actor, application, action, target, outcome, details FROM audit"
+            f"{clause} ORDER BY id DESC LIMIT ?",
+            [*params, query.limit],
+        ).fetchall()
+        return [
+            AuditEntry(
+                id=r[0],
+                at=r[1],
+                actor=r[2],
+                application=r[3],
+                action=r[4],
+                target=r[5],
+                outcome=r[6],
+                details=json.loads(r[7]),
+            )
+            for r in rows
+        ]

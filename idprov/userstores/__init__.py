@@ -1,0 +1,28 @@
+"""Userstores: where users and roles live, one module per type behind one contract."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from idprov.config.claims import ClaimDefinition
+from idprov.config.models import SqliteUserstoreConfig, UserstoreConfig
+from idprov.db import DatabasePool
+from idprov.userstores.base import UserStore
+
+__all__ = ["UserStore", "open_userstore"]
+
+
+def open_userstore(
+    config: UserstoreConfig,
+    claims: Mapping[str, ClaimDefinition],
+    pool: DatabasePool,
+    data_dir: Path,
+) -> UserStore:
+    """Open the userstore ``config`` describes; heavy client libraries load only here."""
+    if isinstance(config, SqliteUserstoreConfig):
+        from idprov.userstores.sqlite import SqliteUserStore
+
+        path = Path(config.path) if config.path else SqliteUserStore.default_path(data_dir)
+        return SqliteUserStore(config, claims, pool.get(path))
+    raise NotImplementedError(f"userstore type {config.type!r}")  # pragma: no cover

@@ -1,0 +1,111 @@
+"""The userstore contract: what every kind of userstore (SQLite, LDAP...) provides.
+
+A userstore holds the users and roles of one domain. It stores and reads; it does
+not decide policy (the service checks names, passwords and claims first) and it
+never calls connectors. Names are case-insensitive within a store; the case given
+at creation is kept for display.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import ClassVar
+
+from idprov.config.claims import ClaimDefinition
+from idprov.config.models import UserstoreConfig
+from idprov.errors import ReadOnlyError
+from idprov.model import ClaimValue, Page, Role, User, UserQuery
+
+
+class UserStore(ABC):
+    """One domain's users and roles. Methods raise idprov errors, never library ones."""
+
+    type: ClassVar[str]
+
+    def __init__(self, config: UserstoreConfig, claims: Mapping[str, ClaimDefinition]):
+        self.config = config
+        self.claims = claims
+
+    @property
+    def domain(self) -> str:
+        return self.config.domain
+
+    def ensure_writable(self) -> None:
+        """Raise :class:`ReadOnlyError` when the store is configured read-only."""
+        if self.config.read_only:
+            raise ReadOnlyError(
+                f"the {self.domain} userstore is read-only",
+                hint=f"set read_only: false on userstore {self.domain} to allow changes",
+            )
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes; stores that cannot roll back make this a no-op."""
+        yield
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
+        """Release connections. Safe to call twice."""
+
+    # reads
+    @abstractmethod
+    def find_user(self, username: str) -> User | None:
+        """The user with this name (any case), with roles; None if there is none."""
+
+    @abstractmethod
+    def list_users(self, query: UserQuery) -> Page:
+        """A page of users matching ``query``, ordered by username, with a total."""
+
+    @abstractmethod
+    def password_hash(self, username: str) -> str | None:
+        """The stored password hash of an existing user, or None if it has none."""
+
+    @abstractmethod
+    def find_role(self, name: str, with_members: bool = False) -> Role | None:
+        """The role with this name (any case); members' usernames when asked."""
+
+    @abstractmethod
+    def list_roles(self, prefix: str | None = None) -> list[Role]:
+        """Every role (with member counts), ordered by name."""
+
+    # writes: each raises ConflictError/NotFoundError as the case may be
+    @abstractmethod
+    def add_user(
+        self, username: str, claims: Mapping[str, ClaimValue], password_hash: str | None
+    ) -> User:
+        """Create a user; ConflictError if the name exists. Not idempotent."""
+
+    @abstractmethod
+    def update_user(
+        self, username: str, set_claims: Mapping[str, ClaimValue], unset: Sequence[str]
+    ) -> User:
+        """Set and remove claims of an existing user; a repeat is harmless."""
+
+    @abstractmethod
+    def set_password_hash(self, username: str, password_hash: str) -> None:
+        """Replace the stored hash; a repeat is harmless."""
+
+    @abstractmethod
+    def delete_user(self, username: str) -> User:
+        """Delete the user and its memberships; returns what was deleted."""
+
+    @abstractmethod
+    def add_role(self, name: str) -> Role:
+        """Create an empty role; ConflictError if the name exists."""
+
+    @abstractmethod
+    def delete_role(self, name: str) -> Role:
+        """Delete the role (its members keep existing); returns it with its members."""
+
+    @abstractmethod
+    def rename_role(self, name: str, new_name: str) -> Role:
+        """Rename, keeping id and members; ConflictError if ``new_name`` exists."""
+
+    @abstractmethod
+    def assign(self, role: str, usernames: Sequence[str]) -> list[str]:
+        """Add members; returns the usernames newly added (members already: skipped)."""
+
+    @abstractmethod
+    def unassign(self, role: str, usernames: Sequence[str]) -> list[str]:
+        """Remove members; returns the usernames actually removed."""

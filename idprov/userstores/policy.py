@@ -1,0 +1,117 @@
+"""Checks every userstore applies before a write: names, passwords, claim values.
+
+The rules come from the userstore's :class:`~idprov.config.models.PolicyConfig` and
+from the claim definitions; a refusal names the rule (the pattern, the limit) and
+the offending key, never a password.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+
+from idprov.config.claims import ClaimDefinition
+from idprov.config.models import PolicyConfig
+from idprov.errors import PolicyError, UsageError
+from idprov.model import ClaimValue
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@lru_cache(maxsize=64)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def check_username(policy: PolicyConfig, username: str, domain: str) -> None:
+    if "/" in username:
+        raise PolicyError(
+            f"username {username!r} contains '/', which separates the domain",
+            hint="write DOMAIN/username, or use --domain",
+        )
+    if not _compiled(policy.username_pattern).search(username) or _CONTROL.search(username):
+        raise PolicyError(
+            f"username {username[:80]!r} does not match the {domain} userstore's "
+            f"username pattern {policy.username_pattern}",
+            hint="choose a name that matches, or change userstores[].policy.username_pattern",
+        )
+
+
+def check_role_name(policy: PolicyConfig, name: str, domain: str) -> None:
+    if "/" in name:
+        raise PolicyError(f"role name {name!r} contains '/', which separates the domain")
+    if not _compiled(policy.role_name_pattern).search(name) or _CONTROL.search(name):
+        raise PolicyError(
+            f"role name {name[:80]!r} does not match the {domain} userstore's "
+            f"role name pattern {policy.role_name_pattern}",
+            hint="choose a name that matches, or change userstores[].policy.role_name_pattern",
+        )
+
+
+def check_password(policy: PolicyConfig, password: str, domain: str) -> None:
+    if not _compiled(policy.password_pattern).search(password):
+        raise PolicyError(
+            f"the password does not match the {domain} userstore's password pattern "
+            f"{policy.password_pattern}",
+            hint="choose a password that matches, or change userstores[].policy.password_pattern",
+        )
+
+
+def check_claim_names(names: Iterable[str], known: Mapping[str, ClaimDefinition]) -> None:
+    """Refuse claim names idprov does not know, listing the ones it does."""
+    for name in names:
+        if name not in known:
+            raise UsageError(
+                f"unknown claim {name!r}",
+                hint="known claims: "
+                + ", ".join(sorted(known))
+                + " (declare more under `claims:` in the configuration)",
+            )
+
+
+def check_claims(
+    claims: Mapping[str, ClaimValue],
+    known: Mapping[str, ClaimDefinition],
+    user: str,
+) -> None:
+    """Refuse unknown claims, wrong multiplicity, control characters, long or
+    non-matching values."""
+    check_claim_names(claims, known)
+    for name, value in claims.items():
+        definition = known[name]
+        values = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and not definition.multi_valued:
+            raise PolicyError(
+                f"claim {name!r} of user {user} takes one value, got {len(value)}",
+                hint="give the claim once, or declare it multi_valued: true",
+            )
+        for item in values:
+            _check_value(definition, item, user)
+
+
+def _check_value(definition: ClaimDefinition, value: str, user: str) -> None:
+    name = definition.name
+    if len(value) > definition.max_length:
+        raise PolicyError(
+            f"claim {name!r} of user {user} is {len(value)} characters long; the limit "
+            f"is {definition.max_length}",
+            hint="shorten the value, or raise max_length in the claim's declaration",
+        )
+    if _CONTROL.search(value):
+        raise PolicyError(f"claim {name!r} of user {user} contains control characters")
+    if definition.pattern and not _compiled(definition.pattern).search(value):
+        raise PolicyError(
+            f"claim {name!r} of user {user}: {value[:80]!r} does not match {definition.pattern}"
+        )
+
+
+def check_required(
+    claims: Mapping[str, ClaimValue], policy: PolicyConfig, user: str, domain: str
+) -> None:
+    missing = [c for c in policy.required_claims if not claims.get(c)]
+    if missing:
+        raise PolicyError(
+            f"user {user} lacks claims the {domain} userstore requires: {', '.join(missing)}",
+            hint="give them with --claim NAME=VALUE",
+        )
