@@ -10,8 +10,8 @@ A dataclass is validated by :func:`build`. Fields may be ``str``, ``int``,
 ``float``, ``bool``, ``Literal[...]``, ``X | None``, ``list[X]``, ``dict[str, X]``,
 ``Any``, another dataclass, or a class with a ``__config_parse__(value)``
 classmethod. A base class with a ``variants()`` classmethod is a tagged union,
-chosen by its ``type`` key. A dataclass may check itself in ``__post_init__`` by raising :class:`Invalid` (naming one of its keys) or
-``ValueError``.
+chosen by its ``type`` key. A dataclass may check itself in ``__post_init__`` by
+raising :class:`Invalid` (naming one of its keys) or ``ValueError``.
 """
 
 from __future__ import annotations
