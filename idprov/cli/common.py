@@ -75,14 +75,22 @@ AppOpt = Annotated[
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
-def service(app: str = "resident") -> Any:
-    """The core service for this invocation (config loaded on first use)."""
+def service(app: str = "resident", live: bool = True) -> Any:
+    """The core service for this invocation (config loaded on first use); with
+    ``live``, outbound progress is shown as it happens on a terminal."""
     session = _session()
     if session._service is None:
         from idprov.config import load_config
         from idprov.provisioning.service import IdentityService
 
-        session._service = IdentityService(load_config(session.config_path), application=app)
+        progress = None
+        if live and not session.json:
+            from idprov.cli.render import live_progress
+
+            progress = live_progress()
+        session._service = IdentityService(
+            load_config(session.config_path), application=app, progress=progress
+        )
     return session._service
 
 
@@ -95,11 +103,19 @@ def json_default(value: Any) -> Any:
 
 def emit(result: Any, render: Callable[[Any], None]) -> None:
     """Print ``result``: as JSON with ``--json``, else through ``render``."""
+    from idprov.cli.render import stop_live
+
+    stop_live()
     if _session().json:
         sys.stdout.write(jsonlib.dumps(result, default=json_default, ensure_ascii=False, indent=2))
         sys.stdout.write("\n")
     else:
         render(result)
+    failed = getattr(result, "outbound_failed", None)
+    if failed is None and hasattr(result, "ok") and hasattr(result, "idps"):
+        failed = not result.ok
+    if failed:
+        raise typer.Exit(int(ExitCode.OUTBOUND_FAILED))
 
 
 def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, str | list[str]]:
@@ -146,7 +162,8 @@ class IdprovGroup(TyperGroup):
 
             from typer.main import get_command
 
-            command = get_command(importlib.import_module(self.lazy[cmd_name]).app)
+            module, _, attr = self.lazy[cmd_name].partition(":")
+            command = get_command(getattr(importlib.import_module(module), attr or "app"))
             command.name = cmd_name
             self.commands[cmd_name] = command
         return super().get_command(ctx, cmd_name)
@@ -167,6 +184,9 @@ class IdprovGroup(TyperGroup):
             render_error(IdprovError("interrupted"))
             raise typer.Exit(130) from None
         finally:
+            from idprov.cli.render import stop_live
+
+            stop_live()
             close_session()
 
 

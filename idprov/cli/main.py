@@ -52,6 +52,9 @@ IdprovGroup.lazy = {
     "role": "idprov.cli.role",
     "config": "idprov.cli.config_cmd",
     "secret": "idprov.cli.secret",
+    "outbox": "idprov.cli.outbound:outbox_app",
+    "idp": "idprov.cli.outbound:idp_app",
+    "connector": "idprov.cli.outbound:connector_app",
 }
 app.command("init")(config_cmd.init)
 app.command("log")(log.log)

@@ -7,7 +7,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from idprov.connectors.base import CheckReport
     from idprov.model import Page, Role, User
+    from idprov.provisioning.engine import OutboundReport
+    from idprov.provisioning.outbox import OutboxRow
     from idprov.provisioning.service import ChangeResult
     from idprov.provisioning.state import AuditEntry
 
@@ -138,6 +141,144 @@ def change(result: ChangeResult) -> None:
         text += ": " + ", ".join(result.details["claims"])
     typer.secho("✓", fg="green", nl=False)
     typer.echo(" " + text)
+    if result.outbound is not None:
+        outbound_report(result.outbound)
+
+
+def outbound_report(report: OutboundReport) -> None:
+    """A line per identity provider, then each failure with the target's message."""
+    import typer
+
+    if not report.idps:
+        typer.echo("  nothing to provision")
+    for idp in report.idps.values():
+        done, failed, skipped = idp.count("done"), idp.count("failed"), idp.count("skipped")
+        mark, colour = ("✗", "red") if failed else ("✓", "green")
+        typer.echo("  ", nl=False)
+        typer.secho(mark, fg=colour, nl=False)
+        parts = [f"{done} done"] + ([f"{failed} failed"] if failed else [])
+        parts += [f"{skipped} unchanged or out of scope"] if skipped else []
+        typer.echo(f" {idp.name}: " + ", ".join(parts))
+        for op in idp.operations:
+            if op.outcome == "failed":
+                typer.echo(f"      {op.kind} {op.label}: {op.operation} failed: {op.error}")
+    if not report.ok:
+        typer.echo(
+            "  failed operations stay in the outbox: `idprov outbox list`, `idprov outbox retry`"
+        )
+
+
+_live: Any = None
+
+
+def live_progress() -> Any:
+    """A progress callback that shows a rich progress bar per identity provider once
+    there are more than a few operations, on a terminal only."""
+    import sys
+
+    if not sys.stdout.isatty():
+        return None
+
+    def update(report: OutboundReport) -> None:
+        global _live
+        total = sum(r.total for r in report.idps.values())
+        if _live is None:
+            if total <= 5:
+                return
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            _live = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[failed]} failed"),
+                console=console(),
+                transient=True,
+            )
+            _live.start()
+            _live.ids = {
+                name: _live.add_task(name, total=r.total, failed=0)
+                for name, r in report.idps.items()
+            }
+        for name, r in report.idps.items():
+            if name in _live.ids:
+                _live.update(_live.ids[name], completed=len(r.operations), failed=r.count("failed"))
+
+    return update
+
+
+def stop_live() -> None:
+    global _live
+    if _live is not None:
+        _live.stop()
+        _live = None
+
+
+def outbox(rows: list[OutboxRow]) -> None:
+    from rich.table import Table
+
+    if not rows:
+        console().print("the outbox is empty: everything has been provisioned")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("idp", "kind", "entity", "status", "attempts", "since", "last error"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            esc(r.idp),
+            r.kind,
+            esc(r.label),
+            r.status,
+            str(r.attempts),
+            r.enqueued_at,
+            esc(r.last_error or ""),
+        )
+    console().print(table)
+
+
+def idp_list(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    if not rows:
+        console().print("no identity providers are configured")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("name", "connector", "enabled", "scope", "deprovision", "applications"):
+        table.add_column(col)
+    for r in rows:
+        scope = ", ".join(r["provisioning_roles"]) if r["provisioning_roles"] else "all users"
+        table.add_row(
+            esc(r["name"]),
+            r["connector"],
+            "yes" if r["enabled"] else "no",
+            esc(scope),
+            r["deprovision"],
+            esc(", ".join(r["applications"])),
+        )
+    console().print(table)
+
+
+def check_report(name: str, report: CheckReport) -> None:
+    yes = "[green]yes[/]"
+    no = "[red]no[/]"
+    console().print(f"[bold]{esc(name)}[/]")
+    console().print(f"  reachable      {yes if report.reachable else no}")
+    console().print(f"  authenticated  {yes if report.authenticated else no}")
+    for key, value in report.capabilities.items():
+        console().print(f"  {key:<14} {esc(value)}")
+    for message in report.messages:
+        console().print(f"  [yellow]![/] {esc(message)}")
+
+
+def connector_list(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("connector", "package", "module", "description"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], esc(r["package"] or ""), esc(r["module"]), esc(r["description"]))
+    console().print(table)
 
 
 def audit(entries: list[AuditEntry]) -> None:

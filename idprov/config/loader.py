@@ -76,6 +76,7 @@ def load_text(text: str, source: str, base_dir: Path | None = None) -> Config:
         data = {}
     config = build(Config, data, locator)
     config.source = source
+    config.locator = locator
     config.data_dir = _resolve(config.data_dir, base_dir) or str(user_data_dir())
     _resolve_store_paths(config, base_dir)
     return config

@@ -109,8 +109,12 @@ class IdentityProviderConfig:
     connector: str
     options: dict[str, Any] = field(default_factory=dict)
     provisioning_roles: list[str] | None = None
-    attributes: dict[str, str] = field(default_factory=dict)
+    attributes: dict[str, str | None] = field(default_factory=dict)
+    """Target attribute -> template, over the connector's defaults (null drops one)."""
     username: str = "{UN}"
+    push_roles: Literal["scoped", "all", "none"] = "scoped"
+    """Which roles become groups: ``scoped``, the provisioning roles (all roles when
+    there are none); ``all``; ``none``."""
     deprovision: Literal["delete", "disable"] = "delete"
     on_conflict: Literal["fail", "adopt"] = "fail"
     retry: RetryConfig = field(default_factory=RetryConfig)
@@ -146,6 +150,8 @@ class Config:
     identity_providers: list[IdentityProviderConfig] = field(default_factory=list)
     applications: list[ApplicationConfig] = field(default_factory=list)
     source: str = field(default="<embedded default>", compare=False, init=False)
+    locator: Any = field(default=None, compare=False, init=False, repr=False)
+    """Where each key is in the source file (a schema.Locator), for later checks."""
 
     def __post_init__(self) -> None:
         if not self.userstores:

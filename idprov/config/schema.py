@@ -198,8 +198,9 @@ def _choose_variant(
     cls: type, variants: Mapping[str, type], data: Mapping[str, Any], locator: Locator, path: Path
 ) -> type:
     tag = data.get("type")
-    if tag is None:
-        return cls if "type" not in variants else variants["type"]
+    if tag is None:  # no `type:` given: the variant named by the base's default type
+        default = next((f.default for f in dataclasses.fields(cls) if f.name == "type"), None)
+        return variants.get(default, cls) if isinstance(default, str) else cls
     if tag not in variants:
         known = ", ".join(sorted(variants))
         raise _fail(locator, (*path, "type"), f"unknown type {tag!r} (known: {known})")

@@ -13,15 +13,22 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from idprov.config import RESIDENT, Config, load_config
+from idprov.config import RESIDENT, Config, IdentityProviderConfig, load_config
 from idprov.db import DatabasePool, write_transaction
 from idprov.errors import NotFoundError, UsageError
 from idprov.model import ClaimValue, Page, QualifiedName, Role, User, UserQuery
 from idprov.provisioning.state import AuditEntry, AuditQuery, StateStore
 from idprov.userstores import UserStore, open_userstore, policy
 from idprov.userstores.passwords import hash_password, verify_password
+
+if TYPE_CHECKING:
+    import httpx
+
+    from idprov.connectors.base import CheckReport, Connector
+    from idprov.provisioning.engine import OutboundReport, Progress
+    from idprov.provisioning.outbox import Kind, OutboxRow
 
 
 @dataclass
@@ -34,6 +41,12 @@ class ChangeResult:
     entity: User | Role | None = None
     changed: bool = True
     details: dict[str, Any] = field(default_factory=dict)
+    outbound: OutboundReport | None = None
+    """What provisioning to the identity providers did (None: none are targeted)."""
+
+    @property
+    def outbound_failed(self) -> bool:
+        return self.outbound is not None and not self.outbound.ok
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +55,7 @@ class ChangeResult:
             "changed": self.changed,
             "entity": self.entity.to_dict() if self.entity is not None else None,
             **({"details": self.details} if self.details else {}),
+            "outbound": self.outbound.to_dict() if self.outbound is not None else None,
         }
 
 
@@ -63,18 +77,39 @@ class IdentityService:
     """Users and roles across all configured userstores, as one application acts."""
 
     def __init__(
-        self, config: Config, *, application: str = RESIDENT, actor: str | None = None
+        self,
+        config: Config,
+        *,
+        application: str = RESIDENT,
+        actor: str | None = None,
+        http_transport: httpx.BaseTransport | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.config = config
+        self.http_transport = http_transport
+        """Injected into every HTTP connector's client (tests: faults; else None)."""
+        self.progress = progress
+        """Called after each outbound operation with the report so far (live views)."""
+        self._connectors: dict[str, Connector] = {}
+        self._own_rows: list[int] = []
         self.application = config.application(application).name
         self.actor = actor or current_actor()
         self.claims = config.claim_definitions()
+        if config.identity_providers:
+            from idprov.provisioning.connect import check_identity_providers
+
+            check_identity_providers(config)
         self.data_dir = Path(config.data_dir or ".")
         self._pool = DatabasePool()
         self._stores: dict[str, UserStore] = {}
         self._state: StateStore | None = None
 
     def close(self) -> None:
+        for connector in self._connectors.values():
+            connector.close()
+            if connector.client is not None:
+                connector.client.close()
+        self._connectors.clear()
         for store in self._stores.values():
             store.close()
         self._stores.clear()
@@ -128,6 +163,89 @@ class IdentityService:
             details=details,
         )
 
+    def audit_outbound(
+        self, action: str, target: str, outcome: str, details: dict[str, Any]
+    ) -> None:
+        """One outbound attempt in the audit log (the engine calls this; no secrets)."""
+        self.state.audit(
+            actor=self.actor,
+            application=self.application,
+            action=action,
+            target=target,
+            outcome=outcome,
+            details=details,
+        )
+
+    # ---- outbound
+    def idp(self, name: str) -> IdentityProviderConfig:
+        for idp in self.config.identity_providers:
+            if idp.name == name:
+                return idp
+        declared = ", ".join(i.name for i in self.config.identity_providers) or "none"
+        raise NotFoundError(f"no identity provider named {name!r}", hint=f"declared: {declared}")
+
+    def targets(self) -> list[str]:
+        """Enabled identity providers the acting application provisions to."""
+        names = self.config.application(self.application).identity_providers
+        return [n for n in names if self.idp(n).enabled]
+
+    def connector(self, name: str) -> Connector:
+        """The connector of IdP ``name``, made on first use with its own HTTP client."""
+        if name not in self._connectors:
+            from idprov.provisioning.connect import open_connector
+
+            self._connectors[name] = open_connector(self.idp(name), self.http_transport)
+        return self._connectors[name]
+
+    def _enqueue(self, kind: Kind, entity_id: str, domain: str, label: str) -> None:
+        targets = self.targets()
+        if targets:
+            self._own_rows += self.state.outbox.enqueue(targets, kind, entity_id, domain, label)
+
+    def _enqueue_users(self, store: UserStore, user_ids: Sequence[str]) -> None:
+        if not self.targets():
+            return
+        for user_id in user_ids:
+            user = store.find_user_by_id(user_id)
+            if user is not None:
+                self._enqueue("user", user.id, store.domain, user.qualified_name)
+
+    def _enqueue_names(self, store: UserStore, usernames: Sequence[str]) -> None:
+        if not self.targets():
+            return
+        for username in usernames:
+            user = store.find_user(username)
+            if user is not None:
+                self._enqueue("user", user.id, store.domain, user.qualified_name)
+
+    def _push(self, result: ChangeResult) -> ChangeResult:
+        """Drain what this command enqueued (and pending rows a crashed one left)."""
+        if not self._own_rows and not self.targets():
+            return result
+        rows = self.state.outbox.rows(self._own_rows, stale_pending=True)
+        self._own_rows = []
+        result.outbound = self.drain(rows)
+        return result
+
+    def drain(self, rows: Sequence[OutboxRow]) -> OutboundReport:
+        """Reconcile ``rows`` at their identity providers now (see the engine)."""
+        from idprov.provisioning.engine import Engine
+
+        return Engine(self, self.progress).drain(rows)
+
+    def retry_outbox(self, idps: Sequence[str] | None = None) -> OutboundReport:
+        """Drain every pending and failed row (of ``idps``, or of all IdPs)."""
+        return self.drain(self.state.outbox.rows(idps=idps))
+
+    def outbox_rows(
+        self, idps: Sequence[str] | None = None, status: str | None = None
+    ) -> list[OutboxRow]:
+        return self.state.outbox.rows(idps=idps, status=status)
+
+    def test_idp(self, name: str) -> CheckReport:
+        """Reachability, authentication and capabilities of IdP ``name``; changes nothing."""
+        return self.connector(name).check()
+
     # ---- users
     def get_user(self, username: str, domain: str | None = None) -> User:
         store, name = self.resolve(username, domain)
@@ -177,14 +295,20 @@ class IdentityService:
             pw_hash = hash_password(password)
         with self._writing(store):
             user = store.add_user(name, claims, pw_hash)
-            for role in role_names:
-                store.assign(role, [name])
+            for role_name in role_names:
+                store.assign(role_name, [name])
+                role = store.find_role(role_name)
+                if role is not None:
+                    self._enqueue("role", role.id, store.domain, role.qualified_name)
             self._audit(
                 "user.add",
                 user.qualified_name,
                 {"claims": sorted(claims), "roles": role_names, "password": pw_hash is not None},
             )
-        return ChangeResult("user.add", user.qualified_name, self.get_user(name, store.domain))
+            self._enqueue("user", user.id, store.domain, user.qualified_name)
+        return self._push(
+            ChangeResult("user.add", user.qualified_name, self.get_user(name, store.domain))
+        )
 
     def update_user(
         self,
@@ -211,7 +335,10 @@ class IdentityService:
                 if before.claims.get(k) != user.claims.get(k)
             )
             self._audit("user.update", user.qualified_name, {"claims": changed})
-        return ChangeResult("user.update", user.qualified_name, user, details={"claims": changed})
+            self._enqueue("user", user.id, store.domain, user.qualified_name)
+        return self._push(
+            ChangeResult("user.update", user.qualified_name, user, details={"claims": changed})
+        )
 
     def set_password(self, username: str, password: str, domain: str | None = None) -> ChangeResult:
         store, name = self.resolve(username, domain)
@@ -233,7 +360,12 @@ class IdentityService:
         with self._writing(store):
             user = store.delete_user(name)
             self._audit("user.delete", user.qualified_name, {"roles": user.roles})
-        return ChangeResult("user.delete", user.qualified_name, user)
+            self._enqueue("user", user.id, store.domain, user.qualified_name)
+            for role_name in user.roles:
+                role = store.find_role(role_name)
+                if role is not None:
+                    self._enqueue("role", role.id, store.domain, role.qualified_name)
+        return self._push(ChangeResult("user.delete", user.qualified_name, user))
 
     # ---- roles
     def _same_domain_role(self, store: UserStore, role: str) -> str:
@@ -270,14 +402,19 @@ class IdentityService:
         with self._writing(store):
             role = store.add_role(bare)
             self._audit("role.add", role.qualified_name)
-        return ChangeResult("role.add", role.qualified_name, role)
+            self._enqueue("role", role.id, store.domain, role.qualified_name)
+        return self._push(ChangeResult("role.add", role.qualified_name, role))
 
     def delete_role(self, name: str, domain: str | None = None) -> ChangeResult:
         store, bare = self.resolve(name, domain)
         with self._writing(store):
+            found = store.find_role(bare)
+            member_ids = store.role_member_ids(found.id) if found is not None else []
             role = store.delete_role(bare)
             self._audit("role.delete", role.qualified_name, {"members": role.members or []})
-        return ChangeResult("role.delete", role.qualified_name, role)
+            self._enqueue_users(store, member_ids)
+            self._enqueue("role", role.id, store.domain, role.qualified_name)
+        return self._push(ChangeResult("role.delete", role.qualified_name, role))
 
     def rename_role(self, name: str, new_name: str, domain: str | None = None) -> ChangeResult:
         store, bare = self.resolve(name, domain)
@@ -288,7 +425,11 @@ class IdentityService:
         with self._writing(store):
             role = store.rename_role(bare, new_bare)
             self._audit("role.rename", role.qualified_name, {"from": bare})
-        return ChangeResult("role.rename", role.qualified_name, role, details={"from": bare})
+            self._enqueue_users(store, store.role_member_ids(role.id))
+            self._enqueue("role", role.id, store.domain, role.qualified_name)
+        return self._push(
+            ChangeResult("role.rename", role.qualified_name, role, details={"from": bare})
+        )
 
     def _members(self, store: UserStore, users: Sequence[str]) -> list[str]:
         names = []
@@ -311,8 +452,12 @@ class IdentityService:
             result = self.get_role(bare, store.domain)
             if added:
                 self._audit("role.assign", result.qualified_name, {"users": added})
-        return ChangeResult(
-            "role.assign", result.qualified_name, result, bool(added), {"added": added}
+                self._enqueue_names(store, added)
+                self._enqueue("role", result.id, store.domain, result.qualified_name)
+        return self._push(
+            ChangeResult(
+                "role.assign", result.qualified_name, result, bool(added), {"added": added}
+            )
         )
 
     def unassign(self, role: str, users: Sequence[str], domain: str | None = None) -> ChangeResult:
@@ -323,8 +468,12 @@ class IdentityService:
             result = self.get_role(bare, store.domain)
             if removed:
                 self._audit("role.unassign", result.qualified_name, {"users": removed})
-        return ChangeResult(
-            "role.unassign", result.qualified_name, result, bool(removed), {"removed": removed}
+                self._enqueue_names(store, removed)
+                self._enqueue("role", result.id, store.domain, result.qualified_name)
+        return self._push(
+            ChangeResult(
+                "role.unassign", result.qualified_name, result, bool(removed), {"removed": removed}
+            )
         )
 
     # ---- audit

@@ -1,5 +1,5 @@
-"""idprov's own database: the audit log (and, with outbound provisioning, the outbox
-and the ledger of provisioned entities).
+"""idprov's own database: the audit log, the outbox and the ledger of provisioned
+entities.
 
 It lives at ``<data_dir>/idprov.db``, the same file as the embedded PRIMARY
 userstore, so one transaction covers a local change and its records.
@@ -15,6 +15,7 @@ from typing import Any
 import sqlite_utils
 
 from idprov.db import migrate, now
+from idprov.provisioning.outbox import Ledger, Outbox
 
 
 def _audit_schema(db: sqlite_utils.Database) -> None:
@@ -28,7 +29,13 @@ def _audit_schema(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX audit_target ON audit (target)")
 
 
-MIGRATIONS = [("0001_audit", _audit_schema)]
+def _outbound_schema(db: sqlite_utils.Database) -> None:
+    from idprov.provisioning.outbox import create_tables
+
+    create_tables(db)
+
+
+MIGRATIONS = [("0001_audit", _audit_schema), ("0002_outbox_ledger", _outbound_schema)]
 STATE_FILENAME = "idprov.db"
 
 
@@ -70,6 +77,14 @@ class StateStore:
     @classmethod
     def path_in(cls, data_dir: Path) -> Path:
         return data_dir / STATE_FILENAME
+
+    @property
+    def outbox(self) -> Outbox:
+        return Outbox(self.db)
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.db)
 
     def audit(
         self,

@@ -54,6 +54,10 @@ class UserStore(ABC):
         """The user with this name (any case), with roles; None if there is none."""
 
     @abstractmethod
+    def find_user_by_id(self, user_id: str) -> User | None:
+        """The user with this stable id, with roles; None if there is none."""
+
+    @abstractmethod
     def list_users(self, query: UserQuery) -> Page:
         """A page of users matching ``query``, ordered by username, with a total."""
 
@@ -64,6 +68,14 @@ class UserStore(ABC):
     @abstractmethod
     def find_role(self, name: str, with_members: bool = False) -> Role | None:
         """The role with this name (any case); members' usernames when asked."""
+
+    @abstractmethod
+    def find_role_by_id(self, role_id: str) -> Role | None:
+        """The role with this stable id (members not loaded); None if there is none."""
+
+    @abstractmethod
+    def role_member_ids(self, role_id: str) -> list[str]:
+        """Stable ids of the role's members."""
 
     @abstractmethod
     def list_roles(self, prefix: str | None = None) -> list[Role]:

@@ -116,6 +116,31 @@ class SqliteUserStore(UserStore):
             return None
         return self._row_to_user(row, self._roles_of([row[0]]).get(row[0], []))
 
+    def find_user_by_id(self, user_id: str) -> User | None:
+        row = self.db.execute(
+            f"SELECT {self._USER_COLUMNS} FROM users WHERE id = ?", [user_id]
+        ).fetchone()
+        if row is None:
+            return None
+        return self._row_to_user(row, self._roles_of([row[0]]).get(row[0], []))
+
+    def find_role_by_id(self, role_id: str) -> Role | None:
+        row = self.db.execute(
+            "SELECT id, name, created, modified,"
+            " (SELECT count(*) FROM user_roles WHERE role_id = roles.id)"
+            " FROM roles WHERE id = ?",
+            [role_id],
+        ).fetchone()
+        if row is None:
+            return None
+        return Role(row[0], self.domain, row[1], row[4], None, row[2], row[3])
+
+    def role_member_ids(self, role_id: str) -> list[str]:
+        rows = self.db.execute(
+            "SELECT user_id FROM user_roles WHERE role_id = ?", [role_id]
+        ).fetchall()
+        return [r[0] for r in rows]
+
     def _roles_of(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for chunk in range(0, len(user_ids), 500):
@@ -192,7 +217,8 @@ class SqliteUserStore(UserStore):
     def list_roles(self, prefix: str | None = None) -> list[Role]:
         where, params = "", []
         if prefix:
-            where, params = " WHERE substr(name_key, 1, ?) = ?", [len(prefix), name_key(prefix)]
+            key = name_key(prefix)  # casefolding can change the length ('ß' -> 'ss')
+            where, params = " WHERE substr(name_key, 1, ?) = ?", [len(key), key]
         rows = self.db.execute(
             "SELECT id, name, created, modified,"
             " (SELECT count(*) FROM user_roles WHERE role_id = roles.id)"

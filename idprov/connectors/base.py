@@ -1,0 +1,195 @@
+"""The connector contract: how idprov talks to one kind of external system.
+
+A connector is a small class with a ``name``, an ``Options`` dataclass (validated
+from the identity provider's ``options:`` like the rest of the configuration, so
+unknown keys are refused with file and line), default attribute mappings, and
+methods that create, update, disable and delete users and groups and change group
+membership. It never imports userstores or other connectors, and never retries:
+the engine retries what a :class:`TargetError` says is retryable.
+
+Built-in connectors register through the ``idprov.connectors`` entry-point group,
+as third-party ones do.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from idprov.errors import OutboundError
+
+if TYPE_CHECKING:
+    import httpx
+
+    from idprov.config.models import IdentityProviderConfig
+
+
+_status = threading.local()
+
+
+def note_status(status: int | None) -> None:
+    """HTTP connectors call this with each response's status (per thread), so the
+    engine can put the status of every attempt in the audit log."""
+    _status.value = status
+
+
+def last_status() -> int | None:
+    return getattr(_status, "value", None)
+
+
+@dataclass(frozen=True)
+class Account:
+    """A user as it should look at the target: mapped, not local."""
+
+    local_id: str
+    user_name: str
+    attributes: Mapping[str, Any]
+    """Target attribute path -> value, from the IdP's attribute mapping."""
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """A role as it should look at the target (members are handled separately)."""
+
+    local_id: str
+    display_name: str
+    member_ids: Sequence[str] = ()
+    """Remote ids of the members, used only when the group is created."""
+
+
+@dataclass
+class CheckReport:
+    """What `idprov idp test` found: reachability, authentication, capabilities."""
+
+    reachable: bool = False
+    authenticated: bool = False
+    capabilities: dict[str, Any] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.reachable and self.authenticated
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "reachable": self.reachable,
+            "authenticated": self.authenticated,
+            "capabilities": self.capabilities,
+            "messages": self.messages,
+        }
+
+
+class TargetError(OutboundError):
+    """The target refused or failed an operation. ``retryable`` says whether trying
+    again can help (timeouts, 408, 429, 5xx); ``retry_after`` is the target's own
+    wish in seconds; ``status`` the HTTP status when there was one."""
+
+    code = "target"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        hint: str | None = None,
+        ambiguous: bool = False,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.ambiguous = ambiguous
+        """True when the target may have done the operation anyway (timeout, 5xx)."""
+
+
+class RemoteConflict(TargetError):
+    code = "remote_conflict"
+
+
+class RemoteNotFound(TargetError):
+    code = "remote_not_found"
+
+
+class Connector(ABC):
+    """One identity provider's connection. Instances are used from several threads
+    at once by the engine: keep per-call state local."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    Options: ClassVar[type]
+    default_attributes: ClassVar[Mapping[str, str]] = {}
+    """Target attribute path -> template, used unless the IdP's ``attributes`` override."""
+    uses_http: ClassVar[bool] = True
+
+    def __init__(
+        self, idp: IdentityProviderConfig, options: Any, client: httpx.Client | None
+    ) -> None:
+        self.idp = idp
+        self.options = options
+        self.client = client
+
+    def check(self) -> CheckReport:
+        """Reachability, authentication and capabilities; changes nothing."""
+        return CheckReport(messages=["this connector has no check"])
+
+    @abstractmethod
+    def create_user(self, account: Account) -> str:
+        """Create the account; return its remote id. RemoteConflict if it exists.
+        Not idempotent: the engine looks the user up before retrying an ambiguous one."""
+
+    @abstractmethod
+    def find_user(self, user_name: str) -> str | None:
+        """The remote id of the account with this user name, or None. Read-only."""
+
+    @abstractmethod
+    def update_user(
+        self, remote_id: str, account: Account, previous: Mapping[str, Any] | None
+    ) -> None:
+        """Make the remote account match ``account`` (``previous``: the attributes last
+        sent, to send only differences). Idempotent. RemoteNotFound if it is gone."""
+
+    @abstractmethod
+    def delete_user(self, remote_id: str) -> None:
+        """Delete the account. Idempotent: an account already gone is not an error."""
+
+    def disable_user(self, remote_id: str, account: Account) -> None:
+        """Deactivate the account, keeping it. Idempotent."""
+        self.update_user(
+            remote_id,
+            Account(account.local_id, account.user_name, account.attributes, active=False),
+            None,
+        )
+
+    @abstractmethod
+    def create_group(self, group: GroupSpec) -> str:
+        """Create the group with its initial members; return its remote id."""
+
+    @abstractmethod
+    def find_group(self, display_name: str) -> str | None:
+        """The remote id of the group with this name, or None. Read-only."""
+
+    @abstractmethod
+    def rename_group(self, remote_id: str, display_name: str) -> None:
+        """Set the group's display name. Idempotent."""
+
+    @abstractmethod
+    def delete_group(self, remote_id: str) -> None:
+        """Delete the group. Idempotent."""
+
+    @abstractmethod
+    def change_members(self, remote_id: str, add: Sequence[str], remove: Sequence[str]) -> None:
+        """Add and remove members (remote user ids). Idempotent."""
+
+    def read_user(self, remote_id: str) -> dict[str, Any] | None:
+        """The remote account as the target returns it, or None if it is gone."""
+        raise NotImplementedError
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the connector holds (not the shared HTTP client)."""

@@ -1,0 +1,154 @@
+"""What HTTP connectors share: the client, authentication, and error translation.
+
+Every HTTP connector gets one ``httpx.Client`` from outside (made here per identity
+provider: its timeout, TLS verification on unless switched off, its CA bundle), so
+connections are pooled and tests can inject a transport. httpx errors become
+:class:`~idprov.connectors.base.TargetError`, with ``retryable`` set for timeouts,
+connection failures, 408, 429 and 5xx, and ``Retry-After`` parsed.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from idprov.config.schema import Invalid
+from idprov.config.secrets import SecretRef
+from idprov.connectors.base import RemoteConflict, RemoteNotFound, TargetError, note_status
+
+if TYPE_CHECKING:
+    import httpx
+
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """Options every HTTP connector takes (connectors subclass this)."""
+
+    base_url: str = ""
+    auth: Literal["none", "basic", "bearer", "header"] = "bearer"
+    token: SecretRef | None = None
+    """Bearer token, or the API key for ``auth: header``."""
+    username: str | None = None
+    password: SecretRef | None = None
+    header_name: str = "Authorization"
+    """Header carrying the API key for ``auth: header``."""
+    verify_tls: bool = True
+    ca_file: str | None = None
+    timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise Invalid("must be an http:// or https:// URL", "base_url")
+        if self.auth in ("bearer", "header") and self.token is None:
+            raise Invalid(f"auth: {self.auth} needs a token reference (env:NAME...)", "token")
+        if self.auth == "basic" and (self.username is None or self.password is None):
+            raise Invalid("auth: basic needs username and password", "auth")
+        if self.timeout <= 0:
+            raise Invalid("must be positive", "timeout")
+
+
+def make_client(
+    options: HttpOptions, max_connections: int, transport: httpx.BaseTransport | None = None
+) -> httpx.Client:
+    """A client for one identity provider: its timeout, TLS settings and pool size
+    (``transport``: injected by tests, for faults)."""
+    import httpx
+
+    verify: Any = options.verify_tls
+    if options.verify_tls and options.ca_file:
+        import ssl
+
+        verify = ssl.create_default_context(cafile=options.ca_file)
+    return httpx.Client(
+        timeout=httpx.Timeout(options.timeout),
+        verify=verify,
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
+        follow_redirects=False,
+        transport=transport,
+    )
+
+
+def auth_headers(options: HttpOptions) -> dict[str, str]:
+    """Request headers that authenticate; reads the secret (never logs it)."""
+    if options.auth == "bearer" and options.token is not None:
+        return {"Authorization": f"Bearer {options.token.reveal()}"}
+    if options.auth == "header" and options.token is not None:
+        return {options.header_name: options.token.reveal()}
+    if options.auth == "basic" and options.password is not None:
+        import base64
+
+        raw = f"{options.username}:{options.password.reveal()}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+    return {}
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds the target asked us to wait (Retry-After: seconds or an HTTP date)."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def send(
+    client: httpx.Client, method: str, url: str, *, what: str, **kwargs: Any
+) -> httpx.Response:
+    """Send a request; transport failures become retryable TargetErrors."""
+    import httpx
+
+    try:
+        response = client.request(method, url, **kwargs)
+        note_status(response.status_code)
+        return response
+    except httpx.TimeoutException as exc:
+        raise TargetError(
+            f"{what}: timed out ({type(exc).__name__})", retryable=True, ambiguous=method != "GET"
+        ) from exc
+    except httpx.TransportError as exc:
+        raise TargetError(
+            f"{what}: cannot reach {_origin(url)}: {exc}",
+            retryable=True,
+            ambiguous=isinstance(exc, httpx.RemoteProtocolError),
+        ) from exc
+
+
+def _origin(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+def raise_for_status(response: httpx.Response, what: str, detail: str | None) -> None:
+    """Turn a non-2xx response into the right TargetError, with the target's message."""
+    status = response.status_code
+    if status < 400:
+        return
+    message = f"{what}: HTTP {status}" + (f": {detail}" if detail else "")
+    if status == 409:
+        raise RemoteConflict(message, status=status)
+    if status == 404:
+        raise RemoteNotFound(message, status=status)
+    hint = None
+    if status in (401, 403):
+        hint = "check the identity provider's credentials and their permissions"
+    raise TargetError(
+        message,
+        status=status,
+        retryable=status in RETRYABLE_STATUS,
+        retry_after=retry_after(response),
+        ambiguous=status >= 500,
+        hint=hint,
+    )

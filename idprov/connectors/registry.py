@@ -1,0 +1,65 @@
+"""Finding connectors: built-in and third-party alike, through entry points.
+
+A package provides a connector by declaring, in its pyproject.toml::
+
+    [project.entry-points."idprov.connectors"]
+    myapp = "my_package.connector:MyAppConnector"
+
+idprov's own connectors are declared the same way in idprov's pyproject.toml.
+Modules are imported only when their connector is used.
+"""
+
+from __future__ import annotations
+
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING
+
+from idprov.errors import ConfigError
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
+    from idprov.connectors.base import Connector
+
+GROUP = "idprov.connectors"
+
+
+@lru_cache(maxsize=1)
+def _entry_points() -> dict[str, EntryPoint]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def available() -> list[str]:
+    """Names of every installed connector."""
+    return sorted(_entry_points())
+
+
+def entry_point(name: str) -> EntryPoint:
+    eps = _entry_points()
+    if name not in eps:
+        raise ConfigError(
+            f"unknown connector {name!r} (installed: {', '.join(sorted(eps)) or 'none'})",
+            hint="check the spelling, or install the package that provides it "
+            "(`idprov connector list` shows what is installed)",
+        )
+    return eps[name]
+
+
+@cache
+def load(name: str) -> type[Connector]:
+    """The connector class registered as ``name``."""
+    from idprov.connectors.base import Connector
+
+    ep = entry_point(name)
+    try:
+        cls = ep.load()
+    except Exception as exc:  # a broken plugin must not break idprov
+        raise ConfigError(
+            f"connector {name!r} ({ep.value}) failed to load: {exc}",
+            hint="reinstall or remove the package that provides it",
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, Connector)):
+        raise ConfigError(f"connector {name!r} ({ep.value}) is not a Connector subclass")
+    return cls

@@ -1,0 +1,100 @@
+"""SCIM 1.1 outbound connector (draft-scim-core-schema-01, draft-scim-api-01).
+
+The same engine behaviour as SCIM 2.0, with 1.1's wire format: one core schema
+``urn:scim:schemas:core:1.0`` for Users and Groups, ``application/json``,
+``/ServiceProviderConfigs``, PATCH as a partial resource (attributes to drop listed
+in ``meta.attributes``, members removed with ``"operation": "delete"``), errors as
+``{"Errors": [{"description", "code"}]}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from idprov.connectors.scim2 import Scim2Connector, Scim2Options
+
+if TYPE_CHECKING:
+    import httpx
+
+CORE = "urn:scim:schemas:core:1.0"
+ENTERPRISE = "urn:scim:schemas:extension:enterprise:1.0"
+
+
+class Scim11Connector(Scim2Connector):
+    """Provision to a SCIM 1.1 service provider."""
+
+    name = "scim11"
+    description = "SCIM 1.1 (urn:scim:schemas:core:1.0): Users and Groups"
+    Options = Scim2Options
+    default_attributes: ClassVar[Mapping[str, str]] = {
+        "displayName": "{display_name}",
+        "name.givenName": "{given_name}",
+        "name.familyName": "{family_name}",
+        'emails[type eq "work"].value': "{email}",
+        'phoneNumbers[type eq "work"].value': "{phone_number}",
+        "title": "{title}",
+        "externalId": "{ID}",
+        f"{ENTERPRISE}:employeeNumber": "{employee_number}",
+        f"{ENTERPRISE}:department": "{department}",
+    }
+    media_type = "application/json"
+    user_schema = CORE
+    group_schema = CORE
+    config_path = "/ServiceProviderConfigs"
+
+    def error_detail(self, response: httpx.Response) -> str | None:
+        if response.status_code < 400:
+            return None
+        try:
+            data = response.json()
+        except ValueError:
+            return response.text.strip()[:300] or None
+        errors = data.get("Errors") if isinstance(data, dict) else None
+        if isinstance(errors, list) and errors:
+            return "; ".join(str(e.get("description", e)) for e in errors if isinstance(e, dict))
+        return super().error_detail(response)
+
+    def patch_body(
+        self, old: Mapping[str, Any] | None, new: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        old = dict(old or {})
+        body: dict[str, Any] = {"schemas": list(new.get("schemas", [CORE]))}
+        dropped: list[str] = []
+        for key, value in new.items():
+            if key not in ("schemas", "id") and old.get(key) != value:
+                body[key] = value
+        for key, before in old.items():
+            if key in ("schemas", "id") or key in new:
+                continue
+            if isinstance(before, dict) and key.startswith("urn:"):
+                dropped += [f"{key}:{k}" for k in before]
+            else:
+                dropped.append(key)
+        for key, value in new.items():
+            before = old.get(key)
+            if isinstance(value, dict) and isinstance(before, dict):
+                sep = ":" if key.startswith("urn:") else "."
+                dropped += [f"{key}{sep}{k}" for k in before if k not in value]
+        if dropped:
+            body["meta"] = {"attributes": dropped}
+        if len(body) == 1:
+            return None
+        return body
+
+    def members_patch(self, add: Sequence[str], remove: Sequence[str]) -> dict[str, Any]:
+        members = [{"value": m} for m in add]
+        members += [{"value": m, "operation": "delete"} for m in remove]
+        return {"schemas": [CORE], "members": members}
+
+    def rename_group(self, remote_id: str, display_name: str) -> None:
+        what = f"rename group {remote_id} to {display_name}"
+        if self.supports_patch():
+            self._request(
+                "PATCH",
+                f"/Groups/{remote_id}",
+                what,
+                body={"schemas": [CORE], "displayName": display_name},
+            )
+        else:
+            super().rename_group(remote_id, display_name)

@@ -1,0 +1,450 @@
+"""SCIM 2.0 outbound connector (RFC 7643 resources, RFC 7644 protocol).
+
+Users (core and enterprise extension) and Groups, as ``application/scim+json``.
+Attribute paths in the mapping follow SCIM's own syntax: ``title``,
+``name.givenName``, ``emails[type eq "work"].value``, and extension attributes by
+their full URN (``urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department``).
+Updates are PATCH operations of only what changed when the target's
+ServiceProviderConfig supports PATCH, else a PUT of the whole resource. Group
+membership changes are PATCH add/remove operations, split into requests of
+``member_batch_size``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from idprov.config.schema import Invalid
+from idprov.connectors.base import (
+    Account,
+    CheckReport,
+    Connector,
+    GroupSpec,
+    RemoteNotFound,
+    TargetError,
+)
+from idprov.connectors.http import HttpOptions, auth_headers, raise_for_status, send
+
+if TYPE_CHECKING:
+    import httpx
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+LIST_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+_VALUE_PATH = re.compile(r'^(\w+)\[(\w+) eq "([^"]*)"\]\.(\w+)$')
+
+
+@dataclass(frozen=True)
+class Scim2Options(HttpOptions):
+    """Options of a SCIM 2.0 identity provider (plus base_url, auth... of HttpOptions)."""
+
+    update_method: Literal["auto", "patch", "put"] = "auto"
+    """``auto``: PATCH if the target's ServiceProviderConfig says it supports it."""
+    member_batch_size: int = 100
+    """Members per PATCH request (some targets accept only 100)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.member_batch_size < 1:
+            raise Invalid("must be at least 1", "member_batch_size")
+
+
+def filter_literal(value: str) -> str:
+    """A SCIM filter string literal (RFC 7644 3.4.2.2: JSON string rules)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def build_resource(schema: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """A resource body from attribute paths (see module docstring)."""
+    body: dict[str, Any] = {"schemas": [schema]}
+    for path, value in attributes.items():
+        if path.startswith("urn:"):
+            urn, _, attr = path.rpartition(":")
+            ext = body.setdefault(urn, {})
+            if urn not in body["schemas"]:
+                body["schemas"].append(urn)
+            _set(ext, attr, value)
+        else:
+            _set(body, path, value)
+    return body
+
+
+def _set(target: dict[str, Any], path: str, value: Any) -> None:
+    if m := _VALUE_PATH.match(path):
+        attr, key, match, sub = m.groups()
+        items = target.setdefault(attr, [])
+        for item in items:
+            if item.get(key) == match:
+                item[sub] = value
+                return
+        item = {key: match, sub: value}
+        if not items:
+            item["primary"] = True
+        items.append(item)
+        return
+    head, dot, rest = path.partition(".")
+    if dot:
+        _set(target.setdefault(head, {}), rest, value)
+    else:
+        target[head] = value
+
+
+class Scim2Connector(Connector):
+    """Provision to a SCIM 2.0 service provider."""
+
+    name = "scim2"
+    description = "SCIM 2.0 (RFC 7643/7644): Users with the enterprise extension, Groups"
+    Options = Scim2Options
+    options: Scim2Options
+    client: httpx.Client
+    default_attributes: ClassVar[Mapping[str, str]] = {
+        "displayName": "{display_name}",
+        "name.givenName": "{given_name}",
+        "name.familyName": "{family_name}",
+        'emails[type eq "work"].value': "{email}",
+        'phoneNumbers[type eq "work"].value': "{phone_number}",
+        "title": "{title}",
+        "locale": "{locale}",
+        "timezone": "{timezone}",
+        "externalId": "{ID}",
+        f"{ENTERPRISE}:employeeNumber": "{employee_number}",
+        f"{ENTERPRISE}:department": "{department}",
+        f"{ENTERPRISE}:organization": "{organization}",
+        f"{ENTERPRISE}:costCenter": "{cost_center}",
+    }
+    media_type = "application/scim+json"
+    user_schema = USER
+    group_schema = GROUP
+    config_path = "/ServiceProviderConfig"
+
+    def __init__(self, idp: Any, options: Any, client: Any) -> None:
+        super().__init__(idp, options, client)
+        self._config: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    # ---- HTTP
+    def _url(self, path: str) -> str:
+        return self.options.base_url.rstrip("/") + path
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        auth: bool = True,
+    ) -> httpx.Response:
+        headers = {"Accept": f"{self.media_type}, application/json"}
+        if body is not None:
+            headers["Content-Type"] = self.media_type
+        if auth:
+            headers.update(auth_headers(self.options))
+        content = json.dumps(body, ensure_ascii=False).encode() if body is not None else None
+        response = send(
+            self.client,
+            method,
+            self._url(path),
+            what=what,
+            headers=headers,
+            content=content,
+            params=params,
+        )
+        raise_for_status(response, what, self.error_detail(response))
+        return response
+
+    def error_detail(self, response: httpx.Response) -> str | None:
+        """The target's own error message (SCIM 2.0: ``detail`` and ``scimType``)."""
+        if response.status_code < 400:
+            return None
+        try:
+            data = response.json()
+        except ValueError:
+            return response.text.strip()[:300] or None
+        if isinstance(data, dict):
+            detail = data.get("detail") or data.get("message")
+            scim_type = data.get("scimType")
+            if detail or scim_type:
+                return f"{detail or ''}{f' (scimType {scim_type})' if scim_type else ''}".strip()
+        return json.dumps(data)[:300]
+
+    def _json(self, response: httpx.Response, what: str) -> dict[str, Any]:
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise TargetError(
+                f"{what}: the reply is not valid JSON ({response.text[:80]!r})",
+                status=response.status_code,
+                retryable=True,
+                ambiguous=True,
+            ) from exc
+        if not isinstance(data, dict):
+            raise TargetError(
+                f"{what}: the reply is not a JSON object",
+                status=response.status_code,
+                retryable=True,
+                ambiguous=True,
+            )
+        return data
+
+    def _created_id(self, response: httpx.Response, what: str) -> str:
+        """The new resource's id: from the body, else from the Location header."""
+        try:
+            data = response.json()
+            if isinstance(data, dict) and data.get("id"):
+                return str(data["id"])
+        except ValueError:
+            pass
+        location = response.headers.get("Location", "").rstrip("/")
+        if location:
+            return location.rsplit("/", 1)[-1]
+        raise TargetError(
+            f"{what}: created, but the reply holds no id (invalid JSON, no Location)",
+            status=response.status_code,
+            retryable=True,
+            ambiguous=True,
+        )
+
+    # ---- capabilities
+    def service_provider_config(self) -> dict[str, Any]:
+        """The target's ServiceProviderConfig, read once per connector."""
+        with self._lock:
+            if self._config is None:
+                response = self._request("GET", self.config_path, "read ServiceProviderConfig")
+                self._config = self._json(response, "read ServiceProviderConfig")
+            return self._config
+
+    def supports_patch(self) -> bool:
+        if self.options.update_method != "auto":
+            return self.options.update_method == "patch"
+        try:
+            return bool(self.service_provider_config().get("patch", {}).get("supported"))
+        except TargetError as exc:
+            if exc.status in (404, 501):
+                return False
+            raise
+
+    def check(self) -> CheckReport:
+        report = CheckReport()
+        try:
+            config = self.service_provider_config()
+            report.reachable = True
+            report.capabilities = {
+                k: config.get(k)
+                for k in ("patch", "bulk", "filter", "etag", "sort", "changePassword")
+                if k in config
+            }
+        except TargetError as exc:
+            report.reachable = exc.status is not None
+            report.messages.append(exc.message)
+        try:
+            self._request("GET", "/Users", "list users", params={"count": "1"})
+            report.authenticated = True
+        except TargetError as exc:
+            report.reachable = report.reachable or exc.status is not None
+            report.messages.append(exc.message)
+        return report
+
+    # ---- users
+    def user_body(self, account: Account, remote_id: str | None = None) -> dict[str, Any]:
+        body = build_resource(self.user_schema, account.attributes)
+        body["userName"] = account.user_name
+        body["active"] = account.active
+        if remote_id is not None:
+            body["id"] = remote_id
+        return body
+
+    def create_user(self, account: Account) -> str:
+        what = f"create user {account.user_name}"
+        response = self._request("POST", "/Users", what, body=self.user_body(account))
+        return self._created_id(response, what)
+
+    def _find(self, path: str, attribute: str, value: str) -> str | None:
+        what = f"look up {attribute} {value}"
+        response = self._request(
+            "GET",
+            path,
+            what,
+            params={"filter": f"{attribute} eq {filter_literal(value)}", "attributes": "id"},
+        )
+        resources = self._json(response, what).get("Resources") or []
+        return str(resources[0]["id"]) if resources else None
+
+    def find_user(self, user_name: str) -> str | None:
+        return self._find("/Users", "userName", user_name)
+
+    def read_user(self, remote_id: str) -> dict[str, Any] | None:
+        try:
+            response = self._request("GET", f"/Users/{remote_id}", f"read user {remote_id}")
+        except RemoteNotFound:
+            return None
+        return self._json(response, f"read user {remote_id}")
+
+    def update_user(
+        self, remote_id: str, account: Account, previous: Mapping[str, Any] | None
+    ) -> None:
+        what = f"update user {account.user_name}"
+        new = self.user_body(account)
+        if not self.supports_patch():
+            self._request(
+                "PUT", f"/Users/{remote_id}", what, body=self.user_body(account, remote_id)
+            )
+            return
+        old = None
+        if previous is not None:
+            old = self.user_body(Account(account.local_id, account.user_name, previous))
+        body = self.patch_body(old, new)
+        if body is not None:
+            self._request("PATCH", f"/Users/{remote_id}", what, body=body)
+
+    def disable_user(self, remote_id: str, account: Account) -> None:
+        what = f"disable user {account.user_name}"
+        if self.supports_patch():
+            self._request(
+                "PATCH",
+                f"/Users/{remote_id}",
+                what,
+                body=self.patch_body({"active": True}, {"active": False}),
+            )
+        else:
+            disabled = Account(account.local_id, account.user_name, account.attributes, False)
+            self._request(
+                "PUT", f"/Users/{remote_id}", what, body=self.user_body(disabled, remote_id)
+            )
+
+    def delete_user(self, remote_id: str) -> None:
+        try:
+            self._request("DELETE", f"/Users/{remote_id}", f"delete user {remote_id}")
+        except RemoteNotFound:
+            pass  # already gone: what we wanted
+
+    def patch_body(
+        self, old: Mapping[str, Any] | None, new: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """PatchOp from ``old`` to ``new`` resource bodies (None: nothing changed).
+        Complex attributes change sub-attribute by sub-attribute, so attributes set
+        outside idprov are left alone; multi-valued ones are replaced whole."""
+        old = dict(old or {})
+        replace: dict[str, Any] = {}
+        remove: list[str] = []
+        for key, value in new.items():
+            if key in ("schemas", "id"):
+                continue
+            before = old.get(key)
+            if isinstance(value, dict):
+                before = before if isinstance(before, dict) else {}
+                changed = {k: v for k, v in value.items() if before.get(k) != v}
+                if changed:
+                    replace[key] = changed
+                sep = ":" if key.startswith("urn:") else "."
+                remove += [f"{key}{sep}{k}" for k in before if k not in value]
+            elif before != value:
+                replace[key] = value
+        for key, before in old.items():
+            if key in ("schemas", "id") or key in new:
+                continue
+            if isinstance(before, dict) and key.startswith("urn:"):
+                remove += [f"{key}:{k}" for k in before]
+            else:
+                remove.append(key)
+        if not replace and not remove:
+            return None
+        operations: list[dict[str, Any]] = [{"op": "remove", "path": p} for p in remove]
+        if replace:
+            operations.append({"op": "replace", "value": replace})
+        return {"schemas": [PATCH_OP], "Operations": operations}
+
+    # ---- groups
+    def create_group(self, group: GroupSpec) -> str:
+        what = f"create group {group.display_name}"
+        first = list(group.member_ids[: self.options.member_batch_size])
+        body: dict[str, Any] = {
+            "schemas": [self.group_schema],
+            "displayName": group.display_name,
+            "externalId": group.local_id,
+            "members": [{"value": m} for m in first],
+        }
+        response = self._request("POST", "/Groups", what, body=body)
+        remote_id = self._created_id(response, what)
+        rest = list(group.member_ids[len(first) :])
+        if rest:
+            self.change_members(remote_id, rest, [])
+        return remote_id
+
+    def find_group(self, display_name: str) -> str | None:
+        return self._find("/Groups", "displayName", display_name)
+
+    def rename_group(self, remote_id: str, display_name: str) -> None:
+        what = f"rename group {remote_id} to {display_name}"
+        if self.supports_patch():
+            self._request(
+                "PATCH",
+                f"/Groups/{remote_id}",
+                what,
+                body={
+                    "schemas": [PATCH_OP],
+                    "Operations": [{"op": "replace", "value": {"displayName": display_name}}],
+                },
+            )
+            return
+        current = self._json(self._request("GET", f"/Groups/{remote_id}", what), what)
+        current["displayName"] = display_name
+        current.pop("meta", None)
+        self._request("PUT", f"/Groups/{remote_id}", what, body=current)
+
+    def delete_group(self, remote_id: str) -> None:
+        try:
+            self._request("DELETE", f"/Groups/{remote_id}", f"delete group {remote_id}")
+        except RemoteNotFound:
+            pass
+
+    def change_members(self, remote_id: str, add: Sequence[str], remove: Sequence[str]) -> None:
+        what = f"change members of group {remote_id}"
+        if not self.supports_patch():
+            self._put_members(remote_id, add, remove, what)
+            return
+        size = self.options.member_batch_size
+        for start in range(0, len(add), size):
+            self._request(
+                "PATCH",
+                f"/Groups/{remote_id}",
+                what,
+                body=self.members_patch(add[start : start + size], []),
+            )
+        for start in range(0, len(remove), size):
+            self._request(
+                "PATCH",
+                f"/Groups/{remote_id}",
+                what,
+                body=self.members_patch([], remove[start : start + size]),
+            )
+
+    def members_patch(self, add: Sequence[str], remove: Sequence[str]) -> dict[str, Any]:
+        operations: list[dict[str, Any]] = []
+        if add:
+            operations.append(
+                {"op": "add", "path": "members", "value": [{"value": m} for m in add]}
+            )
+        operations += [
+            {"op": "remove", "path": f"members[value eq {filter_literal(m)}]"} for m in remove
+        ]
+        return {"schemas": [PATCH_OP], "Operations": operations}
+
+    def _put_members(
+        self, remote_id: str, add: Sequence[str], remove: Sequence[str], what: str
+    ) -> None:
+        current = self._json(self._request("GET", f"/Groups/{remote_id}", what), what)
+        members = [m for m in current.get("members") or [] if m.get("value") not in remove]
+        present = {m.get("value") for m in members}
+        members += [{"value": m} for m in add if m not in present]
+        current["members"] = members
+        current.pop("meta", None)
+        self._request("PUT", f"/Groups/{remote_id}", what, body=current)

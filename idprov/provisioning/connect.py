@@ -1,0 +1,79 @@
+"""Making connectors from identity provider configurations.
+
+An IdP's ``options:`` are validated by its connector's own ``Options`` dataclass,
+and its templates checked against the known claims, with the configuration file's
+line numbers in any error. That happens when a service opens (only if IdPs are
+declared, so the embedded default loads no connector) and in `config validate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from idprov.config.models import Config, IdentityProviderConfig
+from idprov.config.schema import Locator, build
+from idprov.errors import ConfigError
+
+if TYPE_CHECKING:
+    import httpx
+
+    from idprov.connectors.base import Connector
+
+
+def check_identity_providers(config: Config) -> None:
+    """Validate every IdP's connector and options in place (options become the
+    connector's Options object). Raises ConfigError with file and line."""
+    from idprov.connectors import registry
+    from idprov.provisioning.mapping import check_template
+
+    locator = config.locator or Locator(config.source)
+    claims = set(config.claim_definitions())
+    checked = []
+    for i, idp in enumerate(config.identity_providers):
+        path: tuple[str | int, ...] = ("identity_providers", i)
+        try:
+            cls = registry.load(idp.connector)
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.message,
+                location=locator.where((*path, "connector")),
+                key=f"identity_providers[{i}].connector",
+                hint=exc.hint,
+            ) from None
+        options = idp.options
+        if isinstance(options, dict):
+            options = build(cls.Options, options, locator, (*path, "options"))
+        for key, template in [
+            ("username", idp.username),
+            *[(f"attributes.{k}", v) for k, v in idp.attributes.items() if v is not None],
+        ]:
+            try:
+                check_template(template, claims)
+            except ValueError as exc:
+                raise ConfigError(
+                    str(exc),
+                    location=locator.where((*path, *key.split(".", 1))),
+                    key=f"identity_providers[{i}].{key}",
+                ) from None
+        checked.append(dataclasses.replace(idp, options=options))
+    config.identity_providers = checked
+
+
+def open_connector(
+    idp: IdentityProviderConfig, transport: httpx.BaseTransport | None = None
+) -> Connector:
+    """The connector for ``idp``, with an HTTP client of its own if it speaks HTTP."""
+    from idprov.connectors import registry
+    from idprov.connectors.http import HttpOptions, make_client
+
+    cls = registry.load(idp.connector)
+    options: Any = idp.options
+    if isinstance(options, dict):
+        options = build(
+            cls.Options, options, Locator(f"identity provider {idp.name}"), ("options",)
+        )
+    client = None
+    if cls.uses_http and isinstance(options, HttpOptions):
+        client = make_client(options, idp.max_concurrency, transport)
+    return cls(idp, options, client)

@@ -1,0 +1,722 @@
+"""Draining the outbox: from "this user must be reconciled at that IdP" to calls.
+
+For each outbox row the engine reads the *current* local state and the ledger,
+decides what the target needs (create, update, disable, delete, nothing), and runs
+the call in a worker thread, bounded per identity provider by ``max_concurrency``.
+Users go first, then roles (groups reference their members' remote ids). Failures
+that retrying can fix are retried with exponential backoff and jitter, honouring
+``Retry-After``; the rest, and retries exhausted, leave the row failed in the
+outbox with the target's message. Results are recorded (ledger, outbox, audit) on
+the calling thread, one transaction per operation.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from idprov.config.models import IdentityProviderConfig, RetryConfig
+from idprov.connectors.base import (
+    Account,
+    Connector,
+    GroupSpec,
+    RemoteConflict,
+    RemoteNotFound,
+    TargetError,
+    last_status,
+    note_status,
+)
+from idprov.db import write_transaction
+from idprov.errors import IdprovError
+from idprov.provisioning.mapping import fingerprint, map_attributes, render, user_values
+from idprov.provisioning.outbox import LedgerEntry, OutboxRow
+
+if TYPE_CHECKING:
+    from idprov.model import User
+    from idprov.provisioning.service import IdentityService
+
+Progress = Callable[["OutboundReport"], None]
+
+
+@dataclass
+class Attempt:
+    number: int
+    duration_ms: int
+    status: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class OperationResult:
+    """One entity's reconciliation at one IdP: what was done and how it ended."""
+
+    idp: str
+    kind: str
+    label: str
+    operation: str
+    outcome: str  # done | failed | skipped
+    remote_id: str | None = None
+    error: str | None = None
+    status: int | None = None
+    attempts: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class IdpReport:
+    name: str
+    total: int = 0
+    operations: list[OperationResult] = field(default_factory=list)
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for op in self.operations if op.outcome == outcome)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "idp": self.name,
+            "done": self.count("done"),
+            "failed": self.count("failed"),
+            "skipped": self.count("skipped"),
+            "pending": self.total - len(self.operations),
+            "operations": [op.to_dict() for op in self.operations if op.outcome != "skipped"],
+        }
+
+
+@dataclass
+class OutboundReport:
+    """Every IdP's results for one drain."""
+
+    idps: dict[str, IdpReport] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> int:
+        return sum(r.count("failed") for r in self.idps.values())
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "idps": [r.to_dict() for r in self.idps.values()]}
+
+
+@dataclass
+class Task:
+    """Planned work for one row: ``run`` in a worker, ``record`` back on this thread."""
+
+    row: OutboxRow
+    operation: str
+    run: Callable[[list[Attempt]], Any]
+    record: Callable[[Any], OperationResult]
+
+
+@dataclass
+class Settled:
+    """A row whose outcome is known without calling the target."""
+
+    row: OutboxRow
+    result: OperationResult
+
+
+Planned = Task | Settled
+
+
+# ---------------------------------------------------------------- retries
+def backoff(attempt: int, retry: RetryConfig) -> float:
+    """Full-jitter exponential backoff for the ``attempt``-th retry."""
+    ceiling = min(retry.max_backoff, retry.initial_backoff * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def with_retries(
+    call: Callable[[int], Any],
+    retry: RetryConfig,
+    attempts: list[Attempt],
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """Run ``call(attempt_number)`` until it succeeds, fails for good, or runs out."""
+    for number in range(1, retry.max_attempts + 1):
+        start = time.monotonic()
+        note_status(None)
+        try:
+            value = call(number)
+        except TargetError as exc:
+            attempts.append(Attempt(number, _ms(start), exc.status, exc.message))
+            if not exc.retryable or number == retry.max_attempts:
+                raise
+            delay = backoff(number, retry)
+            if exc.retry_after is not None:
+                if exc.retry_after > retry.max_backoff:
+                    raise TargetError(
+                        f"{exc.message} (the target asks to wait {exc.retry_after:.0f}s, more "
+                        f"than retry.max_backoff {retry.max_backoff:.0f}s; left in the outbox)",
+                        status=exc.status,
+                    ) from exc
+                delay = max(delay, exc.retry_after)
+            sleep(delay)
+        else:
+            attempts.append(Attempt(number, _ms(start), last_status()))
+            return value
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _ms(start: float) -> int:
+    return int((time.monotonic() - start) * 1000)
+
+
+# ---------------------------------------------------------------- scope
+def in_scope(idp: IdentityProviderConfig, roles: Iterable[str]) -> bool:
+    """Whether a user holding ``roles`` is provisioned to ``idp``."""
+    if idp.provisioning_roles is None:
+        return True
+    wanted = {r.casefold() for r in idp.provisioning_roles}
+    return any(r.casefold() in wanted for r in roles)
+
+
+def role_pushed(idp: IdentityProviderConfig, role: str) -> bool:
+    """Whether the role ``role`` becomes a group at ``idp``."""
+    if idp.push_roles == "none":
+        return False
+    if idp.push_roles == "all" or idp.provisioning_roles is None:
+        return True
+    return role.casefold() in {r.casefold() for r in idp.provisioning_roles}
+
+
+def account_for(user: User, idp: IdentityProviderConfig, connector: type[Connector]) -> Account:
+    """What ``user`` should look like at ``idp``: user name and mapped attributes."""
+    values = user_values(user, idp.name)
+    templates = {**connector.default_attributes, **idp.attributes}
+    user_name = render(idp.username, values) or user.username
+    return Account(user.id, str(user_name), map_attributes(templates, values), active=True)
+
+
+def _sent(account: Account) -> dict[str, Any]:
+    return {
+        "userName": account.user_name,
+        "attributes": dict(account.attributes),
+        "active": account.active,
+    }
+
+
+# ---------------------------------------------------------------- engine
+class Engine:
+    """Drains outbox rows for a service (its stores, state, connectors)."""
+
+    def __init__(
+        self,
+        service: IdentityService,
+        progress: Progress | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.service = service
+        self.state = service.state
+        self.progress = progress
+        self.sleep = sleep
+        self.report = OutboundReport()
+
+    def drain(self, rows: Sequence[OutboxRow]) -> OutboundReport:
+        """Reconcile ``rows``: users first, then roles. Never raises for one row."""
+        for row in rows:
+            self._idp_report(row.idp).total += 1
+        users = [r for r in rows if r.kind == "user"]
+        roles = [r for r in rows if r.kind == "role"]
+        with self._executors(rows) as pools:
+            self._run([self._plan(r, self._plan_user) for r in users], pools)
+            self._run([self._plan(r, self._plan_role) for r in roles], pools)
+        return self.report
+
+    def _idp_report(self, name: str) -> IdpReport:
+        return self.report.idps.setdefault(name, IdpReport(name))
+
+    def _executors(self, rows: Sequence[OutboxRow]) -> _Pools:
+        return _Pools({r.idp: self.service.idp(r.idp).max_concurrency for r in rows})
+
+    # -- running
+    def _plan(self, row: OutboxRow, planner: Callable[[OutboxRow], Planned]) -> Planned:
+        try:
+            return planner(row)
+        except IdprovError as exc:
+            return Settled(
+                row,
+                OperationResult(row.idp, row.kind, row.label, "plan", "failed", error=exc.message),
+            )
+
+    def _run(self, planned: list[Planned], pools: _Pools) -> None:
+        futures: dict[Future[Any], tuple[Task, list[Attempt]]] = {}
+        for item in planned:
+            if isinstance(item, Settled):
+                self._settle(item)
+                continue
+            attempts: list[Attempt] = []
+            future = pools.submit(item.row.idp, item.run, attempts)
+            futures[future] = (item, attempts)
+        for future in as_completed(futures):
+            task, attempts = futures[future]
+            self._finish(task, attempts, future)
+
+    def _settle(self, item: Settled) -> None:
+        with write_transaction(self.state.db):
+            if item.result.outcome == "failed":
+                self.state.outbox.failed(item.row, item.result.error or "", item.result.status, 0)
+            else:
+                self.state.outbox.done(item.row)
+        self._add(item.result)
+
+    def _finish(self, task: Task, attempts: list[Attempt], future: Future[Any]) -> None:
+        row = task.row
+        with write_transaction(self.state.db):
+            try:
+                value = future.result()
+                result = task.record(value)
+            except TargetError as exc:
+                result = OperationResult(
+                    row.idp,
+                    row.kind,
+                    row.label,
+                    task.operation,
+                    "failed",
+                    error=exc.message,
+                    status=exc.status,
+                )
+            except IdprovError as exc:
+                result = OperationResult(
+                    row.idp, row.kind, row.label, task.operation, "failed", error=exc.message
+                )
+            result.attempts = len(attempts)
+            if result.outcome == "failed":
+                self.state.outbox.failed(row, result.error or "", result.status, len(attempts))
+            else:
+                self.state.outbox.done(row)
+            self._audit(row, task.operation, result, attempts)
+        self._add(result)
+
+    def _add(self, result: OperationResult) -> None:
+        self._idp_report(result.idp).operations.append(result)
+        if self.progress is not None:
+            self.progress(self.report)
+
+    def _audit(
+        self, row: OutboxRow, operation: str, result: OperationResult, attempts: list[Attempt]
+    ) -> None:
+        for attempt in attempts:
+            last = attempt is attempts[-1]
+            self.service.audit_outbound(
+                f"outbound.{operation}",
+                row.label,
+                outcome="ok" if attempt.error is None else "failed",
+                details={
+                    "idp": row.idp,
+                    "kind": row.kind,
+                    "attempt": attempt.number,
+                    "status": attempt.status,
+                    "duration_ms": attempt.duration_ms,
+                    "remote_id": result.remote_id if last else None,
+                    "error": attempt.error,
+                },
+            )
+
+    # -- users
+    def _plan_user(self, row: OutboxRow) -> Planned:
+        idp = self.service.idp(row.idp)
+        connector = self.service.connector(row.idp)
+        user = self.service.store(row.domain).find_user_by_id(row.local_id)
+        entry = self.state.ledger.get(row.idp, "user", row.local_id)
+        if user is not None and in_scope(idp, user.roles):
+            return self._plan_provision(row, idp, connector, user, entry)
+        return self._plan_deprovision(row, idp, connector, entry)
+
+    def _skip(self, row: OutboxRow, why: str, remote_id: str | None = None) -> Settled:
+        return Settled(
+            row, OperationResult(row.idp, row.kind, row.label, why, "skipped", remote_id=remote_id)
+        )
+
+    def _plan_provision(
+        self,
+        row: OutboxRow,
+        idp: IdentityProviderConfig,
+        connector: Connector,
+        user: User,
+        entry: LedgerEntry | None,
+    ) -> Planned:
+        account = account_for(user, idp, type(connector))
+        sent = _sent(account)
+        digest = fingerprint(sent)
+        if (
+            entry is not None
+            and entry.remote_id
+            and entry.state == "active"
+            and entry.hash == digest
+        ):
+            return self._skip(row, "unchanged", entry.remote_id)
+        retry = idp.retry
+
+        def record(outcome: tuple[str, bool]) -> OperationResult:
+            remote_id, created_by_idprov = outcome
+            self.state.ledger.record(
+                LedgerEntry(
+                    row.idp,
+                    "user",
+                    row.local_id,
+                    row.domain,
+                    row.label,
+                    remote_id,
+                    "active",
+                    digest,
+                    sent,
+                    created_by_idprov,
+                    "",
+                )
+            )
+            op = "create" if entry is None or entry.remote_id is None else "update"
+            return OperationResult(row.idp, "user", row.label, op, "done", remote_id=remote_id)
+
+        if entry is not None and entry.remote_id:
+            remote_id, previous = entry.remote_id, (entry.sent or {}).get("attributes")
+
+            def update(attempts: list[Attempt]) -> tuple[str, bool]:
+                try:
+                    with_retries(
+                        lambda n: connector.update_user(remote_id, account, previous),
+                        retry,
+                        attempts,
+                        self.sleep,
+                    )
+                    return remote_id, entry.created_by_idprov
+                except RemoteNotFound:
+                    return self._create(connector, idp, account, attempts, own=True)
+
+            return Task(row, "update", update, record)
+        crashed_create = entry is not None and entry.state == "creating"
+        self.state.ledger.mark_creating(row.idp, "user", row.local_id, row.domain, row.label)
+        return Task(
+            row,
+            "create",
+            lambda attempts: self._create(connector, idp, account, attempts, own=crashed_create),
+            record,
+        )
+
+    def _create(
+        self,
+        connector: Connector,
+        idp: IdentityProviderConfig,
+        account: Account,
+        attempts: list[Attempt],
+        own: bool,
+    ) -> tuple[str, bool]:
+        """Create, never twice: after an ambiguous failure (timeout, 5xx) look first."""
+        ambiguous = False
+
+        def call(number: int) -> tuple[str, bool]:
+            nonlocal ambiguous
+            if ambiguous:
+                found = connector.find_user(account.user_name)
+                if found is not None:
+                    return found, True
+            try:
+                return connector.create_user(account), True
+            except RemoteConflict as exc:
+                return self._conflict(connector, idp, account, own or ambiguous, exc)
+            except TargetError as exc:
+                ambiguous = ambiguous or exc.ambiguous
+                raise
+
+        result: tuple[str, bool] = with_retries(call, idp.retry, attempts, self.sleep)
+        return result
+
+    def _conflict(
+        self,
+        connector: Connector,
+        idp: IdentityProviderConfig,
+        account: Account,
+        ours: bool,
+        exc: RemoteConflict,
+    ) -> tuple[str, bool]:
+        if ours or idp.on_conflict == "adopt":
+            found = connector.find_user(account.user_name)
+            if found is not None:
+                return found, ours
+        raise TargetError(
+            f"a user named {account.user_name!r} already exists at {idp.name} and idprov did "
+            f"not create it ({exc.message})",
+            status=exc.status,
+            hint=f"to take it over, set on_conflict: adopt on identity provider {idp.name}",
+        ) from exc
+
+    def _plan_deprovision(
+        self,
+        row: OutboxRow,
+        idp: IdentityProviderConfig,
+        connector: Connector,
+        entry: LedgerEntry | None,
+    ) -> Planned:
+        if entry is None:
+            return self._skip(row, "not in scope")
+        if entry.remote_id is None:
+            self.state.ledger.forget(row.idp, "user", row.local_id)
+            return self._skip(row, "not in scope")
+        if idp.deprovision == "disable" and entry.state == "disabled":
+            return self._skip(row, "already disabled", entry.remote_id)
+        remote_id = entry.remote_id
+        groups = [
+            (role_id, g.remote_id)
+            for role_id in self.state.ledger.groups_of(row.idp, row.local_id)
+            if (g := self.state.ledger.get(row.idp, "role", role_id)) and g.remote_id
+        ]
+        sent = entry.sent or {}
+        account = Account(
+            row.local_id, sent.get("userName", row.label), sent.get("attributes", {}), active=False
+        )
+        operation = "disable" if idp.deprovision == "disable" else "delete"
+
+        def run(attempts: list[Attempt]) -> None:
+            for _, group_id in groups:
+
+                def leave(number: int, group: str = group_id) -> None:
+                    connector.change_members(group, [], [remote_id])
+
+                with_retries(leave, idp.retry, attempts, self.sleep)
+            if operation == "disable":
+                with_retries(
+                    lambda n: connector.disable_user(remote_id, account),
+                    idp.retry,
+                    attempts,
+                    self.sleep,
+                )
+            else:
+                with_retries(
+                    lambda n: connector.delete_user(remote_id), idp.retry, attempts, self.sleep
+                )
+
+        def record(_: None) -> OperationResult:
+            for role_id, _group in groups:
+                self.state.ledger.set_members(row.idp, role_id, [], [row.local_id])
+            if operation == "delete":
+                self.state.ledger.forget(row.idp, "user", row.local_id)
+            else:
+                self.state.ledger.record(
+                    LedgerEntry(
+                        row.idp,
+                        "user",
+                        row.local_id,
+                        row.domain,
+                        row.label,
+                        remote_id,
+                        "disabled",
+                        None,
+                        {**sent, "active": False},
+                        entry.created_by_idprov,
+                        "",
+                    )
+                )
+            return OperationResult(
+                row.idp, "user", row.label, operation, "done", remote_id=remote_id
+            )
+
+        return Task(row, operation, run, record)
+
+    # -- roles
+    def _plan_role(self, row: OutboxRow) -> Planned:
+        idp = self.service.idp(row.idp)
+        connector = self.service.connector(row.idp)
+        store = self.service.store(row.domain)
+        role = store.find_role_by_id(row.local_id)
+        entry = self.state.ledger.get(row.idp, "role", row.local_id)
+        if role is None or not role_pushed(idp, role.name):
+            if entry is None or entry.remote_id is None:
+                if entry is not None:
+                    self.state.ledger.forget(row.idp, "role", row.local_id)
+                return self._skip(row, "not pushed")
+            remote_id = entry.remote_id
+
+            def delete(attempts: list[Attempt]) -> None:
+                with_retries(
+                    lambda n: connector.delete_group(remote_id), idp.retry, attempts, self.sleep
+                )
+
+            def forget(_: None) -> OperationResult:
+                self.state.ledger.forget(row.idp, "role", row.local_id)
+                return OperationResult(
+                    row.idp, "role", row.label, "delete", "done", remote_id=remote_id
+                )
+
+            return Task(row, "delete", delete, forget)
+        member_ids = store.role_member_ids(role.id)
+        provisioned = self.state.ledger.remote_ids(row.idp, member_ids)
+        waiting = self._waiting_members(row, idp, store, member_ids, provisioned)
+        if entry is None or entry.remote_id is None:
+            return self._plan_group_create(row, idp, connector, role.name, provisioned, waiting)
+        return self._plan_group_update(row, idp, connector, entry, role.name, provisioned, waiting)
+
+    def _waiting_members(
+        self,
+        row: OutboxRow,
+        idp: IdentityProviderConfig,
+        store: Any,
+        member_ids: list[str],
+        provisioned: dict[str, str],
+    ) -> list[str]:
+        """Members in scope that are not (yet) provisioned: their own push failed."""
+        waiting = []
+        for user_id in member_ids:
+            if user_id not in provisioned:
+                user = store.find_user_by_id(user_id)
+                if user is not None and in_scope(idp, user.roles):
+                    waiting.append(user.qualified_name)
+        return waiting
+
+    def _group_result(
+        self, row: OutboxRow, operation: str, remote_id: str, waiting: list[str]
+    ) -> OperationResult:
+        if waiting:
+            return OperationResult(
+                row.idp,
+                "role",
+                row.label,
+                operation,
+                "failed",
+                remote_id=remote_id,
+                error="members not provisioned yet (their own push failed): "
+                + ", ".join(sorted(waiting)),
+            )
+        return OperationResult(row.idp, "role", row.label, operation, "done", remote_id=remote_id)
+
+    def _plan_group_create(
+        self,
+        row: OutboxRow,
+        idp: IdentityProviderConfig,
+        connector: Connector,
+        name: str,
+        provisioned: dict[str, str],
+        waiting: list[str],
+    ) -> Task:
+        spec = GroupSpec(row.local_id, name, sorted(provisioned.values()))
+        self.state.ledger.mark_creating(row.idp, "role", row.local_id, row.domain, name)
+
+        def create(attempts: list[Attempt]) -> str:
+            def call(number: int) -> str:
+                if number > 1:
+                    found = connector.find_group(name)
+                    if found is not None:
+                        connector.change_members(found, spec.member_ids, [])
+                        return found
+                return connector.create_group(spec)
+
+            result: str = with_retries(call, idp.retry, attempts, self.sleep)
+            return result
+
+        def record(remote_id: str) -> OperationResult:
+            self.state.ledger.record(
+                LedgerEntry(
+                    row.idp,
+                    "role",
+                    row.local_id,
+                    row.domain,
+                    name,
+                    remote_id,
+                    "active",
+                    None,
+                    None,
+                    True,
+                    "",
+                )
+            )
+            self.state.ledger.set_members(row.idp, row.local_id, provisioned, [])
+            return self._group_result(row, "create", remote_id, waiting)
+
+        return Task(row, "create", create, record)
+
+    def _plan_group_update(
+        self,
+        row: OutboxRow,
+        idp: IdentityProviderConfig,
+        connector: Connector,
+        entry: LedgerEntry,
+        name: str,
+        provisioned: dict[str, str],
+        waiting: list[str],
+    ) -> Planned:
+        current = self.state.ledger.members(row.idp, row.local_id)
+        add = sorted(set(provisioned) - current)
+        remove = sorted(current - set(provisioned))
+        rename = entry.label != name
+        remote_id = entry.remote_id or ""
+        if not (add or remove or rename):
+            if waiting:
+                return Settled(row, self._group_result(row, "members", remote_id, waiting))
+            return self._skip(row, "unchanged", remote_id)
+        removed_remote = self._any_remote_ids(row.idp, remove)
+
+        def update(attempts: list[Attempt]) -> None:
+            if rename:
+                with_retries(
+                    lambda n: connector.rename_group(remote_id, name),
+                    idp.retry,
+                    attempts,
+                    self.sleep,
+                )
+            if add or removed_remote:
+                with_retries(
+                    lambda n: connector.change_members(
+                        remote_id, [provisioned[u] for u in add], removed_remote
+                    ),
+                    idp.retry,
+                    attempts,
+                    self.sleep,
+                )
+
+        def record(_: None) -> OperationResult:
+            self.state.ledger.record(
+                LedgerEntry(
+                    row.idp,
+                    "role",
+                    row.local_id,
+                    row.domain,
+                    name,
+                    remote_id,
+                    "active",
+                    None,
+                    None,
+                    entry.created_by_idprov,
+                    "",
+                )
+            )
+            self.state.ledger.set_members(row.idp, row.local_id, add, remove)
+            return self._group_result(
+                row, "rename" if rename and not (add or remove) else "members", remote_id, waiting
+            )
+
+        return Task(row, "rename" if rename and not (add or remove) else "members", update, record)
+
+    def _any_remote_ids(self, idp: str, user_ids: Sequence[str]) -> list[str]:
+        out = []
+        for user_id in user_ids:
+            entry = self.state.ledger.get(idp, "user", user_id)
+            if entry is not None and entry.remote_id:
+                out.append(entry.remote_id)
+        return out
+
+
+class _Pools:
+    """One thread pool per IdP, sized by its ``max_concurrency``."""
+
+    def __init__(self, sizes: dict[str, int]):
+        self.pools = {
+            idp: ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"idprov-{idp}")
+            for idp, n in sizes.items()
+        }
+
+    def submit(self, idp: str, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        return self.pools[idp].submit(fn, *args)
+
+    def __enter__(self) -> _Pools:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for pool in self.pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
