@@ -183,6 +183,21 @@ class IdprovGroup(TyperGroup):
         except KeyboardInterrupt:
             render_error(IdprovError("interrupted"))
             raise typer.Exit(130) from None
+        except (typer.Exit, SystemExit):
+            raise
+        except Exception as exc:
+            import os
+
+            if os.environ.get("IDPROV_DEBUG"):
+                raise
+            render_error(
+                IdprovError(
+                    f"internal error: {type(exc).__name__}: {exc}",
+                    hint="this is a bug in idprov; run again with IDPROV_DEBUG=1 for a traceback "
+                    "and report it",
+                )
+            )
+            raise typer.Exit(int(ExitCode.ERROR)) from None
         finally:
             from idprov.cli.render import stop_live
 

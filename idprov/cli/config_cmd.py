@@ -14,9 +14,13 @@ app = new_app("Check and show the configuration.")
 
 
 def _loaded() -> Any:
+    """The configuration, identity providers' connectors and options checked too."""
     from idprov.config import load_config
+    from idprov.provisioning.connect import check_identity_providers
 
-    return load_config(_session().config_path)
+    config = load_config(_session().config_path)
+    check_identity_providers(config)
+    return config
 
 
 def _masked(config: Any) -> dict[str, Any]:

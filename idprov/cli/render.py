@@ -282,20 +282,17 @@ def connector_list(rows: list[dict[str, Any]]) -> None:
 
 
 def audit(entries: list[AuditEntry]) -> None:
-    from rich.table import Table
-
+    """One line per entry, newest first: when, who@application, action, target, details."""
     if not entries:
         console().print("no audit entries match")
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("at", "actor", "app", "action", "target", "outcome", "details"):
-        table.add_column(col)
     for e in entries:
-        details = ", ".join(f"{k}={_short(v)}" for k, v in sorted(e.details.items()))
-        table.add_row(
-            e.at, esc(e.actor), esc(e.application), e.action, esc(e.target), e.outcome, esc(details)
+        details = " ".join(f"{k}={_short(v)}" for k, v in sorted(e.details.items()) if v)
+        outcome = "" if e.outcome == "ok" else f" [red]{esc(e.outcome)}[/]"
+        console().print(
+            f"[dim]{e.at[:19].replace('T', ' ')}[/] {esc(e.actor)}@{esc(e.application)} "
+            f"[bold]{e.action}[/] {esc(e.target)}{outcome} [dim]{esc(details)}[/]"
         )
-    console().print(table)
 
 
 def _short(value: Any) -> str:

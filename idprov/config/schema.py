@@ -224,9 +224,12 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def to_data(obj: Any) -> Any:
-    """The plain-data form of a built object (for `config show` and JSON)."""
+    """The plain-data form of a built object (for `config show` and JSON). Values of
+    ``__config_parse__`` types (secret references) are kept as they are."""
+    if hasattr(type(obj), "__config_parse__"):
+        return obj
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.repr}
     if isinstance(obj, list | tuple):
         return [to_data(v) for v in obj]
     if isinstance(obj, dict):

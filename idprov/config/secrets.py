@@ -83,17 +83,23 @@ def _from_file(path: str) -> str:
             f"secret file:{path} cannot be read: {exc.strerror}",
             hint="create the file (mode 0600) with the secret on its first line",
         ) from exc
-    return text.splitlines()[0] if text else ""
+    value = text.splitlines()[0] if text else ""
+    if not value:
+        raise SecretError(
+            f"secret file:{path} is empty", hint="put the secret on the file's first line"
+        )
+    return value
 
 
 def _keyring():  # type: ignore[no-untyped-def]
     try:
         import keyring
-        from keyring.backends import fail
+        from keyring.backends import fail, null
     except ImportError as exc:  # pragma: no cover - keyring is a dependency
         raise SecretError("the keyring package is not installed") from exc
     backend = keyring.get_keyring()
-    if isinstance(backend, fail.Keyring) or "fail" in type(backend).__module__:
+    # The null backend stores nothing and finds nothing: as unusable as the fail one.
+    if isinstance(backend, fail.Keyring | null.Keyring) or "fail" in type(backend).__module__:
         raise SecretError(
             "no usable keyring backend on this machine (common on servers without a "
             "desktop session)",

@@ -8,7 +8,7 @@ call; it knows nothing of Typer or rich.
 
 from __future__ import annotations
 
-import getpass
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -60,9 +60,15 @@ class ChangeResult:
 
 
 def current_actor() -> str:
+    """The OS user running idprov, for the audit log."""
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        if os.environ.get(name):
+            return os.environ[name]
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
         return "unknown"
 
 

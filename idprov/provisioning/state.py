@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
 from idprov.db import migrate, now
-from idprov.provisioning.outbox import Ledger, Outbox
+
+if TYPE_CHECKING:
+    from idprov.provisioning.outbox import Ledger, Outbox
 
 
 def _audit_schema(db: sqlite_utils.Database) -> None:
@@ -80,10 +82,14 @@ class StateStore:
 
     @property
     def outbox(self) -> Outbox:
+        from idprov.provisioning.outbox import Outbox
+
         return Outbox(self.db)
 
     @property
     def ledger(self) -> Ledger:
+        from idprov.provisioning.outbox import Ledger
+
         return Ledger(self.db)
 
     def audit(
