@@ -55,7 +55,9 @@ def delete(
     role = svc.get_role(name, domain)
     if not yes:
         typer.confirm(
-            f"Delete role {role.qualified_name} ({role.member_count} members)?", abort=True
+            f"Delete role {role.qualified_name} ({role.member_count} members)?",
+            abort=True,
+            err=True,
         )
     emit(svc.delete_role(name, domain), render.change)
 

@@ -26,7 +26,9 @@ def set_(
     if stdin:
         value = sys.stdin.readline().rstrip("\r\n")
     else:
-        value = typer.prompt(f"Value for {name}", hide_input=True, confirmation_prompt=True)
+        value = typer.prompt(
+            f"Value for {name}", hide_input=True, confirmation_prompt=True, err=True
+        )
     if not value:
         raise UsageError("the secret is empty")
     ref = set_keyring_secret(name, value)

@@ -43,7 +43,7 @@ def read_password(from_stdin: bool, prompt: bool) -> str | None:
             raise UsageError("--password-stdin: standard input is empty")
         return line.rstrip("\r\n")
     if prompt:
-        return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        return typer.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
     return None
 
 
@@ -151,5 +151,5 @@ def delete(
     svc = service(app_name)
     user = svc.get_user(username, domain)
     if not yes:
-        typer.confirm(f"Delete user {user.qualified_name}?", abort=True)
+        typer.confirm(f"Delete user {user.qualified_name}?", abort=True, err=True)
     emit(svc.delete_user(username, domain), render.change)

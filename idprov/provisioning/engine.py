@@ -377,7 +377,9 @@ class Engine:
             return OperationResult(row.idp, "user", row.label, op, "done", remote_id=remote_id)
 
         if entry is not None and entry.remote_id:
-            remote_id, previous = entry.remote_id, (entry.sent or {}).get("attributes")
+            remote_id = entry.remote_id
+            # a disabled account is re-enabled by a full replace (active: true included)
+            previous = None if entry.state == "disabled" else (entry.sent or {}).get("attributes")
 
             def update(attempts: list[Attempt]) -> tuple[str, bool]:
                 try:

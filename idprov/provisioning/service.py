@@ -9,7 +9,8 @@ call; it knows nothing of Typer or rich.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,12 +91,15 @@ class IdentityService:
         actor: str | None = None,
         http_transport: httpx.BaseTransport | None = None,
         progress: Progress | None = None,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.config = config
         self.http_transport = http_transport
         """Injected into every HTTP connector's client (tests: faults; else None)."""
         self.progress = progress
         """Called after each outbound operation with the report so far (live views)."""
+        self.sleep = sleep or time.sleep
+        """How the engine waits between retries (tests record instead of sleeping)."""
         self._connectors: dict[str, Connector] = {}
         self._own_rows: list[int] = []
         self.application = config.application(application).name
@@ -237,7 +241,7 @@ class IdentityService:
         """Reconcile ``rows`` at their identity providers now (see the engine)."""
         from idprov.provisioning.engine import Engine
 
-        return Engine(self, self.progress).drain(rows)
+        return Engine(self, self.progress, self.sleep).drain(rows)
 
     def retry_outbox(self, idps: Sequence[str] | None = None) -> OutboundReport:
         """Drain every pending and failed row (of ``idps``, or of all IdPs)."""
