@@ -34,6 +34,7 @@ def open_database(path: Path) -> sqlite_utils.Database:
     """Open (creating with mode 0600) an SQLite file for idprov's use."""
     import sqlite_utils
 
+    conn: sqlite3.Connection | None = None
     try:
         create_private_file(path)
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -42,6 +43,8 @@ def open_database(path: Path) -> sqlite_utils.Database:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
     except (OSError, sqlite3.Error) as exc:
+        if conn is not None:
+            conn.close()
         raise StoreError(
             f"cannot open database {path}: {exc}",
             hint="check that the directory exists, is writable, and the file is an SQLite database",

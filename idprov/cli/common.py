@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
+
+# typer >= 0.26 bundles its own click, whose exception base class it does not re-export
+from typer._click.exceptions import ClickException
 from typer.core import TyperGroup
 
 from idprov.errors import ExitCode, IdprovError, UsageError
@@ -183,8 +186,8 @@ class IdprovGroup(TyperGroup):
         except KeyboardInterrupt:
             render_error(IdprovError("interrupted"))
             raise typer.Exit(130) from None
-        except (typer.Exit, SystemExit):
-            raise
+        except (typer.Exit, SystemExit, ClickException):
+            raise  # Click's own usage errors: it prints them and exits 2
         except Exception as exc:
             import os
 

@@ -156,10 +156,10 @@ class Config:
     def __post_init__(self) -> None:
         if not self.userstores:
             self.userstores = [SqliteUserstoreConfig()]
+        self._check_unique()
+        self._check_references()  # before `resident` is added: errors keep their indexes
         if not any(a.name == RESIDENT for a in self.applications):
             self.applications = [ApplicationConfig(RESIDENT), *self.applications]
-        self._check_unique()
-        self._check_references()
 
     def _check_unique(self) -> None:
         _unique([u.domain.casefold() for u in self.userstores], "userstores", "domain")

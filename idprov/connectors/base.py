@@ -144,6 +144,20 @@ class Connector(ABC):
         """Create the account; return its remote id. RemoteConflict if it exists.
         Not idempotent: the engine looks the user up before retrying an ambiguous one."""
 
+    def bulk_create_limit(self) -> int:
+        """How many accounts one :meth:`create_users` call may carry; 0 or 1: no bulk."""
+        return 0
+
+    def bulk_threshold(self) -> int:
+        """Fewer creates than this go out one by one even when bulk is possible."""
+        return 10
+
+    def create_users(self, accounts: Sequence[Account]) -> list[str | TargetError]:
+        """Create several accounts in one call: per account, its remote id or the
+        error the target gave for it (RemoteConflict for an existing one). Raises
+        TargetError when the call as a whole failed. Not idempotent."""
+        raise NotImplementedError
+
     @abstractmethod
     def find_user(self, user_name: str) -> str | None:
         """The remote id of the account with this user name, or None. Read-only."""

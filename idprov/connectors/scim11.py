@@ -42,6 +42,7 @@ class Scim11Connector(Scim2Connector):
     user_schema = CORE
     group_schema = CORE
     config_path = "/ServiceProviderConfigs"
+    bulk_path = None  # SCIM 1.1 bulk differs; users go one by one
 
     def error_detail(self, response: httpx.Response) -> str | None:
         if response.status_code < 400:

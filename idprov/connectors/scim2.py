@@ -25,10 +25,17 @@ from idprov.connectors.base import (
     CheckReport,
     Connector,
     GroupSpec,
+    RemoteConflict,
     RemoteNotFound,
     TargetError,
 )
-from idprov.connectors.http import HttpOptions, auth_headers, raise_for_status, send
+from idprov.connectors.http import (
+    RETRYABLE_STATUS,
+    HttpOptions,
+    auth_headers,
+    raise_for_status,
+    send,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -38,6 +45,7 @@ GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 LIST_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 _VALUE_PATH = re.compile(r'^(\w+)\[(\w+) eq "([^"]*)"\]\.(\w+)$')
 
 
@@ -49,11 +57,17 @@ class Scim2Options(HttpOptions):
     """``auto``: PATCH if the target's ServiceProviderConfig says it supports it."""
     member_batch_size: int = 100
     """Members per PATCH request (some targets accept only 100)."""
+    bulk: Literal["auto", "never"] = "auto"
+    """``auto``: create many users with SCIM Bulk when the target advertises it."""
+    bulk_threshold: int = 10
+    """Use Bulk only for at least this many creates at once."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.member_batch_size < 1:
             raise Invalid("must be at least 1", "member_batch_size")
+        if self.bulk_threshold < 2:
+            raise Invalid("must be at least 2", "bulk_threshold")
 
 
 def filter_literal(value: str) -> str:
@@ -123,10 +137,12 @@ class Scim2Connector(Connector):
     user_schema = USER
     group_schema = GROUP
     config_path = "/ServiceProviderConfig"
+    bulk_path: str | None = "/Bulk"
 
     def __init__(self, idp: Any, options: Any, client: Any) -> None:
         super().__init__(idp, options, client)
         self._config: dict[str, Any] | None = None
+        self._auth: dict[str, str] | None = None
         self._lock = threading.Lock()
 
     # ---- HTTP
@@ -147,7 +163,9 @@ class Scim2Connector(Connector):
         if body is not None:
             headers["Content-Type"] = self.media_type
         if auth:
-            headers.update(auth_headers(self.options))
+            if self._auth is None:
+                self._auth = auth_headers(self.options)  # read the secret once
+            headers.update(self._auth)
         content = json.dumps(body, ensure_ascii=False).encode() if body is not None else None
         response = send(
             self.client,
@@ -252,6 +270,96 @@ class Scim2Connector(Connector):
             report.reachable = report.reachable or exc.status is not None
             report.messages.append(exc.message)
         return report
+
+    # ---- bulk
+    def _bulk_settings(self) -> tuple[int, int]:
+        """(maxOperations, maxPayloadSize) the target advertises; (0, 0): no Bulk."""
+        if self.options.bulk == "never" or self.bulk_path is None:
+            return 0, 0
+        bulk = self.service_provider_config().get("bulk") or {}
+        if not bulk.get("supported"):
+            return 0, 0
+        return int(bulk.get("maxOperations") or 0), int(bulk.get("maxPayloadSize") or 0)
+
+    def bulk_create_limit(self) -> int:
+        return self._bulk_settings()[0]
+
+    def bulk_threshold(self) -> int:
+        return self.options.bulk_threshold
+
+    def create_users(self, accounts: Sequence[Account]) -> list[str | TargetError]:
+        """POST /Bulk with one operation per account, split so that no request goes
+        over the target's maxOperations or maxPayloadSize."""
+        max_ops, max_bytes = self._bulk_settings()
+        results: list[str | TargetError] = []
+        for batch in self._bulk_batches(accounts, max_ops, max_bytes):
+            results += self._bulk_post(batch)
+        return results
+
+    def _bulk_batches(
+        self, accounts: Sequence[Account], max_ops: int, max_bytes: int
+    ) -> list[list[dict[str, Any]]]:
+        batches: list[list[dict[str, Any]]] = [[]]
+        size = 200  # envelope
+        for i, account in enumerate(accounts):
+            op = {
+                "method": "POST",
+                "path": "/Users",
+                "bulkId": str(i),
+                "data": self.user_body(account),
+            }
+            op_size = len(json.dumps(op, ensure_ascii=False).encode()) + 2
+            if batches[-1] and (
+                len(batches[-1]) >= max_ops or (max_bytes and size + op_size > max_bytes)
+            ):
+                batches.append([])
+                size = 200
+            batches[-1].append(op)
+            size += op_size
+        return [b for b in batches if b]
+
+    def _bulk_post(self, operations: list[dict[str, Any]]) -> list[str | TargetError]:
+        what = f"bulk create of {len(operations)} users"
+        response = self._request(
+            "POST",
+            self.bulk_path or "/Bulk",
+            what,
+            body={"schemas": [BULK_REQUEST], "Operations": operations},
+        )
+        replies = {
+            str(op.get("bulkId")): op for op in self._json(response, what).get("Operations") or []
+        }
+        return [self._bulk_result(op, replies.get(op["bulkId"])) for op in operations]
+
+    def _bulk_result(self, sent: dict[str, Any], reply: dict[str, Any] | None) -> str | TargetError:
+        name = sent["data"]["userName"]
+        if reply is None:
+            return TargetError(
+                f"create user {name}: no reply in the bulk response", retryable=True, ambiguous=True
+            )
+        status_field = reply.get("status")
+        if isinstance(status_field, dict):  # SCIM 1.1 style {"code": "201"}
+            status_field = status_field.get("code")
+        try:
+            status = int(str(status_field))
+        except ValueError:
+            status = 0
+        if 200 <= status < 300:
+            location = str(reply.get("location") or "").rstrip("/")
+            if location:
+                return location.rsplit("/", 1)[-1]
+            return TargetError(
+                f"create user {name}: no location in the bulk reply", retryable=True, ambiguous=True
+            )
+        detail = reply.get("response") or {}
+        message = f"create user {name}: HTTP {status}"
+        if isinstance(detail, dict) and (detail.get("detail") or detail.get("scimType")):
+            message += f": {detail.get('detail') or ''} (scimType {detail.get('scimType')})"
+        if status == 409:
+            return RemoteConflict(message, status=status)
+        return TargetError(
+            message, status=status, retryable=status in RETRYABLE_STATUS, ambiguous=status >= 500
+        )
 
     # ---- users
     def user_body(self, account: Account, remote_id: str | None = None) -> dict[str, Any]:

@@ -30,7 +30,6 @@ from idprov.connectors.base import (
     last_status,
     note_status,
 )
-from idprov.db import write_transaction
 from idprov.errors import IdprovError
 from idprov.provisioning.mapping import fingerprint, map_attributes, render, user_values
 from idprov.provisioning.outbox import LedgerEntry, OutboxRow
@@ -114,6 +113,14 @@ class Task:
     operation: str
     run: Callable[[list[Attempt]], Any]
     record: Callable[[Any], OperationResult]
+    account: Account | None = None
+    """For user creates: what to create, so that creates can go out in bulk."""
+    own: bool = False
+    """For user creates: a remote object of that name is ours (a crashed create)."""
+
+
+Outcome = tuple[Task, list[Attempt], Any]
+"""A task, its attempts, and its value or the exception it raised."""
 
 
 @dataclass
@@ -219,6 +226,10 @@ class Engine:
         self.progress = progress
         self.sleep = sleep
         self.report = OutboundReport()
+        self._users: dict[str, User] = {}
+        self._entries: dict[tuple[str, str, str], LedgerEntry] = {}
+        self._creating: list[tuple[str, str, str, str, str]] = []
+        self._bulk_used: set[str] = set()
 
     def drain(self, rows: Sequence[OutboxRow]) -> OutboundReport:
         """Reconcile ``rows``: users first, then roles. Never raises for one row."""
@@ -227,8 +238,8 @@ class Engine:
         users = [r for r in rows if r.kind == "user"]
         roles = [r for r in rows if r.kind == "role"]
         with self._executors(rows) as pools:
-            self._run([self._plan(r, self._plan_user) for r in users], pools)
-            self._run([self._plan(r, self._plan_role) for r in roles], pools)
+            self._run(users, self._plan_user, pools)
+            self._run(roles, self._plan_role, pools)
         return self.report
 
     def _idp_report(self, name: str) -> IdpReport:
@@ -247,53 +258,200 @@ class Engine:
                 OperationResult(row.idp, row.kind, row.label, "plan", "failed", error=exc.message),
             )
 
-    def _run(self, planned: list[Planned], pools: _Pools) -> None:
-        futures: dict[Future[Any], tuple[Task, list[Attempt]]] = {}
-        for item in planned:
-            if isinstance(item, Settled):
-                self._settle(item)
-                continue
-            attempts: list[Attempt] = []
-            future = pools.submit(item.row.idp, item.run, attempts)
-            futures[future] = (item, attempts)
-        for future in as_completed(futures):
-            task, attempts = futures[future]
-            self._finish(task, attempts, future)
+    def _run(
+        self, rows: Sequence[OutboxRow], planner: Callable[[OutboxRow], Planned], pools: _Pools
+    ) -> None:
+        """Plan rows and hand each call to its IdP's pool as soon as it is planned, then
+        record results as they complete. Writes are batched: one transaction per
+        ``BATCH_ROWS`` rows or ``BATCH_SECONDS``, so a crash loses at most one batch of
+        records, and the ``creating`` marks make a re-run adopt instead of duplicate."""
+        futures: dict[Future[Any], tuple[Task, list[Attempt]] | list[Task]] = {}
+        bulk: dict[str, list[Task]] = {}
+        with _Batch(self.state.db) as batch:
+            for start in range(0, len(rows), BATCH_ROWS):
+                chunk = rows[start : start + BATCH_ROWS]
+                self._prefetch(chunk)
+                planned = [self._plan(row, planner) for row in chunk]
+                self.state.ledger.mark_creating(self._creating)
+                self._creating.clear()
+                batch.commit()  # the `creating` marks are durable before any call is made
+                for item in planned:
+                    if isinstance(item, Settled):
+                        self._settle(item)
+                    elif self._bulk_limit(item) > 1:
+                        self._queue_bulk(item, bulk, futures, pools)
+                    else:
+                        attempts: list[Attempt] = []
+                        futures[pools.submit(item.row.idp, item.run, attempts)] = (item, attempts)
+                    batch.tick()
+            for idp, queued in bulk.items():
+                self._flush_bulk(idp, queued, futures, pools)
+        with _Batch(self.state.db) as batch:
+            for future in as_completed(futures):
+                for task, attempts, value in self._outcomes(future, futures[future]):
+                    self._finish(task, attempts, value)
+                    batch.tick()
+
+    def _outcomes(
+        self, future: Future[Any], submitted: tuple[Task, list[Attempt]] | list[Task]
+    ) -> list[Outcome]:
+        if isinstance(submitted, list):  # a bulk task returns its tasks' outcomes
+            outcomes: list[Outcome] = future.result()
+            return outcomes
+        task, attempts = submitted
+        try:
+            return [(task, attempts, future.result())]
+        except Exception as exc:  # recorded as a failure by _finish
+            return [(task, attempts, exc)]
+
+    # -- bulk creates
+    def _bulk_limit(self, task: Task) -> int:
+        if task.account is None:
+            return 0
+        try:
+            return self.service.connector(task.row.idp).bulk_create_limit()
+        except IdprovError:
+            return 0  # no Bulk then; the single creates report what is wrong
+
+    def _queue_bulk(
+        self,
+        task: Task,
+        bulk: dict[str, list[Task]],
+        futures: dict[Future[Any], Any],
+        pools: _Pools,
+    ) -> None:
+        queued = bulk.setdefault(task.row.idp, [])
+        queued.append(task)
+        if len(queued) >= self._bulk_limit(task):
+            futures[pools.submit(task.row.idp, self._run_bulk, list(queued))] = list(queued)
+            queued.clear()
+            self._bulk_used.add(task.row.idp)
+
+    def _flush_bulk(
+        self, idp: str, queued: list[Task], futures: dict[Future[Any], Any], pools: _Pools
+    ) -> None:
+        """Send what is left: in bulk if there are enough (or this drain is already
+        sending in bulk), else one request each."""
+        enough = self.service.connector(idp).bulk_threshold()
+        if len(queued) >= enough or (idp in self._bulk_used and len(queued) > 1):
+            futures[pools.submit(idp, self._run_bulk, list(queued))] = list(queued)
+        else:
+            for task in queued:
+                attempts: list[Attempt] = []
+                futures[pools.submit(idp, task.run, attempts)] = (task, attempts)
+        queued.clear()
+
+    def _run_bulk(self, tasks: list[Task]) -> list[Outcome]:
+        """Create ``tasks``' accounts in bulk requests (in a worker). Items the target
+        refused for a reason a retry can fix, and every item of a request that failed
+        ambiguously, go on one by one, looking before creating."""
+        idp = self.service.idp(tasks[0].row.idp)
+        connector = self.service.connector(idp.name)
+        shared: list[Attempt] = []
+        accounts = [t.account for t in tasks if t.account is not None]
+        try:
+            results = with_retries(
+                lambda n: connector.create_users(accounts), idp.retry, shared, self.sleep
+            )
+        except TargetError as exc:
+            if not (exc.ambiguous or exc.retryable):
+                return [(t, list(shared), exc) for t in tasks]
+            results = [exc] * len(tasks)
+        return [
+            self._bulk_item(t, r, shared, connector, idp)
+            for t, r in zip(tasks, results, strict=True)
+        ]
+
+    def _bulk_item(
+        self,
+        task: Task,
+        result: str | TargetError,
+        shared: list[Attempt],
+        connector: Connector,
+        idp: IdentityProviderConfig,
+    ) -> Outcome:
+        attempts = list(shared)
+        account = task.account
+        assert account is not None
+        try:
+            if isinstance(result, str):
+                return task, attempts, (result, True)
+            if isinstance(result, RemoteConflict):
+                return task, attempts, self._conflict(connector, idp, account, task.own, result)
+            if not (result.retryable or result.ambiguous):
+                raise result
+            value = self._create(
+                connector, idp, account, attempts, task.own, ambiguous=result.ambiguous
+            )
+            return task, attempts, value
+        except TargetError as exc:
+            return task, attempts, exc
+
+    def _prefetch(self, rows: Sequence[OutboxRow]) -> None:
+        """Read the users and ledger entries of ``rows`` in a few queries: every query
+        on this thread waits for the GIL behind the worker threads."""
+        self._users.clear()
+        self._entries.clear()
+        by_domain: dict[str, list[str]] = {}
+        for row in rows:
+            if row.kind == "user":
+                by_domain.setdefault(row.domain, []).append(row.local_id)
+        for domain, ids in by_domain.items():
+            try:
+                self._users.update(self.service.store(domain).find_users_by_id(ids))
+            except IdprovError:
+                continue  # the planner reports it, row by row
+        by_idp: dict[tuple[str, str], list[str]] = {}
+        for row in rows:
+            by_idp.setdefault((row.idp, row.kind), []).append(row.local_id)
+        for (idp, kind), ids in by_idp.items():
+            for entry in self.state.ledger.get_many(idp, kind, ids):
+                self._entries[(idp, kind, entry.local_id)] = entry
+
+    def _user(self, row: OutboxRow) -> User | None:
+        if row.local_id in self._users:
+            return self._users[row.local_id]
+        return self.service.store(row.domain).find_user_by_id(row.local_id)
+
+    def _entry(self, row: OutboxRow) -> LedgerEntry | None:
+        key = (row.idp, row.kind, row.local_id)
+        if key in self._entries:
+            return self._entries[key]
+        return self.state.ledger.get(row.idp, row.kind, row.local_id)
 
     def _settle(self, item: Settled) -> None:
-        with write_transaction(self.state.db):
-            if item.result.outcome == "failed":
-                self.state.outbox.failed(item.row, item.result.error or "", item.result.status, 0)
-            else:
-                self.state.outbox.done(item.row)
+        if item.result.outcome == "failed":
+            self.state.outbox.failed(item.row, item.result.error or "", item.result.status, 0)
+        else:
+            self.state.outbox.done(item.row)
         self._add(item.result)
 
-    def _finish(self, task: Task, attempts: list[Attempt], future: Future[Any]) -> None:
+    def _finish(self, task: Task, attempts: list[Attempt], value: Any) -> None:
         row = task.row
-        with write_transaction(self.state.db):
-            try:
-                value = future.result()
-                result = task.record(value)
-            except TargetError as exc:
-                result = OperationResult(
-                    row.idp,
-                    row.kind,
-                    row.label,
-                    task.operation,
-                    "failed",
-                    error=exc.message,
-                    status=exc.status,
-                )
-            except IdprovError as exc:
-                result = OperationResult(
-                    row.idp, row.kind, row.label, task.operation, "failed", error=exc.message
-                )
-            result.attempts = len(attempts)
-            if result.outcome == "failed":
-                self.state.outbox.failed(row, result.error or "", result.status, len(attempts))
-            else:
-                self.state.outbox.done(row)
-            self._audit(row, task.operation, result, attempts)
+        try:
+            if isinstance(value, Exception):
+                raise value
+            result = task.record(value)
+        except TargetError as exc:
+            result = OperationResult(
+                row.idp,
+                row.kind,
+                row.label,
+                task.operation,
+                "failed",
+                error=exc.message,
+                status=exc.status,
+            )
+        except IdprovError as exc:
+            result = OperationResult(
+                row.idp, row.kind, row.label, task.operation, "failed", error=exc.message
+            )
+        result.attempts = len(attempts)
+        if result.outcome == "failed":
+            self.state.outbox.failed(row, result.error or "", result.status, len(attempts))
+        else:
+            self.state.outbox.done(row)
+        self._audit(row, task.operation, result, attempts)
         self._add(result)
 
     def _add(self, result: OperationResult) -> None:
@@ -325,8 +483,8 @@ class Engine:
     def _plan_user(self, row: OutboxRow) -> Planned:
         idp = self.service.idp(row.idp)
         connector = self.service.connector(row.idp)
-        user = self.service.store(row.domain).find_user_by_id(row.local_id)
-        entry = self.state.ledger.get(row.idp, "user", row.local_id)
+        user = self._user(row)
+        entry = self._entry(row)
         if user is not None and in_scope(idp, user.roles):
             return self._plan_provision(row, idp, connector, user, entry)
         return self._plan_deprovision(row, idp, connector, entry)
@@ -395,12 +553,14 @@ class Engine:
 
             return Task(row, "update", update, record)
         crashed_create = entry is not None and entry.state == "creating"
-        self.state.ledger.mark_creating(row.idp, "user", row.local_id, row.domain, row.label)
+        self._creating.append((row.idp, "user", row.local_id, row.domain, row.label))
         return Task(
             row,
             "create",
             lambda attempts: self._create(connector, idp, account, attempts, own=crashed_create),
             record,
+            account=account,
+            own=crashed_create,
         )
 
     def _create(
@@ -410,9 +570,9 @@ class Engine:
         account: Account,
         attempts: list[Attempt],
         own: bool,
+        ambiguous: bool = False,
     ) -> tuple[str, bool]:
         """Create, never twice: after an ambiguous failure (timeout, 5xx) look first."""
-        ambiguous = False
 
         def call(number: int) -> tuple[str, bool]:
             nonlocal ambiguous
@@ -528,7 +688,7 @@ class Engine:
         connector = self.service.connector(row.idp)
         store = self.service.store(row.domain)
         role = store.find_role_by_id(row.local_id)
-        entry = self.state.ledger.get(row.idp, "role", row.local_id)
+        entry = self._entry(row)
         if role is None or not role_pushed(idp, role.name):
             if entry is None or entry.remote_id is None:
                 if entry is not None:
@@ -598,7 +758,7 @@ class Engine:
         waiting: list[str],
     ) -> Task:
         spec = GroupSpec(row.local_id, name, sorted(provisioned.values()))
-        self.state.ledger.mark_creating(row.idp, "role", row.local_id, row.domain, name)
+        self._creating.append((row.idp, "role", row.local_id, row.domain, name))
 
         def create(attempts: list[Attempt]) -> str:
             def call(number: int) -> str:
@@ -702,6 +862,40 @@ class Engine:
             if entry is not None and entry.remote_id:
                 out.append(entry.remote_id)
         return out
+
+
+BATCH_ROWS = 200
+BATCH_SECONDS = 0.25
+
+
+class _Batch:
+    """A write transaction that commits and begins again every so often."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.count = 0
+        self.started = 0.0
+
+    def __enter__(self) -> _Batch:
+        self._begin()
+        return self
+
+    def _begin(self) -> None:
+        self.db.conn.execute("BEGIN IMMEDIATE")
+        self.count, self.started = 0, time.monotonic()
+
+    def tick(self) -> None:
+        self.count += 1
+        if self.count >= BATCH_ROWS or time.monotonic() - self.started >= BATCH_SECONDS:
+            self.commit()
+
+    def commit(self) -> None:
+        self.db.conn.execute("COMMIT")
+        self._begin()
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if self.db.conn.in_transaction:
+            self.db.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
 
 
 class _Pools:

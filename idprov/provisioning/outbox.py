@@ -186,15 +186,33 @@ class Ledger:
     def __init__(self, db: sqlite_utils.Database):
         self.db = db
 
+    _COLUMNS = (
+        "idp, kind, local_id, domain, label, remote_id, state, hash, sent, created_by_idprov,"
+        " updated_at"
+    )
+
     def get(self, idp: str, kind: str, local_id: str) -> LedgerEntry | None:
         row = self.db.execute(
-            "SELECT idp, kind, local_id, domain, label, remote_id, state, hash, sent,"
-            " created_by_idprov, updated_at FROM ledger WHERE idp = ? AND kind = ? AND"
-            " local_id = ?",
+            f"SELECT {self._COLUMNS} FROM ledger WHERE idp = ? AND kind = ? AND local_id = ?",
             [idp, kind, local_id],
         ).fetchone()
-        if row is None:
-            return None
+        return None if row is None else self._entry(row)
+
+    def get_many(self, idp: str, kind: str, local_ids: Sequence[str]) -> list[LedgerEntry]:
+        """The entries that exist among ``local_ids`` (in chunks of 500)."""
+        out = []
+        for start in range(0, len(local_ids), 500):
+            chunk = list(local_ids[start : start + 500])
+            rows = self.db.execute(
+                f"SELECT {self._COLUMNS} FROM ledger WHERE idp = ? AND kind = ? AND local_id"
+                f" IN ({','.join('?' * len(chunk))})",
+                [idp, kind, *chunk],
+            ).fetchall()
+            out += [self._entry(r) for r in rows]
+        return out
+
+    @staticmethod
+    def _entry(row: Any) -> LedgerEntry:
         sent = json.loads(row[8]) if row[8] else None
         return LedgerEntry(
             idp=row[0],
@@ -235,12 +253,14 @@ class Ledger:
             out.update({r[0]: r[1] for r in rows})
         return out
 
-    def mark_creating(self, idp: str, kind: str, local_id: str, domain: str, label: str) -> None:
-        """Note that a create is about to be sent (so a crash mid-create is recognised)."""
-        self.db.execute(
+    def mark_creating(self, entities: Iterable[tuple[str, str, str, str, str]]) -> None:
+        """Note that creates are about to be sent, for (idp, kind, local_id, domain,
+        label) tuples, so that a crash mid-create is recognised on the next run."""
+        stamp = now()
+        self.db.conn.executemany(
             "INSERT INTO ledger (idp, kind, local_id, domain, label, state, updated_at)"
             " VALUES (?, ?, ?, ?, ?, 'creating', ?) ON CONFLICT DO NOTHING",
-            [idp, kind, local_id, domain, label, now()],
+            [(*entity, stamp) for entity in entities],
         )
 
     def record(self, entry: LedgerEntry) -> None:

@@ -378,8 +378,13 @@ class IdentityService:
         return self._push(ChangeResult("user.delete", user.qualified_name, user))
 
     # ---- roles
+    def _in_domain_of(self, store: UserStore, name: str) -> tuple[UserStore, str]:
+        """Where ``name`` points, a bare name being in ``store``'s domain."""
+        qualified = QualifiedName.parse(name, store.domain)
+        return self.store(qualified.domain), qualified.name
+
     def _same_domain_role(self, store: UserStore, role: str) -> str:
-        role_store, role_name = self.resolve(role, store.domain)
+        role_store, role_name = self._in_domain_of(store, role)
         if role_store is not store:
             raise UsageError(
                 f"role {role!r} is in another domain than the {store.domain} user",
@@ -428,7 +433,7 @@ class IdentityService:
 
     def rename_role(self, name: str, new_name: str, domain: str | None = None) -> ChangeResult:
         store, bare = self.resolve(name, domain)
-        new_store, new_bare = self.resolve(new_name, store.domain)
+        new_store, new_bare = self._in_domain_of(store, new_name)
         if new_store is not store:
             raise UsageError("a role cannot be renamed into another domain")
         policy.check_role_name(store.config.policy, new_bare, store.domain)
@@ -444,7 +449,7 @@ class IdentityService:
     def _members(self, store: UserStore, users: Sequence[str]) -> list[str]:
         names = []
         for user in users:
-            user_store, bare = self.resolve(user, store.domain)
+            user_store, bare = self._in_domain_of(store, user)
             if user_store is not store:
                 raise UsageError(
                     f"user {user!r} is in another domain than the role",

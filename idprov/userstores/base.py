@@ -57,6 +57,15 @@ class UserStore(ABC):
     def find_user_by_id(self, user_id: str) -> User | None:
         """The user with this stable id, with roles; None if there is none."""
 
+    def find_users_by_id(self, user_ids: Sequence[str]) -> dict[str, User]:
+        """The users among ``user_ids`` that exist, by id (stores may batch this)."""
+        found = {}
+        for user_id in user_ids:
+            user = self.find_user_by_id(user_id)
+            if user is not None:
+                found[user_id] = user
+        return found
+
     @abstractmethod
     def list_users(self, query: UserQuery) -> Page:
         """A page of users matching ``query``, ordered by username, with a total."""

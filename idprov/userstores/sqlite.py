@@ -124,6 +124,19 @@ class SqliteUserStore(UserStore):
             return None
         return self._row_to_user(row, self._roles_of([row[0]]).get(row[0], []))
 
+    def find_users_by_id(self, user_ids: Sequence[str]) -> dict[str, User]:
+        found: dict[str, User] = {}
+        for start in range(0, len(user_ids), 500):
+            chunk = list(user_ids[start : start + 500])
+            rows = self.db.execute(
+                f"SELECT {self._USER_COLUMNS} FROM users"
+                f" WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+            roles = self._roles_of([r[0] for r in rows])
+            found.update({r[0]: self._row_to_user(r, roles.get(r[0], [])) for r in rows})
+        return found
+
     def find_role_by_id(self, role_id: str) -> Role | None:
         row = self.db.execute(
             "SELECT id, name, created, modified,"

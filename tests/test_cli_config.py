@@ -1,0 +1,293 @@
+"""`idprov config validate|show`, `--config` and discovery as the CLI sees them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+SAMPLE_CONFIGS = Path(__file__).resolve().parents[1] / "sample-configs"
+
+SECRET_VALUE = "s3cr3t-VALUE-4242-never-print-me"
+SECRETS_CONFIG = """\
+identity_providers:
+  - name: corp-scim
+    connector: scim2
+    options:
+      base_url: https://scim.example.com/scim/v2
+      auth: bearer
+      token: env:IDPROV_TEST_SCIM_TOKEN
+  - name: partner
+    connector: scim2
+    options:
+      base_url: https://partner.example.net/scim/v2
+      auth: basic
+      username: idprov
+      password: file:{password_file}
+  - name: vendor
+    connector: scim2
+    options:
+      base_url: https://vendor.example.org/scim/v2
+      auth: header
+      header_name: X-Api-Key
+      token: keyring:idprov/vendor
+"""
+
+
+def test_validate_embedded_default(cli):
+    r = cli("config", "validate").ok()
+    assert "<embedded default> is valid" in r.stdout
+    result = cli("config", "validate", "--json").json()
+    assert result == {
+        "valid": True,
+        "source": "<embedded default>",
+        "userstores": ["PRIMARY"],
+        "identity_providers": [],
+        "applications": ["resident"],
+        "missing_secrets": [],
+    }
+
+
+def test_validate_a_file(cli, write_config):
+    path = write_config(
+        "userstores:\n  - domain: PRIMARY\n  - domain: EXT\n    type: sqlite\n    path: ext.db\n"
+        "applications:\n  - name: hr-feed\n"
+    )
+    result = cli("--config", str(path), "config", "validate", "--json").json()
+    assert result["source"] == str(path)
+    assert result["userstores"] == ["PRIMARY", "EXT"]
+    assert result["applications"] == ["resident", "hr-feed"]
+    r = cli("--config", str(path), "config", "validate").ok()
+    assert "2 userstore(s), 0 identity provider(s), 2 application(s)" in r.stdout
+
+
+def test_validate_reports_where_the_error_is(cli, write_config):
+    path = write_config("version: 1\nuserstores:\n  - domain: PRIMARY\n    polcy: {}\n")
+    err = cli("config", "validate").fails(2)
+    assert f"{path}:4:5: userstores[0].polcy: unknown key 'polcy'" in err
+    error = cli("config", "validate", "--json").error(2)
+    assert error["code"] == "config"
+    assert error["message"].startswith(f"{path}:4:5: ")
+
+
+def test_malformed_yaml_through_the_cli(cli, write_config):
+    path = write_config("userstores:\n  - domain: [PRIMARY\n    type: sqlite\n")
+    error = cli("config", "show", "--json").error(2)
+    assert error["message"].startswith(f"{path}:3:9: invalid YAML")
+    assert error["hint"]
+
+
+def test_show_fills_in_defaults(cli, write_config, tmp_path):
+    write_config("data_dir: state\nclaims:\n  - name: badge_id\n")
+    data = cli("config", "show", "--json").json()
+    assert data["source"] == str(tmp_path / "idprov.yaml")
+    assert data["data_dir"] == str(tmp_path / "state")
+    (store,) = data["userstores"]
+    assert store["domain"] == "PRIMARY"
+    assert store["policy"]["username_pattern"] == r"^[\S]{3,30}$"
+    assert [a["name"] for a in data["applications"]] == ["resident"]
+    assert "badge_id" in data["known_claims"] and "email" in data["known_claims"]
+    text = cli("config", "show").ok().stdout
+    assert f"source: {tmp_path / 'idprov.yaml'}" in text
+    assert "username_pattern: ^[\\S]{3,30}$" in text
+    assert "- badge_id" in text
+
+
+@pytest.fixture
+def secrets_config(write_config, tmp_path, monkeypatch, keyring_backend):
+    """IdPs whose secrets are in an env variable, a file and the keyring, all set."""
+    password_file = tmp_path / "partner.password"
+    password_file.write_text(SECRET_VALUE + "-file\n")
+    monkeypatch.setenv("IDPROV_TEST_SCIM_TOKEN", SECRET_VALUE + "-env")
+    keyring_backend("memory").items[("idprov", "vendor")] = SECRET_VALUE + "-keyring"
+    write_config(SECRETS_CONFIG.format(password_file=password_file))
+    return password_file
+
+
+def test_config_show_never_prints_a_secret(cli, secrets_config):
+    runs = [
+        cli("config", "show"),
+        cli("config", "show", "--json"),
+        cli("config", "validate"),
+        cli("config", "validate", "--json"),
+        cli("config", "validate", "--strict"),
+    ]
+    for run in runs:
+        run.ok()
+        assert SECRET_VALUE not in run.stdout + run.stderr
+    options = [i["options"] for i in runs[1].json()["identity_providers"]]
+    assert options[0]["token"] == "env:IDPROV_TEST_SCIM_TOKEN (set)"
+    assert options[1]["password"] == f"file:{secrets_config} (set)"
+    assert options[2]["token"] == "keyring:idprov/vendor (set)"
+    assert "token: env:IDPROV_TEST_SCIM_TOKEN (set)" in runs[0].stdout
+    assert runs[3].json()["missing_secrets"] == []
+
+
+def test_validate_reports_missing_secrets(cli, secrets_config, monkeypatch, keyring_backend):
+    monkeypatch.delenv("IDPROV_TEST_SCIM_TOKEN")
+    secrets_config.unlink()
+    keyring_backend("fail")
+    result = cli("config", "validate", "--json").json()
+    assert result["missing_secrets"] == [
+        "env:IDPROV_TEST_SCIM_TOKEN",
+        f"file:{secrets_config}",
+        "keyring:idprov/vendor",
+    ]
+    assert "secret env:IDPROV_TEST_SCIM_TOKEN is not set" in cli("config", "validate").ok().stdout
+    error = cli("config", "validate", "--strict", "--json").error(2)
+    assert error["code"] == "secret"
+    assert "env:IDPROV_TEST_SCIM_TOKEN" in error["message"]
+    shown = cli("config", "show", "--json").json()["identity_providers"][2]["options"]
+    assert shown["token"] == "keyring:idprov/vendor (missing)"
+
+
+@pytest.mark.parametrize(
+    ("line", "value"),
+    [
+        ("token: hunter2-literal", "hunter2-literal"),
+        ("token: 'Bearer abc.def'", "Bearer abc.def"),
+        ("token: vault:secret/scim", "vault:secret/scim"),
+    ],
+)
+def test_literal_secrets_in_config_are_refused(cli, write_config, state, line, value):
+    path = write_config(
+        "identity_providers:\n  - name: corp\n    connector: scim2\n    options:\n"
+        f"      base_url: https://scim.example.com/v2\n      {line}\n"
+    )
+    error = cli("config", "validate", "--json").error(2)
+    assert error["message"].startswith(f"{path}:6:7: identity_providers[0].options.token: ")
+    assert "not literal values" in error["message"]
+    assert value not in error["message"] + (error["hint"] or "")
+    assert value not in cli("user", "add", "alice").fails(2)
+    assert state.counts()["users"] == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("user", "add", "alice"),
+        ("role", "add", "staff"),
+        ("user", "list"),
+        ("log",),
+    ],
+)
+def test_a_wrong_config_writes_nothing(cli, write_config, data_dir, tmp_path, argv):
+    write_config("userstores:\n  - domain: PRIMARY\n    path: users.db\n    read_only: maybe\n")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert "read_only" in cli(*argv).fails(2)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert not data_dir.exists()
+
+
+def test_a_config_broken_later_changes_nothing(cli, write_config, state):
+    path = write_config("userstores:\n  - domain: PRIMARY\n")
+    cli("user", "add", "alice").ok()
+    before = state.dump()
+    path.write_text("userstores:\n  - domain: PRIMARY\n  - domain: PRIMARY\n")
+    assert "duplicate domain" in cli("user", "add", "bob").fails(2)
+    assert "duplicate domain" in cli("user", "delete", "alice", "--yes").fails(2)
+    assert state.dump() == before
+
+
+def test_discovery_order_through_the_cli(cli, tmp_path, config_dir, monkeypatch):
+    places = {
+        "explicit": tmp_path / "explicit" / "idprov.yaml",
+        "env": tmp_path / "env" / "idprov.yaml",
+        "cwd": tmp_path / "idprov.yaml",
+        "user": config_dir / "idprov.yaml",
+    }
+    for name, path in places.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"data_dir: data-{name}\n")
+    monkeypatch.setenv("IDPROV_CONFIG", str(places["env"]))
+
+    def source(*args):
+        return cli(*args, "config", "show", "--json").json()["source"]
+
+    assert source("--config", str(places["explicit"])) == str(places["explicit"])
+    assert source() == str(places["env"])
+    cli("user", "add", "alice").ok()
+    assert (tmp_path / "env" / "data-env" / "idprov.db").is_file()
+    monkeypatch.delenv("IDPROV_CONFIG")
+    assert source() == str(places["cwd"])
+    places["cwd"].unlink()
+    assert source() == str(places["user"])
+    places["user"].unlink()
+    assert source() == "<embedded default>"
+
+
+def test_missing_config_file_is_a_usage_error(cli, tmp_path, monkeypatch):
+    err = cli("--config", str(tmp_path / "nope.yaml"), "user", "list").fails(2)
+    assert "does not exist" in err
+    monkeypatch.setenv("IDPROV_CONFIG", str(tmp_path / "nope.yaml"))
+    assert "IDPROV_CONFIG" in cli("user", "list").fails(2)
+
+
+def test_relative_store_paths_follow_the_config_file(cli, tmp_path):
+    conf = tmp_path / "etc" / "idprov" / "idprov.yaml"
+    conf.parent.mkdir(parents=True)
+    conf.write_text(
+        "data_dir: var\nuserstores:\n  - domain: PRIMARY\n"
+        "  - domain: EXT\n    type: sqlite\n    path: stores/ext.db\n"
+    )
+    (tmp_path / "work").mkdir()
+    cli("--config", str(conf), "user", "add", "EXT/alice").ok()
+    cli("--config", str(conf), "user", "add", "bob").ok()
+    assert (conf.parent / "stores" / "ext.db").is_file()
+    assert (conf.parent / "var" / "idprov.db").is_file()
+    assert not (tmp_path / "stores").exists() and not (tmp_path / "var").exists()
+
+
+# ---- the sample configurations
+
+
+SAMPLES = sorted(SAMPLE_CONFIGS.glob("*.yaml"))
+
+
+def test_there_are_sample_configs():
+    assert {p.name for p in SAMPLES} >= {"minimal.yaml", "full.yaml"}
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
+def test_sample_configs_validate(cli, sample):
+    result = cli("--config", str(sample), "config", "validate", "--json").json()
+    assert result["valid"] is True
+    assert result["source"] == str(sample)
+
+
+def test_full_sample_config_works(cli, tmp_path):
+    """The full sample in use, its identity providers pointed at a closed loopback
+    port (nobody here holds a provisioning role, so nothing is sent)."""
+    text = (SAMPLE_CONFIGS / "full.yaml").read_text()
+    text, n = re.subn(r"https://[a-z.]+\.example\.(com|net|org)", "http://127.0.0.1:9", text)
+    assert n >= 2
+    (tmp_path / "idprov.yaml").write_text(text)
+    config = cli("config", "show", "--json").json()
+    domains = [u["domain"] for u in config["userstores"]]
+    assert len(domains) >= 2 and domains[0] == "PRIMARY"
+    assert config["identity_providers"] and config["claims"]
+    assert {i["connector"] for i in config["identity_providers"]} == {"scim2"}
+    assert len(config["applications"]) >= 2
+    writable = [u for u in config["userstores"] if not u["read_only"]]
+    for store in writable:
+        policy = store["policy"]
+        claims = ["-c", "email=ada@example.com", "-c", "given_name=Ada", "-c", "family_name=L"]
+        claims += ["-c", "employee_number=100001", "-c", "badge_id=123456"]
+        assert set(policy["required_claims"]) <= {
+            "email",
+            "given_name",
+            "family_name",
+            "employee_number",
+            "badge_id",
+        }
+        result = cli("user", "add", f"{store['domain']}/ada.lovelace", *claims, "--json").json()
+        assert result["outbound"]["ok"] is True
+        assert {i["idp"]: i["done"] for i in result["outbound"]["idps"]} == {"corp-scim": 0}
+        cli("user", "show", f"{store['domain']}/ada.lovelace").ok()
+    page = cli("user", "list", "--json").json()
+    assert page["total"] == len(writable)
+    read_only = [u for u in config["userstores"] if u["read_only"]]
+    for store in read_only:
+        error = cli("user", "add", f"{store['domain']}/ada.lovelace", "--json").error(5)
+        assert error["code"] == "read_only"

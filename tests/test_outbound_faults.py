@@ -1,0 +1,202 @@
+"""Faults at the target, injected through httpx.MockTransport: each must end in a
+correct ledger and outbox, no duplicate remote objects, and a clear report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from idprov.provisioning.state import AuditQuery
+from tests.outbound_helpers import FakeScim, idp_yaml, make_service
+
+BASE = "https://scim.test/v2"
+
+
+@pytest.fixture()
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeScim:
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    return FakeScim("secret-token")
+
+
+@pytest.fixture()
+def sleeps() -> list[float]:
+    return []
+
+
+def service(tmp_path: Path, fake: FakeScim, sleeps: list[float], extra: str = ""):
+    return make_service(
+        tmp_path,
+        idp_yaml("target", BASE, extra=extra),
+        ["target"],
+        http_transport=fake.transport(),
+        sleep=sleeps.append,
+    )
+
+
+def ledger_entry(svc, user):
+    return svc.state.ledger.get("target", "user", user.id)
+
+
+def test_429_with_retry_after_is_honoured_then_succeeds(tmp_path, fake, sleeps):
+    fake.fail("POST", 429, headers={"Retry-After": "0.04"})
+    with service(tmp_path, fake, sleeps) as svc:
+        result = svc.add_user("alice", {"email": "alice@example.com"})
+        assert result.outbound is not None and result.outbound.ok
+        assert len(fake.users) == 1
+        assert sleeps and sleeps[0] >= 0.04
+        entry = ledger_entry(svc, result.entity)
+        assert entry.remote_id in fake.users and entry.state == "active"
+        assert svc.outbox_rows() == []
+        attempts = svc.audit_log(AuditQuery(action="outbound.create"))
+        assert [a.details["status"] for a in reversed(attempts)] == [429, 201]
+
+
+def test_500_after_the_target_created_the_user_does_not_duplicate(tmp_path, fake, sleeps):
+    fake.fail("POST", 500, after_apply=True)
+    with service(tmp_path, fake, sleeps) as svc:
+        result = svc.add_user("alice", {"email": "alice@example.com"})
+        assert result.outbound.ok
+        assert len(fake.users) == 1
+        entry = ledger_entry(svc, result.entity)
+        assert entry.remote_id == next(iter(fake.users))
+        assert entry.created_by_idprov
+
+
+def test_500_then_success(tmp_path, fake, sleeps):
+    fake.fail("POST", 503, times=2)
+    with service(tmp_path, fake, sleeps) as svc:
+        result = svc.add_user("alice", {"email": "alice@example.com"})
+        assert result.outbound.ok
+        assert len(fake.users) == 1 and len(sleeps) == 2
+
+
+def test_timeout_after_apply_adopts_instead_of_duplicating(tmp_path, fake, sleeps):
+    fake.timeout("POST", after_apply=True)
+    with service(tmp_path, fake, sleeps) as svc:
+        result = svc.add_user("alice", {"email": "alice@example.com"})
+        assert result.outbound.ok
+        assert len(fake.users) == 1
+        assert ledger_entry(svc, result.entity).remote_id in fake.users
+
+
+def test_401_fails_at_once_with_the_targets_message(tmp_path, fake, sleeps, monkeypatch):
+    monkeypatch.setenv("SCIM_TOKEN", "wrong-token")
+    with service(tmp_path, fake, sleeps) as svc:
+        result = svc.add_user("alice", {"email": "alice@example.com"})
+        assert not result.outbound.ok
+        [op] = result.outbound.idps["target"].operations
+        assert op.outcome == "failed" and op.status == 401 and op.attempts == 1
+        assert "bad token" in op.error
+        assert sleeps == []
+        [row] = svc.outbox_rows()
+        assert row.status == "failed" and row.last_status == 401 and "bad token" in row.last_error
+        assert ledger_entry(svc, result.entity).remote_id is None
+        # the local change is done all the same
+        assert svc.get_user("alice").claims["email"] == "alice@example.com"
+        log = svc.audit_log(AuditQuery(action="outbound."))
+        assert "wrong-token" not in repr(log)
+
+
+def test_409_fails_clearly_unless_adopt_is_configured(tmp_path, fake, sleeps):
+    fake.users["x"] = {"id": "x", "userName": "alice"}
+    with service(tmp_path, fake, sleeps) as svc:
+        result = svc.add_user("alice", {"email": "alice@example.com"})
+        [op] = result.outbound.idps["target"].operations
+        assert op.outcome == "failed" and op.status == 409
+        assert "already exists" in op.error and "did not create it" in op.error
+        assert ledger_entry(svc, result.entity).remote_id is None
+    assert len(fake.users) == 1
+
+
+def test_409_with_on_conflict_adopt_takes_the_existing_user(tmp_path, fake, sleeps):
+    fake.users["x"] = {"id": "x", "userName": "alice"}
+    with service(tmp_path, fake, sleeps, extra="    on_conflict: adopt\n") as svc:
+        result = svc.add_user("alice", {"email": "alice@example.com"})
+        assert result.outbound.ok
+        entry = ledger_entry(svc, result.entity)
+        assert entry.remote_id == "x" and not entry.created_by_idprov
+    assert len(fake.users) == 1
+
+
+def test_malformed_json_reply_uses_location_and_never_duplicates(tmp_path, fake, sleeps):
+    fake.fail("POST", 201, body=b"{not json", after_apply=True)
+    with service(tmp_path, fake, sleeps) as svc:
+        result = svc.add_user("alice", {"email": "alice@example.com"})
+        # a 201 with a broken body and no Location: ambiguous, looked up, adopted
+        assert result.outbound.ok
+        assert len(fake.users) == 1
+        assert ledger_entry(svc, result.entity).remote_id in fake.users
+
+
+def test_retries_exhausted_stay_in_outbox_and_retry_later(tmp_path, fake, sleeps):
+    fake.fail("POST", 500, times=3)
+    with service(tmp_path, fake, sleeps) as svc:
+        result = svc.add_user("alice", {"email": "alice@example.com"})
+        [op] = result.outbound.idps["target"].operations
+        assert op.outcome == "failed" and op.attempts == 3
+        [row] = svc.outbox_rows(status="failed")
+        assert row.attempts == 3 and "injected 500" in row.last_error
+        assert fake.users == {}
+        report = svc.retry_outbox()
+        assert report.ok
+        assert svc.outbox_rows() == [] and len(fake.users) == 1
+
+
+def test_every_idp_is_attempted_when_another_fails(tmp_path, fake, sleeps, monkeypatch):
+    broken = FakeScim("secret-token")
+    broken.fail("POST", 500, times=10)
+    transport = httpx.MockTransport(
+        lambda r: (broken if r.url.host == "broken.test" else fake).handle(r)
+    )
+    idps = idp_yaml("broken", "https://broken.test/v2") + idp_yaml("target", BASE)
+    with make_service(
+        tmp_path, idps, ["broken", "target"], http_transport=transport, sleep=sleeps.append
+    ) as svc:
+        result = svc.add_user("alice", {"email": "alice@example.com"})
+        assert result.outbound.idps["broken"].count("failed") == 1
+        assert result.outbound.idps["target"].count("done") == 1
+        assert len(fake.users) == 1 and broken.users == {}
+        assert [r.idp for r in svc.outbox_rows()] == ["broken"]
+
+
+def test_a_change_left_undrained_by_a_crash_is_picked_up(tmp_path, fake, sleeps, monkeypatch):
+    with service(tmp_path, fake, sleeps) as svc:
+        monkeypatch.setattr(svc, "drain", lambda rows: pytest.fail("must not drain"))
+        svc._push = lambda result: result  # the command is killed after its commit
+        svc.add_user("alice", {"email": "alice@example.com"})
+        assert [r.status for r in svc.outbox_rows()] == ["pending"]
+    with service(tmp_path, fake, sleeps) as svc:
+        # left by a command that stopped: old enough to be taken over by the next one
+        svc.state.db.execute("UPDATE outbox SET updated_at = '2000-01-01T00:00:00.000Z'")
+        svc.add_user("bob", {"email": "bob@example.com"})
+        assert svc.outbox_rows() == []
+    assert sorted(u["userName"] for u in fake.users.values()) == ["alice", "bob"]
+
+
+def test_unchanged_update_sends_nothing_and_changed_sends_a_patch(tmp_path, fake, sleeps):
+    with service(tmp_path, fake, sleeps) as svc:
+        svc.add_user("alice", {"email": "alice@example.com", "title": "Dev"})
+        before = len(fake.requests)
+        svc.update_user("alice", {"title": "Dev"})
+        assert len(fake.requests) == before
+        svc.update_user("alice", {"title": "Lead"}, unset=["email"])
+        patches = [r for r in fake.requests[before:] if r[0] == "PATCH"]
+        assert len(patches) == 1
+        [remote] = fake.users.values()
+        assert remote["title"] == "Lead" and "emails" not in remote
+
+
+def test_create_interrupted_by_a_crash_is_adopted_as_our_own(tmp_path, fake, sleeps):
+    with service(tmp_path, fake, sleeps) as svc:
+        svc._push = lambda result: result  # killed after its commit
+        user = svc.add_user("alice", {"email": "alice@example.com"}).entity
+        # the killed run had marked the create and sent it; the reply never came back
+        svc.state.ledger.mark_creating([("target", "user", user.id, "PRIMARY", "alice")])
+        fake.users["r1"] = {"id": "r1", "userName": "alice"}
+        report = svc.retry_outbox()
+        assert report.ok
+        entry = ledger_entry(svc, user)
+        assert entry.remote_id == "r1" and entry.created_by_idprov and entry.state == "active"
+    assert len(fake.users) == 1

@@ -1,0 +1,111 @@
+"""The SCIM 1.1 connector against the SCIM 1.1 service provider under tests/peers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from idprov.provisioning.service import IdentityService
+from tests.outbound_helpers import make_service
+from tests.peers.scim11 import Scim11Server
+
+EXT = "urn:scim:schemas:extension:enterprise:1.0"
+
+
+def scim11_idp(server: Scim11Server, auth: str = "bearer", extra: str = "") -> str:
+    creds = (
+        "      token: env:SCIM11_TOKEN\n"
+        if auth == "bearer"
+        else "      username: idprov\n      password: env:SCIM11_PASSWORD\n"
+    )
+    return f"""
+  - name: legacy
+    connector: scim11
+    options:
+      base_url: {server.base_url}
+      auth: {auth}
+{creds}    provisioning_roles: [staff]
+    retry: {{max_attempts: 3, initial_backoff: 0.01, max_backoff: 0.05}}
+{extra}"""
+
+
+@pytest.fixture()
+def legacy(scim11_server: Scim11Server, monkeypatch: pytest.MonkeyPatch) -> Scim11Server:
+    monkeypatch.setenv("SCIM11_TOKEN", scim11_server.token)
+    return scim11_server
+
+
+def service(tmp_path: Path, server: Scim11Server, **kwargs: str) -> IdentityService:
+    return make_service(tmp_path, scim11_idp(server, **kwargs), ["legacy"], sleep=lambda s: None)
+
+
+def test_lifecycle_user_and_group(tmp_path, legacy):
+    with service(tmp_path, legacy) as svc:
+        svc.add_role("staff")
+        result = svc.add_user(
+            "alice",
+            {"email": "alice@example.com", "given_name": "Alice", "department": "Ops"},
+            roles=["staff"],
+        )
+        assert result.outbound.ok
+        [alice] = legacy.users()
+        assert alice["schemas"][0] == "urn:scim:schemas:core:1.0"
+        assert alice["userName"] == "alice"
+        assert alice["name"]["givenName"] == "Alice"
+        assert alice[EXT]["department"] == "Ops"
+        [group] = legacy.groups()
+        assert [m["value"] for m in group["members"]] == [alice["id"]]
+
+        svc.update_user("alice", {"title": "Boss"}, unset=["department"])
+        [alice] = legacy.users()
+        assert alice["title"] == "Boss" and "department" not in alice.get(EXT, {})
+        patch = [r for r in legacy.requests if r.method == "PATCH" and "/Users/" in r.path]
+        assert patch, "updates go out as 1.1 PATCH when supported"
+
+        svc.unassign("staff", ["alice"])
+        assert legacy.users() == []
+        assert legacy.groups()[0].get("members", []) == []
+        svc.delete_role("staff")
+        assert legacy.groups() == []
+
+
+def test_updates_use_put_when_patch_is_not_supported(tmp_path, legacy):
+    legacy.patch_supported = False
+    with service(tmp_path, legacy) as svc:
+        svc.add_role("staff")
+        svc.add_user("bob", {"email": "bob@example.com"}, roles=["staff"])
+        svc.update_user("bob", {"title": "Dev"})
+        assert legacy.users()[0]["title"] == "Dev"
+        svc.add_user("carol", {"email": "carol@example.com"}, roles=["staff"])
+        assert len(legacy.groups()[0]["members"]) == 2
+    assert not [r for r in legacy.requests if r.method == "PATCH" and r.status < 300]
+
+
+def test_basic_auth(tmp_path, legacy, monkeypatch):
+    legacy.token = None
+    monkeypatch.setenv("SCIM11_PASSWORD", legacy.basic[1])
+    with service(tmp_path, legacy, auth="basic") as svc:
+        svc.add_role("staff")
+        assert svc.add_user("dave", {"email": "d@example.com"}, roles=["staff"]).outbound.ok
+    assert [u["userName"] for u in legacy.users()] == ["dave"]
+
+
+def test_errors_reach_the_report_in_11_format(tmp_path, legacy):
+    with service(tmp_path, legacy) as svc:
+        svc.add_role("staff")
+        legacy.fail_next(
+            400, body={"Errors": [{"description": "department is read-only", "code": "400"}]}
+        )
+        result = svc.add_user("erin", {"email": "e@example.com"}, roles=["staff"])
+        op = next(o for o in result.outbound.idps["legacy"].operations if o.kind == "user")
+        assert op.outcome == "failed" and "department is read-only" in op.error
+        assert op.attempts == 1
+
+
+def test_duplicate_username_is_a_conflict_not_a_duplicate(tmp_path, legacy):
+    with service(tmp_path, legacy) as svc:
+        svc.add_role("staff")
+        legacy.fail_next(503, count=2)
+        assert svc.add_user("frank", {"email": "f@example.com"}, roles=["staff"]).outbound.ok
+    assert [u["userName"] for u in legacy.users()] == ["frank"]
