@@ -30,7 +30,9 @@ class ExitCode(IntEnum):
     LOCKED = 8
     """Reserved: another sync or import holds the lock."""
     PARTIAL = 9
-    """Reserved: an import in which some rows were rejected."""
+    """An import in which some rows were rejected (the others were imported)."""
+    NOTHING_IMPORTED = 10
+    """An import that wrote nothing: a bad file, every row bad, or --on-error stop."""
 
 
 class IdprovError(Exception):

@@ -121,6 +121,13 @@ def emit(result: Any, render: Callable[[Any], None]) -> None:
         raise typer.Exit(int(ExitCode.OUTBOUND_FAILED))
 
 
+def emit_with_code(result: Any, render: Callable[[Any], None], code: int) -> None:
+    """Print ``result`` as :func:`emit` does, then exit with ``code``."""
+    emit(result, render)
+    if code:
+        raise typer.Exit(code)
+
+
 def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, str | list[str]]:
     """``NAME=VALUE`` options to a dict; a name given twice becomes a list."""
     out: dict[str, str | list[str]] = {}

@@ -55,6 +55,8 @@ IdprovGroup.lazy = {
     "outbox": "idprov.cli.outbound:outbox_app",
     "idp": "idprov.cli.outbound:idp_app",
     "connector": "idprov.cli.outbound:connector_app",
+    "import": "idprov.cli.import_cmd:import_app",
+    "export": "idprov.cli.import_cmd:export_app",
 }
 app.command("init")(config_cmd.init)
 app.command("log")(log.log)

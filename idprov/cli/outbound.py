@@ -76,17 +76,23 @@ def idp_test(
 def connector_list(json: JsonOpt = False) -> None:
     """List installed connectors and where they come from."""
     from idprov.connectors import registry
+    from idprov.errors import ConfigError
 
     rows: list[dict[str, Any]] = []
     for name in registry.available():
         ep = registry.entry_point(name)
-        cls = registry.load(name)
+        try:
+            description, loaded = registry.load(name).description, True
+        except ConfigError as exc:  # a broken plugin is listed, not fatal
+            description, loaded = exc.message, False
+        package = ep.dist.name if ep.dist else None
         rows.append(
             {
                 "name": name,
                 "module": ep.value,
-                "description": cls.description,
-                "package": ep.dist.name if ep.dist else None,
+                "description": description,
+                "loaded": loaded,
+                "package": package,
             }
         )
     emit(rows, render.connector_list)

@@ -302,3 +302,89 @@ def _short(value: Any) -> str:
 
 def message(text: str) -> None:
     console().print(text)
+
+
+def import_progress() -> Any:
+    """A progress bar (rows/s, ETA) for an import, on a terminal only."""
+    import sys
+
+    if not sys.stderr.isatty():
+        return None
+    state: dict[str, Any] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        if "bar" not in state:
+            state["bar"] = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeRemainingColumn(),
+                console=console(),
+                transient=True,
+            )
+            state["bar"].start()
+            global _live
+            _live = state["bar"]
+        bar = state["bar"]
+        if state.get("phase") != phase:
+            state["phase"] = phase
+            state["task"] = bar.add_task(phase, total=total)
+        bar.update(state["task"], completed=done, total=total)
+
+    return update
+
+
+def import_report(report: Any) -> None:
+    """The summary of an import: counts, then the first errors."""
+    from rich.table import Table
+
+    title = (
+        "dry run: nothing was changed"
+        if report.dry_run
+        else ("stopped: nothing was imported (--on-error stop)" if report.stopped else "import")
+    )
+    table = Table(title=title, box=None, pad_edge=False, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    verb = "would be " if report.dry_run or report.stopped else ""
+    for label, value in (
+        ("rows", report.rows),
+        (f"{verb}created", report.created),
+        (f"{verb}updated", report.updated),
+        ("unchanged", report.unchanged),
+        ("rejected", report.rejected),
+        ("already imported (resumed)", report.skipped_done),
+    ):
+        if value or label in ("rows", "rejected"):
+            table.add_row(label, f"{value:,}")
+    if report.seconds:
+        table.add_row("rows/s", f"{report.rows / report.seconds:,.0f}")
+    console().print(table)
+    if report.roles_created:
+        console().print(
+            f"roles {'to create' if report.dry_run else 'created'}: "
+            + esc(", ".join(report.roles_created))
+        )
+    for error in report.errors[:20]:
+        console().print(f"  [red]✗[/] {esc(error)}")
+    if report.rejected > 20:
+        console().print(
+            f"  … and {report.rejected - 20} more"
+            + (
+                f" (all in {esc(report.rejects_file)})"
+                if report.rejects_file
+                else " (write them all with --rejects FILE)"
+            )
+        )
+    elif report.rejects_file:
+        console().print(f"rejected rows written to {esc(report.rejects_file)}")
+    if report.outbound is not None:
+        outbound_report(report.outbound)

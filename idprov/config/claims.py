@@ -21,6 +21,8 @@ class ClaimDefinition:
     pattern: str | None = None
     multi_valued: bool = False
     max_length: int = 1024
+    multiline: bool = False
+    """Whether values may hold line breaks and tabs (a postal address)."""
 
 
 BUILTIN_CLAIMS: tuple[ClaimDefinition, ...] = (
@@ -41,7 +43,7 @@ BUILTIN_CLAIMS: tuple[ClaimDefinition, ...] = (
     ClaimDefinition("cost_center", "Cost center"),
     ClaimDefinition("locale", "Preferred locale, e.g. en-GB"),
     ClaimDefinition("timezone", "Time zone, e.g. Europe/Paris"),
-    ClaimDefinition("street_address", "Street address"),
+    ClaimDefinition("street_address", "Street address", multiline=True),
     ClaimDefinition("locality", "City"),
     ClaimDefinition("region", "State or region"),
     ClaimDefinition("postal_code", "Postal code"),

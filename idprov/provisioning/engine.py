@@ -97,6 +97,13 @@ class OutboundReport:
     def failed(self) -> int:
         return sum(r.count("failed") for r in self.idps.values())
 
+    def merge(self, other: OutboundReport) -> None:
+        """Add another drain's results (an import pushes batch by batch)."""
+        for name, report in other.idps.items():
+            mine = self.idps.setdefault(name, IdpReport(name))
+            mine.total += report.total
+            mine.operations += report.operations
+
     @property
     def ok(self) -> bool:
         return self.failed == 0

@@ -156,6 +156,26 @@ class IdentityService:
         return self.store(qualified.domain), qualified.name
 
     @contextmanager
+    def writing(self, store: UserStore) -> Iterator[None]:
+        """One transaction over a change to ``store`` and idprov's own records (the
+        audit log, the outbox): commit together, or not at all, where the store allows."""
+        with self._writing(store):
+            yield
+
+    def audit(self, action: str, target: str, details: dict[str, Any] | None = None) -> None:
+        """Record a change in the audit log (inside :meth:`writing`)."""
+        self._audit(action, target, details)
+
+    def enqueue(self, kind: Kind, entity_id: str, domain: str, label: str) -> None:
+        """Ask for a user or role to be reconciled at the application's IdPs (inside
+        :meth:`writing`); :meth:`take_own_rows` hands the rows to drain."""
+        self._enqueue(kind, entity_id, domain, label)
+
+    def take_own_rows(self) -> list[int]:
+        rows, self._own_rows = self._own_rows, []
+        return rows
+
+    @contextmanager
     def _writing(self, store: UserStore) -> Iterator[None]:
         """One transaction over the store's change and the state records."""
         store.ensure_writable()

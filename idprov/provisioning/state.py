@@ -37,7 +37,21 @@ def _outbound_schema(db: sqlite_utils.Database) -> None:
     create_tables(db)
 
 
-MIGRATIONS = [("0001_audit", _audit_schema), ("0002_outbox_ledger", _outbound_schema)]
+def _imports_schema(db: sqlite_utils.Database) -> None:
+    db.execute(
+        "CREATE TABLE imports ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL, sha256 TEXT NOT NULL,"
+        " options TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,"
+        " lines_done INTEGER NOT NULL DEFAULT 0, actor TEXT NOT NULL, application TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX imports_file ON imports (sha256, options)")
+
+
+MIGRATIONS = [
+    ("0001_audit", _audit_schema),
+    ("0002_outbox_ledger", _outbound_schema),
+    ("0003_imports", _imports_schema),
+]
 STATE_FILENAME = "idprov.db"
 
 

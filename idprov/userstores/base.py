@@ -11,12 +11,28 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import ClassVar
 
 from idprov.config.claims import ClaimDefinition
 from idprov.config.models import UserstoreConfig
 from idprov.errors import ReadOnlyError
 from idprov.model import ClaimValue, Page, Role, User, UserQuery
+
+
+@dataclass
+class ImportedUser:
+    """One user of a bulk import: created (``existing`` False) or updated, with exactly
+    these claims, and exactly these roles when ``roles`` is not None."""
+
+    id: str
+    username: str
+    claims: dict[str, ClaimValue]
+    password_hash: str | None
+    roles: list[str] | None
+    existing: bool
+    claims_json: str | None = None
+    """``claims`` as sorted JSON, when the caller has it already (saves re-encoding)."""
 
 
 class UserStore(ABC):
@@ -65,6 +81,44 @@ class UserStore(ABC):
             if user is not None:
                 found[user_id] = user
         return found
+
+    def find_users(self, usernames: Sequence[str]) -> dict[str, User]:
+        """The users among ``usernames`` that exist, by casefolded name (stores may
+        batch this)."""
+        found = {}
+        for name in usernames:
+            user = self.find_user(name)
+            if user is not None:
+                found[name.casefold()] = user
+        return found
+
+    def import_users(self, users: Sequence[ImportedUser]) -> None:
+        """Write a batch of a bulk import (inside the caller's transaction). Roles must
+        exist. Stores may do this in a few statements; this default goes one by one."""
+        self.ensure_writable()
+        for user in users:
+            if user.existing:
+                current = self.find_user(user.username)
+                unset = [c for c in (current.claims if current else {}) if c not in user.claims]
+                self.update_user(user.username, user.claims, unset)
+                if user.password_hash:
+                    self.set_password_hash(user.username, user.password_hash)
+            else:
+                self.add_user(user.username, user.claims, user.password_hash)
+            if user.roles is not None:
+                self.set_roles(user.username, user.roles)
+
+    def set_roles(self, username: str, roles: Sequence[str]) -> None:
+        """Give the user exactly ``roles`` (which exist): assign missing, unassign others."""
+        wanted = {r.casefold(): r for r in roles}
+        user = self.find_user(username)
+        held = {r.casefold(): r for r in (user.roles if user else [])}
+        for key, role in wanted.items():
+            if key not in held:
+                self.assign(role, [username])
+        for key, role in held.items():
+            if key not in wanted:
+                self.unassign(role, [username])
 
     @abstractmethod
     def list_users(self, query: UserQuery) -> Page:

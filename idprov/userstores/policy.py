@@ -17,6 +17,8 @@ from idprov.errors import PolicyError, UsageError
 from idprov.model import ClaimValue
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+"""Claims declared ``multiline`` may hold tabs and line breaks (a postal address)."""
 
 
 @lru_cache(maxsize=64)
@@ -87,10 +89,11 @@ def check_claims(
                 hint="give the claim once, or declare it multi_valued: true",
             )
         for item in values:
-            _check_value(definition, item, user)
+            check_claim_value(definition, item, user)
 
 
-def _check_value(definition: ClaimDefinition, value: str, user: str) -> None:
+def check_claim_value(definition: ClaimDefinition, value: str, user: str) -> None:
+    """One value of a known claim: length, control characters, pattern."""
     name = definition.name
     if len(value) > definition.max_length:
         raise PolicyError(
@@ -98,7 +101,7 @@ def _check_value(definition: ClaimDefinition, value: str, user: str) -> None:
             f"is {definition.max_length}",
             hint="shorten the value, or raise max_length in the claim's declaration",
         )
-    if _CONTROL.search(value):
+    if (_CONTROL_IN_TEXT if definition.multiline else _CONTROL).search(value):
         raise PolicyError(f"claim {name!r} of user {user} contains control characters")
     if definition.pattern and not _compiled(definition.pattern).search(value):
         raise PolicyError(

@@ -22,7 +22,7 @@ from idprov.config.models import SqliteUserstoreConfig
 from idprov.db import migrate, now, write_transaction
 from idprov.errors import ConflictError, NotFoundError, StoreError
 from idprov.model import ClaimValue, Page, Role, User, UserQuery
-from idprov.userstores.base import UserStore
+from idprov.userstores.base import ImportedUser, UserStore
 
 
 def name_key(name: str) -> str:
@@ -136,6 +136,60 @@ class SqliteUserStore(UserStore):
             roles = self._roles_of([r[0] for r in rows])
             found.update({r[0]: self._row_to_user(r, roles.get(r[0], [])) for r in rows})
         return found
+
+    def find_users(self, usernames: Sequence[str]) -> dict[str, User]:
+        found: dict[str, User] = {}
+        for start in range(0, len(usernames), 500):
+            keys = [name_key(n) for n in usernames[start : start + 500]]
+            rows = self.db.execute(
+                f"SELECT {self._USER_COLUMNS} FROM users"
+                f" WHERE username_key IN ({','.join('?' * len(keys))})",
+                keys,
+            ).fetchall()
+            roles = self._roles_of([r[0] for r in rows])
+            found.update({name_key(r[1]): self._row_to_user(r, roles.get(r[0], [])) for r in rows})
+        return found
+
+    def import_users(self, users: Sequence[ImportedUser]) -> None:
+        """A batch in a few statements: executemany of inserts, updates and roles."""
+        self.ensure_writable()
+        stamp = now()
+        conn = self.db.conn
+
+        def claims_json(user: ImportedUser) -> str:
+            return user.claims_json or json.dumps(user.claims, ensure_ascii=False, sort_keys=True)
+
+        conn.executemany(
+            "INSERT INTO users (id, username, username_key, claims, password_hash, created,"
+            " modified) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    u.id,
+                    u.username,
+                    name_key(u.username),
+                    claims_json(u),
+                    u.password_hash,
+                    stamp,
+                    stamp,
+                )
+                for u in users
+                if not u.existing
+            ],
+        )
+        conn.executemany(
+            "UPDATE users SET claims = ?, password_hash = coalesce(?, password_hash),"
+            " modified = ? WHERE id = ?",
+            [(claims_json(u), u.password_hash, stamp, u.id) for u in users if u.existing],
+        )
+        with_roles = [u for u in users if u.roles is not None]
+        conn.executemany(
+            "DELETE FROM user_roles WHERE user_id = ?", [(u.id,) for u in with_roles if u.existing]
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO user_roles (user_id, role_id)"
+            " SELECT ?, id FROM roles WHERE name_key = ?",
+            [(u.id, name_key(r)) for u in with_roles for r in u.roles or []],
+        )
 
     def find_role_by_id(self, role_id: str) -> Role | None:
         row = self.db.execute(

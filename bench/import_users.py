@@ -1,0 +1,192 @@
+"""Bulk import throughput and memory, against the raw SQLite limit, in one run.
+
+1. Generates N users (default 100,000; 8 claims and 2 roles each, no passwords).
+2. (a) `idprov import users` of that file into a fresh embedded store (in-process,
+   through the same code as the CLI), (b) the raw limit: the same rows into the same
+   schema with sqlite3 executemany in one transaction (users and their role rows).
+   Prints users/s for both and the ratio a/b (target >= 0.25).
+3. --passwords P: P users with a password column, and the KDF's own hashes/s on all
+   cores (a process pool hashing the same number of passwords): ratio target >= 0.85.
+4. --rss N: peak RSS of a separate `idprov import users` process for an N-row file
+   (target < 300 MB for 1,000,000).
+
+Usage: python bench/import_users.py [--users N] [--passwords P] [--rss N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from idprov.config import load_text
+from idprov.inbound.csv_import import CsvImport, ImportOptions, hash_many
+from idprov.provisioning.service import IdentityService
+from idprov.userstores.sqlite import MIGRATIONS
+
+CLAIMS = [
+    "email",
+    "given_name",
+    "family_name",
+    "display_name",
+    "title",
+    "department",
+    "employee_number",
+    "phone_number",
+]
+
+
+def generate(path: Path, n: int, passwords: bool = False) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["username", *CLAIMS, "roles", *(["password"] if passwords else [])])
+        for i in range(n):
+            name = f"user{i:07d}"
+            w.writerow(
+                [
+                    name,
+                    f"{name}@example.com",
+                    "Given",
+                    f"Family{i}",
+                    f"Given Family{i}",
+                    "Engineer",
+                    f"dept{i % 50}",
+                    str(100000 + i),
+                    f"+1555{i:07d}",
+                    f"role{i % 7};role{(i + 3) % 7}",
+                    *([f"pw-{i:07d}"] if passwords else []),
+                ]
+            )
+
+
+def config(tmp: Path) -> IdentityService:
+    return IdentityService(load_text(f"version: 1\ndata_dir: {tmp}\n", "bench.yaml"))
+
+
+def through_idprov(csv_path: Path, tmp: Path) -> float:
+    with config(tmp) as svc:
+        for r in range(7):
+            svc.add_role(f"role{r}")
+        start = time.perf_counter()
+        report = CsvImport(svc, csv_path, ImportOptions(push=False, batch_size=5000)).run()
+        elapsed = time.perf_counter() - start
+    assert report.rejected == 0 and report.created > 0, report.to_dict()
+    return elapsed
+
+
+def raw_limit(csv_path: Path, tmp: Path) -> tuple[float, float]:
+    """(parse and insert, insert alone): the rows read from the CSV into tuples, then
+    executemany in one transaction; the second figure times executemany only."""
+    import sqlite_utils
+
+    path = tmp / "raw.db"
+    db = sqlite_utils.Database(sqlite3.connect(path, isolation_level=None))
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = NORMAL")
+    for _, apply in MIGRATIONS:
+        apply(db)
+    roles = {f"role{r}": str(uuid.uuid4()) for r in range(7)}
+    db.conn.executemany(
+        "INSERT INTO roles (id, name, name_key, created, modified) VALUES (?, ?, ?, 'x', 'x')",
+        [(i, n, n) for n, i in roles.items()],
+    )
+    start = time.perf_counter()
+    with csv_path.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        users, links = [], []
+        for row in reader:
+            uid = str(uuid.uuid4())
+            claims = json.dumps(dict(zip(header[1:9], row[1:9], strict=True)))
+            users.append((uid, row[0], row[0], claims, None, "x", "x"))
+            links += [(uid, roles[r]) for r in row[9].split(";")]
+    insert_start = time.perf_counter()
+    db.execute("BEGIN")
+    db.conn.executemany("INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?)", users)
+    db.conn.executemany("INSERT INTO user_roles VALUES (?, ?)", links)
+    db.execute("COMMIT")
+    end = time.perf_counter()
+    return end - start, end - insert_start
+
+
+def kdf_rate(n: int) -> float:
+    passwords = [f"pw-{i:07d}" for i in range(n)]
+    chunks = [passwords[i : i + 64] for i in range(0, n, 64)]
+    start = time.perf_counter()
+    with ProcessPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(hash_many, chunks))
+    return n / (time.perf_counter() - start)
+
+
+def peak_rss(n: int, tmp: Path) -> float:
+    path = tmp / "rss.csv"
+    generate(path, n)
+    env = {**os.environ, "IDPROV_DATA_DIR": str(tmp / "rss-data")}
+    exe = Path(sys.executable).parent / "idprov"
+    subprocess.run(
+        [
+            str(exe),
+            "import",
+            "users",
+            str(path),
+            "--create-roles",
+            "--quiet",
+            "--no-push",
+            "--json",
+        ],
+        env=env,
+        check=False,
+        stdout=subprocess.DEVNULL,
+    )
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--passwords", type=int, default=0)
+    parser.add_argument("--rss", type=int, default=0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        path = tmp / "users.csv"
+        generate(path, args.users)
+        raw, insert_only = raw_limit(path, tmp)
+        ours = through_idprov(path, tmp / "idprov")
+        n = args.users
+        print(f"raw: csv parse + executemany: {n / raw:,.0f} users/s ({raw:.2f} s)")
+        print(f"raw: executemany alone:       {n / insert_only:,.0f} users/s ({insert_only:.2f} s)")
+        print(f"idprov import users:          {n / ours:,.0f} users/s ({ours:.2f} s)")
+        print(
+            f"ratio: {raw / ours:.2f}x of parse+insert, {insert_only / ours:.2f}x of "
+            "executemany alone (target >= 0.25x)"
+        )
+        if args.passwords:
+            pw_path = tmp / "pw.csv"
+            generate(pw_path, args.passwords, passwords=True)
+            kdf = kdf_rate(args.passwords)
+            with_pw = args.passwords / through_idprov(pw_path, tmp / "idprov-pw")
+            print(
+                f"with passwords: {with_pw:,.0f} users/s; scrypt alone on "
+                f"{os.cpu_count()} cores: {kdf:,.0f} hashes/s; ratio {with_pw / kdf:.2f}x "
+                "(target >= 0.85x)"
+            )
+        if args.rss:
+            print(
+                f"peak RSS importing {args.rss:,} rows: {peak_rss(args.rss, tmp):,.0f} MB "
+                "(target < 300 MB)"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,804 @@
+"""Bulk CSV import of users: checked whole before anything is written, then written
+in batches that a killed run resumes.
+
+Two phases. The **pre-flight** streams the file once: it decodes each physical line
+as UTF-8 (a bad byte rejects the row it is in, naming the line), parses CSV, checks
+every cell against the userstore's policy and the claim definitions, finds
+duplicates inside the file, looks each user up (create, update, unchanged, or an
+error for the mode), hashes passwords in a process pool on all cores, and stages
+the outcome of every row in a private SQLite file (mode 0600, deleted afterwards),
+so memory does not grow with the file. ``--dry-run`` stops there, with the full
+report. The **write** phase reads the staged rows in line order and writes them in
+batches, each one transaction together with its outbox rows, its audit entry and
+the import's journal line; after each batch its users are pushed to the acting
+application's identity providers (unless ``push`` is off).
+
+Resuming: the journal (table ``imports`` of idprov's state) records, per file
+(SHA-256 of its bytes) and options, the last line written. A re-run of an
+unfinished import of the same file with the same options skips those lines and
+continues, so it ends with exactly the users an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import json
+import os
+import sqlite3
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from idprov.db import now, write_transaction
+from idprov.errors import ExitCode, IdprovError, UsageError
+from idprov.model import QualifiedName
+from idprov.userstores import policy
+from idprov.userstores.base import ImportedUser, UserStore
+from idprov.userstores.passwords import hash_password, is_supported_hash
+
+if TYPE_CHECKING:
+    from idprov.provisioning.engine import OutboundReport
+    from idprov.provisioning.service import IdentityService
+
+RESERVED = ("username", "password", "password_hash", "roles")
+FIELD_LIMIT = 1 << 20  # one cell may hold up to 1 MiB; a longer one rejects its row
+KEPT_ERRORS = 200
+Progress = Callable[[str, int, int], None]
+"""(phase, bytes or rows done, total) for a progress bar."""
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """How to read the file and what to do with its rows."""
+
+    mode: Literal["create", "upsert", "update"] = "create"
+    delimiter: str = ","
+    column_map: dict[str, str] = field(default_factory=dict)
+    """File column -> claim (or username/password/password_hash/roles)."""
+    ignore_columns: frozenset[str] = frozenset()
+    separator: str = ";"
+    """Between roles in the roles column, and between values of multi-valued claims."""
+    create_roles: bool = False
+    on_error: Literal["skip", "stop"] = "skip"
+    dry_run: bool = False
+    push: bool = True
+    batch_size: int = 1000
+    domain: str | None = None
+
+    def fingerprint(self) -> str:
+        data = asdict(self)
+        for key in ("dry_run", "push", "batch_size"):
+            data.pop(key)
+        data["ignore_columns"] = sorted(self.ignore_columns)
+        return json.dumps(data, sort_keys=True)
+
+
+@dataclass
+class RowError:
+    """Why one row was not imported: its line, the column at fault, the message."""
+
+    line: int
+    column: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" + (f", column {self.column}" if self.column else "")
+        return f"{where}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ImportReport:
+    """What an import did (or, dry-run, would do)."""
+
+    file: str
+    mode: str
+    dry_run: bool
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    skipped_done: int = 0
+    """Rows a previous, interrupted run of the same import had already written."""
+    errors: list[RowError] = field(default_factory=list)
+    roles_created: list[str] = field(default_factory=list)
+    rejects_file: str | None = None
+    seconds: float = 0.0
+    outbound: OutboundReport | None = None
+    stopped: bool = False
+    """``--on-error stop`` found errors: nothing was written."""
+
+    @property
+    def written(self) -> int:
+        return 0 if self.dry_run or self.stopped else self.created + self.updated
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.rejected == 0:
+            if self.outbound is not None and not self.outbound.ok:
+                return ExitCode.OUTBOUND_FAILED
+            return ExitCode.OK
+        good = self.created + self.updated + self.unchanged + self.skipped_done
+        if self.stopped or good == 0:
+            return ExitCode.NOTHING_IMPORTED
+        return ExitCode.PARTIAL
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "mode": self.mode,
+            "dry_run": self.dry_run,
+            "rows": self.rows,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected,
+            "skipped_already_imported": self.skipped_done,
+            "stopped": self.stopped,
+            "roles_created": self.roles_created,
+            "errors": [e.to_dict() for e in self.errors],
+            "rejects_file": self.rejects_file,
+            "seconds": round(self.seconds, 3),
+            "rows_per_second": round(self.rows / self.seconds) if self.seconds else None,
+            "outbound": self.outbound.to_dict() if self.outbound is not None else None,
+        }
+
+
+class FileError(UsageError):
+    """The file as a whole cannot be imported (encoding, header, emptiness)."""
+
+    code = "import_file"
+
+
+# ---------------------------------------------------------------- reading
+def decoded_lines(path: Path, bad_lines: set[int]) -> Iterator[str]:
+    """The file's lines as text, line endings kept (the csv module needs them).
+    A line that is not UTF-8 is yielded with replacement characters and its number
+    added to ``bad_lines``, so the row holding it is rejected, not the file."""
+    with path.open("rb") as f:
+        head = f.read(4)
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            raise FileError(
+                f"{path} is UTF-16 text",
+                hint=f"convert it: iconv -f UTF-16 -t UTF-8 {path} > {path.stem}-utf8.csv",
+            )
+        f.seek(3 if head.startswith(codecs.BOM_UTF8) else 0)
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError:
+                bad_lines.add(number)
+                yield raw.decode("utf-8", errors="replace")
+
+
+@dataclass
+class Columns:
+    """The header, resolved: which cell index holds what."""
+
+    names: list[str]
+    username: int
+    password: int | None
+    password_hash: int | None
+    roles: int | None
+    claims: list[tuple[int, str]]
+
+
+def read_header(cells: list[str], options: ImportOptions, known: set[str]) -> Columns:
+    names = [c.strip() for c in cells]
+    mapped = [options.column_map.get(n, n) for n in names]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(mapped):
+        if not name:
+            raise FileError(f"header cell {i + 1} is empty", hint="name every column")
+        if name in seen and names[i] not in options.ignore_columns:
+            raise FileError(
+                f"header: column {name!r} appears twice (cells {seen[name] + 1} and {i + 1})",
+                hint="remove or rename one of them",
+            )
+        seen.setdefault(name, i)
+    unknown = [
+        n
+        for n, m in zip(names, mapped, strict=True)
+        if m not in known and m not in RESERVED and n not in options.ignore_columns
+    ]
+    if unknown:
+        raise FileError(
+            "header: unknown column(s) " + ", ".join(repr(u) for u in unknown),
+            hint="map them to claims with --map COLUMN=claim, skip them with --ignore-column "
+            "COLUMN, or declare the claims in the configuration; known claims: "
+            + ", ".join(sorted(known)),
+        )
+    if "username" not in seen:
+        raise FileError("header: no username column", hint="add one, or --map COLUMN=username")
+
+    def index(name: str) -> int | None:
+        return seen.get(name)
+
+    claims = [
+        (i, m)
+        for i, (n, m) in enumerate(zip(names, mapped, strict=True))
+        if m in known and n not in options.ignore_columns
+    ]
+    return Columns(
+        names, seen["username"], index("password"), index("password_hash"), index("roles"), claims
+    )
+
+
+# ---------------------------------------------------------------- staging
+class Staging:
+    """Validated rows and rejects, in a private temporary SQLite file."""
+
+    def __init__(self, directory: Path):
+        from idprov.config.paths import ensure_private_dir
+
+        self.dir = tempfile.TemporaryDirectory(prefix="import-", dir=ensure_private_dir(directory))
+        os.chmod(self.dir.name, 0o700)
+        path = Path(self.dir.name) / "staging.db"
+        path.touch(mode=0o600)
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode = OFF")
+        self.db.execute("PRAGMA synchronous = OFF")
+        self.db.execute(
+            "CREATE TABLE rows (line INTEGER PRIMARY KEY, domain TEXT, key TEXT UNIQUE,"
+            " username TEXT, action TEXT, user_id TEXT, claims TEXT, roles TEXT, pw_hash TEXT)"
+        )
+        self.db.execute(
+            "CREATE TABLE rejects (line INTEGER PRIMARY KEY, cells TEXT, col TEXT, error TEXT)"
+        )
+        self.db.execute("BEGIN")
+
+    def close(self) -> None:
+        self.db.close()
+        self.dir.cleanup()
+
+
+@dataclass
+class Pending:
+    """A row that passed its own checks, waiting for the checks that need the store."""
+
+    line: int
+    domain: str
+    username: str
+    cells: list[str]
+    claims: dict[str, Any]
+    """Claims given in the row; None means the cell was empty (remove the claim)."""
+    roles: list[str] | None
+    password: str | None
+    password_hash: str | None
+
+
+class CsvImport:
+    """One import of one file (see the module docstring)."""
+
+    def __init__(
+        self,
+        service: IdentityService,
+        path: Path,
+        options: ImportOptions,
+        rejects_path: Path | None = None,
+        progress: Progress | None = None,
+        pool: Executor | None = None,
+    ) -> None:
+        self.service = service
+        self.path = path
+        self.options = options
+        self.rejects_path = rejects_path
+        self.progress = progress
+        self.pool = pool
+        self.report = ImportReport(str(path), options.mode, options.dry_run)
+        self.known = service.claims
+        self.bad_lines: set[int] = set()
+        self.roles_seen: dict[tuple[str, str], str] = {}
+        self.hashes: list[tuple[list[int], Future[list[str]]]] = []
+        self.to_hash: list[tuple[int, str]] = []
+        self.done_through = 0
+        self._stores: dict[str, UserStore] = {}
+        self.import_id: int | None = None
+
+    # -- the whole run
+    def run(self) -> ImportReport:
+        if not self.path.is_file():
+            raise FileError(f"{self.path} does not exist or is not a file")
+        start = time.perf_counter()
+        staging = Staging(self.service.data_dir)
+        try:
+            self._resume_point()
+            self._preflight(staging)
+            self._check_roles(staging)
+            self._write_rejects(staging)
+            if self.report.rejected and self.options.on_error == "stop":
+                self.report.stopped = True
+            elif not self.options.dry_run:
+                self._write(staging)
+        finally:
+            staging.close()
+            self.report.seconds = time.perf_counter() - start
+        return self.report
+
+    # -- journal
+    def _resume_point(self) -> None:
+        if self.options.dry_run:
+            return
+        digest = hashlib.sha256()
+        with self.path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        self.sha256 = digest.hexdigest()
+        state = self.service.state
+        row = state.db.execute(
+            "SELECT id, lines_done FROM imports WHERE sha256 = ? AND options = ? AND"
+            " finished_at IS NULL ORDER BY id DESC LIMIT 1",
+            [self.sha256, self.options.fingerprint()],
+        ).fetchone()
+        if row is not None:
+            self.import_id, self.done_through = int(row[0]), int(row[1])
+
+    def _journal_start(self) -> None:
+        if self.import_id is None:
+            with write_transaction(self.service.state.db):
+                cur = self.service.state.db.execute(
+                    "INSERT INTO imports (path, sha256, options, started_at, lines_done,"
+                    " actor, application) VALUES (?, ?, ?, ?, 0, ?, ?)",
+                    [
+                        str(self.path),
+                        self.sha256,
+                        self.options.fingerprint(),
+                        now(),
+                        self.service.actor,
+                        self.service.application,
+                    ],
+                )
+                self.import_id = int(cur.lastrowid or 0)
+
+    # -- pre-flight
+    def _preflight(self, staging: Staging) -> None:
+        csv.field_size_limit(FIELD_LIMIT)
+        reader = csv.reader(
+            decoded_lines(self.path, self.bad_lines), delimiter=self.options.delimiter, strict=True
+        )
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise FileError(
+                f"{self.path} is empty: no header row",
+                hint="the first row names the columns: username,email,...",
+            ) from None
+        except csv.Error as exc:
+            raise FileError(f"{self.path}, header: {exc}") from None
+        if 1 in self.bad_lines:
+            raise FileError(
+                f"{self.path}: the header is not UTF-8",
+                hint=f"convert the file: iconv -f LATIN1 -t UTF-8 {self.path}",
+            )
+        columns = read_header(header, self.options, set(self.known))
+        batch: list[Pending] = []
+        size = self.path.stat().st_size or 1
+        line = reader.line_num
+        while True:
+            first = line + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                line = reader.line_num
+                self._reject(staging, first, [], None, f"not valid CSV: {exc}")
+                continue
+            line = reader.line_num
+            if not cells or all(not c.strip() for c in cells):
+                continue  # an empty line
+            self.report.rows += 1
+            pending = self._check_row(staging, first, line, cells, columns)
+            if pending is not None:
+                batch.append(pending)
+            if len(batch) >= self.options.batch_size:
+                self._stage(staging, batch)
+                batch = []
+                if self.progress:
+                    self.progress("checking", min(line * 100, size), size)
+        self._stage(staging, batch)
+        self._collect_hashes(staging)
+        if self.report.rows == 0:
+            self.report.errors.append(RowError(1, None, "the file has a header but no rows"))
+
+    def _reject(
+        self, staging: Staging, line: int, cells: list[str], column: str | None, message: str
+    ) -> None:
+        self.report.rejected += 1
+        if len(self.report.errors) < KEPT_ERRORS:
+            self.report.errors.append(RowError(line, column, message))
+        staging.db.execute(
+            "INSERT OR REPLACE INTO rejects VALUES (?, ?, ?, ?)",
+            [line, json.dumps(cells, ensure_ascii=False), column, message],
+        )
+
+    def _check_row(
+        self, staging: Staging, first: int, last: int, cells: list[str], columns: Columns
+    ) -> Pending | None:
+        def reject(column: str | None, message: str) -> None:
+            self._reject(staging, first, cells, column, message)
+
+        bad = [n for n in range(first, last + 1) if n in self.bad_lines]
+        if bad:
+            reject(
+                None,
+                f"line {bad[0]} is not UTF-8 text (Latin-1?); convert the file with "
+                "iconv -f LATIN1 -t UTF-8",
+            )
+            return None
+        if len(cells) != len(columns.names):
+            reject(None, f"has {len(cells)} fields; the header has {len(columns.names)}")
+            return None
+        try:
+            return self._pending(first, cells, columns)
+        except (IdprovError, ValueError) as exc:
+            column = getattr(exc, "column", None)
+            reject(column, getattr(exc, "message", str(exc)))
+            return None
+
+    def _pending(self, line: int, cells: list[str], columns: Columns) -> Pending:
+        domain, sep, name = cells[columns.username].strip().partition("/")
+        if not sep:
+            domain, name = self.options.domain or "PRIMARY", domain
+        if not name:
+            raise _cell_error("username", "is empty")
+        store = self._stores.get(domain) or self._stores.setdefault(
+            domain, self.service.store(domain)
+        )
+        _in_column("username", policy.check_username, store.config.policy, name, store.domain)
+        claims: dict[str, Any] = {}
+        for index, claim in columns.claims:
+            value = cells[index].strip()
+            definition = self.known[claim]
+            if not value:
+                claims[claim] = None
+                continue
+            if definition.multi_valued:
+                values = [v.strip() for v in value.split(self.options.separator) if v.strip()]
+                for item in values:
+                    _in_column(
+                        columns.names[index], policy.check_claim_value, definition, item, name
+                    )
+                claims[claim] = values
+            else:
+                _in_column(columns.names[index], policy.check_claim_value, definition, value, name)
+                claims[claim] = value
+        roles = None
+        if columns.roles is not None:
+            roles = [
+                r.strip() for r in cells[columns.roles].split(self.options.separator) if r.strip()
+            ]
+            for role in roles:
+                _in_column("roles", policy.check_role_name, store.config.policy, role, store.domain)
+                self.roles_seen.setdefault((store.domain, role.casefold()), role)
+        password = cells[columns.password] if columns.password is not None else ""
+        pw_hash = cells[columns.password_hash].strip() if columns.password_hash is not None else ""
+        if password and pw_hash:
+            raise _cell_error("password", "give password or password_hash, not both")
+        if password:
+            _in_column(
+                "password", policy.check_password, store.config.policy, password, store.domain
+            )
+        if pw_hash and not is_supported_hash(pw_hash):
+            raise _cell_error(
+                "password_hash", "not a hash idprov can verify ($scrypt$..., $pbkdf2-sha256$...)"
+            )
+        return Pending(
+            line, store.domain, name, cells, claims, roles, password or None, pw_hash or None
+        )
+
+    def _stage(self, staging: Staging, batch: list[Pending]) -> None:
+        """Checks that need the store or the rest of the file, then stage the batch."""
+        if not batch:
+            return
+        batch = self._drop_duplicates(staging, batch)
+        existing: dict[tuple[str, str], Any] = {}
+        by_domain: dict[str, list[str]] = {}
+        for p in batch:
+            by_domain.setdefault(p.domain, []).append(p.username)
+        for domain, names in by_domain.items():
+            for key, user in self.service.store(domain).find_users(names).items():
+                existing[(domain, key)] = user
+        rows = []
+        for p in batch:
+            staged = self._decide(staging, p, existing.get((p.domain, p.username.casefold())))
+            if staged is not None:
+                rows.append(staged)
+        staging.db.executemany("INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def _drop_duplicates(self, staging: Staging, batch: list[Pending]) -> list[Pending]:
+        keys: dict[str, int] = {}
+        out = []
+        earlier = dict(
+            staging.db.execute(
+                f"SELECT key, line FROM rows WHERE key IN ({','.join('?' * len(batch))})",
+                [f"{p.domain}/{p.username.casefold()}" for p in batch],
+            ).fetchall()
+        )
+        for p in batch:
+            key = f"{p.domain}/{p.username.casefold()}"
+            first = earlier.get(key) or keys.get(key)
+            if first is not None:
+                self._reject(
+                    staging,
+                    p.line,
+                    p.cells,
+                    "username",
+                    f"user {p.username!r} is already on line {first} (names are case-insensitive)",
+                )
+                continue
+            keys[key] = p.line
+            out.append(p)
+        return out
+
+    def _decide(self, staging: Staging, p: Pending, user: Any) -> tuple[Any, ...] | None:
+        mode = self.options.mode
+        key = f"{p.domain}/{p.username.casefold()}"
+        if p.line <= self.done_through:
+            self.report.skipped_done += 1
+            return (p.line, p.domain, key, p.username, "done", None, None, None, None)
+        if user is None and mode == "update":
+            self._reject(
+                staging,
+                p.line,
+                p.cells,
+                "username",
+                f"no user {p.username!r} in the {p.domain} userstore (--mode update)",
+            )
+            return None
+        if user is not None and mode == "create":
+            self._reject(
+                staging,
+                p.line,
+                p.cells,
+                "username",
+                f"user {p.username!r} already exists (use --mode upsert to update)",
+            )
+            return None
+        base = dict(user.claims) if user is not None else {}
+        claims = {k: v for k, v in {**base, **p.claims}.items() if v is not None}
+        store = self.service.store(p.domain)
+        try:
+            policy.check_required(claims, store.config.policy, p.username, store.domain)
+        except IdprovError as exc:
+            self._reject(staging, p.line, p.cells, None, exc.message)
+            return None
+        if user is not None:
+            same_roles = p.roles is None or sorted(r.casefold() for r in p.roles) == sorted(
+                r.casefold() for r in user.roles
+            )
+            if (
+                claims == user.claims
+                and same_roles
+                and p.password is None
+                and p.password_hash is None
+            ):
+                self.report.unchanged += 1
+                return (p.line, p.domain, key, p.username, "unchanged", user.id, None, None, None)
+            self.report.updated += 1
+        else:
+            self.report.created += 1
+        if p.password is not None and not self.options.dry_run:
+            self._queue_hash(p.line, p.password)
+        return (
+            p.line,
+            p.domain,
+            key,
+            p.username,
+            "update" if user else "create",
+            user.id if user else str(uuid.uuid4()),
+            json.dumps(claims, ensure_ascii=False, sort_keys=True),
+            json.dumps(p.roles, ensure_ascii=False) if p.roles is not None else None,
+            p.password_hash,
+        )
+
+    # -- passwords, hashed on every core while the file is read
+    def _queue_hash(self, line: int, password: str) -> None:
+        self.to_hash.append((line, password))
+        if len(self.to_hash) >= 64:
+            self._submit_hashes()
+
+    def _submit_hashes(self) -> None:
+        if not self.to_hash:
+            return
+        if self.pool is None:
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.pool = ProcessPoolExecutor(max_workers=os.cpu_count() or 1)
+        lines = [line for line, _ in self.to_hash]
+        self.hashes.append((lines, self.pool.submit(hash_many, [pw for _, pw in self.to_hash])))
+        self.to_hash = []
+
+    def _collect_hashes(self, staging: Staging) -> None:
+        self._submit_hashes()
+        for lines, future in self.hashes:
+            staging.db.executemany(
+                "UPDATE rows SET pw_hash = ? WHERE line = ?",
+                list(zip(future.result(), lines, strict=True)),
+            )
+        self.hashes = []
+
+    # -- roles
+    def _check_roles(self, staging: Staging) -> None:
+        missing: dict[tuple[str, str], str] = {}
+        for (domain, key), role in self.roles_seen.items():
+            if self.service.store(domain).find_role(role) is None:
+                missing[(domain, key)] = role
+        if not missing:
+            return
+        if self.options.create_roles:
+            self.report.roles_created = [
+                str(QualifiedName(d, r)) for (d, _), r in sorted(missing.items())
+            ]
+            self._missing_roles = missing
+            return
+        for line, domain, roles, action in staging.db.execute(
+            "SELECT line, domain, roles, action FROM rows WHERE roles IS NOT NULL"
+            " AND action IN ('create', 'update')"
+        ).fetchall():
+            unknown = [r for r in json.loads(roles) if (domain, r.casefold()) in missing]
+            if unknown:
+                self.report.created -= action == "create"
+                self.report.updated -= action == "update"
+                staging.db.execute("DELETE FROM rows WHERE line = ?", [line])
+                self._reject(
+                    staging,
+                    line,
+                    [],
+                    "roles",
+                    f"unknown role(s) {', '.join(unknown)} (create them first, or use "
+                    "--create-roles)",
+                )
+
+    # -- rejects file
+    def _write_rejects(self, staging: Staging) -> None:
+        if self.rejects_path is None:
+            return
+        from idprov.config.paths import create_private_file
+
+        create_private_file(self.rejects_path)
+        header = self._header_cells()
+        with self.rejects_path.open("w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f, delimiter=self.options.delimiter)
+            writer.writerow([*header, "line", "error"])
+            for line, cells, column, error in staging.db.execute(
+                "SELECT line, cells, col, error FROM rejects ORDER BY line"
+            ):
+                values = json.loads(cells) or self._cells_at(line, len(header))
+                values = (values + [""] * len(header))[: len(header)]  # line, error aligned
+                where = f"column {column}: " if column else ""
+                writer.writerow([*values, line, where + error])
+        self.report.rejects_file = str(self.rejects_path)
+
+    def _header_cells(self) -> list[str]:
+        reader = csv.reader(decoded_lines(self.path, set()), delimiter=self.options.delimiter)
+        return next(reader, [])
+
+    def _cells_at(self, line: int, width: int) -> list[str]:
+        reader = csv.reader(decoded_lines(self.path, set()), delimiter=self.options.delimiter)
+        for cells in reader:
+            if reader.line_num >= line:
+                return cells if cells else [""] * width
+        return [""] * width
+
+    # -- write phase
+    def _write(self, staging: Staging) -> None:
+        if not self.report.created and not self.report.updated and not self.report.roles_created:
+            self._finish()
+            return
+        self._journal_start()
+        self._create_roles()
+        total = self.report.created + self.report.updated
+        done = 0
+        cursor = staging.db.execute(
+            "SELECT line, domain, username, action, user_id, claims, roles, pw_hash FROM rows"
+            " WHERE action IN ('create', 'update') ORDER BY line"
+        )
+        while rows := cursor.fetchmany(self.options.batch_size):
+            self._write_batch(rows)
+            done += len(rows)
+            if self.progress:
+                self.progress("importing", done, total)
+        self._finish()
+
+    def _create_roles(self) -> None:
+        for (domain, _), role in sorted(getattr(self, "_missing_roles", {}).items()):
+            self.service.add_role(role, domain)
+
+    def _write_batch(self, rows: list[tuple[Any, ...]]) -> None:
+        by_domain: dict[str, list[ImportedUser]] = {}
+        for _line, domain, username, action, user_id, claims, roles, pw_hash in rows:
+            by_domain.setdefault(domain, []).append(
+                ImportedUser(
+                    user_id,
+                    username,
+                    json.loads(claims),
+                    pw_hash,
+                    json.loads(roles) if roles is not None else None,
+                    action == "update",
+                    claims_json=claims,
+                )
+            )
+        last_line = rows[-1][0]
+        for domain, users in by_domain.items():
+            store = self.service.store(domain)
+            with self.service.writing(store):
+                store.import_users(users)
+                self._record_batch(store, users, last_line)
+            self._push(store)
+
+    def _record_batch(self, store: UserStore, users: list[ImportedUser], last_line: int) -> None:
+        created = [u.username for u in users if not u.existing]
+        updated = [u.username for u in users if u.existing]
+        self.service.audit(
+            "user.import",
+            f"{self.path.name}",
+            {
+                "domain": store.domain,
+                "created": created,
+                "updated": updated,
+                "through_line": last_line,
+            },
+        )
+        for user in users:
+            self.service.enqueue(
+                "user", user.id, store.domain, str(QualifiedName(store.domain, user.username))
+            )
+        for role in {r.casefold(): r for u in users for r in (u.roles or [])}.values():
+            found = store.find_role(role)
+            if found is not None:
+                self.service.enqueue("role", found.id, store.domain, found.qualified_name)
+        self.service.state.db.execute(
+            "UPDATE imports SET lines_done = ? WHERE id = ?", [last_line, self.import_id]
+        )
+
+    def _push(self, store: UserStore) -> None:
+        rows = self.service.take_own_rows()
+        if not rows or not self.options.push:
+            return
+        report = self.service.drain(self.service.state.outbox.rows(rows))
+        if self.report.outbound is None:
+            self.report.outbound = report
+        else:
+            self.report.outbound.merge(report)
+
+    def _finish(self) -> None:
+        if self.import_id is not None:
+            with write_transaction(self.service.state.db):
+                self.service.state.db.execute(
+                    "UPDATE imports SET finished_at = ? WHERE id = ?", [now(), self.import_id]
+                )
+
+
+def hash_many(passwords: Sequence[str]) -> list[str]:
+    """Hash in a worker process (module level, so it can be pickled)."""
+    return [hash_password(p) for p in passwords]
+
+
+class _CellError(ValueError):
+    def __init__(self, column: str, message: str):
+        super().__init__(message)
+        self.column = column
+        self.message = message
+
+
+def _cell_error(column: str, message: str) -> _CellError:
+    return _CellError(column, f"{column} {message}")
+
+
+def _in_column(column: str, check: Callable[..., None], *args: Any) -> None:
+    """Run a policy check; its refusal becomes an error of that column."""
+    try:
+        check(*args)
+    except IdprovError as exc:
+        raise _CellError(column, exc.message) from None

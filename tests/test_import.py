@@ -1,0 +1,297 @@
+"""`idprov import users` and `idprov export users`: the format, the bad input it must
+survive, modes, dry runs, rejects, resuming a killed import, passwords, pushing."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from idprov.config import load_config
+from idprov.inbound.csv_import import CsvImport, ImportOptions
+from idprov.provisioning.service import IdentityService
+
+HEADER = "username,email,given_name,family_name,roles\n"
+
+
+def write(tmp_path: Path, text: str | bytes, name: str = "users.csv") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return path
+
+
+def users(cli) -> dict[str, dict]:
+    return {u["username"]: u for u in cli("user", "list", "--limit", "0", "--json").json()["items"]}
+
+
+@pytest.fixture()
+def roles(cli):
+    cli("role", "add", "staff").ok()
+    cli("role", "add", "eng").ok()
+
+
+def test_a_clean_file_imports_every_row(cli, tmp_path, roles):
+    path = write(
+        tmp_path,
+        "\ufeff" + HEADER + "alice,alice@example.com,Alice,Smith,staff;eng\r\n"
+        "bob,bob@example.com, Bob ,Builder,staff\n",
+    )
+    report = cli("import", "users", str(path), "--json").json()
+    assert (report["rows"], report["created"], report["rejected"]) == (2, 2, 0)
+    found = users(cli)
+    assert found["alice"]["roles"] == ["eng", "staff"]
+    assert found["bob"]["claims"]["given_name"] == "Bob"  # whitespace trimmed
+
+
+def test_quoted_newlines_commas_and_formulas_are_plain_text(cli, tmp_path, roles):
+    path = write(
+        tmp_path,
+        'username,street_address,title\ncarol,"1 Main St,\nSpringfield","=cmd|\' /C calc\'!A0"\n',
+    )
+    cli("import", "users", str(path)).ok()
+    claims = users(cli)["carol"]["claims"]
+    assert claims["street_address"] == "1 Main St,\nSpringfield"
+    assert claims["title"] == "=cmd|' /C calc'!A0"
+
+
+BAD_ROWS = [
+    ("x,a@example.com,A,B,\n", "username", "does not match"),
+    ("dave,not-an-email,D,E,\n", "email", "does not match"),
+    ("erin,e@example.com,E\n", None, "has 3 fields; the header has 5"),
+    ("frank,f@example.com,F,G,H,I\n", None, "has 6 fields"),
+    ("gina,g@example.com,G\x01,H,\n", "given_name", "control characters"),
+    ("hank,h@example.com," + "x" * 2000 + ",H,\n", "given_name", "limit is 1024"),
+    ("ivan,i@example.com,I,J,nosuchrole\n", "roles", "unknown role"),
+]
+
+
+@pytest.mark.parametrize(("row", "column", "message"), BAD_ROWS)
+def test_each_bad_row_is_rejected_with_its_line_and_column(
+    cli, tmp_path, roles, state, row, column, message
+):
+    path = write(tmp_path, HEADER + "good,good@example.com,G,H,staff\n" + row)
+    run = cli("import", "users", str(path), "--json")
+    assert run.exit_code == 9, run
+    report = json.loads(run.stdout)
+    [error] = report["errors"]
+    assert error["line"] == 3 and error["column"] == column and message in error["message"]
+    assert set(users(cli)) == {"good"}
+
+
+def test_latin1_bytes_reject_their_row_and_name_the_fix(cli, tmp_path, roles):
+    path = write(
+        tmp_path,
+        (HEADER + "good,g@example.com,G,H,\n").encode()
+        + "zoe,z@example.com,Zoë,Z,\n".encode("latin-1"),
+    )
+    run = cli("import", "users", str(path), "--json")
+    assert run.exit_code == 9
+    [error] = json.loads(run.stdout)["errors"]
+    assert error["line"] == 3 and "not UTF-8" in error["message"] and "iconv" in error["message"]
+
+
+def test_utf16_and_empty_files_are_file_errors(cli, tmp_path, state):
+    utf16 = write(tmp_path, HEADER.encode("utf-16"), "u16.csv")
+    error = cli("import", "users", str(utf16), "--json").error(2)
+    assert "UTF-16" in error["message"] and "iconv" in error["hint"]
+    empty = write(tmp_path, b"", "empty.csv")
+    assert "empty" in cli("import", "users", str(empty), "--json").error(2)["message"]
+    assert state.counts()["users"] == 0
+
+
+def test_header_only_imports_nothing_and_says_so(cli, tmp_path):
+    run = cli("import", "users", str(write(tmp_path, HEADER)), "--json")
+    report = json.loads(run.stdout)
+    assert report["rows"] == 0 and "no rows" in report["errors"][0]["message"]
+
+
+def test_header_errors(cli, tmp_path):
+    dup = write(tmp_path, "username,email,email\n", "dup.csv")
+    assert "appears twice" in cli("import", "users", str(dup), "--json").error(2)["message"]
+    unknown = write(tmp_path, "username,mail,shoe_size\na,b,c\n", "unknown.csv")
+    error = cli("import", "users", str(unknown), "--json").error(2)
+    assert "'mail'" in error["message"] and "--map" in error["hint"]
+    path = write(tmp_path, "User Name , mail ,shoe_size\nalice,a@example.com,44\n", "map.csv")
+    cli(
+        "import",
+        "users",
+        str(path),
+        "--map",
+        "User Name=username",
+        "--map",
+        "mail=email",
+        "--ignore-column",
+        "shoe_size",
+    ).ok()
+    assert users(cli)["alice"]["claims"] == {"email": "a@example.com"}
+
+
+def test_duplicates_differing_in_case_keep_the_first(cli, tmp_path):
+    path = write(tmp_path, HEADER + "alice,a@example.com,A,B,\nALICE,b@example.com,A,B,\n")
+    run = cli("import", "users", str(path), "--json")
+    assert run.exit_code == 9
+    [error] = json.loads(run.stdout)["errors"]
+    assert error["line"] == 3 and "already on line 2" in error["message"]
+    assert users(cli)["alice"]["claims"]["email"] == "a@example.com"
+
+
+def test_dry_run_reports_everything_and_changes_nothing(cli, tmp_path, roles, state):
+    cli("user", "add", "bob", "-c", "email=bob@example.com").ok()
+    before = state.dump() if hasattr(state, "dump") else state.counts()
+    path = write(
+        tmp_path, HEADER + "alice,a@example.com,A,B,staff\nbob,bob@example.com,,,\nbad,x,,,\n"
+    )
+    report = cli("import", "users", str(path), "--mode", "upsert", "--dry-run", "--json")
+    data = json.loads(report.stdout)
+    assert (data["created"], data["updated"], data["rejected"]) == (1, 0, 1)
+    assert data["unchanged"] == 1
+    after = state.dump() if hasattr(state, "dump") else state.counts()
+    assert before == after
+
+
+def test_on_error_stop_imports_nothing(cli, tmp_path, state):
+    path = write(tmp_path, HEADER + "alice,a@example.com,A,B,\nx,bad,,,\n")
+    run = cli("import", "users", str(path), "--on-error", "stop", "--json")
+    assert run.exit_code == 10
+    assert state.counts()["users"] == 0
+
+
+def test_modes(cli, tmp_path):
+    cli("user", "add", "alice", "-c", "email=old@example.com", "-c", "title=Dev").ok()
+    path = write(tmp_path, "username,email\nalice,new@example.com\nbob,b@example.com\n")
+    run = cli("import", "users", str(path), "--json")  # create: alice exists -> error
+    assert run.exit_code == 9 and "already exists" in run.stdout
+    assert set(users(cli)) == {"alice", "bob"}
+    update = write(
+        tmp_path, "username,email\nalice,new@example.com\ncarl,c@example.com\n", "update.csv"
+    )
+    run = cli("import", "users", str(update), "--mode", "update", "--json")
+    assert run.exit_code == 9 and "no user 'carl'" in run.stdout
+    assert users(cli)["alice"]["claims"] == {"email": "new@example.com", "title": "Dev"}
+    assert "carl" not in users(cli)
+    cli("import", "users", str(update), "--mode", "upsert").ok()
+    report = cli("import", "users", str(update), "--mode", "upsert", "--json").json()
+    assert report["unchanged"] == 2 and report["created"] == report["updated"] == 0
+
+
+def test_rejects_file_can_be_fixed_and_imported(cli, tmp_path, roles):
+    path = write(
+        tmp_path,
+        HEADER + "alice,a@example.com,A,B,staff\nbo,b@example.com,B,C,eng\ncarol,c@example.com,C\n",
+    )
+    rejects = tmp_path / "rejects.csv"
+    assert cli("import", "users", str(path), "--rejects", str(rejects)).exit_code == 9
+    rows = list(csv.reader(io.StringIO(rejects.read_text())))
+    assert rows[0] == ["username", "email", "given_name", "family_name", "roles", "line", "error"]
+    assert [r[5] for r in rows[1:]] == ["3", "4"]
+    assert rejects.stat().st_mode & 0o777 == 0o600
+    fixed = "\n".join(
+        ",".join(r[:5])
+        for r in [rows[0], ["bob", *rows[1][1:5]], ["carol", "c@example.com", "C", "D", ""]]
+    )
+    cli("import", "users", str(write(tmp_path, fixed + "\n", "fixed.csv"))).ok()
+    assert set(users(cli)) == {"alice", "bob", "carol"}
+
+
+def test_a_killed_import_resumes_to_the_same_users(tmp_path, monkeypatch, cli):
+    lines = [f"user{i:03d},u{i}@example.com,G,F{i},staff" for i in range(50)]
+    path = write(tmp_path, HEADER + "\n".join(lines) + "\n")
+    svc = IdentityService(load_config())
+    svc.add_role("staff")
+    calls = {"n": 0}
+    original = CsvImport._write_batch
+
+    def dies_after_two(self, rows):
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the process is killed mid-import
+        calls["n"] += 1
+        original(self, rows)
+
+    monkeypatch.setattr(CsvImport, "_write_batch", dies_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        CsvImport(svc, path, ImportOptions(batch_size=10)).run()
+    assert cli("user", "list", "--json").json()["total"] == 20
+    monkeypatch.setattr(CsvImport, "_write_batch", original)
+    report = CsvImport(svc, path, ImportOptions(batch_size=10)).run()
+    svc.close()
+    assert report.skipped_done == 20 and report.created == 30 and report.rejected == 0
+    found = users(cli)
+    assert len(found) == 50 and found["user049"]["roles"] == ["staff"]
+    # and a third run of the finished import is a fresh one: all exist now
+    again = cli("import", "users", str(path), "--json")
+    assert again.exit_code == 10 and "already exists" in again.stdout
+
+
+def test_passwords_are_hashed_and_verifiable_and_hashes_are_kept(tmp_path, cli):
+    from idprov.userstores.passwords import hash_password
+
+    known = hash_password("migrated-1")
+    path = write(
+        tmp_path, f'username,password,password_hash\nalice,s3cret-pw,\nbob,,"{known}"\ncarl,shrt,\n'
+    )
+    run = cli("import", "users", str(path), "--json")
+    assert run.exit_code == 9 and "password pattern" in run.stdout
+    assert "shrt" not in run.stdout + run.stderr
+    with IdentityService(load_config()) as svc:
+        assert svc.verify_password("alice", "s3cret-pw")
+        assert svc.verify_password("bob", "migrated-1")
+        raw = (svc.data_dir / "idprov.db").read_bytes()
+    assert b"s3cret-pw" not in raw
+
+
+def test_export_then_import_gives_the_same_state(cli, tmp_path, roles):
+    cli(
+        "user",
+        "add",
+        "alice",
+        "-c",
+        "email=a@example.com",
+        "-c",
+        "emails=x@example.com",
+        "-c",
+        "emails=y@example.com",
+        "-r",
+        "staff",
+        "-r",
+        "eng",
+    ).ok()
+    cli("user", "add", "bob", "-c", "title=Dev, Ops").ok()
+    out = tmp_path / "export.csv"
+    assert cli("export", "users", str(out), "--json").json()["users"] == 2
+    assert out.stat().st_mode & 0o777 == 0o600
+    before = users(cli)
+    cli("user", "update", "alice", "--unset", "email").ok()
+    cli("role", "unassign", "eng", "alice").ok()
+    cli("import", "users", str(out), "--mode", "upsert").ok()
+    after = users(cli)
+    for name in before:
+        assert after[name]["claims"] == before[name]["claims"]
+        assert after[name]["roles"] == before[name]["roles"]
+
+
+def test_imported_users_are_pushed_and_no_push_leaves_them_queued(tmp_path, monkeypatch):
+    from tests.outbound_helpers import FakeScim, idp_yaml, make_config_text
+
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    fake = FakeScim("secret-token")
+    text = make_config_text(tmp_path, idp_yaml("target", "https://scim.test/v2"), ["target"])
+    from idprov.config import load_text
+
+    path = write(tmp_path, HEADER + "alice,a@example.com,A,B,\nbob,b@example.com,B,C,\n")
+    with IdentityService(load_text(text, "t.yaml"), http_transport=fake.transport()) as svc:
+        report = CsvImport(svc, path, ImportOptions(push=False)).run()
+        assert report.outbound is None and len(svc.outbox_rows()) == 2 and not fake.users
+        more = write(tmp_path, HEADER + "carol,c@example.com,C,D,\n", "more.csv")
+        report = CsvImport(svc, more, ImportOptions()).run()
+        assert report.outbound is not None and report.outbound.ok
+    assert [u["userName"] for u in fake.users.values()] == ["carol"]
+
+
+def test_the_sample_file_imports(cli):
+    sample = Path(__file__).parents[1] / "sample-configs" / "users.csv"
+    report = cli("import", "users", str(sample), "--create-roles", "--json").json()
+    assert report["rejected"] == 0 and report["created"] == 3
+    assert users(cli)["carol"]["claims"]["family_name"] == "Jones, Jr."
