@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,13 @@ from idprov.connectors.base import (
     note_status,
 )
 from idprov.errors import IdprovError
-from idprov.provisioning.mapping import fingerprint, map_attributes, render, user_values
+from idprov.provisioning.decide import (
+    RoleDecision,
+    UserDecision,
+    decide_role,
+    decide_user,
+    in_scope,
+)
 from idprov.provisioning.outbox import LedgerEntry, OutboxRow
 
 if TYPE_CHECKING:
@@ -182,40 +188,6 @@ def with_retries(
 
 def _ms(start: float) -> int:
     return int((time.monotonic() - start) * 1000)
-
-
-# ---------------------------------------------------------------- scope
-def in_scope(idp: IdentityProviderConfig, roles: Iterable[str]) -> bool:
-    """Whether a user holding ``roles`` is provisioned to ``idp``."""
-    if idp.provisioning_roles is None:
-        return True
-    wanted = {r.casefold() for r in idp.provisioning_roles}
-    return any(r.casefold() in wanted for r in roles)
-
-
-def role_pushed(idp: IdentityProviderConfig, role: str) -> bool:
-    """Whether the role ``role`` becomes a group at ``idp``."""
-    if idp.push_roles == "none":
-        return False
-    if idp.push_roles == "all" or idp.provisioning_roles is None:
-        return True
-    return role.casefold() in {r.casefold() for r in idp.provisioning_roles}
-
-
-def account_for(user: User, idp: IdentityProviderConfig, connector: type[Connector]) -> Account:
-    """What ``user`` should look like at ``idp``: user name and mapped attributes."""
-    values = user_values(user, idp.name)
-    templates = {**connector.default_attributes, **idp.attributes}
-    user_name = render(idp.username, values) or user.username
-    return Account(user.id, str(user_name), map_attributes(templates, values), active=True)
-
-
-def _sent(account: Account) -> dict[str, Any]:
-    return {
-        "userName": account.user_name,
-        "attributes": dict(account.attributes),
-        "active": account.active,
-    }
 
 
 # ---------------------------------------------------------------- engine
@@ -490,11 +462,16 @@ class Engine:
     def _plan_user(self, row: OutboxRow) -> Planned:
         idp = self.service.idp(row.idp)
         connector = self.service.connector(row.idp)
-        user = self._user(row)
         entry = self._entry(row)
-        if user is not None and in_scope(idp, user.roles):
-            return self._plan_provision(row, idp, connector, user, entry)
-        return self._plan_deprovision(row, idp, connector, entry)
+        decision = decide_user(idp, type(connector), self._user(row), entry)
+        if decision.action == "none":
+            if entry is not None and entry.remote_id is None and decision.account is None:
+                self.state.ledger.forget(row.idp, "user", row.local_id)  # a create never made
+            return self._skip(row, decision.reason, entry.remote_id if entry else None)
+        if decision.action in ("delete", "disable"):
+            assert entry is not None
+            return self._plan_deprovision(row, idp, connector, entry, decision)
+        return self._plan_provision(row, idp, connector, decision, entry)
 
     def _skip(self, row: OutboxRow, why: str, remote_id: str | None = None) -> Settled:
         return Settled(
@@ -506,19 +483,11 @@ class Engine:
         row: OutboxRow,
         idp: IdentityProviderConfig,
         connector: Connector,
-        user: User,
+        decision: UserDecision,
         entry: LedgerEntry | None,
     ) -> Planned:
-        account = account_for(user, idp, type(connector))
-        sent = _sent(account)
-        digest = fingerprint(sent)
-        if (
-            entry is not None
-            and entry.remote_id
-            and entry.state == "active"
-            and entry.hash == digest
-        ):
-            return self._skip(row, "unchanged", entry.remote_id)
+        account, sent, digest = decision.account, decision.sent, decision.digest
+        assert account is not None
         retry = idp.retry
 
         def record(outcome: tuple[str, bool]) -> OperationResult:
@@ -622,16 +591,11 @@ class Engine:
         row: OutboxRow,
         idp: IdentityProviderConfig,
         connector: Connector,
-        entry: LedgerEntry | None,
+        entry: LedgerEntry,
+        decision: UserDecision,
     ) -> Planned:
-        if entry is None:
-            return self._skip(row, "not in scope")
-        if entry.remote_id is None:
-            self.state.ledger.forget(row.idp, "user", row.local_id)
-            return self._skip(row, "not in scope")
-        if idp.deprovision == "disable" and entry.state == "disabled":
-            return self._skip(row, "already disabled", entry.remote_id)
         remote_id = entry.remote_id
+        assert remote_id is not None
         groups = [
             (role_id, g.remote_id)
             for role_id in self.state.ledger.groups_of(row.idp, row.local_id)
@@ -641,7 +605,7 @@ class Engine:
         account = Account(
             row.local_id, sent.get("userName", row.label), sent.get("attributes", {}), active=False
         )
-        operation = "disable" if idp.deprovision == "disable" else "delete"
+        operation = decision.action
 
         def run(attempts: list[Attempt]) -> None:
             for _, group_id in groups:
@@ -696,11 +660,16 @@ class Engine:
         store = self.service.store(row.domain)
         role = store.find_role_by_id(row.local_id)
         entry = self._entry(row)
-        if role is None or not role_pushed(idp, role.name):
-            if entry is None or entry.remote_id is None:
-                if entry is not None:
-                    self.state.ledger.forget(row.idp, "role", row.local_id)
-                return self._skip(row, "not pushed")
+        member_ids = store.role_member_ids(role.id) if role is not None else []
+        provisioned = self.state.ledger.remote_ids(row.idp, member_ids)
+        current = self.state.ledger.members(row.idp, row.local_id)
+        decision = decide_role(idp, role.name if role else None, entry, set(provisioned), current)
+        if decision.action == "none" and (role is None or decision.reason == "not pushed"):
+            if entry is not None:
+                self.state.ledger.forget(row.idp, "role", row.local_id)
+            return self._skip(row, decision.reason)
+        if decision.action == "delete":
+            assert entry is not None and entry.remote_id is not None
             remote_id = entry.remote_id
 
             def delete(attempts: list[Attempt]) -> None:
@@ -715,12 +684,14 @@ class Engine:
                 )
 
             return Task(row, "delete", delete, forget)
-        member_ids = store.role_member_ids(role.id)
-        provisioned = self.state.ledger.remote_ids(row.idp, member_ids)
+        assert role is not None
         waiting = self._waiting_members(row, idp, store, member_ids, provisioned)
-        if entry is None or entry.remote_id is None:
+        if decision.action == "create":
             return self._plan_group_create(row, idp, connector, role.name, provisioned, waiting)
-        return self._plan_group_update(row, idp, connector, entry, role.name, provisioned, waiting)
+        assert entry is not None
+        return self._plan_group_update(
+            row, idp, connector, entry, role.name, provisioned, waiting, decision
+        )
 
     def _waiting_members(
         self,
@@ -809,11 +780,9 @@ class Engine:
         name: str,
         provisioned: dict[str, str],
         waiting: list[str],
+        decision: RoleDecision,
     ) -> Planned:
-        current = self.state.ledger.members(row.idp, row.local_id)
-        add = sorted(set(provisioned) - current)
-        remove = sorted(current - set(provisioned))
-        rename = entry.label != name
+        add, remove, rename = decision.add, decision.remove, decision.rename
         remote_id = entry.remote_id or ""
         if not (add or remove or rename):
             if waiting:

@@ -1,0 +1,156 @@
+"""What an identity provider should hold, and what to do about it: pure decisions.
+
+Both the engine (draining the outbox now) and `idprov sync` (planning for everyone)
+decide with these functions, from the local state and the ledger, so a plan says
+exactly what applying it will do. Nothing here reads a database or calls a target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Set
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from idprov.connectors.base import Account
+from idprov.provisioning.mapping import fingerprint, map_attributes, render, user_values
+
+if TYPE_CHECKING:
+    from idprov.config.models import IdentityProviderConfig
+    from idprov.connectors.base import Connector
+    from idprov.model import User
+    from idprov.provisioning.outbox import LedgerEntry
+
+UserAction = Literal["create", "update", "enable", "delete", "disable", "none"]
+RoleAction = Literal["create", "update", "delete", "none"]
+
+
+def in_scope(idp: IdentityProviderConfig, roles: Iterable[str]) -> bool:
+    """Whether a user holding ``roles`` is provisioned to ``idp``."""
+    if idp.provisioning_roles is None:
+        return True
+    wanted = {r.casefold() for r in idp.provisioning_roles}
+    return any(r.casefold() in wanted for r in roles)
+
+
+def role_pushed(idp: IdentityProviderConfig, role: str) -> bool:
+    """Whether the role ``role`` becomes a group at ``idp``."""
+    if idp.push_roles == "none":
+        return False
+    if idp.push_roles == "all" or idp.provisioning_roles is None:
+        return True
+    return role.casefold() in {r.casefold() for r in idp.provisioning_roles}
+
+
+def account_for(user: User, idp: IdentityProviderConfig, connector: type[Connector]) -> Account:
+    """What ``user`` should look like at ``idp``: user name and mapped attributes."""
+    values = user_values(user, idp.name)
+    templates = {**connector.default_attributes, **idp.attributes}
+    user_name = render(idp.username, values) or user.username
+    return Account(user.id, str(user_name), map_attributes(templates, values), active=True)
+
+
+def sent_form(account: Account) -> dict[str, Any]:
+    """What the ledger keeps of an account sent (and hashes to skip unchanged ones)."""
+    return {
+        "userName": account.user_name,
+        "attributes": dict(account.attributes),
+        "active": account.active,
+    }
+
+
+@dataclass(frozen=True)
+class UserDecision:
+    """What to do with one user at one IdP, and why."""
+
+    action: UserAction
+    reason: str
+    account: Account | None = None
+    sent: dict[str, Any] | None = None
+    digest: str | None = None
+    changed: list[str] = field(default_factory=list)
+    """Attributes that differ from what was last sent (updates)."""
+
+
+def decide_user(
+    idp: IdentityProviderConfig,
+    connector: type[Connector],
+    user: User | None,
+    entry: LedgerEntry | None,
+) -> UserDecision:
+    """Create, update, enable, delete, disable or leave ``user`` (None: deleted
+    locally) at ``idp``, given what the ledger says was done there."""
+    provisioned = entry is not None and entry.remote_id is not None
+    if user is not None and in_scope(idp, user.roles):
+        account = account_for(user, idp, connector)
+        sent = sent_form(account)
+        digest = fingerprint(sent)
+        if not provisioned:
+            return UserDecision(
+                "create",
+                "in scope, not provisioned",
+                account,
+                sent,
+                digest,
+                sorted(account.attributes),
+            )
+        assert entry is not None
+        if entry.state == "disabled":
+            return UserDecision("enable", "back in scope", account, sent, digest)
+        if entry.hash == digest:
+            return UserDecision("none", "unchanged", account, sent, digest)
+        return UserDecision("update", "changed", account, sent, digest, _changed(entry.sent, sent))
+    if not provisioned:
+        return UserDecision("none", "not in scope" if user else "deleted, never provisioned")
+    assert entry is not None
+    why = "deleted locally" if user is None else "out of scope"
+    if idp.deprovision == "disable":
+        if entry.state == "disabled":
+            return UserDecision("none", "already disabled")
+        return UserDecision("disable", why)
+    return UserDecision("delete", why)
+
+
+def _changed(before: dict[str, Any] | None, after: dict[str, Any]) -> list[str]:
+    old = dict((before or {}).get("attributes") or {})
+    new = after["attributes"]
+    names = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+    if (before or {}).get("userName") != after["userName"]:
+        names.insert(0, "userName")
+    return names
+
+
+@dataclass(frozen=True)
+class RoleDecision:
+    """What to do with one role's group at one IdP: members are local user ids."""
+
+    action: RoleAction
+    reason: str
+    add: list[str] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+    rename: bool = False
+
+
+def decide_role(
+    idp: IdentityProviderConfig,
+    name: str | None,
+    entry: LedgerEntry | None,
+    desired_members: Set[str],
+    current_members: Set[str],
+) -> RoleDecision:
+    """``name`` None: the role is gone locally. ``desired_members``: in-scope members
+    (that are, or will be, provisioned); ``current_members``: the group's members as
+    idprov made them."""
+    provisioned = entry is not None and entry.remote_id is not None
+    if name is None or not role_pushed(idp, name):
+        if provisioned:
+            return RoleDecision("delete", "deleted locally" if name is None else "not pushed")
+        return RoleDecision("none", "not pushed")
+    if not provisioned:
+        return RoleDecision("create", "pushed, not provisioned", sorted(desired_members))
+    assert entry is not None
+    add = sorted(set(desired_members) - set(current_members))
+    remove = sorted(set(current_members) - set(desired_members))
+    rename = entry.label != name and entry.label.split("/")[-1] != name
+    if not (add or remove or rename):
+        return RoleDecision("none", "unchanged")
+    return RoleDecision("update", "renamed" if rename else "members changed", add, remove, rename)
