@@ -26,13 +26,15 @@ class ExitCode(IntEnum):
     OUTBOUND_FAILED = 6
     """The local change is done, but some outbound operations failed (see `outbox list`)."""
     GUARD_TRIPPED = 7
-    """Reserved: `sync` refused a plan whose deletions exceed the guard."""
+    """`sync` refused a plan: deletions over the guard, or a source that could not be read."""
     LOCKED = 8
-    """Reserved: another sync or import holds the lock."""
+    """Another sync or import holds the lock."""
     PARTIAL = 9
     """An import in which some rows were rejected (the others were imported)."""
     NOTHING_IMPORTED = 10
     """An import that wrote nothing: a bad file, every row bad, or --on-error stop."""
+    CHANGES_APPLIED = 11
+    """`sync --detailed-exitcode`: changes were made, all of them successfully."""
 
 
 class IdprovError(Exception):
@@ -104,6 +106,18 @@ class StoreError(IdprovError):
 
     exit_code = ExitCode.ERROR
     code = "store"
+
+
+class GuardError(IdprovError):
+    """A sync plan was refused to protect the targets (see the message for why)."""
+
+    exit_code = ExitCode.GUARD_TRIPPED
+    code = "guard"
+
+
+class LockedError(IdprovError):
+    exit_code = ExitCode.LOCKED
+    code = "locked"
 
 
 class OutboundError(IdprovError):

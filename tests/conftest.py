@@ -23,7 +23,14 @@ import pytest
 from typer.testing import CliRunner, Result
 
 # The SCIM peers the outbound tests run against (each module is a pytest plugin).
-pytest_plugins = ("tests.peers.scim2", "tests.peers.scim11")
+pytest_plugins = (
+    "tests.peers.scim2",
+    "tests.peers.scim11",
+    "tests.peers.spml",
+    "tests.peers.slapd",
+    "tests.peers.google",
+    "tests.peers.salesforce",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -151,7 +151,7 @@ def test_unknown_keys_name_the_key_path_and_line(text, where, says):
             "3:5: userstores[0].description",
             "expected a string",
         ),
-        ("userstores:\n  - type: ldap\n", "2:5: userstores[0].type", "unknown type 'ldap'"),
+        ("userstores:\n  - type: oracle\n", "2:5: userstores[0].type", "unknown type 'oracle'"),
         ("identity_providers:\n  - name: x\n", "2:5: identity_providers[0]", "'connector'"),
     ],
 )

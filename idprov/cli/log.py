@@ -20,10 +20,13 @@ def log(
     since: Annotated[str | None, typer.Option(help="From this ISO time (UTC).")] = None,
     until: Annotated[str | None, typer.Option(help="Before this ISO time (UTC).")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many entries.")] = 50,
+    run: Annotated[
+        str | None, typer.Option(help="Only what this sync run did (its id is in the sync output).")
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Show the audit log: who changed what, through which application, when."""
     from idprov.provisioning.state import AuditQuery
 
-    query = AuditQuery(action, target, actor, app_name, since, until, limit)
+    query = AuditQuery(action, target, actor, app_name, since, until, limit, run)
     emit(service().audit_log(query), render.audit)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from idprov import __version__
-from idprov.cli import config_cmd, log
+from idprov.cli import config_cmd, log, sync
 from idprov.cli.common import IdprovGroup, new_session
 
 app = typer.Typer(
@@ -60,6 +60,9 @@ IdprovGroup.lazy = {
 }
 app.command("init")(config_cmd.init)
 app.command("log")(log.log)
+app.command("sync")(sync.sync)
+app.command("plan")(sync.plan)
+app.command("explain")(sync.explain)
 
 
 def main() -> None:

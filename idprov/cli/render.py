@@ -388,3 +388,95 @@ def import_report(report: Any) -> None:
         console().print(f"rejected rows written to {esc(report.rejects_file)}")
     if report.outbound is not None:
         outbound_report(report.outbound)
+
+
+_ACTION_STYLE = {
+    "create": "green",
+    "update": "yellow",
+    "enable": "yellow",
+    "delete": "red",
+    "disable": "red",
+}
+
+
+def sync_result(result: Any, drift: dict[str, Any] | None, quiet: bool) -> None:
+    """The plan per IdP (a table of differences), then what applying it did."""
+    from rich.table import Table
+
+    plan = result.plan
+    head = "plan (dry run: nothing was changed)" if result.dry_run else f"sync run {result.run}"
+    console().print(f"[bold]{head}[/]")
+    for error in plan.source_errors:
+        console().print(f"  [red]✗[/] {esc(error)}")
+    for idp_plan in plan.idps:
+        counts = (
+            ", ".join(f"{n} {k.replace('.', ' ')}" for k, n in sorted(idp_plan.counts().items()))
+            or "in sync: nothing to do"
+        )
+        console().print(f"[bold]{esc(idp_plan.idp)}[/]: {counts}")
+        if idp_plan.guard:
+            console().print(f"  [red]deletion guard:[/] {esc(idp_plan.guard)}")
+        if idp_plan.items and not (quiet and not result.dry_run):
+            table = Table(box=None, pad_edge=False, header_style="bold")
+            for col in ("", "kind", "entity", "why", "changes"):
+                table.add_column(col)
+            for item in idp_plan.items:
+                style = _ACTION_STYLE.get(item.action, "cyan")
+                table.add_row(
+                    f"[{style}]{item.action}[/]",
+                    item.kind,
+                    esc(item.label),
+                    esc(item.reason),
+                    esc(", ".join(item.changed)),
+                )
+            console().print(table)
+    if result.outbound is not None:
+        outbound_report(result.outbound)
+    for name, report in (drift or {}).items():
+        console().print(f"[bold]drift at {esc(name)}[/]: {report['checked']} checked")
+        for label in report["deleted_remotely"]:
+            console().print(f"  [red]deleted remotely[/] {esc(label)}")
+        for change in report["changed_remotely"]:
+            console().print(
+                f"  [yellow]changed remotely[/] {esc(change['user'])}: "
+                f"{esc(', '.join(change['attributes']))}"
+            )
+        if report["unowned"]:
+            console().print(
+                f"  not idprov's (never touched): "
+                f"{esc(', '.join(report['unowned'][:20]))}"
+                + (" ..." if len(report["unowned"]) > 20 else "")
+            )
+        for error in report["errors"]:
+            console().print(f"  [red]✗[/] {esc(error)}")
+
+
+def explanation(data: dict[str, Any]) -> None:
+    scope = "[green]in scope[/]" if data["in_scope"] else "[yellow]not in scope[/]"
+    console().print(f"[bold]{esc(data['user'])}[/] at [bold]{esc(data['idp'])}[/]: {scope}")
+    console().print(f"  why: {esc(data['why'])}")
+    if not data["targeted_by_application"]:
+        console().print("  [yellow]note:[/] the acting application does not provision to it")
+    decision = data["decision"]
+    console().print(
+        f"  next: {decision['action']} ({esc(decision['reason'])})"
+        + (f": {esc(', '.join(decision['changed']))}" if decision["changed"] else "")
+    )
+    if data["would_send"]:
+        console().print(f"  userName: {esc(data['would_send']['userName'])}")
+        for key, value in data["would_send"]["attributes"].items():
+            console().print(f"    {esc(key)}: {esc(value)}")
+    ledger = data["ledger"]
+    if ledger:
+        console().print(
+            f"  ledger: remote id {esc(ledger['remote_id'])}, {ledger['state']}, "
+            f"{'created by idprov' if ledger['created_by_idprov'] else 'adopted'}"
+            f", updated {ledger['updated_at']}"
+        )
+    else:
+        console().print("  ledger: never provisioned there")
+    for row in data["outbox"]:
+        console().print(
+            f"  outbox: {row['status']} since {row['enqueued_at']}"
+            + (f": {esc(row['last_error'])}" if row["last_error"] else "")
+        )

@@ -69,7 +69,7 @@ class UserstoreConfig:
 
     @classmethod
     def variants(cls) -> Mapping[str, builtins.type[UserstoreConfig]]:
-        return {"sqlite": SqliteUserstoreConfig}
+        return {"sqlite": SqliteUserstoreConfig, "ldap": LdapUserstoreConfig}
 
     def __post_init__(self) -> None:
         if not DOMAIN_PATTERN.match(self.domain) or "/" in self.domain:
@@ -86,6 +86,117 @@ class SqliteUserstoreConfig(UserstoreConfig):
     path: str | None = None
 
 
+LDAP_ATTRIBUTE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+)$")
+"""An LDAP attribute type: a name (``givenName``) or an OID (``2.5.4.42``)."""
+
+DEFAULT_LDAP_CLAIMS: dict[str, str] = {
+    "email": "mail",
+    "given_name": "givenName",
+    "family_name": "sn",
+    "display_name": "displayName",
+    "phone_number": "telephoneNumber",
+    "mobile": "mobile",
+    "title": "title",
+    "department": "departmentNumber",
+    "organization": "o",
+    "employee_number": "employeeNumber",
+    "employee_type": "employeeType",
+    "locale": "preferredLanguage",
+    "street_address": "street",
+    "locality": "l",
+    "region": "st",
+    "postal_code": "postalCode",
+}
+"""Claim -> attribute of inetOrgPerson (RFC 2798) and its superclasses. ``department``
+is ``departmentNumber``, inetOrgPerson's attribute for it (a code or a name), not
+``ou``, which names the container entries; map ``department: ou`` where the directory
+does that. Claims without an attribute here (``manager``, a DN in LDAP; ``country``,
+not allowed on inetOrgPerson) are refused until ``claim_attributes`` maps them."""
+
+
+@dataclass(frozen=True)
+class LdapUserstoreConfig(UserstoreConfig):
+    """A directory server (OpenLDAP, 389 DS, ...) over LDAP: users are entries under
+    ``user_search_base``, roles are groups under ``group_search_base``."""
+
+    type: Literal["ldap"] = "ldap"
+    url: str = ""
+    start_tls: bool = False
+    ca_file: str | None = None
+    bind_dn: str | None = None
+    bind_password: SecretRef | None = None
+    user_search_base: str = ""
+    user_search_scope: Literal["one", "sub"] = "sub"
+    user_object_classes: list[str] = field(
+        default_factory=lambda: ["inetOrgPerson", "organizationalPerson", "person", "top"]
+    )
+    username_attribute: str = "uid"
+    claim_attributes: dict[str, str | None] = field(default_factory=dict)
+    """Claim -> attribute, over :data:`DEFAULT_LDAP_CLAIMS` (null unmaps a claim)."""
+    group_search_base: str = ""
+    group_object_class: str = "groupOfNames"
+    group_name_attribute: str = "cn"
+    member_attribute: str = "member"
+    empty_member: str | None = None
+    """The member DN an empty group holds (groupOfNames needs one); default: the
+    group's own DN. Never shown as a member."""
+    connect_timeout: float = 10.0
+    timeout: float = 30.0
+    page_size: int = 500
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_connection()
+        for key in ("user_search_base", "group_search_base"):
+            if "=" not in getattr(self, key):
+                raise Invalid("required: a DN such as ou=people,dc=example,dc=com", key)
+        self._check_attributes()
+        if self.page_size < 1 or self.connect_timeout <= 0 or self.timeout <= 0:
+            key = "page_size" if self.page_size < 1 else "timeout"
+            raise Invalid("must be greater than 0", key)
+
+    def _check_connection(self) -> None:
+        from urllib.parse import urlsplit
+
+        try:
+            url = urlsplit(self.url)
+            url.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            url = urlsplit("")
+        scheme = url.scheme.lower()
+        if scheme not in ("ldap", "ldaps") or not url.hostname or url.path.strip("/"):
+            raise Invalid("expected ldap://HOST[:PORT] or ldaps://HOST[:PORT]", "url")
+        if self.start_tls and scheme == "ldaps":
+            raise Invalid("start_tls is for ldap:// URLs; ldaps:// is TLS already", "start_tls")
+        if self.ca_file and not (self.start_tls or scheme == "ldaps"):
+            raise Invalid("ca_file needs ldaps:// or start_tls: true", "ca_file")
+        if (self.bind_dn is None) != (self.bind_password is None):
+            raise Invalid(
+                "give both bind_dn and bind_password, or neither for an anonymous bind",
+                "bind_password" if self.bind_dn else "bind_dn",
+            )
+
+    def _check_attributes(self) -> None:
+        for key in ("username_attribute", "group_name_attribute", "member_attribute"):
+            if not LDAP_ATTRIBUTE.match(getattr(self, key)):
+                raise Invalid("not an LDAP attribute name", key)
+        if not self.user_object_classes:
+            raise Invalid("name at least one object class", "user_object_classes")
+        targets: dict[str, str] = {}
+        for claim, attribute in self.ldap_claims().items():
+            if not LDAP_ATTRIBUTE.match(attribute):
+                raise Invalid(f"{attribute!r} is not an LDAP attribute name", "claim_attributes")
+            clash = targets.setdefault(attribute.lower(), claim)
+            if clash != claim or attribute.lower() == self.username_attribute.lower():
+                other = clash if clash != claim else "the username"
+                raise Invalid(f"{claim} and {other} both map to {attribute}", "claim_attributes")
+
+    def ldap_claims(self) -> dict[str, str]:
+        """Claim -> LDAP attribute in effect: the defaults with ``claim_attributes`` over."""
+        merged: dict[str, str | None] = {**DEFAULT_LDAP_CLAIMS, **self.claim_attributes}
+        return {claim: attr for claim, attr in merged.items() if attr}
+
+
 @dataclass(frozen=True)
 class RetryConfig:
     """How an outbound operation is retried on timeouts, 408, 429 and 5xx."""
@@ -99,6 +210,23 @@ class RetryConfig:
             raise Invalid("must be at least 1", "max_attempts")
         if self.initial_backoff < 0 or self.max_backoff < self.initial_backoff:
             raise Invalid("need 0 <= initial_backoff <= max_backoff", "max_backoff")
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """The deletion guard of `idprov sync`: a plan that would deprovision more than
+    ``max_deletes`` users, or (from ``min_deletes`` on) more than ``max_percent`` of
+    those provisioned, is refused unless ``--allow-deletes N``."""
+
+    max_deletes: int = 100
+    max_percent: float = 20.0
+    min_deletes: int = 10
+
+    def __post_init__(self) -> None:
+        if self.max_deletes < 0 or self.min_deletes < 0:
+            raise Invalid("must be 0 or more", "max_deletes")
+        if not 0 <= self.max_percent <= 100:
+            raise Invalid("must be between 0 and 100", "max_percent")
 
 
 @dataclass(frozen=True)
@@ -119,14 +247,106 @@ class IdentityProviderConfig:
     on_conflict: Literal["fail", "adopt"] = "fail"
     retry: RetryConfig = field(default_factory=RetryConfig)
     max_concurrency: int = 8
+    rate_limit: float | None = None
+    """At most this many requests per second to this IdP (None: no limit); a 429 slows
+    it down further."""
+    deletion_guard: GuardConfig = field(default_factory=GuardConfig)
     enabled: bool = True
     description: str = ""
+    jit: bool = False
+    """Whether users that a JIT login creates or updates go out to this IdP (an opt-in,
+    as in the model system); other changes go out whatever this says."""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", self.name):
             raise Invalid("IdP names are letters, digits, '.', '_' or '-'", "name")
         if self.max_concurrency < 1:
             raise Invalid("must be at least 1", "max_concurrency")
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise Invalid("must be positive (requests per second)", "rate_limit")
+
+
+DEFAULT_JIT_CLAIMS: dict[str, str] = {
+    "email": "email",
+    "given_name": "given_name",
+    "family_name": "family_name",
+    "middle_name": "middle_name",
+    "display_name": "name",
+    "nickname": "nickname",
+    "phone_number": "phone_number",
+    "locale": "locale",
+    "timezone": "zoneinfo",
+}
+"""Local claim -> OpenID Connect standard claim (OIDC Core 1.0, section 5.1)."""
+
+ASYMMETRIC_ALGORITHMS = (
+    *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
+    *("ES256", "ES384", "ES512", "EdDSA"),
+)
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+
+
+@dataclass(frozen=True)
+class JitConfig:
+    """Just-in-time provisioning of the users who log in to an application through one
+    federated IdP: where they land, how the IdP's claims and groups map to local claims
+    and roles, and how its ID tokens are verified."""
+
+    idp: str
+    """The federated IdP, as `idprov jit login --idp` and POST /jit/login name it."""
+    enabled: bool = True
+    userstore: str | None = None
+    """Domain new users land in (default: the application's userstore)."""
+    username_claim: str = "sub"
+    claims: dict[str, str | None] = field(default_factory=dict)
+    """Local claim -> the IdP's claim, over :data:`DEFAULT_JIT_CLAIMS` (null drops one)."""
+    roles_claim: str | None = "groups"
+    roles: dict[str, list[str]] = field(default_factory=dict)
+    """The IdP's group -> the local roles its members get."""
+    default_roles: list[str] = field(default_factory=list)
+    update_on_login: bool = True
+    """Whether an existing user's claims and mapped roles follow the IdP on each login."""
+    issuer: str | None = None
+    audience: str | None = None
+    jwks_file: str | None = None
+    public_key_file: str | None = None
+    shared_secret: SecretRef | None = None
+    algorithms: list[str] | None = None
+    """Accepted signing algorithms (default: RS256 and ES256 for keys, HS256 for a secret)."""
+    leeway: int = 30
+    """Seconds of clock difference tolerated on exp, iat and nbf."""
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", self.idp):
+            raise Invalid("IdP names are letters, digits, '.', '_' or '-'", "idp")
+        keys = [k for k in ("jwks_file", "public_key_file", "shared_secret") if getattr(self, k)]
+        if len(keys) > 1:
+            raise Invalid(f"give one of jwks_file, public_key_file, shared_secret, not {keys}")
+        if keys and not (self.issuer and self.audience):
+            raise Invalid(
+                "ID tokens are checked against issuer and audience: set both",
+                "audience" if self.issuer else "issuer",
+            )
+        allowed = HMAC_ALGORITHMS if self.shared_secret else ASYMMETRIC_ALGORITHMS
+        for alg in self.algorithms or []:
+            if alg not in allowed:  # never "none", never HS* with a public key
+                raise Invalid(
+                    f"{alg!r} is not allowed with {keys[0] if keys else 'a public key'}"
+                    f" (allowed: {', '.join(allowed)})",
+                    "algorithms",
+                )
+        if self.leeway < 0:
+            raise Invalid("must be 0 or more", "leeway")
+
+    def local_claims(self) -> dict[str, str]:
+        """Local claim -> IdP claim in effect: the defaults with ``claims`` over."""
+        merged: dict[str, str | None] = {**DEFAULT_JIT_CLAIMS, **self.claims}
+        return {local: remote for local, remote in merged.items() if remote}
+
+    def signing_algorithms(self) -> list[str]:
+        if self.algorithms:
+            return list(self.algorithms)
+        return ["HS256"] if self.shared_secret else ["RS256", "ES256"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +357,13 @@ class ApplicationConfig:
     identity_providers: list[str] = field(default_factory=list)
     userstore: str = PRIMARY
     description: str = ""
+    inbound_token: SecretRef | None = None
+    """The bearer token with which `idprov serve` lets programs act as this application."""
+    jit: list[JitConfig] = field(default_factory=list)
+    """Federated IdPs whose logins provision users just in time."""
+
+    def __post_init__(self) -> None:
+        _unique([j.idp for j in self.jit], "jit", "idp")
 
 
 @dataclass
@@ -199,6 +426,7 @@ class Config:
                 raise Invalid(
                     f"unknown userstore domain {app.userstore!r}", f"applications[{i}].userstore"
                 )
+            _check_jit(app, f"applications[{i}]", domains, known_claims)
 
     def claim_definitions(self) -> dict[str, ClaimDefinition]:
         """Every claim idprov knows here, built-in first, by name."""
@@ -234,6 +462,7 @@ class Config:
 
         found: list[SecretRef] = []
         _collect_secrets(self.userstores, found)
+        _collect_secrets(self.applications, found)
         for idp in self.identity_providers:
             _collect_secrets(to_data(idp.options), found)
         return found
@@ -251,6 +480,17 @@ def _collect_secrets(obj: Any, found: list[SecretRef]) -> None:
     elif hasattr(obj, "__dataclass_fields__"):
         for name in obj.__dataclass_fields__:
             _collect_secrets(getattr(obj, name), found)
+
+
+def _check_jit(app: ApplicationConfig, where: str, domains: set[str], claims: set[str]) -> None:
+    for j, jit in enumerate(app.jit):
+        if jit.userstore is not None and jit.userstore not in domains:
+            raise Invalid(
+                f"unknown userstore domain {jit.userstore!r}", f"{where}.jit[{j}].userstore"
+            )
+        for local in jit.claims:
+            if local not in claims:
+                raise Invalid(f"{local!r} is not a known claim", f"{where}.jit[{j}].claims")
 
 
 def _unique(values: list[str], section: str, key: str) -> None:

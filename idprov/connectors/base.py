@@ -205,5 +205,13 @@ class Connector(ABC):
         """The remote account as the target returns it, or None if it is gone."""
         raise NotImplementedError
 
+    def drift(self, remote: dict[str, Any], account: Account) -> list[str]:
+        """Attributes of ``account`` (what was sent) that ``remote`` no longer matches."""
+        return []
+
+    def list_users(self) -> list[tuple[str, str]]:
+        """(remote id, user name) of every account at the target (paged). Read-only."""
+        raise NotImplementedError
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the connector holds (not the shared HTTP client)."""

@@ -51,8 +51,60 @@ class HttpOptions:
             raise Invalid("must be positive", "timeout")
 
 
+class RateLimiter:
+    """Requests per second to one identity provider, shared by its threads.
+
+    With a ``rate`` it spaces requests out; without one it only counts them. A 429
+    halves the pace (from the rate seen in the last second when none was set), and
+    each success earns a little back, up to the configured rate: a run slows down
+    instead of failing in a storm of 429s.
+    """
+
+    def __init__(
+        self, rate: float | None, clock: Any = time.monotonic, sleep: Any = time.sleep
+    ) -> None:
+        import threading
+
+        self.limit = rate
+        self.rate = rate
+        self._next = 0.0
+        self._recent: list[float] = []
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._sleep = sleep
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = self._clock()
+            self._recent = [t for t in self._recent if now - t < 1.0] + [now]
+            if self.rate is None:
+                return
+            start = max(now, self._next)
+            self._next = start + 1.0 / self.rate
+        if start > now:
+            self._sleep(start - now)
+
+    def throttled(self) -> None:
+        """A 429 came back: go at half the pace."""
+        with self._lock:
+            pace = self.rate if self.rate is not None else float(max(len(self._recent), 2))
+            self.rate = max(pace / 2, 0.5)
+
+    def succeeded(self) -> None:
+        with self._lock:
+            if self.rate is not None and self.limit is not None and self.rate < self.limit:
+                self.rate = min(self.limit, self.rate * 1.05)
+            elif self.limit is None and self.rate is not None:
+                self.rate *= 1.05  # recovering after 429s with no configured limit
+                if self.rate > 1000:
+                    self.rate = None
+
+
 def make_client(
-    options: HttpOptions, max_connections: int, transport: httpx.BaseTransport | None = None
+    options: HttpOptions,
+    max_connections: int,
+    transport: httpx.BaseTransport | None = None,
+    limiter: RateLimiter | None = None,
 ) -> httpx.Client:
     """A client for one identity provider: its timeout, TLS settings and pool size
     (``transport``: injected by tests, for faults)."""
@@ -71,7 +123,21 @@ def make_client(
         ),
         follow_redirects=False,
         transport=transport,
+        event_hooks=_limit_hooks(limiter) if limiter is not None else None,
     )
+
+
+def _limit_hooks(limiter: RateLimiter) -> dict[str, list[Any]]:
+    def before(request: httpx.Request) -> None:
+        limiter.acquire()
+
+    def after(response: httpx.Response) -> None:
+        if response.status_code == 429:
+            limiter.throttled()
+        elif response.status_code < 400:
+            limiter.succeeded()
+
+    return {"request": [before], "response": [after]}
 
 
 def auth_headers(options: HttpOptions) -> dict[str, str]:

@@ -90,6 +90,14 @@ def build_resource(schema: str, attributes: Mapping[str, Any]) -> dict[str, Any]
     return body
 
 
+def _find_key(obj: Any, name: str) -> Any:
+    """``obj[name]``, with SCIM's case-insensitive attribute names."""
+    if not isinstance(obj, dict):
+        return None
+    lowered = name.lower()
+    return next((v for k, v in obj.items() if k.lower() == lowered), None)
+
+
 def _set(target: dict[str, Any], path: str, value: Any) -> None:
     if m := _VALUE_PATH.match(path):
         attr, key, match, sub = m.groups()
@@ -395,6 +403,45 @@ class Scim2Connector(Connector):
         except RemoteNotFound:
             return None
         return self._json(response, f"read user {remote_id}")
+
+    def drift(self, remote: dict[str, Any], account: Account) -> list[str]:
+        """Top-level attributes (and sub-attributes) whose remote value differs."""
+        expected = self.user_body(account)
+        out = []
+        for key, value in expected.items():
+            if key == "schemas":
+                continue
+            have = _find_key(remote, key)
+            if isinstance(value, dict):
+                have = have if isinstance(have, dict) else {}
+                out += [f"{key}.{k}" for k, v in value.items() if _find_key(have, k) != v]
+            elif isinstance(value, list):
+                wanted = {(i.get("type"), i.get("value")) for i in value if isinstance(i, dict)}
+                got = {(i.get("type"), i.get("value")) for i in have or [] if isinstance(i, dict)}
+                if not wanted <= got:
+                    out.append(key)
+            elif have != value:
+                out.append(key)
+        return out
+
+    def list_users(self) -> list[tuple[str, str]]:
+        """Every user, by pages of 500 (startIndex/count)."""
+        found: list[tuple[str, str]] = []
+        start = 1
+        while True:
+            what = "list users"
+            response = self._request(
+                "GET",
+                "/Users",
+                what,
+                params={"startIndex": str(start), "count": "500", "attributes": "userName"},
+            )
+            data = self._json(response, what)
+            resources = data.get("Resources") or []
+            found += [(str(r["id"]), str(r.get("userName", ""))) for r in resources]
+            start += len(resources)
+            if not resources or start > int(data.get("totalResults", 0)):
+                return found
 
     def update_user(
         self, remote_id: str, account: Account, previous: Mapping[str, Any] | None

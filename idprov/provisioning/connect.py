@@ -9,6 +9,8 @@ declared, so the embedded default loads no connector) and in `config validate`.
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from idprov.config.models import Config, IdentityProviderConfig
@@ -61,11 +63,13 @@ def check_identity_providers(config: Config) -> None:
 
 
 def open_connector(
-    idp: IdentityProviderConfig, transport: httpx.BaseTransport | None = None
+    idp: IdentityProviderConfig,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Connector:
     """The connector for ``idp``, with an HTTP client of its own if it speaks HTTP."""
     from idprov.connectors import registry
-    from idprov.connectors.http import HttpOptions, make_client
+    from idprov.connectors.http import HttpOptions, RateLimiter, make_client
 
     cls = registry.load(idp.connector)
     options: Any = idp.options
@@ -75,5 +79,6 @@ def open_connector(
         )
     client = None
     if cls.uses_http and isinstance(options, HttpOptions):
-        client = make_client(options, idp.max_concurrency, transport)
+        limiter = RateLimiter(idp.rate_limit, sleep=sleep)
+        client = make_client(options, idp.max_concurrency, transport, limiter)
     return cls(idp, options, client)

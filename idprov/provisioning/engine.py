@@ -154,6 +154,11 @@ def backoff(attempt: int, retry: RetryConfig) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
+THROTTLE_FACTOR = 4
+"""429s may take this many times ``max_attempts``: throttling slows a run down (the
+IdP's rate limiter halves its pace on each 429) rather than failing it."""
+
+
 def with_retries(
     call: Callable[[int], Any],
     retry: RetryConfig,
@@ -161,29 +166,42 @@ def with_retries(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Any:
     """Run ``call(attempt_number)`` until it succeeds, fails for good, or runs out."""
-    for number in range(1, retry.max_attempts + 1):
+    failures = throttled = 0
+    number = 0
+    while True:
+        number += 1
         start = time.monotonic()
         note_status(None)
         try:
             value = call(number)
         except TargetError as exc:
             attempts.append(Attempt(number, _ms(start), exc.status, exc.message))
-            if not exc.retryable or number == retry.max_attempts:
+            if exc.status == 429:
+                throttled += 1
+            else:
+                failures += 1
+            exhausted = failures >= retry.max_attempts or throttled >= (
+                retry.max_attempts * THROTTLE_FACTOR
+            )
+            if not exc.retryable or exhausted:
                 raise
-            delay = backoff(number, retry)
-            if exc.retry_after is not None:
-                if exc.retry_after > retry.max_backoff:
-                    raise TargetError(
-                        f"{exc.message} (the target asks to wait {exc.retry_after:.0f}s, more "
-                        f"than retry.max_backoff {retry.max_backoff:.0f}s; left in the outbox)",
-                        status=exc.status,
-                    ) from exc
-                delay = max(delay, exc.retry_after)
-            sleep(delay)
+            sleep(_delay(exc, failures + throttled, retry))
         else:
             attempts.append(Attempt(number, _ms(start), last_status()))
             return value
-    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _delay(exc: TargetError, attempt: int, retry: RetryConfig) -> float:
+    delay = backoff(attempt, retry)
+    if exc.retry_after is None:
+        return delay
+    if exc.retry_after > retry.max_backoff:
+        raise TargetError(
+            f"{exc.message} (the target asks to wait {exc.retry_after:.0f}s, more than "
+            f"retry.max_backoff {retry.max_backoff:.0f}s; left in the outbox)",
+            status=exc.status,
+        ) from exc
+    return max(delay, exc.retry_after)
 
 
 def _ms(start: float) -> int:
@@ -336,6 +354,8 @@ class Engine:
             if not (exc.ambiguous or exc.retryable):
                 return [(t, list(shared), exc) for t in tasks]
             results = [exc] * len(tasks)
+        except IdprovError as exc:  # a secret that cannot be read, say: every item fails
+            return [(t, list(shared), exc) for t in tasks]
         return [
             self._bulk_item(t, r, shared, connector, idp)
             for t, r in zip(tasks, results, strict=True)
@@ -578,6 +598,8 @@ class Engine:
         if ours or idp.on_conflict == "adopt":
             found = connector.find_user(account.user_name)
             if found is not None:
+                # what is there may be stale or deactivated: make it what we would send
+                connector.update_user(found, account, None)
                 return found, ours
         raise TargetError(
             f"a user named {account.user_name!r} already exists at {idp.name} and idprov did "

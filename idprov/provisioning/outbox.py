@@ -229,14 +229,38 @@ class Ledger:
         )
 
     def for_idp(self, idp: str, kind: str) -> dict[str, LedgerEntry]:
-        out = {}
-        for (local_id,) in self.db.execute(
-            "SELECT local_id FROM ledger WHERE idp = ? AND kind = ?", [idp, kind]
+        """Every entry of one kind at one IdP, by local id (one query)."""
+        rows = self.db.execute(
+            f"SELECT {self._COLUMNS} FROM ledger WHERE idp = ? AND kind = ?", [idp, kind]
+        ).fetchall()
+        return {r[2]: self._entry(r) for r in rows}
+
+    def all_members(self, idp: str) -> dict[str, set[str]]:
+        """Role id -> the user ids idprov put in its group at ``idp``."""
+        out: dict[str, set[str]] = {}
+        for role_id, user_id in self.db.execute(
+            "SELECT role_id, user_id FROM ledger_members WHERE idp = ?", [idp]
         ).fetchall():
-            entry = self.get(idp, kind, local_id)
-            if entry is not None:
-                out[local_id] = entry
+            out.setdefault(role_id, set()).add(user_id)
         return out
+
+    def digest(self, idps: Sequence[str]) -> str:
+        """A hash of the ledger's state at ``idps`` (a saved plan is refused if it moved)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for idp in sorted(idps):
+            for row in self.db.execute(
+                "SELECT kind, local_id, remote_id, state, hash FROM ledger WHERE idp = ?"
+                " ORDER BY kind, local_id",
+                [idp],
+            ):
+                h.update(repr(row).encode())
+            for row in self.db.execute(
+                "SELECT role_id, user_id FROM ledger_members WHERE idp = ? ORDER BY 1, 2", [idp]
+            ):
+                h.update(repr(row).encode())
+        return h.hexdigest()
 
     def remote_ids(self, idp: str, user_ids: Iterable[str]) -> dict[str, str]:
         """Remote ids of provisioned, active users among ``user_ids``."""

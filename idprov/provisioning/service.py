@@ -101,6 +101,8 @@ class IdentityService:
         self.sleep = sleep or time.sleep
         """How the engine waits between retries (tests record instead of sleeping)."""
         self._connectors: dict[str, Connector] = {}
+        self.run: str | None = None
+        """The sync run in progress, recorded with every audit entry it causes."""
         self._own_rows: list[int] = []
         self.application = config.application(application).name
         self.actor = actor or current_actor()
@@ -191,6 +193,7 @@ class IdentityService:
             action=action,
             target=target,
             details=details,
+            run=self.run,
         )
 
     def audit_outbound(
@@ -204,6 +207,7 @@ class IdentityService:
             target=target,
             outcome=outcome,
             details=details,
+            run=self.run,
         )
 
     # ---- outbound
@@ -224,7 +228,7 @@ class IdentityService:
         if name not in self._connectors:
             from idprov.provisioning.connect import open_connector
 
-            self._connectors[name] = open_connector(self.idp(name), self.http_transport)
+            self._connectors[name] = open_connector(self.idp(name), self.http_transport, self.sleep)
         return self._connectors[name]
 
     def _enqueue(self, kind: Kind, entity_id: str, domain: str, label: str) -> None:

@@ -47,10 +47,16 @@ def _imports_schema(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX imports_file ON imports (sha256, options)")
 
 
+def _audit_runs(db: sqlite_utils.Database) -> None:
+    db.execute("ALTER TABLE audit ADD COLUMN run TEXT")
+    db.execute("CREATE INDEX audit_run ON audit (run)")
+
+
 MIGRATIONS = [
     ("0001_audit", _audit_schema),
     ("0002_outbox_ledger", _outbound_schema),
     ("0003_imports", _imports_schema),
+    ("0004_audit_runs", _audit_runs),
 ]
 STATE_FILENAME = "idprov.db"
 
@@ -67,6 +73,7 @@ class AuditEntry:
     target: str
     outcome: str
     details: dict[str, Any] = field(default_factory=dict)
+    run: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +88,7 @@ class AuditQuery:
     since: str | None = None
     until: str | None = None
     limit: int = 50
+    run: str | None = None
 
 
 class StateStore:
@@ -115,11 +123,12 @@ class StateStore:
         target: str,
         outcome: str = "ok",
         details: dict[str, Any] | None = None,
+        run: str | None = None,
     ) -> None:
-        """Append one entry. Callers pass no secrets in ``details``."""
+        """Append one entry (``run``: the sync run it belongs to). No secrets in ``details``."""
         self.db.execute(
-            "INSERT INTO audit (at, actor, application, action, target, outcome, details)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit (at, actor, application, action, target, outcome, details, run)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 now(),
                 actor,
@@ -128,13 +137,14 @@ class StateStore:
                 target,
                 outcome,
                 json.dumps(details or {}, ensure_ascii=False, sort_keys=True),
+                run,
             ],
         )
 
     def audit_entries(self, query: AuditQuery) -> list[AuditEntry]:
         """Newest first, filtered; ``target`` and ``action`` match as prefixes."""
         where, params = [], []
-        for column in ("actor", "application"):
+        for column in ("actor", "application", "run"):
             value = getattr(query, column)
             if value is not None:
                 where.append(f"{column} = ?")
@@ -152,7 +162,7 @@ class StateStore:
             params.append(query.until)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         rows = self.db.execute(
-            f"SELECT id, at, actor, application, action, target, outcome, details FROM audit"
+            "SELECT id, at, actor, application, action, target, outcome, details, run FROM audit"
             f"{clause} ORDER BY id DESC LIMIT ?",
             [*params, query.limit],
         ).fetchall()
@@ -166,6 +176,7 @@ class StateStore:
                 target=r[5],
                 outcome=r[6],
                 details=json.loads(r[7]),
+                run=r[8],
             )
             for r in rows
         ]

@@ -1,0 +1,133 @@
+"""`idprov sync`, `idprov plan` and `idprov explain`: reconciliation from cron or by hand."""
+
+from __future__ import annotations
+
+import json as jsonlib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from idprov.cli import render
+from idprov.cli.common import AppOpt, JsonOpt, _session, emit_with_code, service
+from idprov.errors import ExitCode, UsageError
+
+IdpOpt = Annotated[
+    list[str] | None,
+    typer.Option("--idp", help="Only this identity provider; repeat. Default: all of the app's."),
+]
+
+
+def _exit_code(result: Any, detailed: bool) -> int:
+    if result.outbound_failed:
+        return int(ExitCode.OUTBOUND_FAILED)
+    if detailed and not result.dry_run and not result.plan.empty:
+        return int(ExitCode.CHANGES_APPLIED)
+    return 0
+
+
+def sync(
+    idp: IdpOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; change nothing anywhere.")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Save the plan as JSON (with --dry-run), to apply it later with --apply."
+        ),
+    ] = None,
+    apply: Annotated[
+        Path | None,
+        typer.Option(help="Apply exactly this saved plan; refused if anything changed since."),
+    ] = None,
+    allow_deletes: Annotated[
+        int | None,
+        typer.Option(
+            help="Accept a plan with up to N deprovisions per IdP, over the deletion guard."
+        ),
+    ] = None,
+    verify: Annotated[bool, typer.Option(help="Also read the targets and report drift.")] = False,
+    wait: Annotated[
+        bool, typer.Option(help="Wait for a running sync or import instead of exiting with code 8.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress, only errors and the summary.")
+    ] = False,
+    detailed_exitcode: Annotated[
+        bool, typer.Option(help="Exit 11 when changes were applied (0: nothing to do).")
+    ] = False,
+    app_name: AppOpt = "resident",
+    json: JsonOpt = False,
+) -> None:
+    """Bring every identity provider into line with the userstores (cron-safe)."""
+    from idprov.provisioning.lock import RunLock
+    from idprov.provisioning.sync import SyncPlan, run_sync
+
+    if out is not None and not dry_run:
+        raise UsageError("--out saves a plan: use it with --dry-run (or `idprov plan`)")
+    saved = None
+    if apply is not None:
+        try:
+            saved = SyncPlan.from_dict(jsonlib.loads(apply.read_text("utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UsageError(
+                f"{apply}: not a saved plan ({exc})",
+                hint="make one with `idprov plan --out plan.json`",
+            ) from exc
+    svc = service(app_name, live=not quiet)
+    if dry_run:
+        result = run_sync(svc, idp, dry_run=True)
+    else:
+        with RunLock(svc.data_dir, "sync", wait=wait):
+            result = run_sync(svc, idp, allow_deletes=allow_deletes, saved=saved)
+    if out is not None:
+        from idprov.config.paths import create_private_file
+
+        create_private_file(out)
+        out.write_text(jsonlib.dumps(result.plan.to_dict(), indent=2), "utf-8")
+    drift = None
+    if verify:
+        from idprov.provisioning.verify import verify_idps
+
+        drift = verify_idps(svc, [p.idp for p in result.plan.idps])
+    payload = {**result.to_dict(), "drift": drift} if verify else result
+    emit_with_code(
+        payload,
+        lambda _: render.sync_result(result, drift, quiet),
+        _exit_code(result, detailed_exitcode),
+    )
+
+
+def plan(
+    idp: IdpOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Save the plan as JSON.")] = None,
+    app_name: AppOpt = "resident",
+    json: JsonOpt = False,
+) -> None:
+    """Show what `idprov sync` would do (same as `sync --dry-run`); change nothing."""
+    sync(
+        idp=idp,
+        dry_run=True,
+        out=out,
+        apply=None,
+        allow_deletes=None,
+        verify=False,
+        wait=False,
+        quiet=True,
+        detailed_exitcode=False,
+        app_name=app_name,
+        json=_session().json,
+    )
+
+
+def explain(
+    user: Annotated[str, typer.Argument(help="Username, or DOMAIN/username.")],
+    idp: Annotated[str, typer.Option("--idp", help="The identity provider.")],
+    app_name: AppOpt = "resident",
+    json: JsonOpt = False,
+) -> None:
+    """Why a user is or is not provisioned to an IdP, what would be sent, the ledger."""
+    from idprov.provisioning.explain import explain as explain_user
+
+    emit_with_code(explain_user(service(app_name), user, idp), render.explanation, 0)

@@ -1,0 +1,674 @@
+"""Salesforce outbound connector: the REST API's ``User`` sObject, with roles as
+permission set assignments or public group memberships.
+
+Salesforce has no SCIM endpoint worth the name for provisioning, so this connector
+speaks the REST API (``/services/data/vXX.X``) directly:
+
+- Users are created by ``POST sobjects/User/`` with the fields Salesforce requires
+  (``Username``, ``LastName``, ``Email``, ``Alias``, ``ProfileId``, ``TimeZoneSidKey``,
+  ``LocaleSidKey``, ``EmailEncodingKey``, ``LanguageLocaleKey``): mapped from claims,
+  else derived (``LastName`` and ``Email`` from the username, ``Alias`` from the name)
+  or taken from the options. Many creates at once (an import, a sync) go as sObject
+  Collections, up to 200 records a request, ``allOrNone: false``, through the
+  engine's bulk path. Updates are ``PATCH sobjects/User/{id}``.
+- Salesforce never deletes users: deprovisioning deactivates (``IsActive: false``),
+  whether the IdP says ``deprovision: delete`` or ``disable``, and a user back in scope
+  is re-activated. Prefer ``disable``: ``delete`` also makes idprov forget the remote
+  id, and since the deactivated username stays taken, a returning user then needs
+  ``on_conflict: adopt``.
+- Roles are not created in Salesforce: each pushed role is mapped in ``roles`` to an
+  existing permission set or public group (by id, or by API name, looked up once).
+  Membership is ``PermissionSetAssignment`` or ``GroupMember`` records, created and
+  deleted in collections. A role that is renamed or deleted leaves the Salesforce
+  object alone.
+
+Authentication is OAuth 2.0 at the login host (JWT bearer, client credentials, or the
+username-password flow); the token response names the instance that serves the API.
+The token is reused until a 401, then fetched again once (see
+:mod:`idprov.connectors.oauth`). Salesforce's error arrays (``errorCode``,
+``message``, ``fields``) go into the report as Salesforce sent them;
+``DUPLICATE_USERNAME`` is a conflict, ``REQUEST_LIMIT_EXCEEDED`` and
+``UNABLE_TO_LOCK_ROW`` are retryable.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from idprov.config.schema import Invalid
+from idprov.config.secrets import SecretRef
+from idprov.connectors.base import (
+    Account,
+    CheckReport,
+    Connector,
+    GroupSpec,
+    RemoteConflict,
+    RemoteNotFound,
+    TargetError,
+)
+from idprov.connectors.http import RETRYABLE_STATUS, HttpOptions, retry_after
+from idprov.connectors.oauth import (
+    JWT_BEARER,
+    AccessToken,
+    TokenCache,
+    check_no_http_auth,
+    load_private_key,
+    read_key_text,
+    request_token,
+    send_authorized,
+    sign_assertion,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+LOGIN_URL = "https://login.salesforce.com"
+SANDBOX_LOGIN_URL = "https://test.salesforce.com"
+COLLECTION_LIMIT = 200
+"""Records per sObject Collections request (Salesforce refuses more)."""
+RETRYABLE_CODES = frozenset({"REQUEST_LIMIT_EXCEEDED", "UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"})
+GONE_CODES = frozenset({"NOT_FOUND", "ENTITY_IS_DELETED"})
+KEY_PREFIXES = {"permission_set": "0PS", "group": "00G"}
+"""Salesforce ids start with their object's key prefix: PermissionSet 0PS, Group 00G."""
+MEMBERSHIP = {
+    "0PS": ("PermissionSetAssignment", "PermissionSetId", "AssigneeId"),
+    "00G": ("GroupMember", "GroupId", "UserOrGroupId"),
+}
+"""Key prefix -> (membership sObject, its field for the set or group, for the user)."""
+SETUP_HINT = (
+    "check the connected app (consumer key and secret or certificate), that the user is "
+    "pre-authorized for it (JWT bearer: Manage Connected Apps > OAuth policies; client "
+    "credentials: a run-as user), and that base_url is the right login host"
+)
+_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
+_PLACEHOLDER = re.compile(r"\{(\w*)\}")
+
+
+def soql_literal(value: str) -> str:
+    """A SOQL string literal: quotes and backslashes escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def derive_alias(first: str | None, last: str, username: str) -> str:
+    """Salesforce's ``Alias`` (at most 8 characters): the first name's initial and the
+    last name, else the username's local part; ASCII letters and digits, lower case."""
+
+    def ascii_alnum(text: str) -> str:
+        plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+        return re.sub(r"[^0-9a-z]", "", plain.lower())
+
+    alias = ascii_alnum((first or "")[:1] + last) or ascii_alnum(username.partition("@")[0])
+    return (alias or "user")[:8]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoleTarget:
+    """Where an idprov role goes in Salesforce: a permission set or a public group,
+    by id or by API name (``PermissionSet.Name``, ``Group.DeveloperName``)."""
+
+    type: Literal["permission_set", "group"]
+    id: str | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.id is None) == (self.name is None):
+            raise Invalid("give either id or name (the API name)", "id")
+        prefix = KEY_PREFIXES[self.type]
+        if self.id is not None and not (_ID.match(self.id) and self.id.startswith(prefix)):
+            raise Invalid(f"a {self.type} id is 15 or 18 characters starting {prefix}", "id")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SalesforceOptions(HttpOptions):
+    """Options of a Salesforce identity provider. ``base_url`` is the login host
+    (production, ``https://test.salesforce.com`` for sandboxes, or the org's My
+    Domain); ``username`` and ``password`` are the integration user's."""
+
+    base_url: str = LOGIN_URL
+    auth: Literal["none", "basic", "bearer", "header"] = "none"
+    flow: Literal["jwt_bearer", "client_credentials", "password"] = "jwt_bearer"
+    client_id: str
+    """The connected app's consumer key."""
+    client_secret: SecretRef | None = None
+    private_key: SecretRef | None = None
+    """PEM private key whose certificate is uploaded to the connected app (JWT bearer)."""
+    security_token: SecretRef | None = None
+    """Appended to the password (username-password flow) unless the IP is trusted."""
+    token_url: str | None = None
+    """Default: ``{base_url}/services/oauth2/token``."""
+    audience: str | None = None
+    """JWT ``aud``; default: the sandbox login URL for sandbox hosts, else production's."""
+    instance_url: str | None = None
+    """Overrides the instance URL of the token response."""
+    api_version: str = "60.0"
+    domain: str | None = None
+    username_pattern: str = "{UN}@{domain}"
+    profile: str | None = None
+    """Profile name for new users (e.g. ``Standard User``), looked up once."""
+    profile_id: str | None = None
+    time_zone: str = "GMT"
+    locale: str = "en_US"
+    language: str = "en_US"
+    email_encoding: str = "UTF-8"
+    roles: dict[str, RoleTarget] = field(default_factory=dict)
+    """idprov role name -> permission set or public group."""
+    bulk: Literal["auto", "never"] = "auto"
+    bulk_threshold: int = 10
+
+    def __post_init__(self) -> None:
+        check_no_http_auth(self, "salesforce", "set flow: and its credentials")
+        super().__post_init__()
+        self._check_flow()
+        for key in ("token_url", "audience", "instance_url"):
+            value = getattr(self, key)
+            if value is not None and not value.startswith(("https://", "http://")):
+                raise Invalid("must be an http:// or https:// URL", key)
+        if not re.fullmatch(r"\d{2,3}\.\d", self.api_version):
+            raise Invalid("a REST API version such as 60.0", "api_version")
+        if self.bulk_threshold < 2:
+            raise Invalid("must be at least 2", "bulk_threshold")
+        self._check_new_users()
+
+    def _check_new_users(self) -> None:
+        if (self.profile is None) == (self.profile_id is None):
+            raise Invalid("give profile (a name such as Standard User) or profile_id", "profile")
+        if self.profile_id is not None and not _ID.match(self.profile_id):
+            raise Invalid("a Salesforce id: 15 or 18 letters and digits", "profile_id")
+        names = set(_PLACEHOLDER.findall(self.username_pattern))
+        if "UN" not in names or names - {"UN", "domain"}:
+            raise Invalid("uses {UN} and may use {domain}, nothing else", "username_pattern")
+        if "domain" in names and not self.domain:
+            raise Invalid("username_pattern uses {domain}: set domain (e.g. example.com)", "domain")
+
+    def _check_flow(self) -> None:
+        needs = {
+            "jwt_bearer": ("private_key", "username"),
+            "client_credentials": ("client_secret",),
+            "password": ("client_secret", "username", "password"),
+        }[self.flow]
+        for key in needs:
+            if getattr(self, key) is None:
+                raise Invalid(f"flow: {self.flow} needs {', '.join(needs)}", key)
+        host = urlsplit(self.base_url).hostname or ""
+        if self.flow == "client_credentials" and host in (
+            "login.salesforce.com",
+            "test.salesforce.com",
+        ):
+            raise Invalid(
+                "the client credentials flow works only at the org's My Domain: set base_url "
+                "to https://MYDOMAIN.my.salesforce.com",
+                "base_url",
+            )
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.token_url or self.base_url.rstrip("/") + "/services/oauth2/token"
+
+    @property
+    def jwt_audience(self) -> str:
+        if self.audience:
+            return self.audience
+        host = urlsplit(self.base_url).hostname or ""
+        sandbox = host == "test.salesforce.com" or host.endswith(".sandbox.my.salesforce.com")
+        return SANDBOX_LOGIN_URL if sandbox else LOGIN_URL
+
+
+class SalesforceConnector(Connector):
+    """Provision Salesforce users; roles to permission sets or public groups."""
+
+    name = "salesforce"
+    description = "Salesforce REST API: User sObjects, permission sets and public groups"
+    Options = SalesforceOptions
+    options: SalesforceOptions
+    client: httpx.Client
+    default_attributes: ClassVar[Mapping[str, str]] = {
+        "FirstName": "{given_name}",
+        "LastName": "{family_name}",
+        "Email": "{email}",
+        "Title": "{title}",
+        "Department": "{department}",
+        "CompanyName": "{organization}",
+        "EmployeeNumber": "{employee_number}",
+        "Phone": "{phone_number}",
+        "MobilePhone": "{mobile}",
+        "Street": "{street_address}",
+        "City": "{locality}",
+        "State": "{region}",
+        "PostalCode": "{postal_code}",
+        "Country": "{country}",
+    }
+
+    def __init__(self, idp: Any, options: Any, client: Any) -> None:
+        super().__init__(idp, options, client)
+        self.tokens = TokenCache(self._fetch_token)
+        self._key: Any = None
+        self._lookups: dict[str, str | None] = {}
+        self._lock = threading.Lock()
+
+    # ---- authentication
+    def _fetch_token(self) -> AccessToken:
+        options = self.options
+        form = {"grant_type": JWT_BEARER if options.flow == "jwt_bearer" else options.flow}
+        if options.flow == "jwt_bearer":
+            form["assertion"] = self._assertion()
+        else:
+            form["client_id"] = options.client_id
+            form["client_secret"] = _reveal(options.client_secret)
+        if options.flow == "password":
+            form["username"] = options.username or ""
+            form["password"] = _reveal(options.password) + (
+                _reveal(options.security_token) if options.security_token else ""
+            )
+        token = request_token(
+            self.client,
+            options.token_endpoint,
+            form,
+            f"get a Salesforce access token ({options.flow} flow)",
+            SETUP_HINT,
+        )
+        if not (options.instance_url or token.details.get("instance_url")):
+            raise TargetError(
+                "the Salesforce token response names no instance_url",
+                hint="set instance_url: https://MYDOMAIN.my.salesforce.com in the options",
+            )
+        return token
+
+    def _assertion(self) -> str:
+        with self._lock:
+            if self._key is None:
+                ref = self.options.private_key
+                assert ref is not None  # checked by the options
+                self._key = load_private_key(read_key_text(ref), f"private_key {ref}")
+            key = self._key
+        claims = {
+            "iss": self.options.client_id,
+            "sub": self.options.username,
+            "aud": self.options.jwt_audience,
+            "exp": int(time.time()) + 180,
+        }
+        return sign_assertion(key, claims)
+
+    # ---- HTTP
+    def _base(self, token: AccessToken) -> str:
+        instance = self.options.instance_url or str(token.details.get("instance_url"))
+        return f"{instance.rstrip('/')}/services/data/v{self.options.api_version}"
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        headers = {"Accept": "application/json"}
+        content = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            content = json.dumps(body, ensure_ascii=False).encode()
+        response = send_authorized(
+            self.client,
+            self.tokens,
+            method,
+            lambda token: self._base(token) + path,
+            what=what,
+            headers=headers,
+            content=content,
+            params=params,
+        )
+        raise_salesforce_error(response, what)
+        return response
+
+    def _json(self, response: httpx.Response, what: str) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise TargetError(
+                f"{what}: the reply is not JSON ({response.text[:80]!r})",
+                status=response.status_code,
+                retryable=True,
+                ambiguous=True,
+            ) from None
+
+    def query(self, soql: str, what: str) -> list[dict[str, Any]]:
+        """Records of a SOQL query (one page: idprov's queries return few)."""
+        data = self._json(self._request("GET", "/query", what, params={"q": soql}), what)
+        records = data.get("records") if isinstance(data, dict) else None
+        return [r for r in records or [] if isinstance(r, dict)]
+
+    # ---- checks
+    def check(self) -> CheckReport:
+        report = CheckReport(
+            capabilities={"flow": self.options.flow, "api_version": self.options.api_version}
+        )
+        try:
+            self._request("GET", "/", "read the REST API's resources")
+            report.reachable = report.authenticated = True
+            token = self.tokens.get()
+            report.capabilities["instance_url"] = self._base(token).split("/services/")[0]
+        except TargetError as exc:
+            report.reachable = exc.status is not None
+            report.messages.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
+            return report
+        if self.idp.deprovision == "delete":
+            report.messages.append(
+                "Salesforce never deletes users: `deprovision: delete` deactivates them and "
+                "forgets their ids; `deprovision: disable` keeps the ids, so that a user "
+                "coming back is re-activated"
+            )
+        for role, target in self.options.roles.items():
+            try:
+                if self._resolve(target) is None:
+                    report.messages.append(f"role {role}: no {target.type} named {target.name}")
+            except TargetError as exc:
+                report.messages.append(f"role {role}: {exc.message}")
+        return report
+
+    # ---- users
+    def username(self, user_name: str) -> str:
+        """The Salesforce username: the pattern, with WSO2's rule for names that hold an
+        ``@`` already (kept if they end in ``@domain``, else ``@`` becomes ``.``)."""
+        domain = self.options.domain
+        if domain and user_name.casefold().endswith("@" + domain.casefold()):
+            return user_name.lower()
+        local = user_name.replace("@", ".") if domain else user_name
+        return (
+            self.options.username_pattern.replace("{UN}", local)
+            .replace("{domain}", domain or "")
+            .lower()
+        )
+
+    def user_fields(self, account: Account) -> dict[str, Any]:
+        """The User fields idprov keeps in step: mapped ones (a list is joined with
+        ';', as multi-select picklists are), ``Username``, ``IsActive``, and the
+        required ``LastName`` and ``Email`` from the username when not mapped."""
+        fields = {
+            key: ";".join(map(str, value)) if isinstance(value, list) else value
+            for key, value in account.attributes.items()
+        }
+        username = self.username(account.user_name)
+        fields["Username"] = username
+        fields.setdefault("LastName", username.partition("@")[0])
+        fields.setdefault("Email", username)
+        fields["IsActive"] = account.active
+        return fields
+
+    def create_fields(self, account: Account) -> dict[str, Any]:
+        """:meth:`user_fields` with the required fields only set on creation."""
+        fields = self.user_fields(account)
+        defaults = {
+            "Alias": derive_alias(fields.get("FirstName"), fields["LastName"], fields["Username"]),
+            "ProfileId": self.profile_id(),
+            "TimeZoneSidKey": self.options.time_zone,
+            "LocaleSidKey": self.options.locale,
+            "LanguageLocaleKey": self.options.language,
+            "EmailEncodingKey": self.options.email_encoding,
+        }
+        return {**defaults, **fields}
+
+    def profile_id(self) -> str:
+        if self.options.profile_id:
+            return self.options.profile_id
+        name = self.options.profile or ""
+        found = self._lookup("Profile", "Name", name)
+        if found is None:
+            raise TargetError(
+                f"no Salesforce profile named {name!r}",
+                hint="set profile: to a profile's name as Setup > Profiles shows it, or "
+                "profile_id:",
+            )
+        return found
+
+    def create_user(self, account: Account) -> str:
+        fields = self.create_fields(account)
+        what = f"create user {fields['Username']}"
+        response = self._request("POST", "/sobjects/User/", what, body=fields)
+        data = self._json(response, what)
+        if not isinstance(data, dict) or not data.get("id"):
+            raise TargetError(f"{what}: created, but the reply holds no id", ambiguous=True)
+        return str(data["id"])
+
+    def bulk_create_limit(self) -> int:
+        return 0 if self.options.bulk == "never" else COLLECTION_LIMIT
+
+    def bulk_threshold(self) -> int:
+        return self.options.bulk_threshold
+
+    def create_users(self, accounts: Sequence[Account]) -> list[str | TargetError]:
+        """sObject Collections, ``allOrNone: false``, 200 records a request: per
+        account its new id, or the error Salesforce gave for that record."""
+        records = [{"attributes": {"type": "User"}, **self.create_fields(a)} for a in accounts]
+        results: list[str | TargetError] = []
+        for start in range(0, len(records), COLLECTION_LIMIT):
+            batch = records[start : start + COLLECTION_LIMIT]
+            replies = self._collection_post(batch, f"create {len(batch)} users")
+            for record, reply in zip(batch, replies, strict=True):
+                if reply.get("success") and reply.get("id"):
+                    results.append(str(reply["id"]))
+                else:
+                    results.append(record_error(reply, f"create user {record['Username']}"))
+        return results
+
+    def _collection_post(self, records: list[dict[str, Any]], what: str) -> list[dict[str, Any]]:
+        body = {"allOrNone": False, "records": records}
+        replies = self._json(self._request("POST", "/composite/sobjects", what, body=body), what)
+        if not isinstance(replies, list) or len(replies) != len(records):
+            raise TargetError(
+                f"{what}: the reply does not hold one result per record",
+                retryable=True,
+                ambiguous=True,
+            )
+        return [r if isinstance(r, dict) else {} for r in replies]
+
+    def find_user(self, user_name: str) -> str | None:
+        username = self.username(user_name)
+        records = self.query(
+            f"SELECT Id FROM User WHERE Username = {soql_literal(username)}",
+            f"look up user {username}",
+        )
+        return str(records[0]["Id"]) if records else None
+
+    def read_user(self, remote_id: str) -> dict[str, Any] | None:
+        what = f"read user {remote_id}"
+        try:
+            data = self._json(self._request("GET", f"/sobjects/User/{remote_id}", what), what)
+        except RemoteNotFound:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def update_user(
+        self, remote_id: str, account: Account, previous: Mapping[str, Any] | None
+    ) -> None:
+        """PATCH the mapped fields (``IsActive: true`` re-activates); fields mapped before
+        and not now are cleared (null)."""
+        fields = self.user_fields(account)
+        if previous is not None:
+            old = self.user_fields(Account(account.local_id, account.user_name, previous))
+            fields.update(dict.fromkeys(old.keys() - fields.keys()))
+        what = f"update user {fields['Username']}"
+        self._request("PATCH", f"/sobjects/User/{remote_id}", what, body=fields)
+
+    def disable_user(self, remote_id: str, account: Account) -> None:
+        self._deactivate(remote_id, f"deactivate user {self.username(account.user_name)}")
+
+    def delete_user(self, remote_id: str) -> None:
+        """Deactivate: Salesforce does not delete users."""
+        self._deactivate(remote_id, f"deactivate user {remote_id}")
+
+    def _deactivate(self, remote_id: str, what: str) -> None:
+        try:
+            self._request("PATCH", f"/sobjects/User/{remote_id}", what, body={"IsActive": False})
+        except RemoteNotFound:
+            pass
+
+    # ---- roles
+    def _target(self, role: str) -> RoleTarget | None:
+        wanted = role.casefold()
+        return next((t for r, t in self.options.roles.items() if r.casefold() == wanted), None)
+
+    def _resolve(self, target: RoleTarget) -> str | None:
+        if target.id is not None:
+            return target.id
+        if target.type == "permission_set":
+            return self._lookup("PermissionSet", "Name", target.name or "")
+        return self._lookup("Group", "DeveloperName", target.name or "", "Type = 'Regular'")
+
+    def _lookup(self, sobject: str, column: str, value: str, extra: str = "") -> str | None:
+        """The id of the ``sobject`` whose ``column`` is ``value``, asked once."""
+        soql = f"SELECT Id FROM {sobject} WHERE {column} = {soql_literal(value)}"
+        soql += f" AND {extra}" if extra else ""
+        if soql not in self._lookups:
+            records = self.query(soql, f"look up {sobject} {value}")
+            self._lookups[soql] = str(records[0]["Id"]) if records else None
+        return self._lookups[soql]
+
+    def create_group(self, group: GroupSpec) -> str:
+        """Nothing is created: the role's configured permission set or public group is
+        looked up, and the members are assigned to it."""
+        target = self._target(group.display_name)
+        if target is None:
+            raise TargetError(
+                f"role {group.display_name!r} has no Salesforce target",
+                hint=f"map it under options.roles of identity provider {self.idp.name} "
+                f"({group.display_name}: {{type: permission_set, name: API_NAME}}), or push "
+                "only mapped roles (provisioning_roles, push_roles)",
+            )
+        remote_id = self._resolve(target)
+        if remote_id is None:
+            what = "permission set" if target.type == "permission_set" else "public group"
+            raise TargetError(
+                f"role {group.display_name!r}: no {what} with the API name {target.name!r}",
+                hint=f"check options.roles of identity provider {self.idp.name}",
+            )
+        self.change_members(remote_id, group.member_ids, [])
+        return remote_id
+
+    def find_group(self, display_name: str) -> str | None:
+        target = self._target(display_name)
+        return self._resolve(target) if target is not None else None
+
+    def rename_group(self, remote_id: str, display_name: str) -> None:
+        """Nothing to do: the permission set or group is not idprov's to rename."""
+
+    def delete_group(self, remote_id: str) -> None:
+        """Nothing to do: the permission set or group is not idprov's to delete."""
+
+    def change_members(self, remote_id: str, add: Sequence[str], remove: Sequence[str]) -> None:
+        """Create ``PermissionSetAssignment``/``GroupMember`` records for ``add``
+        (existing ones are fine) and delete those of ``remove``, in collections."""
+        if remote_id[:3] not in MEMBERSHIP:
+            raise TargetError(
+                f"{remote_id} is neither a permission set (0PS...) nor a group (00G...)",
+                hint="check options.roles, then `idprov sync` to correct the ledger",
+            )
+        sobject, set_field, user_field = MEMBERSHIP[remote_id[:3]]
+        for start in range(0, len(add), COLLECTION_LIMIT):
+            records = [
+                {"attributes": {"type": sobject}, set_field: remote_id, user_field: user}
+                for user in add[start : start + COLLECTION_LIMIT]
+            ]
+            what = f"add {len(records)} users to {remote_id}"
+            replies = self._collection_post(records, what)
+            self._raise_failed(replies, what, ok={"DUPLICATE_VALUE"})
+        for start in range(0, len(remove), COLLECTION_LIMIT):
+            self._remove_members(remote_id, remove[start : start + COLLECTION_LIMIT])
+
+    def _remove_members(self, remote_id: str, users: Sequence[str]) -> None:
+        sobject, set_field, user_field = MEMBERSHIP[remote_id[:3]]
+        what = f"remove {len(users)} users from {remote_id}"
+        records = self.query(
+            f"SELECT Id FROM {sobject} WHERE {set_field} = {soql_literal(remote_id)} "
+            f"AND {user_field} IN ({', '.join(soql_literal(u) for u in users)})",
+            what,
+        )
+        if not records:
+            return
+        ids = ",".join(str(r["Id"]) for r in records)
+        response = self._request(
+            "DELETE", "/composite/sobjects", what, params={"ids": ids, "allOrNone": "false"}
+        )
+        replies = self._json(response, what)
+        self._raise_failed(replies if isinstance(replies, list) else [], what, ok=GONE_CODES)
+
+    @staticmethod
+    def _raise_failed(replies: list[Any], what: str, ok: frozenset[str] | set[str]) -> None:
+        """Raise for the records that failed other than with an ``ok`` code."""
+        failed = [
+            r
+            for r in replies
+            if isinstance(r, dict)
+            and not r.get("success")
+            and not {_code(e) for e in r.get("errors") or []} <= set(ok)
+        ]
+        if failed:
+            errors = [e for r in failed for e in r.get("errors") or []]
+            raise record_error({"errors": errors}, what)
+
+
+def _reveal(ref: SecretRef | None) -> str:
+    return ref.reveal() if ref is not None else ""
+
+
+def _code(error: Any) -> str:
+    """An error's code: ``errorCode`` in REST replies, ``statusCode`` in collections."""
+    if not isinstance(error, dict):
+        return ""
+    return str(error.get("errorCode") or error.get("statusCode") or "")
+
+
+def record_error(reply: Mapping[str, Any], what: str) -> TargetError:
+    """The error of one record of a collection reply, its ``errors`` array as sent."""
+    errors = reply.get("errors") or []
+    codes = {_code(e) for e in errors}
+    message = f"{what}: {json.dumps(errors, ensure_ascii=False)[:2000]}"
+    if "DUPLICATE_USERNAME" in codes:
+        return RemoteConflict(message)
+    if codes & GONE_CODES:
+        return RemoteNotFound(message)
+    return TargetError(message, retryable=bool(codes & RETRYABLE_CODES))
+
+
+def raise_salesforce_error(response: httpx.Response, what: str) -> None:
+    """Turn a REST API error into the right TargetError, with Salesforce's error array
+    (``[{"message", "errorCode", "fields"}]``) as sent."""
+    status = response.status_code
+    if status < 400:
+        return
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    errors = data if isinstance(data, list) else []
+    codes = {_code(e) for e in errors}
+    if isinstance(data, dict | list):
+        detail = json.dumps(data, ensure_ascii=False)[:2000]
+    else:
+        detail = response.text.strip()[:300] or "(empty reply)"
+    message = f"{what}: HTTP {status}: {detail}"
+    if "DUPLICATE_USERNAME" in codes or status == 409:
+        raise RemoteConflict(message, status=status)
+    if status == 404 or codes & GONE_CODES:
+        raise RemoteNotFound(message, status=status)
+    retryable = status in RETRYABLE_STATUS or bool(codes & RETRYABLE_CODES)
+    hint = None
+    if status == 401:
+        hint = "the token was refused even when new: " + SETUP_HINT
+    elif status == 403 and not retryable:
+        hint = "the integration user lacks a permission (Manage Users, API Enabled...)"
+    raise TargetError(
+        message,
+        status=status,
+        retryable=retryable,
+        retry_after=retry_after(response),
+        ambiguous=status >= 500,
+        hint=hint,
+    )

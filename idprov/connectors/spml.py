@@ -1,0 +1,878 @@
+"""SPML 2.0 outbound connector (OASIS SPML v2 with the DSMLv2 profile, over SOAP 1.1).
+
+Older provisioning systems (Oracle/Sun Identity Manager, OpenSPML-based services,
+in-house SOAP endpoints) take accounts as SPML 2.0 *provisioning service objects*
+(PSOs), each named by a ``psoID``. This module speaks the core operations (add,
+modify, delete, lookup, listTargets) and, where the target advertises them, the
+search, suspend and password capabilities, as SOAP 1.1 HTTP POSTs to one endpoint.
+
+Messages are built and read with lxml (imported only when a request is made): every
+value is escaped by the library, and replies are parsed without DTDs, entities or
+network access. The psoID the target returns is the remote id kept in the ledger.
+A ``failure`` reply becomes a :class:`~idprov.connectors.base.TargetError` carrying
+the target's ``error`` code and ``errorMessage`` text verbatim; a ``pending`` reply
+(asynchronous SPML) becomes :class:`RemotePending`, never a success.
+
+Roles go out either as group PSOs whose member attribute lists the members' psoIDs
+(``roles: groups``, for directory-backed targets), or as values of a multi-valued
+attribute on each member account (``roles: attribute``, for identity managers that
+hold role names on the account). In that mode a role has no remote object: its
+remote id is its name.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from idprov.config.schema import Invalid
+from idprov.config.secrets import SecretRef
+from idprov.connectors.base import (
+    Account,
+    CheckReport,
+    Connector,
+    GroupSpec,
+    RemoteConflict,
+    RemoteNotFound,
+    TargetError,
+)
+from idprov.connectors.http import HttpOptions, auth_headers, raise_for_status, send
+from idprov.errors import ConfigError
+
+if TYPE_CHECKING:
+    import httpx
+
+SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
+SPML = "urn:oasis:names:tc:SPML:2:0"
+DSML = "urn:oasis:names:tc:DSML:2:0:core"
+SEARCH = "urn:oasis:names:tc:SPML:2:0:search"
+SUSPEND = "urn:oasis:names:tc:SPML:2:0:suspend"
+PASSWORD = "urn:oasis:names:tc:SPML:2:0:password"
+PREFIXES = {SPML: "spml", DSML: "dsml", SEARCH: "search", SUSPEND: "suspend", PASSWORD: "pass"}
+
+ATTRIBUTE_NAME = re.compile(r"^(?:[0-2](?:\.[0-9]+)+|[A-Za-z][A-Za-z0-9-]*)(?:;[A-Za-z0-9-]+)*$")
+"""DSMLv2 AttributeDescriptionValue: a name or an OID, with options (``cn;lang-de``)."""
+
+HINTS = {
+    "malformedRequest": "the target refused the request's shape: check object_class and the "
+    "attribute names against the target's schema (`idprov idp test NAME` lists its targets)",
+    "unsupportedOperation": "the target does not offer this operation or capability; "
+    "`idprov idp test NAME` lists the capabilities it advertises",
+    "unsupportedExecutionMode": "the target cannot run requests synchronously: set "
+    "`synchronous: false` (replies may then be pending)",
+    "unsupportedProfile": "the target does not speak the DSMLv2 profile this connector uses",
+    "invalidIdentifier": "check the pso_id and group_pso_id templates against the target's "
+    "identifiers",
+    "invalidContainment": "check container_id",
+    "unsupportedIdentifierType": "check the pso_id, group_pso_id and container_id options",
+}
+
+
+class RemotePending(TargetError):
+    """The target accepted a request asynchronously (SPML ``status="pending"``) and has
+    not carried it out yet. Not retryable now: the row stays in the outbox, and the next
+    drain (``idprov sync``) sends it again, which adopts or repeats safely."""
+
+    code = "remote_pending"
+
+
+def _template(value: str | None, key: str, names: tuple[str, ...]) -> None:
+    """Refuse a template that uses no placeholder of ``names``, or another one."""
+    if value is None:
+        return
+    rest = value
+    for name in names:
+        rest = rest.replace("{" + name + "}", "")
+    if "{" in rest or "}" in rest:
+        raise Invalid(f"unknown placeholder; use {', '.join('{' + n + '}' for n in names)}", key)
+    if rest == value and key != "soap_action":
+        raise Invalid(f"must contain {' or '.join('{' + n + '}' for n in names)}", key)
+
+
+@dataclass(frozen=True)
+class SpmlOptions(HttpOptions):
+    """Options of an SPML 2.0 identity provider; ``base_url`` is the SOAP endpoint URL
+    (plus auth, timeout... of HttpOptions)."""
+
+    target_id: str | None = None
+    """The SPML target to provision to (``targetID``), when the provider has several."""
+    container_id: str | None = None
+    """psoID of the container new accounts and groups are added to (``containerID``)."""
+    soap_action: str | None = ""
+    """SOAPAction header value; ``{operation}`` becomes the request's element name (e.g.
+    ``urn:oasis:names:tc:SPML:2:0:req/{operation}``); null sends no header."""
+    synchronous: bool = True
+    """Ask for ``executionMode="synchronous"``; false lets the target choose."""
+    object_class: str | list[str] = "inetOrgPerson"
+    username_attribute: str = "uid"
+    """The DSML attribute carrying the account's user name (also used to find it)."""
+    pso_id: str | None = None
+    """psoID to ask for: a template with ``{username}`` or ``{username_dn}`` (escaped as
+    a DN value, RFC 4514). Accounts are then found by lookup. Null: the target assigns
+    the psoID, and accounts are found with the search capability."""
+    send_password: bool = False
+    password_via: Literal["attribute", "capability"] = "attribute"
+    """``attribute``: the password goes in the addRequest data; ``capability``: a
+    setPasswordRequest (SPML password capability) follows the add."""
+    password_attribute: str = "userPassword"
+    initial_password: SecretRef | None = None
+    """The password new accounts get when the change carries none (env:, file:, keyring:)."""
+    disable: Literal["suspend", "attribute"] = "suspend"
+    """How ``deprovision: disable`` disables: the suspend capability, or an attribute."""
+    disable_attribute: str | None = None
+    disable_value: str = "true"
+    enable_value: str | None = None
+    """Value that re-enables the account; null deletes ``disable_attribute`` instead."""
+    roles: Literal["groups", "attribute"] = "groups"
+    group_object_class: str = "groupOfNames"
+    group_name_attribute: str = "cn"
+    member_attribute: str = "member"
+    """Group attribute listing the members' psoIDs (``roles: groups``)."""
+    group_pso_id: str | None = None
+    """psoID template for groups, with ``{name}`` or ``{name_dn}``; null: assigned."""
+    role_attribute: str = "roles"
+    """Account attribute holding role names (``roles: attribute``)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.object_classes or not all(self.object_classes):
+            raise Invalid("name at least one object class", "object_class")
+        for key in (
+            "username_attribute",
+            "password_attribute",
+            "group_name_attribute",
+            "member_attribute",
+            "role_attribute",
+            "disable_attribute",
+        ):
+            value = getattr(self, key)
+            if value is not None and not ATTRIBUTE_NAME.match(value):
+                raise Invalid(f"{value!r} is not a DSML attribute name", key)
+        _template(self.pso_id, "pso_id", ("username", "username_dn"))
+        _template(self.group_pso_id, "group_pso_id", ("name", "name_dn"))
+        _template(self.soap_action, "soap_action", ("operation",))
+        if self.soap_action is not None and '"' in self.soap_action:
+            raise Invalid("write the value without quotes: idprov quotes it", "soap_action")
+        if self.disable == "attribute" and self.disable_attribute is None:
+            raise Invalid("disable: attribute needs disable_attribute", "disable_attribute")
+
+    @property
+    def object_classes(self) -> list[str]:
+        return [self.object_class] if isinstance(self.object_class, str) else self.object_class
+
+
+def dn_value(value: str) -> str:
+    """``value`` escaped as an attribute value of a distinguished name (RFC 4514)."""
+    last = len(value) - 1
+    out = []
+    for i, c in enumerate(value):
+        if c in '\\,+"<>;=' or (c == " " and i in (0, last)) or (c == "#" and i == 0):
+            out.append("\\" + c)
+        else:
+            out.append("\\00" if c == "\0" else c)
+    return "".join(out)
+
+
+def dsml_values(value: Any) -> list[str]:
+    """A mapped value as DSML values: lists stay multi-valued, booleans are LDAP's."""
+    items = value if isinstance(value, list | tuple) else [value]
+    out = []
+    for item in items:
+        if item is None or item == "":
+            continue
+        out.append(("TRUE" if item else "FALSE") if isinstance(item, bool) else str(item))
+    return out
+
+
+def _local(element: Any) -> str:
+    tag = element.tag
+    return tag.rpartition("}")[2] if isinstance(tag, str) else ""
+
+
+def _children(element: Any, name: str) -> list[Any]:
+    """Child elements named ``name`` in any namespace (targets differ on capability
+    elements' namespaces; the local names are the spec's)."""
+    return [child for child in element if _local(child) == name]
+
+
+def _text(element: Any) -> str:
+    return "".join(element.itertext())
+
+
+class SpmlRequest:
+    """One SPML request being built: the operation element in a SOAP 1.1 envelope.
+    ``what`` names the operation in errors (``create user alice``)."""
+
+    def __init__(
+        self, what: str, namespace: str, operation: str, request_id: str, **attrs: str | None
+    ) -> None:
+        from lxml import etree
+
+        self.what = what
+        self.operation = operation
+        self.request_id = request_id
+        nsmap = {"soap": SOAP, "spml": SPML, "dsml": DSML, PREFIXES[namespace]: namespace}
+        self.envelope = etree.Element(f"{{{SOAP}}}Envelope", nsmap=nsmap)
+        body = etree.SubElement(self.envelope, f"{{{SOAP}}}Body")
+        attrib = {"requestID": request_id, **{k: v for k, v in attrs.items() if v is not None}}
+        self.root = etree.SubElement(body, f"{{{namespace}}}{operation}", attrib)
+        self.namespace = namespace
+
+    def child(self, parent: Any, namespace: str, tag: str, /, **attrs: str | None) -> Any:
+        """A new ``namespace:tag`` element under ``parent`` (None: the operation's)."""
+        from lxml import etree
+
+        attrib = {k: v for k, v in attrs.items() if v is not None}
+        return etree.SubElement(
+            self.root if parent is None else parent, f"{{{namespace}}}{tag}", attrib
+        )
+
+    def pso_id(
+        self, pso_id: str, target_id: str | None, name: str = "psoID", parent: Any = None
+    ) -> Any:
+        """A PSOIdentifierType element (``ID``, ``targetID``) in the operation's namespace."""
+        return self.child(parent, self.namespace, name, ID=pso_id, targetID=target_id)
+
+    def value(self, parent: Any, name: str, text: str) -> None:
+        """One ``dsml:value`` of attribute ``name``."""
+        self.set_text(self.child(parent, DSML, "value"), name, text)
+
+    def set_text(self, element: Any, name: str, text: str) -> None:
+        """Set an element's text: lxml escapes it, and refuses what XML 1.0 cannot carry."""
+        try:
+            element.text = text
+        except ValueError as exc:
+            raise TargetError(
+                f"{self.what}: the value of {name} holds characters XML cannot carry "
+                "(control characters or NUL); fix the claim",
+            ) from exc
+
+    def data(self, attributes: Mapping[str, Sequence[str]]) -> None:
+        """``spml:data`` with one ``dsml:attr`` per attribute."""
+        data = self.child(None, SPML, "data")
+        for name, values in attributes.items():
+            attr = self.child(data, DSML, "attr", name=name)
+            for text in values:
+                self.value(attr, name, text)
+
+    def modification(self, mode: str, attributes: Mapping[str, Sequence[str]]) -> None:
+        """One ``spml:modification`` of ``mode`` holding a ``dsml:modification`` per
+        attribute (DSMLv2 profile); a delete without values removes the attribute."""
+        if not attributes:
+            return
+        modification = self.child(None, SPML, "modification", modificationMode=mode)
+        for name, values in attributes.items():
+            change = self.child(modification, DSML, "modification", name=name, operation=mode)
+            for text in values:
+                self.value(change, name, text)
+
+    def to_bytes(self) -> bytes:
+        from lxml import etree
+
+        content: bytes = etree.tostring(self.envelope, xml_declaration=True, encoding="UTF-8")
+        return content
+
+
+class ReplyRefused(ValueError):
+    """The reply is not a SOAP document idprov will read."""
+
+
+def parse_xml(content: bytes) -> Any:
+    """Parse a reply with a hardened parser: no DTD, no entities, no network, no huge
+    trees. Raises :class:`ReplyRefused`."""
+    from lxml import etree
+
+    if not content.strip():
+        raise ReplyRefused("the reply is empty")
+    parser = etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+    )
+    try:
+        root = etree.fromstring(content, parser)
+    except etree.XMLSyntaxError as exc:
+        raise ReplyRefused(f"the reply is not XML ({exc})") from None
+    if root.getroottree().docinfo.doctype:
+        raise ReplyRefused("the reply carries a DTD, which SOAP 1.1 forbids")
+    return root
+
+
+def soap_body(root: Any) -> Any:
+    """The one element in the SOAP 1.1 Body; ReplyRefused if there is no such thing."""
+    if root.tag != f"{{{SOAP}}}Envelope":
+        raise ReplyRefused(f"the reply is not a SOAP 1.1 envelope (root element {root.tag})")
+    bodies = root.findall(f"{{{SOAP}}}Body")
+    elements = [child for child in bodies[0] if isinstance(child.tag, str)] if bodies else []
+    if len(bodies) != 1 or len(elements) != 1:
+        raise ReplyRefused("the SOAP Body of the reply must hold exactly one element")
+    return elements[0]
+
+
+def fault_error(fault: Any, what: str, status: int) -> TargetError:
+    """A SOAP 1.1 fault as an error: Server faults may pass, the others will not."""
+    code, string, detail = (
+        " ".join(_text(e) for e in _children(fault, name)).strip()
+        for name in ("faultcode", "faultstring", "detail")
+    )
+    message = f"{what}: SOAP fault {code or '(no faultcode)'}: {string}"
+    if detail:
+        message += f" ({' '.join(detail.split())[:300]})"
+    server = code.rpartition(":")[2].startswith("Server")
+    return TargetError(message, status=status, retryable=server, ambiguous=server)
+
+
+def failure_error(reply: Any, what: str, status: int) -> TargetError:
+    """A ``status="failure"`` response as the matching error, its text verbatim."""
+    error = reply.get("error") or "failure"
+    texts = [_text(m).strip() for m in _children(reply, "errorMessage")]
+    message = f"{what}: SPML {error}" + (f": {'; '.join(t for t in texts if t)}" if texts else "")
+    if error == "alreadyExists":
+        return RemoteConflict(message, status=status)
+    if error == "noSuchIdentifier":
+        return RemoteNotFound(message, status=status)
+    return TargetError(message, status=status, hint=HINTS.get(error))
+
+
+def reply_element(response: httpx.Response, what: str) -> Any:
+    """The element in the SOAP Body of ``response``; raises for redirects, HTTP errors,
+    SOAP faults and replies that are not SOAP."""
+    status = response.status_code
+    if 300 <= status < 400:
+        raise TargetError(
+            f"{what}: HTTP {status}: the endpoint redirects to {response.headers.get('Location')}",
+            status=status,
+            hint="set base_url to the SOAP endpoint itself (idprov does not follow redirects)",
+        )
+    try:
+        element = soap_body(parse_xml(response.content))
+    except ReplyRefused as exc:
+        raise_for_status(response, what, response.text.strip()[:300] or None)
+        raise TargetError(
+            f"{what}: {exc}: {response.text.strip()[:80]!r}",
+            status=status,
+            retryable=True,
+            ambiguous=True,
+        ) from None
+    if element.tag == f"{{{SOAP}}}Fault":
+        raise fault_error(element, what, status)
+    raise_for_status(response, what, " ".join(_text(element).split())[:300] or None)
+    return element
+
+
+def read_reply(response: httpx.Response, request: SpmlRequest) -> Any:
+    """The response element of a successful reply to ``request``; raises the matching
+    TargetError for failures, pending replies and replies to something else."""
+    what, element = request.what, reply_element(response, request.what)
+    expected = request.operation.removesuffix("Request") + "Response"
+    if _local(element) != expected:
+        raise TargetError(f"{what}: the target answered {_local(element)}, not {expected}")
+    if element.get("requestID") not in (None, request.request_id):
+        raise TargetError(
+            f"{what}: the reply is for request {element.get('requestID')}, not "
+            f"{request.request_id}: a proxy or the target mixed up replies",
+            ambiguous=True,
+        )
+    outcome = element.get("status")
+    if outcome == "success":
+        return element
+    if outcome == "failure":
+        raise failure_error(element, what, response.status_code)
+    if outcome == "pending":
+        raise RemotePending(
+            f"{what}: accepted but not carried out yet (SPML status pending, request "
+            f"{request.request_id}); left in the outbox for the next `idprov sync`",
+            status=response.status_code,
+            ambiguous=True,
+            hint="ask the target to run idprov's requests synchronously",
+        )
+    raise TargetError(
+        f"{what}: the reply has no valid status ({outcome!r})", status=response.status_code
+    )
+
+
+def _ids(pso: Any) -> list[str]:
+    return [p.get("ID") for p in _children(pso, "psoID") if p.get("ID")]
+
+
+def pso_ids(element: Any) -> list[str]:
+    """The ``psoID/@ID`` of every ``pso`` in a response."""
+    return [pso_id for pso in _children(element, "pso") for pso_id in _ids(pso)]
+
+
+def pso_data(pso: Any) -> dict[str, list[str]]:
+    """A ``pso``'s DSML data: attribute name -> values."""
+    out: dict[str, list[str]] = {}
+    for data in _children(pso, "data"):
+        for attr in _children(data, "attr"):
+            out.setdefault(attr.get("name", ""), []).extend(
+                _text(v) for v in _children(attr, "value")
+            )
+    return out
+
+
+class SpmlConnector(Connector):
+    """Provision to an SPML 2.0 provider (DSMLv2 profile, SOAP 1.1)."""
+
+    name = "spml"
+    description = "SPML 2.0 (OASIS) over SOAP 1.1, DSMLv2 profile: accounts and groups or roles"
+    Options = SpmlOptions
+    options: SpmlOptions
+    client: httpx.Client
+    default_attributes: ClassVar[Mapping[str, str]] = {
+        "cn": "{UN}",
+        "sn": "{family_name}",
+        "givenName": "{given_name}",
+        "displayName": "{display_name}",
+        "mail": "{email}",
+        "telephoneNumber": "{phone_number}",
+        "mobile": "{mobile}",
+        "title": "{title}",
+        "employeeNumber": "{employee_number}",
+        "employeeType": "{employee_type}",
+        "departmentNumber": "{department}",
+        "o": "{organization}",
+        "preferredLanguage": "{locale}",
+    }
+    """inetOrgPerson attributes (RFC 2798). ``cn`` is required there, so it defaults to
+    the username; map ``cn: "{given_name} {family_name}"`` for a full name."""
+
+    def __init__(self, idp: Any, options: Any, client: Any) -> None:
+        super().__init__(idp, options, client)
+        self._auth: dict[str, str] | None = None
+        opts: SpmlOptions = options
+        reserved = [
+            opts.username_attribute,
+            opts.password_attribute,
+            opts.role_attribute if opts.roles == "attribute" else None,
+            opts.disable_attribute if idp.deprovision == "disable" else None,
+            "objectclass",
+        ]
+        self._reserved = {name.lower() for name in reserved if name}
+        mapping = {**self.default_attributes, **idp.attributes}
+        for name, template in mapping.items():
+            if template is not None and not ATTRIBUTE_NAME.match(name):
+                raise ConfigError(
+                    f"identity provider {idp.name}, attributes: {name!r} is not a DSML "
+                    "attribute name",
+                    hint="SPML targets name attributes as LDAP does: givenName, mail, 2.5.4.4",
+                )
+
+    # ---- the wire
+    def new_request_id(self) -> str:
+        """A unique requestID (an xsd:ID, so it may not start with a digit)."""
+        return f"idprov-{uuid.uuid4().hex}"
+
+    def request(
+        self, what: str, operation: str, namespace: str = SPML, **attrs: Any
+    ) -> SpmlRequest:
+        mode = "synchronous" if self.options.synchronous else None
+        return SpmlRequest(
+            what, namespace, operation, self.new_request_id(), executionMode=mode, **attrs
+        )
+
+    def call(self, request: SpmlRequest) -> Any:
+        """POST ``request``; the response element of its successful reply."""
+        headers = {"Content-Type": "text/xml; charset=utf-8", "Accept": "text/xml"}
+        if self.options.soap_action is not None:
+            action = self.options.soap_action.replace("{operation}", request.operation)
+            headers["SOAPAction"] = f'"{action}"'
+        if self._auth is None:
+            self._auth = auth_headers(self.options)  # read the secret once
+        headers.update(self._auth)
+        response = send(
+            self.client,
+            "POST",
+            self.options.base_url,
+            what=request.what,
+            headers=headers,
+            content=request.to_bytes(),
+        )
+        return read_reply(response, request)
+
+    def _pso_id(self, request: SpmlRequest, pso_id: str) -> None:
+        request.pso_id(pso_id, self.options.target_id)
+
+    # ---- generic PSO operations
+    def _add(self, what: str, data: Mapping[str, Sequence[str]], pso_id: str | None) -> str:
+        """addRequest; the new PSO's psoID (returned, else the one asked for)."""
+        request = self.request(
+            what, "addRequest", returnData="identifier", targetID=self.options.target_id
+        )
+        if pso_id is not None:
+            self._pso_id(request, pso_id)
+        if self.options.container_id is not None:
+            request.pso_id(self.options.container_id, self.options.target_id, "containerID")
+        request.data(data)
+        found = pso_ids(self.call(request)) or ([pso_id] if pso_id else [])
+        if not found:
+            raise TargetError(
+                f"{what}: added, but the reply names no psoID",
+                retryable=True,
+                ambiguous=True,
+            )
+        return found[0]
+
+    def _modify(
+        self,
+        what: str,
+        pso_id: str,
+        replace: Mapping[str, Sequence[str]] | None = None,
+        delete: Mapping[str, Sequence[str]] | None = None,
+        add: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        if not (replace or delete or add):
+            return
+        request = self.request(what, "modifyRequest", returnData="identifier")
+        self._pso_id(request, pso_id)
+        request.modification("replace", replace or {})
+        request.modification("add", add or {})
+        request.modification("delete", delete or {})
+        self.call(request)
+
+    def _delete(self, what: str, pso_id: str) -> None:
+        request = self.request(what, "deleteRequest")
+        self._pso_id(request, pso_id)
+        try:
+            self.call(request)
+        except RemoteNotFound:
+            pass  # already gone: what we wanted
+
+    def _lookup(self, what: str, pso_id: str, return_data: str) -> Any | None:
+        """The ``pso`` element of a lookupResponse, or None if there is no such PSO."""
+        request = self.request(what, "lookupRequest", returnData=return_data)
+        self._pso_id(request, pso_id)
+        try:
+            reply = self.call(request)
+        except RemoteNotFound:
+            return None
+        psos = _children(reply, "pso")
+        return psos[0] if psos else reply
+
+    def _lookup_id(self, what: str, pso_id: str) -> str | None:
+        pso = self._lookup(what, pso_id, "identifier")
+        if pso is None:
+            return None
+        return next(iter(_ids(pso)), pso_id)
+
+    def search(
+        self,
+        what: str,
+        matches: Iterable[tuple[str, str]],
+        limit: int = 0,
+        return_data: str = "identifier",
+    ) -> list[Any]:
+        """The ``pso`` elements whose attributes equal ``matches`` (search capability),
+        following the target's result iterator."""
+        request = self.request(
+            what,
+            "searchRequest",
+            SEARCH,
+            returnData=return_data,
+            maxSelect=str(limit) if limit else None,
+        )
+        query = request.child(None, SEARCH, "query", scope="subTree")
+        if self.options.target_id:
+            query.set("targetID", self.options.target_id)
+        if self.options.container_id is not None:
+            request.pso_id(self.options.container_id, self.options.target_id, "basePsoID", query)
+        parent = request.child(query, DSML, "filter")
+        pairs = list(matches)
+        if len(pairs) > 1:
+            parent = request.child(parent, DSML, "and")
+        for name, value in pairs:
+            request.value(request.child(parent, DSML, "equalityMatch", name=name), name, value)
+        reply = self.call(request)
+        found = _children(reply, "pso")
+        while (iterator := next(iter(_children(reply, "iterator")), None)) is not None:
+            if limit and len(found) >= limit:
+                break
+            following = self.request(what, "iterateRequest", SEARCH)
+            following.child(None, SEARCH, "iterator", ID=iterator.get("ID"))
+            reply = self.call(following)
+            found += _children(reply, "pso")
+        return found
+
+    def search_ids(
+        self, what: str, matches: Iterable[tuple[str, str]], limit: int = 0
+    ) -> list[str]:
+        found = [pso_id for pso in self.search(what, matches, limit) for pso_id in _ids(pso)]
+        return found[:limit] if limit else found
+
+    def _find(
+        self, what: str, matches: list[tuple[str, str]], template_id: str | None
+    ) -> str | None:
+        if template_id is not None:
+            return self._lookup_id(what, template_id)
+        found = self.search_ids(what, matches, limit=2)
+        if len(found) > 1:
+            condition = " and ".join(f"{n}={v}" for n, v in matches)
+            raise TargetError(
+                f"{what}: more than one PSO matches {condition}; idprov cannot tell which",
+                hint="make the attribute unique at the target, or set a psoID template",
+            )
+        return found[0] if found else None
+
+    # ---- accounts
+    def account_pso_id(self, user_name: str) -> str | None:
+        """The psoID the ``pso_id`` template gives ``user_name`` (None: target-assigned)."""
+        template = self.options.pso_id
+        if template is None:
+            return None
+        return template.replace("{username_dn}", dn_value(user_name)).replace(
+            "{username}", user_name
+        )
+
+    def mapped(self, attributes: Mapping[str, Any]) -> dict[str, list[str]]:
+        """The mapped attributes as DSML values, without those the connector owns."""
+        out = {}
+        for name, value in attributes.items():
+            values = dsml_values(value)
+            if values and name.lower() not in self._reserved:
+                out[name] = values
+        return out
+
+    def account_data(self, account: Account) -> dict[str, list[str]]:
+        return {
+            "objectclass": self.options.object_classes,
+            self.options.username_attribute: [account.user_name],
+            **self.mapped(account.attributes),
+        }
+
+    def password(self, account: Account) -> str | None:
+        """The password to send with a new account, if configured to: the change's own
+        (when the engine passes one), else ``initial_password``. Never logged."""
+        if not self.options.send_password:
+            return None
+        given = getattr(account, "password", None)
+        if given:
+            return str(given)
+        if self.options.initial_password is not None:
+            return self.options.initial_password.reveal()
+        return None
+
+    def create_user(self, account: Account) -> str:
+        what = f"create user {account.user_name}"
+        data = self.account_data(account)
+        password = self.password(account)
+        if password is not None and self.options.password_via == "attribute":
+            data[self.options.password_attribute] = [password]
+        remote_id = self._add(what, data, self.account_pso_id(account.user_name))
+        if password is not None and self.options.password_via == "capability":
+            self._set_password(what, remote_id, password)
+        return remote_id
+
+    def _set_password(self, what: str, remote_id: str, password: str) -> None:
+        request = self.request(what, "setPasswordRequest", PASSWORD)
+        self._pso_id(request, remote_id)
+        request.set_text(request.child(None, PASSWORD, "password"), "the password", password)
+        try:
+            self.call(request)
+        except TargetError as exc:
+            raise TargetError(
+                f"{exc.message} (the account {remote_id} was created without its password)",
+                status=exc.status,
+                retryable=False,
+                hint=exc.hint,
+            ) from exc
+
+    def find_user(self, user_name: str) -> str | None:
+        matches = [
+            ("objectclass", self.options.object_classes[0]),
+            (self.options.username_attribute, user_name),
+        ]
+        return self._find(f"look up user {user_name}", matches, self.account_pso_id(user_name))
+
+    def read_user(self, remote_id: str) -> dict[str, Any] | None:
+        pso = self._lookup(f"read user {remote_id}", remote_id, "data")
+        if pso is None:
+            return None
+        return {"psoID": remote_id, "data": pso_data(pso)}
+
+    def drift(self, remote: dict[str, Any], account: Account) -> list[str]:
+        """Attributes whose values at the target differ from what was sent (any order;
+        the target may hold more object classes than idprov sends)."""
+        have = {name.lower(): values for name, values in remote.get("data", {}).items()}
+        out = []
+        for name, values in self.account_data(account).items():
+            got = set(have.get(name.lower(), []))
+            if not (set(values) <= got if name == "objectclass" else set(values) == got):
+                out.append(name)
+        return out
+
+    def list_users(self) -> list[tuple[str, str]]:
+        """(psoID, user name) of every account of the object class (search capability)."""
+        psos = self.search(
+            "list users", [("objectclass", self.options.object_classes[0])], return_data="data"
+        )
+        wanted = self.options.username_attribute.lower()
+        out = []
+        for pso in psos:
+            data = {name.lower(): values for name, values in pso_data(pso).items()}
+            out += [(pso_id, (data.get(wanted) or [""])[0]) for pso_id in _ids(pso)]
+        return out
+
+    def update_user(
+        self, remote_id: str, account: Account, previous: Mapping[str, Any] | None
+    ) -> None:
+        """Replace what changed since ``previous`` and delete what is no longer mapped.
+        Without ``previous`` (re-enabling a disabled account) everything is replaced, and
+        the account is resumed or its disable attribute reset."""
+        what = f"update user {account.user_name}"
+        new = self.mapped(account.attributes)
+        if previous is None:
+            replace = {self.options.username_attribute: [account.user_name], **new}
+            delete: dict[str, list[str]] = {}
+            self._reset_disable_attribute(replace, delete)
+        else:
+            old = self.mapped(previous)
+            kept = {k.lower() for k in new}
+            replace = {k: v for k, v in new.items() if old.get(k) != v}
+            delete = {k: [] for k in old if k.lower() not in kept}
+        self._modify(what, remote_id, replace=replace, delete=delete)
+        if previous is None and self.options.disable == "suspend" and self._disables():
+            request = self.request(what, "resumeRequest", SUSPEND)
+            self._pso_id(request, remote_id)
+            self.call(request)
+
+    def _disables(self) -> bool:
+        return self.idp.deprovision == "disable"
+
+    def _reset_disable_attribute(
+        self, replace: dict[str, list[str]], delete: dict[str, list[str]]
+    ) -> None:
+        """Add the re-enabling change of ``disable: attribute`` to a modification."""
+        name = self.options.disable_attribute
+        if self.options.disable != "attribute" or name is None or not self._disables():
+            return
+        if self.options.enable_value is None:
+            delete[name] = []
+        else:
+            replace[name] = [self.options.enable_value]
+
+    def disable_user(self, remote_id: str, account: Account) -> None:
+        what = f"disable user {account.user_name}"
+        name = self.options.disable_attribute
+        if self.options.disable == "attribute" and name is not None:
+            self._modify(what, remote_id, replace={name: [self.options.disable_value]})
+            return
+        request = self.request(what, "suspendRequest", SUSPEND)
+        self._pso_id(request, remote_id)
+        self.call(request)
+
+    def delete_user(self, remote_id: str) -> None:
+        self._delete(f"delete user {remote_id}", remote_id)
+
+    # ---- roles
+    def group_pso_id(self, name: str) -> str | None:
+        template = self.options.group_pso_id
+        if template is None:
+            return None
+        return template.replace("{name_dn}", dn_value(name)).replace("{name}", name)
+
+    def create_group(self, group: GroupSpec) -> str:
+        what = f"create group {group.display_name}"
+        if self.options.roles == "attribute":
+            self.change_members(group.display_name, group.member_ids, [])
+            return group.display_name
+        data = {
+            "objectclass": [self.options.group_object_class],
+            self.options.group_name_attribute: [group.display_name],
+        }
+        if group.member_ids:
+            data[self.options.member_attribute] = list(group.member_ids)
+        return self._add(what, data, self.group_pso_id(group.display_name))
+
+    def find_group(self, display_name: str) -> str | None:
+        if self.options.roles == "attribute":
+            return display_name  # a role is a value, held or not: it always "exists"
+        matches = [
+            ("objectclass", self.options.group_object_class),
+            (self.options.group_name_attribute, display_name),
+        ]
+        return self._find(f"look up group {display_name}", matches, self.group_pso_id(display_name))
+
+    def rename_group(self, remote_id: str, display_name: str) -> None:
+        what = f"rename group {remote_id} to {display_name}"
+        if self.options.roles == "attribute":
+            raise TargetError(
+                f"{what}: with roles: attribute a role is known at the target by its name, "
+                "which is its remote id; renaming it is not supported",
+                hint="remove the role from its users, rename it, and assign it again",
+            )
+        self._modify(what, remote_id, replace={self.options.group_name_attribute: [display_name]})
+
+    def delete_group(self, remote_id: str) -> None:
+        what = f"delete group {remote_id}"
+        if self.options.roles == "attribute":
+            holders = self.search_ids(what, [(self.options.role_attribute, remote_id)])
+            self.change_members(remote_id, [], holders)
+            return
+        self._delete(what, remote_id)
+
+    def change_members(self, remote_id: str, add: Sequence[str], remove: Sequence[str]) -> None:
+        what = f"change members of group {remote_id}"
+        if self.options.roles == "groups":
+            member = self.options.member_attribute
+            self._modify(
+                what,
+                remote_id,
+                add={member: list(add)} if add else None,
+                delete={member: list(remove)} if remove else None,
+            )
+            return
+        role = {self.options.role_attribute: [remote_id]}
+        for user in add:
+            self._modify(f"give role {remote_id} to user {user}", user, add=role)
+        for user in remove:
+            try:
+                self._modify(f"take role {remote_id} from user {user}", user, delete=role)
+            except RemoteNotFound:
+                pass  # the account is gone, and the role with it
+
+    # ---- check
+    def check(self) -> CheckReport:
+        """listTargets: reachability, authentication, each target's profile and
+        capabilities, and whether the capabilities these options rely on are there."""
+        report = CheckReport()
+        request = self.request("list targets", "listTargetsRequest")
+        try:
+            reply = self.call(request)
+        except TargetError as exc:
+            report.reachable = exc.status is not None
+            report.messages.append(exc.message)
+            return report
+        report.reachable = report.authenticated = True
+        targets = {}
+        for target in _children(reply, "target"):
+            capabilities = [
+                c.get("namespaceURI", "")
+                for group in _children(target, "capabilities")
+                for c in _children(group, "capability")
+            ]
+            targets[target.get("targetID") or ""] = {
+                "profile": target.get("profile"),
+                "capabilities": capabilities,
+            }
+        report.capabilities = {"targets": targets}
+        report.messages += self._check_targets(targets)
+        return report
+
+    def _check_targets(self, targets: dict[str, dict[str, Any]]) -> list[str]:
+        wanted = self.options.target_id
+        if wanted is not None and wanted not in targets:
+            return [f"the provider has no target {wanted!r} (it has: {', '.join(targets)})"]
+        target = targets.get(wanted or "") or next(iter(targets.values()), None)
+        if target is None:
+            return ["the provider lists no targets"]
+        messages = []
+        if target["profile"] not in (None, DSML):
+            messages.append(f"the target's profile is {target['profile']}, not DSMLv2")
+        needed = {SEARCH: self.options.pso_id is None}
+        needed[SUSPEND] = self._disables() and self.options.disable == "suspend"
+        needed[PASSWORD] = self.options.send_password and self.options.password_via == "capability"
+        for namespace, used in needed.items():
+            if used and namespace not in target["capabilities"]:
+                messages.append(f"the target does not advertise {namespace}, which is needed")
+        return messages

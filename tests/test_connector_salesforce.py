@@ -1,0 +1,448 @@
+"""The salesforce connector against a strict Salesforce org on loopback: the user
+lifecycle (create, update, deactivate, re-activate) and roles as permission sets and
+public groups, through the service and the CLI; the three OAuth flows; sObject
+Collections for many creates; request limits and retries; a session that expires
+mid-run; Salesforce's error arrays in the report; and no secret in any output."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from idprov.connectors.salesforce import (
+    SalesforceOptions,
+    derive_alias,
+    raise_salesforce_error,
+    soql_literal,
+)
+from tests.outbound_helpers import make_service
+from tests.peers.salesforce import SalesforceOrg
+
+NO_SLEEP = {"sleep": lambda s: None}
+ROLES = """      roles:
+        staff: {type: permission_set, name: Sales_Ops}
+        engineers: {type: group, name: Engineering}
+"""
+
+
+@pytest.fixture
+def org(salesforce_org: SalesforceOrg, monkeypatch: pytest.MonkeyPatch) -> SalesforceOrg:
+    monkeypatch.setenv("SF_KEY", salesforce_org.private_key_pem())
+    monkeypatch.setenv("SF_SECRET", salesforce_org.consumer_secret)
+    monkeypatch.setenv("SF_PASSWORD", salesforce_org.password)
+    monkeypatch.setenv("SF_TOKEN", salesforce_org.security_token)
+    return salesforce_org
+
+
+def credentials(org: SalesforceOrg, flow: str) -> str:
+    common = f"      flow: {flow}\n      client_id: {org.consumer_key}\n"
+    if flow == "jwt_bearer":
+        return (
+            common + f"      private_key: env:SF_KEY\n      username: {org.integration_username}\n"
+        )
+    if flow == "client_credentials":
+        return common + "      client_secret: env:SF_SECRET\n"
+    return common + (
+        f"      client_secret: env:SF_SECRET\n      username: {org.integration_username}\n"
+        "      password: env:SF_PASSWORD\n      security_token: env:SF_TOKEN\n"
+    )
+
+
+def sf_idp(org: SalesforceOrg, flow: str = "jwt_bearer", options: str = "", extra: str = "") -> str:
+    return f"""
+  - name: sf
+    connector: salesforce
+    options:
+      base_url: {org.login.url}
+      domain: example.com
+      profile: Standard User
+{credentials(org, flow)}{options}{ROLES}    provisioning_roles: [staff]
+    deprovision: disable
+    retry: {{max_attempts: 3, initial_backoff: 0.01, max_backoff: 0.05}}
+{extra}"""
+
+
+def service(tmp_path: Path, org: SalesforceOrg, **kwargs: Any):
+    return make_service(tmp_path, sf_idp(org, **kwargs), ["sf"], **NO_SLEEP)
+
+
+def ops(result: Any, kind: str | None = None) -> list[Any]:
+    return [o for o in result.outbound.idps["sf"].operations if kind in (None, o.kind)]
+
+
+ALICE = {
+    "email": "alice.liddell@example.org",
+    "given_name": "Alice",
+    "family_name": "Liddell",
+    "title": "Engineer",
+    "department": "R&D",
+}
+
+
+# ---------------------------------------------------------------- lifecycle
+def test_user_and_permission_set_lifecycle(tmp_path, org):
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        result = svc.add_user("alice", ALICE, roles=["staff"])
+        assert result.outbound.ok, result.outbound.to_dict()
+        alice = org.users()["alice@example.com"]
+        assert {k: alice[k] for k in ("FirstName", "LastName", "Email", "Alias")} == {
+            "FirstName": "Alice",
+            "LastName": "Liddell",
+            "Email": "alice.liddell@example.org",
+            "Alias": "aliddell",
+        }
+        assert alice["ProfileId"] == org.profile_id("Standard User")
+        assert (alice["TimeZoneSidKey"], alice["LocaleSidKey"]) == ("GMT", "en_US")
+        assert alice["IsActive"] is True and alice["Title"] == "Engineer"
+        entry = svc.state.ledger.get("sf", "user", svc.get_user("alice").id)
+        assert entry.remote_id == alice["Id"]
+        assert org.assignees("Sales_Ops") == {"alice@example.com"}
+
+        assert svc.update_user("alice", {"title": "CTO"}).outbound.ok
+        patch = org.api_requests("PATCH")[-1]
+        assert patch.body["Title"] == "CTO" and patch.body["IsActive"] is True
+        assert "ProfileId" not in patch.body and "Alias" not in patch.body
+
+        result = svc.unassign("staff", ["alice"])
+        assert result.outbound.ok
+        assert org.users()["alice@example.com"]["IsActive"] is False
+        assert org.assignees("Sales_Ops") == set()
+
+        result = svc.assign("staff", ["alice"])
+        assert result.outbound.ok
+        assert org.users()["alice@example.com"]["IsActive"] is True
+        assert org.assignees("Sales_Ops") == {"alice@example.com"}
+        assert len(org.users()) == 1
+
+
+def test_a_field_no_longer_mapped_is_cleared(tmp_path, org):
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        svc.add_user("mona", {"title": "Lead", "department": "Ops"}, roles=["staff"])
+        assert svc.update_user("mona", {}, unset=["title"]).outbound.ok
+    mona = org.users()["mona@example.com"]
+    assert "Title" not in mona and mona["Department"] == "Ops"
+    assert org.api_requests("PATCH")[-1].body["Title"] is None
+
+
+def test_deprovision_delete_deactivates_too(tmp_path, org):
+    idps = sf_idp(org).replace("    deprovision: disable\n", "    deprovision: delete\n")
+    with make_service(tmp_path, idps, ["sf"], **NO_SLEEP) as svc:
+        svc.add_role("staff")
+        svc.add_user("bob", {}, roles=["staff"])
+        result = svc.delete_user("bob")
+        assert result.outbound.ok
+        assert [o.operation for o in ops(result, "user")] == ["delete"]
+    bob = org.users()["bob@example.com"]
+    assert bob["IsActive"] is False
+    assert bob["LastName"] == "bob" and bob["Email"] == "bob@example.com" and bob["Alias"] == "bob"
+    assert not [r for r in org.requests if r.method == "DELETE" and "/User/" in r.path]
+
+
+def test_a_role_mapped_to_a_public_group(tmp_path, org):
+    with service(tmp_path, org, extra="    push_roles: all\n") as svc:
+        svc.add_role("staff")
+        svc.add_role("engineers")
+        result = svc.add_user("carol", {}, roles=["staff", "engineers"])
+        assert result.outbound.ok, result.outbound.to_dict()
+        assert org.group_members("Engineering") == {"carol@example.com"}
+        assert svc.unassign("engineers", ["carol"]).outbound.ok
+        assert org.group_members("Engineering") == set()
+        assert org.assignees("Sales_Ops") == {"carol@example.com"}
+        # a deleted role leaves the Salesforce group alone
+        assert svc.delete_role("engineers").outbound.ok
+        assert org.group_id("Engineering")
+
+
+def test_an_unmapped_role_fails_with_a_hint_and_the_user_still_goes(tmp_path, org):
+    with service(tmp_path, org, extra="    push_roles: all\n") as svc:
+        svc.add_role("staff")
+        svc.add_role("auditors")
+        result = svc.add_user("dave", {}, roles=["staff", "auditors"])
+    failed = [o for o in ops(result) if o.outcome == "failed"]
+    assert [(o.kind, o.label) for o in failed] == [("role", "auditors")]
+    assert "has no Salesforce target" in failed[0].error
+    assert org.users()["dave@example.com"]["IsActive"] is True
+
+
+def cli_config(tmp_path: Path, org: SalesforceOrg, flow: str) -> None:
+    (tmp_path / "idprov.yaml").write_text(f"""
+version: 1
+identity_providers:{sf_idp(org, flow)}
+applications:
+  - name: resident
+    identity_providers: [sf]
+""")
+
+
+def test_lifecycle_through_the_cli_without_secrets_in_any_output(cli, tmp_path, org):
+    cli_config(tmp_path, org, "client_credentials")
+    cli("role", "add", "staff").ok()
+    out = cli(
+        "user", "add", "erin", "-c", "given_name=Erin", "-c", "family_name=Brown", "-r", "staff"
+    )
+    assert "sf: 2 done" in out.ok().stdout
+    assert org.users()["erin@example.com"]["Alias"] == "ebrown"
+    report = cli("idp", "test", "sf", "--json").json()
+    assert report["ok"] and report["capabilities"]["instance_url"] == org.instance.url
+    cli("user", "update", "erin", "-c", "title=Lead").ok()
+    assert org.users()["erin@example.com"]["Title"] == "Lead"
+    cli("user", "delete", "erin", "--yes").ok()
+    assert org.users()["erin@example.com"]["IsActive"] is False
+    assert org.assignees("Sales_Ops") == set()
+    log = cli("log", "--action", "outbound.", "--json").json()
+    outputs = str(log) + out.stdout + out.stderr + json.dumps(report)
+    assert org.issued and not any(token in outputs for token in org.issued)
+    assert org.consumer_secret not in outputs
+    assert org.grants == ["client_credentials"] * len(org.grants)
+
+
+def test_the_username_password_flow_appends_the_security_token(tmp_path, org):
+    with service(tmp_path, org, flow="password") as svc:
+        svc.add_role("staff")
+        assert svc.add_user("frank", {}, roles=["staff"]).outbound.ok
+    assert org.grants == ["password"]
+
+
+# ---------------------------------------------------------------- sObject Collections
+def push_many(tmp_path: Path, org: SalesforceOrg, count: int):
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        names = [f"user{i:03d}" for i in range(count)]
+        for name in names:
+            svc.add_user(name, {"family_name": name.title()})
+        before = len(org.requests)
+        result = svc.assign("staff", names)
+        calls = Counter(
+            f"{r.method} {r.path.split('/', 4)[-1]}"
+            for r in org.requests[before:]
+            if r.path.startswith("/services/data/")
+        )
+        return result, calls
+
+
+def test_many_creates_go_in_collections_of_at_most_200(tmp_path, org):
+    result, calls = push_many(tmp_path, org, 250)
+    assert result.outbound.ok, [o.error for o in ops(result) if o.error][:3]
+    assert calls["POST composite/sobjects"] == 2 + 2  # users: 200 + 50; assignments: 200 + 50
+    assert calls["POST sobjects/User/"] == 0
+    sizes = [
+        len(r.body["records"])
+        for r in org.api_requests("POST", "composite/sobjects")
+        if r.body["records"][0]["attributes"]["type"] == "User"
+    ]
+    assert sizes == [200, 50]
+    assert all(r.body["allOrNone"] is False for r in org.api_requests("POST", "composite"))
+    assert len(org.users()) == 250 and len(org.assignees("Sales_Ops")) == 250
+
+
+def test_a_taken_username_fails_alone_inside_a_collection(tmp_path, org):
+    org._insert(
+        "User",
+        {
+            "Username": "user007@example.com",
+            "LastName": "Someone",
+            "Email": "s@example.com",
+            "Alias": "some",
+            "ProfileId": org.profile_id("Standard User"),
+            "IsActive": True,
+        },
+    )
+    result, _ = push_many(tmp_path, org, 20)
+    failed = [o for o in ops(result, "user") if o.outcome == "failed"]
+    assert [o.label for o in failed] == ["user007"]
+    assert "did not create it" in failed[0].error
+    assert '"statusCode": "DUPLICATE_USERNAME"' in failed[0].error
+    assert '"fields": ["Username"]' in failed[0].error
+    assert len(org.users()) == 20
+
+
+def test_request_limit_on_a_collection_is_retried_without_duplicates(tmp_path, org):
+    org.fail_next(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", path="/composite")
+    result, calls = push_many(tmp_path, org, 12)
+    assert result.outbound.ok
+    assert len(org.users()) == 12
+    assert all(o.attempts == 2 for o in ops(result, "user"))
+
+
+# ---------------------------------------------------------------- limits, sessions, errors
+def test_request_limit_exceeded_is_retried(tmp_path, org):
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        org.fail_next(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", method="POST")
+        result = svc.add_user("gina", {}, roles=["staff"])
+    assert result.outbound.ok
+    [user] = ops(result, "user")
+    assert user.attempts == 2 and len(org.users()) == 1
+
+
+def test_a_session_that_expires_mid_run_is_renewed_once(tmp_path, org):
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        svc.add_user("hank", {}, roles=["staff"])
+        org.revoke_tokens()
+        result = svc.update_user("hank", {"title": "Chief"})
+        assert result.outbound.ok
+        assert [o.attempts for o in ops(result)] == [1]
+        assert [r.status for r in org.api_requests("PATCH")] == [401, 204]
+        assert org.grants == ["urn:ietf:params:oauth:grant-type:jwt-bearer"] * 2
+
+
+def test_a_session_refused_twice_fails_with_salesforces_words(tmp_path, org):
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        org.fail_next(401, "INVALID_SESSION_ID", "Session expired or invalid", count=5)
+        result = svc.add_user("ivy", {}, roles=["staff"])
+    [user] = ops(result, "user")
+    assert user.outcome == "failed" and user.status == 401 and user.attempts == 1
+    assert '"errorCode": "INVALID_SESSION_ID"' in user.error
+    assert len(org.grants) == 2
+
+
+def test_wrong_client_secret_reports_the_oauth_error_and_no_secret(tmp_path, org, monkeypatch):
+    monkeypatch.setenv("SF_SECRET", "not-the-secret")
+    with service(tmp_path, org, flow="client_credentials") as svc:
+        svc.add_role("staff")
+        result = svc.add_user("jack", {}, roles=["staff"])
+        rows = svc.outbox_rows(["sf"], "failed")
+    [user] = ops(result, "user")
+    assert user.outcome == "failed" and user.attempts == 1
+    assert '{"error": "invalid_client", "error_description": "invalid client credentials"}' in (
+        user.error
+    )
+    texts = json.dumps(result.outbound.to_dict()) + str([r.last_error for r in rows])
+    assert "not-the-secret" not in texts and org.consumer_secret not in texts
+
+
+def test_a_user_not_preauthorized_for_the_jwt_flow_is_told_how_to_fix_it(tmp_path, org):
+    org.preauthorized = False
+    with service(tmp_path, org) as svc:
+        report = svc.test_idp("sf")
+    assert not report.ok
+    [message] = report.messages
+    assert "user hasn't approved this consumer" in message and "pre-authorized" in message
+    assert "BEGIN" not in message
+
+
+def test_a_refused_field_reaches_the_report_verbatim(tmp_path, org):
+    with service(tmp_path, org, options="      time_zone: Mars/Olympus_Mons\n") as svc:
+        svc.add_role("staff")
+        result = svc.add_user("kate", {}, roles=["staff"])
+    [user] = ops(result, "user")
+    assert user.status == 400 and user.attempts == 1
+    errors = json.loads(user.error.split(": HTTP 400: ", 1)[1])
+    assert errors == [
+        {
+            "message": "TimeZoneSidKey: bad value for restricted picklist field: Mars/Olympus_Mons",
+            "errorCode": "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+            "fields": ["TimeZoneSidKey"],
+        }
+    ]
+
+
+def test_the_instance_url_override_wins(tmp_path, org):
+    org.advertised_instance_url = "http://127.0.0.1:9"  # nothing listens there
+    with service(tmp_path, org, options=f"      instance_url: {org.instance.url}\n") as svc:
+        svc.add_role("staff")
+        assert svc.add_user("liam", {}, roles=["staff"]).outbound.ok
+
+
+def test_an_unknown_api_version_fails_the_check(tmp_path, org):
+    with service(tmp_path, org, options='      api_version: "40.0"\n') as svc:
+        report = svc.test_idp("sf")
+    assert not report.ok and '"errorCode": "NOT_FOUND"' in report.messages[0]
+
+
+def test_the_check_warns_about_deprovision_delete_and_unknown_roles(tmp_path, org):
+    idps = sf_idp(org).replace("    deprovision: disable\n", "")
+    idps = idps.replace("name: Engineering}", "name: Nobody}")
+    with make_service(tmp_path, idps, ["sf"]) as svc:
+        report = svc.test_idp("sf")
+    assert report.ok
+    assert any("deprovision: disable" in m for m in report.messages)
+    assert any("engineers: no group named Nobody" in m for m in report.messages)
+
+
+def test_error_mapping_of_salesforce_replies():
+    import httpx
+
+    from idprov.connectors.base import RemoteConflict, RemoteNotFound, TargetError
+
+    def reply(status: int, code: str) -> httpx.Response:
+        return httpx.Response(status, json=[{"message": "m", "errorCode": code, "fields": []}])
+
+    with pytest.raises(RemoteConflict):
+        raise_salesforce_error(reply(400, "DUPLICATE_USERNAME"), "x")
+    with pytest.raises(RemoteNotFound):
+        raise_salesforce_error(reply(404, "NOT_FOUND"), "x")
+    for status, code in ((403, "REQUEST_LIMIT_EXCEEDED"), (400, "UNABLE_TO_LOCK_ROW"), (503, "X")):
+        with pytest.raises(TargetError) as info:
+            raise_salesforce_error(reply(status, code), "x")
+        assert info.value.retryable, code
+    with pytest.raises(TargetError) as info:
+        raise_salesforce_error(reply(400, "INVALID_FIELD"), "x")
+    assert not info.value.retryable
+
+
+# ---------------------------------------------------------------- units and options
+def test_soql_literals_and_aliases():
+    assert soql_literal("o'brien\\x") == "'o\\'brien\\\\x'"
+    assert derive_alias("Alice", "Liddell", "x") == "aliddell"
+    assert derive_alias(None, "O'Neil-Smith", "x") == "oneilsmi"
+    assert derive_alias("", "", "Zoë.Z@example.com") == "zoez"
+    assert derive_alias("Émile", "Zola", "x") == "ezola"
+
+
+def options(**extra: Any) -> dict[str, Any]:
+    base = {
+        "client_id": "ck",
+        "private_key": "env:K",
+        "username": "i@example.com",
+        "domain": "example.com",
+        "profile": "Standard User",
+    }
+    return {k: v for k, v in {**base, **extra}.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "words"),
+    [
+        (options(private_key=None), "private_key", "needs private_key, username"),
+        (options(flow="client_credentials", client_secret="env:S"), "base_url", "My Domain"),
+        (options(profile=None), "profile", "profile_id"),
+        (options(domain=None), "domain", "set domain"),
+        (options(api_version="v60"), "api_version", "60.0"),
+        (
+            options(roles={"staff": {"type": "group", "id": "0PS000000000001AAA"}}),
+            "roles.staff.id",
+            "starting 00G",
+        ),
+        (options(auth="basic"), "auth", "OAuth"),
+    ],
+)
+def test_options_are_checked_with_the_key_named(data, key, words):
+    from idprov.config.schema import Locator, build
+    from idprov.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        build(SalesforceOptions, data, Locator("idprov.yaml"), ("options",))
+    assert f"options.{key}" in info.value.message and words in info.value.message
+
+
+def test_sandbox_hosts_get_the_sandbox_audience():
+    from idprov.config.schema import Locator, build
+
+    sandbox = build(
+        SalesforceOptions,
+        options(base_url="https://acme--uat.sandbox.my.salesforce.com"),
+        Locator("t"),
+    )
+    assert sandbox.jwt_audience == "https://test.salesforce.com"
+    assert build(SalesforceOptions, options(), Locator("t")).jwt_audience == (
+        "https://login.salesforce.com"
+    )

@@ -1,0 +1,268 @@
+"""`idprov sync`, `plan`, `explain`: against the real SCIM server, and with faults."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from idprov.config import load_config
+from idprov.provisioning.lock import RunLock
+from idprov.provisioning.service import IdentityService
+from tests.outbound_helpers import FakeScim, idp_yaml, make_service
+from tests.peers.scim2 import Scim2Peer
+
+
+def write_config(tmp_path: Path, base_url: str, extra: str = "") -> None:
+    (tmp_path / "idprov.yaml").write_text(f"""
+version: 1
+data_dir: {tmp_path / "data"}
+identity_providers:
+  - name: scim
+    connector: scim2
+    options: {{base_url: "{base_url}", auth: bearer, token: env:SCIM_TOKEN}}
+    provisioning_roles: [staff]
+    retry: {{max_attempts: 2, initial_backoff: 0.01, max_backoff: 0.05}}
+{extra}
+applications:
+  - name: resident
+    identity_providers: [scim]
+""")
+
+
+@pytest.fixture()
+def scim(tmp_path: Path, scim2_server: Scim2Peer, monkeypatch: pytest.MonkeyPatch) -> Scim2Peer:
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    write_config(tmp_path, scim2_server.base_url)
+    return scim2_server
+
+
+def db(tmp_path: Path) -> sqlite3.Connection:
+    """idprov's database, written directly: what a change outside idprov looks like."""
+    return sqlite3.connect(tmp_path / "data" / "idprov.db", isolation_level=None)
+
+
+def names(resources: list[dict], key: str = "userName") -> set[str]:
+    return {r[key] for r in resources}
+
+
+def seed(cli, count: int = 3) -> None:
+    cli("role", "add", "staff").ok()
+    for i in range(count):
+        cli("user", "add", f"user{i}", "-c", f"email=user{i}@example.com", "-r", "staff").ok()
+
+
+def test_changes_made_outside_idprov_are_pushed_and_nothing_else(cli, scim, tmp_path):
+    seed(cli)
+    cli("user", "add", "outsider", "-c", "email=o@example.com").ok()
+    assert cli("plan", "--json").json()["plan"]["idps"][0]["items"] == []
+    with db(tmp_path) as conn:  # edited in the store directly, and a role granted there
+        conn.execute(
+            "UPDATE users SET claims = json_set(claims, '$.title', 'Boss') WHERE username = 'user0'"
+        )
+        conn.execute(
+            "INSERT INTO user_roles SELECT u.id, r.id FROM users u, roles r"
+            " WHERE u.username = 'outsider' AND r.name = 'staff'"
+        )
+        conn.execute(
+            "DELETE FROM user_roles WHERE user_id = (SELECT id FROM users WHERE username = 'user2')"
+        )
+    plan = cli("plan", "--json").json()["plan"]["idps"][0]
+    actions = {(i["label"], i["action"]) for i in plan["items"]}
+    assert actions == {
+        ("user0", "update"),
+        ("outsider", "create"),
+        ("user2", "delete"),
+        ("staff", "update"),
+    }
+    assert next(i for i in plan["items"] if i["label"] == "user0")["changed"] == ["title"]
+    result = cli("sync", "--json").json()
+    assert result["outbound"]["ok"]
+    users = {u["userName"]: u for u in scim.users()}
+    assert set(users) == {"user0", "user1", "outsider"}
+    assert users["user0"]["title"] == "Boss"
+    members = {m["value"] for m in scim.groups()[0]["members"]}
+    assert members == {users[n]["id"] for n in ("user0", "user1", "outsider")}
+    again = cli("sync", "--json", "--detailed-exitcode").json()
+    assert again["plan"]["idps"][0]["items"] == [] and again["outbound"]["idps"] == []
+
+
+def test_dry_run_changes_nothing_on_either_side(cli, scim, tmp_path):
+    seed(cli)
+    with db(tmp_path) as conn:
+        conn.execute("DELETE FROM user_roles")
+    before_remote = (scim.users(), scim.groups())
+    before_local = (tmp_path / "data" / "idprov.db").read_bytes()
+    out = tmp_path / "plan.json"
+    run = cli("sync", "--dry-run", "--out", str(out), "--json")
+    assert run.exit_code == 0 and len(run.json()["plan"]["idps"][0]["items"]) == 4
+    assert (scim.users(), scim.groups()) == before_remote
+    with db(tmp_path) as conn:
+        assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+    assert json.loads(out.read_text())["fingerprint"]
+    del before_local
+
+
+def test_deletion_guard_trips_when_the_store_suddenly_reads_empty(cli, scim, tmp_path):
+    write_config(
+        tmp_path,
+        scim.base_url,
+        "    deletion_guard: {max_deletes: 2, max_percent: 50, min_deletes: 2}\n",
+    )
+    seed(cli, 5)
+    with db(tmp_path) as conn:
+        conn.execute("DELETE FROM users")
+    run = cli("sync", "--json")
+    error = run.error(7)
+    assert "deletion guard" in error["message"] and "--allow-deletes 5" in error["hint"]
+    assert len(scim.users()) == 5
+    assert cli("log", "--action", "sync.run", "--json").json()[0]["outcome"] == "refused"
+    cli("sync", "--allow-deletes", "5").ok()
+    assert scim.users() == []
+
+
+def test_a_store_that_cannot_be_read_is_never_treated_as_empty(cli, scim, tmp_path):
+    broken = tmp_path / "hr.db"
+    broken.write_bytes(b"this is not an sqlite database" * 100)
+    write_config(tmp_path, scim.base_url)
+    text = (
+        (tmp_path / "idprov.yaml")
+        .read_text()
+        .replace(
+            "identity_providers:",
+            f"userstores:\n  - domain: PRIMARY\n  - domain: HR\n    path: {broken}\n"
+            "identity_providers:",
+            1,
+        )
+    )
+    (tmp_path / "idprov.yaml").write_text(text)
+    seed(cli, 2)
+    error = cli("sync", "--json").error(7)
+    assert "could not be read" in error["message"] and "HR" in error["message"]
+    assert len(scim.users()) == 2
+
+
+def test_a_second_sync_is_refused_while_one_runs_or_waits(cli, scim, tmp_path):
+    seed(cli, 1)
+    data = tmp_path / "data"
+    with RunLock(data, "sync"):
+        error = cli("sync", "--json").error(8)
+        assert "pid" in error["message"] and "--wait" in error["hint"]
+    lock = RunLock(data, "import")
+    lock.__enter__()
+    threading.Timer(0.3, lock.__exit__, (None, None, None)).start()
+    start = time.monotonic()
+    cli("sync", "--wait").ok()
+    assert time.monotonic() - start >= 0.25
+
+
+def test_a_sync_killed_midway_is_finished_by_the_next_without_duplicates(tmp_path, monkeypatch):
+    from idprov.provisioning import engine
+    from idprov.provisioning.sync import run_sync
+
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    fake = FakeScim("secret-token")
+    idps = idp_yaml("target", "https://scim.test/v2")
+    with make_service(tmp_path, idps, [], http_transport=fake.transport()) as loader:
+        for i in range(30):
+            loader.add_user(f"user{i:02d}", {"email": f"u{i}@example.com"})
+    original = engine.Engine._finish
+    calls = {"n": 0}
+
+    def killed(self, task, attempts, value):
+        if calls["n"] == 12:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        original(self, task, attempts, value)
+
+    monkeypatch.setattr(engine.Engine, "_finish", killed)
+    with make_service(tmp_path, idps, ["target"], http_transport=fake.transport()) as svc:
+        with pytest.raises(KeyboardInterrupt):
+            run_sync(svc)
+    monkeypatch.setattr(engine.Engine, "_finish", original)
+    with make_service(tmp_path, idps, ["target"], http_transport=fake.transport()) as svc:
+        result = run_sync(svc)
+        assert result.outbound is not None and result.outbound.ok
+        assert run_sync(svc).plan.empty
+    assert sorted(u["userName"] for u in fake.users.values()) == [f"user{i:02d}" for i in range(30)]
+
+
+def test_a_second_run_sends_no_request(tmp_path, monkeypatch):
+    from idprov.provisioning.sync import run_sync
+
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    fake = FakeScim("secret-token")
+    with make_service(
+        tmp_path,
+        idp_yaml("target", "https://scim.test/v2"),
+        ["target"],
+        http_transport=fake.transport(),
+    ) as svc:
+        for i in range(5):
+            svc.add_user(f"user{i}", {"email": f"u{i}@example.com"})
+        before = len(fake.requests)
+        result = run_sync(svc)
+        assert result.plan.empty and len(fake.requests) == before
+
+
+def test_saved_plan_applies_exactly_or_is_refused(cli, scim, tmp_path):
+    seed(cli, 2)
+    with db(tmp_path) as conn:
+        conn.execute("UPDATE users SET claims = json_set(claims, '$.title', 'X')")
+    plan = tmp_path / "plan.json"
+    cli("plan", "--out", str(plan)).ok()
+    with db(tmp_path) as conn:
+        conn.execute(
+            "UPDATE users SET claims = json_set(claims, '$.title', 'Y') WHERE username = 'user0'"
+        )
+    error = cli("sync", "--apply", str(plan), "--json").error(4)
+    assert "out of date" in error["message"]
+    assert {u.get("title") for u in scim.users()} == {None}
+    cli("plan", "--out", str(plan)).ok()
+    cli("sync", "--apply", str(plan)).ok()
+    assert {u["userName"]: u.get("title") for u in scim.users()} == {"user0": "Y", "user1": "X"}
+
+
+def test_explain_says_why(cli, scim):
+    seed(cli, 1)
+    cli("user", "add", "bob", "-c", "email=bob@example.com").ok()
+    data = cli("explain", "bob", "--idp", "scim", "--json").json()
+    assert not data["in_scope"] and "none of the provisioning roles" in data["why"]
+    assert data["ledger"] is None and data["decision"]["action"] == "none"
+    data = cli("explain", "user0", "--idp", "scim", "--json").json()
+    assert data["in_scope"] and data["ledger"]["remote_id"]
+    assert data["would_send"]["attributes"]['emails[type eq "work"].value'] == ("user0@example.com")
+
+
+def test_verify_reports_drift_and_what_is_not_ours(cli, scim):
+    seed(cli, 3)
+    users = {u["userName"]: u for u in scim.users()}
+    scim.client.delete(f"/Users/{users['user1']['id']}")
+    scim.client.patch(
+        f"/Users/{users['user2']['id']}",
+        json={
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "value": {"title": "Hacked", "active": False}}],
+        },
+    )
+    scim.client.post(
+        "/Users",
+        json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "stranger"},
+    )
+    drift = cli("sync", "--dry-run", "--verify", "--json").json()["drift"]["scim"]
+    assert drift["deleted_remotely"] == ["user1"]
+    assert drift["changed_remotely"] == [{"user": "user2", "attributes": ["active"]}]
+    assert drift["unowned"] == ["stranger"]
+
+
+def test_every_run_is_in_the_audit_log(cli, scim):
+    seed(cli, 1)
+    result = cli("sync", "--json").json()
+    [entry] = cli("log", "--run", result["run"], "--json").json()
+    assert entry["action"] == "sync.run" and entry["run"] == result["run"]
+    service = IdentityService(load_config())
+    service.close()
