@@ -295,3 +295,14 @@ def test_the_sample_file_imports(cli):
     report = cli("import", "users", str(sample), "--create-roles", "--json").json()
     assert report["rejected"] == 0 and report["created"] == 3
     assert users(cli)["carol"]["claims"]["family_name"] == "Jones, Jr."
+
+
+def test_an_import_waits_for_no_one_while_a_sync_runs(cli, tmp_path, data_dir):
+    from idprov.provisioning.lock import RunLock
+
+    path = write(tmp_path, HEADER + "alice,a@example.com,A,B,\n")
+    with RunLock(data_dir, "sync"):
+        error = cli("import", "users", str(path), "--json").error(8)
+        assert "sync" in error["message"]
+        assert cli("import", "users", str(path), "--dry-run").exit_code == 0
+    cli("import", "users", str(path)).ok()

@@ -352,7 +352,8 @@ def test_list_users_pages_through_more_entries_than_one_page(open_store):
 
 def test_paging_gets_everything_past_the_servers_size_limit(slapd_factory, open_store, tmp_path):
     limited = slapd_factory(
-        extra_config="limits users size.soft=5 size.hard=5 size.prtotal=unlimited"
+        extra_config="limits users size.soft=5 size.hard=5 size.prtotal=unlimited\n"
+        'access to * by dn.exact="cn=svc,dc=example,dc=com" write by * read'
     )
     service_dn = add_service_account(limited)
     admin = open_store(limited)
@@ -372,13 +373,19 @@ def test_paging_gets_everything_past_the_servers_size_limit(slapd_factory, open_
     assert unpaged.returncode == 4  # sizeLimitExceeded
 
     password = secret(tmp_path, SERVICE_PASSWORD)
-    reader = open_store(limited, bind_dn=service_dn, bind_password=password, page_size=5)
-    assert reader.list_users(UserQuery(limit=None)).total == 60
-    page = reader.list_users(UserQuery(role="all", limit=5, offset=55))
+    account = open_store(limited, bind_dn=service_dn, bind_password=password, page_size=5)
+    assert account.list_users(UserQuery(limit=None)).total == 60
+    page = account.list_users(UserQuery(role="all", limit=5, offset=55))
     assert (page.total, page.items[-1].username) == (60, "user59")
-    member_ids = reader.role_member_ids(reader.find_role("all").id)
+    member_ids = account.role_member_ids(account.find_role("all").id)
     assert len(set(member_ids)) == 60
-    assert len(reader.find_users_by_id(member_ids)) == 60
+    assert len(account.find_users_by_id(member_ids)) == 60
+    # the bulk path's own searches meet the limit too, and fall back to paged ones
+    rows = [(f"user{i:02d}", {}, None) for i in range(50, 70)]
+    outcomes = account.add_users(rows)
+    assert [type(o).__name__ for o in outcomes] == ["ConflictError"] * 10 + ["User"] * 10
+    assert all(o.id for o in outcomes[10:])
+    assert account.list_users(UserQuery(limit=None)).total == 70
 
 
 # ---- injection

@@ -67,6 +67,9 @@ def import_users(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per transaction.")] = 1000,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    wait: Annotated[
+        bool, typer.Option(help="Wait for a running sync or import instead of exiting with code 8.")
+    ] = False,
     app_name: AppOpt = "resident",
     json: JsonOpt = False,
 ) -> None:
@@ -90,6 +93,7 @@ def import_users(
         dry_run=dry_run,
         push=not no_push,
         batch_size=batch_size,
+        wait=wait,
         domain=domain,
     )
     svc = service(app_name, live=not quiet)

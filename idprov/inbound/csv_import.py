@@ -71,10 +71,12 @@ class ImportOptions:
     push: bool = True
     batch_size: int = 1000
     domain: str | None = None
+    wait: bool = False
+    """Wait for a running sync or import instead of failing with LockedError."""
 
     def fingerprint(self) -> str:
         data = asdict(self)
-        for key in ("dry_run", "push", "batch_size"):
+        for key in ("dry_run", "push", "batch_size", "wait"):
             data.pop(key)
         data["ignore_columns"] = sorted(self.ignore_columns)
         return json.dumps(data, sort_keys=True)
@@ -319,7 +321,10 @@ class CsvImport:
             if self.report.rejected and self.options.on_error == "stop":
                 self.report.stopped = True
             elif not self.options.dry_run:
-                self._write(staging)
+                from idprov.provisioning.lock import RunLock
+
+                with RunLock(self.service.data_dir, "import", wait=self.options.wait):
+                    self._write(staging)
         finally:
             staging.close()
             self.report.seconds = time.perf_counter() - start

@@ -103,7 +103,7 @@ PERSON_CLASSES = {"person", "organizationalperson", "inetorgperson"}
 NAME_CLAIMS = ("display_name", "given_name", "family_name")
 CHUNK = 50
 """Names or ids per OR filter when looking up several entries in one search."""
-EXISTS_CHUNK = 200
+
 _ESCAPED = re.compile(rb"\\([0-9A-Fa-f]{2}|.)", re.DOTALL)
 _TIME = re.compile(r"^(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(?:[.,](\d+))?Z$")
 _SCHEME = re.compile(r"^\{([A-Za-z0-9.-]+)\}.")
@@ -858,10 +858,10 @@ class LdapUserStore(UserStore):
     def _named_entries(
         self, batch: Pipeline, usernames: Sequence[str], attrs: Sequence[str]
     ) -> dict[str, list[Entry]]:
-        """Entries by casefolded username, found with one search per ``EXISTS_CHUNK``
+        """Entries by casefolded username, found with one search per ``CHUNK``
         names on the batch's connection (through ldap3, paged, for a chunk the server
         cut short at a size limit)."""
-        chunks = [usernames[i : i + EXISTS_CHUNK] for i in range(0, len(usernames), EXISTS_CHUNK)]
+        chunks = [usernames[i : i + CHUNK] for i in range(0, len(usernames), CHUNK)]
         classes = [equality("objectClass", c) for c in self.config.user_object_classes]
         name, base = self.config.username_attribute, self.config.user_search_base
         scope = "one" if self._scope == LEVEL else "sub"

@@ -1,0 +1,387 @@
+"""Just-in-time (JIT) provisioning: what a federated login does to the local userstore.
+
+When a user logs in to an application through a federated IdP (an OIDC provider, a
+SAML IdP), the application's ``jit:`` entry for that IdP says whether the login may
+create the user locally, in which userstore, how the IdP's claims (``sub``,
+``email``, ``given_name``, ``groups``...) become local claims and roles, and whether
+an existing user follows the IdP on every login. The login then goes out, through the
+outbox like any change, to the application's identity providers that opted in with
+``jit: true`` (as in the model system, outbound JIT provisioning is per IdP).
+
+Claims come from a JSON document (what an authenticating proxy already verified) or
+from an OpenID Connect ID token, whose signature is checked against the configured
+JWKS file, public key or shared secret, and whose ``iss``, ``aud`` and ``exp`` are
+enforced. PyJWT is imported only for ID tokens.
+
+An update only sets the claims the IdP sent (a login with fewer claims erases
+nothing), and only adds or removes the roles the mapping manages (``roles`` values
+and ``default_roles``): roles given locally stay.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from idprov.config import Config
+from idprov.config.models import JitConfig
+from idprov.errors import ConfigError, NotFoundError, PolicyError, UsageError
+from idprov.model import ClaimValue, User
+
+if TYPE_CHECKING:
+    from idprov.provisioning.engine import OutboundReport
+    from idprov.provisioning.service import ChangeResult, IdentityService
+    from idprov.userstores import UserStore
+
+
+class TokenRejected(PolicyError):
+    """An ID token that does not verify: bad signature, expired, or not for us."""
+
+    code = "token_rejected"
+
+
+class JitDisabled(PolicyError):
+    code = "jit_disabled"
+
+
+@dataclass
+class JitResult:
+    """What one login did locally, and what went out."""
+
+    application: str
+    idp: str
+    action: str
+    """``created``, ``updated`` or ``unchanged``."""
+    user: User
+    claims_changed: list[str] = field(default_factory=list)
+    roles_added: list[str] = field(default_factory=list)
+    roles_removed: list[str] = field(default_factory=list)
+    outbound: OutboundReport | None = None
+
+    @property
+    def outbound_failed(self) -> bool:
+        return self.outbound is not None and not self.outbound.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "application": self.application,
+            "idp": self.idp,
+            "action": self.action,
+            "user": self.user.to_dict(),
+            "claims_changed": self.claims_changed,
+            "roles_added": self.roles_added,
+            "roles_removed": self.roles_removed,
+            "outbound": self.outbound.to_dict() if self.outbound is not None else None,
+        }
+
+
+# ---------------------------------------------------------------- configuration
+def jit_settings(config: Config, application: str, idp: str) -> JitConfig:
+    """The application's JIT settings for federated IdP ``idp``; refused when absent
+    or off."""
+    app = config.application(application)
+    for jit in app.jit:
+        if jit.idp == idp:
+            if not jit.enabled:
+                raise JitDisabled(
+                    f"JIT provisioning through {idp!r} is off for application {application!r}",
+                    hint=f"set enabled: true in the jit entry of {idp} under {application}",
+                )
+            return jit
+    known = ", ".join(j.idp for j in app.jit) or "none"
+    raise NotFoundError(
+        f"application {application!r} has no JIT settings for IdP {idp!r}",
+        hint=f"add a `jit: [{{idp: {idp}}}]` entry to the application (configured: {known})",
+    )
+
+
+def jit_view(config: Config, application: str) -> Config:
+    """``config`` as a JIT login of ``application`` sees it: the application provisions
+    only to its identity providers that opted in with ``jit: true``."""
+    opted_in = {i.name for i in config.identity_providers if i.jit}
+    view = copy.copy(config)
+    view.applications = [
+        dataclasses.replace(
+            a, identity_providers=[n for n in a.identity_providers if n in opted_in]
+        )
+        if a.name == application
+        else a
+        for a in config.applications
+    ]
+    return view
+
+
+def open_jit_service(config: Config, application: str, **kwargs: Any) -> IdentityService:
+    """A service acting as ``application`` for JIT logins (see :func:`jit_view`)."""
+    from idprov.provisioning.service import IdentityService
+
+    return IdentityService(jit_view(config, application), application=application, **kwargs)
+
+
+# ---------------------------------------------------------------- ID tokens
+def read_claims_file(path: str) -> dict[str, Any]:
+    """The JSON object of a claims file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read claims file {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise UsageError(
+            f"claims file {path} is not JSON: {exc}",
+            hint='write one JSON object, e.g. {"sub": "alice", "email": "alice@example.com"}',
+        ) from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"claims file {path} holds JSON, but not an object of claims")
+    return data
+
+
+def verify_id_token(token: str, settings: JitConfig) -> dict[str, Any]:
+    """The claims of an ID token whose signature, ``iss``, ``aud`` and ``exp`` check
+    out against ``settings``; :class:`TokenRejected` saying why not."""
+    import jwt
+
+    if not (settings.jwks_file or settings.public_key_file or settings.shared_secret):
+        raise UsageError(
+            f"no key to verify ID tokens of {settings.idp!r}",
+            hint="set jwks_file, public_key_file or shared_secret (with issuer and audience) "
+            "in its jit entry, or log in with verified claims instead",
+        )
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise TokenRejected(f"the ID token is not a JWT: {exc}") from exc
+    key = _signing_key(header, settings)
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=settings.signing_algorithms(),
+            audience=settings.audience,
+            issuer=settings.issuer,
+            leeway=settings.leeway,
+            options={"require": ["exp", "iss", "aud"]},
+        )
+    except jwt.PyJWTError as exc:
+        raise _rejection(exc, token, settings) from exc
+    return dict(claims)
+
+
+def _signing_key(header: Mapping[str, Any], settings: JitConfig) -> Any:
+    import jwt
+
+    if settings.shared_secret is not None:
+        return settings.shared_secret.reveal()
+    if settings.public_key_file:
+        return _read(settings.public_key_file, "public_key_file")
+    path = str(settings.jwks_file)
+    try:
+        keys = jwt.PyJWKSet.from_json(_read(path, "jwks_file")).keys
+    except jwt.PyJWTError as exc:
+        raise ConfigError(f"JWKS file {path} holds no usable key: {exc}") from exc
+    kid = header.get("kid")
+    matching = [k for k in keys if kid is None or k.key_id == kid]
+    if kid is None and len(matching) > 1:
+        raise TokenRejected(
+            "the ID token names no key (kid) and the JWKS holds several",
+            hint=f"the IdP signs with a key id; check that {path} is its JWKS",
+        )
+    if not matching:
+        raise TokenRejected(
+            f"the ID token is signed with key {kid!r}, which is not in {path}",
+            hint="the IdP may have rotated its keys: refresh the JWKS file",
+        )
+    return matching[0]
+
+
+def _read(path: str, key: str) -> str:
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {key} {path}: {exc.strerror}") from exc
+
+
+def _rejection(exc: Exception, token: str, settings: JitConfig) -> TokenRejected:
+    import jwt
+
+    seen = jwt.decode(token, options={"verify_signature": False})
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return TokenRejected(
+            f"the ID token expired (exp {seen.get('exp')}, leeway {settings.leeway}s)",
+            hint="log in again for a fresh token, and check the clocks of both hosts",
+        )
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return TokenRejected(
+            f"the ID token is for audience {seen.get('aud')!r}, not {settings.audience!r}",
+            hint=f"it was issued to another client; audience is set in the {settings.idp} "
+            "jit entry",
+        )
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return TokenRejected(
+            f"the ID token was issued by {seen.get('iss')!r}, not {settings.issuer!r}",
+            hint=f"issuer is set in the {settings.idp} jit entry",
+        )
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return TokenRejected(
+            "the ID token's signature does not verify with the configured key",
+            hint="it was signed by another key or altered; check the jwks_file, "
+            "public_key_file or shared_secret",
+        )
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return TokenRejected(f"the ID token has no {exc.claim!r} claim")
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return TokenRejected(
+            f"the ID token is signed with an algorithm not allowed here ({exc})",
+            hint=f"allowed: {', '.join(settings.signing_algorithms())} (jit algorithms)",
+        )
+    return TokenRejected(f"the ID token is not valid: {exc}")
+
+
+# ---------------------------------------------------------------- the login
+def login(service: IdentityService, idp: str, idp_claims: Mapping[str, Any]) -> JitResult:
+    """Create or update the local user of a login through ``idp`` with the IdP's
+    (already verified) claims, as ``service``'s application, and push it out."""
+    settings = jit_settings(service.config, service.application, idp)
+    app = service.config.application(service.application)
+    domain = settings.userstore or app.userstore
+    username = _username(idp_claims, settings)
+    claims = _local_claims(service, idp_claims, settings)
+    wanted, managed = _roles(idp_claims, settings)
+    store = service.store(domain)
+    existing = store.find_user(username)
+    changes: list[ChangeResult] = []
+    if existing is None:
+        changes.append(service.add_user(username, claims, roles=sorted(wanted), domain=domain))
+        outcome = _Outcome("created", sorted(claims), sorted(wanted), [])
+    elif settings.update_on_login:
+        outcome = _update(service, existing, claims, wanted, managed, changes)
+    else:
+        outcome = _Outcome("unchanged", [], [], [])
+    result = JitResult(
+        service.application,
+        idp,
+        outcome.action,
+        service.get_user(username, domain),
+        outcome.claims,
+        outcome.added,
+        outcome.removed,
+        _merged([c.outbound for c in changes]),
+    )
+    _audit(service, store, result)
+    return result
+
+
+@dataclass
+class _Outcome:
+    action: str
+    claims: list[str]
+    added: list[str]
+    removed: list[str]
+
+
+def _update(
+    service: IdentityService,
+    user: User,
+    claims: dict[str, ClaimValue],
+    wanted: set[str],
+    managed: set[str],
+    changes: list[ChangeResult],
+) -> _Outcome:
+    changed = {k: v for k, v in claims.items() if user.claims.get(k) != v}
+    if changed:
+        changes.append(service.update_user(user.username, changed, domain=user.domain))
+    held = {r.casefold(): r for r in user.roles}
+    dropped = {m.casefold() for m in managed} - {w.casefold() for w in wanted}
+    added = sorted(r for r in wanted if r.casefold() not in held)
+    removed = sorted(held[k] for k in held if k in dropped)
+    for role in added:
+        changes.append(service.assign(role, [user.username], domain=user.domain))
+    for role in removed:
+        changes.append(service.unassign(role, [user.username], domain=user.domain))
+    action = "updated" if changes else "unchanged"
+    return _Outcome(action, sorted(changed), added, removed)
+
+
+def _audit(service: IdentityService, store: UserStore, result: JitResult) -> None:
+    """One audit entry per login, whatever it changed (who logged in, through what)."""
+    with service.writing(store):
+        service.audit(
+            "jit.login",
+            result.user.qualified_name,
+            {
+                "idp": result.idp,
+                "outcome": result.action,
+                "claims": result.claims_changed,
+                "roles_added": result.roles_added,
+                "roles_removed": result.roles_removed,
+            },
+        )
+
+
+def _merged(reports: list[OutboundReport | None]) -> OutboundReport | None:
+    present = [r for r in reports if r is not None]
+    if not present:
+        return None
+    from idprov.provisioning.engine import OutboundReport
+
+    merged = OutboundReport()
+    for report in present:
+        merged.merge(report)
+    return merged
+
+
+def _username(idp_claims: Mapping[str, Any], settings: JitConfig) -> str:
+    value = idp_claims.get(settings.username_claim)
+    if not isinstance(value, str | int) or isinstance(value, bool) or str(value).strip() == "":
+        raise UsageError(
+            f"the login's claims have no usable {settings.username_claim!r} for the username",
+            hint=f"the {settings.idp} jit entry takes the username from username_claim "
+            f"{settings.username_claim!r}",
+        )
+    return str(value).strip()
+
+
+def _local_claims(
+    service: IdentityService, idp_claims: Mapping[str, Any], settings: JitConfig
+) -> dict[str, ClaimValue]:
+    out: dict[str, ClaimValue] = {}
+    for local, remote in settings.local_claims().items():
+        if remote not in idp_claims or idp_claims[remote] in (None, "", []):
+            continue
+        definition = service.claims.get(local)
+        multi = definition is not None and definition.multi_valued
+        out[local] = _claim_value(idp_claims[remote], multi, remote)
+    return out
+
+
+def _claim_value(value: Any, multi: bool, remote: str) -> ClaimValue:
+    values = value if isinstance(value, list) else [value]
+    texts = [_text(v, remote) for v in values]
+    if multi:
+        return texts
+    if len(texts) != 1:
+        raise UsageError(f"the IdP's claim {remote!r} has {len(texts)} values; one is needed")
+    return texts[0]
+
+
+def _text(value: Any, remote: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise UsageError(f"the IdP's claim {remote!r} is not text, a number or true/false")
+
+
+def _roles(idp_claims: Mapping[str, Any], settings: JitConfig) -> tuple[set[str], set[str]]:
+    """(the roles this login gives, every role the mapping manages)."""
+    groups: Any = idp_claims.get(settings.roles_claim) if settings.roles_claim else None
+    groups = [groups] if isinstance(groups, str) else groups or []
+    wanted = set(settings.default_roles)
+    for group in groups:
+        wanted.update(settings.roles.get(str(group), []))
+    managed = set(settings.default_roles) | {r for rs in settings.roles.values() for r in rs}
+    return wanted, managed
