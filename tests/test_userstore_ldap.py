@@ -29,7 +29,7 @@ from idprov.provisioning.service import IdentityService
 from idprov.provisioning.state import AuditQuery
 from idprov.userstores.ldap import LdapUserStore
 from idprov.userstores.passwords import hash_password, hash_ssha, verify_password
-from tests.peers.slapd import Directory, Slapd
+from tests.peers.slapd import Directory, Slapd, make_certificates
 
 CLAIMS = Config().claim_definitions()
 SERVICE_PASSWORD = "svc-secret"
@@ -421,6 +421,9 @@ def test_names_in_filters_never_widen_a_search(store, probe):
         "eq=ual",
         "*)(uid=*",
         "Ünïcødé",
+        " lead",
+        "trail ",
+        "a\\ ",
     ],
 )
 def test_names_in_dns_stay_one_entry_below_their_base(slapd, store, name):
@@ -472,6 +475,29 @@ def test_a_read_only_store_reads_and_refuses_every_write(slapd, store, open_stor
     assert slapd.entry(f"cn=staff,{slapd.groups}", "member").get("member") == [
         f"cn=staff,{slapd.groups}"
     ]
+
+
+@pytest.mark.parametrize("how", ["ldaps", "start_tls"])
+def test_tls_with_a_ca_file_verifies_the_server(slapd_factory, open_store, how):
+    secure = slapd_factory(tls=True)
+    url = secure.ldaps_url if how == "ldaps" else secure.url
+    ca_file = str(secure.ca_file)
+    store = open_store(secure, url=url, start_tls=how == "start_tls", ca_file=ca_file)
+    store.add_user("alice", {}, None)
+    assert people(secure) == ["alice"]
+
+
+def test_tls_refuses_a_server_its_ca_file_does_not_vouch_for(slapd_factory, open_store, tmp_path):
+    secure = slapd_factory(tls=True)
+    make_certificates(tmp_path / "other-ca")
+    other_ca = str(tmp_path / "other-ca" / "ca.pem")
+    store = open_store(secure, url=secure.ldaps_url, ca_file=other_ca)
+    with pytest.raises(ConfigError) as info:
+        store.find_user("alice")
+    assert "certificate" in info.value.message and "ca_file" in info.value.hint
+    plain = open_store(secure, start_tls=True, ca_file=other_ca)
+    with pytest.raises(ConfigError):
+        plain.find_user("alice")
 
 
 def test_a_wrong_bind_password_is_a_config_error_that_says_what_to_check(
@@ -564,6 +590,29 @@ def test_add_users_when_the_server_is_gone(private_slapd, open_store):
     slapd.stop()
     with pytest.raises(StoreError, match="cannot be reached"):
         store.add_users([("alice", {}, None)])
+
+
+def test_a_bulk_import_batch_creates_updates_and_records_directory_ids(slapd, store):
+    from idprov.userstores.base import ImportedUser
+
+    store.add_role("staff")
+    store.add_user("alice", {"email": "old@example.com", "title": "Dev"}, None)
+    batch = [
+        ImportedUser(
+            "uuid-made-by-the-caller", "bob", {"email": "b@example.com"}, None, ["staff"], False
+        ),
+        ImportedUser("", "carol", {}, hash_ssha("carol-pw"), None, False),
+        ImportedUser("", "ALICE", {"email": "new@example.com"}, None, ["staff"], True),
+    ]
+    store.import_users(batch)
+    assert batch[0].id == user_entry(slapd, "bob").first("entryUUID")
+    assert batch[1].id == user_entry(slapd, "carol").first("entryUUID")
+    found = store.find_users(["Bob", "alice", "nobody"])
+    assert sorted(found) == ["alice", "bob"]
+    assert found["alice"].claims == {"email": "new@example.com"}
+    assert store.find_role("staff", with_members=True).members == ["alice", "bob"]
+    with pytest.raises(ConflictError):
+        store.import_users([ImportedUser("", "bob", {}, None, None, False)])
 
 
 # ---- through the service, alongside the embedded store

@@ -57,6 +57,8 @@ IdprovGroup.lazy = {
     "connector": "idprov.cli.outbound:connector_app",
     "import": "idprov.cli.import_cmd:import_app",
     "export": "idprov.cli.import_cmd:export_app",
+    "serve": "idprov.cli.serve",
+    "jit": "idprov.cli.jit",
 }
 app.command("init")(config_cmd.init)
 app.command("log")(log.log)

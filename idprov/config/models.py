@@ -400,6 +400,13 @@ class Config:
                     f"claim {claim.name!r} is built in; choose another name",
                     f"claims[{i}].name",
                 )
+        for i, store in enumerate(self.userstores):
+            if store.domain.casefold() == "internal":
+                raise Invalid(
+                    "the domain Internal is idprov's own, for roles that hold users "
+                    "of several domains; choose another name",
+                    f"userstores[{i}].domain",
+                )
         if not any(u.domain == PRIMARY for u in self.userstores):
             raise Invalid(f"one userstore must have domain {PRIMARY}", "userstores")
 

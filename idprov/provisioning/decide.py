@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from idprov.connectors.base import Account
+from idprov.provisioning.internal_roles import is_internal
 from idprov.provisioning.mapping import fingerprint, map_attributes, render, user_values
 
 if TYPE_CHECKING:
@@ -33,12 +34,18 @@ def in_scope(idp: IdentityProviderConfig, roles: Iterable[str]) -> bool:
 
 
 def role_pushed(idp: IdentityProviderConfig, role: str) -> bool:
-    """Whether the role ``role`` becomes a group at ``idp``."""
+    """Whether the role ``role`` (its qualified name, ``DOMAIN/name`` outside PRIMARY)
+    becomes a group at ``idp``. A bare provisioning role names that role in every
+    userstore domain; ``Internal/NAME`` names an internal role."""
     if idp.push_roles == "none":
         return False
     if idp.push_roles == "all" or idp.provisioning_roles is None:
         return True
-    return role.casefold() in {r.casefold() for r in idp.provisioning_roles}
+    wanted = {r.casefold() for r in idp.provisioning_roles}
+    if role.casefold() in wanted:
+        return True
+    domain, sep, bare = role.partition("/")
+    return bool(sep) and not is_internal(domain) and bare.casefold() in wanted
 
 
 def account_for(user: User, idp: IdentityProviderConfig, connector: type[Connector]) -> Account:

@@ -397,7 +397,7 @@ class Engine:
                 by_domain.setdefault(row.domain, []).append(row.local_id)
         for domain, ids in by_domain.items():
             try:
-                self._users.update(self.service.store(domain).find_users_by_id(ids))
+                self._users.update(self.service.users_by_id((domain, i) for i in ids))
             except IdprovError:
                 continue  # the planner reports it, row by row
         by_idp: dict[tuple[str, str], list[str]] = {}
@@ -410,7 +410,7 @@ class Engine:
     def _user(self, row: OutboxRow) -> User | None:
         if row.local_id in self._users:
             return self._users[row.local_id]
-        return self.service.store(row.domain).find_user_by_id(row.local_id)
+        return self.service.users_by_id([(row.domain, row.local_id)]).get(row.local_id)
 
     def _entry(self, row: OutboxRow) -> LedgerEntry | None:
         key = (row.idp, row.kind, row.local_id)
@@ -679,13 +679,15 @@ class Engine:
     def _plan_role(self, row: OutboxRow) -> Planned:
         idp = self.service.idp(row.idp)
         connector = self.service.connector(row.idp)
-        store = self.service.store(row.domain)
-        role = store.find_role_by_id(row.local_id)
+        role = self.service.role_by_id(row.domain, row.local_id)
         entry = self._entry(row)
-        member_ids = store.role_member_ids(role.id) if role is not None else []
+        refs = self.service.role_members(row.domain, role.id) if role is not None else []
+        member_ids = [user_id for _, user_id in refs]
         provisioned = self.state.ledger.remote_ids(row.idp, member_ids)
         current = self.state.ledger.members(row.idp, row.local_id)
-        decision = decide_role(idp, role.name if role else None, entry, set(provisioned), current)
+        decision = decide_role(
+            idp, role.qualified_name if role else None, entry, set(provisioned), current
+        )
         if decision.action == "none" and (role is None or decision.reason == "not pushed"):
             if entry is not None:
                 self.state.ledger.forget(row.idp, "role", row.local_id)
@@ -707,30 +709,25 @@ class Engine:
 
             return Task(row, "delete", delete, forget)
         assert role is not None
-        waiting = self._waiting_members(row, idp, store, member_ids, provisioned)
+        waiting = self._waiting_members(idp, refs, provisioned)
+        name = role.qualified_name  # the group's display name: unique across domains
         if decision.action == "create":
-            return self._plan_group_create(row, idp, connector, role.name, provisioned, waiting)
+            return self._plan_group_create(row, idp, connector, name, provisioned, waiting)
         assert entry is not None
         return self._plan_group_update(
-            row, idp, connector, entry, role.name, provisioned, waiting, decision
+            row, idp, connector, entry, name, provisioned, waiting, decision
         )
 
     def _waiting_members(
         self,
-        row: OutboxRow,
         idp: IdentityProviderConfig,
-        store: Any,
-        member_ids: list[str],
+        refs: list[tuple[str, str]],
         provisioned: dict[str, str],
     ) -> list[str]:
         """Members in scope that are not (yet) provisioned: their own push failed."""
-        waiting = []
-        for user_id in member_ids:
-            if user_id not in provisioned:
-                user = store.find_user_by_id(user_id)
-                if user is not None and in_scope(idp, user.roles):
-                    waiting.append(user.qualified_name)
-        return waiting
+        missing = [(domain, user_id) for domain, user_id in refs if user_id not in provisioned]
+        users = self.service.users_by_id(missing) if missing else {}
+        return [u.qualified_name for u in users.values() if in_scope(idp, u.roles)]
 
     def _group_result(
         self, row: OutboxRow, operation: str, remote_id: str, waiting: list[str]

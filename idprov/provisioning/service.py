@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,7 @@ from idprov.config import RESIDENT, Config, IdentityProviderConfig, load_config
 from idprov.db import DatabasePool, write_transaction
 from idprov.errors import NotFoundError, UsageError
 from idprov.model import ClaimValue, Page, QualifiedName, Role, User, UserQuery
+from idprov.provisioning.internal_roles import INTERNAL, is_internal
 from idprov.provisioning.state import AuditEntry, AuditQuery, StateStore
 from idprov.userstores import UserStore, open_userstore, policy
 from idprov.userstores.passwords import hash_password, verify_password
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
     from idprov.connectors.base import CheckReport, Connector
     from idprov.provisioning.engine import OutboundReport, Progress
+    from idprov.provisioning.internal_roles import InternalRoles
     from idprov.provisioning.outbox import Kind, OutboxRow
 
 
@@ -289,7 +291,44 @@ class IdentityService:
                 f"no user {name!r} in the {store.domain} userstore",
                 hint="list users with `idprov user list`",
             )
-        return user
+        return self._with_internal_roles([user])[0]
+
+    @property
+    def internal(self) -> InternalRoles:
+        """Roles that hold users of several domains (``Internal/NAME``)."""
+        from idprov.provisioning.internal_roles import InternalRoles
+
+        return InternalRoles(self.state.db)
+
+    def _with_internal_roles(self, users: list[User]) -> list[User]:
+        """Add each user's internal roles (``Internal/NAME``) to its roles."""
+        if users:
+            held = self.internal.roles_of([u.id for u in users])
+            for user in users:
+                user.roles = [*user.roles, *held.get(user.id, [])]
+        return users
+
+    def users_by_id(self, refs: Iterable[tuple[str, str]]) -> dict[str, User]:
+        """Users by id, from (domain, id) pairs, with their internal roles."""
+        by_domain: dict[str, list[str]] = {}
+        for domain, user_id in refs:
+            by_domain.setdefault(domain, []).append(user_id)
+        found: dict[str, User] = {}
+        for domain, ids in by_domain.items():
+            found.update(self.store(domain).find_users_by_id(ids))
+        self._with_internal_roles(list(found.values()))
+        return found
+
+    def role_by_id(self, domain: str, role_id: str) -> Role | None:
+        if is_internal(domain):
+            return self.internal.find_by_id(role_id)
+        return self.store(domain).find_role_by_id(role_id)
+
+    def role_members(self, domain: str, role_id: str) -> list[tuple[str, str]]:
+        """(domain, user id) of the role's members."""
+        if is_internal(domain):
+            return [(d, u) for d, u, _ in self.internal.members(role_id)]
+        return [(domain, u) for u in self.store(domain).role_member_ids(role_id)]
 
     def list_users(self, query: UserQuery, domain: str | None = None) -> Page:
         """One domain's users, or every domain's (in configuration order) when None."""
@@ -306,7 +345,7 @@ class IdentityService:
             total += page.total
             items += page.items
             skip = max(skip - page.total, 0)
-        return Page(items, total, query.offset, query.limit)
+        return Page(self._with_internal_roles(items), total, query.offset, query.limit)
 
     def add_user(
         self,
@@ -392,13 +431,22 @@ class IdentityService:
     def delete_user(self, username: str, domain: str | None = None) -> ChangeResult:
         store, name = self.resolve(username, domain)
         with self._writing(store):
+            existing = store.find_user(name)
+            internal = self.internal.roles_of_user(existing.id) if existing else []
             user = store.delete_user(name)
-            self._audit("user.delete", user.qualified_name, {"roles": user.roles})
+            self.internal.forget_user(user.id)
+            for role in internal:
+                self._enqueue("role", role.id, INTERNAL, role.qualified_name)
+            self._audit(
+                "user.delete",
+                user.qualified_name,
+                {"roles": [*user.roles, *(r.qualified_name for r in internal)]},
+            )
             self._enqueue("user", user.id, store.domain, user.qualified_name)
             for role_name in user.roles:
-                role = store.find_role(role_name)
-                if role is not None:
-                    self._enqueue("role", role.id, store.domain, role.qualified_name)
+                found = store.find_role(role_name)
+                if found is not None:
+                    self._enqueue("role", found.id, store.domain, found.qualified_name)
         return self._push(ChangeResult("user.delete", user.qualified_name, user))
 
     # ---- roles
@@ -421,7 +469,14 @@ class IdentityService:
             )
         return role_name
 
+    def _internal_name(self, name: str, domain: str | None) -> str | None:
+        """The bare name if ``name``/``domain`` address an internal role, else None."""
+        qualified = QualifiedName.parse(name, domain)
+        return qualified.name if is_internal(qualified.domain) else None
+
     def get_role(self, name: str, domain: str | None = None) -> Role:
+        if (internal := self._internal_name(name, domain)) is not None:
+            return self.internal.get(internal, with_members=True)
         store, bare = self.resolve(name, domain)
         role = store.find_role(bare, with_members=True)
         if role is None:
@@ -432,10 +487,17 @@ class IdentityService:
         return role
 
     def list_roles(self, domain: str | None = None, prefix: str | None = None) -> list[Role]:
+        """One domain's roles (``Internal`` for internal roles), or all of them."""
+        if is_internal(domain):
+            return self.internal.all(prefix)
         domains = [domain] if domain else [u.domain for u in self.config.userstores]
-        return [r for d in domains for r in self.store(d).list_roles(prefix)]
+        roles = [r for d in domains for r in self.store(d).list_roles(prefix)]
+        return roles if domain else [*roles, *self.internal.all(prefix)]
 
     def add_role(self, name: str, domain: str | None = None) -> ChangeResult:
+        if (internal := self._internal_name(name, domain)) is not None:
+            policy.check_role_name(self.store().config.policy, internal, INTERNAL)
+            return self._internal_change("role.add", internal, lambda: self.internal.add(internal))
         store, bare = self.resolve(name, domain)
         policy.check_role_name(store.config.policy, bare, store.domain)
         with self._writing(store):
@@ -445,6 +507,11 @@ class IdentityService:
         return self._push(ChangeResult("role.add", role.qualified_name, role))
 
     def delete_role(self, name: str, domain: str | None = None) -> ChangeResult:
+        if (internal := self._internal_name(name, domain)) is not None:
+            members = self.role_members(INTERNAL, self.internal.get(internal).id)
+            return self._internal_change(
+                "role.delete", internal, lambda: self.internal.delete(internal), members
+            )
         store, bare = self.resolve(name, domain)
         with self._writing(store):
             found = store.find_role(bare)
@@ -456,6 +523,15 @@ class IdentityService:
         return self._push(ChangeResult("role.delete", role.qualified_name, role))
 
     def rename_role(self, name: str, new_name: str, domain: str | None = None) -> ChangeResult:
+        if (internal := self._internal_name(name, domain)) is not None:
+            new = QualifiedName.parse(new_name, INTERNAL).name
+            policy.check_role_name(self.store().config.policy, new, INTERNAL)
+            members = self.role_members(INTERNAL, self.internal.get(internal).id)
+            result = self._internal_change(
+                "role.rename", internal, lambda: self.internal.rename(internal, new), members
+            )
+            result.details = {"from": internal}
+            return result
         store, bare = self.resolve(name, domain)
         new_store, new_bare = self._in_domain_of(store, new_name)
         if new_store is not store:
@@ -484,6 +560,8 @@ class IdentityService:
 
     def assign(self, role: str, users: Sequence[str], domain: str | None = None) -> ChangeResult:
         """Make ``users`` members of ``role``; those already members are left as they are."""
+        if (internal := self._internal_name(role, domain)) is not None:
+            return self._internal_membership("role.assign", internal, users, assign=True)
         store, bare = self.resolve(role, domain)
         names = self._members(store, users)
         with self._writing(store):
@@ -500,6 +578,8 @@ class IdentityService:
         )
 
     def unassign(self, role: str, users: Sequence[str], domain: str | None = None) -> ChangeResult:
+        if (internal := self._internal_name(role, domain)) is not None:
+            return self._internal_membership("role.unassign", internal, users, assign=False)
         store, bare = self.resolve(role, domain)
         names = self._members(store, users)
         with self._writing(store):
@@ -513,6 +593,44 @@ class IdentityService:
             ChangeResult(
                 "role.unassign", result.qualified_name, result, bool(removed), {"removed": removed}
             )
+        )
+
+    # ---- internal roles
+    def _internal_change(
+        self,
+        action: str,
+        name: str,
+        change: Callable[[], Role],
+        members: Sequence[tuple[str, str]] = (),
+    ) -> ChangeResult:
+        with write_transaction(self.state.db):
+            role = change()
+            self._audit(action, role.qualified_name)
+            for domain, user_id in members:
+                self._enqueue("user", user_id, domain, user_id)
+            self._enqueue("role", role.id, INTERNAL, role.qualified_name)
+        return self._push(ChangeResult(action, role.qualified_name, role))
+
+    def _internal_membership(
+        self, action: str, name: str, users: Sequence[str], assign: bool
+    ) -> ChangeResult:
+        """Members of any domain: ``DOMAIN/username``, bare names being PRIMARY."""
+        found = [self.get_user(u) for u in users]
+        with write_transaction(self.state.db):
+            if assign:
+                changed = self.internal.assign(name, found)
+            else:
+                changed = self.internal.unassign(name, found)
+            role = self.internal.get(name, with_members=True)
+            if changed:
+                self._audit(action, role.qualified_name, {"users": changed})
+                for user in found:
+                    if user.qualified_name in changed:
+                        self._enqueue("user", user.id, user.domain, user.qualified_name)
+                self._enqueue("role", role.id, INTERNAL, role.qualified_name)
+        key = "added" if assign else "removed"
+        return self._push(
+            ChangeResult(action, role.qualified_name, role, bool(changed), {key: changed})
         )
 
     # ---- audit

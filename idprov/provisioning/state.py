@@ -52,11 +52,18 @@ def _audit_runs(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX audit_run ON audit (run)")
 
 
+def _internal_roles(db: sqlite_utils.Database) -> None:
+    from idprov.provisioning.internal_roles import create_tables
+
+    create_tables(db)
+
+
 MIGRATIONS = [
     ("0001_audit", _audit_schema),
     ("0002_outbox_ledger", _outbound_schema),
     ("0003_imports", _imports_schema),
     ("0004_audit_runs", _audit_runs),
+    ("0005_internal_roles", _internal_roles),
 ]
 STATE_FILENAME = "idprov.db"
 

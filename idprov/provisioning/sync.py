@@ -172,6 +172,9 @@ def read_source(service: IdentityService) -> Source:
             source.roles += [(r, store.role_member_ids(r.id)) for r in store.list_roles()]
         except IdprovError as exc:
             source.errors.append(f"userstore {domain}: {exc.message}")
+    service._with_internal_roles(list(source.users.values()))
+    for role in service.internal.all():
+        source.roles.append((role, [u for _, u in service.role_members(role.domain, role.id)]))
     return source
 
 
@@ -242,7 +245,7 @@ def _plan_roles(service: IdentityService, name: str, source: Source) -> list[Pla
             m for m in member_ids if m in source.users and in_scope(idp, source.users[m].roles)
         }
         decision = decide_role(
-            idp, role.name, entries.get(role.id), desired, members.get(role.id, set())
+            idp, role.qualified_name, entries.get(role.id), desired, members.get(role.id, set())
         )
         if decision.action != "none":
             label = str(QualifiedName(role.domain, role.name))

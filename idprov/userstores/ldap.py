@@ -40,7 +40,7 @@ import ssl
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from idprov.config.claims import ClaimDefinition
@@ -67,6 +67,9 @@ from idprov.userstores.ldap_bulk import (
 )
 from idprov.userstores.passwords import hash_ssha
 
+if TYPE_CHECKING:
+    from idprov.userstores.base import ImportedUser
+
 with warnings.catch_warnings():
     # ldap3 2.9.1 imports pyasn1 names that pyasn1 0.6.1 deprecated (tagMap, typeMap);
     # harmless, and nothing a user of idprov can act on.
@@ -87,7 +90,7 @@ with warnings.catch_warnings():
     from ldap3.core.results import RESULT_CODES
     from ldap3.protocol.rfc4527 import post_read_control
     from ldap3.utils.conv import escape_filter_chars
-    from ldap3.utils.dn import escape_rdn, parse_dn
+    from ldap3.utils.dn import parse_dn
 
 T = TypeVar("T")
 NewUser = tuple[str, Mapping[str, ClaimValue], str | None]
@@ -107,6 +110,7 @@ CHUNK = 50
 _ESCAPED = re.compile(rb"\\([0-9A-Fa-f]{2}|.)", re.DOTALL)
 _TIME = re.compile(r"^(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(?:[.,](\d+))?Z$")
 _SCHEME = re.compile(r"^\{([A-Za-z0-9.-]+)\}.")
+_RDN_SPECIALS = set('\\,+"<>;=')
 
 
 # ---- DNs, filters and values
@@ -144,6 +148,21 @@ def rdn_value(dn: str, attribute: str) -> str | None:
         if separator != "+":
             return None
     return None
+
+
+def escape_rdn_value(value: str) -> str:
+    """``value`` as an RFC 4514 attribute value: the specials ``\\ , + " < > ; =``
+    backslash-escaped, a leading ``#`` or space and a trailing space too, and control
+    characters as ``\\XX`` (ldap3's escape_rdn would put a raw NUL in the DN)."""
+    last = len(value) - 1
+
+    def one(index: int, char: str) -> str:
+        if ord(char) < 0x20 or char == "\x7f":
+            return f"\\{ord(char):02X}"
+        edge = (index == 0 and char in "# ") or (index == last and char == " ")
+        return "\\" + char if edge or char in _RDN_SPECIALS else char
+
+    return "".join(one(i, c) for i, c in enumerate(value))
 
 
 def _eq(attribute: str, value: str) -> str:
@@ -250,7 +269,7 @@ class LdapUserStore(UserStore):
         )
 
     def _open(self) -> Any:
-        """A new connection, opened, secured and bound, or an idprov error saying why."""
+        """A new connection, opened, secured and bound (ldap3 raises if not)."""
         password = self.config.bind_password.reveal() if self.config.bind_password else None
         conn = None
         try:
@@ -263,9 +282,13 @@ class LdapUserStore(UserStore):
                 auto_referrals=False,
                 read_only=self.config.read_only,
             )
-            conn.open(read_server_info=False)
-            if self.config.start_tls:
-                conn.start_tls(read_server_info=False)
+            with warnings.catch_warnings():
+                # ldap3 checks the certificate's names with ssl.match_hostname, which
+                # Python 3.7-3.11 deprecate (3.12 removed it; ldap3 then uses a copy).
+                warnings.filterwarnings("ignore", "ssl.match_hostname", DeprecationWarning)
+                conn.open(read_server_info=False)
+                if self.config.start_tls:
+                    conn.start_tls(read_server_info=False)
             conn.bind(read_server_info=False)
         except BaseException:
             _discard(conn)
@@ -278,12 +301,14 @@ class LdapUserStore(UserStore):
             return self._open()
         except lx.LDAPOperationResult as exc:
             raise self._translate(exc, "bind") from exc
-        except lx.LDAPSSLConfigurationError as exc:
-            raise ConfigError(
-                f"{self._where()}: TLS setup failed: {exc}",
-                hint="check that ca_file names a readable PEM file of CA certificates",
-            ) from exc
         except lx.LDAPException as exc:
+            if _is_tls_failure(exc):
+                raise ConfigError(
+                    f"{self._where()}: TLS failed, the server's certificate was not "
+                    f"accepted: {exc}",
+                    hint=f"check ca_file ({self.config.ca_file or 'none: the system CAs'}) "
+                    "and that the certificate names the host in url",
+                ) from exc
             raise self._unreachable(exc, "connect") from exc
 
     def _connection(self) -> Any:
@@ -523,6 +548,17 @@ class LdapUserStore(UserStore):
                     found[wanted[key]] = self._to_user(entry, self._roles_of(entry.dn))
         return found
 
+    def find_users(self, usernames: Sequence[str]) -> dict[str, User]:
+        """The users among ``usernames`` that exist, by casefolded name: one search per
+        ``CHUNK`` names (and one for each user's roles)."""
+        wanted = {name.casefold() for name in usernames}
+        found: dict[str, User] = {}
+        for entry in self._user_entries(list(dict.fromkeys(usernames)), self._user_attrs()):
+            key = self._username(entry).casefold()
+            if key in wanted and key not in found:
+                found[key] = self._to_user(entry, self._roles_of(entry.dn))
+        return found
+
     def list_users(self, query: UserQuery) -> Page:
         flt = self._list_filter(query)
         members: set[DnKey] | None = None
@@ -756,7 +792,7 @@ class LdapUserStore(UserStore):
     def _new_user_dn(self, username: str) -> str:
         if not username:
             raise PolicyError("a username cannot be empty")
-        rdn = f"{self.config.username_attribute}={escape_rdn(username)}"
+        rdn = f"{self.config.username_attribute}={escape_rdn_value(username)}"
         return f"{rdn},{self.config.user_search_base}"
 
     def _refuse_existing(self, username: str) -> None:
@@ -832,6 +868,27 @@ class LdapUserStore(UserStore):
             finally:
                 _discard(conn)
         return [o if o is not None else StoreError("not attempted") for o in outcomes]
+
+    def import_users(self, users: Sequence[ImportedUser]) -> None:
+        """New users go through :meth:`add_users` (each ``user.id`` becomes its
+        entryUUID, the id the caller then records); updates and roles as the base class
+        does them, new users' roles with one modify per role. The first refusal is
+        raised; users added before it stay in the directory (LDAP has no rollback), and
+        a re-run finds them existing."""
+        self.ensure_writable()
+        new = [u for u in users if not u.existing]
+        outcomes = self.add_users([(u.username, u.claims, u.password_hash) for u in new])
+        for user, outcome in zip(new, outcomes, strict=True):
+            if isinstance(outcome, IdprovError):
+                raise outcome
+            user.id = outcome.id
+        super().import_users([u for u in users if u.existing])
+        members: dict[str, list[str]] = {}
+        for user in new:
+            for role in user.roles or []:
+                members.setdefault(role, []).append(user.username)
+        for role, names in members.items():
+            self.assign(role, names)
 
     def _add_batch(
         self,
@@ -995,7 +1052,7 @@ class LdapUserStore(UserStore):
                 f"userstore ({existing.dn})"
             )
         attribute = self.config.group_name_attribute
-        dn = f"{attribute}={escape_rdn(name)},{self.config.group_search_base}"
+        dn = f"{attribute}={escape_rdn_value(name)},{self.config.group_search_base}"
         attrs = {attribute: [name], self.config.member_attribute: [self._placeholder(dn)]}
         classes = [self.config.group_object_class]
         added = self._run(f"add role {name!r}", lambda c: self._add(c, dn, classes, attrs))
@@ -1016,7 +1073,7 @@ class LdapUserStore(UserStore):
         clash = self._group_entry(new_name, [self.config.group_name_attribute])
         if clash is not None and dn_key(clash.dn) != dn_key(group.dn):
             raise ConflictError(f"role {self._role_name(clash)!r} already exists ({clash.dn})")
-        rdn = f"{self.config.group_name_attribute}={escape_rdn(new_name)}"
+        rdn = f"{self.config.group_name_attribute}={escape_rdn_value(new_name)}"
         self._run(f"rename role {name!r}", lambda c: c.modify_dn(group.dn, rdn))
         moved = self._group_by_id(group.text("entryUUID") or "")
         if moved is None:
@@ -1100,6 +1157,14 @@ def _discard(conn: Any) -> None:
         pass
     if sock is not None:
         sock.close()
+
+
+def _is_tls_failure(exc: Exception) -> bool:
+    """Whether ldap3 failed on TLS itself (a certificate, a CA file), not the network."""
+    if isinstance(exc, lx.LDAPSSLConfigurationError | lx.LDAPCertificateError):
+        return True
+    text = str(exc)
+    return "CERTIFICATE_VERIFY_FAILED" in text or "doesn't match" in text
 
 
 def _is_entry(response: Mapping[str, Any]) -> bool:

@@ -51,7 +51,7 @@ modulepath {modules}
 moduleload back_mdb
 pidfile {workdir}/slapd.pid
 loglevel none
-
+{tls}
 database mdb
 maxsize 1073741824
 suffix "{suffix}"
@@ -90,6 +90,28 @@ def find_tool(name: str) -> str:
         if candidate and Path(candidate).is_file():
             return candidate
     raise RuntimeError(f"{name} is not installed; {INSTALL_HINT}")
+
+
+def make_certificates(directory: Path) -> str:
+    """A CA (``ca.pem``) and a server certificate it signed for 127.0.0.1 and localhost,
+    made with openssl in ``directory``; returns slapd's TLS configuration lines."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    steps = [
+        ["req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+         "-subj", "/CN=idprov test CA"],
+        ["req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
+        ["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+         "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.cnf"],
+    ]  # fmt: skip
+    for step in steps:
+        subprocess.run(["openssl", *step], cwd=directory, capture_output=True, check=True)
+    return (
+        f"TLSCACertificateFile {directory}/ca.pem\n"
+        f"TLSCertificateFile {directory}/server.pem\n"
+        f"TLSCertificateKeyFile {directory}/server.key\n"
+    )
 
 
 def free_port() -> int:
@@ -145,11 +167,18 @@ def _ldif_value(line: str) -> tuple[str, str]:
 class Slapd:
     """One private slapd: its config, database and log under ``workdir``, on a free port."""
 
-    def __init__(self, workdir: Path, *, dbnosync: bool = True, extra_config: str = "") -> None:
+    def __init__(
+        self, workdir: Path, *, dbnosync: bool = True, extra_config: str = "", tls: bool = False
+    ) -> None:
         self.workdir = workdir
         self.dbnosync = dbnosync
         self.extra_config = extra_config
         """More lines for the database section (limits, access rules...)."""
+        self.tls = tls
+        """Serve StartTLS on ``url`` and TLS on ``ldaps_url``, with a certificate for
+        127.0.0.1 and localhost from a CA of its own (``ca_file``)."""
+        self.ldaps_url = ""
+        self.ca_file = workdir / "tls" / "ca.pem"
         self.suffix = SUFFIX
         self.root_dn = ROOT_DN
         self.root_password = secrets.token_urlsafe(16)
@@ -169,6 +198,7 @@ class Slapd:
                 root_dn=self.root_dn,
                 root_password=self.root_password,
                 sync="dbnosync" if self.dbnosync else "",
+                tls=make_certificates(self.workdir / "tls") if self.tls else "",
                 extra=self.extra_config,
             ),
             encoding="utf-8",
@@ -179,6 +209,7 @@ class Slapd:
         self.write_config()
         for _ in range(START_ATTEMPTS):
             self.url = f"ldap://127.0.0.1:{free_port()}/"
+            self.ldaps_url = f"ldaps://127.0.0.1:{free_port()}/" if self.tls else ""
             if self._try_start():
                 return
         log = self.log_path.read_text(errors="replace")[-2000:]
@@ -199,7 +230,8 @@ class Slapd:
         return False
 
     def _launch(self) -> subprocess.Popen[bytes]:
-        command = [find_tool("slapd"), "-f", str(self.config_path), "-h", self.url, "-d", "0"]
+        urls = f"{self.url} {self.ldaps_url}".strip()
+        command = [find_tool("slapd"), "-f", str(self.config_path), "-h", urls, "-d", "0"]
         with self.log_path.open("ab") as log:
             return subprocess.Popen(
                 command,
@@ -300,6 +332,7 @@ class Directory:
         self.private = private
         self.url, self.suffix = server.url, server.suffix
         self.root_dn, self.root_password = server.root_dn, server.root_password
+        self.ldaps_url, self.ca_file = server.ldaps_url, server.ca_file
 
     def tool(self, name: str, *args: str, **options: Any) -> subprocess.CompletedProcess[str]:
         return self.server.tool(name, *args, **options)
@@ -358,13 +391,13 @@ def slapd(slapd_server: Slapd) -> Directory:
 
 @pytest.fixture
 def slapd_factory(tmp_path: Path) -> Iterator[Callable[..., Directory]]:
-    """Private servers (about 60 ms each), which a test may stop or configure:
-    ``slapd_factory(extra_config="limits users size.hard=5")``. Each holds
+    """Private servers (about 40 ms each), which a test may stop or configure:
+    ``slapd_factory(extra_config="limits users size.hard=5", tls=True)``. Each holds
     ``ou=people`` and ``ou=groups`` under the suffix; all are stopped at the end."""
     servers: list[Slapd] = []
 
-    def start(extra_config: str = "") -> Directory:
-        server = Slapd(tmp_path / f"slapd{len(servers)}", extra_config=extra_config)
+    def start(extra_config: str = "", tls: bool = False) -> Directory:
+        server = Slapd(tmp_path / f"slapd{len(servers)}", extra_config=extra_config, tls=tls)
         servers.append(server)
         server.start()
         server.load_base()

@@ -1,0 +1,81 @@
+"""`idprov jit login`: what a federated login through an IdP does, from the command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from idprov.cli.common import JsonOpt, emit, new_app, service
+from idprov.errors import UsageError
+
+app = new_app("Just-in-time provisioning of users who log in through a federated IdP.")
+
+
+@app.command("login")
+def login(
+    app_name: Annotated[str, typer.Option("--app", help="The application logged in to.")],
+    idp: Annotated[str, typer.Option("--idp", help="The federated IdP (its jit entry).")],
+    claims: Annotated[
+        str | None,
+        typer.Option(help="JSON file of the IdP's claims, already verified.", metavar="FILE"),
+    ] = None,
+    id_token: Annotated[
+        str | None,
+        typer.Option(
+            help="An OpenID Connect ID token to verify: the JWT, @FILE, or - for stdin "
+            "(a token on the command line is visible to other local users).",
+            metavar="JWT",
+        ),
+    ] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Create or update the local user of a login, map its roles, and provision it to
+    the application's IdPs that opted in to JIT."""
+    from idprov.inbound import jit
+
+    if (claims is None) == (id_token is None):
+        raise UsageError("give one of --claims FILE and --id-token JWT")
+    base = service(app_name)
+    if id_token is not None:
+        settings = jit.jit_settings(base.config, app_name, idp)
+        idp_claims = jit.verify_id_token(_token(id_token), settings)
+    else:
+        idp_claims = jit.read_claims_file(str(claims))
+    svc = jit.open_jit_service(base.config, app_name, progress=base.progress)
+    try:
+        result = jit.login(svc, idp, idp_claims)
+    finally:
+        svc.close()
+    emit(result, _render)
+
+
+def _token(value: str) -> str:
+    if value == "-":
+        return sys.stdin.readline().strip()
+    if value.startswith("@"):
+        try:
+            return Path(value[1:]).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read the ID token from {value[1:]}: {exc.strerror}") from exc
+    return value.strip()
+
+
+def _render(result: Any) -> None:
+    from idprov.cli import render
+
+    user = result.user.qualified_name
+    if result.action == "unchanged":
+        typer.secho("unchanged", fg="yellow", nl=False)
+        typer.echo(f" {user}: login through {result.idp}, nothing to do")
+    else:
+        typer.secho("✓", fg="green", nl=False)
+        typer.echo(f" {result.action} {user} (login through {result.idp} to {result.application})")
+    changes = [*result.claims_changed]
+    changes += [f"+{r}" for r in result.roles_added] + [f"-{r}" for r in result.roles_removed]
+    if changes and result.action != "unchanged":
+        typer.echo("  " + ", ".join(changes))
+    if result.outbound is not None:
+        render.outbound_report(result.outbound)

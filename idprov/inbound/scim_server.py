@@ -1,0 +1,488 @@
+"""`idprov serve`: the inbound SCIM 2.0 endpoint and ``POST /jit/login``, as one ASGI
+application over the core service.
+
+Who is asking: every request but ``/ServiceProviderConfig`` carries a bearer token,
+and the token decides the application (``inbound_token`` in its configuration):
+new users land in that application's userstore and every change goes out to that
+application's identity providers before the response is sent. The tokens are read
+once at start and kept only as SHA-256 digests. No token, or a wrong one: 401 with
+``WWW-Authenticate``.
+
+Threads: the event loop only reads and writes HTTP. Every write (POST, PUT, PATCH,
+DELETE, Bulk, JIT logins) runs on one writer thread, in arrival order; reads run on a
+small pool of reader threads. Each thread has its own ``IdentityService`` per
+application (a service holds one SQLite connection), so reads see committed data
+only and never wait for a write's outbound push. One writer makes every SCIM write
+atomic as a whole (a PATCH reads, applies and writes with nothing in between), keeps
+the outbox and the ledger in the order of the changes, and costs little: SQLite
+takes one writer at a time anyway, and the outbound calls of one change still run
+concurrently in the engine's pools. bench/serve_load.py measures it.
+
+Limits: request bodies over ``max_body`` bytes get 413 before they are read (the
+same figure is Bulk's maxPayloadSize). An access log line per request (time, client,
+method, path, status, duration, application, outbound outcome) goes to stderr or a
+file; never a header, a query string (filters hold personal data) or a body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, TextIO
+from urllib.parse import parse_qsl
+
+from scim2_models import PayloadTooLargeException, SCIMException, UnauthorizedException
+from scim2_server.applications.base import BaseApplication
+from scim2_server.handler import ScimHandler
+from scim2_server.requests import ScimRequest
+from scim2_server.responses import ScimResponse
+from scim2_server.routing import Operation
+from scim2_server.service import ScimService, is_json_media_type
+
+from idprov.config import Config
+from idprov.errors import (
+    ConfigError,
+    ConflictError,
+    IdprovError,
+    NotFoundError,
+    PolicyError,
+    ReadOnlyError,
+    StoreError,
+    UsageError,
+)
+from idprov.inbound.scim.schema import build_provider
+from idprov.inbound.scim.storage import Backends, IdprovStorage, acting
+
+if TYPE_CHECKING:
+    import httpx
+
+    from idprov.provisioning.engine import OutboundReport
+    from idprov.provisioning.service import IdentityService
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+DEFAULT_MAX_BODY = 1_048_576
+DEFAULT_READERS = 4
+JIT_PATHS = ("/jit/login", "/v2/jit/login")
+WRITES = {Operation.create, Operation.replace, Operation.patch, Operation.delete, Operation.bulk}
+
+
+# ---------------------------------------------------------------- tokens
+def bearer_tokens(config: Config, applications: Sequence[str] | None = None) -> dict[str, str]:
+    """SHA-256 hex digest of each application's inbound token -> application name.
+    ``applications`` limits it to those (each must have a token)."""
+    wanted = list(applications) if applications else None
+    digests: dict[str, str] = {}
+    for app in config.applications:
+        if wanted is not None and app.name not in wanted:
+            continue
+        if app.inbound_token is None:
+            if wanted is not None:
+                raise ConfigError(
+                    f"application {app.name!r} has no inbound_token",
+                    hint=f"add `inbound_token: env:SCIM_TOKEN_{app.name.upper()}` (or file:, "
+                    f"keyring:) to application {app.name} in {config.source}",
+                )
+            continue
+        digest = _digest(app.inbound_token.reveal())
+        if digest in digests:
+            raise ConfigError(
+                f"applications {digests[digest]!r} and {app.name!r} have the same inbound token",
+                hint="a token decides the application: give each its own",
+            )
+        digests[digest] = app.name
+    for name in wanted or []:
+        config.application(name)  # NotFoundError for an unknown name
+    if not digests:
+        raise ConfigError(
+            "no application has an inbound_token, so no client could authenticate",
+            hint="add e.g. `inbound_token: env:IDPROV_SCIM_TOKEN` to an application in "
+            f"{config.source}",
+        )
+    return digests
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- access log
+class AccessLog:
+    """One line per request to a text stream (stderr or a file opened for append)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def write(self, line: str) -> None:
+        with self._lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+@dataclass
+class Served:
+    """What the access log says of one request."""
+
+    status: int = 500
+    application: str = "-"
+    outbound: str = "-"
+
+
+# ---------------------------------------------------------------- the application
+class InboundServer:
+    """The ASGI application of `idprov serve`. ``close()`` (or the ASGI lifespan's
+    shutdown) stops its threads and closes its services."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        applications: Sequence[str] | None = None,
+        access_log: TextIO | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+        readers: int = DEFAULT_READERS,
+        http_transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.tokens = bearer_tokens(config, applications)
+        self.max_body = max_body
+        self.http_transport = http_transport
+        provider = build_provider(max_body)
+        self.scim = ScimService(provider)
+        self.handler = ScimHandler(self.scim, IdprovStorage(provider))
+        self.backends = Backends(self._open_service)
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="idprov-writer")
+        self.readers = ThreadPoolExecutor(readers, thread_name_prefix="idprov-reader")
+        self.log = AccessLog(access_log or sys.stderr)
+
+    @property
+    def applications(self) -> list[str]:
+        return sorted(set(self.tokens.values()))
+
+    def _open_service(self, application: str, view: str) -> IdentityService:
+        from idprov.provisioning.service import IdentityService
+
+        config = self.config
+        if view == "jit":
+            from idprov.inbound.jit import jit_view
+
+            config = jit_view(config, application)
+        return IdentityService(
+            config, application=application, actor=view, http_transport=self.http_transport
+        )
+
+    def close(self) -> None:
+        self.writer.shutdown(wait=True)
+        self.readers.shutdown(wait=True)
+        self.backends.close()
+
+    # -- ASGI
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        start = time.perf_counter()
+        served = Served()
+        try:
+            await self._http(scope, receive, send, served)
+        finally:
+            self._log(scope, served, time.perf_counter() - start)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await asyncio.get_running_loop().run_in_executor(None, self.close)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _log(self, scope: Scope, served: Served, seconds: float) -> None:
+        client = scope.get("client") or ("-", 0)
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        self.log.write(
+            f"{stamp} {client[0]} {scope.get('method')} {scope.get('path')} {served.status}"
+            f" {seconds * 1000:.1f}ms app={served.application} outbound={served.outbound}"
+        )
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send, served: Served) -> None:
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        path = _path(scope)
+        if path in JIT_PATHS:
+            await self._jit(scope, receive, send, headers, served)
+            return
+        request = ScimRequest(
+            method=scope["method"],
+            base_url=_base_url(scope, headers),
+            path=BaseApplication.split_path(path),
+            query=dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)),
+            headers=headers,
+        )
+        response = await self._scim(request, receive, served)
+        served.status = int(response.status)
+        await _send(send, response.status, response.headers, response.body)
+
+    async def _scim(self, request: ScimRequest, receive: Receive, served: Served) -> ScimResponse:
+        try:
+            operation: Operation | None = self.scim.match(request).operation
+        except SCIMException:
+            operation = None  # answered by the handler, once authenticated
+        if operation is not Operation.service_provider_config:
+            application = self._authenticate(request.header("Authorization"))
+            if application is None:
+                return self._finish(request, self.scim.error_response(UnauthorizedException()))
+            served.application = application
+        else:
+            application = sorted(self.tokens.values())[0]
+        body = await _read_body(receive, request, self.max_body)
+        if body is None:
+            error = PayloadTooLargeException(
+                detail=f"the request body exceeds {self.max_body} bytes"
+            )
+            return self._finish(request, self.scim.error_response(error))
+        request.body = body
+        executor = self.writer if operation in WRITES else self.readers
+        loop = asyncio.get_running_loop()
+        response, reports = await loop.run_in_executor(executor, self._handle, request, application)
+        served.outbound = _outbound_outcome(reports)
+        return response
+
+    def _handle(
+        self, request: ScimRequest, application: str
+    ) -> tuple[ScimResponse, list[OutboundReport]]:
+        """Serve one SCIM request on this (writer or reader) thread."""
+        backend = self.backends.get(application)
+        with acting(backend) as state:
+            try:
+                response = self.handler.handle(request)
+            except Exception as exc:  # SCIM errors, and bugs (500, no details)
+                response = self.scim.error_response(exc)
+            return self._finish(request, response), state.reports
+
+    @staticmethod
+    def _finish(request: ScimRequest, response: ScimResponse) -> ScimResponse:
+        response.headers.setdefault("Cache-Control", "no-cache")
+        return response
+
+    def _authenticate(self, authorization: str | None) -> str | None:
+        """The application whose token an Authorization header carries, or None."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        digest = _digest(token.strip())
+        found = None
+        for known, application in self.tokens.items():
+            if hmac.compare_digest(known, digest):
+                found = application
+        return found
+
+    # -- JIT
+    async def _jit(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: list[tuple[str, str]],
+        served: Served,
+    ) -> None:
+        status, body, extra = await self._jit_response(scope, receive, headers, served)
+        served.status = status
+        await _send(send, HTTPStatus(status), {"Content-Type": "application/json", **extra}, body)
+
+    async def _jit_response(
+        self, scope: Scope, receive: Receive, headers: list[tuple[str, str]], served: Served
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if scope["method"] != "POST":
+            return 405, _error("method", "POST /jit/login only"), {"Allow": "POST"}
+        authorization = next((v for k, v in headers if k.lower() == "authorization"), None)
+        application = self._authenticate(authorization)
+        if application is None:
+            challenge = {"WWW-Authenticate": 'Bearer realm="idprov"'}
+            return 401, _error("unauthorized", "a valid bearer token is required"), challenge
+        served.application = application
+        request = ScimRequest(scope["method"], "", "/jit/login", headers=headers)
+        body = await _read_body(receive, request, self.max_body)
+        if body is None:
+            return 413, _error("too_large", f"the body exceeds {self.max_body} bytes"), {}
+        content_type = request.header("Content-Type")
+        if content_type and not is_json_media_type(content_type):
+            return 415, _error("media_type", "send application/json"), {}
+        loop = asyncio.get_running_loop()
+        status, document, reports = await loop.run_in_executor(
+            self.writer, self._jit_login, application, body
+        )
+        served.outbound = _outbound_outcome(reports)
+        return status, document, {}
+
+    def _jit_login(
+        self, application: str, body: bytes
+    ) -> tuple[int, dict[str, Any], list[OutboundReport]]:
+        """One JIT login on the writer thread: (status, JSON body, outbound reports)."""
+        from idprov.inbound import jit
+
+        try:
+            idp, claims = self._jit_request(body, application)
+            result = jit.login(self.backends.get(application, "jit").service, idp, claims)
+        except IdprovError as exc:
+            return _jit_status(exc), {"error": exc.to_dict()}, []
+        reports = [result.outbound] if result.outbound is not None else []
+        return (201 if result.action == "created" else 200), result.to_dict(), reports
+
+    def _jit_request(self, body: bytes, application: str) -> tuple[str, dict[str, Any]]:
+        from idprov.inbound import jit
+
+        try:
+            data = json.loads(body or b"null")
+        except ValueError as exc:
+            raise UsageError(f"the body is not JSON: {exc}") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("idp"), str):
+            raise UsageError(
+                'expected {"idp": NAME, "claims": {...}} or {"idp": NAME, "id_token": JWT}'
+            )
+        claims, token = data.get("claims"), data.get("id_token")
+        if (claims is None) == (token is None):
+            raise UsageError('give exactly one of "claims" and "id_token"')
+        if token is not None:
+            if not isinstance(token, str):
+                raise UsageError('"id_token" is a string (a JWT)')
+            settings = jit.jit_settings(self.config, application, data["idp"])
+            return data["idp"], jit.verify_id_token(token, settings)
+        if not isinstance(claims, dict):
+            raise UsageError('"claims" is a JSON object')
+        return data["idp"], claims
+
+
+# ---------------------------------------------------------------- HTTP plumbing
+def _path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path.removeprefix(root) if root else path
+
+
+def _base_url(scope: Scope, headers: Iterable[tuple[str, str]]) -> str:
+    """The root of the SCIM endpoints as the client sees it (``.../v2``)."""
+    host = next((v for k, v in headers if k.lower() == "host"), "")
+    if not host and scope.get("server"):
+        host = "{}:{}".format(*scope["server"])
+    return f"{scope['scheme']}://{host}{scope.get('root_path', '')}/v2"
+
+
+async def _read_body(receive: Receive, request: ScimRequest, limit: int) -> bytes | None:
+    """The body, or None when it is over ``limit`` bytes (refused from Content-Length
+    before reading, when the client sends one)."""
+    length = request.header("Content-Length")
+    if length and length.strip().isdigit() and int(length) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+async def _send(
+    send: Send, status: HTTPStatus | int, headers: dict[str, str], body: dict[str, Any] | None
+) -> None:
+    payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    raw.append((b"content-length", str(len(payload)).encode()))
+    await send({"type": "http.response.start", "status": int(status), "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _outbound_outcome(reports: Sequence[OutboundReport]) -> str:
+    if not reports:
+        return "-"
+    failed = sum(r.failed for r in reports)
+    return f"failed:{failed}" if failed else "ok"
+
+
+def _error(code: str, message: str, hint: str | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "hint": hint}}
+
+
+def _jit_status(exc: IdprovError) -> int:
+    """The HTTP status of a refused JIT login."""
+    from idprov.inbound.jit import JitDisabled, TokenRejected
+
+    if isinstance(exc, TokenRejected | JitDisabled | ReadOnlyError):
+        return 403
+    if isinstance(exc, ConfigError):
+        return 500  # the server's configuration (a JWKS file...): not the client's fault
+    for kind, status in ((UsageError, 400), (PolicyError, 400), (NotFoundError, 404)):
+        if isinstance(exc, kind):
+            return status
+    if isinstance(exc, ConflictError):
+        return 409
+    return 503 if isinstance(exc, StoreError) else 500
+
+
+def bind(host: str, port: int) -> Any:
+    """A listening TCP socket on ``host``:``port`` (0: a free port)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit it: without, each response (head, then body) waits
+    # for the client's delayed ACK, some 40 ms.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror}",
+            hint="choose another --port, or stop what listens there",
+        ) from exc
+    return sock
+
+
+def base_url(sock: Any, tls: bool = False) -> str:
+    """The SCIM root URL of a bound socket."""
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{shown}:{port}/v2"
+
+
+def uvicorn_server(
+    server: InboundServer, *, certfile: str | None = None, keyfile: str | None = None
+) -> Any:
+    """A uvicorn server for ``server``: uvicorn, because it is the maintained ASGI
+    server with the fewest dependencies (h11 and click, which idprov has already),
+    serves TLS from a certificate file, and shuts down gracefully on SIGTERM."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        server,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+        timeout_graceful_shutdown=10,
+    )
+    return uvicorn.Server(config)

@@ -1,0 +1,759 @@
+"""`idprov serve` as SCIM clients see it: a real uvicorn server on loopback (in a
+thread), real HTTP, the core service and SQLite behind it. What scim2-tester does not
+check is checked here: filters, paging, sorting, Bulk, ETags, uniqueness, membership
+after deletes, errors with their RFC 7644 status and scimType, tokens, the access log,
+concurrency, and the outbound push to a real SCIM server before the response."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from idprov.config import Config, load_text
+from idprov.inbound.scim_server import InboundServer, base_url, bind, uvicorn_server
+from idprov.provisioning.service import IdentityService
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+BULK = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+CRM_TOKEN = "crm-token-5f0c1d2e"
+HR_TOKEN = "hr-token-9a8b7c6d"
+SCIM_JSON = {"Content-Type": "application/scim+json"}
+
+
+def serve_config(tmp_path: Path, idps: str = "", crm_idps: str = "[]") -> Config:
+    """Two applications with tokens: crm lands in PRIMARY, hr in PARTNERS."""
+    return load_text(
+        f"""
+version: 1
+data_dir: {tmp_path / "data"}
+userstores:
+  - domain: PRIMARY
+    policy: {{password_pattern: '^\\S{{8,64}}$', username_pattern: '^\\S{{2,64}}$'}}
+  - domain: PARTNERS
+    path: {tmp_path / "data" / "partners.db"}
+identity_providers:{idps or " []"}
+applications:
+  - name: crm
+    identity_providers: {crm_idps}
+    inbound_token: env:CRM_TOKEN
+  - name: hr
+    userstore: PARTNERS
+    inbound_token: env:HR_TOKEN
+""",
+        "serve-test.yaml",
+    )
+
+
+@dataclass
+class Inbound:
+    """A running `idprov serve` and a client holding crm's token."""
+
+    url: str
+    server: InboundServer
+    log: io.StringIO
+    client: httpx.Client
+
+    def as_token(self, token: str) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+
+    def local(self) -> IdentityService:
+        return IdentityService(self.server.config)
+
+
+@contextmanager
+def running(config: Config, **kwargs: Any) -> Iterator[Inbound]:
+    """Serve ``config`` on a free loopback port in a thread until the block ends."""
+    log = io.StringIO()
+    server = InboundServer(config, access_log=log, **kwargs)
+    sock = bind("127.0.0.1", 0)
+    url = base_url(sock)
+    uv = uvicorn_server(server)
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not uv.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert uv.started, "idprov serve did not start"
+    headers = {"Authorization": f"Bearer {CRM_TOKEN}"}
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+            yield Inbound(url, server, log, client)
+    finally:
+        uv.should_exit = True
+        thread.join(15)
+        server.close()
+
+
+@pytest.fixture
+def tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_TOKEN", CRM_TOKEN)
+    monkeypatch.setenv("HR_TOKEN", HR_TOKEN)
+
+
+@pytest.fixture
+def inbound(tmp_path: Path, tokens: None) -> Iterator[Inbound]:
+    with running(serve_config(tmp_path)) as served:
+        yield served
+
+
+def new_user(client: httpx.Client, name: str, **attributes: Any) -> dict[str, Any]:
+    body = {"schemas": [USER], "userName": name, **attributes}
+    response = client.post("/Users", json=body, headers=SCIM_JSON)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def new_group(client: httpx.Client, name: str, members: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+    body = {"schemas": [GROUP], "displayName": name, "members": [{"value": m} for m in members]}
+    response = client.post("/Groups", json=body, headers=SCIM_JSON)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def patch(
+    client: httpx.Client, path: str, *operations: dict[str, Any], **kw: Any
+) -> httpx.Response:
+    body = {"schemas": [PATCH_OP], "Operations": list(operations)}
+    return client.patch(path, json=body, headers={**SCIM_JSON, **kw.get("headers", {})})
+
+
+def scim_error(response: httpx.Response, status: int, scim_type: str | None = None) -> str:
+    """Assert an RFC 7644 error body with this status and scimType; returns the detail."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["schemas"] == [ERROR]
+    assert body["status"] == str(status)
+    assert body.get("scimType") == scim_type, body
+    return body.get("detail", "")
+
+
+def names(response: httpx.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [r["userName"] for r in response.json().get("Resources", [])]
+
+
+# ---------------------------------------------------------------- discovery, tokens
+def test_discovery_is_open_and_announces_what_idprov_keeps(inbound):
+    spc = httpx.get(f"{inbound.url}/ServiceProviderConfig")
+    assert spc.status_code == 200
+    config = spc.json()
+    assert config["bulk"] == {"supported": True, "maxOperations": 1000, "maxPayloadSize": 1048576}
+    assert all(config[k]["supported"] for k in ("patch", "filter", "sort", "etag"))
+    assert config["authenticationSchemes"][0]["type"] == "oauthbearertoken"
+    schema = inbound.client.get(f"/Schemas/{USER}").json()
+    attrs = {a["name"]: a for a in schema["attributes"]}
+    assert attrs["userName"]["mutability"] == "immutable"
+    assert attrs["emails"]["mutability"] == "readWrite"
+    assert (attrs["ims"]["mutability"], attrs["ims"]["returned"]) == ("readOnly", "never")
+    types = inbound.client.get("/ResourceTypes").json()["Resources"]
+    assert {t["name"] for t in types} == {"User", "Group"}
+
+
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong-token", f"Basic {CRM_TOKEN}", f"Bearer {CRM_TOKEN}x"]
+)
+def test_missing_or_wrong_token_is_401_with_a_challenge(inbound, authorization):
+    headers = {"Authorization": authorization} if authorization else {}
+    response = httpx.get(f"{inbound.url}/Users", headers=headers)
+    scim_error(response, 401)
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    response = httpx.post(f"{inbound.url}/Users", json={"userName": "x"}, headers=headers)
+    assert response.status_code == 401
+    assert inbound.local().list_users(query()).total == 0
+
+
+def query() -> Any:
+    from idprov.model import UserQuery
+
+    return UserQuery(limit=None)
+
+
+def test_the_token_decides_the_application_and_its_userstore(inbound):
+    hr = inbound.as_token(HR_TOKEN)
+    created = new_user(hr, "bob")
+    assert created["userName"] == "bob"
+    local = inbound.local()
+    assert local.get_user("PARTNERS/bob").id == created["id"]
+    # crm's userstore is PRIMARY: it sees bob as PARTNERS/bob, and finds him so
+    seen = inbound.client.get(f"/Users/{created['id']}").json()
+    assert seen["userName"] == "PARTNERS/bob"
+    found = inbound.client.get("/Users", params={"filter": 'userName eq "PARTNERS/bob"'})
+    assert names(found) == ["PARTNERS/bob"]
+    entries = local.audit_log(audit_query("user.add"))
+    assert [(e.application, e.target) for e in entries] == [("hr", "PARTNERS/bob")]
+
+
+def audit_query(action: str) -> Any:
+    from idprov.provisioning.state import AuditQuery
+
+    return AuditQuery(action=action)
+
+
+# ---------------------------------------------------------------- mapping
+def test_user_attributes_map_to_claims_both_ways(inbound):
+    created = new_user(
+        inbound.client,
+        "alice",
+        externalId="hr-42",
+        name={"givenName": "Alice", "familyName": "Liddell", "middleName": "P"},
+        displayName="Alice L.",
+        title="CTO",
+        emails=[
+            {"value": "alice@example.com", "type": "work", "primary": True},
+            {"value": "al@home.example", "type": "home"},
+        ],
+        phoneNumbers=[{"value": "+1 555 0100", "type": "work"}, {"value": "+1 555 0199"}],
+        addresses=[{"type": "work", "locality": "Oxford", "country": "UK", "formatted": "x"}],
+        password="correct horse",
+        **{
+            "schemas": [USER, ENTERPRISE],
+            ENTERPRISE: {"employeeNumber": "42", "department": "R&D", "costCenter": "CC1"},
+        },
+    )
+    user = inbound.local().get_user("alice")
+    assert user.claims == {
+        "active": "true",
+        "given_name": "Alice",
+        "family_name": "Liddell",
+        "middle_name": "P",
+        "display_name": "Alice L.",
+        "title": "CTO",
+        "email": "alice@example.com",
+        "emails": ["al@home.example"],
+        "phone_number": "+1 555 0100",
+        "mobile": "+1 555 0199",
+        "locality": "Oxford",
+        "country": "UK",
+        "employee_number": "42",
+        "department": "R&D",
+        "cost_center": "CC1",
+    }
+    assert inbound.local().verify_password("alice", "correct horse")
+    assert "password" not in created
+    assert created["externalId"] == "hr-42"
+    assert created["emails"] == [
+        {"value": "alice@example.com", "type": "work"},
+        {"value": "al@home.example", "type": "other"},
+    ]
+    assert created["phoneNumbers"][1] == {"value": "+1 555 0199", "type": "mobile"}
+    assert created[ENTERPRISE] == {"employeeNumber": "42", "department": "R&D", "costCenter": "CC1"}
+    assert created["active"] is True
+
+
+def test_put_replaces_mapped_claims_and_keeps_the_others(inbound, cli):
+    alice = new_user(inbound.client, "alice", title="CTO", nickName="Al")
+    local = inbound.local()
+    local.update_user("alice", {"manager": "bob"})  # not a SCIM attribute: PUT keeps it
+    body = {"schemas": [USER], "userName": "alice", "displayName": "A"}
+    response = inbound.client.put(f"/Users/{alice['id']}", json=body, headers=SCIM_JSON)
+    assert response.status_code == 200, response.text
+    assert local.get_user("alice").claims == {"display_name": "A", "manager": "bob"}
+    assert "title" not in response.json() and "active" not in response.json()
+
+
+def test_phone_types_without_a_claim_are_refused_not_dropped(inbound):
+    body = {"schemas": [USER], "userName": "x1", "phoneNumbers": [{"value": "1", "type": "fax"}]}
+    detail = scim_error(inbound.client.post("/Users", json=body), 400, "invalidValue")
+    assert "fax" in detail
+
+
+def test_policy_refusals_are_invalid_value(inbound):
+    body = {"schemas": [USER], "userName": "x1", "password": "short"}
+    scim_error(inbound.client.post("/Users", json=body), 400, "invalidValue")
+    body = {"schemas": [USER], "userName": "has space"}
+    scim_error(inbound.client.post("/Users", json=body), 400, "invalidValue")
+    body = {"schemas": [USER], "userName": "x2", "emails": [{"value": "not-an-email"}]}
+    scim_error(inbound.client.post("/Users", json=body), 400, "invalidValue")
+
+
+# ---------------------------------------------------------------- errors
+def test_bad_requests_get_the_rfc_status_and_scim_type(inbound):
+    client = inbound.client
+    scim_error(
+        client.post("/Users", content=b'{"userName": ', headers=SCIM_JSON), 400, "invalidSyntax"
+    )
+    body = {"schemas": [USER], "userName": "x", "favouriteColour": "blue"}
+    scim_error(client.post("/Users", json=body), 400, "invalidSyntax")
+    body = {"schemas": [USER], "userName": "x", "emails": [{"value": "a@b.c", "bogus": 1}]}
+    scim_error(client.post("/Users", json=body), 400, "invalidSyntax")
+    body = {"schemas": [USER]}
+    assert client.post("/Users", json=body).status_code == 400
+    response = client.post("/Users", content=b"userName=x", headers={"Content-Type": "text/plain"})
+    assert response.status_code == 415
+    scim_error(client.get("/Users/no-such-id"), 404)
+    scim_error(client.get("/Nothing"), 404)
+    assert client.put("/Schemas", json={}).status_code == 405
+    scim_error(client.get("/Users", params={"filter": 'userName lk "x"'}), 400, "invalidFilter")
+    scim_error(client.get("/Users", params={"filter": 'shoeSize eq "9"'}), 400, "invalidFilter")
+    assert inbound.local().list_users(query()).total == 0
+
+
+def test_oversized_bodies_are_413_whether_announced_or_streamed(tmp_path, tokens):
+    with running(serve_config(tmp_path), max_body=4096) as inbound:
+        big = {"schemas": [USER], "userName": "x", "title": "t" * 5000}
+        response = inbound.client.post("/Users", json=big)
+        assert response.status_code == 413
+        assert response.json()["schemas"] == [ERROR]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted while read
+            yield json.dumps(big).encode()
+
+        response = inbound.client.post("/Users", content=chunks(), headers=SCIM_JSON)
+        assert response.status_code == 413
+        assert inbound.local().list_users(query()).total == 0
+
+
+def test_patch_errors(inbound):
+    alice = new_user(inbound.client, "alice")
+    path = f"/Users/{alice['id']}"
+    scim_error(
+        patch(inbound.client, path, {"op": "add", "path": "shoeSize", "value": 9}),
+        400,
+        "invalidPath",
+    )
+    scim_error(
+        patch(inbound.client, path, {"op": "replace", "path": "id", "value": "x"}),
+        400,
+        "mutability",
+    )
+    scim_error(
+        patch(inbound.client, path, {"op": "replace", "path": "userName", "value": "bob"}),
+        400,
+        "mutability",
+    )
+    scim_error(
+        patch(inbound.client, path, {"op": "jump", "path": "title", "value": "x"}),
+        400,
+        "invalidSyntax",
+    )
+    response = patch(inbound.client, path, {"op": "replace", "path": "userName", "value": "alice"})
+    assert response.status_code in (200, 204)
+
+
+# ---------------------------------------------------------------- uniqueness, ETags
+def test_user_and_group_names_are_unique_case_insensitively(inbound):
+    new_user(inbound.client, "alice")
+    body = {"schemas": [USER], "userName": "ALICE"}
+    assert "already exists" in scim_error(
+        inbound.client.post("/Users", json=body), 409, "uniqueness"
+    )
+    new_group(inbound.client, "staff")
+    body = {"schemas": [GROUP], "displayName": "Staff"}
+    scim_error(inbound.client.post("/Groups", json=body), 409, "uniqueness")
+
+
+def test_etags_and_if_match(inbound):
+    alice = new_user(inbound.client, "alice")
+    path = f"/Users/{alice['id']}"
+    got = inbound.client.get(path)
+    etag = got.headers["ETag"]
+    assert etag == alice["meta"]["version"] and etag.startswith('W/"')
+    assert inbound.client.get(path, headers={"If-None-Match": etag}).status_code == 304
+    ok = patch(
+        inbound.client,
+        path,
+        {"op": "add", "path": "title", "value": "CTO"},
+        headers={"If-Match": etag},
+    )
+    assert ok.status_code in (200, 204)
+    newer = inbound.client.get(path).headers["ETag"]
+    assert newer != etag
+    stale = patch(
+        inbound.client,
+        path,
+        {"op": "add", "path": "title", "value": "CEO"},
+        headers={"If-Match": etag},
+    )
+    scim_error(stale, 412)
+    body = {"schemas": [USER], "userName": "alice"}
+    scim_error(inbound.client.put(path, json=body, headers={"If-Match": etag}), 412)
+    scim_error(inbound.client.delete(path, headers={"If-Match": etag}), 412)
+    assert inbound.local().get_user("alice").claims["title"] == "CTO"
+    assert inbound.client.delete(path, headers={"If-Match": newer}).status_code == 204
+
+
+def test_the_version_follows_what_is_read_not_when(inbound):
+    alice = new_user(inbound.client, "alice")
+    path = f"/Users/{alice['id']}"
+    before = inbound.client.get(path).headers["ETag"]
+    assert inbound.client.get(path).headers["ETag"] == before
+    new_group(inbound.client, "staff", [alice["id"]])  # groups is part of the user
+    assert inbound.client.get(path).headers["ETag"] != before
+
+
+# ---------------------------------------------------------------- search
+@pytest.fixture
+def people(inbound) -> Inbound:
+    for name, title, email in [
+        ("alice", "CTO", "alice@example.com"),
+        ("bob", "Engineer", "bob@example.org"),
+        ("carol", "Engineer", "carol@example.com"),
+        ("dave", None, "dave@example.net"),
+        ("erin", "Designer", None),
+    ]:
+        extra: dict[str, Any] = {"title": title} if title else {}
+        if email:
+            extra["emails"] = [{"value": email, "type": "work"}]
+        new_user(inbound.client, name, **extra)
+    return inbound
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ('userName eq "BOB"', ["bob"]),
+        ('userName ne "bob"', ["alice", "carol", "dave", "erin"]),
+        ('title co "gine"', ["bob", "carol"]),
+        ('userName sw "c"', ["carol"]),
+        ('emails.value ew ".com"', ["alice", "carol"]),
+        ("title pr", ["alice", "bob", "carol", "erin"]),
+        ('userName gt "carol"', ["dave", "erin"]),
+        ('userName ge "carol"', ["carol", "dave", "erin"]),
+        ('userName lt "bob"', ["alice"]),
+        ('userName le "bob"', ["alice", "bob"]),
+        ('title eq "Engineer" and emails.value ew ".org"', ["bob"]),
+        ('title eq "CTO" or title eq "Designer"', ["alice", "erin"]),
+        ("not (title pr)", ["dave"]),
+        ('emails[type eq "work" and value co "example.net"]', ["dave"]),
+        ('emails[type eq "work"].value sw "carol"', ["carol"]),
+        ('meta.resourceType eq "User" and userName eq "alice"', ["alice"]),
+    ],
+)
+def test_filters(people, expression, expected):
+    response = people.client.get("/Users", params={"filter": expression, "sortBy": "userName"})
+    assert names(response) == expected
+    assert response.json()["totalResults"] == len(expected)
+
+
+def test_pagination_and_sorting(people):
+    get = people.client.get
+    page = get("/Users", params={"startIndex": 2, "count": 2, "sortBy": "userName"}).json()
+    assert (page["totalResults"], page["startIndex"], page["itemsPerPage"]) == (5, 2, 2)
+    assert [r["userName"] for r in page["Resources"]] == ["bob", "carol"]
+    plain = get("/Users", params={"startIndex": 4, "count": 10}).json()
+    assert [r["userName"] for r in plain["Resources"]] == ["dave", "erin"]
+    assert plain["totalResults"] == 5
+    assert get("/Users", params={"count": 0}).json()["totalResults"] == 5
+    down = get("/Users", params={"sortBy": "userName", "sortOrder": "descending"})
+    assert names(down) == ["erin", "dave", "carol", "bob", "alice"]
+    by_title = get("/Users", params={"sortBy": "title"})
+    assert names(by_title)[:2] == ["alice", "erin"] and names(by_title)[-1] == "dave"
+
+
+def test_attributes_and_excluded_attributes(people):
+    only = people.client.get(
+        "/Users", params={"attributes": "userName", "filter": 'userName eq "bob"'}
+    )
+    [bob] = only.json()["Resources"]
+    assert set(bob) == {"schemas", "id", "userName"}
+    less = people.client.get(f"/Users/{bob['id']}", params={"excludedAttributes": "emails,title"})
+    assert "emails" not in less.json() and "title" not in less.json()
+    assert less.json()["userName"] == "bob"
+
+
+def test_search_with_post_at_the_root_and_per_type(people):
+    new_group(people.client, "engineers")
+    body = {"schemas": [SEARCH], "filter": 'title eq "Engineer"', "sortBy": "userName"}
+    response = people.client.post("/Users/.search", json=body)
+    assert names(response) == ["bob", "carol"]
+    root = people.client.post("/.search", json={"schemas": [SEARCH], "count": 100}).json()
+    kinds = sorted(r["meta"]["resourceType"] for r in root["Resources"])
+    assert kinds == ["Group"] + ["User"] * 5
+    by_id = people.client.post(
+        "/.search", json={"schemas": [SEARCH], "filter": 'displayName eq "engineers"'}
+    )
+    assert [r["displayName"] for r in by_id.json()["Resources"]] == ["engineers"]
+
+
+def test_external_ids_belong_to_the_application_that_set_them(inbound):
+    alice = new_user(inbound.client, "alice", externalId="crm-1")
+    found = inbound.client.get("/Users", params={"filter": 'externalId eq "crm-1"'})
+    assert [r["id"] for r in found.json()["Resources"]] == [alice["id"]]
+    hr = inbound.as_token(HR_TOKEN)
+    seen = hr.get(f"/Users/{alice['id']}").json()
+    assert "externalId" not in seen
+    assert hr.get("/Users", params={"filter": 'externalId eq "crm-1"'}).json()["totalResults"] == 0
+
+
+# ---------------------------------------------------------------- groups
+def test_group_membership_follows_patches_and_user_deletes(inbound):
+    client = inbound.client
+    alice, bob, carol = (new_user(client, n)["id"] for n in ("alice", "bob", "carol"))
+    staff = new_group(client, "staff", [alice, bob])
+    path = f"/Groups/{staff['id']}"
+    # Okta sends display with members: read-only, ignored
+    added = patch(
+        client,
+        path,
+        {"op": "add", "path": "members", "value": [{"value": carol, "display": "carol"}]},
+    )
+    assert added.status_code in (200, 204), added.text
+    removed = patch(client, path, {"op": "remove", "path": f'members[value eq "{bob}"]'})
+    assert removed.status_code in (200, 204), removed.text
+    assert sorted(m["value"] for m in client.get(path).json()["members"]) == sorted([alice, carol])
+    assert sorted(inbound.local().get_role("staff").members) == ["alice", "carol"]
+    user = client.get(f"/Users/{alice}").json()
+    assert user["groups"] == [
+        {
+            "value": staff["id"],
+            "$ref": f"{inbound.url}/Groups/{staff['id']}",
+            "display": "staff",
+            "type": "direct",
+        }
+    ]
+    assert client.delete(f"/Users/{alice}").status_code == 204
+    assert [m["value"] for m in client.get(path).json()["members"]] == [carol]
+    found = client.get("/Groups", params={"filter": f'members[value eq "{alice}"]'})
+    assert found.json()["totalResults"] == 0
+    assert client.delete(f"/Users/{alice}").status_code == 404
+
+
+def test_group_rename_and_bad_members(inbound):
+    client = inbound.client
+    alice = new_user(client, "alice")["id"]
+    staff = new_group(client, "staff", [alice])
+    body = {"schemas": [GROUP], "displayName": "crew", "members": [{"value": alice}]}
+    renamed = client.put(f"/Groups/{staff['id']}", json=body)
+    assert renamed.status_code == 200 and renamed.json()["displayName"] == "crew"
+    assert inbound.local().get_role("crew").members == ["alice"]
+    body = {"schemas": [GROUP], "displayName": "ghosts", "members": [{"value": "no-such-user"}]}
+    assert "no-such-user" in scim_error(client.post("/Groups", json=body), 400, "invalidValue")
+    body = {
+        "schemas": [GROUP],
+        "displayName": "nested",
+        "members": [{"value": staff["id"], "type": "Group"}],
+    }
+    scim_error(client.post("/Groups", json=body), 400, "invalidValue")
+    assert [r.name for r in inbound.local().list_roles()] == ["crew"]
+    partner = new_user(inbound.as_token(HR_TOKEN), "pat")["id"]
+    body = {"schemas": [GROUP], "displayName": "mixed", "members": [{"value": partner}]}
+    assert "PARTNERS" in scim_error(client.post("/Groups", json=body), 400, "invalidValue")
+
+
+# ---------------------------------------------------------------- bulk
+def test_bulk_with_bulk_id_references(inbound):
+    body = {
+        "schemas": [BULK],
+        "Operations": [
+            {
+                "method": "POST",
+                "path": "/Users",
+                "bulkId": "u1",
+                "data": {"schemas": [USER], "userName": "alice"},
+            },
+            {
+                "method": "POST",
+                "path": "/Users",
+                "bulkId": "u2",
+                "data": {"schemas": [USER], "userName": "bob"},
+            },
+            {
+                "method": "POST",
+                "path": "/Groups",
+                "bulkId": "g1",
+                "data": {
+                    "schemas": [GROUP],
+                    "displayName": "staff",
+                    "members": [{"value": "bulkId:u1"}, {"value": "bulkId:u2"}],
+                },
+            },
+            {
+                "method": "PATCH",
+                "path": "/Users/bulkId:u1",
+                "data": {
+                    "schemas": [PATCH_OP],
+                    "Operations": [{"op": "add", "path": "title", "value": "CTO"}],
+                },
+            },
+            {"method": "DELETE", "path": "/Users/bulkId:u2"},
+        ],
+    }
+    response = inbound.client.post("/Bulk", json=body)
+    assert response.status_code == 200, response.text
+    statuses = [op["status"] for op in response.json()["Operations"]]
+    assert statuses == ["201", "201", "201", "200", "204"]
+    local = inbound.local()
+    assert local.get_role("staff").members == ["alice"]
+    assert local.get_user("alice").claims["title"] == "CTO"
+
+
+def test_bulk_fail_on_errors_stops_after_that_many_errors(inbound):
+    def create(name: str) -> dict[str, Any]:
+        return {
+            "method": "POST",
+            "path": "/Users",
+            "bulkId": name,
+            "data": {"schemas": [USER], "userName": name},
+        }
+
+    body = {
+        "schemas": [BULK],
+        "failOnErrors": 1,
+        "Operations": [create("ann"), create("ann"), create("ben")],
+    }
+    response = inbound.client.post("/Bulk", json=body)
+    assert response.status_code == 200, response.text
+    operations = response.json()["Operations"]
+    assert [op["status"] for op in operations] == ["201", "409"]
+    assert operations[1]["response"]["scimType"] == "uniqueness"
+    assert [u.username for u in inbound.local().list_users(query()).items] == ["ann"]
+
+
+# ---------------------------------------------------------------- outbound, log, load
+def test_inbound_create_reaches_the_outbound_scim_target_before_the_response(
+    tmp_path, tokens, scim2_server, monkeypatch
+):
+    monkeypatch.setenv("OUT_TOKEN", scim2_server.token)
+    idps = f"""
+  - name: target
+    connector: scim2
+    options: {{base_url: "{scim2_server.base_url}", auth: bearer, token: env:OUT_TOKEN}}
+    push_roles: all
+    retry: {{max_attempts: 2, initial_backoff: 0.01, max_backoff: 0.02}}"""
+    with running(serve_config(tmp_path, idps, "[target]")) as inbound:
+        alice = new_user(
+            inbound.client, "alice", emails=[{"value": "alice@example.com", "type": "work"}]
+        )
+        [remote] = scim2_server.users()  # no waiting: it is there when the 201 is
+        assert remote["userName"] == "alice"
+        assert remote["emails"][0]["value"] == "alice@example.com"
+        new_group(inbound.client, "staff", [alice["id"]])
+        [group] = scim2_server.groups()
+        assert [m["value"] for m in group["members"]] == [remote["id"]]
+        assert inbound.client.delete(f"/Users/{alice['id']}").status_code == 204
+        assert scim2_server.users() == []
+        assert "outbound=ok" in inbound.log.getvalue()
+        hr_user = new_user(inbound.as_token(HR_TOKEN), "pat")  # hr provisions nowhere
+        assert hr_user["userName"] == "pat" and scim2_server.users() == []
+
+
+def test_an_outbound_failure_does_not_fail_the_scim_request(tmp_path, tokens, monkeypatch):
+    monkeypatch.setenv("OUT_TOKEN", "x")
+    idps = """
+  - name: down
+    connector: scim2
+    options: {base_url: "http://127.0.0.1:9/v2", auth: bearer, token: env:OUT_TOKEN}
+    retry: {max_attempts: 1, initial_backoff: 0.01, max_backoff: 0.01}"""
+    with running(serve_config(tmp_path, idps, "[down]")) as inbound:
+        new_user(inbound.client, "alice")
+        assert inbound.local().outbox_rows(status="failed")[0].label == "alice"
+        assert "outbound=failed:1" in inbound.log.getvalue()
+
+
+def test_access_log_has_a_line_per_request_and_no_secrets(inbound):
+    new_user(inbound.client, "alice", password="s3cret-pass-1")
+    inbound.client.get("/Users", params={"filter": 'userName eq "alice"'})
+    httpx.get(f"{inbound.url}/Users", headers={"Authorization": "Bearer nope-nope"})
+    lines = inbound.log.getvalue().splitlines()
+    assert len(lines) == 3
+    assert " POST /v2/Users 201 " in lines[0] and lines[0].endswith("app=crm outbound=-")
+    assert " GET /v2/Users 200 " in lines[1]
+    assert " GET /v2/Users 401 " in lines[2] and "app=-" in lines[2]
+    for secret in (CRM_TOKEN, "s3cret-pass-1", "nope-nope", "alice"):
+        assert secret not in inbound.log.getvalue()
+
+
+def test_concurrent_clients_lose_nothing(inbound):
+    staff = new_group(inbound.client, "staff")["id"]
+
+    def work(worker: int) -> list[int]:
+        statuses = []
+        with inbound.as_token(CRM_TOKEN) as client:
+            for i in range(15):
+                user = client.post("/Users", json={"schemas": [USER], "userName": f"w{worker}u{i}"})
+                statuses.append(user.status_code)
+                add = {"op": "add", "path": "members", "value": [{"value": user.json()["id"]}]}
+                statuses.append(patch(client, f"/Groups/{staff}", add).status_code)
+                statuses.append(client.get("/Users", params={"count": 5}).status_code)
+        return statuses
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = [s for batch in pool.map(work, range(8)) for s in batch]
+    assert set(statuses) <= {200, 201, 204}, sorted(set(statuses))
+    local = inbound.local()
+    assert local.list_users(query()).total == 120
+    assert len(local.get_role("staff").members) == 120
+    members = inbound.client.get(f"/Groups/{staff}").json()["members"]
+    assert len(members) == 120
+
+
+def test_idprov_serve_command_runs_until_terminated(tmp_path, tokens, write_config):
+    write_config(serve_config_text(tmp_path))
+    command = [
+        sys.executable,
+        "-m",
+        "idprov.cli.main",
+        "--config",
+        "idprov.yaml",
+        "serve",
+        "--port",
+        "0",
+        "--access-log",
+        "access.log",
+    ]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert "SCIM 2.0 at http://127.0.0.1:" in line, (
+            line,
+            process.stderr.read() if process.poll() is not None else "",
+        )
+        url = line.split(" at ", 1)[1].split(" ", 1)[0]
+        headers = {"Authorization": f"Bearer {CRM_TOKEN}"}
+        created = httpx.post(
+            f"{url}/Users", json={"schemas": [USER], "userName": "zed"}, headers=headers
+        )
+        assert created.status_code == 201
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
+    assert process.returncode == 0, process.stderr.read()
+    assert " POST /v2/Users 201 " in (tmp_path / "access.log").read_text()
+
+
+def serve_config_text(tmp_path: Path) -> str:
+    return f"""
+version: 1
+data_dir: {tmp_path / "data"}
+applications:
+  - name: crm
+    inbound_token: env:CRM_TOKEN
+"""
+
+
+def test_serve_refuses_to_start_without_tokens(cli, tmp_path, write_config):
+    write_config(f"version: 1\ndata_dir: {tmp_path / 'data'}\n")
+    error = cli("--config", "idprov.yaml", "serve", "--json").error(2)
+    assert "no application has an inbound_token" in error["message"]
+    assert "inbound_token: env:" in error["hint"]
+
+
+def test_serve_refuses_an_application_without_a_token(cli, tmp_path, write_config, tokens):
+    write_config(serve_config_text(tmp_path) + "  - name: erp\n")
+    error = cli("--config", "idprov.yaml", "serve", "--app", "erp", "--json").error(2)
+    assert "'erp' has no inbound_token" in error["message"]
+    error = cli("--config", "idprov.yaml", "serve", "--app", "nope", "--json").error(3)
+    assert "no application named 'nope'" in error["message"]
