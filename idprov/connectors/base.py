@@ -49,6 +49,9 @@ class Account:
     attributes: Mapping[str, Any]
     """Target attribute path -> value, from the IdP's attribute mapping."""
     active: bool = True
+    password: str | None = field(default=None, repr=False, compare=False)
+    """The password given in this very command (user add, user passwd), for connectors
+    that send passwords; only in memory, never in the outbox, the ledger or a log."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,10 @@ class Connector(ABC):
     def create_user(self, account: Account) -> str:
         """Create the account; return its remote id. RemoteConflict if it exists.
         Not idempotent: the engine looks the user up before retrying an ambiguous one."""
+
+    def accepts_password(self) -> bool:
+        """Whether this connector sends passwords (its options say so)."""
+        return bool(getattr(self.options, "send_password", False))
 
     def bulk_create_limit(self) -> int:
         """How many accounts one :meth:`create_users` call may carry; 0 or 1: no bulk."""

@@ -57,6 +57,8 @@ class Scim2Options(HttpOptions):
     """``auto``: PATCH if the target's ServiceProviderConfig says it supports it."""
     member_batch_size: int = 100
     """Members per PATCH request (some targets accept only 100)."""
+    send_password: bool = False
+    """Send the password given to `user add`/`user passwd` (SCIM ``password``)."""
     bulk: Literal["auto", "never"] = "auto"
     """``auto``: create many users with SCIM Bulk when the target advertises it."""
     bulk_threshold: int = 10
@@ -374,6 +376,8 @@ class Scim2Connector(Connector):
         body = build_resource(self.user_schema, account.attributes)
         body["userName"] = account.user_name
         body["active"] = account.active
+        if account.password is not None and self.options.send_password:
+            body["password"] = account.password
         if remote_id is not None:
             body["id"] = remote_id
         return body

@@ -33,8 +33,9 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -60,7 +61,7 @@ from idprov.errors import (
     StoreError,
     UsageError,
 )
-from idprov.inbound.scim.schema import build_provider
+from idprov.inbound.scim.schema import build_provider, drop_ignored
 from idprov.inbound.scim.storage import Backends, IdprovStorage, acting
 
 if TYPE_CHECKING:
@@ -77,6 +78,16 @@ DEFAULT_MAX_BODY = 1_048_576
 DEFAULT_READERS = 4
 JIT_PATHS = ("/jit/login", "/v2/jit/login")
 WRITES = {Operation.create, Operation.replace, Operation.patch, Operation.delete, Operation.bulk}
+
+
+class IdprovScimService(ScimService):
+    """scim2-server's protocol steps, with PATCH values cleared of what idprov does not
+    keep (see :func:`~idprov.inbound.scim.schema.drop_ignored`)."""
+
+    def read_patch(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
+        return super().read_patch(
+            resource_type, drop_ignored(body, resource_type.name), content_type
+        )
 
 
 # ---------------------------------------------------------------- tokens
@@ -161,7 +172,7 @@ class InboundServer:
         self.max_body = max_body
         self.http_transport = http_transport
         provider = build_provider(max_body)
-        self.scim = ScimService(provider)
+        self.scim = IdprovScimService(provider)
         self.handler = ScimHandler(self.scim, IdprovStorage(provider))
         self.backends = Backends(self._open_service)
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="idprov-writer")
@@ -473,8 +484,18 @@ def uvicorn_server(
 ) -> Any:
     """A uvicorn server for ``server``: uvicorn, because it is the maintained ASGI
     server with the fewest dependencies (h11 and click, which idprov has already),
-    serves TLS from a certificate file, and shuts down gracefully on SIGTERM."""
+    serves TLS from a certificate file, and shuts down gracefully on SIGTERM/SIGINT
+    (here it then returns, instead of dying of the signal, so `serve` exits 0)."""
     import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    getattr(self, "_captured_signals", []).clear()
 
     config = uvicorn.Config(
         server,
@@ -485,4 +506,4 @@ def uvicorn_server(
         ssl_keyfile=keyfile,
         timeout_graceful_shutdown=10,
     )
-    return uvicorn.Server(config)
+    return Server(config)

@@ -12,6 +12,7 @@ the calling thread, one transaction per operation.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -484,6 +485,7 @@ class Engine:
         connector = self.service.connector(row.idp)
         entry = self._entry(row)
         decision = decide_user(idp, type(connector), self._user(row), entry)
+        decision = self._with_password(decision, row, connector)
         if decision.action == "none":
             if entry is not None and entry.remote_id is None and decision.account is None:
                 self.state.ledger.forget(row.idp, "user", row.local_id)  # a create never made
@@ -492,6 +494,27 @@ class Engine:
             assert entry is not None
             return self._plan_deprovision(row, idp, connector, entry, decision)
         return self._plan_provision(row, idp, connector, decision, entry)
+
+    def _with_password(
+        self, decision: UserDecision, row: OutboxRow, connector: Connector
+    ) -> UserDecision:
+        """Carry a password set in this command to a connector that sends passwords
+        (an unchanged user is then updated, for the password alone)."""
+        if decision.account is None or not connector.accepts_password():
+            return decision
+        password = self.service.take_password(row.local_id)
+        if password is None:
+            return decision
+        account = dataclasses.replace(decision.account, password=password)
+        if decision.action == "none":
+            return dataclasses.replace(
+                decision,
+                action="update",
+                reason="password changed",
+                account=account,
+                changed=["password"],
+            )
+        return dataclasses.replace(decision, account=account)
 
     def _skip(self, row: OutboxRow, why: str, remote_id: str | None = None) -> Settled:
         return Settled(

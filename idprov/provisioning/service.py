@@ -106,6 +106,9 @@ class IdentityService:
         self.run: str | None = None
         """The sync run in progress, recorded with every audit entry it causes."""
         self._own_rows: list[int] = []
+        self._passwords: dict[str, str] = {}
+        """Passwords set in this command, by user id, for connectors that send them;
+        only in memory."""
         self.application = config.application(application).name
         self.actor = actor or current_actor()
         self.claims = config.claim_definitions()
@@ -174,6 +177,11 @@ class IdentityService:
         """Ask for a user or role to be reconciled at the application's IdPs (inside
         :meth:`writing`); :meth:`take_own_rows` hands the rows to drain."""
         self._enqueue(kind, entity_id, domain, label)
+
+    def take_password(self, user_id: str) -> str | None:
+        """The password this command set for ``user_id``, handed over once (the engine
+        takes it for the push that follows the change), or None."""
+        return self._passwords.pop(user_id, None)
 
     def take_own_rows(self) -> list[int]:
         rows, self._own_rows = self._own_rows, []
@@ -379,6 +387,8 @@ class IdentityService:
                 {"claims": sorted(claims), "roles": role_names, "password": pw_hash is not None},
             )
             self._enqueue("user", user.id, store.domain, user.qualified_name)
+        if password is not None:
+            self._passwords[user.id] = password
         return self._push(
             ChangeResult("user.add", user.qualified_name, self.get_user(name, store.domain))
         )
@@ -421,7 +431,11 @@ class IdentityService:
         with self._writing(store):
             store.set_password_hash(name, pw_hash)
             self._audit("user.passwd", user.qualified_name)
-        return ChangeResult("user.passwd", user.qualified_name, self.get_user(name, store.domain))
+            self._enqueue("user", user.id, store.domain, user.qualified_name)
+        self._passwords[user.id] = password
+        return self._push(
+            ChangeResult("user.passwd", user.qualified_name, self.get_user(name, store.domain))
+        )
 
     def verify_password(self, username: str, password: str, domain: str | None = None) -> bool:
         """Whether ``password`` is the user's; False for users without a password."""
