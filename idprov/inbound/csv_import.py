@@ -305,6 +305,7 @@ class CsvImport:
         self.to_hash: list[tuple[int, str]] = []
         self.done_through = 0
         self._stores: dict[str, UserStore] = {}
+        self._valid_roles: set[tuple[str, str]] = set()
         self.import_id: int | None = None
 
     # -- the whole run
@@ -476,7 +477,10 @@ class CsvImport:
                     )
                 claims[claim] = values
             else:
-                _in_column(columns.names[index], policy.check_claim_value, definition, value, name)
+                if not policy.claim_value_ok(definition, value):  # the fast path; on a
+                    _in_column(  # refusal, the full check says exactly why
+                        columns.names[index], policy.check_claim_value, definition, value, name
+                    )
                 claims[claim] = value
         roles = None
         if columns.roles is not None:
@@ -484,8 +488,12 @@ class CsvImport:
                 r.strip() for r in cells[columns.roles].split(self.options.separator) if r.strip()
             ]
             for role in roles:
-                _in_column("roles", policy.check_role_name, store.config.policy, role, store.domain)
-                self.roles_seen.setdefault((store.domain, role.casefold()), role)
+                if (store.domain, role) not in self._valid_roles:  # each name checked once
+                    _in_column(
+                        "roles", policy.check_role_name, store.config.policy, role, store.domain
+                    )
+                    self._valid_roles.add((store.domain, role))
+                    self.roles_seen.setdefault((store.domain, role.casefold()), role)
         password = cells[columns.password] if columns.password is not None else ""
         pw_hash = cells[columns.password_hash].strip() if columns.password_hash is not None else ""
         if password and pw_hash:

@@ -92,6 +92,15 @@ def check_claims(
             check_claim_value(definition, item, user)
 
 
+def claim_value_ok(definition: ClaimDefinition, value: str) -> bool:
+    """Whether :func:`check_claim_value` would accept ``value`` (no message: fast)."""
+    if len(value) > definition.max_length:
+        return False
+    if (_CONTROL_IN_TEXT if definition.multiline else _CONTROL).search(value):
+        return False
+    return not definition.pattern or bool(_compiled(definition.pattern).search(value))
+
+
 def check_claim_value(definition: ClaimDefinition, value: str, user: str) -> None:
     """One value of a known claim: length, control characters, pattern."""
     name = definition.name
