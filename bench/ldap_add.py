@@ -10,8 +10,10 @@ this script)
 Each tool is timed from start to finish (ldapadd's process start included, idprov's
 bind included). Checks that both directories hold N users with equal attributes, and
 prints entries/s and the ratio a/b (target >= 0.8), the median of --repeat rounds
-that alternate which tool goes first. It measures both slapd's default durability (an
-fsync per add) and ``dbnosync`` (CPU-bound: the harder case for a Python client).
+that alternate which tool goes first, with the CPU time per entry of the client and
+of slapd (a steadier figure than wall time on a busy machine). It measures both
+slapd's default durability (an fsync per add) and ``dbnosync`` (CPU-bound: the harder
+case for a Python client).
 
 Usage: python bench/ldap_add.py [--users N] [--window W] [--durability both|sync|nosync]
        [--repeat R] [--one-by-one M]   (M users through the one-at-a-time add_user too)
@@ -20,10 +22,13 @@ Usage: python bench/ldap_add.py [--users N] [--window W] [--durability both|sync
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,16 +99,39 @@ userstores:
 """
 
 
-def run_idprov(server: Slapd, workdir: Path, rows: list, window: int) -> float:
+@dataclass
+class Run:
+    """One timed run: wall seconds, and CPU seconds of the client and of slapd."""
+
+    wall: float
+    client_cpu: float
+    server_cpu: float
+
+
+def slapd_cpu(server: Slapd) -> float:
+    """CPU seconds slapd has used so far (user + system, from /proc)."""
+    assert server.process is not None
+    fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_idprov(server: Slapd, workdir: Path, rows: list, window: int) -> Run:
     with IdentityService(load_text(config_text(server, workdir), "bench.yaml")) as svc:
         store = svc.store("CORP")
-        start = time.perf_counter()
+        start, cpu, served = time.perf_counter(), time.process_time(), slapd_cpu(server)
         outcomes = store.add_users(rows, window=window)  # type: ignore[attr-defined]
-        elapsed = time.perf_counter() - start
+        run = Run(
+            time.perf_counter() - start, time.process_time() - cpu, slapd_cpu(server) - served
+        )
     failed = [o for o in outcomes if isinstance(o, Exception)]
     if failed:
         raise SystemExit(f"idprov: {len(failed)} rows failed, first: {failed[0]}")
-    return elapsed
+    return run
 
 
 def run_one_by_one(server: Slapd, workdir: Path, rows: list) -> float:
@@ -115,12 +143,12 @@ def run_one_by_one(server: Slapd, workdir: Path, rows: list) -> float:
         return time.perf_counter() - start
 
 
-def run_ldapadd(server: Slapd, workdir: Path, ldif: str) -> float:
+def run_ldapadd(server: Slapd, workdir: Path, ldif: str) -> Run:
     path = workdir / "users.ldif"
     path.write_text(ldif, encoding="utf-8")
-    start = time.perf_counter()
+    start, cpu, served = time.perf_counter(), children_cpu(), slapd_cpu(server)
     server.tool("ldapadd", "-f", str(path))
-    return time.perf_counter() - start
+    return Run(time.perf_counter() - start, children_cpu() - cpu, slapd_cpu(server) - served)
 
 
 def entries(server: Slapd) -> dict[str, dict[str, list[str]]]:
@@ -136,8 +164,8 @@ def compare(count: int, a: Slapd, b: Slapd) -> None:
 
 
 def one_round(args: argparse.Namespace, rows: list, ldif: str, sync: bool, flip: bool) -> tuple:
-    """(idprov seconds, ldapadd seconds, one-by-one seconds or None) on fresh servers;
-    ``flip`` runs ldapadd first."""
+    """(idprov Run, ldapadd Run, one-by-one seconds or None) on fresh servers; ``flip``
+    runs ldapadd first."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         a, b = fresh_server(work / "a", sync), fresh_server(work / "b", sync)
@@ -164,20 +192,29 @@ def one_round(args: argparse.Namespace, rows: list, ldif: str, sync: bool, flip:
 def measure(args: argparse.Namespace, rows: list, ldif: str, sync: bool) -> float:
     """Median of ``--repeat`` rounds (alternating which tool goes first); prints them."""
     rounds = [one_round(args, rows, ldif, sync, flip=i % 2 == 1) for i in range(args.repeat)]
-    ours = statistics.median(r[0] for r in rounds)
-    theirs = statistics.median(r[1] for r in rounds)
     n = len(rows)
     label = "fsync per add (slapd default)" if sync else "dbnosync"
     print(f"== {n} users, {label}, median of {args.repeat}")
-    print(f"  idprov add_users (window {args.window}): {ours:6.2f} s  {n / ours:7.0f} entries/s")
-    print(f"  ldapadd -f:                      {theirs:6.2f} s  {n / theirs:7.0f} entries/s")
+    ours = report(f"idprov add_users (window {args.window})", n, [r[0] for r in rounds])
+    theirs = report("ldapadd -f", n, [r[1] for r in rounds])
     if args.one_by_one:
-        single = statistics.median(r[2] for r in rounds)
-        rate = args.one_by_one / single
-        print(f"  idprov add_user, one by one:             {rate:7.0f} entries/s")
-    each = ", ".join(f"{r[1] / r[0]:.2f}" for r in rounds)
+        rate = args.one_by_one / statistics.median(r[2] for r in rounds)
+        print(f"  {'idprov add_user, one by one':32} {rate:7.0f} entries/s")
+    each = ", ".join(f"{r[1].wall / r[0].wall:.2f}" for r in rounds)
     print(f"  ratio idprov/ldapadd: {theirs / ours:.2f} (rounds: {each}; target >= 0.8)")
     return theirs / ours
+
+
+def report(label: str, n: int, runs: list[Run]) -> float:
+    """Print the median wall time, rate and CPU per entry; returns the wall time."""
+    wall = statistics.median(r.wall for r in runs)
+    client = statistics.median(r.client_cpu for r in runs) / n * 1e6
+    server = statistics.median(r.server_cpu for r in runs) / n * 1e6
+    print(
+        f"  {label:32} {wall:6.2f} s {n / wall:7.0f} entries/s   CPU per entry: "
+        f"client {client:4.0f} us, slapd {server:4.0f} us"
+    )
+    return wall
 
 
 def main() -> None:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import io
 import json
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ version: 1
 data_dir: {tmp_path / "data"}
 userstores:
   - domain: PRIMARY
-    policy: {{password_pattern: '^\\S{{8,64}}$', username_pattern: '^\\S{{2,64}}$'}}
+    policy: {{password_pattern: '^\\S{{8,64}}$', username_pattern: '^\\S{{2,64}}$',
+              role_name_pattern: '^\\S{{3,64}}$'}}
   - domain: PARTNERS
     path: {tmp_path / "data" / "partners.db"}
 identity_providers:{idps or " []"}
@@ -70,38 +72,46 @@ class Inbound:
     url: str
     server: InboundServer
     log: io.StringIO
-    client: httpx.Client
+    stack: ExitStack
+    client: httpx.Client = field(init=False)
 
-    def as_token(self, token: str) -> httpx.Client:
+    def as_token(self, token: str, verify: Any = True) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+        client = httpx.Client(base_url=self.url, headers=headers, timeout=30, verify=verify)
+        return self.stack.enter_context(client)
 
     def local(self) -> IdentityService:
-        return IdentityService(self.server.config)
+        """A service of the test's own on the same configuration, to look behind."""
+        return self.stack.enter_context(IdentityService(self.server.config))
 
 
 @contextmanager
-def running(config: Config, **kwargs: Any) -> Iterator[Inbound]:
-    """Serve ``config`` on a free loopback port in a thread until the block ends."""
+def running(config: Config, tls: tuple[str, str] | None = None, **kwargs: Any) -> Iterator[Inbound]:
+    """Serve ``config`` on a free loopback port in a thread until the block ends
+    (over HTTPS with ``tls``, a certificate and key file)."""
     log = io.StringIO()
     server = InboundServer(config, access_log=log, **kwargs)
     sock = bind("127.0.0.1", 0)
-    url = base_url(sock)
-    uv = uvicorn_server(server)
+    url = base_url(sock, tls=tls is not None)
+    certfile, keyfile = tls or (None, None)
+    uv = uvicorn_server(server, certfile=certfile, keyfile=keyfile)
     thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not uv.started and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.005)
     assert uv.started, "idprov serve did not start"
-    headers = {"Authorization": f"Bearer {CRM_TOKEN}"}
     try:
-        with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
-            yield Inbound(url, server, log, client)
+        with ExitStack() as stack:
+            inbound = Inbound(url, server, log, stack)
+            verify = ssl.create_default_context(cafile=tls[0]) if tls else True
+            inbound.client = inbound.as_token(CRM_TOKEN, verify=verify)
+            yield inbound
     finally:
         uv.should_exit = True
         thread.join(15)
         server.close()
+        sock.close()
 
 
 @pytest.fixture
@@ -116,14 +126,14 @@ def inbound(tmp_path: Path, tokens: None) -> Iterator[Inbound]:
         yield served
 
 
-def new_user(client: httpx.Client, name: str, **attributes: Any) -> dict[str, Any]:
-    body = {"schemas": [USER], "userName": name, **attributes}
+def new_user(client: httpx.Client, user_name: str, **attributes: Any) -> dict[str, Any]:
+    body = {"schemas": [USER], "userName": user_name, **attributes}
     response = client.post("/Users", json=body, headers=SCIM_JSON)
     assert response.status_code == 201, response.text
     return response.json()
 
 
-def new_group(client: httpx.Client, name: str, members: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+def new_group(client: httpx.Client, name: str, members: Sequence[str] = ()) -> dict[str, Any]:
     body = {"schemas": [GROUP], "displayName": name, "members": [{"value": m} for m in members]}
     response = client.post("/Groups", json=body, headers=SCIM_JSON)
     assert response.status_code == 201, response.text
@@ -224,7 +234,7 @@ def test_user_attributes_map_to_claims_both_ways(inbound):
         ],
         phoneNumbers=[{"value": "+1 555 0100", "type": "work"}, {"value": "+1 555 0199"}],
         addresses=[{"type": "work", "locality": "Oxford", "country": "UK", "formatted": "x"}],
-        password="correct horse",
+        password="correct-horse",
         **{
             "schemas": [USER, ENTERPRISE],
             ENTERPRISE: {"employeeNumber": "42", "department": "R&D", "costCenter": "CC1"},
@@ -248,7 +258,7 @@ def test_user_attributes_map_to_claims_both_ways(inbound):
         "department": "R&D",
         "cost_center": "CC1",
     }
-    assert inbound.local().verify_password("alice", "correct horse")
+    assert inbound.local().verify_password("alice", "correct-horse")
     assert "password" not in created
     assert created["externalId"] == "hr-42"
     assert created["emails"] == [
@@ -344,7 +354,7 @@ def test_patch_errors(inbound):
     scim_error(
         patch(inbound.client, path, {"op": "jump", "path": "title", "value": "x"}),
         400,
-        "invalidSyntax",
+        "invalidValue",
     )
     response = patch(inbound.client, path, {"op": "replace", "path": "userName", "value": "alice"})
     assert response.status_code in (200, 204)
@@ -598,19 +608,12 @@ def test_bulk_with_bulk_id_references(inbound):
 
 
 def test_bulk_fail_on_errors_stops_after_that_many_errors(inbound):
-    def create(name: str) -> dict[str, Any]:
-        return {
-            "method": "POST",
-            "path": "/Users",
-            "bulkId": name,
-            "data": {"schemas": [USER], "userName": name},
-        }
+    def create(bulk_id: str, name: str) -> dict[str, Any]:
+        data = {"schemas": [USER], "userName": name}
+        return {"method": "POST", "path": "/Users", "bulkId": bulk_id, "data": data}
 
-    body = {
-        "schemas": [BULK],
-        "failOnErrors": 1,
-        "Operations": [create("ann"), create("ann"), create("ben")],
-    }
+    operations = [create("1", "ann"), create("2", "ANN"), create("3", "ben")]
+    body = {"schemas": [BULK], "failOnErrors": 1, "Operations": operations}
     response = inbound.client.post("/Bulk", json=body)
     assert response.status_code == 200, response.text
     operations = response.json()["Operations"]
@@ -678,59 +681,43 @@ def test_concurrent_clients_lose_nothing(inbound):
 
     def work(worker: int) -> list[int]:
         statuses = []
-        with inbound.as_token(CRM_TOKEN) as client:
-            for i in range(15):
-                user = client.post("/Users", json={"schemas": [USER], "userName": f"w{worker}u{i}"})
-                statuses.append(user.status_code)
-                add = {"op": "add", "path": "members", "value": [{"value": user.json()["id"]}]}
-                statuses.append(patch(client, f"/Groups/{staff}", add).status_code)
-                statuses.append(client.get("/Users", params={"count": 5}).status_code)
+        client = inbound.as_token(CRM_TOKEN)
+        for i in range(10):
+            user = client.post("/Users", json={"schemas": [USER], "userName": f"w{worker}u{i}"})
+            statuses.append(user.status_code)
+            add = {"op": "add", "path": "members", "value": [{"value": user.json()["id"]}]}
+            statuses.append(patch(client, f"/Groups/{staff}", add).status_code)
+            statuses.append(client.get("/Users", params={"count": 5}).status_code)
         return statuses
 
     with ThreadPoolExecutor(8) as pool:
         statuses = [s for batch in pool.map(work, range(8)) for s in batch]
     assert set(statuses) <= {200, 201, 204}, sorted(set(statuses))
     local = inbound.local()
-    assert local.list_users(query()).total == 120
-    assert len(local.get_role("staff").members) == 120
+    assert local.list_users(query()).total == 80
+    assert len(local.get_role("staff").members) == 80
     members = inbound.client.get(f"/Groups/{staff}").json()["members"]
-    assert len(members) == 120
+    assert len(members) == 80
 
 
 def test_idprov_serve_command_runs_until_terminated(tmp_path, tokens, write_config):
     write_config(serve_config_text(tmp_path))
-    command = [
-        sys.executable,
-        "-m",
-        "idprov.cli.main",
-        "--config",
-        "idprov.yaml",
-        "serve",
-        "--port",
-        "0",
-        "--access-log",
-        "access.log",
-    ]
-    process = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert "SCIM 2.0 at http://127.0.0.1:" in line, (
-            line,
-            process.stderr.read() if process.poll() is not None else "",
-        )
-        url = line.split(" at ", 1)[1].split(" ", 1)[0]
-        headers = {"Authorization": f"Bearer {CRM_TOKEN}"}
-        created = httpx.post(
-            f"{url}/Users", json={"schemas": [USER], "userName": "zed"}, headers=headers
-        )
-        assert created.status_code == 201
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(15)
-    assert process.returncode == 0, process.stderr.read()
+    idprov = str(Path(sys.executable).parent / "idprov")
+    command = [idprov, "--config", "idprov.yaml", "serve", "--port", "0"]
+    command += ["--access-log", "access.log"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with subprocess.Popen(command, cwd=tmp_path, text=True, **pipes) as process:
+        try:
+            line = process.stdout.readline()
+            assert "SCIM 2.0 at http://127.0.0.1:" in line, line
+            url = line.split(" at ", 1)[1].split(" ", 1)[0]
+            headers = {"Authorization": f"Bearer {CRM_TOKEN}"}
+            body = {"schemas": [USER], "userName": "zed"}
+            assert httpx.post(f"{url}/Users", json=body, headers=headers).status_code == 201
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0, stderr
     assert " POST /v2/Users 201 " in (tmp_path / "access.log").read_text()
 
 
@@ -757,3 +744,59 @@ def test_serve_refuses_an_application_without_a_token(cli, tmp_path, write_confi
     assert "'erp' has no inbound_token" in error["message"]
     error = cli("--config", "idprov.yaml", "serve", "--app", "nope", "--json").error(3)
     assert "no application named 'nope'" in error["message"]
+
+
+def test_only_the_applications_asked_for_are_served(tmp_path, tokens):
+    with running(serve_config(tmp_path), applications=["hr"]) as inbound:
+        assert inbound.server.applications == ["hr"]
+        scim_error(inbound.client.get("/Users"), 401)  # crm's token
+        assert inbound.as_token(HR_TOKEN).get("/Users").status_code == 200
+
+
+def test_https_with_a_certificate(tmp_path, tokens):
+    cert, key = self_signed(tmp_path)
+    with running(serve_config(tmp_path), tls=(cert, key)) as inbound:
+        assert inbound.url.startswith("https://127.0.0.1:")
+        assert new_user(inbound.client, "alice")["userName"] == "alice"
+        with pytest.raises(httpx.TransportError):  # plain HTTP is not answered
+            httpx.get(inbound.url.replace("https:", "http:") + "/Users", timeout=5)
+
+
+def self_signed(tmp_path: Path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)

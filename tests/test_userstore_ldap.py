@@ -8,6 +8,8 @@ the store under test.
 
 from __future__ import annotations
 
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,7 @@ from idprov.errors import (
 from idprov.model import User, UserQuery
 from idprov.provisioning.service import IdentityService
 from idprov.provisioning.state import AuditQuery
+from idprov.userstores import ldap_bulk
 from idprov.userstores.ldap import LdapUserStore
 from idprov.userstores.passwords import hash_password, hash_ssha, verify_password
 from tests.peers.slapd import Directory, Slapd, make_certificates
@@ -583,6 +586,33 @@ def test_add_users_reports_one_outcome_per_row(slapd, store):
     assert users[7].id == entry.first("entryUUID") and users[7].created
     assert entry.first("mail") == "b7@example.com"
     assert slapd.tool("ldapwhoami", bind=(entry.dn, "pw7"), check=False).returncode == 0
+
+
+def test_a_batch_cut_off_mid_way_reports_which_adds_were_answered():
+    """A peer that answers two adds and hangs up: a fault no real server shows on demand."""
+    client, server = socket.socketpair()
+
+    def answer_two_then_hang_up() -> None:
+        data = b""
+        for _ in range(2):
+            while (size := ldap_bulk.message_size(data)) is None or len(data) < size:
+                data += server.recv(65536)
+            message_id = ldap_bulk.decode_message(data[:size])[0]
+            server.sendall(ldap_bulk._message(message_id, ldap_bulk._ADD_SUCCESS))
+            data = data[size:]
+        server.close()
+
+    peer = threading.Thread(target=answer_two_then_hang_up)
+    peer.start()
+    entries = [(f"uid=u{i},ou=people,dc=example,dc=com", {"uid": [f"u{i}"]}) for i in range(5)]
+    with pytest.raises(ldap_bulk.ConnectionLost) as info:
+        ldap_bulk.Pipeline(client, window=8, timeout=5).run(
+            5, lambda i, message_id: ldap_bulk.encode_add(message_id, *entries[i])
+        )
+    peer.join()
+    client.close()
+    replies = info.value.args[1]
+    assert [r.result if r else None for r in replies] == [0, 0, None, None, None]
 
 
 def test_add_users_when_the_server_is_gone(private_slapd, open_store):

@@ -30,6 +30,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import sys
 import threading
 import time
@@ -73,6 +74,8 @@ if TYPE_CHECKING:
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Reply = tuple[int, dict[str, str], dict[str, Any] | None]
+"""Status, headers and JSON body of a response."""
 
 DEFAULT_MAX_BODY = 1_048_576
 DEFAULT_READERS = 4
@@ -210,9 +213,10 @@ class InboundServer:
         start = time.perf_counter()
         served = Served()
         try:
-            await self._http(scope, receive, send, served)
-        finally:
+            status, headers, body = await self._http(scope, receive, served)
+        finally:  # logged before the response leaves: a client never outruns its line
             self._log(scope, served, time.perf_counter() - start)
+        await _send(send, status, headers, body)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -232,12 +236,11 @@ class InboundServer:
             f" {seconds * 1000:.1f}ms app={served.application} outbound={served.outbound}"
         )
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send, served: Served) -> None:
+    async def _http(self, scope: Scope, receive: Receive, served: Served) -> Reply:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         path = _path(scope)
         if path in JIT_PATHS:
-            await self._jit(scope, receive, send, headers, served)
-            return
+            return await self._jit(scope, receive, headers, served)
         request = ScimRequest(
             method=scope["method"],
             base_url=_base_url(scope, headers),
@@ -247,7 +250,7 @@ class InboundServer:
         )
         response = await self._scim(request, receive, served)
         served.status = int(response.status)
-        await _send(send, response.status, response.headers, response.body)
+        return int(response.status), response.headers, response.body
 
     async def _scim(self, request: ScimRequest, receive: Receive, served: Served) -> ScimResponse:
         try:
@@ -282,7 +285,10 @@ class InboundServer:
         with acting(backend) as state:
             try:
                 response = self.handler.handle(request)
-            except Exception as exc:  # SCIM errors, and bugs (500, no details)
+            except SCIMException as exc:
+                response = self.scim.error_response(exc)
+            except Exception as exc:  # a bug: 500 without details, the traceback to stderr
+                logging.getLogger("idprov.serve").exception("%s %s", request.method, request.path)
                 response = self.scim.error_response(exc)
             return self._finish(request, response), state.reports
 
@@ -305,16 +311,11 @@ class InboundServer:
 
     # -- JIT
     async def _jit(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        headers: list[tuple[str, str]],
-        served: Served,
-    ) -> None:
+        self, scope: Scope, receive: Receive, headers: list[tuple[str, str]], served: Served
+    ) -> Reply:
         status, body, extra = await self._jit_response(scope, receive, headers, served)
         served.status = status
-        await _send(send, HTTPStatus(status), {"Content-Type": "application/json", **extra}, body)
+        return status, {"Content-Type": "application/json", **extra}, body
 
     async def _jit_response(
         self, scope: Scope, receive: Receive, headers: list[tuple[str, str]], served: Served
@@ -463,6 +464,7 @@ def bind(host: str, port: int) -> Any:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
+        sock.listen(2048)  # clients told the URL queue until uvicorn accepts
     except OSError as exc:
         sock.close()
         raise UsageError(

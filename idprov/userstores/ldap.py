@@ -62,6 +62,7 @@ from idprov.userstores.ldap_bulk import (
     all_of,
     any_of,
     encode_add,
+    encode_attribute,
     encode_search,
     equality,
 )
@@ -97,7 +98,7 @@ NewUser = tuple[str, Mapping[str, ClaimValue], str | None]
 """A row of :meth:`LdapUserStore.add_users`: username, claims, password hash or None."""
 DnKey = tuple[tuple[str, str], ...]
 NewEntry = tuple[str, dict[str, list[str | bytes]]]
-"""The DN and attributes (objectClass included) of an entry to add."""
+"""The DN and attributes (but objectClass) of an entry to add."""
 
 PAGED_RESULTS = "1.2.840.113556.1.4.319"
 POST_READ = "1.3.6.1.1.13.2"
@@ -831,12 +832,11 @@ class LdapUserStore(UserStore):
         added: Entry,
     ) -> User:
         stamp = _stamp(added.text("createTimestamp"))
-        claims = {k: v for k, v in claims.items() if _values(v)}
         return User(
             added.text("entryUUID") or "",
             self.domain,
             username,
-            dict(claims),
+            {k: v for k, v in claims.items() if v and _values(v)},
             [],
             password_hash is not None,
             stamp,
@@ -845,18 +845,16 @@ class LdapUserStore(UserStore):
 
     def add_users(self, rows: Sequence[NewUser], window: int = 16) -> list[User | IdprovError]:
         """Create many users on one connection of its own, with up to ``window``
-        requests in flight (see :mod:`~idprov.userstores.ldap_bulk`): about as fast as
-        ``ldapadd``. One outcome per row, in order: the :class:`User`, or the error that
-        refused it (ConflictError when the name exists). Not idempotent: a repeat
-        reports conflicts."""
+        requests in flight (see :mod:`~idprov.userstores.ldap_bulk`; slapd queues up to
+        100 per connection): about as fast as ``ldapadd``. One outcome per row, in
+        order: the :class:`User`, or the error that refused it (ConflictError when the
+        name exists). Not idempotent: a repeat reports conflicts."""
         self.ensure_writable()
         outcomes: list[User | IdprovError | None] = [None] * len(rows)
         entries: dict[int, NewEntry] = {}
-        classes: list[str | bytes] = list(self.config.user_object_classes)
         for index, (username, claims, password_hash) in enumerate(rows):
             try:
-                attrs = {"objectClass": classes}
-                attrs.update(self._entry_attributes(username, claims, password_hash))
+                attrs = self._entry_attributes(username, claims, password_hash)
                 entries[index] = (self._new_user_dn(username), attrs)
             except IdprovError as exc:
                 outcomes[index] = exc
@@ -908,7 +906,8 @@ class LdapUserStore(UserStore):
             todo = [i for i in todo if outcomes[i] is None]
         replies = self._send_adds(batch, [entries[i] for i in todo])
         added = [i for i, reply in zip(todo, replies, strict=True) if reply and not reply.result]
-        created = self._named_entries(batch, [rows[i][0] for i in added], STAMPS)
+        stamps = ["entryUUID", "createTimestamp"]
+        created = self._named_entries(batch, [rows[i][0] for i in added], stamps)
         for index, reply in zip(todo, replies, strict=True):
             outcomes[index] = self._bulk_outcome(rows[index], reply, created)
 
@@ -942,8 +941,11 @@ class LdapUserStore(UserStore):
         return found
 
     def _send_adds(self, batch: Pipeline, entries: Sequence[NewEntry]) -> list[Reply | None]:
+        classes = encode_attribute("objectClass", self.config.user_object_classes)
+
         def encode(index: int, message_id: int) -> bytes:
-            return encode_add(message_id, *entries[index])
+            dn, attrs = entries[index]
+            return encode_add(message_id, dn, attrs, classes)
 
         try:
             return batch.run(len(entries), encode)

@@ -26,6 +26,8 @@ _SEQUENCE, _SET, _OCTETS, _INTEGER, _ENUMERATED, _BOOLEAN = 0x30, 0x31, 0x04, 0x
 _SEARCH_REQUEST, _SEARCH_ENTRY, _SEARCH_DONE, _SEARCH_REFERENCE = 0x63, 0x64, 0x65, 0x73
 _ADD_REQUEST, _ADD_RESPONSE = 0x68, 0x69
 _AND, _OR, _EQUALITY = 0xA0, 0xA1, 0xA3
+_ADD_SUCCESS = bytes((_ADD_RESPONSE, 7, _ENUMERATED, 1, 0, _OCTETS, 0, _OCTETS, 0))
+"""An AddResponse of success with no matched DN, message or controls."""
 
 Values = Sequence[str | bytes]
 Attributes = dict[str, list[bytes]]
@@ -65,13 +67,19 @@ def _message(message_id: int, operation: bytes) -> bytes:
     return _tlv(_SEQUENCE, _integer(message_id) + operation)
 
 
-def encode_add(message_id: int, dn: str, attributes: Mapping[str, Values]) -> bytes:
-    """An LDAPMessage holding an AddRequest (attributes without values are left out)."""
-    attribute_list = b"".join(
-        _tlv(_SEQUENCE, _octets(name) + _tlv(_SET, b"".join(map(_octets, values))))
-        for name, values in attributes.items()
-        if values
-    )
+def encode_attribute(name: str, values: Values) -> bytes:
+    """One attribute of an add request (empty if it has no values: LDAP forbids that)."""
+    if not values:
+        return b""
+    return _tlv(_SEQUENCE, _octets(name) + _tlv(_SET, b"".join(map(_octets, values))))
+
+
+def encode_add(
+    message_id: int, dn: str, attributes: Mapping[str, Values], encoded: bytes = b""
+) -> bytes:
+    """An LDAPMessage holding an AddRequest of ``attributes`` and the ``encoded`` ones
+    (from :func:`encode_attribute`: what every entry of a batch shares, encoded once)."""
+    attribute_list = encoded + b"".join(encode_attribute(n, v) for n, v in attributes.items())
     return _message(message_id, _tlv(_ADD_REQUEST, _octets(dn) + _tlv(_SEQUENCE, attribute_list)))
 
 
@@ -181,19 +189,28 @@ class Pipeline:
         per request, in order. Raises :class:`ConnectionLost` with the replies so far
         in ``args[1]`` (None where unknown) if the connection drops."""
         self.sock.settimeout(self.timeout)
+        # Requests are batched here already; Nagle's algorithm would only hold the tail
+        # of a batch back until the server acknowledges the previous one.
+        if self.sock.family in (socket.AF_INET, socket.AF_INET6):
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.replies = [None] * count
         sent = answered = 0
         try:
             while answered < count:
-                batch = []
-                while sent < count and sent - answered < self.window:
-                    batch.append(encode(sent, FIRST_MESSAGE_ID + sent))
-                    sent += 1
-                if batch:  # one write for many requests: a syscall each costs more than BER
-                    self.sock.sendall(b"".join(batch))
+                # Refill only once half the window is answered: fewer, larger writes (a
+                # syscall costs more than encoding a request), and the server stays busy.
+                if sent - answered <= self.window // 2:
+                    batch = []
+                    while sent < count and sent - answered < self.window:
+                        batch.append(encode(sent, FIRST_MESSAGE_ID + sent))
+                        sent += 1
+                    if batch:
+                        self.sock.sendall(b"".join(batch))
                 answered += self._receive()
         except (OSError, ConnectionLost) as exc:
             raise ConnectionLost(str(exc), self.replies) from exc
+        except (IndexError, ValueError, StopIteration) as exc:
+            raise ConnectionLost(f"an answer that is not LDAP ({exc!r})", self.replies) from exc
         return self.replies
 
     def _receive(self) -> int:
@@ -225,6 +242,9 @@ class Pipeline:
             return 0
         if op == _SEARCH_REFERENCE:
             return 0
+        if message.endswith(_ADD_SUCCESS):  # the common answer, without a full decode
+            self.replies[index] = Reply(0)
+            return 1
         reply = decode_result(message, start, end)
         reply.entries = self.entries.pop(index, [])
         self.replies[index] = reply

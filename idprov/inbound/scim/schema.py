@@ -1,0 +1,213 @@
+"""What `idprov serve` tells SCIM clients about itself: schemas, resource types and the
+service provider configuration.
+
+The schemas are RFC 7643's own (as scim2-server ships them), cut down to what idprov
+keeps (see :mod:`.mapping`): an attribute idprov stores keeps its RFC definition;
+one it cannot store (``ims``, ``photos``, ``name.formatted``, ``manager``...) is
+published as ``readOnly`` and never returned, so a client that sends it is not
+refused (RFC 7644 section 3.3 has read-only values in requests ignored) and a client
+that reads the schema knows it is not kept. Attributes in no RFC schema are refused
+(400 ``invalidSyntax``, as the SCIM interoperability profile asks). ``userName`` is
+``immutable``: idprov does not rename users. Group names are unique (roles are).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from scim2_models import (
+    AuthenticationScheme,
+    Bulk,
+    ChangePassword,
+    ETag,
+    Filter,
+    Patch,
+    ResourceType,
+    Schema,
+    ScimProvider,
+    ServiceProviderConfig,
+    Sort,
+)
+from scim2_server.utils import load_default_resource_types, load_default_schemas
+
+from idprov.inbound.scim.mapping import ENTERPRISE, GROUP, USER
+
+MAX_RESULTS = 1000
+MAX_OPERATIONS = 1000
+
+KEPT: Mapping[str, Mapping[str, set[str] | None]] = {
+    USER: {
+        "userName": None,
+        "name": {"givenName", "familyName", "middleName"},
+        "displayName": None,
+        "nickName": None,
+        "title": None,
+        "userType": None,
+        "locale": None,
+        "timezone": None,
+        "active": None,
+        "password": None,
+        "emails": {"value", "type"},
+        "phoneNumbers": {"value", "type"},
+        "addresses": {"streetAddress", "locality", "region", "postalCode", "country", "type"},
+        "groups": {"value", "$ref", "display", "type"},
+    },
+    GROUP: {"displayName": None, "members": {"value", "$ref", "type"}},
+    ENTERPRISE: {"employeeNumber": None, "costCenter": None, "organization": None}
+    | {"department": None},
+}
+"""Per schema, the attributes idprov keeps, and of a complex one its kept sub-attributes."""
+
+TYPES = {
+    ("emails", "type"): ["work", "other"],
+    ("phoneNumbers", "type"): ["work", "mobile"],
+    ("addresses", "type"): ["work"],
+    ("members", "type"): ["User"],
+}
+"""The ``canonicalValues`` idprov keeps apart (see :mod:`.mapping`)."""
+
+BEARER = AuthenticationScheme(
+    type=AuthenticationScheme.Type.oauthbearertoken,
+    name="Bearer token",
+    description="A bearer token bound to an idprov application (RFC 6750)",
+    primary=True,
+)
+
+
+@functools.cache
+def build_provider(max_payload_size: int) -> ScimProvider:
+    """The provider description `idprov serve` publishes and validates requests with
+    (immutable, so built once per size: building the models takes a tenth of a second)."""
+    schemas = [
+        Schema.model_validate(_trim(s.model_dump(by_alias=True, exclude_none=True)))
+        for s in load_default_schemas().values()
+    ]
+    resource_types: list[ResourceType] = list(load_default_resource_types().values())
+    return ScimProvider.from_discovery(schemas, resource_types, config=_config(max_payload_size))
+
+
+def _config(max_payload_size: int) -> ServiceProviderConfig:
+    return ServiceProviderConfig(
+        patch=Patch(supported=True),
+        bulk=Bulk(supported=True, max_operations=MAX_OPERATIONS, max_payload_size=max_payload_size),
+        filter=Filter(supported=True, max_results=MAX_RESULTS),
+        change_password=ChangePassword(supported=True),
+        sort=Sort(supported=True),
+        etag=ETag(supported=True),
+        authentication_schemes=[BEARER],
+    )
+
+
+def _trim(schema: dict[str, Any]) -> dict[str, Any]:
+    kept = KEPT[schema["id"]]
+    for attribute in schema["attributes"]:
+        name = attribute["name"]
+        if name not in kept:
+            _ignore(attribute)
+            continue
+        if name == "userName":
+            attribute["mutability"] = "immutable"
+        if schema["id"] == GROUP and name == "displayName":
+            attribute["uniqueness"] = "server"
+        for sub in attribute.get("subAttributes", []):
+            if sub["name"] not in (kept[name] or set()):
+                _ignore(sub)
+            elif (name, sub["name"]) in TYPES:
+                sub["canonicalValues"] = TYPES[(name, sub["name"])]
+    return schema
+
+
+def _ignore(attribute: dict[str, Any]) -> None:
+    """Publish an attribute idprov does not store as read-only, never returned."""
+    attribute["mutability"] = "readOnly"
+    attribute["returned"] = "never"
+    attribute["description"] = "Not kept by idprov: " + attribute.get("description", "")
+    for sub in attribute.get("subAttributes", []):
+        _ignore(sub)
+
+
+# ---------------------------------------------------------------- PATCH values
+SCHEMAS_OF = {"User": (USER, ENTERPRISE), "Group": (GROUP,)}
+_PATH = re.compile(r"^([A-Za-z][\w$-]*)(\[.*\])?(?:\.([A-Za-z$][\w$-]*))?$", re.DOTALL)
+
+
+@functools.cache
+def ignored_attributes() -> dict[str, dict[str, frozenset[str] | None]]:
+    """Per schema: attribute (lower case) -> None when the whole attribute is not kept,
+    else the sub-attributes that are not (lower case)."""
+    out: dict[str, dict[str, frozenset[str] | None]] = {}
+    for schema in load_default_schemas().values():
+        kept = KEPT[str(schema.id)]
+        table: dict[str, frozenset[str] | None] = {}
+        for attribute in schema.attributes or []:
+            name = str(attribute.name)
+            if name not in kept:
+                table[name.lower()] = None
+                continue
+            subs = {str(s.name) for s in attribute.sub_attributes or []}
+            dropped = {s.lower() for s in subs - (kept[name] or subs)}
+            if dropped:
+                table[name.lower()] = frozenset(dropped)
+        out[str(schema.id)] = table
+    return out
+
+
+def drop_ignored(body: bytes, resource_type: str) -> bytes:
+    """A PATCH body without the values of attributes idprov does not keep, inside the
+    values it writes (Okta sends ``display`` with each group member): the same as a
+    POST or PUT, where read-only values are ignored. A PATCH whose path names such an
+    attribute is left alone, and refused (400 ``mutability``) as RFC 7644 says."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body  # the service answers invalidSyntax
+    operations = data.get("Operations") if isinstance(data, dict) else None
+    if not isinstance(operations, list):
+        return body
+    schemas = SCHEMAS_OF.get(resource_type, ())
+    for operation in operations:
+        if isinstance(operation, dict) and "value" in operation:
+            _drop_in_operation(operation, schemas)
+    return json.dumps(data).encode()
+
+
+def _drop_in_operation(operation: dict[str, Any], schemas: tuple[str, ...]) -> None:
+    path = operation.get("path")
+    if not path:
+        if isinstance(operation["value"], dict):
+            _drop_in_object(operation["value"], schemas)
+        return
+    schema, rest = schemas[0], str(path)
+    for urn in schemas:
+        if rest.lower().startswith(urn.lower() + ":"):
+            schema, rest = urn, rest[len(urn) + 1 :]
+    match = _PATH.match(rest)
+    if match and match.group(3) is None:
+        _drop_subs(operation, "value", ignored_attributes()[schema].get(match.group(1).lower()))
+
+
+def _drop_in_object(value: dict[str, Any], schemas: tuple[str, ...]) -> None:
+    for key in list(value):
+        extension = next((s for s in schemas[1:] if s.lower() == key.lower()), None)
+        if extension is not None and isinstance(value[key], dict):
+            _drop_in_object(value[key], (extension,))
+            continue
+        ignored = ignored_attributes()[schemas[0]]
+        if key.lower() in ignored and ignored[key.lower()] is None:
+            del value[key]
+        else:
+            _drop_subs(value, key, ignored.get(key.lower()))
+
+
+def _drop_subs(holder: dict[str, Any], key: str, ignored: frozenset[str] | None) -> None:
+    if not ignored:
+        return
+    items = holder[key] if isinstance(holder[key], list) else [holder[key]]
+    for item in items:
+        if isinstance(item, dict):
+            for sub in [k for k in item if k.lower() in ignored]:
+                del item[sub]

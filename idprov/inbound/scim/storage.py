@@ -1,0 +1,596 @@
+"""scim2-server's storage contract over idprov's core service: SCIM Users are idprov
+users, SCIM Groups are roles, and every write is a call of
+:class:`~idprov.provisioning.service.IdentityService` (policy, audit, outbox, and the
+outbound push to the acting application's identity providers before it returns).
+
+Each request runs on one thread with the :class:`Backend` of its application (an
+``IdentityService`` of that thread's own, since a service holds one SQLite
+connection); :func:`acting` says which. The server runs every write request on a
+single writer thread (see :mod:`idprov.inbound.scim_server`), so a PATCH's read, apply
+and write are not interleaved with another write.
+
+Names are relative to the application's userstore: a user there is ``alice``, one in
+another domain ``DOMAIN/alice`` (and ``PRIMARY/alice`` when the application's
+userstore is not PRIMARY). ``externalId`` is kept per application in table
+``inbound_external_ids`` of idprov's state database.
+
+Filters, sorting and paging are evaluated by scim2-models on the documents; a filter
+that starts with ``userName``, ``id``, ``externalId`` or ``displayName`` ``eq`` a
+value looks that one up instead of reading every user, and a plain listing reads
+one page. Other filters read the whole userstore: fine for thousands of users.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Union, cast
+
+from scim2_models import (
+    Error,
+    ForbiddenException,
+    InvalidValueException,
+    MutabilityException,
+    NotFoundException,
+    PreconditionFailedException,
+    Resource,
+    ResourceType,
+    ResponseParameters,
+    SCIMException,
+    ScimFilter,
+    ScimProvider,
+    SearchRequest,
+    UniquenessException,
+)
+from scim2_models.path import CompareOperator, Comparison, LogicalExpr, LogicalOperator
+from scim2_server.storage import ScimStorage, SearchPage
+from scim2_server.utils import parametrize
+
+from idprov.db import migrate, write_transaction
+from idprov.errors import (
+    ConflictError,
+    IdprovError,
+    NotFoundError,
+    PolicyError,
+    ReadOnlyError,
+    StoreError,
+    UsageError,
+)
+from idprov.inbound.scim import mapping
+from idprov.model import QualifiedName, Role, User, UserQuery
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+    from idprov.provisioning.engine import OutboundReport
+    from idprov.provisioning.service import ChangeResult, IdentityService
+
+USERS, GROUPS = "User", "Group"
+KINDS = {USERS: "user", GROUPS: "role"}
+
+
+# ---------------------------------------------------------------- externalId
+def _external_ids_schema(db: sqlite_utils.Database) -> None:
+    db.execute(
+        "CREATE TABLE inbound_external_ids ("
+        " application TEXT NOT NULL, kind TEXT NOT NULL, local_id TEXT NOT NULL,"
+        " external_id TEXT NOT NULL, PRIMARY KEY (application, kind, local_id)) WITHOUT ROWID"
+    )
+    db.execute(
+        "CREATE INDEX inbound_external_ids_value ON inbound_external_ids"
+        " (application, kind, external_id)"
+    )
+
+
+MIGRATIONS = [("0001_external_ids", _external_ids_schema)]
+
+
+class ExternalIds:
+    """The ``externalId`` each application's SCIM client gave a user or role."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+        migrate(db, "inbound", MIGRATIONS)
+
+    def get_many(self, application: str, kind: str, ids: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            rows = self.db.execute(
+                "SELECT local_id, external_id FROM inbound_external_ids WHERE application = ?"
+                f" AND kind = ? AND local_id IN ({','.join('?' * len(chunk))})",
+                [application, kind, *chunk],
+            ).fetchall()
+            out.update({r[0]: r[1] for r in rows})
+        return out
+
+    def find(self, application: str, kind: str, external_id: str) -> list[str]:
+        rows = self.db.execute(
+            "SELECT local_id FROM inbound_external_ids"
+            " WHERE application = ? AND kind = ? AND external_id = ?",
+            [application, kind, external_id],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def set(self, application: str, kind: str, local_id: str, value: str | None) -> None:
+        with write_transaction(self.db):
+            if value is None:
+                self.db.execute(
+                    "DELETE FROM inbound_external_ids"
+                    " WHERE application = ? AND kind = ? AND local_id = ?",
+                    [application, kind, local_id],
+                )
+            else:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO inbound_external_ids VALUES (?, ?, ?, ?)",
+                    [application, kind, local_id, value],
+                )
+
+    def forget(self, kind: str, local_id: str) -> None:
+        """Drop every application's externalId of a deleted user or role."""
+        with write_transaction(self.db):
+            self.db.execute(
+                "DELETE FROM inbound_external_ids WHERE kind = ? AND local_id = ?",
+                [kind, local_id],
+            )
+
+
+# ---------------------------------------------------------------- per-thread services
+@dataclass
+class Backend:
+    """One thread's service for one application, with its externalIds."""
+
+    service: IdentityService
+    external_ids: ExternalIds
+    application: str
+    domain: str
+    """The application's userstore: where new users land, and what names are relative to."""
+
+
+class Backends:
+    """A :class:`Backend` per (thread, application, view), made on first use and all
+    closed together. ``factory(application, view)`` makes the service."""
+
+    def __init__(self, factory: Callable[[str, str], IdentityService]) -> None:
+        self.factory = factory
+        self._local = threading.local()
+        self._all: list[Backend] = []
+        self._lock = threading.Lock()
+
+    def get(self, application: str, view: str = "scim") -> Backend:
+        mine: dict[tuple[str, str], Backend] = self._local.__dict__.setdefault("backends", {})
+        key = (application, view)
+        if key not in mine:
+            service = self.factory(application, view)
+            domain = service.config.application(application).userstore
+            mine[key] = Backend(service, ExternalIds(service.state.db), application, domain)
+            with self._lock:
+                self._all.append(mine[key])
+        return mine[key]
+
+    def close(self) -> None:
+        with self._lock:
+            backends, self._all = self._all, []
+        for backend in backends:
+            backend.service.close()
+
+
+@dataclass
+class Acting:
+    """The request being served on this thread: who, and what went out."""
+
+    backend: Backend
+    reports: list[OutboundReport] = field(default_factory=list)
+
+    def record(self, result: ChangeResult) -> ChangeResult:
+        if result.outbound is not None:
+            self.reports.append(result.outbound)
+        return result
+
+
+_current = threading.local()
+
+
+@contextmanager
+def acting(backend: Backend) -> Iterator[Acting]:
+    """Serve what runs inside on this thread as ``backend``'s application."""
+    state = Acting(backend)
+    _current.state = state
+    try:
+        yield state
+    finally:
+        _current.state = None
+
+
+def _acting() -> Acting:
+    state: Acting | None = getattr(_current, "state", None)
+    if state is None:
+        raise RuntimeError("no SCIM request is being served on this thread")
+    return state
+
+
+# ---------------------------------------------------------------- errors
+@contextmanager
+def scim_errors() -> Iterator[None]:
+    """Turn idprov's errors into SCIM errors with the RFC 7644 status and scimType."""
+    try:
+        yield
+    except SCIMException:
+        raise
+    except mapping.InvalidValue as exc:
+        raise InvalidValueException(detail=str(exc)) from exc
+    except IdprovError as exc:
+        raise _scim_error(exc) from exc
+
+
+def _scim_error(exc: IdprovError) -> SCIMException:
+    detail = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+    if isinstance(exc, ConflictError):
+        return UniquenessException(detail=detail)
+    if isinstance(exc, NotFoundError):
+        return NotFoundException(detail=detail)
+    if isinstance(exc, ReadOnlyError):
+        return ForbiddenException(detail=detail)
+    if isinstance(exc, PolicyError | UsageError):
+        return InvalidValueException(detail=detail)
+    status = 503 if isinstance(exc, StoreError) else 500
+    return SCIMException.from_error(Error(status=status, detail=detail))
+
+
+# ---------------------------------------------------------------- the storage
+class IdprovStorage(ScimStorage):
+    """Users and Groups of every userstore, as the acting application sees them."""
+
+    def __init__(self, provider: ScimProvider) -> None:
+        self.models = {rt.name: provider.model_for(rt) for rt in provider.resource_types}
+
+    def operation(self) -> Any:
+        return scim_errors()
+
+    # -- reads
+    def get(
+        self,
+        resource_type: ResourceType,
+        resource_id: str,
+        *,
+        response_parameters: ResponseParameters[Any] | None = None,
+    ) -> Resource[Any]:
+        with scim_errors():
+            kind = _kind(resource_type)
+            return self._model(kind, self._document(kind, resource_id))
+
+    def search(
+        self,
+        resource_types: list[ResourceType],
+        search_request: SearchRequest[Any],
+        *,
+        position: Any = None,
+    ) -> SearchPage:
+        with scim_errors():
+            names = list(dict.fromkeys(str(rt.name) for rt in resource_types))
+            quick = self._listing_page(names, search_request)
+            if quick is not None:
+                return quick
+            docs = self._candidates(names, search_request.filter)
+            found = [self._model(d["meta"]["resourceType"], d) for d in docs]
+            scim_filter = self._bound_filter(search_request.filter, found)
+            if scim_filter is not None:
+                found = [r for r in found if scim_filter.match(r)]
+            return _page(search_request, found)
+
+    def _model(self, name: str, doc: dict[str, Any]) -> Resource[Any]:
+        model = cast(type[Resource[Any]], self.models[name])
+        return model.model_validate(doc)
+
+    def _document(self, kind: str, resource_id: str) -> dict[str, Any]:
+        backend = _acting().backend
+        if kind == USERS:
+            user = _find_user(backend.service, resource_id)
+            if user is not None:
+                return self._user_documents(backend, [user])[0]
+        else:
+            role = _find_role(backend.service, resource_id)
+            if role is not None:
+                return self._group_documents(backend, [role])[0]
+        raise NotFoundException(detail=f"no {kind} with id {resource_id!r}")
+
+    def _user_documents(self, backend: Backend, users: Sequence[User]) -> list[dict[str, Any]]:
+        role_ids = {r.qualified_name.casefold(): r for r in backend.service.list_roles()}
+        external = backend.external_ids.get_many(backend.application, "user", [u.id for u in users])
+        docs = []
+        for user in users:
+            groups = []
+            for name in user.roles:
+                role = role_ids.get(str(QualifiedName(user.domain, name)).casefold())
+                if role is not None:
+                    groups.append((role.id, _label(role.domain, role.name, backend.domain)))
+            label = _label(user.domain, user.username, backend.domain)
+            doc = mapping.user_document(user, label, external.get(user.id), groups)
+            docs.append(mapping.with_meta(doc, USERS, user.created, user.modified))
+        return docs
+
+    def _group_documents(self, backend: Backend, roles: Sequence[Role]) -> list[dict[str, Any]]:
+        external = backend.external_ids.get_many(backend.application, "role", [r.id for r in roles])
+        docs = []
+        for role in roles:
+            members = backend.service.store(role.domain).role_member_ids(role.id)
+            label = _label(role.domain, role.name, backend.domain)
+            doc = mapping.group_document(role, label, members, external.get(role.id))
+            docs.append(mapping.with_meta(doc, GROUPS, role.created, role.modified))
+        return docs
+
+    def _listing_page(self, names: list[str], request: SearchRequest[Any]) -> SearchPage | None:
+        """A page of users read as one page from the userstores, when nothing filters
+        or sorts them (the usual "list everything" of a client)."""
+        if names != [USERS] or request.filter is not None or request.sort_by is not None:
+            return None
+        backend = _acting().backend
+        start = request.start_index_0 or 0
+        page = backend.service.list_users(UserQuery(limit=request.count, offset=start))
+        docs = self._user_documents(backend, page.items)
+        return SearchPage(page.total, [self._model(USERS, d) for d in docs])
+
+    def _candidates(self, names: list[str], scim_filter: Any) -> list[dict[str, Any]]:
+        backend = _acting().backend
+        lookup = _equality(scim_filter)
+        docs: list[dict[str, Any]] = []
+        for name in names:
+            if lookup is not None and lookup[0] in LOOKUPS[name]:
+                users, roles = self._looked_up(backend, name, *lookup)
+            else:
+                users, roles = self._everything(backend, name)
+            docs += self._user_documents(backend, users) if users else []
+            docs += self._group_documents(backend, roles) if roles else []
+        return docs
+
+    def _looked_up(
+        self, backend: Backend, kind: str, attribute: str, value: str
+    ) -> tuple[list[User], list[Role]]:
+        service = backend.service
+        if attribute == "id":
+            user = _find_user(service, value) if kind == USERS else None
+            role = _find_role(service, value) if kind == GROUPS else None
+            return ([user] if user else []), ([role] if role else [])
+        if attribute == "externalid":
+            ids = backend.external_ids.find(backend.application, KINDS[kind], value)
+            if kind == USERS:
+                return [u for i in ids if (u := _find_user(service, i))], []
+            return [], [r for i in ids if (r := _find_role(service, i))]
+        found = _by_name(service, kind, attribute, QualifiedName.parse(value, backend.domain))
+        if isinstance(found, User):
+            return [found], []
+        return [], [found] if isinstance(found, Role) else []
+
+    def _everything(self, backend: Backend, kind: str) -> tuple[list[User], list[Role]]:
+        service = backend.service
+        if kind == USERS:
+            return service.list_users(UserQuery(limit=None)).items, []
+        return [], service.list_roles()
+
+    @staticmethod
+    def _bound_filter(scim_filter: Any, found: list[Resource[Any]]) -> Any:
+        """The filter, bound to the models of ``found`` when it is not (root searches)."""
+        if scim_filter is None or scim_filter.models or not found:
+            return scim_filter
+        models = tuple(dict.fromkeys(type(r) for r in found))
+        return parametrize(ScimFilter, Union[models])(str(scim_filter))  # noqa: UP007
+
+    # -- writes
+    def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
+        with scim_errors():
+            doc = resource.model_dump()
+            if _kind(resource_type) == USERS:
+                return self.get(resource_type, self._create_user(mapping.read_user(doc)))
+            return self.get(resource_type, self._create_group(mapping.read_group(doc)))
+
+    def _create_user(self, given: mapping.UserInput) -> str:
+        state = _acting()
+        backend = state.backend
+        name = QualifiedName.parse(given.user_name, backend.domain)
+        claims = {"active": "true", **given.claims}
+        result = backend.service.add_user(name.name, claims, given.password, domain=name.domain)
+        user = cast(User, state.record(result).entity)
+        if given.external_id:
+            backend.external_ids.set(backend.application, "user", user.id, given.external_id)
+        return user.id
+
+    def _create_group(self, given: mapping.GroupInput) -> str:
+        state = _acting()
+        backend = state.backend
+        name = QualifiedName.parse(given.display_name, backend.domain)
+        members = _member_names(backend, name.domain, given.member_ids)
+        role = cast(Role, state.record(backend.service.add_role(name.name, name.domain)).entity)
+        if members:
+            state.record(backend.service.assign(name.name, members, name.domain))
+        if given.external_id:
+            backend.external_ids.set(backend.application, "role", role.id, given.external_id)
+        return role.id
+
+    def update(
+        self,
+        resource_type: ResourceType,
+        resource: Resource[Any],
+        *,
+        expected_version: str | None = None,
+    ) -> Resource[Any]:
+        with scim_errors():
+            resource_id = cast(str, resource.id)
+            current = self._document(_kind(resource_type), resource_id)
+            _check_version(current, expected_version)
+            doc = resource.model_dump()
+            if _kind(resource_type) == USERS:
+                self._update_user(resource_id, mapping.read_user(doc))
+            else:
+                self._update_group(resource_id, current, mapping.read_group(doc))
+            return self.get(resource_type, resource_id)
+
+    def _update_user(self, user_id: str, given: mapping.UserInput) -> None:
+        state = _acting()
+        backend, service = state.backend, state.backend.service
+        user = cast(User, _find_user(service, user_id))
+        name = QualifiedName.parse(given.user_name, backend.domain)
+        if (name.domain.casefold(), name.name.casefold()) != (
+            user.domain.casefold(),
+            user.username.casefold(),
+        ):
+            raise MutabilityException(detail="userName cannot change: idprov does not rename users")
+        changed = {k: v for k, v in given.claims.items() if user.claims.get(k) != v}
+        unset = sorted(
+            c for c in mapping.MAPPED_CLAIMS if c in user.claims and c not in given.claims
+        )
+        if changed or unset:
+            state.record(service.update_user(user.username, changed, unset, user.domain))
+        if given.password is not None:
+            state.record(service.set_password(user.username, given.password, user.domain))
+        current = backend.external_ids.get_many(backend.application, "user", [user.id])
+        if current.get(user.id) != given.external_id:
+            backend.external_ids.set(backend.application, "user", user.id, given.external_id)
+
+    def _update_group(
+        self, role_id: str, current: dict[str, Any], given: mapping.GroupInput
+    ) -> None:
+        state = _acting()
+        backend, service = state.backend, state.backend.service
+        role = cast(Role, _find_role(service, role_id))
+        name = QualifiedName.parse(given.display_name, backend.domain)
+        if name.domain.casefold() != role.domain.casefold():
+            raise mapping.InvalidValue("a Group cannot move to another userstore domain")
+        members = _member_names(backend, role.domain, given.member_ids)
+        if name.name != role.name:
+            state.record(service.rename_role(role.name, name.name, role.domain))
+        held = {m["value"] for m in current.get("members", [])}
+        wanted = set(given.member_ids)
+        by_id = dict(zip(given.member_ids, members, strict=True))
+        if wanted - held:
+            added = [by_id[i] for i in given.member_ids if i not in held]
+            state.record(service.assign(name.name, added, role.domain))
+        if held - wanted:
+            gone = service.store(role.domain).find_users_by_id(sorted(held - wanted))
+            removed = [u.username for u in gone.values()]
+            state.record(service.unassign(name.name, removed, role.domain))
+        external = backend.external_ids.get_many(backend.application, "role", [role.id])
+        if external.get(role.id) != given.external_id:
+            backend.external_ids.set(backend.application, "role", role.id, given.external_id)
+
+    def delete(
+        self,
+        resource_type: ResourceType,
+        resource_id: str,
+        *,
+        expected_version: str | None = None,
+    ) -> None:
+        with scim_errors():
+            state = _acting()
+            service = state.backend.service
+            _check_version(self._document(_kind(resource_type), resource_id), expected_version)
+            if _kind(resource_type) == USERS:
+                user = cast(User, _find_user(service, resource_id))
+                state.record(service.delete_user(user.username, user.domain))
+            else:
+                role = cast(Role, _find_role(service, resource_id))
+                state.record(service.delete_role(role.name, role.domain))
+            state.backend.external_ids.forget(KINDS[_kind(resource_type)], resource_id)
+
+
+# ---------------------------------------------------------------- helpers
+def _kind(resource_type: ResourceType) -> str:
+    return USERS if resource_type.name == USERS else GROUPS
+
+
+def _label(domain: str, name: str, default_domain: str) -> str:
+    """A name as the application sees it: bare in its own userstore, else DOMAIN/name."""
+    return name if domain.casefold() == default_domain.casefold() else f"{domain}/{name}"
+
+
+def _domains(service: IdentityService) -> list[str]:
+    return [u.domain for u in service.config.userstores]
+
+
+def _find_user(service: IdentityService, user_id: str) -> User | None:
+    for domain in _domains(service):
+        user = service.store(domain).find_user_by_id(user_id)
+        if user is not None:
+            return user
+    return None
+
+
+def _find_role(service: IdentityService, role_id: str) -> Role | None:
+    for domain in _domains(service):
+        role = service.store(domain).find_role_by_id(role_id)
+        if role is not None:
+            return role
+    return None
+
+
+def _by_name(
+    service: IdentityService, kind: str, attribute: str, name: QualifiedName
+) -> User | Role | None:
+    if name.domain.casefold() not in {d.casefold() for d in _domains(service)}:
+        return None
+    store = service.store(name.domain)
+    if kind == USERS and attribute == "username":
+        return store.find_user(name.name)
+    if kind == GROUPS and attribute == "displayname":
+        return store.find_role(name.name)
+    return None
+
+
+def _member_names(backend: Backend, domain: str, user_ids: Sequence[str]) -> list[str]:
+    """The usernames of ``user_ids``, which must be users of ``domain`` (a role holds
+    users of its own userstore)."""
+    found = backend.service.store(domain).find_users_by_id(list(user_ids))
+    for user_id in user_ids:
+        if user_id not in found:
+            elsewhere = _find_user(backend.service, user_id)
+            where = f" (it is in the {elsewhere.domain} userstore)" if elsewhere else ""
+            raise mapping.InvalidValue(
+                f"members: no user with id {user_id!r} in the {domain} userstore{where}"
+            )
+    return [found[i].username for i in user_ids]
+
+
+def _check_version(document: dict[str, Any], expected: str | None) -> None:
+    if expected is not None and document["meta"]["version"] != expected:
+        raise PreconditionFailedException(
+            detail="the resource changed since that version was read (If-Match)"
+        )
+
+
+LOOKUPS = {USERS: {"username", "id", "externalid"}, GROUPS: {"displayname", "id", "externalid"}}
+"""Attributes whose ``eq`` a search looks up instead of reading everything."""
+
+
+def _equality(scim_filter: Any) -> tuple[str, str] | None:
+    """(attribute, value) of a filter that is, or is an ``and`` of, ``ATTR eq "value"``
+    on a top-level attribute."""
+    if scim_filter is None:
+        return None
+    node = scim_filter.ast
+    is_and = isinstance(node, LogicalExpr) and node.op == LogicalOperator.and_
+    for term in node.terms if is_and else [node]:
+        if (
+            isinstance(term, Comparison)
+            and term.op == CompareOperator.eq
+            and isinstance(term.value, str)
+            and term.attr_path.sub_attr is None
+        ):
+            return term.attr_path.attr.casefold(), term.value
+    return None
+
+
+def _page(request: SearchRequest[Any], found: list[Resource[Any]]) -> SearchPage:
+    """Sort (missing values last, then by id) and cut the page a search asks for."""
+    descending = (
+        request.sort_by is not None and request.sort_order == SearchRequest.SortOrder.descending
+    )
+
+    def key(resource: Resource[Any]) -> tuple[bool, Any, str]:
+        value = request.sort_value(resource) if request.sort_by is not None else None
+        return value is None, value if value is not None else "", cast(str, resource.id)
+
+    ordered = sorted(found, key=key, reverse=descending)
+    start = request.start_index_0 or 0
+    stop = None if request.count is None else start + request.count
+    return SearchPage(len(ordered), ordered[start:stop])

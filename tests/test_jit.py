@@ -1,0 +1,309 @@
+"""JIT provisioning: `idprov jit login` and POST /jit/login. Claims files and ID tokens
+(RS256 against a JWKS file, HS256 against a shared secret), tokens refused for each
+reason with a clear message, update-on-login on and off, role mapping, and the outbound
+push to exactly the application's IdPs that opted in with ``jit: true``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from tests.test_serve_scim import running
+
+ISSUER = "https://login.example.com"
+AUDIENCE = "portal-client"
+PORTAL_TOKEN = "portal-token-31337"
+KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+HMAC_SECRET = "a-shared-secret-of-32-bytes-or-more!!"
+
+
+def config_text(tmp_path: Path, idps: str = "", portal_idps: str = "[]") -> str:
+    jwks = {
+        "keys": [{**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(KEY.public_key())), "kid": "k1"}]
+    }
+    (tmp_path / "jwks.json").write_text(json.dumps(jwks))
+    pem = EC_KEY.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "ec.pem").write_bytes(pem)
+    return f"""
+version: 1
+data_dir: {tmp_path / "data"}
+identity_providers:{idps or " []"}
+applications:
+  - name: portal
+    identity_providers: {portal_idps}
+    inbound_token: env:PORTAL_TOKEN
+    jit:
+      - idp: okta
+        issuer: {ISSUER}
+        audience: {AUDIENCE}
+        jwks_file: {tmp_path / "jwks.json"}
+        roles: {{Engineering: [engineers], Everyone: [staff]}}
+        default_roles: [users]
+      - idp: frozen
+        username_claim: email
+        update_on_login: false
+        roles_claim: null
+      - idp: closed
+        enabled: false
+      - idp: hmac
+        issuer: {ISSUER}
+        audience: {AUDIENCE}
+        shared_secret: env:JIT_HMAC_SECRET
+      - idp: pem
+        issuer: {ISSUER}
+        audience: {AUDIENCE}
+        public_key_file: {tmp_path / "ec.pem"}
+        algorithms: [ES256]
+"""
+
+
+@pytest.fixture
+def portal(tmp_path: Path, write_config, cli, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PORTAL_TOKEN", PORTAL_TOKEN)
+    monkeypatch.setenv("JIT_HMAC_SECRET", HMAC_SECRET)
+    path = write_config(config_text(tmp_path))
+    for role in ("engineers", "staff", "users", "admins"):
+        cli("--config", str(path), "role", "add", role).ok()
+    return path
+
+
+def claims_file(tmp_path: Path, claims: dict[str, Any], name: str = "claims.json") -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(claims))
+    return str(path)
+
+
+ALICE = {
+    "sub": "alice",
+    "email": "alice@example.com",
+    "given_name": "Alice",
+    "name": "Alice Liddell",
+    "email_verified": True,
+    "groups": ["Engineering", "Everyone", "Unmapped"],
+}
+
+
+def login(cli, config: Path, *args: str) -> Any:
+    return cli("--config", str(config), "jit", "login", "--app", "portal", *args, "--json")
+
+
+def id_token(
+    key: Any = KEY, algorithm: str = "RS256", kid: str | None = "k1", **claims: Any
+) -> str:
+    now = int(time.time())
+    body = {"iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 300, **ALICE, **claims}
+    body = {k: v for k, v in body.items() if v is not None}
+    headers = {"kid": kid} if kid else {}
+    return jwt.encode(body, key, algorithm=algorithm, headers=headers)
+
+
+# ---------------------------------------------------------------- claims
+def test_claims_file_login_creates_the_user_with_mapped_claims_and_roles(cli, portal, tmp_path):
+    result = login(cli, portal, "--idp", "okta", "--claims", claims_file(tmp_path, ALICE)).json()
+    assert result["action"] == "created"
+    user = result["user"]
+    assert user["username"] == "alice"
+    assert user["claims"] == {
+        "email": "alice@example.com",
+        "given_name": "Alice",
+        "display_name": "Alice Liddell",
+    }
+    assert user["roles"] == ["engineers", "staff", "users"]
+    assert result["outbound"] is None
+    [entry] = cli("--config", str(portal), "log", "--action", "jit.login", "--json").json()
+    assert (entry["application"], entry["target"]) == ("portal", "alice")
+    assert entry["details"]["idp"] == "okta" and entry["details"]["outcome"] == "created"
+
+
+def test_the_next_login_updates_claims_and_only_the_mapped_roles(cli, portal, tmp_path):
+    login(cli, portal, "--idp", "okta", "--claims", claims_file(tmp_path, ALICE)).json()
+    cli("--config", str(portal), "role", "assign", "admins", "alice").ok()  # given locally
+    changed = {**ALICE, "email": "alice@new.example", "groups": ["Everyone"]}
+    del changed["given_name"]  # not sent this time: kept, not erased
+    result = login(cli, portal, "--idp", "okta", "--claims", claims_file(tmp_path, changed)).json()
+    assert result["action"] == "updated"
+    assert result["claims_changed"] == ["email"]
+    assert (result["roles_added"], result["roles_removed"]) == ([], ["engineers"])
+    assert result["user"]["roles"] == ["admins", "staff", "users"]
+    assert result["user"]["claims"]["given_name"] == "Alice"
+    again = login(cli, portal, "--idp", "okta", "--claims", claims_file(tmp_path, changed)).json()
+    assert again["action"] == "unchanged"
+
+
+def test_update_on_login_off_leaves_an_existing_user_alone(cli, portal, tmp_path):
+    first = login(cli, portal, "--idp", "frozen", "--claims", claims_file(tmp_path, ALICE)).json()
+    assert first["action"] == "created"
+    assert first["user"]["username"] == "alice@example.com"  # username_claim: email
+    assert first["user"]["roles"] == []  # roles_claim: null
+    changed = {**ALICE, "given_name": "Alicia"}
+    second = login(cli, portal, "--idp", "frozen", "--claims", claims_file(tmp_path, changed))
+    assert second.json()["action"] == "unchanged"
+    assert second.json()["user"]["claims"]["given_name"] == "Alice"
+
+
+def test_jit_refusals(cli, portal, tmp_path):
+    claims = claims_file(tmp_path, ALICE)
+    off = login(cli, portal, "--idp", "closed", "--claims", claims).error(5)
+    assert "off" in off["message"] and "enabled: true" in off["hint"]
+    unknown = login(cli, portal, "--idp", "nope", "--claims", claims).error(3)
+    assert "no JIT settings for IdP 'nope'" in unknown["message"]
+    no_sub = login(
+        cli,
+        portal,
+        "--idp",
+        "okta",
+        "--claims",
+        claims_file(tmp_path, {"email": "x@y.z"}, "n.json"),
+    )
+    assert "'sub'" in no_sub.error(2)["message"]
+    bad_email = {**ALICE, "email": "not an email"}
+    assert (
+        "email"
+        in login(
+            cli, portal, "--idp", "okta", "--claims", claims_file(tmp_path, bad_email, "b.json")
+        ).error(5)["message"]
+    )
+    cli("--config", str(portal), "role", "delete", "engineers", "--yes").ok()
+    missing = login(cli, portal, "--idp", "okta", "--claims", claims).error(3)
+    assert "engineers" in missing["message"] and "role add" in missing["hint"]
+    assert login(cli, portal, "--idp", "okta").error(2)["message"].startswith("give one of")
+    assert cli("--config", str(portal), "user", "list", "--json").json()["total"] == 0
+
+
+# ---------------------------------------------------------------- ID tokens
+def test_an_id_token_with_a_valid_signature_logs_in(cli, portal, tmp_path):
+    result = login(cli, portal, "--idp", "okta", "--id-token", id_token()).json()
+    assert result["action"] == "created" and result["user"]["username"] == "alice"
+    token_file = tmp_path / "token.jwt"
+    token_file.write_text(id_token(given_name="Al") + "\n")
+    again = login(cli, portal, "--idp", "okta", "--id-token", f"@{token_file}").json()
+    assert again["claims_changed"] == ["given_name"]
+
+
+def test_an_hs256_token_checks_against_the_shared_secret(cli, portal):
+    token = id_token(HMAC_SECRET, "HS256", kid=None)
+    assert login(cli, portal, "--idp", "hmac", "--id-token", token).json()["action"] == "created"
+    forged = id_token("another-secret-of-32-bytes-or-more!!!", "HS256", kid=None)
+    assert (
+        "signature" in login(cli, portal, "--idp", "hmac", "--id-token", forged).error(5)["message"]
+    )
+
+
+def test_an_es256_token_checks_against_a_pem_public_key(cli, portal):
+    token = id_token(EC_KEY, "ES256", kid=None)
+    assert login(cli, portal, "--idp", "pem", "--id-token", token).json()["action"] == "created"
+    rsa_signed = id_token(KEY, "RS256", kid=None)
+    error = login(cli, portal, "--idp", "pem", "--id-token", rsa_signed).error(5)
+    assert "algorithm not allowed" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (lambda: id_token(OTHER_KEY), "signature does not verify"),
+        (lambda: id_token(exp=int(time.time()) - 3600), "expired"),
+        (lambda: id_token(aud="someone-else"), "audience 'someone-else'"),
+        (lambda: id_token(iss="https://evil.example"), "issued by 'https://evil.example'"),
+        (lambda: id_token(kid="k9"), "key 'k9', which is not in"),
+        (lambda: id_token(exp=None), "no 'exp' claim"),
+        (lambda: id_token(HMAC_SECRET, "HS256"), "algorithm not allowed"),
+        (
+            lambda: jwt.encode({**ALICE, "iss": ISSUER, "aud": AUDIENCE}, None, algorithm="none"),
+            "algorithm not allowed",
+        ),
+        (lambda: "not.a.jwt", "not a JWT"),
+    ],
+    ids=[
+        "wrong-key",
+        "expired",
+        "audience",
+        "issuer",
+        "unknown-kid",
+        "no-exp",
+        "hs256-confusion",
+        "alg-none",
+        "garbage",
+    ],
+)
+def test_bad_id_tokens_are_refused_with_the_reason(cli, portal, token, reason):
+    error = login(cli, portal, "--idp", "okta", "--id-token", token()).error(5)
+    assert error["code"] == "token_rejected"
+    assert reason in error["message"], error
+    assert cli("--config", str(portal), "user", "list", "--json").json()["total"] == 0
+
+
+# ---------------------------------------------------------------- outbound
+def test_a_jit_login_goes_out_only_to_idps_that_opted_in(
+    cli, tmp_path, write_config, scim2_server, monkeypatch
+):
+    monkeypatch.setenv("OUT_TOKEN", scim2_server.token)
+    monkeypatch.setenv("PORTAL_TOKEN", PORTAL_TOKEN)
+    idps = f"""
+  - name: target
+    connector: scim2
+    jit: true
+    options: {{base_url: "{scim2_server.base_url}", auth: bearer, token: env:OUT_TOKEN}}
+  - name: elsewhere
+    connector: scim2
+    options: {{base_url: "http://127.0.0.1:9/v2", auth: bearer, token: env:OUT_TOKEN}}
+    retry: {{max_attempts: 1, initial_backoff: 0.01, max_backoff: 0.01}}"""
+    config = write_config(config_text(tmp_path, idps, "[target, elsewhere]"))
+    result = login(cli, config, "--idp", "frozen", "--claims", claims_file(tmp_path, ALICE)).json()
+    assert [i["idp"] for i in result["outbound"]["idps"]] == ["target"]
+    assert result["outbound"]["ok"] is True
+    [remote] = scim2_server.users()
+    assert remote["userName"] == "alice@example.com"
+    assert remote["name"]["givenName"] == "Alice"
+
+
+# ---------------------------------------------------------------- POST /jit/login
+def test_jit_login_over_http(tmp_path, portal, monkeypatch):
+    from idprov.config import load_config
+
+    with running(load_config(str(portal))) as inbound:
+        client = inbound.as_token(PORTAL_TOKEN)
+        created = client.post("/jit/login", json={"idp": "okta", "id_token": id_token()})
+        assert created.status_code == 201, created.text
+        assert created.json()["user"]["roles"] == ["engineers", "staff", "users"]
+        updated = client.post(
+            "/jit/login", json={"idp": "okta", "claims": {**ALICE, "given_name": "Al"}}
+        )
+        assert (updated.status_code, updated.json()["action"]) == (200, "updated")
+        expired = client.post("/jit/login", json={"idp": "okta", "id_token": id_token(exp=1)})
+        assert expired.status_code == 403
+        assert expired.json()["error"]["code"] == "token_rejected"
+        assert "expired" in expired.json()["error"]["message"]
+        assert client.post("/jit/login", json={"idp": "nope", "claims": ALICE}).status_code == 404
+        assert client.post("/jit/login", json={"idp": "okta"}).status_code == 400
+        assert (
+            client.post(
+                "/jit/login", content=b"{", headers={"Content-Type": "application/json"}
+            ).status_code
+            == 400
+        )
+        assert (
+            client.post(
+                "/jit/login", content=b"x", headers={"Content-Type": "text/plain"}
+            ).status_code
+            == 415
+        )
+        assert client.get("/jit/login").status_code == 405
+        anonymous = inbound.as_token("wrong")
+        refused = anonymous.post("/jit/login", json={"idp": "okta", "claims": ALICE})
+        assert refused.status_code == 401 and "WWW-Authenticate" in refused.headers
+        log = inbound.log.getvalue()
+        assert " POST /v2/jit/login 201 " in log and "app=portal" in log
+        root = inbound.url.removesuffix("/v2") + "/jit/login"
+        again = httpx.post(root, json={"idp": "okta", "claims": ALICE}, headers=client.headers)
+        assert again.status_code == 200
+        assert id_token()[:20] not in log
