@@ -132,3 +132,30 @@ def test_user_list_spans_domains(slapd, tmp_path, fake, cli, monkeypatch):
         ("CORP", "bob"),
     ]
     assert cli("user", "list", "--domain", "CORP", "--json").json()["total"] == 1
+
+
+def test_a_directory_user_gets_a_password_the_directory_binds_with(slapd, tmp_path, fake):
+    with service(slapd, tmp_path, fake, "null") as svc:
+        svc.add_user("CORP/dora", {"email": "dora@example.com"}, password="dora-Pass1")
+        assert svc.verify_password("CORP/dora", "dora-Pass1")
+        svc.set_password("CORP/dora", "dora-Pass2")
+        assert not svc.verify_password("CORP/dora", "dora-Pass1")
+    dn = f"uid=dora,{slapd.people}"
+    entry = slapd.entry(dn, "userPassword")
+    assert entry is not None
+    assert (entry.first("userPassword") or "").startswith("{SSHA}")
+    whoami = slapd.tool("ldapwhoami", bind=(dn, "dora-Pass2"))
+    assert dn.lower() in whoami.stdout.lower()
+
+
+def test_an_import_into_the_directory_hashes_for_the_directory(slapd, tmp_path, fake):
+    from idprov.inbound.csv_import import CsvImport, ImportOptions
+
+    path = tmp_path / "users.csv"
+    path.write_text("username,email,password\nCORP/erin,erin@example.com,erin-Pass1\n")
+    with service(slapd, tmp_path, fake, "null") as svc:
+        report = CsvImport(svc, path, ImportOptions()).run()
+        assert report.created == 1 and report.rejected == 0
+        assert svc.verify_password("CORP/erin", "erin-Pass1")
+    dn = f"uid=erin,{slapd.people}"
+    assert dn.lower() in slapd.tool("ldapwhoami", bind=(dn, "erin-Pass1")).stdout.lower()

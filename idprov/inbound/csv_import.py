@@ -41,7 +41,7 @@ from idprov.errors import ExitCode, IdprovError, UsageError
 from idprov.model import QualifiedName
 from idprov.userstores import policy
 from idprov.userstores.base import ImportedUser, UserStore
-from idprov.userstores.passwords import hash_password, is_supported_hash
+from idprov.userstores.passwords import hash_with, is_supported_hash
 
 if TYPE_CHECKING:
     from idprov.provisioning.engine import OutboundReport
@@ -302,7 +302,7 @@ class CsvImport:
         self.bad_lines: set[int] = set()
         self.roles_seen: dict[tuple[str, str], str] = {}
         self.hashes: list[tuple[list[int], Future[list[str]]]] = []
-        self.to_hash: list[tuple[int, str]] = []
+        self.to_hash: dict[str, list[tuple[int, str]]] = {}
         self.done_through = 0
         self._stores: dict[str, UserStore] = {}
         self._valid_roles: set[tuple[str, str]] = set()
@@ -602,7 +602,7 @@ class CsvImport:
         else:
             self.report.created += 1
         if p.password is not None and not self.options.dry_run:
-            self._queue_hash(p.line, p.password)
+            self._queue_hash(p.line, p.password, store.password_scheme)
         return (
             p.line,
             p.domain,
@@ -616,21 +616,25 @@ class CsvImport:
         )
 
     # -- passwords, hashed on every core while the file is read
-    def _queue_hash(self, line: int, password: str) -> None:
-        self.to_hash.append((line, password))
-        if len(self.to_hash) >= 64:
+    def _queue_hash(self, line: int, password: str, scheme: str) -> None:
+        """Hash in the scheme of the user's store (scrypt; {SSHA} for a directory)."""
+        queued = self.to_hash.setdefault(scheme, [])
+        queued.append((line, password))
+        if len(queued) >= 64:
             self._submit_hashes()
 
     def _submit_hashes(self) -> None:
-        if not self.to_hash:
-            return
-        if self.pool is None:
-            from concurrent.futures import ProcessPoolExecutor
+        for scheme, queued in self.to_hash.items():
+            if not queued:
+                continue
+            if self.pool is None:
+                from concurrent.futures import ProcessPoolExecutor
 
-            self.pool = ProcessPoolExecutor(max_workers=os.cpu_count() or 1)
-        lines = [line for line, _ in self.to_hash]
-        self.hashes.append((lines, self.pool.submit(hash_many, [pw for _, pw in self.to_hash])))
-        self.to_hash = []
+                self.pool = ProcessPoolExecutor(max_workers=os.cpu_count() or 1)
+            lines = [line for line, _ in queued]
+            passwords = [pw for _, pw in queued]
+            self.hashes.append((lines, self.pool.submit(hash_many, passwords, scheme)))
+        self.to_hash = {}
 
     def _collect_hashes(self, staging: Staging) -> None:
         self._submit_hashes()
@@ -793,9 +797,9 @@ class CsvImport:
                 )
 
 
-def hash_many(passwords: Sequence[str]) -> list[str]:
+def hash_many(passwords: Sequence[str], scheme: str = "scrypt") -> list[str]:
     """Hash in a worker process (module level, so it can be pickled)."""
-    return [hash_password(p) for p in passwords]
+    return [hash_with(scheme, p) for p in passwords]
 
 
 class _CellError(ValueError):

@@ -16,7 +16,7 @@ import dataclasses
 import random
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -244,7 +244,7 @@ class Engine:
         return self.report.idps.setdefault(name, IdpReport(name))
 
     def _executors(self, rows: Sequence[OutboxRow]) -> _Pools:
-        return _Pools({r.idp: self.service.idp(r.idp).max_concurrency for r in rows})
+        return _Pools(self.service)
 
     # -- running
     def _plan(self, row: OutboxRow, planner: Callable[[OutboxRow], Planned]) -> Planned:
@@ -917,20 +917,17 @@ class _Batch:
 
 
 class _Pools:
-    """One thread pool per IdP, sized by its ``max_concurrency``."""
+    """The service's thread pool of each IdP (sized by ``max_concurrency``, kept for the
+    service's life, so a command that pushes often does not start threads each time)."""
 
-    def __init__(self, sizes: dict[str, int]):
-        self.pools = {
-            idp: ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"idprov-{idp}")
-            for idp, n in sizes.items()
-        }
+    def __init__(self, service: IdentityService):
+        self.service = service
 
     def submit(self, idp: str, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        return self.pools[idp].submit(fn, *args)
+        return self.service.executor(idp).submit(fn, *args)
 
     def __enter__(self) -> _Pools:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for pool in self.pools.values():
-            pool.shutdown(wait=True, cancel_futures=True)
+        pass  # the service shuts its pools down when it closes

@@ -23,9 +23,11 @@ from idprov.model import ClaimValue, Page, QualifiedName, Role, User, UserQuery
 from idprov.provisioning.internal_roles import INTERNAL, is_internal
 from idprov.provisioning.state import AuditEntry, AuditQuery, StateStore
 from idprov.userstores import UserStore, open_userstore, policy
-from idprov.userstores.passwords import hash_password, verify_password
+from idprov.userstores.passwords import verify_password
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     import httpx
 
     from idprov.connectors.base import CheckReport, Connector
@@ -103,6 +105,7 @@ class IdentityService:
         self.sleep = sleep or time.sleep
         """How the engine waits between retries (tests record instead of sleeping)."""
         self._connectors: dict[str, Connector] = {}
+        self._executors: dict[str, ThreadPoolExecutor] = {}
         self.run: str | None = None
         """The sync run in progress, recorded with every audit entry it causes."""
         self._own_rows: list[int] = []
@@ -121,7 +124,20 @@ class IdentityService:
         self._stores: dict[str, UserStore] = {}
         self._state: StateStore | None = None
 
+    def executor(self, idp: str) -> ThreadPoolExecutor:
+        """The worker threads of IdP ``idp`` (``max_concurrency`` of them), made once."""
+        if idp not in self._executors:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executors[idp] = ThreadPoolExecutor(
+                max_workers=self.idp(idp).max_concurrency, thread_name_prefix=f"idprov-{idp}"
+            )
+        return self._executors[idp]
+
     def close(self) -> None:
+        for pool in self._executors.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._executors.clear()
         for connector in self._connectors.values():
             connector.close()
             if connector.client is not None:
@@ -373,7 +389,7 @@ class IdentityService:
         pw_hash = None
         if password is not None:
             policy.check_password(store.config.policy, password, store.domain)
-            pw_hash = hash_password(password)
+            pw_hash = store.hash_password(password)
         with self._writing(store):
             user = store.add_user(name, claims, pw_hash)
             for role_name in role_names:
@@ -427,7 +443,7 @@ class IdentityService:
         store, name = self.resolve(username, domain)
         user = self.get_user(name, store.domain)
         policy.check_password(store.config.policy, password, store.domain)
-        pw_hash = hash_password(password)
+        pw_hash = store.hash_password(password)
         with self._writing(store):
             store.set_password_hash(name, pw_hash)
             self._audit("user.passwd", user.qualified_name)

@@ -48,6 +48,15 @@ class UserStore(ABC):
     def domain(self) -> str:
         return self.config.domain
 
+    password_scheme: ClassVar[str] = "scrypt"
+    """How this store wants passwords hashed (see :func:`passwords.hash_with`)."""
+
+    def hash_password(self, password: str) -> str:
+        """A hash of ``password`` in the form this store keeps and checks."""
+        from idprov.userstores.passwords import hash_with
+
+        return hash_with(self.password_scheme, password)
+
     def ensure_writable(self) -> None:
         """Raise :class:`ReadOnlyError` when the store is configured read-only."""
         if self.config.read_only:

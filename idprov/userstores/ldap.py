@@ -738,6 +738,8 @@ class LdapUserStore(UserStore):
         return sorted(roles, key=lambda r: (r.name.casefold(), r.name))
 
     # ---- users: writing
+    password_scheme: ClassVar[str] = "ssha"
+
     def hash_password(self, password: str) -> str:
         """The ``userPassword`` value for ``password``: ``{SSHA}``, which the directory
         checks binds against and :func:`~idprov.userstores.passwords.verify_password`

@@ -62,6 +62,14 @@ def hash_ssha(password: str) -> str:
     return "{SSHA}" + base64.b64encode(digest + salt).decode()
 
 
+def hash_with(scheme: str, password: str) -> str:
+    """A new hash in ``scheme``: ``scrypt`` (idprov's own) or ``ssha`` (RFC 2307
+    ``{SSHA}``, what an LDAP directory checks binds with)."""
+    if scheme == "ssha":
+        return hash_ssha(password)
+    return hash_password(password)
+
+
 def is_supported_hash(encoded: str) -> bool:
     """Whether ``encoded`` is a hash format :func:`verify_password` understands."""
     return bool(_SCRYPT.match(encoded) or _PBKDF2.match(encoded) or _RFC2307.match(encoded))
