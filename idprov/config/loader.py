@@ -96,9 +96,11 @@ def _resolve_store_paths(config: Config, base_dir: Path | None) -> None:
 
     resolved = []
     for store in config.userstores:
-        path = getattr(store, "path", None)
-        if path is not None:
-            store = dataclasses.replace(store, path=_resolve(path, base_dir))  # type: ignore[call-arg]
+        for key in ("path", "ca_file"):  # files named in a userstore: relative to the config
+            value = getattr(store, key, None)
+            if value is not None:
+                changes: dict[str, Any] = {key: _resolve(value, base_dir)}
+                store = dataclasses.replace(store, **changes)
         resolved.append(store)
     config.userstores = resolved
 
