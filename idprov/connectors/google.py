@@ -43,7 +43,7 @@ from idprov.connectors.base import (
     RemoteNotFound,
     TargetError,
 )
-from idprov.connectors.http import RETRYABLE_STATUS, HttpOptions, retry_after
+from idprov.connectors.http import RETRYABLE_STATUS, HttpOptions, json_reply, retry_after
 from idprov.connectors.oauth import (
     JWT_BEARER,
     AccessToken,
@@ -326,17 +326,7 @@ class GoogleConnector(Connector):
 
     @staticmethod
     def _json(response: httpx.Response, what: str) -> dict[str, Any]:
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise TargetError(
-                f"{what}: the reply is not a JSON object ({response.text[:80]!r})",
-                status=response.status_code,
-                retryable=True,
-                ambiguous=True,
-            )
+        data: dict[str, Any] = json_reply(response, what)
         return data
 
     def _created_id(self, response: httpx.Response, what: str) -> str:

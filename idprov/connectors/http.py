@@ -218,3 +218,24 @@ def raise_for_status(response: httpx.Response, what: str, detail: str | None) ->
         ambiguous=status >= 500,
         hint=hint,
     )
+
+
+def json_reply(response: httpx.Response, what: str, object_only: bool = True) -> Any:
+    """The reply's JSON (an object, unless ``object_only`` is off). A reply that is not
+    is an ambiguous, retryable failure: the target may have done the work anyway."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = _INVALID
+    if data is _INVALID or (object_only and not isinstance(data, dict)):
+        raise TargetError(
+            f"{what}: the reply is not {'a JSON object' if object_only else 'JSON'} "
+            f"({response.text[:80]!r})",
+            status=response.status_code,
+            retryable=True,
+            ambiguous=True,
+        )
+    return data
+
+
+_INVALID = object()

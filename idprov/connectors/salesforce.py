@@ -54,7 +54,7 @@ from idprov.connectors.base import (
     RemoteNotFound,
     TargetError,
 )
-from idprov.connectors.http import RETRYABLE_STATUS, HttpOptions, retry_after
+from idprov.connectors.http import RETRYABLE_STATUS, HttpOptions, json_reply, retry_after
 from idprov.connectors.oauth import (
     JWT_BEARER,
     AccessToken,
@@ -329,15 +329,7 @@ class SalesforceConnector(Connector):
         return response
 
     def _json(self, response: httpx.Response, what: str) -> Any:
-        try:
-            return response.json()
-        except ValueError:
-            raise TargetError(
-                f"{what}: the reply is not JSON ({response.text[:80]!r})",
-                status=response.status_code,
-                retryable=True,
-                ambiguous=True,
-            ) from None
+        return json_reply(response, what, object_only=False)
 
     def query(self, soql: str, what: str) -> list[dict[str, Any]]:
         """Records of a SOQL query (one page: idprov's queries return few)."""

@@ -33,6 +33,7 @@ from idprov.connectors.http import (
     RETRYABLE_STATUS,
     HttpOptions,
     auth_headers,
+    json_reply,
     raise_for_status,
     send,
 )
@@ -205,22 +206,7 @@ class Scim2Connector(Connector):
         return json.dumps(data)[:300]
 
     def _json(self, response: httpx.Response, what: str) -> dict[str, Any]:
-        try:
-            data = response.json()
-        except ValueError as exc:
-            raise TargetError(
-                f"{what}: the reply is not valid JSON ({response.text[:80]!r})",
-                status=response.status_code,
-                retryable=True,
-                ambiguous=True,
-            ) from exc
-        if not isinstance(data, dict):
-            raise TargetError(
-                f"{what}: the reply is not a JSON object",
-                status=response.status_code,
-                retryable=True,
-                ambiguous=True,
-            )
+        data: dict[str, Any] = json_reply(response, what)
         return data
 
     def _created_id(self, response: httpx.Response, what: str) -> str:
