@@ -734,8 +734,8 @@ applications:
 def test_serve_refuses_to_start_without_tokens(cli, tmp_path, write_config):
     write_config(f"version: 1\ndata_dir: {tmp_path / 'data'}\n")
     error = cli("--config", "idprov.yaml", "serve", "--json").error(2)
-    assert "no application has an inbound_token" in error["message"]
-    assert "inbound_token: env:" in error["hint"]
+    assert "no application has an inbound token" in error["message"]
+    assert "idprov token create" in error["hint"] and "inbound_token: env:" in error["hint"]
 
 
 def test_serve_refuses_an_application_without_a_token(cli, tmp_path, write_config, tokens):
@@ -800,3 +800,31 @@ def self_signed(tmp_path: Path) -> tuple[str, str]:
         )
     )
     return str(cert_path), str(key_path)
+
+
+def test_issued_tokens_act_as_their_application_until_revoked(tmp_path, tokens, cli):
+    config = serve_config(tmp_path)
+    (tmp_path / "idprov.yaml").write_text(
+        f"version: 1\ndata_dir: {tmp_path / 'data'}\napplications:\n  - name: crm\n"
+    )
+    made = cli("token", "create", "--app", "crm", "--description", "CRM sync", "--json").json()
+    token = made["token"]
+    assert made["application"] == "crm" and token.startswith(f"idprov_{made['id']}_")
+    listed = cli("token", "list", "--json").json()
+    assert [(t["id"], t["revoked_at"]) for t in listed] == [(made["id"], None)]
+    assert token not in json.dumps(listed) and token not in cli("log", "--json").stdout
+    raw = (tmp_path / "data" / "idprov.db").read_bytes()
+    assert token.encode() not in raw
+    with running(config) as served:
+        client = served.as_token(token)
+        created = client.post(
+            "/Users",
+            json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "tok"},
+        )
+        assert created.status_code == 201, created.text
+        assert "crm" in served.log.getvalue().splitlines()[-1]
+        cli("token", "revoke", made["id"]).ok()
+        refused = client.get("/Users")
+        assert refused.status_code == 401
+    assert cli("token", "list", "--json").json()[0]["revoked_at"]
+    assert "no token with id" in cli("token", "revoke", "nope", "--json").error(3)["message"]

@@ -56,6 +56,7 @@ IdprovGroup.lazy = {
     "idp": "idprov.cli.outbound:idp_app",
     "connector": "idprov.cli.outbound:connector_app",
     "import": "idprov.cli.import_cmd:import_app",
+    "token": "idprov.cli.token",
     "export": "idprov.cli.import_cmd:export_app",
     "serve": "idprov.cli.serve",
     "jit": "idprov.cli.jit",

@@ -480,3 +480,25 @@ def explanation(data: dict[str, Any]) -> None:
             f"  outbox: {row['status']} since {row['enqueued_at']}"
             + (f": {esc(row['last_error'])}" if row["last_error"] else "")
         )
+
+
+def token_list(records: list[Any]) -> None:
+    from rich.table import Table
+
+    if not records:
+        console().print("no tokens: make one with `idprov token create --app NAME`")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("id", "application", "created", "by", "state", "description"):
+        table.add_column(col)
+    for r in records:
+        state = f"revoked {r.revoked_at[:19]}" if r.revoked_at else "active"
+        table.add_row(
+            r.id,
+            esc(r.application),
+            r.created_at[:19],
+            esc(r.created_by),
+            state,
+            esc(r.description),
+        )
+    console().print(table)

@@ -94,16 +94,20 @@ class IdprovScimService(ScimService):
 
 
 # ---------------------------------------------------------------- tokens
-def bearer_tokens(config: Config, applications: Sequence[str] | None = None) -> dict[str, str]:
+def bearer_tokens(
+    config: Config, applications: Sequence[str] | None = None, issued: Iterable[str] = ()
+) -> dict[str, str]:
     """SHA-256 hex digest of each application's inbound token -> application name.
-    ``applications`` limits it to those (each must have a token)."""
+    ``applications`` limits it to those (each must have a token, in the configuration
+    or among the ``issued`` ones: applications with a live `idprov token`)."""
+    issued = set(issued)
     wanted = list(applications) if applications else None
     digests: dict[str, str] = {}
     for app in config.applications:
         if wanted is not None and app.name not in wanted:
             continue
         if app.inbound_token is None:
-            if wanted is not None:
+            if wanted is not None and app.name not in issued:
                 raise ConfigError(
                     f"application {app.name!r} has no inbound_token",
                     hint=f"add `inbound_token: env:SCIM_TOKEN_{app.name.upper()}` (or file:, "
@@ -119,17 +123,47 @@ def bearer_tokens(config: Config, applications: Sequence[str] | None = None) -> 
         digests[digest] = app.name
     for name in wanted or []:
         config.application(name)  # NotFoundError for an unknown name
-    if not digests:
+    if not digests and not issued:
         raise ConfigError(
-            "no application has an inbound_token, so no client could authenticate",
-            hint="add e.g. `inbound_token: env:IDPROV_SCIM_TOKEN` to an application in "
-            f"{config.source}",
+            "no application has an inbound token, so no client could authenticate",
+            hint="make one with `idprov token create --app NAME`, or add e.g. "
+            f"`inbound_token: env:IDPROV_SCIM_TOKEN` to an application in {config.source}",
         )
     return digests
 
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+class _IssuedTokens:
+    """Tokens made by `idprov token create`, looked up per request (so a revoked one
+    stops at once) on a connection of their own."""
+
+    def __init__(self, config: Config) -> None:
+        import threading
+        from pathlib import Path
+
+        from idprov.db import open_database
+        from idprov.provisioning.state import StateStore
+
+        self._lock = threading.Lock()
+        self._state = StateStore(open_database(StateStore.path_in(Path(config.data_dir or "."))))
+
+    def applications(self) -> set[str]:
+        from idprov.provisioning.tokens import InboundTokens
+
+        with self._lock:
+            return InboundTokens(self._state.db).applications()
+
+    def application_of(self, token: str) -> str | None:
+        from idprov.provisioning.tokens import InboundTokens
+
+        with self._lock:
+            return InboundTokens(self._state.db).application_of(token)
+
+    def close(self) -> None:
+        self._state.db.close()
 
 
 # ---------------------------------------------------------------- access log
@@ -171,7 +205,9 @@ class InboundServer:
         http_transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.config = config
-        self.tokens = bearer_tokens(config, applications)
+        self.issued = _IssuedTokens(config)
+        self.only = set(applications) if applications else None
+        self.tokens = bearer_tokens(config, applications, self.issued.applications())
         self.max_body = max_body
         self.http_transport = http_transport
         provider = build_provider(max_body)
@@ -184,7 +220,7 @@ class InboundServer:
 
     @property
     def applications(self) -> list[str]:
-        return sorted(set(self.tokens.values()))
+        return sorted({*self.tokens.values(), *self.issued.applications()})
 
     def _open_service(self, application: str, view: str) -> IdentityService:
         from idprov.provisioning.service import IdentityService
@@ -202,6 +238,7 @@ class InboundServer:
         self.writer.shutdown(wait=True)
         self.readers.shutdown(wait=True)
         self.backends.close()
+        self.issued.close()
 
     # -- ASGI
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -263,7 +300,7 @@ class InboundServer:
                 return self._finish(request, self.scim.error_response(UnauthorizedException()))
             served.application = application
         else:
-            application = sorted(self.tokens.values())[0]
+            application = self.applications[0]
         body = await _read_body(receive, request, self.max_body)
         if body is None:
             error = PayloadTooLargeException(
@@ -307,6 +344,10 @@ class InboundServer:
         for known, application in self.tokens.items():
             if hmac.compare_digest(known, digest):
                 found = application
+        if found is None:
+            found = self.issued.application_of(token.strip())
+        if found is not None and self.only is not None and found not in self.only:
+            return None
         return found
 
     # -- JIT

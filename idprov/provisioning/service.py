@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from idprov.provisioning.engine import OutboundReport, Progress
     from idprov.provisioning.internal_roles import InternalRoles
     from idprov.provisioning.outbox import Kind, OutboxRow
+    from idprov.provisioning.tokens import InboundTokens, NewToken, TokenRecord
 
 
 @dataclass
@@ -662,6 +663,28 @@ class IdentityService:
         return self._push(
             ChangeResult(action, role.qualified_name, role, bool(changed), {key: changed})
         )
+
+    # ---- inbound tokens
+    @property
+    def tokens(self) -> InboundTokens:
+        from idprov.provisioning.tokens import InboundTokens
+
+        return InboundTokens(self.state.db)
+
+    def create_token(self, application: str, description: str = "") -> NewToken:
+        """A new bearer token for `idprov serve`, acting as ``application``; the token is
+        in the result once and stored only as a digest."""
+        app = self.config.application(application).name
+        with write_transaction(self.state.db):
+            new = self.tokens.create(app, description, self.actor)
+            self._audit("token.create", new.record.id, {"application": app})
+        return new
+
+    def revoke_token(self, token_id: str) -> TokenRecord:
+        with write_transaction(self.state.db):
+            record = self.tokens.revoke(token_id)
+            self._audit("token.revoke", token_id, {"application": record.application})
+        return record
 
     # ---- audit
     def audit_log(self, query: AuditQuery) -> list[AuditEntry]:

@@ -58,12 +58,19 @@ def _internal_roles(db: sqlite_utils.Database) -> None:
     create_tables(db)
 
 
+def _inbound_tokens(db: sqlite_utils.Database) -> None:
+    from idprov.provisioning.tokens import create_tables
+
+    create_tables(db)
+
+
 MIGRATIONS = [
     ("0001_audit", _audit_schema),
     ("0002_outbox_ledger", _outbound_schema),
     ("0003_imports", _imports_schema),
     ("0004_audit_runs", _audit_runs),
     ("0005_internal_roles", _internal_roles),
+    ("0006_inbound_tokens", _inbound_tokens),
 ]
 STATE_FILENAME = "idprov.db"
 
