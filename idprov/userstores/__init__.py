@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from idprov.config.claims import ClaimDefinition
-from idprov.config.models import LdapUserstoreConfig, SqliteUserstoreConfig, UserstoreConfig
+from idprov.config.models import SqliteUserstoreConfig, UserstoreConfig
 from idprov.db import DatabasePool
 from idprov.userstores.base import UserStore
 
@@ -25,8 +25,10 @@ def open_userstore(
 
         path = Path(config.path) if config.path else SqliteUserStore.default_path(data_dir)
         return SqliteUserStore(config, claims, pool.get(path))
-    if isinstance(config, LdapUserstoreConfig):
+    if config.type == "ldap":
+        from idprov.config.ldap import LdapUserstoreConfig
         from idprov.userstores.ldap import LdapUserStore
 
+        assert isinstance(config, LdapUserstoreConfig)
         return LdapUserStore(config, claims)
     raise NotImplementedError(f"userstore type {config.type!r}")  # pragma: no cover

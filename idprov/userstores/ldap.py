@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from idprov.config.claims import ClaimDefinition
-from idprov.config.models import LdapUserstoreConfig
+from idprov.config.ldap import LdapUserstoreConfig
 from idprov.errors import (
     ConfigError,
     ConflictError,
