@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from idprov.connectors.scim2 import Scim2Connector, Scim2Options
+from idprov.connectors.scim2 import Scim2Connector, Scim2Options, removed_paths
 
 if TYPE_CHECKING:
     import httpx
@@ -61,22 +61,10 @@ class Scim11Connector(Scim2Connector):
     ) -> dict[str, Any] | None:
         old = dict(old or {})
         body: dict[str, Any] = {"schemas": list(new.get("schemas", [CORE]))}
-        dropped: list[str] = []
         for key, value in new.items():
             if key not in ("schemas", "id") and old.get(key) != value:
                 body[key] = value
-        for key, before in old.items():
-            if key in ("schemas", "id") or key in new:
-                continue
-            if isinstance(before, dict) and key.startswith("urn:"):
-                dropped += [f"{key}:{k}" for k in before]
-            else:
-                dropped.append(key)
-        for key, value in new.items():
-            before = old.get(key)
-            if isinstance(value, dict) and isinstance(before, dict):
-                sep = ":" if key.startswith("urn:") else "."
-                dropped += [f"{key}{sep}{k}" for k in before if k not in value]
+        dropped = removed_paths(old, new)
         if dropped:
             body["meta"] = {"attributes": dropped}
         if len(body) == 1:

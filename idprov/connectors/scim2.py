@@ -93,6 +93,23 @@ def build_resource(schema: str, attributes: Mapping[str, Any]) -> dict[str, Any]
     return body
 
 
+def removed_paths(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Attribute paths set in ``old`` and absent from ``new``: whole attributes, and
+    sub-attributes of complex ones (``name.givenName``, ``urn:...:User:department``)."""
+    removed: list[str] = []
+    for key, before in old.items():
+        if key in ("schemas", "id") or not (isinstance(before, dict) or key not in new):
+            continue
+        value = new.get(key)
+        if isinstance(before, dict) and (isinstance(value, dict) or key.startswith("urn:")):
+            after = value if isinstance(value, dict) else {}
+            sep = ":" if key.startswith("urn:") else "."
+            removed += [f"{key}{sep}{k}" for k in before if k not in after]
+        elif key not in new:
+            removed.append(key)
+    return removed
+
+
 def _find_key(obj: Any, name: str) -> Any:
     """``obj[name]``, with SCIM's case-insensitive attribute names."""
     if not isinstance(obj, dict):
@@ -479,7 +496,6 @@ class Scim2Connector(Connector):
         outside idprov are left alone; multi-valued ones are replaced whole."""
         old = dict(old or {})
         replace: dict[str, Any] = {}
-        remove: list[str] = []
         for key, value in new.items():
             if key in ("schemas", "id"):
                 continue
@@ -489,17 +505,9 @@ class Scim2Connector(Connector):
                 changed = {k: v for k, v in value.items() if before.get(k) != v}
                 if changed:
                     replace[key] = changed
-                sep = ":" if key.startswith("urn:") else "."
-                remove += [f"{key}{sep}{k}" for k in before if k not in value]
             elif before != value:
                 replace[key] = value
-        for key, before in old.items():
-            if key in ("schemas", "id") or key in new:
-                continue
-            if isinstance(before, dict) and key.startswith("urn:"):
-                remove += [f"{key}:{k}" for k in before]
-            else:
-                remove.append(key)
+        remove = removed_paths(old, new)
         if not replace and not remove:
             return None
         operations: list[dict[str, Any]] = [{"op": "remove", "path": p} for p in remove]

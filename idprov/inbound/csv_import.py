@@ -306,6 +306,7 @@ class CsvImport:
         self.done_through = 0
         self._stores: dict[str, UserStore] = {}
         self._valid_roles: set[tuple[str, str]] = set()
+        self.header: list[str] = []
         self.import_id: int | None = None
 
     # -- the whole run
@@ -386,6 +387,7 @@ class CsvImport:
                 f"{self.path}: the header is not UTF-8",
                 hint=f"convert the file: iconv -f LATIN1 -t UTF-8 {self.path}",
             )
+        self.header = header
         columns = read_header(header, self.options, set(self.known))
         batch: list[Pending] = []
         size = self.path.stat().st_size or 1
@@ -684,29 +686,39 @@ class CsvImport:
         from idprov.config.paths import create_private_file
 
         create_private_file(self.rejects_path)
-        header = self._header_cells()
+        header = self.header
+        missing = {r[0] for r in staging.db.execute("SELECT line FROM rejects WHERE cells = '[]'")}
+        found = self._cells_at(missing)
         with self.rejects_path.open("w", encoding="utf-8", newline="") as f:
             writer = csv.writer(f, delimiter=self.options.delimiter)
             writer.writerow([*header, "line", "error"])
             for line, cells, column, error in staging.db.execute(
                 "SELECT line, cells, col, error FROM rejects ORDER BY line"
             ):
-                values = json.loads(cells) or self._cells_at(line, len(header))
+                values = json.loads(cells) or found.get(line, [])
                 values = (values + [""] * len(header))[: len(header)]  # line, error aligned
                 where = f"column {column}: " if column else ""
                 writer.writerow([*values, line, where + error])
         self.report.rejects_file = str(self.rejects_path)
 
-    def _header_cells(self) -> list[str]:
+    def _cells_at(self, lines: set[int]) -> dict[int, list[str]]:
+        """The cells of the rows starting on ``lines``, in one more read of the file
+        (for rows rejected after the pre-flight let their cells go)."""
+        found: dict[int, list[str]] = {}
+        if not lines:
+            return found
         reader = csv.reader(decoded_lines(self.path, set()), delimiter=self.options.delimiter)
-        return next(reader, [])
-
-    def _cells_at(self, line: int, width: int) -> list[str]:
-        reader = csv.reader(decoded_lines(self.path, set()), delimiter=self.options.delimiter)
-        for cells in reader:
-            if reader.line_num >= line:
-                return cells if cells else [""] * width
-        return [""] * width
+        first = 1
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return found
+            except csv.Error:
+                cells = []  # a row rejected as broken CSV: no cells to give back
+            if first in lines:
+                found[first] = cells
+            first = reader.line_num + 1
 
     # -- write phase
     def _write(self, staging: Staging) -> None:

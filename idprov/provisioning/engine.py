@@ -536,19 +536,7 @@ class Engine:
         def record(outcome: tuple[str, bool]) -> OperationResult:
             remote_id, created_by_idprov = outcome
             self.state.ledger.record(
-                LedgerEntry(
-                    row.idp,
-                    "user",
-                    row.local_id,
-                    row.domain,
-                    row.label,
-                    remote_id,
-                    "active",
-                    digest,
-                    sent,
-                    created_by_idprov,
-                    "",
-                )
+                _entry(row, row.label, remote_id, "active", created_by_idprov, digest, sent)
             )
             op = "create" if entry is None or entry.remote_id is None else "update"
             return OperationResult(row.idp, "user", row.label, op, "done", remote_id=remote_id)
@@ -678,18 +666,13 @@ class Engine:
                 self.state.ledger.forget(row.idp, "user", row.local_id)
             else:
                 self.state.ledger.record(
-                    LedgerEntry(
-                        row.idp,
-                        "user",
-                        row.local_id,
-                        row.domain,
+                    _entry(
+                        row,
                         row.label,
                         remote_id,
                         "disabled",
-                        None,
-                        {**sent, "active": False},
                         entry.created_by_idprov,
-                        "",
+                        sent={**sent, "active": False},
                     )
                 )
             return OperationResult(
@@ -793,21 +776,7 @@ class Engine:
             return result
 
         def record(remote_id: str) -> OperationResult:
-            self.state.ledger.record(
-                LedgerEntry(
-                    row.idp,
-                    "role",
-                    row.local_id,
-                    row.domain,
-                    name,
-                    remote_id,
-                    "active",
-                    None,
-                    None,
-                    True,
-                    "",
-                )
-            )
+            self.state.ledger.record(_entry(row, name, remote_id, "active", created_by_idprov=True))
             self.state.ledger.set_members(row.idp, row.local_id, provisioned, [])
             return self._group_result(row, "create", remote_id, waiting)
 
@@ -852,19 +821,7 @@ class Engine:
 
         def record(_: None) -> OperationResult:
             self.state.ledger.record(
-                LedgerEntry(
-                    row.idp,
-                    "role",
-                    row.local_id,
-                    row.domain,
-                    name,
-                    remote_id,
-                    "active",
-                    None,
-                    None,
-                    entry.created_by_idprov,
-                    "",
-                )
+                _entry(row, name, remote_id, "active", entry.created_by_idprov)
             )
             self.state.ledger.set_members(row.idp, row.local_id, add, remove)
             return self._group_result(
@@ -880,6 +837,31 @@ class Engine:
             if entry is not None and entry.remote_id:
                 out.append(entry.remote_id)
         return out
+
+
+def _entry(
+    row: OutboxRow,
+    label: str,
+    remote_id: str | None,
+    state: str,
+    created_by_idprov: bool,
+    digest: str | None = None,
+    sent: dict[str, Any] | None = None,
+) -> LedgerEntry:
+    """The ledger entry of ``row``'s entity after a successful operation."""
+    return LedgerEntry(
+        row.idp,
+        row.kind,
+        row.local_id,
+        row.domain,
+        label,
+        remote_id,
+        state,
+        digest,
+        sent,
+        created_by_idprov,
+        updated_at="",
+    )
 
 
 BATCH_ROWS = 200
