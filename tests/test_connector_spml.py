@@ -220,8 +220,22 @@ def test_soap_server_fault_is_retried_and_client_fault_is_not(tmp_path, peer):
         assert op.error == "create user bob: SOAP fault soap:Client: schema rejects <x> & y"
 
 
-def test_garbled_reply_after_the_target_acted_is_retried_without_a_duplicate(tmp_path, peer):
+ADOPT = "    on_conflict: adopt\n"
+"""SPML accounts carry no mark of idprov's (no externalId): after an ambiguous failure
+an account found at the target is taken over only with ``on_conflict: adopt``."""
+
+
+def test_garbled_reply_after_the_target_acted_is_not_taken_over_without_adopt(tmp_path, peer):
     with service(tmp_path, peer) as svc:
+        svc.add_role("staff")
+        peer.http_next(200, b"<html>proxy says hi", operation="addRequest", apply=True)
+        op = user_op(svc.add_user("alice", ALICE, roles=["staff"]))
+        assert op.outcome == "failed" and "nothing at the target proves it" in op.error
+    assert len(peer.accounts()) == 1, "looked before creating again: no duplicate"
+
+
+def test_garbled_reply_after_the_target_acted_is_retried_without_a_duplicate(tmp_path, peer):
+    with service(tmp_path, peer, extra=ADOPT) as svc:
         svc.add_role("staff")
         peer.http_next(200, b"<html>proxy says hi", operation="addRequest", apply=True)
         result = svc.add_user("alice", ALICE, roles=["staff"])
@@ -242,7 +256,7 @@ def test_non_xml_reply_every_time_fails_with_the_reply_quoted(tmp_path, peer):
 
 
 def test_503_and_timeouts_are_retried(tmp_path, peer):
-    with service(tmp_path, peer, timeout=0.3) as svc:
+    with service(tmp_path, peer, extra=ADOPT, timeout=0.3) as svc:
         svc.add_role("staff")
         peer.http_next(503, operation="addRequest", count=2)
         result = svc.add_user("alice", ALICE, roles=["staff"])
@@ -415,7 +429,7 @@ def test_pso_id_template_target_id_and_container(tmp_path, peer):
         "      group_pso_id: 'cn={name_dn},ou=groups,dc=example,dc=com'\n"
         "      container_id: 'dc=example,dc=com'\n"
     )
-    with service(tmp_path, peer, options) as svc:
+    with service(tmp_path, peer, options, extra=ADOPT) as svc:
         svc.add_role("staff")
         peer.http_next(503, operation="addRequest", apply=True)
         result = svc.add_user("smith,j", ALICE, roles=["staff"])

@@ -163,8 +163,8 @@ def test_every_idp_is_attempted_when_another_fails(tmp_path, fake, sleeps, monke
 
 def test_a_change_left_undrained_by_a_crash_is_picked_up(tmp_path, fake, sleeps, monkeypatch):
     with service(tmp_path, fake, sleeps) as svc:
-        monkeypatch.setattr(svc, "drain", lambda rows: pytest.fail("must not drain"))
-        svc._push = lambda result: result  # the command is killed after its commit
+        # the command is killed after its commit, before its push
+        monkeypatch.setattr(svc, "push", lambda rows, passwords=None: None)
         svc.add_user("alice", {"email": "alice@example.com"})
         assert [r.status for r in svc.outbox_rows()] == ["pending"]
     with service(tmp_path, fake, sleeps) as svc:
@@ -188,15 +188,54 @@ def test_unchanged_update_sends_nothing_and_changed_sends_a_patch(tmp_path, fake
         assert remote["title"] == "Lead" and "emails" not in remote
 
 
-def test_create_interrupted_by_a_crash_is_adopted_as_our_own(tmp_path, fake, sleeps):
-    with service(tmp_path, fake, sleeps) as svc:
-        svc._push = lambda result: result  # killed after its commit
+def _killed_mid_create(svc, fake, monkeypatch, external_id: str | None):
+    """A run that committed alice, marked her create and sent it, then was killed
+    before the reply came back; the target made the account (with that externalId)."""
+    with monkeypatch.context() as patched:
+        patched.setattr(svc, "push", lambda rows, passwords=None: None)
         user = svc.add_user("alice", {"email": "alice@example.com"}).entity
-        # the killed run had marked the create and sent it; the reply never came back
-        svc.state.ledger.mark_creating([("target", "user", user.id, "PRIMARY", "alice")])
-        fake.users["r1"] = {"id": "r1", "userName": "alice"}
+    svc.state.ledger.mark_creating([("target", "user", user.id, "PRIMARY", "alice")])
+    remote = {"id": "r1", "userName": "alice"}
+    if external_id is not None:
+        remote["externalId"] = external_id
+    fake.users["r1"] = remote
+    return user
+
+
+def test_create_interrupted_by_a_crash_is_adopted_when_it_carries_our_external_id(
+    tmp_path, fake, sleeps, monkeypatch
+):
+    with service(tmp_path, fake, sleeps) as svc:
+        user = _killed_mid_create(svc, fake, monkeypatch, external_id=None)
+        fake.users["r1"]["externalId"] = user.id  # what idprov sends as externalId
         report = svc.retry_outbox()
         assert report.ok
         entry = ledger_entry(svc, user)
         assert entry.remote_id == "r1" and entry.created_by_idprov and entry.state == "active"
+        assert fake.users["r1"]["emails"][0]["value"] == "alice@example.com"  # brought up to date
+    assert len(fake.users) == 1
+
+
+def test_an_unproven_account_found_after_a_crash_is_not_taken_over(
+    tmp_path, fake, sleeps, monkeypatch
+):
+    with service(tmp_path, fake, sleeps) as svc:
+        user = _killed_mid_create(svc, fake, monkeypatch, external_id="someone-else")
+        report = svc.retry_outbox()
+        [op] = report.idps["target"].operations
+        assert op.outcome == "failed"
+        assert "nothing at the target proves it" in op.error and "did not create" not in op.error
+        assert ledger_entry(svc, user).remote_id is None
+        assert [r.status for r in svc.outbox_rows()] == ["failed"]
+    assert len(fake.users) == 1 and fake.users["r1"]["externalId"] == "someone-else"
+
+
+def test_on_conflict_adopt_takes_an_unproven_account_over_as_not_ours(
+    tmp_path, fake, sleeps, monkeypatch
+):
+    with service(tmp_path, fake, sleeps, extra="    on_conflict: adopt") as svc:
+        user = _killed_mid_create(svc, fake, monkeypatch, external_id=None)
+        assert svc.retry_outbox().ok
+        entry = ledger_entry(svc, user)
+        assert entry.remote_id == "r1" and not entry.created_by_idprov
     assert len(fake.users) == 1

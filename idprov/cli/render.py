@@ -9,8 +9,8 @@ if TYPE_CHECKING:
 
     from idprov.connectors.base import CheckReport
     from idprov.model import Page, Role, User
-    from idprov.provisioning.engine import OutboundReport
     from idprov.provisioning.outbox import OutboxRow
+    from idprov.provisioning.results import OutboundReport
     from idprov.provisioning.service import ChangeResult
     from idprov.provisioning.state import AuditEntry
 

@@ -95,12 +95,30 @@ class RetryConfig:
     max_attempts: int = 5
     initial_backoff: float = 0.5
     max_backoff: float = 30.0
+    row_initial_backoff: float = 30.0
+    """The outbox worker's schedule for a failed row: wait this long after its first
+    failed drain, doubling after each one, up to ``row_max_backoff``."""
+    row_max_backoff: float = 3600.0
+    quarantine_after: float = 3600.0
+    """An IdP where every operation has failed for this many seconds is quarantined:
+    the worker tries it only once per ``row_max_backoff`` until one succeeds."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise Invalid("must be at least 1", "max_attempts")
         if self.initial_backoff < 0 or self.max_backoff < self.initial_backoff:
             raise Invalid("need 0 <= initial_backoff <= max_backoff", "max_backoff")
+        if self.row_initial_backoff < 0 or self.row_max_backoff < self.row_initial_backoff:
+            raise Invalid("need 0 <= row_initial_backoff <= row_max_backoff", "row_max_backoff")
+        if self.quarantine_after <= 0:
+            raise Invalid("must be positive (seconds)", "quarantine_after")
+
+    def row_delay(self, failures: int) -> float:
+        """Seconds the worker waits before draining a row again after its
+        ``failures``-th failed drain."""
+        return min(
+            self.row_max_backoff, self.row_initial_backoff * 2.0 ** min(max(failures - 1, 0), 40)
+        )
 
 
 @dataclass(frozen=True)
@@ -143,6 +161,10 @@ class IdentityProviderConfig:
     it down further."""
     deletion_guard: GuardConfig = field(default_factory=GuardConfig)
     enabled: bool = True
+    blocking: bool = True
+    """True: a change (a command, a SCIM request) returns after its push to this IdP.
+    False: the change and its outbox rows are committed and the worker pushes them;
+    CLI commands still wait for them unless ``--no-wait``."""
     description: str = ""
     jit: bool = False
     """Whether users that a JIT login creates or updates go out to this IdP (an opt-in,

@@ -64,6 +64,17 @@ class GroupSpec:
     """Remote ids of the members, used only when the group is created."""
 
 
+@dataclass(frozen=True)
+class RemoteMatch:
+    """What a look-up after an uncertain create found at the target."""
+
+    remote_id: str
+    ours: bool
+    """True only when the object carries idprov's mark for this very entity (SCIM's
+    ``externalId`` equal to the one idprov sends, say). False when it carries another
+    mark, or none, or the target cannot hold one: then nothing proves idprov made it."""
+
+
 @dataclass
 class CheckReport:
     """What `idprov idp test` found: reachability, authentication, capabilities."""
@@ -103,6 +114,7 @@ class TargetError(OutboundError):
         retry_after: float | None = None,
         hint: str | None = None,
         ambiguous: bool = False,
+        accepted: bool = False,
     ) -> None:
         super().__init__(message, hint=hint)
         self.status = status
@@ -110,6 +122,9 @@ class TargetError(OutboundError):
         self.retry_after = retry_after
         self.ambiguous = ambiguous
         """True when the target may have done the operation anyway (timeout, 5xx)."""
+        self.accepted = accepted
+        """True when the target acknowledged the request and will carry it out later
+        (SPML ``pending``): what a create then makes is provably idprov's."""
 
 
 class RemoteConflict(TargetError):
@@ -169,6 +184,15 @@ class Connector(ABC):
     def find_user(self, user_name: str) -> str | None:
         """The remote id of the account with this user name, or None. Read-only."""
 
+    def lookup_user(self, account: Account) -> RemoteMatch | None:
+        """The account the target holds under ``account``'s user name, and whether it
+        is provably idprov's, or None. Read-only. The engine calls this after any
+        create whose outcome is unknown, before it sends anything again. The default
+        finds by user name and can prove nothing; targets that keep an external id
+        should override it."""
+        remote_id = self.find_user(account.user_name)
+        return None if remote_id is None else RemoteMatch(remote_id, ours=False)
+
     @abstractmethod
     def update_user(
         self, remote_id: str, account: Account, previous: Mapping[str, Any] | None
@@ -195,6 +219,11 @@ class Connector(ABC):
     @abstractmethod
     def find_group(self, display_name: str) -> str | None:
         """The remote id of the group with this name, or None. Read-only."""
+
+    def lookup_group(self, group: GroupSpec) -> RemoteMatch | None:
+        """As :meth:`lookup_user`, for a group (by display name)."""
+        remote_id = self.find_group(group.display_name)
+        return None if remote_id is None else RemoteMatch(remote_id, ours=False)
 
     @abstractmethod
     def rename_group(self, remote_id: str, display_name: str) -> None:

@@ -26,6 +26,7 @@ from idprov.connectors.base import (
     Connector,
     GroupSpec,
     RemoteConflict,
+    RemoteMatch,
     RemoteNotFound,
     TargetError,
 )
@@ -390,19 +391,37 @@ class Scim2Connector(Connector):
         response = self._request("POST", "/Users", what, body=self.user_body(account))
         return self._created_id(response, what)
 
-    def _find(self, path: str, attribute: str, value: str) -> str | None:
+    def _find_resource(self, path: str, attribute: str, value: str) -> dict[str, Any] | None:
         what = f"look up {attribute} {value}"
         response = self._request(
             "GET",
             path,
             what,
-            params={"filter": f"{attribute} eq {filter_literal(value)}", "attributes": "id"},
+            params={
+                "filter": f"{attribute} eq {filter_literal(value)}",
+                "attributes": "id,externalId",
+            },
         )
         resources = self._json(response, what).get("Resources") or []
-        return str(resources[0]["id"]) if resources else None
+        return dict(resources[0]) if resources else None
+
+    def _find(self, path: str, attribute: str, value: str) -> str | None:
+        found = self._find_resource(path, attribute, value)
+        return None if found is None else str(found["id"])
+
+    def _match(self, found: dict[str, Any] | None, mark: Any) -> RemoteMatch | None:
+        """Ours when the resource carries the externalId idprov sends for it."""
+        if found is None:
+            return None
+        ours = mark is not None and str(found.get("externalId")) == str(mark)
+        return RemoteMatch(str(found["id"]), ours=ours)
 
     def find_user(self, user_name: str) -> str | None:
         return self._find("/Users", "userName", user_name)
+
+    def lookup_user(self, account: Account) -> RemoteMatch | None:
+        found = self._find_resource("/Users", "userName", account.user_name)
+        return self._match(found, account.attributes.get("externalId"))
 
     def read_user(self, remote_id: str) -> dict[str, Any] | None:
         try:
@@ -534,6 +553,10 @@ class Scim2Connector(Connector):
 
     def find_group(self, display_name: str) -> str | None:
         return self._find("/Groups", "displayName", display_name)
+
+    def lookup_group(self, group: GroupSpec) -> RemoteMatch | None:
+        found = self._find_resource("/Groups", "displayName", group.display_name)
+        return self._match(found, group.local_id)
 
     def rename_group(self, remote_id: str, display_name: str) -> None:
         what = f"rename group {remote_id} to {display_name}"

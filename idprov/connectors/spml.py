@@ -385,6 +385,7 @@ def read_reply(response: httpx.Response, request: SpmlRequest) -> Any:
             f"{request.request_id}); left in the outbox for the next `idprov sync`",
             status=response.status_code,
             ambiguous=True,
+            accepted=True,
             hint="ask the target to run idprov's requests synchronously",
         )
     raise TargetError(

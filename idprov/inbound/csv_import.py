@@ -24,6 +24,7 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import itertools
 import json
 import os
 import sqlite3
@@ -36,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from idprov.db import now, write_transaction
+from idprov.db import write_transaction
 from idprov.errors import ExitCode, IdprovError, UsageError
 from idprov.model import QualifiedName
 from idprov.userstores import policy
@@ -44,7 +45,7 @@ from idprov.userstores.base import ImportedUser, UserStore
 from idprov.userstores.passwords import hash_with, is_supported_hash
 
 if TYPE_CHECKING:
-    from idprov.provisioning.engine import OutboundReport
+    from idprov.provisioning.results import OutboundReport
     from idprov.provisioning.service import IdentityService
 
 RESERVED = ("username", "password", "password_hash", "roles")
@@ -308,6 +309,8 @@ class CsvImport:
         self._valid_roles: set[tuple[str, str]] = set()
         self.header: list[str] = []
         self.import_id: int | None = None
+        self.killed_batch: tuple[int, int] | None = None
+        """Lines of a batch a killed run was writing to a directory (see _decide)."""
 
     # -- the whole run
     def run(self) -> ImportReport:
@@ -341,31 +344,21 @@ class CsvImport:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
         self.sha256 = digest.hexdigest()
-        state = self.service.state
-        row = state.db.execute(
-            "SELECT id, lines_done FROM imports WHERE sha256 = ? AND options = ? AND"
-            " finished_at IS NULL ORDER BY id DESC LIMIT 1",
-            [self.sha256, self.options.fingerprint()],
-        ).fetchone()
-        if row is not None:
-            self.import_id, self.done_through = int(row[0]), int(row[1])
+        run = self.service.state.imports.unfinished(self.sha256, self.options.fingerprint())
+        if run is not None:
+            self.import_id, self.done_through = run.id, run.lines_done
+            self.killed_batch = run.batch
 
     def _journal_start(self) -> None:
         if self.import_id is None:
             with write_transaction(self.service.state.db):
-                cur = self.service.state.db.execute(
-                    "INSERT INTO imports (path, sha256, options, started_at, lines_done,"
-                    " actor, application) VALUES (?, ?, ?, ?, 0, ?, ?)",
-                    [
-                        str(self.path),
-                        self.sha256,
-                        self.options.fingerprint(),
-                        now(),
-                        self.service.actor,
-                        self.service.application,
-                    ],
+                self.import_id = self.service.state.imports.start(
+                    str(self.path),
+                    self.sha256,
+                    self.options.fingerprint(),
+                    self.service.actor,
+                    self.service.application,
                 )
-                self.import_id = int(cur.lastrowid or 0)
 
     # -- pre-flight
     def _preflight(self, staging: Staging) -> None:
@@ -571,7 +564,8 @@ class CsvImport:
                 f"no user {p.username!r} in the {p.domain} userstore (--mode update)",
             )
             return None
-        if user is not None and mode == "create":
+        resumed = user is not None and self._in_killed_batch(p.line)
+        if user is not None and mode == "create" and not resumed:
             self._reject(
                 staging,
                 p.line,
@@ -580,7 +574,7 @@ class CsvImport:
                 f"user {p.username!r} already exists (use --mode upsert to update)",
             )
             return None
-        base = dict(user.claims) if user is not None else {}
+        base = dict(user.claims) if user is not None and not resumed else {}
         claims = {k: v for k, v in {**base, **p.claims}.items() if v is not None}
         store = self.service.store(p.domain)
         try:
@@ -588,7 +582,9 @@ class CsvImport:
         except IdprovError as exc:
             self._reject(staging, p.line, p.cells, None, exc.message)
             return None
-        if user is not None:
+        if resumed and mode == "create":
+            self.report.created += 1  # the killed run made it: finish it exactly
+        elif user is not None:
             same_roles = p.roles is None or sorted(r.casefold() for r in p.roles) == sorted(
                 r.casefold() for r in user.roles
             )
@@ -610,12 +606,16 @@ class CsvImport:
             p.domain,
             key,
             p.username,
-            "update" if user else "create",
+            ("resume" if resumed and mode == "create" else "update") if user else "create",
             user.id if user else str(uuid.uuid4()),
             json.dumps(claims, ensure_ascii=False, sort_keys=True),
             json.dumps(p.roles, ensure_ascii=False) if p.roles is not None else None,
             p.password_hash,
         )
+
+    def _in_killed_batch(self, line: int) -> bool:
+        batch = self.killed_batch
+        return batch is not None and batch[0] <= line <= batch[1]
 
     # -- passwords, hashed on every core while the file is read
     def _queue_hash(self, line: int, password: str, scheme: str) -> None:
@@ -741,61 +741,40 @@ class CsvImport:
         self._finish()
 
     def _create_roles(self) -> None:
-        for (domain, _), role in sorted(getattr(self, "_missing_roles", {}).items()):
-            self.service.add_role(role, domain)
+        missing = sorted(getattr(self, "_missing_roles", {}).items())
+        if not missing:
+            return
+        with self.service.unit_of_work(push=self.options.push) as uow:
+            for (domain, _), role in missing:
+                uow.add_role(role, domain)
+        self._merge(uow.outbound)
 
     def _write_batch(self, rows: list[tuple[Any, ...]]) -> None:
-        by_domain: dict[str, list[ImportedUser]] = {}
-        for _line, domain, username, action, user_id, claims, roles, pw_hash in rows:
-            by_domain.setdefault(domain, []).append(
-                ImportedUser(
-                    user_id,
-                    username,
-                    json.loads(claims),
-                    pw_hash,
-                    json.loads(roles) if roles is not None else None,
-                    action == "update",
-                    claims_json=claims,
-                )
-            )
-        last_line = rows[-1][0]
-        for domain, users in by_domain.items():
+        """One batch per domain, each one unit of work: users, roles, audit, outbox rows
+        and the journal commit together; then the batch is pushed (unless ``--no-push``).
+        A directory cannot roll back, so its batch is journalled first: a re-run after a
+        kill finishes exactly those lines (see :meth:`_decide`)."""
+        for domain, group in itertools.groupby(rows, key=lambda row: row[1]):
+            # runs of one domain, in line order: the journal's line is then exact
+            batch = list(group)
             store = self.service.store(domain)
-            with self.service.writing(store):
-                store.import_users(users)
-                self._record_batch(store, users, last_line)
-            self._push(store)
+            users = [_imported(row) for row in batch]
+            first, last = batch[0][0], batch[-1][0]
+            if not store.transactional:
+                with write_transaction(self.service.state.db):
+                    self.service.state.imports.writing(self._journal_id(), first, last)
+            with self.service.unit_of_work(push=self.options.push) as uow:
+                uow.import_users(store, users, _batch_details(batch, last), self.path.name)
+                uow.imported_through(self._journal_id(), last)
+            self._merge(uow.outbound)
 
-    def _record_batch(self, store: UserStore, users: list[ImportedUser], last_line: int) -> None:
-        created = [u.username for u in users if not u.existing]
-        updated = [u.username for u in users if u.existing]
-        self.service.audit(
-            "user.import",
-            f"{self.path.name}",
-            {
-                "domain": store.domain,
-                "created": created,
-                "updated": updated,
-                "through_line": last_line,
-            },
-        )
-        for user in users:
-            self.service.enqueue(
-                "user", user.id, store.domain, str(QualifiedName(store.domain, user.username))
-            )
-        for role in {r.casefold(): r for u in users for r in (u.roles or [])}.values():
-            found = store.find_role(role)
-            if found is not None:
-                self.service.enqueue("role", found.id, store.domain, found.qualified_name)
-        self.service.state.db.execute(
-            "UPDATE imports SET lines_done = ? WHERE id = ?", [last_line, self.import_id]
-        )
+    def _journal_id(self) -> int:
+        assert self.import_id is not None, "the journal is started before the write phase"
+        return self.import_id
 
-    def _push(self, store: UserStore) -> None:
-        rows = self.service.take_own_rows()
-        if not rows or not self.options.push:
+    def _merge(self, report: OutboundReport | None) -> None:
+        if report is None:
             return
-        report = self.service.drain(self.service.state.outbox.rows(rows))
         if self.report.outbound is None:
             self.report.outbound = report
         else:
@@ -804,9 +783,30 @@ class CsvImport:
     def _finish(self) -> None:
         if self.import_id is not None:
             with write_transaction(self.service.state.db):
-                self.service.state.db.execute(
-                    "UPDATE imports SET finished_at = ? WHERE id = ?", [now(), self.import_id]
-                )
+                self.service.state.imports.finish(self.import_id)
+
+
+def _imported(row: tuple[Any, ...]) -> ImportedUser:
+    """The staged row (line, domain, username, action, user_id, claims, roles, pw_hash)
+    as the userstore's bulk write takes it."""
+    _line, _domain, username, action, user_id, claims, roles, pw_hash = row
+    return ImportedUser(
+        user_id,
+        username,
+        json.loads(claims),
+        pw_hash,
+        json.loads(roles) if roles is not None else None,
+        action in ("update", "resume"),
+        claims_json=claims,
+    )
+
+
+def _batch_details(batch: list[tuple[Any, ...]], last_line: int) -> dict[str, Any]:
+    return {
+        "created": [r[2] for r in batch if r[3] in ("create", "resume")],
+        "updated": [r[2] for r in batch if r[3] == "update"],
+        "through_line": last_line,
+    }
 
 
 def hash_many(passwords: Sequence[str], scheme: str = "scrypt") -> list[str]:

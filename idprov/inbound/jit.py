@@ -34,9 +34,9 @@ from idprov.errors import ConfigError, NotFoundError, PolicyError, UsageError
 from idprov.model import ClaimValue, User
 
 if TYPE_CHECKING:
-    from idprov.provisioning.engine import OutboundReport
-    from idprov.provisioning.service import ChangeResult, IdentityService
-    from idprov.userstores import UserStore
+    from idprov.provisioning.results import OutboundReport
+    from idprov.provisioning.service import IdentityService
+    from idprov.provisioning.unit_of_work import UnitOfWork
 
 
 class TokenRejected(PolicyError):
@@ -251,17 +251,18 @@ def login(service: IdentityService, idp: str, idp_claims: Mapping[str, Any]) -> 
     username = _username(idp_claims, settings)
     claims = _local_claims(service, idp_claims, settings)
     wanted, managed = _roles(idp_claims, settings)
-    store = service.store(domain)
-    existing = store.find_user(username)
-    changes: list[ChangeResult] = []
-    if existing is None:
-        changes.append(service.add_user(username, claims, roles=sorted(wanted), domain=domain))
-        outcome = _Outcome("created", sorted(claims), sorted(wanted), [])
-    elif settings.update_on_login:
-        outcome = _update(service, existing, claims, wanted, managed, changes)
-    else:
-        outcome = _Outcome("unchanged", [], [], [])
-    result = JitResult(
+    existing = service.store(domain).find_user(username)
+    with service.unit_of_work() as uow:  # one login: one transaction, one push
+        if existing is None:
+            uow.add_user(username, claims, roles=sorted(wanted), domain=domain)
+            outcome = _Outcome("created", sorted(claims), sorted(wanted), [])
+        elif settings.update_on_login:
+            outcome = _update(uow, existing, claims, wanted, managed)
+        else:
+            outcome = _Outcome("unchanged", [], [], [])
+        target = uow.results[0].target if uow.results else getattr(existing, "qualified_name", "")
+        _audit(uow, idp, target, outcome)
+    return JitResult(
         service.application,
         idp,
         outcome.action,
@@ -269,10 +270,8 @@ def login(service: IdentityService, idp: str, idp_claims: Mapping[str, Any]) -> 
         outcome.claims,
         outcome.added,
         outcome.removed,
-        _merged([c.outbound for c in changes]),
+        uow.outbound if any(r.changed for r in uow.results) else None,
     )
-    _audit(service, store, result)
-    return result
 
 
 @dataclass
@@ -284,54 +283,40 @@ class _Outcome:
 
 
 def _update(
-    service: IdentityService,
+    uow: UnitOfWork,
     user: User,
     claims: dict[str, ClaimValue],
     wanted: set[str],
     managed: set[str],
-    changes: list[ChangeResult],
 ) -> _Outcome:
     changed = {k: v for k, v in claims.items() if user.claims.get(k) != v}
     if changed:
-        changes.append(service.update_user(user.username, changed, domain=user.domain))
+        uow.update_user(user.username, changed, domain=user.domain)
     held = {r.casefold(): r for r in user.roles}
     dropped = {m.casefold() for m in managed} - {w.casefold() for w in wanted}
     added = sorted(r for r in wanted if r.casefold() not in held)
     removed = sorted(held[k] for k in held if k in dropped)
     for role in added:
-        changes.append(service.assign(role, [user.username], domain=user.domain))
+        uow.assign(role, [user.username], domain=user.domain)
     for role in removed:
-        changes.append(service.unassign(role, [user.username], domain=user.domain))
-    action = "updated" if changes else "unchanged"
+        uow.unassign(role, [user.username], domain=user.domain)
+    action = "updated" if changed or added or removed else "unchanged"
     return _Outcome(action, sorted(changed), added, removed)
 
 
-def _audit(service: IdentityService, store: UserStore, result: JitResult) -> None:
+def _audit(uow: UnitOfWork, idp: str, target: str, outcome: _Outcome) -> None:
     """One audit entry per login, whatever it changed (who logged in, through what)."""
-    with service.writing(store):
-        service.audit(
-            "jit.login",
-            result.user.qualified_name,
-            {
-                "idp": result.idp,
-                "outcome": result.action,
-                "claims": result.claims_changed,
-                "roles_added": result.roles_added,
-                "roles_removed": result.roles_removed,
-            },
-        )
-
-
-def _merged(reports: list[OutboundReport | None]) -> OutboundReport | None:
-    present = [r for r in reports if r is not None]
-    if not present:
-        return None
-    from idprov.provisioning.engine import OutboundReport
-
-    merged = OutboundReport()
-    for report in present:
-        merged.merge(report)
-    return merged
+    uow.audit(
+        "jit.login",
+        target,
+        {
+            "idp": idp,
+            "outcome": outcome.action,
+            "claims": outcome.claims,
+            "roles_added": outcome.added,
+            "roles_removed": outcome.removed,
+        },
+    )
 
 
 def _username(idp_claims: Mapping[str, Any], settings: JitConfig) -> str:

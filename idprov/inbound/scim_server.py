@@ -68,7 +68,7 @@ from idprov.inbound.scim.storage import Backends, IdprovStorage, acting
 if TYPE_CHECKING:
     import httpx
 
-    from idprov.provisioning.engine import OutboundReport
+    from idprov.provisioning.results import OutboundReport
     from idprov.provisioning.service import IdentityService
 
 Scope = dict[str, Any]

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from idprov.config.models import IdentityProviderConfig
     from idprov.connectors.base import Connector
     from idprov.model import User
-    from idprov.provisioning.outbox import LedgerEntry
+    from idprov.provisioning.ledger import LedgerEntry
 
 UserAction = Literal["create", "update", "enable", "delete", "disable", "none"]
 RoleAction = Literal["create", "update", "delete", "none"]

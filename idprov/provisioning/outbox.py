@@ -1,23 +1,29 @@
-"""The outbox and the ledger: idprov's memory of outbound provisioning.
+"""The outbox: durable queue of outbound reconciliations.
 
-The **outbox** holds one row per (identity provider, user or role) that needs to be
+The outbox holds one row per (identity provider, user or role) that needs to be
 brought up to date there. It records *that* something must be reconciled, not a
 payload: the engine computes what to send from the current local state when it
 drains, so repeated changes coalesce and nothing stale or secret is stored. A row
 is written in the same transaction as the local change (same SQLite file as the
 embedded store), removed when done, and kept with its last error when it fails.
 
-The **ledger** holds, per (identity provider, user or role), the remote id, the
-attributes last sent and their hash, whether idprov created the remote object,
-and its state (``creating`` while a create is in flight, ``active``,
-``disabled``); ``ledger_members`` the group memberships idprov made remotely.
+Rows are **claimed** before they are drained: a claim is a lease (``claimed_by``,
+``claimed_until``) taken in a short transaction, so that the command that made a
+change and the worker (`idprov serve`, `idprov outbox work`) never push the same
+row at once, and a drainer killed mid-way loses nothing: its lease runs out and the
+next drainer takes the row. A failed row waits for ``next_attempt_at`` (the IdP's
+``retry.row_*`` schedule) before the worker tries it again.
+
+``idp_health`` keeps, per IdP, since when every drained operation has failed; an IdP
+failing for longer than ``retry.quarantine_after`` is *quarantined*: the worker
+tries it once per ``retry.row_max_backoff`` until an operation succeeds.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import sqlite_utils
@@ -26,6 +32,8 @@ from idprov.db import now
 
 Kind = Literal["user", "role"]
 STALE_AFTER_SECONDS = 300
+LEASE_SECONDS = 300.0
+"""How long a claim lasts unless renewed; a drain renews its claims as it goes."""
 
 
 def create_tables(db: sqlite_utils.Database) -> None:
@@ -38,19 +46,28 @@ def create_tables(db: sqlite_utils.Database) -> None:
         " updated_at TEXT NOT NULL, UNIQUE (idp, kind, local_id))"
     )
     db.execute("CREATE INDEX outbox_status ON outbox (status, updated_at)")
+    from idprov.provisioning.ledger import create_tables as ledger_tables
+
+    ledger_tables(db)
+
+
+def worker_columns(db: sqlite_utils.Database) -> None:
+    """Migration: claims, the per-row retry schedule, and IdP health."""
+    db.execute("ALTER TABLE outbox ADD COLUMN next_attempt_at TEXT")
+    db.execute("ALTER TABLE outbox ADD COLUMN claimed_by TEXT")
+    db.execute("ALTER TABLE outbox ADD COLUMN claimed_until TEXT")
+    db.execute("ALTER TABLE outbox ADD COLUMN failures INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX outbox_due ON outbox (next_attempt_at)")
     db.execute(
-        "CREATE TABLE ledger ("
-        " idp TEXT NOT NULL, kind TEXT NOT NULL, local_id TEXT NOT NULL,"
-        " domain TEXT NOT NULL, label TEXT NOT NULL, remote_id TEXT, state TEXT NOT NULL,"
-        " hash TEXT, sent TEXT, created_by_idprov INTEGER NOT NULL DEFAULT 1,"
-        " updated_at TEXT NOT NULL, PRIMARY KEY (idp, kind, local_id)) WITHOUT ROWID"
+        "CREATE TABLE idp_health (idp TEXT PRIMARY KEY, failing_since TEXT,"
+        " last_success_at TEXT, last_failure_at TEXT, last_error TEXT) WITHOUT ROWID"
     )
-    db.execute(
-        "CREATE TABLE ledger_members ("
-        " idp TEXT NOT NULL, role_id TEXT NOT NULL, user_id TEXT NOT NULL,"
-        " PRIMARY KEY (idp, role_id, user_id)) WITHOUT ROWID"
-    )
-    db.execute("CREATE INDEX ledger_members_user ON ledger_members (idp, user_id)")
+
+
+def stamp_in(seconds: float) -> str:
+    """The time ``seconds`` from now, in the form :func:`now` writes."""
+    moment = datetime.now(UTC) + timedelta(seconds=seconds)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -69,26 +86,28 @@ class OutboxRow:
     last_status: int | None
     enqueued_at: str
     updated_at: str
+    next_attempt_at: str | None = None
+    claimed_by: str | None = None
+    claimed_until: str | None = None
+    failures: int = 0
+    """Failed drains in a row (the worker's backoff counts these; attempts counts calls)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @dataclass
-class LedgerEntry:
-    """What idprov knows of one provisioned entity at one IdP."""
+class IdpHealth:
+    """Whether an IdP has been failing, and since when."""
 
     idp: str
-    kind: str
-    local_id: str
-    domain: str
-    label: str
-    remote_id: str | None
-    state: str
-    hash: str | None
-    sent: dict[str, Any] | None
-    created_by_idprov: bool
-    updated_at: str
+    failing_since: str | None
+    last_success_at: str | None
+    last_failure_at: str | None
+    last_error: str | None
+
+    def quarantined(self, after_seconds: float) -> bool:
+        return self.failing_since is not None and self.failing_since < stamp_in(-after_seconds)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,8 +115,12 @@ class LedgerEntry:
 
 _OUTBOX_COLUMNS = (
     "id, idp, kind, local_id, domain, label, status, attempts, last_error, last_status,"
-    " enqueued_at, updated_at"
+    " enqueued_at, updated_at, next_attempt_at, claimed_by, claimed_until, failures"
 )
+
+
+def _in(values: Sequence[Any]) -> str:
+    return f"({','.join('?' * len(values))})" if values else "(NULL)"
 
 
 class Outbox:
@@ -110,8 +133,8 @@ class Outbox:
         self, idps: Sequence[str], kind: Kind, local_id: str, domain: str, label: str
     ) -> list[int]:
         """Ask for ``kind local_id`` to be reconciled at each IdP; an existing row is
-        reset to pending (changes coalesce). Returns the row ids. Call inside the
-        transaction of the local change."""
+        reset to pending and due now (changes coalesce). Returns the row ids. Call
+        inside the transaction of the local change."""
         stamp = now()
         ids = []
         for idp in idps:
@@ -119,7 +142,7 @@ class Outbox:
                 "INSERT INTO outbox (idp, kind, local_id, domain, label, enqueued_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (idp, kind, local_id) DO UPDATE SET status = 'pending',"
-                " label = excluded.label, domain = excluded.domain,"
+                " label = excluded.label, domain = excluded.domain, next_attempt_at = NULL,"
                 " enqueued_at = excluded.enqueued_at, updated_at = excluded.updated_at"
                 " RETURNING id",
                 [idp, kind, local_id, domain, label, stamp, stamp],
@@ -134,209 +157,167 @@ class Outbox:
         idps: Sequence[str] | None = None,
         status: str | None = None,
         stale_pending: bool = False,
+        local_ids: Sequence[str] | None = None,
     ) -> list[OutboxRow]:
-        """Rows by id, or by IdP/status; ``stale_pending`` adds pending rows left by a
-        command that stopped before draining them."""
+        """Rows by id, or by IdP/status/entity; ``stale_pending`` adds pending rows
+        left by a command that stopped before draining them."""
         where: list[str] = []
         params: list[Any] = []
         if ids is not None:
             id_list = list(ids)
-            where.append(f"id IN ({','.join('?' * len(id_list))})" if id_list else "0")
+            where.append(f"id IN {_in(id_list)}")
             params += id_list
-        if idps is not None:
-            where.append(f"idp IN ({','.join('?' * len(idps))})")
-            params += list(idps)
+        for column, values in (("idp", idps), ("local_id", local_ids)):
+            if values is not None:
+                where.append(f"{column} IN {_in(values)}")
+                params += list(values)
         if status is not None:
             where.append("status = ?")
             params.append(status)
         clause = " AND ".join(where) or "1"
         if stale_pending:
-            clause = (
-                f"({clause}) OR (status = 'pending' AND "
-                f"updated_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', "
-                f"'-{STALE_AFTER_SECONDS} seconds'))"
-            )
+            clause = f"({clause}) OR (status = 'pending' AND updated_at < ?)"
+            params.append(stamp_in(-STALE_AFTER_SECONDS))
         rows = self.db.execute(
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE {clause} ORDER BY id", params
         ).fetchall()
         return [OutboxRow(*r) for r in rows]
 
+    # -- claims: call each inside a short write transaction
+    def claim(self, rows: Sequence[OutboxRow], owner: str, lease: float) -> list[OutboxRow]:
+        """Take a lease on those of ``rows`` that no other drainer holds; returns them."""
+        return self.claim_ids([r.id for r in rows], owner, lease)
+
+    def claim_ids(self, ids: Sequence[int], owner: str, lease: float) -> list[OutboxRow]:
+        """As :meth:`claim`, by row id (rows gone since are left out)."""
+        out: list[OutboxRow] = []
+        stamp, until = now(), stamp_in(lease)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            out += [
+                OutboxRow(*r)
+                for r in self.db.execute(
+                    f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN {_in(chunk)}"
+                    " AND (claimed_until IS NULL OR claimed_until < ? OR claimed_by = ?)"
+                    f" RETURNING {_OUTBOX_COLUMNS}",
+                    [owner, until, *chunk, stamp, owner],
+                ).fetchall()
+            ]
+        return sorted(out, key=lambda r: r.id)
+
+    def due(
+        self, idps: Sequence[str], owner: str, lease: float, limit: int, eager: Sequence[str] = ()
+    ) -> list[OutboxRow]:
+        """Claim up to ``limit`` rows of ``idps`` that are due: pending rows no one is
+        draining, and failed rows whose ``next_attempt_at`` has come. Rows of IdPs
+        in ``eager`` are due whatever their schedule (a manual retry)."""
+        stamp = now()
+        rows = self.db.execute(
+            f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN (SELECT id FROM"
+            f" outbox WHERE idp IN {_in(idps)} AND (claimed_until IS NULL OR claimed_until < ?)"
+            f" AND (next_attempt_at IS NULL OR next_attempt_at <= ? OR idp IN {_in(eager)})"
+            f" ORDER BY id LIMIT ?) RETURNING {_OUTBOX_COLUMNS}",
+            [owner, stamp_in(lease), *idps, stamp, stamp, *eager, limit],
+        ).fetchall()
+        return sorted((OutboxRow(*r) for r in rows), key=lambda r: r.id)
+
+    def due_ids(self, idps: Sequence[str], eager: bool = False) -> list[int]:
+        """Ids of the rows of ``idps`` that are due now (every row, if ``eager``), in
+        order: a snapshot that a one-pass drain works through."""
+        stamp = now()
+        schedule = "" if eager else " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+        rows = self.db.execute(
+            f"SELECT id FROM outbox WHERE idp IN {_in(idps)}{schedule} ORDER BY id",
+            [*idps, *([] if eager else [stamp])],
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def renew(self, owner: str, lease: float) -> None:
+        """Extend every lease ``owner`` holds (a long drain calls this as it goes)."""
+        self.db.execute(
+            "UPDATE outbox SET claimed_until = ? WHERE claimed_by = ?", [stamp_in(lease), owner]
+        )
+
+    def release(self, owner: str) -> None:
+        """Give back every lease ``owner`` still holds (rows it did not finish)."""
+        self.db.execute(
+            "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ?",
+            [owner],
+        )
+
+    def next_due(self, idps: Sequence[str]) -> str | None:
+        """When the earliest row of ``idps`` that is waiting on its schedule comes due."""
+        row = self.db.execute(
+            f"SELECT min(coalesce(next_attempt_at, claimed_until, '')) FROM outbox"
+            f" WHERE idp IN {_in(idps)}",
+            list(idps),
+        ).fetchone()
+        return row[0] if row and row[0] is not None else None
+
+    # -- outcomes
     def done(self, row: OutboxRow) -> None:
         """The reconciliation succeeded: remove the row, unless it was re-enqueued
-        (a newer change) since it was read."""
+        (a newer change) since it was read; then it stays, due now."""
         self.db.execute(
             "DELETE FROM outbox WHERE id = ? AND enqueued_at = ?", [row.id, row.enqueued_at]
         )
+        self.db.execute(
+            "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL, failures = 0 WHERE id = ?",
+            [row.id],
+        )
 
-    def failed(self, row: OutboxRow, error: str, status: int | None, attempts: int) -> None:
+    def failed(
+        self, row: OutboxRow, error: str, status: int | None, attempts: int, retry_in: float
+    ) -> None:
+        """The reconciliation failed: keep the row with its error, due again in
+        ``retry_in`` seconds (unless re-enqueued meanwhile), and release it."""
         self.db.execute(
             "UPDATE outbox SET status = 'failed', attempts = attempts + ?, last_error = ?,"
-            " last_status = ?, updated_at = ? WHERE id = ?",
-            [attempts, error, status, now(), row.id],
+            " last_status = ?, updated_at = ?, failures = failures + 1,"
+            " next_attempt_at = CASE WHEN enqueued_at = ? THEN ? ELSE NULL END,"
+            " claimed_by = NULL, claimed_until = NULL WHERE id = ?",
+            [attempts, error, status, now(), row.enqueued_at, stamp_in(retry_in), row.id],
         )
+
+    def discard(self, idp: str, local_ids: Sequence[str] | None = None) -> list[OutboxRow]:
+        """Drop rows of ``idp`` (of those entities only, when given); returns them."""
+        rows = self.rows(idps=[idp], local_ids=local_ids)
+        ids = [r.id for r in rows]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            self.db.execute(f"DELETE FROM outbox WHERE id IN {_in(chunk)}", chunk)
+        return rows
 
     def count(self) -> dict[str, int]:
         rows = self.db.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall()
         return {r[0]: r[1] for r in rows}
 
+    def idps(self) -> list[str]:
+        """Every IdP that has rows in the outbox."""
+        return [r[0] for r in self.db.execute("SELECT DISTINCT idp FROM outbox ORDER BY 1")]
 
-class Ledger:
-    """Remote ids, last-sent attributes and memberships, per IdP."""
-
-    def __init__(self, db: sqlite_utils.Database):
-        self.db = db
-
-    _COLUMNS = (
-        "idp, kind, local_id, domain, label, remote_id, state, hash, sent, created_by_idprov,"
-        " updated_at"
-    )
-
-    def get(self, idp: str, kind: str, local_id: str) -> LedgerEntry | None:
-        row = self.db.execute(
-            f"SELECT {self._COLUMNS} FROM ledger WHERE idp = ? AND kind = ? AND local_id = ?",
-            [idp, kind, local_id],
-        ).fetchone()
-        return None if row is None else self._entry(row)
-
-    def get_many(self, idp: str, kind: str, local_ids: Sequence[str]) -> list[LedgerEntry]:
-        """The entries that exist among ``local_ids`` (in chunks of 500)."""
-        out = []
-        for start in range(0, len(local_ids), 500):
-            chunk = list(local_ids[start : start + 500])
-            rows = self.db.execute(
-                f"SELECT {self._COLUMNS} FROM ledger WHERE idp = ? AND kind = ? AND local_id"
-                f" IN ({','.join('?' * len(chunk))})",
-                [idp, kind, *chunk],
-            ).fetchall()
-            out += [self._entry(r) for r in rows]
-        return out
-
-    @staticmethod
-    def _entry(row: Any) -> LedgerEntry:
-        sent = json.loads(row[8]) if row[8] else None
-        return LedgerEntry(
-            idp=row[0],
-            kind=row[1],
-            local_id=row[2],
-            domain=row[3],
-            label=row[4],
-            remote_id=row[5],
-            state=row[6],
-            hash=row[7],
-            sent=sent,
-            created_by_idprov=bool(row[9]),
-            updated_at=row[10],
-        )
-
-    def for_idp(self, idp: str, kind: str) -> dict[str, LedgerEntry]:
-        """Every entry of one kind at one IdP, by local id (one query)."""
+    # -- IdP health
+    def health(self) -> dict[str, IdpHealth]:
         rows = self.db.execute(
-            f"SELECT {self._COLUMNS} FROM ledger WHERE idp = ? AND kind = ?", [idp, kind]
+            "SELECT idp, failing_since, last_success_at, last_failure_at, last_error"
+            " FROM idp_health"
         ).fetchall()
-        return {r[2]: self._entry(r) for r in rows}
+        return {r[0]: IdpHealth(*r) for r in rows}
 
-    def all_members(self, idp: str) -> dict[str, set[str]]:
-        """Role id -> the user ids idprov put in its group at ``idp``."""
-        out: dict[str, set[str]] = {}
-        for role_id, user_id in self.db.execute(
-            "SELECT role_id, user_id FROM ledger_members WHERE idp = ?", [idp]
-        ).fetchall():
-            out.setdefault(role_id, set()).add(user_id)
-        return out
-
-    def digest(self, idps: Sequence[str]) -> str:
-        """A hash of the ledger's state at ``idps`` (a saved plan is refused if it moved)."""
-        import hashlib
-
-        h = hashlib.sha256()
-        for idp in sorted(idps):
-            for row in self.db.execute(
-                "SELECT kind, local_id, remote_id, state, hash FROM ledger WHERE idp = ?"
-                " ORDER BY kind, local_id",
-                [idp],
-            ):
-                h.update(repr(row).encode())
-            for row in self.db.execute(
-                "SELECT role_id, user_id FROM ledger_members WHERE idp = ? ORDER BY 1, 2", [idp]
-            ):
-                h.update(repr(row).encode())
-        return h.hexdigest()
-
-    def remote_ids(self, idp: str, user_ids: Iterable[str]) -> dict[str, str]:
-        """Remote ids of provisioned, active users among ``user_ids``."""
-        ids = list(user_ids)
-        out: dict[str, str] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            rows = self.db.execute(
-                "SELECT local_id, remote_id FROM ledger WHERE idp = ? AND kind = 'user'"
-                f" AND state = 'active' AND remote_id IS NOT NULL AND local_id IN"
-                f" ({','.join('?' * len(chunk))})",
-                [idp, *chunk],
-            ).fetchall()
-            out.update({r[0]: r[1] for r in rows})
-        return out
-
-    def mark_creating(self, entities: Iterable[tuple[str, str, str, str, str]]) -> None:
-        """Note that creates are about to be sent, for (idp, kind, local_id, domain,
-        label) tuples, so that a crash mid-create is recognised on the next run."""
+    def note_health(self, idp: str, succeeded: int, failed: int, error: str | None) -> None:
+        """Record a drain's outcome at ``idp``: any success clears the failing streak."""
         stamp = now()
-        self.db.conn.executemany(
-            "INSERT INTO ledger (idp, kind, local_id, domain, label, state, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, 'creating', ?) ON CONFLICT DO NOTHING",
-            [(*entity, stamp) for entity in entities],
-        )
-
-    def record(self, entry: LedgerEntry) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO ledger (idp, kind, local_id, domain, label, remote_id,"
-            " state, hash, sent, created_by_idprov, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                entry.idp,
-                entry.kind,
-                entry.local_id,
-                entry.domain,
-                entry.label,
-                entry.remote_id,
-                entry.state,
-                entry.hash,
-                json.dumps(entry.sent, ensure_ascii=False) if entry.sent is not None else None,
-                int(entry.created_by_idprov),
-                now(),
-            ],
-        )
-
-    def forget(self, idp: str, kind: str, local_id: str) -> None:
-        self.db.execute(
-            "DELETE FROM ledger WHERE idp = ? AND kind = ? AND local_id = ?", [idp, kind, local_id]
-        )
-        column = "user_id" if kind == "user" else "role_id"
-        self.db.execute(
-            f"DELETE FROM ledger_members WHERE idp = ? AND {column} = ?", [idp, local_id]
-        )
-
-    def members(self, idp: str, role_id: str) -> set[str]:
-        rows = self.db.execute(
-            "SELECT user_id FROM ledger_members WHERE idp = ? AND role_id = ?", [idp, role_id]
-        ).fetchall()
-        return {r[0] for r in rows}
-
-    def groups_of(self, idp: str, user_id: str) -> list[str]:
-        """Role ids whose remote group holds this user (as idprov made it)."""
-        rows = self.db.execute(
-            "SELECT role_id FROM ledger_members WHERE idp = ? AND user_id = ?", [idp, user_id]
-        ).fetchall()
-        return [r[0] for r in rows]
-
-    def set_members(
-        self, idp: str, role_id: str, added: Iterable[str], removed: Iterable[str]
-    ) -> None:
-        self.db.conn.executemany(
-            "INSERT OR IGNORE INTO ledger_members (idp, role_id, user_id) VALUES (?, ?, ?)",
-            [(idp, role_id, u) for u in added],
-        )
-        self.db.conn.executemany(
-            "DELETE FROM ledger_members WHERE idp = ? AND role_id = ? AND user_id = ?",
-            [(idp, role_id, u) for u in removed],
-        )
+        if succeeded:
+            self.db.execute(
+                "INSERT INTO idp_health (idp, last_success_at) VALUES (?, ?) ON CONFLICT (idp)"
+                " DO UPDATE SET failing_since = NULL, last_success_at = excluded.last_success_at",
+                [idp, stamp],
+            )
+        elif failed:
+            self.db.execute(
+                "INSERT INTO idp_health (idp, failing_since, last_failure_at, last_error)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (idp) DO UPDATE SET"
+                " failing_since = coalesce(failing_since, excluded.failing_since),"
+                " last_failure_at = excluded.last_failure_at, last_error = excluded.last_error",
+                [idp, stamp, stamp, error],
+            )

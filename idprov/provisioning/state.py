@@ -17,7 +17,8 @@ import sqlite_utils
 from idprov.db import migrate, now
 
 if TYPE_CHECKING:
-    from idprov.provisioning.outbox import Ledger, Outbox
+    from idprov.provisioning.ledger import Ledger
+    from idprov.provisioning.outbox import Outbox
 
 
 def _audit_schema(db: sqlite_utils.Database) -> None:
@@ -58,6 +59,19 @@ def _internal_roles(db: sqlite_utils.Database) -> None:
     create_tables(db)
 
 
+def _outbox_worker(db: sqlite_utils.Database) -> None:
+    from idprov.provisioning.outbox import worker_columns
+
+    worker_columns(db)
+
+
+def _import_batches(db: sqlite_utils.Database) -> None:
+    """The batch an import is writing to a store that cannot roll back (a directory):
+    a re-run after a kill finishes exactly those lines."""
+    db.execute("ALTER TABLE imports ADD COLUMN batch_first INTEGER")
+    db.execute("ALTER TABLE imports ADD COLUMN batch_last INTEGER")
+
+
 def _inbound_tokens(db: sqlite_utils.Database) -> None:
     from idprov.provisioning.tokens import create_tables
 
@@ -71,6 +85,8 @@ MIGRATIONS = [
     ("0004_audit_runs", _audit_runs),
     ("0005_internal_roles", _internal_roles),
     ("0006_inbound_tokens", _inbound_tokens),
+    ("0007_outbox_worker", _outbox_worker),
+    ("0008_import_batches", _import_batches),
 ]
 STATE_FILENAME = "idprov.db"
 
@@ -123,8 +139,12 @@ class StateStore:
         return Outbox(self.db)
 
     @property
+    def imports(self) -> ImportJournal:
+        return ImportJournal(self.db)
+
+    @property
     def ledger(self) -> Ledger:
-        from idprov.provisioning.outbox import Ledger
+        from idprov.provisioning.ledger import Ledger
 
         return Ledger(self.db)
 
@@ -194,3 +214,57 @@ class StateStore:
             )
             for r in rows
         ]
+
+
+@dataclass
+class ImportRun:
+    """An unfinished import of one file with one set of options (see csv_import)."""
+
+    id: int
+    lines_done: int
+    batch: tuple[int, int] | None
+    """Lines (first, last) of a batch being written to a store that cannot roll back,
+    when the run was killed in it: a re-run finishes exactly those lines."""
+
+
+class ImportJournal:
+    """The ``imports`` table: how far each import got, so that a re-run resumes."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def unfinished(self, sha256: str, options: str) -> ImportRun | None:
+        row = self.db.execute(
+            "SELECT id, lines_done, batch_first, batch_last FROM imports WHERE sha256 = ?"
+            " AND options = ? AND finished_at IS NULL ORDER BY id DESC LIMIT 1",
+            [sha256, options],
+        ).fetchone()
+        if row is None:
+            return None
+        batch = (int(row[2]), int(row[3])) if row[2] is not None else None
+        return ImportRun(int(row[0]), int(row[1]), batch)
+
+    def start(self, path: str, sha256: str, options: str, actor: str, application: str) -> int:
+        cur = self.db.execute(
+            "INSERT INTO imports (path, sha256, options, started_at, lines_done, actor,"
+            " application) VALUES (?, ?, ?, ?, 0, ?, ?)",
+            [path, sha256, options, now(), actor, application],
+        )
+        return int(cur.lastrowid or 0)
+
+    def writing(self, import_id: int, first: int, last: int) -> None:
+        """Lines ``first``..``last`` are about to go to a store that cannot roll back."""
+        self.db.execute(
+            "UPDATE imports SET batch_first = ?, batch_last = ? WHERE id = ?",
+            [first, last, import_id],
+        )
+
+    def written(self, import_id: int, last_line: int) -> None:
+        """Every line up to ``last_line`` is written, with its records."""
+        self.db.execute(
+            "UPDATE imports SET lines_done = ?, batch_first = NULL, batch_last = NULL WHERE id = ?",
+            [last_line, import_id],
+        )
+
+    def finish(self, import_id: int) -> None:
+        self.db.execute("UPDATE imports SET finished_at = ? WHERE id = ?", [now(), import_id])

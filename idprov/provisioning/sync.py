@@ -26,9 +26,9 @@ from idprov.db import now, write_transaction
 from idprov.errors import ConflictError, GuardError, IdprovError
 from idprov.model import QualifiedName, Role, User, UserQuery
 from idprov.provisioning.decide import decide_role, decide_user, in_scope
+from idprov.provisioning.results import OutboundReport
 
 if TYPE_CHECKING:
-    from idprov.provisioning.engine import OutboundReport
     from idprov.provisioning.outbox import Kind
     from idprov.provisioning.service import IdentityService
 
@@ -172,7 +172,7 @@ def read_source(service: IdentityService) -> Source:
             source.roles += [(r, store.role_member_ids(r.id)) for r in store.list_roles()]
         except IdprovError as exc:
             source.errors.append(f"userstore {domain}: {exc.message}")
-    service._with_internal_roles(list(source.users.values()))
+    service.directory.with_internal_roles(list(source.users.values()))
     for role in service.internal.all():
         source.roles.append((role, [u for _, u in service.role_members(role.domain, role.id)]))
     return source
@@ -326,13 +326,15 @@ def apply_plan(
 ) -> OutboundReport:
     """Enqueue the plan's items and drain them, with every pending or failed row."""
     check_plan(plan, allow_deletes)
-    outbox = service.state.outbox
-    with write_transaction(service.state.db):
+    with service.unit_of_work() as uow:
+        uow.begin()
         for idp_plan in plan.idps:
             for item in sorted(idp_plan.items, key=lambda i: i.kind != "user"):
                 kind: Kind = "user" if item.kind == "user" else "role"
-                outbox.enqueue([idp_plan.idp], kind, item.local_id, item.domain, item.label)
-    return service.drain(outbox.rows(idps=[p.idp for p in plan.idps]))
+                uow.enqueue(kind, item.local_id, item.domain, item.label, idps=[idp_plan.idp])
+        # this run drains every row of its IdPs, not only those it just enqueued
+        uow.rows = [r.id for r in service.state.outbox.rows(idps=[p.idp for p in plan.idps])]
+    return uow.outbound or OutboundReport()
 
 
 def run_sync(

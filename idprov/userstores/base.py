@@ -39,6 +39,9 @@ class UserStore(ABC):
     """One domain's users and roles. Methods raise idprov errors, never library ones."""
 
     type: ClassVar[str]
+    transactional: ClassVar[bool] = True
+    """Whether :meth:`transaction` can roll back (SQLite); a directory cannot, so
+    bulk writers journal a batch before writing it (see the CSV import)."""
 
     def __init__(self, config: UserstoreConfig, claims: Mapping[str, ClaimDefinition]):
         self.config = config

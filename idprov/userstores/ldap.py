@@ -225,6 +225,7 @@ class LdapUserStore(UserStore):
     """Users and roles of one domain in an LDAP directory (see the module docstring)."""
 
     type: ClassVar[str] = "ldap"
+    transactional: ClassVar[bool] = False
     config: LdapUserstoreConfig
 
     def __init__(self, config: LdapUserstoreConfig, claims: Mapping[str, ClaimDefinition]) -> None:

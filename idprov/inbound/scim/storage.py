@@ -48,7 +48,6 @@ from scim2_models.path import CompareOperator, Comparison, LogicalExpr, LogicalO
 from scim2_server.storage import ScimStorage, SearchPage
 from scim2_server.utils import parametrize
 
-from idprov.db import migrate, write_transaction
 from idprov.errors import (
     ConflictError,
     IdprovError,
@@ -60,81 +59,15 @@ from idprov.errors import (
 )
 from idprov.inbound.scim import mapping
 from idprov.model import QualifiedName, Role, User, UserQuery
+from idprov.provisioning.external_ids import ExternalIds
 
 if TYPE_CHECKING:
-    import sqlite_utils
-
-    from idprov.provisioning.engine import OutboundReport
-    from idprov.provisioning.service import ChangeResult, IdentityService
+    from idprov.provisioning.results import OutboundReport
+    from idprov.provisioning.service import IdentityService
+    from idprov.provisioning.unit_of_work import UnitOfWork
 
 USERS, GROUPS = "User", "Group"
 KINDS = {USERS: "user", GROUPS: "role"}
-
-
-# ---------------------------------------------------------------- externalId
-def _external_ids_schema(db: sqlite_utils.Database) -> None:
-    db.execute(
-        "CREATE TABLE inbound_external_ids ("
-        " application TEXT NOT NULL, kind TEXT NOT NULL, local_id TEXT NOT NULL,"
-        " external_id TEXT NOT NULL, PRIMARY KEY (application, kind, local_id)) WITHOUT ROWID"
-    )
-    db.execute(
-        "CREATE INDEX inbound_external_ids_value ON inbound_external_ids"
-        " (application, kind, external_id)"
-    )
-
-
-MIGRATIONS = [("0001_external_ids", _external_ids_schema)]
-
-
-class ExternalIds:
-    """The ``externalId`` each application's SCIM client gave a user or role."""
-
-    def __init__(self, db: sqlite_utils.Database) -> None:
-        self.db = db
-        migrate(db, "inbound", MIGRATIONS)
-
-    def get_many(self, application: str, kind: str, ids: Sequence[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start : start + 500])
-            rows = self.db.execute(
-                "SELECT local_id, external_id FROM inbound_external_ids WHERE application = ?"
-                f" AND kind = ? AND local_id IN ({','.join('?' * len(chunk))})",
-                [application, kind, *chunk],
-            ).fetchall()
-            out.update({r[0]: r[1] for r in rows})
-        return out
-
-    def find(self, application: str, kind: str, external_id: str) -> list[str]:
-        rows = self.db.execute(
-            "SELECT local_id FROM inbound_external_ids"
-            " WHERE application = ? AND kind = ? AND external_id = ?",
-            [application, kind, external_id],
-        ).fetchall()
-        return [r[0] for r in rows]
-
-    def set(self, application: str, kind: str, local_id: str, value: str | None) -> None:
-        with write_transaction(self.db):
-            if value is None:
-                self.db.execute(
-                    "DELETE FROM inbound_external_ids"
-                    " WHERE application = ? AND kind = ? AND local_id = ?",
-                    [application, kind, local_id],
-                )
-            else:
-                self.db.execute(
-                    "INSERT OR REPLACE INTO inbound_external_ids VALUES (?, ?, ?, ?)",
-                    [application, kind, local_id, value],
-                )
-
-    def forget(self, kind: str, local_id: str) -> None:
-        """Drop every application's externalId of a deleted user or role."""
-        with write_transaction(self.db):
-            self.db.execute(
-                "DELETE FROM inbound_external_ids WHERE kind = ? AND local_id = ?",
-                [kind, local_id],
-            )
 
 
 # ---------------------------------------------------------------- per-thread services
@@ -184,10 +117,13 @@ class Acting:
     backend: Backend
     reports: list[OutboundReport] = field(default_factory=list)
 
-    def record(self, result: ChangeResult) -> ChangeResult:
-        if result.outbound is not None:
-            self.reports.append(result.outbound)
-        return result
+    @contextmanager
+    def changing(self) -> Iterator[UnitOfWork]:
+        """One request's writes: one unit of work (one transaction, one push)."""
+        with self.backend.service.unit_of_work() as uow:
+            yield uow
+        if uow.outbound is not None:
+            self.reports.append(uow.outbound)
 
 
 _current = threading.local()
@@ -390,10 +326,11 @@ class IdprovStorage(ScimStorage):
         backend = state.backend
         name = QualifiedName.parse(given.user_name, backend.domain)
         claims = {"active": "true", **given.claims}
-        result = backend.service.add_user(name.name, claims, given.password, domain=name.domain)
-        user = cast(User, state.record(result).entity)
-        if given.external_id:
-            backend.external_ids.set(backend.application, "user", user.id, given.external_id)
+        with state.changing() as uow:
+            result = uow.add_user(name.name, claims, given.password, domain=name.domain)
+            user = cast(User, result.entity)
+            if given.external_id:
+                uow.set_external_id(backend.application, "user", user.id, given.external_id)
         return user.id
 
     def _create_group(self, given: mapping.GroupInput) -> str:
@@ -401,11 +338,12 @@ class IdprovStorage(ScimStorage):
         backend = state.backend
         name = QualifiedName.parse(given.display_name, backend.domain)
         members = _member_names(backend, name.domain, given.member_ids)
-        role = cast(Role, state.record(backend.service.add_role(name.name, name.domain)).entity)
-        if members:
-            state.record(backend.service.assign(name.name, members, name.domain))
-        if given.external_id:
-            backend.external_ids.set(backend.application, "role", role.id, given.external_id)
+        with state.changing() as uow:
+            role = cast(Role, uow.add_role(name.name, name.domain).entity)
+            if members:
+                uow.assign(name.name, members, name.domain)
+            if given.external_id:
+                uow.set_external_id(backend.application, "role", role.id, given.external_id)
         return role.id
 
     def update(
@@ -440,13 +378,14 @@ class IdprovStorage(ScimStorage):
         unset = sorted(
             c for c in mapping.MAPPED_CLAIMS if c in user.claims and c not in given.claims
         )
-        if changed or unset:
-            state.record(service.update_user(user.username, changed, unset, user.domain))
-        if given.password is not None:
-            state.record(service.set_password(user.username, given.password, user.domain))
         current = backend.external_ids.get_many(backend.application, "user", [user.id])
-        if current.get(user.id) != given.external_id:
-            backend.external_ids.set(backend.application, "user", user.id, given.external_id)
+        with state.changing() as uow:
+            if changed or unset:
+                uow.update_user(user.username, changed, unset, user.domain)
+            if given.password is not None:
+                uow.set_password(user.username, given.password, user.domain)
+            if current.get(user.id) != given.external_id:
+                uow.set_external_id(backend.application, "user", user.id, given.external_id)
 
     def _update_group(
         self, role_id: str, current: dict[str, Any], given: mapping.GroupInput
@@ -458,21 +397,21 @@ class IdprovStorage(ScimStorage):
         if name.domain.casefold() != role.domain.casefold():
             raise mapping.InvalidValue("a Group cannot move to another userstore domain")
         members = _member_names(backend, role.domain, given.member_ids)
-        if name.name != role.name:
-            state.record(service.rename_role(role.name, name.name, role.domain))
         held = {m["value"] for m in current.get("members", [])}
         wanted = set(given.member_ids)
         by_id = dict(zip(given.member_ids, members, strict=True))
-        if wanted - held:
-            added = [by_id[i] for i in given.member_ids if i not in held]
-            state.record(service.assign(name.name, added, role.domain))
-        if held - wanted:
-            gone = service.store(role.domain).find_users_by_id(sorted(held - wanted))
-            removed = [u.username for u in gone.values()]
-            state.record(service.unassign(name.name, removed, role.domain))
+        gone = service.store(role.domain).find_users_by_id(sorted(held - wanted))
         external = backend.external_ids.get_many(backend.application, "role", [role.id])
-        if external.get(role.id) != given.external_id:
-            backend.external_ids.set(backend.application, "role", role.id, given.external_id)
+        with state.changing() as uow:
+            if name.name != role.name:
+                uow.rename_role(role.name, name.name, role.domain)
+            if wanted - held:
+                added = [by_id[i] for i in given.member_ids if i not in held]
+                uow.assign(name.name, added, role.domain)
+            if gone:
+                uow.unassign(name.name, [u.username for u in gone.values()], role.domain)
+            if external.get(role.id) != given.external_id:
+                uow.set_external_id(backend.application, "role", role.id, given.external_id)
 
     def delete(
         self,
@@ -485,13 +424,14 @@ class IdprovStorage(ScimStorage):
             state = _acting()
             service = state.backend.service
             _check_version(self._document(_kind(resource_type), resource_id), expected_version)
-            if _kind(resource_type) == USERS:
-                user = cast(User, _find_user(service, resource_id))
-                state.record(service.delete_user(user.username, user.domain))
-            else:
-                role = cast(Role, _find_role(service, resource_id))
-                state.record(service.delete_role(role.name, role.domain))
-            state.backend.external_ids.forget(KINDS[_kind(resource_type)], resource_id)
+            with state.changing() as uow:
+                if _kind(resource_type) == USERS:
+                    user = cast(User, _find_user(service, resource_id))
+                    uow.delete_user(user.username, user.domain)
+                else:
+                    role = cast(Role, _find_role(service, resource_id))
+                    uow.delete_role(role.name, role.domain)
+                uow.forget_external_ids(KINDS[_kind(resource_type)], resource_id)
 
 
 # ---------------------------------------------------------------- helpers

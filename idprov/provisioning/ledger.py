@@ -1,0 +1,225 @@
+"""The ledger: idprov's memory of what it provisioned where.
+
+It holds, per (identity provider, user or role), the remote id, the attributes last
+sent and their hash, whether idprov created the remote object, and its state
+(``creating`` while a create is in flight, ``active``, ``disabled``);
+``ledger_members`` holds the group memberships idprov made remotely. The ledger
+holds real remote ids only: a create that failed leaves no id behind.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlite_utils
+
+from idprov.db import now
+
+
+def create_tables(db: sqlite_utils.Database) -> None:
+    db.execute(
+        "CREATE TABLE ledger ("
+        " idp TEXT NOT NULL, kind TEXT NOT NULL, local_id TEXT NOT NULL,"
+        " domain TEXT NOT NULL, label TEXT NOT NULL, remote_id TEXT, state TEXT NOT NULL,"
+        " hash TEXT, sent TEXT, created_by_idprov INTEGER NOT NULL DEFAULT 1,"
+        " updated_at TEXT NOT NULL, PRIMARY KEY (idp, kind, local_id)) WITHOUT ROWID"
+    )
+    db.execute(
+        "CREATE TABLE ledger_members ("
+        " idp TEXT NOT NULL, role_id TEXT NOT NULL, user_id TEXT NOT NULL,"
+        " PRIMARY KEY (idp, role_id, user_id)) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX ledger_members_user ON ledger_members (idp, user_id)")
+
+
+@dataclass
+class LedgerEntry:
+    """What idprov knows of one provisioned entity at one IdP."""
+
+    idp: str
+    kind: str
+    local_id: str
+    domain: str
+    label: str
+    remote_id: str | None
+    state: str
+    hash: str | None
+    sent: dict[str, Any] | None
+    created_by_idprov: bool
+    updated_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Ledger:
+    """Remote ids, last-sent attributes and memberships, per IdP."""
+
+    def __init__(self, db: sqlite_utils.Database):
+        self.db = db
+
+    _COLUMNS = (
+        "idp, kind, local_id, domain, label, remote_id, state, hash, sent, created_by_idprov,"
+        " updated_at"
+    )
+
+    def get(self, idp: str, kind: str, local_id: str) -> LedgerEntry | None:
+        row = self.db.execute(
+            f"SELECT {self._COLUMNS} FROM ledger WHERE idp = ? AND kind = ? AND local_id = ?",
+            [idp, kind, local_id],
+        ).fetchone()
+        return None if row is None else self._entry(row)
+
+    def get_many(self, idp: str, kind: str, local_ids: Sequence[str]) -> list[LedgerEntry]:
+        """The entries that exist among ``local_ids`` (in chunks of 500)."""
+        out = []
+        for start in range(0, len(local_ids), 500):
+            chunk = list(local_ids[start : start + 500])
+            rows = self.db.execute(
+                f"SELECT {self._COLUMNS} FROM ledger WHERE idp = ? AND kind = ? AND local_id"
+                f" IN ({','.join('?' * len(chunk))})",
+                [idp, kind, *chunk],
+            ).fetchall()
+            out += [self._entry(r) for r in rows]
+        return out
+
+    @staticmethod
+    def _entry(row: Any) -> LedgerEntry:
+        sent = json.loads(row[8]) if row[8] else None
+        return LedgerEntry(
+            idp=row[0],
+            kind=row[1],
+            local_id=row[2],
+            domain=row[3],
+            label=row[4],
+            remote_id=row[5],
+            state=row[6],
+            hash=row[7],
+            sent=sent,
+            created_by_idprov=bool(row[9]),
+            updated_at=row[10],
+        )
+
+    def for_idp(self, idp: str, kind: str) -> dict[str, LedgerEntry]:
+        """Every entry of one kind at one IdP, by local id (one query)."""
+        rows = self.db.execute(
+            f"SELECT {self._COLUMNS} FROM ledger WHERE idp = ? AND kind = ?", [idp, kind]
+        ).fetchall()
+        return {r[2]: self._entry(r) for r in rows}
+
+    def all_members(self, idp: str) -> dict[str, set[str]]:
+        """Role id -> the user ids idprov put in its group at ``idp``."""
+        out: dict[str, set[str]] = {}
+        for role_id, user_id in self.db.execute(
+            "SELECT role_id, user_id FROM ledger_members WHERE idp = ?", [idp]
+        ).fetchall():
+            out.setdefault(role_id, set()).add(user_id)
+        return out
+
+    def digest(self, idps: Sequence[str]) -> str:
+        """A hash of the ledger's state at ``idps`` (a saved plan is refused if it moved)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for idp in sorted(idps):
+            for row in self.db.execute(
+                "SELECT kind, local_id, remote_id, state, hash FROM ledger WHERE idp = ?"
+                " ORDER BY kind, local_id",
+                [idp],
+            ):
+                h.update(repr(row).encode())
+            for row in self.db.execute(
+                "SELECT role_id, user_id FROM ledger_members WHERE idp = ? ORDER BY 1, 2", [idp]
+            ):
+                h.update(repr(row).encode())
+        return h.hexdigest()
+
+    def remote_ids(self, idp: str, user_ids: Iterable[str]) -> dict[str, str]:
+        """Remote ids of provisioned, active users among ``user_ids``."""
+        ids = list(user_ids)
+        out: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self.db.execute(
+                "SELECT local_id, remote_id FROM ledger WHERE idp = ? AND kind = 'user'"
+                f" AND state = 'active' AND remote_id IS NOT NULL AND local_id IN"
+                f" ({','.join('?' * len(chunk))})",
+                [idp, *chunk],
+            ).fetchall()
+            out.update({r[0]: r[1] for r in rows})
+        return out
+
+    def mark_creating(self, entities: Iterable[tuple[str, str, str, str, str]]) -> None:
+        """Note that creates are about to be sent, for (idp, kind, local_id, domain,
+        label) tuples, so that a crash mid-create is recognised on the next run."""
+        stamp = now()
+        self.db.conn.executemany(
+            "INSERT INTO ledger (idp, kind, local_id, domain, label, state, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, 'creating', ?) ON CONFLICT DO NOTHING",
+            [(*entity, stamp) for entity in entities],
+        )
+
+    def mark_accepted(self, idp: str, kind: str, local_id: str) -> None:
+        """A create the target acknowledged for later: what appears is idprov's."""
+        self.db.execute(
+            "UPDATE ledger SET state = 'accepted' WHERE idp = ? AND kind = ? AND local_id = ?"
+            " AND state = 'creating'",
+            [idp, kind, local_id],
+        )
+
+    def record(self, entry: LedgerEntry) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO ledger (idp, kind, local_id, domain, label, remote_id,"
+            " state, hash, sent, created_by_idprov, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                entry.idp,
+                entry.kind,
+                entry.local_id,
+                entry.domain,
+                entry.label,
+                entry.remote_id,
+                entry.state,
+                entry.hash,
+                json.dumps(entry.sent, ensure_ascii=False) if entry.sent is not None else None,
+                int(entry.created_by_idprov),
+                now(),
+            ],
+        )
+
+    def forget(self, idp: str, kind: str, local_id: str) -> None:
+        self.db.execute(
+            "DELETE FROM ledger WHERE idp = ? AND kind = ? AND local_id = ?", [idp, kind, local_id]
+        )
+        column = "user_id" if kind == "user" else "role_id"
+        self.db.execute(
+            f"DELETE FROM ledger_members WHERE idp = ? AND {column} = ?", [idp, local_id]
+        )
+
+    def members(self, idp: str, role_id: str) -> set[str]:
+        rows = self.db.execute(
+            "SELECT user_id FROM ledger_members WHERE idp = ? AND role_id = ?", [idp, role_id]
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def groups_of(self, idp: str, user_id: str) -> list[str]:
+        """Role ids whose remote group holds this user (as idprov made it)."""
+        rows = self.db.execute(
+            "SELECT role_id FROM ledger_members WHERE idp = ? AND user_id = ?", [idp, user_id]
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def set_members(
+        self, idp: str, role_id: str, added: Iterable[str], removed: Iterable[str]
+    ) -> None:
+        self.db.conn.executemany(
+            "INSERT OR IGNORE INTO ledger_members (idp, role_id, user_id) VALUES (?, ?, ?)",
+            [(idp, role_id, u) for u in added],
+        )
+        self.db.conn.executemany(
+            "DELETE FROM ledger_members WHERE idp = ? AND role_id = ? AND user_id = ?",
+            [(idp, role_id, u) for u in removed],
+        )

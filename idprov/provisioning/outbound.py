@@ -1,0 +1,280 @@
+"""Outbound provisioning: the object that owns connectors, worker threads and draining.
+
+:class:`Outbound` is built from the configuration, idprov's state store and a small
+read-only :class:`Directory` (users by id, a role by id, a role's members): it never
+sees the service that made the change, so the write path and the push path only meet
+in the outbox. It claims outbox rows, drains them through the engine and records
+each result in a short transaction as it arrives: no database lock is held while a
+target is answering.
+
+Two ways to drain:
+
+- :meth:`Outbound.drain` pushes the rows a change just committed (the CLI command or
+  SCIM request that made it waits for the blocking IdPs);
+- :meth:`Outbound.work` is the worker: it claims due rows — pending rows nobody is
+  draining, failed rows whose time has come on the IdP's retry schedule — and drains
+  them, once or until stopped (`idprov serve` runs it in a thread, `idprov outbox
+  work` runs it alone).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from idprov.db import write_transaction
+from idprov.errors import NotFoundError
+from idprov.provisioning.outbox import LEASE_SECONDS, OutboxRow
+from idprov.provisioning.results import OutboundReport, Progress
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from idprov.config.models import Config, IdentityProviderConfig
+    from idprov.connectors.base import Connector
+    from idprov.model import Role, User
+    from idprov.provisioning.state import StateStore
+
+WORK_BATCH = 500
+IDLE_POLL_SECONDS = 2.0
+
+
+class Directory(Protocol):
+    """What outbound reads of the userstores: nothing else, and never writes."""
+
+    def users_by_id(self, refs: Iterable[tuple[str, str]]) -> dict[str, User]:
+        """Users (with all their roles) by id, from (domain, user id) pairs."""
+        ...
+
+    def role_by_id(self, domain: str, role_id: str) -> Role | None:
+        """The role, or None if it no longer exists."""
+        ...
+
+    def role_members(self, domain: str, role_id: str) -> list[tuple[str, str]]:
+        """(domain, user id) of the role's members."""
+        ...
+
+
+class Outbound:
+    """Connectors, per-IdP thread pools and draining, for one thread of control."""
+
+    def __init__(
+        self,
+        config: Config,
+        state: Callable[[], StateStore],
+        directory: Directory,
+        *,
+        actor: str,
+        application: str,
+        http_transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self._state = state
+        self.directory = directory
+        self.actor = actor
+        self.application = application
+        self.http_transport = http_transport
+        """Injected into every HTTP connector's client (tests: faults; else None)."""
+        self.sleep = sleep
+        """How the engine waits between retries (tests record instead of sleeping)."""
+        self.run: str | None = None
+        """The sync run in progress, recorded with every audit entry it causes."""
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        """This drainer's name on the rows it claims."""
+        self.lease = LEASE_SECONDS
+        self._connectors: dict[str, Connector] = {}
+        self._executors: dict[str, ThreadPoolExecutor] = {}
+
+    @property
+    def state(self) -> StateStore:
+        return self._state()
+
+    # ---- identity providers and their connectors
+    def idp(self, name: str) -> IdentityProviderConfig:
+        for idp in self.config.identity_providers:
+            if idp.name == name:
+                return idp
+        declared = ", ".join(i.name for i in self.config.identity_providers) or "none"
+        raise NotFoundError(f"no identity provider named {name!r}", hint=f"declared: {declared}")
+
+    def configured(self, name: str) -> bool:
+        return any(idp.name == name for idp in self.config.identity_providers)
+
+    def connector(self, name: str) -> Connector:
+        """The connector of IdP ``name``, made on first use with its own HTTP client."""
+        if name not in self._connectors:
+            from idprov.provisioning.connect import open_connector
+
+            self._connectors[name] = open_connector(self.idp(name), self.http_transport, self.sleep)
+        return self._connectors[name]
+
+    def executor(self, idp: str) -> ThreadPoolExecutor:
+        """The worker threads of IdP ``idp`` (``max_concurrency`` of them), made once."""
+        if idp not in self._executors:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executors[idp] = ThreadPoolExecutor(
+                max_workers=self.idp(idp).max_concurrency, thread_name_prefix=f"idprov-{idp}"
+            )
+        return self._executors[idp]
+
+    def close(self) -> None:
+        for pool in self._executors.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._executors.clear()
+        for connector in self._connectors.values():
+            connector.close()
+            if connector.client is not None:
+                connector.client.close()
+        self._connectors.clear()
+
+    # ---- draining
+    def drain(
+        self,
+        rows: Sequence[OutboxRow],
+        progress: Progress | None = None,
+        passwords: Mapping[str, str] | None = None,
+    ) -> OutboundReport:
+        """Reconcile ``rows`` now: claim them, push, record. Rows of an IdP that left
+        the configuration are skipped (counted in ``orphaned``); rows another drainer
+        holds are left to it (counted in ``queued``). Never raises for one row."""
+        report = OutboundReport()
+        mine = self._claimable(rows, report)
+        if not mine:
+            return report
+        with write_transaction(self.state.db):
+            claimed = self.state.outbox.claim(mine, self.owner, self.lease)
+        for row in mine:
+            if row.id not in {c.id for c in claimed}:
+                report.queued[row.idp] = report.queued.get(row.idp, 0) + 1
+        return self._drain_claimed(claimed, report, progress, passwords)
+
+    def _claimable(self, rows: Sequence[OutboxRow], report: OutboundReport) -> list[OutboxRow]:
+        mine = []
+        for row in rows:
+            if self.configured(row.idp):
+                mine.append(row)
+            else:
+                report.orphaned[row.idp] = report.orphaned.get(row.idp, 0) + 1
+        return mine
+
+    def _drain_claimed(
+        self,
+        rows: Sequence[OutboxRow],
+        report: OutboundReport,
+        progress: Progress | None,
+        passwords: Mapping[str, str] | None,
+    ) -> OutboundReport:
+        from idprov.provisioning.engine import Engine
+
+        engine = Engine(self, self.directory, progress, dict(passwords or {}), report)
+        try:
+            engine.drain(rows)
+        finally:
+            with write_transaction(self.state.db):
+                self.state.outbox.release(self.owner)
+                self._note_health(report)
+        return report
+
+    def _note_health(self, report: OutboundReport) -> None:
+        for name, idp_report in report.idps.items():
+            failed = [op for op in idp_report.operations if op.outcome == "failed"]
+            done = idp_report.count("done")
+            error = failed[-1].error if failed else None
+            self.state.outbox.note_health(name, done, len(failed), error)
+
+    def retry(
+        self, idps: Sequence[str] | None = None, progress: Progress | None = None
+    ) -> OutboundReport:
+        """Drain every row of ``idps`` (all IdPs with rows when None) now, whatever its
+        schedule: `idprov outbox retry`. Orphaned rows are skipped with a warning."""
+        return self.work(idps, once=True, eager=True, progress=progress)
+
+    def work(
+        self,
+        idps: Sequence[str] | None = None,
+        *,
+        once: bool = False,
+        eager: bool = False,
+        stop: threading.Event | None = None,
+        progress: Progress | None = None,
+    ) -> OutboundReport:
+        """The worker: claim due rows and drain them, batch after batch. With ``once``,
+        drain what is due now (every row, if ``eager``), each row at most once, and
+        return; else keep waiting for rows to come due until ``stop`` is set."""
+        total = OutboundReport()
+        stop = stop or threading.Event()
+        if once:
+            names = self._worked_idps(idps, total, eager)
+            ids = self.state.outbox.due_ids(names, eager) if names else []
+            for start in range(0, len(ids), WORK_BATCH):
+                if stop.is_set():
+                    break
+                with write_transaction(self.state.db):
+                    batch = self.state.outbox.claim_ids(
+                        ids[start : start + WORK_BATCH], self.owner, self.lease
+                    )
+                total.merge(self._drain_claimed(batch, OutboundReport(), progress, None))
+            return total
+        while not stop.is_set():
+            batch = self._due_batch(idps, total)
+            if batch:
+                total.merge(self._drain_claimed(batch, OutboundReport(), progress, None))
+            else:
+                stop.wait(self._idle_wait(idps))
+        return total
+
+    def _due_batch(self, idps: Sequence[str] | None, total: OutboundReport) -> list[OutboxRow]:
+        """Claim the next due rows of the configured IdPs; note orphaned ones once."""
+        names = self._worked_idps(idps, total, eager=False)
+        if not names:
+            return []
+        with write_transaction(self.state.db):
+            return self.state.outbox.due(names, self.owner, self.lease, WORK_BATCH)
+
+    def _worked_idps(
+        self, idps: Sequence[str] | None, total: OutboundReport, eager: bool
+    ) -> list[str]:
+        """The IdPs to drain: those named (else every IdP with rows) that are configured
+        and not resting in quarantine; orphaned ones are counted in ``total`` once."""
+        names = list(idps) if idps is not None else self.state.outbox.idps()
+        for name in names:
+            if not self.configured(name) and name not in total.orphaned:
+                count = len(self.state.outbox.rows(idps=[name]))
+                if count:
+                    total.orphaned[name] = count
+        return [n for n in names if self.configured(n) and self._awake(n, eager)]
+
+    def _awake(self, name: str, eager: bool = False) -> bool:
+        """False for a quarantined IdP whose next try has not come (the worker tries it
+        once per ``retry.row_max_backoff``); a manual retry is always awake."""
+        if eager:
+            return True
+        health = self.state.outbox.health().get(name)
+        idp = self.idp(name)
+        if health is None or not health.quarantined(idp.retry.quarantine_after):
+            return True
+        from idprov.provisioning.outbox import stamp_in
+
+        last = health.last_failure_at or ""
+        return last < stamp_in(-idp.retry.row_max_backoff)
+
+    def _idle_wait(self, idps: Sequence[str] | None) -> float:
+        """Seconds until the next row comes due (at most the idle poll interval)."""
+        from datetime import UTC, datetime
+
+        names = list(idps) if idps is not None else self.state.outbox.idps()
+        nxt = self.state.outbox.next_due(names) if names else None
+        if not nxt:
+            return IDLE_POLL_SECONDS
+        due = datetime.fromisoformat(nxt.replace("Z", "+00:00"))
+        seconds = (due - datetime.now(UTC)).total_seconds()
+        return min(max(seconds, 0.05), IDLE_POLL_SECONDS)

@@ -1,0 +1,214 @@
+"""Planning a role's row: its group at the target (create, rename, members, delete).
+
+Part of the engine (a mixin of :class:`~idprov.provisioning.engine.Engine`). A group
+is created with the members that are provisioned already; members whose own push
+failed are named in the row's error, so that it is retried with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from idprov.connectors.base import Connector, GroupSpec, RemoteMatch, TargetError
+from idprov.provisioning.decide import RoleDecision, decide_role, in_scope
+from idprov.provisioning.results import Attempt, OperationResult
+from idprov.provisioning.retry import with_retries
+from idprov.provisioning.tasks import Planned, Settled, Task, ledger_entry
+
+if TYPE_CHECKING:
+    from idprov.config.models import IdentityProviderConfig
+    from idprov.provisioning.ledger import Ledger, LedgerEntry
+    from idprov.provisioning.outbound import Directory, Outbound
+    from idprov.provisioning.outbox import OutboxRow
+
+
+class RolePlanning:
+    """The role half of the engine."""
+
+    outbound: Outbound
+    directory: Directory
+    sleep: Any
+    _creating: list[tuple[str, str, str, str, str]]
+
+    @property
+    def _ledger(self) -> Ledger:
+        return self.outbound.state.ledger
+
+    def _entry(self, row: OutboxRow) -> LedgerEntry | None:
+        raise NotImplementedError
+
+    def _skip(self, row: OutboxRow, why: str, remote_id: str | None = None) -> Settled:
+        raise NotImplementedError
+
+    def _plan_role(self, row: OutboxRow) -> Planned:
+        idp = self.outbound.idp(row.idp)
+        connector = self.outbound.connector(row.idp)
+        role = self.directory.role_by_id(row.domain, row.local_id)
+        entry = self._entry(row)
+        refs = self.directory.role_members(row.domain, role.id) if role is not None else []
+        member_ids = [user_id for _, user_id in refs]
+        provisioned = self._ledger.remote_ids(row.idp, member_ids)
+        current = self._ledger.members(row.idp, row.local_id)
+        decision = decide_role(
+            idp, role.qualified_name if role else None, entry, set(provisioned), current
+        )
+        if decision.action == "none" and (role is None or decision.reason == "not pushed"):
+            if entry is not None:
+                self._ledger.forget(row.idp, "role", row.local_id)
+            return self._skip(row, decision.reason)
+        if decision.action == "delete":
+            assert entry is not None and entry.remote_id is not None
+            remote_id = entry.remote_id
+
+            def delete(attempts: list[Attempt]) -> None:
+                with_retries(
+                    lambda n: connector.delete_group(remote_id), idp.retry, attempts, self.sleep
+                )
+
+            def forget(_: None) -> OperationResult:
+                self._ledger.forget(row.idp, "role", row.local_id)
+                return OperationResult(
+                    row.idp, "role", row.label, "delete", "done", remote_id=remote_id
+                )
+
+            return Task(row, "delete", delete, forget)
+        assert role is not None
+        waiting = self._waiting_members(idp, refs, provisioned)
+        name = role.qualified_name  # the group's display name: unique across domains
+        if decision.action == "create":
+            crashed = entry is not None and entry.state == "creating"
+            return self._plan_group_create(row, idp, connector, name, provisioned, waiting, crashed)
+        assert entry is not None
+        return self._plan_group_update(
+            row, idp, connector, entry, name, provisioned, waiting, decision
+        )
+
+    def _waiting_members(
+        self,
+        idp: IdentityProviderConfig,
+        refs: list[tuple[str, str]],
+        provisioned: dict[str, str],
+    ) -> list[str]:
+        """Members in scope that are not (yet) provisioned: their own push failed."""
+        missing = [(domain, user_id) for domain, user_id in refs if user_id not in provisioned]
+        users = self.directory.users_by_id(missing) if missing else {}
+        return [u.qualified_name for u in users.values() if in_scope(idp, u.roles)]
+
+    def _group_result(
+        self, row: OutboxRow, operation: str, remote_id: str, waiting: list[str]
+    ) -> OperationResult:
+        if waiting:
+            return OperationResult(
+                row.idp,
+                "role",
+                row.label,
+                operation,
+                "failed",
+                remote_id=remote_id,
+                error="members not provisioned yet (their own push failed): "
+                + ", ".join(sorted(waiting)),
+            )
+        return OperationResult(row.idp, "role", row.label, operation, "done", remote_id=remote_id)
+
+    def _plan_group_create(
+        self,
+        row: OutboxRow,
+        idp: IdentityProviderConfig,
+        connector: Connector,
+        name: str,
+        provisioned: dict[str, str],
+        waiting: list[str],
+        crashed: bool,
+    ) -> Task:
+        """Create the group; after an uncertain outcome (a failed attempt, a crashed
+        create) look it up first and adopt only what is provably idprov's."""
+        spec = GroupSpec(row.local_id, name, sorted(provisioned.values()))
+        self._creating.append((row.idp, "role", row.local_id, row.domain, name))
+
+        def create(attempts: list[Attempt]) -> tuple[str, bool]:
+            def call(number: int) -> tuple[str, bool]:
+                if crashed or number > 1:
+                    match = connector.lookup_group(spec)
+                    if match is not None:
+                        return self._adopt_group(connector, idp, spec, match)
+                return connector.create_group(spec), True
+
+            result: tuple[str, bool] = with_retries(call, idp.retry, attempts, self.sleep)
+            return result
+
+        def record(outcome: tuple[str, bool]) -> OperationResult:
+            remote_id, ours = outcome
+            self._ledger.record(ledger_entry(row, name, remote_id, "active", ours))
+            self._ledger.set_members(row.idp, row.local_id, provisioned, [])
+            return self._group_result(row, "create", remote_id, waiting)
+
+        return Task(row, "create", create, record)
+
+    def _adopt_group(
+        self, connector: Connector, idp: IdentityProviderConfig, spec: GroupSpec, match: RemoteMatch
+    ) -> tuple[str, bool]:
+        if not (match.ours or idp.on_conflict == "adopt"):
+            raise TargetError(
+                f"a group named {spec.display_name!r} exists at {idp.name}; an earlier create "
+                "of idprov's may have made it, but nothing at the target proves it",
+                hint=f"to take it over, set on_conflict: adopt on identity provider {idp.name}",
+            )
+        connector.change_members(match.remote_id, spec.member_ids, [])
+        return match.remote_id, match.ours
+
+    def _plan_group_update(
+        self,
+        row: OutboxRow,
+        idp: IdentityProviderConfig,
+        connector: Connector,
+        entry: LedgerEntry,
+        name: str,
+        provisioned: dict[str, str],
+        waiting: list[str],
+        decision: RoleDecision,
+    ) -> Planned:
+        add, remove, rename = decision.add, decision.remove, decision.rename
+        remote_id = entry.remote_id or ""
+        if not (add or remove or rename):
+            if waiting:
+                return Settled(row, self._group_result(row, "members", remote_id, waiting))
+            return self._skip(row, "unchanged", remote_id)
+        removed_remote = self._any_remote_ids(row.idp, remove)
+
+        def update(attempts: list[Attempt]) -> None:
+            if rename:
+                with_retries(
+                    lambda n: connector.rename_group(remote_id, name),
+                    idp.retry,
+                    attempts,
+                    self.sleep,
+                )
+            if add or removed_remote:
+                with_retries(
+                    lambda n: connector.change_members(
+                        remote_id, [provisioned[u] for u in add], removed_remote
+                    ),
+                    idp.retry,
+                    attempts,
+                    self.sleep,
+                )
+
+        def record(_: None) -> OperationResult:
+            self._ledger.record(
+                ledger_entry(row, name, remote_id, "active", entry.created_by_idprov)
+            )
+            self._ledger.set_members(row.idp, row.local_id, add, remove)
+            return self._group_result(
+                row, "rename" if rename and not (add or remove) else "members", remote_id, waiting
+            )
+
+        return Task(row, "rename" if rename and not (add or remove) else "members", update, record)
+
+    def _any_remote_ids(self, idp: str, user_ids: Sequence[str]) -> list[str]:
+        out = []
+        for user_id in user_ids:
+            entry = self._ledger.get(idp, "user", user_id)
+            if entry is not None and entry.remote_id:
+                out.append(entry.remote_id)
+        return out

@@ -1,0 +1,286 @@
+"""Planning a user's row: provision (create or update), or deprovision.
+
+Part of the engine (a mixin of :class:`~idprov.provisioning.engine.Engine`): each
+``_plan_*`` method reads, decides, and returns a :class:`Task` whose ``run`` goes to
+a worker thread and whose ``record`` writes the ledger back on the engine's thread.
+
+**A create is never sent twice blindly.** After a create whose outcome is unknown
+(a timeout, a 5xx, a lost reply, a ``creating`` mark left by a crash), the target is
+looked up first. Only an object that is provably idprov's — it carries the mark
+idprov sends for this entity (SCIM ``externalId``) — is adopted as idprov's; one
+without that proof is taken over only with ``on_conflict: adopt``, and is then
+recorded as not created by idprov (so it is never deleted by a deprovision).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from idprov.connectors.base import (
+    Account,
+    Connector,
+    RemoteConflict,
+    RemoteMatch,
+    RemoteNotFound,
+    TargetError,
+)
+from idprov.provisioning.decide import UserDecision, decide_user
+from idprov.provisioning.results import Attempt, OperationResult
+from idprov.provisioning.retry import with_retries
+from idprov.provisioning.tasks import Planned, Settled, Task, ledger_entry
+
+if TYPE_CHECKING:
+    from idprov.config.models import IdentityProviderConfig
+    from idprov.model import User
+    from idprov.provisioning.ledger import Ledger, LedgerEntry
+    from idprov.provisioning.outbound import Outbound
+    from idprov.provisioning.outbox import OutboxRow
+
+
+class UserPlanning:
+    """The user half of the engine."""
+
+    outbound: Outbound
+    sleep: Any
+    _creating: list[tuple[str, str, str, str, str]]
+
+    @property
+    def _ledger(self) -> Ledger:
+        return self.outbound.state.ledger
+
+    def _user(self, row: OutboxRow) -> User | None:
+        raise NotImplementedError
+
+    def _entry(self, row: OutboxRow) -> LedgerEntry | None:
+        raise NotImplementedError
+
+    def take_password(self, user_id: str) -> str | None:
+        raise NotImplementedError
+
+    def _plan_user(self, row: OutboxRow) -> Planned:
+        idp = self.outbound.idp(row.idp)
+        connector = self.outbound.connector(row.idp)
+        entry = self._entry(row)
+        decision = decide_user(idp, type(connector), self._user(row), entry)
+        decision = self._with_password(decision, row, connector)
+        if decision.action == "none":
+            if entry is not None and entry.remote_id is None and decision.account is None:
+                self._ledger.forget(row.idp, "user", row.local_id)  # a create never made
+            return self._skip(row, decision.reason, entry.remote_id if entry else None)
+        if decision.action in ("delete", "disable"):
+            assert entry is not None
+            return self._plan_deprovision(row, idp, connector, entry, decision)
+        return self._plan_provision(row, idp, connector, decision, entry)
+
+    def _with_password(
+        self, decision: UserDecision, row: OutboxRow, connector: Connector
+    ) -> UserDecision:
+        """Carry a password set in this command to a connector that sends passwords
+        (an unchanged user is then updated, for the password alone)."""
+        if decision.account is None or not connector.accepts_password():
+            return decision
+        password = self.take_password(row.local_id)
+        if password is None:
+            return decision
+        account = dataclasses.replace(decision.account, password=password)
+        if decision.action == "none":
+            return dataclasses.replace(
+                decision,
+                action="update",
+                reason="password changed",
+                account=account,
+                changed=["password"],
+            )
+        return dataclasses.replace(decision, account=account)
+
+    def _skip(self, row: OutboxRow, why: str, remote_id: str | None = None) -> Settled:
+        return Settled(
+            row, OperationResult(row.idp, row.kind, row.label, why, "skipped", remote_id=remote_id)
+        )
+
+    def _plan_provision(
+        self,
+        row: OutboxRow,
+        idp: IdentityProviderConfig,
+        connector: Connector,
+        decision: UserDecision,
+        entry: LedgerEntry | None,
+    ) -> Planned:
+        account, sent, digest = decision.account, decision.sent, decision.digest
+        assert account is not None
+        retry = idp.retry
+
+        def record(outcome: tuple[str, bool]) -> OperationResult:
+            remote_id, created_by_idprov = outcome
+            self._ledger.record(
+                ledger_entry(row, row.label, remote_id, "active", created_by_idprov, digest, sent)
+            )
+            op = "create" if entry is None or entry.remote_id is None else "update"
+            return OperationResult(row.idp, "user", row.label, op, "done", remote_id=remote_id)
+
+        if entry is not None and entry.remote_id:
+            remote_id = entry.remote_id
+            # a disabled account is re-enabled by a full replace (active: true included)
+            previous = None if entry.state == "disabled" else (entry.sent or {}).get("attributes")
+
+            def update(attempts: list[Attempt]) -> tuple[str, bool]:
+                try:
+                    with_retries(
+                        lambda n: connector.update_user(remote_id, account, previous),
+                        retry,
+                        attempts,
+                        self.sleep,
+                    )
+                    return remote_id, entry.created_by_idprov
+                except RemoteNotFound:
+                    return self._create(connector, idp, account, attempts, "creating")
+
+            return Task(row, "update", update, record)
+        prior = entry.state if entry is not None else None  # creating, accepted: look first
+        self._creating.append((row.idp, "user", row.local_id, row.domain, row.label))
+        return Task(
+            row,
+            "create",
+            lambda attempts: self._create(connector, idp, account, attempts, prior),
+            record,
+            account=account,
+            prior=prior,
+        )
+
+    def _create(
+        self,
+        connector: Connector,
+        idp: IdentityProviderConfig,
+        account: Account,
+        attempts: list[Attempt],
+        prior: str | None,
+        ambiguous: bool = False,
+    ) -> tuple[str, bool]:
+        """Create, never twice: after an uncertain outcome (a timeout, a 5xx, a
+        ``creating`` mark left by a crash: ``prior``), look the account up first. A
+        create the target acknowledged for later (``prior`` ``accepted``) made what is
+        found: that is idprov's."""
+        look = prior is not None or ambiguous
+
+        def call(number: int) -> tuple[str, bool]:
+            nonlocal look
+            if look:
+                match = connector.lookup_user(account)
+                if match is not None:
+                    if prior == "accepted":
+                        match = RemoteMatch(match.remote_id, ours=True)
+                    return self._adopt(connector, idp, account, match, None)
+            try:
+                return connector.create_user(account), True
+            except RemoteConflict as exc:
+                return self._on_conflict(connector, idp, account, exc)
+            except TargetError as exc:
+                look = look or exc.ambiguous
+                raise
+
+        result: tuple[str, bool] = with_retries(call, idp.retry, attempts, self.sleep)
+        return result
+
+    def _on_conflict(
+        self, connector: Connector, idp: IdentityProviderConfig, account: Account, exc: TargetError
+    ) -> tuple[str, bool]:
+        """The target says the account exists: adopt it if it is provably ours, or if
+        the IdP says ``on_conflict: adopt``; else fail, naming the account."""
+        match = connector.lookup_user(account)
+        if match is None:
+            raise TargetError(
+                f"{idp.name} refused to create user {account.user_name!r} as a duplicate "
+                f"({exc.message}), but no account of that name can be found there",
+                status=exc.status,
+                hint="the target may enforce uniqueness on another attribute (email?): "
+                "check the account at the target",
+            ) from exc
+        return self._adopt(connector, idp, account, match, exc)
+
+    def _adopt(
+        self,
+        connector: Connector,
+        idp: IdentityProviderConfig,
+        account: Account,
+        match: RemoteMatch,
+        exc: TargetError | None,
+    ) -> tuple[str, bool]:
+        """(remote id, created by idprov) of an account found where a create went or
+        was about to go; it is then updated to what idprov would send."""
+        if match.ours or idp.on_conflict == "adopt":
+            connector.update_user(match.remote_id, account, None)
+            return match.remote_id, match.ours
+        why = (
+            f"already exists at {idp.name} and idprov did not create it ({exc.message})"
+            if exc is not None
+            else f"exists at {idp.name}; an earlier create of idprov's may have made it (its "
+            "reply was lost), but nothing at the target proves it (no externalId of idprov's)"
+        )
+        raise TargetError(
+            f"a user named {account.user_name!r} {why}",
+            status=exc.status if exc is not None else None,
+            hint=f"to take it over, set on_conflict: adopt on identity provider {idp.name}",
+        ) from exc
+
+    def _plan_deprovision(
+        self,
+        row: OutboxRow,
+        idp: IdentityProviderConfig,
+        connector: Connector,
+        entry: LedgerEntry,
+        decision: UserDecision,
+    ) -> Planned:
+        remote_id = entry.remote_id
+        assert remote_id is not None
+        groups = [
+            (role_id, g.remote_id)
+            for role_id in self._ledger.groups_of(row.idp, row.local_id)
+            if (g := self._ledger.get(row.idp, "role", role_id)) and g.remote_id
+        ]
+        sent = entry.sent or {}
+        account = Account(
+            row.local_id, sent.get("userName", row.label), sent.get("attributes", {}), active=False
+        )
+        operation = decision.action
+
+        def run(attempts: list[Attempt]) -> None:
+            for _, group_id in groups:
+
+                def leave(number: int, group: str = group_id) -> None:
+                    connector.change_members(group, [], [remote_id])
+
+                with_retries(leave, idp.retry, attempts, self.sleep)
+            if operation == "disable":
+                with_retries(
+                    lambda n: connector.disable_user(remote_id, account),
+                    idp.retry,
+                    attempts,
+                    self.sleep,
+                )
+            else:
+                with_retries(
+                    lambda n: connector.delete_user(remote_id), idp.retry, attempts, self.sleep
+                )
+
+        def record(_: None) -> OperationResult:
+            for role_id, _group in groups:
+                self._ledger.set_members(row.idp, role_id, [], [row.local_id])
+            if operation == "delete":
+                self._ledger.forget(row.idp, "user", row.local_id)
+            else:
+                self._ledger.record(
+                    ledger_entry(
+                        row,
+                        row.label,
+                        remote_id,
+                        "disabled",
+                        entry.created_by_idprov,
+                        sent={**sent, "active": False},
+                    )
+                )
+            return OperationResult(
+                row.idp, "user", row.label, operation, "done", remote_id=remote_id
+            )
+
+        return Task(row, operation, run, record)

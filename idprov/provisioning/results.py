@@ -1,0 +1,139 @@
+"""What outbound provisioning did: per operation, per identity provider, per drain.
+
+These are plain result types, shared by the engine that fills them, the CLI that
+renders them, and the library API that returns them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from idprov.model import Role, User
+
+Progress = Callable[["OutboundReport"], None]
+
+
+@dataclass
+class Attempt:
+    number: int
+    duration_ms: int
+    status: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class OperationResult:
+    """One entity's reconciliation at one IdP: what was done and how it ended."""
+
+    idp: str
+    kind: str
+    label: str
+    operation: str
+    outcome: str  # done | failed | skipped
+    remote_id: str | None = None
+    error: str | None = None
+    status: int | None = None
+    attempts: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class IdpReport:
+    name: str
+    total: int = 0
+    operations: list[OperationResult] = field(default_factory=list)
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for op in self.operations if op.outcome == outcome)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "idp": self.name,
+            "done": self.count("done"),
+            "failed": self.count("failed"),
+            "skipped": self.count("skipped"),
+            "pending": self.total - len(self.operations),
+            "operations": [op.to_dict() for op in self.operations if op.outcome != "skipped"],
+        }
+
+
+@dataclass
+class OutboundReport:
+    """Every IdP's results for one drain, and what it did not drain: rows left to the
+    worker (IdPs with ``blocking: false``) and rows of IdPs no longer configured."""
+
+    idps: dict[str, IdpReport] = field(default_factory=dict)
+    queued: dict[str, int] = field(default_factory=dict)
+    """IdP -> rows committed to the outbox and left to the worker (non-blocking IdPs)."""
+    orphaned: dict[str, int] = field(default_factory=dict)
+    """IdP -> rows of an identity provider that is not in the configuration any more."""
+
+    @property
+    def failed(self) -> int:
+        return sum(r.count("failed") for r in self.idps.values())
+
+    def merge(self, other: OutboundReport) -> None:
+        """Add another drain's results (an import pushes batch by batch)."""
+        for name, report in other.idps.items():
+            mine = self.idps.setdefault(name, IdpReport(name))
+            mine.total += report.total
+            mine.operations += report.operations
+        for mine_counts, theirs in ((self.queued, other.queued), (self.orphaned, other.orphaned)):
+            for name, count in theirs.items():
+                mine_counts[name] = mine_counts.get(name, 0) + count
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per IdP whose rows were skipped because it left the configuration."""
+        return [
+            f"{count} outbox row(s) of identity provider {name!r}, which is not in the "
+            f"configuration any more, were skipped: drop them with `idprov outbox discard "
+            f"--idp {name}` or declare the IdP again"
+            for name, count in sorted(self.orphaned.items())
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ok": self.ok, "idps": [r.to_dict() for r in self.idps.values()]}
+        if self.queued:
+            out["queued"] = dict(self.queued)
+        if self.orphaned:
+            out["orphaned"] = dict(self.orphaned)
+            out["warnings"] = self.warnings
+        return out
+
+
+@dataclass
+class ChangeResult:
+    """What a change did: the action, its target, the entity after (or before a
+    delete), and whether anything changed."""
+
+    action: str
+    target: str
+    entity: User | Role | None = None
+    changed: bool = True
+    details: dict[str, Any] = field(default_factory=dict)
+    outbound: OutboundReport | None = None
+    """What provisioning to the identity providers did (None: none are targeted)."""
+
+    @property
+    def outbound_failed(self) -> bool:
+        return self.outbound is not None and not self.outbound.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "target": self.target,
+            "changed": self.changed,
+            "entity": self.entity.to_dict() if self.entity is not None else None,
+            **({"details": self.details} if self.details else {}),
+            "outbound": self.outbound.to_dict() if self.outbound is not None else None,
+        }

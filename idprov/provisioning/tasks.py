@@ -1,0 +1,84 @@
+"""The units of work the engine plans and runs: a task per row, or a settled row.
+
+Shared by the engine and the user and role planners, so that neither imports the
+other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from idprov.errors import IdprovError
+from idprov.provisioning.results import Attempt, OperationResult
+
+if TYPE_CHECKING:
+    from idprov.connectors.base import Account
+    from idprov.provisioning.ledger import LedgerEntry
+    from idprov.provisioning.outbox import OutboxRow
+
+
+@dataclass
+class Task:
+    """Planned work for one row: ``run`` in a worker, ``record`` back on this thread."""
+
+    row: OutboxRow
+    operation: str
+    run: Callable[[list[Attempt]], Any]
+    record: Callable[[Any], OperationResult]
+    account: Account | None = None
+    """For user creates: what to create, so that creates can go out in bulk."""
+    prior: str | None = None
+    """For user creates: the ledger's mark of an earlier create whose outcome is not
+    known (``creating``; ``accepted`` for later by the target): look first."""
+
+
+Outcome = tuple[Task, list[Attempt], Any]
+"""A task, its attempts, and its value or the exception it raised."""
+
+
+@dataclass
+class Settled:
+    """A row whose outcome is known without calling the target."""
+
+    row: OutboxRow
+    result: OperationResult
+
+
+Planned = Task | Settled
+
+
+def describe(exc: BaseException) -> str:
+    """An exception's message for the outbox and the report: ours as they are, any
+    other (a plugin's bug) with its class, so that the row says what went wrong."""
+    if isinstance(exc, IdprovError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def ledger_entry(
+    row: OutboxRow,
+    label: str,
+    remote_id: str | None,
+    state: str,
+    created_by_idprov: bool,
+    digest: str | None = None,
+    sent: Mapping[str, Any] | None = None,
+) -> LedgerEntry:
+    """The ledger entry of ``row``'s entity after a successful operation."""
+    from idprov.provisioning.ledger import LedgerEntry
+
+    return LedgerEntry(
+        row.idp,
+        row.kind,
+        row.local_id,
+        row.domain,
+        label,
+        remote_id,
+        state,
+        digest,
+        dict(sent) if sent is not None else None,
+        created_by_idprov,
+        updated_at="",
+    )

@@ -1,0 +1,395 @@
+"""The unit of work: the one way any change to users and roles is written.
+
+``with service.unit_of_work() as uow:`` opens nothing yet; the first write opens one
+transaction over idprov's state database and each userstore the work touches (in
+SQLite they commit together; a directory cannot roll back, see the CSV import for how
+its batches are made resumable). Each change method checks the userstore's policy
+*before* the transaction opens (passwords are hashed there too), writes the change,
+its audit entry and one outbox row per identity provider it must reach. When the
+``with`` block ends the transaction commits; then, and only then, the service hands
+the outbox rows and the one-shot passwords to outbound, once
+(:meth:`IdentityService.unit_of_work`). The CLI, the CSV import, JIT logins, the SCIM
+endpoint and sync apply all write through here: nothing else writes the state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any
+
+from idprov.db import write_transaction
+from idprov.errors import UsageError
+from idprov.model import ClaimValue, QualifiedName, Role, User
+from idprov.provisioning.internal_roles import INTERNAL
+from idprov.provisioning.results import ChangeResult
+from idprov.userstores import policy
+
+if TYPE_CHECKING:
+    from idprov.provisioning.external_ids import ExternalIds
+    from idprov.provisioning.outbox import Kind
+    from idprov.provisioning.results import OutboundReport
+    from idprov.provisioning.service import IdentityService
+    from idprov.userstores import UserStore
+    from idprov.userstores.base import ImportedUser
+
+
+class UnitOfWork:
+    """Changes written in one transaction, pushed once after it commits."""
+
+    def __init__(self, service: IdentityService) -> None:
+        self.service = service
+        self.rows: list[int] = []
+        """Outbox rows this work wrote, to drain after the commit."""
+        self.passwords: dict[str, str] = {}
+        """Passwords set by this work, by user id: in memory only, handed to outbound."""
+        self.results: list[ChangeResult] = []
+        self.outbound: OutboundReport | None = None
+        """What the push after the commit did (None until then, or nothing to push)."""
+        self._stack = ExitStack()
+        self._open: set[str] = set()
+
+    # ---- the transaction
+    def __enter__(self) -> UnitOfWork:
+        return self
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        return self._stack.__exit__(*exc)
+
+    def begin(self, store: UserStore | None = None) -> None:
+        """Open ``store``'s transaction, or with no store the state's, once each. The
+        state's opens at the first record (audit, outbox), after the store writes of
+        a change: a directory write is never made while idprov's database is locked."""
+        key = "" if store is None else store.domain.casefold()
+        if store is not None:
+            store.ensure_writable()
+            if store.transactional:
+                self.begin()  # the state's is the outer one: the store commits first
+        if key not in self._open:
+            if store is None:
+                self._stack.enter_context(write_transaction(self.service.state.db))
+            else:
+                self._stack.enter_context(store.transaction())
+            self._open.add(key)
+
+    def audit(self, action: str, target: str, details: dict[str, Any] | None = None) -> None:
+        """Record a change in the audit log (opens the transaction if needed)."""
+        self.begin()
+        self.service.state.audit(
+            actor=self.service.actor,
+            application=self.service.application,
+            action=action,
+            target=target,
+            details=details,
+            run=self.service.run,
+        )
+
+    def enqueue(
+        self,
+        kind: Kind,
+        entity_id: str,
+        domain: str,
+        label: str,
+        idps: Sequence[str] | None = None,
+    ) -> None:
+        """Ask for a user or role to be reconciled at the application's IdPs (at
+        ``idps`` only, when given: sync applies a plan per IdP)."""
+        targets = self.service.targets() if idps is None else list(idps)
+        if targets:
+            self.begin()
+            self.rows += self.service.state.outbox.enqueue(targets, kind, entity_id, domain, label)
+
+    def _enqueue_user(self, user: User | None, domain: str) -> None:
+        if user is not None:
+            self.enqueue("user", user.id, domain, user.qualified_name)
+
+    def _enqueue_role(self, store: UserStore, name: str) -> None:
+        role = store.find_role(name)
+        if role is not None:
+            self.enqueue("role", role.id, store.domain, role.qualified_name)
+
+    def _done(self, result: ChangeResult) -> ChangeResult:
+        self.results.append(result)
+        return result
+
+    # ---- users
+    def add_user(
+        self,
+        username: str,
+        claims: Mapping[str, ClaimValue] | None = None,
+        password: str | None = None,
+        roles: Sequence[str] = (),
+        domain: str | None = None,
+    ) -> ChangeResult:
+        """Create a user with claims, an optional password and roles (which must exist)."""
+        store, name = self.service.resolve(username, domain)
+        claims = dict(claims or {})
+        policy.check_username(store.config.policy, name, store.domain)
+        policy.check_claims(claims, self.service.claims, name)
+        policy.check_required(claims, store.config.policy, name, store.domain)
+        role_names = [self.service.same_domain_role(store, r) for r in roles]
+        pw_hash = None
+        if password is not None:
+            policy.check_password(store.config.policy, password, store.domain)
+            pw_hash = store.hash_password(password)
+        self.begin(store)
+        user = store.add_user(name, claims, pw_hash)
+        for role_name in role_names:
+            store.assign(role_name, [name])
+        for role_name in role_names:
+            self._enqueue_role(store, role_name)
+        self.audit(
+            "user.add",
+            user.qualified_name,
+            {"claims": sorted(claims), "roles": role_names, "password": pw_hash is not None},
+        )
+        self.enqueue("user", user.id, store.domain, user.qualified_name)
+        if password is not None:
+            self.passwords[user.id] = password
+        added = store.find_user(name) or user
+        return self._done(ChangeResult("user.add", user.qualified_name, added))
+
+    def update_user(
+        self,
+        username: str,
+        set_claims: Mapping[str, ClaimValue] | None = None,
+        unset: Sequence[str] = (),
+        domain: str | None = None,
+    ) -> ChangeResult:
+        """Set and remove claims; an update that changes nothing records nothing."""
+        store, name = self.service.resolve(username, domain)
+        set_claims = dict(set_claims or {})
+        policy.check_claims(set_claims, self.service.claims, name)
+        policy.check_claim_names(unset, self.service.claims)
+        before = self.service.get_user(name, store.domain)
+        after = {k: v for k, v in {**before.claims, **set_claims}.items() if k not in unset}
+        policy.check_required(after, store.config.policy, name, store.domain)
+        if after == before.claims:
+            return self._done(
+                ChangeResult("user.update", before.qualified_name, before, changed=False)
+            )
+        self.begin(store)
+        user = store.update_user(name, set_claims, list(unset))
+        changed = sorted(
+            k for k in {*before.claims, *user.claims} if before.claims.get(k) != user.claims.get(k)
+        )
+        self.audit("user.update", user.qualified_name, {"claims": changed})
+        self.enqueue("user", user.id, store.domain, user.qualified_name)
+        return self._done(
+            ChangeResult("user.update", user.qualified_name, user, details={"claims": changed})
+        )
+
+    def set_password(self, username: str, password: str, domain: str | None = None) -> ChangeResult:
+        store, name = self.service.resolve(username, domain)
+        user = self.service.get_user(name, store.domain)
+        policy.check_password(store.config.policy, password, store.domain)
+        pw_hash = store.hash_password(password)
+        self.begin(store)
+        store.set_password_hash(name, pw_hash)
+        self.audit("user.passwd", user.qualified_name)
+        self.enqueue("user", user.id, store.domain, user.qualified_name)
+        self.passwords[user.id] = password
+        return self._done(ChangeResult("user.passwd", user.qualified_name, user))
+
+    def delete_user(self, username: str, domain: str | None = None) -> ChangeResult:
+        store, name = self.service.resolve(username, domain)
+        self.begin(store)
+        existing = store.find_user(name)
+        internal = self.service.internal.roles_of_user(existing.id) if existing else []
+        user = store.delete_user(name)
+        self.begin()
+        self.service.internal.forget_user(user.id)
+        for role in internal:
+            self.enqueue("role", role.id, INTERNAL, role.qualified_name)
+        self.audit(
+            "user.delete",
+            user.qualified_name,
+            {"roles": [*user.roles, *(r.qualified_name for r in internal)]},
+        )
+        self.enqueue("user", user.id, store.domain, user.qualified_name)
+        for role_name in user.roles:
+            self._enqueue_role(store, role_name)
+        return self._done(ChangeResult("user.delete", user.qualified_name, user))
+
+    def set_roles(
+        self, username: str, roles: Sequence[str], domain: str | None = None
+    ) -> ChangeResult:
+        """Give the user exactly ``roles`` of its domain (which exist): one change."""
+        store, name = self.service.resolve(username, domain)
+        user = self.service.get_user(name, store.domain)
+        wanted = {self.service.same_domain_role(store, r).casefold(): r for r in roles}
+        held = {r.casefold(): r for r in user.roles if "/" not in r}
+        added = [r for k, r in wanted.items() if k not in held]
+        removed = [r for k, r in held.items() if k not in wanted]
+        if not added and not removed:
+            return self._done(ChangeResult("user.roles", user.qualified_name, user, False))
+        self.begin(store)
+        for role in added:
+            store.assign(role, [name])
+        for role in removed:
+            store.unassign(role, [name])
+        for role in [*added, *removed]:
+            self._enqueue_role(store, role)
+        self.audit("user.roles", user.qualified_name, {"added": added, "removed": removed})
+        self.enqueue("user", user.id, store.domain, user.qualified_name)
+        after = self.service.get_user(name, store.domain)
+        details = {"added": added, "removed": removed}
+        return self._done(ChangeResult("user.roles", user.qualified_name, after, True, details))
+
+    def set_external_id(
+        self, application: str, kind: str, local_id: str, value: str | None
+    ) -> None:
+        """Keep (None: drop) the ``externalId`` an application's SCIM client gave."""
+        self.begin()
+        self._external_ids().set(application, kind, local_id, value)
+
+    def forget_external_ids(self, kind: str, local_id: str) -> None:
+        """Drop every application's externalId of a deleted user or role."""
+        self.begin()
+        self._external_ids().forget(kind, local_id)
+
+    def _external_ids(self) -> ExternalIds:
+        from idprov.provisioning.external_ids import ExternalIds
+
+        return ExternalIds(self.service.state.db)
+
+    def import_users(
+        self, store: UserStore, users: Sequence[ImportedUser], details: dict[str, Any], label: str
+    ) -> None:
+        """Write one batch of a bulk import: the users, their roles, one audit entry
+        (``user.import`` of ``label``), and their outbox rows."""
+        self.begin(store)
+        store.import_users(users)  # before any record: see begin()
+        self.audit("user.import", label, {"domain": store.domain, **details})
+        if not self.service.targets():
+            return
+        for user in users:
+            self.enqueue(
+                "user", user.id, store.domain, str(QualifiedName(store.domain, user.username))
+            )
+        for role in {r.casefold(): r for u in users for r in (u.roles or [])}.values():
+            self._enqueue_role(store, role)
+
+    def imported_through(self, import_id: int, last_line: int) -> None:
+        """The import journal: every line up to ``last_line`` is written."""
+        self.begin()
+        self.service.state.imports.written(import_id, last_line)
+
+    # ---- roles
+    def add_role(self, name: str, domain: str | None = None) -> ChangeResult:
+        if (internal := self.service.internal_name(name, domain)) is not None:
+            policy.check_role_name(self.service.store().config.policy, internal, INTERNAL)
+            return self._internal_change("role.add", lambda: self.service.internal.add(internal))
+        store, bare = self.service.resolve(name, domain)
+        policy.check_role_name(store.config.policy, bare, store.domain)
+        self.begin(store)
+        role = store.add_role(bare)
+        self.audit("role.add", role.qualified_name)
+        self.enqueue("role", role.id, store.domain, role.qualified_name)
+        return self._done(ChangeResult("role.add", role.qualified_name, role))
+
+    def delete_role(self, name: str, domain: str | None = None) -> ChangeResult:
+        if (internal := self.service.internal_name(name, domain)) is not None:
+            members = self.service.role_members(INTERNAL, self.service.internal.get(internal).id)
+            return self._internal_change(
+                "role.delete", lambda: self.service.internal.delete(internal), members
+            )
+        store, bare = self.service.resolve(name, domain)
+        self.begin(store)
+        found = store.find_role(bare)
+        member_ids = store.role_member_ids(found.id) if found is not None else []
+        role = store.delete_role(bare)
+        self.audit("role.delete", role.qualified_name, {"members": role.members or []})
+        self._enqueue_ids(store, member_ids)
+        self.enqueue("role", role.id, store.domain, role.qualified_name)
+        return self._done(ChangeResult("role.delete", role.qualified_name, role))
+
+    def rename_role(self, name: str, new_name: str, domain: str | None = None) -> ChangeResult:
+        if (internal := self.service.internal_name(name, domain)) is not None:
+            new = QualifiedName.parse(new_name, INTERNAL).name
+            policy.check_role_name(self.service.store().config.policy, new, INTERNAL)
+            members = self.service.role_members(INTERNAL, self.service.internal.get(internal).id)
+            result = self._internal_change(
+                "role.rename", lambda: self.service.internal.rename(internal, new), members
+            )
+            result.details = {"from": internal}
+            return result
+        store, bare = self.service.resolve(name, domain)
+        new_store, new_bare = self.service.in_domain_of(store, new_name)
+        if new_store is not store:
+            raise UsageError("a role cannot be renamed into another domain")
+        policy.check_role_name(store.config.policy, new_bare, store.domain)
+        self.begin(store)
+        role = store.rename_role(bare, new_bare)
+        self.audit("role.rename", role.qualified_name, {"from": bare})
+        self._enqueue_ids(store, store.role_member_ids(role.id))
+        self.enqueue("role", role.id, store.domain, role.qualified_name)
+        return self._done(
+            ChangeResult("role.rename", role.qualified_name, role, details={"from": bare})
+        )
+
+    def _enqueue_ids(self, store: UserStore, user_ids: Sequence[str]) -> None:
+        if self.service.targets():
+            for user in store.find_users_by_id(list(user_ids)).values():
+                self._enqueue_user(user, store.domain)
+
+    def assign(self, role: str, users: Sequence[str], domain: str | None = None) -> ChangeResult:
+        """Make ``users`` members of ``role``; those already members are left as they are."""
+        return self._membership("role.assign", role, users, domain, assign=True)
+
+    def unassign(self, role: str, users: Sequence[str], domain: str | None = None) -> ChangeResult:
+        return self._membership("role.unassign", role, users, domain, assign=False)
+
+    def _membership(
+        self, action: str, role: str, users: Sequence[str], domain: str | None, assign: bool
+    ) -> ChangeResult:
+        if (internal := self.service.internal_name(role, domain)) is not None:
+            return self._internal_membership(action, internal, users, assign)
+        store, bare = self.service.resolve(role, domain)
+        names = self.service.members_in(store, users)
+        self.begin(store)
+        changed = store.assign(bare, names) if assign else store.unassign(bare, names)
+        result = self.service.get_role(bare, store.domain)
+        if changed:
+            key = "users"
+            self.audit(action, result.qualified_name, {key: changed})
+            if self.service.targets():
+                for user in store.find_users(changed).values():
+                    self._enqueue_user(user, store.domain)
+            self.enqueue("role", result.id, store.domain, result.qualified_name)
+        details = {"added" if assign else "removed": changed}
+        return self._done(
+            ChangeResult(action, result.qualified_name, result, bool(changed), details)
+        )
+
+    # ---- internal roles (idprov's own, holding users of several domains)
+    def _internal_change(
+        self, action: str, change: Callable[[], Role], members: Sequence[tuple[str, str]] = ()
+    ) -> ChangeResult:
+        self.begin()
+        role = change()
+        self.audit(action, role.qualified_name)
+        for domain, user_id in members:
+            self.enqueue("user", user_id, domain, user_id)
+        self.enqueue("role", role.id, INTERNAL, role.qualified_name)
+        return self._done(ChangeResult(action, role.qualified_name, role))
+
+    def _internal_membership(
+        self, action: str, name: str, users: Sequence[str], assign: bool
+    ) -> ChangeResult:
+        """Members of any domain: ``DOMAIN/username``, bare names being PRIMARY."""
+        found = [self.service.get_user(u) for u in users]
+        self.begin()
+        internal = self.service.internal
+        changed = internal.assign(name, found) if assign else internal.unassign(name, found)
+        role = internal.get(name, with_members=True)
+        if changed:
+            self.audit(action, role.qualified_name, {"users": changed})
+            for user in found:
+                if user.qualified_name in changed:
+                    self.enqueue("user", user.id, user.domain, user.qualified_name)
+            self.enqueue("role", role.id, INTERNAL, role.qualified_name)
+        key = "added" if assign else "removed"
+        return self._done(
+            ChangeResult(action, role.qualified_name, role, bool(changed), {key: changed})
+        )
