@@ -80,7 +80,7 @@ class PostgresUserStore(SqlUserStore):
         cfg = self.config
         password = cfg.password.reveal() if cfg.password else None
         verify = cfg.sslmode.startswith("verify")
-        tls = {"sslrootcert": cfg.ca_file or "system"} if verify or cfg.ca_file else {}
+        root = cfg.ca_file or ("system" if verify else None)  # None: left out
         try:
             return psycopg.connect(
                 host=cfg.host,
@@ -89,7 +89,7 @@ class PostgresUserStore(SqlUserStore):
                 user=cfg.user,
                 password=password,
                 sslmode=cfg.sslmode,
-                **tls,
+                sslrootcert=root,
                 connect_timeout=cfg.connect_timeout,
                 application_name="idprov",
                 options=f"-c search_path={cfg.schema}",
