@@ -206,11 +206,13 @@ class IdentityService:
 
     @contextmanager
     def _writing(self, store: UserStore) -> Iterator[None]:
-        """One transaction over the store's change and the state records."""
+        """One transaction over the store's change and the state records. The store's
+        commits first: when a store on another database (PostgreSQL) fails to commit,
+        the state records (audit, outbox, import journal) roll back with it."""
         store.ensure_writable()
         with ExitStack() as stack:
-            stack.enter_context(store.transaction())
             stack.enter_context(write_transaction(self.state.db))
+            stack.enter_context(store.transaction())
             yield
 
     def _audit(self, action: str, target: str, details: dict[str, Any] | None = None) -> None:
