@@ -10,13 +10,17 @@ cluster; what was written is read back with a connection of the test's own.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
-from idprov.config import load_text
+from idprov.config import Config, load_text
 from idprov.config.postgres import PostgresUserstoreConfig
-from idprov.errors import ConfigError
+from idprov.config.secrets import SecretRef
+from idprov.errors import ConfigError, StoreError
+from idprov.model import UserQuery
+from idprov.userstores.postgres import PostgresUserStore
 from tests.peers.postgres import Database, free_port
 
 HEADER = "username,email,title,roles\n"
@@ -150,6 +154,52 @@ def test_two_domains_share_a_database_in_schemas_of_their_own(
     cli("user", "add", "HR/bob").ok()
     assert postgres.rows("SELECT username FROM sales.users") == [("alice",)]
     assert postgres.rows("SELECT username FROM hr.users ORDER BY 1") == [("alice",), ("bob",)]
+
+
+def end_sessions(database: Database) -> int:
+    """End idprov's sessions on ``database`` from the server side, as a restart or a
+    failover would, and wait until the server has let them go; returns how many."""
+    pids = [
+        pid
+        for (pid,) in database.rows(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'idprov'"
+            " AND datname = current_database()"
+        )
+    ]
+    database.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
+    deadline = time.monotonic() + 10
+    while database.rows("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)) != [
+        (0,)
+    ]:
+        assert time.monotonic() < deadline, "the server did not end the sessions"
+        time.sleep(0.01)
+    return len(pids)
+
+
+def test_a_dropped_connection_is_reopened_for_reads_and_new_transactions_only(postgres, tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text(postgres.password)
+    config = PostgresUserstoreConfig(
+        url=postgres.url, password=SecretRef(f"file:{secret}"), sslmode="disable"
+    )
+    store = PostgresUserStore(config, Config().claim_definitions())
+    try:
+        store.add_user("alice", {}, None)
+        assert end_sessions(postgres) == 1
+        assert store.find_user("ALICE").username == "alice"  # a read: on a new connection
+        assert end_sessions(postgres) == 1
+        with store.transaction():  # BEGIN found the connection dropped: a new one
+            store.add_user("bob", {}, None)
+        with pytest.raises(StoreError) as info:
+            with store.transaction():
+                store.add_user("carol", {}, None)
+                end_sessions(postgres)
+                store.add_user("dave", {}, None)  # inside a transaction: never re-run
+        assert "connection was lost" in info.value.message
+        assert "nothing of it was written" in info.value.message
+        assert [u.username for u in store.list_users(UserQuery()).items] == ["alice", "bob"]
+    finally:
+        store.close()
 
 
 # ---- configuration and cost

@@ -14,7 +14,7 @@ locale. Claim filters use ``jsonb`` containment, which a GIN index serves.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -139,8 +139,9 @@ class PostgresUserStore(SqlUserStore):
         if self._conn is not None and (self._conn.closed or self._conn.broken):
             self._conn = None
             return StoreError(
-                f"{self._where()}: the connection was lost: {_reason(exc, password)}; "
-                "its open transaction was rolled back, so nothing of it was written",
+                f"{self._where()}: the connection was lost ({_reason(exc, password)}); "
+                "the server rolled back the transaction that was open: nothing of it was "
+                "written",
                 hint="re-run the command when the database answers again",
             )
         return StoreError(f"{self._where()}: {_reason(exc, password)}")
@@ -156,8 +157,24 @@ class PostgresUserStore(SqlUserStore):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self._translated(), self._connection().transaction():
+        with self._translated(), ExitStack() as stack:
+            stack.push(self._begin().__exit__)
             yield
+
+    def _begin(self) -> AbstractContextManager[Any]:
+        """A transaction (a savepoint inside one) begun on the connection. A connection
+        found dropped at ``BEGIN``, outside any transaction, is reopened once."""
+        import psycopg
+
+        conn = self._connection()
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        try:
+            return _entered(conn.transaction())
+        except psycopg.OperationalError:
+            if not (idle and conn.broken):
+                raise
+        self._conn = None
+        return _entered(self._connection().transaction())
 
     # ---- the dialect
     def _postgres_sql(self, sql: str) -> str:
@@ -167,8 +184,21 @@ class PostgresUserStore(SqlUserStore):
         return self._sql[sql]
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        """Run one statement. A read outside any transaction that finds the connection
+        dropped (a restarted server, a failover) runs again once on a new one."""
+        import psycopg
+
+        statement, values = self._postgres_sql(sql), list(params)
         with self._translated():
-            return self._connection().execute(self._postgres_sql(sql), list(params))
+            conn = self._connection()
+            idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            try:
+                return conn.execute(statement, values)
+            except psycopg.OperationalError:
+                if not (idle and conn.broken and sql.startswith("SELECT")):
+                    raise
+            self._conn = None
+            return self._connection().execute(statement, values)
 
     def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
@@ -237,6 +267,12 @@ class PostgresUserStore(SqlUserStore):
                     self._execute(
                         "INSERT INTO idprov_migrations VALUES ('userstore', ?, ?)", [name, now()]
                     )
+
+
+def _entered(transaction: AbstractContextManager[Any]) -> AbstractContextManager[Any]:
+    """``transaction``, entered (its ``__exit__`` is the caller's to call)."""
+    transaction.__enter__()
+    return transaction
 
 
 def _reason(exc: Exception, password: str | None) -> str:
