@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ from idprov.config.secrets import SecretRef
 from idprov.errors import ConfigError, StoreError
 from idprov.model import UserQuery
 from idprov.userstores.postgres import PostgresUserStore
-from tests.peers.postgres import Database, free_port
+from tests.peers.postgres import Cluster, Database, free_port
+from tests.peers.slapd import make_certificates
 
 HEADER = "username,email,title,roles\n"
 
@@ -96,6 +98,30 @@ def test_tls_is_verified_by_default_and_a_server_without_it_is_refused(cli, post
     error = cli("user", "list", "--domain", "PG", "--json").error(2)
     assert "server does not support SSL" in error["message"]
     assert "sslmode: disable" in error["hint"]
+
+
+@pytest.fixture
+def tls_cluster() -> Iterator[Cluster]:
+    cluster = Cluster(tls=True)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+def test_a_tls_server_is_verified_against_ca_file(cli, tls_cluster, tmp_path, write_config):
+    database = Database(tls_cluster, "postgres")
+    write_config(pg_yaml(database, tmp_path, sslmode="", ca_file=tls_cluster.ca_file))
+    cli("user", "add", "PG/alice").ok()  # sslmode verify-full (the default): TLS or nothing
+    assert database.rows("SELECT username FROM users") == [("alice",)]
+    other_ca = tmp_path / "other-ca"
+    make_certificates(other_ca)
+    write_config(pg_yaml(database, tmp_path, sslmode="", ca_file=str(other_ca / "ca.pem")))
+    error = cli("user", "add", "PG/bob", "--json").error(2)
+    assert "certificate verify failed" in error["message"]
+    assert str(other_ca / "ca.pem") in error["hint"]
+    assert database.rows("SELECT username FROM users") == [("alice",)]
 
 
 def test_a_connection_lost_mid_import_rolls_back_and_a_rerun_finishes_exactly(

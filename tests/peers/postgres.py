@@ -69,7 +69,7 @@ def _die_with_parent() -> None:
 class Cluster:
     """A private PostgreSQL cluster: ``start()``, ``connect()``, ``stop()``."""
 
-    def __init__(self, settings: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: dict[str, str] | None = None, tls: bool = False) -> None:
         self.bin = server_bin()
         self.owner = "postgres" if os.geteuid() == 0 else None
         self.workdir = Path(tempfile.mkdtemp(prefix="idprov-pg-"))
@@ -79,6 +79,23 @@ class Cluster:
         self.process: subprocess.Popen[bytes] | None = None
         if self.owner:
             shutil.chown(self.workdir, self.owner)
+        self.ca_file = self._make_certificates() if tls else None
+
+    def _make_certificates(self) -> str:
+        """A CA and a server certificate for 127.0.0.1 (the slapd peer's), readable by
+        the server only; TLS on. Returns the CA file's path."""
+        from tests.peers.slapd import make_certificates
+
+        tls = self.workdir / "tls"
+        make_certificates(tls)
+        for path in [tls, *tls.iterdir()]:
+            if self.owner:
+                shutil.chown(path, self.owner)
+        (tls / "server.key").chmod(0o600)
+        self.settings.update(
+            ssl="on", ssl_cert_file=str(tls / "server.pem"), ssl_key_file=str(tls / "server.key")
+        )
+        return str(tls / "ca.pem")
 
     @property
     def host(self) -> str:
