@@ -276,9 +276,11 @@ def _entered(transaction: AbstractContextManager[Any]) -> AbstractContextManager
 
 
 def _reason(exc: Exception, password: str | None) -> str:
-    """The driver's message on one line, with the password (if it ever appeared) hidden."""
+    """The driver's message on one line. libpq never quotes the password; should one
+    appear anyway it is hidden (from 8 characters on: hiding a short one would mangle
+    host and user names that merely contain it)."""
     text = " ".join(str(exc).split())
     text = text.removeprefix("connection failed: ")
-    if password:
+    if password and len(password) >= 8:
         text = text.replace(password, "***")
     return text
