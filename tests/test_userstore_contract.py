@@ -9,6 +9,7 @@ store under test.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -379,3 +380,23 @@ def test_read_only_store_refuses_every_write(backend, store):
         assert "read_only: false" in info.value.hint
     assert read_only.find_user("alice").claims == {}
     assert read_only.find_role("staff", with_members=True).members == []
+
+
+def test_stores_opening_together_on_a_new_database_migrate_it_once(backend):
+    opened: list[SqlUserStore] = []
+    start = threading.Barrier(4)
+
+    def open_one() -> None:
+        start.wait()
+        opened.append(backend.open())
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(opened) == 4
+    opened[0].add_user("alice", {}, None)
+    assert all(store.find_user("alice") for store in opened)
+    rows = backend.rows("SELECT name FROM idprov_migrations WHERE namespace = 'userstore'")
+    assert rows == [("0001_users_roles",)]
