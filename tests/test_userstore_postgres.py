@@ -93,6 +93,20 @@ def test_wrong_credentials_name_the_host_and_the_secret_never_the_password(
     assert state.counts()["audit"] == 0
 
 
+def test_a_user_without_privileges_is_told_which_to_grant(cli, postgres, tmp_path, state):
+    postgres.execute("CREATE ROLE clerk LOGIN PASSWORD 'clerk-password-1'")
+    secret = tmp_path / "clerk"
+    secret.write_text("clerk-password-1\n")
+    url = f"postgresql://clerk@127.0.0.1:{postgres.port}/{postgres.name}"
+    (tmp_path / "idprov.yaml").write_text(
+        pg_yaml(postgres, tmp_path, url=url, password=f"file:{secret}")
+    )
+    error = cli("user", "add", "PG/alice", "--json").error(1)
+    assert "permission denied for schema public" in error["message"]
+    assert "grant clerk CREATE on schema public" in error["hint"]
+    assert state.counts()["audit"] == 0
+
+
 def test_tls_is_verified_by_default_and_a_server_without_it_is_refused(cli, postgres, tmp_path):
     (tmp_path / "idprov.yaml").write_text(pg_yaml(postgres, tmp_path, sslmode=""))
     error = cli("user", "list", "--domain", "PG", "--json").error(2)

@@ -63,7 +63,11 @@ class PostgresUserStore(SqlUserStore):
         super().__init__(config, claims)
         self._conn: psycopg.Connection[Any] | None = None
         self._sql: dict[str, str] = {}
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
 
     # ---- the connection
     def _where(self) -> str:
@@ -143,6 +147,13 @@ class PostgresUserStore(SqlUserStore):
                 "the server rolled back the transaction that was open: nothing of it was "
                 "written",
                 hint="re-run the command when the database answers again",
+            )
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            cfg = self.config
+            return StoreError(
+                f"{self._where()}: {_reason(exc, password)}",
+                hint=f"grant {cfg.user} CREATE on schema {cfg.schema} (for the first run, "
+                "which creates the tables), and SELECT, INSERT, UPDATE, DELETE on its tables",
             )
         return StoreError(f"{self._where()}: {_reason(exc, password)}")
 
