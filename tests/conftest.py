@@ -28,6 +28,7 @@ pytest_plugins = (
     "tests.peers.scim11",
     "tests.peers.spml",
     "tests.peers.slapd",
+    "tests.peers.postgres",
     "tests.peers.google",
     "tests.peers.salesforce",
 )

@@ -70,8 +70,13 @@ class UserstoreConfig:
     @classmethod
     def variants(cls) -> Mapping[str, builtins.type[UserstoreConfig]]:
         from idprov.config.ldap import LdapUserstoreConfig  # only when a file names one
+        from idprov.config.postgres import PostgresUserstoreConfig
 
-        return {"sqlite": SqliteUserstoreConfig, "ldap": LdapUserstoreConfig}
+        return {
+            "sqlite": SqliteUserstoreConfig,
+            "ldap": LdapUserstoreConfig,
+            "postgres": PostgresUserstoreConfig,
+        }
 
     def __post_init__(self) -> None:
         if not DOMAIN_PATTERN.match(self.domain) or "/" in self.domain:
@@ -422,10 +427,15 @@ def _unique(values: list[str], section: str, key: str) -> None:
 
 
 def __getattr__(name: str) -> Any:
-    """The LDAP userstore's configuration lives in idprov.config.ldap, imported only
-    when used (the embedded default never needs it)."""
+    """The LDAP and PostgreSQL userstores' configurations live in idprov.config.ldap and
+    idprov.config.postgres, imported only when used (the embedded default never needs
+    them)."""
     if name in ("LdapUserstoreConfig", "DEFAULT_LDAP_CLAIMS", "LDAP_ATTRIBUTE"):
         from idprov.config import ldap
 
         return getattr(ldap, name)
+    if name == "PostgresUserstoreConfig":
+        from idprov.config import postgres
+
+        return postgres.PostgresUserstoreConfig
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,4 +31,10 @@ def open_userstore(
 
         assert isinstance(config, LdapUserstoreConfig)
         return LdapUserStore(config, claims)
+    if config.type == "postgres":
+        from idprov.config.postgres import PostgresUserstoreConfig
+        from idprov.userstores.postgres import PostgresUserStore
+
+        assert isinstance(config, PostgresUserstoreConfig)
+        return PostgresUserStore(config, claims)
     raise NotImplementedError(f"userstore type {config.type!r}")  # pragma: no cover

@@ -1,0 +1,420 @@
+"""The userstore contract over three SQL tables, for every SQL database idprov uses.
+
+SQLite (:mod:`idprov.userstores.sqlite`) and PostgreSQL
+(:mod:`idprov.userstores.postgres`) keep users and roles the same way:
+
+- ``users`` (id, username, username_key, claims as one JSON object, password_hash,
+  created, modified), unique by ``username_key``, the casefolded name;
+- ``roles`` (id, name, name_key, created, modified), unique by ``name_key``;
+- ``user_roles`` (user_id, role_id), deleted with either side.
+
+Every query lives here once, written with ``?`` parameters in SQL both databases
+accept. A dialect supplies how to run a statement, how a claim filter reads the JSON
+(``json_each`` or ``jsonb``), how stored values come back, and may replace the bulk
+writes of an import with faster ones.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from abc import abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Protocol
+
+from idprov.db import now
+from idprov.errors import ConflictError, NotFoundError
+from idprov.model import ClaimValue, Page, Role, User, UserQuery
+from idprov.userstores.base import ImportedUser, UserStore
+
+CHUNK = 500
+"""Ids per ``IN (...)`` list: below SQLite's old 999-parameter limit."""
+
+USER_COLUMNS = "id, username, claims, password_hash, created, modified"
+ROLE_COLUMNS = (
+    "id, name, created, modified,"
+    " (SELECT count(*) FROM user_roles WHERE role_id = roles.id) AS members"
+)
+INSERT_USER = (
+    "INSERT INTO users (id, username, username_key, claims, password_hash, created, modified)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+UPDATE_IMPORTED_USER = (
+    "UPDATE users SET claims = ?, password_hash = coalesce(?, password_hash), modified = ?"
+    " WHERE id = ?"
+)
+INSERT_MEMBERSHIP_BY_ROLE_NAME = (
+    "INSERT INTO user_roles (user_id, role_id) SELECT ?, id FROM roles WHERE name_key = ?"
+    " ON CONFLICT DO NOTHING"
+)
+
+
+def name_key(name: str) -> str:
+    """The case-insensitive key of a user or role name."""
+    return name.casefold()
+
+
+def claims_json(claims: Mapping[str, ClaimValue]) -> str:
+    """Claims as stored: one JSON object, keys sorted, non-ASCII kept."""
+    return json.dumps(claims, ensure_ascii=False, sort_keys=True)
+
+
+def chunks(items: Sequence[Any]) -> Iterator[list[Any]]:
+    for start in range(0, len(items), CHUNK):
+        yield list(items[start : start + CHUNK])
+
+
+def marks(items: Sequence[Any]) -> str:
+    """``?,?,?``: one parameter mark per item."""
+    return ",".join("?" * len(items))
+
+
+class Cursor(Protocol):
+    """What both drivers' cursors give back."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class SqlUserStore(UserStore):
+    """Users and roles of one domain in the three tables above (see the module)."""
+
+    no_limit: ClassVar[int | None] = None
+    """The ``LIMIT`` parameter that means "no limit" (SQLite: -1)."""
+
+    # ---- the dialect
+    @abstractmethod
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        """Run one statement with ``?`` parameters; errors become idprov's."""
+
+    @abstractmethod
+    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each of ``rows``."""
+
+    @abstractmethod
+    def _claim_match(self, claim: str, value: str) -> tuple[str, list[Any]]:
+        """SQL true when claim ``claim`` of ``users`` is ``value`` or a list holding it."""
+
+    def _load_claims(self, stored: Any) -> dict[str, ClaimValue]:
+        return dict(json.loads(stored))
+
+    def _time(self, stored: Any) -> str:
+        return str(stored)
+
+    def _insert_users(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert new users (rows in :data:`INSERT_USER`'s order) for an import."""
+        self._executemany(INSERT_USER, rows)
+
+    def _insert_memberships(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Add (user id, role name key) memberships for an import; roles exist."""
+        self._executemany(INSERT_MEMBERSHIP_BY_ROLE_NAME, pairs)
+
+    # ---- reads
+    def _user(self, row: Sequence[Any], roles: list[str]) -> User:
+        id_, username, claims, pw, created, modified = row
+        return User(
+            id=id_,
+            domain=self.domain,
+            username=username,
+            claims=self._load_claims(claims),
+            roles=roles,
+            has_password=pw is not None,
+            created=self._time(created),
+            modified=self._time(modified),
+        )
+
+    def _role(self, row: Sequence[Any], members: list[str] | None = None) -> Role:
+        id_, name, created, modified, count = row
+        return Role(
+            id_, self.domain, name, count, members, self._time(created), self._time(modified)
+        )
+
+    def _users_where(self, column: str, values: Sequence[str]) -> list[User]:
+        """Users whose ``column`` is one of ``values``, with their roles."""
+        found: list[User] = []
+        for chunk in chunks(values):
+            rows = self._execute(
+                f"SELECT {USER_COLUMNS} FROM users WHERE {column} IN ({marks(chunk)})", chunk
+            ).fetchall()
+            roles = self._roles_of([r[0] for r in rows])
+            found += [self._user(r, roles.get(r[0], [])) for r in rows]
+        return found
+
+    def find_user(self, username: str) -> User | None:
+        found = self._users_where("username_key", [name_key(username)])
+        return found[0] if found else None
+
+    def find_user_by_id(self, user_id: str) -> User | None:
+        found = self._users_where("id", [user_id])
+        return found[0] if found else None
+
+    def find_users_by_id(self, user_ids: Sequence[str]) -> dict[str, User]:
+        return {u.id: u for u in self._users_where("id", user_ids)}
+
+    def find_users(self, usernames: Sequence[str]) -> dict[str, User]:
+        keys = [name_key(n) for n in usernames]
+        return {name_key(u.username): u for u in self._users_where("username_key", keys)}
+
+    def _roles_of(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for chunk in chunks(user_ids):
+            rows = self._execute(
+                "SELECT ur.user_id, r.name FROM user_roles ur JOIN roles r ON r.id = ur.role_id"
+                f" WHERE ur.user_id IN ({marks(chunk)}) ORDER BY r.name_key",
+                chunk,
+            ).fetchall()
+            for user_id, role in rows:
+                out.setdefault(user_id, []).append(role)
+        return out
+
+    def _user_filter(self, query: UserQuery) -> tuple[str, list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        for claim, value in query.claims.items():
+            sql, more = self._claim_match(claim, value)
+            where.append(sql)
+            params += more
+        if query.role is not None:
+            where.append(
+                "id IN (SELECT ur.user_id FROM user_roles ur JOIN roles r ON r.id = ur.role_id"
+                " WHERE r.name_key = ?)"
+            )
+            params.append(name_key(query.role))
+        if query.username_prefix:
+            prefix = name_key(query.username_prefix)  # casefolding can change the length
+            where.append("substr(username_key, 1, CAST(? AS INTEGER)) = ?")
+            params += [len(prefix), prefix]
+        return (" WHERE " + " AND ".join(where)) if where else "", params
+
+    def list_users(self, query: UserQuery) -> Page:
+        where, params = self._user_filter(query)
+        total = self._execute(f"SELECT count(*) FROM users{where}", params).fetchone()[0]
+        limit = self.no_limit if query.limit is None else query.limit
+        rows = self._execute(
+            f"SELECT {USER_COLUMNS} FROM users{where} ORDER BY username_key LIMIT ? OFFSET ?",
+            [*params, limit, query.offset],
+        ).fetchall()
+        roles = self._roles_of([r[0] for r in rows])
+        users = [self._user(r, roles.get(r[0], [])) for r in rows]
+        return Page(users, total, query.offset, query.limit)
+
+    def password_hash(self, username: str) -> str | None:
+        row = self._execute(
+            "SELECT password_hash FROM users WHERE username_key = ?", [name_key(username)]
+        ).fetchone()
+        if row is None:
+            raise self._no_user(username)
+        return None if row[0] is None else str(row[0])
+
+    def _role_where(self, column: str, value: str) -> Role | None:
+        row = self._execute(
+            f"SELECT {ROLE_COLUMNS} FROM roles WHERE {column} = ?", [value]
+        ).fetchone()
+        return None if row is None else self._role(row)
+
+    def find_role(self, name: str, with_members: bool = False) -> Role | None:
+        role = self._role_where("name_key", name_key(name))
+        if role is not None and with_members:
+            role.members = [
+                r[0]
+                for r in self._execute(
+                    "SELECT u.username FROM user_roles ur JOIN users u ON u.id = ur.user_id"
+                    " WHERE ur.role_id = ? ORDER BY u.username_key",
+                    [role.id],
+                ).fetchall()
+            ]
+        return role
+
+    def find_role_by_id(self, role_id: str) -> Role | None:
+        return self._role_where("id", role_id)
+
+    def role_member_ids(self, role_id: str) -> list[str]:
+        rows = self._execute("SELECT user_id FROM user_roles WHERE role_id = ?", [role_id])
+        return [r[0] for r in rows.fetchall()]
+
+    def list_roles(self, prefix: str | None = None) -> list[Role]:
+        where, params = "", []
+        if prefix:
+            key = name_key(prefix)  # casefolding can change the length ('ß' -> 'ss')
+            where = " WHERE substr(name_key, 1, CAST(? AS INTEGER)) = ?"
+            params = [len(key), key]
+        rows = self._execute(
+            f"SELECT {ROLE_COLUMNS} FROM roles{where} ORDER BY name_key", params
+        ).fetchall()
+        return [self._role(r) for r in rows]
+
+    # ---- writes
+    def _no_user(self, username: str) -> NotFoundError:
+        return NotFoundError(
+            f"no user {username!r} in the {self.domain} userstore",
+            hint="list users with `idprov user list`",
+        )
+
+    def _no_role(self, name: str) -> NotFoundError:
+        return NotFoundError(
+            f"no role {name!r} in the {self.domain} userstore",
+            hint=f"create it with `idprov role add {name}`, or list roles with `idprov role list`",
+        )
+
+    def _id_of(self, table: str, column: str, name: str) -> str | None:
+        row = self._execute(f"SELECT id FROM {table} WHERE {column} = ?", [name_key(name)])
+        found = row.fetchone()
+        return None if found is None else str(found[0])
+
+    def _user_id(self, username: str) -> str:
+        found = self._id_of("users", "username_key", username)
+        if found is None:
+            raise self._no_user(username)
+        return found
+
+    def _role_id(self, name: str) -> str:
+        found = self._id_of("roles", "name_key", name)
+        if found is None:
+            raise self._no_role(name)
+        return found
+
+    def add_user(
+        self, username: str, claims: Mapping[str, ClaimValue], password_hash: str | None
+    ) -> User:
+        self.ensure_writable()
+        existing = self.find_user(username)
+        if existing is not None:
+            raise ConflictError(
+                f"user {existing.qualified_name!r} already exists in the {self.domain} userstore",
+                hint="choose another name, or change it with `idprov user update`",
+            )
+        stamp = now()
+        user = User(
+            str(uuid.uuid4()), self.domain, username, dict(claims), [], password_hash is not None
+        )
+        user.created = user.modified = stamp
+        self._execute(
+            INSERT_USER,
+            [user.id, username, name_key(username), claims_json(user.claims), password_hash]
+            + [stamp, stamp],
+        )
+        return user
+
+    def update_user(
+        self, username: str, set_claims: Mapping[str, ClaimValue], unset: Sequence[str]
+    ) -> User:
+        self.ensure_writable()
+        user = self.find_user(username)
+        if user is None:
+            raise self._no_user(username)
+        claims = {**user.claims, **set_claims}
+        for name in unset:
+            claims.pop(name, None)
+        if claims != user.claims:
+            user.claims, user.modified = claims, now()
+            self._execute(
+                "UPDATE users SET claims = ?, modified = ? WHERE id = ?",
+                [claims_json(claims), user.modified, user.id],
+            )
+        return user
+
+    def set_password_hash(self, username: str, password_hash: str) -> None:
+        self.ensure_writable()
+        self._execute(
+            "UPDATE users SET password_hash = ?, modified = ? WHERE id = ?",
+            [password_hash, now(), self._user_id(username)],
+        )
+
+    def delete_user(self, username: str) -> User:
+        self.ensure_writable()
+        user = self.find_user(username)
+        if user is None:
+            raise self._no_user(username)
+        self._execute("DELETE FROM users WHERE id = ?", [user.id])
+        return user
+
+    def add_role(self, name: str) -> Role:
+        self.ensure_writable()
+        existing = self.find_role(name)
+        if existing is not None:
+            raise ConflictError(
+                f"role {existing.qualified_name!r} already exists in the {self.domain} userstore"
+            )
+        stamp = now()
+        role = Role(str(uuid.uuid4()), self.domain, name, 0, [], stamp, stamp)
+        self._execute(
+            "INSERT INTO roles (id, name, name_key, created, modified) VALUES (?, ?, ?, ?, ?)",
+            [role.id, name, name_key(name), stamp, stamp],
+        )
+        return role
+
+    def delete_role(self, name: str) -> Role:
+        self.ensure_writable()
+        role = self.find_role(name, with_members=True)
+        if role is None:
+            raise self._no_role(name)
+        self._execute("DELETE FROM roles WHERE id = ?", [role.id])
+        return role
+
+    def rename_role(self, name: str, new_name: str) -> Role:
+        self.ensure_writable()
+        role = self.find_role(name, with_members=True)
+        if role is None:
+            raise self._no_role(name)
+        clash = self.find_role(new_name)
+        if clash is not None and clash.id != role.id:
+            raise ConflictError(f"role {clash.qualified_name!r} already exists")
+        role.name, role.modified = new_name, now()
+        self._execute(
+            "UPDATE roles SET name = ?, name_key = ?, modified = ? WHERE id = ?",
+            [new_name, name_key(new_name), role.modified, role.id],
+        )
+        return role
+
+    def assign(self, role: str, usernames: Sequence[str]) -> list[str]:
+        return self._change_members(
+            role,
+            usernames,
+            "INSERT INTO user_roles (user_id, role_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        )
+
+    def unassign(self, role: str, usernames: Sequence[str]) -> list[str]:
+        return self._change_members(
+            role, usernames, "DELETE FROM user_roles WHERE user_id = ? AND role_id = ?"
+        )
+
+    def _change_members(self, role: str, usernames: Sequence[str], sql: str) -> list[str]:
+        """Run ``sql`` (user id, role id) per user; the usernames it changed a row for."""
+        self.ensure_writable()
+        role_id = self._role_id(role)
+        changed = []
+        for username in usernames:
+            if self._execute(sql, [self._user_id(username), role_id]).rowcount:
+                changed.append(username)
+        return changed
+
+    def import_users(self, users: Sequence[ImportedUser]) -> None:
+        """A batch in a few statements: inserts, updates, then the memberships."""
+        self.ensure_writable()
+        stamp = now()
+
+        def stored(user: ImportedUser) -> str:
+            return user.claims_json or claims_json(user.claims)
+
+        self._insert_users(
+            [
+                (u.id, u.username, name_key(u.username), stored(u), u.password_hash, stamp, stamp)
+                for u in users
+                if not u.existing
+            ]
+        )
+        self._executemany(
+            UPDATE_IMPORTED_USER,
+            [(stored(u), u.password_hash, stamp, u.id) for u in users if u.existing],
+        )
+        with_roles = [u for u in users if u.roles is not None]
+        self._executemany(
+            "DELETE FROM user_roles WHERE user_id = ?", [(u.id,) for u in with_roles if u.existing]
+        )
+        self._insert_memberships(
+            list({(u.id, name_key(r)): None for u in with_roles for r in u.roles or []})
+        )
