@@ -28,6 +28,8 @@ class Session:
 
     config_path: str | None = None
     json: bool = False
+    no_wait: bool = False
+    """``--no-wait``: leave non-blocking IdPs' rows to the outbox worker."""
     _service: Any = None
 
 
@@ -38,11 +40,11 @@ def _session() -> Session:
     return _SESSION
 
 
-def new_session(config_path: str | None) -> Session:
+def new_session(config_path: str | None, no_wait: bool = False) -> Session:
     """Start a fresh invocation's state (the root callback calls this first)."""
     global _SESSION
     close_session()
-    _SESSION = Session(config_path=config_path)
+    _SESSION = Session(config_path=config_path, no_wait=no_wait)
     return _SESSION
 
 
@@ -92,7 +94,10 @@ def service(app: str = "resident", live: bool = True) -> Any:
 
             progress = live_progress()
         session._service = IdentityService(
-            load_config(session.config_path), application=app, progress=progress
+            load_config(session.config_path),
+            application=app,
+            progress=progress,
+            wait="blocking" if session.no_wait else "all",
         )
     return session._service
 

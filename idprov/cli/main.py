@@ -36,6 +36,14 @@ def root(
             metavar="FILE",
         ),
     ] = None,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait",
+            help="Return once the change is committed and pushed to the blocking identity "
+            "providers; leave those with `blocking: false` to the outbox worker.",
+        ),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -44,7 +52,7 @@ def root(
     ] = False,
 ) -> None:
     """idprov: keep users and roles in userstores, provision them everywhere."""
-    new_session(config)
+    new_session(config, no_wait)
 
 
 IdprovGroup.lazy = {

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from idprov.cli import render
-from idprov.cli.common import AppOpt, JsonOpt, emit, new_app, service
+from idprov.cli.common import AppOpt, JsonOpt, YesOpt, emit, new_app, service
 
 outbox_app = new_app("Outbound operations that are pending or failed.")
 idp_app = new_app("Identity providers: the systems changes are provisioned to.")
@@ -24,8 +24,19 @@ def outbox_list(
     status: Annotated[str | None, typer.Option(help="pending or failed.")] = None,
     json: JsonOpt = False,
 ) -> None:
-    """Show what is waiting to be provisioned, and why it failed."""
-    emit(service().outbox_rows(idp, status), render.outbox)
+    """Show what is waiting to be provisioned, and why it failed.
+
+    A row of an identity provider that is no longer configured shows as orphaned:
+    drop it with `idprov outbox discard`. Example: idprov outbox list --status failed
+    """
+    import dataclasses
+
+    svc = service()
+    rows = [
+        r if svc.outbound.configured(r.idp) else dataclasses.replace(r, status="orphaned")
+        for r in svc.outbox_rows(idp, status)
+    ]
+    emit(rows, render.outbox)
 
 
 @outbox_app.command("retry")
@@ -37,15 +48,84 @@ def outbox_retry(
     emit(svc.retry_outbox(idp), render.outbound_report)
 
 
+@outbox_app.command("work")
+def outbox_work(
+    idp: IdpFilter = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Drain what is due now, then exit (for cron).")
+    ] = False,
+    app_name: AppOpt = "resident",
+    json: JsonOpt = False,
+) -> None:
+    """Run the outbox worker: push pending rows, and failed ones when their retry is due.
+
+    Without --once it runs until interrupted (Ctrl-C or SIGTERM), like the worker that
+    `idprov serve` runs. Example: idprov outbox work --once --idp scim-main
+    """
+    svc = service(app_name, live=once)
+    report = svc.outbound.work(idp, once=once, stop=_stop_on_signals(), progress=svc.progress)
+    emit(report, render.outbound_report)
+
+
+def _stop_on_signals() -> Any:
+    """An event set by SIGTERM or SIGINT, so the worker finishes its batch and stops."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+    return stop
+
+
+@outbox_app.command("discard")
+def outbox_discard(
+    idp: Annotated[str, typer.Option("--idp", help="The identity provider whose rows go.")],
+    user: Annotated[
+        list[str] | None,
+        typer.Option("--user", help="Only this user's (or role's) row; repeat.", metavar="NAME"),
+    ] = None,
+    yes: YesOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Drop outbox rows nobody will push, e.g. of an identity provider you removed.
+
+    The rows are gone for good (recorded in the audit log); `idprov sync` computes
+    again what a configured IdP needs. Example: idprov outbox discard --idp old-scim --yes
+    """
+    svc = service()
+    rows = svc.outbox_rows([idp])
+    if user:
+        wanted = {u.casefold() for u in user}
+        rows = [r for r in rows if r.label.casefold() in wanted]
+    if not rows:
+        emit([], render.outbox)
+        return
+    if not yes:
+        typer.confirm(
+            f"Discard {len(rows)} outbox row(s) of {idp}? They will not be pushed.",
+            abort=True,
+            err=True,
+        )
+    emit(svc.discard_outbox(idp, [r.local_id for r in rows]), render.discarded)
+
+
 @idp_app.command("list")
 def idp_list(json: JsonOpt = False) -> None:
     """List the configured identity providers."""
     svc = service()
+    health = svc.idp_health()
     rows = [
         {
             "name": i.name,
             "connector": i.connector,
             "enabled": i.enabled,
+            "blocking": i.blocking,
+            "health": health.get(i.name, "ok"),
             "provisioning_roles": i.provisioning_roles,
             "deprovision": i.deprovision,
             "applications": [

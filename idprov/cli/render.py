@@ -149,7 +149,7 @@ def outbound_report(report: OutboundReport) -> None:
     """A line per identity provider, then each failure with the target's message."""
     import typer
 
-    if not report.idps:
+    if not report.idps and not report.queued:
         typer.echo("  nothing to provision")
     for idp in report.idps.values():
         done, failed, skipped = idp.count("done"), idp.count("failed"), idp.count("skipped")
@@ -162,6 +162,10 @@ def outbound_report(report: OutboundReport) -> None:
         for op in idp.operations:
             if op.outcome == "failed":
                 typer.echo(f"      {op.kind} {op.label}: {op.operation} failed: {op.error}")
+    for name, count in sorted(report.queued.items()):
+        typer.echo(f"  … {name}: {count} queued for the outbox worker (`idprov outbox work`)")
+    for warning in report.warnings:
+        typer.secho(f"  ! {warning}", fg="yellow", err=True)
     if not report.ok:
         typer.echo(
             "  failed operations stay in the outbox: `idprov outbox list`, `idprov outbox retry`"
@@ -228,12 +232,18 @@ def outbox(rows: list[OutboxRow]) -> None:
             esc(r.idp),
             r.kind,
             esc(r.label),
-            r.status,
+            r.status + (f" (next try {r.next_attempt_at})" if r.next_attempt_at else ""),
             str(r.attempts),
             r.enqueued_at,
             esc(r.last_error or ""),
         )
     console().print(table)
+
+
+def discarded(rows: list[OutboxRow]) -> None:
+    console().print(
+        f"✓ discarded {len(rows)} outbox row(s): " + ", ".join(esc(r.label) for r in rows)
+    )
 
 
 def idp_list(rows: list[dict[str, Any]]) -> None:
@@ -243,7 +253,16 @@ def idp_list(rows: list[dict[str, Any]]) -> None:
         console().print("no identity providers are configured")
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("name", "connector", "enabled", "scope", "deprovision", "applications"):
+    for col in (
+        "name",
+        "connector",
+        "enabled",
+        "blocking",
+        "health",
+        "scope",
+        "deprovision",
+        "applications",
+    ):
         table.add_column(col)
     for r in rows:
         scope = ", ".join(r["provisioning_roles"]) if r["provisioning_roles"] else "all users"
@@ -251,6 +270,8 @@ def idp_list(rows: list[dict[str, Any]]) -> None:
             esc(r["name"]),
             r["connector"],
             "yes" if r["enabled"] else "no",
+            "yes" if r["blocking"] else "no",
+            esc(r["health"]),
             esc(scope),
             r["deprovision"],
             esc(", ".join(r["applications"])),

@@ -64,6 +64,7 @@ def serve(
         ready = {"url": url, "applications": server.applications}
         emit(ready, lambda r: _ready(r["url"], r["applications"]))
         sys.stdout.flush()
+        server.start_worker()
         uvicorn_server(server, certfile=certfile, keyfile=keyfile).run(sockets=[sock])
     finally:
         server.close()

@@ -36,7 +36,7 @@ from idprov.model import ClaimValue, User
 if TYPE_CHECKING:
     from idprov.provisioning.results import OutboundReport
     from idprov.provisioning.service import IdentityService
-    from idprov.provisioning.unit_of_work import UnitOfWork
+    from idprov.provisioning.unit_of_work import PendingPush, UnitOfWork
 
 
 class TokenRejected(PolicyError):
@@ -62,6 +62,8 @@ class JitResult:
     roles_added: list[str] = field(default_factory=list)
     roles_removed: list[str] = field(default_factory=list)
     outbound: OutboundReport | None = None
+    pending: PendingPush | None = field(default=None, repr=False)
+    """With ``login(push=False)``: what the caller must push."""
 
     @property
     def outbound_failed(self) -> bool:
@@ -242,9 +244,12 @@ def _rejection(exc: Exception, token: str, settings: JitConfig) -> TokenRejected
 
 
 # ---------------------------------------------------------------- the login
-def login(service: IdentityService, idp: str, idp_claims: Mapping[str, Any]) -> JitResult:
+def login(
+    service: IdentityService, idp: str, idp_claims: Mapping[str, Any], push: bool = True
+) -> JitResult:
     """Create or update the local user of a login through ``idp`` with the IdP's
-    (already verified) claims, as ``service``'s application, and push it out."""
+    (already verified) claims, as ``service``'s application, and push it out (with
+    ``push=False``, the result's ``pending`` is left for the caller to push)."""
     settings = jit_settings(service.config, service.application, idp)
     app = service.config.application(service.application)
     domain = settings.userstore or app.userstore
@@ -252,7 +257,7 @@ def login(service: IdentityService, idp: str, idp_claims: Mapping[str, Any]) -> 
     claims = _local_claims(service, idp_claims, settings)
     wanted, managed = _roles(idp_claims, settings)
     existing = service.store(domain).find_user(username)
-    with service.unit_of_work() as uow:  # one login: one transaction, one push
+    with service.unit_of_work(push=push) as uow:  # one login: one transaction, one push
         if existing is None:
             uow.add_user(username, claims, roles=sorted(wanted), domain=domain)
             outcome = _Outcome("created", sorted(claims), sorted(wanted), [])
@@ -271,6 +276,7 @@ def login(service: IdentityService, idp: str, idp_claims: Mapping[str, Any]) -> 
         outcome.added,
         outcome.removed,
         uow.outbound if any(r.changed for r in uow.results) else None,
+        pending=None if push else uow.pending(),
     )
 
 

@@ -9,14 +9,17 @@ once at start and kept only as SHA-256 digests. No token, or a wrong one: 401 wi
 ``WWW-Authenticate``.
 
 Threads: the event loop only reads and writes HTTP. Every write (POST, PUT, PATCH,
-DELETE, Bulk, JIT logins) runs on one writer thread, in arrival order; reads run on a
-small pool of reader threads. Each thread has its own ``IdentityService`` per
+DELETE, Bulk, JIT logins) runs its local transaction on one writer thread, in arrival
+order; then its push (to the application's *blocking* identity providers) runs on a
+pool of pusher threads, and the response is sent when the push is done. Reads run on
+a small pool of reader threads. Each thread has its own ``IdentityService`` per
 application (a service holds one SQLite connection), so reads see committed data
-only and never wait for a write's outbound push. One writer makes every SCIM write
-atomic as a whole (a PATCH reads, applies and writes with nothing in between), keeps
-the outbox and the ledger in the order of the changes, and costs little: SQLite
-takes one writer at a time anyway, and the outbound calls of one change still run
-concurrently in the engine's pools. bench/serve_load.py measures it.
+only. One writer makes every SCIM write atomic as a whole (a PATCH reads, applies
+and writes with nothing in between) and keeps the outbox in the order of the
+changes; the pushes of concurrent requests overlap, and no database lock is held
+while a target answers. Rows of non-blocking IdPs, and rows that failed, are pushed
+by the outbox worker that runs beside the server (:meth:`InboundServer.start_worker`),
+on each IdP's retry schedule. bench/serve_load.py measures it.
 
 Limits: request bodies over ``max_body`` bytes get 413 before they are read (the
 same figure is Bulk's maxPayloadSize). An access log line per request (time, client,
@@ -70,6 +73,7 @@ if TYPE_CHECKING:
 
     from idprov.provisioning.results import OutboundReport
     from idprov.provisioning.service import IdentityService
+    from idprov.provisioning.unit_of_work import PendingPush
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -79,6 +83,8 @@ Reply = tuple[int, dict[str, str], dict[str, Any] | None]
 
 DEFAULT_MAX_BODY = 1_048_576
 DEFAULT_READERS = 4
+DEFAULT_PUSHERS = 8
+"""Requests whose pushes may be in flight at once (each to every blocking IdP)."""
 JIT_PATHS = ("/jit/login", "/v2/jit/login")
 WRITES = {Operation.create, Operation.replace, Operation.patch, Operation.delete, Operation.bulk}
 
@@ -202,6 +208,7 @@ class InboundServer:
         access_log: TextIO | None = None,
         max_body: int = DEFAULT_MAX_BODY,
         readers: int = DEFAULT_READERS,
+        pushers: int = DEFAULT_PUSHERS,
         http_transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.config = config
@@ -216,7 +223,10 @@ class InboundServer:
         self.backends = Backends(self._open_service)
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="idprov-writer")
         self.readers = ThreadPoolExecutor(readers, thread_name_prefix="idprov-reader")
+        self.pushers = ThreadPoolExecutor(pushers, thread_name_prefix="idprov-pusher")
         self.log = AccessLog(access_log or sys.stderr)
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
 
     @property
     def applications(self) -> list[str]:
@@ -231,11 +241,36 @@ class InboundServer:
 
             config = jit_view(config, application)
         return IdentityService(
-            config, application=application, actor=view, http_transport=self.http_transport
+            config,
+            application=application,
+            actor=view,
+            http_transport=self.http_transport,
+            wait="blocking",
         )
 
+    def start_worker(self) -> None:
+        """Run the outbox worker in a thread until :meth:`close`: it pushes rows that
+        no request pushes (non-blocking IdPs, failures, rows a crash left), each when
+        its IdP's retry schedule says."""
+        if self._worker is not None or not self.config.identity_providers:
+            return
+        self._worker = threading.Thread(target=self._work, name="idprov-worker", daemon=True)
+        self._worker.start()
+
+    def _work(self) -> None:
+        backend = self.backends.get(self.applications[0], "worker")
+        try:
+            backend.service.outbound.work(stop=self._stop)
+        except Exception:  # a bug: logged, and the server goes on without its worker
+            logging.getLogger("idprov.serve").exception("the outbox worker stopped")
+
     def close(self) -> None:
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join()
+            self._worker = None
         self.writer.shutdown(wait=True)
+        self.pushers.shutdown(wait=True)
         self.readers.shutdown(wait=True)
         self.backends.close()
         self.issued.close()
@@ -310,13 +345,25 @@ class InboundServer:
         request.body = body
         executor = self.writer if operation in WRITES else self.readers
         loop = asyncio.get_running_loop()
-        response, reports = await loop.run_in_executor(executor, self._handle, request, application)
-        served.outbound = _outbound_outcome(reports)
+        response, pending = await loop.run_in_executor(executor, self._handle, request, application)
+        report = await self._push(application, "scim", pending)
+        served.outbound = _outbound_outcome([report] if report is not None else [])
         return response
 
-    def _handle(
-        self, request: ScimRequest, application: str
-    ) -> tuple[ScimResponse, list[OutboundReport]]:
+    async def _push(
+        self, application: str, view: str, pending: PendingPush
+    ) -> OutboundReport | None:
+        """Push what a request committed, on a pusher thread (no lock held)."""
+        if not pending.rows:
+            return None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pushers, self._push_now, application, view, pending)
+
+    def _push_now(self, application: str, view: str, pending: PendingPush) -> OutboundReport | None:
+        service = self.backends.get(application, view).service
+        return service.push(pending.rows, pending.passwords)
+
+    def _handle(self, request: ScimRequest, application: str) -> tuple[ScimResponse, PendingPush]:
         """Serve one SCIM request on this (writer or reader) thread."""
         backend = self.backends.get(application)
         with acting(backend) as state:
@@ -327,7 +374,7 @@ class InboundServer:
             except Exception as exc:  # a bug: 500 without details, the traceback to stderr
                 logging.getLogger("idprov.serve").exception("%s %s", request.method, request.path)
                 response = self.scim.error_response(exc)
-            return self._finish(request, response), state.reports
+            return self._finish(request, response), state.pending
 
     @staticmethod
     def _finish(request: ScimRequest, response: ScimResponse) -> ScimResponse:
@@ -377,25 +424,26 @@ class InboundServer:
         if content_type and not is_json_media_type(content_type):
             return 415, _error("media_type", "send application/json"), {}
         loop = asyncio.get_running_loop()
-        status, document, reports = await loop.run_in_executor(
-            self.writer, self._jit_login, application, body
-        )
-        served.outbound = _outbound_outcome(reports)
-        return status, document, {}
+        status, result = await loop.run_in_executor(self.writer, self._jit_login, application, body)
+        if isinstance(result, dict):
+            return status, result, {}
+        if result.pending is not None:
+            result.outbound = await self._push(application, "jit", result.pending)
+        served.outbound = _outbound_outcome([result.outbound] if result.outbound else [])
+        return status, result.to_dict(), {}
 
-    def _jit_login(
-        self, application: str, body: bytes
-    ) -> tuple[int, dict[str, Any], list[OutboundReport]]:
-        """One JIT login on the writer thread: (status, JSON body, outbound reports)."""
+    def _jit_login(self, application: str, body: bytes) -> tuple[int, Any]:
+        """One JIT login's transaction on the writer thread: (status, result or the
+        JSON error body); the push follows on a pusher thread."""
         from idprov.inbound import jit
 
         try:
             idp, claims = self._jit_request(body, application)
-            result = jit.login(self.backends.get(application, "jit").service, idp, claims)
+            service = self.backends.get(application, "jit").service
+            result = jit.login(service, idp, claims, push=False)
         except IdprovError as exc:
-            return _jit_status(exc), {"error": exc.to_dict()}, []
-        reports = [result.outbound] if result.outbound is not None else []
-        return (201 if result.action == "created" else 200), result.to_dict(), reports
+            return _jit_status(exc), {"error": exc.to_dict()}
+        return (201 if result.action == "created" else 200), result
 
     def _jit_request(self, body: bytes, application: str) -> tuple[str, dict[str, Any]]:
         from idprov.inbound import jit

@@ -285,6 +285,18 @@ class IdentityService:
                 uow.audit("outbox.discard", idp, {"rows": [r.label for r in rows]})
         return rows
 
+    def idp_health(self) -> dict[str, str]:
+        """IdP -> ``quarantined since T: error`` or ``failing since T: error``, for
+        those whose every recent operation failed (the others are healthy)."""
+        out = {}
+        for name, health in self.state.outbox.health().items():
+            if health.failing_since is None or not self.outbound.configured(name):
+                continue
+            quarantined = health.quarantined(self.idp(name).retry.quarantine_after)
+            state = "quarantined" if quarantined else "failing"
+            out[name] = f"{state} since {health.failing_since}: {health.last_error or ''}"
+        return out
+
     def test_idp(self, name: str) -> CheckReport:
         """Reachability, authentication and capabilities of IdP ``name``; changes nothing."""
         return self.connector(name).check()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from idprov.db import write_transaction
@@ -34,6 +35,20 @@ if TYPE_CHECKING:
     from idprov.userstores.base import ImportedUser
 
 
+@dataclass
+class PendingPush:
+    """Committed outbox rows (and one-shot passwords) not pushed yet: what a caller
+    that pushes elsewhere (`idprov serve`'s pushers) carries from the commit to the
+    push. Passwords are only in memory."""
+
+    rows: list[int] = field(default_factory=list)
+    passwords: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def add(self, other: PendingPush) -> None:
+        self.rows += other.rows
+        self.passwords.update(other.passwords)
+
+
 class UnitOfWork:
     """Changes written in one transaction, pushed once after it commits."""
 
@@ -48,6 +63,10 @@ class UnitOfWork:
         """What the push after the commit did (None until then, or nothing to push)."""
         self._stack = ExitStack()
         self._open: set[str] = set()
+
+    def pending(self) -> PendingPush:
+        """What this work leaves to push (after its commit)."""
+        return PendingPush(list(self.rows), dict(self.passwords))
 
     # ---- the transaction
     def __enter__(self) -> UnitOfWork:

@@ -60,9 +60,9 @@ from idprov.errors import (
 from idprov.inbound.scim import mapping
 from idprov.model import QualifiedName, Role, User, UserQuery
 from idprov.provisioning.external_ids import ExternalIds
+from idprov.provisioning.unit_of_work import PendingPush
 
 if TYPE_CHECKING:
-    from idprov.provisioning.results import OutboundReport
     from idprov.provisioning.service import IdentityService
     from idprov.provisioning.unit_of_work import UnitOfWork
 
@@ -115,15 +115,16 @@ class Acting:
     """The request being served on this thread: who, and what went out."""
 
     backend: Backend
-    reports: list[OutboundReport] = field(default_factory=list)
+    pending: PendingPush = field(default_factory=PendingPush)
+    """What this request committed and must push before it answers."""
 
     @contextmanager
     def changing(self) -> Iterator[UnitOfWork]:
-        """One request's writes: one unit of work (one transaction, one push)."""
-        with self.backend.service.unit_of_work() as uow:
+        """One request's writes: one unit of work (one transaction). The push is left
+        to the server (:attr:`pending`), which runs it off the writer thread."""
+        with self.backend.service.unit_of_work(push=False) as uow:
             yield uow
-        if uow.outbound is not None:
-            self.reports.append(uow.outbound)
+        self.pending.add(uow.pending())
 
 
 _current = threading.local()
