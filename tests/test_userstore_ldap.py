@@ -768,3 +768,79 @@ def test_the_fixture_leaves_no_slapd_behind(tmp_path: Path):
     server.stop()
     assert process is not None and process.poll() is not None
     assert not server.running
+
+
+# ---- a killed import into a directory resumes to the exact state
+def _killed_import_config(slapd: Directory, tmp_path: Path) -> Config:
+    text = service_yaml(slapd, tmp_path) + (
+        "identity_providers:\n"
+        "  - name: target\n"
+        "    connector: scim2\n"
+        "    options: {base_url: 'https://scim.example.com/v2', auth: none}\n"
+        "applications:\n"
+        "  - name: resident\n"
+        "    identity_providers: [target]\n"
+    )
+    return load_text(text, "t.yaml", tmp_path)
+
+
+@pytest.mark.parametrize("where", ["after the directory writes", "in the middle of a batch"])
+def test_a_killed_ldap_import_resumes_to_exactly_the_uninterrupted_state(
+    slapd, tmp_path, monkeypatch, where
+):
+    from idprov.inbound.csv_import import CsvImport, ImportOptions
+    from idprov.provisioning.state import ImportJournal
+    from idprov.userstores.ldap import LdapUserStore
+
+    tag = "a" if where.startswith("after") else "m"
+    names = [f"kill{tag}{i:02d}" for i in range(30)]
+    path = tmp_path / "people.csv"
+    path.write_text(
+        "username,email,roles\n" + "".join(f"{n},{n}@example.com,kill{tag}\n" for n in names)
+    )
+    options = ImportOptions(batch_size=10, domain="CORP", create_roles=True, push=False)
+    config = _killed_import_config(slapd, tmp_path)
+    batches = {"n": 0}
+    if where == "after the directory writes":
+        original_written = ImportJournal.written
+
+        def killed(self, import_id, last_line):
+            batches["n"] += 1
+            if batches["n"] == 2:
+                raise KeyboardInterrupt  # kill -9 between the directory and the state
+            original_written(self, import_id, last_line)
+
+        monkeypatch.setattr(ImportJournal, "written", killed)
+    else:
+        original_import = LdapUserStore.import_users
+
+        def killed(self, users):
+            batches["n"] += 1
+            if batches["n"] == 2:
+                original_import(self, users[:4])  # 4 of 10 entries written, then killed
+                raise KeyboardInterrupt
+            original_import(self, users)
+
+        monkeypatch.setattr(LdapUserStore, "import_users", killed)
+    with IdentityService(config, actor="tester") as svc:
+        with pytest.raises(KeyboardInterrupt):
+            CsvImport(svc, path, options).run()
+    monkeypatch.undo()
+    with IdentityService(config, actor="tester") as svc:
+        report = CsvImport(svc, path, options).run()
+        assert report.rejected == 0, report.errors
+        assert report.skipped_done == 10 and report.created == 20
+        found = svc.list_users(UserQuery(limit=None, username_prefix=f"kill{tag}"), "CORP")
+        assert sorted(u.username for u in found.items) == names
+        assert all(u.roles == [f"kill{tag}"] for u in found.items)
+        assert svc.get_role(f"CORP/kill{tag}").member_count == 30
+        rows = [
+            r for r in svc.outbox_rows() if r.kind == "user" and r.label.startswith("CORP/kill")
+        ]
+        assert sorted(r.label for r in rows) == sorted(f"CORP/{n}" for n in names)
+        created = [
+            name
+            for entry in svc.audit_log(AuditQuery(action="user.import", limit=100))
+            for name in entry.details["created"]
+        ]
+        assert sorted(created) == names, "each user audited as created exactly once"

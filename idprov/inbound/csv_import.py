@@ -663,11 +663,11 @@ class CsvImport:
             return
         for line, domain, roles, action in staging.db.execute(
             "SELECT line, domain, roles, action FROM rows WHERE roles IS NOT NULL"
-            " AND action IN ('create', 'update')"
+            " AND action IN ('create', 'update', 'resume')"
         ).fetchall():
             unknown = [r for r in json.loads(roles) if (domain, r.casefold()) in missing]
             if unknown:
-                self.report.created -= action == "create"
+                self.report.created -= action in ("create", "resume")
                 self.report.updated -= action == "update"
                 staging.db.execute("DELETE FROM rows WHERE line = ?", [line])
                 self._reject(
@@ -731,7 +731,7 @@ class CsvImport:
         done = 0
         cursor = staging.db.execute(
             "SELECT line, domain, username, action, user_id, claims, roles, pw_hash FROM rows"
-            " WHERE action IN ('create', 'update') ORDER BY line"
+            " WHERE action IN ('create', 'update', 'resume') ORDER BY line"
         )
         while rows := cursor.fetchmany(self.options.batch_size):
             self._write_batch(rows)

@@ -1,0 +1,298 @@
+"""Change apart from push: the unit of work, the outbox worker, non-blocking IdPs,
+orphaned rows, plugin failures, and no database lock held while a target answers."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from importlib.metadata import EntryPoint
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from idprov.config import load_text
+from idprov.connectors import registry
+from idprov.connectors.scim2 import Scim2Connector
+from idprov.provisioning.service import IdentityService
+from idprov.provisioning.state import AuditQuery
+from tests.outbound_helpers import FakeScim, idp_yaml, make_config_text, make_service
+
+BASE = "https://scim.example.com/scim/v2"
+
+
+@pytest.fixture()
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeScim:
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    return FakeScim("secret-token")
+
+
+def service(tmp_path: Path, fake: FakeScim, idps: str, app_idps: list[str], **kw: Any):
+    return make_service(
+        tmp_path, idps, app_idps, http_transport=fake.transport(), sleep=lambda s: None, **kw
+    )
+
+
+# ---------------------------------------------------------------- one unit of work
+def test_several_changes_commit_together_and_are_pushed_once(tmp_path, fake):
+    with service(tmp_path, fake, idp_yaml("target", BASE), ["target"]) as svc:
+        with svc.unit_of_work() as uow:
+            uow.add_role("staff")
+            uow.add_user("alice", {"email": "alice@example.com"}, roles=["staff"])
+            uow.update_user("alice", {"title": "Lead"})
+            assert fake.requests == [], "nothing goes out before the commit"
+        assert uow.outbound is not None and uow.outbound.ok
+        posts = [r for r in fake.requests if r[0] == "POST"]
+        assert posts == [("POST", "/scim/v2/Users"), ("POST", "/scim/v2/Groups")]
+        [remote] = fake.users.values()
+        assert remote["title"] == "Lead"
+        assert svc.outbox_rows() == []
+
+
+def test_a_failed_unit_of_work_changes_nothing_and_sends_nothing(tmp_path, fake):
+    with service(tmp_path, fake, idp_yaml("target", BASE), ["target"]) as svc:
+        with pytest.raises(Exception, match="no role"):
+            with svc.unit_of_work() as uow:
+                uow.add_user("alice", {"email": "alice@example.com"})
+                uow.assign("nosuchrole", ["alice"])
+        assert svc.list_users(_query()).total == 0
+        assert svc.outbox_rows() == [] and fake.requests == []
+        assert svc.audit_log(AuditQuery(action="user.add")) == []
+
+
+def _query() -> Any:
+    from idprov.model import UserQuery
+
+    return UserQuery(limit=None)
+
+
+# ---------------------------------------------------------------- plugin failures
+class BuggyConnector(Scim2Connector):
+    """A third-party connector with a bug: every create raises KeyError."""
+
+    name = "buggy"
+
+    def create_user(self, account: Any) -> str:
+        raise KeyError("department")
+
+
+@pytest.fixture()
+def buggy_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    eps = dict(registry._entry_points())
+    eps["buggy"] = EntryPoint("buggy", f"{__name__}:BuggyConnector", registry.GROUP)
+    monkeypatch.setattr(registry, "_entry_points", lambda: eps)
+    registry.load.cache_clear()
+    yield
+    registry.load.cache_clear()
+
+
+def test_a_plugin_exception_fails_its_row_and_every_other_result_is_recorded(
+    tmp_path, fake, buggy_plugin
+):
+    idps = idp_yaml("good", BASE) + idp_yaml("bad", BASE, connector="buggy")
+    with service(tmp_path, fake, idps, ["good", "bad"]) as svc:
+        result = svc.add_user("alice", {"email": "alice@example.com"})
+        report = result.outbound
+        [good] = report.idps["good"].operations
+        [bad] = report.idps["bad"].operations
+        assert good.outcome == "done" and good.remote_id in fake.users
+        assert bad.outcome == "failed" and bad.error == "KeyError: 'department'"
+        user = svc.get_user("alice")
+        entry = svc.state.ledger.get("good", "user", user.id)
+        assert entry.state == "active" and entry.remote_id == good.remote_id
+        [row] = svc.outbox_rows()
+        assert (row.idp, row.status, row.last_error) == ("bad", "failed", "KeyError: 'department'")
+
+
+def test_the_cli_reports_a_plugin_failure_as_an_outbound_failure_not_a_bug(
+    tmp_path, fake, buggy_plugin, cli
+):
+    config = tmp_path / "idprov.yaml"
+    idps = idp_yaml("bad", BASE, connector="buggy")
+    config.write_text(make_config_text(tmp_path, idps, ["bad"]))
+    # the CLI cannot take an injected transport: the buggy create never sends anything
+    result = cli("--config", str(config), "user", "add", "alice")
+    assert result.exit_code == 6, result
+    output = result.stdout + result.stderr
+    assert "KeyError: 'department'" in output and "bug" not in output
+
+
+# ---------------------------------------------------------------- non-blocking IdPs
+def test_a_non_blocking_idp_is_left_to_the_worker_when_not_waiting(tmp_path, fake):
+    idps = idp_yaml("sync", BASE) + idp_yaml("later", BASE, extra="    blocking: false")
+    with service(tmp_path, fake, idps, ["sync", "later"], wait="blocking") as svc:
+        report = svc.add_user("alice", {"email": "alice@example.com"}).outbound
+        assert report.idps["sync"].count("done") == 1
+        assert "later" not in report.idps and report.queued == {"later": 1}
+        assert [(r.idp, r.status) for r in svc.outbox_rows()] == [("later", "pending")]
+        drained = svc.outbound.work(once=True)
+        assert drained.idps["later"].count("done") == 1
+        assert svc.outbox_rows() == []
+
+
+def test_the_cli_waits_for_non_blocking_idps_unless_no_wait(
+    tmp_path, cli, monkeypatch, scim2_server
+):
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    config = tmp_path / "idprov.yaml"
+    idps = idp_yaml("later", scim2_server.base_url, extra="    blocking: false")
+    config.write_text(make_config_text(tmp_path, idps, ["later"]))
+    base = ("--config", str(config))
+    waited = cli(*base, "user", "add", "alice", "--json").json()
+    assert waited["outbound"]["idps"][0]["done"] == 1
+    queued = cli(*base, "--no-wait", "user", "add", "bob", "--json").json()
+    assert queued["outbound"]["queued"] == {"later": 1}
+    listed = cli(*base, "outbox", "list", "--json").json()
+    assert [r["label"] for r in listed] == ["bob"]
+    worked = cli(*base, "outbox", "work", "--once", "--json").json()
+    assert worked["idps"][0]["done"] == 1
+    assert cli(*base, "outbox", "list", "--json").json() == []
+    assert sorted(u["userName"] for u in scim2_server.users()) == ["alice", "bob"]
+
+
+# ---------------------------------------------------------------- the worker
+def test_the_worker_retries_a_failed_row_when_its_time_comes(tmp_path, fake):
+    extra = "    retry: {max_attempts: 1, row_initial_backoff: 0.05, row_max_backoff: 0.05}"
+    idps = idp_yaml("target", BASE).replace(
+        "    retry: {max_attempts: 3, initial_backoff: 0.01, max_backoff: 0.05}\n", extra + "\n"
+    )
+    with service(tmp_path, fake, idps, ["target"]) as svc:
+        fake.fail("POST", 503, times=2)
+        assert not svc.add_user("alice", {"email": "alice@example.com"}).outbound.ok
+        [row] = svc.outbox_rows()
+        assert row.status == "failed" and row.next_attempt_at is not None
+        stop = threading.Event()
+        # the worker gets its own service: a service is one thread's
+        svc2 = IdentityService(svc.config, http_transport=fake.transport(), sleep=lambda s: None)
+        worker = threading.Thread(target=lambda: svc2.outbound.work(stop=stop))
+        worker.start()
+        try:
+            deadline = time.monotonic() + 30
+            while svc.outbox_rows() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            worker.join()
+            svc2.close()
+        assert svc.outbox_rows() == []
+        assert len(fake.users) == 1
+        assert [r[0] for r in fake.requests].count("POST") == 3
+
+
+def test_an_idp_failing_everything_is_quarantined_and_shown(tmp_path, fake, cli):
+    with service(tmp_path, fake, idp_yaml("target", BASE), ["target"]) as svc:
+        fake.fail("POST", 503, times=100)
+        svc.add_user("alice", {"email": "alice@example.com"})
+        stamp = "2000-01-01T00:00:00.000Z"
+        svc.state.db.execute("UPDATE idp_health SET failing_since = ?", [stamp])
+        assert svc.idp_health()["target"].startswith("quarantined since 2000")
+        # a quarantined IdP rests: the worker leaves it until row_max_backoff has passed
+        assert svc.outbound.work(once=True).idps == {}
+        # a manual retry is always tried, and one success ends the quarantine
+        fake.faults.clear()
+        assert svc.retry_outbox().ok
+        assert svc.idp_health() == {}
+
+
+# ---------------------------------------------------------------- orphaned rows
+def test_rows_of_a_removed_idp_are_orphaned_skipped_and_can_be_discarded(tmp_path, fake, cli):
+    with service(tmp_path, fake, idp_yaml("old", BASE), ["old"]) as svc:
+        fake.fail("POST", 400)
+        svc.add_user("alice", {"email": "alice@example.com"})
+        assert [r.idp for r in svc.outbox_rows()] == ["old"]
+    config = tmp_path / "idprov.yaml"
+    config.write_text(make_config_text(tmp_path, "", []).replace("identity_providers:", ""))
+    base = ("--config", str(config))
+    retried = cli(*base, "outbox", "retry").ok()
+    assert "identity provider 'old', which is not in the configuration" in retried.stderr
+    assert "orphaned" in cli(*base, "outbox", "list").ok().stdout
+    cli(*base, "sync").ok()
+    discarded = cli(*base, "outbox", "discard", "--idp", "old", "--yes").ok()
+    assert "discarded 1 outbox row(s): alice" in discarded.stdout
+    assert cli(*base, "outbox", "list", "--json").json() == []
+    log = cli(*base, "log", "--action", "outbox.discard", "--json").json()
+    assert log[0]["target"] == "old" and log[0]["details"] == {"rows": ["alice"]}
+
+
+# ---------------------------------------------------------------- no lock across the network
+class _HeldTarget(http.server.ThreadingHTTPServer):
+    """A SCIM target that holds every POST until the test releases it."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _HeldHandler)
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+
+
+class _HeldHandler(http.server.BaseHTTPRequestHandler):
+    server: _HeldTarget
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._reply(200, {"Resources": [], "totalResults": 0})
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.arrived.set()
+        self.server.release.wait(60)
+        self._reply(201, {**body, "id": "r-" + body["userName"]})
+
+    def _reply(self, status: int, document: dict[str, Any]) -> None:
+        data = json.dumps(document).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/scim+json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_no_database_lock_is_held_while_a_push_waits_on_a_target(tmp_path):
+    target = _HeldTarget()
+    threading.Thread(target=target.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{target.server_address[1]}/v2"
+    config = tmp_path / "idprov.yaml"
+    idp = f"""
+  - name: slow
+    connector: scim2
+    options: {{base_url: "{url}", auth: none, timeout: 120}}"""
+    text = make_config_text(tmp_path, idp, ["slow"])
+    config.write_text(text + "  - name: offline\n    identity_providers: []\n")
+    env = {**os.environ, "IDPROV_CONFIG": str(config)}
+    idprov = [sys.executable, "-m", "idprov"]
+    subprocess.run([*idprov, "role", "add", "staff", "--app", "offline"], env=env, check=True)
+    pushing = subprocess.Popen([*idprov, "user", "add", "alice"], env=env)
+    try:
+        assert target.arrived.wait(30), "the first command's push reached the target"
+        start = time.monotonic()
+        other = subprocess.run(
+            [*idprov, "user", "add", "bob", "--app", "offline", "--role", "staff"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        seconds = time.monotonic() - start
+        assert other.returncode == 0, other.stderr
+        # the push is still held at the target: the second command did not wait for it
+        assert pushing.poll() is None and not target.release.is_set()
+        print(f"user add while another process pushes: {seconds:.2f}s")
+    finally:
+        target.release.set()
+        assert pushing.wait(60) == 0
+        target.shutdown()
+        target.server_close()
+    check = IdentityService(load_text(config.read_text(), str(config)))
+    with check:
+        assert {u.username for u in check.list_users(_query()).items} == {"alice", "bob"}
+        assert check.state.ledger.get("slow", "user", check.get_user("alice").id).remote_id == (
+            "r-alice"
+        )
