@@ -69,7 +69,7 @@ def open_connector(
 ) -> Connector:
     """The connector for ``idp``, with an HTTP client of its own if it speaks HTTP."""
     from idprov.connectors import registry
-    from idprov.connectors.http import HttpOptions, RateLimiter, make_client
+    from idprov.connectors.http import HttpOptions, RateLimiter, per_thread_client
 
     cls = registry.load(idp.connector)
     options: Any = idp.options
@@ -80,5 +80,5 @@ def open_connector(
     client = None
     if cls.uses_http and isinstance(options, HttpOptions):
         limiter = RateLimiter(idp.rate_limit, sleep=sleep)
-        client = make_client(options, idp.max_concurrency, transport, limiter)
+        client = per_thread_client(options, transport, limiter)
     return cls(idp, options, client)

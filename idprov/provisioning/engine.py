@@ -37,6 +37,7 @@ from idprov.provisioning.results import (
     Progress,
 )
 from idprov.provisioning.retry import backoff
+from idprov.provisioning.state import audit_row
 from idprov.provisioning.tasks import Outcome, Planned, Settled, Task, describe
 
 if TYPE_CHECKING:
@@ -72,7 +73,11 @@ class Engine(UserPlanning, RolePlanning):
         """Passwords set by the change being pushed, by user id; each taken once."""
         self.report = report if report is not None else OutboundReport()
         self._users: dict[str, User] = {}
-        self._entries: dict[tuple[str, str, str], LedgerEntry] = {}
+        self._entries: dict[tuple[str, str, str], LedgerEntry | None] = {}
+        self._kept: list[LedgerEntry] = []
+        self._done_rows: list[OutboxRow] = []
+        self._audit_rows: list[tuple[Any, ...]] = []
+        """Records of completed calls, written together at the end of each collect."""
         self._creating: list[tuple[str, str, str, str, str]] = []
         self._bulk_used: set[str] = set()
         self._completed: queue.SimpleQueue[tuple[Future[Any], Any]] = queue.SimpleQueue()
@@ -110,13 +115,14 @@ class Engine(UserPlanning, RolePlanning):
             chunk = rows[start : start + BATCH_ROWS]
             self._prefetch(chunk)
             planned = [self._plan(row, planner) for row in chunk]
-            with write_transaction(self.state.db):
-                # the `creating` marks are durable before any call is made
-                self.state.ledger.mark_creating(self._creating)
-                self._creating.clear()
-                for item in planned:
-                    if isinstance(item, Settled):
-                        self._settle(item)
+            settled = [item for item in planned if isinstance(item, Settled)]
+            if self._creating or settled:
+                with write_transaction(self.state.db):
+                    # the `creating` marks are durable before any call is made
+                    self.state.ledger.mark_creating(self._creating)
+                    self._creating.clear()
+                    for done in settled:
+                        self._settle(done)
             for item in planned:
                 if isinstance(item, Task):
                     self._dispatch(item, bulk)
@@ -158,9 +164,21 @@ class Engine(UserPlanning, RolePlanning):
                 self._in_flight -= 1
                 for task, attempts, value in self._outcomes(future, tag):
                     self._finish(task, attempts, value)
+            self._flush()
             if time.monotonic() - self._renewed > RENEW_SECONDS:
                 self.state.outbox.renew(self.outbound.owner, self.outbound.lease)
                 self._renewed = time.monotonic()
+
+    def _keep(self, entry: LedgerEntry) -> None:
+        """A ledger entry to write with this collect's records."""
+        self._kept.append(entry)
+
+    def _flush(self) -> None:
+        """Write the collected records: a few statements for many results."""
+        self.state.ledger.record_many(self._kept)
+        self.state.outbox.done_many(self._done_rows)
+        self.state.audit_many(self._audit_rows)
+        self._kept, self._done_rows, self._audit_rows = [], [], []
 
     def _outcomes(
         self, future: Future[Any], tag: tuple[Task, list[Attempt]] | list[Task]
@@ -292,6 +310,8 @@ class Engine(UserPlanning, RolePlanning):
         for row in rows:
             by_idp.setdefault((row.idp, row.kind), []).append(row.local_id)
         for (idp, kind), ids in by_idp.items():
+            for local_id in ids:
+                self._entries[(idp, kind, local_id)] = None  # none, unless found
             for entry in self.state.ledger.get_many(idp, kind, ids):
                 self._entries[(idp, kind, entry.local_id)] = entry
 
@@ -342,7 +362,7 @@ class Engine(UserPlanning, RolePlanning):
         if result.outcome == "failed":
             self._failed(row, result.error or "", result.status, len(attempts))
         else:
-            self.state.outbox.done(row)
+            self._done_rows.append(row)
         self._audit(row, task.operation, result, attempts)
         self._add(result)
 
@@ -358,22 +378,24 @@ class Engine(UserPlanning, RolePlanning):
             attempts = [Attempt(0, 0, result.status, result.error)]
         for attempt in attempts:
             last = attempt is attempts[-1]
-            self.state.audit(
-                actor=self.outbound.actor,
-                application=self.outbound.application,
-                action=f"outbound.{operation}",
-                target=row.label,
-                outcome="ok" if attempt.error is None else "failed",
-                details={
-                    "idp": row.idp,
-                    "kind": row.kind,
-                    "attempt": attempt.number,
-                    "status": attempt.status,
-                    "duration_ms": attempt.duration_ms,
-                    "remote_id": result.remote_id if last else None,
-                    "error": attempt.error,
-                },
-                run=self.outbound.run,
+            self._audit_rows.append(
+                audit_row(
+                    self.outbound.actor,
+                    self.outbound.application,
+                    f"outbound.{operation}",
+                    row.label,
+                    "ok" if attempt.error is None else "failed",
+                    {
+                        "idp": row.idp,
+                        "kind": row.kind,
+                        "attempt": attempt.number,
+                        "status": attempt.status,
+                        "duration_ms": attempt.duration_ms,
+                        "remote_id": result.remote_id if last else None,
+                        "error": attempt.error,
+                    },
+                    self.outbound.run,
+                )
             )
 
     def _skip(self, row: OutboxRow, why: str, remote_id: str | None = None) -> Settled:

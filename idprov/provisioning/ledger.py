@@ -171,22 +171,30 @@ class Ledger:
         )
 
     def record(self, entry: LedgerEntry) -> None:
-        self.db.execute(
+        self.record_many([entry])
+
+    def record_many(self, entries: Sequence[LedgerEntry]) -> None:
+        """Write entries as they are after successful operations (one statement)."""
+        stamp = now()
+        self.db.conn.executemany(
             "INSERT OR REPLACE INTO ledger (idp, kind, local_id, domain, label, remote_id,"
             " state, hash, sent, created_by_idprov, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                entry.idp,
-                entry.kind,
-                entry.local_id,
-                entry.domain,
-                entry.label,
-                entry.remote_id,
-                entry.state,
-                entry.hash,
-                json.dumps(entry.sent, ensure_ascii=False) if entry.sent is not None else None,
-                int(entry.created_by_idprov),
-                now(),
+                (
+                    e.idp,
+                    e.kind,
+                    e.local_id,
+                    e.domain,
+                    e.label,
+                    e.remote_id,
+                    e.state,
+                    e.hash,
+                    json.dumps(e.sent, ensure_ascii=False) if e.sent is not None else None,
+                    int(e.created_by_idprov),
+                    stamp,
+                )
+                for e in entries
             ],
         )
 

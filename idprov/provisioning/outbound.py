@@ -179,17 +179,30 @@ class Outbound:
         try:
             engine.drain(rows)
         finally:
-            with write_transaction(self.state.db):
-                self.state.outbox.release(self.owner)
-                self._note_health(report)
+            finished = sum(len(r.operations) for r in report.idps.values()) >= len(rows)
+            health = self._health_changes(report)
+            if health or not finished:  # each finished row released its own claim
+                with write_transaction(self.state.db):
+                    self.state.outbox.release(self.owner)
+                    for change in health:
+                        self.state.outbox.note_health(*change)
         return report
 
-    def _note_health(self, report: OutboundReport) -> None:
+    def _health_changes(self, report: OutboundReport) -> list[tuple[str, int, int, str | None]]:
+        """(idp, done, failed, last error) to record: failures, and the first success
+        of an IdP that was failing (a healthy IdP's success writes nothing)."""
+        failing = None
+        out = []
         for name, idp_report in report.idps.items():
             failed = [op for op in idp_report.operations if op.outcome == "failed"]
             done = idp_report.count("done")
-            error = failed[-1].error if failed else None
-            self.state.outbox.note_health(name, done, len(failed), error)
+            if not failed:
+                if failing is None:
+                    failing = {n for n, h in self.state.outbox.health().items() if h.failing_since}
+                if name not in failing:
+                    continue
+            out.append((name, done, len(failed), failed[-1].error if failed else None))
+        return out
 
     def retry(
         self, idps: Sequence[str] | None = None, progress: Progress | None = None

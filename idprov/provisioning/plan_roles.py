@@ -31,6 +31,9 @@ class RolePlanning:
     sleep: Any
     _creating: list[tuple[str, str, str, str, str]]
 
+    def _keep(self, entry: LedgerEntry) -> None:
+        raise NotImplementedError
+
     @property
     def _ledger(self) -> Ledger:
         return self.outbound.state.ledger
@@ -139,7 +142,7 @@ class RolePlanning:
 
         def record(outcome: tuple[str, bool]) -> OperationResult:
             remote_id, ours = outcome
-            self._ledger.record(ledger_entry(row, name, remote_id, "active", ours))
+            self._keep(ledger_entry(row, name, remote_id, "active", ours))
             self._ledger.set_members(row.idp, row.local_id, provisioned, [])
             return self._group_result(row, "create", remote_id, waiting)
 
@@ -195,9 +198,7 @@ class RolePlanning:
                 )
 
         def record(_: None) -> OperationResult:
-            self._ledger.record(
-                ledger_entry(row, name, remote_id, "active", entry.created_by_idprov)
-            )
+            self._keep(ledger_entry(row, name, remote_id, "active", entry.created_by_idprov))
             self._ledger.set_members(row.idp, row.local_id, add, remove)
             return self._group_result(
                 row, "rename" if rename and not (add or remove) else "members", remote_id, waiting

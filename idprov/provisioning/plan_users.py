@@ -45,6 +45,9 @@ class UserPlanning:
     sleep: Any
     _creating: list[tuple[str, str, str, str, str]]
 
+    def _keep(self, entry: LedgerEntry) -> None:
+        raise NotImplementedError
+
     @property
     def _ledger(self) -> Ledger:
         return self.outbound.state.ledger
@@ -113,7 +116,7 @@ class UserPlanning:
 
         def record(outcome: tuple[str, bool]) -> OperationResult:
             remote_id, created_by_idprov = outcome
-            self._ledger.record(
+            self._keep(
                 ledger_entry(row, row.label, remote_id, "active", created_by_idprov, digest, sent)
             )
             op = "create" if entry is None or entry.remote_id is None else "update"
@@ -269,7 +272,7 @@ class UserPlanning:
             if operation == "delete":
                 self._ledger.forget(row.idp, "user", row.local_id)
             else:
-                self._ledger.record(
+                self._keep(
                     ledger_entry(
                         row,
                         row.label,

@@ -91,6 +91,20 @@ MIGRATIONS = [
 STATE_FILENAME = "idprov.db"
 
 
+def audit_row(
+    actor: str,
+    application: str,
+    action: str,
+    target: str,
+    outcome: str = "ok",
+    details: dict[str, Any] | None = None,
+    run: str | None = None,
+) -> tuple[Any, ...]:
+    """One audit entry as :meth:`StateStore.audit_many` writes it."""
+    encoded = json.dumps(details or {}, ensure_ascii=False, sort_keys=True)
+    return (now(), actor, application, action, target, outcome, encoded, run)
+
+
 @dataclass
 class AuditEntry:
     """One line of the audit log: who, through which application, did what, when."""
@@ -160,19 +174,14 @@ class StateStore:
         run: str | None = None,
     ) -> None:
         """Append one entry (``run``: the sync run it belongs to). No secrets in ``details``."""
-        self.db.execute(
+        self.audit_many([audit_row(actor, application, action, target, outcome, details, run)])
+
+    def audit_many(self, rows: list[tuple[Any, ...]]) -> None:
+        """Append entries made with :func:`audit_row` (one statement)."""
+        self.db.conn.executemany(
             "INSERT INTO audit (at, actor, application, action, target, outcome, details, run)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                now(),
-                actor,
-                application,
-                action,
-                target,
-                outcome,
-                json.dumps(details or {}, ensure_ascii=False, sort_keys=True),
-                run,
-            ],
+            rows,
         )
 
     def audit_entries(self, query: AuditQuery) -> list[AuditEntry]:
