@@ -296,3 +296,59 @@ def test_no_database_lock_is_held_while_a_push_waits_on_a_target(tmp_path):
         assert check.state.ledger.get("slow", "user", check.get_user("alice").id).remote_id == (
             "r-alice"
         )
+
+
+# ---------------------------------------------------------------- kill -9, then re-run
+def test_an_import_killed_while_a_create_is_unanswered_reruns_to_exactly_one_account_each(
+    tmp_path,
+):
+    """kill -9 of `idprov import users` while the target has applied a create whose
+    reply never came, at a target that does not refuse duplicate userNames: the
+    re-run ends with every user provisioned exactly once, the unanswered one adopted
+    by its externalId, and nothing left in the outbox."""
+    import signal
+
+    from tests.peers.loose_scim import LooseScim
+
+    target = LooseScim().start()
+    try:
+        config = tmp_path / "idprov.yaml"
+        idp = f"""
+  - name: loose
+    connector: scim2
+    options: {{base_url: "{target.base_url}", auth: none, timeout: 120}}
+    max_concurrency: 1"""
+        config.write_text(make_config_text(tmp_path, idp, ["loose"]))
+        names = [f"user{i:02d}" for i in range(40)]
+        csv = tmp_path / "people.csv"
+        csv.write_text("username,email\n" + "".join(f"{n},{n}@example.com\n" for n in names))
+        env = {**os.environ, "IDPROV_CONFIG": str(config)}
+        command = [
+            sys.executable,
+            "-m",
+            "idprov",
+            "import",
+            "users",
+            str(csv),
+            "--batch-size",
+            "10",
+        ]
+        target.hold_post(15)
+        killed = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        assert target.held.wait(60), "the 15th create reached the target"
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(30)
+        target.release()
+        rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        assert target.user_names() == names, "each user exactly once at the target"
+        with IdentityService(load_text(config.read_text(), str(config))) as check:
+            assert check.outbox_rows() == []
+            local = check.list_users(_query()).items
+            assert sorted(u.username for u in local) == names
+            remote = {u["externalId"]: u["id"] for u in target.users.values()}
+            for user in local:
+                entry = check.state.ledger.get("loose", "user", user.id)
+                assert entry.remote_id == remote[user.id] and entry.created_by_idprov
+    finally:
+        target.stop()

@@ -151,11 +151,26 @@ class Outbound:
         if not mine:
             return report
         with write_transaction(self.state.db):
+            self.release_the_dead()
             claimed = self.state.outbox.claim(mine, self.owner, self.lease)
         for row in mine:
             if row.id not in {c.id for c in claimed}:
                 report.queued[row.idp] = report.queued.get(row.idp, 0) + 1
         return self._drain_claimed(claimed, report, progress, passwords)
+
+    def release_the_dead(self) -> list[int]:
+        """Give back the leases of drainers on this machine that are no longer running
+        (killed mid-push), so a re-run need not wait for them to run out; returns the
+        rows released. A drainer elsewhere keeps its lease until it expires. Call
+        inside a write transaction."""
+        host = socket.gethostname()
+        released = []
+        for holder in self.state.outbox.holders():
+            name, _, rest = holder.partition(":")
+            pid = rest.partition(":")[0]
+            if name == host and pid.isdigit() and not _running(int(pid)):
+                released += self.state.outbox.release(holder)
+        return released
 
     def _claimable(self, rows: Sequence[OutboxRow], report: OutboundReport) -> list[OutboxRow]:
         mine = []
@@ -228,6 +243,8 @@ class Outbound:
         if once:
             names = self._worked_idps(idps, total, eager)
             ids = self.state.outbox.due_ids(names, eager) if names else []
+            with write_transaction(self.state.db):
+                self.release_the_dead()
             for start in range(0, len(ids), WORK_BATCH):
                 if stop.is_set():
                     break
@@ -251,6 +268,7 @@ class Outbound:
         if not names:
             return []
         with write_transaction(self.state.db):
+            self.release_the_dead()
             return self.state.outbox.due(names, self.owner, self.lease, WORK_BATCH)
 
     def _worked_idps(
@@ -291,3 +309,14 @@ class Outbound:
         due = datetime.fromisoformat(nxt.replace("Z", "+00:00"))
         seconds = (due - datetime.now(UTC)).total_seconds()
         return min(max(seconds, 0.05), IDLE_POLL_SECONDS)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    return True

@@ -232,18 +232,27 @@ class Outbox:
         ).fetchall()
         return [int(r[0]) for r in rows]
 
+    def holders(self) -> list[str]:
+        """Drainers that hold a lease that has not run out."""
+        rows = self.db.execute(
+            "SELECT DISTINCT claimed_by FROM outbox WHERE claimed_until >= ?", [now()]
+        ).fetchall()
+        return [r[0] for r in rows if r[0]]
+
     def renew(self, owner: str, lease: float) -> None:
         """Extend every lease ``owner`` holds (a long drain calls this as it goes)."""
         self.db.execute(
             "UPDATE outbox SET claimed_until = ? WHERE claimed_by = ?", [stamp_in(lease), owner]
         )
 
-    def release(self, owner: str) -> None:
+    def release(self, owner: str) -> list[int]:
         """Give back every lease ``owner`` still holds (rows it did not finish)."""
-        self.db.execute(
-            "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ?",
+        rows = self.db.execute(
+            "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ?"
+            " RETURNING id",
             [owner],
-        )
+        ).fetchall()
+        return [int(r[0]) for r in rows]
 
     def next_due(self, idps: Sequence[str]) -> str | None:
         """When the earliest row of ``idps`` that is waiting on its schedule comes due."""

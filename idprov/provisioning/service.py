@@ -227,11 +227,14 @@ class IdentityService:
     def push(
         self, row_ids: Sequence[int], passwords: Mapping[str, str] | None = None
     ) -> OutboundReport | None:
-        """Drain committed outbox rows (and pending rows a crashed command left) at the
-        IdPs this service waits for; the rest are counted as queued for the worker."""
+        """Drain committed outbox rows (and the rows a killed command was pushing, and
+        pending rows a crashed command left) at the IdPs this service waits for; the
+        rest are counted as queued for the worker."""
         if not row_ids and not self.targets():
             return None
-        rows = self.state.outbox.rows(row_ids, stale_pending=True)
+        with write_transaction(self.state.db):
+            abandoned = self.outbound.release_the_dead()  # a killed command's rows
+        rows = self.state.outbox.rows([*row_ids, *abandoned], stale_pending=True)
         now_rows = [r for r in rows if self._waits_for(r.idp)]
         report = self.outbound.drain(now_rows, self.progress, passwords)
         for row in rows:
