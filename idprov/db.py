@@ -42,6 +42,10 @@ def open_database(path: Path) -> sqlite_utils.Database:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
+        # random (UUID) keys touch index pages all over: keep 64 MiB of them cached,
+        # and statement journals in memory
+        conn.execute("PRAGMA cache_size = -65536")
+        conn.execute("PRAGMA temp_store = MEMORY")
     except (OSError, sqlite3.Error) as exc:
         if conn is not None:
             conn.close()

@@ -87,8 +87,8 @@ class UnitOfWork:
         if key not in self._open:
             if store is None:
                 self._stack.enter_context(write_transaction(self.service.state.db))
-            else:
-                self._stack.enter_context(store.transaction())
+            elif not store.shares_connection(self.service.state.db):
+                self._stack.enter_context(store.transaction())  # else: in the state's
             self._open.add(key)
 
     def audit(self, action: str, target: str, details: dict[str, Any] | None = None) -> None:

@@ -73,6 +73,11 @@ class UserStore(ABC):
         """Group writes; stores that cannot roll back make this a no-op."""
         yield
 
+    def shares_connection(self, db: object) -> bool:
+        """Whether this store writes through ``db``'s connection (the embedded store
+        lives in idprov's own database file): then one transaction holds both."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections. Safe to call twice."""
 

@@ -43,11 +43,6 @@ UPDATE_IMPORTED_USER = (
     "UPDATE users SET claims = ?, password_hash = coalesce(?, password_hash), modified = ?"
     " WHERE id = ?"
 )
-INSERT_MEMBERSHIP_BY_ROLE_NAME = (
-    "INSERT INTO user_roles (user_id, role_id) SELECT ?, id FROM roles WHERE name_key = ?"
-    " ON CONFLICT DO NOTHING"
-)
-
 
 def name_key(name: str) -> str:
     """The case-insensitive key of a user or role name."""
@@ -110,8 +105,21 @@ class SqlUserStore(UserStore):
         self._executemany(INSERT_USER, rows)
 
     def _insert_memberships(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """Add (user id, role name key) memberships for an import; roles exist."""
-        self._executemany(INSERT_MEMBERSHIP_BY_ROLE_NAME, pairs)
+        """Add (user id, role name key) memberships for an import; roles exist. The
+        few roles' ids are read once, not looked up again for every membership."""
+        keys = sorted({key for _, key in pairs})
+        role_ids: dict[str, str] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            found = self._execute(
+                f"SELECT name_key, id FROM roles WHERE name_key IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            role_ids.update(dict(found.fetchall()))
+        self._executemany(
+            "INSERT INTO user_roles (user_id, role_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            [(user, role_ids[key]) for user, key in pairs if key in role_ids],
+        )
 
     # ---- reads
     def _user(self, row: Sequence[Any], roles: list[str]) -> User:

@@ -87,6 +87,9 @@ class SqliteUserStore(SqlUserStore):
         with write_transaction(self.db):
             yield
 
+    def shares_connection(self, db: object) -> bool:
+        return getattr(db, "conn", None) is self.db.conn
+
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         return self.db.execute(sql, list(params))
 
