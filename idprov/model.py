@@ -12,6 +12,32 @@ PRIMARY = "PRIMARY"
 ClaimValue = str | list[str]
 
 
+def new_id() -> str:
+    """A new stable id: a UUID of version 7 (RFC 9562: 48 bits of Unix milliseconds,
+    a counter, then random bits). Ids made one after another sort one after another,
+    so a bulk import appends to the stores' indexes instead of touching pages all
+    over them. Unique, not secret: nothing relies on ids being unguessable."""
+    import random
+    import time
+
+    global _last_ms, _sequence
+    ms = time.time_ns() // 1_000_000
+    if ms <= _last_ms:  # same millisecond (or a clock step back): count on from the last
+        ms, _sequence = _last_ms, _sequence + 1
+        if _sequence > 0xFFF:
+            ms, _sequence = ms + 1, 0
+    else:
+        _sequence = 0
+    _last_ms = ms
+    value = (ms << 80) | (0x7 << 76) | (_sequence << 64) | (0b10 << 62) | random.getrandbits(62)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_last_ms = 0
+_sequence = 0
+
+
 @dataclass(frozen=True)
 class QualifiedName:
     """``DOMAIN/name``: a user or role and the userstore domain it lives in."""

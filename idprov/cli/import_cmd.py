@@ -65,7 +65,7 @@ def import_users(
         str | None,
         typer.Option("--domain", "-d", help="Domain of bare usernames (default PRIMARY)."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Rows per transaction.")] = 1000,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per transaction.")] = 5000,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     wait: Annotated[
         bool, typer.Option(help="Wait for a running sync or import instead of exiting with code 8.")

@@ -30,7 +30,6 @@ import os
 import sqlite3
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import asdict, dataclass, field
@@ -39,9 +38,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from idprov.db import write_transaction
 from idprov.errors import ExitCode, IdprovError, UsageError
-from idprov.model import QualifiedName
+from idprov.model import QualifiedName, new_id
 from idprov.userstores import policy
-from idprov.userstores.base import ImportedUser, UserStore
+from idprov.userstores.base import ImportedUser, JsonClaims, UserStore
 from idprov.userstores.passwords import hash_with, is_supported_hash
 
 if TYPE_CHECKING:
@@ -70,7 +69,7 @@ class ImportOptions:
     on_error: Literal["skip", "stop"] = "skip"
     dry_run: bool = False
     push: bool = True
-    batch_size: int = 1000
+    batch_size: int = 5000
     domain: str | None = None
     wait: bool = False
     """Wait for a running sync or import instead of failing with LockedError."""
@@ -607,7 +606,7 @@ class CsvImport:
             key,
             p.username,
             ("resume" if resumed and mode == "create" else "update") if user else "create",
-            user.id if user else str(uuid.uuid4()),
+            user.id if user else new_id(),
             json.dumps(claims, ensure_ascii=False, sort_keys=True),
             json.dumps(p.roles, ensure_ascii=False) if p.roles is not None else None,
             p.password_hash,
@@ -793,7 +792,7 @@ def _imported(row: tuple[Any, ...]) -> ImportedUser:
     return ImportedUser(
         user_id,
         username,
-        json.loads(claims),
+        JsonClaims(claims),
         pw_hash,
         json.loads(roles) if roles is not None else None,
         action in ("update", "resume"),

@@ -10,13 +10,12 @@ pushed as groups like any role.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from idprov.db import now
 from idprov.errors import ConflictError, NotFoundError
-from idprov.model import Role, User
+from idprov.model import Role, User, new_id
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -92,7 +91,7 @@ class InternalRoles:
         if self.find(name) is not None:
             raise ConflictError(f"internal role {name!r} already exists")
         stamp = now()
-        role_id = str(uuid.uuid4())
+        role_id = new_id()
         self.db.execute(
             "INSERT INTO internal_roles VALUES (?, ?, ?, ?, ?)",
             [role_id, name, name.casefold(), stamp, stamp],

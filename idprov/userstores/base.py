@@ -20,6 +20,31 @@ from idprov.errors import ReadOnlyError
 from idprov.model import ClaimValue, Page, Role, User, UserQuery
 
 
+class JsonClaims(Mapping[str, ClaimValue]):
+    """Claims kept as the JSON a bulk import staged them in, decoded only if a store
+    reads them (SQL stores write the JSON as it is)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._decoded: dict[str, ClaimValue] | None = None
+
+    def _claims(self) -> dict[str, ClaimValue]:
+        if self._decoded is None:
+            import json
+
+            self._decoded = json.loads(self.text)
+        return self._decoded
+
+    def __getitem__(self, key: str) -> ClaimValue:
+        return self._claims()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._claims())
+
+    def __len__(self) -> int:
+        return len(self._claims())
+
+
 @dataclass
 class ImportedUser:
     """One user of a bulk import: created (``existing`` False) or updated, with exactly
@@ -27,7 +52,7 @@ class ImportedUser:
 
     id: str
     username: str
-    claims: dict[str, ClaimValue]
+    claims: Mapping[str, ClaimValue]
     password_hash: str | None
     roles: list[str] | None
     existing: bool

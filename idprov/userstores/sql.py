@@ -17,14 +17,13 @@ writes of an import with faster ones.
 from __future__ import annotations
 
 import json
-import uuid
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from idprov.db import now
 from idprov.errors import ConflictError, NotFoundError
-from idprov.model import ClaimValue, Page, Role, User, UserQuery
+from idprov.model import ClaimValue, Page, Role, User, UserQuery, new_id
 from idprov.userstores.base import ImportedUser, UserStore
 
 CHUNK = 500
@@ -43,6 +42,7 @@ UPDATE_IMPORTED_USER = (
     "UPDATE users SET claims = ?, password_hash = coalesce(?, password_hash), modified = ?"
     " WHERE id = ?"
 )
+
 
 def name_key(name: str) -> str:
     """The case-insensitive key of a user or role name."""
@@ -296,9 +296,7 @@ class SqlUserStore(UserStore):
                 hint="choose another name, or change it with `idprov user update`",
             )
         stamp = now()
-        user = User(
-            str(uuid.uuid4()), self.domain, username, dict(claims), [], password_hash is not None
-        )
+        user = User(new_id(), self.domain, username, dict(claims), [], password_hash is not None)
         user.created = user.modified = stamp
         self._execute(
             INSERT_USER,
@@ -348,7 +346,7 @@ class SqlUserStore(UserStore):
                 f"role {existing.qualified_name!r} already exists in the {self.domain} userstore"
             )
         stamp = now()
-        role = Role(str(uuid.uuid4()), self.domain, name, 0, [], stamp, stamp)
+        role = Role(new_id(), self.domain, name, 0, [], stamp, stamp)
         self._execute(
             "INSERT INTO roles (id, name, name_key, created, modified) VALUES (?, ?, ?, ?, ?)",
             [role.id, name, name_key(name), stamp, stamp],
