@@ -153,8 +153,9 @@ class Outbound:
         with write_transaction(self.state.db):
             self.release_the_dead()
             claimed = self.state.outbox.claim(mine, self.owner, self.lease)
+        taken = {c.id for c in claimed}
         for row in mine:
-            if row.id not in {c.id for c in claimed}:
+            if row.id not in taken:  # another drainer is pushing it
                 report.queued[row.idp] = report.queued.get(row.idp, 0) + 1
         return self._drain_claimed(claimed, report, progress, passwords)
 
