@@ -82,12 +82,14 @@ class Engine(UserPlanning, RolePlanning):
         self._bulk_used: set[str] = set()
         self._completed: queue.SimpleQueue[tuple[Future[Any], Any]] = queue.SimpleQueue()
         self._in_flight = 0
+        self._inline = False
         self._renewed = time.monotonic()
 
     def drain(self, rows: Sequence[OutboxRow]) -> OutboundReport:
         """Reconcile ``rows``: users first, then roles. Never raises for one row."""
         for row in rows:
             self._idp_report(row.idp).total += 1
+        self._inline = len(rows) == 1
         self._run([r for r in rows if r.kind == "user"], self._plan_user)
         self._run([r for r in rows if r.kind == "role"], self._plan_role)
         return self.report
@@ -143,8 +145,16 @@ class Engine(UserPlanning, RolePlanning):
         self._submit(idp, (task, attempts), task.run, attempts)
 
     def _submit(self, idp: str, tag: Any, fn: Callable[..., Any], *args: Any) -> None:
-        future = self.outbound.executor(idp).submit(fn, *args)
         self._in_flight += 1
+        if self._inline:  # one call: no hop to a pool thread and back
+            future: Future[Any] = Future()
+            try:
+                future.set_result(fn(*args))
+            except Exception as exc:
+                future.set_exception(exc)
+            self._completed.put((future, tag))
+            return
+        future = self.outbound.executor(idp).submit(fn, *args)
         future.add_done_callback(lambda f: self._completed.put((f, tag)))
 
     def _collect(self, block: bool) -> None:

@@ -150,8 +150,8 @@ class Outbound:
         mine = self._claimable(rows, report)
         if not mine:
             return report
+        self.release_the_dead()
         with write_transaction(self.state.db):
-            self.release_the_dead()
             claimed = self.state.outbox.claim(mine, self.owner, self.lease)
         taken = {c.id for c in claimed}
         for row in mine:
@@ -162,14 +162,14 @@ class Outbound:
     def release_the_dead(self) -> list[int]:
         """Give back the leases of drainers on this machine that are no longer running
         (killed mid-push), so a re-run need not wait for them to run out; returns the
-        rows released. A drainer elsewhere keeps its lease until it expires. Call
-        inside a write transaction."""
-        host = socket.gethostname()
+        rows released. A drainer elsewhere keeps its lease until it expires. Writes
+        (in a transaction of its own) only when there is something to release."""
+        dead = [h for h in self.state.outbox.holders() if _dead_here(h)]
+        if not dead:
+            return []
         released = []
-        for holder in self.state.outbox.holders():
-            name, _, rest = holder.partition(":")
-            pid = rest.partition(":")[0]
-            if name == host and pid.isdigit() and not _running(int(pid)):
+        with write_transaction(self.state.db):
+            for holder in dead:
                 released += self.state.outbox.release(holder)
         return released
 
@@ -243,9 +243,8 @@ class Outbound:
         stop = stop or threading.Event()
         if once:
             names = self._worked_idps(idps, total, eager)
+            self.release_the_dead()
             ids = self.state.outbox.due_ids(names, eager) if names else []
-            with write_transaction(self.state.db):
-                self.release_the_dead()
             for start in range(0, len(ids), WORK_BATCH):
                 if stop.is_set():
                     break
@@ -268,8 +267,8 @@ class Outbound:
         names = self._worked_idps(idps, total, eager=False)
         if not names:
             return []
+        self.release_the_dead()
         with write_transaction(self.state.db):
-            self.release_the_dead()
             return self.state.outbox.due(names, self.owner, self.lease, WORK_BATCH)
 
     def _worked_idps(
@@ -310,6 +309,14 @@ class Outbound:
         due = datetime.fromisoformat(nxt.replace("Z", "+00:00"))
         seconds = (due - datetime.now(UTC)).total_seconds()
         return min(max(seconds, 0.05), IDLE_POLL_SECONDS)
+
+
+def _dead_here(holder: str) -> bool:
+    """Whether a drainer's name (``host:pid:nonce``) is of a process on this machine
+    that no longer runs."""
+    name, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    return name == socket.gethostname() and pid.isdigit() and not _running(int(pid))
 
 
 def _running(pid: int) -> bool:

@@ -232,8 +232,7 @@ class IdentityService:
         rest are counted as queued for the worker."""
         if not row_ids and not self.targets():
             return None
-        with write_transaction(self.state.db):
-            abandoned = self.outbound.release_the_dead()  # a killed command's rows
+        abandoned = self.outbound.release_the_dead()  # a killed command's rows
         rows = self.state.outbox.rows([*row_ids, *abandoned], stale_pending=True)
         now_rows = [r for r in rows if self._waits_for(r.idp)]
         report = self.outbound.drain(now_rows, self.progress, passwords)
