@@ -35,6 +35,9 @@ class ExitCode(IntEnum):
     """An import that wrote nothing: a bad file, every row bad, or --on-error stop."""
     CHANGES_APPLIED = 11
     """`sync --detailed-exitcode`: changes were made, all of them successfully."""
+    INTERRUPTED = 130
+    """Stopped by Ctrl-C (SIGINT): what was committed stays; running the command again
+    finishes the job."""
 
 
 class IdprovError(Exception):
@@ -123,3 +126,12 @@ class LockedError(IdprovError):
 class OutboundError(IdprovError):
     exit_code = ExitCode.OUTBOUND_FAILED
     code = "outbound"
+
+
+class Interrupted(IdprovError):
+    """The user pressed Ctrl-C. Every write is one transaction, so what is committed
+    is whole; unfinished pushes stay in the outbox and an import's journal knows
+    the last line written."""
+
+    exit_code = ExitCode.INTERRUPTED
+    code = "interrupted"

@@ -19,7 +19,7 @@ import typer
 from typer._click.exceptions import ClickException
 from typer.core import TyperGroup
 
-from idprov.errors import ExitCode, IdprovError, UsageError
+from idprov.errors import ExitCode, IdprovError, Interrupted, UsageError
 
 
 @dataclass
@@ -31,6 +31,8 @@ class Session:
     no_wait: bool = False
     """``--no-wait``: leave non-blocking IdPs' rows to the outbox worker."""
     _service: Any = None
+    display: Any = None
+    """The command's live display (:mod:`idprov.cli.live`), once a service asks for one."""
 
 
 _SESSION = Session()
@@ -90,9 +92,10 @@ def service(app: str = "resident", live: bool = True) -> Any:
 
         progress = None
         if live and not session.json:
-            from idprov.cli.render import live_progress
+            from idprov.cli.live import live_display
 
-            progress = live_progress()
+            session.display = live_display()
+            progress = session.display.outbound if session.display else None
         session._service = IdentityService(
             load_config(session.config_path),
             application=app,
@@ -100,6 +103,18 @@ def service(app: str = "resident", live: bool = True) -> Any:
             wait="blocking" if session.no_wait else "all",
         )
     return session._service
+
+
+def display() -> Any:
+    """The live display :func:`service` made for this command (None: not a terminal,
+    ``--json``, ``--quiet``)."""
+    return _session().display
+
+
+def stop_display() -> None:
+    """Take the live display off the screen before anything else is printed."""
+    if _session().display is not None:
+        _session().display.stop()
 
 
 def json_default(value: Any) -> Any:
@@ -111,9 +126,7 @@ def json_default(value: Any) -> Any:
 
 def emit(result: Any, render: Callable[[Any], None]) -> None:
     """Print ``result``: as JSON with ``--json``, else through ``render``."""
-    from idprov.cli.render import stop_live
-
-    stop_live()
+    stop_display()
     if _session().json:
         sys.stdout.write(jsonlib.dumps(result, default=json_default, ensure_ascii=False, indent=2))
         sys.stdout.write("\n")
@@ -151,7 +164,20 @@ def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, str | list[st
     return out
 
 
+def interrupted() -> Interrupted:
+    """What a Ctrl-C left, and the exact command that finishes the job."""
+    import shlex
+
+    command = shlex.join(["idprov", *sys.argv[1:]])
+    return Interrupted(
+        "interrupted: every change committed so far is kept, unfinished pushes stay in the outbox",
+        hint=f"run the same command again to finish (an import resumes after the last "
+        f"row written): {command}",
+    )
+
+
 def render_error(error: IdprovError) -> None:
+    stop_display()
     if _session().json:
         sys.stderr.write(jsonlib.dumps({"error": error.to_dict()}, ensure_ascii=False) + "\n")
         return
@@ -196,8 +222,8 @@ class IdprovGroup(TyperGroup):
             render_error(IdprovError("aborted", hint="nothing was changed"))
             raise typer.Exit(int(ExitCode.ERROR)) from None
         except KeyboardInterrupt:
-            render_error(IdprovError("interrupted"))
-            raise typer.Exit(130) from None
+            render_error(interrupted())
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except (typer.Exit, SystemExit, ClickException):
             raise  # Click's own usage errors: it prints them and exits 2
         except Exception as exc:
@@ -214,9 +240,7 @@ class IdprovGroup(TyperGroup):
             )
             raise typer.Exit(int(ExitCode.ERROR)) from None
         finally:
-            from idprov.cli.render import stop_live
-
-            stop_live()
+            stop_display()
             close_session()
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, cast
 import typer
 
 from idprov.cli import render
-from idprov.cli.common import AppOpt, JsonOpt, emit_with_code, new_app, service
+from idprov.cli.common import AppOpt, JsonOpt, display, emit_with_code, new_app, service
 from idprov.errors import UsageError
 
 import_app = new_app("Import users from a CSV file.")
@@ -97,8 +97,8 @@ def import_users(
         domain=domain,
     )
     svc = service(app_name, live=not quiet)
-    progress = None if quiet or json else render.import_progress()
-    report = CsvImport(svc, file, options, rejects, progress).run()
+    live = display()
+    report = CsvImport(svc, file, options, rejects, live.phase if live else None).run()
     emit_with_code(report, render.import_report, int(report.exit_code))
 
 

@@ -172,52 +172,6 @@ def outbound_report(report: OutboundReport) -> None:
         )
 
 
-_live: Any = None
-
-
-def live_progress() -> Any:
-    """A progress callback that shows a rich progress bar per identity provider once
-    there are more than a few operations, on a terminal only."""
-    import sys
-
-    if not sys.stdout.isatty():
-        return None
-
-    def update(report: OutboundReport) -> None:
-        global _live
-        total = sum(r.total for r in report.idps.values())
-        if _live is None:
-            if total <= 5:
-                return
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            _live = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[failed]} failed"),
-                console=console(),
-                transient=True,
-            )
-            _live.start()
-            _live.ids = {
-                name: _live.add_task(name, total=r.total, failed=0)
-                for name, r in report.idps.items()
-            }
-        for name, r in report.idps.items():
-            if name in _live.ids:
-                _live.update(_live.ids[name], completed=len(r.operations), failed=r.count("failed"))
-
-    return update
-
-
-def stop_live() -> None:
-    global _live
-    if _live is not None:
-        _live.stop()
-        _live = None
-
-
 def outbox(rows: list[OutboxRow]) -> None:
     from rich.table import Table
 
@@ -323,44 +277,6 @@ def _short(value: Any) -> str:
 
 def message(text: str) -> None:
     console().print(text)
-
-
-def import_progress() -> Any:
-    """A progress bar (rows/s, ETA) for an import, on a terminal only."""
-    import sys
-
-    if not sys.stderr.isatty():
-        return None
-    state: dict[str, Any] = {}
-
-    def update(phase: str, done: int, total: int) -> None:
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            TaskProgressColumn,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        if "bar" not in state:
-            state["bar"] = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TaskProgressColumn(),
-                TimeRemainingColumn(),
-                console=console(),
-                transient=True,
-            )
-            state["bar"].start()
-            global _live
-            _live = state["bar"]
-        bar = state["bar"]
-        if state.get("phase") != phase:
-            state["phase"] = phase
-            state["task"] = bar.add_task(phase, total=total)
-        bar.update(state["task"], completed=done, total=total)
-
-    return update
 
 
 def import_report(report: Any) -> None:

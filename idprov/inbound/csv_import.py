@@ -48,6 +48,9 @@ if TYPE_CHECKING:
     from idprov.provisioning.service import IdentityService
 
 RESERVED = ("username", "password", "password_hash", "roles")
+HASH_CHUNK = {"scrypt": 8}
+"""Passwords per job sent to a hashing worker: small for a slow KDF (~0.4 s a job),
+so an interrupted import does not wait long for the jobs already running."""
 FIELD_LIMIT = 1 << 20  # one cell may hold up to 1 MiB; a longer one rejects its row
 KEPT_ERRORS = 200
 Progress = Callable[[str, int, int], None]
@@ -330,9 +333,17 @@ class CsvImport:
                 with RunLock(self.service.data_dir, "import", wait=self.options.wait):
                     self._write(staging)
         finally:
+            self._stop_hashing()
             staging.close()
             self.report.seconds = time.perf_counter() - start
         return self.report
+
+    def _stop_hashing(self) -> None:
+        """Let the hashing workers go; on an interrupt, drop the queued work (each
+        chunk is well under a second, so a Ctrl-C stops the import promptly)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
 
     # -- journal
     def _resume_point(self) -> None:
@@ -407,6 +418,8 @@ class CsvImport:
                 if self.progress:
                     self.progress("checking", min(line * 100, size), size)
         self._stage(staging, batch)
+        if self.progress:
+            self.progress("checking", size, size)
         self._collect_hashes(staging)
         if self.report.rows == 0:
             self.report.errors.append(RowError(1, None, "the file has a header but no rows"))
@@ -621,7 +634,7 @@ class CsvImport:
         """Hash in the scheme of the user's store (scrypt; {SSHA} for a directory)."""
         queued = self.to_hash.setdefault(scheme, [])
         queued.append((line, password))
-        if len(queued) >= 64:
+        if len(queued) >= HASH_CHUNK.get(scheme, 256):
             self._submit_hashes()
 
     def _submit_hashes(self) -> None:
@@ -631,7 +644,9 @@ class CsvImport:
             if self.pool is None:
                 from concurrent.futures import ProcessPoolExecutor
 
-                self.pool = ProcessPoolExecutor(max_workers=os.cpu_count() or 1)
+                self.pool = ProcessPoolExecutor(
+                    max_workers=os.cpu_count() or 1, initializer=_ignore_interrupts
+                )
             lines = [line for line, _ in queued]
             passwords = [pw for _, pw in queued]
             self.hashes.append((lines, self.pool.submit(hash_many, passwords, scheme)))
@@ -639,11 +654,16 @@ class CsvImport:
 
     def _collect_hashes(self, staging: Staging) -> None:
         self._submit_hashes()
+        total = sum(len(lines) for lines, _ in self.hashes)
+        done = 0
         for lines, future in self.hashes:
             staging.db.executemany(
                 "UPDATE rows SET pw_hash = ? WHERE line = ?",
                 list(zip(future.result(), lines, strict=True)),
             )
+            done += len(lines)
+            if self.progress:
+                self.progress("hashing", done, total)
         self.hashes = []
 
     # -- roles
@@ -728,6 +748,8 @@ class CsvImport:
         self._create_roles()
         total = self.report.created + self.report.updated
         done = 0
+        if self.progress:
+            self.progress("importing", done, total)
         cursor = staging.db.execute(
             "SELECT line, domain, username, action, user_id, claims, roles, pw_hash FROM rows"
             " WHERE action IN ('create', 'update', 'resume') ORDER BY line"
@@ -806,6 +828,13 @@ def _batch_details(batch: list[tuple[Any, ...]], last_line: int) -> dict[str, An
         "updated": [r[2] for r in batch if r[3] == "update"],
         "through_line": last_line,
     }
+
+
+def _ignore_interrupts() -> None:
+    """In a hashing worker: a Ctrl-C is the parent's to handle (it cancels the work)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def hash_many(passwords: Sequence[str], scheme: str = "scrypt") -> list[str]:
