@@ -8,6 +8,7 @@ file are one transaction, and writers queue instead of failing.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -49,11 +50,55 @@ def open_database(path: Path) -> sqlite_utils.Database:
     except (OSError, sqlite3.Error) as exc:
         if conn is not None:
             conn.close()
-        raise StoreError(
-            f"cannot open database {path}: {exc}",
-            hint="check that the directory exists, is writable, and the file is an SQLite database",
-        ) from exc
+        raise _cannot_open(path, exc) from exc
     return sqlite_utils.Database(conn, execute_plugins=False)
+
+
+def _cannot_open(path: Path, exc: Exception) -> StoreError:
+    """Why a database cannot be opened for writing, as precisely as the system says."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, OSError):
+        reason = f"{exc.strerror or exc}"
+    elif path.parent.is_dir() and not os.access(path.parent, os.W_OK):
+        reason = f"its directory {path.parent} is read-only for this user"
+    elif path.exists() and not os.access(path, os.W_OK):
+        reason = "the file is read-only for this user"
+    else:
+        reason = str(exc)
+    return StoreError(
+        f"cannot open database {path} for writing: {reason}",
+        hint="commands that change something need the file and its directory writable "
+        "(read commands such as `user list` and `log` do not); check the owner and mode, "
+        "and that the directory exists",
+    )
+
+
+def open_database_read_only(path: Path) -> sqlite_utils.Database:
+    """Open an existing SQLite file for reading only (read commands: `user list`,
+    `log`...), so they work where the file or its directory is not writable. A WAL
+    file whose side files cannot be made (a read-only directory) is opened immutable:
+    nobody can write there either."""
+    import sqlite_utils
+
+    for query in ("mode=ro", "mode=ro&immutable=1"):
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?{query}",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return sqlite_utils.Database(conn, execute_plugins=False)
+        except sqlite3.Error as exc:
+            conn.close()
+            error = exc
+    raise StoreError(
+        f"cannot read database {path}: {error}",
+        hint="check that this user may read the file and its directory",
+    ) from error
 
 
 @contextmanager
@@ -67,9 +112,10 @@ def write_transaction(db: sqlite_utils.Database) -> Iterator[None]:
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
+        path = _file_of(conn)
         raise StoreError(
-            f"database is busy or locked: {exc}",
-            hint="another idprov command holds the database; retry when it is done",
+            f"database {path} is busy: {exc}; {holders(path, exclude=os.getpid())}",
+            hint="wait for that command to finish and run this one again",
         ) from exc
     try:
         yield
@@ -117,16 +163,43 @@ def _applied(db: sqlite_utils.Database, namespace: str) -> set[str]:
 class DatabasePool:
     """One connection per SQLite file for the life of a service, shared by its users."""
 
-    def __init__(self) -> None:
+    def __init__(self, read_only: bool = False) -> None:
         self._open: dict[Path, sqlite_utils.Database] = {}
+        self.read_only = read_only
+        """Open existing files read-only (a file not there yet is still created)."""
 
     def get(self, path: Path) -> sqlite_utils.Database:
         key = path.expanduser().resolve()
         if key not in self._open:
-            self._open[key] = open_database(key)
+            if self.read_only and key.exists():
+                self._open[key] = open_database_read_only(key)
+            else:
+                self._open[key] = open_database(key)
         return self._open[key]
 
     def close(self) -> None:
         for db in self._open.values():
             db.close()
         self._open.clear()
+
+
+def _file_of(conn: sqlite3.Connection) -> str:
+    rows = conn.execute("PRAGMA database_list").fetchall()
+    return next((str(r[2]) for r in rows if r[1] == "main" and r[2]), "(in memory)")
+
+
+def holders(path: str, exclude: int | None = None) -> str:
+    """Which processes have the database file open, read from /proc (Linux; other
+    systems, or another user's processes, give "held by another process")."""
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        pid = int(fd_dir.parent.name)
+        try:
+            if pid == exclude or not any(os.readlink(fd) == path for fd in fd_dir.iterdir()):
+                continue
+            raw = (fd_dir.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        command = " ".join(a.decode(errors="replace") for a in raw.split(b"\0") if a)
+        found.append(f"pid {pid} ({command[:80]})")
+    return "held by " + (", ".join(found) if found else "another process")

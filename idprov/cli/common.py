@@ -19,7 +19,14 @@ import typer
 from typer._click.exceptions import ClickException
 from typer.core import TyperGroup
 
-from idprov.errors import ExitCode, IdprovError, Interrupted, UsageError
+from idprov.errors import (
+    ExitCode,
+    IdprovError,
+    Interrupted,
+    UsageError,
+    from_os_error,
+    from_sqlite_error,
+)
 
 
 @dataclass
@@ -82,9 +89,10 @@ AppOpt = Annotated[
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
-def service(app: str = "resident", live: bool = True) -> Any:
+def service(app: str = "resident", live: bool = True, read_only: bool = False) -> Any:
     """The core service for this invocation (config loaded on first use); with
-    ``live``, outbound progress is shown as it happens on a terminal."""
+    ``live``, outbound progress is shown as it happens on a terminal; ``read_only``
+    (commands that only read) opens the databases read-only."""
     session = _session()
     if session._service is None:
         from idprov.config import load_config
@@ -101,6 +109,7 @@ def service(app: str = "resident", live: bool = True) -> Any:
             application=app,
             progress=progress,
             wait="blocking" if session.no_wait else "all",
+            read_only=read_only,
         )
     return session._service
 
@@ -214,34 +223,65 @@ class IdprovGroup(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
-        except IdprovError as error:
-            render_error(error)
-            raise typer.Exit(int(error.exit_code)) from None
-        except typer.Abort:
-            render_error(IdprovError("aborted", hint="nothing was changed"))
-            raise typer.Exit(int(ExitCode.ERROR)) from None
-        except KeyboardInterrupt:
-            render_error(interrupted())
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+            return result
         except (typer.Exit, SystemExit, ClickException):
             raise  # Click's own usage errors: it prints them and exits 2
-        except Exception as exc:
-            import os
-
-            if os.environ.get("IDPROV_DEBUG"):
+        except BrokenPipeError:
+            _quiet_after_broken_pipe()
+        except BaseException as exc:
+            error = as_idprov_error(exc)
+            if error is None:
                 raise
-            render_error(
-                IdprovError(
-                    f"internal error: {type(exc).__name__}: {exc}",
-                    hint="this is a bug in idprov; run again with IDPROV_DEBUG=1 for a traceback "
-                    "and report it",
-                )
-            )
-            raise typer.Exit(int(ExitCode.ERROR)) from None
+            render_error(error)
+            raise typer.Exit(int(error.exit_code)) from None
         finally:
             stop_display()
             close_session()
+
+
+def as_idprov_error(exc: BaseException) -> IdprovError | None:
+    """What to tell the user about ``exc``: ours as it is, a Ctrl-C, a file or
+    database the system refused; any other exception is a bug in idprov."""
+    import os
+    import sqlite3
+
+    if isinstance(exc, IdprovError):
+        return exc
+    if isinstance(exc, typer.Abort):
+        return IdprovError("aborted", hint="nothing was changed")
+    if isinstance(exc, KeyboardInterrupt):
+        return interrupted()
+    if isinstance(exc, OSError):
+        return from_os_error(exc)
+    if isinstance(exc, sqlite3.Error):
+        error = from_sqlite_error(exc, open_databases())
+        if error is not None:
+            return error
+    if not isinstance(exc, Exception) or os.environ.get("IDPROV_DEBUG"):
+        return None
+    return IdprovError(
+        f"internal error: {type(exc).__name__}: {exc}",
+        hint="this is a bug in idprov; run again with IDPROV_DEBUG=1 for a traceback and report it",
+    )
+
+
+def open_databases() -> list[str]:
+    """The SQLite files this command's service has open (to name in an error)."""
+    service = _session()._service
+    pool = getattr(service, "_pool", None)
+    return [str(path) for path in getattr(pool, "_open", {})]
+
+
+def _quiet_after_broken_pipe() -> None:
+    """The reader went away (`idprov user list | head`): stop quietly, as the
+    Python documentation recommends, without a traceback at exit."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise typer.Exit(int(ExitCode.ERROR))
 
 
 def new_app(help_text: str) -> typer.Typer:

@@ -115,7 +115,7 @@ def export_users(
     """Export users (no passwords) in the format `idprov import users` reads."""
     from idprov.inbound.csv_export import export_users as export
 
-    report = export(service(), file, domain, separator, delimiter)
+    report = export(service(read_only=True), file, domain, separator, delimiter)
 
     def show(r: Any) -> None:
         render.message(f"[green]✓[/] exported {r.users} users to {render.esc(r.file)}")

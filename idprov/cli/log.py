@@ -29,4 +29,4 @@ def log(
     from idprov.provisioning.state import AuditQuery
 
     query = AuditQuery(action, target, actor, app_name, since, until, limit, run)
-    emit(service().audit_log(query), render.audit)
+    emit(service(read_only=True).audit_log(query), render.audit)

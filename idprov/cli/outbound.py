@@ -31,7 +31,7 @@ def outbox_list(
     """
     import dataclasses
 
-    svc = service()
+    svc = service(read_only=True)
     rows = [
         r if svc.outbound.configured(r.idp) else dataclasses.replace(r, status="orphaned")
         for r in svc.outbox_rows(idp, status)

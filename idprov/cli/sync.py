@@ -130,4 +130,6 @@ def explain(
     """Why a user is or is not provisioned to an IdP, what would be sent, the ledger."""
     from idprov.provisioning.explain import explain as explain_user
 
-    emit_with_code(explain_user(service(app_name), user, idp), render.explanation, 0)
+    emit_with_code(
+        explain_user(service(app_name, read_only=True), user, idp), render.explanation, 0
+    )

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
 import re
 import ssl
 import uuid
@@ -260,7 +261,14 @@ class LdapUserStore(UserStore):
         secure = url.scheme.lower() == "ldaps"
         tls = None
         if secure or self.config.start_tls:
-            tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=self.config.ca_file)
+            ca_file = self.config.ca_file
+            if ca_file and not os.path.isfile(ca_file):
+                raise ConfigError(
+                    f"{self._where()}: ca_file {ca_file} does not exist or is not a file",
+                    hint="give the PEM file of the CA that signs the directory's certificate, "
+                    "or remove ca_file to trust the system's CAs",
+                )
+            tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file)
         return Server(
             url.hostname,
             port=url.port or (636 if secure else 389),
