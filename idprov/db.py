@@ -134,9 +134,20 @@ def migrate(db: sqlite_utils.Database, namespace: str, migrations: Sequence[Migr
     ``idprov_migrations``, so a killed run leaves no half-applied migration and a
     re-run continues where it stopped.
     """
+    if db["idprov_migrations"].exists():
+        applied = _applied(db, namespace)
+        if len(applied) == len(migrations) and all(n in applied for n, _ in migrations):
+            return
+    query_only = db.execute("PRAGMA query_only").fetchone()[0]
+    db.execute("PRAGMA query_only = OFF")  # a read command's first use of a new file
+    try:
+        _apply(db, namespace, migrations)
+    finally:
+        db.execute(f"PRAGMA query_only = {int(query_only)}")
+
+
+def _apply(db: sqlite_utils.Database, namespace: str, migrations: Sequence[Migration]) -> None:
     applied = _applied(db, namespace)
-    if len(applied) == len(migrations) and all(n in applied for n, _ in migrations):
-        return
     for name, apply in migrations:
         if name in applied:
             continue
@@ -151,11 +162,12 @@ def migrate(db: sqlite_utils.Database, namespace: str, migrations: Sequence[Migr
 
 
 def _applied(db: sqlite_utils.Database, namespace: str) -> set[str]:
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS idprov_migrations ("
-        "namespace TEXT NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL, "
-        "PRIMARY KEY (namespace, name))"
-    )
+    if not db["idprov_migrations"].exists():
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS idprov_migrations ("
+            "namespace TEXT NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL, "
+            "PRIMARY KEY (namespace, name))"
+        )
     rows = db.execute("SELECT name FROM idprov_migrations WHERE namespace = ?", [namespace])
     return {r[0] for r in rows.fetchall()}
 
@@ -171,11 +183,19 @@ class DatabasePool:
     def get(self, path: Path) -> sqlite_utils.Database:
         key = path.expanduser().resolve()
         if key not in self._open:
-            if self.read_only and key.exists():
-                self._open[key] = open_database_read_only(key)
-            else:
-                self._open[key] = open_database(key)
+            self._open[key] = self._open_one(key)
         return self._open[key]
+
+    def _open_one(self, path: Path) -> sqlite_utils.Database:
+        """Read-only: ``query_only`` where the file could be written (migrations may
+        still run, see :func:`migrate`), ``mode=ro`` where it cannot."""
+        if not self.read_only or not path.exists():
+            return open_database(path)
+        if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
+            db = open_database(path)
+            db.execute("PRAGMA query_only = ON")
+            return db
+        return open_database_read_only(path)
 
     def close(self) -> None:
         for db in self._open.values():

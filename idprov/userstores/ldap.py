@@ -764,6 +764,10 @@ class LdapUserStore(UserStore):
             )
         return attribute
 
+    def check_password_hash(self, encoded: str) -> None:
+        """Only RFC 2307 values ({SSHA}...) that the directory checks binds against."""
+        self._user_password(encoded)
+
     def _user_password(self, password_hash: str) -> bytes:
         scheme = _SCHEME.match(password_hash)
         if scheme is None or scheme.group(1).upper() in ("CLEARTEXT", "PLAIN"):
@@ -881,19 +885,24 @@ class LdapUserStore(UserStore):
     def import_users(self, users: Sequence[ImportedUser]) -> None:
         """New users go through :meth:`add_users` (each ``user.id`` becomes its
         entryUUID, the id the caller then records); updates and roles as the base class
-        does them, new users' roles with one modify per role. The first refusal is
-        raised; users added before it stay in the directory (LDAP has no rollback), and
-        a re-run finds them existing."""
+        does them, new users' roles with one modify per role. LDAP has no rollback: a
+        user the directory refuses gets ``refused`` set, and the others are written."""
         self.ensure_writable()
         new = [u for u in users if not u.existing]
         outcomes = self.add_users([(u.username, u.claims, u.password_hash) for u in new])
         for user, outcome in zip(new, outcomes, strict=True):
             if isinstance(outcome, IdprovError):
-                raise outcome
-            user.id = outcome.id
-        super().import_users([u for u in users if u.existing])
+                user.refused = outcome
+            else:
+                user.id = outcome.id
+        for user in users:
+            if user.existing:
+                try:
+                    super().import_users([user])
+                except IdprovError as exc:
+                    user.refused = exc
         members: dict[str, list[str]] = {}
-        for user in new:
+        for user in (u for u in new if u.refused is None):
             for role in user.roles or []:
                 members.setdefault(role, []).append(user.username)
         for role, names in members.items():
