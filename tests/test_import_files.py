@@ -141,3 +141,18 @@ def test_rows_the_directory_refuses_are_rejected_alone_with_their_lines(cli, tmp
     assert names(cli) == ["alice", "carol"]
     rejected = list(csv.reader(io.StringIO((tmp_path / "rejects.csv").read_text())))
     assert [r[0] for r in rejected[1:]] == ["CORP/bob", "CORP/ghost"]
+
+
+def test_no_push_with_create_roles_pushes_nothing_at_all(cli, tmp_path, scim2_server, monkeypatch):
+    from tests.outbound_helpers import idp_yaml, make_config_text
+
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    config = make_config_text(tmp_path, idp_yaml("scim", scim2_server.base_url), ["scim"])
+    (tmp_path / "idprov.yaml").write_text(config)
+    (tmp_path / "users.csv").write_text("username,roles\nalice,staff\nbob,staff;eng\n")
+    cli("import", "users", "users.csv", "--create-roles", "--no-push").ok()
+    assert scim2_server.users() == [] and scim2_server.groups() == []
+    queued = cli("outbox", "list", "--json").json()
+    assert len(queued["items"] if isinstance(queued, dict) else queued) == 4
+    cli("sync").ok()
+    assert len(scim2_server.users()) == 2 and len(scim2_server.groups()) == 2
