@@ -218,7 +218,7 @@ def test_update_sets_and_unsets(cli, state):
     cli("user", "update", "alice", "--set", "email=new@example.com").ok()
     claims = cli("user", "show", "alice", "--json").json()["claims"]
     assert claims["email"] == "new@example.com"
-    actions = [e["action"] for e in cli("log", "--json").json()]
+    actions = [e["action"] for e in cli("log", "--json").items()]
     assert actions == ["user.update", "user.update", "user.add"]
 
 
@@ -338,7 +338,7 @@ def test_delete_with_yes_does_not_ask(cli, state):
     assert state.counts()["users"] == 1
     role = cli("role", "show", "staff", "--json").json()
     assert (role["member_count"], role["members"]) == (1, ["bob"])
-    assert cli("log", "--json").json()[0]["details"] == {"roles": ["staff"]}
+    assert cli("log", "--json").items()[0]["details"] == {"roles": ["staff"]}
 
 
 def test_delete_unknown_user_exits_3_without_asking(cli):

@@ -134,10 +134,14 @@ def json_default(value: Any) -> Any:
 
 
 def emit(result: Any, render: Callable[[Any], None]) -> None:
-    """Print ``result``: as JSON with ``--json``, else through ``render``."""
+    """Print ``result``: as JSON with ``--json`` (a list as ``{"items": [...]}``, the
+    shape of every list, paged or not), else through ``render``."""
     stop_display()
     if _session().json:
-        sys.stdout.write(jsonlib.dumps(result, default=json_default, ensure_ascii=False, indent=2))
+        document = {"items": result} if isinstance(result, list) else result  # one shape
+        sys.stdout.write(
+            jsonlib.dumps(document, default=json_default, ensure_ascii=False, indent=2)
+        )
         sys.stdout.write("\n")
     else:
         render(result)
