@@ -68,8 +68,10 @@ def test_a_read_only_store_whose_file_is_missing_is_an_error_not_an_empty_store(
 
 
 def many_users(cli, tmp_path: Path, count: int) -> None:
-    rows = "".join(f"user{i:05},u{i}@example.com\n" for i in range(count))
-    (tmp_path / "many.csv").write_text("username,email\n" + rows)
+    """``count`` users whose rows are long enough to fill a pipe's buffer (64 KiB)."""
+    name = "A Rather Long Display Name For Filling Pipes"
+    rows = "".join(f"user{i:05},u{i}@example.com,{name}\n" for i in range(count))
+    (tmp_path / "many.csv").write_text("username,email,display_name\n" + rows)
     cli("import", "users", "many.csv", "-q").ok()
 
 

@@ -17,7 +17,7 @@ import typer
 
 # typer >= 0.26 bundles its own click, whose exception base class it does not re-export
 from typer._click.exceptions import ClickException
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 
 from idprov.errors import (
     ExitCode,
@@ -126,6 +126,45 @@ def stop_display() -> None:
         _session().display.stop()
 
 
+def parse_when(value: str | None, option: str) -> str | None:
+    """A time given on the command line as the audit log stores it (ISO 8601 UTC):
+    an ISO date or time (UTC unless it says otherwise), an age (30m, 12h, 7d, 2w),
+    ``today`` or ``yesterday``."""
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    if value is None:
+        return None
+    now = datetime.now(UTC)
+    text = value.strip().lower()
+    age = re.fullmatch(r"(\d+)\s*([smhdw])", text)
+    if age:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+        when = now - timedelta(**{unit[age.group(2)]: int(age.group(1))})
+    elif text in ("today", "yesterday"):
+        when = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        when -= timedelta(days=1 if text == "yesterday" else 0)
+    else:
+        try:
+            when = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise UsageError(
+                f"{option} {value!r} is not a time",
+                hint="give an ISO date or time in UTC (2026-11-28, 2026-11-28T09:30), an age "
+                "(30m, 12h, 7d, 2w), today or yesterday",
+            ) from None
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def known_idps(svc: Any, names: list[str] | None) -> list[str] | None:
+    """``--idp`` values checked against the configuration (NotFoundError names the
+    declared ones), so a typo is an error, not an empty result."""
+    for name in names or []:
+        svc.idp(name)
+    return names
+
+
 def json_default(value: Any) -> Any:
     to_dict = getattr(value, "to_dict", None)
     if to_dict is not None:
@@ -139,9 +178,7 @@ def emit(result: Any, render: Callable[[Any], None]) -> None:
     stop_display()
     if _session().json:
         document = {"items": result} if isinstance(result, list) else result  # one shape
-        sys.stdout.write(
-            jsonlib.dumps(document, default=json_default, ensure_ascii=False, indent=2)
-        )
+        jsonlib.dump(document, sys.stdout, default=json_default, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
     else:
         render(result)
@@ -220,7 +257,28 @@ class IdprovGroup(TyperGroup):
             command = get_command(getattr(importlib.import_module(module), attr or "app"))
             command.name = cmd_name
             self.commands[cmd_name] = command
-        return super().get_command(ctx, cmd_name)
+        found = super().get_command(ctx, cmd_name)
+        if found is not None:
+            humanize(found, cmd_name)
+        return found
+
+    def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
+        """Click prints its own usage errors as text; under ``--json`` they are the
+        same ``{"error": ...}`` document as every other error."""
+        argv = list(sys.argv[1:] if args is None else args)
+        if "--json" not in argv or kwargs.get("standalone_mode") is False:
+            return super().main(argv, *rest, **kwargs)
+        try:
+            code = super().main(argv, *rest, **{**kwargs, "standalone_mode": False})
+        except ClickException as exc:
+            _session().json = True
+            ctx: Any = getattr(exc, "ctx", None)
+            hint = ctx.get_usage() if ctx is not None else None
+            render_error(UsageError(exc.format_message(), hint=hint))
+            sys.exit(int(ExitCode.USAGE))
+        except typer.Abort:
+            sys.exit(int(ExitCode.ERROR))
+        sys.exit(code if isinstance(code, int) else 0)
 
     def list_commands(self, ctx: Any) -> list[str]:
         return sorted({*self.commands, *self.lazy})
@@ -286,6 +344,46 @@ def _quiet_after_broken_pipe() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     raise typer.Exit(int(ExitCode.ERROR))
+
+
+def humanize(command: Any, path: str) -> None:
+    """Help as an administrator reads it, for ``command`` and its sub-commands:
+    ``USER`` not ``{username}``, ``--limit N`` not ``<int range>``, ``--dry-run``
+    without its ``--no-dry-run`` twin, and examples (:mod:`idprov.cli.examples`)."""
+    from idprov.cli.examples import EXAMPLES
+
+    if getattr(command, "_humanized", False):
+        return
+    command._humanized = True
+    if not command.context_settings.get("help_option_names"):
+        command.context_settings["help_option_names"] = ["-h", "--help"]
+    for param in command.params:
+        _humanize_param(param)
+    if path in EXAMPLES and not command.epilog:
+        command.epilog = "\b\nExamples:\n" + "\n".join(f"  {e}" for e in EXAMPLES[path])
+    for name, sub in getattr(command, "commands", {}).items():
+        humanize(sub, f"{path} {name}")
+
+
+def _humanize_param(param: Any) -> None:
+    if type(param) is TyperArgument:
+        param.__class__ = _HumanArgument
+    elif getattr(param, "is_flag", False):
+        if param.secondary_opts and param.default is False:
+            param.secondary_opts = []  # `--dry-run`, not `--dry-run / --no-dry-run`
+            param.show_default = False
+    elif param.metavar is None and not hasattr(param.type, "choices"):
+        long = max(param.opts, key=len).lstrip("-").replace("-", "_").upper()
+        param.metavar = "N" if param.type.name in ("integer", "int range") else long
+
+
+class _HumanArgument(TyperArgument):
+    """An argument shown as ``USER`` (or its metavar), never ``{username}``."""
+
+    def make_metavar(self, ctx: Any, *, usage: bool = False) -> str:
+        name = self.metavar or (self.name or "").upper()
+        name += "..." if self.nargs != 1 else ""
+        return f"[{name}]" if usage and not self.required else name
 
 
 def new_app(help_text: str) -> typer.Typer:

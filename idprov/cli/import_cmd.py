@@ -114,14 +114,7 @@ def import_users(
     app_name: AppOpt = "resident",
     json: JsonOpt = False,
 ) -> None:
-    """Import users from a CSV file: checked whole first, then written in batches.
-
-    \b
-    Examples:
-      idprov import users staff.csv --dry-run
-      idprov import users staff.csv --mode upsert --create-roles --rejects bad.csv
-      hr-export | idprov import users - --encoding cp1252 --no-push
-    """
+    """Import users from a CSV file: checked whole first, then written in batches."""
     from idprov.inbound.csv_import import CsvImport, ImportOptions
 
     options = ImportOptions(
@@ -161,13 +154,7 @@ def export_users(
     """Export users (no passwords) in the format `idprov import users` reads.
 
     The file is created with mode 0600 (it holds user data), in a directory that
-    must exist; an existing file is replaced only with --force.
-
-    \b
-    Examples:
-      idprov export users backup.csv
-      idprov export users - --domain CORP | gzip > corp.csv.gz
-    """
+    must exist; an existing file is replaced only with --force."""
     from idprov.inbound.csv_export import export_users as export
 
     out: Any = sys.stdout if file == "-" else Path(file)

@@ -1,0 +1,111 @@
+"""What every command prints, for a person and for a program: help with examples
+and human placeholders, one JSON shape for lists, usage errors as JSON under
+--json, choices that are checked, and plain tab-separated rows when the output is
+not a terminal (a terminal gets the rich table: tested in a pseudo-terminal)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from tests.terminal import run_in_terminal
+from tests.test_cli_misc import COMMANDS
+
+LEAVES = [(p, c) for p, c in COMMANDS if not hasattr(c, "list_commands")]
+
+
+@pytest.mark.parametrize(("path", "command"), LEAVES, ids=[" ".join(p) for p, _ in LEAVES])
+def test_every_command_has_examples_human_placeholders_and_dash_h(cli, path, command):
+    text = cli(*path, "-h").ok().stdout
+    assert "\n  Examples:\n    idprov " in text or "| idprov " in text, text
+    for bad in ("{", "<str>", "<int", "--no-no-", "[default: no-"):
+        assert bad not in text, f"idprov {' '.join(path)} -h shows {bad!r}:\n{text}"
+    usage = text.splitlines()[0]
+    assert usage.startswith(f"Usage: idprov {' '.join(path)}"), usage
+
+
+def test_push_reads_as_push_or_no_push(cli):
+    text = cli("import", "users", "-h").ok().stdout
+    assert "--push / --no-push" in text and "[default: push]" in text
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["user", "list", "--limt", "3"],
+        ["user", "lst"],
+        ["--bogus"],
+        ["outbox", "list", "--status", "bogus"],
+        ["user", "add"],
+    ],
+)
+def test_usage_errors_are_json_under_json(cli, args):
+    error = cli(*args, "--json").error(2)
+    assert error["code"] == "usage" and error["message"]
+    assert error["hint"].startswith("Usage: idprov")
+
+
+def test_choices_are_checked_not_read_as_no_match(cli, write_config):
+    write_config("identity_providers: []\n")
+    assert "'bogus' is not one of 'pending', 'failed'" in cli(
+        "outbox", "list", "--status", "bogus"
+    ).fails(2)
+    error = cli("outbox", "list", "--idp", "typo", "--json").error(3)
+    assert error["message"] == "no identity provider named 'typo'"
+    error = cli("log", "--since", "last week", "--json").error(2)
+    assert error["message"] == "--since 'last week' is not a time"
+    assert "7d" in error["hint"] and "2026-11-28" in error["hint"]
+
+
+def test_log_since_takes_ages_dates_and_yesterday(cli):
+    cli("role", "add", "staff").ok()
+    for since in ("10m", "1h", "yesterday", "today", "2020-01-01", "2020-01-01T10:00"):
+        assert len(cli("log", "--since", since, "--json").items()) == 1, since
+    assert cli("log", "--since", "2999-01-01", "--json").items() == []
+    assert cli("log", "--until", "2020-01-01", "--json").items() == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["role", "list"],
+        ["token", "list"],
+        ["log"],
+        ["outbox", "list"],
+        ["idp", "list"],
+        ["connector", "list"],
+    ],
+)
+def test_every_list_is_one_json_shape(cli, args):
+    cli("role", "add", "staff").ok()
+    document = cli(*args, "--json").json()
+    assert set(document) == {"items"} and isinstance(document["items"], list)
+
+
+def test_user_list_json_has_items_and_paging(cli):
+    cli("user", "add", "alice").ok()
+    document = cli("user", "list", "--json").json()
+    assert set(document) == {"items", "total", "offset", "limit"}
+
+
+def test_not_on_a_terminal_rows_are_tab_separated_and_never_truncated(cli):
+    description = "Nightly HR feed from the payroll system; owner: identity team " * 3
+    cli("token", "create", "--app", "resident", "--description", description).ok()
+    run = cli("token", "list").ok()
+    header, row = run.stdout.splitlines()
+    assert header.split("\t") == ["id", "application", "created", "by", "state", "description"]
+    assert row.split("\t")[-1] == description and "…" not in run.stdout
+    assert "  " not in header  # not padded
+
+
+def test_on_a_terminal_a_list_is_a_table_with_its_position(cli, tmp_path):
+    for name in ("alice", "bob"):
+        cli("user", "add", name, "-c", f"email={name}@example.com").ok()
+    run = run_in_terminal(["user", "list"], cwd=tmp_path, env=dict(os.environ))
+    assert run.exit_code == 0, run.text
+    lines = [line.rstrip() for line in run.text.splitlines() if line.strip()]
+    assert re.fullmatch(r"username\s{2,}email\s{2,}display name\s{2,}roles", lines[0]), lines
+    assert re.fullmatch(r"alice\s{2,}alice@example\.com", lines[1]), lines
+    assert lines[-1] == "1–2 of 2"
