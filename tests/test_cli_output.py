@@ -109,3 +109,24 @@ def test_on_a_terminal_a_list_is_a_table_with_its_position(cli, tmp_path):
     assert re.fullmatch(r"username\s{2,}email\s{2,}display name\s{2,}roles", lines[0]), lines
     assert re.fullmatch(r"alice\s{2,}alice@example\.com", lines[1]), lines
     assert lines[-1] == "1–2 of 2"
+
+
+def test_many_failed_pushes_are_summed_up_not_a_wall(cli, tmp_path, monkeypatch):
+    """A target that refuses every connection: 30 users fail, in 3 batches that each
+    fail the role too; the report shows each failure once, ten at most."""
+    from tests.outbound_helpers import idp_yaml, make_config_text
+
+    monkeypatch.setenv("SCIM_TOKEN", "t")
+    config = make_config_text(tmp_path, idp_yaml("down", "http://127.0.0.1:9/v2"), ["down"])
+    (tmp_path / "idprov.yaml").write_text(config.replace("max_attempts: 3", "max_attempts: 1"))
+    rows = "".join(f"user{i:02},staff\n" for i in range(30))
+    (tmp_path / "users.csv").write_text("username,roles\n" + rows)
+    run = cli("import", "users", "users.csv", "--create-roles", "--batch-size", "10")
+    assert run.exit_code == 6, run
+    failures = [line for line in run.stdout.splitlines() if " failed: " in line]
+    assert len(failures) == 10 and len(set(failures)) == 10
+    more = re.search(
+        r"… and (\d+) more: `idprov outbox list --idp down --status failed`", run.stdout
+    )
+    assert more is not None and int(more.group(1)) == 21  # 30 users and the role, once
+    assert len(cli("outbox", "list", "--status", "failed", "--json").items()) == 31

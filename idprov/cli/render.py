@@ -203,9 +203,7 @@ def outbound_report(report: OutboundReport) -> None:
         parts = [f"{done} done"] + ([f"{failed} failed"] if failed else [])
         parts += [f"{skipped} unchanged or out of scope"] if skipped else []
         typer.echo(f" {idp.name}: " + ", ".join(parts))
-        for op in idp.operations:
-            if op.outcome == "failed":
-                typer.echo(f"      {op.kind} {op.label}: {op.operation} failed: {op.error}")
+        _failures(idp.name, [op for op in idp.operations if op.outcome == "failed"])
     for name, count in sorted(report.queued.items()):
         typer.echo(f"  … {name}: {count} queued for the outbox worker (`idprov outbox work`)")
     for warning in report.warnings:
@@ -214,6 +212,30 @@ def outbound_report(report: OutboundReport) -> None:
         typer.echo(
             "  failed operations stay in the outbox: `idprov outbox list`, `idprov outbox retry`"
         )
+
+
+SHOWN_FAILURES = 10
+
+
+def _failures(idp: str, failed: list[Any]) -> None:
+    """The first failures, each once (an import's batches repeat a role's failure),
+    then how many more, and where to see them all: never a wall of lines."""
+    import typer
+
+    lines = list(
+        dict.fromkeys(f"{op.kind} {op.label}: {op.operation} failed: {op.error}" for op in failed)
+    )
+    for line in lines[:SHOWN_FAILURES]:
+        typer.echo(f"      {_clipped(line)}")
+    if len(lines) > SHOWN_FAILURES:
+        typer.echo(
+            f"      … and {len(lines) - SHOWN_FAILURES} more: "
+            f"`idprov outbox list --idp {idp} --status failed`"
+        )
+
+
+def _clipped(line: str, most: int = 300) -> str:
+    return line if len(line) <= most else line[: most - 1] + "…"
 
 
 def outbox(rows: list[OutboxRow]) -> None:
