@@ -155,3 +155,25 @@ def test_no_push_with_create_roles_pushes_nothing_at_all(cli, tmp_path, scim2_se
     assert len(cli("outbox", "list", "--json").items()) == 4
     cli("sync").ok()
     assert len(scim2_server.users()) == 2 and len(scim2_server.groups()) == 2
+
+
+def test_a_prefix_with_spaces_matches_nothing_in_a_directory_too(cli, tmp_path, slapd):
+    """The embedded store and a directory answer `--prefix ' '` alike (no user's name
+    begins with a space), where the directory used to fail on the filter."""
+    password = tmp_path / "bind.secret"
+    password.write_text(slapd.root_password)
+    (tmp_path / "idprov.yaml").write_text(
+        "userstores:\n  - domain: PRIMARY\n  - domain: CORP\n    type: ldap\n"
+        f"    url: {slapd.url}\n    bind_dn: {slapd.root_dn}\n"
+        f"    bind_password: file:{password}\n"
+        f"    user_search_base: {slapd.people}\n    group_search_base: {slapd.groups}\n"
+    )
+    cli("user", "add", "CORP/alice").ok()
+    cli("role", "add", "CORP/staff").ok()
+    for prefix in (" ", " a", "a "):
+        page = cli("user", "list", "--domain", "CORP", "--prefix", prefix, "--json").json()
+        assert page["items"] == [] and page["total"] == 0
+        assert cli("role", "list", "--domain", "CORP", "--prefix", prefix, "--json").items() == []
+    assert [u["username"] for u in cli("user", "list", "--prefix", "a", "--json").items()] == [
+        "alice"
+    ]

@@ -570,6 +570,8 @@ class LdapUserStore(UserStore):
         return found
 
     def list_users(self, query: UserQuery) -> Page:
+        if _spaced(query.username_prefix):
+            return Page([], 0, query.offset, query.limit)
         flt = self._list_filter(query)
         members: set[DnKey] | None = None
         if query.role is not None:
@@ -735,6 +737,8 @@ class LdapUserStore(UserStore):
         ]
 
     def list_roles(self, prefix: str | None = None) -> list[Role]:
+        if _spaced(prefix):
+            return []
         flt = self._group_filter
         if prefix:
             name = self.config.group_name_attribute
@@ -1191,3 +1195,9 @@ def _is_tls_failure(exc: Exception) -> bool:
 
 def _is_entry(response: Mapping[str, Any]) -> bool:
     return response.get("type") == "searchResEntry"
+
+
+def _spaced(prefix: str | None) -> bool:
+    """A prefix with space at either end matches no name literally, but a directory's
+    matching rules drop such spaces (or fail on a blank value): answer it here."""
+    return prefix is not None and prefix != prefix.strip()
