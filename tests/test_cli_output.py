@@ -134,3 +134,44 @@ def test_many_failed_pushes_are_summed_up_not_a_wall(cli, tmp_path, monkeypatch)
     # every distinct failure counted once: the users', and the role's (its create, and
     # its members per batch, which repeat with the same message)
     assert failed_rows <= 10 + int(more.group(1)) <= failed_rows + 3
+
+
+def test_choices_and_identity_providers_complete_in_the_shell(tmp_path, write_config):
+    import subprocess
+    import sys
+
+    from tests.mounts import IDPROV
+
+    write_config(
+        "identity_providers:\n  - name: scim-main\n    connector: scim2\n    options:\n"
+        "      base_url: https://scim.example.com/v2\n      token: env:T\n"
+    )
+
+    def complete(words: str) -> list[str]:
+        env = {**os.environ, "_IDPROV_COMPLETE": "complete_bash", "COMP_WORDS": words}
+        env["COMP_CWORD"] = str(len(words.split()) - (0 if words.endswith(" ") else 1))
+        proc = subprocess.run(
+            [sys.executable, "-c", IDPROV], env=env, cwd=tmp_path, capture_output=True, text=True
+        )
+        return proc.stdout.split()
+
+    assert complete("idprov outbox list --idp sc") == ["scim-main"]
+    assert complete("idprov outbox list --status ") == ["pending", "failed"]
+    assert complete("idprov import users x.csv --mode u") == ["upsert", "update"]
+
+
+def test_a_plan_shortens_a_long_member_list(cli, tmp_path, scim2_server, monkeypatch):
+    from tests.outbound_helpers import idp_yaml, make_config_text
+
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    config = make_config_text(tmp_path, idp_yaml("scim", scim2_server.base_url), ["scim"])
+    (tmp_path / "idprov.yaml").write_text(config)
+    cli("role", "add", "staff").ok()
+    rows = "".join(f"user{i:02},staff\n" for i in range(25))
+    (tmp_path / "users.csv").write_text("username,roles\n" + rows)
+    cli("import", "users", "users.csv", "--no-push").ok()
+    plan = cli("plan").ok().stdout
+    (members,) = [line for line in plan.splitlines() if line.startswith("update\trole\tstaff")]
+    assert members.endswith(", … and 15 more") and members.count("+user") == 10
+    document = cli("plan", "--json").json()  # the data keeps every name
+    assert "+user24" in str(document)

@@ -157,6 +157,17 @@ def parse_when(value: str | None, option: str) -> str | None:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def complete_idp(incomplete: str) -> list[str]:
+    """Shell completion of ``--idp``: the identity providers the configuration declares."""
+    try:
+        from idprov.config import load_config
+
+        names = [i.name for i in load_config(_session().config_path).identity_providers]
+    except IdprovError:
+        return []
+    return [name for name in names if name.startswith(incomplete)]
+
+
 def known_idps(svc: Any, names: list[str] | None) -> list[str] | None:
     """``--idp`` values checked against the configuration (NotFoundError names the
     declared ones), so a typo is an error, not an empty result."""

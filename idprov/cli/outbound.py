@@ -8,14 +8,24 @@ from typing import Annotated, Any
 import typer
 
 from idprov.cli import render
-from idprov.cli.common import AppOpt, JsonOpt, YesOpt, emit, known_idps, new_app, service
+from idprov.cli.common import (
+    AppOpt,
+    JsonOpt,
+    YesOpt,
+    complete_idp,
+    emit,
+    known_idps,
+    new_app,
+    service,
+)
 
 outbox_app = new_app("Outbound operations that are pending or failed.")
 idp_app = new_app("Identity providers: the systems changes are provisioned to.")
 connector_app = new_app("Installed connectors (built-in and plugins).")
 
 IdpFilter = Annotated[
-    list[str] | None, typer.Option("--idp", help="Only this identity provider; repeat.")
+    list[str] | None,
+    typer.Option("--idp", help="Only this identity provider; repeat.", autocompletion=complete_idp),
 ]
 
 

@@ -9,12 +9,16 @@ from typing import Annotated, Any
 import typer
 
 from idprov.cli import render
-from idprov.cli.common import AppOpt, JsonOpt, _session, emit_with_code, service
+from idprov.cli.common import AppOpt, JsonOpt, _session, complete_idp, emit_with_code, service
 from idprov.errors import ExitCode, UsageError
 
 IdpOpt = Annotated[
     list[str] | None,
-    typer.Option("--idp", help="Only this identity provider; repeat. Default: all of the app's."),
+    typer.Option(
+        "--idp",
+        help="Only this identity provider; repeat. Default: all of the app's.",
+        autocompletion=complete_idp,
+    ),
 ]
 
 
