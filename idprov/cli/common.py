@@ -40,6 +40,8 @@ class Session:
     _service: Any = None
     display: Any = None
     """The command's live display (:mod:`idprov.cli.live`), once a service asks for one."""
+    interrupted: bool = False
+    """Ctrl-C was pressed: the service is not closed (that would wait for the targets)."""
 
 
 _SESSION = Session()
@@ -58,9 +60,23 @@ def new_session(config_path: str | None, no_wait: bool = False) -> Session:
 
 
 def close_session() -> None:
-    if _SESSION._service is not None:
+    if _SESSION._service is not None and not _SESSION.interrupted:
         _SESSION._service.close()
-        _SESSION._service = None
+    _SESSION._service = None
+
+
+def interrupted_exit() -> None:
+    """After a Ctrl-C, leave at once: pushes still in flight are abandoned as a crash
+    abandons them (the outbox and the ledger's marks make that safe, and the message
+    says to run the command again), instead of waiting for the targets to answer.
+    Only the real entry point calls this, never code running in-process."""
+    import os
+    import threading
+
+    if _SESSION.interrupted and threading.active_count() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(ExitCode.INTERRUPTED))
 
 
 def _set_json(value: bool) -> bool:
@@ -325,6 +341,7 @@ def as_idprov_error(exc: BaseException) -> IdprovError | None:
     if isinstance(exc, typer.Abort):
         return IdprovError("aborted", hint="nothing was changed")
     if isinstance(exc, KeyboardInterrupt):
+        _session().interrupted = True
         return interrupted()
     if isinstance(exc, OSError):
         return from_os_error(exc)

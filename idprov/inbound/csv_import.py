@@ -274,18 +274,27 @@ class CsvImport:
                     self._write(staging)
             self._write_rejects(staging)
             self.report.errors.sort(key=lambda error: error.line)
+        except BaseException:
+            self._stop_hashing(at_once=True)
+            raise
         finally:
             self._stop_hashing()
             staging.close()
             self.report.seconds = time.perf_counter() - start
         return self.report
 
-    def _stop_hashing(self) -> None:
-        """Let the hashing workers go; on an interrupt, drop the queued work (each
-        chunk is well under a second, so a Ctrl-C stops the import promptly)."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
+    def _stop_hashing(self, at_once: bool = False) -> None:
+        """Let the hashing workers go. After an error or a Ctrl-C, ``at_once``: the
+        queued work is dropped and the workers stopped, not waited for (their hashes
+        are of no use any more)."""
+        if self.pool is None:
+            return
+        if at_once:
+            # Executor has no public way to stop its workers before Python 3.14
+            for process in list((getattr(self.pool, "_processes", None) or {}).values()):
+                process.terminate()
+        self.pool.shutdown(wait=not at_once, cancel_futures=True)
+        self.pool = None
 
     # -- journal
     def _resume_point(self) -> None:
@@ -705,6 +714,7 @@ class CsvImport:
             self._finish()
             return
         self._journal_start()
+        self._finish_left_pushes()
         self._create_roles()
         total = self.report.created + self.report.updated
         done = 0
@@ -720,6 +730,14 @@ class CsvImport:
             if self.progress:
                 self.progress("importing", done, total)
         self._finish()
+
+    def _finish_left_pushes(self) -> None:
+        """A resumed import first pushes what its interrupted run wrote but did not
+        push (its rows are too fresh for the service to take as left behind), so the
+        roles pushed later find their members provisioned."""
+        if self.done_through and self.options.push:
+            left = self.service.state.outbox.rows(status="pending")
+            self._merge(self.service.push([row.id for row in left]))
 
     def _create_roles(self) -> None:
         missing = sorted(getattr(self, "_missing_roles", {}).items())
