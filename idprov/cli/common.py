@@ -186,9 +186,11 @@ def complete_idp(incomplete: str) -> list[str]:
 
 def known_idps(svc: Any, names: list[str] | None) -> list[str] | None:
     """``--idp`` values checked against the configuration (NotFoundError names the
-    declared ones), so a typo is an error, not an empty result."""
+    declared ones), so a typo is an error, not an empty result. A removed IdP whose
+    rows are still in the outbox (orphaned) is known too."""
     for name in names or []:
-        svc.idp(name)
+        if not svc.outbound.configured(name) and not svc.outbox_rows([name]):
+            svc.idp(name)
     return names
 
 

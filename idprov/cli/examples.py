@@ -53,6 +53,14 @@ EXAMPLES: dict[str, list[str]] = {
     ],
     "outbox list": ["idprov outbox list", "idprov outbox list --idp scim-main --status failed"],
     "outbox retry": ["idprov outbox retry --idp scim-main"],
+    "outbox work": [
+        "idprov outbox work                  # until Ctrl-C or SIGTERM",
+        "idprov outbox work --once --idp scim-main",
+    ],
+    "outbox discard": [
+        "idprov outbox discard --idp old-scim --yes",
+        "idprov outbox discard --idp scim-main --user alice",
+    ],
     "idp list": ["idprov idp list"],
     "idp test": ["idprov idp test scim-main"],
     "connector list": ["idprov connector list"],
