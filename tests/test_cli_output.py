@@ -175,3 +175,13 @@ def test_a_plan_shortens_a_long_member_list(cli, tmp_path, scim2_server, monkeyp
     assert members.endswith(", … and 15 more") and members.count("+user") == 10
     document = cli("plan", "--json").json()  # the data keeps every name
     assert "+user24" in str(document)
+
+
+def test_the_log_in_a_pipe_keeps_every_detail(cli, tmp_path):
+    rows = "".join(f"user{i:02}\n" for i in range(30))
+    (tmp_path / "users.csv").write_text("username\n" + rows)
+    cli("import", "users", "users.csv").ok()
+    (line,) = cli("log").ok().stdout.splitlines()[1:]
+    details = line.split("\t")[-1]
+    assert "created=" + ",".join(f"user{i:02}" for i in range(30)) in details
+    assert "..." not in details

@@ -311,7 +311,11 @@ def connector_list(rows: list[dict[str, Any]]) -> None:
 def audit(entries: list[AuditEntry]) -> None:
     """One line per entry, newest first: when, who@application, action, target, details."""
     if not entries:
-        console().print("no audit entries match")
+        note("no audit entries match")
+        return
+    if not console().is_terminal:  # every detail in full, a column each
+        columns = ["at", "actor", "application", "action", "target", "outcome", "details"]
+        table(columns, (_audit_row(e) for e in entries))
         return
     for e in entries:
         details = " ".join(f"{k}={_short(v)}" for k, v in sorted(e.details.items()) if v)
@@ -320,6 +324,15 @@ def audit(entries: list[AuditEntry]) -> None:
             f"[dim]{e.at[:19].replace('T', ' ')}[/] {esc(e.actor)}@{esc(e.application)} "
             f"[bold]{e.action}[/] {esc(e.target)}{outcome} [dim]{esc(details)}[/]"
         )
+
+
+def _audit_row(e: AuditEntry) -> list[str]:
+    details = " ".join(f"{k}={_text(v)}" for k, v in sorted(e.details.items()) if v)
+    return [e.at, e.actor, e.application, e.action, e.target, e.outcome, details]
+
+
+def _text(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _short(value: Any) -> str:
