@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from idprov.config.paths import create_private_file
-from idprov.errors import StoreError
+from idprov.errors import StoreError, from_sqlite_error
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -112,11 +112,7 @@ def write_transaction(db: sqlite_utils.Database) -> Iterator[None]:
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
-        path = _file_of(conn)
-        raise StoreError(
-            f"database {path} is busy: {exc}; {holders(path, exclude=os.getpid())}",
-            hint="wait for that command to finish and run this one again",
-        ) from exc
+        raise _cannot_begin(conn, exc) from exc
     try:
         yield
     except BaseException:
@@ -201,6 +197,20 @@ class DatabasePool:
         for db in self._open.values():
             db.close()
         self._open.clear()
+
+
+def _cannot_begin(conn: sqlite3.Connection, exc: sqlite3.OperationalError) -> StoreError:
+    """Why a write transaction could not start: busy (naming who holds the file),
+    or what else SQLite says about the file (read-only, damaged...)."""
+    path = _file_of(conn)
+    if not str(getattr(exc, "sqlite_errorname", "SQLITE_BUSY")).startswith("SQLITE_BUSY"):
+        error = from_sqlite_error(exc, [path])
+        if error is not None:
+            return error
+    return StoreError(
+        f"database {path} is busy: {exc}; {holders(path, exclude=os.getpid())}",
+        hint="wait for that command to finish and run this one again",
+    )
 
 
 def _file_of(conn: sqlite3.Connection) -> str:

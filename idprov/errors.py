@@ -188,7 +188,7 @@ _SQLITE_HINTS = {
 }
 
 
-def from_sqlite_error(exc: Exception, files: list[str]) -> IdprovError | None:
+def from_sqlite_error(exc: Exception, files: list[str]) -> StoreError | None:
     """An sqlite3 error about a file (read-only, full disk, busy, damaged) as a
     StoreError naming the files in use; None for other sqlite3 errors (bugs)."""
     name = str(getattr(exc, "sqlite_errorname", ""))

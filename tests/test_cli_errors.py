@@ -151,3 +151,23 @@ conn.execute("BEGIN IMMEDIATE")
 print("holding", flush=True)
 time.sleep(60)
 """
+
+
+def test_a_write_to_a_read_only_database_says_read_only(tmp_path):
+    """What the CLI reports for SQLite's own refusal of a write (a file this user may
+    only read: tests run as root, for whom a mode-0400 file is still writable)."""
+    import sqlite3
+
+    from idprov.db import open_database, open_database_read_only, write_transaction
+    from idprov.errors import from_sqlite_error
+
+    path = tmp_path / "state.db"
+    open_database(path).close()
+    db = open_database_read_only(path)
+    with pytest.raises(sqlite3.OperationalError) as info, write_transaction(db):
+        db.execute("CREATE TABLE t (a)")
+    db.close()
+    error = from_sqlite_error(info.value, [str(path)])
+    assert error is not None and error.exit_code == 1
+    assert error.message.startswith(f"the database {path} is read-only")
+    assert "writable" in (error.hint or "")
