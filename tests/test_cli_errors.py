@@ -44,7 +44,8 @@ def test_a_missing_idp_ca_file_fails_validation_with_its_name_and_line(cli, writ
     cli("config", "validate").ok()
 
 
-def test_a_ca_file_that_is_not_pem_names_the_file(cli, write_config, tmp_path):
+def test_a_ca_file_that_is_not_pem_names_the_file(cli, write_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("T", "token")
     bad = tmp_path / "ca.pem"
     bad.write_text("not a certificate\n")
     write_config(
