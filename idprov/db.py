@@ -8,6 +8,7 @@ file are one transaction, and writers queue instead of failing.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from idprov.config.paths import create_private_file
-from idprov.errors import StoreError
+from idprov.errors import StoreError, from_sqlite_error
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -49,11 +50,55 @@ def open_database(path: Path) -> sqlite_utils.Database:
     except (OSError, sqlite3.Error) as exc:
         if conn is not None:
             conn.close()
-        raise StoreError(
-            f"cannot open database {path}: {exc}",
-            hint="check that the directory exists, is writable, and the file is an SQLite database",
-        ) from exc
+        raise _cannot_open(path, exc) from exc
     return sqlite_utils.Database(conn, execute_plugins=False)
+
+
+def _cannot_open(path: Path, exc: Exception) -> StoreError:
+    """Why a database cannot be opened for writing, as precisely as the system says."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, OSError):
+        reason = f"{exc.strerror or exc}"
+    elif path.parent.is_dir() and not os.access(path.parent, os.W_OK):
+        reason = f"its directory {path.parent} is read-only for this user"
+    elif path.exists() and not os.access(path, os.W_OK):
+        reason = "the file is read-only for this user"
+    else:
+        reason = str(exc)
+    return StoreError(
+        f"cannot open database {path} for writing: {reason}",
+        hint="commands that change something need the file and its directory writable "
+        "(read commands such as `user list` and `log` do not); check the owner and mode, "
+        "and that the directory exists",
+    )
+
+
+def open_database_read_only(path: Path) -> sqlite_utils.Database:
+    """Open an existing SQLite file for reading only (read commands: `user list`,
+    `log`...), so they work where the file or its directory is not writable. A WAL
+    file whose side files cannot be made (a read-only directory) is opened immutable:
+    nobody can write there either."""
+    import sqlite_utils
+
+    for query in ("mode=ro", "mode=ro&immutable=1"):
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?{query}",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return sqlite_utils.Database(conn, execute_plugins=False)
+        except sqlite3.Error as exc:
+            conn.close()
+            error = exc
+    raise StoreError(
+        f"cannot read database {path}: {error}",
+        hint="check that this user may read the file and its directory",
+    ) from error
 
 
 @contextmanager
@@ -67,10 +112,7 @@ def write_transaction(db: sqlite_utils.Database) -> Iterator[None]:
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
-        raise StoreError(
-            f"database is busy or locked: {exc}",
-            hint="another idprov command holds the database; retry when it is done",
-        ) from exc
+        raise _cannot_begin(conn, exc) from exc
     try:
         yield
     except BaseException:
@@ -88,9 +130,20 @@ def migrate(db: sqlite_utils.Database, namespace: str, migrations: Sequence[Migr
     ``idprov_migrations``, so a killed run leaves no half-applied migration and a
     re-run continues where it stopped.
     """
+    if db["idprov_migrations"].exists():
+        applied = _applied(db, namespace)
+        if len(applied) == len(migrations) and all(n in applied for n, _ in migrations):
+            return
+    query_only = db.execute("PRAGMA query_only").fetchone()[0]
+    db.execute("PRAGMA query_only = OFF")  # a read command's first use of a new file
+    try:
+        _apply(db, namespace, migrations)
+    finally:
+        db.execute(f"PRAGMA query_only = {int(query_only)}")
+
+
+def _apply(db: sqlite_utils.Database, namespace: str, migrations: Sequence[Migration]) -> None:
     applied = _applied(db, namespace)
-    if len(applied) == len(migrations) and all(n in applied for n, _ in migrations):
-        return
     for name, apply in migrations:
         if name in applied:
             continue
@@ -105,11 +158,12 @@ def migrate(db: sqlite_utils.Database, namespace: str, migrations: Sequence[Migr
 
 
 def _applied(db: sqlite_utils.Database, namespace: str) -> set[str]:
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS idprov_migrations ("
-        "namespace TEXT NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL, "
-        "PRIMARY KEY (namespace, name))"
-    )
+    if not db["idprov_migrations"].exists():
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS idprov_migrations ("
+            "namespace TEXT NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL, "
+            "PRIMARY KEY (namespace, name))"
+        )
     rows = db.execute("SELECT name FROM idprov_migrations WHERE namespace = ?", [namespace])
     return {r[0] for r in rows.fetchall()}
 
@@ -117,16 +171,65 @@ def _applied(db: sqlite_utils.Database, namespace: str) -> set[str]:
 class DatabasePool:
     """One connection per SQLite file for the life of a service, shared by its users."""
 
-    def __init__(self) -> None:
+    def __init__(self, read_only: bool = False) -> None:
         self._open: dict[Path, sqlite_utils.Database] = {}
+        self.read_only = read_only
+        """Open existing files read-only (a file not there yet is still created)."""
 
     def get(self, path: Path) -> sqlite_utils.Database:
         key = path.expanduser().resolve()
         if key not in self._open:
-            self._open[key] = open_database(key)
+            self._open[key] = self._open_one(key)
         return self._open[key]
+
+    def _open_one(self, path: Path) -> sqlite_utils.Database:
+        """Read-only: ``query_only`` where the file could be written (migrations may
+        still run, see :func:`migrate`), ``mode=ro`` where it cannot."""
+        if not self.read_only or not path.exists():
+            return open_database(path)
+        if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
+            db = open_database(path)
+            db.execute("PRAGMA query_only = ON")
+            return db
+        return open_database_read_only(path)
 
     def close(self) -> None:
         for db in self._open.values():
             db.close()
         self._open.clear()
+
+
+def _cannot_begin(conn: sqlite3.Connection, exc: sqlite3.OperationalError) -> StoreError:
+    """Why a write transaction could not start: busy (naming who holds the file),
+    or what else SQLite says about the file (read-only, damaged...)."""
+    path = _file_of(conn)
+    if not str(getattr(exc, "sqlite_errorname", "SQLITE_BUSY")).startswith("SQLITE_BUSY"):
+        error = from_sqlite_error(exc, [path])
+        if error is not None:
+            return error
+    return StoreError(
+        f"database {path} is busy: {exc}; {holders(path, exclude=os.getpid())}",
+        hint="wait for that command to finish and run this one again",
+    )
+
+
+def _file_of(conn: sqlite3.Connection) -> str:
+    rows = conn.execute("PRAGMA database_list").fetchall()
+    return next((str(r[2]) for r in rows if r[1] == "main" and r[2]), "(in memory)")
+
+
+def holders(path: str, exclude: int | None = None) -> str:
+    """Which processes have the database file open, read from /proc (Linux; other
+    systems, or another user's processes, give "held by another process")."""
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        pid = int(fd_dir.parent.name)
+        try:
+            if pid == exclude or not any(os.readlink(fd) == path for fd in fd_dir.iterdir()):
+                continue
+            raw = (fd_dir.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        command = " ".join(a.decode(errors="replace") for a in raw.split(b"\0") if a)
+        found.append(f"pid {pid} ({command[:80]})")
+    return "held by " + (", ".join(found) if found else "another process")

@@ -8,6 +8,7 @@ yaml, keyring, httpx, ldap3) translate their exceptions into these with
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 
 
@@ -35,6 +36,9 @@ class ExitCode(IntEnum):
     """An import that wrote nothing: a bad file, every row bad, or --on-error stop."""
     CHANGES_APPLIED = 11
     """`sync --detailed-exitcode`: changes were made, all of them successfully."""
+    INTERRUPTED = 130
+    """Stopped by Ctrl-C (SIGINT): what was committed stays; running the command again
+    finishes the job."""
 
 
 class IdprovError(Exception):
@@ -123,3 +127,74 @@ class LockedError(IdprovError):
 class OutboundError(IdprovError):
     exit_code = ExitCode.OUTBOUND_FAILED
     code = "outbound"
+
+
+class Interrupted(IdprovError):
+    """The user pressed Ctrl-C. Every write is one transaction, so what is committed
+    is whole; unfinished pushes stay in the outbox and an import's journal knows
+    the last line written."""
+
+    exit_code = ExitCode.INTERRUPTED
+    code = "interrupted"
+
+
+_OS_HINTS = {
+    errno.ENOENT: (ExitCode.NOT_FOUND, "check the path; the directory it names must exist"),
+    errno.ENOTDIR: (ExitCode.NOT_FOUND, "a part of the path is a file, not a directory"),
+    errno.EISDIR: (ExitCode.USAGE, "name a file, not a directory"),
+    errno.EEXIST: (ExitCode.CONFLICT, "choose another name, or remove the file first"),
+    errno.EACCES: (
+        ExitCode.ERROR,
+        "check the owner and mode of the file and its directory (ls -l), or run as "
+        "the user that owns idprov's data",
+    ),
+    errno.EROFS: (ExitCode.ERROR, "the file system is mounted read-only; use a writable path"),
+    errno.ENOSPC: (ExitCode.ERROR, "the disk is full: free some space and run the command again"),
+    errno.EDQUOT: (ExitCode.ERROR, "the disk quota is used up: free some space and run again"),
+}
+_OS_HINTS[errno.EPERM] = _OS_HINTS[errno.EACCES]
+
+
+def from_os_error(exc: OSError, doing: str | None = None) -> IdprovError:
+    """An operating-system error (a file, a directory, a full disk) as a clear message
+    naming the file, with the exit code its kind calls for and how to fix it."""
+    code, hint = _OS_HINTS.get(exc.errno or 0, (ExitCode.ERROR, None))
+    files = " → ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    reason = exc.strerror or str(exc)
+    what = f"cannot {doing}: " if doing else ""
+    error = IdprovError(f"{what}{files + ': ' if files else ''}{reason}", hint=hint)
+    error.exit_code = code
+    error.code = "os_error"
+    return error
+
+
+_SQLITE_HINTS = {
+    "SQLITE_READONLY": (
+        "is read-only",
+        "make the file and its directory writable by this user; read commands (list, "
+        "show, log) work without writing",
+    ),
+    "SQLITE_FULL": ("cannot grow: the disk is full", "free some space and run again"),
+    "SQLITE_CANTOPEN": (
+        "cannot be opened",
+        "check that its directory exists and that this user may read and write it",
+    ),
+    "SQLITE_BUSY": (
+        "is busy: another process holds a write transaction",
+        "wait for the other idprov command to finish, then run again",
+    ),
+    "SQLITE_CORRUPT": ("is damaged", "restore it from a backup (see README: backup/restore)"),
+    "SQLITE_NOTADB": ("is not an SQLite database", "check the path in the configuration"),
+}
+
+
+def from_sqlite_error(exc: Exception, files: list[str]) -> StoreError | None:
+    """An sqlite3 error about a file (read-only, full disk, busy, damaged) as a
+    StoreError naming the files in use; None for other sqlite3 errors (bugs)."""
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    base = next((key for key in _SQLITE_HINTS if name.startswith(key)), None)
+    if base is None:
+        return None
+    what, hint = _SQLITE_HINTS[base]
+    where = " or ".join(files) or "idprov's database"
+    return StoreError(f"the database {where} {what} ({exc})", hint=hint)

@@ -93,6 +93,12 @@ class Run:
         self.ok()
         return json.loads(self.stdout)
 
+    def items(self) -> list[Any]:
+        """Assert exit 0; the ``items`` of the one JSON document (every list's shape)."""
+        document = self.json()
+        assert isinstance(document, dict) and "items" in document, document
+        return list(document["items"])
+
     def error(self, exit_code: int) -> dict[str, Any]:
         """The ``{"error": {...}}`` document of a failed --json run, checking its shape:
         the given exit code, nothing on stdout, one JSON document on stderr."""

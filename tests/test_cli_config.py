@@ -89,9 +89,16 @@ def test_show_fills_in_defaults(cli, write_config, tmp_path):
     assert [a["name"] for a in data["applications"]] == ["resident"]
     assert "badge_id" in data["known_claims"] and "email" in data["known_claims"]
     text = cli("config", "show").ok().stdout
-    assert f"source: {tmp_path / 'idprov.yaml'}" in text
+    assert f"# the effective configuration of {tmp_path / 'idprov.yaml'}" in text
     assert "username_pattern: ^[\\S]{3,30}$" in text
-    assert "- badge_id" in text
+    assert "- name: badge_id" in text
+    # what `config show` prints is a configuration that validates, and means the same
+    shown = tmp_path / "elsewhere" / "shown.yaml"
+    shown.parent.mkdir()
+    shown.write_text(text)
+    cli("--config", str(shown), "config", "validate").ok()
+    again = cli("--config", str(shown), "config", "show", "--json").json()
+    assert {**again, "source": data["source"]} == data
 
 
 @pytest.fixture
@@ -120,7 +127,8 @@ def test_config_show_never_prints_a_secret(cli, secrets_config):
     assert options[0]["token"] == "env:IDPROV_TEST_SCIM_TOKEN (set)"
     assert options[1]["password"] == f"file:{secrets_config} (set)"
     assert options[2]["token"] == "keyring:idprov/vendor (set)"
-    assert "token: env:IDPROV_TEST_SCIM_TOKEN (set)" in runs[0].stdout
+    assert "    token: env:IDPROV_TEST_SCIM_TOKEN\n" in runs[0].stdout
+    assert "# secret env:IDPROV_TEST_SCIM_TOKEN: set\n" in runs[0].stdout
     assert runs[3].json()["missing_secrets"] == []
 
 

@@ -29,7 +29,7 @@ def roles_of(cli, user: str) -> list[str]:
 def test_add_list_show(cli):
     assert cli("role", "add", "Engineering").ok().stdout.strip() == "✓ added role Engineering"
     cli("role", "add", "admins").ok()
-    roles = cli("role", "list", "--json").json()
+    roles = cli("role", "list", "--json").items()
     assert [(r["name"], r["domain"], r["member_count"]) for r in roles] == [
         ("admins", "PRIMARY", 0),
         ("Engineering", "PRIMARY", 0),
@@ -46,7 +46,7 @@ def test_add_json_is_the_change_result(cli):
 
 
 def test_list_rich_view_says_what_json_says(cli, team):
-    roles = cli("role", "list", "--json").json()
+    roles = cli("role", "list", "--json").items()
     lines = cli("role", "list").ok().stdout.strip().splitlines()
     assert lines[0].split() == ["role", "domain", "members", "created"]
     rows = [line.split() for line in lines[1:]]
@@ -64,14 +64,15 @@ def test_show_rich_view_says_what_json_says(cli, team):
 
 def test_list_prefix_and_domain(cli, team):
     cli("role", "add", "Straßenbau").ok()
-    names = [r["name"] for r in cli("role", "list", "--prefix", "ST", "--json").json()]
+    names = [r["name"] for r in cli("role", "list", "--prefix", "ST", "--json").items()]
     assert names == ["staff", "Straßenbau"]
-    names = [r["name"] for r in cli("role", "list", "--prefix", "straß", "--json").json()]
+    names = [r["name"] for r in cli("role", "list", "--prefix", "straß", "--json").items()]
     assert names == ["Straßenbau"]
-    names = [r["name"] for r in cli("role", "list", "--prefix", "STRASS", "--json").json()]
+    names = [r["name"] for r in cli("role", "list", "--prefix", "STRASS", "--json").items()]
     assert names == ["Straßenbau"]
-    assert cli("role", "list", "--prefix", "zz").ok().stdout.strip() == "no roles"
-    assert len(cli("role", "list", "--domain", "primary", "--json").json()) == 3
+    empty = cli("role", "list", "--prefix", "zz").ok()
+    assert (empty.stdout, empty.stderr.strip()) == ("", "no roles")
+    assert len(cli("role", "list", "--domain", "primary", "--json").items()) == 3
     cli("role", "list", "--domain", "NOPE").fails(3)
 
 
@@ -159,7 +160,7 @@ def test_delete_keeps_the_members(cli, state, team):
     cli("role", "show", "staff").fails(3)
     assert roles_of(cli, "alice") == []
     assert state.counts()["users"] == 3
-    entry = cli("log", "--json").json()[0]
+    entry = cli("log", "--json").items()[0]
     assert (entry["action"], entry["target"]) == ("role.delete", "staff")
     assert entry["details"] == {"members": ["alice", "bob"]}
 
@@ -167,7 +168,7 @@ def test_delete_keeps_the_members(cli, state, team):
 def test_delete_with_yes_does_not_ask(cli, team):
     r = cli("role", "delete", "admins", "--yes", "--json").json()
     assert (r["action"], r["target"]) == ("role.delete", "admins")
-    assert [x["name"] for x in cli("role", "list", "--json").json()] == ["staff"]
+    assert [x["name"] for x in cli("role", "list", "--json").items()] == ["staff"]
 
 
 # ---- rename
@@ -185,7 +186,7 @@ def test_rename_keeps_id_and_members(cli, team):
     )
     cli("role", "show", "staff").fails(3)
     assert roles_of(cli, "alice") == ["Employees"]
-    entry = cli("log", "--json").json()[0]
+    entry = cli("log", "--json").items()[0]
     assert (entry["action"], entry["target"], entry["details"]) == (
         "role.rename",
         "Employees",
@@ -195,7 +196,7 @@ def test_rename_keeps_id_and_members(cli, team):
 
 def test_rename_can_change_only_the_case(cli, team):
     cli("role", "rename", "staff", "Staff").ok()
-    assert [r["name"] for r in cli("role", "list", "--json").json()] == ["admins", "Staff"]
+    assert [r["name"] for r in cli("role", "list", "--json").items()] == ["admins", "Staff"]
 
 
 # ---- assign, unassign
@@ -209,7 +210,7 @@ def test_assign_and_unassign(cli, team):
     r = cli("role", "unassign", "admins", "alice").ok()
     assert r.stdout.strip() == "✓ unassigned role admins from alice"
     assert members(cli, "admins") == ["carol"]
-    assert cli("role", "list", "--json").json()[0]["member_count"] == 1
+    assert cli("role", "list", "--json").items()[0]["member_count"] == 1
 
 
 def test_assign_skips_members_already_there(cli, state, team):
@@ -233,7 +234,7 @@ def test_unassign_non_member_changes_nothing(cli, state, team):
 
 def test_membership_changes_are_audited(cli, team):
     cli("role", "unassign", "staff", "bob").ok()
-    entries = cli("log", "--action", "role.", "--json").json()
+    entries = cli("log", "--action", "role.", "--json").items()
     assert [(e["action"], e["target"], e["details"]) for e in entries[:2]] == [
         ("role.unassign", "staff", {"users": ["bob"]}),
         ("role.assign", "staff", {"users": ["alice", "bob"]}),

@@ -195,7 +195,7 @@ def test_lifecycle_through_the_cli_without_secrets_in_any_output(
     cli("user", "update", "grace", "-c", "title=Admiral").ok()
     cli("user", "delete", "grace", "--yes").ok()
     assert google.user("grace@example.com") is None
-    log = cli("log", "--action", "outbound.", "--json").json()
+    log = cli("log", "--action", "outbound.", "--json").items()
     assert {e["details"]["status"] for e in log if e["action"] == "outbound.create"} == {200}
     outputs = str(log) + out.stdout + out.stderr
     assert google.issued and not any(token in outputs for token in google.issued)

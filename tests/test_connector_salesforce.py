@@ -195,7 +195,7 @@ def test_lifecycle_through_the_cli_without_secrets_in_any_output(cli, tmp_path, 
     cli("user", "delete", "erin", "--yes").ok()
     assert org.users()["erin@example.com"]["IsActive"] is False
     assert org.assignees("Sales_Ops") == set()
-    log = cli("log", "--action", "outbound.", "--json").json()
+    log = cli("log", "--action", "outbound.", "--json").items()
     outputs = str(log) + out.stdout + out.stderr + json.dumps(report)
     assert org.issued and not any(token in outputs for token in org.issued)
     assert org.consumer_secret not in outputs

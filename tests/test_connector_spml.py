@@ -142,7 +142,7 @@ def test_the_cli_shows_the_targets_error_message_and_keeps_the_row(cli, peer, tm
     run = cli("user", "add", "alice", "-c", "family_name=L", "--role", "staff")
     assert run.exit_code == 6, run
     assert f"SPML customError: {text}" in run.stdout
-    rows = cli("outbox", "list", "--json").json()
+    rows = cli("outbox", "list", "--json").items()
     [row] = [r for r in rows if r["kind"] == "user"]
     assert row["last_error"] == f"create user alice: SPML customError: {text}"
     cli("outbox", "retry").ok()

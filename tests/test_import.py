@@ -90,22 +90,34 @@ def test_latin1_bytes_reject_their_row_and_name_the_fix(cli, tmp_path, roles):
     run = cli("import", "users", str(path), "--json")
     assert run.exit_code == 9
     [error] = json.loads(run.stdout)["errors"]
-    assert error["line"] == 3 and "not UTF-8" in error["message"] and "iconv" in error["message"]
+    assert error["line"] == 3 and "not utf-8 text" in error["message"]
+    assert "--encoding (latin-1? cp1252?)" in error["message"]
+    # with the file's encoding named, every row imports, the accent intact
+    path.write_bytes((HEADER + "zoe,z@example.com,Zoë,Z,\n").encode("latin-1"))
+    cli("import", "users", str(path), "--encoding", "latin-1").ok()
+    assert users(cli)["zoe"]["claims"]["given_name"] == "Zoë"
 
 
 def test_utf16_and_empty_files_are_file_errors(cli, tmp_path, state):
     utf16 = write(tmp_path, HEADER.encode("utf-16"), "u16.csv")
     error = cli("import", "users", str(utf16), "--json").error(2)
-    assert "UTF-16" in error["message"] and "iconv" in error["hint"]
+    assert "UTF-16" in error["message"] and "--encoding utf-16" in error["hint"]
+    utf16.write_bytes((HEADER + "zoë,z@example.com,Zoë,Z,\n").encode("utf-16"))
+    cli("import", "users", str(utf16), "--encoding", "UTF-16").ok()
+    assert users(cli)["zoë"]["claims"]["given_name"] == "Zoë"
+    unknown = cli("import", "users", str(utf16), "--encoding", "klingon", "--json").error(2)
+    assert "'klingon' is not an encoding" in unknown["message"]
     empty = write(tmp_path, b"", "empty.csv")
     assert "empty" in cli("import", "users", str(empty), "--json").error(2)["message"]
-    assert state.counts()["users"] == 0
+    assert state.counts()["users"] == 1
 
 
 def test_header_only_imports_nothing_and_says_so(cli, tmp_path):
-    run = cli("import", "users", str(write(tmp_path, HEADER)), "--json")
-    report = json.loads(run.stdout)
-    assert report["rows"] == 0 and "no rows" in report["errors"][0]["message"]
+    path = write(tmp_path, HEADER)
+    error = cli("import", "users", str(path), "--json").error(10)
+    assert error["message"] == f"{path} has a header but no rows: nothing to import"
+    text = cli("import", "users", str(path)).fails(10)
+    assert "nothing to import" in text and "✗" not in text
 
 
 def test_header_errors(cli, tmp_path):

@@ -120,7 +120,7 @@ def test_claims_file_login_creates_the_user_with_mapped_claims_and_roles(cli, po
     }
     assert user["roles"] == ["engineers", "staff", "users"]
     assert result["outbound"] is None
-    [entry] = cli("--config", str(portal), "log", "--action", "jit.login", "--json").json()
+    [entry] = cli("--config", str(portal), "log", "--action", "jit.login", "--json").items()
     assert (entry["application"], entry["target"]) == ("portal", "alice")
     assert entry["details"]["idp"] == "okta" and entry["details"]["outcome"] == "created"
 

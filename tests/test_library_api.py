@@ -55,7 +55,7 @@ def test_the_cli_sees_what_the_library_wrote(cli):
     with open_service(actor="hr-bot") as svc:
         svc.add_user("alice", {"given_name": "Alice"})
     assert cli("user", "show", "alice", "--json").json()["claims"] == {"given_name": "Alice"}
-    (entry,) = cli("log", "--json").json()
+    (entry,) = cli("log", "--json").items()
     assert (entry["actor"], entry["application"], entry["action"]) == (
         "hr-bot",
         "resident",

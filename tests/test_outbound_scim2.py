@@ -156,7 +156,7 @@ def test_wrong_token_exits_6_keeps_the_local_change_and_the_outbox_row(cli, scim
     assert "401" in run.stdout and "outbox" in run.stdout
     assert "not-the-token" not in run.stdout + run.stderr
     assert cli("user", "show", "ivan", "--json").json()["username"] == "ivan"
-    rows = cli("outbox", "list", "--json").json()
+    rows = cli("outbox", "list", "--json").items()
     assert {(r["kind"], r["status"], r["last_status"]) for r in rows} == {
         ("user", "failed", 401),
         ("role", "failed", None),
@@ -164,7 +164,7 @@ def test_wrong_token_exits_6_keeps_the_local_change_and_the_outbox_row(cli, scim
     assert scim.users() == []
     monkeypatch.setenv("SCIM_TOKEN", scim.token)
     cli("outbox", "retry").ok()
-    assert cli("outbox", "list", "--json").json() == []
+    assert cli("outbox", "list", "--json").items() == []
     assert set(by_name(scim.users())) == {"ivan"}
     assert [m["value"] for m in scim.groups()[0]["members"]] == [scim.users()[0]["id"]]
 
@@ -181,7 +181,7 @@ def test_idp_test_reads_capabilities_and_checks_auth(cli, scim, monkeypatch):
 def test_audit_log_records_each_outbound_attempt_without_secrets(cli, scim):
     cli("role", "add", "staff").ok()
     cli("user", "add", "judy", "-c", "email=judy@example.com", "-r", "staff").ok()
-    entries = cli("log", "--action", "outbound.", "--json").json()
+    entries = cli("log", "--action", "outbound.", "--json").items()
     creates = [e for e in entries if e["action"] == "outbound.create"]
     assert {e["target"] for e in creates} == {"judy", "staff"}
     for entry in creates:

@@ -147,11 +147,11 @@ def test_the_cli_waits_for_non_blocking_idps_unless_no_wait(
     assert waited["outbound"]["idps"][0]["done"] == 1
     queued = cli(*base, "--no-wait", "user", "add", "bob", "--json").json()
     assert queued["outbound"]["queued"] == {"later": 1}
-    listed = cli(*base, "outbox", "list", "--json").json()
+    listed = cli(*base, "outbox", "list", "--json").items()
     assert [r["label"] for r in listed] == ["bob"]
     worked = cli(*base, "outbox", "work", "--once", "--json").json()
     assert worked["idps"][0]["done"] == 1
-    assert cli(*base, "outbox", "list", "--json").json() == []
+    assert cli(*base, "outbox", "list", "--json").items() == []
     assert sorted(u["userName"] for u in scim2_server.users()) == ["alice", "bob"]
 
 
@@ -214,8 +214,8 @@ def test_rows_of_a_removed_idp_are_orphaned_skipped_and_can_be_discarded(tmp_pat
     cli(*base, "sync").ok()
     discarded = cli(*base, "outbox", "discard", "--idp", "old", "--yes").ok()
     assert "discarded 1 outbox row(s): alice" in discarded.stdout
-    assert cli(*base, "outbox", "list", "--json").json() == []
-    log = cli(*base, "log", "--action", "outbox.discard", "--json").json()
+    assert cli(*base, "outbox", "list", "--json").items() == []
+    log = cli(*base, "log", "--action", "outbox.discard", "--json").items()
     assert log[0]["target"] == "old" and log[0]["details"] == {"rows": ["alice"]}
 
 

@@ -810,7 +810,7 @@ def test_issued_tokens_act_as_their_application_until_revoked(tmp_path, tokens, 
     made = cli("token", "create", "--app", "crm", "--description", "CRM sync", "--json").json()
     token = made["token"]
     assert made["application"] == "crm" and token.startswith(f"idprov_{made['id']}_")
-    listed = cli("token", "list", "--json").json()
+    listed = cli("token", "list", "--json").items()
     assert [(t["id"], t["revoked_at"]) for t in listed] == [(made["id"], None)]
     assert token not in json.dumps(listed) and token not in cli("log", "--json").stdout
     raw = (tmp_path / "data" / "idprov.db").read_bytes()
@@ -826,5 +826,5 @@ def test_issued_tokens_act_as_their_application_until_revoked(tmp_path, tokens, 
         cli("token", "revoke", made["id"]).ok()
         refused = client.get("/Users")
         assert refused.status_code == 401
-    assert cli("token", "list", "--json").json()[0]["revoked_at"]
+    assert cli("token", "list", "--json").items()[0]["revoked_at"]
     assert "no token with id" in cli("token", "revoke", "nope", "--json").error(3)["message"]

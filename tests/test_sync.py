@@ -120,7 +120,7 @@ def test_deletion_guard_trips_when_the_store_suddenly_reads_empty(cli, scim, tmp
     error = run.error(7)
     assert "deletion guard" in error["message"] and "--allow-deletes 5" in error["hint"]
     assert len(scim.users()) == 5
-    assert cli("log", "--action", "sync.run", "--json").json()[0]["outcome"] == "refused"
+    assert cli("log", "--action", "sync.run", "--json").items()[0]["outcome"] == "refused"
     cli("sync", "--allow-deletes", "5").ok()
     assert scim.users() == []
 
@@ -262,7 +262,7 @@ def test_verify_reports_drift_and_what_is_not_ours(cli, scim):
 def test_every_run_is_in_the_audit_log(cli, scim):
     seed(cli, 1)
     result = cli("sync", "--json").json()
-    [entry] = cli("log", "--run", result["run"], "--json").json()
+    [entry] = cli("log", "--run", result["run"], "--json").items()
     assert entry["action"] == "sync.run" and entry["run"] == result["run"]
     service = IdentityService(load_config())
     service.close()

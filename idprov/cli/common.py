@@ -17,9 +17,16 @@ import typer
 
 # typer >= 0.26 bundles its own click, whose exception base class it does not re-export
 from typer._click.exceptions import ClickException
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 
-from idprov.errors import ExitCode, IdprovError, UsageError
+from idprov.errors import (
+    ExitCode,
+    IdprovError,
+    Interrupted,
+    UsageError,
+    from_os_error,
+    from_sqlite_error,
+)
 
 
 @dataclass
@@ -31,6 +38,10 @@ class Session:
     no_wait: bool = False
     """``--no-wait``: leave non-blocking IdPs' rows to the outbox worker."""
     _service: Any = None
+    display: Any = None
+    """The command's live display (:mod:`idprov.cli.live`), once a service asks for one."""
+    interrupted: bool = False
+    """Ctrl-C was pressed: the service is not closed (that would wait for the targets)."""
 
 
 _SESSION = Session()
@@ -49,9 +60,23 @@ def new_session(config_path: str | None, no_wait: bool = False) -> Session:
 
 
 def close_session() -> None:
-    if _SESSION._service is not None:
+    if _SESSION._service is not None and not _SESSION.interrupted:
         _SESSION._service.close()
-        _SESSION._service = None
+    _SESSION._service = None
+
+
+def interrupted_exit() -> None:
+    """After a Ctrl-C, leave at once: pushes still in flight are abandoned as a crash
+    abandons them (the outbox and the ledger's marks make that safe, and the message
+    says to run the command again), instead of waiting for the targets to answer.
+    Only the real entry point calls this, never code running in-process."""
+    import os
+    import threading
+
+    if _SESSION.interrupted and threading.active_count() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(ExitCode.INTERRUPTED))
 
 
 def _set_json(value: bool) -> bool:
@@ -80,9 +105,10 @@ AppOpt = Annotated[
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
-def service(app: str = "resident", live: bool = True) -> Any:
+def service(app: str = "resident", live: bool = True, read_only: bool = False) -> Any:
     """The core service for this invocation (config loaded on first use); with
-    ``live``, outbound progress is shown as it happens on a terminal."""
+    ``live``, outbound progress is shown as it happens on a terminal; ``read_only``
+    (commands that only read) opens the databases read-only."""
     session = _session()
     if session._service is None:
         from idprov.config import load_config
@@ -90,16 +116,82 @@ def service(app: str = "resident", live: bool = True) -> Any:
 
         progress = None
         if live and not session.json:
-            from idprov.cli.render import live_progress
+            from idprov.cli.live import live_display
 
-            progress = live_progress()
+            session.display = live_display()
+            progress = session.display.outbound if session.display else None
         session._service = IdentityService(
             load_config(session.config_path),
             application=app,
             progress=progress,
             wait="blocking" if session.no_wait else "all",
+            read_only=read_only,
         )
     return session._service
+
+
+def display() -> Any:
+    """The live display :func:`service` made for this command (None: not a terminal,
+    ``--json``, ``--quiet``)."""
+    return _session().display
+
+
+def stop_display() -> None:
+    """Take the live display off the screen before anything else is printed."""
+    if _session().display is not None:
+        _session().display.stop()
+
+
+def parse_when(value: str | None, option: str) -> str | None:
+    """A time given on the command line as the audit log stores it (ISO 8601 UTC):
+    an ISO date or time (UTC unless it says otherwise), an age (30m, 12h, 7d, 2w),
+    ``today`` or ``yesterday``."""
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    if value is None:
+        return None
+    now = datetime.now(UTC)
+    text = value.strip().lower()
+    age = re.fullmatch(r"(\d+)\s*([smhdw])", text)
+    if age:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+        when = now - timedelta(**{unit[age.group(2)]: int(age.group(1))})
+    elif text in ("today", "yesterday"):
+        when = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        when -= timedelta(days=1 if text == "yesterday" else 0)
+    else:
+        try:
+            when = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise UsageError(
+                f"{option} {value!r} is not a time",
+                hint="give an ISO date or time in UTC (2026-11-28, 2026-11-28T09:30), an age "
+                "(30m, 12h, 7d, 2w), today or yesterday",
+            ) from None
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def complete_idp(incomplete: str) -> list[str]:
+    """Shell completion of ``--idp``: the identity providers the configuration declares."""
+    try:
+        from idprov.config import load_config
+
+        names = [i.name for i in load_config(_session().config_path).identity_providers]
+    except IdprovError:
+        return []
+    return [name for name in names if name.startswith(incomplete)]
+
+
+def known_idps(svc: Any, names: list[str] | None) -> list[str] | None:
+    """``--idp`` values checked against the configuration (NotFoundError names the
+    declared ones), so a typo is an error, not an empty result. A removed IdP whose
+    rows are still in the outbox (orphaned) is known too."""
+    for name in names or []:
+        if not svc.outbound.configured(name) and not svc.outbox_rows([name]):
+            svc.idp(name)
+    return names
 
 
 def json_default(value: Any) -> Any:
@@ -110,12 +202,12 @@ def json_default(value: Any) -> Any:
 
 
 def emit(result: Any, render: Callable[[Any], None]) -> None:
-    """Print ``result``: as JSON with ``--json``, else through ``render``."""
-    from idprov.cli.render import stop_live
-
-    stop_live()
+    """Print ``result``: as JSON with ``--json`` (a list as ``{"items": [...]}``, the
+    shape of every list, paged or not), else through ``render``."""
+    stop_display()
     if _session().json:
-        sys.stdout.write(jsonlib.dumps(result, default=json_default, ensure_ascii=False, indent=2))
+        document = {"items": result} if isinstance(result, list) else result  # one shape
+        jsonlib.dump(document, sys.stdout, default=json_default, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
     else:
         render(result)
@@ -151,7 +243,20 @@ def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, str | list[st
     return out
 
 
+def interrupted() -> Interrupted:
+    """What a Ctrl-C left, and the exact command that finishes the job."""
+    import shlex
+
+    command = shlex.join(["idprov", *sys.argv[1:]])
+    return Interrupted(
+        "interrupted: every change committed so far is kept, unfinished pushes stay in the outbox",
+        hint=f"run the same command again to finish (an import resumes after the last "
+        f"row written): {command}",
+    )
+
+
 def render_error(error: IdprovError) -> None:
+    stop_display()
     if _session().json:
         sys.stderr.write(jsonlib.dumps({"error": error.to_dict()}, ensure_ascii=False) + "\n")
         return
@@ -181,43 +286,134 @@ class IdprovGroup(TyperGroup):
             command = get_command(getattr(importlib.import_module(module), attr or "app"))
             command.name = cmd_name
             self.commands[cmd_name] = command
-        return super().get_command(ctx, cmd_name)
+        found = super().get_command(ctx, cmd_name)
+        if found is not None:
+            humanize(found, cmd_name)
+        return found
+
+    def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
+        """Click prints its own usage errors as text; under ``--json`` they are the
+        same ``{"error": ...}`` document as every other error."""
+        argv = list(sys.argv[1:] if args is None else args)
+        if "--json" not in argv or kwargs.get("standalone_mode") is False:
+            return super().main(argv, *rest, **kwargs)
+        try:
+            code = super().main(argv, *rest, **{**kwargs, "standalone_mode": False})
+        except ClickException as exc:
+            _session().json = True
+            ctx: Any = getattr(exc, "ctx", None)
+            hint = ctx.get_usage() if ctx is not None else None
+            render_error(UsageError(exc.format_message(), hint=hint))
+            sys.exit(int(ExitCode.USAGE))
+        except typer.Abort:
+            sys.exit(int(ExitCode.ERROR))
+        sys.exit(code if isinstance(code, int) else 0)
 
     def list_commands(self, ctx: Any) -> list[str]:
         return sorted({*self.commands, *self.lazy})
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
-        except IdprovError as error:
-            render_error(error)
-            raise typer.Exit(int(error.exit_code)) from None
-        except typer.Abort:
-            render_error(IdprovError("aborted", hint="nothing was changed"))
-            raise typer.Exit(int(ExitCode.ERROR)) from None
-        except KeyboardInterrupt:
-            render_error(IdprovError("interrupted"))
-            raise typer.Exit(130) from None
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+            return result
         except (typer.Exit, SystemExit, ClickException):
             raise  # Click's own usage errors: it prints them and exits 2
-        except Exception as exc:
-            import os
-
-            if os.environ.get("IDPROV_DEBUG"):
+        except BrokenPipeError:
+            _quiet_after_broken_pipe()
+        except BaseException as exc:
+            error = as_idprov_error(exc)
+            if error is None:
                 raise
-            render_error(
-                IdprovError(
-                    f"internal error: {type(exc).__name__}: {exc}",
-                    hint="this is a bug in idprov; run again with IDPROV_DEBUG=1 for a traceback "
-                    "and report it",
-                )
-            )
-            raise typer.Exit(int(ExitCode.ERROR)) from None
+            render_error(error)
+            raise typer.Exit(int(error.exit_code)) from None
         finally:
-            from idprov.cli.render import stop_live
-
-            stop_live()
+            stop_display()
             close_session()
+
+
+def as_idprov_error(exc: BaseException) -> IdprovError | None:
+    """What to tell the user about ``exc``: ours as it is, a Ctrl-C, a file or
+    database the system refused; any other exception is a bug in idprov."""
+    import os
+    import sqlite3
+
+    if isinstance(exc, IdprovError):
+        return exc
+    if isinstance(exc, typer.Abort):
+        return IdprovError("aborted", hint="nothing was changed")
+    if isinstance(exc, KeyboardInterrupt):
+        _session().interrupted = True
+        return interrupted()
+    if isinstance(exc, OSError):
+        return from_os_error(exc)
+    if isinstance(exc, sqlite3.Error):
+        error = from_sqlite_error(exc, open_databases())
+        if error is not None:
+            return error
+    if not isinstance(exc, Exception) or os.environ.get("IDPROV_DEBUG"):
+        return None
+    return IdprovError(
+        f"internal error: {type(exc).__name__}: {exc}",
+        hint="this is a bug in idprov; run again with IDPROV_DEBUG=1 for a traceback and report it",
+    )
+
+
+def open_databases() -> list[str]:
+    """The SQLite files this command's service has open (to name in an error)."""
+    service = _session()._service
+    pool = getattr(service, "_pool", None)
+    return [str(path) for path in getattr(pool, "_open", {})]
+
+
+def _quiet_after_broken_pipe() -> None:
+    """The reader went away (`idprov user list | head`): stop quietly, as the
+    Python documentation recommends, without a traceback at exit."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise typer.Exit(int(ExitCode.ERROR))
+
+
+def humanize(command: Any, path: str) -> None:
+    """Help as an administrator reads it, for ``command`` and its sub-commands:
+    ``USER`` not ``{username}``, ``--limit N`` not ``<int range>``, ``--dry-run``
+    without its ``--no-dry-run`` twin, and examples (:mod:`idprov.cli.examples`)."""
+    from idprov.cli.examples import EXAMPLES
+
+    if getattr(command, "_humanized", False):
+        return
+    command._humanized = True
+    if not command.context_settings.get("help_option_names"):
+        command.context_settings["help_option_names"] = ["-h", "--help"]
+    for param in command.params:
+        _humanize_param(param)
+    if path in EXAMPLES and not command.epilog:
+        command.epilog = "\b\nExamples:\n" + "\n".join(f"  {e}" for e in EXAMPLES[path])
+    for name, sub in getattr(command, "commands", {}).items():
+        humanize(sub, f"{path} {name}")
+
+
+def _humanize_param(param: Any) -> None:
+    if type(param) is TyperArgument:
+        param.__class__ = _HumanArgument
+    elif getattr(param, "is_flag", False):
+        if param.secondary_opts and param.default is False:
+            param.secondary_opts = []  # `--dry-run`, not `--dry-run / --no-dry-run`
+            param.show_default = False
+    elif param.metavar is None and not hasattr(param.type, "choices"):
+        long = max(param.opts, key=len).lstrip("-").replace("-", "_").upper()
+        param.metavar = "N" if param.type.name in ("integer", "int range") else long
+
+
+class _HumanArgument(TyperArgument):
+    """An argument shown as ``USER`` (or its metavar), never ``{username}``."""
+
+    def make_metavar(self, ctx: Any, *, usage: bool = False) -> str:
+        name = self.metavar or (self.name or "").upper()
+        name += "..." if self.nargs != 1 else ""
+        return f"[{name}]" if usage and not self.required else name
 
 
 def new_app(help_text: str) -> typer.Typer:

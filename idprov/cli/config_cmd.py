@@ -83,14 +83,40 @@ def validate(
 def show(json: JsonOpt = False) -> None:
     """Show the effective configuration, defaults filled in (secrets never shown)."""
 
+    config = _loaded()
+
     def as_yaml(data: dict[str, Any]) -> None:
-        import yaml
+        typer.echo(_as_yaml(config, data), nl=False)
 
-        render.console().print(
-            render.esc(yaml.safe_dump(data, sort_keys=False, allow_unicode=True)), end=""
-        )
+    emit(_masked(config), as_yaml)
 
-    emit(_masked(_loaded()), as_yaml)
+
+def _as_yaml(config: Any, data: dict[str, Any]) -> str:
+    """A configuration file that validates: what is not configuration (where it came
+    from, the known claims, whether each secret is set) goes in comments."""
+    import yaml
+
+    from idprov.config.schema import to_data
+
+    body = {k: v for k, v in to_data(config).items() if k not in ("source", "known_claims")}
+    lines = [f"# the effective configuration of {config.source or 'the embedded default'}"]
+    lines.append("# known claims: " + ", ".join(data["known_claims"]))
+    lines += [f"# secret {ref.ref}: {ref.status()}" for ref in config.secret_refs()]
+    text = yaml.safe_dump(_refs(body), sort_keys=False, allow_unicode=True)
+    return "\n".join(lines) + "\n" + text
+
+
+def _refs(value: Any) -> Any:
+    """Secret references as the text that names them (never their values)."""
+    from idprov.config.secrets import SecretRef
+
+    if isinstance(value, SecretRef):
+        return value.ref
+    if isinstance(value, dict):
+        return {k: _refs(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_refs(v) for v in value]
+    return value
 
 
 def init(

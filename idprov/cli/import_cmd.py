@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import sys
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import typer
 
 from idprov.cli import render
-from idprov.cli.common import AppOpt, JsonOpt, emit_with_code, new_app, service
+from idprov.cli.common import AppOpt, JsonOpt, display, emit_with_code, new_app, service
 from idprov.errors import UsageError
 
 import_app = new_app("Import users from a CSV file.")
 export_app = new_app("Export users to a CSV file.")
 
-FileArg = Annotated[Path, typer.Argument(help="The CSV file.", metavar="FILE.csv")]
+FileArg = Annotated[
+    str, typer.Argument(help="The CSV file, or - for standard input/output.", metavar="FILE.csv")
+]
+
+
+class Mode(StrEnum):
+    create = "create"
+    upsert = "upsert"
+    update = "update"
+
+
+class OnError(StrEnum):
+    skip = "skip"
+    stop = "stop"
 
 
 def _pairs(values: list[str] | None) -> dict[str, str]:
@@ -27,46 +42,72 @@ def _pairs(values: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _one_char(value: str | None, option: str) -> str | None:
+    if value is not None and len(value.replace("\\t", "\t")) != 1:
+        raise UsageError(f"{option} must be one character", hint=f"e.g. {option} ';'")
+    return value.replace("\\t", "\t") if value is not None else None
+
+
 @import_app.command("users")
 def import_users(
     file: FileArg,
     mode: Annotated[
-        str,
+        Mode,
         typer.Option(
             help="create (existing users are errors), upsert, or update (only existing users)."
         ),
-    ] = "create",
-    delimiter: Annotated[str, typer.Option(help="Field delimiter.")] = ",",
+    ] = Mode.create,
+    delimiter: Annotated[
+        str | None,
+        typer.Option(help="Field delimiter (default: detected from the header).", metavar="CHAR"),
+    ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(help="The file's encoding (default utf-8): latin-1, cp1252, utf-16...."),
+    ] = None,
     map_: Annotated[
         list[str] | None,
         typer.Option(
-            "--map", help="Rename a column: COLUMN=claim (or =username, =roles...); repeat."
+            "--map",
+            help="Rename a column: COLUMN=claim (or =username, =roles...); repeat.",
+            metavar="COLUMN=CLAIM",
         ),
     ] = None,
     ignore_column: Annotated[
-        list[str] | None, typer.Option(help="Skip this column; repeat.")
+        list[str] | None, typer.Option(help="Skip this column; repeat.", metavar="COLUMN")
     ] = None,
     separator: Annotated[
-        str, typer.Option(help="Between roles, and between values of multi-valued claims.")
+        str,
+        typer.Option(
+            help="Between roles, and between values of multi-valued claims.", metavar="CHAR"
+        ),
     ] = ";",
     create_roles: Annotated[bool, typer.Option(help="Create roles the file names.")] = False,
     on_error: Annotated[
-        str,
+        OnError,
         typer.Option(help="skip: import the good rows; stop: import nothing if any row is bad."),
-    ] = "skip",
+    ] = OnError.skip,
     rejects: Annotated[
-        Path | None, typer.Option(help="Write the bad rows here, with line and error columns.")
+        Path | None,
+        typer.Option(help="Write the bad rows here, with line and error columns.", metavar="FILE"),
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Check everything, change nothing.")] = False,
-    no_push: Annotated[
-        bool, typer.Option(help="Leave outbound provisioning to `idprov sync`.")
-    ] = False,
+    push: Annotated[
+        bool,
+        typer.Option(
+            "--push/--no-push", help="Push to identity providers now, or leave it to `sync`."
+        ),
+    ] = True,
     domain: Annotated[
         str | None,
-        typer.Option("--domain", "-d", help="Domain of bare usernames (default PRIMARY)."),
+        typer.Option(
+            "--domain", "-d", help="Domain of bare usernames (default PRIMARY).", metavar="DOMAIN"
+        ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Rows per transaction.")] = 5000,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Rows per transaction.", metavar="ROWS")
+    ] = 5000,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     wait: Annotated[
         bool, typer.Option(help="Wait for a running sync or import instead of exiting with code 8.")
     ] = False,
@@ -76,29 +117,25 @@ def import_users(
     """Import users from a CSV file: checked whole first, then written in batches."""
     from idprov.inbound.csv_import import CsvImport, ImportOptions
 
-    if mode not in ("create", "upsert", "update"):
-        raise UsageError(f"--mode {mode!r}: choose create, upsert or update")
-    if on_error not in ("skip", "stop"):
-        raise UsageError(f"--on-error {on_error!r}: choose skip or stop")
-    if len(delimiter) != 1:
-        raise UsageError("--delimiter must be one character")
     options = ImportOptions(
-        mode=cast(Any, mode),
-        delimiter=delimiter,
+        mode=mode.value,
+        delimiter=_one_char(delimiter, "--delimiter"),
+        encoding=encoding,
         column_map=_pairs(map_),
         ignore_columns=frozenset(ignore_column or []),
         separator=separator,
         create_roles=create_roles,
-        on_error=cast(Any, on_error),
+        on_error=on_error.value,
         dry_run=dry_run,
-        push=not no_push,
+        push=push,
         batch_size=batch_size,
         wait=wait,
         domain=domain,
     )
     svc = service(app_name, live=not quiet)
-    progress = None if quiet or json else render.import_progress()
-    report = CsvImport(svc, file, options, rejects, progress).run()
+    live = display()
+    source = sys.stdin.buffer if file == "-" else Path(file)
+    report = CsvImport(svc, source, options, rejects, live.phase if live else None).run()
     emit_with_code(report, render.import_report, int(report.exit_code))
 
 
@@ -106,16 +143,26 @@ def import_users(
 def export_users(
     file: FileArg,
     domain: Annotated[
-        str | None, typer.Option("--domain", "-d", help="Only this domain (default: all).")
+        str | None,
+        typer.Option("--domain", "-d", help="Only this domain (default: all).", metavar="DOMAIN"),
     ] = None,
-    separator: Annotated[str, typer.Option(help="Between roles and values.")] = ";",
-    delimiter: Annotated[str, typer.Option(help="Field delimiter.")] = ",",
+    separator: Annotated[str, typer.Option(help="Between roles and values.", metavar="CHAR")] = ";",
+    delimiter: Annotated[str, typer.Option(help="Field delimiter.", metavar="CHAR")] = ",",
+    force: Annotated[bool, typer.Option(help="Overwrite FILE.csv if it exists.")] = False,
     json: JsonOpt = False,
 ) -> None:
-    """Export users (no passwords) in the format `idprov import users` reads."""
+    """Export users (no passwords) in the format `idprov import users` reads.
+
+    The file is created with mode 0600 (it holds user data), in a directory that
+    must exist; an existing file is replaced only with --force."""
     from idprov.inbound.csv_export import export_users as export
 
-    report = export(service(), file, domain, separator, delimiter)
+    out: Any = sys.stdout if file == "-" else Path(file)
+    sep = _one_char(delimiter, "--delimiter") or ","
+    report = export(service(read_only=True), out, domain, separator, sep, overwrite=force)
+    if file == "-":
+        typer.echo(f"exported {report.users} users", err=True)
+        return
 
     def show(r: Any) -> None:
         render.message(f"[green]✓[/] exported {r.users} users to {render.esc(r.file)}")

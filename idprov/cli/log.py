@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from idprov.cli import render
-from idprov.cli.common import JsonOpt, emit, service
+from idprov.cli.common import JsonOpt, emit, parse_when, service
 
 
 def log(
@@ -17,8 +17,13 @@ def log(
     target: Annotated[str | None, typer.Option(help="Only targets starting with this.")] = None,
     actor: Annotated[str | None, typer.Option(help="Only this OS user.")] = None,
     app_name: Annotated[str | None, typer.Option("--app", help="Only this application.")] = None,
-    since: Annotated[str | None, typer.Option(help="From this ISO time (UTC).")] = None,
-    until: Annotated[str | None, typer.Option(help="Before this ISO time (UTC).")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="From this time: ISO (UTC), an age (12h, 7d), today, yesterday."),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Before this time (the same forms as --since).")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many entries.")] = 50,
     run: Annotated[
         str | None, typer.Option(help="Only what this sync run did (its id is in the sync output).")
@@ -28,5 +33,14 @@ def log(
     """Show the audit log: who changed what, through which application, when."""
     from idprov.provisioning.state import AuditQuery
 
-    query = AuditQuery(action, target, actor, app_name, since, until, limit, run)
-    emit(service().audit_log(query), render.audit)
+    query = AuditQuery(
+        action,
+        target,
+        actor,
+        app_name,
+        parse_when(since, "--since"),
+        parse_when(until, "--until"),
+        limit,
+        run,
+    )
+    emit(service(read_only=True).audit_log(query), render.audit)

@@ -8,7 +8,7 @@ import typer
 
 from idprov import __version__
 from idprov.cli import config_cmd, log, sync
-from idprov.cli.common import IdprovGroup, new_session
+from idprov.cli.common import IdprovGroup, interrupted_exit, new_session
 
 app = typer.Typer(
     cls=IdprovGroup,
@@ -16,6 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -77,4 +78,7 @@ app.command("explain")(sync.explain)
 
 
 def main() -> None:
-    app(prog_name="idprov")
+    try:
+        app(prog_name="idprov")
+    finally:
+        interrupted_exit()

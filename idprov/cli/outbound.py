@@ -2,26 +2,42 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 
 from idprov.cli import render
-from idprov.cli.common import AppOpt, JsonOpt, YesOpt, emit, new_app, service
+from idprov.cli.common import (
+    AppOpt,
+    JsonOpt,
+    YesOpt,
+    complete_idp,
+    emit,
+    known_idps,
+    new_app,
+    service,
+)
 
 outbox_app = new_app("Outbound operations that are pending or failed.")
 idp_app = new_app("Identity providers: the systems changes are provisioned to.")
 connector_app = new_app("Installed connectors (built-in and plugins).")
 
 IdpFilter = Annotated[
-    list[str] | None, typer.Option("--idp", help="Only this identity provider; repeat.")
+    list[str] | None,
+    typer.Option("--idp", help="Only this identity provider; repeat.", autocompletion=complete_idp),
 ]
+
+
+class OutboxStatus(StrEnum):
+    pending = "pending"
+    failed = "failed"
 
 
 @outbox_app.command("list")
 def outbox_list(
     idp: IdpFilter = None,
-    status: Annotated[str | None, typer.Option(help="pending or failed.")] = None,
+    status: Annotated[OutboxStatus | None, typer.Option(help="Only these rows.")] = None,
     json: JsonOpt = False,
 ) -> None:
     """Show what is waiting to be provisioned, and why it failed.
@@ -31,10 +47,10 @@ def outbox_list(
     """
     import dataclasses
 
-    svc = service()
+    svc = service(read_only=True)
     rows = [
         r if svc.outbound.configured(r.idp) else dataclasses.replace(r, status="orphaned")
-        for r in svc.outbox_rows(idp, status)
+        for r in svc.outbox_rows(known_idps(svc, idp), status.value if status else None)
     ]
     emit(rows, render.outbox)
 
@@ -45,7 +61,7 @@ def outbox_retry(
 ) -> None:
     """Push every pending and failed operation again, now."""
     svc = service(app_name, live=True)
-    emit(svc.retry_outbox(idp), render.outbound_report)
+    emit(svc.retry_outbox(known_idps(svc, idp)), render.outbound_report)
 
 
 @outbox_app.command("work")

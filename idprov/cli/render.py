@@ -1,8 +1,15 @@
-"""Rich views of core results. Rich is imported on first render, not at startup."""
+"""Rich views of core results. Rich is imported on first render, not at startup.
+
+Tables go through :func:`table`: on a terminal a rich table; anywhere else (a pipe,
+a file, cron) tab-separated rows, never padded, wrapped or truncated, and notes
+such as "1–20 of 300" go to standard error, so `| cut -f1` sees only data.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import sys
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -32,57 +39,100 @@ def esc(text: object) -> str:
     return escape(str(text))
 
 
+class Styled(NamedTuple):
+    """A table cell with a rich style on a terminal (plain text elsewhere)."""
+
+    text: str
+    style: str
+
+
+def table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    *,
+    header: bool = True,
+    title: str | None = None,
+) -> None:
+    """Print rows: a rich table on a terminal, else tab-separated lines (see the
+    module docstring). Cells are plain values; markup in them is shown as typed."""
+    if not console().is_terminal:
+        if title:
+            note(title)
+        write = sys.stdout.write  # line by line: a reader that goes away is noticed
+        if header:
+            write("\t".join(columns) + "\n")
+        for row in rows:
+            write("\t".join(map(_plain_cell, row)) + "\n")
+        return
+    from rich.table import Table
+
+    shown = Table(box=None, pad_edge=False, header_style="bold", show_header=header, title=title)
+    for i, column in enumerate(columns):
+        shown.add_column(column, style="bold" if not header and i == 0 else None)
+    for row in rows:
+        shown.add_row(*map(_rich_cell, row))
+    console().print(shown)
+
+
+def _plain_cell(value: object) -> str:
+    text = value.text if isinstance(value, Styled) else str(value)
+    return text.replace("\t", " ").replace("\n", " ")
+
+
+def _rich_cell(value: object) -> str:
+    if isinstance(value, Styled):
+        return f"[{value.style}]{esc(value.text)}[/]"
+    return esc(value)
+
+
+def note(text: str) -> None:
+    """A line about the output rather than of it: stdout on a terminal, else stderr."""
+    if console().is_terminal:
+        console().print(text)
+        return
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True, no_color=True).print(text)
+
+
 def _claim_text(value: str | list[str]) -> str:
     return ", ".join(value) if isinstance(value, list) else value
 
 
 def user_detail(user: User) -> None:
-    from rich.table import Table
-
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("user", esc(user.qualified_name))
-    table.add_row("id", user.id)
-    table.add_row("domain", esc(user.domain))
-    for name, value in sorted(user.claims.items()):
-        table.add_row(esc(name), esc(_claim_text(value)))
-    table.add_row("roles", esc(", ".join(user.roles)) or "[dim]none[/]")
-    table.add_row("password", "set" if user.has_password else "[dim]none[/]")
-    table.add_row("created", user.created)
-    table.add_row("modified", user.modified)
-    console().print(table)
+    rows: list[tuple[str, object]] = [
+        ("user", user.qualified_name),
+        ("id", user.id),
+        ("domain", user.domain),
+    ]
+    rows += [(name, _claim_text(value)) for name, value in sorted(user.claims.items())]
+    rows += [
+        ("roles", ", ".join(user.roles) or Styled("none", "dim")),
+        ("password", "set" if user.has_password else Styled("none", "dim")),
+        ("created", user.created),
+        ("modified", user.modified),
+    ]
+    table(["field", "value"], rows, header=False)
 
 
 def user_page(page: Page) -> None:
-    from rich.table import Table
-
     if not page.items:
-        console().print(f"no users match (total {page.total})")
+        note(f"no users match (total {page.total})")
         return
-    domains = {u.domain for u in page.items}
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("username")
-    if len(domains) > 1:
-        table.add_column("domain")
-    for col in ("email", "display name", "roles"):
-        table.add_column(col)
-    for user in page.items:
-        display = user.claims.get("display_name") or " ".join(
-            _claim_text(user.claims[c]) for c in ("given_name", "family_name") if c in user.claims
-        )
-        row = [esc(user.username)]
-        if len(domains) > 1:
-            row.append(esc(user.domain))
-        row += [
-            esc(_claim_text(user.claims.get("email", ""))),
-            esc(_claim_text(display)),
-            esc(", ".join(user.roles)),
-        ]
-        table.add_row(*row)
-    console().print(table)
-    shown_to = page.offset + len(page.items)
-    console().print(f"[dim]{page.offset + 1}–{shown_to} of {page.total}[/]")
+    many = len({u.domain for u in page.items}) > 1
+    columns = ["username", *(["domain"] if many else []), "email", "display name", "roles"]
+    table(columns, (_user_row(user, many) for user in page.items))
+    note(f"[dim]{page.offset + 1}–{page.offset + len(page.items)} of {page.total}[/]")
+
+
+def _user_row(user: User, with_domain: bool) -> list[str]:
+    claims = user.claims
+    display = claims.get("display_name") or " ".join(
+        _claim_text(claims[c]) for c in ("given_name", "family_name") if c in claims
+    )
+    domain = [user.domain] if with_domain else []
+    email = _claim_text(claims.get("email", ""))
+    return [user.username, *domain, email, _claim_text(display), ", ".join(user.roles)]
 
 
 def role_detail(role: Role) -> None:
@@ -95,17 +145,11 @@ def role_detail(role: Role) -> None:
 
 
 def role_list(roles: list[Role]) -> None:
-    from rich.table import Table
-
     if not roles:
-        console().print("no roles")
+        note("no roles")
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("role", "domain", "members", "created"):
-        table.add_column(col)
-    for role in roles:
-        table.add_row(esc(role.name), esc(role.domain), str(role.member_count), role.created)
-    console().print(table)
+    rows = ((r.name, r.domain, r.member_count, r.created) for r in roles)
+    table(["role", "domain", "members", "created"], rows)
 
 
 _VERBS = {
@@ -159,9 +203,7 @@ def outbound_report(report: OutboundReport) -> None:
         parts = [f"{done} done"] + ([f"{failed} failed"] if failed else [])
         parts += [f"{skipped} unchanged or out of scope"] if skipped else []
         typer.echo(f" {idp.name}: " + ", ".join(parts))
-        for op in idp.operations:
-            if op.outcome == "failed":
-                typer.echo(f"      {op.kind} {op.label}: {op.operation} failed: {op.error}")
+        _failures(idp.name, [op for op in idp.operations if op.outcome == "failed"])
     for name, count in sorted(report.queued.items()):
         typer.echo(f"  … {name}: {count} queued for the outbox worker (`idprov outbox work`)")
     for warning in report.warnings:
@@ -172,72 +214,50 @@ def outbound_report(report: OutboundReport) -> None:
         )
 
 
-_live: Any = None
+SHOWN_FAILURES = 10
 
 
-def live_progress() -> Any:
-    """A progress callback that shows a rich progress bar per identity provider once
-    there are more than a few operations, on a terminal only."""
-    import sys
+def _failures(idp: str, failed: list[Any]) -> None:
+    """The first failures, each once (an import's batches repeat a role's failure),
+    then how many more, and where to see them all: never a wall of lines."""
+    import typer
 
-    if not sys.stdout.isatty():
-        return None
-
-    def update(report: OutboundReport) -> None:
-        global _live
-        total = sum(r.total for r in report.idps.values())
-        if _live is None:
-            if total <= 5:
-                return
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            _live = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[failed]} failed"),
-                console=console(),
-                transient=True,
-            )
-            _live.start()
-            _live.ids = {
-                name: _live.add_task(name, total=r.total, failed=0)
-                for name, r in report.idps.items()
-            }
-        for name, r in report.idps.items():
-            if name in _live.ids:
-                _live.update(_live.ids[name], completed=len(r.operations), failed=r.count("failed"))
-
-    return update
+    lines = list(
+        dict.fromkeys(f"{op.kind} {op.label}: {op.operation} failed: {op.error}" for op in failed)
+    )
+    for line in lines[:SHOWN_FAILURES]:
+        typer.echo(f"      {_clipped(line)}")
+    if len(lines) > SHOWN_FAILURES:
+        typer.echo(
+            f"      … and {len(lines) - SHOWN_FAILURES} more: "
+            f"`idprov outbox list --idp {idp} --status failed`"
+        )
 
 
-def stop_live() -> None:
-    global _live
-    if _live is not None:
-        _live.stop()
-        _live = None
+def _clipped(line: str, most: int = 300) -> str:
+    return line if len(line) <= most else line[: most - 1] + "…"
 
 
 def outbox(rows: list[OutboxRow]) -> None:
-    from rich.table import Table
-
     if not rows:
-        console().print("the outbox is empty: everything has been provisioned")
+        note("the outbox is empty: everything has been provisioned")
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("idp", "kind", "entity", "status", "attempts", "since", "last error"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            esc(r.idp),
-            r.kind,
-            esc(r.label),
-            r.status + (f" (next try {r.next_attempt_at})" if r.next_attempt_at else ""),
-            str(r.attempts),
-            r.enqueued_at,
-            esc(r.last_error or ""),
-        )
-    console().print(table)
+    columns = ["idp", "kind", "entity", "status", "attempts", "since", "last error"]
+    table(
+        columns,
+        (
+            (
+                r.idp,
+                r.kind,
+                r.label,
+                r.status + (f" (next try {r.next_attempt_at})" if r.next_attempt_at else ""),
+                r.attempts,
+                r.enqueued_at,
+                r.last_error or "",
+            )
+            for r in rows
+        ),
+    )
 
 
 def discarded(rows: list[OutboxRow]) -> None:
@@ -247,36 +267,26 @@ def discarded(rows: list[OutboxRow]) -> None:
 
 
 def idp_list(rows: list[dict[str, Any]]) -> None:
-    from rich.table import Table
-
     if not rows:
-        console().print("no identity providers are configured")
+        note("no identity providers are configured")
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in (
-        "name",
-        "connector",
-        "enabled",
-        "blocking",
-        "health",
-        "scope",
-        "deprovision",
-        "applications",
-    ):
-        table.add_column(col)
-    for r in rows:
-        scope = ", ".join(r["provisioning_roles"]) if r["provisioning_roles"] else "all users"
-        table.add_row(
-            esc(r["name"]),
-            r["connector"],
-            "yes" if r["enabled"] else "no",
-            "yes" if r["blocking"] else "no",
-            esc(r["health"]),
-            esc(scope),
-            r["deprovision"],
-            esc(", ".join(r["applications"])),
-        )
-    console().print(table)
+    columns = ["name", "connector", "enabled", "blocking", "health", "scope", "deprovision"]
+    table(
+        [*columns, "applications"],
+        (
+            (
+                r["name"],
+                r["connector"],
+                "yes" if r["enabled"] else "no",
+                "yes" if r["blocking"] else "no",
+                r["health"],
+                ", ".join(r["provisioning_roles"] or []) or "all users",
+                r["deprovision"],
+                ", ".join(r["applications"]),
+            )
+            for r in rows
+        ),
+    )
 
 
 def check_report(name: str, report: CheckReport) -> None:
@@ -292,20 +302,20 @@ def check_report(name: str, report: CheckReport) -> None:
 
 
 def connector_list(rows: list[dict[str, Any]]) -> None:
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("connector", "package", "module", "description"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["name"], esc(r["package"] or ""), esc(r["module"]), esc(r["description"]))
-    console().print(table)
+    table(
+        ["connector", "package", "module", "description"],
+        ((r["name"], r["package"] or "", r["module"], r["description"]) for r in rows),
+    )
 
 
 def audit(entries: list[AuditEntry]) -> None:
     """One line per entry, newest first: when, who@application, action, target, details."""
     if not entries:
-        console().print("no audit entries match")
+        note("no audit entries match")
+        return
+    if not console().is_terminal:  # every detail in full, a column each
+        columns = ["at", "actor", "application", "action", "target", "outcome", "details"]
+        table(columns, (_audit_row(e) for e in entries))
         return
     for e in entries:
         details = " ".join(f"{k}={_short(v)}" for k, v in sorted(e.details.items()) if v)
@@ -314,6 +324,15 @@ def audit(entries: list[AuditEntry]) -> None:
             f"[dim]{e.at[:19].replace('T', ' ')}[/] {esc(e.actor)}@{esc(e.application)} "
             f"[bold]{e.action}[/] {esc(e.target)}{outcome} [dim]{esc(details)}[/]"
         )
+
+
+def _audit_row(e: AuditEntry) -> list[str]:
+    details = " ".join(f"{k}={_text(v)}" for k, v in sorted(e.details.items()) if v)
+    return [e.at, e.actor, e.application, e.action, e.target, e.outcome, details]
+
+
+def _text(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _short(value: Any) -> str:
@@ -325,70 +344,26 @@ def message(text: str) -> None:
     console().print(text)
 
 
-def import_progress() -> Any:
-    """A progress bar (rows/s, ETA) for an import, on a terminal only."""
-    import sys
-
-    if not sys.stderr.isatty():
-        return None
-    state: dict[str, Any] = {}
-
-    def update(phase: str, done: int, total: int) -> None:
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            TaskProgressColumn,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        if "bar" not in state:
-            state["bar"] = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TaskProgressColumn(),
-                TimeRemainingColumn(),
-                console=console(),
-                transient=True,
-            )
-            state["bar"].start()
-            global _live
-            _live = state["bar"]
-        bar = state["bar"]
-        if state.get("phase") != phase:
-            state["phase"] = phase
-            state["task"] = bar.add_task(phase, total=total)
-        bar.update(state["task"], completed=done, total=total)
-
-    return update
-
-
 def import_report(report: Any) -> None:
     """The summary of an import: counts, then the first errors."""
-    from rich.table import Table
-
     title = (
         "dry run: nothing was changed"
         if report.dry_run
         else ("stopped: nothing was imported (--on-error stop)" if report.stopped else "import")
     )
-    table = Table(title=title, box=None, pad_edge=False, show_header=False)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
     verb = "would be " if report.dry_run or report.stopped else ""
-    for label, value in (
+    counts = [
         ("rows", report.rows),
         (f"{verb}created", report.created),
         (f"{verb}updated", report.updated),
         ("unchanged", report.unchanged),
         ("rejected", report.rejected),
         ("already imported (resumed)", report.skipped_done),
-    ):
-        if value or label in ("rows", "rejected"):
-            table.add_row(label, f"{value:,}")
+    ]
+    rows = [(k, f"{v:,}") for k, v in counts if v or k in ("rows", "rejected")]
     if report.seconds:
-        table.add_row("rows/s", f"{report.rows / report.seconds:,.0f}")
-    console().print(table)
+        rows.append(("rows/s", f"{report.rows / report.seconds:,.0f}"))
+    table(["count", "value"], rows, header=False, title=title)
     if report.roles_created:
         console().print(
             f"roles {'to create' if report.dry_run else 'created'}: "
@@ -422,8 +397,6 @@ _ACTION_STYLE = {
 
 def sync_result(result: Any, drift: dict[str, Any] | None, quiet: bool) -> None:
     """The plan per IdP (a table of differences), then what applying it did."""
-    from rich.table import Table
-
     plan = result.plan
     head = "plan (dry run: nothing was changed)" if result.dry_run else f"sync run {result.run}"
     console().print(f"[bold]{head}[/]")
@@ -438,19 +411,19 @@ def sync_result(result: Any, drift: dict[str, Any] | None, quiet: bool) -> None:
         if idp_plan.guard:
             console().print(f"  [red]deletion guard:[/] {esc(idp_plan.guard)}")
         if idp_plan.items and not (quiet and not result.dry_run):
-            table = Table(box=None, pad_edge=False, header_style="bold")
-            for col in ("", "kind", "entity", "why", "changes"):
-                table.add_column(col)
-            for item in idp_plan.items:
-                style = _ACTION_STYLE.get(item.action, "cyan")
-                table.add_row(
-                    f"[{style}]{item.action}[/]",
-                    item.kind,
-                    esc(item.label),
-                    esc(item.reason),
-                    esc(", ".join(item.changed)),
-                )
-            console().print(table)
+            table(
+                ["action", "kind", "entity", "why", "changes"],
+                (
+                    (
+                        Styled(item.action, _ACTION_STYLE.get(item.action, "cyan")),
+                        item.kind,
+                        item.label,
+                        item.reason,
+                        _shortened(item.changed),
+                    )
+                    for item in idp_plan.items
+                ),
+            )
     if result.outbound is not None:
         outbound_report(result.outbound)
     for name, report in (drift or {}).items():
@@ -470,6 +443,13 @@ def sync_result(result: Any, drift: dict[str, Any] | None, quiet: bool) -> None:
             )
         for error in report["errors"]:
             console().print(f"  [red]✗[/] {esc(error)}")
+
+
+def _shortened(changes: list[str], most: int = 10) -> str:
+    """A plan's changes to an entity: a 2,000-member group is not 2,000 names."""
+    if len(changes) <= most:
+        return ", ".join(changes)
+    return ", ".join(changes[:most]) + f", … and {len(changes) - most} more"
 
 
 def explanation(data: dict[str, Any]) -> None:
@@ -504,22 +484,20 @@ def explanation(data: dict[str, Any]) -> None:
 
 
 def token_list(records: list[Any]) -> None:
-    from rich.table import Table
-
     if not records:
-        console().print("no tokens: make one with `idprov token create --app NAME`")
+        note("no tokens: make one with `idprov token create --app NAME`")
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("id", "application", "created", "by", "state", "description"):
-        table.add_column(col)
-    for r in records:
-        state = f"revoked {r.revoked_at[:19]}" if r.revoked_at else "active"
-        table.add_row(
-            r.id,
-            esc(r.application),
-            r.created_at[:19],
-            esc(r.created_by),
-            state,
-            esc(r.description),
-        )
-    console().print(table)
+    table(
+        ["id", "application", "created", "by", "state", "description"],
+        (
+            (
+                r.id,
+                r.application,
+                r.created_at[:19],
+                r.created_by,
+                f"revoked {r.revoked_at[:19]}" if r.revoked_at else "active",
+                r.description,
+            )
+            for r in records
+        ),
+    )

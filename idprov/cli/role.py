@@ -33,13 +33,13 @@ def list_(
     json: JsonOpt = False,
 ) -> None:
     """List roles with their member counts."""
-    emit(service().list_roles(domain, prefix), render.role_list)
+    emit(service(read_only=True).list_roles(domain, prefix), render.role_list)
 
 
 @app.command("show")
 def show(name: RoleArg, domain: DomainOpt = None, json: JsonOpt = False) -> None:
     """Show a role and its members."""
-    emit(service().get_role(name, domain), render.role_detail)
+    emit(service(read_only=True).get_role(name, domain), render.role_detail)
 
 
 @app.command("delete")

@@ -9,12 +9,16 @@ from typing import Annotated, Any
 import typer
 
 from idprov.cli import render
-from idprov.cli.common import AppOpt, JsonOpt, _session, emit_with_code, service
+from idprov.cli.common import AppOpt, JsonOpt, _session, complete_idp, emit_with_code, service
 from idprov.errors import ExitCode, UsageError
 
 IdpOpt = Annotated[
     list[str] | None,
-    typer.Option("--idp", help="Only this identity provider; repeat. Default: all of the app's."),
+    typer.Option(
+        "--idp",
+        help="Only this identity provider; repeat. Default: all of the app's.",
+        autocompletion=complete_idp,
+    ),
 ]
 
 
@@ -130,4 +134,6 @@ def explain(
     """Why a user is or is not provisioned to an IdP, what would be sent, the ledger."""
     from idprov.provisioning.explain import explain as explain_user
 
-    emit_with_code(explain_user(service(app_name), user, idp), render.explanation, 0)
+    emit_with_code(
+        explain_user(service(app_name, read_only=True), user, idp), render.explanation, 0
+    )

@@ -33,7 +33,7 @@ def create(
 @app.command("list")
 def list_(json: JsonOpt = False) -> None:
     """List tokens (ids, applications, state; never the tokens)."""
-    emit(service().tokens.all(), render.token_list)
+    emit(service(read_only=True).tokens.all(), render.token_list)
 
 
 @app.command("revoke")

@@ -71,7 +71,7 @@ def add(
 @app.command("show")
 def show(username: UsernameArg, domain: DomainOpt = None, json: JsonOpt = False) -> None:
     """Show one user: claims, roles, timestamps."""
-    emit(service().get_user(username, domain), render.user_detail)
+    emit(service(read_only=True).get_user(username, domain), render.user_detail)
 
 
 @app.command("list")
@@ -101,7 +101,7 @@ def list_(
     if len(filters) != len(parse_pairs(claim, "--claim")):
         raise UsageError("give each --claim filter once")
     query = UserQuery(filters, role, prefix, limit or None, offset)
-    emit(service().list_users(query, domain), render.user_page)
+    emit(service(read_only=True).list_users(query, domain), render.user_page)
 
 
 @app.command("update")

@@ -66,7 +66,7 @@ def load_file(path: Path) -> Config:
         ) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", location=str(path)) from exc
-    return load_text(text, str(path), base_dir=path.parent)
+    return load_text(text, str(path), base_dir=path.parent.resolve())
 
 
 def load_text(text: str, source: str, base_dir: Path | None = None) -> Config:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TextIO
 
 CONFIG_FILENAME = "idprov.yaml"
 
@@ -35,3 +36,24 @@ def create_private_file(path: Path) -> None:
     except FileExistsError:
         return
     os.close(fd)
+
+
+def open_private_output(path: Path, overwrite: bool = False) -> TextIO:
+    """Open a new file for user data: mode 0600 (also when it replaces a file), in a
+    directory that must exist already, refusing an existing file unless ``overwrite``."""
+    from idprov.errors import ConflictError, NotFoundError
+
+    if not path.parent.is_dir():
+        raise NotFoundError(
+            f"directory {path.parent} does not exist",
+            hint="create it first, or choose a path in an existing directory",
+        )
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise ConflictError(
+            f"{path} exists", hint="add --force to overwrite it, or choose another name"
+        ) from None
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "w", encoding="utf-8", newline="")

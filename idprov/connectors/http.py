@@ -113,9 +113,7 @@ def make_client(
 
     verify: Any = options.verify_tls
     if options.verify_tls and options.ca_file:
-        import ssl
-
-        verify = ssl.create_default_context(cafile=options.ca_file)
+        verify = _ca_context(options.ca_file)
     return httpx.Client(
         timeout=httpx.Timeout(options.timeout),
         verify=verify,
@@ -166,6 +164,23 @@ def per_thread_client(
     """A :class:`PerThreadClient` typed as the client it stands for."""
     client: Any = PerThreadClient(lambda: make_client(options, 1, transport, limiter))
     return cast("httpx.Client", client)
+
+
+def _ca_context(ca_file: str) -> Any:
+    """A TLS context trusting the CA certificates in ``ca_file``."""
+    import ssl
+
+    from idprov.errors import ConfigError
+
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"ca_file {ca_file}: cannot load CA certificates: "
+            f"{getattr(exc, 'strerror', None) or exc}",
+            hint="give a readable PEM file of the CA certificate(s) that sign the target's "
+            "certificate",
+        ) from exc
 
 
 def _limit_hooks(limiter: RateLimiter) -> dict[str, list[Any]]:

@@ -3,7 +3,8 @@
 Columns: ``username`` (``DOMAIN/name`` outside PRIMARY), ``roles`` (joined by the
 separator), then one column per claim in use. No passwords. Importing the file
 with ``--mode upsert`` gives back the same users, claims and roles. The file is
-created with mode 0600: it holds user data.
+created with mode 0600 (it holds user data), never over an existing one unless
+asked, and never in a directory that does not exist (a typo is not a new tree).
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
-from idprov.config.paths import create_private_file
+from idprov.config.paths import open_private_output
 from idprov.model import UserQuery
 
 if TYPE_CHECKING:
@@ -47,27 +48,43 @@ def _users(service: IdentityService, domain: str | None) -> Iterator[User]:
 
 def export_users(
     service: IdentityService,
-    path: Path,
+    out: Path | TextIO,
     domain: str | None = None,
     separator: str = ";",
     delimiter: str = ",",
+    overwrite: bool = False,
 ) -> ExportReport:
-    """Write every user (of ``domain``, or all) to ``path``."""
+    """Write every user (of ``domain``, or all) to ``out``: a new file (mode 0600, in
+    a directory that exists; an existing one only with ``overwrite``) or a stream."""
     claims = sorted({c for user in _users(service, domain) for c in user.claims})
     columns = ["username", "roles", *claims]
-    create_private_file(path)
+    if isinstance(out, Path):
+        with open_private_output(out, overwrite) as f:
+            count = _write(f, service, domain, columns, separator, delimiter)
+        return ExportReport(str(out), count, columns)
+    count = _write(out, service, domain, columns, separator, delimiter)
+    return ExportReport("-", count, columns)
+
+
+def _write(
+    f: TextIO,
+    service: IdentityService,
+    domain: str | None,
+    columns: list[str],
+    separator: str,
+    delimiter: str,
+) -> int:
+    writer = csv.writer(f, delimiter=delimiter)
+    writer.writerow(columns)
     count = 0
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, delimiter=delimiter)
-        writer.writerow(columns)
-        for user in _users(service, domain):
-            values = [user.claims.get(c, "") for c in claims]
-            writer.writerow(
-                [
-                    user.qualified_name,
-                    separator.join(user.roles),
-                    *[separator.join(v) if isinstance(v, list) else v for v in values],
-                ]
-            )
-            count += 1
-    return ExportReport(str(path), count, columns)
+    for user in _users(service, domain):
+        values = [user.claims.get(c, "") for c in columns[2:]]
+        writer.writerow(
+            [
+                user.qualified_name,
+                separator.join(user.roles),
+                *[separator.join(v) if isinstance(v, list) else v for v in values],
+            ]
+        )
+        count += 1
+    return count

@@ -21,7 +21,6 @@ continues, so it ends with exactly the users an uninterrupted run would have.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import hashlib
 import itertools
@@ -30,24 +29,38 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from idprov.db import write_transaction
-from idprov.errors import ExitCode, IdprovError, UsageError
+from idprov.errors import ExitCode, IdprovError
+from idprov.inbound.csv_read import (
+    Columns,
+    FileError,
+    HeaderRules,
+    NothingToImport,
+    Source,
+    decoded_lines,
+    not_decodable,
+    open_source,
+    read_header,
+    sniff_delimiter,
+)
 from idprov.model import QualifiedName, new_id
 from idprov.userstores import policy
 from idprov.userstores.base import ImportedUser, JsonClaims, UserStore
-from idprov.userstores.passwords import hash_with, is_supported_hash
+from idprov.userstores.passwords import hash_with
 
 if TYPE_CHECKING:
     from idprov.provisioning.results import OutboundReport
     from idprov.provisioning.service import IdentityService
 
-RESERVED = ("username", "password", "password_hash", "roles")
+HASH_CHUNK = {"scrypt": 8}
+"""Passwords per job sent to a hashing worker: small for a slow KDF (~0.4 s a job),
+so an interrupted import does not wait long for the jobs already running."""
 FIELD_LIMIT = 1 << 20  # one cell may hold up to 1 MiB; a longer one rejects its row
 KEPT_ERRORS = 200
 Progress = Callable[[str, int, int], None]
@@ -59,7 +72,10 @@ class ImportOptions:
     """How to read the file and what to do with its rows."""
 
     mode: Literal["create", "upsert", "update"] = "create"
-    delimiter: str = ","
+    delimiter: str | None = None
+    """None: sniffed from the header (``,``, ``;``, tab or ``|``)."""
+    encoding: str | None = None
+    """None: UTF-8 (a BOM is skipped)."""
     column_map: dict[str, str] = field(default_factory=dict)
     """File column -> claim (or username/password/password_hash/roles)."""
     ignore_columns: frozenset[str] = frozenset()
@@ -156,86 +172,6 @@ class ImportReport:
         }
 
 
-class FileError(UsageError):
-    """The file as a whole cannot be imported (encoding, header, emptiness)."""
-
-    code = "import_file"
-
-
-# ---------------------------------------------------------------- reading
-def decoded_lines(path: Path, bad_lines: set[int]) -> Iterator[str]:
-    """The file's lines as text, line endings kept (the csv module needs them).
-    A line that is not UTF-8 is yielded with replacement characters and its number
-    added to ``bad_lines``, so the row holding it is rejected, not the file."""
-    with path.open("rb") as f:
-        head = f.read(4)
-        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            raise FileError(
-                f"{path} is UTF-16 text",
-                hint=f"convert it: iconv -f UTF-16 -t UTF-8 {path} > {path.stem}-utf8.csv",
-            )
-        f.seek(3 if head.startswith(codecs.BOM_UTF8) else 0)
-        for number, raw in enumerate(f, start=1):
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError:
-                bad_lines.add(number)
-                yield raw.decode("utf-8", errors="replace")
-
-
-@dataclass
-class Columns:
-    """The header, resolved: which cell index holds what."""
-
-    names: list[str]
-    username: int
-    password: int | None
-    password_hash: int | None
-    roles: int | None
-    claims: list[tuple[int, str]]
-
-
-def read_header(cells: list[str], options: ImportOptions, known: set[str]) -> Columns:
-    names = [c.strip() for c in cells]
-    mapped = [options.column_map.get(n, n) for n in names]
-    seen: dict[str, int] = {}
-    for i, name in enumerate(mapped):
-        if not name:
-            raise FileError(f"header cell {i + 1} is empty", hint="name every column")
-        if name in seen and names[i] not in options.ignore_columns:
-            raise FileError(
-                f"header: column {name!r} appears twice (cells {seen[name] + 1} and {i + 1})",
-                hint="remove or rename one of them",
-            )
-        seen.setdefault(name, i)
-    unknown = [
-        n
-        for n, m in zip(names, mapped, strict=True)
-        if m not in known and m not in RESERVED and n not in options.ignore_columns
-    ]
-    if unknown:
-        raise FileError(
-            "header: unknown column(s) " + ", ".join(repr(u) for u in unknown),
-            hint="map them to claims with --map COLUMN=claim, skip them with --ignore-column "
-            "COLUMN, or declare the claims in the configuration; known claims: "
-            + ", ".join(sorted(known)),
-        )
-    if "username" not in seen:
-        raise FileError("header: no username column", hint="add one, or --map COLUMN=username")
-
-    def index(name: str) -> int | None:
-        return seen.get(name)
-
-    claims = [
-        (i, m)
-        for i, (n, m) in enumerate(zip(names, mapped, strict=True))
-        if m in known and n not in options.ignore_columns
-    ]
-    return Columns(
-        names, seen["username"], index("password"), index("password_hash"), index("roles"), claims
-    )
-
-
 # ---------------------------------------------------------------- staging
 class Staging:
     """Validated rows and rejects, in a private temporary SQLite file."""
@@ -285,19 +221,22 @@ class CsvImport:
     def __init__(
         self,
         service: IdentityService,
-        path: Path,
+        path: Path | BinaryIO,
         options: ImportOptions,
         rejects_path: Path | None = None,
         progress: Progress | None = None,
         pool: Executor | None = None,
     ) -> None:
         self.service = service
-        self.path = path
+        self.given = path
+        self.path = path if isinstance(path, Path) else Path("-")
+        self.source = Source(self.path, str(self.path))
+        self.delimiter = options.delimiter or ","
         self.options = options
         self.rejects_path = rejects_path
         self.progress = progress
         self.pool = pool
-        self.report = ImportReport(str(path), options.mode, options.dry_run)
+        self.report = ImportReport(str(self.path), options.mode, options.dry_run)
         self.known = service.claims
         self.bad_lines: set[int] = set()
         self.roles_seen: dict[tuple[str, str], str] = {}
@@ -313,15 +252,19 @@ class CsvImport:
 
     # -- the whole run
     def run(self) -> ImportReport:
-        if not self.path.is_file():
-            raise FileError(f"{self.path} does not exist or is not a file")
+        if isinstance(self.given, Path) and not self.given.is_file():
+            raise FileError(
+                f"{self.given} does not exist or is not a file",
+                hint="give a CSV file, or - to read standard input",
+            )
         start = time.perf_counter()
-        staging = Staging(self.service.data_dir)
+        staging = self.staging = Staging(self.service.data_dir)
         try:
+            self.source = open_source(self.given, self.options.encoding, Path(staging.dir.name))
+            self.path = self.source.path
             self._resume_point()
             self._preflight(staging)
             self._check_roles(staging)
-            self._write_rejects(staging)
             if self.report.rejected and self.options.on_error == "stop":
                 self.report.stopped = True
             elif not self.options.dry_run:
@@ -329,10 +272,29 @@ class CsvImport:
 
                 with RunLock(self.service.data_dir, "import", wait=self.options.wait):
                     self._write(staging)
+            self._write_rejects(staging)
+            self.report.errors.sort(key=lambda error: error.line)
+        except BaseException:
+            self._stop_hashing(at_once=True)
+            raise
         finally:
+            self._stop_hashing()
             staging.close()
             self.report.seconds = time.perf_counter() - start
         return self.report
+
+    def _stop_hashing(self, at_once: bool = False) -> None:
+        """Let the hashing workers go. After an error or a Ctrl-C, ``at_once``: the
+        queued work is dropped and the workers stopped, not waited for (their hashes
+        are of no use any more)."""
+        if self.pool is None:
+            return
+        if at_once:
+            # Executor has no public way to stop its workers before Python 3.14
+            for process in list((getattr(self.pool, "_processes", None) or {}).values()):
+                process.terminate()
+        self.pool.shutdown(wait=not at_once, cancel_futures=True)
+        self.pool = None
 
     # -- journal
     def _resume_point(self) -> None:
@@ -352,7 +314,7 @@ class CsvImport:
         if self.import_id is None:
             with write_transaction(self.service.state.db):
                 self.import_id = self.service.state.imports.start(
-                    str(self.path),
+                    self.source.name,
                     self.sha256,
                     self.options.fingerprint(),
                     self.service.actor,
@@ -362,25 +324,24 @@ class CsvImport:
     # -- pre-flight
     def _preflight(self, staging: Staging) -> None:
         csv.field_size_limit(FIELD_LIMIT)
+        lines = decoded_lines(self.source, self.bad_lines)
+        first_line = next(lines, "")
+        self.delimiter = self.options.delimiter or sniff_delimiter(first_line)
         reader = csv.reader(
-            decoded_lines(self.path, self.bad_lines), delimiter=self.options.delimiter, strict=True
+            itertools.chain([first_line] if first_line else [], lines),
+            delimiter=self.delimiter,
+            strict=True,
         )
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise FileError(
-                f"{self.path} is empty: no header row",
-                hint="the first row names the columns: username,email,...",
-            ) from None
-        except csv.Error as exc:
-            raise FileError(f"{self.path}, header: {exc}") from None
-        if 1 in self.bad_lines:
-            raise FileError(
-                f"{self.path}: the header is not UTF-8",
-                hint=f"convert the file: iconv -f LATIN1 -t UTF-8 {self.path}",
-            )
-        self.header = header
-        columns = read_header(header, self.options, set(self.known))
+        header = self._header(reader)
+        columns = read_header(
+            header,
+            HeaderRules(
+                set(self.known),
+                self.options.column_map,
+                self.options.ignore_columns,
+                self.delimiter,
+            ),
+        )
         batch: list[Pending] = []
         size = self.path.stat().st_size or 1
         line = reader.line_num
@@ -405,11 +366,34 @@ class CsvImport:
                 self._stage(staging, batch)
                 batch = []
                 if self.progress:
-                    self.progress("checking", min(line * 100, size), size)
+                    self.progress("checking", self.source.bytes_read[0], size)
         self._stage(staging, batch)
+        if self.progress:
+            self.progress("checking", size, size)
         self._collect_hashes(staging)
         if self.report.rows == 0:
-            self.report.errors.append(RowError(1, None, "the file has a header but no rows"))
+            raise NothingToImport(
+                f"{self.source.name} has a header but no rows: nothing to import",
+                hint="add a row per user under the header",
+            )
+
+    def _header(self, reader: Any) -> list[str]:
+        try:
+            header: list[str] = next(reader)
+        except StopIteration:
+            raise FileError(
+                f"{self.source.name} is empty: no header row",
+                hint="the first row names the columns: username,email,...",
+            ) from None
+        except csv.Error as exc:
+            raise FileError(f"{self.source.name}, header: {exc}") from None
+        if 1 in self.bad_lines:
+            raise FileError(
+                f"{self.source.name}: the header is not {self.source.encoding} text",
+                hint="give the file's encoding with --encoding (latin-1? cp1252?)",
+            )
+        self.header = header
+        return header
 
     def _reject(
         self, staging: Staging, line: int, cells: list[str], column: str | None, message: str
@@ -430,11 +414,7 @@ class CsvImport:
 
         bad = [n for n in range(first, last + 1) if n in self.bad_lines]
         if bad:
-            reject(
-                None,
-                f"line {bad[0]} is not UTF-8 text (Latin-1?); convert the file with "
-                "iconv -f LATIN1 -t UTF-8",
-            )
+            reject(None, not_decodable(self.source, bad[0]))
             return None
         if len(cells) != len(columns.names):
             reject(None, f"has {len(cells)} fields; the header has {len(columns.names)}")
@@ -456,6 +436,7 @@ class CsvImport:
             domain, self.service.store(domain)
         )
         _in_column("username", policy.check_username, store.config.policy, name, store.domain)
+        _in_column("username", store.ensure_writable)
         claims: dict[str, Any] = {}
         for index, claim in columns.claims:
             value = cells[index].strip()
@@ -496,10 +477,8 @@ class CsvImport:
             _in_column(
                 "password", policy.check_password, store.config.policy, password, store.domain
             )
-        if pw_hash and not is_supported_hash(pw_hash):
-            raise _cell_error(
-                "password_hash", "not a hash idprov can verify ($scrypt$..., $pbkdf2-sha256$...)"
-            )
+        if pw_hash:
+            _in_column("password_hash", store.check_password_hash, pw_hash)
         return Pending(
             line, store.domain, name, cells, claims, roles, password or None, pw_hash or None
         )
@@ -621,7 +600,7 @@ class CsvImport:
         """Hash in the scheme of the user's store (scrypt; {SSHA} for a directory)."""
         queued = self.to_hash.setdefault(scheme, [])
         queued.append((line, password))
-        if len(queued) >= 64:
+        if len(queued) >= HASH_CHUNK.get(scheme, 256):
             self._submit_hashes()
 
     def _submit_hashes(self) -> None:
@@ -631,7 +610,9 @@ class CsvImport:
             if self.pool is None:
                 from concurrent.futures import ProcessPoolExecutor
 
-                self.pool = ProcessPoolExecutor(max_workers=os.cpu_count() or 1)
+                self.pool = ProcessPoolExecutor(
+                    max_workers=os.cpu_count() or 1, initializer=_ignore_interrupts
+                )
             lines = [line for line, _ in queued]
             passwords = [pw for _, pw in queued]
             self.hashes.append((lines, self.pool.submit(hash_many, passwords, scheme)))
@@ -639,11 +620,16 @@ class CsvImport:
 
     def _collect_hashes(self, staging: Staging) -> None:
         self._submit_hashes()
+        total = sum(len(lines) for lines, _ in self.hashes)
+        done = 0
         for lines, future in self.hashes:
             staging.db.executemany(
                 "UPDATE rows SET pw_hash = ? WHERE line = ?",
                 list(zip(future.result(), lines, strict=True)),
             )
+            done += len(lines)
+            if self.progress:
+                self.progress("hashing", done, total)
         self.hashes = []
 
     # -- roles
@@ -689,7 +675,7 @@ class CsvImport:
         missing = {r[0] for r in staging.db.execute("SELECT line FROM rejects WHERE cells = '[]'")}
         found = self._cells_at(missing)
         with self.rejects_path.open("w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, delimiter=self.options.delimiter)
+            writer = csv.writer(f, delimiter=self.delimiter)
             writer.writerow([*header, "line", "error"])
             for line, cells, column, error in staging.db.execute(
                 "SELECT line, cells, col, error FROM rejects ORDER BY line"
@@ -706,7 +692,10 @@ class CsvImport:
         found: dict[int, list[str]] = {}
         if not lines:
             return found
-        reader = csv.reader(decoded_lines(self.path, set()), delimiter=self.options.delimiter)
+        reader = csv.reader(
+            decoded_lines(Source(self.path, self.source.name, self.source.encoding), set()),
+            delimiter=self.delimiter,
+        )
         first = 1
         while True:
             try:
@@ -725,9 +714,12 @@ class CsvImport:
             self._finish()
             return
         self._journal_start()
+        self._finish_left_pushes()
         self._create_roles()
         total = self.report.created + self.report.updated
         done = 0
+        if self.progress:
+            self.progress("importing", done, total)
         cursor = staging.db.execute(
             "SELECT line, domain, username, action, user_id, claims, roles, pw_hash FROM rows"
             " WHERE action IN ('create', 'update', 'resume') ORDER BY line"
@@ -738,6 +730,14 @@ class CsvImport:
             if self.progress:
                 self.progress("importing", done, total)
         self._finish()
+
+    def _finish_left_pushes(self) -> None:
+        """A resumed import first pushes what its interrupted run wrote but did not
+        push (its rows are too fresh for the service to take as left behind), so the
+        roles pushed later find their members provisioned."""
+        if self.done_through and self.options.push:
+            left = self.service.state.outbox.rows(status="pending")
+            self._merge(self.service.push([row.id for row in left]))
 
     def _create_roles(self) -> None:
         missing = sorted(getattr(self, "_missing_roles", {}).items())
@@ -763,9 +763,23 @@ class CsvImport:
                 with write_transaction(self.service.state.db):
                     self.service.state.imports.writing(self._journal_id(), first, last)
             with self.service.unit_of_work(push=self.options.push) as uow:
-                uow.import_users(store, users, _batch_details(batch, last), self.path.name)
+                label = Path(self.source.name).name
+                uow.import_users(store, users, _batch_details(batch, last), label)
                 uow.imported_through(self._journal_id(), last)
             self._merge(uow.outbound)
+            for row, user in zip(batch, users, strict=True):
+                if user.refused is not None:
+                    self._refused(row[0], user)
+
+    def _refused(self, line: int, user: ImportedUser) -> None:
+        """A row the store refused while writing (a directory cannot roll back the
+        others): rejected with its line, like a row the pre-flight refused."""
+        if user.existing:
+            self.report.updated -= 1
+        else:
+            self.report.created -= 1
+        message = getattr(user.refused, "message", None) or str(user.refused)
+        self._reject(self.staging, line, [], None, message)
 
     def _journal_id(self) -> int:
         assert self.import_id is not None, "the journal is started before the write phase"
@@ -806,6 +820,13 @@ def _batch_details(batch: list[tuple[Any, ...]], last_line: int) -> dict[str, An
         "updated": [r[2] for r in batch if r[3] == "update"],
         "through_line": last_line,
     }
+
+
+def _ignore_interrupts() -> None:
+    """In a hashing worker: a Ctrl-C is the parent's to handle (it cancels the work)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def hash_many(passwords: Sequence[str], scheme: str = "scrypt") -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from idprov.config.models import Config, IdentityProviderConfig
@@ -46,6 +47,7 @@ def check_identity_providers(config: Config) -> None:
         options = idp.options
         if isinstance(options, dict):
             options = build(cls.Options, options, locator, (*path, "options"))
+        _check_ca_file(idp, options, locator.where((*path, "options", "ca_file")), i)
         for key, template in [
             ("username", idp.username),
             *[(f"attributes.{k}", v) for k, v in idp.attributes.items() if v is not None],
@@ -82,3 +84,18 @@ def open_connector(
         limiter = RateLimiter(idp.rate_limit, sleep=sleep)
         client = per_thread_client(options, transport, limiter)
     return cls(idp, options, client)
+
+
+def _check_ca_file(idp: Any, options: Any, location: str, index: int) -> None:
+    """An enabled IdP's ``ca_file`` must be a readable file, found at `config validate`
+    rather than at the first push."""
+    ca_file = getattr(options, "ca_file", None)
+    if not idp.enabled or not ca_file or Path(ca_file).expanduser().is_file():
+        return
+    raise ConfigError(
+        f"ca_file {ca_file} does not exist or is not a file",
+        location=location,
+        key=f"identity_providers[{index}].options.ca_file",
+        hint="give the path of the PEM file holding the CA certificate(s) that sign the "
+        "target's certificate, or remove ca_file to trust the system's CAs",
+    )

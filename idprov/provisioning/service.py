@@ -82,7 +82,9 @@ class IdentityService:
         progress: Progress | None = None,
         sleep: Callable[[float], None] | None = None,
         wait: Wait = "all",
+        read_only: bool = False,
     ) -> None:
+        """``read_only``: open existing databases for reading only (read commands)."""
         self.config = config
         self.http_transport = http_transport
         """Injected into every HTTP connector's client (tests: faults; else None)."""
@@ -100,7 +102,7 @@ class IdentityService:
 
             check_identity_providers(config)
         self.data_dir = Path(config.data_dir or ".")
-        self._pool = DatabasePool()
+        self._pool = DatabasePool(read_only)
         self._stores: dict[str, UserStore] = {}
         self._state: StateStore | None = None
         self._outbound: Outbound | None = None

@@ -279,6 +279,9 @@ class UnitOfWork:
         (``user.import`` of ``label``), and their outbox rows."""
         self.begin(store)
         store.import_users(users)  # before any record: see begin()
+        refused = [u.username for u in users if u.refused is not None]
+        users = [u for u in users if u.refused is None]  # a directory refused these alone
+        details = {**details, "refused": refused} if refused else details
         self.audit("user.import", label, {"domain": store.domain, **details})
         if not self.service.targets():
             return

@@ -8,6 +8,7 @@ from pathlib import Path
 from idprov.config.claims import ClaimDefinition
 from idprov.config.models import SqliteUserstoreConfig, UserstoreConfig
 from idprov.db import DatabasePool
+from idprov.errors import StoreError
 from idprov.userstores.base import UserStore
 
 __all__ = ["UserStore", "open_userstore"]
@@ -24,6 +25,12 @@ def open_userstore(
         from idprov.userstores.sqlite import SqliteUserStore
 
         path = Path(config.path) if config.path else SqliteUserStore.default_path(data_dir)
+        if config.read_only and not path.exists():
+            raise StoreError(
+                f"the read-only userstore {config.domain} names {path}, which does not exist",
+                hint="fix its path in the configuration; a read-only store is never "
+                "created (an empty one would look like every user was deleted)",
+            )
         return SqliteUserStore(config, claims, pool.get(path))
     if config.type == "ldap":
         from idprov.config.ldap import LdapUserstoreConfig

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from idprov.config.claims import ClaimDefinition
 from idprov.config.models import UserstoreConfig
-from idprov.errors import ReadOnlyError
+from idprov.errors import PolicyError, ReadOnlyError
 from idprov.model import ClaimValue, Page, Role, User, UserQuery
 
 
@@ -58,6 +58,9 @@ class ImportedUser:
     existing: bool
     claims_json: str | None = None
     """``claims`` as sorted JSON, when the caller has it already (saves re-encoding)."""
+    refused: Exception | None = None
+    """Set by a store that cannot roll back (LDAP) when it refused this user and wrote
+    the others; the caller reports it as that row's error."""
 
 
 class UserStore(ABC):
@@ -84,6 +87,17 @@ class UserStore(ABC):
         from idprov.userstores.passwords import hash_with
 
         return hash_with(self.password_scheme, password)
+
+    def check_password_hash(self, encoded: str) -> None:
+        """Raise :class:`PolicyError` unless this store can keep ``encoded`` as a
+        password hash it checks logins against."""
+        from idprov.userstores.passwords import is_supported_hash
+
+        if not is_supported_hash(encoded):
+            raise PolicyError(
+                "not a hash idprov can verify ($scrypt$..., $pbkdf2-sha256$..., {SSHA}...)",
+                hint="give the password instead, or a hash in one of these formats",
+            )
 
     def ensure_writable(self) -> None:
         """Raise :class:`ReadOnlyError` when the store is configured read-only."""
@@ -136,7 +150,9 @@ class UserStore(ABC):
 
     def import_users(self, users: Sequence[ImportedUser]) -> None:
         """Write a batch of a bulk import (inside the caller's transaction). Roles must
-        exist. Stores may do this in a few statements; this default goes one by one."""
+        exist. Stores may do this in a few statements; this default goes one by one.
+        A store without transactions sets ``refused`` on a user it refuses instead of
+        raising, so the rest of the batch is written and reported as such."""
         self.ensure_writable()
         for user in users:
             if user.existing:

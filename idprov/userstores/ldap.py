@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
 import re
 import ssl
 import uuid
@@ -260,7 +261,14 @@ class LdapUserStore(UserStore):
         secure = url.scheme.lower() == "ldaps"
         tls = None
         if secure or self.config.start_tls:
-            tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=self.config.ca_file)
+            ca_file = self.config.ca_file
+            if ca_file and not os.path.isfile(ca_file):
+                raise ConfigError(
+                    f"{self._where()}: ca_file {ca_file} does not exist or is not a file",
+                    hint="give the PEM file of the CA that signs the directory's certificate, "
+                    "or remove ca_file to trust the system's CAs",
+                )
+            tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file)
         return Server(
             url.hostname,
             port=url.port or (636 if secure else 389),
@@ -562,6 +570,8 @@ class LdapUserStore(UserStore):
         return found
 
     def list_users(self, query: UserQuery) -> Page:
+        if _spaced(query.username_prefix):
+            return Page([], 0, query.offset, query.limit)
         flt = self._list_filter(query)
         members: set[DnKey] | None = None
         if query.role is not None:
@@ -727,6 +737,8 @@ class LdapUserStore(UserStore):
         ]
 
     def list_roles(self, prefix: str | None = None) -> list[Role]:
+        if _spaced(prefix):
+            return []
         flt = self._group_filter
         if prefix:
             name = self.config.group_name_attribute
@@ -755,6 +767,10 @@ class LdapUserStore(UserStore):
                 hint=f"map it under userstores[].claim_attributes, e.g. {claim}: ATTRIBUTE",
             )
         return attribute
+
+    def check_password_hash(self, encoded: str) -> None:
+        """Only RFC 2307 values ({SSHA}...) that the directory checks binds against."""
+        self._user_password(encoded)
 
     def _user_password(self, password_hash: str) -> bytes:
         scheme = _SCHEME.match(password_hash)
@@ -873,19 +889,24 @@ class LdapUserStore(UserStore):
     def import_users(self, users: Sequence[ImportedUser]) -> None:
         """New users go through :meth:`add_users` (each ``user.id`` becomes its
         entryUUID, the id the caller then records); updates and roles as the base class
-        does them, new users' roles with one modify per role. The first refusal is
-        raised; users added before it stay in the directory (LDAP has no rollback), and
-        a re-run finds them existing."""
+        does them, new users' roles with one modify per role. LDAP has no rollback: a
+        user the directory refuses gets ``refused`` set, and the others are written."""
         self.ensure_writable()
         new = [u for u in users if not u.existing]
         outcomes = self.add_users([(u.username, u.claims, u.password_hash) for u in new])
         for user, outcome in zip(new, outcomes, strict=True):
             if isinstance(outcome, IdprovError):
-                raise outcome
-            user.id = outcome.id
-        super().import_users([u for u in users if u.existing])
+                user.refused = outcome
+            else:
+                user.id = outcome.id
+        for user in users:
+            if user.existing:
+                try:
+                    super().import_users([user])
+                except IdprovError as exc:
+                    user.refused = exc
         members: dict[str, list[str]] = {}
-        for user in new:
+        for user in (u for u in new if u.refused is None):
             for role in user.roles or []:
                 members.setdefault(role, []).append(user.username)
         for role, names in members.items():
@@ -1174,3 +1195,9 @@ def _is_tls_failure(exc: Exception) -> bool:
 
 def _is_entry(response: Mapping[str, Any]) -> bool:
     return response.get("type") == "searchResEntry"
+
+
+def _spaced(prefix: str | None) -> bool:
+    """A prefix with space at either end matches no name literally, but a directory's
+    matching rules drop such spaces (or fail on a blank value): answer it here."""
+    return prefix is not None and prefix != prefix.strip()

@@ -1,0 +1,174 @@
+"""Errors a user can cause or meet on their system: files, directories, pipes, a
+read-only or full disk, a busy database. Each is a message naming the file and an
+exit code from the README's table, never "internal error ... this is a bug"."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.mounts import IDPROV, needs_mounts, read_only, run_with_mounts, tiny_disk
+
+
+def test_init_onto_a_directory_or_into_a_missing_one_says_which_path(cli, tmp_path):
+    (tmp_path / "adir").mkdir()
+    error = cli("init", "--path", "adir", "--force", "--json").error(2)
+    assert error["message"] == "adir: Is a directory" and "not a directory" in error["hint"]
+    error = cli("init", "--path", "/proc/x", "--json").error(3)
+    assert error["message"] == "/proc/x: No such file or directory"
+
+
+def test_a_missing_idp_ca_file_fails_validation_with_its_name_and_line(cli, write_config):
+    path = write_config(
+        textwrap.dedent("""\
+        identity_providers:
+          - name: partner
+            connector: scim2
+            options:
+              base_url: https://partner.example.net/scim/v2
+              token: env:T
+              ca_file: /etc/idprov/partner-ca.pem
+        """)
+    )
+    error = cli("config", "validate", "--json").error(2)
+    assert error["message"].startswith(f"{path}:7:")
+    assert "/etc/idprov/partner-ca.pem does not exist" in error["message"]
+    assert cli("idp", "test", "partner", "--json").error(2)["message"] == error["message"]
+    # a disabled IdP is not checked: it sends nothing until enabled
+    write_config(path.read_text() + "    enabled: false\n")
+    cli("config", "validate").ok()
+
+
+def test_a_ca_file_that_is_not_pem_names_the_file(cli, write_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("T", "token")
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    write_config(
+        "identity_providers:\n  - name: p\n    connector: scim2\n    options:\n"
+        f"      base_url: https://p.example/v2\n      token: env:T\n      ca_file: {bad}\n"
+    )
+    error = cli("idp", "test", "p", "--json").error(2)
+    assert f"ca_file {bad}: cannot load CA certificates" in error["message"]
+
+
+def test_a_read_only_store_whose_file_is_missing_is_an_error_not_an_empty_store(
+    cli, write_config, tmp_path
+):
+    write_config(
+        "userstores:\n  - domain: PRIMARY\n    type: sqlite\n"
+        "  - domain: LEGACY\n    type: sqlite\n    path: legcy.db\n    read_only: true\n"
+    )
+    error = cli("user", "list", "--domain", "LEGACY", "--json").error(1)
+    assert f"names {tmp_path / 'legcy.db'}, which does not exist" in error["message"]
+    assert not (tmp_path / "legcy.db").exists()
+
+
+def many_users(cli, tmp_path: Path, count: int) -> None:
+    """``count`` users whose rows are long enough to fill a pipe's buffer (64 KiB)."""
+    name = "A Rather Long Display Name For Filling Pipes"
+    rows = "".join(f"user{i:05},u{i}@example.com,{name}\n" for i in range(count))
+    (tmp_path / "many.csv").write_text("username,email,display_name\n" + rows)
+    cli("import", "users", "many.csv", "-q").ok()
+
+
+def test_a_closed_pipe_ends_the_command_quietly(cli, tmp_path):
+    many_users(cli, tmp_path, 3000)
+    for args in (["user", "list", "--limit", "0"], ["user", "list", "--limit", "0", "--json"]):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", IDPROV, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=tmp_path,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.readline()
+        proc.stdout.close()  # `| head -1`
+        stderr = proc.stderr.read().decode()
+        proc.stderr.close()
+        assert proc.wait(timeout=60) == 1
+        assert stderr == ""
+
+
+@needs_mounts
+def test_read_commands_work_on_a_read_only_data_directory(cli, tmp_path, data_dir):
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "alice", "-c", "email=a@example.com", "--role", "staff").ok()
+    env = dict(os.environ)
+    for args in (["user", "list"], ["user", "show", "alice"], ["log"], ["role", "list"]):
+        run = run_with_mounts(read_only(data_dir), args, env, tmp_path)
+        assert run.returncode == 0, run.stderr
+        assert "alice" in run.stdout or "staff" in run.stdout
+    run = run_with_mounts(read_only(data_dir), ["user", "add", "bob"], env, tmp_path)
+    assert run.returncode == 1, run
+    assert f"cannot open database {data_dir / 'idprov.db'} for writing" in run.stderr
+    assert "read-only" in run.stderr and "Traceback" not in run.stderr
+
+
+@needs_mounts
+def test_a_full_disk_is_said_plainly(cli, tmp_path, data_dir):
+    data_dir.mkdir(parents=True)
+    rows = "".join(f"user{i:05},u{i}@example.com,{'x' * 200}\n" for i in range(5000))
+    (tmp_path / "big.csv").write_text("username,email,title\n" + rows)
+    args = ["import", "users", "big.csv", "-q"]
+    run = run_with_mounts(tiny_disk(data_dir), args, dict(os.environ), tmp_path)
+    assert run.returncode == 1, run
+    assert "disk is full" in run.stderr and "internal error" not in run.stderr
+
+
+def test_a_busy_database_names_the_process_holding_it(tmp_path):
+    from idprov.db import open_database, write_transaction
+    from idprov.errors import StoreError
+
+    path = tmp_path / "state.db"
+    open_database(path).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_WRITE_LOCK, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        db = open_database(path)
+        db.execute("PRAGMA busy_timeout = 50")
+        with pytest.raises(StoreError) as info, write_transaction(db):
+            pass
+        db.close()
+    finally:
+        holder.kill()
+        holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()
+    assert f"database {path} is busy" in info.value.message
+    assert f"held by pid {holder.pid} (" in info.value.message
+
+
+HOLD_WRITE_LOCK = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_write_to_a_read_only_database_says_read_only(tmp_path):
+    """What the CLI reports for SQLite's own refusal of a write (a file this user may
+    only read: tests run as root, for whom a mode-0400 file is still writable)."""
+    import sqlite3
+
+    from idprov.db import open_database, open_database_read_only, write_transaction
+    from idprov.errors import from_sqlite_error
+
+    path = tmp_path / "state.db"
+    open_database(path).close()
+    db = open_database_read_only(path)
+    with pytest.raises(sqlite3.OperationalError) as info, write_transaction(db):
+        db.execute("CREATE TABLE t (a)")
+    db.close()
+    error = from_sqlite_error(info.value, [str(path)])
+    assert error is not None and error.exit_code == 1
+    assert error.message.startswith(f"the database {path} is read-only")
+    assert "writable" in (error.hint or "")
