@@ -318,3 +318,19 @@ def test_an_import_waits_for_no_one_while_a_sync_runs(cli, tmp_path, data_dir):
         assert "sync" in error["message"]
         assert cli("import", "users", str(path), "--dry-run").exit_code == 0
     cli("import", "users", str(path)).ok()
+
+
+def test_the_rejects_file_is_private_replaced_on_a_rerun_and_never_makes_directories(
+    cli, tmp_path, roles
+):
+    path = write(tmp_path, HEADER + "bad user,b@example.com,G,F,staff\n")
+    rejects = tmp_path / "rejects.csv"
+    rejects.write_text("old report\n")
+    rejects.chmod(0o644)
+    assert cli("import", "users", str(path), "--rejects", str(rejects)).exit_code == 10
+    assert "old report" not in rejects.read_text() and "bad user" in rejects.read_text()
+    assert rejects.stat().st_mode & 0o777 == 0o600
+    missing = tmp_path / "no" / "such" / "dir" / "rejects.csv"
+    run = cli("import", "users", str(path), "--rejects", str(missing))
+    assert run.exit_code == 3 and "does not exist" in run.stderr
+    assert not (tmp_path / "no").exists()

@@ -668,13 +668,13 @@ class CsvImport:
     def _write_rejects(self, staging: Staging) -> None:
         if self.rejects_path is None:
             return
-        from idprov.config.paths import create_private_file
+        from idprov.config.paths import open_private_output
 
-        create_private_file(self.rejects_path)
         header = self.header
         missing = {r[0] for r in staging.db.execute("SELECT line FROM rejects WHERE cells = '[]'")}
         found = self._cells_at(missing)
-        with self.rejects_path.open("w", encoding="utf-8", newline="") as f:
+        # a report of this run: replaced on a re-run, 0600, never in a new directory
+        with open_private_output(self.rejects_path, overwrite=True) as f:
             writer = csv.writer(f, delimiter=self.delimiter)
             writer.writerow([*header, "line", "error"])
             for line, cells, column, error in staging.db.execute(
