@@ -5,8 +5,10 @@ A package provides a connector by declaring, in its pyproject.toml::
     [project.entry-points."idprov.connectors"]
     myapp = "my_package.connector:MyAppConnector"
 
-idprov's own connectors are declared the same way in idprov's pyproject.toml.
-Modules are imported only when their connector is used.
+idprov's own connectors are declared the same way in idprov's pyproject.toml, and
+also listed here (:data:`BUILTIN`), so that they load from a source checkout that was
+never installed (no package metadata). Modules are imported only when their
+connector is used.
 """
 
 from __future__ import annotations
@@ -22,13 +24,23 @@ if TYPE_CHECKING:
     from idprov.connectors.base import Connector
 
 GROUP = "idprov.connectors"
+BUILTIN = {
+    "scim2": "idprov.connectors.scim2:Scim2Connector",
+    "scim11": "idprov.connectors.scim11:Scim11Connector",
+    "spml": "idprov.connectors.spml:SpmlConnector",
+    "google": "idprov.connectors.google:GoogleConnector",
+    "salesforce": "idprov.connectors.salesforce:SalesforceConnector",
+}
+"""idprov's own connectors: the same as its entry points, for a checkout without them."""
 
 
 @lru_cache(maxsize=1)
 def _entry_points() -> dict[str, EntryPoint]:
-    from importlib.metadata import entry_points
+    from importlib.metadata import EntryPoint, entry_points
 
-    return {ep.name: ep for ep in entry_points(group=GROUP)}
+    found = {name: EntryPoint(name, value, GROUP) for name, value in BUILTIN.items()}
+    found.update({ep.name: ep for ep in entry_points(group=GROUP)})
+    return found
 
 
 def available() -> list[str]:

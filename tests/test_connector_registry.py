@@ -1,0 +1,35 @@
+"""The connector registry: built-in connectors load without installed package metadata
+(a source checkout on PYTHONPATH), and installed entry points still count."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+from idprov.connectors import registry
+from idprov.connectors.base import Connector
+
+
+def test_builtins_load_without_package_metadata(monkeypatch):
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: [])
+    registry._entry_points.cache_clear()
+    registry.load.cache_clear()
+    try:
+        assert registry.available() == ["google", "salesforce", "scim11", "scim2", "spml"]
+        for name in registry.available():
+            cls = registry.load(name)
+            assert issubclass(cls, Connector) and cls.name == name
+    finally:
+        registry._entry_points.cache_clear()
+        registry.load.cache_clear()
+
+
+def test_an_installed_entry_point_is_found_beside_the_builtins(monkeypatch):
+    extra = importlib.metadata.EntryPoint(
+        "echo", "idprov.connectors.scim2:Scim2Connector", registry.GROUP
+    )
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: [extra])
+    registry._entry_points.cache_clear()
+    try:
+        assert "echo" in registry.available() and "scim2" in registry.available()
+    finally:
+        registry._entry_points.cache_clear()
