@@ -24,7 +24,7 @@ class Clock:
         self.now += seconds
 
 
-def test_the_limiter_spaces_requests_and_halves_on_429():
+def test_the_limiter_spaces_requests_and_halves_when_throttled():
     clock = Clock()
     limiter = RateLimiter(10.0, clock=clock, sleep=clock.sleep)
     for _ in range(5):
@@ -32,18 +32,36 @@ def test_the_limiter_spaces_requests_and_halves_on_429():
     assert clock.slept == pytest.approx(0.4)
     limiter.throttled()
     assert limiter.rate == 5.0
-    for _ in range(50):
-        limiter.succeeded()
-    assert limiter.rate == 10.0  # earned back, never above the configured limit
+    limiter.throttled()  # the same burst, seen by another thread: halved once
+    assert limiter.rate == 5.0
+    clock.now += 0.5
+    assert 5.0 < limiter.rate < 10.0
+    clock.now += 0.6
+    assert limiter.rate == 10.0  # back within a second, never above the configured limit
 
 
-def test_without_a_limit_a_429_sets_one_from_the_observed_pace():
+def test_without_a_limit_throttling_sets_one_from_the_observed_pace_then_lifts_it():
     clock = Clock()
     limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
     for _ in range(8):
         limiter.acquire()
     limiter.throttled()
     assert limiter.rate == 4.0
+    clock.now += 9.0  # 4 * 2**9 > 1000: unlimited again
+    assert limiter.rate is None
+
+
+def test_after_a_storm_of_throttling_the_pace_recovers_within_seconds():
+    """The issue's case: 40 updates after 429s must not go at 1 request/s."""
+    clock = Clock()
+    limiter = RateLimiter(40.0, clock=clock, sleep=clock.sleep)
+    for _ in range(20):  # 20 throttled replies, 0.3 s apart: halved each time
+        limiter.throttled()
+        clock.now += 0.3
+    start = clock.now
+    for _ in range(40):
+        limiter.acquire()
+    assert clock.now - start < 8.0  # at the floor for the rest: 80 s
 
 
 def test_rate_limit_is_respected_end_to_end(tmp_path, monkeypatch):

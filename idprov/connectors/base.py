@@ -115,6 +115,7 @@ class TargetError(OutboundError):
         hint: str | None = None,
         ambiguous: bool = False,
         accepted: bool = False,
+        partial: bool = False,
     ) -> None:
         super().__init__(message, hint=hint)
         self.status = status
@@ -125,14 +126,50 @@ class TargetError(OutboundError):
         self.accepted = accepted
         """True when the target acknowledged the request and will carry it out later
         (SPML ``pending``): what a create then makes is provably idprov's."""
+        self.partial = partial
+        """True when part of the operation was done before it failed, and a repeat
+        resumes where it stopped (group members): the engine then does not count the
+        failure against ``retry.max_attempts``."""
 
 
 class RemoteConflict(TargetError):
+    """The object to create exists already (by the key the target enforces)."""
+
     code = "remote_conflict"
 
 
 class RemoteNotFound(TargetError):
+    """The remote object is gone. From update, rename and membership calls this makes
+    the engine re-create the object (a deletion at the target is repaired); delete
+    and disable calls treat a missing object as done and do not raise it."""
+
     code = "remote_not_found"
+
+
+class Throttled(TargetError):
+    """The target asks idprov to slow down: HTTP 429, Google's 403
+    ``rateLimitExceeded``, Salesforce's ``REQUEST_LIMIT_EXCEEDED``. Always retryable;
+    the engine feeds it to the IdP's rate limiter, which slows down for a few seconds."""
+
+    code = "throttled"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        kwargs["retryable"] = True
+        super().__init__(message, **kwargs)
+
+
+class CredentialsRefused(TargetError):
+    """The target (or its token endpoint) refused idprov's credentials or their
+    permissions: 401, 403 that is not throttling, ``invalid_grant``. Nothing else will
+    work at that IdP: the engine stops its batch after the first, leaving the rest of
+    the rows pending. Never retryable."""
+
+    code = "credentials"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        kwargs["retryable"] = False
+        kwargs.setdefault("hint", "check the identity provider's credentials and permissions")
+        super().__init__(message, **kwargs)
 
 
 class Connector(ABC):
@@ -145,6 +182,9 @@ class Connector(ABC):
     default_attributes: ClassVar[Mapping[str, str]] = {}
     """Target attribute path -> template, used unless the IdP's ``attributes`` override."""
     uses_http: ClassVar[bool] = True
+    limiter: Any = None
+    """The IdP's rate limiter (:class:`~idprov.connectors.http.RateLimiter`), set by
+    idprov when it opens an HTTP connector; shared by the connector's threads."""
 
     def __init__(
         self, idp: IdentityProviderConfig, options: Any, client: httpx.Client | None
@@ -152,6 +192,12 @@ class Connector(ABC):
         self.idp = idp
         self.options = options
         self.client = client
+
+    def throttled(self) -> None:
+        """The target asked to slow down (the engine calls this for each
+        :class:`Throttled` it sees): the rate limiter halves its pace for a while."""
+        if self.limiter is not None:
+            self.limiter.throttled()
 
     def check(self) -> CheckReport:
         """Reachability, authentication and capabilities; changes nothing."""

@@ -38,10 +38,12 @@ from idprov.connectors.base import (
     Account,
     CheckReport,
     Connector,
+    CredentialsRefused,
     GroupSpec,
     RemoteConflict,
     RemoteNotFound,
     TargetError,
+    Throttled,
 )
 from idprov.connectors.http import RETRYABLE_STATUS, HttpOptions, json_reply, retry_after
 from idprov.connectors.oauth import (
@@ -555,13 +557,14 @@ def raise_google_error(response: httpx.Response, what: str) -> None:
         raise RemoteConflict(message, status=status)
     if status == 404:
         raise RemoteNotFound(message, status=status)
-    rate_limited = status == 403 and bool(reasons & RATE_LIMIT_REASONS)
-    retryable = rate_limited or status in RETRYABLE_STATUS
+    if status == 429 or (status == 403 and reasons & RATE_LIMIT_REASONS):
+        raise Throttled(message, status=status, retry_after=retry_after(response))
+    if status in (401, 403):
+        raise CredentialsRefused(message, status=status, hint=SETUP_HINT)
     raise TargetError(
         message,
         status=status,
-        retryable=retryable,
+        retryable=status in RETRYABLE_STATUS,
         retry_after=retry_after(response),
         ambiguous=status >= 500,
-        hint=SETUP_HINT if status in (401, 403) and not rate_limited else None,
     )

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from idprov.config.schema import Invalid
 from idprov.config.secrets import SecretRef
-from idprov.connectors.base import RemoteConflict, RemoteNotFound, TargetError, note_status
+from idprov.connectors.base import (
+    CredentialsRefused,
+    RemoteConflict,
+    RemoteNotFound,
+    TargetError,
+    Throttled,
+    note_status,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -55,11 +62,20 @@ class HttpOptions:
 class RateLimiter:
     """Requests per second to one identity provider, shared by its threads.
 
-    With a ``rate`` it spaces requests out; without one it only counts them. A 429
-    halves the pace (from the rate seen in the last second when none was set), and
-    each success earns a little back, up to the configured rate: a run slows down
-    instead of failing in a storm of 429s.
+    With a ``rate`` it spaces requests out; without one it only counts them. When the
+    target throttles (:meth:`throttled`, fed by the engine for every
+    :class:`~idprov.connectors.base.Throttled`), the pace halves (from the rate seen in
+    the last second when none was set) — once per burst, however many threads saw it —
+    and then doubles every :data:`RECOVERY_SECONDS` until it is back at the configured
+    rate (or unlimited): a run slows down for a few seconds, not for the rest of it.
     """
+
+    RECOVERY_SECONDS = 1.0
+    """Time for a throttled pace to double."""
+    BURST_SECONDS = 0.25
+    """Throttling seen again within this time of a halving is the same burst."""
+    FLOOR = 0.5
+    UNLIMITED = 1000.0
 
     def __init__(
         self, rate: float | None, clock: Any = time.monotonic, sleep: Any = time.sleep
@@ -67,38 +83,54 @@ class RateLimiter:
         import threading
 
         self.limit = rate
-        self.rate = rate
+        self._throttled_rate: float | None = None
+        self._since = 0.0
         self._next = 0.0
         self._recent: list[float] = []
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
 
+    @property
+    def rate(self) -> float | None:
+        """The pace now (None: unlimited)."""
+        with self._lock:
+            return self._rate(self._clock())
+
+    def _rate(self, now: float) -> float | None:
+        if self._throttled_rate is None:
+            return self.limit
+        rate = self._throttled_rate * 2 ** ((now - self._since) / self.RECOVERY_SECONDS)
+        ceiling = self.limit if self.limit is not None else self.UNLIMITED
+        if rate >= ceiling:
+            self._throttled_rate = None
+            return self.limit
+        return rate
+
     def acquire(self) -> None:
         with self._lock:
             now = self._clock()
             self._recent = [t for t in self._recent if now - t < 1.0] + [now]
-            if self.rate is None:
+            rate = self._rate(now)
+            if rate is None:
                 return
             start = max(now, self._next)
-            self._next = start + 1.0 / self.rate
+            self._next = start + 1.0 / rate
         if start > now:
             self._sleep(start - now)
 
     def throttled(self) -> None:
-        """A 429 came back: go at half the pace."""
+        """The target asked to slow down: go at half the pace."""
         with self._lock:
-            pace = self.rate if self.rate is not None else float(max(len(self._recent), 2))
-            self.rate = max(pace / 2, 0.5)
-
-    def succeeded(self) -> None:
-        with self._lock:
-            if self.rate is not None and self.limit is not None and self.rate < self.limit:
-                self.rate = min(self.limit, self.rate * 1.05)
-            elif self.limit is None and self.rate is not None:
-                self.rate *= 1.05  # recovering after 429s with no configured limit
-                if self.rate > 1000:
-                    self.rate = None
+            now = self._clock()
+            if self._throttled_rate is not None and now - self._since < self.BURST_SECONDS:
+                return
+            pace = self._rate(now)
+            if pace is None:
+                pace = float(max(len([t for t in self._recent if now - t < 1.0]), 2))
+            self._throttled_rate = max(pace / 2, self.FLOOR)
+            self._since = now
+            self._next = min(self._next, now + 1.0 / self._throttled_rate)
 
 
 def make_client(
@@ -187,13 +219,7 @@ def _limit_hooks(limiter: RateLimiter) -> dict[str, list[Any]]:
     def before(request: httpx.Request) -> None:
         limiter.acquire()
 
-    def after(response: httpx.Response) -> None:
-        if response.status_code == 429:
-            limiter.throttled()
-        elif response.status_code < 400:
-            limiter.succeeded()
-
-    return {"request": [before], "response": [after]}
+    return {"request": [before]}
 
 
 def auth_headers(options: HttpOptions) -> dict[str, str]:
@@ -263,16 +289,20 @@ def raise_for_status(response: httpx.Response, what: str, detail: str | None) ->
         raise RemoteConflict(message, status=status)
     if status == 404:
         raise RemoteNotFound(message, status=status)
-    hint = None
+    if status == 429:
+        raise Throttled(message, status=status, retry_after=retry_after(response))
     if status in (401, 403):
-        hint = "check the identity provider's credentials and their permissions"
+        raise CredentialsRefused(
+            message,
+            status=status,
+            hint="check the identity provider's credentials and their permissions",
+        )
     raise TargetError(
         message,
         status=status,
         retryable=status in RETRYABLE_STATUS,
         retry_after=retry_after(response),
         ambiguous=status >= 500,
-        hint=hint,
     )
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from idprov.config.secrets import SecretRef
-from idprov.connectors.base import TargetError
+from idprov.connectors.base import CredentialsRefused, TargetError, Throttled
 from idprov.connectors.http import RETRYABLE_STATUS, retry_after, send
 from idprov.errors import IdprovError, SecretError
 
@@ -148,12 +148,16 @@ def request_token(
         data = None
     if status >= 400 or not isinstance(data, dict):
         detail = oauth_error_detail(response, data)
+        message = f"{what}: HTTP {status}: {detail}"
+        if status == 429:
+            raise Throttled(message, status=status, retry_after=retry_after(response))
+        if 400 <= status < 500 and status != 408:  # invalid_grant, invalid_client...
+            raise CredentialsRefused(message, status=status, hint=hint)
         raise TargetError(
-            f"{what}: HTTP {status}: {detail}",
+            message,
             status=status,
             retryable=status in RETRYABLE_STATUS,
             retry_after=retry_after(response),
-            hint=None if status in RETRYABLE_STATUS else hint,
         )
     return token_from_response(data, what)
 
@@ -200,8 +204,8 @@ class TokenCache:
             return self._fetch()
         except TargetError:
             raise
-        except IdprovError as exc:
-            raise TargetError(exc.message, hint=exc.hint) from exc
+        except IdprovError as exc:  # a secret that cannot be read, a key that is no key
+            raise CredentialsRefused(exc.message, hint=exc.hint) from exc
 
     def refused(self, token: AccessToken) -> None:
         """The target refused ``token``: the next :meth:`get` fetches a new one (once,

@@ -49,10 +49,12 @@ from idprov.connectors.base import (
     Account,
     CheckReport,
     Connector,
+    CredentialsRefused,
     GroupSpec,
     RemoteConflict,
     RemoteNotFound,
     TargetError,
+    Throttled,
 )
 from idprov.connectors.http import RETRYABLE_STATUS, HttpOptions, json_reply, retry_after
 from idprov.connectors.oauth import (
@@ -74,7 +76,8 @@ LOGIN_URL = "https://login.salesforce.com"
 SANDBOX_LOGIN_URL = "https://test.salesforce.com"
 COLLECTION_LIMIT = 200
 """Records per sObject Collections request (Salesforce refuses more)."""
-RETRYABLE_CODES = frozenset({"REQUEST_LIMIT_EXCEEDED", "UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"})
+RETRYABLE_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"})
+THROTTLE_CODES = frozenset({"REQUEST_LIMIT_EXCEEDED", "CONCURRENT_REQUEST_LIMIT_EXCEEDED"})
 GONE_CODES = frozenset({"NOT_FOUND", "ENTITY_IS_DELETED"})
 KEY_PREFIXES = {"permission_set": "0PS", "group": "00G"}
 """Salesforce ids start with their object's key prefix: PermissionSet 0PS, Group 00G."""
@@ -626,6 +629,8 @@ def record_error(reply: Mapping[str, Any], what: str) -> TargetError:
         return RemoteConflict(message)
     if codes & GONE_CODES:
         return RemoteNotFound(message)
+    if codes & THROTTLE_CODES:
+        return Throttled(message)
     return TargetError(message, retryable=bool(codes & RETRYABLE_CODES))
 
 
@@ -650,17 +655,23 @@ def raise_salesforce_error(response: httpx.Response, what: str) -> None:
         raise RemoteConflict(message, status=status)
     if status == 404 or codes & GONE_CODES:
         raise RemoteNotFound(message, status=status)
+    if status == 429 or codes & THROTTLE_CODES:
+        raise Throttled(message, status=status, retry_after=retry_after(response))
     retryable = status in RETRYABLE_STATUS or bool(codes & RETRYABLE_CODES)
-    hint = None
     if status == 401:
-        hint = "the token was refused even when new: " + SETUP_HINT
-    elif status == 403 and not retryable:
-        hint = "the integration user lacks a permission (Manage Users, API Enabled...)"
+        raise CredentialsRefused(
+            message, status=status, hint="the token was refused even when new: " + SETUP_HINT
+        )
+    if status == 403 and not retryable:
+        raise CredentialsRefused(
+            message,
+            status=status,
+            hint="the integration user lacks a permission (Manage Users, API Enabled...)",
+        )
     raise TargetError(
         message,
         status=status,
         retryable=retryable,
         retry_after=retry_after(response),
         ambiguous=status >= 500,
-        hint=hint,
     )

@@ -29,6 +29,7 @@ from idprov.connectors.base import (
     RemoteMatch,
     RemoteNotFound,
     TargetError,
+    Throttled,
 )
 from idprov.connectors.http import (
     RETRYABLE_STATUS,
@@ -371,6 +372,8 @@ class Scim2Connector(Connector):
             message += f": {detail.get('detail') or ''} (scimType {detail.get('scimType')})"
         if status == 409:
             return RemoteConflict(message, status=status)
+        if status == 429:
+            return Throttled(message, status=status)
         return TargetError(
             message, status=status, retryable=status in RETRYABLE_STATUS, ambiguous=status >= 500
         )

@@ -79,11 +79,13 @@ def open_connector(
         options = build(
             cls.Options, options, Locator(f"identity provider {idp.name}"), ("options",)
         )
-    client = None
+    client = limiter = None
     if cls.uses_http and isinstance(options, HttpOptions):
         limiter = RateLimiter(idp.rate_limit, sleep=sleep)
         client = per_thread_client(options, transport, limiter)
-    return cls(idp, options, client)
+    connector = cls(idp, options, client)
+    connector.limiter = limiter
+    return connector
 
 
 def _check_ca_file(idp: Any, options: Any, location: str, index: int) -> None:

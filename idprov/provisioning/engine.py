@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from idprov.connectors.base import Account, RemoteConflict, TargetError
+from idprov.connectors.base import Account, RemoteConflict, TargetError, Throttled
 from idprov.db import write_transaction
 from idprov.errors import IdprovError
 from idprov.provisioning.plan_roles import RolePlanning
@@ -269,6 +269,8 @@ class Engine(UserPlanning, RolePlanning):
                 results = connector.create_users(accounts)
             except TargetError as exc:
                 attempts.append(Attempt(number, _ms(start), exc.status, exc.message))
+                if isinstance(exc, Throttled):
+                    connector.throttled()
                 if exc.ambiguous or not exc.retryable or number >= idp.retry.max_attempts:
                     raise
                 self.sleep(max(backoff(number, idp.retry), exc.retry_after or 0))

@@ -66,7 +66,11 @@ class RolePlanning:
 
             def delete(attempts: list[Attempt]) -> None:
                 with_retries(
-                    lambda n: connector.delete_group(remote_id), idp.retry, attempts, self.sleep
+                    lambda n: connector.delete_group(remote_id),
+                    idp.retry,
+                    attempts,
+                    self.sleep,
+                    connector.throttled,
                 )
 
             def forget(_: None) -> OperationResult:
@@ -137,7 +141,9 @@ class RolePlanning:
                         return self._adopt_group(connector, idp, spec, match)
                 return connector.create_group(spec), True
 
-            result: tuple[str, bool] = with_retries(call, idp.retry, attempts, self.sleep)
+            result: tuple[str, bool] = with_retries(
+                call, idp.retry, attempts, self.sleep, connector.throttled
+            )
             return result
 
         def record(outcome: tuple[str, bool]) -> OperationResult:
@@ -186,6 +192,7 @@ class RolePlanning:
                     idp.retry,
                     attempts,
                     self.sleep,
+                    connector.throttled,
                 )
             if add or removed_remote:
                 with_retries(
@@ -195,6 +202,7 @@ class RolePlanning:
                     idp.retry,
                     attempts,
                     self.sleep,
+                    connector.throttled,
                 )
 
         def record(_: None) -> OperationResult:

@@ -134,6 +134,7 @@ class UserPlanning:
                         retry,
                         attempts,
                         self.sleep,
+                        connector.throttled,
                     )
                     return remote_id, entry.created_by_idprov
                 except RemoteNotFound:
@@ -182,7 +183,9 @@ class UserPlanning:
                 look = look or exc.ambiguous
                 raise
 
-        result: tuple[str, bool] = with_retries(call, idp.retry, attempts, self.sleep)
+        result: tuple[str, bool] = with_retries(
+            call, idp.retry, attempts, self.sleep, connector.throttled
+        )
         return result
 
     def _on_conflict(
@@ -253,17 +256,22 @@ class UserPlanning:
                 def leave(number: int, group: str = group_id) -> None:
                     connector.change_members(group, [], [remote_id])
 
-                with_retries(leave, idp.retry, attempts, self.sleep)
+                with_retries(leave, idp.retry, attempts, self.sleep, connector.throttled)
             if operation == "disable":
                 with_retries(
                     lambda n: connector.disable_user(remote_id, account),
                     idp.retry,
                     attempts,
                     self.sleep,
+                    connector.throttled,
                 )
             else:
                 with_retries(
-                    lambda n: connector.delete_user(remote_id), idp.retry, attempts, self.sleep
+                    lambda n: connector.delete_user(remote_id),
+                    idp.retry,
+                    attempts,
+                    self.sleep,
+                    connector.throttled,
                 )
 
         def record(_: None) -> OperationResult:

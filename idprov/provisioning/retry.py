@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from idprov.config.models import RetryConfig
-from idprov.connectors.base import TargetError, last_status, note_status
+from idprov.connectors.base import TargetError, Throttled, last_status, note_status
 from idprov.provisioning.results import Attempt
 
 
@@ -23,8 +23,8 @@ def backoff(attempt: int, retry: RetryConfig) -> float:
 
 
 THROTTLE_FACTOR = 4
-"""429s may take this many times ``max_attempts``: throttling slows a run down (the
-IdP's rate limiter halves its pace on each 429) rather than failing it."""
+"""Throttling may take this many times ``max_attempts``: it slows a run down (the
+IdP's rate limiter halves its pace) rather than failing it."""
 
 
 def with_retries(
@@ -32,8 +32,11 @@ def with_retries(
     retry: RetryConfig,
     attempts: list[Attempt],
     sleep: Callable[[float], None] = time.sleep,
+    on_throttled: Callable[[], None] | None = None,
 ) -> Any:
-    """Run ``call(attempt_number)`` until it succeeds, fails for good, or runs out."""
+    """Run ``call(attempt_number)`` until it succeeds, fails for good, or runs out.
+    A :class:`Throttled` failure calls ``on_throttled`` (the IdP's rate limiter); a
+    ``partial`` one (progress was made, the repeat resumes) is not counted."""
     failures = throttled = 0
     number = 0
     while True:
@@ -44,9 +47,11 @@ def with_retries(
             value = call(number)
         except TargetError as exc:
             attempts.append(Attempt(number, _ms(start), exc.status, exc.message))
-            if exc.status == 429:
+            if isinstance(exc, Throttled):
                 throttled += 1
-            else:
+                if on_throttled is not None:
+                    on_throttled()
+            elif not exc.partial:
                 failures += 1
             exhausted = failures >= retry.max_attempts or throttled >= (
                 retry.max_attempts * THROTTLE_FACTOR
