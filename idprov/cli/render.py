@@ -202,6 +202,8 @@ def outbound_report(report: OutboundReport) -> None:
         typer.secho(mark, fg=colour, nl=False)
         parts = [f"{done} done"] + ([f"{failed} failed"] if failed else [])
         parts += [f"{skipped} unchanged or out of scope"] if skipped else []
+        pending = idp.total - len(idp.operations)
+        parts += [f"{pending} left pending"] if pending > 0 else []
         typer.echo(f" {idp.name}: " + ", ".join(parts))
         _failures(idp.name, [op for op in idp.operations if op.outcome == "failed"])
     for name, count in sorted(report.queued.items()):

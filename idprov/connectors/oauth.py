@@ -171,6 +171,10 @@ def oauth_error_detail(response: httpx.Response, data: Any) -> str:
 
 
 # ---------------------------------------------------------------- cache and requests
+REFUSAL_MEMORY = 30.0
+"""Seconds a refused token request is not repeated (the credentials are wrong)."""
+
+
 class TokenCache:
     """One access token, shared by threads: fetched on first use, again when less than
     :data:`EXPIRY_MARGIN` of its life is left, and again after the target refused it.
@@ -185,6 +189,7 @@ class TokenCache:
         self._token: AccessToken | None = None
         self._deadline: float | None = None
         self._lock = threading.Lock()
+        self._refusal: tuple[float, CredentialsRefused] | None = None
         self.fetches = 0
         """How many tokens were fetched (for `idp test` and tests)."""
 
@@ -199,13 +204,24 @@ class TokenCache:
             return self._token
 
     def _fetch_now(self) -> AccessToken:
+        """A new token. A refusal of the credentials is remembered for
+        :data:`REFUSAL_MEMORY` seconds and raised again without asking: threads waiting
+        for a token do not each send the same hopeless request."""
+        now = self._clock()
+        if self._refusal is not None and now - self._refusal[0] < REFUSAL_MEMORY:
+            raise self._refusal[1]
         self.fetches += 1
         try:
             return self._fetch()
+        except CredentialsRefused as exc:
+            self._refusal = (now, exc)
+            raise
         except TargetError:
             raise
         except IdprovError as exc:  # a secret that cannot be read, a key that is no key
-            raise CredentialsRefused(exc.message, hint=exc.hint) from exc
+            refused = CredentialsRefused(exc.message, hint=exc.hint)
+            self._refusal = (now, refused)
+            raise refused from exc
 
     def refused(self, token: AccessToken) -> None:
         """The target refused ``token``: the next :meth:`get` fetches a new one (once,

@@ -24,7 +24,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from idprov.connectors.base import Account, RemoteConflict, TargetError, Throttled
+from idprov.connectors.base import (
+    Account,
+    CredentialsRefused,
+    RemoteConflict,
+    TargetError,
+    Throttled,
+)
 from idprov.db import write_transaction
 from idprov.errors import IdprovError
 from idprov.provisioning.plan_roles import RolePlanning
@@ -51,6 +57,11 @@ if TYPE_CHECKING:
 BATCH_ROWS = 200
 """Rows planned (and their ``creating`` marks committed) per chunk."""
 RENEW_SECONDS = 60.0
+
+
+class LeftPending(Exception):
+    """A row not sent because its IdP refused idprov's credentials earlier in this
+    drain: it stays in the outbox as it was."""
 
 
 class Engine(UserPlanning, RolePlanning):
@@ -80,10 +91,15 @@ class Engine(UserPlanning, RolePlanning):
         """Records of completed calls, written together at the end of each collect."""
         self._creating: list[tuple[str, str, str, str, str]] = []
         self._bulk_used: set[str] = set()
+        self._no_bulk: set[str] = set()
         self._completed: queue.SimpleQueue[tuple[Future[Any], Any]] = queue.SimpleQueue()
         self._in_flight = 0
         self._inline = False
         self._renewed = time.monotonic()
+        self._stopped: dict[str, str] = {}
+        """IdP -> the credentials failure that stopped its batch (set by workers)."""
+        self._reported: set[str] = set()
+        """IdPs whose credentials failure was reported (once per drain)."""
 
     def drain(self, rows: Sequence[OutboxRow]) -> OutboundReport:
         """Reconcile ``rows``: users first, then roles. Never raises for one row."""
@@ -135,6 +151,8 @@ class Engine(UserPlanning, RolePlanning):
             self._collect(block=True)
 
     def _dispatch(self, task: Task, bulk: dict[str, list[Task]]) -> None:
+        if task.row.idp in self._stopped:
+            return  # left pending: the IdP refused idprov's credentials
         if self._bulk_limit(task) > 1:
             self._queue_bulk(task, bulk)
         else:
@@ -149,13 +167,24 @@ class Engine(UserPlanning, RolePlanning):
         if self._inline:  # one call: no hop to a pool thread and back
             future: Future[Any] = Future()
             try:
-                future.set_result(fn(*args))
+                future.set_result(self._guarded(idp, fn, *args))
             except Exception as exc:
                 future.set_exception(exc)
             self._completed.put((future, tag))
             return
-        future = self.outbound.executor(idp).submit(fn, *args)
+        future = self.outbound.executor(idp).submit(self._guarded, idp, fn, *args)
         future.add_done_callback(lambda f: self._completed.put((f, tag)))
+
+    def _guarded(self, idp: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn`` in a worker, unless ``idp`` refused idprov's credentials already:
+        after the first such refusal nothing more is sent there in this drain."""
+        if idp in self._stopped:
+            raise LeftPending(idp)
+        try:
+            return fn(*args)
+        except CredentialsRefused as exc:
+            self._stopped.setdefault(idp, exc.message)
+            raise
 
     def _collect(self, block: bool) -> None:
         """Record every call that has completed (waiting for one if ``block``), in one
@@ -207,11 +236,13 @@ class Engine(UserPlanning, RolePlanning):
 
     # -- bulk creates
     def _bulk_limit(self, task: Task) -> int:
-        if task.account is None:
+        idp = task.row.idp
+        if task.account is None or idp in self._no_bulk:
             return 0
         try:
-            return self.outbound.connector(task.row.idp).bulk_create_limit()
+            return self.outbound.connector(idp).bulk_create_limit()
         except Exception:
+            self._no_bulk.add(idp)  # not asked again in this drain
             return 0  # no Bulk then; the single creates report what is wrong
 
     def _queue_bulk(self, task: Task, bulk: dict[str, list[Task]]) -> None:
@@ -353,6 +384,8 @@ class Engine(UserPlanning, RolePlanning):
 
     def _finish(self, task: Task, attempts: list[Attempt], value: Any) -> None:
         row = task.row
+        if self._left_pending(row, value):
+            return
         try:
             if isinstance(value, BaseException):
                 raise value
@@ -377,6 +410,21 @@ class Engine(UserPlanning, RolePlanning):
             self._done_rows.append(row)
         self._audit(row, task.operation, result, attempts)
         self._add(result)
+
+    def _left_pending(self, row: OutboxRow, value: Any) -> bool:
+        """Whether ``row`` stays in the outbox untouched: its IdP's batch was stopped by
+        a credentials failure, and this is not the one failure reported for it."""
+        if isinstance(value, LeftPending):
+            return True
+        if isinstance(value, CredentialsRefused):
+            if row.idp in self._reported:
+                return True
+            self._reported.add(row.idp)
+            value.message = (
+                f"credentials refused; idprov stopped pushing to {row.idp} and left its other "
+                f"rows in the outbox: {value.message}"
+            )
+        return False
 
     def _add(self, result: OperationResult) -> None:
         self._idp_report(result.idp).operations.append(result)

@@ -1,0 +1,84 @@
+"""Hopeless errors are not repeated per user: a credentials failure (a wrong token, a
+wrong key) stops that IdP's batch after the first, with one message, and leaves the
+other rows in the outbox as they were."""
+
+from __future__ import annotations
+
+from tests.outbound_helpers import FakeScim, idp_yaml, make_service
+from tests.peers.google import GoogleWorkspace, pem_of, rsa_key
+
+NO_SLEEP = {"sleep": lambda s: None}
+
+
+def test_a_wrong_scim_token_fails_one_row_and_leaves_the_rest_pending(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCIM_TOKEN", "wrong-token")
+    fake = FakeScim("secret-token")
+    idps = idp_yaml("target", "https://scim.test/v2", extra="    max_concurrency: 4\n")
+    with make_service(
+        tmp_path, idps, ["target"], http_transport=fake.transport(), **NO_SLEEP
+    ) as svc:
+        for i in range(20):
+            svc.add_user(f"user{i:02}", {"email": f"u{i}@example.com"})
+        fake.requests.clear()
+        report = svc.retry_outbox()
+        target = report.idps["target"]
+        failed = [op for op in target.operations if op.outcome == "failed"]
+        assert len(failed) == 1 and target.count("done") == 0
+        assert "credentials refused" in failed[0].error and "HTTP 401" in failed[0].error
+        assert target.to_dict()["pending"] == 19
+        assert len(fake.requests) <= 4  # at most the requests already in flight
+        assert len(svc.state.outbox.rows(idps=["target"])) == 20  # nothing dropped
+
+
+def test_the_cli_prints_one_failure_and_how_many_were_left(tmp_path, monkeypatch):
+    from idprov.cli.render import outbound_report
+
+    monkeypatch.setenv("SCIM_TOKEN", "wrong-token")
+    fake = FakeScim("secret-token")
+    idps = idp_yaml("target", "https://scim.test/v2", extra="    max_concurrency: 1\n")
+    with make_service(
+        tmp_path, idps, ["target"], http_transport=fake.transport(), **NO_SLEEP
+    ) as svc:
+        for i in range(5):
+            svc.add_user(f"user{i}", {"email": f"u{i}@example.com"})
+        fake.requests.clear()
+        report = svc.retry_outbox()
+    # the capability read (refused: no Bulk then), and one look-up, refused: then none
+    assert fake.requests == [("GET", "/v2/ServiceProviderConfig"), ("GET", "/v2/Users")]
+    import io
+    from contextlib import redirect_stdout
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        outbound_report(report)
+    text = out.getvalue()
+    assert "0 done, 1 failed, 4 left pending" in text
+    assert text.count("HTTP 401") == 1
+
+
+def test_a_wrong_google_key_asks_for_a_token_once(tmp_path, google_workspace: GoogleWorkspace):
+    wrong = tmp_path / "google-key.json"
+    google_workspace.key, right = rsa_key("other"), google_workspace.key
+    wrong.write_text(google_workspace.key_json(), encoding="utf-8")  # signed with another key
+    google_workspace.key = right
+    assert pem_of(right) not in wrong.read_text()
+    idps = f"""
+  - name: google
+    connector: google
+    options:
+      base_url: {google_workspace.url}
+      credentials: file:{wrong}
+      subject: {google_workspace.admin}
+    max_concurrency: 4
+    retry: {{max_attempts: 3, initial_backoff: 0.01, max_backoff: 0.05}}
+"""
+    with make_service(tmp_path, idps, ["google"], **NO_SLEEP) as svc:
+        for i in range(12):
+            svc.add_user(f"user{i:02}", {"email": f"u{i}@example.com"})
+        google_workspace.requests.clear()
+        report = svc.retry_outbox()
+    failed = [op for op in report.idps["google"].operations if op.outcome == "failed"]
+    assert len(failed) == 1 and "invalid_grant" in failed[0].error
+    token_requests = [r for r in google_workspace.requests if r.path == "/token"]
+    assert len(token_requests) == 1
+    assert not google_workspace.users
