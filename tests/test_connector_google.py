@@ -80,7 +80,11 @@ def test_user_and_group_lifecycle(tmp_path, google):
         assert alice["organizations"] == [
             {"type": "work", "title": "Engineer", "department": "R&D"}
         ]
-        assert alice["externalIds"] == [{"type": "organization", "value": "E-1"}]
+        local_id = svc.get_user("alice").id
+        assert alice["externalIds"] == [
+            {"type": "organization", "value": "E-1"},
+            {"type": "custom", "customType": "idprov", "value": local_id},  # idprov's mark
+        ]
         assert alice["suspended"] is False and alice["changePasswordAtNextLogin"] is False
         [password] = google.passwords[alice["id"]]
         assert len(password) >= 24
@@ -489,3 +493,72 @@ def test_update_body_never_carries_create_only_fields():
     assert "password" not in connector.user_body(account, create=False)
     created = connector.user_body(account, create=True)
     assert created["password"] == "p" * 10 and created["primaryEmail"] == "zoe@example.com"
+
+
+# ---------------------------------------------------------------- ownership, admins, passwords
+def test_a_create_whose_reply_was_lost_is_adopted_by_idprovs_mark(tmp_path, google):
+    with service(tmp_path, google) as svc:
+        svc.add_role("staff")
+        google.fail_next(503, "backendError", method="POST", path="/users", after_apply=True)
+        result = svc.add_user("uma", {}, roles=["staff"])
+        assert result.outbound.ok, result.outbound.to_dict()
+        entry = svc.state.ledger.get("google", "user", svc.get_user("uma").id)
+    assert len(google.users) == 1 and len(google.api_requests("POST")) == 3  # user, group, member
+    assert entry.created_by_idprov and entry.remote_id == google.user("uma@example.com")["id"]
+
+
+def test_a_foreign_account_is_not_taken_over_after_a_5xx(tmp_path, google):
+    google.insert_user(
+        {
+            "primaryEmail": "victim@example.com",
+            "name": {"givenName": "V", "familyName": "T"},
+            "password": "x" * 12,
+        }
+    )
+    with service(tmp_path, google) as svc:
+        svc.add_role("staff")
+        google.fail_next(500, "backendError", method="POST", path="/users")
+        result = svc.add_user("victim", {}, roles=["staff"])
+        [op] = [o for o in result.outbound.idps["google"].operations if o.kind == "user"]
+        assert op.outcome == "failed" and "nothing at the target proves it" in op.error
+        assert (
+            "on_conflict: adopt" in (svc.outbox_rows(["google"], "failed")[0].last_error or "")
+            or op.error
+        )
+        svc.unassign("staff", ["victim"])
+    assert google.user("victim@example.com") is not None  # never deleted
+
+
+def test_an_account_an_administrator_suspended_stays_suspended(tmp_path, google):
+    with service(tmp_path, google) as svc:
+        svc.add_role("staff")
+        svc.add_user("pat", {"title": "Clerk", "phone_number": "1"}, roles=["staff"])
+        google.user("pat@example.com")["suspended"] = True  # the Admin console
+        google.requests.clear()
+        assert svc.update_user("pat", {"title": "Manager"}).outbound.ok
+    [patch] = google.api_requests("PATCH")
+    assert google.user("pat@example.com")["suspended"] is True
+    # only what changed (and the primary email, the account's key)
+    assert set(patch.body) == {"organizations", "primaryEmail"}
+    assert patch.body["organizations"] == [{"type": "work", "title": "Manager"}]
+
+
+def test_what_idprov_suspended_it_unsuspends(tmp_path, google):
+    with service(tmp_path, google, extra="    deprovision: disable\n") as svc:
+        svc.add_role("staff")
+        svc.add_user("sid", {}, roles=["staff"])
+        svc.unassign("staff", ["sid"])
+        assert google.user("sid@example.com")["suspended"] is True
+        svc.assign("staff", ["sid"])
+    assert google.user("sid@example.com")["suspended"] is False
+
+
+def test_passwords_go_on_create_and_passwd_with_send_password(tmp_path, google):
+    with service(tmp_path, google, options="      send_password: true\n") as svc:
+        svc.add_role("staff")
+        svc.add_user("tess", {}, roles=["staff"], password="Correct-Horse-1")
+        uid = google.user("tess@example.com")["id"]
+        assert google.passwords[uid] == ["Correct-Horse-1"]
+        result = svc.set_password("tess", "Battery-Staple-2")
+        assert result.outbound.ok and result.outbound.idps["google"].count("done") == 1
+    assert google.passwords[uid] == ["Correct-Horse-1", "Battery-Staple-2"]

@@ -41,6 +41,7 @@ from idprov.connectors.base import (
     CredentialsRefused,
     GroupSpec,
     RemoteConflict,
+    RemoteMatch,
     RemoteNotFound,
     TargetError,
     Throttled,
@@ -75,6 +76,8 @@ SETUP_HINT = (
     "the scopes in the Google Admin console (Security > API controls), and that "
     "`subject` is an administrator of the domain"
 )
+MARK_TYPE = "idprov"
+"""``customType`` of the ``externalIds`` item holding the local id: idprov's mark."""
 _VALUE_PATH = re.compile(r'^(\w+)\[(\w+) eq "([^"]*)"\]\.(\w+)$')
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
 
@@ -153,6 +156,9 @@ class GoogleOptions(HttpOptions):
     org_unit_path: str | None = None
     """Where new accounts are created (e.g. ``/Staff``); default: the root unit."""
     change_password_at_next_login: bool = False
+    send_password: bool = False
+    """Send the password given to `user add`/`user passwd` (else new accounts get a
+    random one, and people sign in through single sign-on or a reset)."""
 
     def __post_init__(self) -> None:
         check_no_http_auth(self, "google", "credentials: the service account key")
@@ -368,7 +374,9 @@ class GoogleConnector(Connector):
 
     def user_body(self, account: Account, *, create: bool) -> dict[str, Any]:
         """The Directory API user resource for ``account``. A missing given or family
-        name (both required) is the user name's local part, as WSO2 does."""
+        name (both required) is the user name's local part, as WSO2 does. The
+        ``externalIds`` list always holds idprov's mark (the local id, custom type
+        ``idprov``): a look-up after a lost reply proves the account idprov's."""
         body: dict[str, Any] = {}
         for path, value in account.attributes.items():
             if create or path.split(".", 1)[0] not in self.create_only:
@@ -381,9 +389,13 @@ class GoogleConnector(Connector):
         local = email.partition("@")[0]
         name.setdefault("givenName", local)
         name.setdefault("familyName", local)
+        body.setdefault("externalIds", []).append(
+            {"type": "custom", "customType": MARK_TYPE, "value": account.local_id}
+        )
         body["suspended"] = not account.active
         if create:
-            body.setdefault("password", secrets.token_urlsafe(24))
+            given = account.password if self.options.send_password else None
+            body.setdefault("password", given or secrets.token_urlsafe(24))
             body.setdefault("changePasswordAtNextLogin", self.options.change_password_at_next_login)
             if self.options.org_unit_path:
                 body.setdefault("orgUnitPath", self.options.org_unit_path)
@@ -398,18 +410,34 @@ class GoogleConnector(Connector):
         return remote_id
 
     def find_user(self, user_name: str) -> str | None:
-        email = self.primary_email(user_name)
+        found = self._user_by_email(self.primary_email(user_name))
+        return None if found is None else str(found["id"])
+
+    def lookup_user(self, account: Account) -> RemoteMatch | None:
+        """The account of ``account``'s primary email; idprov's when its ``externalIds``
+        hold idprov's mark with this very local id."""
+        found = self._user_by_email(self.primary_email(account.user_name))
+        if found is None:
+            return None
+        mark = {"type": "custom", "customType": MARK_TYPE, "value": account.local_id}
+        return RemoteMatch(str(found["id"]), ours=mark in (found.get("externalIds") or []))
+
+    def _user_by_email(self, email: str) -> dict[str, Any] | None:
         what = f"look up user {email}"
         try:
             response = self._request(
-                "GET", f"/users/{quote(email)}", what, params={"fields": "id,primaryEmail"}
+                "GET",
+                f"/users/{quote(email)}",
+                what,
+                params={"fields": "id,primaryEmail,externalIds"},
             )
         except RemoteNotFound:
             return None
-        remote_id = str(self._json(response, what).get("id") or "") or None
-        if remote_id:
-            self._emails[remote_id] = email
-        return remote_id
+        found = self._json(response, what)
+        if not found.get("id"):
+            return None
+        self._emails[str(found["id"])] = email
+        return found
 
     def read_user(self, remote_id: str) -> dict[str, Any] | None:
         what = f"read user {remote_id}"
@@ -421,18 +449,30 @@ class GoogleConnector(Connector):
     def update_user(
         self, remote_id: str, account: Account, previous: Mapping[str, Any] | None
     ) -> None:
-        """``users.patch`` with every mapped field (never the password). Fields mapped
-        before and not now are cleared: lists with ``[]``, others with null."""
+        """``users.patch`` with the fields whose value changed since ``previous`` (never
+        the password, never ``suspended``: an account suspended by an administrator
+        stays suspended). Fields mapped before and not now are cleared: lists with
+        ``[]``, others with null. Without ``previous`` (re-enabling what idprov
+        suspended, adopting) every field is sent, ``suspended: false`` included."""
         body = self.user_body(account, create=False)
         if previous is not None:
             old = self.user_body(
                 Account(account.local_id, account.user_name, previous), create=False
             )
-            for key in old.keys() - body.keys():
+            new = body  # primaryEmail always: the user name may have changed
+            body = {
+                k: v
+                for k, v in new.items()
+                if k == "primaryEmail" or (old.get(k) != v and k != "suspended")
+            }
+            for key in old.keys() - new.keys():
                 body[key] = [] if isinstance(old[key], list) else None
-        what = f"update user {body['primaryEmail']}"
-        self._request("PATCH", f"/users/{quote(remote_id)}", what, body=body)
-        self._emails[remote_id] = body["primaryEmail"]
+        email = self.primary_email(account.user_name)
+        if account.password is not None and self.options.send_password:
+            body["password"] = account.password  # `user passwd`: sent once, never kept
+        if body:
+            self._request("PATCH", f"/users/{quote(remote_id)}", f"update user {email}", body=body)
+        self._emails[remote_id] = email
 
     def disable_user(self, remote_id: str, account: Account) -> None:
         """Suspend the account. One that is gone cannot sign in either: not an error."""
@@ -464,19 +504,30 @@ class GoogleConnector(Connector):
     def create_group(self, group: GroupSpec) -> str:
         email = self.group_email(group.display_name)
         what = f"create group {email}"
-        body = {"email": email, "name": group.display_name}
+        body = {"email": email, "name": group.display_name, "description": group_mark(group)}
         remote_id = self._created_id(self._request("POST", "/groups", what, body=body), what)
         self.change_members(remote_id, group.member_ids, [])
         return remote_id
 
     def find_group(self, display_name: str) -> str | None:
-        email = self.group_email(display_name)
+        found = self._group_by_email(self.group_email(display_name))
+        return None if found is None else str(found["id"])
+
+    def lookup_group(self, group: GroupSpec) -> RemoteMatch | None:
+        """The group of the role's email; idprov's when its description is the mark
+        idprov gave it (:func:`group_mark`)."""
+        found = self._group_by_email(self.group_email(group.display_name))
+        if found is None:
+            return None
+        return RemoteMatch(str(found["id"]), ours=found.get("description") == group_mark(group))
+
+    def _group_by_email(self, email: str) -> dict[str, Any] | None:
         what = f"look up group {email}"
         try:
-            response = self._request("GET", f"/groups/{quote(email)}", what)
+            found = self._json(self._request("GET", f"/groups/{quote(email)}", what), what)
         except RemoteNotFound:
             return None
-        return str(self._json(response, what).get("id") or "") or None
+        return found if found.get("id") else None
 
     def rename_group(self, remote_id: str, display_name: str) -> None:
         """Set the group's name and, by the pattern, its email (Google keeps the old
@@ -532,6 +583,11 @@ class GoogleConnector(Connector):
             raise TargetError(f"{what}: the reply holds no primaryEmail", retryable=True)
         self._emails[user_id] = str(email)
         return str(email)
+
+
+def group_mark(group: GroupSpec) -> str:
+    """The description idprov gives a group it creates: its mark (with the role's id)."""
+    return f"Managed by idprov (role {group.local_id})"
 
 
 def raise_google_error(response: httpx.Response, what: str) -> None:

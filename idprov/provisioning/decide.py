@@ -110,7 +110,8 @@ def decide_user(
         return UserDecision("none", "not in scope" if user else "deleted, never provisioned")
     assert entry is not None
     why = "deleted locally" if user is None else "out of scope"
-    if idp.deprovision == "disable":
+    if idp.deprovision == "disable" or not entry.created_by_idprov:
+        # an account idprov adopted is never deleted: it was there before idprov
         if entry.state == "disabled":
             return UserDecision("none", "already disabled")
         return UserDecision("disable", why)

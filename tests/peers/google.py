@@ -136,6 +136,9 @@ class PeerReply:
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    applied: bool = False
+    """For an injected fault: the request is carried out first, then this reply is
+    sent instead of the real one (a reply lost after the work was done)."""
 
 
 class LoggedRequest(NamedTuple):
@@ -382,11 +385,14 @@ class GoogleWorkspace:
         method: str | None = None,
         path: str | None = None,
         headers: dict[str, str] | None = None,
+        after_apply: bool = False,
     ) -> None:
         """Answer the next ``count`` matching requests (``path`` relative to the API
-        root, or ``/token``) with a Google error of ``status`` and ``reason``."""
+        root, or ``/token``) with a Google error of ``status`` and ``reason``; with
+        ``after_apply`` the request is carried out first (its reply is lost)."""
         reply = google_error(status, message or f"injected {reason}", reason)
         reply.headers = headers or {}
+        reply.applied = after_apply
         full = "/token" if path == "/token" else API_PATH + (path or "")
         self.faults.add(reply, count, method, full)
 
@@ -430,12 +436,13 @@ class GoogleWorkspace:
             reply.headers["WWW-Authenticate"] = 'Bearer realm="https://accounts.google.com/"'
             return reply
         fault = self.faults.take(request)
-        if fault is not None:
+        if fault is not None and not fault.applied:
             return fault
         try:
-            return self.route(request, grant)
+            reply = self.route(request, grant)
         except GoogleError as exc:
-            return google_error(exc.status, exc.message, exc.reason)
+            reply = google_error(exc.status, exc.message, exc.reason)
+        return fault or reply
 
     # -- OAuth
     def token(self, request: PeerRequest) -> PeerReply:

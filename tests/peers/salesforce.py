@@ -259,11 +259,14 @@ class SalesforceOrg:
         count: int = 1,
         method: str | None = None,
         path: str | None = None,
+        after_apply: bool = False,
     ) -> None:
         """Answer the next ``count`` matching API requests (``path``: relative to
-        ``/services/data/vXX.X``, a prefix) with Salesforce's error array."""
-        error = SalesforceError(status, code, message or f"injected {code}")
-        self.faults.add(error.rest(), count, method, path)
+        ``/services/data/vXX.X``, a prefix) with Salesforce's error array; with
+        ``after_apply`` the request is carried out first (its reply is lost)."""
+        reply = SalesforceError(status, code, message or f"injected {code}").rest()
+        reply.applied = after_apply
+        self.faults.add(reply, count, method, path)
 
     def api_requests(self, method: str | None = None, path: str = "") -> list[LoggedRequest]:
         return [
@@ -390,12 +393,13 @@ class SalesforceOrg:
             return reply
         rest = m.group(2) or "/"
         fault = self.faults.take(replace(request, path=rest))
-        if fault is not None:
+        if fault is not None and not fault.applied:
             return fault
         try:
-            return self.route(request, rest, m.group(1))
+            reply = self.route(request, rest, m.group(1))
         except SalesforceError as exc:
-            return exc.rest()
+            reply = exc.rest()
+        return fault or reply
 
     def route(self, request: PeerRequest, rest: str, version: str) -> PeerReply:
         parts = [p for p in rest.split("/") if p]
