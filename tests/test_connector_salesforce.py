@@ -105,8 +105,8 @@ def test_user_and_permission_set_lifecycle(tmp_path, org):
 
         assert svc.update_user("alice", {"title": "CTO"}).outbound.ok
         patch = org.api_requests("PATCH")[-1]
-        assert patch.body["Title"] == "CTO" and patch.body["IsActive"] is True
-        assert "ProfileId" not in patch.body and "Alias" not in patch.body
+        # only what changed (and the Username, the user's key); never IsActive
+        assert patch.body == {"Title": "CTO", "Username": "alice@example.com"}
 
         result = svc.unassign("staff", ["alice"])
         assert result.outbound.ok
@@ -359,7 +359,7 @@ def test_an_unknown_api_version_fails_the_check(tmp_path, org):
 
 
 def test_the_check_warns_about_deprovision_delete_and_unknown_roles(tmp_path, org):
-    idps = sf_idp(org).replace("    deprovision: disable\n", "")
+    idps = sf_idp(org).replace("    deprovision: disable\n", "    deprovision: delete\n")
     idps = idps.replace("name: Engineering}", "name: Nobody}")
     with make_service(tmp_path, idps, ["sf"]) as svc:
         report = svc.test_idp("sf")
@@ -446,3 +446,107 @@ def test_sandbox_hosts_get_the_sandbox_audience():
     assert build(SalesforceOptions, options(), Locator("t")).jwt_audience == (
         "https://login.salesforce.com"
     )
+
+
+# ---------------------------------------------------------------- access left behind, admins, marks
+def test_deleting_a_role_revokes_its_permission_set_and_group_memberships(tmp_path, org):
+    with service(tmp_path, org, extra="    push_roles: all\n") as svc:
+        svc.add_role("staff")
+        svc.add_role("engineers")
+        svc.add_user("ann", {}, roles=["staff", "engineers"])
+        svc.add_user("ben", {}, roles=["staff", "engineers"])
+        assert org.assignees("Sales_Ops") == {"ann@example.com", "ben@example.com"}
+        assert org.group_members("Engineering") == {"ann@example.com", "ben@example.com"}
+        assert svc.delete_role("engineers").outbound.ok
+        assert org.group_members("Engineering") == set()
+        assert svc.state.ledger.for_idp("sf", "role").keys() == {svc.get_role("staff").id}
+    # the public group itself is not idprov's: it stays
+    assert org.group_id("Engineering")
+
+
+def test_deleting_a_role_leaves_alone_an_assignment_idprov_did_not_make(tmp_path, org):
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        svc.add_user("cal", {}, roles=["staff"])
+        other = org._insert(
+            "User",
+            {
+                "Username": "admin-made@example.com",
+                "LastName": "Admin",
+                "Email": "a@example.com",
+                "Alias": "adm",
+                "ProfileId": org.profile_id("Standard User"),
+                "IsActive": True,
+            },
+        )
+        org.create_membership(
+            "PermissionSetAssignment",
+            {"PermissionSetId": org.permission_set_id("Sales_Ops"), "AssigneeId": other},
+        )
+        result = svc.delete_role("staff")
+        assert result.outbound.ok, result.outbound.to_dict()
+    assert org.assignees("Sales_Ops") == {"admin-made@example.com"}
+
+
+def test_without_deprovision_salesforce_deactivates_and_keeps_the_id(tmp_path, org):
+    idps = sf_idp(org).replace("    deprovision: disable\n", "")
+    with make_service(tmp_path, idps, ["sf"], **NO_SLEEP) as svc:
+        svc.add_role("staff")
+        svc.add_user("dee", {}, roles=["staff"])
+        svc.unassign("staff", ["dee"])
+        entry = svc.state.ledger.get("sf", "user", svc.get_user("dee").id)
+        assert entry.state == "disabled" and entry.remote_id  # kept: she can come back
+        assert svc.assign("staff", ["dee"]).outbound.ok
+    assert org.users()["dee@example.com"]["IsActive"] is True and len(org.users()) == 1
+
+
+def test_a_user_an_administrator_deactivated_stays_deactivated(tmp_path, org):
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        svc.add_user("eve", {"title": "Clerk"}, roles=["staff"])
+        org.users()["eve@example.com"]["IsActive"] = False  # Setup > Users
+        assert svc.update_user("eve", {"title": "Boss"}).outbound.ok
+    eve = org.users()["eve@example.com"]
+    assert eve["IsActive"] is False and eve["Title"] == "Boss"
+
+
+def test_a_collection_whose_reply_was_lost_is_not_sent_again(tmp_path, org):
+    org.fail_next(500, "UNKNOWN_EXCEPTION", path="/composite/sobjects", after_apply=True)
+    result, calls = push_many(tmp_path, org, 30)
+    assert result.outbound.ok, [o.error for o in ops(result) if o.error][:3]
+    user_collections = [
+        r
+        for r in org.api_requests("POST", "composite/sobjects")
+        if r.body["records"][0]["attributes"]["type"] == "User"
+    ]
+    assert len(user_collections) == 1 and calls["POST sobjects/User/"] == 0
+    assert len(org.users()) == 30  # each found by idprov's mark, adopted as idprov's
+
+
+def test_a_foreign_user_is_not_taken_over_after_a_500(tmp_path, org):
+    org._insert(
+        "User",
+        {
+            "Username": "victim@example.com",
+            "LastName": "Victim",
+            "Email": "v@example.com",
+            "Alias": "vic",
+            "ProfileId": org.profile_id("Standard User"),
+            "IsActive": True,
+        },
+    )
+    org.fail_next(500, "UNKNOWN_EXCEPTION", method="POST", path="/sobjects/User")
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        result = svc.add_user("victim", {}, roles=["staff"])
+        [op] = ops(result, "user")
+        assert op.outcome == "failed" and "nothing at the target proves it" in op.error
+    assert org.users()["victim@example.com"]["IsActive"] is True
+    assert org.assignees("Sales_Ops") == set()
+
+
+def test_the_mark_is_federation_identifier_unless_mapped_or_configured(tmp_path, org):
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        svc.add_user("fay", {}, roles=["staff"])
+        assert org.users()["fay@example.com"]["FederationIdentifier"] == svc.get_user("fay").id

@@ -157,7 +157,9 @@ class IdentityProviderConfig:
     push_roles: Literal["scoped", "all", "none"] = "scoped"
     """Which roles become groups: ``scoped``, the provisioning roles (all roles when
     there are none); ``all``; ``none``."""
-    deprovision: Literal["delete", "disable"] = "delete"
+    deprovision: Literal["delete", "disable"] | None = None
+    """What happens to an account that leaves scope. None (not given): the
+    connector's default, ``delete`` (``disable`` for Salesforce, which never deletes)."""
     on_conflict: Literal["fail", "adopt"] = "fail"
     retry: RetryConfig = field(default_factory=RetryConfig)
     max_concurrency: int = 8

@@ -17,7 +17,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from idprov.errors import OutboundError
 
@@ -182,6 +182,12 @@ class Connector(ABC):
     default_attributes: ClassVar[Mapping[str, str]] = {}
     """Target attribute path -> template, used unless the IdP's ``attributes`` override."""
     uses_http: ClassVar[bool] = True
+    default_deprovision: ClassVar[Literal["delete", "disable"]] = "delete"
+    """What leaving scope does when the IdP does not say (``deprovision:``)."""
+    deletes_groups: ClassVar[bool] = True
+    """Whether :meth:`delete_group` removes the group, and every membership with it.
+    False when the group is not idprov's (a Salesforce permission set): the engine
+    then first removes the members idprov put there, so that no access is left."""
     limiter: Any = None
     """The IdP's rate limiter (:class:`~idprov.connectors.http.RateLimiter`), set by
     idprov when it opens an HTTP connector; shared by the connector's threads."""

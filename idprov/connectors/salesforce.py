@@ -13,14 +13,18 @@ speaks the REST API (``/services/data/vXX.X``) directly:
   engine's bulk path. Updates are ``PATCH sobjects/User/{id}``.
 - Salesforce never deletes users: deprovisioning deactivates (``IsActive: false``),
   whether the IdP says ``deprovision: delete`` or ``disable``, and a user back in scope
-  is re-activated. Prefer ``disable``: ``delete`` also makes idprov forget the remote
-  id, and since the deactivated username stays taken, a returning user then needs
-  ``on_conflict: adopt``.
+  is re-activated. ``disable`` is the default here: ``delete`` also makes idprov forget
+  the remote id. Updates send only the fields that changed, and never ``IsActive``:
+  a user an administrator deactivated stays so.
+- idprov's mark is ``FederationIdentifier`` (``mark_field``): a user created by idprov
+  carries the local id there (or the value mapped to it), so that after a lost reply
+  a look-up can tell idprov's user from someone else's.
 - Roles are not created in Salesforce: each pushed role is mapped in ``roles`` to an
   existing permission set or public group (by id, or by API name, looked up once).
   Membership is ``PermissionSetAssignment`` or ``GroupMember`` records, created and
-  deleted in collections. A role that is renamed or deleted leaves the Salesforce
-  object alone.
+  deleted in collections. A role that is renamed leaves the Salesforce object alone;
+  a role that is deleted (or no longer pushed) has its assignments and memberships
+  removed, the permission set or group itself being left alone.
 
 Authentication is OAuth 2.0 at the login host (JWT bearer, client credentials, or the
 username-password flow); the token response names the instance that serves the API.
@@ -52,6 +56,7 @@ from idprov.connectors.base import (
     CredentialsRefused,
     GroupSpec,
     RemoteConflict,
+    RemoteMatch,
     RemoteNotFound,
     TargetError,
     Throttled,
@@ -165,6 +170,11 @@ class SalesforceOptions(HttpOptions):
     """idprov role name -> permission set or public group."""
     bulk: Literal["auto", "never"] = "auto"
     bulk_threshold: int = 10
+    mark_field: str | None = "FederationIdentifier"
+    """The User field that carries idprov's mark: the value mapped to it, else the
+    local user id, set when idprov creates the user. A look-up after a lost reply
+    adopts only a user whose field holds that value. Null: no mark (then a lost reply
+    needs ``on_conflict: adopt``)."""
 
     def __post_init__(self) -> None:
         check_no_http_auth(self, "salesforce", "set flow: and its credentials")
@@ -178,6 +188,10 @@ class SalesforceOptions(HttpOptions):
             raise Invalid("a REST API version such as 60.0", "api_version")
         if self.bulk_threshold < 2:
             raise Invalid("must be at least 2", "bulk_threshold")
+        if self.mark_field is not None and not re.fullmatch(
+            r"[A-Za-z][A-Za-z0-9_]*", self.mark_field
+        ):
+            raise Invalid("a User field's API name, such as FederationIdentifier", "mark_field")
         self._check_new_users()
 
     def _check_new_users(self) -> None:
@@ -248,6 +262,9 @@ class SalesforceConnector(Connector):
         "PostalCode": "{postal_code}",
         "Country": "{country}",
     }
+
+    default_deprovision = "disable"
+    deletes_groups = False
 
     def __init__(self, idp: Any, options: Any, client: Any) -> None:
         super().__init__(idp, options, client)
@@ -408,6 +425,9 @@ class SalesforceConnector(Connector):
             "LanguageLocaleKey": self.options.language,
             "EmailEncodingKey": self.options.email_encoding,
         }
+        mark = self.options.mark_field
+        if mark is not None:
+            fields.setdefault(mark, account.local_id)
         return {**defaults, **fields}
 
     def profile_id(self) -> str:
@@ -465,12 +485,28 @@ class SalesforceConnector(Connector):
         return [r if isinstance(r, dict) else {} for r in replies]
 
     def find_user(self, user_name: str) -> str | None:
+        found = self._user_record(user_name)
+        return None if found is None else str(found["Id"])
+
+    def lookup_user(self, account: Account) -> RemoteMatch | None:
+        """The user of ``account``'s username; idprov's when its ``mark_field`` holds
+        what idprov sets there on create."""
+        found = self._user_record(account.user_name)
+        if found is None:
+            return None
+        mark = self.options.mark_field
+        expected = self.create_fields(account).get(mark) if mark else None
+        ours = expected is not None and found.get(mark or "") == expected
+        return RemoteMatch(str(found["Id"]), ours=ours)
+
+    def _user_record(self, user_name: str) -> dict[str, Any] | None:
         username = self.username(user_name)
+        columns = "Id" + (f", {self.options.mark_field}" if self.options.mark_field else "")
         records = self.query(
-            f"SELECT Id FROM User WHERE Username = {soql_literal(username)}",
+            f"SELECT {columns} FROM User WHERE Username = {soql_literal(username)}",
             f"look up user {username}",
         )
-        return str(records[0]["Id"]) if records else None
+        return records[0] if records else None
 
     def read_user(self, remote_id: str) -> dict[str, Any] | None:
         what = f"read user {remote_id}"
@@ -483,12 +519,20 @@ class SalesforceConnector(Connector):
     def update_user(
         self, remote_id: str, account: Account, previous: Mapping[str, Any] | None
     ) -> None:
-        """PATCH the mapped fields (``IsActive: true`` re-activates); fields mapped before
-        and not now are cleared (null)."""
+        """PATCH the fields that changed since ``previous`` (``Username`` always: it is
+        the user's key) and clear (null) those mapped before and not now. ``IsActive``
+        goes only without ``previous`` (re-activating what idprov deactivated,
+        adopting): a user an administrator deactivated stays deactivated."""
         fields = self.user_fields(account)
         if previous is not None:
             old = self.user_fields(Account(account.local_id, account.user_name, previous))
-            fields.update(dict.fromkeys(old.keys() - fields.keys()))
+            changed = {
+                k: v
+                for k, v in fields.items()
+                if k == "Username" or (old.get(k) != v and k != "IsActive")
+            }
+            changed.update(dict.fromkeys(old.keys() - fields.keys()))
+            fields = changed
         what = f"update user {fields['Username']}"
         self._request("PATCH", f"/sobjects/User/{remote_id}", what, body=fields)
 
@@ -551,11 +595,18 @@ class SalesforceConnector(Connector):
         target = self._target(display_name)
         return self._resolve(target) if target is not None else None
 
+    def lookup_group(self, group: GroupSpec) -> RemoteMatch | None:
+        """The role's permission set or public group. idprov creates nothing there, so
+        what the configuration names is what a "create" uses: idprov's to assign."""
+        remote_id = self.find_group(group.display_name)
+        return None if remote_id is None else RemoteMatch(remote_id, ours=True)
+
     def rename_group(self, remote_id: str, display_name: str) -> None:
         """Nothing to do: the permission set or group is not idprov's to rename."""
 
     def delete_group(self, remote_id: str) -> None:
-        """Nothing to do: the permission set or group is not idprov's to delete."""
+        """Nothing to delete: the permission set or group is not idprov's. The engine
+        removes the members idprov assigned first (``deletes_groups`` is False)."""
 
     def change_members(self, remote_id: str, add: Sequence[str], remove: Sequence[str]) -> None:
         """Create ``PermissionSetAssignment``/``GroupMember`` records for ``add``

@@ -60,7 +60,8 @@ def check_identity_providers(config: Config) -> None:
                     location=locator.where((*path, *key.split(".", 1))),
                     key=f"identity_providers[{i}].{key}",
                 ) from None
-        checked.append(dataclasses.replace(idp, options=options))
+        deprovision = idp.deprovision or cls.default_deprovision
+        checked.append(dataclasses.replace(idp, options=options, deprovision=deprovision))
     config.identity_providers = checked
 
 

@@ -7,7 +7,7 @@ failed are named in the row's error, so that it is retried with them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from idprov.connectors.base import Connector, GroupSpec, RemoteMatch, TargetError
@@ -62,24 +62,7 @@ class RolePlanning:
             return self._skip(row, decision.reason)
         if decision.action == "delete":
             assert entry is not None and entry.remote_id is not None
-            remote_id = entry.remote_id
-
-            def delete(attempts: list[Attempt]) -> None:
-                with_retries(
-                    lambda n: connector.delete_group(remote_id),
-                    idp.retry,
-                    attempts,
-                    self.sleep,
-                    connector.throttled,
-                )
-
-            def forget(_: None) -> OperationResult:
-                self._ledger.forget(row.idp, "role", row.local_id)
-                return OperationResult(
-                    row.idp, "role", row.label, "delete", "done", remote_id=remote_id
-                )
-
-            return Task(row, "delete", delete, forget)
+            return self._plan_group_delete(row, idp, connector, entry.remote_id)
         assert role is not None
         waiting = self._waiting_members(idp, refs, provisioned)
         name = role.qualified_name  # the group's display name: unique across domains
@@ -90,6 +73,42 @@ class RolePlanning:
         return self._plan_group_update(
             row, idp, connector, entry, name, provisioned, waiting, decision
         )
+
+    def _plan_group_delete(
+        self, row: OutboxRow, idp: IdentityProviderConfig, connector: Connector, remote_id: str
+    ) -> Task:
+        """Delete the group. Where the group is not idprov's to delete (``deletes_groups``
+        False: a Salesforce permission set), the members idprov put there are removed
+        first, so that no one keeps the access the role gave."""
+        members = [] if connector.deletes_groups else self._ledger.members(row.idp, row.local_id)
+        member_ids = self._any_remote_ids(row.idp, sorted(members))
+
+        def delete(attempts: list[Attempt]) -> None:
+            if member_ids:
+                self._retried(
+                    connector,
+                    idp,
+                    attempts,
+                    lambda: connector.change_members(remote_id, [], member_ids),
+                )
+            self._retried(connector, idp, attempts, lambda: connector.delete_group(remote_id))
+
+        def forget(_: None) -> OperationResult:
+            self._ledger.forget(row.idp, "role", row.local_id)
+            return OperationResult(
+                row.idp, "role", row.label, "delete", "done", remote_id=remote_id
+            )
+
+        return Task(row, "delete", delete, forget)
+
+    def _retried(
+        self,
+        connector: Connector,
+        idp: IdentityProviderConfig,
+        attempts: list[Attempt],
+        call: Callable[[], Any],
+    ) -> Any:
+        return with_retries(lambda n: call(), idp.retry, attempts, self.sleep, connector.throttled)
 
     def _waiting_members(
         self,
