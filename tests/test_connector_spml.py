@@ -19,7 +19,7 @@ from idprov.provisioning.connect import open_connector
 from idprov.provisioning.service import IdentityService
 from idprov.provisioning.state import AuditQuery
 from tests.outbound_helpers import make_service
-from tests.peers.spml import DSML, SPML, SUSPEND, Pso, SpmlServer
+from tests.peers.spml import DSML, PASSWORD, SEARCH, SPML, SUSPEND, Pso, SpmlServer
 
 SAMPLES = Path(__file__).parent / "samples" / "spml"
 ALICE = {"email": "alice@example.com", "given_name": "Alice", "family_name": "Liddell"}
@@ -654,3 +654,75 @@ def test_dn_escaping():
 def test_importing_the_connector_does_not_import_lxml(run_python):
     done = run_python("import sys, idprov.connectors.spml; print('lxml' in sys.modules)")
     assert done.stdout.strip() == "False", done.stderr
+
+
+# ---------------------------------------------------------------- marks, passwd, capabilities
+MARK = "      mark_attribute: employeeNumber\n"
+
+
+def test_a_lost_add_reply_is_adopted_by_idprovs_mark(tmp_path, peer):
+    with service(tmp_path, peer, options=MARK) as svc:
+        svc.add_role("staff")
+        peer.http_next(200, b"<html>proxy says hi", operation="addRequest", apply=True)
+        result = svc.add_user("alice", ALICE, roles=["staff"])
+        assert result.outbound.ok, result.outbound.to_dict()
+        entry = svc.state.ledger.get("legacy", "user", svc.get_user("alice").id)
+        local_id = svc.get_user("alice").id
+    assert entry.created_by_idprov
+    account_adds = [r for r in peer.requests if r.operation == "addRequest" and "alice" in r.body]
+    assert len(account_adds) == 1, "never sent twice"
+    assert peer.accounts()["alice"].get("employeeNumber") == [local_id]
+
+
+def test_an_account_without_the_mark_is_not_taken_over(tmp_path, peer):
+    peer.store["uid=alice"] = Pso(
+        "uid=alice",
+        {"objectclass": ["inetOrgPerson"], "uid": ["alice"], "cn": ["A"], "sn": ["L"]},
+    )
+    with service(tmp_path, peer, options=MARK) as svc:
+        svc.add_role("staff")
+        peer.http_next(503, operation="addRequest")
+        op = user_op(svc.add_user("alice", ALICE, roles=["staff"]))
+        assert op.outcome == "failed" and "nothing at the target proves it" in op.error
+        svc.unassign("staff", ["alice"])
+    assert "deleteRequest" not in peer.operations()
+    assert peer.accounts()["alice"].get("cn") == ["A"]
+
+
+@pytest.mark.parametrize("via", ["attribute", "capability"])
+def test_user_passwd_sends_the_password(tmp_path, peer, via):
+    options = f"      send_password: true\n      password_via: {via}\n"
+    with service(tmp_path, peer, options=options) as svc:
+        svc.add_role("staff")
+        svc.add_user("alice", ALICE, roles=["staff"])
+        peer.requests.clear()
+        result = svc.set_password("alice", "N3w-Pässw0rd")
+        assert result.outbound.ok and result.outbound.idps["legacy"].count("done") == 1
+    alice = peer.accounts()["alice"]
+    if via == "attribute":
+        assert alice.get("userPassword") == ["N3w-Pässw0rd"]
+        assert peer.operations() == ["modifyRequest"]
+    else:
+        assert alice.password == "N3w-Pässw0rd"
+        assert "setPasswordRequest" in peer.operations()
+
+
+def test_a_password_capability_the_target_lacks_fails_before_anything_is_sent(tmp_path, peer):
+    peer.capabilities = {SEARCH, SUSPEND}
+    options = "      send_password: true\n      password_via: capability\n"
+    with service(tmp_path, peer, options=options) as svc:
+        svc.add_role("staff")
+        op = user_op(svc.add_user("alice", ALICE, roles=["staff"], password="Pw-123456"))
+        assert op.outcome == "failed" and PASSWORD in op.error and "nothing was sent" in op.error
+        report = svc.retry_outbox(["legacy"])
+        assert not report.ok  # never "done" without its password
+        assert len(svc.outbox_rows(["legacy"], "failed")) >= 1
+    assert not [r for r in peer.requests if r.operation == "addRequest" and "alice" in r.body]
+    assert peer.accounts() == {}
+
+
+def test_idp_test_accepts_the_spml_dsml_profile_uri(tmp_path, peer):
+    peer.profile = "urn:oasis:names:tc:SPML:2:0:DSML"
+    with service(tmp_path, peer) as svc:
+        report = svc.test_idp("legacy")
+    assert report.ok and report.messages == []

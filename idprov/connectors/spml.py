@@ -23,6 +23,7 @@ remote id is its name.
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from idprov.connectors.base import (
     Connector,
     GroupSpec,
     RemoteConflict,
+    RemoteMatch,
     RemoteNotFound,
     TargetError,
 )
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 SPML = "urn:oasis:names:tc:SPML:2:0"
 DSML = "urn:oasis:names:tc:DSML:2:0:core"
+DSML_PROFILE = "urn:oasis:names:tc:SPML:2:0:DSML"
+"""The DSMLv2 profile's URI in SPML 2.0; some targets name the DSML core namespace."""
 SEARCH = "urn:oasis:names:tc:SPML:2:0:search"
 SUSPEND = "urn:oasis:names:tc:SPML:2:0:suspend"
 PASSWORD = "urn:oasis:names:tc:SPML:2:0:password"
@@ -135,6 +139,13 @@ class SpmlOptions(HttpOptions):
     """psoID template for groups, with ``{name}`` or ``{name_dn}``; null: assigned."""
     role_attribute: str = "roles"
     """Account attribute holding role names (``roles: attribute``)."""
+    mark_attribute: str | None = None
+    """An account attribute that carries idprov's mark (``employeeNumber``, say): the
+    value mapped to it (map it from ``{ID}``), else the local user id, sent when idprov
+    creates the account. After a lost reply, only an account holding it is adopted as
+    idprov's. Null: no mark, and an ambiguous create needs ``on_conflict: adopt``."""
+    group_mark_attribute: str | None = None
+    """The same for groups (``roles: groups``; ``description``, say): the role's id."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -147,6 +158,8 @@ class SpmlOptions(HttpOptions):
             "member_attribute",
             "role_attribute",
             "disable_attribute",
+            "mark_attribute",
+            "group_mark_attribute",
         ):
             value = getattr(self, key)
             if value is not None and not ATTRIBUTE_NAME.match(value):
@@ -442,6 +455,8 @@ class SpmlConnector(Connector):
     def __init__(self, idp: Any, options: Any, client: Any) -> None:
         super().__init__(idp, options, client)
         self._auth: dict[str, str] | None = None
+        self._advertised: set[str] | None = None
+        self._lock = threading.Lock()
         opts: SpmlOptions = options
         reserved = [
             opts.username_attribute,
@@ -635,11 +650,22 @@ class SpmlConnector(Connector):
         return out
 
     def account_data(self, account: Account) -> dict[str, list[str]]:
-        return {
+        data = {
             "objectclass": self.options.object_classes,
             self.options.username_attribute: [account.user_name],
             **self.mapped(account.attributes),
         }
+        mark = self.options.mark_attribute
+        if mark is not None and mark.lower() not in {k.lower() for k in data}:
+            data[mark] = [account.local_id]
+        return data
+
+    def _marked(self, pso: Any, attribute: str | None, value: str | None) -> bool:
+        """Whether ``pso`` (returned with its data) holds ``value`` in ``attribute``."""
+        if attribute is None or value is None:
+            return False
+        data = {name.lower(): values for name, values in pso_data(pso).items()}
+        return value in data.get(attribute.lower(), [])
 
     def password(self, account: Account) -> str | None:
         """The password to send with a new account, if configured to: the change's own
@@ -653,16 +679,52 @@ class SpmlConnector(Connector):
             return self.options.initial_password.reveal()
         return None
 
+    def password_given(self, account: Account) -> str | None:
+        """The password of `user passwd` (or `user add`) to send on an update."""
+        if not self.options.send_password or not account.password:
+            return None
+        return account.password
+
     def create_user(self, account: Account) -> str:
         what = f"create user {account.user_name}"
         data = self.account_data(account)
         password = self.password(account)
+        if self.options.send_password and self.options.password_via == "capability":
+            # every create, with a password this time or not: the setting is wrong
+            self._require(PASSWORD, what, "set password_via: attribute (then `idprov user passwd`)")
         if password is not None and self.options.password_via == "attribute":
             data[self.options.password_attribute] = [password]
         remote_id = self._add(what, data, self.account_pso_id(account.user_name))
         if password is not None and self.options.password_via == "capability":
             self._set_password(what, remote_id, password)
         return remote_id
+
+    def _require(self, namespace: str, what: str, fix: str) -> None:
+        """Refuse, before anything is sent, an operation that needs a capability the
+        target's listTargets does not advertise (nothing is known: go ahead)."""
+        advertised = self._capabilities()
+        if advertised is not None and namespace not in advertised:
+            raise TargetError(
+                f"{what}: the target does not advertise {namespace}, which this needs; "
+                "nothing was sent",
+                hint=f"{fix}, or ask the target's administrators for the capability",
+            )
+
+    def _capabilities(self) -> set[str] | None:
+        """The capabilities of the target idprov provisions to (listTargets, read once)."""
+        with self._lock:
+            if self._advertised is None:
+                try:
+                    targets = self._targets(
+                        self.call(self.request("list targets", "listTargetsRequest"))
+                    )
+                except TargetError:
+                    return None
+                target = targets.get(self.options.target_id or "") or next(
+                    iter(targets.values()), None
+                )
+                self._advertised = set(target["capabilities"]) if target else set()
+            return self._advertised
 
     def _set_password(self, what: str, remote_id: str, password: str) -> None:
         request = self.request(what, "setPasswordRequest", PASSWORD)
@@ -678,12 +740,47 @@ class SpmlConnector(Connector):
                 hint=exc.hint,
             ) from exc
 
-    def find_user(self, user_name: str) -> str | None:
-        matches = [
+    def _user_matches(self, user_name: str) -> list[tuple[str, str]]:
+        return [
             ("objectclass", self.options.object_classes[0]),
             (self.options.username_attribute, user_name),
         ]
+
+    def find_user(self, user_name: str) -> str | None:
+        matches = self._user_matches(user_name)
         return self._find(f"look up user {user_name}", matches, self.account_pso_id(user_name))
+
+    def lookup_user(self, account: Account) -> RemoteMatch | None:
+        """The account of ``account``'s user name, with its data; idprov's when it
+        holds idprov's mark (``mark_attribute``)."""
+        name = account.user_name
+        found = self._find_pso(
+            f"look up user {name}", self._user_matches(name), self.account_pso_id(name)
+        )
+        if found is None:
+            return None
+        remote_id, pso = found
+        mark = self.options.mark_attribute
+        value = next(iter(self.account_data(account).get(mark or "", [])), None)
+        return RemoteMatch(remote_id, ours=self._marked(pso, mark, value))
+
+    def _find_pso(
+        self, what: str, matches: list[tuple[str, str]], template_id: str | None
+    ) -> tuple[str, Any] | None:
+        """(psoID, pso element with its data) of the one PSO that matches, or None."""
+        if template_id is not None:
+            pso = self._lookup(what, template_id, "data")
+            return None if pso is None else (next(iter(_ids(pso)), template_id), pso)
+        psos = self.search(what, matches, limit=2, return_data="data")
+        if len(psos) > 1:
+            condition = " and ".join(f"{n}={v}" for n, v in matches)
+            raise TargetError(
+                f"{what}: more than one PSO matches {condition}; idprov cannot tell which",
+                hint="make the attribute unique at the target, or set a psoID template",
+            )
+        if not psos or not _ids(psos[0]):
+            return None
+        return _ids(psos[0])[0], psos[0]
 
     def read_user(self, remote_id: str) -> dict[str, Any] | None:
         pso = self._lookup(f"read user {remote_id}", remote_id, "data")
@@ -731,7 +828,14 @@ class SpmlConnector(Connector):
             kept = {k.lower() for k in new}
             replace = {k: v for k, v in new.items() if old.get(k) != v}
             delete = {k: [] for k in old if k.lower() not in kept}
+        password = self.password_given(account)
+        if password is not None and self.options.password_via == "attribute":
+            replace[self.options.password_attribute] = [password]
+        if password is not None and self.options.password_via == "capability":
+            self._require(PASSWORD, what, "set password_via: attribute")
         self._modify(what, remote_id, replace=replace, delete=delete)
+        if password is not None and self.options.password_via == "capability":
+            self._set_password(what, remote_id, password)
         if previous is None and self.options.disable == "suspend" and self._disables():
             request = self.request(what, "resumeRequest", SUSPEND)
             self._pso_id(request, remote_id)
@@ -783,6 +887,8 @@ class SpmlConnector(Connector):
         }
         if group.member_ids:
             data[self.options.member_attribute] = list(group.member_ids)
+        if self.options.group_mark_attribute is not None:
+            data[self.options.group_mark_attribute] = [group.local_id]
         return self._add(what, data, self.group_pso_id(group.display_name))
 
     def find_group(self, display_name: str) -> str | None:
@@ -793,6 +899,22 @@ class SpmlConnector(Connector):
             (self.options.group_name_attribute, display_name),
         ]
         return self._find(f"look up group {display_name}", matches, self.group_pso_id(display_name))
+
+    def lookup_group(self, group: GroupSpec) -> RemoteMatch | None:
+        """With ``roles: attribute`` a role is a value, nothing is created: idprov's.
+        Else the group PSO, idprov's when it holds ``group_mark_attribute``."""
+        name = group.display_name
+        if self.options.roles == "attribute":
+            return RemoteMatch(name, ours=True)
+        matches = [
+            ("objectclass", self.options.group_object_class),
+            (self.options.group_name_attribute, name),
+        ]
+        found = self._find_pso(f"look up group {name}", matches, self.group_pso_id(name))
+        if found is None:
+            return None
+        mark = self.options.group_mark_attribute
+        return RemoteMatch(found[0], ours=self._marked(found[1], mark, group.local_id))
 
     def rename_group(self, remote_id: str, display_name: str) -> None:
         what = f"rename group {remote_id} to {display_name}"
@@ -845,6 +967,14 @@ class SpmlConnector(Connector):
             report.messages.append(exc.message)
             return report
         report.reachable = report.authenticated = True
+        targets = self._targets(reply)
+        report.capabilities = {"targets": targets}
+        report.messages += self._check_targets(targets)
+        return report
+
+    @staticmethod
+    def _targets(reply: Any) -> dict[str, dict[str, Any]]:
+        """targetID -> profile and capabilities, from a listTargetsResponse."""
         targets = {}
         for target in _children(reply, "target"):
             capabilities = [
@@ -856,9 +986,7 @@ class SpmlConnector(Connector):
                 "profile": target.get("profile"),
                 "capabilities": capabilities,
             }
-        report.capabilities = {"targets": targets}
-        report.messages += self._check_targets(targets)
-        return report
+        return targets
 
     def _check_targets(self, targets: dict[str, dict[str, Any]]) -> list[str]:
         wanted = self.options.target_id
@@ -868,7 +996,7 @@ class SpmlConnector(Connector):
         if target is None:
             return ["the provider lists no targets"]
         messages = []
-        if target["profile"] not in (None, DSML):
+        if target["profile"] not in (None, DSML, DSML_PROFILE):
             messages.append(f"the target's profile is {target['profile']}, not DSMLv2")
         needed = {SEARCH: self.options.pso_id is None}
         needed[SUSPEND] = self._disables() and self.options.disable == "suspend"

@@ -192,6 +192,9 @@ class SpmlServer:
         self.target_id = "directory"
         self.require_target_id = False
         self.capabilities = {SEARCH, SUSPEND, PASSWORD}
+        self.profile = DSML
+        """The profile listTargets advertises (SPML 2.0 names the DSMLv2 profile
+        ``urn:oasis:names:tc:SPML:2:0:DSML``; some providers the DSML namespace)."""
         self.extra_attributes: set[str] = set()
         self.page_size: int | None = None
         self.store: dict[str, Pso] = {}
@@ -604,7 +607,7 @@ def list_targets(server: SpmlServer, request: Any) -> list[Any]:
     expect_children(request, r"", SPML)
     if request.get("profile") not in (None, DSML):
         raise SpmlFailure("unsupportedProfile", f"no profile {request.get('profile')}")
-    target = etree.Element(f"{{{SPML}}}target", targetID=server.target_id, profile=DSML)
+    target = etree.Element(f"{{{SPML}}}target", targetID=server.target_id, profile=server.profile)
     etree.SubElement(target, f"{{{SPML}}}schema", ref="urn:example:schema:inetOrgPerson")
     capabilities = etree.SubElement(target, f"{{{SPML}}}capabilities")
     for uri in sorted(server.capabilities):
