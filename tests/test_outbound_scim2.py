@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.peers.scim2 import Scim2Peer
@@ -203,3 +204,30 @@ def test_many_users_go_out_concurrently_and_all_arrive(cli, scim, tmp_path):
     assert idp["done"] == 41 and idp["failed"] == 0
     assert set(by_name(scim.users())) == set(names)
     assert len(scim.groups()[0]["members"]) == 40
+
+
+@pytest.mark.parametrize("method", ["patch", "put"])
+def test_an_account_an_administrator_disabled_stays_disabled(cli, scim, tmp_path, method):
+    idp = (
+        (tmp_path / "idprov.yaml")
+        .read_text()
+        .replace(
+            "      token: env:SCIM_TOKEN\n",
+            f"      token: env:SCIM_TOKEN\n      update_method: {method}\n",
+        )
+    )
+    (tmp_path / "idprov.yaml").write_text(idp)
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "ivan", "-c", "email=ivan@example.com", "-r", "staff").ok()
+    ivan = by_name(scim.users())["ivan"]
+    headers = {"Authorization": f"Bearer {scim.token}", "Content-Type": "application/scim+json"}
+    disable = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "value": {"active": False}}],
+    }
+    assert httpx.patch(
+        f"{scim.base_url}/Users/{ivan['id']}", json=disable, headers=headers
+    ).status_code in (200, 204)
+    cli("user", "update", "ivan", "-c", "title=Boss").ok()
+    ivan = by_name(scim.users())["ivan"]
+    assert ivan["title"] == "Boss" and ivan["active"] is False

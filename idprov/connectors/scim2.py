@@ -478,9 +478,7 @@ class Scim2Connector(Connector):
         what = f"update user {account.user_name}"
         new = self.user_body(account)
         if not self.supports_patch():
-            self._request(
-                "PUT", f"/Users/{remote_id}", what, body=self.user_body(account, remote_id)
-            )
+            self._put_user(remote_id, account, previous, what)
             return
         old = None
         if previous is not None:
@@ -488,6 +486,21 @@ class Scim2Connector(Connector):
         body = self.patch_body(old, new)
         if body is not None:
             self._request("PATCH", f"/Users/{remote_id}", what, body=body)
+
+    def _put_user(
+        self, remote_id: str, account: Account, previous: Mapping[str, Any] | None, what: str
+    ) -> None:
+        """PUT the whole resource. With ``previous`` (a plain update) the account's
+        current ``active`` is read and kept: a PUT must not re-enable an account that
+        an administrator disabled."""
+        body = self.user_body(account, remote_id)
+        if previous is not None:
+            current = self.read_user(remote_id)
+            if current is None:
+                raise RemoteNotFound(f"{what}: user {remote_id} is gone", status=404)
+            if isinstance(_find_key(current, "active"), bool):
+                body["active"] = _find_key(current, "active")
+        self._request("PUT", f"/Users/{remote_id}", what, body=body)
 
     def disable_user(self, remote_id: str, account: Account) -> None:
         what = f"disable user {account.user_name}"
