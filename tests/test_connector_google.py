@@ -559,3 +559,33 @@ def test_passwords_go_on_create_and_passwd_with_send_password(tmp_path, google):
         result = svc.set_password("tess", "Battery-Staple-2")
         assert result.outbound.ok and result.outbound.idps["google"].count("done") == 1
     assert google.passwords[uid] == ["Correct-Horse-1", "Battery-Staple-2"]
+
+
+def test_membership_changes_resume_after_transient_errors_without_duplicates(tmp_path, google):
+    with service(tmp_path, google, extra="    push_roles: all\n    max_concurrency: 4\n") as svc:
+        svc.add_role("staff")
+        svc.add_role("team")
+        names = [f"m{i:03d}" for i in range(100)]
+        for name in names:
+            svc.add_user(name, {}, roles=["staff"])
+        group_id = google.group("team@example.com")["id"]
+        before = len(google.api_requests("POST"))
+        google.fail_next(503, count=20, method="POST", path=f"/groups/{group_id}/members")
+        result = svc.assign("team", names)
+        assert result.outbound.ok, result.outbound.to_dict()
+        member_posts = google.api_requests("POST")[before:]
+    assert len(google.member_emails("team@example.com")) == 100
+    assert [r.status for r in member_posts].count(409) == 0  # resumed, never restarted
+    assert len(member_posts) == 120  # 100, and the 20 that met a 503 once more
+
+
+def test_already_a_member_and_not_a_member_are_done(tmp_path, google):
+    with service(tmp_path, google) as svc:
+        svc.add_role("staff")
+        svc.add_user("ida", {}, roles=["staff"])
+        group = google.group("staff@example.com")
+        conn = svc.connector("google")
+        uid = google.user("ida@example.com")["id"]
+        conn.change_members(group["id"], [uid], [])  # already a member: no error
+        del google.members[group["id"]][uid]
+        conn.change_members(group["id"], [], [uid])  # not a member: no error

@@ -28,6 +28,7 @@ import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import quote
@@ -239,6 +240,10 @@ class GoogleConnector(Connector):
         self._account_lock = threading.Lock()
         self._emails: dict[str, str] = {}
         """Google user id -> primary email, as last seen (members are added by email)."""
+        self._members_done: dict[str, set[tuple[str, str]]] = {}
+        """Group id -> membership changes done by a change that failed in part."""
+        self._members_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
 
     # ---- authentication
     def service_account(self) -> ServiceAccount:
@@ -547,28 +552,67 @@ class GoogleConnector(Connector):
             pass
 
     def change_members(self, remote_id: str, add: Sequence[str], remove: Sequence[str]) -> None:
-        """``members.insert`` per added user (already a member: fine), ``members.delete``
-        per removed one (not a member: fine)."""
-        for user_id in add:
-            email = self._member_email(user_id)
-            try:
+        """``members.insert`` per added user, ``members.delete`` per removed one, up to
+        ``max_concurrency`` at once. "Already a member" and "not a member" are done.
+        When some fail, the ones done are remembered and the error is ``partial``: the
+        engine's repeat sends only the rest."""
+        jobs = [("add", u) for u in add] + [("remove", u) for u in remove]
+        with self._members_lock:
+            done = set(self._members_done.get(remote_id, set()))
+        todo = [job for job in jobs if job not in done]
+        results = list(self._member_pool().map(lambda job: self._member_job(remote_id, job), todo))
+        errors = [e for e in results if e is not None]
+        with self._members_lock:
+            if not errors:
+                self._members_done.pop(remote_id, None)
+                return
+            kept = self._members_done.setdefault(remote_id, set())
+            kept.update(job for job, e in zip(todo, results, strict=True) if e is None)
+        raise member_errors(errors, len(todo))
+
+    def _member_pool(self) -> ThreadPoolExecutor:
+        with self._members_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self.idp.max_concurrency, thread_name_prefix=f"idprov-{self.idp.name}-members"
+                )
+            return self._pool
+
+    def _member_job(self, remote_id: str, job: tuple[str, str]) -> TargetError | None:
+        """One membership change; its error, or None when it is done."""
+        verb, user_id = job
+        group = quote(remote_id)
+        try:
+            if verb == "add":
+                email = self._member_email(user_id)
                 self._request(
                     "POST",
-                    f"/groups/{quote(remote_id)}/members",
+                    f"/groups/{group}/members",
                     f"add {email} to group {remote_id}",
                     body={"email": email, "role": "MEMBER"},
                 )
-            except RemoteConflict:
-                pass  # already a member
-        for user_id in remove:
-            try:
+            else:
                 self._request(
                     "DELETE",
-                    f"/groups/{quote(remote_id)}/members/{quote(user_id)}",
+                    f"/groups/{group}/members/{quote(user_id)}",
                     f"remove user {user_id} from group {remote_id}",
                 )
-            except RemoteNotFound:
-                pass
+        except RemoteConflict:
+            return None  # already a member
+        except RemoteNotFound as exc:
+            if "groupKey" in exc.message:
+                return exc  # the group is gone: the engine re-creates it
+            if verb == "remove":
+                return None  # not a member (or no such user): nothing to remove
+            return exc
+        except TargetError as exc:
+            return exc
+        return None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def _member_email(self, user_id: str) -> str:
         """The user's primary email (members.insert takes an email, not an id)."""
@@ -583,6 +627,23 @@ class GoogleConnector(Connector):
             raise TargetError(f"{what}: the reply holds no primaryEmail", retryable=True)
         self._emails[user_id] = str(email)
         return str(email)
+
+
+def member_errors(errors: Sequence[TargetError], attempted: int) -> TargetError:
+    """One error for the membership changes that failed: the group's absence, else
+    throttling, else refused credentials, else the first, with how many failed."""
+    gone = [e for e in errors if isinstance(e, RemoteNotFound) and "groupKey" in e.message]
+    telling = [e for e in errors if isinstance(e, Throttled | CredentialsRefused)]
+    chosen: TargetError = (gone or telling or list(errors))[0]
+    message = f"{chosen.message} ({len(errors)} of {attempted} membership changes failed)"
+    return type(chosen)(
+        message,
+        status=chosen.status,
+        retryable=all(e.retryable for e in errors),
+        retry_after=chosen.retry_after,
+        hint=chosen.hint,
+        partial=len(errors) < attempted,
+    )
 
 
 def group_mark(group: GroupSpec) -> str:
