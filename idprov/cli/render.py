@@ -430,8 +430,10 @@ def sync_result(result: Any, drift: dict[str, Any] | None, quiet: bool) -> None:
         outbound_report(result.outbound)
     for name, report in (drift or {}).items():
         console().print(f"[bold]drift at {esc(name)}[/]: {report['checked']} checked")
+        repaired = set(report.get("repaired") or [])
         for label in report["deleted_remotely"]:
-            console().print(f"  [red]deleted remotely[/] {esc(label)}")
+            what = "[green]re-created[/]" if label in repaired else "[red]deleted remotely[/]"
+            console().print(f"  {what} {esc(label)}")
         for change in report["changed_remotely"]:
             console().print(
                 f"  [yellow]changed remotely[/] {esc(change['user'])}: "

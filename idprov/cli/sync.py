@@ -22,8 +22,10 @@ IdpOpt = Annotated[
 ]
 
 
-def _exit_code(result: Any, detailed: bool) -> int:
-    if result.outbound_failed:
+def _exit_code(result: Any, detailed: bool, drift: Any = None) -> int:
+    from idprov.provisioning.verify import failed
+
+    if result.outbound_failed or failed(drift):
         return int(ExitCode.OUTBOUND_FAILED)
     if detailed and not result.dry_run and not result.plan.empty:
         return int(ExitCode.CHANGES_APPLIED)
@@ -52,6 +54,10 @@ def sync(
         ),
     ] = None,
     verify: Annotated[bool, typer.Option(help="Also read the targets and report drift.")] = False,
+    repair: Annotated[
+        bool,
+        typer.Option(help="Before syncing, re-create the users deleted at the targets (verifies)."),
+    ] = False,
     wait: Annotated[
         bool, typer.Option(help="Wait for a running sync or import instead of exiting with code 8.")
     ] = False,
@@ -80,6 +86,14 @@ def sync(
                 hint="make one with `idprov plan --out plan.json`",
             ) from exc
     svc = service(app_name, live=not quiet)
+    repaired = None
+    if repair and not dry_run:
+        from idprov.provisioning.verify import repair_idps
+
+        with RunLock(svc.data_dir, "sync", wait=wait):
+            repaired = repair_idps(
+                svc, [i.name for i in svc.config.identity_providers if idp in (None, i.name)]
+            )
     if dry_run:
         result = run_sync(svc, idp, dry_run=True)
     else:
@@ -95,11 +109,12 @@ def sync(
         from idprov.provisioning.verify import verify_idps
 
         drift = verify_idps(svc, [p.idp for p in result.plan.idps])
-    payload = {**result.to_dict(), "drift": drift} if verify else result
+    drift = drift or repaired
+    payload = {**result.to_dict(), "drift": drift} if drift is not None else result
     emit_with_code(
         payload,
         lambda _: render.sync_result(result, drift, quiet),
-        _exit_code(result, detailed_exitcode),
+        _exit_code(result, detailed_exitcode, drift),
     )
 
 
@@ -117,6 +132,7 @@ def plan(
         apply=None,
         allow_deletes=None,
         verify=False,
+        repair=False,
         wait=False,
         quiet=True,
         detailed_exitcode=False,

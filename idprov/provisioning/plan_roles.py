@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from idprov.connectors.base import Connector, GroupSpec, RemoteMatch, TargetError
+from idprov.connectors.base import (
+    Connector,
+    GroupSpec,
+    RemoteMatch,
+    RemoteNotFound,
+    TargetError,
+)
 from idprov.provisioning.decide import RoleDecision, decide_role, in_scope
 from idprov.provisioning.results import Attempt, OperationResult
 from idprov.provisioning.retry import with_retries
@@ -151,10 +157,25 @@ class RolePlanning:
         create) look it up first and adopt only what is provably idprov's."""
         spec = GroupSpec(row.local_id, name, sorted(provisioned.values()))
         self._creating.append((row.idp, "role", row.local_id, row.domain, name))
+        create = self._group_creator(connector, idp, spec, crashed)
+
+        def record(outcome: tuple[str, bool]) -> OperationResult:
+            remote_id, ours = outcome
+            self._keep(ledger_entry(row, name, remote_id, "active", ours))
+            self._ledger.set_members(row.idp, row.local_id, provisioned, [])
+            return self._group_result(row, "create", remote_id, waiting)
+
+        return Task(row, "create", create, record)
+
+    def _group_creator(
+        self, connector: Connector, idp: IdentityProviderConfig, spec: GroupSpec, look: bool
+    ) -> Callable[[list[Attempt]], tuple[str, bool]]:
+        """A worker's create of ``spec``: after an uncertain outcome (``look``: a crashed
+        create; any failed attempt) the group is looked up first."""
 
         def create(attempts: list[Attempt]) -> tuple[str, bool]:
             def call(number: int) -> tuple[str, bool]:
-                if crashed or number > 1:
+                if look or number > 1:
                     match = connector.lookup_group(spec)
                     if match is not None:
                         return self._adopt_group(connector, idp, spec, match)
@@ -165,13 +186,7 @@ class RolePlanning:
             )
             return result
 
-        def record(outcome: tuple[str, bool]) -> OperationResult:
-            remote_id, ours = outcome
-            self._keep(ledger_entry(row, name, remote_id, "active", ours))
-            self._ledger.set_members(row.idp, row.local_id, provisioned, [])
-            return self._group_result(row, "create", remote_id, waiting)
-
-        return Task(row, "create", create, record)
+        return create
 
     def _adopt_group(
         self, connector: Connector, idp: IdentityProviderConfig, spec: GroupSpec, match: RemoteMatch
@@ -203,28 +218,33 @@ class RolePlanning:
                 return Settled(row, self._group_result(row, "members", remote_id, waiting))
             return self._skip(row, "unchanged", remote_id)
         removed_remote = self._any_remote_ids(row.idp, remove)
+        recreate = self._group_creator(
+            connector, idp, GroupSpec(row.local_id, name, sorted(provisioned.values())), False
+        )
 
-        def update(attempts: list[Attempt]) -> None:
-            if rename:
-                with_retries(
-                    lambda n: connector.rename_group(remote_id, name),
-                    idp.retry,
-                    attempts,
-                    self.sleep,
-                    connector.throttled,
-                )
-            if add or removed_remote:
-                with_retries(
-                    lambda n: connector.change_members(
-                        remote_id, [provisioned[u] for u in add], removed_remote
-                    ),
-                    idp.retry,
-                    attempts,
-                    self.sleep,
-                    connector.throttled,
-                )
+        def update(attempts: list[Attempt]) -> tuple[str, bool] | None:
+            try:
+                if rename:
+                    self._retried(
+                        connector, idp, attempts, lambda: connector.rename_group(remote_id, name)
+                    )
+                if add or removed_remote:
+                    added = [provisioned[u] for u in add]
+                    self._retried(
+                        connector,
+                        idp,
+                        attempts,
+                        lambda: connector.change_members(remote_id, added, removed_remote),
+                    )
+            except RemoteNotFound:  # deleted at the target: made again, with its members
+                return recreate(attempts)
+            return None
 
-        def record(_: None) -> OperationResult:
+        def record(recreated: tuple[str, bool] | None) -> OperationResult:
+            if recreated is not None:
+                self._keep(ledger_entry(row, name, recreated[0], "active", recreated[1]))
+                self._ledger.set_members(row.idp, row.local_id, list(provisioned), remove)
+                return self._group_result(row, "create", recreated[0], waiting)
             self._keep(ledger_entry(row, name, remote_id, "active", entry.created_by_idprov))
             self._ledger.set_members(row.idp, row.local_id, add, remove)
             return self._group_result(

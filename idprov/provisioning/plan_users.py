@@ -127,6 +127,8 @@ class UserPlanning:
             # a disabled account is re-enabled by a full replace (active: true included)
             previous = None if entry.state == "disabled" else (entry.sent or {}).get("attributes")
 
+            groups = self._group_ids(row)
+
             def update(attempts: list[Attempt]) -> tuple[str, bool]:
                 try:
                     with_retries(
@@ -137,8 +139,11 @@ class UserPlanning:
                         connector.throttled,
                     )
                     return remote_id, entry.created_by_idprov
-                except RemoteNotFound:
-                    return self._create(connector, idp, account, attempts, "creating")
+                except RemoteNotFound:  # deleted at the target: made again, in its groups
+                    made = self._create(connector, idp, account, attempts, "creating")
+                    for group_id in groups:
+                        self._join(connector, idp, group_id, made[0], attempts)
+                    return made
 
             return Task(row, "update", update, record)
         prior = entry.state if entry is not None else None  # creating, accepted: look first
@@ -229,6 +234,30 @@ class UserPlanning:
             hint=f"to take it over, set on_conflict: adopt on identity provider {idp.name}",
         ) from exc
 
+    def _join(
+        self,
+        connector: Connector,
+        idp: IdentityProviderConfig,
+        group_id: str,
+        user_id: str,
+        attempts: list[Attempt],
+    ) -> None:
+        def join(number: int) -> None:
+            connector.change_members(group_id, [user_id], [])
+
+        with_retries(join, idp.retry, attempts, self.sleep, connector.throttled)
+
+    def _groups(self, row: OutboxRow) -> list[tuple[str, str]]:
+        """(role id, group remote id) of the groups idprov put ``row``'s user in."""
+        return [
+            (role_id, g.remote_id)
+            for role_id in self._ledger.groups_of(row.idp, row.local_id)
+            if (g := self._ledger.get(row.idp, "role", role_id)) and g.remote_id
+        ]
+
+    def _group_ids(self, row: OutboxRow) -> list[str]:
+        return [group_id for _, group_id in self._groups(row)]
+
     def _plan_deprovision(
         self,
         row: OutboxRow,
@@ -239,11 +268,7 @@ class UserPlanning:
     ) -> Planned:
         remote_id = entry.remote_id
         assert remote_id is not None
-        groups = [
-            (role_id, g.remote_id)
-            for role_id in self._ledger.groups_of(row.idp, row.local_id)
-            if (g := self._ledger.get(row.idp, "role", role_id)) and g.remote_id
-        ]
+        groups = self._groups(row)
         sent = entry.sent or {}
         account = Account(
             row.local_id, sent.get("userName", row.label), sent.get("attributes", {}), active=False

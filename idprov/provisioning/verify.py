@@ -4,6 +4,10 @@ For every user idprov provisioned: deleted remotely, or changed remotely (the
 attributes that no longer match what idprov sent). Where the connector can list
 the target's users: the ones idprov does not own (it never touches those, unless
 ``on_conflict: adopt`` makes it take one over when it needs that name).
+
+With ``--repair`` (:func:`repair_idps`), users deleted at the target are forgotten
+by the ledger before the sync plans, so that the sync re-creates them and puts them
+back in their groups.
 """
 
 from __future__ import annotations
@@ -19,6 +23,28 @@ if TYPE_CHECKING:
 
 def verify_idps(service: IdentityService, idps: list[str]) -> dict[str, Any]:
     return {name: verify_idp(service, name) for name in idps}
+
+
+def repair_idps(service: IdentityService, idps: list[str]) -> dict[str, Any]:
+    """Verify ``idps`` and make the ledger forget the users deleted at the target (so
+    that the next sync plans their creation and their group memberships)."""
+    from idprov.db import write_transaction
+
+    reports = verify_idps(service, idps)
+    ledger = service.state.ledger
+    with write_transaction(service.state.db):
+        for name, report in reports.items():
+            gone = set(report["deleted_remotely"])
+            entries = ledger.for_idp(name, "user").values()
+            for entry in [e for e in entries if e.label in gone]:
+                ledger.forget(name, "user", entry.local_id)
+            report["repaired"] = sorted(gone)
+    return reports
+
+
+def failed(reports: dict[str, Any] | None) -> bool:
+    """Whether verifying could not read all it should (an error per IdP)."""
+    return bool(reports) and any(r.get("errors") for r in (reports or {}).values())
 
 
 def verify_idp(service: IdentityService, name: str) -> dict[str, Any]:
