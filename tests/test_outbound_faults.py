@@ -194,7 +194,7 @@ def _killed_mid_create(svc, fake, monkeypatch, external_id: str | None):
     with monkeypatch.context() as patched:
         patched.setattr(svc, "push", lambda rows, passwords=None: None)
         user = svc.add_user("alice", {"email": "alice@example.com"}).entity
-    svc.state.ledger.mark_creating([("target", "user", user.id, "PRIMARY", "alice")])
+    svc.state.ledger.mark_creating([("target", "user", user.id, "PRIMARY", "alice", None)])
     remote = {"id": "r1", "userName": "alice"}
     if external_id is not None:
         remote["externalId"] = external_id

@@ -88,3 +88,33 @@ applications:
     [staff] = scim2_server.groups()
     # (scim2-server keeps a deleted user's id in its groups: only the new one is checked)
     assert again["id"] in [m["value"] for m in staff.get("members", [])]
+
+
+def test_a_deprovision_after_an_uncertain_create_is_not_lost(tmp_path, fake):
+    with make_service(tmp_path, IDP, ["scim"], http_transport=fake.transport()) as svc:
+        svc.add_role("staff")
+        fake.fail("POST", 500, after_apply=True)  # made, but the reply is lost
+        fake.fail("GET", 500, times=10)  # and every look-up fails, for now
+        result = svc.add_user("eve", {}, roles=["staff"])
+        assert not result.outbound.ok and len(fake.users) == 1
+        result = svc.unassign("staff", ["eve"])
+        assert not result.outbound.ok  # still cannot look: failed, kept, visible
+        assert [r.kind for r in svc.outbox_rows(["scim"])].count("user") == 1
+        fake.faults.clear()
+        report = svc.retry_outbox(["scim"])
+        assert report.ok, report.to_dict()
+        assert svc.outbox_rows(["scim"]) == []
+    assert fake.users == {}  # it was idprov's (its externalId): deleted
+
+
+def test_an_unprovable_account_after_an_uncertain_create_is_left_alone(tmp_path, fake):
+    idp = IDP + "    attributes: {externalId: null}\n"
+    with make_service(tmp_path, idp, ["scim"], http_transport=fake.transport()) as svc:
+        svc.add_role("staff")
+        fake.fail("POST", 500, after_apply=True)
+        fake.fail("GET", 500, times=3)
+        svc.add_user("fay", {}, roles=["staff"])
+        result = svc.unassign("staff", ["fay"])
+        [op] = [o for o in result.outbound.idps["scim"].operations if o.kind == "user"]
+        assert op.outcome == "failed" and "nothing there proves it" in op.error
+    assert len(fake.users) == 1

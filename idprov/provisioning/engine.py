@@ -44,7 +44,7 @@ from idprov.provisioning.results import (
 )
 from idprov.provisioning.retry import backoff
 from idprov.provisioning.state import audit_row
-from idprov.provisioning.tasks import Outcome, Planned, Settled, Task, describe
+from idprov.provisioning.tasks import Creating, Outcome, Planned, Settled, Task, describe
 
 if TYPE_CHECKING:
     from idprov.config.models import IdentityProviderConfig
@@ -89,7 +89,7 @@ class Engine(UserPlanning, RolePlanning):
         self._done_rows: list[OutboxRow] = []
         self._audit_rows: list[tuple[Any, ...]] = []
         """Records of completed calls, written together at the end of each collect."""
-        self._creating: list[tuple[str, str, str, str, str]] = []
+        self._creating: list[Creating] = []
         self._bulk_used: set[str] = set()
         self._no_bulk: set[str] = set()
         self._completed: queue.SimpleQueue[tuple[Future[Any], Any]] = queue.SimpleQueue()

@@ -152,13 +152,14 @@ class Ledger:
             out.update({r[0]: r[1] for r in rows})
         return out
 
-    def mark_creating(self, entities: Iterable[tuple[str, str, str, str, str]]) -> None:
+    def mark_creating(self, entities: Iterable[tuple[str, str, str, str, str, str | None]]) -> None:
         """Note that creates are about to be sent, for (idp, kind, local_id, domain,
-        label) tuples, so that a crash mid-create is recognised on the next run."""
+        label, sent JSON) tuples, so that a crash mid-create is recognised on the next
+        run, and what was sent can be looked up even if the user is gone by then."""
         stamp = now()
         self.db.conn.executemany(
-            "INSERT INTO ledger (idp, kind, local_id, domain, label, state, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, 'creating', ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO ledger (idp, kind, local_id, domain, label, sent, state, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, 'creating', ?) ON CONFLICT DO NOTHING",
             [(*entity, stamp) for entity in entities],
         )
 

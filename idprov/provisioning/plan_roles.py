@@ -20,7 +20,7 @@ from idprov.connectors.base import (
 from idprov.provisioning.decide import RoleDecision, decide_role, in_scope
 from idprov.provisioning.results import Attempt, OperationResult
 from idprov.provisioning.retry import with_retries
-from idprov.provisioning.tasks import Planned, Settled, Task, ledger_entry
+from idprov.provisioning.tasks import Creating, Planned, Settled, Task, ledger_entry
 
 if TYPE_CHECKING:
     from idprov.config.models import IdentityProviderConfig
@@ -35,7 +35,7 @@ class RolePlanning:
     outbound: Outbound
     directory: Directory
     sleep: Any
-    _creating: list[tuple[str, str, str, str, str]]
+    _creating: list[Creating]
 
     def _keep(self, entry: LedgerEntry) -> None:
         raise NotImplementedError
@@ -156,7 +156,7 @@ class RolePlanning:
         """Create the group; after an uncertain outcome (a failed attempt, a crashed
         create) look it up first and adopt only what is provably idprov's."""
         spec = GroupSpec(row.local_id, name, sorted(provisioned.values()))
-        self._creating.append((row.idp, "role", row.local_id, row.domain, name))
+        self._creating.append((row.idp, "role", row.local_id, row.domain, name, None))
         create = self._group_creator(connector, idp, spec, crashed)
 
         def record(outcome: tuple[str, bool]) -> OperationResult:

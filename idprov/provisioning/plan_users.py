@@ -15,6 +15,7 @@ recorded as not created by idprov (so it is never deleted by a deprovision).
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import TYPE_CHECKING, Any
 
 from idprov.connectors.base import (
@@ -28,7 +29,7 @@ from idprov.connectors.base import (
 from idprov.provisioning.decide import UserDecision, decide_user
 from idprov.provisioning.results import Attempt, OperationResult
 from idprov.provisioning.retry import with_retries
-from idprov.provisioning.tasks import Planned, Settled, Task, ledger_entry
+from idprov.provisioning.tasks import Creating, Planned, Settled, Task, ledger_entry
 
 if TYPE_CHECKING:
     from idprov.config.models import IdentityProviderConfig
@@ -43,7 +44,7 @@ class UserPlanning:
 
     outbound: Outbound
     sleep: Any
-    _creating: list[tuple[str, str, str, str, str]]
+    _creating: list[Creating]
 
     def _keep(self, entry: LedgerEntry) -> None:
         raise NotImplementedError
@@ -69,6 +70,8 @@ class UserPlanning:
         decision = self._with_password(decision, row, connector)
         if decision.action == "none":
             if entry is not None and entry.remote_id is None and decision.account is None:
+                if entry.state in ("creating", "accepted"):  # it may exist: look first
+                    return self._plan_uncertain_deprovision(row, idp, connector, entry)
                 self._ledger.forget(row.idp, "user", row.local_id)  # a create never made
             return self._skip(row, decision.reason, entry.remote_id if entry else None)
         if decision.action in ("delete", "disable"):
@@ -147,7 +150,8 @@ class UserPlanning:
 
             return Task(row, "update", update, record)
         prior = entry.state if entry is not None else None  # creating, accepted: look first
-        self._creating.append((row.idp, "user", row.local_id, row.domain, row.label))
+        marked = json.dumps(sent, ensure_ascii=False)  # to look the account up, if need be
+        self._creating.append((row.idp, "user", row.local_id, row.domain, row.label, marked))
         return Task(
             row,
             "create",
@@ -257,6 +261,51 @@ class UserPlanning:
 
     def _group_ids(self, row: OutboxRow) -> list[str]:
         return [group_id for _, group_id in self._groups(row)]
+
+    def _plan_uncertain_deprovision(
+        self, row: OutboxRow, idp: IdentityProviderConfig, connector: Connector, entry: LedgerEntry
+    ) -> Task:
+        """Deprovision a user whose create's outcome is unknown: look it up; what is
+        provably idprov's is deprovisioned, nothing found is forgotten, and anything
+        else fails the row (it stays in the outbox, visible) instead of vanishing."""
+        sent = entry.sent or {}
+        account = Account(row.local_id, sent.get("userName", row.label), sent.get("attributes", {}))
+        operation = "disable" if idp.deprovision == "disable" else "delete"
+
+        def call(number: int) -> str | None:
+            match = connector.lookup_user(account)
+            if match is None:
+                return None
+            if not (match.ours or entry.state == "accepted"):
+                raise TargetError(
+                    f"an account named {account.user_name!r} exists at {idp.name}; an earlier "
+                    "create of idprov's may have made it, but nothing there proves it, so "
+                    "idprov does not deprovision it",
+                    hint=f"check it at the target, then `idprov outbox discard --idp {idp.name}`",
+                )
+            if operation == "disable":
+                connector.disable_user(match.remote_id, account)
+            else:
+                connector.delete_user(match.remote_id)
+            return match.remote_id
+
+        def run(attempts: list[Attempt]) -> str | None:
+            found: str | None = with_retries(
+                call, idp.retry, attempts, self.sleep, connector.throttled
+            )
+            return found
+
+        def record(remote_id: str | None) -> OperationResult:
+            if remote_id is not None and operation == "disable":
+                disabled = {**sent, "active": False}
+                self._keep(ledger_entry(row, row.label, remote_id, "disabled", True, sent=disabled))
+            else:
+                self._ledger.forget(row.idp, "user", row.local_id)
+            outcome = "done" if remote_id is not None else "skipped"
+            why = operation if remote_id is not None else "never created"
+            return OperationResult(row.idp, "user", row.label, why, outcome, remote_id=remote_id)
+
+        return Task(row, operation, run, record)
 
     def _plan_deprovision(
         self,

@@ -34,6 +34,10 @@ class Task:
     known (``creating``; ``accepted`` for later by the target): look first."""
 
 
+Creating = tuple[str, str, str, str, str, str | None]
+"""A create about to be sent: (idp, kind, local id, domain, label, what is sent as
+JSON, or None), marked in the ledger before it goes."""
+
 Outcome = tuple[Task, list[Attempt], Any]
 """A task, its attempts, and its value or the exception it raised."""
 
