@@ -80,12 +80,16 @@ class LoggedRequest(NamedTuple):
 
 
 class Fault(NamedTuple):
-    """An injected answer (status > 0) or delay (status 0) for the next requests."""
+    """An injected answer (status > 0) or delay (status 0) for the next requests (of
+    ``method``, when given); ``applied``: the request is carried out first (its reply
+    is lost)."""
 
     status: int
     headers: dict[str, str]
     body: Any
     delay: float
+    method: str | None = None
+    applied: bool = False
 
 
 def now() -> str:
@@ -466,6 +470,8 @@ class Scim11Server:
         count: int = 1,
         headers: dict[str, str] | None = None,
         body: Any = None,
+        method: str | None = None,
+        after_apply: bool = False,
     ) -> None:
         """Answer the next ``count`` requests with ``status`` instead of serving them.
 
@@ -474,7 +480,7 @@ class Scim11Server:
         """
         if body is None:
             body = {"Errors": [{"description": "Injected failure", "code": str(status)}]}
-        self._add_faults(count, Fault(status, headers or {}, body, 0.0))
+        self._add_faults(count, Fault(status, headers or {}, body, 0.0, method, after_apply))
 
     def stall_next(self, seconds: float, count: int = 1) -> None:
         """Serve the next ``count`` requests normally, after ``seconds`` (for timeouts)."""
@@ -484,9 +490,12 @@ class Scim11Server:
         with self._faults_lock:
             self._faults.extend([fault] * count)
 
-    def take_fault(self) -> Fault | None:
+    def take_fault(self, method: str | None = None) -> Fault | None:
         with self._faults_lock:
-            return self._faults.pop(0) if self._faults else None
+            for i, fault in enumerate(self._faults):
+                if fault.method in (None, method):
+                    return self._faults.pop(i)
+            return None
 
     def authorized(self, header: str | None) -> bool:
         scheme, _, credentials = (header or "").partition(" ")
@@ -626,13 +635,13 @@ class Scim11Handler(BaseHTTPRequestHandler):
         path = target.path.removeprefix("/v1") if target.path.startswith("/v1/") else target.path
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         headers: dict[str, str] = {}
-        fault = peer.take_fault()
+        fault = peer.take_fault(self.command)
         if fault is not None:
             peer.stopping.wait(fault.delay)
+        if fault is None or not fault.status or fault.applied:
+            status, body, headers = self.answer(peer, path, target.query, raw)
         if fault is not None and fault.status:
             status, body, headers = fault.status, fault.body, fault.headers
-        else:
-            status, body, headers = self.answer(peer, path, target.query, raw)
         logged_body = _json_or_text(raw) if raw else None
         peer.requests.append(LoggedRequest(self.command, path, status, target.query, logged_body))
         self.respond(status, body, headers)
