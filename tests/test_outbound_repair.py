@@ -1,6 +1,7 @@
 """Repair after deletions at the target: a 404 for a user or group the ledger knows
 re-creates it (with its members, in its groups); `sync --verify --repair` re-creates
-users deleted at the target on demand."""
+users deleted at the target on demand. Also: a deprovision after an uncertain create
+is never lost, and `idp test` tells a wrong base path from wrong credentials."""
 
 from __future__ import annotations
 
@@ -118,3 +119,15 @@ def test_an_unprovable_account_after_an_uncertain_create_is_left_alone(tmp_path,
         [op] = [o for o in result.outbound.idps["scim"].operations if o.kind == "user"]
         assert op.outcome == "failed" and "nothing there proves it" in op.error
     assert len(fake.users) == 1
+
+
+def test_idp_test_says_a_wrong_base_path_is_not_an_authentication_failure(
+    tmp_path: Path, scim2_server: Scim2Peer, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    wrong = scim2_server.base_url.rsplit("/v2", 1)[0] + "/nowhere/v2"
+    idp = idp_yaml("scim", wrong)
+    with make_service(tmp_path, idp, ["scim"]) as svc:
+        report = svc.test_idp("scim")
+    assert report.reachable and report.authenticated is None and not report.ok
+    assert any("check the path of base_url" in m for m in report.messages)

@@ -296,7 +296,9 @@ def check_report(name: str, report: CheckReport) -> None:
     no = "[red]no[/]"
     console().print(f"[bold]{esc(name)}[/]")
     console().print(f"  reachable      {yes if report.reachable else no}")
-    console().print(f"  authenticated  {yes if report.authenticated else no}")
+    unknown = "[yellow]unknown[/] (the endpoint was not found)"
+    auth = unknown if report.authenticated is None else yes if report.authenticated else no
+    console().print(f"  authenticated  {auth}")
     for key, value in report.capabilities.items():
         console().print(f"  {key:<14} {esc(value)}")
     for message in report.messages:

@@ -80,13 +80,14 @@ class CheckReport:
     """What `idprov idp test` found: reachability, authentication, capabilities."""
 
     reachable: bool = False
-    authenticated: bool = False
+    authenticated: bool | None = False
+    """None: unknown (the endpoint was not found: no credentials were tried)."""
     capabilities: dict[str, Any] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.reachable and self.authenticated
+        return self.reachable and self.authenticated is True
 
     def to_dict(self) -> dict[str, Any]:
         return {

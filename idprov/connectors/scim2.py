@@ -281,6 +281,12 @@ class Scim2Connector(Connector):
         try:
             self._request("GET", "/Users", "list users", params={"count": "1"})
             report.authenticated = True
+        except RemoteNotFound as exc:
+            report.reachable, report.authenticated = True, None
+            report.messages.append(
+                f"{exc.message}: no SCIM endpoint at {self.options.base_url}; check the path "
+                "of base_url (such as /scim/v2)"
+            )
         except TargetError as exc:
             report.reachable = report.reachable or exc.status is not None
             report.messages.append(exc.message)

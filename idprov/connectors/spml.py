@@ -962,6 +962,10 @@ class SpmlConnector(Connector):
         request = self.request("list targets", "listTargetsRequest")
         try:
             reply = self.call(request)
+        except RemoteNotFound as exc:
+            report.reachable, report.authenticated = True, None
+            report.messages.append(f"{exc.message}: check base_url, the SOAP endpoint's URL")
+            return report
         except TargetError as exc:
             report.reachable = exc.status is not None
             report.messages.append(exc.message)
