@@ -131,3 +131,32 @@ def test_idp_test_says_a_wrong_base_path_is_not_an_authentication_failure(
         report = svc.test_idp("scim")
     assert report.reachable and report.authenticated is None and not report.ok
     assert any("check the path of base_url" in m for m in report.messages)
+
+
+def test_sync_verify_exits_6_when_it_could_not_read_the_target(
+    cli, tmp_path: Path, spml_server, monkeypatch: pytest.MonkeyPatch
+):
+    from tests.peers.spml import PASSWORD, SUSPEND
+
+    spml_server.capabilities = {SUSPEND, PASSWORD}  # no search: users cannot be listed
+    monkeypatch.setenv("SPML_TOKEN", spml_server.token or "")
+    (tmp_path / "idprov.yaml").write_text(f"""
+version: 1
+data_dir: {tmp_path / "data"}
+identity_providers:
+  - name: legacy
+    connector: spml
+    options:
+      base_url: {spml_server.url}
+      auth: bearer
+      token: env:SPML_TOKEN
+      pso_id: 'uid={{username_dn}},ou=people,dc=example,dc=com'
+    push_roles: none
+applications:
+  - name: resident
+    identity_providers: [legacy]
+""")
+    cli("user", "add", "gus", "-c", "given_name=Gus", "-c", "family_name=G").ok()
+    run = cli("sync", "--verify")
+    assert run.exit_code == 6, run
+    assert "listing users" in run.stdout and "unsupportedOperation" in run.stdout
