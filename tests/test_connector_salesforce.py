@@ -550,3 +550,28 @@ def test_the_mark_is_federation_identifier_unless_mapped_or_configured(tmp_path,
         svc.add_role("staff")
         svc.add_user("fay", {}, roles=["staff"])
         assert org.users()["fay@example.com"]["FederationIdentifier"] == svc.get_user("fay").id
+
+
+def test_passwords_go_through_the_password_resource_with_send_password(tmp_path, org):
+    with service(tmp_path, org, options="      send_password: true\n") as svc:
+        svc.add_role("staff")
+        assert svc.add_user("gil", {}, roles=["staff"], password="First-Pass-1").outbound.ok
+        uid = org.users()["gil@example.com"]["Id"]
+        assert org.passwords[uid] == ["First-Pass-1"]
+        before = len(org.api_requests("PATCH"))
+        result = svc.set_password("gil", "Second-Pass-2")
+        assert result.outbound.ok and result.outbound.idps["sf"].count("done") == 1
+    assert org.passwords[uid] == ["First-Pass-1", "Second-Pass-2"]
+    assert len(org.api_requests("PATCH")) == before  # the password alone: no PATCH
+
+
+def test_a_password_that_fails_after_the_create_is_set_on_the_repeat(tmp_path, org):
+    org.fail_next(503, "SERVER_UNAVAILABLE", method="POST", path="/sobjects/User/0")
+    with service(tmp_path, org, options="      send_password: true\n") as svc:
+        svc.add_role("staff")
+        result = svc.add_user("hal", {}, roles=["staff"], password="Hal-Pass-123")
+        assert result.outbound.ok, result.outbound.to_dict()
+    [hal] = [u for u in org.users().values() if u["Username"] == "hal@example.com"]
+    assert org.passwords[hal["Id"]] == ["Hal-Pass-123"] and len(org.users()) == 1
+    posts = [r.status for r in org.api_requests("POST") if r.path.endswith("/password")]
+    assert posts == [503, 204]  # refused once, then set on the repeat (after a look-up)

@@ -170,6 +170,9 @@ class SalesforceOptions(HttpOptions):
     """idprov role name -> permission set or public group."""
     bulk: Literal["auto", "never"] = "auto"
     bulk_threshold: int = 10
+    send_password: bool = False
+    """Set the password given to `user add`/`user passwd` through the REST API's
+    password resource (``POST sobjects/User/{id}/password``)."""
     mark_field: str | None = "FederationIdentifier"
     """The User field that carries idprov's mark: the value mapped to it, else the
     local user id, set when idprov creates the user. A look-up after a lost reply
@@ -450,7 +453,33 @@ class SalesforceConnector(Connector):
         data = self._json(response, what)
         if not isinstance(data, dict) or not data.get("id"):
             raise TargetError(f"{what}: created, but the reply holds no id", ambiguous=True)
+        self._set_password(str(data["id"]), account, fields["Username"], created=True)
         return str(data["id"])
+
+    def _set_password(self, remote_id: str, account: Account, username: str, created: bool) -> None:
+        """Send the password given in this command, if configured to. After a create,
+        a failure is ambiguous (the user exists): the engine's repeat looks it up, adopts
+        it by its mark and sets the password through :meth:`update_user`."""
+        if not (self.options.send_password and account.password):
+            return
+        what = f"set the password of {username}"
+        try:
+            self._request(
+                "POST",
+                f"/sobjects/User/{remote_id}/password",
+                what,
+                body={"NewPassword": account.password},
+            )
+        except TargetError as exc:
+            if not created:
+                raise
+            raise TargetError(
+                f"{exc.message} (user {remote_id} was created without it)",
+                status=exc.status,
+                retryable=exc.retryable,
+                ambiguous=True,
+                hint=exc.hint or "set it again with `idprov user passwd`",
+            ) from exc
 
     def bulk_create_limit(self) -> int:
         return 0 if self.options.bulk == "never" else COLLECTION_LIMIT
@@ -471,7 +500,17 @@ class SalesforceConnector(Connector):
                     results.append(str(reply["id"]))
                 else:
                     results.append(record_error(reply, f"create user {record['Username']}"))
-        return results
+        return [self._with_password(r, a) for r, a in zip(results, accounts, strict=True)]
+
+    def _with_password(self, result: str | TargetError, account: Account) -> str | TargetError:
+        """A created user's id once its password is set (if any); else the error."""
+        if isinstance(result, TargetError):
+            return result
+        try:
+            self._set_password(result, account, self.username(account.user_name), created=True)
+        except TargetError as exc:
+            return exc
+        return result
 
     def _collection_post(self, records: list[dict[str, Any]], what: str) -> list[dict[str, Any]]:
         body = {"allOrNone": False, "records": records}
@@ -534,7 +573,9 @@ class SalesforceConnector(Connector):
             changed.update(dict.fromkeys(old.keys() - fields.keys()))
             fields = changed
         what = f"update user {fields['Username']}"
-        self._request("PATCH", f"/sobjects/User/{remote_id}", what, body=fields)
+        if len(fields) > 1 or account.password is None:
+            self._request("PATCH", f"/sobjects/User/{remote_id}", what, body=fields)
+        self._set_password(remote_id, account, fields["Username"], created=False)
 
     def disable_user(self, remote_id: str, account: Account) -> None:
         self._deactivate(remote_id, f"deactivate user {self.username(account.user_name)}")

@@ -696,7 +696,7 @@ class SpmlConnector(Connector):
             data[self.options.password_attribute] = [password]
         remote_id = self._add(what, data, self.account_pso_id(account.user_name))
         if password is not None and self.options.password_via == "capability":
-            self._set_password(what, remote_id, password)
+            self._set_password(what, remote_id, password, created=True)
         return remote_id
 
     def _require(self, namespace: str, what: str, fix: str) -> None:
@@ -726,18 +726,21 @@ class SpmlConnector(Connector):
                 self._advertised = set(target["capabilities"]) if target else set()
             return self._advertised
 
-    def _set_password(self, what: str, remote_id: str, password: str) -> None:
+    def _set_password(self, what: str, remote_id: str, password: str, created: bool) -> None:
         request = self.request(what, "setPasswordRequest", PASSWORD)
         self._pso_id(request, remote_id)
         request.set_text(request.child(None, PASSWORD, "password"), "the password", password)
         try:
             self.call(request)
         except TargetError as exc:
-            raise TargetError(
+            if not created:
+                raise
+            raise TargetError(  # the account exists: a repeat looks it up and adopts it
                 f"{exc.message} (the account {remote_id} was created without its password)",
                 status=exc.status,
-                retryable=False,
-                hint=exc.hint,
+                retryable=exc.retryable,
+                ambiguous=True,
+                hint=exc.hint or "set it again with `idprov user passwd`",
             ) from exc
 
     def _user_matches(self, user_name: str) -> list[tuple[str, str]]:
@@ -835,7 +838,7 @@ class SpmlConnector(Connector):
             self._require(PASSWORD, what, "set password_via: attribute")
         self._modify(what, remote_id, replace=replace, delete=delete)
         if password is not None and self.options.password_via == "capability":
-            self._set_password(what, remote_id, password)
+            self._set_password(what, remote_id, password, created=False)
         if previous is None and self.options.disable == "suspend" and self._disables():
             request = self.request(what, "resumeRequest", SUSPEND)
             self._pso_id(request, remote_id)

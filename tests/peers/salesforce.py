@@ -186,6 +186,8 @@ class SalesforceOrg:
         self.grants: list[str] = []
         """The grant type of every successful token request."""
         self.requests: list[LoggedRequest] = []
+        self.passwords: dict[str, list[str]] = {}
+        """User id -> every password set through the password resource."""
         self.faults = Faults()
         self._lock = threading.RLock()
         self.login = Loopback(self.handle_login)
@@ -416,6 +418,8 @@ class SalesforceOrg:
             return self.collections(request)
         if len(parts) in (2, 3) and parts[0] == "sobjects":
             return self.sobject(request, parts[1], parts[2] if len(parts) == 3 else None)
+        if len(parts) == 4 and parts[:2] == ["sobjects", "User"] and parts[3] == "password":
+            return self.set_password(request, parts[2])
         raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
 
     def _body(self, request: PeerRequest) -> Any:
@@ -449,6 +453,25 @@ class SalesforceOrg:
             self.delete(sobject, record["Id"])
             return PeerReply(204)
         raise SalesforceError(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed")
+
+    def set_password(self, request: PeerRequest, user_id: str) -> PeerReply:
+        """``POST sobjects/User/{id}/password`` with ``{"NewPassword": ...}``: 204."""
+        if request.method != "POST":
+            raise SalesforceError(
+                405, "METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed"
+            )
+        if user_id not in self.objects["User"]:
+            raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
+        body = self._body(request)
+        if not isinstance(body, dict) or set(body) != {"NewPassword"}:
+            raise SalesforceError(400, "JSON_PARSER_ERROR", "Expected {NewPassword}")
+        password = body["NewPassword"]
+        if not isinstance(password, str) or len(password) < 8:
+            raise SalesforceError(
+                400, "INVALID_NEW_PASSWORD", "Your password must be at least 8 characters long."
+            )
+        self.passwords.setdefault(user_id, []).append(password)
+        return PeerReply(204)
 
     # -- records
     def _insert(self, sobject: str, fields: dict[str, Any]) -> str:
