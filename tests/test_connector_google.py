@@ -333,6 +333,7 @@ def test_rate_limits_are_retried(tmp_path, google, status, reason):
         [op] = [o for o in result.outbound.idps["google"].operations if o.kind == "user"]
         assert op.attempts == 2
         assert len(google.users) == 1
+        assert svc.connector("google").limiter.slowdowns == 1  # fed the rate limiter
 
 
 def test_a_5xx_on_create_looks_before_creating_again(tmp_path, google):

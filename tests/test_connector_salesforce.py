@@ -276,6 +276,7 @@ def test_request_limit_exceeded_is_retried(tmp_path, org):
         svc.add_role("staff")
         org.fail_next(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", method="POST")
         result = svc.add_user("gina", {}, roles=["staff"])
+        assert svc.connector("sf").limiter.slowdowns == 1  # fed the rate limiter
     assert result.outbound.ok
     [user] = ops(result, "user")
     assert user.attempts == 2 and len(org.users()) == 1

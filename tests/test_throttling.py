@@ -90,5 +90,6 @@ def test_a_429_storm_slows_the_run_but_does_not_fail_it(tmp_path, monkeypatch):
         result = svc.add_user("alice", {"email": "a@example.com"})
         assert result.outbound.ok
         assert len([s for s in sleeps if s > 0]) >= 6  # backoffs, and the slower pace
+        assert svc.connector("target").limiter.slowdowns >= 1
         assert svc.connector("target").client is not None
     assert len(fake.users) == 1

@@ -85,6 +85,8 @@ class RateLimiter:
         self.limit = rate
         self._throttled_rate: float | None = None
         self._since = 0.0
+        self.slowdowns = 0
+        """How many times throttling halved the pace (bursts count once)."""
         self._next = 0.0
         self._recent: list[float] = []
         self._lock = threading.Lock()
@@ -130,6 +132,7 @@ class RateLimiter:
                 pace = float(max(len([t for t in self._recent if now - t < 1.0]), 2))
             self._throttled_rate = max(pace / 2, self.FLOOR)
             self._since = now
+            self.slowdowns += 1
             self._next = min(self._next, now + 1.0 / self._throttled_rate)
 
 
