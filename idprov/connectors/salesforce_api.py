@@ -1,0 +1,256 @@
+"""What the Salesforce connector knows of Salesforce: its options (validated from the
+identity provider's ``options:``), its ids and SOQL literals, and how its REST API's
+error arrays become idprov's errors. Used by :mod:`idprov.connectors.salesforce`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+from idprov.config.schema import Invalid
+from idprov.config.secrets import SecretRef
+from idprov.connectors.base import (
+    CredentialsRefused,
+    RemoteConflict,
+    RemoteNotFound,
+    TargetError,
+    Throttled,
+)
+from idprov.connectors.http import RETRYABLE_STATUS, HttpOptions, retry_after
+from idprov.connectors.oauth import check_no_http_auth
+
+if TYPE_CHECKING:
+    import httpx
+
+LOGIN_URL = "https://login.salesforce.com"
+SANDBOX_LOGIN_URL = "https://test.salesforce.com"
+COLLECTION_LIMIT = 200
+"""Records per sObject Collections request (Salesforce refuses more)."""
+RETRYABLE_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"})
+THROTTLE_CODES = frozenset({"REQUEST_LIMIT_EXCEEDED", "CONCURRENT_REQUEST_LIMIT_EXCEEDED"})
+GONE_CODES = frozenset({"NOT_FOUND", "ENTITY_IS_DELETED"})
+KEY_PREFIXES = {"permission_set": "0PS", "group": "00G"}
+"""Salesforce ids start with their object's key prefix: PermissionSet 0PS, Group 00G."""
+MEMBERSHIP = {
+    "0PS": ("PermissionSetAssignment", "PermissionSetId", "AssigneeId"),
+    "00G": ("GroupMember", "GroupId", "UserOrGroupId"),
+}
+"""Key prefix -> (membership sObject, its field for the set or group, for the user)."""
+SETUP_HINT = (
+    "check the connected app (consumer key and secret or certificate), that the user is "
+    "pre-authorized for it (JWT bearer: Manage Connected Apps > OAuth policies; client "
+    "credentials: a run-as user), and that base_url is the right login host"
+)
+_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
+_PLACEHOLDER = re.compile(r"\{(\w*)\}")
+
+
+def soql_literal(value: str) -> str:
+    """A SOQL string literal: quotes and backslashes escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def derive_alias(first: str | None, last: str, username: str) -> str:
+    """Salesforce's ``Alias`` (at most 8 characters): the first name's initial and the
+    last name, else the username's local part; ASCII letters and digits, lower case."""
+
+    def ascii_alnum(text: str) -> str:
+        plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+        return re.sub(r"[^0-9a-z]", "", plain.lower())
+
+    alias = ascii_alnum((first or "")[:1] + last) or ascii_alnum(username.partition("@")[0])
+    return (alias or "user")[:8]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoleTarget:
+    """Where an idprov role goes in Salesforce: a permission set or a public group,
+    by id or by API name (``PermissionSet.Name``, ``Group.DeveloperName``)."""
+
+    type: Literal["permission_set", "group"]
+    id: str | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.id is None) == (self.name is None):
+            raise Invalid("give either id or name (the API name)", "id")
+        prefix = KEY_PREFIXES[self.type]
+        if self.id is not None and not (_ID.match(self.id) and self.id.startswith(prefix)):
+            raise Invalid(f"a {self.type} id is 15 or 18 characters starting {prefix}", "id")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SalesforceOptions(HttpOptions):
+    """Options of a Salesforce identity provider. ``base_url`` is the login host
+    (production, ``https://test.salesforce.com`` for sandboxes, or the org's My
+    Domain); ``username`` and ``password`` are the integration user's."""
+
+    base_url: str = LOGIN_URL
+    auth: Literal["none", "basic", "bearer", "header"] = "none"
+    flow: Literal["jwt_bearer", "client_credentials", "password"] = "jwt_bearer"
+    client_id: str
+    """The connected app's consumer key."""
+    client_secret: SecretRef | None = None
+    private_key: SecretRef | None = None
+    """PEM private key whose certificate is uploaded to the connected app (JWT bearer)."""
+    security_token: SecretRef | None = None
+    """Appended to the password (username-password flow) unless the IP is trusted."""
+    token_url: str | None = None
+    """Default: ``{base_url}/services/oauth2/token``."""
+    audience: str | None = None
+    """JWT ``aud``; default: the sandbox login URL for sandbox hosts, else production's."""
+    instance_url: str | None = None
+    """Overrides the instance URL of the token response."""
+    api_version: str = "60.0"
+    domain: str | None = None
+    username_pattern: str = "{UN}@{domain}"
+    profile: str | None = None
+    """Profile name for new users (e.g. ``Standard User``), looked up once."""
+    profile_id: str | None = None
+    time_zone: str = "GMT"
+    locale: str = "en_US"
+    language: str = "en_US"
+    email_encoding: str = "UTF-8"
+    roles: dict[str, RoleTarget] = field(default_factory=dict)
+    """idprov role name -> permission set or public group."""
+    bulk: Literal["auto", "never"] = "auto"
+    bulk_threshold: int = 10
+    send_password: bool = False
+    """Set the password given to `user add`/`user passwd` through the REST API's
+    password resource (``POST sobjects/User/{id}/password``)."""
+    mark_field: str | None = "FederationIdentifier"
+    """The User field that carries idprov's mark: the value mapped to it, else the
+    local user id, set when idprov creates the user. A look-up after a lost reply
+    adopts only a user whose field holds that value. Null: no mark (then a lost reply
+    needs ``on_conflict: adopt``)."""
+
+    def __post_init__(self) -> None:
+        check_no_http_auth(self, "salesforce", "set flow: and its credentials")
+        super().__post_init__()
+        self._check_flow()
+        for key in ("token_url", "audience", "instance_url"):
+            value = getattr(self, key)
+            if value is not None and not value.startswith(("https://", "http://")):
+                raise Invalid("must be an http:// or https:// URL", key)
+        if not re.fullmatch(r"\d{2,3}\.\d", self.api_version):
+            raise Invalid("a REST API version such as 60.0", "api_version")
+        if self.bulk_threshold < 2:
+            raise Invalid("must be at least 2", "bulk_threshold")
+        if self.mark_field is not None and not re.fullmatch(
+            r"[A-Za-z][A-Za-z0-9_]*", self.mark_field
+        ):
+            raise Invalid("a User field's API name, such as FederationIdentifier", "mark_field")
+        self._check_new_users()
+
+    def _check_new_users(self) -> None:
+        if (self.profile is None) == (self.profile_id is None):
+            raise Invalid("give profile (a name such as Standard User) or profile_id", "profile")
+        if self.profile_id is not None and not _ID.match(self.profile_id):
+            raise Invalid("a Salesforce id: 15 or 18 letters and digits", "profile_id")
+        names = set(_PLACEHOLDER.findall(self.username_pattern))
+        if "UN" not in names or names - {"UN", "domain"}:
+            raise Invalid("uses {UN} and may use {domain}, nothing else", "username_pattern")
+        if "domain" in names and not self.domain:
+            raise Invalid("username_pattern uses {domain}: set domain (e.g. example.com)", "domain")
+
+    def _check_flow(self) -> None:
+        needs = {
+            "jwt_bearer": ("private_key", "username"),
+            "client_credentials": ("client_secret",),
+            "password": ("client_secret", "username", "password"),
+        }[self.flow]
+        for key in needs:
+            if getattr(self, key) is None:
+                raise Invalid(f"flow: {self.flow} needs {', '.join(needs)}", key)
+        host = urlsplit(self.base_url).hostname or ""
+        if self.flow == "client_credentials" and host in (
+            "login.salesforce.com",
+            "test.salesforce.com",
+        ):
+            raise Invalid(
+                "the client credentials flow works only at the org's My Domain: set base_url "
+                "to https://MYDOMAIN.my.salesforce.com",
+                "base_url",
+            )
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.token_url or self.base_url.rstrip("/") + "/services/oauth2/token"
+
+    @property
+    def jwt_audience(self) -> str:
+        if self.audience:
+            return self.audience
+        host = urlsplit(self.base_url).hostname or ""
+        sandbox = host == "test.salesforce.com" or host.endswith(".sandbox.my.salesforce.com")
+        return SANDBOX_LOGIN_URL if sandbox else LOGIN_URL
+
+
+def _code(error: Any) -> str:
+    """An error's code: ``errorCode`` in REST replies, ``statusCode`` in collections."""
+    if not isinstance(error, dict):
+        return ""
+    return str(error.get("errorCode") or error.get("statusCode") or "")
+
+
+def record_error(reply: Mapping[str, Any], what: str) -> TargetError:
+    """The error of one record of a collection reply, its ``errors`` array as sent."""
+    errors = reply.get("errors") or []
+    codes = {_code(e) for e in errors}
+    message = f"{what}: {json.dumps(errors, ensure_ascii=False)[:2000]}"
+    if "DUPLICATE_USERNAME" in codes:
+        return RemoteConflict(message)
+    if codes & GONE_CODES:
+        return RemoteNotFound(message)
+    if codes & THROTTLE_CODES:
+        return Throttled(message)
+    return TargetError(message, retryable=bool(codes & RETRYABLE_CODES))
+
+
+def raise_salesforce_error(response: httpx.Response, what: str) -> None:
+    """Turn a REST API error into the right TargetError, with Salesforce's error array
+    (``[{"message", "errorCode", "fields"}]``) as sent."""
+    status = response.status_code
+    if status < 400:
+        return
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    errors = data if isinstance(data, list) else []
+    codes = {_code(e) for e in errors}
+    if isinstance(data, dict | list):
+        detail = json.dumps(data, ensure_ascii=False)[:2000]
+    else:
+        detail = response.text.strip()[:300] or "(empty reply)"
+    message = f"{what}: HTTP {status}: {detail}"
+    if "DUPLICATE_USERNAME" in codes or status == 409:
+        raise RemoteConflict(message, status=status)
+    if status == 404 or codes & GONE_CODES:
+        raise RemoteNotFound(message, status=status)
+    if status == 429 or codes & THROTTLE_CODES:
+        raise Throttled(message, status=status, retry_after=retry_after(response))
+    retryable = status in RETRYABLE_STATUS or bool(codes & RETRYABLE_CODES)
+    if status == 401:
+        raise CredentialsRefused(
+            message, status=status, hint="the token was refused even when new: " + SETUP_HINT
+        )
+    if status == 403 and not retryable:
+        raise CredentialsRefused(
+            message,
+            status=status,
+            hint="the integration user lacks a permission (Manage Users, API Enabled...)",
+        )
+    raise TargetError(
+        message,
+        status=status,
+        retryable=retryable,
+        retry_after=retry_after(response),
+        ambiguous=status >= 500,
+    )
