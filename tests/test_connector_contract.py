@@ -28,8 +28,12 @@ class InjectingTransport(httpx.BaseTransport):
         self.inner = httpx.HTTPTransport()
         self.faults: list[tuple[str, str, str]] = []
         self.lock = threading.Lock()
+        self.refuse = False
+        """Send every request with a token the server does not know."""
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.refuse:
+            request.headers["Authorization"] = "Bearer revoked"
         with self.lock:
             fault = next(
                 (
@@ -85,6 +89,9 @@ class Scim2Target(ContractTarget):
     def lose_next_create_reply(self) -> None:
         self.transport.faults.append(("POST", "/Users", "lost"))
 
+    def refuse_credentials(self) -> None:
+        self.transport.refuse = True
+
     def throttle_next(self, count: int) -> None:
         self.transport.faults += [("*", "/", "throttle")] * count
 
@@ -134,6 +141,9 @@ class Scim11Target(ContractTarget):
 
     def lose_next_create_reply(self) -> None:
         self.peer.fail_next(500, method="POST", after_apply=True)
+
+    def refuse_credentials(self) -> None:
+        self.peer.token = "revoked"
 
     def throttle_next(self, count: int) -> None:
         self.peer.fail_next(429, count=count)
@@ -189,6 +199,9 @@ class SpmlTarget(ContractTarget):
     def lose_next_create_reply(self) -> None:
         self.peer.http_next(500, operation="addRequest", apply=True)
 
+    def refuse_credentials(self) -> None:
+        self.peer.token = "revoked"
+
     def throttle_next(self, count: int) -> None:
         self.peer.http_next(429, count=count)
 
@@ -238,6 +251,10 @@ class GoogleTarget(ContractTarget):
 
     def lose_next_create_reply(self) -> None:
         self.fake.fail_next(503, method="POST", path="/users", after_apply=True)
+
+    def refuse_credentials(self) -> None:
+        self.fake.delegated_scopes = set()  # delegation removed in the Admin console
+        self.fake.revoke_tokens()
 
     def throttle_next(self, count: int) -> None:
         self.fake.fail_next(403, "rateLimitExceeded", count=count)
@@ -310,6 +327,10 @@ class SalesforceTarget(ContractTarget):
         self.org.fail_next(
             403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", count=count
         )
+
+    def refuse_credentials(self) -> None:
+        self.org.preauthorized = False  # the connected app's policy changed
+        self.org.revoke_tokens()
 
     def disable_at_target(self, user_name: str) -> None:
         self.org.users()[f"{user_name}@example.com"]["IsActive"] = False

@@ -371,6 +371,8 @@ class Engine(UserPlanning, RolePlanning):
 
     # -- recording (inside the caller's short transaction)
     def _settle(self, item: Settled) -> None:
+        if item.result.outcome == "failed" and item.row.idp in self._stopped:
+            return  # left pending with the rest of the IdP's rows: one failure is told
         if item.result.outcome == "failed":
             self._failed(item.row, item.result.error or "", item.result.status, 0)
         else:
@@ -386,6 +388,7 @@ class Engine(UserPlanning, RolePlanning):
         row = task.row
         if self._left_pending(row, value):
             return
+        first_refusal = isinstance(value, CredentialsRefused)
         try:
             if isinstance(value, BaseException):
                 raise value
@@ -402,6 +405,11 @@ class Engine(UserPlanning, RolePlanning):
                 status=status,
             )
         result.attempts = len(attempts)
+        if first_refusal:
+            result.error = (
+                f"credentials refused; idprov stopped pushing to {row.idp} and left its other "
+                f"rows in the outbox: {result.error}"
+            )
         if task.operation == "create" and getattr(value, "accepted", False):
             self.state.ledger.mark_accepted(row.idp, row.kind, row.local_id)
         if result.outcome == "failed":
@@ -420,10 +428,6 @@ class Engine(UserPlanning, RolePlanning):
             if row.idp in self._reported:
                 return True
             self._reported.add(row.idp)
-            value.message = (
-                f"credentials refused; idprov stopped pushing to {row.idp} and left its other "
-                f"rows in the outbox: {value.message}"
-            )
         return False
 
     def _add(self, result: OperationResult) -> None:

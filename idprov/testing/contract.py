@@ -29,7 +29,8 @@ names start with ``kit``. What it checks is what a user of idprov relies on:
   target names groups);
 - a create whose reply was lost makes one account, adopted as idprov's (the
   connector's ``lookup_user`` recognises idprov's mark);
-- throttling slows the run down but does not fail it.
+- throttling slows the run down but does not fail it;
+- refused credentials fail one operation and leave the IdP's other rows pending.
 """
 
 from __future__ import annotations
@@ -94,6 +95,11 @@ class ContractTarget(ABC):
     @abstractmethod
     def disable_at_target(self, user_name: str) -> None:
         """An administrator disables ``user_name``'s account at the target."""
+
+    def refuse_credentials(self) -> None:
+        """From now on the target refuses idprov's credentials (a revoked token, a
+        removed grant). Optional: without it, that check is skipped."""
+        raise NotImplementedError
 
     def http_transport(self) -> httpx.BaseTransport | None:
         """An httpx transport for idprov's requests to the target (None: the network).
@@ -226,6 +232,23 @@ applications:
         contract_target.throttle_next(2)
         assert_ok(service.add_user("kit-tim", claims("kit-tim"), roles=["staff"]))
         assert contract_target.account("kit-tim") is not None
+
+    def test_refused_credentials_stop_the_batch_after_the_first(
+        self, contract_target: ContractTarget, service: IdentityService
+    ) -> None:
+        try:
+            contract_target.refuse_credentials()
+        except NotImplementedError:
+            pytest.skip("the target adapter cannot refuse credentials on demand")
+        for name in ("kit-r1", "kit-r2", "kit-r3"):
+            service.add_user(name, claims(name), roles=["staff"])
+        report = service.retry_outbox([KIT_IDP])
+        target = report.idps[KIT_IDP]
+        failed = [op for op in target.operations if op.outcome == "failed"]
+        assert len(failed) == 1, [op.error for op in failed]
+        assert "credentials refused" in (failed[0].error or ""), failed[0].error
+        assert target.to_dict()["pending"] == target.total - 1
+        assert len(service.outbox_rows([KIT_IDP])) == target.total
 
 
 def claims(user_name: str) -> dict[str, str]:
