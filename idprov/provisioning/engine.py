@@ -425,6 +425,7 @@ class Engine(UserPlanning, RolePlanning):
         if isinstance(value, LeftPending):
             return True
         if isinstance(value, CredentialsRefused):
+            self._stopped.setdefault(row.idp, value.message)  # a bulk request returns it
             if row.idp in self._reported:
                 return True
             self._reported.add(row.idp)
