@@ -160,7 +160,7 @@ def test_wrong_token_exits_6_keeps_the_local_change_and_the_outbox_row(cli, scim
     rows = cli("outbox", "list", "--json").items()
     assert {(r["kind"], r["status"], r["last_status"]) for r in rows} == {
         ("user", "failed", 401),
-        ("role", "failed", None),
+        ("role", "pending", None),  # credentials refused: the rest waits, untried
     }
     assert scim.users() == []
     monkeypatch.setenv("SCIM_TOKEN", scim.token)
