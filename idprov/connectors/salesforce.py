@@ -384,7 +384,7 @@ class SalesforceConnector(Connector):
         if found is None:
             return None
         mark = self.options.mark_field
-        expected = self.create_fields(account).get(mark) if mark else None
+        expected = self.user_fields(account).get(mark, account.local_id) if mark else None
         ours = expected is not None and found.get(mark or "") == expected
         return RemoteMatch(str(found["Id"]), ours=ours)
 
