@@ -81,3 +81,30 @@ def test_a_wrong_google_key_asks_for_a_token_once(tmp_path, google_workspace: Go
     token_requests = [r for r in google_workspace.requests if r.path == "/token"]
     assert len(token_requests) == 1  # for 12 commands and a retry of 12 rows
     assert not google_workspace.users
+
+
+def test_an_import_with_a_wrong_token_prints_one_failure_not_one_per_user(
+    cli, tmp_path: Path, scim2_server, monkeypatch
+):
+    monkeypatch.setenv("SCIM_TOKEN", "wrong-token")
+    (tmp_path / "idprov.yaml").write_text(f"""
+version: 1
+data_dir: {tmp_path / "data"}
+identity_providers:
+  - name: scim
+    connector: scim2
+    options: {{base_url: "{scim2_server.base_url}", auth: bearer, token: env:SCIM_TOKEN}}
+    push_roles: none
+    retry: {{max_attempts: 3, initial_backoff: 0.01, max_backoff: 0.05}}
+applications:
+  - name: resident
+    identity_providers: [scim]
+""")
+    rows = "".join(f"user{i:03d},u{i}@example.com\n" for i in range(60))
+    (tmp_path / "users.csv").write_text("username,email\n" + rows)
+    run = cli("import", "users", str(tmp_path / "users.csv"))
+    assert run.exit_code == 6, run
+    assert run.stdout.count("HTTP 401") == 1, run.stdout
+    assert "59 left pending" in run.stdout
+    assert "wrong-token" not in run.stdout + run.stderr
+    assert len(cli("outbox", "list", "--json").json()) == 60
