@@ -214,12 +214,16 @@ class Ledger:
         ).fetchall()
         return {r[0] for r in rows}
 
-    def groups_of(self, idp: str, user_id: str) -> list[str]:
-        """Role ids whose remote group holds this user (as idprov made it)."""
+    def groups_with_ids(self, idp: str, user_id: str) -> list[tuple[str, str]]:
+        """(role id, group remote id) of the groups idprov put this user in (one query)."""
         rows = self.db.execute(
-            "SELECT role_id FROM ledger_members WHERE idp = ? AND user_id = ?", [idp, user_id]
+            "SELECT m.role_id, l.remote_id FROM ledger_members m JOIN ledger l"
+            " ON l.idp = m.idp AND l.kind = 'role' AND l.local_id = m.role_id"
+            " WHERE m.idp = ? AND m.user_id = ? AND l.remote_id IS NOT NULL"
+            " ORDER BY m.role_id",
+            [idp, user_id],
         ).fetchall()
-        return [r[0] for r in rows]
+        return [(r[0], r[1]) for r in rows]
 
     def set_members(
         self, idp: str, role_id: str, added: Iterable[str], removed: Iterable[str]

@@ -253,11 +253,7 @@ class UserPlanning:
 
     def _groups(self, row: OutboxRow) -> list[tuple[str, str]]:
         """(role id, group remote id) of the groups idprov put ``row``'s user in."""
-        return [
-            (role_id, g.remote_id)
-            for role_id in self._ledger.groups_of(row.idp, row.local_id)
-            if (g := self._ledger.get(row.idp, "role", role_id)) and g.remote_id
-        ]
+        return self._ledger.groups_with_ids(row.idp, row.local_id)
 
     def _group_ids(self, row: OutboxRow) -> list[str]:
         return [group_id for _, group_id in self._groups(row)]
