@@ -4,6 +4,8 @@ other rows in the outbox as they were."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.outbound_helpers import FakeScim, idp_yaml, make_service
 from tests.peers.google import GoogleWorkspace, pem_of, rsa_key
 
