@@ -81,7 +81,7 @@ applications:
     plain = cli("sync", "--verify", "--json")
     assert plain.exit_code == 0 and plain.json()["drift"]["scim"]["deleted_remotely"] == ["dora"]
     assert scim2_server.users() == []  # verify alone only reports
-    run = cli("sync", "--repair", "--json")
+    run = cli("sync", "--repair", "--idp", "scim", "--json")
     assert run.exit_code == 0, run
     assert run.json()["drift"]["scim"]["repaired"] == ["dora"]
     [again] = scim2_server.users()

@@ -91,9 +91,7 @@ def sync(
         from idprov.provisioning.verify import repair_idps
 
         with RunLock(svc.data_dir, "sync", wait=wait):
-            repaired = repair_idps(
-                svc, [i.name for i in svc.config.identity_providers if idp in (None, i.name)]
-            )
+            repaired = repair_idps(svc, list(idp) if idp else svc.targets())
     if dry_run:
         result = run_sync(svc, idp, dry_run=True)
     else:
