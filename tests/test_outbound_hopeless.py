@@ -109,4 +109,4 @@ applications:
     assert run.stdout.count("HTTP 401") == 1, run.stdout
     assert "59 left pending" in run.stdout
     assert "wrong-token" not in run.stdout + run.stderr
-    assert len(cli("outbox", "list", "--json").json()) == 60
+    assert len(cli("outbox", "list", "--json").json()["items"]) == 60
