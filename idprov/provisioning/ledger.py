@@ -110,6 +110,19 @@ class Ledger:
         ).fetchall()
         return {r[2]: self._entry(r) for r in rows}
 
+    def counts(self, idp: str) -> dict[str, int]:
+        """What idprov holds at ``idp``, the deletion guard's percentages are of: active
+        users (``users``, ``attributes``), groups and memberships."""
+        users, groups = self.db.execute(
+            "SELECT coalesce(sum(kind = 'user' AND state = 'active'), 0),"
+            " coalesce(sum(kind = 'role'), 0) FROM ledger WHERE idp = ? AND remote_id IS NOT NULL",
+            [idp],
+        ).fetchone()
+        members = self.db.execute(
+            "SELECT count(*) FROM ledger_members WHERE idp = ?", [idp]
+        ).fetchone()[0]
+        return {"users": users, "groups": groups, "memberships": members, "attributes": users}
+
     def all_members(self, idp: str) -> dict[str, set[str]]:
         """Role id -> the user ids idprov put in its group at ``idp``."""
         out: dict[str, set[str]] = {}

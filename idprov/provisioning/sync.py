@@ -26,6 +26,7 @@ from idprov.db import now, write_transaction
 from idprov.errors import ConflictError, GuardError, IdprovError
 from idprov.model import QualifiedName, Role, User, UserQuery
 from idprov.provisioning.decide import decide_role, decide_user, in_scope
+from idprov.provisioning.guard import Effects, Trip, trips
 from idprov.provisioning.results import OutboundReport
 
 if TYPE_CHECKING:
@@ -63,6 +64,9 @@ class IdpPlan:
     provisioned: int = 0
     guard: str | None = None
     """Why the deletion guard refuses this plan (None: it does not)."""
+    effects: Effects | None = None
+    """Its destructive effects, as the deletion guard counts them."""
+    trips: list[Trip] = field(default_factory=list)
 
     @property
     def deprovisions(self) -> int:
@@ -82,6 +86,7 @@ class IdpPlan:
             "counts": self.counts(),
             "deprovisions": self.deprovisions,
             "guard": self.guard,
+            "effects": self.effects.to_dict() if self.effects is not None else None,
             "items": [i.to_dict() for i in self.items],
         }
 
@@ -199,8 +204,10 @@ def _plan_idp(service: IdentityService, name: str, source: Source) -> IdpPlan:
     plan = IdpPlan(
         name, provisioned=sum(1 for e in users.values() if e.remote_id and e.state == "active")
     )
+    plan.effects = effects = Effects(name, idp.deprovision)
     for user in source.users.values():
         decision = decide_user(idp, connector, user, users.get(user.id))
+        effects.note_user(user.qualified_name, decision, users.get(user.id))
         if decision.action != "none":
             plan.items.append(
                 PlanItem(
@@ -218,6 +225,7 @@ def _plan_idp(service: IdentityService, name: str, source: Source) -> IdpPlan:
         for local_id, entry in users.items():
             if local_id not in source.users:
                 decision = decide_user(idp, connector, None, entry)
+                effects.note_user(entry.label, decision, entry)
                 if decision.action != "none":
                     plan.items.append(
                         PlanItem(
@@ -229,16 +237,20 @@ def _plan_idp(service: IdentityService, name: str, source: Source) -> IdpPlan:
                             decision.reason,
                         )
                     )
-    plan.items += _plan_roles(service, name, source)
-    plan.guard = _guard(plan, idp.deletion_guard)
+    plan.items += _plan_roles(service, name, source, effects)
+    plan.trips = trips(idp, effects, service.state.ledger.counts(name), None)
+    plan.guard = "; ".join(t.message for t in plan.trips) or None
     return plan
 
 
-def _plan_roles(service: IdentityService, name: str, source: Source) -> list[PlanItem]:
+def _plan_roles(
+    service: IdentityService, name: str, source: Source, effects: Effects
+) -> list[PlanItem]:
     idp = service.idp(name)
     ledger = service.state.ledger
     entries = ledger.for_idp(name, "role")
     members = ledger.all_members(name)
+    users = ledger.for_idp(name, "user")
     items = []
     for role, member_ids in source.roles:
         desired = {
@@ -247,6 +259,7 @@ def _plan_roles(service: IdentityService, name: str, source: Source) -> list[Pla
         decision = decide_role(
             idp, role.qualified_name, entries.get(role.id), desired, members.get(role.id, set())
         )
+        effects.note_role(role.qualified_name, decision, _names(source, users, decision.remove))
         if decision.action != "none":
             label = str(QualifiedName(role.domain, role.name))
             changed = [f"+{_label(source, u)}" for u in decision.add]
@@ -262,6 +275,7 @@ def _plan_roles(service: IdentityService, name: str, source: Source) -> list[Pla
         known = {r.id for r, _ in source.roles}
         for local_id, entry in entries.items():
             if local_id not in known and entry.remote_id:
+                effects.groups.append(entry.label)
                 items.append(
                     PlanItem(
                         "role", local_id, entry.domain, entry.label, "delete", "deleted locally"
@@ -275,22 +289,14 @@ def _label(source: Source, user_id: str) -> str:
     return user.qualified_name if user is not None else user_id
 
 
-def _guard(plan: IdpPlan, guard: Any) -> str | None:
-    count = plan.deprovisions
-    if count > guard.max_deletes:
-        return (
-            f"{count} deprovisions at {plan.idp} exceed deletion_guard.max_deletes "
-            f"({guard.max_deletes})"
-        )
-    if plan.provisioned and count >= guard.min_deletes:
-        percent = 100.0 * count / plan.provisioned
-        if percent > guard.max_percent:
-            return (
-                f"{count} deprovisions are {percent:.0f}% of the {plan.provisioned} "
-                f"users provisioned at {plan.idp}, over deletion_guard.max_percent "
-                f"({guard.max_percent:g}%)"
-            )
-    return None
+def _names(source: Source, users: dict[str, Any], ids: Sequence[str]) -> dict[str, str]:
+    """Labels of user ids: from the source, else the ledger."""
+    out = {}
+    for user_id in ids:
+        user = source.users.get(user_id)
+        entry = users.get(user_id)
+        out[user_id] = user.qualified_name if user else entry.label if entry else user_id
+    return out
 
 
 def plan_fingerprint(service: IdentityService, plan: SyncPlan) -> str:
@@ -312,29 +318,43 @@ def check_plan(plan: SyncPlan, allow_deletes: int | None) -> None:
             hint="fix the userstore (is the directory up? are the credentials right?) and "
             "run sync again",
         )
-    for idp_plan in plan.idps:
-        if idp_plan.guard and (allow_deletes is None or idp_plan.deprovisions > allow_deletes):
-            raise GuardError(
-                f"deletion guard: {idp_plan.guard}; nothing was changed",
-                hint=f"check the plan with `idprov plan`; if the deprovisions are expected, "
-                f"run `idprov sync --allow-deletes {idp_plan.deprovisions}`",
-            )
+    tripped = [
+        t for p in plan.idps for t in p.trips if allow_deletes is None or t.count > allow_deletes
+    ]
+    if tripped:
+        needed = max(t.count for t in tripped)
+        raise GuardError(
+            "deletion guard: " + "; ".join(t.message for t in tripped) + "; nothing was changed",
+            hint="check the plan with `idprov plan`; if these changes are expected, "
+            f"run `idprov sync --allow-deletes {needed}`",
+        )
 
 
 def apply_plan(
     service: IdentityService, plan: SyncPlan, run: str, allow_deletes: int | None = None
 ) -> OutboundReport:
-    """Enqueue the plan's items and drain them, with every pending or failed row."""
+    """Enqueue the plan's items and drain them, with every pending or failed row of
+    its IdPs: deprovisions first, so that an account re-created under the same name
+    (a new entry, a new id) finds its name free at the target."""
     check_plan(plan, allow_deletes)
-    with service.unit_of_work() as uow:
+    first: list[int] = []
+    with service.unit_of_work(push=False) as uow:
         uow.begin()
         for idp_plan in plan.idps:
             for item in sorted(idp_plan.items, key=lambda i: i.kind != "user"):
                 kind: Kind = "user" if item.kind == "user" else "role"
+                before = len(uow.rows)
                 uow.enqueue(kind, item.local_id, item.domain, item.label, idps=[idp_plan.idp])
+                if item.action in ("delete", "disable") and kind == "user":
+                    first += uow.rows[before:]
         # this run drains every row of its IdPs, not only those it just enqueued
-        uow.rows = [r.id for r in service.state.outbox.rows(idps=[p.idp for p in plan.idps])]
-    return uow.outbound or OutboundReport()
+        rest = [r.id for r in service.state.outbox.rows(idps=[p.idp for p in plan.idps])]
+    report = OutboundReport()
+    done = set(first)
+    for ids in (first, [i for i in rest if i not in done]):
+        if ids:
+            report.merge(service.push(ids, uow.passwords, guarded=True) or OutboundReport())
+    return report
 
 
 def run_sync(
