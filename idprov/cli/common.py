@@ -216,6 +216,11 @@ def emit(result: Any, render: Callable[[Any], None]) -> None:
         failed = not result.ok
     if failed:
         raise typer.Exit(int(ExitCode.OUTBOUND_FAILED))
+    held = getattr(result, "outbound_held", None)
+    if held is None and hasattr(result, "held") and hasattr(result, "idps"):
+        held = bool(result.held)
+    if held:  # the deletion guard kept the change's push in the outbox
+        raise typer.Exit(int(ExitCode.GUARD_TRIPPED))
 
 
 def emit_with_code(result: Any, render: Callable[[Any], None], code: int) -> None:

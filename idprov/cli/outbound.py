@@ -18,6 +18,7 @@ from idprov.cli.common import (
     new_app,
     service,
 )
+from idprov.cli.guard import AllowOpt
 
 outbox_app = new_app("Outbound operations that are pending or failed.")
 idp_app = new_app("Identity providers: the systems changes are provisioned to.")
@@ -32,6 +33,7 @@ IdpFilter = Annotated[
 class OutboxStatus(StrEnum):
     pending = "pending"
     failed = "failed"
+    held = "held"
 
 
 @outbox_app.command("list")
@@ -62,6 +64,28 @@ def outbox_retry(
     """Push every pending and failed operation again, now."""
     svc = service(app_name, live=True)
     emit(svc.retry_outbox(known_idps(svc, idp)), render.outbound_report)
+
+
+@outbox_app.command("release")
+def outbox_release(
+    idp: IdpFilter = None,
+    yes: YesOpt = False,
+    allow_deletes: AllowOpt = None,
+    app_name: AppOpt = "resident",
+    json: JsonOpt = False,
+) -> None:
+    """Push the changes the deletion guard held, once you have checked them.
+
+    Lists what they would delete and asks (not on a terminal: --yes and
+    --allow-deletes N). Example: idprov outbox release --idp scim-main --yes --allow-deletes 25
+    """
+    from idprov.cli.guard import confirm_effects
+
+    svc = service(app_name, live=True)
+    idp = known_idps(svc, idp)
+    verdict = svc.held_verdict(idp)
+    confirm_effects(svc, verdict, yes, allow_deletes)
+    emit(svc.release_held(idp), render.outbound_report)
 
 
 @outbox_app.command("work")

@@ -193,7 +193,7 @@ def outbound_report(report: OutboundReport) -> None:
     """A line per identity provider, then each failure with the target's message."""
     import typer
 
-    if not report.idps and not report.queued:
+    if not report.idps and not report.queued and not report.held:
         typer.echo("  nothing to provision")
     for idp in report.idps.values():
         done, failed, skipped = idp.count("done"), idp.count("failed"), idp.count("skipped")
@@ -206,6 +206,8 @@ def outbound_report(report: OutboundReport) -> None:
         _failures(idp.name, [op for op in idp.operations if op.outcome == "failed"])
     for name, count in sorted(report.queued.items()):
         typer.echo(f"  … {name}: {count} queued for the outbox worker (`idprov outbox work`)")
+    for name, count in sorted(report.held.items()):
+        typer.secho(f"  ✋ {name}: {count} held by the deletion guard", fg="yellow")
     for warning in report.warnings:
         typer.secho(f"  ! {warning}", fg="yellow", err=True)
     if not report.ok:

@@ -48,6 +48,8 @@ class Effects:
     """``group: user`` of each member removed from a group."""
     attributes: dict[str, list[str]] = field(default_factory=dict)
     """User -> attributes that were sent and would be removed or blanked."""
+    leaving: set[str] = field(default_factory=set, repr=False)
+    """Ids of the users deprovisioned: leaving their groups is part of that."""
 
     def count(self, kind: str) -> int:
         return len(getattr(self, kind))
@@ -57,8 +59,11 @@ class Effects:
         return any(self.count(k) for k in KINDS)
 
     def note_user(self, label: str, decision: UserDecision, entry: LedgerEntry | None) -> None:
+        """Count a user's decision (users first, then roles)."""
         if decision.action in ("delete", "disable"):
             self.users.append(label)
+            if entry is not None:
+                self.leaving.add(entry.local_id)
         elif decision.action == "update" and entry is not None:
             lost = removed_attributes(entry.sent, decision.sent)
             if lost:
@@ -67,7 +72,8 @@ class Effects:
     def note_role(self, label: str, decision: RoleDecision, names: Mapping[str, str]) -> None:
         if decision.action == "delete":
             self.groups.append(label)
-        self.memberships += [f"{label}: {names.get(u, u)}" for u in decision.remove]
+        removed = [u for u in decision.remove if u not in self.leaving]
+        self.memberships += [f"{label}: {names.get(u, u)}" for u in removed]
 
     def sentence(self, kind: str, total: int) -> str:
         """``will delete 25 users at scim-main (83% of its 30 users)``."""
