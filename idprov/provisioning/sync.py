@@ -30,10 +30,9 @@ from idprov.provisioning.guard import Effects, Trip, trips
 from idprov.provisioning.results import OutboundReport
 
 if TYPE_CHECKING:
+    from idprov.provisioning.ledger import LedgerEntry
     from idprov.provisioning.outbox import Kind
     from idprov.provisioning.service import IdentityService
-
-PAGE = 5000
 
 
 @dataclass
@@ -167,13 +166,10 @@ def read_source(service: IdentityService) -> Source:
         domain = store_config.domain
         try:
             store = service.store(domain)
-            offset = 0
-            while True:
-                page = store.list_users(UserQuery(limit=PAGE, offset=offset))
-                source.users.update({u.id: u for u in page.items})
-                offset += len(page.items)
-                if not page.items or offset >= page.total:
-                    break
+            # one read (a single statement, or one paged search): pages by offset
+            # shift under a concurrent deletion and would name the wrong user
+            page = store.list_users(UserQuery(limit=None))
+            source.users.update({u.id: u for u in page.items})
             source.roles += [(r, store.role_member_ids(r.id)) for r in store.list_roles()]
         except IdprovError as exc:
             source.errors.append(f"userstore {domain}: {exc.message}")
@@ -181,6 +177,23 @@ def read_source(service: IdentityService) -> Source:
     for role in service.internal.all():
         source.roles.append((role, [u for _, u in service.role_members(role.domain, role.id)]))
     return source
+
+
+def recheck(service: IdentityService, source: Source, entries: dict[str, LedgerEntry]) -> None:
+    """Look up, by id, every provisioned user (of ``entries``) the read did not
+    return: one that is there after all (the read raced a change) is kept, never
+    deprovisioned. Users of a userstore no longer configured are gone."""
+    configured = {u.domain.casefold() for u in service.config.userstores}
+    missing: dict[str, list[str]] = {}
+    for entry in entries.values():
+        if entry.local_id not in source.users and entry.remote_id:
+            if entry.domain.casefold() in configured:
+                missing.setdefault(entry.domain, []).append(entry.local_id)
+    for domain, ids in missing.items():
+        try:
+            source.users.update(service.users_by_id((domain, i) for i in ids))
+        except IdprovError as exc:
+            source.errors.append(f"userstore {domain}: {exc.message}")
 
 
 # ---------------------------------------------------------------- planning
@@ -201,6 +214,8 @@ def _plan_idp(service: IdentityService, name: str, source: Source) -> IdpPlan:
     connector = type(service.connector(name))
     ledger = service.state.ledger
     users = ledger.for_idp(name, "user")
+    if not source.errors:
+        recheck(service, source, users)
     plan = IdpPlan(
         name, provisioned=sum(1 for e in users.values() if e.remote_id and e.state == "active")
     )
@@ -311,13 +326,7 @@ def plan_fingerprint(service: IdentityService, plan: SyncPlan) -> str:
 # ---------------------------------------------------------------- applying
 def check_plan(plan: SyncPlan, allow_deletes: int | None) -> None:
     """Refuse a plan read from an incomplete source, or over a deletion guard."""
-    if plan.source_errors:
-        raise GuardError(
-            "the userstores could not be read in full, so nothing was changed: "
-            + "; ".join(plan.source_errors),
-            hint="fix the userstore (is the directory up? are the credentials right?) and "
-            "run sync again",
-        )
+    check_source(plan)
     tripped = [
         t for p in plan.idps for t in p.trips if allow_deletes is None or t.count > allow_deletes
     ]
@@ -327,6 +336,17 @@ def check_plan(plan: SyncPlan, allow_deletes: int | None) -> None:
             "deletion guard: " + "; ".join(t.message for t in tripped) + "; nothing was changed",
             hint="check the plan with `idprov plan`; if these changes are expected, "
             f"run `idprov sync --allow-deletes {needed}`",
+        )
+
+
+def check_source(plan: SyncPlan) -> None:
+    """Refuse a plan (to apply or to show) read from an incomplete source."""
+    if plan.source_errors:
+        raise GuardError(
+            "the userstores could not be read in full, so nothing was changed: "
+            + "; ".join(plan.source_errors),
+            hint="fix the userstore (is the directory up? are the credentials right?) and "
+            "run sync again",
         )
 
 
@@ -376,6 +396,7 @@ def run_sync(
         )
     result = SyncResult(run, plan, dry_run=dry_run)
     if dry_run:
+        check_source(plan)  # a plan from a partial read would show deletions that are not
         return result
     service.run = run
     outcome = "refused"
