@@ -130,3 +130,31 @@ def test_sync_counts_group_deletions(cli, scim, tmp_path):
     assert len(scim.groups()) == 5
     cli("sync", "--allow-deletes", "4").ok()
     assert len(scim.groups()) == 1
+
+
+def test_deprovisioned_users_leave_each_group_in_one_request(cli, scim, tmp_path):
+    import httpx
+
+    write_config(tmp_path, scim.base_url, "    push_roles: all\n")
+    seed(60)
+    cli("role", "add", "team").ok()
+    cli("role", "assign", "team", *[f"pl{i}" for i in range(1, 61)]).ok()
+    assert len(scim.groups()[0]["members"]) == 60
+
+    sent: list[tuple[str, str]] = []
+
+    class Counting(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            sent.append((request.method, request.url.path.rsplit("/", 2)[-2]))
+            return super().handle_request(request)
+
+    service = IdentityService(load_config(), http_transport=Counting())
+    service.allow_deletes = 60
+    try:
+        result = service.unassign("staff", [f"pl{i}" for i in range(1, 61)])
+    finally:
+        service.close()
+    assert result.outbound is not None and result.outbound.ok
+    assert sent.count(("DELETE", "Users")) == 60
+    assert sent.count(("PATCH", "Groups")) <= 3  # team, staff: one each (was 120)
+    assert scim.users() == [] and all(not g.get("members") for g in scim.groups())
