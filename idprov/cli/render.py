@@ -397,7 +397,9 @@ _ACTION_STYLE = {
 }
 
 
-def sync_result(result: Any, drift: dict[str, Any] | None, quiet: bool) -> None:
+def sync_result(
+    result: Any, drift: dict[str, Any] | None, quiet: bool, repaired: Any = None
+) -> None:
     """The plan per IdP (a table of differences), then what applying it did."""
     plan = result.plan
     head = "plan (dry run: nothing was changed)" if result.dry_run else f"sync run {result.run}"
@@ -443,8 +445,25 @@ def sync_result(result: Any, drift: dict[str, Any] | None, quiet: bool) -> None:
                 f"{esc(', '.join(report['unowned'][:20]))}"
                 + (" ..." if len(report["unowned"]) > 20 else "")
             )
+        for label in report.get("groups_deleted_remotely", []):
+            console().print(f"  [red]group deleted remotely[/] {esc(label)}")
+        for change in report.get("groups_changed_remotely", []):
+            lost = ", ".join(change["missing_members"]) or "none"
+            console().print(
+                f"  [yellow]group changed remotely[/] {esc(change['group'])}: "
+                f"members missing: {esc(lost)}"
+                + (f"; named {esc(change['display_name'])}" if "display_name" in change else "")
+            )
         for error in report["errors"]:
             console().print(f"  [red]✗[/] {esc(error)}")
+        if report["repaired"] is not None:
+            console().print(f"  repaired {report['repaired']} of {len(report['repairs'])}")
+        elif report["repairs"]:
+            console().print(
+                f"  {len(report['repairs'])} to repair: run `idprov sync --verify --repair`"
+            )
+    if repaired is not None:
+        outbound_report(repaired)
 
 
 def _shortened(changes: list[str], most: int = 10) -> str:

@@ -22,10 +22,14 @@ IdpOpt = Annotated[
 ]
 
 
-def _exit_code(result: Any, detailed: bool) -> int:
-    if result.outbound_failed:
+def _exit_code(result: Any, detailed: bool, drift: Any, repaired: Any) -> int:
+    from idprov.provisioning.verify import drift_found
+
+    if result.outbound_failed or (repaired is not None and not repaired.ok):
         return int(ExitCode.OUTBOUND_FAILED)
-    if detailed and not result.dry_run and not result.plan.empty:
+    if detailed and drift_found(drift) and repaired is None:
+        return int(ExitCode.DRIFT_FOUND)
+    if detailed and not result.dry_run and (not result.plan.empty or repaired is not None):
         return int(ExitCode.CHANGES_APPLIED)
     return 0
 
@@ -52,6 +56,13 @@ def sync(
         ),
     ] = None,
     verify: Annotated[bool, typer.Option(help="Also read the targets and report drift.")] = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            help="With --verify: restore what idprov owns (re-create what was deleted "
+            "remotely, revert changed attributes, restore members); not with --dry-run."
+        ),
+    ] = False,
     wait: Annotated[
         bool, typer.Option(help="Wait for a running sync or import instead of exiting with code 8.")
     ] = False,
@@ -59,7 +70,11 @@ def sync(
         bool, typer.Option("--quiet", "-q", help="No progress, only errors and the summary.")
     ] = False,
     detailed_exitcode: Annotated[
-        bool, typer.Option(help="Exit 11 when changes were applied (0: nothing to do).")
+        bool,
+        typer.Option(
+            help="Exit 11 when changes were applied (0: nothing to do); 12 when --verify "
+            "found drift that was not repaired."
+        ),
     ] = False,
     app_name: AppOpt = "resident",
     json: JsonOpt = False,
@@ -90,16 +105,21 @@ def sync(
 
         create_private_file(out)
         out.write_text(jsonlib.dumps(result.plan.to_dict(), indent=2), "utf-8")
-    drift = None
-    if verify:
-        from idprov.provisioning.verify import verify_idps
+    drift = repaired = None
+    if verify or repair:
+        from idprov.provisioning import verify as check
 
-        drift = verify_idps(svc, [p.idp for p in result.plan.idps])
-    payload = {**result.to_dict(), "drift": drift} if verify else result
+        drift = check.verify_idps(svc, [p.idp for p in result.plan.idps])
+        if repair and not dry_run:
+            repaired = check.repair(svc, drift)
+    payload = result.to_dict()
+    if drift is not None:
+        payload["drift"] = drift
+        payload["repair"] = repaired.to_dict() if repaired is not None else None
     emit_with_code(
         payload,
-        lambda _: render.sync_result(result, drift, quiet),
-        _exit_code(result, detailed_exitcode),
+        lambda _: render.sync_result(result, drift, quiet, repaired),
+        _exit_code(result, detailed_exitcode, drift, repaired),
     )
 
 
@@ -117,6 +137,7 @@ def plan(
         apply=None,
         allow_deletes=None,
         verify=False,
+        repair=False,
         wait=False,
         quiet=True,
         detailed_exitcode=False,

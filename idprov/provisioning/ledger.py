@@ -211,6 +211,22 @@ class Ledger:
             ],
         )
 
+    def invalidate(self, idp: str, kind: str, local_id: str) -> None:
+        """Forget what was last sent (the target lost or changed it): the next push
+        sends everything again, and re-creates what is gone."""
+        self.db.execute(
+            "UPDATE ledger SET hash = NULL, sent = NULL WHERE idp = ? AND kind = ?"
+            " AND local_id = ?",
+            [idp, kind, local_id],
+        )
+
+    def relabel(self, idp: str, kind: str, local_id: str, label: str) -> None:
+        """Set the name the ledger says the target holds (a group renamed there)."""
+        self.db.execute(
+            "UPDATE ledger SET label = ? WHERE idp = ? AND kind = ? AND local_id = ?",
+            [label, idp, kind, local_id],
+        )
+
     def forget(self, idp: str, kind: str, local_id: str) -> None:
         self.db.execute(
             "DELETE FROM ledger WHERE idp = ? AND kind = ? AND local_id = ?", [idp, kind, local_id]
