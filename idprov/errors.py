@@ -116,10 +116,17 @@ class StoreError(IdprovError):
 
 
 class GuardError(IdprovError):
-    """A sync plan was refused to protect the targets (see the message for why)."""
+    """A change was refused to protect the targets (see the message for why)."""
 
     exit_code = ExitCode.GUARD_TRIPPED
     code = "guard"
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, tripped: dict[str, int] | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.tripped = dict(tripped or {})
+        """IdP -> kinds of change over its guard (empty: a source that could not be read)."""
 
 
 class LockedError(IdprovError):

@@ -10,6 +10,7 @@ import typer
 from idprov.cli import render
 from idprov.cli.common import (
     AppOpt,
+    CompactOpt,
     JsonOpt,
     YesOpt,
     complete_idp,
@@ -19,6 +20,7 @@ from idprov.cli.common import (
     service,
 )
 from idprov.cli.guard import AllowOpt
+from idprov.cli.status import MetricsOpt, write_run_metrics
 
 outbox_app = new_app("Outbound operations that are pending or failed.")
 idp_app = new_app("Identity providers: the systems changes are provisioned to.")
@@ -94,8 +96,10 @@ def outbox_work(
     once: Annotated[
         bool, typer.Option("--once", help="Drain what is due now, then exit (for cron).")
     ] = False,
+    metrics: MetricsOpt = None,
     app_name: AppOpt = "resident",
     json: JsonOpt = False,
+    compact: CompactOpt = False,
 ) -> None:
     """Run the outbox worker: push pending rows, and failed ones when their retry is due.
 
@@ -103,7 +107,13 @@ def outbox_work(
     `idprov serve` runs. Example: idprov outbox work --once --idp scim-main
     """
     svc = service(app_name, live=once)
+    from idprov.provisioning.metrics import RunStats
+
+    stats = RunStats("outbox-work")
     report = svc.outbound.work(idp, once=once, stop=_stop_on_signals(), progress=svc.progress)
+    stats.add(report)
+    stats.outcome = "ok" if report.ok else "failed"
+    write_run_metrics(metrics, svc, stats)
     emit(report, render.outbound_report)
 
 

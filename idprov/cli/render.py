@@ -522,3 +522,26 @@ def token_list(records: list[Any]) -> None:
             for r in records
         ),
     )
+
+
+def status(rows: list[Any]) -> None:
+    """`idprov status`: a line per identity provider."""
+    if not rows:
+        note("no identity providers configured")
+        return
+    table(
+        ["idp", "last sync", "last success", "pending", "failed", "held", "oldest", "health"],
+        (
+            (
+                r.idp,
+                f"{r.last_sync} ({r.last_sync_outcome})" if r.last_sync else "never",
+                r.last_success or "never",
+                r.outbox.get("pending", 0),
+                r.outbox.get("failed", 0),
+                r.outbox.get("held", 0),
+                "-" if r.oldest_age() is None else f"{r.oldest_age():.0f}s",
+                r.health,
+            )
+            for r in rows
+        ),
+    )

@@ -326,6 +326,13 @@ class Outbox:
         rows = self.db.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall()
         return {r[0]: r[1] for r in rows}
 
+    def depth(self) -> dict[tuple[str, str], tuple[int, str]]:
+        """(idp, status) -> (rows, when the oldest of them was enqueued)."""
+        rows = self.db.execute(
+            "SELECT idp, status, count(*), min(enqueued_at) FROM outbox GROUP BY idp, status"
+        ).fetchall()
+        return {(r[0], r[1]): (int(r[2]), str(r[3])) for r in rows}
+
     def idps(self) -> list[str]:
         """Every IdP that has rows in the outbox."""
         return [r[0] for r in self.db.execute("SELECT DISTINCT idp FROM outbox ORDER BY 1")]

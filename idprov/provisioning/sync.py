@@ -332,10 +332,14 @@ def check_plan(plan: SyncPlan, allow_deletes: int | None) -> None:
     ]
     if tripped:
         needed = max(t.count for t in tripped)
+        counts: dict[str, int] = {}
+        for trip in tripped:
+            counts[trip.idp] = counts.get(trip.idp, 0) + 1
         raise GuardError(
             "deletion guard: " + "; ".join(t.message for t in tripped) + "; nothing was changed",
             hint="check the plan with `idprov plan`; if these changes are expected, "
             f"run `idprov sync --allow-deletes {needed}`",
+            tripped=counts,
         )
 
 
