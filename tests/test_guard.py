@@ -158,3 +158,49 @@ def test_deprovisioned_users_leave_each_group_in_one_request(cli, scim, tmp_path
     assert sent.count(("DELETE", "Users")) == 60
     assert sent.count(("PATCH", "Groups")) <= 3  # team, staff: one each (was 120)
     assert scim.users() == [] and all(not g.get("members") for g in scim.groups())
+
+
+def run_in_terminal(args: list[str], answer: bytes, tmp_path: Path) -> tuple[int, str]:
+    """Run ``idprov ARGS`` in a pseudo-terminal, answer its question, return (exit
+    code, what the person saw)."""
+    import os
+    import pty
+    import sys
+    import time
+
+    idprov = str(Path(sys.executable).parent / "idprov")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: idprov on a terminal, in the test's directory
+        os.chdir(tmp_path)
+        os.execv(idprov, [idprov, *args])
+    seen, asked = b"", False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break  # the child closed the terminal
+        if not chunk:
+            break
+        seen += chunk
+        if not asked and b"[y/N]" in seen:
+            os.write(fd, answer)
+            asked = True
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
+
+
+@pytest.mark.parametrize("answer", [b"n\r", b"y\r"])
+def test_on_a_terminal_an_unassign_over_the_guard_asks_first(cli, scim, tmp_path, answer):
+    seed(30)
+    users = [f"pl{i}" for i in range(1, 26)]
+    code, seen = run_in_terminal(["role", "unassign", "staff", *users], answer, tmp_path)
+    assert "this is over the deletion guard" in seen
+    assert "will delete 25 users at scim (83% of its 30 users)" in seen
+    if answer == b"n\r":
+        assert code == 1 and "aborted" in seen
+        assert members(cli) == 30 and len(scim.users()) == 30
+    else:
+        assert code == 0, seen
+        assert members(cli) == 5 and len(scim.users()) == 5
