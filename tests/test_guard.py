@@ -204,3 +204,34 @@ def test_on_a_terminal_an_unassign_over_the_guard_asks_first(cli, scim, tmp_path
     else:
         assert code == 0, seen
         assert members(cli) == 5 and len(scim.users()) == 5
+
+
+def test_a_scim_request_over_the_guard_succeeds_and_its_push_is_held(
+    cli, tmp_path, scim2_server, monkeypatch
+):
+    """A SCIM client cannot be asked: the change is made, the push waits for an admin."""
+    from tests.test_serve_scim import new_group, new_user, patch, running, serve_config
+
+    monkeypatch.setenv("CRM_TOKEN", "crm-token-5f0c1d2e")
+    monkeypatch.setenv("HR_TOKEN", "hr-token-9a8b7c6d")
+    monkeypatch.setenv("OUT_TOKEN", scim2_server.token)
+    idps = f"""
+  - name: target
+    connector: scim2
+    options: {{base_url: "{scim2_server.base_url}", auth: bearer, token: env:OUT_TOKEN}}
+    provisioning_roles: [staff]"""
+    config = serve_config(tmp_path, idps, "[target]")
+    with running(config) as inbound:
+        ids = [new_user(inbound.client, f"user{i:02d}")["id"] for i in range(12)]
+        group = new_group(inbound.client, "staff", ids)
+        assert len(scim2_server.users()) == 12
+        emptied = patch(
+            inbound.client,
+            f"/Groups/{group['id']}",
+            {"op": "replace", "path": "members", "value": []},
+        )
+        assert emptied.status_code in (200, 204), emptied.text
+        assert "outbound=held:13" in inbound.log.getvalue()
+        assert len(scim2_server.users()) == 12
+        held = inbound.local().outbox_rows(status="held")
+        assert len(held) == 13 and "will delete 12 users at target" in (held[0].last_error or "")
