@@ -235,3 +235,16 @@ def test_a_scim_request_over_the_guard_succeeds_and_its_push_is_held(
         assert len(scim2_server.users()) == 12
         held = inbound.local().outbox_rows(status="held")
         assert len(held) == 13 and "will delete 12 users at target" in (held[0].last_error or "")
+
+
+def test_an_import_in_small_batches_is_judged_as_one_change(cli, scim, tmp_path):
+    seed(30)
+    csv = tmp_path / "leavers.csv"
+    csv.write_text("username,roles\n" + "".join(f"pl{i},\n" for i in range(1, 26)))
+    run = cli("import", "users", str(csv), "--mode", "update", "--batch-size", "5", "--json")
+    assert run.exit_code == 7, run
+    assert members(cli) == 5  # the local change is made
+    assert len(scim.users()) >= 25  # at most the first batch went out, the rest is held
+    assert len(cli("outbox", "list", "--status", "held", "--json").json()) >= 20
+    cli("outbox", "release", "--yes", "--allow-deletes", "25").ok()
+    assert len(scim.users()) == 5

@@ -19,6 +19,7 @@ from idprov.cli.common import (
     new_app,
     service,
 )
+from idprov.cli.guard import AllowOpt
 from idprov.cli.status import MetricsOpt, write_run_metrics
 from idprov.errors import GuardError, IdprovError, UsageError
 
@@ -120,6 +121,7 @@ def import_users(
     wait: Annotated[
         bool, typer.Option(help="Wait for a running sync or import instead of exiting with code 8.")
     ] = False,
+    allow_deletes: AllowOpt = None,
     metrics: MetricsOpt = None,
     app_name: AppOpt = "resident",
     json: JsonOpt = False,
@@ -145,6 +147,7 @@ def import_users(
         domain=domain,
     )
     svc = service(app_name, live=not quiet)
+    svc.allow_deletes = allow_deletes  # expected deprovisions go out; more are held
     live = display()
     source = sys.stdin.buffer if file == "-" else Path(file)
     stats = RunStats("import")

@@ -273,7 +273,8 @@ class CsvImport:
                 from idprov.provisioning.lock import RunLock
 
                 with RunLock(self.service.data_dir, "import", wait=self.options.wait):
-                    self._write(staging)
+                    with self.service.guard_window():  # the batches are judged together
+                        self._write(staging)
             self._write_rejects(staging)
             self.report.errors.sort(key=lambda error: error.line)
         except BaseException:

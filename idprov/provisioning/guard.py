@@ -75,6 +75,20 @@ class Effects:
         removed = [u for u in decision.remove if u not in self.leaving]
         self.memberships += [f"{label}: {names.get(u, u)}" for u in removed]
 
+    def merged(self, other: Effects | None) -> Effects:
+        """These effects and ``other``'s (of the same IdP) together."""
+        if other is None:
+            return self
+        return Effects(
+            self.idp,
+            self.verb,
+            self.users + other.users,
+            self.groups + other.groups,
+            self.memberships + other.memberships,
+            {**self.attributes, **other.attributes},
+            self.leaving | other.leaving,
+        )
+
     def sentence(self, kind: str, total: int) -> str:
         """``will delete 25 users at scim-main (83% of its 30 users)``."""
         count = self.count(kind)
@@ -283,6 +297,5 @@ def _role_effects(
         current = ledger.members(idp.name, entry.local_id)
         name = role.qualified_name if role is not None else None
         decision = decide_role(idp, name, entry, members & current, current)
-        gone = [(entry.domain, u) for u in decision.remove]
-        names = {u.id: u.qualified_name for u in directory.users_by_id(gone).values()}
-        effects.note_role(entry.label, decision, names)
+        users = ledger.get_many(idp.name, "user", decision.remove)  # members of any domain
+        effects.note_role(entry.label, decision, {u.local_id: u.label for u in users})

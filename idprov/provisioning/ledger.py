@@ -114,8 +114,9 @@ class Ledger:
         """What idprov holds at ``idp``, the deletion guard's percentages are of: active
         users (``users``, ``attributes``), groups and memberships."""
         users, groups = self.db.execute(
-            "SELECT coalesce(sum(kind = 'user' AND state = 'active'), 0),"
-            " coalesce(sum(kind = 'role'), 0) FROM ledger WHERE idp = ? AND remote_id IS NOT NULL",
+            "SELECT coalesce(sum(CASE WHEN kind = 'user' AND state = 'active' THEN 1 ELSE 0 END),"
+            " 0), coalesce(sum(CASE WHEN kind = 'role' THEN 1 ELSE 0 END), 0) FROM ledger"
+            " WHERE idp = ? AND remote_id IS NOT NULL",
             [idp],
         ).fetchone()
         members = self.db.execute(

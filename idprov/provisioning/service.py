@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import httpx
 
     from idprov.connectors.base import CheckReport, Connector
-    from idprov.provisioning.guard import Verdict
+    from idprov.provisioning.guard import Effects, Verdict
     from idprov.provisioning.internal_roles import InternalRoles
     from idprov.provisioning.outbound import Outbound
     from idprov.provisioning.outbox import OutboxRow
@@ -95,6 +95,7 @@ class IdentityService:
         """How the engine waits between retries (tests record instead of sleeping)."""
         self.wait: Wait = wait
         """Which IdPs a change waits for: ``all``, or only the ``blocking`` ones."""
+        self._guard_window: dict[str, Effects] | None = None
         self.allow_deletes: int | None = None
         """Destructive effects of each kind per IdP the deletion guard lets through
         (``--allow-deletes N``, or what a person confirmed); None: the guard's own."""
@@ -259,10 +260,15 @@ class IdentityService:
         """Hold the rows of IdPs where they trip the deletion guard; the rest go on."""
         from idprov.provisioning.guard import effects_of, judge
 
-        verdict = judge(
-            self.outbound, effects_of(self.outbound, self.directory, rows), self.allow_deletes
-        )
+        found = effects_of(self.outbound, self.directory, rows)
+        window = self._guard_window
+        judged = [e.merged(window.get(e.idp)) for e in found] if window is not None else found
+        verdict = judge(self.outbound, judged, self.allow_deletes)
         tripped = {t.idp for t in verdict.trips}
+        if window is not None:  # what goes out counts toward the next push's judgement
+            for e in found:
+                if e.idp not in tripped:
+                    window[e.idp] = e.merged(window.get(e.idp))
         if not tripped:
             return rows
         held = [r for r in rows if r.idp in tripped]
@@ -275,6 +281,16 @@ class IdentityService:
             report.held[row.idp] = report.held.get(row.idp, 0) + 1
         report.guard += [t.message for t in verdict.trips]
         return [r for r in rows if r.idp not in tripped]
+
+    @contextmanager
+    def guard_window(self) -> Iterator[None]:
+        """Judge the pushes made inside as one change (an import's batches): many small
+        pushes cannot slip a mass deletion past the deletion guard."""
+        self._guard_window = {}
+        try:
+            yield
+        finally:
+            self._guard_window = None
 
     def release_held(self, idps: Sequence[str] | None = None) -> OutboundReport:
         """Push the rows the deletion guard held (at ``idps``, or everywhere), judged
