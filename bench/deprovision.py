@@ -23,7 +23,6 @@ import tempfile
 import time
 
 import httpx
-
 from outbound_push import config_text, server_stats, start_server, stop
 
 from idprov.config import load_text
