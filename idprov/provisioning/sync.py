@@ -252,20 +252,23 @@ def _plan_idp(service: IdentityService, name: str, source: Source) -> IdpPlan:
                             decision.reason,
                         )
                     )
-    plan.items += _plan_roles(service, name, source, effects)
+    plan.items += _plan_roles(service, name, source, effects, users)
     plan.trips = trips(idp, effects, service.state.ledger.counts(name), None)
     plan.guard = "; ".join(t.message for t in plan.trips) or None
     return plan
 
 
 def _plan_roles(
-    service: IdentityService, name: str, source: Source, effects: Effects
+    service: IdentityService,
+    name: str,
+    source: Source,
+    effects: Effects,
+    users: dict[str, LedgerEntry],
 ) -> list[PlanItem]:
     idp = service.idp(name)
     ledger = service.state.ledger
     entries = ledger.for_idp(name, "role")
     members = ledger.all_members(name)
-    users = ledger.for_idp(name, "user")
     items = []
     for role, member_ids in source.roles:
         desired = {
