@@ -4,6 +4,7 @@ server (scim2-server) and, for reads that silently come back short, a real slapd
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -248,3 +249,13 @@ def test_an_import_in_small_batches_is_judged_as_one_change(cli, scim, tmp_path)
     assert len(cli("outbox", "list", "--status", "held", "--json").json()) >= 20
     cli("outbox", "release", "--yes", "--allow-deletes", "25").ok()
     assert len(scim.users()) == 5
+
+
+def test_the_worker_holds_what_a_change_without_push_would_destroy(cli, scim, tmp_path):
+    seed(30)
+    csv = tmp_path / "leavers.csv"
+    csv.write_text("username,roles\n" + "".join(f"pl{i},\n" for i in range(1, 26)))
+    cli("import", "users", str(csv), "--mode", "update", "--no-push").ok()
+    run = cli("outbox", "work", "--once", "--json")
+    assert run.exit_code == 7 and json.loads(run.stdout)["held"] == {"scim": 25}
+    assert len(scim.users()) == 30

@@ -22,12 +22,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from idprov.db import write_transaction
 from idprov.provisioning.decide import RoleDecision, UserDecision, decide_role, decide_user
 
 if TYPE_CHECKING:
     from idprov.config.models import GuardThreshold, IdentityProviderConfig
     from idprov.provisioning.ledger import LedgerEntry
     from idprov.provisioning.outbound import Directory, Outbound
+    from idprov.provisioning.outbox import OutboxRow
+    from idprov.provisioning.results import OutboundReport
 
 KINDS = ("users", "groups", "memberships", "attributes")
 NOUNS = {"users": "users", "groups": "groups", "memberships": "memberships", "attributes": "users"}
@@ -299,3 +302,43 @@ def _role_effects(
         decision = decide_role(idp, name, entry, members & current, current)
         users = ledger.get_many(idp.name, "user", decision.remove)  # members of any domain
         effects.note_role(entry.label, decision, {u.local_id: u.label for u in users})
+
+
+# ---------------------------------------------------------------- holding rows
+def hold_over(
+    outbound: Outbound,
+    rows: list[OutboxRow],
+    report: OutboundReport,
+    allow: int | None = None,
+    window: dict[str, Effects] | None = None,
+) -> list[OutboxRow]:
+    """Hold (in the outbox, status ``held``) the rows of the IdPs where they would
+    trip the guard; return the others, to push. With ``window``, the effects already
+    let through in it count too (and these are added to it)."""
+    found = effects_of(outbound, outbound.directory, rows)
+    judged = [e.merged(window.get(e.idp)) for e in found] if window is not None else found
+    verdict = judge(outbound, judged, allow)
+    tripped = {t.idp for t in verdict.trips}
+    if window is not None:
+        for e in found:
+            if e.idp not in tripped:
+                window[e.idp] = e.merged(window.get(e.idp))
+    if not tripped:
+        return rows
+    held = [r for r in rows if r.idp in tripped]
+    with write_transaction(outbound.state.db):
+        for idp in sorted(tripped):
+            mine = [r for r in held if r.idp == idp]
+            why = "; ".join(t.message for t in verdict.trips if t.idp == idp)
+            outbound.state.outbox.hold(mine, why)
+            outbound.state.audit(
+                actor=outbound.actor,
+                application=outbound.application,
+                action="outbox.held",
+                target=idp,
+                details={"rows": len(mine), "guard": why},
+                run=outbound.run,
+            )
+            report.held[idp] = report.held.get(idp, 0) + len(mine)
+    report.guard += [t.message for t in verdict.trips]
+    return [r for r in rows if r.idp not in tripped]

@@ -257,30 +257,9 @@ class IdentityService:
         return report
 
     def _hold_over_guard(self, rows: list[OutboxRow], report: OutboundReport) -> list[OutboxRow]:
-        """Hold the rows of IdPs where they trip the deletion guard; the rest go on."""
-        from idprov.provisioning.guard import effects_of, judge
+        from idprov.provisioning.guard import hold_over
 
-        found = effects_of(self.outbound, self.directory, rows)
-        window = self._guard_window
-        judged = [e.merged(window.get(e.idp)) for e in found] if window is not None else found
-        verdict = judge(self.outbound, judged, self.allow_deletes)
-        tripped = {t.idp for t in verdict.trips}
-        if window is not None:  # what goes out counts toward the next push's judgement
-            for e in found:
-                if e.idp not in tripped:
-                    window[e.idp] = e.merged(window.get(e.idp))
-        if not tripped:
-            return rows
-        held = [r for r in rows if r.idp in tripped]
-        with write_transaction(self.state.db):
-            for idp in tripped:
-                why = "; ".join(t.message for t in verdict.trips if t.idp == idp)
-                self.state.outbox.hold([r for r in held if r.idp == idp], why)
-                self._audit("outbox.held", idp, {"rows": len(held), "guard": why})
-        for row in held:
-            report.held[row.idp] = report.held.get(row.idp, 0) + 1
-        report.guard += [t.message for t in verdict.trips]
-        return [r for r in rows if r.idp not in tripped]
+        return hold_over(self.outbound, rows, report, self.allow_deletes, self._guard_window)
 
     @contextmanager
     def guard_window(self) -> Iterator[None]:
