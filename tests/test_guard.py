@@ -97,7 +97,7 @@ def test_a_change_made_without_asking_is_held_in_the_outbox_until_released(cli, 
     assert result.outbound is not None and result.outbound.held == {"scim": 26}
     assert "will delete 25 users at scim" in result.outbound.guard[0]
     assert len(scim.users()) == 30  # nothing was sent
-    rows = cli("outbox", "list", "--status", "held", "--json").json()
+    rows = cli("outbox", "list", "--status", "held", "--json").json()["items"]
     assert len(rows) == 26 and "deletion_guard.max_percent" in rows[0]["last_error"]
     cli("outbox", "work", "--once").ok()  # the worker leaves held rows alone
     cli("outbox", "retry").ok()
@@ -106,9 +106,9 @@ def test_a_change_made_without_asking_is_held_in_the_outbox_until_released(cli, 
     assert "--allow-deletes 25" in error["hint"]
     report = cli("outbox", "release", "--yes", "--allow-deletes", "25", "--json").json()
     assert report["ok"] and len(scim.users()) == 5
-    assert cli("outbox", "list", "--json").json() == []
+    assert cli("outbox", "list", "--json").json()["items"] == []
     for action in ("outbox.held", "outbox.release"):
-        assert cli("log", "--action", action, "--json").json()[0]["target"] == "scim"
+        assert cli("log", "--action", action, "--json").json()["items"][0]["target"] == "scim"
 
 
 def test_sync_counts_group_deletions(cli, scim, tmp_path):
@@ -246,7 +246,7 @@ def test_an_import_in_small_batches_is_judged_as_one_change(cli, scim, tmp_path)
     assert run.exit_code == 7, run
     assert members(cli) == 5  # the local change is made
     assert len(scim.users()) >= 25  # at most the first batch went out, the rest is held
-    assert len(cli("outbox", "list", "--status", "held", "--json").json()) >= 20
+    assert len(cli("outbox", "list", "--status", "held", "--json").json()["items"]) >= 20
     cli("outbox", "release", "--yes", "--allow-deletes", "25").ok()
     assert len(scim.users()) == 5
 

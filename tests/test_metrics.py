@@ -80,7 +80,7 @@ def test_a_refused_sync_still_writes_its_metrics(cli, scim, tmp_path):  # noqa: 
 
 def test_status_shows_last_sync_and_the_outbox_at_a_glance(cli, scim, tmp_path):  # noqa: F811
     seed(30)
-    [before] = cli("status", "--json").json()
+    [before] = cli("status", "--json").json()["items"]
     assert before["idp"] == "scim" and before["last_sync"] is None and before["outbox"] == {}
     cli("sync").ok()
     from idprov.config import load_config
@@ -91,7 +91,7 @@ def test_status_shows_last_sync_and_the_outbox_at_a_glance(cli, scim, tmp_path):
         service.unassign("staff", [f"pl{i}" for i in range(1, 26)])  # held by the guard
     finally:
         service.close()
-    [now] = cli("status", "--json").json()
+    [now] = cli("status", "--json").json()["items"]
     assert now["last_success"] and now["last_sync_outcome"] == "ok"
     assert now["outbox"] == {"held": 26} and now["oldest_waiting_seconds"] >= 0
     text = cli("status").ok().stdout
