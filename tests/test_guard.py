@@ -259,3 +259,7 @@ def test_the_worker_holds_what_a_change_without_push_would_destroy(cli, scim, tm
     run = cli("outbox", "work", "--once", "--json")
     assert run.exit_code == 7 and json.loads(run.stdout)["held"] == {"scim": 25}
     assert len(scim.users()) == 30
+    cli("sync", "--json").error(7)  # sync plans the same deprovisions: refused too
+    cli("sync", "--allow-deletes", "25").ok()  # accepted: the held rows go with the plan
+    assert len(scim.users()) == 5
+    assert cli("outbox", "list", "--json").json()["items"] == []

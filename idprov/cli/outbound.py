@@ -79,7 +79,7 @@ def outbox_release(
     """Push the changes the deletion guard held, once you have checked them.
 
     Lists what they would delete and asks (not on a terminal: --yes and
-    --allow-deletes N). Example: idprov outbox release --idp scim-main --yes --allow-deletes 25
+    --allow-deletes N).
     """
     from idprov.cli.guard import confirm_effects
 

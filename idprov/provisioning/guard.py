@@ -323,12 +323,18 @@ def hold_over(
         for e in found:
             if e.idp not in tripped:
                 window[e.idp] = e.merged(window.get(e.idp))
-    if not tripped:
-        return rows
-    held = [r for r in rows if r.idp in tripped]
+    if tripped:
+        _hold(outbound, [r for r in rows if r.idp in tripped], verdict, report)
+    return [r for r in rows if r.idp not in tripped]
+
+
+def _hold(
+    outbound: Outbound, rows: list[OutboxRow], verdict: Verdict, report: OutboundReport
+) -> None:
+    """Hold ``rows`` with the guard's reason, recorded in the audit log and the report."""
     with write_transaction(outbound.state.db):
-        for idp in sorted(tripped):
-            mine = [r for r in held if r.idp == idp]
+        for idp in sorted({r.idp for r in rows}):
+            mine = [r for r in rows if r.idp == idp]
             why = "; ".join(t.message for t in verdict.trips if t.idp == idp)
             outbound.state.outbox.hold(mine, why)
             outbound.state.audit(
@@ -341,4 +347,3 @@ def hold_over(
             )
             report.held[idp] = report.held.get(idp, 0) + len(mine)
     report.guard += [t.message for t in verdict.trips]
-    return [r for r in rows if r.idp not in tripped]
