@@ -65,3 +65,20 @@ def test_a_group_deleted_remotely_is_found_and_re_created(cli, scim):  # noqa: F
     cli("sync", "--verify", "--repair").ok()
     [group] = scim.groups()
     assert group["displayName"] == "staff" and len(group["members"]) == 2
+
+
+def test_a_group_renamed_remotely_is_renamed_back(cli, scim):  # noqa: F811
+    seed(cli, 2)
+    [group] = scim.groups()
+    scim.client.patch(
+        f"/Groups/{group['id']}",
+        json={"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"displayName": "x"}}]},
+    )
+    drift = cli("sync", "--verify", "--json").json()["drift"]["scim"]
+    assert drift["groups_changed_remotely"] == [
+        {"group": "staff", "missing_members": [], "display_name": "x"}
+    ]
+    cli("sync", "--verify", "--repair").ok()
+    [group] = scim.groups()
+    assert group["displayName"] == "staff" and len(group["members"]) == 2
+    assert cli("sync", "--verify", "--detailed-exitcode").exit_code == 0

@@ -71,7 +71,7 @@ def test_role_delete_says_what_it_deletes_remotely_and_no_changes_nothing(cli, s
     run = cli("role", "delete", "staff", input="n\n")
     assert run.exit_code == 1
     assert "will delete 5 users at scim (100% of its 5 users)" in run.stderr
-    assert "will delete 1 groups at scim" in run.stderr
+    assert "will delete 1 group at scim" in run.stderr
     assert members(cli) == 5 and len(scim.users()) == 5 and len(scim.groups()) == 1
     cli("role", "delete", "staff", "--yes").ok()  # 5 users: under the guard's minimum
     assert scim.users() == [] and scim.groups() == []
@@ -80,8 +80,8 @@ def test_role_delete_says_what_it_deletes_remotely_and_no_changes_nothing(cli, s
 def test_user_delete_lists_its_remote_effects(cli, scim):
     seed(2)
     run = cli("user", "delete", "pl1", input="n\n")
-    assert run.exit_code == 1 and "will delete 1 users at scim" in run.stderr
-    assert "remove 1 members from groups" not in run.stderr  # leaving is part of the delete
+    assert run.exit_code == 1 and "will delete 1 user at scim" in run.stderr
+    assert "from groups" not in run.stderr  # leaving is part of the delete
     assert len(scim.users()) == 2
 
 

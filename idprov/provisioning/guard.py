@@ -96,13 +96,14 @@ class Effects:
         """``will delete 25 users at scim-main (83% of its 30 users)``."""
         count = self.count(kind)
         what = {
-            "users": f"{self.verb} {count} users",
-            "groups": f"delete {count} groups",
-            "memberships": f"remove {count} members from groups",
+            "users": f"{self.verb} {_n(count, 'user')}",
+            "groups": f"delete {_n(count, 'group')}",
+            "memberships": f"remove {_n(count, 'member')} from groups",
             "attributes": f"remove attributes ({', '.join(self._attribute_names())}) "
-            f"of {count} users",
+            f"of {_n(count, 'user')}",
         }[kind]
-        share = f" ({100.0 * count / total:.0f}% of its {total} {NOUNS[kind]})" if total else ""
+        noun = NOUNS[kind].rstrip("s")
+        share = f" ({100.0 * count / total:.0f}% of its {_n(total, noun)})" if total else ""
         return f"will {what} at {self.idp}{share}"
 
     def _attribute_names(self) -> list[str]:
@@ -116,6 +117,10 @@ class Effects:
             "memberships": list(self.memberships),
             "attributes": dict(self.attributes),
         }
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def removed_attributes(
