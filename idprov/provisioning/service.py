@@ -286,7 +286,7 @@ class IdentityService:
         over the guard (with :attr:`allow_deletes`)."""
         from idprov.provisioning.guard import effects_of, judge
 
-        rows = [r for r in self.state.outbox.rows(idps=idps, status="held")]
+        rows = self.state.outbox.rows(idps=idps, status="held")
         return judge(
             self.outbound, effects_of(self.outbound, self.directory, rows), self.allow_deletes
         )
