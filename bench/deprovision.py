@@ -23,7 +23,7 @@ import tempfile
 import time
 
 import httpx
-from outbound_push import config_text, server_stats, start_server, stop
+from outbound_push import server_stats, start_server, stop
 
 from idprov.config import load_text
 from idprov.provisioning.service import IdentityService
@@ -31,11 +31,25 @@ from idprov.provisioning.service import IdentityService
 GROUPS = ("staff", "team-a", "team-b")
 
 
+def config_text(data_dir: str, base_url: str) -> str:
+    return f"""
+version: 1
+data_dir: {data_dir}
+identity_providers:
+  - name: fast
+    connector: scim2
+    options: {{base_url: "{base_url}", auth: bearer, token: env:BENCH_SCIM_TOKEN}}
+    provisioning_roles: [staff]
+    push_roles: all
+applications:
+  - name: resident
+    identity_providers: [fast]
+  - name: loader
+"""
+
+
 def setup(tmp: str, base_url: str, n: int) -> tuple[object, list[str]]:
-    text = config_text(tmp, base_url, 8).replace(
-        "provisioning_roles: [staff]", "push_roles: all\n    provisioning_roles: [staff]"
-    )
-    config = load_text(text, "bench.yaml")
+    config = load_text(config_text(tmp, base_url), "bench.yaml")
     names = [f"user{i:05d}" for i in range(n)]
     with IdentityService(config, application="loader") as loader:
         for role in GROUPS:
