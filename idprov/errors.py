@@ -27,7 +27,8 @@ class ExitCode(IntEnum):
     OUTBOUND_FAILED = 6
     """The local change is done, but some outbound operations failed (see `outbox list`)."""
     GUARD_TRIPPED = 7
-    """`sync` refused a plan: deletions over the guard, or a source that could not be read."""
+    """The deletion guard refused (sync) or held (any other change) destructive changes
+    over its thresholds, or a source could not be read in full."""
     LOCKED = 8
     """Another sync or import holds the lock."""
     PARTIAL = 9
@@ -36,6 +37,8 @@ class ExitCode(IntEnum):
     """An import that wrote nothing: a bad file, every row bad, or --on-error stop."""
     CHANGES_APPLIED = 11
     """`sync --detailed-exitcode`: changes were made, all of them successfully."""
+    DRIFT_FOUND = 12
+    """`sync --verify --detailed-exitcode`: a target has drifted and it was not repaired."""
     INTERRUPTED = 130
     """Stopped by Ctrl-C (SIGINT): what was committed stays; running the command again
     finishes the job."""
@@ -113,10 +116,17 @@ class StoreError(IdprovError):
 
 
 class GuardError(IdprovError):
-    """A sync plan was refused to protect the targets (see the message for why)."""
+    """A change was refused to protect the targets (see the message for why)."""
 
     exit_code = ExitCode.GUARD_TRIPPED
     code = "guard"
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, tripped: dict[str, int] | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.tripped = dict(tripped or {})
+        """IdP -> kinds of change over its guard (empty: a source that could not be read)."""
 
 
 class LockedError(IdprovError):

@@ -156,7 +156,7 @@ def test_choices_and_identity_providers_complete_in_the_shell(tmp_path, write_co
         return proc.stdout.split()
 
     assert complete("idprov outbox list --idp sc") == ["scim-main"]
-    assert complete("idprov outbox list --status ") == ["pending", "failed"]
+    assert complete("idprov outbox list --status ") == ["pending", "failed", "held"]
     assert complete("idprov import users x.csv --mode u") == ["upsert", "update"]
 
 

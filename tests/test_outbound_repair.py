@@ -81,9 +81,11 @@ applications:
     plain = cli("sync", "--verify", "--json")
     assert plain.exit_code == 0 and plain.json()["drift"]["scim"]["deleted_remotely"] == ["dora"]
     assert scim2_server.users() == []  # verify alone only reports
-    run = cli("sync", "--repair", "--idp", "scim", "--json")
+    run = cli("sync", "--verify", "--repair", "--idp", "scim", "--json")
     assert run.exit_code == 0, run
-    assert run.json()["drift"]["scim"]["repaired"] == ["dora"]
+    report = run.json()["drift"]["scim"]
+    assert report["deleted_remotely"] == ["dora"]
+    assert report["repaired"] == 2  # dora re-created, and put back in her group
     [again] = scim2_server.users()
     assert again["userName"] == "dora" and again["id"] != dora["id"]
     [staff] = scim2_server.groups()

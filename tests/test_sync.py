@@ -266,3 +266,23 @@ def test_every_run_is_in_the_audit_log(cli, scim):
     assert entry["action"] == "sync.run" and entry["run"] == result["run"]
     service = IdentityService(load_config())
     service.close()
+
+
+def test_a_read_that_misses_a_user_never_plans_its_deprovision(cli, scim, monkeypatch):
+    """A read racing a change (an offset page shifting under a deletion) can miss an
+    entry that still exists: it is looked up by id before it is planned for deletion."""
+    from idprov.userstores.sql import SqlUserStore
+
+    seed(cli, 3)
+    real = SqlUserStore.list_users
+
+    def short(self, query):
+        page = real(self, query)
+        page.items = [u for u in page.items if u.username != "user1"]
+        return page
+
+    monkeypatch.setattr(SqlUserStore, "list_users", short)
+    items = cli("plan", "--json").json()["plan"]["idps"][0]["items"]
+    assert items == []
+    cli("sync").ok()
+    assert len(scim.users()) == 3

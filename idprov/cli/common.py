@@ -37,6 +37,8 @@ class Session:
     json: bool = False
     no_wait: bool = False
     """``--no-wait``: leave non-blocking IdPs' rows to the outbox worker."""
+    compact: bool = False
+    """``--compact``: JSON on one line (JSON Lines, for cron logs)."""
     _service: Any = None
     display: Any = None
     """The command's live display (:mod:`idprov.cli.live`), once a service asks for one."""
@@ -91,6 +93,23 @@ JsonOpt = Annotated[
         "--json",
         help="Print one JSON document instead of the rich view.",
         callback=_set_json,
+        is_eager=True,
+    ),
+]
+
+
+def _set_compact(value: bool) -> bool:
+    if value:
+        _session().compact = True
+    return value
+
+
+CompactOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compact",
+        help="With --json: the document on one line (JSON Lines: append each run to a .jsonl).",
+        callback=_set_compact,
         is_eager=True,
     ),
 ]
@@ -207,7 +226,8 @@ def emit(result: Any, render: Callable[[Any], None]) -> None:
     stop_display()
     if _session().json:
         document = {"items": result} if isinstance(result, list) else result  # one shape
-        jsonlib.dump(document, sys.stdout, default=json_default, ensure_ascii=False, indent=2)
+        indent = None if _session().compact else 2
+        jsonlib.dump(document, sys.stdout, default=json_default, ensure_ascii=False, indent=indent)
         sys.stdout.write("\n")
     else:
         render(result)
@@ -216,6 +236,11 @@ def emit(result: Any, render: Callable[[Any], None]) -> None:
         failed = not result.ok
     if failed:
         raise typer.Exit(int(ExitCode.OUTBOUND_FAILED))
+    held = getattr(result, "outbound_held", None)
+    if held is None and hasattr(result, "held") and hasattr(result, "idps"):
+        held = bool(result.held)
+    if held:  # the deletion guard kept the change's push in the outbox
+        raise typer.Exit(int(ExitCode.GUARD_TRIPPED))
 
 
 def emit_with_code(result: Any, render: Callable[[Any], None], code: int) -> None:

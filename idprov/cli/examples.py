@@ -43,7 +43,10 @@ EXAMPLES: dict[str, list[str]] = {
         "idprov sync --dry-run",
         "idprov sync --idp scim-main --verify",
         "idprov sync --quiet --wait          # from cron",
+        "idprov sync --verify --repair --detailed-exitcode",
+        "idprov sync --quiet --json --compact --metrics /var/lib/node-exporter/idprov.prom",
     ],
+    "status": ["idprov status", "idprov status --json"],
     "plan": ["idprov plan --out plan.json && idprov sync --apply plan.json"],
     "explain": ["idprov explain alice --idp scim-main"],
     "log": [
@@ -53,6 +56,10 @@ EXAMPLES: dict[str, list[str]] = {
     ],
     "outbox list": ["idprov outbox list", "idprov outbox list --idp scim-main --status failed"],
     "outbox retry": ["idprov outbox retry --idp scim-main"],
+    "outbox release": [
+        "idprov outbox list --status held",
+        "idprov outbox release --idp scim-main --yes --allow-deletes 25",
+    ],
     "outbox work": [
         "idprov outbox work                  # until Ctrl-C or SIGTERM",
         "idprov outbox work --once --idp scim-main",

@@ -10,8 +10,18 @@ from typing import Annotated, Any
 import typer
 
 from idprov.cli import render
-from idprov.cli.common import AppOpt, JsonOpt, display, emit_with_code, new_app, service
-from idprov.errors import UsageError
+from idprov.cli.common import (
+    AppOpt,
+    CompactOpt,
+    JsonOpt,
+    display,
+    emit_with_code,
+    new_app,
+    service,
+)
+from idprov.cli.guard import AllowOpt
+from idprov.cli.status import MetricsOpt, write_run_metrics
+from idprov.errors import GuardError, IdprovError, UsageError
 
 import_app = new_app("Import users from a CSV file.")
 export_app = new_app("Export users to a CSV file.")
@@ -111,11 +121,15 @@ def import_users(
     wait: Annotated[
         bool, typer.Option(help="Wait for a running sync or import instead of exiting with code 8.")
     ] = False,
+    allow_deletes: AllowOpt = None,
+    metrics: MetricsOpt = None,
     app_name: AppOpt = "resident",
     json: JsonOpt = False,
+    compact: CompactOpt = False,
 ) -> None:
     """Import users from a CSV file: checked whole first, then written in batches."""
     from idprov.inbound.csv_import import CsvImport, ImportOptions
+    from idprov.provisioning.metrics import RunStats
 
     options = ImportOptions(
         mode=mode.value,
@@ -133,9 +147,19 @@ def import_users(
         domain=domain,
     )
     svc = service(app_name, live=not quiet)
+    svc.allow_deletes = allow_deletes  # expected deprovisions go out; more are held
     live = display()
     source = sys.stdin.buffer if file == "-" else Path(file)
-    report = CsvImport(svc, source, options, rejects, live.phase if live else None).run()
+    stats = RunStats("import")
+    try:
+        report = CsvImport(svc, source, options, rejects, live.phase if live else None).run()
+    except IdprovError as exc:
+        stats.outcome = "refused" if isinstance(exc, GuardError) else "error"
+        write_run_metrics(metrics, svc, stats)
+        raise
+    stats.add(report.outbound)
+    stats.outcome = "ok" if report.exit_code == 0 else str(int(report.exit_code))
+    write_run_metrics(metrics, svc, stats)
     emit_with_code(report, render.import_report, int(report.exit_code))
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from idprov import __version__
-from idprov.cli import config_cmd, log, sync
+from idprov.cli import config_cmd, log, status, sync
 from idprov.cli.common import IdprovGroup, interrupted_exit, new_session
 
 app = typer.Typer(
@@ -75,6 +75,7 @@ app.command("log")(log.log)
 app.command("sync")(sync.sync)
 app.command("plan")(sync.plan)
 app.command("explain")(sync.explain)
+app.command("status")(status.status)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import typer
 from idprov.cli import render
 from idprov.cli.common import (
     AppOpt,
+    CompactOpt,
     JsonOpt,
     YesOpt,
     complete_idp,
@@ -18,6 +19,8 @@ from idprov.cli.common import (
     new_app,
     service,
 )
+from idprov.cli.guard import AllowOpt
+from idprov.cli.status import MetricsOpt, write_run_metrics
 
 outbox_app = new_app("Outbound operations that are pending or failed.")
 idp_app = new_app("Identity providers: the systems changes are provisioned to.")
@@ -32,6 +35,7 @@ IdpFilter = Annotated[
 class OutboxStatus(StrEnum):
     pending = "pending"
     failed = "failed"
+    held = "held"
 
 
 @outbox_app.command("list")
@@ -64,14 +68,38 @@ def outbox_retry(
     emit(svc.retry_outbox(known_idps(svc, idp)), render.outbound_report)
 
 
+@outbox_app.command("release")
+def outbox_release(
+    idp: IdpFilter = None,
+    yes: YesOpt = False,
+    allow_deletes: AllowOpt = None,
+    app_name: AppOpt = "resident",
+    json: JsonOpt = False,
+) -> None:
+    """Push the changes the deletion guard held, once you have checked them.
+
+    Lists what they would delete and asks (not on a terminal: --yes and
+    --allow-deletes N).
+    """
+    from idprov.cli.guard import confirm_effects
+
+    svc = service(app_name, live=True)
+    idp = known_idps(svc, idp)
+    verdict = svc.held_verdict(idp)
+    confirm_effects(svc, verdict, yes, allow_deletes)
+    emit(svc.release_held(idp), render.outbound_report)
+
+
 @outbox_app.command("work")
 def outbox_work(
     idp: IdpFilter = None,
     once: Annotated[
         bool, typer.Option("--once", help="Drain what is due now, then exit (for cron).")
     ] = False,
+    metrics: MetricsOpt = None,
     app_name: AppOpt = "resident",
     json: JsonOpt = False,
+    compact: CompactOpt = False,
 ) -> None:
     """Run the outbox worker: push pending rows, and failed ones when their retry is due.
 
@@ -79,7 +107,13 @@ def outbox_work(
     `idprov serve` runs. Example: idprov outbox work --once --idp scim-main
     """
     svc = service(app_name, live=once)
+    from idprov.provisioning.metrics import RunStats
+
+    stats = RunStats("outbox-work")
     report = svc.outbound.work(idp, once=once, stop=_stop_on_signals(), progress=svc.progress)
+    stats.add(report)
+    stats.outcome = "ok" if report.ok else "failed"
+    write_run_metrics(metrics, svc, stats)
     emit(report, render.outbound_report)
 
 

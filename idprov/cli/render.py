@@ -193,7 +193,7 @@ def outbound_report(report: OutboundReport) -> None:
     """A line per identity provider, then each failure with the target's message."""
     import typer
 
-    if not report.idps and not report.queued:
+    if not report.idps and not report.queued and not report.held:
         typer.echo("  nothing to provision")
     for idp in report.idps.values():
         done, failed, skipped = idp.count("done"), idp.count("failed"), idp.count("skipped")
@@ -208,6 +208,8 @@ def outbound_report(report: OutboundReport) -> None:
         _failures(idp.name, [op for op in idp.operations if op.outcome == "failed"])
     for name, count in sorted(report.queued.items()):
         typer.echo(f"  … {name}: {count} queued for the outbox worker (`idprov outbox work`)")
+    for name, count in sorted(report.held.items()):
+        typer.secho(f"  ✋ {name}: {count} held by the deletion guard", fg="yellow")
     for warning in report.warnings:
         typer.secho(f"  ! {warning}", fg="yellow", err=True)
     if not report.ok:
@@ -399,7 +401,9 @@ _ACTION_STYLE = {
 }
 
 
-def sync_result(result: Any, drift: dict[str, Any] | None, quiet: bool) -> None:
+def sync_result(
+    result: Any, drift: dict[str, Any] | None, quiet: bool, repaired: Any = None
+) -> None:
     """The plan per IdP (a table of differences), then what applying it did."""
     plan = result.plan
     head = "plan (dry run: nothing was changed)" if result.dry_run else f"sync run {result.run}"
@@ -432,10 +436,8 @@ def sync_result(result: Any, drift: dict[str, Any] | None, quiet: bool) -> None:
         outbound_report(result.outbound)
     for name, report in (drift or {}).items():
         console().print(f"[bold]drift at {esc(name)}[/]: {report['checked']} checked")
-        repaired = set(report.get("repaired") or [])
         for label in report["deleted_remotely"]:
-            what = "[green]re-created[/]" if label in repaired else "[red]deleted remotely[/]"
-            console().print(f"  {what} {esc(label)}")
+            console().print(f"  [red]deleted remotely[/] {esc(label)}")
         for change in report["changed_remotely"]:
             console().print(
                 f"  [yellow]changed remotely[/] {esc(change['user'])}: "
@@ -447,8 +449,25 @@ def sync_result(result: Any, drift: dict[str, Any] | None, quiet: bool) -> None:
                 f"{esc(', '.join(report['unowned'][:20]))}"
                 + (" ..." if len(report["unowned"]) > 20 else "")
             )
+        for label in report.get("groups_deleted_remotely", []):
+            console().print(f"  [red]group deleted remotely[/] {esc(label)}")
+        for change in report.get("groups_changed_remotely", []):
+            lost = ", ".join(change["missing_members"]) or "none"
+            console().print(
+                f"  [yellow]group changed remotely[/] {esc(change['group'])}: "
+                f"members missing: {esc(lost)}"
+                + (f"; named {esc(change['display_name'])}" if "display_name" in change else "")
+            )
         for error in report["errors"]:
             console().print(f"  [red]✗[/] {esc(error)}")
+        if report["repaired"] is not None:
+            console().print(f"  repaired {report['repaired']} of {len(report['repairs'])}")
+        elif report["repairs"]:
+            console().print(
+                f"  {len(report['repairs'])} to repair: run `idprov sync --verify --repair`"
+            )
+    if repaired is not None:
+        outbound_report(repaired)
 
 
 def _shortened(changes: list[str], most: int = 10) -> str:
@@ -505,5 +524,28 @@ def token_list(records: list[Any]) -> None:
                 r.description,
             )
             for r in records
+        ),
+    )
+
+
+def status(rows: list[Any]) -> None:
+    """`idprov status`: a line per identity provider."""
+    if not rows:
+        note("no identity providers configured")
+        return
+    table(
+        ["idp", "last sync", "last success", "pending", "failed", "held", "oldest", "health"],
+        (
+            (
+                r.idp,
+                f"{r.last_sync} ({r.last_sync_outcome})" if r.last_sync else "never",
+                r.last_success or "never",
+                r.outbox.get("pending", 0),
+                r.outbox.get("failed", 0),
+                r.outbox.get("held", 0),
+                "-" if r.oldest_age() is None else f"{r.oldest_age():.0f}s",
+                r.health,
+            )
+            for r in rows
         ),
     )

@@ -8,6 +8,7 @@ import typer
 
 from idprov.cli import render
 from idprov.cli.common import AppOpt, DomainOpt, JsonOpt, YesOpt, emit, new_app, service
+from idprov.cli.guard import AllowOpt, confirm_effects
 
 app = new_app("Manage roles and their members.")
 
@@ -47,18 +48,18 @@ def delete(
     name: RoleArg,
     domain: DomainOpt = None,
     yes: YesOpt = False,
+    allow_deletes: AllowOpt = None,
     app_name: AppOpt = "resident",
     json: JsonOpt = False,
 ) -> None:
-    """Delete a role (its members stay; asks first unless --yes)."""
+    """Delete a role (its members stay; asks first unless --yes, listing what it would
+    delete at the identity providers)."""
+    from idprov.provisioning import preview
+
     svc = service(app_name)
     role = svc.get_role(name, domain)
-    if not yes:
-        typer.confirm(
-            f"Delete role {role.qualified_name} ({role.member_count} members)?",
-            abort=True,
-            err=True,
-        )
+    question = f"Delete role {role.qualified_name} ({role.member_count} members)?"
+    confirm_effects(svc, preview.delete_role(svc, name, domain), yes, allow_deletes, question)
     emit(svc.delete_role(name, domain), render.change)
 
 
@@ -67,11 +68,18 @@ def rename(
     name: RoleArg,
     new_name: Annotated[str, typer.Argument(help="The new name.")],
     domain: DomainOpt = None,
+    yes: YesOpt = False,
+    allow_deletes: AllowOpt = None,
     app_name: AppOpt = "resident",
     json: JsonOpt = False,
 ) -> None:
-    """Rename a role, keeping its members."""
-    emit(service(app_name).rename_role(name, new_name, domain), render.change)
+    """Rename a role, keeping its members (asks first if that would deprovision users
+    or delete groups at the identity providers over the deletion guard)."""
+    from idprov.provisioning import preview
+
+    svc = service(app_name)
+    confirm_effects(svc, preview.rename_role(svc, name, new_name, domain), yes, allow_deletes)
+    emit(svc.rename_role(name, new_name, domain), render.change)
 
 
 @app.command("assign")
@@ -91,8 +99,15 @@ def unassign(
     role: RoleArg,
     users: UsersArg,
     domain: DomainOpt = None,
+    yes: YesOpt = False,
+    allow_deletes: AllowOpt = None,
     app_name: AppOpt = "resident",
     json: JsonOpt = False,
 ) -> None:
-    """Take a role away from users."""
-    emit(service(app_name).unassign(role, users, domain), render.change)
+    """Take a role away from users (asks first if that would deprovision them at the
+    identity providers over the deletion guard)."""
+    from idprov.provisioning import preview
+
+    svc = service(app_name)
+    confirm_effects(svc, preview.unassign(svc, role, users, domain), yes, allow_deletes)
+    emit(svc.unassign(role, users, domain), render.change)

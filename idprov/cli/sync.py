@@ -9,8 +9,17 @@ from typing import Annotated, Any
 import typer
 
 from idprov.cli import render
-from idprov.cli.common import AppOpt, JsonOpt, _session, complete_idp, emit_with_code, service
-from idprov.errors import ExitCode, UsageError
+from idprov.cli.common import (
+    AppOpt,
+    CompactOpt,
+    JsonOpt,
+    _session,
+    complete_idp,
+    emit_with_code,
+    service,
+)
+from idprov.cli.status import MetricsOpt, write_run_metrics
+from idprov.errors import ExitCode, GuardError, IdprovError, UsageError
 
 IdpOpt = Annotated[
     list[str] | None,
@@ -22,12 +31,14 @@ IdpOpt = Annotated[
 ]
 
 
-def _exit_code(result: Any, detailed: bool, drift: Any = None) -> int:
-    from idprov.provisioning.verify import failed
+def _exit_code(result: Any, detailed: bool, drift: Any, repaired: Any) -> int:
+    from idprov.provisioning.verify import drift_found, failed
 
-    if result.outbound_failed or failed(drift):
+    if result.outbound_failed or (repaired is not None and not repaired.ok) or failed(drift):
         return int(ExitCode.OUTBOUND_FAILED)
-    if detailed and not result.dry_run and not result.plan.empty:
+    if detailed and drift_found(drift) and repaired is None:
+        return int(ExitCode.DRIFT_FOUND)
+    if detailed and not result.dry_run and (not result.plan.empty or repaired is not None):
         return int(ExitCode.CHANGES_APPLIED)
     return 0
 
@@ -56,7 +67,10 @@ def sync(
     verify: Annotated[bool, typer.Option(help="Also read the targets and report drift.")] = False,
     repair: Annotated[
         bool,
-        typer.Option(help="Before syncing, re-create the users deleted at the targets (verifies)."),
+        typer.Option(
+            help="With --verify: restore what idprov owns (re-create what was deleted "
+            "remotely, revert changed attributes, restore members); not with --dry-run."
+        ),
     ] = False,
     wait: Annotated[
         bool, typer.Option(help="Wait for a running sync or import instead of exiting with code 8.")
@@ -64,14 +78,23 @@ def sync(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress, only errors and the summary.")
     ] = False,
+    metrics: MetricsOpt = None,
     detailed_exitcode: Annotated[
-        bool, typer.Option(help="Exit 11 when changes were applied (0: nothing to do).")
+        bool,
+        typer.Option(
+            help="Exit 11 when changes were applied (0: nothing to do); 12 when --verify "
+            "found drift that was not repaired."
+        ),
     ] = False,
     app_name: AppOpt = "resident",
     json: JsonOpt = False,
+    compact: CompactOpt = False,
 ) -> None:
     """Bring every identity provider into line with the userstores (cron-safe)."""
+    from contextlib import nullcontext
+
     from idprov.provisioning.lock import RunLock
+    from idprov.provisioning.metrics import RunStats
     from idprov.provisioning.sync import SyncPlan, run_sync
 
     if out is not None and not dry_run:
@@ -86,34 +109,49 @@ def sync(
                 hint="make one with `idprov plan --out plan.json`",
             ) from exc
     svc = service(app_name, live=not quiet)
-    repaired = None
-    if repair and not dry_run:
-        from idprov.provisioning.verify import repair_idps
-
-        with RunLock(svc.data_dir, "sync", wait=wait):
-            repaired = repair_idps(svc, list(idp) if idp else svc.targets())
-    if dry_run:
-        result = run_sync(svc, idp, dry_run=True)
-    else:
-        with RunLock(svc.data_dir, "sync", wait=wait):
-            result = run_sync(svc, idp, allow_deletes=allow_deletes, saved=saved)
+    stats = RunStats("sync")
+    try:
+        with nullcontext() if dry_run else RunLock(svc.data_dir, "sync", wait=wait):
+            result = run_sync(svc, idp, dry_run, allow_deletes, saved)
+            drift, repaired = _verify(svc, result, verify or repair, repair and not dry_run)
+    except IdprovError as exc:
+        stats.outcome = "refused" if isinstance(exc, GuardError) else "error"
+        stats.guard_trips.update(getattr(exc, "tripped", {}))
+        write_run_metrics(metrics, svc, stats)
+        raise
     if out is not None:
         from idprov.config.paths import create_private_file
 
         create_private_file(out)
         out.write_text(jsonlib.dumps(result.plan.to_dict(), indent=2), "utf-8")
-    drift = None
-    if verify:
-        from idprov.provisioning.verify import verify_idps
+    payload = result.to_dict()
+    if drift is not None:
+        payload["drift"] = drift
+        payload["repair"] = repaired.to_dict() if repaired is not None else None
+    code = _exit_code(result, detailed_exitcode, drift, repaired)
+    write_run_metrics(metrics, svc, _stats(stats, result, drift, repaired, code))
+    emit_with_code(payload, lambda _: render.sync_result(result, drift, quiet, repaired), code)
 
-        drift = verify_idps(svc, [p.idp for p in result.plan.idps])
-    drift = drift or repaired
-    payload = {**result.to_dict(), "drift": drift} if drift is not None else result
-    emit_with_code(
-        payload,
-        lambda _: render.sync_result(result, drift, quiet),
-        _exit_code(result, detailed_exitcode, drift),
-    )
+
+def _verify(svc: Any, result: Any, verify: bool, repair: bool) -> tuple[Any, Any]:
+    """The drift at the plan's IdPs (None unless ``verify``), and the repair's push."""
+    if not verify:
+        return None, None
+    from idprov.provisioning import verify as check
+
+    drift = check.verify_idps(svc, [p.idp for p in result.plan.idps])
+    return drift, check.repair(svc, drift) if repair else None
+
+
+def _stats(stats: Any, result: Any, drift: Any, repaired: Any, code: int) -> Any:
+    stats.add(result.outbound)
+    stats.add(repaired)
+    stats.outcome = "ok" if code in (0, int(ExitCode.CHANGES_APPLIED)) else str(code)
+    for name, report in (drift or {}).items():
+        stats.drift_found[name] = len(report["repairs"])
+        if report["repaired"] is not None:
+            stats.drift_repaired[name] = report["repaired"]
+    return stats
 
 
 def plan(
@@ -133,9 +171,11 @@ def plan(
         repair=False,
         wait=False,
         quiet=True,
+        metrics=None,
         detailed_exitcode=False,
         app_name=app_name,
         json=_session().json,
+        compact=_session().compact,
     )
 
 

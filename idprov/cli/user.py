@@ -18,6 +18,7 @@ from idprov.cli.common import (
     parse_pairs,
     service,
 )
+from idprov.cli.guard import AllowOpt, confirm_effects
 from idprov.errors import UsageError
 
 app = new_app("Manage users in the userstores.")
@@ -144,12 +145,16 @@ def delete(
     username: UsernameArg,
     domain: DomainOpt = None,
     yes: YesOpt = False,
+    allow_deletes: AllowOpt = None,
     app_name: AppOpt = "resident",
     json: JsonOpt = False,
 ) -> None:
-    """Delete a user (asks first unless --yes)."""
+    """Delete a user (asks first unless --yes, listing what it would delete at the
+    identity providers)."""
+    from idprov.provisioning import preview
+
     svc = service(app_name)
     user = svc.get_user(username, domain)
-    if not yes:
-        typer.confirm(f"Delete user {user.qualified_name}?", abort=True, err=True)
+    verdict = preview.delete_user(svc, username, domain)
+    confirm_effects(svc, verdict, yes, allow_deletes, f"Delete user {user.qualified_name}?")
     emit(svc.delete_user(username, domain), render.change)

@@ -127,10 +127,9 @@ class RetryConfig:
 
 
 @dataclass(frozen=True)
-class GuardConfig:
-    """The deletion guard of `idprov sync`: a plan that would deprovision more than
-    ``max_deletes`` users, or (from ``min_deletes`` on) more than ``max_percent`` of
-    those provisioned, is refused unless ``--allow-deletes N``."""
+class GuardThreshold:
+    """One kind of destructive change: more than ``max_deletes`` of them at an IdP,
+    or (from ``min_deletes`` on) more than ``max_percent`` of what is there, trips."""
 
     max_deletes: int = 100
     max_percent: float = 20.0
@@ -141,6 +140,34 @@ class GuardConfig:
             raise Invalid("must be 0 or more", "max_deletes")
         if not 0 <= self.max_percent <= 100:
             raise Invalid("must be between 0 and 100", "max_percent")
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """The deletion guard of every destructive change at one IdP, whatever command
+    causes it (see idprov/provisioning/guard.py). The top-level keys are for user
+    deprovisions; ``groups`` (group deletions), ``memberships`` (members removed from
+    groups) and ``attributes`` (users losing an attribute that was sent) have their
+    own. Over a threshold, sync refuses and other changes are held for confirmation,
+    unless ``--allow-deletes N``."""
+
+    max_deletes: int = 100
+    max_percent: float = 20.0
+    min_deletes: int = 10
+    groups: GuardThreshold = field(
+        default_factory=lambda: GuardThreshold(max_deletes=10, max_percent=25.0, min_deletes=3)
+    )
+    memberships: GuardThreshold = field(
+        default_factory=lambda: GuardThreshold(max_deletes=1000, max_percent=20.0, min_deletes=50)
+    )
+    attributes: GuardThreshold = field(default_factory=GuardThreshold)
+
+    def __post_init__(self) -> None:
+        GuardThreshold(self.max_deletes, self.max_percent, self.min_deletes)
+
+    @property
+    def users(self) -> GuardThreshold:
+        return GuardThreshold(self.max_deletes, self.max_percent, self.min_deletes)
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,14 @@ def user_config_dir() -> Path:
 
 
 def user_data_dir() -> Path:
+    """``$IDPROV_DATA_DIR``; else ``$STATE_DIRECTORY`` (what systemd's
+    ``StateDirectory=`` creates, the first if it names several); else XDG's."""
     explicit = os.environ.get("IDPROV_DATA_DIR")
     if explicit:
         return Path(explicit)
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return Path(state)
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "idprov"
 

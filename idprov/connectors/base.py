@@ -302,5 +302,10 @@ class Connector(ABC):
         """(remote id, user name) of every account at the target (paged). Read-only."""
         raise NotImplementedError
 
+    def read_group(self, remote_id: str) -> tuple[str, set[str]] | None:
+        """(display name, remote ids of the members) of the group, or None if it is
+        gone. Read-only; ``NotImplementedError`` where the target cannot tell."""
+        raise NotImplementedError
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the connector holds (not the shared HTTP client)."""

@@ -576,6 +576,16 @@ class Scim2Connector(Connector):
     def find_group(self, display_name: str) -> str | None:
         return self._find("/Groups", "displayName", display_name)
 
+    def read_group(self, remote_id: str) -> tuple[str, set[str]] | None:
+        what = f"read group {remote_id}"
+        try:
+            data = self._json(self._request("GET", f"/Groups/{remote_id}", what), what)
+        except RemoteNotFound:
+            return None
+        members = data.get("members") or []
+        ids = {str(m["value"]) for m in members if isinstance(m, dict) and m.get("value")}
+        return str(data.get("displayName", "")), ids
+
     def lookup_group(self, group: GroupSpec) -> RemoteMatch | None:
         found = self._find_resource("/Groups", "displayName", group.display_name)
         return self._match(found, group.local_id)

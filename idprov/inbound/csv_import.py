@@ -145,6 +145,8 @@ class ImportReport:
         if self.rejected == 0:
             if self.outbound is not None and not self.outbound.ok:
                 return ExitCode.OUTBOUND_FAILED
+            if self.outbound is not None and self.outbound.held:
+                return ExitCode.GUARD_TRIPPED  # held in the outbox: `idprov outbox release`
             return ExitCode.OK
         good = self.created + self.updated + self.unchanged + self.skipped_done
         if self.stopped or good == 0:
@@ -271,7 +273,8 @@ class CsvImport:
                 from idprov.provisioning.lock import RunLock
 
                 with RunLock(self.service.data_dir, "import", wait=self.options.wait):
-                    self._write(staging)
+                    with self.service.guard_window():  # the batches are judged together
+                        self._write(staging)
             self._write_rejects(staging)
             self.report.errors.sort(key=lambda error: error.line)
         except BaseException:

@@ -518,7 +518,10 @@ def _outbound_outcome(reports: Sequence[OutboundReport]) -> str:
     if not reports:
         return "-"
     failed = sum(r.failed for r in reports)
-    return f"failed:{failed}" if failed else "ok"
+    held = sum(sum(r.held.values()) for r in reports)
+    if failed:
+        return f"failed:{failed}"
+    return f"held:{held}" if held else "ok"
 
 
 def _error(code: str, message: str, hint: str | None = None) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from idprov.provisioning.results import (
     OutboundReport,
     Progress,
 )
-from idprov.provisioning.retry import backoff
+from idprov.provisioning.retry import backoff, with_retries
 from idprov.provisioning.state import audit_row
 from idprov.provisioning.tasks import Creating, Outcome, Planned, Settled, Task, describe
 
@@ -141,6 +141,7 @@ class Engine(UserPlanning, RolePlanning):
                     self._creating.clear()
                     for done in settled:
                         self._settle(done)
+            self._leave_together([t for t in planned if isinstance(t, Task) and t.leave])
             for item in planned:
                 if isinstance(item, Task):
                     self._dispatch(item, bulk)
@@ -149,6 +150,36 @@ class Engine(UserPlanning, RolePlanning):
             self._flush_bulk(idp, queued)
         while self._in_flight:
             self._collect(block=True)
+
+    def _leave_together(self, tasks: Sequence[Task]) -> None:
+        """Take the users a chunk deprovisions out of their groups: one request per
+        group (the connector splits it to the target's limits), not one per user
+        and group; each in its IdP's pool, awaited before the deprovisions go."""
+        by_group: dict[tuple[str, str], list[Task]] = {}
+        for task in tasks:
+            assert task.leave is not None
+            for group in task.leave.groups:
+                by_group.setdefault((task.row.idp, group), []).append(task)
+        waiting = []
+        for (idp, group), members in by_group.items():
+            remote = [t.leave.remote_id for t in members if t.leave is not None]
+            future = self.outbound.executor(idp).submit(self._leave_group, idp, group, remote)
+            waiting.append((future, members))
+        for future, members in waiting:
+            error = future.exception()
+            for task in members:
+                if task.leave is not None and task.leave.error is None:
+                    task.leave.error = error
+        for task in tasks:
+            assert task.leave is not None
+            task.leave.done = task.leave.error is None
+
+    def _leave_group(self, idp: str, group: str, remote_ids: list[str]) -> None:
+        connector = self.outbound.connector(idp)
+        retry = self.outbound.idp(idp).retry
+        with_retries(
+            lambda n: connector.change_members(group, [], remote_ids), retry, [], self.sleep
+        )
 
     def _dispatch(self, task: Task, bulk: dict[str, list[Task]]) -> None:
         if task.row.idp in self._stopped:

@@ -110,6 +110,20 @@ class Ledger:
         ).fetchall()
         return {r[2]: self._entry(r) for r in rows}
 
+    def counts(self, idp: str) -> dict[str, int]:
+        """What idprov holds at ``idp``, the deletion guard's percentages are of: active
+        users (``users``, ``attributes``), groups and memberships."""
+        users, groups = self.db.execute(
+            "SELECT coalesce(sum(CASE WHEN kind = 'user' AND state = 'active' THEN 1 ELSE 0 END),"
+            " 0), coalesce(sum(CASE WHEN kind = 'role' THEN 1 ELSE 0 END), 0) FROM ledger"
+            " WHERE idp = ? AND remote_id IS NOT NULL",
+            [idp],
+        ).fetchone()
+        members = self.db.execute(
+            "SELECT count(*) FROM ledger_members WHERE idp = ?", [idp]
+        ).fetchone()[0]
+        return {"users": users, "groups": groups, "memberships": members, "attributes": users}
+
     def all_members(self, idp: str) -> dict[str, set[str]]:
         """Role id -> the user ids idprov put in its group at ``idp``."""
         out: dict[str, set[str]] = {}
@@ -197,6 +211,22 @@ class Ledger:
                 )
                 for e in entries
             ],
+        )
+
+    def invalidate(self, idp: str, kind: str, local_id: str) -> None:
+        """Forget what was last sent (the target lost or changed it): the next push
+        sends everything again, and re-creates what is gone."""
+        self.db.execute(
+            "UPDATE ledger SET hash = NULL, sent = NULL WHERE idp = ? AND kind = ?"
+            " AND local_id = ?",
+            [idp, kind, local_id],
+        )
+
+    def relabel(self, idp: str, kind: str, local_id: str, label: str) -> None:
+        """Set the name the ledger says the target holds (a group renamed there)."""
+        self.db.execute(
+            "UPDATE ledger SET label = ? WHERE idp = ? AND kind = ? AND local_id = ?",
+            [label, idp, kind, local_id],
         )
 
     def forget(self, idp: str, kind: str, local_id: str) -> None:

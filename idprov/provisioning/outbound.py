@@ -252,15 +252,23 @@ class Outbound:
                     batch = self.state.outbox.claim_ids(
                         ids[start : start + WORK_BATCH], self.owner, self.lease
                     )
-                total.merge(self._drain_claimed(batch, OutboundReport(), progress, None))
+                total.merge(self._drain_judged(batch, progress))
             return total
         while not stop.is_set():
             batch = self._due_batch(idps, total)
             if batch:
-                total.merge(self._drain_claimed(batch, OutboundReport(), progress, None))
+                total.merge(self._drain_judged(batch, progress))
             else:
                 stop.wait(self._idle_wait(idps))
         return total
+
+    def _drain_judged(self, batch: list[OutboxRow], progress: Progress | None) -> OutboundReport:
+        """Drain a claimed batch, but first let the deletion guard hold what a change
+        committed without a push (`import --no-push`) would destroy at once."""
+        from idprov.provisioning.guard import hold_over
+
+        report = OutboundReport()
+        return self._drain_claimed(hold_over(self, batch, report), report, progress, None)
 
     def _due_batch(self, idps: Sequence[str] | None, total: OutboundReport) -> list[OutboxRow]:
         """Claim the next due rows of the configured IdPs; note orphaned ones once."""

@@ -176,7 +176,7 @@ class Outbox:
             params.append(status)
         clause = " AND ".join(where) or "1"
         if stale_pending:
-            clause = f"({clause}) OR (status = 'pending' AND updated_at < ?)"
+            clause = f"(({clause}) AND status != 'held') OR (status = 'pending' AND updated_at < ?)"
             params.append(stamp_in(-STALE_AFTER_SECONDS))
         rows = self.db.execute(
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE {clause} ORDER BY id", params
@@ -214,7 +214,8 @@ class Outbox:
         stamp = now()
         rows = self.db.execute(
             f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN (SELECT id FROM"
-            f" outbox WHERE idp IN {_in(idps)} AND (claimed_until IS NULL OR claimed_until < ?)"
+            f" outbox WHERE idp IN {_in(idps)} AND status != 'held'"
+            f" AND (claimed_until IS NULL OR claimed_until < ?)"
             f" AND (next_attempt_at IS NULL OR next_attempt_at <= ? OR idp IN {_in(eager)})"
             f" ORDER BY id LIMIT ?) RETURNING {_OUTBOX_COLUMNS}",
             [owner, stamp_in(lease), *idps, stamp, stamp, *eager, limit],
@@ -227,7 +228,8 @@ class Outbox:
         stamp = now()
         schedule = "" if eager else " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
         rows = self.db.execute(
-            f"SELECT id FROM outbox WHERE idp IN {_in(idps)}{schedule} ORDER BY id",
+            f"SELECT id FROM outbox WHERE idp IN {_in(idps)} AND status != 'held'{schedule}"
+            " ORDER BY id",
             [*idps, *([] if eager else [stamp])],
         ).fetchall()
         return [int(r[0]) for r in rows]
@@ -293,6 +295,24 @@ class Outbox:
             [attempts, error, status, now(), row.enqueued_at, stamp_in(retry_in), row.id],
         )
 
+    def hold(self, rows: Sequence[OutboxRow], why: str) -> None:
+        """Keep ``rows`` from being pushed (status ``held``, ``why`` as their error)
+        until :meth:`release_held`: the deletion guard stopped them."""
+        self.db.conn.executemany(
+            "UPDATE outbox SET status = 'held', last_error = ?, updated_at = ?,"
+            " claimed_by = NULL, claimed_until = NULL WHERE id = ?",
+            [(why, now(), r.id) for r in rows],
+        )
+
+    def release_held(self, idps: Sequence[str]) -> list[int]:
+        """Make the held rows of ``idps`` pending again; returns their ids."""
+        rows = self.db.execute(
+            f"UPDATE outbox SET status = 'pending', updated_at = ? WHERE status = 'held'"
+            f" AND idp IN {_in(idps)} RETURNING id",
+            [now(), *idps],
+        ).fetchall()
+        return sorted(int(r[0]) for r in rows)
+
     def discard(self, idp: str, local_ids: Sequence[str] | None = None) -> list[OutboxRow]:
         """Drop rows of ``idp`` (of those entities only, when given); returns them."""
         rows = self.rows(idps=[idp], local_ids=local_ids)
@@ -305,6 +325,13 @@ class Outbox:
     def count(self) -> dict[str, int]:
         rows = self.db.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall()
         return {r[0]: r[1] for r in rows}
+
+    def depth(self) -> dict[tuple[str, str], tuple[int, str]]:
+        """(idp, status) -> (rows, when the oldest of them was enqueued)."""
+        rows = self.db.execute(
+            "SELECT idp, status, count(*), min(enqueued_at) FROM outbox GROUP BY idp, status"
+        ).fetchall()
+        return {(r[0], r[1]): (int(r[2]), str(r[3])) for r in rows}
 
     def idps(self) -> list[str]:
         """Every IdP that has rows in the outbox."""

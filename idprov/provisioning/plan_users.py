@@ -29,7 +29,7 @@ from idprov.connectors.base import (
 from idprov.provisioning.decide import UserDecision, decide_user
 from idprov.provisioning.results import Attempt, OperationResult
 from idprov.provisioning.retry import with_retries
-from idprov.provisioning.tasks import Creating, Planned, Settled, Task, ledger_entry
+from idprov.provisioning.tasks import Creating, Leave, Planned, Settled, Task, ledger_entry
 
 if TYPE_CHECKING:
     from idprov.config.models import IdentityProviderConfig
@@ -319,9 +319,12 @@ class UserPlanning:
             row.local_id, sent.get("userName", row.label), sent.get("attributes", {}), active=False
         )
         operation = decision.action
+        leaving = Leave(remote_id, [g for _, g in groups])
 
         def run(attempts: list[Attempt]) -> None:
-            for _, group_id in groups:
+            if leaving.error is not None:
+                raise leaving.error
+            for group_id in [] if leaving.done else leaving.groups:
 
                 def leave(number: int, group: str = group_id) -> None:
                     connector.change_members(group, [], [remote_id])
@@ -364,4 +367,4 @@ class UserPlanning:
                 row.idp, "user", row.label, operation, "done", remote_id=remote_id
             )
 
-        return Task(row, operation, run, record)
+        return Task(row, operation, run, record, leave=leaving if groups else None)

@@ -72,6 +72,10 @@ class OutboundReport:
     """IdP -> rows committed to the outbox and left to the worker (non-blocking IdPs)."""
     orphaned: dict[str, int] = field(default_factory=dict)
     """IdP -> rows of an identity provider that is not in the configuration any more."""
+    held: dict[str, int] = field(default_factory=dict)
+    """IdP -> rows the deletion guard held in the outbox (`idprov outbox release`)."""
+    guard: list[str] = field(default_factory=list)
+    """Why the deletion guard held them: one sentence per kind of effect."""
 
     @property
     def failed(self) -> int:
@@ -83,7 +87,9 @@ class OutboundReport:
             mine = self.idps.setdefault(name, IdpReport(name))
             mine.total += report.total
             mine.operations += report.operations
-        for mine_counts, theirs in ((self.queued, other.queued), (self.orphaned, other.orphaned)):
+        self.guard += other.guard
+        pairs = ((self.queued, other.queued), (self.orphaned, other.orphaned))
+        for mine_counts, theirs in (*pairs, (self.held, other.held)):
             for name, count in theirs.items():
                 mine_counts[name] = mine_counts.get(name, 0) + count
 
@@ -93,8 +99,14 @@ class OutboundReport:
 
     @property
     def warnings(self) -> list[str]:
-        """One line per IdP whose rows were skipped because it left the configuration."""
+        """One line per IdP whose rows were skipped because it left the configuration,
+        or held by the deletion guard."""
         return [
+            f"deletion guard: {why}; nothing was sent there, the change(s) are held in the "
+            "outbox: check them with `idprov outbox list --status held`, then push them "
+            "with `idprov outbox release` (or drop them with `idprov outbox discard`)"
+            for why in self.guard
+        ] + [
             f"{count} outbox row(s) of identity provider {name!r}, which is not in the "
             f"configuration any more, were skipped: drop them with `idprov outbox discard "
             f"--idp {name}` or declare the IdP again"
@@ -105,8 +117,12 @@ class OutboundReport:
         out: dict[str, Any] = {"ok": self.ok, "idps": [r.to_dict() for r in self.idps.values()]}
         if self.queued:
             out["queued"] = dict(self.queued)
+        if self.held:
+            out["held"] = dict(self.held)
+            out["guard"] = list(self.guard)
         if self.orphaned:
             out["orphaned"] = dict(self.orphaned)
+        if self.orphaned or self.held:
             out["warnings"] = self.warnings
         return out
 
@@ -127,6 +143,10 @@ class ChangeResult:
     @property
     def outbound_failed(self) -> bool:
         return self.outbound is not None and not self.outbound.ok
+
+    @property
+    def outbound_held(self) -> bool:
+        return self.outbound is not None and bool(self.outbound.held)
 
     def to_dict(self) -> dict[str, Any]:
         return {

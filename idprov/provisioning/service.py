@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import httpx
 
     from idprov.connectors.base import CheckReport, Connector
+    from idprov.provisioning.guard import Effects, Verdict
     from idprov.provisioning.internal_roles import InternalRoles
     from idprov.provisioning.outbound import Outbound
     from idprov.provisioning.outbox import OutboxRow
@@ -94,6 +95,10 @@ class IdentityService:
         """How the engine waits between retries (tests record instead of sleeping)."""
         self.wait: Wait = wait
         """Which IdPs a change waits for: ``all``, or only the ``blocking`` ones."""
+        self._guard_window: dict[str, Effects] | None = None
+        self.allow_deletes: int | None = None
+        """Destructive effects of each kind per IdP the deletion guard lets through
+        (``--allow-deletes N``, or what a person confirmed); None: the guard's own."""
         self.application = config.application(application).name
         self.actor = actor or current_actor()
         self.claims = config.claim_definitions()
@@ -227,21 +232,64 @@ class IdentityService:
             result.outbound = uow.outbound
 
     def push(
-        self, row_ids: Sequence[int], passwords: Mapping[str, str] | None = None
+        self,
+        row_ids: Sequence[int],
+        passwords: Mapping[str, str] | None = None,
+        guarded: bool = False,
     ) -> OutboundReport | None:
         """Drain committed outbox rows (and the rows a killed command was pushing, and
         pending rows a crashed command left) at the IdPs this service waits for; the
-        rest are counted as queued for the worker."""
+        rest are counted as queued for the worker. First the deletion guard judges
+        them (unless ``guarded``: sync judged its plan): the rows of an IdP where
+        they would destroy too much are held in the outbox, not pushed."""
         if not row_ids and not self.targets():
             return None
         abandoned = self.outbound.release_the_dead()  # a killed command's rows
         rows = self.state.outbox.rows([*row_ids, *abandoned], stale_pending=True)
+        report = OutboundReport()
+        if not guarded:
+            rows = self._hold_over_guard(rows, report)
         now_rows = [r for r in rows if self._waits_for(r.idp)]
-        report = self.outbound.drain(now_rows, self.progress, passwords)
+        report.merge(self.outbound.drain(now_rows, self.progress, passwords))
         for row in rows:
             if not self._waits_for(row.idp):
                 report.queued[row.idp] = report.queued.get(row.idp, 0) + 1
         return report
+
+    def _hold_over_guard(self, rows: list[OutboxRow], report: OutboundReport) -> list[OutboxRow]:
+        from idprov.provisioning.guard import hold_over
+
+        return hold_over(self.outbound, rows, report, self.allow_deletes, self._guard_window)
+
+    @contextmanager
+    def guard_window(self) -> Iterator[None]:
+        """Judge the pushes made inside as one change (an import's batches): many small
+        pushes cannot slip a mass deletion past the deletion guard."""
+        self._guard_window = {}
+        try:
+            yield
+        finally:
+            self._guard_window = None
+
+    def release_held(self, idps: Sequence[str] | None = None) -> OutboundReport:
+        """Push the rows the deletion guard held (at ``idps``, or everywhere), judged
+        again with :attr:`allow_deletes`: `idprov outbox release`."""
+        names = list(idps) if idps else self.state.outbox.idps()
+        with write_transaction(self.state.db):
+            ids = self.state.outbox.release_held(names)
+            if ids:
+                self._audit("outbox.release", ", ".join(names), {"rows": len(ids)})
+        return self.push(ids) or OutboundReport()
+
+    def held_verdict(self, idps: Sequence[str] | None = None) -> Verdict:
+        """What pushing the held rows (of ``idps``) would destroy, and whether that is
+        over the guard (with :attr:`allow_deletes`)."""
+        from idprov.provisioning.guard import effects_of, judge
+
+        rows = self.state.outbox.rows(idps=idps, status="held")
+        return judge(
+            self.outbound, effects_of(self.outbound, self.directory, rows), self.allow_deletes
+        )
 
     def _waits_for(self, idp: str) -> bool:
         if self.wait == "all" or not self.outbound.configured(idp):

@@ -26,13 +26,13 @@ from idprov.db import now, write_transaction
 from idprov.errors import ConflictError, GuardError, IdprovError
 from idprov.model import QualifiedName, Role, User, UserQuery
 from idprov.provisioning.decide import decide_role, decide_user, in_scope
+from idprov.provisioning.guard import Effects, Trip, trips
 from idprov.provisioning.results import OutboundReport
 
 if TYPE_CHECKING:
+    from idprov.provisioning.ledger import LedgerEntry
     from idprov.provisioning.outbox import Kind
     from idprov.provisioning.service import IdentityService
-
-PAGE = 5000
 
 
 @dataclass
@@ -63,6 +63,9 @@ class IdpPlan:
     provisioned: int = 0
     guard: str | None = None
     """Why the deletion guard refuses this plan (None: it does not)."""
+    effects: Effects | None = None
+    """Its destructive effects, as the deletion guard counts them."""
+    trips: list[Trip] = field(default_factory=list)
 
     @property
     def deprovisions(self) -> int:
@@ -82,6 +85,7 @@ class IdpPlan:
             "counts": self.counts(),
             "deprovisions": self.deprovisions,
             "guard": self.guard,
+            "effects": self.effects.to_dict() if self.effects is not None else None,
             "items": [i.to_dict() for i in self.items],
         }
 
@@ -162,13 +166,10 @@ def read_source(service: IdentityService) -> Source:
         domain = store_config.domain
         try:
             store = service.store(domain)
-            offset = 0
-            while True:
-                page = store.list_users(UserQuery(limit=PAGE, offset=offset))
-                source.users.update({u.id: u for u in page.items})
-                offset += len(page.items)
-                if not page.items or offset >= page.total:
-                    break
+            # one read (a single statement, or one paged search): pages by offset
+            # shift under a concurrent deletion and would name the wrong user
+            page = store.list_users(UserQuery(limit=None))
+            source.users.update({u.id: u for u in page.items})
             source.roles += [(r, store.role_member_ids(r.id)) for r in store.list_roles()]
         except IdprovError as exc:
             source.errors.append(f"userstore {domain}: {exc.message}")
@@ -176,6 +177,23 @@ def read_source(service: IdentityService) -> Source:
     for role in service.internal.all():
         source.roles.append((role, [u for _, u in service.role_members(role.domain, role.id)]))
     return source
+
+
+def recheck(service: IdentityService, source: Source, entries: dict[str, LedgerEntry]) -> None:
+    """Look up, by id, every provisioned user (of ``entries``) the read did not
+    return: one that is there after all (the read raced a change) is kept, never
+    deprovisioned. Users of a userstore no longer configured are gone."""
+    configured = {u.domain.casefold() for u in service.config.userstores}
+    missing: dict[str, list[str]] = {}
+    for entry in entries.values():
+        if entry.local_id not in source.users and entry.remote_id:
+            if entry.domain.casefold() in configured:
+                missing.setdefault(entry.domain, []).append(entry.local_id)
+    for domain, ids in missing.items():
+        try:
+            source.users.update(service.users_by_id((domain, i) for i in ids))
+        except IdprovError as exc:
+            source.errors.append(f"userstore {domain}: {exc.message}")
 
 
 # ---------------------------------------------------------------- planning
@@ -196,11 +214,15 @@ def _plan_idp(service: IdentityService, name: str, source: Source) -> IdpPlan:
     connector = type(service.connector(name))
     ledger = service.state.ledger
     users = ledger.for_idp(name, "user")
+    if not source.errors:
+        recheck(service, source, users)
     plan = IdpPlan(
         name, provisioned=sum(1 for e in users.values() if e.remote_id and e.state == "active")
     )
+    plan.effects = effects = Effects(name, idp.deprovision or "delete")
     for user in source.users.values():
         decision = decide_user(idp, connector, user, users.get(user.id))
+        effects.note_user(user.qualified_name, decision, users.get(user.id))
         if decision.action != "none":
             plan.items.append(
                 PlanItem(
@@ -218,6 +240,7 @@ def _plan_idp(service: IdentityService, name: str, source: Source) -> IdpPlan:
         for local_id, entry in users.items():
             if local_id not in source.users:
                 decision = decide_user(idp, connector, None, entry)
+                effects.note_user(entry.label, decision, entry)
                 if decision.action != "none":
                     plan.items.append(
                         PlanItem(
@@ -229,12 +252,19 @@ def _plan_idp(service: IdentityService, name: str, source: Source) -> IdpPlan:
                             decision.reason,
                         )
                     )
-    plan.items += _plan_roles(service, name, source)
-    plan.guard = _guard(plan, idp.deletion_guard)
+    plan.items += _plan_roles(service, name, source, effects, users)
+    plan.trips = trips(idp, effects, service.state.ledger.counts(name), None)
+    plan.guard = "; ".join(t.message for t in plan.trips) or None
     return plan
 
 
-def _plan_roles(service: IdentityService, name: str, source: Source) -> list[PlanItem]:
+def _plan_roles(
+    service: IdentityService,
+    name: str,
+    source: Source,
+    effects: Effects,
+    users: dict[str, LedgerEntry],
+) -> list[PlanItem]:
     idp = service.idp(name)
     ledger = service.state.ledger
     entries = ledger.for_idp(name, "role")
@@ -247,6 +277,7 @@ def _plan_roles(service: IdentityService, name: str, source: Source) -> list[Pla
         decision = decide_role(
             idp, role.qualified_name, entries.get(role.id), desired, members.get(role.id, set())
         )
+        effects.note_role(role.qualified_name, decision, _names(source, users, decision.remove))
         if decision.action != "none":
             label = str(QualifiedName(role.domain, role.name))
             changed = [f"+{_label(source, u)}" for u in decision.add]
@@ -262,6 +293,7 @@ def _plan_roles(service: IdentityService, name: str, source: Source) -> list[Pla
         known = {r.id for r, _ in source.roles}
         for local_id, entry in entries.items():
             if local_id not in known and entry.remote_id:
+                effects.groups.append(entry.label)
                 items.append(
                     PlanItem(
                         "role", local_id, entry.domain, entry.label, "delete", "deleted locally"
@@ -275,22 +307,14 @@ def _label(source: Source, user_id: str) -> str:
     return user.qualified_name if user is not None else user_id
 
 
-def _guard(plan: IdpPlan, guard: Any) -> str | None:
-    count = plan.deprovisions
-    if count > guard.max_deletes:
-        return (
-            f"{count} deprovisions at {plan.idp} exceed deletion_guard.max_deletes "
-            f"({guard.max_deletes})"
-        )
-    if plan.provisioned and count >= guard.min_deletes:
-        percent = 100.0 * count / plan.provisioned
-        if percent > guard.max_percent:
-            return (
-                f"{count} deprovisions are {percent:.0f}% of the {plan.provisioned} "
-                f"users provisioned at {plan.idp}, over deletion_guard.max_percent "
-                f"({guard.max_percent:g}%)"
-            )
-    return None
+def _names(source: Source, users: dict[str, Any], ids: Sequence[str]) -> dict[str, str]:
+    """Labels of user ids: from the source, else the ledger."""
+    out = {}
+    for user_id in ids:
+        user = source.users.get(user_id)
+        entry = users.get(user_id)
+        out[user_id] = user.qualified_name if user else entry.label if entry else user_id
+    return out
 
 
 def plan_fingerprint(service: IdentityService, plan: SyncPlan) -> str:
@@ -305,6 +329,25 @@ def plan_fingerprint(service: IdentityService, plan: SyncPlan) -> str:
 # ---------------------------------------------------------------- applying
 def check_plan(plan: SyncPlan, allow_deletes: int | None) -> None:
     """Refuse a plan read from an incomplete source, or over a deletion guard."""
+    check_source(plan)
+    tripped = [
+        t for p in plan.idps for t in p.trips if allow_deletes is None or t.count > allow_deletes
+    ]
+    if tripped:
+        needed = max(t.count for t in tripped)
+        counts: dict[str, int] = {}
+        for trip in tripped:
+            counts[trip.idp] = counts.get(trip.idp, 0) + 1
+        raise GuardError(
+            "deletion guard: " + "; ".join(t.message for t in tripped) + "; nothing was changed",
+            hint="check the plan with `idprov plan`; if these changes are expected, "
+            f"run `idprov sync --allow-deletes {needed}`",
+            tripped=counts,
+        )
+
+
+def check_source(plan: SyncPlan) -> None:
+    """Refuse a plan (to apply or to show) read from an incomplete source."""
     if plan.source_errors:
         raise GuardError(
             "the userstores could not be read in full, so nothing was changed: "
@@ -312,29 +355,33 @@ def check_plan(plan: SyncPlan, allow_deletes: int | None) -> None:
             hint="fix the userstore (is the directory up? are the credentials right?) and "
             "run sync again",
         )
-    for idp_plan in plan.idps:
-        if idp_plan.guard and (allow_deletes is None or idp_plan.deprovisions > allow_deletes):
-            raise GuardError(
-                f"deletion guard: {idp_plan.guard}; nothing was changed",
-                hint=f"check the plan with `idprov plan`; if the deprovisions are expected, "
-                f"run `idprov sync --allow-deletes {idp_plan.deprovisions}`",
-            )
 
 
 def apply_plan(
     service: IdentityService, plan: SyncPlan, run: str, allow_deletes: int | None = None
 ) -> OutboundReport:
-    """Enqueue the plan's items and drain them, with every pending or failed row."""
+    """Enqueue the plan's items and drain them, with every pending or failed row of
+    its IdPs: deprovisions first, so that an account re-created under the same name
+    (a new entry, a new id) finds its name free at the target."""
     check_plan(plan, allow_deletes)
-    with service.unit_of_work() as uow:
+    first: list[int] = []
+    with service.unit_of_work(push=False) as uow:
         uow.begin()
         for idp_plan in plan.idps:
             for item in sorted(idp_plan.items, key=lambda i: i.kind != "user"):
                 kind: Kind = "user" if item.kind == "user" else "role"
+                before = len(uow.rows)
                 uow.enqueue(kind, item.local_id, item.domain, item.label, idps=[idp_plan.idp])
+                if item.action in ("delete", "disable") and kind == "user":
+                    first += uow.rows[before:]
         # this run drains every row of its IdPs, not only those it just enqueued
-        uow.rows = [r.id for r in service.state.outbox.rows(idps=[p.idp for p in plan.idps])]
-    return uow.outbound or OutboundReport()
+        rest = [r.id for r in service.state.outbox.rows(idps=[p.idp for p in plan.idps])]
+    report = OutboundReport()
+    done = set(first)
+    for ids in (first, [i for i in rest if i not in done]):
+        if ids:
+            report.merge(service.push(ids, uow.passwords, guarded=True) or OutboundReport())
+    return report
 
 
 def run_sync(
@@ -356,6 +403,7 @@ def run_sync(
         )
     result = SyncResult(run, plan, dry_run=dry_run)
     if dry_run:
+        check_source(plan)  # a plan from a partial read would show deletions that are not
         return result
     service.run = run
     outcome = "refused"

@@ -7,7 +7,7 @@ other.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from idprov.errors import IdprovError
@@ -17,6 +17,18 @@ if TYPE_CHECKING:
     from idprov.connectors.base import Account
     from idprov.provisioning.ledger import LedgerEntry
     from idprov.provisioning.outbox import OutboxRow
+
+
+@dataclass
+class Leave:
+    """The groups a deprovisioned user leaves first. The engine takes the members
+    leaving one group out together, in one request per group (:attr:`done`); a
+    deprovision whose group could not be left fails with that group's error."""
+
+    remote_id: str
+    groups: list[str] = field(default_factory=list)
+    done: bool = False
+    error: BaseException | None = None
 
 
 @dataclass
@@ -32,6 +44,8 @@ class Task:
     prior: str | None = None
     """For user creates: the ledger's mark of an earlier create whose outcome is not
     known (``creating``; ``accepted`` for later by the target): look first."""
+    leave: Leave | None = None
+    """For user deprovisions: the groups to leave first."""
 
 
 Creating = tuple[str, str, str, str, str, str | None]

@@ -65,7 +65,7 @@ class Scim2Process:
 
     def _launch(self, port: int) -> subprocess.Popen[bytes]:
         command = [str(SCIM2_SERVER), "--hostname", "127.0.0.1", "--port", str(port)]
-        command += ["--bearer-token", self.token, "--dynamic-tenants"]
+        command += [f"--bearer-token={self.token}", "--dynamic-tenants"]  # it may start with -
         with self.log_path.open("ab") as log:
             return subprocess.Popen(
                 command,

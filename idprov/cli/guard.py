@@ -1,0 +1,58 @@
+"""Asking before a change that would destroy at the targets (the deletion guard).
+
+A command previews the remote effects of its change (idprov/provisioning/preview.py)
+before making it, and :func:`confirm_effects` asks: on a terminal, listing them; not
+on a terminal, a change over the guard needs ``--yes --allow-deletes N``. Declining
+changes nothing, here or at any target.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from idprov.errors import GuardError
+
+AllowOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--allow-deletes",
+        min=0,
+        help="Accept up to N destructive changes of each kind per IdP (deprovisions, group "
+        "deletions, members removed, attributes removed) over the deletion guard.",
+    ),
+]
+
+
+def confirm_effects(
+    svc: Any, verdict: Any, yes: bool, allow_deletes: int | None, question: str | None = None
+) -> None:
+    """Ask before the change ``verdict`` judged (``question``: ask even under the guard,
+    unless ``yes``); over the guard, let the push through once confirmed."""
+    if verdict.trips:
+        if not (yes and allow_deletes is not None and allow_deletes >= verdict.needed):
+            _ask_over_guard(verdict, question)
+        svc.allow_deletes = max(verdict.needed, allow_deletes or 0)
+    elif question and not yes:
+        _ask(verdict.lines(), question)
+
+
+def _ask_over_guard(verdict: Any, question: str | None) -> None:
+    if not sys.stdin.isatty():
+        raise GuardError(
+            f"deletion guard: {verdict.message()}; nothing was changed",
+            hint="on a terminal idprov asks; elsewhere, if this is expected, run the command "
+            f"again with --yes --allow-deletes {verdict.needed}",
+        )
+    _ask(
+        ["this is over the deletion guard:", *verdict.lines()],
+        question or "Go ahead?",
+    )
+
+
+def _ask(lines: list[str], question: str) -> None:
+    for line in lines:
+        typer.echo(f"  {line}", err=True)
+    typer.confirm(question, abort=True, err=True)

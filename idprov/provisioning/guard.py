@@ -1,0 +1,354 @@
+"""The deletion guard: one rule for every destructive change at a target.
+
+Whatever causes a change — `idprov sync`, a CLI command, a CSV import, a SCIM request,
+a JIT login — its **remote effects** are counted per identity provider before
+anything is sent: users deprovisioned, groups deleted, members removed from groups,
+and users losing an attribute idprov had sent (a value removed or blanked). Each kind
+is judged against the IdP's ``deletion_guard`` (a count, and a percentage of what is
+there from a minimum count on). The effects come from the same pure decisions the
+engine makes (:mod:`idprov.provisioning.decide`), so what the guard counts is what
+would be sent.
+
+Sync refuses a plan over the guard (exit 7); the unit of work's push holds the rows
+of an IdP over the guard in the outbox (status ``held``) until an administrator
+releases them (`idprov outbox release`); a CLI command previews the effects and asks
+first (:mod:`idprov.provisioning.preview`). ``allow`` (``--allow-deletes N``) accepts
+up to N effects of each kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from idprov.db import write_transaction
+from idprov.provisioning.decide import RoleDecision, UserDecision, decide_role, decide_user
+
+if TYPE_CHECKING:
+    from idprov.config.models import GuardThreshold, IdentityProviderConfig
+    from idprov.provisioning.ledger import LedgerEntry
+    from idprov.provisioning.outbound import Directory, Outbound
+    from idprov.provisioning.outbox import OutboxRow
+    from idprov.provisioning.results import OutboundReport
+
+KINDS = ("users", "groups", "memberships", "attributes")
+NOUNS = {"users": "users", "groups": "groups", "memberships": "memberships", "attributes": "users"}
+"""What a kind's percentage is of: users provisioned, groups, memberships."""
+EMPTY: tuple[Any, ...] = (None, "", [], {})
+
+
+@dataclass
+class Effects:
+    """The destructive effects of some changes at one IdP (labels of what they hit)."""
+
+    idp: str
+    verb: str = "delete"
+    """How users are deprovisioned there: ``delete`` or ``disable``."""
+    users: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    memberships: list[str] = field(default_factory=list)
+    """``group: user`` of each member removed from a group."""
+    attributes: dict[str, list[str]] = field(default_factory=dict)
+    """User -> attributes that were sent and would be removed or blanked."""
+    leaving: set[str] = field(default_factory=set, repr=False)
+    """Ids of the users deprovisioned: leaving their groups is part of that."""
+
+    def count(self, kind: str) -> int:
+        return len(getattr(self, kind))
+
+    @property
+    def any(self) -> bool:
+        return any(self.count(k) for k in KINDS)
+
+    def note_user(self, label: str, decision: UserDecision, entry: LedgerEntry | None) -> None:
+        """Count a user's decision (users first, then roles)."""
+        if decision.action in ("delete", "disable"):
+            self.users.append(label)
+            if entry is not None:
+                self.leaving.add(entry.local_id)
+        elif decision.action == "update" and entry is not None:
+            lost = removed_attributes(entry.sent, decision.sent)
+            if lost:
+                self.attributes[label] = lost
+
+    def note_role(self, label: str, decision: RoleDecision, names: Mapping[str, str]) -> None:
+        if decision.action == "delete":
+            self.groups.append(label)
+        removed = [u for u in decision.remove if u not in self.leaving]
+        self.memberships += [f"{label}: {names.get(u, u)}" for u in removed]
+
+    def merged(self, other: Effects | None) -> Effects:
+        """These effects and ``other``'s (of the same IdP) together."""
+        if other is None:
+            return self
+        return Effects(
+            self.idp,
+            self.verb,
+            self.users + other.users,
+            self.groups + other.groups,
+            self.memberships + other.memberships,
+            {**self.attributes, **other.attributes},
+            self.leaving | other.leaving,
+        )
+
+    def sentence(self, kind: str, total: int) -> str:
+        """``will delete 25 users at scim-main (83% of its 30 users)``."""
+        count = self.count(kind)
+        what = {
+            "users": f"{self.verb} {_n(count, 'user')}",
+            "groups": f"delete {_n(count, 'group')}",
+            "memberships": f"remove {_n(count, 'member')} from groups",
+            "attributes": f"remove attributes ({', '.join(self._attribute_names())}) "
+            f"of {_n(count, 'user')}",
+        }[kind]
+        noun = NOUNS[kind].rstrip("s")
+        share = f" ({100.0 * count / total:.0f}% of its {_n(total, noun)})" if total else ""
+        return f"will {what} at {self.idp}{share}"
+
+    def _attribute_names(self) -> list[str]:
+        return sorted({a for names in self.attributes.values() for a in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "idp": self.idp,
+            "users": list(self.users),
+            "groups": list(self.groups),
+            "memberships": list(self.memberships),
+            "attributes": dict(self.attributes),
+        }
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def removed_attributes(
+    sent: Mapping[str, Any] | None, after: Mapping[str, Any] | None
+) -> list[str]:
+    """Attributes sent with a value that ``after`` (what would be sent) drops or blanks."""
+    old = dict((sent or {}).get("attributes") or {})
+    new = dict((after or {}).get("attributes") or {})
+    return sorted(k for k, v in old.items() if v not in EMPTY and new.get(k) in EMPTY)
+
+
+@dataclass
+class Trip:
+    """One kind of effect over the guard at one IdP."""
+
+    idp: str
+    kind: str
+    count: int
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"idp": self.idp, "kind": self.kind, "count": self.count, "message": self.message}
+
+
+@dataclass
+class Verdict:
+    """The guard's judgement of some changes: their effects per IdP and what trips."""
+
+    effects: dict[str, Effects] = field(default_factory=dict)
+    totals: dict[str, dict[str, int]] = field(default_factory=dict)
+    trips: list[Trip] = field(default_factory=list)
+
+    @property
+    def needed(self) -> int:
+        """The ``--allow-deletes`` that would accept these changes."""
+        return max((t.count for t in self.trips), default=0)
+
+    def lines(self) -> list[str]:
+        """One sentence per kind of effect per IdP, for a prompt."""
+        return [
+            e.sentence(kind, self.totals.get(name, {}).get(kind, 0))
+            for name, e in self.effects.items()
+            for kind in KINDS
+            if e.count(kind)
+        ]
+
+    def message(self) -> str:
+        return "; ".join(t.message for t in self.trips)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "effects": [e.to_dict() for e in self.effects.values() if e.any],
+            "trips": [t.to_dict() for t in self.trips],
+            "needed": self.needed,
+        }
+
+
+def judge(outbound: Outbound, effects: Iterable[Effects], allow: int | None = None) -> Verdict:
+    """Count what is at each IdP (only where there are effects) and judge."""
+    verdict = Verdict()
+    for e in effects:
+        if not e.any:
+            continue
+        verdict.effects[e.idp] = e
+        totals = outbound.state.ledger.counts(e.idp)
+        verdict.totals[e.idp] = totals
+        verdict.trips += trips(outbound.idp(e.idp), e, totals, allow)
+    return verdict
+
+
+def trips(
+    idp: IdentityProviderConfig, effects: Effects, totals: Mapping[str, int], allow: int | None
+) -> list[Trip]:
+    """The kinds of ``effects`` over ``idp``'s thresholds (and over ``allow``)."""
+    guard = idp.deletion_guard
+    out = []
+    for kind in KINDS:
+        threshold: GuardThreshold = getattr(guard, kind)
+        count = effects.count(kind)
+        if allow is not None and count <= allow:
+            continue
+        why = over(threshold, count, totals.get(kind, 0), kind)
+        if why:
+            out.append(
+                Trip(idp.name, kind, count, f"{effects.sentence(kind, totals.get(kind, 0))}: {why}")
+            )
+    return out
+
+
+def over(threshold: GuardThreshold, count: int, total: int, kind: str) -> str | None:
+    """Why ``count`` effects of one kind out of ``total`` trip ``threshold`` (or None)."""
+    key = "deletion_guard" if kind == "users" else f"deletion_guard.{kind}"
+    if count > threshold.max_deletes:
+        return f"over {key}.max_deletes ({threshold.max_deletes})"
+    if total and count >= threshold.min_deletes and 100.0 * count / total > threshold.max_percent:
+        return f"over {key}.max_percent ({threshold.max_percent:g}%)"
+    return None
+
+
+# ---------------------------------------------------------------- effects of outbox rows
+class Row(Protocol):
+    """An entity to reconcile at an IdP: an outbox row, or a :class:`Change`."""
+
+    @property
+    def idp(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def local_id(self) -> str: ...
+    @property
+    def domain(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Change:
+    """An entity a preview imagines reconciling at an IdP (as an outbox row would)."""
+
+    idp: str
+    kind: str
+    local_id: str
+    domain: str
+    label: str
+
+
+def effects_of(outbound: Outbound, directory: Directory, rows: Sequence[Row]) -> list[Effects]:
+    """The destructive effects draining ``rows`` would have, from the current local
+    state (as ``directory`` reads it) and the ledger. Only rows of entities that are
+    provisioned can destroy anything: others cost no read."""
+    out: dict[str, Effects] = {}
+    for idp_name in dict.fromkeys(r.idp for r in rows):
+        if not outbound.configured(idp_name):
+            continue
+        idp = outbound.idp(idp_name)
+        mine = [r for r in rows if r.idp == idp_name]
+        effects = out.setdefault(idp_name, Effects(idp_name, idp.deprovision or "delete"))
+        _user_effects(outbound, directory, idp, [r for r in mine if r.kind == "user"], effects)
+        _role_effects(outbound, directory, idp, [r for r in mine if r.kind == "role"], effects)
+    return list(out.values())
+
+
+def _user_effects(
+    outbound: Outbound,
+    directory: Directory,
+    idp: IdentityProviderConfig,
+    rows: Sequence[Row],
+    effects: Effects,
+) -> None:
+    ledger = outbound.state.ledger
+    entries = {
+        e.local_id: e
+        for e in ledger.get_many(idp.name, "user", [r.local_id for r in rows])
+        if e.remote_id
+    }
+    provisioned = [r for r in rows if r.local_id in entries]
+    if not provisioned:
+        return
+    users = directory.users_by_id((r.domain, r.local_id) for r in provisioned)
+    connector = type(outbound.connector(idp.name))
+    for row in provisioned:
+        entry = entries[row.local_id]
+        decision = decide_user(idp, connector, users.get(row.local_id), entry)
+        effects.note_user(row.label, decision, entry)
+
+
+def _role_effects(
+    outbound: Outbound,
+    directory: Directory,
+    idp: IdentityProviderConfig,
+    rows: Sequence[Row],
+    effects: Effects,
+) -> None:
+    ledger = outbound.state.ledger
+    for entry in ledger.get_many(idp.name, "role", [r.local_id for r in rows]):
+        if not entry.remote_id:
+            continue
+        role = directory.role_by_id(entry.domain, entry.local_id)
+        members = (
+            {u for _, u in directory.role_members(entry.domain, entry.local_id)} if role else set()
+        )
+        current = ledger.members(idp.name, entry.local_id)
+        name = role.qualified_name if role is not None else None
+        decision = decide_role(idp, name, entry, members & current, current)
+        users = ledger.get_many(idp.name, "user", decision.remove)  # members of any domain
+        effects.note_role(entry.label, decision, {u.local_id: u.label for u in users})
+
+
+# ---------------------------------------------------------------- holding rows
+def hold_over(
+    outbound: Outbound,
+    rows: list[OutboxRow],
+    report: OutboundReport,
+    allow: int | None = None,
+    window: dict[str, Effects] | None = None,
+) -> list[OutboxRow]:
+    """Hold (in the outbox, status ``held``) the rows of the IdPs where they would
+    trip the guard; return the others, to push. With ``window``, the effects already
+    let through in it count too (and these are added to it)."""
+    found = effects_of(outbound, outbound.directory, rows)
+    judged = [e.merged(window.get(e.idp)) for e in found] if window is not None else found
+    verdict = judge(outbound, judged, allow)
+    tripped = {t.idp for t in verdict.trips}
+    if window is not None:
+        for e in found:
+            if e.idp not in tripped:
+                window[e.idp] = e.merged(window.get(e.idp))
+    if tripped:
+        _hold(outbound, [r for r in rows if r.idp in tripped], verdict, report)
+    return [r for r in rows if r.idp not in tripped]
+
+
+def _hold(
+    outbound: Outbound, rows: list[OutboxRow], verdict: Verdict, report: OutboundReport
+) -> None:
+    """Hold ``rows`` with the guard's reason, recorded in the audit log and the report."""
+    with write_transaction(outbound.state.db):
+        for idp in sorted({r.idp for r in rows}):
+            mine = [r for r in rows if r.idp == idp]
+            why = "; ".join(t.message for t in verdict.trips if t.idp == idp)
+            outbound.state.outbox.hold(mine, why)
+            outbound.state.audit(
+                actor=outbound.actor,
+                application=outbound.application,
+                action="outbox.held",
+                target=idp,
+                details={"rows": len(mine), "guard": why},
+                run=outbound.run,
+            )
+            report.held[idp] = report.held.get(idp, 0) + len(mine)
+    report.guard += [t.message for t in verdict.trips]

@@ -1,0 +1,265 @@
+"""The deletion guard on every destructive path: sync, CLI commands, the push of any
+change (held in the outbox, released by an administrator), against the real SCIM
+server (scim2-server) and, for reads that silently come back short, a real slapd."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from idprov.config import load_config
+from idprov.provisioning.service import IdentityService
+from tests.peers.scim2 import Scim2Peer
+from tests.test_sync import write_config
+
+
+@pytest.fixture()
+def scim(tmp_path: Path, scim2_server: Scim2Peer, monkeypatch: pytest.MonkeyPatch) -> Scim2Peer:
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    write_config(tmp_path, scim2_server.base_url)
+    return scim2_server
+
+
+def seed(count: int, role: str = "staff") -> None:
+    """``count`` users holding ``role`` (the IdP's provisioning role), pushed in one go."""
+    service = IdentityService(load_config())
+    try:
+        with service.unit_of_work() as uow:
+            uow.add_role(role)
+            for i in range(count):
+                uow.add_user(f"pl{i + 1}", {"email": f"pl{i + 1}@example.com"}, roles=[role])
+        assert uow.outbound is not None and uow.outbound.ok
+    finally:
+        service.close()
+
+
+def members(cli, role: str = "staff") -> int:
+    return cli("role", "show", role, "--json").json()["member_count"]
+
+
+def test_role_unassign_over_the_guard_is_refused_off_a_terminal_and_changes_nothing(cli, scim):
+    seed(30)
+    users = [f"pl{i}" for i in range(1, 26)]
+    error = cli("role", "unassign", "staff", *users, "--json").error(7)
+    assert "will delete 25 users at scim (83% of its 30 users)" in error["message"]
+    assert "--yes --allow-deletes 25" in error["hint"]
+    assert members(cli) == 30 and len(scim.users()) == 30
+    cli("role", "unassign", "staff", *users, "--yes", "--allow-deletes", "24", "--json").error(7)
+    assert members(cli) == 30
+    cli("role", "unassign", "staff", *users, "--yes", "--allow-deletes", "25").ok()
+    assert members(cli) == 5 and len(scim.users()) == 5
+
+
+def test_a_small_unassign_goes_through_without_a_question(cli, scim):
+    seed(30)
+    cli("role", "unassign", "staff", "pl1", "pl2").ok()
+    assert len(scim.users()) == 28
+
+
+def test_role_rename_that_would_deprovision_everyone_is_refused(cli, scim):
+    seed(12)
+    error = cli("role", "rename", "staff", "employees", "--json").error(7)
+    assert "will delete 12 users at scim (100% of its 12 users)" in error["message"]
+    assert cli("role", "show", "staff", "--json").json()["name"] == "staff"
+    assert len(scim.users()) == 12
+
+
+def test_role_delete_says_what_it_deletes_remotely_and_no_changes_nothing(cli, scim):
+    seed(5)
+    run = cli("role", "delete", "staff", input="n\n")
+    assert run.exit_code == 1
+    assert "will delete 5 users at scim (100% of its 5 users)" in run.stderr
+    assert "will delete 1 group at scim" in run.stderr
+    assert members(cli) == 5 and len(scim.users()) == 5 and len(scim.groups()) == 1
+    cli("role", "delete", "staff", "--yes").ok()  # 5 users: under the guard's minimum
+    assert scim.users() == [] and scim.groups() == []
+
+
+def test_user_delete_lists_its_remote_effects(cli, scim):
+    seed(2)
+    run = cli("user", "delete", "pl1", input="n\n")
+    assert run.exit_code == 1 and "will delete 1 user at scim" in run.stderr
+    assert "from groups" not in run.stderr  # leaving is part of the delete
+    assert len(scim.users()) == 2
+
+
+def test_a_change_made_without_asking_is_held_in_the_outbox_until_released(cli, scim):
+    """The library (like an import, a SCIM request, a JIT login) cannot be asked: its
+    push over the guard is held, visible, and released by an administrator."""
+    seed(30)
+    service = IdentityService(load_config())
+    try:
+        result = service.unassign("staff", [f"pl{i}" for i in range(1, 26)])
+    finally:
+        service.close()
+    assert result.outbound is not None and result.outbound.held == {"scim": 26}
+    assert "will delete 25 users at scim" in result.outbound.guard[0]
+    assert len(scim.users()) == 30  # nothing was sent
+    rows = cli("outbox", "list", "--status", "held", "--json").json()["items"]
+    assert len(rows) == 26 and "deletion_guard.max_percent" in rows[0]["last_error"]
+    cli("outbox", "work", "--once").ok()  # the worker leaves held rows alone
+    cli("outbox", "retry").ok()
+    assert len(scim.users()) == 30
+    error = cli("outbox", "release", "--json").error(7)
+    assert "--allow-deletes 25" in error["hint"]
+    report = cli("outbox", "release", "--yes", "--allow-deletes", "25", "--json").json()
+    assert report["ok"] and len(scim.users()) == 5
+    assert cli("outbox", "list", "--json").json()["items"] == []
+    for action in ("outbox.held", "outbox.release"):
+        assert cli("log", "--action", action, "--json").json()["items"][0]["target"] == "scim"
+
+
+def test_sync_counts_group_deletions(cli, scim, tmp_path):
+    write_config(tmp_path, scim.base_url, "    push_roles: all\n")
+    seed(3)
+    for name in ("grp1", "grp2", "grp3", "grp4"):
+        cli("role", "add", name).ok()
+        cli("role", "assign", name, "pl1").ok()
+    assert len(scim.groups()) == 5
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "data" / "idprov.db", isolation_level=None) as conn:
+        conn.execute(
+            "DELETE FROM user_roles WHERE role_id IN (SELECT id FROM roles WHERE name LIKE 'grp%')"
+        )
+        conn.execute("DELETE FROM roles WHERE name LIKE 'grp%'")
+    error = cli("sync", "--json").error(7)
+    assert "will delete 4 groups at scim (80% of its 5 groups)" in error["message"]
+    assert "deletion_guard.groups.max_percent" in error["message"]
+    assert len(scim.groups()) == 5
+    cli("sync", "--allow-deletes", "4").ok()
+    assert len(scim.groups()) == 1
+
+
+def test_deprovisioned_users_leave_each_group_in_one_request(cli, scim, tmp_path):
+    import httpx
+
+    write_config(tmp_path, scim.base_url, "    push_roles: all\n")
+    seed(60)
+    cli("role", "add", "team").ok()
+    cli("role", "assign", "team", *[f"pl{i}" for i in range(1, 61)]).ok()
+    assert len(scim.groups()[0]["members"]) == 60
+
+    sent: list[tuple[str, str]] = []
+
+    class Counting(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            sent.append((request.method, request.url.path.rsplit("/", 2)[-2]))
+            return super().handle_request(request)
+
+    service = IdentityService(load_config(), http_transport=Counting())
+    service.allow_deletes = 60
+    try:
+        result = service.unassign("staff", [f"pl{i}" for i in range(1, 61)])
+    finally:
+        service.close()
+    assert result.outbound is not None and result.outbound.ok
+    assert sent.count(("DELETE", "Users")) == 60
+    assert sent.count(("PATCH", "Groups")) <= 3  # team, staff: one each (was 120)
+    assert scim.users() == [] and all(not g.get("members") for g in scim.groups())
+
+
+def run_in_terminal(args: list[str], answer: bytes, tmp_path: Path) -> tuple[int, str]:
+    """Run ``idprov ARGS`` in a pseudo-terminal, answer its question, return (exit
+    code, what the person saw)."""
+    import os
+    import pty
+    import sys
+    import time
+
+    idprov = str(Path(sys.executable).parent / "idprov")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: idprov on a terminal, in the test's directory
+        os.chdir(tmp_path)
+        os.execv(idprov, [idprov, *args])
+    seen, asked = b"", False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break  # the child closed the terminal
+        if not chunk:
+            break
+        seen += chunk
+        if not asked and b"[y/N]" in seen:
+            os.write(fd, answer)
+            asked = True
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
+
+
+@pytest.mark.parametrize("answer", [b"n\r", b"y\r"])
+def test_on_a_terminal_an_unassign_over_the_guard_asks_first(cli, scim, tmp_path, answer):
+    seed(30)
+    users = [f"pl{i}" for i in range(1, 26)]
+    code, seen = run_in_terminal(["role", "unassign", "staff", *users], answer, tmp_path)
+    assert "this is over the deletion guard" in seen
+    assert "will delete 25 users at scim (83% of its 30 users)" in seen
+    if answer == b"n\r":
+        assert code == 1 and "aborted" in seen
+        assert members(cli) == 30 and len(scim.users()) == 30
+    else:
+        assert code == 0, seen
+        assert members(cli) == 5 and len(scim.users()) == 5
+
+
+def test_a_scim_request_over_the_guard_succeeds_and_its_push_is_held(
+    cli, tmp_path, scim2_server, monkeypatch
+):
+    """A SCIM client cannot be asked: the change is made, the push waits for an admin."""
+    from tests.test_serve_scim import new_group, new_user, patch, running, serve_config
+
+    monkeypatch.setenv("CRM_TOKEN", "crm-token-5f0c1d2e")
+    monkeypatch.setenv("HR_TOKEN", "hr-token-9a8b7c6d")
+    monkeypatch.setenv("OUT_TOKEN", scim2_server.token)
+    idps = f"""
+  - name: target
+    connector: scim2
+    options: {{base_url: "{scim2_server.base_url}", auth: bearer, token: env:OUT_TOKEN}}
+    provisioning_roles: [staff]"""
+    config = serve_config(tmp_path, idps, "[target]")
+    with running(config) as inbound:
+        ids = [new_user(inbound.client, f"user{i:02d}")["id"] for i in range(12)]
+        group = new_group(inbound.client, "staff", ids)
+        assert len(scim2_server.users()) == 12
+        emptied = patch(
+            inbound.client,
+            f"/Groups/{group['id']}",
+            {"op": "replace", "path": "members", "value": []},
+        )
+        assert emptied.status_code in (200, 204), emptied.text
+        assert "outbound=held:13" in inbound.log.getvalue()
+        assert len(scim2_server.users()) == 12
+        held = inbound.local().outbox_rows(status="held")
+        assert len(held) == 13 and "will delete 12 users at target" in (held[0].last_error or "")
+
+
+def test_an_import_in_small_batches_is_judged_as_one_change(cli, scim, tmp_path):
+    seed(30)
+    csv = tmp_path / "leavers.csv"
+    csv.write_text("username,roles\n" + "".join(f"pl{i},\n" for i in range(1, 26)))
+    run = cli("import", "users", str(csv), "--mode", "update", "--batch-size", "5", "--json")
+    assert run.exit_code == 7, run
+    assert members(cli) == 5  # the local change is made
+    assert len(scim.users()) >= 25  # at most the first batch went out, the rest is held
+    assert len(cli("outbox", "list", "--status", "held", "--json").json()["items"]) >= 20
+    cli("outbox", "release", "--yes", "--allow-deletes", "25").ok()
+    assert len(scim.users()) == 5
+
+
+def test_the_worker_holds_what_a_change_without_push_would_destroy(cli, scim, tmp_path):
+    seed(30)
+    csv = tmp_path / "leavers.csv"
+    csv.write_text("username,roles\n" + "".join(f"pl{i},\n" for i in range(1, 26)))
+    cli("import", "users", str(csv), "--mode", "update", "--no-push").ok()
+    run = cli("outbox", "work", "--once", "--json")
+    assert run.exit_code == 7 and json.loads(run.stdout)["held"] == {"scim": 25}
+    assert len(scim.users()) == 30
+    cli("sync", "--json").error(7)  # sync plans the same deprovisions: refused too
+    cli("sync", "--allow-deletes", "25").ok()  # accepted: the held rows go with the plan
+    assert len(scim.users()) == 5
+    assert cli("outbox", "list", "--json").json()["items"] == []

@@ -1,0 +1,131 @@
+"""Monitoring from cron: `--metrics FILE` (OpenMetrics text for node_exporter's textfile
+collector, checked with prometheus_client's parser), `idprov status`, and JSON Lines."""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+from pathlib import Path
+
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from tests.test_guard import scim, seed  # noqa: F401 - the fixture
+from tests.test_sync import db
+
+
+def samples(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an OpenMetrics file, by name and labels (the parser refuses a
+    malformed file, and one without its ``# EOF``)."""
+    out = {}
+    for family in text_string_to_metric_families(path.read_text()):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_sync_writes_a_valid_metrics_file_atomically_without_user_data(cli, scim, tmp_path):  # noqa: F811
+    seed(3)
+    with db(tmp_path) as conn:
+        conn.execute("UPDATE users SET claims = json_set(claims, '$.title', 'T')")
+    metrics = tmp_path / "textfile" / "idprov.prom"
+    metrics.parent.mkdir()
+    metrics.write_text("stale")
+    cli("sync", "--metrics", str(metrics)).ok()
+    found = samples(metrics)
+    assert (
+        found[
+            (
+                "idprov_run_operations",
+                (
+                    ("command", "sync"),
+                    ("idp", "scim"),
+                    ("kind", "user.update"),
+                    ("outcome", "done"),
+                ),
+            )
+        ]
+        == 3
+    )
+    assert (
+        found[("idprov_outbox_rows", (("command", "sync"), ("idp", "scim"), ("status", "pending")))]
+        == 0
+    )
+    last = found[
+        ("idprov_last_successful_sync_timestamp_seconds", (("command", "sync"), ("idp", "scim")))
+    ]
+    assert abs(last - time.time()) < 120  # a real timestamp, to the second
+    assert (
+        found[("idprov_run_finished_timestamp_seconds", (("command", "sync"), ("outcome", "ok")))]
+        > 0
+    )
+    assert stat.S_IMODE(metrics.stat().st_mode) == 0o644
+    assert "pl1" not in metrics.read_text() and "example.com" not in metrics.read_text()
+    assert [p.name for p in metrics.parent.iterdir()] == ["idprov.prom"]  # no temp files left
+
+
+def test_a_refused_sync_still_writes_its_metrics(cli, scim, tmp_path):  # noqa: F811
+    seed(12)
+    with db(tmp_path) as conn:
+        conn.execute("DELETE FROM user_roles")
+    metrics = tmp_path / "idprov.prom"
+    cli("sync", "--metrics", str(metrics), "--json").error(7)
+    found = samples(metrics)
+    assert found[("idprov_guard_trips", (("command", "sync"), ("idp", "scim")))] == 1
+    assert (
+        "idprov_run_finished_timestamp_seconds",
+        (("command", "sync"), ("outcome", "refused")),
+    ) in found
+
+
+def test_status_shows_last_sync_and_the_outbox_at_a_glance(cli, scim, tmp_path):  # noqa: F811
+    seed(30)
+    [before] = cli("status", "--json").json()["items"]
+    assert before["idp"] == "scim" and before["last_sync"] is None and before["outbox"] == {}
+    cli("sync").ok()
+    from idprov.config import load_config
+    from idprov.provisioning.service import IdentityService
+
+    service = IdentityService(load_config())
+    try:
+        service.unassign("staff", [f"pl{i}" for i in range(1, 26)])  # held by the guard
+    finally:
+        service.close()
+    [now] = cli("status", "--json").json()["items"]
+    assert now["last_success"] and now["last_sync_outcome"] == "ok"
+    assert now["outbox"] == {"held": 26} and now["oldest_waiting_seconds"] >= 0
+    text = cli("status").ok().stdout
+    assert "scim" in text and "26" in text
+
+
+def test_import_and_the_worker_write_metrics_too(cli, scim, tmp_path):  # noqa: F811
+    seed(1)
+    csv = tmp_path / "users.csv"
+    csv.write_text("username,email,roles\nann,ann@example.com,staff\nbob,bob@example.com,staff\n")
+    metrics = tmp_path / "import.prom"
+    cli("import", "users", str(csv), "--metrics", str(metrics)).ok()
+    found = samples(metrics)
+    assert (
+        found[
+            (
+                "idprov_run_operations",
+                (
+                    ("command", "import"),
+                    ("idp", "scim"),
+                    ("kind", "user.create"),
+                    ("outcome", "done"),
+                ),
+            )
+        ]
+        == 2
+    )
+    worker = tmp_path / "worker.prom"
+    cli("outbox", "work", "--once", "--metrics", str(worker)).ok()
+    assert ("idprov_run_duration_seconds", (("command", "outbox-work"),)) in samples(worker)
+
+
+def test_json_compact_is_one_line_per_run(cli, scim):  # noqa: F811
+    seed(1)
+    lines = [cli("sync", "--json", "--compact").ok().stdout for _ in range(2)]
+    for line in lines:
+        assert line.count("\n") == 1 and json.loads(line)["plan"]["application"] == "resident"

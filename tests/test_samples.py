@@ -1,0 +1,104 @@
+"""The sample cron line and systemd units in sample-configs/ work as shipped: their
+command lines are accepted and do what the comments say (JSON Lines, metrics, the
+state directory), and systemd-analyze finds nothing wrong with the units."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_guard import scim, seed  # noqa: F401 - the fixture
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample-configs"
+IDPROV = str(Path(sys.executable).parent / "idprov")
+
+
+def cron_job() -> tuple[dict[str, str], list[str], str, str]:
+    """(environment, argv, stdout file, stderr file) of the sample crontab's job."""
+    env, job = {}, ""
+    for line in (SAMPLES / "idprov-sync.cron").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        if sep and " " not in name:
+            env[name] = value
+        else:
+            job = line
+    fields = job.split(None, 6)
+    command, out = fields[6].split(" >> ", 1)
+    out, err = out.split(" 2>> ")
+    return env, shlex.split(command), out.strip(), err.strip()
+
+
+def unit(name: str) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(SAMPLES / name)
+    return parser
+
+
+def metrics_path(argv: list[str]) -> str:
+    return argv[argv.index("--metrics") + 1]
+
+
+def test_the_cron_line_appends_one_json_document_per_run(cli, scim, tmp_path):  # noqa: F811
+    env, argv, out, err = cron_job()
+    assert argv[0].endswith("/idprov") and out.endswith(".jsonl")
+    assert env["IDPROV_DATA_DIR"] == "/var/lib/idprov"
+    seed(2)
+    argv[argv.index("--metrics") + 1] = str(tmp_path / "sync.prom")
+    log = tmp_path / "sync.jsonl"
+    for _ in range(2):
+        run = cli(*argv[1:])
+        assert run.exit_code == 0, run
+        with log.open("a") as handle:
+            handle.write(run.stdout)
+    documents = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(documents) == 2 and all(d["plan"]["application"] == "resident" for d in documents)
+    assert (tmp_path / "sync.prom").read_text().endswith("# EOF\n")
+
+
+@pytest.mark.parametrize("name", ["idprov-sync.service", "idprov-worker.service"])
+def test_the_units_keep_the_database_in_their_state_directory(name, tmp_path):
+    service = unit(name)["Service"]
+    assert service["StateDirectory"] == "idprov"
+    assert "/var/lib/idprov" not in service.get("ReadWritePaths", "")
+    argv = shlex.split(service["ExecStart"])
+    config = tmp_path / "idprov.yaml"
+    config.write_text("version: 1\n")  # no data_dir: the state directory is used
+    state = tmp_path / "state"
+    state.mkdir()
+    if "--metrics" in argv:
+        argv[argv.index("--metrics") + 1] = str(tmp_path / "m.prom")
+    if argv[1:3] == ["outbox", "work"]:
+        argv.append("--once")  # the unit runs it until stopped
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "STATE_DIRECTORY": str(state)}
+    env["IDPROV_CONFIG"] = str(config)
+    done = subprocess.run([IDPROV, *argv[1:]], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (state / "idprov.db").exists()
+    assert not (tmp_path / ".local").exists()
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+@pytest.mark.parametrize(
+    "name", ["idprov-sync.service", "idprov-sync.timer", "idprov-worker.service"]
+)
+def test_systemd_analyze_finds_nothing_wrong(name, tmp_path):
+    for sample in SAMPLES.glob("idprov-*"):  # the timer needs its service beside it
+        text = sample.read_text().replace("/opt/idprov/.venv/bin/idprov", IDPROV)
+        (tmp_path / sample.name).write_text(text)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(tmp_path / name)],
+        capture_output=True,
+        text=True,
+    )
+    problems = [line for line in done.stderr.splitlines() if name in line or "Unknown" in line]
+    assert done.returncode == 0 and not problems, done.stderr
