@@ -331,6 +331,8 @@ def test_the_rejects_file_is_private_replaced_on_a_rerun_and_never_makes_directo
     assert "old report" not in rejects.read_text() and "bad user" in rejects.read_text()
     assert rejects.stat().st_mode & 0o777 == 0o600
     missing = tmp_path / "no" / "such" / "dir" / "rejects.csv"
-    run = cli("import", "users", str(path), "--rejects", str(missing))
+    good = write(tmp_path, HEADER + "gooduser,g@example.com,G,F,staff\n", "good.csv")
+    run = cli("import", "users", str(good), "--rejects", str(missing))
     assert run.exit_code == 3 and "does not exist" in run.stderr
     assert not (tmp_path / "no").exists()
+    assert "gooduser" not in users(cli), "refused before anything was written"

@@ -1,0 +1,203 @@
+"""The write phase of a CSV import, and its journal (see
+:mod:`idprov.inbound.csv_import`).
+
+The staged rows are written in line order, in batches; each batch is one unit of
+work with its audit entry, outbox rows and the journal's line, then pushed (unless
+``--no-push``). A directory cannot roll back, so its batch is journalled first: a
+re-run after a kill finishes exactly those lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping
+from concurrent.futures import Executor, Future
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from idprov.db import write_transaction
+from idprov.inbound.csv_read import (
+    Source,
+)
+from idprov.userstores.base import ImportedUser, JsonClaims, UserStore
+
+if TYPE_CHECKING:
+    from idprov.provisioning.results import OutboundReport
+    from idprov.provisioning.service import IdentityService
+
+
+if TYPE_CHECKING:
+    from idprov.inbound.csv_import import ImportOptions, ImportReport, Progress
+    from idprov.inbound.csv_preflight import Staging
+
+
+class BatchWriter:
+    """The writing half of :class:`~idprov.inbound.csv_import.CsvImport`."""
+
+    service: IdentityService
+    path: Path
+    source: Source
+    delimiter: str
+    options: ImportOptions
+    rejects_path: Path | None
+    progress: Progress | None
+    pool: Executor | None
+    report: ImportReport
+    known: Mapping[str, Any]
+    bad_lines: set[int]
+    roles_seen: dict[tuple[str, str], str]
+    hashes: list[tuple[list[int], Future[list[str]]]]
+    to_hash: dict[str, list[tuple[int, str]]]
+    done_through: int
+    _stores: dict[str, UserStore]
+    _valid_roles: set[tuple[str, str]]
+    header: list[str]
+    import_id: int | None
+    killed_batch: tuple[int, int] | None
+    sha256: str
+    staging: Staging
+
+    def _reject(
+        self, staging: Staging, line: int, cells: list[str], column: str | None, message: str
+    ) -> None:
+        raise NotImplementedError  # the pre-flight's (csv_preflight.Preflight)
+
+    # -- journal
+    def _resume_point(self) -> None:
+        if self.options.dry_run:
+            return
+        digest = hashlib.sha256()
+        with self.path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        self.sha256 = digest.hexdigest()
+        run = self.service.state.imports.unfinished(self.sha256, self.options.fingerprint())
+        if run is not None:
+            self.import_id, self.done_through = run.id, run.lines_done
+            self.killed_batch = run.batch
+
+    def _journal_start(self) -> None:
+        if self.import_id is None:
+            with write_transaction(self.service.state.db):
+                self.import_id = self.service.state.imports.start(
+                    self.source.name,
+                    self.sha256,
+                    self.options.fingerprint(),
+                    self.service.actor,
+                    self.service.application,
+                )
+
+    # -- write phase
+    def _write(self, staging: Staging) -> None:
+        if not self.report.created and not self.report.updated and not self.report.roles_created:
+            self._finish()
+            return
+        self._journal_start()
+        self._finish_left_pushes()
+        self._create_roles()
+        total = self.report.created + self.report.updated
+        done = 0
+        if self.progress:
+            self.progress("importing", done, total)
+        cursor = staging.db.execute(
+            "SELECT line, domain, username, action, user_id, claims, roles, pw_hash FROM rows"
+            " WHERE action IN ('create', 'update', 'resume') ORDER BY line"
+        )
+        while rows := cursor.fetchmany(self.options.batch_size):
+            self._write_batch(rows)
+            done += len(rows)
+            if self.progress:
+                self.progress("importing", done, total)
+        self._finish()
+
+    def _finish_left_pushes(self) -> None:
+        """A resumed import first pushes what its interrupted run wrote but did not
+        push (its rows are too fresh for the service to take as left behind), so the
+        roles pushed later find their members provisioned."""
+        if self.done_through and self.options.push:
+            left = self.service.state.outbox.rows(status="pending")
+            self._merge(self.service.push([row.id for row in left]))
+
+    def _create_roles(self) -> None:
+        missing = sorted(getattr(self, "_missing_roles", {}).items())
+        if not missing:
+            return
+        with self.service.unit_of_work(push=self.options.push) as uow:
+            for (domain, _), role in missing:
+                uow.add_role(role, domain)
+        self._merge(uow.outbound)
+
+    def _write_batch(self, rows: list[tuple[Any, ...]]) -> None:
+        """One batch per domain, each one unit of work: users, roles, audit, outbox rows
+        and the journal commit together; then the batch is pushed (unless ``--no-push``).
+        A directory cannot roll back, so its batch is journalled first: a re-run after a
+        kill finishes exactly those lines (see :meth:`_decide`)."""
+        for domain, group in itertools.groupby(rows, key=lambda row: row[1]):
+            # runs of one domain, in line order: the journal's line is then exact
+            batch = list(group)
+            store = self.service.store(domain)
+            users = [_imported(row) for row in batch]
+            first, last = batch[0][0], batch[-1][0]
+            if not store.transactional:
+                with write_transaction(self.service.state.db):
+                    self.service.state.imports.writing(self._journal_id(), first, last)
+            with self.service.unit_of_work(push=self.options.push) as uow:
+                label = Path(self.source.name).name
+                uow.import_users(store, users, _batch_details(batch, last), label)
+                uow.imported_through(self._journal_id(), last)
+            self._merge(uow.outbound)
+            for row, user in zip(batch, users, strict=True):
+                if user.refused is not None:
+                    self._refused(row[0], user)
+
+    def _refused(self, line: int, user: ImportedUser) -> None:
+        """A row the store refused while writing (a directory cannot roll back the
+        others): rejected with its line, like a row the pre-flight refused."""
+        if user.existing:
+            self.report.updated -= 1
+        else:
+            self.report.created -= 1
+        message = getattr(user.refused, "message", None) or str(user.refused)
+        self._reject(self.staging, line, [], None, message)
+
+    def _journal_id(self) -> int:
+        assert self.import_id is not None, "the journal is started before the write phase"
+        return self.import_id
+
+    def _merge(self, report: OutboundReport | None) -> None:
+        if report is None:
+            return
+        if self.report.outbound is None:
+            self.report.outbound = report
+        else:
+            self.report.outbound.merge(report)
+
+    def _finish(self) -> None:
+        if self.import_id is not None:
+            with write_transaction(self.service.state.db):
+                self.service.state.imports.finish(self.import_id)
+
+
+def _imported(row: tuple[Any, ...]) -> ImportedUser:
+    """The staged row (line, domain, username, action, user_id, claims, roles, pw_hash)
+    as the userstore's bulk write takes it."""
+    _line, _domain, username, action, user_id, claims, roles, pw_hash = row
+    return ImportedUser(
+        user_id,
+        username,
+        JsonClaims(claims),
+        pw_hash,
+        json.loads(roles) if roles is not None else None,
+        action in ("update", "resume"),
+        claims_json=claims,
+    )
+
+
+def _batch_details(batch: list[tuple[Any, ...]], last_line: int) -> dict[str, Any]:
+    return {
+        "created": [r[2] for r in batch if r[3] in ("create", "resume")],
+        "updated": [r[2] for r in batch if r[3] == "update"],
+        "through_line": last_line,
+    }
