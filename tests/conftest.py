@@ -31,6 +31,7 @@ pytest_plugins = (
     "tests.peers.postgres",
     "tests.peers.google",
     "tests.peers.salesforce",
+    "tests.peers.scim_aws",
 )
 
 

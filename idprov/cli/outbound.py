@@ -189,11 +189,31 @@ def idp_list(json: JsonOpt = False) -> None:
 
 @idp_app.command("test")
 def idp_test(
-    name: Annotated[str, typer.Argument(help="Identity provider name.")], json: JsonOpt = False
+    name: Annotated[str, typer.Argument(help="Identity provider name.")],
+    probe: Annotated[
+        bool,
+        typer.Option(
+            "--probe",
+            help="Also try what the target really does, on users and a group of its own "
+            "(idprov-probe-*, deleted afterwards), and say which options fit.",
+        ),
+    ] = False,
+    json: JsonOpt = False,
 ) -> None:
-    """Check reachability, authentication and capabilities; changes nothing."""
+    """Check reachability, authentication and capabilities; without --probe changes nothing."""
     from idprov.errors import OutboundError
 
+    if probe:
+        from idprov.cli import render_probe
+
+        result = service().connector(name).probe(on_interrupt=render_probe.probe_interrupted)
+        emit(result, render_probe.probe_report)
+        if result.left_behind:
+            raise OutboundError(
+                f"the probe could not delete {len(result.left_behind)} of its objects",
+                hint="delete them by hand: " + ", ".join(result.left_behind),
+            )
+        return
     report = service().test_idp(name)
     emit(report, lambda r: render.check_report(name, r))
     if not report.ok:

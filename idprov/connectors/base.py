@@ -13,9 +13,11 @@ as third-party ones do.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -52,6 +54,9 @@ class Account:
     password: str | None = field(default=None, repr=False, compare=False)
     """The password given in this very command (user add, user passwd), for connectors
     that send passwords; only in memory, never in the outbox, the ledger or a log."""
+    unique: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False, compare=False)
+    """Attribute (or ``userName``) -> the candidates of a unique() mapping, in order,
+    until the target has been asked which one is free (creates only)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,15 @@ class CheckReport:
             "capabilities": self.capabilities,
             "messages": self.messages,
         }
+
+
+class MappingInvalid(ValueError):
+    """An attribute mapping a connector cannot work with (from :meth:`check_mapping`);
+    `config validate` reports it with the file and line, and ``hint``."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 class TargetError(OutboundError):
@@ -206,6 +220,45 @@ class Connector(ABC):
         if self.limiter is not None:
             self.limiter.throttled()
 
+    @classmethod
+    def default_attributes_for(cls, options: Any) -> Mapping[str, str]:
+        """The default mapping for an IdP with these options (a dialect may add to it)."""
+        return cls.default_attributes
+
+    @classmethod
+    def check_mapping(cls, idp: IdentityProviderConfig, options: Any) -> None:
+        """MappingInvalid if ``idp``'s attribute mapping cannot work with this connector
+        and these options (called by `config validate` and when a service opens). Here:
+        unique() on an attribute when the connector can check only user names."""
+        if cls.value_taken is not Connector.value_taken:
+            return
+        for target, template in idp.attributes.items():
+            if template is not None and re.match(r"=\s*unique\s*\(", template):
+                raise MappingInvalid(
+                    f"{target}: the {cls.name} connector can check only user names for unique()",
+                    hint="use unique() in the IdP's username template only",
+                )
+
+    def value_taken(self, attribute: str, value: str, account: Account) -> bool:
+        """Whether the target already holds ``value`` in ``attribute`` (``userName``,
+        or a mapped attribute) on an account that is not provably ``account``'s own,
+        for unique() mappings. Read-only."""
+        if attribute == "userName":
+            match = self.lookup_user(dataclasses.replace(account, user_name=value))
+            return match is not None and not match.ours
+        raise TargetError(
+            f"the {self.name} connector cannot check whether {attribute} values are unique",
+            hint="use unique() for the user name only with this connector",
+        )
+
+    def probe(self, on_interrupt: Any = None) -> Any:
+        """`idp test --probe`: what the target really does (see scim_probe). Creates and
+        deletes objects of its own."""
+        raise OutboundError(
+            f"the {self.name} connector has no conformance probe",
+            hint="--probe is for scim2 identity providers; `idprov idp test NAME` checks this one",
+        )
+
     def check(self) -> CheckReport:
         """Reachability, authentication and capabilities; changes nothing."""
         return CheckReport(messages=["this connector has no check"])
@@ -302,9 +355,10 @@ class Connector(ABC):
         """(remote id, user name) of every account at the target (paged). Read-only."""
         raise NotImplementedError
 
-    def read_group(self, remote_id: str) -> tuple[str, set[str]] | None:
+    def read_group(self, remote_id: str) -> tuple[str, Container[str]] | None:
         """(display name, remote ids of the members) of the group, or None if it is
-        gone. Read-only; ``NotImplementedError`` where the target cannot tell."""
+        gone. Read-only; ``NotImplementedError`` where the target cannot tell. The
+        members need only answer ``in`` (a target that never lists them may ask)."""
         raise NotImplementedError
 
     def close(self) -> None:  # noqa: B027 - optional hook

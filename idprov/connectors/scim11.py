@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from idprov.connectors.base import MappingInvalid
 from idprov.connectors.scim2 import Scim2Connector, Scim2Options, removed_paths
 
 if TYPE_CHECKING:
@@ -43,6 +44,17 @@ class Scim11Connector(Scim2Connector):
     group_schema = CORE
     config_path = "/ServiceProviderConfigs"
     bulk_path = None  # SCIM 1.1 bulk differs; users go one by one
+
+    @classmethod
+    def check_mapping(cls, idp: Any, options: Any) -> None:
+        """Dialects describe SCIM 2.0 services: a 1.1 target has none."""
+        if options.dialect != "rfc":
+            raise MappingInvalid(
+                f"dialect {options.dialect!r} describes a SCIM 2.0 service; the scim11 "
+                "connector takes none",
+                hint="remove dialect from its options, or use connector: scim2",
+            )
+        super().check_mapping(idp, options)
 
     def error_detail(self, response: httpx.Response) -> str | None:
         if response.status_code < 400:

@@ -12,10 +12,11 @@ membership changes are PATCH add/remove operations, split into requests of
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -25,6 +26,7 @@ from idprov.connectors.base import (
     CheckReport,
     Connector,
     GroupSpec,
+    MappingInvalid,
     RemoteConflict,
     RemoteMatch,
     RemoteNotFound,
@@ -39,6 +41,7 @@ from idprov.connectors.http import (
     raise_for_status,
     send,
 )
+from idprov.connectors.scim_dialects import DIALECTS, OVERRIDABLE, Dialect, missing_attribute
 
 if TYPE_CHECKING:
     import httpx
@@ -54,25 +57,74 @@ _VALUE_PATH = re.compile(r'^(\w+)\[(\w+) eq "([^"]*)"\]\.(\w+)$')
 
 @dataclass(frozen=True)
 class Scim2Options(HttpOptions):
-    """Options of a SCIM 2.0 identity provider (plus base_url, auth... of HttpOptions)."""
+    """Options of a SCIM 2.0 identity provider (plus base_url, auth... of HttpOptions).
+    Settings left unset take the dialect's value (see idprov.connectors.scim_dialects)."""
 
+    dialect: str = "rfc"
+    """What the target implements: ``rfc``, ``aws-identity-center``."""
     update_method: Literal["auto", "patch", "put"] = "auto"
     """``auto``: PATCH if the target's ServiceProviderConfig says it supports it."""
-    member_batch_size: int = 100
+    member_batch_size: int | None = None
     """Members per PATCH request (some targets accept only 100)."""
-    send_password: bool = False
+    send_password: bool | None = None
     """Send the password given to `user add`/`user passwd` (SCIM ``password``)."""
-    bulk: Literal["auto", "never"] = "auto"
+    bulk: Literal["auto", "never"] | None = None
     """``auto``: create many users with SCIM Bulk when the target advertises it."""
     bulk_threshold: int = 10
     """Use Bulk only for at least this many creates at once."""
+    page_size: int | None = None
+    """Resources per list page."""
+    paging: Literal["index", "cursor"] | None = None
+    required_attributes: list[str] | None = None
+    single_valued: list[str] | None = None
+    group_members: Literal["returned", "filter"] | None = None
+    select_attributes: bool | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.member_batch_size < 1:
-            raise Invalid("must be at least 1", "member_batch_size")
+        if self.dialect not in DIALECTS:
+            raise Invalid(
+                f"unknown dialect {self.dialect!r} (known: {', '.join(DIALECTS)})", "dialect"
+            )
+        overrides: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v
+            for k in OVERRIDABLE
+            if (v := getattr(self, k)) is not None
+        }
+        for key in ("member_batch_size", "page_size"):
+            if overrides.get(key, 1) < 1:
+                raise Invalid("must be at least 1", key)
         if self.bulk_threshold < 2:
             raise Invalid("must be at least 2", "bulk_threshold")
+        settings = dataclasses.replace(DIALECTS[self.dialect], **overrides)
+        object.__setattr__(self, "_settings", settings)
+        for key in OVERRIDABLE:  # what `config show` prints is what is in effect
+            value = getattr(settings, key)
+            object.__setattr__(self, key, list(value) if isinstance(value, tuple) else value)
+
+    @property
+    def settings(self) -> Dialect:
+        """The dialect's settings with this IdP's overrides: what the connector does."""
+        settings: Dialect = self.__dict__["_settings"]
+        return settings
+
+
+class MembersByFilter:
+    """The members of a group whose target never returns them: ``user_id in members``
+    asks the target (``id eq "G" and members eq "U"``)."""
+
+    def __init__(self, connector: Scim2Connector, group_id: str) -> None:
+        self.connector = connector
+        self.group_id = group_id
+
+    def __contains__(self, user_id: object) -> bool:
+        return self.connector._member_by_filter(self.group_id, str(user_id))
+
+
+class MissingAttribute(TargetError):
+    """A user lacks an attribute the target requires: refused before any request."""
+
+    code = "missing_attribute"
 
 
 def filter_literal(value: str) -> str:
@@ -175,6 +227,51 @@ class Scim2Connector(Connector):
         self._auth: dict[str, str] | None = None
         self._lock = threading.Lock()
 
+    # ---- dialect
+    @property
+    def settings(self) -> Dialect:
+        """What this target implements: the dialect with the IdP's overrides."""
+        return self.options.settings
+
+    @classmethod
+    def default_attributes_for(cls, options: Any) -> Mapping[str, str]:
+        profile = getattr(options, "settings", None)
+        extra = profile.attributes if profile is not None else {}
+        return {**cls.default_attributes, **extra} if extra else cls.default_attributes
+
+    def accepts_password(self) -> bool:
+        return self.settings.send_password
+
+    @classmethod
+    def check_mapping(cls, idp: Any, options: Any) -> None:
+        """A mapping that fills two values of an attribute the target holds one of."""
+        templates = {**cls.default_attributes_for(options), **idp.attributes}
+        for name in options.settings.single_valued:
+            paths = [p for p, t in templates.items() if t is not None and p.startswith(name + "[")]
+            if len(paths) > 1:
+                raise MappingInvalid(
+                    f"{name} holds one value at this target (dialect {options.dialect}), "
+                    f"but the mapping fills {len(paths)}: {', '.join(paths)}",
+                    hint="keep one (set the others to null in attributes), or override "
+                    "single_valued in options",
+                )
+
+    def _check_required(self, body: Mapping[str, Any], account: Account) -> None:
+        """Fail this user, before any request, if a required attribute is missing."""
+        for path in self.settings.required_attributes:
+            if missing_attribute(body, path):
+                templates = {**self.default_attributes_for(self.options), **self.idp.attributes}
+                mapped = templates.get(path)
+                raise MissingAttribute(
+                    f"create user {account.user_name} at {self.idp.name}: {path} is required "
+                    f"(dialect {self.options.dialect}) and the mapping "
+                    f"{f'{mapped!r} gives' if mapped else 'has'} no value for this user; "
+                    f"give the user the claim, or map a fallback in attributes "
+                    f"({path}: '=coalesce(...)')",
+                    hint=f"give the user the claim, or map a fallback in attributes, e.g. "
+                    f'{path}: "=coalesce(...)"',
+                )
+
     # ---- HTTP
     def _url(self, path: str) -> str:
         return self.options.base_url.rstrip("/") + path
@@ -265,6 +362,13 @@ class Scim2Connector(Connector):
                 return False
             raise
 
+    def probe(self, on_interrupt: Any = None) -> Any:
+        if self.user_schema != USER:
+            return super().probe(on_interrupt)
+        from idprov.connectors.scim_probe import run
+
+        return run(self, on_interrupt)
+
     def check(self) -> CheckReport:
         report = CheckReport()
         try:
@@ -295,7 +399,7 @@ class Scim2Connector(Connector):
     # ---- bulk
     def _bulk_settings(self) -> tuple[int, int]:
         """(maxOperations, maxPayloadSize) the target advertises; (0, 0): no Bulk."""
-        if self.options.bulk == "never" or self.bulk_path is None:
+        if self.settings.bulk == "never" or self.bulk_path is None:
             return 0, 0
         bulk = self.service_provider_config().get("bulk") or {}
         if not bulk.get("supported"):
@@ -310,12 +414,21 @@ class Scim2Connector(Connector):
 
     def create_users(self, accounts: Sequence[Account]) -> list[str | TargetError]:
         """POST /Bulk with one operation per account, split so that no request goes
-        over the target's maxOperations or maxPayloadSize."""
+        over the target's maxOperations or maxPayloadSize. An account that lacks a
+        required attribute gets its MissingAttribute and is not sent."""
         max_ops, max_bytes = self._bulk_settings()
-        results: list[str | TargetError] = []
-        for batch in self._bulk_batches(accounts, max_ops, max_bytes):
-            results += self._bulk_post(batch)
-        return results
+        refused: dict[int, TargetError] = {}
+        for i, account in enumerate(accounts):
+            try:
+                self._check_required(self.user_body(account), account)
+            except MissingAttribute as exc:
+                refused[i] = exc
+        sendable = [a for i, a in enumerate(accounts) if i not in refused]
+        sent: list[str | TargetError] = []
+        for batch in self._bulk_batches(sendable, max_ops, max_bytes):
+            sent += self._bulk_post(batch)
+        replies = iter(sent)
+        return [refused[i] if i in refused else next(replies) for i in range(len(accounts))]
 
     def _bulk_batches(
         self, accounts: Sequence[Account], max_ops: int, max_bytes: int
@@ -389,7 +502,7 @@ class Scim2Connector(Connector):
         body = build_resource(self.user_schema, account.attributes)
         body["userName"] = account.user_name
         body["active"] = account.active
-        if account.password is not None and self.options.send_password:
+        if account.password is not None and self.settings.send_password:
             body["password"] = account.password
         if remote_id is not None:
             body["id"] = remote_id
@@ -397,7 +510,9 @@ class Scim2Connector(Connector):
 
     def create_user(self, account: Account) -> str:
         what = f"create user {account.user_name}"
-        response = self._request("POST", "/Users", what, body=self.user_body(account))
+        body = self.user_body(account)
+        self._check_required(body, account)
+        response = self._request("POST", "/Users", what, body=body)
         return self._created_id(response, what)
 
     def _find_resource(self, path: str, attribute: str, value: str) -> dict[str, Any] | None:
@@ -408,7 +523,7 @@ class Scim2Connector(Connector):
             what,
             params={
                 "filter": f"{attribute} eq {filter_literal(value)}",
-                "attributes": "id,externalId",
+                **self._select("id,externalId"),
             },
         )
         resources = self._json(response, what).get("Resources") or []
@@ -460,23 +575,36 @@ class Scim2Connector(Connector):
         return out
 
     def list_users(self) -> list[tuple[str, str]]:
-        """Every user, by pages of 500 (startIndex/count)."""
+        """Every user, by pages of ``page_size`` (startIndex/count, or cursors)."""
         found: list[tuple[str, str]] = []
+        for page in self._pages("/Users", "list users"):
+            found += [(str(r["id"]), str(r.get("userName", ""))) for r in page]
+        return found
+
+    def _pages(self, path: str, what: str) -> Iterator[list[dict[str, Any]]]:
+        settings = self.settings
+        params = {"count": str(settings.page_size), **self._select("userName")}
+        cursor = "" if settings.paging == "cursor" else None
         start = 1
         while True:
-            what = "list users"
-            response = self._request(
-                "GET",
-                "/Users",
-                what,
-                params={"startIndex": str(start), "count": "500", "attributes": "userName"},
-            )
-            data = self._json(response, what)
+            if cursor is None:
+                params["startIndex"] = str(start)
+            else:
+                params["cursor"] = cursor
+            data = self._json(self._request("GET", path, what, params=params), what)
             resources = data.get("Resources") or []
-            found += [(str(r["id"]), str(r.get("userName", ""))) for r in resources]
+            yield resources
             start += len(resources)
-            if not resources or start > int(data.get("totalResults", 0)):
-                return found
+            if cursor is not None:
+                cursor = data.get("nextCursor")
+                if not cursor:
+                    return
+            elif not resources or start > int(data.get("totalResults", 0)):
+                return
+
+    def _select(self, attributes: str) -> dict[str, str]:
+        """``attributes=`` to ask for less, where the target accepts it."""
+        return {"attributes": attributes} if self.settings.select_attributes else {}
 
     def update_user(
         self, remote_id: str, account: Account, previous: Mapping[str, Any] | None
@@ -559,7 +687,7 @@ class Scim2Connector(Connector):
     # ---- groups
     def create_group(self, group: GroupSpec) -> str:
         what = f"create group {group.display_name}"
-        first = list(group.member_ids[: self.options.member_batch_size])
+        first = list(group.member_ids[: self.settings.member_batch_size])
         body: dict[str, Any] = {
             "schemas": [self.group_schema],
             "displayName": group.display_name,
@@ -576,12 +704,14 @@ class Scim2Connector(Connector):
     def find_group(self, display_name: str) -> str | None:
         return self._find("/Groups", "displayName", display_name)
 
-    def read_group(self, remote_id: str) -> tuple[str, set[str]] | None:
+    def read_group(self, remote_id: str) -> tuple[str, Container[str]] | None:
         what = f"read group {remote_id}"
         try:
             data = self._json(self._request("GET", f"/Groups/{remote_id}", what), what)
         except RemoteNotFound:
             return None
+        if self.settings.group_members == "filter":  # never returned: asked one by one
+            return str(data.get("displayName", "")), MembersByFilter(self, remote_id)
         members = data.get("members") or []
         ids = {str(m["value"]) for m in members if isinstance(m, dict) and m.get("value")}
         return str(data.get("displayName", "")), ids
@@ -619,7 +749,7 @@ class Scim2Connector(Connector):
         if not self.supports_patch():
             self._put_members(remote_id, add, remove, what)
             return
-        size = self.options.member_batch_size
+        size = self.settings.member_batch_size
         for start in range(0, len(add), size):
             self._request(
                 "PATCH",
@@ -649,6 +779,12 @@ class Scim2Connector(Connector):
     def _put_members(
         self, remote_id: str, add: Sequence[str], remove: Sequence[str], what: str
     ) -> None:
+        if self.settings.group_members == "filter":
+            raise TargetError(
+                f"{what}: this target never returns a group's members, so they cannot be "
+                "replaced with PUT",
+                hint="set update_method: patch (or auto) for this identity provider",
+            )
         current = self._json(self._request("GET", f"/Groups/{remote_id}", what), what)
         members = [m for m in current.get("members") or [] if m.get("value") not in remove]
         present = {m.get("value") for m in members}
@@ -656,3 +792,25 @@ class Scim2Connector(Connector):
         current["members"] = members
         current.pop("meta", None)
         self._request("PUT", f"/Groups/{remote_id}", what, body=current)
+
+    def has_member(self, group_id: str, user_id: str) -> bool:
+        """Whether the group holds the user (read as :meth:`read_group` reads it)."""
+        group = self.read_group(group_id)
+        return group is not None and user_id in group[1]
+
+    def _member_by_filter(self, group_id: str, user_id: str) -> bool:
+        """``id eq "G" and members eq "U"``: for targets that never return members."""
+        what = f"read members of group {group_id}"
+        query = f"id eq {filter_literal(group_id)} and members eq {filter_literal(user_id)}"
+        response = self._request("GET", "/Groups", what, params={"filter": query})
+        return bool(self._json(response, what).get("Resources"))
+
+    def value_taken(self, attribute: str, value: str, account: Account) -> bool:
+        """Whether a user other than ``account``'s own holds ``value`` in ``attribute``
+        (a value path such as ``emails[type eq "work"].value`` is asked as
+        ``emails.value``)."""
+        if m := _VALUE_PATH.match(attribute):
+            attribute = f"{m.group(1)}.{m.group(4)}"
+        found = self._find_resource("/Users", attribute, value)
+        match = self._match(found, account.attributes.get("externalId"))
+        return match is not None and not match.ours

@@ -28,6 +28,7 @@ def check_identity_providers(config: Config) -> None:
     """Validate every IdP's connector and options in place (options become the
     connector's Options object). Raises ConfigError with file and line."""
     from idprov.connectors import registry
+    from idprov.connectors.base import MappingInvalid
     from idprov.provisioning.mapping import check_template
 
     locator = config.locator or Locator(config.source)
@@ -60,6 +61,15 @@ def check_identity_providers(config: Config) -> None:
                     location=locator.where((*path, *key.split(".", 1))),
                     key=f"identity_providers[{i}].{key}",
                 ) from None
+        try:
+            cls.check_mapping(idp, options)
+        except MappingInvalid as exc:
+            raise ConfigError(
+                str(exc),
+                location=locator.where((*path, "attributes")),
+                key=f"identity_providers[{i}].attributes",
+                hint=exc.hint,
+            ) from None
         deprovision = idp.deprovision or cls.default_deprovision
         checked.append(dataclasses.replace(idp, options=options, deprovision=deprovision))
     config.identity_providers = checked

@@ -2,18 +2,20 @@
 
 Both the engine (draining the outbox now) and `idprov sync` (planning for everyone)
 decide with these functions, from the local state and the ledger, so a plan says
-exactly what applying it will do. Nothing here reads a database or calls a target.
+exactly what applying it will do. Nothing here reads a database; only
+:func:`with_unique_values` asks a target, for a create whose mapping has unique().
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from idprov.connectors.base import Account
 from idprov.provisioning.internal_roles import is_internal
-from idprov.provisioning.mapping import fingerprint, map_attributes, render, user_values
+from idprov.provisioning.mapping import fingerprint, mapping_for, resolve_unique
 
 if TYPE_CHECKING:
     from idprov.config.models import IdentityProviderConfig
@@ -48,12 +50,15 @@ def role_pushed(idp: IdentityProviderConfig, role: str) -> bool:
     return bool(sep) and not is_internal(domain) and bare.casefold() in wanted
 
 
-def account_for(user: User, idp: IdentityProviderConfig, connector: type[Connector]) -> Account:
-    """What ``user`` should look like at ``idp``: user name and mapped attributes."""
-    values = user_values(user, idp.name)
-    templates = {**connector.default_attributes, **idp.attributes}
-    user_name = render(idp.username, values) or user.username
-    return Account(user.id, str(user_name), map_attributes(templates, values), active=True)
+def account_for(
+    user: User,
+    idp: IdentityProviderConfig,
+    connector: type[Connector],
+    previous: dict[str, Any] | None = None,
+) -> Account:
+    """What ``user`` should look like at ``idp``: user name and mapped attributes
+    (``previous``: what was last sent there, which keeps unique() values)."""
+    return mapping_for(idp, connector).account(user, idp.name, previous)
 
 
 def sent_form(account: Account) -> dict[str, Any]:
@@ -88,7 +93,7 @@ def decide_user(
     locally) at ``idp``, given what the ledger says was done there."""
     provisioned = entry is not None and entry.remote_id is not None
     if user is not None and in_scope(idp, user.roles):
-        account = account_for(user, idp, connector)
+        account = account_for(user, idp, connector, entry.sent if provisioned and entry else None)
         sent = sent_form(account)
         digest = fingerprint(sent)
         if not provisioned:
@@ -116,6 +121,18 @@ def decide_user(
             return UserDecision("none", "already disabled")
         return UserDecision("disable", why)
     return UserDecision("delete", why)
+
+
+def with_unique_values(decision: UserDecision, connector: Connector) -> UserDecision:
+    """A user whose unique() values are not chosen yet (a create, or an attribute new
+    to the mapping): the first free candidates, asked of the target, in the account,
+    what is recorded and its hash."""
+    account = decision.account
+    if account is None or not account.unique or decision.action == "none":
+        return decision
+    account = resolve_unique(account, connector.value_taken, connector.idp.name)
+    sent = sent_form(account)
+    return dataclasses.replace(decision, account=account, sent=sent, digest=fingerprint(sent))
 
 
 def _changed(before: dict[str, Any] | None, after: dict[str, Any]) -> list[str]:

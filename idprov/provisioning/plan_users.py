@@ -26,7 +26,7 @@ from idprov.connectors.base import (
     RemoteNotFound,
     TargetError,
 )
-from idprov.provisioning.decide import UserDecision, decide_user
+from idprov.provisioning.decide import UserDecision, decide_user, with_unique_values
 from idprov.provisioning.results import Attempt, OperationResult
 from idprov.provisioning.retry import with_retries
 from idprov.provisioning.tasks import Creating, Leave, Planned, Settled, Task, ledger_entry
@@ -67,6 +67,7 @@ class UserPlanning:
         connector = self.outbound.connector(row.idp)
         entry = self._entry(row)
         decision = decide_user(idp, type(connector), self._user(row), entry)
+        decision = with_unique_values(decision, connector)
         decision = self._with_password(decision, row, connector)
         if decision.action == "none":
             if entry is not None and entry.remote_id is None and decision.account is None:

@@ -3,7 +3,8 @@
 For every user idprov provisioned: deleted remotely, or changed remotely (the
 attributes that no longer match what idprov sent). For every group: deleted
 remotely, renamed, or missing members idprov put in it (members someone else added
-are not idprov's and are left alone). Where the connector can list the target's
+are not idprov's and are left alone; a target that never returns members is asked
+member by member). Where the connector can list the target's
 users: the ones idprov does not own (it never touches those, unless
 ``on_conflict: adopt`` makes it take one over when it needs that name).
 
@@ -15,6 +16,7 @@ them — through the same unit of work, push and deletion guard as any change.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import TYPE_CHECKING, Any
 
 from idprov.connectors.base import Account
@@ -146,7 +148,7 @@ def _group_drift(
     service: IdentityService,
     name: str,
     entry: LedgerEntry,
-    remote: tuple[str, set[str]],
+    remote: tuple[str, Container[str]],
     mine: set[str],
     report: dict[str, Any],
 ) -> None:
