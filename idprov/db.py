@@ -40,7 +40,7 @@ def open_database(path: Path) -> sqlite_utils.Database:
         create_private_file(path)
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         # random (UUID) keys touch index pages all over: keep 64 MiB of them cached,
@@ -99,6 +99,23 @@ def open_database_read_only(path: Path) -> sqlite_utils.Database:
         f"cannot read database {path}: {error}",
         hint="check that this user may read the file and its directory",
     ) from error
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. On a new file that other processes or threads open at the same
+    moment, SQLite may answer "database is locked" at once, without waiting for the
+    busy timeout: try again for a while before giving up."""
+    import time
+
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 @contextmanager
