@@ -110,8 +110,9 @@ class RowError:
         return asdict(self)
 
 
-class Preflight:
-    """The checking half of :class:`~idprov.inbound.csv_import.CsvImport`."""
+class ImportState:
+    """What an import holds while it runs (set by ``CsvImport.__init__``), declared
+    once for both halves: the pre-flight and the write phase."""
 
     service: IdentityService
     path: Path
@@ -134,6 +135,11 @@ class Preflight:
     import_id: int | None
     killed_batch: tuple[int, int] | None
     sha256: str
+    staging: Staging
+
+
+class Preflight(ImportState):
+    """The checking half of :class:`~idprov.inbound.csv_import.CsvImport`."""
 
     # -- pre-flight
     def _preflight(self, staging: Staging) -> None:

@@ -12,52 +12,23 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Mapping
-from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from idprov.db import write_transaction
-from idprov.inbound.csv_read import (
-    Source,
-)
-from idprov.userstores.base import ImportedUser, JsonClaims, UserStore
+from idprov.inbound.csv_preflight import ImportState
+from idprov.userstores.base import ImportedUser, JsonClaims
 
 if TYPE_CHECKING:
     from idprov.provisioning.results import OutboundReport
-    from idprov.provisioning.service import IdentityService
 
 
 if TYPE_CHECKING:
-    from idprov.inbound.csv_import import ImportOptions, ImportReport, Progress
     from idprov.inbound.csv_preflight import Staging
 
 
-class BatchWriter:
+class BatchWriter(ImportState):
     """The writing half of :class:`~idprov.inbound.csv_import.CsvImport`."""
-
-    service: IdentityService
-    path: Path
-    source: Source
-    delimiter: str
-    options: ImportOptions
-    rejects_path: Path | None
-    progress: Progress | None
-    pool: Executor | None
-    report: ImportReport
-    known: Mapping[str, Any]
-    bad_lines: set[int]
-    roles_seen: dict[tuple[str, str], str]
-    hashes: list[tuple[list[int], Future[list[str]]]]
-    to_hash: dict[str, list[tuple[int, str]]]
-    done_through: int
-    _stores: dict[str, UserStore]
-    _valid_roles: set[tuple[str, str]]
-    header: list[str]
-    import_id: int | None
-    killed_batch: tuple[int, int] | None
-    sha256: str
-    staging: Staging
 
     def _reject(
         self, staging: Staging, line: int, cells: list[str], column: str | None, message: str

@@ -494,11 +494,6 @@ class Engine(UserPlanning, RolePlanning):
                 )
             )
 
-    def _skip(self, row: OutboxRow, why: str, remote_id: str | None = None) -> Settled:
-        return Settled(
-            row, OperationResult(row.idp, row.kind, row.label, why, "skipped", remote_id=remote_id)
-        )
-
     def take_password(self, user_id: str) -> str | None:
         return self.passwords.pop(user_id, None)
 

@@ -20,35 +20,16 @@ from idprov.connectors.base import (
 from idprov.provisioning.decide import RoleDecision, decide_role, in_scope
 from idprov.provisioning.results import Attempt, OperationResult
 from idprov.provisioning.retry import with_retries
-from idprov.provisioning.tasks import Creating, Planned, Settled, Task, ledger_entry
+from idprov.provisioning.tasks import Planned, Planning, Settled, Task, ledger_entry
 
 if TYPE_CHECKING:
     from idprov.config.models import IdentityProviderConfig
-    from idprov.provisioning.ledger import Ledger, LedgerEntry
-    from idprov.provisioning.outbound import Directory, Outbound
+    from idprov.provisioning.ledger import LedgerEntry
     from idprov.provisioning.outbox import OutboxRow
 
 
-class RolePlanning:
+class RolePlanning(Planning):
     """The role half of the engine."""
-
-    outbound: Outbound
-    directory: Directory
-    sleep: Any
-    _creating: list[Creating]
-
-    def _keep(self, entry: LedgerEntry) -> None:
-        raise NotImplementedError
-
-    @property
-    def _ledger(self) -> Ledger:
-        return self.outbound.state.ledger
-
-    def _entry(self, row: OutboxRow) -> LedgerEntry | None:
-        raise NotImplementedError
-
-    def _skip(self, row: OutboxRow, why: str, remote_id: str | None = None) -> Settled:
-        raise NotImplementedError
 
     def _plan_role(self, row: OutboxRow) -> Planned:
         idp = self.outbound.idp(row.idp)

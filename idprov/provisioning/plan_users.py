@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from idprov.connectors.base import (
     Account,
@@ -29,34 +29,25 @@ from idprov.connectors.base import (
 from idprov.provisioning.decide import UserDecision, decide_user, with_unique_values
 from idprov.provisioning.results import Attempt, OperationResult
 from idprov.provisioning.retry import with_retries
-from idprov.provisioning.tasks import Creating, Leave, Planned, Settled, Task, ledger_entry
+from idprov.provisioning.tasks import (
+    Leave,
+    Planned,
+    Planning,
+    Task,
+    ledger_entry,
+)
 
 if TYPE_CHECKING:
     from idprov.config.models import IdentityProviderConfig
     from idprov.model import User
-    from idprov.provisioning.ledger import Ledger, LedgerEntry
-    from idprov.provisioning.outbound import Outbound
+    from idprov.provisioning.ledger import LedgerEntry
     from idprov.provisioning.outbox import OutboxRow
 
 
-class UserPlanning:
+class UserPlanning(Planning):
     """The user half of the engine."""
 
-    outbound: Outbound
-    sleep: Any
-    _creating: list[Creating]
-
-    def _keep(self, entry: LedgerEntry) -> None:
-        raise NotImplementedError
-
-    @property
-    def _ledger(self) -> Ledger:
-        return self.outbound.state.ledger
-
     def _user(self, row: OutboxRow) -> User | None:
-        raise NotImplementedError
-
-    def _entry(self, row: OutboxRow) -> LedgerEntry | None:
         raise NotImplementedError
 
     def take_password(self, user_id: str) -> str | None:
@@ -100,11 +91,6 @@ class UserPlanning:
                 changed=["password"],
             )
         return dataclasses.replace(decision, account=account)
-
-    def _skip(self, row: OutboxRow, why: str, remote_id: str | None = None) -> Settled:
-        return Settled(
-            row, OperationResult(row.idp, row.kind, row.label, why, "skipped", remote_id=remote_id)
-        )
 
     def _plan_provision(
         self,

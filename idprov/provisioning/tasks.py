@@ -15,7 +15,8 @@ from idprov.provisioning.results import Attempt, OperationResult
 
 if TYPE_CHECKING:
     from idprov.connectors.base import Account
-    from idprov.provisioning.ledger import LedgerEntry
+    from idprov.provisioning.ledger import Ledger, LedgerEntry
+    from idprov.provisioning.outbound import Directory, Outbound
     from idprov.provisioning.outbox import OutboxRow
 
 
@@ -100,3 +101,28 @@ def ledger_entry(
         created_by_idprov,
         updated_at="",
     )
+
+
+class Planning:
+    """What the user and role planners (mixins of the engine) use of it, declared
+    once: the engine provides each of these."""
+
+    outbound: Outbound
+    directory: Directory
+    sleep: Any
+    _creating: list[Creating]
+
+    def _keep(self, entry: LedgerEntry) -> None:
+        raise NotImplementedError
+
+    @property
+    def _ledger(self) -> Ledger:
+        return self.outbound.state.ledger
+
+    def _entry(self, row: OutboxRow) -> LedgerEntry | None:
+        raise NotImplementedError
+
+    def _skip(self, row: OutboxRow, why: str, remote_id: str | None = None) -> Settled:
+        return Settled(
+            row, OperationResult(row.idp, row.kind, row.label, why, "skipped", remote_id=remote_id)
+        )
