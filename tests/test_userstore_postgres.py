@@ -308,7 +308,7 @@ with IdentityService(load_text({pg_yaml(configured, tmp_path)!r}, "t.yaml")) as 
 
 
 def test_a_password_in_a_driver_message_is_hidden_without_mangling_names():
-    from idprov.userstores.postgres import _reason
+    from idprov.pg import reason as _reason
 
     message = ValueError("connection failed: bad\n\tpassword 'S3cret-pass-99' for db.example.com")
     assert _reason(message, "S3cret-pass-99") == "bad password '***' for db.example.com"

@@ -93,7 +93,6 @@ def sync(
     """Bring every identity provider into line with the userstores (cron-safe)."""
     from contextlib import nullcontext
 
-    from idprov.provisioning.lock import RunLock
     from idprov.provisioning.metrics import RunStats
     from idprov.provisioning.sync import SyncPlan, run_sync
 
@@ -111,7 +110,7 @@ def sync(
     svc = service(app_name, live=not quiet)
     stats = RunStats("sync")
     try:
-        with nullcontext() if dry_run else RunLock(svc.data_dir, "sync", wait=wait):
+        with nullcontext() if dry_run else svc.state.run_lock("sync", wait=wait):
             result = run_sync(svc, idp, dry_run, allow_deletes, saved)
             drift, repaired = _verify(svc, result, verify or repair, repair and not dry_run)
     except IdprovError as exc:

@@ -94,6 +94,20 @@ class SqliteUserstoreConfig(UserstoreConfig):
 
 
 @dataclass(frozen=True)
+class StateConfig:
+    """Where idprov keeps its own state, when not in the data directory's SQLite file
+    (the default, which needs no key): ``state: {url: postgresql://...}``."""
+
+    type: str = "postgres"
+
+    @classmethod
+    def variants(cls) -> Mapping[str, builtins.type[StateConfig]]:
+        from idprov.config.postgres import PostgresStateConfig  # only when a file names one
+
+        return {"postgres": PostgresStateConfig}
+
+
+@dataclass(frozen=True)
 class RetryConfig:
     """How an outbound operation is retried on timeouts, 408, 429 and 5xx."""
 
@@ -323,6 +337,8 @@ class Config:
     userstores: list[UserstoreConfig] = field(default_factory=list)
     identity_providers: list[IdentityProviderConfig] = field(default_factory=list)
     applications: list[ApplicationConfig] = field(default_factory=list)
+    state: StateConfig | None = None
+    """idprov's own state elsewhere than ``<data_dir>/idprov.db`` (PostgreSQL)."""
     source: str = field(default="<embedded default>", compare=False, init=False)
     locator: Any = field(default=None, compare=False, init=False, repr=False)
     """Where each key is in the source file (a schema.Locator), for later checks."""
@@ -417,6 +433,7 @@ class Config:
         found: list[SecretRef] = []
         _collect_secrets(self.userstores, found)
         _collect_secrets(self.applications, found)
+        _collect_secrets(self.state, found)
         for idp in self.identity_providers:
             _collect_secrets(to_data(idp.options), found)
         return found

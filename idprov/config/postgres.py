@@ -1,5 +1,6 @@
-"""Configuration of PostgreSQL userstores (``type: postgres``), apart from the other
-models so that commands on the embedded default do not pay for it.
+"""Configuration of PostgreSQL connections: userstores (``type: postgres``) and idprov's
+state (``state: {url: ...}``), apart from the other models so that commands on the
+embedded default do not pay for it.
 
 The URL names the server, the database and the user; the password is a secret
 reference of its own (``password: env:PGPASSWORD``), never part of the URL. TLS with
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from idprov.config.models import UserstoreConfig
+from idprov.config.models import StateConfig, UserstoreConfig
 from idprov.config.schema import Invalid
 from idprov.config.secrets import SecretRef
 
@@ -23,11 +24,10 @@ URL_FORM = "postgresql://USER@HOST[:PORT]/DATABASE"
 
 
 @dataclass(frozen=True)
-class PostgresUserstoreConfig(UserstoreConfig):
-    """A PostgreSQL database (WSO2's JDBC userstore): users, claims, roles and
-    memberships in three tables of ``schema``."""
+class PostgresConnection:
+    """Where a PostgreSQL database is and how to reach it: the keys a userstore and
+    the state share."""
 
-    type: Literal["postgres"] = "postgres"
     url: str = ""
     password: SecretRef | None = None
     sslmode: Literal["disable", "require", "verify-ca", "verify-full"] = "verify-full"
@@ -35,8 +35,8 @@ class PostgresUserstoreConfig(UserstoreConfig):
     schema: str = "public"
     connect_timeout: int = 10
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check_connection(self) -> None:
+        """Raise :class:`Invalid` naming the key that is wrong."""
         self.parsed_url()
         if self.ca_file and self.sslmode in ("disable",):
             raise Invalid("ca_file needs sslmode require, verify-ca or verify-full", "ca_file")
@@ -88,3 +88,26 @@ class PostgresUserstoreConfig(UserstoreConfig):
     def where(self) -> str:
         """``host:port/database`` as user, for messages (never the password)."""
         return f"{self.host}:{self.port}/{self.database} as {self.user}"
+
+
+@dataclass(frozen=True)
+class PostgresUserstoreConfig(UserstoreConfig, PostgresConnection):
+    """A PostgreSQL database (WSO2's JDBC userstore): users, claims, roles and
+    memberships in three tables of ``schema``."""
+
+    type: Literal["postgres"] = "postgres"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_connection()
+
+
+@dataclass(frozen=True)
+class PostgresStateConfig(StateConfig, PostgresConnection):
+    """idprov's own state (audit log, outbox, ledger, tokens, journals, locks) in
+    ``schema`` of a PostgreSQL database, shared by every idprov process that names it."""
+
+    type: Literal["postgres"] = "postgres"
+
+    def __post_init__(self) -> None:
+        self.check_connection()

@@ -203,9 +203,7 @@ class CsvImport(Preflight, BatchWriter):
             if self.report.rejected and self.options.on_error == "stop":
                 self.report.stopped = True
             elif not self.options.dry_run:
-                from idprov.provisioning.lock import RunLock
-
-                with RunLock(self.service.data_dir, "import", wait=self.options.wait):
+                with self.service.state.run_lock("import", wait=self.options.wait):
                     with self.service.guard_window():  # the batches are judged together
                         self._write(staging)
             self._write_rejects(staging)

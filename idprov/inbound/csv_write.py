@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from idprov.db import write_transaction
 from idprov.inbound.csv_preflight import ImportState
 from idprov.userstores.base import ImportedUser, JsonClaims
 
@@ -51,7 +50,7 @@ class BatchWriter(ImportState):
 
     def _journal_start(self) -> None:
         if self.import_id is None:
-            with write_transaction(self.service.state.db):
+            with self.service.state.transaction():
                 self.import_id = self.service.state.imports.start(
                     self.source.name,
                     self.sha256,
@@ -112,7 +111,7 @@ class BatchWriter(ImportState):
             users = [_imported(row) for row in batch]
             first, last = batch[0][0], batch[-1][0]
             if not store.transactional:
-                with write_transaction(self.service.state.db):
+                with self.service.state.transaction():
                     self.service.state.imports.writing(self._journal_id(), first, last)
             with self.service.unit_of_work(push=self.options.push) as uow:
                 label = Path(self.source.name).name
@@ -147,7 +146,7 @@ class BatchWriter(ImportState):
 
     def _finish(self) -> None:
         if self.import_id is not None:
-            with write_transaction(self.service.state.db):
+            with self.service.state.transaction():
                 self.service.state.imports.finish(self.import_id)
 
 

@@ -148,13 +148,13 @@ class _IssuedTokens:
 
     def __init__(self, config: Config) -> None:
         import threading
-        from pathlib import Path
 
-        from idprov.db import open_database
+        from idprov.db import DatabasePool
         from idprov.provisioning.state import StateStore
 
         self._lock = threading.Lock()
-        self._state = StateStore(open_database(StateStore.path_in(Path(config.data_dir or "."))))
+        self._pool = DatabasePool()
+        self._state = StateStore.open(config, self._pool)
 
     def applications(self) -> set[str]:
         from idprov.provisioning.tokens import InboundTokens
@@ -169,7 +169,8 @@ class _IssuedTokens:
             return InboundTokens(self._state.db).application_of(token)
 
     def close(self) -> None:
-        self._state.db.close()
+        self._state.close()
+        self._pool.close()
 
 
 # ---------------------------------------------------------------- access log

@@ -31,7 +31,6 @@ from idprov.connectors.base import (
     TargetError,
     Throttled,
 )
-from idprov.db import write_transaction
 from idprov.errors import IdprovError
 from idprov.provisioning.plan_roles import RolePlanning
 from idprov.provisioning.plan_users import UserPlanning
@@ -135,7 +134,7 @@ class Engine(UserPlanning, RolePlanning):
             planned = [self._plan(row, planner) for row in chunk]
             settled = [item for item in planned if isinstance(item, Settled)]
             if self._creating or settled:
-                with write_transaction(self.state.db):
+                with self.state.transaction():
                     # the `creating` marks are durable before any call is made
                     self.state.ledger.mark_creating(self._creating)
                     self._creating.clear()
@@ -229,7 +228,7 @@ class Engine(UserPlanning, RolePlanning):
             pass
         if not done:
             return
-        with write_transaction(self.state.db):
+        with self.state.transaction():
             for future, tag in done:
                 self._in_flight -= 1
                 for task, attempts, value in self._outcomes(future, tag):

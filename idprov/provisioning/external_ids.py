@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from idprov.db import migrate
+from idprov.statedb import Migrations, ddl
 
 if TYPE_CHECKING:
-    import sqlite_utils
+    from idprov.statedb import StateDB
 
 
-def _external_ids_schema(db: sqlite_utils.Database) -> None:
+def _external_ids_schema(db: StateDB) -> None:
     db.execute(
         "CREATE TABLE inbound_external_ids ("
         " application TEXT NOT NULL, kind TEXT NOT NULL, local_id TEXT NOT NULL,"
@@ -28,15 +28,29 @@ def _external_ids_schema(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = [("0001_external_ids", _external_ids_schema)]
+MIGRATIONS: Migrations = {
+    "sqlite": [("0001_external_ids", _external_ids_schema)],
+    "postgresql": [
+        (
+            "0001_external_ids",
+            ddl(
+                "CREATE TABLE inbound_external_ids (application text NOT NULL,"
+                " kind text NOT NULL, local_id text NOT NULL, external_id text NOT NULL,"
+                " PRIMARY KEY (application, kind, local_id))",
+                "CREATE INDEX inbound_external_ids_value ON inbound_external_ids"
+                " (application, kind, external_id)",
+            ),
+        )
+    ],
+}
 
 
 class ExternalIds:
     """The ``externalId`` each application's SCIM client gave a user or role."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: StateDB) -> None:
         self.db = db
-        migrate(db, "inbound", MIGRATIONS)
+        db.migrate("inbound", MIGRATIONS)
 
     def get_many(self, application: str, kind: str, ids: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -68,7 +82,8 @@ class ExternalIds:
             )
         else:
             self.db.execute(
-                "INSERT OR REPLACE INTO inbound_external_ids VALUES (?, ?, ?, ?)",
+                "INSERT INTO inbound_external_ids VALUES (?, ?, ?, ?) ON CONFLICT"
+                " (application, kind, local_id) DO UPDATE SET external_id = excluded.external_id",
                 [application, kind, local_id, value],
             )
 

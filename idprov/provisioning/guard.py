@@ -22,7 +22,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from idprov.db import write_transaction
 from idprov.provisioning.decide import RoleDecision, UserDecision, decide_role, decide_user
 
 if TYPE_CHECKING:
@@ -337,7 +336,7 @@ def _hold(
     outbound: Outbound, rows: list[OutboxRow], verdict: Verdict, report: OutboundReport
 ) -> None:
     """Hold ``rows`` with the guard's reason, recorded in the audit log and the report."""
-    with write_transaction(outbound.state.db):
+    with outbound.state.transaction():
         for idp in sorted({r.idp for r in rows}):
             mine = [r for r in rows if r.idp == idp]
             why = "; ".join(t.message for t in verdict.trips if t.idp == idp)

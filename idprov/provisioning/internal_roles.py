@@ -18,7 +18,7 @@ from idprov.errors import ConflictError, NotFoundError
 from idprov.model import Role, User, new_id
 
 if TYPE_CHECKING:
-    import sqlite_utils
+    from idprov.statedb import StateDB
 
 INTERNAL = "Internal"
 
@@ -27,7 +27,7 @@ def is_internal(domain: str | None) -> bool:
     return domain is not None and domain.casefold() == INTERNAL.casefold()
 
 
-def create_tables(db: sqlite_utils.Database) -> None:
+def create_tables(db: StateDB) -> None:
     db.execute(
         "CREATE TABLE internal_roles (id TEXT PRIMARY KEY, name TEXT NOT NULL,"
         " name_key TEXT NOT NULL UNIQUE, created TEXT NOT NULL, modified TEXT NOT NULL)"
@@ -44,7 +44,7 @@ def create_tables(db: sqlite_utils.Database) -> None:
 class InternalRoles:
     """The internal roles table, in idprov's state database."""
 
-    def __init__(self, db: sqlite_utils.Database):
+    def __init__(self, db: StateDB):
         self.db = db
 
     def _role(self, row: Sequence[str], with_members: bool) -> Role:
@@ -119,7 +119,7 @@ class InternalRoles:
         added = []
         for user in users:
             cur = self.db.execute(
-                "INSERT OR IGNORE INTO internal_members VALUES (?, ?, ?, ?)",
+                "INSERT INTO internal_members VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [role.id, user.domain, user.id, user.username],
             )
             if cur.rowcount:

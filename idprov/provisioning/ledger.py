@@ -14,12 +14,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import sqlite_utils
-
 from idprov.db import now
+from idprov.statedb import StateDB
 
 
-def create_tables(db: sqlite_utils.Database) -> None:
+def create_tables(db: StateDB) -> None:
     db.execute(
         "CREATE TABLE ledger ("
         " idp TEXT NOT NULL, kind TEXT NOT NULL, local_id TEXT NOT NULL,"
@@ -58,7 +57,7 @@ class LedgerEntry:
 class Ledger:
     """Remote ids, last-sent attributes and memberships, per IdP."""
 
-    def __init__(self, db: sqlite_utils.Database):
+    def __init__(self, db: StateDB):
         self.db = db
 
     _COLUMNS = (
@@ -171,7 +170,7 @@ class Ledger:
         label, sent JSON) tuples, so that a crash mid-create is recognised on the next
         run, and what was sent can be looked up even if the user is gone by then."""
         stamp = now()
-        self.db.conn.executemany(
+        self.db.executemany(
             "INSERT INTO ledger (idp, kind, local_id, domain, label, sent, state, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?, 'creating', ?) ON CONFLICT DO NOTHING",
             [(*entity, stamp) for entity in entities],
@@ -191,10 +190,13 @@ class Ledger:
     def record_many(self, entries: Sequence[LedgerEntry]) -> None:
         """Write entries as they are after successful operations (one statement)."""
         stamp = now()
-        self.db.conn.executemany(
-            "INSERT OR REPLACE INTO ledger (idp, kind, local_id, domain, label, remote_id,"
-            " state, hash, sent, created_by_idprov, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self.db.executemany(
+            "INSERT INTO ledger (idp, kind, local_id, domain, label, remote_id, state, hash,"
+            " sent, created_by_idprov, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (idp, kind, local_id) DO UPDATE SET domain = excluded.domain,"
+            " label = excluded.label, remote_id = excluded.remote_id, state = excluded.state,"
+            " hash = excluded.hash, sent = excluded.sent,"
+            " created_by_idprov = excluded.created_by_idprov, updated_at = excluded.updated_at",
             [
                 (
                     e.idp,
@@ -258,11 +260,12 @@ class Ledger:
     def set_members(
         self, idp: str, role_id: str, added: Iterable[str], removed: Iterable[str]
     ) -> None:
-        self.db.conn.executemany(
-            "INSERT OR IGNORE INTO ledger_members (idp, role_id, user_id) VALUES (?, ?, ?)",
+        self.db.executemany(
+            "INSERT INTO ledger_members (idp, role_id, user_id) VALUES (?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
             [(idp, role_id, u) for u in added],
         )
-        self.db.conn.executemany(
+        self.db.executemany(
             "DELETE FROM ledger_members WHERE idp = ? AND role_id = ? AND user_id = ?",
             [(idp, role_id, u) for u in removed],
         )

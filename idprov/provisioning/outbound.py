@@ -27,7 +27,6 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from idprov.db import write_transaction
 from idprov.errors import NotFoundError
 from idprov.provisioning.outbox import LEASE_SECONDS, OutboxRow
 from idprov.provisioning.results import OutboundReport, Progress
@@ -151,7 +150,7 @@ class Outbound:
         if not mine:
             return report
         self.release_the_dead()
-        with write_transaction(self.state.db):
+        with self.state.transaction():
             claimed = self.state.outbox.claim(mine, self.owner, self.lease)
         taken = {c.id for c in claimed}
         for row in mine:
@@ -168,7 +167,7 @@ class Outbound:
         if not dead:
             return []
         released = []
-        with write_transaction(self.state.db):
+        with self.state.transaction():
             for holder in dead:
                 released += self.state.outbox.release(holder)
         return released
@@ -198,7 +197,7 @@ class Outbound:
             finished = sum(len(r.operations) for r in report.idps.values()) >= len(rows)
             health = self._health_changes(report)
             if health or not finished:  # each finished row released its own claim
-                with write_transaction(self.state.db):
+                with self.state.transaction():
                     self.state.outbox.release(self.owner)
                     for change in health:
                         self.state.outbox.note_health(*change)
@@ -248,7 +247,7 @@ class Outbound:
             for start in range(0, len(ids), WORK_BATCH):
                 if stop.is_set():
                     break
-                with write_transaction(self.state.db):
+                with self.state.transaction():
                     batch = self.state.outbox.claim_ids(
                         ids[start : start + WORK_BATCH], self.owner, self.lease
                     )
@@ -276,7 +275,7 @@ class Outbound:
         if not names:
             return []
         self.release_the_dead()
-        with write_transaction(self.state.db):
+        with self.state.transaction():
             return self.state.outbox.due(names, self.owner, self.lease, WORK_BATCH)
 
     def _worked_idps(

@@ -26,9 +26,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import sqlite_utils
-
 from idprov.db import now
+from idprov.statedb import StateDB
 
 Kind = Literal["user", "role"]
 STALE_AFTER_SECONDS = 300
@@ -36,7 +35,7 @@ LEASE_SECONDS = 300.0
 """How long a claim lasts unless renewed; a drain renews its claims as it goes."""
 
 
-def create_tables(db: sqlite_utils.Database) -> None:
+def create_tables(db: StateDB) -> None:
     db.execute(
         "CREATE TABLE outbox ("
         " id INTEGER PRIMARY KEY AUTOINCREMENT, idp TEXT NOT NULL, kind TEXT NOT NULL,"
@@ -51,7 +50,7 @@ def create_tables(db: sqlite_utils.Database) -> None:
     ledger_tables(db)
 
 
-def worker_columns(db: sqlite_utils.Database) -> None:
+def worker_columns(db: StateDB) -> None:
     """Migration: claims, the per-row retry schedule, and IdP health."""
     db.execute("ALTER TABLE outbox ADD COLUMN next_attempt_at TEXT")
     db.execute("ALTER TABLE outbox ADD COLUMN claimed_by TEXT")
@@ -126,7 +125,7 @@ def _in(values: Sequence[Any]) -> str:
 class Outbox:
     """Durable queue of reconciliations, in idprov's state database."""
 
-    def __init__(self, db: sqlite_utils.Database):
+    def __init__(self, db: StateDB):
         self.db = db
 
     def enqueue(
@@ -174,7 +173,7 @@ class Outbox:
         if status is not None:
             where.append("status = ?")
             params.append(status)
-        clause = " AND ".join(where) or "1"
+        clause = " AND ".join(where) or "TRUE"
         if stale_pending:
             clause = f"(({clause}) AND status != 'held') OR (status = 'pending' AND updated_at < ?)"
             params.append(stamp_in(-STALE_AFTER_SECONDS))
@@ -197,8 +196,9 @@ class Outbox:
             out += [
                 OutboxRow(*r)
                 for r in self.db.execute(
-                    f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN {_in(chunk)}"
-                    " AND (claimed_until IS NULL OR claimed_until < ? OR claimed_by = ?)"
+                    "UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN (SELECT id"
+                    f" FROM outbox WHERE id IN {_in(chunk)} AND (claimed_until IS NULL"
+                    f" OR claimed_until < ? OR claimed_by = ?){self.db.claim_lock})"
                     f" RETURNING {_OUTBOX_COLUMNS}",
                     [owner, until, *chunk, stamp, owner],
                 ).fetchall()
@@ -217,7 +217,7 @@ class Outbox:
             f" outbox WHERE idp IN {_in(idps)} AND status != 'held'"
             f" AND (claimed_until IS NULL OR claimed_until < ?)"
             f" AND (next_attempt_at IS NULL OR next_attempt_at <= ? OR idp IN {_in(eager)})"
-            f" ORDER BY id LIMIT ?) RETURNING {_OUTBOX_COLUMNS}",
+            f" ORDER BY id LIMIT ?{self.db.claim_lock}) RETURNING {_OUTBOX_COLUMNS}",
             [owner, stamp_in(lease), *idps, stamp, stamp, *eager, limit],
         ).fetchall()
         return sorted((OutboxRow(*r) for r in rows), key=lambda r: r.id)
@@ -273,11 +273,11 @@ class Outbox:
 
     def done_many(self, rows: Sequence[OutboxRow]) -> None:
         """:meth:`done` for several rows, in two statements."""
-        self.db.conn.executemany(
+        self.db.executemany(
             "DELETE FROM outbox WHERE id = ? AND enqueued_at = ?",
             [(r.id, r.enqueued_at) for r in rows],
         )
-        self.db.conn.executemany(
+        self.db.executemany(
             "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL, failures = 0 WHERE id = ?",
             [(r.id,) for r in rows],
         )
@@ -298,7 +298,7 @@ class Outbox:
     def hold(self, rows: Sequence[OutboxRow], why: str) -> None:
         """Keep ``rows`` from being pushed (status ``held``, ``why`` as their error)
         until :meth:`release_held`: the deletion guard stopped them."""
-        self.db.conn.executemany(
+        self.db.executemany(
             "UPDATE outbox SET status = 'held', last_error = ?, updated_at = ?,"
             " claimed_by = NULL, claimed_until = NULL WHERE id = ?",
             [(why, now(), r.id) for r in rows],

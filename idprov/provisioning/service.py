@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from idprov.config import RESIDENT, Config, IdentityProviderConfig, load_config
-from idprov.db import DatabasePool, write_transaction
+from idprov.db import DatabasePool
 from idprov.errors import NotFoundError, UsageError
 from idprov.model import ClaimValue, Page, QualifiedName, Role, User, UserQuery
 from idprov.provisioning.directory import StoreDirectory
@@ -120,6 +120,9 @@ class IdentityService:
         for store in self._stores.values():
             store.close()
         self._stores.clear()
+        if self._state is not None:
+            self._state.close()
+            self._state = None
         self._pool.close()
 
     def __enter__(self) -> IdentityService:
@@ -132,7 +135,7 @@ class IdentityService:
     @property
     def state(self) -> StateStore:
         if self._state is None:
-            self._state = StateStore(self._pool.get(StateStore.path_in(self.data_dir)))
+            self._state = StateStore.open(self.config, self._pool)
         return self._state
 
     @property
@@ -275,7 +278,7 @@ class IdentityService:
         """Push the rows the deletion guard held (at ``idps``, or everywhere), judged
         again with :attr:`allow_deletes`: `idprov outbox release`."""
         names = list(idps) if idps else self.state.outbox.idps()
-        with write_transaction(self.state.db):
+        with self.state.transaction():
             ids = self.state.outbox.release_held(names)
             if ids:
                 self._audit("outbox.release", ", ".join(names), {"rows": len(ids)})
@@ -479,13 +482,13 @@ class IdentityService:
         """A new bearer token for `idprov serve`, acting as ``application``; the token is
         in the result once and stored only as a digest."""
         app = self.config.application(application).name
-        with write_transaction(self.state.db):
+        with self.state.transaction():
             new = self.tokens.create(app, description, self.actor)
             self._audit("token.create", new.record.id, {"application": app})
         return new
 
     def revoke_token(self, token_id: str) -> TokenRecord:
-        with write_transaction(self.state.db):
+        with self.state.transaction():
             record = self.tokens.revoke(token_id)
             self._audit("token.revoke", token_id, {"application": record.application})
         return record

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from idprov.db import now, write_transaction
+from idprov.db import now
 from idprov.errors import ConflictError, GuardError, IdprovError
 from idprov.model import QualifiedName, Role, User, UserQuery
 from idprov.provisioning.decide import decide_role, decide_user, in_scope
@@ -422,7 +422,7 @@ def _record_run(service: IdentityService, result: SyncResult, outcome: str) -> N
         for name, report in result.outbound.idps.items():
             counts.setdefault(name, {})
             counts[name].update({"done": report.count("done"), "failed": report.count("failed")})
-    with write_transaction(service.state.db):
+    with service.state.transaction():
         service.state.audit(
             actor=service.actor,
             application=service.application,

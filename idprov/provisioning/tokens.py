@@ -18,12 +18,12 @@ from idprov.db import now
 from idprov.errors import NotFoundError
 
 if TYPE_CHECKING:
-    import sqlite_utils
+    from idprov.statedb import StateDB
 
 PREFIX = "idprov"
 
 
-def create_tables(db: sqlite_utils.Database) -> None:
+def create_tables(db: StateDB) -> None:
     db.execute(
         "CREATE TABLE inbound_tokens (id TEXT PRIMARY KEY, application TEXT NOT NULL,"
         " digest TEXT NOT NULL UNIQUE, description TEXT NOT NULL, created_at TEXT NOT NULL,"
@@ -64,7 +64,7 @@ class NewToken:
 class InboundTokens:
     """The token table in idprov's state database."""
 
-    def __init__(self, db: sqlite_utils.Database):
+    def __init__(self, db: StateDB):
         self.db = db
 
     def create(self, application: str, description: str, actor: str) -> NewToken:

@@ -19,7 +19,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from idprov.db import write_transaction
 from idprov.errors import UsageError
 from idprov.model import ClaimValue, QualifiedName, Role, User
 from idprov.provisioning.internal_roles import INTERNAL
@@ -86,7 +85,7 @@ class UnitOfWork:
                 self.begin()  # the state's is the outer one: the store commits first
         if key not in self._open:
             if store is None:
-                self._stack.enter_context(write_transaction(self.service.state.db))
+                self._stack.enter_context(self.service.state.transaction())
             elif not store.shares_connection(self.service.state.db):
                 self._stack.enter_context(store.transaction())  # else: in the state's
             self._open.add(key)

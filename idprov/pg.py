@@ -1,0 +1,251 @@
+"""One PostgreSQL connection as idprov uses it, for the PostgreSQL userstore and the
+PostgreSQL state database alike.
+
+psycopg 3 is imported here only, and only when a session connects. A
+:class:`PgSession` connects with a :class:`~idprov.config.postgres.PostgresConnection`'s
+settings, runs SQL written with ``?`` parameters, opens transactions (a savepoint
+inside one), and turns the driver's errors into idprov's: they name the host, the
+database and the user, never the password. A connection found dropped outside any
+transaction (a restarted server, a failover) is reopened once, for a read or at
+``BEGIN``; inside a transaction it never is: the server rolled that transaction back,
+and the error says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from typing import TYPE_CHECKING, Any
+
+from idprov.db import now
+from idprov.errors import ConfigError, ConflictError, IdprovError, StoreError
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from idprov.config.postgres import PostgresConnection
+
+CREDENTIAL_FAILURES = ("password authentication failed", "no password supplied", 'role "')
+TLS_FAILURES = ("SSL", "certificate", "sslmode")
+
+
+class PgSession:
+    """A connection to the database ``config`` names, opened on first use.
+
+    ``label`` says in messages what the database holds ("userstore PG", "the state"),
+    ``owner`` in which configuration section its keys are ("userstore PG", "state").
+    """
+
+    def __init__(self, config: PostgresConnection, label: str, owner: str) -> None:
+        self.config = config
+        self.label = label
+        self.owner = owner
+        self._conn: psycopg.Connection[Any] | None = None
+        self._sql: dict[str, str] = {}
+
+    @property
+    def where(self) -> str:
+        return f"{self.label} (PostgreSQL at {self.config.where})"
+
+    # ---- connecting
+    def connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = self.connect()
+        return self._conn
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A new connection, autocommit (``transaction()`` opens transactions)."""
+        import psycopg
+
+        cfg = self.config
+        password = self.password()
+        verify = cfg.sslmode.startswith("verify")
+        root = cfg.ca_file or ("system" if verify else None)  # None: left out
+        try:
+            return psycopg.connect(
+                host=cfg.host,
+                port=cfg.port,
+                dbname=cfg.database,
+                user=cfg.user,
+                password=password,
+                sslmode=cfg.sslmode,
+                sslrootcert=root,
+                connect_timeout=cfg.connect_timeout,
+                application_name="idprov",
+                options=f"-c search_path={cfg.schema}",
+                autocommit=True,
+            )
+        except psycopg.Error as exc:
+            raise self.cannot_connect(reason(exc, password)) from None
+
+    def password(self) -> str | None:
+        return self.config.password.reveal() if self.config.password else None
+
+    def cannot_connect(self, why: str) -> IdprovError:
+        cfg = self.config
+        message = f"{self.where}: cannot connect: {why}"
+        if any(s in why for s in CREDENTIAL_FAILURES):
+            secret = cfg.password.ref if cfg.password else "none set"
+            return StoreError(
+                message,
+                hint=f"check the user in url and the password secret ({secret}) of {self.owner}",
+            )
+        if any(s in why for s in TLS_FAILURES):
+            return ConfigError(
+                message,
+                hint=f"check ca_file ({cfg.ca_file or 'none: the system CAs'}) and that the "
+                "server's certificate names the host in url; sslmode: disable only for a "
+                "server on this machine",
+            )
+        return StoreError(
+            message,
+            hint=f"check that PostgreSQL runs at {cfg.host}:{cfg.port} and accepts "
+            "connections from here (listen_addresses, pg_hba.conf, firewalls)",
+        )
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    # ---- errors
+    def failed(self, exc: Exception) -> IdprovError:
+        """The idprov error for a driver error while the connection was open."""
+        import psycopg
+
+        why = reason(exc, self.password())
+        if isinstance(exc, psycopg.errors.UniqueViolation):
+            return ConflictError(
+                f"{self.where}: {why}",
+                hint="another writer added the same name just now; re-run the command",
+            )
+        if self._conn is not None and (self._conn.closed or self._conn.broken):
+            self._conn = None
+            return StoreError(
+                f"{self.where}: the connection was lost ({why}); the server rolled back the "
+                "transaction that was open: nothing of it was written",
+                hint="re-run the command when the database answers again",
+            )
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            cfg = self.config
+            return StoreError(
+                f"{self.where}: {why}",
+                hint=f"grant {cfg.user} CREATE on schema {cfg.schema} (for the first run, "
+                "which creates the tables), and SELECT, INSERT, UPDATE, DELETE on its tables",
+            )
+        return StoreError(f"{self.where}: {why}")
+
+    @contextmanager
+    def translated(self) -> Iterator[None]:
+        """Driver errors raised inside become idprov's."""
+        import psycopg
+
+        try:
+            yield
+        except psycopg.Error as exc:
+            raise self.failed(exc) from None
+
+    # ---- transactions and statements
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction; a savepoint when one is open already."""
+        with self.translated(), ExitStack() as stack:
+            stack.push(self._begin().__exit__)
+            yield
+
+    @property
+    def in_transaction(self) -> bool:
+        import psycopg
+
+        conn = self._conn
+        idle = psycopg.pq.TransactionStatus.IDLE
+        return conn is not None and not conn.closed and conn.info.transaction_status != idle
+
+    def _begin(self) -> AbstractContextManager[Any]:
+        """A transaction begun on the connection. A connection found dropped at
+        ``BEGIN``, outside any transaction, is reopened once."""
+        import psycopg
+
+        conn = self.connection()
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        try:
+            return _entered(conn.transaction())
+        except psycopg.OperationalError:
+            if not (idle and conn.broken):
+                raise
+        self._conn = None
+        return _entered(self.connection().transaction())
+
+    def sql(self, sql: str) -> str:
+        """``?`` parameters become psycopg's ``%s`` (and a literal ``%`` is doubled)."""
+        if sql not in self._sql:
+            self._sql[sql] = sql.replace("%", "%%").replace("?", "%s")
+        return self._sql[sql]
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        """Run one statement. A read outside any transaction that finds the connection
+        dropped runs again once on a new one."""
+        import psycopg
+
+        statement, values = self.sql(sql), list(params)
+        with self.translated():
+            conn = self.connection()
+            idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            try:
+                return conn.execute(statement, values)
+            except psycopg.OperationalError:
+                if not (idle and conn.broken and sql.lstrip().startswith("SELECT")):
+                    raise
+            self._conn = None
+            return self.connection().execute(statement, values)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        with self.translated(), self.connection().cursor() as cur:
+            cur.executemany(self.sql(sql), rows)
+
+    # ---- migrations
+    def migrate(self, namespace: str, steps: Sequence[tuple[str, Callable[[], None]]]) -> None:
+        """Create the schema if need be and apply, in order, the named ``steps`` of
+        ``namespace`` it lacks, in one transaction with their records in
+        ``idprov_migrations``, under an advisory lock per schema: processes starting
+        together on a new database migrate it once."""
+        schema = self.config.schema
+        with self.transaction():
+            self.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [f"idprov:{schema}"])
+            if not self.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = ?", [schema]
+            ).fetchone():
+                self.execute(f"CREATE SCHEMA {schema}")  # a checked name: see the config
+            self.execute(
+                "CREATE TABLE IF NOT EXISTS idprov_migrations (namespace text NOT NULL,"
+                " name text NOT NULL, applied_at text NOT NULL, PRIMARY KEY (namespace, name))"
+            )
+            rows = self.execute(
+                "SELECT name FROM idprov_migrations WHERE namespace = ?", [namespace]
+            ).fetchall()
+            applied = {r[0] for r in rows}
+            for name, apply in steps:
+                if name not in applied:
+                    apply()
+                    self.execute(
+                        "INSERT INTO idprov_migrations VALUES (?, ?, ?)", [namespace, name, now()]
+                    )
+
+
+def _entered(transaction: AbstractContextManager[Any]) -> AbstractContextManager[Any]:
+    """``transaction``, entered (its ``__exit__`` is the caller's to call)."""
+    transaction.__enter__()
+    return transaction
+
+
+def reason(exc: Exception, password: str | None) -> str:
+    """The driver's message on one line. libpq never quotes the password; should one
+    appear anyway it is hidden (from 8 characters on: hiding a short one would mangle
+    host and user names that merely contain it)."""
+    text = " ".join(str(exc).split())
+    text = text.removeprefix("connection failed: ")
+    if password and len(password) >= 8:
+        text = text.replace(password, "***")
+    return text

@@ -1,0 +1,189 @@
+"""idprov's own state database behind one small contract: SQLite or PostgreSQL.
+
+The state (audit log, outbox, ledger, import journals, IdP health, serve tokens,
+internal roles, SCIM externalIds, run locks) is read and written through a
+:class:`StateDB`: statements with ``?`` parameters, ``transaction()``, migrations per
+dialect, and the run lock of sync and import. Every query is written once, in SQL both
+databases accept (``ON CONFLICT`` upserts, ``RETURNING``); only the tables' DDL differs,
+in each module's migrations for ``sqlite`` and ``postgresql``.
+
+- :class:`SqliteStateDB`, the embedded default: ``<data_dir>/idprov.db``, the same file
+  and connection as the embedded PRIMARY userstore, so one transaction covers a local
+  change and its records; one writer at a time.
+- :class:`PostgresStateDB` (``state: {url: postgresql://...}``): shared by several
+  ``idprov serve`` processes and outbox workers on one or several machines; workers
+  claim outbox rows with ``FOR UPDATE SKIP LOCKED``, and the run lock is an advisory
+  lock. psycopg is imported only when one is opened.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    import sqlite_utils
+
+    from idprov.config.models import Config
+    from idprov.config.postgres import PostgresStateConfig
+    from idprov.db import DatabasePool
+
+STATE_FILENAME = "idprov.db"
+
+
+class Cursor(Protocol):
+    """What both drivers' cursors give back."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+Migration = tuple[str, Callable[["StateDB"], None]]
+Migrations = Mapping[str, Sequence[Migration]]
+"""Per dialect (``sqlite``, ``postgresql``): named steps, applied in order, once each."""
+
+
+class StateDB(ABC):
+    """One connection to idprov's state database, for one thread of control."""
+
+    dialect: ClassVar[str]
+    claim_lock: ClassVar[str]
+    """Appended to the ``SELECT`` that picks rows to claim: PostgreSQL locks them and
+    skips rows another worker is claiming (``FOR UPDATE SKIP LOCKED``); SQLite has one
+    writer at a time and needs nothing."""
+
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        """Run one statement with ``?`` parameters; errors become idprov's."""
+
+    @abstractmethod
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each of ``rows``."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction; nested ones are savepoints. Rolled back on error."""
+
+    @abstractmethod
+    def migrate(self, namespace: str, migrations: Migrations) -> None:
+        """Apply, once each and in order, this dialect's ``migrations`` of ``namespace``;
+        several processes opening a new database at once apply them once."""
+
+    @abstractmethod
+    def run_lock(self, command: str, wait: bool = False) -> AbstractContextManager[Any]:
+        """One sync or import at a time on this state: raises LockedError naming the
+        holder, or with ``wait`` queues behind it. Released however the holder ends."""
+
+    def close(self) -> None:  # noqa: B027 - optional: the SQLite pool closes its own
+        """Close the connection, if this object owns it."""
+
+
+class SqliteStateDB(StateDB):
+    """The state in an SQLite file, on a connection of the service's pool."""
+
+    dialect: ClassVar[str] = "sqlite"
+    claim_lock: ClassVar[str] = ""
+
+    def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
+        self.db = db
+        """The sqlite-utils database (the embedded userstore shares it)."""
+        self.path = path
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The connection, which an SQLite userstore in the same file shares."""
+        return self.db.conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        return self.db.execute(sql, list(params))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.db.conn.executemany(sql, rows)
+
+    def transaction(self) -> AbstractContextManager[None]:
+        from idprov.db import write_transaction
+
+        return write_transaction(self.db)
+
+    def migrate(self, namespace: str, migrations: Migrations) -> None:
+        from idprov.db import migrate
+
+        steps = [(name, partial(_apply, apply, self)) for name, apply in migrations[self.dialect]]
+        migrate(self.db, namespace, steps)
+
+    def run_lock(self, command: str, wait: bool = False) -> AbstractContextManager[Any]:
+        from idprov.provisioning.lock import RunLock
+
+        return RunLock(self.path.parent, command, wait)
+
+
+def _apply(apply: Callable[[StateDB], None], db: StateDB, _: object) -> None:
+    apply(db)
+
+
+class PostgresStateDB(StateDB):
+    """The state in a schema of a PostgreSQL database, shared by every process."""
+
+    dialect: ClassVar[str] = "postgresql"
+    claim_lock: ClassVar[str] = " FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, config: PostgresStateConfig) -> None:
+        from idprov.pg import PgSession
+
+        self.config = config
+        self.session = PgSession(config, "the state", owner="state")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        return self.session.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.session.executemany(sql, rows)
+
+    def transaction(self) -> AbstractContextManager[None]:
+        return self.session.transaction()
+
+    def migrate(self, namespace: str, migrations: Migrations) -> None:
+        steps = [(name, partial(apply, self)) for name, apply in migrations[self.dialect]]
+        self.session.migrate(namespace, steps)
+
+    def run_lock(self, command: str, wait: bool = False) -> AbstractContextManager[Any]:
+        from idprov.provisioning.lock import AdvisoryRunLock
+
+        return AdvisoryRunLock(self.config, command, wait)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def open_state_db(config: Config, pool: DatabasePool) -> StateDB:
+    """The state database ``config`` names: PostgreSQL when ``state.url`` is set, else
+    ``<data_dir>/idprov.db`` from ``pool`` (shared with the embedded userstore)."""
+    if config.state is not None:
+        from idprov.config.postgres import PostgresStateConfig
+
+        assert isinstance(config.state, PostgresStateConfig)
+        return PostgresStateDB(config.state)
+    path = Path(config.data_dir or ".") / STATE_FILENAME
+    return SqliteStateDB(pool.get(path), path)
+
+
+def ddl(*statements: str) -> Callable[[StateDB], None]:
+    """A migration step that runs ``statements`` in order."""
+
+    def apply(db: StateDB) -> None:
+        for statement in statements:
+            db.execute(statement)
+
+    return apply
