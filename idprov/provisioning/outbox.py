@@ -358,7 +358,7 @@ class Outbox:
             self.db.execute(
                 "INSERT INTO idp_health (idp, failing_since, last_failure_at, last_error)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT (idp) DO UPDATE SET"
-                " failing_since = coalesce(failing_since, excluded.failing_since),"
+                " failing_since = coalesce(idp_health.failing_since, excluded.failing_since),"
                 " last_failure_at = excluded.last_failure_at, last_error = excluded.last_error",
                 [idp, stamp, stamp, error],
             )

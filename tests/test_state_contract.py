@@ -1,0 +1,398 @@
+"""The state-store contract, run against both backends: an SQLite file and a real
+PostgreSQL database (the ``postgres`` fixture's private cluster).
+
+Every test goes through :class:`~idprov.provisioning.state.StateStore` and the tables
+it leads to (audit, outbox, IdP health, ledger, imports, tokens, internal roles,
+externalIds, the run lock), as the service does, and checks what a caller sees.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from idprov.config import Config
+from idprov.config.postgres import PostgresStateConfig
+from idprov.config.secrets import SecretRef
+from idprov.db import DatabasePool
+from idprov.errors import ConflictError, LockedError, NotFoundError
+from idprov.model import User
+from idprov.provisioning.external_ids import ExternalIds
+from idprov.provisioning.internal_roles import InternalRoles
+from idprov.provisioning.ledger import LedgerEntry
+from idprov.provisioning.outbox import stamp_in
+from idprov.provisioning.state import AuditQuery, StateStore
+from idprov.provisioning.tokens import InboundTokens
+
+
+def state_config(database: Any, tmp_path: Path) -> PostgresStateConfig:
+    """``state:`` pointing at ``database``, its password in a file: secret."""
+    secret = tmp_path / "pg-password"
+    secret.write_text(database.password + "\n")
+    return PostgresStateConfig(
+        url=database.url, password=SecretRef(f"file:{secret}"), sslmode="disable"
+    )
+
+
+class Backend:
+    """Opens StateStores on one database; closes them all at the end."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.pools: list[DatabasePool] = []
+        self.opened: list[StateStore] = []
+
+    def open(self) -> StateStore:
+        pool = DatabasePool()
+        self.pools.append(pool)
+        state = StateStore.open(self.config, pool)
+        self.opened.append(state)
+        return state
+
+    def close(self) -> None:
+        for state in self.opened:
+            state.close()
+        for pool in self.pools:
+            pool.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    config = Config(data_dir=str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    if request.param == "postgres":
+        config.state = state_config(request.getfixturevalue("postgres"), tmp_path)
+    chosen = Backend(config)
+    try:
+        yield chosen
+    finally:
+        chosen.close()
+
+
+@pytest.fixture
+def state(backend: Backend) -> StateStore:
+    return backend.open()
+
+
+def user(name: str, domain: str = "PRIMARY") -> User:
+    return User(id=f"id-{name}", domain=domain, username=name)
+
+
+# ---- schema
+
+
+def test_a_second_open_finds_the_tables_and_keeps_their_rows(backend, state):
+    with state.transaction():
+        state.audit(actor="ann", application="resident", action="user.add", target="alice")
+    again = backend.open()
+    assert [e.target for e in again.audit_entries(AuditQuery())] == ["alice"]
+    assert backend.config.state is None or again.db.dialect == "postgresql"
+
+
+def test_processes_opening_a_new_state_together_migrate_it_once(backend):
+    opened: list[StateStore] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            opened.append(backend.open())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(opened) == 4
+    rows = (
+        opened[0]
+        .db.execute("SELECT name FROM idprov_migrations WHERE namespace = 'state' ORDER BY name")
+        .fetchall()
+    )
+    assert len(rows) == len({r[0] for r in rows}) >= 1
+
+
+# ---- transactions
+
+
+def test_an_error_inside_a_transaction_leaves_nothing_written(state):
+    with pytest.raises(RuntimeError), state.transaction():
+        state.audit(actor="ann", application="resident", action="user.add", target="alice")
+        state.outbox.enqueue(["scim"], "user", "id-alice", "PRIMARY", "alice")
+        raise RuntimeError("boom")
+    assert state.audit_entries(AuditQuery()) == []
+    assert state.outbox.rows() == []
+
+
+def test_a_nested_transaction_rolls_back_alone(state):
+    with state.transaction():
+        state.audit(actor="ann", application="resident", action="user.add", target="alice")
+        with pytest.raises(RuntimeError), state.transaction():
+            state.audit(actor="ann", application="resident", action="user.add", target="bob")
+            raise RuntimeError("boom")
+    assert [e.target for e in state.audit_entries(AuditQuery())] == ["alice"]
+
+
+# ---- audit
+
+
+def test_audit_entries_are_newest_first_and_filtered(state):
+    with state.transaction():
+        for target, action in [
+            ("alice", "user.add"),
+            ("bob", "user.add"),
+            ("alice", "role.assign"),
+        ]:
+            state.audit(
+                actor="ann",
+                application="resident",
+                action=action,
+                target=target,
+                details={"n": "ü"},
+                run="r1" if target == "bob" else None,
+            )
+    entries = state.audit_entries(AuditQuery())
+    assert [(e.target, e.action) for e in entries] == [
+        ("alice", "role.assign"),
+        ("bob", "user.add"),
+        ("alice", "user.add"),
+    ]
+    assert entries[0].details == {"n": "ü"} and entries[0].id > entries[1].id
+    assert [e.action for e in state.audit_entries(AuditQuery(action="user"))] == ["user.add"] * 2
+    assert [e.target for e in state.audit_entries(AuditQuery(target="ali", limit=1))] == ["alice"]
+    assert [e.target for e in state.audit_entries(AuditQuery(run="r1"))] == ["bob"]
+    assert state.audit_entries(AuditQuery(since=stamp_in(60))) == []
+    assert len(state.audit_entries(AuditQuery(until=stamp_in(60), actor="ann"))) == 3
+
+
+# ---- outbox
+
+
+def test_enqueue_coalesces_per_entity_and_idp(state):
+    with state.transaction():
+        first = state.outbox.enqueue(["a", "b"], "user", "id-1", "PRIMARY", "alice")
+        again = state.outbox.enqueue(["a"], "user", "id-1", "PRIMARY", "Alice")
+    assert again == first[:1]
+    rows = state.outbox.rows()
+    assert [(r.idp, r.label, r.status) for r in rows] == [
+        ("a", "Alice", "pending"),
+        ("b", "alice", "pending"),
+    ]
+    assert state.outbox.count() == {"pending": 2}
+    assert state.outbox.idps() == ["a", "b"]
+    assert [r.idp for r in state.outbox.rows(idps=["b"], local_ids=["id-1"])] == ["b"]
+
+
+def test_a_claimed_row_is_nobody_elses_until_its_lease_runs_out(state):
+    with state.transaction():
+        ids = state.outbox.enqueue(["a"], "user", "id-1", "PRIMARY", "alice")
+        ids += state.outbox.enqueue(["a"], "user", "id-2", "PRIMARY", "bob")
+    with state.transaction():
+        mine = state.outbox.due(["a"], "w1", lease=60, limit=1)
+    assert [r.id for r in mine] == ids[:1] and mine[0].claimed_by == "w1"
+    with state.transaction():
+        other = state.outbox.due(["a"], "w2", lease=60, limit=10)
+        taken = state.outbox.claim_ids(ids, "w2", lease=60)
+    assert [r.id for r in other] == ids[1:] and [r.id for r in taken] == ids[1:]
+    with state.transaction():
+        state.outbox.release("w1")
+        assert [r.id for r in state.outbox.claim_ids(ids, "w3", lease=-1)] == ids[:1]
+    with state.transaction():  # w3's lease has run out already: w1 takes the row again
+        assert [r.id for r in state.outbox.claim_ids(ids, "w1", lease=60)] == ids[:1]
+
+
+def test_done_removes_a_row_unless_it_was_enqueued_again(state):
+    with state.transaction():
+        state.outbox.enqueue(["a"], "user", "id-1", "PRIMARY", "alice")
+        state.outbox.enqueue(["a"], "user", "id-2", "PRIMARY", "bob")
+        first, second = state.outbox.due(["a"], "w1", lease=60, limit=10)
+    time.sleep(0.002)  # enqueued_at has milliseconds: the newer change is a later one
+    with state.transaction():
+        state.outbox.enqueue(["a"], "user", "id-2", "PRIMARY", "bob")
+        state.outbox.done(first)
+        state.outbox.done(second)
+    (left,) = state.outbox.rows()
+    assert (left.local_id, left.status, left.claimed_by) == ("id-2", "pending", None)
+
+
+def test_a_failed_row_waits_for_its_schedule_unless_retried_eagerly(state):
+    with state.transaction():
+        state.outbox.enqueue(["a"], "user", "id-1", "PRIMARY", "alice")
+        (row,) = state.outbox.due(["a"], "w1", lease=60, limit=10)
+        state.outbox.failed(row, "HTTP 503", 503, attempts=3, retry_in=600)
+    (failed,) = state.outbox.rows(status="failed")
+    assert (failed.attempts, failed.failures, failed.last_status) == (3, 1, 503)
+    assert failed.claimed_by is None and failed.next_attempt_at > stamp_in(500)
+    assert state.outbox.due_ids(["a"]) == [] and state.outbox.due_ids(["a"], eager=True) == [row.id]
+    assert state.outbox.next_due(["a"]) == failed.next_attempt_at
+    with state.transaction():
+        assert state.outbox.due(["a"], "w2", lease=60, limit=10) == []
+        assert [r.id for r in state.outbox.due(["a"], "w2", 60, 10, eager=["a"])] == [row.id]
+        state.outbox.renew("w2", 120)
+    assert state.outbox.rows()[0].claimed_until > stamp_in(100)
+
+
+def test_discard_drops_the_rows_of_one_idp(state):
+    with state.transaction():
+        state.outbox.enqueue(["a", "b"], "user", "id-1", "PRIMARY", "alice")
+        state.outbox.enqueue(["a"], "role", "id-r", "PRIMARY", "staff")
+        dropped = state.outbox.discard("a", ["id-1"])
+    assert [r.local_id for r in dropped] == ["id-1"]
+    assert sorted((r.idp, r.local_id) for r in state.outbox.rows()) == [
+        ("a", "id-r"),
+        ("b", "id-1"),
+    ]
+
+
+def test_idp_health_keeps_the_start_of_a_failing_streak(state):
+    with state.transaction():
+        state.outbox.note_health("a", 0, 2, "HTTP 500")
+    since = state.outbox.health()["a"].failing_since
+    with state.transaction():
+        state.outbox.note_health("a", 0, 1, "HTTP 502")
+    health = state.outbox.health()["a"]
+    assert (health.failing_since, health.last_error) == (since, "HTTP 502")
+    with state.transaction():
+        state.outbox.note_health("a", 1, 0, None)
+    assert state.outbox.health()["a"].failing_since is None
+
+
+# ---- ledger
+
+
+def entry(local_id: str, remote: str | None, state: str = "active") -> LedgerEntry:
+    sent = {"userName": local_id}
+    return LedgerEntry(
+        "a", "user", local_id, "PRIMARY", local_id, remote, state, "h", sent, True, ""
+    )
+
+
+def test_the_ledger_records_replaces_and_forgets(state):
+    ledger = state.ledger
+    with state.transaction():
+        ledger.mark_creating(
+            [("a", "user", "u1", "PRIMARY", "u1"), ("a", "user", "u2", "PRIMARY", "u2")]
+        )
+        ledger.mark_creating([("a", "user", "u1", "PRIMARY", "u1")])  # no second row
+        ledger.mark_accepted("a", "user", "u2")
+        ledger.record(entry("u1", "r1"))
+    assert ledger.get("a", "user", "u2").state == "accepted"
+    got = ledger.get("a", "user", "u1")
+    assert (got.remote_id, got.state, got.sent, got.created_by_idprov) == (
+        "r1",
+        "active",
+        {"userName": "u1"},
+        True,
+    )
+    before = ledger.digest(["a"])
+    with state.transaction():
+        ledger.record(entry("u1", "r1-new"))
+    assert ledger.get("a", "user", "u1").remote_id == "r1-new" and ledger.digest(["a"]) != before
+    assert ledger.remote_ids("a", ["u1", "u2", "u3"]) == {"u1": "r1-new"}
+    assert sorted(ledger.for_idp("a", "user")) == ["u1", "u2"]
+    assert [e.local_id for e in ledger.get_many("a", "user", ["u2", "nope"])] == ["u2"]
+    with state.transaction():
+        ledger.set_members("a", "role1", ["u1", "u2"], [])
+        ledger.set_members("a", "role1", ["u1"], ["u2"])  # u1 twice: one membership
+        ledger.forget("a", "user", "u2")
+    assert ledger.members("a", "role1") == {"u1"} and ledger.groups_of("a", "u1") == ["role1"]
+    assert ledger.all_members("a") == {"role1": {"u1"}}
+    with state.transaction():
+        ledger.forget("a", "user", "u1")
+    assert ledger.get("a", "user", "u1") is None and ledger.members("a", "role1") == set()
+
+
+# ---- imports journal
+
+
+def test_the_import_journal_resumes_where_a_run_stopped(state):
+    journal = state.imports
+    with state.transaction():
+        first = journal.start("users.csv", "sha", "opts", "ann", "resident")
+        journal.finish(first)
+        second = journal.start("users.csv", "sha", "opts", "ann", "resident")
+        journal.written(second, 200)
+        journal.writing(second, 201, 300)
+    assert second > first
+    run = journal.unfinished("sha", "opts")
+    assert (run.id, run.lines_done, run.batch) == (second, 200, (201, 300))
+    assert journal.unfinished("sha", "other") is None
+
+
+# ---- tokens, internal roles, externalIds
+
+
+def test_tokens_are_stored_as_digests_and_revoked_at_once(state):
+    tokens = InboundTokens(state.db)
+    with state.transaction():
+        new = tokens.create("portal", "for the portal", "ann")
+    assert tokens.application_of(new.token) == "portal" and tokens.applications() == {"portal"}
+    stored = state.db.execute("SELECT digest FROM inbound_tokens").fetchall()
+    assert new.token not in str(stored)
+    with state.transaction():
+        assert tokens.revoke(new.record.id).id == new.record.id
+    assert tokens.application_of(new.token) is None and tokens.applications() == set()
+    with pytest.raises(NotFoundError):
+        tokens.revoke("nope")
+
+
+def test_internal_roles_hold_users_of_every_domain(state):
+    roles = InternalRoles(state.db)
+    with state.transaction():
+        roles.add("auditors")
+        roles.add("Zeta")
+        assert roles.assign("auditors", [user("bob"), user("amy", "LDAP")]) == ["bob", "LDAP/amy"]
+        assert roles.assign("auditors", [user("bob")]) == []
+        roles.assign("Zeta", [user("bob")])
+    with pytest.raises(ConflictError):
+        roles.add("AUDITORS")
+    assert [r.name for r in roles.all()] == ["auditors", "Zeta"]
+    assert roles.get("auditors", with_members=True).members == ["LDAP/amy", "bob"]
+    assert roles.roles_of(["id-bob"]) == {"id-bob": ["Internal/auditors", "Internal/Zeta"]}
+    with state.transaction():
+        roles.rename("auditors", "reviewers")
+        roles.delete("Zeta")
+        assert roles.unassign("reviewers", [user("amy", "LDAP")]) == ["LDAP/amy"]
+    assert [r.name for r in roles.roles_of_user("id-bob")] == ["reviewers"]
+    assert roles.find("Zeta") is None
+
+
+def test_external_ids_are_per_application(backend, state):
+    ids = ExternalIds(state.db)
+    with state.transaction():
+        ids.set("portal", "user", "u1", "ext-1")
+        ids.set("portal", "user", "u1", "ext-2")  # replaces
+        ids.set("hr", "user", "u1", "hr-1")
+        ids.set("portal", "user", "u2", "ext-2")
+    assert ids.get_many("portal", "user", ["u1", "u2", "u3"]) == {"u1": "ext-2", "u2": "ext-2"}
+    assert sorted(ids.find("portal", "user", "ext-2")) == ["u1", "u2"]
+    with state.transaction():
+        ids.set("portal", "user", "u2", None)
+        ids.forget("user", "u1")
+    assert (
+        ids.get_many("portal", "user", ["u1", "u2"]) == {} and ids.find("hr", "user", "hr-1") == []
+    )
+    assert ExternalIds(backend.open().db).find("portal", "user", "ext-2") == []
+
+
+# ---- the run lock
+
+
+def test_the_run_lock_names_its_holder_and_is_free_again_after(backend, state):
+    other = backend.open()
+    with state.run_lock("sync"):
+        with pytest.raises(LockedError) as info, other.run_lock("import"):
+            pass
+        assert "another idprov sync holds the lock" in info.value.message
+        assert "--wait" in (info.value.hint or "")
+    with other.run_lock("import"):
+        pass
+
