@@ -395,4 +395,3 @@ def test_the_run_lock_names_its_holder_and_is_free_again_after(backend, state):
         assert "--wait" in (info.value.hint or "")
     with other.run_lock("import"):
         pass
-

@@ -89,6 +89,9 @@ class Outbound:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         """This drainer's name on the rows it claims."""
         self.lease = LEASE_SECONDS
+        self.batch = WORK_BATCH
+        """Rows the worker claims at a time (workers sharing a PostgreSQL state each
+        claim their own batches)."""
         self._connectors: dict[str, Connector] = {}
         self._executors: dict[str, ThreadPoolExecutor] = {}
 
@@ -244,12 +247,12 @@ class Outbound:
             names = self._worked_idps(idps, total, eager)
             self.release_the_dead()
             ids = self.state.outbox.due_ids(names, eager) if names else []
-            for start in range(0, len(ids), WORK_BATCH):
+            for start in range(0, len(ids), self.batch):
                 if stop.is_set():
                     break
                 with self.state.transaction():
                     batch = self.state.outbox.claim_ids(
-                        ids[start : start + WORK_BATCH], self.owner, self.lease
+                        ids[start : start + self.batch], self.owner, self.lease
                     )
                 total.merge(self._drain_judged(batch, progress))
             return total
@@ -276,7 +279,7 @@ class Outbound:
             return []
         self.release_the_dead()
         with self.state.transaction():
-            return self.state.outbox.due(names, self.owner, self.lease, WORK_BATCH)
+            return self.state.outbox.due(names, self.owner, self.lease, self.batch)
 
     def _worked_idps(
         self, idps: Sequence[str] | None, total: OutboundReport, eager: bool

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -112,6 +113,16 @@ class Scim2Peer:
     base_url: str
     token: str
     client: httpx.Client
+    log_path: Path | None = None
+    """The server's request log (one line per request, of every tenant)."""
+
+    def statuses(self, method: str, path: str) -> list[int]:
+        """The HTTP status of every ``method`` request to ``path`` (``"/Users"``) this
+        tenant answered, in order, from the server's request log."""
+        wanted = f'"{method} {urlsplit(self.base_url).path}{path} HTTP/1.1" '
+        assert self.log_path is not None
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return [int(line.split(wanted, 1)[1].split()[0]) for line in lines if wanted in line]
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         """GET a path relative to ``base_url`` (``"/Users/ID"``), with the token."""
@@ -155,4 +166,4 @@ def scim2_server(scim2_server_process: Scim2Process) -> Iterator[Scim2Peer]:
     token = scim2_server_process.token
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=base_url, headers=headers, timeout=10.0) as client:
-        yield Scim2Peer(base_url=base_url, token=token, client=client)
+        yield Scim2Peer(base_url, token, client, scim2_server_process.log_path)

@@ -1,0 +1,331 @@
+"""idprov's state in PostgreSQL (``state: {url: ...}``), shared by several processes.
+
+Against the ``postgres`` fixture's private cluster and a real SCIM 2.0 target
+(scim2-server on loopback): commands write their records there; outbox workers in
+several processes drain one outbox with no row pushed twice and none lost, also
+when one of them is killed with SIGKILL mid-drain; the run lock of sync is an
+advisory lock; faults (unreachable, wrong password, a connection cut mid-batch) are
+reported by host, never with the password, and leave nothing half-written.
+The state-store contract itself (both backends) is tests/test_state_contract.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from idprov.config import load_config
+from idprov.provisioning.service import IdentityService
+from tests.peers.postgres import Database, free_port
+
+WORKER = """
+import json, sys
+from idprov.config import load_config
+from idprov.provisioning.service import IdentityService
+with IdentityService(load_config(sys.argv[1]), actor="worker") as svc:
+    svc.outbound.batch = int(sys.argv[2])
+    report = svc.outbound.work(once=True)
+done = [op.label for r in report.idps.values() for op in r.operations if op.outcome == "done"]
+print(json.dumps(done))
+"""
+
+STALLING_WORKER = """
+import sys, threading, time
+from pathlib import Path
+import httpx
+from idprov.config import load_config
+from idprov.provisioning.service import IdentityService
+
+class Stalling(httpx.HTTPTransport):
+    '''Forwards requests; after the Nth create is answered, signals and never returns.'''
+    creates = 0
+    lock = threading.Lock()
+
+    def handle_request(self, request):
+        response = super().handle_request(request)
+        if request.method == "POST":
+            with self.lock:
+                Stalling.creates += 1
+                if Stalling.creates >= int(sys.argv[2]):
+                    Path(sys.argv[3]).write_text("stalled")
+                    time.sleep(3600)
+        return response
+
+with IdentityService(load_config(sys.argv[1]), http_transport=Stalling()) as svc:
+    svc.outbound.lease = 1.0
+    svc.outbound.work(once=True)
+"""
+
+
+def pg_keys(url: str, secret: Path, schema: str) -> str:
+    return f"url: '{url}', password: 'file:{secret}', sslmode: disable, schema: {schema}"
+
+
+def shared_config(
+    database: Database,
+    tmp_path: Path,
+    target: Any = None,
+    state_url: str | None = None,
+    state_secret: Path | None = None,
+) -> str:
+    """Users and state in ``database`` (schemas ``directory`` and ``idprov``); a
+    non-blocking SCIM IdP (``target``), so changes leave their rows to the workers."""
+    secret = tmp_path / "pg-password"
+    secret.write_text(database.password + "\n")
+    state = pg_keys(state_url or database.url, state_secret or secret, "idprov")
+    text = f"""version: 1
+data_dir: {tmp_path / "data"}
+state: {{{state}}}
+userstores:
+  - {{domain: PRIMARY, type: postgres, {pg_keys(database.url, secret, "directory")}}}
+"""
+    if target is not None:
+        text += f"""identity_providers:
+  - name: scim
+    connector: scim2
+    blocking: false
+    max_concurrency: 4
+    options: {{base_url: '{target.base_url}', auth: bearer, token: env:SCIM_TOKEN, bulk: never}}
+    retry: {{max_attempts: 2, initial_backoff: 0.01, max_backoff: 0.05}}
+applications:
+  - name: resident
+    identity_providers: [scim]
+"""
+    return text
+
+
+@pytest.fixture
+def shared(postgres, tmp_path, write_config):
+    write_config(shared_config(postgres, tmp_path))
+    return postgres
+
+
+def add_users(config_path: Path, count: int) -> None:
+    """``count`` users in one unit of work; their rows wait for a worker."""
+    with IdentityService(load_config(str(config_path)), wait="blocking") as svc:
+        with svc.unit_of_work() as uow:
+            for i in range(count):
+                uow.add_user(f"user{i:04d}", {"email": f"u{i}@example.com"})
+
+
+def python(code: str, *args: str, **popen: Any) -> subprocess.Popen[str]:
+    import idprov
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(idprov.__file__).resolve().parents[1])
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], env=env, text=True, stdout=subprocess.PIPE, **popen
+    )
+
+
+# ---- commands on a shared state
+
+
+def test_commands_write_their_records_to_the_database(cli, shared, tmp_path):
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "alice", "--role", "staff").ok()
+    cli("role", "add", "Internal/auditors").ok()
+    cli("role", "assign", "Internal/auditors", "alice").ok()
+    token = cli("token", "create", "--app", "resident", "--json").json()
+    actions = shared.rows("SELECT action, target FROM idprov.audit ORDER BY id")
+    assert [a for a, _ in actions][:3] == ["role.add", "user.add", "role.add"]
+    assert shared.rows("SELECT username FROM directory.users") == [("alice",)]
+    assert shared.rows("SELECT name FROM idprov.internal_roles") == [("auditors",)]
+    assert shared.rows("SELECT id FROM idprov.inbound_tokens") == [(token["id"],)]
+    log = cli("log", "--json").json()
+    assert {e["target"] for e in log} >= {"alice", "staff"}
+    assert not (tmp_path / "data" / "idprov.db").exists(), "nothing in the SQLite default"
+
+
+def test_the_sqlite_default_never_imports_psycopg(run_python, tmp_path):
+    code = f"""
+import sys
+from idprov.config import load_text
+from idprov.provisioning.service import IdentityService
+with IdentityService(load_text("data_dir: {tmp_path / "d"}", "t.yaml")) as svc:
+    svc.add_user("alice")
+    print(svc.state.db.dialect, "psycopg" in sys.modules)
+"""
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["sqlite", "False"]
+
+
+def test_an_unreachable_state_database_is_named_by_host_without_the_password(
+    cli, postgres, tmp_path, write_config
+):
+    port = free_port()
+    down = postgres.url.replace(f":{postgres.port}/", f":{port}/")
+    write_config(shared_config(postgres, tmp_path, state_url=down))
+    run = cli("user", "add", "bob", "--json")
+    error = run.error(1)
+    assert error["message"].startswith(f"the state (PostgreSQL at 127.0.0.1:{port}/")
+    assert "pg_hba.conf" in error["hint"]
+    assert postgres.password not in run.stdout + run.stderr
+
+
+def test_a_wrong_state_password_names_the_secret_not_the_password(
+    cli, postgres, tmp_path, write_config
+):
+    wrong = tmp_path / "wrong-pw"
+    wrong.write_text("not-the-password-4711\n")
+    write_config(shared_config(postgres, tmp_path, state_secret=wrong))
+    run = cli("user", "add", "bob", "--json")
+    error = run.error(1)
+    assert "the state" in error["message"] and "password authentication failed" in error["message"]
+    assert f"file:{wrong}" in error["hint"] and "of state" in error["hint"]
+    assert "not-the-password-4711" not in run.stdout + run.stderr
+
+
+def test_a_connection_cut_mid_import_rolls_back_and_a_rerun_finishes_exactly(cli, shared, tmp_path):
+    lines = [f"user{i:03d},u{i}@example.com" for i in range(30)]
+    path = tmp_path / "users.csv"
+    path.write_text("username,email\n" + "\n".join(lines) + "\n")
+    cli("user", "list").ok()  # creates the directory's tables
+    cli("log").ok()  # and the state's
+    # The server ends the state's session while it records the second batch.
+    shared.execute(
+        "CREATE FUNCTION idprov.cut() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF strpos(NEW.details, 'user015') > 0 THEN"
+        " PERFORM pg_terminate_backend(pg_backend_pid()); END IF; RETURN NEW; END $$"
+    )
+    shared.execute(
+        "CREATE TRIGGER cut BEFORE INSERT ON idprov.audit FOR EACH ROW"
+        " EXECUTE FUNCTION idprov.cut()"
+    )
+    run = cli("import", "users", str(path), "--batch-size", "10", "--json")
+    error = run.error(1)
+    assert "the state" in error["message"] and "connection was lost" in error["message"]
+    assert shared.rows("SELECT count(*) FROM directory.users") == [(10,)]
+    assert shared.rows("SELECT lines_done FROM idprov.imports") == [(11,)]
+
+    shared.execute("DROP TRIGGER cut ON idprov.audit")
+    report = cli("import", "users", str(path), "--batch-size", "10", "--json").json()
+    assert (report["created"], report["skipped_already_imported"]) == (20, 10)
+    names = shared.rows("SELECT username FROM directory.users ORDER BY 1")
+    assert [n for (n,) in names] == [f"user{i:03d}" for i in range(30)]
+    imported = [
+        json.loads(d)
+        for (d,) in shared.rows("SELECT details FROM idprov.audit WHERE action = 'user.import'")
+    ]
+    assert sorted(n for d in imported for n in d["created"]) == [f"user{i:03d}" for i in range(30)]
+
+
+# ---- the run lock
+
+
+def test_sync_holds_an_advisory_lock_that_a_killed_holder_gives_back(cli, shared, tmp_path):
+    holder = python(
+        "import sys, time\n"
+        "from idprov.config import load_config\n"
+        "from idprov.provisioning.service import IdentityService\n"
+        "svc = IdentityService(load_config(sys.argv[1]))\n"
+        "with svc.state.run_lock('sync'):\n"
+        "    print('locked', flush=True)\n"
+        "    time.sleep(3600)\n",
+        str(tmp_path / "idprov.yaml"),
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        error = cli("sync", "--json").error(8)
+        assert f"pid {holder.pid}" in error["message"] and "another idprov sync" in error["message"]
+    finally:
+        holder.kill()  # SIGKILL: no cleanup in the holder
+        holder.communicate()
+    # The server ends the killed holder's session, and with it the lock.
+    cli("sync", "--wait", "--json").ok()
+
+
+# ---- several workers
+
+
+def test_a_locked_claim_is_skipped_by_other_workers_not_waited_for(shared, tmp_path):
+    config = tmp_path / "idprov.yaml"
+    with (
+        IdentityService(load_config(str(config))) as one,
+        IdentityService(load_config(str(config))) as two,
+    ):
+        with one.state.transaction():
+            one.state.outbox.enqueue(["a"], "user", "u1", "PRIMARY", "u1")
+            one.state.outbox.enqueue(["a"], "user", "u2", "PRIMARY", "u2")
+            one.state.outbox.enqueue(["a"], "user", "u3", "PRIMARY", "u3")
+        with one.state.transaction():
+            first = one.state.outbox.due(["a"], "w1", lease=60, limit=1)
+            # w1's claim is not committed yet: w2 skips the locked row at once
+            with two.state.transaction():
+                second = two.state.outbox.due(["a"], "w2", lease=60, limit=1)
+        with two.state.transaction():
+            third = two.state.outbox.due(["a"], "w2", lease=60, limit=5)
+    assert [r.local_id for r in first + second + third] == ["u1", "u2", "u3"]
+    claims = shared.rows("SELECT local_id, claimed_by FROM idprov.outbox ORDER BY id")
+    assert claims == [("u1", "w1"), ("u2", "w2"), ("u3", "w2")]
+
+
+@pytest.fixture
+def drained(postgres, tmp_path, write_config, scim2_server, monkeypatch):
+    """A shared state and directory, a scim2-server tenant as the IdP."""
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    return write_config(shared_config(postgres, tmp_path, scim2_server))
+
+
+def test_workers_in_four_processes_push_every_row_once(drained, postgres, scim2_server):
+    add_users(drained, 120)
+    workers = [python(WORKER, str(drained), "5") for _ in range(4)]
+    done: list[str] = []
+    for worker in workers:
+        out, _ = worker.communicate(timeout=120)
+        assert worker.returncode == 0
+        done += json.loads(out)
+    expected = [f"user{i:04d}" for i in range(120)]
+    assert sorted(done) == expected, "each row pushed by exactly one worker"
+    assert sorted(u["userName"] for u in scim2_server.users()) == expected
+    assert Counter(scim2_server.statuses("POST", "/Users")) == {201: 120}
+    assert postgres.rows("SELECT count(*) FROM idprov.outbox") == [(0,)]
+    assert postgres.rows(
+        "SELECT count(*) FROM idprov.ledger WHERE state = 'active' AND remote_id IS NOT NULL"
+    ) == [(120,)]
+
+
+def test_a_worker_killed_mid_drain_loses_nothing_and_pushes_nothing_twice(
+    drained, postgres, scim2_server, tmp_path
+):
+    add_users(drained, 40)
+    signal_file = tmp_path / "stalled"
+    stalling = python(STALLING_WORKER, str(drained), "10", str(signal_file))
+    try:
+        deadline = time.monotonic() + 60
+        while not signal_file.exists():
+            assert stalling.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        stalling.send_signal(signal.SIGKILL)
+        stalling.communicate()
+    # Killed mid-drain: creates went out that it never recorded; its claims run out
+    # after its 1 s lease.
+    assert len(scim2_server.users()) >= 10
+    assert postgres.rows("SELECT count(*) FROM idprov.outbox")[0][0] > 0
+    while postgres.rows(
+        "SELECT count(*) FROM idprov.outbox WHERE claimed_until > to_char(now() AT TIME ZONE"
+        " 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+    ) != [(0,)]:
+        assert time.monotonic() < deadline + 30, "the killed worker's leases never ran out"
+        time.sleep(0.05)
+    finisher = python(WORKER, str(drained), "500")
+    out, _ = finisher.communicate(timeout=120)
+    assert finisher.returncode == 0
+    expected = [f"user{i:04d}" for i in range(40)]
+    assert sorted(u["userName"] for u in scim2_server.users()) == expected
+    assert Counter(scim2_server.statuses("POST", "/Users")) == {201: 40}, "no create twice"
+    assert postgres.rows("SELECT count(*) FROM idprov.outbox") == [(0,)]
+    assert postgres.rows(
+        "SELECT count(*) FROM idprov.ledger WHERE state = 'active' AND remote_id IS NOT NULL"
+    ) == [(40,)]
