@@ -5,8 +5,9 @@ POST/GET/PATCH/PUT/DELETE on /Users and /Groups (the /v2 prefix is optional), fi
 form ``userName eq "x"`` (or ``displayName``/``externalId``), /ServiceProviderConfig, and
 /Bulk (RFC 7644 section 3.7, with ``bulkId:`` references and ``failOnErrors``). Every
 request but discovery and /_stats needs the bearer token. ``GET /_stats`` counts requests
-by method and path kind (``POST /Users``, ``PATCH /Groups/{id}``...); ``DELETE /_stats``
-resets the counts.
+by method and path kind (``POST /Users``, ``PATCH /Groups/{id}``...) and answers by kind
+and status (``POST /Users 409``); ``DELETE /_stats`` resets the counts. ``--delay``
+makes every answer wait that many seconds (a slow target), without blocking others.
 
 It is standard library only: an asyncio protocol parses HTTP/1.1 itself (keep-alive,
 pipelining, Content-Length bodies; no chunked uploads) and answers each request in one write,
@@ -99,12 +100,14 @@ class ScimState:
         self.resources: dict[str, dict[str, Resource]] = {"Users": {}, "Groups": {}}
         self.index: dict[str, dict[str, str]] = {"Users": {}, "Groups": {}}
         self.requests: Counter[str] = Counter()
+        self.statuses: Counter[str] = Counter()
         self.bulk_operations: Counter[str] = Counter()
 
     def stats(self) -> Resource:
         with self.lock:
             return {
                 "requests": dict(self.requests),
+                "statuses": dict(self.statuses),
                 "bulk_operations": dict(self.bulk_operations),
                 "users": len(self.resources["Users"]),
                 "groups": len(self.resources["Groups"]),
@@ -113,6 +116,7 @@ class ScimState:
     def reset_stats(self) -> None:
         with self.lock:
             self.requests.clear()
+            self.statuses.clear()
             self.bulk_operations.clear()
 
     def serve(self, method: str, path: str, query: str, body: Any) -> Answer:
@@ -357,13 +361,29 @@ class HttpConnection(asyncio.Protocol):
         self.buffer += data
         try:
             while (request := self.next_request()) is not None:
-                self.transport.write(self.server.respond(request))
+                self.answer(request)
                 if request.close:
-                    self.transport.close()
                     return
         except BadRequest as error:
             body = ScimError(error.status, str(error), "invalidSyntax").body()
             self.transport.write(encode(error.status, body, {"Connection": "close"}))
+            self.transport.close()
+
+    def answer(self, request: Request) -> None:
+        """Write the response now, or after the server's ``delay`` (a slow target that
+        keeps serving other connections meanwhile)."""
+        assert self.transport is not None
+        response = self.server.respond(request)
+        if self.server.delay:
+            self.server.loop.call_later(self.server.delay, self.send, response, request.close)
+        else:
+            self.send(response, request.close)
+
+    def send(self, response: bytes, close: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(response)
+        if close:
             self.transport.close()
 
     def next_request(self) -> Request | None:
@@ -423,7 +443,9 @@ class FastScimServer:
     :meth:`serve_forever` in this thread or another; :meth:`stop` works from any thread.
     """
 
-    def __init__(self, port: int = 0, token: str = "") -> None:
+    def __init__(self, port: int = 0, token: str = "", delay: float = 0.0) -> None:
+        self.delay = delay
+        """Seconds each answer waits before it is sent (a target's latency)."""
         self.token = token or secrets.token_urlsafe(24)
         self.socket = socket.create_server(("127.0.0.1", port))
         self.port: int = self.socket.getsockname()[1]
@@ -474,6 +496,9 @@ class FastScimServer:
             status, body, extra = error.status, error.body(), {}
         except (ValueError, TypeError, KeyError, AttributeError, IndexError) as error:
             status, body, extra = 400, ScimError(400, repr(error), "invalidSyntax").body(), {}
+        if path != "/_stats":
+            with self.state.lock:
+                self.state.statuses[f"{path_kind(request.method, path)} {status}"] += 1
         return encode(status, body, {**headers, **extra})
 
     def answer(self, request: Request, path: str, query: str) -> Answer:
@@ -511,8 +536,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--token", required=True, help="the bearer token clients must send")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
     args = parser.parse_args()
-    server = FastScimServer(args.port, args.token)
+    server = FastScimServer(args.port, args.token, args.delay)
     print(f"listening on http://127.0.0.1:{server.port}", flush=True)
     server.loop.add_signal_handler(signal.SIGTERM, server.loop.stop)
     try:

@@ -104,7 +104,7 @@ def through_copy(cluster: Cluster, workdir: Path, csv_path: Path) -> tuple[float
     with service(cluster, workdir) as svc:
         store = svc.store()
         roles = {r.name: r.id for r in store.list_roles()}
-        conn = store._connection()  # type: ignore[attr-defined]
+        conn = store.session.connection()  # type: ignore[attr-defined]
         start = time.perf_counter()
         users, links = [], []
         for row in read_rows(csv_path):

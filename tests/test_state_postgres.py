@@ -23,13 +23,13 @@ from typing import Any
 
 import pytest
 
-from idprov.config import load_config
+from idprov.config import load_config, load_text
 from idprov.provisioning.service import IdentityService
 from tests.peers.postgres import Database, free_port
 
 WORKER = """
 import json, sys
-from idprov.config import load_config
+from idprov.config import load_config, load_text
 from idprov.provisioning.service import IdentityService
 with IdentityService(load_config(sys.argv[1]), actor="worker") as svc:
     svc.outbound.batch = int(sys.argv[2])
@@ -42,7 +42,7 @@ STALLING_WORKER = """
 import sys, threading, time
 from pathlib import Path
 import httpx
-from idprov.config import load_config
+from idprov.config import load_config, load_text
 from idprov.provisioning.service import IdentityService
 
 class Stalling(httpx.HTTPTransport):
@@ -329,3 +329,32 @@ def test_a_worker_killed_mid_drain_loses_nothing_and_pushes_nothing_twice(
     assert postgres.rows(
         "SELECT count(*) FROM idprov.ledger WHERE state = 'active' AND remote_id IS NOT NULL"
     ) == [(40,)]
+
+
+# ---- several `idprov serve` processes
+
+
+def test_two_servers_share_tokens_users_and_external_ids(postgres, tmp_path):
+    from tests.test_serve_scim import SCIM_JSON, running
+
+    text = shared_config(postgres, tmp_path)
+    configs = []
+    for name in ("a", "b"):  # each its own data directory: nothing shared on disk
+        configs.append(load_text(text.replace(str(tmp_path / "data"), str(tmp_path / name)), "t"))
+    with IdentityService(configs[0]) as admin:
+        token = admin.create_token("resident", "both servers").token
+    with running(configs[0]) as one, running(configs[1]) as two:
+        a, b = one.as_token(token), two.as_token(token)
+        body = {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "alice",
+            "externalId": "hr-4711",
+        }
+        created = a.post("/Users", json=body, headers=SCIM_JSON)
+        assert created.status_code == 201, created.text
+        found = b.get("/Users", params={"filter": 'externalId eq "hr-4711"'}).json()
+        assert [u["userName"] for u in found["Resources"]] == ["alice"]
+        assert b.get(f"/Users/{created.json()['id']}").json()["externalId"] == "hr-4711"
+        with IdentityService(configs[1]) as admin:
+            admin.revoke_token(admin.tokens.all()[0].id)
+        assert a.get("/Users").status_code == 401 and b.get("/Users").status_code == 401

@@ -234,7 +234,7 @@ class Engine(UserPlanning, RolePlanning):
                 for task, attempts, value in self._outcomes(future, tag):
                     self._finish(task, attempts, value)
             self._flush()
-            if time.monotonic() - self._renewed > RENEW_SECONDS:
+            if time.monotonic() - self._renewed > min(RENEW_SECONDS, self.outbound.lease / 3):
                 self.state.outbox.renew(self.outbound.owner, self.outbound.lease)
                 self._renewed = time.monotonic()
 
