@@ -358,3 +358,47 @@ def test_two_servers_share_tokens_users_and_external_ids(postgres, tmp_path):
         with IdentityService(configs[1]) as admin:
             admin.revoke_token(admin.tokens.all()[0].id)
         assert a.get("/Users").status_code == 401 and b.get("/Users").status_code == 401
+
+
+# ---- configuration
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "says"),
+    [
+        ("url: mysql://u@h/db", "url", "postgresql://USER@HOST"),
+        ("url: 'postgresql://u:hunter2@h/db'", "url", "secret reference of its own"),
+        ("url: postgresql://u@h/db\n  password: hunter2", "password", "are references"),
+        ("url: postgresql://u@h/db\n  schema: 'x; DROP'", "schema", "lower-case"),
+        ("url: postgresql://u@h/db\n  colour: blue", "colour", "unknown key"),
+        ("type: mysql", "type", "unknown type 'mysql' (known: postgres)"),
+    ],
+)
+def test_state_keys_are_checked_when_the_config_loads(extra, key, says):
+    from idprov.errors import ConfigError
+
+    text = f"state:\n  {extra}\n"
+    with pytest.raises(ConfigError) as info:
+        load_text(text, "t.yaml")
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t.strip().startswith(f"{key}:"))
+    assert info.value.message.startswith(f"t.yaml:{line}:3: state.{key}: ")
+    assert says in info.value.message and "hunter2" not in info.value.message
+
+
+def test_the_state_section_names_its_database_and_files_relative_to_the_config(tmp_path):
+    config = load_text(
+        "state: {url: 'postgresql://svc@db.example.com:6432/identity', password: env:PG_PW,"
+        " ca_file: ca.pem, schema: idprov}\n",
+        "t.yaml",
+        tmp_path,
+    )
+    state = config.state
+    assert (state.host, state.port, state.database, state.user, state.schema) == (
+        "db.example.com",
+        6432,
+        "identity",
+        "svc",
+        "idprov",
+    )
+    assert (state.sslmode, state.ca_file) == ("verify-full", str(tmp_path / "ca.pem"))
+    assert [ref.ref for ref in config.secret_refs()] == ["env:PG_PW"]

@@ -103,6 +103,10 @@ def _resolve_store_paths(config: Config, base_dir: Path | None) -> None:
                 store = dataclasses.replace(store, **changes)
         resolved.append(store)
     config.userstores = resolved
+    ca_file = getattr(config.state, "ca_file", None)
+    if config.state is not None and ca_file is not None:
+        changes = {"ca_file": _resolve(ca_file, base_dir)}
+        config.state = dataclasses.replace(config.state, **changes)
 
 
 def parse_yaml(text: str, source: str) -> tuple[Any, Locator]:
