@@ -1,7 +1,8 @@
 """Opening idprov's SQLite files the same way everywhere, and running migrations.
 
-Every database idprov writes (its own state, and SQLite userstores) is opened here:
-created 0600, WAL journal, ``synchronous=NORMAL``, foreign keys on, a busy timeout.
+Every SQLite file idprov writes (its own state by default, and SQLite userstores) is
+opened here: created 0600, WAL journal, ``synchronous=NORMAL``, foreign keys on, a
+busy timeout.
 Transactions are explicit (``BEGIN IMMEDIATE``) so that a command's writes to one
 file are one transaction, and writers queue instead of failing.
 """

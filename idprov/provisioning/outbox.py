@@ -12,7 +12,11 @@ Rows are **claimed** before they are drained: a claim is a lease (``claimed_by``
 change and the worker (`idprov serve`, `idprov outbox work`) never push the same
 row at once, and a drainer killed mid-way loses nothing: its lease runs out and the
 next drainer takes the row. A failed row waits for ``next_attempt_at`` (the IdP's
-``retry.row_*`` schedule) before the worker tries it again.
+``retry.row_*`` schedule) before the worker tries it again. On a PostgreSQL state,
+shared by workers in several processes, a claim locks the rows it picks with ``FOR
+UPDATE SKIP LOCKED``: workers claiming at once skip each other's rows instead of
+waiting for them. One row is one user or role at one IdP and later changes coalesce
+into it, so a claimed entity is pushed by one worker at a time, in order.
 
 ``idp_health`` keeps, per IdP, since when every drained operation has failed; an IdP
 failing for longer than ``retry.quarantine_after`` is *quarantined*: the worker
