@@ -23,7 +23,8 @@ from idprov.config.claims import ClaimDefinition
 from idprov.config.postgres import PostgresUserstoreConfig
 from idprov.model import ClaimValue
 from idprov.pg import PgSession
-from idprov.userstores.sql import Cursor, SqlUserStore
+from idprov.statedb import Cursor
+from idprov.userstores.sql import SqlUserStore
 
 MIGRATIONS: list[tuple[str, list[str]]] = [
     (

@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 from idprov.db import now
 from idprov.errors import ConflictError, NotFoundError
 from idprov.model import ClaimValue, Page, Role, User, UserQuery, new_id
+from idprov.statedb import Cursor
 from idprov.userstores.base import ImportedUser, UserStore
 
 CHUNK = 500
@@ -62,17 +63,6 @@ def chunks(items: Sequence[Any]) -> Iterator[list[Any]]:
 def marks(items: Sequence[Any]) -> str:
     """``?,?,?``: one parameter mark per item."""
     return ",".join("?" * len(items))
-
-
-class Cursor(Protocol):
-    """What both drivers' cursors give back."""
-
-    @property
-    def rowcount(self) -> int: ...
-
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
 
 
 class SqlUserStore(UserStore):

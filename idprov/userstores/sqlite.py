@@ -20,7 +20,8 @@ from idprov.config.claims import ClaimDefinition
 from idprov.config.models import SqliteUserstoreConfig
 from idprov.db import migrate, write_transaction
 from idprov.errors import StoreError
-from idprov.userstores.sql import Cursor, SqlUserStore, name_key
+from idprov.statedb import Cursor
+from idprov.userstores.sql import SqlUserStore, name_key
 
 __all__ = ["MIGRATIONS", "SqliteUserStore", "name_key"]
 
