@@ -14,7 +14,8 @@ that database (CREATE DATABASE ... TEMPLATE) into a fresh server:
     run out after its lease (--lease seconds) and the others finish its rows.
 
 A worker is ``Outbound.work()`` (what `idprov outbox work` runs) in a process of its own,
-``max_concurrency`` --concurrency (default 2), claiming --batch rows at a time. Time runs
+``max_concurrency`` --concurrency (default 2), claiming --batch rows at a time (default:
+the worker's, 500). Time runs
 from the moment every worker of a run is ready (imported, connected) until the outbox is
 empty. After every run the server must hold each user exactly once (N ``POST /Users`` 201,
 no 409: nothing pushed twice), the outbox must be empty and the ledger hold N active
@@ -44,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from idprov.config import load_config  # noqa: E402
 from idprov.db import DatabasePool  # noqa: E402
 from idprov.inbound.csv_import import CsvImport, ImportOptions  # noqa: E402
+from idprov.provisioning.outbound import WORK_BATCH  # noqa: E402
 from idprov.provisioning.service import IdentityService  # noqa: E402
 from idprov.provisioning.state import StateStore  # noqa: E402
 from tests.peers.postgres import Cluster  # noqa: E402
@@ -195,7 +197,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--delay", type=float, default=0.02)
-    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=WORK_BATCH)
     parser.add_argument("--lease", type=float, default=10.0)
     parser.add_argument("--no-fsync", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
