@@ -120,17 +120,16 @@ class SqliteStateDB(StateDB):
     def migrate(self, namespace: str, migrations: Migrations) -> None:
         from idprov.db import migrate
 
-        steps = [(name, partial(_apply, apply, self)) for name, apply in migrations[self.dialect]]
-        migrate(self.db, namespace, steps)
+        migrate(self.db, namespace, [(n, self._step(f)) for n, f in migrations[self.dialect]])
+
+    def _step(self, apply: Callable[[StateDB], None]) -> Callable[[object], None]:
+        """``apply`` as idprov.db.migrate calls it: with this object, not sqlite-utils'."""
+        return lambda _: apply(self)
 
     def run_lock(self, command: str, wait: bool = False) -> AbstractContextManager[Any]:
         from idprov.provisioning.lock import RunLock
 
         return RunLock(self.path.parent, command, wait)
-
-
-def _apply(apply: Callable[[StateDB], None], db: StateDB, _: object) -> None:
-    apply(db)
 
 
 class PostgresStateDB(StateDB):
