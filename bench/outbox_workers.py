@@ -14,8 +14,9 @@ that database (CREATE DATABASE ... TEMPLATE) into a fresh server:
     run out after its lease (--lease seconds) and the others finish its rows.
 
 A worker is ``Outbound.work()`` (what `idprov outbox work` runs) in a process of its own,
-``max_concurrency`` --concurrency (default 2), claiming --batch rows at a time (default:
-the worker's, 500). Time runs
+``max_concurrency`` --concurrency (default 1: one request at a time, so that the figure
+is about processes; with 2 the runs need CPU a loaded 2-core machine may not have),
+claiming --batch rows at a time (default: the worker's, 500). Time runs
 from the moment every worker of a run is ready (imported, connected) until the outbox is
 empty. After every run the server must hold each user exactly once (N ``POST /Users`` 201,
 no 409: nothing pushed twice), the outbox must be empty and the ledger hold N active
@@ -195,7 +196,7 @@ def check(cluster: Cluster, database: str, base_url: str, n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=20_000)
-    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--delay", type=float, default=0.02)
     parser.add_argument("--batch", type=int, default=WORK_BATCH)
     parser.add_argument("--lease", type=float, default=10.0)
