@@ -141,7 +141,7 @@ def test_commands_write_their_records_to_the_database(cli, shared, tmp_path):
     assert shared.rows("SELECT username FROM directory.users") == [("alice",)]
     assert shared.rows("SELECT name FROM idprov.internal_roles") == [("auditors",)]
     assert shared.rows("SELECT id FROM idprov.inbound_tokens") == [(token["id"],)]
-    log = cli("log", "--json").json()
+    log = cli("log", "--json").items()
     assert {e["target"] for e in log} >= {"alice", "staff"}
     assert not (tmp_path / "data" / "idprov.db").exists(), "nothing in the SQLite default"
 
