@@ -278,13 +278,15 @@ def entry(local_id: str, remote: str | None, state: str = "active") -> LedgerEnt
 def test_the_ledger_records_replaces_and_forgets(state):
     ledger = state.ledger
     with state.transaction():
+        sent = '{"userName": "u2"}'
         ledger.mark_creating(
-            [("a", "user", "u1", "PRIMARY", "u1"), ("a", "user", "u2", "PRIMARY", "u2")]
+            [("a", "user", "u1", "PRIMARY", "u1", None), ("a", "user", "u2", "PRIMARY", "u2", sent)]
         )
-        ledger.mark_creating([("a", "user", "u1", "PRIMARY", "u1")])  # no second row
+        ledger.mark_creating([("a", "user", "u1", "PRIMARY", "u1", None)])  # no second row
         ledger.mark_accepted("a", "user", "u2")
         ledger.record(entry("u1", "r1"))
-    assert ledger.get("a", "user", "u2").state == "accepted"
+    creating = ledger.get("a", "user", "u2")
+    assert (creating.state, creating.sent) == ("accepted", {"userName": "u2"})
     got = ledger.get("a", "user", "u1")
     assert (got.remote_id, got.state, got.sent, got.created_by_idprov) == (
         "r1",
@@ -299,12 +301,20 @@ def test_the_ledger_records_replaces_and_forgets(state):
     assert ledger.remote_ids("a", ["u1", "u2", "u3"]) == {"u1": "r1-new"}
     assert sorted(ledger.for_idp("a", "user")) == ["u1", "u2"]
     assert [e.local_id for e in ledger.get_many("a", "user", ["u2", "nope"])] == ["u2"]
+    group = LedgerEntry("a", "role", "role1", "PRIMARY", "staff", "g1", "active", "h", {}, True, "")
     with state.transaction():
+        ledger.record(group)
         ledger.set_members("a", "role1", ["u1", "u2"], [])
         ledger.set_members("a", "role1", ["u1"], ["u2"])  # u1 twice: one membership
         ledger.forget("a", "user", "u2")
-    assert ledger.members("a", "role1") == {"u1"} and ledger.groups_of("a", "u1") == ["role1"]
+        ledger.relabel("a", "role", "role1", "Staff")
+        ledger.invalidate("a", "user", "u1")
+    assert ledger.members("a", "role1") == {"u1"}
+    assert ledger.groups_with_ids("a", "u1") == [("role1", "g1")]
     assert ledger.all_members("a") == {"role1": {"u1"}}
+    assert ledger.counts("a") == {"users": 1, "groups": 1, "memberships": 1, "attributes": 1}
+    assert ledger.get("a", "role", "role1").label == "Staff"
+    assert (ledger.get("a", "user", "u1").hash, ledger.get("a", "user", "u1").sent) == (None, None)
     with state.transaction():
         ledger.forget("a", "user", "u1")
     assert ledger.get("a", "user", "u1") is None and ledger.members("a", "role1") == set()
