@@ -203,6 +203,16 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
+WSO2_POLICY = "userstores:\n  - domain: PRIMARY\n    policy: {preset: wso2}\n"
+
+
+@pytest.fixture
+def wso2(write_config: Callable[..., Path]) -> Path:
+    """The embedded store with WSO2 Identity Server's patterns (the documented opt-in
+    ``policy: {preset: wso2}``): names of 3 to 30, passwords of 5 to 30 non-blanks."""
+    return write_config(WSO2_POLICY)
+
+
 class MemoryKeyring:
     """Just enough of a keyring backend for tests: a dict."""
 

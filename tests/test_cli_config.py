@@ -85,12 +85,13 @@ def test_show_fills_in_defaults(cli, write_config, tmp_path):
     assert data["data_dir"] == str(tmp_path / "state")
     (store,) = data["userstores"]
     assert store["domain"] == "PRIMARY"
-    assert store["policy"]["username_pattern"] == r"^[\S]{3,30}$"
+    assert store["policy"]["preset"] == "default"
+    assert store["policy"]["username_pattern"] == r"^\S{1,254}$"
     assert [a["name"] for a in data["applications"]] == ["resident"]
     assert "badge_id" in data["known_claims"] and "email" in data["known_claims"]
     text = cli("config", "show").ok().stdout
     assert f"# the effective configuration of {tmp_path / 'idprov.yaml'}" in text
-    assert "username_pattern: ^[\\S]{3,30}$" in text
+    assert "username_pattern: ^\\S{1,254}$" in text
     assert "- name: badge_id" in text
     # what `config show` prints is a configuration that validates, and means the same
     shown = tmp_path / "elsewhere" / "shown.yaml"

@@ -105,13 +105,13 @@ def test_show_unknown_role_exits_3(cli):
         (["delete", "nope", "--yes"], 3, "no role 'nope'"),
     ],
 )
-def test_refusals_change_nothing(cli, state, team, args, exit_code, says):
+def test_refusals_change_nothing(cli, state, wso2, team, args, exit_code, says):
     before = state.dump()
     assert says in cli("role", *args).fails(exit_code)
     assert state.dump() == before
 
 
-def test_refusals_in_json_mode(cli, team):
+def test_refusals_in_json_mode(cli, wso2, team):
     assert cli("role", "add", "Staff", "--json").error(4)["code"] == "conflict"
     error = cli("role", "add", "ab", "--json").error(5)
     assert error["code"] == "policy"

@@ -97,7 +97,7 @@ def test_show_unknown_user_exits_3(cli):
 @pytest.mark.parametrize(
     "password", ["correct-horse", "o'brien\";--", "%_*\\x[]", "pässwörd-日本", "x" * 30]
 )
-def test_add_with_password_from_stdin_verifies(cli, password):
+def test_add_with_password_from_stdin_verifies(cli, wso2, password):
     r = cli("user", "add", "alice", "--password-stdin", input=password + "\n").ok()
     assert password not in r.stdout + r.stderr
     assert cli("user", "show", "alice", "--json").json()["has_password"] is True
@@ -278,7 +278,7 @@ def test_passwd_prompts_hidden_twice(cli):
         assert svc.verify_password("alice", "typed-pass")
 
 
-def test_passwd_refusals_keep_the_old_password(cli, state):
+def test_passwd_refusals_keep_the_old_password(cli, state, wso2):
     cli("user", "add", "alice", "--password-stdin", input="old-password\n").ok()
     before = state.dump()
     out = cli("user", "passwd", "alice", "--password-stdin", input="zq9\n").fails(5)
@@ -358,14 +358,36 @@ def test_delete_unknown_user_exits_3_without_asking(cli):
         (["PRIMARY/carol", "--domain", "OTHER"], 2, "--domain is OTHER"),
     ],
 )
-def test_add_refusals_change_nothing(cli, state, args, exit_code, says):
+def test_add_refusals_change_nothing(cli, state, wso2, args, exit_code, says):
     cli("user", "add", "alice").ok()
     before = state.dump()
     assert says in cli("user", "add", *args).fails(exit_code)
     assert state.dump() == before
 
 
-def test_add_refuses_bad_password_without_showing_it(cli, state):
+def test_default_policy_takes_upns_emails_and_nist_passwords(cli, state):
+    """The embedded default accepts what SCIM clients send: Entra's UPN userNames,
+    email logins up to 254 characters, passwords of 8 to 256 characters with spaces
+    and any Unicode (NIST SP 800-63B); WSO2's patterns are an opt-in."""
+    upn = "Test_User_9c6e8d1a-7f3b-4a5e-b2d4-0e1f2a3b4c5d@contoso.com"
+    cli("user", "add", upn).ok()
+    cli("user", "add", "x" * 242 + "@example.com").ok()  # 254 characters
+    assert r"^\S{1,254}$" in cli("user", "add", "y" * 243 + "@example.com").fails(5)
+    assert cli("user", "add", "two words").fails(5)
+    phrase = "correct horse battery staple, ça va? 密码"
+    cli("user", "add", "carol", "--password-stdin", input=phrase + "\n").ok()
+    long = "p" * 200 + " 🔑"
+    cli("user", "passwd", "carol", "--password-stdin", input=long + "\n").ok()
+    out = cli("user", "passwd", "carol", "--password-stdin", input="seven77\n").fails(5)
+    assert "{8,256}" in out and "seven77" not in out
+    cli("user", "passwd", "carol", "--password-stdin", input="q" * 257 + "\n").fails(5)
+    with open_service() as svc:
+        assert svc.verify_password("carol", long)
+    cli("role", "add", "Sales EMEA").ok()
+    assert cli("role", "add", " padded").exit_code == 5
+
+
+def test_add_refuses_bad_password_without_showing_it(cli, state, wso2):
     before = state.dump()
     out = cli("user", "add", "carol", "--password-stdin", input="shrt\n").fails(5)
     assert r"^[\S]{5,30}$" in out
@@ -374,7 +396,7 @@ def test_add_refuses_bad_password_without_showing_it(cli, state):
     cli("user", "show", "carol").fails(3)
 
 
-def test_add_refusals_in_json_mode(cli):
+def test_add_refusals_in_json_mode(cli, wso2):
     cli("user", "add", "alice").ok()
     assert cli("user", "add", "Alice", "--json").error(4)["code"] == "conflict"
     error = cli("user", "add", "ab", "--json").error(5)

@@ -116,8 +116,8 @@ def test_more_malformed_yaml_is_located(text, where):
         (
             "userstores:\n  - domain: PRIMARY\n    policy:\n      username_patern: x\n",
             "idprov.yaml:4:7: userstores[0].policy.username_patern",
-            "known keys here: password_pattern, required_claims, role_name_pattern, "
-            "username_pattern",
+            "known keys here: password_pattern, preset, required_claims, "
+            "role_name_pattern, username_pattern",
         ),
         (
             "identity_providers:\n  - name: a\n    connector: scim2\n    retry: {tries: 3}\n",

@@ -58,7 +58,7 @@ def test_quoted_newlines_commas_and_formulas_are_plain_text(cli, tmp_path, roles
 
 
 BAD_ROWS = [
-    ("x,a@example.com,A,B,\n", "username", "does not match"),
+    ("x y,a@example.com,A,B,\n", "username", "does not match"),
     ("dave,not-an-email,D,E,\n", "email", "does not match"),
     ("erin,e@example.com,E\n", None, "has 3 fields; the header has 5"),
     ("frank,f@example.com,F,G,H,I\n", None, "has 6 fields"),
@@ -192,7 +192,7 @@ def test_modes(cli, tmp_path):
 def test_rejects_file_can_be_fixed_and_imported(cli, tmp_path, roles):
     path = write(
         tmp_path,
-        HEADER + "alice,a@example.com,A,B,staff\nbo,b@example.com,B,C,eng\ncarol,c@example.com,C\n",
+        HEADER + "alice,a@example.com,A,B,staff\nb o,b@example.com,B,C,eng\ncarol,c@example.com,C\n",
     )
     rejects = tmp_path / "rejects.csv"
     assert cli("import", "users", str(path), "--rejects", str(rejects)).exit_code == 9

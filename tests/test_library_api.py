@@ -78,7 +78,7 @@ def test_service_over_an_explicit_config(tmp_path, write_config):
     [
         (lambda s: s.get_user("nobody"), NotFoundError, ExitCode.NOT_FOUND),
         (lambda s: s.add_user("alice"), ConflictError, ExitCode.CONFLICT),
-        (lambda s: s.add_user("ab"), PolicyError, ExitCode.POLICY),
+        (lambda s: s.add_user("a b"), PolicyError, ExitCode.POLICY),
         (lambda s: s.add_user("carol", {"shoe_size": "42"}), UsageError, ExitCode.USAGE),
         (lambda s: s.set_password("alice", "x"), PolicyError, ExitCode.POLICY),
         (lambda s: s.assign("nope", ["alice"]), NotFoundError, ExitCode.NOT_FOUND),

@@ -2,7 +2,8 @@
 discovery, CRUD on Users and Groups, PATCH add/replace/remove of every attribute the
 published schemas declare (so every attribute idprov says it keeps must read back as
 written), attributes/excludedAttributes, 405s on discovery writes, 404s. Every check
-must report SUCCESS; a check that is skipped or fails is listed with its reason."""
+must report SUCCESS against the embedded default policies (no policy in the
+configuration); a check that is skipped or fails is listed with its reason."""
 
 from __future__ import annotations
 

@@ -41,15 +41,14 @@ SCIM_JSON = {"Content-Type": "application/scim+json"}
 
 
 def serve_config(tmp_path: Path, idps: str = "", crm_idps: str = "[]") -> Config:
-    """Two applications with tokens: crm lands in PRIMARY, hr in PARTNERS."""
+    """Two applications with tokens: crm lands in PRIMARY, hr in PARTNERS; the
+    embedded default policies."""
     return load_text(
         f"""
 version: 1
 data_dir: {tmp_path / "data"}
 userstores:
   - domain: PRIMARY
-    policy: {{password_pattern: '^\\S{{8,64}}$', username_pattern: '^\\S{{2,64}}$',
-              role_name_pattern: '^\\S{{3,64}}$'}}
   - domain: PARTNERS
     path: {tmp_path / "data" / "partners.db"}
 identity_providers:{idps or " []"}

@@ -43,17 +43,40 @@ class ClaimConfig(ClaimDefinition):
             raise Invalid("must be at least 1", "max_length")
 
 
+POLICY_PRESETS: Mapping[str, Mapping[str, str]] = {
+    "default": {
+        # Email- and UPN-shaped names up to RFC 5321's 254 characters.
+        "username_pattern": r"^\S{1,254}$",
+        # NIST SP 800-63B 5.1.1.2: at least 8 characters, at least 64 allowed, spaces
+        # and all of Unicode accepted, no composition rules.
+        "password_pattern": r"^[^\x00-\x1f\x7f]{8,256}$",
+        # Group names of SCIM clients hold spaces ("Sales EMEA").
+        "role_name_pattern": r"^(?=.{1,254}$)\S(.*\S)?$",
+    },
+    "wso2": {
+        # WSO2 Identity Server's defaults.
+        "username_pattern": r"^[\S]{3,30}$",
+        "password_pattern": r"^[\S]{5,30}$",
+        "role_name_pattern": r"^[\S]{3,30}$",
+    },
+}
+"""Named sets of patterns; ``policy: {preset: wso2}`` opts into WSO2's."""
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
-    """What a userstore accepts. Defaults are WSO2 Identity Server's."""
+    """What a userstore accepts: a preset's patterns, each replaceable one by one."""
 
-    username_pattern: str = r"^[\S]{3,30}$"
-    password_pattern: str = r"^[\S]{5,30}$"
-    role_name_pattern: str = r"^[\S]{3,30}$"
+    preset: Literal["default", "wso2"] = "default"
+    username_pattern: str = ""
+    password_pattern: str = ""
+    role_name_pattern: str = ""
     required_claims: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        for key in ("username_pattern", "password_pattern", "role_name_pattern"):
+        for key, pattern in POLICY_PRESETS[self.preset].items():
+            if not getattr(self, key):
+                object.__setattr__(self, key, pattern)
             _check_pattern(getattr(self, key), key)
 
 
