@@ -563,3 +563,38 @@ def test_role_and_user_must_share_a_domain(cli, write_config, state):
     assert cli("user", "show", "CONTRACTORS/eve").exit_code == 3
     assert cli("role", "show", "staff", "--json").json()["members"] == []
     assert state.dump() == before
+
+
+# ---- rename
+
+
+def test_rename_keeps_id_claims_password_and_roles(cli, state, wso2):
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "alice", "-c", "email=a@example.com", "-r", "staff").ok()
+    cli("user", "passwd", "alice", "--password-stdin", input="secret-1\n").ok()
+    before = cli("user", "show", "alice", "--json").json()
+    r = cli("user", "rename", "alice", "asmith").ok()
+    assert r.stdout.strip() == "✓ renamed user alice → asmith"
+    after = cli("user", "show", "ASMITH", "--json").json()
+    assert (after["id"], after["claims"], after["roles"], after["has_password"]) == (
+        before["id"],
+        {"email": "a@example.com"},
+        ["staff"],
+        True,
+    )
+    cli("user", "show", "alice").fails(3)
+    with open_service() as svc:
+        assert svc.verify_password("asmith", "secret-1")
+    entry = cli("log", "--json").json()[0]
+    assert (entry["action"], entry["target"], entry["details"]) == (
+        "user.rename",
+        "asmith",
+        {"from": "alice"},
+    )
+    cli("user", "add", "bob").ok()
+    held = state.dump()
+    assert "already exists" in cli("user", "rename", "bob", "ASMITH").fails(4)
+    assert r"^[\S]{3,30}$" in cli("user", "rename", "bob", "b").fails(5)
+    assert "no userstore" in cli("user", "rename", "bob", "OTHER/bob").fails(3)
+    assert cli("user", "rename", "nobody", "somebody").exit_code == 3
+    assert state.dump() == held

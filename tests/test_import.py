@@ -192,7 +192,8 @@ def test_modes(cli, tmp_path):
 def test_rejects_file_can_be_fixed_and_imported(cli, tmp_path, roles):
     path = write(
         tmp_path,
-        HEADER + "alice,a@example.com,A,B,staff\nb o,b@example.com,B,C,eng\ncarol,c@example.com,C\n",
+        HEADER
+        + "alice,a@example.com,A,B,staff\nb o,b@example.com,B,C,eng\ncarol,c@example.com,C\n",
     )
     rejects = tmp_path / "rejects.csv"
     assert cli("import", "users", str(path), "--rejects", str(rejects)).exit_code == 9

@@ -308,6 +308,29 @@ def test_rename_role_keeps_id_and_members(crowd):
         crowd.rename_role("nope", "other")
 
 
+def test_rename_user_keeps_id_claims_password_and_roles(crowd, backend):
+    before = crowd.find_user("alice")
+    renamed = crowd.rename_user("ALICE", "alice.smith@example.com")
+    assert (renamed.id, renamed.username) == (before.id, "alice.smith@example.com")
+    assert crowd.find_user("alice") is None
+    after = crowd.find_user("Alice.Smith@example.com")
+    assert (after.id, after.claims, after.roles) == (before.id, before.claims, before.roles)
+    assert after.has_password == before.has_password
+    assert crowd.find_role("staff", with_members=True).members == [
+        "alice.smith@example.com",
+        "carol",
+    ]
+    assert after.modified >= before.modified
+    crowd.rename_user("alice.smith@example.com", "Alice.Smith@example.com")
+    assert crowd.find_user("alice.smith@example.com").username == "Alice.Smith@example.com"
+    with pytest.raises(ConflictError):
+        crowd.rename_user("bob", "CAROL")
+    with pytest.raises(NotFoundError):
+        crowd.rename_user("nobody", "somebody")
+    keys = backend.rows("SELECT username_key FROM users ORDER BY 1")
+    assert ("alice.smith@example.com",) in keys and ("alice",) not in keys
+
+
 def test_delete_role_keeps_its_members(crowd):
     deleted = crowd.delete_role("staff")
     assert deleted.members == ["alice", "carol"]

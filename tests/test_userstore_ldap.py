@@ -310,6 +310,30 @@ def test_rename_keeps_id_and_members_and_delete_returns_members(slapd, store):
     assert store.find_user("alice").roles == []
 
 
+def test_rename_user_is_a_modrdn_and_memberships_follow(slapd, store):
+    staff = store.add_role("staff")
+    store.add_role("admins")
+    alice = store.add_user("alice", {"email": "a@example.com"}, None)
+    store.add_user("bob", {}, None)
+    store.assign("staff", ["alice", "bob"])
+    store.assign("admins", ["alice"])
+    renamed = store.rename_user("ALICE", "alice.smith@example.com")
+    assert (renamed.id, renamed.username) == (alice.id, "alice.smith@example.com")
+    assert renamed.roles == ["admins", "staff"] and renamed.claims == {"email": "a@example.com"}
+    new_dn = f"uid=alice.smith@example.com,{slapd.people}"
+    assert slapd.entry(f"uid=alice,{slapd.people}") is None
+    entry = slapd.entry(new_dn, "uid", "sn", "cn")
+    assert entry.get("uid") == ["alice.smith@example.com"]
+    assert entry.get("sn") == entry.get("cn") == ["alice.smith@example.com"]  # from the name
+    assert sorted(slapd.entry(f"cn=staff,{slapd.groups}", "member").get("member")) == sorted(
+        [new_dn, f"uid=bob,{slapd.people}"]
+    )
+    assert slapd.entry(f"cn=admins,{slapd.groups}", "member").get("member") == [new_dn]
+    assert store.find_role_by_id(staff.id).member_count == 2
+    with pytest.raises(ConflictError):
+        store.rename_user("bob", "Alice.Smith@example.com")
+
+
 def test_a_configured_empty_member_is_the_placeholder_and_stays_hidden(slapd, open_store):
     store = open_store(empty_member="cn=nobody,dc=example,dc=com")
     store.add_role("staff")

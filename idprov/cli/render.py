@@ -157,6 +157,7 @@ _VERBS = {
     "user.update": "updated user",
     "user.passwd": "set password of",
     "user.delete": "deleted user",
+    "user.rename": "renamed user",
     "role.add": "added role",
     "role.delete": "deleted role",
     "role.rename": "renamed role",
@@ -179,7 +180,7 @@ def change(result: ChangeResult) -> None:
         text += " to " + ", ".join(result.details["added"])
     elif result.action == "role.unassign":
         text += " from " + ", ".join(result.details["removed"])
-    elif result.action == "role.rename":
+    elif result.action in ("role.rename", "user.rename"):
         text = f"{verb} {result.details['from']} → {result.target}"
     elif result.action == "user.update":
         text += ": " + ", ".join(result.details["claims"])

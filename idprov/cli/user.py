@@ -126,6 +126,18 @@ def update(
     emit(service(app_name).update_user(username, pairs, unset or [], domain), render.change)
 
 
+@app.command("rename")
+def rename(
+    username: UsernameArg,
+    new_name: Annotated[str, typer.Argument(help="The new username.")],
+    domain: DomainOpt = None,
+    app_name: AppOpt = "resident",
+    json: JsonOpt = False,
+) -> None:
+    """Rename a user, keeping its claims, password and roles (targets rename it too)."""
+    emit(service(app_name).rename_user(username, new_name, domain), render.change)
+
+
 @app.command("passwd")
 def passwd(
     username: UsernameArg,

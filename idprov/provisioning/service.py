@@ -449,6 +449,9 @@ class IdentityService:
         """Set and remove claims; an update that changes nothing records nothing."""
         return self._one(lambda uow: uow.update_user(username, set_claims, unset, domain))
 
+    def rename_user(self, username: str, new_name: str, domain: str | None = None) -> ChangeResult:
+        return self._one(lambda uow: uow.rename_user(username, new_name, domain))
+
     def set_password(self, username: str, password: str, domain: str | None = None) -> ChangeResult:
         return self._one(lambda uow: uow.set_password(username, password, domain))
 

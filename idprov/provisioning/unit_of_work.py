@@ -197,6 +197,24 @@ class UnitOfWork:
             ChangeResult("user.update", user.qualified_name, user, details={"claims": changed})
         )
 
+    def rename_user(self, username: str, new_name: str, domain: str | None = None) -> ChangeResult:
+        """Give a user another name in its userstore (id, claims, roles kept); its
+        identity providers rename the account (see the engine)."""
+        store, name = self.service.resolve(username, domain)
+        new_store, new_bare = self.service.in_domain_of(store, new_name)
+        if new_store is not store:
+            raise UsageError("a user cannot be renamed into another domain")
+        policy.check_username(store.config.policy, new_bare, store.domain)
+        before = self.service.get_user(name, store.domain)
+        if before.username == new_bare:
+            return self._done(ChangeResult("user.rename", before.qualified_name, before, False))
+        self.begin(store)
+        user = store.rename_user(name, new_bare)
+        details = {"from": before.qualified_name}
+        self.audit("user.rename", user.qualified_name, details)
+        self.enqueue("user", user.id, store.domain, user.qualified_name)
+        return self._done(ChangeResult("user.rename", user.qualified_name, user, details=details))
+
     def set_password(self, username: str, password: str, domain: str | None = None) -> ChangeResult:
         store, name = self.service.resolve(username, domain)
         user = self.service.get_user(name, store.domain)

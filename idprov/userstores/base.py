@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from idprov.config.claims import ClaimDefinition
 from idprov.config.models import UserstoreConfig
-from idprov.errors import PolicyError, ReadOnlyError
+from idprov.errors import PolicyError, ReadOnlyError, UsageError
 from idprov.model import ClaimValue, Page, Role, User, UserQuery
 
 
@@ -214,6 +214,14 @@ class UserStore(ABC):
         self, username: str, set_claims: Mapping[str, ClaimValue], unset: Sequence[str]
     ) -> User:
         """Set and remove claims of an existing user; a repeat is harmless."""
+
+    def rename_user(self, username: str, new_name: str) -> User:
+        """Give the user another name, keeping its id, claims, password and roles;
+        ConflictError if ``new_name`` is another user's. Stores that cannot refuse."""
+        raise UsageError(
+            f"the {self.domain} userstore ({self.type}) cannot rename users",
+            hint="delete the user and add it under the new name",
+        )
 
     @abstractmethod
     def set_password_hash(self, username: str, password_hash: str) -> None:

@@ -167,6 +167,16 @@ def escape_rdn_value(value: str) -> str:
     return "".join(one(i, c) for i, c in enumerate(value))
 
 
+def _parent(dn: str) -> str:
+    """The DN above ``dn``: what follows its first RDN's unescaped comma."""
+    escaped = False
+    for index, char in enumerate(dn):
+        if char == "," and not escaped:
+            return dn[index + 1 :]
+        escaped = char == "\\" and not escaped
+    return ""
+
+
 def _eq(attribute: str, value: str) -> str:
     return f"({attribute}={escape_filter_chars(value)})"
 
@@ -1030,6 +1040,64 @@ class LdapUserStore(UserStore):
         if self._person and "cn" not in mapped and changed & set(NAME_CLAIMS):
             touched.add("cn")
         return {a: [(MODIFY_REPLACE, desired.get(a.lower(), []))] for a in touched}
+
+    def rename_user(self, username: str, new_name: str) -> User:
+        """A modify-DN when the username names the entry (else a modify of the
+        attribute); an ``sn``/``cn`` made from the old name follows, and so does every
+        group's ``member`` value (no referential-integrity overlay is assumed)."""
+        self.ensure_writable()
+        entry = self._required_user(username, [*self._user_attrs(), "cn", "sn"])
+        old = self._username(entry)
+        clash = self._user_entry(new_name, [self.config.username_attribute])
+        if clash is not None and dn_key(clash.dn) != dn_key(entry.dn):
+            raise ConflictError(
+                f"user {self._username(clash)!r} already exists in the {self.domain} "
+                f"userstore ({clash.dn})",
+                hint="choose another name",
+            )
+        groups = self._groups_holding(entry.dn)
+        new_dn = self._rename_entry(entry, new_name)
+        derived = self._derived_names(entry, old, new_name)
+        if derived:
+            self._run(f"rename user {old!r}", lambda c: c.modify(new_dn, derived))
+        change = {
+            self.config.member_attribute: [(MODIFY_DELETE, [entry.dn]), (MODIFY_ADD, [new_dn])]
+        }
+        for dn in [g.dn for g in groups]:
+            self._run(f"rename user {old!r} in {dn}", lambda c, at=dn: c.modify(at, change))
+        user = self.find_user(new_name)
+        if user is None:
+            raise StoreError(f"{self._where()}: user {new_name!r} vanished while renamed")
+        return user
+
+    def _groups_holding(self, dn: str) -> list[Entry]:
+        flt = _all(self._group_filter, _eq(self.config.member_attribute, dn))
+        base = self.config.group_search_base
+        return self._run("read roles", lambda c: list(self._paged(c, base, flt, ["1.1"])))
+
+    def _rename_entry(self, entry: Entry, new_name: str) -> str:
+        """Rename ``entry`` to ``new_name``; returns its DN afterwards."""
+        attribute = self.config.username_attribute
+        if rdn_value(entry.dn, attribute) is None:
+            change = {attribute: [(MODIFY_REPLACE, [new_name])]}
+            self._run(f"rename user {new_name!r}", lambda c: c.modify(entry.dn, change))
+            return entry.dn
+        rdn = f"{attribute}={escape_rdn_value(new_name)}"
+        self._run(f"rename user {new_name!r}", lambda c: c.modify_dn(entry.dn, rdn))
+        return f"{rdn},{_parent(entry.dn)}"
+
+    def _derived_names(
+        self, entry: Entry, old: str, new: str
+    ) -> dict[str, list[tuple[Any, list[str]]]]:
+        """Replace ``sn`` and ``cn`` that idprov made from the old username."""
+        changes: dict[str, list[tuple[Any, list[str]]]] = {}
+        mapped = {a.lower() for a in self.claim_attributes.values()}
+        for attribute in ("sn", "cn") if self._person else ():
+            if attribute in mapped and attribute != "sn":
+                continue
+            if entry.texts(attribute) == [old]:
+                changes[attribute] = [(MODIFY_REPLACE, [new])]
+        return changes
 
     def set_password_hash(self, username: str, password_hash: str) -> None:
         self.ensure_writable()

@@ -313,6 +313,24 @@ class SqlUserStore(UserStore):
             )
         return user
 
+    def rename_user(self, username: str, new_name: str) -> User:
+        self.ensure_writable()
+        user = self.find_user(username)
+        if user is None:
+            raise self._no_user(username)
+        clash = self.find_user(new_name)
+        if clash is not None and clash.id != user.id:
+            raise ConflictError(
+                f"user {clash.qualified_name!r} already exists in the {self.domain} userstore",
+                hint="choose another name",
+            )
+        user.username, user.modified = new_name, now()
+        self._execute(
+            "UPDATE users SET username = ?, username_key = ?, modified = ? WHERE id = ?",
+            [new_name, name_key(new_name), user.modified, user.id],
+        )
+        return user
+
     def set_password_hash(self, username: str, password_hash: str) -> None:
         self.ensure_writable()
         self._execute(
