@@ -1060,15 +1060,16 @@ class LdapUserStore(UserStore):
         derived = self._derived_names(entry, old, new_name)
         if derived:
             self._run(f"rename user {old!r}", lambda c: c.modify(new_dn, derived))
-        change = {
-            self.config.member_attribute: [(MODIFY_DELETE, [entry.dn]), (MODIFY_ADD, [new_dn])]
-        }
-        for dn in [g.dn for g in groups]:
-            self._run(f"rename user {old!r} in {dn}", lambda c, at=dn: c.modify(at, change))
+        for group in groups:
+            self._replace_member(group.dn, entry.dn, new_dn)
         user = self.find_user(new_name)
         if user is None:
             raise StoreError(f"{self._where()}: user {new_name!r} vanished while renamed")
         return user
+
+    def _replace_member(self, group_dn: str, old_dn: str, new_dn: str) -> None:
+        change = {self.config.member_attribute: [(MODIFY_DELETE, [old_dn]), (MODIFY_ADD, [new_dn])]}
+        self._run(f"rename member {new_dn} in {group_dn}", lambda c: c.modify(group_dn, change))
 
     def _groups_holding(self, dn: str) -> list[Entry]:
         flt = _all(self._group_filter, _eq(self.config.member_attribute, dn))
