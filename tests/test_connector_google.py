@@ -146,6 +146,19 @@ def test_a_new_primary_email_follows_by_the_google_id(tmp_path, google):
         assert len(google.users) == 1
 
 
+def test_a_renamed_user_gets_the_new_primary_email_in_place(tmp_path, google):
+    with service(tmp_path, google) as svc:
+        svc.add_role("staff")
+        svc.add_user("erin", {"email": "erin@example.com"}, roles=["staff"])
+        erin_id = google.user("erin@example.com")["id"]
+        result = svc.rename_user("erin", "erin.west")
+        assert result.outbound.ok, result.outbound.to_dict()
+        renamed = google.user("erin.west@example.com")
+        assert renamed["id"] == erin_id and len(google.users) == 1
+        assert google.api_requests("PATCH")[-1].body["primaryEmail"] == "erin.west@example.com"
+        assert google.member_emails("staff@example.com") == {"erin.west@example.com"}
+
+
 def test_role_rename_and_delete_follow(tmp_path, google):
     with service(tmp_path, google, extra="    push_roles: all\n") as svc:
         svc.add_role("staff")

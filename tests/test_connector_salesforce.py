@@ -120,6 +120,17 @@ def test_user_and_permission_set_lifecycle(tmp_path, org):
         assert len(org.users()) == 1
 
 
+def test_a_renamed_user_gets_the_new_username_in_place(tmp_path, org):
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        svc.add_user("nina", {"family_name": "Ng"}, roles=["staff"])
+        nina_id = org.users()["nina@example.com"]["Id"]
+        assert svc.rename_user("nina", "nina.ng").outbound.ok
+    users = org.users()
+    assert list(users) == ["nina.ng@example.com"] and users["nina.ng@example.com"]["Id"] == nina_id
+    assert org.api_requests("PATCH")[-1].body["Username"] == "nina.ng@example.com"
+
+
 def test_a_field_no_longer_mapped_is_cleared(tmp_path, org):
     with service(tmp_path, org) as svc:
         svc.add_role("staff")

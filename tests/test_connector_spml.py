@@ -120,6 +120,22 @@ def test_full_lifecycle_through_the_cli(cli, peer, tmp_path):
     assert len(set(ids)) == len(ids) and all(i.startswith("idprov-") for i in ids)
 
 
+def test_a_renamed_user_is_a_modify_of_the_naming_attribute(tmp_path, peer):
+    with service(tmp_path, peer) as svc:
+        svc.add_role("staff")
+        svc.add_user("fred", {**ALICE, "email": "f@example.com"}, roles=["staff"])
+        fred = peer.accounts()["fred"]
+        result = svc.rename_user("fred", "frederick")
+        assert result.outbound.ok, result.outbound.to_dict()
+        renamed = peer.accounts()["frederick"]
+        assert renamed.pso_id == fred.pso_id and "fred" not in peer.accounts()
+        modify = sent(peer, "modifyRequest")[-1]
+        replaced = dsml(modify, "spml:modification[@modificationMode='replace']/dsml:modification")
+        assert [m.get("name") for m in replaced] == ["cn", "uid"]  # cn is made from the name
+        assert renamed.get("cn") == ["frederick"] and renamed.get("mail") == ["f@example.com"]
+        assert peer.groups()["staff"].get("member") == [fred.pso_id]
+
+
 def test_role_rename_and_delete(tmp_path, peer):
     with service(tmp_path, peer, extra="    push_roles: all\n") as svc:
         svc.add_role("staff")

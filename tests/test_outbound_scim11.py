@@ -82,6 +82,21 @@ def test_updates_use_put_when_patch_is_not_supported(tmp_path, legacy):
     assert not [r for r in legacy.requests if r.method == "PATCH" and r.status < 300]
 
 
+@pytest.mark.parametrize("patch_supported", [True, False])
+def test_a_renamed_user_gets_the_new_user_name_in_place(tmp_path, legacy, patch_supported):
+    legacy.patch_supported = patch_supported
+    with service(tmp_path, legacy) as svc:
+        svc.add_role("staff")
+        svc.add_user("hank", {"email": "hank@example.com"}, roles=["staff"])
+        [before] = legacy.users()
+        assert svc.rename_user("hank", "henry").outbound.ok
+        [after] = legacy.users()
+        assert (after["id"], after["userName"]) == (before["id"], "henry")
+        assert after["emails"] == before["emails"]
+        method = "PATCH" if patch_supported else "PUT"
+        assert [r.method for r in legacy.requests if "/Users/" in r.path][-1] == method
+
+
 def test_basic_auth(tmp_path, legacy, monkeypatch):
     legacy.token = None
     monkeypatch.setenv("SCIM11_PASSWORD", legacy.basic[1])

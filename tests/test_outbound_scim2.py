@@ -128,6 +128,31 @@ def test_role_rename_and_delete_follow(cli, scim, tmp_path):
     assert by_name(scim.users())["erin"]["active"] is True
 
 
+def test_user_rename_renames_the_remote_account_in_place(cli, scim):
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "frank", "-c", "email=frank@example.com", "-r", "staff").ok()
+    before = by_name(scim.users())["frank"]
+    out = cli("user", "rename", "frank", "frank.smith@example.com").ok()
+    assert "scim: 1 done" in out.stdout
+    [after] = scim.users()
+    assert (after["id"], after["userName"]) == (before["id"], "frank.smith@example.com")
+    assert after["emails"] == before["emails"]
+    assert [m["value"] for m in scim.groups()[0]["members"]] == [before["id"]]
+
+
+def test_a_username_template_whose_claim_changes_renames_at_that_target(cli, scim, tmp_path):
+    write_config(tmp_path, scim, extra="    username: '{email}'\n")
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "gina", "-c", "email=gina@example.com", "-r", "staff").ok()
+    before = by_name(scim.users())["gina@example.com"]
+    cli("user", "update", "gina", "-c", "email=gina.lee@example.com").ok()
+    [after] = scim.users()
+    assert (after["id"], after["userName"]) == (before["id"], "gina.lee@example.com")
+    assert after["emails"][0]["value"] == "gina.lee@example.com"
+    cli("sync").ok()  # the ledger knows the new name: nothing more to send
+    assert scim.users() == [after]
+
+
 def test_user_delete_removes_the_remote_user_and_its_membership(cli, scim):
     cli("role", "add", "staff").ok()
     cli("user", "add", "frank", "-c", "email=frank@example.com", "-r", "staff").ok()

@@ -306,6 +306,20 @@ class Connector(ABC):
         """Make the remote account match ``account`` (``previous``: the attributes last
         sent, to send only differences). Idempotent. RemoteNotFound if it is gone."""
 
+    def rename_user(
+        self,
+        remote_id: str,
+        account: Account,
+        previous_user_name: str,
+        previous: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Give the remote account ``account``'s user name (it was sent as
+        ``previous_user_name``, with attributes ``previous``) and make it match
+        ``account``. Idempotent. RemoteNotFound if it is gone. The default sends the
+        whole account (:meth:`update_user` without ``previous``): enough for targets
+        whose every update carries the user name."""
+        self.update_user(remote_id, account, None)
+
     @abstractmethod
     def delete_user(self, remote_id: str) -> None:
         """Delete the account. Idempotent: an account already gone is not an error."""

@@ -355,6 +355,17 @@ class GoogleConnector(Connector):
             self._request("PATCH", f"/users/{quote(remote_id)}", f"update user {email}", body=body)
         self._emails[remote_id] = email
 
+    def rename_user(
+        self,
+        remote_id: str,
+        account: Account,
+        previous_user_name: str,
+        previous: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``users.patch`` with the new ``primaryEmail`` (made from the user name), as
+        every update sends it; Google keeps the old address as an alias."""
+        self.update_user(remote_id, account, previous)
+
     def disable_user(self, remote_id: str, account: Account) -> None:
         """Suspend the account. One that is gone cannot sign in either: not an error."""
         try:

@@ -427,6 +427,16 @@ class SalesforceConnector(Connector):
             self._request("PATCH", f"/sobjects/User/{remote_id}", what, body=fields)
         self._set_password(remote_id, account, fields["Username"], created=False)
 
+    def rename_user(
+        self,
+        remote_id: str,
+        account: Account,
+        previous_user_name: str,
+        previous: Mapping[str, Any] | None = None,
+    ) -> None:
+        """A PATCH with the new ``Username`` (every update sends it)."""
+        self.update_user(remote_id, account, previous)
+
     def disable_user(self, remote_id: str, account: Account) -> None:
         self._deactivate(remote_id, f"deactivate user {self.username(account.user_name)}")
 

@@ -636,6 +636,23 @@ class Scim2Connector(Connector):
                 body["active"] = _find_key(current, "active")
         self._request("PUT", f"/Users/{remote_id}", what, body=body)
 
+    def rename_user(
+        self,
+        remote_id: str,
+        account: Account,
+        previous_user_name: str,
+        previous: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``userName`` in the PATCH with what else changed (a PUT without PATCH)."""
+        what = f"rename user {previous_user_name} to {account.user_name}"
+        if not self.supports_patch():
+            self._put_user(remote_id, account, previous, what)
+            return
+        old = self.user_body(Account(account.local_id, previous_user_name, previous or {}))
+        body = self.patch_body(old, self.user_body(account))
+        if body is not None:
+            self._request("PATCH", f"/Users/{remote_id}", what, body=body)
+
     def disable_user(self, remote_id: str, account: Account) -> None:
         what = f"disable user {account.user_name}"
         if self.supports_patch():

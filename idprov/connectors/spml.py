@@ -578,6 +578,25 @@ class SpmlConnector(Connector):
             self._pso_id(request, remote_id)
             self.call(request)
 
+    def rename_user(
+        self,
+        remote_id: str,
+        account: Account,
+        previous_user_name: str,
+        previous: Mapping[str, Any] | None = None,
+    ) -> None:
+        """A modify replacing the naming attribute (and what else changed). The psoID,
+        the ledger's remote id, stays: SPML 2.0 core has no operation that changes it,
+        and a directory-backed target renames the entry itself when asked to."""
+        what = f"rename user {previous_user_name} to {account.user_name}"
+        new = self.mapped(account.attributes)
+        old = self.mapped(previous or {})
+        replace = {k: v for k, v in new.items() if old.get(k) != v}
+        replace[self.options.username_attribute] = [account.user_name]
+        kept = {k.lower() for k in new}
+        delete: dict[str, list[str]] = {k: [] for k in old if k.lower() not in kept}
+        self._modify(what, remote_id, replace=replace, delete=delete)
+
     def _disables(self) -> bool:
         return self.idp.deprovision == "disable"
 

@@ -116,18 +116,19 @@ class UserPlanning(Planning):
             remote_id = entry.remote_id
             # a disabled account is re-enabled by a full replace (active: true included)
             previous = None if entry.state == "disabled" else (entry.sent or {}).get("attributes")
+            sent_name = (entry.sent or {}).get("userName")
+
+            def send(number: int) -> None:
+                if sent_name is not None and sent_name != account.user_name:
+                    connector.rename_user(remote_id, account, sent_name, previous)
+                else:
+                    connector.update_user(remote_id, account, previous)
 
             groups = self._group_ids(row)
 
             def update(attempts: list[Attempt]) -> tuple[str, bool]:
                 try:
-                    with_retries(
-                        lambda n: connector.update_user(remote_id, account, previous),
-                        retry,
-                        attempts,
-                        self.sleep,
-                        connector.throttled,
-                    )
+                    with_retries(send, retry, attempts, self.sleep, connector.throttled)
                     return remote_id, entry.created_by_idprov
                 except RemoteNotFound:  # deleted at the target: made again, in its groups
                     made = self._create(connector, idp, account, attempts, "creating")
