@@ -4,7 +4,7 @@ One table, read both ways, so that what a client writes is what it reads back:
 
 | SCIM attribute | claim |
 | --- | --- |
-| userName | the username (``DOMAIN/name`` outside PRIMARY); immutable |
+| userName | the username (``DOMAIN/name`` outside PRIMARY); a new one renames |
 | name.givenName / familyName / middleName | given_name / family_name / middle_name |
 | displayName, nickName, title, userType | display_name, nickname, title, employee_type |
 | locale, timezone | locale, timezone |

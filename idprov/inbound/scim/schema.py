@@ -8,7 +8,7 @@ published as ``readOnly`` and never returned, so a client that sends it is not
 refused (RFC 7644 section 3.3 has read-only values in requests ignored) and a client
 that reads the schema knows it is not kept. Attributes in no RFC schema are refused
 (400 ``invalidSyntax``, as the SCIM interoperability profile asks). ``userName`` is
-``immutable``: idprov does not rename users. Group names are unique (roles are).
+``readWrite``: a new one renames the user. Group names are unique (roles are).
 """
 
 from __future__ import annotations
@@ -109,8 +109,6 @@ def _trim(schema: dict[str, Any]) -> dict[str, Any]:
         if name not in kept:
             _ignore(attribute)
             continue
-        if name == "userName":
-            attribute["mutability"] = "immutable"
         if schema["id"] == GROUP and name == "displayName":
             attribute["uniqueness"] = "server"
         for sub in attribute.get("subAttributes", []):

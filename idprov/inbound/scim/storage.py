@@ -32,7 +32,6 @@ from scim2_models import (
     Error,
     ForbiddenException,
     InvalidValueException,
-    MutabilityException,
     NotFoundException,
     PreconditionFailedException,
     Resource,
@@ -370,21 +369,20 @@ class IdprovStorage(ScimStorage):
         backend, service = state.backend, state.backend.service
         user = cast(User, _find_user(service, user_id))
         name = QualifiedName.parse(given.user_name, backend.domain)
-        if (name.domain.casefold(), name.name.casefold()) != (
-            user.domain.casefold(),
-            user.username.casefold(),
-        ):
-            raise MutabilityException(detail="userName cannot change: idprov does not rename users")
+        if name.domain.casefold() != user.domain.casefold():
+            raise mapping.InvalidValue("userName cannot move a user to another userstore domain")
         changed = {k: v for k, v in given.claims.items() if user.claims.get(k) != v}
         unset = sorted(
             c for c in mapping.MAPPED_CLAIMS if c in user.claims and c not in given.claims
         )
         current = backend.external_ids.get_many(backend.application, "user", [user.id])
         with state.changing() as uow:
+            if name.name != user.username:
+                uow.rename_user(user.username, name.name, user.domain)
             if changed or unset:
-                uow.update_user(user.username, changed, unset, user.domain)
+                uow.update_user(name.name, changed, unset, user.domain)
             if given.password is not None:
-                uow.set_password(user.username, given.password, user.domain)
+                uow.set_password(name.name, given.password, user.domain)
             if current.get(user.id) != given.external_id:
                 uow.set_external_id(backend.application, "user", user.id, given.external_id)
 
