@@ -47,6 +47,8 @@ def serve_config(tmp_path: Path, idps: str = "", crm_idps: str = "[]") -> Config
         f"""
 version: 1
 data_dir: {tmp_path / "data"}
+claims:
+  - name: badge_id
 userstores:
   - domain: PRIMARY
   - domain: PARTNERS
@@ -171,7 +173,7 @@ def test_discovery_is_open_and_announces_what_idprov_keeps(inbound):
     assert config["authenticationSchemes"][0]["type"] == "oauthbearertoken"
     schema = inbound.client.get(f"/Schemas/{USER}").json()
     attrs = {a["name"]: a for a in schema["attributes"]}
-    assert attrs["userName"]["mutability"] == "immutable"
+    assert attrs["userName"]["mutability"] == "readWrite"
     assert attrs["emails"]["mutability"] == "readWrite"
     assert (attrs["ims"]["mutability"], attrs["ims"]["returned"]) == ("readOnly", "never")
     types = inbound.client.get("/ResourceTypes").json()["Resources"]
@@ -272,11 +274,11 @@ def test_user_attributes_map_to_claims_both_ways(inbound):
 def test_put_replaces_mapped_claims_and_keeps_the_others(inbound, cli):
     alice = new_user(inbound.client, "alice", title="CTO", nickName="Al")
     local = inbound.local()
-    local.update_user("alice", {"manager": "bob"})  # not a SCIM attribute: PUT keeps it
+    local.update_user("alice", {"badge_id": "b-1"})  # not a SCIM attribute: PUT keeps it
     body = {"schemas": [USER], "userName": "alice", "displayName": "A"}
     response = inbound.client.put(f"/Users/{alice['id']}", json=body, headers=SCIM_JSON)
     assert response.status_code == 200, response.text
-    assert local.get_user("alice").claims == {"display_name": "A", "manager": "bob"}
+    assert local.get_user("alice").claims == {"display_name": "A", "badge_id": "b-1"}
     assert "title" not in response.json() and "active" not in response.json()
 
 
@@ -345,10 +347,21 @@ def test_patch_errors(inbound):
         400,
         "mutability",
     )
+    new_user(inbound.client, "bob")
     scim_error(
-        patch(inbound.client, path, {"op": "replace", "path": "userName", "value": "bob"}),
+        patch(inbound.client, path, {"op": "replace", "path": "userName", "value": "BOB"}),
+        409,
+        "uniqueness",
+    )
+    scim_error(
+        patch(inbound.client, path, {"op": "replace", "path": "userName", "value": "a b"}),
         400,
-        "mutability",
+        "invalidValue",
+    )
+    scim_error(
+        patch(inbound.client, path, {"op": "replace", "path": "userName", "value": "HR/alice"}),
+        400,
+        "invalidValue",
     )
     scim_error(
         patch(inbound.client, path, {"op": "jump", "path": "title", "value": "x"}),

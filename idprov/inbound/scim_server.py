@@ -65,7 +65,7 @@ from idprov.errors import (
     StoreError,
     UsageError,
 )
-from idprov.inbound.scim.schema import build_provider, drop_ignored
+from idprov.inbound.scim.schema import build_provider, drop_client_schemas, drop_ignored
 from idprov.inbound.scim.storage import Backends, IdprovStorage, acting
 
 if TYPE_CHECKING:
@@ -91,12 +91,19 @@ WRITES = {Operation.create, Operation.replace, Operation.patch, Operation.delete
 
 class IdprovScimService(ScimService):
     """scim2-server's protocol steps, with PATCH values cleared of what idprov does not
-    keep (see :func:`~idprov.inbound.scim.schema.drop_ignored`)."""
+    keep (see :func:`~idprov.inbound.scim.schema.drop_ignored`), and the schema URNs
+    clients add to documents dropped (:func:`~.schema.drop_client_schemas`)."""
 
     def read_patch(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
         return super().read_patch(
             resource_type, drop_ignored(body, resource_type.name), content_type
         )
+
+    def read_creation(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
+        return super().read_creation(resource_type, drop_client_schemas(body), content_type)
+
+    def read_replacement(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
+        return super().read_replacement(resource_type, drop_client_schemas(body), content_type)
 
 
 # ---------------------------------------------------------------- tokens

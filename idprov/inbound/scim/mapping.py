@@ -16,6 +16,7 @@ One table, read both ways, so that what a client writes is what it reads back:
 | addresses[type eq "work"].postalCode / country | postal_code / country |
 | enterprise employeeNumber / costCenter | employee_number / cost_center |
 | enterprise organization / department | organization / department |
+| enterprise manager.value (a User id) | manager (that user's name) |
 | password (write-only) | the password hash |
 | groups (read-only) | the user's roles |
 
@@ -79,6 +80,7 @@ MAPPED_CLAIMS = frozenset(
         *PHONE_TYPES.values(),
         *ADDRESS.values(),
         "active",
+        "manager",
     ]
 )
 """The claims SCIM clients see and replace; a PUT leaves every other claim alone."""
@@ -96,6 +98,8 @@ class UserInput:
     claims: dict[str, ClaimValue] = field(default_factory=dict)
     password: str | None = None
     external_id: str | None = None
+    manager_id: str | None = None
+    """``manager.value`` of the enterprise extension: the id of another User."""
 
 
 @dataclass
@@ -109,10 +113,14 @@ class GroupInput:
 
 # ---------------------------------------------------------------- idprov -> SCIM
 def user_document(
-    user: User, user_name: str, external_id: str | None, groups: Iterable[tuple[str, str]]
+    user: User,
+    user_name: str,
+    external_id: str | None,
+    groups: Iterable[tuple[str, str]],
+    manager_id: str | None = None,
 ) -> dict[str, Any]:
     """The SCIM User (without ``meta``) of ``user``, named ``user_name``, in the roles
-    ``groups`` (id, name)."""
+    ``groups`` (id, name), with its manager's user id when it has one."""
     claims = user.claims
     doc: dict[str, Any] = {"schemas": [USER], "id": user.id}
     if external_id:
@@ -134,7 +142,11 @@ def user_document(
         for i, label in groups
     ]
     _put(doc, "groups", groups_)
-    enterprise = {a: claims[c] for a, c in ENTERPRISE_ATTRIBUTES.items() if claims.get(c)}
+    enterprise: dict[str, Any] = {
+        a: claims[c] for a, c in ENTERPRISE_ATTRIBUTES.items() if claims.get(c)
+    }
+    if manager_id is not None:
+        enterprise["manager"] = {"value": manager_id, "$ref": f"Users/{manager_id}"}
     if enterprise:
         doc["schemas"].append(ENTERPRISE)
         doc[ENTERPRISE] = enterprise
@@ -207,7 +219,15 @@ def read_user(doc: Mapping[str, Any]) -> UserInput:
     claims.update(_read_emails(doc.get("emails") or []))
     claims.update(_read_phones(doc.get("phoneNumbers") or []))
     claims.update(_read_addresses(doc.get("addresses") or []))
-    return UserInput(user_name.strip(), claims, doc.get("password"), doc.get("externalId"))
+    manager = enterprise.get("manager") or {}
+    manager_id = manager.get("value") if isinstance(manager, dict) else None
+    return UserInput(
+        user_name.strip(),
+        claims,
+        doc.get("password"),
+        doc.get("externalId"),
+        str(manager_id) if manager_id else None,
+    )
 
 
 def _take(claims: dict[str, ClaimValue], values: Mapping[str, Any]) -> None:

@@ -58,7 +58,7 @@ KEPT: Mapping[str, Mapping[str, set[str] | None]] = {
     },
     GROUP: {"displayName": None, "members": {"value", "$ref", "type"}},
     ENTERPRISE: {"employeeNumber": None, "costCenter": None, "organization": None}
-    | {"department": None},
+    | {"department": None, "manager": {"value", "$ref"}},
 }
 """Per schema, the attributes idprov keeps, and of a complex one its kept sub-attributes."""
 
@@ -154,23 +154,79 @@ def ignored_attributes() -> dict[str, dict[str, frozenset[str] | None]]:
     return out
 
 
+CLIENT_SCHEMAS = frozenset(
+    s.casefold()
+    for s in ["http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"]
+)
+"""Schema URNs that provisioning clients put in documents and that mean nothing here
+(Microsoft Entra ID sends this one with every Group it creates): dropped, not refused."""
+
+MANAGER = f"{ENTERPRISE}:manager".casefold()
+
+
+def _loads(body: bytes) -> Any:
+    """The JSON of a body, or None when it is not JSON or nests too deep (the
+    service then answers 400 ``invalidSyntax`` with the parser's words)."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def drop_client_schemas(body: bytes) -> bytes:
+    """A POST or PUT body without the :data:`CLIENT_SCHEMAS` in its ``schemas``."""
+    data = _loads(body)
+    schemas = data.get("schemas") if isinstance(data, dict) else None
+    if not isinstance(schemas, list):
+        return body
+    kept = [s for s in schemas if not (isinstance(s, str) and s.casefold() in CLIENT_SCHEMAS)]
+    if len(kept) == len(schemas):
+        return body
+    return json.dumps({**data, "schemas": kept}).encode()
+
+
 def drop_ignored(body: bytes, resource_type: str) -> bytes:
     """A PATCH body without the values of attributes idprov does not keep, inside the
     values it writes (Okta sends ``display`` with each group member): the same as a
     POST or PUT, where read-only values are ignored. A PATCH whose path names such an
-    attribute is left alone, and refused (400 ``mutability``) as RFC 7644 says."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return body  # the service answers invalidSyntax
+    attribute is left alone, and refused (400 ``mutability``) as RFC 7644 says.
+    Microsoft Entra ID's forms become RFC 7644's: ``manager`` given as the manager's
+    id alone becomes ``{"value": id}``, and a ``remove`` of ``members`` with a value
+    list one ``members[value eq "id"]`` removal per member."""
+    data = _loads(body)
     operations = data.get("Operations") if isinstance(data, dict) else None
     if not isinstance(operations, list):
         return body
     schemas = SCHEMAS_OF.get(resource_type, ())
     for operation in operations:
         if isinstance(operation, dict) and "value" in operation:
+            _manager_by_id(operation)
             _drop_in_operation(operation, schemas)
+    data["Operations"] = [o for op in operations for o in _member_removals(op)]
     return json.dumps(data).encode()
+
+
+def _member_removals(operation: Any) -> list[Any]:
+    """Entra's ``{"op": "Remove", "path": "members", "value": [{"value": id}...]}`` as
+    one filtered removal per member (RFC 7644 3.5.2.2); any other operation as is."""
+    if not isinstance(operation, dict) or not isinstance(operation.get("value"), list):
+        return [operation]
+    op, path = operation.get("op"), operation.get("path")
+    if not (isinstance(op, str) and op.casefold() == "remove"):
+        return [operation]
+    if not (isinstance(path, str) and path.casefold() == "members"):
+        return [operation]
+    ids = [m.get("value") for m in operation["value"] if isinstance(m, dict)]
+    if not ids or not all(isinstance(i, str) for i in ids):
+        return [operation]
+    return [{"op": "remove", "path": f"members[value eq {json.dumps(i)}]"} for i in ids]
+
+
+def _manager_by_id(operation: dict[str, Any]) -> None:
+    path = operation.get("path")
+    if isinstance(path, str) and path.casefold() == MANAGER:
+        if isinstance(operation["value"], str):
+            operation["value"] = {"value": operation["value"]}
 
 
 def _drop_in_operation(operation: dict[str, Any], schemas: tuple[str, ...]) -> None:

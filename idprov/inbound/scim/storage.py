@@ -235,6 +235,7 @@ class IdprovStorage(ScimStorage):
     def _user_documents(self, backend: Backend, users: Sequence[User]) -> list[dict[str, Any]]:
         role_ids = {r.qualified_name.casefold(): r for r in backend.service.list_roles()}
         external = backend.external_ids.get_many(backend.application, "user", [u.id for u in users])
+        managers = _managers(backend, users)
         docs = []
         for user in users:
             groups = []
@@ -243,7 +244,8 @@ class IdprovStorage(ScimStorage):
                 if role is not None:
                     groups.append((role.id, _label(role.domain, role.name, backend.domain)))
             label = _label(user.domain, user.username, backend.domain)
-            doc = mapping.user_document(user, label, external.get(user.id), groups)
+            manager = managers.get(user.id)
+            doc = mapping.user_document(user, label, external.get(user.id), groups, manager)
             docs.append(mapping.with_meta(doc, USERS, user.created, user.modified))
         return docs
 
@@ -325,7 +327,7 @@ class IdprovStorage(ScimStorage):
         state = _acting()
         backend = state.backend
         name = QualifiedName.parse(given.user_name, backend.domain)
-        claims = {"active": "true", **given.claims}
+        claims = {"active": "true", **given.claims, **_manager_claim(backend, given)}
         with state.changing() as uow:
             result = uow.add_user(name.name, claims, given.password, domain=name.domain)
             user = cast(User, result.entity)
@@ -371,10 +373,9 @@ class IdprovStorage(ScimStorage):
         name = QualifiedName.parse(given.user_name, backend.domain)
         if name.domain.casefold() != user.domain.casefold():
             raise mapping.InvalidValue("userName cannot move a user to another userstore domain")
-        changed = {k: v for k, v in given.claims.items() if user.claims.get(k) != v}
-        unset = sorted(
-            c for c in mapping.MAPPED_CLAIMS if c in user.claims and c not in given.claims
-        )
+        wanted = {**given.claims, **_manager_claim(backend, given)}
+        changed = {k: v for k, v in wanted.items() if user.claims.get(k) != v}
+        unset = sorted(c for c in mapping.MAPPED_CLAIMS if c in user.claims and c not in wanted)
         current = backend.external_ids.get_many(backend.application, "user", [user.id])
         with state.changing() as uow:
             if name.name != user.username:
@@ -474,6 +475,38 @@ def _by_name(
     if kind == GROUPS and attribute == "displayname":
         return store.find_role(name.name)
     return None
+
+
+def _manager_claim(backend: Backend, given: mapping.UserInput) -> dict[str, str]:
+    """The ``manager`` claim (the manager's name) of a document naming its manager by id."""
+    if given.manager_id is None:
+        return {}
+    manager = _find_user(backend.service, given.manager_id)
+    if manager is None:
+        raise mapping.InvalidValue(f"manager: no user with id {given.manager_id!r}")
+    return {"manager": _label(manager.domain, manager.username, backend.domain)}
+
+
+def _managers(backend: Backend, users: Sequence[User]) -> dict[str, str]:
+    """User id -> its manager's user id, for users whose ``manager`` claim names an
+    existing user (a bare name is in the user's own domain)."""
+    wanted: dict[str, list[tuple[str, str]]] = {}
+    for user in users:
+        claim = user.claims.get("manager")
+        if isinstance(claim, str) and claim:
+            named = QualifiedName.parse(claim, user.domain)
+            wanted.setdefault(named.domain.casefold(), []).append((user.id, named.name))
+    out: dict[str, str] = {}
+    known = {d.casefold(): d for d in _domains(backend.service)}
+    for domain, pairs in wanted.items():
+        if domain not in known:
+            continue
+        found = backend.service.store(known[domain]).find_users([n for _, n in pairs])
+        for user_id, manager_name in pairs:
+            manager = found.get(manager_name.casefold())
+            if manager is not None:
+                out[user_id] = manager.id
+    return out
 
 
 def _member_names(backend: Backend, domain: str, user_ids: Sequence[str]) -> list[str]:
