@@ -43,6 +43,12 @@ applications:
     identity_providers: {portal_idps}
     inbound_token: env:PORTAL_TOKEN
     jit:
+      - idp: proxy  # an authenticating proxy that verified the claims: no keys here
+        roles: {{Engineering: [engineers], Everyone: [staff]}}
+        default_roles: [users]
+      - idp: mail
+        username_claim: email
+        link_existing: by_email
       - idp: okta
         issuer: {ISSUER}
         audience: {AUDIENCE}
@@ -109,7 +115,7 @@ def id_token(
 
 # ---------------------------------------------------------------- claims
 def test_claims_file_login_creates_the_user_with_mapped_claims_and_roles(cli, portal, tmp_path):
-    result = login(cli, portal, "--idp", "okta", "--claims", claims_file(tmp_path, ALICE)).json()
+    result = login(cli, portal, "--idp", "proxy", "--claims", claims_file(tmp_path, ALICE)).json()
     assert result["action"] == "created"
     user = result["user"]
     assert user["username"] == "alice"
@@ -122,21 +128,21 @@ def test_claims_file_login_creates_the_user_with_mapped_claims_and_roles(cli, po
     assert result["outbound"] is None
     [entry] = cli("--config", str(portal), "log", "--action", "jit.login", "--json").items()
     assert (entry["application"], entry["target"]) == ("portal", "alice")
-    assert entry["details"]["idp"] == "okta" and entry["details"]["outcome"] == "created"
+    assert entry["details"]["idp"] == "proxy" and entry["details"]["outcome"] == "created"
 
 
 def test_the_next_login_updates_claims_and_only_the_mapped_roles(cli, portal, tmp_path):
-    login(cli, portal, "--idp", "okta", "--claims", claims_file(tmp_path, ALICE)).json()
+    login(cli, portal, "--idp", "proxy", "--claims", claims_file(tmp_path, ALICE)).json()
     cli("--config", str(portal), "role", "assign", "admins", "alice").ok()  # given locally
     changed = {**ALICE, "email": "alice@new.example", "groups": ["Everyone"]}
     del changed["given_name"]  # not sent this time: kept, not erased
-    result = login(cli, portal, "--idp", "okta", "--claims", claims_file(tmp_path, changed)).json()
+    result = login(cli, portal, "--idp", "proxy", "--claims", claims_file(tmp_path, changed)).json()
     assert result["action"] == "updated"
     assert result["claims_changed"] == ["email"]
     assert (result["roles_added"], result["roles_removed"]) == ([], ["engineers"])
     assert result["user"]["roles"] == ["admins", "staff", "users"]
     assert result["user"]["claims"]["given_name"] == "Alice"
-    again = login(cli, portal, "--idp", "okta", "--claims", claims_file(tmp_path, changed)).json()
+    again = login(cli, portal, "--idp", "proxy", "--claims", claims_file(tmp_path, changed)).json()
     assert again["action"] == "unchanged"
 
 
@@ -161,7 +167,7 @@ def test_jit_refusals(cli, portal, tmp_path):
         cli,
         portal,
         "--idp",
-        "okta",
+        "proxy",
         "--claims",
         claims_file(tmp_path, {"email": "x@y.z"}, "n.json"),
     )
@@ -170,14 +176,99 @@ def test_jit_refusals(cli, portal, tmp_path):
     assert (
         "email"
         in login(
-            cli, portal, "--idp", "okta", "--claims", claims_file(tmp_path, bad_email, "b.json")
+            cli, portal, "--idp", "proxy", "--claims", claims_file(tmp_path, bad_email, "b.json")
         ).error(5)["message"]
     )
     cli("--config", str(portal), "role", "delete", "engineers", "--yes").ok()
-    missing = login(cli, portal, "--idp", "okta", "--claims", claims).error(3)
+    missing = login(cli, portal, "--idp", "proxy", "--claims", claims).error(3)
     assert "engineers" in missing["message"] and "role add" in missing["hint"]
     assert login(cli, portal, "--idp", "okta").error(2)["message"].startswith("give one of")
     assert cli("--config", str(portal), "user", "list", "--json").json()["total"] == 0
+
+
+# ---------------------------------------------------------------- trust
+def test_claims_for_an_idp_with_token_keys_are_refused_and_audited(cli, portal, tmp_path):
+    error = login(cli, portal, "--idp", "okta", "--claims", claims_file(tmp_path, ALICE)).error(5)
+    assert error["code"] == "unverified_claims" and "allow_unverified_claims" in error["hint"]
+    assert cli("--config", str(portal), "user", "list", "--json").json()["total"] == 0
+    [entry] = cli("--config", str(portal), "log", "--action", "jit.refused", "--json").json()
+    assert entry["target"] == "alice"
+    assert entry["details"] == {
+        "idp": "okta",
+        "code": "unverified_claims",
+        "reason": error["message"],
+    }
+
+
+def test_a_refused_token_is_audited_without_the_token(cli, portal):
+    token = id_token(OTHER_KEY)
+    assert login(cli, portal, "--idp", "okta", "--id-token", token).error(5)
+    [entry] = cli("--config", str(portal), "log", "--action", "jit.refused", "--json").json()
+    assert "signature" in entry["details"]["reason"]
+    assert token not in json.dumps(entry) and token.split(".")[2] not in json.dumps(entry)
+
+
+def test_a_token_whose_payload_is_not_a_json_object_is_refused(cli, portal):
+    header = jwt.utils.base64url_encode(b'{"alg":"RS256","kid":"k1"}')
+    for payload in (b"not json", b"[1, 2]", b"[" * 2000 + b"]" * 2000):
+        body = jwt.utils.base64url_encode(payload)
+        signing = header + b"." + body
+        signature = jwt.algorithms.RSAAlgorithm(jwt.algorithms.RSAAlgorithm.SHA256).sign(
+            signing, KEY
+        )
+        token = (signing + b"." + jwt.utils.base64url_encode(signature)).decode()
+        error = login(cli, portal, "--idp", "okta", "--id-token", token).error(5)
+        assert error["code"] == "token_rejected" and "payload" in error["message"], error
+
+
+def test_a_login_never_takes_over_a_local_user_it_did_not_create(cli, portal, tmp_path):
+    cli("--config", str(portal), "user", "add", "alice", "-c", "email=boss@example.com").ok()
+    before = cli("--config", str(portal), "user", "show", "alice", "--json").json()
+    error = login(cli, portal, "--idp", "proxy", "--claims", claims_file(tmp_path, ALICE)).error(4)
+    assert error["code"] == "not_linked" and "link_existing" in error["hint"]
+    assert cli("--config", str(portal), "user", "show", "alice", "--json").json() == before
+    [entry] = cli("--config", str(portal), "log", "--action", "jit.refused", "--json").json()
+    assert entry["details"]["code"] == "not_linked"
+    # link_existing: by_email takes over only a user whose email is the login's
+    mail = {**ALICE, "sub": "okta|00u1", "email": "boss@example.com"}
+    cli("--config", str(portal), "user", "add", "boss@example.com", "-c", "email=b@x.org").ok()
+    refused = login(cli, portal, "--idp", "mail", "--claims", claims_file(tmp_path, mail, "m.json"))
+    assert refused.error(4)["code"] == "not_linked"
+    cli(
+        "--config",
+        str(portal),
+        "user",
+        "update",
+        "boss@example.com",
+        "-c",
+        "email=boss@example.com",
+    )
+    linked = login(cli, portal, "--idp", "mail", "--claims", claims_file(tmp_path, mail, "m.json"))
+    assert linked.json()["action"] == "updated"
+    unverified = {**mail, "sub": "okta|00u2", "email_verified": False}
+    cli("--config", str(portal), "user", "add", "eve@example.com", "-c", "email=boss@example.com")
+    assert login(
+        cli,
+        portal,
+        "--idp",
+        "mail",
+        "--claims",
+        claims_file(tmp_path, {**unverified, "email": "eve@example.com"}, "e.json"),
+    ).error(4)
+
+
+def test_the_linked_user_is_renamed_when_the_username_claim_changes(cli, portal, tmp_path):
+    first = {**ALICE, "sub": "okta|00u9", "email": "ann@example.com"}
+    created = login(cli, portal, "--idp", "mail", "--claims", claims_file(tmp_path, first)).json()
+    assert created["user"]["username"] == "ann@example.com"
+    moved = {**first, "email": "ann.lee@example.com"}
+    again = login(cli, portal, "--idp", "mail", "--claims", claims_file(tmp_path, moved, "2.json"))
+    user = again.json()["user"]
+    assert (user["id"], user["username"]) == (created["user"]["id"], "ann.lee@example.com")
+    assert user["claims"]["email"] == "ann.lee@example.com"
+    cli("--config", str(portal), "user", "show", "ann@example.com").fails(3)
+    [entry] = cli("--config", str(portal), "log", "--action", "user.rename", "--json").json()
+    assert entry["details"] == {"from": "ann@example.com"}
 
 
 # ---------------------------------------------------------------- ID tokens
@@ -276,15 +367,25 @@ def test_jit_login_over_http(tmp_path, portal, monkeypatch):
         assert created.status_code == 201, created.text
         assert created.json()["user"]["roles"] == ["engineers", "staff", "users"]
         updated = client.post(
-            "/jit/login", json={"idp": "okta", "claims": {**ALICE, "given_name": "Al"}}
+            "/jit/login", json={"idp": "okta", "id_token": id_token(given_name="Al")}
         )
         assert (updated.status_code, updated.json()["action"]) == (200, "updated")
+        unverified = client.post(
+            "/jit/login", json={"idp": "okta", "claims": {**ALICE, "groups": ["Admins"]}}
+        )
+        assert unverified.status_code == 403
+        assert unverified.json()["error"]["code"] == "unverified_claims"
         expired = client.post("/jit/login", json={"idp": "okta", "id_token": id_token(exp=1)})
         assert expired.status_code == 403
         assert expired.json()["error"]["code"] == "token_rejected"
         assert "expired" in expired.json()["error"]["message"]
         assert client.post("/jit/login", json={"idp": "nope", "claims": ALICE}).status_code == 404
         assert client.post("/jit/login", json={"idp": "okta"}).status_code == 400
+        deep = b'{"idp": "okta", "claims": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+        nested = client.post(
+            "/jit/login", content=deep, headers={"Content-Type": "application/json"}
+        )
+        assert nested.status_code == 400 and "nests too deep" in nested.json()["error"]["message"]
         assert (
             client.post(
                 "/jit/login", content=b"{", headers={"Content-Type": "application/json"}
@@ -304,6 +405,7 @@ def test_jit_login_over_http(tmp_path, portal, monkeypatch):
         log = inbound.log.getvalue()
         assert " POST /v2/jit/login 201 " in log and "app=portal" in log
         root = inbound.url.removesuffix("/v2") + "/jit/login"
-        again = httpx.post(root, json={"idp": "okta", "claims": ALICE}, headers=client.headers)
+        body = {"idp": "okta", "id_token": id_token()}
+        again = httpx.post(root, json=body, headers=client.headers)
         assert again.status_code == 200
         assert id_token()[:20] not in log

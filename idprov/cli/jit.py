@@ -20,7 +20,11 @@ def login(
     idp: Annotated[str, typer.Option("--idp", help="The federated IdP (its jit entry).")],
     claims: Annotated[
         str | None,
-        typer.Option(help="JSON file of the IdP's claims, already verified.", metavar="FILE"),
+        typer.Option(
+            help="JSON file of the IdP's claims, already verified (refused for an IdP with "
+            "token keys unless its jit entry says allow_unverified_claims).",
+            metavar="FILE",
+        ),
     ] = None,
     id_token: Annotated[
         str | None,
@@ -39,14 +43,11 @@ def login(
     if (claims is None) == (id_token is None):
         raise UsageError("give one of --claims FILE and --id-token JWT")
     base = service(app_name)
-    if id_token is not None:
-        settings = jit.jit_settings(base.config, app_name, idp)
-        idp_claims = jit.verify_id_token(_token(id_token), settings)
-    else:
-        idp_claims = jit.read_claims_file(str(claims))
+    token = _token(id_token) if id_token is not None else None
+    idp_claims = jit.read_claims_file(str(claims)) if claims is not None else None
     svc = jit.open_jit_service(base.config, app_name, progress=base.progress)
     try:
-        result = jit.login(svc, idp, idp_claims)
+        result = jit.attempt(svc, idp, claims=idp_claims, id_token=token)
     finally:
         svc.close()
     emit(result, _render)

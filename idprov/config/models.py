@@ -282,6 +282,13 @@ class JitConfig:
     userstore: str | None = None
     """Domain new users land in (default: the application's userstore)."""
     username_claim: str = "sub"
+    subject_claim: str = "sub"
+    """The IdP's stable id of the person: a login is linked to its local user by it."""
+    link_existing: Literal["never", "by_email"] = "never"
+    """Whether a first login may take over a local user it did not create: ``by_email``
+    when the user's email claim equals the login's (``email_verified`` not false)."""
+    allow_unverified_claims: bool = False
+    """Accept claims (not an ID token) for an IdP that has keys to verify tokens with."""
     claims: dict[str, str | None] = field(default_factory=dict)
     """Local claim -> the IdP's claim, over :data:`DEFAULT_JIT_CLAIMS` (null drops one)."""
     roles_claim: str | None = "groups"

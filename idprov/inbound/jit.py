@@ -26,11 +26,18 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from idprov.config import Config
 from idprov.config.models import JitConfig
-from idprov.errors import ConfigError, NotFoundError, PolicyError, UsageError
+from idprov.errors import (
+    ConfigError,
+    ConflictError,
+    IdprovError,
+    NotFoundError,
+    PolicyError,
+    UsageError,
+)
 from idprov.model import ClaimValue, User
 
 if TYPE_CHECKING:
@@ -47,6 +54,18 @@ class TokenRejected(PolicyError):
 
 class JitDisabled(PolicyError):
     code = "jit_disabled"
+
+
+class UnverifiedClaims(PolicyError):
+    """Claims without a token, for an IdP whose tokens idprov can verify."""
+
+    code = "unverified_claims"
+
+
+class NotLinked(ConflictError):
+    """A login whose username is a local user it did not create (nor may take over)."""
+
+    code = "not_linked"
 
 
 @dataclass
@@ -210,7 +229,10 @@ def _read(path: str, key: str) -> str:
 def _rejection(exc: Exception, token: str, settings: JitConfig) -> TokenRejected:
     import jwt
 
-    seen = jwt.decode(token, options={"verify_signature": False})
+    try:
+        seen = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        seen = {}  # a payload that is not a JSON object: the message below says so
     if isinstance(exc, jwt.ExpiredSignatureError):
         return TokenRejected(
             f"the ID token expired (exp {seen.get('exp')}, leeway {settings.leeway}s)",
@@ -244,27 +266,82 @@ def _rejection(exc: Exception, token: str, settings: JitConfig) -> TokenRejected
 
 
 # ---------------------------------------------------------------- the login
+def attempt(
+    service: IdentityService,
+    idp: str,
+    *,
+    claims: Mapping[str, Any] | None = None,
+    id_token: str | None = None,
+    push: bool = True,
+) -> JitResult:
+    """A login through ``idp`` with an ID token (verified here) or claims (refused for
+    an IdP whose tokens can be verified, unless ``allow_unverified_claims``), as
+    :func:`login` does it. A refused login is audited (``jit.refused``, with the
+    reason, never the token), then raised."""
+    try:
+        settings = jit_settings(service.config, service.application, idp)
+        if id_token is not None:
+            return login(service, idp, verify_id_token(id_token, settings), push)
+        if _verifies_tokens(settings) and not settings.allow_unverified_claims:
+            raise UnverifiedClaims(
+                f"IdP {idp!r} has keys to verify ID tokens with: a login through it needs one",
+                hint=f"send an id_token, or set allow_unverified_claims: true in the {idp} "
+                "jit entry if a trusted proxy verified these claims",
+            )
+        return login(service, idp, claims or {}, push)
+    except IdprovError as exc:
+        _audit_refusal(service, idp, claims, exc)
+        raise
+
+
+def _verifies_tokens(settings: JitConfig) -> bool:
+    return bool(settings.jwks_file or settings.public_key_file or settings.shared_secret)
+
+
+def _audit_refusal(
+    service: IdentityService, idp: str, claims: Mapping[str, Any] | None, exc: IdprovError
+) -> None:
+    """``jit.refused`` with the reason; the subject only when it came as a claim."""
+    subject = (claims or {}).get("sub")
+    details = {"idp": idp, "code": exc.code, "reason": exc.message}
+    try:
+        with service.unit_of_work() as uow:
+            uow.audit("jit.refused", str(subject) if subject else f"{idp}:?", details)
+    except IdprovError:
+        pass  # the store itself failed: the original error says more
+
+
 def login(
     service: IdentityService, idp: str, idp_claims: Mapping[str, Any], push: bool = True
 ) -> JitResult:
     """Create or update the local user of a login through ``idp`` with the IdP's
     (already verified) claims, as ``service``'s application, and push it out (with
-    ``push=False``, the result's ``pending`` is left for the caller to push)."""
+    ``push=False``, the result's ``pending`` is left for the caller to push). The user
+    is the one linked to the login's subject; a first login links the user it creates,
+    or an existing one only as ``link_existing`` allows (:class:`NotLinked` if not)."""
     settings = jit_settings(service.config, service.application, idp)
     app = service.config.application(service.application)
     domain = settings.userstore or app.userstore
     username = _username(idp_claims, settings)
+    subject = _subject(idp_claims, settings)
     claims = _local_claims(service, idp_claims, settings)
     wanted, managed = _roles(idp_claims, settings)
-    existing = service.store(domain).find_user(username)
+    linked, existing = _linked_user(service, settings, domain, subject, username, idp_claims)
     with service.unit_of_work(push=push) as uow:  # one login: one transaction, one push
         if existing is None:
-            uow.add_user(username, claims, roles=sorted(wanted), domain=domain)
+            added = uow.add_user(username, claims, roles=sorted(wanted), domain=domain)
+            user = cast(User, added.entity)
             outcome = _Outcome("created", sorted(claims), sorted(wanted), [])
-        elif settings.update_on_login:
-            outcome = _update(uow, existing, claims, wanted, managed)
+            uow.link_login(idp, subject, domain, user.id)
         else:
-            outcome = _Outcome("unchanged", [], [], [])
+            if not linked:
+                uow.link_login(idp, subject, domain, existing.id)
+            existing = _follow_rename(uow, existing, username, settings)
+            if settings.update_on_login:
+                outcome = _update(uow, existing, claims, wanted, managed)
+            else:
+                outcome = _Outcome("unchanged", [], [], [])
+            username = existing.username
         target = uow.results[0].target if uow.results else getattr(existing, "qualified_name", "")
         _audit(uow, idp, target, outcome)
     return JitResult(
@@ -278,6 +355,60 @@ def login(
         uow.outbound if any(r.changed for r in uow.results) else None,
         pending=None if push else uow.pending(),
     )
+
+
+def _subject(idp_claims: Mapping[str, Any], settings: JitConfig) -> str:
+    value = idp_claims.get(settings.subject_claim)
+    if not isinstance(value, str | int) or isinstance(value, bool) or str(value).strip() == "":
+        raise UsageError(
+            f"the login's claims have no usable {settings.subject_claim!r} (the subject)",
+            hint=f"the {settings.idp} jit entry links logins by subject_claim "
+            f"{settings.subject_claim!r}",
+        )
+    return str(value).strip()
+
+
+def _linked_user(
+    service: IdentityService,
+    settings: JitConfig,
+    domain: str,
+    subject: str,
+    username: str,
+    idp_claims: Mapping[str, Any],
+) -> tuple[bool, User | None]:
+    """(whether a link exists, the local user of this login or None for a new one)."""
+    from idprov.provisioning.jit_links import JitLinks
+
+    store = service.store(domain)
+    user_id = JitLinks(service.state.db).user_id(settings.idp, subject, domain)
+    user = store.find_user_by_id(user_id) if user_id else None
+    if user is not None:
+        return True, user
+    existing = store.find_user(username)
+    if existing is not None and not _may_take_over(existing, idp_claims, settings):
+        raise NotLinked(
+            f"a local user {existing.qualified_name!r} exists that no login through "
+            f"{settings.idp!r} created: the login of subject {subject!r} cannot take it over",
+            hint=f"set link_existing: by_email in the {settings.idp} jit entry to link users "
+            "whose email matches, or rename or remove the local user",
+        )
+    return False, existing
+
+
+def _may_take_over(user: User, idp_claims: Mapping[str, Any], settings: JitConfig) -> bool:
+    if settings.link_existing != "by_email" or idp_claims.get("email_verified") is False:
+        return False
+    email, local = idp_claims.get("email"), user.claims.get("email")
+    return (
+        isinstance(email, str) and isinstance(local, str) and email.casefold() == local.casefold()
+    )
+
+
+def _follow_rename(uow: UnitOfWork, user: User, username: str, settings: JitConfig) -> User:
+    """The linked user renamed when the IdP's username claim changed."""
+    if user.username == username or not settings.update_on_login:
+        return user
+    return cast(User, uow.rename_user(user.username, username, user.domain).entity)
 
 
 @dataclass

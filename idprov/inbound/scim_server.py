@@ -446,20 +446,22 @@ class InboundServer:
         from idprov.inbound import jit
 
         try:
-            idp, claims = self._jit_request(body, application)
+            idp, claims, token = self._jit_request(body)
             service = self.backends.get(application, "jit").service
-            result = jit.login(service, idp, claims, push=False)
+            result = jit.attempt(service, idp, claims=claims, id_token=token, push=False)
         except IdprovError as exc:
             return _jit_status(exc), {"error": exc.to_dict()}
         return (201 if result.action == "created" else 200), result
 
-    def _jit_request(self, body: bytes, application: str) -> tuple[str, dict[str, Any]]:
-        from idprov.inbound import jit
-
+    @staticmethod
+    def _jit_request(body: bytes) -> tuple[str, dict[str, Any] | None, str | None]:
+        """(idp, claims, id_token) of a login request; one of the last two is None."""
         try:
             data = json.loads(body or b"null")
         except ValueError as exc:
             raise UsageError(f"the body is not JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise UsageError("the body is not JSON idprov reads: it nests too deep") from exc
         if not isinstance(data, dict) or not isinstance(data.get("idp"), str):
             raise UsageError(
                 'expected {"idp": NAME, "claims": {...}} or {"idp": NAME, "id_token": JWT}'
@@ -467,14 +469,11 @@ class InboundServer:
         claims, token = data.get("claims"), data.get("id_token")
         if (claims is None) == (token is None):
             raise UsageError('give exactly one of "claims" and "id_token"')
-        if token is not None:
-            if not isinstance(token, str):
-                raise UsageError('"id_token" is a string (a JWT)')
-            settings = jit.jit_settings(self.config, application, data["idp"])
-            return data["idp"], jit.verify_id_token(token, settings)
-        if not isinstance(claims, dict):
+        if token is not None and not isinstance(token, str):
+            raise UsageError('"id_token" is a string (a JWT)')
+        if claims is not None and not isinstance(claims, dict):
             raise UsageError('"claims" is a JSON object')
-        return data["idp"], claims
+        return data["idp"], claims, token
 
 
 # ---------------------------------------------------------------- HTTP plumbing
@@ -538,9 +537,9 @@ def _error(code: str, message: str, hint: str | None = None) -> dict[str, Any]:
 
 def _jit_status(exc: IdprovError) -> int:
     """The HTTP status of a refused JIT login."""
-    from idprov.inbound.jit import JitDisabled, TokenRejected
+    from idprov.inbound.jit import JitDisabled, TokenRejected, UnverifiedClaims
 
-    if isinstance(exc, TokenRejected | JitDisabled | ReadOnlyError):
+    if isinstance(exc, TokenRejected | JitDisabled | UnverifiedClaims | ReadOnlyError):
         return 403
     if isinstance(exc, ConfigError):
         return 500  # the server's configuration (a JWKS file...): not the client's fault

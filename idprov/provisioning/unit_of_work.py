@@ -284,6 +284,13 @@ class UnitOfWork:
         self.begin()
         self._external_ids().forget(kind, local_id)
 
+    def link_login(self, idp: str, subject: str, domain: str, user_id: str) -> None:
+        """Link a federated login (IdP, subject) to the local user it is."""
+        from idprov.provisioning.jit_links import JitLinks
+
+        self.begin()
+        JitLinks(self.service.state.db).link(idp, subject, domain, user_id)
+
     def _external_ids(self) -> ExternalIds:
         from idprov.provisioning.external_ids import ExternalIds
 
