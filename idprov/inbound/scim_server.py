@@ -342,8 +342,8 @@ class InboundServer:
             if application is None:
                 return self._finish(request, self.scim.error_response(UnauthorizedException()))
             served.application = application
-        else:
-            application = self.applications[0]
+        else:  # open to all: any application's view serves it, even with no token left
+            application = self.config.applications[0].name
         body = await _read_body(receive, request, self.max_body)
         if body is None:
             error = PayloadTooLargeException(

@@ -66,6 +66,8 @@ if TYPE_CHECKING:
     from idprov.provisioning.unit_of_work import UnitOfWork
 
 USERS, GROUPS = "User", "Group"
+MAX_OFFSET = 2**62
+"""Past any store's row count, and within every database's integers."""
 KINDS = {USERS: "user", GROUPS: "role"}
 
 
@@ -265,7 +267,7 @@ class IdprovStorage(ScimStorage):
         if names != [USERS] or request.filter is not None or request.sort_by is not None:
             return None
         backend = _acting().backend
-        start = request.start_index_0 or 0
+        start = min(request.start_index_0 or 0, MAX_OFFSET)
         page = backend.service.list_users(UserQuery(limit=request.count, offset=start))
         docs = self._user_documents(backend, page.items)
         return SearchPage(page.total, [self._model(USERS, d) for d in docs])
@@ -326,7 +328,7 @@ class IdprovStorage(ScimStorage):
     def _create_user(self, given: mapping.UserInput) -> str:
         state = _acting()
         backend = state.backend
-        name = QualifiedName.parse(given.user_name, backend.domain)
+        name = _in_known_domain(backend, given.user_name, "userName")
         claims = {"active": "true", **given.claims, **_manager_claim(backend, given)}
         with state.changing() as uow:
             result = uow.add_user(name.name, claims, given.password, domain=name.domain)
@@ -338,7 +340,7 @@ class IdprovStorage(ScimStorage):
     def _create_group(self, given: mapping.GroupInput) -> str:
         state = _acting()
         backend = state.backend
-        name = QualifiedName.parse(given.display_name, backend.domain)
+        name = _in_known_domain(backend, given.display_name, "displayName")
         members = _member_names(backend, name.domain, given.member_ids)
         with state.changing() as uow:
             role = cast(Role, uow.add_role(name.name, name.domain).entity)
@@ -475,6 +477,18 @@ def _by_name(
     if kind == GROUPS and attribute == "displayname":
         return store.find_role(name.name)
     return None
+
+
+def _in_known_domain(backend: Backend, text: str, attribute: str) -> QualifiedName:
+    """``DOMAIN/name`` or a bare name, whose domain must be a userstore's."""
+    name = QualifiedName.parse(text, backend.domain)
+    domains = _domains(backend.service)
+    if name.domain.casefold() not in {d.casefold() for d in domains}:
+        raise mapping.InvalidValue(
+            f"{attribute}: {name.domain!r} is no userstore domain (domains: "
+            f"{', '.join(domains)}); write the name without the prefix, or with one of these"
+        )
+    return name
 
 
 def _manager_claim(backend: Backend, given: mapping.UserInput) -> dict[str, str]:

@@ -1,0 +1,95 @@
+"""What a client can send that must never be a 5xx: JSON nested a thousand deep, page
+numbers past any integer, domain prefixes that name no userstore, discovery once every
+token is revoked. Each answers 4xx with RFC 7644's scimType, and nothing is stored."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.test_serve_scim import (
+    CRM_TOKEN,
+    GROUP,
+    HR_TOKEN,
+    PATCH_OP,
+    SCIM_JSON,
+    USER,
+    Inbound,
+    new_user,
+    running,
+    scim_error,
+    serve_config,
+)
+
+
+@pytest.fixture
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbound]:
+    monkeypatch.setenv("CRM_TOKEN", CRM_TOKEN)
+    monkeypatch.setenv("HR_TOKEN", HR_TOKEN)
+    with running(serve_config(tmp_path)) as inbound:
+        yield inbound
+
+
+def deep(depth: int = 1000) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def test_json_nested_a_thousand_deep_is_invalid_syntax(served):
+    client = served.client
+    alice = new_user(client, "alice", title="Dev")
+    bodies = {
+        ("PATCH", f"/Users/{alice['id']}"): b'{"schemas": ["%s"], "Operations": [{"op": "add",'
+        b' "path": "title", "value": %s}]}' % (PATCH_OP.encode(), deep()),
+        ("POST", "/Users"): b'{"schemas": ["%s"], "userName": "bob", "x": %s}'
+        % (USER.encode(), deep()),
+        ("PUT", f"/Users/{alice['id']}"): b'{"schemas": ["%s"], "userName": "alice", "x": %s}'
+        % (USER.encode(), deep()),
+        ("POST", "/.search"): b'{"filter": %s}' % deep(),
+    }
+    for (method, path), body in bodies.items():
+        response = client.request(method, path, content=body, headers=SCIM_JSON)
+        assert response.status_code == 400, (method, path, response.text)
+        assert response.json().get("scimType") in ("invalidSyntax", "invalidValue")
+    assert client.get(f"/Users/{alice['id']}").json()["title"] == "Dev"
+    assert client.get("/Users").json()["totalResults"] == 1
+
+
+@pytest.mark.parametrize("start", ["99999999999999999999999", "9223372036854775808", "-5"])
+def test_page_numbers_past_any_integer_are_an_empty_page_or_refused(served, start):
+    new_user(served.client, "alice")
+    for path in ("/Users", "/Groups"):
+        response = served.client.get(path, params={"startIndex": start, "count": "10"})
+        assert response.status_code in (200, 400), response.text
+        if response.status_code == 200:
+            assert response.json().get("Resources", []) == [] or start == "-5"
+    huge = served.client.get("/Users", params={"count": "99999999999999999999999"})
+    assert huge.status_code in (200, 400), huge.text
+
+
+def test_domain_prefixes_that_name_no_userstore_are_invalid_value(served):
+    client = served.client
+    body = {"schemas": [USER], "userName": "NOPE/alice"}
+    detail = scim_error(client.post("/Users", json=body, headers=SCIM_JSON), 400, "invalidValue")
+    assert "NOPE" in detail
+    body = {"schemas": [GROUP], "displayName": "NOPE/staff"}
+    scim_error(client.post("/Groups", json=body, headers=SCIM_JSON), 400, "invalidValue")
+    found = client.get("/Users", params={"filter": 'userName eq "NOPE/alice"'})
+    assert found.status_code == 200 and found.json()["totalResults"] == 0
+    assert client.get("/Users").json()["totalResults"] == 0
+
+
+def test_discovery_answers_after_every_token_is_revoked(tmp_path, monkeypatch, cli, write_config):
+    text = f"version: 1\ndata_dir: {tmp_path / 'data'}\n"
+    path = write_config(text)
+    token = cli("--config", str(path), "token", "create", "--app", "resident", "--json").json()
+    from idprov.config import load_config
+
+    with running(load_config(str(path)), applications=None) as inbound:
+        client = inbound.as_token(token["token"])
+        assert client.get("/Users").status_code == 200
+        cli("--config", str(path), "token", "revoke", token["id"]).ok()
+        assert client.get("/Users").status_code == 401
+        config = client.get("/ServiceProviderConfig")
+        assert config.status_code == 200, config.text
