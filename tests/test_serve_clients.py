@@ -19,6 +19,7 @@ from tests.test_serve_scim import CRM_TOKEN, HR_TOKEN, Inbound, running, serve_c
 SCIM_JSON = {"Content-Type": "application/scim+json"}
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 
 
 @pytest.fixture
@@ -495,3 +496,28 @@ def test_okta_group_lifecycle(served: Inbound) -> None:
     assert [m["value"] for m in members] == [one["id"]]
     assert served.local().get_role("Test SCIMv20").member_count == 1
     send(client, "DELETE", f"/Groups/{group_id}")
+
+
+# ---------------------------------------------------------------- incremental readers
+def test_last_modified_moves_on_both_sides_of_a_membership(served, monkeypatch):
+    """Clients that read ``meta.lastModified gt T`` see a group whose members changed,
+    and the users whose groups changed (a ticking clock: no two writes share a stamp)."""
+    import itertools
+
+    ticks = itertools.count(1)
+    monkeypatch.setattr(
+        "idprov.userstores.sql.now", lambda: f"2030-01-01T00:00:{next(ticks):02d}.000Z"
+    )
+    client = served.client
+    alice = send(client, "POST", "/Users", {**OKTA_CREATE_USER, "userName": "alice"})
+    bob = send(client, "POST", "/Users", {**OKTA_CREATE_USER, "userName": "bob"})
+    group = send(client, "POST", "/Groups", {"schemas": [GROUP_SCHEMA], "displayName": "crew"})
+    mark = read(client, f"/Groups/{group['id']}")["meta"]["lastModified"]
+    add = {"op": "add", "path": "members", "value": [{"value": alice["id"]}]}
+    send(client, "PATCH", f"/Groups/{group['id']}", {"schemas": [PATCH_OP], "Operations": [add]})
+    since = f'meta.lastModified gt "{mark}"'
+    changed_users = read(client, "/Users", filter=since)
+    assert [u["userName"] for u in changed_users["Resources"]] == ["alice"]
+    changed_groups = read(client, "/Groups", filter=since)
+    assert [g["id"] for g in changed_groups["Resources"]] == [group["id"]]
+    assert bob["meta"]["lastModified"] <= mark

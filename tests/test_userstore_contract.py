@@ -423,3 +423,55 @@ def test_stores_opening_together_on_a_new_database_migrate_it_once(backend):
     assert all(store.find_user("alice") for store in opened)
     rows = backend.rows("SELECT name FROM idprov_migrations WHERE namespace = 'userstore'")
     assert rows == [("0001_users_roles",)]
+
+
+@pytest.fixture
+def ticking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clock that moves a second at each reading: no two writes share a stamp."""
+    import itertools
+
+    ticks = itertools.count(1)
+
+    def now() -> str:
+        tick = next(ticks)
+        return f"2030-01-01T{tick // 3600:02d}:{tick // 60 % 60:02d}:{tick % 60:02d}.000Z"
+
+    monkeypatch.setattr("idprov.userstores.sql.now", now)
+
+
+def test_modified_moves_on_both_sides_of_a_membership_change(ticking, crowd):
+    def stamps() -> tuple[str, str, str]:
+        return (
+            crowd.find_role("staff").modified,
+            crowd.find_user("alice").modified,
+            crowd.find_user("bob").modified,
+        )
+
+    def moved(before: tuple[str, str, str]) -> list[bool]:
+        return [a > b for a, b in zip(stamps(), before, strict=True)]
+
+    before = stamps()
+    crowd.assign("staff", ["bob"])
+    assert moved(before) == [True, False, True]
+    before = stamps()
+    crowd.unassign("staff", ["alice"])
+    assert moved(before) == [True, True, False]
+    before = stamps()
+    crowd.rename_role("staff", "crew")
+    assert [a > b for a, b in zip(stamps_of(crowd, "crew"), before, strict=True)] == [
+        True,
+        False,
+        True,
+    ]
+    before = stamps_of(crowd, "crew")
+    crowd.delete_user("bob")
+    assert crowd.find_role("crew").modified > before[0]
+
+
+def stamps_of(store, role: str) -> tuple[str, str, str]:
+    bob = store.find_user("bob")
+    return (
+        store.find_role(role).modified,
+        store.find_user("alice").modified,
+        bob.modified if bob else "",
+    )

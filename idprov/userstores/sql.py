@@ -329,6 +329,7 @@ class SqlUserStore(UserStore):
             "UPDATE users SET username = ?, username_key = ?, modified = ? WHERE id = ?",
             [new_name, name_key(new_name), user.modified, user.id],
         )
+        self._touch("roles", self._role_ids_of(user.id), user.modified)
         return user
 
     def set_password_hash(self, username: str, password_hash: str) -> None:
@@ -343,6 +344,7 @@ class SqlUserStore(UserStore):
         user = self.find_user(username)
         if user is None:
             raise self._no_user(username)
+        self._touch("roles", self._role_ids_of(user.id))
         self._execute("DELETE FROM users WHERE id = ?", [user.id])
         return user
 
@@ -366,6 +368,7 @@ class SqlUserStore(UserStore):
         role = self.find_role(name, with_members=True)
         if role is None:
             raise self._no_role(name)
+        self._touch("users", self.role_member_ids(role.id))
         self._execute("DELETE FROM roles WHERE id = ?", [role.id])
         return role
 
@@ -382,6 +385,7 @@ class SqlUserStore(UserStore):
             "UPDATE roles SET name = ?, name_key = ?, modified = ? WHERE id = ?",
             [new_name, name_key(new_name), role.modified, role.id],
         )
+        self._touch("users", self.role_member_ids(role.id), role.modified)
         return role
 
     def assign(self, role: str, usernames: Sequence[str]) -> list[str]:
@@ -397,14 +401,33 @@ class SqlUserStore(UserStore):
         )
 
     def _change_members(self, role: str, usernames: Sequence[str], sql: str) -> list[str]:
-        """Run ``sql`` (user id, role id) per user; the usernames it changed a row for."""
+        """Run ``sql`` (user id, role id) per user; the usernames it changed a row for.
+        The role and those users are modified then (a client reading changes since a
+        time sees both)."""
         self.ensure_writable()
         role_id = self._role_id(role)
-        changed = []
+        changed, user_ids = [], []
         for username in usernames:
-            if self._execute(sql, [self._user_id(username), role_id]).rowcount:
+            user_id = self._user_id(username)
+            if self._execute(sql, [user_id, role_id]).rowcount:
                 changed.append(username)
+                user_ids.append(user_id)
+        if changed:
+            self._touch("roles", [role_id])
+            self._touch("users", user_ids)
         return changed
+
+    def _touch(self, table: str, ids: Sequence[str], stamp: str | None = None) -> None:
+        """Set ``modified`` of these users or roles (now, or ``stamp``)."""
+        stamp = stamp or now()
+        for chunk in chunks(list(dict.fromkeys(ids))):
+            self._execute(
+                f"UPDATE {table} SET modified = ? WHERE id IN ({marks(chunk)})", [stamp, *chunk]
+            )
+
+    def _role_ids_of(self, user_id: str) -> list[str]:
+        rows = self._execute("SELECT role_id FROM user_roles WHERE user_id = ?", [user_id])
+        return [r[0] for r in rows.fetchall()]
 
     def import_users(self, users: Sequence[ImportedUser]) -> None:
         """A batch in a few statements: inserts, updates, then the memberships."""
@@ -426,9 +449,20 @@ class SqlUserStore(UserStore):
             [(stored(u), u.password_hash, stamp, u.id) for u in users if u.existing],
         )
         with_roles = [u for u in users if u.roles is not None]
+        for chunk in chunks([u.id for u in with_roles if u.existing]):
+            self._execute(
+                "UPDATE roles SET modified = ? WHERE id IN (SELECT role_id FROM user_roles"
+                f" WHERE user_id IN ({marks(chunk)}))",
+                [stamp, *chunk],
+            )
         self._executemany(
             "DELETE FROM user_roles WHERE user_id = ?", [(u.id,) for u in with_roles if u.existing]
         )
         self._insert_memberships(
             list({(u.id, name_key(r)): None for u in with_roles for r in u.roles or []})
         )
+        touched = {name_key(r) for u in with_roles for r in u.roles or []}
+        for chunk in chunks(sorted(touched)):
+            self._execute(
+                f"UPDATE roles SET modified = ? WHERE name_key IN ({marks(chunk)})", [stamp, *chunk]
+            )
