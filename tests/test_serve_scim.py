@@ -681,9 +681,9 @@ def test_access_log_has_a_line_per_request_and_no_secrets(inbound):
     httpx.get(f"{inbound.url}/Users", headers={"Authorization": "Bearer nope-nope"})
     lines = inbound.log.getvalue().splitlines()
     assert len(lines) == 3
-    assert " POST /v2/Users 201 " in lines[0] and lines[0].endswith("app=crm outbound=-")
+    assert " POST /v2/Users 201 " in lines[0] and lines[0].endswith("app=crm token=config outbound=-")
     assert " GET /v2/Users 200 " in lines[1]
-    assert " GET /v2/Users 401 " in lines[2] and "app=-" in lines[2]
+    assert " GET /v2/Users 401 " in lines[2] and "app=- token=-" in lines[2]
     for secret in (CRM_TOKEN, "s3cret-pass-1", "nope-nope", "alice"):
         assert secret not in inbound.log.getvalue()
 
@@ -731,6 +731,22 @@ def test_idprov_serve_command_runs_until_terminated(tmp_path, tokens, write_conf
             _, stderr = process.communicate(timeout=15)
     assert process.returncode == 0, stderr
     assert " POST /v2/Users 201 " in (tmp_path / "access.log").read_text()
+    assert (tmp_path / "access.log").stat().st_mode & 0o777 == 0o600
+    assert "warning" not in stderr  # loopback: plain HTTP stays on this machine
+
+
+def test_plain_http_beyond_loopback_is_warned_about(tmp_path, tokens, write_config):
+    write_config(serve_config_text(tmp_path))
+    idprov = str(Path(sys.executable).parent / "idprov")
+    command = [idprov, "--config", "idprov.yaml", "serve", "--host", "0.0.0.0", "--port", "0"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with subprocess.Popen(command, cwd=tmp_path, text=True, **pipes) as process:
+        try:
+            assert "SCIM 2.0 at http://0.0.0.0:" in process.stdout.readline()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=15)
+    assert "warning: serving plain HTTP on 0.0.0.0" in stderr and "--certfile" in stderr
 
 
 def serve_config_text(tmp_path: Path) -> str:
@@ -840,3 +856,35 @@ def test_issued_tokens_act_as_their_application_until_revoked(tmp_path, tokens, 
         assert refused.status_code == 401
     assert cli("token", "list", "--json").items()[0]["revoked_at"]
     assert "no token with id" in cli("token", "revoke", "nope", "--json").error(3)["message"]
+
+
+def test_a_read_token_reads_and_the_token_id_is_in_the_audit_and_the_log(tmp_path, tokens, cli):
+    config = serve_config(tmp_path)
+    (tmp_path / "idprov.yaml").write_text(
+        f"version: 1\ndata_dir: {tmp_path / 'data'}\napplications:\n  - name: crm\n"
+    )
+    reader = cli("token", "create", "--app", "crm", "--scope", "read", "--json").json()
+    writer = cli("token", "create", "--app", "crm", "--json").json()
+    assert (reader["scope"], writer["scope"]) == ("read", "write")
+    with running(config) as served:
+        as_writer, as_reader = served.as_token(writer["token"]), served.as_token(reader["token"])
+        alice = new_user(as_writer, "alice")
+        assert as_reader.get(f"/Users/{alice['id']}").status_code == 200
+        search = {"schemas": [SEARCH], "filter": 'userName eq "alice"'}
+        assert as_reader.post("/.search", json=search, headers=SCIM_JSON).status_code == 200
+        body = {"schemas": [USER], "userName": "bob"}
+        scim_error(as_reader.post("/Users", json=body, headers=SCIM_JSON), 403)
+        scim_error(as_reader.delete(f"/Users/{alice['id']}"), 403)
+        jit = as_reader.post("/jit/login", json={"idp": "x", "claims": {}})
+        assert jit.status_code == 403 and "scope is read" in jit.json()["error"]["message"]
+        lines = served.log.getvalue().splitlines()
+        assert f"token={writer['id']}" in lines[0] and " 201 " in lines[0]
+        assert all(f"token={reader['id']}" in line for line in lines[1:])
+        assert reader["token"] not in served.log.getvalue()
+        as_config = served.as_token(CRM_TOKEN)
+        new_user(as_config, "carol")
+        assert "token=config" in served.log.getvalue().splitlines()[-1]
+    entries = {e["target"]: e for e in cli("log", "--action", "user.add", "--json").json()}
+    assert entries["alice"]["actor"] == f"scim:{writer['id']}"
+    assert entries["carol"]["actor"] == "scim:config"
+    assert "bob" not in entries

@@ -514,11 +514,12 @@ def token_list(records: list[Any]) -> None:
         note("no tokens: make one with `idprov token create --app NAME`")
         return
     table(
-        ["id", "application", "created", "by", "state", "description"],
+        ["id", "application", "scope", "created", "by", "state", "description"],
         (
             (
                 r.id,
                 r.application,
+                r.scope,
                 r.created_at[:19],
                 r.created_by,
                 f"revoked {r.revoked_at[:19]}" if r.revoked_at else "active",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -54,7 +54,9 @@ def serve(
     if max_body < 1024 or readers < 1:
         raise UsageError("--max-body is at least 1024 bytes and --readers at least 1")
     config = service(live=False).config
-    log = open(access_log, "a", encoding="utf-8", buffering=1) if access_log else sys.stderr
+    if not certfile and not is_loopback(host):
+        typer.secho(PLAIN_HTTP_WARNING.format(host=host), fg="yellow", err=True)
+    log = open_access_log(access_log) if access_log else sys.stderr
     server = InboundServer(
         config, applications=app_names, access_log=log, max_body=max_body, readers=readers
     )
@@ -70,6 +72,39 @@ def serve(
         server.close()
         if log is not sys.stderr:
             log.close()
+
+
+PLAIN_HTTP_WARNING = (
+    "warning: serving plain HTTP on {host}, beyond this machine: bearer tokens and "
+    "personal data cross the network unencrypted. Give --certfile (and --keyfile), put "
+    "a TLS-terminating proxy in front, or listen on 127.0.0.1."
+)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    import ipaddress
+
+    if host.casefold() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def open_access_log(path: str) -> TextIO:
+    """The access log opened for append; created 0600 (client addresses are personal)."""
+    import os
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot open the access log {path}: {exc.strerror}",
+            hint="give a writable file with --access-log",
+        ) from exc
+    return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
 
 
 def _check_tls(certfile: str, keyfile: str | None) -> None:

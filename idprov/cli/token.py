@@ -16,18 +16,21 @@ app = new_app("Bearer tokens for `idprov serve`.")
 def create(
     app_name: Annotated[str, typer.Option("--app", help="The application the token acts as.")],
     description: Annotated[str, typer.Option(help="What the token is for.")] = "",
+    scope: Annotated[
+        str, typer.Option(help="write (every request) or read (GET and searches only).")
+    ] = "write",
     json: JsonOpt = False,
 ) -> None:
     """Make a token; it is shown this once and stored only as a digest."""
 
     def show(new: Any) -> None:
         render.message(
-            f"[green]✓[/] token {new.record.id} for application "
+            f"[green]✓[/] {new.record.scope} token {new.record.id} for application "
             f"{render.esc(new.record.application)} (shown once, store it now):"
         )
         render.console().print(new.token, highlight=False, soft_wrap=True)
 
-    emit(service().create_token(app_name, description), show)
+    emit(service().create_token(app_name, description, scope), show)
 
 
 @app.command("list")

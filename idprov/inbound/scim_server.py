@@ -46,7 +46,12 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import parse_qsl
 
-from scim2_models import PayloadTooLargeException, SCIMException, UnauthorizedException
+from scim2_models import (
+    ForbiddenException,
+    PayloadTooLargeException,
+    SCIMException,
+    UnauthorizedException,
+)
 from scim2_server.applications.base import BaseApplication
 from scim2_server.handler import ScimHandler
 from scim2_server.requests import ScimRequest
@@ -67,6 +72,7 @@ from idprov.errors import (
 )
 from idprov.inbound.scim.schema import build_provider, drop_client_schemas, drop_ignored
 from idprov.inbound.scim.storage import Backends, IdprovStorage, acting
+from idprov.provisioning.tokens import Caller
 
 if TYPE_CHECKING:
     import httpx
@@ -86,6 +92,7 @@ DEFAULT_READERS = 4
 DEFAULT_PUSHERS = 8
 """Requests whose pushes may be in flight at once (each to every blocking IdP)."""
 JIT_PATHS = ("/jit/login", "/v2/jit/login")
+READ_ONLY_TOKEN = "this token's scope is read: it may read and search, not change anything"
 WRITES = {Operation.create, Operation.replace, Operation.patch, Operation.delete, Operation.bulk}
 
 
@@ -169,11 +176,11 @@ class _IssuedTokens:
         with self._lock:
             return InboundTokens(self._state.db).applications()
 
-    def application_of(self, token: str) -> str | None:
+    def caller(self, token: str) -> Caller | None:
         from idprov.provisioning.tokens import InboundTokens
 
         with self._lock:
-            return InboundTokens(self._state.db).application_of(token)
+            return InboundTokens(self._state.db).caller(token)
 
     def close(self) -> None:
         self._state.close()
@@ -201,6 +208,8 @@ class Served:
     status: int = 500
     application: str = "-"
     outbound: str = "-"
+    token: str = "-"
+    """The id of the token used (``config``: an application's inbound_token)."""
 
 
 # ---------------------------------------------------------------- the application
@@ -313,7 +322,8 @@ class InboundServer:
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         self.log.write(
             f"{stamp} {client[0]} {scope.get('method')} {scope.get('path')} {served.status}"
-            f" {seconds * 1000:.1f}ms app={served.application} outbound={served.outbound}"
+            f" {seconds * 1000:.1f}ms app={served.application} token={served.token}"
+            f" outbound={served.outbound}"
         )
 
     async def _http(self, scope: Scope, receive: Receive, served: Served) -> Reply:
@@ -338,12 +348,14 @@ class InboundServer:
         except SCIMException:
             operation = None  # answered by the handler, once authenticated
         if operation is not Operation.service_provider_config:
-            application = self._authenticate(request.header("Authorization"))
-            if application is None:
+            caller = self._authenticate(request.header("Authorization"))
+            if caller is None:
                 return self._finish(request, self.scim.error_response(UnauthorizedException()))
-            served.application = application
+            served.application, served.token = caller.application, caller.token_id
+            if operation in WRITES and caller.scope != "write":
+                return self.scim.error_response(ForbiddenException(detail=READ_ONLY_TOKEN))
         else:  # open to all: any application's view serves it, even with no token left
-            application = self.config.applications[0].name
+            caller = Caller("-", self.config.applications[0].name, "read")
         body = await _read_body(receive, request, self.max_body)
         if body is None:
             error = PayloadTooLargeException(
@@ -353,27 +365,28 @@ class InboundServer:
         request.body = body
         executor = self.writer if operation in WRITES else self.readers
         loop = asyncio.get_running_loop()
-        response, pending = await loop.run_in_executor(executor, self._handle, request, application)
-        report = await self._push(application, "scim", pending)
+        response, pending = await loop.run_in_executor(executor, self._handle, request, caller)
+        report = await self._push(caller, "scim", pending)
         served.outbound = _outbound_outcome([report] if report is not None else [])
         return response
 
-    async def _push(
-        self, application: str, view: str, pending: PendingPush
-    ) -> OutboundReport | None:
+    async def _push(self, caller: Caller, view: str, pending: PendingPush) -> OutboundReport | None:
         """Push what a request committed, on a pusher thread (no lock held)."""
         if not pending.rows:
             return None
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pushers, self._push_now, application, view, pending)
+        return await loop.run_in_executor(self.pushers, self._push_now, caller, view, pending)
 
-    def _push_now(self, application: str, view: str, pending: PendingPush) -> OutboundReport | None:
-        service = self.backends.get(application, view).service
+    def _push_now(self, caller: Caller, view: str, pending: PendingPush) -> OutboundReport | None:
+        service = self.backends.get(caller.application, view).service
+        service.actor = f"{view}:{caller.token_id}"
         return service.push(pending.rows, pending.passwords)
 
-    def _handle(self, request: ScimRequest, application: str) -> tuple[ScimResponse, PendingPush]:
-        """Serve one SCIM request on this (writer or reader) thread."""
-        backend = self.backends.get(application)
+    def _handle(self, request: ScimRequest, caller: Caller) -> tuple[ScimResponse, PendingPush]:
+        """Serve one SCIM request on this (writer or reader) thread; what it changes is
+        audited as done by ``scim:<token id>``."""
+        backend = self.backends.get(caller.application)
+        backend.service.actor = f"scim:{caller.token_id}"
         with acting(backend) as state:
             try:
                 response = self.handler.handle(request)
@@ -389,8 +402,9 @@ class InboundServer:
         response.headers.setdefault("Cache-Control", "no-cache")
         return response
 
-    def _authenticate(self, authorization: str | None) -> str | None:
-        """The application whose token an Authorization header carries, or None."""
+    def _authenticate(self, authorization: str | None) -> Caller | None:
+        """Who the token of an Authorization header is (an application's configured
+        inbound_token: id ``config``, scope write), or None."""
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
@@ -398,10 +412,10 @@ class InboundServer:
         found = None
         for known, application in self.tokens.items():
             if hmac.compare_digest(known, digest):
-                found = application
+                found = Caller("config", application, "write")
         if found is None:
-            found = self.issued.application_of(token.strip())
-        if found is not None and self.only is not None and found not in self.only:
+            found = self.issued.caller(token.strip())
+        if found is not None and self.only is not None and found.application not in self.only:
             return None
         return found
 
@@ -419,11 +433,13 @@ class InboundServer:
         if scope["method"] != "POST":
             return 405, _error("method", "POST /jit/login only"), {"Allow": "POST"}
         authorization = next((v for k, v in headers if k.lower() == "authorization"), None)
-        application = self._authenticate(authorization)
-        if application is None:
+        caller = self._authenticate(authorization)
+        if caller is None:
             challenge = {"WWW-Authenticate": 'Bearer realm="idprov"'}
             return 401, _error("unauthorized", "a valid bearer token is required"), challenge
-        served.application = application
+        served.application, served.token = caller.application, caller.token_id
+        if caller.scope != "write":
+            return 403, _error("forbidden", READ_ONLY_TOKEN), {}
         request = ScimRequest(scope["method"], "", "/jit/login", headers=headers)
         body = await _read_body(receive, request, self.max_body)
         if body is None:
@@ -432,22 +448,23 @@ class InboundServer:
         if content_type and not is_json_media_type(content_type):
             return 415, _error("media_type", "send application/json"), {}
         loop = asyncio.get_running_loop()
-        status, result = await loop.run_in_executor(self.writer, self._jit_login, application, body)
+        status, result = await loop.run_in_executor(self.writer, self._jit_login, caller, body)
         if isinstance(result, dict):
             return status, result, {}
         if result.pending is not None:
-            result.outbound = await self._push(application, "jit", result.pending)
+            result.outbound = await self._push(caller, "jit", result.pending)
         served.outbound = _outbound_outcome([result.outbound] if result.outbound else [])
         return status, result.to_dict(), {}
 
-    def _jit_login(self, application: str, body: bytes) -> tuple[int, Any]:
+    def _jit_login(self, caller: Caller, body: bytes) -> tuple[int, Any]:
         """One JIT login's transaction on the writer thread: (status, result or the
         JSON error body); the push follows on a pusher thread."""
         from idprov.inbound import jit
 
         try:
             idp, claims, token = self._jit_request(body)
-            service = self.backends.get(application, "jit").service
+            service = self.backends.get(caller.application, "jit").service
+            service.actor = f"jit:{caller.token_id}"
             result = jit.attempt(service, idp, claims=claims, id_token=token, push=False)
         except IdprovError as exc:
             return _jit_status(exc), {"error": exc.to_dict()}

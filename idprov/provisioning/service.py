@@ -481,13 +481,16 @@ class IdentityService:
 
         return InboundTokens(self.state.db)
 
-    def create_token(self, application: str, description: str = "") -> NewToken:
-        """A new bearer token for `idprov serve`, acting as ``application``; the token is
-        in the result once and stored only as a digest."""
+    def create_token(
+        self, application: str, description: str = "", scope: str = "write"
+    ) -> NewToken:
+        """A new bearer token for `idprov serve`, acting as ``application`` with
+        ``scope`` (read, write); the token is in the result once and stored only as a
+        digest."""
         app = self.config.application(application).name
         with self.state.transaction():
-            new = self.tokens.create(app, description, self.actor)
-            self._audit("token.create", new.record.id, {"application": app})
+            new = self.tokens.create(app, description, self.actor, scope)
+            self._audit("token.create", new.record.id, {"application": app, "scope": scope})
         return new
 
     def revoke_token(self, token_id: str) -> TokenRecord:

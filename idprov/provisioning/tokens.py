@@ -3,7 +3,8 @@
 `idprov token create --app NAME` makes one and shows it once; only its SHA-256
 digest is stored (table ``inbound_tokens`` of idprov's state), so the database never
 holds a usable token. Tokens are listed and revoked by their id; a revoked token
-stops working at once, since every request looks its digest up.
+stops working at once, since every request looks its digest up. Each token has a
+scope: ``write`` (the default: everything) or ``read`` (GET and searches only).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import secrets
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from idprov.db import now
-from idprov.errors import NotFoundError
+from idprov.db import migrate, now
+from idprov.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
     from idprov.statedb import StateDB
 
 PREFIX = "idprov"
+SCOPES = ("read", "write")
 
 
 def create_tables(db: StateDB) -> None:
@@ -29,6 +31,13 @@ def create_tables(db: StateDB) -> None:
         " digest TEXT NOT NULL UNIQUE, description TEXT NOT NULL, created_at TEXT NOT NULL,"
         " created_by TEXT NOT NULL, revoked_at TEXT)"
     )
+
+
+def _scope_column(db: sqlite_utils.Database) -> None:
+    db.execute("ALTER TABLE inbound_tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'write'")
+
+
+MIGRATIONS = [("0001_scope", _scope_column)]
 
 
 def digest(token: str) -> str:
@@ -45,9 +54,19 @@ class TokenRecord:
     created_at: str
     created_by: str
     revoked_at: str | None
+    scope: str = "write"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a live token is: its id (never the token), application and scope."""
+
+    token_id: str
+    application: str
+    scope: str
 
 
 @dataclass
@@ -66,20 +85,26 @@ class InboundTokens:
 
     def __init__(self, db: StateDB):
         self.db = db
+        migrate(db, "tokens", MIGRATIONS)
 
-    def create(self, application: str, description: str, actor: str) -> NewToken:
+    def create(
+        self, application: str, description: str, actor: str, scope: str = "write"
+    ) -> NewToken:
+        if scope not in SCOPES:
+            raise UsageError(f"no token scope {scope!r}", hint="scopes: read, write")
         token_id = secrets.token_hex(4)
         token = f"{PREFIX}_{token_id}_{secrets.token_urlsafe(32)}"
-        record = TokenRecord(token_id, application, description, now(), actor, None)
+        record = TokenRecord(token_id, application, description, now(), actor, None, scope)
         self.db.execute(
-            "INSERT INTO inbound_tokens VALUES (?, ?, ?, ?, ?, ?, NULL)",
-            [token_id, application, digest(token), description, record.created_at, actor],
+            "INSERT INTO inbound_tokens (id, application, digest, description, created_at,"
+            " created_by, revoked_at, scope) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+            [token_id, application, digest(token), description, record.created_at, actor, scope],
         )
         return NewToken(record, token)
 
     def all(self) -> list[TokenRecord]:
         rows = self.db.execute(
-            "SELECT id, application, description, created_at, created_by, revoked_at"
+            "SELECT id, application, description, created_at, created_by, revoked_at, scope"
             " FROM inbound_tokens ORDER BY created_at"
         ).fetchall()
         return [TokenRecord(*r) for r in rows]
@@ -98,17 +123,17 @@ class InboundTokens:
             raise NotFoundError(f"token {token_id!r} could not be revoked")
         return found[0]
 
-    def application_of(self, token: str) -> str | None:
-        """The application a live token acts as, or None (unknown or revoked)."""
+    def caller(self, token: str) -> Caller | None:
+        """Who a live token is, or None (unknown or revoked)."""
         wanted = digest(token)
         row = self.db.execute(
-            "SELECT digest, application FROM inbound_tokens WHERE digest = ?"
+            "SELECT digest, id, application, scope FROM inbound_tokens WHERE digest = ?"
             " AND revoked_at IS NULL",
             [wanted],
         ).fetchone()
         if row is None or not hmac.compare_digest(row[0], wanted):
             return None
-        return str(row[1])
+        return Caller(str(row[1]), str(row[2]), str(row[3]))
 
     def applications(self) -> set[str]:
         rows = self.db.execute(
