@@ -681,7 +681,9 @@ def test_access_log_has_a_line_per_request_and_no_secrets(inbound):
     httpx.get(f"{inbound.url}/Users", headers={"Authorization": "Bearer nope-nope"})
     lines = inbound.log.getvalue().splitlines()
     assert len(lines) == 3
-    assert " POST /v2/Users 201 " in lines[0] and lines[0].endswith("app=crm token=config outbound=-")
+    assert " POST /v2/Users 201 " in lines[0] and lines[0].endswith(
+        "app=crm token=config outbound=-"
+    )
     assert " GET /v2/Users 200 " in lines[1]
     assert " GET /v2/Users 401 " in lines[2] and "app=- token=-" in lines[2]
     for secret in (CRM_TOKEN, "s3cret-pass-1", "nope-nope", "alice"):
