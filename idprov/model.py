@@ -102,14 +102,31 @@ class Role:
 
 
 @dataclass(frozen=True)
+class Condition:
+    """A condition a userstore checks itself, to read only the users that may match:
+    ``attribute`` (``username``, ``id``, ``created``, ``modified`` or ``claim:NAME``)
+    compared by ``op`` (``eq``, ``sw``, ``ew``, ``co``, ``pr``, ``ge``, ``le``; ``in``
+    one of ``values``), ignoring case; or ``and``/``or`` of ``terms``. A store returns
+    at least the users that match (more is allowed: callers check exactly)."""
+
+    op: str
+    attribute: str = ""
+    value: str = ""
+    values: tuple[str, ...] = ()
+    terms: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True)
 class UserQuery:
-    """Which users to list: claim equality filters, a role, paging (1-based offset)."""
+    """Which users to list: claim equality filters, a role, a condition (see
+    :class:`Condition`), paging (0-based offset)."""
 
     claims: dict[str, str] = field(default_factory=dict)
     role: str | None = None
     username_prefix: str | None = None
     limit: int | None = 100
     offset: int = 0
+    where: Condition | None = None
 
 
 @dataclass

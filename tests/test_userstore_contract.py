@@ -142,7 +142,7 @@ def test_reopening_keeps_data_and_migrates_once(backend, store):
     again = backend.open()
     assert again.find_user("alice").claims == {"email": "a@example.com"}
     rows = backend.rows("SELECT name FROM idprov_migrations WHERE namespace = 'userstore'")
-    assert rows == [("0001_users_roles",)]
+    assert sorted(rows) == [("0001_users_roles",), ("0002_filter_indexes",)]
 
 
 @pytest.mark.parametrize(("first", "second"), [("alice", "ALICE"), ("Straße", "STRASSE")])
@@ -422,7 +422,7 @@ def test_stores_opening_together_on_a_new_database_migrate_it_once(backend):
     opened[0].add_user("alice", {}, None)
     assert all(store.find_user("alice") for store in opened)
     rows = backend.rows("SELECT name FROM idprov_migrations WHERE namespace = 'userstore'")
-    assert rows == [("0001_users_roles",)]
+    assert sorted(rows) == [("0001_users_roles",), ("0002_filter_indexes",)]
 
 
 @pytest.fixture
@@ -475,3 +475,34 @@ def stamps_of(store, role: str) -> tuple[str, str, str]:
         store.find_user("alice").modified,
         bob.modified if bob else "",
     )
+
+
+@pytest.mark.parametrize(
+    ("scim_filter", "expected"),
+    [
+        ('userName eq "ALICE"', ["alice"]),
+        ('userName sw "b"', ["bob", "bobby"]),
+        ('userName co "ob"', ["bob", "bobby"]),
+        ('userName ew "BY"', ["bobby"]),
+        ('emails[type eq "work"].value eq "BOB@example.com"', ["bob"]),
+        ('emails eq "second@example.net"', ["bobby"]),
+        ('emails co "%"', []),
+        ('displayName eq "alice l" or userName eq "bob"', ["alice", "bob"]),
+        ('meta.lastModified gt "2000-01-01T00:00:00Z"', ["alice", "bob", "bobby"]),
+        ('meta.created lt "2000-01-01T00:00:00.5Z"', []),
+        ("active eq false", ["bob"]),
+    ],
+)
+def test_scim_filters_become_sql(store, scim_filter, expected):
+    from scim2_models import ScimFilter
+
+    from idprov.inbound.scim.filters import user_condition
+
+    store.add_user("alice", {"email": "alice@example.com", "display_name": "Alice L"}, None)
+    store.add_user("bob", {"email": "bob@example.com", "active": "false"}, None)
+    store.add_user("bobby", {"email": "x@example.org", "emails": ["second@example.net"]}, None)
+    condition = user_condition(ScimFilter(scim_filter).ast, lambda value: [])
+    assert condition is not None
+    page = store.list_users(UserQuery(limit=None, where=condition))
+    assert [u.username for u in page.items] == expected
+    assert page.total == len(expected)

@@ -873,3 +873,31 @@ def test_a_killed_ldap_import_resumes_to_exactly_the_uninterrupted_state(
             for name in entry.details["created"]
         ]
         assert sorted(created) == names, "each user audited as created exactly once"
+
+
+@pytest.mark.parametrize(
+    ("scim_filter", "expected"),
+    [
+        ('userName eq "ALICE"', ["alice"]),
+        ('userName sw "b"', ["bob", "bobby"]),
+        ('userName co "ob"', ["bob", "bobby"]),
+        ('emails[type eq "work"].value eq "bob@example.com"', ["bob"]),
+        ('emails co "@example.org"', ["bobby"]),
+        ('displayName eq "Alice L" or userName eq "bob"', ["alice", "bob"]),
+        ('meta.lastModified gt "2000-01-01T00:00:00Z"', ["alice", "bob", "bobby"]),
+        ('meta.lastModified lt "2000-01-01T00:00:00Z"', []),
+        ('title eq "x" and not (userName eq "bob")', []),
+    ],
+)
+def test_scim_filters_become_ldap_filters(slapd, store, scim_filter, expected):
+    from scim2_models import ScimFilter
+
+    from idprov.inbound.scim.filters import user_condition
+
+    store.add_user("alice", {"email": "alice@example.com", "display_name": "Alice L"}, None)
+    store.add_user("bob", {"email": "bob@example.com"}, None)
+    store.add_user("bobby", {"email": "bobby@example.org"}, None)
+    condition = user_condition(ScimFilter(scim_filter).ast, lambda value: [])
+    assert condition is not None
+    page = store.list_users(UserQuery(limit=None, where=condition))
+    assert [u.username for u in page.items] == expected

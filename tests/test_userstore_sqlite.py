@@ -106,3 +106,30 @@ def test_sqlite_can_read_what_idprov_wrote(cli, state):
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize(
+    "scim_filter",
+    [
+        'userName eq "Test_User_ab6490ee@contoso.com"',
+        'userName sw "test"',
+        'externalId eq "0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef"',
+        'emails[type eq "work"].value eq "a@example.com"',
+        'meta.lastModified gt "2030-01-01T00:00:00Z"',
+        'userName eq "a" or emails eq "b@example.com"',
+        'displayName eq "Alice"',
+    ],
+)
+def test_the_filters_clients_send_are_answered_by_indexes(store, scim_filter):
+    """No full scan of the users table: SQLite's plan searches an index for each."""
+    from scim2_models import ScimFilter
+
+    from idprov.inbound.scim.filters import user_condition
+
+    condition = user_condition(ScimFilter(scim_filter).ast, lambda value: ["some-id"])
+    sql, params = store._condition_sql().sql(condition)
+    plan = [
+        row[3]
+        for row in store.db.execute(f"EXPLAIN QUERY PLAN SELECT id FROM users WHERE {sql}", params)
+    ]
+    assert not any(step.startswith("SCAN users") for step in plan), plan

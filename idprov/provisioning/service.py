@@ -15,6 +15,7 @@ those of non-blocking ones too. The rest stay committed in the outbox for the wo
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -394,9 +395,7 @@ class IdentityService:
         for d in domains:
             store = self.store(d)
             remaining = None if query.limit is None else max(query.limit - len(items), 0)
-            page = store.list_users(
-                UserQuery(query.claims, query.role, query.username_prefix, remaining, skip)
-            )
+            page = store.list_users(dataclasses.replace(query, limit=remaining, offset=skip))
             total += page.total
             items += page.items
             skip = max(skip - page.total, 0)

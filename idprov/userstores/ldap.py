@@ -67,6 +67,7 @@ from idprov.userstores.ldap_bulk import (
     encode_search,
     equality,
 )
+from idprov.userstores.ldap_filters import ldap_condition
 from idprov.userstores.passwords import hash_ssha
 
 if TYPE_CHECKING:
@@ -605,6 +606,10 @@ class LdapUserStore(UserStore):
 
     def _list_filter(self, query: UserQuery) -> str:
         terms = [self._user_filter]
+        if query.where is not None:
+            attribute = self.config.username_attribute
+            found = ldap_condition(query.where, attribute, self.claim_attributes)
+            terms += [found] if found else []
         for claim, value in query.claims.items():
             terms.append(_eq(self._attribute(claim), value))
         if query.username_prefix:

@@ -45,6 +45,18 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         ],
     )
 ]
+MIGRATIONS.append(
+    (
+        "0002_filter_indexes",
+        [
+            "CREATE INDEX users_modified ON users (modified)",
+            "CREATE INDEX users_created ON users (created)",
+            "CREATE INDEX users_claim_email ON users (lower(claims->>'email'))",
+            "CREATE INDEX users_claim_display_name ON users (lower(claims->>'display_name'))",
+            "CREATE INDEX users_claim_emails ON users (jsonb_typeof(claims->'emails'))",
+        ],
+    )
+)
 """Applied in order, once each, per schema; recorded in its ``idprov_migrations``."""
 
 
@@ -78,6 +90,17 @@ class PostgresUserStore(SqlUserStore):
 
     def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self.session.executemany(sql, rows)
+
+    def _claim_text(self, claim: str) -> str:
+        return f"lower(users.claims->>'{claim}')"
+
+    def _claim_held(self, claim: str) -> str:
+        return f"jsonb_typeof(users.claims->'{claim}') IN ('array', 'string')"
+
+    def _claim_elements(self, claim: str) -> tuple[str, str]:
+        values = f"users.claims->'{claim}'"
+        array = f"CASE WHEN jsonb_typeof({values}) = 'array' THEN {values} ELSE '[]' END"
+        return f"jsonb_array_elements_text({array}) AS element(v)", "element.v"
 
     def _claim_match(self, claim: str, value: str) -> tuple[str, list[Any]]:
         return (

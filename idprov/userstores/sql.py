@@ -26,6 +26,7 @@ from idprov.errors import ConflictError, NotFoundError
 from idprov.model import ClaimValue, Page, Role, User, UserQuery, new_id
 from idprov.statedb import Cursor
 from idprov.userstores.base import ImportedUser, UserStore
+from idprov.userstores.sql_filters import ConditionSql
 
 CHUNK = 500
 """Ids per ``IN (...)`` list: below SQLite's old 999-parameter limit."""
@@ -83,6 +84,22 @@ class SqlUserStore(UserStore):
     @abstractmethod
     def _claim_match(self, claim: str, value: str) -> tuple[str, list[Any]]:
         """SQL true when claim ``claim`` of ``users`` is ``value`` or a list holding it."""
+
+    @abstractmethod
+    def _claim_text(self, claim: str) -> str:
+        """SQL: the lower-cased text of single-valued claim ``claim`` (a safe name)."""
+
+    @abstractmethod
+    def _claim_elements(self, claim: str) -> tuple[str, str]:
+        """SQL: a FROM source over each value of multi-valued claim ``claim``, and its
+        column holding the value."""
+
+    @abstractmethod
+    def _claim_held(self, claim: str) -> str:
+        """SQL: true when a user has claim ``claim`` (an index can answer it)."""
+
+    def _condition_sql(self) -> ConditionSql:
+        return ConditionSql(self.claims, self._claim_text, self._claim_elements, self._claim_held)
 
     def _load_claims(self, stored: Any) -> dict[str, ClaimValue]:
         return dict(json.loads(stored))
@@ -182,6 +199,11 @@ class SqlUserStore(UserStore):
                 " WHERE r.name_key = ?)"
             )
             params.append(name_key(query.role))
+        if query.where is not None:
+            condition = self._condition_sql().sql(query.where)
+            if condition is not None:
+                where.append(condition[0])
+                params += condition[1]
         if query.username_prefix:
             prefix = name_key(query.username_prefix)  # casefolding can change the length
             where.append("substr(username_key, 1, CAST(? AS INTEGER)) = ?")

@@ -56,7 +56,32 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX user_roles_role ON user_roles (role_id, user_id)")
 
 
-MIGRATIONS = [("0001_users_roles", _create_schema)]
+def _claim_text(claim: str) -> str:
+    return f"lower(json_extract(claims, '$.\"{claim}\"'))"
+
+
+def _claim_held(claim: str) -> str:
+    return f"json_type(claims, '$.\"{claim}\"') IN ('array', 'text')"
+
+
+INDEXED_CLAIMS = ("email", "display_name")
+"""Claims SCIM clients filter on, with an expression index each."""
+INDEXED_LISTS = ("emails",)
+"""Multi-valued claims whose holders an index finds."""
+
+
+def _filter_indexes(db: sqlite_utils.Database) -> None:
+    """What searches in the store use (see :mod:`idprov.userstores.sql_filters`)."""
+    db.execute("CREATE INDEX users_modified ON users (modified)")
+    db.execute("CREATE INDEX users_created ON users (created)")
+    for claim in INDEXED_CLAIMS:
+        db.execute(f"CREATE INDEX users_claim_{claim} ON users ({_claim_text(claim)})")
+    for claim in INDEXED_LISTS:
+        kind = f"json_type(claims, '$.\"{claim}\"')"
+        db.execute(f"CREATE INDEX users_claim_{claim} ON users ({kind})")
+
+
+MIGRATIONS = [("0001_users_roles", _create_schema), ("0002_filter_indexes", _filter_indexes)]
 
 
 class SqliteUserStore(SqlUserStore):
@@ -96,6 +121,15 @@ class SqliteUserStore(SqlUserStore):
 
     def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self.db.conn.executemany(sql, rows)
+
+    def _claim_text(self, claim: str) -> str:
+        return _claim_text(claim)
+
+    def _claim_held(self, claim: str) -> str:
+        return _claim_held(claim)
+
+    def _claim_elements(self, claim: str) -> tuple[str, str]:
+        return f"json_each(users.claims, '$.\"{claim}\"')", "value"
 
     def _claim_match(self, claim: str, value: str) -> tuple[str, list[Any]]:
         return (

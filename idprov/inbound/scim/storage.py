@@ -16,8 +16,9 @@ userstore is not PRIMARY). ``externalId`` is kept per application in table
 
 Filters, sorting and paging are evaluated by scim2-models on the documents; a filter
 that starts with ``userName``, ``id``, ``externalId`` or ``displayName`` ``eq`` a
-value looks that one up instead of reading every user, and a plain listing reads
-one page. Other filters read the whole userstore: fine for thousands of users.
+value looks that one up, a plain listing reads one page, and any other filter on
+Users is handed to the userstores as a condition they check themselves (indexed SQL,
+LDAP filters: :mod:`.filters`), so only the users that may match are read.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from idprov.errors import (
     UsageError,
 )
 from idprov.inbound.scim import mapping
+from idprov.inbound.scim.filters import user_condition
 from idprov.model import QualifiedName, Role, User, UserQuery
 from idprov.provisioning.external_ids import ExternalIds
 from idprov.provisioning.unit_of_work import PendingPush
@@ -280,7 +282,7 @@ class IdprovStorage(ScimStorage):
             if lookup is not None and lookup[0] in LOOKUPS[name]:
                 users, roles = self._looked_up(backend, name, *lookup)
             else:
-                users, roles = self._everything(backend, name)
+                users, roles = self._everything(backend, name, scim_filter)
             docs += self._user_documents(backend, users) if users else []
             docs += self._group_documents(backend, roles) if roles else []
         return docs
@@ -303,10 +305,16 @@ class IdprovStorage(ScimStorage):
             return [found], []
         return [], [found] if isinstance(found, Role) else []
 
-    def _everything(self, backend: Backend, kind: str) -> tuple[list[User], list[Role]]:
+    def _everything(
+        self, backend: Backend, kind: str, scim_filter: Any
+    ) -> tuple[list[User], list[Role]]:
+        """Every user the stores find for the filter (see :mod:`.filters`), or role."""
         service = backend.service
         if kind == USERS:
-            return service.list_users(UserQuery(limit=None)).items, []
+            where = None
+            if scim_filter is not None:
+                where = user_condition(scim_filter.ast, _external_lookup(backend))
+            return service.list_users(UserQuery(limit=None, where=where)).items, []
         return [], service.list_roles()
 
     @staticmethod
@@ -477,6 +485,10 @@ def _by_name(
     if kind == GROUPS and attribute == "displayname":
         return store.find_role(name.name)
     return None
+
+
+def _external_lookup(backend: Backend) -> Callable[[str], list[str]]:
+    return lambda value: backend.external_ids.find(backend.application, "user", value)
 
 
 def _in_known_domain(backend: Backend, text: str, attribute: str) -> QualifiedName:

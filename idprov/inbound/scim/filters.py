@@ -1,0 +1,124 @@
+"""SCIM filters on Users as :class:`~idprov.model.Condition`s the userstores check
+themselves (indexed SQL, LDAP filters), so that a search reads the users that may
+match instead of every user.
+
+The translation may only widen: a part it cannot express (``ne``, ``not``, an
+attribute with no claim, a sub-attribute filter on ``type``) is dropped from an
+``and`` and makes an ``or`` unrestricted. scim2-models then checks every candidate
+exactly, so what a client gets is the filter's answer either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from scim2_models.path import AttrPath, Comparison, LogicalExpr, Present, ValuePath
+
+from idprov.inbound.scim.mapping import ENTERPRISE, ENTERPRISE_ATTRIBUTES, NAME, SIMPLE
+from idprov.model import Condition
+
+OPS = {"eq": "eq", "sw": "sw", "ew": "ew", "co": "co", "ge": "ge", "gt": "ge", "le": "le"}
+OPS["lt"] = "le"
+"""SCIM operator -> the store's (``gt`` widened to ``ge``, ``lt`` to ``le``)."""
+
+MULTI = {"emails": ("email", "emails"), "phonenumbers": ("phone_number", "mobile")}
+"""Multi-valued attributes -> the claims holding their values."""
+
+ExternalLookup = Callable[[str], Sequence[str]]
+"""An externalId -> the local ids carrying it (for the acting application)."""
+
+
+def user_condition(ast: Any, external: ExternalLookup) -> Condition | None:
+    """The condition of a Users filter's syntax tree (None: no restriction)."""
+    if isinstance(ast, LogicalExpr):
+        terms = [user_condition(t, external) for t in ast.terms]
+        if ast.op.value == "and":
+            kept = tuple(t for t in terms if t is not None)
+            return Condition("and", terms=kept) if kept else None
+        if any(t is None for t in terms):
+            return None
+        return Condition("or", terms=tuple(t for t in terms if t is not None))
+    if isinstance(ast, Present):
+        return _present(ast.attr_path)
+    if isinstance(ast, Comparison):
+        return _comparison(ast.attr_path, ast.op.value, ast.value, external)
+    if isinstance(ast, ValuePath):
+        return _value_path(ast)
+    return None  # not, and what else a future grammar adds
+
+
+def _comparison(path: AttrPath, op: str, value: Any, external: ExternalLookup) -> Condition | None:
+    if isinstance(value, bool) and _attribute(path) == "active" and op == "eq":
+        return Condition("eq", "claim:active", "true" if value else "false")
+    if not isinstance(value, str) or op not in OPS:
+        return None
+    name = _attribute(path)
+    if name == "externalid" and op == "eq":
+        return Condition("in", "id", values=tuple(external(value)))
+    if name == "id" and op == "eq":
+        return Condition("eq", "id", value)
+    if name in ("meta.lastmodified", "meta.created"):
+        return Condition(
+            OPS[op], name.removeprefix("meta.").replace("lastmodified", "modified"), value
+        )
+    if op in ("ge", "gt", "le", "lt"):
+        return None  # string order differs between stores and scim2-models
+    return _on(name, lambda attribute: Condition(op, attribute, value))
+
+
+def _present(path: AttrPath) -> Condition | None:
+    return _on(_attribute(path), lambda attribute: Condition("pr", attribute))
+
+
+def _value_path(node: ValuePath) -> Condition | None:
+    """``emails[type eq "work" and value eq "x"]``: what it says of ``value``."""
+    holders = MULTI.get(node.attr_path.attr.lower())
+    if holders is None:
+        return None
+    inner = _values_of(node.val_filter)
+    if inner is None:
+        return None
+    op, value = inner
+    return Condition("or", terms=tuple(Condition(op, f"claim:{c}", value) for c in holders))
+
+
+def _values_of(node: Any) -> tuple[str, str] | None:
+    """(op, value) of the ``value eq ...`` inside a value filter, if it is there."""
+    if isinstance(node, Comparison) and node.attr_path.attr.lower() == "value":
+        op = node.op.value
+        if op in ("eq", "sw", "ew", "co") and isinstance(node.value, str):
+            return op, node.value
+        return None
+    if isinstance(node, LogicalExpr) and node.op.value == "and":
+        found = [v for v in (_values_of(t) for t in node.terms) if v is not None]
+        return found[0] if found else None
+    return None
+
+
+def _attribute(path: AttrPath) -> str:
+    """``name.givenName``, enterprise attributes by bare name, all lower case."""
+    name = path.attr if path.sub_attr is None else f"{path.attr}.{path.sub_attr}"
+    if path.uri and path.uri.lower() != ENTERPRISE.lower():
+        return f"{path.uri}:{name}".lower()
+    return name.lower()
+
+
+CLAIMS = {
+    **{k.lower(): v for k, v in SIMPLE.items()},
+    **{f"name.{k}".lower(): v for k, v in NAME.items()},
+    **{k.lower(): v for k, v in ENTERPRISE_ATTRIBUTES.items()},
+}
+"""Single-valued SCIM attributes (lower case) -> their claims."""
+
+
+def _on(name: str, make: Callable[[str], Condition]) -> Condition | None:
+    """The condition on the store attribute(s) behind SCIM attribute ``name``."""
+    if name == "username":
+        return make("username")
+    if name in CLAIMS:
+        return make(f"claim:{CLAIMS[name]}")
+    multi = name.removesuffix(".value")
+    if multi in MULTI:
+        return Condition("or", terms=tuple(make(f"claim:{c}") for c in MULTI[multi]))
+    return None
