@@ -59,6 +59,19 @@ from idprov.errors import (
 )
 from idprov.inbound.scim import mapping
 from idprov.inbound.scim.filters import user_condition
+from idprov.inbound.scim.lookups import (
+    GROUPS,
+    USERS,
+    by_name,
+    external_lookup,
+    find_role,
+    find_user,
+    in_known_domain,
+    label,
+    manager_claim,
+    managers_of,
+    member_names,
+)
 from idprov.model import QualifiedName, Role, User, UserQuery
 from idprov.provisioning.external_ids import ExternalIds
 from idprov.provisioning.unit_of_work import PendingPush
@@ -67,7 +80,6 @@ if TYPE_CHECKING:
     from idprov.provisioning.service import IdentityService
     from idprov.provisioning.unit_of_work import UnitOfWork
 
-USERS, GROUPS = "User", "Group"
 MAX_OFFSET = 2**62
 """Past any store's row count, and within every database's integers."""
 KINDS = {USERS: "user", GROUPS: "role"}
@@ -227,11 +239,11 @@ class IdprovStorage(ScimStorage):
     def _document(self, kind: str, resource_id: str) -> dict[str, Any]:
         backend = _acting().backend
         if kind == USERS:
-            user = _find_user(backend.service, resource_id)
+            user = find_user(backend.service, resource_id)
             if user is not None:
                 return self._user_documents(backend, [user])[0]
         else:
-            role = _find_role(backend.service, resource_id)
+            role = find_role(backend.service, resource_id)
             if role is not None:
                 return self._group_documents(backend, [role])[0]
         raise NotFoundException(detail=f"no {kind} with id {resource_id!r}")
@@ -239,17 +251,17 @@ class IdprovStorage(ScimStorage):
     def _user_documents(self, backend: Backend, users: Sequence[User]) -> list[dict[str, Any]]:
         role_ids = {r.qualified_name.casefold(): r for r in backend.service.list_roles()}
         external = backend.external_ids.get_many(backend.application, "user", [u.id for u in users])
-        managers = _managers(backend, users)
+        managers = managers_of(backend, users)
         docs = []
         for user in users:
             groups = []
             for name in user.roles:
                 role = role_ids.get(str(QualifiedName(user.domain, name)).casefold())
                 if role is not None:
-                    groups.append((role.id, _label(role.domain, role.name, backend.domain)))
-            label = _label(user.domain, user.username, backend.domain)
+                    groups.append((role.id, label(role.domain, role.name, backend.domain)))
+            shown = label(user.domain, user.username, backend.domain)
             manager = managers.get(user.id)
-            doc = mapping.user_document(user, label, external.get(user.id), groups, manager)
+            doc = mapping.user_document(user, shown, external.get(user.id), groups, manager)
             docs.append(mapping.with_meta(doc, USERS, user.created, user.modified))
         return docs
 
@@ -258,8 +270,8 @@ class IdprovStorage(ScimStorage):
         docs = []
         for role in roles:
             members = backend.service.store(role.domain).role_member_ids(role.id)
-            label = _label(role.domain, role.name, backend.domain)
-            doc = mapping.group_document(role, label, members, external.get(role.id))
+            shown = label(role.domain, role.name, backend.domain)
+            doc = mapping.group_document(role, shown, members, external.get(role.id))
             docs.append(mapping.with_meta(doc, GROUPS, role.created, role.modified))
         return docs
 
@@ -292,15 +304,15 @@ class IdprovStorage(ScimStorage):
     ) -> tuple[list[User], list[Role]]:
         service = backend.service
         if attribute == "id":
-            user = _find_user(service, value) if kind == USERS else None
-            role = _find_role(service, value) if kind == GROUPS else None
+            user = find_user(service, value) if kind == USERS else None
+            role = find_role(service, value) if kind == GROUPS else None
             return ([user] if user else []), ([role] if role else [])
         if attribute == "externalid":
             ids = backend.external_ids.find(backend.application, KINDS[kind], value)
             if kind == USERS:
-                return [u for i in ids if (u := _find_user(service, i))], []
-            return [], [r for i in ids if (r := _find_role(service, i))]
-        found = _by_name(service, kind, attribute, QualifiedName.parse(value, backend.domain))
+                return [u for i in ids if (u := find_user(service, i))], []
+            return [], [r for i in ids if (r := find_role(service, i))]
+        found = by_name(service, kind, attribute, QualifiedName.parse(value, backend.domain))
         if isinstance(found, User):
             return [found], []
         return [], [found] if isinstance(found, Role) else []
@@ -313,7 +325,7 @@ class IdprovStorage(ScimStorage):
         if kind == USERS:
             where = None
             if scim_filter is not None:
-                where = user_condition(scim_filter.ast, _external_lookup(backend))
+                where = user_condition(scim_filter.ast, external_lookup(backend))
             return service.list_users(UserQuery(limit=None, where=where)).items, []
         return [], service.list_roles()
 
@@ -336,8 +348,8 @@ class IdprovStorage(ScimStorage):
     def _create_user(self, given: mapping.UserInput) -> str:
         state = _acting()
         backend = state.backend
-        name = _in_known_domain(backend, given.user_name, "userName")
-        claims = {"active": "true", **given.claims, **_manager_claim(backend, given)}
+        name = in_known_domain(backend, given.user_name, "userName")
+        claims = {"active": "true", **given.claims, **manager_claim(backend, given)}
         with state.changing() as uow:
             result = uow.add_user(name.name, claims, given.password, domain=name.domain)
             user = cast(User, result.entity)
@@ -348,8 +360,8 @@ class IdprovStorage(ScimStorage):
     def _create_group(self, given: mapping.GroupInput) -> str:
         state = _acting()
         backend = state.backend
-        name = _in_known_domain(backend, given.display_name, "displayName")
-        members = _member_names(backend, name.domain, given.member_ids)
+        name = in_known_domain(backend, given.display_name, "displayName")
+        members = member_names(backend, name.domain, given.member_ids)
         with state.changing() as uow:
             role = cast(Role, uow.add_role(name.name, name.domain).entity)
             if members:
@@ -379,11 +391,11 @@ class IdprovStorage(ScimStorage):
     def _update_user(self, user_id: str, given: mapping.UserInput) -> None:
         state = _acting()
         backend, service = state.backend, state.backend.service
-        user = cast(User, _find_user(service, user_id))
+        user = cast(User, find_user(service, user_id))
         name = QualifiedName.parse(given.user_name, backend.domain)
         if name.domain.casefold() != user.domain.casefold():
             raise mapping.InvalidValue("userName cannot move a user to another userstore domain")
-        wanted = {**given.claims, **_manager_claim(backend, given)}
+        wanted = {**given.claims, **manager_claim(backend, given)}
         changed = {k: v for k, v in wanted.items() if user.claims.get(k) != v}
         unset = sorted(c for c in mapping.MAPPED_CLAIMS if c in user.claims and c not in wanted)
         current = backend.external_ids.get_many(backend.application, "user", [user.id])
@@ -402,11 +414,11 @@ class IdprovStorage(ScimStorage):
     ) -> None:
         state = _acting()
         backend, service = state.backend, state.backend.service
-        role = cast(Role, _find_role(service, role_id))
+        role = cast(Role, find_role(service, role_id))
         name = QualifiedName.parse(given.display_name, backend.domain)
         if name.domain.casefold() != role.domain.casefold():
             raise mapping.InvalidValue("a Group cannot move to another userstore domain")
-        members = _member_names(backend, role.domain, given.member_ids)
+        members = member_names(backend, role.domain, given.member_ids)
         held = {m["value"] for m in current.get("members", [])}
         wanted = set(given.member_ids)
         by_id = dict(zip(given.member_ids, members, strict=True))
@@ -436,10 +448,10 @@ class IdprovStorage(ScimStorage):
             _check_version(self._document(_kind(resource_type), resource_id), expected_version)
             with state.changing() as uow:
                 if _kind(resource_type) == USERS:
-                    user = cast(User, _find_user(service, resource_id))
+                    user = cast(User, find_user(service, resource_id))
                     uow.delete_user(user.username, user.domain)
                 else:
-                    role = cast(Role, _find_role(service, resource_id))
+                    role = cast(Role, find_role(service, resource_id))
                     uow.delete_role(role.name, role.domain)
                 uow.forget_external_ids(KINDS[_kind(resource_type)], resource_id)
 
@@ -447,106 +459,6 @@ class IdprovStorage(ScimStorage):
 # ---------------------------------------------------------------- helpers
 def _kind(resource_type: ResourceType) -> str:
     return USERS if resource_type.name == USERS else GROUPS
-
-
-def _label(domain: str, name: str, default_domain: str) -> str:
-    """A name as the application sees it: bare in its own userstore, else DOMAIN/name."""
-    return name if domain.casefold() == default_domain.casefold() else f"{domain}/{name}"
-
-
-def _domains(service: IdentityService) -> list[str]:
-    return [u.domain for u in service.config.userstores]
-
-
-def _find_user(service: IdentityService, user_id: str) -> User | None:
-    for domain in _domains(service):
-        user = service.store(domain).find_user_by_id(user_id)
-        if user is not None:
-            return user
-    return None
-
-
-def _find_role(service: IdentityService, role_id: str) -> Role | None:
-    for domain in _domains(service):
-        role = service.store(domain).find_role_by_id(role_id)
-        if role is not None:
-            return role
-    return None
-
-
-def _by_name(
-    service: IdentityService, kind: str, attribute: str, name: QualifiedName
-) -> User | Role | None:
-    if name.domain.casefold() not in {d.casefold() for d in _domains(service)}:
-        return None
-    store = service.store(name.domain)
-    if kind == USERS and attribute == "username":
-        return store.find_user(name.name)
-    if kind == GROUPS and attribute == "displayname":
-        return store.find_role(name.name)
-    return None
-
-
-def _external_lookup(backend: Backend) -> Callable[[str], list[str]]:
-    return lambda value: backend.external_ids.find(backend.application, "user", value)
-
-
-def _in_known_domain(backend: Backend, text: str, attribute: str) -> QualifiedName:
-    """``DOMAIN/name`` or a bare name, whose domain must be a userstore's."""
-    name = QualifiedName.parse(text, backend.domain)
-    domains = _domains(backend.service)
-    if name.domain.casefold() not in {d.casefold() for d in domains}:
-        raise mapping.InvalidValue(
-            f"{attribute}: {name.domain!r} is no userstore domain (domains: "
-            f"{', '.join(domains)}); write the name without the prefix, or with one of these"
-        )
-    return name
-
-
-def _manager_claim(backend: Backend, given: mapping.UserInput) -> dict[str, str]:
-    """The ``manager`` claim (the manager's name) of a document naming its manager by id."""
-    if given.manager_id is None:
-        return {}
-    manager = _find_user(backend.service, given.manager_id)
-    if manager is None:
-        raise mapping.InvalidValue(f"manager: no user with id {given.manager_id!r}")
-    return {"manager": _label(manager.domain, manager.username, backend.domain)}
-
-
-def _managers(backend: Backend, users: Sequence[User]) -> dict[str, str]:
-    """User id -> its manager's user id, for users whose ``manager`` claim names an
-    existing user (a bare name is in the user's own domain)."""
-    wanted: dict[str, list[tuple[str, str]]] = {}
-    for user in users:
-        claim = user.claims.get("manager")
-        if isinstance(claim, str) and claim:
-            named = QualifiedName.parse(claim, user.domain)
-            wanted.setdefault(named.domain.casefold(), []).append((user.id, named.name))
-    out: dict[str, str] = {}
-    known = {d.casefold(): d for d in _domains(backend.service)}
-    for domain, pairs in wanted.items():
-        if domain not in known:
-            continue
-        found = backend.service.store(known[domain]).find_users([n for _, n in pairs])
-        for user_id, manager_name in pairs:
-            manager = found.get(manager_name.casefold())
-            if manager is not None:
-                out[user_id] = manager.id
-    return out
-
-
-def _member_names(backend: Backend, domain: str, user_ids: Sequence[str]) -> list[str]:
-    """The usernames of ``user_ids``, which must be users of ``domain`` (a role holds
-    users of its own userstore)."""
-    found = backend.service.store(domain).find_users_by_id(list(user_ids))
-    for user_id in user_ids:
-        if user_id not in found:
-            elsewhere = _find_user(backend.service, user_id)
-            where = f" (it is in the {elsewhere.domain} userstore)" if elsewhere else ""
-            raise mapping.InvalidValue(
-                f"members: no user with id {user_id!r} in the {domain} userstore{where}"
-            )
-    return [found[i].username for i in user_ids]
 
 
 def _check_version(document: dict[str, Any], expected: str | None) -> None:

@@ -1,0 +1,118 @@
+"""Looking users and roles up for the SCIM storage, across the acting application's
+userstores: by id, by name, a name's domain, a manager by id and by name, the member
+names of a Group. Names are as the application sees them (see :mod:`.storage`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from idprov.inbound.scim import mapping
+from idprov.model import QualifiedName, Role, User
+
+if TYPE_CHECKING:
+    from idprov.inbound.scim.storage import Backend
+    from idprov.provisioning.service import IdentityService
+
+USERS, GROUPS = "User", "Group"
+"""The SCIM resource types idprov serves."""
+
+
+def label(domain: str, name: str, default_domain: str) -> str:
+    """A name as the application sees it: bare in its own userstore, else DOMAIN/name."""
+    return name if domain.casefold() == default_domain.casefold() else f"{domain}/{name}"
+
+
+def domains(service: IdentityService) -> list[str]:
+    return [u.domain for u in service.config.userstores]
+
+
+def find_user(service: IdentityService, user_id: str) -> User | None:
+    for domain in domains(service):
+        user = service.store(domain).find_user_by_id(user_id)
+        if user is not None:
+            return user
+    return None
+
+
+def find_role(service: IdentityService, role_id: str) -> Role | None:
+    for domain in domains(service):
+        role = service.store(domain).find_role_by_id(role_id)
+        if role is not None:
+            return role
+    return None
+
+
+def by_name(
+    service: IdentityService, kind: str, attribute: str, name: QualifiedName
+) -> User | Role | None:
+    if name.domain.casefold() not in {d.casefold() for d in domains(service)}:
+        return None
+    store = service.store(name.domain)
+    if kind == USERS and attribute == "username":
+        return store.find_user(name.name)
+    if kind == GROUPS and attribute == "displayname":
+        return store.find_role(name.name)
+    return None
+
+
+def external_lookup(backend: Backend) -> Callable[[str], list[str]]:
+    return lambda value: backend.external_ids.find(backend.application, "user", value)
+
+
+def in_known_domain(backend: Backend, text: str, attribute: str) -> QualifiedName:
+    """``DOMAIN/name`` or a bare name, whose domain must be a userstore's."""
+    name = QualifiedName.parse(text, backend.domain)
+    known = domains(backend.service)
+    if name.domain.casefold() not in {d.casefold() for d in known}:
+        raise mapping.InvalidValue(
+            f"{attribute}: {name.domain!r} is no userstore domain (domains: "
+            f"{', '.join(known)}); write the name without the prefix, or with one of these"
+        )
+    return name
+
+
+def manager_claim(backend: Backend, given: mapping.UserInput) -> dict[str, str]:
+    """The ``manager`` claim (the manager's name) of a document naming its manager by id."""
+    if given.manager_id is None:
+        return {}
+    manager = find_user(backend.service, given.manager_id)
+    if manager is None:
+        raise mapping.InvalidValue(f"manager: no user with id {given.manager_id!r}")
+    return {"manager": label(manager.domain, manager.username, backend.domain)}
+
+
+def managers_of(backend: Backend, users: Sequence[User]) -> dict[str, str]:
+    """User id -> its manager's user id, for users whose ``manager`` claim names an
+    existing user (a bare name is in the user's own domain)."""
+    wanted: dict[str, list[tuple[str, str]]] = {}
+    for user in users:
+        claim = user.claims.get("manager")
+        if isinstance(claim, str) and claim:
+            named = QualifiedName.parse(claim, user.domain)
+            wanted.setdefault(named.domain.casefold(), []).append((user.id, named.name))
+    out: dict[str, str] = {}
+    known = {d.casefold(): d for d in domains(backend.service)}
+    for domain, pairs in wanted.items():
+        if domain not in known:
+            continue
+        found = backend.service.store(known[domain]).find_users([n for _, n in pairs])
+        for user_id, manager_name in pairs:
+            manager = found.get(manager_name.casefold())
+            if manager is not None:
+                out[user_id] = manager.id
+    return out
+
+
+def member_names(backend: Backend, domain: str, user_ids: Sequence[str]) -> list[str]:
+    """The usernames of ``user_ids``, which must be users of ``domain`` (a role holds
+    users of its own userstore)."""
+    found = backend.service.store(domain).find_users_by_id(list(user_ids))
+    for user_id in user_ids:
+        if user_id not in found:
+            elsewhere = find_user(backend.service, user_id)
+            where = f" (it is in the {elsewhere.domain} userstore)" if elsewhere else ""
+            raise mapping.InvalidValue(
+                f"members: no user with id {user_id!r} in the {domain} userstore{where}"
+            )
+    return [found[i].username for i in user_ids]
