@@ -13,6 +13,9 @@ from an OpenID Connect ID token, whose signature is checked against the configur
 JWKS file, public key or shared secret, and whose ``iss``, ``aud`` and ``exp`` are
 enforced. PyJWT is imported only for ID tokens.
 
+Who a login may be is :mod:`idprov.inbound.jit_trust`'s: a verified token where one
+can be verified, and the local user linked to the login's subject, never another.
+
 An update only sets the claims the IdP sent (a login with fewer claims erases
 nothing), and only adds or removes the roles the mapping manages (``roles`` values
 and ``default_roles``): roles given locally stay.
@@ -32,11 +35,16 @@ from idprov.config import Config
 from idprov.config.models import JitConfig
 from idprov.errors import (
     ConfigError,
-    ConflictError,
     IdprovError,
     NotFoundError,
     PolicyError,
     UsageError,
+)
+from idprov.inbound.jit_trust import (
+    UnverifiedClaims,
+    linked_user,
+    subject_of,
+    verifies_tokens,
 )
 from idprov.model import ClaimValue, User
 
@@ -54,18 +62,6 @@ class TokenRejected(PolicyError):
 
 class JitDisabled(PolicyError):
     code = "jit_disabled"
-
-
-class UnverifiedClaims(PolicyError):
-    """Claims without a token, for an IdP whose tokens idprov can verify."""
-
-    code = "unverified_claims"
-
-
-class NotLinked(ConflictError):
-    """A login whose username is a local user it did not create (nor may take over)."""
-
-    code = "not_linked"
 
 
 @dataclass
@@ -282,7 +278,7 @@ def attempt(
         settings = jit_settings(service.config, service.application, idp)
         if id_token is not None:
             return login(service, idp, verify_id_token(id_token, settings), push)
-        if _verifies_tokens(settings) and not settings.allow_unverified_claims:
+        if verifies_tokens(settings) and not settings.allow_unverified_claims:
             raise UnverifiedClaims(
                 f"IdP {idp!r} has keys to verify ID tokens with: a login through it needs one",
                 hint=f"send an id_token, or set allow_unverified_claims: true in the {idp} "
@@ -292,10 +288,6 @@ def attempt(
     except IdprovError as exc:
         _audit_refusal(service, idp, claims, exc)
         raise
-
-
-def _verifies_tokens(settings: JitConfig) -> bool:
-    return bool(settings.jwks_file or settings.public_key_file or settings.shared_secret)
 
 
 def _audit_refusal(
@@ -323,10 +315,10 @@ def login(
     app = service.config.application(service.application)
     domain = settings.userstore or app.userstore
     username = _username(idp_claims, settings)
-    subject = _subject(idp_claims, settings)
+    subject = subject_of(idp_claims, settings)
     claims = _local_claims(service, idp_claims, settings)
     wanted, managed = _roles(idp_claims, settings)
-    linked, existing = _linked_user(service, settings, domain, subject, username, idp_claims)
+    linked, existing = linked_user(service, settings, domain, subject, username, idp_claims)
     with service.unit_of_work(push=push) as uow:  # one login: one transaction, one push
         if existing is None:
             added = uow.add_user(username, claims, roles=sorted(wanted), domain=domain)
@@ -354,53 +346,6 @@ def login(
         outcome.removed,
         uow.outbound if any(r.changed for r in uow.results) else None,
         pending=None if push else uow.pending(),
-    )
-
-
-def _subject(idp_claims: Mapping[str, Any], settings: JitConfig) -> str:
-    value = idp_claims.get(settings.subject_claim)
-    if not isinstance(value, str | int) or isinstance(value, bool) or str(value).strip() == "":
-        raise UsageError(
-            f"the login's claims have no usable {settings.subject_claim!r} (the subject)",
-            hint=f"the {settings.idp} jit entry links logins by subject_claim "
-            f"{settings.subject_claim!r}",
-        )
-    return str(value).strip()
-
-
-def _linked_user(
-    service: IdentityService,
-    settings: JitConfig,
-    domain: str,
-    subject: str,
-    username: str,
-    idp_claims: Mapping[str, Any],
-) -> tuple[bool, User | None]:
-    """(whether a link exists, the local user of this login or None for a new one)."""
-    from idprov.provisioning.jit_links import JitLinks
-
-    store = service.store(domain)
-    user_id = JitLinks(service.state.db).user_id(settings.idp, subject, domain)
-    user = store.find_user_by_id(user_id) if user_id else None
-    if user is not None:
-        return True, user
-    existing = store.find_user(username)
-    if existing is not None and not _may_take_over(existing, idp_claims, settings):
-        raise NotLinked(
-            f"a local user {existing.qualified_name!r} exists that no login through "
-            f"{settings.idp!r} created: the login of subject {subject!r} cannot take it over",
-            hint=f"set link_existing: by_email in the {settings.idp} jit entry to link users "
-            "whose email matches, or rename or remove the local user",
-        )
-    return False, existing
-
-
-def _may_take_over(user: User, idp_claims: Mapping[str, Any], settings: JitConfig) -> bool:
-    if settings.link_existing != "by_email" or idp_claims.get("email_verified") is False:
-        return False
-    email, local = idp_claims.get("email"), user.claims.get("email")
-    return (
-        isinstance(email, str) and isinstance(local, str) and email.casefold() == local.casefold()
     )
 
 

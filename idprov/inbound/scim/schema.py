@@ -3,7 +3,7 @@ service provider configuration.
 
 The schemas are RFC 7643's own (as scim2-server ships them), cut down to what idprov
 keeps (see :mod:`.mapping`): an attribute idprov stores keeps its RFC definition;
-one it cannot store (``ims``, ``photos``, ``name.formatted``, ``manager``...) is
+one it cannot store (``ims``, ``photos``, ``name.formatted``...) is
 published as ``readOnly`` and never returned, so a client that sends it is not
 refused (RFC 7644 section 3.3 has read-only values in requests ignored) and a client
 that reads the schema knows it is not kept. Attributes in no RFC schema are refused

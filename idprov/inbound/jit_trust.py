@@ -1,0 +1,85 @@
+"""Whom a JIT login may be: the checks that keep a federated login from acting as a
+local user it has no claim to.
+
+- An IdP whose ID tokens idprov can verify (it has a key) is trusted through a
+  verified token only; claims alone need ``allow_unverified_claims``.
+- A login is its local user through a link (IdP, subject, domain) made by the login
+  that created the user (:mod:`idprov.provisioning.jit_links`). A login whose
+  username is a local user it is not linked to is refused, unless ``link_existing:
+  by_email`` allows that user (same email, ``email_verified`` not false).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from idprov.config.models import JitConfig
+from idprov.errors import ConflictError, PolicyError, UsageError
+from idprov.model import User
+
+if TYPE_CHECKING:
+    from idprov.provisioning.service import IdentityService
+
+
+class UnverifiedClaims(PolicyError):
+    """Claims without a token, for an IdP whose tokens idprov can verify."""
+
+    code = "unverified_claims"
+
+
+class NotLinked(ConflictError):
+    """A login whose username is a local user it did not create (nor may take over)."""
+
+    code = "not_linked"
+
+
+def verifies_tokens(settings: JitConfig) -> bool:
+    return bool(settings.jwks_file or settings.public_key_file or settings.shared_secret)
+
+
+def subject_of(idp_claims: Mapping[str, Any], settings: JitConfig) -> str:
+    value = idp_claims.get(settings.subject_claim)
+    if not isinstance(value, str | int) or isinstance(value, bool) or str(value).strip() == "":
+        raise UsageError(
+            f"the login's claims have no usable {settings.subject_claim!r} (the subject)",
+            hint=f"the {settings.idp} jit entry links logins by subject_claim "
+            f"{settings.subject_claim!r}",
+        )
+    return str(value).strip()
+
+
+def linked_user(
+    service: IdentityService,
+    settings: JitConfig,
+    domain: str,
+    subject: str,
+    username: str,
+    idp_claims: Mapping[str, Any],
+) -> tuple[bool, User | None]:
+    """(whether a link exists, the local user of this login or None for a new one)."""
+    from idprov.provisioning.jit_links import JitLinks
+
+    store = service.store(domain)
+    user_id = JitLinks(service.state.db).user_id(settings.idp, subject, domain)
+    user = store.find_user_by_id(user_id) if user_id else None
+    if user is not None:
+        return True, user
+    existing = store.find_user(username)
+    if existing is not None and not _may_take_over(existing, idp_claims, settings):
+        raise NotLinked(
+            f"a local user {existing.qualified_name!r} exists that no login through "
+            f"{settings.idp!r} created: the login of subject {subject!r} cannot take it over",
+            hint=f"set link_existing: by_email in the {settings.idp} jit entry to link users "
+            "whose email matches, or rename or remove the local user",
+        )
+    return False, existing
+
+
+def _may_take_over(user: User, idp_claims: Mapping[str, Any], settings: JitConfig) -> bool:
+    if settings.link_existing != "by_email" or idp_claims.get("email_verified") is False:
+        return False
+    email, local = idp_claims.get("email"), user.claims.get("email")
+    return (
+        isinstance(email, str) and isinstance(local, str) and email.casefold() == local.casefold()
+    )
