@@ -169,9 +169,7 @@ def main() -> None:
     for label in FILTERS:
         ratio = large[label] / small[label]
         worst = max(worst, ratio)
-        print(
-            f"{label:28} {small[label] * 1000:8.1f}ms {large[label] * 1000:8.1f}ms {ratio:5.2f}×"
-        )
+        print(f"{label:28} {small[label] * 1000:8.1f}ms {large[label] * 1000:8.1f}ms {ratio:5.2f}×")
     print(f"\nworst ratio {worst:.2f}× (goal ≤ 3×)")
 
 

@@ -23,8 +23,10 @@ on each IdP's retry schedule. bench/serve_load.py measures it.
 
 Limits: request bodies over ``max_body`` bytes get 413 before they are read (the
 same figure is Bulk's maxPayloadSize). An access log line per request (time, client,
-method, path, status, duration, application, outbound outcome) goes to stderr or a
-file; never a header, a query string (filters hold personal data) or a body.
+method, path, status, duration, application, token id, outbound outcome) goes to
+stderr or a file; never a header, a query string (filters hold personal data) or a
+body. A token's scope (``read``: GET and searches only) is enforced before a request
+is read, and its id is the actor of what the request changes (``scim:<id>``).
 """
 
 from __future__ import annotations
