@@ -255,6 +255,13 @@ def test_entra_adds_the_manager_by_id(served: Inbound) -> None:
     manager = read(client, f"/Users/{worker['id']}")[ENTERPRISE]["manager"]
     assert manager["value"] == boss["id"]
     assert served.local().get_user("worker@contoso.com").claims["manager"] == "boss@contoso.com"
+    # a user of another userstore keeps its manager's name relative to its own domain
+    partner = entra_user(client, "PARTNERS/partner@fabrikam.com", "e-partner")
+    add = {"op": "Add", "path": f"{ENTERPRISE}:manager", "value": boss["id"]}
+    send(client, "PATCH", f"/Users/{partner['id']}", {"schemas": [PATCH_OP], "Operations": [add]})
+    assert read(client, f"/Users/{partner['id']}")[ENTERPRISE]["manager"]["value"] == boss["id"]
+    stored = served.local().get_user("PARTNERS/partner@fabrikam.com").claims["manager"]
+    assert stored == "PRIMARY/boss@contoso.com"
 
 
 def test_entra_group_lifecycle(served: Inbound) -> None:

@@ -72,14 +72,15 @@ def in_known_domain(backend: Backend, text: str, attribute: str) -> QualifiedNam
     return name
 
 
-def manager_claim(backend: Backend, given: mapping.UserInput) -> dict[str, str]:
-    """The ``manager`` claim (the manager's name) of a document naming its manager by id."""
+def manager_claim(backend: Backend, given: mapping.UserInput, domain: str) -> dict[str, str]:
+    """The ``manager`` claim of a user of ``domain`` whose document names its manager
+    by id: the manager's name, bare in ``domain``, else ``DOMAIN/name``."""
     if given.manager_id is None:
         return {}
     manager = find_user(backend.service, given.manager_id)
     if manager is None:
         raise mapping.InvalidValue(f"manager: no user with id {given.manager_id!r}")
-    return {"manager": label(manager.domain, manager.username, backend.domain)}
+    return {"manager": label(manager.domain, manager.username, domain)}
 
 
 def managers_of(backend: Backend, users: Sequence[User]) -> dict[str, str]:

@@ -349,7 +349,7 @@ class IdprovStorage(ScimStorage):
         state = _acting()
         backend = state.backend
         name = in_known_domain(backend, given.user_name, "userName")
-        claims = {"active": "true", **given.claims, **manager_claim(backend, given)}
+        claims = {"active": "true", **given.claims, **manager_claim(backend, given, name.domain)}
         with state.changing() as uow:
             result = uow.add_user(name.name, claims, given.password, domain=name.domain)
             user = cast(User, result.entity)
@@ -395,7 +395,7 @@ class IdprovStorage(ScimStorage):
         name = QualifiedName.parse(given.user_name, backend.domain)
         if name.domain.casefold() != user.domain.casefold():
             raise mapping.InvalidValue("userName cannot move a user to another userstore domain")
-        wanted = {**given.claims, **manager_claim(backend, given)}
+        wanted = {**given.claims, **manager_claim(backend, given, user.domain)}
         changed = {k: v for k, v in wanted.items() if user.claims.get(k) != v}
         unset = sorted(c for c in mapping.MAPPED_CLAIMS if c in user.claims and c not in wanted)
         current = backend.external_ids.get_many(backend.application, "user", [user.id])
