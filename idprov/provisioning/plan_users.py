@@ -119,7 +119,8 @@ class UserPlanning(Planning):
             sent_name = (entry.sent or {}).get("userName")
 
             def send(number: int) -> None:
-                if sent_name is not None and sent_name != account.user_name:
+                # a full replace (re-enabling) carries the user name already
+                if previous is not None and sent_name not in (None, account.user_name):
                     connector.rename_user(remote_id, account, sent_name, previous)
                 else:
                     connector.update_user(remote_id, account, previous)
