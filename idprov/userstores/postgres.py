@@ -50,9 +50,7 @@ MIGRATIONS.append(
         "0002_filter_indexes",
         [
             "CREATE INDEX users_modified ON users (modified)",
-            "CREATE INDEX users_created ON users (created)",
             "CREATE INDEX users_claim_email ON users (lower(claims->>'email'))",
-            "CREATE INDEX users_claim_display_name ON users (lower(claims->>'display_name'))",
             "CREATE INDEX users_claim_emails ON users (jsonb_typeof(claims->'emails'))",
         ],
     )
