@@ -2,8 +2,8 @@
 PostgreSQL alike (a dialect gives the claim expressions).
 
 What an index can answer is written so that it does: a username by its key (equal, or
-a prefix as a key range), a time by the ``created``/``modified`` columns, the email
-and display name by their expression indexes. A condition the SQL cannot state is
+a prefix as a key range), ``modified`` by its column, the email by its expression
+index, the holders of an ``emails`` list by theirs. A condition the SQL cannot state is
 left out (no restriction): the result is then a superset, and the caller checks each
 user exactly. Text is compared lower-cased; values that are not ASCII are not
 restricted on claims, since SQLite lowers ASCII only.
