@@ -61,7 +61,7 @@ def fill(data_dir: Path, count: int) -> None:
             batch = [_user(i, ImportedUser) for i in range(start, min(start + 5000, count))]
             with store.transaction():
                 store.import_users(batch)
-                external.db.conn.executemany(
+                external.db.executemany(
                     "INSERT INTO inbound_external_ids VALUES ('reader', 'user', ?, ?)",
                     [(u.id, f"ext-{u.username}") for u in batch],
                 )

@@ -32,8 +32,6 @@ is read, and its id is the actor of what the request changes (``scim:<id>``).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import sys
@@ -74,6 +72,7 @@ from idprov.errors import (
 )
 from idprov.inbound.scim.schema import build_provider, drop_client_schemas, drop_ignored
 from idprov.inbound.scim.storage import Backends, IdprovStorage, acting
+from idprov.inbound.serve_auth import IssuedTokens, authenticate, bearer_tokens
 from idprov.provisioning.tokens import Caller
 
 if TYPE_CHECKING:
@@ -113,80 +112,6 @@ class IdprovScimService(ScimService):
 
     def read_replacement(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
         return super().read_replacement(resource_type, drop_client_schemas(body), content_type)
-
-
-# ---------------------------------------------------------------- tokens
-def bearer_tokens(
-    config: Config, applications: Sequence[str] | None = None, issued: Iterable[str] = ()
-) -> dict[str, str]:
-    """SHA-256 hex digest of each application's inbound token -> application name.
-    ``applications`` limits it to those (each must have a token, in the configuration
-    or among the ``issued`` ones: applications with a live `idprov token`)."""
-    issued = set(issued)
-    wanted = list(applications) if applications else None
-    digests: dict[str, str] = {}
-    for app in config.applications:
-        if wanted is not None and app.name not in wanted:
-            continue
-        if app.inbound_token is None:
-            if wanted is not None and app.name not in issued:
-                raise ConfigError(
-                    f"application {app.name!r} has no inbound_token",
-                    hint=f"add `inbound_token: env:SCIM_TOKEN_{app.name.upper()}` (or file:, "
-                    f"keyring:) to application {app.name} in {config.source}",
-                )
-            continue
-        digest = _digest(app.inbound_token.reveal())
-        if digest in digests:
-            raise ConfigError(
-                f"applications {digests[digest]!r} and {app.name!r} have the same inbound token",
-                hint="a token decides the application: give each its own",
-            )
-        digests[digest] = app.name
-    for name in wanted or []:
-        config.application(name)  # NotFoundError for an unknown name
-    if not digests and not issued:
-        raise ConfigError(
-            "no application has an inbound token, so no client could authenticate",
-            hint="make one with `idprov token create --app NAME`, or add e.g. "
-            f"`inbound_token: env:IDPROV_SCIM_TOKEN` to an application in {config.source}",
-        )
-    return digests
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-class _IssuedTokens:
-    """Tokens made by `idprov token create`, looked up per request (so a revoked one
-    stops at once) on a connection of their own."""
-
-    def __init__(self, config: Config) -> None:
-        import threading
-
-        from idprov.db import DatabasePool
-        from idprov.provisioning.state import StateStore
-
-        self._lock = threading.Lock()
-        self._pool = DatabasePool()
-        self._state = StateStore.open(config, self._pool)
-
-    def applications(self) -> set[str]:
-        from idprov.provisioning.tokens import InboundTokens
-
-        with self._lock:
-            return InboundTokens(self._state.db).applications()
-
-    def caller(self, token: str) -> Caller | None:
-        from idprov.provisioning.tokens import InboundTokens
-
-        with self._lock:
-            return InboundTokens(self._state.db).caller(token)
-
-    def close(self) -> None:
-        self._state.close()
-        self._pool.close()
 
 
 # ---------------------------------------------------------------- access log
@@ -231,7 +156,7 @@ class InboundServer:
         http_transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.config = config
-        self.issued = _IssuedTokens(config)
+        self.issued = IssuedTokens(config)
         self.only = set(applications) if applications else None
         self.tokens = bearer_tokens(config, applications, self.issued.applications())
         self.max_body = max_body
@@ -405,21 +330,8 @@ class InboundServer:
         return response
 
     def _authenticate(self, authorization: str | None) -> Caller | None:
-        """Who the token of an Authorization header is (an application's configured
-        inbound_token: id ``config``, scope write), or None."""
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
-        digest = _digest(token.strip())
-        found = None
-        for known, application in self.tokens.items():
-            if hmac.compare_digest(known, digest):
-                found = Caller("config", application, "write")
-        if found is None:
-            found = self.issued.caller(token.strip())
-        if found is not None and self.only is not None and found.application not in self.only:
-            return None
-        return found
+        """Who the token of an Authorization header is, or None."""
+        return authenticate(authorization, self.tokens, self.issued, self.only)
 
     # -- JIT
     async def _jit(

@@ -13,31 +13,44 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from idprov.db import migrate, now
+from idprov.db import now
+from idprov.statedb import Migrations, ddl
 
 if TYPE_CHECKING:
-    import sqlite_utils
+    from idprov.statedb import StateDB
 
-
-def _links_schema(db: sqlite_utils.Database) -> None:
-    db.execute(
-        "CREATE TABLE jit_links ("
-        " idp TEXT NOT NULL, subject TEXT NOT NULL, domain TEXT NOT NULL,"
-        " user_id TEXT NOT NULL, created TEXT NOT NULL,"
-        " PRIMARY KEY (idp, subject, domain)) WITHOUT ROWID"
-    )
-    db.execute("CREATE INDEX jit_links_user ON jit_links (user_id)")
-
-
-MIGRATIONS = [("0001_jit_links", _links_schema)]
+MIGRATIONS: Migrations = {
+    "sqlite": [
+        (
+            "0001_jit_links",
+            ddl(
+                "CREATE TABLE jit_links (idp TEXT NOT NULL, subject TEXT NOT NULL,"
+                " domain TEXT NOT NULL, user_id TEXT NOT NULL, created TEXT NOT NULL,"
+                " PRIMARY KEY (idp, subject, domain)) WITHOUT ROWID",
+                "CREATE INDEX jit_links_user ON jit_links (user_id)",
+            ),
+        )
+    ],
+    "postgresql": [
+        (
+            "0001_jit_links",
+            ddl(
+                "CREATE TABLE jit_links (idp text NOT NULL, subject text NOT NULL,"
+                " domain text NOT NULL, user_id text NOT NULL, created text NOT NULL,"
+                " PRIMARY KEY (idp, subject, domain))",
+                "CREATE INDEX jit_links_user ON jit_links (user_id)",
+            ),
+        )
+    ],
+}
 
 
 class JitLinks:
     """(IdP, subject, domain) -> the local user id a login through it is."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: StateDB) -> None:
         self.db = db
-        migrate(db, "jit", MIGRATIONS)
+        db.migrate("jit", MIGRATIONS)
 
     def user_id(self, idp: str, subject: str, domain: str) -> str | None:
         row = self.db.execute(
@@ -49,7 +62,8 @@ class JitLinks:
     def link(self, idp: str, subject: str, domain: str, user_id: str) -> None:
         """Link (or re-link, the old user being gone) a login to a user."""
         self.db.execute(
-            "INSERT OR REPLACE INTO jit_links VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO jit_links VALUES (?, ?, ?, ?, ?) ON CONFLICT (idp, subject, domain)"
+            " DO UPDATE SET user_id = excluded.user_id, created = excluded.created",
             [idp, subject, domain.casefold(), user_id, now()],
         )
 

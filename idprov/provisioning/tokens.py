@@ -15,11 +15,11 @@ import secrets
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from idprov.db import migrate, now
+from idprov.db import now
 from idprov.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
-    from idprov.statedb import StateDB
+    from idprov.statedb import Migrations, StateDB
 
 PREFIX = "idprov"
 SCOPES = ("read", "write")
@@ -33,11 +33,13 @@ def create_tables(db: StateDB) -> None:
     )
 
 
-def _scope_column(db: sqlite_utils.Database) -> None:
+def _scope_column(db: StateDB) -> None:
     db.execute("ALTER TABLE inbound_tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'write'")
 
 
-MIGRATIONS = [("0001_scope", _scope_column)]
+MIGRATIONS: Migrations = {
+    dialect: [("0001_scope", _scope_column)] for dialect in ("sqlite", "postgresql")
+}
 
 
 def digest(token: str) -> str:
@@ -85,7 +87,7 @@ class InboundTokens:
 
     def __init__(self, db: StateDB):
         self.db = db
-        migrate(db, "tokens", MIGRATIONS)
+        db.migrate("tokens", MIGRATIONS)
 
     def create(
         self, application: str, description: str, actor: str, scope: str = "write"
