@@ -332,6 +332,9 @@ def test_rename_user_is_a_modrdn_and_memberships_follow(slapd, store):
     assert store.find_role_by_id(staff.id).member_count == 2
     with pytest.raises(ConflictError):
         store.rename_user("bob", "Alice.Smith@example.com")
+    recased = store.rename_user("alice.smith@example.com", "Alice.Smith@example.com")
+    assert (recased.id, recased.username) == (alice.id, "Alice.Smith@example.com")
+    assert store.find_user("alice.smith@example.com").roles == ["admins", "staff"]
 
 
 def test_a_configured_empty_member_is_the_placeholder_and_stays_hidden(slapd, open_store):
