@@ -95,7 +95,15 @@ def test_not_on_a_terminal_rows_are_tab_separated_and_never_truncated(cli):
     cli("token", "create", "--app", "resident", "--description", description).ok()
     run = cli("token", "list").ok()
     header, row = run.stdout.splitlines()
-    assert header.split("\t") == ["id", "application", "created", "by", "state", "description"]
+    assert header.split("\t") == [
+        "id",
+        "application",
+        "scope",
+        "created",
+        "by",
+        "state",
+        "description",
+    ]
     assert row.split("\t")[-1] == description and "…" not in run.stdout
     assert "  " not in header  # not padded
 

@@ -585,7 +585,7 @@ def test_rename_keeps_id_claims_password_and_roles(cli, state, wso2):
     cli("user", "show", "alice").fails(3)
     with open_service() as svc:
         assert svc.verify_password("asmith", "secret-1")
-    entry = cli("log", "--json").json()[0]
+    entry = cli("log", "--json").items()[0]
     assert (entry["action"], entry["target"], entry["details"]) == (
         "user.rename",
         "asmith",

@@ -191,7 +191,7 @@ def test_claims_for_an_idp_with_token_keys_are_refused_and_audited(cli, portal, 
     error = login(cli, portal, "--idp", "okta", "--claims", claims_file(tmp_path, ALICE)).error(5)
     assert error["code"] == "unverified_claims" and "allow_unverified_claims" in error["hint"]
     assert cli("--config", str(portal), "user", "list", "--json").json()["total"] == 0
-    [entry] = cli("--config", str(portal), "log", "--action", "jit.refused", "--json").json()
+    [entry] = cli("--config", str(portal), "log", "--action", "jit.refused", "--json").items()
     assert entry["target"] == "alice"
     assert entry["details"] == {
         "idp": "okta",
@@ -203,7 +203,7 @@ def test_claims_for_an_idp_with_token_keys_are_refused_and_audited(cli, portal, 
 def test_a_refused_token_is_audited_without_the_token(cli, portal):
     token = id_token(OTHER_KEY)
     assert login(cli, portal, "--idp", "okta", "--id-token", token).error(5)
-    [entry] = cli("--config", str(portal), "log", "--action", "jit.refused", "--json").json()
+    [entry] = cli("--config", str(portal), "log", "--action", "jit.refused", "--json").items()
     assert "signature" in entry["details"]["reason"]
     assert token not in json.dumps(entry) and token.split(".")[2] not in json.dumps(entry)
 
@@ -227,7 +227,7 @@ def test_a_login_never_takes_over_a_local_user_it_did_not_create(cli, portal, tm
     error = login(cli, portal, "--idp", "proxy", "--claims", claims_file(tmp_path, ALICE)).error(4)
     assert error["code"] == "not_linked" and "link_existing" in error["hint"]
     assert cli("--config", str(portal), "user", "show", "alice", "--json").json() == before
-    [entry] = cli("--config", str(portal), "log", "--action", "jit.refused", "--json").json()
+    [entry] = cli("--config", str(portal), "log", "--action", "jit.refused", "--json").items()
     assert entry["details"]["code"] == "not_linked"
     # link_existing: by_email takes over only a user whose email is the login's
     mail = {**ALICE, "sub": "okta|00u1", "email": "boss@example.com"}
@@ -267,7 +267,7 @@ def test_the_linked_user_is_renamed_when_the_username_claim_changes(cli, portal,
     assert (user["id"], user["username"]) == (created["user"]["id"], "ann.lee@example.com")
     assert user["claims"]["email"] == "ann.lee@example.com"
     cli("--config", str(portal), "user", "show", "ann@example.com").fails(3)
-    [entry] = cli("--config", str(portal), "log", "--action", "user.rename", "--json").json()
+    [entry] = cli("--config", str(portal), "log", "--action", "user.rename", "--json").items()
     assert entry["details"] == {"from": "ann@example.com"}
 
 

@@ -886,7 +886,7 @@ def test_a_read_token_reads_and_the_token_id_is_in_the_audit_and_the_log(tmp_pat
         as_config = served.as_token(CRM_TOKEN)
         new_user(as_config, "carol")
         assert "token=config" in served.log.getvalue().splitlines()[-1]
-    entries = {e["target"]: e for e in cli("log", "--action", "user.add", "--json").json()}
+    entries = {e["target"]: e for e in cli("log", "--action", "user.add", "--json").items()}
     assert entries["alice"]["actor"] == f"scim:{writer['id']}"
     assert entries["carol"]["actor"] == "scim:config"
     assert "bob" not in entries
@@ -896,7 +896,7 @@ def test_a_token_scope_that_does_not_exist_is_refused(cli, tmp_path, write_confi
     write_config(f"version: 1\ndata_dir: {tmp_path / 'data'}\n")
     error = cli("token", "create", "--app", "resident", "--scope", "admin", "--json").error(2)
     assert "no token scope 'admin'" in error["message"] and "read, write" in error["hint"]
-    assert cli("token", "list", "--json").json() == []
+    assert cli("token", "list", "--json").items() == []
     made = cli("token", "create", "--app", "resident", "--scope", "read").ok()
     assert "read token" in made.stdout
     assert "read" in cli("token", "list").ok().stdout

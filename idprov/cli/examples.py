@@ -22,6 +22,10 @@ EXAMPLES: dict[str, list[str]] = {
         "idprov user passwd alice",
         "printf '%s' \"$PW\" | idprov user passwd alice --password-stdin",
     ],
+    "user rename": [
+        "idprov user rename alice alice.smith@example.com",
+        "idprov user rename CORP/bob CORP/robert",
+    ],
     "user delete": ["idprov user delete bob", "idprov user delete CORP/bob --yes"],
     "role add": ["idprov role add staff", "idprov role add CORP/admins"],
     "role list": ["idprov role list", "idprov role list --domain CORP --json"],
@@ -82,8 +86,14 @@ EXAMPLES: dict[str, list[str]] = {
         "printf '%s' \"$TOKEN\" | idprov secret set scim-token --stdin",
     ],
     "serve": ["idprov serve --port 8443 --app hr-feed"],
-    "token create": ["idprov token create --app hr-feed --description 'HR system'"],
+    "token create": [
+        "idprov token create --app hr-feed --description 'HR system'",
+        "idprov token create --app hr-feed --scope read --description 'reporting'",
+    ],
     "token list": ["idprov token list"],
     "token revoke": ["idprov token revoke 3f2a9c"],
-    "jit login": ["idprov jit login --app portal --idp google --claims claims.json"],
+    "jit login": [
+        "idprov jit login --app portal --idp okta --id-token @token.jwt",
+        "idprov jit login --app portal --idp proxy --claims claims.json",
+    ],
 }
