@@ -409,3 +409,27 @@ def test_jit_login_over_http(tmp_path, portal, monkeypatch):
         again = httpx.post(root, json=body, headers=client.headers)
         assert again.status_code == 200
         assert id_token()[:20] not in log
+
+
+def test_a_user_a_login_created_before_links_existed_is_linked_at_its_next_login(
+    cli, portal, tmp_path
+):
+    import sqlite3
+
+    created = login(cli, portal, "--idp", "proxy", "--claims", claims_file(tmp_path, ALICE))
+    user_id = created.json()["user"]["id"]
+    database = tmp_path / "data" / "idprov.db"
+    with sqlite3.connect(database) as conn:  # as an idprov without links left it
+        conn.execute("DELETE FROM jit_links")
+    again = login(cli, portal, "--idp", "proxy", "--claims", claims_file(tmp_path, ALICE))
+    assert again.json()["user"]["id"] == user_id
+    with sqlite3.connect(database) as conn:
+        links = conn.execute("SELECT idp, subject, user_id FROM jit_links").fetchall()
+    assert links == [("proxy", "alice", user_id)]
+    # deleted and made again by hand: that user is not the login's
+    cli("--config", str(portal), "user", "delete", "alice", "--yes").ok()
+    cli("--config", str(portal), "user", "add", "alice").ok()
+    with sqlite3.connect(database) as conn:
+        conn.execute("DELETE FROM jit_links")
+    refused = login(cli, portal, "--idp", "proxy", "--claims", claims_file(tmp_path, ALICE))
+    assert refused.error(4)["code"] == "not_linked"

@@ -4,7 +4,8 @@ local user it has no claim to.
 - An IdP whose ID tokens idprov can verify (it has a key) is trusted through a
   verified token only; claims alone need ``allow_unverified_claims``.
 - A login is its local user through a link (IdP, subject, domain) made by the login
-  that created the user (:mod:`idprov.provisioning.jit_links`). A login whose
+  that created the user (:mod:`idprov.provisioning.jit_links`); a user that a login
+  created before links existed is known by that login's audit entry. A login whose
   username is a local user it is not linked to is refused, unless ``link_existing:
   by_email`` allows that user (same email, ``email_verified`` not false).
 """
@@ -66,6 +67,8 @@ def linked_user(
     if user is not None:
         return True, user
     existing = store.find_user(username)
+    if existing is not None and _created_before_links(service, settings, existing, subject):
+        return False, existing
     if existing is not None and not _may_take_over(existing, idp_claims, settings):
         raise NotLinked(
             f"a local user {existing.qualified_name!r} exists that no login through "
@@ -74,6 +77,46 @@ def linked_user(
             "whose email matches, or rename or remove the local user",
         )
     return False, existing
+
+
+def _created_before_links(
+    service: IdentityService, settings: JitConfig, user: User, subject: str
+) -> bool:
+    """Whether a login through this IdP created ``user`` before logins were linked:
+    the user's last ``user.add``/``user.delete``/``jit.login`` audit entry is that
+    login's (outcome ``created``), written in the user's own transaction, so within
+    seconds of its creation time; and the subject was the username then
+    (``subject_claim`` is ``username_claim``). Such a user is linked at its next
+    login, as if it had been then."""
+    from idprov.provisioning.state import AuditQuery
+
+    if settings.subject_claim != settings.username_claim or subject != user.username:
+        return False
+    events = [
+        e
+        for e in service.state.audit_entries(AuditQuery(target=user.qualified_name, limit=1000))
+        if e.target == user.qualified_name
+        and e.action in ("user.add", "user.delete", "jit.login")
+        and not (e.action == "jit.login" and e.details.get("outcome") != "created")
+    ]
+    last = events[0] if events else None  # newest first
+    return (
+        last is not None
+        and last.action == "jit.login"
+        and last.details.get("idp") == settings.idp
+        and _within(last.at, user.created, seconds=5)
+    )
+
+
+def _within(first: str, second: str, seconds: float) -> bool:
+    from datetime import datetime
+
+    try:
+        a = datetime.fromisoformat(first.replace("Z", "+00:00"))
+        b = datetime.fromisoformat(second.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return abs((a - b).total_seconds()) <= seconds
 
 
 def _may_take_over(user: User, idp_claims: Mapping[str, Any], settings: JitConfig) -> bool:
