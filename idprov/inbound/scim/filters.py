@@ -18,8 +18,11 @@ from scim2_models.path import AttrPath, Comparison, LogicalExpr, Present, ValueP
 from idprov.inbound.scim.mapping import ENTERPRISE, ENTERPRISE_ATTRIBUTES, NAME, SIMPLE
 from idprov.model import Condition
 
-OPS = {"eq": "eq", "sw": "sw", "ew": "ew", "co": "co", "ge": "ge", "gt": "ge", "le": "le"}
-OPS["lt"] = "le"
+OPS = {
+    **{op: op for op in ("eq", "sw", "ew", "co", "ge", "le")},
+    "gt": "ge",
+    "lt": "le",
+}
 """SCIM operator -> the store's (``gt`` widened to ``ge``, ``lt`` to ``le``)."""
 
 MULTI = {"emails": ("email", "emails"), "phonenumbers": ("phone_number", "mobile")}
