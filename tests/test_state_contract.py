@@ -344,12 +344,14 @@ def test_tokens_are_stored_as_digests_and_revoked_at_once(state):
     tokens = InboundTokens(state.db)
     with state.transaction():
         new = tokens.create("portal", "for the portal", "ann")
-    assert tokens.application_of(new.token) == "portal" and tokens.applications() == {"portal"}
+    caller = tokens.caller(new.token)
+    assert caller is not None and (caller.application, caller.scope) == ("portal", "write")
+    assert caller.token_id == new.record.id and tokens.applications() == {"portal"}
     stored = state.db.execute("SELECT digest FROM inbound_tokens").fetchall()
     assert new.token not in str(stored)
     with state.transaction():
         assert tokens.revoke(new.record.id).id == new.record.id
-    assert tokens.application_of(new.token) is None and tokens.applications() == set()
+    assert tokens.caller(new.token) is None and tokens.applications() == set()
     with pytest.raises(NotFoundError):
         tokens.revoke("nope")
 
