@@ -198,15 +198,25 @@ class InboundServer:
         its IdP's retry schedule says."""
         if self._worker is not None or not self.config.identity_providers:
             return
+        if not self.applications:
+            return  # no application to act as: nothing is served, nothing to push
         self._worker = threading.Thread(target=self._work, name="idprov-worker", daemon=True)
         self._worker.start()
 
     def _work(self) -> None:
-        backend = self.backends.get(self.applications[0], "worker")
-        try:
-            backend.service.outbound.work(stop=self._stop)
-        except Exception:  # a bug: logged, and the server goes on without its worker
-            logging.getLogger("idprov.serve").exception("the outbox worker stopped")
+        """The worker's loop; an error (a database that went away, say) is logged and
+        the worker starts again after a pause that doubles up to a minute."""
+        pause = 1.0
+        while not self._stop.is_set():
+            try:
+                backend = self.backends.get(self.applications[0], "worker")
+                backend.service.outbound.work(stop=self._stop)
+            except Exception:
+                logging.getLogger("idprov.serve").exception(
+                    "the outbox worker failed; starting it again in %.0f s", pause
+                )
+                self._stop.wait(pause)
+                pause = min(pause * 2, 60.0)
 
     def close(self) -> None:
         self._stop.set()
