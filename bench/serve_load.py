@@ -137,29 +137,40 @@ class Client:
         return out
 
 
-def load(url: str, token: str, users: int, clients: int) -> tuple[float, list[float]]:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(
+    url: str, token: str, users: int, clients: int, pid: int
+) -> tuple[float, list[float], float]:
     """Create ``users`` users from ``clients`` threads; check that all were created.
-    Returns the wall time and the latencies."""
+    Returns the wall time, the latencies and the server's CPU seconds per request."""
     names = [f"load{i:05d}" for i in range(users)]
     shares = [names[i::clients] for i in range(clients)]
+    cpu = cpu_seconds(pid)
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         batches = list(pool.map(lambda share: Client(url, token).create(share), shares))
     elapsed = time.perf_counter() - start
+    cpu = (cpu_seconds(pid) - cpu) / users
     results = [r for batch in batches for r in batch]
     statuses = sorted({s for s, _ in results})
     assert statuses == [201], f"statuses: {statuses}"
     _, listing = Client(url, token).request("GET", "/Users?count=0")
     assert listing["totalResults"] == users, f"lost or doubled: {listing['totalResults']}"
-    return elapsed, sorted(t for _, t in results)
+    return elapsed, sorted(t for _, t in results), cpu
 
 
-def summary(label: str, users: int, elapsed: float, latencies: list[float]) -> str:
+def summary(label: str, users: int, elapsed: float, latencies: list[float], cpu: float) -> str:
     p50 = statistics.median(latencies) * 1000
     p95 = latencies[int(len(latencies) * 0.95)] * 1000
     return (
         f"{label}: {users / elapsed:,.0f} requests/s ({users} users, {elapsed:.2f} s; "
-        f"latency p50 {p50:.1f} ms, p95 {p95:.1f} ms, max {latencies[-1] * 1000:.1f} ms)"
+        f"latency p50 {p50:.1f} ms, p95 {p95:.1f} ms, max {latencies[-1] * 1000:.1f} ms; "
+        f"server CPU {cpu * 1000:.2f} ms per request)"
     )
 
 
@@ -175,7 +186,7 @@ def run_idprov(
         config.write_text(config_text(str(Path(tmp) / "data"), target_url, blocking))
         process, url = start(serve_command(config), env)
         try:
-            elapsed, latencies = load(url, inbound_token, users, clients)
+            elapsed, latencies, cpu = load(url, inbound_token, users, clients, process.pid)
             if not blocking:
                 drained = wait_for_worker(Path(tmp) / "data" / "idprov.db")
         finally:
@@ -188,7 +199,7 @@ def run_idprov(
     label = "idprov serve, outbound to a SCIM target" if outbound else "idprov serve, no IdP"
     if outbound and not blocking:
         label = "idprov serve, outbound to a blocking: false SCIM target"
-    text = summary(label, users, elapsed, latencies) + "; no 5xx, none lost"
+    text = summary(label, users, elapsed, latencies, cpu) + "; no 5xx, none lost"
     if not blocking:
         text += f"; the worker emptied the outbox {drained:.1f} s after the last response"
     if target is not None:
@@ -216,11 +227,12 @@ def wait_for_worker(db_path: Path, limit: float = 300.0) -> float:
 def run_baseline(users: int, clients: int) -> tuple[float, str]:
     process, url = start([sys.executable, "-c", BASELINE], dict(os.environ))
     try:
-        elapsed, latencies = load(url, "-", users, clients)
+        elapsed, latencies, cpu = load(url, "-", users, clients, process.pid)
     finally:
         process.terminate()
         process.wait(30)
-    return users / elapsed, summary("baseline, scim2-server in memory", users, elapsed, latencies)
+    text = summary("baseline, scim2-server in memory", users, elapsed, latencies, cpu)
+    return users / elapsed, text
 
 
 def main() -> None:

@@ -3,6 +3,8 @@ correct ledger and outbox, no duplicate remote objects, and a clear report."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -161,12 +163,22 @@ def test_every_idp_is_attempted_when_another_fails(tmp_path, fake, sleeps, monke
         assert [r.idp for r in svc.outbox_rows()] == ["broken"]
 
 
+def held_by_the_dead(svc) -> None:
+    """The claims of the outbox rows are a killed process's (its pid is gone), as a
+    command killed between its commit and its push leaves them."""
+    gone = subprocess.Popen(["true"])  # a pid that no longer runs
+    gone.wait()
+    holder = f"{socket.gethostname()}:{gone.pid}:killed"
+    svc.state.db.execute("UPDATE outbox SET claimed_by = ? WHERE claimed_by IS NOT NULL", [holder])
+
+
 def test_a_change_left_undrained_by_a_crash_is_picked_up(tmp_path, fake, sleeps, monkeypatch):
     with service(tmp_path, fake, sleeps) as svc:
         # the command is killed after its commit, before its push
-        monkeypatch.setattr(svc, "push", lambda rows, passwords=None: None)
+        monkeypatch.setattr(svc, "push", lambda rows, passwords=None, claimed_by=None: None)
         svc.add_user("alice", {"email": "alice@example.com"})
         assert [r.status for r in svc.outbox_rows()] == ["pending"]
+        held_by_the_dead(svc)
     with service(tmp_path, fake, sleeps) as svc:
         # left by a command that stopped: old enough to be taken over by the next one
         svc.state.db.execute("UPDATE outbox SET updated_at = '2000-01-01T00:00:00.000Z'")
@@ -192,8 +204,9 @@ def _killed_mid_create(svc, fake, monkeypatch, external_id: str | None):
     """A run that committed alice, marked her create and sent it, then was killed
     before the reply came back; the target made the account (with that externalId)."""
     with monkeypatch.context() as patched:
-        patched.setattr(svc, "push", lambda rows, passwords=None: None)
+        patched.setattr(svc, "push", lambda rows, passwords=None, claimed_by=None: None)
         user = svc.add_user("alice", {"email": "alice@example.com"}).entity
+    held_by_the_dead(svc)
     svc.state.ledger.mark_creating([("target", "user", user.id, "PRIMARY", "alice", None)])
     remote = {"id": "r1", "userName": "alice"}
     if external_id is not None:

@@ -54,6 +54,31 @@ def test_several_changes_commit_together_and_are_pushed_once(tmp_path, fake):
         assert svc.outbox_rows() == []
 
 
+def test_a_change_is_claimed_in_its_own_transaction_so_a_worker_cannot_push_it_too(tmp_path, fake):
+    """What `idprov serve` does: commit on one thread, push on another. A worker that
+    runs in between (another process's, say) leaves the change to its push."""
+    with service(tmp_path, fake, idp_yaml("target", BASE), ["target"]) as svc:
+        with svc.unit_of_work(push=False, claim=True) as uow:
+            uow.add_user("alice", {"email": "alice@example.com"})
+        pending = uow.pending()
+        with service(tmp_path, fake, idp_yaml("target", BASE), ["target"]) as other:
+            meanwhile = other.outbound.work(once=True, eager=True)
+        assert meanwhile.idps == {} and fake.requests == []
+        report = svc.push(pending.rows, pending.passwords, claimed_by=pending.claimed_by)
+        assert report is not None and report.ok
+        assert [r for r in fake.requests if r[0] != "GET"] == [("POST", "/scim/v2/Users")]
+        assert svc.outbox_rows() == []
+
+
+def test_a_change_left_unclaimed_is_taken_by_whoever_drains_first(tmp_path, fake):
+    with service(tmp_path, fake, idp_yaml("target", BASE), ["target"]) as svc:
+        with svc.unit_of_work(push=False) as uow:  # no claim: `import --no-push`
+            uow.add_user("alice", {"email": "alice@example.com"})
+        assert [r.claimed_by for r in svc.outbox_rows()] == [None]
+        assert svc.outbound.work(once=True).ok
+        assert [r for r in fake.requests if r[0] != "GET"] == [("POST", "/scim/v2/Users")]
+
+
 def test_a_failed_unit_of_work_changes_nothing_and_sends_nothing(tmp_path, fake):
     with service(tmp_path, fake, idp_yaml("target", BASE), ["target"]) as svc:
         with pytest.raises(Exception, match="no role"):

@@ -319,7 +319,7 @@ def login(
     claims = _local_claims(service, idp_claims, settings)
     wanted, managed = _roles(idp_claims, settings)
     linked, existing = linked_user(service, settings, domain, subject, username, idp_claims)
-    with service.unit_of_work(push=push) as uow:  # one login: one transaction, one push
+    with service.unit_of_work(push=push, claim=True) as uow:  # one transaction, one push
         if existing is None:
             added = uow.add_user(username, claims, roles=sorted(wanted), domain=domain)
             user = cast(User, added.entity)

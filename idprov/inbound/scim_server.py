@@ -317,7 +317,7 @@ class InboundServer:
     def _push_now(self, caller: Caller, view: str, pending: PendingPush) -> OutboundReport | None:
         service = self.backends.get(caller.application, view).service
         service.actor = f"{view}:{caller.token_id}"
-        return service.push(pending.rows, pending.passwords)
+        return service.push(pending.rows, pending.passwords, claimed_by=pending.claimed_by)
 
     def _handle(self, request: ScimRequest, caller: Caller) -> tuple[ScimResponse, PendingPush]:
         """Serve one SCIM request on this (writer or reader) thread; what it changes is

@@ -73,8 +73,11 @@ class Engine(UserPlanning, RolePlanning):
         progress: Progress | None = None,
         passwords: dict[str, str] | None = None,
         report: OutboundReport | None = None,
+        owner: str | None = None,
     ) -> None:
         self.outbound = outbound
+        self.owner = owner or outbound.owner
+        """The name this drain's claims are under (renewed as it goes)."""
         self.directory = directory
         self.state = outbound.state
         self.progress = progress
@@ -235,7 +238,7 @@ class Engine(UserPlanning, RolePlanning):
                     self._finish(task, attempts, value)
             self._flush()
             if time.monotonic() - self._renewed > min(RENEW_SECONDS, self.outbound.lease / 3):
-                self.state.outbox.renew(self.outbound.owner, self.outbound.lease)
+                self.state.outbox.renew(self.owner, self.outbound.lease)
                 self._renewed = time.monotonic()
 
     def _keep(self, entry: LedgerEntry) -> None:

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from idprov.db import now
 from idprov.errors import NotFoundError
 from idprov.provisioning.outbox import LEASE_SECONDS, OutboxRow
 from idprov.provisioning.results import OutboundReport, Progress
@@ -144,22 +145,30 @@ class Outbound:
         rows: Sequence[OutboxRow],
         progress: Progress | None = None,
         passwords: Mapping[str, str] | None = None,
+        claimed_by: str | None = None,
     ) -> OutboundReport:
         """Reconcile ``rows`` now: claim them, push, record. Rows of an IdP that left
         the configuration are skipped (counted in ``orphaned``); rows another drainer
-        holds are left to it (counted in ``queued``). Never raises for one row."""
+        holds are left to it (counted in ``queued``). Rows the change's transaction
+        claimed as ``claimed_by`` (see :class:`UnitOfWork`) are drained under that
+        name without claiming them again. Never raises for one row."""
         report = OutboundReport()
         mine = self._claimable(rows, report)
         if not mine:
             return report
-        self.release_the_dead()
-        with self.state.transaction():
-            claimed = self.state.outbox.claim(mine, self.owner, self.lease)
+        owner = claimed_by or self.owner
+        stamp = now()
+        held = [r for r in mine if r.claimed_by == owner and (r.claimed_until or "") > stamp]
+        claimed = held
+        if len(held) < len(mine):
+            self.release_the_dead()
+            with self.state.transaction():
+                claimed = self.state.outbox.claim(mine, owner, self.lease)
         taken = {c.id for c in claimed}
         for row in mine:
             if row.id not in taken:  # another drainer is pushing it
                 report.queued[row.idp] = report.queued.get(row.idp, 0) + 1
-        return self._drain_claimed(claimed, report, progress, passwords)
+        return self._drain_claimed(claimed, report, progress, passwords, owner)
 
     def release_the_dead(self) -> list[int]:
         """Give back the leases of drainers on this machine that are no longer running
@@ -190,10 +199,13 @@ class Outbound:
         report: OutboundReport,
         progress: Progress | None,
         passwords: Mapping[str, str] | None,
+        owner: str | None = None,
     ) -> OutboundReport:
+        """Push claimed ``rows``; give back the claims of those not finished."""
         from idprov.provisioning.engine import Engine
 
-        engine = Engine(self, self.directory, progress, dict(passwords or {}), report)
+        owner = owner or self.owner
+        engine = Engine(self, self.directory, progress, dict(passwords or {}), report, owner)
         try:
             engine.drain(rows)
         finally:
@@ -201,7 +213,7 @@ class Outbound:
             health = self._health_changes(report)
             if health or not finished:  # each finished row released its own claim
                 with self.state.transaction():
-                    self.state.outbox.release(self.owner)
+                    self.state.outbox.release(owner, [r.id for r in rows])
                     for change in health:
                         self.state.outbox.note_health(*change)
         return report

@@ -251,14 +251,28 @@ class Outbox:
             "UPDATE outbox SET claimed_until = ? WHERE claimed_by = ?", [stamp_in(lease), owner]
         )
 
-    def release(self, owner: str) -> list[int]:
-        """Give back every lease ``owner`` still holds (rows it did not finish)."""
-        rows = self.db.execute(
-            "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ?"
-            " RETURNING id",
-            [owner],
-        ).fetchall()
-        return [int(r[0]) for r in rows]
+    def release(self, owner: str, ids: Sequence[int] | None = None) -> list[int]:
+        """Give back every lease ``owner`` still holds (rows it did not finish); with
+        ``ids``, only those rows' (others drained under the same name stay held)."""
+        if ids is None:
+            rows = self.db.execute(
+                "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ?"
+                " RETURNING id",
+                [owner],
+            ).fetchall()
+            return [int(r[0]) for r in rows]
+        released: list[int] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            released += [
+                int(r[0])
+                for r in self.db.execute(
+                    "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL"
+                    f" WHERE claimed_by = ? AND id IN {_in(chunk)} RETURNING id",
+                    [owner, *chunk],
+                ).fetchall()
+            ]
+        return released
 
     def next_due(self, idps: Sequence[str]) -> str | None:
         """When the earliest row of ``idps`` that is waiting on its schedule comes due."""

@@ -222,16 +222,18 @@ class IdentityService:
 
     # ---- changing: one unit of work, then one push
     @contextmanager
-    def unit_of_work(self, push: bool = True) -> Iterator[UnitOfWork]:
+    def unit_of_work(self, push: bool = True, claim: bool | None = None) -> Iterator[UnitOfWork]:
         """Changes in one transaction; after it commits, their push (see the module
         docstring; ``push=False`` leaves the rows to the worker or the next sync).
+        ``claim`` (default: ``push``) claims the rows for this service's push in the
+        same transaction: say so when the caller pushes ``uow.pending()`` itself.
         ``uow.outbound`` holds what the push did."""
-        uow = UnitOfWork(self)
+        uow = UnitOfWork(self, claim=push if claim is None else claim)
         with uow:
             yield uow
         if not push:
             return
-        uow.outbound = self.push(uow.rows, uow.passwords)
+        uow.outbound = self.push(uow.rows, uow.passwords, claimed_by=uow.claimed_by)
         for result in uow.results:
             result.outbound = uow.outbound
 
@@ -240,12 +242,14 @@ class IdentityService:
         row_ids: Sequence[int],
         passwords: Mapping[str, str] | None = None,
         guarded: bool = False,
+        claimed_by: str | None = None,
     ) -> OutboundReport | None:
         """Drain committed outbox rows (and the rows a killed command was pushing, and
         pending rows a crashed command left) at the IdPs this service waits for; the
         rest are counted as queued for the worker. First the deletion guard judges
         them (unless ``guarded``: sync judged its plan): the rows of an IdP where
-        they would destroy too much are held in the outbox, not pushed."""
+        they would destroy too much are held in the outbox, not pushed. Rows the
+        change's transaction claimed as ``claimed_by`` are drained under that name."""
         if not row_ids and not self.targets():
             return None
         abandoned = self.outbound.release_the_dead()  # a killed command's rows
@@ -253,10 +257,10 @@ class IdentityService:
         report = OutboundReport()
         if not guarded:
             rows = self._hold_over_guard(rows, report)
-        now_rows = [r for r in rows if self._waits_for(r.idp)]
-        report.merge(self.outbound.drain(now_rows, self.progress, passwords))
+        now_rows = [r for r in rows if self.waits_for(r.idp)]
+        report.merge(self.outbound.drain(now_rows, self.progress, passwords, claimed_by))
         for row in rows:
-            if not self._waits_for(row.idp):
+            if not self.waits_for(row.idp):
                 report.queued[row.idp] = report.queued.get(row.idp, 0) + 1
         return report
 
@@ -295,7 +299,8 @@ class IdentityService:
             self.outbound, effects_of(self.outbound, self.directory, rows), self.allow_deletes
         )
 
-    def _waits_for(self, idp: str) -> bool:
+    def waits_for(self, idp: str) -> bool:
+        """Whether this service's pushes wait for IdP ``idp`` (else its worker does)."""
         if self.wait == "all" or not self.outbound.configured(idp):
             return True
         return self.outbound.idp(idp).blocking

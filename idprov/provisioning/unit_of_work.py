@@ -42,19 +42,28 @@ class PendingPush:
 
     rows: list[int] = field(default_factory=list)
     passwords: dict[str, str] = field(default_factory=dict, repr=False)
+    claimed_by: str | None = None
+    """The drainer that claimed the rows in the change's own transaction, if any: the
+    push drains them under its name, without a transaction of its own to claim them."""
 
     def add(self, other: PendingPush) -> None:
         self.rows += other.rows
         self.passwords.update(other.passwords)
+        self.claimed_by = self.claimed_by or other.claimed_by
 
 
 class UnitOfWork:
     """Changes written in one transaction, pushed once after it commits."""
 
-    def __init__(self, service: IdentityService) -> None:
+    def __init__(self, service: IdentityService, claim: bool = False) -> None:
         self.service = service
         self.rows: list[int] = []
         """Outbox rows this work wrote, to drain after the commit."""
+        self.claimed_by = service.outbound.owner if claim else None
+        """With ``claim``, the rows of the IdPs the service waits for are claimed for
+        its push in this transaction (no other drainer takes them in between, and the
+        push needs no transaction of its own to claim them)."""
+        self._to_claim: list[int] = []
         self.passwords: dict[str, str] = {}
         """Passwords set by this work, by user id: in memory only, handed to outbound."""
         self.results: list[ChangeResult] = []
@@ -65,13 +74,16 @@ class UnitOfWork:
 
     def pending(self) -> PendingPush:
         """What this work leaves to push (after its commit)."""
-        return PendingPush(list(self.rows), dict(self.passwords))
+        return PendingPush(list(self.rows), dict(self.passwords), self.claimed_by)
 
     # ---- the transaction
     def __enter__(self) -> UnitOfWork:
         return self
 
     def __exit__(self, *exc: Any) -> bool | None:
+        if exc[0] is None and self._to_claim and self.claimed_by is not None:
+            outbound = self.service.outbound
+            self.service.state.outbox.claim_ids(self._to_claim, self.claimed_by, outbound.lease)
         return self._stack.__exit__(*exc)
 
     def begin(self, store: UserStore | None = None) -> None:
@@ -115,7 +127,11 @@ class UnitOfWork:
         targets = self.service.targets() if idps is None else list(idps)
         if targets:
             self.begin()
-            self.rows += self.service.state.outbox.enqueue(targets, kind, entity_id, domain, label)
+            ids = self.service.state.outbox.enqueue(targets, kind, entity_id, domain, label)
+            self.rows += ids
+            if self.claimed_by is not None:
+                waited = self.service.waits_for
+                self._to_claim += [i for i, idp in zip(ids, targets, strict=True) if waited(idp)]
 
     def _enqueue_user(self, user: User | None, domain: str) -> None:
         if user is not None:

@@ -136,8 +136,9 @@ class Acting:
     @contextmanager
     def changing(self) -> Iterator[UnitOfWork]:
         """One request's writes: one unit of work (one transaction). The push is left
-        to the server (:attr:`pending`), which runs it off the writer thread."""
-        with self.backend.service.unit_of_work(push=False) as uow:
+        to the server (:attr:`pending`), which runs it off the writer thread; the rows
+        are claimed for it in the request's transaction."""
+        with self.backend.service.unit_of_work(push=False, claim=True) as uow:
             yield uow
         self.pending.add(uow.pending())
 
