@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from idprov.provisioning.state import StateStore
 
 WORK_BATCH = 500
+DEAD_CHECK_SECONDS = 5.0
+"""How often one drainer looks for the claims of killed ones on this machine."""
 IDLE_POLL_SECONDS = 2.0
 
 
@@ -95,6 +97,7 @@ class Outbound:
         claim their own batches)."""
         self._connectors: dict[str, Connector] = {}
         self._executors: dict[str, ThreadPoolExecutor] = {}
+        self._looked_for_the_dead = -DEAD_CHECK_SECONDS
 
     @property
     def state(self) -> StateStore:
@@ -174,7 +177,11 @@ class Outbound:
         """Give back the leases of drainers on this machine that are no longer running
         (killed mid-push), so a re-run need not wait for them to run out; returns the
         rows released. A drainer elsewhere keeps its lease until it expires. Writes
-        (in a transaction of its own) only when there is something to release."""
+        (in a transaction of its own) only when there is something to release. Looks
+        at most every ``DEAD_CHECK_SECONDS`` (`idprov serve` pushes per request)."""
+        if time.monotonic() - self._looked_for_the_dead < DEAD_CHECK_SECONDS:
+            return []
+        self._looked_for_the_dead = time.monotonic()
         dead = [h for h in self.state.outbox.holders() if _dead_here(h)]
         if not dead:
             return []
