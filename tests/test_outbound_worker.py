@@ -70,6 +70,42 @@ def test_a_change_is_claimed_in_its_own_transaction_so_a_worker_cannot_push_it_t
         assert svc.outbox_rows() == []
 
 
+def test_a_second_change_while_the_first_is_being_pushed_is_pushed_after_it(tmp_path, fake):
+    """Two requests change one user; the first's push has not finished when the second
+    commits. The second leaves the row to the first's drainer, and nothing is lost:
+    the row stays (its version moved) and the next drain sends the second change."""
+    with service(tmp_path, fake, idp_yaml("target", BASE), ["target"]) as svc:
+        svc.add_user("alice", {"email": "alice@example.com", "title": "Dev"})
+        with svc.unit_of_work(push=False, claim=True) as first:
+            first.update_user("alice", {"title": "Lead"})
+        with svc.unit_of_work(push=False, claim=True) as second:
+            second.update_user("alice", {"title": "Head"})
+        one, two = first.pending(), second.pending()
+        late = svc.push(two.rows, two.passwords, claimed_by=two.claimed_by)
+        assert late is not None and late.queued == {"target": 1}  # the first holds it
+        svc.push(one.rows, one.passwords, claimed_by=one.claimed_by)
+        [remote] = fake.users.values()
+        assert remote["title"] == "Head"  # the first push read the user as it is now
+        assert [r.status for r in svc.outbox_rows()] == []
+
+
+def test_a_change_in_the_same_millisecond_as_the_one_being_pushed_is_not_lost(
+    tmp_path, fake, monkeypatch
+):
+    import idprov.provisioning.outbox as outbox
+
+    monkeypatch.setattr(outbox, "now", lambda: "2026-11-30T09:00:00.000Z")
+    with service(tmp_path, fake, idp_yaml("target", BASE), ["target"]) as svc:
+        with svc.unit_of_work(push=False) as uow:
+            uow.add_user("alice", {"email": "alice@example.com"})
+        [read] = svc.state.outbox.rows(uow.rows)  # a drainer read the row, then ...
+        with svc.unit_of_work(push=False) as later:  # ... a change in the same millisecond
+            later.update_user("alice", {"title": "Lead"})
+        with svc.state.transaction():
+            svc.state.outbox.done(read)  # the first push finished
+        assert [r.status for r in svc.outbox_rows()] == ["pending"]
+
+
 def test_a_change_left_unclaimed_is_taken_by_whoever_drains_first(tmp_path, fake):
     with service(tmp_path, fake, idp_yaml("target", BASE), ["target"]) as svc:
         with svc.unit_of_work(push=False) as uow:  # no claim: `import --no-push`

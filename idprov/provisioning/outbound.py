@@ -19,6 +19,7 @@ Two ways to drain:
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import threading
@@ -91,6 +92,7 @@ class Outbound:
         """The sync run in progress, recorded with every audit entry it causes."""
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         """This drainer's name on the rows it claims."""
+        self._changes = itertools.count(1)
         self.lease = LEASE_SECONDS
         self.batch = WORK_BATCH
         """Rows the worker claims at a time (workers sharing a PostgreSQL state each
@@ -102,6 +104,12 @@ class Outbound:
     @property
     def state(self) -> StateStore:
         return self._state()
+
+    def change_owner(self) -> str:
+        """A name of its own for the claims of one change (:class:`UnitOfWork`): the
+        push that follows drains exactly those rows, even while other changes' pushes
+        by this drainer are still in flight."""
+        return f"{self.owner}.{next(self._changes)}"
 
     # ---- identity providers and their connectors
     def idp(self, name: str) -> IdentityProviderConfig:

@@ -67,6 +67,13 @@ def worker_columns(db: StateDB) -> None:
     )
 
 
+def versions(db: StateDB) -> None:
+    """Migration: a row's version, raised by each enqueue, so that a push finishing
+    removes the row only if no change came since it was read (times alone cannot
+    tell two changes in one millisecond apart)."""
+    db.execute("ALTER TABLE outbox ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+
+
 def stamp_in(seconds: float) -> str:
     """The time ``seconds`` from now, in the form :func:`now` writes."""
     moment = datetime.now(UTC) + timedelta(seconds=seconds)
@@ -94,9 +101,13 @@ class OutboxRow:
     claimed_until: str | None = None
     failures: int = 0
     """Failed drains in a row (the worker's backoff counts these; attempts counts calls)."""
+    version: int = 0
+    """Raised by each enqueue: the change this row stood for when it was read."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        del out["version"]  # internal: not part of `outbox list --json`
+        return out
 
 
 @dataclass
@@ -118,7 +129,7 @@ class IdpHealth:
 
 _OUTBOX_COLUMNS = (
     "id, idp, kind, local_id, domain, label, status, attempts, last_error, last_status,"
-    " enqueued_at, updated_at, next_attempt_at, claimed_by, claimed_until, failures"
+    " enqueued_at, updated_at, next_attempt_at, claimed_by, claimed_until, failures, version"
 )
 
 
@@ -146,8 +157,8 @@ class Outbox:
                 " VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (idp, kind, local_id) DO UPDATE SET status = 'pending',"
                 " label = excluded.label, domain = excluded.domain, next_attempt_at = NULL,"
-                " enqueued_at = excluded.enqueued_at, updated_at = excluded.updated_at"
-                " RETURNING id",
+                " enqueued_at = excluded.enqueued_at, updated_at = excluded.updated_at,"
+                " version = outbox.version + 1 RETURNING id",
                 [idp, kind, local_id, domain, label, stamp, stamp],
             ).fetchone()
             ids.append(int(row[0]))
@@ -292,8 +303,8 @@ class Outbox:
     def done_many(self, rows: Sequence[OutboxRow]) -> None:
         """:meth:`done` for several rows, in two statements."""
         self.db.executemany(
-            "DELETE FROM outbox WHERE id = ? AND enqueued_at = ?",
-            [(r.id, r.enqueued_at) for r in rows],
+            "DELETE FROM outbox WHERE id = ? AND version = ?",
+            [(r.id, r.version) for r in rows],
         )
         self.db.executemany(
             "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL, failures = 0 WHERE id = ?",
@@ -308,9 +319,9 @@ class Outbox:
         self.db.execute(
             "UPDATE outbox SET status = 'failed', attempts = attempts + ?, last_error = ?,"
             " last_status = ?, updated_at = ?, failures = failures + 1,"
-            " next_attempt_at = CASE WHEN enqueued_at = ? THEN ? ELSE NULL END,"
+            " next_attempt_at = CASE WHEN version = ? THEN ? ELSE NULL END,"
             " claimed_by = NULL, claimed_until = NULL WHERE id = ?",
-            [attempts, error, status, now(), row.enqueued_at, stamp_in(retry_in), row.id],
+            [attempts, error, status, now(), row.version, stamp_in(retry_in), row.id],
         )
 
     def hold(self, rows: Sequence[OutboxRow], why: str) -> None:

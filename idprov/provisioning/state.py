@@ -70,6 +70,12 @@ def _outbox_worker(db: StateDB) -> None:
     worker_columns(db)
 
 
+def _outbox_versions(db: StateDB) -> None:
+    from idprov.provisioning.outbox import versions
+
+    versions(db)
+
+
 def _import_batches(db: StateDB) -> None:
     """The batch an import is writing to a store that cannot roll back (a directory):
     a re-run after a kill finishes exactly those lines."""
@@ -142,8 +148,9 @@ MIGRATIONS: Migrations = {
         ("0006_inbound_tokens", _inbound_tokens),
         ("0007_outbox_worker", _outbox_worker),
         ("0008_import_batches", _import_batches),
+        ("0009_outbox_versions", _outbox_versions),
     ],
-    "postgresql": [("0001_state", _POSTGRES_SCHEMA)],
+    "postgresql": [("0001_state", _POSTGRES_SCHEMA), ("0002_outbox_versions", _outbox_versions)],
 }
 
 

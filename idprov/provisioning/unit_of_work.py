@@ -59,7 +59,7 @@ class UnitOfWork:
         self.service = service
         self.rows: list[int] = []
         """Outbox rows this work wrote, to drain after the commit."""
-        self.claimed_by = service.outbound.owner if claim else None
+        self.claimed_by = service.outbound.change_owner() if claim else None
         """With ``claim``, the rows of the IdPs the service waits for are claimed for
         its push in this transaction (no other drainer takes them in between, and the
         push needs no transaction of its own to claim them)."""
