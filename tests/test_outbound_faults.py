@@ -175,7 +175,7 @@ def held_by_the_dead(svc) -> None:
 def test_a_change_left_undrained_by_a_crash_is_picked_up(tmp_path, fake, sleeps, monkeypatch):
     with service(tmp_path, fake, sleeps) as svc:
         # the command is killed after its commit, before its push
-        monkeypatch.setattr(svc, "push", lambda rows, passwords=None, claimed_by=None: None)
+        monkeypatch.setattr(svc, "push_pending", lambda changes: [None] * len(changes))
         svc.add_user("alice", {"email": "alice@example.com"})
         assert [r.status for r in svc.outbox_rows()] == ["pending"]
         held_by_the_dead(svc)
@@ -204,7 +204,7 @@ def _killed_mid_create(svc, fake, monkeypatch, external_id: str | None):
     """A run that committed alice, marked her create and sent it, then was killed
     before the reply came back; the target made the account (with that externalId)."""
     with monkeypatch.context() as patched:
-        patched.setattr(svc, "push", lambda rows, passwords=None, claimed_by=None: None)
+        patched.setattr(svc, "push_pending", lambda changes: [None] * len(changes))
         user = svc.add_user("alice", {"email": "alice@example.com"}).entity
     held_by_the_dead(svc)
     svc.state.ledger.mark_creating([("target", "user", user.id, "PRIMARY", "alice", None)])

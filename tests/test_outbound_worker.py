@@ -64,7 +64,7 @@ def test_a_change_is_claimed_in_its_own_transaction_so_a_worker_cannot_push_it_t
         with service(tmp_path, fake, idp_yaml("target", BASE), ["target"]) as other:
             meanwhile = other.outbound.work(once=True, eager=True)
         assert meanwhile.idps == {} and fake.requests == []
-        report = svc.push(pending.rows, pending.passwords, claimed_by=pending.claimed_by)
+        [report] = svc.push_pending([pending])
         assert report is not None and report.ok
         assert [r for r in fake.requests if r[0] != "GET"] == [("POST", "/scim/v2/Users")]
         assert svc.outbox_rows() == []
@@ -81,9 +81,9 @@ def test_a_second_change_while_the_first_is_being_pushed_is_pushed_after_it(tmp_
         with svc.unit_of_work(push=False, claim=True) as second:
             second.update_user("alice", {"title": "Head"})
         one, two = first.pending(), second.pending()
-        late = svc.push(two.rows, two.passwords, claimed_by=two.claimed_by)
+        [late] = svc.push_pending([two])
         assert late is not None and late.queued == {"target": 1}  # the first holds it
-        svc.push(one.rows, one.passwords, claimed_by=one.claimed_by)
+        svc.push_pending([one])
         [remote] = fake.users.values()
         assert remote["title"] == "Head"  # the first push read the user as it is now
         assert [r.status for r in svc.outbox_rows()] == []

@@ -236,7 +236,7 @@ def test_a_failed_row_waits_for_its_schedule_unless_retried_eagerly(state):
     with state.transaction():
         assert state.outbox.due(["a"], "w2", lease=60, limit=10) == []
         assert [r.id for r in state.outbox.due(["a"], "w2", 60, 10, eager=["a"])] == [row.id]
-        state.outbox.renew("w2", 120)
+        state.outbox.renew(["w2"], 120)
     assert state.outbox.rows()[0].claimed_until > stamp_in(100)
 
 

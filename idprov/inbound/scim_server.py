@@ -37,13 +37,13 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 from urllib.parse import parse_qsl
 
 from scim2_models import (
@@ -70,6 +70,7 @@ from idprov.errors import (
     StoreError,
     UsageError,
 )
+from idprov.inbound.push_queue import PushQueue
 from idprov.inbound.scim.schema import build_provider, drop_client_schemas, drop_ignored
 from idprov.inbound.scim.storage import Backends, IdprovStorage, acting
 from idprov.inbound.serve_auth import IssuedTokens, authenticate, bearer_tokens
@@ -168,6 +169,7 @@ class InboundServer:
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="idprov-writer")
         self.readers = ThreadPoolExecutor(readers, thread_name_prefix="idprov-reader")
         self.pushers = ThreadPoolExecutor(pushers, thread_name_prefix="idprov-pusher")
+        self.push_queue = PushQueue(self.pushers, self._push_now)
         self.log = AccessLog(access_log or sys.stderr)
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -308,16 +310,18 @@ class InboundServer:
         return response
 
     async def _push(self, caller: Caller, view: str, pending: PendingPush) -> OutboundReport | None:
-        """Push what a request committed, on a pusher thread (no lock held)."""
+        """Push what a request committed, on a pusher thread (no lock held), together
+        with the changes of concurrent requests of the same caller (see push_queue)."""
         if not pending.rows:
             return None
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pushers, self._push_now, caller, view, pending)
+        key = (caller.application, view, caller.token_id)
+        return await asyncio.wrap_future(self.push_queue.submit(key, pending))
 
-    def _push_now(self, caller: Caller, view: str, pending: PendingPush) -> OutboundReport | None:
-        service = self.backends.get(caller.application, view).service
-        service.actor = f"{view}:{caller.token_id}"
-        return service.push(pending.rows, pending.passwords, claimed_by=pending.claimed_by)
+    def _push_now(self, key: Hashable, changes: list[PendingPush]) -> list[OutboundReport | None]:
+        application, view, token_id = cast(tuple[str, str, str], key)
+        service = self.backends.get(application, view).service
+        service.actor = f"{view}:{token_id}"
+        return service.push_pending(changes)
 
     def _handle(self, request: ScimRequest, caller: Caller) -> tuple[ScimResponse, PendingPush]:
         """Serve one SCIM request on this (writer or reader) thread; what it changes is

@@ -73,11 +73,11 @@ class Engine(UserPlanning, RolePlanning):
         progress: Progress | None = None,
         passwords: dict[str, str] | None = None,
         report: OutboundReport | None = None,
-        owner: str | None = None,
+        owners: Sequence[str] = (),
     ) -> None:
         self.outbound = outbound
-        self.owner = owner or outbound.owner
-        """The name this drain's claims are under (renewed as it goes)."""
+        self.owners = list(owners) or [outbound.owner]
+        """The names this drain's claims are under (renewed as it goes)."""
         self.directory = directory
         self.state = outbound.state
         self.progress = progress
@@ -184,8 +184,9 @@ class Engine(UserPlanning, RolePlanning):
         )
 
     def _dispatch(self, task: Task, bulk: dict[str, list[Task]]) -> None:
-        if task.row.idp in self._stopped:
-            return  # left pending: the IdP refused idprov's credentials
+        if task.row.idp in self._stopped:  # left pending: the IdP refused our credentials
+            self.report.note("pending", task.row.idp, task.row.id)
+            return
         if self._bulk_limit(task) > 1:
             self._queue_bulk(task, bulk)
         else:
@@ -238,7 +239,7 @@ class Engine(UserPlanning, RolePlanning):
                     self._finish(task, attempts, value)
             self._flush()
             if time.monotonic() - self._renewed > min(RENEW_SECONDS, self.outbound.lease / 3):
-                self.state.outbox.renew(self.owner, self.outbound.lease)
+                self.state.outbox.renew(self.owners, self.outbound.lease)
                 self._renewed = time.monotonic()
 
     def _keep(self, entry: LedgerEntry) -> None:
@@ -405,12 +406,13 @@ class Engine(UserPlanning, RolePlanning):
     # -- recording (inside the caller's short transaction)
     def _settle(self, item: Settled) -> None:
         if item.result.outcome == "failed" and item.row.idp in self._stopped:
+            self.report.note("pending", item.row.idp, item.row.id)
             return  # left pending with the rest of the IdP's rows: one failure is told
         if item.result.outcome == "failed":
             self._failed(item.row, item.result.error or "", item.result.status, 0)
         else:
             self.state.outbox.done(item.row)
-        self._add(item.result)
+        self._add(item.result, item.row)
 
     def _failed(self, row: OutboxRow, error: str, status: int | None, attempts: int) -> None:
         retry = self.outbound.idp(row.idp).retry if self.outbound.configured(row.idp) else None
@@ -450,21 +452,24 @@ class Engine(UserPlanning, RolePlanning):
         else:
             self._done_rows.append(row)
         self._audit(row, task.operation, result, attempts)
-        self._add(result)
+        self._add(result, row)
 
     def _left_pending(self, row: OutboxRow, value: Any) -> bool:
         """Whether ``row`` stays in the outbox untouched: its IdP's batch was stopped by
         a credentials failure, and this is not the one failure reported for it."""
         if isinstance(value, LeftPending):
+            self.report.note("pending", row.idp, row.id)
             return True
         if isinstance(value, CredentialsRefused):
             self._stopped.setdefault(row.idp, value.message)  # a bulk request returns it
             if row.idp in self._reported:
+                self.report.note("pending", row.idp, row.id)
                 return True
             self._reported.add(row.idp)
         return False
 
-    def _add(self, result: OperationResult) -> None:
+    def _add(self, result: OperationResult, row: OutboxRow) -> None:
+        result.row = row.id
         self._idp_report(result.idp).operations.append(result)
         if self.progress is not None:
             self.progress(self.report)

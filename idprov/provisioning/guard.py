@@ -349,5 +349,6 @@ def _hold(
                 details={"rows": len(mine), "guard": why},
                 run=outbound.run,
             )
-            report.held[idp] = report.held.get(idp, 0) + len(mine)
+            for row in mine:
+                report.note("held", idp, row.id)
     report.guard += [t.message for t in verdict.trips]

@@ -156,30 +156,35 @@ class Outbound:
         rows: Sequence[OutboxRow],
         progress: Progress | None = None,
         passwords: Mapping[str, str] | None = None,
-        claimed_by: str | None = None,
+        claims: Sequence[str] = (),
     ) -> OutboundReport:
         """Reconcile ``rows`` now: claim them, push, record. Rows of an IdP that left
         the configuration are skipped (counted in ``orphaned``); rows another drainer
-        holds are left to it (counted in ``queued``). Rows the change's transaction
-        claimed as ``claimed_by`` (see :class:`UnitOfWork`) are drained under that
-        name without claiming them again. Never raises for one row."""
+        holds are left to it (counted in ``queued``). Rows their changes' transactions
+        claimed under the names ``claims`` (see :class:`UnitOfWork`) are drained
+        without claiming them again. Never raises for one row."""
         report = OutboundReport()
         mine = self._claimable(rows, report)
         if not mine:
             return report
-        owner = claimed_by or self.owner
+        names = set(claims)
         stamp = now()
-        held = [r for r in mine if r.claimed_by == owner and (r.claimed_until or "") > stamp]
+        held = [r for r in mine if r.claimed_by in names and (r.claimed_until or "") > stamp]
         claimed = held
         if len(held) < len(mine):
             self.release_the_dead()
+            rest = [r for r in mine if r not in held]
             with self.state.transaction():
-                claimed = self.state.outbox.claim(mine, owner, self.lease)
+                claimed = sorted(
+                    held + self.state.outbox.claim(rest, self.owner, self.lease),
+                    key=lambda r: r.id,
+                )
+            names.add(self.owner)
         taken = {c.id for c in claimed}
         for row in mine:
             if row.id not in taken:  # another drainer is pushing it
-                report.queued[row.idp] = report.queued.get(row.idp, 0) + 1
-        return self._drain_claimed(claimed, report, progress, passwords, owner)
+                report.note("queued", row.idp, row.id)
+        return self._drain_claimed(claimed, report, progress, passwords, sorted(names))
 
     def release_the_dead(self) -> list[int]:
         """Give back the leases of drainers on this machine that are no longer running
@@ -205,7 +210,7 @@ class Outbound:
             if self.configured(row.idp):
                 mine.append(row)
             else:
-                report.orphaned[row.idp] = report.orphaned.get(row.idp, 0) + 1
+                report.note("orphaned", row.idp, row.id)
         return mine
 
     def _drain_claimed(
@@ -214,13 +219,14 @@ class Outbound:
         report: OutboundReport,
         progress: Progress | None,
         passwords: Mapping[str, str] | None,
-        owner: str | None = None,
+        owners: Sequence[str] = (),
     ) -> OutboundReport:
-        """Push claimed ``rows``; give back the claims of those not finished."""
+        """Push ``rows``, claimed under ``owners`` (default: this drainer's name); give
+        back the claims of those not finished."""
         from idprov.provisioning.engine import Engine
 
-        owner = owner or self.owner
-        engine = Engine(self, self.directory, progress, dict(passwords or {}), report, owner)
+        owners = list(owners) or [self.owner]
+        engine = Engine(self, self.directory, progress, dict(passwords or {}), report, owners)
         try:
             engine.drain(rows)
         finally:
@@ -228,7 +234,7 @@ class Outbound:
             health = self._health_changes(report)
             if health or not finished:  # each finished row released its own claim
                 with self.state.transaction():
-                    self.state.outbox.release(owner, [r.id for r in rows])
+                    self.state.outbox.release_rows([r.id for r in rows], owners)
                     for change in health:
                         self.state.outbox.note_health(*change)
         return report

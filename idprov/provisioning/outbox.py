@@ -256,22 +256,25 @@ class Outbox:
         ).fetchall()
         return [r[0] for r in rows if r[0]]
 
-    def renew(self, owner: str, lease: float) -> None:
-        """Extend every lease ``owner`` holds (a long drain calls this as it goes)."""
+    def renew(self, owners: Sequence[str], lease: float) -> None:
+        """Extend every lease ``owners`` hold (a long drain calls this as it goes)."""
         self.db.execute(
-            "UPDATE outbox SET claimed_until = ? WHERE claimed_by = ?", [stamp_in(lease), owner]
+            f"UPDATE outbox SET claimed_until = ? WHERE claimed_by IN {_in(owners)}",
+            [stamp_in(lease), *owners],
         )
 
-    def release(self, owner: str, ids: Sequence[int] | None = None) -> list[int]:
-        """Give back every lease ``owner`` still holds (rows it did not finish); with
-        ``ids``, only those rows' (others drained under the same name stay held)."""
-        if ids is None:
-            rows = self.db.execute(
-                "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ?"
-                " RETURNING id",
-                [owner],
-            ).fetchall()
-            return [int(r[0]) for r in rows]
+    def release(self, owner: str) -> list[int]:
+        """Give back every lease ``owner`` still holds (rows it did not finish)."""
+        rows = self.db.execute(
+            "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ?"
+            " RETURNING id",
+            [owner],
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def release_rows(self, ids: Sequence[int], owners: Sequence[str]) -> list[int]:
+        """Give back the leases on rows ``ids`` that are still under one of ``owners``
+        (other rows drained under the same names stay held)."""
         released: list[int] = []
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
@@ -279,8 +282,8 @@ class Outbox:
                 int(r[0])
                 for r in self.db.execute(
                     "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL"
-                    f" WHERE claimed_by = ? AND id IN {_in(chunk)} RETURNING id",
-                    [owner, *chunk],
+                    f" WHERE claimed_by IN {_in(owners)} AND id IN {_in(chunk)} RETURNING id",
+                    [*owners, *chunk],
                 ).fetchall()
             ]
         return released

@@ -6,7 +6,7 @@ renders them, and the library API that returns them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +37,13 @@ class OperationResult:
     error: str | None = None
     status: int | None = None
     attempts: int = 0
+    row: int | None = field(default=None, repr=False)
+    """The outbox row this is the result of (set by the engine)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        del out["row"]
+        return out
 
 
 @dataclass
@@ -76,6 +80,32 @@ class OutboundReport:
     """IdP -> rows the deletion guard held in the outbox (`idprov outbox release`)."""
     guard: list[str] = field(default_factory=list)
     """Why the deletion guard held them: one sentence per kind of effect."""
+    noted: dict[int, tuple[str, str]] = field(default_factory=dict, repr=False)
+    """Outbox row id -> (IdP, what became of it) for rows not drained: ``queued``,
+    ``orphaned``, ``held``, or ``pending`` (left by a credentials failure)."""
+
+    def note(self, what: str, idp: str, row: int) -> None:
+        """Count a row that was not drained (see :attr:`noted`)."""
+        self.noted[row] = (idp, what)
+        counts = {"queued": self.queued, "orphaned": self.orphaned, "held": self.held}.get(what)
+        if counts is not None:
+            counts[idp] = counts.get(idp, 0) + 1
+
+    def only(self, rows: Collection[int]) -> OutboundReport:
+        """The part of this report about outbox ``rows`` (one change's, when the changes
+        of several were drained together)."""
+        part = OutboundReport(guard=list(self.guard))
+        for name, report in self.idps.items():
+            ops = [op for op in report.operations if op.row in rows]
+            left = sum(1 for r in rows if self.noted.get(r) == (name, "pending"))
+            if ops or left:
+                part.idps[name] = IdpReport(name, len(ops) + left, ops)
+        for row in rows:
+            if row in self.noted:
+                part.note(self.noted[row][1], self.noted[row][0], row)
+        if not part.held:
+            part.guard = []
+        return part
 
     @property
     def failed(self) -> int:
@@ -88,6 +118,7 @@ class OutboundReport:
             mine.total += report.total
             mine.operations += report.operations
         self.guard += other.guard
+        self.noted.update(other.noted)
         pairs = ((self.queued, other.queued), (self.orphaned, other.orphaned))
         for mine_counts, theirs in (*pairs, (self.held, other.held)):
             for name, count in theirs.items():

@@ -31,7 +31,7 @@ from idprov.provisioning.directory import StoreDirectory
 from idprov.provisioning.internal_roles import is_internal
 from idprov.provisioning.results import ChangeResult, OutboundReport
 from idprov.provisioning.state import AuditEntry, AuditQuery, StateStore
-from idprov.provisioning.unit_of_work import UnitOfWork
+from idprov.provisioning.unit_of_work import PendingPush, UnitOfWork
 from idprov.userstores import UserStore, open_userstore, policy
 from idprov.userstores.passwords import verify_password
 
@@ -233,7 +233,7 @@ class IdentityService:
             yield uow
         if not push:
             return
-        uow.outbound = self.push(uow.rows, uow.passwords, claimed_by=uow.claimed_by)
+        uow.outbound = self.push_pending([uow.pending()])[0]
         for result in uow.results:
             result.outbound = uow.outbound
 
@@ -242,14 +242,15 @@ class IdentityService:
         row_ids: Sequence[int],
         passwords: Mapping[str, str] | None = None,
         guarded: bool = False,
-        claimed_by: str | None = None,
+        claims: Sequence[str] = (),
     ) -> OutboundReport | None:
         """Drain committed outbox rows (and the rows a killed command was pushing, and
         pending rows a crashed command left) at the IdPs this service waits for; the
         rest are counted as queued for the worker. First the deletion guard judges
         them (unless ``guarded``: sync judged its plan): the rows of an IdP where
         they would destroy too much are held in the outbox, not pushed. Rows the
-        change's transaction claimed as ``claimed_by`` are drained under that name."""
+        changes' transactions claimed (under the names ``claims``) are drained
+        without claiming them again."""
         if not row_ids and not self.targets():
             return None
         abandoned = self.outbound.release_the_dead()  # a killed command's rows
@@ -258,11 +259,24 @@ class IdentityService:
         if not guarded:
             rows = self._hold_over_guard(rows, report)
         now_rows = [r for r in rows if self.waits_for(r.idp)]
-        report.merge(self.outbound.drain(now_rows, self.progress, passwords, claimed_by))
+        report.merge(self.outbound.drain(now_rows, self.progress, passwords, claims))
         for row in rows:
             if not self.waits_for(row.idp):
-                report.queued[row.idp] = report.queued.get(row.idp, 0) + 1
+                report.note("queued", row.idp, row.id)
         return report
+
+    def push_pending(self, changes: Sequence[PendingPush]) -> list[OutboundReport | None]:
+        """Push committed changes together, in one drain (`idprov serve` pushes the
+        changes of concurrent requests so): one claim, one planning pass and a few
+        transactions for all, calls in parallel, Bulk where the target offers it, one
+        judgement of the deletion guard. Each change gets the report of its own rows."""
+        rows = [r for change in changes for r in change.rows]
+        passwords = {k: v for change in changes for k, v in change.passwords.items()}
+        claims = [name for change in changes for name in change.claims]
+        report = self.push(rows, passwords, claims=claims)
+        if report is None or len(changes) == 1:
+            return [report if changes[0].rows else None] if changes else []
+        return [report.only(set(change.rows)) if change.rows else None for change in changes]
 
     def _hold_over_guard(self, rows: list[OutboxRow], report: OutboundReport) -> list[OutboxRow]:
         from idprov.provisioning.guard import hold_over

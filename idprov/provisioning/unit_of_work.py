@@ -42,14 +42,14 @@ class PendingPush:
 
     rows: list[int] = field(default_factory=list)
     passwords: dict[str, str] = field(default_factory=dict, repr=False)
-    claimed_by: str | None = None
-    """The drainer that claimed the rows in the change's own transaction, if any: the
-    push drains them under its name, without a transaction of its own to claim them."""
+    claims: list[str] = field(default_factory=list)
+    """The names the rows were claimed under in their changes' own transactions: the
+    push drains them under those names, with no transaction of its own to claim them."""
 
     def add(self, other: PendingPush) -> None:
         self.rows += other.rows
         self.passwords.update(other.passwords)
-        self.claimed_by = self.claimed_by or other.claimed_by
+        self.claims += other.claims
 
 
 class UnitOfWork:
@@ -74,7 +74,8 @@ class UnitOfWork:
 
     def pending(self) -> PendingPush:
         """What this work leaves to push (after its commit)."""
-        return PendingPush(list(self.rows), dict(self.passwords), self.claimed_by)
+        claims = [self.claimed_by] if self.claimed_by is not None else []
+        return PendingPush(list(self.rows), dict(self.passwords), claims)
 
     # ---- the transaction
     def __enter__(self) -> UnitOfWork:
