@@ -10,6 +10,7 @@ connection failures, 408, 429 and 5xx, and ``Retry-After`` parsed.
 from __future__ import annotations
 
 import email.utils
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -237,6 +238,18 @@ def auth_headers(options: HttpOptions) -> dict[str, str]:
         raw = f"{options.username}:{options.password.reveal()}".encode()
         return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
     return {}
+
+
+def json_payload(
+    body: Any, media_type: str = "application/json", accept: str | None = None
+) -> tuple[dict[str, str], bytes | None]:
+    """The headers (``Accept``; ``Content-Type`` with a body) and the UTF-8 content of
+    a request that sends ``body`` as JSON (None: no body) and reads JSON back."""
+    headers = {"Accept": accept or media_type}
+    if body is None:
+        return headers, None
+    headers["Content-Type"] = media_type
+    return headers, json.dumps(body, ensure_ascii=False).encode()
 
 
 def retry_after(response: httpx.Response) -> float | None:

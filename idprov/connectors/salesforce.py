@@ -37,7 +37,6 @@ The token is reused until a 401, then fetched again once (see
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -53,7 +52,7 @@ from idprov.connectors.base import (
     RemoteNotFound,
     TargetError,
 )
-from idprov.connectors.http import json_reply
+from idprov.connectors.http import json_payload, json_reply
 from idprov.connectors.oauth import (
     JWT_BEARER,
     AccessToken,
@@ -183,11 +182,7 @@ class SalesforceConnector(Connector):
         body: Any = None,
         params: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        headers = {"Accept": "application/json"}
-        content = None
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-            content = json.dumps(body, ensure_ascii=False).encode()
+        headers, content = json_payload(body)
         response = send_authorized(
             self.client,
             self.tokens,
