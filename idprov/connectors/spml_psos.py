@@ -15,7 +15,12 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from idprov.connectors.base import Connector, RemoteNotFound, TargetError
+from idprov.connectors.base import (
+    Connector,
+    RemoteNotFound,
+    TargetError,
+    created_without_password,
+)
 from idprov.connectors.http import auth_headers, send
 from idprov.connectors.spml_wire import (
     DSML,
@@ -246,13 +251,7 @@ class SpmlPsoConnector(Connector):
         except TargetError as exc:
             if not created:
                 raise
-            raise TargetError(  # the account exists: a repeat looks it up and adopts it
-                f"{exc.message} (the account {remote_id} was created without its password)",
-                status=exc.status,
-                retryable=exc.retryable,
-                ambiguous=True,
-                hint=exc.hint or "set it again with `idprov user passwd`",
-            ) from exc
+            raise created_without_password(exc, remote_id) from exc
 
     def _find_pso(
         self, what: str, matches: list[tuple[str, str]], template_id: str | None
