@@ -32,7 +32,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from idprov.config import load_text
-from idprov.inbound.csv_import import CsvImport, ImportOptions, hash_many
+from idprov.inbound.csv_hashing import hash_many
+from idprov.inbound.csv_import import CsvImport, ImportOptions
 from idprov.provisioning.service import IdentityService
 from idprov.userstores.sqlite import MIGRATIONS
 

@@ -73,7 +73,7 @@ from scim2_server.memory import AsyncInMemoryStorage
 from scim2_server.utils import (
     load_default_resource_types, load_default_schemas, load_default_service_provider_config
 )
-from idprov.inbound.scim_server import base_url, bind
+from idprov.inbound.serve_http import base_url, bind
 
 provider = ScimProvider.from_discovery(
     load_default_schemas().values(),

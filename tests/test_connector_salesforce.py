@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from idprov.connectors.salesforce import (
+from idprov.connectors.salesforce_api import (
     SalesforceOptions,
     derive_alias,
     raise_salesforce_error,

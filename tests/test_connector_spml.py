@@ -13,7 +13,8 @@ from lxml import etree
 
 from idprov.config.models import IdentityProviderConfig
 from idprov.connectors.base import Account, RemoteConflict, TargetError
-from idprov.connectors.spml import RemotePending, SpmlConnector, dn_value
+from idprov.connectors.spml import SpmlConnector
+from idprov.connectors.spml_wire import RemotePending, dn_value
 from idprov.errors import ConfigError
 from idprov.provisioning.connect import open_connector
 from idprov.provisioning.service import IdentityService

@@ -25,7 +25,8 @@ import httpx
 import pytest
 
 from idprov.config import Config, load_text
-from idprov.inbound.scim_server import InboundServer, base_url, bind, uvicorn_server
+from idprov.inbound.scim_server import InboundServer
+from idprov.inbound.serve_http import base_url, bind, uvicorn_server
 from idprov.provisioning.service import IdentityService
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"

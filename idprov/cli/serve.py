@@ -45,7 +45,8 @@ def serve(
     """Serve SCIM 2.0 Users, Groups (roles) and Bulk, and POST /jit/login, to programs
     holding an application's bearer token; changes go out to that application's IdPs."""
     from idprov.cli.common import service
-    from idprov.inbound.scim_server import InboundServer, base_url, bind, uvicorn_server
+    from idprov.inbound.scim_server import InboundServer
+    from idprov.inbound.serve_http import base_url, bind, uvicorn_server
 
     if keyfile and not certfile:
         raise UsageError("--keyfile needs --certfile", hint="give the certificate with --certfile")

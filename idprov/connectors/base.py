@@ -187,6 +187,19 @@ class CredentialsRefused(TargetError):
         super().__init__(message, **kwargs)
 
 
+def created_without_password(exc: TargetError, remote_id: str) -> TargetError:
+    """``exc``, the failure to set the password of the account ``remote_id`` just
+    created, as an ambiguous error: the account exists, so a repeat looks it up and
+    adopts it (then sets the password) rather than create it again."""
+    return TargetError(
+        f"{exc.message} (the account {remote_id} was created without its password)",
+        status=exc.status,
+        retryable=exc.retryable,
+        ambiguous=True,
+        hint=exc.hint or "set it again with `idprov user passwd`",
+    )
+
+
 class Connector(ABC):
     """One identity provider's connection. Instances are used from several threads
     at once by the engine: keep per-call state local."""

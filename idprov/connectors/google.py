@@ -55,7 +55,7 @@ from idprov.connectors.google_api import (
     set_path,
     with_domain,
 )
-from idprov.connectors.http import json_reply
+from idprov.connectors.http import json_payload, json_reply
 from idprov.connectors.oauth import (
     JWT_BEARER,
     AccessToken,
@@ -195,11 +195,7 @@ class GoogleConnector(Connector):
         body: Any = None,
         params: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        headers = {"Accept": "application/json"}
-        content = None
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-            content = json.dumps(body, ensure_ascii=False).encode()
+        headers, content = json_payload(body)
         response = send_authorized(
             self.client,
             self.tokens,

@@ -6,7 +6,6 @@ errors. Used by :mod:`idprov.connectors.google`.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,12 +16,11 @@ from idprov.config.secrets import SecretRef
 from idprov.connectors.base import (
     CredentialsRefused,
     GroupSpec,
-    RemoteConflict,
     RemoteNotFound,
     TargetError,
     Throttled,
 )
-from idprov.connectors.http import RETRYABLE_STATUS, HttpOptions, retry_after
+from idprov.connectors.http import HttpOptions, reply_detail, reply_json, status_error
 from idprov.connectors.oauth import check_no_http_auth
 
 if TYPE_CHECKING:
@@ -196,31 +194,15 @@ def raise_google_error(response: httpx.Response, what: str) -> None:
     status = response.status_code
     if status < 400:
         return
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
+    data = reply_json(response)
     error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(data, dict):
-        detail = json.dumps(data, ensure_ascii=False)[:2000]
-    else:
-        detail = response.text.strip()[:300] or "(empty reply)"
     reasons = set()
     if isinstance(error, dict):
         reasons = {e.get("reason") for e in error.get("errors") or [] if isinstance(e, dict)}
-    message = f"{what}: HTTP {status}: {detail}"
-    if status == 409 or "duplicate" in reasons:
-        raise RemoteConflict(message, status=status)
-    if status == 404:
-        raise RemoteNotFound(message, status=status)
-    if status == 429 or (status == 403 and reasons & RATE_LIMIT_REASONS):
-        raise Throttled(message, status=status, retry_after=retry_after(response))
-    if status in (401, 403):
-        raise CredentialsRefused(message, status=status, hint=SETUP_HINT)
-    raise TargetError(
-        message,
-        status=status,
-        retryable=status in RETRYABLE_STATUS,
-        retry_after=retry_after(response),
-        ambiguous=status >= 500,
+    raise status_error(
+        response,
+        f"{what}: HTTP {status}: {reply_detail(response, data)}",
+        conflict="duplicate" in reasons,
+        throttled=status == 403 and bool(reasons & RATE_LIMIT_REASONS),
+        refused_hint=SETUP_HINT,
     )

@@ -10,6 +10,7 @@ connection failures, 408, 429 and 5xx, and ``Retry-After`` parsed.
 from __future__ import annotations
 
 import email.utils
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -239,6 +240,18 @@ def auth_headers(options: HttpOptions) -> dict[str, str]:
     return {}
 
 
+def json_payload(
+    body: Any, media_type: str = "application/json", accept: str | None = None
+) -> tuple[dict[str, str], bytes | None]:
+    """The headers (``Accept``; ``Content-Type`` with a body) and the UTF-8 content of
+    a request that sends ``body`` as JSON (None: no body) and reads JSON back."""
+    headers = {"Accept": accept or media_type}
+    if body is None:
+        return headers, None
+    headers["Content-Type"] = media_type
+    return headers, json.dumps(body, ensure_ascii=False).encode()
+
+
 def retry_after(response: httpx.Response) -> float | None:
     """Seconds the target asked us to wait (Retry-After: seconds or an HTTP date)."""
     value = response.headers.get("Retry-After")
@@ -284,29 +297,62 @@ def _origin(url: str) -> str:
 
 def raise_for_status(response: httpx.Response, what: str, detail: str | None) -> None:
     """Turn a non-2xx response into the right TargetError, with the target's message."""
+    if response.status_code >= 400:
+        message = f"{what}: HTTP {response.status_code}" + (f": {detail}" if detail else "")
+        raise status_error(response, message)
+
+
+CREDENTIALS_HINT = "check the identity provider's credentials and their permissions"
+
+
+def status_error(
+    response: httpx.Response,
+    message: str,
+    *,
+    conflict: bool = False,
+    gone: bool = False,
+    throttled: bool = False,
+    retryable: bool = False,
+    refused_hint: str = CREDENTIALS_HINT,
+) -> TargetError:
+    """The error of an HTTP error reply, by its status or by what the target's error
+    body says (``conflict``, ``gone``, ``throttled``, ``retryable``): conflict, not
+    found, throttled, credentials refused (401; 403 unless retryable), or another
+    failure, retryable for 408, 425, 429 and 5xx, ambiguous for 5xx."""
     status = response.status_code
-    if status < 400:
-        return
-    message = f"{what}: HTTP {status}" + (f": {detail}" if detail else "")
-    if status == 409:
-        raise RemoteConflict(message, status=status)
-    if status == 404:
-        raise RemoteNotFound(message, status=status)
-    if status == 429:
-        raise Throttled(message, status=status, retry_after=retry_after(response))
-    if status in (401, 403):
-        raise CredentialsRefused(
-            message,
-            status=status,
-            hint="check the identity provider's credentials and their permissions",
-        )
-    raise TargetError(
+    if conflict or status == 409:
+        return RemoteConflict(message, status=status)
+    if gone or status == 404:
+        return RemoteNotFound(message, status=status)
+    if throttled or status == 429:
+        return Throttled(message, status=status, retry_after=retry_after(response))
+    retryable = retryable or status in RETRYABLE_STATUS
+    if status == 401 or (status == 403 and not retryable):
+        return CredentialsRefused(message, status=status, hint=refused_hint)
+    return TargetError(
         message,
         status=status,
-        retryable=status in RETRYABLE_STATUS,
+        retryable=retryable,
         retry_after=retry_after(response),
         ambiguous=status >= 500,
     )
+
+
+def reply_json(response: httpx.Response) -> Any:
+    """The reply's JSON, or None when it is not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def reply_detail(response: httpx.Response, data: Any) -> str:
+    """An error reply's detail for a message: its JSON ``data`` as sent, else the start
+    of its text."""
+    if isinstance(data, dict | list):
+        return json.dumps(data, ensure_ascii=False)[:2000]
+    text = response.text.strip()
+    return text[:300] if text else "(empty reply)"
 
 
 def json_reply(response: httpx.Response, what: str, object_only: bool = True) -> Any:

@@ -23,7 +23,6 @@ a message or a ``repr``.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -33,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from idprov.config.secrets import SecretRef
 from idprov.connectors.base import CredentialsRefused, TargetError, Throttled
-from idprov.connectors.http import RETRYABLE_STATUS, retry_after, send
+from idprov.connectors.http import RETRYABLE_STATUS, reply_detail, reply_json, retry_after, send
 from idprov.errors import IdprovError, SecretError
 
 if TYPE_CHECKING:
@@ -142,12 +141,9 @@ def request_token(
         headers={"Accept": "application/json"},
     )
     status = response.status_code
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
+    data = reply_json(response)
     if status >= 400 or not isinstance(data, dict):
-        detail = oauth_error_detail(response, data)
+        detail = reply_detail(response, data)
         message = f"{what}: HTTP {status}: {detail}"
         if status == 429:
             raise Throttled(message, status=status, retry_after=retry_after(response))
@@ -160,14 +156,6 @@ def request_token(
             retry_after=retry_after(response),
         )
     return token_from_response(data, what)
-
-
-def oauth_error_detail(response: httpx.Response, data: Any) -> str:
-    """The token endpoint's own error: its JSON as sent, else the start of its text."""
-    if isinstance(data, dict | list):
-        return json.dumps(data, ensure_ascii=False)[:2000]
-    text = response.text.strip()
-    return text[:300] if text else "(empty reply)"
 
 
 # ---------------------------------------------------------------- cache and requests

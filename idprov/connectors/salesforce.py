@@ -37,13 +37,10 @@ The token is reused until a 401, then fetched again once (see
 
 from __future__ import annotations
 
-import json
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from idprov.config.secrets import SecretRef
 from idprov.connectors.base import (
     Account,
     CheckReport,
@@ -52,10 +49,10 @@ from idprov.connectors.base import (
     RemoteMatch,
     RemoteNotFound,
     TargetError,
+    created_without_password,
 )
-from idprov.connectors.http import json_reply
+from idprov.connectors.http import json_payload, json_reply
 from idprov.connectors.oauth import (
-    JWT_BEARER,
     AccessToken,
     TokenCache,
     load_private_key,
@@ -71,24 +68,19 @@ from idprov.connectors.salesforce_api import (
     SETUP_HINT,
     RoleTarget,
     SalesforceOptions,
-    _code,
     derive_alias,
+    jwt_claims,
+    raise_failed,
     raise_salesforce_error,
     record_error,
+    salesforce_username,
     soql_literal,
+    token_form,
+    user_fields,
 )
 
 if TYPE_CHECKING:
     import httpx
-
-__all__ = [
-    "SalesforceConnector",
-    "SalesforceOptions",
-    "derive_alias",
-    "raise_salesforce_error",
-    "record_error",
-    "soql_literal",
-]
 
 
 class SalesforceConnector(Connector):
@@ -129,21 +121,11 @@ class SalesforceConnector(Connector):
     # ---- authentication
     def _fetch_token(self) -> AccessToken:
         options = self.options
-        form = {"grant_type": JWT_BEARER if options.flow == "jwt_bearer" else options.flow}
-        if options.flow == "jwt_bearer":
-            form["assertion"] = self._assertion()
-        else:
-            form["client_id"] = options.client_id
-            form["client_secret"] = _reveal(options.client_secret)
-        if options.flow == "password":
-            form["username"] = options.username or ""
-            form["password"] = _reveal(options.password) + (
-                _reveal(options.security_token) if options.security_token else ""
-            )
+        assertion = self._assertion() if options.flow == "jwt_bearer" else None
         token = request_token(
             self.client,
             options.token_endpoint,
-            form,
+            token_form(options, assertion),
             f"get a Salesforce access token ({options.flow} flow)",
             SETUP_HINT,
         )
@@ -161,13 +143,7 @@ class SalesforceConnector(Connector):
                 assert ref is not None  # checked by the options
                 self._key = load_private_key(read_key_text(ref), f"private_key {ref}")
             key = self._key
-        claims = {
-            "iss": self.options.client_id,
-            "sub": self.options.username,
-            "aud": self.options.jwt_audience,
-            "exp": int(time.time()) + 180,
-        }
-        return sign_assertion(key, claims)
+        return sign_assertion(key, jwt_claims(self.options))
 
     # ---- HTTP
     def _base(self, token: AccessToken) -> str:
@@ -183,11 +159,7 @@ class SalesforceConnector(Connector):
         body: Any = None,
         params: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        headers = {"Accept": "application/json"}
-        content = None
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-            content = json.dumps(body, ensure_ascii=False).encode()
+        headers, content = json_payload(body)
         response = send_authorized(
             self.client,
             self.tokens,
@@ -239,37 +211,10 @@ class SalesforceConnector(Connector):
         return report
 
     # ---- users
-    def username(self, user_name: str) -> str:
-        """The Salesforce username: the pattern, with WSO2's rule for names that hold an
-        ``@`` already (kept if they end in ``@domain``, else ``@`` becomes ``.``)."""
-        domain = self.options.domain
-        if domain and user_name.casefold().endswith("@" + domain.casefold()):
-            return user_name.lower()
-        local = user_name.replace("@", ".") if domain else user_name
-        return (
-            self.options.username_pattern.replace("{UN}", local)
-            .replace("{domain}", domain or "")
-            .lower()
-        )
-
-    def user_fields(self, account: Account) -> dict[str, Any]:
-        """The User fields idprov keeps in step: mapped ones (a list is joined with
-        ';', as multi-select picklists are), ``Username``, ``IsActive``, and the
-        required ``LastName`` and ``Email`` from the username when not mapped."""
-        fields = {
-            key: ";".join(map(str, value)) if isinstance(value, list) else value
-            for key, value in account.attributes.items()
-        }
-        username = self.username(account.user_name)
-        fields["Username"] = username
-        fields.setdefault("LastName", username.partition("@")[0])
-        fields.setdefault("Email", username)
-        fields["IsActive"] = account.active
-        return fields
-
     def create_fields(self, account: Account) -> dict[str, Any]:
-        """:meth:`user_fields` with the required fields only set on creation."""
-        fields = self.user_fields(account)
+        """:func:`~idprov.connectors.salesforce_api.user_fields` with the required fields
+        only set on creation."""
+        fields = user_fields(self.options, account)
         defaults = {
             "Alias": derive_alias(fields.get("FirstName"), fields["LastName"], fields["Username"]),
             "ProfileId": self.profile_id(),
@@ -323,13 +268,7 @@ class SalesforceConnector(Connector):
         except TargetError as exc:
             if not created:
                 raise
-            raise TargetError(
-                f"{exc.message} (user {remote_id} was created without it)",
-                status=exc.status,
-                retryable=exc.retryable,
-                ambiguous=True,
-                hint=exc.hint or "set it again with `idprov user passwd`",
-            ) from exc
+            raise created_without_password(exc, remote_id) from exc
 
     def bulk_create_limit(self) -> int:
         return 0 if self.options.bulk == "never" else COLLECTION_LIMIT
@@ -357,7 +296,9 @@ class SalesforceConnector(Connector):
         if isinstance(result, TargetError):
             return result
         try:
-            self._set_password(result, account, self.username(account.user_name), created=True)
+            self._set_password(
+                result, account, salesforce_username(self.options, account.user_name), created=True
+            )
         except TargetError as exc:
             return exc
         return result
@@ -384,16 +325,16 @@ class SalesforceConnector(Connector):
         if found is None:
             return None
         mark = self.options.mark_field
-        expected = self.user_fields(account).get(mark, account.local_id) if mark else None
+        expected = user_fields(self.options, account).get(mark, account.local_id) if mark else None
         ours = expected is not None and found.get(mark or "") == expected
         return RemoteMatch(str(found["Id"]), ours=ours)
 
     def _user_record(self, user_name: str) -> dict[str, Any] | None:
-        username = self.username(user_name)
+        name = salesforce_username(self.options, user_name)
         columns = "Id" + (f", {self.options.mark_field}" if self.options.mark_field else "")
         records = self.query(
-            f"SELECT {columns} FROM User WHERE Username = {soql_literal(username)}",
-            f"look up user {username}",
+            f"SELECT {columns} FROM User WHERE Username = {soql_literal(name)}",
+            f"look up user {name}",
         )
         return records[0] if records else None
 
@@ -412,9 +353,9 @@ class SalesforceConnector(Connector):
         the user's key) and clear (null) those mapped before and not now. ``IsActive``
         goes only without ``previous`` (re-activating what idprov deactivated,
         adopting): a user an administrator deactivated stays deactivated."""
-        fields = self.user_fields(account)
+        fields = user_fields(self.options, account)
         if previous is not None:
-            old = self.user_fields(Account(account.local_id, account.user_name, previous))
+            old = user_fields(self.options, Account(account.local_id, account.user_name, previous))
             changed = {
                 k: v
                 for k, v in fields.items()
@@ -438,7 +379,9 @@ class SalesforceConnector(Connector):
         self.update_user(remote_id, account, previous)
 
     def disable_user(self, remote_id: str, account: Account) -> None:
-        self._deactivate(remote_id, f"deactivate user {self.username(account.user_name)}")
+        self._deactivate(
+            remote_id, f"deactivate user {salesforce_username(self.options, account.user_name)}"
+        )
 
     def delete_user(self, remote_id: str) -> None:
         """Deactivate: Salesforce does not delete users."""
@@ -525,7 +468,7 @@ class SalesforceConnector(Connector):
             ]
             what = f"add {len(records)} users to {remote_id}"
             replies = self._collection_post(records, what)
-            self._raise_failed(replies, what, ok={"DUPLICATE_VALUE"})
+            raise_failed(replies, what, ok={"DUPLICATE_VALUE"})
         for start in range(0, len(remove), COLLECTION_LIMIT):
             self._remove_members(remote_id, remove[start : start + COLLECTION_LIMIT])
 
@@ -544,22 +487,4 @@ class SalesforceConnector(Connector):
             "DELETE", "/composite/sobjects", what, params={"ids": ids, "allOrNone": "false"}
         )
         replies = self._json(response, what)
-        self._raise_failed(replies if isinstance(replies, list) else [], what, ok=GONE_CODES)
-
-    @staticmethod
-    def _raise_failed(replies: list[Any], what: str, ok: frozenset[str] | set[str]) -> None:
-        """Raise for the records that failed other than with an ``ok`` code."""
-        failed = [
-            r
-            for r in replies
-            if isinstance(r, dict)
-            and not r.get("success")
-            and not {_code(e) for e in r.get("errors") or []} <= set(ok)
-        ]
-        if failed:
-            errors = [e for r in failed for e in r.get("errors") or []]
-            raise record_error({"errors": errors}, what)
-
-
-def _reveal(ref: SecretRef | None) -> str:
-    return ref.reveal() if ref is not None else ""
+        raise_failed(replies if isinstance(replies, list) else [], what, ok=GONE_CODES)

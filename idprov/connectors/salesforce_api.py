@@ -1,12 +1,14 @@
 """What the Salesforce connector knows of Salesforce: its options (validated from the
-identity provider's ``options:``), its ids and SOQL literals, and how its REST API's
-error arrays become idprov's errors. Used by :mod:`idprov.connectors.salesforce`.
+identity provider's ``options:``), its OAuth token request, usernames and User
+fields, ids and SOQL literals, and how its REST API's error arrays become idprov's
+errors. Used by :mod:`idprov.connectors.salesforce`.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,14 +18,14 @@ from urllib.parse import urlsplit
 from idprov.config.schema import Invalid
 from idprov.config.secrets import SecretRef
 from idprov.connectors.base import (
-    CredentialsRefused,
+    Account,
     RemoteConflict,
     RemoteNotFound,
     TargetError,
     Throttled,
 )
-from idprov.connectors.http import RETRYABLE_STATUS, HttpOptions, retry_after
-from idprov.connectors.oauth import check_no_http_auth
+from idprov.connectors.http import HttpOptions, reply_detail, reply_json, status_error
+from idprov.connectors.oauth import JWT_BEARER, check_no_http_auth
 
 if TYPE_CHECKING:
     import httpx
@@ -192,6 +194,61 @@ class SalesforceOptions(HttpOptions):
         return SANDBOX_LOGIN_URL if sandbox else LOGIN_URL
 
 
+def salesforce_username(options: SalesforceOptions, user_name: str) -> str:
+    """The Salesforce username: the pattern, with WSO2's rule for names that hold an
+    ``@`` already (kept if they end in ``@domain``, else ``@`` becomes ``.``)."""
+    domain = options.domain
+    if domain and user_name.casefold().endswith("@" + domain.casefold()):
+        return user_name.lower()
+    local = user_name.replace("@", ".") if domain else user_name
+    return options.username_pattern.replace("{UN}", local).replace("{domain}", domain or "").lower()
+
+
+def user_fields(options: SalesforceOptions, account: Account) -> dict[str, Any]:
+    """The User fields idprov keeps in step: mapped ones (a list is joined with
+    ';', as multi-select picklists are), ``Username``, ``IsActive``, and the
+    required ``LastName`` and ``Email`` from the username when not mapped."""
+    fields = {
+        key: ";".join(map(str, value)) if isinstance(value, list) else value
+        for key, value in account.attributes.items()
+    }
+    name = salesforce_username(options, account.user_name)
+    fields["Username"] = name
+    fields.setdefault("LastName", name.partition("@")[0])
+    fields.setdefault("Email", name)
+    fields["IsActive"] = account.active
+    return fields
+
+
+def token_form(options: SalesforceOptions, assertion: str | None) -> dict[str, str]:
+    """The token request of the options' OAuth flow (``assertion``: the signed JWT
+    of the JWT bearer flow). It holds secrets: never log it."""
+    form = {"grant_type": JWT_BEARER if options.flow == "jwt_bearer" else options.flow}
+    if options.flow == "jwt_bearer":
+        form["assertion"] = assertion or ""
+    else:
+        form["client_id"] = options.client_id
+        form["client_secret"] = _reveal(options.client_secret)
+    if options.flow == "password":
+        form["username"] = options.username or ""
+        form["password"] = _reveal(options.password) + _reveal(options.security_token)
+    return form
+
+
+def jwt_claims(options: SalesforceOptions) -> dict[str, Any]:
+    """The claims of the JWT bearer flow's assertion, valid for three minutes."""
+    return {
+        "iss": options.client_id,
+        "sub": options.username,
+        "aud": options.jwt_audience,
+        "exp": int(time.time()) + 180,
+    }
+
+
+def _reveal(ref: SecretRef | None) -> str:
+    return ref.reveal() if ref is not None else ""
+
+
 def _code(error: Any) -> str:
     """An error's code: ``errorCode`` in REST replies, ``statusCode`` in collections."""
     if not isinstance(error, dict):
@@ -219,38 +276,31 @@ def raise_salesforce_error(response: httpx.Response, what: str) -> None:
     status = response.status_code
     if status < 400:
         return
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    errors = data if isinstance(data, list) else []
-    codes = {_code(e) for e in errors}
-    if isinstance(data, dict | list):
-        detail = json.dumps(data, ensure_ascii=False)[:2000]
-    else:
-        detail = response.text.strip()[:300] or "(empty reply)"
-    message = f"{what}: HTTP {status}: {detail}"
-    if "DUPLICATE_USERNAME" in codes or status == 409:
-        raise RemoteConflict(message, status=status)
-    if status == 404 or codes & GONE_CODES:
-        raise RemoteNotFound(message, status=status)
-    if status == 429 or codes & THROTTLE_CODES:
-        raise Throttled(message, status=status, retry_after=retry_after(response))
-    retryable = status in RETRYABLE_STATUS or bool(codes & RETRYABLE_CODES)
-    if status == 401:
-        raise CredentialsRefused(
-            message, status=status, hint="the token was refused even when new: " + SETUP_HINT
-        )
-    if status == 403 and not retryable:
-        raise CredentialsRefused(
-            message,
-            status=status,
-            hint="the integration user lacks a permission (Manage Users, API Enabled...)",
-        )
-    raise TargetError(
-        message,
-        status=status,
-        retryable=retryable,
-        retry_after=retry_after(response),
-        ambiguous=status >= 500,
+    data = reply_json(response)
+    codes = {_code(e) for e in data} if isinstance(data, list) else set()
+    raise status_error(
+        response,
+        f"{what}: HTTP {status}: {reply_detail(response, data)}",
+        conflict="DUPLICATE_USERNAME" in codes,
+        gone=bool(codes & GONE_CODES),
+        throttled=bool(codes & THROTTLE_CODES),
+        retryable=bool(codes & RETRYABLE_CODES),
+        refused_hint="the token was refused even when new: " + SETUP_HINT
+        if status == 401
+        else "the integration user lacks a permission (Manage Users, API Enabled...)",
     )
+
+
+def raise_failed(replies: list[Any], what: str, ok: frozenset[str] | set[str]) -> None:
+    """Raise for the records of a collection reply that failed other than with an
+    ``ok`` code."""
+    failed = [
+        r
+        for r in replies
+        if isinstance(r, dict)
+        and not r.get("success")
+        and not {_code(e) for e in r.get("errors") or []} <= set(ok)
+    ]
+    if failed:
+        errors = [e for r in failed for e in r.get("errors") or []]
+        raise record_error({"errors": errors}, what)

@@ -13,13 +13,23 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from idprov.connectors.base import MappingInvalid
-from idprov.connectors.scim2 import Scim2Connector, Scim2Options, removed_paths
+from idprov.connectors.scim2 import Scim2Connector
+from idprov.connectors.scim_dialects import Scim2Options
+from idprov.connectors.scim_wire import error_detail, removed_paths, scim2_error
 
 if TYPE_CHECKING:
     import httpx
 
 CORE = "urn:scim:schemas:core:1.0"
 ENTERPRISE = "urn:scim:schemas:extension:enterprise:1.0"
+
+
+def scim11_error(data: Any) -> str:
+    """A SCIM 1.1 error reply's message: ``Errors[].description`` (else 2.0's form)."""
+    errors = data.get("Errors") if isinstance(data, dict) else None
+    if isinstance(errors, list) and errors:
+        return "; ".join(str(e.get("description", e)) for e in errors if isinstance(e, dict))
+    return scim2_error(data)
 
 
 class Scim11Connector(Scim2Connector):
@@ -57,16 +67,7 @@ class Scim11Connector(Scim2Connector):
         super().check_mapping(idp, options)
 
     def error_detail(self, response: httpx.Response) -> str | None:
-        if response.status_code < 400:
-            return None
-        try:
-            data = response.json()
-        except ValueError:
-            return response.text.strip()[:300] or None
-        errors = data.get("Errors") if isinstance(data, dict) else None
-        if isinstance(errors, list) and errors:
-            return "; ".join(str(e.get("description", e)) for e in errors if isinstance(e, dict))
-        return super().error_detail(response)
+        return error_detail(response, scim11_error)
 
     def patch_body(
         self, old: Mapping[str, Any] | None, new: Mapping[str, Any]
@@ -90,8 +91,8 @@ class Scim11Connector(Scim2Connector):
 
     def rename_group(self, remote_id: str, display_name: str) -> None:
         what = f"rename group {remote_id} to {display_name}"
-        if self.supports_patch():
-            self._request(
+        if self.http.supports_patch():
+            self.http.request(
                 "PATCH",
                 f"/Groups/{remote_id}",
                 what,

@@ -11,9 +11,14 @@ behaviour before dialects existed).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+from idprov.config.schema import Invalid
+from idprov.connectors.base import MappingInvalid, TargetError
+from idprov.connectors.http import HttpOptions
 
 AWS_GUIDE = "https://docs.aws.amazon.com/singlesignon/latest/developerguide/"
 
@@ -107,3 +112,96 @@ def missing_attribute(body: Mapping[str, object], path: str) -> bool:
     for part in path.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value in (None, "", [], {})
+
+
+class MissingAttribute(TargetError):
+    """A user lacks an attribute the target requires: refused before any request."""
+
+    code = "missing_attribute"
+
+
+def check_required(
+    body: Mapping[str, object], templates: Mapping[str, str | None], options: Scim2Options, who: str
+) -> None:
+    """Raise MissingAttribute for the first of the dialect's required attributes that
+    the resource ``body`` of user ``who`` lacks (``templates``: the IdP's mapping)."""
+    for path in options.settings.required_attributes:
+        if missing_attribute(body, path):
+            mapped = templates.get(path)
+            raise MissingAttribute(
+                f"create user {who}: {path} is required "
+                f"(dialect {options.dialect}) and the mapping "
+                f"{f'{mapped!r} gives' if mapped else 'has'} no value for this user; "
+                f"give the user the claim, or map a fallback in attributes "
+                f"({path}: '=coalesce(...)')",
+                hint=f"give the user the claim, or map a fallback in attributes, e.g. "
+                f'{path}: "=coalesce(...)"',
+            )
+
+
+def check_single_valued(templates: Mapping[str, str | None], options: Scim2Options) -> None:
+    """Raise MappingInvalid when the mapping ``templates`` fills two values of an
+    attribute the target holds one of."""
+    for name in options.settings.single_valued:
+        paths = [p for p, t in templates.items() if t is not None and p.startswith(name + "[")]
+        if len(paths) > 1:
+            raise MappingInvalid(
+                f"{name} holds one value at this target (dialect {options.dialect}), "
+                f"but the mapping fills {len(paths)}: {', '.join(paths)}",
+                hint="keep one (set the others to null in attributes), or override "
+                "single_valued in options",
+            )
+
+
+@dataclass(frozen=True)
+class Scim2Options(HttpOptions):
+    """Options of a SCIM 2.0 identity provider (plus base_url, auth... of HttpOptions).
+    Settings left unset take the dialect's value (see idprov.connectors.scim_dialects)."""
+
+    dialect: str = "rfc"
+    """What the target implements: ``rfc``, ``aws-identity-center``."""
+    update_method: Literal["auto", "patch", "put"] = "auto"
+    """``auto``: PATCH if the target's ServiceProviderConfig says it supports it."""
+    member_batch_size: int | None = None
+    """Members per PATCH request (some targets accept only 100)."""
+    send_password: bool | None = None
+    """Send the password given to `user add`/`user passwd` (SCIM ``password``)."""
+    bulk: Literal["auto", "never"] | None = None
+    """``auto``: create many users with SCIM Bulk when the target advertises it."""
+    bulk_threshold: int = 10
+    """Use Bulk only for at least this many creates at once."""
+    page_size: int | None = None
+    """Resources per list page."""
+    paging: Literal["index", "cursor"] | None = None
+    required_attributes: list[str] | None = None
+    single_valued: list[str] | None = None
+    group_members: Literal["returned", "filter"] | None = None
+    select_attributes: bool | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.dialect not in DIALECTS:
+            raise Invalid(
+                f"unknown dialect {self.dialect!r} (known: {', '.join(DIALECTS)})", "dialect"
+            )
+        overrides: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v
+            for k in OVERRIDABLE
+            if (v := getattr(self, k)) is not None
+        }
+        for key in ("member_batch_size", "page_size"):
+            if overrides.get(key, 1) < 1:
+                raise Invalid("must be at least 1", key)
+        if self.bulk_threshold < 2:
+            raise Invalid("must be at least 2", "bulk_threshold")
+        settings = dataclasses.replace(DIALECTS[self.dialect], **overrides)
+        object.__setattr__(self, "_settings", settings)
+        for key in OVERRIDABLE:  # what `config show` prints is what is in effect
+            value = getattr(settings, key)
+            object.__setattr__(self, key, list(value) if isinstance(value, tuple) else value)
+
+    @property
+    def settings(self) -> Dialect:
+        """The dialect's settings with this IdP's overrides: what the connector does."""
+        settings: Dialect = self.__dict__["_settings"]
+        return settings

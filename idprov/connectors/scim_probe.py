@@ -21,14 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from idprov.connectors.base import TargetError
 from idprov.connectors.scim_dialects import DIALECTS, OVERRIDABLE, Dialect
+from idprov.connectors.scim_wire import GROUP, PATCH_OP, USER, bulk_batches, bulk_request
 
 if TYPE_CHECKING:
     from idprov.connectors.scim2 import Scim2Connector
 
-USER = "urn:ietf:params:scim:schemas:core:2.0:User"
-GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 PREFIX = "idprov-probe-"
 FILTER_OPERATORS = ("eq", "ne", "co", "sw", "ew", "gt", "pr")
 PAGE_SIZES = (1000, 500, 100, 50, 25, 10)
@@ -97,7 +94,7 @@ class Probe:
         self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
     ) -> Reply:
         try:
-            response = self.connector._request(
+            response = self.connector.http.request(
                 method, path, f"probe {method} {path}", body=body, params=params
             )
         except TargetError as exc:
@@ -297,17 +294,8 @@ def check_paging(probe: Probe, user: tuple[str, str]) -> None:
 
 def check_bulk(probe: Probe) -> None:
     name = probe.prefix + "bulk"
-    body = {
-        "schemas": [BULK_REQUEST],
-        "Operations": [
-            {
-                "method": "POST",
-                "path": "/Users",
-                "bulkId": "1",
-                "data": {"schemas": [USER], "userName": name, **probe.full_user("bulk")},
-            }
-        ],
-    }
+    data = {"schemas": [USER], "userName": name, **probe.full_user("bulk")}
+    body = bulk_request(bulk_batches([data], 1, 0)[0])
     reply = probe.send("POST", "/Bulk", body)
     ops = (reply.data or {}).get("Operations") or [] if reply.ok else []
     location = str((ops[0] if ops else {}).get("location") or "").rstrip("/")

@@ -82,7 +82,7 @@ def _local(element: Any) -> str:
     return tag.rpartition("}")[2] if isinstance(tag, str) else ""
 
 
-def _children(element: Any, name: str) -> list[Any]:
+def children(element: Any, name: str) -> list[Any]:
     """Child elements named ``name`` in any namespace (targets differ on capability
     elements' namespaces; the local names are the spec's)."""
     return [child for child in element if _local(child) == name]
@@ -203,7 +203,7 @@ def soap_body(root: Any) -> Any:
 def fault_error(fault: Any, what: str, status: int) -> TargetError:
     """A SOAP 1.1 fault as an error: Server faults may pass, the others will not."""
     code, string, detail = (
-        " ".join(_text(e) for e in _children(fault, name)).strip()
+        " ".join(_text(e) for e in children(fault, name)).strip()
         for name in ("faultcode", "faultstring", "detail")
     )
     message = f"{what}: SOAP fault {code or '(no faultcode)'}: {string}"
@@ -216,7 +216,7 @@ def fault_error(fault: Any, what: str, status: int) -> TargetError:
 def failure_error(reply: Any, what: str, status: int) -> TargetError:
     """A ``status="failure"`` response as the matching error, its text verbatim."""
     error = reply.get("error") or "failure"
-    texts = [_text(m).strip() for m in _children(reply, "errorMessage")]
+    texts = [_text(m).strip() for m in children(reply, "errorMessage")]
     message = f"{what}: SPML {error}" + (f": {'; '.join(t for t in texts if t)}" if texts else "")
     if error == "alreadyExists":
         return RemoteConflict(message, status=status)
@@ -283,21 +283,38 @@ def read_reply(response: httpx.Response, request: SpmlRequest) -> Any:
     )
 
 
-def _ids(pso: Any) -> list[str]:
-    return [p.get("ID") for p in _children(pso, "psoID") if p.get("ID")]
+def ids_of(pso: Any) -> list[str]:
+    """The psoIDs of a ``pso`` element."""
+    return [p.get("ID") for p in children(pso, "psoID") if p.get("ID")]
 
 
 def pso_ids(element: Any) -> list[str]:
     """The ``psoID/@ID`` of every ``pso`` in a response."""
-    return [pso_id for pso in _children(element, "pso") for pso_id in _ids(pso)]
+    return [pso_id for pso in children(element, "pso") for pso_id in ids_of(pso)]
 
 
 def pso_data(pso: Any) -> dict[str, list[str]]:
     """A ``pso``'s DSML data: attribute name -> values."""
     out: dict[str, list[str]] = {}
-    for data in _children(pso, "data"):
-        for attr in _children(data, "attr"):
+    for data in children(pso, "data"):
+        for attr in children(data, "attr"):
             out.setdefault(attr.get("name", ""), []).extend(
-                _text(v) for v in _children(attr, "value")
+                _text(v) for v in children(attr, "value")
             )
     return out
+
+
+def list_targets(reply: Any) -> dict[str, dict[str, Any]]:
+    """targetID -> profile and capabilities, from a listTargetsResponse."""
+    targets = {}
+    for target in children(reply, "target"):
+        capabilities = [
+            c.get("namespaceURI", "")
+            for group in children(target, "capabilities")
+            for c in children(group, "capability")
+        ]
+        targets[target.get("targetID") or ""] = {
+            "profile": target.get("profile"),
+            "capabilities": capabilities,
+        }
+    return targets

@@ -30,26 +30,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from idprov.errors import ExitCode, NotFoundError
-from idprov.inbound.csv_preflight import Preflight, RowError, Staging, hash_many
-from idprov.inbound.csv_read import (
-    FileError,
-    Source,
-    open_source,
-)
+from idprov.inbound.csv_preflight import Preflight
+from idprov.inbound.csv_read import FileError, Source, open_source
+from idprov.inbound.csv_staging import RowError, Staging
 from idprov.inbound.csv_write import BatchWriter
 from idprov.userstores.base import UserStore
 
-__all__ = ["CsvImport", "FileError", "ImportOptions", "ImportReport", "RowError", "hash_many"]
+__all__ = ["CsvImport", "FileError", "ImportOptions", "ImportReport", "RowError"]
 
 if TYPE_CHECKING:
     from idprov.provisioning.results import OutboundReport
     from idprov.provisioning.service import IdentityService
 
-HASH_CHUNK = {"scrypt": 8}
-"""Passwords per job sent to a hashing worker: small for a slow KDF (~0.4 s a job),
-so an interrupted import does not wait long for the jobs already running."""
-FIELD_LIMIT = 1 << 20  # one cell may hold up to 1 MiB; a longer one rejects its row
-KEPT_ERRORS = 200
 Progress = Callable[[str, int, int], None]
 """(phase, bytes or rows done, total) for a progress bar."""
 
@@ -216,16 +208,3 @@ class CsvImport(Preflight, BatchWriter):
             staging.close()
             self.report.seconds = time.perf_counter() - start
         return self.report
-
-    def _stop_hashing(self, at_once: bool = False) -> None:
-        """Let the hashing workers go. After an error or a Ctrl-C, ``at_once``: the
-        queued work is dropped and the workers stopped, not waited for (their hashes
-        are of no use any more)."""
-        if self.pool is None:
-            return
-        if at_once:
-            # Executor has no public way to stop its workers before Python 3.14
-            for process in list((getattr(self.pool, "_processes", None) or {}).values()):
-                process.terminate()
-        self.pool.shutdown(wait=not at_once, cancel_futures=True)
-        self.pool = None

@@ -15,24 +15,15 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from idprov.inbound.csv_preflight import ImportState
+from idprov.inbound.csv_staging import ImportState, Staging
 from idprov.userstores.base import ImportedUser, JsonClaims
 
 if TYPE_CHECKING:
     from idprov.provisioning.results import OutboundReport
 
 
-if TYPE_CHECKING:
-    from idprov.inbound.csv_preflight import Staging
-
-
 class BatchWriter(ImportState):
     """The writing half of :class:`~idprov.inbound.csv_import.CsvImport`."""
-
-    def _reject(
-        self, staging: Staging, line: int, cells: list[str], column: str | None, message: str
-    ) -> None:
-        raise NotImplementedError  # the pre-flight's (csv_preflight.Preflight)
 
     # -- journal
     def _resume_point(self) -> None:

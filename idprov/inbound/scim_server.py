@@ -27,6 +27,9 @@ method, path, status, duration, application, token id, outbound outcome) goes to
 stderr or a file; never a header, a query string (filters hold personal data) or a
 body. A token's scope (``read``: GET and searches only) is enforced before a request
 is read, and its id is the actor of what the request changes (``scim:<id>``).
+
+The ASGI and socket plumbing (bodies, responses, binding, uvicorn) is
+:mod:`~idprov.inbound.serve_http`'s.
 """
 
 from __future__ import annotations
@@ -37,12 +40,10 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TextIO, cast
 from urllib.parse import parse_qsl
 
@@ -74,6 +75,15 @@ from idprov.inbound.push_queue import PushQueue
 from idprov.inbound.scim.schema import build_provider, drop_client_schemas, drop_ignored
 from idprov.inbound.scim.storage import Backends, IdprovStorage, acting
 from idprov.inbound.serve_auth import IssuedTokens, authenticate, bearer_tokens
+from idprov.inbound.serve_http import (
+    Receive,
+    Scope,
+    Send,
+    client_base_url,
+    read_body,
+    request_path,
+    send_json,
+)
 from idprov.provisioning.tokens import Caller
 
 if TYPE_CHECKING:
@@ -83,9 +93,6 @@ if TYPE_CHECKING:
     from idprov.provisioning.service import IdentityService
     from idprov.provisioning.unit_of_work import PendingPush
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 Reply = tuple[int, dict[str, str], dict[str, Any] | None]
 """Status, headers and JSON body of a response."""
 
@@ -244,7 +251,7 @@ class InboundServer:
             status, headers, body = await self._http(scope, receive, served)
         finally:  # logged before the response leaves: a client never outruns its line
             self._log(scope, served, time.perf_counter() - start)
-        await _send(send, status, headers, body)
+        await send_json(send, status, headers, body)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -267,12 +274,12 @@ class InboundServer:
 
     async def _http(self, scope: Scope, receive: Receive, served: Served) -> Reply:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        path = _path(scope)
+        path = request_path(scope)
         if path in JIT_PATHS:
             return await self._jit(scope, receive, headers, served)
         request = ScimRequest(
             method=scope["method"],
-            base_url=_base_url(scope, headers),
+            base_url=client_base_url(scope, headers),
             path=BaseApplication.split_path(path),
             query=dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)),
             headers=headers,
@@ -295,7 +302,7 @@ class InboundServer:
                 return self.scim.error_response(ForbiddenException(detail=READ_ONLY_TOKEN))
         else:  # open to all: any application's view serves it, even with no token left
             caller = Caller("-", self.config.applications[0].name, "read")
-        body = await _read_body(receive, request, self.max_body)
+        body = await read_body(receive, request, self.max_body)
         if body is None:
             error = PayloadTooLargeException(
                 detail=f"the request body exceeds {self.max_body} bytes"
@@ -369,7 +376,7 @@ class InboundServer:
         if caller.scope != "write":
             return 403, _error("forbidden", READ_ONLY_TOKEN), {}
         request = ScimRequest(scope["method"], "", "/jit/login", headers=headers)
-        body = await _read_body(receive, request, self.max_body)
+        body = await read_body(receive, request, self.max_body)
         if body is None:
             return 413, _error("too_large", f"the body exceeds {self.max_body} bytes"), {}
         content_type = request.header("Content-Type")
@@ -421,51 +428,7 @@ class InboundServer:
         return data["idp"], claims, token
 
 
-# ---------------------------------------------------------------- HTTP plumbing
-def _path(scope: Scope) -> str:
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    return path.removeprefix(root) if root else path
-
-
-def _base_url(scope: Scope, headers: Iterable[tuple[str, str]]) -> str:
-    """The root of the SCIM endpoints as the client sees it (``.../v2``)."""
-    host = next((v for k, v in headers if k.lower() == "host"), "")
-    if not host and scope.get("server"):
-        host = "{}:{}".format(*scope["server"])
-    return f"{scope['scheme']}://{host}{scope.get('root_path', '')}/v2"
-
-
-async def _read_body(receive: Receive, request: ScimRequest, limit: int) -> bytes | None:
-    """The body, or None when it is over ``limit`` bytes (refused from Content-Length
-    before reading, when the client sends one)."""
-    length = request.header("Content-Length")
-    if length and length.strip().isdigit() and int(length) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    more = True
-    while more:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    return b"".join(chunks)
-
-
-async def _send(
-    send: Send, status: HTTPStatus | int, headers: dict[str, str], body: dict[str, Any] | None
-) -> None:
-    payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
-    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-    raw.append((b"content-length", str(len(payload)).encode()))
-    await send({"type": "http.response.start", "status": int(status), "headers": raw})
-    await send({"type": "http.response.body", "body": payload})
-
-
+# ---------------------------------------------------------------- replies
 def _outbound_outcome(reports: Sequence[OutboundReport]) -> str:
     if not reports:
         return "-"
@@ -494,62 +457,3 @@ def _jit_status(exc: IdprovError) -> int:
     if isinstance(exc, ConflictError):
         return 409
     return 503 if isinstance(exc, StoreError) else 500
-
-
-def bind(host: str, port: int) -> Any:
-    """A listening TCP socket on ``host``:``port`` (0: a free port)."""
-    import socket
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # Accepted connections inherit it: without, each response (head, then body) waits
-    # for the client's delayed ACK, some 40 ms.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(2048)  # clients told the URL queue until uvicorn accepts
-    except OSError as exc:
-        sock.close()
-        raise UsageError(
-            f"cannot listen on {host}:{port}: {exc.strerror}",
-            hint="choose another --port, or stop what listens there",
-        ) from exc
-    return sock
-
-
-def base_url(sock: Any, tls: bool = False) -> str:
-    """The SCIM root URL of a bound socket."""
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    return f"{'https' if tls else 'http'}://{shown}:{port}/v2"
-
-
-def uvicorn_server(
-    server: InboundServer, *, certfile: str | None = None, keyfile: str | None = None
-) -> Any:
-    """A uvicorn server for ``server``: uvicorn, because it is the maintained ASGI
-    server with the fewest dependencies (h11 and click, which idprov has already),
-    serves TLS from a certificate file, and shuts down gracefully on SIGTERM/SIGINT
-    (here it then returns, instead of dying of the signal, so `serve` exits 0)."""
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        @contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            with super().capture_signals():
-                try:
-                    yield
-                finally:
-                    getattr(self, "_captured_signals", []).clear()
-
-    config = uvicorn.Config(
-        server,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        ssl_certfile=certfile,
-        ssl_keyfile=keyfile,
-        timeout_graceful_shutdown=10,
-    )
-    return Server(config)

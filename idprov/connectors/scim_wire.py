@@ -1,0 +1,294 @@
+"""SCIM's wire format: the bodies idprov sends and how it reads the replies.
+
+Plain functions with no connection state, shared by the ``scim2`` and ``scim11``
+connectors and the probe: resource bodies from attribute paths (``name.givenName``,
+``emails[type eq "work"].value``, extension attributes by their full URN), PatchOp
+bodies, filter literals, the target's error message, the id of a created resource,
+list paging (startIndex/count or cursors), and SCIM Bulk requests and replies.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from idprov.connectors.base import RemoteConflict, TargetError, Throttled
+from idprov.connectors.http import RETRYABLE_STATUS
+
+if TYPE_CHECKING:
+    import httpx
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+VALUE_PATH = re.compile(r'^(\w+)\[(\w+) eq "([^"]*)"\]\.(\w+)$')
+"""``emails[type eq "work"].value``: attribute, key, match, sub-attribute."""
+BULK_ENVELOPE = 200
+"""Bytes a Bulk request takes besides its operations (schemas, brackets)."""
+
+
+def filter_literal(value: str) -> str:
+    """A SCIM filter string literal (RFC 7644 3.4.2.2: JSON string rules)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def build_resource(schema: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """A resource body from attribute paths (see module docstring)."""
+    body: dict[str, Any] = {"schemas": [schema]}
+    for path, value in attributes.items():
+        if path.startswith("urn:"):
+            urn, _, attr = path.rpartition(":")
+            ext = body.setdefault(urn, {})
+            if urn not in body["schemas"]:
+                body["schemas"].append(urn)
+            _set(ext, attr, value)
+        else:
+            _set(body, path, value)
+    return body
+
+
+def _set(target: dict[str, Any], path: str, value: Any) -> None:
+    if m := VALUE_PATH.match(path):
+        attr, key, match, sub = m.groups()
+        items = target.setdefault(attr, [])
+        for item in items:
+            if item.get(key) == match:
+                item[sub] = value
+                return
+        item = {key: match, sub: value}
+        if not items:
+            item["primary"] = True
+        items.append(item)
+        return
+    head, dot, rest = path.partition(".")
+    if dot:
+        _set(target.setdefault(head, {}), rest, value)
+    else:
+        target[head] = value
+
+
+def find_key(obj: Any, name: str) -> Any:
+    """``obj[name]``, with SCIM's case-insensitive attribute names."""
+    if not isinstance(obj, dict):
+        return None
+    lowered = name.lower()
+    return next((v for k, v in obj.items() if k.lower() == lowered), None)
+
+
+def removed_paths(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Attribute paths set in ``old`` and absent from ``new``: whole attributes, and
+    sub-attributes of complex ones (``name.givenName``, ``urn:...:User:department``)."""
+    removed: list[str] = []
+    for key, before in old.items():
+        if key in ("schemas", "id") or not (isinstance(before, dict) or key not in new):
+            continue
+        value = new.get(key)
+        if isinstance(before, dict) and (isinstance(value, dict) or key.startswith("urn:")):
+            after = value if isinstance(value, dict) else {}
+            sep = ":" if key.startswith("urn:") else "."
+            removed += [f"{key}{sep}{k}" for k in before if k not in after]
+        elif key not in new:
+            removed.append(key)
+    return removed
+
+
+def patch_body(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """PatchOp from ``old`` to ``new`` resource bodies (None: nothing changed).
+    Complex attributes change sub-attribute by sub-attribute, so attributes set
+    outside idprov are left alone; multi-valued ones are replaced whole."""
+    old = dict(old or {})
+    replace: dict[str, Any] = {}
+    for key, value in new.items():
+        if key in ("schemas", "id"):
+            continue
+        before = old.get(key)
+        if isinstance(value, dict):
+            before = before if isinstance(before, dict) else {}
+            changed = {k: v for k, v in value.items() if before.get(k) != v}
+            if changed:
+                replace[key] = changed
+        elif before != value:
+            replace[key] = value
+    remove = removed_paths(old, new)
+    if not replace and not remove:
+        return None
+    operations: list[dict[str, Any]] = [{"op": "remove", "path": p} for p in remove]
+    if replace:
+        operations.append({"op": "replace", "value": replace})
+    return {"schemas": [PATCH_OP], "Operations": operations}
+
+
+def members_patch(add: Sequence[str], remove: Sequence[str]) -> dict[str, Any]:
+    """PatchOp adding members ``add`` and removing ``remove`` (by value filters)."""
+    operations: list[dict[str, Any]] = []
+    if add:
+        operations.append({"op": "add", "path": "members", "value": [{"value": m} for m in add]})
+    operations += [
+        {"op": "remove", "path": f"members[value eq {filter_literal(m)}]"} for m in remove
+    ]
+    return {"schemas": [PATCH_OP], "Operations": operations}
+
+
+def drift(expected: Mapping[str, Any], remote: Mapping[str, Any]) -> list[str]:
+    """Top-level attributes (and sub-attributes) of ``expected`` whose ``remote``
+    value differs; a multi-valued one differs when a wanted (type, value) is missing."""
+    out = []
+    for key, value in expected.items():
+        if key == "schemas":
+            continue
+        have = find_key(remote, key)
+        if isinstance(value, dict):
+            have = have if isinstance(have, dict) else {}
+            out += [f"{key}.{k}" for k, v in value.items() if find_key(have, k) != v]
+        elif isinstance(value, list):
+            wanted = {(i.get("type"), i.get("value")) for i in value if isinstance(i, dict)}
+            got = {(i.get("type"), i.get("value")) for i in have or [] if isinstance(i, dict)}
+            if not wanted <= got:
+                out.append(key)
+        elif have != value:
+            out.append(key)
+    return out
+
+
+def error_detail(
+    response: httpx.Response, read: Callable[[Any], str | None] | None = None
+) -> str | None:
+    """The target's own error message: ``read`` from the reply's JSON (default
+    :func:`scim2_error`), else the start of its text; None for a success."""
+    if response.status_code < 400:
+        return None
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text.strip()[:300] or None
+    return (read or scim2_error)(data)
+
+
+def scim2_error(data: Any) -> str:
+    """A SCIM 2.0 error reply's message: ``detail`` and ``scimType``."""
+    if isinstance(data, dict):
+        detail = data.get("detail") or data.get("message")
+        scim_type = data.get("scimType")
+        if detail or scim_type:
+            return f"{detail or ''}{f' (scimType {scim_type})' if scim_type else ''}".strip()
+    return json.dumps(data)[:300]
+
+
+def created_id(response: httpx.Response, what: str) -> str:
+    """The new resource's id: from the body, else from the Location header."""
+    try:
+        data = response.json()
+        if isinstance(data, dict) and data.get("id"):
+            return str(data["id"])
+    except ValueError:
+        pass
+    location = response.headers.get("Location", "").rstrip("/")
+    if location:
+        return location.rsplit("/", 1)[-1]
+    raise TargetError(
+        f"{what}: created, but the reply holds no id (invalid JSON, no Location)",
+        status=response.status_code,
+        retryable=True,
+        ambiguous=True,
+    )
+
+
+def pages(
+    fetch: Callable[[dict[str, str]], dict[str, Any]], params: Mapping[str, str], cursor: bool
+) -> Iterator[list[dict[str, Any]]]:
+    """The ``Resources`` of each list page that ``fetch(params)`` returns, by
+    startIndex/count (RFC 7644 3.4.2.4) or, with ``cursor``, ``cursor``/``nextCursor``."""
+    query = dict(params)
+    next_cursor: str | None = "" if cursor else None
+    start = 1
+    while True:
+        if next_cursor is None:
+            query["startIndex"] = str(start)
+        else:
+            query["cursor"] = next_cursor
+        data = fetch(query)
+        resources = data.get("Resources") or []
+        yield resources
+        start += len(resources)
+        if next_cursor is not None:
+            next_cursor = data.get("nextCursor")
+            if not next_cursor:
+                return
+        elif not resources or start > int(data.get("totalResults", 0)):
+            return
+
+
+def bulk_batches(
+    bodies: Sequence[dict[str, Any]], max_ops: int, max_bytes: int
+) -> list[list[dict[str, Any]]]:
+    """One Bulk POST /Users operation per body (``bulkId`` its index), split so that
+    no request holds more than ``max_ops`` operations or ``max_bytes`` (0: no limit)."""
+    batches: list[list[dict[str, Any]]] = [[]]
+    size = BULK_ENVELOPE
+    for i, body in enumerate(bodies):
+        op = {"method": "POST", "path": "/Users", "bulkId": str(i), "data": body}
+        op_size = len(json.dumps(op, ensure_ascii=False).encode()) + 2
+        if batches[-1] and (
+            len(batches[-1]) >= max_ops or (max_bytes and size + op_size > max_bytes)
+        ):
+            batches.append([])
+            size = BULK_ENVELOPE
+        batches[-1].append(op)
+        size += op_size
+    return [b for b in batches if b]
+
+
+def bulk_request(operations: list[dict[str, Any]]) -> dict[str, Any]:
+    """A BulkRequest body of ``operations``."""
+    return {"schemas": [BULK_REQUEST], "Operations": operations}
+
+
+def bulk_results(
+    operations: list[dict[str, Any]], reply: Mapping[str, Any]
+) -> list[str | TargetError]:
+    """Per operation sent, in order: the created user's id or its error."""
+    replies = {str(op.get("bulkId")): op for op in reply.get("Operations") or []}
+    return [bulk_result(op, replies.get(op["bulkId"])) for op in operations]
+
+
+def bulk_result(sent: dict[str, Any], reply: dict[str, Any] | None) -> str | TargetError:
+    """The created user's id from its Bulk reply operation, else its error (no reply
+    or no location: ambiguous, the user may exist)."""
+    name = sent["data"]["userName"]
+    if reply is None:
+        return TargetError(
+            f"create user {name}: no reply in the bulk response", retryable=True, ambiguous=True
+        )
+    status = _bulk_status(reply.get("status"))
+    if 200 <= status < 300:
+        location = str(reply.get("location") or "").rstrip("/")
+        if location:
+            return location.rsplit("/", 1)[-1]
+        return TargetError(
+            f"create user {name}: no location in the bulk reply", retryable=True, ambiguous=True
+        )
+    detail = reply.get("response") or {}
+    message = f"create user {name}: HTTP {status}"
+    if isinstance(detail, dict) and (detail.get("detail") or detail.get("scimType")):
+        message += f": {detail.get('detail') or ''} (scimType {detail.get('scimType')})"
+    if status == 409:
+        return RemoteConflict(message, status=status)
+    if status == 429:
+        return Throttled(message, status=status)
+    return TargetError(
+        message, status=status, retryable=status in RETRYABLE_STATUS, ambiguous=status >= 500
+    )
+
+
+def _bulk_status(field: Any) -> int:
+    """A Bulk reply operation's status: ``"201"``, or SCIM 1.1's ``{"code": "201"}``."""
+    if isinstance(field, dict):
+        field = field.get("code")
+    try:
+        return int(str(field))
+    except ValueError:
+        return 0

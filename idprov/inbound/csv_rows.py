@@ -1,0 +1,139 @@
+"""The checks of one CSV import row on its own (see :mod:`idprov.inbound.csv_import`).
+
+Each row becomes a :class:`Pending` once its cells pass the userstore's policy and
+the claim definitions: the username, every claim (multi-valued ones split on the
+separator), the roles' names, and a password or a password hash. A refusal names the
+column at fault. The checks that need the store or the rest of the file follow in
+:mod:`idprov.inbound.csv_preflight`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from idprov.errors import IdprovError
+from idprov.inbound.csv_read import Columns, not_decodable
+from idprov.inbound.csv_staging import ImportState, Staging
+from idprov.userstores import policy
+from idprov.userstores.base import UserStore
+
+
+@dataclass
+class Pending:
+    """A row that passed its own checks, waiting for the checks that need the store."""
+
+    line: int
+    domain: str
+    username: str
+    cells: list[str]
+    claims: dict[str, Any]
+    """Claims given in the row; None means the cell was empty (remove the claim)."""
+    roles: list[str] | None
+    password: str | None
+    password_hash: str | None
+
+
+class RowChecks(ImportState):
+    """The row checks of :class:`~idprov.inbound.csv_import.CsvImport`."""
+
+    def _check_row(
+        self, staging: Staging, first: int, last: int, cells: list[str], columns: Columns
+    ) -> Pending | None:
+        """The row on lines ``first``-``last`` as a Pending, else rejected (None)."""
+
+        def reject(column: str | None, message: str) -> None:
+            self._reject(staging, first, cells, column, message)
+
+        bad = [n for n in range(first, last + 1) if n in self.bad_lines]
+        if bad:
+            reject(None, not_decodable(self.source, bad[0]))
+            return None
+        if len(cells) != len(columns.names):
+            reject(None, f"has {len(cells)} fields; the header has {len(columns.names)}")
+            return None
+        try:
+            return self._pending(first, cells, columns)
+        except (IdprovError, ValueError) as exc:
+            column = getattr(exc, "column", None)
+            reject(column, getattr(exc, "message", str(exc)))
+            return None
+
+    def _pending(self, line: int, cells: list[str], columns: Columns) -> Pending:
+        domain, sep, name = cells[columns.username].strip().partition("/")
+        if not sep:
+            domain, name = self.options.domain or "PRIMARY", domain
+        if not name:
+            raise _cell_error("username", "is empty")
+        store = self._stores.get(domain) or self._stores.setdefault(
+            domain, self.service.store(domain)
+        )
+        _in_column("username", policy.check_username, store.config.policy, name, store.domain)
+        _in_column("username", store.ensure_writable)
+        claims = {
+            claim: self._claim(cells, columns, index, claim, name)
+            for index, claim in columns.claims
+        }
+        roles = self._roles(cells[columns.roles], store) if columns.roles is not None else None
+        password = cells[columns.password] if columns.password is not None else ""
+        pw_hash = cells[columns.password_hash].strip() if columns.password_hash is not None else ""
+        _check_password(store, password, pw_hash)
+        return Pending(
+            line, store.domain, name, cells, claims, roles, password or None, pw_hash or None
+        )
+
+    def _claim(self, cells: list[str], columns: Columns, index: int, claim: str, user: str) -> Any:
+        """The ``claim`` in column ``index``: None when empty, a list when multi-valued."""
+        value = cells[index].strip()
+        definition = self.known[claim]
+        column = columns.names[index]
+        if not value:
+            return None
+        if definition.multi_valued:
+            values = [v.strip() for v in value.split(self.options.separator) if v.strip()]
+            for item in values:
+                _in_column(column, policy.check_claim_value, definition, item, user)
+            return values
+        if not policy.claim_value_ok(definition, value):  # the fast path; on a refusal,
+            _in_column(column, policy.check_claim_value, definition, value, user)  # why
+        return value
+
+    def _roles(self, cell: str, store: UserStore) -> list[str]:
+        """The roles of a roles cell, each name checked once per import."""
+        roles = [r.strip() for r in cell.split(self.options.separator) if r.strip()]
+        for role in roles:
+            if (store.domain, role) not in self._valid_roles:
+                _in_column("roles", policy.check_role_name, store.config.policy, role, store.domain)
+                self._valid_roles.add((store.domain, role))
+                self.roles_seen.setdefault((store.domain, role.casefold()), role)
+        return roles
+
+
+def _check_password(store: UserStore, password: str, pw_hash: str) -> None:
+    """A password that the store's policy accepts, or a hash it can read; not both."""
+    if password and pw_hash:
+        raise _cell_error("password", "give password or password_hash, not both")
+    if password:
+        _in_column("password", policy.check_password, store.config.policy, password, store.domain)
+    if pw_hash:
+        _in_column("password_hash", store.check_password_hash, pw_hash)
+
+
+class _CellError(ValueError):
+    def __init__(self, column: str, message: str):
+        super().__init__(message)
+        self.column = column
+        self.message = message
+
+
+def _cell_error(column: str, message: str) -> _CellError:
+    return _CellError(column, f"{column} {message}")
+
+
+def _in_column(column: str, check: Callable[..., None], *args: Any) -> None:
+    """Run a policy check; its refusal becomes an error of that column."""
+    try:
+        check(*args)
+    except IdprovError as exc:
+        raise _CellError(column, exc.message) from None

@@ -1,0 +1,156 @@
+"""What a CSV import holds while it runs (see :mod:`idprov.inbound.csv_import`).
+
+:class:`Staging` keeps the decided rows and the rejects in a private temporary SQLite
+file (mode 0600, deleted afterwards), so memory does not grow with the file; its
+methods are every statement the pre-flight runs there. :class:`ImportState` declares
+once the attributes that the import's halves (pre-flight and write) share.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from idprov.inbound.csv_import import ImportOptions, ImportReport, Progress
+    from idprov.inbound.csv_read import Source
+    from idprov.provisioning.service import IdentityService
+    from idprov.userstores.base import UserStore
+
+KEPT_ERRORS = 200
+"""Row errors kept in the report; every one goes to the rejects file."""
+
+
+@dataclass
+class RowError:
+    """Why one row was not imported: its line, the column at fault, the message."""
+
+    line: int
+    column: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" + (f", column {self.column}" if self.column else "")
+        return f"{where}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Staging:
+    """Validated rows and rejects, in a private temporary SQLite file."""
+
+    def __init__(self, directory: Path):
+        from idprov.config.paths import ensure_private_dir
+
+        self.dir = tempfile.TemporaryDirectory(prefix="import-", dir=ensure_private_dir(directory))
+        os.chmod(self.dir.name, 0o700)
+        path = Path(self.dir.name) / "staging.db"
+        path.touch(mode=0o600)
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode = OFF")
+        self.db.execute("PRAGMA synchronous = OFF")
+        self.db.execute(
+            "CREATE TABLE rows (line INTEGER PRIMARY KEY, domain TEXT, key TEXT UNIQUE,"
+            " username TEXT, action TEXT, user_id TEXT, claims TEXT, roles TEXT, pw_hash TEXT)"
+        )
+        self.db.execute(
+            "CREATE TABLE rejects (line INTEGER PRIMARY KEY, cells TEXT, col TEXT, error TEXT)"
+        )
+        self.db.execute("BEGIN")
+
+    def add(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Stage decided rows: (line, domain, key, username, action, user id, claims
+        JSON, roles JSON, password hash)."""
+        self.db.executemany("INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def first_lines(self, keys: Sequence[str]) -> dict[str, int]:
+        """The line already staged for each of ``keys`` (``domain/casefolded name``)."""
+        return dict(
+            self.db.execute(
+                f"SELECT key, line FROM rows WHERE key IN ({','.join('?' * len(keys))})", keys
+            ).fetchall()
+        )
+
+    def set_hashes(self, hashes: Sequence[str], lines: Sequence[int]) -> None:
+        """Give the rows of ``lines`` their password hashes, in the same order."""
+        self.db.executemany(
+            "UPDATE rows SET pw_hash = ? WHERE line = ?", list(zip(hashes, lines, strict=True))
+        )
+
+    def rows_with_roles(self) -> list[tuple[int, str, str, str]]:
+        """(line, domain, roles JSON, action) of the rows that write roles."""
+        return self.db.execute(
+            "SELECT line, domain, roles, action FROM rows WHERE roles IS NOT NULL"
+            " AND action IN ('create', 'update', 'resume')"
+        ).fetchall()
+
+    def drop(self, line: int) -> None:
+        self.db.execute("DELETE FROM rows WHERE line = ?", [line])
+
+    def reject(self, line: int, cells: list[str], column: str | None, message: str) -> None:
+        """Record why the row of ``line`` (its ``cells``, if still known) is rejected."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO rejects VALUES (?, ?, ?, ?)",
+            [line, json.dumps(cells, ensure_ascii=False), column, message],
+        )
+
+    def rejects_without_cells(self) -> set[int]:
+        """Lines of rejects recorded after the pre-flight let their cells go."""
+        return {r[0] for r in self.db.execute("SELECT line FROM rejects WHERE cells = '[]'")}
+
+    def rejects(self) -> Iterator[tuple[int, list[str], str | None, str]]:
+        """(line, cells, column, error) of every reject, in line order."""
+        for line, cells, column, error in self.db.execute(
+            "SELECT line, cells, col, error FROM rejects ORDER BY line"
+        ):
+            yield line, json.loads(cells), column, error
+
+    def close(self) -> None:
+        self.db.close()
+        self.dir.cleanup()
+
+
+class ImportState:
+    """What an import holds while it runs (set by ``CsvImport.__init__``), declared
+    once for both halves: the pre-flight and the write phase."""
+
+    service: IdentityService
+    path: Path
+    source: Source
+    delimiter: str
+    options: ImportOptions
+    rejects_path: Path | None
+    progress: Progress | None
+    pool: Executor | None
+    report: ImportReport
+    known: Mapping[str, Any]
+    bad_lines: set[int]
+    roles_seen: dict[tuple[str, str], str]
+    hashes: list[tuple[list[int], Future[list[str]]]]
+    to_hash: dict[str, list[tuple[int, str]]]
+    done_through: int
+    _stores: dict[str, UserStore]
+    _valid_roles: set[tuple[str, str]]
+    header: list[str]
+    import_id: int | None
+    killed_batch: tuple[int, int] | None
+    sha256: str
+    staging: Staging
+
+    def _reject(
+        self, staging: Staging, line: int, cells: list[str], column: str | None, message: str
+    ) -> None:
+        """Count the row of ``line`` as rejected, keep its error for the report (the
+        first few hundred) and stage it for the rejects file."""
+        self.report.rejected += 1
+        if len(self.report.errors) < KEPT_ERRORS:
+            self.report.errors.append(RowError(line, column, message))
+        staging.reject(line, cells, column, message)
