@@ -208,6 +208,9 @@ class DatabasePool:
         if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
             db = open_database(path)
             db.execute("PRAGMA query_only = ON")
+            # SQLite's default page cache: a read command walks a listing once (the
+            # writers' 64 MiB cache would make its memory grow with the database)
+            db.execute("PRAGMA cache_size = -2000")
             return db
         return open_database_read_only(path)
 

@@ -5,6 +5,7 @@ No behaviour beyond conversion to JSON-ready dicts; no imports of other layers.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -75,7 +76,18 @@ class User:
         return str(QualifiedName(self.domain, self.username))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field, in order; claims and roles copied one level deep (not
+        ``asdict``'s deep copy, which cost a listing of 100,000 users seconds)."""
+        return {
+            "id": self.id,
+            "domain": self.domain,
+            "username": self.username,
+            "claims": dict(self.claims),
+            "roles": self.roles[:],
+            "has_password": self.has_password,
+            "created": self.created,
+            "modified": self.modified,
+        }
 
 
 @dataclass
@@ -141,6 +153,32 @@ class Page:
     def to_dict(self) -> dict[str, Any]:
         return {
             "items": [i.to_dict() for i in self.items],
+            "total": self.total,
+            "offset": self.offset,
+            "limit": self.limit,
+        }
+
+
+@dataclass
+class PageStream:
+    """A page whose items are read as they are consumed, once, in order (a listing of
+    every user need not be held in memory). ``total`` is known before the first item;
+    ``domains`` are those the items come from."""
+
+    items: Iterator[Any]
+    total: int
+    offset: int
+    limit: int | None
+    domains: list[str] = field(default_factory=list)
+
+    def page(self) -> Page:
+        """The items read into a :class:`Page`."""
+        return Page(list(self.items), self.total, self.offset, self.limit)
+
+    def to_dict(self) -> dict[str, Any]:
+        """:meth:`Page.to_dict`'s shape, the items still an iterator."""
+        return {
+            "items": (i.to_dict() for i in self.items),
             "total": self.total,
             "offset": self.offset,
             "limit": self.limit,

@@ -56,7 +56,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr("keyring.core._keyring_backend", fail.Keyring())
     monkeypatch.chdir(tmp_path)
     # The rich console is created once per process; make each test build its own.
-    monkeypatch.setattr("idprov.cli.render._console", None, raising=False)
+    monkeypatch.setattr("idprov.cli.tables._console", None)
     return tmp_path
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from idprov import open_service
@@ -551,6 +553,31 @@ def test_paging_across_domains(cli, write_config):
     assert page["total"] == 5
     page = cli("user", "list", "--offset", "4", "--json").json()
     assert [u["username"] for u in page["items"]] == ["b2x"]
+
+
+def test_list_json_is_one_indented_document_of_every_domain(cli, write_config):
+    """Written as read, yet the same bytes as one `json.dumps(..., indent=2)`."""
+    write_config(TWO_STORES)
+    name = ["-c", "display_name=Zoë 山田", "-c", "emails=a@x.org", "-c", "emails=b@x.org"]
+    cli("user", "add", "zoë", *name).ok()
+    cli("user", "add", "CONTRACTORS/bob").ok()
+    run = cli("user", "list", "--limit", "0", "--json").ok()
+    page = json.loads(run.stdout)
+    assert run.stdout == json.dumps(page, ensure_ascii=False, indent=2) + "\n"
+    assert [(u["domain"], u["username"]) for u in page["items"]] == [
+        ("PRIMARY", "zoë"),
+        ("CONTRACTORS", "bob"),
+    ]
+    assert page["items"][0]["claims"]["emails"] == ["a@x.org", "b@x.org"]
+    assert (page["total"], page["offset"], page["limit"]) == (2, 0, None)
+    only_bob = cli("user", "list", "--offset", "1").ok()
+    assert only_bob.stdout.splitlines()[0].split("\t") == [
+        "username",
+        "email",
+        "display name",
+        "roles",
+    ]  # one domain in what is shown: no domain column
+    assert only_bob.stderr.strip() == "2–2 of 2"
 
 
 def test_role_and_user_must_share_a_domain(cli, write_config, state):

@@ -208,6 +208,23 @@ def test_list_users_filters_and_pages(crowd, query, expected, total):
     assert (names(page), page.total) == (expected, total)
 
 
+@pytest.mark.parametrize(
+    "query",
+    [UserQuery(limit=None), UserQuery(limit=3, offset=1), UserQuery(role="staff", limit=None)],
+)
+def test_a_stream_reads_in_batches_what_a_page_holds(crowd, monkeypatch, query):
+    """Two users a batch: the same users, in order, with their roles, and the total
+    known before the first is read."""
+    monkeypatch.setattr("idprov.userstores.sql.CHUNK", 2)
+    page = crowd.list_users(query)
+    stream = crowd.stream_users(query)
+    assert (stream.total, stream.offset, stream.limit) == (page.total, page.offset, page.limit)
+    assert [(u.username, u.roles, u.claims) for u in stream.items] == [
+        (u.username, u.roles, u.claims) for u in page.items
+    ]
+    assert list(stream.items) == []  # read once
+
+
 def test_list_users_prefix_with_characters_that_casefold_longer(store):
     store.add_user("Straßer", {}, None)
     store.add_user("Strauss", {}, None)

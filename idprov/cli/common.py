@@ -213,22 +213,15 @@ def known_idps(svc: Any, names: list[str] | None) -> list[str] | None:
     return names
 
 
-def json_default(value: Any) -> Any:
-    to_dict = getattr(value, "to_dict", None)
-    if to_dict is not None:
-        return to_dict()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def emit(result: Any, render: Callable[[Any], None]) -> None:
     """Print ``result``: as JSON with ``--json`` (a list as ``{"items": [...]}``, the
-    shape of every list, paged or not), else through ``render``."""
+    shape of every list, paged or not; a stream as it is read), else through ``render``."""
     stop_display()
     if _session().json:
+        from idprov.cli import render_json
+
         document = {"items": result} if isinstance(result, list) else result  # one shape
-        indent = None if _session().compact else 2
-        jsonlib.dump(document, sys.stdout, default=json_default, ensure_ascii=False, indent=indent)
-        sys.stdout.write("\n")
+        render_json.write(document, sys.stdout, _session().compact)
     else:
         render(result)
     failed = getattr(result, "outbound_failed", None)

@@ -102,7 +102,7 @@ def list_(
     if len(filters) != len(parse_pairs(claim, "--claim")):
         raise UsageError("give each --claim filter once")
     query = UserQuery(filters, role, prefix, limit or None, offset)
-    emit(service(read_only=True).list_users(query, domain), render.user_page)
+    emit(service(read_only=True).stream_users(query, domain), render.user_page)
 
 
 @app.command("update")

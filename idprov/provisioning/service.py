@@ -15,7 +15,6 @@ those of non-blocking ones too. The rest stay committed in the outbox for the wo
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from idprov.config import RESIDENT, Config, IdentityProviderConfig, load_config
 from idprov.db import DatabasePool
 from idprov.errors import NotFoundError, UsageError
-from idprov.model import ClaimValue, Page, QualifiedName, Role, User, UserQuery
+from idprov.model import ClaimValue, Page, PageStream, QualifiedName, Role, User, UserQuery
 from idprov.provisioning.directory import StoreDirectory
 from idprov.provisioning.internal_roles import is_internal
 from idprov.provisioning.results import ChangeResult, OutboundReport
@@ -407,18 +406,16 @@ class IdentityService:
 
     def list_users(self, query: UserQuery, domain: str | None = None) -> Page:
         """One domain's users, or every domain's (in configuration order) when None."""
+        return self.stream_users(query, domain).page()
+
+    def stream_users(self, query: UserQuery, domain: str | None = None) -> PageStream:
+        """:meth:`list_users` as a stream (:mod:`~idprov.provisioning.user_listing`)."""
+        from idprov.provisioning.user_listing import stream_users
+
         policy.check_claim_names(query.claims, self.claims)
         domains = [domain] if domain else [u.domain for u in self.config.userstores]
-        items: list[User] = []
-        total, skip = 0, query.offset
-        for d in domains:
-            store = self.store(d)
-            remaining = None if query.limit is None else max(query.limit - len(items), 0)
-            page = store.list_users(dataclasses.replace(query, limit=remaining, offset=skip))
-            total += page.total
-            items += page.items
-            skip = max(skip - page.total, 0)
-        return Page(self.directory.with_internal_roles(items), total, query.offset, query.limit)
+        stores = [self.store(d) for d in domains]
+        return stream_users(stores, query, self.directory.with_internal_roles)
 
     def verify_password(self, username: str, password: str, domain: str | None = None) -> bool:
         """Whether ``password`` is the user's; False for users without a password."""

@@ -17,7 +17,7 @@ from typing import ClassVar
 from idprov.config.claims import ClaimDefinition
 from idprov.config.models import UserstoreConfig
 from idprov.errors import PolicyError, ReadOnlyError, UsageError
-from idprov.model import ClaimValue, Page, Role, User, UserQuery
+from idprov.model import ClaimValue, Page, PageStream, Role, User, UserQuery
 
 
 class JsonClaims(Mapping[str, ClaimValue]):
@@ -181,6 +181,15 @@ class UserStore(ABC):
     @abstractmethod
     def list_users(self, query: UserQuery) -> Page:
         """A page of users matching ``query``, ordered by username, with a total."""
+
+    def stream_users(self, query: UserQuery) -> PageStream:
+        """:meth:`list_users`, the users read as they are consumed (SQL stores read in
+        batches, so a listing of every user does not grow with their number). The
+        stream is read once, before the next write to the store. This default reads
+        the whole page first."""
+        page = self.list_users(query)
+        domains = [self.domain] if page.items else []
+        return PageStream(iter(page.items), page.total, page.offset, page.limit, domains)
 
     @abstractmethod
     def password_hash(self, username: str) -> str | None:

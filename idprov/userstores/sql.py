@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import islice
 from typing import Any, ClassVar
 
 from idprov.db import now
 from idprov.errors import ConflictError, NotFoundError
-from idprov.model import ClaimValue, Page, Role, User, UserQuery, new_id
+from idprov.model import ClaimValue, Page, PageStream, Role, User, UserQuery, new_id
 from idprov.statedb import Cursor
 from idprov.userstores.base import ImportedUser, UserStore
 from idprov.userstores.sql_filters import ConditionSql
@@ -102,7 +103,8 @@ class SqlUserStore(UserStore):
         return ConditionSql(self.claims, self._claim_text, self._claim_elements, self._claim_held)
 
     def _load_claims(self, stored: Any) -> dict[str, ClaimValue]:
-        return dict(json.loads(stored))
+        claims: dict[str, ClaimValue] = json.loads(stored)
+        return claims
 
     def _time(self, stored: Any) -> str:
         return str(stored)
@@ -154,9 +156,8 @@ class SqlUserStore(UserStore):
         for chunk in chunks(values):
             rows = self._execute(
                 f"SELECT {USER_COLUMNS} FROM users WHERE {column} IN ({marks(chunk)})", chunk
-            ).fetchall()
-            roles = self._roles_of([r[0] for r in rows])
-            found += [self._user(r, roles.get(r[0], [])) for r in rows]
+            )
+            found += self._users_of(rows)
         return found
 
     def find_user(self, username: str) -> User | None:
@@ -211,6 +212,11 @@ class SqlUserStore(UserStore):
         return (" WHERE " + " AND ".join(where)) if where else "", params
 
     def list_users(self, query: UserQuery) -> Page:
+        return self.stream_users(query).page()
+
+    def stream_users(self, query: UserQuery) -> PageStream:
+        """The total now; the users as they are read, :data:`CHUNK` rows at a time,
+        each batch's roles in one query."""
         where, params = self._user_filter(query)
         total = self._execute(f"SELECT count(*) FROM users{where}", params).fetchone()[0]
         limit = self.no_limit if query.limit is None else query.limit
@@ -220,10 +226,17 @@ class SqlUserStore(UserStore):
         rows = self._execute(
             f"SELECT {USER_COLUMNS} FROM users{where} ORDER BY {order} LIMIT ? OFFSET ?",
             [*params, limit, query.offset],
-        ).fetchall()
-        roles = self._roles_of([r[0] for r in rows])
-        users = [self._user(r, roles.get(r[0], [])) for r in rows]
-        return Page(users, total, query.offset, query.limit)
+        )
+        domains = [self.domain] if total > query.offset and query.limit != 0 else []
+        return PageStream(self._users_of(rows), total, query.offset, query.limit, domains)
+
+    def _users_of(self, rows: Iterable[Sequence[Any]]) -> Iterator[User]:
+        """Users of ``rows`` (:data:`USER_COLUMNS`), with their roles, a batch at a time."""
+        rows = iter(rows)
+        while batch := list(islice(rows, CHUNK)):
+            roles = self._roles_of([r[0] for r in batch])
+            for row in batch:
+                yield self._user(row, roles.get(row[0], []))
 
     def password_hash(self, username: str) -> str | None:
         row = self._execute(

@@ -1,0 +1,261 @@
+"""Views of what a change did: the one-line result, the push to each identity
+provider, an import's summary, a sync's plan and run, and `idprov explain`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from idprov.cli.tables import Styled, console, esc, table
+
+if TYPE_CHECKING:
+    from idprov.provisioning.results import OutboundReport
+    from idprov.provisioning.service import ChangeResult
+
+
+_VERBS = {
+    "user.add": "added user",
+    "user.update": "updated user",
+    "user.passwd": "set password of",
+    "user.delete": "deleted user",
+    "user.rename": "renamed user",
+    "role.add": "added role",
+    "role.delete": "deleted role",
+    "role.rename": "renamed role",
+    "role.assign": "assigned role",
+    "role.unassign": "unassigned role",
+}
+
+
+def change(result: ChangeResult) -> None:
+    """One line per change. Plain click styling: a one-liner need not load rich."""
+    import typer
+
+    verb = _VERBS.get(result.action, result.action)
+    if not result.changed:
+        typer.secho("unchanged", fg="yellow", nl=False)
+        typer.echo(f" {result.target}: nothing to do")
+        return
+    text = f"{verb} {result.target}"
+    if result.action == "role.assign":
+        text += " to " + ", ".join(result.details["added"])
+    elif result.action == "role.unassign":
+        text += " from " + ", ".join(result.details["removed"])
+    elif result.action in ("role.rename", "user.rename"):
+        text = f"{verb} {result.details['from']} → {result.target}"
+    elif result.action == "user.update":
+        text += ": " + ", ".join(result.details["claims"])
+    typer.secho("✓", fg="green", nl=False)
+    typer.echo(" " + text)
+    if result.outbound is not None:
+        outbound_report(result.outbound)
+
+
+def outbound_report(report: OutboundReport) -> None:
+    """A line per identity provider, then each failure with the target's message."""
+    import typer
+
+    if not report.idps and not report.queued and not report.held:
+        typer.echo("  nothing to provision")
+    for idp in report.idps.values():
+        done, failed, skipped = idp.count("done"), idp.count("failed"), idp.count("skipped")
+        mark, colour = ("✗", "red") if failed else ("✓", "green")
+        typer.echo("  ", nl=False)
+        typer.secho(mark, fg=colour, nl=False)
+        parts = [f"{done} done"] + ([f"{failed} failed"] if failed else [])
+        parts += [f"{skipped} unchanged or out of scope"] if skipped else []
+        pending = idp.total - len(idp.operations)
+        parts += [f"{pending} left pending"] if pending > 0 else []
+        typer.echo(f" {idp.name}: " + ", ".join(parts))
+        _failures(idp.name, [op for op in idp.operations if op.outcome == "failed"])
+    for name, count in sorted(report.queued.items()):
+        typer.echo(f"  … {name}: {count} queued for the outbox worker (`idprov outbox work`)")
+    for name, count in sorted(report.held.items()):
+        typer.secho(f"  ✋ {name}: {count} held by the deletion guard", fg="yellow")
+    for warning in report.warnings:
+        typer.secho(f"  ! {warning}", fg="yellow", err=True)
+    if not report.ok:
+        typer.echo(
+            "  failed operations stay in the outbox: `idprov outbox list`, `idprov outbox retry`"
+        )
+
+
+SHOWN_FAILURES = 10
+
+
+def _failures(idp: str, failed: list[Any]) -> None:
+    """The first failures, each once (an import's batches repeat a role's failure),
+    then how many more, and where to see them all: never a wall of lines."""
+    import typer
+
+    lines = list(
+        dict.fromkeys(f"{op.kind} {op.label}: {op.operation} failed: {op.error}" for op in failed)
+    )
+    for line in lines[:SHOWN_FAILURES]:
+        typer.echo(f"      {_clipped(line)}")
+    if len(lines) > SHOWN_FAILURES:
+        typer.echo(
+            f"      … and {len(lines) - SHOWN_FAILURES} more: "
+            f"`idprov outbox list --idp {idp} --status failed`"
+        )
+
+
+def _clipped(line: str, most: int = 300) -> str:
+    return line if len(line) <= most else line[: most - 1] + "…"
+
+
+def import_report(report: Any) -> None:
+    """The summary of an import: counts, then the first errors."""
+    title = (
+        "dry run: nothing was changed"
+        if report.dry_run
+        else ("stopped: nothing was imported (--on-error stop)" if report.stopped else "import")
+    )
+    verb = "would be " if report.dry_run or report.stopped else ""
+    counts = [
+        ("rows", report.rows),
+        (f"{verb}created", report.created),
+        (f"{verb}updated", report.updated),
+        ("unchanged", report.unchanged),
+        ("rejected", report.rejected),
+        ("already imported (resumed)", report.skipped_done),
+    ]
+    rows = [(k, f"{v:,}") for k, v in counts if v or k in ("rows", "rejected")]
+    if report.seconds:
+        rows.append(("rows/s", f"{report.rows / report.seconds:,.0f}"))
+    table(["count", "value"], rows, header=False, title=title)
+    if report.roles_created:
+        console().print(
+            f"roles {'to create' if report.dry_run else 'created'}: "
+            + esc(", ".join(report.roles_created))
+        )
+    for error in report.errors[:20]:
+        console().print(f"  [red]✗[/] {esc(error)}")
+    if report.rejected > 20:
+        console().print(
+            f"  … and {report.rejected - 20} more"
+            + (
+                f" (all in {esc(report.rejects_file)})"
+                if report.rejects_file
+                else " (write them all with --rejects FILE)"
+            )
+        )
+    elif report.rejects_file:
+        console().print(f"rejected rows written to {esc(report.rejects_file)}")
+    if report.outbound is not None:
+        outbound_report(report.outbound)
+
+
+_ACTION_STYLE = {
+    "create": "green",
+    "update": "yellow",
+    "enable": "yellow",
+    "delete": "red",
+    "disable": "red",
+}
+
+
+def sync_result(
+    result: Any, drift: dict[str, Any] | None, quiet: bool, repaired: Any = None
+) -> None:
+    """The plan per IdP (a table of differences), then what applying it did."""
+    plan = result.plan
+    head = "plan (dry run: nothing was changed)" if result.dry_run else f"sync run {result.run}"
+    console().print(f"[bold]{head}[/]")
+    for error in plan.source_errors:
+        console().print(f"  [red]✗[/] {esc(error)}")
+    for idp_plan in plan.idps:
+        counts = (
+            ", ".join(f"{n} {k.replace('.', ' ')}" for k, n in sorted(idp_plan.counts().items()))
+            or "in sync: nothing to do"
+        )
+        console().print(f"[bold]{esc(idp_plan.idp)}[/]: {counts}")
+        if idp_plan.guard:
+            console().print(f"  [red]deletion guard:[/] {esc(idp_plan.guard)}")
+        if idp_plan.items and not (quiet and not result.dry_run):
+            table(
+                ["action", "kind", "entity", "why", "changes"],
+                (
+                    (
+                        Styled(item.action, _ACTION_STYLE.get(item.action, "cyan")),
+                        item.kind,
+                        item.label,
+                        item.reason,
+                        _shortened(item.changed),
+                    )
+                    for item in idp_plan.items
+                ),
+            )
+    if result.outbound is not None:
+        outbound_report(result.outbound)
+    for name, report in (drift or {}).items():
+        console().print(f"[bold]drift at {esc(name)}[/]: {report['checked']} checked")
+        for label in report["deleted_remotely"]:
+            console().print(f"  [red]deleted remotely[/] {esc(label)}")
+        for change in report["changed_remotely"]:
+            console().print(
+                f"  [yellow]changed remotely[/] {esc(change['user'])}: "
+                f"{esc(', '.join(change['attributes']))}"
+            )
+        if report["unowned"]:
+            console().print(
+                f"  not idprov's (never touched): "
+                f"{esc(', '.join(report['unowned'][:20]))}"
+                + (" ..." if len(report["unowned"]) > 20 else "")
+            )
+        for label in report.get("groups_deleted_remotely", []):
+            console().print(f"  [red]group deleted remotely[/] {esc(label)}")
+        for change in report.get("groups_changed_remotely", []):
+            lost = ", ".join(change["missing_members"]) or "none"
+            console().print(
+                f"  [yellow]group changed remotely[/] {esc(change['group'])}: "
+                f"members missing: {esc(lost)}"
+                + (f"; named {esc(change['display_name'])}" if "display_name" in change else "")
+            )
+        for error in report["errors"]:
+            console().print(f"  [red]✗[/] {esc(error)}")
+        if report["repaired"] is not None:
+            console().print(f"  repaired {report['repaired']} of {len(report['repairs'])}")
+        elif report["repairs"]:
+            console().print(
+                f"  {len(report['repairs'])} to repair: run `idprov sync --verify --repair`"
+            )
+    if repaired is not None:
+        outbound_report(repaired)
+
+
+def _shortened(changes: list[str], most: int = 10) -> str:
+    """A plan's changes to an entity: a 2,000-member group is not 2,000 names."""
+    if len(changes) <= most:
+        return ", ".join(changes)
+    return ", ".join(changes[:most]) + f", … and {len(changes) - most} more"
+
+
+def explanation(data: dict[str, Any]) -> None:
+    scope = "[green]in scope[/]" if data["in_scope"] else "[yellow]not in scope[/]"
+    console().print(f"[bold]{esc(data['user'])}[/] at [bold]{esc(data['idp'])}[/]: {scope}")
+    console().print(f"  why: {esc(data['why'])}")
+    if not data["targeted_by_application"]:
+        console().print("  [yellow]note:[/] the acting application does not provision to it")
+    decision = data["decision"]
+    console().print(
+        f"  next: {decision['action']} ({esc(decision['reason'])})"
+        + (f": {esc(', '.join(decision['changed']))}" if decision["changed"] else "")
+    )
+    if data["would_send"]:
+        console().print(f"  userName: {esc(data['would_send']['userName'])}")
+        for key, value in data["would_send"]["attributes"].items():
+            console().print(f"    {esc(key)}: {esc(value)}")
+    ledger = data["ledger"]
+    if ledger:
+        console().print(
+            f"  ledger: remote id {esc(ledger['remote_id'])}, {ledger['state']}, "
+            f"{'created by idprov' if ledger['created_by_idprov'] else 'adopted'}"
+            f", updated {ledger['updated_at']}"
+        )
+    else:
+        console().print("  ledger: never provisioned there")
+    for row in data["outbox"]:
+        console().print(
+            f"  outbox: {row['status']} since {row['enqueued_at']}"
+            + (f": {esc(row['last_error'])}" if row["last_error"] else "")
+        )

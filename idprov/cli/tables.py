@@ -1,0 +1,93 @@
+"""Tables and lines on the console. Rich is imported on first use, not at startup.
+
+Tables go through :func:`table`: on a terminal a rich table; anywhere else (a pipe,
+a file, cron) tab-separated rows, never padded, wrapped or truncated, written as the
+rows come (a listing of every user is not held first), and notes such as "1–20 of
+300" go to standard error, so `| cut -f1` sees only data.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+_console: Console | None = None
+
+
+def console() -> Console:
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(highlight=False, soft_wrap=True)
+    return _console
+
+
+def esc(text: object) -> str:
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
+class Styled(NamedTuple):
+    """A table cell with a rich style on a terminal (plain text elsewhere)."""
+
+    text: str
+    style: str
+
+
+def table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    *,
+    header: bool = True,
+    title: str | None = None,
+) -> None:
+    """Print rows: a rich table on a terminal, else tab-separated lines (see the
+    module docstring). Cells are plain values; markup in them is shown as typed."""
+    if not console().is_terminal:
+        if title:
+            note(title)
+        write = sys.stdout.write  # line by line: a reader that goes away is noticed
+        if header:
+            write("\t".join(columns) + "\n")
+        for row in rows:
+            write("\t".join(map(_plain_cell, row)) + "\n")
+        return
+    from rich.table import Table
+
+    shown = Table(box=None, pad_edge=False, header_style="bold", show_header=header, title=title)
+    for i, column in enumerate(columns):
+        shown.add_column(column, style="bold" if not header and i == 0 else None)
+    for row in rows:
+        shown.add_row(*map(_rich_cell, row))
+    console().print(shown)
+
+
+def _plain_cell(value: object) -> str:
+    text = value.text if isinstance(value, Styled) else str(value)
+    return text.replace("\t", " ").replace("\n", " ")
+
+
+def _rich_cell(value: object) -> str:
+    if isinstance(value, Styled):
+        return f"[{value.style}]{esc(value.text)}[/]"
+    return esc(value)
+
+
+def note(text: str) -> None:
+    """A line about the output rather than of it: stdout on a terminal, else stderr."""
+    if console().is_terminal:
+        console().print(text)
+        return
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True, no_color=True).print(text)
+
+
+def message(text: str) -> None:
+    console().print(text)
