@@ -17,8 +17,9 @@ import typer
 
 # typer >= 0.26 bundles its own click, whose exception base class it does not re-export
 from typer._click.exceptions import ClickException
-from typer.core import TyperArgument, TyperGroup
+from typer.core import TyperGroup
 
+from idprov.cli.commands import LazyGroup, humanize, load_command
 from idprov.errors import (
     ExitCode,
     IdprovError,
@@ -289,21 +290,15 @@ def render_error(error: IdprovError) -> None:
 
 class IdprovGroup(TyperGroup):
     """The root group: turns every :class:`IdprovError` into a message and exit code,
-    and imports a sub-app's module only when that sub-app is invoked (``lazy``:
-    name -> module with an ``app``), so a command pays only for itself."""
+    and imports a command's module only when that command is invoked (``lazy``: name
+    -> ``module[:attribute]``, a sub-app, by default ``app``, or a command function;
+    see :mod:`idprov.cli.commands`), so a command pays only for itself."""
 
     lazy: dict[str, str] = {}
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name in self.lazy and cmd_name not in self.commands:
-            import importlib
-
-            from typer.main import get_command
-
-            module, _, attr = self.lazy[cmd_name].partition(":")
-            command = get_command(getattr(importlib.import_module(module), attr or "app"))
-            command.name = cmd_name
-            self.commands[cmd_name] = command
+            self.commands[cmd_name] = load_command(self.lazy[cmd_name], cmd_name)
         found = super().get_command(ctx, cmd_name)
         if found is not None:
             humanize(found, cmd_name)
@@ -394,49 +389,10 @@ def _quiet_after_broken_pipe() -> None:
     raise typer.Exit(int(ExitCode.ERROR))
 
 
-def humanize(command: Any, path: str) -> None:
-    """Help as an administrator reads it, for ``command`` and its sub-commands:
-    ``USER`` not ``{username}``, ``--limit N`` not ``<int range>``, ``--dry-run``
-    without its ``--no-dry-run`` twin, and examples (:mod:`idprov.cli.examples`)."""
-    from idprov.cli.examples import EXAMPLES
-
-    if getattr(command, "_humanized", False):
-        return
-    command._humanized = True
-    if not command.context_settings.get("help_option_names"):
-        command.context_settings["help_option_names"] = ["-h", "--help"]
-    for param in command.params:
-        _humanize_param(param)
-    if path in EXAMPLES and not command.epilog:
-        command.epilog = "\b\nExamples:\n" + "\n".join(f"  {e}" for e in EXAMPLES[path])
-    for name, sub in getattr(command, "commands", {}).items():
-        humanize(sub, f"{path} {name}")
-
-
-def _humanize_param(param: Any) -> None:
-    if type(param) is TyperArgument:
-        param.__class__ = _HumanArgument
-    elif getattr(param, "is_flag", False):
-        if param.secondary_opts and param.default is False:
-            param.secondary_opts = []  # `--dry-run`, not `--dry-run / --no-dry-run`
-            param.show_default = False
-    elif param.metavar is None and not hasattr(param.type, "choices"):
-        long = max(param.opts, key=len).lstrip("-").replace("-", "_").upper()
-        param.metavar = "N" if param.type.name in ("integer", "int range") else long
-
-
-class _HumanArgument(TyperArgument):
-    """An argument shown as ``USER`` (or its metavar), never ``{username}``."""
-
-    def make_metavar(self, ctx: Any, *, usage: bool = False) -> str:
-        name = self.metavar or (self.name or "").upper()
-        name += "..." if self.nargs != 1 else ""
-        return f"[{name}]" if usage and not self.required else name
-
-
 def new_app(help_text: str) -> typer.Typer:
     """A sub-app with idprov's settings (no locals in tracebacks: they may hold secrets)."""
     app = typer.Typer(
+        cls=LazyGroup,
         help=help_text,
         no_args_is_help=True,
         pretty_exceptions_enable=False,

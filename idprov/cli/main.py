@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from idprov import __version__
-from idprov.cli import config_cmd, log, status, sync
 from idprov.cli.common import IdprovGroup, interrupted_exit, new_session
 
 app = typer.Typer(
@@ -69,13 +68,13 @@ IdprovGroup.lazy = {
     "export": "idprov.cli.import_cmd:export_app",
     "serve": "idprov.cli.serve",
     "jit": "idprov.cli.jit",
+    "init": "idprov.cli.config_cmd:init",
+    "log": "idprov.cli.log:log",
+    "sync": "idprov.cli.sync:sync",
+    "plan": "idprov.cli.sync:plan",
+    "explain": "idprov.cli.sync:explain",
+    "status": "idprov.cli.status:status",
 }
-app.command("init")(config_cmd.init)
-app.command("log")(log.log)
-app.command("sync")(sync.sync)
-app.command("plan")(sync.plan)
-app.command("explain")(sync.explain)
-app.command("status")(status.status)
 
 
 def main() -> None:
