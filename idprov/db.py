@@ -5,6 +5,10 @@ opened here: created 0600, WAL journal, ``synchronous=NORMAL``, foreign keys on,
 busy timeout.
 Transactions are explicit (``BEGIN IMMEDIATE``) so that a command's writes to one
 file are one transaction, and writers queue instead of failing.
+
+:class:`Database` is the connection as the stores use it. It is not sqlite-utils'
+``Database``: of that idprov used the connection, ``execute``, savepoints and "does
+this table exist", and importing sqlite-utils cost every command ~50 ms at start-up.
 """
 
 from __future__ import annotations
@@ -15,16 +19,36 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from idprov.config.paths import create_private_file
 from idprov.errors import StoreError, from_sqlite_error
 
-if TYPE_CHECKING:
-    import sqlite_utils
-
-Migration = tuple[str, Callable[["sqlite_utils.Database"], None]]
 BUSY_TIMEOUT_MS = 30_000
+
+
+class Database:
+    """One SQLite connection in autocommit mode (each statement commits, unless in
+    a transaction of :func:`write_transaction`)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        conn.execute("PRAGMA recursive_triggers = ON")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def has_table(self, name: str) -> bool:
+        found = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [name]
+        )
+        return found.fetchone() is not None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+Migration = tuple[str, Callable[[Database], None]]
 
 
 def now() -> str:
@@ -32,10 +56,8 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def open_database(path: Path) -> sqlite_utils.Database:
+def open_database(path: Path) -> Database:
     """Open (creating with mode 0600) an SQLite file for idprov's use."""
-    import sqlite_utils
-
     conn: sqlite3.Connection | None = None
     try:
         create_private_file(path)
@@ -52,7 +74,7 @@ def open_database(path: Path) -> sqlite_utils.Database:
         if conn is not None:
             conn.close()
         raise _cannot_open(path, exc) from exc
-    return sqlite_utils.Database(conn, execute_plugins=False)
+    return Database(conn)
 
 
 def _cannot_open(path: Path, exc: Exception) -> StoreError:
@@ -75,13 +97,11 @@ def _cannot_open(path: Path, exc: Exception) -> StoreError:
     )
 
 
-def open_database_read_only(path: Path) -> sqlite_utils.Database:
+def open_database_read_only(path: Path) -> Database:
     """Open an existing SQLite file for reading only (read commands: `user list`,
     `log`...), so they work where the file or its directory is not writable. A WAL
     file whose side files cannot be made (a read-only directory) is opened immutable:
     nobody can write there either."""
-    import sqlite_utils
-
     for query in ("mode=ro", "mode=ro&immutable=1"):
         conn = sqlite3.connect(
             f"{path.resolve().as_uri()}?{query}",
@@ -92,7 +112,7 @@ def open_database_read_only(path: Path) -> sqlite_utils.Database:
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            return sqlite_utils.Database(conn, execute_plugins=False)
+            return Database(conn)
         except sqlite3.Error as exc:
             conn.close()
             error = exc
@@ -120,11 +140,11 @@ def _wal(conn: sqlite3.Connection) -> None:
 
 
 @contextmanager
-def write_transaction(db: sqlite_utils.Database) -> Iterator[None]:
+def write_transaction(db: Database) -> Iterator[None]:
     """One write transaction (``BEGIN IMMEDIATE``); nested calls become savepoints."""
     conn = db.conn
     if conn.in_transaction:
-        with db.atomic():
+        with _savepoint(conn):
             yield
         return
     try:
@@ -141,14 +161,30 @@ def write_transaction(db: sqlite_utils.Database) -> Iterator[None]:
         conn.execute("COMMIT")
 
 
-def migrate(db: sqlite_utils.Database, namespace: str, migrations: Sequence[Migration]) -> None:
+@contextmanager
+def _savepoint(conn: sqlite3.Connection) -> Iterator[None]:
+    """A savepoint in the open transaction, rolled back to on error (unless the error
+    ended the whole transaction, savepoints with it)."""
+    name = f"idprov_{os.urandom(8).hex()}"
+    conn.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            conn.execute(f"RELEASE SAVEPOINT {name}")
+        raise
+    conn.execute(f"RELEASE SAVEPOINT {name}")
+
+
+def migrate(db: Database, namespace: str, migrations: Sequence[Migration]) -> None:
     """Apply, in order and once each, the named ``migrations`` of ``namespace``.
 
     Each migration runs in its own transaction together with its record in
     ``idprov_migrations``, so a killed run leaves no half-applied migration and a
     re-run continues where it stopped.
     """
-    if db["idprov_migrations"].exists():
+    if db.has_table("idprov_migrations"):
         applied = _applied(db, namespace)
         if len(applied) == len(migrations) and all(n in applied for n, _ in migrations):
             return
@@ -160,7 +196,7 @@ def migrate(db: sqlite_utils.Database, namespace: str, migrations: Sequence[Migr
         db.execute(f"PRAGMA query_only = {int(query_only)}")
 
 
-def _apply(db: sqlite_utils.Database, namespace: str, migrations: Sequence[Migration]) -> None:
+def _apply(db: Database, namespace: str, migrations: Sequence[Migration]) -> None:
     applied = _applied(db, namespace)
     for name, apply in migrations:
         if name in applied:
@@ -175,8 +211,8 @@ def _apply(db: sqlite_utils.Database, namespace: str, migrations: Sequence[Migra
             )
 
 
-def _applied(db: sqlite_utils.Database, namespace: str) -> set[str]:
-    if not db["idprov_migrations"].exists():
+def _applied(db: Database, namespace: str) -> set[str]:
+    if not db.has_table("idprov_migrations"):
         db.execute(
             "CREATE TABLE IF NOT EXISTS idprov_migrations ("
             "namespace TEXT NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL, "
@@ -190,17 +226,17 @@ class DatabasePool:
     """One connection per SQLite file for the life of a service, shared by its users."""
 
     def __init__(self, read_only: bool = False) -> None:
-        self._open: dict[Path, sqlite_utils.Database] = {}
+        self._open: dict[Path, Database] = {}
         self.read_only = read_only
         """Open existing files read-only (a file not there yet is still created)."""
 
-    def get(self, path: Path) -> sqlite_utils.Database:
+    def get(self, path: Path) -> Database:
         key = path.expanduser().resolve()
         if key not in self._open:
             self._open[key] = self._open_one(key)
         return self._open[key]
 
-    def _open_one(self, path: Path) -> sqlite_utils.Database:
+    def _open_one(self, path: Path) -> Database:
         """Read-only: ``query_only`` where the file could be written (migrations may
         still run, see :func:`migrate`), ``mode=ro`` where it cannot."""
         if not self.read_only or not path.exists():

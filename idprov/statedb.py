@@ -28,11 +28,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 if TYPE_CHECKING:
     import sqlite3
 
-    import sqlite_utils
-
     from idprov.config.models import Config
     from idprov.config.postgres import PostgresStateConfig
-    from idprov.db import DatabasePool
+    from idprov.db import Database, DatabasePool
 
 STATE_FILENAME = "idprov.db"
 
@@ -96,9 +94,9 @@ class SqliteStateDB(StateDB):
     dialect: ClassVar[str] = "sqlite"
     claim_lock: ClassVar[str] = ""
 
-    def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
+    def __init__(self, db: Database, path: Path) -> None:
         self.db = db
-        """The sqlite-utils database (the embedded userstore shares it)."""
+        """The connection's :class:`~idprov.db.Database` (the embedded userstore shares it)."""
         self.path = path
 
     @property
@@ -123,7 +121,7 @@ class SqliteStateDB(StateDB):
         migrate(self.db, namespace, [(n, self._step(f)) for n, f in migrations[self.dialect]])
 
     def _step(self, apply: Callable[[StateDB], None]) -> Callable[[object], None]:
-        """``apply`` as idprov.db.migrate calls it: with this object, not sqlite-utils'."""
+        """``apply`` as idprov.db.migrate calls it: with this object, not the Database."""
         return lambda _: apply(self)
 
     def run_lock(self, command: str, wait: bool = False) -> AbstractContextManager[Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,3 +133,44 @@ def test_the_filters_clients_send_are_answered_by_indexes(store, scim_filter):
         for row in store.db.execute(f"EXPLAIN QUERY PLAN SELECT id FROM users WHERE {sql}", params)
     ]
     assert not any(step.startswith("SCAN users") for step in plan), plan
+
+
+def schema(path: Path) -> list[tuple[str, Any]]:
+    """Tables' columns and indexes' columns, as SQLite describes them."""
+    conn = sqlite3.connect(path)
+    try:
+        found: list[tuple[str, Any]] = []
+        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            found.append((table, conn.execute(f"PRAGMA table_xinfo({table})").fetchall()))
+            for index in conn.execute(f"PRAGMA index_list({table})").fetchall():
+                found.append((index[1], conn.execute(f"PRAGMA index_xinfo({index[1]})").fetchall()))
+        return sorted(found, key=repr)
+    finally:
+        conn.close()
+
+
+def test_the_schema_is_the_one_sqlite_utils_made_for_existing_databases(tmp_path):
+    """Stores made when idprov created tables through sqlite-utils (a test dependency
+    now) have the same tables, columns and indexes as those it makes now."""
+    import sqlite_utils
+
+    old = sqlite_utils.Database(tmp_path / "old.db")
+    columns = {"id": str, "username": str, "username_key": str, "claims": str}
+    old["users"].create(
+        {**columns, "password_hash": str, "created": str, "modified": str},
+        pk="id",
+        not_null={"username", "username_key", "claims", "created", "modified"},
+    )
+    old["users"].create_index(["username_key"], unique=True)
+    old["roles"].create(
+        {"id": str, "name": str, "name_key": str, "created": str, "modified": str},
+        pk="id",
+        not_null={"name", "name_key", "created", "modified"},
+    )
+    old["roles"].create_index(["name_key"], unique=True)
+    old.close()
+    open_store(tmp_path / "new.db").db.close()
+    before = schema(tmp_path / "old.db")
+    names = {name for name, _ in before}
+    assert {"users", "roles", "idx_users_username_key", "idx_roles_name_key"} <= names
+    assert [entry for entry in schema(tmp_path / "new.db") if entry[0] in names] == before

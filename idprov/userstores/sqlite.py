@@ -14,11 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-import sqlite_utils
-
 from idprov.config.claims import ClaimDefinition
 from idprov.config.models import SqliteUserstoreConfig
-from idprov.db import migrate, write_transaction
+from idprov.db import Database, migrate, write_transaction
 from idprov.errors import StoreError
 from idprov.statedb import Cursor
 from idprov.userstores.sql import SqlUserStore, name_key
@@ -26,27 +24,19 @@ from idprov.userstores.sql import SqlUserStore, name_key
 __all__ = ["MIGRATIONS", "SqliteUserStore", "name_key"]
 
 
-def _create_schema(db: sqlite_utils.Database) -> None:
-    db.table("users").create(
-        {
-            "id": str,
-            "username": str,
-            "username_key": str,
-            "claims": str,
-            "password_hash": str,
-            "created": str,
-            "modified": str,
-        },
-        pk="id",
-        not_null={"username", "username_key", "claims", "created", "modified"},
+def _create_schema(db: Database) -> None:
+    """The tables and indexes (as sqlite-utils made them for the first databases)."""
+    db.execute(
+        'CREATE TABLE "users" ("id" TEXT PRIMARY KEY, "username" TEXT NOT NULL,'
+        ' "username_key" TEXT NOT NULL, "claims" TEXT NOT NULL, "password_hash" TEXT,'
+        ' "created" TEXT NOT NULL, "modified" TEXT NOT NULL)'
     )
-    db.table("users").create_index(["username_key"], unique=True)
-    db.table("roles").create(
-        {"id": str, "name": str, "name_key": str, "created": str, "modified": str},
-        pk="id",
-        not_null={"name", "name_key", "created", "modified"},
+    db.execute('CREATE UNIQUE INDEX "idx_users_username_key" ON "users" ("username_key")')
+    db.execute(
+        'CREATE TABLE "roles" ("id" TEXT PRIMARY KEY, "name" TEXT NOT NULL,'
+        ' "name_key" TEXT NOT NULL, "created" TEXT NOT NULL, "modified" TEXT NOT NULL)'
     )
-    db.table("roles").create_index(["name_key"], unique=True)
+    db.execute('CREATE UNIQUE INDEX "idx_roles_name_key" ON "roles" ("name_key")')
     db.execute(
         "CREATE TABLE user_roles ("
         " user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
@@ -73,7 +63,7 @@ INDEXED_LISTS = ("emails",)
 """Multi-valued claims whose holders an index finds."""
 
 
-def _filter_indexes(db: sqlite_utils.Database) -> None:
+def _filter_indexes(db: Database) -> None:
     """What searches in the store use (see :mod:`idprov.userstores.sql_filters`)."""
     db.execute("CREATE INDEX users_modified ON users (modified)")
     for claim in INDEXED_CLAIMS:
@@ -97,7 +87,7 @@ class SqliteUserStore(SqlUserStore):
         self,
         config: SqliteUserstoreConfig,
         claims: Mapping[str, ClaimDefinition],
-        db: sqlite_utils.Database,
+        db: Database,
     ):
         super().__init__(config, claims)
         self.db = db
