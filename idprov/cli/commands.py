@@ -76,6 +76,7 @@ def _group(app: Any) -> Any:
         group = get_command(app)  # the group and its own options, no command yet
     finally:
         app.registered_commands = infos
+    assert isinstance(group, LazyGroup)
     group.pending = {i.name or get_command_name(i.callback.__name__): i for i in infos}
     group.order = [*group.pending, *group.commands]
     return group
