@@ -116,15 +116,10 @@ class SqlUserStore(UserStore):
     def _insert_memberships(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Add (user id, role name key) memberships for an import; roles exist. The
         few roles' ids are read once, not looked up again for every membership."""
-        keys = sorted({key for _, key in pairs})
         role_ids: dict[str, str] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            found = self._execute(
-                f"SELECT name_key, id FROM roles WHERE name_key IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
-            role_ids.update(dict(found.fetchall()))
+        for chunk in chunks(sorted({key for _, key in pairs})):
+            sql = f"SELECT name_key, id FROM roles WHERE name_key IN ({marks(chunk)})"
+            role_ids.update(dict(self._execute(sql, chunk).fetchall()))
         self._executemany(
             "INSERT INTO user_roles (user_id, role_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
             [(user, role_ids[key]) for user, key in pairs if key in role_ids],
@@ -154,10 +149,8 @@ class SqlUserStore(UserStore):
         """Users whose ``column`` is one of ``values``, with their roles."""
         found: list[User] = []
         for chunk in chunks(values):
-            rows = self._execute(
-                f"SELECT {USER_COLUMNS} FROM users WHERE {column} IN ({marks(chunk)})", chunk
-            )
-            found += self._users_of(rows)
+            sql = f"SELECT {USER_COLUMNS} FROM users WHERE {column} IN ({marks(chunk)})"
+            found += self._users_of(self._execute(sql, chunk))
         return found
 
     def find_user(self, username: str) -> User | None:
@@ -220,8 +213,8 @@ class SqlUserStore(UserStore):
         where, params = self._user_filter(query)
         total = self._execute(f"SELECT count(*) FROM users{where}", params).fetchone()[0]
         limit = self.no_limit if query.limit is None else query.limit
-        # With a condition, the rows it finds are sorted, not the name index walked
-        # in order (a planner without statistics would walk all of it to skip a sort).
+        # With a condition, the rows it finds are sorted, not the name index walked in
+        # order (a planner without statistics would walk all of it to skip a sort).
         order = "username_key || ''" if query.where is not None else "username_key"
         rows = self._execute(
             f"SELECT {USER_COLUMNS} FROM users{where} ORDER BY {order} LIMIT ? OFFSET ?",
