@@ -262,7 +262,12 @@ def test_secret_set_refuses_an_empty_value(cli, keyring_backend):
 # ---- what a command imports
 
 
-HEAVY = ("httpx", "lxml", "ldap3", "yaml")
+HEAVY = ("httpx", "lxml", "ldap3", "yaml", "sqlite_utils")
+COMMAND_MODULES = tuple(
+    f"idprov.cli.{name}"
+    for name in ("user", "role", "config_cmd", "secret", "outbound", "import_cmd", "token")
+    + ("serve", "jit", "log", "sync", "status")
+)
 PROBE = """
 import json, sys
 sys.argv = ["idprov", *{argv!r}]
@@ -272,13 +277,15 @@ try:
     code = 0
 except SystemExit as exc:
     code = exc.code
-loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set({heavy!r}))
+loaded = sorted(m for m in {heavy!r} if m in sys.modules)
 print("PROBE " + json.dumps({{"code": code, "loaded": loaded}}))
 """
 
 
-def probe(run_python, *argv: str) -> dict:
-    proc = run_python(PROBE.format(argv=list(argv), heavy=HEAVY))
+def probe(run_python, *argv: str, watch: tuple[str, ...] = HEAVY) -> dict:
+    """Run ``idprov ARGV`` in a fresh interpreter: its exit code, and which of the
+    modules in ``watch`` it imported."""
+    proc = run_python(PROBE.format(argv=list(argv), heavy=watch))
     assert proc.returncode == 0, proc.stderr
     line = [x for x in proc.stdout.splitlines() if x.startswith("PROBE ")][-1]
     return json.loads(line[len("PROBE ") :])
@@ -296,6 +303,24 @@ def probe(run_python, *argv: str) -> dict:
 def test_commands_without_a_config_file_skip_heavy_imports(run_python, argv):
     result = probe(run_python, *argv)
     assert result == {"code": 0, "loaded": []}
+
+
+@pytest.mark.parametrize(
+    ("argv", "module"),
+    [
+        (("user", "add", "alice"), "idprov.cli.user"),
+        (("log",), "idprov.cli.log"),
+        (("status",), "idprov.cli.status"),
+        (("role", "list"), "idprov.cli.role"),
+    ],
+)
+def test_a_command_imports_its_own_module_only(run_python, argv, module):
+    assert probe(run_python, *argv, watch=COMMAND_MODULES) == {"code": 0, "loaded": [module]}
+
+
+def test_a_mistyped_command_gets_a_suggestion(cli):
+    assert "No such command 'ad'. Did you mean 'add'?" in cli("user", "ad", "x").fails(2)
+    assert "Did you mean 'user'?" in cli("usr").fails(2)
 
 
 def test_the_probe_sees_heavy_imports(run_python, write_config):

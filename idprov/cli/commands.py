@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from typer._click.exceptions import UsageError
 from typer.core import TyperArgument, TyperGroup
 
 
@@ -28,6 +29,13 @@ class LazyGroup(TyperGroup):
     def list_commands(self, ctx: Any) -> list[str]:
         return list(getattr(self, "order", self.commands))
 
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except UsageError as error:
+            suggest(error, self.list_commands(ctx), args)
+            raise
+
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         info = getattr(self, "pending", {}).pop(cmd_name, None)
         if info is not None:
@@ -40,6 +48,17 @@ class LazyGroup(TyperGroup):
             if self.path:
                 humanize(command, f"{self.path} {cmd_name}")
         return super().get_command(ctx, cmd_name)
+
+
+def suggest(error: UsageError, names: list[str], args: list[str]) -> None:
+    """Add "Did you mean 'add'?" to an unknown command's error (typer suggests only
+    among commands already built)."""
+    from difflib import get_close_matches
+
+    matches = get_close_matches(args[0], names) if args else []
+    if matches and "Did you mean" not in error.message:
+        choices = ", ".join(repr(m) for m in matches)
+        error.message = f"{error.message.rstrip('.')}. Did you mean {choices}?"
 
 
 def load_command(spec: str, name: str) -> Any:

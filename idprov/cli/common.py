@@ -17,9 +17,10 @@ import typer
 
 # typer >= 0.26 bundles its own click, whose exception base class it does not re-export
 from typer._click.exceptions import ClickException
+from typer._click.exceptions import UsageError as ClickUsageError
 from typer.core import TyperGroup
 
-from idprov.cli.commands import LazyGroup, humanize, load_command
+from idprov.cli.commands import LazyGroup, humanize, load_command, suggest
 from idprov.errors import (
     ExitCode,
     IdprovError,
@@ -324,6 +325,13 @@ class IdprovGroup(TyperGroup):
 
     def list_commands(self, ctx: Any) -> list[str]:
         return sorted({*self.commands, *self.lazy})
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except ClickUsageError as error:
+            suggest(error, self.list_commands(ctx), args)
+            raise
 
     def invoke(self, ctx: Any) -> Any:
         try:
