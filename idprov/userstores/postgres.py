@@ -21,9 +21,10 @@ from typing import Any, ClassVar
 
 from idprov.config.claims import ClaimDefinition
 from idprov.config.postgres import PostgresUserstoreConfig
-from idprov.model import ClaimValue
+from idprov.model import ClaimValue, new_id
 from idprov.pg import PgSession
 from idprov.statedb import Cursor
+from idprov.userstores import sql as sql_store
 from idprov.userstores.sql import SqlUserStore
 
 MIGRATIONS: list[tuple[str, list[str]]] = [
@@ -100,12 +101,31 @@ class PostgresUserStore(SqlUserStore):
         array = f"CASE WHEN jsonb_typeof({values}) = 'array' THEN {values} ELSE '[]' END"
         return f"jsonb_array_elements_text({array}) AS element(v)", "element.v"
 
+    def _one_of(self, values: Sequence[Any]) -> Iterator[tuple[str, list[Any]]]:
+        for chunk in sql_store.chunks(values):
+            yield "= ANY(?)", [chunk]
+
     def _claim_match(self, claim: str, value: str) -> tuple[str, list[Any]]:
         return (
             "(users.claims @> jsonb_build_object(?::text, ?::text)"
             " OR users.claims @> jsonb_build_object(?::text, jsonb_build_array(?::text)))",
             [claim, value, claim, value],
         )
+
+    def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[Sequence[Any]]:
+        """A server-side cursor, fetched :data:`CHUNK` rows at a time (psycopg's
+        ordinary cursor holds the whole result). ``WITH HOLD``: the connection is in
+        autocommit, and the cursor outlives the statement's implicit transaction."""
+        conn = self.session.connection()
+        with self.session.translated():
+            cursor = conn.cursor(f"idprov_list_{new_id()}", withhold=True)
+            cursor.itersize = sql_store.CHUNK
+            cursor.execute(self.session.sql(sql), list(params))
+        return self._fetched(cursor)
+
+    def _fetched(self, cursor: Any) -> Iterator[Sequence[Any]]:
+        with self.session.translated(), cursor:
+            yield from cursor
 
     def _load_claims(self, stored: Any) -> dict[str, ClaimValue]:
         return dict(stored)  # psycopg decodes jsonb already

@@ -62,11 +62,6 @@ def chunks(items: Sequence[Any]) -> Iterator[list[Any]]:
         yield list(items[start : start + CHUNK])
 
 
-def marks(items: Sequence[Any]) -> str:
-    """``?,?,?``: one parameter mark per item."""
-    return ",".join("?" * len(items))
-
-
 class SqlUserStore(UserStore):
     """Users and roles of one domain in the three tables above (see the module)."""
 
@@ -99,8 +94,18 @@ class SqlUserStore(UserStore):
     def _claim_held(self, claim: str) -> str:
         """SQL: true when a user has claim ``claim`` (an index can answer it)."""
 
+    def _one_of(self, values: Sequence[Any]) -> Iterator[tuple[str, list[Any]]]:
+        """Per :data:`CHUNK` of ``values``: SQL true when the expression before it is one
+        of them, and its parameters (PostgreSQL plans ``= ANY(?)`` of an array faster)."""
+        for chunk in chunks(values):
+            yield f"IN ({','.join('?' * len(chunk))})", chunk
+
     def _condition_sql(self) -> ConditionSql:
         return ConditionSql(self.claims, self._claim_text, self._claim_elements, self._claim_held)
+
+    def _stream(self, sql: str, params: Sequence[Any]) -> Iterable[Sequence[Any]]:
+        """A listing's rows, read as iterated (a driver reading all first overrides)."""
+        return self._execute(sql, params)
 
     def _load_claims(self, stored: Any) -> dict[str, ClaimValue]:
         claims: dict[str, ClaimValue] = json.loads(stored)
@@ -117,9 +122,9 @@ class SqlUserStore(UserStore):
         """Add (user id, role name key) memberships for an import; roles exist. The
         few roles' ids are read once, not looked up again for every membership."""
         role_ids: dict[str, str] = {}
-        for chunk in chunks(sorted({key for _, key in pairs})):
-            sql = f"SELECT name_key, id FROM roles WHERE name_key IN ({marks(chunk)})"
-            role_ids.update(dict(self._execute(sql, chunk).fetchall()))
+        for test, args in self._one_of(sorted({key for _, key in pairs})):
+            found = self._execute(f"SELECT name_key, id FROM roles WHERE name_key {test}", args)
+            role_ids.update(dict(found.fetchall()))
         self._executemany(
             "INSERT INTO user_roles (user_id, role_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
             [(user, role_ids[key]) for user, key in pairs if key in role_ids],
@@ -148,9 +153,9 @@ class SqlUserStore(UserStore):
     def _users_where(self, column: str, values: Sequence[str]) -> list[User]:
         """Users whose ``column`` is one of ``values``, with their roles."""
         found: list[User] = []
-        for chunk in chunks(values):
-            sql = f"SELECT {USER_COLUMNS} FROM users WHERE {column} IN ({marks(chunk)})"
-            found += self._users_of(self._execute(sql, chunk))
+        for test, args in self._one_of(values):
+            sql = f"SELECT {USER_COLUMNS} FROM users WHERE {column} {test}"
+            found += self._users_of(self._execute(sql, args))
         return found
 
     def find_user(self, username: str) -> User | None:
@@ -170,11 +175,11 @@ class SqlUserStore(UserStore):
 
     def _roles_of(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
-        for chunk in chunks(user_ids):
+        for test, args in self._one_of(user_ids):
             rows = self._execute(
                 "SELECT ur.user_id, r.name FROM user_roles ur JOIN roles r ON r.id = ur.role_id"
-                f" WHERE ur.user_id IN ({marks(chunk)}) ORDER BY r.name_key",
-                chunk,
+                f" WHERE ur.user_id {test} ORDER BY r.name_key",
+                args,
             ).fetchall()
             for user_id, role in rows:
                 out.setdefault(user_id, []).append(role)
@@ -216,7 +221,7 @@ class SqlUserStore(UserStore):
         # With a condition, the rows it finds are sorted, not the name index walked in
         # order (a planner without statistics would walk all of it to skip a sort).
         order = "username_key || ''" if query.where is not None else "username_key"
-        rows = self._execute(
+        rows = self._stream(
             f"SELECT {USER_COLUMNS} FROM users{where} ORDER BY {order} LIMIT ? OFFSET ?",
             [*params, limit, query.offset],
         )
@@ -451,10 +456,8 @@ class SqlUserStore(UserStore):
     def _touch(self, table: str, ids: Sequence[str], stamp: str | None = None) -> None:
         """Set ``modified`` of these users or roles (now, or ``stamp``)."""
         stamp = stamp or now()
-        for chunk in chunks(list(dict.fromkeys(ids))):
-            self._execute(
-                f"UPDATE {table} SET modified = ? WHERE id IN ({marks(chunk)})", [stamp, *chunk]
-            )
+        for test, args in self._one_of(list(dict.fromkeys(ids))):
+            self._execute(f"UPDATE {table} SET modified = ? WHERE id {test}", [stamp, *args])
 
     def _role_ids_of(self, user_id: str) -> list[str]:
         rows = self._execute("SELECT role_id FROM user_roles WHERE user_id = ?", [user_id])
@@ -480,11 +483,11 @@ class SqlUserStore(UserStore):
             [(stored(u), u.password_hash, stamp, u.id) for u in users if u.existing],
         )
         with_roles = [u for u in users if u.roles is not None]
-        for chunk in chunks([u.id for u in with_roles if u.existing]):
+        for test, args in self._one_of([u.id for u in with_roles if u.existing]):
             self._execute(
                 "UPDATE roles SET modified = ? WHERE id IN (SELECT role_id FROM user_roles"
-                f" WHERE user_id IN ({marks(chunk)}))",
-                [stamp, *chunk],
+                f" WHERE user_id {test})",
+                [stamp, *args],
             )
         self._executemany(
             "DELETE FROM user_roles WHERE user_id = ?", [(u.id,) for u in with_roles if u.existing]
@@ -493,7 +496,5 @@ class SqlUserStore(UserStore):
             list({(u.id, name_key(r)): None for u in with_roles for r in u.roles or []})
         )
         touched = {name_key(r) for u in with_roles for r in u.roles or []}
-        for chunk in chunks(sorted(touched)):
-            self._execute(
-                f"UPDATE roles SET modified = ? WHERE name_key IN ({marks(chunk)})", [stamp, *chunk]
-            )
+        for test, args in self._one_of(sorted(touched)):
+            self._execute(f"UPDATE roles SET modified = ? WHERE name_key {test}", [stamp, *args])
