@@ -1,6 +1,6 @@
 """An example or two for every command's help, kept in one table.
 
-:func:`idprov.cli.common.humanize` adds them to each command's help as it is
+:func:`idprov.cli.commands.humanize` adds them to each command's help as it is
 loaded; a test checks that every command has some.
 """
 
