@@ -285,6 +285,17 @@ def test_export_then_import_gives_the_same_state(cli, tmp_path, roles):
         assert after[name]["roles"] == before[name]["roles"]
 
 
+def test_export_of_more_users_than_one_read_batch_writes_each_once(cli, tmp_path):
+    names = [f"user{i:04d}" for i in range(1234)]  # the store reads 500 at a time
+    source = write(tmp_path, HEADER + "".join(f"{n},{n}@example.com,A,B,\n" for n in names))
+    cli("import", "users", str(source)).ok()
+    out = tmp_path / "export.csv"
+    assert cli("export", "users", str(out), "--json").json()["users"] == 1234
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert sorted(r["username"] for r in rows) == names
+    assert {r["email"] for r in rows} == {f"{n}@example.com" for n in names}
+
+
 def test_imported_users_are_pushed_and_no_push_leaves_them_queued(tmp_path, monkeypatch):
     from tests.outbound_helpers import FakeScim, idp_yaml, make_config_text
 
