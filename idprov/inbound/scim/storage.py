@@ -250,7 +250,8 @@ class IdprovStorage(ScimStorage):
         raise NotFoundException(detail=f"no {kind} with id {resource_id!r}")
 
     def _user_documents(self, backend: Backend, users: Sequence[User]) -> list[dict[str, Any]]:
-        role_ids = {r.qualified_name.casefold(): r for r in backend.service.list_roles()}
+        roles = backend.service.list_roles() if any(u.roles for u in users) else []
+        role_ids = {r.qualified_name.casefold(): r for r in roles}
         external = backend.external_ids.get_many(backend.application, "user", [u.id for u in users])
         managers = managers_of(backend, users)
         docs = []
@@ -343,10 +344,12 @@ class IdprovStorage(ScimStorage):
         with scim_errors():
             doc = resource.model_dump()
             if _kind(resource_type) == USERS:
-                return self.get(resource_type, self._create_user(mapping.read_user(doc)))
+                user = self._create_user(mapping.read_user(doc))
+                [created] = self._user_documents(_acting().backend, [user])
+                return self._model(USERS, created)  # as read back: no second read
             return self.get(resource_type, self._create_group(mapping.read_group(doc)))
 
-    def _create_user(self, given: mapping.UserInput) -> str:
+    def _create_user(self, given: mapping.UserInput) -> User:
         state = _acting()
         backend = state.backend
         name = in_known_domain(backend, given.user_name, "userName")
@@ -356,7 +359,7 @@ class IdprovStorage(ScimStorage):
             user = cast(User, result.entity)
             if given.external_id:
                 uow.set_external_id(backend.application, "user", user.id, given.external_id)
-        return user.id
+        return user
 
     def _create_group(self, given: mapping.GroupInput) -> str:
         state = _acting()
