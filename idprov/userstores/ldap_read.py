@@ -1,0 +1,358 @@
+"""Reading users and roles from the directory: lookups by name and id, the listing,
+roles and their members, and entries made into :class:`User` and :class:`Role`.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from idprov.errors import ConfigError, NotFoundError, PolicyError, StoreError
+from idprov.model import ClaimValue, Page, Role, User, UserQuery
+from idprov.userstores.ldap_escape import (
+    CHUNK,
+    STAMPS,
+    DnKey,
+    Entry,
+    all_filter,
+    any_filter,
+    dn_key,
+    eq_filter,
+    is_spaced,
+    is_uuid,
+    iso_stamp,
+    quiet_ldap3,
+    rdn_value,
+)
+from idprov.userstores.ldap_filters import escape_filter_chars, ldap_condition
+from idprov.userstores.ldap_session import LdapSession
+
+with quiet_ldap3():
+    from ldap3 import BASE, LEVEL, SUBTREE
+
+
+class LdapReader(LdapSession):
+    """The reads of :class:`~idprov.userstores.ldap.LdapUserStore`."""
+
+    # ---- users: reading
+    def _user_attrs(self) -> list[str]:
+        names = [self.config.username_attribute, *self.claim_attributes.values()]
+        return [*dict.fromkeys(names), "userPassword", *STAMPS]
+
+    def _username(self, entry: Entry) -> str:
+        """The username attribute's value; of several, the one that names the entry."""
+        attribute = self.config.username_attribute
+        values = entry.texts(attribute)
+        if len(values) == 1:
+            return values[0]
+        return rdn_value(entry.dn, attribute) or (values[0] if values else "")
+
+    def _user_entries(self, usernames: Sequence[str], attrs: Sequence[str]) -> list[Entry]:
+        """Entries of these usernames, found with one search per ``CHUNK`` names."""
+        found: list[Entry] = []
+        for start in range(0, len(usernames), CHUNK):
+            terms = [
+                eq_filter(self.config.username_attribute, n)
+                for n in usernames[start : start + CHUNK]
+            ]
+            flt = all_filter(self._user_filter, any_filter(terms))
+            found += self._lookup(
+                "look up users", self.config.user_search_base, flt, attrs, self._scope
+            )
+        return found
+
+    def _user_entry(self, username: str, attrs: Sequence[str] | None = None) -> Entry | None:
+        matches = [
+            e
+            for e in self._user_entries([username], attrs or self._user_attrs())
+            if self._username(e).casefold() == username.casefold()
+        ]
+        if len(matches) > 1:
+            raise StoreError(
+                f"{self._where()}: {len(matches)} entries have "
+                f"{self.config.username_attribute}={username!r}: "
+                + "; ".join(e.dn for e in matches),
+                hint="make usernames unique in the directory, or narrow user_search_base "
+                "or user_search_scope",
+            )
+        return matches[0] if matches else None
+
+    def _required_user(self, username: str, attrs: Sequence[str] | None = None) -> Entry:
+        entry = self._user_entry(username, attrs)
+        if entry is None:
+            raise NotFoundError(
+                f"no user {username!r} in the {self.domain} userstore",
+                hint="list users with `idprov user list`",
+            )
+        return entry
+
+    def _claims_of(self, entry: Entry, username: str) -> dict[str, ClaimValue]:
+        claims: dict[str, ClaimValue] = {}
+        for claim, attribute in self.claim_attributes.items():
+            values = entry.texts(attribute)
+            if not values or (self._person and attribute.lower() == "sn" and values == [username]):
+                continue
+            claims[claim] = values if self.claims[claim].multi_valued else values[0]
+        return claims
+
+    def _to_user(self, entry: Entry, roles: list[str]) -> User:
+        username = self._username(entry)
+        return User(
+            id=entry.text("entryUUID") or "",
+            domain=self.domain,
+            username=username,
+            claims=self._claims_of(entry, username),
+            roles=roles,
+            has_password=bool(entry.attributes.get("userpassword")),
+            created=iso_stamp(entry.text("createTimestamp")),
+            modified=iso_stamp(entry.text("modifyTimestamp")),
+        )
+
+    def _roles_of(self, user_dn: str) -> list[str]:
+        flt = all_filter(self._group_filter, eq_filter(self.config.member_attribute, user_dn))
+        attrs = [self.config.group_name_attribute]
+        groups = self._run(
+            "read roles",
+            lambda c: list(self._paged(c, self.config.group_search_base, flt, attrs)),
+        )
+        return sorted((self._role_name(g) for g in groups), key=str.casefold)
+
+    def _groups_holding(self, dn: str) -> list[Entry]:
+        """The groups (DNs only) that hold ``dn`` as a member."""
+        flt = all_filter(self._group_filter, eq_filter(self.config.member_attribute, dn))
+        base = self.config.group_search_base
+        return self._run("read roles", lambda c: list(self._paged(c, base, flt, ["1.1"])))
+
+    def find_user(self, username: str) -> User | None:
+        entry = self._user_entry(username)
+        return None if entry is None else self._to_user(entry, self._roles_of(entry.dn))
+
+    def find_user_by_id(self, user_id: str) -> User | None:
+        return self.find_users_by_id([user_id]).get(user_id)
+
+    def find_users_by_id(self, user_ids: Sequence[str]) -> dict[str, User]:
+        wanted = {i.lower(): i for i in user_ids if is_uuid(i)}
+        found: dict[str, User] = {}
+        ids = list(wanted)
+        for start in range(0, len(ids), CHUNK):
+            flt = all_filter(
+                self._user_filter,
+                any_filter([eq_filter("entryUUID", i) for i in ids[start : start + CHUNK]]),
+            )
+            base, attrs = self.config.user_search_base, self._user_attrs()
+            entries = self._lookup("find users by id", base, flt, attrs, self._scope)
+            for entry in entries:
+                key = (entry.text("entryUUID") or "").lower()
+                if key in wanted:
+                    found[wanted[key]] = self._to_user(entry, self._roles_of(entry.dn))
+        return found
+
+    def find_users(self, usernames: Sequence[str]) -> dict[str, User]:
+        """The users among ``usernames`` that exist, by casefolded name: one search per
+        ``CHUNK`` names (and one for each user's roles)."""
+        wanted = {name.casefold() for name in usernames}
+        found: dict[str, User] = {}
+        for entry in self._user_entries(list(dict.fromkeys(usernames)), self._user_attrs()):
+            key = self._username(entry).casefold()
+            if key in wanted and key not in found:
+                found[key] = self._to_user(entry, self._roles_of(entry.dn))
+        return found
+
+    def list_users(self, query: UserQuery) -> Page:
+        if is_spaced(query.username_prefix):
+            return Page([], 0, query.offset, query.limit)
+        flt = self._list_filter(query)
+        members: set[DnKey] | None = None
+        if query.role is not None:
+            group = self._group_entry(query.role, [self.config.member_attribute])
+            if group is None:
+                return Page([], 0, query.offset, query.limit)
+            members = {dn_key(dn) for dn in self._real_members(group)}
+        keep = None if query.limit is None else query.offset + query.limit
+        total, picked = self._run("list users", lambda c: self._pick(c, flt, members, keep))
+        chosen = picked[query.offset :]
+        entries = {
+            dn_key(e.dn): e
+            for e in self._user_entries([n for _, n, _ in chosen], self._user_attrs())
+        }
+        users = [
+            self._to_user(entries[dn_key(dn)], self._roles_of(dn))
+            for _, _, dn in chosen
+            if dn_key(dn) in entries
+        ]
+        return Page(users, total, query.offset, query.limit)
+
+    def _list_filter(self, query: UserQuery) -> str:
+        terms = [self._user_filter]
+        if query.where is not None:
+            attribute = self.config.username_attribute
+            found = ldap_condition(query.where, attribute, self.claim_attributes)
+            terms += [found] if found else []
+        for claim, value in query.claims.items():
+            terms.append(eq_filter(self._attribute(claim), value))
+        if query.username_prefix:
+            prefix = escape_filter_chars(query.username_prefix)
+            terms.append(f"({self.config.username_attribute}={prefix}*)")
+        return all_filter(*terms)
+
+    def _pick(
+        self, conn: Any, flt: str, members: set[DnKey] | None, keep: int | None
+    ) -> tuple[int, list[tuple[str, str, str]]]:
+        """The total of matches, and the first ``keep`` of them by name (all if None):
+        (casefolded name, name, DN), holding no more than ``keep`` at a time."""
+        total = 0
+
+        def matches() -> Iterator[tuple[str, str, str]]:
+            nonlocal total
+            base, attrs = self.config.user_search_base, [self.config.username_attribute]
+            for entry in self._paged(conn, base, flt, attrs, self._scope):
+                if members is None or dn_key(entry.dn) in members:
+                    total += 1
+                    name = self._username(entry)
+                    yield name.casefold(), name, entry.dn
+
+        picked = sorted(matches()) if keep is None else heapq.nsmallest(keep, matches())
+        return total, picked
+
+    def password_hash(self, username: str) -> str | None:
+        entry = self._required_user(username, [self.config.username_attribute, "userPassword"])
+        return entry.text("userPassword")
+
+    # ---- roles: reading
+    def _group_attrs(self) -> list[str]:
+        return [self.config.group_name_attribute, self.config.member_attribute, *STAMPS]
+
+    def _role_name(self, group: Entry) -> str:
+        attribute = self.config.group_name_attribute
+        return rdn_value(group.dn, attribute) or group.text(attribute) or ""
+
+    def _group_entry(self, name: str, attrs: Sequence[str] | None = None) -> Entry | None:
+        flt = all_filter(self._group_filter, eq_filter(self.config.group_name_attribute, name))
+        base, attrs = self.config.group_search_base, attrs or self._group_attrs()
+        found = self._lookup(f"find role {name!r}", base, flt, attrs)
+        exact = [g for g in found if self._role_name(g).casefold() == name.casefold()]
+        return (exact or found)[0] if found else None
+
+    def _required_group(self, name: str, attrs: Sequence[str] | None = None) -> Entry:
+        group = self._group_entry(name, attrs)
+        if group is None:
+            raise NotFoundError(
+                f"no role {name!r} in the {self.domain} userstore",
+                hint=f"create it with `idprov role add {self.domain}/{name}`, or list roles "
+                "with `idprov role list`",
+            )
+        return group
+
+    def _is_placeholder(self, member: str, group_dn: str) -> bool:
+        key = dn_key(member)
+        return key == dn_key(group_dn) or (self._empty_key is not None and key == self._empty_key)
+
+    def _placeholder(self, group_dn: str) -> str:
+        return self.config.empty_member if self.config.empty_member is not None else group_dn
+
+    def _real_members(self, group: Entry) -> list[str]:
+        """Member DNs, without the placeholder of an empty group."""
+        values = group.texts(self.config.member_attribute)
+        return [dn for dn in values if not self._is_placeholder(dn, group.dn)]
+
+    def _is_user_dn(self, dn: str) -> bool:
+        """Whether ``dn`` is in this store's user subtree (members elsewhere are not users
+        of this domain: they are neither shown nor counted)."""
+        key, size = dn_key(dn), len(self._user_base)
+        inside = len(key) > size and key[len(key) - size :] == self._user_base
+        return inside and (self._scope != LEVEL or len(key) == size + 1)
+
+    def _member_names(self, dns: Sequence[str]) -> list[str]:
+        names = []
+        for dn in dns:
+            name = rdn_value(dn, self.config.username_attribute)
+            if name is None:
+                found = self._read_member(dn)
+                name = self._username(found) if found else None
+            if name is not None:
+                names.append(name)
+        return sorted(names, key=str.casefold)
+
+    def _read_member(self, dn: str) -> Entry | None:
+        return self._run("read a member", lambda c: self._base_entry(c, dn))
+
+    def _base_entry(self, conn: Any, dn: str) -> Entry | None:
+        attrs = [self.config.username_attribute, "entryUUID"]
+        try:
+            found = self._search(conn, dn, self._user_filter, attrs, BASE)
+        except ConfigError:  # the member's entry is gone
+            return None
+        return found[0] if found else None
+
+    def _to_role(self, group: Entry, with_members: bool) -> Role:
+        members = [dn for dn in self._real_members(group) if self._is_user_dn(dn)]
+        return Role(
+            id=group.text("entryUUID") or "",
+            domain=self.domain,
+            name=self._role_name(group),
+            member_count=len(members),
+            members=self._member_names(members) if with_members else None,
+            created=iso_stamp(group.text("createTimestamp")),
+            modified=iso_stamp(group.text("modifyTimestamp")),
+        )
+
+    def find_role(self, name: str, with_members: bool = False) -> Role | None:
+        group = self._group_entry(name)
+        return None if group is None else self._to_role(group, with_members)
+
+    def _group_by_id(self, role_id: str) -> Entry | None:
+        if not is_uuid(role_id):
+            return None
+        flt = all_filter(self._group_filter, eq_filter("entryUUID", role_id))
+        base, attrs = self.config.group_search_base, self._group_attrs()
+        found = self._run("find a role by id", lambda c: self._search(c, base, flt, attrs, SUBTREE))
+        return found[0] if found else None
+
+    def find_role_by_id(self, role_id: str) -> Role | None:
+        group = self._group_by_id(role_id)
+        return None if group is None else self._to_role(group, False)
+
+    def role_member_ids(self, role_id: str) -> list[str]:
+        group = self._group_by_id(role_id)
+        if group is None:
+            return []
+        dns = [dn for dn in self._real_members(group) if self._is_user_dn(dn)]
+        if len(dns) <= CHUNK:
+            found = [self._read_member(dn) for dn in dns]
+            return [e.text("entryUUID") or "" for e in found if e is not None]
+        return self._run("read member ids", lambda c: self._ids_by_walk(c, dns))
+
+    def _ids_by_walk(self, conn: Any, dns: Sequence[str]) -> list[str]:
+        """Ids of many member DNs: one paged walk of the users beats a search per member."""
+        wanted = {dn_key(dn) for dn in dns}
+        base, flt = self.config.user_search_base, self._user_filter
+        return [
+            e.text("entryUUID") or ""
+            for e in self._paged(conn, base, flt, ["entryUUID"], self._scope)
+            if dn_key(e.dn) in wanted
+        ]
+
+    def list_roles(self, prefix: str | None = None) -> list[Role]:
+        if is_spaced(prefix):
+            return []
+        flt = self._group_filter
+        if prefix:
+            name = self.config.group_name_attribute
+            flt = all_filter(flt, f"({name}={escape_filter_chars(prefix)}*)")
+        base, attrs = self.config.group_search_base, self._group_attrs()
+        roles = self._run(
+            "list roles",
+            lambda c: [self._to_role(g, False) for g in self._paged(c, base, flt, attrs)],
+        )
+        return sorted(roles, key=lambda r: (r.name.casefold(), r.name))
+
+    # (claims to attributes)
+    def _attribute(self, claim: str) -> str:
+        attribute = self.claim_attributes.get(claim)
+        if attribute is None:
+            raise PolicyError(
+                f"claim {claim!r} has no LDAP attribute in the {self.domain} userstore",
+                hint=f"map it under userstores[].claim_attributes, e.g. {claim}: ATTRIBUTE",
+            )
+        return attribute
