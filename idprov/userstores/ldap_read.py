@@ -118,6 +118,32 @@ class LdapReader(LdapSession):
         )
         return sorted((self._role_name(g) for g in groups), key=str.casefold)
 
+    def _roles_by_member(self, user_dns: Sequence[str]) -> dict[DnKey, list[str]]:
+        """The role names (sorted) of each of these users, by DN key: a search per user
+        for a few, one walk of every group (names and members) for more."""
+        if len(user_dns) <= CHUNK:
+            return {dn_key(dn): self._roles_of(dn) for dn in user_dns}
+        wanted = {dn_key(dn) for dn in user_dns}
+        found: dict[DnKey, list[str]] = {}
+        for group in self._groups_with_members():
+            name = self._role_name(group)
+            for member in group.texts(self.config.member_attribute):
+                key = dn_key(member)
+                if key in wanted:
+                    found.setdefault(key, []).append(name)
+        return {key: sorted(names, key=str.casefold) for key, names in found.items()}
+
+    def _groups_with_members(self) -> list[Entry]:
+        """Every group, with its name and member values."""
+        config = self.config
+        base, attrs = (
+            config.group_search_base,
+            [config.group_name_attribute, config.member_attribute],
+        )
+        return self._run(
+            "read roles", lambda c: list(self._paged(c, base, self._group_filter, attrs))
+        )
+
     def _groups_holding(self, dn: str) -> list[Entry]:
         """The groups (DNs only) that hold ``dn`` as a member."""
         flt = all_filter(self._group_filter, eq_filter(self.config.member_attribute, dn))
@@ -133,7 +159,7 @@ class LdapReader(LdapSession):
 
     def find_users_by_id(self, user_ids: Sequence[str]) -> dict[str, User]:
         wanted = {i.lower(): i for i in user_ids if is_uuid(i)}
-        found: dict[str, User] = {}
+        entries: dict[str, Entry] = {}
         ids = list(wanted)
         for start in range(0, len(ids), CHUNK):
             flt = all_filter(
@@ -141,23 +167,24 @@ class LdapReader(LdapSession):
                 any_filter([eq_filter("entryUUID", i) for i in ids[start : start + CHUNK]]),
             )
             base, attrs = self.config.user_search_base, self._user_attrs()
-            entries = self._lookup("find users by id", base, flt, attrs, self._scope)
-            for entry in entries:
+            for entry in self._lookup("find users by id", base, flt, attrs, self._scope):
                 key = (entry.text("entryUUID") or "").lower()
                 if key in wanted:
-                    found[wanted[key]] = self._to_user(entry, self._roles_of(entry.dn))
-        return found
+                    entries[wanted[key]] = entry
+        roles = self._roles_by_member([e.dn for e in entries.values()])
+        return {i: self._to_user(e, roles.get(dn_key(e.dn), [])) for i, e in entries.items()}
 
     def find_users(self, usernames: Sequence[str]) -> dict[str, User]:
         """The users among ``usernames`` that exist, by casefolded name: one search per
-        ``CHUNK`` names (and one for each user's roles)."""
+        ``CHUNK`` names (and :meth:`_roles_by_member` for their roles)."""
         wanted = {name.casefold() for name in usernames}
-        found: dict[str, User] = {}
+        entries: dict[str, Entry] = {}
         for entry in self._user_entries(list(dict.fromkeys(usernames)), self._user_attrs()):
             key = self._username(entry).casefold()
-            if key in wanted and key not in found:
-                found[key] = self._to_user(entry, self._roles_of(entry.dn))
-        return found
+            if key in wanted and key not in entries:
+                entries[key] = entry
+        roles = self._roles_by_member([e.dn for e in entries.values()])
+        return {k: self._to_user(e, roles.get(dn_key(e.dn), [])) for k, e in entries.items()}
 
     def list_users(self, query: UserQuery) -> Page:
         if is_spaced(query.username_prefix):
@@ -171,16 +198,9 @@ class LdapReader(LdapSession):
             members = {dn_key(dn) for dn in self._real_members(group)}
         keep = None if query.limit is None else query.offset + query.limit
         total, picked = self._run("list users", lambda c: self._pick(c, flt, members, keep))
-        chosen = picked[query.offset :]
-        entries = {
-            dn_key(e.dn): e
-            for e in self._user_entries([n for _, n, _ in chosen], self._user_attrs())
-        }
-        users = [
-            self._to_user(entries[dn_key(dn)], self._roles_of(dn))
-            for _, _, dn in chosen
-            if dn_key(dn) in entries
-        ]
+        chosen = [entry for *_, entry in picked[query.offset :]]
+        roles = self._roles_by_member([e.dn for e in chosen])
+        users = [self._to_user(e, roles.get(dn_key(e.dn), [])) for e in chosen]
         return Page(users, total, query.offset, query.limit)
 
     def _list_filter(self, query: UserQuery) -> str:
@@ -198,19 +218,21 @@ class LdapReader(LdapSession):
 
     def _pick(
         self, conn: Any, flt: str, members: set[DnKey] | None, keep: int | None
-    ) -> tuple[int, list[tuple[str, str, str]]]:
+    ) -> tuple[int, list[tuple[str, str, str, Entry]]]:
         """The total of matches, and the first ``keep`` of them by name (all if None):
-        (casefolded name, name, DN), holding no more than ``keep`` at a time."""
+        (casefolded name, name, DN, entry), holding no more than ``keep`` at a time.
+        One paged search reads them whole: a second lookup per page of names cost more
+        than the attributes it saved."""
         total = 0
 
-        def matches() -> Iterator[tuple[str, str, str]]:
+        def matches() -> Iterator[tuple[str, str, str, Entry]]:
             nonlocal total
-            base, attrs = self.config.user_search_base, [self.config.username_attribute]
+            base, attrs = self.config.user_search_base, self._user_attrs()
             for entry in self._paged(conn, base, flt, attrs, self._scope):
                 if members is None or dn_key(entry.dn) in members:
                     total += 1
                     name = self._username(entry)
-                    yield name.casefold(), name, entry.dn
+                    yield name.casefold(), name, entry.dn, entry
 
         picked = sorted(matches()) if keep is None else heapq.nsmallest(keep, matches())
         return total, picked

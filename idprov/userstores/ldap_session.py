@@ -5,6 +5,7 @@ idprov's, each naming the store's URL and what it was doing.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import ssl
@@ -24,8 +25,8 @@ from idprov.errors import (
     StoreError,
 )
 from idprov.userstores.base import UserStore
+from idprov.userstores.ldap_bulk import ConnectionLost, Pipeline, Reply, encode_search, paged
 from idprov.userstores.ldap_escape import (
-    PAGED_RESULTS,
     PERSON_CLASSES,
     Entry,
     T,
@@ -36,9 +37,11 @@ from idprov.userstores.ldap_escape import (
 )
 
 with quiet_ldap3():
-    from ldap3 import LEVEL, NONE, SUBTREE, Connection, Server, Tls
+    from ldap3 import BASE, LEVEL, NONE, SUBTREE, Connection, Server, Tls
     from ldap3.core import exceptions as lx
     from ldap3.core.results import RESULT_CODES
+    from ldap3.operation.search import compile_filter, parse_filter
+    from pyasn1.codec.ber import encoder as ber_encoder
 
 
 class LdapSession(UserStore):
@@ -235,35 +238,50 @@ class LdapSession(UserStore):
     def _paged(
         self, conn: Any, base: str, flt: str, attrs: Sequence[str], scope: Any = SUBTREE
     ) -> Iterator[Entry]:
-        """Every match, ``page_size`` at a time. Consume it fully before another search."""
-        cookie = None
+        """Every match, ``page_size`` at a time. Consume it fully before another search.
+        Sent and decoded by :mod:`~idprov.userstores.ldap_bulk` on ``conn``'s socket:
+        ldap3 decodes about 4,000 entries a second, a tenth of what slapd sends."""
+        pipeline = Pipeline(conn.socket, 1, self.config.timeout)
+        request = (base, SCOPES[scope], filter_ber(flt), attrs)
+        cookie = b""
         while True:
-            try:
-                conn.search(
-                    base,
-                    flt,
-                    scope,
-                    attributes=list(attrs),
-                    paged_size=self.config.page_size,
-                    paged_cookie=cookie,
-                )
-            except lx.LDAPNoSuchObjectResult as exc:
-                raise self._no_base(base) from exc
-            self._complete(conn.result, base)
-            yield from [Entry(r["dn"], r["raw_attributes"]) for r in conn.response if is_entry(r)]
-            controls = conn.result.get("controls") or {}
-            cookie = controls.get(PAGED_RESULTS, {}).get("value", {}).get("cookie")
+            reply = self._page(pipeline, request, cookie)
+            yield from (Entry.decoded(dn, attributes) for dn, attributes in reply.entries)
+            cookie = reply.cookie
             if not cookie:
                 return
 
-    def _complete(self, result: Mapping[str, Any], base: str) -> None:
-        if result.get("result") in (3, 4, 11):
+    def _page(
+        self, pipeline: Pipeline, request: tuple[str, str, bytes, Sequence[str]], cookie: bytes
+    ) -> Reply:
+        """One page of a paged search, after the page that gave ``cookie``."""
+        controls = paged(self.config.page_size, cookie)
+        try:
+            (reply,) = pipeline.run(1, lambda _, mid: encode_search(mid, *request, controls))
+        except ConnectionLost as exc:
+            raise lx.LDAPSocketReceiveError(str(exc.args[0])) from exc
+        assert reply is not None
+        self._complete(reply, request[0])
+        return reply
+
+    def _complete(self, reply: Reply, base: str) -> None:
+        """Raise unless the search succeeded (a server limit is an error, never a
+        silently short answer)."""
+        if reply.result == 0:
+            return
+        if reply.result == 32:
+            raise self._no_base(base)
+        described = RESULT_CODES.get(reply.result, str(reply.result))
+        if reply.result in (3, 4, 11):
             raise StoreError(
                 f"{self._where()}: the search under {base} stopped at a server limit "
-                f"({result.get('description')}: {result.get('message')})",
+                f"({described}: {reply.message})",
                 hint=f"raise the size and time limits of {self.config.bind_dn or 'anonymous'}"
                 " for paged searches (OpenLDAP: limits dn.exact=... size.prtotal=unlimited)",
             )
+        raise lx.LDAPOperationResult(
+            result=reply.result, description=described, message=reply.message
+        )
 
     def _no_base(self, base: str) -> ConfigError:
         return ConfigError(
@@ -294,5 +312,12 @@ def is_tls_failure(exc: Exception) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" in text or "doesn't match" in text
 
 
-def is_entry(response: Mapping[str, Any]) -> bool:
-    return response.get("type") == "searchResEntry"
+SCOPES = {BASE: "base", LEVEL: "one", SUBTREE: "sub"}
+
+
+@functools.lru_cache(maxsize=256)
+def filter_ber(text: str) -> bytes:
+    """An RFC 4515 filter as the BER a SearchRequest carries (compiled by ldap3)."""
+    tree = parse_filter(text, None, auto_escape=True, auto_encode=True, validator=None,
+                        check_names=False)  # fmt: skip
+    return bytes(ber_encoder.encode(compile_filter(tree.elements[0])))

@@ -1,0 +1,96 @@
+"""The LDAP userstore's paths for many users at once, against a real slapd: listings
+and lookups that read the groups once, imports that write members with one modify
+per role. Each result is checked against what ``ldapsearch`` sees, or against the
+one-user paths that the bulk ones replace.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from idprov.model import User, UserQuery
+from idprov.userstores.base import ImportedUser
+from idprov.userstores.ldap_escape import CHUNK, dn_key
+from tests.test_userstore_ldap import open_store, store  # noqa: F401 - fixtures
+
+MANY = CHUNK + 15
+"""More users than the per-user lookups serve, so the bulk paths run."""
+
+
+def roles_of(i: int) -> list[str]:
+    return sorted({f"r{i % 3}", "all"} | ({"Seven"} if i % 7 == 0 else set()), key=str.casefold)
+
+
+def populate(store, count: int = MANY) -> list[User]:
+    for role in ("all", "r0", "r1", "r2", "Seven", "empty"):
+        store.add_role(role)
+    users = store.add_users([(f"u{i:03d}", {"title": f"t{i}"}, None) for i in range(count)])
+    for role in ("all", "r0", "r1", "r2", "Seven"):
+        store.assign(role, [f"u{i:03d}" for i in range(count) if role in roles_of(i)])
+    return users
+
+
+def test_a_listing_of_many_users_has_every_users_roles(store):
+    populate(store)
+    listed = store.list_users(UserQuery(limit=None))
+    assert listed.total == MANY
+    assert [(u.username, u.roles) for u in listed.items] == [
+        (f"u{i:03d}", roles_of(i)) for i in range(MANY)
+    ]
+    one = store.find_user("u007")
+    assert listed.items[7] == one
+
+
+def test_many_users_by_id_and_by_name_carry_their_roles(store):
+    users = populate(store)
+    by_id = store.find_users_by_id([u.id for u in users] + ["not-a-uuid"])
+    assert len(by_id) == MANY
+    assert all(by_id[u.id].roles == roles_of(i) for i, u in enumerate(users))
+    by_name = store.find_users([f"U{i:03d}" for i in range(MANY)] + ["nobody"])
+    assert sorted(by_name) == [f"u{i:03d}" for i in range(MANY)]
+    assert by_name["u014"] == store.find_user("u014")
+
+
+def test_a_member_outside_the_user_subtree_is_no_users_role(slapd, store):
+    populate(store, 3)
+    slapd.tool(
+        "ldapmodify",
+        input=f"dn: cn=all,{slapd.groups}\nchangetype: modify\nadd: member\n"
+        f"member: cn=someone,{slapd.base}\n",
+    )
+    listed = store.list_users(UserQuery(limit=None))
+    assert [u.roles for u in listed.items] == [roles_of(i) for i in range(3)]
+    assert store.find_role("all").member_count == 3
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("uid=A,ou=People,dc=X", "UID=a,OU=people,DC=x"),
+        ("uid=a\\2Cb,ou=p", "uid=A\\,B,ou=p"),
+        ("uid=été,ou=p", "UID=ÉTÉ,OU=P"),
+    ],
+)
+def test_dn_keys_of_plain_and_escaped_dns_compare_as_the_directory_does(one, other):
+    assert dn_key(one) == dn_key(other)
+
+
+def test_plain_and_escaped_forms_of_one_dn_have_one_key():
+    assert dn_key("uid=ab,ou=p") == dn_key("uid=a\\62,ou=p")
+    assert dn_key("uid=a b,ou=p") != dn_key("uid=ab,ou=p")
+
+
+def test_an_import_batch_writes_each_roles_new_members_with_one_modify(slapd, store):
+    populate(store, 2)
+    batch = [
+        ImportedUser("", f"n{i}", {}, None, ["all", "r1"] if i % 2 else ["r2"], False)
+        for i in range(4)
+    ]
+    store.import_users(batch)
+    assert all(u.refused is None for u in batch)
+    members = {
+        e.first("cn"): sorted(m.split(",")[0] for m in e.get("member"))
+        for e in slapd.search(slapd.groups, "(objectClass=groupOfNames)", "cn", "member")
+    }
+    assert members["all"] == ["uid=n1", "uid=n3", "uid=u000", "uid=u001"]
+    assert members["r2"] == ["uid=n0", "uid=n2"]  # and the empty group's placeholder went
