@@ -8,6 +8,7 @@ imports ldap3 under.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 import warnings
@@ -64,6 +65,7 @@ def unescape_value(value: str) -> str:
     return _ESCAPED.sub(one, value.encode()).decode("utf-8", "replace")
 
 
+@functools.lru_cache(maxsize=1 << 15)
 def dn_key(dn: str) -> DnKey:
     """A DN in comparable form: types lower-cased, values unescaped and casefolded, so
     ``uid=a\\,b`` and ``UID=A\\2CB`` compare equal."""

@@ -8,7 +8,7 @@ import heapq
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from idprov.errors import ConfigError, NotFoundError, PolicyError, StoreError
+from idprov.errors import NotFoundError, PolicyError, StoreError
 from idprov.model import ClaimValue, Page, Role, User, UserQuery
 from idprov.userstores.ldap_escape import (
     CHUNK,
@@ -29,7 +29,7 @@ from idprov.userstores.ldap_filters import escape_filter_chars, ldap_condition
 from idprov.userstores.ldap_session import LdapSession
 
 with quiet_ldap3():
-    from ldap3 import BASE, LEVEL, SUBTREE
+    from ldap3 import LEVEL, SUBTREE
 
 
 class LdapReader(LdapSession):
@@ -286,26 +286,18 @@ class LdapReader(LdapSession):
         return inside and (self._scope != LEVEL or len(key) == size + 1)
 
     def _member_names(self, dns: Sequence[str]) -> list[str]:
-        names = []
-        for dn in dns:
-            name = rdn_value(dn, self.config.username_attribute)
-            if name is None:
-                found = self._read_member(dn)
-                name = self._username(found) if found else None
-            if name is not None:
-                names.append(name)
-        return sorted(names, key=str.casefold)
+        """Usernames of member DNs: from the DN when it names one, else read."""
+        attribute = self.config.username_attribute
+        names = {dn: rdn_value(dn, attribute) for dn in dns}
+        unnamed = [dn for dn, name in names.items() if name is None]
+        for dn, entry in zip(unnamed, self._members(unnamed, [attribute]), strict=True):
+            names[dn] = self._username(entry) if entry is not None else None
+        return sorted((n for n in names.values() if n is not None), key=str.casefold)
 
-    def _read_member(self, dn: str) -> Entry | None:
-        return self._run("read a member", lambda c: self._base_entry(c, dn))
-
-    def _base_entry(self, conn: Any, dn: str) -> Entry | None:
-        attrs = [self.config.username_attribute, "entryUUID"]
-        try:
-            found = self._search(conn, dn, self._user_filter, attrs, BASE)
-        except ConfigError:  # the member's entry is gone
-            return None
-        return found[0] if found else None
+    def _members(self, dns: Sequence[str], attrs: Sequence[str]) -> list[Entry | None]:
+        """The user entry of each member DN (None where it is gone or no user)."""
+        flt = self._user_filter
+        return self._run("read members", lambda c: self._entries_at(c, dns, flt, attrs))
 
     def _to_role(self, group: Entry, with_members: bool) -> Role:
         members = [dn for dn in self._real_members(group) if self._is_user_dn(dn)]
@@ -336,24 +328,14 @@ class LdapReader(LdapSession):
         return None if group is None else self._to_role(group, False)
 
     def role_member_ids(self, role_id: str) -> list[str]:
+        """One base search per member, pipelined: work grows with the members, not with
+        the users (a walk of every user per role made a sync read them all 7 times)."""
         group = self._group_by_id(role_id)
         if group is None:
             return []
         dns = [dn for dn in self._real_members(group) if self._is_user_dn(dn)]
-        if len(dns) <= CHUNK:
-            found = [self._read_member(dn) for dn in dns]
-            return [e.text("entryUUID") or "" for e in found if e is not None]
-        return self._run("read member ids", lambda c: self._ids_by_walk(c, dns))
-
-    def _ids_by_walk(self, conn: Any, dns: Sequence[str]) -> list[str]:
-        """Ids of many member DNs: one paged walk of the users beats a search per member."""
-        wanted = {dn_key(dn) for dn in dns}
-        base, flt = self.config.user_search_base, self._user_filter
-        return [
-            e.text("entryUUID") or ""
-            for e in self._paged(conn, base, flt, ["entryUUID"], self._scope)
-            if dn_key(e.dn) in wanted
-        ]
+        found = self._members(dns, ["entryUUID"])
+        return [e.text("entryUUID") or "" for e in found if e is not None]
 
     def list_roles(self, prefix: str | None = None) -> list[Role]:
         if is_spaced(prefix):

@@ -264,6 +264,32 @@ class LdapSession(UserStore):
         self._complete(reply, request[0])
         return reply
 
+    def _entries_at(
+        self, conn: Any, dns: Sequence[str], flt: str, attrs: Sequence[str]
+    ) -> list[Entry | None]:
+        """The entry at each DN if it matches ``flt`` (None if not, or if it is gone):
+        base searches, ``WINDOW`` in flight on ``conn``'s socket."""
+        pipeline, search_filter = (
+            Pipeline(conn.socket, WINDOW, self.config.timeout),
+            filter_ber(flt),
+        )
+
+        def encode(index: int, message_id: int) -> bytes:
+            return encode_search(message_id, dns[index], "base", search_filter, attrs)
+
+        try:
+            replies = pipeline.run(len(dns), encode)
+        except ConnectionLost as exc:
+            raise lx.LDAPSocketReceiveError(str(exc.args[0])) from exc
+        return [self._base_reply(dn, reply) for dn, reply in zip(dns, replies, strict=True)]
+
+    def _base_reply(self, dn: str, reply: Reply | None) -> Entry | None:
+        assert reply is not None
+        if reply.result == 32:  # noSuchObject: the entry is gone
+            return None
+        self._complete(reply, dn)
+        return Entry.decoded(*reply.entries[0]) if reply.entries else None
+
     def _complete(self, reply: Reply, base: str) -> None:
         """Raise unless the search succeeded (a server limit is an error, never a
         silently short answer)."""
@@ -312,6 +338,8 @@ def is_tls_failure(exc: Exception) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" in text or "doesn't match" in text
 
 
+WINDOW = 32
+"""Requests in flight on one connection (slapd queues up to 100 for an anonymous one)."""
 SCOPES = {BASE: "base", LEVEL: "one", SUBTREE: "sub"}
 
 
