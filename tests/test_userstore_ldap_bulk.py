@@ -11,7 +11,9 @@ import pytest
 from idprov.model import User, UserQuery
 from idprov.userstores.base import ImportedUser
 from idprov.userstores.ldap_escape import CHUNK, dn_key
-from tests.test_userstore_ldap import open_store, store  # noqa: F401 - fixtures
+from tests import test_userstore_ldap as one_by_one
+
+open_store, store = one_by_one.open_store, one_by_one.store  # the same fixtures
 
 MANY = CHUNK + 15
 """More users than the per-user lookups serve, so the bulk paths run."""

@@ -40,13 +40,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from idprov.errors import ConflictError, NotFoundError, PolicyError, StoreError
+from idprov.errors import ConflictError, PolicyError, StoreError
 from idprov.model import ClaimValue, Role, User
 from idprov.userstores.ldap_escape import (
-    NAME_CLAIMS,
     DnKey,
     Entry,
-    claim_values,
     dn_key,
     escape_rdn_value,
     iso_stamp,
@@ -97,27 +95,12 @@ class LdapUserStore(LdapImporter):
             after.pop(claim, None)
         changes = self._claim_changes(name, before, after)
         if changes:
-            self._run(f"update user {name!r}", lambda c: c.modify(entry.dn, changes))
+            (error,) = self._modify_all([(f"update user {name!r}", entry.dn, changes)])
+            if error is not None:
+                raise error
         user = self.find_user(name)
         assert user is not None
         return user
-
-    def _claim_changes(
-        self, username: str, before: Mapping[str, ClaimValue], after: Mapping[str, ClaimValue]
-    ) -> dict[str, list[tuple[Any, list[str | bytes]]]]:
-        """Replace operations for every attribute whose claim changed (and a derived cn
-        or sn that follows the name claims)."""
-        changed = {
-            c
-            for c in {*before, *after}
-            if claim_values(before.get(c, "")) != claim_values(after.get(c, ""))
-        }
-        desired = {k.lower(): v for k, v in self._entry_attributes(username, after, None).items()}
-        touched = {self._attribute(c) for c in changed}
-        mapped = {a.lower() for a in self.claim_attributes.values()}
-        if self._person and "cn" not in mapped and changed & set(NAME_CLAIMS):
-            touched.add("cn")
-        return {a: [(MODIFY_REPLACE, desired.get(a.lower(), []))] for a in touched}
 
     def rename_user(self, username: str, new_name: str) -> User:
         """A modify-DN when the username names the entry (else a modify of the
@@ -262,50 +245,35 @@ class LdapUserStore(LdapImporter):
         dns = {self._username(e).casefold(): e.dn for e in entries}
         for username in usernames:
             if username.casefold() not in dns:
-                raise NotFoundError(
-                    f"no user {username!r} in the {self.domain} userstore",
-                    hint="list users with `idprov user list`",
-                )
+                raise self._no_user(username)
         return dns
 
     def assign(self, role: str, usernames: Sequence[str]) -> list[str]:
         """One modify adding every new member (and dropping the placeholder)."""
         self.ensure_writable()
-        member = self.config.member_attribute
-        group = self._required_group(role, [member])
+        groups = self._groups_named([role])
         dns = self._user_dns(usernames)
-        present = {dn_key(v) for v in group.texts(member)}
-        added: dict[DnKey, tuple[str, str]] = {}
-        for username in usernames:
-            dn = dns[username.casefold()]
-            if dn_key(dn) not in present:
-                added.setdefault(dn_key(dn), (username, dn))
-        if not added:
-            return []
-        changes: list[tuple[Any, list[str]]] = [(MODIFY_ADD, [dn for _, dn in added.values()])]
-        stale = [v for v in group.texts(member) if self._is_placeholder(v, group.dn)]
-        if stale:
-            changes.append((MODIFY_DELETE, stale))
-        self._run(f"assign role {role!r}", lambda c: c.modify(group.dn, {member: changes}))
-        return [name for name, _ in added.values()]
+        added, _ = self._change_members(
+            {role: ([dns[u.casefold()] for u in usernames], [])}, groups
+        )[role]
+        return self._named(usernames, dns, added)
 
     def unassign(self, role: str, usernames: Sequence[str]) -> list[str]:
         """One modify removing the members (the last one gives way to the placeholder)."""
         self.ensure_writable()
-        member = self.config.member_attribute
-        group = self._required_group(role, [member])
+        groups = self._groups_named([role])
         dns = self._user_dns(usernames)
-        values = {dn_key(v): v for v in group.texts(member)}
-        removed: dict[DnKey, tuple[str, str]] = {}
+        _, removed = self._change_members(
+            {role: ([], [dns[u.casefold()] for u in usernames])}, groups
+        )[role]
+        return self._named(usernames, dns, removed)
+
+    def _named(
+        self, usernames: Sequence[str], dns: Mapping[str, str], keys: set[DnKey]
+    ) -> list[str]:
+        """The first of ``usernames`` for each DN key in ``keys``, in order."""
+        named: dict[DnKey, str] = {}
         for username in usernames:
-            key = dn_key(dns[username.casefold()])
-            if key in values:
-                removed.setdefault(key, (username, values[key]))
-        if not removed:
-            return []
-        changes: list[tuple[Any, list[str]]] = [(MODIFY_DELETE, [v for _, v in removed.values()])]
-        left = [v for k, v in values.items() if k not in removed]
-        if not left:
-            changes.insert(0, (MODIFY_ADD, [self._placeholder(group.dn)]))
-        self._run(f"unassign role {role!r}", lambda c: c.modify(group.dn, {member: changes}))
-        return [name for name, _ in removed.values()]
+            if (key := dn_key(dns[username.casefold()])) in keys:
+                named.setdefault(key, username)
+        return list(named.values())

@@ -24,7 +24,7 @@ SCOPES = {"base": 0, "one": 1, "sub": 2}
 
 _SEQUENCE, _SET, _OCTETS, _INTEGER, _ENUMERATED, _BOOLEAN = 0x30, 0x31, 0x04, 0x02, 0x0A, 0x01
 _SEARCH_REQUEST, _SEARCH_ENTRY, _SEARCH_DONE, _SEARCH_REFERENCE = 0x63, 0x64, 0x65, 0x73
-_ADD_REQUEST, _ADD_RESPONSE = 0x68, 0x69
+_ADD_REQUEST, _ADD_RESPONSE, _MODIFY_REQUEST = 0x68, 0x69, 0x66
 _AND, _OR, _EQUALITY = 0xA0, 0xA1, 0xA3
 _CONTROLS = 0xA0
 PAGED_RESULTS = b"1.2.840.113556.1.4.319"
@@ -87,9 +87,54 @@ def encode_add(
     return _message(message_id, _tlv(_ADD_REQUEST, _octets(dn) + _tlv(_SEQUENCE, attribute_list)))
 
 
+MODIFY_OPERATIONS = {"add": 0, "delete": 1, "replace": 2}
+Change = tuple[str, str, Values]
+"""One change of a modify: operation (add, delete, replace), attribute, values."""
+
+
+def encode_modify(message_id: int, dn: str, changes: Sequence[Change]) -> bytes:
+    """An LDAPMessage holding a ModifyRequest (RFC 4511 section 4.6)."""
+    items = b"".join(
+        _tlv(
+            _SEQUENCE,
+            _integer(MODIFY_OPERATIONS[operation], _ENUMERATED)
+            + _tlv(_SEQUENCE, _octets(name) + _tlv(_SET, b"".join(map(_octets, values)))),
+        )
+        for operation, name, values in changes
+    )
+    return _message(message_id, _tlv(_MODIFY_REQUEST, _octets(dn) + _tlv(_SEQUENCE, items)))
+
+
 def equality(attribute: str, value: str | bytes) -> bytes:
     """The filter ``(attribute=value)``; the value is sent as is, needing no escape."""
     return _tlv(_EQUALITY, _octets(attribute) + _octets(value))
+
+
+def comparison(operator: str, attribute: str, value: str | bytes) -> bytes:
+    """``(attribute=value)``, ``>=``, ``<=`` or ``~=`` (approximate)."""
+    tag = {"=": _EQUALITY, ">=": 0xA5, "<=": 0xA6, "~=": 0xA8}[operator]
+    return _tlv(tag, _octets(attribute) + _octets(value))
+
+
+def present(attribute: str) -> bytes:
+    """``(attribute=*)``."""
+    return _tlv(0x87, attribute.encode())
+
+
+def substrings(attribute: str, parts: Sequence[bytes]) -> bytes:
+    """``(attribute=initial*any*...*final)`` from the values between the stars (the
+    first and last may be empty: no initial, no final)."""
+    pieces = [
+        _tlv(0x80 if i == 0 else 0x82 if i == len(parts) - 1 else 0x81, part)
+        for i, part in enumerate(parts)
+        if part
+    ]
+    return _tlv(0xA4, _octets(attribute) + _tlv(_SEQUENCE, b"".join(pieces)))
+
+
+def none_of(search_filter: bytes) -> bytes:
+    """``(!filter)``."""
+    return _tlv(0xA2, search_filter)
 
 
 def all_of(filters: Sequence[bytes]) -> bytes:

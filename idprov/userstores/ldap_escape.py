@@ -51,6 +51,9 @@ CHUNK = 50
 _ESCAPED = re.compile(rb"\\([0-9A-Fa-f]{2}|.)", re.DOTALL)
 _TIME = re.compile(r"^(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(?:[.,](\d+))?Z$")
 _PLAIN_RDN = r"[A-Za-z][A-Za-z0-9-]*=[^\\,+\"<>;=#\s](?:[^\\,+\"<>;=]*[^\\,+\"<>;=\s])?"
+_PLAIN_VALUE = re.compile(
+    r"[^\\,+\"<>;=#\s\x00-\x1f\x7f](?:[^\\,+\"<>;=\x00-\x1f\x7f]*[^\\,+\"<>;=\s\x00-\x1f\x7f])?"
+)
 _PLAIN_DN = re.compile(rf"{_PLAIN_RDN}(?:,{_PLAIN_RDN})*")
 _RDN_SPECIALS = set('\\,+"<>;=')
 
@@ -97,6 +100,8 @@ def escape_rdn_value(value: str) -> str:
     """``value`` as an RFC 4514 attribute value: the specials ``\\ , + " < > ; =``
     backslash-escaped, a leading ``#`` or space and a trailing space too, and control
     characters as ``\\XX`` (ldap3's escape_rdn would put a raw NUL in the DN)."""
+    if _PLAIN_VALUE.fullmatch(value):
+        return value
     last = len(value) - 1
 
     def one(index: int, char: str) -> str:

@@ -12,20 +12,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from idprov.errors import ConflictError, IdprovError, PolicyError, StoreError
 from idprov.model import ClaimValue, User
 from idprov.userstores.ldap_bulk import (
+    Change,
     ConnectionLost,
     Pipeline,
     Reply,
-    all_of,
-    any_of,
     encode_add,
     encode_attribute,
-    encode_search,
-    equality,
 )
 from idprov.userstores.ldap_escape import (
-    CHUNK,
+    NAME_CLAIMS,
     POST_READ,
     STAMPS,
+    DnKey,
     Entry,
     NewEntry,
     NewUser,
@@ -35,7 +33,7 @@ from idprov.userstores.ldap_escape import (
     iso_stamp,
     quiet_ldap3,
 )
-from idprov.userstores.ldap_read import LdapReader
+from idprov.userstores.ldap_members import LdapMembership, Modify
 from idprov.userstores.ldap_session import discard
 from idprov.userstores.passwords import hash_ssha
 
@@ -51,7 +49,7 @@ with quiet_ldap3():
 _SCHEME = re.compile(r"^\{([A-Za-z0-9.-]+)\}.")
 
 
-class LdapImporter(LdapReader):
+class LdapImporter(LdapMembership):
     """Entries for new users, and the bulk writes of imports."""
 
     # ---- users: writing
@@ -103,6 +101,23 @@ class LdapImporter(LdapReader):
         if password_hash is not None:
             attrs["userPassword"] = [self._user_password(password_hash)]
         return attrs
+
+    def _claim_changes(
+        self, username: str, before: Mapping[str, ClaimValue], after: Mapping[str, ClaimValue]
+    ) -> list[Change]:
+        """Replace operations for every attribute whose claim changed (and a derived cn
+        or sn that follows the name claims)."""
+        changed = {
+            c
+            for c in {*before, *after}
+            if claim_values(before.get(c, "")) != claim_values(after.get(c, ""))
+        }
+        desired = {k.lower(): v for k, v in self._entry_attributes(username, after, None).items()}
+        touched = {self._attribute(c) for c in changed}
+        mapped = {a.lower() for a in self.claim_attributes.values()}
+        if self._person and "cn" not in mapped and changed & set(NAME_CLAIMS):
+            touched.add("cn")
+        return [("replace", a, desired.get(a.lower(), [])) for a in sorted(touched)]
 
     def _new_user_dn(self, username: str) -> str:
         if not username:
@@ -175,18 +190,73 @@ class LdapImporter(LdapReader):
                 user.refused = outcome
             else:
                 user.id = outcome.id
+        self._update_users([u for u in users if u.existing])
+        self._join_roles([u for u in new if u.refused is None])
+
+    def _update_users(self, users: Sequence[ImportedUser]) -> None:
+        """Existing users to exactly their claims (and password, and roles when given):
+        the entries and their roles read at once, a modify per changed user and one per
+        changed role, all in flight. A user the directory refuses gets ``refused``."""
+        entries = self._named_entries([u.username for u in users], [*self._user_attrs(), "cn"])
+        found = {name: matches[0] for name, matches in entries.items() if len(matches) == 1}
         for user in users:
-            if user.existing:
-                try:
-                    super().import_users([user])
-                except IdprovError as exc:
-                    user.refused = exc
-        members: dict[str, list[str]] = {}
-        for user in (u for u in new if u.refused is None):
+            if user.username.casefold() not in found:
+                matches = entries.get(user.username.casefold(), [])
+                failure = self._ambiguous(user.username, matches) if matches else None
+                user.refused = failure or self._no_user(user.username)
+        kept = [u for u in users if u.refused is None]
+        held = self._roles_by_member([found[u.username.casefold()].dn for u in kept])
+        modifies = [self._user_modify(u, found[u.username.casefold()]) for u in kept]
+        errors = self._modify_all([m for m in modifies if m is not None and m[2]])
+        failed = iter(errors)
+        for user, modify in zip(kept, modifies, strict=True):
+            user.refused = next(failed) if modify is not None and modify[2] else user.refused
+        self._move_roles([u for u in kept if u.refused is None], found, held)
+
+    def _user_modify(self, user: ImportedUser, entry: Entry) -> Modify | None:
+        """The modify that gives ``entry`` exactly the user's claims (and password);
+        None after setting ``refused`` if a claim cannot be stored."""
+        name = self._username(entry)
+        try:
+            changes = self._claim_changes(name, self._claims_of(entry, name), user.claims)
+            if user.password_hash:
+                changes.append(
+                    ("replace", "userPassword", [self._user_password(user.password_hash)])
+                )
+        except IdprovError as exc:
+            user.refused = exc
+            return None
+        return (f"update user {name!r}", entry.dn, changes)
+
+    def _move_roles(
+        self,
+        users: Sequence[ImportedUser],
+        found: Mapping[str, Entry],
+        held: Mapping[DnKey, list[str]],
+    ) -> None:
+        """Each user (whose ``roles`` is not None) into exactly those roles: one modify
+        per role that gains or loses members."""
+        changes: dict[str, tuple[str, list[str], list[str]]] = {}
+        for user in (u for u in users if u.roles is not None):
+            dn = found[user.username.casefold()].dn
+            wanted = {r.casefold(): r for r in user.roles or []}
+            has = {r.casefold(): r for r in held.get(dn_key(dn), [])}
+            for key in wanted.keys() - has.keys():
+                changes.setdefault(key, (wanted[key], [], []))[1].append(dn)
+            for key in has.keys() - wanted.keys():
+                changes.setdefault(key, (has[key], [], []))[2].append(dn)
+        if changes:
+            self._change_members({role: (add, remove) for role, add, remove in changes.values()})
+
+    def _join_roles(self, new: Sequence[ImportedUser]) -> None:
+        """New users into their roles: one modify per role (with the DNs just added)."""
+        members: dict[str, tuple[str, list[str]]] = {}
+        for user in new:
             for role in user.roles or []:
-                members.setdefault(role, []).append(user.username)
-        for role, names in members.items():
-            self.assign(role, names)
+                entry = members.setdefault(role.casefold(), (role, []))
+                entry[1].append(self._new_user_dn(user.username))
+        if members:
+            self._change_members({role: (dns, []) for role, dns in members.values()})
 
     def _add_batch(
         self,
@@ -198,7 +268,7 @@ class LdapImporter(LdapReader):
         """Refuse names that exist, add the rest, then read the new entries' ids."""
         todo = list(entries)
         if self._scope != LEVEL:  # with scope one, the server's DN check is the name check
-            existing = self._named_entries(batch, [rows[i][0] for i in todo], ["1.1"])
+            existing = self._named_entries([rows[i][0] for i in todo], ["1.1"])
             for index in [i for i in todo if rows[i][0].casefold() in existing]:
                 outcomes[index] = ConflictError(
                     f"user {rows[index][0]!r} already exists in the {self.domain} userstore"
@@ -207,37 +277,17 @@ class LdapImporter(LdapReader):
         replies = self._send_adds(batch, [entries[i] for i in todo])
         added = [i for i, reply in zip(todo, replies, strict=True) if reply and not reply.result]
         stamps = ["entryUUID", "createTimestamp"]
-        created = self._named_entries(batch, [rows[i][0] for i in added], stamps)
+        created = self._named_entries([rows[i][0] for i in added], stamps)
         for index, reply in zip(todo, replies, strict=True):
             outcomes[index] = self._bulk_outcome(rows[index], reply, created)
 
     def _named_entries(
-        self, batch: Pipeline, usernames: Sequence[str], attrs: Sequence[str]
+        self, usernames: Sequence[str], attrs: Sequence[str]
     ) -> dict[str, list[Entry]]:
-        """Entries by casefolded username, found with one search per ``CHUNK``
-        names on the batch's connection (through ldap3, paged, for a chunk the server
-        cut short at a size limit)."""
-        chunks = [usernames[i : i + CHUNK] for i in range(0, len(usernames), CHUNK)]
-        classes = [equality("objectClass", c) for c in self.config.user_object_classes]
-        name, base = self.config.username_attribute, self.config.user_search_base
-        scope = "one" if self._scope == LEVEL else "sub"
-
-        def encode(index: int, message_id: int) -> bytes:
-            names = any_of([equality(name, n) for n in chunks[index]])
-            return encode_search(message_id, base, scope, all_of([*classes, names]), [name, *attrs])
-
-        try:
-            replies = batch.run(len(chunks), encode)
-        except ConnectionLost as exc:
-            raise self._unreachable(exc, "look up users") from exc
+        """Entries by casefolded username (:meth:`_user_entries`)."""
         found: dict[str, list[Entry]] = {}
-        for chunk, reply in zip(chunks, replies, strict=True):
-            if reply is not None and reply.result == 0:
-                entries = [Entry(dn, attributes) for dn, attributes in reply.entries]
-            else:
-                entries = self._user_entries(chunk, [name, *attrs])
-            for entry in entries:
-                found.setdefault(self._username(entry).casefold(), []).append(entry)
+        for entry in self._user_entries(usernames, [self.config.username_attribute, *attrs]):
+            found.setdefault(self._username(entry).casefold(), []).append(entry)
         return found
 
     def _send_adds(self, batch: Pipeline, entries: Sequence[NewEntry]) -> list[Reply | None]:

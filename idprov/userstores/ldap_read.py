@@ -49,18 +49,15 @@ class LdapReader(LdapSession):
         return rdn_value(entry.dn, attribute) or (values[0] if values else "")
 
     def _user_entries(self, usernames: Sequence[str], attrs: Sequence[str]) -> list[Entry]:
-        """Entries of these usernames, found with one search per ``CHUNK`` names."""
-        found: list[Entry] = []
-        for start in range(0, len(usernames), CHUNK):
-            terms = [
-                eq_filter(self.config.username_attribute, n)
-                for n in usernames[start : start + CHUNK]
-            ]
-            flt = all_filter(self._user_filter, any_filter(terms))
-            found += self._lookup(
-                "look up users", self.config.user_search_base, flt, attrs, self._scope
-            )
-        return found
+        """Entries of these usernames: one search per ``CHUNK`` names, all in flight."""
+        name, base = self.config.username_attribute, self.config.user_search_base
+        filters = [
+            all_filter(self._user_filter, any_filter([eq_filter(name, n) for n in chunk]))
+            for chunk in (usernames[i : i + CHUNK] for i in range(0, len(usernames), CHUNK))
+        ]
+        return self._run(
+            "look up users", lambda c: self._searches(c, base, filters, attrs, self._scope)
+        )
 
     def _user_entry(self, username: str, attrs: Sequence[str] | None = None) -> Entry | None:
         matches = [
@@ -69,22 +66,27 @@ class LdapReader(LdapSession):
             if self._username(e).casefold() == username.casefold()
         ]
         if len(matches) > 1:
-            raise StoreError(
-                f"{self._where()}: {len(matches)} entries have "
-                f"{self.config.username_attribute}={username!r}: "
-                + "; ".join(e.dn for e in matches),
-                hint="make usernames unique in the directory, or narrow user_search_base "
-                "or user_search_scope",
-            )
+            raise self._ambiguous(username, matches)
         return matches[0] if matches else None
+
+    def _ambiguous(self, username: str, matches: Sequence[Entry]) -> StoreError:
+        return StoreError(
+            f"{self._where()}: {len(matches)} entries have "
+            f"{self.config.username_attribute}={username!r}: " + "; ".join(e.dn for e in matches),
+            hint="make usernames unique in the directory, or narrow user_search_base "
+            "or user_search_scope",
+        )
+
+    def _no_user(self, username: str) -> NotFoundError:
+        return NotFoundError(
+            f"no user {username!r} in the {self.domain} userstore",
+            hint="list users with `idprov user list`",
+        )
 
     def _required_user(self, username: str, attrs: Sequence[str] | None = None) -> Entry:
         entry = self._user_entry(username, attrs)
         if entry is None:
-            raise NotFoundError(
-                f"no user {username!r} in the {self.domain} userstore",
-                hint="list users with `idprov user list`",
-            )
+            raise self._no_user(username)
         return entry
 
     def _claims_of(self, entry: Entry, username: str) -> dict[str, ClaimValue]:

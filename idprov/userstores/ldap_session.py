@@ -5,7 +5,6 @@ idprov's, each naming the store's URL and what it was doing.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import ssl
@@ -35,13 +34,12 @@ from idprov.userstores.ldap_escape import (
     eq_filter,
     quiet_ldap3,
 )
+from idprov.userstores.ldap_filters import filter_ber
 
 with quiet_ldap3():
     from ldap3 import BASE, LEVEL, NONE, SUBTREE, Connection, Server, Tls
     from ldap3.core import exceptions as lx
     from ldap3.core.results import RESULT_CODES
-    from ldap3.operation.search import compile_filter, parse_filter
-    from pyasn1.codec.ber import encoder as ber_encoder
 
 
 class LdapSession(UserStore):
@@ -264,6 +262,32 @@ class LdapSession(UserStore):
         self._complete(reply, request[0])
         return reply
 
+    def _searches(
+        self, conn: Any, base: str, filters: Sequence[str], attrs: Sequence[str], scope: Any
+    ) -> list[Entry]:
+        """Every match of each filter (for lookups of a few entries each): the searches
+        ``WINDOW`` in flight on ``conn``'s socket, unpaged; one that the server cut
+        short at a size limit is sent again, paged."""
+        pipeline = Pipeline(conn.socket, WINDOW, self.config.timeout)
+        encoded = [filter_ber(f) for f in filters]
+
+        def encode(index: int, message_id: int) -> bytes:
+            return encode_search(message_id, base, SCOPES[scope], encoded[index], attrs)
+
+        try:
+            replies = pipeline.run(len(filters), encode)
+        except ConnectionLost as exc:
+            raise lx.LDAPSocketReceiveError(str(exc.args[0])) from exc
+        found: list[Entry] = []
+        for flt, reply in zip(filters, replies, strict=True):
+            assert reply is not None
+            if reply.result in LIMITS:
+                found += self._paged(conn, base, flt, attrs, scope)
+                continue
+            self._complete(reply, base)
+            found += [Entry.decoded(dn, attributes) for dn, attributes in reply.entries]
+        return found
+
     def _entries_at(
         self, conn: Any, dns: Sequence[str], flt: str, attrs: Sequence[str]
     ) -> list[Entry | None]:
@@ -298,7 +322,7 @@ class LdapSession(UserStore):
         if reply.result == 32:
             raise self._no_base(base)
         described = RESULT_CODES.get(reply.result, str(reply.result))
-        if reply.result in (3, 4, 11):
+        if reply.result in LIMITS:
             raise StoreError(
                 f"{self._where()}: the search under {base} stopped at a server limit "
                 f"({described}: {reply.message})",
@@ -338,14 +362,8 @@ def is_tls_failure(exc: Exception) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" in text or "doesn't match" in text
 
 
+LIMITS = (3, 4, 11)
+"""timeLimitExceeded, sizeLimitExceeded, adminLimitExceeded"""
 WINDOW = 32
 """Requests in flight on one connection (slapd queues up to 100 for an anonymous one)."""
 SCOPES = {BASE: "base", LEVEL: "one", SUBTREE: "sub"}
-
-
-@functools.lru_cache(maxsize=256)
-def filter_ber(text: str) -> bytes:
-    """An RFC 4515 filter as the BER a SearchRequest carries (compiled by ldap3)."""
-    tree = parse_filter(text, None, auto_escape=True, auto_encode=True, validator=None,
-                        check_names=False)  # fmt: skip
-    return bytes(ber_encoder.encode(compile_filter(tree.elements[0])))
