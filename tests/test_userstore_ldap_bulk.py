@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import pytest
 
+from idprov.errors import NotFoundError, PolicyError
 from idprov.model import User, UserQuery
 from idprov.userstores.base import ImportedUser
 from idprov.userstores.ldap_escape import CHUNK, dn_key
+from idprov.userstores.passwords import hash_ssha
 from tests import test_userstore_ldap as one_by_one
 
 open_store, store = one_by_one.open_store, one_by_one.store  # the same fixtures
@@ -96,3 +98,42 @@ def test_an_import_batch_writes_each_roles_new_members_with_one_modify(slapd, st
     }
     assert members["all"] == ["uid=n1", "uid=n3", "uid=u000", "uid=u001"]
     assert members["r2"] == ["uid=n0", "uid=n2"]  # and the empty group's placeholder went
+
+
+def test_an_upsert_batch_gives_existing_users_exactly_their_claims_password_and_roles(slapd, store):
+    populate(store, MANY)
+    store.update_user("u001", {"email": "old@example.com"}, [])
+    batch = [
+        ImportedUser("", f"U{i:03d}", {"title": "new"}, None, ["r0"], True) for i in range(MANY)
+    ]
+    batch[1] = ImportedUser("", "u001", {"given_name": "Una"}, hash_ssha("pw-1"), None, True)
+    batch[2] = ImportedUser("", "u002", {"cost_center": "x"}, None, ["r1"], True)
+    batch.append(ImportedUser("", "ghost", {}, None, [], True))
+    store.import_users(batch)
+
+    assert isinstance(batch[2].refused, PolicyError)  # no attribute for that claim
+    assert isinstance(batch[-1].refused, NotFoundError)
+    assert [u.username for u in batch if u.refused] == ["u002", "ghost"]
+    listed = {u.username: u for u in store.list_users(UserQuery(limit=None)).items}
+    assert listed["u001"].claims == {"given_name": "Una"}  # the email went
+    assert listed["u001"].roles == roles_of(1)  # roles None: left as they were
+    assert (listed["u002"].claims, listed["u002"].roles) == ({"title": "t2"}, roles_of(2))
+    assert all(listed[f"u{i:03d}"].roles == ["r0"] for i in range(3, MANY))
+    assert listed["u003"].claims == {"title": "new"}
+    entry = slapd.entry(f"uid=u001,{slapd.people}", "*")
+    assert slapd.tool("ldapwhoami", bind=(entry.dn, "pw-1"), check=False).returncode == 0
+    groups = {
+        e.first("cn"): e.get("member")
+        for e in slapd.search(slapd.groups, "(objectClass=groupOfNames)", "cn", "member")
+    }
+    assert groups["Seven"] == [f"cn=Seven,{slapd.groups}"]  # emptied: the placeholder is back
+    assert f"uid=u001,{slapd.people}" in groups["all"]
+
+
+def test_assign_and_unassign_report_only_what_they_changed(slapd, store):
+    populate(store, 3)
+    assert store.assign("r0", ["u000", "U001", "u001"]) == ["U001"]
+    assert store.unassign("r0", ["u000", "u002"]) == ["u000"]
+    assert store.unassign("r0", ["u001"]) == ["u001"]
+    (group,) = slapd.search(slapd.groups, "(cn=r0)", "member")
+    assert group.get("member") == [group.dn]
