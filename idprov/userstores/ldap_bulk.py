@@ -239,8 +239,8 @@ def decode_cookie(message: bytes, op_end: int) -> bytes:
 
 
 def decode_entry(message: bytes, start: int, end: int) -> tuple[str, Attributes]:
-    """A SearchResultEntry: its DN and its attributes (names lower-cased). Written as
-    one loop, since a listing decodes every value of every entry here."""
+    """A SearchResultEntry: its DN and its attributes (names lower-cased). One loop,
+    with the short form of lengths read inline: a listing decodes every value here."""
     _, d_start, d_end = _read(message, start)
     _, pos, attributes_end = _read(message, d_end)
     found: Attributes = {}
@@ -250,8 +250,13 @@ def decode_entry(message: bytes, start: int, end: int) -> tuple[str, Attributes]
         _, v_pos, v_end = _read(message, n_end)
         values = []
         while v_pos < v_end:
-            _, v_start, v_pos = _read(message, v_pos)
-            values.append(message[v_start:v_pos])
+            size = message[v_pos + 1]
+            if size < 0x80:
+                v_pos += 2 + size
+                values.append(message[v_pos - size : v_pos])
+            else:
+                _, v_start, v_pos = _read(message, v_pos)
+                values.append(message[v_start:v_pos])
         found[message[n_start:n_end].decode().lower()] = values
     return message[d_start:d_end].decode("utf-8", "replace"), found
 
