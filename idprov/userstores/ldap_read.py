@@ -91,11 +91,13 @@ class LdapReader(LdapSession):
 
     def _claims_of(self, entry: Entry, username: str) -> dict[str, ClaimValue]:
         claims: dict[str, ClaimValue] = {}
-        for claim, attribute in self.claim_attributes.items():
-            values = entry.texts(attribute)
-            if not values or (self._person and attribute.lower() == "sn" and values == [username]):
+        for claim, attribute, multi_valued in self._claim_columns:
+            raw = entry.attributes.get(attribute)
+            if not raw:
                 continue
-            claims[claim] = values if self.claims[claim].multi_valued else values[0]
+            values = [v.decode("utf-8", "replace") for v in raw]
+            if not (self._person and attribute == "sn" and values == [username]):
+                claims[claim] = values if multi_valued else values[0]
         return claims
 
     def _to_user(self, entry: Entry, roles: list[str]) -> User:

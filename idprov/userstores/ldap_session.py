@@ -53,6 +53,11 @@ class LdapSession(UserStore):
     def __init__(self, config: LdapUserstoreConfig, claims: Mapping[str, ClaimDefinition]) -> None:
         super().__init__(config, claims)
         self.claim_attributes = self._mapping(config, claims)
+        self._claim_columns = [
+            (claim, attribute.lower(), claims[claim].multi_valued)
+            for claim, attribute in self.claim_attributes.items()
+        ]
+        """(claim, lower-cased attribute, multi-valued) in the mapping's order."""
         self._conn: Any = None
         self._user_base = dn_key(config.user_search_base)
         self._empty_key = dn_key(config.empty_member) if config.empty_member is not None else None
