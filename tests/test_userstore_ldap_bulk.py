@@ -137,3 +137,17 @@ def test_assign_and_unassign_report_only_what_they_changed(slapd, store):
     assert store.unassign("r0", ["u001"]) == ["u001"]
     (group,) = slapd.search(slapd.groups, "(cn=r0)", "member")
     assert group.get("member") == [group.dn]
+
+
+def test_roles_with_member_ids_at_once_equal_the_one_role_at_a_time_answer(slapd, store):
+    users = populate(store, 5)
+    slapd.tool(
+        "ldapmodify",
+        input=f"dn: cn=all,{slapd.groups}\nchangetype: modify\nadd: member\n"
+        f"member: cn=someone,{slapd.base}\nmember: uid=gone,{slapd.people}\n",
+    )
+    at_once = store.roles_with_member_ids()
+    one_by_one = [(r, store.role_member_ids(r.id)) for r in store.list_roles()]
+    assert at_once == one_by_one
+    assert [r.name for r, _ in at_once] == ["all", "empty", "r0", "r1", "r2", "Seven"]
+    assert dict((r.name, ids) for r, ids in at_once)["r1"] == [users[1].id, users[4].id]

@@ -341,6 +341,22 @@ class LdapReader(LdapSession):
         found = self._members(dns, ["entryUUID"])
         return [e.text("entryUUID") or "" for e in found if e is not None]
 
+    def roles_with_member_ids(self) -> list[tuple[Role, list[str]]]:
+        """One walk of the groups and one of the users' ids, instead of a search per
+        member of every role."""
+        ids = self._run("read member ids", self._ids_by_dn)
+        found = []
+        for group in self._groups(self._group_filter):
+            members = [ids[key] for key in map(dn_key, self._real_members(group)) if key in ids]
+            found.append((self._to_role(group, False), members))
+        return sorted(found, key=lambda pair: (pair[0].name.casefold(), pair[0].name))
+
+    def _ids_by_dn(self, conn: Any) -> dict[DnKey, str]:
+        """The entryUUID of every user, by DN key."""
+        base, flt = self.config.user_search_base, self._user_filter
+        walk = self._paged(conn, base, flt, ["entryUUID"], self._scope)
+        return {dn_key(e.dn): e.text("entryUUID") or "" for e in walk}
+
     def list_roles(self, prefix: str | None = None) -> list[Role]:
         if is_spaced(prefix):
             return []
@@ -348,12 +364,13 @@ class LdapReader(LdapSession):
         if prefix:
             name = self.config.group_name_attribute
             flt = all_filter(flt, f"({name}={escape_filter_chars(prefix)}*)")
-        base, attrs = self.config.group_search_base, self._group_attrs()
-        roles = self._run(
-            "list roles",
-            lambda c: [self._to_role(g, False) for g in self._paged(c, base, flt, attrs)],
-        )
+        roles = [self._to_role(g, False) for g in self._groups(flt)]
         return sorted(roles, key=lambda r: (r.name.casefold(), r.name))
+
+    def _groups(self, flt: str) -> list[Entry]:
+        """The groups matching ``flt``, with names, members and stamps."""
+        base, attrs = self.config.group_search_base, self._group_attrs()
+        return self._run("list roles", lambda c: list(self._paged(c, base, flt, attrs)))
 
     # (claims to attributes)
     def _attribute(self, claim: str) -> str:
