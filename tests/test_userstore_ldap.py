@@ -816,7 +816,10 @@ def _killed_import_config(slapd: Directory, tmp_path: Path) -> Config:
     return load_text(text, "t.yaml", tmp_path)
 
 
-@pytest.mark.parametrize("where", ["after the directory writes", "in the middle of a batch"])
+@pytest.mark.parametrize(
+    "where",
+    ["after the directory writes", "in the middle of a batch", "before the memberships"],
+)
 def test_a_killed_ldap_import_resumes_to_exactly_the_uninterrupted_state(
     slapd, tmp_path, monkeypatch, where
 ):
@@ -824,7 +827,7 @@ def test_a_killed_ldap_import_resumes_to_exactly_the_uninterrupted_state(
     from idprov.provisioning.state import ImportJournal
     from idprov.userstores.ldap import LdapUserStore
 
-    tag = "a" if where.startswith("after") else "m"
+    tag = {"after": "a", "in": "m", "before": "b"}[where.split()[0]]
     names = [f"kill{tag}{i:02d}" for i in range(30)]
     path = tmp_path / "people.csv"
     path.write_text(
@@ -843,6 +846,16 @@ def test_a_killed_ldap_import_resumes_to_exactly_the_uninterrupted_state(
             original_written(self, import_id, last_line)
 
         monkeypatch.setattr(ImportJournal, "written", killed)
+    elif where == "before the memberships":  # entries added, no group modified yet
+        original_join = LdapUserStore._join_roles
+
+        def killed(self, users):
+            batches["n"] += 1
+            if batches["n"] == 2:
+                raise KeyboardInterrupt
+            original_join(self, users)
+
+        monkeypatch.setattr(LdapUserStore, "_join_roles", killed)
     else:
         original_import = LdapUserStore.import_users
 
