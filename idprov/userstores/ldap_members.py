@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from idprov.errors import IdprovError
+from idprov.errors import IdprovError, StoreError
 from idprov.userstores.ldap_bulk import Change, ConnectionLost, Pipeline, encode_modify
 from idprov.userstores.ldap_escape import (
     CHUNK,
@@ -120,11 +120,24 @@ class LdapMembership(LdapReader):
                     len(modifies), lambda i, mid: encode_modify(mid, *modifies[i][1:])
                 )
             except ConnectionLost as exc:
-                raise lx.LDAPSocketReceiveError(str(exc.args[0])) from exc
+                raise self._lost(exc, len(modifies)) from exc
             return [self._failure(m[0], r.result, r.message) if r and r.result else None
                     for m, r in zip(modifies, replies, strict=True)]  # fmt: skip
 
         return self._run("write to the directory", send)
+
+    def _lost(self, exc: ConnectionLost, sent: int) -> Exception:
+        """A connection that dropped before any answer (a stale one: :meth:`_run` opens
+        a new one and sends again), or after some: then resending could apply a
+        member change twice, so it is an error; running the command again is safe."""
+        answered = sum(reply is not None for reply in exc.args[1])
+        if not answered:
+            return lx.LDAPSocketReceiveError(str(exc.args[0]))
+        return StoreError(
+            f"{self._where()}: the connection dropped after {answered} of {sent} changes were "
+            f"made ({exc.args[0]})",
+            hint="run the command again: it carries on from what the directory holds",
+        )
 
     def _failure(self, doing: str, code: int, message: str) -> IdprovError:
         """The idprov error for result ``code`` of an operation sent by ldap_bulk."""
