@@ -847,15 +847,15 @@ def test_a_killed_ldap_import_resumes_to_exactly_the_uninterrupted_state(
 
         monkeypatch.setattr(ImportJournal, "written", killed)
     elif where == "before the memberships":  # entries added, no group modified yet
-        original_join = LdapUserStore._join_roles
+        original_change = LdapUserStore._change_members
 
-        def killed(self, users):
+        def killed(self, changes, groups=None):
             batches["n"] += 1
             if batches["n"] == 2:
                 raise KeyboardInterrupt
-            original_join(self, users)
+            return original_change(self, changes, groups)
 
-        monkeypatch.setattr(LdapUserStore, "_join_roles", killed)
+        monkeypatch.setattr(LdapUserStore, "_change_members", killed)
     else:
         original_import = LdapUserStore.import_users
 

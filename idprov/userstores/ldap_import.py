@@ -1,6 +1,7 @@
 """Creating users in the directory: the entry a user becomes (cn, sn, userPassword),
-and the bulk path of imports, which pipelines adds on a connection of its own (see
-:mod:`~idprov.userstores.ldap_bulk`) and writes new members with one modify per role.
+and the bulk path of imports: adds pipelined on a connection of its own (see
+:mod:`~idprov.userstores.ldap_bulk`), existing users read at once and changed with a
+modify each, in flight, and then one modify per role that gains or loses members.
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ if TYPE_CHECKING:
 
 with quiet_ldap3():
     from ldap3 import BASE, LEVEL
-    from ldap3.core import exceptions as lx
-    from ldap3.core.results import RESULT_CODES
     from ldap3.protocol.rfc4527 import post_read_control
 
+RoleChanges = dict[str, tuple[str, list[str], list[str]]]
+"""By casefolded role name: the role's name, member DNs to add, member DNs to remove."""
 _SCHEME = re.compile(r"^\{([A-Za-z0-9.-]+)\}.")
 
 
@@ -179,9 +180,10 @@ class LdapImporter(LdapMembership):
 
     def import_users(self, users: Sequence[ImportedUser]) -> None:
         """New users go through :meth:`add_users` (each ``user.id`` becomes its
-        entryUUID, the id the caller then records); updates and roles as the base class
-        does them, new users' roles with one modify per role. LDAP has no rollback: a
-        user the directory refuses gets ``refused`` set, and the others are written."""
+        entryUUID, the id the caller then records), existing ones through
+        :meth:`_update_users`; then every role that gains or loses members is one
+        modify. LDAP has no rollback: a user the directory refuses gets ``refused``
+        set, and the others are written."""
         self.ensure_writable()
         new = [u for u in users if not u.existing]
         outcomes = self.add_users([(u.username, u.claims, u.password_hash) for u in new])
@@ -190,28 +192,33 @@ class LdapImporter(LdapMembership):
                 user.refused = outcome
             else:
                 user.id = outcome.id
-        self._update_users([u for u in users if u.existing])
-        self._join_roles([u for u in new if u.refused is None])
+        changes = self._update_users([u for u in users if u.existing])
+        for user in (u for u in new if u.refused is None):
+            for role in user.roles or []:
+                changes.setdefault(role.casefold(), (role, [], []))[1].append(
+                    self._new_user_dn(user.username)
+                )
+        if changes:
+            self._change_members({role: (add, remove) for role, add, remove in changes.values()})
 
-    def _update_users(self, users: Sequence[ImportedUser]) -> None:
-        """Existing users to exactly their claims (and password, and roles when given):
-        the entries and their roles read at once, a modify per changed user and one per
-        changed role, all in flight. A user the directory refuses gets ``refused``."""
+    def _update_users(self, users: Sequence[ImportedUser]) -> RoleChanges:
+        """Existing users to exactly their claims (and password): the entries read at
+        once, a modify per changed user, all in flight. Returns the member changes that
+        give them exactly their roles (when given). A user that is not there, or that
+        the directory refuses, gets ``refused``."""
         entries = self._named_entries([u.username for u in users], [*self._user_attrs(), "cn"])
         found = {name: matches[0] for name, matches in entries.items() if len(matches) == 1}
-        for user in users:
-            if user.username.casefold() not in found:
-                matches = entries.get(user.username.casefold(), [])
-                failure = self._ambiguous(user.username, matches) if matches else None
-                user.refused = failure or self._no_user(user.username)
-        kept = [u for u in users if u.refused is None]
-        held = self._roles_by_member([found[u.username.casefold()].dn for u in kept])
-        modifies = [self._user_modify(u, found[u.username.casefold()]) for u in kept]
-        errors = self._modify_all([m for m in modifies if m is not None and m[2]])
-        failed = iter(errors)
-        for user, modify in zip(kept, modifies, strict=True):
-            user.refused = next(failed) if modify is not None and modify[2] else user.refused
-        self._move_roles([u for u in kept if u.refused is None], found, held)
+        for user in (u for u in users if u.username.casefold() not in found):
+            matches = entries.get(user.username.casefold(), [])
+            user.refused = self._ambiguous(user.username, matches) if matches else None
+            user.refused = user.refused or self._no_user(user.username)
+        kept = [(u, found[u.username.casefold()]) for u in users if u.refused is None]
+        held = self._roles_by_member([entry.dn for _, entry in kept])
+        modifies = [(u, self._user_modify(u, entry)) for u, entry in kept]
+        sent = [(u, m) for u, m in modifies if m is not None and m[2]]
+        for (user, _), error in zip(sent, self._modify_all([m for _, m in sent]), strict=True):
+            user.refused = error
+        return self._role_changes([(u, e) for u, e in kept if u.refused is None], held)
 
     def _user_modify(self, user: ImportedUser, entry: Entry) -> Modify | None:
         """The modify that gives ``entry`` exactly the user's claims (and password);
@@ -228,35 +235,19 @@ class LdapImporter(LdapMembership):
             return None
         return (f"update user {name!r}", entry.dn, changes)
 
-    def _move_roles(
-        self,
-        users: Sequence[ImportedUser],
-        found: Mapping[str, Entry],
-        held: Mapping[DnKey, list[str]],
-    ) -> None:
-        """Each user (whose ``roles`` is not None) into exactly those roles: one modify
-        per role that gains or loses members."""
-        changes: dict[str, tuple[str, list[str], list[str]]] = {}
-        for user in (u for u in users if u.roles is not None):
-            dn = found[user.username.casefold()].dn
+    def _role_changes(
+        self, users: Sequence[tuple[ImportedUser, Entry]], held: Mapping[DnKey, list[str]]
+    ) -> RoleChanges:
+        """What puts each user (whose ``roles`` is not None) in exactly those roles."""
+        changes: RoleChanges = {}
+        for user, entry in (pair for pair in users if pair[0].roles is not None):
             wanted = {r.casefold(): r for r in user.roles or []}
-            has = {r.casefold(): r for r in held.get(dn_key(dn), [])}
+            has = {r.casefold(): r for r in held.get(dn_key(entry.dn), [])}
             for key in wanted.keys() - has.keys():
-                changes.setdefault(key, (wanted[key], [], []))[1].append(dn)
+                changes.setdefault(key, (wanted[key], [], []))[1].append(entry.dn)
             for key in has.keys() - wanted.keys():
-                changes.setdefault(key, (has[key], [], []))[2].append(dn)
-        if changes:
-            self._change_members({role: (add, remove) for role, add, remove in changes.values()})
-
-    def _join_roles(self, new: Sequence[ImportedUser]) -> None:
-        """New users into their roles: one modify per role (with the DNs just added)."""
-        members: dict[str, tuple[str, list[str]]] = {}
-        for user in new:
-            for role in user.roles or []:
-                entry = members.setdefault(role.casefold(), (role, []))
-                entry[1].append(self._new_user_dn(user.username))
-        if members:
-            self._change_members({role: (dns, []) for role, dns in members.values()})
+                changes.setdefault(key, (has[key], [], []))[2].append(entry.dn)
+        return changes
 
     def _add_batch(
         self,
@@ -313,12 +304,7 @@ class LdapImporter(LdapMembership):
                 hint="run it again: users that were added are then reported as conflicts",
             )
         if reply.result != 0:
-            failure = lx.LDAPOperationResult(
-                result=reply.result,
-                description=RESULT_CODES.get(reply.result, str(reply.result)),
-                message=reply.message,
-            )
-            return self._translate(failure, f"add user {username!r}")
+            return self._failure(f"add user {username!r}", reply.result, reply.message)
         found = created.get(username.casefold(), [])
         if len(found) > 1:  # the same name elsewhere in the subtree (added since the check)
             key = dn_key(self._new_user_dn(username))
