@@ -515,6 +515,9 @@ def test_tls_with_a_ca_file_verifies_the_server(slapd_factory, open_store, how):
     store = open_store(secure, url=url, start_tls=how == "start_tls", ca_file=ca_file)
     store.add_user("alice", {}, None)
     assert people(secure) == ["alice"]
+    store.add_role("staff")
+    store.assign("staff", ["alice"])  # searches and modifies sent by ldap_bulk, over TLS
+    assert [u.roles for u in store.list_users(UserQuery(limit=None)).items] == [["staff"]]
 
 
 def test_tls_refuses_a_server_its_ca_file_does_not_vouch_for(slapd_factory, open_store, tmp_path):
