@@ -28,6 +28,7 @@ _ADD_REQUEST, _ADD_RESPONSE, _MODIFY_REQUEST = 0x68, 0x69, 0x66
 _AND, _OR, _EQUALITY = 0xA0, 0xA1, 0xA3
 _CONTROLS = 0xA0
 PAGED_RESULTS = b"1.2.840.113556.1.4.319"
+POST_READ = b"1.3.6.1.1.13.2"
 _ADD_SUCCESS = bytes((_ADD_RESPONSE, 7, _ENUMERATED, 1, 0, _OCTETS, 0, _OCTETS, 0))
 """An AddResponse of success with no matched DN, message or controls."""
 
@@ -78,13 +79,25 @@ def encode_attribute(name: str, values: Values) -> bytes:
     return _tlv(_SEQUENCE, _octets(name) + _tlv(_SET, b"".join(map(_octets, values))))
 
 
+def post_read(attributes: Sequence[str]) -> bytes:
+    """The controls of an add asking for these attributes of the entry as added
+    (RFC 4527; not critical: a server without it adds all the same)."""
+    value = _tlv(_SEQUENCE, b"".join(map(_octets, attributes)))
+    return _tlv(_CONTROLS, _tlv(_SEQUENCE, _octets(POST_READ) + _octets(value)))
+
+
 def encode_add(
-    message_id: int, dn: str, attributes: Mapping[str, Values], encoded: bytes = b""
+    message_id: int,
+    dn: str,
+    attributes: Mapping[str, Values],
+    encoded: bytes = b"",
+    controls: bytes = b"",
 ) -> bytes:
     """An LDAPMessage holding an AddRequest of ``attributes`` and the ``encoded`` ones
     (from :func:`encode_attribute`: what every entry of a batch shares, encoded once)."""
     attribute_list = encoded + b"".join(encode_attribute(n, v) for n, v in attributes.items())
-    return _message(message_id, _tlv(_ADD_REQUEST, _octets(dn) + _tlv(_SEQUENCE, attribute_list)))
+    add = _tlv(_ADD_REQUEST, _octets(dn) + _tlv(_SEQUENCE, attribute_list))
+    return _message(message_id, add + controls)
 
 
 MODIFY_OPERATIONS = {"add": 0, "delete": 1, "replace": 2}
@@ -223,19 +236,32 @@ def decode_result(message: bytes, start: int, end: int) -> Reply:
     return Reply(int.from_bytes(message[c_start:c_end], "big"), text)
 
 
-def decode_cookie(message: bytes, op_end: int) -> bytes:
-    """The paged-results cookie among the controls after the protocol op (RFC 2696)."""
+def decode_controls(message: bytes, op_end: int) -> dict[bytes, bytes]:
+    """The controls after the protocol op: each one's value by its OID."""
     if op_end >= len(message) or message[op_end] != _CONTROLS:
-        return b""
+        return {}
     _, start, end = _read(message, op_end)
+    found = {}
     for _, c_start, c_end in _children(message, start, end):
-        parts = list(_children(message, c_start, c_end))
-        if message[parts[0][1] : parts[0][2]] == PAGED_RESULTS:
-            _, v_start, v_end = parts[-1]
-            _, s_start, s_end = _read(message, v_start)
-            _, k_start, k_end = list(_children(message, s_start, s_end))[1]
-            return message[k_start:k_end]
-    return b""
+        (_, o_start, o_end), *rest = _children(message, c_start, c_end)
+        values = [message[v_start:v_end] for tag, v_start, v_end in rest if tag == _OCTETS]
+        found[message[o_start:o_end]] = values[0] if values else b""  # (not criticality)
+    return found
+
+
+def decode_cookie(value: bytes) -> bytes:
+    """The cookie of a paged-results control's value (RFC 2696)."""
+    if not value:
+        return b""
+    _, start, end = _read(value, 0)
+    _, k_start, k_end = list(_children(value, start, end))[1]
+    return value[k_start:k_end]
+
+
+def decode_post_read(value: bytes) -> tuple[str, Attributes]:
+    """The entry of a post-read control's value (RFC 4527): a SearchResultEntry."""
+    _, start, end = _read(value, 0)
+    return decode_entry(value, start, end)
 
 
 def decode_entry(message: bytes, start: int, end: int) -> tuple[str, Attributes]:
@@ -336,7 +362,10 @@ class Pipeline:
             return 1
         reply = decode_result(message, start, end)
         reply.entries = self.entries.pop(index, [])
-        if op == _SEARCH_DONE:
-            reply.cookie = decode_cookie(message, end)
+        controls = decode_controls(message, end)
+        if PAGED_RESULTS in controls:
+            reply.cookie = decode_cookie(controls[PAGED_RESULTS])
+        if POST_READ in controls:  # the entry as added: its id and stamps
+            reply.entries = [decode_post_read(controls[POST_READ])]
         self.replies[index] = reply
         return 1

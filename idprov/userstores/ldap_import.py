@@ -19,6 +19,7 @@ from idprov.userstores.ldap_bulk import (
     Reply,
     encode_add,
     encode_attribute,
+    post_read,
 )
 from idprov.userstores.ldap_escape import (
     NAME_CLAIMS,
@@ -45,6 +46,7 @@ with quiet_ldap3():
     from ldap3 import BASE, LEVEL
     from ldap3.protocol.rfc4527 import post_read_control
 
+NEW_STAMPS = ["entryUUID", "createTimestamp"]
 RoleChanges = dict[str, tuple[str, list[str], list[str]]]
 """By casefolded role name: the role's name, member DNs to add, member DNs to remove."""
 _SCHEME = re.compile(r"^\{([A-Za-z0-9.-]+)\}.")
@@ -256,7 +258,8 @@ class LdapImporter(LdapMembership):
         entries: Mapping[int, NewEntry],
         outcomes: list[User | IdprovError | None],
     ) -> None:
-        """Refuse names that exist, add the rest, then read the new entries' ids."""
+        """Refuse names that exist, add the rest (each answer carrying the new entry's
+        id and stamps, RFC 4527), and look up the ids of any answer that did not."""
         todo = list(entries)
         if self._scope != LEVEL:  # with scope one, the server's DN check is the name check
             existing = self._named_entries([rows[i][0] for i in todo], ["1.1"])
@@ -266,9 +269,11 @@ class LdapImporter(LdapMembership):
                 )
             todo = [i for i in todo if outcomes[i] is None]
         replies = self._send_adds(batch, [entries[i] for i in todo])
-        added = [i for i, reply in zip(todo, replies, strict=True) if reply and not reply.result]
-        stamps = ["entryUUID", "createTimestamp"]
-        created = self._named_entries([rows[i][0] for i in added], stamps)
+        unread = [  # added, but the server sent no post-read entry: look them up
+            i for i, reply in zip(todo, replies, strict=True)
+            if reply and not reply.result and not reply.entries
+        ]  # fmt: skip
+        created = self._named_entries([rows[i][0] for i in unread], NEW_STAMPS)
         for index, reply in zip(todo, replies, strict=True):
             outcomes[index] = self._bulk_outcome(rows[index], reply, created)
 
@@ -284,9 +289,11 @@ class LdapImporter(LdapMembership):
     def _send_adds(self, batch: Pipeline, entries: Sequence[NewEntry]) -> list[Reply | None]:
         classes = encode_attribute("objectClass", self.config.user_object_classes)
 
+        controls = post_read(NEW_STAMPS)
+
         def encode(index: int, message_id: int) -> bytes:
             dn, attrs = entries[index]
-            return encode_add(message_id, dn, attrs, classes)
+            return encode_add(message_id, dn, attrs, classes, controls)
 
         try:
             return batch.run(len(entries), encode)
@@ -305,6 +312,8 @@ class LdapImporter(LdapMembership):
             )
         if reply.result != 0:
             return self._failure(f"add user {username!r}", reply.result, reply.message)
+        if reply.entries:
+            return self._new_user(username, claims, password_hash, Entry.decoded(*reply.entries[0]))
         found = created.get(username.casefold(), [])
         if len(found) > 1:  # the same name elsewhere in the subtree (added since the check)
             key = dn_key(self._new_user_dn(username))
