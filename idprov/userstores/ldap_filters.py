@@ -5,6 +5,9 @@ As in SQL, what cannot be said is left out, so the filter finds at least the use
 that match, and the caller checks each exactly: ``id`` is ``entryUUID``, the times
 are ``createTimestamp``/``modifyTimestamp`` (GeneralizedTime, to the second), a claim
 is its mapped attribute, compared with that attribute's own matching rule.
+
+:func:`filter_ber` compiles filter text (these, and the store's own) to the BER a
+search request carries, byte for byte what ldap3 would send, without pyasn1.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""The LDAP userstore's connection: open, secure and bind it, run operations on it
-(reopened once if it dropped), page through searches, and turn ldap3's errors into
-idprov's, each naming the store's URL and what it was doing.
+"""The LDAP userstore's connection: open, secure and bind it (ldap3), run operations
+on it (reopened once if it dropped), page through searches and send many of them in
+flight (as :mod:`~idprov.userstores.ldap_bulk` BER on the same socket), and turn the
+directory's errors into idprov's, each naming the store's URL and what it was doing.
 """
 
 from __future__ import annotations
