@@ -162,19 +162,23 @@ class LdapReader(LdapSession):
         return self.find_users_by_id([user_id]).get(user_id)
 
     def find_users_by_id(self, user_ids: Sequence[str]) -> dict[str, User]:
+        """The users among ``user_ids`` that exist: one search per ``CHUNK`` ids, all in
+        flight (and :meth:`_roles_by_member` for their roles)."""
         wanted = {i.lower(): i for i in user_ids if is_uuid(i)}
-        entries: dict[str, Entry] = {}
         ids = list(wanted)
-        for start in range(0, len(ids), CHUNK):
-            flt = all_filter(
-                self._user_filter,
-                any_filter([eq_filter("entryUUID", i) for i in ids[start : start + CHUNK]]),
-            )
-            base, attrs = self.config.user_search_base, self._user_attrs()
-            for entry in self._lookup("find users by id", base, flt, attrs, self._scope):
-                key = (entry.text("entryUUID") or "").lower()
-                if key in wanted:
-                    entries[wanted[key]] = entry
+        filters = [
+            all_filter(self._user_filter, any_filter([eq_filter("entryUUID", i) for i in chunk]))
+            for chunk in (ids[start : start + CHUNK] for start in range(0, len(ids), CHUNK))
+        ]
+        base, attrs = self.config.user_search_base, self._user_attrs()
+        found = self._run(
+            "find users by id", lambda c: self._searches(c, base, filters, attrs, self._scope)
+        )
+        entries = {
+            wanted[key]: entry
+            for entry in found
+            if (key := (entry.text("entryUUID") or "").lower()) in wanted
+        }
         roles = self._roles_by_member([e.dn for e in entries.values()])
         return {i: self._to_user(e, roles.get(dn_key(e.dn), [])) for i, e in entries.items()}
 
