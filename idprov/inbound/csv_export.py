@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from idprov.model import User
     from idprov.provisioning.service import IdentityService
 
+
 @dataclass
 class ExportReport:
     file: str
