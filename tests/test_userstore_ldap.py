@@ -515,6 +515,9 @@ def test_tls_with_a_ca_file_verifies_the_server(slapd_factory, open_store, how):
     store = open_store(secure, url=url, start_tls=how == "start_tls", ca_file=ca_file)
     store.add_user("alice", {}, None)
     assert people(secure) == ["alice"]
+    store.add_role("staff")
+    store.assign("staff", ["alice"])  # searches and modifies sent by ldap_bulk, over TLS
+    assert [u.roles for u in store.list_users(UserQuery(limit=None)).items] == [["staff"]]
 
 
 def test_tls_refuses_a_server_its_ca_file_does_not_vouch_for(slapd_factory, open_store, tmp_path):
@@ -816,7 +819,10 @@ def _killed_import_config(slapd: Directory, tmp_path: Path) -> Config:
     return load_text(text, "t.yaml", tmp_path)
 
 
-@pytest.mark.parametrize("where", ["after the directory writes", "in the middle of a batch"])
+@pytest.mark.parametrize(
+    "where",
+    ["after the directory writes", "in the middle of a batch", "before the memberships"],
+)
 def test_a_killed_ldap_import_resumes_to_exactly_the_uninterrupted_state(
     slapd, tmp_path, monkeypatch, where
 ):
@@ -824,7 +830,7 @@ def test_a_killed_ldap_import_resumes_to_exactly_the_uninterrupted_state(
     from idprov.provisioning.state import ImportJournal
     from idprov.userstores.ldap import LdapUserStore
 
-    tag = "a" if where.startswith("after") else "m"
+    tag = {"after": "a", "in": "m", "before": "b"}[where.split()[0]]
     names = [f"kill{tag}{i:02d}" for i in range(30)]
     path = tmp_path / "people.csv"
     path.write_text(
@@ -843,6 +849,16 @@ def test_a_killed_ldap_import_resumes_to_exactly_the_uninterrupted_state(
             original_written(self, import_id, last_line)
 
         monkeypatch.setattr(ImportJournal, "written", killed)
+    elif where == "before the memberships":  # entries added, no group modified yet
+        original_change = LdapUserStore._change_members
+
+        def killed(self, changes, groups=None):
+            batches["n"] += 1
+            if batches["n"] == 2:
+                raise KeyboardInterrupt
+            return original_change(self, changes, groups)
+
+        monkeypatch.setattr(LdapUserStore, "_change_members", killed)
     else:
         original_import = LdapUserStore.import_users
 

@@ -170,7 +170,7 @@ def read_source(service: IdentityService) -> Source:
             # shift under a concurrent deletion and would name the wrong user
             page = store.list_users(UserQuery(limit=None))
             source.users.update({u.id: u for u in page.items})
-            source.roles += [(r, store.role_member_ids(r.id)) for r in store.list_roles()]
+            source.roles += store.roles_with_member_ids()
         except IdprovError as exc:
             source.errors.append(f"userstore {domain}: {exc.message}")
     service.directory.with_internal_roles(list(source.users.values()))

@@ -211,6 +211,11 @@ class UserStore(ABC):
     def list_roles(self, prefix: str | None = None) -> list[Role]:
         """Every role (with member counts), ordered by name."""
 
+    def roles_with_member_ids(self) -> list[tuple[Role, list[str]]]:
+        """Every role with its members' stable ids, ordered by name (what a sync reads;
+        stores may read it all at once)."""
+        return [(role, self.role_member_ids(role.id)) for role in self.list_roles()]
+
     # writes: each raises ConflictError/NotFoundError as the case may be
     @abstractmethod
     def add_user(

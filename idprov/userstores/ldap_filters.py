@@ -5,14 +5,21 @@ As in SQL, what cannot be said is left out, so the filter finds at least the use
 that match, and the caller checks each exactly: ``id`` is ``entryUUID``, the times
 are ``createTimestamp``/``modifyTimestamp`` (GeneralizedTime, to the second), a claim
 is its mapped attribute, compared with that attribute's own matching rule.
+
+:func:`filter_ber` compiles filter text (these, and the store's own) to the BER a
+search request carries, byte for byte what ldap3 would send, without pyasn1.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from idprov.errors import UsageError
 from idprov.model import Condition
+from idprov.userstores import ldap_bulk
 
 STAMPS = {"created": "createTimestamp", "modified": "modifyTimestamp"}
 
@@ -103,3 +110,58 @@ def _time(attribute: str, c: Condition) -> str | None:
     if c.op == "eq":
         return f"(&({attribute}>={floor})({attribute}<={ceil}))"
     return None
+
+
+_ITEM = re.compile(r"([A-Za-z0-9;.-]+)(=|>=|<=|~=)((?:[^()\\]|\\[0-9A-Fa-f]{2})*)\)")
+_HEX = re.compile(rb"\\([0-9A-Fa-f]{2})")
+
+
+@functools.lru_cache(maxsize=256)
+def filter_ber(text: str) -> bytes:
+    """An RFC 4515 filter (as this module and the store write them) as the BER of a
+    SearchRequest. UsageError if it is not one."""
+    encoded, end = _parse(text, 0)
+    if end != len(text):
+        raise UsageError(f"not an LDAP filter: {text!r} (extra text at {end})")
+    return encoded
+
+
+def _parse(text: str, pos: int) -> tuple[bytes, int]:
+    """The filter starting at ``pos`` (an opening parenthesis), and where it ends."""
+    if text[pos : pos + 1] != "(":
+        raise UsageError(f"not an LDAP filter: {text!r} (expected '(' at {pos})")
+    kind = text[pos + 1 : pos + 2]
+    if kind in ("&", "|"):
+        parts, pos = [], pos + 2
+        while text[pos : pos + 1] == "(":
+            part, pos = _parse(text, pos)
+            parts.append(part)
+        joined = ldap_bulk.all_of(parts) if kind == "&" else ldap_bulk.any_of(parts)
+        return joined, _close(text, pos)
+    if kind == "!":
+        inner, pos = _parse(text, pos + 2)
+        return ldap_bulk.none_of(inner), _close(text, pos)
+    return _item(text, pos + 1)
+
+
+def _close(text: str, pos: int) -> int:
+    if text[pos : pos + 1] != ")":
+        raise UsageError(f"not an LDAP filter: {text!r} (expected ')' at {pos})")
+    return pos + 1
+
+
+def _item(text: str, pos: int) -> tuple[bytes, int]:
+    match = _ITEM.match(text, pos)
+    if match is None:
+        raise UsageError(f"not an LDAP filter: {text!r} (at {pos})")
+    attribute, operator, value = match.groups()
+    if operator != "=" or "*" not in value:
+        return ldap_bulk.comparison(operator, attribute, _unescaped(value)), match.end()
+    if value == "*":
+        return ldap_bulk.present(attribute), match.end()
+    parts = [_unescaped(part) for part in value.split("*")]
+    return ldap_bulk.substrings(attribute, parts), match.end()
+
+
+def _unescaped(value: str) -> bytes:
+    return _HEX.sub(lambda m: bytes.fromhex(m.group(1).decode()), value.encode())

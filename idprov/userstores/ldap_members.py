@@ -1,0 +1,146 @@
+"""Writing role members and changing many entries at once.
+
+A role's members are values of one attribute of its group, so any number of members
+joining or leaving is one modify of that group. :meth:`LdapMembership._change_members`
+reads every group concerned with one search, works out each group's modify (members
+already there or already gone are skipped; the placeholder of an empty group goes
+when a member arrives and comes back when the last one leaves), and sends the modifies
+``WINDOW`` in flight (:meth:`LdapMembership._modify_all`), which the bulk update of
+an import uses for users too. ``assign``, ``unassign``, imports and upserts all take
+this one path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from idprov.errors import IdprovError, StoreError
+from idprov.userstores.ldap_bulk import Change, ConnectionLost, Pipeline, encode_modify
+from idprov.userstores.ldap_escape import (
+    CHUNK,
+    DnKey,
+    Entry,
+    all_filter,
+    any_filter,
+    dn_key,
+    eq_filter,
+    quiet_ldap3,
+)
+from idprov.userstores.ldap_read import LdapReader
+from idprov.userstores.ldap_session import WINDOW
+
+with quiet_ldap3():
+    from ldap3 import SUBTREE
+    from ldap3.core import exceptions as lx
+    from ldap3.core.results import RESULT_CODES
+
+MemberChange = tuple[Sequence[str], Sequence[str]]
+"""Member DNs to add to a role, and member DNs to remove from it."""
+Modify = tuple[str, str, list[Change]]
+"""What is being done (for messages), the DN, and its changes."""
+
+
+class LdapMembership(LdapReader):
+    """Role members written with one modify per group."""
+
+    def _change_members(
+        self, changes: Mapping[str, MemberChange], groups: Mapping[str, Entry] | None = None
+    ) -> dict[str, tuple[set[DnKey], set[DnKey]]]:
+        """Apply ``changes`` (by role name; ``groups`` as :meth:`_groups_named` read
+        them, if the caller did). Returns, per role, the keys of the DNs it added and
+        removed: members already there (or already gone) are not."""
+        groups = groups or self._groups_named(list(changes))
+        modifies: list[Modify] = []
+        done: dict[str, tuple[set[DnKey], set[DnKey]]] = {}
+        for role, (add, remove) in changes.items():
+            group = groups[role.casefold()]
+            operations, added, removed = self._member_changes(group, add, remove)
+            done[role] = (added, removed)
+            if operations:
+                modifies.append((f"change the members of role {role!r}", group.dn, operations))
+        for error in self._modify_all(modifies):
+            if error is not None:
+                raise error
+        return done
+
+    def _member_changes(
+        self, group: Entry, add: Sequence[str], remove: Sequence[str]
+    ) -> tuple[list[Change], set[DnKey], set[DnKey]]:
+        """The modify that adds ``add`` and removes ``remove`` from ``group``, and the
+        keys of the DNs it adds and removes."""
+        member = self.config.member_attribute
+        values = {dn_key(v): v for v in group.texts(member)}
+        added: dict[DnKey, str] = {}
+        for dn in add:
+            if (key := dn_key(dn)) not in values:
+                added.setdefault(key, dn)
+        removed = {key: values[key] for key in map(dn_key, remove) if key in values}
+        placeholders = [v for v in values.values() if self._is_placeholder(v, group.dn)]
+        changes: list[Change] = []
+        if added:
+            changes.append(("add", member, list(added.values())))
+            changes += [("delete", member, placeholders)] if placeholders else []
+        if removed:
+            if not added and len(removed) == len(values):  # the last member leaves
+                changes.append(("add", member, [self._placeholder(group.dn)]))
+            changes.append(("delete", member, list(removed.values())))
+        return changes, set(added), set(removed)
+
+    def _groups_named(self, roles: Sequence[str]) -> dict[str, Entry]:
+        """The group of each role (by casefolded name), with its members: one search
+        per ``CHUNK`` names. NotFoundError for the first role that has none."""
+        name, member = self.config.group_name_attribute, self.config.member_attribute
+        base = self.config.group_search_base
+        filters = [
+            all_filter(self._group_filter, any_filter([eq_filter(name, r) for r in chunk]))
+            for chunk in (roles[i : i + CHUNK] for i in range(0, len(roles), CHUNK))
+        ]
+        found = self._run(
+            "read roles", lambda c: self._searches(c, base, filters, [name, member], SUBTREE)
+        )
+        groups: dict[str, Entry] = {}
+        for group in found:
+            groups.setdefault(self._role_name(group).casefold(), group)
+        for role in roles:  # matched by the directory's rule, not by name: look it up
+            if role.casefold() not in groups:
+                groups[role.casefold()] = self._required_group(role, [member])
+        return groups
+
+    def _modify_all(self, modifies: Sequence[Modify]) -> list[IdprovError | None]:
+        """Send the modifies, ``WINDOW`` in flight on the store's connection; the error
+        of each, or None where it was made."""
+        if not modifies:
+            return []
+
+        def send(conn: Any) -> list[IdprovError | None]:
+            pipeline = Pipeline(conn.socket, WINDOW, self.config.timeout)
+            try:
+                replies = pipeline.run(
+                    len(modifies), lambda i, mid: encode_modify(mid, *modifies[i][1:])
+                )
+            except ConnectionLost as exc:
+                raise self._lost(exc, len(modifies)) from exc
+            return [self._failure(m[0], r.result, r.message) if r and r.result else None
+                    for m, r in zip(modifies, replies, strict=True)]  # fmt: skip
+
+        return self._run("write to the directory", send)
+
+    def _lost(self, exc: ConnectionLost, sent: int) -> Exception:
+        """A connection that dropped before any answer (a stale one: :meth:`_run` opens
+        a new one and sends again), or after some: then resending could apply a
+        member change twice, so it is an error; running the command again is safe."""
+        answered = sum(reply is not None for reply in exc.args[1])
+        if not answered:
+            return lx.LDAPSocketReceiveError(str(exc.args[0]))
+        return StoreError(
+            f"{self._where()}: the connection dropped after {answered} of {sent} changes were "
+            f"made ({exc.args[0]})",
+            hint="run the command again: it carries on from what the directory holds",
+        )
+
+    def _failure(self, doing: str, code: int, message: str) -> IdprovError:
+        """The idprov error for result ``code`` of an operation sent by ldap_bulk."""
+        described = RESULT_CODES.get(code, str(code))
+        exc = lx.LDAPOperationResult(result=code, description=described, message=message)
+        return self._translate(exc, doing)

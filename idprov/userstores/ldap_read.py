@@ -1,0 +1,387 @@
+"""Reading users and roles from the directory: lookups by name and id, the listing,
+roles and their members, and entries made into :class:`User` and :class:`Role`.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from idprov.errors import NotFoundError, PolicyError, StoreError
+from idprov.model import ClaimValue, Page, Role, User, UserQuery
+from idprov.userstores.ldap_escape import (
+    CHUNK,
+    STAMPS,
+    DnKey,
+    Entry,
+    all_filter,
+    any_filter,
+    dn_key,
+    eq_filter,
+    is_spaced,
+    is_uuid,
+    iso_stamp,
+    quiet_ldap3,
+    rdn_value,
+)
+from idprov.userstores.ldap_filters import escape_filter_chars, ldap_condition
+from idprov.userstores.ldap_session import LdapSession
+
+with quiet_ldap3():
+    from ldap3 import LEVEL, SUBTREE
+
+
+class LdapReader(LdapSession):
+    """The reads of :class:`~idprov.userstores.ldap.LdapUserStore`."""
+
+    # ---- users: reading
+    def _user_attrs(self) -> list[str]:
+        names = [self.config.username_attribute, *self.claim_attributes.values()]
+        return [*dict.fromkeys(names), "userPassword", *STAMPS]
+
+    def _username(self, entry: Entry) -> str:
+        """The username attribute's value; of several, the one that names the entry."""
+        attribute = self.config.username_attribute
+        values = entry.texts(attribute)
+        if len(values) == 1:
+            return values[0]
+        return rdn_value(entry.dn, attribute) or (values[0] if values else "")
+
+    def _user_entries(self, usernames: Sequence[str], attrs: Sequence[str]) -> list[Entry]:
+        """Entries of these usernames: one search per ``CHUNK`` names, all in flight."""
+        name, base = self.config.username_attribute, self.config.user_search_base
+        filters = [
+            all_filter(self._user_filter, any_filter([eq_filter(name, n) for n in chunk]))
+            for chunk in (usernames[i : i + CHUNK] for i in range(0, len(usernames), CHUNK))
+        ]
+        return self._run(
+            "look up users", lambda c: self._searches(c, base, filters, attrs, self._scope)
+        )
+
+    def _user_entry(self, username: str, attrs: Sequence[str] | None = None) -> Entry | None:
+        matches = [
+            e
+            for e in self._user_entries([username], attrs or self._user_attrs())
+            if self._username(e).casefold() == username.casefold()
+        ]
+        if len(matches) > 1:
+            raise self._ambiguous(username, matches)
+        return matches[0] if matches else None
+
+    def _ambiguous(self, username: str, matches: Sequence[Entry]) -> StoreError:
+        return StoreError(
+            f"{self._where()}: {len(matches)} entries have "
+            f"{self.config.username_attribute}={username!r}: " + "; ".join(e.dn for e in matches),
+            hint="make usernames unique in the directory, or narrow user_search_base "
+            "or user_search_scope",
+        )
+
+    def _no_user(self, username: str) -> NotFoundError:
+        return NotFoundError(
+            f"no user {username!r} in the {self.domain} userstore",
+            hint="list users with `idprov user list`",
+        )
+
+    def _required_user(self, username: str, attrs: Sequence[str] | None = None) -> Entry:
+        entry = self._user_entry(username, attrs)
+        if entry is None:
+            raise self._no_user(username)
+        return entry
+
+    def _claims_of(self, entry: Entry, username: str) -> dict[str, ClaimValue]:
+        claims: dict[str, ClaimValue] = {}
+        for claim, attribute, multi_valued in self._claim_columns:
+            raw = entry.attributes.get(attribute)
+            if not raw:
+                continue
+            values = [v.decode("utf-8", "replace") for v in raw]
+            if not (self._person and attribute == "sn" and values == [username]):
+                claims[claim] = values if multi_valued else values[0]
+        return claims
+
+    def _to_user(self, entry: Entry, roles: list[str]) -> User:
+        username = self._username(entry)
+        return User(
+            id=entry.text("entryUUID") or "",
+            domain=self.domain,
+            username=username,
+            claims=self._claims_of(entry, username),
+            roles=roles,
+            has_password=bool(entry.attributes.get("userpassword")),
+            created=iso_stamp(entry.text("createTimestamp")),
+            modified=iso_stamp(entry.text("modifyTimestamp")),
+        )
+
+    def _roles_of(self, user_dn: str) -> list[str]:
+        flt = all_filter(self._group_filter, eq_filter(self.config.member_attribute, user_dn))
+        attrs = [self.config.group_name_attribute]
+        groups = self._run(
+            "read roles",
+            lambda c: list(self._paged(c, self.config.group_search_base, flt, attrs)),
+        )
+        return sorted((self._role_name(g) for g in groups), key=str.casefold)
+
+    def _roles_by_member(self, user_dns: Sequence[str]) -> dict[DnKey, list[str]]:
+        """The role names (sorted) of each of these users, by DN key: a search per user
+        for a few, one walk of every group (names and members) for more."""
+        if len(user_dns) <= CHUNK:
+            return {dn_key(dn): self._roles_of(dn) for dn in user_dns}
+        wanted = {dn_key(dn) for dn in user_dns}
+        found: dict[DnKey, list[str]] = {}
+        for group in self._groups_with_members():
+            name = self._role_name(group)
+            for member in group.texts(self.config.member_attribute):
+                key = dn_key(member)
+                if key in wanted:
+                    found.setdefault(key, []).append(name)
+        return {key: sorted(names, key=str.casefold) for key, names in found.items()}
+
+    def _groups_with_members(self) -> list[Entry]:
+        """Every group, with its name and member values."""
+        config = self.config
+        base, attrs = (
+            config.group_search_base,
+            [config.group_name_attribute, config.member_attribute],
+        )
+        return self._run(
+            "read roles", lambda c: list(self._paged(c, base, self._group_filter, attrs))
+        )
+
+    def _groups_holding(self, dn: str) -> list[Entry]:
+        """The groups (DNs only) that hold ``dn`` as a member."""
+        flt = all_filter(self._group_filter, eq_filter(self.config.member_attribute, dn))
+        base = self.config.group_search_base
+        return self._run("read roles", lambda c: list(self._paged(c, base, flt, ["1.1"])))
+
+    def find_user(self, username: str) -> User | None:
+        entry = self._user_entry(username)
+        return None if entry is None else self._to_user(entry, self._roles_of(entry.dn))
+
+    def find_user_by_id(self, user_id: str) -> User | None:
+        return self.find_users_by_id([user_id]).get(user_id)
+
+    def find_users_by_id(self, user_ids: Sequence[str]) -> dict[str, User]:
+        """The users among ``user_ids`` that exist: one search per ``CHUNK`` ids, all in
+        flight (and :meth:`_roles_by_member` for their roles)."""
+        wanted = {i.lower(): i for i in user_ids if is_uuid(i)}
+        ids = list(wanted)
+        filters = [
+            all_filter(self._user_filter, any_filter([eq_filter("entryUUID", i) for i in chunk]))
+            for chunk in (ids[start : start + CHUNK] for start in range(0, len(ids), CHUNK))
+        ]
+        base, attrs = self.config.user_search_base, self._user_attrs()
+        found = self._run(
+            "find users by id", lambda c: self._searches(c, base, filters, attrs, self._scope)
+        )
+        entries = {
+            wanted[key]: entry
+            for entry in found
+            if (key := (entry.text("entryUUID") or "").lower()) in wanted
+        }
+        roles = self._roles_by_member([e.dn for e in entries.values()])
+        return {i: self._to_user(e, roles.get(dn_key(e.dn), [])) for i, e in entries.items()}
+
+    def find_users(self, usernames: Sequence[str]) -> dict[str, User]:
+        """The users among ``usernames`` that exist, by casefolded name: one search per
+        ``CHUNK`` names (and :meth:`_roles_by_member` for their roles)."""
+        wanted = {name.casefold() for name in usernames}
+        entries: dict[str, Entry] = {}
+        for entry in self._user_entries(list(dict.fromkeys(usernames)), self._user_attrs()):
+            key = self._username(entry).casefold()
+            if key in wanted and key not in entries:
+                entries[key] = entry
+        roles = self._roles_by_member([e.dn for e in entries.values()])
+        return {k: self._to_user(e, roles.get(dn_key(e.dn), [])) for k, e in entries.items()}
+
+    def list_users(self, query: UserQuery) -> Page:
+        if is_spaced(query.username_prefix):
+            return Page([], 0, query.offset, query.limit)
+        flt = self._list_filter(query)
+        members: set[DnKey] | None = None
+        if query.role is not None:
+            group = self._group_entry(query.role, [self.config.member_attribute])
+            if group is None:
+                return Page([], 0, query.offset, query.limit)
+            members = {dn_key(dn) for dn in self._real_members(group)}
+        keep = None if query.limit is None else query.offset + query.limit
+        total, picked = self._run("list users", lambda c: self._pick(c, flt, members, keep))
+        chosen = [entry for *_, entry in picked[query.offset :]]
+        roles = self._roles_by_member([e.dn for e in chosen])
+        users = [self._to_user(e, roles.get(dn_key(e.dn), [])) for e in chosen]
+        return Page(users, total, query.offset, query.limit)
+
+    def _list_filter(self, query: UserQuery) -> str:
+        terms = [self._user_filter]
+        if query.where is not None:
+            attribute = self.config.username_attribute
+            found = ldap_condition(query.where, attribute, self.claim_attributes)
+            terms += [found] if found else []
+        for claim, value in query.claims.items():
+            terms.append(eq_filter(self._attribute(claim), value))
+        if query.username_prefix:
+            prefix = escape_filter_chars(query.username_prefix)
+            terms.append(f"({self.config.username_attribute}={prefix}*)")
+        return all_filter(*terms)
+
+    def _pick(
+        self, conn: Any, flt: str, members: set[DnKey] | None, keep: int | None
+    ) -> tuple[int, list[tuple[str, str, str, Entry]]]:
+        """The total of matches, and the first ``keep`` of them by name (all if None):
+        (casefolded name, name, DN, entry), holding no more than ``keep`` at a time.
+        One paged search reads them whole: a second lookup per page of names cost more
+        than the attributes it saved."""
+        total = 0
+
+        def matches() -> Iterator[tuple[str, str, str, Entry]]:
+            nonlocal total
+            base, attrs = self.config.user_search_base, self._user_attrs()
+            for entry in self._paged(conn, base, flt, attrs, self._scope):
+                if members is None or dn_key(entry.dn) in members:
+                    total += 1
+                    name = self._username(entry)
+                    yield name.casefold(), name, entry.dn, entry
+
+        picked = sorted(matches()) if keep is None else heapq.nsmallest(keep, matches())
+        return total, picked
+
+    def password_hash(self, username: str) -> str | None:
+        entry = self._required_user(username, [self.config.username_attribute, "userPassword"])
+        return entry.text("userPassword")
+
+    # ---- roles: reading
+    def _group_attrs(self) -> list[str]:
+        return [self.config.group_name_attribute, self.config.member_attribute, *STAMPS]
+
+    def _role_name(self, group: Entry) -> str:
+        attribute = self.config.group_name_attribute
+        return rdn_value(group.dn, attribute) or group.text(attribute) or ""
+
+    def _group_entry(self, name: str, attrs: Sequence[str] | None = None) -> Entry | None:
+        flt = all_filter(self._group_filter, eq_filter(self.config.group_name_attribute, name))
+        base, attrs = self.config.group_search_base, attrs or self._group_attrs()
+        found = self._lookup(f"find role {name!r}", base, flt, attrs)
+        exact = [g for g in found if self._role_name(g).casefold() == name.casefold()]
+        return (exact or found)[0] if found else None
+
+    def _required_group(self, name: str, attrs: Sequence[str] | None = None) -> Entry:
+        group = self._group_entry(name, attrs)
+        if group is None:
+            raise NotFoundError(
+                f"no role {name!r} in the {self.domain} userstore",
+                hint=f"create it with `idprov role add {self.domain}/{name}`, or list roles "
+                "with `idprov role list`",
+            )
+        return group
+
+    def _is_placeholder(self, member: str, group_dn: str) -> bool:
+        key = dn_key(member)
+        return key == dn_key(group_dn) or (self._empty_key is not None and key == self._empty_key)
+
+    def _placeholder(self, group_dn: str) -> str:
+        return self.config.empty_member if self.config.empty_member is not None else group_dn
+
+    def _real_members(self, group: Entry) -> list[str]:
+        """Member DNs, without the placeholder of an empty group."""
+        values = group.texts(self.config.member_attribute)
+        return [dn for dn in values if not self._is_placeholder(dn, group.dn)]
+
+    def _is_user_dn(self, dn: str) -> bool:
+        """Whether ``dn`` is in this store's user subtree (members elsewhere are not users
+        of this domain: they are neither shown nor counted)."""
+        key, size = dn_key(dn), len(self._user_base)
+        inside = len(key) > size and key[len(key) - size :] == self._user_base
+        return inside and (self._scope != LEVEL or len(key) == size + 1)
+
+    def _member_names(self, dns: Sequence[str]) -> list[str]:
+        """Usernames of member DNs: from the DN when it names one, else read."""
+        attribute = self.config.username_attribute
+        names = {dn: rdn_value(dn, attribute) for dn in dns}
+        unnamed = [dn for dn, name in names.items() if name is None]
+        for dn, entry in zip(unnamed, self._members(unnamed, [attribute]), strict=True):
+            names[dn] = self._username(entry) if entry is not None else None
+        return sorted((n for n in names.values() if n is not None), key=str.casefold)
+
+    def _members(self, dns: Sequence[str], attrs: Sequence[str]) -> list[Entry | None]:
+        """The user entry of each member DN (None where it is gone or no user)."""
+        flt = self._user_filter
+        return self._run("read members", lambda c: self._entries_at(c, dns, flt, attrs))
+
+    def _to_role(self, group: Entry, with_members: bool) -> Role:
+        members = [dn for dn in self._real_members(group) if self._is_user_dn(dn)]
+        return Role(
+            id=group.text("entryUUID") or "",
+            domain=self.domain,
+            name=self._role_name(group),
+            member_count=len(members),
+            members=self._member_names(members) if with_members else None,
+            created=iso_stamp(group.text("createTimestamp")),
+            modified=iso_stamp(group.text("modifyTimestamp")),
+        )
+
+    def find_role(self, name: str, with_members: bool = False) -> Role | None:
+        group = self._group_entry(name)
+        return None if group is None else self._to_role(group, with_members)
+
+    def _group_by_id(self, role_id: str) -> Entry | None:
+        if not is_uuid(role_id):
+            return None
+        flt = all_filter(self._group_filter, eq_filter("entryUUID", role_id))
+        base, attrs = self.config.group_search_base, self._group_attrs()
+        found = self._run("find a role by id", lambda c: self._search(c, base, flt, attrs, SUBTREE))
+        return found[0] if found else None
+
+    def find_role_by_id(self, role_id: str) -> Role | None:
+        group = self._group_by_id(role_id)
+        return None if group is None else self._to_role(group, False)
+
+    def role_member_ids(self, role_id: str) -> list[str]:
+        """One base search per member, pipelined: work grows with the members, not with
+        the users (a walk of every user per role made a sync read them all 7 times)."""
+        group = self._group_by_id(role_id)
+        if group is None:
+            return []
+        dns = [dn for dn in self._real_members(group) if self._is_user_dn(dn)]
+        found = self._members(dns, ["entryUUID"])
+        return [e.text("entryUUID") or "" for e in found if e is not None]
+
+    def roles_with_member_ids(self) -> list[tuple[Role, list[str]]]:
+        """One walk of the groups and one of the users' ids, instead of a search per
+        member of every role."""
+        ids = self._run("read member ids", self._ids_by_dn)
+        found = []
+        for group in self._groups(self._group_filter):
+            members = [ids[key] for key in map(dn_key, self._real_members(group)) if key in ids]
+            found.append((self._to_role(group, False), members))
+        return sorted(found, key=lambda pair: (pair[0].name.casefold(), pair[0].name))
+
+    def _ids_by_dn(self, conn: Any) -> dict[DnKey, str]:
+        """The entryUUID of every user, by DN key."""
+        base, flt = self.config.user_search_base, self._user_filter
+        walk = self._paged(conn, base, flt, ["entryUUID"], self._scope)
+        return {dn_key(e.dn): e.text("entryUUID") or "" for e in walk}
+
+    def list_roles(self, prefix: str | None = None) -> list[Role]:
+        if is_spaced(prefix):
+            return []
+        flt = self._group_filter
+        if prefix:
+            name = self.config.group_name_attribute
+            flt = all_filter(flt, f"({name}={escape_filter_chars(prefix)}*)")
+        roles = [self._to_role(g, False) for g in self._groups(flt)]
+        return sorted(roles, key=lambda r: (r.name.casefold(), r.name))
+
+    def _groups(self, flt: str) -> list[Entry]:
+        """The groups matching ``flt``, with names, members and stamps."""
+        base, attrs = self.config.group_search_base, self._group_attrs()
+        return self._run("list roles", lambda c: list(self._paged(c, base, flt, attrs)))
+
+    # (claims to attributes)
+    def _attribute(self, claim: str) -> str:
+        attribute = self.claim_attributes.get(claim)
+        if attribute is None:
+            raise PolicyError(
+                f"claim {claim!r} has no LDAP attribute in the {self.domain} userstore",
+                hint=f"map it under userstores[].claim_attributes, e.g. {claim}: ATTRIBUTE",
+            )
+        return attribute

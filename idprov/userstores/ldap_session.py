@@ -1,0 +1,375 @@
+"""The LDAP userstore's connection: open, secure and bind it (ldap3), run operations
+on it (reopened once if it dropped), page through searches and send many of them in
+flight (as :mod:`~idprov.userstores.ldap_bulk` BER on the same socket), and turn the
+directory's errors into idprov's, each naming the store's URL and what it was doing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import ssl
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from idprov.config.claims import ClaimDefinition
+from idprov.config.ldap import LdapUserstoreConfig
+from idprov.errors import (
+    ConfigError,
+    ConflictError,
+    IdprovError,
+    NotFoundError,
+    PolicyError,
+    StoreError,
+)
+from idprov.userstores.base import UserStore
+from idprov.userstores.ldap_bulk import ConnectionLost, Pipeline, Reply, encode_search, paged
+from idprov.userstores.ldap_escape import (
+    PERSON_CLASSES,
+    Entry,
+    T,
+    all_filter,
+    dn_key,
+    eq_filter,
+    quiet_ldap3,
+)
+from idprov.userstores.ldap_filters import filter_ber
+
+with quiet_ldap3():
+    from ldap3 import BASE, LEVEL, NONE, SUBTREE, Connection, Server, Tls
+    from ldap3.core import exceptions as lx
+    from ldap3.core.results import RESULT_CODES
+
+
+class LdapSession(UserStore):
+    """The connection half of :class:`~idprov.userstores.ldap.LdapUserStore`: its
+    settings, its one connection and the searches and errors on it."""
+
+    type: ClassVar[str] = "ldap"
+    transactional: ClassVar[bool] = False
+    config: LdapUserstoreConfig
+
+    def __init__(self, config: LdapUserstoreConfig, claims: Mapping[str, ClaimDefinition]) -> None:
+        super().__init__(config, claims)
+        self.claim_attributes = self._mapping(config, claims)
+        self._claim_columns = [
+            (claim, attribute.lower(), claims[claim].multi_valued)
+            for claim, attribute in self.claim_attributes.items()
+        ]
+        """(claim, lower-cased attribute, multi-valued) in the mapping's order."""
+        self._conn: Any = None
+        self._user_base = dn_key(config.user_search_base)
+        self._empty_key = dn_key(config.empty_member) if config.empty_member is not None else None
+        self._person = any(c.lower() in PERSON_CLASSES for c in config.user_object_classes)
+        self._user_filter = all_filter(
+            *(eq_filter("objectClass", c) for c in config.user_object_classes)
+        )
+        self._group_filter = eq_filter("objectClass", config.group_object_class)
+        self._scope = LEVEL if config.user_search_scope == "one" else SUBTREE
+
+    def _mapping(
+        self, config: LdapUserstoreConfig, claims: Mapping[str, ClaimDefinition]
+    ) -> dict[str, str]:
+        mapping = config.ldap_claims()
+        unknown = sorted(set(mapping) - set(claims))
+        if unknown:
+            raise ConfigError(
+                f"userstore {config.domain}: claim_attributes maps unknown claim {unknown[0]!r}",
+                hint="declare the claim under claims:, or remove it from claim_attributes",
+            )
+        return mapping
+
+    # ---- connection and errors
+    def _where(self) -> str:
+        return f"the {self.domain} userstore ({self.config.url})"
+
+    def _server(self) -> Any:
+        url = urlsplit(self.config.url)
+        secure = url.scheme.lower() == "ldaps"
+        tls = None
+        if secure or self.config.start_tls:
+            ca_file = self.config.ca_file
+            if ca_file and not os.path.isfile(ca_file):
+                raise ConfigError(
+                    f"{self._where()}: ca_file {ca_file} does not exist or is not a file",
+                    hint="give the PEM file of the CA that signs the directory's certificate, "
+                    "or remove ca_file to trust the system's CAs",
+                )
+            tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file)
+        return Server(
+            url.hostname,
+            port=url.port or (636 if secure else 389),
+            use_ssl=secure,
+            tls=tls,
+            connect_timeout=self.config.connect_timeout,
+            get_info=NONE,
+        )
+
+    def _open(self) -> Any:
+        """A new connection, opened, secured and bound (ldap3 raises if not)."""
+        password = self.config.bind_password.reveal() if self.config.bind_password else None
+        conn = None
+        try:
+            conn = Connection(
+                self._server(),
+                user=self.config.bind_dn,
+                password=password,
+                raise_exceptions=True,
+                receive_timeout=max(1, math.ceil(self.config.timeout)),
+                auto_referrals=False,
+                read_only=self.config.read_only,
+            )
+            with warnings.catch_warnings():
+                # ldap3 checks the certificate's names with ssl.match_hostname, which
+                # Python 3.7-3.11 deprecate (3.12 removed it; ldap3 then uses a copy).
+                warnings.filterwarnings("ignore", "ssl.match_hostname", DeprecationWarning)
+                conn.open(read_server_info=False)
+                if self.config.start_tls:
+                    conn.start_tls(read_server_info=False)
+            conn.bind(read_server_info=False)
+        except BaseException:
+            discard(conn)
+            raise
+        return conn
+
+    def _bound(self) -> Any:
+        """:meth:`_open`'s connection, or the idprov error saying why there is none."""
+        try:
+            return self._open()
+        except lx.LDAPOperationResult as exc:
+            raise self._translate(exc, "bind") from exc
+        except lx.LDAPException as exc:
+            if is_tls_failure(exc):
+                raise ConfigError(
+                    f"{self._where()}: TLS failed, the server's certificate was not "
+                    f"accepted: {exc}",
+                    hint=f"check ca_file ({self.config.ca_file or 'none: the system CAs'}) "
+                    "and that the certificate names the host in url",
+                ) from exc
+            raise self._unreachable(exc, "connect") from exc
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self._bound()
+        return self._conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        discard(conn)
+
+    def _run(self, doing: str, op: Callable[[Any], T]) -> T:
+        """``op(connection)``, with ldap3's errors made idprov's. A connection that was
+        open but has dropped is reopened once and ``op`` run again."""
+        reused = self._conn is not None
+        try:
+            return self._attempt(doing, op)
+        except lx.LDAPCommunicationError as exc:
+            self.close()
+            if not reused:
+                raise self._unreachable(exc, doing) from exc
+        try:
+            return self._attempt(doing, op)
+        except lx.LDAPCommunicationError as exc:
+            self.close()
+            raise self._unreachable(exc, doing) from exc
+
+    def _attempt(self, doing: str, op: Callable[[Any], T]) -> T:
+        conn = self._connection()
+        try:
+            return op(conn)
+        except lx.LDAPOperationResult as exc:
+            raise self._translate(exc, doing) from exc
+        except lx.LDAPCommunicationError:
+            raise
+        except lx.LDAPException as exc:
+            raise StoreError(f"{self._where()}: cannot {doing}: {exc}") from exc
+
+    def _unreachable(self, exc: Exception, doing: str) -> StoreError:
+        return StoreError(
+            f"{self._where()}: cannot {doing}: the directory server cannot be reached ({exc})",
+            hint=f"check that the server at {self.config.url} is up, and userstore "
+            f"{self.domain}'s url, start_tls and ca_file",
+        )
+
+    def _translate(self, exc: lx.LDAPOperationResult, doing: str) -> IdprovError:
+        """An LDAP result code as the idprov error it means, with the server's message."""
+        said = str(exc.description or RESULT_CODES.get(exc.result, exc.result))
+        said += f": {exc.message}" if exc.message else ""
+        text = f"{self._where()}: cannot {doing}: {said}"
+        code = exc.result
+        if code == 32:
+            return NotFoundError(text)
+        if code == 68:
+            return ConflictError(text)
+        if code == 49:
+            return ConfigError(
+                text,
+                hint=f"check bind_dn and the secret bind_password names for userstore "
+                f"{self.domain}",
+            )
+        if code == 50:
+            return PolicyError(
+                text,
+                hint=f"grant {self.config.bind_dn or 'the anonymous user'} access in the "
+                "directory, or set read_only: true",
+            )
+        if code in (19, 21):
+            return PolicyError(text, hint="the directory's rules refused this value")
+        if code in (17, 64, 65, 69):
+            return ConfigError(
+                text,
+                hint="check user_object_classes, claim_attributes and the group settings "
+                "against the directory's schema",
+            )
+        return StoreError(text)
+
+    # ---- searching
+    def _search(
+        self, conn: Any, base: str, flt: str, attrs: Sequence[str], scope: Any
+    ) -> list[Entry]:
+        """Every match, as a list (for lookups by names or ids: a few entries). Paged
+        too, since a server's size limit for the bind DN may be below ``CHUNK``."""
+        return list(self._paged(conn, base, flt, attrs, scope))
+
+    def _lookup(
+        self, doing: str, base: str, flt: str, attrs: Sequence[str], scope: Any = SUBTREE
+    ) -> list[Entry]:
+        """:meth:`_search` on the store's connection, for lookups made in a loop."""
+        return self._run(doing, lambda c: self._search(c, base, flt, attrs, scope))
+
+    def _paged(
+        self, conn: Any, base: str, flt: str, attrs: Sequence[str], scope: Any = SUBTREE
+    ) -> Iterator[Entry]:
+        """Every match, ``page_size`` at a time. Consume it fully before another search.
+        Sent and decoded by :mod:`~idprov.userstores.ldap_bulk` on ``conn``'s socket:
+        ldap3 decodes about 4,000 entries a second, a tenth of what slapd sends."""
+        pipeline = Pipeline(conn.socket, 1, self.config.timeout)
+        request = (base, SCOPES[scope], filter_ber(flt), attrs)
+        cookie = b""
+        while True:
+            reply = self._page(pipeline, request, cookie)
+            yield from (Entry.decoded(dn, attributes) for dn, attributes in reply.entries)
+            cookie = reply.cookie
+            if not cookie:
+                return
+
+    def _page(
+        self, pipeline: Pipeline, request: tuple[str, str, bytes, Sequence[str]], cookie: bytes
+    ) -> Reply:
+        """One page of a paged search, after the page that gave ``cookie``."""
+        controls = paged(self.config.page_size, cookie)
+        try:
+            (reply,) = pipeline.run(1, lambda _, mid: encode_search(mid, *request, controls))
+        except ConnectionLost as exc:
+            raise lx.LDAPSocketReceiveError(str(exc.args[0])) from exc
+        assert reply is not None
+        self._complete(reply, request[0])
+        return reply
+
+    def _searches(
+        self, conn: Any, base: str, filters: Sequence[str], attrs: Sequence[str], scope: Any
+    ) -> list[Entry]:
+        """Every match of each filter (for lookups of a few entries each): the searches
+        ``WINDOW`` in flight on ``conn``'s socket, unpaged; one that the server cut
+        short at a size limit is sent again, paged."""
+        pipeline = Pipeline(conn.socket, WINDOW, self.config.timeout)
+        encoded = [filter_ber(f) for f in filters]
+
+        def encode(index: int, message_id: int) -> bytes:
+            return encode_search(message_id, base, SCOPES[scope], encoded[index], attrs)
+
+        try:
+            replies = pipeline.run(len(filters), encode)
+        except ConnectionLost as exc:
+            raise lx.LDAPSocketReceiveError(str(exc.args[0])) from exc
+        found: list[Entry] = []
+        for flt, reply in zip(filters, replies, strict=True):
+            assert reply is not None
+            if reply.result in LIMITS:
+                found += self._paged(conn, base, flt, attrs, scope)
+                continue
+            self._complete(reply, base)
+            found += [Entry.decoded(dn, attributes) for dn, attributes in reply.entries]
+        return found
+
+    def _entries_at(
+        self, conn: Any, dns: Sequence[str], flt: str, attrs: Sequence[str]
+    ) -> list[Entry | None]:
+        """The entry at each DN if it matches ``flt`` (None if not, or if it is gone):
+        base searches, ``WINDOW`` in flight on ``conn``'s socket."""
+        pipeline, search_filter = (
+            Pipeline(conn.socket, WINDOW, self.config.timeout),
+            filter_ber(flt),
+        )
+
+        def encode(index: int, message_id: int) -> bytes:
+            return encode_search(message_id, dns[index], "base", search_filter, attrs)
+
+        try:
+            replies = pipeline.run(len(dns), encode)
+        except ConnectionLost as exc:
+            raise lx.LDAPSocketReceiveError(str(exc.args[0])) from exc
+        return [self._base_reply(dn, reply) for dn, reply in zip(dns, replies, strict=True)]
+
+    def _base_reply(self, dn: str, reply: Reply | None) -> Entry | None:
+        assert reply is not None
+        if reply.result == 32:  # noSuchObject: the entry is gone
+            return None
+        self._complete(reply, dn)
+        return Entry.decoded(*reply.entries[0]) if reply.entries else None
+
+    def _complete(self, reply: Reply, base: str) -> None:
+        """Raise unless the search succeeded (a server limit is an error, never a
+        silently short answer)."""
+        if reply.result == 0:
+            return
+        if reply.result == 32:
+            raise self._no_base(base)
+        described = RESULT_CODES.get(reply.result, str(reply.result))
+        if reply.result in LIMITS:
+            raise StoreError(
+                f"{self._where()}: the search under {base} stopped at a server limit "
+                f"({described}: {reply.message})",
+                hint=f"raise the size and time limits of {self.config.bind_dn or 'anonymous'}"
+                " for paged searches (OpenLDAP: limits dn.exact=... size.prtotal=unlimited)",
+            )
+        raise lx.LDAPOperationResult(
+            result=reply.result, description=described, message=reply.message
+        )
+
+    def _no_base(self, base: str) -> ConfigError:
+        return ConfigError(
+            f"{self._where()}: the search base {base} does not exist",
+            hint=f"create it, or fix user_search_base / group_search_base of userstore "
+            f"{self.domain}",
+        )
+
+
+def discard(conn: Any) -> None:
+    """Unbind and close ``conn`` (None, half-open or dead alike), raising nothing."""
+    if conn is None:
+        return
+    sock = conn.socket
+    try:
+        conn.unbind()
+    except (lx.LDAPException, OSError):
+        pass
+    if sock is not None:
+        sock.close()
+
+
+def is_tls_failure(exc: Exception) -> bool:
+    """Whether ldap3 failed on TLS itself (a certificate, a CA file), not the network."""
+    if isinstance(exc, lx.LDAPSSLConfigurationError | lx.LDAPCertificateError):
+        return True
+    text = str(exc)
+    return "CERTIFICATE_VERIFY_FAILED" in text or "doesn't match" in text
+
+
+LIMITS = (3, 4, 11)
+"""timeLimitExceeded, sizeLimitExceeded, adminLimitExceeded"""
+WINDOW = 32
+"""Requests in flight on one connection (slapd queues up to 100 for an anonymous one)."""
+SCOPES = {BASE: "base", LEVEL: "one", SUBTREE: "sub"}
