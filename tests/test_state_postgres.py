@@ -46,18 +46,32 @@ from idprov.config import load_config, load_text
 from idprov.provisioning.service import IdentityService
 
 class Stalling(httpx.HTTPTransport):
-    '''Forwards requests; after the Nth create is answered, signals and never returns.'''
+    '''Forwards requests; once the Nth create is answered, sends nothing more and
+    never returns, and signals when every request already sent has its answer (so
+    that the kill that follows leaves no reply in flight: what went out is known).'''
     creates = 0
+    in_flight = 0
+    stalled = False
     lock = threading.Lock()
 
     def handle_request(self, request):
+        with self.lock:
+            stop = Stalling.stalled
+            Stalling.in_flight += not stop
+        if stop:
+            time.sleep(3600)
         response = super().handle_request(request)
-        if request.method == "POST":
+        response.read()
+        with self.lock:
+            Stalling.in_flight -= 1
+            Stalling.creates += request.method == "POST"
+            Stalling.stalled = Stalling.stalled or Stalling.creates >= int(sys.argv[2])
+            stop = Stalling.stalled
+        while stop:
             with self.lock:
-                Stalling.creates += 1
-                if Stalling.creates >= int(sys.argv[2]):
+                if Stalling.in_flight == 0:
                     Path(sys.argv[3]).write_text("stalled")
-                    time.sleep(3600)
+            time.sleep(0.01 if Stalling.in_flight else 3600)
         return response
 
 with IdentityService(load_config(sys.argv[1]), http_transport=Stalling()) as svc:
