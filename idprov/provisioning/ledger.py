@@ -2,7 +2,9 @@
 
 It holds, per (identity provider, user or role), the remote id, the attributes last
 sent and their hash, whether idprov created the remote object, and its state
-(``creating`` while a create is in flight, ``active``, ``disabled``);
+(``creating`` while a create is in flight, ``active``, ``disabled``); for a user, the
+digest of what that push was made from (``inputs``, see
+:mod:`idprov.provisioning.inputs`), so that a sync skips users whose inputs did not move;
 ``ledger_members`` holds the group memberships idprov made remotely. The ledger
 holds real remote ids only: a create that failed leaves no id behind.
 """
@@ -10,7 +12,7 @@ holds real remote ids only: a create that failed leaves no id behind.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,6 +36,11 @@ def create_tables(db: StateDB) -> None:
     db.execute("CREATE INDEX ledger_members_user ON ledger_members (idp, user_id)")
 
 
+def inputs_column(db: StateDB) -> None:
+    """The digest of a user's inputs to its last push (NULL: unknown, decide in full)."""
+    db.execute("ALTER TABLE ledger ADD COLUMN inputs TEXT")
+
+
 @dataclass
 class LedgerEntry:
     """What idprov knows of one provisioned entity at one IdP."""
@@ -49,6 +56,8 @@ class LedgerEntry:
     sent: dict[str, Any] | None
     created_by_idprov: bool
     updated_at: str
+    inputs: str | None = None
+    """Users: the digest of the user and mapping that ``hash`` was rendered from."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +71,7 @@ class Ledger:
 
     _COLUMNS = (
         "idp, kind, local_id, domain, label, remote_id, state, hash, sent, created_by_idprov,"
-        " updated_at"
+        " updated_at, inputs"
     )
 
     def get(self, idp: str, kind: str, local_id: str) -> LedgerEntry | None:
@@ -100,6 +109,7 @@ class Ledger:
             sent=sent,
             created_by_idprov=bool(row[9]),
             updated_at=row[10],
+            inputs=row[11],
         )
 
     def for_idp(self, idp: str, kind: str) -> dict[str, LedgerEntry]:
@@ -108,6 +118,39 @@ class Ledger:
             f"SELECT {self._COLUMNS} FROM ledger WHERE idp = ? AND kind = ?", [idp, kind]
         ).fetchall()
         return {r[2]: self._entry(r) for r in rows}
+
+    def unchanged_users(self, idp: str, inputs: Mapping[str, str]) -> set[str]:
+        """The ids among ``inputs`` (local id -> inputs digest) whose active, provisioned
+        entry was pushed from exactly these inputs (in chunks of 500)."""
+        ids = list(inputs)
+        out: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self.db.execute(
+                "SELECT local_id, inputs FROM ledger WHERE idp = ? AND kind = 'user'"
+                " AND state = 'active' AND remote_id IS NOT NULL AND inputs IS NOT NULL"
+                f" AND local_id IN ({','.join('?' * len(chunk))})",
+                [idp, *chunk],
+            ).fetchall()
+            out.update(local_id for local_id, digest in rows if inputs[local_id] == digest)
+        return out
+
+    def user_ids(self, idp: str) -> Iterator[str]:
+        """The local ids of every user entry at ``idp``, as they are read."""
+        for row in self.db.execute(
+            "SELECT local_id FROM ledger WHERE idp = ? AND kind = 'user'", [idp]
+        ):
+            yield row[0]
+
+    def note_inputs(self, idp: str, unchanged: Sequence[tuple[str, str, str]]) -> None:
+        """Record the inputs digest of users found unchanged by a full decision, from
+        (local id, inputs, hash) where ``hash`` is what was compared: an entry pushed
+        again since keeps its own."""
+        self.db.executemany(
+            "UPDATE ledger SET inputs = ? WHERE idp = ? AND kind = 'user' AND local_id = ?"
+            " AND hash = ?",
+            [(inputs, idp, local_id, digest) for local_id, inputs, digest in unchanged],
+        )
 
     def counts(self, idp: str) -> dict[str, int]:
         """What idprov holds at ``idp``, the deletion guard's percentages are of: active
@@ -192,11 +235,13 @@ class Ledger:
         stamp = now()
         self.db.executemany(
             "INSERT INTO ledger (idp, kind, local_id, domain, label, remote_id, state, hash,"
-            " sent, created_by_idprov, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " sent, created_by_idprov, updated_at, inputs)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (idp, kind, local_id) DO UPDATE SET domain = excluded.domain,"
             " label = excluded.label, remote_id = excluded.remote_id, state = excluded.state,"
             " hash = excluded.hash, sent = excluded.sent,"
-            " created_by_idprov = excluded.created_by_idprov, updated_at = excluded.updated_at",
+            " created_by_idprov = excluded.created_by_idprov, updated_at = excluded.updated_at,"
+            " inputs = excluded.inputs",
             [
                 (
                     e.idp,
@@ -210,6 +255,7 @@ class Ledger:
                     json.dumps(e.sent, ensure_ascii=False) if e.sent is not None else None,
                     int(e.created_by_idprov),
                     stamp,
+                    e.inputs,
                 )
                 for e in entries
             ],
@@ -219,7 +265,7 @@ class Ledger:
         """Forget what was last sent (the target lost or changed it): the next push
         sends everything again, and re-creates what is gone."""
         self.db.execute(
-            "UPDATE ledger SET hash = NULL, sent = NULL WHERE idp = ? AND kind = ?"
+            "UPDATE ledger SET hash = NULL, sent = NULL, inputs = NULL WHERE idp = ? AND kind = ?"
             " AND local_id = ?",
             [idp, kind, local_id],
         )

@@ -27,6 +27,7 @@ from idprov.connectors.base import (
     TargetError,
 )
 from idprov.provisioning.decide import UserDecision, decide_user, with_unique_values
+from idprov.provisioning.inputs import user_inputs
 from idprov.provisioning.results import Attempt, OperationResult
 from idprov.provisioning.retry import with_retries
 from idprov.provisioning.tasks import (
@@ -57,7 +58,8 @@ class UserPlanning(Planning):
         idp = self.outbound.idp(row.idp)
         connector = self.outbound.connector(row.idp)
         entry = self._entry(row)
-        decision = decide_user(idp, type(connector), self._user(row), entry)
+        user = self._user(row)
+        decision = decide_user(idp, type(connector), user, entry)
         decision = with_unique_values(decision, connector)
         decision = self._with_password(decision, row, connector)
         if decision.action == "none":
@@ -69,7 +71,9 @@ class UserPlanning(Planning):
         if decision.action in ("delete", "disable"):
             assert entry is not None
             return self._plan_deprovision(row, idp, connector, entry, decision)
-        return self._plan_provision(row, idp, connector, decision, entry)
+        assert user is not None
+        inputs = user_inputs(idp, type(connector), user)
+        return self._plan_provision(row, idp, connector, decision, entry, inputs)
 
     def _with_password(
         self, decision: UserDecision, row: OutboxRow, connector: Connector
@@ -99,6 +103,7 @@ class UserPlanning(Planning):
         connector: Connector,
         decision: UserDecision,
         entry: LedgerEntry | None,
+        inputs: str,
     ) -> Planned:
         account, sent, digest = decision.account, decision.sent, decision.digest
         assert account is not None
@@ -107,7 +112,9 @@ class UserPlanning(Planning):
         def record(outcome: tuple[str, bool]) -> OperationResult:
             remote_id, created_by_idprov = outcome
             self._keep(
-                ledger_entry(row, row.label, remote_id, "active", created_by_idprov, digest, sent)
+                ledger_entry(
+                    row, row.label, remote_id, "active", created_by_idprov, digest, sent, inputs
+                )
             )
             op = "create" if entry is None or entry.remote_id is None else "update"
             return OperationResult(row.idp, "user", row.label, op, "done", remote_id=remote_id)

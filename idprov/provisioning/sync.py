@@ -23,14 +23,11 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from idprov.db import now
-from idprov.errors import ConflictError, GuardError, IdprovError
-from idprov.model import QualifiedName, Role, User, UserQuery
-from idprov.provisioning.decide import decide_role, decide_user, in_scope
-from idprov.provisioning.guard import Effects, Trip, trips
+from idprov.errors import ConflictError, GuardError
+from idprov.provisioning.guard import Effects, Trip
 from idprov.provisioning.results import OutboundReport
 
 if TYPE_CHECKING:
-    from idprov.provisioning.ledger import LedgerEntry
     from idprov.provisioning.outbox import Kind
     from idprov.provisioning.service import IdentityService
 
@@ -66,6 +63,9 @@ class IdpPlan:
     effects: Effects | None = None
     """Its destructive effects, as the deletion guard counts them."""
     trips: list[Trip] = field(default_factory=list)
+    unchanged: list[tuple[str, str, str]] = field(default_factory=list, repr=False)
+    """(local id, inputs digest, hash) of users decided in full and found unchanged:
+    their digests are noted when the plan is applied (not part of the plan itself)."""
 
     @property
     def deprovisions(self) -> int:
@@ -150,171 +150,23 @@ class SyncResult:
         }
 
 
-# ---------------------------------------------------------------- reading the source
-@dataclass
-class Source:
-    """All users and roles of all userstores, or the errors that stopped the read."""
-
-    users: dict[str, User] = field(default_factory=dict)
-    roles: list[tuple[Role, list[str]]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-
-def read_source(service: IdentityService) -> Source:
-    source = Source()
-    for store_config in service.config.userstores:
-        domain = store_config.domain
-        try:
-            store = service.store(domain)
-            # one read (a single statement, or one paged search): pages by offset
-            # shift under a concurrent deletion and would name the wrong user
-            page = store.list_users(UserQuery(limit=None))
-            source.users.update({u.id: u for u in page.items})
-            source.roles += store.roles_with_member_ids()
-        except IdprovError as exc:
-            source.errors.append(f"userstore {domain}: {exc.message}")
-    service.directory.with_internal_roles(list(source.users.values()))
-    for role in service.internal.all():
-        source.roles.append((role, [u for _, u in service.role_members(role.domain, role.id)]))
-    return source
-
-
-def recheck(service: IdentityService, source: Source, entries: dict[str, LedgerEntry]) -> None:
-    """Look up, by id, every provisioned user (of ``entries``) the read did not
-    return: one that is there after all (the read raced a change) is kept, never
-    deprovisioned. Users of a userstore no longer configured are gone."""
-    configured = {u.domain.casefold() for u in service.config.userstores}
-    missing: dict[str, list[str]] = {}
-    for entry in entries.values():
-        if entry.local_id not in source.users and entry.remote_id:
-            if entry.domain.casefold() in configured:
-                missing.setdefault(entry.domain, []).append(entry.local_id)
-    for domain, ids in missing.items():
-        try:
-            source.users.update(service.users_by_id((domain, i) for i in ids))
-        except IdprovError as exc:
-            source.errors.append(f"userstore {domain}: {exc.message}")
-
-
 # ---------------------------------------------------------------- planning
-def compute_plan(service: IdentityService, idps: Sequence[str] | None = None) -> SyncPlan:
-    """The differences between the userstores and the ledger, per IdP."""
+def compute_plan(
+    service: IdentityService, idps: Sequence[str] | None = None, fingerprint: bool = True
+) -> SyncPlan:
+    """The differences between the userstores and the ledger, per IdP (planned in one
+    streamed pass, see :mod:`idprov.provisioning.sync_plan`); ``fingerprint``: with the
+    hash a saved plan is checked against (it reads the whole ledger)."""
+    from idprov.provisioning.sync_plan import plan_idps
+
     names = list(idps) if idps else service.targets()
     for name in names:
         service.idp(name)  # NotFoundError for an unknown one
-    source = read_source(service)
-    plans = [_plan_idp(service, name, source) for name in names]
-    plan = SyncPlan(service.application, plans, source.errors, created=now())
-    plan.fingerprint = plan_fingerprint(service, plan)
+    plans, errors = plan_idps(service, names)
+    plan = SyncPlan(service.application, plans, errors, created=now())
+    if fingerprint:
+        plan.fingerprint = plan_fingerprint(service, plan)
     return plan
-
-
-def _plan_idp(service: IdentityService, name: str, source: Source) -> IdpPlan:
-    idp = service.idp(name)
-    connector = type(service.connector(name))
-    ledger = service.state.ledger
-    users = ledger.for_idp(name, "user")
-    if not source.errors:
-        recheck(service, source, users)
-    plan = IdpPlan(
-        name, provisioned=sum(1 for e in users.values() if e.remote_id and e.state == "active")
-    )
-    plan.effects = effects = Effects(name, idp.deprovision or "delete")
-    for user in source.users.values():
-        decision = decide_user(idp, connector, user, users.get(user.id))
-        effects.note_user(user.qualified_name, decision, users.get(user.id))
-        if decision.action != "none":
-            plan.items.append(
-                PlanItem(
-                    "user",
-                    user.id,
-                    user.domain,
-                    user.qualified_name,
-                    decision.action,
-                    decision.reason,
-                    decision.changed,
-                    decision.digest,
-                )
-            )
-    if not source.errors:  # never read "could not be read" as "deleted"
-        for local_id, entry in users.items():
-            if local_id not in source.users:
-                decision = decide_user(idp, connector, None, entry)
-                effects.note_user(entry.label, decision, entry)
-                if decision.action != "none":
-                    plan.items.append(
-                        PlanItem(
-                            "user",
-                            local_id,
-                            entry.domain,
-                            entry.label,
-                            decision.action,
-                            decision.reason,
-                        )
-                    )
-    plan.items += _plan_roles(service, name, source, effects, users)
-    plan.trips = trips(idp, effects, service.state.ledger.counts(name), None)
-    plan.guard = "; ".join(t.message for t in plan.trips) or None
-    return plan
-
-
-def _plan_roles(
-    service: IdentityService,
-    name: str,
-    source: Source,
-    effects: Effects,
-    users: dict[str, LedgerEntry],
-) -> list[PlanItem]:
-    idp = service.idp(name)
-    ledger = service.state.ledger
-    entries = ledger.for_idp(name, "role")
-    members = ledger.all_members(name)
-    items = []
-    for role, member_ids in source.roles:
-        desired = {
-            m for m in member_ids if m in source.users and in_scope(idp, source.users[m].roles)
-        }
-        decision = decide_role(
-            idp, role.qualified_name, entries.get(role.id), desired, members.get(role.id, set())
-        )
-        effects.note_role(role.qualified_name, decision, _names(source, users, decision.remove))
-        if decision.action != "none":
-            label = str(QualifiedName(role.domain, role.name))
-            changed = [f"+{_label(source, u)}" for u in decision.add]
-            changed += [f"-{_label(source, u)}" for u in decision.remove]
-            if decision.rename:
-                changed.insert(0, f"rename from {entries[role.id].label}")
-            items.append(
-                PlanItem(
-                    "role", role.id, role.domain, label, decision.action, decision.reason, changed
-                )
-            )
-    if not source.errors:
-        known = {r.id for r, _ in source.roles}
-        for local_id, entry in entries.items():
-            if local_id not in known and entry.remote_id:
-                effects.groups.append(entry.label)
-                items.append(
-                    PlanItem(
-                        "role", local_id, entry.domain, entry.label, "delete", "deleted locally"
-                    )
-                )
-    return items
-
-
-def _label(source: Source, user_id: str) -> str:
-    user = source.users.get(user_id)
-    return user.qualified_name if user is not None else user_id
-
-
-def _names(source: Source, users: dict[str, Any], ids: Sequence[str]) -> dict[str, str]:
-    """Labels of user ids: from the source, else the ledger."""
-    out = {}
-    for user_id in ids:
-        user = source.users.get(user_id)
-        entry = users.get(user_id)
-        out[user_id] = user.qualified_name if user else entry.label if entry else user_id
-    return out
 
 
 def plan_fingerprint(service: IdentityService, plan: SyncPlan) -> str:
@@ -368,6 +220,7 @@ def apply_plan(
     with service.unit_of_work(push=False) as uow:
         uow.begin()
         for idp_plan in plan.idps:
+            service.state.ledger.note_inputs(idp_plan.idp, idp_plan.unchanged)
             for item in sorted(idp_plan.items, key=lambda i: i.kind != "user"):
                 kind: Kind = "user" if item.kind == "user" else "role"
                 before = len(uow.rows)
@@ -394,7 +247,8 @@ def run_sync(
     """Plan, and unless ``dry_run`` apply; with ``saved``, apply exactly that plan,
     refused if the userstores or the ledger have moved since it was made."""
     run = uuid.uuid4().hex[:12]
-    plan = compute_plan(service, idps or ([p.idp for p in saved.idps] if saved else None))
+    names = idps or ([p.idp for p in saved.idps] if saved else None)
+    plan = compute_plan(service, names, fingerprint=dry_run or saved is not None)
     if saved is not None and saved.fingerprint != plan.fingerprint:
         raise ConflictError(
             "the saved plan is out of date: the userstores or the ledger changed since it "

@@ -84,8 +84,10 @@ def ledger_entry(
     created_by_idprov: bool,
     digest: str | None = None,
     sent: Mapping[str, Any] | None = None,
+    inputs: str | None = None,
 ) -> LedgerEntry:
-    """The ledger entry of ``row``'s entity after a successful operation."""
+    """The ledger entry of ``row``'s entity after a successful operation (``inputs``:
+    the digest of what ``sent`` was rendered from, see idprov.provisioning.inputs)."""
     from idprov.provisioning.ledger import LedgerEntry
 
     return LedgerEntry(
@@ -100,6 +102,7 @@ def ledger_entry(
         dict(sent) if sent is not None else None,
         created_by_idprov,
         updated_at="",
+        inputs=inputs,
     )
 
 

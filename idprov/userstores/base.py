@@ -191,6 +191,14 @@ class UserStore(ABC):
         domains = [self.domain] if page.items else []
         return PageStream(iter(page.items), page.total, page.offset, page.limit, domains)
 
+    def iter_users(self, batch: int = 1000) -> Iterator[list[User]]:
+        """Every user, in batches of up to ``batch``, from one read (one statement, or
+        one paged search: pages by offset would shift under a concurrent deletion and
+        name the wrong user). A store that can, streams it (memory flat in users)."""
+        users = self.list_users(UserQuery(limit=None)).items
+        for start in range(0, len(users), batch):
+            yield users[start : start + batch]
+
     @abstractmethod
     def password_hash(self, username: str) -> str | None:
         """The stored password hash of an existing user, or None if it has none."""

@@ -236,6 +236,12 @@ class SqlUserStore(UserStore):
             for row in batch:
                 yield self._user(row, roles.get(row[0], []))
 
+    def iter_users(self, batch: int = 1000) -> Iterator[list[User]]:
+        cursor = self._execute(f"SELECT {USER_COLUMNS} FROM users ORDER BY username_key")
+        while rows := cursor.fetchmany(batch):
+            roles = self._roles_of([r[0] for r in rows])
+            yield [self._user(r, roles.get(r[0], [])) for r in rows]
+
     def password_hash(self, username: str) -> str | None:
         row = self._execute(
             "SELECT password_hash FROM users WHERE username_key = ?", [name_key(username)]

@@ -1,0 +1,70 @@
+"""What a user's push was made from: a digest of its inputs, to skip unchanged users.
+
+A user's account at an identity provider is a pure function of the user as read (id,
+domain, name, claims, roles: the roles decide the scope) and of the IdP's mapping
+(its configuration, its connector's default attributes, idprov's version). The ledger
+keeps, next to the hash of what was last sent, the digest of these inputs
+(:func:`inputs_digest`); a sync renders and compares only the users whose inputs moved.
+A change made at the target behind idprov's back is not an input: `sync --verify`
+reads the targets to find those.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from idprov.config.models import IdentityProviderConfig
+    from idprov.connectors.base import Connector
+    from idprov.model import User
+
+
+def _encode(data: Any) -> bytes:
+    return json.dumps(
+        data, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str
+    ).encode()
+
+
+def user_digest(user: User) -> bytes:
+    """The digest of everything of ``user`` a mapping or a scope can read."""
+    claims = user.claims if isinstance(user.claims, dict) else dict(user.claims)
+    data = [user.id, user.domain, user.username, claims, sorted(user.roles)]
+    return hashlib.blake2b(_encode(data), digest_size=16).digest()
+
+
+_FINGERPRINTS: dict[int, tuple[Any, type, bytes]] = {}
+
+
+def idp_fingerprint(idp: IdentityProviderConfig, connector: type[Connector]) -> bytes:
+    """The digest of what decides a user's account and scope at ``idp``: a change of
+    any of it (or an upgrade of idprov) renders every user again, once. Computed once
+    per configuration object."""
+    cached = _FINGERPRINTS.get(id(idp))
+    if cached is not None and cached[0] is idp and cached[1] is connector:
+        return cached[2]
+    from idprov import __version__
+
+    data = {
+        "idprov": __version__,
+        "idp": [idp.name, idp.connector, idp.options, idp.provisioning_roles],
+        "mapping": [idp.username, idp.attributes],
+        "connector": [connector.__module__, connector.__qualname__],
+        "defaults": dict(connector.default_attributes_for(idp.options)),
+    }
+    digest = hashlib.blake2b(_encode(data), digest_size=16).digest()
+    if len(_FINGERPRINTS) > 256:  # configurations reloaded many times: start again
+        _FINGERPRINTS.clear()
+    _FINGERPRINTS[id(idp)] = (idp, connector, digest)
+    return digest
+
+
+def user_inputs(idp: IdentityProviderConfig, connector: type[Connector], user: User) -> str:
+    """The inputs digest of ``user`` at ``idp`` (:func:`inputs_digest`, in one call)."""
+    return inputs_digest(idp_fingerprint(idp, connector), user_digest(user))
+
+
+def inputs_digest(fingerprint: bytes, user: bytes) -> str:
+    """What the ledger keeps: one user's inputs at one IdP."""
+    return hashlib.blake2b(fingerprint + user, digest_size=16).hexdigest()

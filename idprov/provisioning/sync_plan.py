@@ -1,0 +1,262 @@
+"""Planning a sync in one streamed pass: users chunk by chunk, then roles one by one.
+
+Memory stays flat in the number of users: a chunk of users is read from its userstore,
+decided at every IdP and dropped. What is kept is each user's id and domain (to find
+the users deleted locally, and the members of a role that are in scope).
+
+A user whose inputs digest equals the ledger's (:mod:`idprov.provisioning.inputs`) was
+pushed from exactly what is read now: it is unchanged and is neither rendered nor
+compared. Every other user is decided in full, as the engine decides
+(:func:`~idprov.provisioning.decide.decide_user`); one found unchanged all the same
+(a claim no mapping reads) has its digest noted when the plan is applied, so the next
+sync skips it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from idprov.errors import IdprovError
+from idprov.model import QualifiedName
+from idprov.provisioning.decide import decide_role, decide_user, in_scope
+from idprov.provisioning.guard import Effects, trips
+from idprov.provisioning.inputs import idp_fingerprint, inputs_digest, user_digest
+from idprov.provisioning.sync import IdpPlan, PlanItem
+
+if TYPE_CHECKING:
+    from idprov.connectors.base import Connector
+    from idprov.model import Role, User
+    from idprov.provisioning.ledger import LedgerEntry
+    from idprov.provisioning.service import IdentityService
+
+CHUNK = 1000
+"""Users read, decided and dropped together."""
+
+
+@dataclass
+class Seen:
+    """What the pass keeps of the source: every user's domain by id, the roles, and
+    the errors that make the read incomplete."""
+
+    domains: dict[str, str] = field(default_factory=dict)
+    roles: list[Role] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def plan_idps(service: IdentityService, names: list[str]) -> tuple[list[IdpPlan], list[str]]:
+    """The plan of each IdP of ``names``, and the source errors."""
+    planners = [IdpPlanner(service, name) for name in names]
+    seen = Seen()
+    for users in read_users(service, seen):
+        decide_users(planners, users, seen)
+    if not seen.errors:
+        deleted_users(service, planners, seen)
+    plan_roles(service, planners, seen)
+    return [p.finish() for p in planners], seen.errors
+
+
+def read_users(service: IdentityService, seen: Seen) -> Iterator[list[User]]:
+    """Every userstore's users, a chunk at a time (with their internal roles), then
+    its roles into ``seen``; a store that cannot be read is noted in ``seen.errors``."""
+    for store_config in service.config.userstores:
+        domain = store_config.domain
+        try:
+            store = service.store(domain)
+            for users in store.iter_users(CHUNK):
+                yield service.directory.with_internal_roles(users)
+            seen.roles += store.list_roles()
+        except IdprovError as exc:
+            seen.errors.append(f"userstore {domain}: {exc.message}")
+    seen.roles += service.internal.all()
+
+
+def decide_users(planners: list[IdpPlanner], users: list[User], seen: Seen) -> None:
+    digests = {u.id: user_digest(u) for u in users}
+    for user in users:
+        seen.domains[user.id] = user.domain
+    for planner in planners:
+        planner.users(users, digests)
+
+
+def deleted_users(service: IdentityService, planners: list[IdpPlanner], seen: Seen) -> None:
+    """Users the ledger holds and the read did not return. Each one provisioned is
+    looked up by id first: one that is there after all (the read raced a change) is
+    kept; users of a userstore no longer configured are gone."""
+    missing = {p.name: p.missing(seen) for p in planners}
+    configured = {u.domain.casefold() for u in service.config.userstores}
+    refs = {
+        (e.domain, e.local_id)
+        for entries in missing.values()
+        for e in entries
+        if e.remote_id and e.domain.casefold() in configured
+    }
+    found = _recheck(service, sorted(refs), seen)
+    if seen.errors:
+        return
+    if found:
+        decide_users(planners, found, seen)
+    for planner in planners:
+        planner.deleted([e for e in missing[planner.name] if e.local_id not in seen.domains])
+
+
+def _recheck(service: IdentityService, refs: list[tuple[str, str]], seen: Seen) -> list[User]:
+    by_domain: dict[str, list[str]] = {}
+    for domain, user_id in refs:
+        by_domain.setdefault(domain, []).append(user_id)
+    found: list[User] = []
+    for domain, ids in by_domain.items():
+        try:
+            found += service.users_by_id((domain, i) for i in ids).values()
+        except IdprovError as exc:
+            seen.errors.append(f"userstore {domain}: {exc.message}")
+    return found
+
+
+def plan_roles(service: IdentityService, planners: list[IdpPlanner], seen: Seen) -> None:
+    """Each role's group at each IdP, the role's members read once for all of them."""
+    for role in seen.roles:
+        try:
+            members = [u for _, u in service.role_members(role.domain, role.id)]
+        except IdprovError as exc:
+            seen.errors.append(f"userstore {role.domain}: {exc.message}")
+            continue
+        for planner in planners:
+            planner.role(role, members, seen)
+    if not seen.errors:  # never read "could not be read" as "deleted"
+        known = {r.id for r in seen.roles}
+        for planner in planners:
+            planner.deleted_roles(known)
+
+
+class IdpPlanner:
+    """One IdP's side of the pass: its items, its effects, the digests to note."""
+
+    def __init__(self, service: IdentityService, name: str) -> None:
+        from idprov.connectors import registry
+
+        self.service = service
+        self.name = name
+        self.idp = service.idp(name)
+        self.connector: type[Connector] = registry.load(self.idp.connector)
+        self.fingerprint = idp_fingerprint(self.idp, self.connector)
+        self.ledger = service.state.ledger
+        self.totals = self.ledger.counts(name)
+        self.plan = IdpPlan(name, provisioned=self.totals["users"])
+        self.effects = Effects(name, self.idp.deprovision or "delete")
+        self.scoped: set[str] | None = None if self.idp.provisioning_roles is None else set()
+        """Ids of the users in scope here (None: every user is)."""
+
+    def users(self, users: list[User], digests: dict[str, bytes]) -> None:
+        """Decide a chunk of users: those whose inputs did not move are unchanged."""
+        inputs = {u.id: inputs_digest(self.fingerprint, digests[u.id]) for u in users}
+        if self.scoped is not None:
+            self.scoped.update(u.id for u in users if in_scope(self.idp, u.roles))
+        same = self.ledger.unchanged_users(self.name, inputs)
+        rest = [u for u in users if u.id not in same]
+        if not rest:
+            return
+        entries = {e.local_id: e for e in self.ledger.get_many(self.name, "user", _ids(rest))}
+        for user in rest:
+            entry = entries.get(user.id)
+            self.decide(user.id, user.domain, user.qualified_name, user, entry, inputs[user.id])
+
+    def decide(
+        self,
+        local_id: str,
+        domain: str,
+        label: str,
+        user: User | None,
+        entry: LedgerEntry | None,
+        inputs: str | None = None,
+    ) -> None:
+        decision = decide_user(self.idp, self.connector, user, entry)
+        self.effects.note_user(label, decision, entry)
+        if decision.action != "none":
+            self.plan.items.append(
+                PlanItem(
+                    "user",
+                    local_id,
+                    domain,
+                    label,
+                    decision.action,
+                    decision.reason,
+                    decision.changed,
+                    decision.digest,
+                )
+            )
+        elif decision.reason == "unchanged" and entry is not None and entry.hash:
+            if inputs is not None and entry.inputs != inputs:
+                self.plan.unchanged.append((local_id, inputs, entry.hash))
+
+    def missing(self, seen: Seen) -> list[LedgerEntry]:
+        """The ledger's users here that the read did not return."""
+        ids = [i for i in self.ledger.user_ids(self.name) if i not in seen.domains]
+        return self.ledger.get_many(self.name, "user", ids)
+
+    def deleted(self, entries: Iterable[LedgerEntry]) -> None:
+        for entry in entries:
+            self.decide(entry.local_id, entry.domain, entry.label, None, entry)
+
+    def role(self, role: Role, member_ids: list[str], seen: Seen) -> None:
+        entry = self.role_entries.get(role.id)
+        scope = self.scoped if self.scoped is not None else seen.domains
+        desired = {m for m in member_ids if m in scope}
+        current = set()
+        if entry is not None and entry.remote_id:
+            current = self.ledger.members(self.name, role.id)
+        name = role.qualified_name
+        decision = decide_role(self.idp, name, entry, desired, current)
+        names = self._labels(decision.remove, seen)
+        self.effects.note_role(name, decision, names)
+        if decision.action == "none":
+            return
+        names.update(self._labels(decision.add, seen))
+        changed = [f"+{names[u]}" for u in decision.add]
+        changed += [f"-{names[u]}" for u in decision.remove]
+        if decision.rename:
+            assert entry is not None
+            changed.insert(0, f"rename from {entry.label}")
+        label = str(QualifiedName(role.domain, role.name))
+        self.plan.items.append(
+            PlanItem("role", role.id, role.domain, label, decision.action, decision.reason, changed)
+        )
+
+    def deleted_roles(self, known: set[str]) -> None:
+        for local_id, entry in self.role_entries.items():
+            if local_id not in known and entry.remote_id:
+                self.effects.groups.append(entry.label)
+                self.plan.items.append(
+                    PlanItem(
+                        "role", local_id, entry.domain, entry.label, "delete", "deleted locally"
+                    )
+                )
+
+    @property
+    def role_entries(self) -> dict[str, LedgerEntry]:
+        if not hasattr(self, "_role_entries"):
+            self._role_entries = self.ledger.for_idp(self.name, "role")
+        return self._role_entries
+
+    def _labels(self, user_ids: list[str], seen: Seen) -> dict[str, str]:
+        """Labels of user ids: their qualified names as read, else the ledger's."""
+        if not user_ids:
+            return {}
+        refs = [(seen.domains[u], u) for u in user_ids if u in seen.domains]
+        users = self.service.users_by_id(refs) if refs else {}
+        out = {u: users[u].qualified_name for u in user_ids if u in users}
+        rest = [u for u in user_ids if u not in out]
+        out.update({e.local_id: e.label for e in self.ledger.get_many(self.name, "user", rest)})
+        return {u: out.get(u, u) for u in user_ids}
+
+    def finish(self) -> IdpPlan:
+        plan = self.plan
+        plan.effects = self.effects
+        plan.trips = trips(self.idp, self.effects, self.totals, None)
+        plan.guard = "; ".join(t.message for t in plan.trips) or None
+        return plan
+
+
+def _ids(users: Iterable[User]) -> list[str]:
+    return [u.id for u in users]
