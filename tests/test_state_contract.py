@@ -320,6 +320,38 @@ def test_the_ledger_records_replaces_and_forgets(state):
     assert ledger.get("a", "user", "u1") is None and ledger.members("a", "role1") == set()
 
 
+def test_the_ledger_keeps_the_inputs_a_user_was_pushed_from(state):
+    ledger = state.ledger
+    pushed = [entry("u1", "r1"), entry("u2", "r2"), entry("u3", "r3", "disabled")]
+    pushed.append(entry("u4", None))
+    for e in pushed:
+        e.inputs = f"in-{e.local_id}"
+    with state.transaction():
+        ledger.record_many(pushed)
+    assert ledger.get("a", "user", "u1").inputs == "in-u1"
+    now = {"u1": "in-u1", "u2": "moved", "u3": "in-u3", "u4": "in-u4", "u5": "in-u5"}
+    assert ledger.unchanged_users("a", now) == {"u1"}  # active, provisioned, same inputs
+    with state.transaction():  # noted only where the hash compared is still there
+        ledger.note_inputs("a", [("u2", "moved", "h"), ("u1", "other", "not-h")])
+        ledger.invalidate("a", "user", "u3")
+    assert ledger.unchanged_users("a", now) == {"u1", "u2"}
+    assert ledger.get("a", "user", "u3").inputs is None
+    assert sorted(ledger.user_ids("a")) == ["u1", "u2", "u3", "u4"]
+
+
+def test_a_ledger_from_before_the_inputs_column_is_migrated_with_its_rows(backend, state):
+    with state.transaction():
+        state.ledger.record(entry("u1", "r1"))
+    step = "0009_ledger_inputs" if state.db.dialect == "sqlite" else "0002_ledger_inputs"
+    with state.transaction():
+        state.db.execute("ALTER TABLE ledger DROP COLUMN inputs")
+        state.db.execute("DELETE FROM idprov_migrations WHERE name = ?", [step])
+    again = backend.open()
+    got = again.ledger.get("a", "user", "u1")
+    assert (got.remote_id, got.inputs) == ("r1", None)
+    assert again.ledger.unchanged_users("a", {"u1": "x"}) == set()
+
+
 # ---- imports journal
 
 
