@@ -11,8 +11,11 @@
    cores (a process pool hashing the same number of passwords): ratio target >= 0.85.
 4. --rss N: peak RSS of a separate `idprov import users` process for an N-row file
    (target < 300 MB for 1,000,000).
+5. --scale 10000,30000,100000: the CLI import and the raw limit at each size, each into
+   a fresh store, as µs/user and marginal µs/user between sizes (linear growth: a
+   marginal cost that stays flat as the size grows).
 
-Usage: python bench/import_users.py [--users N] [--passwords P] [--rss N]
+Usage: python bench/import_users.py [--users N] [--passwords P] [--rss N] [--scale N,N,...]
 """
 
 from __future__ import annotations
@@ -181,12 +184,41 @@ def peak_rss(n: int, tmp: Path) -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
+def scale(sizes: list[int]) -> None:
+    """`idprov import users` and the raw limit at each size: µs/user, marginal µs/user."""
+    rows = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as name:
+            tmp = Path(name)
+            path = tmp / "users.csv"
+            generate(path, n)
+            raw, _ = raw_limit(path, tmp)
+            rows.append((n, through_cli(path, tmp / "idprov"), raw))
+    print("users      import s  µs/user  marginal µs/user | raw s  µs/user  marginal")
+    previous = None
+    for n, ours, raw in rows:
+        marginal = marginal_raw = "-"
+        if previous is not None:
+            more = n - previous[0]
+            marginal = f"{(ours - previous[1]) / more * 1e6:.1f}"
+            marginal_raw = f"{(raw - previous[2]) / more * 1e6:.1f}"
+        print(
+            f"{n:>9,}  {ours:8.2f}  {ours / n * 1e6:7.1f}  {marginal:>16} | "
+            f"{raw:5.2f}  {raw / n * 1e6:7.1f}  {marginal_raw:>8}"
+        )
+        previous = (n, ours, raw)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--passwords", type=int, default=0)
     parser.add_argument("--rss", type=int, default=0)
+    parser.add_argument("--scale", help="sizes, comma-separated (e.g. 10000,30000,100000)")
     args = parser.parse_args()
+    if args.scale:
+        scale([int(n) for n in args.scale.split(",")])
+        return
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         path = tmp / "users.csv"

@@ -331,20 +331,26 @@ def test_the_ledger_keeps_the_inputs_a_user_was_pushed_from(state):
     assert ledger.get("a", "user", "u1").inputs == "in-u1"
     now = {"u1": "in-u1", "u2": "moved", "u3": "in-u3", "u4": "in-u4", "u5": "in-u5"}
     assert ledger.unchanged_users("a", now) == {"u1"}  # active, provisioned, same inputs
+    assert [ledger.get("a", "user", u).inputs for u in ("u3", "u4")] == [None, None]
     with state.transaction():  # noted only where the hash compared is still there
         ledger.note_inputs("a", [("u2", "moved", "h"), ("u1", "other", "not-h")])
-        ledger.invalidate("a", "user", "u3")
+        ledger.note_inputs("a", [("u3", "in-u3", "h")])  # not active: not noted
     assert ledger.unchanged_users("a", now) == {"u1", "u2"}
-    assert ledger.get("a", "user", "u3").inputs is None
+    assert ledger.get("a", "user", "u2").inputs == "moved"
+    with state.transaction():
+        ledger.invalidate("a", "user", "u1")
+        ledger.forget("a", "user", "u2")
+        ledger.record(entry("u2", "r2"))  # pushed again, inputs unknown
+    assert ledger.unchanged_users("a", now) == set()
     assert sorted(ledger.user_ids("a")) == ["u1", "u2", "u3", "u4"]
 
 
-def test_a_ledger_from_before_the_inputs_column_is_migrated_with_its_rows(backend, state):
+def test_a_ledger_from_before_the_inputs_is_migrated_with_its_rows(backend, state):
     with state.transaction():
         state.ledger.record(entry("u1", "r1"))
     step = "0009_ledger_inputs" if state.db.dialect == "sqlite" else "0002_ledger_inputs"
     with state.transaction():
-        state.db.execute("ALTER TABLE ledger DROP COLUMN inputs")
+        state.db.execute("DROP TABLE ledger_inputs")
         state.db.execute("DELETE FROM idprov_migrations WHERE name = ?", [step])
     again = backend.open()
     got = again.ledger.get("a", "user", "u1")

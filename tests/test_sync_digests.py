@@ -140,7 +140,7 @@ def test_a_ledger_from_before_the_digests_is_decided_in_full_once(
     seeded: Path, scim: Scim2Peer, renders: list[str]
 ) -> None:
     with store(seeded) as conn:
-        conn.execute("UPDATE ledger SET inputs = NULL")
+        conn.execute("DELETE FROM ledger_inputs")
     with open_service(seeded, scim, MAPPED) as svc:
         assert run_sync(svc).plan.empty and len(renders) == 4
         assert run_sync(svc).plan.empty and len(renders) == 4

@@ -21,10 +21,11 @@ if TYPE_CHECKING:
     from idprov.model import User
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def _encode(data: Any) -> bytes:
-    return json.dumps(
-        data, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str
-    ).encode()
+    return _ENCODER.encode(data).encode()
 
 
 def user_digest(user: User) -> bytes:

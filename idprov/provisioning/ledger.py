@@ -2,11 +2,16 @@
 
 It holds, per (identity provider, user or role), the remote id, the attributes last
 sent and their hash, whether idprov created the remote object, and its state
-(``creating`` while a create is in flight, ``active``, ``disabled``); for a user, the
-digest of what that push was made from (``inputs``, see
-:mod:`idprov.provisioning.inputs`), so that a sync skips users whose inputs did not move;
+(``creating`` while a create is in flight, ``active``, ``disabled``);
 ``ledger_members`` holds the group memberships idprov made remotely. The ledger
 holds real remote ids only: a create that failed leaves no id behind.
+
+``ledger_inputs`` holds, for a user whose entry is active and provisioned, the digest of
+what its last push was rendered from (:mod:`idprov.provisioning.inputs`), so that a sync
+skips users whose inputs did not move. It is a table of its own, a few dozen bytes a
+row, because a sync reads it for every user: the ledger's rows carry what was sent.
+Every write of a user's entry here keeps it true (set with an active push, dropped
+with any other state, a forget or an invalidation).
 """
 
 from __future__ import annotations
@@ -36,9 +41,13 @@ def create_tables(db: StateDB) -> None:
     db.execute("CREATE INDEX ledger_members_user ON ledger_members (idp, user_id)")
 
 
-def inputs_column(db: StateDB) -> None:
-    """The digest of a user's inputs to its last push (NULL: unknown, decide in full)."""
-    db.execute("ALTER TABLE ledger ADD COLUMN inputs TEXT")
+def inputs_table(db: StateDB) -> None:
+    """Per (IdP, user with an active push): the digest of that push's inputs."""
+    db.execute(
+        "CREATE TABLE ledger_inputs (idp TEXT NOT NULL, local_id TEXT NOT NULL,"
+        " inputs TEXT NOT NULL, PRIMARY KEY (idp, local_id))"
+        + (" WITHOUT ROWID" if db.dialect == "sqlite" else "")
+    )
 
 
 @dataclass
@@ -69,14 +78,16 @@ class Ledger:
     def __init__(self, db: StateDB):
         self.db = db
 
-    _COLUMNS = (
-        "idp, kind, local_id, domain, label, remote_id, state, hash, sent, created_by_idprov,"
-        " updated_at, inputs"
+    _SELECT = (
+        "SELECT l.idp, l.kind, l.local_id, l.domain, l.label, l.remote_id, l.state, l.hash,"
+        " l.sent, l.created_by_idprov, l.updated_at, i.inputs FROM ledger l"
+        " LEFT JOIN ledger_inputs i ON l.kind = 'user' AND i.idp = l.idp"
+        " AND i.local_id = l.local_id"
     )
 
     def get(self, idp: str, kind: str, local_id: str) -> LedgerEntry | None:
         row = self.db.execute(
-            f"SELECT {self._COLUMNS} FROM ledger WHERE idp = ? AND kind = ? AND local_id = ?",
+            f"{self._SELECT} WHERE l.idp = ? AND l.kind = ? AND l.local_id = ?",
             [idp, kind, local_id],
         ).fetchone()
         return None if row is None else self._entry(row)
@@ -87,7 +98,7 @@ class Ledger:
         for start in range(0, len(local_ids), 500):
             chunk = list(local_ids[start : start + 500])
             rows = self.db.execute(
-                f"SELECT {self._COLUMNS} FROM ledger WHERE idp = ? AND kind = ? AND local_id"
+                f"{self._SELECT} WHERE l.idp = ? AND l.kind = ? AND l.local_id"
                 f" IN ({','.join('?' * len(chunk))})",
                 [idp, kind, *chunk],
             ).fetchall()
@@ -115,7 +126,7 @@ class Ledger:
     def for_idp(self, idp: str, kind: str) -> dict[str, LedgerEntry]:
         """Every entry of one kind at one IdP, by local id (one query)."""
         rows = self.db.execute(
-            f"SELECT {self._COLUMNS} FROM ledger WHERE idp = ? AND kind = ?", [idp, kind]
+            f"{self._SELECT} WHERE l.idp = ? AND l.kind = ?", [idp, kind]
         ).fetchall()
         return {r[2]: self._entry(r) for r in rows}
 
@@ -127,13 +138,19 @@ class Ledger:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             rows = self.db.execute(
-                "SELECT local_id, inputs FROM ledger WHERE idp = ? AND kind = 'user'"
-                " AND state = 'active' AND remote_id IS NOT NULL AND inputs IS NOT NULL"
+                "SELECT local_id, inputs FROM ledger_inputs WHERE idp = ?"
                 f" AND local_id IN ({','.join('?' * len(chunk))})",
                 [idp, *chunk],
             ).fetchall()
             out.update(local_id for local_id, digest in rows if inputs[local_id] == digest)
         return out
+
+    def count(self, idp: str, kind: str) -> int:
+        """How many entries of ``kind`` there are at ``idp``, whatever their state."""
+        row = self.db.execute(
+            "SELECT count(*) FROM ledger WHERE idp = ? AND kind = ?", [idp, kind]
+        ).fetchone()
+        return int(row[0])
 
     def user_ids(self, idp: str) -> Iterator[str]:
         """The local ids of every user entry at ``idp``, as they are read."""
@@ -145,10 +162,12 @@ class Ledger:
     def note_inputs(self, idp: str, unchanged: Sequence[tuple[str, str, str]]) -> None:
         """Record the inputs digest of users found unchanged by a full decision, from
         (local id, inputs, hash) where ``hash`` is what was compared: an entry pushed
-        again since keeps its own."""
+        again, or no longer active, since is left alone."""
         self.db.executemany(
-            "UPDATE ledger SET inputs = ? WHERE idp = ? AND kind = 'user' AND local_id = ?"
-            " AND hash = ?",
+            "INSERT INTO ledger_inputs (idp, local_id, inputs)"
+            " SELECT idp, local_id, CAST(? AS TEXT) FROM ledger WHERE idp = ? AND kind = 'user'"
+            " AND local_id = ? AND hash = ? AND state = 'active' AND remote_id IS NOT NULL"
+            " ON CONFLICT (idp, local_id) DO UPDATE SET inputs = excluded.inputs",
             [(inputs, idp, local_id, digest) for local_id, inputs, digest in unchanged],
         )
 
@@ -235,13 +254,11 @@ class Ledger:
         stamp = now()
         self.db.executemany(
             "INSERT INTO ledger (idp, kind, local_id, domain, label, remote_id, state, hash,"
-            " sent, created_by_idprov, updated_at, inputs)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " sent, created_by_idprov, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (idp, kind, local_id) DO UPDATE SET domain = excluded.domain,"
             " label = excluded.label, remote_id = excluded.remote_id, state = excluded.state,"
             " hash = excluded.hash, sent = excluded.sent,"
-            " created_by_idprov = excluded.created_by_idprov, updated_at = excluded.updated_at,"
-            " inputs = excluded.inputs",
+            " created_by_idprov = excluded.created_by_idprov, updated_at = excluded.updated_at",
             [
                 (
                     e.idp,
@@ -255,20 +272,33 @@ class Ledger:
                     json.dumps(e.sent, ensure_ascii=False) if e.sent is not None else None,
                     int(e.created_by_idprov),
                     stamp,
-                    e.inputs,
                 )
                 for e in entries
             ],
         )
+        pushed = [e for e in entries if e.kind == "user" and _pushed_from(e)]
+        self.db.executemany(
+            "INSERT INTO ledger_inputs (idp, local_id, inputs) VALUES (?, ?, ?)"
+            " ON CONFLICT (idp, local_id) DO UPDATE SET inputs = excluded.inputs",
+            [(e.idp, e.local_id, e.inputs) for e in pushed],
+        )
+        self._drop_inputs(
+            [(e.idp, e.local_id) for e in entries if e.kind == "user" and not _pushed_from(e)]
+        )
+
+    def _drop_inputs(self, keys: Sequence[tuple[str, str]]) -> None:
+        self.db.executemany("DELETE FROM ledger_inputs WHERE idp = ? AND local_id = ?", keys)
 
     def invalidate(self, idp: str, kind: str, local_id: str) -> None:
         """Forget what was last sent (the target lost or changed it): the next push
         sends everything again, and re-creates what is gone."""
         self.db.execute(
-            "UPDATE ledger SET hash = NULL, sent = NULL, inputs = NULL WHERE idp = ? AND kind = ?"
+            "UPDATE ledger SET hash = NULL, sent = NULL WHERE idp = ? AND kind = ?"
             " AND local_id = ?",
             [idp, kind, local_id],
         )
+        if kind == "user":
+            self._drop_inputs([(idp, local_id)])
 
     def relabel(self, idp: str, kind: str, local_id: str, label: str) -> None:
         """Set the name the ledger says the target holds (a group renamed there)."""
@@ -281,6 +311,8 @@ class Ledger:
         self.db.execute(
             "DELETE FROM ledger WHERE idp = ? AND kind = ? AND local_id = ?", [idp, kind, local_id]
         )
+        if kind == "user":
+            self._drop_inputs([(idp, local_id)])
         column = "user_id" if kind == "user" else "role_id"
         self.db.execute(
             f"DELETE FROM ledger_members WHERE idp = ? AND {column} = ?", [idp, local_id]
@@ -315,3 +347,8 @@ class Ledger:
             "DELETE FROM ledger_members WHERE idp = ? AND role_id = ? AND user_id = ?",
             [(idp, role_id, u) for u in removed],
         )
+
+
+def _pushed_from(entry: LedgerEntry) -> bool:
+    """Whether ``entry`` is an active push whose inputs are known."""
+    return entry.state == "active" and entry.remote_id is not None and entry.inputs is not None

@@ -90,9 +90,9 @@ def _inbound_tokens(db: StateDB) -> None:
 
 
 def _ledger_inputs(db: StateDB) -> None:
-    from idprov.provisioning.ledger import inputs_column
+    from idprov.provisioning.ledger import inputs_table
 
-    inputs_column(db)
+    inputs_table(db)
 
 
 _POSTGRES_SCHEMA = ddl(

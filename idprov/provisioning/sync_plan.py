@@ -60,16 +60,17 @@ def plan_idps(service: IdentityService, names: list[str]) -> tuple[list[IdpPlan]
 def read_users(service: IdentityService, seen: Seen) -> Iterator[list[User]]:
     """Every userstore's users, a chunk at a time (with their internal roles), then
     its roles into ``seen``; a store that cannot be read is noted in ``seen.errors``."""
+    internal = service.internal.all()
     for store_config in service.config.userstores:
         domain = store_config.domain
         try:
             store = service.store(domain)
             for users in store.iter_users(CHUNK):
-                yield service.directory.with_internal_roles(users)
+                yield service.directory.with_internal_roles(users) if internal else users
             seen.roles += store.list_roles()
         except IdprovError as exc:
             seen.errors.append(f"userstore {domain}: {exc.message}")
-    seen.roles += service.internal.all()
+    seen.roles += internal
 
 
 def decide_users(planners: list[IdpPlanner], users: list[User], seen: Seen) -> None:
@@ -147,6 +148,8 @@ class IdpPlanner:
         self.effects = Effects(name, self.idp.deprovision or "delete")
         self.scoped: set[str] | None = None if self.idp.provisioning_roles is None else set()
         """Ids of the users in scope here (None: every user is)."""
+        self.matched = 0
+        """Ledger entries found for the users read so far."""
 
     def users(self, users: list[User], digests: dict[str, bytes]) -> None:
         """Decide a chunk of users: those whose inputs did not move are unchanged."""
@@ -154,10 +157,12 @@ class IdpPlanner:
         if self.scoped is not None:
             self.scoped.update(u.id for u in users if in_scope(self.idp, u.roles))
         same = self.ledger.unchanged_users(self.name, inputs)
+        self.matched += len(same)
         rest = [u for u in users if u.id not in same]
         if not rest:
             return
         entries = {e.local_id: e for e in self.ledger.get_many(self.name, "user", _ids(rest))}
+        self.matched += len(entries)
         for user in rest:
             entry = entries.get(user.id)
             self.decide(user.id, user.domain, user.qualified_name, user, entry, inputs[user.id])
@@ -191,7 +196,10 @@ class IdpPlanner:
                 self.plan.unchanged.append((local_id, inputs, entry.hash))
 
     def missing(self, seen: Seen) -> list[LedgerEntry]:
-        """The ledger's users here that the read did not return."""
+        """The ledger's users here that the read did not return (none, without reading
+        their ids, when every entry was matched by a user read)."""
+        if self.ledger.count(self.name, "user") == self.matched:
+            return []
         ids = [i for i in self.ledger.user_ids(self.name) if i not in seen.domains]
         return self.ledger.get_many(self.name, "user", ids)
 
@@ -202,7 +210,7 @@ class IdpPlanner:
     def role(self, role: Role, member_ids: list[str], seen: Seen) -> None:
         entry = self.role_entries.get(role.id)
         scope = self.scoped if self.scoped is not None else seen.domains
-        desired = {m for m in member_ids if m in scope}
+        desired = set(filter(scope.__contains__, member_ids))
         current = set()
         if entry is not None and entry.remote_id:
             current = self.ledger.members(self.name, role.id)
