@@ -5,7 +5,7 @@ No behaviour beyond conversion to JSON-ready dicts; no imports of other layers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -65,7 +65,7 @@ class User:
     id: str
     domain: str
     username: str
-    claims: dict[str, ClaimValue] = field(default_factory=dict)
+    claims: Mapping[str, ClaimValue] = field(default_factory=dict)
     roles: list[str] = field(default_factory=list)
     has_password: bool = False
     created: str = ""

@@ -329,19 +329,19 @@ def test_the_ledger_keeps_the_inputs_a_user_was_pushed_from(state):
     with state.transaction():
         ledger.record_many(pushed)
     assert ledger.get("a", "user", "u1").inputs == "in-u1"
-    now = {"u1": "in-u1", "u2": "moved", "u3": "in-u3", "u4": "in-u4", "u5": "in-u5"}
-    assert ledger.unchanged_users("a", now) == {"u1"}  # active, provisioned, same inputs
+    ids = ["u1", "u2", "u3", "u4", "u5"]
+    assert ledger.inputs_of(["a", "b"], ids) == {"a": {"u1": "in-u1", "u2": "in-u2"}}
     assert [ledger.get("a", "user", u).inputs for u in ("u3", "u4")] == [None, None]
     with state.transaction():  # noted only where the hash compared is still there
         ledger.note_inputs("a", [("u2", "moved", "h"), ("u1", "other", "not-h")])
         ledger.note_inputs("a", [("u3", "in-u3", "h")])  # not active: not noted
-    assert ledger.unchanged_users("a", now) == {"u1", "u2"}
+    assert ledger.inputs_of(["a"], ids) == {"a": {"u1": "in-u1", "u2": "moved"}}
     assert ledger.get("a", "user", "u2").inputs == "moved"
     with state.transaction():
         ledger.invalidate("a", "user", "u1")
         ledger.forget("a", "user", "u2")
         ledger.record(entry("u2", "r2"))  # pushed again, inputs unknown
-    assert ledger.unchanged_users("a", now) == set()
+    assert ledger.inputs_of(["a"], ids) == {}
     assert sorted(ledger.user_ids("a")) == ["u1", "u2", "u3", "u4"]
 
 
@@ -355,7 +355,7 @@ def test_a_ledger_from_before_the_inputs_is_migrated_with_its_rows(backend, stat
     again = backend.open()
     got = again.ledger.get("a", "user", "u1")
     assert (got.remote_id, got.inputs) == ("r1", None)
-    assert again.ledger.unchanged_users("a", {"u1": "x"}) == set()
+    assert again.ledger.inputs_of(["a"], ["u1"]) == {}
 
 
 # ---- imports journal

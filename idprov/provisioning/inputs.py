@@ -1,8 +1,9 @@
 """What a user's push was made from: a digest of its inputs, to skip unchanged users.
 
 A user's account at an identity provider is a pure function of the user as read (id,
-domain, name, claims, roles: the roles decide the scope) and of the IdP's mapping
-(its configuration, its connector's default attributes, idprov's version). The ledger
+domain, name, claims; its roles too where they decide the scope: at an IdP with
+provisioning roles) and of the IdP's mapping (its configuration, its connector's
+default attributes, idprov's version). The ledger
 keeps, next to the hash of what was last sent, the digest of these inputs
 (:func:`inputs_digest`); a sync renders and compares only the users whose inputs moved.
 A change made at the target behind idprov's back is not an input: `sync --verify`
@@ -14,6 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import TYPE_CHECKING, Any
+
+from idprov.userstores.base import JsonClaims
+from idprov.userstores.sql import claims_json
 
 if TYPE_CHECKING:
     from idprov.config.models import IdentityProviderConfig
@@ -28,17 +32,28 @@ def _encode(data: Any) -> bytes:
     return _ENCODER.encode(data).encode()
 
 
-def user_digest(user: User) -> bytes:
-    """The digest of everything of ``user`` a mapping or a scope can read."""
-    claims = user.claims if isinstance(user.claims, dict) else dict(user.claims)
-    data = [user.id, user.domain, user.username, claims, sorted(user.roles)]
-    return hashlib.blake2b(_encode(data), digest_size=16).digest()
+def by_roles(idp: IdentityProviderConfig) -> bool:
+    """Whether users' roles are inputs at ``idp``: they decide nothing but the scope,
+    and only provisioning roles make one (no template reads roles)."""
+    return idp.provisioning_roles is not None
 
 
-_FINGERPRINTS: dict[int, tuple[Any, type, bytes]] = {}
+def user_digest(user: User, roles: bool) -> str:
+    """The digest of everything of ``user`` a mapping (and with ``roles``, a scope) can
+    read. Claims are taken as the canonical JSON idprov stores them in, or as the text
+    a store holds (not decoded: a text that is not idprov's canonical form differs from
+    the decoded claims' digest, which costs one full decision, never a wrong skip)."""
+    claims = user.claims
+    text = claims.text if isinstance(claims, JsonClaims) else claims_json(claims)
+    held = sorted(user.roles) if roles else None
+    head = repr((user.id, user.domain, user.username, held))  # self-delimiting
+    return hashlib.blake2b((head + text).encode(), digest_size=16).hexdigest()
 
 
-def idp_fingerprint(idp: IdentityProviderConfig, connector: type[Connector]) -> bytes:
+_FINGERPRINTS: dict[int, tuple[Any, type, str]] = {}
+
+
+def idp_fingerprint(idp: IdentityProviderConfig, connector: type[Connector]) -> str:
     """The digest of what decides a user's account and scope at ``idp``: a change of
     any of it (or an upgrade of idprov) renders every user again, once. Computed once
     per configuration object."""
@@ -54,7 +69,7 @@ def idp_fingerprint(idp: IdentityProviderConfig, connector: type[Connector]) -> 
         "connector": [connector.__module__, connector.__qualname__],
         "defaults": dict(connector.default_attributes_for(idp.options)),
     }
-    digest = hashlib.blake2b(_encode(data), digest_size=16).digest()
+    digest = hashlib.blake2b(_encode(data), digest_size=16).hexdigest()
     if len(_FINGERPRINTS) > 256:  # configurations reloaded many times: start again
         _FINGERPRINTS.clear()
     _FINGERPRINTS[id(idp)] = (idp, connector, digest)
@@ -63,9 +78,9 @@ def idp_fingerprint(idp: IdentityProviderConfig, connector: type[Connector]) -> 
 
 def user_inputs(idp: IdentityProviderConfig, connector: type[Connector], user: User) -> str:
     """The inputs digest of ``user`` at ``idp`` (:func:`inputs_digest`, in one call)."""
-    return inputs_digest(idp_fingerprint(idp, connector), user_digest(user))
+    return inputs_digest(idp_fingerprint(idp, connector), user_digest(user, by_roles(idp)))
 
 
-def inputs_digest(fingerprint: bytes, user: bytes) -> str:
-    """What the ledger keeps: one user's inputs at one IdP."""
-    return hashlib.blake2b(fingerprint + user, digest_size=16).hexdigest()
+def inputs_digest(fingerprint: str, user: str) -> str:
+    """What the ledger keeps: one user's inputs at one IdP (both digests, side by side)."""
+    return fingerprint + user

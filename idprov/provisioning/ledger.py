@@ -17,7 +17,7 @@ with any other state, a forget or an invalidation).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -130,19 +130,19 @@ class Ledger:
         ).fetchall()
         return {r[2]: self._entry(r) for r in rows}
 
-    def unchanged_users(self, idp: str, inputs: Mapping[str, str]) -> set[str]:
-        """The ids among ``inputs`` (local id -> inputs digest) whose active, provisioned
-        entry was pushed from exactly these inputs (in chunks of 500)."""
-        ids = list(inputs)
-        out: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            rows = self.db.execute(
-                "SELECT local_id, inputs FROM ledger_inputs WHERE idp = ?"
+    def inputs_of(self, idps: Sequence[str], user_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """IdP -> user id -> the inputs digest of its active push there, for the users
+        among ``user_ids`` that have one (in chunks of 500)."""
+        out: dict[str, dict[str, str]] = {}
+        marks = ",".join("?" * len(idps))
+        for start in range(0, len(user_ids), 500):
+            chunk = user_ids[start : start + 500]
+            for idp, local_id, digest in self.db.execute(
+                f"SELECT idp, local_id, inputs FROM ledger_inputs WHERE idp IN ({marks})"
                 f" AND local_id IN ({','.join('?' * len(chunk))})",
-                [idp, *chunk],
-            ).fetchall()
-            out.update(local_id for local_id, digest in rows if inputs[local_id] == digest)
+                [*idps, *chunk],
+            ).fetchall():
+                out.setdefault(idp, {})[local_id] = digest
         return out
 
     def count(self, idp: str, kind: str) -> int:

@@ -22,7 +22,7 @@ from idprov.errors import IdprovError
 from idprov.model import QualifiedName
 from idprov.provisioning.decide import decide_role, decide_user, in_scope
 from idprov.provisioning.guard import Effects, trips
-from idprov.provisioning.inputs import idp_fingerprint, inputs_digest, user_digest
+from idprov.provisioning.inputs import by_roles, idp_fingerprint, inputs_digest, user_digest
 from idprov.provisioning.sync import IdpPlan, PlanItem
 
 if TYPE_CHECKING:
@@ -49,7 +49,8 @@ def plan_idps(service: IdentityService, names: list[str]) -> tuple[list[IdpPlan]
     """The plan of each IdP of ``names``, and the source errors."""
     planners = [IdpPlanner(service, name) for name in names]
     seen = Seen()
-    for users in read_users(service, seen):
+    roles = any(p.by_roles for p in planners)
+    for users in read_users(service, seen, roles):
         decide_users(planners, users, seen)
     if not seen.errors:
         deleted_users(service, planners, seen)
@@ -57,16 +58,17 @@ def plan_idps(service: IdentityService, names: list[str]) -> tuple[list[IdpPlan]
     return [p.finish() for p in planners], seen.errors
 
 
-def read_users(service: IdentityService, seen: Seen) -> Iterator[list[User]]:
-    """Every userstore's users, a chunk at a time (with their internal roles), then
-    its roles into ``seen``; a store that cannot be read is noted in ``seen.errors``."""
+def read_users(service: IdentityService, seen: Seen, roles: bool) -> Iterator[list[User]]:
+    """Every userstore's users, a chunk at a time (with their roles, internal ones too,
+    if ``roles``: they are read only when an IdP's scope needs them), then its roles
+    into ``seen``; a store that cannot be read is noted in ``seen.errors``."""
     internal = service.internal.all()
     for store_config in service.config.userstores:
         domain = store_config.domain
         try:
             store = service.store(domain)
-            for users in store.iter_users(CHUNK):
-                yield service.directory.with_internal_roles(users) if internal else users
+            for users in store.iter_users(CHUNK, roles):
+                yield service.directory.with_internal_roles(users) if internal and roles else users
             seen.roles += store.list_roles()
         except IdprovError as exc:
             seen.errors.append(f"userstore {domain}: {exc.message}")
@@ -74,11 +76,20 @@ def read_users(service: IdentityService, seen: Seen) -> Iterator[list[User]]:
 
 
 def decide_users(planners: list[IdpPlanner], users: list[User], seen: Seen) -> None:
-    digests = {u.id: user_digest(u) for u in users}
+    """Decide a chunk of users at every IdP: the ledger's digests of all of them at
+    all the IdPs are read together; users whose inputs did not move are unchanged."""
+    digests = {
+        roles: {u.id: user_digest(u, roles) for u in users}
+        for roles in {p.by_roles for p in planners}
+    }
     for user in users:
         seen.domains[user.id] = user.domain
+    if not planners:
+        return
+    ids = [u.id for u in users]
+    stored = planners[0].ledger.inputs_of([p.name for p in planners], ids)
     for planner in planners:
-        planner.users(users, digests)
+        planner.users(users, digests[planner.by_roles], stored.get(planner.name, {}))
 
 
 def deleted_users(service: IdentityService, planners: list[IdpPlanner], seen: Seen) -> None:
@@ -116,15 +127,18 @@ def _recheck(service: IdentityService, refs: list[tuple[str, str]], seen: Seen) 
 
 
 def plan_roles(service: IdentityService, planners: list[IdpPlanner], seen: Seen) -> None:
-    """Each role's group at each IdP, the role's members read once for all of them."""
+    """Each role's group at each IdP, the role's members read once for all of them:
+    those read as users, and in scope at the IdP, are to be in its group."""
     for role in seen.roles:
         try:
             members = [u for _, u in service.role_members(role.domain, role.id)]
         except IdprovError as exc:
             seen.errors.append(f"userstore {role.domain}: {exc.message}")
             continue
+        read = set(filter(seen.domains.__contains__, members))
         for planner in planners:
-            planner.role(role, members, seen)
+            scoped = planner.scoped
+            planner.role(role, read if scoped is None else scoped.intersection(members), seen)
     if not seen.errors:  # never read "could not be read" as "deleted"
         known = {r.id for r in seen.roles}
         for planner in planners:
@@ -146,26 +160,29 @@ class IdpPlanner:
         self.totals = self.ledger.counts(name)
         self.plan = IdpPlan(name, provisioned=self.totals["users"])
         self.effects = Effects(name, self.idp.deprovision or "delete")
-        self.scoped: set[str] | None = None if self.idp.provisioning_roles is None else set()
+        self.by_roles = by_roles(self.idp)
+        """Whether users' roles decide their scope here (are inputs)."""
+        self.scoped: set[str] | None = set() if self.by_roles else None
         """Ids of the users in scope here (None: every user is)."""
         self.matched = 0
         """Ledger entries found for the users read so far."""
 
-    def users(self, users: list[User], digests: dict[str, bytes]) -> None:
-        """Decide a chunk of users: those whose inputs did not move are unchanged."""
-        inputs = {u.id: inputs_digest(self.fingerprint, digests[u.id]) for u in users}
+    def users(self, users: list[User], digests: dict[str, str], stored: dict[str, str]) -> None:
+        """Decide a chunk of users (``digests``: of each user; ``stored``: the ledger's
+        inputs here, by user id): those whose inputs did not move are unchanged."""
         if self.scoped is not None:
             self.scoped.update(u.id for u in users if in_scope(self.idp, u.roles))
-        same = self.ledger.unchanged_users(self.name, inputs)
-        self.matched += len(same)
-        rest = [u for u in users if u.id not in same]
+        fingerprint = self.fingerprint
+        rest = [u for u in users if stored.get(u.id) != fingerprint + digests[u.id]]
+        self.matched += len(users) - len(rest)
         if not rest:
             return
         entries = {e.local_id: e for e in self.ledger.get_many(self.name, "user", _ids(rest))}
         self.matched += len(entries)
         for user in rest:
+            inputs = inputs_digest(fingerprint, digests[user.id])
             entry = entries.get(user.id)
-            self.decide(user.id, user.domain, user.qualified_name, user, entry, inputs[user.id])
+            self.decide(user.id, user.domain, user.qualified_name, user, entry, inputs)
 
     def decide(
         self,
@@ -207,13 +224,13 @@ class IdpPlanner:
         for entry in entries:
             self.decide(entry.local_id, entry.domain, entry.label, None, entry)
 
-    def role(self, role: Role, member_ids: list[str], seen: Seen) -> None:
+    def role(self, role: Role, desired: set[str], seen: Seen) -> None:
         entry = self.role_entries.get(role.id)
-        scope = self.scoped if self.scoped is not None else seen.domains
-        desired = set(filter(scope.__contains__, member_ids))
-        current = set()
+        current: set[str] = set()
         if entry is not None and entry.remote_id:
             current = self.ledger.members(self.name, role.id)
+            if current == desired:  # nothing to add or remove: spare the decision its copies
+                current = desired = set()
         name = role.qualified_name
         decision = decide_role(self.idp, name, entry, desired, current)
         names = self._labels(decision.remove, seen)

@@ -21,8 +21,9 @@ from idprov.model import ClaimValue, Page, PageStream, Role, User, UserQuery
 
 
 class JsonClaims(Mapping[str, ClaimValue]):
-    """Claims kept as the JSON a bulk import staged them in, decoded only if a store
-    reads them (SQL stores write the JSON as it is)."""
+    """Claims kept as JSON text, decoded only if read: what a bulk import staged (SQL
+    stores write the JSON as it is), and the users of :meth:`UserStore.iter_users`
+    (a sync digests the text of the users it skips, never decoding it)."""
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -191,10 +192,12 @@ class UserStore(ABC):
         domains = [self.domain] if page.items else []
         return PageStream(iter(page.items), page.total, page.offset, page.limit, domains)
 
-    def iter_users(self, batch: int = 1000) -> Iterator[list[User]]:
+    def iter_users(self, batch: int = 1000, roles: bool = True) -> Iterator[list[User]]:
         """Every user, in batches of up to ``batch``, from one read (one statement, or
         one paged search: pages by offset would shift under a concurrent deletion and
-        name the wrong user). A store that can, streams it (memory flat in users)."""
+        name the wrong user). A store that can, streams it (memory flat in users), and
+        may give claims as :class:`JsonClaims`, the text it holds; with ``roles``
+        False, it may leave each user's roles empty (not read)."""
         users = self.list_users(UserQuery(limit=None)).items
         for start in range(0, len(users), batch):
             yield users[start : start + batch]

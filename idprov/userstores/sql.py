@@ -26,7 +26,7 @@ from idprov.db import now
 from idprov.errors import ConflictError, NotFoundError
 from idprov.model import ClaimValue, Page, PageStream, Role, User, UserQuery, new_id
 from idprov.statedb import Cursor
-from idprov.userstores.base import ImportedUser, UserStore
+from idprov.userstores.base import ImportedUser, JsonClaims, UserStore
 from idprov.userstores.sql_filters import ConditionSql
 
 CHUNK = 500
@@ -131,13 +131,15 @@ class SqlUserStore(UserStore):
         )
 
     # ---- reads
-    def _user(self, row: Sequence[Any], roles: list[str]) -> User:
+    def _user(self, row: Sequence[Any], roles: list[str], as_text: bool = False) -> User:
+        """The user of ``row``; ``as_text``: claims stored as text stay text until read."""
         id_, username, claims, pw, created, modified = row
+        as_text = as_text and isinstance(claims, str)
         return User(
             id=id_,
             domain=self.domain,
             username=username,
-            claims=self._load_claims(claims),
+            claims=JsonClaims(claims) if as_text else self._load_claims(claims),
             roles=roles,
             has_password=pw is not None,
             created=self._time(created),
@@ -236,11 +238,12 @@ class SqlUserStore(UserStore):
             for row in batch:
                 yield self._user(row, roles.get(row[0], []))
 
-    def iter_users(self, batch: int = 1000) -> Iterator[list[User]]:
+    def iter_users(self, batch: int = 1000, roles: bool = True) -> Iterator[list[User]]:
         cursor = self._execute(f"SELECT {USER_COLUMNS} FROM users ORDER BY username_key")
+        none: dict[str, list[str]] = {}
         while rows := cursor.fetchmany(batch):
-            roles = self._roles_of([r[0] for r in rows])
-            yield [self._user(r, roles.get(r[0], [])) for r in rows]
+            held = self._roles_of([r[0] for r in rows]) if roles else none
+            yield [self._user(r, held.get(r[0], []), as_text=True) for r in rows]
 
     def password_hash(self, username: str) -> str | None:
         row = self._execute(
