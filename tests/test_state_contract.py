@@ -351,6 +351,7 @@ def test_a_ledger_from_before_the_inputs_is_migrated_with_its_rows(backend, stat
     step = "0009_ledger_inputs" if state.db.dialect == "sqlite" else "0002_ledger_inputs"
     with state.transaction():
         state.db.execute("DROP TABLE ledger_inputs")
+        state.db.execute("DROP INDEX ledger_state")
         state.db.execute("DELETE FROM idprov_migrations WHERE name = ?", [step])
     again = backend.open()
     got = again.ledger.get("a", "user", "u1")

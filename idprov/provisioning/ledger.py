@@ -42,12 +42,15 @@ def create_tables(db: StateDB) -> None:
 
 
 def inputs_table(db: StateDB) -> None:
-    """Per (IdP, user with an active push): the digest of that push's inputs."""
+    """Per (IdP, user with an active push): the digest of that push's inputs. And the
+    index that counts entries per IdP and state without reading what was sent (a sync
+    counts them every run, as the deletion guard does)."""
     db.execute(
         "CREATE TABLE ledger_inputs (idp TEXT NOT NULL, local_id TEXT NOT NULL,"
         " inputs TEXT NOT NULL, PRIMARY KEY (idp, local_id))"
         + (" WITHOUT ROWID" if db.dialect == "sqlite" else "")
     )
+    db.execute("CREATE INDEX ledger_state ON ledger (idp, kind, state, remote_id)")
 
 
 @dataclass
@@ -145,12 +148,14 @@ class Ledger:
                 out.setdefault(idp, {})[local_id] = digest
         return out
 
-    def count(self, idp: str, kind: str) -> int:
-        """How many entries of ``kind`` there are at ``idp``, whatever their state."""
+    def user_counts(self, idp: str) -> tuple[int, int]:
+        """(user entries in any state, users active and provisioned) at ``idp``."""
         row = self.db.execute(
-            "SELECT count(*) FROM ledger WHERE idp = ? AND kind = ?", [idp, kind]
+            "SELECT count(*), coalesce(sum(CASE WHEN state = 'active' AND remote_id IS NOT NULL"
+            " THEN 1 ELSE 0 END), 0) FROM ledger WHERE idp = ? AND kind = 'user'",
+            [idp],
         ).fetchone()
-        return int(row[0])
+        return int(row[0]), int(row[1])
 
     def user_ids(self, idp: str) -> Iterator[str]:
         """The local ids of every user entry at ``idp``, as they are read."""

@@ -157,8 +157,8 @@ class IdpPlanner:
         self.connector: type[Connector] = registry.load(self.idp.connector)
         self.fingerprint = idp_fingerprint(self.idp, self.connector)
         self.ledger = service.state.ledger
-        self.totals = self.ledger.counts(name)
-        self.plan = IdpPlan(name, provisioned=self.totals["users"])
+        self.entries, provisioned = self.ledger.user_counts(name)
+        self.plan = IdpPlan(name, provisioned=provisioned)
         self.effects = Effects(name, self.idp.deprovision or "delete")
         self.by_roles = by_roles(self.idp)
         """Whether users' roles decide their scope here (are inputs)."""
@@ -215,7 +215,7 @@ class IdpPlanner:
     def missing(self, seen: Seen) -> list[LedgerEntry]:
         """The ledger's users here that the read did not return (none, without reading
         their ids, when every entry was matched by a user read)."""
-        if self.ledger.count(self.name, "user") == self.matched:
+        if self.entries == self.matched:
             return []
         ids = [i for i in self.ledger.user_ids(self.name) if i not in seen.domains]
         return self.ledger.get_many(self.name, "user", ids)
@@ -278,7 +278,8 @@ class IdpPlanner:
     def finish(self) -> IdpPlan:
         plan = self.plan
         plan.effects = self.effects
-        plan.trips = trips(self.idp, self.effects, self.totals, None)
+        if self.effects.any:  # what the guard's percentages are of
+            plan.trips = trips(self.idp, self.effects, self.ledger.counts(self.name), None)
         plan.guard = "; ".join(t.message for t in plan.trips) or None
         return plan
 
