@@ -348,7 +348,7 @@ def test_the_ledger_keeps_the_inputs_a_user_was_pushed_from(state):
 def test_a_ledger_from_before_the_inputs_is_migrated_with_its_rows(backend, state):
     with state.transaction():
         state.ledger.record(entry("u1", "r1"))
-    step = "0009_ledger_inputs" if state.db.dialect == "sqlite" else "0002_ledger_inputs"
+    step = "0010_ledger_inputs" if state.db.dialect == "sqlite" else "0003_ledger_inputs"
     with state.transaction():
         state.db.execute("DROP TABLE ledger_inputs")
         state.db.execute("DROP INDEX ledger_state")
