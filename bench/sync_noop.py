@@ -14,7 +14,10 @@ in the store and one more sync must send exactly those updates, to each IdP.
 scratch and prints µs/user, and the marginal µs/user between sizes: linear growth
 means a marginal cost that stays flat as the size grows.
 
-Usage: python bench/sync_noop.py [--users N] [--runs R] [--scale N,N,...]
+--list-with PATH times the listing with another idprov executable (another branch's
+.venv/bin/idprov, say) on the same data, for a baseline that moved.
+
+Usage: python bench/sync_noop.py [--users N] [--runs R] [--scale N,N,...] [--list-with PATH]
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from outbound_push import start_server, stop  # noqa: E402
 
 EXE = str(Path(sys.executable).parent / "idprov")
 SYNC = [EXE, "sync", "--quiet", "--json"]
-LIST = [EXE, "user", "list", "--limit", "0", "--json"]
+LIST = [EXE, "user", "list", "--limit", "0", "--json"]  # --list-with replaces EXE
 
 
 def stats(base_url: str, token: str) -> dict[str, int]:
@@ -189,7 +192,10 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--scale", help="sizes, comma-separated (e.g. 10000,30000,100000)")
+    parser.add_argument("--list-with", help="the idprov executable whose listing is timed")
     args = parser.parse_args()
+    if args.list_with:
+        LIST[0] = args.list_with
     if args.scale:
         scale([int(n) for n in args.scale.split(",")], args.runs)
     else:
