@@ -166,6 +166,7 @@ class IdpPlanner:
         """Ids of the users in scope here (None: every user is)."""
         self.matched = 0
         """Ledger entries found for the users read so far."""
+        self.role_entries = self.ledger.for_idp(name, "role")
 
     def users(self, users: list[User], digests: dict[str, str], stored: dict[str, str]) -> None:
         """Decide a chunk of users (``digests``: of each user; ``stored``: the ledger's
@@ -257,12 +258,6 @@ class IdpPlanner:
                         "role", local_id, entry.domain, entry.label, "delete", "deleted locally"
                     )
                 )
-
-    @property
-    def role_entries(self) -> dict[str, LedgerEntry]:
-        if not hasattr(self, "_role_entries"):
-            self._role_entries = self.ledger.for_idp(self.name, "role")
-        return self._role_entries
 
     def _labels(self, user_ids: list[str], seen: Seen) -> dict[str, str]:
         """Labels of user ids: their qualified names as read, else the ledger's."""
