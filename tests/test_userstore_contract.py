@@ -184,6 +184,17 @@ def test_list_users_orders_by_name_ignoring_case(crowd):
     assert page.items[0].roles == ["staff"]
 
 
+def test_iter_users_reads_everyone_in_batches_as_listed(crowd):
+    batches = list(crowd.iter_users(2))
+    assert [len(b) for b in batches] == [2, 2, 1]
+    listed = {u.id: u for u in crowd.list_users(UserQuery(limit=None)).items}
+    read = [u for batch in batches for u in batch]
+    assert [u.username for u in read] == ["alice", "Bob", "carol", "dave", "erin"]
+    for user in read:  # claims as a mapping (perhaps still JSON text), roles as listed
+        assert (dict(user.claims), user.roles) == (listed[user.id].claims, listed[user.id].roles)
+    assert all(u.roles == [] for b in crowd.iter_users(10, roles=False) for u in b)
+
+
 @pytest.mark.parametrize(
     ("query", "expected", "total"),
     [
