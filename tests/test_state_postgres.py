@@ -426,3 +426,38 @@ def test_the_state_section_names_its_database_and_files_relative_to_the_config(t
     )
     assert (state.sslmode, state.ca_file) == ("verify-full", str(tmp_path / "ca.pem"))
     assert [ref.ref for ref in config.secret_refs()] == ["env:PG_PW"]
+
+
+def test_a_no_op_sync_on_postgres_renders_nobody_and_finds_a_change(
+    drained, postgres, scim2_server, monkeypatch
+):
+    """Users in PostgreSQL (claims as jsonb) and the state there: the digests the
+    pushes recorded are the ones the sync computes, and a change made in the database
+    directly is found and sent alone."""
+    from idprov.provisioning.mapping import UserMapping
+    from idprov.provisioning.sync import run_sync
+
+    add_users(drained, 5)
+    rendered: list[str] = []
+    real = UserMapping.account
+
+    def counted(self, user, idp_name, previous):  # type: ignore[no-untyped-def]
+        rendered.append(user.username)
+        return real(self, user, idp_name, previous)
+
+    monkeypatch.setattr(UserMapping, "account", counted)
+    with IdentityService(load_config(str(drained))) as svc:
+        assert run_sync(svc).outbound.ok
+        assert postgres.rows("SELECT count(*) FROM idprov.ledger_inputs") == [(5,)]
+        rendered.clear()
+        assert run_sync(svc).plan.empty and rendered == []
+        postgres.execute(
+            "UPDATE directory.users SET claims = jsonb_set(claims, '{title}', '\"Boss\"')"
+            " WHERE username = 'user0002'"
+        )
+        [item] = run_sync(svc).plan.idps[0].items
+        assert (item.label, item.action, item.changed) == ("user0002", "update", ["title"])
+        rendered.clear()
+        assert run_sync(svc).plan.empty and rendered == []
+    titles = {u["userName"]: u.get("title") for u in scim2_server.users()}
+    assert titles == {f"user{i:04d}": "Boss" if i == 2 else None for i in range(5)}
