@@ -232,18 +232,22 @@ class SqlUserStore(UserStore):
 
     def _users_of(self, rows: Iterable[Sequence[Any]]) -> Iterator[User]:
         """Users of ``rows`` (:data:`USER_COLUMNS`), with their roles, a batch at a time."""
+        for batch in self._batches_of(rows, CHUNK):
+            yield from batch
+
+    def _batches_of(
+        self, rows: Iterable[Sequence[Any]], size: int, roles: bool = True, as_text: bool = False
+    ) -> Iterator[list[User]]:
+        """Users of ``rows`` in batches of ``size``, each batch's roles in one query
+        (unless not ``roles``), claims stored as text kept as text if ``as_text``."""
         rows = iter(rows)
-        while batch := list(islice(rows, CHUNK)):
-            roles = self._roles_of([r[0] for r in batch])
-            for row in batch:
-                yield self._user(row, roles.get(row[0], []))
+        while batch := list(islice(rows, size)):
+            held = self._roles_of([r[0] for r in batch]) if roles else {}
+            yield [self._user(row, held.get(row[0], []), as_text) for row in batch]
 
     def iter_users(self, batch: int = 1000, roles: bool = True) -> Iterator[list[User]]:
-        cursor = self._execute(f"SELECT {USER_COLUMNS} FROM users ORDER BY username_key")
-        none: dict[str, list[str]] = {}
-        while rows := cursor.fetchmany(batch):
-            held = self._roles_of([r[0] for r in rows]) if roles else none
-            yield [self._user(r, held.get(r[0], []), as_text=True) for r in rows]
+        rows = self._stream(f"SELECT {USER_COLUMNS} FROM users ORDER BY username_key", [])
+        return self._batches_of(rows, batch, roles, as_text=True)
 
     def password_hash(self, username: str) -> str | None:
         row = self._execute(
