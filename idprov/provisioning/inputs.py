@@ -3,11 +3,10 @@
 A user's account at an identity provider is a pure function of the user as read (id,
 domain, name, claims; its roles too where they decide the scope: at an IdP with
 provisioning roles) and of the IdP's mapping (its configuration, its connector's
-default attributes, idprov's version). The ledger
-keeps, next to the hash of what was last sent, the digest of these inputs
-(:func:`inputs_digest`); a sync renders and compares only the users whose inputs moved.
-A change made at the target behind idprov's back is not an input: `sync --verify`
-reads the targets to find those.
+default attributes, idprov's version). The ledger keeps, next to the hash of what was
+last sent, the digest of these inputs (:func:`inputs_digest`); a sync renders and
+compares only the users whose inputs moved. A change made at the target behind
+idprov's back is not an input: `sync --verify` reads the targets to find those.
 """
 
 from __future__ import annotations
