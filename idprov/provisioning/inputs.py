@@ -49,6 +49,11 @@ def user_digest(user: User, roles: bool) -> str:
     return hashlib.blake2b((head + text).encode(), digest_size=16).hexdigest()
 
 
+RENDERING = 1
+"""Raise it with any change to idprov's code that changes what a mapping renders for
+the same user and configuration (a template function, a connector's defaults): every
+user is then rendered again once, as after an upgrade."""
+
 _FINGERPRINTS: dict[int, tuple[Any, type, str]] = {}
 
 
@@ -62,7 +67,7 @@ def idp_fingerprint(idp: IdentityProviderConfig, connector: type[Connector]) -> 
     from idprov import __version__
 
     data = {
-        "idprov": __version__,
+        "idprov": [__version__, RENDERING],
         "idp": [idp.name, idp.connector, idp.options, idp.provisioning_roles],
         "mapping": [idp.username, idp.attributes],
         "connector": [connector.__module__, connector.__qualname__],
