@@ -78,7 +78,8 @@ class Setup:
 
     users: int
     tmp: Path
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    token: str = field(default_factory=lambda: "t" + secrets.token_urlsafe(16))
+    """Never starting with "-", which the servers' command line would take for an option."""
     servers: list = field(default_factory=list)
 
     def __enter__(self) -> Setup:
