@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from idprov.model import Role, User
     from idprov.provisioning.ledger import LedgerEntry
     from idprov.provisioning.service import IdentityService
+    from idprov.userstores import UserStore
 
 CHUNK = 1000
 """Users read, decided and dropped together."""
@@ -37,11 +38,13 @@ CHUNK = 1000
 
 @dataclass
 class Seen:
-    """What the pass keeps of the source: every user's domain by id, the roles, and
-    the errors that make the read incomplete."""
+    """What the pass keeps of the source: every user's domain by id, the stores read
+    in full (their roles are read next), the internal roles, and the errors that make
+    the read incomplete."""
 
     domains: dict[str, str] = field(default_factory=dict)
-    roles: list[Role] = field(default_factory=list)
+    stores: list[UserStore] = field(default_factory=list)
+    internal: list[Role] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
@@ -60,19 +63,18 @@ def plan_idps(service: IdentityService, names: list[str]) -> tuple[list[IdpPlan]
 
 def read_users(service: IdentityService, seen: Seen, roles: bool) -> Iterator[list[User]]:
     """Every userstore's users, a chunk at a time (with their roles, internal ones too,
-    if ``roles``: they are read only when an IdP's scope needs them), then its roles
-    into ``seen``; a store that cannot be read is noted in ``seen.errors``."""
-    internal = service.internal.all()
+    if ``roles``: they are read only when an IdP's scope needs them); a store that
+    cannot be read is noted in ``seen.errors``."""
+    seen.internal = internal = service.internal.all()
     for store_config in service.config.userstores:
         domain = store_config.domain
         try:
             store = service.store(domain)
             for users in store.iter_users(CHUNK, roles):
                 yield service.directory.with_internal_roles(users) if internal and roles else users
-            seen.roles += store.list_roles()
+            seen.stores.append(store)
         except IdprovError as exc:
             seen.errors.append(f"userstore {domain}: {exc.message}")
-    seen.roles += internal
 
 
 def decide_users(planners: list[IdpPlanner], users: list[User], seen: Seen) -> None:
@@ -127,22 +129,30 @@ def _recheck(service: IdentityService, refs: list[tuple[str, str]], seen: Seen) 
 
 
 def plan_roles(service: IdentityService, planners: list[IdpPlanner], seen: Seen) -> None:
-    """Each role's group at each IdP, the role's members read once for all of them:
-    those read as users, and in scope at the IdP, are to be in its group."""
-    for role in seen.roles:
+    """Each role's group at each IdP, the role's members read once for all of them
+    (as the store reads them best: :meth:`~idprov.userstores.UserStore.roles_with_member_ids`)."""
+    known: set[str] = set()
+    for store in seen.stores:
         try:
-            members = [u for _, u in service.role_members(role.domain, role.id)]
+            for role, members in store.roles_with_member_ids():
+                known.add(role.id)
+                plan_role(planners, role, members, seen)
         except IdprovError as exc:
-            seen.errors.append(f"userstore {role.domain}: {exc.message}")
-            continue
-        read = set(filter(seen.domains.__contains__, members))
-        for planner in planners:
-            scoped = planner.scoped
-            planner.role(role, read if scoped is None else scoped.intersection(members), seen)
+            seen.errors.append(f"userstore {store.domain}: {exc.message}")
+    for role in seen.internal:
+        known.add(role.id)
+        plan_role(planners, role, [u for _, u in service.role_members(role.domain, role.id)], seen)
     if not seen.errors:  # never read "could not be read" as "deleted"
-        known = {r.id for r in seen.roles}
         for planner in planners:
             planner.deleted_roles(known)
+
+
+def plan_role(planners: list[IdpPlanner], role: Role, members: list[str], seen: Seen) -> None:
+    """Members read as users, and in scope at an IdP, are to be in its group."""
+    read = set(filter(seen.domains.__contains__, members))
+    for planner in planners:
+        scoped = planner.scoped
+        planner.role(role, read if scoped is None else scoped.intersection(members), seen)
 
 
 class IdpPlanner:

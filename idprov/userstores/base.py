@@ -9,7 +9,7 @@ at creation is kept for display.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
@@ -222,10 +222,11 @@ class UserStore(ABC):
     def list_roles(self, prefix: str | None = None) -> list[Role]:
         """Every role (with member counts), ordered by name."""
 
-    def roles_with_member_ids(self) -> list[tuple[Role, list[str]]]:
-        """Every role with its members' stable ids, ordered by name (what a sync reads;
-        stores may read it all at once)."""
-        return [(role, self.role_member_ids(role.id)) for role in self.list_roles()]
+    def roles_with_member_ids(self) -> Iterable[tuple[Role, list[str]]]:
+        """Every role with its members' stable ids, ordered by name (what a sync reads).
+        This default reads a role's members as it is consumed (memory holds one role's
+        members, not all); stores may read it all at once."""
+        return ((role, self.role_member_ids(role.id)) for role in self.list_roles())
 
     # writes: each raises ConflictError/NotFoundError as the case may be
     @abstractmethod
