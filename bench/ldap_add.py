@@ -22,13 +22,10 @@ Usage: python bench/ldap_add.py [--users N] [--window W] [--durability both|sync
 from __future__ import annotations
 
 import argparse
-import os
-import resource
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +35,9 @@ from idprov.config import load_text  # noqa: E402
 from idprov.provisioning.service import IdentityService  # noqa: E402
 from idprov.userstores.passwords import hash_ssha  # noqa: E402
 from tests.peers.slapd import PEOPLE_DN, Slapd  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from ldap_common import Run, children_cpu, slapd_cpu  # noqa: E402
 
 GROUPS_DN = PEOPLE_DN.replace("ou=people", "ou=groups")
 CLASSES = ["inetOrgPerson", "organizationalPerson", "person", "top"]
@@ -97,27 +97,6 @@ userstores:
     user_search_base: {PEOPLE_DN}
     group_search_base: {GROUPS_DN}
 """
-
-
-@dataclass
-class Run:
-    """One timed run: wall seconds, and CPU seconds of the client and of slapd."""
-
-    wall: float
-    client_cpu: float
-    server_cpu: float
-
-
-def slapd_cpu(server: Slapd) -> float:
-    """CPU seconds slapd has used so far (user + system, from /proc)."""
-    assert server.process is not None
-    fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def run_idprov(server: Slapd, workdir: Path, rows: list, window: int) -> Run:
