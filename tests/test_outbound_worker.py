@@ -6,10 +6,12 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
@@ -290,15 +292,18 @@ class _HeldTarget(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _HeldHandler)
         self.arrived = threading.Event()
         self.release = threading.Event()
+        self.requests: list[str] = []
 
 
 class _HeldHandler(http.server.BaseHTTPRequestHandler):
     server: _HeldTarget
 
     def do_GET(self) -> None:  # noqa: N802
+        self.server.requests.append(f"GET {self.path}")
         self._reply(200, {"Resources": [], "totalResults": 0})
 
     def do_POST(self) -> None:  # noqa: N802
+        self.server.requests.append(f"POST {self.path}")
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.arrived.set()
         self.server.release.wait(60)
@@ -310,7 +315,10 @@ class _HeldHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/scim+json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)
+        except BrokenPipeError:
+            pass  # the client was killed while its request was held
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -360,6 +368,80 @@ def test_no_database_lock_is_held_while_a_push_waits_on_a_target(tmp_path):
 
 
 # ---------------------------------------------------------------- kill -9, then re-run
+def test_serve_killed_while_a_push_waits_pushes_the_change_once_started_again(tmp_path):
+    """kill -9 of `idprov serve` while a request's push waits on its target: the
+    change was committed and claimed for that push; started again, the server's
+    worker takes over the dead server's claim at once, looks before creating (the
+    create's outcome is unknown), creates, and the outbox empties."""
+    target = _HeldTarget()
+    threading.Thread(target=target.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{target.server_address[1]}/v2"
+    config = tmp_path / "idprov.yaml"
+    config.write_text(
+        f"""
+version: 1
+data_dir: {tmp_path / "data"}
+identity_providers:
+  - name: slow
+    connector: scim2
+    options: {{base_url: "{url}", auth: none, timeout: 120, bulk: never}}
+applications:
+  - name: crm
+    identity_providers: [slow]
+    inbound_token: env:CRM_TOKEN
+"""
+    )
+    env = {**os.environ, "IDPROV_CONFIG": str(config), "CRM_TOKEN": "crm-token-0123456789"}
+    serve = [sys.executable, "-m", "idprov", "serve", "--port", "0"]
+    body = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice"}
+    headers = {"Authorization": "Bearer crm-token-0123456789"}
+    first = subprocess.Popen(serve, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout is not None
+        base = first.stdout.readline().split(" at ", 1)[1].split(" ", 1)[0]
+        waiting = threading.Thread(
+            target=lambda: _quietly(lambda: httpx_post(f"{base}/Users", body, headers)),
+            daemon=True,
+        )
+        waiting.start()
+        assert target.arrived.wait(30), "the request's push reached the target"
+    finally:
+        first.kill()
+        first.communicate(timeout=30)
+    target.release.set()  # the held create is answered to no one
+    second = subprocess.Popen(serve, env=env, stdout=subprocess.DEVNULL)
+    try:
+        state = sqlite3.connect(tmp_path / "data" / "idprov.db")
+        deadline = time.monotonic() + 60
+        while state.execute("SELECT count(*) FROM outbox").fetchone()[0]:
+            assert time.monotonic() < deadline, "the restarted server did not push the change"
+            time.sleep(0.05)
+        [(remote_id,)] = state.execute("SELECT remote_id FROM ledger WHERE idp = 'slow'")
+        state.close()
+    finally:
+        second.terminate()
+        second.wait(30)
+    assert remote_id == "r-alice"
+    # the unanswered create, then a look (nothing there: this target keeps nothing),
+    # then the create again; never a second create without the look
+    asked = [r.split("?", 1)[0] for r in target.requests]
+    assert asked == ["POST /v2/Users", "GET /v2/Users", "POST /v2/Users"]
+
+
+def httpx_post(url: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+    import httpx
+
+    httpx.post(url, json=body, headers=headers, timeout=120)
+
+
+def _quietly(call: Callable[[], None]) -> None:
+    """Run ``call``; the error of a connection the test cuts is expected."""
+    try:
+        call()
+    except Exception:
+        pass
+
+
 def test_an_import_killed_while_a_create_is_unanswered_reruns_to_exactly_one_account_each(
     tmp_path,
 ):
