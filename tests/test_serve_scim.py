@@ -901,3 +901,39 @@ def test_a_token_scope_that_does_not_exist_is_refused(cli, tmp_path, write_confi
     made = cli("token", "create", "--app", "resident", "--scope", "read").ok()
     assert "read token" in made.stdout
     assert "read" in cli("token", "list").ok().stdout
+
+
+# ---- two servers on one store
+def test_a_patch_raced_by_another_server_is_refused_not_half_lost(tmp_path, tokens, monkeypatch):
+    config = serve_config(tmp_path)
+    with running(config) as a, running(config) as b:
+        user = new_user(a.client, "alice", title="Dev", displayName="Alice")
+        a_patch_raced_by_b_is_refused(a.client, b.client, user["id"], monkeypatch)
+
+
+def a_patch_raced_by_b_is_refused(
+    a: httpx.Client, b: httpx.Client, user_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `idprov serve` on one store: server B changes a user (title "Dev") after
+    server A read it for a PATCH and before A writes. A answers 412 and writes
+    nothing; B's change stays (before, A's write silently undid it)."""
+    from idprov.inbound.scim.storage import Acting
+
+    changing = Acting.changing
+    raced: list[int] = []
+
+    @contextmanager
+    def b_first(self):  # A's PATCH has read alice and is about to write
+        if not raced:
+            raced.append(1)  # B's own PATCH comes through here too: once
+            replace = {"op": "replace", "path": "displayName", "value": "Alice B"}
+            raced.append(patch(b, f"/Users/{user_id}", replace).status_code)
+        with changing(self) as uow:
+            yield uow
+
+    monkeypatch.setattr(Acting, "changing", b_first)
+    late = {"op": "replace", "path": "title", "value": "Lead"}
+    detail = scim_error(patch(a, f"/Users/{user_id}", late), 412)
+    assert raced == [1, 204] and "another request changed" in detail
+    after = a.get(f"/Users/{user_id}").json()
+    assert (after["displayName"], after["title"]) == ("Alice B", "Dev")

@@ -384,6 +384,30 @@ def test_two_servers_share_tokens_users_and_external_ids(postgres, tmp_path):
         assert a.get("/Users").status_code == 401 and b.get("/Users").status_code == 401
 
 
+def test_two_servers_on_one_postgresql_store_never_lose_a_raced_patch(
+    postgres, tmp_path, monkeypatch
+):
+    from tests.test_serve_scim import SCIM_JSON, a_patch_raced_by_b_is_refused, running
+
+    text = shared_config(postgres, tmp_path)
+    configs = [
+        load_text(text.replace(str(tmp_path / "data"), str(tmp_path / n)), "t") for n in "ab"
+    ]
+    with IdentityService(configs[0]) as admin:
+        token = admin.create_token("resident", "both servers").token
+    with running(configs[0]) as one, running(configs[1]) as two:
+        a, b = one.as_token(token), two.as_token(token)
+        body = {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "alice",
+            "title": "Dev",
+            "displayName": "Alice",
+        }
+        created = a.post("/Users", json=body, headers=SCIM_JSON)
+        assert created.status_code == 201, created.text
+        a_patch_raced_by_b_is_refused(a, b, created.json()["id"], monkeypatch)
+
+
 # ---- configuration
 
 

@@ -134,6 +134,19 @@ class UnitOfWork:
                 waited = self.service.waits_for
                 self._to_claim += [i for i, idp in zip(ids, targets, strict=True) if waited(idp)]
 
+    def lock_user(self, username: str, domain: str | None = None) -> None:
+        """Open the user's store transaction and hold the user's row in it until the
+        commit, where the store has row locks (see :meth:`UserStore.lock_user`)."""
+        store, name = self.service.resolve(username, domain)
+        self.begin(store)
+        store.lock_user(name)
+
+    def lock_role(self, name: str, domain: str | None = None) -> None:
+        """:meth:`lock_user` for a role."""
+        store, bare = self.service.resolve(name, domain)
+        self.begin(store)
+        store.lock_role(bare)
+
     def _enqueue_user(self, user: User | None, domain: str) -> None:
         if user is not None:
             self.enqueue("user", user.id, domain, user.qualified_name)

@@ -121,6 +121,14 @@ class UserStore(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections. Safe to call twice."""
 
+    def lock_user(self, username: str) -> None:  # noqa: B027 - most stores need nothing
+        """Inside :meth:`transaction`: keep other writers off the user until it ends.
+        Nothing to do where the transaction excludes every other writer already
+        (SQLite's ``BEGIN IMMEDIATE``) or where there are no row locks (a directory)."""
+
+    def lock_role(self, name: str) -> None:  # noqa: B027 - most stores need nothing
+        """:meth:`lock_user` for a role."""
+
     # reads
     @abstractmethod
     def find_user(self, username: str) -> User | None:

@@ -25,7 +25,7 @@ from idprov.model import ClaimValue, new_id
 from idprov.pg import PgSession
 from idprov.statedb import Cursor
 from idprov.userstores import sql as sql_store
-from idprov.userstores.sql import SqlUserStore
+from idprov.userstores.sql import SqlUserStore, name_key
 
 MIGRATIONS: list[tuple[str, list[str]]] = [
     (
@@ -82,6 +82,12 @@ class PostgresUserStore(SqlUserStore):
     def transaction(self) -> Iterator[None]:
         with self.session.transaction():
             yield
+
+    def lock_user(self, username: str) -> None:
+        self._execute("SELECT 1 FROM users WHERE username_key = ? FOR UPDATE", [name_key(username)])
+
+    def lock_role(self, name: str) -> None:
+        self._execute("SELECT 1 FROM roles WHERE name_key = ? FOR UPDATE", [name_key(name)])
 
     # ---- the dialect
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:

@@ -386,13 +386,32 @@ class IdprovStorage(ScimStorage):
             current = self._document(_kind(resource_type), resource_id)
             _check_version(current, expected_version)
             doc = resource.model_dump()
+            version = current["meta"]["version"]
             if _kind(resource_type) == USERS:
-                self._update_user(resource_id, mapping.read_user(doc))
+                self._update_user(resource_id, mapping.read_user(doc), version)
             else:
-                self._update_group(resource_id, current, mapping.read_group(doc))
+                self._update_group(resource_id, current, mapping.read_group(doc), version)
             return self.get(resource_type, resource_id)
 
-    def _update_user(self, user_id: str, given: mapping.UserInput) -> None:
+    def _unchanged_since(
+        self, uow: UnitOfWork, kind: str, entity: User | Role, version: str
+    ) -> None:
+        """At the start of a change's transaction: hold ``entity`` (a store with row
+        locks keeps other servers' writes to it out until the commit) and check that
+        it is still the ``version`` this request was applied to. Otherwise another
+        request changed it in between (on another `idprov serve` sharing the store):
+        412, and nothing is written, rather than one of the two changes lost."""
+        if isinstance(entity, User):
+            uow.lock_user(entity.username, entity.domain)
+        else:
+            uow.lock_role(entity.name, entity.domain)
+        if self._document(kind, entity.id)["meta"]["version"] != version:
+            raise PreconditionFailedException(
+                detail="another request changed the resource while this one was applied; "
+                "read it again and send the change again"
+            )
+
+    def _update_user(self, user_id: str, given: mapping.UserInput, version: str) -> None:
         state = _acting()
         backend, service = state.backend, state.backend.service
         user = cast(User, find_user(service, user_id))
@@ -404,6 +423,7 @@ class IdprovStorage(ScimStorage):
         unset = sorted(c for c in mapping.MAPPED_CLAIMS if c in user.claims and c not in wanted)
         current = backend.external_ids.get_many(backend.application, "user", [user.id])
         with state.changing() as uow:
+            self._unchanged_since(uow, USERS, user, version)
             if name.name != user.username:
                 uow.rename_user(user.username, name.name, user.domain)
             if changed or unset:
@@ -414,7 +434,7 @@ class IdprovStorage(ScimStorage):
                 uow.set_external_id(backend.application, "user", user.id, given.external_id)
 
     def _update_group(
-        self, role_id: str, current: dict[str, Any], given: mapping.GroupInput
+        self, role_id: str, current: dict[str, Any], given: mapping.GroupInput, version: str
     ) -> None:
         state = _acting()
         backend, service = state.backend, state.backend.service
@@ -429,6 +449,7 @@ class IdprovStorage(ScimStorage):
         gone = service.store(role.domain).find_users_by_id(sorted(held - wanted))
         external = backend.external_ids.get_many(backend.application, "role", [role.id])
         with state.changing() as uow:
+            self._unchanged_since(uow, GROUPS, role, version)
             if name.name != role.name:
                 uow.rename_role(role.name, name.name, role.domain)
             if wanted - held:
