@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -358,27 +360,37 @@ def test_a_worker_killed_mid_drain_loses_nothing_and_pushes_nothing_twice(
 # ---- several `idprov serve` processes
 
 
-def test_two_servers_share_tokens_users_and_external_ids(postgres, tmp_path):
-    from tests.test_serve_scim import SCIM_JSON, running
+@contextmanager
+def two_servers(postgres: Database, tmp_path: Path) -> Iterator[tuple[Any, Any, list[Any]]]:
+    """Two `idprov serve` on the users and state in ``postgres``, each with its own
+    data directory (nothing shared on disk); their clients hold one token."""
+    from tests.test_serve_scim import running
 
     text = shared_config(postgres, tmp_path)
-    configs = []
-    for name in ("a", "b"):  # each its own data directory: nothing shared on disk
-        configs.append(load_text(text.replace(str(tmp_path / "data"), str(tmp_path / name)), "t"))
+    data = str(tmp_path / "data")
+    configs = [load_text(text.replace(data, str(tmp_path / name)), "t") for name in "ab"]
     with IdentityService(configs[0]) as admin:
         token = admin.create_token("resident", "both servers").token
     with running(configs[0]) as one, running(configs[1]) as two:
-        a, b = one.as_token(token), two.as_token(token)
-        body = {
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-            "userName": "alice",
-            "externalId": "hr-4711",
-        }
-        created = a.post("/Users", json=body, headers=SCIM_JSON)
-        assert created.status_code == 201, created.text
+        yield one.as_token(token), two.as_token(token), configs
+
+
+def new_alice(client: Any, **attributes: Any) -> str:
+    """Create alice through ``client``; her id."""
+    from tests.test_serve_scim import SCIM_JSON
+
+    body = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice"}
+    created = client.post("/Users", json={**body, **attributes}, headers=SCIM_JSON)
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+def test_two_servers_share_tokens_users_and_external_ids(postgres, tmp_path):
+    with two_servers(postgres, tmp_path) as (a, b, configs):
+        alice = new_alice(a, externalId="hr-4711")
         found = b.get("/Users", params={"filter": 'externalId eq "hr-4711"'}).json()
         assert [u["userName"] for u in found["Resources"]] == ["alice"]
-        assert b.get(f"/Users/{created.json()['id']}").json()["externalId"] == "hr-4711"
+        assert b.get(f"/Users/{alice}").json()["externalId"] == "hr-4711"
         with IdentityService(configs[1]) as admin:
             admin.revoke_token(admin.tokens.all()[0].id)
         assert a.get("/Users").status_code == 401 and b.get("/Users").status_code == 401
@@ -387,25 +399,11 @@ def test_two_servers_share_tokens_users_and_external_ids(postgres, tmp_path):
 def test_two_servers_on_one_postgresql_store_never_lose_a_raced_patch(
     postgres, tmp_path, monkeypatch
 ):
-    from tests.test_serve_scim import SCIM_JSON, a_patch_raced_by_b_is_refused, running
+    from tests.test_serve_scim import a_patch_raced_by_b_is_refused
 
-    text = shared_config(postgres, tmp_path)
-    configs = [
-        load_text(text.replace(str(tmp_path / "data"), str(tmp_path / n)), "t") for n in "ab"
-    ]
-    with IdentityService(configs[0]) as admin:
-        token = admin.create_token("resident", "both servers").token
-    with running(configs[0]) as one, running(configs[1]) as two:
-        a, b = one.as_token(token), two.as_token(token)
-        body = {
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-            "userName": "alice",
-            "title": "Dev",
-            "displayName": "Alice",
-        }
-        created = a.post("/Users", json=body, headers=SCIM_JSON)
-        assert created.status_code == 201, created.text
-        a_patch_raced_by_b_is_refused(a, b, created.json()["id"], monkeypatch)
+    with two_servers(postgres, tmp_path) as (a, b, _):
+        alice = new_alice(a, title="Dev", displayName="Alice")
+        a_patch_raced_by_b_is_refused(a, b, alice, monkeypatch)
 
 
 # ---- configuration
