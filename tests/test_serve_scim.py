@@ -917,13 +917,26 @@ def a_patch_raced_by_b_is_refused(
     """Two `idprov serve` on one store: server B changes a user (title "Dev") after
     server A read it for a PATCH and before A writes. A answers 412 and writes
     nothing; B's change stays (before, A's write silently undid it)."""
+    raced = b_changes_alice_first(b, user_id, monkeypatch)
+    late = {"op": "replace", "path": "title", "value": "Lead"}
+    detail = scim_error(patch(a, f"/Users/{user_id}", late), 412)
+    assert raced == [1, 204] and "another request changed" in detail
+    after = a.get(f"/Users/{user_id}").json()
+    assert (after["displayName"], after["title"]) == ("Alice B", "Dev")
+
+
+def b_changes_alice_first(
+    b: httpx.Client, user_id: str, monkeypatch: pytest.MonkeyPatch
+) -> list[int]:
+    """Make the next change a server makes wait until server B has renamed alice's
+    displayName (once); the list gets 1 and B's status."""
     from idprov.inbound.scim.storage import Acting
 
     changing = Acting.changing
     raced: list[int] = []
 
     @contextmanager
-    def b_first(self):  # A's PATCH has read alice and is about to write
+    def b_first(self):  # A has read alice and is about to write
         if not raced:
             raced.append(1)  # B's own PATCH comes through here too: once
             replace = {"op": "replace", "path": "displayName", "value": "Alice B"}
@@ -932,8 +945,14 @@ def a_patch_raced_by_b_is_refused(
             yield uow
 
     monkeypatch.setattr(Acting, "changing", b_first)
-    late = {"op": "replace", "path": "title", "value": "Lead"}
-    detail = scim_error(patch(a, f"/Users/{user_id}", late), 412)
-    assert raced == [1, 204] and "another request changed" in detail
-    after = a.get(f"/Users/{user_id}").json()
-    assert (after["displayName"], after["title"]) == ("Alice B", "Dev")
+    return raced
+
+
+def test_a_delete_raced_by_another_server_is_refused(tmp_path, tokens, monkeypatch):
+    config = serve_config(tmp_path)
+    with running(config) as a, running(config) as b:
+        user = new_user(a.client, "alice", displayName="Alice")
+        raced = b_changes_alice_first(b.client, user["id"], monkeypatch)
+        detail = scim_error(a.client.delete(f"/Users/{user['id']}"), 412)
+        assert raced == [1, 204] and "another request changed" in detail
+        assert a.client.get(f"/Users/{user['id']}").json()["displayName"] == "Alice B"

@@ -470,13 +470,18 @@ class IdprovStorage(ScimStorage):
         with scim_errors():
             state = _acting()
             service = state.backend.service
-            _check_version(self._document(_kind(resource_type), resource_id), expected_version)
+            kind = _kind(resource_type)
+            current = self._document(kind, resource_id)
+            _check_version(current, expected_version)
+            version = current["meta"]["version"]
             with state.changing() as uow:
-                if _kind(resource_type) == USERS:
+                if kind == USERS:
                     user = cast(User, find_user(service, resource_id))
+                    self._unchanged_since(uow, kind, user, version)
                     uow.delete_user(user.username, user.domain)
                 else:
                     role = cast(Role, find_role(service, resource_id))
+                    self._unchanged_since(uow, kind, role, version)
                     uow.delete_role(role.name, role.domain)
                 uow.forget_external_ids(KINDS[_kind(resource_type)], resource_id)
 
