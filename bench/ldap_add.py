@@ -37,7 +37,7 @@ from idprov.userstores.passwords import hash_ssha  # noqa: E402
 from tests.peers.slapd import PEOPLE_DN, Slapd  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from ldap_common import Run, children_cpu, slapd_cpu  # noqa: E402
+from ldap_common import Run, children_cpu, config_text, slapd_cpu  # noqa: E402
 
 GROUPS_DN = PEOPLE_DN.replace("ou=people", "ou=groups")
 CLASSES = ["inetOrgPerson", "organizationalPerson", "person", "top"]
@@ -80,23 +80,6 @@ def fresh_server(workdir: Path, sync: bool) -> Slapd:
     server.start()
     server.load_base()
     return server
-
-
-def config_text(server: Slapd, workdir: Path) -> str:
-    secret = workdir / "bind-password"
-    secret.write_text(server.root_password + "\n")
-    return f"""
-data_dir: {workdir / "state"}
-userstores:
-  - domain: PRIMARY
-  - domain: CORP
-    type: ldap
-    url: {server.url}
-    bind_dn: {server.root_dn}
-    bind_password: file:{secret}
-    user_search_base: {PEOPLE_DN}
-    group_search_base: {GROUPS_DN}
-"""
 
 
 def run_idprov(server: Slapd, workdir: Path, rows: list, window: int) -> Run:
