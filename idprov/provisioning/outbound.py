@@ -173,7 +173,8 @@ class Outbound:
         claimed = held
         if len(held) < len(mine):
             self.release_the_dead()
-            rest = [r for r in mine if r not in held]
+            ours = {r.id for r in held}
+            rest = [r for r in mine if r.id not in ours]
             with self.state.transaction():
                 claimed = sorted(
                     held + self.state.outbox.claim(rest, self.owner, self.lease),

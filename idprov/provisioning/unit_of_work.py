@@ -59,10 +59,11 @@ class UnitOfWork:
         self.service = service
         self.rows: list[int] = []
         """Outbox rows this work wrote, to drain after the commit."""
-        self.claimed_by = service.outbound.change_owner() if claim else None
+        self._claim = claim
+        self.claimed_by: str | None = None
         """With ``claim``, the rows of the IdPs the service waits for are claimed for
-        its push in this transaction (no other drainer takes them in between, and the
-        push needs no transaction of its own to claim them)."""
+        its push in this transaction, under this name (no other drainer takes them in
+        between, and the push needs no transaction of its own to claim them)."""
         self._to_claim: list[int] = []
         self.passwords: dict[str, str] = {}
         """Passwords set by this work, by user id: in memory only, handed to outbound."""
@@ -130,9 +131,11 @@ class UnitOfWork:
             self.begin()
             ids = self.service.state.outbox.enqueue(targets, kind, entity_id, domain, label)
             self.rows += ids
-            if self.claimed_by is not None:
+            if self._claim:
                 waited = self.service.waits_for
                 self._to_claim += [i for i, idp in zip(ids, targets, strict=True) if waited(idp)]
+                if self._to_claim and self.claimed_by is None:
+                    self.claimed_by = self.service.outbound.change_owner()
 
     def lock_user(self, username: str, domain: str | None = None) -> None:
         """Open the user's store transaction and hold the user's row in it until the
