@@ -252,3 +252,32 @@ def test_on_conflict_adopt_takes_an_unproven_account_over_as_not_ours(
         entry = ledger_entry(svc, user)
         assert entry.remote_id == "r1" and not entry.created_by_idprov
     assert len(fake.users) == 1
+
+
+def test_creates_a_killed_bulk_left_unknown_are_looked_up_one_by_one_never_sent_again(
+    tmp_path, sleeps, monkeypatch
+):
+    """kill -9 while a Bulk create was unanswered (the target made the accounts): the
+    re-run does not send the creates again, in Bulk or not; it looks each one up and
+    adopts what carries idprov's externalId."""
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    fake = FakeScim("secret-token", bulk_max_operations=100)
+    names = [f"user{i:02d}" for i in range(12)]  # enough for Bulk
+    with service(tmp_path, fake, sleeps) as svc:
+        with monkeypatch.context() as patched:
+            patched.setattr(svc, "push_pending", lambda changes: [None] * len(changes))
+            users = [svc.add_user(n, {"email": f"{n}@example.com"}).entity for n in names]
+        held_by_the_dead(svc)
+        marks = [("target", "user", u.id, "PRIMARY", u.username, None) for u in users]
+        svc.state.ledger.mark_creating(marks)
+        for user in users:  # what the lost Bulk request made
+            fake.users[f"r-{user.username}"] = {
+                "id": f"r-{user.username}",
+                "userName": user.username,
+                "externalId": user.id,
+            }
+        report = svc.retry_outbox()
+        assert report.ok
+        assert not [r for r in fake.requests if r[0] == "POST"], "nothing created again"
+        assert len(fake.users) == 12
+        assert all(ledger_entry(svc, u).remote_id == f"r-{u.username}" for u in users)

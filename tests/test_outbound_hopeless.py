@@ -45,8 +45,9 @@ def test_the_cli_prints_one_failure_and_how_many_were_left(tmp_path, monkeypatch
             svc.add_user(f"user{i}", {"email": f"u{i}@example.com"})
         fake.requests.clear()
         report = svc.retry_outbox()
-    # the capability read (refused: no Bulk then), and one look-up, refused: then none
-    assert fake.requests == [("GET", "/v2/ServiceProviderConfig"), ("GET", "/v2/Users")]
+    # their first creates' outcome is unknown (marked creating): each goes alone, never
+    # in Bulk, and looks first; one look-up, refused: then none
+    assert fake.requests == [("GET", "/v2/Users")]
     import io
     from contextlib import redirect_stdout
 

@@ -53,6 +53,7 @@ class BatchWriter(ImportState):
     # -- write phase
     def _write(self, staging: Staging) -> None:
         if not self.report.created and not self.report.updated and not self.report.roles_created:
+            self._finish_left_pushes()  # killed while pushing its last batch
             self._finish()
             return
         self._journal_start()

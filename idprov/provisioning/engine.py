@@ -271,8 +271,8 @@ class Engine(UserPlanning, RolePlanning):
     # -- bulk creates
     def _bulk_limit(self, task: Task) -> int:
         idp = task.row.idp
-        if task.account is None or idp in self._no_bulk:
-            return 0
+        if task.account is None or task.prior is not None or idp in self._no_bulk:
+            return 0  # a create whose last try's outcome is unknown goes alone, looking first
         try:
             return self.outbound.connector(idp).bulk_create_limit()
         except Exception:
