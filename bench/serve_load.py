@@ -14,7 +14,7 @@ measures, in the same run (these machines are shared and noisy), idprov without 
 identity provider (the cost of the push) and scim2-server's in-memory reference
 storage on the same ASGI server (the cost of idprov's core and SQLite).
 
-Usage: python bench/serve_load.py [--users 2000] [--clients 8] [--compare]
+Usage: python bench/serve_load.py [--users 2000] [--clients 8] [--workers 1] [--compare]
 """
 
 from __future__ import annotations
@@ -99,9 +99,10 @@ def start(command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str
     return process, line.split(" at ", 1)[1].split(" ", 1)[0]
 
 
-def serve_command(config: Path) -> list[str]:
+def serve_command(config: Path, workers: int) -> list[str]:
     idprov = Path(sys.executable).parent / "idprov"
     command = [str(idprov), "--config", str(config), "serve", "--port", "0"]
+    command += ["--workers", str(workers)]
     return command + ["--access-log", str(config.parent / "access.log")]
 
 
@@ -138,9 +139,12 @@ class Client:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far (Linux /proc)."""
+    """CPU time (user + system) a process and its children (`--workers`) have used so
+    far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 def load(
@@ -175,7 +179,7 @@ def summary(label: str, users: int, elapsed: float, latencies: list[float], cpu:
 
 
 def run_idprov(
-    users: int, clients: int, outbound: bool, blocking: bool = True
+    users: int, clients: int, outbound: bool, blocking: bool = True, workers: int = 1
 ) -> tuple[float, float, str]:
     """Load `idprov serve` (with or without an outbound IdP) and check everything.
     Returns requests/s, the server's CPU seconds per request, and a summary."""
@@ -185,7 +189,7 @@ def run_idprov(
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "idprov.yaml"
         config.write_text(config_text(str(Path(tmp) / "data"), target_url, blocking))
-        process, url = start(serve_command(config), env)
+        process, url = start(serve_command(config, workers), env)
         try:
             elapsed, latencies, cpu = load(url, inbound_token, users, clients, process.pid)
             if not blocking:
@@ -200,6 +204,8 @@ def run_idprov(
     label = "idprov serve, outbound to a SCIM target" if outbound else "idprov serve, no IdP"
     if outbound and not blocking:
         label = "idprov serve, outbound to a blocking: false SCIM target"
+    if workers > 1:
+        label += f", {workers} workers"
     text = summary(label, users, elapsed, latencies, cpu) + "; no 5xx, none lost"
     if not blocking:
         text += f"; the worker emptied the outbox {drained:.1f} s after the last response"
@@ -245,13 +251,18 @@ def main() -> None:
         action="store_true",
         help="also measure idprov without an IdP, and scim2-server in memory (the baseline)",
     )
+    parser.add_argument("--workers", type=int, default=1, help="idprov serve --workers (processes)")
     args = parser.parse_args()
-    rate, cpu, text = run_idprov(args.users, args.clients, outbound=True)
+    rate, cpu, text = run_idprov(args.users, args.clients, True, workers=args.workers)
     print(text, flush=True)
     if args.compare:
-        later, later_cpu, text = run_idprov(args.users, args.clients, True, blocking=False)
+        later, later_cpu, text = run_idprov(
+            args.users, args.clients, True, blocking=False, workers=args.workers
+        )
         print(text, flush=True)
-        bare, bare_cpu, text = run_idprov(args.users, args.clients, outbound=False)
+        bare, bare_cpu, text = run_idprov(
+            args.users, args.clients, outbound=False, workers=args.workers
+        )
         print(text, flush=True)
         baseline, baseline_cpu, text = run_baseline(args.users, args.clients)
         print(text)

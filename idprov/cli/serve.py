@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, TextIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
 from idprov.cli.common import JsonOpt, emit
-from idprov.errors import UsageError
+from idprov.errors import IdprovError, UsageError
+
+if TYPE_CHECKING:
+    from idprov.inbound.scim_server import InboundServer
 
 app = typer.Typer(pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
 
@@ -40,13 +44,20 @@ def serve(
         int, typer.Option(help="Largest request body in bytes (413 above); also Bulk's limit.")
     ] = 1_048_576,
     readers: Annotated[int, typer.Option(help="Threads serving reads.")] = 4,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Processes serving on the one port (one per core is a good start); a "
+            "worker that dies is started again."
+        ),
+    ] = 1,
     json: JsonOpt = False,
 ) -> None:
     """Serve SCIM 2.0 Users, Groups (roles) and Bulk, and POST /jit/login, to programs
     holding an application's bearer token; changes go out to that application's IdPs."""
     from idprov.cli.common import service
     from idprov.inbound.scim_server import InboundServer
-    from idprov.inbound.serve_http import base_url, bind, uvicorn_server
+    from idprov.inbound.serve_workers import check_workers
 
     if keyfile and not certfile:
         raise UsageError("--keyfile needs --certfile", hint="give the certificate with --certfile")
@@ -54,25 +65,65 @@ def serve(
         _check_tls(certfile, keyfile)
     if max_body < 1024 or readers < 1:
         raise UsageError("--max-body is at least 1024 bytes and --readers at least 1")
+    check_workers(workers)
     config = service(live=False).config
     if not certfile and not is_loopback(host):
         typer.secho(PLAIN_HTTP_WARNING.format(host=host), fg="yellow", err=True)
     log = open_access_log(access_log) if access_log else sys.stderr
-    server = InboundServer(
-        config, applications=app_names, access_log=log, max_body=max_body, readers=readers
-    )
     try:
-        sock = bind(host, port)
-        url = base_url(sock, tls=certfile is not None)
-        ready = {"url": url, "applications": server.applications}
-        emit(ready, lambda r: _ready(r["url"], r["applications"]))
-        sys.stdout.flush()
-        server.start_worker()
-        uvicorn_server(server, certfile=certfile, keyfile=keyfile).run(sockets=[sock])
+        _serve(
+            lambda: InboundServer(
+                config, applications=app_names, access_log=log, max_body=max_body, readers=readers
+            ),
+            host,
+            port,
+            workers,
+            (certfile, keyfile),
+        )
     finally:
-        server.close()
         if log is not sys.stderr:
             log.close()
+
+
+def _serve(
+    build: Callable[[], InboundServer],
+    host: str,
+    port: int,
+    workers: int,
+    tls: tuple[str | None, str | None],
+) -> None:
+    """Bind, say where, and serve: in this process, or in ``workers`` forked ones."""
+    from idprov.inbound.serve_http import base_url, bind, uvicorn_server
+    from idprov.inbound.serve_workers import Supervisor
+
+    server = build()  # built here first: a bad token or application fails now
+    try:
+        sock = bind(host, port)
+        url = base_url(sock, tls=tls[0] is not None)
+        ready = {"url": url, "applications": server.applications, "workers": workers}
+        if workers == 1:
+            _say_ready(ready)
+            server.start_worker()
+            uvicorn_server(server, certfile=tls[0], keyfile=tls[1]).run(sockets=[sock])
+            return
+    finally:
+        server.close()
+
+    def one_worker(index: int) -> int:
+        forked = build()
+        try:
+            if index == 0:  # one outbox worker is enough: claims let it push every row
+                forked.start_worker()
+            uvicorn_server(forked, certfile=tls[0], keyfile=tls[1]).run(sockets=[sock])
+        finally:
+            forked.close()
+        return 0
+
+    if Supervisor(workers, one_worker, lambda: _say_ready(ready)).run() != 0:
+        raise IdprovError(
+            "idprov serve stopped: its workers kept failing as they started",
+            hint="see the errors above, fix their cause, and start it again",
+        )
 
 
 PLAIN_HTTP_WARNING = (
@@ -120,5 +171,13 @@ def _check_tls(certfile: str, keyfile: str | None) -> None:
         ) from exc
 
 
-def _ready(url: str, applications: list[str]) -> None:
-    typer.echo(f"idprov serve: SCIM 2.0 at {url} for {', '.join(applications)} (Ctrl-C stops)")
+def _say_ready(ready: dict[str, Any]) -> None:
+    emit(ready, lambda r: _ready(r["url"], r["applications"], r["workers"]))
+    sys.stdout.flush()
+
+
+def _ready(url: str, applications: list[str], workers: int) -> None:
+    processes = f" in {workers} processes" if workers > 1 else ""
+    typer.echo(
+        f"idprov serve: SCIM 2.0 at {url} for {', '.join(applications)}{processes} (Ctrl-C stops)"
+    )

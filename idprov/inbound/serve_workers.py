@@ -1,0 +1,189 @@
+"""Several `idprov serve` processes on one listening socket (``--workers N``).
+
+One Python process serves on one core. With ``--workers N`` the command binds the
+socket, then forks N worker processes that each run the whole application (its own
+threads, its own database connections) and accept connections from that socket; the
+kernel hands each new connection to one of them. The parent only supervises:
+
+- a worker that dies (a crash, an OOM kill, ``kill -9``) is started again, and the
+  replacement's outbox worker takes over what the dead one had claimed (claims name
+  their process; see :meth:`~idprov.provisioning.outbound.Outbound.release_the_dead`);
+- a worker that dies within :data:`QUICK_DEATH_SECONDS` of its start, :data:`MOST_QUICK_DEATHS`
+  times in a row, stops the whole server with an error (it would only die again);
+- SIGINT (Ctrl-C) or SIGTERM to the parent stops every worker gracefully (each
+  finishes its requests in flight, pushes included) and the parent exits 0 once they
+  are gone; a worker still busy after :data:`STOP_SECONDS` is killed (what it had
+  committed is in the outbox, and the next start pushes it).
+
+What keeps the workers from undoing each other is in the store, not here: every write
+runs in a transaction that takes the write lock (SQLite) or the row (PostgreSQL,
+``FOR UPDATE``) before it reads, so a uniqueness check and a PATCH's read-modify-write
+see every other worker's commits; an ETag that changed in between is a 412.
+
+POSIX only (``os.fork``); the workers are forked before any thread or database
+connection exists in the parent.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from idprov.errors import UsageError
+
+QUICK_DEATH_SECONDS = 5.0
+MOST_QUICK_DEATHS = 5
+STOP_SECONDS = 60.0
+MOST_WORKERS = 64
+
+
+def check_workers(count: int) -> None:
+    """Refuse a worker count the supervisor cannot run."""
+    if not 1 <= count <= MOST_WORKERS:
+        raise UsageError(
+            f"--workers is between 1 and {MOST_WORKERS}, not {count}",
+            hint=f"one per core is a good start (this machine has {os.cpu_count() or 1})",
+        )
+    if count > 1 and not hasattr(os, "fork"):
+        raise UsageError("--workers above 1 needs fork(), which this system does not have")
+
+
+@dataclass
+class Worker:
+    index: int
+    pid: int
+    started: float
+
+
+@dataclass
+class Supervisor:
+    """Fork ``count`` workers that each run ``serve(index)`` (its return value is the
+    worker's exit status) and keep them running until SIGINT or SIGTERM."""
+
+    count: int
+    serve: Callable[[int], int]
+    started: Callable[[], None] = lambda: None
+    """Called once every worker is forked (`serve` then says where it listens)."""
+    say: TextIO = field(default_factory=lambda: sys.stderr)
+    workers: dict[int, Worker] = field(default_factory=dict)
+    stopping: bool = False
+    gave_up: bool = False
+    quick_deaths: int = 0
+
+    def run(self) -> int:
+        """Supervise until stopped; 0 after a stop asked for by a signal, 1 when
+        workers kept dying at start (the others are stopped and waited for first)."""
+        previous = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for index in range(self.count):
+                self._start(index)
+            self.started()
+            return self._watch()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _start(self, index: int) -> int:
+        sys.stdout.flush()  # else the worker would write the parent's buffered text again
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns into the parent's code
+            os._exit(self._child(index))
+        self.workers[pid] = Worker(index, pid, time.monotonic())
+        return pid
+
+    def _child(self, index: int) -> int:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)  # uvicorn installs its own
+        try:
+            return self.serve(index)
+        except BaseException as exc:  # noqa: BLE001 - a worker must not unwind into the parent
+            self._say(f"worker {index} (pid {os.getpid()}) failed: {exc}")
+            return 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+
+    def _watch(self) -> int:
+        deadline: float | None = None
+        while self.workers:
+            if self.stopping and deadline is None:
+                deadline = time.monotonic() + STOP_SECONDS
+            pid, status = self._wait(deadline)
+            if pid == 0:
+                self._kill_the_rest()
+                continue
+            worker = self.workers.pop(pid, None)
+            if worker is not None and not self.stopping:
+                self._replace(worker, status)
+        return 1 if self.gave_up else 0
+
+    def _wait(self, deadline: float | None) -> tuple[int, int]:
+        """The next worker to exit, as (pid, wait status); (0, 0) when the stop's
+        deadline passed first. Signals interrupt the wait (the handler set stopping)."""
+        while True:
+            if deadline is not None and time.monotonic() >= deadline:
+                return 0, 0
+            pid, status = os.waitpid(-1, os.WNOHANG if self.stopping else 0)
+            if pid:
+                return pid, status
+            time.sleep(0.05)  # stopping: poll until the workers are gone or the deadline
+
+    def _replace(self, worker: Worker, status: int) -> None:
+        """Start a worker again after it died; unless it dies at start again and again:
+        then stop the server."""
+        lived = time.monotonic() - worker.started
+        self.quick_deaths = self.quick_deaths + 1 if lived < QUICK_DEATH_SECONDS else 0
+        how = _how_it_ended(status)
+        if self.quick_deaths >= MOST_QUICK_DEATHS:
+            self._say(
+                f"worker {worker.index} (pid {worker.pid}) {how} {self.quick_deaths} times in a "
+                f"row within {QUICK_DEATH_SECONDS:.0f} s of starting; stopping the server "
+                "(see the errors above)"
+            )
+            self.gave_up = True
+            self._stop_all()
+            return
+        new = self._start(worker.index)
+        self._say(f"worker {worker.index} (pid {worker.pid}) {how}; started it again (pid {new})")
+
+    def _stop(self, signum: int, _frame: object) -> None:
+        if not self.stopping:
+            self._stop_all()
+
+    def _stop_all(self) -> None:
+        self.stopping = True
+        for pid in list(self.workers):
+            _signal(pid, signal.SIGTERM)
+
+    def _kill_the_rest(self) -> None:
+        for worker in list(self.workers.values()):
+            self._say(
+                f"worker {worker.index} (pid {worker.pid}) still busy {STOP_SECONDS:.0f} s "
+                "after the stop; killed (what it committed is in the outbox)"
+            )
+            _signal(worker.pid, signal.SIGKILL)
+            os.waitpid(worker.pid, 0)
+            self.workers.pop(worker.pid)
+
+    def _say(self, text: str) -> None:
+        self.say.write(f"idprov serve: {text}\n")
+        self.say.flush()
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass  # gone already: waitpid collects it
+
+
+def _how_it_ended(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"

@@ -1,0 +1,232 @@
+"""`idprov serve --workers N`: several processes on one port, as an operator runs it.
+
+The command runs as a real process tree (the supervisor and its forked workers) on
+loopback, over one SQLite file. What an operator checks: concurrent clients lose
+nothing and a name taken by two workers at once is one 201 and 409s (never a 500);
+changes still reach the application's IdP, even rows committed by a worker that does
+not run the outbox worker; a worker killed with SIGKILL is replaced and the server
+keeps answering; SIGTERM and a Ctrl-C typed at the terminal stop every worker, exit 0.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import pytest
+
+from idprov.inbound.serve_workers import MOST_QUICK_DEATHS, Supervisor
+from tests.outbound_helpers import idp_yaml
+from tests.terminal import run_in_terminal
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+TOKEN = "crm-token-5f0c1d2e"
+IDPROV = str(Path(sys.executable).parent / "idprov")
+
+
+def config_text(tmp_path: Path, idps: str = "", app_idps: str = "") -> str:
+    return f"""
+version: 1
+data_dir: {tmp_path / "data"}
+identity_providers:{idps or " []"}
+applications:
+  - name: crm
+    identity_providers: [{app_idps}]
+    inbound_token: env:CRM_TOKEN
+"""
+
+
+def client(url: str) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    return httpx.Client(base_url=url, headers=headers, timeout=30)
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[str]
+    url: str
+
+    def client(self) -> httpx.Client:
+        return client(self.url)
+
+    def workers(self) -> list[int]:
+        """The pids of the supervisor's worker processes (Linux /proc)."""
+        pid = self.process.pid
+        return sorted(int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+
+    def stop(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGTERM)
+        _, stderr = self.process.communicate(timeout=30)
+        return self.process.returncode, stderr
+
+
+@contextmanager
+def serving(tmp_path: Path, workers: int, config: str) -> Iterator[Served]:
+    (tmp_path / "idprov.yaml").write_text(config)
+    command = [IDPROV, "--config", "idprov.yaml", "serve", "--port", "0", "--json"]
+    command += ["--workers", str(workers), "--access-log", "access.log"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with subprocess.Popen(command, cwd=tmp_path, text=True, **pipes) as process:
+        try:
+            ready = read_json(process.stdout)
+            assert ready.get("workers") == workers, process.stderr.read()
+            yield Served(process, ready["url"])
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def read_json(stream: IO[str]) -> dict[str, Any]:
+    """The one JSON document (indented over several lines) a command prints first."""
+    text = ""
+    for line in stream:
+        text += line
+        if line.startswith("}"):
+            break
+    return json.loads(text or "{}")
+
+
+def create(client: httpx.Client, name: str) -> int:
+    return client.post("/Users", json={"schemas": [USER], "userName": name}).status_code
+
+
+def refused(url: str) -> bool:
+    """Whether nothing listens at ``url`` any more."""
+    try:
+        httpx.get(f"{url}/ServiceProviderConfig", timeout=5)
+    except httpx.ConnectError:
+        return True
+    return False
+
+
+@pytest.fixture(autouse=True)
+def token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_TOKEN", TOKEN)
+
+
+def test_workers_share_the_port_and_lose_nothing(tmp_path):
+    with serving(tmp_path, 2, config_text(tmp_path)) as served:
+        assert len(served.workers()) == 2
+
+        def share(worker: int) -> list[int]:
+            with served.client() as client:
+                return [create(client, f"w{worker}u{i}") for i in range(25)]
+
+        def same_name(_: int) -> int:
+            with served.client() as client:
+                return create(client, "Shared.Name")
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = [s for batch in pool.map(share, range(4)) for s in batch]
+            raced = sorted(pool.map(same_name, range(8)))
+        assert set(statuses) == {201}
+        assert raced == [201] + [409] * 7  # one name, one owner: never two, never a 500
+        with served.client() as client:
+            assert client.get("/Users", params={"count": 0}).json()["totalResults"] == 101
+        code, stderr = served.stop()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    assert refused(served.url)
+    log = (tmp_path / "access.log").read_text().splitlines()
+    assert sum(" POST /v2/Users 201 " in line for line in log) == 101  # every worker's lines
+
+
+def test_changes_reach_a_non_blocking_idp_from_every_worker(tmp_path, scim2_server, monkeypatch):
+    """Only worker 0 runs the outbox worker: the rows worker 1 commits are pushed too."""
+    idps = idp_yaml("later", scim2_server.base_url, extra="    blocking: false")
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    with serving(tmp_path, 2, config_text(tmp_path, idps, "later")) as served:
+
+        def share(worker: int) -> list[int]:
+            with served.client() as client:
+                return [create(client, f"w{worker}u{i}") for i in range(10)]
+
+        with ThreadPoolExecutor(4) as pool:
+            assert {s for batch in pool.map(share, range(4)) for s in batch} == {201}
+        deadline = time.monotonic() + 60
+        while len(scim2_server.users()) < 40 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        code, stderr = served.stop()
+    assert code == 0, stderr
+    names = sorted(u["userName"] for u in scim2_server.users())
+    assert names == sorted(f"w{w}u{i}" for w in range(4) for i in range(10))
+
+
+def test_a_killed_worker_is_started_again(tmp_path):
+    with serving(tmp_path, 2, config_text(tmp_path)) as served:
+        first = served.workers()
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while (set(served.workers()) == set(first) or len(served.workers()) < 2) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        now = served.workers()
+        assert len(now) == 2 and first[0] not in now and first[1] in now
+        with served.client() as client:
+            assert [create(client, f"after{i}") for i in range(10)] == [201] * 10
+        code, stderr = served.stop()
+    assert code == 0, stderr
+    replaced = (set(now) - set(first)).pop()
+    assert f"(pid {first[0]}) was killed by SIGKILL; started it again (pid {replaced})" in stderr
+
+
+def test_ctrl_c_at_the_terminal_stops_every_worker(tmp_path):
+    (tmp_path / "idprov.yaml").write_text(config_text(tmp_path))
+    with socket.socket() as probe:  # a free port, told to the server (it prints to a tty)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v2"
+    created: list[int] = []
+
+    def clients() -> None:
+        deadline = time.monotonic() + 60
+        while refused(url) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with ThreadPoolExecutor(4) as pool, client(url) as http:
+            created.extend(pool.map(lambda i: create(http, f"tty{i}"), range(12)))
+
+    thread = threading.Thread(target=clients, daemon=True)
+    thread.start()
+    args = ["--config", "idprov.yaml", "serve", "--port", str(port), "--workers", "2"]
+    created_all = r"(?s)(POST /v2/Users 201.*){12}"
+    run = run_in_terminal(args, cwd=tmp_path, env=dict(os.environ), interrupt_after=created_all)
+    thread.join(30)
+    assert created == [201] * 12
+    assert run.exit_code == 0, run.text
+    assert "in 2 processes (Ctrl-C stops)" in run.text
+    assert "Traceback" not in run.text
+    assert run.stop_seconds is not None and run.stop_seconds < 30
+    assert refused(url)
+
+
+def test_a_worker_count_the_machine_cannot_run_is_refused(cli, tmp_path, write_config):
+    write_config(config_text(tmp_path))
+    error = cli("--config", "idprov.yaml", "serve", "--workers", "0", "--json").error(2)
+    assert "--workers is between 1 and 64, not 0" in error["message"]
+    assert "one per core" in error["hint"]
+
+
+def test_workers_that_keep_dying_at_start_stop_the_server():
+    said = io.StringIO()
+    supervisor = Supervisor(2, lambda index: 3, say=said)
+    assert supervisor.run() == 1
+    text = said.getvalue()
+    assert text.count("exited with status 3; started it again") == MOST_QUICK_DEATHS - 1
+    assert f"exited with status 3 {MOST_QUICK_DEATHS} times in a row" in text
+    assert "stopping the server" in text
+    assert supervisor.workers == {}  # every worker waited for: none left behind
