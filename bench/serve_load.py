@@ -2,7 +2,8 @@
 
 `idprov serve` runs as its own process (as in production: it does not share the GIL
 with the clients) on loopback, acting for an application whose identity provider is
-bench/fast_scim2_server.py, served from a thread of this process. Each client is a
+bench/fast_scim2_server.py, run as a process of its own (in a thread of this one, it
+shared the GIL with the clients and slowed the figure). Each client is a
 thread with one keep-alive ``http.client`` connection (the cheapest client here, so
 that the figure is the server's) POSTing new users, each with a work email and a name.
 
@@ -37,7 +38,7 @@ from urllib.parse import urlsplit
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from fast_scim2_server import start_in_thread  # noqa: E402
+from outbound_push import server_stats, start_server, stop  # noqa: E402
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 
@@ -184,7 +185,7 @@ def run_idprov(
     """Load `idprov serve` (with or without an outbound IdP) and check everything.
     Returns requests/s, the server's CPU seconds per request, and a summary."""
     target_token, inbound_token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    target, target_url = start_in_thread(token=target_token) if outbound else (None, None)
+    target, target_url = start_server(target_token) if outbound else (None, None)
     env = {**os.environ, "BENCH_TARGET_TOKEN": target_token, "BENCH_INBOUND_TOKEN": inbound_token}
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "idprov.yaml"
@@ -210,8 +211,8 @@ def run_idprov(
     if not blocking:
         text += f"; the worker emptied the outbox {drained:.1f} s after the last response"
     if target is not None:
-        stats = target.state.stats()
-        target.stop()
+        stats = server_stats(target_url, target_token)
+        stop(target)
         assert stats["users"] == users, f"outbound: {stats['users']} of {users} arrived"
         assert outbox == 0 and ledger == users, f"outbox {outbox}, ledger {ledger}"
         text += f"; all {stats['users']} at the target, outbox empty"
