@@ -118,8 +118,19 @@ def token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRM_TOKEN", TOKEN)
 
 
-def test_workers_share_the_port_and_lose_nothing(tmp_path):
-    with serving(tmp_path, 2, config_text(tmp_path)) as served:
+def postgres_config(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Users and state in a PostgreSQL database of the test's own; crm serves them."""
+    from tests.test_state_postgres import shared_config
+
+    database = request.getfixturevalue("postgres")
+    applications = "applications:\n  - name: crm\n    inbound_token: env:CRM_TOKEN\n"
+    return shared_config(database, tmp_path) + applications
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_workers_share_the_port_and_lose_nothing(tmp_path, store, request):
+    text = config_text(tmp_path) if store == "sqlite" else postgres_config(request, tmp_path)
+    with serving(tmp_path, 2, text) as served:
         assert len(served.workers()) == 2
 
         def share(worker: int) -> list[int]:
