@@ -114,7 +114,8 @@ def _serve(
         try:
             if index == 0:  # one outbox worker is enough: claims let it push every row
                 forked.start_worker()
-            uvicorn_server(forked, certfile=tls[0], keyfile=tls[1]).run(sockets=[sock])
+            supervised = uvicorn_server(forked, certfile=tls[0], keyfile=tls[1], supervised=True)
+            supervised.run(sockets=[sock])
         finally:
             forked.close()
         return 0

@@ -103,12 +103,27 @@ def base_url(sock: Any, tls: bool = False) -> str:
 
 
 def uvicorn_server(
-    server: InboundServer, *, certfile: str | None = None, keyfile: str | None = None
+    server: InboundServer,
+    *,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    supervised: bool = False,
 ) -> Any:
     """A uvicorn server for ``server``: uvicorn, because it is the maintained ASGI
     server with the fewest dependencies (h11 and click, which idprov has already),
     serves TLS from a certificate file, and shuts down gracefully on SIGTERM/SIGINT
-    (here it then returns, instead of dying of the signal, so `serve` exits 0)."""
+    (here it then returns, instead of dying of the signal, so `serve` exits 0); a
+    second SIGINT stops it at once.
+
+    ``supervised``: a worker of `serve --workers` (see
+    :mod:`~idprov.inbound.serve_workers`) ignores SIGINT, which a Ctrl-C sends to the
+    whole process group, and stops gracefully on SIGTERM, however many come: its
+    supervisor passes a stop on as SIGTERM, and a service manager may send SIGTERM
+    to every process of the group as well (systemd does). Two signals must not cut
+    the requests in flight short; the supervisor kills what is still busy after a
+    while."""
+    import signal
+
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -119,6 +134,12 @@ def uvicorn_server(
                     yield
                 finally:
                     getattr(self, "_captured_signals", []).clear()
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if not supervised:
+                super().handle_exit(sig, frame)
+            elif sig == signal.SIGTERM:
+                self.should_exit = True
 
     config = uvicorn.Config(
         server,

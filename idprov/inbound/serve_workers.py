@@ -12,8 +12,10 @@ kernel hands each new connection to one of them. The parent only supervises:
   times in a row, stops the whole server with an error (it would only die again);
 - SIGINT (Ctrl-C) or SIGTERM to the parent stops every worker gracefully (each
   finishes its requests in flight, pushes included) and the parent exits 0 once they
-  are gone; a worker still busy after :data:`STOP_SECONDS` is killed (what it had
-  committed is in the outbox, and the next start pushes it).
+  are gone; a worker still busy after :data:`STOP_SECONDS` is killed (what it had committed is in the outbox, and the
+  next start pushes it). The parent passes the stop on as SIGTERM; workers ignore
+  SIGINT (a Ctrl-C reaches the whole process group: see
+  :func:`~idprov.inbound.serve_http.uvicorn_server`).
 
 What keeps the workers from undoing each other is in the store, not here: every write
 runs in a transaction that takes the write lock (SQLite) or the row (PostgreSQL,
@@ -153,8 +155,8 @@ class Supervisor:
         self._say(f"worker {worker.index} (pid {worker.pid}) {how}; started it again (pid {new})")
 
     def _stop(self, signum: int, _frame: object) -> None:
-        if not self.stopping:
-            self._stop_all()
+        """SIGINT or SIGTERM: stop every worker gracefully (again: no harm done)."""
+        self._stop_all()
 
     def _stop_all(self) -> None:
         self.stopping = True
