@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -31,8 +32,10 @@ class Database:
     """One SQLite connection in autocommit mode (each statement commits, unless in
     a transaction of :func:`write_transaction`)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, writers: threading.Lock | None = None) -> None:
         self.conn = conn
+        self.writers = writers
+        """The file's lock for this process's writers (see :func:`writers_of`)."""
         conn.execute("PRAGMA recursive_triggers = ON")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
@@ -74,7 +77,25 @@ def open_database(path: Path) -> Database:
         if conn is not None:
             conn.close()
         raise _cannot_open(path, exc) from exc
-    return Database(conn)
+    return Database(conn, writers_of(path))
+
+
+_WRITERS: dict[Path, threading.Lock] = {}
+_WRITERS_LOCK = threading.Lock()
+
+
+def writers_of(path: Path) -> threading.Lock:
+    """The lock the write transactions of this process take on one SQLite file.
+
+    SQLite lets one writer in at a time and makes the others sleep and retry (1, 2,
+    5, 10 ms... up to the busy timeout); a thread waiting on a lock is woken the
+    moment the writer before it commits. `idprov serve` has a connection per thread
+    (the writer, the pushers, the outbox worker): measured there, 4,556 sleeps of
+    0.8 ms on average for 2,000 requests. Other processes still meet SQLite's busy
+    handler, as before."""
+    key = path.expanduser().resolve()
+    with _WRITERS_LOCK:
+        return _WRITERS.setdefault(key, threading.Lock())
 
 
 def _cannot_open(path: Path, exc: Exception) -> StoreError:
@@ -147,18 +168,33 @@ def write_transaction(db: Database) -> Iterator[None]:
         with _savepoint(conn):
             yield
         return
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
-        raise _cannot_begin(conn, exc) from exc
+    with _writing(db):
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise _cannot_begin(conn, exc) from exc
+        try:
+            yield
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+
+@contextmanager
+def _writing(db: Database) -> Iterator[None]:
+    """Hold the file's lock of this process's writers (:func:`writers_of`), waiting
+    at most the busy timeout; then SQLite's own wait decides, as without it."""
+    lock = db.writers
+    held = lock is not None and lock.acquire(timeout=BUSY_TIMEOUT_MS / 1000)
     try:
         yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    else:
-        conn.execute("COMMIT")
+    finally:
+        if held:
+            assert lock is not None
+            lock.release()
 
 
 @contextmanager

@@ -12,10 +12,10 @@ kernel hands each new connection to one of them. The parent only supervises:
   times in a row, stops the whole server with an error (it would only die again);
 - SIGINT (Ctrl-C) or SIGTERM to the parent stops every worker gracefully (each
   finishes its requests in flight, pushes included) and the parent exits 0 once they
-  are gone; a worker still busy after :data:`STOP_SECONDS` is killed (what it had committed is in the outbox, and the
-  next start pushes it). The parent passes the stop on as SIGTERM; workers ignore
-  SIGINT (a Ctrl-C reaches the whole process group: see
-  :func:`~idprov.inbound.serve_http.uvicorn_server`).
+  are gone; a worker still busy after :data:`STOP_SECONDS` is killed (what it had
+  committed is in the outbox, and the next start pushes it). The parent passes the
+  stop on as SIGTERM; workers ignore SIGINT (a Ctrl-C reaches the whole process
+  group: see :func:`~idprov.inbound.serve_http.uvicorn_server`).
 
 What keeps the workers from undoing each other is in the store, not here: every write
 runs in a transaction that takes the write lock (SQLite) or the row (PostgreSQL,
