@@ -30,7 +30,13 @@ from typing import IO, Any
 import httpx
 import pytest
 
-from idprov.inbound.serve_workers import MOST_QUICK_DEATHS, Supervisor
+from idprov.config import load_text
+from idprov.inbound.serve_workers import (
+    MOST_QUICK_DEATHS,
+    Supervisor,
+    WriterLock,
+    writes_take_turns,
+)
 from tests.outbound_helpers import idp_yaml
 from tests.terminal import run_in_terminal
 
@@ -250,3 +256,95 @@ def test_workers_that_keep_dying_at_start_stop_the_server():
     assert f"exited with status 3 {MOST_QUICK_DEATHS} times in a row" in text
     assert "stopping the server" in text
     assert supervisor.workers == {}  # every worker waited for: none left behind
+
+
+# ---------------------------------------------------------------- writes over a directory
+def _hold_in_child(lock: WriterLock) -> tuple[int, int, int]:
+    """Fork a process that takes ``lock``, says so, and holds it until told to let go
+    (or is killed): (pid, its "held" pipe, its "let go" pipe)."""
+    held_r, held_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the holder
+        try:
+            with lock.held():
+                os.write(held_w, b"h")
+                os.read(go_r, 1)
+        finally:
+            os._exit(0)
+    os.close(held_w)
+    os.close(go_r)
+    return pid, held_r, go_w
+
+
+def test_the_writer_lock_excludes_other_processes_until_let_go_or_killed(tmp_path):
+    import fcntl
+
+    lock = WriterLock(tmp_path / "serve-writes.lock")
+    for ending in ("let go", "kill -9"):
+        pid, held, go = _hold_in_child(lock)
+        assert os.read(held, 1) == b"h"
+        with open(lock.path, "rb") as other:  # another process's descriptor
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if ending == "let go":
+            os.write(go, b"g")
+        else:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        with lock.held():  # free again: the system let go of a killed holder's lock
+            pass
+        os.close(held)
+        os.close(go)
+    assert lock.path.stat().st_mode & 0o777 == 0o600
+
+
+def test_workers_over_a_directory_apply_every_patch_of_one_user(tmp_path, slapd):
+    """LDAP has no row locks: the workers' writes take turns, so concurrent PATCHes of
+    one user (each adding its own phone number type and title) are each applied to
+    what the one before wrote, and none is lost."""
+    from tests.test_userstore_ldap import secret
+
+    text = f"""
+version: 1
+data_dir: {tmp_path / "data"}
+userstores:
+  - domain: PRIMARY
+  - domain: CORP
+    type: ldap
+    url: {slapd.url}
+    bind_dn: {slapd.root_dn}
+    bind_password: {secret(tmp_path, slapd.root_password)}
+    user_search_base: {slapd.people}
+    group_search_base: {slapd.groups}
+    claim_attributes: {{active: businessCategory, emails: description}}
+applications:
+  - name: crm
+    userstore: CORP
+    inbound_token: env:CRM_TOKEN
+"""
+    assert writes_take_turns(load_text(text, "t.yaml", tmp_path))
+    with serving(tmp_path, 2, text) as served:
+        with served.client() as http:
+            created = http.post("/Users", json={"schemas": [USER], "userName": "alice"})
+            assert created.status_code == 201, created.text
+            alice = created.json()["id"]
+
+        def patch(value: str) -> int:
+            body = {
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [
+                    {"op": "add", "path": "emails", "value": [{"value": value, "type": "other"}]}
+                ],
+            }
+            with served.client() as http:
+                return http.patch(f"/Users/{alice}", json=body).status_code
+
+        values = [f"a{i}@example.com" for i in range(12)]
+        with ThreadPoolExecutor(6) as pool:
+            assert set(pool.map(patch, values)) == {204}
+        with served.client() as http:
+            emails = http.get(f"/Users/{alice}").json()["emails"]
+        code, stderr = served.stop()
+    assert code == 0, stderr
+    assert sorted(e["value"] for e in emails) == sorted(values)

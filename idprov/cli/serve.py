@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
@@ -57,7 +58,7 @@ def serve(
     holding an application's bearer token; changes go out to that application's IdPs."""
     from idprov.cli.common import service
     from idprov.inbound.scim_server import InboundServer
-    from idprov.inbound.serve_workers import check_workers
+    from idprov.inbound.serve_workers import WriterLock, check_workers, writes_take_turns
 
     if keyfile and not certfile:
         raise UsageError("--keyfile needs --certfile", hint="give the certificate with --certfile")
@@ -70,10 +71,18 @@ def serve(
     if not certfile and not is_loopback(host):
         typer.secho(PLAIN_HTTP_WARNING.format(host=host), fg="yellow", err=True)
     log = open_access_log(access_log) if access_log else sys.stderr
+    take_turns = None
+    if workers > 1 and writes_take_turns(config):
+        take_turns = WriterLock(Path(config.data_dir or ".") / "serve-writes.lock")
     try:
         _serve(
             lambda: InboundServer(
-                config, applications=app_names, access_log=log, max_body=max_body, readers=readers
+                config,
+                applications=app_names,
+                access_log=log,
+                max_body=max_body,
+                readers=readers,
+                take_turns=take_turns,
             ),
             host,
             port,

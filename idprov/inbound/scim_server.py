@@ -40,11 +40,11 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 from urllib.parse import parse_qsl
 
 from scim2_models import (
@@ -89,9 +89,12 @@ from idprov.provisioning.tokens import Caller
 if TYPE_CHECKING:
     import httpx
 
+    from idprov.inbound.serve_workers import WriterLock
     from idprov.provisioning.results import OutboundReport
     from idprov.provisioning.service import IdentityService
     from idprov.provisioning.unit_of_work import PendingPush
+
+T = TypeVar("T")
 
 Reply = tuple[int, dict[str, str], dict[str, Any] | None]
 """Status, headers and JSON body of a response."""
@@ -162,8 +165,12 @@ class InboundServer:
         readers: int = DEFAULT_READERS,
         pushers: int = DEFAULT_PUSHERS,
         http_transport: httpx.BaseTransport | None = None,
+        take_turns: WriterLock | None = None,
     ) -> None:
         self.config = config
+        self.take_turns = take_turns
+        """`serve --workers` over a directory: the lock the workers' writes take turns on
+        (see :func:`~idprov.inbound.serve_workers.writes_take_turns`)."""
         self.issued = IssuedTokens(config)
         self.only = set(applications) if applications else None
         self.tokens = bearer_tokens(config, applications, self.issued.applications())
@@ -309,9 +316,14 @@ class InboundServer:
             )
             return self._finish(request, self.scim.error_response(error))
         request.body = body
-        executor = self.writer if operation in WRITES else self.readers
         loop = asyncio.get_running_loop()
-        response, pending = await loop.run_in_executor(executor, self._handle, request, caller)
+        if operation in WRITES:
+            written = loop.run_in_executor(self.writer, self._write, self._handle, request, caller)
+            response, pending = await written
+        else:
+            response, pending = await loop.run_in_executor(
+                self.readers, self._handle, request, caller
+            )
         report = await self._push(caller, "scim", pending)
         served.outbound = _outbound_outcome([report] if report is not None else [])
         return response
@@ -344,6 +356,14 @@ class InboundServer:
                 logging.getLogger("idprov.serve").exception("%s %s", request.method, request.path)
                 response = self.scim.error_response(exc)
             return self._finish(request, response), state.pending
+
+    def _write(self, handle: Callable[..., T], *args: Any) -> T:
+        """Run a write on the writer thread; with :attr:`take_turns`, one at a time
+        across the workers of `serve --workers`."""
+        if self.take_turns is None:
+            return handle(*args)
+        with self.take_turns.held():
+            return handle(*args)
 
     @staticmethod
     def _finish(request: ScimRequest, response: ScimResponse) -> ScimResponse:
@@ -383,7 +403,9 @@ class InboundServer:
         if content_type and not is_json_media_type(content_type):
             return 415, _error("media_type", "send application/json"), {}
         loop = asyncio.get_running_loop()
-        status, result = await loop.run_in_executor(self.writer, self._jit_login, caller, body)
+        status, result = await loop.run_in_executor(
+            self.writer, self._write, self._jit_login, caller, body
+        )
         if isinstance(result, dict):
             return status, result, {}
         if result.pending is not None:

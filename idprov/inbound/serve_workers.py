@@ -17,10 +17,13 @@ kernel hands each new connection to one of them. The parent only supervises:
   stop on as SIGTERM; workers ignore SIGINT (a Ctrl-C reaches the whole process
   group: see :func:`~idprov.inbound.serve_http.uvicorn_server`).
 
-What keeps the workers from undoing each other is in the store, not here: every write
-runs in a transaction that takes the write lock (SQLite) or the row (PostgreSQL,
-``FOR UPDATE``) before it reads, so a uniqueness check and a PATCH's read-modify-write
-see every other worker's commits; an ETag that changed in between is a 412.
+What keeps the workers from undoing each other is in the store: every write runs in
+a transaction that takes the write lock (SQLite) or the row (PostgreSQL, ``FOR
+UPDATE``) before it reads, so a uniqueness check and a PATCH's read-modify-write see
+every other worker's commits; an ETag that changed in between is a 412. A directory
+has no such lock: when a userstore is not SQLite or PostgreSQL, the workers' writes
+take turns on a :class:`WriterLock` (as one process's single writer thread does), so
+two PATCHes of one LDAP user are never applied to the same read.
 
 POSIX only (``os.fork``); the workers are forked before any thread or database
 connection exists in the parent.
@@ -31,13 +34,21 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from idprov.errors import UsageError
 
+if TYPE_CHECKING:
+    from idprov.config import Config
+
+ROW_LOCKING_STORES = ("sqlite", "postgres")
+"""Userstore types whose transactions keep other writers off what they read."""
 QUICK_DEATH_SECONDS = 5.0
 MOST_QUICK_DEATHS = 5
 STOP_SECONDS = 60.0
@@ -53,6 +64,41 @@ def check_workers(count: int) -> None:
         )
     if count > 1 and not hasattr(os, "fork"):
         raise UsageError("--workers above 1 needs fork(), which this system does not have")
+
+
+def writes_take_turns(config: Config) -> bool:
+    """Whether the workers' writes must take turns: a userstore without row locks."""
+    return any(store.type not in ROW_LOCKING_STORES for store in config.userstores)
+
+
+class WriterLock:
+    """An exclusive lock of the processes that open the same file (``flock``); the
+    system lets go of it when its holder dies, even of ``kill -9``. Each process opens
+    the file itself (a descriptor inherited over fork would share the lock)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._threads = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        import fcntl
+
+        with self._threads:
+            fd = self._descriptor()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _descriptor(self) -> int:
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+        return self._fd
 
 
 @dataclass
