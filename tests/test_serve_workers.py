@@ -303,21 +303,11 @@ def test_workers_over_a_directory_apply_every_patch_of_one_user(tmp_path, slapd)
     """LDAP has no row locks: the workers' writes take turns, so concurrent PATCHes of
     one user (each adding its own phone number type and title) are each applied to
     what the one before wrote, and none is lost."""
-    from tests.test_userstore_ldap import secret
+    from tests.test_userstore_ldap import service_yaml
 
-    text = f"""
-version: 1
+    directory = service_yaml(slapd, tmp_path).replace("data_dir: state", "version: 1")
+    text = f"""{directory}    claim_attributes: {{active: businessCategory, emails: description}}
 data_dir: {tmp_path / "data"}
-userstores:
-  - domain: PRIMARY
-  - domain: CORP
-    type: ldap
-    url: {slapd.url}
-    bind_dn: {slapd.root_dn}
-    bind_password: {secret(tmp_path, slapd.root_password)}
-    user_search_base: {slapd.people}
-    group_search_base: {slapd.groups}
-    claim_attributes: {{active: businessCategory, emails: description}}
 applications:
   - name: crm
     userstore: CORP
