@@ -338,3 +338,26 @@ applications:
         code, stderr = served.stop()
     assert code == 0, stderr
     assert sorted(e["value"] for e in emails) == sorted(values)
+
+
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path):
+    """kill -9 of the supervisor: its workers stop on their own instead of serving on
+    as orphans that keep the port from the next start."""
+    with serving(tmp_path, 2, config_text(tmp_path)) as served:
+        workers = served.workers()
+        served.process.kill()
+        served.process.wait(30)
+        deadline = time.monotonic() + 30
+        while any(map(alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(alive, workers))
+        assert refused(served.url)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie no one has reaped yet does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

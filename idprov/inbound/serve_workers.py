@@ -8,6 +8,8 @@ kernel hands each new connection to one of them. The parent only supervises:
 - a worker that dies (a crash, an OOM kill, ``kill -9``) is started again, and the
   replacement's outbox worker takes over what the dead one had claimed (claims name
   their process; see :meth:`~idprov.provisioning.outbound.Outbound.release_the_dead`);
+- a worker whose supervisor is gone (``kill -9``) stops gracefully within a second,
+  so no orphan keeps the port;
 - a worker that dies within :data:`QUICK_DEATH_SECONDS` of its start, :data:`MOST_QUICK_DEATHS`
   times in a row, stops the whole server with an error (it would only die again);
 - SIGINT (Ctrl-C) or SIGTERM to the parent stops every worker gracefully (each
@@ -52,6 +54,7 @@ ROW_LOCKING_STORES = ("sqlite", "postgres")
 QUICK_DEATH_SECONDS = 5.0
 MOST_QUICK_DEATHS = 5
 STOP_SECONDS = 60.0
+ORPHAN_CHECK_SECONDS = 1.0
 MOST_WORKERS = 64
 
 
@@ -139,15 +142,17 @@ class Supervisor:
     def _start(self, index: int) -> int:
         sys.stdout.flush()  # else the worker would write the parent's buffered text again
         sys.stderr.flush()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker: never returns into the parent's code
-            os._exit(self._child(index))
+            os._exit(self._child(index, parent))
         self.workers[pid] = Worker(index, pid, time.monotonic())
         return pid
 
-    def _child(self, index: int) -> int:
+    def _child(self, index: int, parent: int) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)  # uvicorn installs its own
+        _stop_when_orphaned(parent)
         try:
             return self.serve(index)
         except BaseException as exc:  # noqa: BLE001 - a worker must not unwind into the parent
@@ -222,6 +227,19 @@ class Supervisor:
     def _say(self, text: str) -> None:
         self.say.write(f"idprov serve: {text}\n")
         self.say.flush()
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    """In a worker: stop gracefully (SIGTERM to itself) once the supervisor is gone,
+    killed with ``kill -9`` say, instead of serving on as an orphan that keeps the
+    port from the next start."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="idprov-orphan-watch", daemon=True).start()
 
 
 def _signal(pid: int, sig: int) -> None:
