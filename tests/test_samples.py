@@ -89,7 +89,8 @@ def test_the_units_keep_the_database_in_their_state_directory(name, tmp_path):
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 @pytest.mark.parametrize(
-    "name", ["idprov-sync.service", "idprov-sync.timer", "idprov-worker.service"]
+    "name",
+    ["idprov-sync.service", "idprov-sync.timer", "idprov-worker.service", "idprov-serve.service"],
 )
 def test_systemd_analyze_finds_nothing_wrong(name, tmp_path):
     for sample in SAMPLES.glob("idprov-*"):  # the timer needs its service beside it
@@ -102,3 +103,52 @@ def test_systemd_analyze_finds_nothing_wrong(name, tmp_path):
     )
     problems = [line for line in done.stderr.splitlines() if name in line or "Unknown" in line]
     assert done.returncode == 0 and not problems, done.stderr
+
+
+def test_the_serve_unit_serves_https_in_workers_until_sigterm_to_all(tmp_path):
+    """The serve unit's command line, with the unit's state directory, a certificate
+    of the test's own and a free port: HTTPS answers, the database is in the state
+    directory, the access log is 0600, and SIGTERM to every process (systemd's stop)
+    ends it with 0."""
+    import os
+    import signal
+    import ssl
+
+    import httpx
+
+    from tests.test_serve_scim import self_signed
+    from tests.test_serve_workers import read_json
+
+    argv = shlex.split(unit("idprov-serve.service")["Service"]["ExecStart"])
+    cert, key = self_signed(tmp_path)
+    for option, value in [
+        ("--port", "0"),
+        ("--host", "127.0.0.1"),
+        ("--certfile", cert),
+        ("--keyfile", key),
+        ("--access-log", str(tmp_path / "access.log")),
+    ]:
+        argv[argv.index(option) + 1] = value
+    config = tmp_path / "idprov.yaml"
+    config.write_text("version: 1\napplications:\n  - name: crm\n    inbound_token: env:TOKEN\n")
+    state = tmp_path / "state"
+    state.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "STATE_DIRECTORY": str(state)}
+    env |= {"IDPROV_CONFIG": str(config), "TOKEN": "unit-token-1234"}
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with subprocess.Popen(
+        [IDPROV, *argv[1:], "--json"], env=env, text=True, start_new_session=True, **pipes
+    ) as served:
+        try:
+            ready = read_json(served.stdout)
+            assert ready["workers"] == 2 and ready["url"].startswith("https://"), ready
+            verify = ssl.create_default_context(cafile=cert)
+            headers = {"Authorization": "Bearer unit-token-1234"}
+            got = httpx.get(ready["url"] + "/Users", headers=headers, verify=verify)
+            assert got.status_code == 200
+        finally:
+            os.killpg(served.pid, signal.SIGTERM)
+            _, stderr = served.communicate(timeout=60)
+    assert served.returncode == 0, stderr
+    assert (state / "idprov.db").exists()
+    assert (tmp_path / "access.log").stat().st_mode & 0o777 == 0o600
