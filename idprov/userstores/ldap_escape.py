@@ -137,6 +137,9 @@ def any_filter(parts: Sequence[str]) -> str:
 
 def iso_stamp(value: str | None) -> str:
     """GeneralizedTime (``20240102030405Z``) as idprov writes times (ISO 8601, ms, Z)."""
+    if value is not None and len(value) == 15 and value[14] == "Z" and value[:14].isdecimal():
+        day, time = value[:8], value[8:14]  # the common form, without the regex
+        return f"{day[:4]}-{day[4:6]}-{day[6:]}T{time[:2]}:{time[2:4]}:{time[4:]}.000Z"
     match = _TIME.match(value or "")
     if not match:
         return value or ""
@@ -182,8 +185,8 @@ class Entry:
         return [v.decode("utf-8", "replace") for v in self.attributes.get(name.lower(), [])]
 
     def text(self, name: str) -> str | None:
-        values = self.texts(name)
-        return values[0] if values else None
+        values = self.attributes.get(name.lower())
+        return values[0].decode("utf-8", "replace") if values else None
 
 
 def is_spaced(prefix: str | None) -> bool:

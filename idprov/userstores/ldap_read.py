@@ -43,10 +43,10 @@ class LdapReader(LdapSession):
     def _username(self, entry: Entry) -> str:
         """The username attribute's value; of several, the one that names the entry."""
         attribute = self.config.username_attribute
-        values = entry.texts(attribute)
-        if len(values) == 1:
-            return values[0]
-        return rdn_value(entry.dn, attribute) or (values[0] if values else "")
+        values = entry.attributes.get(attribute.lower())
+        if values is not None and len(values) == 1:
+            return values[0].decode("utf-8", "replace")
+        return rdn_value(entry.dn, attribute) or (entry.text(attribute) or "")
 
     def _user_entries(self, usernames: Sequence[str], attrs: Sequence[str]) -> list[Entry]:
         """Entries of these usernames: one search per ``CHUNK`` names, all in flight."""
@@ -91,13 +91,15 @@ class LdapReader(LdapSession):
 
     def _claims_of(self, entry: Entry, username: str) -> dict[str, ClaimValue]:
         claims: dict[str, ClaimValue] = {}
+        attributes, family = entry.attributes, "sn" if self._person else None
         for claim, attribute, multi_valued in self._claim_columns:
-            raw = entry.attributes.get(attribute)
+            raw = attributes.get(attribute)
             if not raw:
                 continue
-            values = [v.decode("utf-8", "replace") for v in raw]
-            if not (self._person and attribute == "sn" and values == [username]):
-                claims[claim] = values if multi_valued else values[0]
+            first = raw[0].decode("utf-8", "replace")
+            if attribute == family and len(raw) == 1 and first == username:
+                continue  # the sn that person requires, made from the username
+            claims[claim] = [v.decode("utf-8", "replace") for v in raw] if multi_valued else first
         return claims
 
     def _to_user(self, entry: Entry, roles: list[str]) -> User:
