@@ -380,6 +380,40 @@ def test_list_users_pages_through_more_entries_than_one_page(open_store):
     assert len(store.role_member_ids(store.find_role("odd").id)) == 12
 
 
+def test_iter_users_gives_the_listing_in_batches_and_roles_only_when_asked(open_store):
+    store = open_store(page_size=5)
+    store.add_users([(f"user{i:02d}", {"title": f"t{i}"}, None) for i in (11, 3, 7, 0, 9, 5, 1)])
+    store.add_role("odd")
+    store.assign("odd", ["user03", "user07", "user09"])
+    listed = store.list_users(UserQuery(limit=None)).items
+    with_roles = list(store.iter_users(3, roles=True))
+    assert [len(batch) for batch in with_roles] == [3, 3, 1]
+    assert [u for batch in with_roles for u in batch] == listed
+    without = [u for batch in store.iter_users(3, roles=False) for u in batch]
+    assert [(u.username, u.claims, u.roles) for u in without] == [
+        (u.username, u.claims, []) for u in listed
+    ]
+
+
+def test_a_walk_the_server_cuts_short_midway_yields_no_user(slapd_factory, open_store, tmp_path):
+    limited = slapd_factory(
+        extra_config="limits users size.soft=100 size.hard=100 size.prtotal=7\n"
+        'access to * by dn.exact="cn=svc,dc=example,dc=com" write by * read'
+    )
+    service_dn = add_service_account(limited)
+    open_store(limited).add_users([(f"user{i:02d}", {}, None) for i in range(12)])
+    password = secret(tmp_path, SERVICE_PASSWORD)
+    account = open_store(limited, bind_dn=service_dn, bind_password=password, page_size=5)
+    for read in (
+        lambda: next(account.iter_users(100, roles=False)),
+        lambda: account.list_users(UserQuery(limit=None)),
+    ):
+        with pytest.raises(StoreError) as info:
+            read()  # the second page passes the server's total for paged searches
+        assert "stopped at a server limit" in info.value.message
+        assert "size.prtotal=unlimited" in (info.value.hint or "")
+
+
 def test_paging_gets_everything_past_the_servers_size_limit(slapd_factory, open_store, tmp_path):
     limited = slapd_factory(
         extra_config="limits users size.soft=5 size.hard=5 size.prtotal=unlimited\n"
