@@ -395,6 +395,21 @@ def test_iter_users_gives_the_listing_in_batches_and_roles_only_when_asked(open_
     ]
 
 
+def test_member_ids_after_a_walk_follow_a_write_made_in_between(open_store):
+    store = open_store()
+    store.add_users([(f"user{i}", {}, None) for i in range(3)])
+    store.add_role("staff")
+    store.assign("staff", ["user0", "user2"])
+    ids = {u.username: u.id for batch in store.iter_users(10, roles=False) for u in batch}
+    [(role, members)] = store.roles_with_member_ids()  # the walk's ids, taken once
+    assert (role.name, sorted(members)) == ("staff", sorted([ids["user0"], ids["user2"]]))
+    list(store.iter_users(10, roles=False))
+    late = store.add_user("late", {}, None)  # a write: the walk's ids are forgotten
+    store.assign("staff", ["late"])
+    [(_, members)] = store.roles_with_member_ids()
+    assert sorted(members) == sorted([ids["user0"], ids["user2"], late.id])
+
+
 def test_a_walk_the_server_cuts_short_midway_yields_no_user(slapd_factory, open_store, tmp_path):
     limited = slapd_factory(
         extra_config="limits users size.soft=100 size.hard=100 size.prtotal=7\n"

@@ -52,6 +52,16 @@ def collector_paused() -> Iterator[None]:
 class LdapReader(LdapSession):
     """The reads of :class:`~idprov.userstores.ldap.LdapUserStore`."""
 
+    _walked: list[tuple[str, str]] | None = None
+    """(DN, id) of every user of the last :meth:`iter_users`, until the next
+    :meth:`roles_with_member_ids` or write takes it away."""
+
+    def ensure_writable(self) -> None:
+        """Refuse a write to a read-only store; before any write, forget the last
+        walk's ids (the directory is about to change)."""
+        self._walked = None
+        super().ensure_writable()
+
     # ---- users: reading
     def _user_attrs(self) -> list[str]:
         names = [self.config.username_attribute, *self.claim_attributes.values()]
@@ -238,6 +248,7 @@ class LdapReader(LdapSession):
                 "list users", lambda c: self._pick(c, self._user_filter, None, None)
             )
             users = self._users_of([entry for *_, entry in picked], roles)
+        self._walked = [(dn, user.id) for (_, _, dn, _), user in zip(picked, users, strict=True)]
         del picked
         for start in range(0, len(users), batch):
             yield users[start : start + batch]
@@ -392,7 +403,12 @@ class LdapReader(LdapSession):
         return sorted(found, key=lambda pair: (pair[0].name.casefold(), pair[0].name))
 
     def _ids_by_dn(self, conn: Any) -> dict[DnKey, str]:
-        """The entryUUID of every user, by DN key."""
+        """The entryUUID of every user, by DN key: those of the walk that
+        :meth:`iter_users` just made (a sync reads the roles right after the users),
+        else from a walk of the users' ids."""
+        walked, self._walked = self._walked, None
+        if walked is not None:
+            return {dn_key(dn): user_id for dn, user_id in walked}
         base, flt = self.config.user_search_base, self._user_filter
         walk = self._paged(conn, base, flt, ["entryUUID"], self._scope)
         return {dn_key(e.dn): e.text("entryUUID") or "" for e in walk}
