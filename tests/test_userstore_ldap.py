@@ -8,7 +8,10 @@ the store under test.
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -567,6 +570,62 @@ def test_tls_with_a_ca_file_verifies_the_server(slapd_factory, open_store, how):
     store.add_role("staff")
     store.assign("staff", ["alice"])  # searches and modifies sent by ldap_bulk, over TLS
     assert [u.roles for u in store.list_users(UserQuery(limit=None)).items] == [["staff"]]
+    reader = open_store(secure, url=url, start_tls=how == "start_tls", ca_file=ca_file)
+    assert [u.roles for u in reader.list_users(UserQuery(limit=None)).items] == [["staff"]]
+    reader.add_user("bob", {}, None)  # a store that read first writes too
+    assert people(secure) == ["alice", "bob"]
+
+
+def test_start_tls_refused_by_the_server_says_what_to_change(slapd, open_store):
+    store = open_store(start_tls=True)  # this server offers no TLS
+    with pytest.raises(ConfigError) as info:
+        store.find_user("alice")
+    assert "refused StartTLS" in info.value.message and slapd.url in info.value.message
+    assert "ldaps://" in info.value.hint and "start_tls" in info.value.hint
+
+
+READ_WITHOUT_LDAP3 = """
+import json, sys
+from idprov.config.models import LdapUserstoreConfig
+from idprov.config.secrets import SecretRef
+from idprov.model import UserQuery
+from idprov.userstores.ldap import LdapUserStore
+from tests.test_userstore_ldap import CLAIMS
+settings = json.loads(sys.argv[1])
+settings["bind_password"] = SecretRef(settings["bind_password"])
+store = LdapUserStore(LdapUserstoreConfig(**settings), CLAIMS)
+names = [u.username for u in store.list_users(UserQuery(limit=None)).items]
+ids = [u.id for batch in store.iter_users(10, roles=True) for u in batch]
+roles = [(r.name, m) for r, m in store.roles_with_member_ids()]
+found = store.find_user("alice")
+read = "ldap3" in sys.modules
+store.add_user("carol", {}, None)
+print(names, len(ids), roles == [("staff", [found.id])], read, "ldap3" in sys.modules)
+"""
+
+
+def test_reads_never_import_ldap3_and_the_first_write_does(slapd, open_store, tmp_path):
+    store = open_store()
+    store.add_users([("alice", {}, None), ("bob", {}, None)])
+    store.add_role("staff")
+    store.assign("staff", ["alice"])
+    settings = {
+        "domain": "CORP",
+        "url": slapd.url,
+        "bind_dn": slapd.root_dn,
+        "bind_password": str(secret(tmp_path, slapd.root_password)),
+        "user_search_base": slapd.people,
+        "group_search_base": slapd.groups,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", READ_WITHOUT_LDAP3, json.dumps(settings)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["['alice',", "'bob']", "2", "True", "False", "True"]
+    assert people(slapd) == ["alice", "bob", "carol"]
 
 
 def test_tls_refuses_a_server_its_ca_file_does_not_vouch_for(slapd_factory, open_store, tmp_path):

@@ -54,15 +54,14 @@ from idprov.userstores.ldap_escape import (
     dn_key,
     escape_rdn_value,
     iso_stamp,
+    lx,
     parent_dn,
-    quiet_ldap3,
     rdn_value,
 )
 from idprov.userstores.ldap_import import LdapImporter
 
-with quiet_ldap3():
-    from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE
-    from ldap3.core import exceptions as lx
+MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE = "MODIFY_ADD", "MODIFY_DELETE", "MODIFY_REPLACE"
+"""The operations of an ldap3 modify (ldap3's own names)."""
 
 __all__ = ["LdapUserStore", "dn_key", "escape_rdn_value", "rdn_value"]
 

@@ -191,6 +191,29 @@ def encode_search(
     return _message(message_id, _tlv(_SEARCH_REQUEST, request) + controls)
 
 
+def encode_bind(message_id: int, dn: str, password: str) -> bytes:
+    """An LDAPMessage holding a simple BindRequest, LDAP version 3 (RFC 4511 section
+    4.2); an empty DN and password bind anonymously."""
+    request = _integer(3) + _octets(dn) + _tlv(0x80, password.encode())
+    return _message(message_id, _tlv(_BIND_REQUEST, request))
+
+
+START_TLS = b"1.3.6.1.4.1.1466.20037"
+
+
+def encode_start_tls(message_id: int) -> bytes:
+    """An LDAPMessage holding the StartTLS ExtendedRequest (RFC 4511 section 4.14)."""
+    return _message(message_id, _tlv(_EXTENDED_REQUEST, _tlv(0x80, START_TLS)))
+
+
+def encode_unbind(message_id: int) -> bytes:
+    """An LDAPMessage holding an UnbindRequest (no answer comes)."""
+    return _message(message_id, bytes((_UNBIND_REQUEST, 0)))
+
+
+_BIND_REQUEST, _UNBIND_REQUEST, _EXTENDED_REQUEST = 0x60, 0x42, 0x77
+
+
 def _read(data: bytes, pos: int) -> tuple[int, int, int]:
     """The element at ``pos``: its tag and where its content starts and ends."""
     tag, first = data[pos], data[pos + 1]

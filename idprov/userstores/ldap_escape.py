@@ -14,7 +14,7 @@ import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from idprov.model import ClaimValue
 from idprov.userstores.ldap_filters import escape_filter_chars
@@ -29,9 +29,34 @@ def quiet_ldap3() -> Iterator[None]:
         yield
 
 
-with quiet_ldap3():
+class _Ldap3Exceptions:
+    """``ldap3.core.exceptions``, imported when a name of it is first looked up: the
+    ``except lx.X`` clauses that name them run only once something was raised, so a
+    store that only reads never imports ldap3 (see :mod:`~idprov.userstores.ldap_wire`)."""
+
+    def __getattr__(self, name: str) -> Any:
+        with quiet_ldap3():
+            from ldap3.core import exceptions
+        return getattr(exceptions, name)
+
+
+if TYPE_CHECKING:
     from ldap3.core import exceptions as lx
-    from ldap3.utils.dn import parse_dn
+else:
+    lx = _Ldap3Exceptions()
+
+BASE, LEVEL, SUBTREE = "BASE", "LEVEL", "SUBTREE"
+"""The search scopes as ldap3 names them."""
+
+
+def parse_dn(dn: str) -> list[tuple[str, str, str]]:
+    """ldap3's RFC 4514 parser (imported on first use: DNs without escapes or
+    multi-valued RDNs, nearly all, are split without it)."""
+    with quiet_ldap3():
+        from ldap3.utils.dn import parse_dn as parse
+
+    return list(parse(dn))
+
 
 T = TypeVar("T")
 NewUser = tuple[str, Mapping[str, ClaimValue], str | None]
@@ -84,6 +109,9 @@ def dn_key(dn: str) -> DnKey:
 
 def rdn_value(dn: str, attribute: str) -> str | None:
     """The unescaped value of ``attribute`` in the DN's first RDN, if it has one."""
+    if _PLAIN_DN.fullmatch(dn):  # no escapes, no multi-valued RDNs
+        name, value = dn.split(",", 1)[0].split("=", 1)
+        return value if name.lower() == attribute.lower() else None
     try:
         parts = parse_dn(dn)
     except lx.LDAPInvalidDnError:

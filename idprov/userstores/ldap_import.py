@@ -22,6 +22,8 @@ from idprov.userstores.ldap_bulk import (
     post_read,
 )
 from idprov.userstores.ldap_escape import (
+    BASE,
+    LEVEL,
     NAME_CLAIMS,
     POST_READ,
     STAMPS,
@@ -41,10 +43,6 @@ from idprov.userstores.passwords import hash_ssha
 
 if TYPE_CHECKING:
     from idprov.userstores.base import ImportedUser
-
-with quiet_ldap3():
-    from ldap3 import BASE, LEVEL
-    from ldap3.protocol.rfc4527 import post_read_control
 
 NEW_STAMPS = ["entryUUID", "createTimestamp"]
 RoleChanges = dict[str, tuple[str, list[str], list[str]]]
@@ -130,6 +128,9 @@ class LdapImporter(LdapMembership):
 
     def _add(self, conn: Any, dn: str, classes: Sequence[str], attrs: Mapping[str, Any]) -> Entry:
         """Add an entry; returns its id and timestamps (RFC 4527 post-read, else a read)."""
+        with quiet_ldap3():
+            from ldap3.protocol.rfc4527 import post_read_control
+
         conn.add(dn, list(classes), dict(attrs), controls=[post_read_control(STAMPS)])
         read = (conn.result.get("controls") or {}).get(POST_READ, {}).get("value", {})
         if read.get("result"):

@@ -19,21 +19,17 @@ from idprov.errors import IdprovError, StoreError
 from idprov.userstores.ldap_bulk import Change, ConnectionLost, Pipeline, encode_modify
 from idprov.userstores.ldap_escape import (
     CHUNK,
+    SUBTREE,
     DnKey,
     Entry,
     all_filter,
     any_filter,
     dn_key,
     eq_filter,
-    quiet_ldap3,
+    lx,
 )
 from idprov.userstores.ldap_read import LdapReader
-from idprov.userstores.ldap_session import WINDOW
-
-with quiet_ldap3():
-    from ldap3 import SUBTREE
-    from ldap3.core import exceptions as lx
-    from ldap3.core.results import RESULT_CODES
+from idprov.userstores.ldap_session import WINDOW, result_codes
 
 MemberChange = tuple[Sequence[str], Sequence[str]]
 """Member DNs to add to a role, and member DNs to remove from it."""
@@ -141,6 +137,6 @@ class LdapMembership(LdapReader):
 
     def _failure(self, doing: str, code: int, message: str) -> IdprovError:
         """The idprov error for result ``code`` of an operation sent by ldap_bulk."""
-        described = RESULT_CODES.get(code, str(code))
+        described = result_codes().get(code, str(code))
         exc = lx.LDAPOperationResult(result=code, description=described, message=message)
         return self._translate(exc, doing)

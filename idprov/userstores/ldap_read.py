@@ -14,7 +14,9 @@ from idprov.errors import NotFoundError, PolicyError, StoreError
 from idprov.model import ClaimValue, Page, Role, User, UserQuery
 from idprov.userstores.ldap_escape import (
     CHUNK,
+    LEVEL,
     STAMPS,
+    SUBTREE,
     DnKey,
     Entry,
     all_filter,
@@ -24,14 +26,10 @@ from idprov.userstores.ldap_escape import (
     is_spaced,
     is_uuid,
     iso_stamp,
-    quiet_ldap3,
     rdn_value,
 )
 from idprov.userstores.ldap_filters import escape_filter_chars, ldap_condition
 from idprov.userstores.ldap_session import LdapSession
-
-with quiet_ldap3():
-    from ldap3 import LEVEL, SUBTREE
 
 
 @contextmanager

@@ -27,20 +27,20 @@ from idprov.errors import (
 from idprov.userstores.base import UserStore
 from idprov.userstores.ldap_bulk import ConnectionLost, Pipeline, Reply, encode_search, paged
 from idprov.userstores.ldap_escape import (
+    BASE,
+    LEVEL,
     PERSON_CLASSES,
+    SUBTREE,
     Entry,
     T,
     all_filter,
     dn_key,
     eq_filter,
+    lx,
     quiet_ldap3,
 )
 from idprov.userstores.ldap_filters import filter_ber
-
-with quiet_ldap3():
-    from ldap3 import BASE, LEVEL, NONE, SUBTREE, Connection, Server, Tls
-    from ldap3.core import exceptions as lx
-    from ldap3.core.results import RESULT_CODES
+from idprov.userstores.ldap_wire import Refused, WireConnection, open_wire
 
 
 class LdapSession(UserStore):
@@ -85,22 +85,33 @@ class LdapSession(UserStore):
     def _where(self) -> str:
         return f"the {self.domain} userstore ({self.config.url})"
 
-    def _server(self) -> Any:
+    def _address(self) -> tuple[str, int, bool]:
+        """Host, port, and whether the URL is ldaps:// (TLS from the start)."""
         url = urlsplit(self.config.url)
         secure = url.scheme.lower() == "ldaps"
+        return url.hostname or "", url.port or (636 if secure else 389), secure
+
+    def _ca_file(self) -> str | None:
+        ca_file = self.config.ca_file
+        if ca_file and not os.path.isfile(ca_file):
+            raise ConfigError(
+                f"{self._where()}: ca_file {ca_file} does not exist or is not a file",
+                hint="give the PEM file of the CA that signs the directory's certificate, "
+                "or remove ca_file to trust the system's CAs",
+            )
+        return ca_file
+
+    def _server(self) -> Any:
+        with quiet_ldap3():
+            from ldap3 import NONE, Server, Tls
+
+        host, port, secure = self._address()
         tls = None
         if secure or self.config.start_tls:
-            ca_file = self.config.ca_file
-            if ca_file and not os.path.isfile(ca_file):
-                raise ConfigError(
-                    f"{self._where()}: ca_file {ca_file} does not exist or is not a file",
-                    hint="give the PEM file of the CA that signs the directory's certificate, "
-                    "or remove ca_file to trust the system's CAs",
-                )
-            tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file)
+            tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=self._ca_file())
         return Server(
-            url.hostname,
-            port=url.port or (636 if secure else 389),
+            host,
+            port=port,
             use_ssl=secure,
             tls=tls,
             connect_timeout=self.config.connect_timeout,
@@ -108,7 +119,10 @@ class LdapSession(UserStore):
         )
 
     def _open(self) -> Any:
-        """A new connection, opened, secured and bound (ldap3 raises if not)."""
+        """A new ldap3 connection, opened, secured and bound (ldap3 raises if not)."""
+        with quiet_ldap3():
+            from ldap3 import Connection
+
         password = self.config.bind_password.reveal() if self.config.bind_password else None
         conn = None
         try:
@@ -134,21 +148,66 @@ class LdapSession(UserStore):
             raise
         return conn
 
+    def _open_wire(self) -> WireConnection:
+        """A new connection for reading, opened without ldap3 (:mod:`ldap_wire`)."""
+        host, port, secure = self._address()
+        tls = secure or self.config.start_tls
+        password = self.config.bind_password.reveal() if self.config.bind_password else ""
+        return open_wire(
+            (host, port),
+            (secure, self.config.start_tls, self._ca_file() if tls else None),
+            (self.config.bind_dn or "", password),
+            (self.config.connect_timeout, self.config.timeout),
+        )
+
+    _writer = False
+    """Whether this store has written: its connection is then ldap3's."""
+
+    def ensure_writable(self) -> None:
+        """Refuse a write to a read-only store; before its first write, a store that
+        read on a connection of :mod:`ldap_wire` goes on with one of ldap3."""
+        super().ensure_writable()
+        if not self._writer:
+            self._writer = True
+            if self._conn is not None:
+                self.close()
+
     def _bound(self) -> Any:
-        """:meth:`_open`'s connection, or the idprov error saying why there is none."""
+        """A new connection (:meth:`_open`'s once the store writes, else
+        :meth:`_open_wire`'s), or the idprov error saying why there is none."""
+        if not self._writer:
+            return self._bound_wire()
         try:
             return self._open()
         except lx.LDAPOperationResult as exc:
             raise self._translate(exc, "bind") from exc
         except lx.LDAPException as exc:
             if is_tls_failure(exc):
-                raise ConfigError(
-                    f"{self._where()}: TLS failed, the server's certificate was not "
-                    f"accepted: {exc}",
-                    hint=f"check ca_file ({self.config.ca_file or 'none: the system CAs'}) "
-                    "and that the certificate names the host in url",
-                ) from exc
+                raise self._tls_failed(exc) from exc
             raise self._unreachable(exc, "connect") from exc
+
+    def _bound_wire(self) -> WireConnection:
+        try:
+            return self._open_wire()
+        except Refused as exc:
+            if exc.doing == "start TLS":
+                raise ConfigError(
+                    f"{self._where()}: the server refused StartTLS ({exc.message})",
+                    hint="enable TLS on the server, or use an ldaps:// url, or set "
+                    "start_tls: false to send the password in the clear",
+                ) from exc
+            raise self._translate(exc, exc.doing) from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise self._tls_failed(exc) from exc
+        except (OSError, ConnectionLost) as exc:
+            raise self._unreachable(exc, "connect") from exc
+
+    def _tls_failed(self, exc: Exception) -> ConfigError:
+        return ConfigError(
+            f"{self._where()}: TLS failed, the server's certificate was not accepted: {exc}",
+            hint=f"check ca_file ({self.config.ca_file or 'none: the system CAs'}) "
+            "and that the certificate names the host in url",
+        )
 
     def _connection(self) -> Any:
         if self._conn is None:
@@ -193,9 +252,9 @@ class LdapSession(UserStore):
             f"{self.domain}'s url, start_tls and ca_file",
         )
 
-    def _translate(self, exc: lx.LDAPOperationResult, doing: str) -> IdprovError:
+    def _translate(self, exc: lx.LDAPOperationResult | Refused, doing: str) -> IdprovError:
         """An LDAP result code as the idprov error it means, with the server's message."""
-        said = str(exc.description or RESULT_CODES.get(exc.result, exc.result))
+        said = str(exc.description or result_codes().get(exc.result, exc.result))
         said += f": {exc.message}" if exc.message else ""
         text = f"{self._where()}: cannot {doing}: {said}"
         code = exc.result
@@ -327,7 +386,7 @@ class LdapSession(UserStore):
             return
         if reply.result == 32:
             raise self._no_base(base)
-        described = RESULT_CODES.get(reply.result, str(reply.result))
+        described = result_codes().get(reply.result, str(reply.result))
         if reply.result in LIMITS:
             raise StoreError(
                 f"{self._where()}: the search under {base} stopped at a server limit "
@@ -345,6 +404,14 @@ class LdapSession(UserStore):
             hint=f"create it, or fix user_search_base / group_search_base of userstore "
             f"{self.domain}",
         )
+
+
+def result_codes() -> dict[int, str]:
+    """ldap3's names of the LDAP result codes (imported when an error needs one)."""
+    with quiet_ldap3():
+        from ldap3.core.results import RESULT_CODES
+
+    return dict(RESULT_CODES)
 
 
 def discard(conn: Any) -> None:

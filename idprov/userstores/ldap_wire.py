@@ -1,0 +1,91 @@
+"""The LDAP userstore's connection for reading, opened without ldap3.
+
+ldap3 costs about 70 ms to import (more than reading 1,000 users), and a listing or
+a sync only searches, whose requests and answers already travel as
+:mod:`~idprov.userstores.ldap_bulk` BER on the connection's socket. So a store opens
+its connection here: TCP, then TLS for ldaps:// or StartTLS (the certificate verified
+against ``ca_file`` or the system's CAs, and its names against the host, as ldap3
+does), then a simple bind, each as BER. At its first write a store switches to a
+connection ldap3 opens (:meth:`~idprov.userstores.ldap_session.LdapSession.ensure_writable`):
+the single writes (rename, delete, a lone add) are still ldap3's.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Callable
+
+from idprov.userstores.ldap_bulk import (
+    FIRST_MESSAGE_ID,
+    Pipeline,
+    encode_bind,
+    encode_start_tls,
+    encode_unbind,
+)
+
+
+class Refused(Exception):
+    """The server answered a bind or StartTLS with a failure: ``result`` is the LDAP
+    result code (the attributes :meth:`LdapSession._translate` reads)."""
+
+    def __init__(self, result: int, message: str, doing: str) -> None:
+        super().__init__(f"{doing}: {result} {message}")
+        self.result, self.message, self.doing = result, message, doing
+        self.description: str | None = None
+
+
+class WireConnection:
+    """An open, bound connection; ``socket`` is what ldap_bulk's pipelines send on."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+
+    def unbind(self) -> None:
+        """Say goodbye (no answer comes) and close the socket."""
+        try:
+            self.socket.sendall(encode_unbind(FIRST_MESSAGE_ID))
+        finally:
+            self.socket.close()
+
+
+def open_wire(
+    address: tuple[str, int],
+    tls: tuple[bool, bool, str | None],
+    credentials: tuple[str, str],
+    timeouts: tuple[float, float],
+) -> WireConnection:
+    """Connect to ``address`` (host, port), secure it as ``tls`` says (ldaps, StartTLS,
+    CA file) and bind with ``credentials`` (DN, password; empty for anonymous), within
+    ``timeouts`` (connect, answers). Raises OSError (ssl's included), :class:`Refused`,
+    or ldap_bulk's ConnectionLost."""
+    host = address[0]
+    secure, start_tls, ca_file = tls
+    sock = socket.create_connection(address, timeout=timeouts[0])
+    try:
+        if secure:
+            sock = _secured(sock, host, ca_file)
+        if start_tls:
+            _ask(sock, encode_start_tls, "start TLS", timeouts[1])
+            sock = _secured(sock, host, ca_file)
+        dn, password = credentials
+        _ask(sock, lambda mid: encode_bind(mid, dn, password), "bind", timeouts[1])
+    except BaseException:
+        sock.close()
+        raise
+    return WireConnection(sock)
+
+
+def _secured(sock: socket.socket, host: str, ca_file: str | None) -> ssl.SSLSocket:
+    """``sock`` with TLS on it: the server's certificate verified against ``ca_file``
+    (else the system's CAs) and its names against ``host``."""
+    context = ssl.create_default_context(cafile=ca_file)
+    return context.wrap_socket(sock, server_hostname=host)
+
+
+def _ask(sock: socket.socket, encode: Callable[[int], bytes], doing: str, timeout: float) -> None:
+    """Send one request and raise :class:`Refused` unless it succeeded."""
+    (reply,) = Pipeline(sock, 1, timeout).run(1, lambda _, message_id: encode(message_id))
+    assert reply is not None
+    if reply.result:
+        raise Refused(reply.result, reply.message, doing)
