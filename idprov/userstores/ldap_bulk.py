@@ -1,13 +1,14 @@
 """Many LDAP requests in flight on one connection: how the LDAP userstore talks to
-the directory for everything but opening, securing and binding the connection.
+the directory (its reads open the connection with these requests too: a bind, a
+StartTLS; see :mod:`~idprov.userstores.ldap_wire`).
 
 ldap3 builds every request as a tree of pyasn1 objects, about 1 ms of CPU per add (a
 search filter of a few hundred names costs tens of ms), and decodes about 4,000
 entries a second, while slapd needs a few tenths of that. Searches (with RFC 2696
 paging), adds (with an RFC 4527 post-read of the new entry's id) and modifies are
 small, fixed BER structures (RFC 4511 sections 4.5 to 4.7), so this module encodes
-them directly and keeps a window of requests outstanding on a socket that ldap3
-opened, bound and (for ldaps or StartTLS) encrypted. It decodes the answers: result
+them directly and keeps a window of requests outstanding on a socket that ldap_wire
+or ldap3 opened, bound and (for ldaps or StartTLS) encrypted. It decodes the answers: result
 code, diagnostic message, controls and, for searches, the entries. Values travel as
 BER octet strings, never as filter text, so there is nothing to escape here (filter
 text is compiled by :func:`~idprov.userstores.ldap_filters.filter_ber`). The rare

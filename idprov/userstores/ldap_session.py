@@ -1,4 +1,5 @@
-"""The LDAP userstore's connection: open, secure and bind it (ldap3), run operations
+"""The LDAP userstore's connection: open, secure and bind it (:mod:`ldap_wire` for a
+store that only reads, ldap3 once it writes), run operations
 on it (reopened once if it dropped), page through searches and send many of them in
 flight (as :mod:`~idprov.userstores.ldap_bulk` BER on the same socket), and turn the
 directory's errors into idprov's, each naming the store's URL and what it was doing.
