@@ -413,6 +413,28 @@ def test_member_ids_after_a_walk_follow_a_write_made_in_between(open_store):
     assert sorted(members) == sorted([ids["user0"], ids["user2"], late.id])
 
 
+def test_members_spelled_unlike_their_entries_still_hold_their_roles(slapd, open_store):
+    store = open_store()
+    store.add_users([(f"user{i:02d}", {}, None) for i in range(60)])  # past one lookup
+    for role in ("Zeta", "alpha", "Beta"):
+        store.add_role(role)
+        store.assign(role, ["user01"])
+    shouted = f"UID=USER02, {slapd.people.upper()}"  # the same DN, spelled otherwise
+    slapd.tool(
+        "ldapmodify",
+        input=f"dn: cn=Beta,{slapd.groups}\nchangetype: modify\nadd: member\n"
+        f"member: {shouted}\nmember: cn=somegroup,{slapd.groups}\n",
+    )
+    members = slapd.entry(f"cn=Beta,{slapd.groups}", "member").get("member")
+    assert f"uid=user02,{slapd.people}" not in members  # slapd keeps the values' case
+    users = {u.username: u.roles for u in store.list_users(UserQuery(limit=None)).items}
+    assert (users["user01"], users["user02"], users["user03"]) == (
+        ["alpha", "Beta", "Zeta"],
+        ["Beta"],
+        [],
+    )
+
+
 def test_a_walk_the_server_cuts_short_midway_yields_no_user(slapd_factory, open_store, tmp_path):
     limited = slapd_factory(
         extra_config="limits users size.soft=100 size.hard=100 size.prtotal=7\n"

@@ -150,19 +150,37 @@ class LdapReader(LdapSession):
         return sorted((self._role_name(g) for g in groups), key=str.casefold)
 
     def _roles_by_member(self, user_dns: Sequence[str]) -> dict[DnKey, list[str]]:
-        """The role names (sorted) of each of these users, by DN key: a search per user
-        for a few, one walk of every group (names and members) for more."""
+        """:meth:`_roles_by_dn`, by DN key."""
+        return {dn_key(dn): names for dn, names in self._roles_by_dn(user_dns).items()}
+
+    def _roles_by_dn(self, user_dns: Sequence[str]) -> dict[str, list[str]]:
+        """The role names (sorted) of each of these users, by DN as given: a search per
+        user for a few, one walk of every group (names and members) for more. A member
+        value is found by its spelling, by DN key only if no user DN is spelled so (the
+        keys of 10,000 DNs cost more than the walk); groups are walked in name order,
+        so each user's names come sorted."""
         if len(user_dns) <= CHUNK:
-            return {dn_key(dn): self._roles_of(dn) for dn in user_dns}
-        wanted = {dn_key(dn) for dn in user_dns}
-        found: dict[DnKey, list[str]] = {}
-        for group in self._groups_with_members():
-            name = self._role_name(group)
+            return {dn: self._roles_of(dn) for dn in user_dns}
+        found: dict[str, list[str]] = {dn: [] for dn in user_dns}
+        keyed: dict[DnKey, str] | None = None
+        for name, group in self._groups_by_name():
             for member in group.texts(self.config.member_attribute):
-                key = dn_key(member)
-                if key in wanted:
-                    found.setdefault(key, []).append(name)
-        return {key: sorted(names, key=str.casefold) for key, names in found.items()}
+                names = found.get(member)
+                if names is None:
+                    if self._is_placeholder(member, group.dn):
+                        continue
+                    keyed = {dn_key(dn): dn for dn in user_dns} if keyed is None else keyed
+                    dn = keyed.get(dn_key(member))
+                    if dn is None:
+                        continue
+                    names = found[dn]
+                names.append(name)
+        return found
+
+    def _groups_by_name(self) -> list[tuple[str, Entry]]:
+        """Every group with its members, and its role name, in name order."""
+        named = [(self._role_name(group), group) for group in self._groups_with_members()]
+        return sorted(named, key=lambda pair: pair[0].casefold())
 
     def _groups_with_members(self) -> list[Entry]:
         """Every group, with its name and member values."""
@@ -190,7 +208,7 @@ class LdapReader(LdapSession):
 
     def find_users_by_id(self, user_ids: Sequence[str]) -> dict[str, User]:
         """The users among ``user_ids`` that exist: one search per ``CHUNK`` ids, all in
-        flight (and :meth:`_roles_by_member` for their roles)."""
+        flight (and :meth:`_roles_by_dn` for their roles)."""
         wanted = {i.lower(): i for i in user_ids if is_uuid(i)}
         ids = list(wanted)
         filters = [
@@ -206,20 +224,20 @@ class LdapReader(LdapSession):
             for entry in found
             if (key := (entry.text("entryUUID") or "").lower()) in wanted
         }
-        roles = self._roles_by_member([e.dn for e in entries.values()])
-        return {i: self._to_user(e, roles.get(dn_key(e.dn), [])) for i, e in entries.items()}
+        roles = self._roles_by_dn([e.dn for e in entries.values()])
+        return {i: self._to_user(e, roles.get(e.dn, [])) for i, e in entries.items()}
 
     def find_users(self, usernames: Sequence[str]) -> dict[str, User]:
         """The users among ``usernames`` that exist, by casefolded name: one search per
-        ``CHUNK`` names (and :meth:`_roles_by_member` for their roles)."""
+        ``CHUNK`` names (and :meth:`_roles_by_dn` for their roles)."""
         wanted = {name.casefold() for name in usernames}
         entries: dict[str, Entry] = {}
         for entry in self._user_entries(list(dict.fromkeys(usernames)), self._user_attrs()):
             key = self._username(entry).casefold()
             if key in wanted and key not in entries:
                 entries[key] = entry
-        roles = self._roles_by_member([e.dn for e in entries.values()])
-        return {k: self._to_user(e, roles.get(dn_key(e.dn), [])) for k, e in entries.items()}
+        roles = self._roles_by_dn([e.dn for e in entries.values()])
+        return {k: self._to_user(e, roles.get(e.dn, [])) for k, e in entries.items()}
 
     def list_users(self, query: UserQuery) -> Page:
         if is_spaced(query.username_prefix):
@@ -252,9 +270,9 @@ class LdapReader(LdapSession):
             yield users[start : start + batch]
 
     def _users_of(self, entries: Sequence[Entry], roles: bool) -> list[User]:
-        """``entries`` made users, with their roles (:meth:`_roles_by_member`) or none."""
-        held = self._roles_by_member([e.dn for e in entries]) if roles else {}
-        return [self._to_user(e, held.get(dn_key(e.dn), [])) for e in entries]
+        """``entries`` made users, with their roles (:meth:`_roles_by_dn`) or none."""
+        held = self._roles_by_dn([e.dn for e in entries]) if roles else {}
+        return [self._to_user(e, held.get(e.dn, [])) for e in entries]
 
     def _list_filter(self, query: UserQuery) -> str:
         terms = [self._user_filter]
