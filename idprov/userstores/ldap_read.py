@@ -352,9 +352,21 @@ class LdapReader(LdapSession):
     def _is_user_dn(self, dn: str) -> bool:
         """Whether ``dn`` is in this store's user subtree (members elsewhere are not users
         of this domain: they are neither shown nor counted)."""
-        key, size = dn_key(dn), len(self._user_base)
+        return self._is_user_key(dn_key(dn))
+
+    def _is_user_key(self, key: DnKey) -> bool:
+        size = len(self._user_base)
         inside = len(key) > size and key[len(key) - size :] == self._user_base
         return inside and (self._scope != LEVEL or len(key) == size + 1)
+
+    def _user_members(self, group: Entry) -> list[tuple[str, DnKey]]:
+        """The group's members that are users of this store (:meth:`_real_members` in
+        the user subtree), with their DN keys: one key per member value."""
+        own, empty = dn_key(group.dn), self._empty_key
+        keyed = ((dn, dn_key(dn)) for dn in group.texts(self.config.member_attribute))
+        return [
+            (dn, key) for dn, key in keyed if key != own and key != empty and self._is_user_key(key)
+        ]
 
     def _member_names(self, dns: Sequence[str]) -> list[str]:
         """Usernames of member DNs: from the DN when it names one, else read."""
@@ -370,8 +382,11 @@ class LdapReader(LdapSession):
         flt = self._user_filter
         return self._run("read members", lambda c: self._entries_at(c, dns, flt, attrs))
 
-    def _to_role(self, group: Entry, with_members: bool) -> Role:
-        members = [dn for dn in self._real_members(group) if self._is_user_dn(dn)]
+    def _to_role(
+        self, group: Entry, with_members: bool, users: list[tuple[str, DnKey]] | None = None
+    ) -> Role:
+        """The role of ``group`` (``users``: its :meth:`_user_members`, if known)."""
+        members = [dn for dn, _ in (self._user_members(group) if users is None else users)]
         return Role(
             id=group.text("entryUUID") or "",
             domain=self.domain,
@@ -414,8 +429,9 @@ class LdapReader(LdapSession):
         ids = self._run("read member ids", self._ids_by_dn)
         found = []
         for group in self._groups(self._group_filter):
-            members = [ids[key] for key in map(dn_key, self._real_members(group)) if key in ids]
-            found.append((self._to_role(group, False), members))
+            users = self._user_members(group)
+            members = [ids[key] for _, key in users if key in ids]
+            found.append((self._to_role(group, False, users), members))
         return sorted(found, key=lambda pair: (pair[0].name.casefold(), pair[0].name))
 
     def _ids_by_dn(self, conn: Any) -> dict[DnKey, str]:
