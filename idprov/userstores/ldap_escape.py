@@ -163,8 +163,10 @@ def any_filter(parts: Sequence[str]) -> str:
     return parts[0] if len(parts) == 1 else "(|" + "".join(parts) + ")"
 
 
+@functools.lru_cache(maxsize=4096)
 def iso_stamp(value: str | None) -> str:
-    """GeneralizedTime (``20240102030405Z``) as idprov writes times (ISO 8601, ms, Z)."""
+    """GeneralizedTime (``20240102030405Z``) as idprov writes times (ISO 8601, ms, Z).
+    Kept for repeats: entries added together share their stamps' seconds."""
     if value is not None and len(value) == 15 and value[14] == "Z" and value[:14].isdecimal():
         day, time = value[:8], value[8:14]  # the common form, without the regex
         return f"{day[:4]}-{day[4:6]}-{day[6:]}T{time[:2]}:{time[2:4]}:{time[4:]}.000Z"

@@ -32,6 +32,12 @@ from idprov.userstores.ldap_filters import escape_filter_chars, ldap_condition
 from idprov.userstores.ldap_session import LdapSession
 
 
+def _first(attributes: dict[str, list[bytes]], name: str) -> str | None:
+    """The first value of the attribute ``name`` (lower-cased), as text."""
+    values = attributes.get(name)
+    return values[0].decode("utf-8", "replace") if values else None
+
+
 @contextmanager
 def collector_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while a listing reads and converts entries:
@@ -128,16 +134,16 @@ class LdapReader(LdapSession):
         return claims
 
     def _to_user(self, entry: Entry, roles: list[str]) -> User:
-        username = self._username(entry)
+        attributes, username = entry.attributes, self._username(entry)
         return User(
-            id=entry.text("entryUUID") or "",
-            domain=self.domain,
-            username=username,
-            claims=self._claims_of(entry, username),
-            roles=roles,
-            has_password=bool(entry.attributes.get("userpassword")),
-            created=iso_stamp(entry.text("createTimestamp")),
-            modified=iso_stamp(entry.text("modifyTimestamp")),
+            _first(attributes, "entryuuid") or "",
+            self.domain,
+            username,
+            self._claims_of(entry, username),
+            roles,
+            bool(attributes.get("userpassword")),
+            iso_stamp(_first(attributes, "createtimestamp")),
+            iso_stamp(_first(attributes, "modifytimestamp")),
         )
 
     def _roles_of(self, user_dn: str) -> list[str]:
