@@ -259,6 +259,7 @@ class LdapReader(LdapSession):
         with collector_paused():
             total, picked = self._run("list users", lambda c: self._pick(c, flt, members, keep))
             users = self._users_of([entry for *_, entry in picked[query.offset :]], True)
+            del picked  # the entries go before the collector is back, unscanned
         return Page(users, total, query.offset, query.limit)
 
     def iter_users(self, batch: int = 1000, roles: bool = True) -> Iterator[list[User]]:
@@ -270,8 +271,9 @@ class LdapReader(LdapSession):
                 "list users", lambda c: self._pick(c, self._user_filter, None, None)
             )
             users = self._users_of([entry for *_, entry in picked], roles)
-        self._walked = [(dn, user.id) for (_, _, dn, _), user in zip(picked, users, strict=True)]
-        del picked
+            walked = [(dn, user.id) for (_, _, dn, _), user in zip(picked, users, strict=True)]
+            del picked  # the entries go before the collector is back, unscanned
+        self._walked = walked
         for start in range(0, len(users), batch):
             yield users[start : start + batch]
 
