@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import ssl
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -41,7 +40,12 @@ from idprov.userstores.ldap_escape import (
     quiet_ldap3,
 )
 from idprov.userstores.ldap_filters import filter_ber
-from idprov.userstores.ldap_wire import Refused, WireConnection, open_wire
+from idprov.userstores.ldap_wire import (
+    Refused,
+    WireConnection,
+    is_certificate_failure,
+    open_wire,
+)
 
 
 class LdapSession(UserStore):
@@ -103,6 +107,8 @@ class LdapSession(UserStore):
         return ca_file
 
     def _server(self) -> Any:
+        import ssl
+
         with quiet_ldap3():
             from ldap3 import NONE, Server, Tls
 
@@ -198,9 +204,9 @@ class LdapSession(UserStore):
                     "start_tls: false to send the password in the clear",
                 ) from exc
             raise self._translate(exc, exc.doing) from exc
-        except ssl.SSLCertVerificationError as exc:
-            raise self._tls_failed(exc) from exc
         except (OSError, ConnectionLost) as exc:
+            if is_certificate_failure(exc):
+                raise self._tls_failed(exc) from exc
             raise self._unreachable(exc, "connect") from exc
 
     def _tls_failed(self, exc: Exception) -> ConfigError:

@@ -13,8 +13,9 @@ the single writes (rename, delete, a lone add) are still ldap3's.
 from __future__ import annotations
 
 import socket
-import ssl
+import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from idprov.userstores.ldap_bulk import (
     FIRST_MESSAGE_ID,
@@ -23,6 +24,9 @@ from idprov.userstores.ldap_bulk import (
     encode_start_tls,
     encode_unbind,
 )
+
+if TYPE_CHECKING:
+    import ssl
 
 
 class Refused(Exception):
@@ -78,9 +82,18 @@ def open_wire(
 
 def _secured(sock: socket.socket, host: str, ca_file: str | None) -> ssl.SSLSocket:
     """``sock`` with TLS on it: the server's certificate verified against ``ca_file``
-    (else the system's CAs) and its names against ``host``."""
+    (else the system's CAs) and its names against ``host``. (ssl is imported here: a
+    store without TLS does not need its 3 ms.)"""
+    import ssl
+
     context = ssl.create_default_context(cafile=ca_file)
     return context.wrap_socket(sock, server_hostname=host)
+
+
+def is_certificate_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a TLS certificate (or host name) check that failed."""
+    ssl = sys.modules.get("ssl")  # never imported: no TLS was tried
+    return ssl is not None and isinstance(exc, ssl.SSLCertVerificationError)
 
 
 def _ask(sock: socket.socket, encode: Callable[[int], bytes], doing: str, timeout: float) -> None:
