@@ -707,6 +707,13 @@ def test_a_dropped_connection_is_reopened_once(private_slapd, open_store):
     assert store.find_user("alice") is not None
     store.add_user("bob", {}, None)
     assert people(slapd) == ["alice", "bob"]
+    reader = open_store(private_slapd)  # a store that has only read: its own connection
+    assert reader.list_users(UserQuery(limit=None)).total == 2
+    slapd.restart()
+    assert [u.username for u in reader.list_users(UserQuery(limit=None)).items] == [
+        "alice",
+        "bob",
+    ]
 
 
 def test_a_server_stopped_mid_command_fails_cleanly(private_slapd, open_store):
