@@ -663,6 +663,18 @@ def test_tls_refuses_a_server_its_ca_file_does_not_vouch_for(slapd_factory, open
         plain.find_user("alice")
 
 
+def test_an_anonymous_store_reads_and_is_refused_writes(slapd, open_store):
+    open_store().add_users([("alice", {"email": "a@example.com"}, None)])
+    anonymous = open_store(bind_dn=None, bind_password=None)  # slapd lets anyone read
+    [alice] = anonymous.list_users(UserQuery(limit=None)).items
+    assert (alice.username, alice.claims["email"]) == ("alice", "a@example.com")
+    with pytest.raises(ConfigError) as info:
+        anonymous.add_user("bob", {}, None)
+    assert "strongerAuthRequired" in info.value.message and slapd.url in info.value.message
+    assert "bind_dn" in info.value.hint and "bind_password" in info.value.hint
+    assert people(slapd) == ["alice"]
+
+
 def test_a_wrong_bind_password_is_a_config_error_that_says_what_to_check(
     slapd, open_store, tmp_path
 ):

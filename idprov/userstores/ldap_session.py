@@ -275,6 +275,13 @@ class LdapSession(UserStore):
                 hint=f"check bind_dn and the secret bind_password names for userstore "
                 f"{self.domain}",
             )
+        if code == 8:  # strongerAuthRequired
+            return ConfigError(
+                text,
+                hint=f"bind userstore {self.domain} with bind_dn and bind_password (the "
+                "directory refuses this to an anonymous or unencrypted bind), or use "
+                "ldaps:// or start_tls: true",
+            )
         if code == 50:
             return PolicyError(
                 text,
