@@ -321,7 +321,9 @@ def decode_entry(message: bytes, start: int, end: int) -> tuple[str, Attributes]
             raw = message[n_start:pos]
         name = names.get(raw)
         if name is None:
-            name = names[raw] = raw.decode("utf-8", "replace").lower()
+            name = raw.decode("utf-8", "replace").lower()
+            if len(names) < 1024:  # a server cannot grow it without bound
+                names[raw] = name
         size = message[pos + 1]  # the set of values
         if size < 0x80:
             v_end = pos + 2 + size

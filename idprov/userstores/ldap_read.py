@@ -42,8 +42,9 @@ def _first(attributes: dict[str, list[bytes]], name: str) -> str | None:
 def collector_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while a listing reads and converts entries:
     they are acyclic (dicts and lists of bytes and str, freed by reference counting),
-    and as they pile up each collection scans them all again (a third of the time of a
-    10,000-user listing). Re-enabled on the way out, whatever happens."""
+    and as they pile up each collection scans them all again (a sixth of the CPU of a
+    10,000-user listing). Free them before leaving: the collector's first pass after
+    scans whatever the pause left. Re-enabled on the way out, whatever happens."""
     enabled = gc.isenabled()
     gc.disable()
     try:
