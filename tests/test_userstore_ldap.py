@@ -608,14 +608,14 @@ def test_start_tls_refused_by_the_server_says_what_to_change(slapd, open_store):
 
 READ_WITHOUT_LDAP3 = """
 import json, sys
+from idprov.config import Config
 from idprov.config.models import LdapUserstoreConfig
 from idprov.config.secrets import SecretRef
 from idprov.model import UserQuery
 from idprov.userstores.ldap import LdapUserStore
-from tests.test_userstore_ldap import CLAIMS
 settings = json.loads(sys.argv[1])
 settings["bind_password"] = SecretRef(settings["bind_password"])
-store = LdapUserStore(LdapUserstoreConfig(**settings), CLAIMS)
+store = LdapUserStore(LdapUserstoreConfig(**settings), Config().claim_definitions())
 names = [u.username for u in store.list_users(UserQuery(limit=None)).items]
 ids = [u.id for batch in store.iter_users(10, roles=True) for u in batch]
 roles = [(r.name, m) for r, m in store.roles_with_member_ids()]
@@ -643,7 +643,6 @@ def test_reads_never_import_ldap3_and_the_first_write_does(slapd, open_store, tm
         [sys.executable, "-c", READ_WITHOUT_LDAP3, json.dumps(settings)],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).parents[1],
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["['alice',", "'bob']", "2", "True", "False", "True"]
