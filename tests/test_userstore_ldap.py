@@ -674,6 +674,20 @@ def test_an_anonymous_store_reads_and_is_refused_writes(slapd, open_store):
     assert people(slapd) == ["alice"]
 
 
+def test_a_bind_dn_whose_password_is_empty_never_reads_as_anonymous(
+    slapd, open_store, keyring_backend
+):
+    """A DN with an empty password is an unauthenticated bind (RFC 4513), which some
+    directories answer as anonymous, seeing less: a listing that would look complete."""
+    open_store().add_users([("alice", {"email": "a@example.com"}, None)])
+    keyring_backend("memory").set_password("idprov", "ldap-bind", "")
+    store = open_store(bind_password=SecretRef("keyring:ldap-bind"))
+    with pytest.raises(ConfigError) as info:
+        store.list_users(UserQuery(limit=None))
+    assert "bind_password is empty" in info.value.message
+    assert "bind_password" in info.value.hint
+
+
 def test_a_wrong_bind_password_is_a_config_error_that_says_what_to_check(
     slapd, open_store, tmp_path
 ):

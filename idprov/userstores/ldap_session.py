@@ -160,6 +160,13 @@ class LdapSession(UserStore):
         host, port, secure = self._address()
         tls = secure or self.config.start_tls
         password = self.config.bind_password.reveal() if self.config.bind_password else ""
+        if self.config.bind_dn and not password:
+            # a simple bind with a DN and no password is an "unauthenticated bind" (RFC
+            # 4513 5.1.2), which some servers take as anonymous: a read that sees less
+            raise ConfigError(
+                f"{self._where()}: bind_password is empty",
+                hint="store the bind DN's password in the secret bind_password names",
+            )
         return open_wire(
             (host, port),
             (secure, self.config.start_tls, self._ca_file() if tls else None),
