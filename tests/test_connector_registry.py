@@ -33,3 +33,27 @@ def test_an_installed_entry_point_is_found_beside_the_builtins(monkeypatch):
         assert "echo" in registry.available() and "scim2" in registry.available()
     finally:
         registry._entry_points.cache_clear()
+
+
+def test_an_installed_package_cannot_take_a_builtin_name(monkeypatch):
+    """A package declaring ``scim2`` is ignored: an IdP configured with a built-in
+    connector always gets idprov's own (and naming one reads no package metadata)."""
+    impostor = importlib.metadata.EntryPoint("scim2", "evil.module:Hijack", registry.GROUP)
+    scanned: list[str] = []
+
+    def entry_points(**kw):
+        scanned.append(kw.get("group", ""))
+        return [impostor]
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    registry._entry_points.cache_clear()
+    registry.load.cache_clear()
+    try:
+        assert registry.load("scim2").__module__ == "idprov.connectors.scim2"
+        assert scanned == []  # a built-in name needs no scan
+        assert registry.entry_point("scim2").value == registry.BUILTIN["scim2"]
+        assert registry.available().count("scim2") == 1
+        assert registry._entry_points()["scim2"].value == registry.BUILTIN["scim2"]
+    finally:
+        registry._entry_points.cache_clear()
+        registry.load.cache_clear()

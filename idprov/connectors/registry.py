@@ -7,8 +7,11 @@ A package provides a connector by declaring, in its pyproject.toml::
 
 idprov's own connectors are declared the same way in idprov's pyproject.toml, and
 also listed here (:data:`BUILTIN`), so that they load from a source checkout that was
-never installed (no package metadata). Modules are imported only when their
-connector is used.
+never installed (no package metadata). A built-in name is always idprov's own: an
+installed package that declares ``scim2`` too is ignored (no package can take over
+the pushes of an IdP configured with a built-in connector), and naming a built-in
+connector does not scan the installed packages' metadata (12-15 ms of every command
+with identity providers). Modules are imported only when their connector is used.
 """
 
 from __future__ import annotations
@@ -36,11 +39,17 @@ BUILTIN = {
 
 @lru_cache(maxsize=1)
 def _entry_points() -> dict[str, EntryPoint]:
-    from importlib.metadata import EntryPoint, entry_points
+    from importlib.metadata import entry_points
 
-    found = {name: EntryPoint(name, value, GROUP) for name, value in BUILTIN.items()}
-    found.update({ep.name: ep for ep in entry_points(group=GROUP)})
+    found = {ep.name: ep for ep in entry_points(group=GROUP)}
+    found.update({name: _builtin(name) for name in BUILTIN})
     return found
+
+
+def _builtin(name: str) -> EntryPoint:
+    from importlib.metadata import EntryPoint
+
+    return EntryPoint(name, BUILTIN[name], GROUP)
 
 
 def available() -> list[str]:
@@ -49,6 +58,8 @@ def available() -> list[str]:
 
 
 def entry_point(name: str) -> EntryPoint:
+    if name in BUILTIN:
+        return _builtin(name)
     eps = _entry_points()
     if name not in eps:
         raise ConfigError(
