@@ -15,7 +15,7 @@ measures, in the same run (these machines are shared and noisy), idprov without 
 identity provider (the cost of the push) and scim2-server's in-memory reference
 storage on the same ASGI server (the cost of idprov's core and SQLite).
 
-Usage: python bench/serve_load.py [--users 2000] [--clients 8] [--workers 1] [--compare]
+Usage: python bench/serve_load.py [--users 2000] [--clients 8] [--workers 1,2] [--compare]
 """
 
 from __future__ import annotations
@@ -252,28 +252,36 @@ def main() -> None:
         action="store_true",
         help="also measure idprov without an IdP, and scim2-server in memory (the baseline)",
     )
-    parser.add_argument("--workers", type=int, default=1, help="idprov serve --workers (processes)")
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="idprov serve --workers (processes); a list (1,2) measures each in the run",
+    )
     args = parser.parse_args()
-    rate, cpu, text = run_idprov(args.users, args.clients, True, workers=args.workers)
-    print(text, flush=True)
-    if args.compare:
-        later, later_cpu, text = run_idprov(
-            args.users, args.clients, True, blocking=False, workers=args.workers
+    counts = [int(n) for n in args.workers.split(",")]
+    measured = {}
+    for workers in counts:
+        kinds = [("blocking", True, True)]
+        if args.compare:
+            kinds += [("non-blocking", True, False), ("no IdP", False, True)]
+        for kind, outbound, blocking in kinds:
+            rate, cpu, text = run_idprov(
+                args.users, args.clients, outbound, blocking=blocking, workers=workers
+            )
+            measured[workers, kind] = rate, cpu
+            print(text, flush=True)
+    if not args.compare:
+        return
+    baseline, baseline_cpu, text = run_baseline(args.users, args.clients)
+    print(text)
+    for workers in counts:
+        ratios = ", ".join(
+            f"{rate / baseline:.2f}x {kind} ({cpu / baseline_cpu:.1f}x the CPU per request)"
+            for (count, kind), (rate, cpu) in measured.items()
+            if count == workers
         )
-        print(text, flush=True)
-        bare, bare_cpu, text = run_idprov(
-            args.users, args.clients, outbound=False, workers=args.workers
-        )
-        print(text, flush=True)
-        baseline, baseline_cpu, text = run_baseline(args.users, args.clients)
-        print(text)
-        print(
-            f"ratios to the baseline: {rate / baseline:.2f}x with a blocking IdP, "
-            f"{later / baseline:.2f}x with a non-blocking IdP, {bare / baseline:.2f}x without; "
-            f"the server's CPU per request against the baseline's: {cpu / baseline_cpu:.1f}x, "
-            f"{later_cpu / baseline_cpu:.1f}x, {bare_cpu / baseline_cpu:.1f}x (steadier than "
-            "throughput on a shared machine)"
-        )
+        print(f"--workers {workers}: {ratios}")
+    print("(CPU per request is steadier than throughput on a shared machine)")
 
 
 if __name__ == "__main__":
