@@ -38,7 +38,7 @@ HERE = Path(__file__).parent
 
 def start_server(token: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "fast_scim2_server.py"), "--port", "0", "--token", token],
+        [sys.executable, str(HERE / "fast_scim2_server.py"), "--port", "0", f"--token={token}"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -249,7 +249,7 @@ def test_a_worker_count_the_machine_cannot_run_is_refused(cli, tmp_path, write_c
 
 def test_workers_that_keep_dying_at_start_stop_the_server():
     said = io.StringIO()
-    supervisor = Supervisor(2, lambda index: 3, say=said)
+    supervisor = Supervisor(2, lambda index, listening: 3, say=said)
     assert supervisor.run() == 1
     text = said.getvalue()
     assert text.count("exited with status 3; started it again") == MOST_QUICK_DEATHS - 1

@@ -101,13 +101,14 @@ def _serve(
     workers: int,
     tls: tuple[str | None, str | None],
 ) -> None:
-    """Bind, say where, and serve: in this process, or in ``workers`` forked ones."""
+    """Bind, say where, and serve: in this process, or in ``workers`` forked ones
+    (each on a socket of its own where the kernel spreads connections over them)."""
     from idprov.inbound.serve_http import base_url, bind, uvicorn_server
-    from idprov.inbound.serve_workers import Supervisor
+    from idprov.inbound.serve_workers import OWN_SOCKETS, Supervisor
 
     server = build()  # built here first: a bad token or application fails now
     try:
-        sock = bind(host, port)
+        sock = bind(host, port)  # the port is free (else a clear error), and known
         url = base_url(sock, tls=tls[0] is not None)
         ready = {"url": url, "applications": server.applications, "workers": workers}
         if workers == 1:
@@ -117,14 +118,20 @@ def _serve(
             return
     finally:
         server.close()
+    own_sockets = OWN_SOCKETS
+    if own_sockets:
+        port = sock.getsockname()[1]
+        sock.close()  # each worker listens on its own
 
-    def one_worker(index: int) -> int:
+    def one_worker(index: int, listening: Callable[[], None]) -> int:
+        listener = bind(host, port, own=True) if own_sockets else sock
+        listening()
         forked = build()
         try:
             if index == 0:  # one outbox worker is enough: claims let it push every row
                 forked.start_worker()
             supervised = uvicorn_server(forked, certfile=tls[0], keyfile=tls[1], supervised=True)
-            supervised.run(sockets=[sock])
+            supervised.run(sockets=[listener])
         finally:
             forked.close()
         return 0

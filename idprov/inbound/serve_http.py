@@ -73,13 +73,16 @@ async def send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
-def bind(host: str, port: int) -> Any:
-    """A listening TCP socket on ``host``:``port`` (0: a free port)."""
+def bind(host: str, port: int, own: bool = False) -> Any:
+    """A listening TCP socket on ``host``:``port`` (0: a free port). ``own``: one of
+    the sockets of `serve --workers` on the same port (``SO_REUSEPORT``)."""
     import socket
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if own:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     # Accepted connections inherit it: without, each response (head, then body) waits
     # for the client's delayed ACK, some 40 ms.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

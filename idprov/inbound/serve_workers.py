@@ -1,9 +1,13 @@
 """Several `idprov serve` processes on one listening socket (``--workers N``).
 
-One Python process serves on one core. With ``--workers N`` the command binds the
-socket, then forks N worker processes that each run the whole application (its own
-threads, its own database connections) and accept connections from that socket; the
-kernel hands each new connection to one of them. The parent only supervises:
+One Python process serves on one core. With ``--workers N`` the command checks that
+the port is free, then forks N worker processes that each run the whole application
+(its own threads, its own database connections). On Linux each worker listens on a
+socket of its own on that port (``SO_REUSEPORT``: the kernel spreads new connections
+over them); on one shared socket, the first worker to wake took every connection of a
+burst (measured: 8 keep-alive clients, all 8 on one worker, the other idle). Where
+the kernel does not spread them, the workers share the command's socket. The parent
+says the server is ready once every first worker listens, and then only supervises:
 
 - a worker that dies (a crash, an OOM kill, ``kill -9``) is started again, and the
   replacement's outbox worker takes over what the dead one had claimed (claims name
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -56,6 +61,8 @@ MOST_QUICK_DEATHS = 5
 STOP_SECONDS = 60.0
 ORPHAN_CHECK_SECONDS = 1.0
 MOST_WORKERS = 64
+OWN_SOCKETS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+"""Whether each worker listens on a socket of its own (see the module docstring)."""
 
 
 def check_workers(count: int) -> None:
@@ -113,31 +120,62 @@ class Worker:
 
 @dataclass
 class Supervisor:
-    """Fork ``count`` workers that each run ``serve(index)`` (its return value is the
-    worker's exit status) and keep them running until SIGINT or SIGTERM."""
+    """Fork ``count`` workers that each run ``serve(index, listening)`` (its return
+    value is the worker's exit status; it calls ``listening()`` once its socket listens)
+    and keep them running until SIGINT or SIGTERM."""
 
     count: int
-    serve: Callable[[int], int]
+    serve: Callable[[int, Callable[[], None]], int]
     started: Callable[[], None] = lambda: None
-    """Called once every worker is forked (`serve` then says where it listens)."""
+    """Called once every first worker listens, or died trying (`serve` then says
+    where it listens)."""
     say: TextIO = field(default_factory=lambda: sys.stderr)
     workers: dict[int, Worker] = field(default_factory=dict)
     stopping: bool = False
     gave_up: bool = False
     quick_deaths: int = 0
+    _listening: int | None = None
+    """The write end of the pipe the first workers say "listening" on."""
+    _heard: int | None = None
+    """Its read end (the supervisor's)."""
 
     def run(self) -> int:
         """Supervise until stopped; 0 after a stop asked for by a signal, 1 when
         workers kept dying at start (the others are stopped and waited for first)."""
         previous = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            for index in range(self.count):
-                self._start(index)
-            self.started()
+            self._start_listening()
+            if not self.stopping:
+                self.started()
             return self._watch()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _start_listening(self) -> None:
+        """Start the first workers and wait until each listens or is gone: each writes
+        a byte on a pipe and closes its end; the read ends when no end is open."""
+        self._heard, self._listening = os.pipe()
+        heard = self._heard
+        try:
+            for index in range(self.count):
+                self._start(index)
+        finally:
+            os.close(self._listening)
+            self._listening = None
+        try:
+            while os.read(heard, 64):
+                pass
+        finally:
+            os.close(heard)
+            self._heard = None
+
+    def _say_listening(self) -> None:
+        """In a worker: tell the supervisor this worker listens (once)."""
+        if self._listening is not None:
+            os.write(self._listening, b"l")
+            os.close(self._listening)
+            self._listening = None
 
     def _start(self, index: int) -> int:
         sys.stdout.flush()  # else the worker would write the parent's buffered text again
@@ -152,9 +190,11 @@ class Supervisor:
     def _child(self, index: int, parent: int) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)  # uvicorn installs its own
+        if self._heard is not None:
+            os.close(self._heard)  # the supervisor's end
         _stop_when_orphaned(parent)
         try:
-            return self.serve(index)
+            return self.serve(index, self._say_listening)
         except BaseException as exc:  # noqa: BLE001 - a worker must not unwind into the parent
             self._say(f"worker {index} (pid {os.getpid()}) failed: {exc}")
             return 1
