@@ -133,6 +133,10 @@ _OUTBOX_COLUMNS = (
 )
 
 
+ENQUEUE_CHUNK = 200
+"""Outbox rows upserted per statement (7 parameters each)."""
+
+
 def _in(values: Sequence[Any]) -> str:
     return f"({','.join('?' * len(values))})" if values else "(NULL)"
 
@@ -149,20 +153,31 @@ class Outbox:
         """Ask for ``kind local_id`` to be reconciled at each IdP; an existing row is
         reset to pending and due now (changes coalesce). Returns the row ids. Call
         inside the transaction of the local change."""
+        return [i for i, _ in self.enqueue_many(idps, kind, [(local_id, domain, label)])]
+
+    def enqueue_many(
+        self, idps: Sequence[str], kind: Kind, entities: Sequence[tuple[str, str, str]]
+    ) -> list[tuple[int, str]]:
+        """:meth:`enqueue` for ``entities`` (local id, domain, label) at once, in a
+        statement per :data:`ENQUEUE_CHUNK` rows (a statement per row cost a role
+        assign of 5,000 users 5,000 round trips). Returns (row id, IdP) pairs, by id."""
         stamp = now()
-        ids = []
-        for idp in idps:
-            row = self.db.execute(
+        unique = list({e[0]: e for e in entities}.values())  # a row is upserted once
+        values = [(idp, kind, *entity) for entity in unique for idp in idps]
+        found: list[tuple[int, str]] = []
+        for start in range(0, len(values), ENQUEUE_CHUNK):
+            chunk = values[start : start + ENQUEUE_CHUNK]
+            rows = self.db.execute(
                 "INSERT INTO outbox (idp, kind, local_id, domain, label, enqueued_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                f" VALUES {', '.join(['(?, ?, ?, ?, ?, ?, ?)'] * len(chunk))}"
                 " ON CONFLICT (idp, kind, local_id) DO UPDATE SET status = 'pending',"
                 " label = excluded.label, domain = excluded.domain, next_attempt_at = NULL,"
                 " enqueued_at = excluded.enqueued_at, updated_at = excluded.updated_at,"
-                " version = outbox.version + 1 RETURNING id",
-                [idp, kind, local_id, domain, label, stamp, stamp],
-            ).fetchone()
-            ids.append(int(row[0]))
-        return ids
+                " version = outbox.version + 1 RETURNING id, idp",
+                [v for row in chunk for v in (*row, stamp, stamp)],
+            ).fetchall()
+            found += [(int(i), str(idp)) for i, idp in rows]
+        return sorted(found)
 
     def rows(
         self,

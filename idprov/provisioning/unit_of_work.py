@@ -14,7 +14,7 @@ endpoint and sync apply all write through here: nothing else writes the state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -126,14 +126,23 @@ class UnitOfWork:
     ) -> None:
         """Ask for a user or role to be reconciled at the application's IdPs (at
         ``idps`` only, when given: sync applies a plan per IdP)."""
+        self.enqueue_many(kind, [(entity_id, domain, label)], idps)
+
+    def enqueue_many(
+        self,
+        kind: Kind,
+        entities: Sequence[tuple[str, str, str]],
+        idps: Sequence[str] | None = None,
+    ) -> None:
+        """:meth:`enqueue` for several (id, domain, label) at once."""
         targets = self.service.targets() if idps is None else list(idps)
-        if targets:
+        if targets and entities:
             self.begin()
-            ids = self.service.state.outbox.enqueue(targets, kind, entity_id, domain, label)
-            self.rows += ids
+            rows = self.service.state.outbox.enqueue_many(targets, kind, entities)
+            self.rows += [i for i, _ in rows]
             if self._claim:
                 waited = self.service.waits_for
-                self._to_claim += [i for i, idp in zip(ids, targets, strict=True) if waited(idp)]
+                self._to_claim += [i for i, idp in rows if waited(idp)]
                 if self._to_claim and self.claimed_by is None:
                     self.claimed_by = self.service.outbound.change_owner()
 
@@ -409,8 +418,10 @@ class UnitOfWork:
 
     def _enqueue_ids(self, store: UserStore, user_ids: Sequence[str]) -> None:
         if self.service.targets():
-            for user in store.find_users_by_id(list(user_ids)).values():
-                self._enqueue_user(user, store.domain)
+            self._enqueue_users(store, store.find_users_by_id(list(user_ids)).values())
+
+    def _enqueue_users(self, store: UserStore, users: Iterable[User]) -> None:
+        self.enqueue_many("user", [(u.id, store.domain, u.qualified_name) for u in users])
 
     def assign(self, role: str, users: Sequence[str], domain: str | None = None) -> ChangeResult:
         """Make ``users`` members of ``role``; those already members are left as they are."""
@@ -433,8 +444,7 @@ class UnitOfWork:
             key = "users"
             self.audit(action, result.qualified_name, {key: changed})
             if self.service.targets():
-                for user in store.find_users(changed).values():
-                    self._enqueue_user(user, store.domain)
+                self._enqueue_users(store, store.find_users(changed).values())
             self.enqueue("role", result.id, store.domain, result.qualified_name)
         details = {"added" if assign else "removed": changed}
         return self._done(
