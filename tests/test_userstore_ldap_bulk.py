@@ -195,3 +195,19 @@ def test_new_entries_ids_come_with_the_adds_or_are_looked_up(slapd, store, monke
         entry = slapd.entry(f"uid=p{i},{slapd.people}", "entryUUID", "createTimestamp")
         assert isinstance(user, User) and user.id == entry.first("entryUUID")
         assert user.created.startswith(entry.first("createTimestamp")[:4])
+
+
+def test_rows_whose_entry_cannot_be_made_are_refused_and_the_others_added(slapd, store):
+    """Entries are made as the pipeline's window opens: a row refused then (a password
+    hash the directory cannot check binds against) is not sent, and every other row,
+    before and after it, is added; the last row refused too ends the run."""
+    rows = [(f"m{i:02d}", {"title": f"t{i}"}, hash_ssha(f"pw{i}")) for i in range(40)]
+    for bad in (3, 17, 39):
+        rows[bad] = (rows[bad][0], rows[bad][1], "plain-text-password")
+    outcomes = store.add_users(rows, window=4)
+    refused = [i for i, o in enumerate(outcomes) if isinstance(o, PolicyError)]
+    assert refused == [3, 17, 39]
+    assert "userPassword" in str(outcomes[3])
+    added = {e.first("uid") for e in slapd.search(slapd.people, "(uid=m*)", "uid", scope="one")}
+    assert added == {f"m{i:02d}" for i in range(40) if i not in (3, 17, 39)}
+    assert all(isinstance(outcomes[i], User) for i in range(40) if i not in refused)

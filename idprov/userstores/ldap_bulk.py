@@ -359,10 +359,12 @@ class Pipeline:
         self.replies: list[Reply | None] = []
         self.entries: dict[int, list[tuple[str, Attributes]]] = {}
 
-    def run(self, count: int, encode: Callable[[int, int], bytes]) -> list[Reply | None]:
+    def run(self, count: int, encode: Callable[[int, int], bytes | None]) -> list[Reply | None]:
         """Send ``encode(index, message_id)`` for each index below ``count``; one reply
-        per request, in order. Raises :class:`ConnectionLost` with the replies so far
-        in ``args[1]`` (None where unknown) if the connection drops."""
+        per request, in order. Requests are encoded as the window opens, so the server
+        starts on the first while the rest are made; an index whose ``encode`` gives
+        None is not sent (its reply stays None). Raises :class:`ConnectionLost` with the
+        replies so far in ``args[1]`` (None where unknown) if the connection drops."""
         self.sock.settimeout(self.timeout)
         # Requests are batched here already; Nagle's algorithm would only hold the tail
         # of a batch back until the server acknowledges the previous one.
@@ -377,11 +379,16 @@ class Pipeline:
                 if sent - answered <= self.window // 2:
                     batch = []
                     while sent < count and sent - answered < self.window:
-                        batch.append(encode(sent, FIRST_MESSAGE_ID + sent))
+                        message = encode(sent, FIRST_MESSAGE_ID + sent)
                         sent += 1
+                        if message is None:
+                            answered += 1  # nothing to send: nothing to wait for
+                        else:
+                            batch.append(message)
                     if batch:
                         self.sock.sendall(b"".join(batch))
-                answered += self._receive()
+                if sent > answered:
+                    answered += self._receive()
         except (OSError, ConnectionLost) as exc:
             raise ConnectionLost(str(exc), self.replies) from exc
         except (IndexError, ValueError, StopIteration) as exc:

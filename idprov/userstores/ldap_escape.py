@@ -61,8 +61,6 @@ T = TypeVar("T")
 NewUser = tuple[str, Mapping[str, ClaimValue], str | None]
 """A row of :meth:`LdapUserStore.add_users`: username, claims, password hash or None."""
 DnKey = tuple[tuple[str, str], ...]
-NewEntry = tuple[str, dict[str, list[str | bytes]]]
-"""The DN and attributes (but objectClass) of an entry to add."""
 
 PAGED_RESULTS = "1.2.840.113556.1.4.319"
 POST_READ = "1.3.6.1.1.13.2"

@@ -29,7 +29,6 @@ from idprov.userstores.ldap_escape import (
     STAMPS,
     DnKey,
     Entry,
-    NewEntry,
     NewUser,
     claim_values,
     dn_key,
@@ -165,18 +164,17 @@ class LdapImporter(LdapMembership):
         name exists). Not idempotent: a repeat reports conflicts."""
         self.ensure_writable()
         outcomes: list[User | IdprovError | None] = [None] * len(rows)
-        entries: dict[int, NewEntry] = {}
-        for index, (username, claims, password_hash) in enumerate(rows):
+        dns: dict[int, str] = {}
+        for index, (username, _, _) in enumerate(rows):
             try:
-                attrs = self._entry_attributes(username, claims, password_hash)
-                entries[index] = (self._new_user_dn(username), attrs)
+                dns[index] = self._new_user_dn(username)
             except IdprovError as exc:
                 outcomes[index] = exc
-        if entries:
+        if dns:
             conn = self._bound()
             try:
                 batch = Pipeline(conn.socket, window, self.config.timeout)
-                self._add_batch(batch, rows, entries, outcomes)
+                self._add_batch(batch, rows, dns, outcomes)
             finally:
                 discard(conn)
         return [o if o is not None else StoreError("not attempted") for o in outcomes]
@@ -256,12 +254,12 @@ class LdapImporter(LdapMembership):
         self,
         batch: Pipeline,
         rows: Sequence[NewUser],
-        entries: Mapping[int, NewEntry],
+        dns: Mapping[int, str],
         outcomes: list[User | IdprovError | None],
     ) -> None:
         """Refuse names that exist, add the rest (each answer carrying the new entry's
         id and stamps, RFC 4527), and look up the ids of any answer that did not."""
-        todo = list(entries)
+        todo = list(dns)
         if self._scope != LEVEL:  # with scope one, the server's DN check is the name check
             existing = self._named_entries([rows[i][0] for i in todo], ["1.1"])
             for index in [i for i in todo if rows[i][0].casefold() in existing]:
@@ -269,13 +267,13 @@ class LdapImporter(LdapMembership):
                     f"user {rows[index][0]!r} already exists in the {self.domain} userstore"
                 )
             todo = [i for i in todo if outcomes[i] is None]
-        replies = self._send_adds(batch, [entries[i] for i in todo])
+        replies = self._send_adds(batch, rows, dns, todo, outcomes)
+        sent = [(i, reply) for i, reply in zip(todo, replies, strict=True) if outcomes[i] is None]
         unread = [  # added, but the server sent no post-read entry: look them up
-            i for i, reply in zip(todo, replies, strict=True)
-            if reply and not reply.result and not reply.entries
+            i for i, reply in sent if reply and not reply.result and not reply.entries
         ]  # fmt: skip
         created = self._named_entries([rows[i][0] for i in unread], NEW_STAMPS)
-        for index, reply in zip(todo, replies, strict=True):
+        for index, reply in sent:
             outcomes[index] = self._bulk_outcome(rows[index], reply, created)
 
     def _named_entries(
@@ -287,17 +285,32 @@ class LdapImporter(LdapMembership):
             found.setdefault(self._username(entry).casefold(), []).append(entry)
         return found
 
-    def _send_adds(self, batch: Pipeline, entries: Sequence[NewEntry]) -> list[Reply | None]:
+    def _send_adds(
+        self,
+        batch: Pipeline,
+        rows: Sequence[NewUser],
+        dns: Mapping[int, str],
+        todo: Sequence[int],
+        outcomes: list[User | IdprovError | None],
+    ) -> list[Reply | None]:
+        """Add the users of ``todo``, each entry made as the window opens for it (so
+        the directory works on the first adds while the rest are made); a row whose
+        entry cannot be made gets that error in ``outcomes`` and is not sent."""
         classes = encode_attribute("objectClass", self.config.user_object_classes)
-
         controls = post_read(NEW_STAMPS)
 
-        def encode(index: int, message_id: int) -> bytes:
-            dn, attrs = entries[index]
-            return encode_add(message_id, dn, attrs, classes, controls)
+        def encode(position: int, message_id: int) -> bytes | None:
+            index = todo[position]
+            username, claims, password_hash = rows[index]
+            try:
+                attrs = self._entry_attributes(username, claims, password_hash)
+            except IdprovError as exc:
+                outcomes[index] = exc
+                return None
+            return encode_add(message_id, dns[index], attrs, classes, controls)
 
         try:
-            return batch.run(len(entries), encode)
+            return batch.run(len(todo), encode)
         except ConnectionLost as exc:
             return list(exc.args[1])
 
