@@ -14,7 +14,7 @@ import pytest
 
 from idprov.errors import NotFoundError, PolicyError, StoreError
 from idprov.model import User, UserQuery
-from idprov.userstores import ldap_bulk, ldap_import
+from idprov.userstores import ldap_bulk
 from idprov.userstores.base import ImportedUser
 from idprov.userstores.ldap_escape import CHUNK, dn_key
 from idprov.userstores.passwords import hash_ssha
@@ -186,10 +186,7 @@ def test_a_connection_lost_midway_through_modifies_is_not_sent_again(open_store)
     assert "run the command again" in info.value.hint
 
 
-@pytest.mark.parametrize("post_read", [True, False])
-def test_new_entries_ids_come_with_the_adds_or_are_looked_up(slapd, store, monkeypatch, post_read):
-    if not post_read:  # a directory without RFC 4527: the ids are looked up after the adds
-        monkeypatch.setattr(ldap_import, "post_read", lambda attributes: b"")
+def test_new_entries_ids_and_stamps_are_the_directorys(slapd, store):
     outcomes = store.add_users([(f"p{i}", {}, None) for i in range(3)])
     for i, user in enumerate(outcomes):
         entry = slapd.entry(f"uid=p{i},{slapd.people}", "entryUUID", "createTimestamp")

@@ -3,16 +3,15 @@ the directory (its reads open the connection with these requests too: a bind, a
 StartTLS; see :mod:`~idprov.userstores.ldap_wire`).
 
 ldap3 builds every request as a tree of pyasn1 objects, about 1 ms of CPU per add (a
-search filter of a few hundred names costs tens of ms), and decodes about 4,000
-entries a second, while slapd needs a few tenths of that. Searches (with RFC 2696
-paging), adds (with an RFC 4527 post-read of the new entry's id) and modifies are
-small, fixed BER structures (RFC 4511 sections 4.5 to 4.7), so this module encodes
-them directly and keeps a window of requests outstanding on a socket that ldap_wire
-or ldap3 opened, bound and (for ldaps or StartTLS) encrypted. It decodes the answers: result
-code, diagnostic message, controls and, for searches, the entries. Values travel as
-BER octet strings, never as filter text, so there is nothing to escape here (filter
-text is compiled by :func:`~idprov.userstores.ldap_filters.filter_ber`). The rare
-single writes (rename, delete, a lone add) stay on ldap3.
+search filter of a few hundred names costs tens of ms), and decodes about 4,000 entries
+a second, while slapd needs a few tenths of that. Searches (with RFC 2696 paging), adds
+and modifies are small, fixed BER structures (RFC 4511 sections 4.5 to 4.7), so this
+module encodes them directly and keeps a window of requests outstanding on a socket that
+ldap_wire or ldap3 opened, bound and (for ldaps or StartTLS) encrypted. It decodes the
+answers: result code, diagnostic message, controls and, for searches, the entries.
+Values travel as BER octet strings, never as filter text, so there is nothing to escape
+here (filter text is compiled by :func:`~idprov.userstores.ldap_filters.filter_ber`).
+The rare single writes (rename, delete, a lone add) stay on ldap3.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ _ADD_REQUEST, _ADD_RESPONSE, _MODIFY_REQUEST = 0x68, 0x69, 0x66
 _AND, _OR, _EQUALITY = 0xA0, 0xA1, 0xA3
 _CONTROLS = 0xA0
 PAGED_RESULTS = b"1.2.840.113556.1.4.319"
-POST_READ = b"1.3.6.1.1.13.2"
 _ADD_SUCCESS = bytes((_ADD_RESPONSE, 7, _ENUMERATED, 1, 0, _OCTETS, 0, _OCTETS, 0))
 """An AddResponse of success with no matched DN, message or controls."""
 
@@ -83,25 +81,17 @@ def encode_attribute(name: str, values: Values) -> bytes:
     return _tlv(_SEQUENCE, _octets(name) + _tlv(_SET, b"".join(map(_octets, values))))
 
 
-def post_read(attributes: Sequence[str]) -> bytes:
-    """The controls of an add asking for these attributes of the entry as added
-    (RFC 4527; not critical: a server without it adds all the same)."""
-    value = _tlv(_SEQUENCE, b"".join(map(_octets, attributes)))
-    return _tlv(_CONTROLS, _tlv(_SEQUENCE, _octets(POST_READ) + _octets(value)))
-
-
 def encode_add(
     message_id: int,
     dn: str,
     attributes: Mapping[str, Values],
     encoded: bytes = b"",
-    controls: bytes = b"",
 ) -> bytes:
     """An LDAPMessage holding an AddRequest of ``attributes`` and the ``encoded`` ones
     (from :func:`encode_attribute`: what every entry of a batch shares, encoded once)."""
     attribute_list = encoded + b"".join(encode_attribute(n, v) for n, v in attributes.items())
     add = _tlv(_ADD_REQUEST, _octets(dn) + _tlv(_SEQUENCE, attribute_list))
-    return _message(message_id, add + controls)
+    return _message(message_id, add)
 
 
 MODIFY_OPERATIONS = {"add": 0, "delete": 1, "replace": 2}
@@ -287,12 +277,6 @@ def decode_cookie(value: bytes) -> bytes:
     return value[k_start:k_end]
 
 
-def decode_post_read(value: bytes) -> tuple[str, Attributes]:
-    """The entry of a post-read control's value (RFC 4527): a SearchResultEntry."""
-    _, start, end = _read(value, 0)
-    return decode_entry(value, start, end)
-
-
 def decode_entry(message: bytes, start: int, end: int) -> tuple[str, Attributes]:
     """A SearchResultEntry: its DN and its attributes (names lower-cased). One loop,
     with the short form of lengths read inline and each name decoded once per process:
@@ -432,7 +416,5 @@ class Pipeline:
         controls = decode_controls(message, end)
         if PAGED_RESULTS in controls:
             reply.cookie = decode_cookie(controls[PAGED_RESULTS])
-        if POST_READ in controls:  # the entry as added: its id and stamps
-            reply.entries = [decode_post_read(controls[POST_READ])]
         self.replies[index] = reply
         return 1
