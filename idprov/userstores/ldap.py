@@ -87,7 +87,9 @@ class LdapUserStore(LdapImporter):
         attrs = self._entry_attributes(username, claims, password_hash)
         self._refuse_existing(username)
         dn, classes = self._new_user_dn(username), self.config.user_object_classes
-        added = self._run(f"add user {username!r}", lambda c: self._add(c, dn, classes, attrs))
+        added = self._run_ldap3(
+            f"add user {username!r}", lambda c: self._add(c, dn, classes, attrs)
+        )
         return self._new_user(username, claims, password_hash, added)
 
     def update_user(
@@ -127,7 +129,7 @@ class LdapUserStore(LdapImporter):
         new_dn = self._rename_entry(entry, new_name)
         derived = self._derived_names(entry, old, new_name)
         if derived:
-            self._run(f"rename user {old!r}", lambda c: c.modify(new_dn, derived))
+            self._run_ldap3(f"rename user {old!r}", lambda c: c.modify(new_dn, derived))
         for group in groups:
             self._replace_member(group.dn, entry.dn, new_dn)
         user = self.find_user(new_name)
@@ -137,17 +139,19 @@ class LdapUserStore(LdapImporter):
 
     def _replace_member(self, group_dn: str, old_dn: str, new_dn: str) -> None:
         change = {self.config.member_attribute: [(MODIFY_DELETE, [old_dn]), (MODIFY_ADD, [new_dn])]}
-        self._run(f"rename member {new_dn} in {group_dn}", lambda c: c.modify(group_dn, change))
+        self._run_ldap3(
+            f"rename member {new_dn} in {group_dn}", lambda c: c.modify(group_dn, change)
+        )
 
     def _rename_entry(self, entry: Entry, new_name: str) -> str:
         """Rename ``entry`` to ``new_name``; returns its DN afterwards."""
         attribute = self.config.username_attribute
         if rdn_value(entry.dn, attribute) is None:
             change = {attribute: [(MODIFY_REPLACE, [new_name])]}
-            self._run(f"rename user {new_name!r}", lambda c: c.modify(entry.dn, change))
+            self._run_ldap3(f"rename user {new_name!r}", lambda c: c.modify(entry.dn, change))
             return entry.dn
         rdn = f"{attribute}={escape_rdn_value(new_name)}"
-        self._run(f"rename user {new_name!r}", lambda c: c.modify_dn(entry.dn, rdn))
+        self._run_ldap3(f"rename user {new_name!r}", lambda c: c.modify_dn(entry.dn, rdn))
         return f"{rdn},{parent_dn(entry.dn)}"
 
     def _derived_names(
@@ -168,7 +172,7 @@ class LdapUserStore(LdapImporter):
         value = self._user_password(password_hash)
         entry = self._required_user(username, [self.config.username_attribute])
         change = {"userPassword": [(MODIFY_REPLACE, [value])]}
-        self._run(f"set the password of {username!r}", lambda c: c.modify(entry.dn, change))
+        self._run_ldap3(f"set the password of {username!r}", lambda c: c.modify(entry.dn, change))
 
     def delete_user(self, username: str) -> User:
         """Remove the user from its groups, then delete its entry."""
@@ -177,7 +181,7 @@ class LdapUserStore(LdapImporter):
         user = self._to_user(entry, self._roles_of(entry.dn))
         for group in self._groups_holding(entry.dn):
             self._remove_member(group.dn, entry.dn)
-        self._run(f"delete user {user.username!r}", lambda c: c.delete(entry.dn))
+        self._run_ldap3(f"delete user {user.username!r}", lambda c: c.delete(entry.dn))
         return user
 
     def _remove_member(self, group_dn: str, member_dn: str) -> None:
@@ -193,7 +197,7 @@ class LdapUserStore(LdapImporter):
             except lx.LDAPNoSuchAttributeResult:
                 pass
 
-        self._run(f"remove a member from {group_dn}", remove)
+        self._run_ldap3(f"remove a member from {group_dn}", remove)
 
     # ---- roles: writing
     def add_role(self, name: str) -> Role:
@@ -210,7 +214,7 @@ class LdapUserStore(LdapImporter):
         dn = f"{attribute}={escape_rdn_value(name)},{self.config.group_search_base}"
         attrs = {attribute: [name], self.config.member_attribute: [self._placeholder(dn)]}
         classes = [self.config.group_object_class]
-        added = self._run(f"add role {name!r}", lambda c: self._add(c, dn, classes, attrs))
+        added = self._run_ldap3(f"add role {name!r}", lambda c: self._add(c, dn, classes, attrs))
         stamp = iso_stamp(added.text("createTimestamp"))
         return Role(added.text("entryUUID") or "", self.domain, name, 0, [], stamp, stamp)
 
@@ -218,7 +222,7 @@ class LdapUserStore(LdapImporter):
         self.ensure_writable()
         group = self._required_group(name)
         role = self._to_role(group, True)
-        self._run(f"delete role {role.name!r}", lambda c: c.delete(group.dn))
+        self._run_ldap3(f"delete role {role.name!r}", lambda c: c.delete(group.dn))
         return role
 
     def rename_role(self, name: str, new_name: str) -> Role:
@@ -229,7 +233,7 @@ class LdapUserStore(LdapImporter):
         if clash is not None and dn_key(clash.dn) != dn_key(group.dn):
             raise ConflictError(f"role {self._role_name(clash)!r} already exists ({clash.dn})")
         rdn = f"{self.config.group_name_attribute}={escape_rdn_value(new_name)}"
-        self._run(f"rename role {name!r}", lambda c: c.modify_dn(group.dn, rdn))
+        self._run_ldap3(f"rename role {name!r}", lambda c: c.modify_dn(group.dn, rdn))
         moved = self._group_by_id(group.text("entryUUID") or "")
         if moved is None:
             raise StoreError(f"{self._where()}: role {new_name!r} vanished while renamed")
@@ -242,7 +246,7 @@ class LdapUserStore(LdapImporter):
         """An empty group named itself as its member: name the new DN instead."""
         member = self.config.member_attribute
         change = {member: [(MODIFY_REPLACE, [new.dn])]}
-        self._run(f"rename role {self._role_name(new)!r}", lambda c: c.modify(new.dn, change))
+        self._run_ldap3(f"rename role {self._role_name(new)!r}", lambda c: c.modify(new.dn, change))
 
     def _user_dns(self, usernames: Sequence[str]) -> dict[str, str]:
         """DN of every username (by casefolded name); NotFoundError for the first missing."""

@@ -175,16 +175,18 @@ class LdapSession(UserStore):
         )
 
     _writer = False
-    """Whether this store has written: its connection is then ldap3's."""
+    """Whether this store has made a write of ldap3's: its connection is then ldap3's."""
 
-    def ensure_writable(self) -> None:
-        """Refuse a write to a read-only store; before its first write, a store that
-        read on a connection of :mod:`ldap_wire` goes on with one of ldap3."""
-        super().ensure_writable()
+    def _run_ldap3(self, doing: str, op: Callable[[Any], T]) -> T:
+        """:meth:`_run` for a write ldap3 makes (a rename, a delete, a lone add or
+        modify): a store that read on a connection of :mod:`ldap_wire` goes on with one
+        of ldap3. (The bulk adds and modifies of an import are BER on either: checking
+        a file and importing it never needs ldap3.)"""
         if not self._writer:
             self._writer = True
             if self._conn is not None:
                 self.close()
+        return self._run(doing, op)
 
     def _bound(self) -> Any:
         """A new connection (:meth:`_open`'s once the store writes, else

@@ -6,7 +6,7 @@ a sync only searches, whose requests and answers already travel as
 its connection here: TCP, then TLS for ldaps:// or StartTLS (the certificate verified
 against ``ca_file`` or the system's CAs, and its names against the host, as ldap3
 does), then a simple bind, each as BER. At its first write a store switches to a
-connection ldap3 opens (:meth:`~idprov.userstores.ldap_session.LdapSession.ensure_writable`):
+connection ldap3 opens (:meth:`~idprov.userstores.ldap_session.LdapSession._run_ldap3`):
 the single writes (rename, delete, a lone add) are still ldap3's.
 """
 
