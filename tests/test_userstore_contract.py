@@ -226,7 +226,7 @@ def test_list_users_filters_and_pages(crowd, query, expected, total):
 def test_a_stream_reads_in_batches_what_a_page_holds(crowd, monkeypatch, query):
     """Two users a batch: the same users, in order, with their roles, and the total
     known before the first is read."""
-    monkeypatch.setattr("idprov.userstores.sql.CHUNK", 2)
+    monkeypatch.setattr("idprov.userstores.sql_read.CHUNK", 2)
     page = crowd.list_users(query)
     stream = crowd.stream_users(query)
     assert (stream.total, stream.offset, stream.limit) == (page.total, page.offset, page.limit)

@@ -16,7 +16,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from idprov.userstores.base import JsonClaims
-from idprov.userstores.sql import claims_json
+from idprov.userstores.sql_read import claims_json
 
 if TYPE_CHECKING:
     from idprov.config.models import IdentityProviderConfig

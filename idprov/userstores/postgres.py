@@ -24,8 +24,9 @@ from idprov.config.postgres import PostgresUserstoreConfig
 from idprov.model import ClaimValue, new_id
 from idprov.pg import PgSession
 from idprov.statedb import Cursor
-from idprov.userstores import sql as sql_store
-from idprov.userstores.sql import SqlUserStore, name_key
+from idprov.userstores import sql_read
+from idprov.userstores.sql import SqlUserStore
+from idprov.userstores.sql_read import name_key
 
 MIGRATIONS: list[tuple[str, list[str]]] = [
     (
@@ -108,7 +109,7 @@ class PostgresUserStore(SqlUserStore):
         return f"jsonb_array_elements_text({array}) AS element(v)", "element.v"
 
     def _one_of(self, values: Sequence[Any]) -> Iterator[tuple[str, list[Any]]]:
-        for chunk in sql_store.chunks(values):
+        for chunk in sql_read.chunks(values):
             yield "= ANY(?)", [chunk]
 
     def _claim_match(self, claim: str, value: str) -> tuple[str, list[Any]]:
@@ -125,7 +126,7 @@ class PostgresUserStore(SqlUserStore):
         conn = self.session.connection()
         with self.session.translated():
             cursor = conn.cursor(f"idprov_list_{new_id()}", withhold=True)
-            cursor.itersize = sql_store.CHUNK
+            cursor.itersize = sql_read.CHUNK
             cursor.execute(self.session.sql(sql), list(params))
         return self._fetched(cursor)
 

@@ -19,7 +19,8 @@ from idprov.config.models import SqliteUserstoreConfig
 from idprov.db import Database, migrate, write_transaction
 from idprov.errors import StoreError
 from idprov.statedb import Cursor
-from idprov.userstores.sql import SqlUserStore, name_key
+from idprov.userstores.sql import SqlUserStore
+from idprov.userstores.sql_read import name_key
 
 __all__ = ["MIGRATIONS", "SqliteUserStore", "name_key"]
 
