@@ -930,7 +930,7 @@ def b_changes_alice_first(
 ) -> list[int]:
     """Make the next change a server makes wait until server B has renamed alice's
     displayName (once); the list gets 1 and B's status."""
-    from idprov.inbound.scim.storage import Acting
+    from idprov.inbound.scim.acting import Acting
 
     changing = Acting.changing
     raced: list[int] = []

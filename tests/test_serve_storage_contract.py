@@ -15,8 +15,9 @@ from scim2_models import ScimProvider
 from scim2_server.testing import ScimStorageContract
 
 from idprov.config import load_text
+from idprov.inbound.scim.acting import Backend, acting
 from idprov.inbound.scim.schema import build_provider
-from idprov.inbound.scim.storage import Backend, IdprovStorage, acting
+from idprov.inbound.scim.storage import IdprovStorage
 from idprov.provisioning.external_ids import ExternalIds
 from idprov.provisioning.service import IdentityService
 

@@ -72,8 +72,9 @@ from idprov.errors import (
     UsageError,
 )
 from idprov.inbound.push_queue import PushQueue
+from idprov.inbound.scim.acting import Backends, acting
 from idprov.inbound.scim.schema import build_provider, drop_client_schemas, drop_ignored
-from idprov.inbound.scim.storage import Backends, IdprovStorage, acting
+from idprov.inbound.scim.storage import IdprovStorage
 from idprov.inbound.serve_auth import IssuedTokens, authenticate, bearer_tokens
 from idprov.inbound.serve_http import (
     Receive,

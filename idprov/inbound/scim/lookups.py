@@ -11,7 +11,7 @@ from idprov.inbound.scim import mapping
 from idprov.model import QualifiedName, Role, User
 
 if TYPE_CHECKING:
-    from idprov.inbound.scim.storage import Backend
+    from idprov.inbound.scim.acting import Backend
     from idprov.provisioning.service import IdentityService
 
 USERS, GROUPS = "User", "Group"

@@ -3,9 +3,9 @@ users, SCIM Groups are roles, and every write is a call of
 :class:`~idprov.provisioning.service.IdentityService` (policy, audit, outbox, and the
 outbound push to the acting application's identity providers before it returns).
 
-Each request runs on one thread with the :class:`Backend` of its application (an
-``IdentityService`` of that thread's own, since a service holds one SQLite
-connection); :func:`acting` says which. The server runs every write request on a
+Each request runs on one thread with the :class:`~.acting.Backend` of its
+application (:mod:`.acting` says which, and turns idprov's errors into SCIM's). The
+server runs every write request on a
 single writer thread (see :mod:`idprov.inbound.scim_server`), so a PATCH's read, apply
 and write are not interleaved with another write.
 
@@ -23,41 +23,25 @@ LDAP filters: :mod:`.filters`), so only the users that may match are read.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Union, cast
 
 from scim2_models import (
-    Error,
-    ForbiddenException,
-    InvalidValueException,
     NotFoundException,
     PreconditionFailedException,
     Resource,
     ResourceType,
     ResponseParameters,
-    SCIMException,
     ScimFilter,
     ScimProvider,
     SearchRequest,
-    UniquenessException,
 )
 from scim2_models.path import CompareOperator, Comparison, LogicalExpr, LogicalOperator
 from scim2_server.storage import ScimStorage, SearchPage
 from scim2_server.utils import parametrize
 
-from idprov.errors import (
-    ConflictError,
-    IdprovError,
-    NotFoundError,
-    PolicyError,
-    ReadOnlyError,
-    StoreError,
-    UsageError,
-)
 from idprov.inbound.scim import mapping
+from idprov.inbound.scim.acting import Backend, current_request, scim_errors
 from idprov.inbound.scim.filters import user_condition
 from idprov.inbound.scim.lookups import (
     GROUPS,
@@ -73,123 +57,13 @@ from idprov.inbound.scim.lookups import (
     member_names,
 )
 from idprov.model import QualifiedName, Role, User, UserQuery
-from idprov.provisioning.external_ids import ExternalIds
-from idprov.provisioning.unit_of_work import PendingPush
 
 if TYPE_CHECKING:
-    from idprov.provisioning.service import IdentityService
     from idprov.provisioning.unit_of_work import UnitOfWork
 
 MAX_OFFSET = 2**62
 """Past any store's row count, and within every database's integers."""
 KINDS = {USERS: "user", GROUPS: "role"}
-
-
-# ---------------------------------------------------------------- per-thread services
-@dataclass
-class Backend:
-    """One thread's service for one application, with its externalIds."""
-
-    service: IdentityService
-    external_ids: ExternalIds
-    application: str
-    domain: str
-    """The application's userstore: where new users land, and what names are relative to."""
-
-
-class Backends:
-    """A :class:`Backend` per (thread, application, view), made on first use and all
-    closed together. ``factory(application, view)`` makes the service."""
-
-    def __init__(self, factory: Callable[[str, str], IdentityService]) -> None:
-        self.factory = factory
-        self._local = threading.local()
-        self._all: list[Backend] = []
-        self._lock = threading.Lock()
-
-    def get(self, application: str, view: str = "scim") -> Backend:
-        mine: dict[tuple[str, str], Backend] = self._local.__dict__.setdefault("backends", {})
-        key = (application, view)
-        if key not in mine:
-            service = self.factory(application, view)
-            domain = service.config.application(application).userstore
-            mine[key] = Backend(service, ExternalIds(service.state.db), application, domain)
-            with self._lock:
-                self._all.append(mine[key])
-        return mine[key]
-
-    def close(self) -> None:
-        with self._lock:
-            backends, self._all = self._all, []
-        for backend in backends:
-            backend.service.close()
-
-
-@dataclass
-class Acting:
-    """The request being served on this thread: who, and what went out."""
-
-    backend: Backend
-    pending: PendingPush = field(default_factory=PendingPush)
-    """What this request committed and must push before it answers."""
-
-    @contextmanager
-    def changing(self) -> Iterator[UnitOfWork]:
-        """One request's writes: one unit of work (one transaction). The push is left
-        to the server (:attr:`pending`), which runs it off the writer thread; the rows
-        are claimed for it in the request's transaction."""
-        with self.backend.service.unit_of_work(push=False, claim=True) as uow:
-            yield uow
-        self.pending.add(uow.pending())
-
-
-_current = threading.local()
-
-
-@contextmanager
-def acting(backend: Backend) -> Iterator[Acting]:
-    """Serve what runs inside on this thread as ``backend``'s application."""
-    state = Acting(backend)
-    _current.state = state
-    try:
-        yield state
-    finally:
-        _current.state = None
-
-
-def _acting() -> Acting:
-    state: Acting | None = getattr(_current, "state", None)
-    if state is None:
-        raise RuntimeError("no SCIM request is being served on this thread")
-    return state
-
-
-# ---------------------------------------------------------------- errors
-@contextmanager
-def scim_errors() -> Iterator[None]:
-    """Turn idprov's errors into SCIM errors with the RFC 7644 status and scimType."""
-    try:
-        yield
-    except SCIMException:
-        raise
-    except mapping.InvalidValue as exc:
-        raise InvalidValueException(detail=str(exc)) from exc
-    except IdprovError as exc:
-        raise _scim_error(exc) from exc
-
-
-def _scim_error(exc: IdprovError) -> SCIMException:
-    detail = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
-    if isinstance(exc, ConflictError):
-        return UniquenessException(detail=detail)
-    if isinstance(exc, NotFoundError):
-        return NotFoundException(detail=detail)
-    if isinstance(exc, ReadOnlyError):
-        return ForbiddenException(detail=detail)
-    if isinstance(exc, PolicyError | UsageError):
-        return InvalidValueException(detail=detail)
-    status = 503 if isinstance(exc, StoreError) else 500
-    return SCIMException.from_error(Error(status=status, detail=detail))
 
 
 # ---------------------------------------------------------------- the storage
@@ -238,7 +112,7 @@ class IdprovStorage(ScimStorage):
         return model.model_validate(doc)
 
     def _document(self, kind: str, resource_id: str) -> dict[str, Any]:
-        backend = _acting().backend
+        backend = current_request().backend
         if kind == USERS:
             user = find_user(backend.service, resource_id)
             if user is not None:
@@ -282,14 +156,14 @@ class IdprovStorage(ScimStorage):
         or sorts them (the usual "list everything" of a client)."""
         if names != [USERS] or request.filter is not None or request.sort_by is not None:
             return None
-        backend = _acting().backend
+        backend = current_request().backend
         start = min(request.start_index_0 or 0, MAX_OFFSET)
         page = backend.service.list_users(UserQuery(limit=request.count, offset=start))
         docs = self._user_documents(backend, page.items)
         return SearchPage(page.total, [self._model(USERS, d) for d in docs])
 
     def _candidates(self, names: list[str], scim_filter: Any) -> list[dict[str, Any]]:
-        backend = _acting().backend
+        backend = current_request().backend
         lookup = _equality(scim_filter)
         docs: list[dict[str, Any]] = []
         for name in names:
@@ -345,12 +219,12 @@ class IdprovStorage(ScimStorage):
             doc = resource.model_dump()
             if _kind(resource_type) == USERS:
                 user = self._create_user(mapping.read_user(doc))
-                [created] = self._user_documents(_acting().backend, [user])
+                [created] = self._user_documents(current_request().backend, [user])
                 return self._model(USERS, created)  # as read back: no second read
             return self.get(resource_type, self._create_group(mapping.read_group(doc)))
 
     def _create_user(self, given: mapping.UserInput) -> User:
-        state = _acting()
+        state = current_request()
         backend = state.backend
         name = in_known_domain(backend, given.user_name, "userName")
         claims = {"active": "true", **given.claims, **manager_claim(backend, given, name.domain)}
@@ -362,7 +236,7 @@ class IdprovStorage(ScimStorage):
         return user
 
     def _create_group(self, given: mapping.GroupInput) -> str:
-        state = _acting()
+        state = current_request()
         backend = state.backend
         name = in_known_domain(backend, given.display_name, "displayName")
         members = member_names(backend, name.domain, given.member_ids)
@@ -412,7 +286,7 @@ class IdprovStorage(ScimStorage):
             )
 
     def _update_user(self, user_id: str, given: mapping.UserInput, version: str) -> None:
-        state = _acting()
+        state = current_request()
         backend, service = state.backend, state.backend.service
         user = cast(User, find_user(service, user_id))
         name = QualifiedName.parse(given.user_name, backend.domain)
@@ -436,7 +310,7 @@ class IdprovStorage(ScimStorage):
     def _update_group(
         self, role_id: str, current: dict[str, Any], given: mapping.GroupInput, version: str
     ) -> None:
-        state = _acting()
+        state = current_request()
         backend, service = state.backend, state.backend.service
         role = cast(Role, find_role(service, role_id))
         name = QualifiedName.parse(given.display_name, backend.domain)
@@ -468,7 +342,7 @@ class IdprovStorage(ScimStorage):
         expected_version: str | None = None,
     ) -> None:
         with scim_errors():
-            state = _acting()
+            state = current_request()
             service = state.backend.service
             kind = _kind(resource_type)
             current = self._document(kind, resource_id)
