@@ -5,9 +5,9 @@ outbound push to the acting application's identity providers before it returns).
 
 Each request runs on one thread with the :class:`~.acting.Backend` of its
 application (:mod:`.acting` says which, and turns idprov's errors into SCIM's). The
-server runs every write request on a
-single writer thread (see :mod:`idprov.inbound.scim_server`), so a PATCH's read, apply
-and write are not interleaved with another write.
+server runs every write request on a single writer thread (see
+:mod:`idprov.inbound.scim_server`), so a PATCH's read, apply and write are not
+interleaved with another write.
 
 Names are relative to the application's userstore: a user there is ``alice``, one in
 another domain ``DOMAIN/alice`` (and ``PRIMARY/alice`` when the application's
