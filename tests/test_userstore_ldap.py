@@ -664,6 +664,21 @@ def test_tls_refuses_a_server_its_ca_file_does_not_vouch_for(slapd_factory, open
         plain.find_user("alice")
 
 
+@pytest.mark.parametrize("how", ["ldaps", "start_tls"])
+def test_tls_refuses_a_certificate_for_another_host(slapd_factory, open_store, how):
+    """A certificate the CA signed, but for another name than the url's host: refused,
+    on the connection reads open (ldap_wire) and on the one writes open (ldap3)."""
+    secure = slapd_factory(tls=True, certificate_names="DNS:directory.example.org")
+    url = secure.ldaps_url if how == "ldaps" else secure.url
+    options = {"url": url, "start_tls": how == "start_tls", "ca_file": str(secure.ca_file)}
+    for action in (lambda s: s.find_user("alice"), lambda s: s.add_user("bob", {}, None)):
+        with pytest.raises(ConfigError) as info:
+            action(open_store(secure, **options))
+        assert "certificate was not accepted" in info.value.message
+        assert "names the host in url" in info.value.hint
+    assert people(secure) == []
+
+
 def test_an_anonymous_store_reads_and_is_refused_writes(slapd, open_store):
     open_store().add_users([("alice", {"email": "a@example.com"}, None)])
     anonymous = open_store(bind_dn=None, bind_password=None)  # slapd lets anyone read

@@ -92,12 +92,16 @@ def find_tool(name: str) -> str:
     raise RuntimeError(f"{name} is not installed; {INSTALL_HINT}")
 
 
-def make_certificates(directory: Path) -> str:
-    """A CA (``ca.pem``) and a server certificate it signed for 127.0.0.1 and localhost,
-    made with openssl in ``directory``; returns slapd's TLS configuration lines."""
+SERVER_NAMES = "IP:127.0.0.1,DNS:localhost"
+
+
+def make_certificates(directory: Path, names: str = SERVER_NAMES) -> str:
+    """A CA (``ca.pem``) and a server certificate it signed for ``names`` (its
+    subjectAltName: 127.0.0.1 and localhost), made with openssl in ``directory``;
+    returns slapd's TLS configuration lines."""
     directory.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    (directory / "san.cnf").write_text(f"subjectAltName={names}\n")
     steps = [
         ["req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
          "-subj", "/CN=idprov test CA"],
@@ -168,7 +172,13 @@ class Slapd:
     """One private slapd: its config, database and log under ``workdir``, on a free port."""
 
     def __init__(
-        self, workdir: Path, *, dbnosync: bool = True, extra_config: str = "", tls: bool = False
+        self,
+        workdir: Path,
+        *,
+        dbnosync: bool = True,
+        extra_config: str = "",
+        tls: bool = False,
+        certificate_names: str = SERVER_NAMES,
     ) -> None:
         self.workdir = workdir
         self.dbnosync = dbnosync
@@ -177,6 +187,8 @@ class Slapd:
         self.tls = tls
         """Serve StartTLS on ``url`` and TLS on ``ldaps_url``, with a certificate for
         127.0.0.1 and localhost from a CA of its own (``ca_file``)."""
+        self.certificate_names = certificate_names
+        """The names the certificate is for (tests of host name checks change them)."""
         self.ldaps_url = ""
         self.ca_file = workdir / "tls" / "ca.pem"
         self.suffix = SUFFIX
@@ -198,7 +210,9 @@ class Slapd:
                 root_dn=self.root_dn,
                 root_password=self.root_password,
                 sync="dbnosync" if self.dbnosync else "",
-                tls=make_certificates(self.workdir / "tls") if self.tls else "",
+                tls=make_certificates(self.workdir / "tls", self.certificate_names)
+                if self.tls
+                else "",
                 extra=self.extra_config,
             ),
             encoding="utf-8",
@@ -396,8 +410,15 @@ def slapd_factory(tmp_path: Path) -> Iterator[Callable[..., Directory]]:
     ``ou=people`` and ``ou=groups`` under the suffix; all are stopped at the end."""
     servers: list[Slapd] = []
 
-    def start(extra_config: str = "", tls: bool = False) -> Directory:
-        server = Slapd(tmp_path / f"slapd{len(servers)}", extra_config=extra_config, tls=tls)
+    def start(
+        extra_config: str = "", tls: bool = False, certificate_names: str = SERVER_NAMES
+    ) -> Directory:
+        server = Slapd(
+            tmp_path / f"slapd{len(servers)}",
+            extra_config=extra_config,
+            tls=tls,
+            certificate_names=certificate_names,
+        )
         servers.append(server)
         server.start()
         server.load_base()
