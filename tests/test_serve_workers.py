@@ -244,7 +244,7 @@ def test_a_worker_count_the_machine_cannot_run_is_refused(cli, tmp_path, write_c
     write_config(config_text(tmp_path))
     error = cli("--config", "idprov.yaml", "serve", "--workers", "0", "--json").error(2)
     assert "--workers is between 1 and 64, not 0" in error["message"]
-    assert "one per core" in error["hint"]
+    assert "two per core" in error["hint"]
 
 
 def test_workers_that_keep_dying_at_start_stop_the_server():

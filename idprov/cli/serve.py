@@ -48,8 +48,8 @@ def serve(
     workers: Annotated[
         int,
         typer.Option(
-            help="Processes serving on the one port (one per core is a good start); a "
-            "worker that dies is started again."
+            help="Processes serving on the one port (a few per core: 3 or 4 did best on 2 "
+            "cores); a worker that dies is started again."
         ),
     ] = 1,
     json: JsonOpt = False,

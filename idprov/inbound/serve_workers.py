@@ -70,7 +70,7 @@ def check_workers(count: int) -> None:
     if not 1 <= count <= MOST_WORKERS:
         raise UsageError(
             f"--workers is between 1 and {MOST_WORKERS}, not {count}",
-            hint=f"one per core is a good start (this machine has {os.cpu_count() or 1})",
+            hint=f"two per core is a good start (this machine has {os.cpu_count() or 1})",
         )
     if count > 1 and not hasattr(os, "fork"):
         raise UsageError("--workers above 1 needs fork(), which this system does not have")
