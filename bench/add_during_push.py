@@ -23,6 +23,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from outbound_push import start_server, stop  # noqa: E402
+
 IDPROV = str(Path(sys.executable).parent / "idprov")
 DELAY = 3.0
 
@@ -43,15 +47,6 @@ applications:
 """
 
 
-def start_target(token: str) -> tuple[subprocess.Popen[str], str]:
-    command = [sys.executable, str(HERE / "fast_scim2_server.py"), "--port", "0"]
-    command += [f"--token={token}", "--delay", str(DELAY)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    url = process.stdout.readline().strip().rsplit(" ", 1)[-1]
-    return process, url + "/v2"
-
-
 def timed(env: dict[str, str], *args: str) -> float:
     start = time.perf_counter()
     subprocess.run([IDPROV, *args], env=env, check=True, capture_output=True)
@@ -60,7 +55,7 @@ def timed(env: dict[str, str], *args: str) -> float:
 
 def main() -> None:
     token = secrets.token_urlsafe(16)
-    target, url = start_target(token)
+    target, url = start_server(token, DELAY)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             config = Path(tmp) / "idprov.yaml"
@@ -79,8 +74,7 @@ def main() -> None:
                 assert pushing.poll() is None, "the push ended before the timed command"
             assert pushing.wait(120) == 0, "the push failed"
     finally:
-        target.terminate()
-        target.wait(10)
+        stop(target)
     with_push, baseline = statistics.median(during), statistics.median(alone)
     print(
         f"`user add` while another process's push waits on a {DELAY:.0f} s target: "

@@ -36,9 +36,11 @@ from idprov.provisioning.service import IdentityService
 HERE = Path(__file__).parent
 
 
-def start_server(token: str) -> tuple[subprocess.Popen[str], str]:
+def start_server(token: str, delay: float = 0.0) -> tuple[subprocess.Popen[str], str]:
+    """bench/fast_scim2_server.py as a process (answering after ``delay`` seconds)."""
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "fast_scim2_server.py"), "--port", "0", f"--token={token}"],
+        [sys.executable, str(HERE / "fast_scim2_server.py"), "--port", "0", f"--token={token}"]
+        + (["--delay", str(delay)] if delay else []),
         stdout=subprocess.PIPE,
         text=True,
     )
