@@ -797,22 +797,30 @@ def test_add_users_reports_one_outcome_per_row(slapd, store):
     assert slapd.tool("ldapwhoami", bind=(entry.dn, "pw7"), check=False).returncode == 0
 
 
-def test_a_batch_cut_off_mid_way_reports_which_adds_were_answered():
-    """A peer that answers two adds and hangs up: a fault no real server shows on demand."""
-    client, server = socket.socketpair()
+def answer_then_hang_up(server: socket.socket, count: int, reply: bytes) -> threading.Thread:
+    """A peer on ``server``'s end of a socket pair that answers ``count`` requests with
+    ``reply`` (an LDAP protocolOp) and hangs up: a fault no real server shows on
+    demand. Returns its running thread."""
 
-    def answer_two_then_hang_up() -> None:
+    def run() -> None:
         data = b""
-        for _ in range(2):
+        for _ in range(count):
             while (size := ldap_bulk.message_size(data)) is None or len(data) < size:
                 data += server.recv(65536)
             message_id = ldap_bulk.decode_message(data[:size])[0]
-            server.sendall(ldap_bulk._message(message_id, ldap_bulk._ADD_SUCCESS))
+            server.sendall(ldap_bulk._message(message_id, reply))
             data = data[size:]
         server.close()
 
-    peer = threading.Thread(target=answer_two_then_hang_up)
+    peer = threading.Thread(target=run)
     peer.start()
+    return peer
+
+
+def test_a_batch_cut_off_mid_way_reports_which_adds_were_answered():
+    """A peer that answers two adds and hangs up: a fault no real server shows on demand."""
+    client, server = socket.socketpair()
+    peer = answer_then_hang_up(server, 2, ldap_bulk._ADD_SUCCESS)
     entries = [(f"uid=u{i},ou=people,dc=example,dc=com", {"uid": [f"u{i}"]}) for i in range(5)]
     with pytest.raises(ldap_bulk.ConnectionLost) as info:
         ldap_bulk.Pipeline(client, window=8, timeout=5).run(

@@ -7,14 +7,12 @@ one-user paths that the bulk ones replace.
 from __future__ import annotations
 
 import socket
-import threading
 from types import SimpleNamespace
 
 import pytest
 
 from idprov.errors import NotFoundError, PolicyError, StoreError
 from idprov.model import User, UserQuery
-from idprov.userstores import ldap_bulk
 from idprov.userstores.base import ImportedUser
 from idprov.userstores.ldap_escape import CHUNK, dn_key
 from idprov.userstores.passwords import hash_ssha
@@ -163,20 +161,8 @@ def test_a_connection_lost_midway_through_modifies_is_not_sent_again(open_store)
     demand. Resending could add a member twice, so it is an error naming how far it got."""
     store = open_store()
     client, server = socket.socketpair()
-
-    def answer_two_then_hang_up() -> None:
-        data = b""
-        for _ in range(2):
-            while (size := ldap_bulk.message_size(data)) is None or len(data) < size:
-                data += server.recv(65536)
-            message_id = ldap_bulk.decode_message(data[:size])[0]
-            success = bytes((0x67, 7, 0x0A, 1, 0, 0x04, 0, 0x04, 0))  # ModifyResponse
-            server.sendall(ldap_bulk._message(message_id, success))
-            data = data[size:]
-        server.close()
-
-    peer = threading.Thread(target=answer_two_then_hang_up)
-    peer.start()
+    success = bytes((0x67, 7, 0x0A, 1, 0, 0x04, 0, 0x04, 0))  # ModifyResponse
+    peer = one_by_one.answer_then_hang_up(server, 2, success)
     store._conn = SimpleNamespace(socket=client, unbind=lambda: None)
     modifies = [(f"change {i}", f"cn=g{i},ou=x", [("add", "member", ["uid=a"])]) for i in range(5)]
     with pytest.raises(StoreError, match="dropped after 2 of 5 changes") as info:
