@@ -172,3 +172,32 @@ def test_a_write_to_a_read_only_database_says_read_only(tmp_path):
     assert error is not None and error.exit_code == 1
     assert error.message.startswith(f"the database {path} is read-only")
     assert "writable" in (error.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (
+            ["user", "add", "hank"],
+            "do not run it again); push what it left to the identity providers with: "
+            "idprov outbox retry",
+        ),
+        (["role", "assign", "staff", "hank"], "idprov outbox retry"),
+        (
+            ["import", "users", "people.csv"],
+            "run the same command again to finish (an import resumes after the last row "
+            "written): idprov import users people.csv",
+        ),
+        (["sync"], "run the same command again to finish"),
+    ],
+)
+def test_an_interrupted_command_says_what_finishes_the_job(monkeypatch, argv, says):
+    """Ctrl-C: a change committed but not pushed is finished by `outbox retry`; run
+    again, `user add` would only say the user exists (exit 4). An import or a sync
+    finishes by running again."""
+    from idprov.cli.common import interrupted
+
+    monkeypatch.setattr(sys, "argv", ["idprov", *argv])
+    error = interrupted(argv[0])
+    assert error.exit_code == 130
+    assert says in (error.hint or "")

@@ -263,15 +263,30 @@ def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, str | list[st
     return out
 
 
-def interrupted() -> Interrupted:
-    """What a Ctrl-C left, and the exact command that finishes the job."""
+RESUMABLE = frozenset({"import", "sync", "outbox"})
+"""Commands that finish the job when run again (an import resumes after the last row
+written); run again, any other command would repeat a change already committed."""
+
+
+def interrupted(command: str | None = None) -> Interrupted:
+    """What a Ctrl-C left, and the exact command that finishes the job (``command``:
+    the top-level command that was interrupted)."""
     import shlex
 
-    command = shlex.join(["idprov", *sys.argv[1:]])
+    message = (
+        "interrupted: every change committed so far is kept, unfinished pushes stay in the outbox"
+    )
+    if command is not None and command not in RESUMABLE:
+        return Interrupted(
+            message,
+            hint="the change is done here (do not run it again); push what it left to "
+            "the identity providers with: idprov outbox retry",
+        )
+    again = shlex.join(["idprov", *sys.argv[1:]])
     return Interrupted(
-        "interrupted: every change committed so far is kept, unfinished pushes stay in the outbox",
+        message,
         hint=f"run the same command again to finish (an import resumes after the last "
-        f"row written): {command}",
+        f"row written): {again}",
     )
 
 
@@ -343,7 +358,7 @@ class IdprovGroup(TyperGroup):
         except BrokenPipeError:
             _quiet_after_broken_pipe()
         except BaseException as exc:
-            error = as_idprov_error(exc)
+            error = as_idprov_error(exc, ctx.invoked_subcommand)
             if error is None:
                 raise
             render_error(error)
@@ -353,9 +368,10 @@ class IdprovGroup(TyperGroup):
             close_session()
 
 
-def as_idprov_error(exc: BaseException) -> IdprovError | None:
-    """What to tell the user about ``exc``: ours as it is, a Ctrl-C, a file or
-    database the system refused; any other exception is a bug in idprov."""
+def as_idprov_error(exc: BaseException, command: str | None = None) -> IdprovError | None:
+    """What to tell the user about ``exc`` (raised by top-level ``command``): ours as
+    it is, a Ctrl-C, a file or database the system refused; any other exception is a
+    bug in idprov."""
     import os
     import sqlite3
 
@@ -365,7 +381,7 @@ def as_idprov_error(exc: BaseException) -> IdprovError | None:
         return IdprovError("aborted", hint="nothing was changed")
     if isinstance(exc, KeyboardInterrupt):
         _session().interrupted = True
-        return interrupted()
+        return interrupted(command)
     if isinstance(exc, OSError):
         return from_os_error(exc)
     if isinstance(exc, sqlite3.Error):
