@@ -174,6 +174,26 @@ def test_deprovision_disable_keeps_the_account_inactive_and_reactivates(cli, sci
     assert len(users) == 1 and users["heidi"]["active"] is True
 
 
+def test_an_account_disabled_here_is_disabled_there_never_deleted_and_enabled_again(cli, scim):
+    """The `active` claim (a SCIM client's `active: false`): the account is disabled at
+    the target, even where deprovisioning deletes, and enabled again with it. A user
+    disabled before being provisioned is not created."""
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "judy", "-c", "email=judy@example.com", "-r", "staff").ok()
+    out = cli("user", "update", "judy", "-c", "active=false").ok()
+    assert "scim: 1 done" in out.stdout
+    assert by_name(scim.users())["judy"]["active"] is False
+    assert cli("user", "update", "judy", "-c", "title=Dev").ok()  # still disabled there
+    assert by_name(scim.users())["judy"]["active"] is False
+    cli("user", "update", "judy", "-c", "active=true").ok()
+    judy = by_name(scim.users())["judy"]
+    assert judy["active"] is True and judy["title"] == "Dev"
+    cli("user", "add", "karl", "-c", "active=false", "-r", "staff").ok()
+    assert set(by_name(scim.users())) == {"judy"}
+    log = cli("log", "--action", "outbound.disable", "--json").items()
+    assert [(e["target"], e["outcome"]) for e in log] == [("judy", "ok")]
+
+
 def test_wrong_token_exits_6_keeps_the_local_change_and_the_outbox_row(cli, scim, monkeypatch):
     cli("role", "add", "staff").ok()
     monkeypatch.setenv("SCIM_TOKEN", "not-the-token")

@@ -92,6 +92,15 @@ def decide_user(
     """Create, update, enable, delete, disable or leave ``user`` (None: deleted
     locally) at ``idp``, given what the ledger says was done there."""
     provisioned = entry is not None and entry.remote_id is not None
+    if user is not None and not enabled(user) and in_scope(idp, user.roles):
+        # disabled here (the `active` claim): disabled there, never deleted, and
+        # enabled again with the account (the ledger says idprov disabled it)
+        if not provisioned:
+            return UserDecision("none", "disabled locally, never provisioned")
+        assert entry is not None
+        if entry.state == "disabled":
+            return UserDecision("none", "already disabled")
+        return UserDecision("disable", "disabled locally")
     if user is not None and in_scope(idp, user.roles):
         account = account_for(user, idp, connector, entry.sent if provisioned and entry else None)
         sent = sent_form(account)
@@ -121,6 +130,12 @@ def decide_user(
             return UserDecision("none", "already disabled")
         return UserDecision("disable", why)
     return UserDecision("delete", why)
+
+
+def enabled(user: User) -> bool:
+    """Whether the user's account is enabled here: the ``active`` claim, true unless
+    it says false (a SCIM client's ``active: false``, `user update -c active=false`)."""
+    return user.claims.get("active") != "false"
 
 
 def with_unique_values(decision: UserDecision, connector: Connector) -> UserDecision:

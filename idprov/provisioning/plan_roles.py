@@ -17,7 +17,7 @@ from idprov.connectors.base import (
     RemoteNotFound,
     TargetError,
 )
-from idprov.provisioning.decide import RoleDecision, decide_role, in_scope
+from idprov.provisioning.decide import RoleDecision, decide_role, enabled, in_scope
 from idprov.provisioning.results import Attempt, OperationResult
 from idprov.provisioning.retry import with_retries
 from idprov.provisioning.tasks import Planned, Planning, Settled, Task, ledger_entry
@@ -103,10 +103,11 @@ class RolePlanning(Planning):
         refs: list[tuple[str, str]],
         provisioned: dict[str, str],
     ) -> list[str]:
-        """Members in scope that are not (yet) provisioned: their own push failed."""
+        """Members in scope, and enabled, that are not (yet) provisioned: their own push
+        failed."""
         missing = [(domain, user_id) for domain, user_id in refs if user_id not in provisioned]
         users = self.directory.users_by_id(missing) if missing else {}
-        return [u.qualified_name for u in users.values() if in_scope(idp, u.roles)]
+        return [u.qualified_name for u in users.values() if in_scope(idp, u.roles) and enabled(u)]
 
     def _group_result(
         self, row: OutboxRow, operation: str, remote_id: str, waiting: list[str]
