@@ -31,6 +31,8 @@ import httpx
 import pytest
 
 from idprov.config import load_text
+from idprov.errors import UsageError
+from idprov.inbound.serve_http import bind
 from idprov.inbound.serve_workers import (
     MOST_QUICK_DEATHS,
     Supervisor,
@@ -238,6 +240,25 @@ def test_ctrl_c_at_the_terminal_stops_every_worker(tmp_path):
     assert "Traceback" not in run.text
     assert run.stop_seconds is not None and run.stop_seconds < 30
     assert refused(url)
+
+
+def test_the_port_check_takes_no_connection_it_would_reset():
+    """Before forking, the supervisor proves the port free and learns it; a client
+    that connects then is refused (it retries), not queued on a socket that closes
+    under it with a reset (a CI run saw exactly that). A port something listens on is
+    still a clear error."""
+    checked = bind("127.0.0.1", 0, listen=False)
+    try:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(checked.getsockname(), timeout=5)
+    finally:
+        checked.close()
+    taken = bind("127.0.0.1", 0, own=True)
+    try:
+        with pytest.raises(UsageError, match="cannot listen on 127.0.0.1:"):
+            bind("127.0.0.1", taken.getsockname()[1], listen=False)
+    finally:
+        taken.close()
 
 
 def test_a_worker_count_the_machine_cannot_run_is_refused(cli, tmp_path, write_config):

@@ -107,8 +107,11 @@ def _serve(
     from idprov.inbound.serve_workers import OWN_SOCKETS, Supervisor
 
     server = build()  # built here first: a bad token or application fails now
+    own_sockets = workers > 1 and OWN_SOCKETS
     try:
-        sock = bind(host, port)  # the port is free (else a clear error), and known
+        # The port is free (else a clear error), and known. Each worker listens on its
+        # own socket: this one only checks, and takes no connection it would reset.
+        sock = bind(host, port, listen=not own_sockets)
         url = base_url(sock, tls=tls[0] is not None)
         ready = {"url": url, "applications": server.applications, "workers": workers}
         if workers == 1:
@@ -118,7 +121,6 @@ def _serve(
             return
     finally:
         server.close()
-    own_sockets = OWN_SOCKETS
     if own_sockets:
         port = sock.getsockname()[1]
         sock.close()  # each worker listens on its own

@@ -73,9 +73,12 @@ async def send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
-def bind(host: str, port: int, own: bool = False) -> Any:
+def bind(host: str, port: int, own: bool = False, listen: bool = True) -> Any:
     """A listening TCP socket on ``host``:``port`` (0: a free port). ``own``: one of
-    the sockets of `serve --workers` on the same port (``SO_REUSEPORT``)."""
+    the sockets of `serve --workers` on the same port (``SO_REUSEPORT``). Not
+    ``listen``: only bound, which proves the port free (Linux refuses the bind where a
+    socket listens) and names it, while a client that connects is refused; one that
+    a listening socket queued would be reset when it closed."""
     import socket
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -88,7 +91,8 @@ def bind(host: str, port: int, own: bool = False) -> Any:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
-        sock.listen(2048)  # clients told the URL queue until uvicorn accepts
+        if listen:
+            sock.listen(2048)  # clients told the URL queue until uvicorn accepts
     except OSError as exc:
         sock.close()
         raise UsageError(
