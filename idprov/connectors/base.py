@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from idprov.errors import OutboundError
 
 if TYPE_CHECKING:
-    import httpx
-
     from idprov.config.models import IdentityProviderConfig
+    from idprov.connectors.http_client import HttpClient
 
 
 _status = threading.local()
@@ -221,7 +220,7 @@ class Connector(ABC):
     idprov when it opens an HTTP connector; shared by the connector's threads."""
 
     def __init__(
-        self, idp: IdentityProviderConfig, options: Any, client: httpx.Client | None
+        self, idp: IdentityProviderConfig, options: Any, client: HttpClient | None
     ) -> None:
         self.idp = idp
         self.options = options

@@ -71,6 +71,8 @@ from idprov.errors import SecretError
 if TYPE_CHECKING:
     import httpx
 
+    from idprov.connectors.http_client import HttpClient
+
 __all__ = [
     "GoogleConnector",
     "GoogleOptions",
@@ -87,7 +89,7 @@ class GoogleConnector(Connector):
     description = "Google Workspace (Admin SDK Directory API): users, groups, members"
     Options = GoogleOptions
     options: GoogleOptions
-    client: httpx.Client
+    client: HttpClient
     default_attributes: ClassVar[Mapping[str, str]] = {
         "name.givenName": "{given_name}",
         "name.familyName": "{family_name}",

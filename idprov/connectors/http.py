@@ -1,8 +1,9 @@
 """What HTTP connectors share: the client, authentication, and error translation.
 
-Every HTTP connector gets one ``httpx.Client`` from outside (made here per identity
-provider: its timeout, TLS verification on unless switched off, its CA bundle), so
-connections are pooled and tests can inject a transport. httpx errors become
+Every HTTP connector gets one client from outside
+(:class:`~idprov.connectors.http_client.HttpClient`, per identity provider: its
+timeout, TLS verification on unless switched off, its CA bundle), so connections are
+pooled and tests can inject a transport. httpx errors become
 :class:`~idprov.connectors.base.TargetError`, with ``retryable`` set for timeouts,
 connection failures, 408, 429 and 5xx, and ``Retry-After`` parsed.
 """
@@ -15,7 +16,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 from idprov.config.schema import Invalid
 from idprov.config.secrets import SecretRef
@@ -29,9 +30,9 @@ from idprov.connectors.base import (
 )
 
 if TYPE_CHECKING:
-    import ssl
-
     import httpx
+
+    from idprov.connectors.http_client import HttpClient
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -84,7 +85,6 @@ class RateLimiter:
     def __init__(
         self, rate: float | None, clock: Any = time.monotonic, sleep: Any = time.sleep
     ) -> None:
-        import threading
 
         self.limit = rate
         self._throttled_rate: float | None = None
@@ -150,108 +150,6 @@ class RateLimiter:
             self._next = min(self._next, now + 1.0 / self._throttled_rate)
 
 
-def make_client(
-    options: HttpOptions,
-    max_connections: int,
-    transport: httpx.BaseTransport | None = None,
-    limiter: RateLimiter | None = None,
-    tls: ssl.SSLContext | None = None,
-) -> httpx.Client:
-    """A client for one identity provider: its timeout, TLS settings and pool size
-    (``transport``: injected by tests, for faults; ``tls``: the IdP's
-    :func:`tls_context`, made here when not given)."""
-    import httpx
-
-    return httpx.Client(
-        timeout=httpx.Timeout(options.timeout),
-        verify=tls if tls is not None else tls_context(options),
-        limits=httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        ),
-        follow_redirects=False,
-        transport=transport,
-        event_hooks=_limit_hooks(limiter) if limiter is not None else None,
-    )
-
-
-class PerThreadClient:
-    """An ``httpx.Client`` per thread, all made alike by ``factory``, behind the one
-    client interface connectors use. The engine calls a target from up to
-    ``max_concurrency`` threads at once; on one shared client they queue on its
-    connection pool's lock (measured: 0.71x of a plain loop's throughput, against
-    0.8x and more with a client per thread). Each thread's client keeps its own
-    keep-alive connection."""
-
-    def __init__(self, factory: Any) -> None:
-        self._factory = factory
-        self._local = threading.local()
-        self._all: list[Any] = []
-        self._lock = threading.Lock()
-
-    def _client(self) -> Any:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = self._factory()
-            with self._lock:
-                self._all.append(client)
-        return client
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client(), name)
-
-    def close(self) -> None:
-        with self._lock:
-            clients, self._all = self._all, []
-        for client in clients:
-            client.close()
-
-
-def per_thread_client(
-    options: HttpOptions, transport: httpx.BaseTransport | None, limiter: RateLimiter | None
-) -> httpx.Client:
-    """A :class:`PerThreadClient` typed as the client it stands for; its clients share
-    one TLS context."""
-    tls = tls_context(options)
-    client: Any = PerThreadClient(lambda: make_client(options, 1, transport, limiter, tls))
-    return cast("httpx.Client", client)
-
-
-def tls_context(options: HttpOptions) -> ssl.SSLContext:
-    """The TLS settings of an IdP's clients: verification on (against ``ca_file``, or
-    the CA certificates httpx trusts by default) unless ``verify_tls: false``. Made
-    once per IdP and shared by its clients: making one reads every CA certificate
-    (measured: 10–20 ms, in each of the dozens of clients `idprov serve` makes)."""
-    import httpx
-
-    if options.verify_tls and options.ca_file:
-        return httpx.create_ssl_context(verify=_ca_context(options.ca_file))
-    return httpx.create_ssl_context(verify=options.verify_tls)
-
-
-def _ca_context(ca_file: str) -> Any:
-    """A TLS context trusting the CA certificates in ``ca_file``."""
-    import ssl
-
-    from idprov.errors import ConfigError
-
-    try:
-        return ssl.create_default_context(cafile=ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"ca_file {ca_file}: cannot load CA certificates: "
-            f"{getattr(exc, 'strerror', None) or exc}",
-            hint="give a readable PEM file of the CA certificate(s) that sign the target's "
-            "certificate",
-        ) from exc
-
-
-def _limit_hooks(limiter: RateLimiter) -> dict[str, list[Any]]:
-    def before(request: httpx.Request) -> None:
-        limiter.acquire()
-
-    return {"request": [before]}
-
-
 def auth_headers(options: HttpOptions) -> dict[str, str]:
     """Request headers that authenticate; reads the secret (never logs it)."""
     if options.auth == "bearer" and options.token is not None:
@@ -294,9 +192,7 @@ def retry_after(response: httpx.Response) -> float | None:
     return max(when.timestamp() - time.time(), 0.0)
 
 
-def send(
-    client: httpx.Client, method: str, url: str, *, what: str, **kwargs: Any
-) -> httpx.Response:
+def send(client: HttpClient, method: str, url: str, *, what: str, **kwargs: Any) -> httpx.Response:
     """Send a request; transport failures become retryable TargetErrors."""
     import httpx
 

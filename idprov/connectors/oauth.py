@@ -38,6 +38,8 @@ from idprov.errors import IdprovError, SecretError
 if TYPE_CHECKING:
     import httpx
 
+    from idprov.connectors.http_client import HttpClient
+
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 EXPIRY_MARGIN = 60.0
 """Seconds before its expiry that a token is no longer used (clocks and slow requests)."""
@@ -124,7 +126,7 @@ def sign_assertion(key: Any, claims: Mapping[str, Any], key_id: str | None = Non
 
 # ---------------------------------------------------------------- token requests
 def request_token(
-    client: httpx.Client,
+    client: HttpClient,
     url: str,
     form: Mapping[str, str],
     what: str,
@@ -220,7 +222,7 @@ class TokenCache:
 
 
 def send_authorized(
-    client: httpx.Client,
+    client: HttpClient,
     tokens: TokenCache,
     method: str,
     url: str | Callable[[AccessToken], str],
@@ -241,7 +243,7 @@ def send_authorized(
 
 
 def _send_with(
-    client: httpx.Client,
+    client: HttpClient,
     token: AccessToken,
     method: str,
     url: str | Callable[[AccessToken], str],

@@ -82,6 +82,8 @@ from idprov.connectors.salesforce_api import (
 if TYPE_CHECKING:
     import httpx
 
+    from idprov.connectors.http_client import HttpClient
+
 
 class SalesforceConnector(Connector):
     """Provision Salesforce users; roles to permission sets or public groups."""
@@ -90,7 +92,7 @@ class SalesforceConnector(Connector):
     description = "Salesforce REST API: User sObjects, permission sets and public groups"
     Options = SalesforceOptions
     options: SalesforceOptions
-    client: httpx.Client
+    client: HttpClient
     default_attributes: ClassVar[Mapping[str, str]] = {
         "FirstName": "{given_name}",
         "LastName": "{family_name}",

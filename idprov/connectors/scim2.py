@@ -61,6 +61,8 @@ from idprov.connectors.scim_wire import (
 if TYPE_CHECKING:
     import httpx
 
+    from idprov.connectors.http_client import HttpClient
+
 
 class MembersByFilter:
     """The members of a group whose target never returns them: ``user_id in members``
@@ -81,7 +83,7 @@ class Scim2Connector(Connector):
     description = "SCIM 2.0 (RFC 7643/7644): Users with the enterprise extension, Groups"
     Options = Scim2Options
     options: Scim2Options
-    client: httpx.Client
+    client: HttpClient
     default_attributes: ClassVar[Mapping[str, str]] = {
         "displayName": "{display_name}",
         "name.givenName": "{given_name}",

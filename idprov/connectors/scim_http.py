@@ -19,6 +19,7 @@ from idprov.connectors.http import auth_headers, json_payload, json_reply, raise
 if TYPE_CHECKING:
     import httpx
 
+    from idprov.connectors.http_client import HttpClient
     from idprov.connectors.scim_dialects import Scim2Options
 
 
@@ -28,7 +29,7 @@ class ScimHttp:
 
     def __init__(
         self,
-        client: httpx.Client,
+        client: HttpClient,
         options: Scim2Options,
         *,
         media_type: str,

@@ -36,8 +36,7 @@ from idprov.connectors.spml_wire import (
 )
 
 if TYPE_CHECKING:
-    import httpx
-
+    from idprov.connectors.http_client import HttpClient
     from idprov.connectors.spml_options import SpmlOptions
 
 T = TypeVar("T")
@@ -59,7 +58,7 @@ class SpmlPsoConnector(Connector):
     role operations are the subclass's)."""
 
     options: SpmlOptions
-    client: httpx.Client
+    client: HttpClient
 
     def __init__(self, idp: Any, options: Any, client: Any) -> None:
         super().__init__(idp, options, client)

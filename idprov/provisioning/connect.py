@@ -82,7 +82,8 @@ def open_connector(
 ) -> Connector:
     """The connector for ``idp``, with an HTTP client of its own if it speaks HTTP."""
     from idprov.connectors import registry
-    from idprov.connectors.http import HttpOptions, RateLimiter, per_thread_client
+    from idprov.connectors.http import HttpOptions, RateLimiter
+    from idprov.connectors.http_client import per_thread_client
 
     cls = registry.load(idp.connector)
     options: Any = idp.options

@@ -1,0 +1,183 @@
+"""The HTTP client idprov gives every HTTP connector: one per identity provider.
+
+It drives httpx's transport (the connection pool, TLS and proxies of httpx and
+httpcore) directly. ``httpx.Client``'s layers above the transport — cookie jars,
+auth flows, redirect handling, base-URL and header merging — cost about 135 µs of
+CPU per request (measured against a loopback server: 500 µs per POST through
+``httpx.Client``, 365 µs through its transport) and idprov uses none of them:
+connectors send absolute URLs with their own authentication headers, keep no
+cookies and never follow redirects (a redirect is the target's answer).
+
+What ``httpx.Client`` does from the environment is kept: ``HTTPS_PROXY``,
+``HTTP_PROXY``, ``ALL_PROXY`` and ``NO_PROXY`` choose a proxy per origin, and
+TLS verification is on (against the IdP's ``ca_file`` or the default CA bundle)
+unless the IdP says ``verify_tls: false``. Tests inject a transport
+(``httpx.MockTransport``), which then serves every URL: the same code path.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
+
+    from idprov.connectors.http import HttpOptions, RateLimiter
+
+
+def _user_agent() -> str:
+    from idprov import __version__
+
+    return f"idprov/{__version__}"
+
+
+class HttpClient:
+    """Requests to one identity provider from one thread (see the module docstring)."""
+
+    def __init__(
+        self,
+        options: HttpOptions,
+        max_connections: int,
+        transport: httpx.BaseTransport | None = None,
+        limiter: RateLimiter | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        import httpx
+
+        self._timeout = httpx.Timeout(options.timeout).as_dict()
+        self._limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._tls = tls if tls is not None else tls_context(options)
+        self._injected = transport
+        self._limiter = limiter
+        self._transports: dict[tuple[str, str, int | None], httpx.BaseTransport] = {}
+        self._defaults = httpx.Headers(
+            {"Accept": "*/*", "Accept-Encoding": "gzip, deflate", "User-Agent": _user_agent()}
+        )
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """Send ``method`` to the absolute ``url`` and read the whole reply.
+        ``kwargs``: what :class:`httpx.Request` takes (``params``, ``headers``,
+        ``json``, ``content``, ``data``). Transport failures raise httpx's errors."""
+        import httpx
+
+        headers = self._defaults.copy()
+        headers.update(kwargs.pop("headers", None) or {})
+        request = httpx.Request(
+            method, url, headers=headers, extensions={"timeout": self._timeout}, **kwargs
+        )
+        if self._limiter is not None:
+            self._limiter.acquire()
+        response = self._transport_for(request.url).handle_request(request)
+        try:
+            response.read()
+        finally:
+            response.close()
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        transports, self._transports = list(self._transports.values()), {}
+        for transport in transports:
+            transport.close()
+
+    def _transport_for(self, url: httpx.URL) -> httpx.BaseTransport:
+        if self._injected is not None:
+            return self._injected
+        origin = (url.scheme, url.host, url.port)
+        transport = self._transports.get(origin)
+        if transport is None:
+            import httpx
+
+            transport = self._transports[origin] = httpx.HTTPTransport(
+                verify=self._tls, limits=self._limits, proxy=environment_proxy(url)
+            )
+        return transport
+
+
+def environment_proxy(url: httpx.URL) -> str | None:
+    """The proxy the environment names for ``url``: ``HTTPS_PROXY``/``HTTP_PROXY`` by
+    scheme, else ``ALL_PROXY``; none for a host ``NO_PROXY`` lists (as curl and
+    ``httpx.Client`` read them)."""
+    import urllib.request
+
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(url.host):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+class PerThreadClient:
+    """An :class:`HttpClient` per thread, all made alike by ``factory``, behind the
+    one client interface connectors use. The engine calls a target from up to
+    ``max_concurrency`` threads at once; on one shared client they queue on its
+    connection pool's lock (measured: 0.71x of a plain loop's throughput, against
+    0.8x and more with a client per thread). Each thread's client keeps its own
+    keep-alive connection."""
+
+    def __init__(self, factory: Any) -> None:
+        self._factory = factory
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    def _client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._factory()
+            with self._lock:
+                self._all.append(client)
+        return client
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return cast(HttpClient, self._client()).request(method, url, **kwargs)
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._all = self._all, []
+        for client in clients:
+            client.close()
+
+
+def per_thread_client(
+    options: HttpOptions, transport: httpx.BaseTransport | None, limiter: RateLimiter | None
+) -> HttpClient:
+    """A :class:`PerThreadClient` typed as the client it stands for; its clients share
+    one TLS context."""
+    tls = tls_context(options)
+    client: Any = PerThreadClient(lambda: HttpClient(options, 1, transport, limiter, tls))
+    return cast(HttpClient, client)
+
+
+def tls_context(options: HttpOptions) -> ssl.SSLContext:
+    """The TLS settings of an IdP's clients: verification on (against ``ca_file``, or
+    the CA certificates httpx trusts by default) unless ``verify_tls: false``. Made
+    once per IdP and shared by its clients: making one reads every CA certificate
+    (measured: 10–20 ms, in each of the dozens of clients `idprov serve` makes)."""
+    import httpx
+
+    if options.verify_tls and options.ca_file:
+        return httpx.create_ssl_context(verify=_ca_context(options.ca_file))
+    return httpx.create_ssl_context(verify=options.verify_tls)
+
+
+def _ca_context(ca_file: str) -> Any:
+    """A TLS context trusting the CA certificates in ``ca_file``."""
+    import ssl
+
+    from idprov.errors import ConfigError
+
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"ca_file {ca_file}: cannot load CA certificates: "
+            f"{getattr(exc, 'strerror', None) or exc}",
+            hint="give a readable PEM file of the CA certificate(s) that sign the target's "
+            "certificate",
+        ) from exc
