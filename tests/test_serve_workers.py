@@ -35,6 +35,7 @@ from idprov.errors import UsageError
 from idprov.inbound.serve_http import bind
 from idprov.inbound.serve_workers import (
     MOST_QUICK_DEATHS,
+    OUTBOX_NICENESS,
     Supervisor,
     WriterLock,
     writes_take_turns,
@@ -173,10 +174,19 @@ def test_workers_share_the_port_and_lose_nothing(tmp_path, store, request):
 
 
 def test_changes_reach_a_non_blocking_idp_from_every_worker(tmp_path, scim2_server, monkeypatch):
-    """Only worker 0 runs the outbox worker: the rows worker 1 commits are pushed too."""
+    """The outbox worker is a process of its own, niced below the workers that answer
+    (replies come first on a busy machine): the rows every worker commits reach the
+    IdP, and each request's log line says it left its row to that worker."""
     idps = idp_yaml("later", scim2_server.base_url, extra="    blocking: false")
     monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
     with serving(tmp_path, 2, config_text(tmp_path, idps, "later")) as served:
+        processes = served.workers()
+        assert len(processes) == 3
+        assert sorted(niceness(pid) for pid in processes) == [
+            niceness(served.process.pid),
+            niceness(served.process.pid),
+            niceness(served.process.pid) + OUTBOX_NICENESS,
+        ]
 
         def share(worker: int) -> list[int]:
             with served.client() as client:
@@ -191,6 +201,13 @@ def test_changes_reach_a_non_blocking_idp_from_every_worker(tmp_path, scim2_serv
     assert code == 0, stderr
     names = sorted(u["userName"] for u in scim2_server.users())
     assert names == sorted(f"w{w}u{i}" for w in range(4) for i in range(10))
+    log = (tmp_path / "access.log").read_text().splitlines()
+    assert sum("POST /v2/Users 201" in line and "outbound=queued:1" in line for line in log) == 40
+
+
+def niceness(pid: int) -> int:
+    """A process's nice value (Linux /proc: the 19th field of its stat)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
 def test_a_killed_worker_is_started_again(tmp_path):

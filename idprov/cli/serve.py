@@ -104,7 +104,7 @@ def _serve(
     """Bind, say where, and serve: in this process, or in ``workers`` forked ones
     (each on a socket of its own where the kernel spreads connections over them)."""
     from idprov.inbound.serve_http import base_url, bind, uvicorn_server
-    from idprov.inbound.serve_workers import OWN_SOCKETS, Supervisor
+    from idprov.inbound.serve_workers import OWN_SOCKETS, Supervisor, run_outbox_worker
 
     server = build()  # built here first: a bad token or application fails now
     own_sockets = workers > 1 and OWN_SOCKETS
@@ -114,6 +114,7 @@ def _serve(
         sock = bind(host, port, listen=not own_sockets)
         url = base_url(sock, tls=tls[0] is not None)
         ready = {"url": url, "applications": server.applications, "workers": workers}
+        background = server.has_outbox_work
         if workers == 1:
             _say_ready(ready)
             server.start_worker()
@@ -126,19 +127,23 @@ def _serve(
         sock.close()  # each worker listens on its own
 
     def one_worker(index: int, listening: Callable[[], None]) -> int:
+        if index == workers:  # one outbox worker is enough: claims let it push every row
+            listening()
+            return run_outbox_worker(build())
         listener = bind(host, port, own=True) if own_sockets else sock
         listening()
         forked = build()
         try:
-            if index == 0:  # one outbox worker is enough: claims let it push every row
-                forked.start_worker()
             supervised = uvicorn_server(forked, certfile=tls[0], keyfile=tls[1], supervised=True)
             supervised.run(sockets=[listener])
         finally:
             forked.close()
         return 0
 
-    if Supervisor(workers, one_worker, lambda: _say_ready(ready)).run() != 0:
+    processes = workers + 1 if background else workers
+    names = {workers: "the outbox worker"}
+    supervisor = Supervisor(processes, one_worker, lambda: _say_ready(ready), names=names)
+    if supervisor.run() != 0:
         raise IdprovError(
             "idprov serve stopped: its workers kept failing as they started",
             hint="see the errors above, fix their cause, and start it again",

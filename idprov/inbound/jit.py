@@ -345,7 +345,7 @@ def login(
         outcome.added,
         outcome.removed,
         uow.outbound if any(r.changed for r in uow.results) else None,
-        pending=None if push else uow.pending(),
+        pending=None if push else uow.pending(waited_only=True),
     )
 
 

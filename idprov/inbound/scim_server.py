@@ -209,14 +209,18 @@ class InboundServer:
             wait="blocking",
         )
 
+    @property
+    def has_outbox_work(self) -> bool:
+        """Whether an outbox worker has anything to do: there are identity providers,
+        and an application to act as (with none, nothing is served or pushed)."""
+        return bool(self.config.identity_providers and self.applications)
+
     def start_worker(self) -> None:
         """Run the outbox worker in a thread until :meth:`close`: it pushes rows that
         no request pushes (non-blocking IdPs, failures, rows a crash left), each when
         its IdP's retry schedule says."""
-        if self._worker is not None or not self.config.identity_providers:
+        if self._worker is not None or not self.has_outbox_work:
             return
-        if not self.applications:
-            return  # no application to act as: nothing is served, nothing to push
         self._worker = threading.Thread(target=self._work, name="idprov-worker", daemon=True)
         self._worker.start()
 
@@ -326,7 +330,7 @@ class InboundServer:
                 self.readers, self._handle, request, caller
             )
         report = await self._push(caller, "scim", pending)
-        served.outbound = _outbound_outcome([report] if report is not None else [])
+        served.outbound = _outbound_outcome(report, pending.queued)
         return response
 
     async def _push(self, caller: Caller, view: str, pending: PendingPush) -> OutboundReport | None:
@@ -409,9 +413,11 @@ class InboundServer:
         )
         if isinstance(result, dict):
             return status, result, {}
+        queued = 0
         if result.pending is not None:
             result.outbound = await self._push(caller, "jit", result.pending)
-        served.outbound = _outbound_outcome([result.outbound] if result.outbound else [])
+            queued = result.pending.queued
+        served.outbound = _outbound_outcome(result.outbound, queued)
         return status, result.to_dict(), {}
 
     def _jit_login(self, caller: Caller, body: bytes) -> tuple[int, Any]:
@@ -452,13 +458,14 @@ class InboundServer:
 
 
 # ---------------------------------------------------------------- replies
-def _outbound_outcome(reports: Sequence[OutboundReport]) -> str:
-    if not reports:
-        return "-"
-    failed = sum(r.failed for r in reports)
-    held = sum(sum(r.held.values()) for r in reports)
-    if failed:
-        return f"failed:{failed}"
+def _outbound_outcome(report: OutboundReport | None, queued: int = 0) -> str:
+    """The access log's ``outbound=``: what the request's push did (``-``: nothing to
+    push; ``queued:N``: N rows left to the outbox worker, for non-blocking IdPs)."""
+    if report is None:
+        return f"queued:{queued}" if queued else "-"
+    held = sum(report.held.values())
+    if report.failed:
+        return f"failed:{report.failed}"
     return f"held:{held}" if held else "ok"
 
 

@@ -53,6 +53,7 @@ from idprov.errors import UsageError
 
 if TYPE_CHECKING:
     from idprov.config import Config
+    from idprov.inbound.scim_server import InboundServer
 
 ROW_LOCKING_STORES = ("sqlite", "postgres")
 """Userstore types whose transactions keep other writers off what they read."""
@@ -61,6 +62,7 @@ MOST_QUICK_DEATHS = 5
 STOP_SECONDS = 60.0
 ORPHAN_CHECK_SECONDS = 1.0
 MOST_WORKERS = 64
+OUTBOX_NICENESS = 10
 OWN_SOCKETS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 """Whether each worker listens on a socket of its own (see the module docstring)."""
 
@@ -74,6 +76,25 @@ def check_workers(count: int) -> None:
         )
     if count > 1 and not hasattr(os, "fork"):
         raise UsageError("--workers above 1 needs fork(), which this system does not have")
+
+
+def run_outbox_worker(server: InboundServer) -> int:
+    """In the outbox worker's process of `serve --workers`: push in the background
+    (see :meth:`~idprov.inbound.scim_server.InboundServer.start_worker`) until
+    SIGTERM, at a lower CPU priority than the workers that answer requests (nice
+    +:data:`OUTBOX_NICENESS`): on a busy machine replies come first, and the rows
+    wait in the outbox a little longer; on an idle one it runs at full speed."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group
+    os.nice(OUTBOX_NICENESS)
+    server.start_worker()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.close()
+    return 0
 
 
 def writes_take_turns(config: Config) -> bool:
@@ -130,6 +151,8 @@ class Supervisor:
     """Called once every first worker listens, or died trying (`serve` then says
     where it listens)."""
     say: TextIO = field(default_factory=lambda: sys.stderr)
+    names: dict[int, str] = field(default_factory=dict)
+    """What messages call the process of an index (default: "worker N")."""
     workers: dict[int, Worker] = field(default_factory=dict)
     stopping: bool = False
     gave_up: bool = False
@@ -196,7 +219,7 @@ class Supervisor:
         try:
             return self.serve(index, self._say_listening)
         except BaseException as exc:  # noqa: BLE001 - a worker must not unwind into the parent
-            self._say(f"worker {index} (pid {os.getpid()}) failed: {exc}")
+            self._say(f"{self._name(index)} (pid {os.getpid()}) failed: {exc}")
             return 1
         finally:
             sys.stdout.flush()
@@ -235,15 +258,16 @@ class Supervisor:
         how = _how_it_ended(status)
         if self.quick_deaths >= MOST_QUICK_DEATHS:
             self._say(
-                f"worker {worker.index} (pid {worker.pid}) {how} {self.quick_deaths} times in a "
-                f"row within {QUICK_DEATH_SECONDS:.0f} s of starting; stopping the server "
-                "(see the errors above)"
+                f"{self._name(worker.index)} (pid {worker.pid}) {how} {self.quick_deaths} "
+                f"times in a row within {QUICK_DEATH_SECONDS:.0f} s of starting; stopping the "
+                "server (see the errors above)"
             )
             self.gave_up = True
             self._stop_all()
             return
         new = self._start(worker.index)
-        self._say(f"worker {worker.index} (pid {worker.pid}) {how}; started it again (pid {new})")
+        name = self._name(worker.index)
+        self._say(f"{name} (pid {worker.pid}) {how}; started it again (pid {new})")
 
     def _stop(self, signum: int, _frame: object) -> None:
         """SIGINT or SIGTERM: stop every worker gracefully (again: no harm done)."""
@@ -257,12 +281,15 @@ class Supervisor:
     def _kill_the_rest(self) -> None:
         for worker in list(self.workers.values()):
             self._say(
-                f"worker {worker.index} (pid {worker.pid}) still busy {STOP_SECONDS:.0f} s "
+                f"{self._name(worker.index)} (pid {worker.pid}) still busy {STOP_SECONDS:.0f} s "
                 "after the stop; killed (what it committed is in the outbox)"
             )
             _signal(worker.pid, signal.SIGKILL)
             os.waitpid(worker.pid, 0)
             self.workers.pop(worker.pid)
+
+    def _name(self, index: int) -> str:
+        return self.names.get(index, f"worker {index}")
 
     def _say(self, text: str) -> None:
         self.say.write(f"idprov serve: {text}\n")

@@ -45,11 +45,14 @@ class PendingPush:
     claims: list[str] = field(default_factory=list)
     """The names the rows were claimed under in their changes' own transactions: the
     push drains them under those names, with no transaction of its own to claim them."""
+    queued: int = 0
+    """Rows the changes left to the outbox worker (IdPs with ``blocking: false``)."""
 
     def add(self, other: PendingPush) -> None:
         self.rows += other.rows
         self.passwords.update(other.passwords)
         self.claims += other.claims
+        self.queued += other.queued
 
 
 class UnitOfWork:
@@ -64,7 +67,8 @@ class UnitOfWork:
         """With ``claim``, the rows of the IdPs the service waits for are claimed for
         its push in this transaction, under this name (no other drainer takes them in
         between, and the push needs no transaction of its own to claim them)."""
-        self._to_claim: list[int] = []
+        self._waited: list[int] = []
+        """The rows of the IdPs the service waits for (claimed, with ``claim``)."""
         self.passwords: dict[str, str] = {}
         """Passwords set by this work, by user id: in memory only, handed to outbound."""
         self.results: list[ChangeResult] = []
@@ -73,19 +77,24 @@ class UnitOfWork:
         self._stack = ExitStack()
         self._open: set[str] = set()
 
-    def pending(self) -> PendingPush:
-        """What this work leaves to push (after its commit)."""
+    def pending(self, waited_only: bool = False) -> PendingPush:
+        """What this work leaves to push (after its commit). ``waited_only``: only
+        the rows of the IdPs the service waits for; the others are the outbox
+        worker's (counted in ``queued``), which judges them by the deletion guard as
+        it drains them: `idprov serve` spends no push on them."""
         claims = [self.claimed_by] if self.claimed_by is not None else []
-        return PendingPush(list(self.rows), dict(self.passwords), claims)
+        rows = self._waited if waited_only else self.rows
+        queued = len(self.rows) - len(rows)
+        return PendingPush(list(rows), dict(self.passwords), claims, queued)
 
     # ---- the transaction
     def __enter__(self) -> UnitOfWork:
         return self
 
     def __exit__(self, *exc: Any) -> bool | None:
-        if exc[0] is None and self._to_claim and self.claimed_by is not None:
+        if exc[0] is None and self._waited and self.claimed_by is not None:
             outbound = self.service.outbound
-            self.service.state.outbox.claim_ids(self._to_claim, self.claimed_by, outbound.lease)
+            self.service.state.outbox.claim_ids(self._waited, self.claimed_by, outbound.lease)
         return self._stack.__exit__(*exc)
 
     def begin(self, store: UserStore | None = None) -> None:
@@ -140,11 +149,10 @@ class UnitOfWork:
             self.begin()
             rows = self.service.state.outbox.enqueue_many(targets, kind, entities)
             self.rows += [i for i, _ in rows]
-            if self._claim:
-                waited = self.service.waits_for
-                self._to_claim += [i for i, idp in rows if waited(idp)]
-                if self._to_claim and self.claimed_by is None:
-                    self.claimed_by = self.service.outbound.change_owner()
+            waited = self.service.waits_for
+            self._waited += [i for i, idp in rows if waited(idp)]
+            if self._claim and self._waited and self.claimed_by is None:
+                self.claimed_by = self.service.outbound.change_owner()
 
     def lock_user(self, username: str, domain: str | None = None) -> None:
         """Open the user's store transaction and hold the user's row in it until the

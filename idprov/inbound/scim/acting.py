@@ -98,7 +98,7 @@ class Acting:
         are claimed for it in the request's transaction."""
         with self.backend.service.unit_of_work(push=False, claim=True) as uow:
             yield uow
-        self.pending.add(uow.pending())
+        self.pending.add(uow.pending(waited_only=True))
 
 
 _current = threading.local()
