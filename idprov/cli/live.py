@@ -12,7 +12,8 @@ A push appears only once it has run for :data:`SHOW_AFTER` seconds (a timer thre
 the push never waits for the display), so the common fast push shows nothing. Then
 each identity provider has a line: a bar for a push of many operations, a spinner
 for a few, and ``(waiting 3.2 s)`` while it has not answered for a second or more.
-Rich's own refresh thread keeps that figure moving while the engine waits.
+Rich's own refresh thread keeps that figure moving while the engine waits; the
+columns are in :mod:`idprov.cli.live_columns`.
 
 Core code never imports this module; it calls two plain callbacks, :meth:`phase`
 (``(name, done, total)``) and :meth:`outbound` (the engine's report so far: when a
@@ -162,56 +163,11 @@ class LiveDisplay:
 
     def _start(self) -> Any:
         if self._progress is None:
-            self._progress = _new_progress()
+            from idprov.cli.live_columns import new_progress
+
+            self._progress = new_progress(WAITING_AFTER)
             self._progress.start()
         return self._progress
-
-
-def _new_progress() -> Any:
-    """Rich's ``Progress`` with idprov's columns (rich is imported only here)."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        ProgressColumn,
-        SpinnerColumn,
-        TaskProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-    from rich.text import Text
-
-    class WithBar(ProgressColumn):
-        """``column`` for tasks with a bar (phases, many operations), else blank."""
-
-        def __init__(self, column: ProgressColumn) -> None:
-            super().__init__()
-            self.column = column
-
-        def render(self, task: Any) -> Any:
-            return self.column(task) if task.fields.get("bar", True) else Text("")
-
-    class Waiting(ProgressColumn):
-        """``(waiting 3.2 s)``: the identity provider has not answered for a while."""
-
-        def render(self, task: Any) -> Text:
-            since = task.fields.get("since")
-            waited = time.monotonic() - since if since is not None else 0.0
-            if task.finished or waited < WAITING_AFTER:
-                return Text("")
-            return Text(f"(waiting {waited:.1f} s)", style="yellow")
-
-    return Progress(
-        SpinnerColumn(finished_text=" "),
-        TextColumn("{task.description:<24}"),
-        WithBar(BarColumn()),
-        WithBar(TaskProgressColumn()),
-        TextColumn("{task.fields[unit]}"),
-        Waiting(),
-        WithBar(TimeElapsedColumn()),
-        console=Console(stderr=True, highlight=False),
-        transient=True,
-    )
 
 
 def live_display() -> LiveDisplay | None:
