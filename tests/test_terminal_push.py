@@ -6,6 +6,7 @@ Run in a pseudo-terminal (tests/terminal.py) against the real scim2-server: dire
 answers every request ``DELAY`` seconds late. The display waits a second before it
 appears, well inside ``DELAY``. What is left on the screen is read with pyte, a
 terminal emulator: the transient display must be gone, the report must be there.
+The last test checks the counts the display is given, over several drains.
 """
 
 from __future__ import annotations
@@ -97,3 +98,48 @@ def test_ctrl_c_while_waiting_stops_at_once_and_says_how_to_finish(
     assert "interrupted" in screen, screen
     assert "idprov outbox retry" in screen.replace("\n", ""), screen  # the hint wraps
     assert "pushing to" not in screen and "Traceback" not in run.text, screen
+
+
+class RecordedProgress:
+    """Stands in for rich's Progress: records each task's latest fields."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[int, dict[str, object]] = {}
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def add_task(self, description: str, **fields: object) -> int:
+        self.tasks[len(self.tasks)] = {"description": description}
+        return len(self.tasks) - 1
+
+    def update(self, task: int, **fields: object) -> None:
+        self.tasks[task].update(fields)
+
+    def line(self, description: str) -> dict[str, object]:
+        return next(t for t in self.tasks.values() if t["description"] == description)
+
+
+def test_the_position_and_failures_add_up_over_every_drain_of_a_command(monkeypatch):
+    """An import drains once per batch: the line shows the command's position."""
+    from idprov.cli import live_columns
+    from idprov.cli.live import LiveDisplay
+    from idprov.provisioning.results import IdpReport, OperationResult, OutboundReport
+
+    recorded = RecordedProgress()
+    monkeypatch.setattr(live_columns, "new_progress", lambda waiting_after: recorded)
+    display = LiveDisplay()
+    display.phase("importing", 0, 20)  # the display is up: pushes show at once
+    for outcomes in (["done", "failed", "done"], ["failed", "done"]):
+        report = OutboundReport(idps={"crm": IdpReport("crm", len(outcomes))})
+        display.outbound(report)  # the drain starts
+        for outcome in outcomes:
+            result = OperationResult("crm", "user", "u", "create", outcome)
+            report.idps["crm"].operations.append(result)
+            display.outbound(report)
+    display.stop()
+    line = recorded.line("pushing to crm")
+    assert line["unit"] == "5/5  2 failed" and line["completed"] == 5, line

@@ -75,6 +75,8 @@ class LiveDisplay:
         self._pushes: dict[str, Push] = {}
         self._earlier: dict[str, tuple[int, int, int]] = {}
         """Per IdP: (done, total, failed) of the drains before the current one."""
+        self._scanned: dict[str, tuple[int, int]] = {}
+        """Per IdP: (operations looked at, failures among them) of the current drain."""
         self._report: OutboundReport | None = None
 
     def phase(self, name: str, done: int, total: int) -> None:
@@ -138,12 +140,21 @@ class LiveDisplay:
 
     def _counts(self, name: str, idp: IdpReport) -> tuple[int, int, int]:
         done, total, failed = self._earlier.get(name, (0, 0, 0))
-        return done + len(idp.operations), total + idp.total, failed + idp.count("failed")
+        return done + len(idp.operations), total + idp.total, failed + self._failed(name, idp)
+
+    def _failed(self, name: str, idp: IdpReport) -> int:
+        """The current drain's failures at ``name``, counting only the operations added
+        since the last call (a count of them all, per operation, is quadratic)."""
+        seen, failed = self._scanned.get(name, (0, 0))
+        failed += sum(1 for op in idp.operations[seen:] if op.outcome == "failed")
+        self._scanned[name] = (len(idp.operations), failed)
+        return failed
 
     def _fold(self, report: OutboundReport | None) -> None:
         """Add a finished drain's counts to the command's totals."""
         for name, idp in (report.idps if report is not None else {}).items():
             self._earlier[name] = self._counts(name, idp)
+        self._scanned.clear()
 
     def _show(
         self,
