@@ -45,14 +45,18 @@ def run_in_terminal(
     interrupt_after: str | None = None,
     timeout: float = 120.0,
     columns: int = 120,
+    stderr: Path | None = None,
 ) -> TerminalRun:
     """Run ``idprov ARGS`` in a pty; type Ctrl-C once ``interrupt_after`` (a regular
-    expression) has appeared in the output."""
+    expression) has appeared in the output. ``stderr``: a file standard error goes to
+    instead of the terminal (``idprov ... 2>FILE``)."""
     env = {**env, "COLUMNS": str(columns), "LINES": "40", "TERM": "xterm-256color"}
     env.pop("NO_COLOR", None)
     pid, fd = pty.fork()
     if pid == 0:  # the child: become idprov
         os.chdir(cwd)
+        if stderr is not None:
+            os.dup2(os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 2)
         code = "import sys; from idprov.cli.main import main; sys.argv[0] = 'idprov'; main()"
         os.execve(sys.executable, [sys.executable, "-c", code, *args], env)
     return _watch(pid, fd, interrupt_after, timeout)

@@ -107,6 +107,8 @@ class Engine(UserPlanning, RolePlanning):
         """Reconcile ``rows``: users first, then roles. Never raises for one row."""
         for row in rows:
             self._idp_report(row.idp).total += 1
+        if self.progress is not None:  # the totals, before any call goes out (live views)
+            self.progress(self.report)
         self._inline = len(rows) == 1
         self._run([r for r in rows if r.kind == "user"], self._plan_user)
         self._run([r for r in rows if r.kind == "role"], self._plan_role)

@@ -90,7 +90,8 @@ class IdentityService:
         self.http_transport = http_transport
         """Injected into every HTTP connector's client (tests: faults; else None)."""
         self.progress = progress
-        """Called after each outbound operation with the report so far (live views)."""
+        """Called with the report so far when a drain starts and after each outbound
+        operation (live views)."""
         self.sleep = sleep or time.sleep
         """How the engine waits between retries (tests record instead of sleeping)."""
         self.wait: Wait = wait
