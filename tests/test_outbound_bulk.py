@@ -58,6 +58,17 @@ def test_few_creates_go_one_by_one(tmp_path):
     assert calls["POST Bulk"] == 0 and calls["POST Users"] == 5
 
 
+def test_one_new_user_is_one_request_without_discovery(tmp_path):
+    """A `user add` pushes one create: Bulk cannot batch it, so idprov does not ask the
+    target's ServiceProviderConfig first (a second round trip, twice the wait on a
+    slow link)."""
+    fake = FakeScim(bulk_max_operations=10)
+    idps = idp_yaml("target", BASE)
+    with make_service(tmp_path, idps, ["target"], http_transport=fake.transport()) as svc:
+        assert svc.add_user("alice", {"email": "alice@example.com"}).outbound.ok
+    assert fake.requests == [("POST", "/v2/Users")]
+
+
 def test_bulk_never_is_respected(tmp_path):
     fake = FakeScim(bulk_max_operations=10)
     result, calls, _ = push(tmp_path, fake, 12, options="      bulk: never\n")

@@ -275,6 +275,8 @@ class Engine(UserPlanning, RolePlanning):
         idp = task.row.idp
         if task.account is None or task.prior is not None or idp in self._no_bulk:
             return 0  # a create whose last try's outcome is unknown goes alone, looking first
+        if self.report.idps[idp].total < 2:
+            return 0  # one row: nothing to batch, and no discovery request to ask
         try:
             return self.outbound.connector(idp).bulk_create_limit()
         except Exception:
