@@ -214,7 +214,8 @@ class UnitOfWork:
         self.enqueue("user", user.id, store.domain, user.qualified_name)
         if password is not None:
             self.passwords[user.id] = password
-        added = store.find_user(name) or user
+        # the store returns the user as it wrote it; read back only what roles changed
+        added = (store.find_user(name) or user) if role_names else user
         return self._done(ChangeResult("user.add", user.qualified_name, added))
 
     def update_user(

@@ -123,10 +123,16 @@ class IdprovStorage(ScimStorage):
                 return self._group_documents(backend, [role])[0]
         raise NotFoundException(detail=f"no {kind} with id {resource_id!r}")
 
-    def _user_documents(self, backend: Backend, users: Sequence[User]) -> list[dict[str, Any]]:
+    def _user_documents(
+        self, backend: Backend, users: Sequence[User], external: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The SCIM documents of ``users`` (``external``: their externalIds by user id,
+        when the caller knows them: a user it just created)."""
         roles = backend.service.list_roles() if any(u.roles for u in users) else []
         role_ids = {r.qualified_name.casefold(): r for r in roles}
-        external = backend.external_ids.get_many(backend.application, "user", [u.id for u in users])
+        if external is None:
+            ids = [u.id for u in users]
+            external = backend.external_ids.get_many(backend.application, "user", ids)
         managers = managers_of(backend, users)
         docs = []
         for user in users:
@@ -218,8 +224,11 @@ class IdprovStorage(ScimStorage):
         with scim_errors():
             doc = resource.model_dump()
             if _kind(resource_type) == USERS:
-                user = self._create_user(mapping.read_user(doc))
-                [created] = self._user_documents(current_request().backend, [user])
+                given = mapping.read_user(doc)
+                user = self._create_user(given)
+                external = {user.id: given.external_id} if given.external_id else {}
+                backend = current_request().backend
+                [created] = self._user_documents(backend, [user], external)
                 return self._model(USERS, created)  # as read back: no second read
             return self.get(resource_type, self._create_group(mapping.read_group(doc)))
 
