@@ -69,6 +69,7 @@ def client(url: str) -> httpx.Client:
 class Served:
     process: subprocess.Popen[str]
     url: str
+    ready: dict[str, Any]
 
     def client(self) -> httpx.Client:
         return client(self.url)
@@ -101,7 +102,7 @@ def serving(tmp_path: Path, workers: int, config: str) -> Iterator[Served]:
         try:
             ready = read_json(process.stdout)
             assert ready.get("workers") == workers, process.stderr.read()
-            yield Served(process, ready["url"])
+            yield Served(process, ready["url"], ready)
         finally:
             if process.poll() is None:
                 process.kill()
@@ -180,6 +181,7 @@ def test_changes_reach_a_non_blocking_idp_from_every_worker(tmp_path, scim2_serv
     idps = idp_yaml("later", scim2_server.base_url, extra="    blocking: false")
     monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
     with serving(tmp_path, 2, config_text(tmp_path, idps, "later")) as served:
+        assert served.ready["outbox_worker_process"] is True
         processes = served.workers()
         assert len(processes) == 3
         assert sorted(niceness(pid) for pid in processes) == [

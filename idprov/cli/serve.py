@@ -113,8 +113,10 @@ def _serve(
         # own socket: this one only checks, and takes no connection it would reset.
         sock = bind(host, port, listen=not own_sockets)
         url = base_url(sock, tls=tls[0] is not None)
-        ready = {"url": url, "applications": server.applications, "workers": workers}
         background = server.has_outbox_work
+        ready = {"url": url, "applications": server.applications, "workers": workers}
+        if workers > 1:
+            ready["outbox_worker_process"] = background
         if workers == 1:
             _say_ready(ready)
             server.start_worker()
@@ -196,12 +198,15 @@ def _check_tls(certfile: str, keyfile: str | None) -> None:
 
 
 def _say_ready(ready: dict[str, Any]) -> None:
-    emit(ready, lambda r: _ready(r["url"], r["applications"], r["workers"]))
+    emit(ready, _ready)
     sys.stdout.flush()
 
 
-def _ready(url: str, applications: list[str], workers: int) -> None:
+def _ready(ready: dict[str, Any]) -> None:
+    url, applications, workers = ready["url"], ready["applications"], ready["workers"]
     processes = f" in {workers} processes" if workers > 1 else ""
+    if ready.get("outbox_worker_process"):
+        processes += " and an outbox worker"
     typer.echo(
         f"idprov serve: SCIM 2.0 at {url} for {', '.join(applications)}{processes} (Ctrl-C stops)"
     )
