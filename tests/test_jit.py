@@ -357,6 +357,33 @@ def test_a_jit_login_goes_out_only_to_idps_that_opted_in(
     assert remote["name"]["givenName"] == "Alice"
 
 
+def test_a_login_over_http_leaves_a_non_blocking_idps_push_to_the_worker(
+    tmp_path, write_config, cli, monkeypatch
+):
+    """The reply does not wait for a ``blocking: false`` IdP: it says the change is
+    queued there, the access log line too, and the row waits in the outbox."""
+    from idprov.config import load_config
+
+    monkeypatch.setenv("PORTAL_TOKEN", PORTAL_TOKEN)
+    monkeypatch.setenv("OUT_TOKEN", "out-token")
+    idps = """
+  - name: later
+    connector: scim2
+    jit: true
+    blocking: false
+    options: {base_url: "http://127.0.0.1:9/v2", auth: bearer, token: env:OUT_TOKEN}"""
+    config = write_config(config_text(tmp_path, idps, "[later]"))
+    with running(load_config(str(config))) as inbound:
+        client = inbound.as_token(PORTAL_TOKEN)
+        created = client.post("/jit/login", json={"idp": "mail", "claims": ALICE})
+        assert created.status_code == 201, created.text
+        assert created.json()["outbound"]["queued"] == {"later": 1}
+        assert "POST /v2/jit/login 201" in inbound.log.getvalue()
+        assert "outbound=queued:1" in inbound.log.getvalue()
+    rows = cli("--config", str(config), "outbox", "list", "--json").items()
+    assert [(r["idp"], r["label"]) for r in rows] == [("later", "alice@example.com")]
+
+
 # ---------------------------------------------------------------- POST /jit/login
 def test_jit_login_over_http(tmp_path, portal, monkeypatch):
     from idprov.config import load_config

@@ -330,16 +330,24 @@ class InboundServer:
                 self.readers, self._handle, request, caller
             )
         report = await self._push(caller, "scim", pending)
-        served.outbound = _outbound_outcome(report, pending.queued)
+        served.outbound = _outbound_outcome(report)
         return response
 
     async def _push(self, caller: Caller, view: str, pending: PendingPush) -> OutboundReport | None:
         """Push what a request committed, on a pusher thread (no lock held), together
-        with the changes of concurrent requests of the same caller (see push_queue)."""
-        if not pending.rows:
-            return None
-        key = (caller.application, view, caller.token_id)
-        return await asyncio.wrap_future(self.push_queue.submit(key, pending))
+        with the changes of concurrent requests of the same caller (see push_queue);
+        the rows left to the outbox worker are noted as queued."""
+        report = None
+        if pending.rows:
+            key = (caller.application, view, caller.token_id)
+            report = await asyncio.wrap_future(self.push_queue.submit(key, pending))
+        if pending.queued:
+            from idprov.provisioning.results import OutboundReport
+
+            report = report if report is not None else OutboundReport()
+            for row, idp in pending.queued:
+                report.note("queued", idp, row)
+        return report
 
     def _push_now(self, key: Hashable, changes: list[PendingPush]) -> list[OutboundReport | None]:
         application, view, token_id = cast(tuple[str, str, str], key)
@@ -413,11 +421,9 @@ class InboundServer:
         )
         if isinstance(result, dict):
             return status, result, {}
-        queued = 0
         if result.pending is not None:
             result.outbound = await self._push(caller, "jit", result.pending)
-            queued = result.pending.queued
-        served.outbound = _outbound_outcome(result.outbound, queued)
+        served.outbound = _outbound_outcome(result.outbound)
         return status, result.to_dict(), {}
 
     def _jit_login(self, caller: Caller, body: bytes) -> tuple[int, Any]:
@@ -458,15 +464,19 @@ class InboundServer:
 
 
 # ---------------------------------------------------------------- replies
-def _outbound_outcome(report: OutboundReport | None, queued: int = 0) -> str:
+def _outbound_outcome(report: OutboundReport | None) -> str:
     """The access log's ``outbound=``: what the request's push did (``-``: nothing to
-    push; ``queued:N``: N rows left to the outbox worker, for non-blocking IdPs)."""
+    push; ``queued:N``: only rows left to the outbox worker, for non-blocking IdPs)."""
     if report is None:
-        return f"queued:{queued}" if queued else "-"
+        return "-"
     held = sum(report.held.values())
     if report.failed:
         return f"failed:{report.failed}"
-    return f"held:{held}" if held else "ok"
+    if held:
+        return f"held:{held}"
+    pushed = any(idp.operations for idp in report.idps.values())
+    queued = sum(report.queued.values())
+    return f"queued:{queued}" if queued and not pushed else "ok"
 
 
 def _error(code: str, message: str, hint: str | None = None) -> dict[str, Any]:

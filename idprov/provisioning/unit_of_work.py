@@ -45,8 +45,8 @@ class PendingPush:
     claims: list[str] = field(default_factory=list)
     """The names the rows were claimed under in their changes' own transactions: the
     push drains them under those names, with no transaction of its own to claim them."""
-    queued: int = 0
-    """Rows the changes left to the outbox worker (IdPs with ``blocking: false``)."""
+    queued: list[tuple[int, str]] = field(default_factory=list)
+    """(row, IdP) the changes left to the outbox worker (``blocking: false`` IdPs)."""
 
     def add(self, other: PendingPush) -> None:
         self.rows += other.rows
@@ -67,6 +67,8 @@ class UnitOfWork:
         """With ``claim``, the rows of the IdPs the service waits for are claimed for
         its push in this transaction, under this name (no other drainer takes them in
         between, and the push needs no transaction of its own to claim them)."""
+        self._idps: dict[int, str] = {}
+        """Each row's IdP."""
         self._waited: list[int] = []
         """The rows of the IdPs the service waits for (claimed, with ``claim``)."""
         self.passwords: dict[str, str] = {}
@@ -84,7 +86,8 @@ class UnitOfWork:
         it drains them: `idprov serve` spends no push on them."""
         claims = [self.claimed_by] if self.claimed_by is not None else []
         rows = self._waited if waited_only else self.rows
-        queued = len(self.rows) - len(rows)
+        pushed = set(rows)
+        queued = [(r, idp) for r, idp in self._idps.items() if r not in pushed]
         return PendingPush(list(rows), dict(self.passwords), claims, queued)
 
     # ---- the transaction
@@ -149,6 +152,7 @@ class UnitOfWork:
             self.begin()
             rows = self.service.state.outbox.enqueue_many(targets, kind, entities)
             self.rows += [i for i, _ in rows]
+            self._idps.update(rows)
             waited = self.service.waits_for
             self._waited += [i for i, idp in rows if waited(idp)]
             if self._claim and self._waited and self.claimed_by is None:
