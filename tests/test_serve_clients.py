@@ -528,3 +528,44 @@ def test_last_modified_moves_on_both_sides_of_a_membership(served, monkeypatch):
     changed_groups = read(client, "/Groups", filter=since)
     assert [g["id"] for g in changed_groups["Resources"]] == [group["id"]]
     assert bob["meta"]["lastModified"] <= mark
+
+
+# ---------------------------------------------------------------- a create's reply
+RICH_CREATE_USER = {
+    "schemas": [
+        "urn:ietf:params:scim:schemas:core:2.0:User",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+    ],
+    "externalId": "ext-0042",
+    "userName": "grace@example.com",
+    "name": {"givenName": "Grace", "familyName": "Hopper"},
+    "displayName": "Grace Hopper",
+    "title": "Rear Admiral",
+    "active": False,
+    "emails": [{"value": "grace@example.com", "type": "work", "primary": True}],
+    "phoneNumbers": [{"value": "+1 555 0100", "type": "work"}],
+    "addresses": [{"type": "work", "locality": "Arlington", "country": "US"}],
+    ENTERPRISE: {"employeeNumber": "42", "department": "Navy"},
+}
+
+
+@pytest.mark.parametrize(
+    "body", [ENTRA_CREATE_USER, OKTA_CREATE_USER, RICH_CREATE_USER], ids=["entra", "okta", "rich"]
+)
+def test_a_201_is_what_a_get_of_the_new_user_returns(served: Inbound, body: dict) -> None:
+    """idprov answers a User's creation from the document it stored (not through
+    scim2-server's model, copy and dump: see inbound/scim/protocol.py); a client must
+    read exactly what a GET of the user returns, headers included."""
+    client = served.client
+    if body is RICH_CREATE_USER:  # with a manager, whose reference becomes a URL
+        boss = send(client, "POST", "/Users", {**ENTRA_CREATE_USER, "userName": "boss"})
+        body = {**body, ENTERPRISE: {**body[ENTERPRISE], "manager": {"value": boss["id"]}}}
+    created = client.post("/Users", json=body, headers=SCIM_JSON)
+    assert created.status_code == 201, created.text
+    got = client.get(f"/Users/{created.json()['id']}")
+    assert created.json() == got.json()
+    assert created.headers["Location"] == got.json()["meta"]["location"]
+    assert created.headers["ETag"] == got.headers["ETag"]
+    assert created.headers["Content-Location"] == got.headers["Content-Location"]
+    if "manager" in body.get(ENTERPRISE, {}):
+        assert created.json()[ENTERPRISE]["manager"]["$ref"].startswith("http://127.0.0.1:")

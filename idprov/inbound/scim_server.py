@@ -54,11 +54,10 @@ from scim2_models import (
     UnauthorizedException,
 )
 from scim2_server.applications.base import BaseApplication
-from scim2_server.handler import ScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
-from scim2_server.service import ScimService, is_json_media_type
+from scim2_server.service import is_json_media_type
 
 from idprov.config import Config
 from idprov.errors import (
@@ -73,7 +72,8 @@ from idprov.errors import (
 )
 from idprov.inbound.push_queue import PushQueue
 from idprov.inbound.scim.acting import Backends, acting
-from idprov.inbound.scim.schema import build_provider, drop_client_schemas, drop_ignored
+from idprov.inbound.scim.protocol import IdprovScimHandler, IdprovScimService
+from idprov.inbound.scim.schema import build_provider
 from idprov.inbound.scim.storage import IdprovStorage
 from idprov.inbound.serve_auth import IssuedTokens, authenticate, bearer_tokens
 from idprov.inbound.serve_http import (
@@ -107,23 +107,6 @@ DEFAULT_PUSHERS = 8
 JIT_PATHS = ("/jit/login", "/v2/jit/login")
 READ_ONLY_TOKEN = "this token's scope is read: it may read and search, not change anything"
 WRITES = {Operation.create, Operation.replace, Operation.patch, Operation.delete, Operation.bulk}
-
-
-class IdprovScimService(ScimService):
-    """scim2-server's protocol steps, with PATCH values cleared of what idprov does not
-    keep (see :func:`~idprov.inbound.scim.schema.drop_ignored`), and the schema URNs
-    clients add to documents dropped (:func:`~.schema.drop_client_schemas`)."""
-
-    def read_patch(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
-        return super().read_patch(
-            resource_type, drop_ignored(body, resource_type.name), content_type
-        )
-
-    def read_creation(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
-        return super().read_creation(resource_type, drop_client_schemas(body), content_type)
-
-    def read_replacement(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
-        return super().read_replacement(resource_type, drop_client_schemas(body), content_type)
 
 
 # ---------------------------------------------------------------- access log
@@ -179,7 +162,7 @@ class InboundServer:
         self.http_transport = http_transport
         provider = build_provider(max_body)
         self.scim = IdprovScimService(provider)
-        self.handler = ScimHandler(self.scim, IdprovStorage(provider))
+        self.handler = IdprovScimHandler(self.scim, IdprovStorage(provider))
         self.backends = Backends(self._open_service)
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="idprov-writer")
         self.readers = ThreadPoolExecutor(readers, thread_name_prefix="idprov-reader")

@@ -221,16 +221,22 @@ class IdprovStorage(ScimStorage):
 
     # -- writes
     def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
+        if _kind(resource_type) == USERS:
+            return self._model(USERS, self.create_user_document(resource))
         with scim_errors():
-            doc = resource.model_dump()
-            if _kind(resource_type) == USERS:
-                given = mapping.read_user(doc)
-                user = self._create_user(given)
-                external = {user.id: given.external_id} if given.external_id else {}
-                backend = current_request().backend
-                [created] = self._user_documents(backend, [user], external)
-                return self._model(USERS, created)  # as read back: no second read
-            return self.get(resource_type, self._create_group(mapping.read_group(doc)))
+            group = self._create_group(mapping.read_group(resource.model_dump()))
+            return self.get(resource_type, group)
+
+    def create_user_document(self, resource: Resource[Any]) -> dict[str, Any]:
+        """Create the user a validated User resource describes; returns its document
+        as stored (with ``meta``, without a location), from what was written: no
+        second read."""
+        with scim_errors():
+            given = mapping.read_user(resource.model_dump())
+            user = self._create_user(given)
+            external = {user.id: given.external_id} if given.external_id else {}
+            [created] = self._user_documents(current_request().backend, [user], external)
+            return created
 
     def _create_user(self, given: mapping.UserInput) -> User:
         state = current_request()

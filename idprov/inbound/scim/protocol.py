@@ -1,0 +1,105 @@
+"""scim2-server's protocol steps as idprov serves them.
+
+:class:`IdprovScimService` clears PATCH values of what idprov does not keep (see
+:func:`~idprov.inbound.scim.schema.drop_ignored`) and drops the schema URNs clients
+add to documents (:func:`~.schema.drop_client_schemas`).
+
+:class:`IdprovScimHandler` answers the creation of a User from the document idprov
+stored, instead of validating that document into a model, copying it to publish it
+and dumping it again: those three steps were a third of the CPU of a create at
+`idprov serve` (py-spy on 8 clients creating 2,000 users). The reply is the same one
+(``tests/test_serve_scim.py`` checks a 201's body against a GET of the same user,
+for the bodies Entra and Okta document). Groups, and creations in a Bulk request,
+take scim2-server's own path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from http import HTTPStatus
+from typing import Any, cast
+
+from scim2_server.handler import ScimHandler
+from scim2_server.requests import ScimRequest
+from scim2_server.responses import ScimResponse
+from scim2_server.routing import Operation
+from scim2_server.service import ScimService
+
+from idprov.inbound.scim.mapping import ENTERPRISE
+from idprov.inbound.scim.schema import drop_client_schemas, drop_ignored
+from idprov.inbound.scim.storage import IdprovStorage
+
+
+class IdprovScimService(ScimService):
+    """scim2-server's protocol steps, with the documents idprov reads cleaned (see the
+    module docstring)."""
+
+    def read_patch(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
+        return super().read_patch(
+            resource_type, drop_ignored(body, resource_type.name), content_type
+        )
+
+    def read_creation(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
+        return super().read_creation(resource_type, drop_client_schemas(body), content_type)
+
+    def read_replacement(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
+        return super().read_replacement(resource_type, drop_client_schemas(body), content_type)
+
+    def user_creation_response(
+        self, base_url: str, resource_type: Any, doc: dict[str, Any]
+    ) -> ScimResponse:
+        """The 201 of a created user from its stored document: what
+        :meth:`creation_response` makes of the same user (its location, references
+        as URLs, timestamps as scim2-models writes them, the ETag)."""
+        location = self.resource_location(base_url, resource_type, doc["id"])
+        meta = {**doc["meta"], "location": location}
+        for stamp in ("created", "lastModified"):
+            if stamp in meta:
+                meta[stamp] = _as_published(meta[stamp])
+        if not self.etag_supported:
+            meta.pop("version", None)
+        body = {**doc, "meta": meta}
+        if "groups" in body:
+            body["groups"] = [self._located(base_url, group) for group in body["groups"]]
+        manager = body.get(ENTERPRISE, {}).get("manager")
+        if manager is not None:
+            body[ENTERPRISE] = {**body[ENTERPRISE], "manager": self._located(base_url, manager)}
+        headers = {"Content-Location": location, "Location": location}
+        if meta.get("version"):
+            headers["ETag"] = meta["version"]
+        return ScimResponse(HTTPStatus.CREATED, body, headers)
+
+    def _located(self, base_url: str, value: dict[str, Any]) -> dict[str, Any]:
+        if "$ref" not in value:
+            return value
+        return {**value, "$ref": self.reference_location(base_url, value["$ref"])}
+
+
+class IdprovScimHandler(ScimHandler):
+    """scim2-server's handler, answering a User's creation from its stored document
+    (see the module docstring)."""
+
+    service: IdprovScimService
+    storage: IdprovStorage
+
+    def create(self, request: ScimRequest) -> ScimResponse:
+        with self.service.provider:
+            target = self.service.route(request, Operation.create)
+            resource_type = self.service.resource_type_at(cast(str, target.endpoint))
+        if resource_type.name != "User":
+            return super().create(request)
+        with self.service.provider:
+            self.service.authorize(request, target, resource_type)
+            resource = self.service.read_creation(
+                resource_type, request.body, request.header("Content-Type")
+            )
+            with self.storage.operation():
+                doc = self.storage.create_user_document(resource)
+            return self.service.user_creation_response(request.base_url, resource_type, doc)
+
+
+def _as_published(stamp: str) -> str:
+    """An ISO 8601 UTC time as scim2-models writes a datetime (microseconds, ``Z``)."""
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    text = moment.isoformat()
+    return text.removesuffix("+00:00") + "Z" if text.endswith("+00:00") else text
