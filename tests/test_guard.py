@@ -207,10 +207,14 @@ def test_on_a_terminal_an_unassign_over_the_guard_asks_first(cli, scim, tmp_path
         assert members(cli) == 5 and len(scim.users()) == 5
 
 
+@pytest.mark.parametrize("blocking", [True, False], ids=["blocking", "non-blocking"])
 def test_a_scim_request_over_the_guard_succeeds_and_its_push_is_held(
-    cli, tmp_path, scim2_server, monkeypatch
+    cli, tmp_path, scim2_server, monkeypatch, blocking
 ):
-    """A SCIM client cannot be asked: the change is made, the push waits for an admin."""
+    """A SCIM client cannot be asked: the change is made, the push waits for an admin.
+    For a ``blocking: false`` IdP too: the request's rows are judged as one change,
+    not left to the outbox worker, which judges them batch by batch (batches of 5
+    under the guard's 10 would each pass, and delete all 12)."""
     from tests.test_serve_scim import new_group, new_user, patch, running, serve_config
 
     monkeypatch.setenv("CRM_TOKEN", "crm-token-5f0c1d2e")
@@ -220,11 +224,15 @@ def test_a_scim_request_over_the_guard_succeeds_and_its_push_is_held(
   - name: target
     connector: scim2
     options: {{base_url: "{scim2_server.base_url}", auth: bearer, token: env:OUT_TOKEN}}
-    provisioning_roles: [staff]"""
+    provisioning_roles: [staff]
+    blocking: {"true" if blocking else "false"}"""
     config = serve_config(tmp_path, idps, "[target]")
     with running(config) as inbound:
+        worker = inbound.local()
+        worker.outbound.batch = 5
         ids = [new_user(inbound.client, f"user{i:02d}")["id"] for i in range(12)]
         group = new_group(inbound.client, "staff", ids)
+        worker.outbound.work(once=True)
         assert len(scim2_server.users()) == 12
         emptied = patch(
             inbound.client,
@@ -233,6 +241,7 @@ def test_a_scim_request_over_the_guard_succeeds_and_its_push_is_held(
         )
         assert emptied.status_code in (200, 204), emptied.text
         assert "outbound=held:13" in inbound.log.getvalue()
+        worker.outbound.work(once=True)
         assert len(scim2_server.users()) == 12
         held = inbound.local().outbox_rows(status="held")
         assert len(held) == 13 and "will delete 12 users at target" in (held[0].last_error or "")

@@ -69,6 +69,10 @@ class UnitOfWork:
         between, and the push needs no transaction of its own to claim them)."""
         self._idps: dict[int, str] = {}
         """Each row's IdP."""
+        self._created: set[str] = set()
+        """Ids of the users and roles this work created."""
+        self._fresh: set[int] = set()
+        """The rows of those (see :meth:`pending`)."""
         self._waited: list[int] = []
         """The rows of the IdPs the service waits for (claimed, with ``claim``)."""
         self.passwords: dict[str, str] = {}
@@ -80,15 +84,18 @@ class UnitOfWork:
         self._open: set[str] = set()
 
     def pending(self, waited_only: bool = False) -> PendingPush:
-        """What this work leaves to push (after its commit). ``waited_only``: only
-        the rows of the IdPs the service waits for; the others are the outbox
-        worker's (counted in ``queued``), which judges them by the deletion guard as
-        it drains them: `idprov serve` spends no push on them."""
+        """What this work leaves to push (after its commit). ``waited_only``: leave
+        out the rows of entities this work created for the IdPs the service does not
+        wait for (counted in ``queued``): nothing is at a target yet that pushing them
+        could destroy, so the deletion guard has nothing to judge, and `idprov
+        serve` spends no push on a create for a ``blocking: false`` IdP. Every other
+        row is judged by the guard with the whole change, as the push does."""
         claims = [self.claimed_by] if self.claimed_by is not None else []
-        rows = self._waited if waited_only else self.rows
-        pushed = set(rows)
-        queued = [(r, idp) for r, idp in self._idps.items() if r not in pushed]
-        return PendingPush(list(rows), dict(self.passwords), claims, queued)
+        waited = set(self._waited)
+        left = {r for r in self._fresh if r not in waited} if waited_only else set()
+        rows = [r for r in self.rows if r not in left]
+        queued = [(r, self._idps[r]) for r in sorted(left)]
+        return PendingPush(rows, dict(self.passwords), claims, queued)
 
     # ---- the transaction
     def __enter__(self) -> UnitOfWork:
@@ -148,15 +155,22 @@ class UnitOfWork:
     ) -> None:
         """:meth:`enqueue` for several (id, domain, label) at once."""
         targets = self.service.targets() if idps is None else list(idps)
-        if targets and entities:
-            self.begin()
-            rows = self.service.state.outbox.enqueue_many(targets, kind, entities)
+        if not targets or not entities:
+            return
+        self.begin()
+        new = [e for e in entities if e[0] in self._created]
+        for group in (new, [e for e in entities if e[0] not in self._created]):
+            if not group:
+                continue
+            rows = self.service.state.outbox.enqueue_many(targets, kind, group)
             self.rows += [i for i, _ in rows]
             self._idps.update(rows)
+            if group is new:
+                self._fresh.update(i for i, _ in rows)
             waited = self.service.waits_for
             self._waited += [i for i, idp in rows if waited(idp)]
-            if self._claim and self._waited and self.claimed_by is None:
-                self.claimed_by = self.service.outbound.change_owner()
+        if self._claim and self._waited and self.claimed_by is None:
+            self.claimed_by = self.service.outbound.change_owner()
 
     def lock_user(self, username: str, domain: str | None = None) -> None:
         """Open the user's store transaction and hold the user's row in it until the
@@ -206,6 +220,7 @@ class UnitOfWork:
             pw_hash = store.hash_password(password)
         self.begin(store)
         user = store.add_user(name, claims, pw_hash)
+        self._created.add(user.id)
         for role_name in role_names:
             store.assign(role_name, [name])
         for role_name in role_names:
@@ -385,6 +400,7 @@ class UnitOfWork:
         policy.check_role_name(store.config.policy, bare, store.domain)
         self.begin(store)
         role = store.add_role(bare)
+        self._created.add(role.id)
         self.audit("role.add", role.qualified_name)
         self.enqueue("role", role.id, store.domain, role.qualified_name)
         return self._done(ChangeResult("role.add", role.qualified_name, role))
