@@ -904,6 +904,17 @@ def test_the_service_writes_domain_users_to_the_directory(slapd, tmp_path):
         assert sorted(targets) == ["CORP/alice", "CORP/staff", "alice"]
 
 
+def test_a_new_directory_user_is_reported_as_the_directory_reads_it(slapd, tmp_path):
+    """`user add --json` and a SCIM create's reply (and its ETag) show the user as a
+    later read does: a family name equal to the username is the stand-in ``sn`` the
+    directory needs, which a read does not take for a claim."""
+    config = load_text(service_yaml(slapd, tmp_path), "t.yaml", tmp_path)
+    with IdentityService(config, actor="tester") as svc:
+        added = svc.add_user("CORP/bob", {"family_name": "bob", "email": "bob@example.com"})
+        assert added.entity == svc.get_user("CORP/bob")
+        assert "family_name" not in added.entity.claims
+
+
 def test_a_directory_stopped_mid_command_leaves_idprovs_state_untouched(private_slapd, tmp_path):
     slapd = private_slapd
     config = load_text(service_yaml(slapd, tmp_path), "t.yaml", tmp_path)

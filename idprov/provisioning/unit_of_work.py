@@ -233,8 +233,8 @@ class UnitOfWork:
         self.enqueue("user", user.id, store.domain, user.qualified_name)
         if password is not None:
             self.passwords[user.id] = password
-        # the store returns the user as it wrote it; read back only what roles changed
-        added = (store.find_user(name) or user) if role_names else user
+        read_back = role_names or not store.adds_as_read  # roles, or a directory's additions
+        added = (store.find_user(name) or user) if read_back else user
         return self._done(ChangeResult("user.add", user.qualified_name, added))
 
     def update_user(

@@ -71,6 +71,11 @@ class UserStore(ABC):
     transactional: ClassVar[bool] = True
     """Whether :meth:`transaction` can roll back (SQLite); a directory cannot, so
     bulk writers journal a batch before writing it (see the CSV import)."""
+    adds_as_read: ClassVar[bool] = False
+    """Whether :meth:`add_user` returns the user exactly as :meth:`find_user` would
+    read it back (SQL stores: what they wrote is what they read), so that a new user
+    need not be read back. A directory may fill in attributes from the name (``cn``,
+    ``sn``) that map to claims."""
 
     def __init__(self, config: UserstoreConfig, claims: Mapping[str, ClaimDefinition]):
         self.config = config

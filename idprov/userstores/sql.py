@@ -18,7 +18,7 @@ writes of an import with faster ones.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from idprov.db import now
 from idprov.errors import ConflictError
@@ -38,6 +38,8 @@ UPDATE_IMPORTED_USER = (
 
 class SqlUserStore(SqlReader):
     """Users and roles of one domain in the three tables above (see the module)."""
+
+    adds_as_read: ClassVar[bool] = True
 
     def _insert_users(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert new users (rows in :data:`INSERT_USER`'s order) for an import."""
