@@ -207,6 +207,28 @@ def test_changes_reach_a_non_blocking_idp_from_every_worker(tmp_path, scim2_serv
     assert sum("POST /v2/Users 201" in line and "outbound=queued:1" in line for line in log) == 40
 
 
+def test_a_killed_outbox_worker_is_started_again_and_pushes(tmp_path, scim2_server, monkeypatch):
+    idps = idp_yaml("later", scim2_server.base_url, extra="    blocking: false")
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    with serving(tmp_path, 2, config_text(tmp_path, idps, "later")) as served:
+        base = niceness(served.process.pid)
+        [outbox] = [p for p in served.workers() if niceness(p) > base]
+        os.kill(outbox, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not [
+            p for p in served.workers() if p != outbox and niceness(p) > base
+        ]:
+            time.sleep(0.05)
+        with served.client() as client:
+            assert [create(client, f"later{i}") for i in range(5)] == [201] * 5
+        while len(scim2_server.users()) < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        code, stderr = served.stop()
+    assert code == 0, stderr
+    assert sorted(u["userName"] for u in scim2_server.users()) == [f"later{i}" for i in range(5)]
+    assert f"the outbox worker (pid {outbox}) was killed by SIGKILL; started it again" in stderr
+
+
 def niceness(pid: int) -> int:
     """A process's nice value (Linux /proc: the 19th field of its stat)."""
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])

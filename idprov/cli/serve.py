@@ -130,8 +130,7 @@ def _serve(
 
     def one_worker(index: int, listening: Callable[[], None]) -> int:
         if index == workers:  # one outbox worker is enough: claims let it push every row
-            listening()
-            return run_outbox_worker(build())
+            return run_outbox_worker(build, listening)
         listener = bind(host, port, own=True) if own_sockets else sock
         listening()
         forked = build()

@@ -78,20 +78,22 @@ def check_workers(count: int) -> None:
         raise UsageError("--workers above 1 needs fork(), which this system does not have")
 
 
-def run_outbox_worker(server: InboundServer) -> int:
+def run_outbox_worker(build: Callable[[], InboundServer], listening: Callable[[], None]) -> int:
     """In the outbox worker's process of `serve --workers`: push in the background
     (see :meth:`~idprov.inbound.scim_server.InboundServer.start_worker`) until
     SIGTERM, at a lower CPU priority than the workers that answer requests (nice
     +:data:`OUTBOX_NICENESS`): on a busy machine replies come first, and the rows
     wait in the outbox a little longer; on an idle one it runs at full speed."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stopped: list[int] = []  # a flag: a handler must not take a lock the loop may hold
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopped.append(signum))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group
     os.nice(OUTBOX_NICENESS)
+    listening()  # the server is ready once this process runs at its priority
+    server = build()
     server.start_worker()
     try:
-        while not stop.wait(1.0):
-            pass
+        while not stopped:
+            time.sleep(0.2)
     finally:
         server.close()
     return 0
