@@ -51,6 +51,14 @@ def recorder() -> Iterator[tuple[str, list[tuple[str, str, dict[str, str]]]]]:
     server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def no_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test names its own; a runner's (either case) must not leak in."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
 def client_for(base_url: str) -> HttpClient:
     return HttpClient(HttpOptions(base_url=base_url, auth="none", timeout=5), 1)
 
@@ -58,13 +66,9 @@ def client_for(base_url: str) -> HttpClient:
 def test_requests_go_through_the_proxy_the_environment_names(recorder, monkeypatch):
     proxy, seen = recorder
     monkeypatch.setenv("HTTP_PROXY", proxy)
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
     client = client_for("http://scim.example.invalid/v2")
     try:
-        response = send(
-            client, "POST", "http://scim.example.invalid/v2/Users", what="create", json={}
-        )
+        response = client.post("http://scim.example.invalid/v2/Users", json={})
     finally:
         client.close()
     assert response.status_code == 201 and response.json() == {"id": "remote-1"}
@@ -73,10 +77,11 @@ def test_requests_go_through_the_proxy_the_environment_names(recorder, monkeypat
     assert headers["User-Agent"].startswith("idprov/")
 
 
-def test_a_host_no_proxy_lists_is_reached_directly(recorder, monkeypatch):
+@pytest.mark.parametrize("listed", ["127.0.0.1", "127.0.0.1:{port}", "localhost,127.0.0.1"])
+def test_a_host_no_proxy_lists_is_reached_directly(recorder, monkeypatch, listed):
     direct, seen = recorder
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # would refuse: never used
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("NO_PROXY", listed.format(port=direct.rsplit(":", 1)[1]))
     client = client_for(direct)
     try:
         response = send(client, "POST", f"{direct}/v2/Users", what="create", json={})
@@ -88,8 +93,6 @@ def test_a_host_no_proxy_lists_is_reached_directly(recorder, monkeypatch):
 
 def test_a_proxy_that_cannot_be_reached_is_a_retryable_error_naming_the_target(monkeypatch):
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
     client = client_for("http://scim.example.invalid/v2")
     try:
         with pytest.raises(TargetError) as caught:

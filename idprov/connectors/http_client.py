@@ -80,6 +80,21 @@ class HttpClient:
         response.request = request
         return response
 
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def put(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("PUT", url, **kwargs)
+
+    def patch(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("PATCH", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("DELETE", url, **kwargs)
+
     def close(self) -> None:
         transports, self._transports = list(self._transports.values()), {}
         for transport in transports:
@@ -107,12 +122,13 @@ def environment_proxy(url: httpx.URL) -> str | None:
 
     proxies = urllib.request.getproxies()
     proxy = proxies.get(url.scheme) or proxies.get("all")
-    if not proxy or urllib.request.proxy_bypass(url.host):
+    host = f"{url.host}:{url.port}" if url.port else url.host  # NO_PROXY may name a port
+    if not proxy or urllib.request.proxy_bypass(host):
         return None
     return proxy if "://" in proxy else f"http://{proxy}"
 
 
-class PerThreadClient:
+class PerThreadClient(HttpClient):
     """An :class:`HttpClient` per thread, all made alike by ``factory``, behind the
     one client interface connectors use. The engine calls a target from up to
     ``max_concurrency`` threads at once; on one shared client they queue on its
@@ -120,7 +136,7 @@ class PerThreadClient:
     0.8x and more with a client per thread). Each thread's client keeps its own
     keep-alive connection."""
 
-    def __init__(self, factory: Any) -> None:
+    def __init__(self, factory: Any) -> None:  # a facade: no transport of its own
         self._factory = factory
         self._local = threading.local()
         self._all: list[Any] = []
@@ -147,11 +163,9 @@ class PerThreadClient:
 def per_thread_client(
     options: HttpOptions, transport: httpx.BaseTransport | None, limiter: RateLimiter | None
 ) -> HttpClient:
-    """A :class:`PerThreadClient` typed as the client it stands for; its clients share
-    one TLS context."""
+    """A :class:`PerThreadClient` of :class:`HttpClient`; they share one TLS context."""
     tls = tls_context(options)
-    client: Any = PerThreadClient(lambda: HttpClient(options, 1, transport, limiter, tls))
-    return cast(HttpClient, client)
+    return PerThreadClient(lambda: HttpClient(options, 1, transport, limiter, tls))
 
 
 def tls_context(options: HttpOptions) -> ssl.SSLContext:
