@@ -58,6 +58,28 @@ def test_a_small_unassign_goes_through_without_a_question(cli, scim):
     assert len(scim.users()) == 28
 
 
+def test_the_outbox_worker_judges_a_change_across_its_batches(cli, scim):
+    """A change committed without a push (here 25 deprovisions, the admin having said
+    yes) reaches the worker in batches (of 5 here, 500 by default): each batch alone
+    is under the guard's minimum of 10, so judged alone all 25 would go. Judged as one
+    change, what passes before the guard trips is under that minimum, and the rest is
+    held, the later batches included."""
+    seed(30)
+    service = IdentityService(load_config())
+    try:
+        with service.unit_of_work(push=False) as uow:
+            uow.unassign("staff", [f"pl{i}" for i in range(1, 26)])
+        service.outbound.batch = 5
+        report = service.outbound.work(once=True)
+    finally:
+        service.close()
+    assert len(scim.users()) == 25  # the first batch went through, under the minimum
+    held = cli("outbox", "list", "--status", "held", "--json").items()
+    assert sorted(r["kind"] for r in held) == ["role"] + ["user"] * 20  # and the group's
+    assert sum(report.held.values()) == 21
+    assert all("will delete 10 users at scim" in (r["last_error"] or "") for r in held)
+
+
 def test_role_rename_that_would_deprovision_everyone_is_refused(cli, scim):
     seed(12)
     error = cli("role", "rename", "staff", "employees", "--json").error(7)

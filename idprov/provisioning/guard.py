@@ -309,27 +309,48 @@ def _role_effects(
 
 
 # ---------------------------------------------------------------- holding rows
+@dataclass
+class GuardWindow:
+    """One change judged across the batches it is pushed in (an import's, the outbox
+    worker's): what was let through counts with every later batch, and once the guard
+    trips at an IdP, the change's later rows there are held too (else the batches
+    after a held one, each under the guard, would delete what it held back)."""
+
+    passed: dict[str, Effects] = field(default_factory=dict)
+    tripped: dict[str, list[Trip]] = field(default_factory=dict)
+
+
 def hold_over(
     outbound: Outbound,
     rows: list[OutboxRow],
     report: OutboundReport,
     allow: int | None = None,
-    window: dict[str, Effects] | None = None,
+    window: GuardWindow | None = None,
 ) -> list[OutboxRow]:
     """Hold (in the outbox, status ``held``) the rows of the IdPs where they would
-    trip the guard; return the others, to push. With ``window``, the effects already
-    let through in it count too (and these are added to it)."""
+    trip the guard; return the others, to push. With ``window``, they are judged as
+    part of the change it stands for (see :class:`GuardWindow`)."""
     found = effects_of(outbound, outbound.directory, rows)
-    judged = [e.merged(window.get(e.idp)) for e in found] if window is not None else found
-    verdict = judge(outbound, judged, allow)
+    if window is None:
+        verdict = judge(outbound, found, allow)
+    else:
+        verdict = judge(outbound, [e.merged(window.passed.get(e.idp)) for e in found], allow)
+        _remember(window, verdict, found, {r.idp for r in rows})
     tripped = {t.idp for t in verdict.trips}
-    if window is not None:
-        for e in found:
-            if e.idp not in tripped:
-                window[e.idp] = e.merged(window.get(e.idp))
     if tripped:
         _hold(outbound, [r for r in rows if r.idp in tripped], verdict, report)
     return [r for r in rows if r.idp not in tripped]
+
+
+def _remember(window: GuardWindow, verdict: Verdict, found: list[Effects], idps: set[str]) -> None:
+    """Add this batch to ``window``: the trips of earlier batches hold it too."""
+    for trip in verdict.trips:
+        window.tripped.setdefault(trip.idp, []).append(trip)
+    now = {t.idp for t in verdict.trips}
+    verdict.trips += [t for i in sorted(idps - now) for t in window.tripped.get(i, [])]
+    for effects in found:
+        if effects.idp not in window.tripped:
+            window.passed[effects.idp] = effects.merged(window.passed.get(effects.idp))
 
 
 def _hold(
@@ -351,4 +372,4 @@ def _hold(
             )
             for row in mine:
                 report.note("held", idp, row.id)
-    report.guard += [t.message for t in verdict.trips]
+    report.guard += [t.message for t in verdict.trips if t.message not in report.guard]

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from idprov.config.models import Config, IdentityProviderConfig
     from idprov.connectors.base import Connector
     from idprov.model import Role, User
+    from idprov.provisioning.guard import GuardWindow
     from idprov.provisioning.state import StateStore
 
 WORK_BATCH = 500
@@ -275,8 +276,11 @@ class Outbound:
         """The worker: claim due rows and drain them, batch after batch. With ``once``,
         drain what is due now (every row, if ``eager``), each row at most once, and
         return; else keep waiting for rows to come due until ``stop`` is set."""
+        from idprov.provisioning.guard import GuardWindow
+
         total = OutboundReport()
         stop = stop or threading.Event()
+        window = GuardWindow()  # the batches of one pass, or until idle, are one change
         if once:
             names = self._worked_idps(idps, total, eager)
             self.release_the_dead()
@@ -288,23 +292,28 @@ class Outbound:
                     batch = self.state.outbox.claim_ids(
                         ids[start : start + self.batch], self.owner, self.lease
                     )
-                total.merge(self._drain_judged(batch, progress))
+                total.merge(self._drain_judged(batch, progress, window))
             return total
         while not stop.is_set():
             batch = self._due_batch(idps, total)
             if batch:
-                total.merge(self._drain_judged(batch, progress))
+                total.merge(self._drain_judged(batch, progress, window))
             else:
+                window = GuardWindow()  # idle: what comes next is another change
                 stop.wait(self._idle_wait(idps))
         return total
 
-    def _drain_judged(self, batch: list[OutboxRow], progress: Progress | None) -> OutboundReport:
+    def _drain_judged(
+        self, batch: list[OutboxRow], progress: Progress | None, window: GuardWindow
+    ) -> OutboundReport:
         """Drain a claimed batch, but first let the deletion guard hold what a change
-        committed without a push (`import --no-push`) would destroy at once."""
+        committed without a push (`import --no-push`) would destroy, judged with the
+        batches before it in ``window``."""
         from idprov.provisioning.guard import hold_over
 
         report = OutboundReport()
-        return self._drain_claimed(hold_over(self, batch, report), report, progress, None)
+        pushed = hold_over(self, batch, report, window=window)
+        return self._drain_claimed(pushed, report, progress, None)
 
     def _due_batch(self, idps: Sequence[str] | None, total: OutboundReport) -> list[OutboxRow]:
         """Claim the next due rows of the configured IdPs; note orphaned ones once."""

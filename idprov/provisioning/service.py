@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import httpx
 
     from idprov.connectors.base import CheckReport, Connector
-    from idprov.provisioning.guard import Effects, Verdict
+    from idprov.provisioning.guard import GuardWindow, Verdict
     from idprov.provisioning.internal_roles import InternalRoles
     from idprov.provisioning.outbound import Outbound
     from idprov.provisioning.outbox import OutboxRow
@@ -96,7 +96,7 @@ class IdentityService:
         """How the engine waits between retries (tests record instead of sleeping)."""
         self.wait: Wait = wait
         """Which IdPs a change waits for: ``all``, or only the ``blocking`` ones."""
-        self._guard_window: dict[str, Effects] | None = None
+        self._guard_window: GuardWindow | None = None
         self.allow_deletes: int | None = None
         """Destructive effects of each kind per IdP the deletion guard lets through
         (``--allow-deletes N``, or what a person confirmed); None: the guard's own."""
@@ -287,7 +287,9 @@ class IdentityService:
     def guard_window(self) -> Iterator[None]:
         """Judge the pushes made inside as one change (an import's batches): many small
         pushes cannot slip a mass deletion past the deletion guard."""
-        self._guard_window = {}
+        from idprov.provisioning.guard import GuardWindow
+
+        self._guard_window = GuardWindow()
         try:
             yield
         finally:
