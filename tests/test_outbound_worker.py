@@ -198,6 +198,23 @@ def test_a_non_blocking_idp_is_left_to_the_worker_when_not_waiting(tmp_path, fak
         assert svc.outbox_rows() == []
 
 
+def test_a_push_takes_up_left_pending_rows_only_at_the_idps_it_pushes_to(tmp_path, fake):
+    """Rows a stopped command left pending are pushed by the next change's push, at
+    the IdPs it pushes to; a non-blocking IdP's are the worker's: a backlog there is
+    not read and judged again by every request of `idprov serve`."""
+    idps = idp_yaml("sync", BASE) + idp_yaml("later", BASE, extra="    blocking: false")
+    with service(tmp_path, fake, idps, ["sync", "later"], wait="blocking") as svc:
+        with svc.unit_of_work(push=False) as uow:
+            for name in ("ann", "ben", "cat"):
+                uow.add_user(name, {"email": f"{name}@example.com"})
+        svc.state.db.execute("UPDATE outbox SET updated_at = '2000-01-01T00:00:00.000Z'")
+        report = svc.add_user("dave", {"email": "dave@example.com"}).outbound
+        assert report.idps["sync"].count("done") == 4  # the leftovers went along
+        assert report.queued == {"later": 1}  # dave's row only
+        left = sorted((r.idp, r.label) for r in svc.outbox_rows())
+        assert left == [("later", n) for n in ("ann", "ben", "cat", "dave")]
+
+
 def test_the_cli_waits_for_non_blocking_idps_unless_no_wait(
     tmp_path, cli, monkeypatch, scim2_server
 ):

@@ -185,11 +185,11 @@ class Outbox:
         *,
         idps: Sequence[str] | None = None,
         status: str | None = None,
-        stale_pending: bool = False,
+        stale_pending: Sequence[str] = (),
         local_ids: Sequence[str] | None = None,
     ) -> list[OutboxRow]:
-        """Rows by id, or by IdP/status/entity; ``stale_pending`` adds pending rows
-        left by a command that stopped before draining them."""
+        """Rows by id, or by IdP/status/entity; ``stale_pending`` (IdPs) adds their
+        pending rows left by a command that stopped before draining them."""
         where: list[str] = []
         params: list[Any] = []
         if ids is not None:
@@ -205,8 +205,11 @@ class Outbox:
             params.append(status)
         clause = " AND ".join(where) or "TRUE"
         if stale_pending:
-            clause = f"(({clause}) AND status != 'held') OR (status = 'pending' AND updated_at < ?)"
-            params.append(stamp_in(-STALE_AFTER_SECONDS))
+            clause = (
+                f"(({clause}) AND status != 'held') OR (status = 'pending' AND updated_at < ?"
+                f" AND idp IN {_in(stale_pending)})"
+            )
+            params += [stamp_in(-STALE_AFTER_SECONDS), *stale_pending]
         rows = self.db.execute(
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE {clause} ORDER BY id", params
         ).fetchall()

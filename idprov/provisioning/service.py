@@ -254,7 +254,9 @@ class IdentityService:
         if not row_ids and not self.targets():
             return None
         abandoned = self.outbound.release_the_dead()  # a killed command's rows
-        rows = self.state.outbox.rows([*row_ids, *abandoned], stale_pending=True)
+        # and a crashed one's, at the IdPs pushed now: the others' are the worker's
+        pushed_now = [name for name in self.targets() if self.waits_for(name)]
+        rows = self.state.outbox.rows([*row_ids, *abandoned], stale_pending=pushed_now)
         report = OutboundReport()
         if not guarded:
             rows = self._hold_over_guard(rows, report)
