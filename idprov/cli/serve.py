@@ -48,8 +48,9 @@ def serve(
     workers: Annotated[
         int,
         typer.Option(
-            help="Processes serving on the one port (a few per core: 3 or 4 did best on 2 "
-            "cores); a worker that dies is started again."
+            help="Processes serving on the one port (a few per core: 4 did best on 2 "
+            "cores), and one more that pushes in the background (at a lower priority); "
+            "a process that dies is started again."
         ),
     ] = 1,
     json: JsonOpt = False,
