@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -243,14 +243,16 @@ class IdentityService:
         passwords: Mapping[str, str] | None = None,
         guarded: bool = False,
         claims: Sequence[str] = (),
+        fresh: Collection[int] = (),
     ) -> OutboundReport | None:
         """Drain committed outbox rows (and the rows a killed command was pushing, and
         pending rows a crashed command left) at the IdPs this service waits for; the
         rest are counted as queued for the worker. First the deletion guard judges
-        them (unless ``guarded``: sync judged its plan): the rows of an IdP where
-        they would destroy too much are held in the outbox, not pushed. Rows the
-        changes' transactions claimed (under the names ``claims``) are drained
-        without claiming them again."""
+        them (unless ``guarded``: sync judged its plan; the ``fresh`` rows of what the
+        changes created have nothing to judge): the rows of an IdP where they would
+        destroy too much are held in the outbox, not pushed. Rows the changes'
+        transactions claimed (under the names ``claims``) are drained without
+        claiming them again."""
         if not row_ids and not self.targets():
             return None
         abandoned = self.outbound.release_the_dead()  # a killed command's rows
@@ -258,8 +260,11 @@ class IdentityService:
         pushed_now = [name for name in self.targets() if self.waits_for(name)]
         rows = self.state.outbox.rows([*row_ids, *abandoned], stale_pending=pushed_now)
         report = OutboundReport()
-        if not guarded:
-            rows = self._hold_over_guard(rows, report)
+        fresh = set(fresh)
+        judged = [r for r in rows if r.id not in fresh] if not guarded else []
+        if judged:
+            kept = {r.id for r in self._hold_over_guard(judged, report)}
+            rows = [r for r in rows if r.id in kept or r.id in fresh]
         now_rows = [r for r in rows if self.waits_for(r.idp)]
         report.merge(self.outbound.drain(now_rows, self.progress, passwords, claims))
         for row in rows:
@@ -275,7 +280,8 @@ class IdentityService:
         rows = [r for change in changes for r in change.rows]
         passwords = {k: v for change in changes for k, v in change.passwords.items()}
         claims = [name for change in changes for name in change.claims]
-        report = self.push(rows, passwords, claims=claims)
+        fresh = [r for change in changes for r in change.fresh]
+        report = self.push(rows, passwords, claims=claims, fresh=fresh)
         if report is None or len(changes) == 1:
             return [report if changes[0].rows else None] if changes else []
         return [report.only(set(change.rows)) if change.rows else None for change in changes]

@@ -47,12 +47,16 @@ class PendingPush:
     push drains them under those names, with no transaction of its own to claim them."""
     queued: list[tuple[int, str]] = field(default_factory=list)
     """(row, IdP) the changes left to the outbox worker (``blocking: false`` IdPs)."""
+    fresh: list[int] = field(default_factory=list)
+    """Rows of users and roles the changes created: nothing of theirs is at a target
+    yet, so the deletion guard has nothing to judge in them."""
 
     def add(self, other: PendingPush) -> None:
         self.rows += other.rows
         self.passwords.update(other.passwords)
         self.claims += other.claims
         self.queued += other.queued
+        self.fresh += other.fresh
 
 
 class UnitOfWork:
@@ -95,7 +99,8 @@ class UnitOfWork:
         left = {r for r in self._fresh if r not in waited} if waited_only else set()
         rows = [r for r in self.rows if r not in left]
         queued = [(r, self._idps[r]) for r in sorted(left)]
-        return PendingPush(rows, dict(self.passwords), claims, queued)
+        fresh = [r for r in rows if r in self._fresh]
+        return PendingPush(rows, dict(self.passwords), claims, queued, fresh)
 
     # ---- the transaction
     def __enter__(self) -> UnitOfWork:
