@@ -5,10 +5,14 @@ User-Agent), and a transport failure as idprov reports it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +20,7 @@ import pytest
 from idprov.connectors.base import TargetError
 from idprov.connectors.http import HttpOptions, send
 from idprov.connectors.http_client import HttpClient
+from tests.peers.slapd import make_certificates
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -101,3 +106,102 @@ def test_a_proxy_that_cannot_be_reached_is_a_retryable_error_naming_the_target(m
         client.close()
     assert caught.value.retryable
     assert "list users: cannot reach http://scim.example.invalid" in str(caught.value)
+
+
+# ---------------------------------------------------------------- HTTPS through a proxy
+class Tunnel:
+    """A forward proxy for HTTPS (RFC 9110 CONNECT): it sees only where a client goes,
+    then relays the encrypted bytes both ways."""
+
+    def __init__(self) -> None:
+        self.targets: list[str] = []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(4096)
+            if not chunk:
+                return client.close()
+            head += chunk
+        method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ")
+        self.targets.append(f"{method} {target}")
+        host, port = target.rsplit(":", 1)
+        upstream = socket.create_connection((host, int(port)))
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        for source, sink in ((client, upstream), (upstream, client)):
+            threading.Thread(target=_relay, args=(source, sink), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _relay(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while chunk := source.recv(65536):
+            sink.sendall(chunk)
+    except OSError:
+        pass
+    finally:  # one side is done: the tunnel is (the other relay's recv then fails)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+
+@pytest.fixture
+def https_target(tmp_path: Path) -> Iterator[tuple[str, Path, list[tuple[str, str, dict]]]]:
+    make_certificates(tmp_path / "tls")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "tls" / "server.pem", tmp_path / "tls" / "server.key")
+    seen: list[tuple[str, str, dict[str, str]]] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (Recorder,), {"seen": seen}))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{server.server_address[1]}/v2", tmp_path / "tls" / "ca.pem", seen
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "ALL_PROXY", "https_proxy"])
+def test_https_goes_through_the_proxys_tunnel_with_the_certificate_verified(
+    https_target, monkeypatch, variable
+):
+    url, ca_file, seen = https_target
+    tunnel = Tunnel()
+    monkeypatch.setenv(variable, tunnel.url)
+    options = HttpOptions(base_url=url, auth="none", ca_file=str(ca_file), timeout=5)
+    client = HttpClient(options, 1)
+    try:
+        response = send(client, "POST", f"{url}/Users", what="create", json={})
+    finally:
+        client.close()
+        tunnel.close()
+    assert response.status_code == 201
+    assert tunnel.targets == [f"CONNECT {url.split('/')[2]}"]
+    assert [(method, path) for method, path, _ in seen] == [("POST", "/v2/Users")]
+
+
+def test_through_a_proxy_a_certificate_no_trusted_ca_signed_is_refused(https_target, monkeypatch):
+    url, _, seen = https_target
+    tunnel = Tunnel()
+    monkeypatch.setenv("HTTPS_PROXY", tunnel.url)
+    client = HttpClient(HttpOptions(base_url=url, auth="none", timeout=5), 1)
+    try:
+        with pytest.raises(TargetError) as caught:
+            send(client, "POST", f"{url}/Users", what="create", json={})
+    finally:
+        client.close()
+        tunnel.close()
+    assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
+    assert tunnel.targets and seen == []  # the tunnel was opened; nothing reached the target
