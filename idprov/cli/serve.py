@@ -144,7 +144,13 @@ def _serve(
 
     processes = workers + 1 if background else workers
     names = {workers: "the outbox worker"}
-    supervisor = Supervisor(processes, one_worker, lambda: _say_ready(ready), names=names)
+    def started(pids: dict[int, int]) -> None:
+        ready["workers_pids"] = [pid for index, pid in sorted(pids.items()) if index < workers]
+        if background:
+            ready["outbox_worker_pid"] = pids.get(workers)
+        _say_ready(ready)
+
+    supervisor = Supervisor(processes, one_worker, started, names=names)
     if supervisor.run() != 0:
         raise IdprovError(
             "idprov serve stopped: its workers kept failing as they started",

@@ -149,9 +149,10 @@ class Supervisor:
 
     count: int
     serve: Callable[[int, Callable[[], None]], int]
-    started: Callable[[], None] = lambda: None
-    """Called once every first worker listens, or died trying (`serve` then says
-    where it listens)."""
+    started: Callable[[dict[int, int]], None] = lambda pids: None
+    """Called once every first worker listens, or died trying, with the pid of each
+    index still running (`serve` then says where it listens, and which process is
+    which)."""
     say: TextIO = field(default_factory=lambda: sys.stderr)
     names: dict[int, str] = field(default_factory=dict)
     """What messages call the process of an index (default: "worker N")."""
@@ -171,7 +172,7 @@ class Supervisor:
         try:
             self._start_listening()
             if not self.stopping:
-                self.started()
+                self.started({w.index: w.pid for w in self.workers.values()})
             return self._watch()
         finally:
             for sig, handler in previous.items():
