@@ -144,6 +144,7 @@ def _serve(
 
     processes = workers + 1 if background else workers
     names = {workers: "the outbox worker"}
+
     def started(pids: dict[int, int]) -> None:
         ready["workers_pids"] = [pid for index, pid in sorted(pids.items()) if index < workers]
         if background:
