@@ -16,7 +16,7 @@ from idprov.cli.render_reports import explanation as explanation
 from idprov.cli.render_reports import import_report as import_report
 from idprov.cli.render_reports import outbound_report as outbound_report
 from idprov.cli.render_reports import sync_result as sync_result
-from idprov.cli.tables import Styled, console, esc, note, table
+from idprov.cli.tables import Styled, console, esc, note, on_terminal, table
 from idprov.cli.tables import message as message
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def user_page(page: PageStream) -> None:
     columns = ["username", *(["domain"] if many else []), "email", "display name", "roles"]
     shown = [0]
     table(columns, _user_rows(chain([first], page.items), many, shown))
-    note(f"[dim]{page.offset + 1}–{page.offset + shown[0]} of {page.total}[/]")
+    note(f"{page.offset + 1}–{page.offset + shown[0]} of {page.total}", style="dim")
 
 
 def _user_rows(users: Iterable[User], with_domain: bool, shown: list[int]) -> Iterator[list[str]]:
@@ -171,7 +171,7 @@ def audit(entries: list[AuditEntry]) -> None:
     if not entries:
         note("no audit entries match")
         return
-    if not console().is_terminal:  # every detail in full, a column each
+    if not on_terminal():  # every detail in full, a column each
         columns = ["at", "actor", "application", "action", "target", "outcome", "details"]
         table(columns, (_audit_row(e) for e in entries))
         return

@@ -8,6 +8,7 @@ rows come (a listing of every user is not held first), and notes such as "1–20
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
@@ -25,6 +26,16 @@ def console() -> Console:
 
         _console = Console(highlight=False, soft_wrap=True)
     return _console
+
+
+def on_terminal() -> bool:
+    """Whether standard output is a terminal, as rich decides it. Rich is imported
+    (13 ms) only to answer when it may say yes: output to a terminal, or an
+    environment that overrides its test (``TTY_COMPATIBLE``, ``FORCE_COLOR``)."""
+    overridden = {"TTY_COMPATIBLE", "FORCE_COLOR"} & os.environ.keys()
+    if _console is None and not overridden and not sys.stdout.isatty():
+        return False
+    return console().is_terminal
 
 
 def esc(text: object) -> str:
@@ -49,7 +60,7 @@ def table(
 ) -> None:
     """Print rows: a rich table on a terminal, else tab-separated lines (see the
     module docstring). Cells are plain values; markup in them is shown as typed."""
-    if not console().is_terminal:
+    if not on_terminal():
         if title:
             note(title)
         write = sys.stdout.write  # line by line: a reader that goes away is noticed
@@ -79,14 +90,13 @@ def _rich_cell(value: object) -> str:
     return esc(value)
 
 
-def note(text: str) -> None:
-    """A line about the output rather than of it: stdout on a terminal, else stderr."""
-    if console().is_terminal:
-        console().print(text)
+def note(text: str, style: str | None = None) -> None:
+    """A line about the output rather than of it (plain text, shown as written):
+    stdout on a terminal, in ``style``; else a plain line on stderr."""
+    if on_terminal():
+        console().print(esc(text), style=style)
         return
-    from rich.console import Console
-
-    Console(stderr=True, highlight=False, soft_wrap=True, no_color=True).print(text)
+    sys.stderr.write(text + "\n")
 
 
 def message(text: str) -> None:
