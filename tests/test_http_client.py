@@ -205,3 +205,22 @@ def test_through_a_proxy_a_certificate_no_trusted_ca_signed_is_refused(https_tar
         tunnel.close()
     assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
     assert tunnel.targets and seen == []  # the tunnel was opened; nothing reached the target
+
+
+def test_retry_after_is_read_as_seconds_or_as_an_http_date():
+    """RFC 9110 §10.2.3: a number of seconds, or an HTTP date (when to come back)."""
+    import email.utils
+    import time
+
+    import httpx
+
+    from idprov.connectors.http import retry_after
+
+    def after(value: str) -> float | None:
+        return retry_after(httpx.Response(503, headers={"Retry-After": value}))
+
+    soon = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert after("120") == 120.0
+    assert 25 <= (after(soon) or 0) <= 31
+    assert after("Sun, 06 Nov 1994 08:49:37 GMT") == 0.0  # past: at once
+    assert after("in a while") is None

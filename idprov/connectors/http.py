@@ -10,7 +10,6 @@ connection failures, 408, 429 and 5xx, and ``Retry-After`` parsed.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import threading
 import time
@@ -185,6 +184,8 @@ def retry_after(response: httpx.Response) -> float | None:
         return max(float(value), 0.0)
     except ValueError:
         pass
+    import email.utils  # 4.6 ms, for this rare form only (every command with IdPs imports us)
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
