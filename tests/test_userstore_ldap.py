@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -740,6 +741,43 @@ def test_a_server_that_is_down_is_a_store_error_naming_the_url(private_slapd, op
     with pytest.raises(StoreError) as info:
         store.find_user("alice")
     assert slapd.url in info.value.message and "cannot be reached" in info.value.message
+
+
+@pytest.fixture
+def echo_server() -> Iterator[str]:
+    """Not an LDAP server: it sends back what it gets (as a client's socket that
+    connected to itself does, once a stopped server's port is free)."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def echo() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                while data := conn.recv(4096):
+                    conn.sendall(data)
+
+    threading.Thread(target=echo, daemon=True).start()
+    yield f"ldap://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+@pytest.mark.parametrize("client", ["idprov's BER", "ldap3"])
+def test_a_server_that_does_not_speak_ldap_is_a_store_error(slapd, open_store, echo_server, client):
+    """An answer that is no LDAP response (here the bind request itself, password
+    included) is an idprov error naming the url, and never shows what came back. A
+    store's reads bind with idprov's BER; once it has written, with ldap3 (CI met it:
+    a socket that connected to itself, once a stopped server's port was free, and a
+    KeyError out of ldap3's decoder)."""
+    store = open_store(url=echo_server)
+    store._writer = client == "ldap3"  # as after its first write
+    with pytest.raises(StoreError) as info:
+        store.find_user("alice")
+    said = info.value.message + str(info.value.hint)
+    assert echo_server in said and "not an LDAP response" in said
+    assert slapd.root_password not in said
 
 
 def test_a_dropped_connection_is_reopened_once(private_slapd, open_store):

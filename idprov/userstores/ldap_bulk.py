@@ -30,12 +30,18 @@ _SEARCH_REQUEST, _SEARCH_ENTRY, _SEARCH_DONE, _SEARCH_REFERENCE = 0x63, 0x64, 0x
 _ADD_REQUEST, _ADD_RESPONSE, _MODIFY_REQUEST = 0x68, 0x69, 0x66
 _AND, _OR, _EQUALITY = 0xA0, 0xA1, 0xA3
 _CONTROLS = 0xA0
+_RESPONSES = frozenset((0x61, 0x64, 0x65, 0x67, 0x69, 0x6B, 0x6D, 0x6F, 0x73, 0x78, 0x79))
+"""The protocol ops a server sends (RFC 4511 4.2-4.12: bind, search entry, done and
+reference, modify, add, delete, modify DN, compare, extended, intermediate)."""
 PAGED_RESULTS = b"1.2.840.113556.1.4.319"
 _ADD_SUCCESS = bytes((_ADD_RESPONSE, 7, _ENUMERATED, 1, 0, _OCTETS, 0, _OCTETS, 0))
 """An AddResponse of success with no matched DN, message or controls."""
 
 Values = Sequence[str | bytes]
 Attributes = dict[str, list[bytes]]
+
+
+NOT_LDAP = "an answer that is not an LDAP response: is url the directory server's?"
 
 
 class ConnectionLost(Exception):
@@ -397,6 +403,8 @@ class Pipeline:
     def _take(self, message: bytes) -> int:
         """File one message; 1 if it ended a request, else 0."""
         message_id, op, start, end = decode_message(message)
+        if op not in _RESPONSES:  # never read on: a request sent back carries the password
+            raise ConnectionLost(NOT_LDAP)
         index = message_id - FIRST_MESSAGE_ID
         if message_id == NOTICE_OF_DISCONNECTION:
             text = decode_result(message, start, end).message

@@ -25,7 +25,14 @@ from idprov.errors import (
     StoreError,
 )
 from idprov.userstores.base import UserStore
-from idprov.userstores.ldap_bulk import ConnectionLost, Pipeline, Reply, encode_search, paged
+from idprov.userstores.ldap_bulk import (
+    NOT_LDAP,
+    ConnectionLost,
+    Pipeline,
+    Reply,
+    encode_search,
+    paged,
+)
 from idprov.userstores.ldap_escape import (
     BASE,
     LEVEL,
@@ -201,6 +208,8 @@ class LdapSession(UserStore):
             if is_tls_failure(exc):
                 raise self._tls_failed(exc) from exc
             raise self._unreachable(exc, "connect") from exc
+        except (KeyError, IndexError, ValueError, TypeError) as exc:  # ldap3's decoder
+            raise self._unreachable(ConnectionLost(NOT_LDAP), "connect") from exc
 
     def _bound_wire(self) -> WireConnection:
         try:
@@ -262,8 +271,9 @@ class LdapSession(UserStore):
             raise StoreError(f"{self._where()}: cannot {doing}: {exc}") from exc
 
     def _unreachable(self, exc: Exception, doing: str) -> StoreError:
+        why = exc.args[0] if isinstance(exc, ConnectionLost) and exc.args else exc
         return StoreError(
-            f"{self._where()}: cannot {doing}: the directory server cannot be reached ({exc})",
+            f"{self._where()}: cannot {doing}: the directory server cannot be reached ({why})",
             hint=f"check that the server at {self.config.url} is up, and userstore "
             f"{self.domain}'s url, start_tls and ca_file",
         )
