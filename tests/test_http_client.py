@@ -224,3 +224,31 @@ def test_retry_after_is_read_as_seconds_or_as_an_http_date():
     assert 25 <= (after(soon) or 0) <= 31
     assert after("Sun, 06 Nov 1994 08:49:37 GMT") == 0.0  # past: at once
     assert after("in a while") is None
+
+
+def test_a_target_that_echoes_the_credentials_never_puts_them_in_a_message(tmp_path, monkeypatch):
+    """A base_url naming a debugging endpoint by mistake gets the request sent back:
+    the error shown, audited and kept in the outbox has the token blanked."""
+    import httpx
+
+    from idprov.provisioning.state import AuditQuery
+    from tests.outbound_helpers import idp_yaml, make_service
+
+    token = "tok-9f8e7d6c5b4a39281706"
+    monkeypatch.setenv("SCIM_TOKEN", token)
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        headers = dict(request.headers)
+        if request.url.path.endswith("/Users") and request.method == "POST":
+            return httpx.Response(400, json={"detail": f"bad request {headers}"})
+        return httpx.Response(404, text=f"no such thing; you sent {headers}")
+
+    idps = idp_yaml("echo", "https://echo.example.com/v2")
+    with make_service(tmp_path, idps, ["echo"], http_transport=httpx.MockTransport(echo)) as svc:
+        report = svc.add_user("alice", {"email": "alice@example.com"}).outbound
+        [row] = svc.outbox_rows()
+        audit = json.dumps([e.to_dict() for e in svc.audit_log(AuditQuery())])
+    [failed] = report.idps["echo"].operations
+    assert failed.outcome == "failed" and "***" in (failed.error or "")
+    for said in (failed.error or "", row.last_error or "", audit):
+        assert token not in said

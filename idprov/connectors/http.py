@@ -241,8 +241,10 @@ def status_error(
     """The error of an HTTP error reply, by its status or by what the target's error
     body says (``conflict``, ``gone``, ``throttled``, ``retryable``): conflict, not
     found, throttled, credentials refused (401; 403 unless retryable), or another
-    failure, retryable for 408, 425, 429 and 5xx, ambiguous for 5xx."""
+    failure, retryable for 408, 425, 429 and 5xx, ambiguous for 5xx. What the reply
+    says is shown without the request's credentials (:func:`redact`)."""
     status = response.status_code
+    message = redact(message, response)
     if conflict or status == 409:
         return RemoteConflict(message, status=status)
     if gone or status == 404:
@@ -261,6 +263,32 @@ def status_error(
     )
 
 
+PLAIN_HEADERS = frozenset(
+    ("accept", "accept-encoding", "connection", "content-length", "content-type", "host")
+    + ("user-agent",)
+)
+"""Request headers that carry no credentials: every other value is blanked in what a
+reply says."""
+
+
+def redact(text: str, response: httpx.Response) -> str:
+    """``text`` (from a reply) with the credentials its request sent blanked: a target
+    may echo them in an error (a debugging endpoint a base_url names by mistake does),
+    and messages go to the terminal, the audit log and the outbox."""
+    try:
+        headers = response.request.headers
+    except RuntimeError:  # a response made without a request: nothing was sent
+        return text
+    sent = set()
+    for name, value in headers.items():
+        if name.lower() not in PLAIN_HEADERS:
+            sent.add(value)
+            sent.add(value.partition(" ")[2])  # the credentials of "Bearer X", "Basic Y"
+    for secret in sorted((v for v in sent if len(v) >= 8), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 def reply_json(response: httpx.Response) -> Any:
     """The reply's JSON, or None when it is not JSON."""
     try:
@@ -271,11 +299,15 @@ def reply_json(response: httpx.Response) -> Any:
 
 def reply_detail(response: httpx.Response, data: Any) -> str:
     """An error reply's detail for a message: its JSON ``data`` as sent, else the start
-    of its text."""
+    of its text (credentials blanked before either is cut short)."""
     if isinstance(data, dict | list):
-        return json.dumps(data, ensure_ascii=False)[:2000]
-    text = response.text.strip()
-    return text[:300] if text else "(empty reply)"
+        return redact(json.dumps(data, ensure_ascii=False), response)[:2000]
+    return reply_text(response) or "(empty reply)"
+
+
+def reply_text(response: httpx.Response, limit: int = 300) -> str:
+    """The start of a reply's text for a message, its request's credentials blanked."""
+    return redact(response.text.strip(), response)[:limit]
 
 
 def json_reply(response: httpx.Response, what: str, object_only: bool = True) -> Any:
@@ -288,7 +320,7 @@ def json_reply(response: httpx.Response, what: str, object_only: bool = True) ->
     if data is _INVALID or (object_only and not isinstance(data, dict)):
         raise TargetError(
             f"{what}: the reply is not {'a JSON object' if object_only else 'JSON'} "
-            f"({response.text[:80]!r})",
+            f"({reply_text(response, 80)!r})",
             status=response.status_code,
             retryable=True,
             ambiguous=True,

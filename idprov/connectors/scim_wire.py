@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from idprov.connectors.base import RemoteConflict, TargetError, Throttled
-from idprov.connectors.http import RETRYABLE_STATUS
+from idprov.connectors.http import RETRYABLE_STATUS, reply_text
 
 if TYPE_CHECKING:
     import httpx
@@ -164,7 +164,7 @@ def error_detail(
     try:
         data = response.json()
     except ValueError:
-        return response.text.strip()[:300] or None
+        return reply_text(response) or None
     return (read or scim2_error)(data)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from idprov.connectors.base import RemoteConflict, RemoteNotFound, TargetError
-from idprov.connectors.http import raise_for_status
+from idprov.connectors.http import raise_for_status, reply_text
 
 if TYPE_CHECKING:
     import httpx
@@ -238,9 +238,9 @@ def reply_element(response: httpx.Response, what: str) -> Any:
     try:
         element = soap_body(parse_xml(response.content))
     except ReplyRefused as exc:
-        raise_for_status(response, what, response.text.strip()[:300] or None)
+        raise_for_status(response, what, reply_text(response) or None)
         raise TargetError(
-            f"{what}: {exc}: {response.text.strip()[:80]!r}",
+            f"{what}: {exc}: {reply_text(response, 80)!r}",
             status=status,
             retryable=True,
             ambiguous=True,
