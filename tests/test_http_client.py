@@ -252,3 +252,15 @@ def test_a_target_that_echoes_the_credentials_never_puts_them_in_a_message(tmp_p
     assert failed.outcome == "failed" and "***" in (failed.error or "")
     for said in (failed.error or "", row.last_error or "", audit):
         assert token not in said
+
+
+def test_an_oauth_token_requests_form_values_are_blanked_in_what_its_reply_says():
+    import httpx
+
+    from idprov.connectors.http import redact
+
+    form = {"grant_type": "client_credentials", "client_secret": "s3cr3t-value-42"}
+    request = httpx.Request("POST", "https://login.example.com/token", data=form)
+    reply = httpx.Response(400, text=f"invalid_client: got {form}", request=request)
+    said = redact(reply.text, reply)
+    assert "s3cr3t-value-42" not in said and "client_credentials" in said

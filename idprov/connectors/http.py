@@ -284,9 +284,27 @@ def redact(text: str, response: httpx.Response) -> str:
         if name.lower() not in PLAIN_HEADERS:
             sent.add(value)
             sent.add(value.partition(" ")[2])  # the credentials of "Bearer X", "Basic Y"
+    sent.update(_form_values(response.request))
     for secret in sorted((v for v in sent if len(v) >= 8), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
+
+
+def _form_values(request: httpx.Request) -> list[str]:
+    """The values of a form a request sent (an OAuth token request's client secret or
+    signed assertion), but its grant type and scope."""
+    from urllib.parse import parse_qsl
+
+    import httpx
+
+    if not request.headers.get("content-type", "").startswith("application/x-www-form"):
+        return []
+    try:
+        body = request.content
+    except httpx.RequestNotRead:  # a streamed body (idprov sends none)
+        return []
+    form = parse_qsl(body.decode("utf-8", "replace"))
+    return [value for key, value in form if key not in ("grant_type", "scope")]
 
 
 def reply_json(response: httpx.Response) -> Any:
