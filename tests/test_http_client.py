@@ -19,7 +19,7 @@ import pytest
 
 from idprov.connectors.base import TargetError
 from idprov.connectors.http import HttpOptions, send
-from idprov.connectors.http_client import HttpClient
+from idprov.connectors.http_client import ThreadClient
 from tests.peers.slapd import make_certificates
 
 
@@ -64,8 +64,8 @@ def no_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name.lower(), raising=False)
 
 
-def client_for(base_url: str) -> HttpClient:
-    return HttpClient(HttpOptions(base_url=base_url, auth="none", timeout=5), 1)
+def client_for(base_url: str) -> ThreadClient:
+    return ThreadClient(HttpOptions(base_url=base_url, auth="none", timeout=5), 1)
 
 
 def test_requests_go_through_the_proxy_the_environment_names(recorder, monkeypatch):
@@ -181,7 +181,7 @@ def test_https_goes_through_the_proxys_tunnel_with_the_certificate_verified(
     tunnel = Tunnel()
     monkeypatch.setenv(variable, tunnel.url)
     options = HttpOptions(base_url=url, auth="none", ca_file=str(ca_file), timeout=5)
-    client = HttpClient(options, 1)
+    client = ThreadClient(options, 1)
     try:
         response = send(client, "POST", f"{url}/Users", what="create", json={})
     finally:
@@ -196,7 +196,7 @@ def test_through_a_proxy_a_certificate_no_trusted_ca_signed_is_refused(https_tar
     url, _, seen = https_target
     tunnel = Tunnel()
     monkeypatch.setenv("HTTPS_PROXY", tunnel.url)
-    client = HttpClient(HttpOptions(base_url=url, auth="none", timeout=5), 1)
+    client = ThreadClient(HttpOptions(base_url=url, auth="none", timeout=5), 1)
     try:
         with pytest.raises(TargetError) as caught:
             send(client, "POST", f"{url}/Users", what="create", json={})
@@ -264,3 +264,18 @@ def test_an_oauth_token_requests_form_values_are_blanked_in_what_its_reply_says(
     reply = httpx.Response(400, text=f"invalid_client: got {form}", request=request)
     said = redact(reply.text, reply)
     assert "s3cr3t-value-42" not in said and "client_credentials" in said
+
+
+def test_a_proxy_setting_that_cannot_be_used_is_a_clear_error_without_its_password(
+    monkeypatch,
+):
+    monkeypatch.setenv("HTTPS_PROXY", "http://ops:pr0xy-pa55word@proxy.corp:notaport")
+    client = client_for("https://scim.example.invalid/v2")
+    try:
+        with pytest.raises(TargetError) as caught:
+            send(client, "GET", "https://scim.example.invalid/v2/Users", what="list users")
+    finally:
+        client.close()
+    said = caught.value.message + str(caught.value.hint)
+    assert "cannot use the proxy the environment names for https://scim.example.invalid" in said
+    assert "HTTPS_PROXY" in str(caught.value.hint) and "pr0xy-pa55word" not in said

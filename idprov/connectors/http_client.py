@@ -35,6 +35,32 @@ def _user_agent() -> str:
 
 
 class HttpClient:
+    """The client interface connectors use: :meth:`request` and its verbs, and
+    :meth:`close`."""
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def put(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("PUT", url, **kwargs)
+
+    def patch(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("PATCH", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("DELETE", url, **kwargs)
+
+
+class ThreadClient(HttpClient):
     """Requests to one identity provider from one thread (see the module docstring)."""
 
     def __init__(
@@ -80,21 +106,6 @@ class HttpClient:
         response.request = request
         return response
 
-    def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self.request("GET", url, **kwargs)
-
-    def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self.request("POST", url, **kwargs)
-
-    def put(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self.request("PUT", url, **kwargs)
-
-    def patch(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self.request("PATCH", url, **kwargs)
-
-    def delete(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self.request("DELETE", url, **kwargs)
-
     def close(self) -> None:
         transports, self._transports = list(self._transports.values()), {}
         for transport in transports:
@@ -106,12 +117,28 @@ class HttpClient:
         origin = (url.scheme, url.host, url.port)
         transport = self._transports.get(origin)
         if transport is None:
-            import httpx
-
-            transport = self._transports[origin] = httpx.HTTPTransport(
-                verify=self._tls, limits=self._limits, proxy=environment_proxy(url)
-            )
+            transport = self._transports[origin] = self._new_transport(url)
         return transport
+
+    def _new_transport(self, url: httpx.URL) -> httpx.BaseTransport:
+        import httpx
+
+        proxy = environment_proxy(url)
+        try:
+            return httpx.HTTPTransport(verify=self._tls, limits=self._limits, proxy=proxy)
+        except (httpx.InvalidURL, ValueError, ImportError) as exc:  # ImportError: SOCKS
+            from idprov.connectors.base import TargetError
+
+            # the proxy URL is not shown: it may hold a user and password
+            said = str(exc)
+            if proxy and "@" in proxy:
+                said = said.replace(proxy.partition("://")[2].rpartition("@")[0], "***")
+            raise TargetError(
+                f"cannot use the proxy the environment names for {url.scheme}://{url.host}"
+                f" ({type(exc).__name__}: {said})",
+                hint="fix or unset HTTPS_PROXY, HTTP_PROXY and ALL_PROXY (an http:// "
+                "proxy URL), or list the host in NO_PROXY",
+            ) from exc
 
 
 def environment_proxy(url: httpx.URL) -> str | None:
@@ -129,14 +156,14 @@ def environment_proxy(url: httpx.URL) -> str | None:
 
 
 class PerThreadClient(HttpClient):
-    """An :class:`HttpClient` per thread, all made alike by ``factory``, behind the
+    """A :class:`ThreadClient` per thread, all made alike by ``factory``, behind the
     one client interface connectors use. The engine calls a target from up to
     ``max_concurrency`` threads at once; on one shared client they queue on its
     connection pool's lock (measured: 0.71x of a plain loop's throughput, against
     0.8x and more with a client per thread). Each thread's client keeps its own
     keep-alive connection."""
 
-    def __init__(self, factory: Any) -> None:  # a facade: no transport of its own
+    def __init__(self, factory: Any) -> None:
         self._factory = factory
         self._local = threading.local()
         self._all: list[Any] = []
@@ -151,7 +178,7 @@ class PerThreadClient(HttpClient):
         return client
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        return cast(HttpClient, self._client()).request(method, url, **kwargs)
+        return cast(ThreadClient, self._client()).request(method, url, **kwargs)
 
     def close(self) -> None:
         with self._lock:
@@ -163,9 +190,9 @@ class PerThreadClient(HttpClient):
 def per_thread_client(
     options: HttpOptions, transport: httpx.BaseTransport | None, limiter: RateLimiter | None
 ) -> HttpClient:
-    """A :class:`PerThreadClient` of :class:`HttpClient`; they share one TLS context."""
+    """A :class:`PerThreadClient` of :class:`ThreadClient`; they share one TLS context."""
     tls = tls_context(options)
-    return PerThreadClient(lambda: HttpClient(options, 1, transport, limiter, tls))
+    return PerThreadClient(lambda: ThreadClient(options, 1, transport, limiter, tls))
 
 
 def tls_context(options: HttpOptions) -> ssl.SSLContext:
