@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -104,6 +105,7 @@ def _serve(
 ) -> None:
     """Bind, say where, and serve: in this process, or in ``workers`` forked ones
     (each on a socket of its own where the kernel spreads connections over them)."""
+    from idprov.inbound.push_relay import listen_for_pushes
     from idprov.inbound.serve_http import base_url, bind, uvicorn_server
     from idprov.inbound.serve_workers import OWN_SOCKETS, Supervisor, run_outbox_worker
 
@@ -129,12 +131,20 @@ def _serve(
         port = sock.getsockname()[1]
         sock.close()  # each worker listens on its own
 
+    # The outbox worker pushes the workers' blocking changes too (push_relay): one
+    # process per target keeps its limits, and drains every worker's changes together.
+    relay = listen_for_pushes() if background and _blocking(server) else None
+
     def one_worker(index: int, listening: Callable[[], None]) -> int:
         if index == workers:  # one outbox worker is enough: claims let it push every row
-            return run_outbox_worker(build, listening)
+            return run_outbox_worker(build, listening, relay[0] if relay else None)
+        if relay is not None:
+            relay[0].close()  # the outbox worker's to accept on
         listener = bind(host, port, own=True) if own_sockets else sock
-        listening()
         forked = build()
+        if relay is not None:
+            forked.push_through(relay[1])  # it reaches the outbox worker first
+        listening()
         try:
             supervised = uvicorn_server(forked, certfile=tls[0], keyfile=tls[1], supervised=True)
             supervised.run(sockets=[listener])
@@ -151,12 +161,23 @@ def _serve(
             ready["outbox_worker_pid"] = pids.get(workers)
         _say_ready(ready)
 
-    supervisor = Supervisor(processes, one_worker, started, names=names)
-    if supervisor.run() != 0:
+    supervisor = Supervisor(processes, one_worker, started, names=names, last={workers})
+    try:
+        code = supervisor.run()
+    finally:
+        if relay is not None:
+            relay[0].close()
+            shutil.rmtree(relay[1].parent, ignore_errors=True)
+    if code != 0:
         raise IdprovError(
             "idprov serve stopped: its workers kept failing as they started",
             hint="see the errors above, fix their cause, and start it again",
         )
+
+
+def _blocking(server: InboundServer) -> bool:
+    """Whether requests wait for a push (an enabled IdP with ``blocking: true``)."""
+    return any(i.blocking and i.enabled for i in server.config.identity_providers)
 
 
 PLAIN_HTTP_WARNING = (

@@ -14,6 +14,8 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -64,7 +66,9 @@ class HttpOptions:
 
 
 class RateLimiter:
-    """Requests per second to one identity provider, shared by its threads.
+    """Requests per second to one identity provider, shared by its threads, and with a
+    ``concurrency``, requests in flight (:meth:`call`: every request holds one of
+    them until its reply is read).
 
     With a ``rate`` it spaces requests out; without one it only counts them. When the
     target throttles (:meth:`throttled`, fed by the engine for every
@@ -82,7 +86,11 @@ class RateLimiter:
     UNLIMITED = 1000.0
 
     def __init__(
-        self, rate: float | None, clock: Any = time.monotonic, sleep: Any = time.sleep
+        self,
+        rate: float | None,
+        clock: Any = time.monotonic,
+        sleep: Any = time.sleep,
+        concurrency: int | None = None,
     ) -> None:
 
         self.limit = rate
@@ -96,6 +104,7 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
+        self._slots = threading.BoundedSemaphore(concurrency) if concurrency else None
 
     @property
     def rate(self) -> float | None:
@@ -113,7 +122,20 @@ class RateLimiter:
             return self.limit
         return rate
 
+    @contextmanager
+    def call(self) -> Iterator[None]:
+        """Around one request: wait for a slot (with a ``concurrency``) and then for
+        the pace; the slot is let go when the reply has been read."""
+        if self._slots is None:
+            self.acquire()
+            yield
+            return
+        with self._slots:
+            self.acquire()
+            yield
+
     def acquire(self) -> None:
+        """Wait for the pace (a request is about to go)."""
         with self._lock:
             now = self._clock()
             self._forget_before(now)

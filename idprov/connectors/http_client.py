@@ -96,8 +96,12 @@ class ThreadClient(HttpClient):
         request = httpx.Request(
             method, url, headers=headers, extensions={"timeout": self._timeout}, **kwargs
         )
-        if self._limiter is not None:
-            self._limiter.acquire()
+        if self._limiter is None:
+            return self._send(request)
+        with self._limiter.call():
+            return self._send(request)
+
+    def _send(self, request: httpx.Request) -> httpx.Response:
         response = self._transport_for(request.url).handle_request(request)
         try:
             response.read()

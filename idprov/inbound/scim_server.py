@@ -85,11 +85,16 @@ from idprov.inbound.serve_http import (
     request_path,
     send_json,
 )
+from idprov.provisioning.connect import SharedLimits
 from idprov.provisioning.tokens import Caller
 
 if TYPE_CHECKING:
+    import socket
+    from pathlib import Path
+
     import httpx
 
+    from idprov.inbound.push_relay import RelayClient, RelayServer
     from idprov.inbound.serve_workers import WriterLock
     from idprov.provisioning.results import OutboundReport
     from idprov.provisioning.service import IdentityService
@@ -168,6 +173,13 @@ class InboundServer:
         self.readers = ThreadPoolExecutor(readers, thread_name_prefix="idprov-reader")
         self.pushers = ThreadPoolExecutor(pushers, thread_name_prefix="idprov-pusher")
         self.push_queue = PushQueue(self.pushers, self._push_now)
+        self.relay: RelayClient | None = None
+        """`serve --workers`: the connection to the outbox worker, which pushes this
+        worker's changes (see :meth:`push_through`)."""
+        self._relay_server: RelayServer | None = None
+        self.limits = SharedLimits()
+        """Each IdP's ``max_concurrency`` and ``rate_limit``, for the whole process
+        (every thread's and application's service)."""
         self.log = AccessLog(access_log or sys.stderr)
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -184,13 +196,45 @@ class InboundServer:
             from idprov.inbound.jit import jit_view
 
             config = jit_view(config, application)
-        return IdentityService(
+        service = IdentityService(
             config,
             application=application,
             actor=view,
             http_transport=self.http_transport,
             wait="blocking",
         )
+        service.outbound.limits = self.limits
+        if self.relay is not None:
+            service.outbound.pushed_by = self.relay.claim_name
+        return service
+
+    def push_through(self, path: Path) -> None:
+        """In a worker of `serve --workers`: have the outbox worker (listening at
+        ``path``) push this worker's changes, while it is reachable (see
+        :mod:`~idprov.inbound.push_relay`). Call before serving."""
+        from idprov.inbound.push_relay import RelayClient
+
+        self.relay = RelayClient(path)
+        if not self.relay.connect():
+            logging.getLogger("idprov.serve").warning(
+                "the outbox worker did not answer: this worker's changes wait in the "
+                "outbox until it does"
+            )
+
+    def push_for_workers(self, listener: socket.socket) -> None:
+        """In the outbox worker of `serve --workers`: push the workers' changes they
+        send on ``listener`` (the supervisor's socket), those of one caller drained
+        together whichever worker sent them."""
+        from idprov.inbound.push_relay import RelayServer
+
+        self._relay_server = RelayServer(listener, self.push_queue.submit)
+        self._relay_server.start()
+
+    def wait_for_workers(self, seconds: float) -> None:
+        """In the outbox worker, stopping: keep pushing for the workers until they are
+        gone (they stop at the same time, and finish their requests first)."""
+        if self._relay_server is not None:
+            self._relay_server.wait_for_workers(seconds)
 
     @property
     def has_outbox_work(self) -> bool:
@@ -252,8 +296,12 @@ class InboundServer:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self.relay is not None:
+                    self.relay.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.relay is not None:
+                    await self.relay.close()
                 await asyncio.get_running_loop().run_in_executor(None, self.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -323,7 +371,10 @@ class InboundServer:
         report = None
         if pending.rows:
             key = (caller.application, view, caller.token_id)
-            report = await asyncio.wrap_future(self.push_queue.submit(key, pending))
+            if self.relay is not None:
+                report = await self.relay.push(key, pending)
+            else:
+                report = await asyncio.wrap_future(self.push_queue.submit(key, pending))
         if pending.queued:
             from idprov.provisioning.results import OutboundReport
 

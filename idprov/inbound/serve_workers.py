@@ -78,22 +78,34 @@ def check_workers(count: int) -> None:
         raise UsageError("--workers above 1 needs fork(), which this system does not have")
 
 
-def run_outbox_worker(build: Callable[[], InboundServer], listening: Callable[[], None]) -> int:
+def run_outbox_worker(
+    build: Callable[[], InboundServer],
+    listening: Callable[[], None],
+    pushes: socket.socket | None = None,
+) -> int:
     """In the outbox worker's process of `serve --workers`: push in the background
     (see :meth:`~idprov.inbound.scim_server.InboundServer.start_worker`) until
-    SIGTERM, at a lower CPU priority than the workers that answer requests (nice
-    +:data:`OUTBOX_NICENESS`): on a busy machine replies come first, and the rows
-    wait in the outbox a little longer; on an idle one it runs at full speed."""
+    SIGTERM; with ``pushes`` (the supervisor's socket), also the workers' changes they
+    send there (:mod:`~idprov.inbound.push_relay`). When it makes only the background
+    pushes, it runs at a lower CPU priority than the workers that answer requests (nice
+    +:data:`OUTBOX_NICENESS`): on a busy machine replies come first, and the rows wait
+    in the outbox a little longer; on an idle one it runs at full speed. Requests wait
+    for the pushes it makes for the workers, so then it keeps the workers' priority."""
     stopped: list[int] = []  # a flag: a handler must not take a lock the loop may hold
     signal.signal(signal.SIGTERM, lambda signum, _frame: stopped.append(signum))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group
-    os.nice(OUTBOX_NICENESS)
-    listening()  # the server is ready once this process runs at its priority
+    if pushes is None:
+        os.nice(OUTBOX_NICENESS)
+        listening()  # the server is ready once this process runs at its priority
     server = build()
+    if pushes is not None:
+        server.push_for_workers(pushes)
+        listening()  # and, when the workers' pushes are its, once it takes them
     server.start_worker()
     try:
         while not stopped:
             time.sleep(0.2)
+        server.wait_for_workers(STOP_SECONDS)  # a stop sent to every process at once
     finally:
         server.close()
     return 0
@@ -156,6 +168,9 @@ class Supervisor:
     say: TextIO = field(default_factory=lambda: sys.stderr)
     names: dict[int, str] = field(default_factory=dict)
     """What messages call the process of an index (default: "worker N")."""
+    last: set[int] = field(default_factory=set)
+    """Indexes stopped only once the others are gone (the outbox worker: requests
+    that finish during the stop wait for the pushes it makes for them)."""
     workers: dict[int, Worker] = field(default_factory=dict)
     stopping: bool = False
     gave_up: bool = False
@@ -164,6 +179,8 @@ class Supervisor:
     """The write end of the pipe the first workers say "listening" on."""
     _heard: int | None = None
     """Its read end (the supervisor's)."""
+    _signalled: set[int] = field(default_factory=set)
+    """Pids sent the stop."""
 
     def run(self) -> int:
         """Supervise until stopped; 0 after a stop asked for by a signal, 1 when
@@ -240,6 +257,8 @@ class Supervisor:
             worker = self.workers.pop(pid, None)
             if worker is not None and not self.stopping:
                 self._replace(worker, status)
+            elif self.stopping:
+                self._stop_all()  # the last ones, once the others are gone
         return 1 if self.gave_up else 0
 
     def _wait(self, deadline: float | None) -> tuple[int, int]:
@@ -278,8 +297,11 @@ class Supervisor:
 
     def _stop_all(self) -> None:
         self.stopping = True
-        for pid in list(self.workers):
-            _signal(pid, signal.SIGTERM)
+        first = [w.pid for w in self.workers.values() if w.index not in self.last]
+        for pid in first or list(self.workers):
+            if pid not in self._signalled:
+                self._signalled.add(pid)
+                _signal(pid, signal.SIGTERM)
 
     def _kill_the_rest(self) -> None:
         for worker in list(self.workers.values()):

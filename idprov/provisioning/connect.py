@@ -9,6 +9,7 @@ declared, so the embedded default loads no connector) and in `config validate`.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     import httpx
 
     from idprov.connectors.base import Connector
+    from idprov.connectors.http import RateLimiter
 
 
 def check_identity_providers(config: Config) -> None:
@@ -79,8 +81,10 @@ def open_connector(
     idp: IdentityProviderConfig,
     transport: httpx.BaseTransport | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    limiter: RateLimiter | None = None,
 ) -> Connector:
-    """The connector for ``idp``, with an HTTP client of its own if it speaks HTTP."""
+    """The connector for ``idp``, with an HTTP client of its own if it speaks HTTP,
+    paced by ``limiter`` (default: one of its own)."""
     from idprov.connectors import registry
     from idprov.connectors.http import HttpOptions, RateLimiter
     from idprov.connectors.http_client import per_thread_client
@@ -91,13 +95,42 @@ def open_connector(
         options = build(
             cls.Options, options, Locator(f"identity provider {idp.name}"), ("options",)
         )
-    client = limiter = None
+    client = None
     if cls.uses_http and isinstance(options, HttpOptions):
-        limiter = RateLimiter(idp.rate_limit, sleep=sleep)
+        limiter = limiter or RateLimiter(
+            idp.rate_limit, sleep=sleep, concurrency=idp.max_concurrency
+        )
         client = per_thread_client(options, transport, limiter)
+    else:
+        limiter = None
     connector = cls(idp, options, client)
     connector.limiter = limiter
     return connector
+
+
+class SharedLimits:
+    """One server's limits per IdP, for all its services. `idprov serve` opens a
+    service per thread and application, each with connectors and threads of its own;
+    sharing one :class:`~idprov.connectors.http.RateLimiter` per IdP, the IdP gets at
+    most ``max_concurrency`` requests in flight and the ``rate_limit`` pace (slowed
+    for all when it throttles) from the whole process, as its configuration promises,
+    not from each service."""
+
+    def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._limiters: dict[str, RateLimiter] = {}
+
+    def limiter(self, idp: IdentityProviderConfig) -> RateLimiter:
+        """The pace and the slots of every HTTP connector to ``idp``."""
+        from idprov.connectors.http import RateLimiter
+
+        with self._lock:
+            if idp.name not in self._limiters:
+                self._limiters[idp.name] = RateLimiter(
+                    idp.rate_limit, sleep=self._sleep, concurrency=idp.max_concurrency
+                )
+            return self._limiters[idp.name]
 
 
 def _check_ca_file(idp: Any, options: Any, location: str, index: int) -> None:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from idprov.config.models import Config, IdentityProviderConfig
     from idprov.connectors.base import Connector
     from idprov.model import Role, User
+    from idprov.provisioning.connect import SharedLimits
     from idprov.provisioning.guard import GuardWindow
     from idprov.provisioning.state import StateStore
 
@@ -94,10 +95,17 @@ class Outbound:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         """This drainer's name on the rows it claims."""
         self._changes = itertools.count(1)
+        self.pushed_by: Callable[[], str | None] | None = None
+        """Where another process pushes this one's changes (`serve --workers`: the
+        outbox worker; see :mod:`~idprov.inbound.push_relay`): a name under that
+        drainer's for a change's claims, or None while it is not reachable."""
         self.lease = LEASE_SECONDS
         self.batch = WORK_BATCH
         """Rows the worker claims at a time (workers sharing a PostgreSQL state each
         claim their own batches)."""
+        self.limits: SharedLimits | None = None
+        """Limits shared with the other services of a server (see
+        :class:`~idprov.provisioning.connect.SharedLimits`); None: this one's own."""
         self._connectors: dict[str, Connector] = {}
         self._executors: dict[str, ThreadPoolExecutor] = {}
         self._looked_for_the_dead = -DEAD_CHECK_SECONDS
@@ -106,10 +114,14 @@ class Outbound:
     def state(self) -> StateStore:
         return self._state()
 
-    def change_owner(self) -> str:
+    def change_owner(self) -> str | None:
         """A name of its own for the claims of one change (:class:`UnitOfWork`): the
         push that follows drains exactly those rows, even while other changes' pushes
-        by this drainer are still in flight."""
+        by this drainer are still in flight. Under :attr:`pushed_by`, a name of the
+        drainer that pushes them, or None while it cannot: the rows are left
+        unclaimed, for it to take as it takes any due row."""
+        if self.pushed_by is not None:
+            return self.pushed_by()
         return f"{self.owner}.{next(self._changes)}"
 
     # ---- identity providers and their connectors
@@ -128,7 +140,9 @@ class Outbound:
         if name not in self._connectors:
             from idprov.provisioning.connect import open_connector
 
-            self._connectors[name] = open_connector(self.idp(name), self.http_transport, self.sleep)
+            idp = self.idp(name)
+            limiter = self.limits.limiter(idp) if self.limits is not None else None
+            self._connectors[name] = open_connector(idp, self.http_transport, self.sleep, limiter)
         return self._connectors[name]
 
     def executor(self, idp: str) -> ThreadPoolExecutor:

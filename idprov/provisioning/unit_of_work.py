@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 @dataclass
 class PendingPush:
     """Committed outbox rows (and one-shot passwords) not pushed yet: what a caller
-    that pushes elsewhere (`idprov serve`'s pushers) carries from the commit to the
-    push. Passwords are only in memory."""
+    that pushes elsewhere (`idprov serve`'s pushers, or its outbox worker process:
+    :mod:`~idprov.inbound.push_relay`) carries from the commit to the push. Passwords
+    are only in memory (and on the local socket to the outbox worker), never on disk."""
 
     rows: list[int] = field(default_factory=list)
     passwords: dict[str, str] = field(default_factory=dict, repr=False)
@@ -50,9 +51,12 @@ class PendingPush:
     fresh: list[int] = field(default_factory=list)
     """Rows of users and roles the changes created: nothing of theirs is at a target
     yet, so the deletion guard has nothing to judge in them."""
+    idps: dict[int, str] = field(default_factory=dict)
+    """Each row's IdP."""
 
     def add(self, other: PendingPush) -> None:
         self.rows += other.rows
+        self.idps.update(other.idps)
         self.passwords.update(other.passwords)
         self.claims += other.claims
         self.queued += other.queued
@@ -100,7 +104,8 @@ class UnitOfWork:
         rows = [r for r in self.rows if r not in left]
         queued = [(r, self._idps[r]) for r in sorted(left)]
         fresh = [r for r in rows if r in self._fresh]
-        return PendingPush(rows, dict(self.passwords), claims, queued, fresh)
+        idps = {r: self._idps[r] for r in rows}
+        return PendingPush(rows, dict(self.passwords), claims, queued, fresh, idps)
 
     # ---- the transaction
     def __enter__(self) -> UnitOfWork:

@@ -5,7 +5,9 @@ upstream server (the real scim2-server), byte for byte, in both directions; only
 upstream's answer to each request is held for ``delay`` seconds after that request went
 out. An identity provider behind it behaves like one on the far side of a slow link:
 every request is answered, correctly, ``delay`` seconds late. The live display's tests
-use it to see what a person at a terminal sees while a push waits.
+use it to see what a person at a terminal sees while a push waits. It also counts the
+requests in flight (:attr:`SlowLink.in_flight`, :attr:`SlowLink.most_in_flight`): what an
+IdP's ``max_concurrency`` promises it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ class SlowLink:
         self._listener.settimeout(0.2)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._count = threading.Lock()
+        self.in_flight = 0
+        """Requests sent upstream whose answer has not started back yet."""
+        self.most_in_flight = 0
+        self.requests = 0
 
     @property
     def url(self) -> str:
@@ -52,7 +59,7 @@ class SlowLink:
                 continue
             address = (self.upstream.hostname or "127.0.0.1", self.upstream.port or 80)
             server = socket.create_connection(address)
-            asked = [0.0]  # when the connection's latest request went upstream
+            asked = [0.0, 0.0]  # when the latest request went upstream; 1.0: in flight
             for pump in ((client, server, asked, False), (server, client, asked, True)):
                 threading.Thread(target=self._pump, args=pump, daemon=True).start()
 
@@ -65,12 +72,30 @@ class SlowLink:
             while chunk := source.recv(65536):
                 if back:
                     time.sleep(max(0.0, asked[0] + self.delay - time.monotonic()))
+                    self._answered(asked)
                 else:
                     asked[0] = time.monotonic()
+                    self._asked(asked)
                 sink.sendall(chunk)
         except OSError:
             pass  # either side went away
         finally:
+            if back:
+                self._answered(asked)
             with contextlib.suppress(OSError):  # wakes the other pump's recv
                 sink.shutdown(socket.SHUT_RDWR)
             sink.close()
+
+    def _asked(self, asked: list[float]) -> None:
+        with self._count:
+            if not asked[1]:  # the first chunk of a request (one at a time per connection)
+                asked[1] = 1.0
+                self.requests += 1
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+
+    def _answered(self, asked: list[float]) -> None:
+        with self._count:
+            if asked[1]:
+                asked[1] = 0.0
+                self.in_flight -= 1

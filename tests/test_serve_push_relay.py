@@ -1,0 +1,144 @@
+"""`idprov serve --workers N` with a blocking IdP: the outbox worker makes every
+worker's pushes (idprov.inbound.push_relay).
+
+What an operator checks, against the real scim2-server behind a loopback link that
+answers late and counts the requests in flight: however many workers answer, the IdP
+never gets more calls at once than its ``max_concurrency``; every request still
+answers after its push (``outbound=ok``); the outbox worker keeps the workers'
+priority (requests wait for it); a ``kill -9`` of the outbox worker mid-push loses
+nothing and duplicates nothing (the waiting requests answer with their rows queued,
+the restarted worker pushes them, adopting what the killed one had created); a stop
+lets the pushes of the requests in flight finish.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from idprov.inbound.push_relay import report_from_wire, report_to_wire
+from idprov.provisioning.results import IdpReport, OperationResult, OutboundReport
+from tests.outbound_helpers import idp_yaml
+from tests.peers.slow_link import SlowLink
+from tests.test_serve_workers import config_text, create, niceness, serving
+from tests.test_serve_workers import token as token  # noqa: F401 - its CRM_TOKEN
+
+
+def wait_until(condition, seconds: float = 60.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def outbox_left(tmp_path: Path) -> int:
+    with sqlite3.connect(tmp_path / "data" / "idprov.db") as db:
+        return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+
+def test_every_worker_s_pushes_keep_the_idp_s_limits(tmp_path, scim2_server, monkeypatch):
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    with SlowLink(scim2_server.base_url, 0.2) as link:
+        idps = idp_yaml("corp", link.url, extra="    max_concurrency: 2")
+        with serving(tmp_path, 3, config_text(tmp_path, idps, "corp")) as served:
+            outbox, workers = served.ready["outbox_worker_pid"], served.ready["workers_pids"]
+            assert niceness(outbox) == niceness(workers[0])  # requests wait for its pushes
+
+            def share(client_number: int) -> list[int]:
+                with served.client() as client:
+                    return [create(client, f"c{client_number}u{i}") for i in range(4)]
+
+            with ThreadPoolExecutor(6) as pool:
+                statuses = [s for batch in pool.map(share, range(6)) for s in batch]
+            assert statuses == [201] * 24
+            # each answered after its push: the user is at the target already
+            assert len(scim2_server.users()) == 24
+            code, stderr = served.stop()
+    assert code == 0, stderr
+    assert link.most_in_flight <= 2  # 3 workers, 6 clients: never more than the IdP allows
+    log = (tmp_path / "access.log").read_text().splitlines()
+    assert sum("POST /v2/Users 201" in line and "outbound=ok" in line for line in log) == 24
+    assert outbox_left(tmp_path) == 0
+
+
+def test_a_killed_outbox_worker_loses_no_push_and_duplicates_none(
+    tmp_path, scim2_server, monkeypatch
+):
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    with SlowLink(scim2_server.base_url, 2.0) as link:
+        idps = idp_yaml("corp", link.url)
+        with serving(tmp_path, 2, config_text(tmp_path, idps, "corp")) as served:
+            outbox = served.ready["outbox_worker_pid"]
+            with served.client() as client:  # the workers reach the outbox worker
+                assert create(client, "first") == 201
+            with ThreadPoolExecutor(3) as pool:
+                with served.client() as client:
+                    answers = pool.map(lambda i: create(client, f"waiting{i}"), range(3))
+                    # the outbox worker has sent creates, and waits for their answers
+                    assert wait_until(lambda: link.in_flight >= 1)
+                    os.kill(outbox, signal.SIGKILL)
+                    assert list(answers) == [201] * 3  # answered, not left hanging
+            names = {"first", "waiting0", "waiting1", "waiting2"}
+            # the supervisor starts it again; it takes over the dead one's claims
+            assert wait_until(lambda: {u["userName"] for u in scim2_server.users()} == names)
+            assert wait_until(lambda: outbox_left(tmp_path) == 0)
+            code, stderr = served.stop()
+    assert code == 0, stderr
+    assert sorted(u["userName"] for u in scim2_server.users()) == sorted(names)  # none twice
+    assert f"the outbox worker (pid {outbox}) was killed by SIGKILL" in stderr
+    log = (tmp_path / "access.log").read_text()
+    assert "outbound=queued:1" in log  # the requests whose push was lost said so
+    with sqlite3.connect(tmp_path / "data" / "idprov.db") as db:
+        ledger = db.execute("SELECT count(*) FROM ledger WHERE remote_id IS NOT NULL").fetchone()
+    assert ledger[0] == 4
+
+
+@pytest.mark.parametrize("every_process", [False, True], ids=["supervisor", "group"])
+def test_a_stop_lets_the_pushes_in_flight_finish(
+    tmp_path, scim2_server, monkeypatch, every_process
+):
+    """SIGTERM to the supervisor stops the outbox worker last; to every process (as
+    systemd stops a service), the outbox worker pushes on until the workers are gone."""
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    with SlowLink(scim2_server.base_url, 1.0) as link:
+        idps = idp_yaml("corp", link.url)
+        with serving(tmp_path, 2, config_text(tmp_path, idps, "corp")) as served:
+            with served.client() as client:
+                assert create(client, "first") == 201
+            with ThreadPoolExecutor(1) as pool, served.client() as client:
+                answer = pool.submit(create, client, "during-the-stop")
+                assert wait_until(lambda: link.in_flight >= 1)
+                if every_process:
+                    os.killpg(served.process.pid, signal.SIGTERM)
+                else:
+                    served.process.send_signal(signal.SIGTERM)
+                assert answer.result(timeout=30) == 201
+            code, stderr = served.stop()
+    assert code == 0, stderr
+    assert sorted(u["userName"] for u in scim2_server.users()) == ["during-the-stop", "first"]
+    log = (tmp_path / "access.log").read_text().splitlines()
+    assert any("201" in line and "outbound=ok" in line for line in log[1:])
+    assert outbox_left(tmp_path) == 0
+
+
+def test_a_report_crosses_to_the_worker_whole():
+    ops = [
+        OperationResult("corp", "user", "ann", "create", "done", "r-1", row=7, attempts=1),
+        OperationResult("corp", "user", "bob", "update", "failed", None, "HTTP 500", 500, 3, 8),
+    ]
+    report = OutboundReport(idps={"corp": IdpReport("corp", 3, ops)})
+    report.note("pending", "corp", 9)
+    report.note("held", "hr", 10)
+    report.note("queued", "later", 11)
+    report.guard = ["would delete 80% of corp's users"]
+    back = report_from_wire(report_to_wire(report))
+    assert back == report
+    assert back is not None and back.to_dict() == report.to_dict()
