@@ -49,6 +49,34 @@ def test_changes_committed_while_a_drain_runs_go_out_together_in_the_next():
     assert push.batches == [[[1]], [[2, 3], [4, 5], [6, 7]]]
 
 
+def test_while_pushes_are_quick_a_second_drain_does_not_start():
+    """Two drains may run, but a change committed while the latest batch has pushed
+    for less than the patience waits to go out with the next batch."""
+    push = Recorder()
+    with ThreadPoolExecutor(4) as pool:
+        queue = PushQueue(pool, push, parallel=2, patience=60.0, clock=lambda: 100.0)
+        first = queue.submit("app", PendingPush([1]))
+        assert push.started.wait(10)
+        later = [queue.submit("app", PendingPush([n])) for n in (2, 3)]
+        push.go.set()
+        assert [f.result(10).queued for f in (first, *later)] == [{"x": 1}] * 3
+    assert push.batches == [[[1]], [[2], [3]]]
+
+
+def test_a_slow_push_holds_up_the_next_changes_only_for_the_patience():
+    push = Recorder()  # its first batch waits until told: a target that does not answer
+    with ThreadPoolExecutor(4) as pool:
+        queue = PushQueue(pool, push, parallel=2, patience=0.05)
+        first = queue.submit("app", PendingPush([1]))
+        assert push.started.wait(10)
+        second = queue.submit("app", PendingPush([2]))
+        assert second.result(10).queued == {"x": 1}  # pushed beside the stuck one
+        assert not first.done()
+        push.go.set()
+        assert first.result(10).queued == {"x": 1}
+    assert push.batches == [[[1]], [[2]]]
+
+
 def test_callers_are_drained_apart_and_an_error_reaches_only_its_batch():
     push = Recorder()
     with ThreadPoolExecutor(4) as pool:

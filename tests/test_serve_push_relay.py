@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,7 +27,7 @@ from idprov.inbound.push_relay import report_from_wire, report_to_wire
 from idprov.provisioning.results import IdpReport, OperationResult, OutboundReport
 from tests.outbound_helpers import idp_yaml
 from tests.peers.slow_link import SlowLink
-from tests.test_serve_workers import config_text, create, niceness, serving
+from tests.test_serve_workers import IDPROV, config_text, create, niceness, serving
 from tests.test_serve_workers import token as token  # noqa: F401 - its CRM_TOKEN
 
 
@@ -142,3 +143,23 @@ def test_a_report_crosses_to_the_worker_whole():
     back = report_from_wire(report_to_wire(report))
     assert back == report
     assert back is not None and back.to_dict() == report.to_dict()
+
+
+def test_a_tmpdir_too_long_for_the_workers_socket_is_a_clear_error(tmp_path, monkeypatch):
+    long = tmp_path / ("d" * 60) / ("e" * 60)
+    long.mkdir(parents=True)
+    idps = idp_yaml("corp", "http://127.0.0.1:9/v2")
+    (tmp_path / "idprov.yaml").write_text(config_text(tmp_path, idps, "corp"))
+    monkeypatch.setenv("SCIM_TOKEN", "scim-token-1234")
+    run = subprocess.run(
+        [IDPROV, "--config", "idprov.yaml", "serve", "--port", "0", "--workers", "2"],
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(long)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "cannot make the workers' socket" in run.stderr
+    assert "TMPDIR" in run.stderr and "Traceback" not in run.stderr
+    assert list(long.iterdir()) == []  # nothing left behind

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from idprov.provisioning.results import OutboundReport
+    from idprov.provisioning.results import OperationResult, OutboundReport
     from idprov.provisioning.unit_of_work import PendingPush
 
     Submit = Callable[[Hashable, PendingPush], "Future[OutboundReport | None]"]
@@ -70,11 +70,21 @@ log = logging.getLogger("idprov.serve")
 def listen_for_pushes() -> tuple[socket.socket, Path]:
     """The supervisor's listening socket (made before it forks), in a new directory
     only this user can enter; remove the directory when the server stops."""
+    from idprov.errors import UsageError
+
     folder = Path(tempfile.mkdtemp(prefix="idprov-serve-"))
     path = folder / "push.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(128)
+    try:
+        listener.bind(str(path))
+        listener.listen(128)
+    except OSError as exc:  # a TMPDIR too long for a socket's path (~100 bytes)
+        listener.close()
+        folder.rmdir()
+        raise UsageError(
+            f"cannot make the workers' socket {path}: {exc.strerror or exc}",
+            hint="point TMPDIR at a short, writable directory (such as /tmp)",
+        ) from None
     return listener, path
 
 
@@ -117,18 +127,25 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
 # ---------------------------------------------------------------- reports on the wire
 def report_to_wire(report: OutboundReport | None) -> dict[str, Any] | None:
     """Everything a worker's request needs of a report (its own rows' part)."""
-    from dataclasses import asdict
-
     if report is None:
         return None
     return {
         "idps": [
-            {"name": r.name, "total": r.total, "operations": [asdict(op) for op in r.operations]}
+            {
+                "name": r.name,
+                "total": r.total,
+                "operations": [_operation(op) for op in r.operations],
+            }
             for r in report.idps.values()
         ],
         "guard": report.guard,
         "noted": [[row, idp, what] for row, (idp, what) in report.noted.items()],
     }
+
+
+def _operation(op: OperationResult) -> dict[str, Any]:
+    """As :func:`dataclasses.asdict`, without its deep copies (every field is plain)."""
+    return {f: getattr(op, f) for f in _OPERATION_FIELDS}
 
 
 def report_from_wire(wire: dict[str, Any] | None) -> OutboundReport | None:
@@ -155,6 +172,20 @@ def queued(pending: PendingPush) -> OutboundReport:
     for row in pending.rows:
         report.note("queued", pending.idps.get(row, "?"), row)
     return report
+
+
+_OPERATION_FIELDS = (
+    "idp",
+    "kind",
+    "label",
+    "operation",
+    "outcome",
+    "remote_id",
+    "error",
+    "status",
+    "attempts",
+    "row",
+)
 
 
 class RelayError(Exception):
