@@ -227,11 +227,12 @@ def send(client: HttpClient, method: str, url: str, *, what: str, **kwargs: Any)
         raise TargetError(
             f"{what}: timed out ({type(exc).__name__})", retryable=True, ambiguous=method != "GET"
         ) from exc
-    except httpx.TransportError as exc:
+    except httpx.TransportError as exc:  # after the request went: it may have been applied
+        sent = isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError)
         raise TargetError(
             f"{what}: cannot reach {_origin(url)}: {exc}",
             retryable=True,
-            ambiguous=isinstance(exc, httpx.RemoteProtocolError),
+            ambiguous=sent and method != "GET",
         ) from exc
 
 
