@@ -199,10 +199,14 @@ class PerThreadClient(HttpClient):
 
 
 def per_thread_client(
-    options: HttpOptions, transport: httpx.BaseTransport | None, limiter: RateLimiter | None
+    options: HttpOptions,
+    transport: httpx.BaseTransport | None,
+    limiter: RateLimiter | None,
+    tls: ssl.SSLContext | None = None,
 ) -> HttpClient:
-    """A :class:`PerThreadClient` of :class:`ThreadClient`; they share one TLS context."""
-    tls = tls_context(options)
+    """A :class:`PerThreadClient` of :class:`ThreadClient`; they share one TLS context
+    (``tls``, or one made for them)."""
+    tls = tls if tls is not None else tls_context(options)
     return PerThreadClient(lambda: ThreadClient(options, 1, transport, limiter, tls))
 
 

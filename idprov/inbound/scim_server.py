@@ -85,7 +85,7 @@ from idprov.inbound.serve_http import (
     request_path,
     send_json,
 )
-from idprov.provisioning.connect import SharedLimits
+from idprov.provisioning.connect import SharedPerIdp
 from idprov.provisioning.tokens import Caller
 
 if TYPE_CHECKING:
@@ -177,9 +177,9 @@ class InboundServer:
         """`serve --workers`: the connection to the outbox worker, which pushes this
         worker's changes (see :meth:`push_through`)."""
         self._relay_server: RelayServer | None = None
-        self.limits = SharedLimits()
-        """Each IdP's ``max_concurrency`` and ``rate_limit``, for the whole process
-        (every thread's and application's service)."""
+        self.shared = SharedPerIdp()
+        """Each IdP's ``max_concurrency``, ``rate_limit`` and TLS context, for the whole
+        process (every thread's and application's service)."""
         self.log = AccessLog(access_log or sys.stderr)
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -203,7 +203,7 @@ class InboundServer:
             http_transport=self.http_transport,
             wait="blocking",
         )
-        service.outbound.limits = self.limits
+        service.outbound.shared = self.shared
         if self.relay is not None:
             service.outbound.pushed_by = self.relay.claim_name
         return service
@@ -227,8 +227,23 @@ class InboundServer:
         together whichever worker sent them."""
         from idprov.inbound.push_relay import RelayServer
 
+        self.warm()
         self._relay_server = RelayServer(listener, self.push_queue.submit)
         self._relay_server.start()
+
+    def warm(self) -> None:
+        """In a process that pushes: load the HTTP stack and make each IdP's TLS
+        context now (~0.1 s: importing httpx, reading the CA certificates), not at the
+        expense of the first request that waits for a push."""
+        from idprov.connectors.http import HttpOptions
+        from idprov.provisioning.connect import check_identity_providers
+
+        check_identity_providers(self.config)  # what each service does: options built
+        for idp in self.config.identity_providers:
+            if idp.enabled and isinstance(idp.options, HttpOptions):
+                import idprov.connectors.http_wire  # noqa: F401 - httpx and its transport
+
+                self.shared.tls(idp.name, idp.options)
 
     def wait_for_workers(self, seconds: float) -> None:
         """In the outbox worker, stopping: keep pushing for the workers until they are
@@ -248,6 +263,7 @@ class InboundServer:
         its IdP's retry schedule says."""
         if self._worker is not None or not self.has_outbox_work:
             return
+        self.warm()
         self._worker = threading.Thread(target=self._work, name="idprov-worker", daemon=True)
         self._worker.start()
 

@@ -20,10 +20,12 @@ from idprov.config.schema import Locator, build
 from idprov.errors import ConfigError
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
 
     from idprov.connectors.base import Connector
-    from idprov.connectors.http import RateLimiter
+    from idprov.connectors.http import HttpOptions, RateLimiter
 
 
 def check_identity_providers(config: Config) -> None:
@@ -81,10 +83,10 @@ def open_connector(
     idp: IdentityProviderConfig,
     transport: httpx.BaseTransport | None = None,
     sleep: Callable[[float], None] = time.sleep,
-    limiter: RateLimiter | None = None,
+    shared: SharedPerIdp | None = None,
 ) -> Connector:
-    """The connector for ``idp``, with an HTTP client of its own if it speaks HTTP,
-    paced by ``limiter`` (default: one of its own)."""
+    """The connector for ``idp``, with an HTTP client of its own if it speaks HTTP:
+    its pace, slots and TLS context are ``shared``'s for the IdP, or its own."""
     from idprov.connectors import registry
     from idprov.connectors.http import HttpOptions, RateLimiter
     from idprov.connectors.http_client import per_thread_client
@@ -95,31 +97,42 @@ def open_connector(
         options = build(
             cls.Options, options, Locator(f"identity provider {idp.name}"), ("options",)
         )
-    client = None
+    client = limiter = None
     if cls.uses_http and isinstance(options, HttpOptions):
-        limiter = limiter or RateLimiter(
-            idp.rate_limit, sleep=sleep, concurrency=idp.max_concurrency
-        )
-        client = per_thread_client(options, transport, limiter)
-    else:
-        limiter = None
+        if shared is not None:
+            limiter, tls = shared.limiter(idp), shared.tls(idp.name, options)
+        else:
+            limiter = RateLimiter(idp.rate_limit, sleep=sleep, concurrency=idp.max_concurrency)
+            tls = None
+        client = per_thread_client(options, transport, limiter, tls)
     connector = cls(idp, options, client)
     connector.limiter = limiter
     return connector
 
 
-class SharedLimits:
-    """One server's limits per IdP, for all its services. `idprov serve` opens a
+class SharedPerIdp:
+    """What all the services of one server share per IdP. `idprov serve` opens a
     service per thread and application, each with connectors and threads of its own;
     sharing one :class:`~idprov.connectors.http.RateLimiter` per IdP, the IdP gets at
     most ``max_concurrency`` requests in flight and the ``rate_limit`` pace (slowed
     for all when it throttles) from the whole process, as its configuration promises,
-    not from each service."""
+    not from each service. They also share its TLS context (making one reads every
+    CA certificate: 10–20 ms, for each of the dozens of connectors a server opens)."""
 
     def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._limiters: dict[str, RateLimiter] = {}
+        self._tls: dict[str, ssl.SSLContext] = {}
+
+    def tls(self, name: str, options: HttpOptions) -> ssl.SSLContext:
+        """The TLS context of IdP ``name``'s clients."""
+        from idprov.connectors.http_client import tls_context
+
+        with self._lock:
+            if name not in self._tls:
+                self._tls[name] = tls_context(options)
+            return self._tls[name]
 
     def limiter(self, idp: IdentityProviderConfig) -> RateLimiter:
         """The pace and the slots of every HTTP connector to ``idp``."""

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from idprov.config.models import Config, IdentityProviderConfig
     from idprov.connectors.base import Connector
     from idprov.model import Role, User
-    from idprov.provisioning.connect import SharedLimits
+    from idprov.provisioning.connect import SharedPerIdp
     from idprov.provisioning.guard import GuardWindow
     from idprov.provisioning.state import StateStore
 
@@ -103,9 +103,10 @@ class Outbound:
         self.batch = WORK_BATCH
         """Rows the worker claims at a time (workers sharing a PostgreSQL state each
         claim their own batches)."""
-        self.limits: SharedLimits | None = None
-        """Limits shared with the other services of a server (see
-        :class:`~idprov.provisioning.connect.SharedLimits`); None: this one's own."""
+        self.shared: SharedPerIdp | None = None
+        """The limits and TLS contexts of the IdPs, shared with the other services of a
+        server (see :class:`~idprov.provisioning.connect.SharedPerIdp`); None: this
+        one's own."""
         self._connectors: dict[str, Connector] = {}
         self._executors: dict[str, ThreadPoolExecutor] = {}
         self._looked_for_the_dead = -DEAD_CHECK_SECONDS
@@ -140,9 +141,9 @@ class Outbound:
         if name not in self._connectors:
             from idprov.provisioning.connect import open_connector
 
-            idp = self.idp(name)
-            limiter = self.limits.limiter(idp) if self.limits is not None else None
-            self._connectors[name] = open_connector(idp, self.http_transport, self.sleep, limiter)
+            self._connectors[name] = open_connector(
+                self.idp(name), self.http_transport, self.sleep, self.shared
+            )
         return self._connectors[name]
 
     def executor(self, idp: str) -> ThreadPoolExecutor:
