@@ -21,6 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
 from idprov.inbound.push_relay import report_from_wire, report_to_wire
@@ -163,3 +164,36 @@ def test_a_tmpdir_too_long_for_the_workers_socket_is_a_clear_error(tmp_path, mon
     assert "cannot make the workers' socket" in run.stderr
     assert "TMPDIR" in run.stderr and "Traceback" not in run.stderr
     assert list(long.iterdir()) == []  # nothing left behind
+
+
+def test_a_jit_login_at_a_worker_answers_with_the_outbox_worker_s_report(
+    tmp_path, scim2_server, monkeypatch
+):
+    """The reply of a JIT login carries the push's whole report: through the outbox
+    worker, the same as from a single process."""
+    from tests.test_jit import ALICE, PORTAL_TOKEN
+    from tests.test_jit import config_text as jit_config
+
+    monkeypatch.setenv("PORTAL_TOKEN", PORTAL_TOKEN)
+    monkeypatch.setenv("OUT_TOKEN", scim2_server.token)
+    idps = f"""
+  - name: target
+    connector: scim2
+    jit: true
+    options: {{base_url: "{scim2_server.base_url}", auth: bearer, token: env:OUT_TOKEN}}"""
+    with serving(tmp_path, 2, jit_config(tmp_path, idps, "[target]")) as served:
+        headers = {"Authorization": f"Bearer {PORTAL_TOKEN}"}
+        with httpx.Client(base_url=served.url, headers=headers, timeout=30) as client:
+            created = client.post("/jit/login", json={"idp": "mail", "claims": ALICE})
+        code, stderr = served.stop()
+    assert created.status_code == 201, created.text
+    outbound = created.json()["outbound"]
+    assert outbound["ok"] is True
+    [target] = outbound["idps"]
+    assert (target["idp"], target["done"], target["failed"]) == ("target", 1, 0)
+    [operation] = target["operations"]
+    assert operation["operation"] == "create" and operation["outcome"] == "done"
+    [remote] = scim2_server.users()
+    assert operation["remote_id"] == remote["id"]
+    assert remote["userName"] == "alice@example.com"
+    assert code == 0, stderr
