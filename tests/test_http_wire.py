@@ -192,3 +192,45 @@ def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def test_an_informational_reply_where_the_answer_was_due_is_ambiguous_and_not_kept(client):
+    """http.client skips only 100 Continue: a 103 Early Hints came back as the answer
+    and the real one was read as the next request's."""
+
+    def hints_first(conn: socket.socket, _request: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+        conn.sendall(reply(201, b'{"id": "alice"}'))
+        if read_request(conn):  # a next request on this connection would get that answer
+            conn.sendall(reply(200, b'{"id": "bob"}'))
+
+    def bob(conn: socket.socket, _request: bytes) -> None:
+        conn.sendall(reply(200, b'{"id": "bob"}'))
+
+    server = Scripted([hints_first, bob])
+    http = client(server.url)
+    with pytest.raises(TargetError) as caught:
+        send(http, "POST", f"{server.url}/Users", what="create alice", json={})
+    assert caught.value.ambiguous and "informational reply (103)" in caught.value.message
+    assert send(http, "GET", f"{server.url}/Users/bob", what="read").json() == {"id": "bob"}
+    assert server.connections == 2
+
+
+def test_a_reply_that_has_no_body_is_not_waited_for_whatever_its_headers_say(client):
+    def no_content(conn: socket.socket, _request: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n")
+        read_request(conn)  # and no chunk ever follows: reading one would wait forever
+
+    server = Scripted([no_content])
+    response = send(client(server.url), "DELETE", f"{server.url}/Users/x", what="delete")
+    assert response.status_code == 204 and response.content == b""
+
+
+def test_a_line_break_in_a_header_is_a_clear_error_that_does_not_show_the_value(client):
+    server = Scripted([answer_then_close])
+    headers = {"Authorization": "Bearer s3cret-t0ken\n"}  # a secret file's trailing newline
+    with pytest.raises(TargetError) as caught:
+        send(client(server.url), "GET", f"{server.url}/Users", what="list", headers=headers)
+    assert "line break" in caught.value.message
+    assert "s3cret" not in caught.value.message + str(caught.value.hint)
+    assert server.requests == []  # nothing went out

@@ -117,3 +117,22 @@ def test_each_change_drained_together_gets_the_report_of_its_own_rows(tmp_path: 
         assert alice.ok and [op.label for op in alice.idps["target"].operations] == ["alice"]
         assert bob.failed == 1 and [op.label for op in bob.idps["target"].operations] == ["bob"]
         assert "idprov did not create it" in (bob.idps["target"].operations[0].error or "")
+
+
+def test_a_change_whose_request_gave_up_does_not_stop_the_drain():
+    """A request cancelled while its change waits (a server stopping cancels its
+    tasks) cancels the change's future; the others drained with it still answer, and
+    the caller's later changes are drained."""
+    push = Recorder()
+    with ThreadPoolExecutor(4) as pool:
+        queue = PushQueue(pool, push, parallel=1)
+        first = queue.submit("app", PendingPush([1]))
+        assert push.started.wait(10)
+        gave_up, waiting = (
+            queue.submit("app", PendingPush([2])),
+            queue.submit("app", PendingPush([3])),
+        )
+        assert gave_up.cancel()
+        push.go.set()
+        assert first.result(10) is not None and waiting.result(10).queued == {"x": 1}
+        assert queue.submit("app", PendingPush([4])).result(10).queued == {"x": 1}

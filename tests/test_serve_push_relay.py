@@ -197,3 +197,29 @@ def test_a_jit_login_at_a_worker_answers_with_the_outbox_worker_s_report(
     assert operation["remote_id"] == remote["id"]
     assert remote["userName"] == "alice@example.com"
     assert code == 0, stderr
+
+
+def test_an_idp_whose_ca_file_cannot_be_loaded_does_not_stop_the_server(
+    tmp_path, monkeypatch, caplog
+):
+    """The server loads each IdP's TLS context before its first push; one that cannot
+    be loaded is logged, and only that IdP's pushes fail (each with the error)."""
+    from idprov.config import load_text
+    from idprov.inbound.scim_server import InboundServer
+
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    monkeypatch.setenv("SCIM_TOKEN", "scim-token-1234")
+    idps = f"""
+  - name: corp
+    connector: scim2
+    options:
+      base_url: https://scim.example.invalid/v2
+      auth: bearer
+      token: env:SCIM_TOKEN
+      ca_file: {tmp_path / "ca.pem"}"""
+    server = InboundServer(load_text(config_text(tmp_path, idps, "corp"), "idprov.yaml"))
+    try:
+        server.start_worker()  # what `idprov serve` runs as it starts
+    finally:
+        server.close()
+    assert f"identity provider corp: ca_file {tmp_path / 'ca.pem'}" in caplog.text

@@ -132,7 +132,9 @@ class ThreadClient(HttpClient):
 
         proxy = environment_proxy(url)
         try:
-            if url.scheme in ("http", "https") and (not proxy or proxy.startswith("http://")):
+            if url.scheme in ("http", "https") and (
+                not proxy or (proxy.startswith("http://") and ":" not in url.host)
+            ):  # http.client's CONNECT writes an IPv6 target without its brackets
                 from idprov.connectors.http_wire import StdlibTransport
 
                 return StdlibTransport(url, self._tls, self._seconds, proxy)

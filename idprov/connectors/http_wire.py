@@ -23,7 +23,13 @@ never written to a connection the server has already closed. Through an ``http:/
 proxy, ``http://`` requests go to the proxy in absolute form and ``https://`` ones
 through a ``CONNECT`` tunnel, the certificate checked against the target's name;
 ``user:password@`` in the proxy URL is sent as ``Proxy-Authorization``. Proxies of
-other schemes (``socks5://``, ``https://``) stay with httpx's transport.
+other schemes (``socks5://``, ``https://``), and an IPv6 address through a proxy
+(Python 3.11's ``CONNECT`` drops its brackets), stay with httpx's transport.
+
+Replies as a server may give them: an informational one (``102``, ``103``; http.client
+skips only ``100``) where the answer was due is an ambiguous failure and the
+connection is dropped (the answer that follows would be read as the next request's);
+``204``, ``304`` and a ``HEAD``'s reply have no body whatever their headers say.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ class StdlibTransport(httpx.BaseTransport):
         self, url: httpx.URL, tls: ssl.SSLContext, timeout: float | None, proxy: str | None
     ) -> None:
         self._https = url.scheme == "https"
-        self._host = url.host
+        self._host = url.raw_host.decode("ascii")  # an IDN in its ASCII (punycode) form
         self._port = url.port or (443 if self._https else 80)
         self._tls = tls
         self._timeout = timeout
@@ -74,12 +80,27 @@ class StdlibTransport(httpx.BaseTransport):
         except (OSError, http.client.HTTPException) as exc:
             self._drop()
             raise httpx.WriteError(_said(exc), request=request) from exc
+        except ValueError:  # a line break in a header: its value (a token?) unsaid
+            self._drop()
+            message = "a request header holds a line break (check the IdP's token or secret)"
+            raise httpx.LocalProtocolError(message, request=request) from None
         except BaseException:  # a Ctrl-C mid-request: the connection is not reusable
             self._drop()
             raise
         try:
             reply = conn.getresponse()
-            content = reply.read()
+            if 100 <= reply.status < 200:  # http.client skips only 100 Continue
+                raise _Informational(reply.status)
+            if reply.status in (204, 304) or request.method == "HEAD":
+                content = b""  # no body, whatever the headers say (a chunked 204 hangs)
+                reply.close()
+                self._drop()
+            else:
+                content = reply.read()
+        except _Informational as exc:
+            self._drop()  # the final answer follows on this connection: not ours to read
+            message = f"an informational reply ({exc.status}) came where the answer was due"
+            raise httpx.RemoteProtocolError(message, request=request) from None
         except TimeoutError as exc:
             self._drop()
             raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
@@ -121,10 +142,13 @@ class StdlibTransport(httpx.BaseTransport):
             raise httpx.ConnectTimeout(str(exc) or "timed out") from exc
         except BaseException as exc:
             conn.close()
-            if not isinstance(exc, OSError):
+            if not isinstance(exc, OSError | http.client.HTTPException):
                 raise
-            if self._proxy is not None and str(exc).startswith("Tunnel connection failed"):
-                raise httpx.ProxyError(str(exc)) from exc
+            if self._proxy is not None and (
+                isinstance(exc, http.client.HTTPException)
+                or str(exc).startswith("Tunnel connection failed")
+            ):
+                raise httpx.ProxyError(_said(exc)) from exc
             raise httpx.ConnectError(_said(exc)) from exc
         self._conn = conn
         return conn
@@ -151,12 +175,22 @@ class StdlibTransport(httpx.BaseTransport):
             conn.close()
 
 
+class _Informational(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
 def _readable(sock: socket.socket) -> bool:
     """Whether an idle connection has something to read: the server closed it (or
-    sent what nobody asked for); either way it is not to be used again."""
+    sent what nobody asked for); either way it is not to be used again. ``poll``, not
+    ``select``: a process with 1,024 descriptors or more has sockets select refuses."""
     if isinstance(sock, ssl.SSLSocket) and sock.pending():
         return True
     try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
         return bool(select.select([sock], [], [], 0)[0])
     except (OSError, ValueError):
         return True

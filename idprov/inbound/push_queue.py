@@ -24,8 +24,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Hashable
-from concurrent.futures import Executor, Future
-from typing import TYPE_CHECKING
+from concurrent.futures import Executor, Future, InvalidStateError
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from idprov.provisioning.results import OutboundReport
@@ -122,7 +122,19 @@ class PushQueue:
                 reports = self._push(caller, [change for change, _ in batch])
             except BaseException as exc:  # each request answers with the error
                 for _, future in batch:
-                    future.set_exception(exc)
+                    _settle(future, exc)
                 continue
             for (_, future), report in zip(batch, reports, strict=True):
-                future.set_result(report)
+                _settle(future, report)
+
+
+def _settle(future: Future[OutboundReport | None], outcome: object) -> None:
+    """Give a change its report (or error), unless its request gave up waiting (a task
+    cancelled at a server's stop cancels the future): the drain goes on for the rest."""
+    try:
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(cast("OutboundReport | None", outcome))
+    except InvalidStateError:
+        pass

@@ -243,7 +243,12 @@ class InboundServer:
             if idp.enabled and isinstance(idp.options, HttpOptions):
                 import idprov.connectors.http_wire  # noqa: F401 - httpx and its transport
 
-                self.shared.tls(idp.name, idp.options)
+                try:
+                    self.shared.tls(idp.name, idp.options)
+                except IdprovError as exc:  # its pushes fail, each with this error
+                    logging.getLogger("idprov.serve").warning(
+                        "identity provider %s: %s", idp.name, exc.message
+                    )
 
     def wait_for_workers(self, seconds: float) -> None:
         """In the outbox worker, stopping: keep pushing for the workers until they are
