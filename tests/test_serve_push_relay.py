@@ -14,9 +14,11 @@ lets the pushes of the requests in flight finish.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +30,7 @@ from idprov.inbound.push_relay import report_from_wire, report_to_wire
 from idprov.provisioning.results import IdpReport, OperationResult, OutboundReport
 from tests.outbound_helpers import idp_yaml
 from tests.peers.slow_link import SlowLink
-from tests.test_serve_workers import IDPROV, config_text, create, niceness, serving
+from tests.test_serve_workers import IDPROV, USER, config_text, create, niceness, serving
 from tests.test_serve_workers import token as token  # noqa: F401 - its CRM_TOKEN
 
 
@@ -81,9 +83,16 @@ def test_a_killed_outbox_worker_loses_no_push_and_duplicates_none(
             outbox = served.ready["outbox_worker_pid"]
             with served.client() as client:  # the workers reach the outbox worker
                 assert create(client, "first") == 201
+
+            def create_with_password(client: httpx.Client, name: str) -> int:
+                user = {"schemas": [USER], "userName": name, "password": "Pa55word-only-once"}
+                return client.post("/Users", json=user).status_code
+
             with ThreadPoolExecutor(3) as pool:
                 with served.client() as client:
-                    answers = pool.map(lambda i: create(client, f"waiting{i}"), range(3))
+                    answers = pool.map(
+                        lambda i: create_with_password(client, f"waiting{i}"), range(3)
+                    )
                     # the outbox worker has sent creates, and waits for their answers
                     assert wait_until(lambda: link.in_flight >= 1)
                     os.kill(outbox, signal.SIGKILL)
@@ -96,6 +105,9 @@ def test_a_killed_outbox_worker_loses_no_push_and_duplicates_none(
     assert code == 0, stderr
     assert sorted(u["userName"] for u in scim2_server.users()) == sorted(names)  # none twice
     assert f"the outbox worker (pid {outbox}) was killed by SIGKILL" in stderr
+    # the password went only to the lost push: said, without the password
+    assert "set them again (idprov user passwd)" in stderr
+    assert "Pa55word" not in stderr
     log = (tmp_path / "access.log").read_text()
     assert "outbound=queued:1" in log  # the requests whose push was lost said so
     with sqlite3.connect(tmp_path / "data" / "idprov.db") as db:
@@ -223,3 +235,67 @@ def test_an_idp_whose_ca_file_cannot_be_loaded_does_not_stop_the_server(
     finally:
         server.close()
     assert f"identity provider corp: ca_file {tmp_path / 'ca.pem'}" in caplog.text
+
+
+def test_a_closed_connection_s_unsent_claims_are_given_back_but_not_those_in_flight():
+    """A worker killed between its commit and the send leaves rows claimed for the
+    outbox worker, which never hears of them: when the worker's connection closes, the
+    outbox worker gives back what was claimed under that connection's name, but the
+    claims of the changes it received and is still pushing (not after the 5-minute
+    lease)."""
+    import socket as sockets
+    from concurrent.futures import Future
+
+    from idprov.inbound.push_relay import RelayServer, _frame, _read_frame
+
+    folder = Path(tempfile.mkdtemp(prefix="relay-"))
+    listener = sockets.socket(sockets.AF_UNIX)
+    listener.bind(str(folder / "s"))
+    listener.listen()
+    never: Future = Future()  # a push still running when the worker goes
+    released: list[tuple[str, set[str]]] = []
+    server = RelayServer(
+        listener, lambda key, change: never, lambda p, k: released.append((p, set(k)))
+    )
+    server.start()
+    try:
+        worker = sockets.socket(sockets.AF_UNIX)
+        worker.connect(str(folder / "s"))
+        drainer = _read_frame(worker)["drainer"]
+        sent = f"{drainer}.4242-1"
+        change = {"id": 1, "key": ["crm", "scim", "t1"], "rows": [7], "passwords": {},
+                  "claims": [sent], "fresh": [7]}  # fmt: skip
+        worker.sendall(_frame(change))
+        worker.close()  # killed: its change 4242-2 was committed, never sent
+        assert wait_until(lambda: bool(released))
+    finally:
+        listener.close()
+        shutil.rmtree(folder)
+    assert released == [(f"{drainer}.", {sent})]
+    assert "relay-" in drainer and drainer.split(":")[1] == str(os.getpid())
+
+
+def test_release_by_prefix_gives_back_only_that_connection_s_claims(tmp_path):
+    from tests.outbound_helpers import idp_yaml as idp
+    from tests.outbound_helpers import make_service
+
+    service = make_service(tmp_path, idp("corp", "https://scim.example.invalid/v2"), ["corp"])
+    outbox = service.state.outbox
+    with service.state.transaction():
+        rows = outbox.enqueue_many(
+            ["corp"], "user", [(f"u{i}", "PRIMARY", f"u{i}") for i in range(4)]
+        )
+        ids = [i for i, _ in rows]
+        outbox.claim_ids(ids[:1], "h:1:relay-a.9-1", 300)
+        outbox.claim_ids(ids[1:2], "h:1:relay-a.9-2", 300)
+        outbox.claim_ids(ids[2:3], "h:1:relay-b.9-1", 300)  # another connection's
+        released = outbox.release_prefix("h:1:relay-a.", {"h:1:relay-a.9-2"})
+    assert released == ids[:1]
+    holders = {r.id: r.claimed_by for r in outbox.rows(ids)}
+    assert holders == {
+        ids[0]: None,
+        ids[1]: "h:1:relay-a.9-2",
+        ids[2]: "h:1:relay-b.9-1",
+        ids[3]: None,
+    }
+    service.close()

@@ -10,23 +10,27 @@ its planning and its transactions nearly alone (measured: a blocking create cost
 
 So the blocking pushes go to the outbox worker process too. The supervisor listens
 on a Unix socket in a directory of its own (0700) before it forks; the outbox worker
-accepts there, and each worker connects. On connecting, the outbox worker says its
-drainer name; a worker's change then claims its rows under a name of that drainer
-(:meth:`RelayClient.claim_name`), the request sends the change (row ids, one-shot
-passwords, claim names, new entities' rows) and waits for the outbox worker's report
-of those rows before it answers, as it waited for its own push before.
+accepts there, and each worker connects. On connecting, the outbox worker gives the
+connection a drainer name of its own; a worker's change then claims its rows under a
+name of that drainer (:meth:`RelayClient.claim_name`), the request sends the change
+(row ids, one-shot passwords, claim names, new entities' rows) and waits for the
+outbox worker's report of those rows before it answers, as it waited for its own
+push before.
 
 Failures lose nothing:
 
-- a worker reaches the outbox worker before it says it listens; while it cannot
-  (the supervisor is starting a killed one again), a change's rows are left
-  unclaimed and its request answers with them queued: the outbox worker takes them
-  when it is back, as it takes any due row. A worker never pushes itself, so that an
-  IdP's limits hold in one process;
+- a worker reaches the outbox worker before it says it listens. While it cannot
+  (the supervisor is starting a killed one again), the worker claims and pushes its
+  changes itself, as one process does: for that moment the IdP may get more than its
+  ``max_concurrency``, but a request still answers after its push, and a one-shot
+  password set by it still goes out with it;
 - when the connection is lost with changes in flight, their requests answer with
-  the rows queued: they are claimed under the lost drainer's name, whose process is
-  gone (or its connection closed), and the next drain releases them (at once for a
-  dead process, when the lease runs out otherwise) and pushes them.
+  the rows queued. The rows are claimed under the lost connection's name: when the
+  outbox worker died, the next drain releases them (its process is gone) and pushes
+  them; when the worker died, the outbox worker releases at once what that worker
+  claimed for it and never sent (a worker killed between its commit and the send).
+  A one-shot password of such a change cannot follow (it was only in memory): the
+  worker logs which users' passwords to set again.
 
 Frames are a 4-byte big-endian length and a JSON object. One-shot passwords travel
 in them (memory to memory, never on disk, never logged), so the socket's directory
@@ -188,6 +192,18 @@ _OPERATION_FIELDS = (
 )
 
 
+def _lost(pending: PendingPush) -> OutboundReport:
+    """:func:`queued`, saying which one-shot passwords could not follow the rows."""
+    if pending.passwords:
+        log.warning(
+            "the outbox worker could not push the change of user(s) %s, which set a "
+            "password; the change is queued, but the password was only in memory: if "
+            "an IdP takes passwords, set them again (idprov user passwd)",
+            ", ".join(sorted(pending.passwords)),
+        )
+    return queued(pending)
+
+
 class RelayError(Exception):
     """The outbox worker's push of a change failed as a whole (its error)."""
 
@@ -233,24 +249,27 @@ class RelayClient:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     def claim_name(self) -> str | None:
-        """A name for one change's claims under the outbox worker's drainer name; None
-        while it is not connected: the change's rows are left unclaimed (and its
-        request answers with them queued), for the outbox worker to take when it is
-        back, as it takes any due row. A worker never pushes itself: the IdP's limits
-        hold in one process."""
+        """A name for one change's claims under the connection's drainer name; None
+        while it is not connected: this worker pushes the change itself."""
         drainer = self.drainer
         if drainer is None:
             return None
         return f"{drainer}.{os.getpid()}-{next(self._changes)}"
 
+    @staticmethod
+    def carries(pending: PendingPush) -> bool:
+        """Whether ``pending``'s rows were claimed for the outbox worker (else this
+        worker pushes them)."""
+        return bool(pending.claims) and all(MARK in name for name in pending.claims)
+
     async def push(self, key: Hashable, pending: PendingPush) -> OutboundReport | None:
         """Have the outbox worker push ``pending`` (claimed for it) and wait for the
         report of its rows; queued if the connection is (or gets) lost."""
         writer, drainer = self._writer, self.drainer
-        if writer is None or drainer is None or not pending.claims:
-            return queued(pending)  # left unclaimed: the outbox worker takes them when due
+        if writer is None or drainer is None:
+            return _lost(pending)
         if not all(name.startswith(f"{drainer}.") for name in pending.claims):
-            return queued(pending)  # claimed for an outbox worker that is gone
+            return _lost(pending)  # claimed on a connection that is gone
         number = next(self._ids)
         answer: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[number] = answer
@@ -267,13 +286,13 @@ class RelayClient:
             await writer.drain()
         except (ConnectionError, OSError):
             self._waiting.pop(number, None)
-            return queued(pending)
+            return _lost(pending)
         kind, value = await answer
         if kind == "report":
             return report_from_wire(value)
         if kind == "error":
             raise RelayError(value)
-        return queued(pending)
+        return _lost(pending)
 
     async def _run(self) -> None:
         pauses = iter(RECONNECT_SECONDS)
@@ -355,10 +374,17 @@ class RelayServer:
     hands their changes to ``submit`` (the process's :class:`~.push_queue.PushQueue`,
     which drains the changes of one caller together, whichever worker sent them)."""
 
-    def __init__(self, listener: socket.socket, submit: Submit) -> None:
+    def __init__(
+        self,
+        listener: socket.socket,
+        submit: Submit,
+        release: Callable[[str, set[str]], object],
+    ) -> None:
         self.listener = listener
         self.submit = submit
-        self.drainer = f"{socket.gethostname()}:{os.getpid()}{MARK}{uuid.uuid4().hex[:8]}"
+        self.release = release
+        """``release(prefix, keep)``: give back the claims whose names start with
+        ``prefix``, but ``keep``'s (a closed connection's unsent changes)."""
         self._connected = 0
         self._count = threading.Condition()
 
@@ -383,6 +409,10 @@ class RelayServer:
 
     def _serve(self, conn: socket.socket) -> None:
         sending = threading.Lock()
+        drainer = f"{socket.gethostname()}:{os.getpid()}{MARK}{uuid.uuid4().hex[:8]}"
+        received: set[str] = set()
+        """The claim names of the changes this connection brought (their drains finish
+        or give back their claims)."""
 
         def send(message: dict[str, Any]) -> None:
             try:
@@ -394,18 +424,27 @@ class RelayServer:
         with self._count:
             self._connected += 1
         try:
-            send({"drainer": self.drainer})
+            send({"drainer": drainer})
             while (message := _read_frame(conn)) is not None:
-                self._take(message, send)
+                self._take(message, send, received)
         except (OSError, ConnectionError, ValueError, KeyError, TypeError) as exc:
             log.warning("a worker's push connection failed: %s", type(exc).__name__)
         finally:
             conn.close()
+            try:  # what the worker claimed for this connection and never sent
+                self.release(f"{drainer}.", received)
+            except Exception as exc:  # noqa: BLE001 - the lease runs out instead
+                log.warning("could not give back a closed connection's claims: %s", exc)
             with self._count:
                 self._connected -= 1
                 self._count.notify_all()
 
-    def _take(self, message: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> None:
+    def _take(
+        self,
+        message: dict[str, Any],
+        send: Callable[[dict[str, Any]], None],
+        received: set[str],
+    ) -> None:
         from idprov.provisioning.unit_of_work import PendingPush
 
         number = int(message["id"])
@@ -415,6 +454,7 @@ class RelayServer:
             claims=[str(c) for c in message["claims"]],
             fresh=[int(r) for r in message["fresh"]],
         )
+        received.update(change.claims)
         try:
             future = self.submit(tuple(message["key"]), change)
         except RuntimeError:  # stopping: the pushers are shut down
@@ -422,6 +462,7 @@ class RelayServer:
             return  # when it is gone, and pushed then
 
         def answer(done: Future[OutboundReport | None]) -> None:
+            received.difference_update(change.claims)  # the drain finished its rows
             try:
                 send({"id": number, "report": report_to_wire(done.result())})
             except Exception as exc:  # noqa: BLE001 - the request answers with it

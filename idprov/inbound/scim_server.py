@@ -228,7 +228,7 @@ class InboundServer:
         from idprov.inbound.push_relay import RelayServer
 
         self.warm()
-        self._relay_server = RelayServer(listener, self.push_queue.submit)
+        self._relay_server = RelayServer(listener, self.push_queue.submit, self._give_back)
         self._relay_server.start()
 
     def warm(self) -> None:
@@ -249,6 +249,13 @@ class InboundServer:
                     logging.getLogger("idprov.serve").warning(
                         "identity provider %s: %s", idp.name, exc.message
                     )
+
+    def _give_back(self, prefix: str, keep: set[str]) -> None:
+        """In the outbox worker: release the claims a worker made for a connection that
+        closed, but those of the changes it sent (their drains finish them)."""
+        state = self.backends.get(self.applications[0], "worker").service.state
+        with state.transaction():
+            state.outbox.release_prefix(prefix, keep)
 
     def wait_for_workers(self, seconds: float) -> None:
         """In the outbox worker, stopping: keep pushing for the workers until they are
@@ -392,7 +399,7 @@ class InboundServer:
         report = None
         if pending.rows:
             key = (caller.application, view, caller.token_id)
-            if self.relay is not None:
+            if self.relay is not None and self.relay.carries(pending):
                 report = await self.relay.push(key, pending)
             else:
                 report = await asyncio.wrap_future(self.push_queue.submit(key, pending))

@@ -115,14 +115,13 @@ class Outbound:
     def state(self) -> StateStore:
         return self._state()
 
-    def change_owner(self) -> str | None:
+    def change_owner(self) -> str:
         """A name of its own for the claims of one change (:class:`UnitOfWork`): the
         push that follows drains exactly those rows, even while other changes' pushes
         by this drainer are still in flight. Under :attr:`pushed_by`, a name of the
-        drainer that pushes them, or None while it cannot: the rows are left
-        unclaimed, for it to take as it takes any due row."""
-        if self.pushed_by is not None:
-            return self.pushed_by()
+        drainer that pushes them, while it can."""
+        if self.pushed_by is not None and (name := self.pushed_by()) is not None:
+            return name
         return f"{self.owner}.{next(self._changes)}"
 
     # ---- identity providers and their connectors

@@ -25,7 +25,7 @@ tries it once per ``retry.row_max_backoff`` until an operation succeeds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -289,6 +289,23 @@ class Outbox:
             [owner],
         ).fetchall()
         return [int(r[0]) for r in rows]
+
+    def release_prefix(self, prefix: str, keep: Collection[str] = ()) -> list[int]:
+        """Give back every lease held under a name that starts with ``prefix``, but
+        those under ``keep``'s names."""
+        rows = self.db.execute(
+            "SELECT id, claimed_by FROM outbox WHERE substr(claimed_by, 1, ?) = ?",
+            [len(prefix), prefix],
+        ).fetchall()
+        ids = [int(r[0]) for r in rows if r[1] not in keep]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            self.db.execute(
+                "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL"
+                f" WHERE id IN {_in(chunk)} AND substr(claimed_by, 1, ?) = ?",
+                [*chunk, len(prefix), prefix],
+            )
+        return ids
 
     def release_rows(self, ids: Sequence[int], owners: Sequence[str]) -> list[int]:
         """Give back the leases on rows ``ids`` that are still under one of ``owners``
