@@ -304,9 +304,14 @@ class RelayClient:
                     reader, writer = await asyncio.open_unix_connection(sock=first)
                 else:
                     reader, writer = await asyncio.open_unix_connection(str(self.path))
-                    hello = await _read_async(reader)
+                    try:
+                        hello = await _read_async(reader)
+                    except BaseException:
+                        writer.close()
+                        raise
                     drainer = str((hello or {}).get("drainer", ""))
                 if drainer is None or MARK not in drainer:
+                    writer.close()
                     raise ConnectionError("no hello")
             except (OSError, ConnectionError, ValueError, asyncio.IncompleteReadError):
                 self.drainer = None
