@@ -299,3 +299,24 @@ def test_release_by_prefix_gives_back_only_that_connection_s_claims(tmp_path):
         ids[3]: None,
     }
     service.close()
+
+
+def test_an_answer_a_worker_does_not_take_is_given_up_and_the_connection_closed(
+    monkeypatch,
+):
+    """A worker that stops reading (SIGSTOP, a debugger) must not hold a pusher
+    thread of the outbox worker: past SEND_SECONDS without progress it hangs up."""
+    import socket as sockets
+
+    from idprov.inbound import push_relay
+
+    monkeypatch.setattr(push_relay, "SEND_SECONDS", 0.2)
+    ours, theirs = sockets.socketpair()
+    ours.setsockopt(sockets.SOL_SOCKET, sockets.SO_SNDBUF, 4096)
+    try:
+        with pytest.raises(TimeoutError):
+            for _ in range(10_000):  # far more than the buffers hold; never read
+                push_relay._send_within(ours, b"x" * 65536, push_relay.SEND_SECONDS)
+    finally:
+        ours.close()
+        theirs.close()

@@ -40,10 +40,12 @@ is created 0700 and removed with the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
 import os
+import select
 import socket
 import tempfile
 import threading
@@ -65,6 +67,9 @@ CONNECT_SECONDS = 30.0
 """How long a starting worker waits for the outbox worker's hello."""
 RECONNECT_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0)
 """A worker's pauses between attempts to reach the outbox worker (then 1 s each)."""
+SEND_SECONDS = 10.0
+"""How long the outbox worker waits for a worker to take an answer before it hangs
+up (a pusher thread must not wait on a worker that stopped reading)."""
 MARK = ":relay-"
 """In a drainer name: the outbox worker's relay (its claims' names start with it)."""
 
@@ -115,6 +120,22 @@ def _read_frame(sock: socket.socket) -> dict[str, Any] | None:
         return None
     message: dict[str, Any] = json.loads(body)
     return message
+
+
+def _send_within(sock: socket.socket, data: bytes, seconds: float) -> None:
+    """``sendall`` that gives up (TimeoutError) when the peer takes nothing for
+    ``seconds``; the socket itself stays blocking for its reader."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view, socket.MSG_DONTWAIT) :]
+            continue
+        except BlockingIOError:
+            pass
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        if not poller.poll(seconds * 1000):
+            raise TimeoutError("the peer takes nothing")
 
 
 def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
@@ -422,7 +443,10 @@ class RelayServer:
         def send(message: dict[str, Any]) -> None:
             try:
                 with sending:
-                    conn.sendall(_frame(message))
+                    _send_within(conn, _frame(message), SEND_SECONDS)
+            except TimeoutError:  # a worker that stopped reading (SIGSTOP): hang up, so
+                with contextlib.suppress(OSError):  # no pusher thread waits on it
+                    conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass  # the worker is gone: what was pushed is recorded all the same
 
