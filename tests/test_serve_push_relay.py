@@ -22,6 +22,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -280,6 +281,14 @@ def test_release_by_prefix_gives_back_only_that_connection_s_claims(tmp_path):
     from tests.outbound_helpers import make_service
 
     service = make_service(tmp_path, idp("corp", "https://scim.example.invalid/v2"), ["corp"])
+    try:
+        check_release_by_prefix(service)
+    finally:
+        service.close()
+
+
+def check_release_by_prefix(service: Any) -> None:
+    """Also run on a PostgreSQL state (tests/test_state_postgres.py)."""
     outbox = service.state.outbox
     with service.state.transaction():
         rows = outbox.enqueue_many(
@@ -289,6 +298,7 @@ def test_release_by_prefix_gives_back_only_that_connection_s_claims(tmp_path):
         outbox.claim_ids(ids[:1], "h:1:relay-a.9-1", 300)
         outbox.claim_ids(ids[1:2], "h:1:relay-a.9-2", 300)
         outbox.claim_ids(ids[2:3], "h:1:relay-b.9-1", 300)  # another connection's
+    with service.state.transaction():
         released = outbox.release_prefix("h:1:relay-a.", {"h:1:relay-a.9-2"})
     assert released == ids[:1]
     holders = {r.id: r.claimed_by for r in outbox.rows(ids)}
@@ -298,7 +308,6 @@ def test_release_by_prefix_gives_back_only_that_connection_s_claims(tmp_path):
         ids[2]: "h:1:relay-b.9-1",
         ids[3]: None,
     }
-    service.close()
 
 
 def test_an_answer_a_worker_does_not_take_is_given_up_and_the_connection_closed(

@@ -296,6 +296,13 @@ def test_a_locked_claim_is_skipped_by_other_workers_not_waited_for(shared, tmp_p
     assert claims == [("u1", "w1"), ("u2", "w2"), ("u3", "w2")]
 
 
+def test_a_closed_relay_connection_s_claims_are_given_back_by_prefix(shared, tmp_path):
+    from tests.test_serve_push_relay import check_release_by_prefix
+
+    with IdentityService(load_config(str(tmp_path / "idprov.yaml"))) as service:
+        check_release_by_prefix(service)
+
+
 @pytest.fixture
 def drained(postgres, tmp_path, write_config, scim2_server, monkeypatch):
     """A shared state and directory, a scim2-server tenant as the IdP."""
