@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import json
 import logging
@@ -49,6 +50,7 @@ import select
 import socket
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
@@ -70,6 +72,10 @@ RECONNECT_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0)
 SEND_SECONDS = 10.0
 """How long the outbox worker waits for a worker to take an answer before it hangs
 up (a pusher thread must not wait on a worker that stopped reading)."""
+SWEEP_SECONDS = 5.0
+"""How often claims under closed connections' names are looked for again."""
+LEASE_SECONDS = 300.0
+"""How long after a close they are (a claim's lease: later ones run out anyway)."""
 MARK = ":relay-"
 """In a drainer name: the outbox worker's relay (its claims' names start with it)."""
 
@@ -217,12 +223,17 @@ def _lost(pending: PendingPush) -> OutboundReport:
     """:func:`queued`, saying which one-shot passwords could not follow the rows."""
     if pending.passwords:
         log.warning(
-            "the outbox worker could not push the change of user(s) %s, which set a "
-            "password; the change is queued, but the password was only in memory: if "
-            "an IdP takes passwords, set them again (idprov user passwd)",
+            "the connection to the outbox worker was lost while it pushed the change of "
+            "user(s) %s, which set a password; the change is queued, but the password "
+            "was only in memory and may not have reached the IdPs: if they take "
+            "passwords, set them again (idprov user passwd)",
             ", ".join(sorted(pending.passwords)),
         )
     return queued(pending)
+
+
+class NotSent(Exception):
+    """A change that could not be sent to the outbox worker (nothing of it went)."""
 
 
 class RelayError(Exception):
@@ -279,18 +290,21 @@ class RelayClient:
 
     @staticmethod
     def carries(pending: PendingPush) -> bool:
-        """Whether ``pending``'s rows were claimed for the outbox worker (else this
-        worker pushes them)."""
-        return bool(pending.claims) and all(MARK in name for name in pending.claims)
+        """Whether any of ``pending``'s rows were claimed for the outbox worker (else
+        this worker pushes them)."""
+        return any(MARK in name for name in pending.claims)
 
     async def push(self, key: Hashable, pending: PendingPush) -> OutboundReport | None:
         """Have the outbox worker push ``pending`` (claimed for it) and wait for the
-        report of its rows; queued if the connection is (or gets) lost."""
+        report of its rows; queued if the connection is lost once the change went.
+        :class:`NotSent` when it cannot go: not connected, or claimed (in part) on a
+        connection that is gone (a Bulk request's operations each claim as they
+        commit); the caller gives its claims back and pushes it itself."""
         writer, drainer = self._writer, self.drainer
         if writer is None or drainer is None:
-            return _lost(pending)
+            raise NotSent
         if not all(name.startswith(f"{drainer}.") for name in pending.claims):
-            return _lost(pending)  # claimed on a connection that is gone
+            raise NotSent
         number = next(self._ids)
         answer: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[number] = answer
@@ -305,9 +319,9 @@ class RelayClient:
         try:
             writer.write(_frame(change))
             await writer.drain()
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError):  # the peer had hung up: it never read it
             self._waiting.pop(number, None)
-            return _lost(pending)
+            raise NotSent from None
         kind, value = await answer
         if kind == "report":
             return report_from_wire(value)
@@ -411,6 +425,10 @@ class RelayServer:
         self.release = release
         """``release(prefix, keep)``: give back the claims whose names start with
         ``prefix``, but ``keep``'s (a closed connection's unsent changes)."""
+        self._closed: dict[str, tuple[float, set[str]]] = {}
+        """Closed connections' name prefixes: when they closed, and the claim names of
+        the changes they brought that are still being pushed."""
+        self._sweep = threading.Condition()
         self._connected = 0
         self._count = threading.Condition()
 
@@ -422,12 +440,35 @@ class RelayServer:
 
     def start(self) -> None:
         threading.Thread(target=self._accept, name="idprov-relay", daemon=True).start()
+        threading.Thread(target=self._sweeper, name="idprov-relay-sweep", daemon=True).start()
+
+    def _sweeper(self) -> None:
+        """Give back what workers claimed under closed connections' names and never
+        sent: at once when one closes, and again every :data:`SWEEP_SECONDS` for a
+        lease (a worker stopped mid-change may commit a claim under the name late, or
+        the outbox worker hung up on it while it still took names)."""
+        while True:
+            with self._sweep:
+                self._sweep.wait(SWEEP_SECONDS)
+                now = time.monotonic()
+                for prefix, (since, _) in list(self._closed.items()):
+                    if now - since > LEASE_SECONDS:
+                        del self._closed[prefix]
+                closed = [(p, set(keep)) for p, (_, keep) in self._closed.items()]
+            for prefix, keep in closed:
+                try:
+                    self.release(prefix, keep)
+                except Exception as exc:  # noqa: BLE001 - the lease runs out instead
+                    log.warning("could not give back a closed connection's claims: %s", exc)
 
     def _accept(self) -> None:
         while True:
             try:
                 conn, _ = self.listener.accept()
-            except OSError:
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    time.sleep(0.1)  # out of descriptors for now: the worker retries
+                    continue
                 return  # the process is stopping
             threading.Thread(
                 target=self._serve, args=(conn,), name="idprov-relay-conn", daemon=True
@@ -441,14 +482,15 @@ class RelayServer:
         or give back their claims)."""
 
         def send(message: dict[str, Any]) -> None:
-            try:
-                with sending:
-                    _send_within(conn, _frame(message), SEND_SECONDS)
-            except TimeoutError:  # a worker that stopped reading (SIGSTOP): hang up, so
-                with contextlib.suppress(OSError):  # no pusher thread waits on it
-                    conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # the worker is gone: what was pushed is recorded all the same
+            frame = _frame(message)
+            with sending:
+                try:
+                    _send_within(conn, frame, SEND_SECONDS)
+                except TimeoutError:  # a worker that stopped reading (SIGSTOP): hang
+                    with contextlib.suppress(OSError):  # up, so no pusher thread waits
+                        conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # the worker is gone: what was pushed is recorded all the same
 
         with self._count:
             self._connected += 1
@@ -460,10 +502,9 @@ class RelayServer:
             log.warning("a worker's push connection failed: %s", type(exc).__name__)
         finally:
             conn.close()
-            try:  # what the worker claimed for this connection and never sent
-                self.release(f"{drainer}.", received)
-            except Exception as exc:  # noqa: BLE001 - the lease runs out instead
-                log.warning("could not give back a closed connection's claims: %s", exc)
+            with self._sweep:  # what the worker claimed for it and never sent
+                self._closed[f"{drainer}."] = (time.monotonic(), received)
+                self._sweep.notify()
             with self._count:
                 self._connected -= 1
                 self._count.notify_all()

@@ -35,6 +35,7 @@ The ASGI and socket plumbing (bodies, responses, binding, uvicorn) is
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import sys
@@ -399,10 +400,7 @@ class InboundServer:
         report = None
         if pending.rows:
             key = (caller.application, view, caller.token_id)
-            if self.relay is not None and self.relay.carries(pending):
-                report = await self.relay.push(key, pending)
-            else:
-                report = await asyncio.wrap_future(self.push_queue.submit(key, pending))
+            report = await self._push_here_or_there(key, pending)
         if pending.queued:
             from idprov.provisioning.results import OutboundReport
 
@@ -410,6 +408,28 @@ class InboundServer:
             for row, idp in pending.queued:
                 report.note("queued", idp, row)
         return report
+
+    async def _push_here_or_there(
+        self, key: tuple[str, str, str], pending: PendingPush
+    ) -> OutboundReport | None:
+        """The outbox worker pushes what was claimed for it (`serve --workers`), else
+        a pusher thread here. A change that cannot reach the outbox worker gives back
+        its claims (those still held under its names) and is pushed here."""
+        if self.relay is not None and self.relay.carries(pending):
+            from idprov.inbound.push_relay import NotSent
+
+            try:
+                return await self.relay.push(key, pending)
+            except NotSent:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self.pushers, self._unclaim, key, pending)
+                pending = dataclasses.replace(pending, claims=[])
+        return await asyncio.wrap_future(self.push_queue.submit(key, pending))
+
+    def _unclaim(self, key: tuple[str, str, str], pending: PendingPush) -> None:
+        state = self.backends.get(key[0], key[1]).service.state
+        with state.transaction():
+            state.outbox.release_rows(pending.rows, pending.claims)
 
     def _push_now(self, key: Hashable, changes: list[PendingPush]) -> list[OutboundReport | None]:
         application, view, token_id = cast(tuple[str, str, str], key)
