@@ -121,8 +121,10 @@ def test_a_stop_lets_the_pushes_in_flight_finish(
     tmp_path, scim2_server, monkeypatch, every_process
 ):
     """SIGTERM to the supervisor stops the outbox worker last; to every process (as
-    systemd stops a service), the outbox worker pushes on until the workers are gone."""
+    systemd stops a service), the outbox worker pushes on until the workers are gone.
+    The workers' socket and its directory are gone with the server."""
     monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     with SlowLink(scim2_server.base_url, 1.0) as link:
         idps = idp_yaml("corp", link.url)
         with serving(tmp_path, 2, config_text(tmp_path, idps, "corp")) as served:
@@ -139,6 +141,7 @@ def test_a_stop_lets_the_pushes_in_flight_finish(
             code, stderr = served.stop()
     assert code == 0, stderr
     assert sorted(u["userName"] for u in scim2_server.users()) == ["during-the-stop", "first"]
+    assert list(tmp_path.glob("idprov-serve-*")) == []
     log = (tmp_path / "access.log").read_text().splitlines()
     assert any("201" in line and "outbound=ok" in line for line in log[1:])
     assert outbox_left(tmp_path) == 0
@@ -384,3 +387,20 @@ def test_a_change_claimed_on_a_connection_that_is_gone_is_given_back_and_pushed_
     assert report is not None and report.ok
     assert sorted(u["userName"] for u in scim2_server.users()) == ["ann", "bob"]
     assert outbox_left(tmp_path) == 0
+
+
+def test_a_killed_supervisor_leaves_no_socket_directory(tmp_path, scim2_server, monkeypatch):
+    """kill -9 of the supervisor: its workers stop on their own, and the outbox
+    worker, the last to go, removes the workers' socket and its directory."""
+    from tests.test_serve_workers import alive
+
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    idps = idp_yaml("corp", scim2_server.base_url)
+    with serving(tmp_path, 2, config_text(tmp_path, idps, "corp")) as served:
+        assert list(tmp_path.glob("idprov-serve-*/push.sock"))
+        children = served.workers()
+        served.process.kill()
+        served.process.wait(30)
+        assert wait_until(lambda: not any(map(alive, children)))
+    assert list(tmp_path.glob("idprov-serve-*")) == []

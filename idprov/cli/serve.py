@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -105,7 +104,7 @@ def _serve(
 ) -> None:
     """Bind, say where, and serve: in this process, or in ``workers`` forked ones
     (each on a socket of its own where the kernel spreads connections over them)."""
-    from idprov.inbound.push_relay import listen_for_pushes
+    from idprov.inbound.push_relay import forget_socket, listen_for_pushes
     from idprov.inbound.serve_http import base_url, bind, uvicorn_server
     from idprov.inbound.serve_workers import OWN_SOCKETS, Supervisor, run_outbox_worker
 
@@ -166,8 +165,8 @@ def _serve(
         code = supervisor.run()
     finally:
         if relay is not None:
+            forget_socket(relay[0])
             relay[0].close()
-            shutil.rmtree(relay[1].parent, ignore_errors=True)
     if code != 0:
         raise IdprovError(
             "idprov serve stopped: its workers kept failing as they started",

@@ -103,6 +103,16 @@ def listen_for_pushes() -> tuple[socket.socket, Path]:
     return listener, path
 
 
+def forget_socket(listener: socket.socket) -> None:
+    """Remove the socket :func:`listen_for_pushes` made, and its directory (the
+    supervisor does when it stops; its outbox worker when it was killed)."""
+    with contextlib.suppress(OSError):
+        path = Path(listener.getsockname())
+        if path.parent.name.startswith("idprov-serve-"):
+            path.unlink(missing_ok=True)
+            path.parent.rmdir()
+
+
 # ---------------------------------------------------------------- frames
 def _frame(message: dict[str, Any]) -> bytes:
     body = json.dumps(message, separators=(",", ":")).encode()

@@ -92,6 +92,7 @@ def run_outbox_worker(
     in the outbox a little longer; on an idle one it runs at full speed. Requests wait
     for the pushes it makes for the workers, so then it keeps the workers' priority."""
     stopped: list[int] = []  # a flag: a handler must not take a lock the loop may hold
+    supervisor = os.getppid()
     signal.signal(signal.SIGTERM, lambda signum, _frame: stopped.append(signum))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group
     if pushes is None:
@@ -108,6 +109,10 @@ def run_outbox_worker(
         server.wait_for_workers(STOP_SECONDS)  # a stop sent to every process at once
     finally:
         server.close()
+        if pushes is not None and os.getppid() != supervisor:
+            from idprov.inbound.push_relay import forget_socket
+
+            forget_socket(pushes)  # the supervisor was killed: nobody else removes it
     return 0
 
 
