@@ -387,20 +387,3 @@ def test_a_change_claimed_on_a_connection_that_is_gone_is_given_back_and_pushed_
     assert report is not None and report.ok
     assert sorted(u["userName"] for u in scim2_server.users()) == ["ann", "bob"]
     assert outbox_left(tmp_path) == 0
-
-
-def test_a_killed_supervisor_leaves_no_socket_directory(tmp_path, scim2_server, monkeypatch):
-    """kill -9 of the supervisor: its workers stop on their own, and the outbox
-    worker, the last to go, removes the workers' socket and its directory."""
-    from tests.test_serve_workers import alive
-
-    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-    idps = idp_yaml("corp", scim2_server.base_url)
-    with serving(tmp_path, 2, config_text(tmp_path, idps, "corp")) as served:
-        assert list(tmp_path.glob("idprov-serve-*/push.sock"))
-        children = served.workers()
-        served.process.kill()
-        served.process.wait(30)
-        assert wait_until(lambda: not any(map(alive, children)))
-    assert list(tmp_path.glob("idprov-serve-*")) == []

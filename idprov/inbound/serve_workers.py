@@ -108,11 +108,11 @@ def run_outbox_worker(
             time.sleep(0.2)
         server.wait_for_workers(STOP_SECONDS)  # a stop sent to every process at once
     finally:
-        server.close()
         if pushes is not None and os.getppid() != supervisor:
             from idprov.inbound.push_relay import forget_socket
 
             forget_socket(pushes)  # the supervisor was killed: nobody else removes it
+        server.close()
     return 0
 
 
