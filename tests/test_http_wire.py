@@ -11,7 +11,6 @@ import base64
 import gzip
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from idprov.connectors.base import TargetError
 from idprov.connectors.http import HttpOptions, send
 from idprov.connectors.http_client import ThreadClient
+from tests.waiting import wait_until
 
 Script = Callable[[socket.socket, bytes], None]
 """What the server does on one connection, given the first request's bytes."""
@@ -112,7 +112,7 @@ def test_a_connection_the_server_closed_while_idle_is_not_used_again(client):
     http = client(server.url)
     first = send(http, "POST", f"{server.url}/Users", what="create", json={"n": 1})
     assert first.json() == {"ok": True}
-    assert wait_for(lambda: server.closed == 1)  # closed; the client has not noticed yet
+    assert wait_until(lambda: server.closed == 1)  # closed; the client has not noticed yet
     second = send(http, "POST", f"{server.url}/Users", what="create", json={"n": 2})
     assert second.json() == {"ok": True}
     assert server.connections == 2 and len(server.requests) == 2  # each sent once
@@ -183,15 +183,6 @@ def test_a_proxy_s_credentials_go_in_proxy_authorization_and_nowhere_else(client
     expected = base64.b64encode(b"ops:s3cr@t").decode()
     assert f"Proxy-Authorization: Basic {expected}" in head
     assert "s3cr" not in head.replace(expected, "")
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_an_informational_reply_where_the_answer_was_due_is_ambiguous_and_not_kept(client):

@@ -19,7 +19,6 @@ import signal
 import sqlite3
 import subprocess
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,15 +32,7 @@ from tests.outbound_helpers import idp_yaml
 from tests.peers.slow_link import SlowLink
 from tests.test_serve_workers import IDPROV, USER, config_text, create, niceness, serving
 from tests.test_serve_workers import token as token  # noqa: F401 - its CRM_TOKEN
-
-
-def wait_until(condition, seconds: float = 60.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+from tests.waiting import wait_until
 
 
 def outbox_left(tmp_path: Path) -> int:

@@ -57,8 +57,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from idprov.provisioning.outbox import LEASE_SECONDS
+
 if TYPE_CHECKING:
-    from idprov.provisioning.results import OperationResult, OutboundReport
+    from idprov.provisioning.results import OutboundReport
     from idprov.provisioning.unit_of_work import PendingPush
 
     Submit = Callable[[Hashable, PendingPush], "Future[OutboundReport | None]"]
@@ -74,8 +76,6 @@ SEND_SECONDS = 10.0
 up (a pusher thread must not wait on a worker that stopped reading)."""
 SWEEP_SECONDS = 5.0
 """How often claims under closed connections' names are looked for again."""
-LEASE_SECONDS = 300.0
-"""How long after a close they are (a claim's lease: later ones run out anyway)."""
 MARK = ":relay-"
 """In a drainer name: the outbox worker's relay (its claims' names start with it)."""
 
@@ -175,18 +175,13 @@ def report_to_wire(report: OutboundReport | None) -> dict[str, Any] | None:
             {
                 "name": r.name,
                 "total": r.total,
-                "operations": [_operation(op) for op in r.operations],
+                "operations": [vars(op) for op in r.operations],  # its plain fields
             }
             for r in report.idps.values()
         ],
         "guard": report.guard,
         "noted": [[row, idp, what] for row, (idp, what) in report.noted.items()],
     }
-
-
-def _operation(op: OperationResult) -> dict[str, Any]:
-    """As :func:`dataclasses.asdict`, without its deep copies (every field is plain)."""
-    return {f: getattr(op, f) for f in _OPERATION_FIELDS}
 
 
 def report_from_wire(wire: dict[str, Any] | None) -> OutboundReport | None:
@@ -204,33 +199,12 @@ def report_from_wire(wire: dict[str, Any] | None) -> OutboundReport | None:
     return report
 
 
-def queued(pending: PendingPush) -> OutboundReport:
+def _lost(pending: PendingPush) -> OutboundReport:
     """The report of a change whose push was lost with the outbox worker: its rows wait
-    in the outbox (see the module docstring)."""
+    in the outbox (see the module docstring); the log says which one-shot passwords
+    could not follow them."""
     from idprov.provisioning.results import OutboundReport
 
-    report = OutboundReport()
-    for row in pending.rows:
-        report.note("queued", pending.idps.get(row, "?"), row)
-    return report
-
-
-_OPERATION_FIELDS = (
-    "idp",
-    "kind",
-    "label",
-    "operation",
-    "outcome",
-    "remote_id",
-    "error",
-    "status",
-    "attempts",
-    "row",
-)
-
-
-def _lost(pending: PendingPush) -> OutboundReport:
-    """:func:`queued`, saying which one-shot passwords could not follow the rows."""
     if pending.passwords:
         log.warning(
             "the connection to the outbox worker was lost while it pushed the change of "
@@ -239,7 +213,10 @@ def _lost(pending: PendingPush) -> OutboundReport:
             "passwords, set them again (idprov user passwd)",
             ", ".join(sorted(pending.passwords)),
         )
-    return queued(pending)
+    report = OutboundReport()
+    for row in pending.rows:
+        report.note("queued", pending.idps.get(row, "?"), row)
+    return report
 
 
 class NotSent(Exception):
@@ -462,7 +439,7 @@ class RelayServer:
                 self._sweep.wait(SWEEP_SECONDS)
                 now = time.monotonic()
                 for prefix, (since, _) in list(self._closed.items()):
-                    if now - since > LEASE_SECONDS:
+                    if now - since > LEASE_SECONDS:  # later claims run out by then
                         del self._closed[prefix]
                 closed = [(p, set(keep)) for p, (_, keep) in self._closed.items()]
             for prefix, keep in closed:

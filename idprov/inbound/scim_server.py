@@ -213,13 +213,15 @@ class InboundServer:
         """In a worker of `serve --workers`: have the outbox worker (listening at
         ``path``) push this worker's changes, while it is reachable (see
         :mod:`~idprov.inbound.push_relay`). Call before serving."""
-        from idprov.inbound.push_relay import RelayClient
+        from idprov.inbound.push_relay import CONNECT_SECONDS, RelayClient
 
         self.relay = RelayClient(path)
         if not self.relay.connect():
             logging.getLogger("idprov.serve").warning(
-                "the outbox worker did not answer: this worker's changes wait in the "
-                "outbox until it does"
+                "the outbox worker did not answer within %.0f s (see its errors above): "
+                "this worker pushes its own changes until it does, so an IdP may get "
+                "more than its max_concurrency",
+                CONNECT_SECONDS,
             )
 
     def push_for_workers(self, listener: socket.socket) -> None:

@@ -293,19 +293,15 @@ class Outbox:
     def release_prefix(self, prefix: str, keep: Collection[str] = ()) -> list[int]:
         """Give back every lease held under a name that starts with ``prefix``, but
         those under ``keep``'s names."""
+        kept = list(keep)
         rows = self.db.execute(
-            "SELECT id, claimed_by FROM outbox WHERE substr(claimed_by, 1, ?) = ?",
-            [len(prefix), prefix],
+            "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL"
+            " WHERE substr(claimed_by, 1, ?) = ?"
+            + (f" AND claimed_by NOT IN {_in(kept)}" if kept else "")
+            + " RETURNING id",
+            [len(prefix), prefix, *kept],
         ).fetchall()
-        ids = [int(r[0]) for r in rows if r[1] not in keep]
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            self.db.execute(
-                "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL"
-                f" WHERE id IN {_in(chunk)} AND substr(claimed_by, 1, ?) = ?",
-                [*chunk, len(prefix), prefix],
-            )
-        return ids
+        return sorted(int(r[0]) for r in rows)
 
     def release_rows(self, ids: Sequence[int], owners: Sequence[str]) -> list[int]:
         """Give back the leases on rows ``ids`` that are still under one of ``owners``
