@@ -24,6 +24,7 @@ from idprov.connectors.scim2 import Scim2Connector
 from idprov.provisioning.service import IdentityService
 from idprov.provisioning.state import AuditQuery
 from tests.outbound_helpers import FakeScim, idp_yaml, make_config_text, make_service
+from tests.waiting import wait_until
 
 BASE = "https://scim.example.com/scim/v2"
 
@@ -114,6 +115,31 @@ def test_a_change_left_unclaimed_is_taken_by_whoever_drains_first(tmp_path, fake
             uow.add_user("alice", {"email": "alice@example.com"})
         assert [r.claimed_by for r in svc.outbox_rows()] == [None]
         assert svc.outbound.work(once=True).ok
+        assert [r for r in fake.requests if r[0] != "GET"] == [("POST", "/scim/v2/Users")]
+
+
+def test_rows_of_a_killed_drainer_its_parent_has_not_collected_are_taken_over(tmp_path, fake):
+    """kill -9 leaves a zombie until the parent collects it (a process reparented to
+    init waits longer). A re-run at once must push the rows it held, not wait for
+    their 5-minute lease (`outbox retry` said "nothing to provision")."""
+    import socket
+
+    with service(tmp_path, fake, idp_yaml("target", BASE), ["target"]) as svc:
+        with svc.unit_of_work(push=False) as uow:
+            uow.add_user("alice", {"email": "alice@example.com"})
+        killed = os.fork()
+        if killed == 0:  # the drainer: gone at once, not collected yet
+            os._exit(0)
+        try:
+            stat = Path(f"/proc/{killed}/stat")
+            assert wait_until(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+            with svc.state.transaction():
+                ids = [r.id for r in svc.outbox_rows()]
+                svc.state.outbox.claim_ids(ids, f"{socket.gethostname()}:{killed}:x.1", 300)
+            assert svc.outbound.retry().ok  # `idprov outbox retry`
+        finally:
+            os.waitpid(killed, 0)
+        assert svc.outbox_rows() == []
         assert [r for r in fake.requests if r[0] != "GET"] == [("POST", "/scim/v2/Users")]
 
 

@@ -387,11 +387,23 @@ def _dead_here(holder: str) -> bool:
 
 
 def _running(pid: int) -> bool:
-    """Whether process ``pid`` exists (on this machine)."""
+    """Whether process ``pid`` runs (on this machine). A zombie does not: killed with
+    ``kill -9``, a process stays one until its parent collects it (at once for a
+    shell, later for a reparented one), and a re-run then must take over its rows."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # it exists, owned by someone else
-    return True
+        pass  # it exists, owned by someone else
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits to be collected (Linux's /proc; where
+    there is none, a process that exists is taken to run)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
