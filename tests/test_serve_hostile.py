@@ -15,6 +15,7 @@ from tests.test_serve_scim import (
     HR_TOKEN,
     PATCH_OP,
     SCIM_JSON,
+    SEARCH,
     USER,
     Inbound,
     new_user,
@@ -93,3 +94,38 @@ def test_discovery_answers_after_every_token_is_revoked(tmp_path, monkeypatch, c
         assert client.get("/Users").status_code == 401
         config = client.get("/ServiceProviderConfig")
         assert config.status_code == 200, config.text
+
+
+@pytest.mark.parametrize(
+    "path,attribute", [("/Users", "userName"), ("/Groups", "displayName"), ("/Users", "externalId")]
+)
+def test_a_lone_surrogate_in_a_filter_value_is_an_invalid_filter(served, path, attribute):
+    """A filter's string escapes can spell a lone UTF-16 surrogate, which no store can
+    hold: a 400 naming it (it was a 500 with a UnicodeEncodeError in the log)."""
+    new_user(served.client, "alice")
+    for value in ("\\ud800", "a\\udfffb"):
+        query = f'{attribute} eq "{value}"'
+        response = served.client.get(path, params={"filter": query})
+        assert "surrogate" in scim_error(response, 400, "invalidFilter")
+        response = served.client.post(
+            "/.search", json={"schemas": [SEARCH], "filter": query}, headers=SCIM_JSON
+        )
+        assert "surrogate" in scim_error(response, 400, "invalidFilter")
+    pair = served.client.get(path, params={"filter": f'{attribute} eq "\\ud83d\\ude00"'})
+    assert pair.status_code == 200 and pair.json()["totalResults"] == 0
+
+
+def test_a_filter_of_a_thousand_comparisons_is_refused_and_two_hundred_answered(served):
+    """A flat ``or`` chain is not limited by the parser's nesting bound; past 200
+    comparisons it is a 400 (a thousand was a 500: SQLite's expression tree too deep),
+    and 200 are answered exactly."""
+    client = served.client
+    new_user(client, "alice", title="Dev")
+    new_user(client, "bob", title="Ops")
+    chain = " or ".join(['title eq "x"'] * 999 + ['title eq "Dev"'])
+    detail = scim_error(client.get("/Users", params={"filter": chain}), 400, "invalidFilter")
+    assert "1000 comparisons" in detail and "200" in detail
+    names = " or ".join([f'userName eq "u{i}"' for i in range(199)] + ['userName eq "bob"'])
+    found = client.get("/Users", params={"filter": names})
+    assert found.status_code == 200, found.text
+    assert [u["userName"] for u in found.json()["Resources"]] == ["bob"]

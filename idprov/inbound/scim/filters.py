@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from scim2_models.path import AttrPath, Comparison, LogicalExpr, Present, ValuePath
+from scim2_models import InvalidFilterException
+from scim2_models.path import AttrPath, Comparison, LogicalExpr, Not, Present, ValuePath
 
 from idprov.inbound.scim.mapping import ENTERPRISE, ENTERPRISE_ATTRIBUTES, NAME, SIMPLE
 from idprov.model import Condition
@@ -30,6 +31,49 @@ MULTI = {"emails": ("email", "emails"), "phonenumbers": ("phone_number", "mobile
 
 ExternalLookup = Callable[[str], Sequence[str]]
 """An externalId -> the local ids carrying it (for the acting application)."""
+
+MOST_TERMS = 200
+"""The most comparisons a filter may make (``a eq 1 or a eq 2 ...``): more than any
+client's lookup needs, few enough that checking each candidate against it stays cheap."""
+
+
+def check_filter(ast: Any) -> None:
+    """Refuse (400 ``invalidFilter``) a filter no store can be asked: more than
+    :data:`MOST_TERMS` comparisons, or a value that is not Unicode text (a lone UTF-16
+    surrogate such as ``"\\ud800"``, which a filter's JSON-style escapes can spell but
+    no database or directory can hold)."""
+    terms = 0
+    nodes = [ast]
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, LogicalExpr):
+            nodes.extend(node.terms)
+        elif isinstance(node, Not):
+            nodes.append(node.expr)
+        elif isinstance(node, ValuePath):
+            nodes.append(node.val_filter)
+        elif isinstance(node, Comparison | Present):
+            terms += 1
+            value = getattr(node, "value", None)
+            if isinstance(value, str) and not _is_text(value):
+                raise InvalidFilterException(
+                    detail=f"the filter compares {node.attr_path} to a value that is not "
+                    "Unicode text (a lone surrogate escape such as \\ud800); "
+                    "escape characters outside the Basic Multilingual Plane as a pair"
+                )
+    if terms > MOST_TERMS:
+        raise InvalidFilterException(
+            detail=f"the filter makes {terms} comparisons, more than the {MOST_TERMS} "
+            "idprov takes; split it into several requests"
+        )
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def user_condition(ast: Any, external: ExternalLookup) -> Condition | None:

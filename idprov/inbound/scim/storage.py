@@ -42,7 +42,7 @@ from scim2_server.utils import parametrize
 
 from idprov.inbound.scim import mapping
 from idprov.inbound.scim.acting import Backend, current_request, scim_errors
-from idprov.inbound.scim.filters import user_condition
+from idprov.inbound.scim.filters import check_filter, user_condition
 from idprov.inbound.scim.lookups import (
     GROUPS,
     USERS,
@@ -96,6 +96,8 @@ class IdprovStorage(ScimStorage):
         position: Any = None,
     ) -> SearchPage:
         with scim_errors():
+            if search_request.filter is not None:
+                check_filter(search_request.filter.ast)
             names = list(dict.fromkeys(str(rt.name) for rt in resource_types))
             quick = self._listing_page(names, search_request)
             if quick is not None:
