@@ -415,6 +415,90 @@ def test_etags_and_if_match(inbound):
     assert inbound.client.delete(path, headers={"If-Match": newer}).status_code == 204
 
 
+def another_change_first(monkeypatch, method: str, change) -> list[int]:
+    """Make ``change()`` commit once, between the next update's read and its write
+    (what another `idprov serve` process on the store does); returns a list that
+    counts the update's tries."""
+    from idprov.inbound.scim.storage import IdprovStorage
+
+    original = getattr(IdprovStorage, method)
+    tries: list[int] = []
+
+    def update(self, *args, **kwargs):
+        tries.append(1)
+        if len(tries) == 1:
+            change()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(IdprovStorage, method, update)
+    return tries
+
+
+def test_an_unconditional_patch_is_applied_again_after_another_change(inbound, monkeypatch):
+    """A PATCH or PUT without If-Match whose resource another request changed between
+    its read and its write is applied to the new version: both changes are kept and the
+    client gets its 200 (it was a 412 Entra and Okta do not send again)."""
+    alice = new_user(inbound.client, "alice", title="Dev")
+    path = f"/Users/{alice['id']}"
+    local = inbound.local()
+    tries = another_change_first(
+        monkeypatch, "_update_user", lambda: local.update_user("alice", {"department": "R&D"})
+    )
+    ok = patch(inbound.client, path, {"op": "replace", "path": "title", "value": "CTO"})
+    assert ok.status_code in (200, 204), ok.text
+    assert len(tries) == 2
+    claims = inbound.local().get_user("alice").claims
+    assert (claims["title"], claims["department"]) == ("CTO", "R&D")
+
+    tries.clear()
+    monkeypatch.undo()
+    tries = another_change_first(
+        monkeypatch, "_update_user", lambda: local.update_user("alice", {"department": "Ops"})
+    )
+    body = {"schemas": [USER], "userName": "alice", "title": "CEO"}
+    put = inbound.client.put(path, json=body, headers=SCIM_JSON)
+    assert put.status_code == 200, put.text
+    assert len(tries) == 2
+    claims = inbound.local().get_user("alice").claims
+    assert claims["title"] == "CEO" and "department" not in claims  # PUT replaces
+
+
+def test_a_group_patch_is_applied_again_after_another_change(inbound, monkeypatch):
+    alice, bob = new_user(inbound.client, "alice"), new_user(inbound.client, "bob")
+    staff = new_group(inbound.client, "staff", [alice["id"]])
+    local = inbound.local()
+    tries = another_change_first(
+        monkeypatch, "_update_group", lambda: local.assign("staff", ["carol"])
+    )
+    local.add_user("carol", {})
+    member = {"op": "add", "path": "members", "value": [{"value": bob["id"]}]}
+    ok = patch(inbound.client, f"/Groups/{staff['id']}", member)
+    assert ok.status_code in (200, 204), ok.text
+    assert len(tries) == 2
+    carol = local.get_user("carol").id
+    members = inbound.client.get(f"/Groups/{staff['id']}").json()["members"]
+    assert sorted(m["value"] for m in members) == sorted([alice["id"], bob["id"], carol])
+
+
+def test_a_conditional_patch_that_meets_another_change_is_412(inbound, monkeypatch):
+    alice = new_user(inbound.client, "alice", title="Dev")
+    path = f"/Users/{alice['id']}"
+    etag = inbound.client.get(path).headers["ETag"]
+    local = inbound.local()
+    tries = another_change_first(
+        monkeypatch, "_update_user", lambda: local.update_user("alice", {"department": "R&D"})
+    )
+    stale = patch(
+        inbound.client,
+        path,
+        {"op": "replace", "path": "title", "value": "CTO"},
+        headers={"If-Match": etag},
+    )
+    scim_error(stale, 412)
+    assert len(tries) == 1
+    assert inbound.local().get_user("alice").claims["title"] == "Dev"
+
+
 def test_the_version_follows_what_is_read_not_when(inbound):
     alice = new_user(inbound.client, "alice")
     path = f"/Users/{alice['id']}"

@@ -385,7 +385,8 @@ def _kind(resource_type: ResourceType) -> str:
 def _check_version(document: dict[str, Any], expected: str | None) -> None:
     if expected is not None and document["meta"]["version"] != expected:
         raise PreconditionFailedException(
-            detail="the resource changed since that version was read (If-Match)"
+            detail="the resource is no longer the version this request was made against "
+            "(If-Match, or another request changed it meanwhile): read it again"
         )
 
 
