@@ -385,6 +385,38 @@ def test_user_and_group_names_are_unique_case_insensitively(inbound):
     scim_error(inbound.client.post("/Groups", json=body), 409, "uniqueness")
 
 
+def test_a_name_that_collides_is_found_by_the_filter_a_client_matches_with(inbound):
+    """Entra and Okta look a name up (``userName eq``) before they create it: whatever
+    a create would collide with (409), that lookup finds, or the client would POST,
+    get a 409, and fail the same way every cycle."""
+    client = inbound.client
+    strauss = new_user(client, "strauß@example.com")
+    body = {"schemas": [USER], "userName": "STRAUSS@example.com"}
+    scim_error(client.post("/Users", json=body, headers=SCIM_JSON), 409, "uniqueness")
+    found = client.get("/Users", params={"filter": 'userName eq "STRAUSS@example.com"'}).json()
+    assert [u["id"] for u in found["Resources"]] == [strauss["id"]]
+    staff = new_group(client, "Sales EMEA")
+    found = client.get("/Groups", params={"filter": 'displayName eq "sales emea"'}).json()
+    assert [g["id"] for g in found["Resources"]] == [staff["id"]]
+    both = 'userName eq "STRAUSS@example.com" and userName eq "nobody"'
+    assert client.get("/Users", params={"filter": both}).json()["totalResults"] == 0
+
+
+def test_names_are_kept_as_sent_or_refused_never_trimmed(inbound):
+    """A name with spaces around it was trimmed: the client's own lookup of what it
+    sent then found nothing while a create of it was a 409, for ever. The store's name
+    policy now answers, as for a name typed at the command line."""
+    client = inbound.client
+    for path, body in [
+        ("/Users", {"schemas": [USER], "userName": "jane.doe@example.com "}),
+        ("/Groups", {"schemas": [GROUP], "displayName": " Sales EMEA"}),
+    ]:
+        detail = scim_error(client.post(path, json=body, headers=SCIM_JSON), 400, "invalidValue")
+        assert "pattern" in detail
+    assert client.get("/Users").json()["totalResults"] == 0
+    assert client.get("/Groups").json()["totalResults"] == 0
+
+
 def test_etags_and_if_match(inbound):
     alice = new_user(inbound.client, "alice")
     path = f"/Users/{alice['id']}"
@@ -413,90 +445,6 @@ def test_etags_and_if_match(inbound):
     scim_error(inbound.client.delete(path, headers={"If-Match": etag}), 412)
     assert inbound.local().get_user("alice").claims["title"] == "CTO"
     assert inbound.client.delete(path, headers={"If-Match": newer}).status_code == 204
-
-
-def another_change_first(monkeypatch, method: str, change) -> list[int]:
-    """Make ``change()`` commit once, between the next update's read and its write
-    (what another `idprov serve` process on the store does); returns a list that
-    counts the update's tries."""
-    from idprov.inbound.scim.storage import IdprovStorage
-
-    original = getattr(IdprovStorage, method)
-    tries: list[int] = []
-
-    def update(self, *args, **kwargs):
-        tries.append(1)
-        if len(tries) == 1:
-            change()
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(IdprovStorage, method, update)
-    return tries
-
-
-def test_an_unconditional_patch_is_applied_again_after_another_change(inbound, monkeypatch):
-    """A PATCH or PUT without If-Match whose resource another request changed between
-    its read and its write is applied to the new version: both changes are kept and the
-    client gets its 200 (it was a 412 Entra and Okta do not send again)."""
-    alice = new_user(inbound.client, "alice", title="Dev")
-    path = f"/Users/{alice['id']}"
-    local = inbound.local()
-    tries = another_change_first(
-        monkeypatch, "_update_user", lambda: local.update_user("alice", {"department": "R&D"})
-    )
-    ok = patch(inbound.client, path, {"op": "replace", "path": "title", "value": "CTO"})
-    assert ok.status_code in (200, 204), ok.text
-    assert len(tries) == 2
-    claims = inbound.local().get_user("alice").claims
-    assert (claims["title"], claims["department"]) == ("CTO", "R&D")
-
-    tries.clear()
-    monkeypatch.undo()
-    tries = another_change_first(
-        monkeypatch, "_update_user", lambda: local.update_user("alice", {"department": "Ops"})
-    )
-    body = {"schemas": [USER], "userName": "alice", "title": "CEO"}
-    put = inbound.client.put(path, json=body, headers=SCIM_JSON)
-    assert put.status_code == 200, put.text
-    assert len(tries) == 2
-    claims = inbound.local().get_user("alice").claims
-    assert claims["title"] == "CEO" and "department" not in claims  # PUT replaces
-
-
-def test_a_group_patch_is_applied_again_after_another_change(inbound, monkeypatch):
-    alice, bob = new_user(inbound.client, "alice"), new_user(inbound.client, "bob")
-    staff = new_group(inbound.client, "staff", [alice["id"]])
-    local = inbound.local()
-    tries = another_change_first(
-        monkeypatch, "_update_group", lambda: local.assign("staff", ["carol"])
-    )
-    local.add_user("carol", {})
-    member = {"op": "add", "path": "members", "value": [{"value": bob["id"]}]}
-    ok = patch(inbound.client, f"/Groups/{staff['id']}", member)
-    assert ok.status_code in (200, 204), ok.text
-    assert len(tries) == 2
-    carol = local.get_user("carol").id
-    members = inbound.client.get(f"/Groups/{staff['id']}").json()["members"]
-    assert sorted(m["value"] for m in members) == sorted([alice["id"], bob["id"], carol])
-
-
-def test_a_conditional_patch_that_meets_another_change_is_412(inbound, monkeypatch):
-    alice = new_user(inbound.client, "alice", title="Dev")
-    path = f"/Users/{alice['id']}"
-    etag = inbound.client.get(path).headers["ETag"]
-    local = inbound.local()
-    tries = another_change_first(
-        monkeypatch, "_update_user", lambda: local.update_user("alice", {"department": "R&D"})
-    )
-    stale = patch(
-        inbound.client,
-        path,
-        {"op": "replace", "path": "title", "value": "CTO"},
-        headers={"If-Match": etag},
-    )
-    scim_error(stale, 412)
-    assert len(tries) == 1
-    assert inbound.local().get_user("alice").claims["title"] == "Dev"
 
 
 def test_the_version_follows_what_is_read_not_when(inbound):
@@ -988,32 +936,69 @@ def test_a_token_scope_that_does_not_exist_is_refused(cli, tmp_path, write_confi
 
 
 # ---- two servers on one store
-def test_a_patch_raced_by_another_server_is_refused_not_half_lost(tmp_path, tokens, monkeypatch):
+def test_a_patch_raced_by_another_server_is_applied_again(tmp_path, tokens, monkeypatch):
     config = serve_config(tmp_path)
     with running(config) as a, running(config) as b:
         user = new_user(a.client, "alice", title="Dev", displayName="Alice")
-        a_patch_raced_by_b_is_refused(a.client, b.client, user["id"], monkeypatch)
+        a_patch_raced_by_b_keeps_both(a.client, b.client, user["id"], monkeypatch)
 
 
-def a_patch_raced_by_b_is_refused(
+def a_patch_raced_by_b_keeps_both(
     a: httpx.Client, b: httpx.Client, user_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two `idprov serve` on one store: server B changes a user (title "Dev") after
-    server A read it for a PATCH and before A writes. A answers 412 and writes
-    nothing; B's change stays (before, A's write silently undid it)."""
+    server A read it for a PATCH and before A writes. A PATCH without If-Match is
+    applied again to B's version: both changes are kept, and the client gets its 204
+    (before the version check, A's write silently undid B's; then it was a 412 that
+    Entra and Okta do not send again). With If-Match, A answers 412 and writes
+    nothing."""
     raced = b_changes_alice_first(b, user_id, monkeypatch)
     late = {"op": "replace", "path": "title", "value": "Lead"}
-    detail = scim_error(patch(a, f"/Users/{user_id}", late), 412)
+    response = patch(a, f"/Users/{user_id}", late)
+    assert response.status_code in (200, 204), response.text
+    after = a.get(f"/Users/{user_id}").json()
+    assert raced == [1, 204] and (after["displayName"], after["title"]) == ("Alice B", "Lead")
+
+    monkeypatch.undo()
+    etag = a.get(f"/Users/{user_id}").headers["ETag"]
+    raced = b_changes_alice_first(b, user_id, monkeypatch, "Alice C")
+    late = {"op": "replace", "path": "title", "value": "CTO"}
+    detail = scim_error(patch(a, f"/Users/{user_id}", late, headers={"If-Match": etag}), 412)
     assert raced == [1, 204] and "another request changed" in detail
     after = a.get(f"/Users/{user_id}").json()
-    assert (after["displayName"], after["title"]) == ("Alice B", "Dev")
+    assert (after["displayName"], after["title"]) == ("Alice C", "Lead")
+
+
+def test_a_put_and_a_group_patch_raced_by_another_server_are_applied_again(
+    tmp_path, tokens, monkeypatch
+):
+    config = serve_config(tmp_path)
+    with running(config) as a, running(config) as b:
+        user = new_user(a.client, "alice", title="Dev", displayName="Alice")
+        raced = b_changes_alice_first(b.client, user["id"], monkeypatch)
+        body = {"schemas": [USER], "userName": "alice", "title": "CEO"}
+        put = a.client.put(f"/Users/{user['id']}", json=body, headers=SCIM_JSON)
+        assert put.status_code == 200, put.text
+        after = a.client.get(f"/Users/{user['id']}").json()
+        assert raced == [1, 204] and after["title"] == "CEO" and "displayName" not in after
+
+        monkeypatch.undo()
+        bob = new_user(a.client, "bob")
+        staff = new_group(a.client, "staff", [user["id"]])
+        raced = b_changes_alice_first(b.client, user["id"], monkeypatch)
+        add_bob = {"op": "add", "path": "members", "value": [{"value": bob["id"]}]}
+        added = patch(a.client, f"/Groups/{staff['id']}", add_bob)
+        assert added.status_code in (200, 204), added.text
+        members = a.client.get(f"/Groups/{staff['id']}").json()["members"]
+        assert raced == [1, 204]
+        assert sorted(m["value"] for m in members) == sorted([user["id"], bob["id"]])
 
 
 def b_changes_alice_first(
-    b: httpx.Client, user_id: str, monkeypatch: pytest.MonkeyPatch
+    b: httpx.Client, user_id: str, monkeypatch: pytest.MonkeyPatch, display: str = "Alice B"
 ) -> list[int]:
-    """Make the next change a server makes wait until server B has renamed alice's
-    displayName (once); the list gets 1 and B's status."""
+    """Make the next change a server makes wait until server B has set alice's
+    displayName to ``display`` (once); the list gets 1 and B's status."""
     from idprov.inbound.scim.acting import Acting
 
     changing = Acting.changing
@@ -1023,7 +1008,7 @@ def b_changes_alice_first(
     def b_first(self):  # A has read alice and is about to write
         if not raced:
             raced.append(1)  # B's own PATCH comes through here too: once
-            replace = {"op": "replace", "path": "displayName", "value": "Alice B"}
+            replace = {"op": "replace", "path": "displayName", "value": display}
             raced.append(patch(b, f"/Users/{user_id}", replace).status_code)
         with changing(self) as uow:
             yield uow
@@ -1032,11 +1017,23 @@ def b_changes_alice_first(
     return raced
 
 
-def test_a_delete_raced_by_another_server_is_refused(tmp_path, tokens, monkeypatch):
+def test_a_delete_raced_by_another_server(tmp_path, tokens, monkeypatch):
+    """Without If-Match the client asked to delete whatever the version: the user is
+    deleted after B's change. With If-Match of the version before B's change: 412,
+    and the user stays with B's change."""
     config = serve_config(tmp_path)
     with running(config) as a, running(config) as b:
         user = new_user(a.client, "alice", displayName="Alice")
+        bob = new_user(a.client, "bob", displayName="Bob")
+        raced = b_changes_alice_first(b.client, bob["id"], monkeypatch)
+        assert a.client.delete(f"/Users/{bob['id']}").status_code == 204
+        assert raced == [1, 204]
+        assert a.client.get(f"/Users/{bob['id']}").status_code == 404
+        monkeypatch.undo()
+        etag = a.client.get(f"/Users/{user['id']}").headers["ETag"]
         raced = b_changes_alice_first(b.client, user["id"], monkeypatch)
-        detail = scim_error(a.client.delete(f"/Users/{user['id']}"), 412)
+        detail = scim_error(
+            a.client.delete(f"/Users/{user['id']}", headers={"If-Match": etag}), 412
+        )
         assert raced == [1, 204] and "another request changed" in detail
         assert a.client.get(f"/Users/{user['id']}").json()["displayName"] == "Alice B"

@@ -406,11 +406,11 @@ def test_two_servers_share_tokens_users_and_external_ids(postgres, tmp_path):
 def test_two_servers_on_one_postgresql_store_never_lose_a_raced_patch(
     postgres, tmp_path, monkeypatch
 ):
-    from tests.test_serve_scim import a_patch_raced_by_b_is_refused
+    from tests.test_serve_scim import a_patch_raced_by_b_keeps_both
 
     with two_servers(postgres, tmp_path) as (a, b, _):
         alice = new_alice(a, title="Dev", displayName="Alice")
-        a_patch_raced_by_b_is_refused(a, b, alice, monkeypatch)
+        a_patch_raced_by_b_keeps_both(a, b, alice, monkeypatch)
 
 
 # ---- configuration

@@ -222,7 +222,7 @@ def read_user(doc: Mapping[str, Any]) -> UserInput:
     manager = enterprise.get("manager") or {}
     manager_id = manager.get("value") if isinstance(manager, dict) else None
     return UserInput(
-        user_name.strip(),
+        user_name,  # as sent: what the store's name policy refuses is a 400, not trimmed
         claims,
         doc.get("password"),
         doc.get("externalId"),
@@ -325,4 +325,4 @@ def read_group(doc: Mapping[str, Any]) -> GroupInput:
             raise InvalidValue("members: each member needs the value of a User id")
         if value not in ids:
             ids.append(str(value))
-    return GroupInput(name.strip(), ids, doc.get("externalId"))
+    return GroupInput(name, ids, doc.get("externalId"))

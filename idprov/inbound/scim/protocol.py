@@ -12,7 +12,7 @@ and dumping it again: those three steps were a third of the CPU of a create at
 for the bodies Entra and Okta document). Groups, and creations in a Bulk request,
 take scim2-server's own path.
 
-A PATCH or PUT the client sent without a condition (``If-Match``, ``If-None-Match``)
+A PATCH, PUT or DELETE the client sent without a condition (``If-Match``, ``If-None-Match``)
 that met another request's change of the same resource between its read and its write
 (another `idprov serve` process on the same store) is applied again to the new version,
 up to :data:`REAPPLY` times, instead of answering 412: the client asked for no
@@ -39,7 +39,7 @@ from idprov.inbound.scim.schema import drop_client_schemas, drop_ignored
 from idprov.inbound.scim.storage import IdprovStorage
 
 REAPPLY = 20
-"""How many times an unconditional PATCH or PUT is applied again to a resource that
+"""How many times an unconditional PATCH, PUT or DELETE is applied again to a resource that
 another request changed under it (each try reads the new version) before the 412."""
 
 
@@ -142,6 +142,18 @@ class IdprovScimHandler(ScimHandler):
                 if _conditional(conditions) or tries > REAPPLY:
                     raise
                 current = self.storage.get(resource_type, cast(str, current.id))
+
+    def delete_resource(
+        self, resource_type: ResourceType, resource_id: str, conditions: Conditions
+    ) -> None:
+        tries = 0
+        while True:
+            try:
+                return super().delete_resource(resource_type, resource_id, conditions)
+            except PreconditionFailedException:
+                tries += 1
+                if _conditional(conditions) or tries > REAPPLY:
+                    raise
 
 
 def _conditional(conditions: Conditions) -> bool:

@@ -102,10 +102,10 @@ class IdprovStorage(ScimStorage):
             quick = self._listing_page(names, search_request)
             if quick is not None:
                 return quick
-            docs = self._candidates(names, search_request.filter)
+            docs, exact = self._candidates(names, search_request.filter)
             found = [self._model(d["meta"]["resourceType"], d) for d in docs]
             scim_filter = self._bound_filter(search_request.filter, found)
-            if scim_filter is not None:
+            if scim_filter is not None and not exact:
                 found = [r for r in found if scim_filter.match(r)]
             return _page(search_request, found)
 
@@ -170,18 +170,25 @@ class IdprovStorage(ScimStorage):
         docs = self._user_documents(backend, page.items)
         return SearchPage(page.total, [self._model(USERS, d) for d in docs])
 
-    def _candidates(self, names: list[str], scim_filter: Any) -> list[dict[str, Any]]:
+    def _candidates(self, names: list[str], scim_filter: Any) -> tuple[list[dict[str, Any]], bool]:
+        """The documents that may match, and whether they are exactly the filter's answer:
+        a filter that is one ``eq`` looked up in every resource type. A name is then found
+        as uniqueness compares names (case folded: ``STRAUSS`` finds ``strauß``, which a
+        create of ``STRAUSS`` would collide with), where scim2-models' exact check would
+        drop it, and a client that matches by name before it creates would never match."""
         backend = current_request().backend
         lookup = _equality(scim_filter)
         docs: list[dict[str, Any]] = []
+        exact = isinstance(getattr(scim_filter, "ast", None), Comparison)
         for name in names:
             if lookup is not None and lookup[0] in LOOKUPS[name]:
                 users, roles = self._looked_up(backend, name, *lookup)
             else:
                 users, roles = self._everything(backend, name, scim_filter)
+                exact = False
             docs += self._user_documents(backend, users) if users else []
             docs += self._group_documents(backend, roles) if roles else []
-        return docs
+        return docs, exact
 
     def _looked_up(
         self, backend: Backend, kind: str, attribute: str, value: str
