@@ -300,3 +300,68 @@ def test_full_sample_config_works(cli, tmp_path):
     for store in read_only:
         error = cli("user", "add", f"{store['domain']}/ada.lovelace", "--json").error(5)
         assert error["code"] == "read_only"
+
+
+def test_the_csv_files_columns_are_reserved_claim_names(cli, write_config, tmp_path, state):
+    """Every column of idprov's CSV files that is not a claim (the export's, the
+    importer's, the rejects file's) is refused as a claim name when the file loads."""
+    import csv
+
+    from idprov.config.claims import RESERVED_CLAIM_NAMES
+
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "alice", "-c", "title=T", "--role", "staff").ok()
+    exported = cli("export", "users", "-").ok().stdout.splitlines()[0].split(",")
+    (tmp_path / "in.csv").write_text("username,password_hash,password\nbad user,,\n")
+    cli("import", "users", "in.csv", "--rejects", "rej.csv")
+    with open(tmp_path / "rej.csv", newline="") as f:
+        rejects = next(csv.reader(f))
+    fixed = {*exported, *rejects} - {"title"}
+    assert fixed == {"username", "roles", "password", "password_hash", "line", "error"}
+    assert fixed <= set(RESERVED_CLAIM_NAMES)
+    before = state.dump()
+    for name in sorted(fixed):
+        path = write_config(f"claims:\n  - name: {name}\n")
+        error = cli("config", "validate", "--json").error(2)
+        assert error["message"].startswith(f"{path}:2:5: claims[0].name: {name!r} cannot be a")
+        assert f"{name!r} cannot be a claim name" in cli("user", "list").fails(2)
+    assert state.dump() == before
+
+
+def test_validate_finds_a_missing_read_only_store(cli, write_config, tmp_path):
+    path = write_config(
+        "userstores:\n  - domain: PRIMARY\n  - domain: LEGACY\n"
+        "    path: legacy.db\n    read_only: true\n"
+    )
+    error = cli("config", "validate", "--json").error(2)
+    assert error["message"] == (
+        f"{path}:4:5: userstores[1].path: the read-only userstore LEGACY names "
+        f"{tmp_path / 'legacy.db'}, which does not exist"
+    )
+    assert "never created" in error["hint"]
+    (tmp_path / "legacy.db").mkdir()
+    assert "which is a directory" in cli("config", "validate").fails(2)
+    (tmp_path / "legacy.db").rmdir()
+    # commands that need the store say the same (README, Troubleshooting); the others work
+    cli("user", "add", "alice").ok()
+    assert cli("user", "list", "--domain", "PRIMARY").ok().stdout.startswith("username")
+    err = cli("user", "list").fails(1)
+    assert f"the read-only userstore LEGACY names {tmp_path / 'legacy.db'}" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("x: &a [*a]\n", "1:4: x[0]: this alias repeats"),
+        ("version: 1\nuserstores:\n\t- domain: PRIMARY\n", "3:1: invalid YAML: a tab character"),
+    ],
+)
+def test_yaml_a_user_can_write_is_a_located_error(cli, write_config, text, says):
+    path = write_config(text)
+    assert f"{path}:{says}" in cli("config", "validate").fails(2)
+
+
+def test_a_config_path_that_is_a_directory(cli, tmp_path):
+    (tmp_path / "conf.yaml").mkdir()
+    error = cli("--config", "conf.yaml", "config", "validate", "--json").error(2)
+    assert error["message"] == "--config names conf.yaml, which is a directory"

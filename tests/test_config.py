@@ -433,3 +433,114 @@ def test_keyring_without_a_usable_backend_points_to_env_and_file(keyring_backend
         assert "no usable keyring backend" in info.value.message
         assert "env:NAME" in info.value.hint and "file:PATH" in info.value.hint
     assert SecretRef("keyring:idprov/x").status() == "missing"
+
+
+# ---- names, types and YAML that used to pass or crash
+
+
+@pytest.mark.parametrize(
+    "name", ["username", "password", "password_hash", "roles", "line", "error"]
+)
+def test_claims_may_not_take_the_names_of_csv_columns(name):
+    error = error_of(f"claims:\n  - name: badge\n  - name: {name}\n")
+    assert error.message.startswith(f"idprov.yaml:3:5: claims[1].name: {name!r} cannot be a ")
+    assert "column" in error.message and "give the claim another name" in error.message
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "says"),
+    [
+        ("version: true\n", "1:1: version", "expected one of 1, got bool True"),
+        ("data_dir: 5\n", "1:1: data_dir", "expected a string, got int 5; put it in quotes"),
+        (
+            "userstores:\n  - domain: PRIMARY\n    description: 42\n",
+            "3:5: userstores[0].description",
+            "expected a string, got int 42",
+        ),
+    ],
+)
+def test_values_of_another_type_are_not_converted(text, where, says):
+    message = error_of(text).message
+    assert message.startswith(f"idprov.yaml:{where}: "), message
+    assert says in message
+
+
+def test_a_quoted_number_is_text():
+    assert load_text("data_dir: '5'\n", "x.yaml", base_dir=Path("/etc")).data_dir == "/etc/5"
+
+
+def test_an_alias_inside_the_node_it_names_is_located():
+    error = error_of("version: 1\nx: &a [1, *a]\n")
+    assert error.message.startswith(
+        "idprov.yaml:2:4: x[1]: this alias repeats the list or mapping that contains it "
+        "(anchored at line 2, column 4)"
+    )
+    assert "*name" in error.hint
+    error = error_of("a: &m\n  b: *m\n")
+    assert error.message.startswith("idprov.yaml:2:3: a.b: this alias repeats")
+
+
+def laughs(levels: int) -> str:
+    """Ten aliases of the level below at each level: 10**(levels + 1) values."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def test_aliases_that_expand_past_the_limit_are_refused(monkeypatch):
+    from idprov.config import loader
+
+    monkeypatch.setattr(loader, "MAX_VALUES", 1000)  # 10,000 values below: never large
+    error = error_of(laughs(3))
+    assert error.message.startswith("idprov.yaml:"), error.message
+    assert ": a2[" in error.message
+    assert "more than 1,000 values once its aliases are expanded" in error.message
+    assert "fewer levels of aliases" in error.hint
+
+
+def test_aliases_within_the_limit_still_work():
+    config = load_text(
+        "identity_providers:\n"
+        "  - {name: a, connector: scim2, retry: &retry {max_attempts: 2}}\n"
+        "  - {name: b, connector: scim2, retry: *retry}\n",
+        "x.yaml",
+    )
+    assert [i.retry.max_attempts for i in config.identity_providers] == [2, 2]
+
+
+def test_nesting_is_bounded():
+    error = error_of("a: " + "[" * 80 + "]" * 80 + "\n")
+    assert error.message.startswith("idprov.yaml:1:")
+    assert "nested more than" in error.message
+
+
+def test_a_key_must_be_text():
+    assert "a key must be text" in error_of("? [a]\n: 1\n").message
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "says", "hint"),
+    [
+        ("version: 1\nuserstores:\n\t- domain: PRIMARY\n", "3:1", "a tab character", "spaces"),
+        ("version: 1\n---\nversion: 1\n", "2:1", "a second YAML document", "`---`"),
+    ],
+)
+def test_yaml_errors_name_their_cause(text, where, says, hint):
+    error = error_of(text)
+    assert error.message.startswith(f"idprov.yaml:{where}: invalid YAML: {says}"), error.message
+    assert hint in error.hint
+
+
+def test_a_directory_named_as_the_config(tmp_path, monkeypatch):
+    (tmp_path / "conf.yaml").mkdir()
+    with pytest.raises(ConfigError) as info:
+        discover(str(tmp_path / "conf.yaml"))
+    assert "is a directory" in info.value.message
+    assert str(tmp_path / "conf.yaml" / "idprov.yaml") in info.value.hint
+    monkeypatch.setenv("IDPROV_CONFIG", str(tmp_path / "conf.yaml"))
+    with pytest.raises(ConfigError) as info:
+        discover()
+    assert (
+        info.value.message
+        == f"IDPROV_CONFIG points to {tmp_path / 'conf.yaml'}, which is a directory"
+    )

@@ -49,9 +49,11 @@ def validate(
     json: JsonOpt = False,
 ) -> None:
     """Check the configuration; say where any error is."""
+    from idprov.config.loader import check_store_files
     from idprov.errors import SecretError
 
     config = _loaded()
+    check_store_files(config)
     missing = [ref.ref for ref in config.secret_refs() if ref.status() == "missing"]
     if strict and missing:
         raise SecretError(

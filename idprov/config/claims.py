@@ -51,3 +51,18 @@ BUILTIN_CLAIMS: tuple[ClaimDefinition, ...] = (
     ClaimDefinition("active", "Account enabled: true or false", pattern=r"^(true|false)$"),
     ClaimDefinition("emails", "Further e-mail addresses", multi_valued=True),
 )
+
+RESERVED_CLAIM_NAMES: dict[str, str] = {
+    "username": "the CSV import and `export users` read and write the user's name in "
+    "a `username` column",
+    "password": "the CSV import reads the password to set in a `password` column",
+    "password_hash": "the CSV import reads a password hash in a `password_hash` column",
+    "roles": "the CSV import and `export users` read and write the user's roles in a "
+    "`roles` column",
+    "line": "the rejects file of `import users --rejects` adds a `line` column",
+    "error": "the rejects file of `import users --rejects` adds an `error` column",
+}
+"""Names no claim may have, and why: the columns of idprov's CSV files that are not
+claims (the importer's ``RESERVED`` columns, the fixed columns of ``export users`` and
+the two a rejects file adds). A claim named so would be read from, or written to,
+the same column as the user's name, password or roles."""

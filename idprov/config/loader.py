@@ -23,26 +23,29 @@ from idprov.errors import ConfigError
 def discover(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     """The configuration file to use, or None for the embedded default."""
     if explicit:
-        path = Path(explicit)
-        if not path.is_file():
-            raise ConfigError(
-                f"configuration file {path} does not exist",
-                hint="check the --config path, or run `idprov init` to write one",
-            )
-        return path
+        return _named(Path(explicit), "--config names", "check the --config path")
     env = os.environ.get("IDPROV_CONFIG")
     if env:
-        path = Path(env)
-        if not path.is_file():
-            raise ConfigError(
-                f"IDPROV_CONFIG points to {path}, which does not exist",
-                hint="fix or unset IDPROV_CONFIG",
-            )
-        return path
+        return _named(Path(env), "IDPROV_CONFIG points to", "fix or unset IDPROV_CONFIG")
     for candidate in (Path.cwd() / CONFIG_FILENAME, user_config_dir() / CONFIG_FILENAME):
         if candidate.is_file():
             return candidate
     return None
+
+
+def _named(path: Path, what: str, fix: str) -> Path:
+    """``path``, a file given by name, or an error saying what it is instead."""
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise ConfigError(
+            f"{what} {path}, which is a directory",
+            hint=f"{fix}: name the YAML file itself (e.g. {path / CONFIG_FILENAME})",
+        )
+    raise ConfigError(
+        f"{what} {path}, which does not exist",
+        hint=f"{fix}, or run `idprov init` to write one",
+    )
 
 
 def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
@@ -82,6 +85,25 @@ def load_text(text: str, source: str, base_dir: Path | None = None) -> Config:
     return config
 
 
+def check_store_files(config: Config) -> None:
+    """Every read-only SQLite userstore's file is there (`config validate`): idprov
+    never creates one, as an empty store would look as if every user had been deleted.
+    Opening such a store fails with the same words (idprov/userstores/__init__.py)."""
+    for i, store in enumerate(config.userstores):
+        path = getattr(store, "path", None)
+        if not store.read_only or path is None or Path(path).is_file():
+            continue
+        where = ("userstores", i, "path")
+        raise ConfigError(
+            f"the read-only userstore {store.domain} names {path}, which "
+            + ("is a directory" if Path(path).is_dir() else "does not exist"),
+            location=config.locator.where(where) if config.locator else config.source,
+            key=key_path(where),
+            hint="fix its path, or put the store's SQLite file there; a read-only store "
+            "is never created (an empty one would look as if every user had been deleted)",
+        )
+
+
 def _resolve(value: str | None, base_dir: Path | None) -> str | None:
     if value is None:
         return None
@@ -109,6 +131,14 @@ def _resolve_store_paths(config: Config, base_dir: Path | None) -> None:
         config.state = dataclasses.replace(config.state, **changes)
 
 
+MAX_DEPTH = 64
+"""How deeply a configuration may nest lists and mappings (a real one: under ten)."""
+MAX_VALUES = 100_000
+"""How many values (scalars, lists, mappings) a configuration may hold once its aliases
+are expanded. A real one holds a few thousand at most; aliases of aliases multiply
+("billion laughs": ten levels of ten make ten billion from a few hundred bytes)."""
+
+
 def parse_yaml(text: str, source: str) -> tuple[Any, Locator]:
     """YAML text to plain data plus a :class:`Locator` of every key and item."""
     import yaml
@@ -117,47 +147,115 @@ def parse_yaml(text: str, source: str) -> tuple[Any, Locator]:
     loader = loader_cls(text)
     try:
         node = loader.get_single_node()
-        marks: dict[KeyPath, tuple[int, int]] = {}
-        data = _construct(loader, node, (), marks, source) if node is not None else None
+        tree = _Tree(loader, source)
+        data = tree.value(node, ()) if node is not None else None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        location = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise ConfigError(
-            f"invalid YAML: {exc.problem or exc.context}",
-            location=location,
-            hint="check indentation, colons and quoting near that line",
-        ) from None
+        raise _yaml_error(exc, text, source) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", location=source) from None
     finally:
         loader.dispose()
-    return data, Locator(source, marks)
+    return data, Locator(source, tree.marks)
 
 
-def _construct(loader: Any, node: Any, path: KeyPath, marks: dict, source: str) -> Any:
-    import yaml
+def _yaml_error(exc: Any, text: str, source: str) -> ConfigError:
+    """A YAML syntax error, located, saying what is wrong in words a user knows."""
+    mark = exc.problem_mark or exc.context_mark
+    location = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+    problem = exc.problem or exc.context
+    hint = "check indentation, colons and quoting near that line"
+    lines = text.splitlines()
+    if mark and mark.line < len(lines) and lines[mark.line][mark.column : mark.column + 1] == "\t":
+        problem = "a tab character: YAML indents with spaces only"
+        hint = "replace the tabs on that line with spaces"
+    elif problem == "but found another document":
+        problem = "a second YAML document starts here (after `---`)"
+        hint = "the configuration is one document: remove the `---` line, or keep one part"
+    return ConfigError(f"invalid YAML: {problem}", location=location, hint=hint)
 
-    marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
+
+class _Tree:
+    """YAML nodes to plain data, noting the line and column of every key path, and
+    refusing what would not end or not fit: an alias inside the node it names, more
+    than :data:`MAX_DEPTH` levels, more than :data:`MAX_VALUES` values."""
+
+    def __init__(self, loader: Any, source: str) -> None:
+        self.loader = loader
+        self.source = source
+        self.marks: dict[KeyPath, tuple[int, int]] = {}
+        self.values = 0
+        self.inside: set[int] = set()
+        """The lists and mappings being built (by id): an alias to one of them recurses."""
+
+    def value(self, node: Any, path: KeyPath, key: Any = None) -> Any:
+        """The data of ``node`` at ``path`` (``key``: the node of its key in a mapping)."""
+        import yaml
+
+        self.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        self._count(node, path, key or node)
+        if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            return self.loader.construct_object(node, deep=True)
+        self.inside.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.value(item, (*path, i)) for i, item in enumerate(node.value)]
+            return self._mapping(node, path)
+        finally:
+            self.inside.discard(id(node))
+
+    def _count(self, node: Any, path: KeyPath, at: Any) -> None:
+        self.values += 1
+        if id(node) in self.inside:
+            anchor = node.start_mark
+            raise self._error(
+                at,
+                path,
+                "this alias repeats the list or mapping that contains it (anchored at "
+                f"line {anchor.line + 1}, column {anchor.column + 1}), which never ends",
+                "an alias (*name) may only repeat a value defined (&name) outside it",
+            )
+        if len(path) > MAX_DEPTH:
+            raise self._error(
+                at, path, f"nested more than {MAX_DEPTH} levels deep", "flatten the file"
+            )
+        if self.values > MAX_VALUES:
+            raise self._error(
+                at,
+                path,
+                f"the file holds more than {MAX_VALUES:,} values once its aliases are "
+                "expanded (aliases of aliases multiply)",
+                "write the values out, or repeat them with fewer levels of aliases",
+            )
+
+    def _mapping(self, node: Any, path: KeyPath) -> dict[str, Any]:
+        import yaml
+
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise self._error(key_node, path, "a key must be text, not a list or mapping")
+            key = self.loader.construct_object(key_node, deep=True)
             if not isinstance(key, str):
                 key = str(key)
             child = (*path, key)
             if key in out:
-                raise ConfigError(
+                raise self._error(
+                    key_node,
+                    child,
                     f"duplicate key {key!r}",
-                    location=f"{source}:{key_node.start_mark.line + 1}:"
-                    f"{key_node.start_mark.column + 1}",
-                    key=key_path(child),
-                    hint="each key may appear once in a mapping",
+                    "each key may appear once in a mapping",
                 )
-            out[key] = _construct(loader, value_node, child, marks, source)
-            marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            out[key] = self.value(value_node, child, key_node)
+            self.marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [
-            _construct(loader, item, (*path, i), marks, source) for i, item in enumerate(node.value)
-        ]
-    return loader.construct_object(node, deep=True)
+
+    def _error(
+        self, node: Any, path: KeyPath, message: str, hint: str | None = None
+    ) -> ConfigError:
+        mark = node.start_mark
+        return ConfigError(
+            message,
+            location=f"{self.source}:{mark.line + 1}:{mark.column + 1}",
+            key=key_path(path),
+            hint=hint,
+        )

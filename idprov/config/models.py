@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from idprov.config.claims import BUILTIN_CLAIMS, ClaimDefinition
+from idprov.config.claims import BUILTIN_CLAIMS, RESERVED_CLAIM_NAMES, ClaimDefinition
 from idprov.config.schema import Invalid
 from idprov.config.secrets import SecretRef
 
@@ -391,6 +391,13 @@ class Config:
             if claim.name in builtin:
                 raise Invalid(
                     f"claim {claim.name!r} is built in; choose another name",
+                    f"claims[{i}].name",
+                )
+            if claim.name in RESERVED_CLAIM_NAMES:
+                raise Invalid(
+                    f"{claim.name!r} cannot be a claim name: {RESERVED_CLAIM_NAMES[claim.name]}; "
+                    "give the claim another name (reserved: "
+                    f"{', '.join(sorted(RESERVED_CLAIM_NAMES))})",
                     f"claims[{i}].name",
                 )
         for i, store in enumerate(self.userstores):

@@ -116,8 +116,8 @@ def _convert(tp: Any, data: Any, locator: Locator, path: Path) -> Any:
             except ConfigError:
                 continue
         raise _fail(locator, path, f"expected {_type_name(tp)}, got {_describe(data)}")
-    if origin is Literal:
-        if data not in get_args(tp):
+    if origin is Literal:  # True == 1 in Python, but `version: true` is not version 1
+        if not any(type(data) is type(a) and data == a for a in get_args(tp)):
             raise _fail(locator, path, f"expected {_type_name(tp)}, got {_describe(data)}")
         return data
     if origin is list:
@@ -155,7 +155,12 @@ def _scalar(tp: Any, data: Any, locator: Locator, path: Path) -> Any:
         if isinstance(data, str):
             return data
         if isinstance(data, int | float) and not isinstance(data, bool):
-            return str(data)
+            raise _fail(
+                locator,
+                path,
+                f"expected a string, got {_describe(data)}; put it in quotes if it is "
+                f"meant as text ('{data}')",
+            )
     else:
         raise TypeError(f"unsupported field type {tp!r} at {key_path(path)}")
     raise _fail(locator, path, f"expected {_type_name(tp)}, got {_describe(data)}")
