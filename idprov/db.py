@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from idprov.config.paths import create_private_file
-from idprov.errors import StoreError, from_sqlite_error
+from idprov.errors import ExitCode, StoreError, from_sqlite_error
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -102,6 +102,9 @@ def _cannot_open(path: Path, exc: Exception) -> StoreError:
     """Why a database cannot be opened for writing, as precisely as the system says."""
     if isinstance(exc, StoreError):
         return exc
+    unusable = _unusable(path, exc)
+    if unusable is not None:
+        return unusable
     if isinstance(exc, OSError):
         reason = f"{exc.strerror or exc}"
     elif path.parent.is_dir() and not os.access(path.parent, os.W_OK):
@@ -116,6 +119,35 @@ def _cannot_open(path: Path, exc: Exception) -> StoreError:
         "(read commands such as `user list` and `log` do not); check the owner and mode, "
         "and that the directory exists",
     )
+
+
+def _unusable(path: Path, exc: Exception) -> StoreError | None:
+    """The file is not an SQLite database, or something else stands where it or its
+    directory should be: what is there and what to do, not a matter of permissions."""
+    blocking = next((p for p in (path, *path.parents) if p.exists()), None)
+    if blocking is not None and blocking != path and not blocking.is_dir():
+        error = StoreError(
+            f"cannot open database {path}: {blocking} is a file, not a directory",
+            hint=f"set data_dir (or the userstore's path) to a directory, or move {blocking} away",
+        )
+    elif path.is_dir():
+        error = StoreError(
+            f"cannot open database {path}: it is a directory, not an SQLite file",
+            hint=f"move the directory away (mv {path} {path}.dir), or fix data_dir (or the "
+            "userstore's path) in the configuration",
+        )
+    elif str(getattr(exc, "sqlite_errorname", "")).startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+        error = StoreError(
+            f"cannot open database {path}: it is damaged, or not an SQLite database ({exc})",
+            hint="restore it from a backup (README: Administration, back up and restore); "
+            f"without one, move it away (mv {path} {path}.damaged) to start with an empty "
+            "one; or fix the path in the configuration if it names the wrong file",
+        )
+        return error  # exit 1, as for every damaged database
+    else:
+        return None
+    error.exit_code = ExitCode.USAGE  # a directory where a file is expected (README)
+    return error
 
 
 def open_database_read_only(path: Path) -> Database:
@@ -137,6 +169,9 @@ def open_database_read_only(path: Path) -> Database:
         except sqlite3.Error as exc:
             conn.close()
             error = exc
+    unusable = _unusable(path, error)
+    if unusable is not None:
+        raise unusable from error
     raise StoreError(
         f"cannot read database {path}: {error}",
         hint="check that this user may read the file and its directory",

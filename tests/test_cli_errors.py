@@ -68,6 +68,34 @@ def test_a_read_only_store_whose_file_is_missing_is_an_error_not_an_empty_store(
     assert not (tmp_path / "legcy.db").exists()
 
 
+@pytest.mark.parametrize("argv", [["user", "list"], ["user", "add", "bob"], ["log"]])
+def test_a_damaged_database_says_so_and_how_to_recover(cli, data_dir, argv):
+    data_dir.mkdir(parents=True)
+    (data_dir / "idprov.db").write_text("garbage, not SQLite\n")
+    error = cli(*argv, "--json").error(1)
+    assert error["message"].startswith(f"cannot open database {data_dir / 'idprov.db'}: ")
+    assert "damaged, or not an SQLite database" in error["message"]
+    assert "restore it from a backup" in error["hint"] and "mv " in error["hint"]
+    assert "mode" not in error["hint"]
+    assert (data_dir / "idprov.db").read_text() == "garbage, not SQLite\n"
+
+
+def test_a_directory_where_the_database_should_be(cli, data_dir):
+    (data_dir / "idprov.db").mkdir(parents=True)
+    for argv in (["user", "list"], ["user", "add", "bob"]):
+        error = cli(*argv, "--json").error(2)
+        assert error["message"] == (
+            f"cannot open database {data_dir / 'idprov.db'}: it is a directory, not an SQLite file"
+        )
+        assert "move the directory away" in error["hint"]
+    data_dir.joinpath("idprov.db").rmdir()
+    data_dir.rmdir()
+    data_dir.write_text("")
+    error = cli("user", "list", "--json").error(2)
+    assert f"{data_dir} is a file, not a directory" in error["message"]
+    assert "set data_dir" in error["hint"]
+
+
 def many_users(cli, tmp_path: Path, count: int) -> None:
     """``count`` users whose rows are long enough to fill a pipe's buffer (64 KiB)."""
     name = "A Rather Long Display Name For Filling Pipes"
