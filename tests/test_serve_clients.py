@@ -233,6 +233,74 @@ def test_entra_user_lifecycle(served: Inbound) -> None:
     assert client.get(f"/Users/{user_id}").status_code == 404
 
 
+def test_entra_adds_a_first_email_phone_and_address_through_a_filtered_path(served: Inbound):
+    """When a mapped attribute first gets a value, Entra sends an ``Add`` (or
+    ``Replace``) to ``emails[type eq "work"].value``: with no work email yet, the
+    value is added as one (it was a 400 noTarget that failed every update of the
+    user; Microsoft's reference code had the same bug). Two sub-attributes of one
+    address in one PATCH make one address."""
+    client = served.client
+    body = {**ENTRA_CREATE_USER, "userName": "first@contoso.com", "externalId": "e-first"}
+    del body["emails"]
+    user = send(client, "POST", "/Users", body)
+    operations = [
+        {"op": "Add", "path": 'emails[type eq "work"].value', "value": "first@contoso.com"},
+        {"op": "Replace", "path": 'phoneNumbers[type eq "mobile"].value', "value": "+1 555 0100"},
+        {"op": "Add", "path": 'addresses[type eq "work"].streetAddress', "value": "1 Main St"},
+        {"op": "Add", "path": 'addresses[type eq "work"].locality', "value": "Redmond"},
+    ]
+    send(client, "PATCH", f"/Users/{user['id']}", {"schemas": [PATCH_OP], "Operations": operations})
+    got = read(client, f"/Users/{user['id']}")
+    assert got["emails"] == [{"type": "work", "value": "first@contoso.com"}]
+    assert got["phoneNumbers"] == [{"type": "mobile", "value": "+1 555 0100"}]
+    [address] = got["addresses"]
+    assert (address["type"], address["streetAddress"], address["locality"]) == (
+        "work",
+        "1 Main St",
+        "Redmond",
+    )
+    claims = served.local().get_user("first@contoso.com").claims
+    assert claims["email"] == "first@contoso.com" and claims["mobile"] == "+1 555 0100"
+    # the second time the value is replaced in the entry the filter now matches
+    again = [{"op": "Replace", "path": 'emails[type eq "work"].value', "value": "f@contoso.com"}]
+    send(client, "PATCH", f"/Users/{user['id']}", {"schemas": [PATCH_OP], "Operations": again})
+    assert read(client, f"/Users/{user['id']}")["emails"] == [
+        {"type": "work", "value": "f@contoso.com"}
+    ]
+    # a filter that describes no value to add still matches nothing
+    vague = [{"op": "Add", "path": 'emails[value co "x"].type', "value": "work"}]
+    response = client.patch(
+        f"/Users/{user['id']}", json={"schemas": [PATCH_OP], "Operations": vague}, headers=SCIM_JSON
+    )
+    assert response.status_code == 400 and response.json()["scimType"] == "noTarget"
+
+
+def test_entra_app_roles_are_ignored_in_a_patch_as_in_a_post(served: Inbound) -> None:
+    """With an application's roles mapped, Entra sends ``roles`` in its POST and its
+    PATCHes. idprov keeps no ``roles`` (its roles are Groups): the POST ignored them,
+    and the PATCH was refused whole (400 mutability), its other changes with it."""
+    client = served.client
+    role = {"primary": "True", "type": "WindowsAzureActiveDirectoryRole", "value": "Admin"}
+    body = {**ENTRA_CREATE_USER, "userName": "roles@contoso.com", "roles": [role]}
+    user = send(client, "POST", "/Users", body)
+    operations = [
+        {"op": "Add", "path": "roles", "value": [role]},
+        {"op": "Replace", "path": "title", "value": "Admin"},
+        {"op": "Add", "path": "name.formatted", "value": "Roles User"},
+    ]
+    send(client, "PATCH", f"/Users/{user['id']}", {"schemas": [PATCH_OP], "Operations": operations})
+    got = read(client, f"/Users/{user['id']}")
+    assert got["title"] == "Admin" and "roles" not in got and "formatted" not in got["name"]
+    assert served.local().get_user("roles@contoso.com").claims["title"] == "Admin"
+    groups = [{"op": "Add", "path": "groups", "value": [{"value": user["id"]}]}]
+    response = client.patch(
+        f"/Users/{user['id']}",
+        json={"schemas": [PATCH_OP], "Operations": groups},
+        headers=SCIM_JSON,
+    )
+    assert response.status_code == 400 and response.json()["scimType"] == "mutability"
+
+
 def test_entra_adds_the_manager_by_id(served: Inbound) -> None:
     client = served.client
     boss = entra_user(client, "boss@contoso.com", "e-boss")

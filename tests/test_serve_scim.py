@@ -232,7 +232,7 @@ def test_user_attributes_map_to_claims_both_ways(inbound):
         title="CTO",
         emails=[
             {"value": "alice@example.com", "type": "work", "primary": True},
-            {"value": "al@home.example", "type": "home"},
+            {"value": "al@home.example", "type": "other"},
         ],
         phoneNumbers=[{"value": "+1 555 0100", "type": "work"}, {"value": "+1 555 0199"}],
         addresses=[{"type": "work", "locality": "Oxford", "country": "UK", "formatted": "x"}],
@@ -270,6 +270,25 @@ def test_user_attributes_map_to_claims_both_ways(inbound):
     assert created["phoneNumbers"][1] == {"value": "+1 555 0199", "type": "mobile"}
     assert created[ENTERPRISE] == {"employeeNumber": "42", "department": "R&D", "costCenter": "CC1"}
     assert created["active"] is True
+
+
+def test_an_email_of_a_type_idprov_does_not_keep_is_refused_as_a_phone_is(inbound):
+    """A ``home`` address was kept as ``other``: a filter on ``type eq "home"`` then
+    found nothing, and an update of it added another address each time. Refused, as a
+    phone number of a type with no claim is; nothing is stored."""
+    body = {
+        "schemas": [USER],
+        "userName": "alice",
+        "emails": [{"value": "al@home.example", "type": "home"}],
+    }
+    detail = scim_error(
+        inbound.client.post("/Users", json=body, headers=SCIM_JSON), 400, "invalidValue"
+    )
+    assert "'home'" in detail and '"other"' in detail
+    alice = new_user(inbound.client, "alice", emails=[{"value": "a@x.example", "type": "work"}])
+    home = {"op": "replace", "path": 'emails[type eq "home"].value', "value": "h@x.example"}
+    scim_error(patch(inbound.client, f"/Users/{alice['id']}", home), 400, "invalidValue")
+    assert inbound.local().get_user("alice").claims.get("emails") is None
 
 
 def test_put_replaces_mapped_claims_and_keeps_the_others(inbound, cli):

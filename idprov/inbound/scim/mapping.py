@@ -258,8 +258,13 @@ def _read_emails(values: list[Any]) -> dict[str, ClaimValue]:
                     'give the others type "other"'
                 )
             email = value
-        elif kind:
+        elif kind == "other":
             others.append(value)
+        elif kind:
+            raise InvalidValue(
+                f'emails: idprov keeps no {kind!r} address (types kept: "work", '
+                '"other"); send it as type "other"'
+            )
         else:
             untyped.append(value)
     if email is None and untyped:

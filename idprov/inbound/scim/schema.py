@@ -28,6 +28,7 @@ from scim2_models import (
     Patch,
     ResourceType,
     Schema,
+    ScimPolicy,
     ScimProvider,
     ServiceProviderConfig,
     Sort,
@@ -87,7 +88,18 @@ def build_provider(max_payload_size: int) -> ScimProvider:
         for s in load_default_schemas().values()
     ]
     resource_types: list[ResourceType] = list(load_default_resource_types().values())
-    return ScimProvider.from_discovery(schemas, resource_types, config=_config(max_payload_size))
+    return ScimProvider.from_discovery(
+        schemas, resource_types, config=_config(max_payload_size), policy=POLICY
+    )
+
+
+POLICY = ScimPolicy(unmatched_path_filter=ScimPolicy.UnmatchedPathFilter.create)
+"""How idprov reads what the RFC leaves to the server, or what clients send against
+it: a PATCH ``add`` or ``replace`` to ``emails[type eq "work"].value`` on a user with
+no work email adds one, as Microsoft Entra sends it when a mapped attribute first gets
+a value (the strict reading, 400 ``noTarget``, failed that user's every update; Okta
+and Entra's own reference code met the same). Only ``eq`` comparisons joined by ``and``
+describe a value to add; any other filter that matches nothing is still ``noTarget``."""
 
 
 def _config(max_payload_size: int) -> ServiceProviderConfig:
@@ -187,23 +199,55 @@ def drop_client_schemas(body: bytes) -> bytes:
 
 def drop_ignored(body: bytes, resource_type: str) -> bytes:
     """A PATCH body without the values of attributes idprov does not keep, inside the
-    values it writes (Okta sends ``display`` with each group member): the same as a
-    POST or PUT, where read-only values are ignored. A PATCH whose path names such an
-    attribute is left alone, and refused (400 ``mutability``) as RFC 7644 says.
-    Microsoft Entra ID's forms become RFC 7644's: ``manager`` given as the manager's
-    id alone becomes ``{"value": id}``, and a ``remove`` of ``members`` with a value
-    list one ``members[value eq "id"]`` removal per member."""
+    values it writes (Okta sends ``display`` with each group member), and without the
+    operations whose path names one (Entra sends ``roles`` when an application's roles
+    are mapped): the same as a POST or PUT, where such values are ignored (RFC 7644
+    3.3), so a PATCH that also carries them makes its other changes (it was refused
+    whole, 400 ``mutability``, while the POST of the same user was taken). ``/Schemas``
+    publishes these attributes as read-only and never returned.
+
+    Microsoft Entra ID's forms become RFC 7644's: ``manager`` given as the manager's id
+    alone becomes ``{"value": id}``, and a ``remove`` of ``members`` with a value list
+    one ``members[value eq "id"]`` removal per member."""
     data = _loads(body)
     operations = data.get("Operations") if isinstance(data, dict) else None
     if not isinstance(operations, list):
         return body
     schemas = SCHEMAS_OF.get(resource_type, ())
+    operations = [o for o in operations if not _names_ignored(o, schemas)]
     for operation in operations:
         if isinstance(operation, dict) and "value" in operation:
             _manager_by_id(operation)
             _drop_in_operation(operation, schemas)
     data["Operations"] = [o for op in operations for o in _member_removals(op)]
     return json.dumps(data).encode()
+
+
+def _names_ignored(operation: Any, schemas: tuple[str, ...]) -> bool:
+    """Whether an operation's path names an attribute (or a sub-attribute) idprov does
+    not keep."""
+    path = operation.get("path") if isinstance(operation, dict) else None
+    if not isinstance(path, str) or not schemas:
+        return False
+    schema, rest = _schema_of(path, schemas)
+    match = _PATH.match(rest)
+    if match is None:
+        return False
+    table = ignored_attributes()[schema]
+    attribute = match.group(1).lower()
+    if attribute not in table:
+        return False
+    subs = table[attribute]
+    return subs is None or (match.group(3) is not None and match.group(3).lower() in subs)
+
+
+def _schema_of(path: str, schemas: tuple[str, ...]) -> tuple[str, str]:
+    """The schema a PATCH path is in, and the path within it."""
+    schema, rest = schemas[0], path
+    for urn in schemas:
+        if rest.lower().startswith(urn.lower() + ":"):
+            schema, rest = urn, rest[len(urn) + 1 :]
+    return schema, rest
 
 
 def _member_removals(operation: Any) -> list[Any]:
@@ -235,10 +279,7 @@ def _drop_in_operation(operation: dict[str, Any], schemas: tuple[str, ...]) -> N
         if isinstance(operation["value"], dict):
             _drop_in_object(operation["value"], schemas)
         return
-    schema, rest = schemas[0], str(path)
-    for urn in schemas:
-        if rest.lower().startswith(urn.lower() + ":"):
-            schema, rest = urn, rest[len(urn) + 1 :]
+    schema, rest = _schema_of(str(path), schemas)
     match = _PATH.match(rest)
     if match and match.group(3) is None:
         _drop_subs(operation, "value", ignored_attributes()[schema].get(match.group(1).lower()))
