@@ -59,6 +59,13 @@ def test_choices_are_checked_not_read_as_no_match(cli, write_config):
     assert "7d" in error["hint"] and "2026-11-28" in error["hint"]
 
 
+@pytest.mark.parametrize("since", ["99999999d", "99999999999999999999w", "0001-01-01T00:00+01:00"])
+def test_log_since_before_the_year_one_is_a_usage_error(cli, since):
+    error = cli("log", "--since", since, "--json").error(2)
+    assert error["message"] == f"--since {since!r} is out of range"
+    assert "an age" in error["hint"]
+
+
 def test_log_since_takes_ages_dates_and_yesterday(cli):
     cli("role", "add", "staff").ok()
     for since in ("10m", "1h", "yesterday", "today", "2020-01-01", "2020-01-01T10:00"):

@@ -167,31 +167,38 @@ def parse_when(value: str | None, option: str) -> str | None:
     """A time given on the command line as the audit log stores it (ISO 8601 UTC):
     an ISO date or time (UTC unless it says otherwise), an age (30m, 12h, 7d, 2w),
     ``today`` or ``yesterday``."""
-    import re
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC
 
     if value is None:
         return None
+    try:
+        when = _when(value.strip())
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        reason = "is not a time" if isinstance(exc, ValueError) else "is out of range"
+        raise UsageError(
+            f"{option} {value!r} {reason}",
+            hint="give an ISO date or time in UTC (2026-11-28, 2026-11-28T09:30), an age "
+            "(30m, 12h, 7d, 2w) back to the year 1, today or yesterday",
+        ) from None
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _when(text: str) -> Any:
+    """The datetime ``text`` names (see :func:`parse_when`); ValueError if none,
+    OverflowError if before the year 1."""
+    import re
+    from datetime import UTC, datetime, timedelta
+
     now = datetime.now(UTC)
-    text = value.strip().lower()
-    age = re.fullmatch(r"(\d+)\s*([smhdw])", text)
+    age = re.fullmatch(r"(\d+)\s*([smhdw])", text.lower())
     if age:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-        when = now - timedelta(**{unit[age.group(2)]: int(age.group(1))})
-    elif text in ("today", "yesterday"):
-        when = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        when -= timedelta(days=1 if text == "yesterday" else 0)
-    else:
-        try:
-            when = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise UsageError(
-                f"{option} {value!r} is not a time",
-                hint="give an ISO date or time in UTC (2026-11-28, 2026-11-28T09:30), an age "
-                "(30m, 12h, 7d, 2w), today or yesterday",
-            ) from None
-        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return now - timedelta(**{unit[age.group(2)]: int(age.group(1))})
+    if text.lower() in ("today", "yesterday"):
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return midnight - timedelta(days=1 if text.lower() == "yesterday" else 0)
+    return datetime.fromisoformat(text)
 
 
 def complete_idp(incomplete: str) -> list[str]:
