@@ -285,3 +285,50 @@ def test_a_read_that_misses_a_user_never_plans_its_deprovision(cli, scim, monkey
     assert items == []
     cli("sync").ok()
     assert len(scim.users()) == 3
+
+
+def test_a_file_that_is_not_a_saved_plan_says_what_is_wrong(cli, scim, tmp_path):
+    seed(cli, 2)
+    with db(tmp_path) as conn:
+        conn.execute("UPDATE users SET claims = json_set(claims, '$.title', 'X')")
+    good = tmp_path / "plan.json"
+    cli("plan", "--out", str(good)).ok()
+    saved = json.loads(good.read_text())
+    assert saved["idps"][0]["items"], saved
+    saved["idps"][0]["items"][0]["kind"] = 5
+    cases = {
+        "missing.json": (None, 3, "No such file or directory"),
+        "adir": (None, 2, "Is a directory"),
+        "list.json": ("[]", 2, "top level: expected a JSON object"),
+        "cut.json": ('{"application": "resident",', 2, "not JSON (line 1, column 28"),
+        "idp.json": (
+            '{"application": "resident", "idps": [{"name": 5}], "source_errors": []}',
+            2,
+            "idps[0].idp: missing",
+        ),
+        "item.json": (json.dumps(saved), 2, "idps[0].items[0].kind: expected text"),
+    }
+    (tmp_path / "adir").mkdir()
+    for name, (text, code, says) in cases.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        error = cli("sync", "--apply", name, "--json").error(code)
+        assert name in error["message"] and says in error["message"], error
+        for python in ("Errno", "list indices", "('idp')", "KeyError", "TypeError"):
+            assert python not in error["message"]
+        if code == 2 and name != "adir":
+            assert f"idprov plan --out {name}" in error["hint"]
+    assert "idprov plan --out missing.json" in cli("sync", "--apply", "missing.json").stderr
+    assert {u.get("title") for u in scim.users()} == {None}
+
+
+def test_plan_out_is_private_and_makes_no_directories(cli, tmp_path):
+    error = cli("plan", "--out", "no/such/plan.json", "--json").error(3)
+    assert error["message"] == f"directory {Path('no/such')} does not exist"
+    assert not (tmp_path / "no").exists()
+    plan = tmp_path / "plan.json"
+    plan.write_text("old")
+    plan.chmod(0o644)
+    cli("plan", "--out", str(plan)).ok()
+    assert plan.stat().st_mode & 0o777 == 0o600
+    assert json.loads(plan.read_text())["application"] == "resident"

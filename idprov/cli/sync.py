@@ -94,19 +94,11 @@ def sync(
     from contextlib import nullcontext
 
     from idprov.provisioning.metrics import RunStats
-    from idprov.provisioning.sync import SyncPlan, run_sync
+    from idprov.provisioning.sync import load_plan, run_sync
 
     if out is not None and not dry_run:
         raise UsageError("--out saves a plan: use it with --dry-run (or `idprov plan`)")
-    saved = None
-    if apply is not None:
-        try:
-            saved = SyncPlan.from_dict(jsonlib.loads(apply.read_text("utf-8")))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UsageError(
-                f"{apply}: not a saved plan ({exc})",
-                hint="make one with `idprov plan --out plan.json`",
-            ) from exc
+    saved = load_plan(apply) if apply is not None else None
     svc = service(app_name, live=not quiet)
     stats = RunStats("sync")
     try:
@@ -118,11 +110,11 @@ def sync(
         stats.guard_trips.update(getattr(exc, "tripped", {}))
         write_run_metrics(metrics, svc, stats)
         raise
-    if out is not None:
-        from idprov.config.paths import create_private_file
+    if out is not None:  # it holds usernames and ids: 0600, in a directory that exists
+        from idprov.config.paths import open_private_output
 
-        create_private_file(out)
-        out.write_text(jsonlib.dumps(result.plan.to_dict(), indent=2), "utf-8")
+        with open_private_output(out, overwrite=True) as f:
+            f.write(jsonlib.dumps(result.plan.to_dict(), indent=2))
     payload = result.to_dict()
     if drift is not None:
         payload["drift"] = drift

@@ -15,15 +15,17 @@ an IdP's deletion guard, unless ``allow_deletes`` says how many are expected.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from idprov.db import now
-from idprov.errors import ConflictError, GuardError
+from idprov.errors import ConflictError, GuardError, UsageError, from_os_error
 from idprov.provisioning.guard import Effects, Trip
 from idprov.provisioning.results import OutboundReport
 
@@ -114,18 +116,72 @@ class SyncPlan:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SyncPlan:
-        idps = [
-            IdpPlan(p["idp"], [PlanItem(**i) for i in p["items"]], p["provisioned"], p["guard"])
-            for p in data["idps"]
-        ]
-        return cls(
-            data["application"],
-            idps,
-            list(data["source_errors"]),
-            data["fingerprint"],
-            data["created"],
-        )
+    def from_dict(cls, data: Any) -> SyncPlan:
+        """The plan :meth:`to_dict` wrote; ValueError naming the first key that is wrong."""
+        plan = _fields(data, "", {"application": str, "idps": list, "source_errors": list})
+        idps = []
+        for i, p in enumerate(plan["idps"]):
+            idp = _fields(p, f"idps[{i}].", {"idp": str, "items": list, "provisioned": int})
+            items = [
+                _plan_item(item, f"idps[{i}].items[{j}]") for j, item in enumerate(idp["items"])
+            ]
+            guard = p.get("guard")
+            if guard is not None and not isinstance(guard, str):
+                raise ValueError(f"idps[{i}].guard: expected text or null")
+            idps.append(IdpPlan(idp["idp"], items, idp["provisioned"], guard))
+        extra = _fields(data, "", {"fingerprint": str, "created": str})
+        errors = [str(e) for e in plan["source_errors"]]
+        return cls(plan["application"], idps, errors, extra["fingerprint"], extra["created"])
+
+
+def _plan_item(data: Any, where: str) -> PlanItem:
+    names = ("kind", "local_id", "domain", "label", "action", "reason")
+    item = _fields(data, f"{where}.", {**dict.fromkeys(names, str), "changed": list})
+    unknown = sorted(set(data) - {f.name for f in fields(PlanItem)})
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r}")
+    digest = data.get("digest")
+    if digest is not None and not isinstance(digest, str):
+        raise ValueError(f"{where}.digest: expected text or null")
+    return PlanItem(**{**item, "changed": [str(c) for c in item["changed"]], "digest": digest})
+
+
+def _fields(data: Any, where: str, wanted: dict[str, type]) -> dict[str, Any]:
+    """The ``wanted`` keys of the mapping ``data``, each of its type, or ValueError."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where.rstrip('.') or 'top level'}: expected a JSON object")
+    out = {}
+    for key, kind in wanted.items():
+        value = data.get(key)
+        if type(value) is not kind:  # bool is not int here
+            name = {str: "text", int: "a whole number", list: "a list"}[kind]
+            raise ValueError(
+                f"{where}{key}: " + ("missing" if value is None else f"expected {name}")
+            )
+        out[key] = value
+    return out
+
+
+def load_plan(path: Path) -> SyncPlan:
+    """The plan `idprov plan --out` saved in ``path``, or an error naming the file,
+    what is wrong with it and how to make a good one."""
+    again = f"save the plan again with `idprov plan --out {path}` and apply that file"
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        error = from_os_error(exc, "read the saved plan")
+        if exc.errno == errno.ENOENT:
+            error.hint = f"check the path, or {again}"
+        raise error from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not a saved plan: not UTF-8 text", hint=again) from exc
+    try:
+        return SyncPlan.from_dict(json.loads(text))
+    except json.JSONDecodeError as exc:
+        message = f"not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg.lower()})"
+        raise UsageError(f"{path} is not a saved plan: {message}", hint=again) from exc
+    except ValueError as exc:
+        raise UsageError(f"{path} is not a saved plan: {exc}", hint=again) from exc
 
 
 @dataclass
