@@ -247,6 +247,25 @@ def test_update_refusals_change_nothing(cli, state, args, exit_code, says):
     assert state.dump() == before
 
 
+def test_update_refuses_setting_and_unsetting_one_claim(cli, state):
+    cli("user", "add", "alice", "-c", "title=old").ok()
+    before = state.dump()
+    error = cli("user", "update", "alice", "-c", "title=new", "--unset", "title", "--json").error(2)
+    assert error["message"] == "--claim title=... and --unset title contradict each other"
+    assert "--unset title" in error["hint"]
+    assert state.dump() == before
+
+
+def test_an_empty_value_refused_by_a_pattern_points_to_unset(cli, state):
+    cli("user", "add", "alice", "-c", "email=a@example.com").ok()
+    error = cli("user", "update", "alice", "-c", "email=", "--json").error(5)
+    assert "does not match" in error["message"]
+    assert error["hint"] == "to remove the claim, use --unset email"
+    error = cli("user", "update", "alice", "-c", "email=x", "-c", "title=", "--json").error(5)
+    assert error["hint"] is None  # the empty title is not what was refused
+    cli("user", "update", "alice", "--unset", "email").ok()
+
+
 def test_update_cannot_unset_a_required_claim(cli, state, write_config):
     write_config("userstores:\n  - domain: PRIMARY\n    policy:\n      required_claims: [email]\n")
     cli("user", "add", "alice", "-c", "email=a@example.com").ok()

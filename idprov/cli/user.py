@@ -19,7 +19,7 @@ from idprov.cli.common import (
     service,
 )
 from idprov.cli.guard import AllowOpt, confirm_effects
-from idprov.errors import UsageError
+from idprov.errors import PolicyError, UsageError
 
 app = new_app("Manage users in the userstores.")
 
@@ -123,7 +123,20 @@ def update(
     pairs = parse_pairs(claim, "--claim")
     if not pairs and not unset:
         raise UsageError("nothing to update", hint="give --claim NAME=VALUE or --unset NAME")
-    emit(service(app_name).update_user(username, pairs, unset or [], domain), render.change)
+    both = [name for name in unset or [] if name in pairs]
+    if both:
+        raise UsageError(
+            f"--claim {both[0]}=... and --unset {both[0]} contradict each other",
+            hint=f"give --claim {both[0]}=VALUE to set it, or --unset {both[0]} to remove it",
+        )
+    try:
+        result = service(app_name).update_user(username, pairs, unset or [], domain)
+    except PolicyError as exc:
+        empty = [n for n, v in pairs.items() if v == "" and f"claim {n!r}" in exc.message]
+        if empty and exc.hint is None:  # an empty value is a value; --unset removes
+            exc.hint = f"to remove the claim, use --unset {empty[0]}"
+        raise
+    emit(result, render.change)
 
 
 @app.command("rename")
