@@ -5,6 +5,7 @@ not a terminal (a terminal gets the rich table: tested in a pseudo-terminal)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -126,6 +127,20 @@ def test_on_a_terminal_a_list_is_a_table_with_its_position(cli, tmp_path):
     assert lines[-1] == "1–2 of 2"
 
 
+def test_on_a_terminal_values_show_as_stored(cli, tmp_path):
+    """Backslashes before brackets, markup and emoji codes are text, in a table and
+    in a message."""
+    values = ["\\[x", "a\\\\[y", "[bold]b[/]", "c :smile: d", "\\[bold]e"]
+    for i, value in enumerate(values):
+        cli("user", "add", f"u{i}", "-c", f"title={value}", "-c", f"display_name={value}").ok()
+    for i, value in enumerate(values):
+        run = run_in_terminal(["user", "show", f"u{i}"], cwd=tmp_path, env=dict(os.environ))
+        assert run.exit_code == 0, run.text
+        assert re.search(r"^title\s+" + re.escape(value) + r"\s*$", run.text, re.M), run.text
+    run = run_in_terminal(["role", "add", "\\[r :smile:"], cwd=tmp_path, env=dict(os.environ))
+    assert run.exit_code == 0 and "added role \\[r :smile:" in run.text, run.text
+
+
 def test_many_failed_pushes_are_summed_up_not_a_wall(cli, tmp_path, monkeypatch):
     """A target that refuses every connection: 30 users fail, in 3 batches that each
     fail the role too; the report shows each failure once, ten at most."""
@@ -200,3 +215,31 @@ def test_the_log_in_a_pipe_keeps_every_detail(cli, tmp_path):
     details = line.split("\t")[-1]
     assert "created=" + ",".join(f"user{i:02}" for i in range(30)) in details
     assert "..." not in details
+
+
+@pytest.mark.parametrize("answer", [None, "n\n", "maybe"])
+def test_a_declined_prompt_under_json_leaves_stdout_empty_and_the_error_on_its_line(cli, answer):
+    cli("role", "add", "tmp1").ok()
+    run = cli("role", "delete", "tmp1", "--json", input=answer)
+    error = json.loads(run.stderr.splitlines()[-1])["error"]
+    assert (run.exit_code, run.stdout, error["message"]) == (1, "", "aborted")
+    assert run.stderr.splitlines()[0] == "Delete role tmp1 (0 members)? [y/N]: "
+    assert cli("role", "show", "tmp1").ok()
+
+
+def test_an_accepted_prompt_under_json_prints_only_the_document(cli):
+    cli("role", "add", "tmp1").ok()
+    run = cli("role", "delete", "tmp1", "--json", input="y\n").ok()
+    assert run.stdout.startswith("{") and json.loads(run.stdout)
+    cli("role", "show", "tmp1").fails(3)
+
+
+def test_outbox_discard_of_an_unknown_idp_is_an_error_as_in_list(cli, write_config):
+    write_config(
+        "identity_providers:\n  - name: corp\n    connector: scim2\n"
+        "    options: {base_url: 'https://scim.example.com', auth: none}\n"
+    )
+    for argv in (["outbox", "list"], ["outbox", "discard", "--yes"]):
+        error = cli(*argv, "--idp", "typo", "--json").error(3)
+        assert error["message"] == "no identity provider named 'typo'"
+        assert "corp" in error["hint"]

@@ -305,7 +305,7 @@ def render_error(error: IdprovError) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
     console.print(f"[bold red]error:[/] {escape(error.message)}")
     if error.hint:
         console.print(f"[dim]hint:[/] {escape(error.hint)}")

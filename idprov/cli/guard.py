@@ -55,4 +55,22 @@ def _ask_over_guard(verdict: Any, question: str | None) -> None:
 def _ask(lines: list[str], question: str) -> None:
     for line in lines:
         typer.echo(f"  {line}", err=True)
-    typer.confirm(question, abort=True, err=True)
+    confirm(question)
+
+
+def confirm(question: str) -> None:
+    """Ask ``question`` on standard error and read the answer from standard input: only
+    y or yes goes ahead; anything else (no answer, end of input, Ctrl-C) aborts, having
+    changed nothing. Not Click's confirm: it writes the prompt's last space to standard
+    output (a stray character before `--json`'s document) and leaves the line open on
+    end of input (the error document then follows the prompt on the same line)."""
+    sys.stderr.write(f"{question} [y/N]: ")
+    sys.stderr.flush()
+    try:
+        answer = sys.stdin.readline()
+    except KeyboardInterrupt:
+        answer = ""
+    if not answer.endswith("\n") or not sys.stdin.isatty():  # no echo ended the line
+        sys.stderr.write("\n")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise typer.Abort()

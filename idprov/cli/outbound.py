@@ -19,7 +19,7 @@ from idprov.cli.common import (
     new_app,
     service,
 )
-from idprov.cli.guard import AllowOpt
+from idprov.cli.guard import AllowOpt, confirm
 from idprov.cli.status import MetricsOpt, write_run_metrics
 
 outbox_app = new_app("Outbound operations that are pending or failed.")
@@ -148,7 +148,7 @@ def outbox_discard(
     again what a configured IdP needs. Example: idprov outbox discard --idp old-scim --yes
     """
     svc = service()
-    rows = svc.outbox_rows([idp])
+    rows = svc.outbox_rows(known_idps(svc, [idp]))
     if user:
         wanted = {u.casefold() for u in user}
         rows = [r for r in rows if r.label.casefold() in wanted]
@@ -156,11 +156,7 @@ def outbox_discard(
         emit([], render.outbox)
         return
     if not yes:
-        typer.confirm(
-            f"Discard {len(rows)} outbox row(s) of {idp}? They will not be pushed.",
-            abort=True,
-            err=True,
-        )
+        confirm(f"Discard {len(rows)} outbox row(s) of {idp}? They will not be pushed.")
     emit(svc.discard_outbox(idp, [r.local_id for r in rows]), render.discarded)
 
 

@@ -9,12 +9,14 @@ rows come (a listing of every user is not held first), and notes such as "1–20
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
 
 _console: Console | None = None
 
@@ -24,7 +26,7 @@ def console() -> Console:
     if _console is None:
         from rich.console import Console
 
-        _console = Console(highlight=False, soft_wrap=True)
+        _console = Console(highlight=False, soft_wrap=True, emoji=False)  # :x: is text
     return _console
 
 
@@ -38,10 +40,26 @@ def on_terminal() -> bool:
     return console().is_terminal
 
 
-def esc(text: object) -> str:
-    from rich.markup import escape
+_BRACKET = re.compile(r"(\\*)(\[(?:[a-z#/@][^[]*?\])?)")
+"""A ``[`` and the backslashes before it; with what follows when rich would read a tag."""
 
-    return escape(str(text))
+
+def esc(text: object) -> str:
+    """``text`` as rich markup that shows it as typed. Rich's ``escape`` handles a
+    bracket that would open a tag; rich also reads a backslash before any other
+    bracket as an escape and drops it (a stored ``\\[x`` showed as ``[x``), so such a
+    backslash is doubled here."""
+
+    def one(match: re.Match[str]) -> str:
+        backslashes, bracket = match.groups()
+        if len(bracket) > 1:  # a tag: each backslash doubled, then one escaping it
+            return f"{backslashes * 2}\\{bracket}"
+        return f"{backslashes}\\{bracket}" if backslashes else bracket
+
+    escaped = _BRACKET.sub(one, str(text))
+    if escaped.endswith("\\") and not escaped.endswith("\\\\"):
+        escaped += "\\"  # as rich's escape: markup after it stays markup
+    return escaped
 
 
 class Styled(NamedTuple):
@@ -84,10 +102,13 @@ def _plain_cell(value: object) -> str:
     return text.replace("\t", " ").replace("\n", " ")
 
 
-def _rich_cell(value: object) -> str:
+def _rich_cell(value: object) -> Text:
+    """A cell as rich text: shown as stored, never read as markup or emoji codes."""
+    from rich.text import Text
+
     if isinstance(value, Styled):
-        return f"[{value.style}]{esc(value.text)}[/]"
-    return esc(value)
+        return Text(value.text, style=value.style)
+    return Text(str(value))
 
 
 def note(text: str, style: str | None = None) -> None:
