@@ -57,6 +57,14 @@ class QualifiedName:
     def __str__(self) -> str:
         return self.name if self.domain.upper() == PRIMARY else f"{self.domain}/{self.name}"
 
+    def relative_to(self, domain: str) -> str:
+        """The name as seen from ``domain``: bare in it, else ``DOMAIN/name``."""
+        return (
+            self.name
+            if self.domain.casefold() == domain.casefold()
+            else f"{self.domain}/{self.name}"
+        )
+
 
 @dataclass
 class User:

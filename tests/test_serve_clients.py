@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from idprov.provisioning.state import AuditQuery
 from tests.test_serve_scim import CRM_TOKEN, HR_TOKEN, Inbound, running, serve_config
 
 SCIM_JSON = {"Content-Type": "application/scim+json"}
@@ -330,6 +331,42 @@ def test_entra_adds_the_manager_by_id(served: Inbound) -> None:
     assert read(client, f"/Users/{partner['id']}")[ENTERPRISE]["manager"]["value"] == boss["id"]
     stored = served.local().get_user("PARTNERS/partner@fabrikam.com").claims["manager"]
     assert stored == "PRIMARY/boss@contoso.com"
+
+
+def test_a_manager_link_follows_a_rename_and_ends_with_a_delete(served: Inbound) -> None:
+    """The manager is kept by name: a rename of the manager left the name behind (the
+    link broke), and after a delete a new user of the same name became the manager.
+    Now the reports follow the rename, lose the link on the delete, and each is a change
+    of theirs (lastModified moves, so delta readers see it)."""
+    client = served.client
+    boss = entra_user(client, "boss@contoso.com", "e-boss")
+    worker = entra_user(client, "worker@contoso.com", "e-worker")
+    partner = entra_user(client, "PARTNERS/partner@fabrikam.com", "e-partner")
+    for report in (worker, partner):
+        add = {"op": "Add", "path": f"{ENTERPRISE}:manager", "value": boss["id"]}
+        ops = {"schemas": [PATCH_OP], "Operations": [add]}
+        send(client, "PATCH", f"/Users/{report['id']}", ops)
+    before = read(client, f"/Users/{worker['id']}")["meta"]["lastModified"]
+    rename = {"op": "Replace", "path": "userName", "value": "chief@contoso.com"}
+    send(client, "PATCH", f"/Users/{boss['id']}", {"schemas": [PATCH_OP], "Operations": [rename]})
+    for report in (worker, partner):
+        assert read(client, f"/Users/{report['id']}")[ENTERPRISE]["manager"]["value"] == boss["id"]
+    local = served.local()
+    assert local.get_user("worker@contoso.com").claims["manager"] == "chief@contoso.com"
+    stored = local.get_user("PARTNERS/partner@fabrikam.com").claims["manager"]
+    assert stored == "PRIMARY/chief@contoso.com"
+    after = read(client, f"/Users/{worker['id']}")["meta"]["lastModified"]
+    assert after > before
+
+    send(client, "DELETE", f"/Users/{boss['id']}")
+    newcomer = entra_user(client, "chief@contoso.com", "e-newcomer")
+    for report in (worker, partner):
+        got = read(client, f"/Users/{report['id']}")
+        assert "manager" not in got.get(ENTERPRISE, {}), got
+    assert "manager" not in served.local().get_user("worker@contoso.com").claims
+    assert newcomer["id"] != boss["id"]
+    updates = [e.target for e in served.local().audit_log(AuditQuery(action="user.update"))]
+    assert "worker@contoso.com" in updates and "PARTNERS/partner@fabrikam.com" in updates
 
 
 def test_entra_group_lifecycle(served: Inbound) -> None:

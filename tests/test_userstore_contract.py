@@ -142,7 +142,11 @@ def test_reopening_keeps_data_and_migrates_once(backend, store):
     again = backend.open()
     assert again.find_user("alice").claims == {"email": "a@example.com"}
     rows = backend.rows("SELECT name FROM idprov_migrations WHERE namespace = 'userstore'")
-    assert sorted(rows) == [("0001_users_roles",), ("0002_filter_indexes",)]
+    assert sorted(rows) == [
+        ("0001_users_roles",),
+        ("0002_filter_indexes",),
+        ("0003_manager_index",),
+    ]
 
 
 @pytest.mark.parametrize(("first", "second"), [("alice", "ALICE"), ("Straße", "STRASSE")])
@@ -450,7 +454,11 @@ def test_stores_opening_together_on_a_new_database_migrate_it_once(backend):
     opened[0].add_user("alice", {}, None)
     assert all(store.find_user("alice") for store in opened)
     rows = backend.rows("SELECT name FROM idprov_migrations WHERE namespace = 'userstore'")
-    assert sorted(rows) == [("0001_users_roles",), ("0002_filter_indexes",)]
+    assert sorted(rows) == [
+        ("0001_users_roles",),
+        ("0002_filter_indexes",),
+        ("0003_manager_index",),
+    ]
 
 
 @pytest.fixture

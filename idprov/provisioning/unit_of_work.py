@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from idprov.errors import UsageError
-from idprov.model import ClaimValue, QualifiedName, Role, User
+from idprov.model import ClaimValue, Condition, QualifiedName, Role, User, UserQuery
 from idprov.provisioning.internal_roles import INTERNAL
 from idprov.provisioning.results import ChangeResult
 from idprov.userstores import policy
@@ -288,12 +288,40 @@ class UnitOfWork:
         before = self.service.get_user(name, store.domain)
         if before.username == new_bare:
             return self._done(ChangeResult("user.rename", before.qualified_name, before, False))
+        reports = self._reports_of(store, before.username)
         self.begin(store)
         user = store.rename_user(name, new_bare)
         details = {"from": before.qualified_name}
         self.audit("user.rename", user.qualified_name, details)
         self.enqueue("user", user.id, store.domain, user.qualified_name)
+        for report in reports:  # their manager follows the new name
+            label = QualifiedName(store.domain, new_bare).relative_to(report.domain)
+            self.update_user(report.username, {"manager": label}, domain=report.domain)
         return self._done(ChangeResult("user.rename", user.qualified_name, user, details=details))
+
+    def _reports_of(self, store: UserStore, username: str) -> list[User]:
+        """The users whose ``manager`` claim names ``username`` of ``store`` (bare in its
+        own userstore, ``DOMAIN/name`` in any), whom a rename or a delete of that user
+        changes too, as a directory keeps a manager link: a name left behind would
+        name nobody, or whoever takes the name next."""
+        qualified = f"{store.domain}/{username}"
+        reports = []
+        for config in self.service.config.userstores:
+            other = self.service.store(config.domain)
+            spellings = (username, qualified) if other is store else (qualified,)
+            where = Condition(
+                "or", terms=tuple(Condition("eq", "claim:manager", s) for s in spellings)
+            )
+            for user in other.list_users(UserQuery(limit=None, where=where)).items:
+                claim = user.claims.get("manager")
+                if not isinstance(claim, str):
+                    continue
+                named = QualifiedName.parse(claim, user.domain)
+                if named.domain.casefold() == store.domain.casefold() and (
+                    named.name.casefold() == username.casefold()
+                ):
+                    reports.append(user)
+        return reports
 
     def set_password(self, username: str, password: str, domain: str | None = None) -> ChangeResult:
         store, name = self.service.resolve(username, domain)
@@ -308,9 +336,13 @@ class UnitOfWork:
         return self._done(ChangeResult("user.passwd", user.qualified_name, user))
 
     def delete_user(self, username: str, domain: str | None = None) -> ChangeResult:
+        """Delete a user; the users it managed lose their ``manager`` claim (see
+        :meth:`_reports_of`), each an update of its own (audited, pushed, guarded)."""
         store, name = self.service.resolve(username, domain)
-        self.begin(store)
         existing = store.find_user(name)
+        for report in self._reports_of(store, existing.username) if existing else []:
+            self.update_user(report.username, unset=["manager"], domain=report.domain)
+        self.begin(store)
         internal = self.service.internal.roles_of_user(existing.id) if existing else []
         user = store.delete_user(name)
         self.begin()

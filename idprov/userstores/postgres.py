@@ -57,6 +57,12 @@ MIGRATIONS.append(
         ],
     )
 )
+MIGRATIONS.append(
+    (
+        "0003_manager_index",
+        ["CREATE INDEX users_claim_manager ON users (lower(claims->>'manager'))"],
+    )
+)
 """Applied in order, once each, per schema; recorded in its ``idprov_migrations``."""
 
 

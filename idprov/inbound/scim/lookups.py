@@ -20,7 +20,7 @@ USERS, GROUPS = "User", "Group"
 
 def label(domain: str, name: str, default_domain: str) -> str:
     """A name as the application sees it: bare in its own userstore, else DOMAIN/name."""
-    return name if domain.casefold() == default_domain.casefold() else f"{domain}/{name}"
+    return QualifiedName(domain, name).relative_to(default_domain)
 
 
 def domains(service: IdentityService) -> list[str]:
