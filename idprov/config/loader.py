@@ -86,22 +86,35 @@ def load_text(text: str, source: str, base_dir: Path | None = None) -> Config:
 
 
 def check_store_files(config: Config) -> None:
-    """Every read-only SQLite userstore's file is there (`config validate`): idprov
-    never creates one, as an empty store would look as if every user had been deleted.
-    Opening such a store fails with the same words (idprov/userstores/__init__.py)."""
+    """Every read-only SQLite userstore's file is there (`config validate`); opening
+    such a store fails with the same words (:func:`missing_store_file`)."""
     for i, store in enumerate(config.userstores):
         path = getattr(store, "path", None)
-        if not store.read_only or path is None or Path(path).is_file():
+        problem = missing_store_file(store.domain, Path(path)) if store.read_only and path else None
+        if problem is None:
             continue
         where = ("userstores", i, "path")
         raise ConfigError(
-            f"the read-only userstore {store.domain} names {path}, which "
-            + ("is a directory" if Path(path).is_dir() else "does not exist"),
+            problem,
             location=config.locator.where(where) if config.locator else config.source,
             key=key_path(where),
-            hint="fix its path, or put the store's SQLite file there; a read-only store "
-            "is never created (an empty one would look as if every user had been deleted)",
+            hint=MISSING_STORE_HINT,
         )
+
+
+MISSING_STORE_HINT = (
+    "fix its path, or put the store's SQLite file there; a read-only store is never "
+    "created (an empty one would look as if every user had been deleted)"
+)
+
+
+def missing_store_file(domain: str, path: Path) -> str | None:
+    """What is wrong with the file of read-only SQLite userstore ``domain``, if
+    anything: idprov never creates one (see :data:`MISSING_STORE_HINT`)."""
+    if path.is_file():
+        return None
+    what = "is a directory" if path.is_dir() else "does not exist"
+    return f"the read-only userstore {domain} names {path}, which {what}"
 
 
 def _resolve(value: str | None, base_dir: Path | None) -> str | None:

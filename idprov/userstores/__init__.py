@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from idprov.config.claims import ClaimDefinition
+from idprov.config.loader import MISSING_STORE_HINT, missing_store_file
 from idprov.config.models import SqliteUserstoreConfig, UserstoreConfig
 from idprov.db import DatabasePool
 from idprov.errors import StoreError
@@ -25,12 +26,9 @@ def open_userstore(
         from idprov.userstores.sqlite import SqliteUserStore
 
         path = Path(config.path) if config.path else SqliteUserStore.default_path(data_dir)
-        if config.read_only and not path.exists():
-            raise StoreError(
-                f"the read-only userstore {config.domain} names {path}, which does not exist",
-                hint="fix its path in the configuration; a read-only store is never "
-                "created (an empty one would look like every user was deleted)",
-            )
+        problem = missing_store_file(config.domain, path) if config.read_only else None
+        if problem is not None:
+            raise StoreError(problem, hint=MISSING_STORE_HINT)
         return SqliteUserStore(config, claims, pool.get(path))
     if config.type == "ldap":
         from idprov.config.ldap import LdapUserstoreConfig
