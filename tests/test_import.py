@@ -98,7 +98,7 @@ def test_latin1_bytes_reject_their_row_and_name_the_fix(cli, tmp_path, roles):
     assert users(cli)["zoe"]["claims"]["given_name"] == "Zoë"
 
 
-def test_utf16_and_empty_files_are_file_errors(cli, tmp_path, state):
+def test_utf16_files_are_file_errors(cli, tmp_path, state):
     utf16 = write(tmp_path, HEADER.encode("utf-16"), "u16.csv")
     error = cli("import", "users", str(utf16), "--json").error(2)
     assert "UTF-16" in error["message"] and "--encoding utf-16" in error["hint"]
@@ -107,8 +107,6 @@ def test_utf16_and_empty_files_are_file_errors(cli, tmp_path, state):
     assert users(cli)["zoë"]["claims"]["given_name"] == "Zoë"
     unknown = cli("import", "users", str(utf16), "--encoding", "klingon", "--json").error(2)
     assert "'klingon' is not an encoding" in unknown["message"]
-    empty = write(tmp_path, b"", "empty.csv")
-    assert "empty" in cli("import", "users", str(empty), "--json").error(2)["message"]
     assert state.counts()["users"] == 1
 
 
@@ -348,3 +346,242 @@ def test_the_rejects_file_is_private_replaced_on_a_rerun_and_never_makes_directo
     assert run.exit_code == 3 and "does not exist" in run.stderr
     assert not (tmp_path / "no").exists()
     assert "gooduser" not in users(cli), "refused before anything was written"
+
+
+# -- a file the reader cannot follow to its end: nothing of it is imported
+
+
+def long_note_file(tmp_path: Path) -> Path:
+    """Valid CSV whose second row holds a quoted cell over the 1 MiB cell limit, with
+    lines inside it that look like rows."""
+    lines = ["username,display_name", 'victim,"start of a long note']
+    lines += ["y" * 1000] * 1100
+    lines += ["mallory,text-inside-the-quoted-note", 'end of note"', "real,ok"]
+    return write(tmp_path, "\n".join(lines) + "\n", "long-note.csv")
+
+
+def test_a_cell_over_the_limit_stops_the_import_and_its_lines_never_become_users(
+    cli, tmp_path, state
+):
+    path = long_note_file(tmp_path)
+    error = cli("import", "users", str(path), "--json").error(10)
+    assert error["message"] == (
+        f"{path}:2: a cell is longer than 1,048,576 characters, the most one may hold; "
+        "nothing was imported"
+    )
+    assert "quote" in error["hint"]
+    assert state.counts()["users"] == 0
+    assert cli("import", "users", str(path), "--dry-run").exit_code == 10
+
+
+def test_a_bad_quote_in_a_multi_line_cell_stops_the_import_naming_its_line(cli, tmp_path, state):
+    path = write(
+        tmp_path,
+        "username,street_address\nq1,ok\n"
+        'q2,"Note "bad" quote\nmallory,text-inside-the-cell\nend of note"\nreal,ok\n',
+    )
+    rejects = tmp_path / "rejects.csv"
+    run = cli("import", "users", str(path), "--rejects", str(rejects), "--json")
+    error = run.error(10)
+    assert error["message"] == (
+        f'{path}:3: a quote (") inside a quoted cell is not doubled; nothing was imported'
+    )
+    assert '""' in error["hint"]
+    assert state.counts()["users"] == 0
+    assert not rejects.exists(), "a failed import leaves no rejects file behind"
+    path.write_text(path.read_text().replace('"bad"', '""bad""'))
+    report = cli("import", "users", str(path), "--json").json()
+    assert (report["rows"], report["created"]) == (3, 3)
+    assert "text-inside-the-cell" in users(cli)["q2"]["claims"]["street_address"]
+    assert set(users(cli)) == {"q1", "q2", "real"}
+
+
+def test_an_unclosed_quote_stops_the_import_naming_the_row_it_opens_in(cli, tmp_path, state):
+    path = write(tmp_path, 'username,display_name\nq1,ok\nq2,"unterminated\nq3,ok\n')
+    error = cli("import", "users", str(path), "--json").error(10)
+    assert error["message"] == (
+        f"{path}:3: a quoted cell that starts in this row is never closed: the file ends "
+        "inside it (line 4); nothing was imported"
+    )
+    assert state.counts()["users"] == 0
+
+
+def test_the_counts_of_an_import_add_up(cli, tmp_path, roles):
+    cli("user", "add", "old", "-c", "email=old@example.com").ok()
+    cli("user", "add", "same", "-c", "email=same@example.com").ok()
+    path = write(
+        tmp_path,
+        "username,email,roles\nnew,n@example.com,staff\nold,new@example.com,\n"
+        "same,same@example.com,\nbad user,b@example.com,\nNEW,d@example.com,\n"
+        "x,x@example.com,nosuchrole\ny,y@example.com\n\n",
+    )
+    run = cli("import", "users", str(path), "--mode", "upsert", "--json")
+    assert run.exit_code == 9, run
+    report = json.loads(run.stdout)
+    assert (report["created"], report["updated"], report["unchanged"]) == (1, 1, 1)
+    assert report["rejected"] == 4
+    assert (
+        report["rows"]
+        == 7
+        == sum(report[k] for k in ("created", "updated", "unchanged", "rejected"))
+    )
+
+
+def test_bare_carriage_return_line_endings_are_named_with_the_fix(cli, tmp_path, state):
+    path = write(tmp_path, "username,title\rcr1,a\rcr2,b\r", "mac.csv")
+    error = cli("import", "users", str(path), "--json").error(10)
+    assert error["message"].startswith(f"{path}:1: a carriage return (CR) that does not end")
+    assert "old Mac line endings" in error["message"]
+    assert f"tr '\\r' '\\n' < {path} > fixed.csv" in error["hint"]
+    assert state.counts()["users"] == 0
+    write(tmp_path, path.read_bytes().replace(b"\r", b"\n"), "mac.csv")
+    cli("import", "users", str(path)).ok()
+    assert set(users(cli)) == {"cr1", "cr2"}
+
+
+# -- files that are not there, not files, or empty (README: Exit codes)
+
+
+def test_a_missing_file_a_directory_and_an_empty_file_exit_as_the_readme_says(cli, tmp_path):
+    missing = cli("import", "users", "nonexist.csv", "--json").error(3)
+    assert missing["message"] == "nonexist.csv does not exist"
+    (tmp_path / "d").mkdir()
+    directory = cli("import", "users", "d/", "--json").error(2)
+    assert directory["message"] == "d is a directory"
+    write(tmp_path, b"", "empty.csv")
+    empty = cli("import", "users", "empty.csv", "--json").error(10)
+    assert empty["message"] == "empty.csv is empty: no header, no rows: nothing to import"
+    assert "the first row names the columns" in empty["hint"]
+    assert cli("import", "users", "-", "--json", input="").error(10)["code"] == "nothing_to_import"
+
+
+# -- options that name nothing
+
+
+def test_a_map_to_an_unknown_claim_says_so(cli, tmp_path):
+    write(tmp_path, "username,email,title\na,a@example.com,T\n")
+    error = cli("import", "users", "users.csv", "--map", "title=nope", "--json").error(2)
+    assert error["message"] == "--map title=nope: unknown claim 'nope'"
+    assert "did you mean" not in error["hint"] and "title" in error["hint"]
+    error = cli("import", "users", "users.csv", "--map", "title=titel", "--json").error(2)
+    assert error["hint"].startswith("did you mean 'title'?")
+
+
+def test_a_map_or_ignore_column_naming_no_column_of_the_header_says_so(cli, tmp_path, state):
+    write(tmp_path, "username,Work Email\na,a@example.com\n")
+    error = cli("import", "users", "users.csv", "--map", "Work Emial=email", "--json").error(2)
+    assert error["message"] == "--map Work Emial=email: the header has no column 'Work Emial'"
+    assert error["hint"].startswith("did you mean 'Work Email'?")
+    assert "'username', 'Work Email'" in error["hint"]
+    error = cli(
+        "import",
+        "users",
+        "users.csv",
+        "--map",
+        "Work Email=email",
+        "--ignore-column",
+        "shoe",
+        "--json",
+    ).error(2)
+    assert error["message"] == "--ignore-column shoe: the header has no column 'shoe'"
+    assert state.counts()["users"] == 0
+    cli("import", "users", "users.csv", "--map", "work email=email").ok()
+    assert users(cli)["a"]["claims"] == {"email": "a@example.com"}
+
+
+# -- the rejects file
+
+
+def test_a_rejects_path_that_cannot_be_written_stops_the_import_before_it_writes(
+    cli, tmp_path, state
+):
+    write(tmp_path, "username,email,roles\nalice,a@example.com,staff\nx y,bad,\n")
+    (tmp_path / "adir").mkdir()
+    args = ["import", "users", "users.csv", "--create-roles", "--json"]
+    error = cli(*args, "--rejects", "adir").error(2)
+    assert error["message"] == "cannot open the rejects file (--rejects): adir: Is a directory"
+    error = cli(*args, "--rejects", "/proc/rejects.csv").error(3)
+    assert error["message"].startswith("cannot create the rejects file (--rejects)")
+    assert state.counts()["users"] == 0 and state.counts()["roles"] == 0
+    run = cli(*args, "--rejects", "rejects.csv")
+    assert run.exit_code == 9 and json.loads(run.stdout)["created"] == 1, run
+
+
+def test_a_rejects_file_is_created_private_and_kept_intact_when_the_import_fails(cli, tmp_path):
+    import os
+
+    write(tmp_path, "username,shoe_size\nalice,44\n")
+    rejects = tmp_path / "rejects.csv"
+    old = os.umask(0)
+    try:
+        cli("import", "users", "users.csv", "--rejects", str(rejects), "--json").error(2)
+        assert not rejects.exists(), "a new rejects file goes again when the import fails"
+        cli("import", "users", "users.csv", "--ignore-column", "shoe_size", "--rejects", "r.csv")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.csv").stat().st_mode & 0o777 == 0o600
+    rejects.write_text("last run's report\n")
+    cli("import", "users", "users.csv", "--rejects", str(rejects), "--json").error(2)
+    assert rejects.read_text() == "last run's report\n"
+
+
+def test_a_rejects_path_naming_the_input_file_is_refused_and_the_input_kept(cli, tmp_path, state):
+    import os
+
+    text = "username,email,roles\nu1,u1@x.org,\nu2,u2@x.org,nosuchrole\nu4,u4@x.org,\n"
+    path = write(tmp_path, text)
+    os.link(path, tmp_path / "same.csv")
+    for rejects in ("users.csv", "./users.csv", "same.csv"):
+        error = cli("import", "users", str(path), "--rejects", rejects, "--json").error(2)
+        assert error["message"] == (
+            f"--rejects {rejects.removeprefix('./')} is the file being imported: writing the "
+            "rejects there would destroy it"
+        )
+    assert path.read_text() == text
+    assert state.counts()["users"] == 0
+
+
+def test_the_rejects_file_fixed_imports_as_the_readme_says(cli, tmp_path):
+    """README: "--rejects FILE writes the bad rows with the same header plus line and
+    error columns: fix them there and import that file"."""
+    write(tmp_path, "username,email\nok1,a@example.com\nbad,b\x01x\nb c,c@example.com\n")
+    run = cli("import", "users", "users.csv", "--rejects", "rejects.csv")
+    assert run.exit_code == 9, run
+    rejects = tmp_path / "rejects.csv"
+    assert rejects.read_text().splitlines()[0] == "username,email,line,error"
+    rejects.write_text(rejects.read_text().replace("b\x01x", "b@example.com").replace("b c", "bc"))
+    report = cli("import", "users", "rejects.csv", "--json").json()
+    assert (report["created"], report["rejected"]) == (2, 0)
+    assert report["notes"] == [
+        "the last columns, 'line' and 'error', are a rejects file's: not imported"
+    ]
+    assert set(users(cli)) == {"ok1", "bad", "bc"}
+    assert users(cli)["bad"]["claims"] == {"email": "b@example.com"}
+    text = cli("import", "users", "rejects.csv", "--mode", "upsert")
+    assert "note: the last columns, 'line' and 'error'" in text.stderr
+
+
+# -- encodings
+
+
+def test_wide_encodings_are_named_right_and_a_truncated_file_names_its_offset(cli, tmp_path, state):
+    text = "username,title\nz1,a\n"
+    write(tmp_path, text.encode("utf-32"), "u32.csv")
+    error = cli("import", "users", "u32.csv", "--json").error(2)
+    assert error["message"] == "u32.csv is UTF-32 text"
+    assert error["hint"] == "import it with --encoding utf-32"
+    write(tmp_path, text.encode("utf-16-le"), "u16le.csv")
+    error = cli("import", "users", "u16le.csv", "--json").error(2)
+    assert error["message"] == (
+        "u16le.csv looks like UTF-16 (little-endian) text without a byte order mark"
+    )
+    assert error["hint"] == "import it with --encoding utf-16-le"
+    write(tmp_path, text.encode("utf-16")[:-1], "cut.csv")
+    error = cli("import", "users", "cut.csv", "--encoding", "utf-16", "--json").error(10)
+    assert error["message"] == (
+        "cut.csv: byte 40 (line 2): the file ends inside a utf-16 character: it was cut short"
+    )
+    assert state.counts()["users"] == 0
+    cli("import", "users", "u16le.csv", "--encoding", "utf-16-le").ok()
+    cli("import", "users", "u32.csv", "--encoding", "utf-32", "--mode", "upsert").ok()
+    assert set(users(cli)) == {"z1"}

@@ -160,7 +160,14 @@ def import_users(
     stats.add(report.outbound)
     stats.outcome = "ok" if report.exit_code == 0 else str(int(report.exit_code))
     write_run_metrics(metrics, svc, stats)
-    emit_with_code(report, render.import_report, int(report.exit_code))
+    emit_with_code(report, _with_notes, int(report.exit_code))
+
+
+def _with_notes(report: Any) -> None:
+    """The import's report, then its notes (what it decided on its own)."""
+    render.import_report(report)
+    for text in report.notes:
+        render.note(f"note: {text}")
 
 
 @export_app.command("users")

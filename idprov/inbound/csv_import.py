@@ -27,11 +27,11 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TextIO
 
-from idprov.errors import ExitCode, NotFoundError
+from idprov.errors import ExitCode
 from idprov.inbound.csv_preflight import Preflight
-from idprov.inbound.csv_read import FileError, Source, open_source
+from idprov.inbound.csv_read import FileError, Source, check_input, open_source
 from idprov.inbound.csv_staging import RowError, Staging
 from idprov.inbound.csv_write import BatchWriter
 from idprov.userstores.base import UserStore
@@ -98,6 +98,8 @@ class ImportReport:
     outbound: OutboundReport | None = None
     stopped: bool = False
     """``--on-error stop`` found errors: nothing was written."""
+    notes: list[str] = field(default_factory=list)
+    """What the import decided on its own, worth a line in the report."""
 
     @property
     def written(self) -> int:
@@ -129,6 +131,7 @@ class ImportReport:
             "skipped_already_imported": self.skipped_done,
             "stopped": self.stopped,
             "roles_created": self.roles_created,
+            "notes": self.notes,
             "errors": [e.to_dict() for e in self.errors],
             "rejects_file": self.rejects_file,
             "seconds": round(self.seconds, 3),
@@ -156,6 +159,8 @@ class CsvImport(Preflight, BatchWriter):
         self.delimiter = options.delimiter or ","
         self.options = options
         self.rejects_path = rejects_path
+        self.rejects_out: TextIO | None = None
+        self.rejects_new = False
         self.progress = progress
         self.pool = pool
         self.report = ImportReport(str(self.path), options.mode, options.dry_run)
@@ -174,37 +179,34 @@ class CsvImport(Preflight, BatchWriter):
 
     # -- the whole run
     def run(self) -> ImportReport:
-        if isinstance(self.given, Path) and not self.given.is_file():
-            raise FileError(
-                f"{self.given} does not exist or is not a file",
-                hint="give a CSV file, or - to read standard input",
-            )
-        if self.rejects_path is not None and not self.rejects_path.parent.is_dir():
-            raise NotFoundError(  # before anything is written, not after
-                f"directory {self.rejects_path.parent} (for --rejects) does not exist",
-                hint="create it first, or choose a path in an existing directory",
-            )
+        if isinstance(self.given, Path):
+            check_input(self.given)
+        self._open_rejects()  # before anything is written, not after
         start = time.perf_counter()
-        staging = self.staging = Staging(self.service.data_dir)
         try:
-            self.source = open_source(self.given, self.options.encoding, Path(staging.dir.name))
-            self.path = self.source.path
-            self._resume_point()
-            self._preflight(staging)
-            self._check_roles(staging)
-            if self.report.rejected and self.options.on_error == "stop":
-                self.report.stopped = True
-            elif not self.options.dry_run:
-                with self.service.state.run_lock("import", wait=self.options.wait):
-                    with self.service.guard_window():  # the batches are judged together
-                        self._write(staging)
-            self._write_rejects(staging)
-            self.report.errors.sort(key=lambda error: error.line)
+            with Staging(self.service.data_dir) as self.staging:
+                self._run(self.staging)
         except BaseException:
             self._stop_hashing(at_once=True)
+            self._close_rejects(failed=True)
             raise
         finally:
             self._stop_hashing()
-            staging.close()
+            self._close_rejects()
             self.report.seconds = time.perf_counter() - start
         return self.report
+
+    def _run(self, staging: Staging) -> None:
+        self.source = open_source(self.given, self.options.encoding, Path(staging.dir.name))
+        self.path = self.source.path
+        self._resume_point()
+        self._preflight(staging)
+        self._check_roles(staging)
+        if self.report.rejected and self.options.on_error == "stop":
+            self.report.stopped = True
+        elif not self.options.dry_run:
+            with self.service.state.run_lock("import", wait=self.options.wait):
+                with self.service.guard_window():  # the batches are judged together
+                    self._write(staging)
+        self._write_rejects(staging)
+        self.report.errors.sort(key=lambda error: error.line)

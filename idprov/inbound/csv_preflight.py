@@ -15,16 +15,29 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, BinaryIO
 
-from idprov.errors import IdprovError
+from idprov.config.paths import open_private_output
+from idprov.errors import (
+    ConflictError,
+    IdprovError,
+    NotFoundError,
+    UsageError,
+    from_os_error,
+)
 from idprov.inbound.csv_hashing import PasswordHashing
 from idprov.inbound.csv_read import (
+    FIELD_LIMIT,
+    REJECTS_COLUMNS,
+    Columns,
     FileError,
     HeaderRules,
     NothingToImport,
     Source,
     decoded_lines,
+    not_csv,
     read_header,
     sniff_delimiter,
 )
@@ -32,8 +45,6 @@ from idprov.inbound.csv_rows import Pending, RowChecks
 from idprov.inbound.csv_staging import Staging
 from idprov.model import QualifiedName, new_id
 from idprov.userstores import policy
-
-FIELD_LIMIT = 1 << 20  # one cell may hold up to 1 MiB; a longer one rejects its row
 
 
 class Preflight(RowChecks, PasswordHashing):
@@ -50,16 +61,7 @@ class Preflight(RowChecks, PasswordHashing):
             delimiter=self.delimiter,
             strict=True,
         )
-        header = self._header(reader)
-        columns = read_header(
-            header,
-            HeaderRules(
-                set(self.known),
-                self.options.column_map,
-                self.options.ignore_columns,
-                self.delimiter,
-            ),
-        )
+        columns = self._columns(reader)
         batch: list[Pending] = []
         size = self.path.stat().st_size or 1
         line = reader.line_num
@@ -69,10 +71,8 @@ class Preflight(RowChecks, PasswordHashing):
                 cells = next(reader)
             except StopIteration:
                 break
-            except csv.Error as exc:
-                line = reader.line_num
-                self._reject(staging, first, [], None, f"not valid CSV: {exc}")
-                continue
+            except csv.Error as exc:  # where this row ends is unknown: stop
+                raise not_csv(self.source.name, exc, first, reader.line_num) from None
             line = reader.line_num
             if not cells or all(not c.strip() for c in cells):
                 continue  # an empty line
@@ -95,23 +95,29 @@ class Preflight(RowChecks, PasswordHashing):
                 hint="add a row per user under the header",
             )
 
-    def _header(self, reader: Any) -> list[str]:
+    def _columns(self, reader: Any) -> Columns:
+        """The header row, resolved (see :func:`~idprov.inbound.csv_read.read_header`)."""
         try:
             header: list[str] = next(reader)
         except StopIteration:
-            raise FileError(
-                f"{self.source.name} is empty: no header row",
-                hint="the first row names the columns: username,email,...",
+            raise NothingToImport(
+                f"{self.source.name} is empty: no header, no rows: nothing to import",
+                hint="the first row names the columns (username,email,...), a row per user follows",
             ) from None
         except csv.Error as exc:
-            raise FileError(f"{self.source.name}, header: {exc}") from None
+            raise not_csv(self.source.name, exc, 1, reader.line_num) from None
         if 1 in self.bad_lines:
             raise FileError(
                 f"{self.source.name}: the header is not {self.source.encoding} text",
                 hint="give the file's encoding with --encoding (latin-1? cp1252?)",
             )
         self.header = header
-        return header
+        rules = HeaderRules(
+            set(self.known), self.options.column_map, self.options.ignore_columns, self.delimiter
+        )
+        columns = read_header(header, rules)
+        self.report.notes += columns.notes
+        return columns
 
     def _stage(self, staging: Staging, batch: list[Pending]) -> None:
         """Checks that need the store or the rest of the file, then stage the batch."""
@@ -250,22 +256,61 @@ class Preflight(RowChecks, PasswordHashing):
                 )
 
     # -- rejects file
-    def _write_rejects(self, staging: Staging) -> None:
-        if self.rejects_path is None:
+    def _open_rejects(self) -> None:
+        """Open the ``--rejects`` file before anything is written, so that a path that
+        cannot be written stops the import then, not after it committed. A new file is
+        created (0600) and removed again if the import fails; an existing one is
+        replaced only when the report is written. Never the file being imported."""
+        path = self.rejects_path
+        if path is None:
             return
-        from idprov.config.paths import open_private_output
+        if not path.parent.is_dir():
+            raise NotFoundError(
+                f"directory {path.parent} (for --rejects) does not exist",
+                hint="create it first, or choose a path in an existing directory",
+            )
+        if _same_file(path, self.given):
+            raise UsageError(
+                f"--rejects {path} is the file being imported: writing the rejects there "
+                "would destroy it",
+                hint="name another file, e.g. --rejects rejects.csv",
+            )
+        try:
+            self.rejects_out, self.rejects_new = open_private_output(path), True
+        except ConflictError:  # it exists: opened now, replaced when the report is written
+            try:
+                fd = os.open(path, os.O_WRONLY)
+            except OSError as exc:
+                raise from_os_error(exc, "open the rejects file (--rejects)") from None
+            self.rejects_out = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise from_os_error(exc, "create the rejects file (--rejects)") from None
 
+    def _close_rejects(self, failed: bool = False) -> None:
+        """Close the rejects file; after a failure, remove it if this run created it."""
+        out, self.rejects_out = self.rejects_out, None
+        if out is None:
+            return
+        out.close()
+        if failed and self.rejects_new and self.rejects_path is not None:
+            self.rejects_path.unlink(missing_ok=True)
+
+    def _write_rejects(self, staging: Staging) -> None:
+        out = self.rejects_out
+        if out is None:
+            return
         header = self.header
         found = self._cells_at(staging.rejects_without_cells())
-        # a report of this run: replaced on a re-run, 0600, never in a new directory
-        with open_private_output(self.rejects_path, overwrite=True) as f:
-            writer = csv.writer(f, delimiter=self.delimiter)
-            writer.writerow([*header, "line", "error"])
-            for line, cells, column, error in staging.rejects():
-                values = cells or found.get(line, [])
-                values = (values + [""] * len(header))[: len(header)]  # line, error aligned
-                where = f"column {column}: " if column else ""
-                writer.writerow([*values, line, where + error])
+        out.truncate(0)  # a report of this run: it replaces the last one, and is 0600
+        os.fchmod(out.fileno(), 0o600)
+        writer = csv.writer(out, delimiter=self.delimiter)
+        writer.writerow([*header, *REJECTS_COLUMNS])
+        for line, cells, column, error in staging.rejects():
+            values = cells or found.get(line, [])
+            values = (values + [""] * len(header))[: len(header)]  # line, error aligned
+            where = f"column {column}: " if column else ""
+            writer.writerow([*values, line, where + error])
+        self._close_rejects()
         self.report.rejects_file = str(self.rejects_path)
 
     def _cells_at(self, lines: set[int]) -> dict[int, list[str]]:
@@ -285,7 +330,17 @@ class Preflight(RowChecks, PasswordHashing):
             except StopIteration:
                 return found
             except csv.Error:
-                cells = []  # a row rejected as broken CSV: no cells to give back
+                return found  # changed since the pre-flight read it whole
             if first in lines:
                 found[first] = cells
             first = reader.line_num + 1
+
+
+def _same_file(path: Path, given: Path | BinaryIO) -> bool:
+    """Whether ``path`` is the file ``given`` (a path, or the file standard input reads)."""
+    try:
+        target = path.stat()
+        source = given.stat() if isinstance(given, Path) else os.fstat(given.fileno())
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return False
+    return (target.st_dev, target.st_ino) == (source.st_dev, source.st_ino)

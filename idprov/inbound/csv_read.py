@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import codecs
 import difflib
-import shutil
+import itertools
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from idprov.errors import ExitCode, UsageError
+from idprov.errors import ExitCode, NotFoundError, UsageError, from_os_error
 
 RESERVED = ("username", "password", "password_hash", "roles")
 DELIMITERS = (",", ";", "\t", "|")
+FIELD_LIMIT = 1 << 20
+"""The most characters one cell may hold (1 MiB); the csv module's limit."""
 WIDE_ENCODINGS = ("utf-16", "utf-32")
 """Encodings whose lines are not byte lines: copied to UTF-8 before reading."""
 
@@ -36,10 +39,18 @@ class FileError(UsageError):
 
 
 class NothingToImport(FileError):
-    """A file with a header and no rows."""
+    """A file with no rows: empty, or a header alone."""
 
     exit_code = ExitCode.NOTHING_IMPORTED
     code = "nothing_to_import"
+
+
+class BrokenFile(FileError):
+    """A file that is not valid CSV, or not text in its encoding, past some point:
+    what follows cannot be read reliably, so nothing of it is imported."""
+
+    exit_code = ExitCode.NOTHING_IMPORTED
+    code = "bad_file"
 
 
 @dataclass
@@ -54,14 +65,31 @@ class Source:
     """Bytes read so far by :func:`decoded_lines` (for the progress display)."""
 
 
+def check_input(given: Path) -> None:
+    """Refuse, before anything is done, a path that is not a regular file."""
+    try:
+        mode = given.stat().st_mode
+    except FileNotFoundError:
+        raise NotFoundError(
+            f"{given} does not exist", hint="check the path, or give - to read standard input"
+        ) from None
+    except OSError as exc:
+        raise from_os_error(exc, "read the CSV file") from None
+    if stat.S_ISDIR(mode):
+        raise FileError(
+            f"{given} is a directory", hint="name a CSV file in it, or - to read standard input"
+        )
+    if not stat.S_ISREG(mode):
+        raise FileError(
+            f"{given} is not a regular file (a pipe or a device)",
+            hint=f"send it to standard input instead: idprov import users - < {given}",
+        )
+
+
 def open_source(given: Path | BinaryIO, encoding: str | None, spool_dir: Path) -> Source:
     """The file ready to read: standard input and wide encodings copied to UTF-8."""
     codec = _codec(encoding) if encoding else "utf-8"
     if isinstance(given, Path):
-        if not given.is_file():
-            raise FileError(
-                f"{given} does not exist or is not a file", hint="give a CSV file, or - for stdin"
-            )
         source = Source(given, str(given), codec)
         if codec.startswith(WIDE_ENCODINGS):
             with given.open("rb") as f:
@@ -84,15 +112,86 @@ def _spool(stream: BinaryIO, codec: str, directory: Path, name: str) -> Source:
     copy = directory / "input.csv"
     with copy.open("xb") as out:
         if codec.startswith(WIDE_ENCODINGS):
-            reader = codecs.getreader(codec)(stream)
-            try:
-                for text in iter(lambda: reader.read(1 << 20), ""):
-                    out.write(text.encode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise FileError(f"{name} is not {codec} text: {exc.reason}") from None
+            _transcode(_chunks(stream), codec, out, name)
             return Source(copy, name, "utf-8")
-        shutil.copyfileobj(stream, out, 1 << 20)
+        for chunk in _chunks(stream):
+            out.write(chunk)
     return Source(copy, name, codec)
+
+
+def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+    """The stream's bytes, a MiB at a time."""
+    while chunk := stream.read(1 << 20):
+        yield chunk
+
+
+def _transcode(chunks: Iterator[bytes], codec: str, out: BinaryIO, name: str) -> None:
+    """Write ``chunks`` of ``codec`` text as UTF-8; a byte sequence that does not
+    decode, or a file that ends inside a character, is refused naming its offset."""
+    decoder = codecs.getincrementaldecoder(codec)()
+    offset = lines = 0  # bytes given to the decoder, line breaks written
+    for chunk in itertools.chain(chunks, [b""]):
+        state = decoder.getstate()
+        try:
+            text = decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as exc:  # its offsets count the bytes held back too
+            held = len(state[0])
+            decoder.setstate(state)
+            good = decoder.decode(chunk[: max(exc.start - held, 0)])
+            at = offset - held + exc.start
+            raise _undecodable(name, codec, exc, at, lines + good.count("\n") + 1) from None
+        offset += len(chunk)
+        lines += text.count("\n")
+        out.write(text.encode("utf-8"))
+
+
+def _undecodable(
+    name: str, codec: str, exc: UnicodeDecodeError, offset: int, line: int
+) -> BrokenFile:
+    where = f"{name}: byte {offset:,} (line {line})"
+    if exc.reason == "truncated data":
+        return BrokenFile(
+            f"{where}: the file ends inside a {codec} character: it was cut short",
+            hint="copy or export the file again",
+        )
+    return BrokenFile(
+        f"{where}: not {codec} text ({exc.reason})",
+        hint="give the file's encoding with --encoding, or export it again",
+    )
+
+
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32", "utf-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32", "utf-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16", "utf-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16", "utf-16"),
+)
+"""Byte order marks of the wide encodings, the longer first (UTF-32 LE's begins with
+UTF-16 LE's)."""
+_WITHOUT_BOM = {
+    (False, True, True, True): ("UTF-32 (little-endian)", "utf-32-le"),
+    (True, True, True, False): ("UTF-32 (big-endian)", "utf-32-be"),
+    (False, True): ("UTF-16 (little-endian)", "utf-16-le"),
+    (True, False): ("UTF-16 (big-endian)", "utf-16-be"),
+}
+"""Which bytes of the first characters are zero, in wide text without a BOM (an
+ASCII header: a CSV's first bytes are never NUL in UTF-8)."""
+
+
+def _wide_text(name: str, head: bytes) -> FileError | None:
+    """The error for a file whose first bytes show a wide encoding, or None."""
+    for bom, what, codec in _WIDE_BOMS:
+        if head.startswith(bom):
+            return FileError(f"{name} is {what} text", hint=f"import it with --encoding {codec}")
+    guess = _WITHOUT_BOM.get(tuple(b == 0 for b in head[:4])) or _WITHOUT_BOM.get(
+        tuple(b == 0 for b in head[:2])
+    )
+    if guess is None:
+        return None
+    return FileError(
+        f"{name} looks like {guess[0]} text without a byte order mark",
+        hint=f"import it with --encoding {guess[1]}",
+    )
 
 
 def decoded_lines(source: Source, bad_lines: set[int]) -> Iterator[str]:
@@ -101,12 +200,8 @@ def decoded_lines(source: Source, bad_lines: set[int]) -> Iterator[str]:
     number added to ``bad_lines``, so the row holding it is rejected, not the file."""
     with source.path.open("rb") as f:
         head = f.read(4)
-        if source.encoding == "utf-8" and head.startswith(
-            (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
-        ):
-            raise FileError(
-                f"{source.name} is UTF-16 text", hint="import it with --encoding utf-16"
-            )
+        if source.encoding == "utf-8" and (wide := _wide_text(source.name, head)):
+            raise wide
         f.seek(3 if head.startswith(codecs.BOM_UTF8) else 0)
         for number, raw in enumerate(f, start=1):
             source.bytes_read[0] += len(raw)
@@ -123,6 +218,43 @@ def not_decodable(source: Source, line: int) -> str:
         f"line {line} is not {source.encoding} text; give the file's encoding with "
         "--encoding (latin-1? cp1252?)"
     )
+
+
+def not_csv(name: str, error: Exception, first: int, line: int) -> BrokenFile:
+    """The error for a CSV syntax error in the row that starts on line ``first``, found
+    on line ``line``. The reader cannot tell where that row really ends (inside a
+    quoted cell, a line is not a row), so the import stops: nothing is written."""
+    text = str(error)
+    row = f" (in the row that starts on line {first})" if first != line else ""
+    stop = "; nothing was imported"
+    if text.startswith("field larger than field limit"):
+        return BrokenFile(
+            f"{name}:{first}: a cell is longer than {FIELD_LIMIT:,} characters, the most one "
+            f"may hold{stop}",
+            hint='if the cell is not meant to be that long, a quote (") opens it that is not '
+            'closed where it should be: close it, or write a quote inside a cell as ""',
+        )
+    if text == "unexpected end of data":
+        return BrokenFile(
+            f"{name}:{first}: a quoted cell that starts in this row is never closed: the file "
+            f"ends inside it{f' (line {line})' if line != first else ''}{stop}",
+            hint='close the quote (") where the cell ends; a quote inside a cell is written ""',
+        )
+    if text.startswith("new-line character seen in unquoted field"):
+        return BrokenFile(
+            f"{name}:{line}: a carriage return (CR) that does not end a line, outside quotes"
+            f"{row}: old Mac line endings, or a stray CR in a cell{stop}",
+            hint="convert the line endings to LF or CRLF (e.g. tr '\\r' '\\n' < "
+            f"{name if name != 'standard input' else 'FILE'} > fixed.csv, or save it as "
+            "'CSV UTF-8'), or quote the cell that holds the CR",
+        )
+    if text.endswith("expected after '\"'"):
+        return BrokenFile(
+            f'{name}:{line}: a quote (") inside a quoted cell is not doubled{row}{stop}',
+            hint='write a quote inside a quoted cell as "" ("Note ""quoted"" text"), or take '
+            "the quotes off a cell that has no delimiter, quote or line break in it",
+        )
+    return BrokenFile(f"{name}:{line}: not valid CSV{row}: {text}{stop}")
 
 
 def sniff_delimiter(header: str) -> str:
@@ -148,6 +280,8 @@ class Columns:
     password_hash: int | None
     roles: int | None
     claims: list[tuple[int, str]]
+    notes: list[str] = field(default_factory=list)
+    """What the reader decided about the header on its own (columns it skips)."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +294,10 @@ class HeaderRules:
     delimiter: str
 
 
+REJECTS_COLUMNS = ("line", "error")
+"""The columns a rejects file adds after the header (see ``--rejects``)."""
+
+
 def _folded(name: str) -> str:
     return name.strip().casefold().replace(" ", "_").replace("-", "_")
 
@@ -168,8 +306,10 @@ def read_header(cells: list[str], rules: HeaderRules) -> Columns:
     """Resolve the header cells to reserved columns and claims (see module docstring)."""
     names = [c.strip() for c in cells]
     canonical = {_folded(n): n for n in (*rules.known, *RESERVED)}
+    _check_options(names, rules, canonical)
     renames = {_folded(k): v for k, v in rules.column_map.items()}
     ignored = {_folded(n) for n in rules.ignore_columns}
+    notes = _rejects_columns(names, canonical, renames, ignored)
     mapped = [rules.column_map.get(n) or renames.get(_folded(n), n) for n in names]
     mapped = [canonical.get(_folded(m), m) for m in mapped]
     seen = _unique(names, mapped, ignored)
@@ -189,8 +329,67 @@ def read_header(cells: list[str], rules: HeaderRules) -> Columns:
     ]
     index = seen.get
     return Columns(
-        names, seen["username"], index("password"), index("password_hash"), index("roles"), claims
+        names,
+        seen["username"],
+        index("password"),
+        index("password_hash"),
+        index("roles"),
+        claims,
+        notes,
     )
+
+
+def _check_options(names: list[str], rules: HeaderRules, canonical: dict[str, str]) -> None:
+    """Every --map names a column of the header and a claim; every --ignore-column a
+    column of the header."""
+    for column, claim in rules.column_map.items():
+        option = f"--map {column}={claim}"
+        if _folded(claim) not in canonical:
+            raise UsageError(
+                f"{option}: unknown claim {claim!r}",
+                hint=_did_you_mean(claim, sorted(canonical.values()))
+                + "Known claims: "
+                + ", ".join(sorted(rules.known))
+                + ", and username, password, password_hash, roles",
+            )
+        _in_header(option, column, names)
+    for column in sorted(rules.ignore_columns):
+        _in_header(f"--ignore-column {column}", column, names)
+
+
+def _in_header(option: str, column: str, names: list[str]) -> None:
+    if _folded(column) not in {_folded(n) for n in names}:
+        raise UsageError(
+            f"{option}: the header has no column {column!r}",
+            hint=_did_you_mean(column, names)
+            + "The header's columns: "
+            + ", ".join(repr(n) for n in names),
+        )
+
+
+def _did_you_mean(name: str, candidates: list[str]) -> str:
+    close = _closest(name, candidates)
+    return f"did you mean {close!r}? " if close else ""
+
+
+def _closest(name: str, candidates: list[str]) -> str | None:
+    """The candidate ``name`` is most likely a typo of, if one is close."""
+    by_folded = {_folded(c): c for c in candidates}
+    close = difflib.get_close_matches(_folded(name), list(by_folded), n=1, cutoff=0.6)
+    return by_folded[close[0]] if close else None
+
+
+def _rejects_columns(
+    names: list[str], canonical: dict[str, str], renames: dict[str, str], ignored: set[str]
+) -> list[str]:
+    """A rejects file's own last columns (``line``, ``error``), skipped when no claim
+    or option claims those names: fixing a rejects file and importing it just works.
+    Adds them to ``ignored``; returns the note saying so."""
+    last = tuple(_folded(n) for n in names[-len(REJECTS_COLUMNS) :])
+    if last != REJECTS_COLUMNS or any(n in canonical or n in renames or n in ignored for n in last):
+        return []
+    ignored.update(REJECTS_COLUMNS)
+    return ["the last columns, 'line' and 'error', are a rejects file's: not imported"]
 
 
 def _unique(names: list[str], mapped: list[str], ignored: set[str]) -> dict[str, int]:
@@ -216,10 +415,11 @@ def _unknown_columns(unknown: list[str], names: list[str], rules: HeaderRules) -
             hint=f"pass --delimiter '{shown}' (or leave --delimiter out to detect it)",
         )
     candidates = sorted({*rules.known, *RESERVED})
-    guesses = []
-    for name in unknown:
-        close = difflib.get_close_matches(_folded(name), candidates, n=1, cutoff=0.6)
-        guesses += [f"{name!r}: did you mean {close[0]!r}?"] if close else []
+    guesses = [
+        f"{name!r}: did you mean {close!r}?"
+        for name in unknown
+        if (close := _closest(name, candidates))
+    ]
     return FileError(
         "header: unknown column(s) " + ", ".join(repr(u) for u in unknown),
         hint=" ".join(guesses)

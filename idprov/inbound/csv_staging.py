@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 if TYPE_CHECKING:
     from idprov.inbound.csv_import import ImportOptions, ImportReport, Progress
@@ -117,17 +117,27 @@ class Staging:
         self.db.close()
         self.dir.cleanup()
 
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class ImportState:
     """What an import holds while it runs (set by ``CsvImport.__init__``), declared
     once for both halves: the pre-flight and the write phase."""
 
     service: IdentityService
+    given: Path | BinaryIO
     path: Path
     source: Source
     delimiter: str
     options: ImportOptions
     rejects_path: Path | None
+    rejects_out: TextIO | None
+    rejects_new: bool
+    """The rejects file was created by this run (removed again if it fails)."""
     progress: Progress | None
     pool: Executor | None
     report: ImportReport
