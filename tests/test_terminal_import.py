@@ -139,3 +139,28 @@ def test_ctrl_c_during_a_sync_stops_at_once_and_the_next_sync_finishes(
     assert again.exit_code == 0, again.text
     names = sorted(u["userName"] for u in scim2_server.users())
     assert names == [f"user{i:05}" for i in range(5000)]
+
+
+def test_standard_input_at_a_terminal_says_so_and_ends_at_one_ctrl_d(tmp_path, monkeypatch):
+    """`idprov import users -` typed at a terminal: a line on stderr says what to type
+    and how to end; one Ctrl-D at the start of a line ends the input, as for cat."""
+    import pty
+
+    fork = pty.fork
+
+    def fork_and_type() -> tuple[int, int]:
+        pid, fd = fork()
+        if pid:  # the terminal keeps what is typed until the command reads it
+            os.write(fd, b"username,email\nty1,t@example.com\n\x04")
+        return pid, fd
+
+    monkeypatch.setattr(pty, "fork", fork_and_type)
+    run = run_in_terminal(["import", "users", "-"], cwd=tmp_path, env=dict(os.environ), timeout=60)
+    assert run.exit_code == 0, run.text
+    assert "reading CSV from the terminal" in run.text and "Ctrl-D" in run.text
+    assert re.search(r"created\s+1", run.text), run.text
+    conn = sqlite3.connect(tmp_path / "xdg-data" / "idprov" / "idprov.db")
+    try:
+        assert conn.execute("SELECT username FROM users").fetchall() == [("ty1",)]
+    finally:
+        conn.close()

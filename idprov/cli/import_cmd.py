@@ -150,6 +150,12 @@ def import_users(
     svc.allow_deletes = allow_deletes  # expected deprovisions go out; more are held
     live = display()
     source = sys.stdin.buffer if file == "-" else Path(file)
+    if file == "-" and sys.stdin.isatty():
+        typer.echo(
+            "reading CSV from the terminal: type the header, then a row per user; "
+            "Ctrl-D on an empty line ends it",
+            err=True,
+        )
     stats = RunStats("import")
     try:
         report = CsvImport(svc, source, options, rejects, live.phase if live else None).run()

@@ -120,8 +120,10 @@ def _spool(stream: BinaryIO, codec: str, directory: Path, name: str) -> Source:
 
 
 def _chunks(stream: BinaryIO) -> Iterator[bytes]:
-    """The stream's bytes, a MiB at a time."""
-    while chunk := stream.read(1 << 20):
+    """The stream's bytes as they come: one read at a time, so that at a terminal one
+    Ctrl-D ends the input (a buffered read of a fixed size waits for a second one)."""
+    read = getattr(stream, "read1", stream.read)
+    while chunk := read(1 << 20):
         yield chunk
 
 
