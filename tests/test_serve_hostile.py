@@ -129,3 +129,36 @@ def test_a_filter_of_a_thousand_comparisons_is_refused_and_two_hundred_answered(
     found = client.get("/Users", params={"filter": names})
     assert found.status_code == 200, found.text
     assert [u["userName"] for u in found.json()["Resources"]] == ["bob"]
+
+
+def test_errors_speak_of_the_request_not_of_the_validation_library(served):
+    """Details named pydantic's model classes, its error types and a URL to its
+    documentation, and query parameters by their Python names."""
+    client = served.client
+    alice = new_user(client, "alice")
+    wrong = {"op": "replace", "path": "title", "value": {"a": 1}}
+    body = {"schemas": [PATCH_OP], "Operations": [wrong]}
+    response = client.patch(f"/Users/{alice['id']}", json=body, headers=SCIM_JSON)
+    assert scim_error(response, 400, "invalidValue") == "title: Input should be a valid string"
+    both = {"attributes": "userName", "excludedAttributes": "userName"}
+    detail = scim_error(client.get("/Users", params=both), 400, "invalidValue")
+    assert detail == "'attributes' and 'excludedAttributes' are mutually exclusive"
+    text = {"Content-Type": "text/plain; charset=utf-8"}
+    detail = scim_error(client.post("/Users", content=b"userName=bob", headers=text), 415)
+    assert "'text/plain'" in detail and "application/scim+json" in detail
+    assert client.get("/Users").json()["totalResults"] == 1
+
+
+def test_a_report_of_several_validation_errors_reads_as_one_line():
+    from idprov.inbound.scim.protocol import readable
+
+    report = (
+        "2 validation errors for User\nuserName\n  Input should be a valid string "
+        "[type=string_type, input_value=5, input_type=int]\n    For further information "
+        "visit https://errors.pydantic.dev/2.14/v/string_type\nemails.0.value\n  Field "
+        "required [type=missing]\n    For further information visit https://x"
+    )
+    assert readable(report) == (
+        "userName: Input should be a valid string; emails.0.value: Field required"
+    )
+    assert readable("no user with id 'x'") == "no user with id 'x'"

@@ -22,17 +22,24 @@ stands.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from http import HTTPStatus
 from typing import Any, cast
 
-from scim2_models import PreconditionFailedException, Resource, ResourceType
+from scim2_models import (
+    Error,
+    PreconditionFailedException,
+    Resource,
+    ResourceType,
+)
 from scim2_server.conditions import Conditions
+from scim2_server.errors import UnsupportedMediaTypeException
 from scim2_server.handler import ScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
-from scim2_server.service import ScimService
+from scim2_server.service import ScimService, is_json_media_type
 
 from idprov.inbound.scim.mapping import ENTERPRISE
 from idprov.inbound.scim.schema import drop_client_schemas, drop_ignored
@@ -45,7 +52,22 @@ another request changed under it (each try reads the new version) before the 412
 
 class IdprovScimService(ScimService):
     """scim2-server's protocol steps, with the documents idprov reads cleaned (see the
-    module docstring)."""
+    module docstring), and errors in a client's words (:func:`readable`)."""
+
+    @staticmethod
+    def error_of(exception: Exception) -> Error:
+        error = ScimService.error_of(exception)
+        if error.detail:
+            error.detail = readable(error.detail)
+        return error
+
+    @staticmethod
+    def ensure_json(content_type: str | None) -> None:
+        if content_type and not is_json_media_type(content_type):
+            raise UnsupportedMediaTypeException(
+                detail=f"the request body is {content_type.split(';')[0].strip()!r}: send "
+                "JSON, as application/scim+json (or application/json)"
+            )
 
     def read_patch(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
         return super().read_patch(
@@ -159,6 +181,36 @@ class IdprovScimHandler(ScimHandler):
 def _conditional(conditions: Conditions) -> bool:
     """Whether the client made its request conditional (then a 412 is its answer)."""
     return conditions.if_match is not None or conditions.if_none_match is not None
+
+
+PYDANTIC = re.compile(r"^\d+ validation errors? for [^\n]*\n")
+PARAMETERS = {
+    "excluded_attributes": "excludedAttributes",
+    "sort_by": "sortBy",
+    "sort_order": "sortOrder",
+    "start_index": "startIndex",
+}
+"""Query parameters as the validation of scim2-models names them -> as a client sends them."""
+
+
+def readable(detail: str) -> str:
+    """An error's detail without the validation library's report around it: pydantic's
+    "1 validation error for User[EnterpriseUser]\\ntitle\\n  Input should be a valid
+    string [type=string_type]\\n    For further information visit https://..." becomes
+    "title: Input should be a valid string", and parameters are named as sent."""
+    if PYDANTIC.match(detail):
+        problems, where = [], ""
+        for line in detail.splitlines()[1:]:
+            if not line.startswith(" "):
+                where = line.strip()
+            elif line.startswith("  ") and not line.startswith("    "):
+                message = line.strip().split(" [type=", 1)[0]
+                problems.append(f"{where}: {message}" if where else message)
+        detail = "; ".join(problems) or detail.splitlines()[0]
+    detail = detail.removeprefix("Value error, ")
+    for name, sent in PARAMETERS.items():
+        detail = detail.replace(f"'{name}'", f"'{sent}'")
+    return detail
 
 
 def _as_published(stamp: str) -> str:
