@@ -489,6 +489,20 @@ def test_a_map_or_ignore_column_naming_no_column_of_the_header_says_so(cli, tmp_
     assert users(cli)["a"]["claims"] == {"email": "a@example.com"}
 
 
+def test_on_error_stop_creates_no_roles_and_does_not_say_it_did(cli, tmp_path):
+    write(tmp_path, "username,email,roles\nalice,a@example.com,staff;eng\nx y,bad,\n")
+    args = ["import", "users", "users.csv", "--on-error", "stop", "--create-roles"]
+    run = cli(*args, "--json")
+    assert run.exit_code == 10, run
+    report = json.loads(run.stdout)
+    assert report["stopped"] and report["roles_created"] == []
+    assert report["notes"] == ["roles to create (none were created: --on-error stop): eng, staff"]
+    text = cli(*args)
+    assert "roles created" not in text.stdout + text.stderr
+    assert "roles to create (none were created" in text.stdout + text.stderr
+    assert cli("role", "list", "--json").items() == []
+
+
 # -- the rejects file
 
 

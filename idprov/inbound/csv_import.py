@@ -203,10 +203,20 @@ class CsvImport(Preflight, BatchWriter):
         self._preflight(staging)
         self._check_roles(staging)
         if self.report.rejected and self.options.on_error == "stop":
-            self.report.stopped = True
+            self._stopped()
         elif not self.options.dry_run:
             with self.service.state.run_lock("import", wait=self.options.wait):
                 with self.service.guard_window():  # the batches are judged together
                     self._write(staging)
         self._write_rejects(staging)
         self.report.errors.sort(key=lambda error: error.line)
+
+    def _stopped(self) -> None:
+        """``--on-error stop`` found errors: nothing is written, no role created."""
+        self.report.stopped = True
+        if self.report.roles_created:
+            self.report.notes.append(
+                "roles to create (none were created: --on-error stop): "
+                + ", ".join(self.report.roles_created)
+            )
+            self.report.roles_created = []
