@@ -489,6 +489,16 @@ def test_a_map_or_ignore_column_naming_no_column_of_the_header_says_so(cli, tmp_
     assert users(cli)["a"]["claims"] == {"email": "a@example.com"}
 
 
+def test_an_empty_separator_is_a_usage_error_before_the_file_is_read(cli, tmp_path, state, roles):
+    write(tmp_path, "username,roles\na,staff\n")
+    error = cli("import", "users", "users.csv", "--separator", "", "--json").error(2)
+    assert error["message"] == "--separator must be one character"
+    assert state.counts()["users"] == 0
+    error = cli("export", "users", "out.csv", "--separator", "", "--json").error(2)
+    assert error["message"] == "--separator must be one character"
+    assert not (tmp_path / "out.csv").exists()
+
+
 def test_on_error_stop_creates_no_roles_and_does_not_say_it_did(cli, tmp_path):
     write(tmp_path, "username,email,roles\nalice,a@example.com,staff;eng\nx y,bad,\n")
     args = ["import", "users", "users.csv", "--on-error", "stop", "--create-roles"]

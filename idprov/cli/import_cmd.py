@@ -137,7 +137,7 @@ def import_users(
         encoding=encoding,
         column_map=_pairs(map_),
         ignore_columns=frozenset(ignore_column or []),
-        separator=separator,
+        separator=_one_char(separator, "--separator") or ";",
         create_roles=create_roles,
         on_error=on_error.value,
         dry_run=dry_run,
@@ -196,7 +196,8 @@ def export_users(
 
     out: Any = sys.stdout if file == "-" else Path(file)
     sep = _one_char(delimiter, "--delimiter") or ","
-    report = export(service(read_only=True), out, domain, separator, sep, overwrite=force)
+    values = _one_char(separator, "--separator") or ";"
+    report = export(service(read_only=True), out, domain, values, sep, overwrite=force)
     if file == "-":
         typer.echo(f"exported {report.users} users", err=True)
         return
