@@ -609,3 +609,30 @@ def test_wide_encodings_are_named_right_and_a_truncated_file_names_its_offset(cl
     cli("import", "users", "u16le.csv", "--encoding", "utf-16-le").ok()
     cli("import", "users", "u32.csv", "--encoding", "utf-32", "--mode", "upsert").ok()
     assert set(users(cli)) == {"z1"}
+
+
+# -- staging copies left by killed imports
+
+
+def test_staging_copies_of_killed_imports_are_removed_and_no_other(cli, tmp_path, data_dir):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = int(gone.stdout)
+    host = socket.gethostname()
+    kept = [f"import-{host}:{os.getpid()}:running", f"import-elsewhere:{dead}:x", "import-8ted9xri"]
+    left = [f"import-{host}:{dead}:killed"]
+    for name in kept + left:
+        (data_dir / name).mkdir(parents=True)
+        (data_dir / name / "staging.db").write_bytes(b"user data")
+    write(tmp_path, "username\nalice\n")
+    cli("import", "users", "users.csv").ok()
+    assert sorted(p.name for p in data_dir.glob("import-*")) == sorted(kept)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from idprov.provisioning.service import IdentityService
     from idprov.userstores.base import UserStore
 
+PREFIX = "import-"
+"""Of the staging directories in the data directory."""
 KEPT_ERRORS = 200
 """Row errors kept in the report; every one goes to the rejects file."""
 
@@ -45,12 +48,18 @@ class RowError:
 
 
 class Staging:
-    """Validated rows and rejects, in a private temporary SQLite file."""
+    """Validated rows and rejects, in a private temporary SQLite file.
+
+    Its directory in the data directory is named after the process that owns it
+    (``import-HOST:PID:...``), so that the next import removes the directories of
+    imports killed on this machine (``kill -9`` leaves them behind)."""
 
     def __init__(self, directory: Path):
         from idprov.config.paths import ensure_private_dir
 
-        self.dir = tempfile.TemporaryDirectory(prefix="import-", dir=ensure_private_dir(directory))
+        _remove_abandoned(ensure_private_dir(directory))
+        owner = f"{PREFIX}{socket.gethostname()}:{os.getpid()}:"
+        self.dir = tempfile.TemporaryDirectory(prefix=owner, dir=directory)
         os.chmod(self.dir.name, 0o700)
         path = Path(self.dir.name) / "staging.db"
         path.touch(mode=0o600)
@@ -122,6 +131,19 @@ class Staging:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _remove_abandoned(directory: Path) -> None:
+    """Remove the staging directories of imports whose process is gone from this
+    machine (as outbound tells a dead drainer: by host and pid, a zombie counting as
+    gone). Another machine's, a running one's, or one of an older name is kept."""
+    import shutil
+
+    from idprov.provisioning.outbound import _dead_here
+
+    for path in directory.glob(f"{PREFIX}*:*:*"):
+        if path.is_dir() and _dead_here(path.name.removeprefix(PREFIX)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class ImportState:
