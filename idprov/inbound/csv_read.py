@@ -25,6 +25,7 @@ from typing import BinaryIO
 from idprov.errors import ExitCode, NotFoundError, UsageError, from_os_error
 
 RESERVED = ("username", "password", "password_hash", "roles")
+"""Columns that are not claims (their names are among config.claims.RESERVED_CLAIM_NAMES)."""
 DELIMITERS = (",", ";", "\t", "|")
 FIELD_LIMIT = 1 << 20
 """The most characters one cell may hold (1 MiB); the csv module's limit."""

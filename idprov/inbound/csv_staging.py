@@ -139,10 +139,10 @@ def _remove_abandoned(directory: Path) -> None:
     gone). Another machine's, a running one's, or one of an older name is kept."""
     import shutil
 
-    from idprov.provisioning.outbound import _dead_here
+    from idprov.provisioning.outbound import holder_gone
 
     for path in directory.glob(f"{PREFIX}*:*:*"):
-        if path.is_dir() and _dead_here(path.name.removeprefix(PREFIX)):
+        if path.is_dir() and holder_gone(path.name.removeprefix(PREFIX)):
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -211,7 +211,7 @@ class Outbound:
         if time.monotonic() - self._looked_for_the_dead < DEAD_CHECK_SECONDS:
             return []
         self._looked_for_the_dead = time.monotonic()
-        dead = [h for h in self.state.outbox.holders() if _dead_here(h)]
+        dead = [h for h in self.state.outbox.holders() if holder_gone(h)]
         if not dead:
             return []
         released = []
@@ -378,7 +378,7 @@ class Outbound:
         return min(max(seconds, 0.05), IDLE_POLL_SECONDS)
 
 
-def _dead_here(holder: str) -> bool:
+def holder_gone(holder: str) -> bool:
     """Whether a drainer's name (``host:pid:nonce``) is of a process on this machine
     that no longer runs."""
     name, _, rest = holder.partition(":")
