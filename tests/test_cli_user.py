@@ -644,3 +644,34 @@ def test_rename_keeps_id_claims_password_and_roles(cli, state, wso2):
     assert "no userstore" in cli("user", "rename", "bob", "OTHER/bob").fails(3)
     assert cli("user", "rename", "nobody", "somebody").exit_code == 3
     assert state.dump() == held
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("al\u200bice", "U+200B (ZERO WIDTH SPACE)"),
+        ("bo\u00adb", "U+00AD (SOFT HYPHEN)"),
+        ("ev\u202eil", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ("bo\x85b", "U+0085"),
+        ("jose\u0301", "written in parts"),
+    ],
+)
+def test_names_that_would_look_like_another_are_refused(cli, name, says):
+    """A name with an invisible character, or an accent written as a second character,
+    looks like another name (``alice``, ``josé``) and would be a second account
+    beside it; no pattern can tell, so they are refused whatever the pattern."""
+    cli("user", "add", "alice").ok()
+    cli("user", "add", "jos\u00e9").ok()
+    for command in (["user", "add", name], ["role", "add", name]):
+        r = cli(*command)
+        assert r.exit_code == 5 and says in r.stderr, r.stderr
+    assert usernames(cli("user", "list", "--json").json()) == ["alice", "jos\u00e9"]
+    assert cli("role", "list", "--json").json()["items"] == []
+
+
+def test_names_spelled_with_a_joiner_in_their_own_script_are_taken(cli):
+    """Zero-width joiners are part of Persian and Indic spelling (RFC 8264 allows them
+    there): after a letter that is not ASCII they are kept."""
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"
+    cli("user", "add", persian).ok()
+    assert usernames(cli("user", "list", "--json").json()) == [persian]

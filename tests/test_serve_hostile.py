@@ -162,3 +162,19 @@ def test_a_report_of_several_validation_errors_reads_as_one_line():
         "userName: Input should be a valid string; emails.0.value: Field required"
     )
     assert readable("no user with id 'x'") == "no user with id 'x'"
+
+
+def test_a_name_that_would_look_like_another_is_invalid_value(served):
+    client = served.client
+    alice = new_user(client, "alice")
+    for name in ("al\u200bice", "alice\u00ad"):
+        body = {"schemas": [USER], "userName": name}
+        detail = scim_error(
+            client.post("/Users", json=body, headers=SCIM_JSON), 400, "invalidValue"
+        )
+        assert "does not show" in detail
+    rename = {"op": "replace", "path": "userName", "value": "ali\u200dce"}
+    body = {"schemas": [PATCH_OP], "Operations": [rename]}
+    response = client.patch(f"/Users/{alice['id']}", json=body, headers=SCIM_JSON)
+    assert "U+200D" in scim_error(response, 400, "invalidValue")
+    assert [u["userName"] for u in client.get("/Users").json()["Resources"]] == ["alice"]

@@ -8,6 +8,7 @@ the offending key, never a password.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 
@@ -26,12 +27,45 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
+JOINERS = "\u200c\u200d"
+"""Zero-width non-joiner and joiner: invisible, but part of how Persian and Indic
+names are spelled (RFC 8264 allows them in such contexts), so allowed after a letter
+that is not ASCII."""
+
+
+def _check_name_text(kind: str, name: str) -> None:
+    """What no pattern can allow in a user or role name: an invisible character
+    (``al\u200bice`` shows as ``alice``), a C1 control, or a character written in
+    parts (``jose\u0301``, which shows as ``josé`` and would be a second user beside
+    it). Such names look like another one, so they are refused whatever the pattern."""
+    for i, char in enumerate(name):
+        if unicodedata.category(char) in ("Cf", "Cc"):
+            if char < " " or char == "\x7f":
+                continue  # C0 controls: the pattern check's message says it
+            if char in JOINERS and i and not name[i - 1].isascii():
+                continue  # part of the spelling in Persian and Indic scripts
+            label = unicodedata.name(char, "a control character")
+            raise PolicyError(
+                f"{kind} {name[:80]!r} contains U+{ord(char):04X} ({label}), which does "
+                "not show: the name would look like another one",
+                hint="type the name again without it",
+            )
+    composed = unicodedata.normalize("NFC", name)
+    if composed != name:
+        raise PolicyError(
+            f"{kind} {ascii(name[:80])} has a character written in parts (a letter and a "
+            f"combining accent): it would look like {composed[:80]!r} and be another name",
+            hint=f"send it composed (Unicode NFC): {composed[:80]!r}",
+        )
+
+
 def check_username(policy: PolicyConfig, username: str, domain: str) -> None:
     if "/" in username:
         raise PolicyError(
             f"username {username!r} contains '/', which separates the domain",
             hint="write DOMAIN/username, or use --domain",
         )
+    _check_name_text("username", username)
     if not _compiled(policy.username_pattern).search(username) or _CONTROL.search(username):
         raise PolicyError(
             f"username {username[:80]!r} does not match the {domain} userstore's "
@@ -43,6 +77,7 @@ def check_username(policy: PolicyConfig, username: str, domain: str) -> None:
 def check_role_name(policy: PolicyConfig, name: str, domain: str) -> None:
     if "/" in name:
         raise PolicyError(f"role name {name!r} contains '/', which separates the domain")
+    _check_name_text("role name", name)
     if not _compiled(policy.role_name_pattern).search(name) or _CONTROL.search(name):
         raise PolicyError(
             f"role name {name[:80]!r} does not match the {domain} userstore's "
