@@ -258,13 +258,8 @@ def _read_emails(values: list[Any]) -> dict[str, ClaimValue]:
                     'give the others type "other"'
                 )
             email = value
-        elif kind == "other":
-            others.append(value)
         elif kind:
-            raise InvalidValue(
-                f'emails: idprov keeps no {kind!r} address (types kept: "work", '
-                '"other"); send it as type "other"'
-            )
+            others.append(value)  # home, other...: kept as "other" (see schema.OTHER_EMAIL)
         else:
             untyped.append(value)
     if email is None and untyped:
