@@ -216,7 +216,7 @@ def test_a_write_to_a_read_only_database_says_read_only(tmp_path):
             "run the same command again to finish (an import resumes after the last row "
             "written): idprov import users people.csv",
         ),
-        (["sync"], "run the same command again to finish"),
+        (["sync"], "run the same command again to finish (a sync plans again from what is"),
     ],
 )
 def test_an_interrupted_command_says_what_finishes_the_job(monkeypatch, argv, says):

@@ -13,6 +13,7 @@ import pytest
 from idprov.config import load_config
 from idprov.provisioning.lock import RunLock
 from idprov.provisioning.service import IdentityService
+from idprov.provisioning.state import AuditQuery
 from tests.outbound_helpers import FakeScim, idp_yaml, make_service
 from tests.peers.scim2 import Scim2Peer
 
@@ -183,6 +184,12 @@ def test_a_sync_killed_midway_is_finished_by_the_next_without_duplicates(tmp_pat
     with make_service(tmp_path, idps, ["target"], http_transport=fake.transport()) as svc:
         with pytest.raises(KeyboardInterrupt):
             run_sync(svc)
+        [run] = svc.state.audit_entries(AuditQuery(action="sync.run"))
+        assert run.outcome == "interrupted"  # not "refused", the deletion guard's word
+        from idprov.provisioning.metrics import idp_status
+
+        [status] = idp_status(svc)
+        assert (status.last_sync_outcome, status.last_success) == ("interrupted", None)
     monkeypatch.setattr(engine.Engine, "_finish", original)
     with make_service(tmp_path, idps, ["target"], http_transport=fake.transport()) as svc:
         result = run_sync(svc)

@@ -290,10 +290,14 @@ def interrupted(command: str | None = None) -> Interrupted:
             "the identity providers with: idprov outbox retry",
         )
     again = shlex.join(["idprov", *sys.argv[1:]])
+    how = {
+        "import": "an import resumes after the last row written",
+        "sync": "a sync plans again from what is now there",
+        "outbox": "it pushes what is left in the outbox",
+    }.get(command or "")
     return Interrupted(
         message,
-        hint=f"run the same command again to finish (an import resumes after the last "
-        f"row written): {again}",
+        hint=f"run the same command again to finish{f' ({how})' if how else ''}: {again}",
     )
 
 

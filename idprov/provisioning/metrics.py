@@ -85,7 +85,7 @@ def _last_syncs(service: IdentityService, found: dict[str, IdpStatus]) -> None:
                 continue
             if entry.last_sync is None:
                 entry.last_sync, entry.last_sync_outcome = run.at, run.outcome
-            ok = run.outcome != "refused" and not counts.get("failed")
+            ok = run.outcome in ("ok", "failed") and not counts.get("failed")
             if ok and entry.last_success is None:
                 entry.last_success = run.at
 

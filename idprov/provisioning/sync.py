@@ -316,10 +316,16 @@ def run_sync(
         check_source(plan)  # a plan from a partial read would show deletions that are not
         return result
     service.run = run
-    outcome = "refused"
+    outcome = "interrupted"  # a Ctrl-C (KeyboardInterrupt) leaves it so
     try:
         result.outbound = apply_plan(service, plan, run, allow_deletes)
         outcome = "ok" if result.outbound.ok else "failed"
+    except GuardError:
+        outcome = "refused"  # the deletion guard's word, and only its
+        raise
+    except Exception:
+        outcome = "error"
+        raise
     finally:
         _record_run(service, result, outcome)
         service.run = None
