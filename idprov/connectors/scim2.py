@@ -5,7 +5,8 @@ Attribute paths in the mapping follow SCIM's own syntax: ``title``,
 ``name.givenName``, ``emails[type eq "work"].value``, and extension attributes by
 their full URN (``urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department``).
 Updates are PATCH operations of only what changed when the target's
-ServiceProviderConfig supports PATCH, else a PUT of the whole resource. Group
+ServiceProviderConfig supports PATCH, else a PUT of the resource as the target
+holds it with those changes made (what idprov did not change is kept). Group
 membership changes are PATCH add/remove operations, split into requests of
 ``member_batch_size``.
 
@@ -52,8 +53,8 @@ from idprov.connectors.scim_wire import (
     drift,
     error_detail,
     filter_literal,
-    find_key,
     members_patch,
+    merged_resource,
     pages,
     patch_body,
 )
@@ -294,32 +295,31 @@ class Scim2Connector(Connector):
     def update_user(
         self, remote_id: str, account: Account, previous: Mapping[str, Any] | None
     ) -> None:
-        what = f"update user {account.user_name}"
-        new = self.user_body(account)
-        if not self.http.supports_patch():
-            self._put_user(remote_id, account, previous, what)
-            return
         old = None
         if previous is not None:
             old = self.user_body(Account(account.local_id, account.user_name, previous))
-        body = self.patch_body(old, new)
-        if body is not None:
-            self.http.request("PATCH", f"/Users/{remote_id}", what, body=body)
+        self._change_user(
+            remote_id, old, self.user_body(account), f"update user {account.user_name}"
+        )
 
-    def _put_user(
-        self, remote_id: str, account: Account, previous: Mapping[str, Any] | None, what: str
+    def _change_user(
+        self, remote_id: str, old: Mapping[str, Any] | None, new: Mapping[str, Any], what: str
     ) -> None:
-        """PUT the whole resource. With ``previous`` (a plain update) the account's
-        current ``active`` is read and kept: a PUT must not re-enable an account that
-        an administrator disabled."""
-        body = self.user_body(account, remote_id)
-        if previous is not None:
-            current = self.read_user(remote_id)
-            if current is None:
-                raise RemoteNotFound(f"{what}: user {remote_id} is gone", status=404)
-            if isinstance(find_key(current, "active"), bool):
-                body["active"] = find_key(current, "active")
-        self.http.request("PUT", f"/Users/{remote_id}", what, body=body)
+        """Send the change from ``old`` to ``new`` (None: everything in ``new``): a PATCH,
+        else a PUT of the resource as the target holds it with that change made
+        (:func:`scim_wire.merged_resource`), so what an administrator set there and
+        idprov did not change is kept. Nothing changed: nothing is sent."""
+        if self.http.supports_patch():
+            body = self.patch_body(old, new)
+            if body is not None:
+                self.http.request("PATCH", f"/Users/{remote_id}", what, body=body)
+            return
+        current = self.read_user(remote_id)
+        if current is None:
+            raise RemoteNotFound(f"{what}: user {remote_id} is gone", status=404)
+        body = merged_resource(current, old, new, self.settings.single_valued)
+        if body is not None:
+            self.http.request("PUT", f"/Users/{remote_id}", what, body=body)
 
     def rename_user(
         self,
@@ -328,30 +328,15 @@ class Scim2Connector(Connector):
         previous_user_name: str,
         previous: Mapping[str, Any] | None = None,
     ) -> None:
-        """``userName`` in the PATCH with what else changed (a PUT without PATCH)."""
+        """``userName`` in the update with what else changed."""
         what = f"rename user {previous_user_name} to {account.user_name}"
-        if not self.http.supports_patch():
-            self._put_user(remote_id, account, previous, what)
-            return
         old = self.user_body(Account(account.local_id, previous_user_name, previous or {}))
-        body = self.patch_body(old, self.user_body(account))
-        if body is not None:
-            self.http.request("PATCH", f"/Users/{remote_id}", what, body=body)
+        self._change_user(remote_id, old, self.user_body(account), what)
 
     def disable_user(self, remote_id: str, account: Account) -> None:
+        """``active: false``, and nothing else."""
         what = f"disable user {account.user_name}"
-        if self.http.supports_patch():
-            self.http.request(
-                "PATCH",
-                f"/Users/{remote_id}",
-                what,
-                body=self.patch_body({"active": True}, {"active": False}),
-            )
-        else:
-            disabled = Account(account.local_id, account.user_name, account.attributes, False)
-            self.http.request(
-                "PUT", f"/Users/{remote_id}", what, body=self.user_body(disabled, remote_id)
-            )
+        self._change_user(remote_id, {"active": True}, {"active": False}, what)
 
     def delete_user(self, remote_id: str) -> None:
         try:

@@ -9,6 +9,7 @@ list paging (startIndex/count or cursors), and SCIM Bulk requests and replies.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -96,10 +97,13 @@ def removed_paths(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return removed
 
 
-def patch_body(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
-    """PatchOp from ``old`` to ``new`` resource bodies (None: nothing changed).
-    Complex attributes change sub-attribute by sub-attribute, so attributes set
-    outside idprov are left alone; multi-valued ones are replaced whole."""
+def changes(
+    old: Mapping[str, Any] | None, new: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """What changed from ``old`` to ``new`` resource bodies: the values to replace (a
+    complex attribute with only its changed sub-attributes) and the paths to remove
+    (:func:`removed_paths`). What did not change is in neither, so it is left as the
+    target has it."""
     old = dict(old or {})
     replace: dict[str, Any] = {}
     for key, value in new.items():
@@ -113,13 +117,95 @@ def patch_body(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[st
                 replace[key] = changed
         elif before != value:
             replace[key] = value
-    remove = removed_paths(old, new)
+    return replace, removed_paths(old, new)
+
+
+def patch_body(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """PatchOp from ``old`` to ``new`` resource bodies (None: nothing changed).
+    Complex attributes change sub-attribute by sub-attribute, so attributes set
+    outside idprov are left alone; multi-valued ones are replaced whole."""
+    replace, remove = changes(old, new)
     if not replace and not remove:
         return None
     operations: list[dict[str, Any]] = [{"op": "remove", "path": p} for p in remove]
     if replace:
         operations.append({"op": "replace", "value": replace})
     return {"schemas": [PATCH_OP], "Operations": operations}
+
+
+def merged_resource(
+    current: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any],
+    single_valued: Sequence[str] = (),
+) -> dict[str, Any] | None:
+    """The body of a PUT that makes the change from ``old`` to ``new`` (the same
+    :func:`changes` a PATCH sends) to ``current``, the resource as the target holds
+    it: what idprov does not send, or sent and did not change, is kept as it is there
+    (an administrator's title, an account they disabled). In a multi-valued attribute
+    the items of types idprov neither sends nor sent are kept too (a mobile number
+    beside idprov's work one), except in ``single_valued`` ones. None: no change."""
+    replace, remove = changes(old, new)
+    if not replace and not remove:
+        return None
+    body = copy.deepcopy({k: v for k, v in current.items() if k.lower() != "meta"})
+    before = dict(old or {})
+    for path in remove:
+        _drop(body, path, before.get(path), path in single_valued)
+    for key, value in replace.items():
+        _put(body, key, value, before.get(key), key in single_valued)
+    extensions = {k for k in [*current, *new] if k.startswith("urn:")}  # emptied: dropped
+    schemas = dict.fromkeys([*(find_key(current, "schemas") or []), *new.get("schemas", [])])
+    body[_spelled(body, "schemas")] = [s for s in schemas if s not in extensions or s in body]
+    return body
+
+
+def _spelled(obj: Mapping[str, Any], name: str) -> str:
+    """``name`` as ``obj`` spells it (SCIM attribute names ignore case)."""
+    return next((k for k in obj if k.lower() == name.lower()), name)
+
+
+def _put(body: dict[str, Any], key: str, value: Any, before: Any, whole: bool) -> None:
+    """Set ``key`` in ``body``: a complex value sub-attribute by sub-attribute, a
+    multi-valued one beside the items of other types (:func:`_others`)."""
+    key = _spelled(body, key)
+    have = body.get(key)
+    if isinstance(value, dict):
+        merged = dict(have) if isinstance(have, dict) else {}
+        merged.update({_spelled(merged, k): v for k, v in value.items()})
+        body[key] = merged
+    elif isinstance(value, list) and isinstance(have, list) and not whole:
+        others = _others(have, [*(before or []), *value])
+        if any(isinstance(i, dict) and i.get("primary") for i in others):
+            value = [{k: v for k, v in i.items() if k != "primary"} for i in value]
+        body[key] = [*value, *others]
+    else:
+        body[key] = value
+
+
+def _drop(body: dict[str, Any], path: str, before: Any, whole: bool) -> None:
+    """Remove ``path`` (``title``, ``name.givenName``, ``urn:...:User:department``)
+    from ``body``; of a multi-valued attribute only the items of types idprov sent."""
+    sep = ":" if path.startswith("urn:") else "."
+    parent, _, attr = path.rpartition(sep)
+    holder = find_key(body, parent) if parent else body
+    if not isinstance(holder, dict):
+        return
+    attr = _spelled(holder, attr)
+    have = holder.get(attr)
+    kept = _others(have, before) if isinstance(have, list) and not whole else []
+    if kept:
+        holder[attr] = kept
+    else:
+        holder.pop(attr, None)
+    if parent and not holder:
+        body.pop(_spelled(body, parent), None)
+
+
+def _others(items: list[Any], ours: Any) -> list[Any]:
+    """The ``items`` whose ``type`` is none of ``ours``' (idprov's items)."""
+    types = {str(i.get("type")).lower() for i in ours or [] if isinstance(i, dict)}
+    return [i for i in items if not (isinstance(i, dict) and str(i.get("type")).lower() in types)]
 
 
 def members_patch(add: Sequence[str], remove: Sequence[str]) -> dict[str, Any]:
