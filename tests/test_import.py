@@ -636,3 +636,42 @@ def test_staging_copies_of_killed_imports_are_removed_and_no_other(cli, tmp_path
     write(tmp_path, "username\nalice\n")
     cli("import", "users", "users.csv").ok()
     assert sorted(p.name for p in data_dir.glob("import-*")) == sorted(kept)
+
+
+def test_internal_roles_go_through_export_and_import(cli, tmp_path, roles):
+    """`export users` writes internal roles as ``Internal/NAME``; an import takes them
+    back (as `user add --role` does): an upsert of the export changes nothing, a row
+    that no longer names one takes the user out of it, and a new row puts its user in.
+    They were refused ("role name contains '/'")."""
+    cli("role", "add", "Internal/auditors").ok()
+    cli("user", "add", "alice", "--role", "staff", "--role", "Internal/auditors").ok()
+    assert sorted(cli("user", "show", "alice", "--json").json()["roles"]) == [
+        "Internal/auditors",
+        "staff",
+    ]
+    export = tmp_path / "all.csv"
+    cli("export", "users", str(export)).ok()
+    assert "staff;Internal/auditors" in export.read_text()
+    report = cli("import", "users", str(export), "--mode", "upsert", "--json").ok().json()
+    assert (report["updated"], report["unchanged"]) == (0, 1)
+
+    path = write(tmp_path, "username,roles\nalice,staff\nbob,Internal/auditors;eng\n")
+    report = cli("import", "users", str(path), "--mode", "upsert", "--json").ok().json()
+    assert (report["created"], report["updated"]) == (1, 1)
+    assert users(cli)["alice"]["roles"] == ["staff"]
+    assert sorted(users(cli)["bob"]["roles"]) == ["Internal/auditors", "eng"]
+    assert cli("role", "show", "Internal/auditors", "--json").json()["members"] == ["bob"]
+    actions = [e["action"] for e in cli("log", "--json").items()[:3]]
+    assert "role.unassign" in actions and "role.assign" in actions
+
+
+def test_an_unknown_internal_role_is_rejected_or_created(cli, tmp_path, roles):
+    path = write(tmp_path, "username,roles\ncarol,Internal/nobody\n")
+    r = cli("import", "users", str(path), "--json")
+    assert r.exit_code == 10 and "unknown role(s) Internal/nobody" in r.stdout
+    report = cli("import", "users", str(path), "--create-roles", "--json").ok().json()
+    assert report["roles_created"] == ["Internal/nobody"]
+    assert cli("role", "show", "Internal/nobody", "--json").json()["members"] == ["carol"]
+    r = cli("user", "add", "dave", "--role", "Internal/ghosts")
+    assert r.exit_code == 3 and "no internal role 'ghosts'" in r.stderr
+    assert "dave" not in users(cli)

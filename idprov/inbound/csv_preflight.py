@@ -41,9 +41,10 @@ from idprov.inbound.csv_read import (
     read_header,
     sniff_delimiter,
 )
-from idprov.inbound.csv_rows import Pending, RowChecks
+from idprov.inbound.csv_rows import Pending, RowChecks, role_key
 from idprov.inbound.csv_staging import Staging
 from idprov.model import QualifiedName, new_id
+from idprov.provisioning.internal_roles import INTERNAL
 from idprov.userstores import policy
 
 
@@ -129,7 +130,9 @@ class Preflight(RowChecks, PasswordHashing):
         for p in batch:
             by_domain.setdefault(p.domain, []).append(p.username)
         for domain, names in by_domain.items():
-            for key, user in self.service.store(domain).find_users(names).items():
+            found = self.service.store(domain).find_users(names)
+            self.service.directory.with_internal_roles(list(found.values()))
+            for key, user in found.items():
                 existing[(domain, key)] = user
         rows = []
         for p in batch:
@@ -230,7 +233,10 @@ class Preflight(RowChecks, PasswordHashing):
     def _check_roles(self, staging: Staging) -> None:
         missing: dict[tuple[str, str], str] = {}
         for (domain, key), role in self.roles_seen.items():
-            if self.service.store(domain).find_role(role) is None:
+            if domain == INTERNAL:
+                if self.service.internal.find(role) is None:
+                    missing[(domain, key)] = role
+            elif self.service.store(domain).find_role(role) is None:
                 missing[(domain, key)] = role
         if not missing:
             return
@@ -241,7 +247,7 @@ class Preflight(RowChecks, PasswordHashing):
             self._missing_roles = missing
             return
         for line, domain, roles, action in staging.rows_with_roles():
-            unknown = [r for r in json.loads(roles) if (domain, r.casefold()) in missing]
+            unknown = [r for r in json.loads(roles) if role_key(domain, r) in missing]
             if unknown:
                 self.report.created -= action in ("create", "resume")
                 self.report.updated -= action == "update"

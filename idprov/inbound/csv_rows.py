@@ -16,6 +16,8 @@ from typing import Any
 from idprov.errors import IdprovError
 from idprov.inbound.csv_read import Columns, not_decodable
 from idprov.inbound.csv_staging import ImportState, Staging
+from idprov.model import QualifiedName
+from idprov.provisioning.internal_roles import INTERNAL, is_internal
 from idprov.userstores import policy
 from idprov.userstores.base import UserStore
 
@@ -100,14 +102,36 @@ class RowChecks(ImportState):
         return value
 
     def _roles(self, cell: str, store: UserStore) -> list[str]:
-        """The roles of a roles cell, each name checked once per import."""
+        """The roles of a roles cell, each name checked once per import: a role of the
+        user's userstore, or an internal role (``Internal/NAME``, as `export users`
+        writes it)."""
         roles = [r.strip() for r in cell.split(self.options.separator) if r.strip()]
         for role in roles:
             if (store.domain, role) not in self._valid_roles:
-                _in_column("roles", policy.check_role_name, store.config.policy, role, store.domain)
+                domain, name = INTERNAL, internal_role(role)
+                if name is None:
+                    domain, name = store.domain, role
+                    check = store.config.policy
+                else:
+                    check = self.service.store().config.policy
+                _in_column("roles", policy.check_role_name, check, name, domain)
                 self._valid_roles.add((store.domain, role))
-                self.roles_seen.setdefault((store.domain, role.casefold()), role)
+                self.roles_seen.setdefault(role_key(store.domain, role), name)
         return roles
+
+
+def internal_role(role: str) -> str | None:
+    """The bare name of ``Internal/NAME`` in a roles cell, else None."""
+    qualified = QualifiedName.parse(role, "")
+    return qualified.name if is_internal(qualified.domain) else None
+
+
+def role_key(domain: str, role: str) -> tuple[str, str]:
+    """Which role a roles cell's ``role`` is, for a user of ``domain``."""
+    internal = internal_role(role)
+    if internal is not None:
+        return INTERNAL, internal.casefold()
+    return domain, role.casefold()
 
 
 def _check_password(store: UserStore, password: str, pw_hash: str) -> None:

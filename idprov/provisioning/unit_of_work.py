@@ -223,7 +223,14 @@ class UnitOfWork:
         policy.check_username(store.config.policy, name, store.domain)
         policy.check_claims(claims, self.service.claims, name)
         policy.check_required(claims, store.config.policy, name, store.domain)
-        role_names = [self.service.same_domain_role(store, r) for r in roles]
+        internal = [n for r in roles if (n := self.service.internal_name(r, "")) is not None]
+        for role_name in internal:
+            self.service.internal.get(role_name)  # it must exist, before anything is written
+        role_names = [
+            self.service.same_domain_role(store, r)
+            for r in roles
+            if self.service.internal_name(r, "") is None
+        ]
         pw_hash = None
         if password is not None:
             policy.check_password(store.config.policy, password, store.domain)
@@ -241,6 +248,8 @@ class UnitOfWork:
             {"claims": sorted(claims), "roles": role_names, "password": pw_hash is not None},
         )
         self.enqueue("user", user.id, store.domain, user.qualified_name)
+        for role_name in internal:
+            self._internal_membership("role.assign", role_name, [user.qualified_name], True)
         if password is not None:
             self.passwords[user.id] = password
         read_back = role_names or not store.adds_as_read  # roles, or a directory's additions
@@ -413,12 +422,14 @@ class UnitOfWork:
     ) -> None:
         """Write one batch of a bulk import: the users, their roles, one audit entry
         (``user.import`` of ``label``), and their outbox rows."""
+        internal = self._take_internal_roles(users)
         self.begin(store)
         store.import_users(users)  # before any record: see begin()
         refused = [u.username for u in users if u.refused is not None]
         users = [u for u in users if u.refused is None]  # a directory refused these alone
         details = {**details, "refused": refused} if refused else details
         self.audit("user.import", label, {"domain": store.domain, **details})
+        self._set_internal_roles(store, users, internal)
         if not self.service.targets():
             return
         for user in users:
@@ -427,6 +438,57 @@ class UnitOfWork:
             )
         for role in {r.casefold(): r for u in users for r in (u.roles or [])}.values():
             self._enqueue_role(store, role)
+
+    def _take_internal_roles(self, users: Sequence[ImportedUser]) -> dict[str, list[str]]:
+        """Take the internal roles (``Internal/NAME``, as `export users` writes them) out
+        of each imported user's roles: user id -> their bare names, for the users whose
+        roles the import sets (the store keeps the others)."""
+        internal: dict[str, list[str]] = {}
+        for user in users:
+            if user.roles is None:
+                continue
+            names = [self.service.internal_name(r, "") for r in user.roles]
+            internal[user.id] = [n for n in names if n is not None]
+            user.roles = [r for r, n in zip(user.roles, names, strict=True) if n is None]
+        return internal
+
+    def _set_internal_roles(
+        self, store: UserStore, users: Sequence[ImportedUser], internal: dict[str, list[str]]
+    ) -> None:
+        """Make imported users' internal roles exactly those their rows name (an import
+        sets a user's roles), one audited change per role."""
+        if not internal:
+            return
+        held = self.service.internal.roles_of([u.id for u in users if u.id in internal])
+        changes: dict[tuple[str, bool], list[User]] = {}
+        for user in users:
+            if user.id not in internal:
+                continue
+            wanted = {n.casefold(): n for n in internal[user.id]}
+            has = {r.split("/", 1)[1].casefold(): r.split("/", 1)[1] for r in held.get(user.id, [])}
+            member = User(user.id, store.domain, user.username)
+            for key in wanted.keys() - has.keys():
+                changes.setdefault((wanted[key], True), []).append(member)
+            for key in has.keys() - wanted.keys():
+                changes.setdefault((has[key], False), []).append(member)
+        if not changes:
+            return
+        self.begin()
+        for (name, assign), members in sorted(changes.items()):
+            internal_roles = self.service.internal
+            done = (
+                internal_roles.assign(name, members)
+                if assign
+                else internal_roles.unassign(name, members)
+            )
+            if done:
+                role = internal_roles.get(name)
+                self.audit(
+                    "role.assign" if assign else "role.unassign",
+                    role.qualified_name,
+                    {"users": done},
+                )
+                self.enqueue("role", role.id, INTERNAL, role.qualified_name)
 
     def imported_through(self, import_id: int, last_line: int) -> None:
         """The import journal: every line up to ``last_line`` is written."""
