@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from idprov.errors import UsageError
+from idprov.errors import NotFoundError, UsageError
 from idprov.model import ClaimValue, Condition, QualifiedName, Role, User, UserQuery
 from idprov.provisioning.internal_roles import INTERNAL
 from idprov.provisioning.results import ChangeResult
@@ -294,7 +294,13 @@ class UnitOfWork:
         if new_store is not store:
             raise UsageError("a user cannot be renamed into another domain")
         policy.check_username(store.config.policy, new_bare, store.domain)
-        before = self.service.get_user(name, store.domain)
+        try:
+            before = self.service.get_user(name, store.domain)
+        except NotFoundError:  # the same rename, cut off after the store renamed it?
+            unfinished = store.unfinished_rename(name, new_bare)
+            if unfinished is None:
+                raise
+            before = unfinished
         if before.username == new_bare:
             return self._done(ChangeResult("user.rename", before.qualified_name, before, False))
         reports = self._reports_of(store, before.username)

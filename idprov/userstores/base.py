@@ -262,6 +262,14 @@ class UserStore(ABC):
             hint="delete the user and add it under the new name",
         )
 
+    def unfinished_rename(self, username: str, new_name: str) -> User | None:
+        """The user ``new_name`` as it was named before (``username``), when a rename of
+        ``username`` to ``new_name`` was cut off after the store renamed it and left
+        something undone (a store that cannot roll back: LDAP's group members);
+        :meth:`rename_user` of the same names then finishes it. None otherwise, and
+        always where a rename is one transaction."""
+        return None
+
     @abstractmethod
     def set_password_hash(self, username: str, password_hash: str) -> None:
         """Replace the stored hash; a repeat is harmless."""

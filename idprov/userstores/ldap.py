@@ -46,10 +46,12 @@ What a directory administrator should know:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from idprov.errors import ConflictError, PolicyError, StoreError
+from idprov.errors import ConflictError, IdprovError, NotFoundError, PolicyError, StoreError
 from idprov.model import ClaimValue, Role, User
+from idprov.userstores.ldap_bulk import Change
 from idprov.userstores.ldap_escape import (
     DnKey,
     Entry,
@@ -59,8 +61,11 @@ from idprov.userstores.ldap_escape import (
     lx,
     parent_dn,
     rdn_value,
+    with_rdn_value,
 )
 from idprov.userstores.ldap_import import LdapImporter
+from idprov.userstores.ldap_members import Modify
+from idprov.userstores.ldap_session import Unreachable
 
 MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE = "MODIFY_ADD", "MODIFY_DELETE", "MODIFY_REPLACE"
 """The operations of an ldap3 modify (ldap3's own names)."""
@@ -113,11 +118,22 @@ class LdapUserStore(LdapImporter):
 
     def rename_user(self, username: str, new_name: str) -> User:
         """A modify-DN when the username names the entry (else a modify of the
-        attribute); an ``sn``/``cn`` made from the old name follows, and so does every
-        group's ``member`` value (no referential-integrity overlay is assumed)."""
+        attribute; of a multi-valued RDN only the username's part changes); an
+        ``sn``/``cn`` made from the old name follows, and so does every group's
+        ``member`` value (no referential-integrity overlay is assumed).
+
+        A directory cannot roll back, so the steps are ordered for the user to hold its
+        roles whatever step a cut-off stops at, and for the same rename, run again, to
+        finish it. Each group first lists the new DN beside the old one; then the entry
+        is renamed (a refusal takes the new DNs out again); then the names made from
+        the old username are replaced and the groups drop the old DN. Once the entry
+        has moved the old name is gone, and a rename of it to the new name finishes
+        what was left (:meth:`unfinished_rename`); the error of the cut-off one says
+        so."""
         self.ensure_writable()
-        entry = self._required_user(username, [*self._user_attrs(), "cn", "sn"])
-        old = self._username(entry)
+        entry = self._user_entry(username, [*self._user_attrs(), "cn", "sn"])
+        if entry is None:
+            return self._finish_rename(username, new_name)
         clash = self._user_entry(new_name, [self.config.username_attribute])
         if clash is not None and dn_key(clash.dn) != dn_key(entry.dn):
             raise ConflictError(
@@ -125,34 +141,169 @@ class LdapUserStore(LdapImporter):
                 f"userstore ({clash.dn})",
                 hint="choose another name",
             )
+        old, new_dn = self._username(entry), self._renamed_dn(entry.dn, new_name)
         groups = self._groups_holding(entry.dn)
-        new_dn = self._rename_entry(entry, new_name)
-        derived = self._derived_names(entry, old, new_name)
-        if derived:
-            self._run_ldap3(f"rename user {old!r}", lambda c: c.modify(new_dn, derived))
-        for group in groups:
-            self._replace_member(group.dn, entry.dn, new_dn)
-        user = self.find_user(new_name)
-        if user is None:
-            raise StoreError(f"{self._where()}: user {new_name!r} vanished while renamed")
-        return user
+        if dn_key(new_dn) != dn_key(entry.dn):
+            self._list_beside(groups, new_dn, old, new_name)
+        self._rename_entry(entry, new_dn, groups, old, new_name)
+        return self._after_rename(Entry(new_dn, entry.attributes), old, new_name, entry.dn)
 
-    def _replace_member(self, group_dn: str, old_dn: str, new_dn: str) -> None:
-        change = {self.config.member_attribute: [(MODIFY_DELETE, [old_dn]), (MODIFY_ADD, [new_dn])]}
-        self._run_ldap3(
-            f"rename member {new_dn} in {group_dn}", lambda c: c.modify(group_dn, change)
+    def unfinished_rename(self, username: str, new_name: str) -> User | None:
+        """The user ``new_name``, named ``username`` as before, when a rename of it was
+        cut off after its entry moved: some group still lists the old DN, or its
+        ``sn``/``cn`` is still the old name (see :meth:`rename_user`)."""
+        if self._user_entry(username, [self.config.username_attribute]) is not None:
+            return None
+        entry = self._user_entry(new_name, [*self._user_attrs(), "cn", "sn"])
+        if entry is None or self._left_by_rename(entry, username) is None:
+            return None
+        user = self._to_user(entry, self._roles_of(entry.dn))
+        return replace(user, username=username)
+
+    def _finish_rename(self, username: str, new_name: str) -> User:
+        """What a cut-off rename of ``username`` to ``new_name`` left, done."""
+        entry = self._user_entry(new_name, [*self._user_attrs(), "cn", "sn"])
+        left = None if entry is None else self._left_by_rename(entry, username)
+        if entry is None or left is None:
+            raise self._no_user(username)
+        return self._after_rename(entry, username, new_name, left)
+
+    def _left_by_rename(self, entry: Entry, old: str) -> str | None:
+        """The old DN, if a rename of ``old`` to ``entry``'s name left it in a group or
+        left ``sn``/``cn`` made from ``old``; None if it left nothing."""
+        old_dn = self._renamed_dn(entry.dn, old)
+        moved = dn_key(old_dn) != dn_key(entry.dn)
+        stale = moved and bool(self._groups_holding(old_dn))
+        return old_dn if stale or self._derived_names(entry, old, self._username(entry)) else None
+
+    def _renamed_dn(self, dn: str, name: str) -> str:
+        """``dn`` with ``name`` for the username (the same DN if it does not name it)."""
+        return with_rdn_value(dn, self.config.username_attribute, name) or dn
+
+    def _list_beside(self, groups: Sequence[Entry], new_dn: str, old: str, new: str) -> None:
+        """Have each of ``groups`` list ``new_dn`` too (those that do already, from a
+        rename cut off before, are left as they are)."""
+        listed = self._group_keys(new_dn) if groups else set()
+        member = self.config.member_attribute
+        unlisted = [g for g in groups if dn_key(g.dn) not in listed]
+        modifies: list[Modify] = [
+            (f"add {new_dn} to {g.dn}", g.dn, [("add", member, [new_dn])]) for g in unlisted
+        ]
+        try:
+            errors = self._modify_all(modifies)
+        except Unreachable as exc:
+            raise self._not_renamed(exc, old, new) from exc
+        refused = [error for error in errors if error is not None]
+        if refused:
+            self._unlist([g for g, e in zip(unlisted, errors, strict=True) if e is None], new_dn)
+            raise refused[0]
+
+    def _not_renamed(self, exc: StoreError, old: str, new: str) -> StoreError:
+        return Unreachable(
+            f"{self._where()}: user {old!r} was not renamed to {new!r}, but some of its "
+            f"groups may list the new name's DN beside the old one already: {exc.message}",
+            hint=self._rerun_hint(old, new, exc),
         )
 
-    def _rename_entry(self, entry: Entry, new_name: str) -> str:
-        """Rename ``entry`` to ``new_name``; returns its DN afterwards."""
+    def _rerun_hint(self, old: str, new: str, exc: IdprovError) -> str:
+        """How to finish a rename that ``exc`` stopped: run it again (once the server
+        answers, if it did not)."""
+        again = (
+            f"run the same command again to finish the rename: `idprov user rename "
+            f"{self.domain}/{old} {new}`"
+        )
+        if isinstance(exc, Unreachable):
+            return f"once the server at {self.config.url} answers, {again}"
+        return f"{exc.hint}; then {again}" if exc.hint else again
+
+    def _rename_entry(
+        self, entry: Entry, new_dn: str, groups: Sequence[Entry], old: str, new: str
+    ) -> None:
+        """Move ``entry`` to ``new_dn``: a modify-DN that keeps the other parts of a
+        multi-valued RDN, or a modify when the username is not in the DN. A refusal
+        takes the DN that :meth:`_list_beside` gave ``groups`` out again."""
         attribute = self.config.username_attribute
-        if rdn_value(entry.dn, attribute) is None:
-            change = {attribute: [(MODIFY_REPLACE, [new_name])]}
-            self._run_ldap3(f"rename user {new_name!r}", lambda c: c.modify(entry.dn, change))
-            return entry.dn
-        rdn = f"{attribute}={escape_rdn_value(new_name)}"
-        self._run_ldap3(f"rename user {new_name!r}", lambda c: c.modify_dn(entry.dn, rdn))
-        return f"{rdn},{parent_dn(entry.dn)}"
+        if new_dn == entry.dn:  # the username does not name the entry
+            change = {attribute: [(MODIFY_REPLACE, [new])]}
+            self._run_ldap3(f"rename user {new!r}", lambda c: c.modify(entry.dn, change))
+            return
+        rdn = new_dn[: len(new_dn) - len(parent_dn(new_dn)) - 1]
+        try:
+            self._run_ldap3(f"rename user {old!r}", lambda c: c.modify_dn(entry.dn, rdn))
+        except Unreachable as exc:
+            raise Unreachable(
+                f"{self._where()}: the directory stopped answering while user {old!r} was "
+                f"renamed to {new!r}, which may have been made ({exc.message})",
+                hint=self._rerun_hint(old, new, exc),
+            ) from exc
+        except NotFoundError:  # sent again after a reconnect: the first one was made?
+            moved = self._user_entry(new, ["entryUUID"])
+            if moved is None or moved.text("entryUUID") != entry.text("entryUUID"):
+                raise
+        except IdprovError:
+            if dn_key(new_dn) != dn_key(entry.dn):
+                self._unlist(groups, new_dn)
+            raise
+
+    def _unlist(self, groups: Sequence[Entry], dn: str) -> None:
+        """Take ``dn`` out of ``groups`` (the groups of a user whose rename was refused)."""
+        member = self.config.member_attribute
+        self._modify_all(  # a value already gone is an error of its group, ignored
+            [(f"remove {dn} from {g.dn}", g.dn, [("delete", member, [dn])]) for g in groups]
+        )
+
+    def _after_rename(self, entry: Entry, old: str, new: str, old_dn: str) -> User:
+        """The steps after the entry moved to ``entry.dn``: the names made from ``old``,
+        then every group's ``old_dn`` (replaced in one modify when only its case
+        changed, since the server matches either spelling)."""
+        try:
+            derived = self._derived_names(entry, old, new)
+            if derived:
+                self._run_ldap3(f"rename user {old!r}", lambda c: c.modify(entry.dn, derived))
+            self._move_members(old_dn, entry.dn)
+        except IdprovError as exc:
+            raise StoreError(
+                f"{self._where()}: user {old!r} was renamed to {new!r} ({entry.dn}), but its "
+                f"groups may still list its old DN: {exc.message}",
+                hint=self._rerun_hint(old, new, exc),
+            ) from exc
+        try:
+            user = self.find_user(new)
+        except IdprovError as exc:
+            raise StoreError(
+                f"{self._where()}: user {old!r} was renamed to {new!r} ({entry.dn}), then "
+                f"could not be read back: {exc.message}",
+                hint=f"see it with `idprov user show {self.domain}/{new}`; `idprov sync` "
+                "pushes the new name",
+            ) from exc
+        if user is None:
+            raise StoreError(f"{self._where()}: user {new!r} vanished while renamed")
+        return user
+
+    def _move_members(self, old_dn: str, new_dn: str) -> None:
+        """Have every group that lists ``old_dn`` list ``new_dn`` instead: a group that
+        lists both drops the old; any other swaps them in one modify (an interrupted
+        rename of an earlier idprov left only the old DN, and a change of case only
+        leaves the server matching either spelling)."""
+        member = self.config.member_attribute
+        groups = self._groups_holding(old_dn)
+        same = dn_key(old_dn) == dn_key(new_dn)
+        listed = set() if same or not groups else self._group_keys(new_dn)
+
+        def change(group: Entry) -> list[Change]:
+            keep = dn_key(group.dn) in listed
+            return [("delete", member, [old_dn]), *([] if keep else [("add", member, [new_dn])])]
+
+        moves: list[Modify] = [
+            (f"rename member {new_dn} in {g.dn}", g.dn, change(g)) for g in groups
+        ]
+        for error in self._modify_all(moves):
+            if error is not None:
+                raise error
+
+    def _group_keys(self, dn: str) -> set[DnKey]:
+        """The DN keys of the groups that list ``dn``."""
+        return {dn_key(g.dn) for g in self._groups_holding(dn)}
 
     def _derived_names(
         self, entry: Entry, old: str, new: str

@@ -121,6 +121,29 @@ def rdn_value(dn: str, attribute: str) -> str | None:
     return None
 
 
+def with_rdn_value(dn: str, attribute: str, value: str) -> str | None:
+    """``dn`` with ``value`` for ``attribute`` in its first RDN, whose other parts (of a
+    multi-valued RDN, ``uid=x+cn=Full Name``) stay as they are; None if that RDN has no
+    ``attribute``."""
+    if _PLAIN_DN.fullmatch(dn):  # no escapes, no multi-valued RDNs
+        name = dn.split("=", 1)[0]
+        parts = [(name, escape_rdn_value(value))] if name.lower() == attribute.lower() else []
+    else:
+        parts = []
+        for name, escaped, separator in parse_dn(dn):
+            same = name.lower() == attribute.lower()
+            parts.append((name, escape_rdn_value(value) if same else escaped))
+            if separator != "+":
+                break
+        if not any(name.lower() == attribute.lower() for name, _ in parts):
+            parts = []
+    if not parts:
+        return None
+    rdn = "+".join(f"{name}={escaped}" for name, escaped in parts)
+    parent = parent_dn(dn)
+    return f"{rdn},{parent}" if parent else rdn
+
+
 def escape_rdn_value(value: str) -> str:
     """``value`` as an RFC 4514 attribute value: the specials ``\\ , + " < > ; =``
     backslash-escaped, a leading ``#`` or space and a trailing space too, and control

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from idprov.errors import IdprovError, StoreError
+from idprov.errors import IdprovError
 from idprov.userstores.ldap_bulk import Change, ConnectionLost, Pipeline, encode_modify
 from idprov.userstores.ldap_escape import (
     CHUNK,
@@ -29,7 +29,7 @@ from idprov.userstores.ldap_escape import (
     lx,
 )
 from idprov.userstores.ldap_read import LdapReader
-from idprov.userstores.ldap_session import WINDOW, result_codes
+from idprov.userstores.ldap_session import WINDOW, Unreachable, result_codes
 
 MemberChange = tuple[Sequence[str], Sequence[str]]
 """Member DNs to add to a role, and member DNs to remove from it."""
@@ -129,7 +129,7 @@ class LdapMembership(LdapReader):
         answered = sum(reply is not None for reply in exc.args[1])
         if not answered:
             return lx.LDAPSocketReceiveError(str(exc.args[0]))
-        return StoreError(
+        return Unreachable(
             f"{self._where()}: the connection dropped after {answered} of {sent} changes were "
             f"made ({exc.args[0]})",
             hint="run the command again: it carries on from what the directory holds",

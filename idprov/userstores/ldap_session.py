@@ -55,6 +55,11 @@ from idprov.userstores.ldap_wire import (
 )
 
 
+class Unreachable(StoreError):
+    """The directory could not be reached, or stopped answering: a write in flight
+    when it did may or may not have been made (a refusal, by contrast, made nothing)."""
+
+
 class LdapSession(UserStore):
     """The connection half of :class:`~idprov.userstores.ldap.LdapUserStore`: its
     settings, its one connection and the searches and errors on it."""
@@ -270,9 +275,9 @@ class LdapSession(UserStore):
         except lx.LDAPException as exc:
             raise StoreError(f"{self._where()}: cannot {doing}: {exc}") from exc
 
-    def _unreachable(self, exc: Exception, doing: str) -> StoreError:
+    def _unreachable(self, exc: Exception, doing: str) -> Unreachable:
         why = exc.args[0] if isinstance(exc, ConnectionLost) and exc.args else exc
-        return StoreError(
+        return Unreachable(
             f"{self._where()}: cannot {doing}: the directory server cannot be reached ({why})",
             hint=f"check that the server at {self.config.url} is up, and userstore "
             f"{self.domain}'s url, start_tls and ca_file",

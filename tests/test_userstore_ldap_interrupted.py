@@ -1,0 +1,260 @@
+"""Writes of the LDAP userstore cut off half-way: the directory stops answering at a
+chosen request (a relay in front of the real slapd drops every connection there and
+refuses new ones until it is restored). A directory cannot roll back, so a command
+must leave the user as it was meant to be read (holding its roles), say what was
+written and how to finish, and finish when it is run again: audited, and pushed to
+the real scim2-server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from idprov.userstores import ldap_bulk
+from tests.peers.scim2 import Scim2Peer
+from tests.peers.slapd import Directory
+from tests.test_userstore_ldap import secret
+
+MODIFY, ADD, MODIFY_DN = 0x66, 0x68, 0x6C
+"""The protocol op tags of the requests a cut is set at."""
+
+
+class Cutoff:
+    """A loopback relay to a real slapd that cuts the directory off at one request.
+
+    :meth:`at` arms it: the first request with op tag ``tag`` (after one tagged
+    ``after`` went through, if given) is not forwarded, or with ``made`` it is
+    forwarded and its answer withheld (the write is made, the client never hears).
+    Then every connection is dropped and new ones are closed at once, until
+    :meth:`restore`."""
+
+    def __init__(self, upstream: str) -> None:
+        parts = urlsplit(upstream)
+        self._upstream = (parts.hostname or "127.0.0.1", parts.port or 389)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._armed: tuple[int, int | None, bool] | None = None
+        self._seen: set[int] = set()
+        self._withheld: int | None = None
+        self.cut = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"ldap://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def at(self, tag: int, after: int | None = None, made: bool = False) -> None:
+        with self._lock:
+            self._armed, self._seen = (tag, after, made), set()
+
+    def restore(self) -> None:
+        with self._lock:
+            self._armed, self._withheld = None, None
+            self.cut.clear()
+
+    def close(self) -> None:
+        self._listener.close()
+        self._drop_all()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.cut.is_set():
+                client.close()
+                continue
+            server = socket.create_connection(self._upstream)
+            with self._lock:
+                self._sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, asking: bool) -> None:
+        """Copy whole LDAP messages from ``source`` to ``sink``, cutting where armed."""
+        data = b""
+        try:
+            while chunk := source.recv(65536):
+                data += chunk
+                while (size := ldap_bulk.message_size(data)) is not None and len(data) >= size:
+                    message, data = data[:size], data[size:]
+                    if not self._passes(message, asking):
+                        self._drop_all()
+                        return
+                    sink.sendall(message)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.close()
+
+    def _passes(self, message: bytes, asking: bool) -> bool:
+        """Whether ``message`` goes on (requests when ``asking``, else answers)."""
+        message_id, tag, _, _ = ldap_bulk.decode_message(message)
+        with self._lock:
+            if not asking:
+                return message_id != self._withheld
+            if self._armed is None:
+                return True
+            wanted, after, made = self._armed
+            if tag != wanted or (after is not None and after not in self._seen):
+                self._seen.add(tag)
+                return True
+            self._armed = None
+            if made:
+                self._withheld = message_id
+            return made
+
+    def _drop_all(self) -> None:
+        self.cut.set()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+@pytest.fixture
+def cutoff(slapd: Directory) -> Iterator[Cutoff]:
+    relay = Cutoff(slapd.url)
+    yield relay
+    relay.close()
+
+
+@pytest.fixture
+def corp(tmp_path: Path, slapd: Directory, cutoff: Cutoff, scim2_server: Scim2Peer, monkeypatch):
+    """A CORP store on ``slapd`` behind ``cutoff``, pushed to scim2-server for the users
+    who hold CORP/staff (losing it deprovisions them there)."""
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    password = secret(tmp_path, slapd.root_password)
+    (tmp_path / "idprov.yaml").write_text(f"""
+version: 1
+data_dir: {tmp_path / "data"}
+userstores:
+  - domain: PRIMARY
+  - domain: CORP
+    type: ldap
+    url: {cutoff.url}
+    bind_dn: "{slapd.root_dn}"
+    bind_password: {password}
+    user_search_base: "{slapd.people}"
+    group_search_base: "{slapd.groups}"
+identity_providers:
+  - name: scim
+    connector: scim2
+    options: {{base_url: "{scim2_server.base_url}", auth: bearer, token: env:SCIM_TOKEN}}
+    provisioning_roles: [staff]
+    retry: {{max_attempts: 2, initial_backoff: 0.01, max_backoff: 0.05}}
+applications:
+  - name: resident
+    identity_providers: [scim]
+""")
+    return slapd
+
+
+def members(directory: Directory, group: str) -> list[str]:
+    """The member values of ``cn=GROUP``, as ldapsearch sees them."""
+    entry = directory.entry(f"cn={group},{directory.groups}", "member")
+    assert entry is not None
+    return sorted(entry.get("member"))
+
+
+def uid_dn(directory: Directory, uid: str) -> str:
+    return f"uid={uid},{directory.people}"
+
+
+def target_users(scim2_server: Scim2Peer) -> list[str]:
+    return sorted(u["userName"] for u in scim2_server.users())
+
+
+def renames(cli) -> list[tuple[str, str]]:
+    entries = cli("log", "--action", "user.rename", "--json").items()
+    return [(e["target"], e["details"]["from"]) for e in entries]
+
+
+def test_a_rename_cut_off_after_the_entry_moved_keeps_its_roles_and_a_rerun_finishes_it(
+    cli, corp, cutoff, scim2_server
+):
+    cli("role", "add", "CORP/staff").ok()
+    cli("user", "add", "CORP/ann", "-c", "email=ann@example.com", "--role", "CORP/staff").ok()
+    assert target_users(scim2_server) == ["ann"]
+    cutoff.at(MODIFY, after=MODIFY_DN)  # the first member change after the rename
+    error = cli("user", "rename", "CORP/ann", "annb", "--json").error(1)
+    assert "'ann' was renamed to 'annb'" in error["message"]
+    assert "run the same command again" in error["hint"]
+    assert "idprov user rename CORP/ann annb" in error["hint"]
+    cutoff.restore()
+    shown = cli("user", "show", "CORP/annb", "--json").json()
+    assert shown["roles"] == ["staff"]  # never read as having lost them
+    cli("user", "rename", "CORP/ann", "annb").ok()
+    assert members(corp, "staff") == [uid_dn(corp, "annb")]
+    assert renames(cli) == [("CORP/annb", "CORP/ann")]
+    assert target_users(scim2_server) == ["annb"]
+    cli("user", "rename", "CORP/ann", "annb").fails(3)  # finished: nothing left to do
+    assert cli("role", "show", "CORP/staff", "--json").json()["members"] == ["annb"]
+
+
+def test_a_sync_after_a_rename_whose_answer_was_lost_deprovisions_no_one(
+    cli, corp, cutoff, scim2_server
+):
+    cli("role", "add", "CORP/staff").ok()
+    cli("user", "add", "CORP/ann", "-c", "email=ann@example.com", "--role", "CORP/staff").ok()
+    cutoff.at(MODIFY_DN, made=True)
+    error = cli("user", "rename", "CORP/ann", "annb", "--json").error(1)
+    assert "stopped answering while user 'ann' was renamed to 'annb'" in error["message"]
+    assert "run the same command again" in error["hint"]
+    assert corp.entry(uid_dn(corp, "annb")) is not None  # it was made
+    cutoff.restore()
+    cli("sync").ok()
+    assert target_users(scim2_server) == ["annb"]  # renamed there, not deleted
+    cli("user", "rename", "CORP/ann", "annb").ok()
+    assert members(corp, "staff") == [uid_dn(corp, "annb")]
+    assert renames(cli) == [("CORP/annb", "CORP/ann")]
+
+
+def test_a_rename_cut_off_before_the_entry_moved_is_finished_by_a_rerun(
+    cli, corp, cutoff, scim2_server
+):
+    cli("role", "add", "CORP/staff").ok()
+    cli("user", "add", "CORP/ann", "--role", "CORP/staff").ok()
+    cutoff.at(MODIFY_DN)
+    error = cli("user", "rename", "CORP/ann", "annb", "--json").error(1)
+    assert "'ann' was renamed to 'annb', which may have been made" in error["message"]
+    cutoff.restore()
+    assert corp.entry(uid_dn(corp, "ann")) is not None
+    assert cli("user", "show", "CORP/ann", "--json").json()["roles"] == ["staff"]
+    cli("user", "rename", "CORP/ann", "annb").ok()
+    assert members(corp, "staff") == [uid_dn(corp, "annb")]
+    assert target_users(scim2_server) == ["annb"]
+
+
+def test_a_refused_rename_leaves_the_groups_as_they_were(cli, corp):
+    cli("role", "add", "CORP/staff").ok()
+    cli("user", "add", "CORP/ann", "--role", "CORP/staff").ok()
+    corp.add(f"dn: {uid_dn(corp, 'annb')}\nobjectClass: account\nuid: annb\n")  # no user
+    cli("user", "rename", "CORP/ann", "annb").fails(4)
+    assert members(corp, "staff") == [uid_dn(corp, "ann")]
+    assert cli("user", "show", "CORP/ann", "--json").json()["roles"] == ["staff"]
+
+
+def test_a_user_named_by_a_multi_valued_rdn_is_renamed_keeping_its_other_parts(cli, corp):
+    cli("role", "add", "CORP/staff").ok()
+    dn = f"uid=mr+cn=Multi Rdn,{corp.people}"
+    corp.add(f"dn: {dn}\nobjectClass: inetOrgPerson\nuid: mr\ncn: Multi Rdn\nsn: M\n")
+    cli("role", "assign", "CORP/staff", "CORP/mr").ok()
+    cli("user", "rename", "CORP/mr", "mrx").ok()
+    renamed = corp.entry(f"uid=mrx+cn=Multi Rdn,{corp.people}", "uid", "cn")
+    assert renamed is not None and renamed.get("uid") == ["mrx"]
+    assert renamed.get("cn") == ["Multi Rdn"]
+    assert cli("user", "show", "CORP/mrx", "--json").json()["roles"] == ["staff"]
+    assert cli("role", "show", "CORP/staff", "--json").json()["members"] == ["mrx"]
