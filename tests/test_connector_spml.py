@@ -195,7 +195,7 @@ def test_an_existing_account_is_a_conflict_unless_adopted(tmp_path, peer):
         svc.add_role("staff")
         op = user_op(svc.add_user("alice", ALICE, roles=["staff"]))
         assert op.outcome == "failed" and op.attempts == 1
-        assert "a user named 'alice' already exists at legacy" in op.error
+        assert "legacy refused to create user 'alice'" in op.error
         assert "(create user alice: SPML alreadyExists: uid alice is taken)" in op.error
     adopt = "    on_conflict: adopt\n    push_roles: none\n"
     with service(tmp_path / "adopting", peer, extra=adopt) as svc:

@@ -84,8 +84,8 @@ def test_an_existing_user_fails_alone_inside_a_bulk(tmp_path):
     failed = [op for op in report.operations if op.outcome == "failed"]
     assert [op.label for op in failed if op.kind == "user"] == ["user007"]
     assert "did not create it" in failed[0].error
-    assert ledger["user007"].remote_id is None
-    assert sum(1 for e in ledger.values() if e.remote_id) == 19
+    assert ledger["user007"] is None  # refused: the ledger claims nothing there
+    assert sum(1 for e in ledger.values() if e and e.remote_id) == 19
     assert len(fake.users) == 20
 
 

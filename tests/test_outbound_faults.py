@@ -107,8 +107,8 @@ def test_409_fails_clearly_unless_adopt_is_configured(tmp_path, fake, sleeps):
         result = svc.add_user("alice", {"email": "alice@example.com"})
         [op] = result.outbound.idps["target"].operations
         assert op.outcome == "failed" and op.status == 409
-        assert "already exists" in op.error and "did not create it" in op.error
-        assert ledger_entry(svc, result.entity).remote_id is None
+        assert "refused to create user 'alice'" in op.error and "did not create it" in op.error
+        assert ledger_entry(svc, result.entity) is None  # it claims nothing there
     assert len(fake.users) == 1
 
 

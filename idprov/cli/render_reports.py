@@ -99,7 +99,7 @@ def _failures(idp: str, failed: list[Any]) -> None:
         )
 
 
-def _clipped(line: str, most: int = 300) -> str:
+def _clipped(line: str, most: int = 400) -> str:
     return line if len(line) <= most else line[: most - 1] + "…"
 
 
@@ -246,7 +246,13 @@ def explanation(data: dict[str, Any]) -> None:
         for key, value in data["would_send"]["attributes"].items():
             console().print(f"    {esc(key)}: {esc(value)}")
     ledger = data["ledger"]
-    if ledger:
+    if ledger and ledger["remote_id"] is None:  # creating, accepted: no claim of whose
+        console().print(
+            f"  ledger: {ledger['state']}: a create was sent and its outcome is not known; "
+            f"idprov looks the account up before it sends anything again (since "
+            f"{ledger['updated_at']})"
+        )
+    elif ledger:
         console().print(
             f"  ledger: remote id {esc(ledger['remote_id'])}, {ledger['state']}, "
             f"{'created by idprov' if ledger['created_by_idprov'] else 'adopted'}"

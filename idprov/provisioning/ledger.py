@@ -17,10 +17,12 @@ with any other state, a forget or an invalidation).
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from idprov.connectors.base import TargetError
 from idprov.db import now
 from idprov.statedb import StateDB
 
@@ -73,6 +75,38 @@ class LedgerEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class RefusedCreate:
+    """A create that found its name taken at the target by an object that is not
+    provably idprov's: a task's outcome, turned into the row's error on the engine's
+    thread by :meth:`Ledger.refused`. ``certain``: no attempt of this create can have
+    made anything (the target refused idprov's first request), so the ``creating``
+    mark goes and the ledger claims nothing; else an earlier attempt's outcome is not
+    known, and the mark stays so that what comes next looks first. ``taken``: the
+    message is followed by the ways to settle a name taken at the target, then by
+    ``detail`` (the target's own words)."""
+
+    message: str
+    idp: str
+    status: int | None = None
+    certain: bool = False
+    taken: bool = True
+    detail: str | None = None
+
+    def error(self, label: str) -> TargetError:
+        """The row's error: what happened, how to settle it, what the target said."""
+        fix = None
+        if self.taken:
+            fix = (
+                f"set on_conflict: adopt on identity provider {self.idp} to take it over, or "
+                f"rename or remove it at {self.idp}, then `idprov outbox retry`; or give "
+                f"up: `idprov outbox discard --idp {self.idp} --user {shlex.quote(label)}`"
+            )
+        message = self.message + (f". {fix[0].upper()}{fix[1:]}" if fix else "")
+        message += f" ({self.detail})" if self.detail else ""
+        return TargetError(message, status=self.status, hint=fix)
 
 
 class Ledger:
@@ -242,6 +276,17 @@ class Ledger:
             " VALUES (?, ?, ?, ?, ?, ?, 'creating', ?) ON CONFLICT DO NOTHING",
             [(*entity, stamp) for entity in entities],
         )
+
+    def refused(self, refusal: RefusedCreate, kind: str, local_id: str, label: str) -> TargetError:
+        """The error of a create the target refused; when nothing can have been made
+        (``refusal.certain``), the ``creating`` mark goes with it."""
+        if refusal.certain:
+            self.db.execute(
+                "DELETE FROM ledger WHERE idp = ? AND kind = ? AND local_id = ?"
+                " AND state = 'creating'",
+                [refusal.idp, kind, local_id],
+            )
+        return refusal.error(label)
 
     def mark_accepted(self, idp: str, kind: str, local_id: str) -> None:
         """A create the target acknowledged for later: what appears is idprov's."""

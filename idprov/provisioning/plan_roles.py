@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 from idprov.connectors.base import (
     Connector,
     GroupSpec,
+    RemoteConflict,
     RemoteMatch,
     RemoteNotFound,
     TargetError,
 )
 from idprov.provisioning.decide import RoleDecision, decide_role, enabled, in_scope
+from idprov.provisioning.ledger import RefusedCreate
 from idprov.provisioning.results import Attempt, OperationResult
 from idprov.provisioning.retry import with_retries
 from idprov.provisioning.tasks import Planned, Planning, Settled, Task, ledger_entry
@@ -141,7 +143,9 @@ class RolePlanning(Planning):
         self._creating.append((row.idp, "role", row.local_id, row.domain, name, None))
         create = self._group_creator(connector, idp, spec, crashed)
 
-        def record(outcome: tuple[str, bool]) -> OperationResult:
+        def record(outcome: tuple[str, bool] | RefusedCreate) -> OperationResult:
+            if isinstance(outcome, RefusedCreate):
+                raise self._ledger.refused(outcome, "role", row.local_id, row.label)
             remote_id, ours = outcome
             self._keep(ledger_entry(row, name, remote_id, "active", ours))
             self._ledger.set_members(row.idp, row.local_id, provisioned, [])
@@ -151,19 +155,38 @@ class RolePlanning(Planning):
 
     def _group_creator(
         self, connector: Connector, idp: IdentityProviderConfig, spec: GroupSpec, look: bool
-    ) -> Callable[[list[Attempt]], tuple[str, bool]]:
+    ) -> Callable[[list[Attempt]], tuple[str, bool] | RefusedCreate]:
         """A worker's create of ``spec``: after an uncertain outcome (``look``: a crashed
-        create; any failed attempt) the group is looked up first."""
+        create; any failed attempt) the group is looked up first. A duplicate that the
+        target reports (409) is adopted only if it is provably idprov's (or with
+        ``on_conflict: adopt``)."""
 
-        def create(attempts: list[Attempt]) -> tuple[str, bool]:
-            def call(number: int) -> tuple[str, bool]:
-                if look or number > 1:
+        def create(attempts: list[Attempt]) -> tuple[str, bool] | RefusedCreate:
+            def call(number: int) -> tuple[str, bool] | RefusedCreate:
+                uncertain = look or number > 1
+                if uncertain:
                     match = connector.lookup_group(spec)
                     if match is not None:
-                        return self._adopt_group(connector, idp, spec, match)
-                return connector.create_group(spec), True
+                        return self._adopt_group(connector, idp, spec, match, None)
+                try:
+                    return connector.create_group(spec), True
+                except RemoteConflict as exc:
+                    found = connector.lookup_group(spec)
+                    if found is None:
+                        return RefusedCreate(
+                            f"{idp.name} refused to create group {spec.display_name!r} as a "
+                            f"duplicate ({exc.message}), but no group of that name can be "
+                            "found there; check the groups at the target",
+                            idp.name,
+                            exc.status,
+                            not uncertain,
+                            taken=False,
+                        )
+                    return self._adopt_group(
+                        connector, idp, spec, found, None if uncertain else exc
+                    )
 
-            result: tuple[str, bool] = with_retries(
+            result: tuple[str, bool] | RefusedCreate = with_retries(
                 call, idp.retry, attempts, self.sleep, connector.throttled
             )
             return result
@@ -171,16 +194,33 @@ class RolePlanning(Planning):
         return create
 
     def _adopt_group(
-        self, connector: Connector, idp: IdentityProviderConfig, spec: GroupSpec, match: RemoteMatch
-    ) -> tuple[str, bool]:
-        if not (match.ours or idp.on_conflict == "adopt"):
-            raise TargetError(
-                f"a group named {spec.display_name!r} exists at {idp.name}; an earlier create "
-                "of idprov's may have made it, but nothing at the target proves it",
-                hint=f"to take it over, set on_conflict: adopt on identity provider {idp.name}",
+        self,
+        connector: Connector,
+        idp: IdentityProviderConfig,
+        spec: GroupSpec,
+        match: RemoteMatch,
+        conflict: TargetError | None,
+    ) -> tuple[str, bool] | RefusedCreate:
+        """As :meth:`UserPlanning._adopt`, for a group (given its initial members)."""
+        if match.ours or idp.on_conflict == "adopt":
+            connector.change_members(match.remote_id, spec.member_ids, [])
+            return match.remote_id, match.ours
+        name = spec.display_name
+        if conflict is not None:
+            return RefusedCreate(
+                f"{idp.name} refused to create group {name!r}: one of that name is there, "
+                "and idprov did not create it",
+                idp.name,
+                conflict.status,
+                certain=True,
+                detail=conflict.message,
             )
-        connector.change_members(match.remote_id, spec.member_ids, [])
-        return match.remote_id, match.ours
+        return RefusedCreate(
+            f"a group named {name!r} exists at {idp.name}; an earlier create of idprov's, "
+            "whose outcome idprov never learnt (its reply was lost, or idprov stopped), may "
+            "have made it, but nothing at the target proves it is idprov's",
+            idp.name,
+        )
 
     def _plan_group_update(
         self,
@@ -204,7 +244,7 @@ class RolePlanning(Planning):
             connector, idp, GroupSpec(row.local_id, name, sorted(provisioned.values())), False
         )
 
-        def update(attempts: list[Attempt]) -> tuple[str, bool] | None:
+        def update(attempts: list[Attempt]) -> tuple[str, bool] | RefusedCreate | None:
             try:
                 if rename:
                     self._retried(
@@ -222,7 +262,9 @@ class RolePlanning(Planning):
                 return recreate(attempts)
             return None
 
-        def record(recreated: tuple[str, bool] | None) -> OperationResult:
+        def record(recreated: tuple[str, bool] | RefusedCreate | None) -> OperationResult:
+            if isinstance(recreated, RefusedCreate):
+                raise self._ledger.refused(recreated, "role", row.local_id, row.label)
             if recreated is not None:
                 self._keep(ledger_entry(row, name, recreated[0], "active", recreated[1]))
                 self._ledger.set_members(row.idp, row.local_id, list(provisioned), remove)

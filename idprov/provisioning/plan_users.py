@@ -28,6 +28,7 @@ from idprov.connectors.base import (
 )
 from idprov.provisioning.decide import UserDecision, decide_user, with_unique_values
 from idprov.provisioning.inputs import user_inputs
+from idprov.provisioning.ledger import RefusedCreate
 from idprov.provisioning.results import Attempt, OperationResult
 from idprov.provisioning.retry import with_retries
 from idprov.provisioning.tasks import (
@@ -109,7 +110,9 @@ class UserPlanning(Planning):
         assert account is not None
         retry = idp.retry
 
-        def record(outcome: tuple[str, bool]) -> OperationResult:
+        def record(outcome: tuple[str, bool] | RefusedCreate) -> OperationResult:
+            if isinstance(outcome, RefusedCreate):
+                raise self._ledger.refused(outcome, "user", row.local_id, row.label)
             remote_id, created_by_idprov = outcome
             self._keep(
                 ledger_entry(
@@ -134,12 +137,14 @@ class UserPlanning(Planning):
 
             groups = self._group_ids(row)
 
-            def update(attempts: list[Attempt]) -> tuple[str, bool]:
+            def update(attempts: list[Attempt]) -> tuple[str, bool] | RefusedCreate:
                 try:
                     with_retries(send, retry, attempts, self.sleep, connector.throttled)
                     return remote_id, entry.created_by_idprov
                 except RemoteNotFound:  # deleted at the target: made again, in its groups
                     made = self._create(connector, idp, account, attempts, "creating")
+                    if isinstance(made, RefusedCreate):
+                        return made
                     for group_id in groups:
                         self._join(connector, idp, group_id, made[0], attempts)
                     return made
@@ -165,14 +170,14 @@ class UserPlanning(Planning):
         attempts: list[Attempt],
         prior: str | None,
         ambiguous: bool = False,
-    ) -> tuple[str, bool]:
+    ) -> tuple[str, bool] | RefusedCreate:
         """Create, never twice: after an uncertain outcome (a timeout, a 5xx, a
         ``creating`` mark left by a crash: ``prior``), look the account up first. A
         create the target acknowledged for later (``prior`` ``accepted``) made what is
         found: that is idprov's."""
         look = prior is not None or ambiguous
 
-        def call(number: int) -> tuple[str, bool]:
+        def call(number: int) -> tuple[str, bool] | RefusedCreate:
             nonlocal look
             if look:
                 match = connector.lookup_user(account)
@@ -183,31 +188,40 @@ class UserPlanning(Planning):
             try:
                 return connector.create_user(account), True
             except RemoteConflict as exc:
-                return self._on_conflict(connector, idp, account, exc)
+                return self._on_conflict(connector, idp, account, exc, certain=not look)
             except TargetError as exc:
                 look = look or exc.ambiguous
                 raise
 
-        result: tuple[str, bool] = with_retries(
+        result: tuple[str, bool] | RefusedCreate = with_retries(
             call, idp.retry, attempts, self.sleep, connector.throttled
         )
         return result
 
     def _on_conflict(
-        self, connector: Connector, idp: IdentityProviderConfig, account: Account, exc: TargetError
-    ) -> tuple[str, bool]:
+        self,
+        connector: Connector,
+        idp: IdentityProviderConfig,
+        account: Account,
+        exc: TargetError,
+        certain: bool = True,
+    ) -> tuple[str, bool] | RefusedCreate:
         """The target says the account exists: adopt it if it is provably ours, or if
-        the IdP says ``on_conflict: adopt``; else fail, naming the account."""
+        the IdP says ``on_conflict: adopt``; else refuse, naming the account.
+        ``certain``: no earlier attempt of this create can have made it."""
         match = connector.lookup_user(account)
         if match is None:
-            raise TargetError(
+            return RefusedCreate(
                 f"{idp.name} refused to create user {account.user_name!r} as a duplicate "
-                f"({exc.message}), but no account of that name can be found there",
-                status=exc.status,
-                hint="the target may enforce uniqueness on another attribute (email?): "
-                "check the account at the target",
-            ) from exc
-        return self._adopt(connector, idp, account, match, exc)
+                f"({exc.message}), but no account of that name can be found there: the "
+                "target may enforce uniqueness on another attribute (email?); check the "
+                "account at the target",
+                idp.name,
+                exc.status,
+                certain,
+                taken=False,
+            )
+        return self._adopt(connector, idp, account, match, exc if certain else None)
 
     def _adopt(
         self,
@@ -215,24 +229,32 @@ class UserPlanning(Planning):
         idp: IdentityProviderConfig,
         account: Account,
         match: RemoteMatch,
-        exc: TargetError | None,
-    ) -> tuple[str, bool]:
+        conflict: TargetError | None,
+    ) -> tuple[str, bool] | RefusedCreate:
         """(remote id, created by idprov) of an account found where a create went or
-        was about to go; it is then updated to what idprov would send."""
+        was about to go; it is then updated to what idprov would send. One that is not
+        provably idprov's is refused: after a ``conflict`` (the target's answer to
+        idprov's first create) it was there before; else an earlier create of idprov's,
+        whose outcome is not known, may have made it."""
         if match.ours or idp.on_conflict == "adopt":
             connector.update_user(match.remote_id, account, None)
             return match.remote_id, match.ours
-        why = (
-            f"already exists at {idp.name} and idprov did not create it ({exc.message})"
-            if exc is not None
-            else f"exists at {idp.name}; an earlier create of idprov's may have made it (its "
-            "reply was lost), but nothing at the target proves it (no externalId of idprov's)"
+        name = account.user_name
+        if conflict is not None:
+            return RefusedCreate(
+                f"{idp.name} refused to create user {name!r}: one of that name is there, "
+                "and idprov did not create it",
+                idp.name,
+                conflict.status,
+                certain=True,
+                detail=conflict.message,
+            )
+        return RefusedCreate(
+            f"a user named {name!r} exists at {idp.name}; an earlier create of idprov's, "
+            "whose outcome idprov never learnt (its reply was lost, or idprov stopped), may "
+            "have made it, but nothing at the target proves it is idprov's",
+            idp.name,
         )
-        raise TargetError(
-            f"a user named {account.user_name!r} {why}",
-            status=exc.status if exc is not None else None,
-            hint=f"to take it over, set on_conflict: adopt on identity provider {idp.name}",
-        ) from exc
 
     def _join(
         self,

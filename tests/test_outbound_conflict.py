@@ -1,0 +1,82 @@
+"""A create refused as a duplicate (409) of an object idprov did not make.
+
+The 409 answered idprov's own create: the object was there before, so the ledger
+claims nothing (no ``creating`` mark is left behind), and every later attempt says
+the same true thing, with the ways out: ``on_conflict: adopt``, renaming or removing
+the object at the target, or ``idprov outbox discard``. Users against the real
+scim2-server (tests/peers/scim2.py), through the CLI as the trial ran it; groups
+against the fault fake, since scim2-server takes two groups of one name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.outbound_helpers import FakeScim, idp_yaml, make_service
+from tests.peers.scim2 import Scim2Peer
+from tests.test_outbound_scim2 import by_name, write_config
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+
+
+@pytest.fixture()
+def scim(tmp_path: Path, scim2_server: Scim2Peer, monkeypatch: pytest.MonkeyPatch) -> Scim2Peer:
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    write_config(tmp_path, scim2_server)
+    return scim2_server
+
+
+def administrator_creates(scim: Scim2Peer, path: str, body: dict) -> None:
+    headers = {"Authorization": f"Bearer {scim.token}", "Content-Type": "application/scim+json"}
+    reply = httpx.post(f"{scim.base_url}/{path}", json=body, headers=headers)
+    assert reply.status_code == 201, reply.text
+
+
+def assert_says_the_truth_and_the_way_out(error: str, what: str) -> None:
+    assert f"refused to create {what}" in error and "idprov did not create it" in error
+    assert "reply was lost" not in error and "may have made it" not in error
+    assert "Set on_conflict: adopt on identity provider scim to take it over" in error
+    assert "rename or remove it at scim, then `idprov outbox retry`" in error
+    assert "idprov outbox discard --idp scim --user" in error
+
+
+def test_a_user_taken_at_the_target_is_not_claimed_and_every_retry_says_so(cli, scim, tmp_path):
+    cli("role", "add", "staff").ok()
+    administrator_creates(scim, "Users", {"schemas": [USER], "userName": "zed", "title": "admin"})
+    run = cli("user", "add", "zed", "-c", "email=zed@example.com", "-r", "staff")
+    assert run.exit_code == 6, run
+    assert_says_the_truth_and_the_way_out(run.stdout.replace("\n", " "), "user 'zed'")
+    assert "--user zed" in run.stdout
+    explained = cli("explain", "zed", "--idp", "scim", "--json").json()
+    assert explained["ledger"] is None  # idprov made nothing there
+    assert "created by idprov" not in cli("explain", "zed", "--idp", "scim").ok().stdout
+    for _ in range(2):
+        retry = cli("outbox", "retry")
+        assert retry.exit_code == 6, retry
+        assert_says_the_truth_and_the_way_out(retry.stdout.replace("\n", " "), "user 'zed'")
+    [row] = [r for r in cli("outbox", "list", "--json").items() if r["kind"] == "user"]
+    assert_says_the_truth_and_the_way_out(row["last_error"], "user 'zed'")
+    assert by_name(scim.users())["zed"]["title"] == "admin"  # left alone
+    write_config(tmp_path, scim, extra="    on_conflict: adopt\n")
+    cli("outbox", "retry").ok()
+    ledger = cli("explain", "zed", "--idp", "scim", "--json").json()["ledger"]
+    assert ledger["state"] == "active" and ledger["created_by_idprov"] is False
+
+
+def test_a_group_taken_at_the_target_is_refused_the_same_way(tmp_path, monkeypatch):
+    """scim2-server takes two groups of one name: a fake that enforces it answers 409."""
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    fake = FakeScim("secret-token")
+    fake.groups["g1"] = {"id": "g1", "displayName": "staff"}
+    config = idp_yaml("scim", "https://scim.test/v2")
+    with make_service(tmp_path, config, ["scim"], http_transport=fake.transport()) as svc:
+        role = svc.add_role("staff")
+        for report in (role.outbound, svc.retry_outbox()):
+            assert report is not None
+            [op] = report.idps["scim"].operations
+            assert op.outcome == "failed" and op.status == 409
+            assert_says_the_truth_and_the_way_out(op.error or "", "group 'staff'")
+            assert svc.state.ledger.get("scim", "role", role.entity.id) is None
+    assert list(fake.groups) == ["g1"]
