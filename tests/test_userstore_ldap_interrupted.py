@@ -258,3 +258,40 @@ def test_a_user_named_by_a_multi_valued_rdn_is_renamed_keeping_its_other_parts(c
     assert renamed.get("cn") == ["Multi Rdn"]
     assert cli("user", "show", "CORP/mrx", "--json").json()["roles"] == ["staff"]
     assert cli("role", "show", "CORP/staff", "--json").json()["members"] == ["mrx"]
+
+
+def test_an_add_with_roles_is_never_left_without_them(cli, corp, cutoff, scim2_server):
+    cli("role", "add", "CORP/staff").ok()
+    cutoff.at(MODIFY, after=ADD)  # where the role used to be given, after the entry
+    cli("user", "add", "CORP/bo", "-c", "email=bo@example.com", "--role", "CORP/staff").ok()
+    assert not cutoff.cut.is_set()  # nothing is written after the entry any more
+    assert members(corp, "staff") == [uid_dn(corp, "bo")]
+    cutoff.at(ADD, made=True)
+    error = cli("user", "add", "CORP/cy", "--role", "CORP/staff", "--json").error(1)
+    assert "while user 'cy' was added, after its roles (staff) listed its DN" in error["message"]
+    assert "run the same command again" in error["hint"]
+    cutoff.restore()
+    assert cli("user", "show", "CORP/cy", "--json").json()["roles"] == ["staff"]
+
+
+def test_an_add_cut_off_before_the_entry_is_finished_by_a_rerun(cli, corp, cutoff, scim2_server):
+    cli("role", "add", "CORP/staff").ok()
+    cutoff.at(ADD)
+    args = ("user", "add", "CORP/bo", "-c", "email=bo@example.com", "--role", "CORP/staff")
+    error = cli(*args, "--json").error(1)
+    assert "its roles (staff) listed its DN" in error["message"]
+    cutoff.restore()
+    assert corp.entry(uid_dn(corp, "bo")) is None
+    cli(*args).ok()
+    assert members(corp, "staff") == [uid_dn(corp, "bo")]
+    assert [e["target"] for e in cli("log", "--action", "user.add", "--json").items()] == [
+        "CORP/bo"
+    ]
+    assert target_users(scim2_server) == ["bo"]
+
+
+def test_a_refused_add_takes_the_user_out_of_its_roles_again(cli, corp):
+    cli("role", "add", "CORP/staff").ok()
+    corp.add(f"dn: {uid_dn(corp, 'bo')}\nobjectClass: account\nuid: bo\n")  # no user
+    cli("user", "add", "CORP/bo", "--role", "CORP/staff").fails(4)
+    assert members(corp, "staff") == [f"cn=staff,{corp.groups}"]  # the empty group's own

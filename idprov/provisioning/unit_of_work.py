@@ -236,10 +236,8 @@ class UnitOfWork:
             policy.check_password(store.config.policy, password, store.domain)
             pw_hash = store.hash_password(password)
         self.begin(store)
-        user = store.add_user(name, claims, pw_hash)
+        user = store.add_user_with_roles(name, claims, pw_hash, role_names)
         self._created.add(user.id)
-        for role_name in role_names:
-            store.assign(role_name, [name])
         for role_name in role_names:
             self._enqueue_role(store, role_name)
         self.audit(

@@ -248,6 +248,22 @@ class UserStore(ABC):
     ) -> User:
         """Create a user; ConflictError if the name exists. Not idempotent."""
 
+    def add_user_with_roles(
+        self,
+        username: str,
+        claims: Mapping[str, ClaimValue],
+        password_hash: str | None,
+        roles: Sequence[str],
+    ) -> User:
+        """:meth:`add_user`, and the user a member of each of ``roles`` (which exist).
+        A store that cannot roll back (LDAP) may list the user in its roles first, so
+        that the add is its last write: a cut-off never leaves the user without its
+        roles, and one before the add is finished by the same add run again."""
+        user = self.add_user(username, claims, password_hash)
+        for role in roles:
+            self.assign(role, [username])
+        return user
+
     @abstractmethod
     def update_user(
         self, username: str, set_claims: Mapping[str, ClaimValue], unset: Sequence[str]

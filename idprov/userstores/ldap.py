@@ -97,6 +97,50 @@ class LdapUserStore(LdapImporter):
         )
         return self._new_user(username, claims, password_hash, added)
 
+    def add_user_with_roles(
+        self,
+        username: str,
+        claims: Mapping[str, ClaimValue],
+        password_hash: str | None,
+        roles: Sequence[str],
+    ) -> User:
+        """The roles' groups list the new DN first, then the entry is added (a refusal
+        takes the DN out of them again): cut off at any point, the user either does
+        not exist or holds its roles, and the same add run again finishes it."""
+        if not roles:
+            return self.add_user(username, claims, password_hash)
+        self.ensure_writable()
+        attrs = self._entry_attributes(username, claims, password_hash)
+        self._refuse_existing(username)
+        dn, classes = self._new_user_dn(username), self.config.user_object_classes
+        listed = ", ".join(roles)
+        try:
+            self._change_members({role: ([dn], []) for role in roles})
+        except Unreachable as exc:
+            raise Unreachable(
+                f"{self._where()}: user {username!r} was not added, but its roles ({listed}) "
+                f"may list its DN already: {exc.message}",
+                hint=f"once the server at {self.config.url} answers, run the same command "
+                "again: it adds the user",
+            ) from exc
+        try:
+            added = self._run_ldap3(
+                f"add user {username!r}", lambda c: self._add(c, dn, classes, attrs)
+            )
+        except Unreachable as exc:
+            raise Unreachable(
+                f"{self._where()}: the directory stopped answering while user {username!r} "
+                f"was added, after its roles ({listed}) listed its DN; the add may have been "
+                f"made ({exc.message})",
+                hint=f"once the server at {self.config.url} answers, run the same command "
+                "again; if it says the user exists, the add was made whole: see it with "
+                f"`idprov user show {self.domain}/{username}`, `idprov sync` pushes it",
+            ) from exc
+        except IdprovError:
+            self._change_members({role: ([], [dn]) for role in roles})
+            raise
+        return self._new_user(username, claims, password_hash, added)
+
     def update_user(
         self, username: str, set_claims: Mapping[str, ClaimValue], unset: Sequence[str]
     ) -> User:
