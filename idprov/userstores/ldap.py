@@ -41,6 +41,10 @@ What a directory administrator should know:
   second failure is a :class:`StoreError` naming the URL. Modifies in flight are not
   sent again once some were answered (a member change applied twice fails): that
   is a :class:`StoreError` saying how far it got, and running it again is safe.
+* Writes of several steps (a rename, an add with roles) cannot be rolled back, so
+  their steps are ordered for a cut-off at any point to leave the user holding its
+  roles: groups list a new DN before the entry takes it, and drop an old one after.
+  The error says what was written; the same command run again finishes the job.
 """
 
 from __future__ import annotations
