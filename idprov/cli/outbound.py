@@ -63,9 +63,19 @@ def outbox_list(
 def outbox_retry(
     idp: IdpFilter = None, app_name: AppOpt = "resident", json: JsonOpt = False
 ) -> None:
-    """Push every pending and failed operation again, now."""
+    """Push every pending and failed operation again, now.
+
+    Rows the deletion guard held stay held: `idprov outbox release` pushes them.
+    """
+    from collections import Counter
+
+    from idprov.cli.render_reports import retry_report
+
     svc = service(app_name, live=True)
-    emit(svc.retry_outbox(known_idps(svc, idp)), render.outbound_report)
+    idps = known_idps(svc, idp)
+    report = svc.retry_outbox(idps)
+    held = Counter(r.idp for r in svc.outbox_rows(idps, "held"))
+    emit(report, lambda r: retry_report(r, dict(held)))
 
 
 @outbox_app.command("release")

@@ -69,8 +69,7 @@ def outbound_report(report: OutboundReport) -> None:
         _failures(idp.name, [op for op in idp.operations if op.outcome == "failed"])
     for name, count in sorted(report.queued.items()):
         typer.echo(f"  … {name}: {count} queued for the outbox worker (`idprov outbox work`)")
-    for name, count in sorted(report.held.items()):
-        typer.secho(f"  ✋ {name}: {count} held by the deletion guard", fg="yellow")
+    held_by_guard(report.held)
     for warning in report.warnings:
         typer.secho(f"  ! {warning}", fg="yellow", err=True)
     if not report.ok:
@@ -80,6 +79,27 @@ def outbound_report(report: OutboundReport) -> None:
 
 
 SHOWN_FAILURES = 10
+
+
+def held_by_guard(held: dict[str, int]) -> None:
+    """A line per IdP with rows the deletion guard holds, and where to go next."""
+    import typer
+
+    for name, count in sorted(held.items()):
+        typer.secho(
+            f"  ✋ {name}: {count} held by the deletion guard: check them with `idprov outbox "
+            f"list --idp {name} --status held`, push them with `idprov outbox release --idp "
+            f"{name}`",
+            fg="yellow",
+        )
+
+
+def retry_report(report: OutboundReport, held: dict[str, int]) -> None:
+    """`idprov outbox retry`: what it pushed, then the rows it left held (``held``, not
+    counted in the report: they were held before, by another command)."""
+    if report.idps or report.queued or report.held or not held:
+        outbound_report(report)
+    held_by_guard(held)
 
 
 def _failures(idp: str, failed: list[Any]) -> None:
