@@ -50,3 +50,31 @@ def test_the_reports_are_found_by_an_index_not_a_scan(cli, data_dir):
         r[-1] for r in db.execute(f"EXPLAIN QUERY PLAN SELECT id FROM users WHERE {sql}", params)
     )
     assert "USING INDEX users_claim_manager" in plan, plan
+
+
+def test_a_user_who_is_its_own_manager_is_renamed_and_deleted(cli):
+    """A self-managed head of an organisation (common in HR exports): the rename
+    failed with 'no user' (its own claim was updated under the old name)."""
+    cli("user", "add", "ceo", "-c", "manager=ceo").ok()
+    cli("user", "add", "bob", "-c", "manager=ceo").ok()
+    cli("user", "rename", "ceo", "chief").ok()
+    assert cli("user", "show", "chief", "--json").json()["claims"]["manager"] == "chief"
+    assert cli("user", "show", "bob", "--json").json()["claims"]["manager"] == "chief"
+    cli("user", "delete", "chief", "--yes").ok()
+    assert "manager" not in cli("user", "show", "bob", "--json").json()["claims"]
+
+
+def test_reports_in_a_read_only_store_keep_their_claim(cli, tmp_path, write_config):
+    """idprov cannot write a read-only userstore: its users keep the name, and the
+    delete or rename of their manager goes on (it failed: 'the HR userstore is
+    read-only')."""
+    hr = tmp_path / "hr.db"
+    stores = "userstores:\n  - domain: PRIMARY\n  - domain: HR\n    path: {}\n{}"
+    write_config(f"version: 1\n{stores.format(hr, '')}")
+    cli("user", "add", "alice").ok()
+    cli("user", "add", "boss").ok()
+    cli("user", "add", "HR/bob", "-c", "manager=PRIMARY/alice").ok()
+    write_config(f"version: 1\n{stores.format(hr, '    read_only: true')}")
+    cli("user", "rename", "alice", "alicia").ok()
+    cli("user", "delete", "alicia", "--yes").ok()
+    assert cli("user", "show", "HR/bob", "--json").json()["claims"]["manager"] == "PRIMARY/alice"

@@ -309,17 +309,21 @@ class UnitOfWork:
         self.enqueue("user", user.id, store.domain, user.qualified_name)
         for report in reports:  # their manager follows the new name
             label = QualifiedName(store.domain, new_bare).relative_to(report.domain)
-            self.update_user(report.username, {"manager": label}, domain=report.domain)
+            current = new_bare if report.id == user.id else report.username  # their own
+            self.update_user(current, {"manager": label}, domain=report.domain)
         return self._done(ChangeResult("user.rename", user.qualified_name, user, details=details))
 
     def _reports_of(self, store: UserStore, username: str) -> list[User]:
         """The users whose ``manager`` claim names ``username`` of ``store`` (bare in its
         own userstore, ``DOMAIN/name`` in any), whom a rename or a delete of that user
         changes too, as a directory keeps a manager link: a name left behind would
-        name nobody, or whoever takes the name next."""
+        name nobody, or whoever takes the name next. A read-only userstore's users keep
+        theirs (idprov cannot write there; the name is resolved when it is read)."""
         qualified = f"{store.domain}/{username}"
         reports = []
         for config in self.service.config.userstores:
+            if config.read_only:
+                continue
             other = self.service.store(config.domain)
             spellings = (username, qualified) if other is store else (qualified,)
             where = Condition(
@@ -433,7 +437,7 @@ class UnitOfWork:
         users = [u for u in users if u.refused is None]  # a directory refused these alone
         details = {**details, "refused": refused} if refused else details
         self.audit("user.import", label, {"domain": store.domain, **details})
-        self._set_internal_roles(store, users, internal)
+        self._set_internal_roles(store, internal)
         if not self.service.targets():
             return
         for user in users:
@@ -443,32 +447,34 @@ class UnitOfWork:
         for role in {r.casefold(): r for u in users for r in (u.roles or [])}.values():
             self._enqueue_role(store, role)
 
-    def _take_internal_roles(self, users: Sequence[ImportedUser]) -> dict[str, list[str]]:
+    def _take_internal_roles(
+        self, users: Sequence[ImportedUser]
+    ) -> list[tuple[ImportedUser, list[str]]]:
         """Take the internal roles (``Internal/NAME``, as `export users` writes them) out
-        of each imported user's roles: user id -> their bare names, for the users whose
-        roles the import sets (the store keeps the others)."""
-        internal: dict[str, list[str]] = {}
+        of each imported user's roles: each user whose roles the import sets, with their
+        bare names (the store keeps the others; it may give a new user another id, so
+        the ids are read after its import)."""
+        internal = []
         for user in users:
             if user.roles is None:
                 continue
             names = [self.service.internal_name(r, "") for r in user.roles]
-            internal[user.id] = [n for n in names if n is not None]
+            internal.append((user, [n for n in names if n is not None]))
             user.roles = [r for r, n in zip(user.roles, names, strict=True) if n is None]
         return internal
 
     def _set_internal_roles(
-        self, store: UserStore, users: Sequence[ImportedUser], internal: dict[str, list[str]]
+        self, store: UserStore, internal: list[tuple[ImportedUser, list[str]]]
     ) -> None:
         """Make imported users' internal roles exactly those their rows name (an import
         sets a user's roles), one audited change per role."""
+        internal = [(u, names) for u, names in internal if u.refused is None]
         if not internal:
             return
-        held = self.service.internal.roles_of([u.id for u in users if u.id in internal])
+        held = self.service.internal.roles_of([u.id for u, _ in internal])
         changes: dict[tuple[str, bool], list[User]] = {}
-        for user in users:
-            if user.id not in internal:
-                continue
-            wanted = {n.casefold(): n for n in internal[user.id]}
+        for user, names in internal:
+            wanted = {n.casefold(): n for n in names}
             has = {r.split("/", 1)[1].casefold(): r.split("/", 1)[1] for r in held.get(user.id, [])}
             member = User(user.id, store.domain, user.username)
             for key in wanted.keys() - has.keys():
