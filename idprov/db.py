@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -248,21 +248,35 @@ def _savepoint(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute(f"RELEASE SAVEPOINT {name}")
 
 
-def migrate(db: Database, namespace: str, migrations: Sequence[Migration]) -> None:
+def migrate(
+    db: Database,
+    namespace: str,
+    migrations: Sequence[Migration],
+    optional: Collection[str] = (),
+) -> None:
     """Apply, in order and once each, the named ``migrations`` of ``namespace``.
 
     Each migration runs in its own transaction together with its record in
     ``idprov_migrations``, so a killed run leaves no half-applied migration and a
-    re-run continues where it stopped.
+    re-run continues where it stopped. A file this process cannot write (a
+    read-only userstore someone else owns, opened ``mode=ro``) is used without the
+    ``optional`` ones still to apply (indexes: reads are slower, not different), and
+    applied by the next process that can write it.
     """
+    pending = {n for n, _ in migrations}
     if db.has_table("idprov_migrations"):
         applied = _applied(db, namespace)
         if len(applied) == len(migrations) and all(n in applied for n, _ in migrations):
             return
+        pending -= applied
     query_only = db.execute("PRAGMA query_only").fetchone()[0]
     db.execute("PRAGMA query_only = OFF")  # a read command's first use of a new file
     try:
         _apply(db, namespace, migrations)
+    except sqlite3.OperationalError as exc:
+        readonly = getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY")
+        if not (readonly and pending <= set(optional)):
+            raise
     finally:
         db.execute(f"PRAGMA query_only = {int(query_only)}")
 

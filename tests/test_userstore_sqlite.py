@@ -174,3 +174,26 @@ def test_the_schema_is_the_one_sqlite_utils_made_for_existing_databases(tmp_path
     names = {name for name, _ in before}
     assert {"users", "roles", "idx_users_username_key", "idx_roles_name_key"} <= names
     assert [entry for entry in schema(tmp_path / "new.db") if entry[0] in names] == before
+
+
+def test_a_store_that_cannot_be_written_opens_without_a_new_index(db_path):
+    """A read-only userstore of an earlier version, in a file this user cannot write
+    (opened ``mode=ro``): it opens without the manager index (reads scan instead; it
+    failed: 'attempt to write a readonly database'), and the next process that can
+    write the file adds the index."""
+    from idprov.db import open_database_read_only
+    from idprov.model import UserQuery
+
+    store = open_store(db_path)
+    store.add_user("bob", {"manager": "alice"}, None)
+    store.db.close()
+    with sqlite3.connect(db_path) as conn:  # as version 0.1 left it
+        conn.execute("DROP INDEX users_claim_manager")
+        conn.execute("DELETE FROM idprov_migrations WHERE name = '0003_manager_index'")
+    config = SqliteUserstoreConfig(domain="HR", path=str(db_path), read_only=True)
+    read_only = SqliteUserStore(config, CLAIMS, open_database_read_only(db_path))
+    assert [u.username for u in read_only.list_users(UserQuery()).items] == ["bob"]
+    read_only.db.close()
+    assert "users_claim_manager" not in {name for name, _ in schema(db_path)}
+    open_store(db_path).db.close()
+    assert "users_claim_manager" in {name for name, _ in schema(db_path)}

@@ -86,6 +86,8 @@ MIGRATIONS = [
     ("0002_filter_indexes", _filter_indexes),
     ("0003_manager_index", _manager_index),
 ]
+OPTIONAL = {"0003_manager_index"}
+"""Migrations a store opened read-only goes on without (see :func:`idprov.db.migrate`)."""
 
 
 class SqliteUserStore(SqlUserStore):
@@ -104,7 +106,7 @@ class SqliteUserStore(SqlUserStore):
         super().__init__(config, claims)
         self.db = db
         try:
-            migrate(db, "userstore", MIGRATIONS)
+            migrate(db, "userstore", MIGRATIONS, optional=OPTIONAL)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"userstore {self.domain}: {exc}") from exc
 
