@@ -96,7 +96,7 @@ def test_a_host_no_proxy_lists_is_reached_directly(recorder, monkeypatch, listed
     assert [target for _, target, _ in seen] == ["/v2/Users"]  # origin-form: no proxy
 
 
-def test_a_proxy_that_cannot_be_reached_is_a_retryable_error_naming_the_target(monkeypatch):
+def test_a_proxy_that_cannot_be_reached_is_a_retryable_error_naming_it(monkeypatch):
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     client = client_for("http://scim.example.invalid/v2")
     try:
@@ -105,7 +105,10 @@ def test_a_proxy_that_cannot_be_reached_is_a_retryable_error_naming_the_target(m
     finally:
         client.close()
     assert caught.value.retryable
-    assert "list users: cannot reach http://scim.example.invalid" in str(caught.value)
+    assert (
+        "list users: cannot reach the proxy http://127.0.0.1:9 (HTTP_PROXY) on the way to "
+        "http://scim.example.invalid"
+    ) in str(caught.value)
 
 
 # ---------------------------------------------------------------- HTTPS through a proxy

@@ -228,12 +228,53 @@ def send(client: HttpClient, method: str, url: str, *, what: str, **kwargs: Any)
             f"{what}: timed out ({type(exc).__name__})", retryable=True, ambiguous=method != "GET"
         ) from exc
     except httpx.TransportError as exc:  # after the request went: it may have been applied
+        if _certificate_refused(exc):
+            raise TargetError(
+                f"{what}: the TLS certificate of {_origin(url)} cannot be verified ({exc}); "
+                "if a private CA signed it, set options.ca_file to that CA's certificate "
+                "(a PEM file)",
+                hint="set options.ca_file of the identity provider to the PEM file of the CA "
+                "that signed the target's certificate (TLS verification stays on)",
+            ) from exc
         sent = isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError)
         raise TargetError(
-            f"{what}: cannot reach {_origin(url)}: {exc}",
+            _unreachable(what, url, exc, client.proxy_for(url)),
             retryable=True,
             ambiguous=sent and method != "GET",
         ) from exc
+
+
+def _certificate_refused(exc: BaseException) -> bool:
+    """Whether a transport error is the target's certificate failing verification:
+    not temporary, so never retried."""
+    import ssl
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def _unreachable(what: str, url: str, exc: BaseException, proxy: tuple[str, str] | None) -> str:
+    """What a connection failure says: the target, or the proxy it went through (by
+    its address and the variable that names it, never its credentials)."""
+    import httpx
+
+    if proxy is None:
+        return f"{what}: cannot reach {_origin(url)}: {exc}"
+    from urllib.parse import urlsplit
+
+    parts, variable = urlsplit(proxy[0]), proxy[1]
+    address = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"  # no user, no password
+    fix = f"fix or unset {variable}, or list the host in NO_PROXY"
+    if isinstance(exc, httpx.ConnectError):
+        return (
+            f"{what}: cannot reach the proxy {address} ({variable}) on the way to "
+            f"{_origin(url)}: {exc}; {fix}"
+        )
+    return f"{what}: cannot reach {_origin(url)} through the proxy {address} ({variable}): {exc}"
 
 
 def _origin(url: str) -> str:
@@ -241,14 +282,34 @@ def _origin(url: str) -> str:
     return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
-def raise_for_status(response: httpx.Response, what: str, detail: str | None) -> None:
-    """Turn a non-2xx response into the right TargetError, with the target's message."""
+def raise_for_status(
+    response: httpx.Response, what: str, detail: str | None, credentials: str | None = None
+) -> None:
+    """Turn a non-2xx response into the right TargetError, with the target's message;
+    a refusal of idprov's credentials names ``credentials`` (:func:`credentials_named`)."""
     if response.status_code >= 400:
         message = f"{what}: HTTP {response.status_code}" + (f": {detail}" if detail else "")
-        raise status_error(response, message)
+        error = status_error(response, message)
+        if credentials and isinstance(error, CredentialsRefused):
+            fix = f"check {credentials} and its permissions at the target"
+            error = CredentialsRefused(f"{error.message}; {fix}", status=error.status, hint=fix)
+        raise error
 
 
 CREDENTIALS_HINT = "check the identity provider's credentials and their permissions"
+
+
+def credentials_named(options: HttpOptions) -> str | None:
+    """The credentials an IdP's options give, by the secret references they name
+    (``the secret options.token names (env:SCIM_TOKEN)``), never by their values."""
+    if options.auth in ("bearer", "header") and options.token is not None:
+        return f"the secret options.token names ({options.token})"
+    if options.auth == "basic" and options.password is not None:
+        return (
+            f"options.username ({options.username}) and the secret options.password names "
+            f"({options.password})"
+        )
+    return None
 
 
 def status_error(

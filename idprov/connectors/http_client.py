@@ -46,6 +46,11 @@ class HttpClient:
     def close(self) -> None:
         raise NotImplementedError
 
+    def proxy_for(self, url: str) -> tuple[str, str] | None:
+        """(proxy URL, the environment variable naming it) that requests to ``url`` go
+        through; None: straight to the target."""
+        return None
+
     def get(self, url: str, **kwargs: Any) -> httpx.Response:
         return self.request("GET", url, **kwargs)
 
@@ -113,6 +118,11 @@ class ThreadClient(HttpClient):
         response.request = request
         return response
 
+    def proxy_for(self, url: str) -> tuple[str, str] | None:
+        import httpx
+
+        return None if self._injected is not None else named_proxy(httpx.URL(url))
+
     def close(self) -> None:
         transports, self._transports = list(self._transports.values()), {}
         for transport in transports:
@@ -158,14 +168,21 @@ def environment_proxy(url: httpx.URL) -> str | None:
     """The proxy the environment names for ``url``: ``HTTPS_PROXY``/``HTTP_PROXY`` by
     scheme, else ``ALL_PROXY``; none for a host ``NO_PROXY`` lists (as curl and
     ``httpx.Client`` read them)."""
+    named = named_proxy(url)
+    return None if named is None else named[0]
+
+
+def named_proxy(url: httpx.URL) -> tuple[str, str] | None:
+    """(proxy URL, the variable that names it) for ``url`` (see :func:`environment_proxy`)."""
     import urllib.request
 
     proxies = urllib.request.getproxies()
-    proxy = proxies.get(url.scheme) or proxies.get("all")
+    key = url.scheme if proxies.get(url.scheme) else "all"
+    proxy = proxies.get(key)
     host = f"{url.host}:{url.port}" if url.port else url.host  # NO_PROXY may name a port
     if not proxy or urllib.request.proxy_bypass(host):
         return None
-    return proxy if "://" in proxy else f"http://{proxy}"
+    return (proxy if "://" in proxy else f"http://{proxy}"), f"{key.upper()}_PROXY"
 
 
 class PerThreadClient(HttpClient):
@@ -192,6 +209,9 @@ class PerThreadClient(HttpClient):
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         return cast(ThreadClient, self._client()).request(method, url, **kwargs)
+
+    def proxy_for(self, url: str) -> tuple[str, str] | None:
+        return cast(ThreadClient, self._client()).proxy_for(url)
 
     def close(self) -> None:
         with self._lock:

@@ -14,7 +14,14 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from idprov.connectors.base import TargetError
-from idprov.connectors.http import auth_headers, json_payload, json_reply, raise_for_status, send
+from idprov.connectors.http import (
+    auth_headers,
+    credentials_named,
+    json_payload,
+    json_reply,
+    raise_for_status,
+    send,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -75,7 +82,8 @@ class ScimHttp:
             content=content,
             params=params,
         )
-        raise_for_status(response, what, self.error_detail(response))
+        detail = self.error_detail(response)
+        raise_for_status(response, what, detail, credentials_named(self.options))
         return response
 
     @staticmethod
