@@ -108,7 +108,7 @@ def _text_test(expression: str, c: Condition) -> Sql | None:
     if c.op == "pr":
         return f"{expression} IS NOT NULL", []
     if not c.value.isascii():
-        return None
+        return _ascii_prefix(expression, c)
     value = c.value.lower()
     if c.op == "eq":
         return f"{expression} = ?", [value]
@@ -116,6 +116,19 @@ def _text_test(expression: str, c: Condition) -> Sql | None:
     if c.op in patterns:
         return f"{expression} LIKE ? ESCAPE '\\'", [patterns[c.op]]
     return None
+
+
+def _ascii_prefix(expression: str, c: Condition) -> Sql | None:
+    """``eq``/``sw`` of a value that is not all ASCII: the rows whose text starts with
+    its ASCII beginning, a key range the index answers (``josé``: from ``jos``). The
+    stores lower ASCII alike; the rest of the value is checked by the caller."""
+    if c.op not in ("eq", "sw"):
+        return None
+    end = next(i for i, char in enumerate(c.value) if not char.isascii())
+    prefix = c.value[:end].lower()
+    if not prefix:
+        return None
+    return f"({expression} >= ? AND {expression} < ?)", [prefix, prefix + LAST]
 
 
 def _like(text: str) -> str:
