@@ -27,10 +27,45 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
-JOINERS = "\u200c\u200d"
-"""Zero-width non-joiner and joiner: invisible, but part of how Persian and Indic
-names are spelled (RFC 8264 allows them in such contexts), so allowed after a letter
-that is not ASCII."""
+IGNORABLE = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160),
+    (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
+    (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)  # fmt: skip
+"""Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): characters a
+display shows as nothing (zero-width space, soft hyphen, variation selectors, the
+Hangul filler...)."""
+ZWNJ, ZWJ = "\u200c", "\u200d"
+JOINING = ((0x0600, 0x08FF), (0xFB50, 0xFDFF), (0xFE70, 0xFEFC))
+"""Arabic, Syriac, Thaana, N'Ko... and their presentation forms: the scripts whose
+letters a zero-width non-joiner keeps apart (Persian ``می‌خواهم``)."""
+
+
+def _invisible(char: str) -> bool:
+    code = ord(char)
+    return unicodedata.category(char) in ("Cf", "Cc") or any(
+        low <= code <= high for low, high in IGNORABLE
+    )
+
+
+def _joiner_in_context(name: str, i: int) -> bool:
+    """A zero-width (non-)joiner where RFC 5892's CONTEXTJ rules allow it, as part of
+    a spelling: after a virama (Indic scripts), or a non-joiner between two letters
+    of a joining script (Persian)."""
+    if i == 0:
+        return False
+    if unicodedata.combining(name[i - 1]) == 9:  # a virama
+        return True
+    return (
+        name[i] == ZWNJ and i + 1 < len(name) and all(map(_joining_letter, name[i - 1 : i + 2 : 2]))
+    )
+
+
+def _joining_letter(char: str) -> bool:
+    code = ord(char)
+    return unicodedata.category(char) == "Lo" and any(low <= code <= high for low, high in JOINING)
 
 
 def _check_name_text(kind: str, name: str) -> None:
@@ -39,14 +74,14 @@ def _check_name_text(kind: str, name: str) -> None:
     parts (``jose\u0301``, which shows as ``josé`` and would be a second user beside
     it). Such names look like another one, so they are refused whatever the pattern."""
     for i, char in enumerate(name):
-        if unicodedata.category(char) in ("Cf", "Cc"):
+        if _invisible(char):
             if char < " " or char == "\x7f":
                 continue  # C0 controls: the pattern check's message says it
-            if char in JOINERS and i and not name[i - 1].isascii():
-                continue  # part of the spelling in Persian and Indic scripts
+            if char in (ZWNJ, ZWJ) and _joiner_in_context(name, i):
+                continue
             label = unicodedata.name(char, "a control character")
             raise PolicyError(
-                f"{kind} {name[:80]!r} contains U+{ord(char):04X} ({label}), which does "
+                f"{kind} {ascii(name[:80])} contains U+{ord(char):04X} ({label}), which does "
                 "not show: the name would look like another one",
                 hint="type the name again without it",
             )
