@@ -251,7 +251,7 @@ def test_user_attributes_map_to_claims_both_ways(inbound):
         "display_name": "Alice L.",
         "title": "CTO",
         "email": "alice@example.com",
-        "emails": ["al@home.example"],
+        "home_email": "al@home.example",
         "phone_number": "+1 555 0100",
         "mobile": "+1 555 0199",
         "locality": "Oxford",
@@ -265,32 +265,49 @@ def test_user_attributes_map_to_claims_both_ways(inbound):
     assert created["externalId"] == "hr-42"
     assert created["emails"] == [
         {"value": "alice@example.com", "type": "work"},
-        {"value": "al@home.example", "type": "other"},
+        {"value": "al@home.example", "type": "home"},
     ]
     assert created["phoneNumbers"][1] == {"value": "+1 555 0199", "type": "mobile"}
     assert created[ENTERPRISE] == {"employeeNumber": "42", "department": "R&D", "costCenter": "CC1"}
     assert created["active"] is True
 
 
-def test_a_home_email_is_kept_as_other_and_a_patch_of_it_changes_that_one(inbound):
-    """An e-mail of a type idprov has no claim for (``home``) is kept as ``other``; a
-    PATCH of ``emails[type eq "home"].value`` changes that address (before the
-    filter's type was read the same way, a PATCH that met no ``home`` entry added
-    another address each time)."""
+def test_a_home_email_is_kept_as_home_and_a_patch_of_it_changes_that_one(inbound):
+    """A ``home`` address has a claim of its own (``home_email``): a filter or a PATCH
+    path on ``type eq "home"`` finds it, and changes only it (kept as ``other``, a
+    PATCH of it matched nothing and, with the unmatched-filter rule, added another
+    address each time). A type with no claim is refused, as a phone's is."""
     alice = new_user(
         inbound.client,
         "alice",
-        emails=[{"value": "a@x.example", "type": "work"}, {"value": "h@x.example", "type": "home"}],
+        emails=[
+            {"value": "a@x.example", "type": "work"},
+            {"value": "h@x.example", "type": "home"},
+            {"value": "o@x.example", "type": "other"},
+        ],
     )
     path = f"/Users/{alice['id']}"
     for value in ("h2@x.example", "h3@x.example"):
         home = {"op": "replace", "path": 'emails[type eq "home"].value', "value": value}
         assert patch(inbound.client, path, home).status_code in (200, 204)
-    assert inbound.local().get_user("alice").claims["emails"] == ["h3@x.example"]
+    claims = inbound.local().get_user("alice").claims
+    assert (claims["home_email"], claims["emails"]) == ("h3@x.example", ["o@x.example"])
     assert inbound.client.get(path).json()["emails"] == [
         {"value": "a@x.example", "type": "work"},
-        {"value": "h3@x.example", "type": "other"},
+        {"value": "h3@x.example", "type": "home"},
+        {"value": "o@x.example", "type": "other"},
     ]
+    found = inbound.client.get(
+        "/Users", params={"filter": 'emails[type eq "home" and value eq "h3@x.example"]'}
+    )
+    assert [u["id"] for u in found.json()["Resources"]] == [alice["id"]]
+    gone = {"op": "remove", "path": 'emails[type eq "home"]'}
+    assert patch(inbound.client, path, gone).status_code in (200, 204)
+    claims = inbound.local().get_user("alice").claims
+    assert "home_email" not in claims and claims["emails"] == ["o@x.example"]
+    body = {"schemas": [USER], "userName": "bob", "emails": [{"value": "b@x", "type": "pager"}]}
+    response = inbound.client.post("/Users", json=body, headers=SCIM_JSON)
+    assert "'pager'" in scim_error(response, 400, "invalidValue")
 
 
 def test_put_replaces_mapped_claims_and_keeps_the_others(inbound, cli):

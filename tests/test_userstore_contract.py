@@ -145,7 +145,7 @@ def test_reopening_keeps_data_and_migrates_once(backend, store):
     assert sorted(rows) == [
         ("0001_users_roles",),
         ("0002_filter_indexes",),
-        ("0003_manager_index",),
+        ("0003_claim_indexes",),
     ]
 
 
@@ -457,7 +457,7 @@ def test_stores_opening_together_on_a_new_database_migrate_it_once(backend):
     assert sorted(rows) == [
         ("0001_users_roles",),
         ("0002_filter_indexes",),
-        ("0003_manager_index",),
+        ("0003_claim_indexes",),
     ]
 
 

@@ -189,7 +189,8 @@ def test_a_store_that_cannot_be_written_opens_without_a_new_index(db_path):
     store.db.close()
     with sqlite3.connect(db_path) as conn:  # as version 0.1 left it
         conn.execute("DROP INDEX users_claim_manager")
-        conn.execute("DELETE FROM idprov_migrations WHERE name = '0003_manager_index'")
+        conn.execute("DROP INDEX users_claim_home_email")
+        conn.execute("DELETE FROM idprov_migrations WHERE name = '0003_claim_indexes'")
     config = SqliteUserstoreConfig(domain="HR", path=str(db_path), read_only=True)
     read_only = SqliteUserStore(config, CLAIMS, open_database_read_only(db_path))
     assert [u.username for u in read_only.list_users(UserQuery()).items] == ["bob"]

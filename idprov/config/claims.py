@@ -27,6 +27,7 @@ class ClaimDefinition:
 
 BUILTIN_CLAIMS: tuple[ClaimDefinition, ...] = (
     ClaimDefinition("email", "Primary e-mail address", pattern=r"^[^@\s]+@[^@\s]+$"),
+    ClaimDefinition("home_email", "Home e-mail address", pattern=r"^[^@\s]+@[^@\s]+$"),
     ClaimDefinition("given_name", "First name"),
     ClaimDefinition("family_name", "Last name"),
     ClaimDefinition("middle_name", "Middle name"),

@@ -59,8 +59,11 @@ MIGRATIONS.append(
 )
 MIGRATIONS.append(
     (
-        "0003_manager_index",
-        ["CREATE INDEX users_claim_manager ON users (lower(claims->>'manager'))"],
+        "0003_claim_indexes",
+        [
+            "CREATE INDEX users_claim_manager ON users (lower(claims->>'manager'))",
+            "CREATE INDEX users_claim_home_email ON users (lower(claims->>'home_email'))",
+        ],
     )
 )
 """Applied in order, once each, per schema; recorded in its ``idprov_migrations``."""

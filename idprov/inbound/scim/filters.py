@@ -26,7 +26,10 @@ OPS = {
 }
 """SCIM operator -> the store's (``gt`` widened to ``ge``, ``lt`` to ``le``)."""
 
-MULTI = {"emails": ("email", "emails"), "phonenumbers": ("phone_number", "mobile")}
+MULTI = {
+    "emails": ("email", "home_email", "emails"),
+    "phonenumbers": ("phone_number", "mobile"),
+}
 """Multi-valued attributes -> the claims holding their values."""
 
 ExternalLookup = Callable[[str], Sequence[str]]

@@ -62,7 +62,7 @@ ENTERPRISE_ATTRIBUTES = {
     "organization": "organization",
     "department": "department",
 }
-EMAIL_TYPES = {"work": "email", "other": "emails"}
+EMAIL_TYPES = {"work": "email", "home": "home_email", "other": "emails"}
 PHONE_TYPES = {"work": "phone_number", "mobile": "mobile"}
 ADDRESS = {
     "streetAddress": "street_address",
@@ -248,18 +248,24 @@ def _entries(values: list[Any]) -> list[tuple[str, str]]:
 
 def _read_emails(values: list[Any]) -> dict[str, ClaimValue]:
     email: str | None = None
+    home: str | None = None
     others: list[str] = []
     untyped: list[str] = []
     for kind, value in _entries(values):
-        if kind == "work":
-            if email is not None:
+        if kind in ("work", "home"):
+            if (email if kind == "work" else home) is not None:
+                claim = EMAIL_TYPES[kind]
                 raise InvalidValue(
-                    "emails: idprov keeps one work address (claim email); "
+                    f"emails: idprov keeps one {kind} address (claim {claim}); "
                     'give the others type "other"'
                 )
-            email = value
+            email, home = (value, home) if kind == "work" else (email, value)
+        elif kind == "other":
+            others.append(value)
         elif kind:
-            others.append(value)  # home, other...: kept as "other" (see schema.OTHER_EMAIL)
+            raise InvalidValue(
+                f'emails: idprov keeps no {kind!r} address (types kept: "work", "home", "other")'
+            )
         else:
             untyped.append(value)
     if email is None and untyped:
@@ -268,6 +274,8 @@ def _read_emails(values: list[Any]) -> dict[str, ClaimValue]:
     claims: dict[str, ClaimValue] = {}
     if email is not None:
         claims["email"] = email
+    if home is not None:
+        claims["home_email"] = home
     if others:
         claims["emails"] = others
     return claims

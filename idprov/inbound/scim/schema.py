@@ -64,7 +64,7 @@ KEPT: Mapping[str, Mapping[str, set[str] | None]] = {
 """Per schema, the attributes idprov keeps, and of a complex one its kept sub-attributes."""
 
 TYPES = {
-    ("emails", "type"): ["work", "other"],
+    ("emails", "type"): ["work", "home", "other"],
     ("phoneNumbers", "type"): ["work", "mobile"],
     ("addresses", "type"): ["work"],
     ("members", "type"): ["User"],
@@ -216,27 +216,11 @@ def drop_ignored(body: bytes, resource_type: str) -> bytes:
     schemas = SCHEMAS_OF.get(resource_type, ())
     operations = [o for o in operations if not _names_ignored(o, schemas)]
     for operation in operations:
-        if isinstance(operation, dict) and isinstance(operation.get("path"), str):
-            operation["path"] = _other_email(operation["path"])
         if isinstance(operation, dict) and "value" in operation:
             _manager_by_id(operation)
             _drop_in_operation(operation, schemas)
     data["Operations"] = [o for op in operations for o in _member_removals(op)]
     return json.dumps(data).encode()
-
-
-OTHER_EMAIL = re.compile(r'^((?:[^\[]*:)?emails\[.*?\btype\s+eq\s+)"([^"]*)"', re.I | re.S)
-"""A path to e-mails of one type: an address of a type with no claim of its own
-(``home``) is kept as ``other`` (see :func:`.mapping.read_user`), so a path to it is
-read as one to ``other``: a PATCH of ``emails[type eq "home"].value`` changes that
-address instead of adding one each time."""
-
-
-def _other_email(path: str) -> str:
-    match = OTHER_EMAIL.match(path)
-    if match is None or match.group(2).casefold() in ("work", "other"):
-        return path
-    return f'{match.group(1)}"other"{path[match.end() :]}'
 
 
 def _names_ignored(operation: Any, schemas: tuple[str, ...]) -> bool:
