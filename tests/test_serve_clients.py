@@ -293,6 +293,10 @@ def test_entra_app_roles_are_ignored_in_a_patch_as_in_a_post(served: Inbound) ->
     got = read(client, f"/Users/{user['id']}")
     assert got["title"] == "Admin" and "roles" not in got and "formatted" not in got["name"]
     assert served.local().get_user("roles@contoso.com").claims["title"] == "Admin"
+    before = read(client, f"/Users/{user['id']}")["meta"]
+    only = {"schemas": [PATCH_OP], "Operations": [{"op": "Add", "path": "roles", "value": [role]}]}
+    send(client, "PATCH", f"/Users/{user['id']}", only)  # nothing idprov keeps: no change
+    assert read(client, f"/Users/{user['id']}")["meta"] == before
     groups = [{"op": "Add", "path": "groups", "value": [{"value": user["id"]}]}]
     response = client.patch(
         f"/Users/{user['id']}",

@@ -214,13 +214,22 @@ def drop_ignored(body: bytes, resource_type: str) -> bytes:
     if not isinstance(operations, list):
         return body
     schemas = SCHEMAS_OF.get(resource_type, ())
-    operations = [o for o in operations if not _names_ignored(o, schemas)]
+    kept = [o for o in operations if not _names_ignored(o, schemas)]
+    if operations and not kept:  # a PATCH of nothing idprov keeps: it changes nothing
+        kept = [{"op": "remove", "path": NOTHING[resource_type]}]
+    operations = kept
     for operation in operations:
         if isinstance(operation, dict) and "value" in operation:
             _manager_by_id(operation)
             _drop_in_operation(operation, schemas)
     data["Operations"] = [o for op in operations for o in _member_removals(op)]
     return json.dumps(data).encode()
+
+
+NOTHING = {"User": 'emails[value eq ""]', "Group": 'members[value eq ""]'}
+"""A PATCH operation that changes nothing (no value is empty: an empty claim is
+removed), for a PATCH whose every operation was dropped: RFC 7644 wants at least one,
+and the client's PATCH is answered as any PATCH that changes nothing (its ETag kept)."""
 
 
 def _names_ignored(operation: Any, schemas: tuple[str, ...]) -> bool:
