@@ -49,10 +49,12 @@ from idprov.connectors.scim_wire import (
     bulk_batches,
     bulk_request,
     bulk_results,
+    changes,
     created_id,
     drift,
     error_detail,
     filter_literal,
+    find_key,
     members_patch,
     merged_resource,
     pages,
@@ -308,18 +310,51 @@ class Scim2Connector(Connector):
         """Send the change from ``old`` to ``new`` (None: everything in ``new``): a PATCH,
         else a PUT of the resource as the target holds it with that change made
         (:func:`scim_wire.merged_resource`), so what an administrator set there and
-        idprov did not change is kept. Nothing changed: nothing is sent."""
+        idprov did not change is kept. A PATCH replaces a multi-valued attribute whole
+        (RFC 7644 has no portable way to change one item: a filtered path that matches
+        nothing is an error), so one that changes is read first and sent with the items
+        of other types the target holds (an administrator's mobile number beside
+        idprov's work one). Nothing changed: nothing is sent."""
         if self.http.supports_patch():
-            body = self.patch_body(old, new)
+            body = self.patch_body(old, self._with_others(remote_id, old, new, what))
             if body is not None:
                 self.http.request("PATCH", f"/Users/{remote_id}", what, body=body)
             return
-        current = self.read_user(remote_id)
-        if current is None:
-            raise RemoteNotFound(f"{what}: user {remote_id} is gone", status=404)
+        current = self._current(remote_id, what)
         body = merged_resource(current, old, new, self.settings.single_valued)
         if body is not None:
             self.http.request("PUT", f"/Users/{remote_id}", what, body=body)
+
+    def _current(self, remote_id: str, what: str) -> dict[str, Any]:
+        current = self.read_user(remote_id)
+        if current is None:
+            raise RemoteNotFound(f"{what}: user {remote_id} is gone", status=404)
+        return current
+
+    def _with_others(
+        self, remote_id: str, old: Mapping[str, Any] | None, new: Mapping[str, Any], what: str
+    ) -> Mapping[str, Any]:
+        """``new`` with each multi-valued attribute the change touches holding, beside
+        idprov's items, the target's items of the types idprov neither sends nor sent
+        (read from the target; only when such an attribute changes)."""
+        replace, remove = changes(old, new)
+        touched = [
+            k
+            for k in [*replace, *remove]
+            if k not in self.settings.single_valued
+            and isinstance(replace.get(k, (old or {}).get(k)), list)
+        ]
+        if not touched:
+            return new
+        merged = merged_resource(self._current(remote_id, what), old, new, ()) or {}
+        out = dict(new)
+        for key in touched:
+            value = find_key(merged, key)
+            if value:
+                out[key] = value
+            else:
+                out.pop(key, None)
+        return out
 
     def rename_user(
         self,
