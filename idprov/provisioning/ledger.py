@@ -95,6 +95,29 @@ class RefusedCreate:
     taken: bool = True
     detail: str | None = None
 
+    @classmethod
+    def name_taken(
+        cls, idp: str, kind: str, name: str, conflict: TargetError | None
+    ) -> RefusedCreate:
+        """A ``kind`` (user, group) named ``name`` is at ``idp`` and not provably
+        idprov's: after ``conflict`` (the target's answer to idprov's first create) it
+        was there before; else an earlier create of idprov's may have made it."""
+        if conflict is not None:
+            return cls(
+                f"{idp} refused to create {kind} {name!r}: one of that name is there, "
+                "and idprov did not create it",
+                idp,
+                conflict.status,
+                certain=True,
+                detail=conflict.message,
+            )
+        return cls(
+            f"a {kind} named {name!r} exists at {idp}; an earlier create of idprov's, "
+            "whose outcome idprov never learnt (its reply was lost, or idprov stopped), may "
+            "have made it, but nothing at the target proves it is idprov's",
+            idp,
+        )
+
     def error(self, label: str) -> TargetError:
         """The row's error: what happened, how to settle it, what the target said."""
         fix = None

@@ -205,22 +205,7 @@ class RolePlanning(Planning):
         if match.ours or idp.on_conflict == "adopt":
             connector.change_members(match.remote_id, spec.member_ids, [])
             return match.remote_id, match.ours
-        name = spec.display_name
-        if conflict is not None:
-            return RefusedCreate(
-                f"{idp.name} refused to create group {name!r}: one of that name is there, "
-                "and idprov did not create it",
-                idp.name,
-                conflict.status,
-                certain=True,
-                detail=conflict.message,
-            )
-        return RefusedCreate(
-            f"a group named {name!r} exists at {idp.name}; an earlier create of idprov's, "
-            "whose outcome idprov never learnt (its reply was lost, or idprov stopped), may "
-            "have made it, but nothing at the target proves it is idprov's",
-            idp.name,
-        )
+        return RefusedCreate.name_taken(idp.name, "group", spec.display_name, conflict)
 
     def _plan_group_update(
         self,

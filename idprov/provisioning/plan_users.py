@@ -239,22 +239,7 @@ class UserPlanning(Planning):
         if match.ours or idp.on_conflict == "adopt":
             connector.update_user(match.remote_id, account, None)
             return match.remote_id, match.ours
-        name = account.user_name
-        if conflict is not None:
-            return RefusedCreate(
-                f"{idp.name} refused to create user {name!r}: one of that name is there, "
-                "and idprov did not create it",
-                idp.name,
-                conflict.status,
-                certain=True,
-                detail=conflict.message,
-            )
-        return RefusedCreate(
-            f"a user named {name!r} exists at {idp.name}; an earlier create of idprov's, "
-            "whose outcome idprov never learnt (its reply was lost, or idprov stopped), may "
-            "have made it, but nothing at the target proves it is idprov's",
-            idp.name,
-        )
+        return RefusedCreate.name_taken(idp.name, "user", account.user_name, conflict)
 
     def _join(
         self,
