@@ -21,9 +21,19 @@ HIDE_GROUPS = (
 HIDE_ATTRS = f'access to attrs=mail,givenName by dn.exact="{SVC}" none by * read\n'
 
 
-def configure(tmp_path: Path, directory: Directory, scim: Scim2Peer) -> None:
+def corp_config(
+    tmp_path: Path,
+    directory: Directory,
+    rest: str = "",
+    url: str | None = None,
+    bind: tuple[str, str] | None = None,
+) -> None:
+    """Write tmp_path/idprov.yaml: PRIMARY and a CORP store on ``directory`` (at
+    ``url``, default the directory's own; bound as the service account, or as
+    ``bind``: a DN and its password), then ``rest`` (identity providers...)."""
+    bind_dn, password = bind or (SVC, SERVICE_PASSWORD)
     secret = tmp_path / "bind-password"
-    secret.write_text(SERVICE_PASSWORD + "\n")
+    secret.write_text(password + "\n")
     (tmp_path / "idprov.yaml").write_text(f"""
 version: 1
 data_dir: {tmp_path / "data"}
@@ -31,12 +41,19 @@ userstores:
   - domain: PRIMARY
   - domain: CORP
     type: ldap
-    url: {directory.url}
-    bind_dn: "{SVC}"
+    url: {url or directory.url}
+    bind_dn: "{bind_dn}"
     bind_password: file:{secret}
     user_search_base: "{directory.people}"
     group_search_base: "{directory.groups}"
-identity_providers:
+{rest}""")
+
+
+def configure(tmp_path: Path, directory: Directory, scim: Scim2Peer) -> None:
+    corp_config(
+        tmp_path,
+        directory,
+        f"""identity_providers:
   - name: scim
     connector: scim2
     options: {{base_url: "{scim.base_url}", auth: bearer, token: env:SCIM_TOKEN}}
@@ -45,7 +62,8 @@ identity_providers:
 applications:
   - name: resident
     identity_providers: [scim]
-""")
+""",
+    )
 
 
 def person(directory: Directory, uid: str) -> str:

@@ -7,33 +7,16 @@ from __future__ import annotations
 import pytest
 
 from tests.peers.slapd import Directory
-from tests.test_guard_ldap import WRITE, person
-from tests.test_userstore_ldap import SERVICE_PASSWORD, add_service_account
-
-SVC = "cn=svc,dc=example,dc=com"
+from tests.test_guard_ldap import WRITE, corp_config, person
+from tests.test_userstore_ldap import add_service_account
 
 
 @pytest.fixture()
-def corp(tmp_path, slapd_factory, write_config) -> Directory:
+def corp(tmp_path, slapd_factory) -> Directory:
     directory = slapd_factory(extra_config=WRITE)
     add_service_account(directory)
     directory.add(person(directory, "u00"))
-    secret = tmp_path / "bind-password"
-    secret.write_text(SERVICE_PASSWORD + "\n")
-    write_config(
-        f"""version: 1
-data_dir: {tmp_path / "data"}
-userstores:
-  - domain: PRIMARY
-  - domain: CORP
-    type: ldap
-    url: {directory.url}
-    bind_dn: "{SVC}"
-    bind_password: file:{secret}
-    user_search_base: "{directory.people}"
-    group_search_base: "{directory.groups}"
-"""
-    )
+    corp_config(tmp_path, directory)
     return directory
 
 

@@ -20,7 +20,7 @@ import pytest
 from idprov.userstores import ldap_bulk
 from tests.peers.scim2 import Scim2Peer
 from tests.peers.slapd import Directory
-from tests.test_userstore_ldap import secret
+from tests.test_guard_ldap import corp_config
 
 MODIFY, ADD, MODIFY_DN = 0x66, 0x68, 0x6C
 """The protocol op tags of the requests a cut is set at."""
@@ -136,20 +136,10 @@ def corp(tmp_path: Path, slapd: Directory, cutoff: Cutoff, scim2_server: Scim2Pe
     """A CORP store on ``slapd`` behind ``cutoff``, pushed to scim2-server for the users
     who hold CORP/staff (losing it deprovisions them there)."""
     monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
-    password = secret(tmp_path, slapd.root_password)
-    (tmp_path / "idprov.yaml").write_text(f"""
-version: 1
-data_dir: {tmp_path / "data"}
-userstores:
-  - domain: PRIMARY
-  - domain: CORP
-    type: ldap
-    url: {cutoff.url}
-    bind_dn: "{slapd.root_dn}"
-    bind_password: {password}
-    user_search_base: "{slapd.people}"
-    group_search_base: "{slapd.groups}"
-identity_providers:
+    corp_config(
+        tmp_path,
+        slapd,
+        f"""identity_providers:
   - name: scim
     connector: scim2
     options: {{base_url: "{scim2_server.base_url}", auth: bearer, token: env:SCIM_TOKEN}}
@@ -158,7 +148,10 @@ identity_providers:
 applications:
   - name: resident
     identity_providers: [scim]
-""")
+""",
+        url=cutoff.url,
+        bind=(slapd.root_dn, slapd.root_password),
+    )
     return slapd
 
 
