@@ -269,10 +269,17 @@ def test_an_oauth_token_requests_form_values_are_blanked_in_what_its_reply_says(
     assert "s3cr3t-value-42" not in said and "client_credentials" in said
 
 
+@pytest.mark.parametrize(
+    "proxy",
+    [
+        "http://ops:pr0xy-pa55word@proxy.corp:notaport",
+        "http://ops:pr0xy/pa55word@proxy.corp:3128",  # an unencoded "/": parsed as a port
+    ],
+)
 def test_a_proxy_setting_that_cannot_be_used_is_a_clear_error_without_its_password(
-    monkeypatch,
+    monkeypatch, proxy
 ):
-    monkeypatch.setenv("HTTPS_PROXY", "http://ops:pr0xy-pa55word@proxy.corp:notaport")
+    monkeypatch.setenv("HTTPS_PROXY", proxy)
     client = client_for("https://scim.example.invalid/v2")
     try:
         with pytest.raises(TargetError) as caught:
@@ -281,4 +288,5 @@ def test_a_proxy_setting_that_cannot_be_used_is_a_clear_error_without_its_passwo
         client.close()
     said = caught.value.message + str(caught.value.hint)
     assert "cannot use the proxy the environment names for https://scim.example.invalid" in said
-    assert "HTTPS_PROXY" in str(caught.value.hint) and "pr0xy-pa55word" not in said
+    assert "HTTPS_PROXY" in str(caught.value.hint)
+    assert "pr0xy" not in said and "pa55word" not in said

@@ -152,10 +152,13 @@ class ThreadClient(HttpClient):
         except (httpx.InvalidURL, ValueError, ImportError) as exc:  # ImportError: SOCKS
             from idprov.connectors.base import TargetError
 
-            # the proxy URL is not shown: it may hold a user and password
-            said = str(exc)
-            if proxy and "@" in proxy:
-                said = said.replace(proxy.partition("://")[2].rpartition("@")[0], "***")
+            # the proxy URL is not shown: it may hold a user and password, and what the
+            # parser says of a URL it cannot read may quote any part of it
+            said = (
+                "its URL holds credentials, so it is not shown"
+                if proxy and "@" in proxy
+                else str(exc)
+            )
             raise TargetError(
                 f"cannot use the proxy the environment names for {url.scheme}://{url.host}"
                 f" ({type(exc).__name__}: {said})",
