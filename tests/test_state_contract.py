@@ -446,3 +446,20 @@ def test_the_run_lock_names_its_holder_and_is_free_again_after(backend, state):
         assert "--wait" in (info.value.hint or "")
     with other.run_lock("import"):
         pass
+
+
+def test_directory_writes_are_found_by_user_until_done(state):
+    writes = state.directory_writes
+    with state.transaction():
+        first = writes.start("CORP", "rename", "Ann", "annb", "uuid-1")
+        writes.start("CORP", "add", "bo", "bo", roles=("staff", "admins"))
+        again = writes.start("corp", "rename", "ann", "annc", "uuid-1")  # replaces the first
+    assert again.id != first.id
+    found = writes.find("CORP", "rename", "ANN")
+    assert (found.name, found.new_name, found.entry_id) == ("ann", "annc", "uuid-1")
+    assert writes.find("CORP", "add", "bo").roles == ("staff", "admins")
+    assert writes.find("CORP", "add", "ann") is None
+    assert writes.find("PRIMARY", "add", "bo") is None
+    with state.transaction():
+        writes.done(found.id)
+    assert writes.find("CORP", "rename", "ann") is None
