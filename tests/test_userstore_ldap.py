@@ -35,6 +35,7 @@ from idprov.provisioning.service import IdentityService
 from idprov.provisioning.state import AuditQuery
 from idprov.userstores import ldap_bulk
 from idprov.userstores.ldap import LdapUserStore
+from idprov.userstores.ldap_session import Unreachable
 from idprov.userstores.passwords import hash_password, hash_ssha, verify_password
 from tests.peers.slapd import Directory, Slapd, make_certificates
 
@@ -614,6 +615,7 @@ from idprov.config.models import LdapUserstoreConfig
 from idprov.config.secrets import SecretRef
 from idprov.model import UserQuery
 from idprov.userstores.ldap import LdapUserStore
+from idprov.userstores.ldap_session import Unreachable
 settings = json.loads(sys.argv[1])
 settings["bind_password"] = SecretRef(settings["bind_password"])
 store = LdapUserStore(LdapUserstoreConfig(**settings), Config().claim_definitions())
@@ -1156,3 +1158,35 @@ def test_scim_filters_become_ldap_filters(slapd, store, scim_filter, expected):
     assert condition is not None
     page = store.list_users(UserQuery(limit=None, where=condition))
     assert [u.username for u in page.items] == expected
+
+
+def test_an_add_whose_answer_was_lost_is_never_sent_again(slapd, open_store):
+    """A connection that drops while an add is out may have made it: sent again on a
+    new connection, the add would be refused as a name taken (and the roles the first
+    one gave taken away); it is Unreachable, for the re-run to finish."""
+    from tests.test_userstore_ldap_interrupted import ADD, Blip, members, uid_dn
+
+    relay = Blip(slapd.url)
+    try:
+        store = open_store(url=relay.url)
+        store.add_role("staff")  # a write before: the store's connection is open
+        relay.at(ADD, made=True)
+        with pytest.raises(Unreachable, match="the add may have been made"):
+            store.add_user_with_roles("cy", {}, None, ["staff"])
+        assert members(slapd, "staff") == [uid_dn(slapd, "cy")]
+        assert store.find_user("cy").roles == ["staff"]
+    finally:
+        relay.close()
+
+
+def test_new_users_take_no_role_from_member_values_left_in_groups(store, slapd):
+    store.add_role("staff")
+    stale = [f"uid={name},{slapd.people}" for name in ("dave", "erin")]
+    store.assign("staff", [store.add_user("keep", {}, None).username])
+    for dn in stale:  # left by users deleted without referential integrity
+        slapd.tool("ldapmodify", input=f"dn: cn=staff,{slapd.groups}\nchangetype: modify\n"
+                   f"add: member\nmember: {dn}\n")  # fmt: skip
+    store.add_users([("dave", {}, None)])
+    store.add_user("erin", {}, None)
+    assert store.find_user("dave").roles == store.find_user("erin").roles == []
+    assert store.find_role("staff", with_members=True).members == ["keep"]

@@ -288,3 +288,99 @@ def test_a_refused_add_takes_the_user_out_of_its_roles_again(cli, corp):
     corp.add(f"dn: {uid_dn(corp, 'bo')}\nobjectClass: account\nuid: bo\n")  # no user
     cli("user", "add", "CORP/bo", "--role", "CORP/staff").fails(4)
     assert members(corp, "staff") == [f"cn=staff,{corp.groups}"]  # the empty group's own
+
+
+def add_member(directory: Directory, group: str, dn: str) -> None:
+    """Have ``cn=GROUP`` list ``dn``, as an administrator's ldapmodify does."""
+    change = f"dn: cn={group},{directory.groups}\nchangetype: modify\nadd: member\nmember: {dn}\n"
+    directory.tool("ldapmodify", input=change)
+
+
+def test_a_rename_of_a_user_deleted_in_the_directory_finishes_nothing(cli, corp):
+    cli("role", "add", "CORP/admins").ok()
+    cli("user", "add", "CORP/ann", "--role", "CORP/admins").ok()
+    cli("user", "add", "CORP/bob", "-c", "family_name=Jones").ok()
+    corp.tool("ldapdelete", uid_dn(corp, "ann"))  # no referential integrity: admins keeps it
+    assert members(corp, "admins") == [uid_dn(corp, "ann")]
+    error = cli("user", "rename", "CORP/ann", "bob", "--json").error(3)
+    assert error["message"] == "no user 'ann' in the CORP userstore"
+    assert cli("user", "show", "CORP/bob", "--json").json()["roles"] == []
+    assert members(corp, "admins") == [uid_dn(corp, "ann")]
+    assert renames(cli) == []
+
+
+def test_a_rename_is_finished_only_onto_the_user_it_was_renaming(cli, corp, cutoff):
+    cli("role", "add", "CORP/staff").ok()
+    cli("user", "add", "CORP/ann", "--role", "CORP/staff").ok()
+    cutoff.at(MODIFY_DN)  # recorded, the groups list annb too, the entry not moved
+    cli("user", "rename", "CORP/ann", "annb", "--json").error(1)
+    cutoff.restore()
+    corp.tool("ldapdelete", uid_dn(corp, "ann"))  # an administrator's doing, then
+    corp.add(f"dn: {uid_dn(corp, 'annb')}\nobjectClass: inetOrgPerson\nuid: annb\ncn: B\nsn: B\n")
+    cli("user", "rename", "CORP/ann", "annb").fails(3)
+    assert renames(cli) == []
+
+
+def test_a_stale_member_value_gives_no_role_to_a_user_added_later(cli, corp, cutoff, scim2_server):
+    cli("role", "add", "CORP/staff").ok()
+    cutoff.at(ADD)
+    cli("user", "add", "CORP/bo", "--role", "CORP/staff", "--json").error(1)
+    cutoff.restore()
+    assert uid_dn(corp, "bo") in members(corp, "staff")  # listed before the add, cut off
+    cli("user", "add", "CORP/bo").ok()  # another add, with no role
+    assert cli("user", "show", "CORP/bo", "--json").json()["roles"] == []
+    assert members(corp, "staff") == [f"cn=staff,{corp.groups}"]
+    assert target_users(scim2_server) == []  # pushed only to holders of staff
+
+
+def test_a_refused_add_or_rename_keeps_memberships_it_did_not_make(cli, corp):
+    cli("role", "add", "CORP/staff").ok()
+    cli("user", "add", "CORP/ann", "--role", "CORP/staff").ok()
+    for uid in ("bo", "annb"):  # entries that are no users, members of staff
+        corp.add(f"dn: {uid_dn(corp, uid)}\nobjectClass: account\nuid: {uid}\n")
+        add_member(corp, "staff", uid_dn(corp, uid))
+    listed = members(corp, "staff")
+    cli("user", "add", "CORP/bo", "--role", "CORP/staff").fails(4)
+    cli("user", "rename", "CORP/ann", "annb").fails(4)
+    assert members(corp, "staff") == listed
+    cli("user", "add", "CORP/bo", "--role", "CORP/staff").fails(4)  # nothing was kept to adopt
+
+
+def test_an_add_whose_answer_was_lost_is_finished_by_a_rerun(cli, corp, cutoff, scim2_server):
+    cli("role", "add", "CORP/staff").ok()
+    args = ("user", "add", "CORP/cy", "-c", "email=cy@example.com", "--role", "CORP/staff")
+    cutoff.at(ADD, made=True)
+    error = cli(*args, "--json").error(1)
+    assert "the add may have been made" in error["message"]
+    assert "run the same command again" in error["hint"]
+    cutoff.restore()
+    assert corp.entry(uid_dn(corp, "cy")) is not None
+    cli(*args).ok()
+    assert [e["target"] for e in cli("log", "--action", "user.add", "--json").items()] == [
+        "CORP/cy"
+    ]
+    assert target_users(scim2_server) == ["cy"]
+    cli(*args).fails(4)  # done: the user exists
+
+
+def test_a_rename_whose_last_answer_was_lost_is_finished_by_a_rerun(
+    cli, corp, cutoff, scim2_server
+):
+    cli("role", "add", "CORP/staff").ok()
+    cli("user", "add", "CORP/ann", "-c", "family_name=Lee", "--role", "CORP/staff").ok()
+    cutoff.at(MODIFY, after=MODIFY_DN, made=True)  # the old DN leaves staff, unheard
+    cli("user", "rename", "CORP/ann", "annb", "--json").error(1)
+    cutoff.restore()
+    assert members(corp, "staff") == [uid_dn(corp, "annb")]  # every step was made
+    cli("user", "rename", "CORP/ann", "annb").ok()
+    assert renames(cli) == [("CORP/annb", "CORP/ann")]
+    assert target_users(scim2_server) == ["annb"]
+    cli("user", "rename", "CORP/ann", "annb").fails(3)
+
+
+class Blip(Cutoff):
+    """:class:`Cutoff` that drops the connections once, then lets the client in again."""
+
+    def _drop_all(self) -> None:
+        super()._drop_all()
+        self.restore()

@@ -2,14 +2,16 @@
 
 ``with service.unit_of_work() as uow:`` opens nothing yet; the first write opens one
 transaction over idprov's state database and each userstore the work touches (in
-SQLite they commit together; a directory cannot roll back, see the CSV import for how
-its batches are made resumable). Each change method checks the userstore's policy
-*before* the transaction opens (passwords are hashed there too), writes the change,
-its audit entry and one outbox row per identity provider it must reach. When the
-``with`` block ends the transaction commits; then, and only then, the service hands
-the outbox rows and the one-shot passwords to outbound, once
-(:meth:`IdentityService.unit_of_work`). The CLI, the CSV import, JIT logins, the SCIM
-endpoint and sync apply all write through here: nothing else writes the state.
+SQLite they commit together; a directory cannot roll back: the CSV import journals
+its batches, and a user add or rename is recorded in ``directory_writes`` before its
+first write, so that a re-run finishes it: :meth:`UnitOfWork._directory_write`).
+Each change method checks the userstore's policy *before* the transaction opens
+(passwords are hashed there too), writes the change, its audit entry and one outbox
+row per identity provider it must reach. When the ``with`` block ends the
+transaction commits; then, and only then, the service hands the outbox rows and the
+one-shot passwords to outbound, once (:meth:`IdentityService.unit_of_work`). The
+CLI, the CSV import, JIT logins, the SCIM endpoint and sync apply all write through
+here: nothing else writes the state.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from idprov.errors import NotFoundError, UsageError
+from idprov.errors import IdprovError, NotFoundError, StoreError, UsageError
 from idprov.model import ClaimValue, Condition, QualifiedName, Role, User, UserQuery
 from idprov.provisioning.internal_roles import INTERNAL
 from idprov.provisioning.results import ChangeResult
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from idprov.provisioning.outbox import Kind
     from idprov.provisioning.results import OutboundReport
     from idprov.provisioning.service import IdentityService
+    from idprov.provisioning.state import DirectoryWrite
     from idprov.userstores import UserStore
     from idprov.userstores.base import ImportedUser
 
@@ -236,7 +239,7 @@ class UnitOfWork:
             policy.check_password(store.config.policy, password, store.domain)
             pw_hash = store.hash_password(password)
         self.begin(store)
-        user = store.add_user_with_roles(name, claims, pw_hash, role_names)
+        user, write = self._add_in_store(store, name, claims, pw_hash, role_names)
         self._created.add(user.id)
         for role_name in role_names:
             self._enqueue_role(store, role_name)
@@ -245,6 +248,7 @@ class UnitOfWork:
             user.qualified_name,
             {"claims": sorted(claims), "roles": role_names, "password": pw_hash is not None},
         )
+        self._written(write)
         self.enqueue("user", user.id, store.domain, user.qualified_name)
         for role_name in internal:
             self._internal_membership("role.assign", role_name, [user.qualified_name], True)
@@ -253,6 +257,68 @@ class UnitOfWork:
         read_back = role_names or not store.adds_as_read  # roles, or a directory's additions
         added = (store.find_user(name) or user) if read_back else user
         return self._done(ChangeResult("user.add", user.qualified_name, added))
+
+    def _add_in_store(
+        self,
+        store: UserStore,
+        name: str,
+        claims: Mapping[str, ClaimValue],
+        pw_hash: str | None,
+        roles: Sequence[str],
+    ) -> tuple[User, DirectoryWrite | None]:
+        """The store's add, recorded first where it cannot roll back (see
+        :meth:`_directory_write`). An add recorded before whose user exists holding
+        exactly its roles was made, its answer lost: that user is taken as its own."""
+        if store.transactional:
+            return store.add_user_with_roles(name, claims, pw_hash, roles), None
+        recorded = self.service.state.directory_writes.find(store.domain, "add", name)
+        if recorded is not None and _same_roles(recorded.roles, roles):
+            made = store.find_user(name)
+            if made is not None and _same_roles([r for r in made.roles if "/" not in r], roles):
+                return made, recorded
+        write = self._directory_write(store, "add", name, name, roles=roles)
+        added = self._in_store(
+            write, lambda: store.add_user_with_roles(name, claims, pw_hash, roles)
+        )
+        return added, write
+
+    def _directory_write(
+        self,
+        store: UserStore,
+        kind: str,
+        name: str,
+        new_name: str,
+        entry_id: str | None = None,
+        roles: Sequence[str] = (),
+    ) -> DirectoryWrite:
+        """Record a user add or rename in a store that cannot roll back, committed before
+        its first write to the store (unless this work's own transaction is open
+        already: then with it); removed with the change's records (:meth:`_written`).
+        Only what is recorded is finished or adopted by a re-run."""
+        state = self.service.state
+        with state.transaction():
+            return state.directory_writes.start(
+                store.domain, kind, name, new_name, entry_id, tuple(roles)
+            )
+
+    def _in_store(self, write: DirectoryWrite, change: Callable[[], User]) -> User:
+        """``change()``; a refusal (which leaves nothing of it) forgets ``write``, while
+        a store error (the directory stopped answering, a step after others failed)
+        keeps it for the same command, run again, to finish."""
+        try:
+            return change()
+        except StoreError:
+            raise
+        except IdprovError:
+            with self.service.state.transaction():
+                self.service.state.directory_writes.done(write.id)
+            raise
+
+    def _written(self, write: DirectoryWrite | None) -> None:
+        """The recorded write is finished: forgotten with its change's records."""
+        if write is not None:
+            self.begin()
+            self.service.state.directory_writes.done(write.id)
 
     def update_user(
         self,
@@ -292,20 +358,32 @@ class UnitOfWork:
         if new_store is not store:
             raise UsageError("a user cannot be renamed into another domain")
         policy.check_username(store.config.policy, new_bare, store.domain)
+        recorded = None
+        if not store.transactional:
+            recorded = self.service.state.directory_writes.find(store.domain, "rename", name)
         try:
             before = self.service.get_user(name, store.domain)
-        except NotFoundError:  # the same rename, cut off after the store renamed it?
-            unfinished = store.unfinished_rename(name, new_bare)
-            if unfinished is None:
+        except NotFoundError:  # the same rename, recorded, cut off after the store renamed it?
+            unfinished = _unfinished(store, recorded, name, new_bare)
+            if unfinished is None or recorded is None:
                 raise
             before = unfinished
+        else:
+            recorded = None  # the user is still named so: a rename from the start
         if before.username == new_bare:
             return self._done(ChangeResult("user.rename", before.qualified_name, before, False))
         reports = self._reports_of(store, before.username)
         self.begin(store)
-        user = store.rename_user(name, new_bare)
+        if recorded is not None:
+            user, write = store.finish_rename(name, new_bare, before.id), recorded
+        elif store.transactional:
+            user, write = store.rename_user(name, new_bare), None
+        else:
+            write = self._directory_write(store, "rename", name, new_bare, before.id)
+            user = self._in_store(write, lambda: store.rename_user(name, new_bare))
         details = {"from": before.qualified_name}
         self.audit("user.rename", user.qualified_name, details)
+        self._written(write)
         self.enqueue("user", user.id, store.domain, user.qualified_name)
         for report in reports:  # their manager follows the new name
             label = QualifiedName(store.domain, new_bare).relative_to(report.domain)
@@ -625,3 +703,19 @@ class UnitOfWork:
         return self._done(
             ChangeResult(action, role.qualified_name, role, bool(changed), {key: changed})
         )
+
+
+def _same_roles(a: Iterable[str], b: Iterable[str]) -> bool:
+    return {r.casefold() for r in a} == {r.casefold() for r in b}
+
+
+def _unfinished(
+    store: UserStore, recorded: DirectoryWrite | None, name: str, new_name: str
+) -> User | None:
+    """The user a recorded rename of ``name`` to ``new_name`` moved, if it was cut off
+    after the store renamed it (the user under the new name is the recorded one)."""
+    if recorded is None or recorded.entry_id is None:
+        return None
+    if recorded.new_name.casefold() != new_name.casefold():
+        return None
+    return store.unfinished_rename(name, new_name, recorded.entry_id)

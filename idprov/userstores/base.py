@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from idprov.config.claims import ClaimDefinition
 from idprov.config.models import UserstoreConfig
-from idprov.errors import PolicyError, ReadOnlyError, UsageError
+from idprov.errors import NotFoundError, PolicyError, ReadOnlyError, UsageError
 from idprov.model import ClaimValue, Page, PageStream, Role, User, UserQuery
 
 
@@ -258,7 +258,8 @@ class UserStore(ABC):
         """:meth:`add_user`, and the user a member of each of ``roles`` (which exist).
         A store that cannot roll back (LDAP) may list the user in its roles first, so
         that the add is its last write: a cut-off never leaves the user without its
-        roles, and one before the add is finished by the same add run again."""
+        roles, and one before the add is finished by the same add run again (the
+        caller records the add first, to adopt a user whose add's answer was lost)."""
         user = self.add_user(username, claims, password_hash)
         for role in roles:
             self.assign(role, [username])
@@ -278,13 +279,19 @@ class UserStore(ABC):
             hint="delete the user and add it under the new name",
         )
 
-    def unfinished_rename(self, username: str, new_name: str) -> User | None:
-        """The user ``new_name`` as it was named before (``username``), when a rename of
-        ``username`` to ``new_name`` was cut off after the store renamed it and left
-        something undone (a store that cannot roll back: LDAP's group members);
-        :meth:`rename_user` of the same names then finishes it. None otherwise, and
-        always where a rename is one transaction."""
+    def unfinished_rename(self, username: str, new_name: str, user_id: str) -> User | None:
+        """The user ``new_name``, as it was named before (``username``), when it is the
+        user of id ``user_id`` and ``username`` names no one: a rename that idprov
+        recorded before it started (so the user is provably the one it was renaming)
+        and that was cut off after the store renamed the user (a store that cannot
+        roll back: LDAP's group members); :meth:`finish_rename` then finishes it. None
+        otherwise, and always where a rename is one transaction."""
         return None
+
+    def finish_rename(self, username: str, new_name: str, user_id: str) -> User:
+        """Finish what a cut-off rename of ``username`` to ``new_name`` left, once
+        :meth:`unfinished_rename` found it (a repeat is harmless)."""
+        raise NotFoundError(f"no user {username!r} in the {self.domain} userstore")
 
     @abstractmethod
     def set_password_hash(self, username: str, password_hash: str) -> None:

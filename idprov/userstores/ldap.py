@@ -40,11 +40,18 @@ What a directory administrator should know:
   restart, idle timeout), it is reopened once and the operation sent again; a
   second failure is a :class:`StoreError` naming the URL. Modifies in flight are not
   sent again once some were answered (a member change applied twice fails): that
-  is a :class:`StoreError` saying how far it got, and running it again is safe.
+  is a :class:`StoreError` saying how far it got, and running it again is safe. An
+  add or a modify-DN is never sent twice (the second would be refused as if the
+  first were someone else's): a drop while it is out is :class:`Unreachable`.
+* Stale members. Without a referential-integrity overlay a group may list the DN of
+  a deleted user. A DN with no entry is no one's member: before a user is added (or
+  renamed) to it, every group that is not one of its roles stops listing it.
 * Writes of several steps (a rename, an add with roles) cannot be rolled back, so
   their steps are ordered for a cut-off at any point to leave the user holding its
   roles: groups list a new DN before the entry takes it, and drop an old one after.
-  The error says what was written; the same command run again finishes the job.
+  The error says what was written; the same command run again finishes the job: the
+  unit of work records each add and rename (and the renamed user's entryUUID) in
+  idprov's state before the first write, and finishes only what it recorded.
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from idprov.errors import ConflictError, IdprovError, NotFoundError, PolicyError, StoreError
+from idprov.errors import ConflictError, IdprovError, PolicyError, StoreError
 from idprov.model import ClaimValue, Role, User
 from idprov.userstores.ldap_bulk import Change
 from idprov.userstores.ldap_escape import (
@@ -68,7 +75,7 @@ from idprov.userstores.ldap_escape import (
     with_rdn_value,
 )
 from idprov.userstores.ldap_import import LdapImporter
-from idprov.userstores.ldap_members import Modify
+from idprov.userstores.ldap_members import MemberChange, Modify
 from idprov.userstores.ldap_session import Unreachable
 
 MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE = "MODIFY_ADD", "MODIFY_DELETE", "MODIFY_REPLACE"
@@ -80,7 +87,8 @@ __all__ = ["LdapUserStore", "dn_key", "escape_rdn_value", "rdn_value"]
 class LdapUserStore(LdapImporter):
     """Users and roles of one domain in an LDAP directory (see the module docstring)."""
 
-    def _refuse_existing(self, username: str) -> None:
+    def _refuse_existing(self, username: str, dn: str) -> None:
+        """ConflictError if the name is a user's, or ``dn`` an entry's (of any class)."""
         existing = self._user_entry(username, [self.config.username_attribute])
         if existing is not None:
             raise ConflictError(
@@ -88,18 +96,24 @@ class LdapUserStore(LdapImporter):
                 f"userstore ({existing.dn})",
                 hint="choose another name, or change it with `idprov user update`",
             )
+        if self._entry_at(dn):
+            raise ConflictError(
+                f"the {self.domain} userstore has an entry at {dn} that is not one of its "
+                "users (another object class)",
+                hint="choose another name, or remove or rename that entry in the directory",
+            )
+
+    def _entry_at(self, dn: str) -> bool:
+        """Whether the directory holds an entry (of any class) at ``dn``."""
+        (entry,) = self._run(
+            "look up an entry", lambda c: self._entries_at(c, [dn], "(objectClass=*)", ["1.1"])
+        )
+        return entry is not None
 
     def add_user(
         self, username: str, claims: Mapping[str, ClaimValue], password_hash: str | None
     ) -> User:
-        self.ensure_writable()
-        attrs = self._entry_attributes(username, claims, password_hash)
-        self._refuse_existing(username)
-        dn, classes = self._new_user_dn(username), self.config.user_object_classes
-        added = self._run_ldap3(
-            f"add user {username!r}", lambda c: self._add(c, dn, classes, attrs)
-        )
-        return self._new_user(username, claims, password_hash, added)
+        return self.add_user_with_roles(username, claims, password_hash, [])
 
     def add_user_with_roles(
         self,
@@ -108,42 +122,58 @@ class LdapUserStore(LdapImporter):
         password_hash: str | None,
         roles: Sequence[str],
     ) -> User:
-        """The roles' groups list the new DN first, then the entry is added (a refusal
-        takes the DN out of them again): cut off at any point, the user either does
-        not exist or holds its roles, and the same add run again finishes it."""
-        if not roles:
-            return self.add_user(username, claims, password_hash)
+        """The new DN is taken out of the groups of other roles (a DN with no entry is
+        no one's member: a value left by a deleted user, or by an add cut off before,
+        would hand its roles to the new user), the roles' groups list it, then the
+        entry is added: cut off at any point, the user either does not exist or holds
+        exactly its roles, and the same add run again finishes it. A refusal of the add
+        takes the DN out of the groups this call listed it in (none if an entry was
+        made there meanwhile: its memberships are its own); an add whose answer was lost
+        is never sent again (a second one would be refused as if the first were
+        someone else's): it is :class:`Unreachable`."""
         self.ensure_writable()
         attrs = self._entry_attributes(username, claims, password_hash)
-        self._refuse_existing(username)
         dn, classes = self._new_user_dn(username), self.config.user_object_classes
-        listed = ", ".join(roles)
+        self._refuse_existing(username, dn)
+        listed = self._list_new(username, dn, roles)
         try:
-            self._change_members({role: ([dn], []) for role in roles})
+            added = self._run_ldap3(
+                f"add user {username!r}", lambda c: self._add(c, dn, classes, attrs), resend=False
+            )
         except Unreachable as exc:
+            after = f", after its roles ({', '.join(roles)}) listed its DN" if roles else ""
             raise Unreachable(
-                f"{self._where()}: user {username!r} was not added, but its roles ({listed}) "
-                f"may list its DN already: {exc.message}",
+                f"{self._where()}: the directory stopped answering while user {username!r} "
+                f"was added{after}; the add may have been made ({exc.message})",
+                hint=f"once the server at {self.config.url} answers, run the same command "
+                "again: it adds the user, or takes the one this add made",
+            ) from exc
+        except ConflictError:
+            raise
+        except IdprovError:
+            self._change_members({role: ([], [dn]) for role in listed})
+            raise
+        return self._new_user(username, claims, password_hash, added)
+
+    def _list_new(self, username: str, dn: str, roles: Sequence[str]) -> list[str]:
+        """Have exactly ``roles`` list the DN of a user not added yet (one modify per
+        group); the roles this listed it in (not those that did already)."""
+        wanted = {role.casefold() for role in roles}
+        stale = [r for r in self._roles_of(dn) if r.casefold() not in wanted]
+        changes: dict[str, MemberChange] = {r: ([], [dn]) for r in stale}
+        changes |= {role: ([dn], []) for role in roles}
+        try:
+            done = self._change_members(changes) if changes else {}
+        except Unreachable as exc:
+            listed = (
+                f", but its roles ({', '.join(roles)}) may list its DN already" if roles else ""
+            )
+            raise Unreachable(
+                f"{self._where()}: user {username!r} was not added{listed}: {exc.message}",
                 hint=f"once the server at {self.config.url} answers, run the same command "
                 "again: it adds the user",
             ) from exc
-        try:
-            added = self._run_ldap3(
-                f"add user {username!r}", lambda c: self._add(c, dn, classes, attrs)
-            )
-        except Unreachable as exc:
-            raise Unreachable(
-                f"{self._where()}: the directory stopped answering while user {username!r} "
-                f"was added, after its roles ({listed}) listed its DN; the add may have been "
-                f"made ({exc.message})",
-                hint=f"once the server at {self.config.url} answers, run the same command "
-                "again; if it says the user exists, the add was made whole: see it with "
-                f"`idprov user show {self.domain}/{username}`, `idprov sync` pushes it",
-            ) from exc
-        except IdprovError:
-            self._change_members({role: ([], [dn]) for role in roles})
-            raise
-        return self._new_user(username, claims, password_hash, added)
+        return [role for role in roles if done[role][0]]
 
     def update_user(
         self, username: str, set_claims: Mapping[str, ClaimValue], unset: Sequence[str]
@@ -170,18 +200,20 @@ class LdapUserStore(LdapImporter):
         ``sn``/``cn`` made from the old name follows, and so does every group's
         ``member`` value (no referential-integrity overlay is assumed).
 
-        A directory cannot roll back, so the steps are ordered for the user to hold its
-        roles whatever step a cut-off stops at, and for the same rename, run again, to
-        finish it. Each group first lists the new DN beside the old one; then the entry
-        is renamed (a refusal takes the new DNs out again); then the names made from
-        the old username are replaced and the groups drop the old DN. Once the entry
-        has moved the old name is gone, and a rename of it to the new name finishes
-        what was left (:meth:`unfinished_rename`); the error of the cut-off one says
-        so."""
+        A directory cannot roll back, so the steps are ordered for the user to hold
+        exactly its roles whatever step a cut-off stops at. Each of its groups first
+        lists the new DN beside the old one (and any other group drops the new DN: with
+        no entry there, it is no one's member); then the entry is renamed, never sent
+        twice (a refusal takes the new DN out of the groups this call listed it in);
+        then the names made from the old username are replaced and the groups drop the
+        old DN. Once the entry has moved the old name is gone: the caller, who recorded
+        the rename and the user's id before it started, finishes it with
+        :meth:`finish_rename` (see :meth:`unfinished_rename`); the error of the
+        cut-off one says to run it again."""
         self.ensure_writable()
-        entry = self._user_entry(username, [*self._user_attrs(), "cn", "sn"])
-        if entry is None:
-            return self._finish_rename(username, new_name)
+        entry = self._required_user(username, [*self._user_attrs(), "cn", "sn"])
+        new_dn = self._renamed_dn(entry.dn, new_name)
+        moves = dn_key(new_dn) != dn_key(entry.dn)
         clash = self._user_entry(new_name, [self.config.username_attribute])
         if clash is not None and dn_key(clash.dn) != dn_key(entry.dn):
             raise ConflictError(
@@ -189,62 +221,67 @@ class LdapUserStore(LdapImporter):
                 f"userstore ({clash.dn})",
                 hint="choose another name",
             )
-        old, new_dn = self._username(entry), self._renamed_dn(entry.dn, new_name)
+        if moves and self._entry_at(new_dn):
+            raise ConflictError(
+                f"the {self.domain} userstore has an entry at {new_dn} that is not one of "
+                "its users (another object class)",
+                hint="choose another name, or remove or rename that entry in the directory",
+            )
+        old = self._username(entry)
         groups = self._groups_holding(entry.dn)
-        if dn_key(new_dn) != dn_key(entry.dn):
-            self._list_beside(groups, new_dn, old, new_name)
-        self._rename_entry(entry, new_dn, groups, old, new_name)
+        listed = self._list_beside(groups, new_dn, old, new_name) if moves else []
+        self._rename_entry(entry, new_dn, listed, old, new_name)
         return self._after_rename(Entry(new_dn, entry.attributes), old, new_name, entry.dn)
 
-    def unfinished_rename(self, username: str, new_name: str) -> User | None:
-        """The user ``new_name``, named ``username`` as before, when a rename of it was
-        cut off after its entry moved: some group still lists the old DN, or its
-        ``sn``/``cn`` is still the old name (see :meth:`rename_user`)."""
+    def unfinished_rename(self, username: str, new_name: str, user_id: str) -> User | None:
+        """The user ``new_name`` (named ``username``, as before) when it is the entry
+        of entryUUID ``user_id`` and no user is named ``username``: the rename the
+        caller recorded moved it (see :meth:`rename_user`)."""
         if self._user_entry(username, [self.config.username_attribute]) is not None:
             return None
         entry = self._user_entry(new_name, [*self._user_attrs(), "cn", "sn"])
-        if entry is None or self._left_by_rename(entry, username) is None:
+        if entry is None or entry.text("entryUUID") != user_id:
             return None
         user = self._to_user(entry, self._roles_of(entry.dn))
         return replace(user, username=username)
 
-    def _finish_rename(self, username: str, new_name: str) -> User:
-        """What a cut-off rename of ``username`` to ``new_name`` left, done."""
+    def finish_rename(self, username: str, new_name: str, user_id: str) -> User:
+        """The steps of a rename of ``username`` left after its entry moved (see
+        :meth:`unfinished_rename`), done."""
+        self.ensure_writable()
         entry = self._user_entry(new_name, [*self._user_attrs(), "cn", "sn"])
-        left = None if entry is None else self._left_by_rename(entry, username)
-        if entry is None or left is None:
+        if entry is None or entry.text("entryUUID") != user_id:
             raise self._no_user(username)
-        return self._after_rename(entry, username, new_name, left)
-
-    def _left_by_rename(self, entry: Entry, old: str) -> str | None:
-        """The old DN, if a rename of ``old`` to ``entry``'s name left it in a group or
-        left ``sn``/``cn`` made from ``old``; None if it left nothing."""
-        old_dn = self._renamed_dn(entry.dn, old)
-        moved = dn_key(old_dn) != dn_key(entry.dn)
-        stale = moved and bool(self._groups_holding(old_dn))
-        return old_dn if stale or self._derived_names(entry, old, self._username(entry)) else None
+        return self._after_rename(entry, username, new_name, self._renamed_dn(entry.dn, username))
 
     def _renamed_dn(self, dn: str, name: str) -> str:
         """``dn`` with ``name`` for the username (the same DN if it does not name it)."""
         return with_rdn_value(dn, self.config.username_attribute, name) or dn
 
-    def _list_beside(self, groups: Sequence[Entry], new_dn: str, old: str, new: str) -> None:
+    def _list_beside(self, groups: Sequence[Entry], new_dn: str, old: str, new: str) -> list[Entry]:
         """Have each of ``groups`` list ``new_dn`` too (those that do already, from a
-        rename cut off before, are left as they are)."""
-        listed = self._group_keys(new_dn) if groups else set()
+        rename cut off before, are left as they are), and every other group drop it.
+        Returns the groups this listed it in."""
+        holding = self._groups_holding(new_dn)
+        listed = {dn_key(g.dn) for g in holding}
+        kept = {dn_key(g.dn) for g in groups}
         member = self.config.member_attribute
         unlisted = [g for g in groups if dn_key(g.dn) not in listed]
         modifies: list[Modify] = [
             (f"add {new_dn} to {g.dn}", g.dn, [("add", member, [new_dn])]) for g in unlisted
         ]
         try:
+            if any(dn_key(g.dn) not in kept for g in holding):  # stale values
+                self._drop_unowned([new_dn], kept)
             errors = self._modify_all(modifies)
         except Unreachable as exc:
             raise self._not_renamed(exc, old, new) from exc
+        made = [g for g, e in zip(unlisted, errors, strict=True) if e is None]
         refused = [error for error in errors if error is not None]
         if refused:
-            self._unlist([g for g, e in zip(unlisted, errors, strict=True) if e is None], new_dn)
+            self._unlist(made, new_dn)
             raise refused[0]
+        return made
 
     def _not_renamed(self, exc: StoreError, old: str, new: str) -> StoreError:
         return Unreachable(
@@ -265,11 +302,12 @@ class LdapUserStore(LdapImporter):
         return f"{exc.hint}; then {again}" if exc.hint else again
 
     def _rename_entry(
-        self, entry: Entry, new_dn: str, groups: Sequence[Entry], old: str, new: str
+        self, entry: Entry, new_dn: str, listed: Sequence[Entry], old: str, new: str
     ) -> None:
-        """Move ``entry`` to ``new_dn``: a modify-DN that keeps the other parts of a
-        multi-valued RDN, or a modify when the username is not in the DN. A refusal
-        takes the DN that :meth:`_list_beside` gave ``groups`` out again."""
+        """Move ``entry`` to ``new_dn``: a modify-DN (never sent twice) that keeps the
+        other parts of a multi-valued RDN, or a modify when the username is not in the
+        DN. A refusal takes the DN out of the groups :meth:`_list_beside` ``listed`` it
+        in again (unless an entry took the DN meanwhile: they are its own)."""
         attribute = self.config.username_attribute
         if new_dn == entry.dn:  # the username does not name the entry
             change = {attribute: [(MODIFY_REPLACE, [new])]}
@@ -277,26 +315,26 @@ class LdapUserStore(LdapImporter):
             return
         rdn = new_dn[: len(new_dn) - len(parent_dn(new_dn)) - 1]
         try:
-            self._run_ldap3(f"rename user {old!r}", lambda c: c.modify_dn(entry.dn, rdn))
+            self._run_ldap3(
+                f"rename user {old!r}", lambda c: c.modify_dn(entry.dn, rdn), resend=False
+            )
         except Unreachable as exc:
             raise Unreachable(
                 f"{self._where()}: the directory stopped answering while user {old!r} was "
                 f"renamed to {new!r}, which may have been made ({exc.message})",
                 hint=self._rerun_hint(old, new, exc),
             ) from exc
-        except NotFoundError:  # sent again after a reconnect: the first one was made?
-            moved = self._user_entry(new, ["entryUUID"])
-            if moved is None or moved.text("entryUUID") != entry.text("entryUUID"):
-                raise
+        except ConflictError:
+            raise
         except IdprovError:
-            if dn_key(new_dn) != dn_key(entry.dn):
-                self._unlist(groups, new_dn)
+            self._unlist(listed, new_dn)
             raise
 
-    def _unlist(self, groups: Sequence[Entry], dn: str) -> None:
-        """Take ``dn`` out of ``groups`` (the groups of a user whose rename was refused)."""
+    def _unlist(self, groups: Sequence[Entry], dn: str) -> list[IdprovError | None]:
+        """Take ``dn`` out of ``groups`` (a value already gone is an error of its
+        group, returned, not raised)."""
         member = self.config.member_attribute
-        self._modify_all(  # a value already gone is an error of its group, ignored
+        return self._modify_all(
             [(f"remove {dn} from {g.dn}", g.dn, [("delete", member, [dn])]) for g in groups]
         )
 

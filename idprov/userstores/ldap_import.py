@@ -256,7 +256,8 @@ class LdapImporter(LdapMembership):
         dns: Mapping[int, str],
         outcomes: list[User | IdprovError | None],
     ) -> None:
-        """Refuse names that exist, add the rest, and read the new entries' ids and
+        """Refuse names that exist, take the DNs of the rest out of the groups that
+        list them still (stale values), add them, and read the new entries' ids and
         stamps back, a few hundred names a search. (Asking for them with each add, an
         RFC 4527 post-read, cost slapd and idprov more than these searches: 10,000
         adds took 0.15-0.35 s longer, measured with bench/ldap_import.py's data.)"""
@@ -268,6 +269,8 @@ class LdapImporter(LdapMembership):
                     f"user {rows[index][0]!r} already exists in the {self.domain} userstore"
                 )
             todo = [i for i in todo if outcomes[i] is None]
+        if todo:  # a DN with no entry is no one's member: see _drop_unowned
+            self._drop_unowned([dns[i] for i in todo])
         replies = self._send_adds(batch, rows, dns, todo, outcomes)
         sent = [(i, reply) for i, reply in zip(todo, replies, strict=True) if outcomes[i] is None]
         added = [i for i, reply in sent if reply and not reply.result]

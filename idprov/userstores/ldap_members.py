@@ -12,7 +12,7 @@ this one path.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from idprov.errors import IdprovError
@@ -82,6 +82,38 @@ class LdapMembership(LdapReader):
                 changes.append(("add", member, [self._placeholder(group.dn)]))
             changes.append(("delete", member, list(removed.values())))
         return changes, set(added), set(removed)
+
+    def _drop_unowned(self, dns: Sequence[str], keep: Collection[DnKey] = ()) -> None:
+        """Take those of ``dns`` at which no entry is out of every group that lists
+        them (but the groups of ``keep``): one search per ``CHUNK`` DNs, one modify per
+        group. A DN with no entry is no one's member (a value left by a deleted user,
+        or by an add or rename cut off before): kept, it would hand its roles to the
+        user who takes the DN next."""
+        member, base = self.config.member_attribute, self.config.group_search_base
+        filters = [
+            all_filter(self._group_filter, any_filter([eq_filter(member, dn) for dn in chunk]))
+            for chunk in (dns[i : i + CHUNK] for i in range(0, len(dns), CHUNK))
+        ]
+        found = self._run(
+            "read roles", lambda c: self._searches(c, base, filters, [member], SUBTREE)
+        )
+        groups = {dn_key(g.dn): g for g in found if dn_key(g.dn) not in keep}
+        held = {dn_key(v) for g in groups.values() for v in g.texts(member)}
+        listed = [dn for dn in dns if dn_key(dn) in held]
+        if not listed:
+            return
+        entries = self._run(
+            "look up entries", lambda c: self._entries_at(c, listed, "(objectClass=*)", ["1.1"])
+        )
+        unowned = [dn for dn, entry in zip(listed, entries, strict=True) if entry is None]
+        modifies: list[Modify] = []
+        for group in groups.values():
+            operations, _, _ = self._member_changes(group, [], unowned)
+            if operations:
+                modifies.append((f"take stale members out of {group.dn}", group.dn, operations))
+        for error in self._modify_all(modifies):
+            if error is not None:
+                raise error
 
     def _groups_named(self, roles: Sequence[str]) -> dict[str, Entry]:
         """The group of each role (by casefolded name), with its members: one search

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import select
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -189,7 +190,7 @@ class LdapSession(UserStore):
     _writer = False
     """Whether this store has made a write of ldap3's: its connection is then ldap3's."""
 
-    def _run_ldap3(self, doing: str, op: Callable[[Any], T]) -> T:
+    def _run_ldap3(self, doing: str, op: Callable[[Any], T], resend: bool = True) -> T:
         """:meth:`_run` for a write ldap3 makes (a rename, a delete, a lone add or
         modify): a store that read on a connection of :mod:`ldap_wire` goes on with one
         of ldap3. (The bulk adds and modifies of an import are BER on either: checking
@@ -198,7 +199,7 @@ class LdapSession(UserStore):
             self._writer = True
             if self._conn is not None:
                 self.close()
-        return self._run(doing, op)
+        return self._run(doing, op, resend)
 
     def _bound(self) -> Any:
         """A new connection (:meth:`_open`'s once the store writes, else
@@ -248,15 +249,22 @@ class LdapSession(UserStore):
         conn, self._conn = self._conn, None
         discard(conn)
 
-    def _run(self, doing: str, op: Callable[[Any], T]) -> T:
+    def _run(self, doing: str, op: Callable[[Any], T], resend: bool = True) -> T:
         """``op(connection)``, with ldap3's errors made idprov's. A connection that was
-        open but has dropped is reopened once and ``op`` run again."""
+        open but has dropped is reopened once and ``op`` run again, unless ``resend``
+        is False (an add or a modify-DN: made twice, the second is refused as if the
+        first were someone else's): then a connection the server has closed is
+        replaced before ``op`` goes out, and a drop while it is out is
+        :class:`Unreachable` (the write may have been made)."""
         reused = self._conn is not None
+        if reused and not resend and closed_by_peer(self._conn):
+            self.close()
+            reused = False
         try:
             return self._attempt(doing, op)
         except lx.LDAPCommunicationError as exc:
             self.close()
-            if not reused:
+            if not reused or not resend:
                 raise self._unreachable(exc, doing) from exc
         try:
             return self._attempt(doing, op)
@@ -463,6 +471,19 @@ def discard(conn: Any) -> None:
         pass
     if sock is not None:
         sock.close()
+
+
+def closed_by_peer(conn: Any) -> bool:
+    """Whether an idle connection has something to read (the end of the stream, a
+    notice of disconnection): the server closed it, and a request sent on it is lost."""
+    sock = getattr(conn, "socket", None)
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def is_tls_failure(exc: Exception) -> bool:
