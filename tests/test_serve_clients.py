@@ -678,3 +678,36 @@ def test_a_201_is_what_a_get_of_the_new_user_returns(served: Inbound, body: dict
     assert created.headers["Content-Location"] == got.headers["Content-Location"]
     if "manager" in body.get(ENTERPRISE, {}):
         assert created.json()[ENTERPRISE]["manager"]["$ref"].startswith("http://127.0.0.1:")
+
+
+def test_entra_provisions_into_a_directory_that_maps_no_active_claim(tmp_path, monkeypatch, slapd):
+    """A directory keeps no ``active`` unless it is mapped: Entra's create (which always
+    says ``"active": true``) was refused whole ("claim 'active' has no LDAP attribute"),
+    so no user could be provisioned into a default LDAP userstore. ``true`` is what
+    such a store holds already; a disable it cannot keep is refused, saying how to map
+    the claim."""
+    from idprov.config import load_text
+    from tests.test_userstore_ldap import service_yaml
+
+    monkeypatch.setenv("CRM_TOKEN", CRM_TOKEN)
+    text = service_yaml(slapd, tmp_path).replace("data_dir: state", "version: 1")
+    text += f"data_dir: {tmp_path / 'data'}\napplications:\n  - name: crm\n"
+    text += "    userstore: CORP\n    inbound_token: env:CRM_TOKEN\n"
+    with running(load_text(text, "t.yaml", tmp_path)) as inbound:
+        client = inbound.client
+        user = entra_user(client, "entra.one", "e-one")
+        assert user["active"] is True
+        disable = {"op": "Replace", "path": "active", "value": "False"}
+        response = client.patch(
+            f"/Users/{user['id']}",
+            json={"schemas": [PATCH_OP], "Operations": [disable]},
+            headers=SCIM_JSON,
+        )
+        assert response.status_code == 400 and "claim_attributes" in response.json()["detail"]
+        title = {"op": "Replace", "path": "title", "value": "Engineer"}
+        send(
+            client, "PATCH", f"/Users/{user['id']}", {"schemas": [PATCH_OP], "Operations": [title]}
+        )
+        got = read(client, f"/Users/{user['id']}")
+        assert (got["title"], got["active"]) == ("Engineer", True)
+        assert "active" not in inbound.local().get_user("CORP/entra.one").claims

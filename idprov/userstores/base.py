@@ -134,6 +134,11 @@ class UserStore(ABC):
     def lock_role(self, name: str) -> None:  # noqa: B027 - most stores need nothing
         """:meth:`lock_user` for a role."""
 
+    def keeps_claim(self, name: str) -> bool:
+        """Whether this store can hold claim ``name`` (a directory only what its
+        ``claim_attributes`` map)."""
+        return name in self.claims
+
     # reads
     @abstractmethod
     def find_user(self, username: str) -> User | None:

@@ -470,6 +470,9 @@ class LdapReader(LdapSession):
         return self._run("list roles", lambda c: list(self._paged(c, base, flt, attrs)))
 
     # (claims to attributes)
+    def keeps_claim(self, name: str) -> bool:
+        return name in self.claim_attributes
+
     def _attribute(self, claim: str) -> str:
         attribute = self.claim_attributes.get(claim)
         if attribute is None:

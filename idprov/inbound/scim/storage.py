@@ -23,6 +23,7 @@ LDAP filters: :mod:`.filters`), so only the users that may match are read.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Union, cast
 
@@ -145,6 +146,8 @@ class IdprovStorage(ScimStorage):
                     groups.append((role.id, label(role.domain, role.name, backend.domain)))
             shown = label(user.domain, user.username, backend.domain)
             manager = managers.get(user.id)
+            if not backend.service.store(user.domain).keeps_claim("active"):
+                user = dataclasses.replace(user, claims={**user.claims, "active": "true"})
             doc = mapping.user_document(user, shown, external.get(user.id), groups, manager)
             docs.append(mapping.with_meta(doc, USERS, user.created, user.modified))
         return docs
@@ -252,6 +255,7 @@ class IdprovStorage(ScimStorage):
         backend = state.backend
         name = in_known_domain(backend, given.user_name, "userName")
         claims = {"active": "true", **given.claims, **manager_claim(backend, given, name.domain)}
+        _without_active(backend, name.domain, claims)
         with state.changing() as uow:
             result = uow.add_user(name.name, claims, given.password, domain=name.domain)
             user = cast(User, result.entity)
@@ -317,6 +321,7 @@ class IdprovStorage(ScimStorage):
         if name.domain.casefold() != user.domain.casefold():
             raise mapping.InvalidValue("userName cannot move a user to another userstore domain")
         wanted = {**given.claims, **manager_claim(backend, given, user.domain)}
+        _without_active(backend, user.domain, wanted)
         changed = {k: v for k, v in wanted.items() if user.claims.get(k) != v}
         unset = sorted(c for c in mapping.MAPPED_CLAIMS if c in user.claims and c not in wanted)
         current = backend.external_ids.get_many(backend.application, "user", [user.id])
@@ -385,6 +390,20 @@ class IdprovStorage(ScimStorage):
 
 
 # ---------------------------------------------------------------- helpers
+def _without_active(backend: Backend, domain: str, claims: dict[str, Any]) -> None:
+    """A userstore that keeps no ``active`` claim (a directory that maps none) holds
+    active users only: ``active: true``, which Entra and Okta send with every user, is
+    what it holds already and is dropped; ``false`` cannot be kept, and is refused."""
+    if backend.service.store(domain).keeps_claim("active"):
+        return
+    if claims.pop("active", "true") != "true":
+        raise mapping.InvalidValue(
+            f"active: the {domain} userstore keeps no 'active' claim, so idprov cannot "
+            "disable this user there; map it under userstores[].claim_attributes (an "
+            "attribute the directory's applications read), or delete the user"
+        )
+
+
 def _kind(resource_type: ResourceType) -> str:
     return USERS if resource_type.name == USERS else GROUPS
 
