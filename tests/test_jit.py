@@ -271,6 +271,66 @@ def test_the_linked_user_is_renamed_when_the_username_claim_changes(cli, portal,
     assert entry["details"] == {"from": "ann@example.com"}
 
 
+@pytest.mark.parametrize("verified", ["false", "False", None, 0, "yes"])
+def test_by_email_takes_over_only_with_an_email_the_idp_says_it_verified(
+    cli, portal, tmp_path, verified
+):
+    """``email_verified`` sent as the text "false" (as userinfo endpoints and proxies
+    send it), or not sent at all, took over the local user with that email (and its
+    roles went): only true, or the text "true", is a verification."""
+    cli("--config", str(portal), "user", "add", "bob@example.com", "-c", "email=bob@example.com")
+    cli("--config", str(portal), "role", "assign", "admins", "bob@example.com").ok()
+    mail = {"sub": "okta|00u7", "email": "bob@example.com", "email_verified": verified}
+    mail = {k: v for k, v in mail.items() if v is not None}
+    error = login(cli, portal, "--idp", "mail", "--claims", claims_file(tmp_path, mail)).error(4)
+    assert error["code"] == "not_linked" and "email_verified" in error["message"]
+    assert "set link_existing" not in error["hint"]  # it is set already
+    bob = cli("--config", str(portal), "user", "show", "bob@example.com", "--json").json()
+    assert bob["roles"] == ["admins"]
+    [entry] = cli("--config", str(portal), "log", "--action", "jit.refused", "--json").items()
+    assert (entry["target"], entry["outcome"]) == ("okta|00u7", "refused")
+    yes = {**mail, "email_verified": "true"}
+    linked = login(cli, portal, "--idp", "mail", "--claims", claims_file(tmp_path, yes, "y.json"))
+    assert linked.json()["user"]["id"] == bob["id"]
+
+
+@pytest.mark.parametrize(
+    ("groups", "says"),
+    [(5, "a number"), (True, "true/false"), ({"a": 1}, "an object"), ([1, 2], "a list")],
+)
+def test_a_groups_claim_that_is_not_names_is_refused(cli, portal, tmp_path, groups, says):
+    """A number or true/false crashed the login ('internal error: TypeError'; a 500 at
+    serve); an object's keys became group names."""
+    claims = claims_file(tmp_path, {**ALICE, "groups": groups})
+    error = login(cli, portal, "--idp", "proxy", "--claims", claims).error(2)
+    assert says in error["message"] and "'groups'" in error["message"]
+    assert cli("--config", str(portal), "user", "list", "--json").json()["total"] == 0
+    [entry] = cli("--config", str(portal), "log", "--action", "jit.refused", "--json").items()
+    assert entry["outcome"] == "refused"
+
+
+def test_a_login_that_renames_or_changes_only_roles_is_audited_as_its_user(cli, portal, tmp_path):
+    first = {**ALICE, "sub": "okta|00u5", "email": "cy@example.com", "groups": ["Everyone"]}
+    login(cli, portal, "--idp", "proxy", "--claims", claims_file(tmp_path, first)).json()
+    more = {**first, "groups": ["Everyone", "Engineering"]}
+    result = login(cli, portal, "--idp", "proxy", "--claims", claims_file(tmp_path, more, "2.json"))
+    assert result.json()["action"] == "updated"
+    moved = {**first, "sub": "okta|00u6", "email": "dee@example.com"}
+    login(cli, portal, "--idp", "mail", "--claims", claims_file(tmp_path, moved, "3.json")).json()
+    renamed = {**moved, "email": "dee.lee@example.com"}
+    again = login(
+        cli, portal, "--idp", "mail", "--claims", claims_file(tmp_path, renamed, "4.json")
+    )
+    assert again.json()["action"] == "updated"  # it said "unchanged"
+    entries = cli("--config", str(portal), "log", "--action", "jit.login", "--json").items()
+    assert [e["target"] for e in entries[:3]] == [
+        "dee.lee@example.com",
+        "dee@example.com",
+        "okta|00u5",
+    ]
+    assert entries[0]["details"]["renamed_from"] == "dee@example.com"
+
+
 # ---------------------------------------------------------------- ID tokens
 def test_an_id_token_with_a_valid_signature_logs_in(cli, portal, tmp_path):
     result = login(cli, portal, "--idp", "okta", "--id-token", id_token()).json()

@@ -274,10 +274,12 @@ def attempt(
     an IdP whose tokens can be verified, unless ``allow_unverified_claims``), as
     :func:`login` does it. A refused login is audited (``jit.refused``, with the
     reason, never the token), then raised."""
+    verified: Mapping[str, Any] | None = None
     try:
         settings = jit_settings(service.config, service.application, idp)
         if id_token is not None:
-            return login(service, idp, verify_id_token(id_token, settings), push)
+            verified = verify_id_token(id_token, settings)
+            return login(service, idp, verified, push)
         if verifies_tokens(settings) and not settings.allow_unverified_claims:
             raise UnverifiedClaims(
                 f"IdP {idp!r} has keys to verify ID tokens with: a login through it needs one",
@@ -286,7 +288,7 @@ def attempt(
             )
         return login(service, idp, claims or {}, push)
     except IdprovError as exc:
-        _audit_refusal(service, idp, claims, exc)
+        _audit_refusal(service, idp, verified if verified is not None else claims, exc)
         raise
 
 
@@ -298,7 +300,8 @@ def _audit_refusal(
     details = {"idp": idp, "code": exc.code, "reason": exc.message}
     try:
         with service.unit_of_work() as uow:
-            uow.audit("jit.refused", str(subject) if subject else f"{idp}:?", details)
+            target = str(subject) if subject else f"{idp}:?"
+            uow.audit("jit.refused", target, details, outcome="refused")
     except IdprovError:
         pass  # the store itself failed: the original error says more
 
@@ -328,14 +331,17 @@ def login(
         else:
             if not linked:
                 uow.link_login(idp, subject, domain, existing.id)
+            before = existing.qualified_name
             existing = _follow_rename(uow, existing, username, settings)
             if settings.update_on_login:
                 outcome = _update(uow, existing, claims, wanted, managed)
             else:
                 outcome = _Outcome("unchanged", [], [], [])
+            if existing.qualified_name != before:  # the IdP's username changed
+                outcome = dataclasses.replace(outcome, action="updated", renamed_from=before)
             username = existing.username
-        target = uow.results[0].target if uow.results else getattr(existing, "qualified_name", "")
-        _audit(uow, idp, target, outcome)
+            user = existing
+        _audit(uow, idp, user.qualified_name, outcome)
     return JitResult(
         service.application,
         idp,
@@ -362,6 +368,7 @@ class _Outcome:
     claims: list[str]
     added: list[str]
     removed: list[str]
+    renamed_from: str | None = None
 
 
 def _update(
@@ -397,6 +404,7 @@ def _audit(uow: UnitOfWork, idp: str, target: str, outcome: _Outcome) -> None:
             "claims": outcome.claims,
             "roles_added": outcome.added,
             "roles_removed": outcome.removed,
+            **({"renamed_from": outcome.renamed_from} if outcome.renamed_from else {}),
         },
     )
 
@@ -443,10 +451,30 @@ def _text(value: Any, remote: str) -> str:
     raise UsageError(f"the IdP's claim {remote!r} is not text, a number or true/false")
 
 
+def _kind_of(value: Any) -> str:
+    """What a claim's value is, for a refusal (never the whole value: it may be long)."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list holding something other than text"
+    return type(value).__name__
+
+
 def _roles(idp_claims: Mapping[str, Any], settings: JitConfig) -> tuple[set[str], set[str]]:
     """(the roles this login gives, every role the mapping manages)."""
     groups: Any = idp_claims.get(settings.roles_claim) if settings.roles_claim else None
-    groups = [groups] if isinstance(groups, str) else groups or []
+    groups = [groups] if isinstance(groups, str) else [] if groups is None else groups
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise UsageError(
+            f"the IdP's claim {settings.roles_claim!r} is {_kind_of(groups)}: it must be a "
+            "group name or a list of group names",
+            hint=f"check what the IdP sends as {settings.roles_claim!r}, or change roles_claim "
+            f"in the {settings.idp} jit entry",
+        )
     wanted = set(settings.default_roles)
     for group in groups:
         wanted.update(settings.roles.get(str(group), []))

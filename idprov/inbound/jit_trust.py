@@ -72,9 +72,15 @@ def linked_user(
     if existing is not None and not _may_take_over(existing, idp_claims, settings):
         raise NotLinked(
             f"a local user {existing.qualified_name!r} exists that no login through "
-            f"{settings.idp!r} created: the login of subject {subject!r} cannot take it over",
-            hint=f"set link_existing: by_email in the {settings.idp} jit entry to link users "
-            "whose email matches, or rename or remove the local user",
+            f"{settings.idp!r} created: the login of subject {subject!r} cannot take it over"
+            + _why_not_by_email(existing, idp_claims, settings),
+            hint=(
+                f"set link_existing: by_email in the {settings.idp} jit entry to link users "
+                "whose verified email matches, or rename or remove the local user"
+                if settings.link_existing != "by_email"
+                else "rename or remove the local user, or have the IdP send email_verified: "
+                "true for an address it verified"
+            ),
         )
     return False, existing
 
@@ -120,9 +126,28 @@ def _within(first: str, second: str, seconds: float) -> bool:
 
 
 def _may_take_over(user: User, idp_claims: Mapping[str, Any], settings: JitConfig) -> bool:
-    if settings.link_existing != "by_email" or idp_claims.get("email_verified") is False:
+    """``link_existing: by_email``: the login's email is the user's, and the IdP says it
+    verified it (``email_verified`` true, or the text "true" as some userinfo endpoints
+    and proxies send it). An absent or other value is not a verification: an address
+    anyone can type must not open someone else's account."""
+    if settings.link_existing != "by_email" or not _verified(idp_claims.get("email_verified")):
         return False
     email, local = idp_claims.get("email"), user.claims.get("email")
     return (
         isinstance(email, str) and isinstance(local, str) and email.casefold() == local.casefold()
     )
+
+
+def _verified(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().casefold() == "true")
+
+
+def _why_not_by_email(user: User, idp_claims: Mapping[str, Any], settings: JitConfig) -> str:
+    if settings.link_existing != "by_email":
+        return ""
+    said = idp_claims.get("email_verified")
+    if not _verified(said):
+        return "; link_existing: by_email needs email_verified true, and this login's is " + (
+            "absent" if said is None else repr(said)
+        )
+    return "; its email is not the local user's"

@@ -136,7 +136,13 @@ class UnitOfWork:
                 self._stack.enter_context(store.transaction())  # else: in the state's
             self._open.add(key)
 
-    def audit(self, action: str, target: str, details: dict[str, Any] | None = None) -> None:
+    def audit(
+        self,
+        action: str,
+        target: str,
+        details: dict[str, Any] | None = None,
+        outcome: str = "ok",
+    ) -> None:
         """Record a change in the audit log (opens the transaction if needed)."""
         self.begin()
         self.service.state.audit(
@@ -144,6 +150,7 @@ class UnitOfWork:
             application=self.service.application,
             action=action,
             target=target,
+            outcome=outcome,
             details=details,
             run=self.service.run,
         )
