@@ -178,3 +178,36 @@ def test_a_name_that_would_look_like_another_is_invalid_value(served):
     response = client.patch(f"/Users/{alice['id']}", json=body, headers=SCIM_JSON)
     assert "U+200D" in scim_error(response, 400, "invalidValue")
     assert [u["userName"] for u in client.get("/Users").json()["Resources"]] == ["alice"]
+
+
+def test_the_outbox_worker_logs_a_database_outage_in_one_line(tmp_path, monkeypatch, caplog):
+    """A state database that went away (PostgreSQL restarting) made the outbox worker
+    log a full traceback every time it tried again, under a one-line message that
+    said it all."""
+    from idprov.errors import StoreError
+    from idprov.inbound.scim_server import InboundServer
+    from idprov.provisioning.outbound import Outbound
+
+    monkeypatch.setenv("CRM_TOKEN", CRM_TOKEN)
+    monkeypatch.setenv("HR_TOKEN", HR_TOKEN)
+    server = InboundServer(serve_config(tmp_path))
+    tries: list[int] = []
+
+    def work(self, stop):
+        tries.append(1)
+        if len(tries) == 2:
+            stop.set()
+            return
+        raise StoreError("the state database cannot be reached", hint="is PostgreSQL running?")
+
+    monkeypatch.setattr(Outbound, "work", work)
+    monkeypatch.setattr(server._stop, "wait", lambda seconds: None)
+    try:
+        with caplog.at_level("ERROR", logger="idprov.serve"):
+            server._work()
+    finally:
+        server.close()
+    [record] = caplog.records
+    assert (
+        record.exc_info is None and "cannot be reached (is PostgreSQL running?)" in record.message
+    )
