@@ -242,7 +242,7 @@ def test_the_token_is_cached_then_refreshed_once_after_revocation(tmp_path, goog
         svc.add_user("ivan", {}, roles=["staff"])
         assert google.token_requests == 1
         google.revoke_tokens()  # the token expires mid-run
-        result = svc.update_user("heidi", {"title": "Boss"})
+        result = svc.update_user("heidi", {"given_name": "Heidi"})  # a PATCH, no read first
         assert result.outbound.ok
         [op] = result.outbound.idps["google"].operations
         assert op.attempts == 1
@@ -549,9 +549,56 @@ def test_an_account_an_administrator_suspended_stays_suspended(tmp_path, google)
         assert svc.update_user("pat", {"title": "Manager"}).outbound.ok
     [patch] = google.api_requests("PATCH")
     assert google.user("pat@example.com")["suspended"] is True
-    # only what changed (and the primary email, the account's key)
-    assert set(patch.body) == {"organizations", "primaryEmail"}
+    assert set(patch.body) == {"organizations"}  # only what changed
     assert patch.body["organizations"] == [{"type": "work", "title": "Manager"}]
+
+
+def test_an_update_keeps_what_an_administrator_changed_in_the_admin_console(tmp_path, google):
+    with service(tmp_path, google) as svc:
+        svc.add_role("staff")
+        svc.add_user("henry", {"title": "Chief", "employee_number": "E-7"}, roles=["staff"])
+        henry = google.user("henry@example.com")
+        henry["organizations"].append({"type": "school", "name": "MIT"})
+        henry["phones"] = [{"type": "mobile", "value": "+1 555 0100"}]
+        henry["externalIds"].append({"type": "custom", "customType": "badge", "value": "B-9"})
+        henry["primaryEmail"] = "h.ford@example.com"
+        result = svc.update_user(
+            "henry", {"title": "CEO", "phone_number": "+1 555 0199", "employee_number": "E-8"}
+        )
+        assert result.outbound.ok, result.outbound.to_dict()
+        after = google.users[henry["id"]]
+        assert after["primaryEmail"] == "h.ford@example.com"  # the administrator's rename
+        assert after["organizations"] == [
+            {"type": "work", "title": "CEO"},
+            {"type": "school", "name": "MIT"},
+        ]
+        assert after["phones"] == [
+            {"type": "work", "value": "+1 555 0199"},
+            {"type": "mobile", "value": "+1 555 0100"},
+        ]
+        local_id = svc.get_user("henry").id
+        assert after["externalIds"] == [
+            {"type": "organization", "value": "E-8"},
+            {"type": "custom", "customType": "idprov", "value": local_id},
+            {"type": "custom", "customType": "badge", "value": "B-9"},
+        ]
+        assert "primaryEmail" not in google.api_requests("PATCH")[-1].body
+
+        assert svc.update_user("henry", {}, unset=["phone_number", "title"]).outbound.ok
+        after = google.users[henry["id"]]
+        assert after["phones"] == [{"type": "mobile", "value": "+1 555 0100"}]
+        assert after["organizations"] == [{"type": "school", "name": "MIT"}]
+        assert after["primaryEmail"] == "h.ford@example.com"
+
+
+def test_an_update_of_fields_that_are_not_lists_reads_nothing_first(tmp_path, google):
+    with service(tmp_path, google) as svc:
+        svc.add_role("staff")
+        svc.add_user("ida", {"given_name": "Ida"}, roles=["staff"])
+        google.requests.clear()
+        assert svc.update_user("ida", {"given_name": "Ada"}).outbound.ok
+    assert [r.method for r in google.api_requests()] == ["PATCH"]
+    assert google.api_requests("PATCH")[0].body == {"name": {"givenName": "Ada"}}
 
 
 def test_what_idprov_suspended_it_unsuspends(tmp_path, google):

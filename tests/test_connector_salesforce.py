@@ -105,8 +105,7 @@ def test_user_and_permission_set_lifecycle(tmp_path, org):
 
         assert svc.update_user("alice", {"title": "CTO"}).outbound.ok
         patch = org.api_requests("PATCH")[-1]
-        # only what changed (and the Username, the user's key); never IsActive
-        assert patch.body == {"Title": "CTO", "Username": "alice@example.com"}
+        assert patch.body == {"Title": "CTO"}  # only what changed; never IsActive
 
         result = svc.unassign("staff", ["alice"])
         assert result.outbound.ok
@@ -129,6 +128,17 @@ def test_a_renamed_user_gets_the_new_username_in_place(tmp_path, org):
     users = org.users()
     assert list(users) == ["nina.ng@example.com"] and users["nina.ng@example.com"]["Id"] == nina_id
     assert org.api_requests("PATCH")[-1].body["Username"] == "nina.ng@example.com"
+
+
+def test_an_update_keeps_a_username_an_administrator_changed(tmp_path, org):
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        svc.add_user("henry", {"family_name": "Ford", "title": "Chief"}, roles=["staff"])
+        org.users()["henry@example.com"]["Username"] = "h.ford@example.com"  # Setup > Users
+        assert svc.update_user("henry", {"title": "CEO"}).outbound.ok
+    assert "henry@example.com" not in org.users()
+    assert org.users()["h.ford@example.com"]["Title"] == "CEO"
+    assert org.api_requests("PATCH")[-1].body == {"Title": "CEO"}
 
 
 def test_a_field_no_longer_mapped_is_cleared(tmp_path, org):

@@ -41,6 +41,7 @@ from idprov.connectors.base import (
     RemoteNotFound,
     TargetError,
 )
+from idprov.connectors.changes import changes, with_other_items
 from idprov.connectors.google_api import (
     API_PATH,
     MARK_TYPE,
@@ -50,6 +51,7 @@ from idprov.connectors.google_api import (
     ServiceAccount,
     group_local_part,
     group_mark,
+    item_kind,
     member_errors,
     raise_google_error,
     set_path,
@@ -328,30 +330,16 @@ class GoogleConnector(Connector):
     def update_user(
         self, remote_id: str, account: Account, previous: Mapping[str, Any] | None
     ) -> None:
-        """``users.patch`` with the fields whose value changed since ``previous`` (never
-        the password, never ``suspended``: an account suspended by an administrator
-        stays suspended). Fields mapped before and not now are cleared: lists with
-        ``[]``, others with null. Without ``previous`` (re-enabling what idprov
-        suspended, adopting) every field is sent, ``suspended: false`` included."""
-        body = self.user_body(account, create=False)
+        """``users.patch`` with what changed since ``previous`` (:meth:`_change_user`).
+        Without ``previous`` (re-enabling what idprov suspended, adopting) every field
+        is sent, ``suspended: false`` included."""
+        old = None
         if previous is not None:
             old = self.user_body(
                 Account(account.local_id, account.user_name, previous), create=False
             )
-            new = body  # primaryEmail always: the user name may have changed
-            body = {
-                k: v
-                for k, v in new.items()
-                if k == "primaryEmail" or (old.get(k) != v and k != "suspended")
-            }
-            for key in old.keys() - new.keys():
-                body[key] = [] if isinstance(old[key], list) else None
-        email = self.primary_email(account.user_name)
-        if account.password is not None and self.options.send_password:
-            body["password"] = account.password  # `user passwd`: sent once, never kept
-        if body:
-            self._request("PATCH", f"/users/{quote(remote_id)}", f"update user {email}", body=body)
-        self._emails[remote_id] = email
+        what = f"update user {self.primary_email(account.user_name)}"
+        self._change_user(remote_id, old, account, what)
 
     def rename_user(
         self,
@@ -360,9 +348,55 @@ class GoogleConnector(Connector):
         previous_user_name: str,
         previous: Mapping[str, Any] | None = None,
     ) -> None:
-        """``users.patch`` with the new ``primaryEmail`` (made from the user name), as
-        every update sends it; Google keeps the old address as an alias."""
-        self.update_user(remote_id, account, previous)
+        """``users.patch`` with the new ``primaryEmail`` (made from the user name) and
+        what else changed; Google keeps the old address as an alias."""
+        old = self.user_body(
+            Account(account.local_id, previous_user_name, previous or {}), create=False
+        )
+        new_email = self.primary_email(account.user_name)
+        what = f"rename user {self.primary_email(previous_user_name)} to {new_email}"
+        self._change_user(remote_id, old, account, what)
+
+    def _change_user(
+        self, remote_id: str, old: Mapping[str, Any] | None, account: Account, what: str
+    ) -> None:
+        """Send the fields whose value changed from ``old`` (the body last sent; None:
+        every field) to ``account``'s, never the password unless given in this command,
+        and ``suspended`` only without ``old``: an account an administrator suspended or
+        renamed stays so. Fields mapped before and not now are cleared (null). Google's
+        ``users.patch`` replaces a list whole, so when one changes the user is read first
+        and sent with the items of kinds idprov neither sends nor sent (an
+        administrator's school organization beside idprov's work one)."""
+        new = self.user_body(account, create=False)
+        body, removed = changes(old, new)
+        if old is not None:
+            body.pop("suspended", None)
+        for path in removed:
+            head, _, sub = path.partition(".")
+            if sub:
+                body.setdefault(head, {})[sub] = None
+            else:
+                body[head] = [] if isinstance((old or {}).get(head), list) else None
+        lists = [key for key, value in body.items() if isinstance(value, list)]
+        if lists:
+            current = self._current(remote_id, what)
+            for key in lists:
+                have = current.get(key)
+                before = (old or {}).get(key)
+                body[key] = with_other_items(new.get(key) or [], have or [], before, item_kind)
+        if account.password is not None and self.options.send_password:
+            body["password"] = account.password  # `user passwd`: sent once, never kept
+        if body:
+            self._request("PATCH", f"/users/{quote(remote_id)}", what, body=body)
+        if "primaryEmail" in body:
+            self._emails[remote_id] = body["primaryEmail"]
+
+    def _current(self, remote_id: str, what: str) -> dict[str, Any]:
+        """The user as Google holds it; RemoteNotFound (the engine re-creates it)."""
+        current = self.read_user(remote_id)
+        if current is None:
+            raise RemoteNotFound(f"{what}: user {remote_id} is gone", status=404)
+        return current
 
     def disable_user(self, remote_id: str, account: Account) -> None:
         """Suspend the account. One that is gone cannot sign in either: not an error."""

@@ -7,7 +7,7 @@ errors. Used by :mod:`idprov.connectors.google`.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -93,6 +93,15 @@ def set_path(body: dict[str, Any], path: str, value: Any) -> None:
         set_path(inner, rest, value)
     else:
         body[head] = value
+
+
+def item_kind(item: Mapping[str, Any]) -> Hashable:
+    """What makes an item of a user's list (``phones``, ``organizations``,
+    ``externalIds``...) another's or idprov's: its ``type``, and for ``custom`` its
+    ``customType`` (idprov's mark is custom type ``idprov``; an administrator's custom
+    type ``badge`` is not idprov's)."""
+    kind = str(item.get("type")).lower()
+    return (kind, item.get("customType") if kind == "custom" else None)
 
 
 @dataclass(frozen=True, kw_only=True)

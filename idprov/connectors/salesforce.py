@@ -51,6 +51,7 @@ from idprov.connectors.base import (
     TargetError,
     created_without_password,
 )
+from idprov.connectors.changes import changes
 from idprov.connectors.http import json_payload, json_reply
 from idprov.connectors.oauth import (
     AccessToken,
@@ -351,24 +352,14 @@ class SalesforceConnector(Connector):
     def update_user(
         self, remote_id: str, account: Account, previous: Mapping[str, Any] | None
     ) -> None:
-        """PATCH the fields that changed since ``previous`` (``Username`` always: it is
-        the user's key) and clear (null) those mapped before and not now. ``IsActive``
-        goes only without ``previous`` (re-activating what idprov deactivated,
-        adopting): a user an administrator deactivated stays deactivated."""
-        fields = user_fields(self.options, account)
+        """PATCH what changed since ``previous`` (:meth:`_change_user`). Without
+        ``previous`` (re-activating what idprov deactivated, adopting) every field is
+        sent, ``IsActive`` included."""
+        old = None
         if previous is not None:
             old = user_fields(self.options, Account(account.local_id, account.user_name, previous))
-            changed = {
-                k: v
-                for k, v in fields.items()
-                if k == "Username" or (old.get(k) != v and k != "IsActive")
-            }
-            changed.update(dict.fromkeys(old.keys() - fields.keys()))
-            fields = changed
-        what = f"update user {fields['Username']}"
-        if len(fields) > 1 or account.password is None:
-            self._request("PATCH", f"/sobjects/User/{remote_id}", what, body=fields)
-        self._set_password(remote_id, account, fields["Username"], created=False)
+        what = f"update user {salesforce_username(self.options, account.user_name)}"
+        self._change_user(remote_id, old, account, what)
 
     def rename_user(
         self,
@@ -377,8 +368,29 @@ class SalesforceConnector(Connector):
         previous_user_name: str,
         previous: Mapping[str, Any] | None = None,
     ) -> None:
-        """A PATCH with the new ``Username`` (every update sends it)."""
-        self.update_user(remote_id, account, previous)
+        """A PATCH with the new ``Username`` and what else changed."""
+        old = user_fields(
+            self.options, Account(account.local_id, previous_user_name, previous or {})
+        )
+        new_name = salesforce_username(self.options, account.user_name)
+        self._change_user(remote_id, old, account, f"rename user {old['Username']} to {new_name}")
+
+    def _change_user(
+        self, remote_id: str, old: Mapping[str, Any] | None, account: Account, what: str
+    ) -> None:
+        """PATCH the fields whose value changed from ``old`` (the fields last sent;
+        None: every field) and clear (null) those mapped before and not now; then the
+        password given in this command, if any. ``Username`` goes only when the user
+        name changed, ``IsActive`` only without ``old``: a user an administrator renamed
+        or deactivated stays so."""
+        fields, removed = changes(old, user_fields(self.options, account))
+        if old is not None:
+            fields.pop("IsActive", None)
+        fields.update(dict.fromkeys(removed))
+        if fields:
+            self._request("PATCH", f"/sobjects/User/{remote_id}", what, body=fields)
+        username = salesforce_username(self.options, account.user_name)
+        self._set_password(remote_id, account, username, created=False)
 
     def disable_user(self, remote_id: str, account: Account) -> None:
         self._deactivate(

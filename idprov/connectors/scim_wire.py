@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from idprov.connectors.base import RemoteConflict, TargetError, Throttled
+from idprov.connectors.changes import changes, other_items, with_other_items
+from idprov.connectors.changes import removed_paths as removed_paths  # scim11's
 from idprov.connectors.http import RETRYABLE_STATUS, reply_text
 
 if TYPE_CHECKING:
@@ -80,46 +82,6 @@ def find_key(obj: Any, name: str) -> Any:
     return next((v for k, v in obj.items() if k.lower() == lowered), None)
 
 
-def removed_paths(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Attribute paths set in ``old`` and absent from ``new``: whole attributes, and
-    sub-attributes of complex ones (``name.givenName``, ``urn:...:User:department``)."""
-    removed: list[str] = []
-    for key, before in old.items():
-        if key in ("schemas", "id") or not (isinstance(before, dict) or key not in new):
-            continue
-        value = new.get(key)
-        if isinstance(before, dict) and (isinstance(value, dict) or key.startswith("urn:")):
-            after = value if isinstance(value, dict) else {}
-            sep = ":" if key.startswith("urn:") else "."
-            removed += [f"{key}{sep}{k}" for k in before if k not in after]
-        elif key not in new:
-            removed.append(key)
-    return removed
-
-
-def changes(
-    old: Mapping[str, Any] | None, new: Mapping[str, Any]
-) -> tuple[dict[str, Any], list[str]]:
-    """What changed from ``old`` to ``new`` resource bodies: the values to replace (a
-    complex attribute with only its changed sub-attributes) and the paths to remove
-    (:func:`removed_paths`). What did not change is in neither, so it is left as the
-    target has it."""
-    old = dict(old or {})
-    replace: dict[str, Any] = {}
-    for key, value in new.items():
-        if key in ("schemas", "id"):
-            continue
-        before = old.get(key)
-        if isinstance(value, dict):
-            before = before if isinstance(before, dict) else {}
-            changed = {k: v for k, v in value.items() if before.get(k) != v}
-            if changed:
-                replace[key] = changed
-        elif before != value:
-            replace[key] = value
-    return replace, removed_paths(old, new)
-
-
 def patch_body(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
     """PatchOp from ``old`` to ``new`` resource bodies (None: nothing changed).
     Complex attributes change sub-attribute by sub-attribute, so attributes set
@@ -167,7 +129,7 @@ def _spelled(obj: Mapping[str, Any], name: str) -> str:
 
 def _put(body: dict[str, Any], key: str, value: Any, before: Any, whole: bool) -> None:
     """Set ``key`` in ``body``: a complex value sub-attribute by sub-attribute, a
-    multi-valued one beside the items of other types (:func:`_others`)."""
+    multi-valued one beside the items of other types (:func:`with_other_items`)."""
     key = _spelled(body, key)
     have = body.get(key)
     if isinstance(value, dict):
@@ -175,10 +137,7 @@ def _put(body: dict[str, Any], key: str, value: Any, before: Any, whole: bool) -
         merged.update({_spelled(merged, k): v for k, v in value.items()})
         body[key] = merged
     elif isinstance(value, list) and isinstance(have, list) and not whole:
-        others = _others(have, [*(before or []), *value])
-        if any(isinstance(i, dict) and i.get("primary") for i in others):
-            value = [{k: v for k, v in i.items() if k != "primary"} for i in value]
-        body[key] = [*value, *others]
+        body[key] = with_other_items(value, have, before)
     else:
         body[key] = value
 
@@ -193,19 +152,13 @@ def _drop(body: dict[str, Any], path: str, before: Any, whole: bool) -> None:
         return
     attr = _spelled(holder, attr)
     have = holder.get(attr)
-    kept = _others(have, before) if isinstance(have, list) and not whole else []
+    kept = other_items(have, before) if isinstance(have, list) and not whole else []
     if kept:
         holder[attr] = kept
     else:
         holder.pop(attr, None)
     if parent and not holder:
         body.pop(_spelled(body, parent), None)
-
-
-def _others(items: list[Any], ours: Any) -> list[Any]:
-    """The ``items`` whose ``type`` is none of ``ours``' (idprov's items)."""
-    types = {str(i.get("type")).lower() for i in ours or [] if isinstance(i, dict)}
-    return [i for i in items if not (isinstance(i, dict) and str(i.get("type")).lower() in types)]
 
 
 def members_patch(add: Sequence[str], remove: Sequence[str]) -> dict[str, Any]:
