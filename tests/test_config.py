@@ -544,3 +544,33 @@ def test_a_directory_named_as_the_config(tmp_path, monkeypatch):
         info.value.message
         == f"IDPROV_CONFIG points to {tmp_path / 'conf.yaml'}, which is a directory"
     )
+
+
+SALESFORCE = """identity_providers:
+  - name: sf
+    connector: salesforce
+    options:
+      client_id: app
+      roles:
+        Staff: {type: permission_set, name: Sales_Ops}
+    provisioning_roles: [staff, auditors]
+"""
+
+
+def test_a_salesforce_provisioning_role_with_no_permission_set_or_group_is_located():
+    message = error_of(SALESFORCE).message
+    assert message.startswith("idprov.yaml:8:33: identity_providers[0].provisioning_roles[1]: ")
+    assert "'auditors' is pushed to Salesforce" in message
+    assert "add `auditors: {type: permission_set, name: API_NAME}`" in message
+    assert "push_roles: none" in message
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("[staff, auditors]", "[STAFF]"),  # mapped, whatever the case
+        ("    provisioning_roles", "    push_roles: none\n    provisioning_roles"),
+    ],
+)
+def test_salesforce_roles_that_are_mapped_or_not_pushed_load(change):
+    load_text(SALESFORCE.replace(*change), "idprov.yaml")

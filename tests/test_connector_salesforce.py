@@ -187,7 +187,8 @@ def test_an_unmapped_role_fails_with_a_hint_and_the_user_still_goes(tmp_path, or
         result = svc.add_user("dave", {}, roles=["staff", "auditors"])
     failed = [o for o in ops(result) if o.outcome == "failed"]
     assert [(o.kind, o.label) for o in failed] == [("role", "auditors")]
-    assert "has no Salesforce target" in failed[0].error
+    assert "role 'auditors' has no Salesforce permission set or public group" in failed[0].error
+    assert "map it under options.roles of identity provider sf" in failed[0].error
     assert org.users()["dave@example.com"]["IsActive"] is True
 
 
@@ -388,6 +389,12 @@ def test_the_check_warns_about_deprovision_delete_and_unknown_roles(tmp_path, or
     assert report.ok
     assert any("deprovision: disable" in m for m in report.messages)
     assert any("engineers: no group named Nobody" in m for m in report.messages)
+    assert (
+        "role engineers is mapped under options.roles but never pushed (not a provisioning "
+        "role): add it to provisioning_roles, set push_roles: all, or remove it from "
+        "options.roles"
+    ) in report.messages
+    assert not any(m.startswith("role staff ") for m in report.messages)
 
 
 def test_error_mapping_of_salesforce_replies():

@@ -248,6 +248,27 @@ class IdentityProviderConfig:
             raise Invalid("must be at least 1", "max_concurrency")
         if self.rate_limit is not None and self.rate_limit <= 0:
             raise Invalid("must be positive (requests per second)", "rate_limit")
+        self._check_role_targets()
+
+    def _check_role_targets(self) -> None:
+        """Salesforce creates no groups: a role it is pushed goes to the permission set
+        or public group that ``options.roles`` maps it to, so each provisioning role
+        pushed there (``push_roles: scoped``) needs one, or every change touching it
+        fails at the push."""
+        if self.connector != "salesforce" or self.push_roles != "scoped":
+            return
+        options = self.options
+        roles = options.get("roles") if isinstance(options, dict) else getattr(options, "roles", {})
+        mapped = {str(r).casefold() for r in roles or {}}
+        for i, role in enumerate(self.provisioning_roles or []):
+            if role.casefold() not in mapped:
+                raise Invalid(
+                    f"provisioning role {role!r} is pushed to Salesforce (push_roles: scoped) "
+                    "but options.roles maps it to no permission set or public group; add "
+                    f"`{role}: {{type: permission_set, name: API_NAME}}` (or type: group) "
+                    "under options.roles, or set push_roles: none to push no roles",
+                    f"provisioning_roles[{i}]",
+                )
 
 
 DEFAULT_JIT_CLAIMS: dict[str, str] = {

@@ -205,6 +205,7 @@ class SalesforceConnector(Connector):
                 "forgets their ids; `deprovision: disable` keeps the ids, so that a user "
                 "coming back is re-activated"
             )
+        report.messages += self._unpushed_roles()
         for role, target in self.options.roles.items():
             try:
                 if self._resolve(target) is None:
@@ -212,6 +213,23 @@ class SalesforceConnector(Connector):
             except TargetError as exc:
                 report.messages.append(f"role {role}: {exc.message}")
         return report
+
+    def _unpushed_roles(self) -> list[str]:
+        """A message per role that ``roles`` maps and that is never pushed here."""
+        idp = self.idp
+        if idp.push_roles == "none":
+            why, fix = "push_roles: none", "set push_roles: scoped or all"
+        elif idp.push_roles == "scoped" and idp.provisioning_roles is not None:
+            why, fix = "not a provisioning role", "add it to provisioning_roles"
+        else:
+            return []
+        pushed = {r.casefold() for r in idp.provisioning_roles or []}
+        return [
+            f"role {role} is mapped under options.roles but never pushed ({why}): {fix}, "
+            f"set push_roles: all, or remove it from options.roles"
+            for role in self.options.roles
+            if idp.push_roles == "none" or role.casefold() not in pushed
+        ]
 
     # ---- users
     def create_fields(self, account: Account) -> dict[str, Any]:
@@ -433,11 +451,16 @@ class SalesforceConnector(Connector):
         looked up, and the members are assigned to it."""
         target = self._target(group.display_name)
         if target is None:
+            fix = (
+                f"map it under options.roles of identity provider {self.idp.name} "
+                f"({group.display_name}: {{type: permission_set, name: API_NAME}}, or type: "
+                "group), or push only mapped roles (provisioning_roles, push_roles), then "
+                "`idprov outbox retry`"
+            )
             raise TargetError(
-                f"role {group.display_name!r} has no Salesforce target",
-                hint=f"map it under options.roles of identity provider {self.idp.name} "
-                f"({group.display_name}: {{type: permission_set, name: API_NAME}}), or push "
-                "only mapped roles (provisioning_roles, push_roles)",
+                f"role {group.display_name!r} has no Salesforce permission set or public "
+                f"group to go to (Salesforce roles are not created): {fix}",
+                hint=fix,
             )
         remote_id = self._resolve(target)
         if remote_id is None:
