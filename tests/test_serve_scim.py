@@ -317,8 +317,19 @@ def test_put_replaces_mapped_claims_and_keeps_the_others(inbound, cli):
     body = {"schemas": [USER], "userName": "alice", "displayName": "A"}
     response = inbound.client.put(f"/Users/{alice['id']}", json=body, headers=SCIM_JSON)
     assert response.status_code == 200, response.text
-    assert local.get_user("alice").claims == {"display_name": "A", "badge_id": "b-1"}
-    assert "title" not in response.json() and "active" not in response.json()
+    claims = local.get_user("alice").claims
+    assert claims == {"display_name": "A", "badge_id": "b-1", "active": "true"}
+    assert "title" not in response.json() and response.json()["active"] is True
+
+
+def test_a_put_that_leaves_active_out_keeps_a_disabled_user_disabled(inbound):
+    """A PUT without ``active`` removed the claim, and a user without it is enabled:
+    a disabled account came back. Left out, ``active`` is kept as it is."""
+    bob = new_user(inbound.client, "bob", active=False)
+    body = {"schemas": [USER], "userName": "bob", "title": "Ex"}
+    response = inbound.client.put(f"/Users/{bob['id']}", json=body, headers=SCIM_JSON)
+    assert response.status_code == 200 and response.json()["active"] is False
+    assert inbound.local().get_user("bob").claims["active"] == "false"
 
 
 def test_phone_types_without_a_claim_are_refused_not_dropped(inbound):

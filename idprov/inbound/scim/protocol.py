@@ -155,6 +155,10 @@ class IdprovScimHandler(ScimHandler):
         replacement: Resource[Any],
         conditions: Conditions,
     ) -> Resource[Any]:
+        active = getattr(current, "active", None)
+        if active is not None and getattr(replacement, "active", None) is None:
+            # a PUT that leaves ``active`` out keeps it: cleared, a disabled user came back
+            replacement = replacement.model_copy(update={"active": active})
         tries = 0
         while True:
             try:
