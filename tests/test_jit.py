@@ -417,6 +417,40 @@ def test_a_jit_login_goes_out_only_to_idps_that_opted_in(
     assert remote["name"]["givenName"] == "Alice"
 
 
+def test_a_role_push_names_jit_members_never_pushed_to_an_idp_without_jit(
+    cli, tmp_path, write_config, scim2_server, monkeypatch
+):
+    """A JIT user in a provisioning role of an IdP without ``jit: true`` was never
+    pushed there: the role's push said their own push had failed, which it never
+    tried. It says so, and that a sync provisions them; the sync does."""
+    monkeypatch.setenv("OUT_TOKEN", scim2_server.token)
+    monkeypatch.setenv("PORTAL_TOKEN", PORTAL_TOKEN)
+    idps = f"""
+  - name: hr
+    connector: scim2
+    options: {{base_url: "{scim2_server.base_url}", auth: bearer, token: env:OUT_TOKEN}}
+    provisioning_roles: [staff]"""
+    text = config_text(tmp_path, idps, "[hr]")
+    config = write_config(
+        text.replace(
+            "applications:\n",
+            "applications:\n  - name: resident\n    identity_providers: [hr]\n",
+            1,
+        )
+    )
+    for role in ("engineers", "staff", "users"):
+        cli("--config", str(config), "role", "add", role).ok()
+    login(cli, config, "--idp", "proxy", "--claims", claims_file(tmp_path, ALICE)).json()
+    added = cli("--config", str(config), "user", "add", "bob", "--role", "staff", "--json")
+    assert added.exit_code == 6  # the role's push failed: it is left in the outbox
+    failure = added.stdout
+    assert (
+        "alice" in failure and "never went there" in failure and "idprov sync --idp hr" in failure
+    )
+    cli("--config", str(config), "sync").ok()
+    assert sorted(u["userName"] for u in scim2_server.users()) == ["alice", "bob"]
+
+
 def test_a_login_over_http_leaves_a_non_blocking_idps_push_to_the_worker(
     tmp_path, write_config, cli, monkeypatch
 ):

@@ -122,8 +122,11 @@ class RolePlanning(Planning):
                 operation,
                 "failed",
                 remote_id=remote_id,
-                error="members not provisioned yet (their own push failed): "
-                + ", ".join(sorted(waiting)),
+                error=f"members not provisioned at {row.idp} yet: "
+                + ", ".join(sorted(waiting))
+                + " (their own push failed or never went there, as a JIT login's does not go "
+                f"to an IdP without jit: true; `idprov sync --idp {row.idp}` provisions them, "
+                "then the group follows)",
             )
         return OperationResult(row.idp, "role", row.label, operation, "done", remote_id=remote_id)
 
