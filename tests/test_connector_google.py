@@ -601,6 +601,19 @@ def test_an_update_of_fields_that_are_not_lists_reads_nothing_first(tmp_path, go
     assert google.api_requests("PATCH")[0].body == {"name": {"givenName": "Ada"}}
 
 
+def test_an_account_an_administrator_suspended_stays_so_after_leaving_scope(tmp_path, google):
+    with service(tmp_path, google, extra="    deprovision: disable\n    push_roles: none\n") as svc:
+        svc.add_role("staff")
+        svc.add_user("pam", {}, roles=["staff"])
+        google.user("pam@example.com")["suspended"] = True  # the Admin console
+        result = svc.unassign("staff", ["pam"])
+        assert ("user", "already disabled at the target", "skipped") in outcome(result)
+        assert ("user", "disable", "done") not in outcome(result)
+        assert svc.assign("staff", ["pam"]).outbound.ok
+    assert google.user("pam@example.com")["suspended"] is True
+    assert not [r for r in google.api_requests("PATCH") if "suspended" in r.body]
+
+
 def test_what_idprov_suspended_it_unsuspends(tmp_path, google):
     with service(tmp_path, google, extra="    deprovision: disable\n") as svc:
         svc.add_role("staff")

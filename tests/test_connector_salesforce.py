@@ -539,6 +539,29 @@ def test_a_user_an_administrator_deactivated_stays_deactivated(tmp_path, org):
     assert eve["IsActive"] is False and eve["Title"] == "Boss"
 
 
+def test_a_user_an_administrator_deactivated_stays_so_after_leaving_and_reentering_scope(
+    tmp_path, org
+):
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        svc.add_user("henry", {"family_name": "Ford"}, roles=["staff"])
+        org.users()["henry@example.com"]["IsActive"] = False  # Setup > Users > Deactivate
+        org.requests.clear()
+        result = svc.unassign("staff", ["henry"])
+        assert result.outbound.ok
+        assert [o.operation for o in ops(result, "user")] == [
+            "left its groups; already disabled at the target"
+        ]
+        assert org.assignees("Sales_Ops") == set()
+        result = svc.assign("staff", ["henry"])
+    [user] = ops(result, "user")
+    assert user.outcome == "done"
+    [role] = ops(result, "role")  # Salesforce assigns nothing to an inactive user
+    assert role.outcome == "failed" and "inactive user" in role.error
+    assert org.users()["henry@example.com"]["IsActive"] is False
+    assert not [r for r in org.api_requests("PATCH") if "IsActive" in r.body]
+
+
 def test_a_collection_whose_reply_was_lost_is_not_sent_again(tmp_path, org):
     org.fail_next(500, "UNKNOWN_EXCEPTION", path="/composite/sobjects", after_apply=True)
     result, calls = push_many(tmp_path, org, 30)

@@ -336,13 +336,17 @@ class Connector(ABC):
     def delete_user(self, remote_id: str) -> None:
         """Delete the account. Idempotent: an account already gone is not an error."""
 
-    def disable_user(self, remote_id: str, account: Account) -> None:
-        """Deactivate the account, keeping it. Idempotent."""
+    def disable_user(self, remote_id: str, account: Account) -> bool | None:
+        """Deactivate the account, keeping it. Idempotent. False when the target had
+        it deactivated already (an administrator did): idprov then records no
+        deactivation of its own, and never re-enables the account. None or True: this
+        call deactivated it (or could not tell)."""
         self.update_user(
             remote_id,
             Account(account.local_id, account.user_name, account.attributes, active=False),
             None,
         )
+        return None
 
     @abstractmethod
     def create_group(self, group: GroupSpec) -> str:

@@ -398,17 +398,20 @@ class GoogleConnector(Connector):
             raise RemoteNotFound(f"{what}: user {remote_id} is gone", status=404)
         return current
 
-    def disable_user(self, remote_id: str, account: Account) -> None:
-        """Suspend the account. One that is gone cannot sign in either: not an error."""
+    def disable_user(self, remote_id: str, account: Account) -> bool | None:
+        """Suspend the account, read first: one suspended already (by an administrator)
+        is left alone, and False says so (idprov never unsuspends it). One that is gone
+        cannot sign in either: not an error."""
+        what = f"suspend user {self.primary_email(account.user_name)}"
+        user = quote(remote_id)
         try:
-            self._request(
-                "PATCH",
-                f"/users/{quote(remote_id)}",
-                f"suspend user {self.primary_email(account.user_name)}",
-                body={"suspended": True},
-            )
+            response = self._request("GET", f"/users/{user}", what, params={"fields": "suspended"})
+            if self._json(response, what).get("suspended") is True:
+                return False
+            self._request("PATCH", f"/users/{user}", what, body={"suspended": True})
         except RemoteNotFound:
-            pass
+            return None
+        return True
 
     def delete_user(self, remote_id: str) -> None:
         try:

@@ -410,10 +410,20 @@ class SalesforceConnector(Connector):
         username = salesforce_username(self.options, account.user_name)
         self._set_password(remote_id, account, username, created=False)
 
-    def disable_user(self, remote_id: str, account: Account) -> None:
-        self._deactivate(
-            remote_id, f"deactivate user {salesforce_username(self.options, account.user_name)}"
-        )
+    def disable_user(self, remote_id: str, account: Account) -> bool | None:
+        """Deactivate the user, read first: one already inactive (an administrator
+        deactivated it) is left alone, and False says so (idprov never re-activates it)."""
+        what = f"deactivate user {salesforce_username(self.options, account.user_name)}"
+        try:
+            response = self._request(
+                "GET", f"/sobjects/User/{remote_id}", what, params={"fields": "IsActive"}
+            )
+        except RemoteNotFound:
+            return None
+        if self._json(response, what).get("IsActive") is False:
+            return False
+        self._deactivate(remote_id, what)
+        return True
 
     def delete_user(self, remote_id: str) -> None:
         """Deactivate: Salesforce does not delete users."""

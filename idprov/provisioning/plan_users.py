@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from idprov.connectors.base import (
     Account,
@@ -124,8 +124,9 @@ class UserPlanning(Planning):
 
         if entry is not None and entry.remote_id:
             remote_id = entry.remote_id
-            # a disabled account is re-enabled by a full replace (active: true included)
-            previous = None if entry.state == "disabled" else (entry.sent or {}).get("attributes")
+            # an account idprov disabled is re-enabled by a full replace (active: true
+            # included); one it found disabled (an administrator's doing) only updated
+            previous = None if idprov_disabled(entry) else (entry.sent or {}).get("attributes")
             sent_name = (entry.sent or {}).get("userName")
 
             def send(number: int) -> None:
@@ -267,6 +268,7 @@ class UserPlanning(Planning):
         """Deprovision a user whose create's outcome is unknown: look it up; what is
         provably idprov's is deprovisioned, nothing found is forgotten, and anything
         else fails the row (it stays in the outbox, visible) instead of vanishing."""
+        found_disabled: list[bool] = []
         sent = entry.sent or {}
         account = Account(row.local_id, sent.get("userName", row.label), sent.get("attributes", {}))
         operation = "disable" if idp.deprovision == "disable" else "delete"
@@ -283,7 +285,7 @@ class UserPlanning(Planning):
                     hint=f"check it at the target, then `idprov outbox discard --idp {idp.name}`",
                 )
             if operation == "disable":
-                connector.disable_user(match.remote_id, account)
+                found_disabled.append(connector.disable_user(match.remote_id, account) is False)
             else:
                 connector.delete_user(match.remote_id)
             return match.remote_id
@@ -296,7 +298,7 @@ class UserPlanning(Planning):
 
         def record(remote_id: str | None) -> OperationResult:
             if remote_id is not None and operation == "disable":
-                disabled = {**sent, "active": False}
+                disabled = disabled_form(sent, any(found_disabled))
                 self._keep(ledger_entry(row, row.label, remote_id, "disabled", True, sent=disabled))
             else:
                 self._ledger.forget(row.idp, "user", row.local_id)
@@ -323,6 +325,8 @@ class UserPlanning(Planning):
         )
         operation = decision.action
         leaving = Leave(remote_id, [g for _, g in groups])
+        found_disabled: list[bool] = []
+        """True when the target had the account disabled already (not idprov's doing)."""
 
         def run(attempts: list[Attempt]) -> None:
             if leaving.error is not None:
@@ -334,13 +338,14 @@ class UserPlanning(Planning):
 
                 with_retries(leave, idp.retry, attempts, self.sleep, connector.throttled)
             if operation == "disable":
-                with_retries(
+                done = with_retries(
                     lambda n: connector.disable_user(remote_id, account),
                     idp.retry,
                     attempts,
                     self.sleep,
                     connector.throttled,
                 )
+                found_disabled.append(done is False)
             else:
                 with_retries(
                     lambda n: connector.delete_user(remote_id),
@@ -356,6 +361,7 @@ class UserPlanning(Planning):
             if operation == "delete":
                 self._ledger.forget(row.idp, "user", row.local_id)
             else:
+                theirs = any(found_disabled)
                 self._keep(
                     ledger_entry(
                         row,
@@ -363,11 +369,30 @@ class UserPlanning(Planning):
                         remote_id,
                         "disabled",
                         entry.created_by_idprov,
-                        sent={**sent, "active": False},
+                        sent=disabled_form(sent, theirs),
                     )
                 )
+                if theirs:  # the target's deactivation, not idprov's: claim none
+                    why, outcome = "already disabled at the target", "skipped"
+                    if groups:
+                        why, outcome = "left its groups; already disabled at the target", "done"
+                    return OperationResult(
+                        row.idp, "user", row.label, why, outcome, remote_id=remote_id
+                    )
             return OperationResult(
                 row.idp, "user", row.label, operation, "done", remote_id=remote_id
             )
 
         return Task(row, operation, run, record, leave=leaving if groups else None)
+
+
+def disabled_form(sent: dict[str, Any], found_disabled: bool) -> dict[str, Any]:
+    """What the ledger keeps of a disabled account: what was last sent, ``active:
+    false`` when idprov disabled it; as it was when the target had it disabled
+    already (an administrator did), so that idprov never enables it again."""
+    return dict(sent) if found_disabled else {**sent, "active": False}
+
+
+def idprov_disabled(entry: LedgerEntry) -> bool:
+    """Whether idprov disabled the account of ``entry`` (and may enable it again)."""
+    return entry.state == "disabled" and (entry.sent or {}).get("active") is False
