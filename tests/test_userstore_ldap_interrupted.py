@@ -9,8 +9,10 @@ the real scim2-server.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,6 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from idprov.userstores import ldap_bulk
+from idprov.userstores.ldap_session import closed_by_peer
 from tests.peers.scim2 import Scim2Peer
 from tests.peers.slapd import Directory
 from tests.test_guard_ldap import corp_config
@@ -45,6 +48,8 @@ class Cutoff:
         self._seen: set[int] = set()
         self._withheld: int | None = None
         self.cut = threading.Event()
+        self.accepted = 0
+        """Connections let through to the directory so far."""
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -76,6 +81,7 @@ class Cutoff:
             server = socket.create_connection(self._upstream)
             with self._lock:
                 self._sockets += [client, server]
+                self.accepted += 1
             threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
 
@@ -384,3 +390,20 @@ class Blip(Cutoff):
     def _drop_all(self) -> None:
         super()._drop_all()
         self.restore()
+
+
+def test_an_idle_connection_past_descriptor_1024_is_not_taken_for_closed(cutoff):
+    """A busy process (a serve with many clients) has descriptors past 1,024, which
+    select refuses: every add or rename took its open connection for one the server
+    had closed, and reconnected."""
+    host, port = cutoff.url.removeprefix("ldap://").split(":")
+    with socket.create_connection((host, int(port))) as opened:
+        high = os.dup2(opened.fileno(), 1500)
+        with socket.socket(fileno=high) as sock:
+            conn = types.SimpleNamespace(socket=sock)
+            assert not closed_by_peer(conn)
+            cutoff.at(ADD)
+            sock.sendall(ldap_bulk.encode_add(1, "uid=x,dc=example", {"uid": ["x"]}))
+            sock.settimeout(5)  # a bound: the relay drops the connection
+            assert sock.recv(1) == b""
+            assert closed_by_peer(conn)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import select
+import ssl
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -475,15 +476,23 @@ def discard(conn: Any) -> None:
 
 def closed_by_peer(conn: Any) -> bool:
     """Whether an idle connection has something to read (the end of the stream, a
-    notice of disconnection): the server closed it, and a request sent on it is lost."""
+    notice of disconnection): the server closed it, and a request sent on it is lost.
+    ``poll``, not ``select``: select refuses a descriptor of 1,024 or more, which a
+    busy process (a serve with many clients) has, and every add or rename would
+    reconnect (as the HTTP connectors' stale-connection check does it)."""
     sock = getattr(conn, "socket", None)
     if sock is None:
         return True
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([sock], [], [], 0)[0])
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 def is_tls_failure(exc: Exception) -> bool:
