@@ -107,3 +107,16 @@ def test_a_put_to_a_single_valued_target_keeps_one_email_and_the_administrators_
     assert ann["title"] == "Manager"
     assert ann["emails"] == [{"type": "work", "value": "ann.lee@example.com", "primary": True}]
     assert aws_scim.violations == []
+
+
+def test_an_account_an_administrator_disabled_stays_disabled(cli, scim):
+    """Leaving scope, an account already inactive at the target was disabled "again"
+    and counted as idprov's own deactivation, so back in scope idprov re-enabled what
+    an administrator had disabled."""
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "kim", "-c", "email=kim@example.com", "-r", "staff").ok()
+    administrator_sets(scim, "kim", active=False)
+    left = cli("role", "unassign", "staff", "kim", "--json").ok().stdout
+    assert "already disabled at the target" in left, left
+    cli("role", "assign", "staff", "kim").ok()
+    assert by_name(scim.users())["kim"]["active"] is False

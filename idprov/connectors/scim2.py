@@ -368,10 +368,16 @@ class Scim2Connector(Connector):
         old = self.user_body(Account(account.local_id, previous_user_name, previous or {}))
         self._change_user(remote_id, old, self.user_body(account), what)
 
-    def disable_user(self, remote_id: str, account: Account) -> None:
-        """``active: false``, and nothing else."""
+    def disable_user(self, remote_id: str, account: Account) -> bool | None:
+        """``active: false``, and nothing else; read first: an account already inactive
+        (an administrator disabled it) is left alone, and False says so (idprov then
+        never re-enables it)."""
         what = f"disable user {account.user_name}"
+        current = self.read_user(remote_id)
+        if current is not None and find_key(current, "active") is False:
+            return False
         self._change_user(remote_id, {"active": True}, {"active": False}, what)
+        return True
 
     def delete_user(self, remote_id: str) -> None:
         try:
