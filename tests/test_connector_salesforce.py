@@ -165,6 +165,22 @@ def test_deprovision_delete_deactivates_too(tmp_path, org):
     assert not [r for r in org.requests if r.method == "DELETE" and "/User/" in r.path]
 
 
+def test_a_new_user_of_a_deleted_users_name_is_told_the_account_is_idprovs_old_one(tmp_path, org):
+    """Salesforce keeps a deleted user's account (deactivated), so a new user of the
+    same name meets it. It was called one "idprov did not create", with the advice to
+    remove it there, which Salesforce does not allow."""
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        svc.add_user("henry", {"family_name": "Ford"}, roles=["staff"])
+        svc.delete_user("henry")
+        result = svc.add_user("henry", {"family_name": "Ford"}, roles=["staff"])
+    [user] = ops(result, "user")
+    assert user.outcome == "failed"
+    assert "that idprov made for an earlier user of that name" in user.error
+    assert "did not create" not in user.error and "change its Username" in user.error
+    assert [u["IsActive"] for u in org.users().values()] == [False]
+
+
 def test_a_role_mapped_to_a_public_group(tmp_path, org):
     with service(tmp_path, org, extra="    push_roles: all\n") as svc:
         svc.add_role("staff")

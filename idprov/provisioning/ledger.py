@@ -16,6 +16,7 @@ with any other state, a forget or an invalidation).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 from collections.abc import Iterable, Iterator, Sequence
@@ -94,14 +95,26 @@ class RefusedCreate:
     certain: bool = False
     taken: bool = True
     detail: str | None = None
+    remote_id: str | None = None
+    """The object that holds the name there, when the lookup found it."""
+    kind: str = "user"
+    name: str = ""
+    fix: str | None = None
+    """How to settle it, when not the usual ways (see :meth:`error`)."""
 
     @classmethod
     def name_taken(
-        cls, idp: str, kind: str, name: str, conflict: TargetError | None
+        cls,
+        idp: str,
+        kind: str,
+        name: str,
+        conflict: TargetError | None,
+        remote_id: str | None = None,
     ) -> RefusedCreate:
-        """A ``kind`` (user, group) named ``name`` is at ``idp`` and not provably
-        idprov's: after ``conflict`` (the target's answer to idprov's first create) it
-        was there before; else an earlier create of idprov's may have made it."""
+        """A ``kind`` (user, group) named ``name`` is at ``idp`` (``remote_id``) and not
+        provably idprov's: after ``conflict`` (the target's answer to idprov's first
+        create) it was there before; else an earlier create of idprov's may have made
+        it."""
         if conflict is not None:
             return cls(
                 f"{idp} refused to create {kind} {name!r}: one of that name is there, "
@@ -110,18 +123,39 @@ class RefusedCreate:
                 conflict.status,
                 certain=True,
                 detail=conflict.message,
+                remote_id=remote_id,
+                kind=kind,
+                name=name,
             )
         return cls(
             f"a {kind} named {name!r} exists at {idp}; an earlier create of idprov's, "
             "whose outcome idprov never learnt (its reply was lost, or idprov stopped), may "
             "have made it, but nothing at the target proves it is idprov's",
             idp,
+            remote_id=remote_id,
+            kind=kind,
+            name=name,
+        )
+
+    def made_for_another(self) -> RefusedCreate:
+        """The same refusal when the object holding the name is one idprov made for
+        another local user or role (one deleted here since, whose account the target
+        kept: Salesforce deactivates users, never deletes them): it is not given to a
+        newcomer of the same name."""
+        return dataclasses.replace(
+            self,
+            message=f"{self.idp} has a {self.kind} named {self.name!r} that idprov made for an "
+            f"earlier {self.kind} of that name, since deleted or renamed here; it is not "
+            f"given to a new {self.kind} of the same name",
+            fix=f"rename that {self.kind} at {self.idp} (Salesforce keeps deactivated users: "
+            "change its Username there), or set on_conflict: adopt on identity provider "
+            f"{self.idp} to give it to this one, then `idprov outbox retry`",
         )
 
     def error(self, label: str) -> TargetError:
         """The row's error: what happened, how to settle it, what the target said."""
-        fix = None
-        if self.taken:
+        fix = self.fix
+        if self.taken and fix is None:
             fix = (
                 f"set on_conflict: adopt on identity provider {self.idp} to take it over, or "
                 f"rename or remove it at {self.idp}, then `idprov outbox retry`; or give "
@@ -309,6 +343,15 @@ class Ledger:
                 " AND state = 'creating'",
                 [refusal.idp, kind, local_id],
             )
+        if (
+            refusal.remote_id is not None
+            and self.db.execute(
+                "SELECT 1 FROM ledger WHERE idp = ? AND kind = ? AND remote_id = ?"
+                " AND local_id <> ?",
+                [refusal.idp, kind, refusal.remote_id, local_id],
+            ).fetchone()
+        ):
+            refusal = refusal.made_for_another()
         return refusal.error(label)
 
     def mark_accepted(self, idp: str, kind: str, local_id: str) -> None:

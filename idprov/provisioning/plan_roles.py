@@ -208,7 +208,9 @@ class RolePlanning(Planning):
         if match.ours or idp.on_conflict == "adopt":
             connector.change_members(match.remote_id, spec.member_ids, [])
             return match.remote_id, match.ours
-        return RefusedCreate.name_taken(idp.name, "group", spec.display_name, conflict)
+        return RefusedCreate.name_taken(
+            idp.name, "group", spec.display_name, conflict, match.remote_id
+        )
 
     def _plan_group_update(
         self,

@@ -240,7 +240,9 @@ class UserPlanning(Planning):
         if match.ours or idp.on_conflict == "adopt":
             connector.update_user(match.remote_id, account, None)
             return match.remote_id, match.ours
-        return RefusedCreate.name_taken(idp.name, "user", account.user_name, conflict)
+        return RefusedCreate.name_taken(
+            idp.name, "user", account.user_name, conflict, match.remote_id
+        )
 
     def _join(
         self,
