@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from idprov.userstores import ldap_bulk
+from idprov.userstores.ldap import LdapUserStore
 from idprov.userstores.ldap_session import closed_by_peer
 from tests.peers.scim2 import Scim2Peer
 from tests.peers.slapd import Directory
@@ -407,3 +408,40 @@ def test_an_idle_connection_past_descriptor_1024_is_not_taken_for_closed(cutoff)
             sock.settimeout(5)  # a bound: the relay drops the connection
             assert sock.recv(1) == b""
             assert closed_by_peer(conn)
+
+
+def test_an_add_that_another_writer_beats_gives_that_entry_none_of_its_roles(
+    cli, corp, monkeypatch
+):
+    cli("role", "add", "CORP/admins").ok()
+    list_new = LdapUserStore._list_new
+
+    def beaten(self, username, dn, roles):  # the roles list the DN, then eve appears
+        listed = list_new(self, username, dn, roles)
+        corp.add(f"dn: {dn}\nobjectClass: inetOrgPerson\nuid: eve\ncn: Other Eve\nsn: Eve\n")
+        return listed
+
+    monkeypatch.setattr(LdapUserStore, "_list_new", beaten)
+    cli("user", "add", "CORP/eve", "--role", "CORP/admins").fails(4)
+    monkeypatch.setattr(LdapUserStore, "_list_new", list_new)
+    assert members(corp, "admins") == [f"cn=admins,{corp.groups}"]  # the empty group's own
+    assert cli("user", "show", "CORP/eve", "--json").json()["roles"] == []
+
+
+def test_a_rename_that_another_writer_beats_gives_that_entry_none_of_its_roles(
+    cli, corp, monkeypatch
+):
+    cli("role", "add", "CORP/admins").ok()
+    cli("user", "add", "CORP/ann", "--role", "CORP/admins").ok()
+    rename_entry = LdapUserStore._rename_entry
+
+    def beaten(self, entry, new_dn, listed, old, new):  # listed, then zed appears
+        corp.add(f"dn: {new_dn}\nobjectClass: inetOrgPerson\nuid: {new}\ncn: Zed\nsn: Zed\n")
+        return rename_entry(self, entry, new_dn, listed, old, new)
+
+    monkeypatch.setattr(LdapUserStore, "_rename_entry", beaten)
+    cli("user", "rename", "CORP/ann", "zed").fails(4)
+    monkeypatch.setattr(LdapUserStore, "_rename_entry", rename_entry)
+    assert members(corp, "admins") == [uid_dn(corp, "ann")]
+    assert cli("user", "show", "CORP/zed", "--json").json()["roles"] == []
+    assert cli("user", "show", "CORP/ann", "--json").json()["roles"] == ["admins"]

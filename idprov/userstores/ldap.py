@@ -56,7 +56,7 @@ What a directory administrator should know:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -127,10 +127,10 @@ class LdapUserStore(LdapImporter):
         would hand its roles to the new user), the roles' groups list it, then the
         entry is added: cut off at any point, the user either does not exist or holds
         exactly its roles, and the same add run again finishes it. A refusal of the add
-        takes the DN out of the groups this call listed it in (none if an entry was
-        made there meanwhile: its memberships are its own); an add whose answer was lost
-        is never sent again (a second one would be refused as if the first were
-        someone else's): it is :class:`Unreachable`."""
+        (entryAlreadyExists too: another writer made the DN meanwhile) takes the DN out
+        of the groups this call listed it in; an add whose answer was lost is never
+        sent again (a second one would be refused as if the first were someone
+        else's): it is :class:`Unreachable`."""
         self.ensure_writable()
         attrs = self._entry_attributes(username, claims, password_hash)
         dn, classes = self._new_user_dn(username), self.config.user_object_classes
@@ -148,12 +148,42 @@ class LdapUserStore(LdapImporter):
                 hint=f"once the server at {self.config.url} answers, run the same command "
                 "again: it adds the user, or takes the one this add made",
             ) from exc
-        except ConflictError:
-            raise
-        except IdprovError:
-            self._change_members({role: ([], [dn]) for role in listed})
+        except IdprovError as exc:
+            self._undo(
+                exc,
+                lambda: self._change_members({r: ([], [dn]) for r in listed}),
+                dn,
+                listed,
+                username,
+            )
             raise
         return self._new_user(username, claims, password_hash, added)
+
+    def _undo(
+        self,
+        exc: IdprovError,
+        undo: Callable[[], object],
+        dn: str,
+        roles: Sequence[str],
+        name: str,
+    ) -> None:
+        """After the refusal ``exc`` of a write for which this call listed ``dn`` in the
+        groups of ``roles``, ``undo`` takes it out of them again: also when an entry
+        took the DN meanwhile (entryAlreadyExists), since those memberships are this
+        call's, not the other writer's. If that fails, a :class:`StoreError` says
+        which groups may still list the DN."""
+        if not roles:
+            return
+        try:
+            undo()
+        except IdprovError as failed:
+            listed = ", ".join(roles)
+            raise StoreError(
+                f"{self._where()}: {exc.message}; the groups of roles ({listed}) were made "
+                f"to list {dn} first, and may still list it: {failed.message}",
+                hint=f"take {dn} out of those groups (`idprov role unassign "
+                f"{self.domain}/ROLE {self.domain}/{name}` while an entry holds the DN)",
+            ) from exc
 
     def _list_new(self, username: str, dn: str, roles: Sequence[str]) -> list[str]:
         """Have exactly ``roles`` list the DN of a user not added yet (one modify per
@@ -307,7 +337,7 @@ class LdapUserStore(LdapImporter):
         """Move ``entry`` to ``new_dn``: a modify-DN (never sent twice) that keeps the
         other parts of a multi-valued RDN, or a modify when the username is not in the
         DN. A refusal takes the DN out of the groups :meth:`_list_beside` ``listed`` it
-        in again (unless an entry took the DN meanwhile: they are its own)."""
+        in again (also when an entry took the DN meanwhile: they are not its own)."""
         attribute = self.config.username_attribute
         if new_dn == entry.dn:  # the username does not name the entry
             change = {attribute: [(MODIFY_REPLACE, [new])]}
@@ -324,10 +354,9 @@ class LdapUserStore(LdapImporter):
                 f"renamed to {new!r}, which may have been made ({exc.message})",
                 hint=self._rerun_hint(old, new, exc),
             ) from exc
-        except ConflictError:
-            raise
-        except IdprovError:
-            self._unlist(listed, new_dn)
+        except IdprovError as exc:
+            roles = [self._role_name(g) for g in listed]
+            self._undo(exc, lambda: self._unlist(listed, new_dn), new_dn, roles, new)
             raise
 
     def _unlist(self, groups: Sequence[Entry], dn: str) -> list[IdprovError | None]:
