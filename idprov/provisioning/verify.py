@@ -183,9 +183,13 @@ def repair(service: IdentityService, drift: dict[str, Any]) -> OutboundReport:
                 uow.audit("sync.repair", idp, {"entities": [f["label"] for f in report["repairs"]]})
     outbound = uow.outbound or OutboundReport()
     for idp, report in drift.items():
-        if report["repairs"]:
+        if report["repairs"]:  # the repaired entities, not every operation it took
             done = outbound.idps.get(idp)
-            report["repaired"] = done.count("done") if done is not None else 0
+            labels = {f["label"] for f in report["repairs"]}
+            ops = done.operations if done is not None else []
+            report["repaired"] = len(
+                {op.label for op in ops if op.outcome == "done" and op.label in labels}
+            )
     return outbound
 
 
