@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from idprov.testing import ConnectorContract, ContractTarget
+from idprov.testing.contract import KitRun
 from tests.peers.google import GoogleWorkspace
 from tests.peers.salesforce import SalesforceOrg
 from tests.peers.scim2 import Scim2Peer
@@ -76,6 +77,9 @@ class Scim2Target(ContractTarget):
         user = self._user(user_name)
         return None if user is None else {**user, "active": user.get("active", True)}
 
+    def family_name(self, user_name: str) -> str | None:
+        return ((self._user(user_name) or {}).get("name") or {}).get("familyName")
+
     def members(self, role: str) -> set[str]:
         names = {u["id"]: u["userName"] for u in self.peer.users()}
         group = next((g for g in self.peer.groups() if g["displayName"] == role), None)
@@ -126,6 +130,9 @@ class Scim11Target(ContractTarget):
     def account(self, user_name: str) -> dict[str, Any] | None:
         user = next((u for u in self.peer.users() if u["userName"] == user_name), None)
         return None if user is None else {**user, "active": user.get("active", True)}
+
+    def family_name(self, user_name: str) -> str | None:
+        return ((self.account(user_name) or {}).get("name") or {}).get("familyName")
 
     def members(self, role: str) -> set[str]:
         names = {u["id"]: u["userName"] for u in self.peer.users()}
@@ -182,6 +189,10 @@ class SpmlTarget(ContractTarget):
         pso = self.peer.accounts().get(user_name)
         return None if pso is None else {"active": not pso.suspended, "pso": pso}
 
+    def family_name(self, user_name: str) -> str | None:
+        pso = self.peer.accounts().get(user_name)
+        return None if pso is None else next(iter(pso.get("sn")), None)
+
     def members(self, role: str) -> set[str]:
         group = self.peer.groups().get(role)
         names = {p.pso_id: uid for uid, p in self.peer.accounts().items()}
@@ -215,6 +226,18 @@ class TestSpmlContract(ConnectorContract):
         monkeypatch.setenv("KIT_SPML_TOKEN", spml_server.token or "")
         return SpmlTarget(spml_server)
 
+    @pytest.mark.xfail(
+        strict=True,
+        reason="SpmlConnector.disable_user suspends without reading the PSO first and "
+        "returns None, so idprov records an administrator's suspension as its own",
+    )
+    def test_an_account_an_administrator_disabled_is_not_enabled_when_its_user_comes_back(
+        self, contract_target: ContractTarget, tmp_path: Path, kit: KitRun
+    ) -> None:
+        super().test_an_account_an_administrator_disabled_is_not_enabled_when_its_user_comes_back(
+            contract_target, tmp_path, kit
+        )
+
 
 # ---------------------------------------------------------------- Google Workspace
 class GoogleTarget(ContractTarget):
@@ -232,8 +255,16 @@ class GoogleTarget(ContractTarget):
 """
 
     def account(self, user_name: str) -> dict[str, Any] | None:
-        user = self.fake.user(f"{user_name}@example.com")
-        return None if user is None else {**user, "active": not user["suspended"]}
+        """The account whose primary email is the user's (Google keeps a renamed
+        account's old address as an alias: that is not an account of that name)."""
+        email = f"{user_name}@example.com"
+        user = self.fake.user(email)
+        if user is None or user["primaryEmail"] != email:
+            return None
+        return {**user, "active": not user["suspended"]}
+
+    def family_name(self, user_name: str) -> str | None:
+        return ((self.account(user_name) or {}).get("name") or {}).get("familyName")
 
     def members(self, role: str) -> set[str]:
         if self.fake.group(f"{role}@example.com") is None:
@@ -301,6 +332,9 @@ class SalesforceTarget(ContractTarget):
         user = self.org.users().get(f"{user_name}@example.com")
         return None if user is None else {**user, "active": user["IsActive"]}
 
+    def family_name(self, user_name: str) -> str | None:
+        return (self.account(user_name) or {}).get("LastName")
+
     def members(self, role: str) -> set[str]:
         found = self.org.group_members("Engineering") if role == "team" else set()
         return {e.partition("@")[0] for e in found}
@@ -358,4 +392,4 @@ def test_the_kit_fails_a_connector_that_cannot_recognise_its_own_accounts(
     with kit.open_service(target, tmp_path) as svc:
         svc.add_role("staff")
         with pytest.raises(AssertionError, match="nothing at the target proves it"):
-            kit.test_a_create_whose_reply_was_lost_makes_one_account(target, svc)
+            kit.test_a_create_whose_reply_was_lost_makes_one_account(target, svc, KitRun())

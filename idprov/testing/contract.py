@@ -16,15 +16,27 @@ ways the contract is about) and subclasses :class:`ConnectorContract`::
 
 pytest then runs every ``test_*`` method below against that target, through idprov's
 own library API (:class:`~idprov.provisioning.service.IdentityService`) with a
-SQLite state in ``tmp_path``. The kit uses the roles ``staff`` (the IdP's
-provisioning role) and ``team`` (a second role pushed as a group), and users whose
-names start with ``kit``. What it checks is what a user of idprov relies on:
+SQLite state in ``tmp_path``. It needs pytest (``pip install pytest``), which idprov
+itself does not.
 
-- the life cycle: create, update, membership, deprovision;
+The kit uses the roles ``staff`` (the IdP's provisioning role) and ``team`` (a second
+role pushed as a group; ``crew`` once renamed), and users named ``kit-<word>-<run>``,
+where ``<run>`` is new for every test, so that a long-lived target (a sandbox
+organisation) can be used: after each test the kit deletes, through the connector,
+the accounts and groups that test made (see :meth:`ConnectorContract.clean_up`). The
+role names are fixed: two runs at once against one target collide, and a run that
+was killed may leave ``staff``/``team``/``crew`` groups to delete by hand.
+
+What it checks is what a user of idprov relies on:
+
+- the life cycle: create, update (read back at the target), membership, deprovision;
+- a user rename renames the account in place (the same remote object, the new name);
 - an account idprov did not create is never taken over (without ``on_conflict:
   adopt``) nor deprovisioned;
 - ``deprovision: disable`` and back; an account an administrator disabled at the
-  target stays disabled when idprov updates it;
+  target stays disabled when idprov updates it, and when idprov deprovisions it and
+  the user comes back (``disable_user`` returns False for an account that was
+  disabled already);
 - deleting a role removes the access it gave; renaming it follows (where the
   target names groups);
 - a create whose reply was lost makes one account, adopted as idprov's (the
@@ -35,6 +47,7 @@ names start with ``kit``. What it checks is what a user of idprov relies on:
 
 from __future__ import annotations
 
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +88,12 @@ class ContractTarget(ABC):
         ``active`` (bool), or None if there is none."""
 
     @abstractmethod
+    def family_name(self, user_name: str) -> str | None:
+        """The family name the target holds on ``user_name``'s account (where the
+        IdP's mapping puts the ``family_name`` claim: SCIM ``name.familyName``, an
+        LDAP-like ``sn``...), or None. The kit changes it and reads it back."""
+
+    @abstractmethod
     def members(self, role: str) -> set[str]:
         """idprov user names of the members of role ``role``'s group at the target
         (empty when there is no such group)."""
@@ -108,6 +127,17 @@ class ContractTarget(ABC):
         return None
 
 
+class KitRun:
+    """One test's user names, new for every test (``kit-ann-3f9a1c``), so that tests
+    against a long-lived target never meet an earlier test's accounts."""
+
+    def __init__(self) -> None:
+        self.run = secrets.token_hex(3)
+
+    def user(self, word: str) -> str:
+        return f"kit-{word}-{self.run}"
+
+
 class ConnectorContract:
     """The contract's tests; subclass it and provide a ``contract_target`` fixture."""
 
@@ -115,14 +145,14 @@ class ConnectorContract:
     def contract_target(self) -> ContractTarget:
         raise NotImplementedError("provide a contract_target fixture returning a ContractTarget")
 
-    def open_service(self, target: ContractTarget, tmp_path: Path, extra: str = "") -> Any:
-        """An :class:`IdentityService` provisioning to the target (``extra``: more IdP
-        settings, indented four spaces)."""
-        from idprov.config import load_text
-        from idprov.provisioning.service import IdentityService
+    @pytest.fixture
+    def kit(self) -> KitRun:
+        return KitRun()
 
-        text = f"""
-version: 1
+    def configuration(self, target: ContractTarget, tmp_path: Path, extra: str = "") -> str:
+        """The YAML the kit gives idprov: the adapter's identity provider, the kit's
+        settings (and ``extra``, more IdP settings indented four spaces)."""
+        return f"""version: 1
 data_dir: {tmp_path / "data"}
 identity_providers:
 {target.identity_provider().rstrip()}
@@ -131,116 +161,233 @@ applications:
   - name: resident
     identity_providers: [{KIT_IDP}]
 """
-        return IdentityService(
-            load_text(text, "contract.yaml"),
-            sleep=lambda s: None,
-            http_transport=target.http_transport(),
-        )
+
+    def open_service(self, target: ContractTarget, tmp_path: Path, extra: str = "") -> Any:
+        """An :class:`IdentityService` provisioning to the target (``extra``: more IdP
+        settings, indented four spaces). A configuration error shows the YAML."""
+        from idprov.config import load_text
+        from idprov.errors import ConfigError
+        from idprov.provisioning.service import IdentityService
+
+        text = self.configuration(target, tmp_path, extra)
+        source = f"contract.yaml (made from {type(target).__name__}.identity_provider())"
+        try:
+            config = load_text(text, source)
+            return IdentityService(
+                config, sleep=lambda s: None, http_transport=target.http_transport()
+            )
+        except ConfigError as exc:
+            numbered = "\n".join(f"{n:4} | {line}" for n, line in enumerate(text.splitlines(), 1))
+            raise ConfigError(
+                f"{exc.message}\n{source}, as the kit made it:\n{numbered}",
+                hint=(exc.hint + "; " if exc.hint else "")
+                + "identity_provider() returns one list item indented two spaces "
+                "(`  - name: target`), its keys indented four (`    connector: ...`)",
+            ) from exc
 
     @pytest.fixture
-    def service(self, contract_target: ContractTarget, tmp_path: Path) -> Iterator[Any]:
+    def service(self, contract_target: ContractTarget, tmp_path: Path) -> Iterator[IdentityService]:
         with self.open_service(contract_target, tmp_path) as svc:
-            svc.add_role("staff")
-            svc.add_role("team")
-            yield svc
+            try:
+                svc.add_role("staff")
+                svc.add_role("team")
+                yield svc
+            finally:
+                self.clean_up(svc)
+
+    def clean_up(self, service: IdentityService) -> None:
+        """Delete at the target, through the connector, every group and account this
+        test's service made or met there (foreign ones the kit made included), so that
+        the next test finds the target as it was. Stops quietly at refused
+        credentials (the test that refuses them cannot clean up after itself)."""
+        from idprov.connectors.base import CredentialsRefused
+
+        try:
+            self._delete_at_target(service)
+        except CredentialsRefused:
+            pass
+
+    def _delete_at_target(self, service: IdentityService) -> None:
+        from idprov.model import UserQuery
+        from idprov.provisioning.decide import account_for
+
+        connector = service.connector(KIT_IDP)
+        ledger = service.state.ledger
+        for entry in ledger.for_idp(KIT_IDP, "role").values():
+            if entry.remote_id and entry.created_by_idprov:
+                connector.delete_group(entry.remote_id)
+        remote_ids = {e.remote_id for e in ledger.for_idp(KIT_IDP, "user").values()}
+        idp = service.idp(KIT_IDP)
+        for user in service.list_users(UserQuery(limit=1000)).items:
+            match = connector.lookup_user(account_for(user, idp, type(connector)))
+            remote_ids.add(match.remote_id if match else None)
+        for remote_id in sorted(r for r in remote_ids if r):
+            connector.delete_user(remote_id)
+
+    def remote_id(self, service: IdentityService, user_name: str) -> str | None:
+        """The remote id of ``user_name``'s account as the connector finds it now
+        (``lookup_user``), not as idprov's ledger remembers it."""
+        from idprov.provisioning.decide import account_for
+
+        connector = service.connector(KIT_IDP)
+        account = account_for(service.get_user(user_name), service.idp(KIT_IDP), type(connector))
+        match = connector.lookup_user(account)
+        return None if match is None else match.remote_id
 
     # ---- life cycle
-    def test_life_cycle(self, contract_target: ContractTarget, service: IdentityService) -> None:
-        target = contract_target
-        assert_ok(service.add_user("kit-ann", claims("kit-ann"), roles=["staff", "team"]))
-        account = target.account("kit-ann")
+    def test_life_cycle(
+        self, contract_target: ContractTarget, service: IdentityService, kit: KitRun
+    ) -> None:
+        target, ann = contract_target, kit.user("ann")
+        assert_ok(service.add_user(ann, claims(ann), roles=["staff", "team"]))
+        account = target.account(ann)
         assert account is not None and account["active"] is True, account
-        assert target.members("team") == {"kit-ann"}
-        assert_ok(service.update_user("kit-ann", {"title": "Lead"}))
-        assert_ok(service.unassign("team", ["kit-ann"]))
+        assert target.members("team") == {ann}
+        assert_ok(service.update_user(ann, {"family_name": "Changed"}))
+        assert target.family_name(ann) == "Changed", (
+            "an update must reach the target: update_user(remote_id, account, previous) "
+            "sends what differs from previous"
+        )
+        assert_ok(service.unassign("team", [ann]))
         assert target.members("team") == set()
-        assert_ok(service.unassign("staff", ["kit-ann"]))
-        gone = target.account("kit-ann")
+        assert_ok(service.unassign("staff", [ann]))
+        gone = target.account(ann)
         if target.deletes_accounts:
             assert gone is None, gone
         else:
             assert gone is not None and gone["active"] is False, gone
 
-    def test_an_account_idprov_did_not_create_is_left_alone(
-        self, contract_target: ContractTarget, service: IdentityService
+    def test_renaming_a_user_renames_the_account_in_place(
+        self, contract_target: ContractTarget, service: IdentityService, kit: KitRun
     ) -> None:
-        contract_target.add_foreign_account("kit-foe")
-        result = service.add_user("kit-foe", claims("kit-foe"), roles=["staff"])
+        target, old, new = contract_target, kit.user("ren"), kit.user("ned")
+        assert_ok(service.add_user(old, claims(old), roles=["staff", "team"]))
+        before = self.remote_id(service, old)
+        assert_ok(service.rename_user(old, new))
+        assert target.account(new) is not None, (
+            f"no account is named {new} at the target after the rename: rename_user must "
+            "give the remote account its new user name"
+        )
+        assert target.account(old) is None, f"an account is still named {old}"
+        assert self.remote_id(service, new) == before, (
+            "the renamed account must be the same remote object (renamed in place, never "
+            "deleted and created again: that loses its data and history at the target)"
+        )
+        assert target.members("team") == {new}
+        assert target.family_name(new) == old  # the kit's users are named after themselves
+
+    def test_an_account_idprov_did_not_create_is_left_alone(
+        self, contract_target: ContractTarget, service: IdentityService, kit: KitRun
+    ) -> None:
+        foe = kit.user("foe")
+        contract_target.add_foreign_account(foe)
+        result = service.add_user(foe, claims(foe), roles=["staff"])
         assert result.outbound is not None and not result.outbound.ok
-        assert_ok(service.unassign("staff", ["kit-foe"]), allow_failed=True)
-        foe = contract_target.account("kit-foe")
-        assert foe is not None and foe["active"] is True, foe
+        assert_ok(service.unassign("staff", [foe]), allow_failed=True)
+        found = contract_target.account(foe)
+        assert found is not None and found["active"] is True, found
 
     def test_deprovision_disable_and_back(
-        self, contract_target: ContractTarget, tmp_path: Path
+        self, contract_target: ContractTarget, tmp_path: Path, kit: KitRun
     ) -> None:
+        dee = kit.user("dee")
         with self.open_service(contract_target, tmp_path, "    deprovision: disable\n") as svc:
-            svc.add_role("staff")
-            assert_ok(svc.add_user("kit-dee", claims("kit-dee"), roles=["staff"]))
-            assert_ok(svc.unassign("staff", ["kit-dee"]))
-            disabled = contract_target.account("kit-dee")
-            assert disabled is not None and disabled["active"] is False, disabled
-            assert_ok(svc.assign("staff", ["kit-dee"]))
-        back = contract_target.account("kit-dee")
-        assert back is not None and back["active"] is True, back
+            try:
+                svc.add_role("staff")
+                assert_ok(svc.add_user(dee, claims(dee), roles=["staff"]))
+                assert_ok(svc.unassign("staff", [dee]))
+                disabled = contract_target.account(dee)
+                assert disabled is not None and disabled["active"] is False, disabled
+                assert_ok(svc.assign("staff", [dee]))
+                back = contract_target.account(dee)
+                assert back is not None and back["active"] is True, back
+            finally:
+                self.clean_up(svc)
 
     def test_an_account_an_administrator_disabled_stays_disabled(
-        self, contract_target: ContractTarget, service: IdentityService
+        self, contract_target: ContractTarget, service: IdentityService, kit: KitRun
     ) -> None:
-        assert_ok(
-            service.add_user("kit-eve", {**claims("kit-eve"), "title": "Clerk"}, roles=["staff"])
-        )
-        contract_target.disable_at_target("kit-eve")
-        assert_ok(service.update_user("kit-eve", {"title": "Manager"}))
-        eve = contract_target.account("kit-eve")
-        assert eve is not None and eve["active"] is False, eve
+        eve = kit.user("eve")
+        assert_ok(service.add_user(eve, claims(eve), roles=["staff"]))
+        contract_target.disable_at_target(eve)
+        assert_ok(service.update_user(eve, {"family_name": "Changed"}))
+        found = contract_target.account(eve)
+        assert found is not None and found["active"] is False, found
+
+    def test_an_account_an_administrator_disabled_is_not_enabled_when_its_user_comes_back(
+        self, contract_target: ContractTarget, tmp_path: Path, kit: KitRun
+    ) -> None:
+        """Deprovisioned (``deprovision: disable``) after an administrator disabled it,
+        then back in scope: idprov enables only what it disabled itself."""
+        pat = kit.user("pat")
+        with self.open_service(contract_target, tmp_path, "    deprovision: disable\n") as svc:
+            try:
+                svc.add_role("staff")
+                assert_ok(svc.add_user(pat, claims(pat), roles=["staff"]))
+                contract_target.disable_at_target(pat)
+                assert_ok(svc.unassign("staff", [pat]))
+                # back in scope: its groups may refuse an inactive account (Salesforce)
+                assert_ok(svc.assign("staff", [pat]), allow_failed=True)
+                found = contract_target.account(pat)
+                assert found is not None and found["active"] is False, (
+                    "idprov enabled an account an administrator had disabled: disable_user "
+                    "must read the account first and return False when the target had it "
+                    "disabled already (None or True tells idprov that it disabled it)"
+                )
+            finally:
+                self.clean_up(svc)
 
     # ---- roles
     def test_deleting_a_role_removes_the_access_it_gave(
-        self, contract_target: ContractTarget, service: IdentityService
+        self, contract_target: ContractTarget, service: IdentityService, kit: KitRun
     ) -> None:
-        assert_ok(service.add_user("kit-bob", claims("kit-bob"), roles=["staff", "team"]))
-        assert contract_target.members("team") == {"kit-bob"}
+        bob = kit.user("bob")
+        assert_ok(service.add_user(bob, claims(bob), roles=["staff", "team"]))
+        assert contract_target.members("team") == {bob}
         assert_ok(service.delete_role("team"))
         assert contract_target.members("team") == set()
-        assert contract_target.account("kit-bob") is not None
+        assert contract_target.account(bob) is not None
 
     def test_renaming_a_role_keeps_its_members(
-        self, contract_target: ContractTarget, service: IdentityService
+        self, contract_target: ContractTarget, service: IdentityService, kit: KitRun
     ) -> None:
         """The group follows the new name; where groups are not idprov's to rename, the
         role's group stays as it is, members and all."""
-        assert_ok(service.add_user("kit-cal", claims("kit-cal"), roles=["staff", "team"]))
+        cal = kit.user("cal")
+        assert_ok(service.add_user(cal, claims(cal), roles=["staff", "team"]))
         assert_ok(service.rename_role("team", "crew"))
         group = "crew" if contract_target.renames_groups else "team"
-        assert contract_target.members(group) == {"kit-cal"}
+        assert contract_target.members(group) == {cal}
 
     # ---- faults
     def test_a_create_whose_reply_was_lost_makes_one_account(
-        self, contract_target: ContractTarget, service: IdentityService
+        self, contract_target: ContractTarget, service: IdentityService, kit: KitRun
     ) -> None:
+        lou = kit.user("lou")
         contract_target.lose_next_create_reply()
-        assert_ok(service.add_user("kit-lou", claims("kit-lou"), roles=["staff"]))
-        user = service.get_user("kit-lou")
+        assert_ok(service.add_user(lou, claims(lou), roles=["staff"]))
+        user = service.get_user(lou)
         entry = service.state.ledger.get(KIT_IDP, "user", user.id)
         assert entry is not None and entry.created_by_idprov, "adopted as idprov's, by its mark"
-        assert contract_target.account("kit-lou") is not None
+        assert contract_target.account(lou) is not None
 
     def test_throttling_slows_down_but_does_not_fail(
-        self, contract_target: ContractTarget, service: IdentityService
+        self, contract_target: ContractTarget, service: IdentityService, kit: KitRun
     ) -> None:
+        tim = kit.user("tim")
         contract_target.throttle_next(2)
-        assert_ok(service.add_user("kit-tim", claims("kit-tim"), roles=["staff"]))
-        assert contract_target.account("kit-tim") is not None
+        assert_ok(service.add_user(tim, claims(tim), roles=["staff"]))
+        assert contract_target.account(tim) is not None
 
     def test_refused_credentials_stop_the_batch_after_the_first(
-        self, contract_target: ContractTarget, service: IdentityService
+        self, contract_target: ContractTarget, service: IdentityService, kit: KitRun
     ) -> None:
         try:
             contract_target.refuse_credentials()
         except NotImplementedError:
             pytest.skip("the target adapter cannot refuse credentials on demand")
-        for name in ("kit-r1", "kit-r2", "kit-r3"):
+        for word in ("r1", "r2", "r3"):
+            name = kit.user(word)
             service.add_user(name, claims(name), roles=["staff"])
         report = service.retry_outbox([KIT_IDP])
         target = report.idps[KIT_IDP]
