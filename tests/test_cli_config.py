@@ -46,6 +46,7 @@ def test_validate_embedded_default(cli):
         "identity_providers": [],
         "applications": ["resident"],
         "missing_secrets": [],
+        "ignored_connectors": [],
     }
 
 

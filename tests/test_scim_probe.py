@@ -81,8 +81,10 @@ def test_probe_of_the_aws_fake_recommends_its_dialect(cli, tmp_path, aws_scim, m
 def test_probe_is_only_for_scim2(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("PROBE_TOKEN", "x")
     write_config(tmp_path, "old", "scim11", "http://127.0.0.1:9/scim")
-    error = cli("idp", "test", "old", "--probe", "--json").error(6)
-    assert error["message"] == "the scim11 connector has no conformance probe"
+    error = cli("idp", "test", "old", "--probe", "--json").error(2)
+    assert error["message"] == (
+        "--probe is for SCIM 2.0 targets; the scim11 connector has no conformance probe"
+    )
 
 
 def test_ctrl_c_during_the_probe_deletes_what_it_made(tmp_path, aws_scim):

@@ -383,8 +383,9 @@ def as_idprov_error(exc: BaseException, command: str | None = None) -> IdprovErr
     """What to tell the user about ``exc`` (raised by top-level ``command``): ours as
     it is, a Ctrl-C, a file or database the system refused; any other exception is a
     bug in idprov."""
-    import os
     import sqlite3
+
+    from idprov.provisioning.tasks import debugging
 
     if isinstance(exc, IdprovError):
         return exc
@@ -399,7 +400,7 @@ def as_idprov_error(exc: BaseException, command: str | None = None) -> IdprovErr
         error = from_sqlite_error(exc, open_databases())
         if error is not None:
             return error
-    if not isinstance(exc, Exception) or os.environ.get("IDPROV_DEBUG"):
+    if not isinstance(exc, Exception) or debugging():
         return None
     return IdprovError(
         f"internal error: {type(exc).__name__}: {exc}",

@@ -50,23 +50,20 @@ def validate(
 ) -> None:
     """Check the configuration; say where any error is."""
     from idprov.config.loader import check_store_files
-    from idprov.errors import SecretError
 
     config = _loaded()
     check_store_files(config)
-    missing = [ref.ref for ref in config.secret_refs() if ref.status() == "missing"]
+    missing = _missing_secrets(config)
     if strict and missing:
-        raise SecretError(
-            "secrets cannot be read: " + ", ".join(missing),
-            hint="set them, or check their references",
-        )
+        _refuse_missing(missing)
     result = {
         "valid": True,
         "source": config.source,
         "userstores": [u.domain for u in config.userstores],
         "identity_providers": [i.name for i in config.identity_providers],
         "applications": [a.name for a in config.applications],
-        "missing_secrets": missing,
+        "missing_secrets": [ref for ref, _, _ in missing],
+        "ignored_connectors": _ignored_connectors(),
     }
 
     def show(r: dict[str, Any]) -> None:
@@ -75,10 +72,47 @@ def validate(
             f"{len(r['userstores'])} userstore(s), {len(r['identity_providers'])} identity "
             f"provider(s), {len(r['applications'])} application(s)"
         )
-        for ref in r["missing_secrets"]:
-            render.message(f"[yellow]![/] secret {render.esc(ref)} is not set")
+        for ref, where, key in missing:
+            render.message(f"[yellow]![/] {render.esc(where)}: {key}: secret {ref} is not set")
+        for text in r["ignored_connectors"]:
+            render.message(f"[yellow]![/] {render.esc(text)}")
 
     emit(result, show)
+
+
+def _missing_secrets(config: Any) -> list[tuple[str, str, str]]:
+    """(reference, file:line, key path) of every secret that cannot be read."""
+    from idprov.config.schema import Locator, find_values, key_path
+    from idprov.config.secrets import SecretRef
+
+    locator = config.locator or Locator(config.source)
+    return [
+        (ref.ref, locator.where(path), key_path(path))
+        for path, ref in find_values(config, SecretRef)
+        if ref.status() == "missing"
+    ]
+
+
+def _refuse_missing(missing: list[tuple[str, str, str]]) -> None:
+    from idprov.errors import SecretError
+
+    ref, where, key = missing[0]
+    others = [f"{k} ({r}, {w})" for r, w, k in missing[1:]]
+    raise SecretError(
+        f"secret {ref} cannot be read"
+        + (f"; nor can {len(others)} more: " + ", ".join(others) if others else ""),
+        location=where,
+        key=key,
+        hint="set it (`idprov secret set NAME` for keyring:, export the variable for env:, "
+        "create the file for file:), or correct the reference",
+    )
+
+
+def _ignored_connectors() -> list[str]:
+    """Why each installed connector that takes a built-in name is not used."""
+    from idprov.connectors import registry
+
+    return [registry.why_ignored(ep) for ep in registry.shadowed()]
 
 
 @app.command("show")

@@ -222,7 +222,7 @@ def idp_test(
         return
     report = service().test_idp(name)
     emit(report, lambda r: render.check_report(name, r))
-    if not report.ok:
+    if report.checked and not report.ok:
         raise OutboundError(
             f"identity provider {name} failed its check", hint="; ".join(report.messages) or None
         )
@@ -236,19 +236,33 @@ def connector_list(json: JsonOpt = False) -> None:
 
     rows: list[dict[str, Any]] = []
     for name in registry.available():
-        ep = registry.entry_point(name)
         try:
             description, loaded = registry.load(name).description, True
         except ConfigError as exc:  # a broken plugin is listed, not fatal
             description, loaded = exc.message, False
-        package = ep.dist.name if ep.dist else None
         rows.append(
             {
                 "name": name,
-                "module": ep.value,
+                "module": registry.entry_point(name).value,
                 "description": description,
                 "loaded": loaded,
-                "package": package,
+                "package": registry.package(name),
+                "ignored": False,
             }
         )
+    rows += [ignored_row(ep) for ep in registry.shadowed()]
     emit(rows, render.connector_list)
+
+
+def ignored_row(ep: Any) -> dict[str, Any]:
+    """`connector list`'s row for a package's entry point that takes a built-in name."""
+    from idprov.connectors import registry
+
+    return {
+        "name": ep.name,
+        "module": ep.value,
+        "description": registry.why_ignored(ep),
+        "loaded": False,
+        "package": ep.dist.name if ep.dist else None,
+        "ignored": True,
+    }

@@ -149,6 +149,11 @@ def check_report(name: str, report: CheckReport) -> None:
     yes = "[green]yes[/]"
     no = "[red]no[/]"
     console().print(f"[bold]{esc(name)}[/]")
+    if not report.checked:
+        console().print("  reachable      [yellow]unknown[/] (this connector has no check)")
+        for text in report.messages:
+            console().print(f"  [yellow]![/] {esc(text)}")
+        return
     console().print(f"  reachable      {yes if report.reachable else no}")
     unknown = "[yellow]unknown[/] (the endpoint was not found)"
     auth = unknown if report.authenticated is None else yes if report.authenticated else no
@@ -162,7 +167,10 @@ def check_report(name: str, report: CheckReport) -> None:
 def connector_list(rows: list[dict[str, Any]]) -> None:
     table(
         ["connector", "package", "module", "description"],
-        ((r["name"], r["package"] or "", r["module"], r["description"]) for r in rows),
+        (
+            (r["name"], r["package"] or "(not installed)", r["module"], r["description"])
+            for r in rows
+        ),
     )
 
 

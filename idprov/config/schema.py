@@ -7,26 +7,48 @@ dataclasses, rejects unknown keys and wrong types, and names the file, line,
 column and key path of every error, with what was expected.
 
 A dataclass is validated by :func:`build`. Fields may be ``str``, ``int``,
-``float``, ``bool``, ``Literal[...]``, ``X | None``, ``list[X]``, ``dict[str, X]``,
-``Any``, another dataclass, or a class with a ``__config_parse__(value)``
-classmethod. A base class with a ``variants()`` classmethod is a tagged union,
-chosen by its ``type`` key. A dataclass may check itself in ``__post_init__`` by
+``float``, ``bool``, ``Literal[...]``, ``X | None`` (and other unions of these),
+``list[X]``, ``tuple[X, ...]``, ``Sequence[X]``, ``frozenset[X]``, ``set[X]`` (each
+a YAML list), ``dict[str, X]`` or ``Mapping[str, X]``, ``Any``, another dataclass,
+or a class with a ``__config_parse__(value)`` classmethod (:data:`SUPPORTED` says
+so in words). :func:`check_types` finds a field of any other type when the class is
+loaded, before any YAML reaches it. A base class with a ``variants()`` classmethod is
+a tagged union, chosen by its ``type`` key. A dataclass may check itself in ``__post_init__`` by
 raising :class:`Invalid` (naming one of its keys) or ``ValueError``.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from idprov.errors import ConfigError
 
 T = TypeVar("T")
 Path = tuple[str | int, ...]
+
+SUPPORTED = (
+    "str, int, float, bool, Literal[...], X | None, list[X], tuple[X, ...], "
+    "Sequence[X], frozenset[X], set[X], dict[str, X], Mapping[str, X], Any, a nested "
+    "dataclass, or a class with a __config_parse__ classmethod (SecretRef)"
+)
+"""The field types :func:`build` validates, for error messages."""
+
+_SEQUENCES: dict[Any, Any] = {
+    list: list,
+    tuple: tuple,
+    collections.abc.Sequence: tuple,
+    frozenset: frozenset,
+    set: set,
+    collections.abc.Set: frozenset,
+}
+"""A YAML list becomes, for a field of this origin, this type."""
+_MAPPINGS = (dict, collections.abc.Mapping)
 
 
 class Invalid(ValueError):
@@ -78,9 +100,9 @@ def _type_name(tp: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in get_args(tp))
     if origin in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in get_args(tp))
-    if origin is list:
+    if origin in _SEQUENCES:
         return f"a list of {_type_name(get_args(tp)[0])}"
-    if origin is dict:
+    if origin in _MAPPINGS:
         return "a mapping"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
@@ -120,12 +142,13 @@ def _convert(tp: Any, data: Any, locator: Locator, path: Path) -> Any:
         if not any(type(data) is type(a) and data == a for a in get_args(tp)):
             raise _fail(locator, path, f"expected {_type_name(tp)}, got {_describe(data)}")
         return data
-    if origin is list:
+    if origin in _SEQUENCES:
         if not isinstance(data, list):
             raise _fail(locator, path, f"expected {_type_name(tp)}, got {_describe(data)}")
-        (item,) = get_args(tp)
-        return [_convert(item, v, locator, (*path, i)) for i, v in enumerate(data)]
-    if origin is dict:
+        item = get_args(tp)[0]
+        items = [_convert(item, v, locator, (*path, i)) for i, v in enumerate(data)]
+        return items if origin is list else _SEQUENCES[origin](items)
+    if origin in _MAPPINGS:
         if not isinstance(data, Mapping):
             raise _fail(locator, path, f"expected a mapping, got {_describe(data)}")
         _, value_type = get_args(tp)
@@ -139,6 +162,59 @@ def _convert(tp: Any, data: Any, locator: Locator, path: Path) -> Any:
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return _build_dataclass(tp, data, locator, path)
     return _scalar(tp, data, locator, path)
+
+
+class UnsupportedType(TypeError):
+    """A dataclass field whose type :func:`build` cannot validate (``field``: its key
+    path, ``type``: the type as written)."""
+
+    def __init__(self, field: str, tp: Any) -> None:
+        self.spelled = _spelled(tp)
+        super().__init__(f"field {field} has type {self.spelled}, which cannot be configured")
+        self.field = field
+        self.type = tp
+
+
+def check_types(cls: type) -> None:
+    """Raise :class:`UnsupportedType` for the first field of dataclass ``cls`` (or of
+    a dataclass nested in it) that :func:`build` cannot validate."""
+    for field, tp in _fields_of(cls, ""):
+        _check_type(tp, field, set())
+
+
+def _fields_of(cls: type, prefix: str) -> Iterator[tuple[str, Any]]:
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.init:
+            yield f"{prefix}{f.name}", hints[f.name]
+
+
+def _check_type(tp: Any, field: str, seen: set[type]) -> None:
+    origin, args = get_origin(tp), get_args(tp)
+    if tp is Any or tp in (str, int, float, bool, type(None)) or origin is Literal:
+        return
+    if hasattr(tp, "__config_parse__"):
+        return
+    if origin in (Union, types.UnionType):
+        for option in args:
+            _check_type(option, field, seen)
+        return
+    variadic = args[1:] == (...,) if origin is tuple else len(args) == 1
+    if origin in _SEQUENCES and variadic:
+        return _check_type(args[0], field, seen)
+    if origin in _MAPPINGS and len(args) == 2 and args[0] is str:
+        return _check_type(args[1], field, seen)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if tp not in seen:
+            for name, inner in _fields_of(tp, f"{field}."):
+                _check_type(inner, name, seen | {tp})
+        return
+    raise UnsupportedType(field, tp)
+
+
+def _spelled(tp: Any) -> str:
+    """A type as its author wrote it (``tuple[str, int]``, ``Path``)."""
+    return tp.__name__ if isinstance(tp, type) and not get_args(tp) else str(tp)
 
 
 def _scalar(tp: Any, data: Any, locator: Locator, path: Path) -> Any:
@@ -228,6 +304,23 @@ def _hints(cls: type) -> dict[str, Any]:
     return _HINTS[cls]
 
 
+def find_values(obj: Any, cls: type[T], path: Path = ()) -> Iterator[tuple[Path, T]]:
+    """Every value of type ``cls`` in a built object, with its key path (to locate
+    with the :class:`Locator` of the document it was built from)."""
+    if isinstance(obj, cls):
+        yield path, obj
+    elif isinstance(obj, list | tuple):
+        for i, item in enumerate(obj):
+            yield from find_values(item, cls, (*path, i))
+    elif isinstance(obj, dict):
+        for key, item in obj.items():
+            yield from find_values(item, cls, (*path, str(key)))
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            if f.init:
+                yield from find_values(getattr(obj, f.name), cls, (*path, f.name))
+
+
 def to_data(obj: Any) -> Any:
     """The plain-data form of a built object (for `config show` and JSON). Values of
     ``__config_parse__`` types (secret references) are kept as they are."""
@@ -237,6 +330,8 @@ def to_data(obj: Any) -> Any:
         return {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.repr}
     if isinstance(obj, list | tuple):
         return [to_data(v) for v in obj]
+    if isinstance(obj, set | frozenset):
+        return sorted((to_data(v) for v in obj), key=repr)
     if isinstance(obj, dict):
         return {k: to_data(v) for k, v in obj.items()}
     return obj

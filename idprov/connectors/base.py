@@ -21,7 +21,7 @@ from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from idprov.errors import OutboundError
+from idprov.errors import OutboundError, UsageError
 
 if TYPE_CHECKING:
     from idprov.config.models import IdentityProviderConfig
@@ -88,6 +88,9 @@ class CheckReport:
     """None: unknown (the endpoint was not found: no credentials were tried)."""
     capabilities: dict[str, Any] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
+    checked: bool = True
+    """False: the connector has no check (:meth:`Connector.check` is optional), so
+    nothing is known; `idp test` says so and does not fail."""
 
     @property
     def ok(self) -> bool:
@@ -96,6 +99,7 @@ class CheckReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "checked": self.checked,
             "reachable": self.reachable,
             "authenticated": self.authenticated,
             "capabilities": self.capabilities,
@@ -265,15 +269,25 @@ class Connector(ABC):
 
     def probe(self, on_interrupt: Any = None) -> Any:
         """`idp test --probe`: what the target really does (see scim_probe). Creates and
-        deletes objects of its own."""
-        raise OutboundError(
-            f"the {self.name} connector has no conformance probe",
-            hint="--probe is for scim2 identity providers; `idprov idp test NAME` checks this one",
+        deletes objects of its own. Only SCIM 2.0 targets have one."""
+        raise UsageError(
+            f"--probe is for SCIM 2.0 targets; the {self.name} connector has no conformance probe",
+            hint="`idprov idp test NAME` (without --probe) checks this identity provider",
         )
 
     def check(self) -> CheckReport:
-        """Reachability, authentication and capabilities; changes nothing."""
-        return CheckReport(messages=["this connector has no check"])
+        """Reachability, authentication and capabilities; changes nothing. Optional:
+        without it `idprov idp test` says that this connector has no check (and does
+        not fail); implement it to tell an operator whether the target answers and
+        accepts idprov's credentials (a cheap authenticated GET)."""
+        return CheckReport(
+            authenticated=None,
+            checked=False,
+            messages=[
+                f"the {self.name} connector has no check: whether the target is reachable "
+                "is not known until idprov pushes to it"
+            ],
+        )
 
     @abstractmethod
     def create_user(self, account: Account) -> str:

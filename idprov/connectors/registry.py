@@ -93,4 +93,82 @@ def load(name: str) -> type[Connector]:
             ) from exc
     if not (isinstance(cls, type) and issubclass(cls, Connector)):
         raise ConfigError(f"connector {name!r} ({value}) is not a Connector subclass")
+    _check_options(name, cls)
     return cls
+
+
+def package(name: str) -> str | None:
+    """The distribution that provides connector ``name`` (``idprov`` for a built-in),
+    or None when it is not known (a module on the path, not an installed package)."""
+    if name in BUILTIN:
+        return "idprov"
+    dist = entry_point(name).dist
+    return dist.name if dist is not None else None
+
+
+def described(name: str) -> str:
+    """``name (its package)``, to say whose code an error is in."""
+    found = package(name) if name in BUILTIN or name in _entry_points() else None
+    return f"{name} ({found})" if found else name
+
+
+def raised_by(name: str, exc: BaseException) -> bool:
+    """Whether ``exc`` was raised in connector ``name``'s own code (a frame of its
+    package's modules; idprov's connectors and helpers for a built-in one)."""
+    module = BUILTIN[name].partition(":")[0] if name in BUILTIN else load(name).__module__
+    top = "idprov.connectors" if name in BUILTIN else module.partition(".")[0]
+    tb = exc.__traceback__
+    while tb is not None:
+        where = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if where == top or where.startswith(top + "."):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def shadowed() -> list[EntryPoint]:
+    """Entry points of installed packages that declare a built-in connector's name:
+    ignored (see the module's docstring), and worth telling their author."""
+    from importlib.metadata import entry_points
+
+    return [
+        ep
+        for ep in entry_points(group=GROUP)
+        if ep.name in BUILTIN and ep.value != BUILTIN[ep.name]
+    ]
+
+
+def why_ignored(ep: EntryPoint) -> str:
+    """Why a package's connector that takes a built-in name is not used (one of
+    :func:`shadowed`), for `connector list` and `config validate`."""
+    package = ep.dist.name if ep.dist else "a package"
+    return (
+        f"ignored: {package} declares the connector {ep.name!r} ({ep.value}), a name that "
+        f"is idprov's own; its author should rename that entry point"
+    )
+
+
+def _check_options(name: str, cls: type[Connector]) -> None:
+    """A connector's ``Options`` must be a dataclass of types the configuration can
+    give: refused when the connector loads, not at an operator's first command."""
+    import dataclasses
+
+    from idprov.config.schema import SUPPORTED, UnsupportedType, check_types
+
+    options = getattr(cls, "Options", None)
+    owner = f"{cls.__module__}.{cls.__qualname__}"
+    if not (isinstance(options, type) and dataclasses.is_dataclass(options)):
+        raise ConfigError(
+            f"connector {described(name)}: {owner}.Options is not a dataclass",
+            hint="declare Options as a @dataclass(frozen=True), e.g. a subclass of "
+            "idprov.connectors.http.HttpOptions (a bug in the connector's package)",
+        )
+    try:
+        check_types(options)
+    except UnsupportedType as exc:
+        raise ConfigError(
+            f"connector {described(name)}: {options.__qualname__}.{exc.field} has type "
+            f"{exc.spelled}, which idprov cannot "
+            "read from a configuration",
+            hint=f"a bug in the connector's package: Options fields may be {SUPPORTED}",
+        ) from None

@@ -13,7 +13,9 @@ Results are recorded on the calling thread in **short transactions**: the
 complete, their ledger, outbox and audit records together. No transaction is open
 while the engine waits for a target. An exception from a connector — a third-party
 plugin's ``KeyError`` as much as a :class:`TargetError` — fails that row with its
-message; every other row's result is still recorded.
+message (one not idprov's, raised in the connector's code, names the connector and
+its package as the one with the bug, with its traceback under ``IDPROV_DEBUG=1``);
+every other row's result is still recorded.
 """
 
 from __future__ import annotations
@@ -43,7 +45,16 @@ from idprov.provisioning.results import (
 )
 from idprov.provisioning.retry import backoff, with_retries
 from idprov.provisioning.state import audit_row
-from idprov.provisioning.tasks import Creating, Outcome, Planned, Settled, Task, describe
+from idprov.provisioning.tasks import (
+    Creating,
+    Outcome,
+    Planned,
+    Settled,
+    Task,
+    debugging,
+    describe,
+    print_traceback,
+)
 
 if TYPE_CHECKING:
     from idprov.config.models import IdentityProviderConfig
@@ -125,9 +136,26 @@ class Engine(UserPlanning, RolePlanning):
             return Settled(
                 row,
                 OperationResult(
-                    row.idp, row.kind, row.label, "plan", "failed", error=describe(exc)
+                    row.idp, row.kind, row.label, "plan", "failed", error=self._describe(row, exc)
                 ),
             )
+
+    def _describe(self, row: OutboxRow, exc: BaseException) -> str:
+        """``exc``'s message for ``row``; one raised in its connector's own code (not
+        one of idprov's errors) names that connector as the one with the bug."""
+        if isinstance(exc, IdprovError) or not self.outbound.configured(row.idp):
+            return describe(exc)
+        from idprov.connectors import registry
+
+        name = self.outbound.idp(row.idp).connector
+        try:
+            culprit = registry.described(name) if registry.raised_by(name, exc) else None
+        except IdprovError:
+            culprit = None
+        if debugging():
+            whose = f"the connector {culprit}" if culprit else "idprov"
+            print_traceback(exc, f"a bug in {whose} ({row.kind} {row.label} at {row.idp})")
+        return describe(exc, culprit)
 
     def _run(self, rows: Sequence[OutboxRow], planner: Callable[[OutboxRow], Planned]) -> None:
         """Plan rows chunk by chunk and hand each call to its IdP's pool; record results
@@ -440,7 +468,7 @@ class Engine(UserPlanning, RolePlanning):
                 row.label,
                 task.operation,
                 "failed",
-                error=describe(exc),
+                error=self._describe(row, exc),
                 status=status,
             )
         result.attempts = len(attempts)

@@ -6,6 +6,8 @@ other.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -68,12 +70,35 @@ class Settled:
 Planned = Task | Settled
 
 
-def describe(exc: BaseException) -> str:
+def describe(exc: BaseException, connector: str | None = None) -> str:
     """An exception's message for the outbox and the report: ours as they are, any
-    other (a plugin's bug) with its class, so that the row says what went wrong."""
+    other with its class, so that the row says what went wrong. ``connector``
+    (``name (package)``): the exception came from that connector's code, which is
+    then named as the one with the bug, so that an operator knows whom to tell."""
     if isinstance(exc, IdprovError):
         return exc.message
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if connector is None:
+        return text
+    return (
+        f"a bug in the connector {connector}, not in idprov: {text} "
+        "(IDPROV_DEBUG=1 prints its traceback)"
+    )
+
+
+def debugging() -> bool:
+    """Whether ``IDPROV_DEBUG`` is set: a bug (idprov's or a connector's) then shows
+    its traceback on standard error."""
+    return bool(os.environ.get("IDPROV_DEBUG"))
+
+
+def print_traceback(exc: BaseException, whose: str) -> None:
+    """``exc``'s traceback on standard error, headed by ``whose`` bug it is."""
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    sys.stderr.write(f"{whose}:\n{text}")
+    sys.stderr.flush()
 
 
 def ledger_entry(
