@@ -1,0 +1,165 @@
+"""The README's examples for plugin authors and library users, run as written: the
+code blocks of "Writing a connector" and "Using idprov as a library" are read from
+README.md, so that they cannot drift from what idprov does. The example connector
+passes the contract kit against the people API it is written for (on loopback), with
+the IdP YAML the kit's section shows; the library example runs against scim2-server."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import io
+import re
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from idprov.connectors import registry
+from idprov.testing import ConnectorContract, ContractTarget
+from tests.peers.people import PeopleApi, serve_people_api
+from tests.peers.scim2 import Scim2Peer
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def blocks(section: str, language: str) -> list[str]:
+    """The ``language`` code blocks of README section ``## section``."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"\n## {section}\n")
+    end = text.find("\n## ", start + 1)
+    body = text[start : end if end != -1 else None]
+    return re.findall(rf"^```{language}\n(.*?)^```$", body, flags=re.S | re.M)
+
+
+MODULE = "readme_people_idprov"
+
+
+@pytest.fixture
+def people_api() -> Iterator[PeopleApi]:
+    """An empty people API of this test's own, on loopback."""
+    with serve_people_api() as api:
+        yield api
+
+
+@pytest.fixture
+def readme_connector(monkeypatch: pytest.MonkeyPatch) -> Iterator[type]:
+    """The README's connector module, installed under its entry point's name."""
+    (toml,) = blocks("Writing a connector", "toml")
+    name = re.search(r"^(\w+) = \"[\w.]+:(\w+)\"$", toml, flags=re.M)
+    assert name is not None, toml
+    source = blocks("Writing a connector", "python")[0]
+    module = types.ModuleType(MODULE)
+    monkeypatch.setitem(sys.modules, MODULE, module)  # before its dataclasses are made
+    exec(compile(source, f"README.md ({MODULE})", "exec"), module.__dict__)
+    ep = importlib.metadata.EntryPoint(name[1], f"{MODULE}:{name[2]}", registry.GROUP)
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: [ep])
+    registry._entry_points.cache_clear()
+    registry.load.cache_clear()
+    yield registry.load(name[1])
+    registry._entry_points.cache_clear()
+    registry.load.cache_clear()
+
+
+class PeopleTarget(ContractTarget):
+    """The contract kit's adapter for the people API, as the README's outline has it."""
+
+    def __init__(self, api: PeopleApi) -> None:
+        self.api = api
+
+    def identity_provider(self) -> str:
+        (yaml,) = blocks("Writing a connector", "yaml")
+        return yaml.replace("https://people.example.com", self.api.url)
+
+    def account(self, user_name: str) -> dict[str, Any] | None:
+        return self.api.user(user_name)
+
+    def family_name(self, user_name: str) -> str | None:
+        return ((self.api.user(user_name) or {}).get("profile") or {}).get("last")
+
+    def members(self, role: str) -> set[str]:
+        group = self.api.group(role)
+        ids = set(group["members"]) if group else set()
+        return {u["login"] for u in self.api.users.values() if u["id"] in ids}
+
+    def add_foreign_account(self, user_name: str) -> None:
+        self.api.handle("POST", "/api/users", {}, {"login": user_name})
+
+    def lose_next_create_reply(self) -> None:
+        self.api.lose_next_create = True
+
+    def throttle_next(self, count: int) -> None:
+        self.api.throttle = count
+
+    def disable_at_target(self, user_name: str) -> None:
+        user = self.api.user(user_name)
+        assert user is not None
+        user["active"] = False
+
+    def refuse_credentials(self) -> None:
+        self.api.token = "revoked"
+
+
+class TestTheReadmeConnectorPassesTheKit(ConnectorContract):
+    @pytest.fixture
+    def contract_target(
+        self, people_api: PeopleApi, readme_connector: type, monkeypatch: pytest.MonkeyPatch
+    ) -> PeopleTarget:
+        monkeypatch.setenv("PEOPLE_TOKEN", people_api.token)
+        return PeopleTarget(people_api)
+
+
+def test_the_readme_connector_is_checked_by_idp_test(
+    cli, write_config, people_api, readme_connector, monkeypatch
+):
+    monkeypatch.setenv("PEOPLE_TOKEN", people_api.token)
+    idp = PeopleTarget(people_api).identity_provider().replace("name: target", "name: people")
+    write_config(
+        f"version: 1\nidentity_providers:\n{idp}applications:\n"
+        "  - name: resident\n    identity_providers: [people]\n"
+    )
+    assert cli("idp", "test", "people", "--json").ok().json()["ok"] is True
+    people_api.token = "revoked"
+    refused = cli("idp", "test", "people").fails(6)
+    assert "HTTP 401" in refused and "check the secret options.token names" in refused
+    assert "(env:PEOPLE_TOKEN)" in refused
+
+
+def test_the_library_example_runs_on_a_fresh_install(
+    write_config, scim2_server: Scim2Peer, monkeypatch, capsys
+):
+    (example,) = blocks("Using idprov as a library", "python")
+    monkeypatch.setenv("LIB_TOKEN", scim2_server.token)
+    write_config(
+        "version: 1\nidentity_providers:\n  - name: crm\n    connector: scim2\n"
+        f"    options: {{base_url: '{scim2_server.base_url}', auth: bearer, "
+        "token: env:LIB_TOKEN}\n"
+        "applications:\n  - name: resident\n    identity_providers: [crm]\n"
+    )
+    exec(compile(example, "README.md (library example)", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == ["True", "1 ['alice']"], out
+    assert sorted(u["userName"] for u in scim2_server.users()) == ["alice", "bob"]
+    scim2_server.client.delete(f"/Users/{scim2_server.users()[0]['id']}")
+    with pytest.raises(SystemExit, match=r"user 'alice' already exists.*\(conflict; "):
+        exec(compile(example, "README.md (library example)", "exec"), {})
+
+
+def test_the_library_example_shows_a_push_failure(write_config, monkeypatch, capsys):
+    (example,) = blocks("Using idprov as a library", "python")
+    monkeypatch.setenv("LIB_TOKEN", "x")
+    write_config(
+        "version: 1\nidentity_providers:\n  - name: crm\n    connector: scim2\n"
+        "    retry: {max_attempts: 1}\n"
+        "    options: {base_url: 'http://127.0.0.1:9/scim', auth: bearer, token: env:LIB_TOKEN}\n"
+        "applications:\n  - name: resident\n    identity_providers: [crm]\n"
+    )
+    with contextlib.redirect_stderr(io.StringIO()):
+        exec(compile(example, "README.md (library example)", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("crm: user alice: create: create user alice: cannot reach"), out
+    assert out[2].startswith("crm: role staff: create: "), out
+    assert out[3:] == ["False", "1 ['alice']"], out
