@@ -148,8 +148,9 @@ class Engine(UserPlanning, RolePlanning):
         from idprov.connectors import registry
 
         name = self.outbound.idp(row.idp).connector
-        try:
-            culprit = registry.described(name) if registry.raised_by(name, exc) else None
+        try:  # a built-in connector's bug is idprov's: said as for any other
+            plugin = name not in registry.BUILTIN and registry.raised_by(name, exc)
+            culprit = registry.described(name) if plugin else None
         except IdprovError:
             culprit = None
         if debugging():
