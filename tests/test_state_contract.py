@@ -451,15 +451,55 @@ def test_the_run_lock_names_its_holder_and_is_free_again_after(backend, state):
 def test_directory_writes_are_found_by_user_until_done(state):
     writes = state.directory_writes
     with state.transaction():
-        first = writes.start("CORP", "rename", "Ann", "annb", "uuid-1")
-        writes.start("CORP", "add", "bo", "bo", roles=("staff", "admins"))
-        again = writes.start("corp", "rename", "ann", "annc", "uuid-1")  # replaces the first
-    assert again.id != first.id
+        first = writes.start("CORP", "rename", "Ann", "annb", "uuid-1", owner="h:1:a")
+        writes.start("CORP", "add", "bo", "bo", roles=("staff", "admins"), digest="d1")
+        taken = writes.start("corp", "rename", "ann", "annc", "uuid-1", owner="h:2:b")
+    assert first is not None and taken is None  # one record per user and kind
+    with state.transaction():
+        again = writes.start("corp", "rename", "ann", "annc", "uuid-1", replacing=first)
+    assert again is not None and again.id != first.id
     found = writes.find("CORP", "rename", "ANN")
     assert (found.name, found.new_name, found.entry_id) == ("ann", "annc", "uuid-1")
-    assert writes.find("CORP", "add", "bo").roles == ("staff", "admins")
+    added = writes.find("CORP", "add", "bo")
+    assert (added.roles, added.digest) == (("staff", "admins"), "d1")
     assert writes.find("CORP", "add", "ann") is None
     assert writes.find("PRIMARY", "add", "bo") is None
     with state.transaction():
         writes.done(found.id)
     assert writes.find("CORP", "rename", "ann") is None
+
+
+def test_a_directory_write_is_taken_over_once_and_keeps_its_start(state):
+    writes = state.directory_writes
+    with state.transaction():
+        first = writes.start("CORP", "add", "bo", "bo", owner="h:1:a", origin="jit:proxy:bo")
+    with state.transaction():
+        taken = writes.take_over(first, "h:2:b")
+        late = writes.take_over(first, "h:3:c")  # read before the other took it over
+    assert taken is not None and late is None
+    found = writes.find("CORP", "add", "bo")
+    assert (found.owner, found.started_at, found.origin) == (
+        "h:2:b",
+        first.started_at,
+        "jit:proxy:bo",
+    )
+
+
+def test_a_state_with_directory_writes_of_the_version_before_opens(backend, monkeypatch):
+    """A database that today's earlier code created (directory_writes without owners)
+    opens, and its records read as owned by no one."""
+    from idprov.provisioning import state as state_module
+
+    current = state_module.MIGRATIONS
+    before = {dialect: steps[:-1] for dialect, steps in current.items()}
+    assert all(steps[-1][0].endswith("_directory_write_owners") for steps in current.values())
+    monkeypatch.setattr(state_module, "MIGRATIONS", before)
+    old = backend.open()
+    with old.transaction():
+        old.db.execute(
+            "INSERT INTO directory_writes (domain, kind, name_key, name, new_name, entry_id,"
+            " roles, started_at) VALUES ('corp', 'add', 'bo', 'bo', 'bo', NULL, '[]', 'x')"
+        )
+    monkeypatch.setattr(state_module, "MIGRATIONS", current)
+    found = backend.open().directory_writes.find("CORP", "add", "bo")
+    assert found is not None and (found.owner, found.digest, found.origin) == ("", "", "")

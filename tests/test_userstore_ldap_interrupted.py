@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sqlite3
 import threading
 import types
 from collections.abc import Iterator
@@ -445,3 +446,120 @@ def test_a_rename_that_another_writer_beats_gives_that_entry_none_of_its_roles(
     assert members(corp, "admins") == [uid_dn(corp, "ann")]
     assert cli("user", "show", "CORP/zed", "--json").json()["roles"] == []
     assert cli("user", "show", "CORP/ann", "--json").json()["roles"] == ["admins"]
+
+
+SEARCH = 0x63
+
+
+def adds(cli) -> list[str]:
+    return [e["target"] for e in cli("log", "--action", "user.add", "--json").items()]
+
+
+def make_user(directory: Directory, uid: str, group: str, mail: str | None = None) -> None:
+    """``uid``, a member of ``group``, made by someone else (an administrator's
+    ldapadd, an HR feed)."""
+    extra = f"mail: {mail}\n" if mail else ""
+    entry = f"dn: {uid_dn(directory, uid)}\nobjectClass: inetOrgPerson\nuid: {uid}\n"
+    directory.add(f"{entry}cn: Other {uid}\nsn: Other\n{extra}")
+    add_member(directory, group, uid_dn(directory, uid))
+
+
+def test_a_cut_off_add_adopts_no_user_someone_else_made(cli, corp, cutoff, scim2_server):
+    cli("role", "add", "CORP/staff").ok()
+    cutoff.at(MODIFY)  # the first write, the DN listed in staff, is lost
+    cli("user", "add", "CORP/bob", "--role", "CORP/staff", "--json").error(1)
+    cutoff.restore()
+    make_user(corp, "bob", "staff", mail="other@corp.example")
+    args = ("user", "add", "CORP/bob", "-c", "email=bob@example.com", "--role", "CORP/staff")
+    error = cli(*args, "--json").error(4)
+    assert "already exists" in error["message"]
+    assert "nothing proves that it made this user" in error["message"]
+    assert adds(cli) == []
+    assert target_users(scim2_server) == []
+    assert corp.entry(uid_dn(corp, "bob"), "mail").get("mail") == ["other@corp.example"]
+    cli(*args).fails(4)  # the record is gone: a plain conflict now
+
+
+def test_an_add_that_wrote_nothing_leaves_nothing_to_adopt(
+    cli, corp, cutoff, scim2_server, monkeypatch
+):
+    cli("role", "add", "CORP/staff").ok()
+    args = ("user", "add", "CORP/bob", "--role", "CORP/staff")
+    refuse_existing = LdapUserStore._refuse_existing
+
+    def gone(self, username, dn):  # the directory is gone at the add's first search
+        cutoff.at(SEARCH)
+        return refuse_existing(self, username, dn)
+
+    monkeypatch.setattr(LdapUserStore, "_refuse_existing", gone)
+    cli(*args, "--json").error(1)
+    monkeypatch.setattr(LdapUserStore, "_refuse_existing", refuse_existing)
+    cutoff.restore()
+    make_user(corp, "bob", "staff")  # what the add asked for, made by someone else
+    error = cli(*args, "--json").error(4)
+    assert "already exists" in error["message"]
+    assert adds(cli) == []
+    assert target_users(scim2_server) == []
+
+
+def test_a_rerun_asking_for_other_claims_adopts_nothing(cli, corp, cutoff, scim2_server):
+    cli("role", "add", "CORP/staff").ok()
+    cutoff.at(ADD, made=True)
+    cli("user", "add", "CORP/cy", "-c", "email=typo@example.com", "--role", "CORP/staff", "--json")
+    cutoff.restore()
+    args = ("user", "add", "CORP/cy", "-c", "email=cy@example.com", "--role", "CORP/staff")
+    error = cli(*args, "--json").error(4)
+    assert "asked for other claims, roles or password" in error["message"]
+    assert "idprov user update" in error["hint"]
+    assert corp.entry(uid_dn(corp, "cy"), "mail").get("mail") == ["typo@example.com"]
+    assert adds(cli) == []
+    assert target_users(scim2_server) == []
+
+
+def test_a_rerun_with_another_password_adopts_nothing(cli, corp, cutoff):
+    cli("role", "add", "CORP/staff").ok()
+    args = ("user", "add", "CORP/cy", "--role", "CORP/staff", "--password-stdin")
+    cutoff.at(ADD, made=True)
+    assert cli(*args, "--json", input="First-pass-1234\n").exit_code == 1
+    cutoff.restore()
+    cli(*args, input="Other-pass-5678\n").fails(4)
+    assert adds(cli) == []
+
+
+def test_a_rerun_with_the_same_password_adopts_the_user_made(cli, corp, cutoff, scim2_server):
+    cli("role", "add", "CORP/staff").ok()
+    args = ("user", "add", "CORP/di", "--role", "CORP/staff", "--password-stdin")
+    cutoff.at(ADD, made=True)
+    assert cli(*args, "--json", input="First-pass-1234\n").exit_code == 1
+    cutoff.restore()
+    cli(*args, input="First-pass-1234\n").ok()
+    assert adds(cli) == ["CORP/di"]
+    assert target_users(scim2_server) == ["di"]
+
+
+def test_a_cut_off_rename_is_finished_once_the_process_that_made_it_is_gone(
+    cli, corp, cutoff, tmp_path
+):
+    cli("role", "add", "CORP/staff").ok()
+    cli("user", "add", "CORP/ann", "--role", "CORP/staff").ok()
+    cutoff.at(MODIFY, after=MODIFY_DN)
+    cli("user", "rename", "CORP/ann", "annb", "--json").error(1)
+    cutoff.restore()
+    state = sqlite3.connect(tmp_path / "data" / "idprov.db")
+
+    def owned_by(pid: int) -> None:  # as if another process of this machine made it
+        with state:
+            state.execute(
+                "UPDATE directory_writes SET owner = ?", [f"{socket.gethostname()}:{pid}:x"]
+            )
+
+    owned_by(os.getppid())  # a process that runs
+    assert (
+        "being made by another"
+        in cli("user", "rename", "CORP/ann", "annb", "--json").error(8)["message"]
+    )
+    owned_by(int(Path("/proc/sys/kernel/pid_max").read_text()))  # no process has it
+    cli("user", "rename", "CORP/ann", "annb").ok()
+    state.close()
+    assert renames(cli) == [("CORP/annb", "CORP/ann")]
+    assert members(corp, "staff") == [uid_dn(corp, "annb")]

@@ -16,16 +16,31 @@ here: nothing else writes the state.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import socket
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from idprov.errors import IdprovError, NotFoundError, StoreError, UsageError
+from idprov.errors import (
+    ConflictError,
+    IdprovError,
+    LockedError,
+    NotFoundError,
+    StoreError,
+    UsageError,
+)
 from idprov.model import ClaimValue, Condition, QualifiedName, Role, User, UserQuery
 from idprov.provisioning.internal_roles import INTERNAL
+from idprov.provisioning.outbound import holder_gone
 from idprov.provisioning.results import ChangeResult
 from idprov.userstores import policy
+from idprov.userstores.passwords import verify_password
 
 if TYPE_CHECKING:
     from idprov.provisioning.external_ids import ExternalIds
@@ -93,6 +108,8 @@ class UnitOfWork:
         """What the push after the commit did (None until then, or nothing to push)."""
         self._stack = ExitStack()
         self._open: set[str] = set()
+        self._writer: str | None = None
+        """This work's name as the owner of the directory writes it records."""
 
     def pending(self, waited_only: bool = False) -> PendingPush:
         """What this work leaves to push (after its commit). ``waited_only``: leave
@@ -226,8 +243,12 @@ class UnitOfWork:
         password: str | None = None,
         roles: Sequence[str] = (),
         domain: str | None = None,
+        origin: str = "",
     ) -> ChangeResult:
-        """Create a user with claims, an optional password and roles (which must exist)."""
+        """Create a user with claims, an optional password and roles (which must exist).
+        ``origin`` says who asked beside the actor (a JIT login: ``jit:<idp>:<subject>``),
+        recorded with an add to a directory: only the same add, asked for again by
+        the same origin, adopts the user an add cut off made."""
         store, name = self.service.resolve(username, domain)
         claims = dict(claims or {})
         policy.check_username(store.config.policy, name, store.domain)
@@ -246,7 +267,8 @@ class UnitOfWork:
             policy.check_password(store.config.policy, password, store.domain)
             pw_hash = store.hash_password(password)
         self.begin(store)
-        user, write = self._add_in_store(store, name, claims, pw_hash, role_names)
+        asked = _Add(claims, pw_hash, password, role_names, origin)
+        user, write = self._add_in_store(store, name, asked)
         self._created.add(user.id)
         for role_name in role_names:
             self._enqueue_role(store, role_name)
@@ -266,28 +288,62 @@ class UnitOfWork:
         return self._done(ChangeResult("user.add", user.qualified_name, added))
 
     def _add_in_store(
-        self,
-        store: UserStore,
-        name: str,
-        claims: Mapping[str, ClaimValue],
-        pw_hash: str | None,
-        roles: Sequence[str],
+        self, store: UserStore, name: str, asked: _Add
     ) -> tuple[User, DirectoryWrite | None]:
         """The store's add, recorded first where it cannot roll back (see
-        :meth:`_directory_write`). An add recorded before whose user exists holding
-        exactly its roles was made, its answer lost: that user is taken as its own."""
+        :meth:`_directory_write`). A recorded add of the same user that no process runs
+        any more, and that asked for the same, is this one: the user it made, its
+        answer lost, is taken as this add's when it provably is (:meth:`_made`);
+        otherwise the add is made (or refused, the name being taken)."""
+
+        def add() -> User:
+            return store.add_user_with_roles(name, asked.claims, asked.pw_hash, asked.roles)
+
         if store.transactional:
-            return store.add_user_with_roles(name, claims, pw_hash, roles), None
+            return add(), None
         recorded = self.service.state.directory_writes.find(store.domain, "add", name)
-        if recorded is not None and _same_roles(recorded.roles, roles):
-            made = store.find_user(name)
-            if made is not None and _same_roles([r for r in made.roles if "/" not in r], roles):
-                return made, recorded
-        write = self._directory_write(store, "add", name, name, roles=roles)
-        added = self._in_store(
-            write, lambda: store.add_user_with_roles(name, claims, pw_hash, roles)
-        )
-        return added, write
+        write = None
+        if recorded is not None:
+            recorded = self._take_over(store, recorded)
+            if recorded.digest == asked.digest:
+                made = self._made(store, recorded, name, asked)
+                if made is not None:
+                    return made, recorded
+                write = recorded  # the same add, carried on under its record
+        if write is None:
+            write = self._directory_write(
+                store, "add", name, name, roles=asked.roles, asked=asked, replacing=recorded
+            )
+        try:
+            return self._in_store(store, write, add, fresh=write is not recorded), write
+        except ConflictError as exc:
+            if recorded is None:
+                raise
+            raise ConflictError(
+                f"{exc.message}; an add of {name!r} that idprov started before was cut off, "
+                "and nothing proves that it made this user (it asked for other claims, "
+                "roles or password, or the user was made by another account or before it)",
+                hint=f"see the user with `idprov user show {store.domain}/{name}`: if that "
+                "add made it, change it with `idprov user update` and `idprov role assign` "
+                "(`idprov sync` pushes it); else choose another name",
+            ) from exc
+
+    def _made(
+        self, store: UserStore, recorded: DirectoryWrite, name: str, asked: _Add
+    ) -> User | None:
+        """The user the recorded add made with its answer lost, when that is provable:
+        created by idprov's account since the add was recorded (see
+        :meth:`UserStore.made_by_idprov`), holding exactly the roles asked for, every
+        claim asked for, and the password asked for (or none)."""
+        made = store.made_by_idprov(name, recorded.started_at)
+        if made is None or not _same_roles([r for r in made.roles if "/" not in r], asked.roles):
+            return None
+        if any(made.claims.get(k) != v for k, v in asked.claims.items()):
+            return None
+        stored = store.password_hash(name)
+        if asked.password is None:
+            return made if stored is None else None
+        return made if verify_password(asked.password, stored) else None
 
     def _directory_write(
         self,
@@ -297,29 +353,79 @@ class UnitOfWork:
         new_name: str,
         entry_id: str | None = None,
         roles: Sequence[str] = (),
+        asked: _Add | None = None,
+        replacing: DirectoryWrite | None = None,
     ) -> DirectoryWrite:
-        """Record a user add or rename in a store that cannot roll back, committed before
-        its first write to the store (unless this work's own transaction is open
-        already: then with it); removed with the change's records (:meth:`_written`).
-        Only what is recorded is finished or adopted by a re-run."""
+        """Record a user add or rename in a store that cannot roll back, owned by this
+        work and committed before its first write to the store (unless this work's own
+        transaction is open already: then with it), in place of ``replacing`` (a record
+        of the user whose owner is gone); removed with the change's records
+        (:meth:`_written`). Only what is recorded is finished or adopted by a re-run.
+        :class:`LockedError` if another process recorded one meanwhile."""
         state = self.service.state
         with state.transaction():
-            return state.directory_writes.start(
-                store.domain, kind, name, new_name, entry_id, tuple(roles)
+            write = state.directory_writes.start(
+                store.domain,
+                kind,
+                name,
+                new_name,
+                entry_id,
+                tuple(roles),
+                owner=self._owner(),
+                digest=asked.digest if asked else "",
+                origin=asked.origin if asked else "",
+                replacing=replacing,
             )
+        if write is None:
+            again = state.directory_writes.find(store.domain, kind, name)
+            raise _busy(store, again or replacing, kind, name)
+        return write
 
-    def _in_store(self, write: DirectoryWrite, change: Callable[[], User]) -> User:
-        """``change()``; a refusal (which leaves nothing of it) forgets ``write``, while
-        a store error (the directory stopped answering, a step after others failed)
-        keeps it for the same command, run again, to finish."""
+    def _owner(self) -> str:
+        """This work's name as the owner of the directory writes it records or takes
+        over (``host:pid:nonce``, as outbound names its drainers); this process counts
+        them as running until the work ends."""
+        if self._writer is None:
+            self._writer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+            _RUNNING.add(self._writer)
+            self._stack.callback(_RUNNING.discard, self._writer)
+        return self._writer
+
+    def _take_over(self, store: UserStore, recorded: DirectoryWrite) -> DirectoryWrite:
+        """``recorded``, owned by this work from now: :class:`LockedError` while the
+        process that owns it runs (it is making that write now, or finishing it)."""
+        if not _abandoned(recorded):
+            raise _busy(store, recorded, recorded.kind, recorded.name)
+        state = self.service.state
+        with state.transaction():
+            taken = state.directory_writes.take_over(recorded, self._owner())
+        if taken is None:
+            again = state.directory_writes.find(store.domain, recorded.kind, recorded.name)
+            raise _busy(store, again or recorded, recorded.kind, recorded.name)
+        return taken
+
+    def _in_store(
+        self, store: UserStore, write: DirectoryWrite, change: Callable[[], User], fresh: bool
+    ) -> User:
+        """``change()``; a refusal (which leaves nothing of it) forgets ``write``, and
+        so does a store error before the store sent any write, when ``write`` is this
+        work's own (``fresh``; one taken over keeps what an earlier run left); another
+        store error (the directory stopped answering with a write out, a step after
+        others failed) keeps it for the same command, run again, to finish."""
+        sent = store.writes_sent
         try:
             return change()
         except StoreError:
+            if fresh and store.writes_sent == sent:
+                self._forget(write)
             raise
         except IdprovError:
-            with self.service.state.transaction():
-                self.service.state.directory_writes.done(write.id)
+            self._forget(write)
             raise
+
+    def _forget(self, write: DirectoryWrite) -> None:
+        with self.service.state.transaction():
+            self.service.state.directory_writes.done(write.id)
 
     def _written(self, write: DirectoryWrite | None) -> None:
         """The recorded write is finished: forgotten with its change's records."""
@@ -365,9 +471,11 @@ class UnitOfWork:
         if new_store is not store:
             raise UsageError("a user cannot be renamed into another domain")
         policy.check_username(store.config.policy, new_bare, store.domain)
-        recorded = None
+        recorded = replacing = None
         if not store.transactional:
             recorded = self.service.state.directory_writes.find(store.domain, "rename", name)
+            if recorded is not None:  # not while the process that recorded it runs
+                recorded = self._take_over(store, recorded)
         try:
             before = self.service.get_user(name, store.domain)
         except NotFoundError:  # the same rename, recorded, cut off after the store renamed it?
@@ -375,8 +483,8 @@ class UnitOfWork:
             if unfinished is None or recorded is None:
                 raise
             before = unfinished
-        else:
-            recorded = None  # the user is still named so: a rename from the start
+        else:  # the user is still named so: a rename from the start
+            recorded, replacing = None, recorded
         if before.username == new_bare:
             return self._done(ChangeResult("user.rename", before.qualified_name, before, False))
         reports = self._reports_of(store, before.username)
@@ -386,8 +494,10 @@ class UnitOfWork:
         elif store.transactional:
             user, write = store.rename_user(name, new_bare), None
         else:
-            write = self._directory_write(store, "rename", name, new_bare, before.id)
-            user = self._in_store(write, lambda: store.rename_user(name, new_bare))
+            write = self._directory_write(
+                store, "rename", name, new_bare, before.id, replacing=replacing
+            )
+            user = self._in_store(store, write, lambda: store.rename_user(name, new_bare), True)
         details = {"from": before.qualified_name}
         self.audit("user.rename", user.qualified_name, details)
         self._written(write)
@@ -710,6 +820,75 @@ class UnitOfWork:
         return self._done(
             ChangeResult(action, role.qualified_name, role, bool(changed), {key: changed})
         )
+
+
+@dataclass(frozen=True)
+class _Add:
+    """What a user add asks for."""
+
+    claims: Mapping[str, ClaimValue]
+    pw_hash: str | None
+    password: str | None = field(repr=False)
+    roles: Sequence[str]
+    origin: str
+
+    @property
+    def digest(self) -> str:
+        """What a record of the add keeps of it (no password, only whether one)."""
+        asked = {
+            "claims": dict(self.claims),
+            "roles": sorted(r.casefold() for r in self.roles),
+            "password": self.pw_hash is not None,
+            "origin": self.origin,
+        }
+        text = json.dumps(asked, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+_RUNNING: set[str] = set()
+"""The owners of the directory writes this process is making (see
+:meth:`UnitOfWork._owner`)."""
+
+OWNER_LEASE_SECONDS = 900.0
+"""How long a recorded directory write is its owner's when idprov cannot tell whether
+that process runs (on another machine): then another may take it over."""
+
+
+def _abandoned(write: DirectoryWrite) -> bool:
+    """Whether no process makes the recorded ``write`` any more: this process's, and
+    not running; another process of this machine that is gone
+    (:func:`~idprov.provisioning.outbound.holder_gone`); one whose lease ran out; or
+    a record of an earlier version, which names no owner."""
+    if write.owner in _RUNNING:
+        return False
+    host, _, rest = write.owner.partition(":")
+    if not write.owner or (host, rest.partition(":")[0]) == (
+        socket.gethostname(),
+        str(os.getpid()),
+    ):
+        return True
+    return holder_gone(write.owner) or _older_than(write.owned_at, OWNER_LEASE_SECONDS)
+
+
+def _older_than(stamp: str, seconds: float) -> bool:
+    try:
+        at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    return (datetime.now(UTC) - at).total_seconds() > seconds
+
+
+def _busy(store: UserStore, write: DirectoryWrite | None, kind: str, name: str) -> LockedError:
+    """The error of a user add or rename that another process is making."""
+    doing = f"{'an add' if kind == 'add' else 'a rename'} of user {name!r}"
+    owner = f" ({write.owner}, since {write.owned_at})" if write is not None else ""
+    minutes = int(OWNER_LEASE_SECONDS // 60)
+    return LockedError(
+        f"{doing} in the {store.domain} userstore is being made by another idprov process{owner}",
+        hint="let it finish, then see the user with `idprov user show`; if that process "
+        "stopped, run the same command again (a process of another machine is taken for "
+        f"stopped {minutes} minutes after it took the {kind} on)",
+    )
 
 
 def _same_roles(a: Iterable[str], b: Iterable[str]) -> bool:

@@ -76,6 +76,10 @@ class UserStore(ABC):
     read it back (SQL stores: what they wrote is what they read), so that a new user
     need not be read back. A directory may fill in attributes from the name (``cn``,
     ``sn``) that map to claims."""
+    writes_sent: int = 0
+    """How many writes a store that cannot roll back has sent so far (a count that
+    only grows): a change that failed with it unchanged wrote nothing, so nothing of
+    it needs finishing."""
 
     def __init__(self, config: UserstoreConfig, claims: Mapping[str, ClaimDefinition]):
         self.config = config
@@ -291,6 +295,14 @@ class UserStore(ABC):
         and that was cut off after the store renamed the user (a store that cannot
         roll back: LDAP's group members); :meth:`finish_rename` then finishes it. None
         otherwise, and always where a rename is one transaction."""
+        return None
+
+    def made_by_idprov(self, username: str, since: str) -> User | None:
+        """The user ``username`` when the store shows that idprov's own account created
+        it at ``since`` (ISO 8601) or later, to the second (a directory: its
+        ``creatorsName`` is the bind DN, its ``createTimestamp`` not earlier): part of
+        the proof that an add whose answer was lost made it, and not someone else.
+        None otherwise, and always where an add is one transaction."""
         return None
 
     def finish_rename(self, username: str, new_name: str, user_id: str) -> User:

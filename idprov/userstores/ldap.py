@@ -275,6 +275,23 @@ class LdapUserStore(LdapImporter):
         user = self._to_user(entry, self._roles_of(entry.dn))
         return replace(user, username=username)
 
+    def made_by_idprov(self, username: str, since: str) -> User | None:
+        """The user when its entry's ``creatorsName`` is the bind DN and its
+        ``createTimestamp`` (to the second, the directory's clock) is not before
+        ``since`` (to the second, idprov's clock): a directory whose clock is behind
+        idprov's shows an add idprov made as made before, and it is not taken. Where
+        administrators write with idprov's own bind DN, this proves less: the caller
+        compares what the entry holds, too."""
+        bind = self.config.bind_dn
+        entry = self._user_entry(username, [*self._user_attrs(), "creatorsName"])
+        if entry is None or not bind:
+            return None
+        creator = entry.text("creatorsName") or ""
+        made = iso_stamp(entry.text("createTimestamp"))
+        if not creator or dn_key(creator) != dn_key(bind) or made[:19] < since[:19]:
+            return None
+        return self._to_user(entry, self._roles_of(entry.dn))
+
     def finish_rename(self, username: str, new_name: str, user_id: str) -> User:
         """The steps of a rename of ``username`` left after its entry moved (see
         :meth:`unfinished_rename`), done."""

@@ -172,7 +172,7 @@ class LdapImporter(LdapMembership):
         if dns:
             conn = self._bound()
             try:
-                batch = Pipeline(conn.socket, window, self.config.timeout)
+                batch = Pipeline(self._sending(conn).socket, window, self.config.timeout)
                 self._add_batch(batch, rows, dns, outcomes)
             finally:
                 discard(conn)

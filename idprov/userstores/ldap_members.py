@@ -142,7 +142,7 @@ class LdapMembership(LdapReader):
             return []
 
         def send(conn: Any) -> list[IdprovError | None]:
-            pipeline = Pipeline(conn.socket, WINDOW, self.config.timeout)
+            pipeline = Pipeline(self._sending(conn).socket, WINDOW, self.config.timeout)
             try:
                 replies = pipeline.run(
                     len(modifies), lambda i, mid: encode_modify(mid, *modifies[i][1:])

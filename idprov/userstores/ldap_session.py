@@ -200,7 +200,12 @@ class LdapSession(UserStore):
             self._writer = True
             if self._conn is not None:
                 self.close()
-        return self._run(doing, op, resend)
+        return self._run(doing, lambda conn: op(self._sending(conn)), resend)
+
+    def _sending(self, conn: T) -> T:
+        """``conn``, a write about to go out on it counted (:attr:`writes_sent`)."""
+        self.writes_sent += 1
+        return conn
 
     def _bound(self) -> Any:
         """A new connection (:meth:`_open`'s once the store writes, else
