@@ -226,18 +226,6 @@ class TestSpmlContract(ConnectorContract):
         monkeypatch.setenv("KIT_SPML_TOKEN", spml_server.token or "")
         return SpmlTarget(spml_server)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="SpmlConnector.disable_user suspends without reading the PSO first and "
-        "returns None, so idprov records an administrator's suspension as its own",
-    )
-    def test_an_account_an_administrator_disabled_is_not_enabled_when_its_user_comes_back(
-        self, contract_target: ContractTarget, tmp_path: Path, kit: KitRun
-    ) -> None:
-        super().test_an_account_an_administrator_disabled_is_not_enabled_when_its_user_comes_back(
-            contract_target, tmp_path, kit
-        )
-
 
 # ---------------------------------------------------------------- Google Workspace
 class GoogleTarget(ContractTarget):

@@ -285,15 +285,28 @@ class SpmlConnector(SpmlPsoConnector):
         else:
             replace[name] = [self.options.enable_value]
 
-    def disable_user(self, remote_id: str, account: Account) -> None:
+    def disable_user(self, remote_id: str, account: Account) -> bool | None:
+        """Suspend the account (or set the disable attribute), read first: one an
+        administrator suspended is left alone, and False says so (idprov then never
+        resumes it). The Suspend capability's activeRequest, or a lookup of the
+        attribute, tells."""
         what = f"disable user {account.user_name}"
         name = self.options.disable_attribute
         if self.options.disable == "attribute" and name is not None:
+            pso = self._lookup(what, remote_id, "data")
+            held = pso_data(pso).get(name, []) if pso is not None else []
+            if self.options.disable_value in held:
+                return False
             self._modify(what, remote_id, replace={name: [self.options.disable_value]})
-            return
+            return True
+        asked = self.request(what, "activeRequest", SUSPEND)
+        self._pso_id(asked, remote_id)
+        if self.call(asked).get("active") == "false":
+            return False
         request = self.request(what, "suspendRequest", SUSPEND)
         self._pso_id(request, remote_id)
         self.call(request)
+        return True
 
     def delete_user(self, remote_id: str) -> None:
         self._delete(f"delete user {remote_id}", remote_id)

@@ -427,7 +427,12 @@ class SpmlServer:
         if failure is not None:
             response.set("error", failure.error)
             etree.SubElement(response, f"{{{SPML}}}errorMessage").text = failure.message
-        response.extend(children)
+        for child in children:
+            if isinstance(child, dict):  # attributes of the response itself
+                for name, value in child.items():
+                    response.set(name, value)
+            else:
+                response.append(child)
         return Reply(200, etree.tostring(envelope, xml_declaration=True, encoding="UTF-8"))
 
     # ---- the parts of requests
@@ -700,6 +705,15 @@ def suspend(server: SpmlServer, request: Any) -> list[Any]:
     return []
 
 
+def active(server: SpmlServer, request: Any) -> list[Any]:
+    """The Suspend capability's activeRequest (SPML 2.0, section 3.6.6.3): whether the
+    PSO is active, as the ``active`` attribute of the response."""
+    capability(server, SUSPEND)
+    kids = expect_children(request, r"psoID ", SUSPEND)
+    suspended = server.store[server.pso_id(kids[0])].suspended
+    return [{"active": "false" if suspended else "true"}]
+
+
 def set_password(server: SpmlServer, request: Any) -> list[Any]:
     capability(server, PASSWORD)
     kids = expect_children(request, r"psoID password (currentPassword )?", PASSWORD)
@@ -717,6 +731,7 @@ HANDLERS: dict[tuple[str, str], Callable[[SpmlServer, Any], list[Any]]] = {
     (SEARCH, "iterateRequest"): iterate,
     (SUSPEND, "suspendRequest"): suspend,
     (SUSPEND, "resumeRequest"): suspend,
+    (SUSPEND, "activeRequest"): active,
     (PASSWORD, "setPasswordRequest"): set_password,
 }
 
