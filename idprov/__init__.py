@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from idprov.config import Config, load_config
     from idprov.errors import IdprovError
-    from idprov.model import Role, User
+    from idprov.model import Role, User, UserQuery
     from idprov.provisioning.service import IdentityService, open_service
 
 _LAZY = {
@@ -23,6 +23,7 @@ _LAZY = {
     "IdprovError": "idprov.errors",
     "User": "idprov.model",
     "Role": "idprov.model",
+    "UserQuery": "idprov.model",
     "IdentityService": "idprov.provisioning.service",
     "open_service": "idprov.provisioning.service",
 }
@@ -33,6 +34,7 @@ __all__ = [
     "IdprovError",
     "Role",
     "User",
+    "UserQuery",
     "__version__",
     "load_config",
     "open_service",
