@@ -9,6 +9,7 @@ the real scim2-server.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import sqlite3
@@ -563,3 +564,65 @@ def test_a_cut_off_rename_is_finished_once_the_process_that_made_it_is_gone(
     state.close()
     assert renames(cli) == [("CORP/annb", "CORP/ann")]
     assert members(corp, "staff") == [uid_dn(corp, "annb")]
+
+
+def test_a_jit_login_whose_add_answer_was_lost_is_finished_by_the_next_login(
+    cli, tmp_path, slapd, cutoff, monkeypatch
+):
+    corp_config(
+        tmp_path,
+        slapd,
+        """applications:
+  - name: portal
+    identity_providers: []
+    userstore: CORP
+    jit:
+      - idp: proxy
+        roles: {Everyone: [staff]}
+""",
+        url=cutoff.url,
+        bind=(slapd.root_dn, slapd.root_password),
+    )
+    monkeypatch.chdir(tmp_path)
+    cli("role", "add", "CORP/staff").ok()
+    claims = tmp_path / "claims.json"
+    claims.write_text(json.dumps({"sub": "jo", "email": "jo@example.com", "groups": ["Everyone"]}))
+    login = ("jit", "login", "--app", "portal", "--idp", "proxy", "--claims", str(claims))
+    cutoff.at(ADD, made=True)
+    cli(*login, "--json").error(1)
+    cutoff.restore()
+    assert cli(*login, "--json").json()["action"] == "created"
+    assert cli(*login, "--json").json()["action"] == "unchanged"  # linked to this login
+    assert adds(cli) == ["CORP/jo"]
+    assert members(slapd, "staff") == [uid_dn(slapd, "jo")]
+
+
+def test_a_jit_login_takes_no_user_someone_else_made_after_its_cut_off_add(
+    cli, tmp_path, slapd, cutoff, monkeypatch
+):
+    corp_config(
+        tmp_path,
+        slapd,
+        """applications:
+  - name: portal
+    identity_providers: []
+    userstore: CORP
+    jit:
+      - idp: proxy
+        roles: {Everyone: [staff]}
+""",
+        url=cutoff.url,
+        bind=(slapd.root_dn, slapd.root_password),
+    )
+    monkeypatch.chdir(tmp_path)
+    cli("role", "add", "CORP/staff").ok()
+    claims = tmp_path / "claims.json"
+    claims.write_text(json.dumps({"sub": "jo", "email": "jo@example.com", "groups": ["Everyone"]}))
+    login = ("jit", "login", "--app", "portal", "--idp", "proxy", "--claims", str(claims))
+    cutoff.at(MODIFY)  # the DN listed in staff is lost: no entry made
+    cli(*login, "--json").error(1)
+    cutoff.restore()
+    make_user(slapd, "jo", "staff", mail="someone@corp.example")
+    assert "already exists" in cli(*login, "--json").error(4)["message"]
+    cli(*login, "--json").error(4)  # and then: not linked
+    assert adds(cli) == []

@@ -43,6 +43,7 @@ from idprov.errors import (
 from idprov.inbound.jit_trust import (
     UnverifiedClaims,
     linked_user,
+    login_origin,
     subject_of,
     verifies_tokens,
 )
@@ -324,7 +325,10 @@ def login(
     linked, existing = linked_user(service, settings, domain, subject, username, idp_claims)
     with service.unit_of_work(push=push, claim=True) as uow:  # one transaction, one push
         if existing is None:
-            added = uow.add_user(username, claims, roles=sorted(wanted), domain=domain)
+            origin = login_origin(idp, subject)
+            added = uow.add_user(
+                username, claims, roles=sorted(wanted), domain=domain, origin=origin
+            )
             user = cast(User, added.entity)
             outcome = _Outcome("created", sorted(claims), sorted(wanted), [])
             uow.link_login(idp, subject, domain, user.id)

@@ -5,7 +5,9 @@ local user it has no claim to.
   verified token only; claims alone need ``allow_unverified_claims``.
 - A login is its local user through a link (IdP, subject, domain) made by the login
   that created the user (:mod:`idprov.provisioning.jit_links`); a user that a login
-  created before links existed is known by that login's audit entry. A login whose
+  created before links existed is known by that login's audit entry, and a user whose
+  add by this login was cut off (recorded, in a directory) is adopted by the add
+  when it provably made it (see ``UnitOfWork.add_user``). A login whose
   username is a local user it is not linked to is refused, unless ``link_existing:
   by_email`` allows that user (same email, ``email_verified`` not false).
 """
@@ -67,6 +69,8 @@ def linked_user(
     if user is not None:
         return True, user
     existing = store.find_user(username)
+    if existing is not None and _pending_add(service, settings, domain, subject, username):
+        return False, None  # the add adopts it, if this login's add provably made it
     if existing is not None and _created_before_links(service, settings, existing, subject):
         return False, existing
     if existing is not None and not _may_take_over(existing, idp_claims, settings):
@@ -83,6 +87,22 @@ def linked_user(
             ),
         )
     return False, existing
+
+
+def login_origin(idp: str, subject: str) -> str:
+    """The origin a login's user add is recorded with (see ``UnitOfWork.add_user``)."""
+    return f"jit:{idp}:{subject}"
+
+
+def _pending_add(
+    service: IdentityService, settings: JitConfig, domain: str, subject: str, username: str
+) -> bool:
+    """Whether an add of ``username`` by a login of this subject through this IdP was
+    recorded and cut off (in a directory, its answer lost, say): the user may be the
+    one it made, which the same login, run again, adopts (the add proves it, or
+    refuses the name), links and audits, instead of being locked out of it."""
+    write = service.state.directory_writes.find(domain, "add", username)
+    return write is not None and write.origin == login_origin(settings.idp, subject)
 
 
 def _created_before_links(
