@@ -88,6 +88,25 @@ def test_role_rename_that_would_deprovision_everyone_is_refused(cli, scim):
     assert len(scim.users()) == 12
 
 
+def test_a_small_role_rename_that_takes_members_out_of_scope_is_refused_too(cli, scim, tmp_path):
+    """Under the guard's minimum (3 users) a rename of the provisioning role went
+    through silently and deleted every account at the target: a rename reads as
+    harmless. It is refused, saying why and how to go on, from every command."""
+    seed(3)
+    error = cli("role", "rename", "staff", "employees", "--json").error(7)
+    assert "out of the scope of scim (3)" in error["message"]
+    assert "provisioning_roles" in error["hint"] and "--allow-deletes 3" in error["hint"]
+    assert cli("role", "show", "staff", "--json").json()["name"] == "staff"
+    assert len(scim.users()) == 3
+    path = tmp_path / "idprov.yaml"
+    path.write_text(path.read_text().replace("[staff]", "[staff, employees]"))
+    cli("role", "rename", "staff", "employees").ok()  # in scope by its new name
+    assert len(scim.users()) == 3 and [g["displayName"] for g in scim.groups()] == ["employees"]
+    path.write_text(path.read_text().replace("[staff, employees]", "[employees]"))
+    cli("role", "rename", "employees", "crew", "--yes", "--allow-deletes", "3").ok()
+    assert scim.users() == []
+
+
 def test_role_delete_says_what_it_deletes_remotely_and_no_changes_nothing(cli, scim):
     seed(5)
     run = cli("role", "delete", "staff", input="n\n")

@@ -79,6 +79,8 @@ def rename(
 
     svc = service(app_name)
     confirm_effects(svc, preview.rename_role(svc, name, new_name, domain), yes, allow_deletes)
+    if yes and allow_deletes is not None:  # members leaving a scope: accepted (see the core)
+        svc.allow_deletes = max(svc.allow_deletes or 0, allow_deletes)
     emit(svc.rename_role(name, new_name, domain), render.change)
 
 

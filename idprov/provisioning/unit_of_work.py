@@ -735,6 +735,11 @@ class UnitOfWork:
             new = QualifiedName.parse(new_name, INTERNAL).name
             policy.check_role_name(self.service.store().config.policy, new, INTERNAL)
             members = self.service.role_members(INTERNAL, self.service.internal.get(internal).id)
+            self._keeps_scope(
+                f"{INTERNAL}/{internal}",
+                f"{INTERNAL}/{new}",
+                self.service.users_by_id(members).values(),
+            )
             result = self._internal_change(
                 "role.rename", lambda: self.service.internal.rename(internal, new), members
             )
@@ -745,6 +750,9 @@ class UnitOfWork:
         if new_store is not store:
             raise UsageError("a role cannot be renamed into another domain")
         policy.check_role_name(store.config.policy, new_bare, store.domain)
+        current = self.service.get_role(bare, store.domain)
+        held = list(store.find_users_by_id(store.role_member_ids(current.id)).values())
+        self._keeps_scope(current.name, new_bare, self.service.directory.with_internal_roles(held))
         self.begin(store)
         role = store.rename_role(bare, new_bare)
         self.audit("role.rename", role.qualified_name, {"from": bare})
@@ -753,6 +761,40 @@ class UnitOfWork:
         return self._done(
             ChangeResult("role.rename", role.qualified_name, role, details={"from": bare})
         )
+
+    def _keeps_scope(self, old: str, new: str, members: Iterable[User]) -> None:
+        """Refuse a role rename that takes members out of an identity provider's scope
+        (its ``provisioning_roles`` names the old name, not the new one), which would
+        deprovision them there, unless the deletion guard was told to let that many
+        through (``--yes --allow-deletes N``): a rename reads as harmless, and under
+        the guard's minimum it went through silently (every account of a small target
+        deleted)."""
+        from idprov.errors import GuardError
+        from idprov.provisioning.decide import in_scope
+
+        members = list(members)
+        leaving: dict[str, int] = {}
+        for idp in self.service.config.identity_providers:
+            if not idp.enabled or not in_scope(idp, [old]) or in_scope(idp, [new]):
+                continue
+            gone = [
+                u
+                for u in members
+                if not in_scope(idp, [r for r in u.roles if r.casefold() != old.casefold()])
+            ]
+            if gone:
+                leaving[idp.name] = len(gone)
+        most = max(leaving.values(), default=0)
+        if most and (self.service.allow_deletes or 0) < most:
+            where = ", ".join(f"{n} ({c})" for n, c in sorted(leaving.items()))
+            raise GuardError(
+                f"renaming role {old!r} to {new!r} takes members out of the scope of {where}: "
+                f"provisioning_roles names {old!r}, not {new!r}, so they would be "
+                "deprovisioned there; nothing was changed",
+                hint=f"add {new!r} to provisioning_roles of those identity providers first; or, "
+                f"to deprovision them, run the command again with --yes --allow-deletes {most}",
+                tripped=dict(leaving),
+            )
 
     def _enqueue_ids(self, store: UserStore, user_ids: Sequence[str]) -> None:
         if self.service.targets():
