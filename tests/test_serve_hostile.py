@@ -211,3 +211,31 @@ def test_the_outbox_worker_logs_a_database_outage_in_one_line(tmp_path, monkeypa
     assert (
         record.exc_info is None and "cannot be reached (is PostgreSQL running?)" in record.message
     )
+
+
+def test_a_group_rename_that_would_deprovision_its_members_is_a_409_not_a_500(
+    tmp_path, monkeypatch, scim2_server
+):
+    """Renaming (displayName) a group that is an identity provider's provisioning role
+    takes its members out of that IdP's scope: the deletion guard refuses it, and a
+    client gets a 409 saying why (a GuardError was a 500)."""
+    from tests.outbound_helpers import idp_yaml
+
+    monkeypatch.setenv("CRM_TOKEN", CRM_TOKEN)
+    monkeypatch.setenv("HR_TOKEN", HR_TOKEN)
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    idps = idp_yaml("out", scim2_server.base_url, extra="    provisioning_roles: [staff]\n")
+    with running(serve_config(tmp_path, idps, "[out]")) as inbound:
+        client = inbound.client
+        alice = new_user(client, "alice")
+        group = client.post(
+            "/Groups",
+            json={"schemas": [GROUP], "displayName": "staff", "members": [{"value": alice["id"]}]},
+            headers=SCIM_JSON,
+        ).json()
+        rename = {"op": "replace", "path": "displayName", "value": "employees"}
+        body = {"schemas": [PATCH_OP], "Operations": [rename]}
+        response = client.patch(f"/Groups/{group['id']}", json=body, headers=SCIM_JSON)
+        assert response.status_code == 409 and "scope of out" in response.json()["detail"]
+        assert client.get(f"/Groups/{group['id']}").json()["displayName"] == "staff"
+        assert [u["userName"] for u in scim2_server.users()] == ["alice"]

@@ -27,7 +27,9 @@ from scim2_models import (
 
 from idprov.errors import (
     ConflictError,
+    GuardError,
     IdprovError,
+    LockedError,
     NotFoundError,
     PolicyError,
     ReadOnlyError,
@@ -147,5 +149,7 @@ def _scim_error(exc: IdprovError) -> SCIMException:
         return ForbiddenException(detail=detail)
     if isinstance(exc, PolicyError | UsageError):
         return InvalidValueException(detail=detail)
-    status = 503 if isinstance(exc, StoreError) else 500
+    if isinstance(exc, GuardError):  # the change conflicts with what the targets hold
+        return SCIMException.from_error(Error(status=409, detail=detail))
+    status = 503 if isinstance(exc, StoreError | LockedError) else 500
     return SCIMException.from_error(Error(status=status, detail=detail))
