@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import base64
 import http.client
-import select
-import socket
 import ssl
 from urllib.parse import SplitResult, unquote, urlsplit
 
 import httpx
+
+from idprov.sockets import idle_readable
 
 
 class StdlibTransport(httpx.BaseTransport):
@@ -131,7 +131,7 @@ class StdlibTransport(httpx.BaseTransport):
     # ---- the connection
     def _connection(self) -> http.client.HTTPConnection:
         conn = self._conn
-        if conn is not None and conn.sock is not None and not _readable(conn.sock):
+        if conn is not None and conn.sock is not None and not idle_readable(conn.sock):
             return conn
         self._drop()
         conn = self._new()
@@ -178,22 +178,6 @@ class StdlibTransport(httpx.BaseTransport):
 class _Informational(Exception):
     def __init__(self, status: int) -> None:
         self.status = status
-
-
-def _readable(sock: socket.socket) -> bool:
-    """Whether an idle connection has something to read: the server closed it (or
-    sent what nobody asked for); either way it is not to be used again. ``poll``, not
-    ``select``: a process with 1,024 descriptors or more has sockets select refuses."""
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
-        return True
-    try:
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            return bool(poller.poll(0))
-        return bool(select.select([sock], [], [], 0)[0])
-    except (OSError, ValueError):
-        return True
 
 
 def _port_of(url: SplitResult) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import select
 import ssl
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,6 +25,7 @@ from idprov.errors import (
     PolicyError,
     StoreError,
 )
+from idprov.sockets import idle_readable
 from idprov.userstores.base import UserStore
 from idprov.userstores.ldap_bulk import (
     NOT_LDAP,
@@ -121,7 +121,6 @@ class LdapSession(UserStore):
         return ca_file
 
     def _server(self) -> Any:
-        import ssl
 
         with quiet_ldap3():
             from ldap3 import NONE, Server, Tls
@@ -486,18 +485,7 @@ def closed_by_peer(conn: Any) -> bool:
     busy process (a serve with many clients) has, and every add or rename would
     reconnect (as the HTTP connectors' stale-connection check does it)."""
     sock = getattr(conn, "socket", None)
-    if sock is None:
-        return True
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
-        return True
-    try:
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            return bool(poller.poll(0))
-        return bool(select.select([sock], [], [], 0)[0])
-    except (OSError, ValueError):
-        return True
+    return sock is None or idle_readable(sock)
 
 
 def is_tls_failure(exc: Exception) -> bool:
