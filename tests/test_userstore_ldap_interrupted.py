@@ -566,9 +566,9 @@ def test_a_cut_off_rename_is_finished_once_the_process_that_made_it_is_gone(
     assert members(corp, "staff") == [uid_dn(corp, "annb")]
 
 
-def test_a_jit_login_whose_add_answer_was_lost_is_finished_by_the_next_login(
-    cli, tmp_path, slapd, cutoff, monkeypatch
-):
+def jit_portal(cli, tmp_path, slapd, cutoff, monkeypatch) -> tuple[str, ...]:
+    """A portal whose JIT logins land in CORP (behind ``cutoff``) with role staff; the
+    command line of jo's login through it."""
     corp_config(
         tmp_path,
         slapd,
@@ -587,7 +587,13 @@ def test_a_jit_login_whose_add_answer_was_lost_is_finished_by_the_next_login(
     cli("role", "add", "CORP/staff").ok()
     claims = tmp_path / "claims.json"
     claims.write_text(json.dumps({"sub": "jo", "email": "jo@example.com", "groups": ["Everyone"]}))
-    login = ("jit", "login", "--app", "portal", "--idp", "proxy", "--claims", str(claims))
+    return ("jit", "login", "--app", "portal", "--idp", "proxy", "--claims", str(claims))
+
+
+def test_a_jit_login_whose_add_answer_was_lost_is_finished_by_the_next_login(
+    cli, tmp_path, slapd, cutoff, monkeypatch
+):
+    login = jit_portal(cli, tmp_path, slapd, cutoff, monkeypatch)
     cutoff.at(ADD, made=True)
     cli(*login, "--json").error(1)
     cutoff.restore()
@@ -600,25 +606,7 @@ def test_a_jit_login_whose_add_answer_was_lost_is_finished_by_the_next_login(
 def test_a_jit_login_takes_no_user_someone_else_made_after_its_cut_off_add(
     cli, tmp_path, slapd, cutoff, monkeypatch
 ):
-    corp_config(
-        tmp_path,
-        slapd,
-        """applications:
-  - name: portal
-    identity_providers: []
-    userstore: CORP
-    jit:
-      - idp: proxy
-        roles: {Everyone: [staff]}
-""",
-        url=cutoff.url,
-        bind=(slapd.root_dn, slapd.root_password),
-    )
-    monkeypatch.chdir(tmp_path)
-    cli("role", "add", "CORP/staff").ok()
-    claims = tmp_path / "claims.json"
-    claims.write_text(json.dumps({"sub": "jo", "email": "jo@example.com", "groups": ["Everyone"]}))
-    login = ("jit", "login", "--app", "portal", "--idp", "proxy", "--claims", str(claims))
+    login = jit_portal(cli, tmp_path, slapd, cutoff, monkeypatch)
     cutoff.at(MODIFY)  # the DN listed in staff is lost: no entry made
     cli(*login, "--json").error(1)
     cutoff.restore()
