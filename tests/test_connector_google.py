@@ -663,3 +663,20 @@ def test_already_a_member_and_not_a_member_are_done(tmp_path, google):
         conn.change_members(group["id"], [uid], [])  # already a member: no error
         del google.members[group["id"]][uid]
         conn.change_members(group["id"], [], [uid])  # not a member: no error
+
+
+def test_an_account_idprov_suspended_with_a_lost_reply_is_unsuspended_when_it_comes_back(
+    tmp_path, google
+):
+    """A suspend whose reply was lost is tried again; the retry reads the account
+    suspended by idprov's own first request, which is not an administrator's doing:
+    back in scope, the user must be unsuspended (it stayed locked out)."""
+    with service(tmp_path, google, extra="    deprovision: disable\n") as svc:
+        svc.add_role("staff")
+        svc.add_user("sid", {}, roles=["staff"])
+        google.fail_next(503, method="PATCH", after_apply=True)  # made, its reply lost
+        result = svc.unassign("staff", ["sid"])
+        assert ("user", "disable", "done") in outcome(result)
+        assert google.user("sid@example.com")["suspended"] is True
+        svc.assign("staff", ["sid"])
+    assert google.user("sid@example.com")["suspended"] is False

@@ -287,7 +287,8 @@ class UserPlanning(Planning):
                     hint=f"check it at the target, then `idprov outbox discard --idp {idp.name}`",
                 )
             if operation == "disable":
-                found_disabled.append(connector.disable_user(match.remote_id, account) is False)
+                done = connector.disable_user(match.remote_id, account)
+                found_disabled.append(theirs_if(done, row, number))
             else:
                 connector.delete_user(match.remote_id)
             return match.remote_id
@@ -340,14 +341,12 @@ class UserPlanning(Planning):
 
                 with_retries(leave, idp.retry, attempts, self.sleep, connector.throttled)
             if operation == "disable":
-                done = with_retries(
-                    lambda n: connector.disable_user(remote_id, account),
-                    idp.retry,
-                    attempts,
-                    self.sleep,
-                    connector.throttled,
-                )
-                found_disabled.append(done is False)
+
+                def disable(number: int) -> None:
+                    done = connector.disable_user(remote_id, account)
+                    found_disabled.append(theirs_if(done, row, number))
+
+                with_retries(disable, idp.retry, attempts, self.sleep, connector.throttled)
             else:
                 with_retries(
                     lambda n: connector.delete_user(remote_id),
@@ -386,6 +385,14 @@ class UserPlanning(Planning):
             )
 
         return Task(row, operation, run, record, leave=leaving if groups else None)
+
+
+def theirs_if(done: bool | None, row: OutboxRow, number: int) -> bool:
+    """Whether an account ``disable_user`` found disabled already (``done`` False) was
+    disabled by someone else: only when idprov cannot have sent this disable before,
+    its first call for the row (an earlier call's reply may have been lost, the
+    account disabled by idprov's own request)."""
+    return done is False and number == 1 and not row.attempts
 
 
 def disabled_form(sent: dict[str, Any], found_disabled: bool) -> dict[str, Any]:
