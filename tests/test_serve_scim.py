@@ -332,6 +332,32 @@ def test_a_put_that_leaves_active_out_keeps_a_disabled_user_disabled(inbound):
     assert inbound.local().get_user("bob").claims["active"] == "false"
 
 
+def test_a_put_without_active_applied_again_keeps_the_active_of_the_new_version(
+    inbound, monkeypatch
+):
+    """Re-applied after another request disabled the user between its read and its
+    write, a PUT without ``active`` wrote back the ``active`` of its first read."""
+    from idprov.inbound.scim.storage import IdprovStorage
+
+    bob = new_user(inbound.client, "bob", title="A")
+    local = inbound.local()
+    original = IdprovStorage._update_user
+    calls: list[int] = []
+
+    def disabled_meanwhile(self, user_id, given, version):
+        calls.append(1)
+        if len(calls) == 1:
+            local.update_user("bob", {"active": "false"})
+        return original(self, user_id, given, version)
+
+    monkeypatch.setattr(IdprovStorage, "_update_user", disabled_meanwhile)
+    body = {"schemas": [USER], "userName": "bob", "title": "B"}
+    response = inbound.client.put(f"/Users/{bob['id']}", json=body, headers=SCIM_JSON)
+    assert response.status_code == 200 and len(calls) == 2
+    claims = inbound.local().get_user("bob").claims
+    assert (claims["title"], claims["active"]) == ("B", "false")
+
+
 def test_phone_types_without_a_claim_are_refused_not_dropped(inbound):
     body = {"schemas": [USER], "userName": "x1", "phoneNumbers": [{"value": "1", "type": "fax"}]}
     detail = scim_error(inbound.client.post("/Users", json=body), 400, "invalidValue")

@@ -155,14 +155,12 @@ class IdprovScimHandler(ScimHandler):
         replacement: Resource[Any],
         conditions: Conditions,
     ) -> Resource[Any]:
-        active = getattr(current, "active", None)
-        if active is not None and getattr(replacement, "active", None) is None:
-            # a PUT that leaves ``active`` out keeps it: cleared, a disabled user came back
-            replacement = replacement.model_copy(update={"active": active})
         tries = 0
         while True:
             try:
-                return super().replace_resource(resource_type, current, replacement, conditions)
+                return super().replace_resource(
+                    resource_type, current, _keeping_active(current, replacement), conditions
+                )
             except PreconditionFailedException:
                 tries += 1
                 if _conditional(conditions) or tries > REAPPLY:
@@ -180,6 +178,15 @@ class IdprovScimHandler(ScimHandler):
                 tries += 1
                 if _conditional(conditions) or tries > REAPPLY:
                     raise
+
+
+def _keeping_active(current: Resource[Any], replacement: Resource[Any]) -> Resource[Any]:
+    """A PUT that leaves ``active`` out keeps it as ``current`` (the version it is
+    applied to) has it: cleared, a disabled user came back."""
+    active = getattr(current, "active", None)
+    if active is None or getattr(replacement, "active", None) is not None:
+        return replacement
+    return replacement.model_copy(update={"active": active})
 
 
 def _conditional(conditions: Conditions) -> bool:
