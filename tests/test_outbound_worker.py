@@ -190,12 +190,13 @@ def test_a_plugin_exception_fails_its_row_and_every_other_result_is_recorded(
         [good] = report.idps["good"].operations
         [bad] = report.idps["bad"].operations
         assert good.outcome == "done" and good.remote_id in fake.users
-        assert bad.outcome == "failed" and bad.error == "KeyError: 'department'"
+        assert bad.outcome == "failed" and "KeyError: 'department'" in bad.error
+        assert "a bug in the connector buggy" in bad.error and "not in idprov" in bad.error
         user = svc.get_user("alice")
         entry = svc.state.ledger.get("good", "user", user.id)
         assert entry.state == "active" and entry.remote_id == good.remote_id
         [row] = svc.outbox_rows()
-        assert (row.idp, row.status, row.last_error) == ("bad", "failed", "KeyError: 'department'")
+        assert (row.idp, row.status, row.last_error) == ("bad", "failed", bad.error)
 
 
 def test_the_cli_reports_a_plugin_failure_as_an_outbound_failure_not_a_bug(
@@ -208,7 +209,8 @@ def test_the_cli_reports_a_plugin_failure_as_an_outbound_failure_not_a_bug(
     result = cli("--config", str(config), "user", "add", "alice")
     assert result.exit_code == 6, result
     output = result.stdout + result.stderr
-    assert "KeyError: 'department'" in output and "bug" not in output
+    assert "KeyError: 'department'" in output and "a bug in the connector buggy" in output
+    assert "internal error" not in output and "bug in idprov" not in output
 
 
 # ---------------------------------------------------------------- non-blocking IdPs
