@@ -398,6 +398,20 @@ def test_deprovision_by_suspend_and_resume(tmp_path, peer):
         assert peer.groups()["staff"].get("member") == [alice.pso_id]
 
 
+def test_a_provider_without_active_requests_still_suspends(tmp_path, peer):
+    """disable_user asks whether the PSO is active first (activeRequest); a provider
+    that implements the Suspend capability only in part answers unsupportedOperation,
+    and the suspend goes ahead as before the read was added."""
+    peer.without.add("activeRequest")
+    with service(tmp_path, peer, extra="    deprovision: disable\n") as svc:
+        svc.add_role("staff")
+        svc.add_user("alice", ALICE, roles=["staff"])
+        assert svc.unassign("staff", ["alice"]).outbound.ok
+        assert peer.accounts()["alice"].suspended
+        svc.assign("staff", ["alice"])
+        assert not peer.accounts()["alice"].suspended
+
+
 def test_deprovision_by_an_attribute(tmp_path, peer):
     peer.extra_attributes = {"accountDisabled"}
     options = (

@@ -301,12 +301,18 @@ class SpmlConnector(SpmlPsoConnector):
             return True
         asked = self.request(what, "activeRequest", SUSPEND)
         self._pso_id(asked, remote_id)
-        if self.call(asked).get("active") == "false":
+        try:
+            known = self.call(asked).get("active")
+        except TargetError as exc:  # a provider that suspends but cannot say: suspend
+            if "SPML unsupportedOperation" not in exc.message:
+                raise
+            known = None
+        if known == "false":
             return False
         request = self.request(what, "suspendRequest", SUSPEND)
         self._pso_id(request, remote_id)
         self.call(request)
-        return True
+        return True if known == "true" else None
 
     def delete_user(self, remote_id: str) -> None:
         self._delete(f"delete user {remote_id}", remote_id)

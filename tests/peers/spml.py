@@ -192,6 +192,9 @@ class SpmlServer:
         self.target_id = "directory"
         self.require_target_id = False
         self.capabilities = {SEARCH, SUSPEND, PASSWORD}
+        self.without: set[str] = set()
+        """Operations this provider does not implement (answered unsupportedOperation),
+        as a provider that supports a capability only in part does."""
         self.profile = DSML
         """The profile listTargets advertises (SPML 2.0 names the DSMLv2 profile
         ``urn:oasis:names:tc:SPML:2:0:DSML``; some providers the DSML namespace)."""
@@ -376,7 +379,7 @@ class SpmlServer:
         """Check and carry out one request, unless a fault answers instead."""
         try:
             handler = HANDLERS.get((namespace(request), local(request)))
-            if handler is None:
+            if handler is None or local(request) in self.without:
                 raise SpmlFailure("unsupportedOperation", f"no operation {request.tag}")
             self.check_request(request)
             if fault is not None and fault.kind == "soap":
