@@ -50,8 +50,13 @@ What a directory administrator should know:
   their steps are ordered for a cut-off at any point to leave the user holding its
   roles: groups list a new DN before the entry takes it, and drop an old one after.
   The error says what was written; the same command run again finishes the job: the
-  unit of work records each add and rename (and the renamed user's entryUUID) in
-  idprov's state before the first write, and finishes only what it recorded.
+  unit of work records each add and rename in idprov's state before the first write
+  (``directory_writes``: the renamed user's entryUUID; a digest of the add's claims,
+  roles, password and origin; its owner, ``host:pid``), and finishes only what it
+  recorded, once that owner is gone (15 minutes for one on another machine). A lost
+  add is adopted only with proof that it is the recorded one: the same digest, and an
+  entry whose ``creatorsName`` is idprov's bind DN and ``createTimestamp`` not before
+  the record. A write that failed before anything was sent leaves no record.
 """
 
 from __future__ import annotations
