@@ -542,3 +542,30 @@ def test_an_import_killed_while_a_create_is_unanswered_reruns_to_exactly_one_acc
                 assert entry.remote_id == remote[user.id] and entry.created_by_idprov
     finally:
         target.stop()
+
+
+def test_a_running_outbox_worker_waits_for_a_state_database_that_went_away(
+    cli, monkeypatch, data_dir
+):
+    """`idprov outbox work` (a service's worker) exited 1 when its state database
+    could not be reached for a moment; like serve's worker it says so in one line and
+    starts again after a pause."""
+    from idprov.errors import StoreError
+    from idprov.provisioning.outbound import Outbound
+    from idprov.provisioning.results import OutboundReport
+
+    calls: list[int] = []
+
+    def work(self, idps=None, *, once=False, eager=False, stop=None, progress=None):
+        calls.append(1)
+        if len(calls) == 1:
+            raise StoreError("the state database cannot be reached", hint="is it running?")
+        assert stop is not None
+        stop.set()  # as SIGTERM does
+        return OutboundReport()
+
+    monkeypatch.setattr(Outbound, "work", work)
+    run = cli("outbox", "work")
+    assert run.exit_code == 0 and len(calls) == 2
+    assert "cannot be reached (is it running?); starting it again in 1 s" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -208,9 +208,7 @@ def test_the_outbox_worker_logs_a_database_outage_in_one_line(tmp_path, monkeypa
     finally:
         server.close()
     [record] = caplog.records
-    assert (
-        record.exc_info is None and "cannot be reached (is PostgreSQL running?)" in record.message
-    )
+    assert not record.exc_info and "cannot be reached (is PostgreSQL running?)" in record.message
 
 
 def test_a_group_rename_that_would_deprovision_its_members_is_a_409_not_a_500(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -120,11 +121,32 @@ def outbox_work(
     from idprov.provisioning.metrics import RunStats
 
     stats = RunStats("outbox-work")
-    report = svc.outbound.work(idp, once=once, stop=_stop_on_signals(), progress=svc.progress)
+    stop = _stop_on_signals()
+    if once:
+        report = svc.outbound.work(idp, once=True, stop=stop, progress=svc.progress)
+    else:  # a service's worker: a database that went away is waited for, not an exit
+        from idprov.provisioning.outbound import keep_working
+        from idprov.provisioning.results import OutboundReport
+
+        report = OutboundReport()
+
+        def work() -> None:
+            report.merge(svc.outbound.work(idp, stop=stop, progress=svc.progress))
+
+        keep_working(work, stop, _say_worker)
     stats.add(report)
     stats.outcome = "ok" if report.ok else "failed"
     write_run_metrics(metrics, svc, stats)
     emit(report, render.outbound_report)
+
+
+def _say_worker(text: str, bug: bool) -> None:
+    import traceback
+
+    sys.stderr.write(f"idprov outbox work: {text}\n")
+    if bug:
+        traceback.print_exc()
+    sys.stderr.flush()
 
 
 def _stop_on_signals() -> Any:

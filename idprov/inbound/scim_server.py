@@ -283,30 +283,17 @@ class InboundServer:
         self._worker.start()
 
     def _work(self) -> None:
-        """The worker's loop; an error (a database that went away, say) is logged and
-        the worker starts again after a pause that doubles up to a minute. idprov's own
-        errors say what is wrong in one line (a traceback only for anything else: a
-        bug)."""
-        pause = 1.0
+        """The worker's loop (:func:`~idprov.provisioning.outbound.keep_working`): an
+        error is logged in one line and the worker starts again after a pause."""
+        from idprov.provisioning.outbound import keep_working
+
         log = logging.getLogger("idprov.serve")
-        while not self._stop.is_set():
-            try:
-                backend = self.backends.get(self.applications[0], "worker")
-                backend.service.outbound.work(stop=self._stop)
-            except IdprovError as exc:
-                hint = f" ({exc.hint})" if exc.hint else ""
-                log.error(
-                    "the outbox worker stopped: %s%s; starting it again in %.0f s",
-                    exc.message,
-                    hint,
-                    pause,
-                )
-            except Exception:
-                log.exception("the outbox worker failed; starting it again in %.0f s", pause)
-            else:
-                continue
-            self._stop.wait(pause)
-            pause = min(pause * 2, 60.0)
+
+        def work() -> None:
+            backend = self.backends.get(self.applications[0], "worker")
+            backend.service.outbound.work(stop=self._stop)
+
+        keep_working(work, self._stop, lambda text, bug: log.error(text, exc_info=bug))
 
     def close(self) -> None:
         self._stop.set()

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from idprov.db import now
-from idprov.errors import NotFoundError
+from idprov.errors import IdprovError, NotFoundError
 from idprov.provisioning.outbox import LEASE_SECONDS, OutboxRow
 from idprov.provisioning.results import OutboundReport, Progress
 
@@ -376,6 +376,33 @@ class Outbound:
         due = datetime.fromisoformat(nxt.replace("Z", "+00:00"))
         seconds = (due - datetime.now(UTC)).total_seconds()
         return min(max(seconds, 0.05), IDLE_POLL_SECONDS)
+
+
+def keep_working(
+    work: Callable[[], object], stop: threading.Event, say: Callable[[str, bool], None]
+) -> None:
+    """Run a long-lived worker (``work`` returns once ``stop`` is set) until ``stop``:
+    an error (a state database that went away, say) is said in one line with its hint
+    (``say(text, False)``; anything but idprov's own errors is a bug, said with its
+    traceback: ``say(text, True)`` from within the handler) and the worker starts
+    again after a pause that doubles up to a minute, instead of the process ending."""
+    pause = 1.0
+    while not stop.is_set():
+        try:
+            work()
+        except IdprovError as exc:
+            hint = f" ({exc.hint})" if exc.hint else ""
+            say(
+                f"the outbox worker stopped: {exc.message}{hint}; starting it again in "
+                f"{pause:.0f} s",
+                False,
+            )
+        except Exception:
+            say(f"the outbox worker failed; starting it again in {pause:.0f} s", True)
+        else:
+            continue
+        stop.wait(pause)
+        pause = min(pause * 2, 60.0)
 
 
 def holder_gone(holder: str) -> bool:
