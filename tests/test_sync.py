@@ -234,6 +234,24 @@ def test_saved_plan_applies_exactly_or_is_refused(cli, scim, tmp_path):
     assert {u["userName"]: u.get("title") for u in scim.users()} == {"user0": "Y", "user1": "X"}
 
 
+def test_a_saved_plan_edited_by_hand_is_refused_not_applied_as_computed(cli, scim, tmp_path):
+    """An item taken out of a saved plan (a deletion the operator struck out after
+    review) was applied all the same: idprov applied what it computed, and only
+    checked the fingerprint the file carried."""
+    seed(cli, 2)
+    with db(tmp_path) as conn:
+        conn.execute("DELETE FROM user_roles")  # both out of scope, not yet pushed
+    plan = tmp_path / "plan.json"
+    cli("plan", "--out", str(plan)).ok()
+    data = json.loads(plan.read_text())
+    [items] = [p["items"] for p in data["idps"]]
+    data["idps"][0]["items"] = [i for i in items if i["label"] != "user0"]
+    plan.write_text(json.dumps(data))
+    error = cli("sync", "--apply", str(plan), "--allow-deletes", "2", "--json").error(4)
+    assert "changed after it was made" in error["message"]
+    assert sorted(u["userName"] for u in scim.users()) == ["user0", "user1"]
+
+
 def test_explain_says_why(cli, scim):
     seed(cli, 1)
     cli("user", "add", "bob", "-c", "email=bob@example.com").ok()

@@ -300,11 +300,25 @@ def run_sync(
     allow_deletes: int | None = None,
     saved: SyncPlan | None = None,
 ) -> SyncResult:
-    """Plan, and unless ``dry_run`` apply; with ``saved``, apply exactly that plan,
-    refused if the userstores or the ledger have moved since it was made."""
+    """Plan, and unless ``dry_run`` apply; with ``saved``, apply exactly that plan:
+    refused if the userstores or the ledger have moved since it was made, or if its
+    items are not those it was made with (a file edited by hand: idprov applies what it
+    computes, so an item taken out of the file would have been applied all the same)."""
     run = uuid.uuid4().hex[:12]
     names = idps or ([p.idp for p in saved.idps] if saved else None)
     plan = compute_plan(service, names, fingerprint=dry_run or saved is not None)
+    if (
+        saved is not None
+        and saved.fingerprint == plan.fingerprint
+        and _items(saved) != _items(plan)
+    ):
+        raise ConflictError(
+            "the saved plan was changed after it was made: its items are not the ones its "
+            "fingerprint stands for; nothing was changed",
+            hint="idprov applies a plan whole, as it was made: make a new one with `idprov "
+            "plan --out plan.json`; to leave a change out, change the userstores (or the "
+            "configuration) first, then plan again",
+        )
     if saved is not None and saved.fingerprint != plan.fingerprint:
         raise ConflictError(
             "the saved plan is out of date: the userstores or the ledger changed since it "
@@ -330,6 +344,11 @@ def run_sync(
         _record_run(service, result, outcome)
         service.run = None
     return result
+
+
+def _items(plan: SyncPlan) -> list[tuple[str, list[dict[str, Any]]]]:
+    """A plan's items per IdP, as its file holds them."""
+    return [(p.idp, [i.to_dict() for i in p.items]) for p in plan.idps]
 
 
 def _record_run(service: IdentityService, result: SyncResult, outcome: str) -> None:
