@@ -129,3 +129,21 @@ def test_json_compact_is_one_line_per_run(cli, scim):  # noqa: F811
     lines = [cli("sync", "--json", "--compact").ok().stdout for _ in range(2)]
     for line in lines:
         assert line.count("\n") == 1 and json.loads(line)["plan"]["application"] == "resident"
+
+
+def test_a_metrics_file_that_cannot_be_written_is_a_warning_not_the_runs_failure(
+    cli,
+    scim,  # noqa: F811
+    tmp_path,
+):
+    """The sample unit writes metrics for node_exporter; on a host without its
+    directory the sync was applied, then the command failed as a usage error (exit 2)
+    with no report. The run's report and exit code stand, with a warning."""
+    seed(3)
+    missing = tmp_path / "no-such-dir" / "idprov.prom"
+    run = cli("sync", "--json", "--metrics", str(missing))
+    assert run.exit_code == 0, run
+    assert run.json()["outbound"]["ok"] is True
+    [line] = [json.loads(x) for x in run.stderr.splitlines() if x.strip()]
+    assert "the metrics were not written" in line["warning"]["message"]
+    assert not missing.parent.exists()

@@ -301,16 +301,19 @@ def interrupted(command: str | None = None) -> Interrupted:
     )
 
 
-def render_error(error: IdprovError) -> None:
+def render_error(error: IdprovError, label: str = "error") -> None:
+    """An error on stderr (``label``: ``warning`` for one that does not end the
+    command): one JSON line with ``--json``, else the message and its hint."""
     stop_display()
     if _session().json:
-        sys.stderr.write(jsonlib.dumps({"error": error.to_dict()}, ensure_ascii=False) + "\n")
+        sys.stderr.write(jsonlib.dumps({label: error.to_dict()}, ensure_ascii=False) + "\n")
         return
     from rich.console import Console
     from rich.markup import escape
 
     console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
-    console.print(f"[bold red]error:[/] {escape(error.message)}")
+    color = "red" if label == "error" else "yellow"
+    console.print(f"[bold {color}]{label}:[/] {escape(error.message)}")
     if error.hint:
         console.print(f"[dim]hint:[/] {escape(error.hint)}")
 

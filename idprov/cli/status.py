@@ -30,9 +30,18 @@ def status(json: JsonOpt = False) -> None:
 
 
 def write_run_metrics(path: Path | None, svc: Any, run: Any) -> None:
-    """Write the metrics file of ``run`` (a RunStats) when ``--metrics`` was given."""
+    """Write the metrics file of ``run`` (a RunStats) when ``--metrics`` was given. One
+    that cannot be written is a warning, not the run's failure: the run did its work,
+    its report follows and its exit code stands (it was a usage error, exit 2, with no
+    report, after a sync that had been applied)."""
     if path is None:
         return
+    from idprov.cli.common import render_error
+    from idprov.errors import IdprovError
     from idprov.provisioning.metrics import idp_status, openmetrics, write_metrics
 
-    write_metrics(path, openmetrics(idp_status(svc), run))
+    try:
+        write_metrics(path, openmetrics(idp_status(svc), run))
+    except IdprovError as exc:
+        exc.message += "; the metrics were not written"
+        render_error(exc, "warning")
