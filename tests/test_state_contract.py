@@ -191,6 +191,20 @@ def test_enqueue_coalesces_per_entity_and_idp(state):
     assert [r.idp for r in state.outbox.rows(idps=["b"], local_ids=["id-1"])] == ["b"]
 
 
+def test_a_row_enqueued_again_keeps_when_it_first_waited(state):
+    """Each sync enqueues a row that is still waiting again: its age (what an alert on
+    the oldest row watches) must count from the first time, not restart."""
+    with state.transaction():
+        [row_id] = state.outbox.enqueue(["a"], "user", "id-1", "PRIMARY", "alice")
+        state.db.execute(
+            "UPDATE outbox SET enqueued_at = '2020-01-01T00:00:00.000Z' WHERE id = ?", [row_id]
+        )
+    with state.transaction():
+        state.outbox.enqueue(["a"], "user", "id-1", "PRIMARY", "alice")
+    [row] = state.outbox.rows()
+    assert row.enqueued_at == "2020-01-01T00:00:00.000Z" and row.updated_at > row.enqueued_at
+
+
 def test_a_claimed_row_is_nobody_elses_until_its_lease_runs_out(state):
     with state.transaction():
         ids = state.outbox.enqueue(["a"], "user", "id-1", "PRIMARY", "alice")

@@ -160,7 +160,10 @@ class Outbox:
     ) -> list[tuple[int, str]]:
         """:meth:`enqueue` for ``entities`` (local id, domain, label) at once, in a
         statement per :data:`ENQUEUE_CHUNK` rows (a statement per row cost a role
-        assign of 5,000 users 5,000 round trips). Returns (row id, IdP) pairs, by id."""
+        assign of 5,000 users 5,000 round trips). A row already there keeps its
+        ``enqueued_at``: its change has waited since then (each sync re-enqueued it,
+        and the oldest row's age, which alerts watch, never passed the cron interval).
+        Returns (row id, IdP) pairs, by id."""
         stamp = now()
         unique = list({e[0]: e for e in entities}.values())  # a row is upserted once
         values = [(idp, kind, *entity) for entity in unique for idp in idps]
@@ -172,7 +175,7 @@ class Outbox:
                 f" VALUES {', '.join(['(?, ?, ?, ?, ?, ?, ?)'] * len(chunk))}"
                 " ON CONFLICT (idp, kind, local_id) DO UPDATE SET status = 'pending',"
                 " label = excluded.label, domain = excluded.domain, next_attempt_at = NULL,"
-                " enqueued_at = excluded.enqueued_at, updated_at = excluded.updated_at,"
+                " updated_at = excluded.updated_at,"  # enqueued_at: waiting since the first
                 " version = outbox.version + 1 RETURNING id, idp",
                 [v for row in chunk for v in (*row, stamp, stamp)],
             ).fetchall()
