@@ -365,3 +365,24 @@ def test_application_errors_name_the_declared_application(cli, write_config):
     run = cli("config", "validate")
     assert run.exit_code == 2, run
     assert "idprov.yaml:4:" in run.stderr and "applications[0]" in run.stderr
+
+
+def test_a_command_started_with_stdout_closed_does_its_work(tmp_path, cli):
+    """`idprov user add x >&-` (or a service manager without stdout): Python has no
+    sys.stdout, and every command ended in 'internal error ... this is a bug', after
+    its change was made. What it would print goes nowhere; its exit code is its own."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = str(Path(sys.executable).parent / "idprov")
+    done = subprocess.run(
+        [exe, "user", "add", "closed"],
+        env=dict(os.environ),
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.close(1),  # noqa: PLW1509 - only what the test child needs
+    )
+    assert done.returncode == 0 and "internal error" not in done.stderr, done.stderr
+    assert cli("user", "show", "closed", "--json").json()["username"] == "closed"

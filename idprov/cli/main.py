@@ -78,7 +78,20 @@ IdprovGroup.lazy = {
 
 
 def main() -> None:
+    _closed_streams_to_devnull()
     try:
         app(prog_name="idprov")
     finally:
         interrupted_exit()
+
+
+def _closed_streams_to_devnull() -> None:
+    """A command started with stdout or stderr closed (``>&-``, a service manager
+    without them) writes what it would print to /dev/null: Python then has no
+    ``sys.stdout``, and every command ended in an internal error, after its change."""
+    import os
+    import sys
+
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
