@@ -147,3 +147,21 @@ def test_a_metrics_file_that_cannot_be_written_is_a_warning_not_the_runs_failure
     [line] = [json.loads(x) for x in run.stderr.splitlines() if x.strip()]
     assert "the metrics were not written" in line["warning"]["message"]
     assert not missing.parent.exists()
+
+
+def test_status_gives_each_idp_its_own_part_of_the_last_sync(cli, scim, tmp_path):  # noqa: F811
+    """A sync that failed at one IdP showed every IdP's last sync as failed, and
+    alerts fired for the healthy one."""
+    seed(2)
+    path = tmp_path / "idprov.yaml"
+    dead = """  - name: dead
+    connector: scim2
+    options: {base_url: "http://127.0.0.1:9/v2", auth: bearer, token: env:SCIM_TOKEN}
+    retry: {max_attempts: 1, initial_backoff: 0.01, max_backoff: 0.01}
+applications:"""
+    text = path.read_text().replace("applications:", dead, 1)
+    path.write_text(text.replace("identity_providers: [scim]", "identity_providers: [scim, dead]"))
+    assert cli("sync").exit_code == 6
+    found = {s["idp"]: s for s in cli("status", "--json").json()["items"]}
+    assert found["scim"]["last_sync_outcome"] == "ok" and found["scim"]["last_success"]
+    assert found["dead"]["last_sync_outcome"] == "failed" and not found["dead"]["last_success"]

@@ -83,9 +83,11 @@ def _last_syncs(service: IdentityService, found: dict[str, IdpStatus]) -> None:
             entry = found.get(name)
             if entry is None or not isinstance(counts, dict):
                 continue
-            if entry.last_sync is None:
-                entry.last_sync, entry.last_sync_outcome = run.at, run.outcome
             ok = run.outcome in ("ok", "failed") and not counts.get("failed")
+            if entry.last_sync is None:  # this IdP's part: another's failure is not its
+                outcome = run.outcome if run.outcome not in ("ok", "failed") else None
+                entry.last_sync = run.at
+                entry.last_sync_outcome = outcome or ("ok" if ok else "failed")
             if ok and entry.last_success is None:
                 entry.last_success = run.at
 
