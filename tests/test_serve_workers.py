@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -424,3 +425,29 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_reopens_the_access_log_and_stops_nothing(tmp_path, workers):
+    """logrotate moves the access log away and sends SIGHUP (its usual postrotate):
+    the server killed itself at once (exit 129, no message). Every process now opens
+    the file again at its next line, and keeps serving."""
+    from tests.waiting import wait_until
+
+    log = tmp_path / "access.log"
+    with serving(tmp_path, workers, config_text(tmp_path)) as served:
+        with served.client() as http:
+            assert http.get("/Users").status_code == 200
+            assert wait_until(lambda: log.exists() and "GET /v2/Users" in log.read_text())
+            log.rename(tmp_path / "access.log.1")
+            served.process.send_signal(signal.SIGHUP)
+
+            def logged_again() -> bool:
+                http.get("/Users")  # each process reopens at its next line
+                return log.exists() and "GET /v2/Users" in log.read_text()
+
+            assert wait_until(logged_again)
+        assert served.process.poll() is None
+        assert stat.S_IMODE(log.stat().st_mode) == 0o600
+        code, _ = served.stop()
+    assert code == 0

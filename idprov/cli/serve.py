@@ -71,7 +71,8 @@ def serve(
     config = service(live=False).config
     if not certfile and not is_loopback(host):
         typer.secho(PLAIN_HTTP_WARNING.format(host=host), fg="yellow", err=True)
-    log = open_access_log(access_log) if access_log else sys.stderr
+    log: Any = ReopenedLog(access_log) if access_log else sys.stderr
+    _on_hangup(log)
     take_turns = None
     if workers > 1 and writes_take_turns(config):
         take_turns = WriterLock(Path(config.data_dir or ".") / "serve-writes.lock")
@@ -210,6 +211,50 @@ def open_access_log(path: str) -> TextIO:
             hint="give a writable file with --access-log",
         ) from exc
     return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+
+
+class ReopenedLog:
+    """The ``--access-log`` file, opened again at the first line after a SIGHUP (what
+    logrotate's ``postrotate kill -HUP`` asks for): a SIGHUP killed the server, with no
+    message and no graceful stop. Each process of ``--workers`` reopens its own (the
+    supervisor passes the signal on)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.stream = open_access_log(path)
+        self._reopen = False
+
+    def reopen_later(self) -> None:
+        self._reopen = True  # from a signal handler: only a flag
+
+    def write(self, text: str) -> int:
+        if self._reopen:
+            self._reopen = False
+            try:
+                fresh = open_access_log(self.path)
+            except UsageError:
+                fresh = None  # keep writing where it was: nothing is lost
+            if fresh is not None:
+                self.stream.close()
+                self.stream = fresh
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def _on_hangup(log: Any) -> None:
+    """SIGHUP reopens the access log file (logged to stderr: nothing to reopen, and the
+    signal is ignored), never stops the server."""
+    import signal
+
+    if isinstance(log, ReopenedLog):
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: log.reopen_later())
+    else:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _check_tls(certfile: str, keyfile: str | None) -> None:

@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from idprov.errors import UsageError
 
@@ -186,11 +186,14 @@ class Supervisor:
     """Its read end (the supervisor's)."""
     _signalled: set[int] = field(default_factory=set)
     """Pids sent the stop."""
+    _worker_hangup: Any = None
+    """The SIGHUP handler before the supervisor's: what a worker's SIGHUP does."""
 
     def run(self) -> int:
         """Supervise until stopped; 0 after a stop asked for by a signal, 1 when
         workers kept dying at start (the others are stopped and waited for first)."""
         previous = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous[signal.SIGHUP] = self._worker_hangup = signal.signal(signal.SIGHUP, self._hangup)
         try:
             self._start_listening()
             if not self.stopping:
@@ -238,6 +241,8 @@ class Supervisor:
     def _child(self, index: int, parent: int) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)  # uvicorn installs its own
+        # a worker's SIGHUP reopens its access log (never passed on: the supervisor's is)
+        signal.signal(signal.SIGHUP, self._worker_hangup or signal.SIG_IGN)
         if self._heard is not None:
             os.close(self._heard)  # the supervisor's end
         _stop_when_orphaned(parent)
@@ -295,6 +300,11 @@ class Supervisor:
         new = self._start(worker.index)
         name = self._name(worker.index)
         self._say(f"{name} (pid {worker.pid}) {how}; started it again (pid {new})")
+
+    def _hangup(self, signum: int, _frame: object) -> None:
+        """SIGHUP (logrotate's postrotate): each worker reopens its access log."""
+        for pid in list(self.workers):
+            _signal(pid, signal.SIGHUP)
 
     def _stop(self, signum: int, _frame: object) -> None:
         """SIGINT or SIGTERM: stop every worker gracefully (again: no harm done)."""
