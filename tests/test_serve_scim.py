@@ -1112,3 +1112,29 @@ def test_a_delete_raced_by_another_server(tmp_path, tokens, monkeypatch):
         )
         assert raced == [1, 204] and "another request changed" in detail
         assert a.client.get(f"/Users/{user['id']}").json()["displayName"] == "Alice B"
+
+
+def test_tls_files_that_cannot_be_used_are_clear_errors(tmp_path, tokens, cli, write_config):
+    """A key with a passphrase was asked for on the terminal (twice, even with none),
+    then failed as "[Errno 22] Invalid argument"; a certificate without its key said
+    "[SSL] PEM lib"; a missing file was a usage error, not exit 3."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    write_config(serve_config_text(tmp_path))
+    cert, _ = self_signed(tmp_path)
+    locked = tmp_path / "locked.pem"
+    locked.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    serve = ("serve", "--port", "0", "--certfile", cert)
+    error = cli(*serve, "--keyfile", str(locked), "--json", input="").error(2)
+    assert "encrypted with a passphrase" in error["message"]
+    error = cli(*serve, "--json").error(2)
+    assert "the key does not match the certificate, or is missing" in error["message"]
+    missing = cli("serve", "--port", "0", "--certfile", str(tmp_path / "no.pem"), "--json")
+    assert "does not exist" in missing.error(3)["message"]

@@ -258,14 +258,45 @@ def _on_hangup(log: Any) -> None:
 
 
 def _check_tls(certfile: str, keyfile: str | None) -> None:
+    """The certificate and key load, or a clear error: a missing file (exit 3), a key
+    with a passphrase (it was asked for on the terminal, twice, then "[Errno 22]"), a
+    certificate without its key ("[SSL] PEM lib")."""
     import ssl
 
-    try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
-    except (OSError, ssl.SSLError) as exc:
+    from idprov.errors import NotFoundError
+
+    for option, path in (("--certfile", certfile), ("--keyfile", keyfile)):
+        if path is not None and not Path(path).is_file():
+            raise NotFoundError(
+                f"{option} {path} does not exist"
+                if not Path(path).exists()
+                else f"{option} {path} is not a file",
+                hint=f"give the PEM file's path with {option}",
+            )
+
+    def no_passphrase() -> str:
         raise UsageError(
-            f"cannot use TLS certificate {certfile}: {exc}",
-            hint="give a PEM certificate with --certfile and its key with --keyfile",
+            f"the TLS key {keyfile or certfile} is encrypted with a passphrase",
+            hint="give a key without one (openssl pkey -in KEY -out KEY.plain), readable "
+            "only by idprov's user",
+        )
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            certfile, keyfile, password=no_passphrase
+        )
+    except UsageError:
+        raise
+    except (OSError, ssl.SSLError) as exc:
+        said = (
+            "the key does not match the certificate, or is missing"
+            if (isinstance(exc, ssl.SSLError) and "PEM lib" in str(exc))
+            else str(exc)
+        )
+        raise UsageError(
+            f"cannot use TLS certificate {certfile}: {said}",
+            hint="give a PEM certificate with --certfile and its private key with --keyfile "
+            "(or both in the --certfile file)",
         ) from exc
 
 
