@@ -13,12 +13,20 @@ and the error says so.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from idprov.db import now
 from idprov.errors import ConfigError, ConflictError, IdprovError, StoreError
+
+_quiet = logging.getLogger("psycopg")
+_quiet.addHandler(logging.NullHandler())
+_quiet.propagate = False
+"""psycopg logs what it ignores while a connection is lost ("error ignored in rollback
+of <psycopg.Transaction ...>") to stderr, ahead of idprov's own one-line error, which
+says what happened: a cron job's stderr is meant to be one JSON line per error."""
 
 if TYPE_CHECKING:
     import psycopg
