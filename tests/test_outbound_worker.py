@@ -569,3 +569,17 @@ def test_a_running_outbox_worker_waits_for_a_state_database_that_went_away(
     assert run.exit_code == 0 and len(calls) == 2
     assert "cannot be reached (is it running?); starting it again in 1 s" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_outbox_list_of_a_status_with_none_says_what_else_waits(cli, tmp_path, monkeypatch):
+    """`outbox list --status held` with failed rows in the outbox said "the outbox is
+    empty: everything has been provisioned"."""
+    monkeypatch.setenv("SCIM_TOKEN", "t")
+    config = tmp_path / "idprov.yaml"
+    idps = idp_yaml("down", "http://127.0.0.1:9/v2")
+    config.write_text(make_config_text(tmp_path, idps, ["down"]))
+    assert cli("--config", str(config), "user", "add", "alice").exit_code == 6  # failed row
+    held = cli("--config", str(config), "outbox", "list", "--status", "held")
+    assert held.exit_code == 0
+    said = held.stdout + held.stderr
+    assert "no held rows; the outbox holds 1 other rows" in said and "is empty" not in said

@@ -57,6 +57,21 @@ def outbox_list(
         r if svc.outbound.configured(r.idp) else dataclasses.replace(r, status="orphaned")
         for r in svc.outbox_rows(known_idps(svc, idp), status.value if status else None)
     ]
+    if not rows and (idp or status):  # say what the filter left out, not "empty"
+        others = len(svc.outbox_rows(None, None))
+        what = " ".join(
+            p
+            for p in (status.value if status else "", "rows", f"at {', '.join(idp)}" if idp else "")
+            if p
+        )
+        if others:
+            emit(
+                rows,
+                lambda _: render.note(
+                    f"no {what}; the outbox holds {others} other rows: idprov outbox list"
+                ),
+            )
+            return
     emit(rows, render.outbox)
 
 
