@@ -966,6 +966,10 @@ def test_issued_tokens_act_as_their_application_until_revoked(tmp_path, tokens, 
         assert refused.status_code == 401
     assert cli("token", "list", "--json").items()[0]["revoked_at"]
     assert "no token with id" in cli("token", "revoke", "nope", "--json").error(3)["message"]
+    # revoked again: said so, not audited twice (it said "revoked" and audited again)
+    again = cli("token", "revoke", made["id"]).ok().stdout
+    assert "was revoked already, at" in again
+    assert len(cli("log", "--action", "token.revoke", "--json").items()) == 1
 
 
 def test_a_read_token_reads_and_the_token_id_is_in_the_audit_and_the_log(tmp_path, tokens, cli):

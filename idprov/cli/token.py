@@ -44,7 +44,13 @@ def revoke(
     token_id: Annotated[str, typer.Argument(help="The token's id.")], json: JsonOpt = False
 ) -> None:
     """Revoke a token: requests with it get 401 from now on."""
-    record = service().revoke_token(token_id)
+    svc = service()
+    before = next((r for r in svc.tokens.all() if r.id == token_id), None)
+    record = svc.revoke_token(token_id)
+    if before is not None and before.revoked_at is not None:
+        text = f"token {record.id} ({render.esc(record.application)}) was revoked already, at "
+        emit(record, lambda r: render.message(f"[green]✓[/] {text}{r.revoked_at}"))
+        return
     emit(
         record,
         lambda r: render.message(f"[green]✓[/] revoked token {r.id} ({render.esc(r.application)})"),

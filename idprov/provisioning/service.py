@@ -520,9 +520,13 @@ class IdentityService:
         return new
 
     def revoke_token(self, token_id: str) -> TokenRecord:
+        """Revoke a token; one revoked already is left as it is (not audited again:
+        its ``revoked_at`` says since when)."""
         with self.state.transaction():
+            before = [r for r in self.tokens.all() if r.id == token_id]
             record = self.tokens.revoke(token_id)
-            self._audit("token.revoke", token_id, {"application": record.application})
+            if not (before and before[0].revoked_at):
+                self._audit("token.revoke", token_id, {"application": record.application})
         return record
 
     def _audit(self, action: str, target: str, details: dict[str, Any] | None = None) -> None:
