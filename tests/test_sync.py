@@ -357,3 +357,12 @@ def test_plan_out_is_private_and_makes_no_directories(cli, tmp_path):
     cli("plan", "--out", str(plan)).ok()
     assert plan.stat().st_mode & 0o777 == 0o600
     assert json.loads(plan.read_text())["application"] == "resident"
+
+
+def test_the_log_shows_a_syncs_counts_as_json_not_a_python_repr(cli, scim, tmp_path):
+    seed(cli, 1)
+    with db(tmp_path) as conn:  # a change for the sync to push
+        conn.execute("UPDATE users SET claims = json_set(claims, '$.title', 'X')")
+    cli("sync").ok()
+    line = cli("log", "--action", "sync.run").ok().stdout.splitlines()[1]  # the newest
+    assert 'scim={"done":1' in line and "{'" not in line, line

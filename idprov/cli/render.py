@@ -198,11 +198,19 @@ def _audit_row(e: AuditEntry) -> list[str]:
 
 
 def _text(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    """An audit detail as text: a list comma-separated, a mapping (a sync's counts per
+    IdP) as compact JSON, not Python's repr."""
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        import json
+
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return str(value)
 
 
 def _short(value: Any) -> str:
-    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    text = _text(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
