@@ -17,6 +17,7 @@ from idprov.connectors import registry
 from idprov.connectors.base import Account, Connector
 from idprov.connectors.scim2 import Scim2Connector, Scim2Options
 from tests.peers.scim2 import Scim2Peer
+from tests.plugins import entry_points
 
 
 @dataclass(frozen=True)
@@ -79,12 +80,8 @@ def acme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         importlib.metadata.EntryPoint(name, f"{__name__}:{cls.__name__}", registry.GROUP)._for(dist)
         for name, cls in PLUGINS.items()
     ]
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: eps)
-    registry._entry_points.cache_clear()
-    registry.load.cache_clear()
-    yield
-    registry._entry_points.cache_clear()
-    registry.load.cache_clear()
+    with entry_points(monkeypatch, eps):
+        yield
 
 
 @pytest.fixture

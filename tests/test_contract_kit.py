@@ -19,6 +19,7 @@ from idprov.errors import ConfigError
 from idprov.testing import ConnectorContract
 from idprov.testing.contract import KitRun
 from tests.peers.scim2 import Scim2Peer
+from tests.plugins import entry_points
 from tests.test_connector_contract import Scim2Target
 
 
@@ -85,12 +86,8 @@ def mutants(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         importlib.metadata.EntryPoint(name, f"{__name__}:{cls.__name__}", registry.GROUP)
         for name, cls in MUTANTS.items()
     ]
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: eps)
-    registry._entry_points.cache_clear()
-    registry.load.cache_clear()
-    yield
-    registry._entry_points.cache_clear()
-    registry.load.cache_clear()
+    with entry_points(monkeypatch, eps):
+        yield
 
 
 class MutantTarget(Scim2Target):
