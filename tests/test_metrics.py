@@ -147,6 +147,11 @@ def test_a_metrics_file_that_cannot_be_written_is_a_warning_not_the_runs_failure
     [line] = [json.loads(x) for x in run.stderr.splitlines() if x.strip()]
     assert "the metrics were not written" in line["warning"]["message"]
     assert not missing.parent.exists()
+    folder = tmp_path / "a-directory"
+    folder.mkdir()
+    run = cli("sync", "--json", "--metrics", str(folder))  # a directory, not a file
+    assert run.exit_code == 0 and run.json()["outbound"]["ok"] is True, run
+    assert "the metrics were not written" in run.stderr and list(folder.iterdir()) == []
 
 
 def test_status_gives_each_idp_its_own_part_of_the_last_sync(cli, scim, tmp_path):  # noqa: F811

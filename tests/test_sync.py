@@ -250,6 +250,11 @@ def test_a_saved_plan_edited_by_hand_is_refused_not_applied_as_computed(cli, sci
     error = cli("sync", "--apply", str(plan), "--allow-deletes", "2", "--json").error(4)
     assert "changed after it was made" in error["message"]
     assert sorted(u["userName"] for u in scim.users()) == ["user0", "user1"]
+    cli("plan", "--out", str(plan)).ok()  # its application is part of it too
+    data = json.loads(plan.read_text())
+    plan.write_text(json.dumps({**data, "application": "nope"}))
+    error = cli("sync", "--apply", str(plan), "--allow-deletes", "2", "--json").error(4)
+    assert "changed after it was made" in error["message"]
 
 
 def test_explain_says_why(cli, scim):

@@ -228,6 +228,13 @@ def write_metrics(path: Path, text: str) -> None:
             handle.write(text)
         os.chmod(temp, 0o644)
         os.replace(temp, path)
+    except OSError as exc:  # the path is a directory, say
+        Path(temp).unlink(missing_ok=True)
+        raise UsageError(
+            f"--metrics {path}: cannot replace it: {exc.strerror}",
+            hint="give the path of a file (node_exporter reads *.prom files in its "
+            "--collector.textfile.directory)",
+        ) from exc
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise

@@ -310,7 +310,7 @@ def run_sync(
     if (
         saved is not None
         and saved.fingerprint == plan.fingerprint
-        and _items(saved) != _items(plan)
+        and (_items(saved) != _items(plan) or saved.application != plan.application)
     ):
         raise ConflictError(
             "the saved plan was changed after it was made: its items are not the ones its "
