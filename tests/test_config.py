@@ -498,6 +498,24 @@ def test_aliases_that_expand_past_the_limit_are_refused(monkeypatch):
     assert "fewer levels of aliases" in error.hint
 
 
+def test_a_long_text_repeated_by_aliases_is_refused(monkeypatch):
+    """A few values, each a long string repeated by an alias: the value count stays
+    small while the text grows (120 KB made `config show` print 500 MB)."""
+    from idprov.config import loader
+
+    monkeypatch.setattr(loader, "MAX_TEXT", 10_000)
+    long = "x" * 1_000
+    text = f"a: &long {long}\nb: [{', '.join(['*long'] * 20)}]\n"
+    error = error_of(text)
+    assert "more than 10,000 characters of text once its aliases are expanded" in error.message
+
+
+def test_a_merge_key_is_named_as_such():
+    error = error_of("base: &b {x: 1}\nother:\n  <<: *b\n  y: 2\n")
+    assert error.message.startswith("idprov.yaml:3:")
+    assert "a merge key (<<) is not supported" in error.message
+
+
 def test_aliases_within_the_limit_still_work():
     config = load_text(
         "identity_providers:\n"

@@ -150,6 +150,9 @@ MAX_VALUES = 100_000
 """How many values (scalars, lists, mappings) a configuration may hold once its aliases
 are expanded. A real one holds a few thousand at most; aliases of aliases multiply
 ("billion laughs": ten levels of ten make ten billion from a few hundred bytes)."""
+MAX_TEXT = 10_000_000
+"""How many characters of text a configuration may hold once its aliases are expanded
+(a long string repeated by aliases: 120 KB made `config show` print 500 MB)."""
 
 
 def parse_yaml(text: str, source: str) -> tuple[Any, Locator]:
@@ -197,6 +200,7 @@ class _Tree:
         self.source = source
         self.marks: dict[KeyPath, tuple[int, int]] = {}
         self.values = 0
+        self.text = 0
         self.inside: set[int] = set()
         """The lists and mappings being built (by id): an alias to one of them recurses."""
 
@@ -218,6 +222,16 @@ class _Tree:
 
     def _count(self, node: Any, path: KeyPath, at: Any) -> None:
         self.values += 1
+        if isinstance(node.value, str):
+            self.text += len(node.value)
+            if self.text > MAX_TEXT:
+                raise self._error(
+                    at,
+                    path,
+                    f"the file holds more than {MAX_TEXT:,} characters of text once its "
+                    "aliases are expanded",
+                    "write the values out, or repeat long ones less",
+                )
         if id(node) in self.inside:
             anchor = node.start_mark
             raise self._error(
@@ -247,6 +261,13 @@ class _Tree:
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise self._error(key_node, path, "a key must be text, not a list or mapping")
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise self._error(
+                    key_node,
+                    path,
+                    "a merge key (<<) is not supported",
+                    "write the keys out in this mapping",
+                )
             key = self.loader.construct_object(key_node, deep=True)
             if not isinstance(key, str):
                 key = str(key)
