@@ -177,3 +177,19 @@ def test_a_prefix_with_spaces_matches_nothing_in_a_directory_too(cli, tmp_path, 
     assert [u["username"] for u in cli("user", "list", "--prefix", "a", "--json").items()] == [
         "alice"
     ]
+
+
+def test_an_import_the_data_directory_refuses_names_the_directory(cli, tmp_path, monkeypatch):
+    """The error named the random working directory it could not make
+    (`.../import-host:5139:2ohq7lpc: Permission denied`)."""
+    import tempfile
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", f"{kwargs.get('dir')}/import-x:1:abc")
+
+    csv_file = tmp_path / "u.csv"
+    csv_file.write_text("username\nann\n")
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", refused)
+    error = cli("import", "users", str(csv_file), "--json").error(1)
+    assert error["message"].startswith("cannot import into the data directory ")
+    assert "import-x" not in error["message"] and "owner of the data" in error["hint"]

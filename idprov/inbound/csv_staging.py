@@ -59,7 +59,21 @@ class Staging:
 
         _remove_abandoned(ensure_private_dir(directory))
         owner = f"{PREFIX}{socket.gethostname()}:{os.getpid()}:"
-        self.dir = tempfile.TemporaryDirectory(prefix=owner, dir=directory)
+        try:
+            self.dir = tempfile.TemporaryDirectory(prefix=owner, dir=directory)
+        except OSError as exc:  # it named the random directory it could not make
+            from idprov.errors import StoreError
+
+            raise StoreError(
+                f"cannot import into the data directory {directory}: "
+                + (
+                    "it is read-only for this user"
+                    if not os.access(directory, os.W_OK)
+                    else str(exc.strerror or exc)
+                ),
+                hint="an import writes there (idprov's database and its working copy); run "
+                "it as the owner of the data, or check the directory's mode",
+            ) from exc
         os.chmod(self.dir.name, 0o700)
         path = Path(self.dir.name) / "staging.db"
         path.touch(mode=0o600)
