@@ -20,11 +20,13 @@ def test_reports_follow_a_rename_and_lose_the_manager_with_a_delete(cli):
     cli("user", "add", "ann", "-c", "manager=boss").ok()
     cli("user", "add", "bob", "-c", "manager=BOSS").ok()  # names compare case-insensitively
     cli("user", "add", "cat", "-c", "manager=bossy").ok()
-    cli("user", "rename", "boss", "chief").ok()
+    renamed = cli("user", "rename", "boss", "chief").ok().stdout
+    assert "the manager claim of ann, bob follows the new name" in renamed
     claims = {u: cli("user", "show", u, "--json").json()["claims"] for u in ("ann", "bob", "cat")}
     assert [claims[u].get("manager") for u in ("ann", "bob", "cat")] == ["chief", "chief", "bossy"]
 
-    cli("user", "delete", "chief", "--yes").ok()
+    deleted = cli("user", "delete", "chief", "--yes", "--json").ok().json()
+    assert deleted["details"]["reports"] == ["ann", "bob"]
     cli("user", "add", "chief").ok()  # a newcomer of the same name manages nobody
     claims = {u: cli("user", "show", u, "--json").json()["claims"] for u in ("ann", "bob", "cat")}
     assert [claims[u].get("manager") for u in ("ann", "bob", "cat")] == [None, None, "bossy"]

@@ -44,6 +44,10 @@ def change(result: ChangeResult) -> None:
         text = f"{verb} {result.details['from']} → {result.target}"
     elif result.action == "user.update":
         text += ": " + ", ".join(result.details["claims"])
+    reports = result.details.get("reports") if result.details else None
+    if reports and result.action in ("user.rename", "user.delete"):
+        lost = "follows the new name" if result.action == "user.rename" else "is removed"
+        text += f"; the manager claim of {', '.join(reports)} {lost}"
     typer.secho("✓", fg="green", nl=False)
     typer.echo(" " + text)
     if result.outbound is not None:

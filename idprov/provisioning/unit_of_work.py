@@ -498,7 +498,7 @@ class UnitOfWork:
                 store, "rename", name, new_bare, before.id, replacing=replacing
             )
             user = self._in_store(store, write, lambda: store.rename_user(name, new_bare), True)
-        details = {"from": before.qualified_name}
+        details: dict[str, Any] = {"from": before.qualified_name}
         self.audit("user.rename", user.qualified_name, details)
         self._written(write)
         self.enqueue("user", user.id, store.domain, user.qualified_name)
@@ -506,6 +506,8 @@ class UnitOfWork:
             label = QualifiedName(store.domain, new_bare).relative_to(report.domain)
             current = new_bare if report.id == user.id else report.username  # their own
             self.update_user(current, {"manager": label}, domain=report.domain)
+        if reports:
+            details = {**details, "reports": sorted(r.qualified_name for r in reports)}
         return self._done(ChangeResult("user.rename", user.qualified_name, user, details=details))
 
     def _reports_of(self, store: UserStore, username: str) -> list[User]:
@@ -552,7 +554,8 @@ class UnitOfWork:
         :meth:`_reports_of`), each an update of its own (audited, pushed, guarded)."""
         store, name = self.service.resolve(username, domain)
         existing = store.find_user(name)
-        for report in self._reports_of(store, existing.username) if existing else []:
+        reports = self._reports_of(store, existing.username) if existing else []
+        for report in reports:
             self.update_user(report.username, unset=["manager"], domain=report.domain)
         self.begin(store)
         internal = self.service.internal.roles_of_user(existing.id) if existing else []
@@ -569,7 +572,8 @@ class UnitOfWork:
         self.enqueue("user", user.id, store.domain, user.qualified_name)
         for role_name in user.roles:
             self._enqueue_role(store, role_name)
-        return self._done(ChangeResult("user.delete", user.qualified_name, user))
+        details = {"reports": sorted(r.qualified_name for r in reports)} if reports else {}
+        return self._done(ChangeResult("user.delete", user.qualified_name, user, details=details))
 
     def set_roles(
         self, username: str, roles: Sequence[str], domain: str | None = None
