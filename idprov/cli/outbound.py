@@ -58,7 +58,7 @@ def outbox_list(
         for r in svc.outbox_rows(known_idps(svc, idp), status.value if status else None)
     ]
     if not rows and (idp or status):  # say what the filter left out, not "empty"
-        others = len(svc.outbox_rows(None, None))
+        others = sum(svc.state.outbox.count().values())
         what = " ".join(
             p
             for p in (status.value if status else "", "rows", f"at {', '.join(idp)}" if idp else "")

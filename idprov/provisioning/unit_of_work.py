@@ -522,6 +522,8 @@ class UnitOfWork:
             if config.read_only:
                 continue
             other = self.service.store(config.domain)
+            if not other.keeps_claim("manager"):  # a directory that maps none: no search
+                continue
             spellings = (username, qualified) if other is store else (qualified,)
             where = Condition(
                 "or", terms=tuple(Condition("eq", "claim:manager", s) for s in spellings)
@@ -742,7 +744,7 @@ class UnitOfWork:
             self._keeps_scope(
                 f"{INTERNAL}/{internal}",
                 f"{INTERNAL}/{new}",
-                self.service.users_by_id(members).values(),
+                lambda: self.service.users_by_id(members).values(),
             )
             result = self._internal_change(
                 "role.rename", lambda: self.service.internal.rename(internal, new), members
@@ -755,8 +757,12 @@ class UnitOfWork:
             raise UsageError("a role cannot be renamed into another domain")
         policy.check_role_name(store.config.policy, new_bare, store.domain)
         current = self.service.get_role(bare, store.domain)
-        held = list(store.find_users_by_id(store.role_member_ids(current.id)).values())
-        self._keeps_scope(current.name, new_bare, self.service.directory.with_internal_roles(held))
+
+        def held() -> list[User]:
+            users = list(store.find_users_by_id(store.role_member_ids(current.id)).values())
+            return self.service.directory.with_internal_roles(users)
+
+        self._keeps_scope(current.name, new_bare, held)
         self.begin(store)
         role = store.rename_role(bare, new_bare)
         self.audit("role.rename", role.qualified_name, {"from": bare})
@@ -766,7 +772,7 @@ class UnitOfWork:
             ChangeResult("role.rename", role.qualified_name, role, details={"from": bare})
         )
 
-    def _keeps_scope(self, old: str, new: str, members: Iterable[User]) -> None:
+    def _keeps_scope(self, old: str, new: str, members: Callable[[], Iterable[User]]) -> None:
         """Refuse a role rename that takes members out of an identity provider's scope
         (its ``provisioning_roles`` names the old name, not the new one), which would
         deprovision them there, unless the deletion guard was told to let that many
@@ -776,14 +782,19 @@ class UnitOfWork:
         from idprov.errors import GuardError
         from idprov.provisioning.decide import in_scope
 
-        members = list(members)
+        scoping = [
+            idp
+            for idp in self.service.config.identity_providers
+            if idp.enabled and in_scope(idp, [old]) and not in_scope(idp, [new])
+        ]
+        if not scoping:
+            return  # the members are read only where the rename can take them out
+        held = list(members())
         leaving: dict[str, int] = {}
-        for idp in self.service.config.identity_providers:
-            if not idp.enabled or not in_scope(idp, [old]) or in_scope(idp, [new]):
-                continue
+        for idp in scoping:
             gone = [
                 u
-                for u in members
+                for u in held
                 if not in_scope(idp, [r for r in u.roles if r.casefold() != old.casefold()])
             ]
             if gone:
