@@ -131,6 +131,12 @@ class Tunnel:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
+        try:
+            self._tunnel(client)
+        except OSError:  # the client went away (reset) before the tunnel stood
+            client.close()
+
+    def _tunnel(self, client: socket.socket) -> None:
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = client.recv(4096)

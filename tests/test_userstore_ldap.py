@@ -8,6 +8,7 @@ the store under test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -757,7 +758,7 @@ def echo_server() -> Iterator[str]:
                 conn, _ = server.accept()
             except OSError:
                 return
-            with conn:
+            with conn, contextlib.suppress(OSError):  # the client may reset it
                 while data := conn.recv(4096):
                     conn.sendall(data)
 
