@@ -87,3 +87,22 @@ def test_reports_in_a_read_only_store_keep_their_claim(cli, tmp_path, write_conf
     cli("user", "rename", "alice", "alicia").ok()
     cli("user", "delete", "alicia", "--yes").ok()
     assert cli("user", "show", "HR/bob", "--json").json()["claims"]["manager"] == "PRIMARY/alice"
+
+
+def test_the_delete_question_counts_the_reports_that_lose_their_manager(cli, state):
+    """Declining changes nothing; the question said what the delete's line says after."""
+    cli("user", "add", "boss").ok()
+    for name, manager in [("bob", "boss"), ("carol", "BOSS"), ("dave", "PRIMARY/boss")]:
+        cli("user", "add", name, "-c", f"manager={manager}").ok()
+    cli("user", "add", "eve").ok()
+    before = state.dump()
+    asked = cli("user", "delete", "boss", input="n\n").fails(1)
+    question = "Delete user boss and remove the manager claim of 3 users (bob, carol, dave)?"
+    assert question in asked
+    assert state.dump() == before
+    assert "Delete user eve? [y/N]" in cli("user", "delete", "eve", input="n\n").fails(1)
+    cli("user", "update", "carol", "--unset", "manager").ok()
+    cli("user", "update", "dave", "--unset", "manager").ok()
+    one = cli("user", "delete", "boss", input="y\n").ok()
+    assert "remove the manager claim of 1 user (bob)?" in one.stderr
+    assert "the manager claim of bob is removed" in one.stdout

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from idprov.cli.render_reports import change as change
 from idprov.cli.render_reports import explanation as explanation
 from idprov.cli.render_reports import import_report as import_report
+from idprov.cli.render_reports import losing_manager as losing_manager
 from idprov.cli.render_reports import outbound_report as outbound_report
 from idprov.cli.render_reports import sync_result as sync_result
 from idprov.cli.tables import Styled, console, esc, note, on_terminal, table

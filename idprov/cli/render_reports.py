@@ -54,6 +54,18 @@ def change(result: ChangeResult) -> None:
         outbound_report(result.outbound)
 
 
+def losing_manager(reports: list[str], shown: int = 10) -> str:
+    """What a delete's question adds for the users whose manager claim it removes:
+    " and remove the manager claim of 3 users (bob, carol, dave)" ("" for none)."""
+    if not reports:
+        return ""
+    names = ", ".join(reports[:shown])
+    if len(reports) > shown:
+        names += f" and {len(reports) - shown} more"
+    users = "user" if len(reports) == 1 else "users"
+    return f" and remove the manager claim of {len(reports)} {users} ({names})"
+
+
 def outbound_report(report: OutboundReport) -> None:
     """A line per identity provider, then each failure with the target's message."""
     import typer

@@ -176,10 +176,13 @@ def delete(
 ) -> None:
     """Delete a user (asks first unless --yes, listing what it would delete at the
     identity providers)."""
-    from idprov.provisioning import preview
+    from idprov.model import QualifiedName
+    from idprov.provisioning import managers, preview
 
     svc = service(app_name)
     user = svc.get_user(username, domain)
     verdict = preview.delete_user(svc, username, domain)
-    confirm_effects(svc, verdict, yes, allow_deletes, f"Delete user {user.qualified_name}?")
+    reports = managers.reports_of(svc, QualifiedName(user.domain, user.username))
+    lost = render.losing_manager(sorted(r.qualified_name for r in reports))
+    confirm_effects(svc, verdict, yes, allow_deletes, f"Delete user {user.qualified_name}{lost}?")
     emit(svc.delete_user(username, domain), render.change)

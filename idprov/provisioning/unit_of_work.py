@@ -35,7 +35,8 @@ from idprov.errors import (
     StoreError,
     UsageError,
 )
-from idprov.model import ClaimValue, Condition, QualifiedName, Role, User, UserQuery
+from idprov.model import ClaimValue, QualifiedName, Role, User
+from idprov.provisioning import managers
 from idprov.provisioning.internal_roles import INTERNAL
 from idprov.provisioning.outbound import holder_gone
 from idprov.provisioning.results import ChangeResult
@@ -511,33 +512,9 @@ class UnitOfWork:
         return self._done(ChangeResult("user.rename", user.qualified_name, user, details=details))
 
     def _reports_of(self, store: UserStore, username: str) -> list[User]:
-        """The users whose ``manager`` claim names ``username`` of ``store`` (bare in its
-        own userstore, ``DOMAIN/name`` in any), whom a rename or a delete of that user
-        changes too, as a directory keeps a manager link: a name left behind would
-        name nobody, or whoever takes the name next. A read-only userstore's users keep
-        theirs (idprov cannot write there; the name is resolved when it is read)."""
-        qualified = f"{store.domain}/{username}"
-        reports = []
-        for config in self.service.config.userstores:
-            if config.read_only:
-                continue
-            other = self.service.store(config.domain)
-            if not other.keeps_claim("manager"):  # a directory that maps none: no search
-                continue
-            spellings = (username, qualified) if other is store else (qualified,)
-            where = Condition(
-                "or", terms=tuple(Condition("eq", "claim:manager", s) for s in spellings)
-            )
-            for user in other.list_users(UserQuery(limit=None, where=where)).items:
-                claim = user.claims.get("manager")
-                if not isinstance(claim, str):
-                    continue
-                named = QualifiedName.parse(claim, user.domain)
-                if named.domain.casefold() == store.domain.casefold() and (
-                    named.name.casefold() == username.casefold()
-                ):
-                    reports.append(user)
-        return reports
+        """The users whose ``manager`` claim names ``username`` of ``store`` (see
+        :func:`idprov.provisioning.managers.reports_of`)."""
+        return managers.reports_of(self.service, QualifiedName(store.domain, username))
 
     def set_password(self, username: str, password: str, domain: str | None = None) -> ChangeResult:
         store, name = self.service.resolve(username, domain)
