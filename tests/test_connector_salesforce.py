@@ -20,7 +20,7 @@ from idprov.connectors.salesforce_api import (
     soql_literal,
 )
 from tests.outbound_helpers import make_service
-from tests.peers.salesforce import SalesforceOrg
+from tests.peers.salesforce import SalesforceError, SalesforceOrg
 
 NO_SLEEP = {"sleep": lambda s: None}
 ROLES = """      roles:
@@ -576,6 +576,74 @@ def test_a_user_an_administrator_deactivated_stays_so_after_leaving_and_reenteri
     assert role.outcome == "failed" and "inactive user" in role.error
     assert org.users()["henry@example.com"]["IsActive"] is False
     assert not [r for r in org.api_requests("PATCH") if "IsActive" in r.body]
+
+
+def test_a_permission_set_refused_to_a_deactivated_user_says_why_and_how_to_fix_it(tmp_path, org):
+    """The role row names the user deactivated at Salesforce, says idprov did not do
+    it, and gives the fix; once an administrator re-activates the user there, `outbox
+    retry` assigns the permission set (idprov never sent IsActive)."""
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        svc.add_user("henry", {}, roles=["staff"])
+        org.users()["henry@example.com"]["IsActive"] = False  # Setup > Users > Deactivate
+        assert svc.unassign("staff", ["henry"]).outbound.ok
+        [role] = ops(svc.assign("staff", ["henry"]), "role")
+        assert role.outcome == "failed"
+        assert role.error.startswith(
+            "user henry@example.com is deactivated at Salesforce, not by idprov (idprov "
+            "never re-activates a user it did not deactivate), and Salesforce does not "
+            f"assign permission set {org.permission_set_id('Sales_Ops')} to an inactive user"
+        )
+        assert "INACTIVE_OWNER_OR_USER" in role.error  # Salesforce's own words too
+        assert role.error.endswith(
+            ": re-activate it at Salesforce (Setup > Users > Edit > Active), then `idprov "
+            "outbox retry --idp sf`; or, if it is to stay inactive, take this role from that "
+            "user in idprov"
+        )
+        [row] = svc.outbox_rows()
+        assert row.last_error == role.error
+        org.users()["henry@example.com"]["IsActive"] = True  # the administrator's fix
+        assert svc.retry_outbox(["sf"]).ok
+    assert org.assignees("Sales_Ops") == {"henry@example.com"}
+    assert not [r for r in org.api_requests("PATCH") if "IsActive" in (r.body or {})]
+
+
+def test_a_group_refusing_a_deactivated_member_names_it_whatever_the_error_code(tmp_path, org):
+    """Salesforce documents no code for a membership of an inactive user: the connector
+    reads whether the refused users are active. The others are added."""
+    org.inactive_member_error = ("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
+    with service(tmp_path, org, extra="    push_roles: all\n") as svc:
+        svc.add_role("staff")
+        svc.add_role("engineers")
+        for name in ("ivy", "jack", "kim"):
+            svc.add_user(name, {}, roles=["staff"])
+        for name in ("jack", "kim"):
+            org.users()[f"{name}@example.com"]["IsActive"] = False
+        [role] = ops(svc.assign("engineers", ["ivy", "jack", "kim"]), "role")
+    assert role.outcome == "failed"
+    assert role.error.startswith(
+        "users jack@example.com, kim@example.com are deactivated at Salesforce, not by "
+        "idprov (idprov never re-activates a user it did not deactivate), and Salesforce "
+        f"does not add an inactive user to public group {org.group_id('Engineering')}"
+    )
+    assert "INVALID_CROSS_REFERENCE_KEY" in role.error
+    assert "re-activate them at Salesforce" in role.error
+    assert org.group_members("Engineering") == {"ivy@example.com"}
+
+
+def test_a_refused_assignment_of_an_active_user_reaches_the_report_as_sent(
+    tmp_path, org, monkeypatch
+):
+    def refuse(sobject: str, fields: dict[str, Any]) -> str:
+        raise SalesforceError(400, "FIELD_CUSTOM_VALIDATION_EXCEPTION", "no, says a rule")
+
+    monkeypatch.setattr(org, "create_membership", refuse)
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        [role] = ops(svc.add_user("lou", {}, roles=["staff"]), "role")
+    assert role.outcome == "failed"
+    assert "FIELD_CUSTOM_VALIDATION_EXCEPTION" in role.error and "no, says a rule" in role.error
+    assert "deactivated" not in role.error
 
 
 def test_a_collection_whose_reply_was_lost_is_not_sent_again(tmp_path, org):

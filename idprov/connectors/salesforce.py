@@ -24,7 +24,11 @@ speaks the REST API (``/services/data/vXX.X``) directly:
   Membership is ``PermissionSetAssignment`` or ``GroupMember`` records, created and
   deleted in collections. A role that is renamed leaves the Salesforce object alone;
   a role that is deleted (or no longer pushed) has its assignments and memberships
-  removed, the permission set or group itself being left alone.
+  removed, the permission set or group itself being left alone. Salesforce gives
+  neither to an inactive user: when it refuses users, idprov reads whether they are
+  active (the error code is not documented for this), and names the ones deactivated
+  there (by someone else: idprov adds only users it holds active) with the fix:
+  re-activate them at Salesforce, then ``idprov outbox retry``.
 
 Authentication is OAuth 2.0 at the login host (JWT bearer, client credentials, or the
 username-password flow); the token response names the instance that serves the API.
@@ -37,6 +41,7 @@ The token is reused until a 401, then fetched again once (see
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -65,6 +70,7 @@ from idprov.connectors.oauth import (
 from idprov.connectors.salesforce_api import (
     COLLECTION_LIMIT,
     GONE_CODES,
+    KEY_PREFIXES,
     MEMBERSHIP,
     SETUP_HINT,
     RoleTarget,
@@ -74,6 +80,7 @@ from idprov.connectors.salesforce_api import (
     raise_failed,
     raise_salesforce_error,
     record_error,
+    refused,
     salesforce_username,
     soql_literal,
     token_form,
@@ -84,6 +91,9 @@ if TYPE_CHECKING:
     import httpx
 
     from idprov.connectors.http_client import HttpClient
+
+ADDED_ALREADY = frozenset({"DUPLICATE_VALUE"})
+"""The code of a membership record that exists already: the member is in, as asked."""
 
 
 class SalesforceConnector(Connector):
@@ -507,17 +517,70 @@ class SalesforceConnector(Connector):
                 f"{remote_id} is neither a permission set (0PS...) nor a group (00G...)",
                 hint="check options.roles, then `idprov sync` to correct the ledger",
             )
-        sobject, set_field, user_field = MEMBERSHIP[remote_id[:3]]
         for start in range(0, len(add), COLLECTION_LIMIT):
-            records = [
-                {"attributes": {"type": sobject}, set_field: remote_id, user_field: user}
-                for user in add[start : start + COLLECTION_LIMIT]
-            ]
-            what = f"add {len(records)} users to {remote_id}"
-            replies = self._collection_post(records, what)
-            raise_failed(replies, what, ok={"DUPLICATE_VALUE"})
+            self._add_members(remote_id, add[start : start + COLLECTION_LIMIT])
         for start in range(0, len(remove), COLLECTION_LIMIT):
             self._remove_members(remote_id, remove[start : start + COLLECTION_LIMIT])
+
+    def _add_members(self, remote_id: str, users: Sequence[str]) -> None:
+        """One collection of membership records; a refusal of users that are inactive
+        at Salesforce says so, and how to fix it (:meth:`_inactive_refused`)."""
+        sobject, set_field, user_field = MEMBERSHIP[remote_id[:3]]
+        records = [
+            {"attributes": {"type": sobject}, set_field: remote_id, user_field: user}
+            for user in users
+        ]
+        what = f"add {len(records)} users to {remote_id}"
+        replies = self._collection_post(records, what)
+        failed = {u: r for u, r in zip(users, replies, strict=True) if refused(r, ADDED_ALREADY)}
+        inactive = self._inactive(list(failed)) if failed else {}
+        if inactive:
+            raise self._inactive_refused(remote_id, inactive, failed)
+        raise_failed(replies, what, ok=ADDED_ALREADY)
+
+    def _inactive(self, user_ids: list[str]) -> dict[str, str]:
+        """Username by id of those of ``user_ids`` that are inactive at Salesforce
+        (none if that cannot be read: the refusal is then reported as it came)."""
+        try:
+            records = self.query(
+                "SELECT Id, Username, IsActive FROM User WHERE Id IN "
+                f"({', '.join(soql_literal(u) for u in user_ids)})",
+                f"read whether {len(user_ids)} users are active",
+            )
+        except TargetError:
+            return {}
+        return {str(r["Id"]): str(r.get("Username")) for r in records if r.get("IsActive") is False}
+
+    def _inactive_refused(
+        self, remote_id: str, inactive: dict[str, str], failed: dict[str, dict[str, Any]]
+    ) -> TargetError:
+        """Salesforce refused to give ``inactive`` users (deactivated there: idprov adds
+        only users its ledger holds active, and re-activates those it deactivated)
+        the permission set or group ``remote_id``; the rest of ``failed`` as sent."""
+        one = len(inactive) == 1
+        names = ", ".join(sorted(inactive.values()))
+        what = (
+            f"assign permission set {remote_id} to an inactive user"
+            if remote_id.startswith(KEY_PREFIXES["permission_set"])
+            else f"add an inactive user to public group {remote_id}"
+        )
+        errors = [e for u in inactive for e in failed[u].get("errors") or []]
+        others = [e for u, r in failed.items() if u not in inactive for e in r.get("errors") or []]
+        fix = (
+            f"re-activate {'it' if one else 'them'} at Salesforce (Setup > Users > Edit > "
+            f"Active), then `idprov outbox retry --idp {self.idp.name}`; or, if "
+            f"{'it is' if one else 'they are'} to stay inactive, take this role from "
+            f"{'that user' if one else 'those users'} in idprov"
+        )
+        message = (
+            f"{'user' if one else 'users'} {names} {'is' if one else 'are'} deactivated at "
+            "Salesforce, not by idprov (idprov never re-activates a user it did not "
+            f"deactivate), and Salesforce does not {what} "
+            f"({json.dumps(errors, ensure_ascii=False)[:500]}): {fix}"
+        )
+        if others:
+            message += f"; other users refused: {json.dumps(others, ensure_ascii=False)[:1000]}"
+        return TargetError(message, hint=fix)
 
     def _remove_members(self, remote_id: str, users: Sequence[str]) -> None:
         sobject, set_field, user_field = MEMBERSHIP[remote_id[:3]]

@@ -291,16 +291,19 @@ def raise_salesforce_error(response: httpx.Response, what: str) -> None:
     )
 
 
+def refused(reply: Any, ok: frozenset[str] | set[str]) -> bool:
+    """Whether one record of a collection reply failed other than with an ``ok`` code."""
+    return (
+        isinstance(reply, dict)
+        and not reply.get("success")
+        and not {_code(e) for e in reply.get("errors") or []} <= set(ok)
+    )
+
+
 def raise_failed(replies: list[Any], what: str, ok: frozenset[str] | set[str]) -> None:
     """Raise for the records of a collection reply that failed other than with an
     ``ok`` code."""
-    failed = [
-        r
-        for r in replies
-        if isinstance(r, dict)
-        and not r.get("success")
-        and not {_code(e) for e in r.get("errors") or []} <= set(ok)
-    ]
+    failed = [r for r in replies if refused(r, ok)]
     if failed:
         errors = [e for r in failed for e in r.get("errors") or []]
         raise record_error({"errors": errors}, what)

@@ -20,8 +20,10 @@ and the instance, whose URL comes back in the token response.
   and sObject Collections (``composite/sobjects``: POST with ``allOrNone`` and at most
   200 records, DELETE by ``ids``). User fields are checked for existence, type,
   length, restricted picklists, references and the required set; usernames are unique
-  across active and inactive users. Errors are Salesforce's arrays
-  (``[{"message", "errorCode", "fields"}]``; ``statusCode`` inside collection results).
+  across active and inactive users. An inactive user cannot be given a permission set
+  or a group membership (``INACTIVE_OWNER_OR_USER``, ``inactive_member_error``).
+  Errors are Salesforce's arrays (``[{"message", "errorCode", "fields"}]``;
+  ``statusCode`` inside collection results).
 
 Tests inject faults (``fail_next``), revoke sessions mid-run (``revoke_tokens``: the
 next call gets 401 ``INVALID_SESSION_ID``) and read the request log.
@@ -178,6 +180,14 @@ class SalesforceOrg:
         self.preauthorized = True
         self.run_as = True
         self.advertised_instance_url: str | None = None
+        self.inactive_member_error = (
+            "INACTIVE_OWNER_OR_USER",
+            "operation performed with inactive user",
+        )
+        """What a membership record (permission set assignment, group member) of an
+        inactive user is refused with: the API's status code for "the user or record
+        owner is not active". Salesforce documents no code for this very case, so
+        tests may change it (a connector must not depend on it)."""
         """The instance_url of token responses; default: the instance's real URL."""
         self.org_id = "00D5g" + secrets.token_hex(5)
         self.objects: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in PREFIXES}
@@ -621,9 +631,8 @@ class SalesforceOrg:
                 )
         user_field = list(references)[1]
         if not self.objects["User"][fields[user_field]]["IsActive"]:
-            raise SalesforceError(
-                400, "INACTIVE_OWNER_OR_USER", "operation performed with inactive user"
-            )
+            code, message = self.inactive_member_error
+            raise SalesforceError(400, code, message)
         values = {k: fields[k] for k in references}
         for existing in self.objects[sobject].values():
             if all(existing[k] == v for k, v in values.items()):
