@@ -106,3 +106,32 @@ def test_the_delete_question_counts_the_reports_that_lose_their_manager(cli, sta
     one = cli("user", "delete", "boss", input="y\n").ok()
     assert "remove the manager claim of 1 user (bob)?" in one.stderr
     assert "the manager claim of bob is removed" in one.stdout
+
+
+def test_list_by_manager_finds_the_reports_a_rename_would_change(cli, tmp_path, write_config):
+    """`--claim manager=NAME` compares as the rename and delete do (it was exact:
+    `manager=boss` missed carol, whose claim says Boss)."""
+    hr = tmp_path / "hr.db"
+    write_config(f"version: 1\nuserstores:\n  - domain: PRIMARY\n  - domain: HR\n    path: {hr}\n")
+    cli("user", "add", "boss").ok()
+    cli("user", "add", "HR/boss").ok()
+    for name, manager in [("bob", "boss"), ("carol", "Boss"), ("dave", "PRIMARY/BOSS")]:
+        cli("user", "add", name, "-c", f"manager={manager}").ok()
+    cli("user", "add", "HR/erin", "-c", "manager=PRIMARY/boss").ok()
+    cli("user", "add", "HR/finn", "-c", "manager=boss").ok()  # HR's boss
+    cli("user", "add", "gail", "-c", "manager=bossy").ok()
+
+    def listed(*args: str) -> list[str]:
+        items = cli("user", "list", "--json", *args).items()
+        return [f"{u['domain']}/{u['username']}" for u in items]
+
+    bosses = ["PRIMARY/bob", "PRIMARY/carol", "PRIMARY/dave", "HR/erin"]
+    for spelling in ("boss", "BOSS", "primary/Boss"):
+        assert listed("--claim", f"manager={spelling}") == bosses
+    assert listed("--claim", "manager=HR/BOSS") == ["HR/finn"]
+    assert listed("--claim", "manager=boss", "--domain", "HR") == ["HR/finn"]
+    page = cli("user", "list", "--json", "--claim", "manager=boss", "--limit", "2", "--offset", "1")
+    assert [u["username"] for u in page.items()] == ["carol", "dave"]
+    assert page.json()["total"] == 4
+    renamed = cli("user", "rename", "boss", "chief").ok().stdout
+    assert "the manager claim of HR/erin, bob, carol, dave follows the new name" in renamed

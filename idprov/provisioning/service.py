@@ -421,11 +421,14 @@ class IdentityService:
 
     def stream_users(self, query: UserQuery, domain: str | None = None) -> PageStream:
         """:meth:`list_users` as a stream (:mod:`~idprov.provisioning.user_listing`)."""
-        from idprov.provisioning.user_listing import stream_users
+        from idprov.provisioning.user_listing import stream_reports, stream_users
 
         policy.check_claim_names(query.claims, self.claims)
         domains = [domain] if domain else [u.domain for u in self.config.userstores]
         stores = [self.store(d) for d in domains]
+        if manager := query.claims.get("manager"):  # a username: bare is PRIMARY's, or domain's
+            named = QualifiedName.parse(manager, domain)
+            return stream_reports(stores, query, named, self.directory.with_internal_roles)
         return stream_users(stores, query, self.directory.with_internal_roles)
 
     def verify_password(self, username: str, password: str, domain: str | None = None) -> bool:

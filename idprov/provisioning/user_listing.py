@@ -8,7 +8,8 @@ import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from itertools import chain, islice
 
-from idprov.model import PageStream, User, UserQuery
+from idprov.model import Condition, PageStream, QualifiedName, User, UserQuery
+from idprov.provisioning import managers
 from idprov.userstores.base import UserStore
 
 BATCH = 500
@@ -38,6 +39,31 @@ def stream_users(
         query.limit,
         [d for p in parts for d in p.domains],
     )
+
+
+def stream_reports(
+    stores: Sequence[UserStore],
+    query: UserQuery,
+    manager: QualifiedName,
+    with_internal_roles: Callable[[list[User]], list[User]],
+) -> PageStream:
+    """:func:`stream_users` of a query for the users whose manager claim names
+    ``manager``, compared as usernames are (:func:`managers.names`: any case, bare or
+    ``DOMAIN/name``; the claim filter of other claims is exact). The stores find the
+    users that may match, through the claim's index; each is checked, then paged."""
+    rest = {k: v for k, v in query.claims.items() if k != managers.CLAIM}
+    found: list[User] = []
+    for store in (s for s in stores if s.keeps_claim(managers.CLAIM)):
+        where = managers.condition(manager, store)
+        if query.where is not None:
+            where = Condition("and", terms=(query.where, where))
+        asked = dataclasses.replace(query, claims=rest, where=where, limit=None, offset=0)
+        found += [u for u in store.list_users(asked).items if managers.names(u, manager)]
+    end = None if query.limit is None else query.offset + query.limit
+    page = found[query.offset : end]
+    domains = list(dict.fromkeys(u.domain for u in page))
+    items = _with_roles(iter(page), with_internal_roles)
+    return PageStream(items, len(found), query.offset, query.limit, domains)
 
 
 def _with_roles(
