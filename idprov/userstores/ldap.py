@@ -49,14 +49,48 @@ What a directory administrator should know:
 * Writes of several steps (a rename, an add with roles) cannot be rolled back, so
   their steps are ordered for a cut-off at any point to leave the user holding its
   roles: groups list a new DN before the entry takes it, and drop an old one after.
-  The error says what was written; the same command run again finishes the job: the
-  unit of work records each add and rename in idprov's state before the first write
-  (``directory_writes``: the renamed user's entryUUID; a digest of the add's claims,
-  roles, password and origin; its owner, ``host:pid``), and finishes only what it
-  recorded, once that owner is gone (15 minutes for one on another machine). A lost
-  add is adopted only with proof that it is the recorded one: the same digest, and an
-  entry whose ``creatorsName`` is idprov's bind DN and ``createTimestamp`` not before
-  the record. A write that failed before anything was sent leaves no record.
+  The error says what was written; the same command run again finishes the job.
+
+The journal of directory writes. The unit of work keeps it, in idprov's state
+(``directory_writes``, :class:`~idprov.provisioning.state.DirectoryWrites`); this
+store answers its questions (:meth:`LdapUserStore.unfinished_rename`,
+:meth:`LdapUserStore.made_by_idprov`, :meth:`LdapUserStore.finish_rename`).
+
+* What is recorded. A user add or rename is recorded, and committed, before its
+  first write to the directory: the username, a rename's new name and the
+  ``entryUUID`` of the user it moves, an add's roles, when it started, its *owner*
+  and an add's *digest* and *origin*. The owner is the unit of work that makes it,
+  ``host:pid:nonce``. The origin is who asked beside the actor: a JIT login's
+  ``jit:<idp>:<subject>``, else empty. The digest is a SHA-256 of what the add asked
+  for: claims, roles, whether a password (never the password itself), origin. One
+  record per user and kind. It goes in the transaction that audits and enqueues the
+  finished change; a refusal, which leaves nothing (see above), removes it, and so
+  does a store error before this run sent any write to a record it made itself.
+  Anything else (the directory gone with a write out, a later step failed) keeps it.
+* Whose it is. A record is its owner's while the owner runs: a re-run takes it over
+  (becoming its owner, its start kept) only when the owner is gone, that is: a record
+  of an earlier version, which names none; a unit of work of this process that has
+  ended; a process of this machine that no longer runs (a zombie counts as gone);
+  or, for any other (a process of another machine, or one here that still runs, as
+  ``idprov serve`` after a request was cut off), 15 minutes after it took the write
+  on (``owned_at``). Until then the command fails with a :class:`LockedError`
+  (exit 8) naming the owner.
+* What a re-run finishes. Only what is recorded: a directory's leftovers alone (a
+  member value with no entry, an entry under the new name) prove nothing about who
+  made them. A rename is finished (names made from the old username, then the
+  groups' member values) when no user has the old name any more, the re-run asks for
+  the recorded new name, and the user of that name has the recorded ``entryUUID``;
+  a user still under the old name is renamed from the start. An add asking for the
+  same (the same digest) adopts the user its lost answer made only with proof: the
+  entry's ``creatorsName`` is the store's ``bind_dn``; its ``createTimestamp``, to
+  the second on the directory's clock, is not before the record's start on idprov's
+  (a directory clock that is behind refuses the proof, never grants it); and it holds
+  exactly the roles, every claim and the password (or no password) asked for.
+  Where people or other tools bind as idprov's DN, ``creatorsName`` proves less:
+  hence the comparison of what the entry holds. Without that proof the add carries
+  on under its record when there is no entry yet, and is refused, saying nothing
+  proves the earlier add made the user, when there is one. An add asking for
+  something else replaces the record with its own, and adopts nothing.
 """
 
 from __future__ import annotations
