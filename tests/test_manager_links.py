@@ -19,6 +19,7 @@ def test_reports_follow_a_rename_and_lose_the_manager_with_a_delete(cli):
     cli("user", "add", "boss").ok()
     cli("user", "add", "ann", "-c", "manager=boss").ok()
     cli("user", "add", "bob", "-c", "manager=BOSS").ok()  # names compare case-insensitively
+    cli("user", "add", "bossy").ok()
     cli("user", "add", "cat", "-c", "manager=bossy").ok()
     renamed = cli("user", "rename", "boss", "chief").ok().stdout
     assert "the manager claim of ann, bob follows the new name" in renamed
@@ -119,6 +120,7 @@ def test_list_by_manager_finds_the_reports_a_rename_would_change(cli, tmp_path, 
         cli("user", "add", name, "-c", f"manager={manager}").ok()
     cli("user", "add", "HR/erin", "-c", "manager=PRIMARY/boss").ok()
     cli("user", "add", "HR/finn", "-c", "manager=boss").ok()  # HR's boss
+    cli("user", "add", "bossy").ok()
     cli("user", "add", "gail", "-c", "manager=bossy").ok()
 
     def listed(*args: str) -> list[str]:
@@ -135,3 +137,35 @@ def test_list_by_manager_finds_the_reports_a_rename_would_change(cli, tmp_path, 
     assert page.json()["total"] == 4
     renamed = cli("user", "rename", "boss", "chief").ok().stdout
     assert "the manager claim of HR/erin, bob, carol, dave follows the new name" in renamed
+
+
+def test_a_manager_given_by_name_must_exist(cli, state, tmp_path, write_config):
+    """`user add`/`user update` (and the library's add_user/update_user) refuse a
+    manager claim that names no user, changing nothing (it was accepted silently)."""
+    hr = tmp_path / "hr.db"
+    write_config(f"version: 1\nuserstores:\n  - domain: PRIMARY\n  - domain: HR\n    path: {hr}\n")
+    cli("user", "add", "boss").ok()
+    cli("user", "add", "HR/hrboss").ok()
+    before = state.dump()
+    refused = cli("user", "add", "alice", "-c", "manager=nobody").fails(3)
+    assert "claim 'manager' of user alice: no user 'nobody' in the PRIMARY userstore" in refused
+    assert "idprov user add nobody" in refused
+    error = cli("user", "add", "alice", "-c", "manager=hrboss", "--json").error(3)
+    assert "no user 'hrboss' in the PRIMARY userstore" in error["message"]
+    assert "DOMAIN/username" in error["hint"]
+    assert "names domain CORP, which no userstore has" in (
+        cli("user", "add", "alice", "-c", "manager=CORP/boss").fails(3)
+    )
+    assert state.dump() == before
+    cli("user", "show", "alice").fails(3)
+
+    cli("user", "add", "alice", "-c", "manager=BOSS").ok()  # any case, as names are
+    cli("user", "add", "HR/hank", "-c", "manager=hrboss").ok()  # bare: the user's own store
+    cli("user", "add", "carl", "-c", "manager=HR/HRBoss").ok()
+    cli("user", "add", "ceo", "-c", "manager=ceo").ok()  # the head manages itself
+    before = state.dump()
+    assert "no user 'ghost'" in cli("user", "update", "alice", "-c", "manager=ghost").fails(3)
+    assert state.dump() == before
+    cli("user", "update", "alice", "-c", "manager=ceo").ok()
+    cli("user", "update", "alice", "-c", "title=Engineer").ok()  # no manager given: no check
+    assert cli("user", "show", "alice", "--json").json()["claims"]["manager"] == "ceo"

@@ -9,9 +9,11 @@ exists.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from idprov.model import Condition, QualifiedName, User, UserQuery
+from idprov.errors import NotFoundError
+from idprov.model import ClaimValue, Condition, QualifiedName, User, UserQuery
 
 if TYPE_CHECKING:
     from idprov.provisioning.service import IdentityService
@@ -31,10 +33,38 @@ def named_by(user: User) -> QualifiedName | None:
 def names(user: User, manager: QualifiedName) -> bool:
     """Whether ``user``'s manager claim names ``manager``."""
     named = named_by(user)
-    return named is not None and (
-        named.domain.casefold() == manager.domain.casefold()
-        and named.name.casefold() == manager.name.casefold()
-    )
+    return named is not None and _same(named, manager)
+
+
+def _same(a: QualifiedName, b: QualifiedName) -> bool:
+    return a.domain.casefold() == b.domain.casefold() and a.name.casefold() == b.name.casefold()
+
+
+def check_named(service: IdentityService, claims: Mapping[str, ClaimValue], user: str) -> None:
+    """Refuse a manager claim given to ``user`` (``DOMAIN/name``) that names no user:
+    a typo would link the user to nobody, or to whoever takes the name next. The user
+    itself may be named (the head of an organisation manages itself)."""
+    value = claims.get(CLAIM)
+    if not isinstance(value, str) or not value:
+        return
+    holder = QualifiedName.parse(user)
+    named = QualifiedName.parse(value, holder.domain)
+    if _same(named, holder):
+        return
+    domains = [u.domain for u in service.config.userstores]
+    if named.domain.casefold() not in {d.casefold() for d in domains}:
+        raise NotFoundError(
+            f"claim 'manager' of user {holder}: {value!r} names domain {named.domain}, "
+            "which no userstore has (the claim holds a username, or DOMAIN/username)",
+            hint=f"the domains are {', '.join(domains)}",
+        )
+    if service.store(named.domain).find_user(named.name) is None:
+        raise NotFoundError(
+            f"claim 'manager' of user {holder}: no user {named.name!r} in the "
+            f"{named.domain} userstore (the claim holds a username)",
+            hint=f"add the manager first (`idprov user add {named}`), or name an existing "
+            "user (`idprov user list`); a user of another userstore is DOMAIN/username",
+        )
 
 
 def condition(manager: QualifiedName, store: UserStore) -> Condition:

@@ -26,6 +26,7 @@ from idprov.config import RESIDENT, Config, IdentityProviderConfig, load_config
 from idprov.db import DatabasePool
 from idprov.errors import NotFoundError, UsageError
 from idprov.model import ClaimValue, Page, PageStream, QualifiedName, Role, User, UserQuery
+from idprov.provisioning import managers
 from idprov.provisioning.directory import StoreDirectory
 from idprov.provisioning.internal_roles import is_internal
 from idprov.provisioning.results import ChangeResult, OutboundReport
@@ -465,7 +466,9 @@ class IdentityService:
         roles: Sequence[str] = (),
         domain: str | None = None,
     ) -> ChangeResult:
-        """Create a user with claims, an optional password and roles (which must exist)."""
+        """Create a user with claims, an optional password and roles (which must exist,
+        as must the user a ``manager`` claim names)."""
+        self._manager_exists(username, claims or {}, domain)
         return self._one(lambda uow: uow.add_user(username, claims, password, roles, domain))
 
     def update_user(
@@ -475,8 +478,21 @@ class IdentityService:
         unset: Sequence[str] = (),
         domain: str | None = None,
     ) -> ChangeResult:
-        """Set and remove claims; an update that changes nothing records nothing."""
+        """Set and remove claims (a ``manager`` claim must name a user); an update that
+        changes nothing records nothing."""
+        self._manager_exists(username, set_claims or {}, domain)
         return self._one(lambda uow: uow.update_user(username, set_claims, unset, domain))
+
+    def _manager_exists(
+        self, username: str, claims: Mapping[str, ClaimValue], domain: str | None
+    ) -> None:
+        """A change asked by name (the CLI, the library) names an existing manager. The
+        other ways in take the claim as given: a SCIM client names the manager by id
+        (which must exist), an import may name one its later rows create, a JIT login
+        takes what the identity provider says."""
+        if claims.get(managers.CLAIM):
+            store, name = self.resolve(username, domain)
+            managers.check_named(self, claims, f"{store.domain}/{name}")
 
     def rename_user(self, username: str, new_name: str, domain: str | None = None) -> ChangeResult:
         return self._one(lambda uow: uow.rename_user(username, new_name, domain))
