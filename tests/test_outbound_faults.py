@@ -3,6 +3,7 @@ correct ledger and outbox, no duplicate remote objects, and a clear report."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from pathlib import Path
@@ -11,9 +12,10 @@ import httpx
 import pytest
 
 from idprov.provisioning.state import AuditQuery
-from tests.outbound_helpers import FakeScim, idp_yaml, make_service
+from tests.outbound_helpers import FakeScim, idp_yaml, make_config_text, make_service
 
 BASE = "https://scim.test/v2"
+BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
 
 
 @pytest.fixture()
@@ -94,7 +96,7 @@ def test_401_fails_at_once_with_the_targets_message(tmp_path, fake, sleeps, monk
         assert sleeps == []
         [row] = svc.outbox_rows()
         assert row.status == "failed" and row.last_status == 401 and "bad token" in row.last_error
-        assert ledger_entry(svc, result.entity).remote_id is None
+        assert ledger_entry(svc, result.entity) is None  # refused: nothing was made there
         # the local change is done all the same
         assert svc.get_user("alice").claims["email"] == "alice@example.com"
         log = svc.audit_log(AuditQuery(action="outbound."))
@@ -281,3 +283,120 @@ def test_creates_a_killed_bulk_left_unknown_are_looked_up_one_by_one_never_sent_
         assert not [r for r in fake.requests if r[0] == "POST"], "nothing created again"
         assert len(fake.users) == 12
         assert all(ledger_entry(svc, u).remote_id == f"r-{u.username}" for u in users)
+
+
+def refuse_connections(fake: FakeScim, method: str, path: str, times: int) -> None:
+    """The next ``times`` requests with ``method`` to ``path`` find no one listening:
+    the connection is refused before anything is sent."""
+    remaining = [times]
+
+    def fault(request: httpx.Request) -> httpx.Response | None:
+        if request.method != method or request.url.path != path or remaining[0] == 0:
+            return None
+        remaining[0] -= 1
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    fake.faults.append(fault)
+
+
+def test_a_create_whose_connection_was_refused_claims_nothing_and_is_sent_plainly_next(
+    tmp_path, fake, sleeps
+):
+    """Nothing was sent, so nothing can have been made: no `creating` mark is kept
+    (explain would say a create was sent), and the retry creates without looking."""
+    from idprov.provisioning.explain import explain
+
+    refuse_connections(fake, "POST", "/v2/Users", times=3)
+    with service(tmp_path, fake, sleeps) as svc:
+        result = svc.add_user("alice", {"email": "alice@example.com"})
+        [op] = result.outbound.idps["target"].operations
+        assert op.outcome == "failed" and op.attempts == 3 and "Connection refused" in op.error
+        assert ledger_entry(svc, result.entity) is None
+        explained = explain(svc, "alice", "target")
+        assert explained["ledger"] is None and explained["decision"]["action"] == "create"
+        assert [r["status"] for r in explained["outbox"]] == ["failed"]
+        fake.requests.clear()
+        assert svc.retry_outbox().ok
+        assert fake.requests == [("POST", "/v2/Users")]  # no look-up first
+        entry = ledger_entry(svc, result.entity)
+        assert entry.remote_id in fake.users and entry.created_by_idprov
+    assert len(fake.users) == 1
+
+
+def test_a_create_that_timed_out_before_a_refused_connection_keeps_its_mark(tmp_path, fake, sleeps):
+    """The first attempt's request went out (its reply timed out): it may have made the
+    account, whatever the later attempts (look-ups) met, so the retry looks first."""
+    fake.timeout("POST", after_apply=True)
+    refuse_connections(fake, "GET", "/v2/Users", times=2)
+    with service(tmp_path, fake, sleeps) as svc:
+        result = svc.add_user("alice", {"email": "alice@example.com"})
+        [op] = result.outbound.idps["target"].operations
+        assert op.outcome == "failed" and "Connection refused" in op.error
+        assert ledger_entry(svc, result.entity).state == "creating"
+        fake.requests.clear()
+        assert svc.retry_outbox().ok
+        assert fake.requests[0] == ("GET", "/v2/Users")  # looked first, and adopted
+        assert ("POST", "/v2/Users") not in fake.requests
+        assert ledger_entry(svc, result.entity).created_by_idprov
+    assert len(fake.users) == 1
+
+
+def test_a_group_create_whose_connection_was_refused_claims_nothing(tmp_path, fake, sleeps):
+    refuse_connections(fake, "POST", "/v2/Groups", times=3)
+    with service(tmp_path, fake, sleeps) as svc:
+        role = svc.add_role("staff")
+        [op] = role.outbound.idps["target"].operations
+        assert op.outcome == "failed" and "Connection refused" in op.error
+        assert svc.state.ledger.get("target", "role", role.entity.id) is None
+        fake.requests.clear()
+        assert svc.retry_outbox().ok
+        assert fake.requests == [("POST", "/v2/Groups")]
+    assert len(fake.groups) == 1
+
+
+def test_bulk_items_whose_outcome_is_unknown_keep_their_marks_after_a_refused_retry(
+    tmp_path, sleeps, monkeypatch
+):
+    """A Bulk reply that says 500 for each item (maybe made), then single creates that
+    cannot connect: each item's first outcome is still unknown, so its mark stays."""
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    fake = FakeScim("secret-token", bulk_max_operations=100)
+    names = [f"user{i:02d}" for i in range(12)]
+    with service(tmp_path, fake, sleeps) as svc:
+        with monkeypatch.context() as patched:
+            patched.setattr(svc, "push_pending", lambda changes: [None] * len(changes))
+            users = [svc.add_user(n, {"email": f"{n}@example.com"}).entity for n in names]
+        held_by_the_dead(svc)
+
+        def every_item_500(request: httpx.Request) -> httpx.Response | None:
+            if request.url.path != "/v2/Bulk":
+                return None
+            replies = [
+                {"method": "POST", "bulkId": op["bulkId"], "status": "500"}
+                for op in json.loads(request.content)["Operations"]
+            ]
+            body = {"schemas": [BULK_RESPONSE], "Operations": replies}
+            return httpx.Response(200, json=body)
+
+        fake.faults.append(every_item_500)
+        refuse_connections(fake, "POST", "/v2/Users", times=len(names) * 3)
+        report = svc.retry_outbox()
+        assert report.idps["target"].count("failed") == 12
+        assert ("POST", "/v2/Bulk") in fake.requests
+        assert [ledger_entry(svc, u).state for u in users] == ["creating"] * 12
+
+
+def test_explain_after_a_refused_connection_says_nothing_was_sent(cli, tmp_path, monkeypatch):
+    """As the trial ran it: the target's port is closed, `user add`, `explain`."""
+    from tests.peers.scim2 import free_port
+
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    closed = f"http://127.0.0.1:{free_port()}/v2"
+    (tmp_path / "idprov.yaml").write_text(
+        make_config_text(tmp_path, idp_yaml("scim", closed), ["scim"])
+    )
+    assert cli("user", "add", "alice", "-c", "email=alice@example.com").exit_code == 6
+    shown = cli("explain", "alice", "--idp", "scim").ok().stdout
+    assert "ledger: never provisioned there" in shown and "a create" not in shown
+    assert "outbox: failed" in shown and "Connection refused" in shown
+    assert cli("explain", "alice", "--idp", "scim", "--json").json()["ledger"] is None

@@ -45,9 +45,12 @@ def test_the_cli_prints_one_failure_and_how_many_were_left(tmp_path, monkeypatch
             svc.add_user(f"user{i}", {"email": f"u{i}@example.com"})
         fake.requests.clear()
         report = svc.retry_outbox()
-    # their first creates' outcome is unknown (marked creating): each goes alone, never
-    # in Bulk, and looks first; one look-up, refused: then none
-    assert fake.requests == [("GET", "/v2/Users")]
+        users = [svc.get_user(f"user{i}") for i in range(5)]
+        # a refused create, and one never sent, made nothing: no `creating` mark is left
+        assert [svc.state.ledger.get("target", "user", u.id) for u in users] == [None] * 5
+    # their first creates were refused (401: nothing made there), so none looks first:
+    # the Bulk discovery, one create, refused: then none
+    assert fake.requests == [("GET", "/v2/ServiceProviderConfig"), ("POST", "/v2/Users")]
     import io
     from contextlib import redirect_stdout
 

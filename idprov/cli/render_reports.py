@@ -283,10 +283,15 @@ def explanation(data: dict[str, Any]) -> None:
             console().print(f"    {esc(key)}: {esc(value)}")
     ledger = data["ledger"]
     if ledger and ledger["remote_id"] is None:  # creating, accepted: no claim of whose
+        what = (
+            "the target took a create to carry out later"
+            if ledger["state"] == "accepted"
+            else "a create may have reached the target (a timeout, a lost reply, an "
+            "interrupted run) and its outcome is not known"
+        )
         console().print(
-            f"  ledger: {ledger['state']}: a create was sent and its outcome is not known; "
-            f"idprov looks the account up before it sends anything again (since "
-            f"{ledger['updated_at']})"
+            f"  ledger: {ledger['state']}: {what}; idprov looks the account up before it "
+            f"sends anything again (since {ledger['updated_at']})"
         )
     elif ledger:
         console().print(

@@ -20,6 +20,7 @@ every other row's result is still recorded.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import time
 from collections.abc import Callable, Sequence
@@ -103,6 +104,10 @@ class Engine(UserPlanning, RolePlanning):
         self._audit_rows: list[tuple[Any, ...]] = []
         """Records of completed calls, written together at the end of each collect."""
         self._creating: list[Creating] = []
+        self._marked: set[tuple[str, str, str]] = set()
+        """(idp, kind, local id) of the creates whose ``creating`` mark this drain set."""
+        self._unmarked: list[tuple[str, str, str]] = []
+        """Of those, the creates that provably made nothing: their marks go."""
         self._bulk_used: set[str] = set()
         self._no_bulk: set[str] = set()
         self._completed: queue.SimpleQueue[tuple[Future[Any], Any]] = queue.SimpleQueue()
@@ -170,6 +175,7 @@ class Engine(UserPlanning, RolePlanning):
             if self._creating or settled:
                 with self.state.transaction():
                     # the `creating` marks are durable before any call is made
+                    self._marked.update(self._new_marks())
                     self.state.ledger.mark_creating(self._creating)
                     self._creating.clear()
                     for done in settled:
@@ -178,11 +184,37 @@ class Engine(UserPlanning, RolePlanning):
             for item in planned:
                 if isinstance(item, Task):
                     self._dispatch(item, bulk)
+            if self._unmarked:  # creates left unsent: their IdP refused idprov's credentials
+                with self.state.transaction():
+                    self._flush()
             self._collect(block=False)
         for idp, queued in bulk.items():
             self._flush_bulk(idp, queued)
         while self._in_flight:
             self._collect(block=True)
+
+    def _new_marks(self) -> set[tuple[str, str, str]]:
+        """The creates of this chunk with no ledger entry before: the ``creating`` mark
+        about to be set is this drain's (one left by an earlier try is not)."""
+        keys = {(idp, kind, local_id) for idp, kind, local_id, *_ in self._creating}
+        return {key for key in keys if key in self._entries and self._entries[key] is None}
+
+    def _made_nothing(self, task: Task, attempts: list[Attempt], value: Any) -> bool:
+        """Whether ``task``, a create this drain marked, provably made nothing at the
+        target: it never ran (its IdP refused idprov's credentials), or every attempt
+        failed before the target could act (a refused connection) or was refused by it
+        (a 4xx). An ambiguous failure (a timeout after the request went, a lost reply, a
+        5xx) keeps the mark, and so does an error not the target's (a connector's bug):
+        the next try looks the object up first."""
+        if task.operation != "create" or _key(task.row) not in self._marked:
+            return False
+        if isinstance(value, LeftPending):
+            return True
+        return (
+            isinstance(value, TargetError)
+            and not (value.ambiguous or value.accepted)
+            and not any(attempt.ambiguous for attempt in attempts)
+        )
 
     def _leave_together(self, tasks: Sequence[Task]) -> None:
         """Take the users a chunk deprovisions out of their groups: one request per
@@ -217,6 +249,8 @@ class Engine(UserPlanning, RolePlanning):
     def _dispatch(self, task: Task, bulk: dict[str, list[Task]]) -> None:
         if task.row.idp in self._stopped:  # left pending: the IdP refused our credentials
             self.report.note("pending", task.row.idp, task.row.id)
+            if self._made_nothing(task, [], LeftPending(task.row.idp)):
+                self._unmarked.append(_key(task.row))
             return
         if self._bulk_limit(task) > 1:
             self._queue_bulk(task, bulk)
@@ -282,7 +316,8 @@ class Engine(UserPlanning, RolePlanning):
         self.state.ledger.record_many(self._kept)
         self.state.outbox.done_many(self._done_rows)
         self.state.audit_many(self._audit_rows)
-        self._kept, self._done_rows, self._audit_rows = [], [], []
+        self.state.ledger.unmark_creating(self._unmarked)
+        self._kept, self._done_rows, self._audit_rows, self._unmarked = [], [], [], []
 
     def _outcomes(
         self, future: Future[Any], tag: tuple[Task, list[Attempt]] | list[Task]
@@ -366,7 +401,7 @@ class Engine(UserPlanning, RolePlanning):
             try:
                 results = connector.create_users(accounts)
             except TargetError as exc:
-                attempts.append(Attempt(number, _ms(start), exc.status, exc.message))
+                attempts.append(Attempt(number, _ms(start), exc.status, exc.message, exc.ambiguous))
                 if isinstance(exc, Throttled):
                     connector.throttled()
                 if exc.ambiguous or not exc.retryable or number >= idp.retry.max_attempts:
@@ -387,6 +422,8 @@ class Engine(UserPlanning, RolePlanning):
         attempts = list(shared)
         account = task.account
         assert account is not None
+        if isinstance(result, TargetError) and result.ambiguous:  # this item may be made
+            attempts[-1] = dataclasses.replace(attempts[-1], ambiguous=True)
         try:
             if isinstance(result, str):
                 return task, attempts, (result, True)
@@ -454,6 +491,8 @@ class Engine(UserPlanning, RolePlanning):
 
     def _finish(self, task: Task, attempts: list[Attempt], value: Any) -> None:
         row = task.row
+        if self._made_nothing(task, attempts, value):
+            self._unmarked.append(_key(row))
         if self._left_pending(row, value):
             return
         first_refusal = isinstance(value, CredentialsRefused)
@@ -536,6 +575,10 @@ class Engine(UserPlanning, RolePlanning):
 
     def take_password(self, user_id: str) -> str | None:
         return self.passwords.pop(user_id, None)
+
+
+def _key(row: OutboxRow) -> tuple[str, str, str]:
+    return row.idp, row.kind, row.local_id
 
 
 def _ms(start: float) -> int:

@@ -338,11 +338,7 @@ class Ledger:
         """The error of a create the target refused; when nothing can have been made
         (``refusal.certain``), the ``creating`` mark goes with it."""
         if refusal.certain:
-            self.db.execute(
-                "DELETE FROM ledger WHERE idp = ? AND kind = ? AND local_id = ?"
-                " AND state = 'creating'",
-                [refusal.idp, kind, local_id],
-            )
+            self.unmark_creating([(refusal.idp, kind, local_id)])
         if (
             refusal.remote_id is not None
             and self.db.execute(
@@ -353,6 +349,16 @@ class Ledger:
         ):
             refusal = refusal.made_for_another()
         return refusal.error(label)
+
+    def unmark_creating(self, entities: Sequence[tuple[str, str, str]]) -> None:
+        """Drop the ``creating`` marks of (idp, kind, local_id) whose creates provably
+        made nothing (the connection was refused, the target said no): the ledger then
+        claims nothing there, and the next try creates without looking first."""
+        self.db.executemany(
+            "DELETE FROM ledger WHERE idp = ? AND kind = ? AND local_id = ?"
+            " AND state = 'creating' AND remote_id IS NULL",
+            list(entities),
+        )
 
     def mark_accepted(self, idp: str, kind: str, local_id: str) -> None:
         """A create the target acknowledged for later: what appears is idprov's."""

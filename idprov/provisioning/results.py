@@ -22,6 +22,9 @@ class Attempt:
     duration_ms: int
     status: int | None = None
     error: str | None = None
+    ambiguous: bool = False
+    """The attempt failed in a way that may have done the operation anyway (a timeout
+    after the request went, a lost reply, a 5xx): see ``TargetError.ambiguous``."""
 
 
 @dataclass

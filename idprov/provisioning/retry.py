@@ -46,7 +46,7 @@ def with_retries(
         try:
             value = call(number)
         except TargetError as exc:
-            attempts.append(Attempt(number, _ms(start), exc.status, exc.message))
+            attempts.append(Attempt(number, _ms(start), exc.status, exc.message, exc.ambiguous))
             if isinstance(exc, Throttled):
                 throttled += 1
                 if on_throttled is not None:
