@@ -206,6 +206,24 @@ def test_a_rename_cut_off_after_the_entry_moved_keeps_its_roles_and_a_rerun_fini
     assert cli("role", "show", "CORP/staff", "--json").json()["members"] == ["annb"]
 
 
+def test_a_rerun_that_spells_the_old_name_otherwise_finishes_the_rename_as_one_run_would(
+    cli, corp, cutoff
+):
+    """sn and cn that idprov made from the stored name follow the rename, whatever
+    case the command gives the old name in (a user named Ann kept sn Ann, read back
+    as the family name Ann and pushed so)."""
+    cli("role", "add", "CORP/staff").ok()
+    cli("user", "add", "CORP/Ann", "--role", "CORP/staff").ok()
+    cutoff.at(MODIFY, after=MODIFY_DN)
+    cli("user", "rename", "CORP/ann", "annb", "--json").error(1)
+    cutoff.restore()
+    cli("user", "rename", "CORP/ANN", "annb").ok()
+    entry = corp.entry(f"uid=annb,{corp.people}", "sn", "cn")
+    assert entry is not None and (entry.get("sn"), entry.get("cn")) == (["annb"], ["annb"])
+    shown = cli("user", "show", "CORP/annb", "--json").json()
+    assert "family_name" not in shown["claims"] and shown["roles"] == ["staff"]
+
+
 def test_a_sync_after_a_rename_whose_answer_was_lost_deprovisions_no_one(
     cli, corp, cutoff, scim2_server
 ):

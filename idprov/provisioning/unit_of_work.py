@@ -491,12 +491,12 @@ class UnitOfWork:
         reports = self._reports_of(store, before.username)
         self.begin(store)
         if recorded is not None:
-            user, write = store.finish_rename(name, new_bare, before.id), recorded
+            user, write = store.finish_rename(recorded.name, new_bare, before.id), recorded
         elif store.transactional:
             user, write = store.rename_user(name, new_bare), None
         else:
-            write = self._directory_write(
-                store, "rename", name, new_bare, before.id, replacing=replacing
+            write = self._directory_write(  # the name as stored: a re-run may spell it otherwise
+                store, "rename", before.username, new_bare, before.id, replacing=replacing
             )
             user = self._in_store(store, write, lambda: store.rename_user(name, new_bare), True)
         details: dict[str, Any] = {"from": before.qualified_name}
