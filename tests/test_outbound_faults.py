@@ -400,3 +400,26 @@ def test_explain_after_a_refused_connection_says_nothing_was_sent(cli, tmp_path,
     assert "ledger: never provisioned there" in shown and "a create" not in shown
     assert "outbox: failed" in shown and "Connection refused" in shown
     assert cli("explain", "alice", "--idp", "scim", "--json").json()["ledger"] is None
+
+
+def test_a_create_that_timed_out_connecting_claims_nothing(tmp_path, fake, sleeps):
+    """A connect timeout (a firewall that drops the packets) is before anything was
+    sent, as a refused connection is: no mark, and the retry creates without looking."""
+
+    remaining = [3]  # every attempt of the first push
+
+    def connect_timeout(request: httpx.Request) -> httpx.Response | None:
+        if request.method != "POST" or remaining[0] == 0:
+            return None
+        remaining[0] -= 1
+        raise httpx.ConnectTimeout("timed out", request=request)
+
+    fake.faults.append(connect_timeout)
+    with service(tmp_path, fake, sleeps) as svc:
+        result = svc.add_user("alice", {"email": "alice@example.com"})
+        [op] = result.outbound.idps["target"].operations
+        assert op.outcome == "failed" and "timed out (ConnectTimeout)" in op.error
+        assert ledger_entry(svc, result.entity) is None
+        fake.requests.clear()
+        assert svc.retry_outbox().ok
+        assert fake.requests == [("POST", "/v2/Users")]

@@ -223,9 +223,12 @@ def send(client: HttpClient, method: str, url: str, *, what: str, **kwargs: Any)
         response = client.request(method, url, **kwargs)
         note_status(response.status_code)
         return response
-    except httpx.TimeoutException as exc:
+    except httpx.TimeoutException as exc:  # connecting, or waiting for a slot: not sent
+        sent = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
         raise TargetError(
-            f"{what}: timed out ({type(exc).__name__})", retryable=True, ambiguous=method != "GET"
+            f"{what}: timed out ({type(exc).__name__})",
+            retryable=True,
+            ambiguous=sent and method != "GET",
         ) from exc
     except httpx.TransportError as exc:  # after the request went: it may have been applied
         if _certificate_refused(exc):
