@@ -100,7 +100,7 @@ def test_latin1_bytes_reject_their_row_and_name_the_fix(cli, tmp_path, roles):
 
 def test_utf16_files_are_file_errors(cli, tmp_path, state):
     utf16 = write(tmp_path, HEADER.encode("utf-16"), "u16.csv")
-    error = cli("import", "users", str(utf16), "--json").error(2)
+    error = cli("import", "users", str(utf16), "--json").error(10)
     assert "UTF-16" in error["message"] and "--encoding utf-16" in error["hint"]
     utf16.write_bytes((HEADER + "zoë,z@example.com,Zoë,Z,\n").encode("utf-16"))
     cli("import", "users", str(utf16), "--encoding", "UTF-16").ok()
@@ -591,11 +591,11 @@ def test_the_rejects_file_fixed_imports_as_the_readme_says(cli, tmp_path):
 def test_wide_encodings_are_named_right_and_a_truncated_file_names_its_offset(cli, tmp_path, state):
     text = "username,title\nz1,a\n"
     write(tmp_path, text.encode("utf-32"), "u32.csv")
-    error = cli("import", "users", "u32.csv", "--json").error(2)
+    error = cli("import", "users", "u32.csv", "--json").error(10)
     assert error["message"] == "u32.csv is UTF-32 text"
     assert error["hint"] == "import it with --encoding utf-32"
     write(tmp_path, text.encode("utf-16-le"), "u16le.csv")
-    error = cli("import", "users", "u16le.csv", "--json").error(2)
+    error = cli("import", "users", "u16le.csv", "--json").error(10)
     assert error["message"] == (
         "u16le.csv looks like UTF-16 (little-endian) text without a byte order mark"
     )
@@ -609,6 +609,24 @@ def test_wide_encodings_are_named_right_and_a_truncated_file_names_its_offset(cl
     cli("import", "users", "u16le.csv", "--encoding", "utf-16-le").ok()
     cli("import", "users", "u32.csv", "--encoding", "utf-32", "--mode", "upsert").ok()
     assert set(users(cli)) == {"z1"}
+
+
+def test_a_file_unreadable_in_its_encoding_exits_10_as_a_bad_file_does(cli, tmp_path, state):
+    """Whatever shows it (a byte order mark, NULs of wide text, a header that does
+    not decode, a wide file cut short), a file that cannot be read as given imported
+    nothing: exit 10 with the --encoding to give (UTF-32 and BOM-less UTF-16 exited 2,
+    a usage error, while a UTF-16 file cut short exited 10)."""
+    text = "username,title\nz1,a\n"
+    write(tmp_path, text.encode("utf-32"), "u32.csv")
+    write(tmp_path, text.encode("utf-16-be"), "u16be.csv")
+    write(tmp_path, "username,titl\u00e9\nz1,a\n".encode("latin-1"), "head.csv")
+    write(tmp_path, text.encode("utf-16")[:-1], "cut.csv")
+    for name, encoding in [("u32.csv", "utf-32"), ("u16be.csv", "utf-16-be"), ("head.csv", "")]:
+        for dry_run in ([], ["--dry-run"]):
+            error = cli("import", "users", name, *dry_run, "--json").error(10)
+            assert f"--encoding {encoding}" in error["hint"], error
+    assert cli("import", "users", "cut.csv", "--encoding", "utf-16").fails(10)
+    assert state.counts()["users"] == 0
 
 
 # -- staging copies left by killed imports

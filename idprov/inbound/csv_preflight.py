@@ -31,8 +31,8 @@ from idprov.inbound.csv_hashing import PasswordHashing
 from idprov.inbound.csv_read import (
     FIELD_LIMIT,
     REJECTS_COLUMNS,
+    BrokenFile,
     Columns,
-    FileError,
     HeaderRules,
     NothingToImport,
     Source,
@@ -108,7 +108,7 @@ class Preflight(RowChecks, PasswordHashing):
         except csv.Error as exc:
             raise not_csv(self.source.name, exc, 1, reader.line_num) from None
         if 1 in self.bad_lines:
-            raise FileError(
+            raise BrokenFile(
                 f"{self.source.name}: the header is not {self.source.encoding} text",
                 hint="give the file's encoding with --encoding (latin-1? cp1252?)",
             )

@@ -181,17 +181,18 @@ _WITHOUT_BOM = {
 ASCII header: a CSV's first bytes are never NUL in UTF-8)."""
 
 
-def _wide_text(name: str, head: bytes) -> FileError | None:
-    """The error for a file whose first bytes show a wide encoding, or None."""
+def _wide_text(name: str, head: bytes) -> BrokenFile | None:
+    """The error for a file whose first bytes show a wide encoding, or None: a file not
+    readable as given, as one that does not decode in the encoding given is."""
     for bom, what, codec in _WIDE_BOMS:
         if head.startswith(bom):
-            return FileError(f"{name} is {what} text", hint=f"import it with --encoding {codec}")
+            return BrokenFile(f"{name} is {what} text", hint=f"import it with --encoding {codec}")
     guess = _WITHOUT_BOM.get(tuple(b == 0 for b in head[:4])) or _WITHOUT_BOM.get(
         tuple(b == 0 for b in head[:2])
     )
     if guess is None:
         return None
-    return FileError(
+    return BrokenFile(
         f"{name} looks like {guess[0]} text without a byte order mark",
         hint=f"import it with --encoding {guess[1]}",
     )
