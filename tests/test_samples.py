@@ -65,6 +65,50 @@ def test_the_cron_line_appends_one_json_document_per_run(cli, scim, tmp_path):  
     assert (tmp_path / "sync.prom").read_text().endswith("# EOF\n")
 
 
+def install_commands() -> list[list[str]]:
+    """The sample crontab's one-time install commands (its comment lines indented by
+    three spaces), as argv."""
+    lines = (SAMPLES / "idprov-sync.cron").read_text().splitlines()
+    return [shlex.split(line[1:]) for line in lines if line.startswith("#   ")]
+
+
+def test_the_cron_samples_install_lines_make_what_its_job_writes_to(tmp_path):
+    """Installed as the sample says, under a scratch root, the job line runs as cron
+    runs it (sh, the file's variables): the directories its redirections and its
+    database need are made by the install lines (the log directory was made by
+    nothing: the shell failed to open the redirections, and idprov never ran)."""
+    root = tmp_path / "root"
+
+    def rooted(text: str) -> str:
+        return text.replace("/var/", f"{root}/var/").replace("/etc/", f"{root}/etc/")
+
+    commands = install_commands()
+    assert ["useradd", "--system"] == commands[0][:2] and commands[0][-1] == "idprov"
+    made = [c for c in commands if c[:2] == ["install", "-d"]]
+    assert made and all(c[c.index("-o") + 1] == "idprov" for c in made)
+    for command in made:  # not root here: no -o/-g
+        dirs = [rooted(a) for a in command if a.startswith("/")]
+        subprocess.run(["install", "-d", "-m", "0750", *dirs], check=True)
+    env, argv, out, err = cron_job()
+    metrics = Path(rooted(metrics_path(argv)))
+    assert any(
+        c[0] == "setfacl" and c[-1] == str(metrics.parent).replace(str(root), "") for c in commands
+    )
+    metrics.parent.mkdir(parents=True)  # node_exporter's own directory
+    (root / "etc/idprov").mkdir(parents=True)
+    (root / "etc/idprov/idprov.yaml").write_text("version: 1\n")
+    env = {k: rooted(v) for k, v in env.items() if k != "MAILTO"}
+    env |= {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    job = shlex.join([IDPROV, *argv[1:]]) + f" >> {out} 2>> {err}"
+    done = subprocess.run(["sh", "-c", rooted(job)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    [document] = [json.loads(line) for line in Path(rooted(out)).read_text().splitlines()]
+    assert document["plan"]["application"] == "resident"
+    assert Path(rooted(err)).read_text() == ""
+    assert metrics.read_text().endswith("# EOF\n")
+    assert (Path(env["IDPROV_DATA_DIR"]) / "idprov.db").exists()
+
+
 @pytest.mark.parametrize("name", ["idprov-sync.service", "idprov-worker.service"])
 def test_the_units_keep_the_database_in_their_state_directory(name, tmp_path):
     service = unit(name)["Service"]
