@@ -74,7 +74,7 @@ def test_a_refused_sync_still_writes_its_metrics(cli, scim, tmp_path):  # noqa: 
     assert found[("idprov_guard_trips", (("command", "sync"), ("idp", "scim")))] == 1
     assert (
         "idprov_run_finished_timestamp_seconds",
-        (("command", "sync"), ("outcome", "refused")),
+        (("command", "sync"), ("outcome", "guard_tripped")),
     ) in found
 
 
@@ -158,6 +158,15 @@ def test_status_gives_each_idp_its_own_part_of_the_last_sync(cli, scim, tmp_path
     """A sync that failed at one IdP showed every IdP's last sync as failed, and
     alerts fired for the healthy one."""
     seed(2)
+    add_dead_idp(tmp_path)
+    assert cli("sync").exit_code == 6
+    found = {s["idp"]: s for s in cli("status", "--json").json()["items"]}
+    assert found["scim"]["last_sync_outcome"] == "ok" and found["scim"]["last_success"]
+    assert found["dead"]["last_sync_outcome"] == "failed" and not found["dead"]["last_success"]
+
+
+def add_dead_idp(tmp_path: Path) -> None:
+    """A second IdP, where nothing answers, for the resident application."""
     path = tmp_path / "idprov.yaml"
     dead = """  - name: dead
     connector: scim2
@@ -166,7 +175,105 @@ def test_status_gives_each_idp_its_own_part_of_the_last_sync(cli, scim, tmp_path
 applications:"""
     text = path.read_text().replace("applications:", dead, 1)
     path.write_text(text.replace("identity_providers: [scim]", "identity_providers: [scim, dead]"))
-    assert cli("sync").exit_code == 6
-    found = {s["idp"]: s for s in cli("status", "--json").json()["items"]}
-    assert found["scim"]["last_sync_outcome"] == "ok" and found["scim"]["last_success"]
-    assert found["dead"]["last_sync_outcome"] == "failed" and not found["dead"]["last_success"]
+
+
+def finished(path: Path, command: str = "sync") -> tuple[str, float]:
+    """The outcome label and value of the run's finish sample (there is one)."""
+    [found] = [
+        (dict(labels)["outcome"], value)
+        for (name, labels), value in samples(path).items()
+        if name == "idprov_run_finished_timestamp_seconds" and dict(labels)["command"] == command
+    ]
+    return found
+
+
+LAST_SUCCESS = (
+    "idprov_last_successful_sync_timestamp_seconds",
+    (("command", "sync"), ("idp", "scim")),
+)
+
+
+def test_a_run_that_fails_before_it_starts_still_replaces_its_metrics(cli, scim, tmp_path):  # noqa: F811
+    """The configuration does not load: the file told of the last success forever, so
+    no alert fired. Now it tells of the failed run, and keeps the last success as it
+    was, so that an alert on its age fires; the outbox, not read, is not told."""
+    seed(1)
+    metrics = tmp_path / "idprov.prom"
+    cli("sync", "--metrics", str(metrics)).ok()
+    before = samples(metrics)
+    assert finished(metrics)[0] == "ok"
+    config = tmp_path / "idprov.yaml"
+    good = config.read_text()
+    config.write_text(good.replace("auth: bearer", "auth: bearer, colour: blue"))
+    assert cli("sync", "--metrics", str(metrics)).exit_code == 2
+    outcome, when = finished(metrics)
+    assert (
+        outcome == "usage"
+        and when
+        >= before[
+            ("idprov_run_finished_timestamp_seconds", (("command", "sync"), ("outcome", "ok")))
+        ]
+    )
+    after = samples(metrics)
+    assert after[LAST_SUCCESS] == before[LAST_SUCCESS]
+    assert not [key for key in after if key[0] == "idprov_outbox_rows"]
+    config.write_text(good)
+    assert (
+        cli(
+            "sync", "--apply", str(tmp_path / "no-such-plan.json"), "--metrics", str(metrics)
+        ).exit_code
+        == 3
+    )
+    assert (
+        finished(metrics)[0] == "not_found"
+        and samples(metrics)[LAST_SUCCESS] == before[LAST_SUCCESS]
+    )
+
+
+def test_a_sync_that_finds_the_lock_held_says_locked(cli, scim, tmp_path):  # noqa: F811
+    from idprov.provisioning.lock import RunLock
+
+    seed(1)
+    metrics = tmp_path / "idprov.prom"
+    with RunLock(tmp_path / "data", "import"):
+        assert cli("sync", "--metrics", str(metrics)).exit_code == 8
+    assert finished(metrics)[0] == "locked"
+    outbox = ("idprov_outbox_rows", (("command", "sync"), ("idp", "scim"), ("status", "failed")))
+    assert samples(metrics)[outbox] == 0  # the state was read, as for a run that finished
+
+
+def test_every_command_s_outcome_is_a_word_of_one_vocabulary(cli, scim, tmp_path):  # noqa: F811
+    """The label mixed words (ok, refused, failed) and exit codes ("6", "9")."""
+    seed(1)
+    add_dead_idp(tmp_path)
+    config = tmp_path / "idprov.yaml"
+    runs = {
+        "sync": ["sync"],
+        "import": ["import", "users", str(tmp_path / "users.csv")],
+        "outbox-work": ["outbox", "work", "--once"],
+    }
+    (tmp_path / "users.csv").write_text("username,email,roles\nann,ann@example.com,staff\n")
+    for command, args in runs.items():
+        path = tmp_path / f"{command}.prom"
+        with db(tmp_path) as conn:  # the rows that failed are due again
+            conn.execute("UPDATE outbox SET next_attempt_at = NULL")
+        assert cli(*args, "--metrics", str(path)).exit_code == 6
+        assert finished(path, command)[0] == "outbound_failed", command
+    config.write_text("version: 1\nnot_a_key: 1\n")
+    for command, args in runs.items():
+        path = tmp_path / f"{command}.prom"
+        assert cli(*args, "--metrics", str(path)).exit_code == 2
+        assert finished(path, command)[0] == "usage", command
+
+
+def test_the_outcome_words_are_the_exit_codes_names_and_the_readme_lists_them():
+    from idprov.errors import ExitCode
+    from idprov.provisioning.metrics import run_outcome
+
+    assert {run_outcome(code) for code in (0, 11, 12)} == {"ok"}
+    assert run_outcome(6) == run_outcome("6") == run_outcome("failed") == "outbound_failed"
+    assert run_outcome(7) == run_outcome("refused") == "guard_tripped"
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("Run outcomes") :][:3000]
+    for code in ExitCode:
+        assert f"`{run_outcome(code)}`" in section, code

@@ -318,6 +318,11 @@ def render_error(error: IdprovError, label: str = "error") -> None:
         console.print(f"[dim]hint:[/] {escape(error.hint)}")
 
 
+ON_ERROR = "idprov.on_error"
+"""Key of the click context's ``meta``: callables that a command's options registered,
+called with the :class:`IdprovError` that ends the command (see :mod:`idprov.cli.status`)."""
+
+
 class IdprovGroup(TyperGroup):
     """The root group: turns every :class:`IdprovError` into a message and exit code,
     and imports a command's module only when that command is invoked (``lazy``: name
@@ -376,6 +381,8 @@ class IdprovGroup(TyperGroup):
             if error is None:
                 raise
             render_error(error)
+            for hook in ctx.meta.get(ON_ERROR, ()):  # a --metrics file's, say
+                hook(error)
             raise typer.Exit(int(error.exit_code)) from None
         finally:
             stop_display()

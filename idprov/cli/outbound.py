@@ -133,7 +133,8 @@ def outbox_work(
     `idprov serve` runs. Example: idprov outbox work --once --idp scim-main
     """
     svc = service(app_name, live=once)
-    from idprov.provisioning.metrics import RunStats
+    from idprov.errors import ExitCode
+    from idprov.provisioning.metrics import RunStats, run_outcome
 
     stats = RunStats("outbox-work")
     stop = _stop_on_signals()
@@ -150,7 +151,7 @@ def outbox_work(
 
         keep_working(work, stop, _say_worker)
     stats.add(report)
-    stats.outcome = "ok" if report.ok else "failed"
+    stats.outcome = run_outcome(0 if report.ok else ExitCode.OUTBOUND_FAILED)
     write_run_metrics(metrics, svc, stats)
     emit(report, render.outbound_report)
 

@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from idprov.cli.common import JsonOpt, emit, service
+from idprov.cli.common import ON_ERROR, JsonOpt, _session, emit, service
+from idprov.errors import IdprovError
+
+PENDING = "idprov.metrics"
+"""Key of the click context's ``meta``: where this run's metrics go, until written."""
+RUN_NAMES = {"import users": "import", "outbox work": "outbox-work"}
+"""The ``command`` label of a command (by its words), where it is not the words."""
+
+
+def _remember(ctx: typer.Context, value: Path | None) -> Path | None:
+    """``--metrics``'s callback: note where this run's metrics go, so that a run that
+    fails before it writes them (a configuration that does not load, a saved plan that
+    cannot be read) writes a failed run's file on its way out."""
+    if value is not None:
+        ctx.meta[PENDING] = (value, _run_name(ctx), time.monotonic())
+        ctx.meta.setdefault(ON_ERROR, []).append(write_failed_run_metrics)
+    return value
+
+
+def _run_name(ctx: Any) -> str:
+    words = []
+    while ctx.parent is not None:
+        words.append(ctx.info_name)
+        ctx = ctx.parent
+    name = " ".join(reversed(words))
+    return RUN_NAMES.get(name, name.replace(" ", "-"))
+
 
 MetricsOpt = Annotated[
     Path | None,
@@ -16,7 +44,8 @@ MetricsOpt = Annotated[
         metavar="FILE",
         help="Write OpenMetrics text here after the run (atomically), for node_exporter's "
         "textfile collector: per IdP last successful sync, operations, outbox depth, drift, "
-        "guard trips, duration.",
+        "guard trips, duration, outcome (a run that fails writes its outcome too).",
+        callback=_remember,
     ),
 ]
 
@@ -34,14 +63,56 @@ def write_run_metrics(path: Path | None, svc: Any, run: Any) -> None:
     that cannot be written is a warning, not the run's failure: the run did its work,
     its report follows and its exit code stands (it was a usage error, exit 2, with no
     report, after a sync that had been applied)."""
+    _written()
     if path is None:
         return
+    from idprov.provisioning.metrics import idp_status, openmetrics
+
+    _write(path, lambda: openmetrics(idp_status(svc), run))
+
+
+def write_failed_run_metrics(error: IdprovError) -> None:
+    """On the way out of a run that failed before it wrote its metrics: write them, with
+    the outcome of ``error``'s exit code, so that monitoring sees the failure (the old
+    file told of the last success forever). The IdPs' state is read if the run got as
+    far as opening it; else the last successful syncs are carried over from the old
+    file (see :func:`~idprov.provisioning.metrics.failed_run_metrics`)."""
+    pending = _written()
+    if pending is None:
+        return
+    from idprov.provisioning.metrics import RunStats, run_outcome
+
+    path, command, started = pending
+    run = RunStats(command, started, run_outcome(error.exit_code))
+    _write(path, lambda: _failed_run_text(path, run))
+
+
+def _failed_run_text(path: Path, run: Any) -> str:
+    from idprov.provisioning import metrics
+
+    svc = _session()._service
+    if svc is not None:
+        try:
+            return metrics.openmetrics(metrics.idp_status(svc), run)
+        except Exception:  # the state that could not be read may be why the run failed
+            pass
+    return metrics.failed_run_metrics(metrics.previous_metrics(path), run)
+
+
+def _written() -> tuple[Path, str, float] | None:
+    """This run's metrics are being written: what was pending (None: none was)."""
+    from typer._click.globals import get_current_context
+
+    ctx = get_current_context(silent=True)
+    return ctx.meta.pop(PENDING, None) if ctx is not None else None
+
+
+def _write(path: Path, text: Callable[[], str]) -> None:
     from idprov.cli.common import render_error
-    from idprov.errors import IdprovError
-    from idprov.provisioning.metrics import idp_status, openmetrics, write_metrics
+    from idprov.provisioning.metrics import write_metrics
 
     try:
-        write_metrics(path, openmetrics(idp_status(svc), run))
+        write_metrics(path, text())
     except IdprovError as exc:
         exc.message += "; the metrics were not written"
         render_error(exc, "warning")

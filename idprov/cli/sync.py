@@ -19,7 +19,7 @@ from idprov.cli.common import (
     service,
 )
 from idprov.cli.status import MetricsOpt, write_run_metrics
-from idprov.errors import ExitCode, GuardError, IdprovError, UsageError
+from idprov.errors import ExitCode, IdprovError, UsageError
 
 IdpOpt = Annotated[
     list[str] | None,
@@ -93,7 +93,7 @@ def sync(
     """Bring every identity provider into line with the userstores (cron-safe)."""
     from contextlib import nullcontext
 
-    from idprov.provisioning.metrics import RunStats
+    from idprov.provisioning.metrics import RunStats, run_outcome
     from idprov.provisioning.sync import load_plan, run_sync
 
     if out is not None and not dry_run:
@@ -106,7 +106,7 @@ def sync(
             result = run_sync(svc, idp, dry_run, allow_deletes, saved)
             drift, repaired = _verify(svc, result, verify or repair, repair and not dry_run)
     except IdprovError as exc:
-        stats.outcome = "refused" if isinstance(exc, GuardError) else "error"
+        stats.outcome = run_outcome(exc.exit_code)
         stats.guard_trips.update(getattr(exc, "tripped", {}))
         write_run_metrics(metrics, svc, stats)
         raise
@@ -135,9 +135,11 @@ def _verify(svc: Any, result: Any, verify: bool, repair: bool) -> tuple[Any, Any
 
 
 def _stats(stats: Any, result: Any, drift: Any, repaired: Any, code: int) -> Any:
+    from idprov.provisioning.metrics import run_outcome
+
     stats.add(result.outbound)
     stats.add(repaired)
-    stats.outcome = "ok" if code in (0, int(ExitCode.CHANGES_APPLIED)) else str(code)
+    stats.outcome = run_outcome(code)
     for name, report in (drift or {}).items():
         stats.drift_found[name] = len(report["repairs"])
         if report["repaired"] is not None:

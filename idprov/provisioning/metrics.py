@@ -5,14 +5,20 @@ the last sync and the last successful one (from the audit log), the outbox depth
 status and the age of the oldest row waiting, and the IdP's health. A command run
 with ``--metrics FILE`` (sync, import, outbox work) adds what that run did
 (:class:`RunStats`: operations by kind and outcome, drift found and repaired, guard
-trips, duration) and writes it all as OpenMetrics text, atomically (a temporary
-file renamed over the old one, so the collector never reads half a file). The file
-holds counts and IdP names only: no user names, no values.
+trips, duration, :func:`run_outcome`) and writes it all as OpenMetrics text,
+atomically (a temporary file renamed over the old one, so the collector never reads
+half a file). The file holds counts and IdP names only: no user names, no values.
+
+A run that fails before it can read the state (a configuration that does not load)
+still replaces the file (:func:`failed_run_metrics`): its outcome and finish time,
+and the last successful syncs carried over from the file it replaces, so that an
+alert on their age fires instead of seeing the last success forever.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterable
@@ -21,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from idprov.errors import UsageError
+from idprov.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from idprov.provisioning.results import OutboundReport
@@ -92,6 +98,30 @@ def _last_syncs(service: IdentityService, found: dict[str, IdpStatus]) -> None:
                 entry.last_success = run.at
 
 
+def run_outcome(code: int | str) -> str:
+    """The ``outcome`` label of a run that ends with exit code ``code``: the code's name
+    in lower case (``ok``, ``outbound_failed``, ``guard_tripped``, ``locked``,
+    ``partial``, ``nothing_imported``, ``usage``, ``interrupted``, ``error``, ...; the
+    README's table). Every success is ``ok``: ``--detailed-exitcode``'s 11 and 12 say
+    what the run's other samples say too (operations, drift), and a run's label must
+    not depend on that flag. Also takes a word of this vocabulary, or one that
+    callers used to set (``refused``, ``failed``)."""
+    if isinstance(code, str):
+        code = int(code) if code.isdigit() else _OLD_WORDS.get(code, code)
+        if isinstance(code, str):
+            return code
+    if code in _SUCCESSES:
+        return "ok"
+    try:
+        return ExitCode(code).name.lower()
+    except ValueError:
+        return "error"
+
+
+_SUCCESSES = {ExitCode.OK, ExitCode.CHANGES_APPLIED, ExitCode.DRIFT_FOUND}
+_OLD_WORDS = {"refused": ExitCode.GUARD_TRIPPED, "failed": ExitCode.OUTBOUND_FAILED}
+
+
 @dataclass
 class RunStats:
     """What one command run did, for its metrics file."""
@@ -99,6 +129,7 @@ class RunStats:
     command: str
     started: float = field(default_factory=time.monotonic)
     outcome: str = "ok"
+    """How it ended: see :func:`run_outcome`."""
     operations: dict[tuple[str, str, str], int] = field(default_factory=dict)
     """(idp, operation, outcome) -> count."""
     drift_found: dict[str, int] = field(default_factory=dict)
@@ -208,8 +239,44 @@ def _run_families(run: RunStats) -> list[_Family]:
         "When the last run finished, and how.",
         "seconds",
     )
-    finished.sample(round(time.time(), 3), command=command, outcome=run.outcome)
+    finished.sample(round(time.time(), 3), command=command, outcome=run_outcome(run.outcome))
     return [ops, found, fixed, trips, duration, finished]
+
+
+_LAST_SUCCESS = re.compile(
+    r'^idprov_last_successful_sync_timestamp_seconds\{idp="((?:[^"\\]|\\.)*)",'
+    r'command="(?:[^"\\]|\\.)*"\} (\S+)$',
+    re.MULTILINE,
+)
+
+
+def failed_run_metrics(previous: str | None, run: RunStats) -> str:
+    """The metrics of a run that failed before it could read the state: its outcome,
+    duration and finish time, and each IdP's last successful sync as ``previous`` (the
+    file this one replaces) had it: that sync is still the last success, and an alert
+    on its age must see it grow. Nothing of the outbox or health, which are not known."""
+    last = _status_families([], run.command)[0]
+    for idp, value in _LAST_SUCCESS.findall(previous or ""):
+        try:
+            when = float(value)
+        except ValueError:
+            continue
+        last.sample(when, idp=_unescape(idp), command=run.command)
+    families = [last, *_run_families(run)]
+    return "\n".join(line for f in families for line in f.lines) + "\n# EOF\n"
+
+
+def _unescape(value: str) -> str:
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
+
+
+def previous_metrics(path: Path) -> str | None:
+    """The metrics file at ``path`` as it is (None: none, or not readable)."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            return handle.read(1 << 20)
+    except OSError:
+        return None
 
 
 def write_metrics(path: Path, text: str) -> None:
