@@ -36,7 +36,8 @@ class ExitCode(IntEnum):
     NOTHING_IMPORTED = 10
     """An import that wrote nothing: a bad file, every row bad, or --on-error stop."""
     CHANGES_APPLIED = 11
-    """`sync --detailed-exitcode`: changes were made, all of them successfully."""
+    """`sync --detailed-exitcode`: changes were made, all of them successfully; with
+    `--dry-run` (or `plan --detailed-exitcode`): changes are pending."""
     DRIFT_FOUND = 12
     """`sync --verify --detailed-exitcode`: a target has drifted and it was not repaired."""
     INTERRUPTED = 130

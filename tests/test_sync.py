@@ -92,6 +92,26 @@ def test_changes_made_outside_idprov_are_pushed_and_nothing_else(cli, scim, tmp_
     assert again["plan"]["idps"][0]["items"] == [] and again["outbound"]["idps"] == []
 
 
+def test_a_dry_run_with_changes_pending_exits_11_under_detailed_exitcode(cli, scim, tmp_path):
+    """As terraform plan's -detailed-exitcode: one check for cron or CI, "the plan is
+    not empty" (a dry run exited 0 whatever its plan held)."""
+    seed(cli)
+    assert cli("sync", "--dry-run", "--detailed-exitcode").exit_code == 0  # in sync
+    assert cli("plan", "--detailed-exitcode").exit_code == 0
+    with db(tmp_path) as conn:
+        conn.execute(
+            "UPDATE users SET claims = json_set(claims, '$.title', 'Boss') WHERE username = 'user0'"
+        )
+    assert cli("sync", "--dry-run", "--detailed-exitcode").exit_code == 11
+    run = cli("plan", "--detailed-exitcode", "--json")
+    assert run.exit_code == 11, run
+    assert json.loads(run.stdout)["plan"]["idps"][0]["items"][0]["label"] == "user0"
+    assert cli("plan").exit_code == 0  # without the flag, as before
+    assert "title" not in {u["userName"]: u for u in scim.users()}["user0"]  # nothing sent
+    assert cli("sync", "--detailed-exitcode").exit_code == 11  # applied
+    assert cli("sync", "--dry-run", "--detailed-exitcode").exit_code == 0
+
+
 def test_dry_run_changes_nothing_on_either_side(cli, scim, tmp_path):
     seed(cli)
     with db(tmp_path) as conn:

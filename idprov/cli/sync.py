@@ -32,13 +32,16 @@ IdpOpt = Annotated[
 
 
 def _exit_code(result: Any, detailed: bool, drift: Any, repaired: Any) -> int:
+    """The exit code; with ``detailed``, 11 says the plan was not empty: its changes were
+    applied, or, in a dry run, are pending (one check for cron or CI, as terraform
+    plan's 2: the caller knows which it asked for)."""
     from idprov.provisioning.verify import drift_found, failed
 
     if result.outbound_failed or (repaired is not None and not repaired.ok) or failed(drift):
         return int(ExitCode.OUTBOUND_FAILED)
     if detailed and drift_found(drift) and repaired is None:
         return int(ExitCode.DRIFT_FOUND)
-    if detailed and not result.dry_run and (not result.plan.empty or repaired is not None):
+    if detailed and (not result.plan.empty or repaired is not None):
         return int(ExitCode.CHANGES_APPLIED)
     return 0
 
@@ -82,8 +85,8 @@ def sync(
     detailed_exitcode: Annotated[
         bool,
         typer.Option(
-            help="Exit 11 when changes were applied (0: nothing to do); 12 when --verify "
-            "found drift that was not repaired."
+            help="Exit 11 when changes were applied, or with --dry-run are pending (0: "
+            "nothing to do); 12 when --verify found drift that was not repaired."
         ),
     ] = False,
     app_name: AppOpt = "resident",
@@ -150,6 +153,9 @@ def _stats(stats: Any, result: Any, drift: Any, repaired: Any, code: int) -> Any
 def plan(
     idp: IdpOpt = None,
     out: Annotated[Path | None, typer.Option(help="Save the plan as JSON.")] = None,
+    detailed_exitcode: Annotated[
+        bool, typer.Option(help="Exit 11 when changes are pending (0: nothing to do).")
+    ] = False,
     app_name: AppOpt = "resident",
     json: JsonOpt = False,
 ) -> None:
@@ -165,7 +171,7 @@ def plan(
         wait=False,
         quiet=True,
         metrics=None,
-        detailed_exitcode=False,
+        detailed_exitcode=detailed_exitcode,
         app_name=app_name,
         json=_session().json,
         compact=_session().compact,
