@@ -417,20 +417,19 @@ def test_a_jit_login_goes_out_only_to_idps_that_opted_in(
     assert remote["name"]["givenName"] == "Alice"
 
 
-def test_a_role_push_names_jit_members_never_pushed_to_an_idp_without_jit(
-    cli, tmp_path, write_config, scim2_server, monkeypatch
-):
-    """A JIT user in a provisioning role of an IdP without ``jit: true`` was never
-    pushed there: the role's push said their own push had failed, which it never
-    tried. It says so, and that a sync provisions them; the sync does."""
+def hr_config(
+    tmp_path: Path, write_config, cli, scim2_server, monkeypatch, extra: str = ""
+) -> Path:
+    """``hr``, an IdP without ``jit: true`` scoped to ``staff``, where the resident
+    application (the CLI) provisions; the portal's JIT logins go nowhere."""
     monkeypatch.setenv("OUT_TOKEN", scim2_server.token)
     monkeypatch.setenv("PORTAL_TOKEN", PORTAL_TOKEN)
     idps = f"""
   - name: hr
     connector: scim2
     options: {{base_url: "{scim2_server.base_url}", auth: bearer, token: env:OUT_TOKEN}}
-    provisioning_roles: [staff]"""
-    text = config_text(tmp_path, idps, "[hr]")
+    provisioning_roles: [staff]{extra}"""
+    text = config_text(tmp_path, idps, "[]")
     config = write_config(
         text.replace(
             "applications:\n",
@@ -440,15 +439,89 @@ def test_a_role_push_names_jit_members_never_pushed_to_an_idp_without_jit(
     )
     for role in ("engineers", "staff", "users"):
         cli("--config", str(config), "role", "add", role).ok()
+    return config
+
+
+def members_by_name(scim2_server, group: str) -> list[str]:
+    """The userNames of ``group``'s members at the target."""
+    names = {u["id"]: u["userName"] for u in scim2_server.users()}
+    [found] = [g for g in scim2_server.groups() if g["displayName"] == group]
+    return sorted(names[m["value"]] for m in found.get("members") or [])
+
+
+def test_a_role_assign_provisions_a_jit_member_never_pushed_to_an_idp_without_jit(
+    cli, tmp_path, write_config, scim2_server, monkeypatch
+):
+    """A JIT user in a provisioning role of an IdP without ``jit: true`` was never
+    pushed there. The next push of that role's group (here a role assign of another
+    user) creates the JIT user there first, then the group with both members: no
+    failure, no sync needed."""
+    config = hr_config(tmp_path, write_config, cli, scim2_server, monkeypatch)
     login(cli, config, "--idp", "proxy", "--claims", claims_file(tmp_path, ALICE)).json()
-    added = cli("--config", str(config), "user", "add", "bob", "--role", "staff", "--json")
-    assert added.exit_code == 6  # the role's push failed: it is left in the outbox
-    failure = added.stdout
-    assert (
-        "alice" in failure and "never went there" in failure and "idprov sync --idp hr" in failure
-    )
-    cli("--config", str(config), "sync").ok()
+    assert scim2_server.users() == []  # the login went to no IdP
+    cli("--config", str(config), "user", "add", "bob").ok()  # out of hr's scope: not sent
+    assigned = cli("--config", str(config), "role", "assign", "staff", "bob", "--json")
+    assert assigned.exit_code == 0, assigned.stdout
+    [hr] = assigned.json()["outbound"]["idps"]
+    done = sorted((op["kind"], op["label"], op["operation"]) for op in hr["operations"])
+    assert done == [
+        ("role", "staff", "members"),
+        ("user", "alice", "create"),
+        ("user", "bob", "create"),
+    ]
     assert sorted(u["userName"] for u in scim2_server.users()) == ["alice", "bob"]
+    assert members_by_name(scim2_server, "staff") == ["alice", "bob"]
+    assert cli("--config", str(config), "outbox", "list", "--json").items() == []
+    plan = cli("--config", str(config), "sync", "--dry-run", "--json").json()["plan"]
+    assert [(p["idp"], p["items"]) for p in plan["idps"]] == [("hr", [])]  # nothing left
+
+
+def test_a_role_push_brings_no_jit_member_out_of_the_idps_scope(
+    cli, tmp_path, write_config, scim2_server, monkeypatch
+):
+    """Where the role is pushed but a JIT member is not in the IdP's scope (holds none
+    of its provisioning roles), the member is not created there nor put in the group,
+    as today; the push succeeds."""
+    config = hr_config(
+        tmp_path, write_config, cli, scim2_server, monkeypatch, "\n    push_roles: all"
+    )
+    outsider = {**ALICE, "sub": "erin", "email": "erin@example.com", "groups": []}
+    login(cli, config, "--idp", "proxy", "--claims", claims_file(tmp_path, outsider)).json()
+    login(cli, config, "--idp", "proxy", "--claims", claims_file(tmp_path, ALICE)).json()
+    added = cli("--config", str(config), "user", "add", "bob", "--role", "staff", "--role", "users")
+    assert added.exit_code == 0, added.stdout
+    assert sorted(u["userName"] for u in scim2_server.users()) == ["alice", "bob"]
+    assert members_by_name(scim2_server, "users") == ["alice", "bob"]  # erin: users only
+    assert members_by_name(scim2_server, "staff") == ["alice", "bob"]
+
+
+def test_a_jit_member_whose_own_create_fails_is_named_with_why(
+    cli, tmp_path, write_config, scim2_server, monkeypatch
+):
+    """The member's create, brought by the role's push, is refused (an account of that
+    name, not idprov's, is there already): the role's push fails naming the member and
+    where its own push's error is; once that is resolved, a retry finishes both."""
+    config = hr_config(tmp_path, write_config, cli, scim2_server, monkeypatch)
+    login(cli, config, "--idp", "proxy", "--claims", claims_file(tmp_path, ALICE)).json()
+    theirs = scim2_server.client.post(
+        "/Users",
+        json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice"},
+    )
+    assert theirs.status_code == 201, theirs.text
+    added = cli("--config", str(config), "user", "add", "bob", "--role", "staff")
+    assert added.exit_code == 6, added.stdout
+    assert "members not provisioned at hr yet: alice" in added.stdout
+    assert "alice (their own push failed" in added.stdout
+    assert "idprov outbox list --idp hr" in added.stdout
+    rows = cli("--config", str(config), "outbox", "list", "--json").items()
+    assert sorted((r["kind"], r["label"], r["status"]) for r in rows) == [
+        ("role", "staff", "failed"),
+        ("user", "alice", "failed"),
+    ]
+    assert members_by_name(scim2_server, "staff") == ["bob"]
+    scim2_server.client.delete(f"/Users/{theirs.json()['id']}").raise_for_status()
+    cli("--config", str(config), "outbox", "retry").ok()
+    assert members_by_name(scim2_server, "staff") == ["alice", "bob"]
 
 
 def test_a_login_over_http_leaves_a_non_blocking_idps_push_to_the_worker(

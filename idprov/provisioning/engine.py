@@ -4,7 +4,9 @@ For each row the engine reads the *current* local state (through the read-only
 directory) and the ledger, decides what the target needs (create, update, disable,
 delete, nothing: :mod:`idprov.provisioning.decide`), and runs the call in a worker
 thread of that IdP's pool, bounded by ``max_concurrency``. Users go first, then roles
-(groups reference their members' remote ids). The planning of each kind lives in
+(groups reference their members' remote ids); a role's members that were never
+pushed to its IdP go with the users, on rows of their own that the role's planning
+brings along (``RolePlanning._members_first``). The planning of each kind lives in
 :mod:`~idprov.provisioning.plan_users` and :mod:`~idprov.provisioning.plan_roles`;
 retries in :mod:`~idprov.provisioning.retry`.
 
@@ -118,16 +120,24 @@ class Engine(UserPlanning, RolePlanning):
         """IdP -> the credentials failure that stopped its batch (set by workers)."""
         self._reported: set[str] = set()
         """IdPs whose credentials failure was reported (once per drain)."""
+        self._roles_read = {}
+        self.brought: list[OutboxRow] = []
+        """Rows of members that the role rows brought into this drain (made and
+        claimed by it; see :meth:`_members_first`)."""
 
     def drain(self, rows: Sequence[OutboxRow]) -> OutboundReport:
-        """Reconcile ``rows``: users first, then roles. Never raises for one row."""
-        for row in rows:
+        """Reconcile ``rows``: users first, then roles, each role's never-pushed
+        members with the users. Never raises for one row."""
+        roles = [r for r in rows if r.kind == "role"]
+        self.brought = self._members_first(roles) if roles else []
+        users = [r for r in rows if r.kind == "user"] + self.brought
+        for row in [*rows, *self.brought]:
             self._idp_report(row.idp).total += 1
         if self.progress is not None:  # the totals, before any call goes out (live views)
             self.progress(self.report)
-        self._inline = len(rows) == 1
-        self._run([r for r in rows if r.kind == "user"], self._plan_user)
-        self._run([r for r in rows if r.kind == "role"], self._plan_role)
+        self._inline = len(users) + len(roles) == 1
+        self._run(users, self._plan_user)
+        self._run(roles, self._plan_role)
         return self.report
 
     def _idp_report(self, name: str) -> IdpReport:

@@ -246,11 +246,12 @@ class Outbound:
         try:
             engine.drain(rows)
         finally:
-            finished = sum(len(r.operations) for r in report.idps.values()) >= len(rows)
+            drained = [*rows, *engine.brought]  # with the members its roles brought
+            finished = sum(len(r.operations) for r in report.idps.values()) >= len(drained)
             health = self._health_changes(report)
             if health or not finished:  # each finished row released its own claim
                 with self.state.transaction():
-                    self.state.outbox.release_rows([r.id for r in rows], owners)
+                    self.state.outbox.release_rows([r.id for r in drained], owners)
                     for change in health:
                         self.state.outbox.note_health(*change)
         return report

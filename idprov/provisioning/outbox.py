@@ -182,6 +182,36 @@ class Outbox:
             found += [(int(i), str(idp)) for i, idp in rows]
         return sorted(found)
 
+    def enqueue_absent(
+        self,
+        idp: str,
+        kind: Kind,
+        entities: Sequence[tuple[str, str, str]],
+        owner: str,
+        lease: float,
+    ) -> list[OutboxRow]:
+        """Rows at ``idp`` for those of ``entities`` (local id, domain, label) that have
+        none there, claimed by ``owner`` as they are made; a row already there (another
+        change's, which another drainer may hold) is left exactly as it was, its
+        version and schedule untouched. Returns the rows made. Call inside a short
+        write transaction."""
+        stamp, until = now(), stamp_in(lease)
+        unique = list({e[0]: e for e in entities}.values())
+        made: list[OutboxRow] = []
+        for start in range(0, len(unique), ENQUEUE_CHUNK):
+            chunk = unique[start : start + ENQUEUE_CHUNK]
+            made += [
+                OutboxRow(*r)
+                for r in self.db.execute(
+                    "INSERT INTO outbox (idp, kind, local_id, domain, label, enqueued_at,"
+                    " updated_at, claimed_by, claimed_until) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                    + f" ON CONFLICT (idp, kind, local_id) DO NOTHING RETURNING {_OUTBOX_COLUMNS}",
+                    [v for e in chunk for v in (idp, kind, *e, stamp, stamp, owner, until)],
+                ).fetchall()
+            ]
+        return sorted(made, key=lambda r: r.id)
+
     def rows(
         self,
         ids: Iterable[int] | None = None,

@@ -3,6 +3,15 @@
 Part of the engine (a mixin of :class:`~idprov.provisioning.engine.Engine`). A group
 is created with the members that are provisioned already; members whose own push
 failed are named in the row's error, so that it is retried with them.
+
+A member the group needs (in the IdP's scope, enabled) that was never pushed there
+at all — no ledger entry, no row of its own at that IdP: a JIT login's user goes
+only to IdPs with ``jit: true`` — is brought along by :meth:`RolePlanning._members_first`
+before any role is planned: a row of its own at that IdP, made and claimed by the
+drain, which then pushes it with the users, before the roles, as it pushes a
+``user add --role``'s two rows. Its push is the user planner's, a create (nothing
+of the user's is at that IdP that it could change or destroy, so the deletion
+guard has nothing to judge in it).
 """
 
 from __future__ import annotations
@@ -18,7 +27,13 @@ from idprov.connectors.base import (
     RemoteNotFound,
     TargetError,
 )
-from idprov.provisioning.decide import RoleDecision, decide_role, enabled, in_scope
+from idprov.provisioning.decide import (
+    RoleDecision,
+    decide_role,
+    enabled,
+    in_scope,
+    role_pushed,
+)
 from idprov.provisioning.ledger import RefusedCreate
 from idprov.provisioning.results import Attempt, OperationResult
 from idprov.provisioning.retry import with_retries
@@ -26,19 +41,82 @@ from idprov.provisioning.tasks import Planned, Planning, Settled, Task, ledger_e
 
 if TYPE_CHECKING:
     from idprov.config.models import IdentityProviderConfig
+    from idprov.model import Role
     from idprov.provisioning.ledger import LedgerEntry
     from idprov.provisioning.outbox import OutboxRow
+
+RoleRead = tuple["Role | None", list[tuple[str, str]]]
+"""A role as the directory holds it (None: gone), and its members (domain, user id)."""
 
 
 class RolePlanning(Planning):
     """The role half of the engine."""
 
+    owners: list[str]
+    _roles_read: dict[tuple[str, str], RoleRead]
+    """Roles and their members read for this drain, by (domain, role id): once for
+    :meth:`_members_first` and the planning after it, whichever IdPs the role goes to."""
+
+    def _role_read(self, domain: str, role_id: str) -> RoleRead:
+        key = (domain, role_id)
+        if key not in self._roles_read:
+            role = self.directory.role_by_id(domain, role_id)
+            refs = self.directory.role_members(domain, role.id) if role is not None else []
+            self._roles_read[key] = (role, refs)
+        return self._roles_read[key]
+
+    def _members_first(self, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
+        """The own rows of the members that role ``rows``' groups need at their IdPs
+        but that were never pushed there (see the module's doc), made and claimed
+        under this drain's name in one short transaction, to be drained with the
+        users before the roles. A member with any ledger entry at that IdP, or a row
+        of its own there (pending, failed, or another drainer's), is left to that:
+        the role's row names it if it is still missing when the group is pushed. A
+        role that cannot be read is skipped here (its own planning says why)."""
+        wanted: dict[str, dict[str, tuple[str, str, str]]] = {}
+        for row in rows:
+            try:
+                self._never_pushed(row, wanted)
+            except Exception:
+                continue
+        if not any(wanted.values()):
+            return []
+        state = self.outbound.state
+        made: list[OutboxRow] = []
+        with state.transaction():
+            for idp, members in wanted.items():
+                if members:
+                    made += state.outbox.enqueue_absent(
+                        idp, "user", list(members.values()), self.owners[0], self.outbound.lease
+                    )
+        return made
+
+    def _never_pushed(
+        self, row: OutboxRow, wanted: dict[str, dict[str, tuple[str, str, str]]]
+    ) -> None:
+        """Add to ``wanted[idp]`` the members of ``row``'s role that its group at that
+        IdP needs and that the ledger has never heard of there."""
+        idp = self.outbound.idp(row.idp)
+        role, refs = self._role_read(row.domain, row.local_id)
+        if role is None or not idp.enabled or not role_pushed(idp, role.qualified_name):
+            return
+        ids = [user_id for _, user_id in refs]
+        missing = set(ids) - set(self._ledger.remote_ids(row.idp, ids))
+        missing -= set(wanted.get(row.idp, {}))
+        if not missing:
+            return
+        missing -= {e.local_id for e in self._ledger.get_many(row.idp, "user", sorted(missing))}
+        users = self.directory.users_by_id([r for r in refs if r[1] in missing])
+        for user in users.values():
+            if in_scope(idp, user.roles) and enabled(user):
+                entity = (user.id, user.domain, user.qualified_name)
+                wanted.setdefault(row.idp, {})[user.id] = entity
+
     def _plan_role(self, row: OutboxRow) -> Planned:
         idp = self.outbound.idp(row.idp)
         connector = self.outbound.connector(row.idp)
-        role = self.directory.role_by_id(row.domain, row.local_id)
+        role, refs = self._role_read(row.domain, row.local_id)
         entry = self._entry(row)
-        refs = self.directory.role_members(row.domain, role.id) if role is not None else []
         member_ids = [user_id for _, user_id in refs]
         provisioned = self._ledger.remote_ids(row.idp, member_ids)
         current = self._ledger.members(row.idp, row.local_id)
@@ -104,15 +182,19 @@ class RolePlanning(Planning):
         idp: IdentityProviderConfig,
         refs: list[tuple[str, str]],
         provisioned: dict[str, str],
-    ) -> list[str]:
-        """Members in scope, and enabled, that are not (yet) provisioned: their own push
-        failed."""
+    ) -> list[tuple[str, str]]:
+        """(user id, name) of the members in scope, and enabled, that are not (yet)
+        provisioned: their own push has not succeeded."""
         missing = [(domain, user_id) for domain, user_id in refs if user_id not in provisioned]
         users = self.directory.users_by_id(missing) if missing else {}
-        return [u.qualified_name for u in users.values() if in_scope(idp, u.roles) and enabled(u)]
+        return [
+            (u.id, u.qualified_name)
+            for u in users.values()
+            if in_scope(idp, u.roles) and enabled(u)
+        ]
 
     def _group_result(
-        self, row: OutboxRow, operation: str, remote_id: str, waiting: list[str]
+        self, row: OutboxRow, operation: str, remote_id: str, waiting: list[tuple[str, str]]
     ) -> OperationResult:
         if waiting:
             return OperationResult(
@@ -123,12 +205,42 @@ class RolePlanning(Planning):
                 "failed",
                 remote_id=remote_id,
                 error=f"members not provisioned at {row.idp} yet: "
-                + ", ".join(sorted(waiting))
-                + " (their own push failed or never went there, as a JIT login's does not go "
-                f"to an IdP without jit: true; `idprov sync --idp {row.idp}` provisions them, "
-                "then the group follows)",
+                + ", ".join(sorted(name for _, name in waiting))
+                + f" ({self._why_waiting(row.idp, waiting)}); the group follows once they are",
             )
         return OperationResult(row.idp, "role", row.label, operation, "done", remote_id=remote_id)
+
+    def _why_waiting(self, idp: str, waiting: list[tuple[str, str]]) -> str:
+        """Why members are not provisioned at ``idp``, by what their own rows say."""
+        ids = {user_id: name for user_id, name in waiting}
+        rows = {
+            r.local_id: r
+            for r in self._outbox_rows(idp, sorted(ids))
+            if r.kind == "user" and r.local_id in ids
+        }
+        failed = sorted(ids[i] for i, r in rows.items() if r.status == "failed")
+        queued = sorted(ids[i] for i, r in rows.items() if r.status != "failed")
+        unsent = sorted(name for i, name in ids.items() if i not in rows)
+        parts = [
+            (names, why)
+            for names, why in (
+                (failed, f"their own push failed: `idprov outbox list --idp {idp}` says why"),
+                (queued, "their own push waits in the outbox or is under way"),
+                (unsent, f"no push of their own is pending there: `idprov sync --idp {idp}`"),
+            )
+            if names
+        ]
+        if len(parts) == 1:
+            return parts[0][1]
+        return "; ".join(f"{', '.join(names)}: {why}" for names, why in parts)
+
+    def _outbox_rows(self, idp: str, local_ids: list[str]) -> list[OutboxRow]:
+        outbox = self.outbound.state.outbox
+        return [
+            r
+            for start in range(0, len(local_ids), 500)
+            for r in outbox.rows(idps=[idp], local_ids=local_ids[start : start + 500])
+        ]
 
     def _plan_group_create(
         self,
@@ -137,7 +249,7 @@ class RolePlanning(Planning):
         connector: Connector,
         name: str,
         provisioned: dict[str, str],
-        waiting: list[str],
+        waiting: list[tuple[str, str]],
         crashed: bool,
     ) -> Task:
         """Create the group; after an uncertain outcome (a failed attempt, a crashed
@@ -220,7 +332,7 @@ class RolePlanning(Planning):
         entry: LedgerEntry,
         name: str,
         provisioned: dict[str, str],
-        waiting: list[str],
+        waiting: list[tuple[str, str]],
         decision: RoleDecision,
     ) -> Planned:
         add, remove, rename = decision.add, decision.remove, decision.rename
