@@ -93,6 +93,16 @@ applications:
     [staff] = scim2_server.groups()
     # (scim2-server keeps a deleted user's id in its groups: only the new one is checked)
     assert again["id"] in [m["value"] for m in staff.get("members", [])]
+    # the repair is part of the run: log --run shows its operations, the run counts it
+    logged = cli("log", "--run", run.json()["run"], "--json").ok().json()["items"]
+    actions = [(e["action"], e["target"]) for e in logged]
+    assert {("sync.repair", "scim"), ("outbound.update", "dora")} <= set(actions)
+    [record] = [e for e in logged if e["action"] == "sync.run"]
+    assert record["outcome"] == "ok"
+    assert (
+        record["details"]["scim"] | {"drift": 1, "repair_done": 2, "repair_failed": 0}
+        == (record["details"]["scim"])
+    )
 
 
 def test_a_deprovision_after_an_uncertain_create_is_not_lost(tmp_path, fake):

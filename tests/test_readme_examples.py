@@ -128,6 +128,24 @@ def test_the_readme_connector_is_checked_by_idp_test(
     assert "(env:PEOPLE_TOKEN)" in refused
 
 
+def test_a_verify_at_an_idp_whose_connector_cannot_read_users_says_so_and_fails_nothing(
+    cli, write_config, people_api, readme_connector, monkeypatch
+):
+    """read_user is optional for a connector (the README's has none): sync --verify
+    checks nothing there, says so, and exits 0, as it exited 6 (operations failed)."""
+    monkeypatch.setenv("PEOPLE_TOKEN", people_api.token)
+    idp = PeopleTarget(people_api).identity_provider().replace("name: target", "name: people")
+    write_config(
+        f"version: 1\nidentity_providers:\n{idp}applications:\n"
+        "  - name: resident\n    identity_providers: [people]\n"
+    )
+    cli("user", "add", "nia").ok()
+    shown = cli("sync", "--verify").ok().stdout
+    assert "not verified: the people connector cannot read users: nothing was checked" in shown
+    report = cli("sync", "--verify", "--json").ok().json()["drift"]["people"]
+    assert report["errors"] == [] and "cannot read users" in report["unverifiable"]
+
+
 def test_the_library_example_runs_on_a_fresh_install(
     write_config, scim2_server: Scim2Peer, monkeypatch, capsys
 ):

@@ -247,6 +247,8 @@ def sync_result(
                 f"members missing: {esc(lost)}"
                 + (f"; named {esc(change['display_name'])}" if "display_name" in change else "")
             )
+        if report.get("unverifiable"):
+            console().print(f"  [yellow]not verified[/]: {esc(report['unverifiable'])}")
         for error in report["errors"]:
             console().print(f"  [red]✗[/] {esc(error)}")
         if report["repaired"] is not None:

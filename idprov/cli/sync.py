@@ -31,17 +31,17 @@ IdpOpt = Annotated[
 ]
 
 
-def _exit_code(result: Any, detailed: bool, drift: Any, repaired: Any) -> int:
+def _exit_code(result: Any, detailed: bool) -> int:
     """The exit code; with ``detailed``, 11 says the plan was not empty: its changes were
     applied, or, in a dry run, are pending (one check for cron or CI, as terraform
     plan's 2: the caller knows which it asked for)."""
-    from idprov.provisioning.verify import drift_found, failed
+    from idprov.provisioning.verify import drift_found
 
-    if result.outbound_failed or (repaired is not None and not repaired.ok) or failed(drift):
+    if not result.ok:
         return int(ExitCode.OUTBOUND_FAILED)
-    if detailed and drift_found(drift) and repaired is None:
+    if detailed and drift_found(result.drift) and result.repaired is None:
         return int(ExitCode.DRIFT_FOUND)
-    if detailed and (not result.plan.empty or repaired is not None):
+    if detailed and (not result.plan.empty or result.repaired is not None):
         return int(ExitCode.CHANGES_APPLIED)
     return 0
 
@@ -72,7 +72,8 @@ def sync(
         bool,
         typer.Option(
             help="With --verify: restore what idprov owns (re-create what was deleted "
-            "remotely, revert changed attributes, restore members); not with --dry-run."
+            "remotely, revert changed attributes, restore members); with --dry-run it "
+            "only reports."
         ),
     ] = False,
     wait: Annotated[
@@ -106,8 +107,7 @@ def sync(
     stats = RunStats("sync")
     try:
         with nullcontext() if dry_run else svc.state.run_lock("sync", wait=wait):
-            result = run_sync(svc, idp, dry_run, allow_deletes, saved)
-            drift, repaired = _verify(svc, result, verify or repair, repair and not dry_run)
+            result = run_sync(svc, idp, dry_run, allow_deletes, saved, verify, repair)
     except IdprovError as exc:
         stats.outcome = run_outcome(exc.exit_code)
         stats.guard_trips.update(getattr(exc, "tripped", {}))
@@ -118,32 +118,22 @@ def sync(
 
         with open_private_output(out, overwrite=True) as f:
             f.write(jsonlib.dumps(result.plan.to_dict(), indent=2))
-    payload = result.to_dict()
-    if drift is not None:
-        payload["drift"] = drift
-        payload["repair"] = repaired.to_dict() if repaired is not None else None
-    code = _exit_code(result, detailed_exitcode, drift, repaired)
-    write_run_metrics(metrics, svc, _stats(stats, result, drift, repaired, code))
-    emit_with_code(payload, lambda _: render.sync_result(result, drift, quiet, repaired), code)
+    code = _exit_code(result, detailed_exitcode)
+    write_run_metrics(metrics, svc, _stats(stats, result, code))
+    emit_with_code(
+        result.to_dict(),
+        lambda _: render.sync_result(result, result.drift, quiet, result.repaired),
+        code,
+    )
 
 
-def _verify(svc: Any, result: Any, verify: bool, repair: bool) -> tuple[Any, Any]:
-    """The drift at the plan's IdPs (None unless ``verify``), and the repair's push."""
-    if not verify:
-        return None, None
-    from idprov.provisioning import verify as check
-
-    drift = check.verify_idps(svc, [p.idp for p in result.plan.idps])
-    return drift, check.repair(svc, drift) if repair else None
-
-
-def _stats(stats: Any, result: Any, drift: Any, repaired: Any, code: int) -> Any:
+def _stats(stats: Any, result: Any, code: int) -> Any:
     from idprov.provisioning.metrics import run_outcome
 
     stats.add(result.outbound)
-    stats.add(repaired)
+    stats.add(result.repaired)
     stats.outcome = run_outcome(code)
-    for name, report in (drift or {}).items():
+    for name, report in (result.drift or {}).items():
         stats.drift_found[name] = len(report["repairs"])
         if report["repaired"] is not None:
             stats.drift_repaired[name] = report["repaired"]

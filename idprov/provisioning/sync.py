@@ -192,18 +192,34 @@ class SyncResult:
     plan: SyncPlan
     outbound: OutboundReport | None = None
     dry_run: bool = False
+    drift: dict[str, Any] | None = None
+    """What ``verify`` found at each IdP (None: not asked)."""
+    repaired: OutboundReport | None = None
+    """The push that ``repair`` made (None: not asked, or a dry run)."""
 
     @property
     def outbound_failed(self) -> bool:
         return self.outbound is not None and not self.outbound.ok
 
+    @property
+    def ok(self) -> bool:
+        """Nothing failed: the push, the verify's reads, the repair."""
+        from idprov.provisioning.verify import failed
+
+        repair_failed = self.repaired is not None and not self.repaired.ok
+        return not (self.outbound_failed or repair_failed or failed(self.drift))
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        payload = {
             "run": self.run,
             "dry_run": self.dry_run,
             "plan": self.plan.to_dict(),
             "outbound": self.outbound.to_dict() if self.outbound is not None else None,
         }
+        if self.drift is not None:
+            payload["drift"] = self.drift
+            payload["repair"] = self.repaired.to_dict() if self.repaired is not None else None
+        return payload
 
 
 # ---------------------------------------------------------------- planning
@@ -299,11 +315,15 @@ def run_sync(
     dry_run: bool = False,
     allow_deletes: int | None = None,
     saved: SyncPlan | None = None,
+    verify: bool = False,
+    repair: bool = False,
 ) -> SyncResult:
     """Plan, and unless ``dry_run`` apply; with ``saved``, apply exactly that plan:
     refused if the userstores or the ledger have moved since it was made, or if its
     items are not those it was made with (a file edited by hand: idprov applies what it
-    computes, so an item taken out of the file would have been applied all the same)."""
+    computes, so an item taken out of the file would have been applied all the same).
+    Then, with ``verify`` (or ``repair``), read the plan's IdPs for drift, and with
+    ``repair`` (not in a dry run) restore it: in the same run, recorded with it."""
     run = uuid.uuid4().hex[:12]
     names = idps or ([p.idp for p in saved.idps] if saved else None)
     plan = compute_plan(service, names, fingerprint=dry_run or saved is not None)
@@ -328,12 +348,14 @@ def run_sync(
     result = SyncResult(run, plan, dry_run=dry_run)
     if dry_run:
         check_source(plan)  # a plan from a partial read would show deletions that are not
+        _verify(service, result, verify or repair, repair=False)
         return result
     service.run = run
     outcome = "interrupted"  # a Ctrl-C (KeyboardInterrupt) leaves it so
     try:
         result.outbound = apply_plan(service, plan, run, allow_deletes)
-        outcome = "ok" if result.outbound.ok else "failed"
+        _verify(service, result, verify or repair, repair)
+        outcome = "ok" if result.ok else "failed"
     except GuardError:
         outcome = "refused"  # the deletion guard's word, and only its
         raise
@@ -346,6 +368,17 @@ def run_sync(
     return result
 
 
+def _verify(service: IdentityService, result: SyncResult, verify: bool, repair: bool) -> None:
+    """The drift at the plan's IdPs (when ``verify``), and its repair's push."""
+    if not verify:
+        return
+    from idprov.provisioning import verify as check
+
+    result.drift = check.verify_idps(service, [p.idp for p in result.plan.idps])
+    if repair:
+        result.repaired = check.repair(service, result.drift)
+
+
 def _items(plan: SyncPlan) -> list[tuple[str, list[dict[str, Any]]]]:
     """A plan's items per IdP, as its file holds them."""
     return [(p.idp, [i.to_dict() for i in p.items]) for p in plan.idps]
@@ -353,10 +386,15 @@ def _items(plan: SyncPlan) -> list[tuple[str, list[dict[str, Any]]]]:
 
 def _record_run(service: IdentityService, result: SyncResult, outcome: str) -> None:
     counts: dict[str, dict[str, int]] = {p.idp: p.counts() for p in result.plan.idps}
-    if result.outbound is not None:
-        for name, report in result.outbound.idps.items():
+    for outbound, done, failed in (
+        (result.outbound, "done", "failed"),
+        (result.repaired, "repair_done", "repair_failed"),
+    ):
+        for name, report in (outbound.idps if outbound is not None else {}).items():
             counts.setdefault(name, {})
-            counts[name].update({"done": report.count("done"), "failed": report.count("failed")})
+            counts[name].update({done: report.count("done"), failed: report.count("failed")})
+    for name, found in (result.drift or {}).items():
+        counts.setdefault(name, {})["drift"] = len(found["repairs"])
     with service.state.transaction():
         service.state.audit(
             actor=service.actor,
