@@ -46,7 +46,10 @@ def read_request(conn: socket.socket) -> bytes:
         if name.strip().lower() == b"content-length":
             length = int(value)
     while len(body) < length:
-        chunk = conn.recv(65536)
+        try:
+            chunk = conn.recv(65536)
+        except ConnectionResetError:
+            break
         if not chunk:
             break
         body += chunk
@@ -79,7 +82,8 @@ class Scripted:
             except OSError:
                 return
             self.connections += 1
-            script = self.scripts.pop(0)
+            # a connection more than scripted gets no answer (the test's asserts tell)
+            script = self.scripts.pop(0) if self.scripts else (lambda conn, request: None)
             threading.Thread(target=self._run, args=(conn, script), daemon=True).start()
 
     def _run(self, conn: socket.socket, script: Script) -> None:

@@ -69,7 +69,7 @@ def test_a_killed_outbox_worker_loses_no_push_and_duplicates_none(
     tmp_path, scim2_server, monkeypatch
 ):
     monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
-    with SlowLink(scim2_server.base_url, 2.0) as link:
+    with SlowLink(scim2_server.base_url, 4.0) as link:
         idps = idp_yaml("corp", link.url)
         with serving(tmp_path, 2, config_text(tmp_path, idps, "corp")) as served:
             outbox = served.ready["outbox_worker_pid"]

@@ -22,12 +22,19 @@ from tests.terminal import run_in_terminal
 BATCH = 100
 
 
+LONG = 600.0
+"""Seconds a run of thousands of users may take on a loaded machine (one took 100 s)."""
+
+
 @pytest.fixture
 def setup(tmp_path: Path, scim2_server) -> tuple[Path, dict[str, str]]:
     config = tmp_path / "idprov.yaml"
-    config.write_text(
-        make_config_text(tmp_path, idp_yaml("scim-main", scim2_server.base_url), ["scim-main"])
+    # Bulk requests of 1,000 creates, several at once, take scim2-server 5-6 s to answer
+    # on a loaded machine: past the default 10 s, they would be retried, not awaited
+    idp = idp_yaml("scim-main", scim2_server.base_url).replace(
+        "auth: bearer\n", "auth: bearer\n      timeout: 120\n"
     )
+    config.write_text(make_config_text(tmp_path, idp, ["scim-main"]))
     env = {**os.environ, "SCIM_TOKEN": scim2_server.token, "IDPROV_CONFIG": str(config)}
     return config, env
 
@@ -83,7 +90,7 @@ def test_ctrl_c_while_pushing_stops_promptly_and_the_printed_command_resumes(
     path = users_file(tmp_path, 2000)
     args = ["import", "users", str(path), "--create-roles", "--batch-size", str(BATCH)]
     run = run_in_terminal(
-        args, cwd=tmp_path, env=env, interrupt_after=r"writing users.* [1-9][\d,]*/"
+        args, cwd=tmp_path, env=env, interrupt_after=r"writing users.* [1-9][\d,]*/", timeout=LONG
     )
     assert run.exit_code == 130, run.text
     assert run.stop_seconds is not None and run.stop_seconds < 2, run.stop_seconds
@@ -95,7 +102,7 @@ def test_ctrl_c_while_pushing_stops_promptly_and_the_printed_command_resumes(
     assert resume is not None, run.text
     command = shlex.split(resume.group(1).strip())
     assert command[1:] == args
-    again = run_in_terminal(command[1:], cwd=tmp_path, env=env)
+    again = run_in_terminal(command[1:], cwd=tmp_path, env=env, timeout=LONG)
     assert again.exit_code == 0, again.text
     assert re.search(rf"already imported \(resumed\)\s+{written:,}", again.text), again.text
     assert counts(tmp_path)[0] == 2000
@@ -125,9 +132,13 @@ def test_ctrl_c_during_a_sync_stops_at_once_and_the_next_sync_finishes(
     _, env = setup
     path = users_file(tmp_path, 5000)
     args = ["import", "users", str(path), "--create-roles", "--no-push", "-q"]
-    assert run_in_terminal(args, cwd=tmp_path, env=env).exit_code == 0
+    assert run_in_terminal(args, cwd=tmp_path, env=env, timeout=LONG).exit_code == 0
     run = run_in_terminal(
-        ["sync"], cwd=tmp_path, env=env, interrupt_after=r"pushing to scim-main.* [1-9][\d,]*/"
+        ["sync"],
+        cwd=tmp_path,
+        env=env,
+        interrupt_after=r"pushing to scim-main.* [1-9][\d,]*/",
+        timeout=LONG,
     )
     assert run.exit_code == 130, run.text
     assert run.stop_seconds is not None and run.stop_seconds < 2, run.stop_seconds
@@ -135,7 +146,7 @@ def test_ctrl_c_during_a_sync_stops_at_once_and_the_next_sync_finishes(
     assert "Traceback" not in run.text
     # requests already sent may still land; the next sync adopts them (scim2-server
     # refuses a second user of the same name: a duplicate create would fail it)
-    again = run_in_terminal(["sync"], cwd=tmp_path, env=env)
+    again = run_in_terminal(["sync"], cwd=tmp_path, env=env, timeout=LONG)
     assert again.exit_code == 0, again.text
     names = sorted(u["userName"] for u in scim2_server.users())
     assert names == [f"user{i:05}" for i in range(5000)]

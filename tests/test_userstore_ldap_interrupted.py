@@ -81,7 +81,11 @@ class Cutoff:
             if self.cut.is_set():
                 client.close()
                 continue
-            server = socket.create_connection(self._upstream)
+            try:
+                server = socket.create_connection(self._upstream)
+            except OSError:  # slapd stopped: as a relay that cannot reach it
+                client.close()
+                continue
             with self._lock:
                 self._sockets += [client, server]
                 self.accepted += 1

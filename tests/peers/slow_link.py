@@ -57,8 +57,14 @@ class SlowLink:
                 client, _ = self._listener.accept()
             except TimeoutError:
                 continue
+            except OSError:  # closed under it: the test is over
+                return
             address = (self.upstream.hostname or "127.0.0.1", self.upstream.port or 80)
-            server = socket.create_connection(address)
+            try:
+                server = socket.create_connection(address)
+            except OSError:  # the upstream is gone: as a link that cannot reach it
+                client.close()
+                continue
             asked = [0.0, 0.0]  # when the latest request went upstream; 1.0: in flight
             for pump in ((client, server, asked, False), (server, client, asked, True)):
                 threading.Thread(target=self._pump, args=pump, daemon=True).start()
