@@ -593,7 +593,7 @@ def test_the_sample_requests_are_what_the_peer_accepts(peer):
     }
     for n, sample in enumerate(sorted(SAMPLES.glob("*_request_*.xml"))):
         body = sample.read_bytes().replace(b"idprov-0001", f"idprov-{n}".encode())
-        reply = httpx.post(peer.url, content=body, headers=headers)
+        reply = httpx.post(peer.url, content=body, headers=headers, timeout=30)
         assert reply.status_code == 200, sample
         assert peer.requests[-1].outcome == "success", (sample, reply.text)
     assert peer.accounts()["zoe"].get("title") == ["CTO"]

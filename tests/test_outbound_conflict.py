@@ -30,7 +30,7 @@ def scim(tmp_path: Path, scim2_server: Scim2Peer, monkeypatch: pytest.MonkeyPatc
 
 def administrator_creates(scim: Scim2Peer, path: str, body: dict) -> None:
     headers = {"Authorization": f"Bearer {scim.token}", "Content-Type": "application/scim+json"}
-    reply = httpx.post(f"{scim.base_url}/{path}", json=body, headers=headers)
+    reply = httpx.post(f"{scim.base_url}/{path}", json=body, headers=headers, timeout=30)
     assert reply.status_code == 201, reply.text
 
 

@@ -33,7 +33,9 @@ def test_a_changed_work_phone_keeps_the_mobile_an_administrator_added(cli, scim)
     headers = {"Authorization": f"Bearer {scim.token}", "Content-Type": "application/scim+json"}
     both = {"phoneNumbers": [*ron["phoneNumbers"], MOBILE]}
     body = {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "value": both}]}
-    assert httpx.patch(f"{scim.base_url}/Users/{ron['id']}", json=body, headers=headers).is_success
+    assert httpx.patch(
+        f"{scim.base_url}/Users/{ron['id']}", json=body, headers=headers, timeout=30
+    ).is_success
     cli("user", "update", "ron", "-c", "phone_number=+1 555 0111").ok()
     assert phones(scim, "ron") == [("mobile", "+1 555 0100"), ("work", "+1 555 0111")]
     cli("user", "update", "ron", "--unset", "phone_number").ok()

@@ -38,7 +38,9 @@ def administrator_sets(scim: Scim2Peer, user_name: str, **values: Any) -> None:
     remote_id = by_name(scim.users())[user_name]["id"]
     body = {"schemas": [PATCH_OP], "Operations": [{"op": "add", "value": values}]}
     headers = {"Authorization": f"Bearer {scim.token}", "Content-Type": "application/scim+json"}
-    reply = httpx.patch(f"{scim.base_url}/Users/{remote_id}", json=body, headers=headers)
+    reply = httpx.patch(
+        f"{scim.base_url}/Users/{remote_id}", json=body, headers=headers, timeout=30
+    )
     assert reply.status_code in (200, 204), reply.text
 
 
@@ -66,7 +68,7 @@ def test_what_idprov_sent_and_no_longer_maps_is_removed_and_the_rest_kept(cli, s
         "schemas": [PATCH_OP],
         "Operations": [{"op": "replace", "value": {"phoneNumbers": phones}}],
     }
-    httpx.patch(f"{scim.base_url}/Users/{ron['id']}", json=body, headers=headers)
+    httpx.patch(f"{scim.base_url}/Users/{ron['id']}", json=body, headers=headers, timeout=30)
     cli("user", "update", "ron", "--unset", "title", "--unset", "phone_number").ok()
     ron = by_name(scim.users())["ron"]
     assert "title" not in ron and ron["nickName"] == "R"

@@ -77,7 +77,9 @@ applications:
     cli("user", "add", "dora", "-c", "email=d@example.com", "-r", "staff").ok()
     [dora] = scim2_server.users()
     headers = {"Authorization": f"Bearer {scim2_server.token}"}
-    assert httpx.delete(f"{scim2_server.base_url}/Users/{dora['id']}", headers=headers).is_success
+    assert httpx.delete(
+        f"{scim2_server.base_url}/Users/{dora['id']}", headers=headers, timeout=30
+    ).is_success
     plain = cli("sync", "--verify", "--json")
     assert plain.exit_code == 0 and plain.json()["drift"]["scim"]["deleted_remotely"] == ["dora"]
     assert scim2_server.users() == []  # verify alone only reports

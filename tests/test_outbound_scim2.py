@@ -271,7 +271,7 @@ def test_an_account_an_administrator_disabled_stays_disabled(cli, scim, tmp_path
         "Operations": [{"op": "replace", "value": {"active": False}}],
     }
     assert httpx.patch(
-        f"{scim.base_url}/Users/{ivan['id']}", json=disable, headers=headers
+        f"{scim.base_url}/Users/{ivan['id']}", json=disable, headers=headers, timeout=30
     ).status_code in (200, 204)
     cli("user", "update", "ivan", "-c", "title=Boss").ok()
     ivan = by_name(scim.users())["ivan"]

@@ -80,7 +80,7 @@ def test_scim11_user_lifecycle(scim11_server: Scim11Server) -> None:
 
 def test_scim11_auth_and_uniqueness(scim11_server: Scim11Server) -> None:
     user = {"schemas": [CORE_SCHEMA], "userName": "grace"}
-    with httpx.Client(base_url=scim11_server.base_url) as client:
+    with httpx.Client(base_url=scim11_server.base_url, timeout=30) as client:
         wrong = client.post("/Users", json=user, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and "Bearer" in wrong.headers["WWW-Authenticate"]
         assert client.post("/Users", json=user, auth=scim11_server.basic).status_code == 201

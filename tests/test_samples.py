@@ -188,7 +188,7 @@ def test_the_serve_unit_serves_https_in_workers_until_sigterm_to_all(tmp_path):
             assert ready["workers"] == 2 and ready["url"].startswith("https://"), ready
             verify = ssl.create_default_context(cafile=cert)
             headers = {"Authorization": "Bearer unit-token-1234"}
-            got = httpx.get(ready["url"] + "/Users", headers=headers, verify=verify)
+            got = httpx.get(ready["url"] + "/Users", headers=headers, verify=verify, timeout=30)
             assert got.status_code == 200
         finally:
             os.killpg(served.pid, signal.SIGTERM)

@@ -256,6 +256,7 @@ def _send(fake: AwsScim, method: str, path: str, params: dict, body) -> httpx.Re
         params=params,
         json=body,
         headers={"Authorization": f"Bearer {fake.token}"},
+        timeout=30,
     )
 
 

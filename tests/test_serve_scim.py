@@ -166,7 +166,7 @@ def names(response: httpx.Response) -> list[str]:
 
 # ---------------------------------------------------------------- discovery, tokens
 def test_discovery_is_open_and_announces_what_idprov_keeps(inbound):
-    spc = httpx.get(f"{inbound.url}/ServiceProviderConfig")
+    spc = httpx.get(f"{inbound.url}/ServiceProviderConfig", timeout=30)
     assert spc.status_code == 200
     config = spc.json()
     assert config["bulk"] == {"supported": True, "maxOperations": 1000, "maxPayloadSize": 1048576}
@@ -186,10 +186,12 @@ def test_discovery_is_open_and_announces_what_idprov_keeps(inbound):
 )
 def test_missing_or_wrong_token_is_401_with_a_challenge(inbound, authorization):
     headers = {"Authorization": authorization} if authorization else {}
-    response = httpx.get(f"{inbound.url}/Users", headers=headers)
+    response = httpx.get(f"{inbound.url}/Users", headers=headers, timeout=30)
     scim_error(response, 401)
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    response = httpx.post(f"{inbound.url}/Users", json={"userName": "x"}, headers=headers)
+    response = httpx.post(
+        f"{inbound.url}/Users", json={"userName": "x"}, headers=headers, timeout=30
+    )
     assert response.status_code == 401
     assert inbound.local().list_users(query()).total == 0
 
@@ -786,7 +788,7 @@ def test_an_outbound_failure_does_not_fail_the_scim_request(tmp_path, tokens, mo
 def test_access_log_has_a_line_per_request_and_no_secrets(inbound):
     new_user(inbound.client, "alice", password="s3cret-pass-1")
     inbound.client.get("/Users", params={"filter": 'userName eq "alice"'})
-    httpx.get(f"{inbound.url}/Users", headers={"Authorization": "Bearer nope-nope"})
+    httpx.get(f"{inbound.url}/Users", headers={"Authorization": "Bearer nope-nope"}, timeout=30)
     lines = inbound.log.getvalue().splitlines()
     assert len(lines) == 3
     assert " POST /v2/Users 201 " in lines[0] and lines[0].endswith(
@@ -835,7 +837,10 @@ def test_idprov_serve_command_runs_until_terminated(tmp_path, tokens, write_conf
             url = line.split(" at ", 1)[1].split(" ", 1)[0]
             headers = {"Authorization": f"Bearer {CRM_TOKEN}"}
             body = {"schemas": [USER], "userName": "zed"}
-            assert httpx.post(f"{url}/Users", json=body, headers=headers).status_code == 201
+            assert (
+                httpx.post(f"{url}/Users", json=body, headers=headers, timeout=30).status_code
+                == 201
+            )
         finally:
             process.send_signal(signal.SIGTERM)
             _, stderr = process.communicate(timeout=15)
