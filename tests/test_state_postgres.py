@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from idprov.config import load_config, load_text
@@ -362,6 +363,87 @@ def test_a_worker_killed_mid_drain_loses_nothing_and_pushes_nothing_twice(
     assert postgres.rows(
         "SELECT count(*) FROM idprov.ledger WHERE state = 'active' AND remote_id IS NOT NULL"
     ) == [(40,)]
+
+
+# ---- a group pushed while its members' own pushes run elsewhere
+
+
+@pytest.fixture
+def staffed(postgres, tmp_path, write_config, scim2_server, monkeypatch):
+    """A shared state and directory; a blocking scim2-server IdP scoped to ``staff``,
+    whose group is there already."""
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    text = shared_config(postgres, tmp_path, scim2_server)
+    path = write_config(text.replace("    blocking: false\n", "    provisioning_roles: [staff]\n"))
+    with IdentityService(load_config(str(path))) as service:
+        added = service.add_role("staff")
+        assert added.outbound is not None and added.outbound.ok
+    return path
+
+
+def group_members(target: Any) -> list[str]:
+    """The userNames of the members of the one group at ``target``."""
+    names = {u["id"]: u["userName"] for u in target.users()}
+    [group] = target.groups()
+    return sorted(names[m["value"]] for m in group.get("members") or [])
+
+
+def test_a_group_waits_for_a_member_whose_create_another_process_is_making(
+    staffed, scim2_server, postgres
+):
+    """Two `user add --role staff` at once: ann's create is under way in the first
+    command's push (its row claimed there) when the second pushes the group. The
+    group's push waits for it, then goes out with both: the second command succeeds,
+    and nothing is left for a retry or a sync (it failed, naming ann, until the next
+    `outbox retry`)."""
+    config = load_config(str(staffed))
+    first = IdentityService(config, actor="first")
+    with first.unit_of_work(push=False) as uow:
+        uow.add_user("ann", {"email": "ann@example.com"}, roles=["staff"])
+    [ann] = [r.id for r in first.outbox_rows() if r.kind == "user"]
+    with first.state.transaction():
+        [held] = first.state.outbox.claim_ids([ann], first.outbound.owner, 300)
+    waited: list[float] = []
+
+    def meanwhile(seconds: float) -> None:
+        """The second's push waiting: the first's push of ann finishes meanwhile."""
+        waited.append(seconds)
+        if len(waited) == 1:
+            assert first.outbound.drain([held], claims=[first.outbound.owner]).ok
+
+    with first, IdentityService(config, actor="second", sleep=meanwhile) as second:
+        added = second.add_user("bob", {"email": "bob@example.com"}, roles=["staff"])
+    assert added.outbound is not None and added.outbound.ok, added.outbound.to_dict()
+    assert group_members(scim2_server) == ["ann", "bob"]
+    assert waited, "the group's push waited for ann's"
+    assert logged_creates(scim2_server, 2) == {201: 2}, "ann created once, by the first"
+    assert postgres.rows("SELECT count(*) FROM idprov.outbox") == [(0,)]
+
+
+def test_a_member_added_while_the_group_is_pushed_is_pushed_by_the_same_command(
+    staffed, scim2_server, postgres
+):
+    """While one command pushes the group (its row claimed), another adds cy to the
+    role: that command's push leaves the group's row to the one pushing it, which read
+    the members before cy. Once done, it pushes the row again, so the group gets cy at
+    once (both commands said ok, and cy waited for a worker, a retry or a sync)."""
+    config = load_config(str(staffed))
+    other = IdentityService(config, actor="other")
+    during: list[Any] = []
+
+    class Meanwhile(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if "/Groups" in request.url.path and not during:
+                during.append(other.add_user("cy", {"email": "cy@example.com"}, roles=["staff"]))
+            return super().handle_request(request)
+
+    with other, IdentityService(config, actor="first", http_transport=Meanwhile()) as first:
+        added = first.add_user("bob", {"email": "bob@example.com"}, roles=["staff"])
+    [cy] = during
+    assert cy.outbound is not None and cy.outbound.queued == {"scim": 1}  # the group's row
+    assert added.outbound is not None and added.outbound.ok, added.outbound.to_dict()
+    assert group_members(scim2_server) == ["bob", "cy"]
+    assert postgres.rows("SELECT count(*) FROM idprov.outbox") == [(0,)]
 
 
 # ---- several `idprov serve` processes

@@ -121,13 +121,15 @@ class Engine(UserPlanning, RolePlanning):
         self._reported: set[str] = set()
         """IdPs whose credentials failure was reported (once per drain)."""
         self._roles_read = {}
+        self._unprovisioned = {}
         self.brought: list[OutboxRow] = []
         """Rows of members that the role rows brought into this drain (made and
         claimed by it; see :meth:`_members_first`)."""
 
     def drain(self, rows: Sequence[OutboxRow]) -> OutboundReport:
         """Reconcile ``rows``: users first, then roles, each role's never-pushed
-        members with the users. Never raises for one row."""
+        members with the users; before the roles, a while for members whose own push
+        another drainer is making. Never raises for one row."""
         roles = [r for r in rows if r.kind == "role"]
         self.brought = self._members_first(roles) if roles else []
         users = [r for r in rows if r.kind == "user"] + self.brought
@@ -137,6 +139,8 @@ class Engine(UserPlanning, RolePlanning):
             self.progress(self.report)
         self._inline = len(users) + len(roles) == 1
         self._run(users, self._plan_user)
+        if roles:
+            self._await_members(roles)
         self._run(roles, self._plan_role)
         return self.report
 

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 WORK_BATCH = 500
 DEAD_CHECK_SECONDS = 5.0
 """How often one drainer looks for the claims of killed ones on this machine."""
+AGAIN_ROUNDS = 3
+"""How many times a push pushes again the role rows changed while it held them."""
 IDLE_POLL_SECONDS = 2.0
 
 
@@ -200,7 +202,42 @@ class Outbound:
         for row in mine:
             if row.id not in taken:  # another drainer is pushing it
                 report.note("queued", row.idp, row.id)
-        return self._drain_claimed(claimed, report, progress, passwords, sorted(names))
+        self._drain_claimed(claimed, report, progress, passwords, sorted(names))
+        return self._drain_changed(claimed, report, progress)
+
+    def _drain_changed(
+        self, rows: Sequence[OutboxRow], report: OutboundReport, progress: Progress | None
+    ) -> OutboundReport:
+        """Push again the role rows of ``rows`` that another change enqueued while this
+        push held them (the row's version moved on, so this push's end left it
+        pending): every change to a role's members coalesces into that role's row,
+        and the other change's push left it to this one (``queued``), which may have
+        read the members before that change. Without this, the group missed the other
+        change's member until a worker, a retry or a sync came by. Judged by the
+        deletion guard first, as the worker judges rows it did not cause; at most
+        :data:`AGAIN_ROUNDS` times."""
+        for _ in range(AGAIN_ROUNDS):
+            read = {r.id: r.version for r in rows if r.kind == "role"}
+            if not read:
+                break
+            ids = sorted(read)
+            current = [
+                r
+                for start in range(0, len(ids), 500)
+                for r in self.state.outbox.rows(ids=ids[start : start + 500])
+            ]
+            changed = [r for r in current if r.status == "pending" and r.version != read[r.id]]
+            if not changed:
+                break
+            with self.state.transaction():
+                claimed = self.state.outbox.claim(changed, self.owner, self.lease)
+            if not claimed:
+                break
+            from idprov.provisioning.guard import hold_over
+
+            rows = hold_over(self, claimed, report)
+            self._drain_claimed(rows, report, progress, None)
+        return report
 
     def release_the_dead(self) -> list[int]:
         """Give back the leases of drainers on this machine that are no longer running

@@ -12,10 +12,16 @@ drain, which then pushes it with the users, before the roles, as it pushes a
 ``user add --role``'s two rows. Its push is the user planner's, a create (nothing
 of the user's is at that IdP that it could change or destroy, so the deletion
 guard has nothing to judge in it).
+
+A member whose own row another drainer holds (its create under way in another
+process: concurrent ``user add --role`` on a shared PostgreSQL state) is waited for,
+a while, before the roles are planned (:meth:`RolePlanning._await_members`), so that
+the group is pushed with it instead of failing until the next retry.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +33,7 @@ from idprov.connectors.base import (
     RemoteNotFound,
     TargetError,
 )
+from idprov.db import now
 from idprov.provisioning.decide import (
     RoleDecision,
     decide_role,
@@ -48,14 +55,23 @@ if TYPE_CHECKING:
 RoleRead = tuple["Role | None", list[tuple[str, str]]]
 """A role as the directory holds it (None: gone), and its members (domain, user id)."""
 
+MEMBER_WAIT_SECONDS = 60.0
+"""How long the roles of a drain wait, at most, for members' own rows that another
+drainer holds (their creates under way in another process)."""
+MEMBER_POLL_SECONDS = 0.1
+
 
 class RolePlanning(Planning):
     """The role half of the engine."""
 
     owners: list[str]
+    _stopped: dict[str, str]
     _roles_read: dict[tuple[str, str], RoleRead]
     """Roles and their members read for this drain, by (domain, role id): once for
     :meth:`_members_first` and the planning after it, whichever IdPs the role goes to."""
+    _unprovisioned: dict[int, set[str]]
+    """Role row id -> its members that were not provisioned at its IdP when the drain
+    began (read by :meth:`_members_first`, for :meth:`_await_members`)."""
 
     def _role_read(self, domain: str, role_id: str) -> RoleRead:
         key = (domain, role_id)
@@ -102,6 +118,7 @@ class RolePlanning(Planning):
             return
         ids = [user_id for _, user_id in refs]
         missing = set(ids) - set(self._ledger.remote_ids(row.idp, ids))
+        self._unprovisioned[row.id] = set(missing)
         missing -= set(wanted.get(row.idp, {}))
         if not missing:
             return
@@ -111,6 +128,53 @@ class RolePlanning(Planning):
             if in_scope(idp, user.roles) and enabled(user):
                 entity = (user.id, user.domain, user.qualified_name)
                 wanted.setdefault(row.idp, {})[user.id] = entity
+
+    def _await_members(self, rows: Sequence[OutboxRow]) -> None:
+        """Wait until no member that role ``rows`` need has its own row held by another
+        drainer that is running (its create under way in another process), for at
+        most :data:`MEMBER_WAIT_SECONDS`, renewing this drain's claims meanwhile. The
+        other drainer records the member's remote id in the transaction that lets go
+        of its row, so the roles planned after this see it. Rows of IdPs that refused
+        this drain's credentials are not waited for (nothing goes there now)."""
+        by_idp: dict[str, set[str]] = {}
+        for row in rows:
+            missing = self._unprovisioned.get(row.id)
+            if missing and row.idp not in self._stopped:
+                by_idp.setdefault(row.idp, set()).update(missing)
+        held = [
+            r
+            for idp, ids in by_idp.items()
+            for r in self._outbox_rows(idp, sorted(ids))
+            if self._held_elsewhere(r)
+        ]
+        outbox = self.outbound.state.outbox
+        lease = self.outbound.lease
+        deadline = time.monotonic() + MEMBER_WAIT_SECONDS
+        renewed = time.monotonic()
+        for _ in range(int(MEMBER_WAIT_SECONDS / MEMBER_POLL_SECONDS)):
+            if not held or time.monotonic() > deadline:
+                return
+            self.sleep(MEMBER_POLL_SECONDS)
+            if time.monotonic() - renewed > lease / 3:
+                with self.outbound.state.transaction():
+                    outbox.renew(self.owners, lease)
+                renewed = time.monotonic()
+            held = [r for r in outbox.rows(ids=[r.id for r in held]) if self._held_elsewhere(r)]
+
+    def _held_elsewhere(self, row: OutboxRow) -> bool:
+        """Whether ``row`` is a user's, claimed by a drainer other than this one whose
+        claim holds and that is running (one that died on this machine is not waited
+        for: its claims are given back by the next drainer that looks)."""
+        from idprov.provisioning.outbound import holder_gone
+
+        holder = row.claimed_by
+        return (
+            row.kind == "user"
+            and holder is not None
+            and holder not in self.owners
+            and (row.claimed_until or "") > now()
+            and not holder_gone(holder)
+        )
 
     def _plan_role(self, row: OutboxRow) -> Planned:
         idp = self.outbound.idp(row.idp)
