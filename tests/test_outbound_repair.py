@@ -57,6 +57,46 @@ def test_a_user_deleted_at_the_target_is_made_again_and_put_back_in_its_groups(t
     assert members(fake, "staff") >= {"ann"}
 
 
+def test_a_user_made_again_whose_group_is_gone_too_is_put_in_it_made_again(tmp_path, fake):
+    """A target that lost both (a sandbox reset): the update failed on the group's 404,
+    and every sync after it, until sync --verify --repair."""
+    from idprov.provisioning.sync import compute_plan
+
+    with make_service(tmp_path, IDP, ["scim"], http_transport=fake.transport()) as svc:
+        svc.add_role("staff")
+        svc.add_user("ann", {"title": "A"}, roles=["staff"])
+        svc.add_user("bob", {}, roles=["staff"])
+        [ann] = [i for i, u in fake.users.items() if u["userName"] == "ann"]
+        del fake.users[ann]
+        fake.groups.clear()
+        result = svc.update_user("ann", {"title": "B"})
+        assert result.outbound.ok, result.outbound.to_dict()
+        assert members(fake, "staff") == {"ann", "bob"}
+        assert compute_plan(svc).empty
+
+
+def test_a_user_a_role_brings_into_scope_joins_its_other_groups_there(tmp_path, fake):
+    """alice holds staff; admins takes her to the IdP: she is created, in both groups
+    (she was in admins only, until a sync)."""
+    from idprov.provisioning.sync import compute_plan
+
+    idp = idp_yaml(
+        "scim",
+        "https://scim.test/v2",
+        extra="    provisioning_roles: [admins]\n    push_roles: all\n",
+    )
+    with make_service(tmp_path, idp, ["scim"], http_transport=fake.transport()) as svc:
+        svc.add_role("admins")
+        svc.add_role("staff")
+        svc.add_user("bob", {}, roles=["admins", "staff"])
+        svc.add_user("alice", {}, roles=["staff"])
+        assert {u["userName"] for u in fake.users.values()} == {"bob"}
+        result = svc.assign("admins", ["alice"])
+        assert result.outbound.ok, result.outbound.to_dict()
+        assert members(fake, "staff") == members(fake, "admins") == {"alice", "bob"}
+        assert compute_plan(svc).empty
+
+
 def test_sync_verify_repair_recreates_users_deleted_at_the_target(
     cli, tmp_path: Path, scim2_server: Scim2Peer, monkeypatch: pytest.MonkeyPatch
 ):

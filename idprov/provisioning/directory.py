@@ -52,6 +52,12 @@ class StoreDirectory:
             return self._internal().find_by_id(role_id)
         return self._store(domain).find_role_by_id(role_id)
 
+    def role_by_name(self, domain: str, name: str) -> Role | None:
+        prefix, _, bare = name.partition("/")
+        if bare and is_internal(prefix):
+            return self._internal().find(bare)
+        return self._store(domain).find_role(name)
+
     def role_members(self, domain: str, role_id: str) -> list[tuple[str, str]]:
         """(domain, user id) of the role's members."""
         if is_internal(domain):

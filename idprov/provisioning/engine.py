@@ -123,8 +123,11 @@ class Engine(UserPlanning, RolePlanning):
         self._roles_read = {}
         self._unprovisioned = {}
         self.brought: list[OutboxRow] = []
-        """Rows of members that the role rows brought into this drain (made and
-        claimed by it; see :meth:`_members_first`)."""
+        """Rows that this drain brought in, made and claimed by it: the members that
+        its role rows need (:meth:`_members_first`), and the groups that the users it
+        made belong to (:meth:`_groups_after`)."""
+        self._made = []
+        self._lost = []
 
     def drain(self, rows: Sequence[OutboxRow]) -> OutboundReport:
         """Reconcile ``rows``: users first, then roles, each role's never-pushed
@@ -139,6 +142,11 @@ class Engine(UserPlanning, RolePlanning):
             self.progress(self.report)
         self._inline = len(users) + len(roles) == 1
         self._run(users, self._plan_user)
+        after = self._groups_after(roles) if self._made or self._lost else []
+        for row in after:
+            self._idp_report(row.idp).total += 1
+        self.brought += after
+        roles += after
         if roles:
             self._await_members(roles)
         self._run(roles, self._plan_role)

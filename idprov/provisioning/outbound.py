@@ -68,6 +68,11 @@ class Directory(Protocol):
         """(domain, user id) of the role's members."""
         ...
 
+    def role_by_name(self, domain: str, name: str) -> Role | None:
+        """The role a user of ``domain`` holds as ``name`` (``Internal/NAME`` for an
+        internal role), or None."""
+        ...
+
 
 class Outbound:
     """Connectors, per-IdP thread pools and draining, for one thread of control."""

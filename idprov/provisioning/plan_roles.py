@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from idprov.config.models import IdentityProviderConfig
     from idprov.model import Role
     from idprov.provisioning.ledger import LedgerEntry
-    from idprov.provisioning.outbox import OutboxRow
+    from idprov.provisioning.outbox import Kind, OutboxRow
 
 RoleRead = tuple["Role | None", list[tuple[str, str]]]
 """A role as the directory holds it (None: gone), and its members (domain, user id)."""
@@ -95,15 +95,54 @@ class RolePlanning(Planning):
                 self._never_pushed(row, wanted)
             except Exception:
                 continue
+        return self._bring(wanted, "user")
+
+    def _groups_after(self, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
+        """Role rows, made and claimed under this drain's name, for the groups that the
+        users this drain created at an IdP belong to there (a user that a role assign
+        brought into an IdP's scope joined that role's group, and none of its other
+        groups until a sync), and for the groups a user's push found deleted at the
+        target; none where ``rows`` (the drain's role rows) or another change's row
+        has one already."""
+        wanted: dict[str, dict[str, tuple[str, str, str]]] = {}
+        roles: dict[tuple[str, str], Role | None] = {}  # (domain, name): read once
+        for row, user in self._made:
+            if user is None:
+                continue
+            idp = self.outbound.idp(row.idp)
+            for name in user.roles:
+                key = (user.domain.casefold(), name.casefold())
+                if key not in roles:
+                    roles[key] = self.directory.role_by_name(user.domain, name)
+                role = roles[key]
+                if role is not None and role_pushed(idp, role.qualified_name):
+                    entity = (role.id, role.domain, role.qualified_name)
+                    wanted.setdefault(row.idp, {})[role.id] = entity
+        for entry in self._lost:
+            wanted.setdefault(entry.idp, {})[entry.local_id] = (
+                entry.local_id,
+                entry.domain,
+                entry.label,
+            )
+        for row in rows:
+            wanted.get(row.idp, {}).pop(row.local_id, None)
+        return self._bring(wanted, "role")
+
+    def _bring(
+        self, wanted: dict[str, dict[str, tuple[str, str, str]]], kind: Kind
+    ) -> list[OutboxRow]:
+        """Rows of ``kind`` at each IdP for ``wanted``'s entities (local id, domain,
+        label) that have none there, made and claimed under this drain's name in one
+        short transaction (a row already there is another change's: left to it)."""
         if not any(wanted.values()):
             return []
         state = self.outbound.state
         made: list[OutboxRow] = []
         with state.transaction():
-            for idp, members in wanted.items():
-                if members:
+            for idp, entities in wanted.items():
+                if entities:
                     made += state.outbox.enqueue_absent(
-                        idp, "user", list(members.values()), self.owners[0], self.outbound.lease
+                        idp, kind, list(entities.values()), self.owners[0], self.outbound.lease
                     )
         return made
 

@@ -109,6 +109,7 @@ class UserPlanning(Planning):
         account, sent, digest = decision.account, decision.sent, decision.digest
         assert account is not None
         retry = idp.retry
+        lost: list[str] = []  # remote ids of groups the user, made again, found gone
 
         def record(outcome: tuple[str, bool] | RefusedCreate) -> OperationResult:
             if isinstance(outcome, RefusedCreate):
@@ -120,6 +121,9 @@ class UserPlanning(Planning):
                 )
             )
             op = "create" if entry is None or entry.remote_id is None else "update"
+            if op == "create":
+                self._made.append((row, self._user(row)))
+            self._lose_groups(row, lost)
             return OperationResult(row.idp, "user", row.label, op, "done", remote_id=remote_id)
 
         if entry is not None and entry.remote_id:
@@ -147,7 +151,10 @@ class UserPlanning(Planning):
                     if isinstance(made, RefusedCreate):
                         return made
                     for group_id in groups:
-                        self._join(connector, idp, group_id, made[0], attempts)
+                        try:
+                            self._join(connector, idp, group_id, made[0], attempts)
+                        except RemoteNotFound:  # that group is gone too: its own row makes it
+                            lost.append(group_id)
                     return made
 
             return Task(row, "update", update, record)
@@ -256,6 +263,20 @@ class UserPlanning(Planning):
             connector.change_members(group_id, [user_id], [])
 
         with_retries(join, idp.retry, attempts, self.sleep, connector.throttled)
+
+    def _lose_groups(self, row: OutboxRow, lost: list[str]) -> None:
+        """Take ``row``'s user out of the ledger's members of the groups (by remote id)
+        found deleted at the target, and have their roles' rows follow in this drain
+        (:meth:`~idprov.provisioning.plan_roles.RolePlanning._groups_after`): adding
+        the user there, each finds its group gone and makes it again with its
+        members, as a role's own push does (a user update failed on the group's 404,
+        and every sync after it, until ``sync --verify --repair``)."""
+        for role_id, group_id in self._groups(row) if lost else []:
+            if group_id in lost:
+                self._ledger.set_members(row.idp, role_id, [], [row.local_id])
+                role = self._ledger.get(row.idp, "role", role_id)
+                if role is not None:
+                    self._lost.append(role)
 
     def _groups(self, row: OutboxRow) -> list[tuple[str, str]]:
         """(role id, group remote id) of the groups idprov put ``row``'s user in."""

@@ -60,6 +60,9 @@ class Imagined:
             return None
         return replace(found, name=self.new_name) if self.new_name else found
 
+    def role_by_name(self, domain: str, name: str) -> Role | None:
+        return self.real.role_by_name(domain, name)
+
     def role_members(self, domain: str, role_id: str) -> list[tuple[str, str]]:
         if self.role is not None and role_id == self.role.id and self.role_gone:
             return []

@@ -17,6 +17,7 @@ from idprov.provisioning.results import Attempt, OperationResult
 
 if TYPE_CHECKING:
     from idprov.connectors.base import Account
+    from idprov.model import User
     from idprov.provisioning.ledger import Ledger, LedgerEntry
     from idprov.provisioning.outbound import Directory, Outbound
     from idprov.provisioning.outbox import OutboxRow
@@ -139,6 +140,10 @@ class Planning:
     directory: Directory
     sleep: Any
     _creating: list[Creating]
+    _made: list[tuple[OutboxRow, User | None]]
+    """The user rows this drain created their users by (at the row's IdP), with them."""
+    _lost: list[LedgerEntry]
+    """The roles whose groups a user's push found deleted at the target."""
 
     def _keep(self, entry: LedgerEntry) -> None:
         raise NotImplementedError
