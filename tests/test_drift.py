@@ -12,7 +12,7 @@ PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 
 def damage(scim) -> None:  # noqa: F811
-    """Someone at the target: deletes user1, edits user2, takes user0 out of staff."""
+    """Someone at the target: deletes user1, disables user2, takes user0 out of staff."""
     users = {u["userName"]: u for u in scim.users()}
     scim.client.delete(f"/Users/{users['user1']['id']}")
     scim.client.patch(
@@ -39,18 +39,19 @@ def test_drift_is_found_for_users_and_groups_and_repaired(cli, scim):  # noqa: F
     assert run.exit_code == 12
     drift = json.loads(run.stdout)["drift"]["scim"]
     assert drift["deleted_remotely"] == ["user1"]
-    assert drift["changed_remotely"] == [{"user": "user2", "attributes": ["active"]}]
+    # an administrator's disable is reported, and is no drift to repair
+    assert drift["changed_remotely"] == [] and drift["disabled_remotely"] == ["user2"]
     assert drift["groups_changed_remotely"] == [{"group": "staff", "missing_members": ["user0"]}]
-    assert drift["repaired"] is None and len(drift["repairs"]) == 3
+    assert drift["repaired"] is None and len(drift["repairs"]) == 2
 
     assert cli("sync", "--verify", "--repair", "--dry-run", "--detailed-exitcode").exit_code == 12
     assert sorted(u["userName"] for u in scim.users()) == ["user0", "user2"]
 
     run = cli("sync", "--verify", "--repair", "--detailed-exitcode", "--json")
     assert run.exit_code == 11, run
-    assert json.loads(run.stdout)["drift"]["scim"]["repaired"] == 3
+    assert json.loads(run.stdout)["drift"]["scim"]["repaired"] == 2
     users = {u["userName"]: u for u in scim.users()}
-    assert sorted(users) == ["user0", "user1", "user2"] and users["user2"]["active"] is True
+    assert sorted(users) == ["user0", "user1", "user2"] and users["user2"]["active"] is False
     [group] = scim.groups()
     assert {m["value"] for m in group["members"]} >= {u["id"] for u in users.values()}
     assert cli("sync", "--verify", "--detailed-exitcode").exit_code == 0

@@ -232,6 +232,12 @@ def sync_result(
                 f"  [yellow]changed remotely[/] {esc(change['user'])}: "
                 f"{esc(', '.join(change['attributes']))}"
             )
+        if report.get("disabled_remotely"):
+            console().print(
+                "  disabled at the target (an administrator's doing: left so, never "
+                f"re-enabled): {esc(', '.join(report['disabled_remotely'][:20]))}"
+                + (" ..." if len(report["disabled_remotely"]) > 20 else "")
+            )
         if report["unowned"]:
             console().print(
                 f"  not idprov's (never touched): "

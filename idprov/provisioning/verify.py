@@ -45,6 +45,7 @@ def verify_idp(service: IdentityService, name: str) -> dict[str, Any]:
         "checked": 0,
         "deleted_remotely": [],
         "changed_remotely": [],
+        "disabled_remotely": [],
         "groups_checked": 0,
         "groups_deleted_remotely": [],
         "groups_changed_remotely": [],
@@ -107,6 +108,9 @@ def _verify_users(
             _repair(report, entry, "re-create")
             continue
         drift = connector.drift(remote, _account(entry))
+        if "active" in drift:  # idprov has it enabled: an administrator disabled it there
+            drift.remove("active")
+            report["disabled_remotely"].append(entry.label)
         if drift:
             report["changed_remotely"].append({"user": entry.label, "attributes": drift})
             _repair(report, entry, "revert " + ", ".join(drift))
