@@ -97,6 +97,27 @@ def test_a_user_a_role_brings_into_scope_joins_its_other_groups_there(tmp_path, 
         assert compute_plan(svc).empty
 
 
+def test_a_sync_whose_repair_did_what_its_push_failed_to_do_is_a_success(tmp_path, fake):
+    """The push of a user the target lost fails; the verify finds it deleted, the
+    repair makes it again: nothing is left failed, so the run is ok (it exited 6
+    while the outbox was empty, and alerts fired on a target in line)."""
+    from idprov.provisioning.sync import run_sync
+
+    with make_service(tmp_path, IDP, ["scim"], http_transport=fake.transport()) as svc:
+        svc.add_role("staff")
+        svc.add_user("ann", {"title": "A"}, roles=["staff"])
+        fake.fail("PATCH", 503, times=3)  # the target is down for the change
+        assert not svc.update_user("ann", {"title": "B"}).outbound.ok
+        [gone] = list(fake.users)
+        del fake.users[gone]  # and it lost ann
+        fake.fail("POST", 400)  # the sync's push cannot make her again
+        result = run_sync(svc, verify=True, repair=True)
+        assert not result.outbound.ok and result.repaired.ok
+        assert result.ok and svc.outbox_rows() == []
+    [ann] = fake.users.values()
+    assert ann["title"] == "B"
+
+
 def test_sync_verify_repair_recreates_users_deleted_at_the_target(
     cli, tmp_path: Path, scim2_server: Scim2Peer, monkeypatch: pytest.MonkeyPatch
 ):

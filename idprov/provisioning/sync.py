@@ -203,11 +203,30 @@ class SyncResult:
 
     @property
     def ok(self) -> bool:
-        """Nothing failed: the push, the verify's reads, the repair."""
+        """Nothing failed, or the repair finished it: the push, the verify's reads,
+        the repair."""
         from idprov.provisioning.verify import failed
 
         repair_failed = self.repaired is not None and not self.repaired.ok
-        return not (self.outbound_failed or repair_failed or failed(self.drift))
+        return not (self._unrepaired() or repair_failed or failed(self.drift))
+
+    def _unrepaired(self) -> bool:
+        """Whether an operation of the push failed that the repair did not then do
+        (a user the target lost failed its update, and the repair made it again)."""
+        if self.outbound is None or self.outbound.ok:
+            return False
+        repaired = self.repaired.idps if self.repaired is not None else {}
+        done = {
+            (name, op.kind, op.label)
+            for name, report in repaired.items()
+            for op in report.operations
+            if op.outcome == "done"
+        }
+        return any(
+            op.outcome == "failed" and (name, op.kind, op.label) not in done
+            for name, report in self.outbound.idps.items()
+            for op in report.operations
+        )
 
     def to_dict(self) -> dict[str, Any]:
         payload = {
