@@ -75,6 +75,32 @@ def test_a_user_made_again_whose_group_is_gone_too_is_put_in_it_made_again(tmp_p
         assert compute_plan(svc).empty
 
 
+def test_a_user_made_again_that_its_group_refuses_for_now_keeps_its_new_account(tmp_path, fake):
+    """The user's row is done (the account it made is recorded); the group's row puts
+    it back (the row failed, and the account's id was lost: every retry made it
+    again, adopted it, and failed on the group again)."""
+    with make_service(tmp_path, IDP, ["scim"], http_transport=fake.transport()) as svc:
+        svc.add_role("staff")
+        svc.add_user("ann", {"title": "A"}, roles=["staff"])
+        [gone] = list(fake.users)
+        del fake.users[gone]
+        refused = [3]  # the group refuses its next three changes (one push's retries)
+
+        def group_down(request: httpx.Request) -> httpx.Response | None:
+            if request.method != "PATCH" or "/Groups/" not in request.url.path or not refused[0]:
+                return None
+            refused[0] -= 1
+            return httpx.Response(503, json={"detail": "busy", "status": "503"})
+
+        fake.faults.append(group_down)
+        result = svc.update_user("ann", {"title": "B"})
+        [ann] = [u for u in fake.users.values() if u["userName"] == "ann"]
+        entry = svc.state.ledger.get("scim", "user", svc.get_user("ann").id)
+        assert entry.remote_id == ann["id"]
+        assert refused == [0] and result.outbound.ok, result.outbound.to_dict()
+        assert "ann" in members(fake, "staff")  # (beside the lost account's id: the fake's)
+
+
 def test_a_user_a_role_brings_into_scope_joins_its_other_groups_there(tmp_path, fake):
     """alice holds staff; admins takes her to the IdP: she is created, in both groups
     (she was in admins only, until a sync)."""

@@ -109,7 +109,7 @@ class UserPlanning(Planning):
         account, sent, digest = decision.account, decision.sent, decision.digest
         assert account is not None
         retry = idp.retry
-        lost: list[str] = []  # remote ids of groups the user, made again, found gone
+        lost: list[str] = []  # remote ids of groups the user, made again, did not join
 
         def record(outcome: tuple[str, bool] | RefusedCreate) -> OperationResult:
             if isinstance(outcome, RefusedCreate):
@@ -150,10 +150,10 @@ class UserPlanning(Planning):
                     made = self._create(connector, idp, account, attempts, "creating")
                     if isinstance(made, RefusedCreate):
                         return made
-                    for group_id in groups:
-                        try:
+                    for group_id in groups:  # the user is made: a group refusing it
+                        try:  # is the group's row's to finish (and a 404, to make again)
                             self._join(connector, idp, group_id, made[0], attempts)
-                        except RemoteNotFound:  # that group is gone too: its own row makes it
+                        except TargetError:
                             lost.append(group_id)
                     return made
 
@@ -265,12 +265,14 @@ class UserPlanning(Planning):
         with_retries(join, idp.retry, attempts, self.sleep, connector.throttled)
 
     def _lose_groups(self, row: OutboxRow, lost: list[str]) -> None:
-        """Take ``row``'s user out of the ledger's members of the groups (by remote id)
-        found deleted at the target, and have their roles' rows follow in this drain
-        (:meth:`~idprov.provisioning.plan_roles.RolePlanning._groups_after`): adding
-        the user there, each finds its group gone and makes it again with its
-        members, as a role's own push does (a user update failed on the group's 404,
-        and every sync after it, until ``sync --verify --repair``)."""
+        """Take ``row``'s user, made again, out of the ledger's members of the groups
+        (by remote id) it could not be put back in, and have their roles' rows follow
+        in this drain (:meth:`~idprov.provisioning.plan_roles.RolePlanning._groups_after`),
+        which add it: a group found deleted at the target is made again with its
+        members, as a role's own push does; one that failed otherwise is retried as
+        the role's row. The user's row is done, its new remote id recorded (a user
+        update failed on the group's 404, losing the id of the account it had just
+        made, and every sync after it failed, until ``sync --verify --repair``)."""
         for role_id, group_id in self._groups(row) if lost else []:
             if group_id in lost:
                 self._ledger.set_members(row.idp, role_id, [], [row.local_id])
