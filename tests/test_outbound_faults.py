@@ -341,16 +341,21 @@ def test_a_create_that_timed_out_before_a_refused_connection_keeps_its_mark(tmp_
     assert len(fake.users) == 1
 
 
-def test_a_group_create_whose_connection_was_refused_claims_nothing(tmp_path, fake, sleeps):
+def test_a_group_create_whose_connection_was_refused_is_looked_up_before_it_is_sent_again(
+    tmp_path, fake, sleeps
+):
+    """A group's create can be several requests (a POST, then its other members): the
+    last one's refusal proves nothing about the first, so its mark stays, whatever
+    the connector (see the next tests); the retry looks first, and makes one group."""
     refuse_connections(fake, "POST", "/v2/Groups", times=3)
     with service(tmp_path, fake, sleeps) as svc:
         role = svc.add_role("staff")
         [op] = role.outbound.idps["target"].operations
         assert op.outcome == "failed" and "Connection refused" in op.error
-        assert svc.state.ledger.get("target", "role", role.entity.id) is None
+        assert svc.state.ledger.get("target", "role", role.entity.id).state == "creating"
         fake.requests.clear()
         assert svc.retry_outbox().ok
-        assert fake.requests == [("POST", "/v2/Groups")]
+        assert fake.requests == [("GET", "/v2/Groups"), ("POST", "/v2/Groups")]
     assert len(fake.groups) == 1
 
 
@@ -423,3 +428,67 @@ def test_a_create_that_timed_out_connecting_claims_nothing(tmp_path, fake, sleep
         fake.requests.clear()
         assert svc.retry_outbox().ok
         assert fake.requests == [("POST", "/v2/Users")]
+
+
+def test_a_bulk_split_in_several_requests_keeps_the_marks_when_a_later_one_fails(
+    tmp_path, sleeps, monkeypatch
+):
+    """Twelve creates in Bulk requests of six: the first request made six users, the
+    second could not connect. The six made are looked up, not created again (their
+    marks went with the refusal, and the retry created them twice)."""
+    import idprov.connectors.scim2 as scim2
+    from idprov.connectors.scim_wire import bulk_batches
+
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    fake = FakeScim("secret-token", bulk_max_operations=100)
+    # one create_users call, split by size (maxPayloadSize) in requests of six
+    monkeypatch.setattr(scim2, "bulk_batches", lambda bodies, ops, size: bulk_batches(bodies, 6, 0))
+    names = [f"user{i:02d}" for i in range(12)]
+    with service(tmp_path, fake, sleeps) as svc:
+        with monkeypatch.context() as patched:
+            patched.setattr(svc, "push_pending", lambda changes: [None] * len(changes))
+            users = [svc.add_user(n, {"email": f"{n}@example.com"}).entity for n in names]
+        held_by_the_dead(svc)
+        posts = [0]
+
+        def second_refused(request: httpx.Request) -> httpx.Response | None:
+            if request.url.path == "/v2/Bulk":
+                posts[0] += 1
+                if posts[0] >= 2:
+                    raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+            return None
+
+        fake.faults.append(second_refused)
+        svc.retry_outbox()
+        assert len(fake.users) == 6
+        assert all(ledger_entry(svc, u) is not None for u in users)
+        fake.faults.clear()
+        assert svc.retry_outbox().ok
+    assert sorted(u["userName"] for u in fake.users.values()) == names
+
+
+def test_a_group_made_whose_members_were_then_refused_keeps_its_mark(
+    tmp_path, sleeps, fake, monkeypatch
+):
+    """A group create is a POST, then member changes past member_batch_size: a 400 on
+    those leaves the group made. The retry looks it up and adopts it (its mark went,
+    and the retry made a second group: displayName need not be unique)."""
+    idp = idp_yaml("target", BASE).replace(
+        "      auth: bearer", "      member_batch_size: 1\n      auth: bearer"
+    )
+    with make_service(
+        tmp_path, idp, ["target"], http_transport=fake.transport(), sleep=sleeps.append
+    ) as svc:
+        with monkeypatch.context() as patched:  # a group made with both members at once
+            patched.setattr(svc, "push_pending", lambda changes: [None] * len(changes))
+            svc.add_user("alice", {"email": "a@example.com"})
+            svc.add_user("bob", {"email": "b@example.com"})
+            role = svc.add_role("staff").entity
+            svc.assign("staff", ["alice", "bob"])
+        held_by_the_dead(svc)
+        fake.fail("PATCH", 400)  # the members past the first are refused
+        assert not svc.retry_outbox().ok
+        assert len(fake.groups) == 1
+        assert svc.state.ledger.get("target", "role", role.id) is not None
+        assert svc.retry_outbox().ok
+    assert len(fake.groups) == 1

@@ -144,6 +144,77 @@ def test_a_sync_whose_repair_did_what_its_push_failed_to_do_is_a_success(tmp_pat
     assert ann["title"] == "B"
 
 
+def test_a_group_brought_along_is_judged_by_the_deletion_guard(tmp_path, fake):
+    """dave, in scope through sales, brings staff's row along; five members left staff
+    in the store behind idprov's back: that removal is over the guard, and is held
+    (it was sent, unjudged, with dave's push)."""
+    extra = (
+        "    provisioning_roles: [sales]\n    push_roles: all\n"
+        "    deletion_guard: {memberships: {max_deletes: 2, min_deletes: 0}}\n"
+    )
+    idp = idp_yaml("scim", "https://scim.test/v2", extra=extra)
+    with make_service(tmp_path, idp, ["scim"], http_transport=fake.transport()) as svc:
+        svc.add_role("sales")
+        svc.add_role("staff")
+        names = [f"u{i}" for i in range(10)]
+        for name in names:
+            svc.add_user(name, {}, roles=["sales", "staff"])
+        svc.add_user("dave", {}, roles=["staff"])
+        store, _ = svc.resolve("u0")
+        store.unassign("staff", names[:5])  # out of band: an administrator, a feed
+        result = svc.assign("sales", ["dave"])
+        assert result.outbound.held and "deletion_guard.memberships" in result.outbound.guard[0]
+    assert members(fake, "staff") == set(names)
+
+
+def test_a_role_that_cannot_be_read_now_is_left_to_its_own_row(tmp_path, fake, monkeypatch):
+    """Bringing a created user's groups along reads its roles; a read that fails
+    leaves that group to its own row or a sync, and fails nothing else (the push
+    raised, leaving the change's own role row pending)."""
+    from idprov.errors import IdprovError
+
+    idp = idp_yaml(
+        "scim",
+        "https://scim.test/v2",
+        extra="    provisioning_roles: [sales]\n    push_roles: all\n",
+    )
+    with make_service(tmp_path, idp, ["scim"], http_transport=fake.transport()) as svc:
+        svc.add_role("sales")
+        svc.add_role("staff")
+        svc.add_user("dave", {}, roles=["staff"])
+
+        def unreadable(domain: str, name: str) -> None:
+            raise IdprovError("the directory went away")
+
+        monkeypatch.setattr(svc.outbound.directory, "role_by_name", unreadable)
+        result = svc.assign("sales", ["dave"])
+        assert result.outbound.ok, result.outbound.to_dict()
+        assert members(fake, "sales") == {"dave"} and svc.outbox_rows() == []
+
+
+def test_users_created_in_bulk_are_not_read_again_one_by_one(tmp_path, fake, monkeypatch):
+    """What brings a created user's groups along reuses the user its push read (it
+    read each user again, one query each: an LDAP round trip per user)."""
+    idp = idp_yaml("scim", "https://scim.test/v2", extra="    provisioning_roles: [scoped]\n")
+    with make_service(tmp_path, idp, ["scim"], http_transport=fake.transport()) as svc:
+        svc.add_role("scoped")
+        svc.add_role("other")
+        names = [f"u{i:04d}" for i in range(1000)]
+        for name in names:
+            svc.add_user(name, {}, roles=["other"])
+        reads: list[int] = []
+        real = svc.outbound.directory.users_by_id
+
+        def counted(refs):
+            refs = list(refs)
+            reads.append(len(refs))
+            return real(refs)
+
+        monkeypatch.setattr(svc.outbound.directory, "users_by_id", counted)
+        assert svc.assign("scoped", names).outbound.ok
+        assert len(fake.users) == 1000 and reads.count(1) == 0, reads
+
+
 def test_sync_verify_repair_recreates_users_deleted_at_the_target(
     cli, tmp_path: Path, scim2_server: Scim2Peer, monkeypatch: pytest.MonkeyPatch
 ):

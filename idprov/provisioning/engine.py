@@ -108,6 +108,8 @@ class Engine(UserPlanning, RolePlanning):
         self._creating: list[Creating] = []
         self._marked: set[tuple[str, str, str]] = set()
         """(idp, kind, local id) of the creates whose ``creating`` mark this drain set."""
+        self._bulked: set[int] = set()
+        """Rows whose creates went in a SCIM Bulk (maybe several requests)."""
         self._unmarked: list[tuple[str, str, str]] = []
         """Of those, the creates that provably made nothing: their marks go."""
         self._bulk_used: set[str] = set()
@@ -143,6 +145,10 @@ class Engine(UserPlanning, RolePlanning):
         self._inline = len(users) + len(roles) == 1
         self._run(users, self._plan_user)
         after = self._groups_after(roles) if self._made or self._lost else []
+        if after:  # rows no change of this drain's judged: the deletion guard does
+            from idprov.provisioning.guard import hold_over
+
+            after = hold_over(self.outbound, after, self.report)
         for row in after:
             self._idp_report(row.idp).total += 1
         self.brought += after
@@ -223,15 +229,19 @@ class Engine(UserPlanning, RolePlanning):
 
     def _made_nothing(self, task: Task, attempts: list[Attempt], value: Any) -> bool:
         """Whether ``task``, a create this drain marked, provably made nothing at the
-        target: it never ran (its IdP refused idprov's credentials), or every attempt
-        failed before the target could act (a refused connection) or was refused by it
-        (a 4xx). An ambiguous failure (a timeout after the request went, a lost reply, a
-        5xx) keeps the mark, and so does an error not the target's (a connector's bug):
-        the next try looks the object up first."""
+        target: it never ran (its IdP refused idprov's credentials), or, a user's
+        create of one request, every attempt failed before the target could act (a
+        refused connection) or was refused by it (a 4xx). An ambiguous failure (a
+        timeout after the request went, a lost reply, a 5xx) keeps the mark, and so
+        does an error not the target's (a connector's bug), and a create of several
+        requests whose last one failed (a group made, then its members refused; a
+        Bulk split in several): the next try looks the object up first."""
         if task.operation != "create" or _key(task.row) not in self._marked:
             return False
         if isinstance(value, LeftPending):
             return True
+        if task.row.kind != "user" or task.row.id in self._bulked:
+            return False
         return (
             isinstance(value, TargetError)
             and not (value.ambiguous or value.accepted)
@@ -382,6 +392,7 @@ class Engine(UserPlanning, RolePlanning):
         sending in bulk), else one request each."""
         enough = self.outbound.connector(idp).bulk_threshold()
         if len(queued) >= enough or (idp in self._bulk_used and len(queued) > 1):
+            self._bulked.update(t.row.id for t in queued)
             self._submit(idp, list(queued), self._run_bulk, list(queued))
         else:
             for task in queued:

@@ -107,13 +107,14 @@ class RolePlanning(Planning):
         wanted: dict[str, dict[str, tuple[str, str, str]]] = {}
         roles: dict[tuple[str, str], Role | None] = {}  # (domain, name): read once
         for row, user in self._made:
-            if user is None:
-                continue
             idp = self.outbound.idp(row.idp)
             for name in user.roles:
                 key = (user.domain.casefold(), name.casefold())
                 if key not in roles:
-                    roles[key] = self.directory.role_by_name(user.domain, name)
+                    try:
+                        roles[key] = self.directory.role_by_name(user.domain, name)
+                    except Exception:  # unreadable now: its own row or a sync brings it
+                        roles[key] = None
                 role = roles[key]
                 if role is not None and role_pushed(idp, role.qualified_name):
                     entity = (role.id, role.domain, role.qualified_name)

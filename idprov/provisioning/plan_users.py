@@ -74,7 +74,7 @@ class UserPlanning(Planning):
             return self._plan_deprovision(row, idp, connector, entry, decision)
         assert user is not None
         inputs = user_inputs(idp, type(connector), user)
-        return self._plan_provision(row, idp, connector, decision, entry, inputs)
+        return self._plan_provision(row, idp, connector, decision, entry, inputs, user)
 
     def _with_password(
         self, decision: UserDecision, row: OutboxRow, connector: Connector
@@ -105,6 +105,7 @@ class UserPlanning(Planning):
         decision: UserDecision,
         entry: LedgerEntry | None,
         inputs: str,
+        user: User,
     ) -> Planned:
         account, sent, digest = decision.account, decision.sent, decision.digest
         assert account is not None
@@ -122,7 +123,7 @@ class UserPlanning(Planning):
             )
             op = "create" if entry is None or entry.remote_id is None else "update"
             if op == "create":
-                self._made.append((row, self._user(row)))
+                self._made.append((row, user))
             self._lose_groups(row, lost)
             return OperationResult(row.idp, "user", row.label, op, "done", remote_id=remote_id)
 

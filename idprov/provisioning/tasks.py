@@ -140,7 +140,7 @@ class Planning:
     directory: Directory
     sleep: Any
     _creating: list[Creating]
-    _made: list[tuple[OutboxRow, User | None]]
+    _made: list[tuple[OutboxRow, User]]
     """The user rows this drain created their users by (at the row's IdP), with them."""
     _lost: list[LedgerEntry]
     """The roles whose groups a user's push found deleted at the target."""
