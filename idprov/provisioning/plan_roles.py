@@ -21,6 +21,8 @@ the group is pushed with it instead of failing until the next retry.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -202,9 +204,12 @@ class RolePlanning(Planning):
             held = [r for r in outbox.rows(ids=[r.id for r in held]) if self._held_elsewhere(r)]
 
     def _held_elsewhere(self, row: OutboxRow) -> bool:
-        """Whether ``row`` is a user's, claimed by a drainer other than this one whose
+        """Whether ``row`` is a user's, claimed by a drainer of another process whose
         claim holds and that is running (one that died on this machine is not waited
-        for: its claims are given back by the next drainer that looks)."""
+        for: its claims are given back by the next drainer that looks). A change of
+        this very process is not waited for: in `idprov serve` its push may be queued
+        behind this one, which would wait for it the whole while (the group's row is
+        then retried, as before)."""
         from idprov.provisioning.outbound import holder_gone
 
         holder = row.claimed_by
@@ -212,6 +217,7 @@ class RolePlanning(Planning):
             row.kind == "user"
             and holder is not None
             and holder not in self.owners
+            and not holder.startswith(f"{socket.gethostname()}:{os.getpid()}:")
             and (row.claimed_until or "") > now()
             and not holder_gone(holder)
         )
