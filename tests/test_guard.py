@@ -107,6 +107,26 @@ def test_a_small_role_rename_that_takes_members_out_of_scope_is_refused_too(cli,
     assert scim.users() == []
 
 
+def test_a_scope_narrowed_in_the_configuration_is_judged_whole_by_sync(cli, scim, tmp_path):
+    """provisioning_roles [staff] -> [eng]: sync refuses to delete the 12 users. Any
+    other command touching one of them deprovisioned it, each one under the guard's
+    minimum, until those left were under it too; such deprovisions wait for sync."""
+    seed(12)
+    cli("role", "add", "eng").ok()
+    path = tmp_path / "idprov.yaml"
+    path.write_text(path.read_text().replace("[staff]", "[eng]"))
+    assert "will delete 12 users at scim" in cli("sync", "--json").error(7)["message"]
+    held = cli("user", "update", "pl1", "-c", "title=Boss").fails(7)
+    assert "provisioning_roles [staff] -> [eng]" in held and "`idprov sync`" in held
+    cli("role", "assign", "eng", "pl2").ok()  # in the new scope: no deprovision
+    assert len(scim.users()) == 12
+    cli("sync", "--allow-deletes", "11").ok()  # judged whole, accepted: pl1's row too
+    assert [u["userName"] for u in scim.users()] == ["pl2"]
+    assert cli("outbox", "list", "--json").json()["items"] == []
+    cli("role", "unassign", "eng", "pl2").ok()  # the scope as synced: judged as usual
+    assert scim.users() == []
+
+
 def test_role_delete_says_what_it_deletes_remotely_and_no_changes_nothing(cli, scim):
     seed(5)
     run = cli("role", "delete", "staff", input="n\n")

@@ -505,8 +505,13 @@ def test_a_state_with_directory_writes_of_the_version_before_opens(backend, monk
     from idprov.provisioning import state as state_module
 
     current = state_module.MIGRATIONS
-    before = {dialect: steps[:-1] for dialect, steps in current.items()}
-    assert all(steps[-1][0].endswith("_directory_write_owners") for steps in current.values())
+
+    def upto(steps: list) -> list:
+        names = [name for name, _ in steps]
+        [owners] = [i for i, name in enumerate(names) if name.endswith("_directory_write_owners")]
+        return steps[:owners]
+
+    before = {dialect: upto(steps) for dialect, steps in current.items()}
     monkeypatch.setattr(state_module, "MIGRATIONS", before)
     old = backend.open()
     with old.transaction():

@@ -14,10 +14,18 @@ of an IdP over the guard in the outbox (status ``held``) until an administrator
 releases them (`idprov outbox release`); a CLI command previews the effects and asks
 first (:mod:`idprov.provisioning.preview`). ``allow`` (``--allow-deletes N``) accepts
 up to N effects of each kind.
+
+**A change of scope in the configuration** (an IdP's ``provisioning_roles``) is judged
+whole, by `idprov sync`: the users it takes out of scope are deprovisioned by no other
+push, which holds them (else each command would deprovision the one user it touched,
+each under the guard's minimum, until the rest were under it too). Each IdP's scope
+is recorded when a sync applies a plan there (and when first seen); a user out of
+scope now but in scope under the recorded one is such a user.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -52,6 +60,11 @@ class Effects:
     """User -> attributes that were sent and would be removed or blanked."""
     leaving: set[str] = field(default_factory=set, repr=False)
     """Ids of the users deprovisioned: leaving their groups is part of that."""
+    rescoped: list[str] = field(default_factory=list)
+    """Of :attr:`users`, those a change of the IdP's scope in the configuration took
+    out of it (left to `idprov sync`: see the module's doc)."""
+    scope_change: str = ""
+    """That change, as a sentence's part (``provisioning_roles [a, b] -> [b]``)."""
 
     def count(self, kind: str) -> int:
         return len(getattr(self, kind))
@@ -89,6 +102,8 @@ class Effects:
             self.memberships + other.memberships,
             {**self.attributes, **other.attributes},
             self.leaving | other.leaving,
+            self.rescoped + other.rescoped,
+            self.scope_change or other.scope_change,
         )
 
     def sentence(self, kind: str, total: int) -> str:
@@ -193,9 +208,19 @@ def judge(outbound: Outbound, effects: Iterable[Effects], allow: int | None = No
 def trips(
     idp: IdentityProviderConfig, effects: Effects, totals: Mapping[str, int], allow: int | None
 ) -> list[Trip]:
-    """The kinds of ``effects`` over ``idp``'s thresholds (and over ``allow``)."""
+    """The kinds of ``effects`` over ``idp``'s thresholds (and over ``allow``), and
+    its users taken out of scope by the configuration (over ``allow``: any)."""
     guard = idp.deletion_guard
     out = []
+    rescoped = len(effects.rescoped)
+    if rescoped and (allow is None or rescoped > allow):
+        names = ", ".join(effects.rescoped[:10]) + (" ..." if rescoped > 10 else "")
+        message = (
+            f"will {effects.verb} {_n(rescoped, 'user')} at {idp.name} ({names}) that the "
+            f"configuration's change of its scope ({effects.scope_change}) took out of it: "
+            "`idprov sync` deprovisions them, all judged together by the deletion guard"
+        )
+        out.append(Trip(idp.name, "scope", rescoped, message))
     for kind in KINDS:
         threshold: GuardThreshold = getattr(guard, kind)
         count = effects.count(kind)
@@ -251,13 +276,15 @@ def effects_of(outbound: Outbound, directory: Directory, rows: Sequence[Row]) ->
     state (as ``directory`` reads it) and the ledger. Only rows of entities that are
     provisioned can destroy anything: others cost no read."""
     out: dict[str, Effects] = {}
+    scopes = recorded_scopes(outbound, list(dict.fromkeys(r.idp for r in rows)))
     for idp_name in dict.fromkeys(r.idp for r in rows):
         if not outbound.configured(idp_name):
             continue
         idp = outbound.idp(idp_name)
         mine = [r for r in rows if r.idp == idp_name]
         effects = out.setdefault(idp_name, Effects(idp_name, idp.deprovision or "delete"))
-        _user_effects(outbound, directory, idp, [r for r in mine if r.kind == "user"], effects)
+        users = [r for r in mine if r.kind == "user"]
+        _user_effects(outbound, directory, idp, users, effects, scopes.get(idp_name))
         _role_effects(outbound, directory, idp, [r for r in mine if r.kind == "role"], effects)
     return list(out.values())
 
@@ -268,7 +295,10 @@ def _user_effects(
     idp: IdentityProviderConfig,
     rows: Sequence[Row],
     effects: Effects,
+    scope: str | None = None,
 ) -> None:
+    """Count the effects of user ``rows``; with ``scope`` (the IdP's recorded one,
+    when the configuration's differs), note who that change took out of scope."""
     ledger = outbound.state.ledger
     entries = {
         e.local_id: e
@@ -280,10 +310,16 @@ def _user_effects(
         return
     users = directory.users_by_id((r.domain, r.local_id) for r in provisioned)
     connector = type(outbound.connector(idp.name))
+    was = None if scope is None else json.loads(scope)
     for row in provisioned:
         entry = entries[row.local_id]
-        decision = decide_user(idp, connector, users.get(row.local_id), entry)
+        user = users.get(row.local_id)
+        decision = decide_user(idp, connector, user, entry)
         effects.note_user(row.label, decision, entry)
+        if scope is not None and decision.reason == "out of scope" and user is not None:
+            if was is None or {r.casefold() for r in user.roles} & set(was):
+                effects.rescoped.append(row.label)
+                effects.scope_change = f"provisioning_roles {_roles(was)} -> {_roles(idp)}"
 
 
 def _role_effects(
@@ -306,6 +342,39 @@ def _role_effects(
         decision = decide_role(idp, name, entry, members & current, current)
         users = ledger.get_many(idp.name, "user", decision.remove)  # members of any domain
         effects.note_role(entry.label, decision, {u.local_id: u.label for u in users})
+
+
+def scope_key(idp: IdentityProviderConfig) -> str:
+    """What decides who is in ``idp``'s scope, as recorded: its provisioning roles
+    (case-folded, sorted; ``null``: every user)."""
+    roles = idp.provisioning_roles
+    return json.dumps(None if roles is None else sorted({r.casefold() for r in roles}))
+
+
+def recorded_scopes(outbound: Outbound, names: Sequence[str]) -> dict[str, str]:
+    """IdP -> its recorded scope, for those of ``names`` whose configuration now says
+    otherwise; an IdP seen for the first time has its scope recorded, as it is."""
+    names = [n for n in names if outbound.configured(n)]
+    if not names:
+        return {}
+    recorded = outbound.state.outbox.scopes()
+    unseen = [n for n in names if recorded.get(n) is None]
+    if unseen:
+        with outbound.state.transaction():
+            for name in unseen:
+                outbound.state.outbox.note_scope(name, scope_key(outbound.idp(name)))
+    changed: dict[str, str] = {}
+    for name in names:
+        was = recorded.get(name)
+        if was is not None and was != scope_key(outbound.idp(name)):
+            changed[name] = was
+    return changed
+
+
+def _roles(scope: Any) -> str:
+    """A scope for a message: ``[a, b]``, or ``null`` (every user)."""
+    roles = scope if isinstance(scope, list) or scope is None else scope.provisioning_roles
+    return "null" if roles is None else "[" + ", ".join(roles) + "]"
 
 
 # ---------------------------------------------------------------- holding rows

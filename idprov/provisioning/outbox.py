@@ -441,6 +441,19 @@ class Outbox:
         ).fetchall()
         return {r[0]: IdpHealth(*r) for r in rows}
 
+    def scopes(self) -> dict[str, str | None]:
+        """IdP -> its scope as recorded (:func:`idprov.provisioning.guard.scope_key`)."""
+        rows = self.db.execute("SELECT idp, scope FROM idp_health").fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def note_scope(self, idp: str, scope: str) -> None:
+        """Record ``idp``'s scope (by a sync that judged it, or at first sight)."""
+        self.db.execute(
+            "INSERT INTO idp_health (idp, scope) VALUES (?, ?) ON CONFLICT (idp)"
+            " DO UPDATE SET scope = excluded.scope",
+            [idp, scope],
+        )
+
     def note_health(self, idp: str, succeeded: int, failed: int, error: str | None) -> None:
         """Record a drain's outcome at ``idp``: any success clears the failing streak."""
         stamp = now()

@@ -306,12 +306,18 @@ def apply_plan(
     """Enqueue the plan's items and drain them, with every pending or failed row of
     its IdPs: deprovisions first, so that an account re-created under the same name
     (a new entry, a new id) finds its name free at the target."""
+    from idprov.provisioning.guard import scope_key
+
     check_plan(plan, allow_deletes)
     first: list[int] = []
     with service.unit_of_work(push=False) as uow:
         uow.begin()
         for idp_plan in plan.idps:
             service.state.ledger.note_inputs(idp_plan.idp, idp_plan.unchanged)
+            # its scope judged whole: from now on, other pushes judge by it
+            service.state.outbox.note_scope(
+                idp_plan.idp, scope_key(service.outbound.idp(idp_plan.idp))
+            )
             for item in sorted(idp_plan.items, key=lambda i: i.kind != "user"):
                 kind: Kind = "user" if item.kind == "user" else "role"
                 before = len(uow.rows)
