@@ -127,6 +127,27 @@ def test_a_scope_narrowed_in_the_configuration_is_judged_whole_by_sync(cli, scim
     assert scim.users() == []
 
 
+def test_a_scope_widened_then_narrowed_again_is_judged_whole_and_not_released(cli, scim, tmp_path):
+    """Users pushed under a widened scope are in it: a narrowing after it is a change
+    of scope too (they were deleted one command at a time). And releasing some of the
+    held rows is refused: that left the rest under the guard's minimum, for a sync."""
+    seed(3)
+    cli("role", "add", "eng").ok()
+    for name in ("e0", "e1", "e2"):
+        cli("user", "add", name, "--role", "eng").ok()  # out of scope: not pushed
+    path = tmp_path / "idprov.yaml"
+    path.write_text(path.read_text().replace("[staff]", "[staff, eng]"))
+    cli("user", "update", "e0", "-c", "title=A").ok()  # and eng's group, with e1 and e2
+    assert len(scim.users()) == 6
+    path.write_text(path.read_text().replace("[staff, eng]", "[staff]"))
+    held = cli("user", "update", "e0", "-c", "title=B").fails(7)
+    assert "provisioning_roles [eng, staff] -> [staff]" in held
+    refused = cli("outbox", "release", "--yes", "--allow-deletes", "1", "--json").error(7)
+    assert "nothing was released" in refused["message"]
+    assert "idprov sync --idp scim --allow-deletes N" in refused["hint"]
+    assert len(scim.users()) == 6
+
+
 def test_role_delete_says_what_it_deletes_remotely_and_no_changes_nothing(cli, scim):
     seed(5)
     run = cli("role", "delete", "staff", input="n\n")

@@ -31,12 +31,27 @@ def confirm_effects(
 ) -> None:
     """Ask before the change ``verdict`` judged (``question``: ask even under the guard,
     unless ``yes``); over the guard, let the push through once confirmed."""
+    verdict = verdict.without_sync()  # its push holds those: only a sync accepts them
     if verdict.trips:
         if not (yes and allow_deletes is not None and allow_deletes >= verdict.needed):
             _ask_over_guard(verdict, question)
         svc.allow_deletes = max(verdict.needed, allow_deletes or 0)
     elif question and not yes:
         _ask(verdict.lines(), question)
+
+
+def refuse_for_sync(verdict: Any) -> None:
+    """Refuse to release rows that only a sync can accept (a change of scope in the
+    configuration: accepting some of it left the rest under the guard's minimum)."""
+    if verdict.for_sync:
+        idps = " ".join(f"--idp {i}" for i in sorted({t.idp for t in verdict.for_sync}))
+        raise GuardError(
+            "deletion guard: "
+            + "; ".join(t.message for t in verdict.for_sync)
+            + "; nothing was released",
+            hint="see the whole change with `idprov plan`, then accept it with `idprov sync "
+            f"{idps} --allow-deletes N` (or restore provisioning_roles)",
+        )
 
 
 def _ask_over_guard(verdict: Any, question: str | None) -> None:

@@ -149,9 +149,11 @@ class Engine(UserPlanning, RolePlanning):
             from idprov.provisioning.guard import hold_over
 
             after = hold_over(self.outbound, after, self.report)
-        for row in after:
+        members = self._members_first(after) if after else []  # theirs, never pushed
+        for row in [*after, *members]:
             self._idp_report(row.idp).total += 1
-        self.brought += after
+        self.brought += after + members
+        self._run(members, self._plan_user)
         roles += after
         if roles:
             self._await_members(roles)

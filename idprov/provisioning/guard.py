@@ -168,6 +168,16 @@ class Verdict:
     trips: list[Trip] = field(default_factory=list)
 
     @property
+    def for_sync(self) -> list[Trip]:
+        """The trips only a sync can accept (a change of scope in the configuration)."""
+        return [t for t in self.trips if t.kind == "scope"]
+
+    def without_sync(self) -> Verdict:
+        """This verdict without :attr:`for_sync`'s trips."""
+        trips = [t for t in self.trips if t.kind != "scope"]
+        return Verdict(self.effects, self.totals, trips)
+
+    @property
     def needed(self) -> int:
         """The ``--allow-deletes`` that would accept these changes."""
         return max((t.count for t in self.trips), default=0)
@@ -209,11 +219,13 @@ def trips(
     idp: IdentityProviderConfig, effects: Effects, totals: Mapping[str, int], allow: int | None
 ) -> list[Trip]:
     """The kinds of ``effects`` over ``idp``'s thresholds (and over ``allow``), and
-    its users taken out of scope by the configuration (over ``allow``: any)."""
+    its users taken out of scope by the configuration, at any count: accepting some of
+    them (`outbox release --allow-deletes 4`) left the rest under the guard's minimum,
+    for a sync to delete unjudged."""
     guard = idp.deletion_guard
     out = []
     rescoped = len(effects.rescoped)
-    if rescoped and (allow is None or rescoped > allow):
+    if rescoped:  # whatever ``allow``: only a sync judges the whole change and accepts it
         names = ", ".join(effects.rescoped[:10]) + (" ..." if rescoped > 10 else "")
         message = (
             f"will {effects.verb} {_n(rescoped, 'user')} at {idp.name} ({names}) that the "
@@ -353,22 +365,27 @@ def scope_key(idp: IdentityProviderConfig) -> str:
 
 def recorded_scopes(outbound: Outbound, names: Sequence[str]) -> dict[str, str]:
     """IdP -> its recorded scope, for those of ``names`` whose configuration now says
-    otherwise; an IdP seen for the first time has its scope recorded, as it is."""
+    otherwise. An IdP seen for the first time has its scope recorded, as it is; so has
+    one whose scope the configuration widened (it takes no one out: and users pushed
+    under the wider scope are in it, so a narrowing after it is seen as one)."""
     names = [n for n in names if outbound.configured(n)]
     if not names:
         return {}
     recorded = outbound.state.outbox.scopes()
-    unseen = [n for n in names if recorded.get(n) is None]
-    if unseen:
+    now = {n: scope_key(outbound.idp(n)) for n in names}
+    noted = [n for n in names if recorded.get(n) is None or _wider(now[n], recorded[n])]
+    noted = [n for n in noted if recorded.get(n) != now[n]]
+    if noted:
         with outbound.state.transaction():
-            for name in unseen:
-                outbound.state.outbox.note_scope(name, scope_key(outbound.idp(name)))
-    changed: dict[str, str] = {}
-    for name in names:
-        was = recorded.get(name)
-        if was is not None and was != scope_key(outbound.idp(name)):
-            changed[name] = was
-    return changed
+            for name in noted:
+                outbound.state.outbox.note_scope(name, now[name])
+    return {n: str(recorded[n]) for n in names if n not in noted and recorded.get(n) != now[n]}
+
+
+def _wider(scope: str, than: str | None) -> bool:
+    """Whether scope ``scope`` holds every user scope ``than`` holds (null: everyone)."""
+    new, old = json.loads(scope), json.loads(than) if than is not None else None
+    return new is None or (old is not None and set(old) <= set(new))
 
 
 def _roles(scope: Any) -> str:
