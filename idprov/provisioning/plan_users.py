@@ -153,7 +153,7 @@ class UserPlanning(Planning):
                         return made
                     for group_id in groups:  # the user is made: a group refusing it
                         try:  # is the group's row's to finish (and a 404, to make again)
-                            self._join(connector, idp, group_id, made[0], attempts)
+                            self._join(connector, idp, group_id, made[0], remote_id, attempts)
                         except TargetError:
                             lost.append(group_id)
                     return made
@@ -258,10 +258,15 @@ class UserPlanning(Planning):
         idp: IdentityProviderConfig,
         group_id: str,
         user_id: str,
+        lost_id: str,
         attempts: list[Attempt],
     ) -> None:
+        """Put the user made again (``user_id``) in group ``group_id`` in place of its
+        account the target lost (``lost_id``: a target that keeps a deleted user's id
+        in its groups kept it, and after each loss one more stayed)."""
+
         def join(number: int) -> None:
-            connector.change_members(group_id, [user_id], [])
+            connector.change_members(group_id, [user_id], [lost_id])
 
         with_retries(join, idp.retry, attempts, self.sleep, connector.throttled)
 
