@@ -117,7 +117,8 @@ def test_a_scope_narrowed_in_the_configuration_is_judged_whole_by_sync(cli, scim
     path.write_text(path.read_text().replace("[staff]", "[eng]"))
     assert "will delete 12 users at scim" in cli("sync", "--json").error(7)["message"]
     held = cli("user", "update", "pl1", "-c", "title=Boss").fails(7)
-    assert "provisioning_roles [staff] -> [eng]" in held and "`idprov sync`" in held
+    assert "provisioning_roles [eng, staff] since the last sync; now [eng]" in held
+    assert "`idprov sync`" in held
     cli("role", "assign", "eng", "pl2").ok()  # in the new scope: no deprovision
     assert len(scim.users()) == 12
     cli("sync", "--allow-deletes", "11").ok()  # judged whole, accepted: pl1's row too
@@ -141,11 +142,88 @@ def test_a_scope_widened_then_narrowed_again_is_judged_whole_and_not_released(cl
     assert len(scim.users()) == 6
     path.write_text(path.read_text().replace("[staff, eng]", "[staff]"))
     held = cli("user", "update", "e0", "-c", "title=B").fails(7)
-    assert "provisioning_roles [eng, staff] -> [staff]" in held
+    assert "provisioning_roles [eng, staff] since the last sync; now [staff]" in held
     refused = cli("outbox", "release", "--yes", "--allow-deletes", "1", "--json").error(7)
     assert "nothing was released" in refused["message"]
     assert "idprov sync --idp scim --allow-deletes N" in refused["hint"]
     assert len(scim.users()) == 6
+
+
+def test_a_scope_swapped_then_swapped_back_is_judged_whole_too(cli, scim, tmp_path):
+    """[staff] -> [eng] is no widening, yet users were pushed under it: the record
+    counts every scope pushed under since the last sync, so going back is seen."""
+    seed(3)
+    cli("role", "add", "eng").ok()
+    cli("user", "add", "e0", "--role", "eng").ok()
+    path = tmp_path / "idprov.yaml"
+    path.write_text(path.read_text().replace("[staff]", "[eng]"))
+    cli("user", "update", "e0", "-c", "title=A").ok()  # e0 made under [eng]
+    assert len(scim.users()) == 4
+    path.write_text(path.read_text().replace("[eng]", "[staff]"))
+    held = cli("user", "update", "e0", "-c", "title=B").fails(7)
+    assert "provisioning_roles [eng, staff] since the last sync; now [staff]" in held
+    assert len(scim.users()) == 4
+
+
+def test_a_change_of_scope_holds_only_its_own_rows_and_never_a_disable(cli, scim, tmp_path):
+    """One user the change of scope took out held every other row of the push at that
+    IdP, and a worker's later batches too; and a user disabled here after the change
+    stayed active at the target (an offboarding postponed until a sync)."""
+    seed(3)
+    cli("role", "add", "eng").ok()
+    path = tmp_path / "idprov.yaml"
+    path.write_text(path.read_text().replace("[staff]", "[staff, eng]"))
+    cli("user", "add", "e0", "--role", "eng").ok()
+    path.write_text(path.read_text().replace("[staff, eng]", "[staff]"))
+    rows = tmp_path / "rows.csv"
+    rows.write_text("username,title\ne0,A\npl2,B\n")
+    cli("import", "users", str(rows), "--mode", "update").fails(7)
+    users = {u["userName"]: u for u in scim.users()}
+    assert users["pl2"]["title"] == "B" and "e0" in users  # e0 held, pl2 pushed
+    [row] = cli("outbox", "list", "--json").json()["items"]
+    assert (row["label"], row["status"]) == ("e0", "held")
+    cli("user", "update", "e0", "-c", "active=false").ok()  # its own change: deprovisioned
+    assert "e0" not in {u["userName"] for u in scim.users()}
+
+
+def test_a_group_a_change_of_scope_takes_out_is_left_to_sync(cli, scim, tmp_path):
+    """[staff, eng] -> [staff]: eng is no longer pushed, and any command touching it
+    deleted its group, one group being under the guard's minimum."""
+    seed(3)
+    cli("role", "add", "eng").ok()
+    cli("user", "add", "e0", "--role", "eng").ok()
+    cli("user", "add", "e1", "--role", "eng").ok()
+    path = tmp_path / "idprov.yaml"
+    path.write_text(path.read_text().replace("[staff]", "[staff, eng]"))
+    cli("sync").ok()
+    assert sorted(g["displayName"] for g in scim.groups()) == ["eng", "staff"]
+    path.write_text(path.read_text().replace("[staff, eng]", "[staff]"))
+    held = cli("role", "assign", "eng", "pl1").fails(7)
+    assert "(eng)" in held and "`idprov sync`" in held
+    assert sorted(g["displayName"] for g in scim.groups()) == ["eng", "staff"]
+
+
+def test_a_database_from_before_the_scope_record_takes_its_scope_from_a_sync(cli, scim, tmp_path):
+    """An upgraded database holds users but no recorded scope: a push does not adopt
+    whatever the configuration says then (a narrowing made with the upgrade would never
+    be seen); the first sync records it."""
+    from contextlib import closing
+
+    from tests.test_sync import db
+
+    seed(12)
+    with closing(db(tmp_path)) as state:
+        state.execute("UPDATE idp_health SET scope = NULL")
+    cli("role", "add", "eng").ok()
+    path = tmp_path / "idprov.yaml"
+    path.write_text(path.read_text().replace("[staff]", "[eng]"))
+    cli("role", "assign", "eng", "pl1").ok()
+    with closing(db(tmp_path)) as state:
+        assert state.execute("SELECT scope FROM idp_health").fetchall() == [(None,)]
+    cli("sync", "--json").error(7)
+    cli("sync", "--allow-deletes", "11").ok()
+    with closing(db(tmp_path)) as state:
+        assert state.execute("SELECT scope FROM idp_health").fetchall() == [('["eng"]',)]
 
 
 def test_role_delete_says_what_it_deletes_remotely_and_no_changes_nothing(cli, scim):

@@ -105,7 +105,7 @@ def held_by_guard(held: dict[str, int]) -> None:
         typer.secho(
             f"  ✋ {name}: {count} held by the deletion guard: check them with `idprov outbox "
             f"list --idp {name} --status held`, push them with `idprov outbox release --idp "
-            f"{name}`",
+            f"{name}` (those a change of scope holds: `idprov sync --idp {name}`)",
             fg="yellow",
         )
 

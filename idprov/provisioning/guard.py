@@ -19,18 +19,30 @@ up to N effects of each kind.
 whole, by `idprov sync`: the users it takes out of scope are deprovisioned by no other
 push, which holds them (else each command would deprovision the one user it touched,
 each under the guard's minimum, until the rest were under it too). Each IdP's scope
-is recorded when a sync applies a plan there (and when first seen); a user out of
-scope now but in scope under the recorded one is such a user.
+is recorded when a sync applies a plan there; every other push adds to it the scope
+it goes out under (the union: what was pushed under any scope in force since is
+counted in). A user (or a role's group) out of scope now but in scope under the
+recorded one is such a user, unless it is disabled here (its disable, or delete, is
+the change's own: never held back). Only those rows are held, not the IdP's others.
+An IdP whose scope was never recorded but that holds users (a database from before
+this rule) has its scope recorded by its first sync.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from idprov.provisioning.decide import RoleDecision, UserDecision, decide_role, decide_user
+from idprov.provisioning.decide import (
+    RoleDecision,
+    UserDecision,
+    decide_role,
+    decide_user,
+    enabled,
+    role_pushed,
+)
 
 if TYPE_CHECKING:
     from idprov.config.models import GuardThreshold, IdentityProviderConfig
@@ -61,10 +73,10 @@ class Effects:
     leaving: set[str] = field(default_factory=set, repr=False)
     """Ids of the users deprovisioned: leaving their groups is part of that."""
     rescoped: list[str] = field(default_factory=list)
-    """Of :attr:`users`, those a change of the IdP's scope in the configuration took
-    out of it (left to `idprov sync`: see the module's doc)."""
+    """Of :attr:`users` and :attr:`groups`, those a change of the IdP's scope in the
+    configuration took out of it (left to `idprov sync`: see the module's doc)."""
     scope_change: str = ""
-    """That change, as a sentence's part (``provisioning_roles [a, b] -> [b]``)."""
+    """That change, as a sentence's part (see :func:`_scope_change`)."""
 
     def count(self, kind: str) -> int:
         return len(getattr(self, kind))
@@ -228,9 +240,9 @@ def trips(
     if rescoped:  # whatever ``allow``: only a sync judges the whole change and accepts it
         names = ", ".join(effects.rescoped[:10]) + (" ..." if rescoped > 10 else "")
         message = (
-            f"will {effects.verb} {_n(rescoped, 'user')} at {idp.name} ({names}) that the "
-            f"configuration's change of its scope ({effects.scope_change}) took out of it: "
-            "`idprov sync` deprovisions them, all judged together by the deletion guard"
+            f"will deprovision {rescoped} user(s) or group(s) at {idp.name} ({names}) that "
+            f"the configuration's change of its scope ({effects.scope_change}) took out of "
+            "it: `idprov sync` deprovisions them, all judged together by the deletion guard"
         )
         out.append(Trip(idp.name, "scope", rescoped, message))
     for kind in KINDS:
@@ -297,7 +309,8 @@ def effects_of(outbound: Outbound, directory: Directory, rows: Sequence[Row]) ->
         effects = out.setdefault(idp_name, Effects(idp_name, idp.deprovision or "delete"))
         users = [r for r in mine if r.kind == "user"]
         _user_effects(outbound, directory, idp, users, effects, scopes.get(idp_name))
-        _role_effects(outbound, directory, idp, [r for r in mine if r.kind == "role"], effects)
+        roles = [r for r in mine if r.kind == "role"]
+        _role_effects(outbound, directory, idp, roles, effects, scopes.get(idp_name))
     return list(out.values())
 
 
@@ -329,9 +342,9 @@ def _user_effects(
         decision = decide_user(idp, connector, user, entry)
         effects.note_user(row.label, decision, entry)
         if scope is not None and decision.reason == "out of scope" and user is not None:
-            if was is None or {r.casefold() for r in user.roles} & set(was):
+            if enabled(user) and (was is None or {r.casefold() for r in user.roles} & set(was)):
                 effects.rescoped.append(row.label)
-                effects.scope_change = f"provisioning_roles {_roles(was)} -> {_roles(idp)}"
+                effects.scope_change = _scope_change(was, idp)
 
 
 def _role_effects(
@@ -340,7 +353,11 @@ def _role_effects(
     idp: IdentityProviderConfig,
     rows: Sequence[Row],
     effects: Effects,
+    scope: str | None = None,
 ) -> None:
+    """Count the effects of role ``rows``; with ``scope`` (as for users), note the
+    groups that change of scope takes out (no longer pushed, pushed under it)."""
+    was = None if scope is None else replace(idp, provisioning_roles=json.loads(scope))
     ledger = outbound.state.ledger
     for entry in ledger.get_many(idp.name, "role", [r.local_id for r in rows]):
         if not entry.remote_id:
@@ -354,6 +371,10 @@ def _role_effects(
         decision = decide_role(idp, name, entry, members & current, current)
         users = ledger.get_many(idp.name, "user", decision.remove)  # members of any domain
         effects.note_role(entry.label, decision, {u.local_id: u.label for u in users})
+        if was is not None and decision.action == "delete" and decision.reason == "not pushed":
+            if name is not None and role_pushed(was, name):
+                effects.rescoped.append(entry.label)
+                effects.scope_change = _scope_change(was, idp)
 
 
 def scope_key(idp: IdentityProviderConfig) -> str:
@@ -365,27 +386,46 @@ def scope_key(idp: IdentityProviderConfig) -> str:
 
 def recorded_scopes(outbound: Outbound, names: Sequence[str]) -> dict[str, str]:
     """IdP -> its recorded scope, for those of ``names`` whose configuration now says
-    otherwise. An IdP seen for the first time has its scope recorded, as it is; so has
-    one whose scope the configuration widened (it takes no one out: and users pushed
-    under the wider scope are in it, so a narrowing after it is seen as one)."""
+    otherwise; each push adds the scope it goes out under to the record (see the
+    module's doc). An IdP seen for the first time has its scope recorded, unless it
+    holds users already (then its first sync records it: what was in force before is
+    not known)."""
     names = [n for n in names if outbound.configured(n)]
     if not names:
         return {}
     recorded = outbound.state.outbox.scopes()
     now = {n: scope_key(outbound.idp(n)) for n in names}
-    noted = [n for n in names if recorded.get(n) is None or _wider(now[n], recorded[n])]
-    noted = [n for n in noted if recorded.get(n) != now[n]]
+    noted: dict[str, str] = {}
+    for name in names:
+        was = recorded.get(name)
+        if was is None:
+            if not outbound.state.ledger.counts(name)["users"]:
+                noted[name] = now[name]
+        elif _union(was, now[name]) != was:
+            noted[name] = _union(was, now[name])
     if noted:
         with outbound.state.transaction():
-            for name in noted:
-                outbound.state.outbox.note_scope(name, now[name])
-    return {n: str(recorded[n]) for n in names if n not in noted and recorded.get(n) != now[n]}
+            for name, scope in noted.items():
+                outbound.state.outbox.note_scope(name, scope)
+    changed: dict[str, str] = {}
+    for name in names:
+        was = noted.get(name, recorded.get(name))
+        if was is not None and was != now[name]:
+            changed[name] = was
+    return changed
 
 
-def _wider(scope: str, than: str | None) -> bool:
-    """Whether scope ``scope`` holds every user scope ``than`` holds (null: everyone)."""
-    new, old = json.loads(scope), json.loads(than) if than is not None else None
-    return new is None or (old is not None and set(old) <= set(new))
+def _union(a: str, b: str) -> str:
+    """The scope holding every user either holds (null: everyone)."""
+    first, second = json.loads(a), json.loads(b)
+    if first is None or second is None:
+        return json.dumps(None)
+    return json.dumps(sorted(set(first) | set(second)))
+
+
+def _scope_change(was: Any, idp: IdentityProviderConfig) -> str:
+    """``pushed under provisioning_roles [a, b] since the last sync; now [b]``."""
+    return f"pushed under provisioning_roles {_roles(was)} since the last sync; now {_roles(idp)}"
 
 
 def _roles(scope: Any) -> str:
@@ -422,16 +462,20 @@ def hold_over(
     else:
         verdict = judge(outbound, [e.merged(window.passed.get(e.idp)) for e in found], allow)
         _remember(window, verdict, found, {r.idp for r in rows})
-    tripped = {t.idp for t in verdict.trips}
-    if tripped:
-        _hold(outbound, [r for r in rows if r.idp in tripped], verdict, report)
-    return [r for r in rows if r.idp not in tripped]
+    tripped = {t.idp for t in verdict.trips if t.kind != "scope"}
+    rescoped = {(e.idp, label) for e in found for label in e.rescoped}
+    held = [r for r in rows if r.idp in tripped or (r.idp, r.label) in rescoped]
+    if held:
+        _hold(outbound, held, verdict, report)
+    ids = {r.id for r in held}
+    return [r for r in rows if r.id not in ids]
 
 
 def _remember(window: GuardWindow, verdict: Verdict, found: list[Effects], idps: set[str]) -> None:
     """Add this batch to ``window``: the trips of earlier batches hold it too."""
     for trip in verdict.trips:
-        window.tripped.setdefault(trip.idp, []).append(trip)
+        if trip.kind != "scope":  # only its own rows are held: the later batches go on
+            window.tripped.setdefault(trip.idp, []).append(trip)
     now = {t.idp for t in verdict.trips}
     verdict.trips += [t for i in sorted(idps - now) for t in window.tripped.get(i, [])]
     for effects in found:

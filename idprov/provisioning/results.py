@@ -138,7 +138,8 @@ class OutboundReport:
         return [
             f"deletion guard: {why}; nothing was sent there, the change(s) are held in the "
             "outbox: check them with `idprov outbox list --status held`, then push them "
-            "with `idprov outbox release` (or drop them with `idprov outbox discard`)"
+            "with `idprov outbox release` (those a change of scope holds: `idprov sync`), "
+            "or drop them with `idprov outbox discard`"
             for why in self.guard
         ] + [
             f"{count} outbox row(s) of identity provider {name!r}, which is not in the "
