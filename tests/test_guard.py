@@ -223,7 +223,24 @@ def test_a_database_from_before_the_scope_record_takes_its_scope_from_a_sync(cli
     cli("sync", "--json").error(7)
     cli("sync", "--allow-deletes", "11").ok()
     with closing(db(tmp_path)) as state:
-        assert state.execute("SELECT scope FROM idp_health").fetchall() == [('["eng"]',)]
+        [(scope,)] = state.execute("SELECT scope FROM idp_health").fetchall()
+    assert json.loads(scope) == {"provisioning_roles": ["eng"], "push_roles": "scoped"}
+
+
+def test_groups_push_roles_stops_pushing_are_left_to_sync(cli, scim, tmp_path):
+    """push_roles: all -> scoped is a change of scope too: the groups of roles that are
+    no longer pushed were deleted by whichever command touched them."""
+    seed(3)
+    cli("role", "add", "eng").ok()
+    cli("user", "add", "e0", "--role", "eng", "--role", "staff").ok()
+    path = tmp_path / "idprov.yaml"
+    path.write_text(path.read_text().replace("[staff]\n", "[staff]\n    push_roles: all\n"))
+    cli("sync").ok()
+    assert sorted(g["displayName"] for g in scim.groups()) == ["eng", "staff"]
+    path.write_text(path.read_text().replace("    push_roles: all\n", ""))
+    held = cli("role", "assign", "eng", "pl1").fails(7)
+    assert "push_roles all since the last sync; now [staff], push_roles scoped" in held
+    assert sorted(g["displayName"] for g in scim.groups()) == ["eng", "staff"]
 
 
 def test_role_delete_says_what_it_deletes_remotely_and_no_changes_nothing(cli, scim):

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from idprov.provisioning.decide import (
     RoleDecision,
@@ -41,6 +41,7 @@ from idprov.provisioning.decide import (
     decide_role,
     decide_user,
     enabled,
+    in_scope,
     role_pushed,
 )
 
@@ -335,14 +336,14 @@ def _user_effects(
         return
     users = directory.users_by_id((r.domain, r.local_id) for r in provisioned)
     connector = type(outbound.connector(idp.name))
-    was = None if scope is None else json.loads(scope)
+    was = None if scope is None else _recorded_idp(idp, scope)
     for row in provisioned:
         entry = entries[row.local_id]
         user = users.get(row.local_id)
         decision = decide_user(idp, connector, user, entry)
         effects.note_user(row.label, decision, entry)
-        if scope is not None and decision.reason == "out of scope" and user is not None:
-            if enabled(user) and (was is None or {r.casefold() for r in user.roles} & set(was)):
+        if was is not None and decision.reason == "out of scope" and user is not None:
+            if enabled(user) and in_scope(was, user.roles):
                 effects.rescoped.append(row.label)
                 effects.scope_change = _scope_change(was, idp)
 
@@ -357,7 +358,7 @@ def _role_effects(
 ) -> None:
     """Count the effects of role ``rows``; with ``scope`` (as for users), note the
     groups that change of scope takes out (no longer pushed, pushed under it)."""
-    was = None if scope is None else replace(idp, provisioning_roles=json.loads(scope))
+    was = None if scope is None else _recorded_idp(idp, scope)
     ledger = outbound.state.ledger
     for entry in ledger.get_many(idp.name, "role", [r.local_id for r in rows]):
         if not entry.remote_id:
@@ -377,11 +378,32 @@ def _role_effects(
                 effects.scope_change = _scope_change(was, idp)
 
 
+PUSHED = ("none", "scoped", "all")
+"""``push_roles`` from the fewest groups to the most."""
+
+
 def scope_key(idp: IdentityProviderConfig) -> str:
-    """What decides who is in ``idp``'s scope, as recorded: its provisioning roles
-    (case-folded, sorted; ``null``: every user)."""
+    """What decides who and which groups are in ``idp``'s scope, as recorded: its
+    provisioning roles (case-folded, sorted; ``null``: every user) and ``push_roles``."""
     roles = idp.provisioning_roles
-    return json.dumps(None if roles is None else sorted({r.casefold() for r in roles}))
+    kept = None if roles is None else sorted({r.casefold() for r in roles})
+    return json.dumps({"provisioning_roles": kept, "push_roles": idp.push_roles})
+
+
+PushRoles = Literal["scoped", "all", "none"]
+
+
+def _parsed(scope: str) -> tuple[list[str] | None, PushRoles]:
+    """(provisioning roles, push_roles) of a recorded scope."""
+    value = json.loads(scope)
+    pushed = value["push_roles"]
+    return value["provisioning_roles"], pushed if pushed in PUSHED else "scoped"
+
+
+def _recorded_idp(idp: IdentityProviderConfig, scope: str) -> IdentityProviderConfig:
+    """``idp`` as it was under recorded ``scope``: what decides scope, from the record."""
+    roles, pushed = _parsed(scope)
+    return replace(idp, provisioning_roles=roles, push_roles=pushed)
 
 
 def recorded_scopes(outbound: Outbound, names: Sequence[str]) -> dict[str, str]:
@@ -416,21 +438,27 @@ def recorded_scopes(outbound: Outbound, names: Sequence[str]) -> dict[str, str]:
 
 
 def _union(a: str, b: str) -> str:
-    """The scope holding every user either holds (null: everyone)."""
-    first, second = json.loads(a), json.loads(b)
-    if first is None or second is None:
-        return json.dumps(None)
-    return json.dumps(sorted(set(first) | set(second)))
+    """The scope holding every user and group either holds (null: every user)."""
+    (first, pushed), (second, also) = _parsed(a), _parsed(b)
+    roles = None if first is None or second is None else sorted(set(first) | set(second))
+    most = max(pushed, also, key=PUSHED.index)
+    return json.dumps({"provisioning_roles": roles, "push_roles": most})
 
 
-def _scope_change(was: Any, idp: IdentityProviderConfig) -> str:
-    """``pushed under provisioning_roles [a, b] since the last sync; now [b]``."""
-    return f"pushed under provisioning_roles {_roles(was)} since the last sync; now {_roles(idp)}"
+def _scope_change(was: IdentityProviderConfig, idp: IdentityProviderConfig) -> str:
+    """``pushed under provisioning_roles [a, b] since the last sync; now [b]`` (and
+    ``push_roles`` where it changed)."""
+    text = f"pushed under provisioning_roles {_roles(was)}"
+    now = f"now {_roles(idp)}"
+    if was.push_roles != idp.push_roles:
+        text += f", push_roles {was.push_roles}"
+        now += f", push_roles {idp.push_roles}"
+    return f"{text} since the last sync; {now}"
 
 
-def _roles(scope: Any) -> str:
+def _roles(idp: IdentityProviderConfig) -> str:
     """A scope for a message: ``[a, b]``, or ``null`` (every user)."""
-    roles = scope if isinstance(scope, list) or scope is None else scope.provisioning_roles
+    roles = idp.provisioning_roles
     return "null" if roles is None else "[" + ", ".join(roles) + "]"
 
 
