@@ -39,6 +39,16 @@ def members(cli, role: str = "staff") -> int:
     return cli("role", "show", role, "--json").json()["member_count"]
 
 
+def edit_config(tmp_path: Path, old: str, new: str) -> None:
+    """Change the configuration file as an administrator would, between commands."""
+    path = tmp_path / "idprov.yaml"
+    path.write_text(path.read_text().replace(old, new))
+
+
+def groups_at(scim: Scim2Peer) -> list[str]:
+    return sorted(g["displayName"] for g in scim.groups())
+
+
 def test_role_unassign_over_the_guard_is_refused_off_a_terminal_and_changes_nothing(cli, scim):
     seed(30)
     users = [f"pl{i}" for i in range(1, 26)]
@@ -98,11 +108,10 @@ def test_a_small_role_rename_that_takes_members_out_of_scope_is_refused_too(cli,
     assert "provisioning_roles" in error["hint"] and "--allow-deletes 3" in error["hint"]
     assert cli("role", "show", "staff", "--json").json()["name"] == "staff"
     assert len(scim.users()) == 3
-    path = tmp_path / "idprov.yaml"
-    path.write_text(path.read_text().replace("[staff]", "[staff, employees]"))
+    edit_config(tmp_path, "[staff]", "[staff, employees]")
     cli("role", "rename", "staff", "employees").ok()  # in scope by its new name
     assert len(scim.users()) == 3 and [g["displayName"] for g in scim.groups()] == ["employees"]
-    path.write_text(path.read_text().replace("[staff, employees]", "[employees]"))
+    edit_config(tmp_path, "[staff, employees]", "[employees]")
     cli("role", "rename", "employees", "crew", "--yes", "--allow-deletes", "3").ok()
     assert scim.users() == []
 
@@ -113,8 +122,7 @@ def test_a_scope_narrowed_in_the_configuration_is_judged_whole_by_sync(cli, scim
     minimum, until those left were under it too; such deprovisions wait for sync."""
     seed(12)
     cli("role", "add", "eng").ok()
-    path = tmp_path / "idprov.yaml"
-    path.write_text(path.read_text().replace("[staff]", "[eng]"))
+    edit_config(tmp_path, "[staff]", "[eng]")
     assert "will delete 12 users at scim" in cli("sync", "--json").error(7)["message"]
     held = cli("user", "update", "pl1", "-c", "title=Boss").fails(7)
     assert "provisioning_roles [eng, staff] since the last sync; now [eng]" in held
@@ -136,11 +144,10 @@ def test_a_scope_widened_then_narrowed_again_is_judged_whole_and_not_released(cl
     cli("role", "add", "eng").ok()
     for name in ("e0", "e1", "e2"):
         cli("user", "add", name, "--role", "eng").ok()  # out of scope: not pushed
-    path = tmp_path / "idprov.yaml"
-    path.write_text(path.read_text().replace("[staff]", "[staff, eng]"))
+    edit_config(tmp_path, "[staff]", "[staff, eng]")
     cli("user", "update", "e0", "-c", "title=A").ok()  # and eng's group, with e1 and e2
     assert len(scim.users()) == 6
-    path.write_text(path.read_text().replace("[staff, eng]", "[staff]"))
+    edit_config(tmp_path, "[staff, eng]", "[staff]")
     held = cli("user", "update", "e0", "-c", "title=B").fails(7)
     assert "provisioning_roles [eng, staff] since the last sync; now [staff]" in held
     refused = cli("outbox", "release", "--yes", "--allow-deletes", "1", "--json").error(7)
@@ -155,11 +162,10 @@ def test_a_scope_swapped_then_swapped_back_is_judged_whole_too(cli, scim, tmp_pa
     seed(3)
     cli("role", "add", "eng").ok()
     cli("user", "add", "e0", "--role", "eng").ok()
-    path = tmp_path / "idprov.yaml"
-    path.write_text(path.read_text().replace("[staff]", "[eng]"))
+    edit_config(tmp_path, "[staff]", "[eng]")
     cli("user", "update", "e0", "-c", "title=A").ok()  # e0 made under [eng]
     assert len(scim.users()) == 4
-    path.write_text(path.read_text().replace("[eng]", "[staff]"))
+    edit_config(tmp_path, "[eng]", "[staff]")
     held = cli("user", "update", "e0", "-c", "title=B").fails(7)
     assert "provisioning_roles [eng, staff] since the last sync; now [staff]" in held
     assert len(scim.users()) == 4
@@ -171,10 +177,9 @@ def test_a_change_of_scope_holds_only_its_own_rows_and_never_a_disable(cli, scim
     stayed active at the target (an offboarding postponed until a sync)."""
     seed(3)
     cli("role", "add", "eng").ok()
-    path = tmp_path / "idprov.yaml"
-    path.write_text(path.read_text().replace("[staff]", "[staff, eng]"))
+    edit_config(tmp_path, "[staff]", "[staff, eng]")
     cli("user", "add", "e0", "--role", "eng").ok()
-    path.write_text(path.read_text().replace("[staff, eng]", "[staff]"))
+    edit_config(tmp_path, "[staff, eng]", "[staff]")
     rows = tmp_path / "rows.csv"
     rows.write_text("username,title\ne0,A\npl2,B\n")
     cli("import", "users", str(rows), "--mode", "update").fails(7)
@@ -193,14 +198,13 @@ def test_a_group_a_change_of_scope_takes_out_is_left_to_sync(cli, scim, tmp_path
     cli("role", "add", "eng").ok()
     cli("user", "add", "e0", "--role", "eng").ok()
     cli("user", "add", "e1", "--role", "eng").ok()
-    path = tmp_path / "idprov.yaml"
-    path.write_text(path.read_text().replace("[staff]", "[staff, eng]"))
+    edit_config(tmp_path, "[staff]", "[staff, eng]")
     cli("sync").ok()
-    assert sorted(g["displayName"] for g in scim.groups()) == ["eng", "staff"]
-    path.write_text(path.read_text().replace("[staff, eng]", "[staff]"))
+    assert groups_at(scim) == ["eng", "staff"]
+    edit_config(tmp_path, "[staff, eng]", "[staff]")
     held = cli("role", "assign", "eng", "pl1").fails(7)
     assert "(eng)" in held and "`idprov sync`" in held
-    assert sorted(g["displayName"] for g in scim.groups()) == ["eng", "staff"]
+    assert groups_at(scim) == ["eng", "staff"]
 
 
 def test_a_database_from_before_the_scope_record_takes_its_scope_from_a_sync(cli, scim, tmp_path):
@@ -215,8 +219,7 @@ def test_a_database_from_before_the_scope_record_takes_its_scope_from_a_sync(cli
     with closing(db(tmp_path)) as state:
         state.execute("UPDATE idp_health SET scope = NULL")
     cli("role", "add", "eng").ok()
-    path = tmp_path / "idprov.yaml"
-    path.write_text(path.read_text().replace("[staff]", "[eng]"))
+    edit_config(tmp_path, "[staff]", "[eng]")
     cli("role", "assign", "eng", "pl1").ok()
     with closing(db(tmp_path)) as state:
         assert state.execute("SELECT scope FROM idp_health").fetchall() == [(None,)]
@@ -233,14 +236,13 @@ def test_groups_push_roles_stops_pushing_are_left_to_sync(cli, scim, tmp_path):
     seed(3)
     cli("role", "add", "eng").ok()
     cli("user", "add", "e0", "--role", "eng", "--role", "staff").ok()
-    path = tmp_path / "idprov.yaml"
-    path.write_text(path.read_text().replace("[staff]\n", "[staff]\n    push_roles: all\n"))
+    edit_config(tmp_path, "[staff]\n", "[staff]\n    push_roles: all\n")
     cli("sync").ok()
-    assert sorted(g["displayName"] for g in scim.groups()) == ["eng", "staff"]
-    path.write_text(path.read_text().replace("    push_roles: all\n", ""))
+    assert groups_at(scim) == ["eng", "staff"]
+    edit_config(tmp_path, "    push_roles: all\n", "")
     held = cli("role", "assign", "eng", "pl1").fails(7)
     assert "push_roles all since the last sync; now [staff], push_roles scoped" in held
-    assert sorted(g["displayName"] for g in scim.groups()) == ["eng", "staff"]
+    assert groups_at(scim) == ["eng", "staff"]
 
 
 def test_role_delete_says_what_it_deletes_remotely_and_no_changes_nothing(cli, scim):

@@ -165,6 +165,16 @@ def test_every_idp_is_attempted_when_another_fails(tmp_path, fake, sleeps, monke
         assert [r.idp for r in svc.outbox_rows()] == ["broken"]
 
 
+def users_left_unpushed(svc, monkeypatch, names: list[str]) -> list:
+    """Users committed by commands killed before their pushes (rows a dead process
+    claimed): the next drain pushes them together."""
+    with monkeypatch.context() as patched:
+        patched.setattr(svc, "push_pending", lambda changes: [None] * len(changes))
+        users = [svc.add_user(n, {"email": f"{n}@example.com"}).entity for n in names]
+    held_by_the_dead(svc)
+    return users
+
+
 def held_by_the_dead(svc) -> None:
     """The claims of the outbox rows are a killed process's (its pid is gone), as a
     command killed between its commit and its push leaves them."""
@@ -266,10 +276,7 @@ def test_creates_a_killed_bulk_left_unknown_are_looked_up_one_by_one_never_sent_
     fake = FakeScim("secret-token", bulk_max_operations=100)
     names = [f"user{i:02d}" for i in range(12)]  # enough for Bulk
     with service(tmp_path, fake, sleeps) as svc:
-        with monkeypatch.context() as patched:
-            patched.setattr(svc, "push_pending", lambda changes: [None] * len(changes))
-            users = [svc.add_user(n, {"email": f"{n}@example.com"}).entity for n in names]
-        held_by_the_dead(svc)
+        users = users_left_unpushed(svc, monkeypatch, names)
         marks = [("target", "user", u.id, "PRIMARY", u.username, None) for u in users]
         svc.state.ledger.mark_creating(marks)
         for user in users:  # what the lost Bulk request made
@@ -368,10 +375,7 @@ def test_bulk_items_whose_outcome_is_unknown_keep_their_marks_after_a_refused_re
     fake = FakeScim("secret-token", bulk_max_operations=100)
     names = [f"user{i:02d}" for i in range(12)]
     with service(tmp_path, fake, sleeps) as svc:
-        with monkeypatch.context() as patched:
-            patched.setattr(svc, "push_pending", lambda changes: [None] * len(changes))
-            users = [svc.add_user(n, {"email": f"{n}@example.com"}).entity for n in names]
-        held_by_the_dead(svc)
+        users = users_left_unpushed(svc, monkeypatch, names)
 
         def every_item_500(request: httpx.Request) -> httpx.Response | None:
             if request.url.path != "/v2/Bulk":
@@ -445,10 +449,7 @@ def test_a_bulk_split_in_several_requests_keeps_the_marks_when_a_later_one_fails
     monkeypatch.setattr(scim2, "bulk_batches", lambda bodies, ops, size: bulk_batches(bodies, 6, 0))
     names = [f"user{i:02d}" for i in range(12)]
     with service(tmp_path, fake, sleeps) as svc:
-        with monkeypatch.context() as patched:
-            patched.setattr(svc, "push_pending", lambda changes: [None] * len(changes))
-            users = [svc.add_user(n, {"email": f"{n}@example.com"}).entity for n in names]
-        held_by_the_dead(svc)
+        users = users_left_unpushed(svc, monkeypatch, names)
         posts = [0]
 
         def second_refused(request: httpx.Request) -> httpx.Response | None:

@@ -28,6 +28,12 @@ def members(fake: FakeScim, group: str) -> set[str]:
     return {by_id.get(m["value"], m["value"]) for m in found.get("members", [])}
 
 
+def scoped_by(role: str) -> str:
+    """The IdP, in scope through ``role``, where every role becomes a group."""
+    extra = f"    provisioning_roles: [{role}]\n    push_roles: all\n"
+    return idp_yaml("scim", "https://scim.test/v2", extra=extra)
+
+
 def test_a_group_deleted_at_the_target_is_made_again_with_its_members(tmp_path, fake):
     with make_service(tmp_path, IDP, ["scim"], http_transport=fake.transport()) as svc:
         svc.add_role("staff")
@@ -107,11 +113,7 @@ def test_a_user_a_role_brings_into_scope_joins_its_other_groups_there(tmp_path, 
     (she was in admins only, until a sync)."""
     from idprov.provisioning.sync import compute_plan
 
-    idp = idp_yaml(
-        "scim",
-        "https://scim.test/v2",
-        extra="    provisioning_roles: [admins]\n    push_roles: all\n",
-    )
+    idp = scoped_by("admins")
     with make_service(tmp_path, idp, ["scim"], http_transport=fake.transport()) as svc:
         svc.add_role("admins")
         svc.add_role("staff")
@@ -174,11 +176,7 @@ def test_a_role_that_cannot_be_read_now_is_left_to_its_own_row(tmp_path, fake, m
     raised, leaving the change's own role row pending)."""
     from idprov.errors import IdprovError
 
-    idp = idp_yaml(
-        "scim",
-        "https://scim.test/v2",
-        extra="    provisioning_roles: [sales]\n    push_roles: all\n",
-    )
+    idp = scoped_by("sales")
     with make_service(tmp_path, idp, ["scim"], http_transport=fake.transport()) as svc:
         svc.add_role("sales")
         svc.add_role("staff")
