@@ -138,8 +138,8 @@ def test_a_scope_narrowed_in_the_configuration_is_judged_whole_by_sync(cli, scim
 
 def test_a_scope_widened_then_narrowed_again_is_judged_whole_and_not_released(cli, scim, tmp_path):
     """Users pushed under a widened scope are in it: a narrowing after it is a change
-    of scope too (they were deleted one command at a time). And releasing some of the
-    held rows is refused: that left the rest under the guard's minimum, for a sync."""
+    of scope too (they were deleted one command at a time). And a release does not
+    push them: releasing some left the rest under the guard's minimum, for a sync."""
     seed(3)
     cli("role", "add", "eng").ok()
     for name in ("e0", "e1", "e2"):
@@ -150,9 +150,11 @@ def test_a_scope_widened_then_narrowed_again_is_judged_whole_and_not_released(cl
     edit_config(tmp_path, "[staff, eng]", "[staff]")
     held = cli("user", "update", "e0", "-c", "title=B").fails(7)
     assert "provisioning_roles [eng, staff] since the last sync; now [staff]" in held
-    refused = cli("outbox", "release", "--yes", "--allow-deletes", "1", "--json").error(7)
-    assert "nothing was released" in refused["message"]
-    assert "idprov sync --idp scim --allow-deletes N" in refused["hint"]
+    # release pushes what it may; these it holds again, whatever --allow-deletes says
+    again = cli("outbox", "release", "--yes", "--allow-deletes", "1").fails(7)
+    assert "`idprov sync`" in again
+    [row] = cli("outbox", "list", "--json").json()["items"]
+    assert (row["label"], row["status"]) == ("e0", "held")
     assert len(scim.users()) == 6
 
 
@@ -243,6 +245,44 @@ def test_groups_push_roles_stops_pushing_are_left_to_sync(cli, scim, tmp_path):
     held = cli("role", "assign", "eng", "pl1").fails(7)
     assert "push_roles all since the last sync; now [staff], push_roles scoped" in held
     assert groups_at(scim) == ["eng", "staff"]
+
+
+def test_a_role_rename_cannot_take_apart_a_change_of_scope(cli, scim, tmp_path):
+    """eng's members were held for sync after [staff, eng] -> [staff]; renaming eng
+    (to a name no scope names) made them the rename's own change, and deleted them
+    and their group with exit 0: the rename is refused as one out of the scope."""
+    seed(3)
+    cli("role", "add", "eng").ok()
+    cli("user", "add", "e0", "--role", "eng").ok()
+    edit_config(tmp_path, "[staff]", "[staff, eng]")
+    cli("sync").ok()
+    edit_config(tmp_path, "[staff, eng]", "[staff]")
+    cli("user", "update", "e0", "-c", "title=A").fails(7)
+    error = cli("role", "rename", "eng", "engineering", "--json").error(7)
+    assert "takes members out of the scope of scim (1)" in error["message"]
+    assert len(scim.users()) == 4 and groups_at(scim) == ["eng", "staff"]
+    cli("sync", "--allow-deletes", "2").ok()  # the change, judged whole, accepted
+    assert len(scim.users()) == 3 and groups_at(scim) == ["staff"]
+    assert cli("outbox", "list", "--json").json()["items"] == []  # nothing left held
+
+
+def test_the_sync_that_accepts_a_change_of_scope_leaves_nothing_it_held(cli, scim, tmp_path):
+    """eng's group row, held when [staff, eng] -> [staff] took it out, stayed held
+    after the sync that took [eng] in, its group in line: held 1 in status, forever."""
+    seed(3)
+    cli("role", "add", "eng").ok()
+    cli("user", "add", "e0", "--role", "eng").ok()
+    cli("user", "add", "e1", "--role", "eng").ok()
+    edit_config(tmp_path, "[staff]", "[staff, eng]")
+    cli("sync").ok()
+    edit_config(tmp_path, "[staff, eng]", "[staff]")
+    cli("user", "delete", "e1", "--yes").fails(7)  # e1 goes; eng's group row is held
+    [row] = cli("outbox", "list", "--json").json()["items"]
+    assert (row["label"], row["status"]) == ("eng", "held")
+    edit_config(tmp_path, "[staff]", "[eng]")
+    cli("sync", "--allow-deletes", "4").ok()
+    assert cli("outbox", "list", "--json").json()["items"] == []
+    assert groups_at(scim) == ["eng"]
 
 
 def test_role_delete_says_what_it_deletes_remotely_and_no_changes_nothing(cli, scim):

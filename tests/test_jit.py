@@ -417,6 +417,31 @@ def test_a_jit_login_goes_out_only_to_idps_that_opted_in(
     assert remote["name"]["givenName"] == "Alice"
 
 
+def test_a_jit_login_whose_push_is_held_exits_7_as_any_command(
+    cli, tmp_path, write_config, scim2_server, monkeypatch
+):
+    """The IdP's scope left alice out (a change in the configuration): her login's
+    deprovision waits for sync, and the login says so with exit 7 (it exited 0)."""
+    monkeypatch.setenv("OUT_TOKEN", scim2_server.token)
+    monkeypatch.setenv("PORTAL_TOKEN", PORTAL_TOKEN)
+    idps = f"""
+  - name: target
+    connector: scim2
+    jit: true
+    provisioning_roles: [staff]
+    options: {{base_url: "{scim2_server.base_url}", auth: bearer, token: env:OUT_TOKEN}}"""
+    config = write_config(config_text(tmp_path, idps, "[target]"))
+    for role in ("engineers", "staff", "users"):
+        cli("--config", str(config), "role", "add", role).ok()
+    login(cli, config, "--idp", "proxy", "--claims", claims_file(tmp_path, ALICE)).ok()
+    assert [u["userName"] for u in scim2_server.users()] == ["alice"]
+    config.write_text(config.read_text().replace("roles: [staff]", "roles: [admins]"))
+    again = {**ALICE, "given_name": "Alicia"}
+    held = login(cli, config, "--idp", "proxy", "--claims", claims_file(tmp_path, again))
+    assert held.exit_code == 7, held
+    assert [u["userName"] for u in scim2_server.users()] == ["alice"]
+
+
 def hr_config(
     tmp_path: Path, write_config, cli, scim2_server, monkeypatch, extra: str = ""
 ) -> Path:

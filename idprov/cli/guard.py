@@ -40,20 +40,6 @@ def confirm_effects(
         _ask(verdict.lines(), question)
 
 
-def refuse_for_sync(verdict: Any) -> None:
-    """Refuse to release rows that only a sync can accept (a change of scope in the
-    configuration: accepting some of it left the rest under the guard's minimum)."""
-    if verdict.for_sync:
-        idps = " ".join(f"--idp {i}" for i in sorted({t.idp for t in verdict.for_sync}))
-        raise GuardError(
-            "deletion guard: "
-            + "; ".join(t.message for t in verdict.for_sync)
-            + "; nothing was released",
-            hint="see the whole change with `idprov plan`, then accept it with `idprov sync "
-            f"{idps} --allow-deletes N` (or restore provisioning_roles)",
-        )
-
-
 def _ask_over_guard(verdict: Any, question: str | None) -> None:
     if not sys.stdin.isatty():
         raise GuardError(

@@ -107,12 +107,11 @@ def outbox_release(
     Lists what they would delete and asks (not on a terminal: --yes and
     --allow-deletes N).
     """
-    from idprov.cli.guard import confirm_effects, refuse_for_sync
+    from idprov.cli.guard import confirm_effects
 
     svc = service(app_name, live=True)
     idp = known_idps(svc, idp)
     verdict = svc.held_verdict(idp)
-    refuse_for_sync(verdict)
     confirm_effects(svc, verdict, yes, allow_deletes)
     emit(svc.release_held(idp), render.outbound_report)
 

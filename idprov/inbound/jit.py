@@ -85,6 +85,11 @@ class JitResult:
     def outbound_failed(self) -> bool:
         return self.outbound is not None and not self.outbound.ok
 
+    @property
+    def outbound_held(self) -> bool:
+        """Whether the deletion guard held the login's push (exit 7, as any command)."""
+        return self.outbound is not None and bool(self.outbound.held)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "application": self.application,

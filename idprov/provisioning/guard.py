@@ -180,13 +180,9 @@ class Verdict:
     totals: dict[str, dict[str, int]] = field(default_factory=dict)
     trips: list[Trip] = field(default_factory=list)
 
-    @property
-    def for_sync(self) -> list[Trip]:
-        """The trips only a sync can accept (a change of scope in the configuration)."""
-        return [t for t in self.trips if t.kind == "scope"]
-
     def without_sync(self) -> Verdict:
-        """This verdict without :attr:`for_sync`'s trips."""
+        """This verdict without the trips only a sync can accept (a change of scope in
+        the configuration: the push holds those rows, whatever the command says)."""
         trips = [t for t in self.trips if t.kind != "scope"]
         return Verdict(self.effects, self.totals, trips)
 
@@ -242,8 +238,8 @@ def trips(
         names = ", ".join(effects.rescoped[:10]) + (" ..." if rescoped > 10 else "")
         message = (
             f"will deprovision {rescoped} user(s) or group(s) at {idp.name} ({names}) that "
-            f"the configuration's change of its scope ({effects.scope_change}) took out of "
-            "it: `idprov sync` deprovisions them, all judged together by the deletion guard"
+            f"{SCOPE_CHANGE} ({effects.scope_change}) took out of it: `idprov sync` "
+            "deprovisions them, all judged together by the deletion guard"
         )
         out.append(Trip(idp.name, "scope", rescoped, message))
     for kind in KINDS:
@@ -378,6 +374,9 @@ def _role_effects(
                 effects.scope_change = _scope_change(was, idp)
 
 
+SCOPE_CHANGE = "the configuration's change of its scope"
+"""What the guard's reason for holding a row a change of scope took out says."""
+
 PUSHED = ("none", "scoped", "all")
 """``push_roles`` from the fewest groups to the most."""
 
@@ -404,6 +403,15 @@ def _recorded_idp(idp: IdentityProviderConfig, scope: str) -> IdentityProviderCo
     """``idp`` as it was under recorded ``scope``: what decides scope, from the record."""
     roles, pushed = _parsed(scope)
     return replace(idp, provisioning_roles=roles, push_roles=pushed)
+
+
+def as_recorded(
+    outbound: Outbound, idps: Sequence[IdentityProviderConfig]
+) -> dict[str, IdentityProviderConfig]:
+    """Each of ``idps`` as its recorded scope has it (itself, where that is what the
+    configuration says): what was pushed under since the last sync."""
+    changed = recorded_scopes(outbound, [idp.name for idp in idps])
+    return {i.name: _recorded_idp(i, changed[i.name]) if i.name in changed else i for i in idps}
 
 
 def recorded_scopes(outbound: Outbound, names: Sequence[str]) -> dict[str, str]:

@@ -400,12 +400,14 @@ class Outbox:
             [(why, now(), r.id) for r in rows],
         )
 
-    def release_held(self, idps: Sequence[str]) -> list[int]:
-        """Make the held rows of ``idps`` pending again; returns their ids."""
+    def release_held(self, idps: Sequence[str], because: str | None = None) -> list[int]:
+        """Make the held rows of ``idps`` pending again (only those held for a reason
+        that says ``because``, when given); returns their ids."""
+        why = "" if because is None else " AND last_error LIKE ?"
         rows = self.db.execute(
             f"UPDATE outbox SET status = 'pending', updated_at = ? WHERE status = 'held'"
-            f" AND idp IN {_in(idps)} RETURNING id",
-            [now(), *idps],
+            f" AND idp IN {_in(idps)}{why} RETURNING id",
+            [now(), *idps, *([] if because is None else [f"%{because}%"])],
         ).fetchall()
         return sorted(int(r[0]) for r in rows)
 

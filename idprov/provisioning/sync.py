@@ -306,7 +306,7 @@ def apply_plan(
     """Enqueue the plan's items and drain them, with every pending or failed row of
     its IdPs: deprovisions first, so that an account re-created under the same name
     (a new entry, a new id) finds its name free at the target."""
-    from idprov.provisioning.guard import scope_key
+    from idprov.provisioning.guard import SCOPE_CHANGE, scope_key
 
     check_plan(plan, allow_deletes)
     first: list[int] = []
@@ -324,6 +324,8 @@ def apply_plan(
                 uow.enqueue(kind, item.local_id, item.domain, item.label, idps=[idp_plan.idp])
                 if item.action in ("delete", "disable") and kind == "user":
                     first += uow.rows[before:]
+        # what waited for this sync goes with it (its plan holds whatever they change)
+        service.state.outbox.release_held([p.idp for p in plan.idps], because=SCOPE_CHANGE)
         # this run drains every row of its IdPs, not only those it just enqueued
         rest = [r.id for r in service.state.outbox.rows(idps=[p.idp for p in plan.idps])]
     report = OutboundReport()

@@ -758,11 +758,14 @@ class UnitOfWork:
         deleted)."""
         from idprov.errors import GuardError
         from idprov.provisioning.decide import in_scope
+        from idprov.provisioning.guard import as_recorded
 
+        idps = [idp for idp in self.service.config.identity_providers if idp.enabled]
+        was = as_recorded(self.service.outbound, idps)  # a change of scope not synced yet
         scoping = [
             idp
-            for idp in self.service.config.identity_providers
-            if idp.enabled and in_scope(idp, [old]) and not in_scope(idp, [new])
+            for idp in idps
+            if (in_scope(idp, [old]) or in_scope(was[idp.name], [old])) and not in_scope(idp, [new])
         ]
         if not scoping:
             return  # the members are read only where the rename can take them out
@@ -772,7 +775,8 @@ class UnitOfWork:
             gone = [
                 u
                 for u in held
-                if not in_scope(idp, [r for r in u.roles if r.casefold() != old.casefold()])
+                if (in_scope(idp, u.roles) or in_scope(was[idp.name], u.roles))
+                and not in_scope(idp, [r for r in u.roles if r.casefold() != old.casefold()])
             ]
             if gone:
                 leaving[idp.name] = len(gone)
