@@ -150,6 +150,8 @@ def _scim_error(exc: IdprovError) -> SCIMException:
     if isinstance(exc, PolicyError | UsageError):
         return InvalidValueException(detail=detail)
     if isinstance(exc, GuardError):  # the change conflicts with what the targets hold
+        # its hint says what an administrator runs (CLI flags): not the client's to do
+        detail = f"{exc.message} (an idprov administrator can accept it with the CLI)"
         return SCIMException.from_error(Error(status=409, detail=detail))
     status = 503 if isinstance(exc, StoreError | LockedError) else 500
     return SCIMException.from_error(Error(status=status, detail=detail))
