@@ -285,6 +285,22 @@ def test_the_sync_that_accepts_a_change_of_scope_leaves_nothing_it_held(cli, sci
     assert groups_at(scim) == ["eng"]
 
 
+def test_a_scope_recorded_as_roles_alone_is_read_as_such(cli, scim, tmp_path):
+    """The record's first form (the provisioning roles alone, before push_roles was in
+    it) still tells a change of scope."""
+    from contextlib import closing
+
+    from tests.test_sync import db
+
+    seed(3)
+    with closing(db(tmp_path)) as state:
+        state.execute("""UPDATE idp_health SET scope = '["staff"]'""")
+    cli("role", "add", "eng").ok()
+    edit_config(tmp_path, "[staff]", "[eng]")
+    held = cli("user", "update", "pl1", "-c", "title=A").fails(7)
+    assert "pushed under provisioning_roles [eng, staff] since the last sync" in held
+
+
 def test_role_delete_says_what_it_deletes_remotely_and_no_changes_nothing(cli, scim):
     seed(5)
     run = cli("role", "delete", "staff", input="n\n")

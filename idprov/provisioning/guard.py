@@ -395,6 +395,8 @@ PushRoles = Literal["scoped", "all", "none"]
 def _parsed(scope: str) -> tuple[list[str] | None, PushRoles]:
     """(provisioning roles, push_roles) of a recorded scope."""
     value = json.loads(scope)
+    if not isinstance(value, dict):  # an early record: the provisioning roles alone
+        return value, "scoped"
     pushed = value["push_roles"]
     return value["provisioning_roles"], pushed if pushed in PUSHED else "scoped"
 
@@ -429,7 +431,7 @@ def recorded_scopes(outbound: Outbound, names: Sequence[str]) -> dict[str, str]:
     for name in names:
         was = recorded.get(name)
         if was is None:
-            if not outbound.state.ledger.counts(name)["users"]:
+            if not outbound.state.ledger.holds_users(name):
                 noted[name] = now[name]
         elif _union(was, now[name]) != was:
             noted[name] = _union(was, now[name])

@@ -267,6 +267,17 @@ class Ledger:
             [(inputs, idp, local_id, digest) for local_id, inputs, digest in unchanged],
         )
 
+    def holds_users(self, idp: str) -> bool:
+        """Whether idprov has provisioned any user at ``idp`` (one indexed probe)."""
+        return (
+            self.db.execute(
+                "SELECT 1 FROM ledger WHERE idp = ? AND kind = 'user'"
+                " AND remote_id IS NOT NULL LIMIT 1",
+                [idp],
+            ).fetchone()
+            is not None
+        )
+
     def counts(self, idp: str) -> dict[str, int]:
         """What idprov holds at ``idp``, the deletion guard's percentages are of: active
         users (``users``, ``attributes``), groups and memberships."""
