@@ -49,6 +49,16 @@ def groups_at(scim: Scim2Peer) -> list[str]:
     return sorted(g["displayName"] for g in scim.groups())
 
 
+def synced_with_eng(cli, tmp_path: Path) -> None:
+    """Three staff users and two eng ones, all pushed under [staff, eng] by a sync."""
+    seed(3)
+    cli("role", "add", "eng").ok()
+    cli("user", "add", "e0", "--role", "eng").ok()
+    cli("user", "add", "e1", "--role", "eng").ok()
+    edit_config(tmp_path, "[staff]", "[staff, eng]")
+    cli("sync").ok()
+
+
 def test_role_unassign_over_the_guard_is_refused_off_a_terminal_and_changes_nothing(cli, scim):
     seed(30)
     users = [f"pl{i}" for i in range(1, 26)]
@@ -196,12 +206,7 @@ def test_a_change_of_scope_holds_only_its_own_rows_and_never_a_disable(cli, scim
 def test_a_group_a_change_of_scope_takes_out_is_left_to_sync(cli, scim, tmp_path):
     """[staff, eng] -> [staff]: eng is no longer pushed, and any command touching it
     deleted its group, one group being under the guard's minimum."""
-    seed(3)
-    cli("role", "add", "eng").ok()
-    cli("user", "add", "e0", "--role", "eng").ok()
-    cli("user", "add", "e1", "--role", "eng").ok()
-    edit_config(tmp_path, "[staff]", "[staff, eng]")
-    cli("sync").ok()
+    synced_with_eng(cli, tmp_path)
     assert groups_at(scim) == ["eng", "staff"]
     edit_config(tmp_path, "[staff, eng]", "[staff]")
     held = cli("role", "assign", "eng", "pl1").fails(7)
@@ -269,12 +274,7 @@ def test_a_role_rename_cannot_take_apart_a_change_of_scope(cli, scim, tmp_path):
 def test_the_sync_that_accepts_a_change_of_scope_leaves_nothing_it_held(cli, scim, tmp_path):
     """eng's group row, held when [staff, eng] -> [staff] took it out, stayed held
     after the sync that took [eng] in, its group in line: held 1 in status, forever."""
-    seed(3)
-    cli("role", "add", "eng").ok()
-    cli("user", "add", "e0", "--role", "eng").ok()
-    cli("user", "add", "e1", "--role", "eng").ok()
-    edit_config(tmp_path, "[staff]", "[staff, eng]")
-    cli("sync").ok()
+    synced_with_eng(cli, tmp_path)
     edit_config(tmp_path, "[staff, eng]", "[staff]")
     cli("user", "delete", "e1", "--yes").fails(7)  # e1 goes; eng's group row is held
     [row] = cli("outbox", "list", "--json").json()["items"]

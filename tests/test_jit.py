@@ -394,20 +394,28 @@ def test_bad_id_tokens_are_refused_with_the_reason(cli, portal, token, reason):
 
 
 # ---------------------------------------------------------------- outbound
+def jit_target(scim2_server, monkeypatch, extra: str = "") -> str:
+    """The IdP ``target`` (scim2-server) where JIT users go (``jit: true``)."""
+    monkeypatch.setenv("OUT_TOKEN", scim2_server.token)
+    monkeypatch.setenv("PORTAL_TOKEN", PORTAL_TOKEN)
+    return f"""
+  - name: target
+    connector: scim2
+    jit: true{extra}
+    options: {{base_url: "{scim2_server.base_url}", auth: bearer, token: env:OUT_TOKEN}}"""
+
+
 def test_a_jit_login_goes_out_only_to_idps_that_opted_in(
     cli, tmp_path, write_config, scim2_server, monkeypatch
 ):
-    monkeypatch.setenv("OUT_TOKEN", scim2_server.token)
-    monkeypatch.setenv("PORTAL_TOKEN", PORTAL_TOKEN)
-    idps = f"""
-  - name: target
-    connector: scim2
-    jit: true
-    options: {{base_url: "{scim2_server.base_url}", auth: bearer, token: env:OUT_TOKEN}}
+    idps = (
+        jit_target(scim2_server, monkeypatch)
+        + """
   - name: elsewhere
     connector: scim2
-    options: {{base_url: "http://127.0.0.1:9/v2", auth: bearer, token: env:OUT_TOKEN}}
-    retry: {{max_attempts: 1, initial_backoff: 0.01, max_backoff: 0.01}}"""
+    options: {base_url: "http://127.0.0.1:9/v2", auth: bearer, token: env:OUT_TOKEN}
+    retry: {max_attempts: 1, initial_backoff: 0.01, max_backoff: 0.01}"""
+    )
     config = write_config(config_text(tmp_path, idps, "[target, elsewhere]"))
     result = login(cli, config, "--idp", "frozen", "--claims", claims_file(tmp_path, ALICE)).json()
     assert [i["idp"] for i in result["outbound"]["idps"]] == ["target"]
@@ -422,14 +430,7 @@ def test_a_jit_login_whose_push_is_held_exits_7_as_any_command(
 ):
     """The IdP's scope left alice out (a change in the configuration): her login's
     deprovision waits for sync, and the login says so with exit 7 (it exited 0)."""
-    monkeypatch.setenv("OUT_TOKEN", scim2_server.token)
-    monkeypatch.setenv("PORTAL_TOKEN", PORTAL_TOKEN)
-    idps = f"""
-  - name: target
-    connector: scim2
-    jit: true
-    provisioning_roles: [staff]
-    options: {{base_url: "{scim2_server.base_url}", auth: bearer, token: env:OUT_TOKEN}}"""
+    idps = jit_target(scim2_server, monkeypatch, "\n    provisioning_roles: [staff]")
     config = write_config(config_text(tmp_path, idps, "[target]"))
     for role in ("engineers", "staff", "users"):
         cli("--config", str(config), "role", "add", role).ok()
