@@ -18,6 +18,8 @@ from idprov.config.schema import Invalid
 from idprov.config.secrets import SecretRef
 
 PRIMARY = "PRIMARY"
+PushRoles = Literal["scoped", "all", "none"]
+"""Which roles become groups at an identity provider (``push_roles``)."""
 RESIDENT = "resident"
 DOMAIN_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -218,7 +220,7 @@ class IdentityProviderConfig:
     attributes: dict[str, str | None] = field(default_factory=dict)
     """Target attribute -> template, over the connector's defaults (null drops one)."""
     username: str = "{UN}"
-    push_roles: Literal["scoped", "all", "none"] = "scoped"
+    push_roles: PushRoles = "scoped"
     """Which roles become groups: ``scoped``, the provisioning roles (all roles when
     there are none); ``all``; ``none``."""
     deprovision: Literal["delete", "disable"] | None = None

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from idprov.provisioning.decide import (
     RoleDecision,
@@ -46,7 +46,7 @@ from idprov.provisioning.decide import (
 )
 
 if TYPE_CHECKING:
-    from idprov.config.models import GuardThreshold, IdentityProviderConfig
+    from idprov.config.models import GuardThreshold, IdentityProviderConfig, PushRoles
     from idprov.provisioning.ledger import LedgerEntry
     from idprov.provisioning.outbound import Directory, Outbound
     from idprov.provisioning.outbox import OutboxRow
@@ -183,7 +183,7 @@ class Verdict:
     def without_sync(self) -> Verdict:
         """This verdict without the trips only a sync can accept (a change of scope in
         the configuration: the push holds those rows, whatever the command says)."""
-        trips = [t for t in self.trips if t.kind != "scope"]
+        trips = [t for t in self.trips if t.kind != SCOPE_TRIP]
         return Verdict(self.effects, self.totals, trips)
 
     @property
@@ -241,7 +241,7 @@ def trips(
             f"{SCOPE_CHANGE} ({effects.scope_change}) took out of it: `idprov sync` "
             "deprovisions them, all judged together by the deletion guard"
         )
-        out.append(Trip(idp.name, "scope", rescoped, message))
+        out.append(Trip(idp.name, SCOPE_TRIP, rescoped, message))
     for kind in KINDS:
         threshold: GuardThreshold = getattr(guard, kind)
         count = effects.count(kind)
@@ -376,6 +376,8 @@ def _role_effects(
 
 SCOPE_CHANGE = "the configuration's change of its scope"
 """What the guard's reason for holding a row a change of scope took out says."""
+SCOPE_TRIP = "scope"
+"""The kind of a trip only a sync accepts (see the module's doc)."""
 
 PUSHED = ("none", "scoped", "all")
 """``push_roles`` from the fewest groups to the most."""
@@ -387,9 +389,6 @@ def scope_key(idp: IdentityProviderConfig) -> str:
     roles = idp.provisioning_roles
     kept = None if roles is None else sorted({r.casefold() for r in roles})
     return json.dumps({"provisioning_roles": kept, "push_roles": idp.push_roles})
-
-
-PushRoles = Literal["scoped", "all", "none"]
 
 
 def _parsed(scope: str) -> tuple[list[str] | None, PushRoles]:
@@ -500,7 +499,7 @@ def hold_over(
     else:
         verdict = judge(outbound, [e.merged(window.passed.get(e.idp)) for e in found], allow)
         _remember(window, verdict, found, {r.idp for r in rows})
-    tripped = {t.idp for t in verdict.trips if t.kind != "scope"}
+    tripped = {t.idp for t in verdict.trips if t.kind != SCOPE_TRIP}
     rescoped = {(e.idp, label) for e in found for label in e.rescoped}
     held = [r for r in rows if r.idp in tripped or (r.idp, r.label) in rescoped]
     if held:
@@ -512,7 +511,7 @@ def hold_over(
 def _remember(window: GuardWindow, verdict: Verdict, found: list[Effects], idps: set[str]) -> None:
     """Add this batch to ``window``: the trips of earlier batches hold it too."""
     for trip in verdict.trips:
-        if trip.kind != "scope":  # only its own rows are held: the later batches go on
+        if trip.kind != SCOPE_TRIP:  # only its own rows are held: the later batches go on
             window.tripped.setdefault(trip.idp, []).append(trip)
     now = {t.idp for t in verdict.trips}
     verdict.trips += [t for i in sorted(idps - now) for t in window.tripped.get(i, [])]

@@ -262,11 +262,11 @@ class IdentityService:
         rows = self.state.outbox.rows([*row_ids, *abandoned], stale_pending=pushed_now)
         report = OutboundReport()
         fresh = set(fresh)
-        if not guarded:  # an IdP's scope, recorded the first time a change goes there
+        judged = [r for r in rows if r.id not in fresh] if not guarded else []
+        if not guarded:  # the guard records an IdP's scope as it judges; these it does not
             from idprov.provisioning.guard import recorded_scopes
 
-            recorded_scopes(self.outbound, sorted({r.idp for r in rows}))
-        judged = [r for r in rows if r.id not in fresh] if not guarded else []
+            recorded_scopes(self.outbound, sorted({r.idp for r in rows} - {r.idp for r in judged}))
         if judged:
             kept = {r.id for r in self._hold_over_guard(judged, report)}
             rows = [r for r in rows if r.id in kept or r.id in fresh]
