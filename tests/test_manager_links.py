@@ -169,3 +169,36 @@ def test_a_manager_given_by_name_must_exist(cli, state, tmp_path, write_config):
     cli("user", "update", "alice", "-c", "manager=ceo").ok()
     cli("user", "update", "alice", "-c", "title=Engineer").ok()  # no manager given: no check
     assert cli("user", "show", "alice", "--json").json()["claims"]["manager"] == "ceo"
+
+
+def test_an_import_names_the_managers_no_user_has(cli, tmp_path, write_config):
+    """A CSV import keeps a manager claim as written (a later row, or a later import,
+    may add the manager), but names the managers that no user has — in the file or in
+    its userstore — with their lines, so a typo does not pass unseen."""
+    hr = tmp_path / "hr.db"
+    write_config(f"version: 1\nuserstores:\n  - domain: PRIMARY\n  - domain: HR\n    path: {hr}\n")
+    cli("user", "add", "HR/hrboss").ok()
+    rows = tmp_path / "staff.csv"
+    rows.write_text(
+        "username,email,manager\n"
+        "bob,bob@example.com,carol\n"  # carol: a later row of the file
+        "dave,dave@example.com,nobody\n"
+        "carol,carol@example.com,\n"
+        "erin,erin@example.com,NOBODY\n"  # the same name, in another case
+        "fay,fay@example.com,HR/HRBOSS\n"  # a user of another userstore
+        "gus,gus@example.com,SALES/x\n",  # a domain no userstore has
+        encoding="utf-8",
+    )
+    result = cli("import", "users", str(rows)).ok()
+    assert (
+        "3 rows name a manager that no user has, in this file or its userstore: "
+        "nobody (lines 3, 5); SALES/x (no userstore SALES) (line 7)"
+    ) in result.stderr
+    assert "idprov user list --claim manager=NAME" in result.stderr
+    assert cli("user", "show", "dave", "--json").json()["claims"]["manager"] == "nobody"
+
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_text("username,manager\ndave,carol\nerin,bob\n", encoding="utf-8")
+    report = cli("import", "users", str(fixed), "--mode", "update", "--json").json()
+    assert report["updated"] == 2
+    assert report["notes"] == []

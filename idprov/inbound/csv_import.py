@@ -173,6 +173,7 @@ class CsvImport(Preflight, BatchWriter):
         self._stores: dict[str, UserStore] = {}
         self._valid_roles: set[tuple[str, str]] = set()
         self.header: list[str] = []
+        self.claims_given: set[str] = set()
         self.import_id: int | None = None
         self.killed_batch: tuple[int, int] | None = None
         """Lines of a batch a killed run was writing to a directory (see _decide)."""
@@ -202,6 +203,7 @@ class CsvImport(Preflight, BatchWriter):
         self._resume_point()
         self._preflight(staging)
         self._check_roles(staging)
+        self._check_managers(staging)
         if self.report.rejected and self.options.on_error == "stop":
             self._stopped()
         elif not self.options.dry_run:

@@ -44,6 +44,7 @@ from idprov.inbound.csv_read import (
 from idprov.inbound.csv_rows import Pending, RowChecks, role_key
 from idprov.inbound.csv_staging import Staging
 from idprov.model import QualifiedName, new_id
+from idprov.provisioning import managers
 from idprov.provisioning.internal_roles import INTERNAL
 from idprov.userstores import policy
 
@@ -118,6 +119,7 @@ class Preflight(RowChecks, PasswordHashing):
         )
         columns = read_header(header, rules)
         self.report.notes += columns.notes
+        self.claims_given = {claim for _, claim in columns.claims}
         return columns
 
     def _stage(self, staging: Staging, batch: list[Pending]) -> None:
@@ -261,6 +263,49 @@ class Preflight(RowChecks, PasswordHashing):
                     "--create-roles)",
                 )
 
+    def _check_managers(self, staging: Staging) -> None:
+        """A note naming the managers that rows name and no user has, in the file or
+        in its userstore. The claim is written as given (a later import may add the
+        manager: see the README), but a typo should not pass unseen."""
+        if managers.CLAIM not in self.claims_given:
+            return
+        domains = {d.domain.casefold(): d.domain for d in self.service.config.userstores}
+        wanted: dict[tuple[str, str], tuple[str, list[int]]] = {}
+        for line, domain, value in staging.claim_values(managers.CLAIM):
+            named = QualifiedName.parse(value, domain)
+            known = domains.get(named.domain.casefold(), "")
+            shown = str(named) if known else f"{named} (no userstore {named.domain})"
+            wanted.setdefault((known, named.name.casefold()), (shown, []))[1].append(line)
+        in_file = set(staging.first_lines([f"{d}/{n}" for d, n in wanted if d]))
+        by_domain: dict[str, list[str]] = {}
+        for domain, name in wanted:
+            if domain and f"{domain}/{name}" not in in_file:
+                by_domain.setdefault(domain, []).append(name)
+        found = {
+            (domain, key)
+            for domain, names in by_domain.items()
+            for key in self.service.store(domain).find_users(names)
+        }
+        nobody = [
+            (shown, lines)
+            for (domain, name), (shown, lines) in wanted.items()
+            if not domain or (f"{domain}/{name}" not in in_file and (domain, name) not in found)
+        ]
+        if not nobody:
+            return
+        rows = sum(len(lines) for _, lines in nobody)
+        listed = "; ".join(
+            f"{shown} (line{'s' if len(lines) > 1 else ''} {_lines(lines)})"
+            for shown, lines in nobody[:10]
+        )
+        more = f"; and {len(nobody) - 10} more" if len(nobody) > 10 else ""
+        self.report.notes.append(
+            f"{rows} row{'s' if rows > 1 else ''} name{'' if rows > 1 else 's'} a manager "
+            f"that no user has, in this file or its userstore: {listed}{more}. The claim is "
+            "kept as written; add the manager, or correct the rows "
+            "(`idprov user list --claim manager=NAME` finds them)"
+        )
+
     # -- rejects file
     def _open_rejects(self) -> None:
         """Open the ``--rejects`` file before anything is written, so that a path that
@@ -350,3 +395,8 @@ def _same_file(path: Path, given: Path | BinaryIO) -> bool:
     except (OSError, ValueError):  # io.UnsupportedOperation is both
         return False
     return (target.st_dev, target.st_ino) == (source.st_dev, source.st_ino)
+
+
+def _lines(lines: list[int]) -> str:
+    shown = ", ".join(str(n) for n in lines[:5])
+    return shown + (f" and {len(lines) - 5} more" if len(lines) > 5 else "")

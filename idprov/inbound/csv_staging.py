@@ -115,6 +115,16 @@ class Staging:
             " AND action IN ('create', 'update', 'resume')"
         ).fetchall()
 
+    def claim_values(self, claim: str) -> list[tuple[int, str, str]]:
+        """(line, domain, value) of the rows that write ``claim`` with a value."""
+        return self.db.execute(
+            "SELECT line, domain, value FROM ("
+            " SELECT line, domain, json_extract(claims, '$.' || ?) AS value FROM rows"
+            " WHERE action IN ('create', 'update', 'resume'))"
+            " WHERE typeof(value) = 'text' AND value != '' ORDER BY line",
+            [claim],
+        ).fetchall()
+
     def drop(self, line: int) -> None:
         self.db.execute("DELETE FROM rows WHERE line = ?", [line])
 
@@ -186,6 +196,8 @@ class ImportState:
     _stores: dict[str, UserStore]
     _valid_roles: set[tuple[str, str]]
     header: list[str]
+    claims_given: set[str]
+    """The claims the header names (after ``--map``)."""
     import_id: int | None
     killed_batch: tuple[int, int] | None
     sha256: str
