@@ -5,6 +5,7 @@ is never lost, and `idp test` tells a wrong base path from wrong credentials."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -80,6 +81,49 @@ def test_a_user_made_again_whose_group_is_gone_too_is_put_in_it_made_again(tmp_p
         assert result.outbound.ok, result.outbound.to_dict()
         assert members(fake, "staff") == {"ann", "bob"}
         assert compute_plan(svc).empty
+
+
+def refuse_unknown_members(fake: FakeScim, refused: list[str]) -> None:
+    """Make ``fake`` refuse, as Entra, Okta or IAM Identity Center do (a 400), a group
+    created or changed with a member that is no account there; ``refused`` collects
+    the unknown ids it was sent."""
+
+    def strict(request: httpx.Request) -> httpx.Response | None:
+        if "/Groups" not in request.url.path or request.method not in ("POST", "PATCH"):
+            return None
+        body = json.loads(request.content)
+        values = body.get("members") or [
+            m for op in body.get("Operations", []) if op["op"] == "add" for m in op["value"]
+        ]
+        unknown = [m["value"] for m in values if m["value"] not in fake.users]
+        if not unknown:
+            return None
+        refused.extend(unknown)
+        return httpx.Response(400, json={"detail": f"no such member {unknown[0]}"})
+
+    fake.faults.append(strict)
+
+
+def test_a_group_made_again_after_a_sandbox_reset_names_no_lost_account(tmp_path, fake):
+    """The target lost every user and group: ann's update makes her again and brings
+    staff along; bob and cyd, lost too, are made again before they are put in it (the
+    group named their lost ids, which a strict target refuses), in one push."""
+    from idprov.provisioning.sync import compute_plan
+
+    refused: list[str] = []
+    with make_service(tmp_path, IDP, ["scim"], http_transport=fake.transport()) as svc:
+        svc.add_role("staff")
+        for name in ("ann", "bob", "cyd"):
+            svc.add_user(name, {"title": "A"}, roles=["staff"])
+        fake.users.clear()
+        fake.groups.clear()
+        refuse_unknown_members(fake, refused)
+        result = svc.update_user("ann", {"title": "B"})
+        assert result.outbound.ok, result.outbound.to_dict()
+        assert refused == []
+        assert sorted(u["userName"] for u in fake.users.values()) == ["ann", "bob", "cyd"]
+        assert members(fake, "staff") == {"ann", "bob", "cyd"}
+        assert compute_plan(svc).empty and svc.outbox_rows() == []
 
 
 def test_a_user_made_again_that_its_group_refuses_for_now_keeps_its_new_account(tmp_path, fake):

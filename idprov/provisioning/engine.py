@@ -130,6 +130,8 @@ class Engine(UserPlanning, RolePlanning):
         made belong to (:meth:`_groups_after`)."""
         self._made = []
         self._lost = []
+        self._confirmed = set()
+        self._gone = {}
 
     def drain(self, rows: Sequence[OutboxRow]) -> OutboundReport:
         """Reconcile ``rows``: users first, then roles, each role's never-pushed
@@ -143,22 +145,40 @@ class Engine(UserPlanning, RolePlanning):
         if self.progress is not None:  # the totals, before any call goes out (live views)
             self.progress(self.report)
         self._inline = len(users) + len(roles) == 1
-        self._run(users, self._plan_user)
-        after = self._groups_after(roles) if self._made or self._lost else []
-        if after:  # rows no change of this drain's judged: the deletion guard does
-            from idprov.provisioning.guard import hold_over
+        self._push(users, roles)
+        if any(self._gone.values()):  # groups made again without members lost with them
+            again = self._judged(self._bring(self._gone, "role"))
+            members = self._members_first(again) if again else []  # the lost, made again
+            self._gone, self._made, self._lost = {}, [], []
+            self._count(again + members)
+            self._push(members, again)
+        return self.report
 
-            after = hold_over(self.outbound, after, self.report)
+    def _push(self, users: list[OutboxRow], roles: list[OutboxRow]) -> None:
+        """Push ``users``, then the groups the users made belong to, then ``roles``."""
+        self._run(users, self._plan_user)
+        after = self._judged(self._groups_after(roles)) if self._made or self._lost else []
         members = self._members_first(after) if after else []  # theirs, never pushed
-        for row in [*after, *members]:
-            self._idp_report(row.idp).total += 1
-        self.brought += after + members
+        self._count(after + members)
         self._run(members, self._plan_user)
-        roles += after
+        roles = roles + after
         if roles:
             self._await_members(roles)
         self._run(roles, self._plan_role)
-        return self.report
+
+    def _judged(self, rows: list[OutboxRow]) -> list[OutboxRow]:
+        """``rows``, brought by this drain, that the deletion guard lets go (no change
+        of this drain's judged them): the others are held."""
+        if not rows:
+            return rows
+        from idprov.provisioning.guard import hold_over
+
+        return hold_over(self.outbound, rows, self.report)
+
+    def _count(self, brought: list[OutboxRow]) -> None:
+        for row in brought:
+            self._idp_report(row.idp).total += 1
+        self.brought += brought
 
     def _idp_report(self, name: str) -> IdpReport:
         return self.report.idps.setdefault(name, IdpReport(name))
@@ -262,22 +282,28 @@ class Engine(UserPlanning, RolePlanning):
         waiting = []
         for (idp, group), members in by_group.items():
             remote = [t.leave.remote_id for t in members if t.leave is not None]
-            future = self.outbound.executor(idp).submit(self._leave_group, idp, group, remote)
-            waiting.append((future, members))
-        for future, members in waiting:
+            tried: list[Attempt] = []  # filled in the worker, read once it is done
+            pool = self.outbound.executor(idp)
+            waiting.append(
+                (pool.submit(self._leave_group, idp, group, remote, tried), members, tried)
+            )
+        for future, members, tried in waiting:
             error = future.exception()
             for task in members:
-                if task.leave is not None and task.leave.error is None:
-                    task.leave.error = error
+                if task.leave is not None:
+                    task.leave.failed += [a for a in tried if a.error is not None]
+                    task.leave.error = task.leave.error or error
         for task in tasks:
             assert task.leave is not None
             task.leave.done = task.leave.error is None
 
-    def _leave_group(self, idp: str, group: str, remote_ids: list[str]) -> None:
+    def _leave_group(
+        self, idp: str, group: str, remote_ids: list[str], attempts: list[Attempt]
+    ) -> None:
         connector = self.outbound.connector(idp)
         retry = self.outbound.idp(idp).retry
         with_retries(
-            lambda n: connector.change_members(group, [], remote_ids), retry, [], self.sleep
+            lambda n: connector.change_members(group, [], remote_ids), retry, attempts, self.sleep
         )
 
     def _dispatch(self, task: Task, bulk: dict[str, list[Task]]) -> None:
@@ -526,6 +552,8 @@ class Engine(UserPlanning, RolePlanning):
 
     def _finish(self, task: Task, attempts: list[Attempt], value: Any) -> None:
         row = task.row
+        if task.leave is not None:  # the failed tries at its groups were its own too
+            attempts = [*task.leave.failed, *attempts]
         if self._made_nothing(task, attempts, value):
             self._unmarked.append(_key(row))
         if self._left_pending(row, value):

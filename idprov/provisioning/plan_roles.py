@@ -71,6 +71,9 @@ class RolePlanning(Planning):
     _roles_read: dict[tuple[str, str], RoleRead]
     """Roles and their members read for this drain, by (domain, role id): once for
     :meth:`_members_first` and the planning after it, whichever IdPs the role goes to."""
+    _gone: dict[str, dict[str, tuple[str, str, str]]]
+    """IdP -> the roles (local id, domain, label) whose groups were made again without
+    members whose accounts the target had lost too (:meth:`_lose_members`)."""
     _unprovisioned: dict[int, set[str]]
     """Role row id -> its members that were not provisioned at its IdP when the drain
     began (read by :meth:`_members_first`, for :meth:`_await_members`)."""
@@ -452,9 +455,13 @@ class RolePlanning(Planning):
                 return Settled(row, self._group_result(row, "members", remote_id, waiting))
             return self._skip(row, "unchanged", remote_id)
         removed_remote = self._any_remote_ids(row.idp, remove)
-        recreate = self._group_creator(
-            connector, idp, GroupSpec(row.local_id, name, sorted(provisioned.values())), False
-        )
+        confirmed = {u for u in provisioned if (row.idp, u) in self._confirmed}
+        present: dict[str, str] = {}  # the members the group is made again with
+
+        def recreate(attempts: list[Attempt]) -> tuple[str, bool] | RefusedCreate:
+            present.update(self._existing(connector, idp, provisioned, confirmed, attempts))
+            spec = GroupSpec(row.local_id, name, sorted(present.values()))
+            return self._group_creator(connector, idp, spec, False)(attempts)
 
         def update(attempts: list[Attempt]) -> tuple[str, bool] | RefusedCreate | None:
             try:
@@ -479,7 +486,9 @@ class RolePlanning(Planning):
                 raise self._ledger.refused(recreated, "role", row.local_id, row.label)
             if recreated is not None:
                 self._keep(ledger_entry(row, name, recreated[0], "active", recreated[1]))
-                self._ledger.set_members(row.idp, row.local_id, list(provisioned), remove)
+                gone = sorted(set(provisioned) - set(present))
+                self._ledger.set_members(row.idp, row.local_id, list(present), remove + gone)
+                self._lose_members(row, gone)
                 return self._group_result(row, "create", recreated[0], waiting)
             self._keep(ledger_entry(row, name, remote_id, "active", entry.created_by_idprov))
             self._ledger.set_members(row.idp, row.local_id, add, remove)
@@ -488,6 +497,58 @@ class RolePlanning(Planning):
             )
 
         return Task(row, "rename" if rename and not (add or remove) else "members", update, record)
+
+    def _existing(
+        self,
+        connector: Connector,
+        idp: IdentityProviderConfig,
+        provisioned: dict[str, str],
+        confirmed: set[str],
+        attempts: list[Attempt],
+    ) -> dict[str, str]:
+        """Of ``provisioned`` (user id -> remote id), the members whose accounts exist
+        at the target, for a group made again after the target lost it (a sandbox
+        reset loses its users too): those this drain pushed (``confirmed``), and those
+        read back now. A target that refuses a group naming accounts it does not hold
+        (Entra, Okta, IAM Identity Center: a 400) is never sent one; nor is any other.
+        A read that fails raises (the group is not made: its row is retried); a
+        connector that cannot read users is sent every member, as the ledger has them."""
+        present: dict[str, str] = {}
+        reads: list[Attempt] = []  # one per member: only the failures are the row's
+        try:
+            for local_id, remote_id in provisioned.items():
+                if local_id in confirmed or self._read_back(connector, idp, remote_id, reads):
+                    present[local_id] = remote_id
+        except NotImplementedError:
+            return dict(provisioned)
+        finally:
+            attempts += [a for a in reads if a.error is not None]
+        return present
+
+    def _read_back(
+        self,
+        connector: Connector,
+        idp: IdentityProviderConfig,
+        remote_id: str,
+        attempts: list[Attempt],
+    ) -> bool:
+        """Whether the account ``remote_id`` exists at the target (read, with retries)."""
+        found = self._retried(connector, idp, attempts, lambda: connector.read_user(remote_id))
+        return found is not None
+
+    def _lose_members(self, row: OutboxRow, gone: list[str]) -> None:
+        """Forget, in the ledger, the accounts of ``gone`` (members of ``row``'s group
+        that the target lost with it) and have them made again in this drain, then
+        put in the group (:meth:`Engine.drain` pushes the group's row once more: its
+        members never pushed are brought along first, as for any group)."""
+        for user_id in gone:
+            self._ledger.forget(row.idp, "user", user_id)
+        if gone:
+            self._gone.setdefault(row.idp, {})[row.local_id] = (
+                row.local_id,
+                row.domain,
+                row.label,
+            )
 
     def _any_remote_ids(self, idp: str, user_ids: Sequence[str]) -> list[str]:
         out = []

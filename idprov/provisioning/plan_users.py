@@ -121,6 +121,7 @@ class UserPlanning(Planning):
                     row, row.label, remote_id, "active", created_by_idprov, digest, sent, inputs
                 )
             )
+            self._confirmed.add((row.idp, row.local_id))
             op = "create" if entry is None or entry.remote_id is None else "update"
             if op == "create":
                 self._made.append((row, user))

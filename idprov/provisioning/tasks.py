@@ -33,6 +33,8 @@ class Leave:
     groups: list[str] = field(default_factory=list)
     done: bool = False
     error: BaseException | None = None
+    failed: list[Attempt] = field(default_factory=list)
+    """The failed attempts of those requests: each counts as one of the row's."""
 
 
 @dataclass
@@ -144,6 +146,9 @@ class Planning:
     """The user rows this drain created their users by (at the row's IdP), with them."""
     _lost: list[LedgerEntry]
     """The roles whose groups a user's push found deleted at the target."""
+    _confirmed: set[tuple[str, str]]
+    """(IdP, user id) of the users whose push in this drain succeeded: their accounts
+    exist at the target."""
 
     def _keep(self, entry: LedgerEntry) -> None:
         raise NotImplementedError
