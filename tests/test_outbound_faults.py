@@ -493,3 +493,27 @@ def test_a_group_made_whose_members_were_then_refused_keeps_its_mark(
         assert svc.state.ledger.get("target", "role", role.id) is not None
         assert svc.retry_outbox().ok
     assert len(fake.groups) == 1
+
+
+def test_a_delete_that_fails_leaving_its_groups_counts_every_attempt(tmp_path, fake, sleeps):
+    """A deprovisioned user leaves its groups first, in one request per group for all
+    its leavers; when that request fails, the user's row failed on those attempts (it
+    showed `attempts 0` in `outbox list` after failing drain after drain)."""
+    with service(tmp_path, fake, sleeps) as svc:
+        svc.add_role("staff")
+        svc.add_user("alice", {"email": "a@example.com"}, roles=["staff"])
+        svc.add_user("bob", {"email": "b@example.com"}, roles=["staff"])
+        fake.fail("PATCH", 503, times=100)
+        result = svc.delete_user("alice")
+        deleted = [op for op in result.outbound.idps["target"].operations if op.kind == "user"]
+        assert [(op.outcome, op.attempts) for op in deleted] == [("failed", 3)]
+        [row] = svc.state.outbox.rows(local_ids=[result.entity.id])
+        assert (row.status, row.attempts) == ("failed", 3)
+        assert not svc.retry_outbox().ok
+        [row] = svc.state.outbox.rows(local_ids=[result.entity.id])
+        assert row.attempts == 6
+        log = svc.audit_log(AuditQuery(action="outbound.delete", target="alice", limit=100))
+        assert [e.details["status"] for e in log] == [503] * 6
+        fake.faults.clear()
+        assert svc.retry_outbox().ok
+    assert sorted(u["userName"] for u in fake.users.values()) == ["bob"]
