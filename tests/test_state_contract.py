@@ -176,6 +176,26 @@ def test_audit_entries_are_newest_first_and_filtered(state):
 # ---- outbox
 
 
+def test_audit_entries_before_a_time_are_removed_oldest_first(state):
+    """What the retention (``audit.keep_days``) removes: entries made before the
+    cutoff, the oldest first, at most ``limit`` at a time; none after it."""
+    with state.transaction():
+        state.audit_many(
+            [
+                (f"2020-{month}-01T00:00:00.000Z", "ann", "app", "user.add", name, "ok", "{}", None)
+                for month, name in (("01", "old1"), ("06", "old2"), ("12", "old3"))
+            ]
+        )
+        state.audit(actor="ann", application="resident", action="user.add", target="new")
+    with state.transaction():
+        assert state.remove_audit_before("2021-01-01T00:00:00.000Z", 2) == 2
+    assert [e.target for e in state.audit_entries(AuditQuery())] == ["new", "old3"]
+    with state.transaction():
+        assert state.remove_audit_before("2021-01-01T00:00:00.000Z", 2) == 1
+        assert state.remove_audit_before("2021-01-01T00:00:00.000Z", 2) == 0
+    assert [e.target for e in state.audit_entries(AuditQuery())] == ["new"]
+
+
 def test_enqueue_coalesces_per_entity_and_idp(state):
     with state.transaction():
         first = state.outbox.enqueue(["a", "b"], "user", "id-1", "PRIMARY", "alice")

@@ -265,6 +265,10 @@ def sync_result(
             )
     if repaired is not None:
         outbound_report(repaired)
+    if result.audit_removed:
+        console().print(
+            f"audit log: {result.audit_removed} entries older than audit.keep_days removed"
+        )
 
 
 def _shortened(changes: list[str], most: int = 10) -> str:

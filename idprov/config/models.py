@@ -133,6 +133,21 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """The audit log's retention: ``audit: {keep_days: 400}`` removes the entries older
+    than that at each `idprov sync` (see idprov/provisioning/retention.py). Without it,
+    every entry is kept."""
+
+    keep_days: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.keep_days is not None and self.keep_days < 1:
+            raise Invalid(
+                "must be at least 1 (days); leave it out to keep every entry", "keep_days"
+            )
+
+
+@dataclass(frozen=True)
 class RetryConfig:
     """How an outbound operation is retried on timeouts, 408, 429 and 5xx."""
 
@@ -392,6 +407,7 @@ class Config:
     applications: list[ApplicationConfig] = field(default_factory=list)
     state: StateConfig | None = None
     """idprov's own state elsewhere than ``<data_dir>/idprov.db`` (PostgreSQL)."""
+    audit: AuditConfig = field(default_factory=AuditConfig)
     source: str = field(default="<embedded default>", compare=False, init=False)
     locator: Any = field(default=None, compare=False, init=False, repr=False)
     """Where each key is in the source file (a schema.Locator), for later checks."""

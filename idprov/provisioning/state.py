@@ -326,6 +326,15 @@ class StateStore:
             rows,
         )
 
+    def remove_audit_before(self, cutoff: str, limit: int) -> int:
+        """Remove up to ``limit`` of the oldest entries made before ``cutoff`` (ISO UTC);
+        how many went."""
+        return self.db.execute(
+            "DELETE FROM audit WHERE id IN"
+            " (SELECT id FROM audit WHERE at < ? ORDER BY id LIMIT ?)",
+            [cutoff, limit],
+        ).rowcount
+
     def audit_entries(self, query: AuditQuery) -> list[AuditEntry]:
         """Newest first, filtered; ``target`` and ``action`` match as prefixes."""
         where, params = [], []

@@ -28,6 +28,7 @@ from idprov.db import now
 from idprov.errors import ConflictError, GuardError, UsageError, from_os_error
 from idprov.provisioning.guard import Effects, Trip
 from idprov.provisioning.results import OutboundReport
+from idprov.provisioning.retention import prune_audit
 
 if TYPE_CHECKING:
     from idprov.provisioning.outbox import Kind
@@ -196,6 +197,8 @@ class SyncResult:
     """What ``verify`` found at each IdP (None: not asked)."""
     repaired: OutboundReport | None = None
     """The push that ``repair`` made (None: not asked, or a dry run)."""
+    audit_removed: int = 0
+    """Audit entries older than ``audit.keep_days`` that the run removed."""
 
     @property
     def outbound_failed(self) -> bool:
@@ -238,6 +241,8 @@ class SyncResult:
         if self.drift is not None:
             payload["drift"] = self.drift
             payload["repair"] = self.repaired.to_dict() if self.repaired is not None else None
+        if self.audit_removed:
+            payload["audit_removed"] = self.audit_removed
         return payload
 
 
@@ -382,6 +387,7 @@ def run_sync(
     try:
         result.outbound = apply_plan(service, plan, run, allow_deletes)
         _verify(service, result, verify or repair, repair)
+        result.audit_removed = prune_audit(service)
         outcome = "ok" if result.ok else "failed"
     except GuardError:
         outcome = "refused"  # the deletion guard's word, and only its

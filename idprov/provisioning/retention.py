@@ -1,0 +1,54 @@
+"""The audit log's retention: ``audit: {keep_days: N}``.
+
+Every change and every operation at a target is an audit entry, so the log grows with
+the work done, and it names people (who changed whom). With ``keep_days`` set, each
+`idprov sync` (the job cron runs) removes the entries older than that, oldest first, in
+short transactions of :data:`BATCH` entries (a writer waits for one batch, never for
+the whole removal), and records what it removed as one entry of its own
+(``audit.prune``). Without it, every entry is kept, as before. An SQLite file does not
+shrink: the freed pages hold the entries written after.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from idprov.provisioning.service import IdentityService
+
+BATCH = 5_000
+"""Entries removed per transaction."""
+
+
+def cutoff(keep_days: int, now: datetime | None = None) -> str:
+    """The time before which entries go, as the audit log writes times."""
+    when = (now or datetime.now(UTC)) - timedelta(days=keep_days)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def prune_audit(service: IdentityService) -> int:
+    """Remove the audit entries older than ``audit.keep_days`` (none without it); how
+    many went. Recorded as one ``audit.prune`` entry, in the current sync run."""
+    keep = service.config.audit.keep_days
+    if keep is None:
+        return 0
+    before = cutoff(keep)
+    removed = 0
+    while True:
+        with service.state.transaction():
+            count = service.state.remove_audit_before(before, BATCH)
+        removed += count
+        if count < BATCH:
+            break
+    if removed:
+        with service.state.transaction():
+            service.state.audit(
+                actor=service.actor,
+                application=service.application,
+                action="audit.prune",
+                target="audit",
+                details={"before": before, "keep_days": keep, "removed": removed},
+                run=service.run,
+            )
+    return removed
