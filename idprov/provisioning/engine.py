@@ -282,22 +282,28 @@ class Engine(UserPlanning, RolePlanning):
         waiting = []
         for (idp, group), members in by_group.items():
             remote = [t.leave.remote_id for t in members if t.leave is not None]
-            future = self.outbound.executor(idp).submit(self._leave_group, idp, group, remote)
-            waiting.append((future, members))
-        for future, members in waiting:
+            tried: list[Attempt] = []  # filled in the worker, read once it is done
+            pool = self.outbound.executor(idp)
+            waiting.append(
+                (pool.submit(self._leave_group, idp, group, remote, tried), members, tried)
+            )
+        for future, members, tried in waiting:
             error = future.exception()
             for task in members:
-                if task.leave is not None and task.leave.error is None:
-                    task.leave.error = error
+                if task.leave is not None:
+                    task.leave.failed += [a for a in tried if a.error is not None]
+                    task.leave.error = task.leave.error or error
         for task in tasks:
             assert task.leave is not None
             task.leave.done = task.leave.error is None
 
-    def _leave_group(self, idp: str, group: str, remote_ids: list[str]) -> None:
+    def _leave_group(
+        self, idp: str, group: str, remote_ids: list[str], attempts: list[Attempt]
+    ) -> None:
         connector = self.outbound.connector(idp)
         retry = self.outbound.idp(idp).retry
         with_retries(
-            lambda n: connector.change_members(group, [], remote_ids), retry, [], self.sleep
+            lambda n: connector.change_members(group, [], remote_ids), retry, attempts, self.sleep
         )
 
     def _dispatch(self, task: Task, bulk: dict[str, list[Task]]) -> None:
@@ -546,6 +552,8 @@ class Engine(UserPlanning, RolePlanning):
 
     def _finish(self, task: Task, attempts: list[Attempt], value: Any) -> None:
         row = task.row
+        if task.leave is not None:  # the failed tries at its groups were its own too
+            attempts = [*task.leave.failed, *attempts]
         if self._made_nothing(task, attempts, value):
             self._unmarked.append(_key(row))
         if self._left_pending(row, value):

@@ -33,6 +33,8 @@ class Leave:
     groups: list[str] = field(default_factory=list)
     done: bool = False
     error: BaseException | None = None
+    failed: list[Attempt] = field(default_factory=list)
+    """The failed attempts of those requests: each counts as one of the row's."""
 
 
 @dataclass
