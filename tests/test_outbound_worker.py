@@ -21,6 +21,7 @@ import pytest
 from idprov.config import load_text
 from idprov.connectors import registry
 from idprov.connectors.scim2 import Scim2Connector
+from idprov.db import now
 from idprov.provisioning.service import IdentityService
 from idprov.provisioning.state import AuditQuery
 from tests.outbound_helpers import FakeScim, idp_yaml, make_config_text, make_service
@@ -305,6 +306,32 @@ def test_an_idp_failing_everything_is_quarantined_and_shown(tmp_path, fake, cli)
         fake.faults.clear()
         assert svc.retry_outbox().ok
         assert svc.idp_health() == {}
+
+
+def test_an_idp_is_failing_since_its_first_failure_after_its_last_success(tmp_path, fake):
+    """bob's account is made, then his group's PATCH fails: the IdP has been failing
+    since that failure (`idprov status` said so only from the second one, the drain's
+    success having cleared it), and a retry that fails again keeps that start."""
+    with service(tmp_path, fake, idp_yaml("target", BASE), ["target"]) as svc:
+        svc.add_role("staff")
+        svc.add_user("alice", {"email": "alice@example.com"}, roles=["staff"])
+        fake.fail("PATCH", 503, times=100)
+        before = now()
+        result = svc.add_user("bob", {"email": "bob@example.com"}, roles=["staff"])
+        ops = result.outbound.idps["target"].operations
+        assert [(op.kind, op.outcome) for op in ops] == [("user", "done"), ("role", "failed")]
+        first = svc.state.outbox.health()["target"]
+        assert first.failing_since is not None and first.failing_since >= before
+        assert first.last_success_at is not None and first.last_success_at <= first.failing_since
+        assert svc.idp_health()["target"] == (
+            f"failing since {first.failing_since}: {first.last_error}"
+        )
+        assert not svc.retry_outbox().ok
+        again = svc.state.outbox.health()["target"]
+        assert again.failing_since == first.failing_since
+        assert again.last_failure_at is not None and again.last_failure_at > first.failing_since
+        fake.faults.clear()
+        assert svc.retry_outbox().ok and svc.idp_health() == {}
 
 
 # ---------------------------------------------------------------- orphaned rows

@@ -25,7 +25,7 @@ from idprov.model import User
 from idprov.provisioning.external_ids import ExternalIds
 from idprov.provisioning.internal_roles import InternalRoles
 from idprov.provisioning.ledger import LedgerEntry
-from idprov.provisioning.outbox import stamp_in
+from idprov.provisioning.outbox import DrainHealth, stamp_in
 from idprov.provisioning.state import AuditQuery, StateStore
 from idprov.provisioning.tokens import InboundTokens
 
@@ -287,16 +287,31 @@ def test_discard_drops_the_rows_of_one_idp(state):
 
 
 def test_idp_health_keeps_the_start_of_a_failing_streak(state):
-    with state.transaction():
-        state.outbox.note_health("a", 0, 2, "HTTP 500")
-    since = state.outbox.health()["a"].failing_since
-    with state.transaction():
-        state.outbox.note_health("a", 0, 1, "HTTP 502")
+    def note(**drained: str) -> None:
+        with state.transaction():
+            state.outbox.note_health("a", DrainHealth(**drained))
+
+    note(failing_since="T1", failed_at="T2", error="HTTP 500")
+    note(failing_since="T3", failed_at="T3", error="HTTP 502")
     health = state.outbox.health()["a"]
-    assert (health.failing_since, health.last_error) == (since, "HTTP 502")
-    with state.transaction():
-        state.outbox.note_health("a", 1, 0, None)
-    assert state.outbox.health()["a"].failing_since is None
+    assert (health.failing_since, health.last_failure_at, health.last_error) == (
+        "T1",
+        "T3",
+        "HTTP 502",
+    )
+    note(succeeded_at="T4")
+    health = state.outbox.health()["a"]
+    assert (health.failing_since, health.last_success_at, health.last_error) == (
+        None,
+        "T4",
+        "HTTP 502",
+    )
+    # a drain whose failures came after its last success starts a streak there
+    note(succeeded_at="T5", failing_since="T6", failed_at="T7", error="HTTP 503")
+    assert state.outbox.health()["a"].failing_since == "T6"
+    note(succeeded_at="T9", failed_at="T8", error="HTTP 504")  # it failed, then succeeded
+    health = state.outbox.health()["a"]
+    assert (health.failing_since, health.last_failure_at) == (None, "T8")
 
 
 # ---- ledger

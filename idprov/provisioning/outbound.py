@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from idprov.db import now
 from idprov.errors import IdprovError, NotFoundError
-from idprov.provisioning.outbox import LEASE_SECONDS, OutboxRow
-from idprov.provisioning.results import OutboundReport, Progress
+from idprov.provisioning.outbox import LEASE_SECONDS, DrainHealth, OutboxRow
+from idprov.provisioning.results import OperationResult, OutboundReport, Progress
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -284,34 +284,40 @@ class Outbound:
         from idprov.provisioning.engine import Engine
 
         owners = list(owners) or [self.owner]
+        before = {name: len(r.operations) for name, r in report.idps.items()}
         engine = Engine(self, self.directory, progress, dict(passwords or {}), report, owners)
         try:
             engine.drain(rows)
         finally:
             drained = [*rows, *engine.brought]  # with the members its roles brought
-            finished = sum(len(r.operations) for r in report.idps.values()) >= len(drained)
-            health = self._health_changes(report)
+            ended = {name: r.operations[before.get(name, 0) :] for name, r in report.idps.items()}
+            finished = sum(len(ops) for ops in ended.values()) >= len(drained)
+            health = self._health_changes(ended)
             if health or not finished:  # each finished row released its own claim
                 with self.state.transaction():
                     self.state.outbox.release_rows([r.id for r in drained], owners)
-                    for change in health:
-                        self.state.outbox.note_health(*change)
+                    for name, told in health:
+                        self.state.outbox.note_health(name, told)
         return report
 
-    def _health_changes(self, report: OutboundReport) -> list[tuple[str, int, int, str | None]]:
-        """(idp, done, failed, last error) to record: failures, and the first success
+    def _health_changes(
+        self, ended: Mapping[str, Sequence[OperationResult]]
+    ) -> list[tuple[str, DrainHealth]]:
+        """What to record of each IdP's health after a drain whose operations ended as
+        ``ended`` (per IdP, in the order they ended): a failure, and the first success
         of an IdP that was failing (a healthy IdP's success writes nothing)."""
         failing = None
         out = []
-        for name, idp_report in report.idps.items():
-            failed = [op for op in idp_report.operations if op.outcome == "failed"]
-            done = idp_report.count("done")
-            if not failed:
+        for name, ops in ended.items():
+            health = drain_health(ops)
+            if health.failed_at is None:
+                if health.succeeded_at is None:
+                    continue
                 if failing is None:
                     failing = {n for n, h in self.state.outbox.health().items() if h.failing_since}
                 if name not in failing:
                     continue
-            out.append((name, done, len(failed), failed[-1].error if failed else None))
+            out.append((name, health))
         return out
 
     def retry(
@@ -419,6 +425,22 @@ class Outbound:
         due = datetime.fromisoformat(nxt.replace("Z", "+00:00"))
         seconds = (due - datetime.now(UTC)).total_seconds()
         return min(max(seconds, 0.05), IDLE_POLL_SECONDS)
+
+
+def drain_health(ops: Sequence[OperationResult]) -> DrainHealth:
+    """The health that operations ``ops`` (of one IdP, in the order they ended) tell:
+    failing since the first failure after the last success (the first failed
+    operation of a row that went on failing, its own account made just before, was
+    the start of the streak, not the retry's)."""
+    done = [i for i, op in enumerate(ops) if op.outcome == "done"]
+    failed = [i for i, op in enumerate(ops) if op.outcome == "failed"]
+    after = [i for i in failed if not done or i > done[-1]]
+    return DrainHealth(
+        succeeded_at=ops[done[-1]].at if done else None,
+        failing_since=ops[after[0]].at if after else None,
+        failed_at=ops[failed[-1]].at if failed else None,
+        error=ops[failed[-1]].error if failed else None,
+    )
 
 
 def keep_working(

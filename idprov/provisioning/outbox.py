@@ -110,6 +110,20 @@ class OutboxRow:
         return out
 
 
+@dataclass(frozen=True)
+class DrainHealth:
+    """What a drain tells of an IdP's health, from its operations in the order they
+    ended (see :meth:`Outbox.note_health`)."""
+
+    succeeded_at: str | None = None
+    """When its last successful operation ended (None: none succeeded)."""
+    failing_since: str | None = None
+    """When the first of the failures after that one ended (None: none failed after)."""
+    failed_at: str | None = None
+    """When its last failure ended, and its error."""
+    error: str | None = None
+
+
 @dataclass
 class IdpHealth:
     """Whether an IdP has been failing, and since when."""
@@ -456,20 +470,18 @@ class Outbox:
             [idp, scope],
         )
 
-    def note_health(self, idp: str, succeeded: int, failed: int, error: str | None) -> None:
-        """Record a drain's outcome at ``idp``: any success clears the failing streak."""
-        stamp = now()
-        if succeeded:
-            self.db.execute(
-                "INSERT INTO idp_health (idp, last_success_at) VALUES (?, ?) ON CONFLICT (idp)"
-                " DO UPDATE SET failing_since = NULL, last_success_at = excluded.last_success_at",
-                [idp, stamp],
-            )
-        elif failed:
-            self.db.execute(
-                "INSERT INTO idp_health (idp, failing_since, last_failure_at, last_error)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (idp) DO UPDATE SET"
-                " failing_since = coalesce(idp_health.failing_since, excluded.failing_since),"
-                " last_failure_at = excluded.last_failure_at, last_error = excluded.last_error",
-                [idp, stamp, stamp, error],
-            )
+    def note_health(self, idp: str, drained: DrainHealth) -> None:
+        """Record a drain's outcome at ``idp``: a success ends the failing streak (a
+        failure after it starts a new one), and a failing streak keeps its start."""
+        self.db.execute(
+            "INSERT INTO idp_health (idp, failing_since, last_success_at, last_failure_at,"
+            " last_error) VALUES (?, ?, ?, ?, ?) ON CONFLICT (idp) DO UPDATE SET"
+            " failing_since = CASE WHEN excluded.last_success_at IS NOT NULL"
+            " THEN excluded.failing_since"
+            " ELSE coalesce(idp_health.failing_since, excluded.failing_since) END,"
+            " last_success_at = coalesce(excluded.last_success_at, idp_health.last_success_at),"
+            " last_failure_at = coalesce(excluded.last_failure_at, idp_health.last_failure_at),"
+            " last_error = CASE WHEN excluded.last_failure_at IS NOT NULL"
+            " THEN excluded.last_error ELSE idp_health.last_error END",
+            [idp, drained.failing_since, drained.succeeded_at, drained.failed_at, drained.error],
+        )

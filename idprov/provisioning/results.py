@@ -10,6 +10,8 @@ from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from idprov.db import now
+
 if TYPE_CHECKING:
     from idprov.model import Role, User
 
@@ -42,10 +44,12 @@ class OperationResult:
     attempts: int = 0
     row: int | None = field(default=None, repr=False)
     """The outbox row this is the result of (set by the engine)."""
+    at: str = field(default_factory=now, repr=False, compare=False)
+    """When its outcome was known: the IdP's health dates a failing streak by it."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        del out["row"]
+        del out["row"], out["at"]
         return out
 
 
