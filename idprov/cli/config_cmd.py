@@ -48,7 +48,11 @@ def validate(
     strict: Annotated[bool, typer.Option(help="Also fail when a secret cannot be read.")] = False,
     json: JsonOpt = False,
 ) -> None:
-    """Check the configuration; say where any error is."""
+    """Check the configuration; say where any error is.
+
+    Also warns about a ledger in idprov's state kept under an IdP name the
+    configuration no longer has (renamed in the file only: `idprov idp rename`).
+    """
     from idprov.config.loader import check_store_files
 
     config = _loaded()
@@ -78,6 +82,25 @@ def validate(
             render.message(f"[yellow]![/] {render.esc(text)}")
 
     emit(result, show)
+    _warn_about_state(config)
+
+
+def _warn_about_state(config: Any) -> None:
+    """Warn about the IdP names idprov's state holds a ledger for that ``config`` does
+    not configure (renamed in the file only); a state that cannot be read is said,
+    not an error of the configuration."""
+    from idprov.cli.common import render_error, service
+    from idprov.cli.status import warn_orphaned_idps
+    from idprov.errors import IdprovError
+    from idprov.statedb import STATE_FILENAME
+
+    if config.state is None and not (Path(config.data_dir or ".") / STATE_FILENAME).exists():
+        return  # no state yet: nothing can be orphaned
+    try:
+        warn_orphaned_idps(service(live=False))
+    except IdprovError as exc:
+        exc.message = f"idprov's state was not read, so it was not checked: {exc.message}"
+        render_error(exc, "warning")
 
 
 def _missing_secrets(config: Any) -> list[tuple[str, str, str]]:

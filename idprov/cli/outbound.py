@@ -266,6 +266,68 @@ def idp_test(
         )
 
 
+@idp_app.command("rename")
+def idp_rename(
+    old: Annotated[str, typer.Argument(help="The name idprov's state holds it under.")],
+    new: Annotated[str, typer.Argument(help="The name the configuration now gives it.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would move; change nothing.")
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option(help="Wait for a running sync or import instead of exiting with code 8.")
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Move what idprov knows about a renamed identity provider to its new name.
+
+    Rename it in the configuration first, then run this: its ledger (the accounts and
+    groups idprov made there), outbox rows, health and recorded scope move from OLD to
+    NEW in one transaction. Nothing at the target changes. Example: idprov idp rename
+    corp corp-scim
+    """
+    from idprov.provisioning.idp_rename import rename_idp
+
+    svc = service(live=False)
+    result = rename_idp(
+        svc.state,
+        svc.config,
+        old,
+        new,
+        actor=svc.actor,
+        application=svc.application,
+        dry_run=dry_run,
+        wait=wait,
+    )
+    emit(result, _renamed)
+
+
+_MOVED = {
+    "accounts": "account",
+    "groups": "group",
+    "memberships": "membership",
+    "inputs": "input digest",
+    "outbox": "outbox row",
+    "health": "health and scope record",
+    "jit_links": "JIT login link",
+}
+
+
+def _renamed(result: Any) -> None:
+    parts = [
+        f"{n} {word}{'s' if n != 1 and word != 'health and scope record' else ''}"
+        for key, word in _MOVED.items()
+        if (n := result.moved[key])
+    ]
+    verb = "would move" if result.dry_run else "moved"
+    done = "[dim]dry run:[/]" if result.dry_run else "[green]✓[/]"
+    render.message(
+        f"{done} {render.esc(result.old)} → {render.esc(result.new)}: {verb} "
+        f"{render.esc(', '.join(parts))}; nothing at the target changes"
+    )
+    for note in result.notes:
+        render.message(f"[yellow]![/] {render.esc(note)}")
+
+
 @connector_app.command("list")
 def connector_list(json: JsonOpt = False) -> None:
     """List installed connectors and where they come from."""

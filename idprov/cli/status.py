@@ -51,11 +51,29 @@ MetricsOpt = Annotated[
 
 
 def status(json: JsonOpt = False) -> None:
-    """Each identity provider at a glance: last sync, outbox depth, oldest row, health."""
+    """Each identity provider at a glance: last sync, outbox depth, oldest row, health.
+
+    Warns about a ledger kept under an IdP name that is no longer configured.
+    """
     from idprov.cli import render
     from idprov.provisioning.metrics import idp_status
 
-    emit(idp_status(service()), render.status)
+    svc = service()
+    emit(idp_status(svc), render.status)
+    warn_orphaned_idps(svc)
+
+
+def warn_orphaned_idps(svc: Any) -> None:
+    """A warning on stderr (a JSON line with ``--json``) for each IdP name the ledger
+    holds accounts or groups for that is not configured: renamed in the configuration
+    only, its ledger is lost to every command until `idprov idp rename`."""
+    from idprov.cli.common import render_error
+    from idprov.provisioning.idp_rename import orphaned_idps
+
+    for orphan in orphaned_idps(svc.state, svc.config):
+        warning = IdprovError(orphan.message, hint=orphan.hint)
+        warning.code = "orphaned_idp"
+        render_error(warning, "warning")
 
 
 def write_run_metrics(path: Path | None, svc: Any, run: Any) -> None:

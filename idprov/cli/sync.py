@@ -18,7 +18,7 @@ from idprov.cli.common import (
     emit_with_code,
     service,
 )
-from idprov.cli.status import MetricsOpt, write_run_metrics
+from idprov.cli.status import MetricsOpt, warn_orphaned_idps, write_run_metrics
 from idprov.errors import ExitCode, IdprovError, UsageError
 
 IdpOpt = Annotated[
@@ -97,6 +97,7 @@ def sync(
     """Bring every identity provider into line with the userstores (cron-safe)."""
     from contextlib import nullcontext
 
+    from idprov.provisioning.idp_rename import note_targets
     from idprov.provisioning.metrics import RunStats, run_outcome
     from idprov.provisioning.sync import load_plan, run_sync
 
@@ -108,6 +109,8 @@ def sync(
     try:
         with nullcontext() if dry_run else svc.state.run_lock("sync", wait=wait):
             result = run_sync(svc, idp, dry_run, allow_deletes, saved, verify, repair)
+            if not dry_run:  # where each IdP points, to tell a renamed one later
+                note_targets(svc.state, svc.config)
     except IdprovError as exc:
         stats.outcome = run_outcome(exc.exit_code)
         stats.guard_trips.update(getattr(exc, "tripped", {}))
@@ -120,6 +123,7 @@ def sync(
             f.write(jsonlib.dumps(result.plan.to_dict(), indent=2))
     code = _exit_code(result, detailed_exitcode)
     write_run_metrics(metrics, svc, _stats(stats, result, code))
+    warn_orphaned_idps(svc)
     emit_with_code(
         result.to_dict(),
         lambda _: render.sync_result(result, result.drift, quiet, result.repaired),

@@ -1,0 +1,395 @@
+"""Renaming an identity provider without losing what idprov knows about it.
+
+idprov's state keys everything it keeps about a target by the IdP's name in the
+configuration: the ledger (which remote accounts and groups are idprov's, their ids and
+digests, the memberships it made), the outbox, the IdP's health and its recorded scope
+(which the deletion guard's rule for a change of scope reads). An IdP renamed in the
+configuration alone leaves all of that under a name nothing reads: the next sync sees
+every account at the target as new and not idprov's, and a change of scope pending
+there is forgotten.
+
+:func:`rename_idp` moves those rows from the old name to the new one in one state
+transaction, under the run lock of sync and import, once the configuration names the
+new one and no longer the old one (the state follows the configuration), and records
+it in the audit log. Nothing at the target changes.
+
+:func:`orphaned_idps` finds, in one query that reads the ledger's index once per IdP
+name (never per user), the names the ledger holds that the configuration does not,
+for `status`, `sync` and `config validate` to warn about. So that it can name the
+likely new name, :func:`note_targets` records in ``idp_targets`` the target each
+configured IdP points at (its ``base_url`` or the connector's equivalent): a
+configured IdP that points where an orphaned name last pointed is most likely it.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from idprov.db import now
+from idprov.errors import ConfigError, ConflictError, LockedError, NotFoundError, UsageError
+from idprov.statedb import Migrations, ddl
+
+if TYPE_CHECKING:
+    from idprov.config.models import Config, IdentityProviderConfig
+    from idprov.provisioning.state import StateStore
+    from idprov.statedb import StateDB
+
+MIGRATIONS: Migrations = {
+    "sqlite": [
+        (
+            "0001_idp_targets",
+            ddl(
+                "CREATE TABLE idp_targets (idp TEXT PRIMARY KEY, target TEXT NOT NULL,"
+                " noted_at TEXT NOT NULL) WITHOUT ROWID"
+            ),
+        )
+    ],
+    "postgresql": [
+        (
+            "0001_idp_targets",
+            ddl(
+                "CREATE TABLE idp_targets (idp text PRIMARY KEY, target text NOT NULL,"
+                " noted_at text NOT NULL)"
+            ),
+        )
+    ],
+}
+"""``idp_targets``: per configured IdP, the target it pointed at when a sync last ran."""
+
+OWN_ROWS = ("ledger", "ledger_members", "ledger_inputs", "outbox")
+"""The tables whose rows under the new name would be merged with the old name's: the
+new name must have none."""
+
+TARGET_KEYS = ("base_url", "url", "instance_url", "domain", "customer")
+"""The options that say which system an IdP's connector talks to (never a secret)."""
+
+
+def target_of(idp: IdentityProviderConfig) -> str | None:
+    """Which system ``idp`` points at: its connector and the options in
+    :data:`TARGET_KEYS` it sets (a URL without credentials or a trailing ``/``);
+    None when it sets none of them (a plugin with options of its own)."""
+    options = idp.options
+    parts = []
+    for key in TARGET_KEYS:
+        value = options.get(key) if isinstance(options, dict) else getattr(options, key, None)
+        if isinstance(value, str) and value:
+            parts.append(f"{key}={_without_credentials(value)}")
+    return " ".join([idp.connector, *parts]) if parts else None
+
+
+def _without_credentials(value: str) -> str:
+    if "://" not in value:
+        return value
+    url = urlsplit(value.rstrip("/"))
+    host = url.netloc.rpartition("@")[2].lower()
+    return urlunsplit((url.scheme.lower(), host, url.path, url.query, ""))
+
+
+def migrate_tables(db: StateDB) -> None:
+    """Make this module's table (``idp_targets``), as every module keeping tables in the
+    state does on first use."""
+    db.migrate("idp_names", MIGRATIONS)
+
+
+def _migrated(state: StateStore) -> StateDB:
+    from idprov.provisioning import jit_links
+
+    migrate_tables(state.db)
+    state.db.migrate("jit", jit_links.MIGRATIONS)
+    return state.db
+
+
+def note_targets(state: StateStore, config: Config) -> None:
+    """Record the target each configured IdP points at now (a row written only when it
+    changed), so that an orphaned name can later be matched to its new name."""
+    db = _migrated(state)
+    known = dict(db.execute("SELECT idp, target FROM idp_targets").fetchall())
+    changed = []
+    for idp in config.identity_providers:
+        target = target_of(idp)
+        if target is not None and known.get(idp.name) != target:
+            changed.append((idp.name, target, now()))
+    if changed:
+        with state.transaction():
+            db.executemany(
+                "INSERT INTO idp_targets (idp, target, noted_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (idp) DO UPDATE SET target = excluded.target,"
+                " noted_at = excluded.noted_at",
+                changed,
+            )
+
+
+# ---------------------------------------------------------------- orphaned names
+
+
+@dataclass(frozen=True)
+class OrphanedIdp:
+    """An IdP name the ledger holds accounts or groups for, which is not configured."""
+
+    idp: str
+    users: int
+    groups: int
+    likely: str | None = None
+    """A configured IdP that points at the target this name last pointed at."""
+
+    @property
+    def message(self) -> str:
+        held = f"{self.users} account{'s' if self.users != 1 else ''}"
+        if self.groups:
+            held += f" and {self.groups} group{'s' if self.groups != 1 else ''}"
+        text = f"the ledger holds {held} for '{self.idp}', which is not configured"
+        if self.likely is None:
+            return f"{text}; if it was renamed, run `idprov idp rename {self.idp} NEW`"
+        return (
+            f"{text}; '{self.likely}' points at the target '{self.idp}' pointed at: if it "
+            f"was renamed to '{self.likely}', run `idprov idp rename {self.idp} {self.likely}`"
+        )
+
+    @property
+    def hint(self) -> str:
+        return (
+            "until then nothing reads that ledger: a push under the new name takes the "
+            "accounts and groups idprov made there for new ones, and a change of scope "
+            f"pending there is not judged; if '{self.idp}' was retired, keep its entry with "
+            "`enabled: false` (its ledger stays for the record)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "message": self.message, "hint": self.hint}
+
+
+def _orphans_query(configured: list[str]) -> str:
+    """Each IdP name in the ledger, walked through its primary key one name at a time
+    (a loose index scan: one index seek per name, whatever the number of rows); the
+    counts and the recorded target of the names not in ``configured`` only."""
+    marks = ", ".join("?" for _ in configured) or "NULL"
+    count = "(SELECT count(*) FROM ledger c WHERE c.idp = names.idp AND c.kind = '{}')"
+    return (
+        "WITH RECURSIVE names(idp) AS (SELECT min(idp) FROM ledger UNION ALL"
+        " SELECT (SELECT min(l.idp) FROM ledger l WHERE l.idp > names.idp) FROM names"
+        " WHERE names.idp IS NOT NULL)"
+        f" SELECT idp, {count.format('user')}, {count.format('role')},"
+        " (SELECT t.target FROM idp_targets t WHERE t.idp = names.idp)"
+        f" FROM names WHERE idp IS NOT NULL AND idp NOT IN ({marks})"
+    )
+
+
+def orphaned_idps(state: StateStore, config: Config) -> list[OrphanedIdp]:
+    """The IdP names the ledger holds rows for that ``config`` does not configure, with
+    what the ledger holds there and the likely new name (see :func:`note_targets`)."""
+    db = _migrated(state)
+    configured = [i.name for i in config.identity_providers]
+    rows = db.execute(_orphans_query(configured), configured).fetchall()
+    targets: dict[str, list[str]] = {}
+    for idp in config.identity_providers:
+        target = target_of(idp)
+        if target is not None:
+            targets.setdefault(target, []).append(idp.name)
+    found = []
+    for name, users, groups, target in rows:
+        candidates = targets.get(target, []) if target is not None else []
+        likely = candidates[0] if len(candidates) == 1 else None
+        found.append(OrphanedIdp(str(name), int(users), int(groups), likely))
+    return found
+
+
+# ---------------------------------------------------------------- the rename
+
+
+@dataclass
+class RenameResult:
+    """What :func:`rename_idp` moved (or, with ``dry_run``, would move)."""
+
+    old: str
+    new: str
+    dry_run: bool
+    moved: dict[str, int]
+    """What moved: ``accounts``, ``groups`` (ledger entries), ``memberships``,
+    ``inputs`` (digests of what was pushed), ``outbox`` rows, ``health`` (the health
+    and scope record: 0 or 1), ``jit_links``."""
+    notes: list[str] = field(default_factory=list)
+    """What the administrator should know: JIT links left under the old name, a target
+    that changed with the name."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rename_idp(
+    state: StateStore,
+    config: Config,
+    old: str,
+    new: str,
+    *,
+    actor: str,
+    application: str,
+    dry_run: bool = False,
+    wait: bool = False,
+) -> RenameResult:
+    """Move every state row kept under IdP ``old`` to ``new``, in one transaction under
+    the run lock (``wait``: queue behind a running sync or import), audited as
+    ``idp.rename``. ``config`` must configure ``new`` and not ``old``; ``new`` must have
+    no ledger or outbox rows of its own; ``old`` must have some state. ``dry_run``
+    checks the same and counts, changing nothing."""
+    _check_configuration(config, old, new)
+    db = _migrated(state)
+    lock: AbstractContextManager[Any] = (
+        nullcontext() if dry_run else state.run_lock("idp rename", wait)
+    )
+    with lock, nullcontext() if dry_run else state.transaction():
+        moved = _counts(db, old, _moves_jit_links(config, old, new))
+        _check_state(db, old, new, moved)
+        result = RenameResult(old, new, dry_run, moved, _notes(db, config, old, new, moved))
+        if dry_run:
+            return result
+        _move(db, old, new, moved)
+        state.audit(
+            actor=actor,
+            application=application,
+            action="idp.rename",
+            target=new,
+            details={"from": old, "to": new, "moved": moved},
+        )
+    note_targets(state, config)
+    return result
+
+
+def _check_configuration(config: Config, old: str, new: str) -> None:
+    names = [i.name for i in config.identity_providers]
+    if old == new:
+        raise UsageError(
+            f"'{old}' is both the old and the new name",
+            hint="give the name the state "
+            "holds (see `idprov status`) and the one the configuration now says",
+        )
+    if new not in names:
+        swapped = f" (the order is OLD NEW: is '{new}' the old name?)" if old in names else ""
+        raise NotFoundError(
+            f"identity provider '{new}' is not configured in {config.source}",
+            hint=f"rename the entry of '{old}' to '{new}' in the configuration first "
+            f"(identity_providers: - name: {new}), then run this again: the state follows "
+            f"the configuration{swapped}",
+        )
+    if old in names:
+        from idprov.config.schema import Locator
+
+        i = names.index(old)
+        locator = config.locator or Locator(config.source)
+        raise ConfigError(
+            f"'{old}' is still configured, so its state is in use under that name",
+            location=locator.where(("identity_providers", i, "name")),
+            key=f"identity_providers[{i}].name",
+            hint=f"remove this entry (you configured '{new}' in its place), then run this "
+            "again; stop or restart `idprov serve` and outbox workers with the new "
+            "configuration first, or they keep pushing under the old name",
+        )
+
+
+def _moves_jit_links(config: Config, old: str, new: str) -> bool:
+    """JIT links name the *federated* IdP of `applications[].jit[].idp`, which may be
+    another name than an outbound one: they move only when the configuration renamed
+    that one too (it names ``new`` there, and no longer ``old``)."""
+    federated = {j.idp for app in config.applications for j in app.jit}
+    return new in federated and old not in federated
+
+
+def _count(db: StateDB, table: str, idp: str, where: str = "") -> int:
+    row = db.execute(f"SELECT count(*) FROM {table} WHERE idp = ?{where}", [idp]).fetchone()
+    return int(row[0])
+
+
+def _counts(db: StateDB, idp: str, jit_links: bool) -> dict[str, int]:
+    kinds = dict(db.execute("SELECT kind, count(*) FROM ledger WHERE idp = ? GROUP BY kind", [idp]))
+    return {
+        "accounts": int(kinds.get("user", 0)),
+        "groups": int(kinds.get("role", 0)),
+        "memberships": _count(db, "ledger_members", idp),
+        "inputs": _count(db, "ledger_inputs", idp),
+        "outbox": _count(db, "outbox", idp),
+        "health": _count(db, "idp_health", idp),
+        "jit_links": _count(db, "jit_links", idp) if jit_links else 0,
+    }
+
+
+def _check_state(db: StateDB, old: str, new: str, moved: dict[str, int]) -> None:
+    if not any(moved.values()):
+        raise NotFoundError(
+            f"idprov's state holds nothing under '{old}' (no ledger, outbox or health rows)",
+            hint="check the old name: `idprov status` warns about each name the ledger "
+            "holds that is not configured",
+        )
+    tables = (*OWN_ROWS, "jit_links") if moved["jit_links"] else OWN_ROWS
+    own = {table: _count(db, table, new) for table in tables}
+    if any(own.values()):
+        held = ", ".join(f"{n} {table.replace('_', ' ')} rows" for table, n in own.items() if n)
+        raise ConflictError(
+            f"'{new}' has state of its own ({held}): renaming '{old}' to it would merge "
+            "two ledgers",
+            hint=f"a sync or push went to '{new}' before this rename. Outbox rows alone: "
+            f"drop them with `idprov outbox discard --idp {new} --yes` and run this again. "
+            f"Ledger rows: it provisioned under that name (accounts it adopted, groups it "
+            f"made again: `idprov sync --verify --dry-run --idp {new}` shows them); the two "
+            "ledgers cannot be merged",
+        )
+    claims = _claims(db, old)
+    if claims:
+        raise LockedError(
+            f"{sum(n for _, n, _ in claims)} outbox rows of '{old}' are being pushed by "
+            + ", ".join(f"{owner} (until {until})" for owner, _, until in claims),
+            hint="a worker or `idprov serve` still runs with the old configuration: stop it "
+            "(or wait until it is done), restart it with the new one, then run this again",
+        )
+
+
+def _claims(db: StateDB, idp: str) -> list[tuple[str, int, str]]:
+    rows = db.execute(
+        "SELECT claimed_by, count(*), max(claimed_until) FROM outbox WHERE idp = ?"
+        " AND claimed_until >= ? GROUP BY claimed_by ORDER BY 1",
+        [idp, now()],
+    ).fetchall()
+    return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
+
+
+def _notes(db: StateDB, config: Config, old: str, new: str, moved: dict[str, int]) -> list[str]:
+    notes = []
+    if not _moves_jit_links(config, old, new):
+        kept = _count(db, "jit_links", old)
+        if kept:
+            notes.append(
+                f"{kept} JIT login links stay under '{old}': they name the federated IdP of "
+                f"an application's `jit:` entries, which the configuration did not rename "
+                f"to '{new}'"
+            )
+    row = db.execute("SELECT target FROM idp_targets WHERE idp = ?", [old]).fetchone()
+    now_at = target_of(next(i for i in config.identity_providers if i.name == new))
+    if row is not None and now_at is not None and row[0] != now_at:
+        notes.append(
+            f"'{new}' points at another target than '{old}' last did: if it is not the same "
+            f"system, this is not a rename (the ledger would name accounts that are not "
+            f"there); `idprov sync --verify --dry-run --idp {new}` shows what is there"
+        )
+    return notes
+
+
+def _move(db: StateDB, old: str, new: str, moved: dict[str, int]) -> None:
+    for table in ("ledger", "ledger_members", "ledger_inputs"):
+        db.execute(f"UPDATE {table} SET idp = ? WHERE idp = ?", [new, old])
+    taken = db.execute(
+        "UPDATE outbox SET idp = ? WHERE idp = ? AND (claimed_until IS NULL OR claimed_until < ?)",
+        [new, old, now()],
+    ).rowcount
+    if taken != moved["outbox"]:  # claimed or enqueued since they were counted
+        raise LockedError(
+            f"the outbox rows of '{old}' changed during the rename; nothing moved",
+            hint="a worker or `idprov serve` still runs with the old configuration: stop "
+            "it, restart it with the new one, then run this again",
+        )
+    if moved["health"]:  # the new name's record, if any, is of no account it provisioned
+        db.execute("DELETE FROM idp_health WHERE idp = ?", [new])
+        db.execute("UPDATE idp_health SET idp = ? WHERE idp = ?", [new, old])
+    if moved["jit_links"]:
+        db.execute("UPDATE jit_links SET idp = ? WHERE idp = ?", [new, old])
+    db.execute("DELETE FROM idp_targets WHERE idp = ?", [old])
