@@ -83,3 +83,92 @@ def test_a_group_renamed_remotely_is_renamed_back(cli, scim):  # noqa: F811
     [group] = scim.groups()
     assert group["displayName"] == "staff" and len(group["members"]) == 2
     assert cli("sync", "--verify", "--detailed-exitcode").exit_code == 0
+
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+
+
+def target_only(scim, name: str, group: dict) -> str:  # noqa: F811
+    """An account an administrator made at the target and put in ``group``: its id."""
+    made = scim.client.post("/Users", json={"schemas": [USER], "userName": name}).json()
+    scim.client.patch(
+        f"/Groups/{group['id']}",
+        json={
+            "schemas": [PATCH],
+            "Operations": [{"op": "add", "path": "members", "value": [{"value": made["id"]}]}],
+        },
+    )
+    return made["id"]
+
+
+def test_a_member_that_is_no_account_at_the_target_is_reported_and_only_it_removed(
+    cli,
+    scim,  # noqa: F811
+):
+    """temp was deleted at the target, which kept its id in staff: that reference
+    dangles, and the repair removes it; contractor, a target-only account an
+    administrator put in staff, is never idprov's to remove."""
+    seed(cli, 2)
+    [staff] = scim.groups()
+    contractor = target_only(scim, "contractor", staff)
+    temp = target_only(scim, "temp", staff)
+    scim.client.delete(f"/Users/{temp}")
+    run = cli("sync", "--verify", "--detailed-exitcode", "--json")
+    assert run.exit_code == 12, run
+    drift = json.loads(run.stdout)["drift"]["scim"]
+    assert drift["groups_changed_remotely"] == [
+        {"group": "staff", "missing_members": [], "dangling_members": [temp]}
+    ]
+    assert drift["unowned"] == ["contractor"] and drift["marked_unowned"] == []
+    text = cli("sync", "--verify").stdout
+    assert f"member {temp} does not exist at the target" in text
+
+    repaired = cli("sync", "--verify", "--repair", "--json")
+    assert repaired.exit_code == 0, repaired
+    assert json.loads(repaired.stdout)["drift"]["scim"]["repaired"] == 1
+    [staff] = scim.groups()
+    users = {u["userName"]: u["id"] for u in scim.users()}
+    assert {m["value"] for m in staff["members"]} == {
+        users["user0"],
+        users["user1"],
+        contractor,
+    }
+    assert cli("sync", "--verify", "--detailed-exitcode").exit_code == 0
+
+
+def test_dangling_members_are_removed_only_within_the_deletion_guard(cli, scim, tmp_path):  # noqa: F811
+    from tests.test_sync import write_config
+
+    guard = "    deletion_guard: {memberships: {max_deletes: 1, min_deletes: 0}}\n"
+    write_config(tmp_path, scim.base_url, guard)
+    seed(cli, 2)
+    [staff] = scim.groups()
+    gone = [target_only(scim, name, staff) for name in ("temp1", "temp2")]
+    for member in gone:
+        scim.client.delete(f"/Users/{member}")
+    run = cli("sync", "--verify", "--repair", "--json")
+    assert run.exit_code == 6, run
+    [op] = [o for i in json.loads(run.stdout)["repair"]["idps"] for o in i["operations"]]
+    assert op["outcome"] == "failed" and "deletion_guard.memberships.max_deletes" in op["error"]
+    [staff] = scim.groups()
+    assert set(gone) <= {m["value"] for m in staff["members"]}  # nothing was removed
+
+
+def test_accounts_with_idprovs_mark_outside_the_ledger_are_reported_apart(cli, scim, tmp_path):  # noqa: F811
+    """The IdP was renamed in the configuration: its ledger stays under the old name,
+    so the accounts idprov made are in none of the new name's. Verify says so, and
+    neither adopts nor deletes them."""
+    seed(cli, 2)
+    scim.client.post("/Users", json={"schemas": [USER], "userName": "contractor"})
+    config = tmp_path / "idprov.yaml"
+    text = config.read_text().replace("name: scim\n", "name: scim-new\n")
+    config.write_text(text.replace("identity_providers: [scim]", "identity_providers: [scim-new]"))
+    before = scim.users()
+    run = cli("sync", "--verify", "--dry-run", "--json")
+    drift = json.loads(run.stdout)["drift"]["scim-new"]
+    assert drift["marked_unowned"] == ["user0", "user1"]
+    assert drift["unowned"] == ["contractor"]
+    shown = cli("sync", "--verify", "--dry-run").stdout
+    assert "carry idprov's mark but are not in this IdP's ledger" in shown
+    assert "idprov idp rename OLD NEW" in shown
+    assert scim.users() == before

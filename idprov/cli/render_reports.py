@@ -244,6 +244,13 @@ def sync_result(
                 f"{esc(', '.join(report['unowned'][:20]))}"
                 + (" ..." if len(report["unowned"]) > 20 else "")
             )
+        if report.get("marked_unowned"):
+            console().print(
+                "  [yellow]carry idprov's mark but are not in this IdP's ledger[/] "
+                f"(left alone): {esc(_first(report['marked_unowned']))}; was the IdP renamed "
+                "in the configuration? Its ledger stays under the old name: `idprov idp "
+                "rename OLD NEW` moves it"
+            )
         for label in report.get("groups_deleted_remotely", []):
             console().print(f"  [red]group deleted remotely[/] {esc(label)}")
         for change in report.get("groups_changed_remotely", []):
@@ -253,6 +260,8 @@ def sync_result(
                 f"members missing: {esc(lost)}"
                 + (f"; named {esc(change['display_name'])}" if "display_name" in change else "")
             )
+            for member in change.get("dangling_members", []):
+                console().print(f"    member {esc(member)} does not exist at the target")
         if report.get("unverifiable"):
             console().print(f"  [yellow]not verified[/]: {esc(report['unverifiable'])}")
         for error in report["errors"]:
@@ -269,6 +278,10 @@ def sync_result(
         console().print(
             f"audit log: {result.audit_removed} entries older than audit.keep_days removed"
         )
+
+
+def _first(names: list[str], most: int = 20) -> str:
+    return ", ".join(names[:most]) + (" ..." if len(names) > most else "")
 
 
 def _shortened(changes: list[str], most: int = 10) -> str:

@@ -4,14 +4,23 @@ For every user idprov provisioned: deleted remotely, or changed remotely (the
 attributes that no longer match what idprov sent). For every group: deleted
 remotely, renamed, or missing members idprov put in it (members someone else added
 are not idprov's and are left alone; a target that never returns members is asked
-member by member). Where the connector can list the target's
-users: the ones idprov does not own (it never touches those, unless
-``on_conflict: adopt`` makes it take one over when it needs that name).
+member by member), and members that are no account at the target (dangling: the
+account is gone, and the target kept its id in the group). Where the connector can
+list the target's users: the ones idprov does not own (it never touches those, unless
+``on_conflict: adopt`` makes it take one over when it needs that name), and apart
+from them those that carry idprov's mark for a local user (what adoption calls
+provably idprov's) but are not in this IdP's ledger: an IdP renamed in the
+configuration leaves its ledger under the old name. Those are never adopted or
+deleted from here.
 
 **Repair** restores what idprov owns: it forgets, in the ledger, what the target no
 longer holds (a deleted account or group, changed attributes, lost members) and
 enqueues those entities, so that the engine re-creates, re-sends in full or re-adds
-them — through the same unit of work, push and deletion guard as any change.
+them — through the same unit of work, push and deletion guard as any change. It
+removes a group's dangling members, and only those: references whose account the
+target says is gone (not one merely absent from idprov's ledger: an account of the
+target's own that an administrator put in the group is left alone), once the
+deletion guard has judged them as it judges any member removed from a group.
 """
 
 from __future__ import annotations
@@ -19,12 +28,11 @@ from __future__ import annotations
 from collections.abc import Container
 from typing import TYPE_CHECKING, Any
 
-from idprov.connectors.base import Account
+from idprov.connectors.base import Account, Connector
 from idprov.errors import IdprovError
-from idprov.provisioning.results import OutboundReport
+from idprov.provisioning.results import Attempt, IdpReport, OperationResult, OutboundReport
 
 if TYPE_CHECKING:
-    from idprov.connectors.base import Connector
     from idprov.provisioning.ledger import LedgerEntry
     from idprov.provisioning.outbox import Kind
     from idprov.provisioning.service import IdentityService
@@ -50,6 +58,7 @@ def verify_idp(service: IdentityService, name: str) -> dict[str, Any]:
         "groups_deleted_remotely": [],
         "groups_changed_remotely": [],
         "unowned": None,
+        "marked_unowned": None,
         "unverifiable": None,
         "errors": [],
         "repairs": [],
@@ -58,16 +67,58 @@ def verify_idp(service: IdentityService, name: str) -> dict[str, Any]:
     owned = _verify_users(service, name, connector, report)
     if owned is None:
         return report
-    _verify_groups(service, name, connector, report)
-    try:
-        remote_ids = connector.list_users()
-    except NotImplementedError:
+    listed = _listed(connector, report)
+    _verify_groups(service, name, connector, report, owned | {r for r, _ in listed or []})
+    if listed is None:
         return report
+    unowned = [(rid, user_name) for rid, user_name in listed if rid not in owned]
+    marked = _marked(service, name, connector, unowned, report)
+    report["unowned"] = sorted(user_name for rid, user_name in unowned if rid not in marked)
+    report["marked_unowned"] = sorted(marked.values())
+    return report
+
+
+def _listed(connector: Connector, report: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """(remote id, user name) of every account at the target (None: it cannot tell)."""
+    try:
+        return connector.list_users()
+    except NotImplementedError:
+        return None
     except IdprovError as exc:
         report["errors"].append(f"listing users: {exc.message}")
-        return report
-    report["unowned"] = sorted(user_name for rid, user_name in remote_ids if rid not in owned)
-    return report
+        return None
+
+
+def _marked(
+    service: IdentityService,
+    name: str,
+    connector: Connector,
+    unowned: list[tuple[str, str]],
+    report: dict[str, Any],
+) -> dict[str, str]:
+    """Remote id -> user name of the accounts of ``unowned`` that carry idprov's mark
+    for a local user, as adoption asks (``lookup_user`` finds that very account and
+    calls it idprov's), although this IdP's ledger does not hold them. Only a local
+    user whose account would have the user name of an unowned one is looked up."""
+    if not unowned or type(connector).lookup_user is Connector.lookup_user:
+        return {}  # the target keeps no mark: nothing proves an account idprov's
+    from idprov.model import UserQuery
+    from idprov.provisioning.decide import account_for
+
+    idp = service.outbound.idp(name)
+    by_name = {user_name.casefold(): rid for rid, user_name in unowned}
+    found: dict[str, str] = {}
+    for user in service.stream_users(UserQuery(limit=None)).items:
+        try:
+            account = account_for(user, idp, type(connector))
+            rid = by_name.get(account.user_name.casefold())
+            match = connector.lookup_user(account) if rid is not None else None
+        except IdprovError as exc:
+            report["errors"].append(f"looking for idprov's mark: {exc.message}")
+            continue
+        if match is not None and match.ours and match.remote_id == rid:
+            found[match.remote_id] = account.user_name
+    return found
 
 
 def _repair(report: dict[str, Any], entry: LedgerEntry, how: str) -> None:
@@ -85,13 +136,14 @@ def _repair(report: dict[str, Any], entry: LedgerEntry, how: str) -> None:
 def _verify_users(
     service: IdentityService, name: str, connector: Connector, report: dict[str, Any]
 ) -> set[str] | None:
-    """Check every active user idprov provisioned; the remote ids it owns (None:
-    the connector cannot read users)."""
+    """Check every active user idprov provisioned; the remote ids it owns, disabled
+    ones too (None: the connector cannot read users)."""
     owned: set[str] = set()
     for entry in service.state.ledger.for_idp(name, "user").values():
+        if entry.remote_id:
+            owned.add(entry.remote_id)
         if not entry.remote_id or entry.state != "active":
             continue
-        owned.add(entry.remote_id)
         try:
             remote = connector.read_user(entry.remote_id)
         except NotImplementedError:  # optional for a connector: nothing failed
@@ -128,10 +180,17 @@ def _account(entry: LedgerEntry) -> Account:
 
 
 def _verify_groups(
-    service: IdentityService, name: str, connector: Connector, report: dict[str, Any]
+    service: IdentityService,
+    name: str,
+    connector: Connector,
+    report: dict[str, Any],
+    known: set[str],
 ) -> None:
+    """Check every group idprov provisioned. ``known``: the remote ids of accounts
+    that are idprov's or that the target listed (no member among them dangles)."""
     ledger = service.state.ledger
     members = ledger.all_members(name)
+    absent: dict[str, bool] = {}  # remote id -> provably nothing there answers to it
     for entry in ledger.for_idp(name, "role").values():
         if not entry.remote_id:
             continue
@@ -148,7 +207,45 @@ def _verify_groups(
             report["groups_deleted_remotely"].append(entry.label)
             _repair(report, entry, "re-create")
             continue
-        _group_drift(service, name, entry, remote, members.get(entry.local_id, set()), report)
+        dangling = _dangling(connector, remote[1], known, absent, report)
+        mine = members.get(entry.local_id, set())
+        _group_drift(service, name, entry, remote, mine, dangling, report)
+
+
+def _dangling(
+    connector: Connector,
+    remote_members: Container[str],
+    known: set[str],
+    absent: dict[str, bool],
+    report: dict[str, Any],
+) -> list[str]:
+    """The members of a group that provably reference nothing at the target: neither
+    an account nor a group answers to the id there (a nested group does not dangle).
+    One the target does not say is gone (a read that fails) is kept. A target that
+    never lists a group's members (they are asked one by one) has none to check."""
+    if not isinstance(remote_members, set | frozenset | list | tuple):
+        return []
+    out = []
+    for rid in sorted(set(remote_members) - known):
+        if rid not in absent:
+            try:
+                absent[rid] = connector.read_user(rid) is None and not _a_group(connector, rid)
+            except IdprovError as exc:
+                report["errors"].append(f"member {rid}: {exc.message}")
+                absent[rid] = False
+            except NotImplementedError:
+                absent[rid] = False
+        if absent[rid]:
+            out.append(rid)
+    return out
+
+
+def _a_group(connector: Connector, remote_id: str) -> bool:
+    """Whether ``remote_id`` is a group at the target (True when it cannot tell)."""
+    try:
+        return connector.read_group(remote_id) is not None
+    except NotImplementedError:
+        return True
 
 
 def _group_drift(
@@ -157,28 +254,34 @@ def _group_drift(
     entry: LedgerEntry,
     remote: tuple[str, Container[str]],
     mine: set[str],
+    dangling: list[str],
     report: dict[str, Any],
 ) -> None:
     display_name, remote_members = remote
     expected = service.state.ledger.remote_ids(name, mine)
     lost = sorted(local for local, rid in expected.items() if rid not in remote_members)
     renamed = display_name != entry.label
-    if not lost and not renamed:
+    if not lost and not renamed and not dangling:
         return
     labels = {e.local_id: e.label for e in service.state.ledger.get_many(name, "user", lost)}
     change: dict[str, Any] = {"group": entry.label, "missing_members": [labels[u] for u in lost]}
     if renamed:
         change["display_name"] = display_name
+    if dangling:
+        change["dangling_members"] = dangling
     report["groups_changed_remotely"].append(change)
-    how = ["restore members"] if lost else []
-    _repair(report, entry, ", ".join(how + (["rename back"] if renamed else [])))
+    how = (["restore members"] if lost else []) + (["rename back"] if renamed else [])
+    _repair(report, entry, ", ".join(how + (["remove dangling members"] if dangling else [])))
     report["repairs"][-1]["lost"] = lost
+    if dangling:
+        report["repairs"][-1]["dangling"] = dangling
 
 
 def repair(service: IdentityService, drift: dict[str, Any]) -> OutboundReport:
     """Restore what ``drift`` (a verify report) found, per IdP: forget in the
     ledger what the target lost, enqueue those entities and push them (through the
-    deletion guard). Records how many were repaired in each IdP's report."""
+    deletion guard); remove dangling members (judged by it too). Records how many
+    were repaired in each IdP's report."""
     with service.unit_of_work() as uow:
         uow.begin()
         for idp, report in drift.items():
@@ -189,6 +292,8 @@ def repair(service: IdentityService, drift: dict[str, Any]) -> OutboundReport:
             if report["repairs"]:
                 uow.audit("sync.repair", idp, {"entities": [f["label"] for f in report["repairs"]]})
     outbound = uow.outbound or OutboundReport()
+    for idp, report in drift.items():
+        _remove_dangling(service, idp, [f for f in report["repairs"] if "dangling" in f], outbound)
     for idp, report in drift.items():
         if report["repairs"]:  # the repaired entities, not every operation it took
             done = outbound.idps.get(idp)
@@ -202,13 +307,17 @@ def repair(service: IdentityService, drift: dict[str, Any]) -> OutboundReport:
 
 def _forget_lost(service: IdentityService, idp: str, fix: dict[str, Any]) -> list[LedgerEntry]:
     """Make the ledger say what the target holds, so the engine sends the rest;
-    returns the entities to push (a re-created user's groups too: it is a new
-    member for them)."""
+    returns the entities to push. A user made again keeps its groups in the ledger:
+    its push puts it back in each in place of the lost account (whose id a target
+    such as scim2-server keeps there: re-adding it as a new member left that id
+    dangling), and a group that refuses it follows as the group's own push."""
     ledger = service.state.ledger
     entry = ledger.get(idp, fix["kind"], fix["local_id"])
     if entry is None:
         return []
     if fix["kind"] == "role":
+        if fix["how"] == "remove dangling members":
+            return []  # nothing of idprov's own to push: :func:`_remove_dangling` does it
         if fix["how"] == "re-create":
             ledger.forget(idp, "role", entry.local_id)
         else:
@@ -217,12 +326,67 @@ def _forget_lost(service: IdentityService, idp: str, fix: dict[str, Any]) -> lis
                 ledger.relabel(idp, "role", entry.local_id, "")
         return [entry]
     ledger.invalidate(idp, "user", entry.local_id)
-    if fix["how"] != "re-create":
-        return [entry]
-    groups = [role_id for role_id, _ in ledger.groups_with_ids(idp, entry.local_id)]
-    for role_id in groups:
-        ledger.set_members(idp, role_id, [], [entry.local_id])
-    return [entry, *ledger.get_many(idp, "role", groups)]
+    return [entry]
+
+
+def _remove_dangling(
+    service: IdentityService, idp: str, fixes: list[dict[str, Any]], outbound: OutboundReport
+) -> None:
+    """Take the dangling members that verify found out of their groups at ``idp``
+    (``fixes``), once the deletion guard has judged them as member removals: an
+    operation per group in ``outbound`` (failed, naming the guard, if it refuses)."""
+    if not fixes:
+        return
+    from idprov.provisioning.guard import Effects, judge
+
+    removals = [f"{fix['label']}: {rid}" for fix in fixes for rid in fix["dangling"]]
+    verdict = judge(service.outbound, [Effects(idp, memberships=removals)], service.allow_deletes)
+    done = outbound.idps.setdefault(idp, IdpReport(idp))
+    done.total += len(fixes)
+    for fix in fixes:
+        op = OperationResult(idp, "role", fix["label"], "remove dangling members", "done")
+        if verdict.trips:
+            op.outcome = "failed"
+            op.error = (
+                f"deletion guard: {verdict.message()}; no dangling member was removed: "
+                f"remove them at the target, or raise {idp}'s deletion_guard.memberships"
+            )
+        else:
+            _unlink(service, idp, fix, op)
+        done.operations.append(op)
+
+
+def _unlink(service: IdentityService, idp: str, fix: dict[str, Any], op: OperationResult) -> None:
+    """Remove ``fix``'s dangling members from its group; recorded in the audit log."""
+    from idprov.provisioning.retry import with_retries
+
+    entry = service.state.ledger.get(idp, "role", fix["local_id"])
+    connector = service.connector(idp)
+    attempts: list[Attempt] = []
+    try:
+        if entry is None or not entry.remote_id:
+            raise IdprovError(f"group {fix['label']} is no longer in idprov's ledger at {idp}")
+        remote_id = op.remote_id = entry.remote_id
+        with_retries(
+            lambda n: connector.change_members(remote_id, [], fix["dangling"]),
+            service.outbound.idp(idp).retry,
+            attempts,
+            service.outbound.sleep,
+            connector.throttled,
+        )
+    except IdprovError as exc:
+        op.outcome, op.error = "failed", exc.message
+    op.attempts = len(attempts)
+    with service.state.transaction():
+        service.state.audit(
+            actor=service.actor,
+            application=service.application,
+            action="outbound.members",
+            target=fix["label"],
+            outcome="ok" if op.outcome == "done" else "failed",
+            details={"idp": idp, "removed_dangling": fix["dangling"], "error": op.error},
+            run=service.run,
+        )
 
 
 def failed(reports: dict[str, Any] | None) -> bool:
