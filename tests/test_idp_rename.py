@@ -250,3 +250,15 @@ def test_jit_links_move_only_when_the_federated_idp_was_renamed_too(cli, setup):
     moved = cli("idp", "rename", "a", "b", "--json").json()
     assert moved["moved"]["jit_links"] == 1 and moved["notes"] == []
     assert setup.rows("SELECT idp, subject FROM jit_links") == [("b", "sub-1")]
+
+
+def test_a_ledger_is_orphaned_when_no_idp_is_configured_at_all(cli, setup):
+    provisioned_under_a(cli, users=("alice",))
+    (setup.tmp_path / "idprov.yaml").write_text(
+        f"version: 1\ndata_dir: {setup.tmp_path / 'data'}\n{setup.state}\n"
+    )
+    warned = cli("status").ok().stderr
+    assert "the ledger holds 1 account and 1 group for 'a', which is not configured; if it " in (
+        warned
+    )
+    assert "run `idprov idp rename a NEW`" in warned

@@ -165,7 +165,7 @@ def _orphans_query(configured: list[str]) -> str:
     """Each IdP name in the ledger, walked through its primary key one name at a time
     (a loose index scan: one index seek per name, whatever the number of rows); the
     counts and the recorded target of the names not in ``configured`` only."""
-    marks = ", ".join("?" for _ in configured) or "NULL"
+    others = f" AND idp NOT IN ({', '.join('?' for _ in configured)})" if configured else ""
     count = "(SELECT count(*) FROM ledger c WHERE c.idp = names.idp AND c.kind = '{}')"
     return (
         "WITH RECURSIVE names(idp) AS (SELECT min(idp) FROM ledger UNION ALL"
@@ -173,7 +173,7 @@ def _orphans_query(configured: list[str]) -> str:
         " WHERE names.idp IS NOT NULL)"
         f" SELECT idp, {count.format('user')}, {count.format('role')},"
         " (SELECT t.target FROM idp_targets t WHERE t.idp = names.idp)"
-        f" FROM names WHERE idp IS NOT NULL AND idp NOT IN ({marks})"
+        f" FROM names WHERE idp IS NOT NULL{others}"
     )
 
 
