@@ -172,3 +172,29 @@ def test_accounts_with_idprovs_mark_outside_the_ledger_are_reported_apart(cli, s
     assert "carry idprov's mark but are not in this IdP's ledger" in shown
     assert "idprov idp rename OLD NEW" in shown
     assert scim.users() == before
+
+
+def test_after_a_sandbox_reset_one_push_leaves_every_group_naming_live_accounts(cli, scim):  # noqa: F811
+    """The target lost every user and group: user0's update makes it again, its group,
+    and the other members before they are put in it (the group was made with their
+    lost ids: scim2-server takes them, a stricter target refuses the group)."""
+    seed(cli, 3)
+    for user in scim.users():
+        scim.client.delete(f"/Users/{user['id']}")
+    [staff] = scim.groups()
+    scim.client.delete(f"/Groups/{staff['id']}")
+    cli("user", "update", "user0", "-c", "title=B").ok()
+    [staff] = scim.groups()
+    assert {m["value"] for m in staff["members"]} == {u["id"] for u in scim.users()}
+    assert len(scim.users()) == 3
+    assert cli("sync", "--verify", "--detailed-exitcode").exit_code == 0
+
+
+def test_an_account_idprov_disabled_is_idprovs_not_an_unowned_one(cli, scim, tmp_path):  # noqa: F811
+    from tests.test_sync import write_config
+
+    write_config(tmp_path, scim.base_url, "    deprovision: disable\n")
+    seed(cli, 2)
+    cli("role", "unassign", "staff", "user1").ok()  # out of scope: disabled there
+    drift = cli("sync", "--verify", "--json").json()["drift"]["scim"]
+    assert drift["unowned"] == [] and drift["marked_unowned"] == []
