@@ -14,7 +14,8 @@ new one and no longer the old one (the state follows the configuration), and rec
 it in the audit log. Nothing at the target changes.
 
 :func:`orphaned_idps` finds, in one query that reads the ledger's index once per IdP
-name (never per user), the names the ledger holds that the configuration does not,
+name (never per user), the names the ledger holds that the configuration does not
+(what those hold is counted only when there are some),
 for `status`, `sync` and `config validate` to warn about. So that it can name the
 likely new name, :func:`note_targets` records in ``idp_targets`` the target each
 configured IdP points at (its ``base_url`` or the connector's equivalent): a
@@ -133,7 +134,7 @@ class OrphanedIdp:
     users: int
     groups: int
     likely: str | None = None
-    """A configured IdP that points at the target this name last pointed at."""
+    """The one configured IdP that points at the target this name last pointed at."""
 
     @property
     def message(self) -> str:
@@ -162,37 +163,48 @@ class OrphanedIdp:
 
 
 def _orphans_query(configured: list[str]) -> str:
-    """Each IdP name in the ledger, walked through its primary key one name at a time
-    (a loose index scan: one index seek per name, whatever the number of rows); the
-    counts and the recorded target of the names not in ``configured`` only."""
+    """The IdP names in the ledger that are not in ``configured``, found by walking its
+    primary key one name at a time (a loose index scan: one index seek per name,
+    whatever the number of rows)."""
     others = f" AND idp NOT IN ({', '.join('?' for _ in configured)})" if configured else ""
-    count = "(SELECT count(*) FROM ledger c WHERE c.idp = names.idp AND c.kind = '{}')"
     return (
         "WITH RECURSIVE names(idp) AS (SELECT min(idp) FROM ledger UNION ALL"
         " SELECT (SELECT min(l.idp) FROM ledger l WHERE l.idp > names.idp) FROM names"
-        " WHERE names.idp IS NOT NULL)"
-        f" SELECT idp, {count.format('user')}, {count.format('role')},"
-        " (SELECT t.target FROM idp_targets t WHERE t.idp = names.idp)"
-        f" FROM names WHERE idp IS NOT NULL{others}"
+        f" WHERE names.idp IS NOT NULL) SELECT idp FROM names WHERE idp IS NOT NULL{others}"
     )
 
 
 def orphaned_idps(state: StateStore, config: Config) -> list[OrphanedIdp]:
     """The IdP names the ledger holds rows for that ``config`` does not configure, with
-    what the ledger holds there and the likely new name (see :func:`note_targets`)."""
+    what the ledger holds there and the likely new name (see :func:`note_targets`).
+    One query when there are none (status and sync run it every time); what the
+    orphaned names hold is counted only when there are some."""
     db = _migrated(state)
     configured = [i.name for i in config.identity_providers]
-    rows = db.execute(_orphans_query(configured), configured).fetchall()
-    targets: dict[str, list[str]] = {}
+    names = [str(r[0]) for r in db.execute(_orphans_query(configured), configured)]
+    if not names:
+        return []
+    marks = ", ".join("?" for _ in names)
+    held: dict[tuple[str, str], int] = {
+        (r[0], r[1]): int(r[2])
+        for r in db.execute(
+            f"SELECT idp, kind, count(*) FROM ledger WHERE idp IN ({marks}) GROUP BY idp, kind",
+            names,
+        )
+    }
+    last = dict(db.execute(f"SELECT idp, target FROM idp_targets WHERE idp IN ({marks})", names))
+    pointing: dict[str, list[str]] = {}
     for idp in config.identity_providers:
         target = target_of(idp)
         if target is not None:
-            targets.setdefault(target, []).append(idp.name)
+            pointing.setdefault(target, []).append(idp.name)
     found = []
-    for name, users, groups, target in rows:
-        candidates = targets.get(target, []) if target is not None else []
+    for name in names:
+        candidates = pointing.get(last[name], []) if name in last else []
         likely = candidates[0] if len(candidates) == 1 else None
-        found.append(OrphanedIdp(str(name), int(users), int(groups), likely))
+        found.append(
+            OrphanedIdp(name, held.get((name, "user"), 0), held.get((name, "role"), 0), likely)
+        )
     return found
 
 
