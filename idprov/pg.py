@@ -111,6 +111,15 @@ class PgSession:
             "connections from here (listen_addresses, pg_hba.conf, firewalls)",
         )
 
+    def sharing(self, config: PostgresConnection, label: str, owner: str) -> PgSession:
+        """A session for ``config``, another schema of this session's database, on this
+        session's connection: its statements run in this session's transactions (one
+        transaction for both). The connection's ``search_path`` is this session's: set
+        it (``SET LOCAL search_path``) before statements that name tables unqualified."""
+        shared = PgSession(config, label, owner)
+        shared._conn = self.connection()
+        return shared
+
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from idprov.config.models import Config
     from idprov.config.postgres import PostgresStateConfig
     from idprov.db import Database, DatabasePool
+    from idprov.pg import PgSession
 
 STATE_FILENAME = "idprov.db"
 
@@ -136,11 +137,13 @@ class PostgresStateDB(StateDB):
     dialect: ClassVar[str] = "postgresql"
     claim_lock: ClassVar[str] = " FOR UPDATE SKIP LOCKED"
 
-    def __init__(self, config: PostgresStateConfig) -> None:
+    def __init__(self, config: PostgresStateConfig, session: PgSession | None = None) -> None:
+        """``session``: one to use instead of a connection of its own (a state copy
+        writes the state and a userstore in one transaction)."""
         from idprov.pg import PgSession
 
         self.config = config
-        self.session = PgSession(config, "the state", owner="state")
+        self.session = session or PgSession(config, "the state", owner="state")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         return self.session.execute(sql, params)

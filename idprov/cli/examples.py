@@ -91,6 +91,10 @@ EXAMPLES: dict[str, list[str]] = {
         "idprov token create --app hr-feed --scope read --description 'reporting'",
     ],
     "token list": ["idprov token list"],
+    "state copy": [
+        "idprov state copy --to /etc/idprov/idprov-pg.yaml --dry-run",
+        "idprov --config /etc/idprov/idprov.yaml state copy --to /etc/idprov/idprov-pg.yaml",
+    ],
     "token revoke": ["idprov token revoke 3f2a9c"],
     "jit login": [
         "idprov jit login --app portal --idp okta --id-token @token.jwt",

@@ -74,6 +74,7 @@ IdprovGroup.lazy = {
     "plan": "idprov.cli.sync:plan",
     "explain": "idprov.cli.sync:explain",
     "status": "idprov.cli.status:status",
+    "state": "idprov.cli.state",
 }
 
 

@@ -75,10 +75,17 @@ class PostgresUserStore(SqlUserStore):
     type: ClassVar[str] = "postgres"
     config: PostgresUserstoreConfig
 
-    def __init__(self, config: PostgresUserstoreConfig, claims: Mapping[str, ClaimDefinition]):
+    def __init__(
+        self,
+        config: PostgresUserstoreConfig,
+        claims: Mapping[str, ClaimDefinition],
+        session: PgSession | None = None,
+    ):
+        """``session``: one to use instead of a connection of its own (a state copy
+        writes the store and the state in one transaction: :meth:`PgSession.sharing`)."""
         super().__init__(config, claims)
         label = f"userstore {self.domain}"
-        self.session = PgSession(config, label, owner=label)
+        self.session = session or PgSession(config, label, owner=label)
         try:
             self._migrate()
         except BaseException:

@@ -1,0 +1,662 @@
+"""Carry idprov's state and its SQLite userstores over to PostgreSQL, ids and all.
+
+An installation that outgrows one machine moves from the embedded default
+(``<data_dir>/idprov.db``: the state, and the embedded PRIMARY userstore) to
+``state: {url: postgresql://...}`` with a ``type: postgres`` userstore for each SQLite
+domain. Without its state the new installation would know nothing of what it did: the
+ledger (which remote accounts are idprov's, and their ids: every target account would
+look "not ours"), the outbox, the audit log, serve tokens, SCIM ``externalId``s,
+internal roles, JIT links. Without the users' ids the ledger would name nobody.
+:func:`copy_state` copies every row of every table as it is:
+
+- tables are found, not listed: each table of the source file goes to the table of
+  that name that the destination's migrations make, column by column. A table or a
+  column the destination lacks makes the copy refuse, so that a table a later version
+  adds is never left behind. Identity columns continue after the highest id the source
+  ever gave (SQLite's ``sqlite_sequence``), so no id is used twice;
+- the destination is written in one transaction per database (the state and a
+  userstore in one database: one for both) and the rows of each table counted before
+  it commits: a copy that dies leaves nothing, and runs again;
+- a destination holding anything is refused, unless it is exactly what an earlier copy
+  of this same source wrote (the ``state.copy`` entry it adds to the audit log holds a
+  digest of the source): then there is nothing to do;
+- the source's run lock is held throughout (no sync or import meanwhile), and an
+  outbox worker holding rows makes it refuse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from idprov.config.models import Config, SqliteUserstoreConfig
+from idprov.db import Database, DatabasePool
+from idprov.errors import ConfigError, ConflictError, LockedError, NotFoundError, StoreError
+from idprov.statedb import STATE_FILENAME, SqliteStateDB, StateDB
+
+if TYPE_CHECKING:
+    from idprov.config.postgres import (
+        PostgresConnection,
+        PostgresStateConfig,
+        PostgresUserstoreConfig,
+    )
+    from idprov.pg import PgSession
+
+USERSTORE_TABLES = ("users", "roles", "user_roles")
+"""An SQL userstore's tables (:mod:`idprov.userstores.sql`), never state tables."""
+OWN_TABLES = ("idprov_migrations", "run_locks")
+"""Each database's own: its migrations, and who holds its run lock now."""
+MARKER = "state.copy"
+"""The audit action a copy records in the destination, with the source's digest."""
+COPIED, WOULD_COPY, ALREADY_COPIED = "copied", "would copy", "already copied"
+
+
+@dataclass
+class TableCount:
+    table: str
+    rows: int
+
+
+@dataclass
+class PartReport:
+    """One SQLite database part (the state, or a userstore) and where it went."""
+
+    name: str
+    source: str
+    destination: str
+    status: str
+    """``copied`` (and counted there), ``would copy`` (--dry-run), ``already copied``."""
+    tables: list[TableCount]
+
+
+@dataclass
+class CopyReport:
+    status: str
+    """``copied``, ``would copy`` or ``already copied``: the whole copy's."""
+    dry_run: bool
+    parts: list[PartReport]
+    kept: list[str] = field(default_factory=list)
+    """Userstores not copied (LDAP, PostgreSQL): the new configuration names them."""
+    next_steps: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def open_state_tables(db: StateDB) -> None:
+    """Apply the migrations of every module that keeps tables in the state."""
+    from idprov.provisioning.external_ids import ExternalIds
+    from idprov.provisioning.jit_links import JitLinks
+    from idprov.provisioning.state import StateStore
+    from idprov.provisioning.tokens import InboundTokens
+
+    StateStore(db)
+    InboundTokens(db)
+    JitLinks(db)
+    ExternalIds(db)
+
+
+# ---- the source: SQLite files
+
+
+@dataclass
+class Source:
+    """One SQLite file's part: its tables (with their columns) and rows."""
+
+    name: str
+    db: Database
+    path: Path
+    tables: dict[str, list[str]]
+    counts: dict[str, int] = field(default_factory=dict)
+    sequences: dict[str, int] = field(default_factory=dict)
+    """Per table, the highest AUTOINCREMENT id ever given (``sqlite_sequence``)."""
+
+    def read(self) -> None:
+        for table in self.tables:
+            found = self.db.execute(f"SELECT count(*) FROM {q(table)}").fetchone()
+            self.counts[table] = int(found[0])
+        if self.db.has_table("sqlite_sequence"):
+            found = self.db.execute("SELECT name, seq FROM sqlite_sequence").fetchall()
+            self.sequences = {str(n): int(s) for n, s in found if n in self.tables}
+
+    def rows(self, table: str) -> Iterator[Sequence[Any]]:
+        columns = ", ".join(map(q, self.tables[table]))
+        yield from self.db.execute(f"SELECT {columns} FROM {q(table)}")
+
+
+def q(name: str) -> str:
+    """``name`` as a quoted SQL identifier (both databases)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sqlite_tables(db: Database, names: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """Table -> columns of ``db`` (``names`` only, else all but SQLite's own)."""
+    found = db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%'"
+        " ESCAPE '\\' ORDER BY name"
+    ).fetchall()
+    wanted = [str(r[0]) for r in found if names is None or r[0] in names]
+    return {
+        t: [str(c[1]) for c in db.execute(f"PRAGMA table_info({q(t)})").fetchall()] for t in wanted
+    }
+
+
+# ---- the destination: PostgreSQL schemas
+
+
+@dataclass
+class Target:
+    """Where one source part goes: a schema, and how its tables are made there."""
+
+    source: Source
+    config: PostgresConnection
+    label: str
+    """What it holds, in messages ("the state", "userstore PRIMARY")."""
+    owner: str
+    """Which configuration section its keys are in ("state", "userstore PRIMARY")."""
+    make_tables: Callable[[PgSession], None]
+    status: str = WOULD_COPY
+    tables: dict[str, list[str]] = field(default_factory=dict)
+    """Its tables in the destination (made by ``make_tables``), with their columns."""
+
+    @property
+    def where(self) -> str:
+        return f"PostgreSQL at {self.config.where}, schema {self.config.schema}"
+
+    @property
+    def database(self) -> tuple[str, int, str, str]:
+        cfg = self.config
+        return (cfg.host, cfg.port, cfg.database, cfg.user)
+
+    def table(self, name: str) -> str:
+        return f"{q(self.config.schema)}.{q(name)}"
+
+
+def pg_tables(session: PgSession, schema: str) -> dict[str, list[str]]:
+    rows = session.execute(
+        "SELECT table_name, column_name FROM information_schema.columns"
+        " WHERE table_schema = ? ORDER BY table_name, ordinal_position",
+        [schema],
+    ).fetchall()
+    tables: dict[str, list[str]] = {}
+    for table, column in rows:
+        tables.setdefault(str(table), []).append(str(column))
+    return tables
+
+
+def pg_count(session: PgSession, target: Target, table: str) -> int:
+    found = session.execute(f"SELECT count(*) FROM {target.table(table)}").fetchall()
+    return int(found[0][0])
+
+
+# ---- the copy
+
+
+def copy_state(
+    source: Config, destination: Config, *, dry_run: bool = False, actor: str = "idprov"
+) -> CopyReport:
+    """Copy ``source``'s SQLite state and SQLite userstores to ``destination``'s
+    PostgreSQL state and userstores of the same domains (see the module). Raises
+    ConfigError for configurations that do not pair up, ConflictError for a
+    destination holding something else, LockedError while a sync, import or outbox
+    worker runs, StoreError for a table the destination lacks. ``dry_run``: everything
+    but the commit."""
+    stores, kept = pair_userstores(source, destination)
+    pool = DatabasePool()
+    try:
+        state_db = source_state(source, pool)
+        with state_db.run_lock("state copy"):
+            no_drainers(state_db)
+            parts = source_parts(source, state_db, pool, stores)
+            with ExitStack() as stack:
+                for db in {id(p.db): p.db for p in parts}.values():
+                    stack.enter_context(snapshot(db))
+                targets = make_targets(destination, parts, stores)
+                copy_parts(targets, dry_run, actor)
+    finally:
+        pool.close()
+    return report(source, destination, targets, kept, dry_run)
+
+
+def pair_userstores(
+    source: Config, destination: Config
+) -> tuple[dict[str, PostgresUserstoreConfig], list[str]]:
+    """Each SQLite userstore domain of ``source`` -> its ``type: postgres`` userstore in
+    ``destination``; and the other domains, which stay where they are."""
+    from idprov.config.postgres import PostgresUserstoreConfig
+
+    if source.state is not None:
+        raise ConfigError(
+            "the current configuration keeps idprov's state in PostgreSQL already: there "
+            "is no SQLite state to copy",
+            location=source.source,
+            hint="run `idprov state copy` with the configuration that uses the SQLite "
+            "default (--config or IDPROV_CONFIG naming it)",
+        )
+    if destination.state is None:
+        raise ConfigError(
+            "names no state database to copy to",
+            location=destination.source,
+            hint="add state: {url: postgresql://USER@HOST/DATABASE, password: env:NAME} "
+            "(README: Moving to PostgreSQL)",
+        )
+    stores: dict[str, PostgresUserstoreConfig] = {}
+    kept: list[str] = []
+    for store in source.userstores:
+        target = next(
+            (u for u in destination.userstores if u.domain.casefold() == store.domain.casefold()),
+            None,
+        )
+        if target is None:
+            raise ConfigError(
+                f"names no userstore {store.domain}, which the current configuration has",
+                location=destination.source,
+                hint=f"declare {store.domain} there (type: postgres for an SQLite one): the "
+                "ledger, roles and memberships name its users",
+            )
+        if not isinstance(store, SqliteUserstoreConfig):
+            kept.append(
+                f"{store.domain} ({store.type}): not copied; the new configuration's "
+                f"{target.type} store is used as it is"
+            )
+            continue
+        if not isinstance(target, PostgresUserstoreConfig):
+            raise ConfigError(
+                f"userstore {store.domain} is type {target.type}; the current one is SQLite, "
+                "whose users are copied to PostgreSQL",
+                location=destination.source,
+                hint=f"give {store.domain} type: postgres (with url, password, schema)",
+            )
+        stores[store.domain] = target
+    _distinct_schemas(stores, destination)
+    return stores, kept
+
+
+def _distinct_schemas(stores: dict[str, PostgresUserstoreConfig], destination: Config) -> None:
+    seen: dict[tuple[Any, ...], str] = {}
+    for domain, cfg in stores.items():
+        key = (cfg.host, cfg.port, cfg.database, cfg.schema)
+        if key in seen:
+            raise ConfigError(
+                f"userstores {seen[key]} and {domain} name the same schema {cfg.schema} of "
+                f"{cfg.host}:{cfg.port}/{cfg.database}: their users would mix",
+                location=destination.source,
+                hint="give each domain a schema of its own",
+            )
+        seen[key] = domain
+
+
+def source_state(source: Config, pool: DatabasePool) -> SqliteStateDB:
+    path = Path(source.data_dir or ".") / STATE_FILENAME
+    if not path.is_file():
+        raise NotFoundError(
+            f"there is no idprov state at {path}: nothing to copy",
+            hint="check data_dir in the current configuration (or IDPROV_DATA_DIR)",
+        )
+    return SqliteStateDB(pool.get(path), path)
+
+
+def no_drainers(state_db: StateDB) -> None:
+    """Refuse while an outbox worker holds rows: what it pushes would be recorded in
+    the source after the copy."""
+    from idprov.provisioning.outbox import Outbox
+
+    open_state_tables(state_db)
+    holders = Outbox(state_db).holders()
+    if holders:
+        raise LockedError(
+            f"outbox rows are claimed by {', '.join(holders)}: an outbox worker or "
+            "idprov serve is pushing them",
+            hint="stop idprov (the sync timer, idprov serve, outbox workers) and run the "
+            "copy again; a lease of a killed worker runs out within 5 minutes",
+        )
+
+
+def source_parts(
+    source: Config,
+    state_db: SqliteStateDB,
+    pool: DatabasePool,
+    stores: dict[str, PostgresUserstoreConfig],
+) -> list[Source]:
+    """The state part, then a part per SQLite userstore, each migrated and counted.
+    A table of the state file that is neither state nor an embedded userstore's is
+    kept among the state's: the destination has none such, and the copy refuses."""
+    from idprov.userstores import open_userstore
+
+    claims = source.claim_definitions()
+    data_dir = Path(source.data_dir or ".")
+    parts: list[Source] = []
+    embedded = False
+    for domain in stores:
+        store = open_userstore(source.userstore(domain), claims, pool, data_dir)
+        db = store.db  # type: ignore[attr-defined]
+        embedded = embedded or db is state_db.db
+        path = Path(store.config.path) if store.config.path else state_db.path  # type: ignore[attr-defined]
+        parts.append(Source(f"userstore {domain}", db, path, sqlite_tables(db, USERSTORE_TABLES)))
+    state_tables = sqlite_tables(state_db.db)
+    for table in ("idprov_migrations", *(USERSTORE_TABLES if embedded else ())):
+        state_tables.pop(table, None)
+    parts.insert(0, Source("state", state_db.db, state_db.path, state_tables))
+    return parts
+
+
+@contextmanager
+def snapshot(db: Database) -> Iterator[None]:
+    """One read transaction: every table as of one moment."""
+    db.execute("BEGIN")
+    try:
+        yield
+    finally:
+        db.execute("ROLLBACK")
+
+
+def make_targets(
+    destination: Config, parts: list[Source], stores: dict[str, PostgresUserstoreConfig]
+) -> list[Target]:
+    """The state's target first, then a userstore's per SQLite domain."""
+    claims = destination.claim_definitions()
+    state_config: PostgresStateConfig = destination.state  # type: ignore[assignment]
+    for part in parts:
+        part.read()
+
+    def state_tables(session: PgSession) -> None:
+        from idprov.statedb import PostgresStateDB
+
+        open_state_tables(PostgresStateDB(state_config, session))
+
+    def store_tables(cfg: PostgresUserstoreConfig) -> Callable[[PgSession], None]:
+        from idprov.userstores.postgres import PostgresUserStore
+
+        def make(session: PgSession) -> None:
+            PostgresUserStore(cfg, claims, session=session)
+
+        return make
+
+    targets = [Target(parts[0], state_config, "the state", "state", state_tables)]
+    for part, (domain, cfg) in zip(parts[1:], stores.items(), strict=True):
+        label = f"userstore {domain}"
+        targets.append(Target(part, cfg, label, label, store_tables(cfg)))
+    return targets
+
+
+class _DryRun(Exception):
+    """Rolls the destination back once a dry run has done everything but commit."""
+
+
+def copy_parts(targets: list[Target], dry_run: bool, actor: str) -> None:
+    """Make the tables, check the destination holds nothing else, copy and count, in
+    one transaction per database. The state's commits first: a userstore in another
+    database is written only after the state that names its users (a re-run copies
+    what a failed commit left out)."""
+    sessions, owners = _sessions(targets)
+    try:
+        with ExitStack() as stack:
+            for owner in reversed(owners):  # the state's last: its commit comes first
+                stack.enter_context(owner.transaction())
+            for target, session in zip(targets, sessions, strict=True):
+                prepare(target, session)
+            source_digest = _Digest(targets)
+            decide(targets, sessions, source_digest)
+            for target, session in zip(targets, sessions, strict=True):
+                if target.status == WOULD_COPY:
+                    copy_tables(target, session)
+            if targets[0].status == WOULD_COPY:
+                mark(targets, sessions[0], source_digest(), actor)
+            if dry_run:
+                raise _DryRun
+    except _DryRun:
+        return
+    finally:
+        for owner in owners:
+            owner.close()
+    for target in targets:
+        target.status = COPIED if target.status == WOULD_COPY else target.status
+
+
+def _sessions(targets: list[Target]) -> tuple[list[PgSession], list[PgSession]]:
+    """A session per target, and the sessions that own a connection: targets in one
+    database (server, database, user) share one connection, and so one transaction."""
+    from idprov.pg import PgSession
+
+    by_database: dict[tuple[str, int, str, str], PgSession] = {}
+    sessions: list[PgSession] = []
+    for target in targets:
+        owner = by_database.get(target.database)
+        if owner is None:
+            owner = by_database[target.database] = PgSession(
+                target.config, target.label, target.owner
+            )
+            sessions.append(owner)
+        else:
+            sessions.append(owner.sharing(target.config, target.label, target.owner))
+    return sessions, list(by_database.values())
+
+
+def prepare(target: Target, session: PgSession) -> None:
+    """Make the target's tables (its migrations) and check that each source table and
+    column has its counterpart there."""
+    session.execute(f"SET LOCAL search_path TO {q(target.config.schema)}")
+    target.make_tables(session)
+    found = pg_tables(session, target.config.schema)
+    is_state = target.owner == "state"
+    target.tables = {
+        name: columns
+        for name, columns in found.items()
+        if name not in OWN_TABLES and (name in USERSTORE_TABLES) != is_state
+    }
+    source = target.source
+    for table, columns in source.tables.items():
+        there = target.tables.get(table)
+        if there is None:
+            raise StoreError(
+                f"table {table} of {source.path} ({source.counts[table]} rows) has no "
+                f"counterpart in {target.label} at {target.where}: the copy would lose it; "
+                "nothing was copied",
+                hint="copy with the idprov version that made the table (a newer one?); if "
+                "the table is not idprov's, move it out of the file first",
+            )
+        missing = [c for c in columns if c not in there]
+        if missing:
+            raise StoreError(
+                f"column {', '.join(missing)} of table {table} of {source.path} has no "
+                f"counterpart in {target.label} at {target.where}: the copy would lose it; "
+                "nothing was copied",
+                hint="copy with the idprov version that made the column (a newer one?)",
+            )
+
+
+class _Digest:
+    """The source's digest, read once when first asked for: a sum of the SHA-256 of
+    every row (each part, table and values), which no order of rows changes."""
+
+    def __init__(self, targets: list[Target]) -> None:
+        self.parts = [t.source for t in targets]
+        self.value: str | None = None
+
+    def __call__(self) -> str:
+        if self.value is None:
+            total = 0
+            for part in self.parts:
+                for table in part.tables:
+                    for row in part.rows(table):
+                        line = json.dumps([part.name, table, list(row)], default=repr)
+                        total += int.from_bytes(hashlib.sha256(line.encode()).digest(), "big")
+            self.value = f"{total % 2**256:064x}"
+        return self.value
+
+
+def decide(targets: list[Target], sessions: list[PgSession], source_digest: _Digest) -> None:
+    """Each target's status: empty there, to copy; exactly an earlier copy of this
+    source, already copied; anything else, a ConflictError."""
+    state, session = targets[0], sessions[0]
+    held = {t: pg_count(session, state, t) for t in state.tables}
+    if any(held.values()):
+        state.status = earlier_copy(state, session, held, source_digest)
+    for target, session in zip(targets[1:], sessions[1:], strict=True):
+        held = {t: pg_count(session, target, t) for t in target.tables}
+        if not any(held.values()):
+            continue
+        if state.status == ALREADY_COPIED and held == target.source.counts:
+            target.status = ALREADY_COPIED
+            continue
+        raise ConflictError(
+            f"{target.label} at {target.where} holds users or roles already "
+            f"({_counted(held)}): a copy goes only to an empty userstore; nothing was copied",
+            hint=f"give {target.label} an empty schema in the new configuration (a new "
+            "schema is created), or drop this one if it is a failed trial",
+        )
+
+
+def earlier_copy(
+    state: Target, session: PgSession, held: dict[str, int], source_digest: _Digest
+) -> str:
+    """ALREADY_COPIED if the state there is exactly what a copy of this source wrote;
+    else a ConflictError saying what it is."""
+    row = session.execute(
+        f"SELECT at, target, details FROM {state.table('audit')} WHERE action = ?"
+        " ORDER BY id DESC LIMIT 1",
+        [MARKER],
+    ).fetchone()
+    if row is None:
+        raise ConflictError(
+            f"{state.where} already holds idprov's state ({_counted(held)}): a copy goes only "
+            "to an empty one; nothing was copied",
+            hint="name an empty schema in state.schema of the new configuration (it is "
+            "created), or drop this one if it is a failed trial",
+        )
+    at, copied_from, details = row[0], row[1], json.loads(row[2])
+    if details.get("digest") != source_digest():
+        raise ConflictError(
+            f"{state.where} holds a copy of {copied_from} made at {at}; this source "
+            "has changed since (idprov went on using it): nothing was copied",
+            hint="if the new configuration is not in use yet, drop its schemas (the state's "
+            "and the userstores') and copy again, with idprov stopped",
+        )
+    expected = {**state.source.counts, "audit": state.source.counts.get("audit", 0) + 1}
+    if any(held.get(t, 0) != expected.get(t, 0) for t in {*held, *expected}):
+        raise ConflictError(
+            f"{state.where} holds a copy of this source made at {at}, and idprov has used "
+            "it since: there is nothing to copy",
+            hint="use the new configuration; the copy is not needed again",
+        )
+    return ALREADY_COPIED
+
+
+def _counted(held: dict[str, int]) -> str:
+    return ", ".join(f"{table}: {n}" for table, n in sorted(held.items()) if n)
+
+
+def copy_tables(target: Target, session: PgSession) -> None:
+    """Every table of the part, with COPY; then its identity columns continued and its
+    rows counted."""
+    source = target.source
+    for table in copy_order(session, target):
+        names = ", ".join(map(q, source.tables[table]))
+        with session.translated(), session.connection().cursor() as cur:
+            with cur.copy(f"COPY {target.table(table)} ({names}) FROM STDIN") as copy:
+                for row in source.rows(table):
+                    copy.write_row(row)
+        continue_ids(session, target, table, source.sequences.get(table, 0))
+        counted = pg_count(session, target, table)
+        if counted != source.counts[table]:
+            raise StoreError(
+                f"table {table}: {counted} rows in {target.where} after the copy, "
+                f"{source.counts[table]} in {source.path}; nothing was committed",
+                hint="run the copy again; if it says the same, report it",
+            )
+
+
+def copy_order(session: PgSession, target: Target) -> list[str]:
+    """The source's tables, each after the tables its foreign keys name there."""
+    rows = session.execute(
+        "SELECT a.relname, b.relname FROM pg_constraint c JOIN pg_class a ON a.oid = c.conrelid"
+        " JOIN pg_class b ON b.oid = c.confrelid JOIN pg_namespace n ON n.oid = a.relnamespace"
+        " WHERE c.contype = 'f' AND n.nspname = ?",
+        [target.config.schema],
+    ).fetchall()
+    left = {t: {str(b) for a, b in rows if a == t and b != t} for t in target.source.tables}
+    order: list[str] = []
+    while left:
+        ready = sorted(t for t, needs in left.items() if not needs - set(order))
+        order += ready or sorted(left)  # a cycle: as they come (none in idprov's tables)
+        for table in ready or list(left):
+            left.pop(table)
+    return order
+
+
+def continue_ids(session: PgSession, target: Target, table: str, used: int) -> None:
+    """Identity columns of ``table`` go on after its highest id, or after the highest
+    the source ever gave (``used``: ids of deleted rows are not given again)."""
+    rows = session.execute(
+        "SELECT attname, pg_get_serial_sequence(?, attname) FROM pg_attribute"
+        " WHERE attrelid = ?::regclass AND attnum > 0 AND NOT attisdropped",
+        [target.table(table), target.table(table)],
+    ).fetchall()
+    for column, sequence in rows:
+        if sequence is not None:
+            session.execute(
+                f"SELECT setval(?, greatest((SELECT coalesce(max({q(column)}), 0) FROM"
+                f" {target.table(table)}), ?) + 1, false)",
+                [sequence, used],
+            )
+
+
+def mark(targets: list[Target], session: PgSession, digest: str, actor: str) -> None:
+    """The copy's entry in the destination's audit log: what it copied from, and the
+    source's digest, by which a re-run knows its own copy."""
+    from idprov.provisioning.state import audit_row
+
+    state = targets[0]
+    details = {
+        "digest": digest,
+        "tables": {t.owner: t.source.counts for t in targets if t.status == WOULD_COPY},
+    }
+    row = audit_row(actor, "resident", MARKER, str(state.source.path), "ok", details)
+    session.execute(
+        f"INSERT INTO {state.table('audit')} (at, actor, application, action, target,"
+        " outcome, details, run) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        row,
+    )
+
+
+def report(
+    source: Config, destination: Config, targets: list[Target], kept: list[str], dry_run: bool
+) -> CopyReport:
+    parts = [
+        PartReport(
+            t.owner,
+            str(t.source.path),
+            t.where,
+            t.status,
+            [TableCount(n, c) for n, c in t.source.counts.items()],
+        )
+        for t in targets
+    ]
+    statuses = {t.status for t in targets}
+    status = ALREADY_COPIED if statuses == {ALREADY_COPIED} else targets[0].status
+    if dry_run and status != ALREADY_COPIED:
+        status = WOULD_COPY
+    return CopyReport(status, dry_run, parts, kept, next_steps(source, destination, status))
+
+
+def next_steps(source: Config, destination: Config, status: str) -> list[str]:
+    new = destination.source
+    if status == WOULD_COPY:
+        return [
+            "stop idprov: the sync timer, idprov serve, outbox workers (what they change "
+            "after the copy is not carried over)",
+            "run the same command without --dry-run",
+        ]
+    return [
+        f"switch to the new configuration: point IDPROV_CONFIG (the timer's unit, idprov "
+        f"serve's) at {new}, or put it in place of {source.source}",
+        f"idprov --config {new} sync --dry-run: it should plan no change (the ledger came over)",
+        "start the sync timer, idprov serve and outbox workers again",
+        f"keep {Path(source.data_dir or '.') / STATE_FILENAME} as a backup: idprov no "
+        "longer writes it",
+    ]

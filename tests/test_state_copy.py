@@ -1,0 +1,248 @@
+"""`idprov state copy --to NEW.yaml`: from the SQLite default to PostgreSQL, losing nothing.
+
+Against the ``postgres`` fixture's private cluster and a real SCIM 2.0 target
+(scim2-server on loopback): users, roles, claims and password hashes keep their ids,
+the ledger comes over (a sync with the new configuration sends nothing, a delete
+deprovisions at the target), serve tokens still authenticate; a destination that holds
+anything else, a table the copy does not know, a run lock held, are refused; a dry run
+and a refused copy leave the destination as they found it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from idprov.config import load_config
+from idprov.provisioning.lock import RunLock
+from idprov.provisioning.service import IdentityService
+from tests.peers.postgres import Database
+from tests.peers.scim2 import Scim2Peer
+
+PASSWORD = "pw-alice-4711"
+
+IDP = """identity_providers:
+  - name: scim
+    connector: scim2
+    options: {{base_url: "{base_url}", auth: bearer, token: env:SCIM_TOKEN}}
+    provisioning_roles: [staff]
+    retry: {{max_attempts: 2, initial_backoff: 0.01, max_backoff: 0.05}}
+applications:
+  - name: resident
+    identity_providers: [scim]
+"""
+
+
+def pg_keys(database: Database, secret: Path, schema: str) -> str:
+    return f"url: '{database.url}', password: 'file:{secret}', sslmode: disable, schema: {schema}"
+
+
+@pytest.fixture
+def scim(scim2_server: Scim2Peer, monkeypatch: pytest.MonkeyPatch) -> Scim2Peer:
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    return scim2_server
+
+
+@pytest.fixture
+def configs(tmp_path: Path, postgres: Database, scim: Scim2Peer) -> tuple[Path, Path]:
+    """The SQLite default (old.yaml) and the same in PostgreSQL (new.yaml): the state in
+    schema ``idprov``, PRIMARY's users in ``directory`` of the same database."""
+    secret = tmp_path / "pg-password"
+    secret.write_text(postgres.password + "\n")
+    idps = IDP.format(base_url=scim.base_url)
+    old = tmp_path / "old.yaml"
+    old.write_text(f"version: 1\ndata_dir: {tmp_path / 'data'}\n{idps}")
+    new = tmp_path / "new.yaml"
+    new.write_text(
+        f"version: 1\ndata_dir: {tmp_path / 'new-data'}\n"
+        f"state: {{{pg_keys(postgres, secret, 'idprov')}}}\n"
+        f"userstores:\n  - {{domain: PRIMARY, type: postgres, "
+        f"{pg_keys(postgres, secret, 'directory')}}}\n{idps}"
+    )
+    return old, new
+
+
+def requests(scim: Scim2Peer) -> int:
+    """Every request this tenant of the target has answered so far."""
+    assert scim.log_path is not None
+    prefix = f" {urlsplit(scim.base_url).path}/"
+    return sum(prefix in line for line in scim.log_path.read_text().splitlines())
+
+
+def seed(cli, old: Path) -> dict[str, str]:
+    """On the SQLite default: roles, users with claims and a password, all provisioned;
+    a serve token. Returns the token."""
+    run = ("--config", str(old))
+    cli(*run, "role", "add", "staff").ok()
+    cli(*run, "role", "add", "Internal/auditors").ok()
+    cli(
+        *run, "user", "add", "alice", "-c", "email=alice@example.com", "-c", "given_name=Alice",
+        "-r", "staff", "--password-stdin", input=PASSWORD + "\n",
+    ).ok()  # fmt: skip
+    cli(*run, "user", "add", "bob", "-c", "email=bob@example.com", "-r", "staff").ok()
+    cli(*run, "role", "assign", "Internal/auditors", "alice").ok()
+    return cli(*run, "token", "create", "--app", "resident", "--json").json()
+
+
+def schemas(postgres: Database) -> set[str]:
+    rows = postgres.rows("SELECT nspname FROM pg_namespace")
+    return {r[0] for r in rows} & {"idprov", "directory"}
+
+
+def test_a_copy_carries_everything_over_and_the_new_configuration_carries_on(
+    cli, configs, scim, postgres
+):
+    old, new = configs
+    token = seed(cli, old)
+    alice = cli("--config", str(old), "user", "show", "alice", "--json").json()
+    assert {u["userName"] for u in scim.users()} == {"alice", "bob"}
+
+    report = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").json()
+    assert report["status"] == "copied"
+    tables = {p["name"]: {t["table"]: t["rows"] for t in p["tables"]} for p in report["parts"]}
+    assert tables["userstore PRIMARY"] == {"roles": 1, "user_roles": 2, "users": 2}
+    assert tables["state"]["ledger"] == 3 and tables["state"]["inbound_tokens"] == 1
+    assert postgres.rows("SELECT count(*) FROM idprov.ledger") == [(3,)]
+    assert any("sync --dry-run" in step for step in report["next_steps"])
+    assert postgres.password not in str(report)
+
+    before = requests(scim)
+    cli("--config", str(new), "sync", "--json").ok()
+    assert requests(scim) == before, "the ledger came over: nothing to send"
+    assert cli("--config", str(new), "user", "show", "alice", "--json").json() == alice
+    with IdentityService(load_config(new)) as svc:
+        assert svc.verify_password("alice", PASSWORD)
+        assert svc.tokens.caller(token["token"]) is not None
+        assert [r.name for r in svc.internal.all()] == ["auditors"]
+
+    cli("--config", str(new), "user", "delete", "alice", "--yes").ok()
+    assert {u["userName"] for u in scim.users()} == {"bob"}
+    ids = postgres.rows("SELECT id FROM idprov.audit ORDER BY id")
+    assert len({i for (i,) in ids}) == len(ids), "new entries continue after the copied ones"
+
+
+def test_a_rerun_after_a_complete_copy_says_so_and_changes_nothing(cli, configs, postgres):
+    old, new = configs
+    seed(cli, old)
+    cli("--config", str(old), "state", "copy", "--to", str(new)).ok()
+    audit = postgres.rows("SELECT count(*) FROM idprov.audit")
+
+    again = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").json()
+    assert again["status"] == "already copied"
+    assert postgres.rows("SELECT count(*) FROM idprov.audit") == audit
+
+
+def test_a_destination_holding_users_is_refused(cli, configs, postgres):
+    old, new = configs
+    seed(cli, old)
+    cli("--config", str(new), "user", "add", "carol").ok()
+    error = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").error(4)
+    assert "holds" in error["message"] and "nothing was copied" in error["message"]
+    assert postgres.rows("SELECT username FROM directory.users") == [("carol",)]
+    assert postgres.rows("SELECT count(*) FROM idprov.ledger") == [(0,)]
+
+
+def test_a_source_changed_after_its_copy_is_refused(cli, configs, postgres):
+    old, new = configs
+    seed(cli, old)
+    cli("--config", str(old), "state", "copy", "--to", str(new)).ok()
+    cli("--config", str(old), "user", "update", "bob", "-c", "given_name=Bob").ok()
+    error = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").error(4)
+    assert "has changed since" in error["message"]
+
+
+def test_a_dry_run_shows_the_rows_and_leaves_the_destination_untouched(cli, configs, postgres):
+    old, new = configs
+    seed(cli, old)
+    run = cli("--config", str(old), "state", "copy", "--to", str(new), "--dry-run").ok()
+    assert "would copy" in run.stdout and "state\tledger\t3" in run.stdout
+    assert "without --dry-run" in run.stdout
+    assert schemas(postgres) == set()
+
+
+def test_a_table_the_copy_does_not_know_makes_it_refuse(cli, configs, postgres, tmp_path):
+    old, new = configs
+    seed(cli, old)
+    conn = sqlite3.connect(tmp_path / "data" / "idprov.db")
+    conn.execute("CREATE TABLE future_things (id TEXT PRIMARY KEY)")
+    conn.execute("INSERT INTO future_things VALUES ('x')")
+    conn.commit()
+    conn.close()
+    error = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").error(1)
+    assert "future_things" in error["message"] and "nothing was copied" in error["message"]
+    assert schemas(postgres) == set()
+
+
+def test_a_copy_waits_for_no_sync_it_refuses_while_one_runs(cli, configs, postgres, tmp_path):
+    old, new = configs
+    seed(cli, old)
+    with RunLock(tmp_path / "data", "sync"):
+        error = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").error(8)
+    assert "sync holds the lock" in error["message"]
+    assert schemas(postgres) == set()
+
+
+def test_a_destination_without_the_sqlite_domain_as_postgres_is_refused(
+    cli, configs, tmp_path, write_config
+):
+    old, _ = configs
+    seed(cli, old)
+    text = (tmp_path / "new.yaml").read_text().replace("type: postgres, ", "")
+    broken = write_config(text.split("userstores:")[0], "broken.yaml")
+    error = cli("--config", str(old), "state", "copy", "--to", str(broken), "--json").error(2)
+    assert "type: postgres" in error["hint"]
+
+
+def test_a_copy_that_fails_midway_leaves_nothing_and_runs_again(cli, configs, postgres):
+    old, new = configs
+    seed(cli, old)
+    cli("--config", str(new), "user", "list").ok()  # the new userstore's tables
+    cli("--config", str(new), "log").ok()  # and the state's
+    postgres.execute(
+        "CREATE FUNCTION idprov.fail() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " RAISE EXCEPTION 'disk full'; END $$"
+    )
+    postgres.execute(
+        "CREATE TRIGGER fail BEFORE INSERT ON idprov.ledger FOR EACH ROW"
+        " EXECUTE FUNCTION idprov.fail()"
+    )
+    error = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").error(1)
+    assert "disk full" in error["message"]
+    assert postgres.rows("SELECT count(*) FROM directory.users") == [(0,)], "one transaction"
+    assert postgres.rows("SELECT count(*) FROM idprov.audit") == [(0,)]
+
+    postgres.execute("DROP TRIGGER fail ON idprov.ledger")
+    cli("--config", str(old), "state", "copy", "--to", str(new)).ok()
+    assert postgres.rows("SELECT count(*) FROM directory.users") == [(2,)]
+
+
+def test_ids_given_once_are_not_given_again(cli, configs, postgres, tmp_path):
+    old, new = configs
+    seed(cli, old)  # every outbox row was pushed, and deleted
+    used = sqlite3.connect(tmp_path / "data" / "idprov.db").execute(
+        "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'"
+    )
+    (highest,) = used.fetchone()
+    cli("--config", str(old), "state", "copy", "--to", str(new)).ok()
+    [(following,)] = postgres.rows("SELECT nextval(pg_get_serial_sequence('idprov.outbox', 'id'))")
+    assert following == highest + 1
+
+
+def test_a_copy_is_refused_while_an_outbox_worker_holds_rows(cli, configs, postgres, tmp_path):
+    old, new = configs
+    seed(cli, old)
+    conn = sqlite3.connect(tmp_path / "data" / "idprov.db")
+    conn.execute(
+        "INSERT INTO outbox (idp, kind, local_id, domain, label, enqueued_at, updated_at,"
+        " claimed_by, claimed_until) VALUES ('scim', 'user', 'x', 'PRIMARY', 'bob',"
+        " '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', 'host:4242:worker',"
+        " '9999-01-01T00:00:00.000Z')"
+    )
+    conn.commit()
+    conn.close()
+    error = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").error(8)
+    assert "host:4242:worker" in error["message"] and "stop idprov" in error["hint"]
+    assert schemas(postgres) == set()
