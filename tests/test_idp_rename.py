@@ -262,3 +262,22 @@ def test_a_ledger_is_orphaned_when_no_idp_is_configured_at_all(cli, setup):
         warned
     )
     assert "run `idprov idp rename a NEW`" in warned
+
+
+def test_a_sync_whose_record_of_targets_fails_keeps_its_report_and_exit_code(
+    cli, setup, scim2_server, monkeypatch
+):
+    provisioned_under_a(cli, users=("alice",))
+    from idprov.errors import StoreError
+
+    def disk_full(*args: Any) -> None:
+        raise StoreError("the database idprov.db cannot grow: the disk is full")
+
+    monkeypatch.setattr("idprov.provisioning.idp_rename.note_targets", disk_full)
+    cli("user", "add", "bob", "--role", "staff", "-c", "email=bob@example.com").ok()
+    synced = cli("sync", "--json")
+    assert synced.exit_code == 0, synced
+    assert json.loads(synced.stdout)["plan"] is not None
+    warning = json.loads(synced.stderr)["warning"]
+    assert "identity provider names were not checked" in warning["message"]
+    assert "the disk is full" in warning["message"]

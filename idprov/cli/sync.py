@@ -109,8 +109,8 @@ def sync(
     try:
         with nullcontext() if dry_run else svc.state.run_lock("sync", wait=wait):
             result = run_sync(svc, idp, dry_run, allow_deletes, saved, verify, repair)
-            if not dry_run:  # where each IdP points, to tell a renamed one later
-                note_targets(svc.state, svc.config)
+            if not dry_run:
+                _after_run(lambda: note_targets(svc.state, svc.config))
     except IdprovError as exc:
         stats.outcome = run_outcome(exc.exit_code)
         stats.guard_trips.update(getattr(exc, "tripped", {}))
@@ -123,12 +123,30 @@ def sync(
             f.write(jsonlib.dumps(result.plan.to_dict(), indent=2))
     code = _exit_code(result, detailed_exitcode)
     write_run_metrics(metrics, svc, _stats(stats, result, code))
-    warn_orphaned_idps(svc)
+    _after_run(lambda: warn_orphaned_idps(svc))
     emit_with_code(
         result.to_dict(),
         lambda _: render.sync_result(result, result.drift, quiet, result.repaired),
         code,
     )
+
+
+def _after_run(step: Any) -> None:
+    """Record where each IdP points (to name a renamed one later), or warn about a
+    ledger under a name no longer configured: a failure of either is a warning, since
+    the sync's work is done and its report and exit code must stand."""
+    from idprov.cli.common import as_idprov_error, render_error
+
+    try:
+        step()
+    except Exception as exc:  # a database error, or a bug: said, not the sync's failure
+        error = as_idprov_error(exc, "sync")
+        if error is None:
+            raise
+        error.message = (
+            f"after the sync, idprov's identity provider names were not checked: {error.message}"
+        )
+        render_error(error, "warning")
 
 
 def _stats(stats: Any, result: Any, code: int) -> Any:
