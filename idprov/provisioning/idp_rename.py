@@ -265,7 +265,7 @@ def rename_idp(
             target=new,
             details={"from": old, "to": new, "moved": moved},
         )
-    note_targets(state, config)
+        note_targets(state, config)  # where the new name points, in the same transaction
     return result
 
 
