@@ -363,6 +363,13 @@ def _file_of(conn: sqlite3.Connection) -> str:
 def holders(path: str, exclude: int | None = None) -> str:
     """Which processes have the database file open, read from /proc (Linux; other
     systems, or another user's processes, give "held by another process")."""
+    found = processes_with(path, exclude)
+    return "held by " + (", ".join(found) if found else "another process")
+
+
+def processes_with(path: str, exclude: int | None = None) -> list[str]:
+    """The processes that have the file ``path`` open, as ``pid N (command line)``,
+    read from /proc (Linux; other systems, and other users' processes: none found)."""
     found = []
     for fd_dir in Path("/proc").glob("[0-9]*/fd"):
         pid = int(fd_dir.parent.name)
@@ -374,4 +381,4 @@ def holders(path: str, exclude: int | None = None) -> str:
             continue
         command = " ".join(a.decode(errors="replace") for a in raw.split(b"\0") if a)
         found.append(f"pid {pid} ({command[:80]})")
-    return "held by " + (", ".join(found) if found else "another process")
+    return found

@@ -11,6 +11,9 @@ and a refused copy leave the destination as they found it.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -246,3 +249,87 @@ def test_a_copy_is_refused_while_an_outbox_worker_holds_rows(cli, configs, postg
     error = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").error(8)
     assert "host:4242:worker" in error["message"] and "stop idprov" in error["hint"]
     assert schemas(postgres) == set()
+
+
+def test_a_copy_is_refused_while_another_process_has_the_database_open(
+    cli, configs, postgres, tmp_path
+):
+    old, new = configs
+    seed(cli, old)
+    path = tmp_path / "data" / "idprov.db"
+    code = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); print('open', flush=True)"
+    code += "; input()"
+    other = subprocess.Popen(
+        [sys.executable, "-c", code, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert other.stdout is not None and other.stdout.readline() == "open\n"
+    try:
+        error = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").error(8)
+    finally:
+        other.communicate("\n")
+    assert f"pid {other.pid}" in error["message"] and "stop idprov" in error["hint"]
+    assert schemas(postgres) == set()
+
+
+@pytest.fixture
+def second_database(postgres: Database) -> Iterator[Database]:
+    """Another database of the same cluster, for a userstore apart from the state."""
+    name = f"{postgres.name}_hr"
+    with postgres.cluster.connect() as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield Database(postgres.cluster, name)
+    finally:
+        with postgres.cluster.connect() as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_a_userstore_in_another_database_left_out_by_a_failed_commit_comes_on_a_rerun(
+    cli, postgres, second_database, tmp_path, write_config
+):
+    """The state commits first: a userstore of another database whose commit fails is
+    copied by the next run, which finds the state (and PRIMARY) already copied."""
+    secret = tmp_path / "pg-password"
+    secret.write_text(postgres.password + "\n")
+    old = write_config(
+        f"data_dir: {tmp_path / 'data'}\nuserstores:\n  - {{domain: PRIMARY}}\n"
+        f"  - {{domain: HR, path: {tmp_path / 'hr.db'}}}\n",
+        "old.yaml",
+    )
+    new = write_config(
+        f"state: {{{pg_keys(postgres, secret, 'idprov')}}}\nuserstores:\n"
+        f"  - {{domain: PRIMARY, type: postgres, {pg_keys(postgres, secret, 'directory')}}}\n"
+        f"  - {{domain: HR, type: postgres, {pg_keys(second_database, secret, 'hr')}}}\n",
+        "new.yaml",
+    )
+    cli("--config", str(old), "user", "add", "alice").ok()
+    cli(
+        "--config", str(old), "user", "add", "HR/bob", "--password-stdin", input="pw-bob-4567\n"
+    ).ok()
+    cli("--config", str(new), "user", "list", "--domain", "HR").ok()  # HR's tables
+    second_database.execute(
+        "CREATE FUNCTION hr.fail() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " RAISE EXCEPTION 'hr went away'; END $$"
+    )
+    second_database.execute(
+        "CREATE CONSTRAINT TRIGGER fail AFTER INSERT ON hr.users DEFERRABLE INITIALLY"
+        " DEFERRED FOR EACH ROW EXECUTE FUNCTION hr.fail()"
+    )  # fails at COMMIT
+    error = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").error(1)
+    assert "hr went away" in error["message"]
+    assert postgres.rows("SELECT username FROM directory.users") == [("alice",)]
+    assert second_database.rows("SELECT count(*) FROM hr.users") == [(0,)]
+
+    second_database.execute("DROP TRIGGER fail ON hr.users")
+    report = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").json()
+    statuses = {p["name"]: p["status"] for p in report["parts"]}
+    assert statuses == {
+        "state": "already copied",
+        "userstore PRIMARY": "already copied",
+        "userstore HR": "copied",
+    }
+    with IdentityService(load_config(new)) as svc:
+        assert svc.verify_password("bob", "pw-bob-4567", domain="HR")

@@ -213,6 +213,7 @@ def copy_state(
         with state_db.run_lock("state copy"):
             no_drainers(state_db)
             parts = source_parts(source, state_db, pool, stores)
+            nobody_else(sorted({p.path for p in parts}))
             with ExitStack() as stack:
                 for db in {id(p.db): p.db for p in parts}.values():
                     stack.enter_context(snapshot(db))
@@ -315,6 +316,24 @@ def no_drainers(state_db: StateDB) -> None:
             hint="stop idprov (the sync timer, idprov serve, outbox workers) and run the "
             "copy again; a lease of a killed worker runs out within 5 minutes",
         )
+
+
+def nobody_else(paths: Sequence[Path]) -> None:
+    """Refuse while another process has a source file open (idprov serve, a command):
+    what it changes after the copy would stay behind."""
+    import os
+
+    from idprov.db import processes_with
+
+    for path in paths:
+        others = processes_with(str(path.resolve()), exclude=os.getpid())
+        if others:
+            raise LockedError(
+                f"{path} is open in {', '.join(others)}: idprov serve or another command is "
+                "using it, and what it changes after the copy would stay behind",
+                hint="stop idprov (the sync timer, idprov serve, outbox workers) and run the "
+                "copy again",
+            )
 
 
 def source_parts(
