@@ -325,6 +325,7 @@ def test_a_userstore_in_another_database_left_out_by_a_failed_commit_comes_on_a_
 
     second_database.execute("DROP TRIGGER fail ON hr.users")
     report = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").json()
+    assert report["status"] == "copied"
     statuses = {p["name"]: p["status"] for p in report["parts"]}
     assert statuses == {
         "state": "already copied",
@@ -333,3 +334,9 @@ def test_a_userstore_in_another_database_left_out_by_a_failed_commit_comes_on_a_
     }
     with IdentityService(load_config(new)) as svc:
         assert svc.verify_password("bob", "pw-bob-4567", domain="HR")
+
+
+def test_a_missing_new_configuration_is_a_usage_error(cli, configs):
+    old, _ = configs
+    run = cli("--config", str(old), "state", "copy", "--to", "nowhere.yaml")
+    assert "nowhere.yaml" in run.fails(2) and "does not exist" in run.stderr

@@ -3,6 +3,7 @@ to PostgreSQL, ids and all (see :mod:`idprov.provisioning.state_copy`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -16,10 +17,12 @@ app = new_app("idprov's own state: move it to PostgreSQL.")
 @app.command("copy")
 def copy(
     to: Annotated[
-        str,
+        Path,
         typer.Option(
             "--to",
             metavar="NEW.yaml",
+            exists=True,
+            dir_okay=False,
             help="The configuration to move to: state in PostgreSQL, and a type: postgres "
             "userstore for each SQLite domain of the current one.",
         ),
@@ -34,11 +37,11 @@ def copy(
 ) -> None:
     """Copy the state and users (ids, password hashes, ledger, outbox, audit, tokens)
     of the current configuration to NEW.yaml's PostgreSQL database; stop idprov first."""
-    from idprov.config import load_config
+    from idprov.config.loader import load_file
     from idprov.provisioning.state_copy import copy_state
 
     current = service(live=False)
-    result = copy_state(current.config, load_config(to), dry_run=dry_run, actor=current.actor)
+    result = copy_state(current.config, load_file(to), dry_run=dry_run, actor=current.actor)
     emit(result, show)
 
 

@@ -217,6 +217,8 @@ def copy_state(
             with ExitStack() as stack:
                 for db in {id(p.db): p.db for p in parts}.values():
                     stack.enter_context(snapshot(db))
+                for part in parts:
+                    part.read()
                 targets = make_targets(destination, parts, stores)
                 copy_parts(targets, dry_run, actor)
     finally:
@@ -346,6 +348,7 @@ def source_parts(
     A table of the state file that is neither state nor an embedded userstore's is
     kept among the state's: the destination has none such, and the copy refuses."""
     from idprov.userstores import open_userstore
+    from idprov.userstores.sqlite import SqliteUserStore
 
     claims = source.claim_definitions()
     data_dir = Path(source.data_dir or ".")
@@ -353,10 +356,11 @@ def source_parts(
     embedded = False
     for domain in stores:
         store = open_userstore(source.userstore(domain), claims, pool, data_dir)
-        db = store.db  # type: ignore[attr-defined]
-        embedded = embedded or db is state_db.db
-        path = Path(store.config.path) if store.config.path else state_db.path  # type: ignore[attr-defined]
-        parts.append(Source(f"userstore {domain}", db, path, sqlite_tables(db, USERSTORE_TABLES)))
+        assert isinstance(store, SqliteUserStore)
+        embedded = embedded or store.db is state_db.db
+        path = Path(store.config.path) if store.config.path else state_db.path
+        tables = sqlite_tables(store.db, USERSTORE_TABLES)
+        parts.append(Source(f"userstore {domain}", store.db, path, tables))
     state_tables = sqlite_tables(state_db.db)
     for table in ("idprov_migrations", *(USERSTORE_TABLES if embedded else ())):
         state_tables.pop(table, None)
@@ -380,8 +384,6 @@ def make_targets(
     """The state's target first, then a userstore's per SQLite domain."""
     claims = destination.claim_definitions()
     state_config: PostgresStateConfig = destination.state  # type: ignore[assignment]
-    for part in parts:
-        part.read()
 
     def state_tables(session: PgSession) -> None:
         from idprov.statedb import PostgresStateDB
@@ -656,10 +658,10 @@ def report(
         )
         for t in targets
     ]
-    statuses = {t.status for t in targets}
-    status = ALREADY_COPIED if statuses == {ALREADY_COPIED} else targets[0].status
-    if dry_run and status != ALREADY_COPIED:
-        status = WOULD_COPY
+    if all(t.status == ALREADY_COPIED for t in targets):
+        status = ALREADY_COPIED
+    else:
+        status = WOULD_COPY if dry_run else COPIED
     return CopyReport(status, dry_run, parts, kept, next_steps(source, destination, status))
 
 
