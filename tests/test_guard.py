@@ -72,6 +72,19 @@ def test_role_unassign_over_the_guard_is_refused_off_a_terminal_and_changes_noth
     assert members(cli) == 5 and len(scim.users()) == 5
 
 
+def test_what_a_command_allowed_is_not_held_by_the_worker_that_pushes_it(cli, scim, tmp_path):
+    """At an IdP the command does not wait for, the worker pushes its change: it judged
+    the 25 deprovisions without the command's --allow-deletes, and held them all."""
+    seed(30)
+    edit_config(tmp_path, "[staff]\n", "[staff]\n    blocking: false\n")
+    users = [f"pl{i}" for i in range(1, 26)]
+    cli("--no-wait", "role", "unassign", "staff", *users, "--yes", "--allow-deletes", "25").ok()
+    assert len(scim.users()) == 30  # left to the worker
+    cli("outbox", "work", "--once").ok()
+    assert len(scim.users()) == 5
+    assert cli("outbox", "list", "--json").items() == []
+
+
 def test_a_small_unassign_goes_through_without_a_question(cli, scim):
     seed(30)
     cli("role", "unassign", "staff", "pl1", "pl2").ok()

@@ -474,6 +474,52 @@ def test_a_member_added_while_the_group_is_pushed_is_pushed_by_the_same_command(
     assert postgres.rows("SELECT count(*) FROM idprov.outbox") == [(0,)]
 
 
+def test_a_removal_another_command_allowed_is_not_held_by_the_push_that_pushes_it(
+    postgres, tmp_path, write_config, scim2_server, monkeypatch
+):
+    """While one command pushes eng's group (its row claimed), another takes 10 members
+    out of eng with --allow-deletes 10: its push leaves the group's row to the first,
+    which pushes it again once done. That push judged it without the other's
+    allowance, and held the 10 removals its operator had allowed (the group kept its
+    members, the row stayed held until `idprov outbox release`)."""
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    text = shared_config(postgres, tmp_path, scim2_server).replace(
+        "    blocking: false\n",
+        "    provisioning_roles: [staff]\n    push_roles: all\n"
+        "    deletion_guard: {memberships: {min_deletes: 5}}\n",
+    )
+    config = load_config(str(write_config(text)))
+    names = [f"e{i:02d}" for i in range(12)]
+    with IdentityService(config) as admin, admin.unit_of_work() as uow:
+        uow.add_role("staff")
+        uow.add_role("eng")
+        for name in names:
+            uow.add_user(name, {"email": f"{name}@example.com"}, roles=["staff", "eng"])
+    [eng] = [g["id"] for g in scim2_server.groups() if g["displayName"] == "eng"]
+    other = IdentityService(config, actor="other")
+    other.allow_deletes = 10  # `role unassign eng ... --yes --allow-deletes 10`
+    during: list[Any] = []
+
+    class Meanwhile(httpx.HTTPTransport):
+        """The other command runs while the first's request to eng's group is out."""
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path.endswith(f"/Groups/{eng}") and not during:
+                during.append(other.unassign("eng", names[:10]))
+            return super().handle_request(request)
+
+    with other, IdentityService(config, actor="first", http_transport=Meanwhile()) as first:
+        added = first.add_user("newbie", {"email": "n@example.com"}, roles=["staff", "eng"])
+    [unassigned] = during
+    assert unassigned.outbound is not None and unassigned.outbound.queued == {"scim": 1}
+    assert added.outbound is not None and added.outbound.held == {}, added.outbound.to_dict()
+    assert added.outbound.ok
+    [group] = [g for g in scim2_server.groups() if g["id"] == eng]
+    by_id = {u["id"]: u["userName"] for u in scim2_server.users()}
+    assert sorted(by_id[m["value"]] for m in group["members"]) == ["e10", "e11", "newbie"]
+    assert postgres.rows("SELECT count(*) FROM idprov.outbox") == [(0,)]
+
+
 # ---- several `idprov serve` processes
 
 

@@ -491,8 +491,29 @@ def hold_over(
     window: GuardWindow | None = None,
 ) -> list[OutboxRow]:
     """Hold (in the outbox, status ``held``) the rows of the IdPs where they would
-    trip the guard; return the others, to push. With ``window``, they are judged as
-    part of the change it stands for (see :class:`GuardWindow`)."""
+    trip the guard; return the others, to push. A row is judged with the allowance
+    that travels with it (``allowed``: the ``--allow-deletes`` of the command that
+    changed it, whichever drainer pushes it), or ``allow`` (the judging command's)
+    where that is more; the rows of each allowance together. With ``window``, they
+    are judged as part of the change it stands for (see :class:`GuardWindow`)."""
+    groups: dict[int | None, list[OutboxRow]] = {}
+    for row in rows:
+        given = [a for a in (row.allowed, allow) if a is not None]
+        groups.setdefault(max(given) if given else None, []).append(row)
+    kept: set[int] = set()
+    for allowed in sorted(groups, key=lambda a: -1 if a is None else a, reverse=True):
+        kept.update(r.id for r in _hold_over(outbound, groups[allowed], report, allowed, window))
+    return [r for r in rows if r.id in kept]
+
+
+def _hold_over(
+    outbound: Outbound,
+    rows: list[OutboxRow],
+    report: OutboundReport,
+    allow: int | None,
+    window: GuardWindow | None,
+) -> list[OutboxRow]:
+    """:func:`hold_over` for rows judged with one allowance, ``allow``."""
     found = effects_of(outbound, outbound.directory, rows)
     if window is None:
         verdict = judge(outbound, found, allow)

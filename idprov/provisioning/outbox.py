@@ -67,6 +67,12 @@ def worker_columns(db: StateDB) -> None:
     )
 
 
+def allowances(db: StateDB) -> None:
+    """Migration: the allowance of deletions that travels with a row (see
+    :attr:`OutboxRow.allowed`)."""
+    db.execute("ALTER TABLE outbox ADD COLUMN allowed INTEGER")
+
+
 def versions(db: StateDB) -> None:
     """Migration: a row's version, raised by each enqueue, so that a push finishing
     removes the row only if no change came since it was read (times alone cannot
@@ -103,10 +109,13 @@ class OutboxRow:
     """Failed drains in a row (the worker's backoff counts these; attempts counts calls)."""
     version: int = 0
     """Raised by each enqueue: the change this row stood for when it was read."""
+    allowed: int | None = None
+    """The ``--allow-deletes`` of the command that last changed (or released) the row:
+    the deletion guard judges it with that, whichever drainer pushes it."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        del out["version"]  # internal: not part of `outbox list --json`
+        del out["version"], out["allowed"]  # internal: not part of `outbox list --json`
         return out
 
 
@@ -143,12 +152,13 @@ class IdpHealth:
 
 _OUTBOX_COLUMNS = (
     "id, idp, kind, local_id, domain, label, status, attempts, last_error, last_status,"
-    " enqueued_at, updated_at, next_attempt_at, claimed_by, claimed_until, failures, version"
+    " enqueued_at, updated_at, next_attempt_at, claimed_by, claimed_until, failures, version,"
+    " allowed"
 )
 
 
 ENQUEUE_CHUNK = 200
-"""Outbox rows upserted per statement (7 parameters each)."""
+"""Outbox rows upserted per statement (8 parameters each)."""
 
 
 def _in(values: Sequence[Any]) -> str:
@@ -162,22 +172,34 @@ class Outbox:
         self.db = db
 
     def enqueue(
-        self, idps: Sequence[str], kind: Kind, local_id: str, domain: str, label: str
+        self,
+        idps: Sequence[str],
+        kind: Kind,
+        local_id: str,
+        domain: str,
+        label: str,
+        allowed: int | None = None,
     ) -> list[int]:
         """Ask for ``kind local_id`` to be reconciled at each IdP; an existing row is
-        reset to pending and due now (changes coalesce). Returns the row ids. Call
-        inside the transaction of the local change."""
-        return [i for i, _ in self.enqueue_many(idps, kind, [(local_id, domain, label)])]
+        reset to pending and due now (changes coalesce). ``allowed``: the change's
+        ``--allow-deletes``, which travels with the row (:attr:`OutboxRow.allowed`).
+        Returns the row ids. Call inside the transaction of the local change."""
+        entities = [(local_id, domain, label)]
+        return [i for i, _ in self.enqueue_many(idps, kind, entities, allowed)]
 
     def enqueue_many(
-        self, idps: Sequence[str], kind: Kind, entities: Sequence[tuple[str, str, str]]
+        self,
+        idps: Sequence[str],
+        kind: Kind,
+        entities: Sequence[tuple[str, str, str]],
+        allowed: int | None = None,
     ) -> list[tuple[int, str]]:
         """:meth:`enqueue` for ``entities`` (local id, domain, label) at once, in a
         statement per :data:`ENQUEUE_CHUNK` rows (a statement per row cost a role
         assign of 5,000 users 5,000 round trips). A row already there keeps its
         ``enqueued_at``: its change has waited since then (each sync re-enqueued it,
-        and the oldest row's age, which alerts watch, never passed the cron interval).
-        Returns (row id, IdP) pairs, by id."""
+        and the oldest row's age, which alerts watch, never passed the cron interval);
+        it takes this change's allowance. Returns (row id, IdP) pairs, by id."""
         stamp = now()
         unique = list({e[0]: e for e in entities}.values())  # a row is upserted once
         values = [(idp, kind, *entity) for entity in unique for idp in idps]
@@ -185,13 +207,15 @@ class Outbox:
         for start in range(0, len(values), ENQUEUE_CHUNK):
             chunk = values[start : start + ENQUEUE_CHUNK]
             rows = self.db.execute(
-                "INSERT INTO outbox (idp, kind, local_id, domain, label, enqueued_at, updated_at)"
-                f" VALUES {', '.join(['(?, ?, ?, ?, ?, ?, ?)'] * len(chunk))}"
-                " ON CONFLICT (idp, kind, local_id) DO UPDATE SET status = 'pending',"
+                "INSERT INTO outbox (idp, kind, local_id, domain, label, enqueued_at,"
+                " updated_at, allowed) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                + " ON CONFLICT (idp, kind, local_id) DO UPDATE SET status = 'pending',"
                 " label = excluded.label, domain = excluded.domain, next_attempt_at = NULL,"
                 " updated_at = excluded.updated_at,"  # enqueued_at: waiting since the first
+                " allowed = excluded.allowed,"
                 " version = outbox.version + 1 RETURNING id, idp",
-                [v for row in chunk for v in (*row, stamp, stamp)],
+                [v for row in chunk for v in (*row, stamp, stamp, allowed)],
             ).fetchall()
             found += [(int(i), str(idp)) for i, idp in rows]
         return sorted(found)
@@ -414,16 +438,28 @@ class Outbox:
             [(why, now(), r.id) for r in rows],
         )
 
-    def release_held(self, idps: Sequence[str], because: str | None = None) -> list[int]:
+    def release_held(
+        self, idps: Sequence[str], because: str | None = None, allowed: int | None = None
+    ) -> list[int]:
         """Make the held rows of ``idps`` pending again (only those held for a reason
-        that says ``because``, when given); returns their ids."""
+        that says ``because``, when given), with the releasing command's allowance
+        ``allowed``; returns their ids."""
         why = "" if because is None else " AND last_error LIKE ?"
         rows = self.db.execute(
-            f"UPDATE outbox SET status = 'pending', updated_at = ? WHERE status = 'held'"
-            f" AND idp IN {_in(idps)}{why} RETURNING id",
-            [now(), *idps, *([] if because is None else [f"%{because}%"])],
+            f"UPDATE outbox SET status = 'pending', updated_at = ?, allowed = ?"
+            f" WHERE status = 'held' AND idp IN {_in(idps)}{why} RETURNING id",
+            [now(), allowed, *idps, *([] if because is None else [f"%{because}%"])],
         ).fetchall()
         return sorted(int(r[0]) for r in rows)
+
+    def allow(self, ids: Sequence[int], allowed: int | None) -> None:
+        """Give rows ``ids`` the allowance of the change that enqueued them (a sync's
+        ``--allow-deletes``). Call in that change's transaction."""
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            self.db.execute(
+                f"UPDATE outbox SET allowed = ? WHERE id IN {_in(chunk)}", [allowed, *chunk]
+            )
 
     def discard(self, idp: str, local_ids: Sequence[str] | None = None) -> list[OutboxRow]:
         """Drop rows of ``idp`` (of those entities only, when given); returns them."""

@@ -313,7 +313,7 @@ class IdentityService:
         again with :attr:`allow_deletes`: `idprov outbox release`."""
         names = list(idps) if idps else self.state.outbox.idps()
         with self.state.transaction():
-            ids = self.state.outbox.release_held(names)
+            ids = self.state.outbox.release_held(names, allowed=self.allow_deletes)
             if ids:
                 self._audit("outbox.release", ", ".join(names), {"rows": len(ids)})
         return self.push(ids) or OutboundReport()

@@ -77,6 +77,12 @@ def _outbox_versions(db: StateDB) -> None:
     versions(db)
 
 
+def _outbox_allowances(db: StateDB) -> None:
+    from idprov.provisioning.outbox import allowances
+
+    allowances(db)
+
+
 def _import_batches(db: StateDB) -> None:
     """The batch an import is writing to a store that cannot roll back (a directory):
     a re-run after a kill finishes exactly those lines."""
@@ -184,6 +190,7 @@ MIGRATIONS: Migrations = {
         ("0011_directory_writes", _directory_writes),
         ("0012_directory_write_owners", _directory_write_owners),
         ("0013_idp_scopes", _idp_scopes),
+        ("0014_outbox_allowances", _outbox_allowances),
     ],
     "postgresql": [
         ("0001_state", _POSTGRES_SCHEMA),
@@ -201,6 +208,7 @@ MIGRATIONS: Migrations = {
         ),
         ("0005_directory_write_owners", _directory_write_owners),
         ("0006_idp_scopes", _idp_scopes),
+        ("0007_outbox_allowances", _outbox_allowances),
     ],
 }
 

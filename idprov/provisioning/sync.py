@@ -329,8 +329,12 @@ def apply_plan(
                 uow.enqueue(kind, item.local_id, item.domain, item.label, idps=[idp_plan.idp])
                 if item.action in ("delete", "disable") and kind == "user":
                     first += uow.rows[before:]
+        # its allowance goes with its rows, to whichever drainer pushes one of them
+        service.state.outbox.allow(uow.rows, allow_deletes)
         # what waited for this sync goes with it (its plan holds whatever they change)
-        service.state.outbox.release_held([p.idp for p in plan.idps], because=SCOPE_CHANGE)
+        service.state.outbox.release_held(
+            [p.idp for p in plan.idps], because=SCOPE_CHANGE, allowed=allow_deletes
+        )
         # this run drains every row of its IdPs, not only those it just enqueued
         rest = [r.id for r in service.state.outbox.rows(idps=[p.idp for p in plan.idps])]
     report = OutboundReport()

@@ -200,7 +200,8 @@ class UnitOfWork:
         for group in (new, [e for e in entities if e[0] not in self._created]):
             if not group:
                 continue
-            rows = self.service.state.outbox.enqueue_many(targets, kind, group)
+            allowed = self.service.allow_deletes  # travels with the rows, to any drainer
+            rows = self.service.state.outbox.enqueue_many(targets, kind, group, allowed)
             self.rows += [i for i, _ in rows]
             self._idps.update(rows)
             if group is new:
