@@ -340,3 +340,20 @@ def test_a_missing_new_configuration_is_a_usage_error(cli, configs):
     old, _ = configs
     run = cli("--config", str(old), "state", "copy", "--to", "nowhere.yaml")
     assert "nowhere.yaml" in run.fails(2) and "does not exist" in run.stderr
+
+
+def test_a_column_the_copy_does_not_know_makes_it_refuse(cli, configs, postgres, tmp_path):
+    old, new = configs
+    seed(cli, old)
+    conn = sqlite3.connect(tmp_path / "data" / "idprov.db")
+    conn.execute("ALTER TABLE ledger ADD COLUMN etag TEXT")
+    conn.close()
+    error = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").error(1)
+    assert "column etag of table ledger" in error["message"]
+    assert schemas(postgres) == set()
+
+
+def test_a_source_already_in_postgresql_is_refused(cli, configs):
+    _, new = configs
+    error = cli("--config", str(new), "state", "copy", "--to", str(new), "--json").error(2)
+    assert "in PostgreSQL already" in error["message"]

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from idprov.config.models import Config, SqliteUserstoreConfig
+from idprov.config.models import Config, SqliteUserstoreConfig, UserstoreConfig
 from idprov.db import Database, DatabasePool
 from idprov.errors import ConfigError, ConflictError, LockedError, NotFoundError, StoreError
 from idprov.statedb import STATE_FILENAME, SqliteStateDB, StateDB
@@ -231,8 +231,6 @@ def pair_userstores(
 ) -> tuple[dict[str, PostgresUserstoreConfig], list[str]]:
     """Each SQLite userstore domain of ``source`` -> its ``type: postgres`` userstore in
     ``destination``; and the other domains, which stay where they are."""
-    from idprov.config.postgres import PostgresUserstoreConfig
-
     if source.state is not None:
         raise ConfigError(
             "the current configuration keeps idprov's state in PostgreSQL already: there "
@@ -251,33 +249,44 @@ def pair_userstores(
     stores: dict[str, PostgresUserstoreConfig] = {}
     kept: list[str] = []
     for store in source.userstores:
-        target = next(
-            (u for u in destination.userstores if u.domain.casefold() == store.domain.casefold()),
-            None,
-        )
+        target = _counterpart(store, destination)
         if target is None:
-            raise ConfigError(
-                f"names no userstore {store.domain}, which the current configuration has",
-                location=destination.source,
-                hint=f"declare {store.domain} there (type: postgres for an SQLite one): the "
-                "ledger, roles and memberships name its users",
-            )
-        if not isinstance(store, SqliteUserstoreConfig):
             kept.append(
                 f"{store.domain} ({store.type}): not copied; the new configuration's "
-                f"{target.type} store is used as it is"
+                f"{destination.userstore(store.domain).type} store is used as it is"
             )
-            continue
-        if not isinstance(target, PostgresUserstoreConfig):
-            raise ConfigError(
-                f"userstore {store.domain} is type {target.type}; the current one is SQLite, "
-                "whose users are copied to PostgreSQL",
-                location=destination.source,
-                hint=f"give {store.domain} type: postgres (with url, password, schema)",
-            )
-        stores[store.domain] = target
+        else:
+            stores[store.domain] = target
     _distinct_schemas(stores, destination)
     return stores, kept
+
+
+def _counterpart(store: UserstoreConfig, destination: Config) -> PostgresUserstoreConfig | None:
+    """The PostgreSQL userstore an SQLite one goes to; None for another type (LDAP,
+    PostgreSQL), which the new configuration names too and which is not copied."""
+    from idprov.config.postgres import PostgresUserstoreConfig
+
+    target = next(
+        (u for u in destination.userstores if u.domain.casefold() == store.domain.casefold()),
+        None,
+    )
+    if target is None:
+        raise ConfigError(
+            f"names no userstore {store.domain}, which the current configuration has",
+            location=destination.source,
+            hint=f"declare {store.domain} there (type: postgres for an SQLite one): the "
+            "ledger, roles and memberships name its users",
+        )
+    if not isinstance(store, SqliteUserstoreConfig):
+        return None
+    if not isinstance(target, PostgresUserstoreConfig):
+        raise ConfigError(
+            f"userstore {store.domain} is type {target.type}; the current one is SQLite, "
+            "whose users are copied to PostgreSQL",
+            location=destination.source,
+            hint=f"give {store.domain} type: postgres (with url, password, schema)",
+        )
+    return target
 
 
 def _distinct_schemas(stores: dict[str, PostgresUserstoreConfig], destination: Config) -> None:
