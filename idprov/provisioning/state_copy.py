@@ -16,18 +16,22 @@ internal roles, JIT links. Without the users' ids the ledger would name nobody.
   ever gave (SQLite's ``sqlite_sequence``), so no id is used twice;
 - the destination is written in one transaction per database (the state and a
   userstore in one database: one for both) and the rows of each table counted before
-  it commits: a copy that dies leaves nothing, and runs again;
+  it commits: a copy that dies leaves nothing, and runs again. The state's commits
+  first, so a userstore of another database that a failed commit left out is found
+  empty, beside a complete state, by the re-run, which copies it;
 - a destination holding anything is refused, unless it is exactly what an earlier copy
   of this same source wrote (the ``state.copy`` entry it adds to the audit log holds a
   digest of the source): then there is nothing to do;
-- the source's run lock is held throughout (no sync or import meanwhile), and an
-  outbox worker holding rows makes it refuse.
+- the source's run lock is held throughout (no sync or import meanwhile); an outbox
+  worker holding rows, or another process with a source file open (``idprov serve``),
+  makes it refuse.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -332,8 +336,6 @@ def no_drainers(state_db: StateDB) -> None:
 def nobody_else(paths: Sequence[Path]) -> None:
     """Refuse while another process has a source file open (idprov serve, a command):
     what it changes after the copy would stay behind."""
-    import os
-
     from idprov.db import processes_with
 
     for path in paths:
