@@ -308,13 +308,16 @@ def _distinct_schemas(stores: dict[str, PostgresUserstoreConfig], destination: C
 
 
 def source_state(source: Config, pool: DatabasePool) -> SqliteStateDB:
+    """The SQLite state, with every module's tables (as any command would make them)."""
     path = Path(source.data_dir or ".") / STATE_FILENAME
     if not path.is_file():
         raise NotFoundError(
             f"there is no idprov state at {path}: nothing to copy",
             hint="check data_dir in the current configuration (or IDPROV_DATA_DIR)",
         )
-    return SqliteStateDB(pool.get(path), path)
+    state_db = SqliteStateDB(pool.get(path), path)
+    open_state_tables(state_db)
+    return state_db
 
 
 def no_drainers(state_db: StateDB) -> None:
@@ -322,7 +325,6 @@ def no_drainers(state_db: StateDB) -> None:
     the source after the copy."""
     from idprov.provisioning.outbox import Outbox
 
-    open_state_tables(state_db)
     holders = Outbox(state_db).holders()
     if holders:
         raise LockedError(
