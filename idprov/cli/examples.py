@@ -38,6 +38,8 @@ EXAMPLES: dict[str, list[str]] = {
         "idprov import users staff.csv --dry-run",
         "idprov import users staff.csv --mode upsert --create-roles --rejects bad.csv",
         "hr-export | idprov import users - --encoding cp1252 --no-push",
+        "idprov import users hr.csv --mode upsert --domain HR --missing disable --dry-run",
+        "idprov import users hr.csv --mode upsert --domain HR --missing disable --quiet  # cron",
     ],
     "export users": [
         "idprov export users backup.csv",

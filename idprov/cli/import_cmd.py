@@ -37,6 +37,12 @@ class Mode(StrEnum):
     update = "update"
 
 
+class Missing(StrEnum):
+    keep = "keep"
+    disable = "disable"
+    delete = "delete"
+
+
 class OnError(StrEnum):
     skip = "skip"
     stop = "stop"
@@ -111,9 +117,20 @@ def import_users(
     domain: Annotated[
         str | None,
         typer.Option(
-            "--domain", "-d", help="Domain of bare usernames (default PRIMARY).", metavar="DOMAIN"
+            "--domain",
+            "-d",
+            help="Domain of bare usernames (default PRIMARY); with --missing, the domain "
+            "whose complete list of users the file is.",
+            metavar="DOMAIN",
         ),
     ] = None,
+    missing: Annotated[
+        Missing,
+        typer.Option(
+            help="Users of --domain not in the file (leavers, in a full HR snapshot): keep "
+            "them, disable them (active=false) or delete them; judged by the deletion guard.",
+        ),
+    ] = Missing.keep,
     batch_size: Annotated[
         int, typer.Option(min=1, help="Rows per transaction.", metavar="ROWS")
     ] = 5000,
@@ -145,6 +162,7 @@ def import_users(
         batch_size=batch_size,
         wait=wait,
         domain=domain,
+        missing=missing.value,
     )
     svc = service(app_name, live=not quiet)
     svc.allow_deletes = allow_deletes  # expected deprovisions go out; more are held
@@ -170,10 +188,40 @@ def import_users(
 
 
 def _with_notes(report: Any) -> None:
-    """The import's report, then its notes (what it decided on its own)."""
+    """The import's report, its leavers (``--missing``), then its notes (what it
+    decided on its own)."""
     render.import_report(report)
+    if report.missing is not None:
+        _missing(report.missing, report.dry_run)
     for text in report.notes:
         render.note(f"note: {text}")
+
+
+LISTED = 20
+"""Missing users named in the report (`--json` names them all)."""
+
+
+def _missing(missing: Any, dry_run: bool) -> None:
+    """``users not in the file: 3 of 120 in HR, disabled: a, b, c``."""
+    count = len(missing.users)
+    if not count or missing.unread_lines:
+        return
+    done = "disabled" if missing.action == "disable" else "deleted"
+    if dry_run:
+        what = f"would be {done}"
+    elif missing.done == count:
+        what = done
+    else:
+        what = f"{missing.done:,} {done}"
+    names = ", ".join(missing.users[:LISTED]) + (
+        f" and {count - LISTED:,} more (--json lists them all)" if count > LISTED else ""
+    )
+    render.message(
+        f"users not in the file: {count:,} of {missing.of:,} in {render.esc(missing.domain)}, "
+        f"{what}: {render.esc(names)}"
+    )
+    if missing.refused:
+        render.message(f"[red]✗[/] {render.esc(missing.refused)}")
 
 
 @export_app.command("users")

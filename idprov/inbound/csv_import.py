@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TextIO
 
 from idprov.errors import ExitCode
+from idprov.inbound.csv_missing import Missing, MissingReport, MissingUsers, check_options
 from idprov.inbound.csv_preflight import Preflight
 from idprov.inbound.csv_read import FileError, Source, check_input, open_source
 from idprov.inbound.csv_staging import RowError, Staging
@@ -68,11 +69,19 @@ class ImportOptions:
     domain: str | None = None
     wait: bool = False
     """Wait for a running sync or import instead of failing with LockedError."""
+    missing: Missing = "keep"
+    """The users of ``domain`` that the file does not list (it is their complete list):
+    kept, disabled or deleted (see :mod:`~idprov.inbound.csv_missing`)."""
+
+    def __post_init__(self) -> None:
+        check_options(self.missing, self.mode, self.domain)
 
     def fingerprint(self) -> str:
         data = asdict(self)
         for key in ("dry_run", "push", "batch_size", "wait"):
             data.pop(key)
+        if self.missing == "keep":
+            data.pop("missing")  # an import's journal from before the option still resumes
         data["ignore_columns"] = sorted(self.ignore_columns)
         return json.dumps(data, sort_keys=True)
 
@@ -100,6 +109,8 @@ class ImportReport:
     """``--on-error stop`` found errors: nothing was written."""
     notes: list[str] = field(default_factory=list)
     """What the import decided on its own, worth a line in the report."""
+    missing: MissingReport | None = None
+    """With ``--missing``: the users of the domain the file does not list."""
 
     @property
     def written(self) -> int:
@@ -107,7 +118,9 @@ class ImportReport:
 
     @property
     def exit_code(self) -> ExitCode:
-        if self.rejected == 0:
+        if self.missing is not None and self.missing.refused:
+            return ExitCode.GUARD_TRIPPED  # a dry run: a run raises GuardError
+        if self.rejected == 0 and not (self.missing is not None and self.missing.failed):
             if self.outbound is not None and not self.outbound.ok:
                 return ExitCode.OUTBOUND_FAILED
             if self.outbound is not None and self.outbound.held:
@@ -137,10 +150,11 @@ class ImportReport:
             "seconds": round(self.seconds, 3),
             "rows_per_second": round(self.rows / self.seconds) if self.seconds else None,
             "outbound": self.outbound.to_dict() if self.outbound is not None else None,
+            "missing": self.missing.to_dict() if self.missing is not None else None,
         }
 
 
-class CsvImport(Preflight, BatchWriter):
+class CsvImport(Preflight, BatchWriter, MissingUsers):
     """One import of one file (see the module docstring)."""
 
     def __init__(
@@ -177,6 +191,8 @@ class CsvImport(Preflight, BatchWriter):
         self.import_id: int | None = None
         self.killed_batch: tuple[int, int] | None = None
         """Lines of a batch a killed run was writing to a directory (see _decide)."""
+        self._missing_scope()
+        self.report.missing = self.missing_report
 
     # -- the whole run
     def run(self) -> ImportReport:
@@ -209,7 +225,12 @@ class CsvImport(Preflight, BatchWriter):
         elif not self.options.dry_run:
             with self.service.state.run_lock("import", wait=self.options.wait):
                 with self.service.guard_window():  # the batches are judged together
+                    self._find_missing(staging)  # judged before anything is written
                     self._write(staging)
+                    self._write_missing()
+        else:
+            self._find_missing(staging)
+        self._missing_notes()
         self._write_rejects(staging)
         self.report.errors.sort(key=lambda error: error.line)
 

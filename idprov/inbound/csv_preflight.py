@@ -142,6 +142,7 @@ class Preflight(RowChecks, PasswordHashing):
             if staged is not None:
                 rows.append(staged)
         staging.add(rows)
+        self._note_disabled(batch, existing)
 
     def _drop_duplicates(self, staging: Staging, batch: list[Pending]) -> list[Pending]:
         keys: dict[str, int] = {}

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from idprov.errors import IdprovError
+from idprov.inbound.csv_missing import MissingUsers
 from idprov.inbound.csv_read import Columns, not_decodable
-from idprov.inbound.csv_staging import ImportState, Staging
+from idprov.inbound.csv_staging import Staging
 from idprov.model import QualifiedName
 from idprov.provisioning.internal_roles import INTERNAL, is_internal
 from idprov.userstores import policy
@@ -37,7 +38,7 @@ class Pending:
     password_hash: str | None
 
 
-class RowChecks(ImportState):
+class RowChecks(MissingUsers):
     """The row checks of :class:`~idprov.inbound.csv_import.CsvImport`."""
 
     def _check_row(
@@ -51,7 +52,9 @@ class RowChecks(ImportState):
         bad = [n for n in range(first, last + 1) if n in self.bad_lines]
         if bad:
             reject(None, not_decodable(self.source, bad[0]))
+            self._unread_row(first)
             return None
+        self._name_row(staging, first, cells, columns)
         if len(cells) != len(columns.names):
             reject(None, f"has {len(cells)} fields; the header has {len(columns.names)}")
             return None
@@ -73,6 +76,8 @@ class RowChecks(ImportState):
         )
         _in_column("username", policy.check_username, store.config.policy, name, store.domain)
         _in_column("username", store.ensure_writable)
+        if (elsewhere := self._check_domain(store, name)) is not None:
+            raise _CellError("username", elsewhere)
         claims = {
             claim: self._claim(cells, columns, index, claim, name)
             for index, claim in columns.claims

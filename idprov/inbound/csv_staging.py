@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 if TYPE_CHECKING:
     from idprov.inbound.csv_import import ImportOptions, ImportReport, Progress
     from idprov.inbound.csv_read import Source
+    from idprov.provisioning.results import OutboundReport
     from idprov.provisioning.service import IdentityService
     from idprov.userstores.base import UserStore
 
@@ -87,6 +88,10 @@ class Staging:
         self.db.execute(
             "CREATE TABLE rejects (line INTEGER PRIMARY KEY, cells TEXT, col TEXT, error TEXT)"
         )
+        self.db.execute("CREATE TABLE named (key TEXT PRIMARY KEY) WITHOUT ROWID")
+        self.db.execute(
+            "CREATE TABLE domain_users (user_id TEXT, username TEXT, key TEXT, enabled INTEGER)"
+        )
         self.db.execute("BEGIN")
 
     def add(self, rows: Iterable[Sequence[Any]]) -> None:
@@ -123,6 +128,25 @@ class Staging:
             " WHERE action IN ('create', 'update', 'resume'))"
             " WHERE typeof(value) = 'text' AND value != '' ORDER BY line",
             [claim],
+        ).fetchall()
+
+    def name(self, key: str) -> None:
+        """A row of the file names the user ``key`` (casefolded bare name), whether
+        the row is imported or rejected: that user is not missing from the file."""
+        self.db.execute("INSERT OR IGNORE INTO named VALUES (?)", [key])
+
+    def add_domain_users(self, users: Iterable[tuple[str, str, str, bool]]) -> None:
+        """Stage users of the domain the file is complete for: (id, username, casefolded
+        username, enabled)."""
+        self.db.executemany("INSERT INTO domain_users VALUES (?, ?, ?, ?)", users)
+
+    def missing(self, disabled_too: bool) -> list[tuple[str, str]]:
+        """(id, username) of the domain's users that no row names, by username; the
+        disabled ones only if ``disabled_too``."""
+        return self.db.execute(
+            "SELECT user_id, username FROM domain_users WHERE key NOT IN (SELECT key FROM named)"
+            + ("" if disabled_too else " AND enabled")
+            + " ORDER BY username"
         ).fetchall()
 
     def drop(self, line: int) -> None:
@@ -212,3 +236,12 @@ class ImportState:
         if len(self.report.errors) < KEPT_ERRORS:
             self.report.errors.append(RowError(line, column, message))
         staging.reject(line, cells, column, message)
+
+    def _merge(self, report: OutboundReport | None) -> None:
+        """Add what a push did to the import's outbound report."""
+        if report is None:
+            return
+        if self.report.outbound is None:
+            self.report.outbound = report
+        else:
+            self.report.outbound.merge(report)

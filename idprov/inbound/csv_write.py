@@ -13,13 +13,10 @@ import hashlib
 import itertools
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from idprov.inbound.csv_staging import ImportState, Staging
 from idprov.userstores.base import ImportedUser, JsonClaims
-
-if TYPE_CHECKING:
-    from idprov.provisioning.results import OutboundReport
 
 
 class BatchWriter(ImportState):
@@ -127,14 +124,6 @@ class BatchWriter(ImportState):
     def _journal_id(self) -> int:
         assert self.import_id is not None, "the journal is started before the write phase"
         return self.import_id
-
-    def _merge(self, report: OutboundReport | None) -> None:
-        if report is None:
-            return
-        if self.report.outbound is None:
-            self.report.outbound = report
-        else:
-            self.report.outbound.merge(report)
 
     def _finish(self) -> None:
         if self.import_id is not None:

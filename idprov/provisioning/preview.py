@@ -26,12 +26,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class Imagined:
-    """The directory as it would read after a change: users gone, a role gone or
-    renamed, members taken out of a role."""
+    """The directory as it would read after a change: users gone or disabled, a role
+    gone or renamed, members taken out of a role."""
 
     real: Directory
     role: Role | None = None
     gone_users: set[str] = field(default_factory=set)
+    disabled_users: set[str] = field(default_factory=set)
+    """Users whose ``active`` claim would be false."""
     left_role: set[str] = field(default_factory=set)
     """Users that would no longer hold :attr:`role`."""
     role_gone: bool = False
@@ -42,6 +44,8 @@ class Imagined:
         return {i: self._user(u) for i, u in found.items() if i not in self.gone_users}
 
     def _user(self, user: User) -> User:
+        if user.id in self.disabled_users:
+            user = replace(user, claims={**user.claims, "active": "false"})
         if self.role is None or not (self.role_gone or user.id in self.left_role or self.new_name):
             return user
         mine = {self.role.qualified_name.casefold()}
@@ -102,6 +106,27 @@ def delete_user(service: IdentityService, username: str, domain: str | None = No
     changes = _changes(service, [user], None)
     for role in (r for r in roles if r is not None):
         changes += [c for c in _changes(service, [], role) if c.kind == "role"]
+    return _judge(service, view, changes)
+
+
+def leavers(
+    service: IdentityService, users: Sequence[tuple[str, str, str]], delete: bool
+) -> Verdict:
+    """What `import users --missing` would destroy: ``users`` (id, domain, label)
+    deleted, or disabled (``delete`` False), at the application's IdPs."""
+    if not service.targets() or not users:
+        return Verdict()
+    ids = {user_id for user_id, _, _ in users}
+    view = (
+        Imagined(service.directory, gone_users=ids)
+        if delete
+        else Imagined(service.directory, disabled_users=ids)
+    )
+    changes = [
+        Change(idp, "user", user_id, domain, label)
+        for idp in service.targets()
+        for user_id, domain, label in users
+    ]
     return _judge(service, view, changes)
 
 
