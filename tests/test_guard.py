@@ -298,6 +298,50 @@ def test_the_sync_that_accepts_a_change_of_scope_leaves_nothing_it_held(cli, sci
     assert groups_at(scim) == ["eng"]
 
 
+def test_the_sync_that_accepts_a_held_change_pushes_the_harmless_rows_held_with_it(cli, scim):
+    """25 deletes held every row of their push at scim, pl30's joining eng among them
+    (nothing destructive of its own). The sync that accepts the deletes pushed what
+    its plan named and left those rows held, until an `outbox release`."""
+    seed(30)
+    cli("role", "add", "eng").ok()
+    service = IdentityService(load_config())
+    try:
+        with service.unit_of_work() as uow:
+            for i in range(1, 26):
+                uow.delete_user(f"pl{i}")
+            uow.assign("eng", ["pl30"])
+    finally:
+        service.close()
+    assert uow.outbound is not None and uow.outbound.held == {"scim": 28}
+    cli("sync", "--allow-deletes", "25").ok()
+    assert len(scim.users()) == 5
+    assert cli("outbox", "list", "--json").items() == []
+    [status] = cli("status", "--json").items()
+    assert status["outbox"] == {}
+
+
+def test_a_held_row_still_destructive_after_the_sync_stays_held_saying_why(cli, scim):
+    """The 25 deprovisions came between the sync's plan and its push: the plan did not
+    judge them, so the sync leaves them held, with the guard's reason as it stands."""
+    from idprov.provisioning.sync import apply_plan, compute_plan
+
+    seed(30)
+    service = IdentityService(load_config())
+    try:
+        plan = compute_plan(service)
+        assert plan.empty
+        service.unassign("staff", [f"pl{i}" for i in range(1, 26)])
+        report = apply_plan(service, plan, "run-1", allow_deletes=5)
+    finally:
+        service.close()
+    assert report.held == {"scim": 26}
+    assert "will delete 25 users at scim" in report.guard[0]
+    assert len(scim.users()) == 30
+    held = cli("outbox", "list", "--status", "held", "--json").items()
+    assert len(held) == 26
+    assert all("will delete 25 users at scim" in r["last_error"] for r in held)
+
+
 def test_a_scope_recorded_as_roles_alone_is_read_as_such(cli, scim, tmp_path):
     """The record's first form (the provisioning roles alone, before push_roles was in
     it) still tells a change of scope."""

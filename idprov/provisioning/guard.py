@@ -78,6 +78,8 @@ class Effects:
     configuration took out of it (left to `idprov sync`: see the module's doc)."""
     scope_change: str = ""
     """That change, as a sentence's part (see :func:`_scope_change`)."""
+    hit: set[str] = field(default_factory=set, repr=False)
+    """Local ids of the users and roles whose rows have any of these effects."""
 
     def count(self, kind: str) -> int:
         return len(getattr(self, kind))
@@ -92,16 +94,27 @@ class Effects:
             self.users.append(label)
             if entry is not None:
                 self.leaving.add(entry.local_id)
+                self.hit.add(entry.local_id)
         elif decision.action == "update" and entry is not None:
             lost = removed_attributes(entry.sent, decision.sent)
             if lost:
                 self.attributes[label] = lost
+                self.hit.add(entry.local_id)
 
-    def note_role(self, label: str, decision: RoleDecision, names: Mapping[str, str]) -> None:
+    def note_role(
+        self,
+        label: str,
+        decision: RoleDecision,
+        names: Mapping[str, str],
+        local_id: str | None = None,
+    ) -> None:
+        """Count a role's decision; ``local_id``: the role's, noted in :attr:`hit`."""
         if decision.action == "delete":
             self.groups.append(label)
         removed = [u for u in decision.remove if u not in self.leaving]
         self.memberships += [f"{label}: {names.get(u, u)}" for u in removed]
+        if local_id is not None and (decision.action == "delete" or removed):
+            self.hit.add(local_id)
 
     def merged(self, other: Effects | None) -> Effects:
         """These effects and ``other``'s (of the same IdP) together."""
@@ -117,6 +130,7 @@ class Effects:
             self.leaving | other.leaving,
             self.rescoped + other.rescoped,
             self.scope_change or other.scope_change,
+            self.hit | other.hit,
         )
 
     def sentence(self, kind: str, total: int) -> str:
@@ -367,7 +381,8 @@ def _role_effects(
         name = role.qualified_name if role is not None else None
         decision = decide_role(idp, name, entry, members & current, current)
         users = ledger.get_many(idp.name, "user", decision.remove)  # members of any domain
-        effects.note_role(entry.label, decision, {u.local_id: u.label for u in users})
+        names = {u.local_id: u.label for u in users}
+        effects.note_role(entry.label, decision, names, entry.local_id)
         if was is not None and decision.action == "delete" and decision.reason == "not pushed":
             if name is not None and role_pushed(was, name):
                 effects.rescoped.append(entry.label)
@@ -469,6 +484,19 @@ def _roles(idp: IdentityProviderConfig) -> str:
     """A scope for a message: ``[a, b]``, or ``null`` (every user)."""
     roles = idp.provisioning_roles
     return "null" if roles is None else "[" + ", ".join(roles) + "]"
+
+
+def harmless(outbound: Outbound, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
+    """Those of ``rows`` (of configured IdPs) whose push destroys nothing of its own:
+    no user deprovisioned, no group deleted, no attribute lost, no member taken out
+    of a group (a member being deprovisioned too: that is its user's row's effect,
+    and that row may stay held)."""
+    hit: set[tuple[str, str]] = set()
+    for kind in ("user", "role"):
+        mine = [r for r in rows if r.kind == kind]
+        found = effects_of(outbound, outbound.directory, mine) if mine else []
+        hit.update((e.idp, local_id) for e in found for local_id in e.hit)
+    return [r for r in rows if outbound.configured(r.idp) and (r.idp, r.local_id) not in hit]
 
 
 # ---------------------------------------------------------------- holding rows

@@ -439,18 +439,32 @@ class Outbox:
         )
 
     def release_held(
-        self, idps: Sequence[str], because: str | None = None, allowed: int | None = None
+        self,
+        idps: Sequence[str],
+        because: str | None = None,
+        allowed: int | None = None,
+        ids: Sequence[int] | None = None,
     ) -> list[int]:
         """Make the held rows of ``idps`` pending again (only those held for a reason
-        that says ``because``, when given), with the releasing command's allowance
-        ``allowed``; returns their ids."""
-        why = "" if because is None else " AND last_error LIKE ?"
-        rows = self.db.execute(
-            f"UPDATE outbox SET status = 'pending', updated_at = ?, allowed = ?"
-            f" WHERE status = 'held' AND idp IN {_in(idps)}{why} RETURNING id",
-            [now(), allowed, *idps, *([] if because is None else [f"%{because}%"])],
-        ).fetchall()
-        return sorted(int(r[0]) for r in rows)
+        that says ``because``, when given; of rows ``ids``, when given), with the
+        releasing command's allowance ``allowed``; returns their ids."""
+        where, params = f"status = 'held' AND idp IN {_in(idps)}", list(idps)
+        if because is not None:
+            where += " AND last_error LIKE ?"
+            params.append(f"%{because}%")
+        released: list[int] = []
+        chunks = [None] if ids is None else [ids[i : i + 500] for i in range(0, len(ids), 500)]
+        for chunk in chunks:
+            only = "" if chunk is None else f" AND id IN {_in(chunk)}"
+            released += [
+                int(r[0])
+                for r in self.db.execute(
+                    "UPDATE outbox SET status = 'pending', updated_at = ?, allowed = ?"
+                    f" WHERE {where}{only} RETURNING id",
+                    [now(), allowed, *params, *(chunk or [])],
+                ).fetchall()
+            ]
+        return sorted(released)
 
     def allow(self, ids: Sequence[int], allowed: int | None) -> None:
         """Give rows ``ids`` the allowance of the change that enqueued them (a sync's

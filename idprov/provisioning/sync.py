@@ -342,7 +342,46 @@ def apply_plan(
     for ids in (first, [i for i in rest if i not in done]):
         if ids:
             report.merge(service.push(ids, uow.passwords, guarded=True) or OutboundReport())
+    released = release_resolved(service, plan, allow_deletes, report)
+    if released:
+        report.merge(service.push(released, guarded=True) or OutboundReport())
     return report
+
+
+def release_resolved(
+    service: IdentityService, plan: SyncPlan, allow_deletes: int | None, report: OutboundReport
+) -> list[int]:
+    """The rows of the plan's IdPs still held once its push is done, released: a held
+    row with nothing destructive of its own was held with its IdP's other rows (a group
+    row beside 25 deletes), and this sync judged the IdP whole; one still destructive
+    is judged with the plan's effects and ``allow_deletes``, and held again over the
+    guard, saying why (in the outbox and ``report``). Returns the ids released."""
+    from idprov.provisioning.guard import GuardWindow, harmless, hold_over
+
+    held = service.state.outbox.rows(idps=[p.idp for p in plan.idps], status="held")
+    if not held:
+        return []
+    ids = {r.id for r in harmless(service.outbound, held)}
+    rest = [r for r in held if r.id not in ids and service.outbound.configured(r.idp)]
+    if rest:
+        judged = GuardWindow({p.idp: p.effects for p in plan.idps if p.effects is not None})
+        kept = hold_over(service.outbound, rest, report, allow_deletes, judged)
+        ids.update(r.id for r in kept)
+    if not ids:
+        return []
+    with service.state.transaction():
+        released = service.state.outbox.release_held(
+            sorted({r.idp for r in held if r.id in ids}), ids=sorted(ids), allowed=allow_deletes
+        )
+        service.state.audit(
+            actor=service.actor,
+            application=service.application,
+            action="outbox.release",
+            target=", ".join(sorted({r.idp for r in held if r.id in ids})),
+            details={"rows": len(released), "by": "sync"},
+            run=service.run,
+        )
+    return released
 
 
 def run_sync(
