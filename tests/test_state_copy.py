@@ -87,6 +87,7 @@ def seed(cli, old: Path) -> dict[str, str]:
     ).ok()  # fmt: skip
     cli(*run, "user", "add", "bob", "-c", "email=bob@example.com", "-r", "staff").ok()
     cli(*run, "role", "assign", "Internal/auditors", "alice").ok()
+    cli(*run, "sync").ok()  # as cron does: it records where each IdP points, too
     return cli(*run, "token", "create", "--app", "resident", "--json").json()
 
 
@@ -108,6 +109,7 @@ def test_a_copy_carries_everything_over_and_the_new_configuration_carries_on(
     tables = {p["name"]: {t["table"]: t["rows"] for t in p["tables"]} for p in report["parts"]}
     assert tables["userstore PRIMARY"] == {"roles": 1, "user_roles": 2, "users": 2}
     assert tables["state"]["ledger"] == 3 and tables["state"]["inbound_tokens"] == 1
+    assert tables["state"]["idp_targets"] == 1  # what tells a renamed IdP (idp rename)
     assert postgres.rows("SELECT count(*) FROM idprov.ledger") == [(3,)]
     assert any("sync --dry-run" in step for step in report["next_steps"])
     assert postgres.password not in str(report)

@@ -76,6 +76,10 @@ EXAMPLES: dict[str, list[str]] = {
     ],
     "idp list": ["idprov idp list"],
     "idp test": ["idprov idp test scim-main"],
+    "idp rename": [
+        "idprov idp rename corp corp-scim --dry-run",
+        "idprov idp rename corp corp-scim",
+    ],
     "connector list": ["idprov connector list"],
     "config validate": [
         "idprov config validate",

@@ -94,6 +94,7 @@ class CopyReport:
 
 def open_state_tables(db: StateDB) -> None:
     """Apply the migrations of every module that keeps tables in the state."""
+    from idprov.provisioning import idp_rename
     from idprov.provisioning.external_ids import ExternalIds
     from idprov.provisioning.jit_links import JitLinks
     from idprov.provisioning.state import StateStore
@@ -103,6 +104,7 @@ def open_state_tables(db: StateDB) -> None:
     InboundTokens(db)
     JitLinks(db)
     ExternalIds(db)
+    idp_rename.migrate_tables(db)
 
 
 # ---- the source: SQLite files
