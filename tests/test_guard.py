@@ -111,6 +111,7 @@ def test_the_outbox_worker_judges_a_change_across_its_batches(cli, scim):
     assert sorted(r["kind"] for r in held) == ["role"] + ["user"] * 20  # and the group's
     assert sum(report.held.values()) == 21
     assert all("will delete 10 users at scim" in (r["last_error"] or "") for r in held)
+    assert all((r["last_error"] or "").count("will delete") == 1 for r in held)  # said once
 
 
 def test_role_rename_that_would_deprovision_everyone_is_refused(cli, scim):
