@@ -209,7 +209,7 @@ def test_the_guard_judges_the_effects_at_the_target_too(cli, scim2_server, tmp_p
     assert len(scim2_server.users()) == 12
     error = nightly(cli, feed(tmp_path, staff), "--missing", "disable", "--json").error(7)
     assert "12 of the 100 users" in error["message"]
-    assert "at scim (100% of its 12 users)" in error["message"]
+    assert "will disable 12 users at scim (100% of its 12 users)" in error["message"]
     assert "--allow-deletes 12" in error["hint"]
     assert all(at_target(scim2_server).values())
 

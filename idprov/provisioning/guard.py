@@ -80,6 +80,9 @@ class Effects:
     """That change, as a sentence's part (see :func:`_scope_change`)."""
     hit: set[str] = field(default_factory=set, repr=False)
     """Local ids of the users and roles whose rows have any of these effects."""
+    disables: int = 0
+    """Of :attr:`users`, those disabled there because they are disabled here (the
+    ``active`` claim), whatever :attr:`verb` says."""
 
     def count(self, kind: str) -> int:
         return len(getattr(self, kind))
@@ -92,6 +95,7 @@ class Effects:
         """Count a user's decision (users first, then roles)."""
         if decision.action in ("delete", "disable"):
             self.users.append(label)
+            self.disables += decision.action == "disable"
             if entry is not None:
                 self.leaving.add(entry.local_id)
                 self.hit.add(entry.local_id)
@@ -131,13 +135,17 @@ class Effects:
             self.rescoped + other.rescoped,
             self.scope_change or other.scope_change,
             self.hit | other.hit,
+            self.disables + other.disables,
         )
 
     def sentence(self, kind: str, total: int) -> str:
         """``will delete 25 users at scim-main (83% of its 30 users)``."""
         count = self.count(kind)
+        verb = self.verb
+        if self.disables:
+            verb = "disable" if self.disables == len(self.users) else "deprovision"
         what = {
-            "users": f"{self.verb} {_n(count, 'user')}",
+            "users": f"{verb} {_n(count, 'user')}",
             "groups": f"delete {_n(count, 'group')}",
             "memberships": f"remove {_n(count, 'member')} from groups",
             "attributes": f"remove attributes ({', '.join(self._attribute_names())}) "
