@@ -354,3 +354,43 @@ def test_without_identity_providers_the_guard_judges_the_domains_count(cli, tmp_
     assert len(local(cli)) == 20
     nightly(cli, short, "--missing", "delete", "--allow-deletes", "15").ok()
     assert set(local(cli)) == {f"HR/p{i:02d}" for i in range(5)}
+
+
+def test_no_push_leaves_the_leavers_to_sync(cli, scim, tmp_path):
+    nightly(cli, feed(tmp_path, ["alice", "bob"]), "--missing", "disable").ok()
+    nightly(cli, feed(tmp_path, ["alice"]), "--missing", "disable", "--no-push").ok()
+    assert active_here(cli) == {"HR/alice": True, "HR/bob": False}
+    assert at_target(scim) == {"alice": True, "bob": True}
+    [row] = cli("outbox", "list", "--json").items()
+    assert row["label"] == "HR/bob"
+    cli("sync").ok()
+    assert at_target(scim) == {"alice": True, "bob": False}
+
+
+def test_a_directory_that_maps_no_active_claim_cannot_disable_but_can_delete(cli, slapd, tmp_path):
+    """Such a store holds active users only: disabling its leavers is refused before
+    the file is read; deleting them works."""
+    secret = tmp_path / "ldap-password"
+    secret.write_text(slapd.root_password)
+    secret.chmod(0o600)
+    (tmp_path / "idprov.yaml").write_text(f"""
+version: 1
+data_dir: {tmp_path / "data"}
+userstores:
+  - domain: PRIMARY
+  - domain: CORP
+    type: ldap
+    url: {slapd.url}
+    bind_dn: {slapd.root_dn}
+    bind_password: file:{secret}
+    user_search_base: {slapd.people}
+    group_search_base: {slapd.groups}
+""")
+    upsert = ("--mode", "upsert", "--domain", "CORP")
+    cli("import", "users", str(feed(tmp_path, ["ann", "ben"])), *upsert).ok()
+    alone = feed(tmp_path, ["ann"], "alone.csv")
+    error = cli("import", "users", str(alone), *upsert, "--missing", "disable", "--json").error(2)
+    assert "the CORP userstore maps no `active` claim" in error["message"]
+    assert "--missing delete" in error["hint"]
+    cli("import", "users", str(alone), *upsert, "--missing", "delete").ok()
+    assert set(local(cli)) == {"CORP/ann"}
