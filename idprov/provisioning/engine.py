@@ -56,6 +56,7 @@ from idprov.provisioning.tasks import (
     Task,
     debugging,
     describe,
+    leave_group,
     print_traceback,
 )
 
@@ -303,7 +304,11 @@ class Engine(UserPlanning, RolePlanning):
         connector = self.outbound.connector(idp)
         retry = self.outbound.idp(idp).retry
         with_retries(
-            lambda n: connector.change_members(group, [], remote_ids), retry, attempts, self.sleep
+            lambda n: leave_group(connector, group, remote_ids),
+            retry,
+            attempts,
+            self.sleep,
+            connector.throttled,
         )
 
     def _dispatch(self, task: Task, bulk: dict[str, list[Task]]) -> None:

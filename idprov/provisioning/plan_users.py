@@ -36,6 +36,7 @@ from idprov.provisioning.tasks import (
     Planned,
     Planning,
     Task,
+    leave_group,
     ledger_entry,
 )
 
@@ -367,7 +368,7 @@ class UserPlanning(Planning):
             for group_id in [] if leaving.done else leaving.groups:
 
                 def leave(number: int, group: str = group_id) -> None:
-                    connector.change_members(group, [], [remote_id])
+                    leave_group(connector, group, [remote_id])
 
                 with_retries(leave, idp.retry, attempts, self.sleep, connector.throttled)
             if operation == "disable":

@@ -16,7 +16,7 @@ from idprov.errors import IdprovError
 from idprov.provisioning.results import Attempt, OperationResult
 
 if TYPE_CHECKING:
-    from idprov.connectors.base import Account
+    from idprov.connectors.base import Account, Connector
     from idprov.model import User
     from idprov.provisioning.ledger import Ledger, LedgerEntry
     from idprov.provisioning.outbound import Directory, Outbound
@@ -35,6 +35,19 @@ class Leave:
     error: BaseException | None = None
     failed: list[Attempt] = field(default_factory=list)
     """The failed attempts of those requests: each counts as one of the row's."""
+
+
+def leave_group(connector: Connector, group: str, remote_ids: list[str]) -> None:
+    """Take the accounts ``remote_ids`` out of group ``group`` at the target. A group
+    that is gone there (an administrator deleted it) holds no one: they have left it
+    (a 404 failed the deprovision that waited on it, drain after drain, and the
+    disable or delete was never sent). The group's own row deals with the group."""
+    from idprov.connectors.base import RemoteNotFound
+
+    try:
+        connector.change_members(group, [], remote_ids)
+    except RemoteNotFound:
+        return
 
 
 @dataclass
