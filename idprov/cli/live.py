@@ -169,7 +169,9 @@ class LiveDisplay:
         progress = self._start()
         fields = {"unit": unit, "since": since, "bar": bar}
         if key not in self._tasks:
-            self._tasks[key] = progress.add_task(label, total=max(total, 1), **fields)
+            self._tasks[key] = progress.add_task(
+                label, total=max(total, 1), completed=done, **fields
+            )
         progress.update(self._tasks[key], completed=done, total=max(total, 1), **fields)
 
     def _start(self) -> Any:
