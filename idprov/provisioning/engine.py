@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -39,6 +40,7 @@ from idprov.connectors.base import (
 from idprov.errors import IdprovError
 from idprov.provisioning.plan_roles import RolePlanning
 from idprov.provisioning.plan_users import UserPlanning
+from idprov.provisioning.remote_accounts import RemoteAccounts
 from idprov.provisioning.results import (
     Attempt,
     IdpReport,
@@ -70,6 +72,9 @@ if TYPE_CHECKING:
 
 BATCH_ROWS = 200
 """Rows planned (and their ``creating`` marks committed) per chunk."""
+MAX_ROUNDS = 10
+"""Rounds of groups made again, each with members made again that the last round
+found lost (:meth:`Engine._push_again`), in one drain."""
 RENEW_SECONDS = 60.0
 
 
@@ -133,6 +138,10 @@ class Engine(UserPlanning, RolePlanning):
         self._lost = []
         self._confirmed = set()
         self._gone = {}
+        self._remade = {}
+        self._dead = {}
+        self._remote: dict[str, RemoteAccounts] = {}
+        self._remote_lock = threading.Lock()
 
     def drain(self, rows: Sequence[OutboxRow]) -> OutboundReport:
         """Reconcile ``rows``: users first, then roles, each role's never-pushed
@@ -147,13 +156,29 @@ class Engine(UserPlanning, RolePlanning):
             self.progress(self.report)
         self._inline = len(users) + len(roles) == 1
         self._push(users, roles)
-        if any(self._gone.values()):  # groups made again without members lost with them
+        self._push_again()
+        return self.report
+
+    def _push_again(self) -> None:
+        """Push once more, round after round, the groups made again without members
+        whose accounts the target lost with them (:meth:`_lose_members`): those members
+        first, made again (each in place of its lost id in its other groups), then the
+        groups, which put them in. A round can make more groups again (a member's
+        other group was lost too); after :data:`MAX_ROUNDS` what is left stays in the
+        outbox, pending, for the next push (nothing of it is reported done)."""
+        for _ in range(MAX_ROUNDS):
+            if not any(self._gone.values()):
+                return
             again = self._judged(self._bring(self._gone, "role"))
-            members = self._members_first(again) if again else []  # the lost, made again
-            self._gone, self._made, self._lost = {}, [], []
+            members = self._bring(self._remade, "user")
+            members += self._members_first(again) if again else []  # never pushed
+            self._gone, self._remade, self._made, self._lost = {}, {}, [], []
             self._count(again + members)
             self._push(members, again)
-        return self.report
+        left = self._bring(self._remade, "user") + self._bring(self._gone, "role")
+        self._count(left)
+        for row in left:  # released by the outbound, due at once
+            self.report.note("pending", row.idp, row.id)
 
     def _push(self, users: list[OutboxRow], roles: list[OutboxRow]) -> None:
         """Push ``users``, then the groups the users made belong to, then ``roles``."""
@@ -180,6 +205,26 @@ class Engine(UserPlanning, RolePlanning):
         for row in brought:
             self._idp_report(row.idp).total += 1
         self.brought += brought
+
+    def _accounts(self, idp: str) -> RemoteAccounts:
+        """What ``idp``'s target says of its accounts, asked once in this drain."""
+        with self._remote_lock:
+            if idp not in self._remote:
+                self._remote[idp] = RemoteAccounts(self.outbound.connector(idp))
+            return self._remote[idp]
+
+    def _fan_out(self, idp: str, fn: Callable[[str], object], items: list[str]) -> None:
+        """Run ``fn`` over ``items`` on this thread and on the threads of ``idp``'s pool
+        that are free (within its ``max_concurrency``); raise the first failure. This
+        thread works through the items too, so a pool whose every thread is busy (this
+        one may be one of them) never leaves it waiting: it waits only for items that
+        a running thread took."""
+        shared = _FanOut(items)
+        helpers = min(len(items), self.outbound.idp(idp).max_concurrency) - 1
+        for _ in range(helpers):
+            self.outbound.executor(idp).submit(shared.work, fn)
+        shared.work(fn)
+        shared.wait()
 
     def _idp_report(self, name: str) -> IdpReport:
         return self.report.idps.setdefault(name, IdpReport(name))
@@ -354,13 +399,16 @@ class Engine(UserPlanning, RolePlanning):
         """Record every call that has completed (waiting for one if ``block``), in one
         transaction; renew this drainer's claims now and then."""
         done: list[tuple[Future[Any], Any]] = []
-        try:
-            done.append(self._completed.get(block=block))
+        try:  # a call may take long (a group made again reads its members): renew meanwhile
+            done.append(self._completed.get(block=block, timeout=self._until_renewal()))
             while True:
                 done.append(self._completed.get_nowait())
         except queue.Empty:
             pass
         if not done:
+            if self._until_renewal() == 0:
+                with self.state.transaction():
+                    self._renew()
             return
         with self.state.transaction():
             for future, tag in done:
@@ -368,9 +416,18 @@ class Engine(UserPlanning, RolePlanning):
                 for task, attempts, value in self._outcomes(future, tag):
                     self._finish(task, attempts, value)
             self._flush()
-            if time.monotonic() - self._renewed > min(RENEW_SECONDS, self.outbound.lease / 3):
-                self.state.outbox.renew(self.owners, self.outbound.lease)
-                self._renewed = time.monotonic()
+            if self._until_renewal() == 0:
+                self._renew()
+
+    def _until_renewal(self) -> float:
+        """Seconds until this drainer's claims are due to be renewed (0: now)."""
+        every = min(RENEW_SECONDS, self.outbound.lease / 3)
+        return max(0.0, every - (time.monotonic() - self._renewed))
+
+    def _renew(self) -> None:
+        """Renew this drainer's claims (inside the caller's short transaction)."""
+        self.state.outbox.renew(self.owners, self.outbound.lease)
+        self._renewed = time.monotonic()
 
     def _keep(self, entry: LedgerEntry) -> None:
         """A ledger entry to write with this collect's records."""
@@ -643,6 +700,43 @@ class Engine(UserPlanning, RolePlanning):
 
     def take_password(self, user_id: str) -> str | None:
         return self.passwords.pop(user_id, None)
+
+
+class _FanOut:
+    """Items that several threads take one at a time (:meth:`Engine._fan_out`)."""
+
+    def __init__(self, items: list[str]) -> None:
+        self._items = iter(items)
+        self._busy = 0
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+
+    def work(self, fn: Callable[[str], object]) -> None:
+        """Take items and run ``fn`` on each, until none is left or one failed."""
+        while True:
+            with self._cond:
+                item = None if self._error is not None else next(self._items, None)
+                if item is None:
+                    return
+                self._busy += 1
+            error = None
+            try:
+                fn(item)
+            except BaseException as exc:  # handed to the thread that waits
+                error = exc
+            with self._cond:
+                self._busy -= 1
+                if self._error is None:
+                    self._error = error
+                self._cond.notify_all()
+
+    def wait(self) -> None:
+        """Wait for the items other threads took; raise the first failure."""
+        with self._cond:
+            while self._busy:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
 
 
 def _key(row: OutboxRow) -> tuple[str, str, str]:

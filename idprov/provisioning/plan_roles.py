@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from idprov.model import Role
     from idprov.provisioning.ledger import LedgerEntry
     from idprov.provisioning.outbox import Kind, OutboxRow
+    from idprov.provisioning.remote_accounts import RemoteAccounts
 
 RoleRead = tuple["Role | None", list[tuple[str, str]]]
 """A role as the directory holds it (None: gone), and its members (domain, user id)."""
@@ -74,9 +75,20 @@ class RolePlanning(Planning):
     _gone: dict[str, dict[str, tuple[str, str, str]]]
     """IdP -> the roles (local id, domain, label) whose groups were made again without
     members whose accounts the target had lost too (:meth:`_lose_members`)."""
+    _remade: dict[str, dict[str, tuple[str, str, str]]]
+    """IdP -> those members (local id, domain, label), to be made again in this drain."""
+    _dead: dict[tuple[str, str], str]
+    """(IdP, user id) -> the remote id of the user's account that the target lost
+    (found so in this drain): never put in a group, nor taken out of one."""
     _unprovisioned: dict[int, set[str]]
     """Role row id -> its members that were not provisioned at its IdP when the drain
     began (read by :meth:`_members_first`, for :meth:`_await_members`)."""
+
+    def _accounts(self, idp: str) -> RemoteAccounts:
+        raise NotImplementedError
+
+    def _fan_out(self, idp: str, fn: Callable[[str], object], items: list[str]) -> None:
+        raise NotImplementedError
 
     def _role_read(self, domain: str, role_id: str) -> RoleRead:
         key = (domain, role_id)
@@ -230,9 +242,7 @@ class RolePlanning(Planning):
         connector = self.outbound.connector(row.idp)
         role, refs = self._role_read(row.domain, row.local_id)
         entry = self._entry(row)
-        member_ids = [user_id for _, user_id in refs]
-        provisioned = self._ledger.remote_ids(row.idp, member_ids)
-        current = self._ledger.members(row.idp, row.local_id)
+        provisioned, current, kept = self._member_state(row, refs)
         decision = decide_role(
             idp, role.qualified_name if role else None, entry, set(provisioned), current
         )
@@ -244,7 +254,9 @@ class RolePlanning(Planning):
             assert entry is not None and entry.remote_id is not None
             return self._plan_group_delete(row, idp, connector, entry.remote_id)
         assert role is not None
-        waiting = self._waiting_members(idp, refs, provisioned)
+        waiting = [  # a lost account the group names stays, as it is, until made again
+            w for w in self._waiting_members(idp, refs, provisioned) if w[0] not in kept
+        ]
         name = role.qualified_name  # the group's display name: unique across domains
         if decision.action == "create":
             crashed = entry is not None and entry.state == "creating"
@@ -253,6 +265,28 @@ class RolePlanning(Planning):
         return self._plan_group_update(
             row, idp, connector, entry, name, provisioned, waiting, decision
         )
+
+    def _member_state(
+        self, row: OutboxRow, refs: list[tuple[str, str]]
+    ) -> tuple[dict[str, str], set[str], set[str]]:
+        """The members of ``row``'s group: those provisioned (user id -> remote id),
+        those the ledger has in it, and, apart, those in it whose accounts this drain
+        found lost and has not made again: left as they are, neither put in nor
+        taken out (each, made again, takes its lost id's place)."""
+        provisioned = self._ledger.remote_ids(row.idp, [user_id for _, user_id in refs])
+        current = self._ledger.members(row.idp, row.local_id)
+        dead = self._lost_accounts(row.idp, provisioned)
+        alive = {user_id: rid for user_id, rid in provisioned.items() if user_id not in dead}
+        return alive, current - dead, current & dead
+
+    def _lost_accounts(self, idp: str, provisioned: dict[str, str]) -> set[str]:
+        """The users of ``provisioned`` (user id -> remote id) whose accounts this drain
+        found lost at ``idp`` and has not made again yet (:meth:`_lose_members`)."""
+        return {
+            user_id
+            for user_id, remote_id in provisioned.items()
+            if self._dead.get((idp, user_id)) == remote_id and (idp, user_id) not in self._confirmed
+        }
 
     def _plan_group_delete(
         self, row: OutboxRow, idp: IdentityProviderConfig, connector: Connector, remote_id: str
@@ -486,8 +520,8 @@ class RolePlanning(Planning):
                 raise self._ledger.refused(recreated, "role", row.local_id, row.label)
             if recreated is not None:
                 self._keep(ledger_entry(row, name, recreated[0], "active", recreated[1]))
-                gone = sorted(set(provisioned) - set(present))
-                self._ledger.set_members(row.idp, row.local_id, list(present), remove + gone)
+                gone = {u: rid for u, rid in provisioned.items() if u not in present}
+                self._ledger.set_members(row.idp, row.local_id, list(present), remove + [*gone])
                 self._lose_members(row, gone)
                 return self._group_result(row, "create", recreated[0], waiting)
             self._keep(ledger_entry(row, name, remote_id, "active", entry.created_by_idprov))
@@ -509,46 +543,43 @@ class RolePlanning(Planning):
         """Of ``provisioned`` (user id -> remote id), the members whose accounts exist
         at the target, for a group made again after the target lost it (a sandbox
         reset loses its users too): those this drain pushed (``confirmed``), and those
-        read back now. A target that refuses a group naming accounts it does not hold
-        (Entra, Okta, IAM Identity Center: a 400) is never sent one; nor is any other.
-        A read that fails raises (the group is not made: its row is retried); a
-        connector that cannot read users is sent every member, as the ledger has them."""
-        present: dict[str, str] = {}
-        reads: list[Attempt] = []  # one per member: only the failures are the row's
+        the target says it holds (:class:`RemoteAccounts`, asked once in this drain:
+        a listing, or reads in the IdP's pool). A target that refuses a group naming
+        accounts it does not hold (Entra, Okta, IAM Identity Center: a 400) is never
+        sent one; nor is any other. A read that fails raises (the group is not made:
+        its row is retried); a connector that cannot read users is sent every member,
+        as the ledger has them."""
+        unsure = [rid for user_id, rid in provisioned.items() if user_id not in confirmed]
+        reads: list[Attempt] = []  # one per account: only the failures are the row's
         try:
-            for local_id, remote_id in provisioned.items():
-                if local_id in confirmed or self._read_back(connector, idp, remote_id, reads):
-                    present[local_id] = remote_id
+            there = self._accounts(idp.name).existing(
+                unsure,
+                lambda call: self._retried(connector, idp, reads, call),
+                lambda fn, ids: self._fan_out(idp.name, fn, ids),
+            )
         except NotImplementedError:
             return dict(provisioned)
         finally:
             attempts += [a for a in reads if a.error is not None]
-        return present
+        return {u: rid for u, rid in provisioned.items() if u in confirmed or rid in there}
 
-    def _read_back(
-        self,
-        connector: Connector,
-        idp: IdentityProviderConfig,
-        remote_id: str,
-        attempts: list[Attempt],
-    ) -> bool:
-        """Whether the account ``remote_id`` exists at the target (read, with retries)."""
-        found = self._retried(connector, idp, attempts, lambda: connector.read_user(remote_id))
-        return found is not None
-
-    def _lose_members(self, row: OutboxRow, gone: list[str]) -> None:
-        """Forget, in the ledger, the accounts of ``gone`` (members of ``row``'s group
-        that the target lost with it) and have them made again in this drain, then
-        put in the group (:meth:`Engine.drain` pushes the group's row once more: its
-        members never pushed are brought along first, as for any group)."""
-        for user_id in gone:
-            self._ledger.forget(row.idp, "user", user_id)
-        if gone:
-            self._gone.setdefault(row.idp, {})[row.local_id] = (
-                row.local_id,
-                row.domain,
-                row.label,
-            )
+    def _lose_members(self, row: OutboxRow, gone: dict[str, str]) -> None:
+        """Have the members of ``row``'s group whose accounts the target lost with it
+        (``gone``: user id -> lost remote id) made again in this drain, as a user
+        whose account is gone is (``sync --verify --repair`` does the same): their
+        ledger entries are invalidated, not forgotten, so that each keeps its other
+        groups and, made again, takes its lost id's place in each. Their rows are
+        pushed, then the group's row once more, which puts them in it
+        (:meth:`Engine._push_again`). Until made again, a lost id is put in no group."""
+        if not gone:
+            return
+        for user_id, remote_id in gone.items():
+            self._ledger.invalidate(row.idp, "user", user_id)
+            self._dead[(row.idp, user_id)] = remote_id
+        remade = self._remade.setdefault(row.idp, {})
+        for entry in self._ledger.get_many(row.idp, "user", sorted(gone)):
+            remade[entry.local_id] = (entry.local_id, entry.domain, entry.label)
+        self._gone.setdefault(row.idp, {})[row.local_id] = (row.local_id, row.domain, row.label)
 
     def _any_remote_ids(self, idp: str, user_ids: Sequence[str]) -> list[str]:
         out = []

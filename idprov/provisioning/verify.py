@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from idprov.connectors.base import Account, Connector
 from idprov.errors import IdprovError
+from idprov.provisioning.remote_accounts import RemoteAccounts
 from idprov.provisioning.results import Attempt, IdpReport, OperationResult, OutboundReport
 
 if TYPE_CHECKING:
@@ -191,6 +192,7 @@ def _verify_groups(
     ledger = service.state.ledger
     members = ledger.all_members(name)
     absent: dict[str, bool] = {}  # remote id -> provably nothing there answers to it
+    accounts = RemoteAccounts(connector, may_list=False)  # ``known`` holds what was listed
     for entry in ledger.for_idp(name, "role").values():
         if not entry.remote_id:
             continue
@@ -207,13 +209,13 @@ def _verify_groups(
             report["groups_deleted_remotely"].append(entry.label)
             _repair(report, entry, "re-create")
             continue
-        dangling = _dangling(connector, remote[1], known, absent, report)
+        dangling = _dangling(accounts, remote[1], known, absent, report)
         mine = members.get(entry.local_id, set())
         _group_drift(service, name, entry, remote, mine, dangling, report)
 
 
 def _dangling(
-    connector: Connector,
+    accounts: RemoteAccounts,
     remote_members: Container[str],
     known: set[str],
     absent: dict[str, bool],
@@ -222,14 +224,15 @@ def _dangling(
     """The members of a group that provably reference nothing at the target: neither
     an account nor a group answers to the id there (a nested group does not dangle).
     One the target does not say is gone (a read that fails) is kept. A target that
-    never lists a group's members (they are asked one by one) has none to check."""
+    never lists a group's members (they are asked one by one) has none to check.
+    Whether an account answers is the engine's rule too (:class:`RemoteAccounts`)."""
     if not isinstance(remote_members, set | frozenset | list | tuple):
         return []
     out = []
     for rid in sorted(set(remote_members) - known):
         if rid not in absent:
             try:
-                absent[rid] = connector.read_user(rid) is None and not _a_group(connector, rid)
+                absent[rid] = not accounts.exists(rid) and not _a_group(accounts.connector, rid)
             except IdprovError as exc:
                 report["errors"].append(f"member {rid}: {exc.message}")
                 absent[rid] = False
