@@ -233,3 +233,38 @@ def test_a_target_that_cannot_list_has_each_account_read_once_per_push(tmp_path,
         assert svc.add_user("new", {}, roles=["staff", "eng"]).outbound.ok
         assert user_gets(fake) == (0, 25)
         assert len(members(fake, "staff")) == len(members(fake, "eng")) == 26
+
+
+def test_a_push_renews_its_claims_while_a_long_call_runs(tmp_path, fake, monkeypatch):
+    """A group made again waits on its members' reads (5,000 of them outlived the
+    300 s claim): the drain renews its claims meanwhile, not only between results."""
+    import threading
+
+    from idprov.provisioning import engine
+    from idprov.provisioning.outbox import Outbox
+
+    renewed = threading.Event()
+    renew = Outbox.renew
+
+    def noted(self: Outbox, owners: list[str], lease: float) -> None:
+        renew(self, owners, lease)
+        renewed.set()
+
+    monkeypatch.setattr(Outbox, "renew", noted)
+    monkeypatch.setattr(engine, "RENEW_SECONDS", 0.01)
+    during: list[bool] = []
+
+    def slow_group(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "POST" and request.url.path == "/v2/Groups" and not during:
+            renewed.clear()
+            during.append(renewed.wait(timeout=10))  # set by the drain, not by time
+        return None
+
+    with make_service(tmp_path, TWO, ["scim"], http_transport=fake.transport()) as svc:
+        svc.add_role("staff")
+        svc.add_user("ann", {}, roles=["staff"])
+        fake.groups.clear()
+        fake.faults.append(slow_group)
+        assert svc.add_user("bob", {}, roles=["staff"]).outbound.ok
+        assert during == [True]
+        assert members(fake, "staff") == {"ann", "bob"}
