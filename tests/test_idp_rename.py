@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from idprov.config import load_config
@@ -196,13 +197,22 @@ def test_the_rename_refuses_what_would_lose_or_merge_state(cli, setup, scim2_ser
     assert "holds nothing under 'nosuch'" in error["message"]
 
     setup.execute(
-        "INSERT INTO outbox (idp, kind, local_id, domain, label, enqueued_at, updated_at)"
-        " VALUES ('b', 'user', 'x1', 'PRIMARY', 'carol', '2026-01-01', '2026-01-01')"
+        "INSERT INTO ledger (idp, kind, local_id, domain, label, remote_id, state, updated_at)"
+        " VALUES ('b', 'user', 'x1', 'PRIMARY', 'carol', 'r1', 'active', '2026-01-01')"
     )
-    error = cli("idp", "rename", "a", "b", "--json").error(4)
-    assert "'b' has state of its own (1 outbox rows)" in error["message"]
-    assert "idprov outbox discard --idp b --yes" in error["hint"]
-    cli("outbox", "discard", "--idp", "b", "--yes").ok()
+    error = cli("idp", "rename", "a", "b", "--json").error(4)  # two ledgers
+    assert "'b' has state of its own (1 ledger rows)" in error["message"]
+    assert "the two ledgers cannot be merged" in error["hint"]
+    setup.execute("DELETE FROM ledger WHERE idp = 'b'")
+
+    setup.execute(
+        "INSERT INTO outbox (idp, kind, local_id, domain, label, enqueued_at, updated_at,"
+        " claimed_by, claimed_until) VALUES ('b', 'user', 'x1', 'PRIMARY', 'carol',"
+        " '2026-01-01', '2026-01-01', 'host:41:w0', '9999-01-01T00:00:00.000Z')"
+    )
+    error = cli("idp", "rename", "a", "b", "--json").error(8)  # a drainer holds b's row
+    assert "1 outbox rows of 'b' are being pushed by host:41:w0" in error["message"]
+    setup.execute("DELETE FROM outbox WHERE idp = 'b'")
 
     setup.execute(
         "INSERT INTO outbox (idp, kind, local_id, domain, label, enqueued_at, updated_at,"
@@ -264,20 +274,165 @@ def test_a_ledger_is_orphaned_when_no_idp_is_configured_at_all(cli, setup):
     assert "run `idprov idp rename a NEW`" in warned
 
 
-def test_a_sync_whose_record_of_targets_fails_keeps_its_report_and_exit_code(
+def test_a_sync_whose_check_of_idp_names_fails_keeps_its_report_and_exit_code(
     cli, setup, scim2_server, monkeypatch
 ):
+    """The look for orphaned ledgers after the sync's work is a warning: the sync
+    recorded where each IdP points before it planned (see the tests below)."""
     provisioned_under_a(cli, users=("alice",))
     from idprov.errors import StoreError
 
-    def disk_full(*args: Any) -> None:
-        raise StoreError("the database idprov.db cannot grow: the disk is full")
+    def gone(*args: Any) -> None:
+        raise StoreError("the database server went away")
 
-    monkeypatch.setattr("idprov.provisioning.idp_rename.note_targets", disk_full)
+    monkeypatch.setattr("idprov.provisioning.idp_rename.orphaned_idps", gone)
     cli("user", "add", "bob", "--role", "staff", "-c", "email=bob@example.com").ok()
     synced = cli("sync", "--json")
     assert synced.exit_code == 0, synced
     assert json.loads(synced.stdout)["plan"] is not None
     warning = json.loads(synced.stderr)["warning"]
     assert "identity provider names were not checked" in warning["message"]
-    assert "the disk is full" in warning["message"]
+    assert "the database server went away" in warning["message"]
+
+
+# ---------------------------------------------------------------- before the rename
+
+
+def created_at(scim: Scim2Peer, since: int) -> list[str]:
+    """The POSTs (creates) this tenant answered after its ``since`` first requests."""
+    return [line for line in requests_at(scim)[since:] if '"POST ' in line]
+
+
+def test_a_push_under_the_new_name_waits_for_the_rename_instead_of_adopting(
+    cli, setup, scim2_server
+):
+    """Renamed in the file, then cron's sync and a `user add` before `idp rename`: the
+    sync under 'b' would adopt alice and bob and make 'staff' twice, and the two
+    ledgers could never be merged. Both are held back until the rename, which takes
+    what waited in the outbox with it; the next sync pushes carol alone."""
+    provisioned_under_a(cli)
+    setup.configure("b")
+    sent = len(requests_at(scim2_server))
+
+    error = cli("sync", "--json").error(2)
+    assert error["message"].startswith("'b' awaits `idprov idp rename a b`: it has no ledger")
+    assert error["message"].endswith("; nothing was changed")
+    assert "if 'a' was renamed to 'b', run `idprov idp rename a b`" in error["hint"]
+    planned = cli("sync", "--dry-run")  # changes nothing: shows the plan, and warns
+    assert planned.exit_code == 0, planned
+    assert "run `idprov idp rename a b`" in planned.stderr
+
+    added = cli("user", "add", "carol", "-c", "email=carol@example.com", "--role", "staff")
+    assert added.exit_code == 6, added
+    assert "waiting for `idprov idp rename a b`" in added.stderr
+    assert cli("user", "show", "carol").exit_code == 0  # committed here
+    assert cli("outbox", "retry", "--idp", "b").exit_code == 6
+    assert cli("outbox", "work", "--once").exit_code == 6
+    assert requests_at(scim2_server)[sent:] == []  # nothing went to the target
+    waiting = setup.rows("SELECT kind, label, status FROM outbox WHERE idp = 'b' ORDER BY 1")
+    assert waiting == [("role", "staff", "pending"), ("user", "carol", "pending")]
+    assert setup.held_by("b")["ledger"] == 0
+
+    renamed = cli("idp", "rename", "a", "b", "--json").json()
+    assert renamed["moved"]["accounts"] == 2 and renamed["moved"]["outbox"] == 0
+    assert renamed["waited"] == 2
+    assert setup.rows("SELECT count(*) FROM outbox WHERE idp = 'b'") == [(2,)]
+
+    cli("sync").ok()
+    assert len(created_at(scim2_server, sent)) == 1  # carol's account, nothing else
+    assert sorted(u["userName"] for u in scim2_server.users()) == ["alice", "bob", "carol"]
+    [group] = scim2_server.groups()  # one 'staff', not two
+    assert len(group["members"]) == 3
+    assert setup.rows("SELECT count(*) FROM outbox") == [(0,)]
+
+
+def test_an_installation_that_never_ran_sync_is_protected_too(cli, setup, scim2_server):
+    """Provisioned by commands alone (no cron sync): the first push recorded where 'a'
+    points, so 'b' is known for its likely new name all the same."""
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "alice", "-c", "email=alice@example.com", "--role", "staff").ok()
+    assert setup.rows("SELECT idp FROM idp_targets") == [("a",)]
+    setup.configure("b")
+    sent = len(requests_at(scim2_server))
+
+    added = cli("user", "add", "bob", "-c", "email=bob@example.com", "--role", "staff", "--json")
+    assert added.exit_code == 6, added
+    waiting = json.loads(added.stdout)["outbound"]["awaiting_rename"]
+    assert waiting == {"b": {"rows": 2, "from": "a"}}
+    refused = " ".join(cli("sync").fails(2).split())
+    assert "error: 'b' awaits `idprov idp rename a b`: it has no ledger and points at" in (refused)
+    assert requests_at(scim2_server)[sent:] == []
+
+    cli("idp", "rename", "a", "b").ok()
+    cli("sync").ok()
+    assert sorted(u["userName"] for u in scim2_server.users()) == ["alice", "bob"]
+    [group] = scim2_server.groups()
+    assert len(group["members"]) == 2
+
+
+def test_an_idp_pointing_elsewhere_is_pushed_to_and_synced(cli, setup, scim2_server):
+    """'a' renamed to 'b' in the file, and 'c', at another target, added beside it: 'c'
+    is no likely new name of 'a', so its pushes and syncs go on; the sync of both is
+    refused whole (as for the deletion guard) and names the one that can run."""
+    provisioned_under_a(cli)
+    other = scim2_server.base_url.replace("/v2", "c/v2")  # another tenant: another target
+    path = setup.tmp_path / "idprov.yaml"
+    setup.configure("b")
+    entry = (
+        f"  - {{name: c, connector: scim2, options: {{base_url: '{other}', auth: bearer,"
+        " token: 'env:SCIM_TOKEN'}, provisioning_roles: [staff]}\n"
+    )
+    text = path.read_text().replace("applications:", entry + "applications:")
+    path.write_text(text.replace("identity_providers: [b]", "identity_providers: [b, c]"))
+    sent = len(requests_at(scim2_server))
+
+    added = cli("user", "add", "carol", "-c", "email=carol@example.com", "--role", "staff")
+    assert added.exit_code == 6, added
+    assert "b: 2 not pushed, waiting in the outbox for `idprov idp rename a b`" in added.stdout
+    assert "✓ c: 4 done" in added.stdout  # carol, staff and the members it brought
+    assert requests_at(scim2_server)[sent:] == []
+    error = cli("sync", "--json").error(2)
+    assert "`idprov idp rename a b`" in error["message"]
+    assert "`idprov sync --idp c`" in error["hint"]
+    cli("sync", "--idp", "c").ok()
+    headers = {"Authorization": f"Bearer {scim2_server.token}"}
+    with httpx.Client(base_url=other, headers=headers, timeout=10.0) as client:
+        at_c = Scim2Peer(other, scim2_server.token, client)
+        assert sorted(u["userName"] for u in at_c.users()) == ["alice", "bob", "carol"]
+        [group] = at_c.groups()
+        assert len(group["members"]) == 3
+    assert requests_at(scim2_server)[sent:] == []  # nothing went to b's target
+
+
+def test_the_rename_merges_the_rows_the_new_name_made_while_it_waited(cli, setup):
+    """A user with a row under both names keeps the old name's (its id, attempts, since
+    when it waits) with the newer change; one the deletion guard held stays held."""
+    provisioned_under_a(cli)
+    ids = dict(setup.rows("SELECT label, local_id FROM ledger WHERE idp = 'a' AND kind = 'user'"))
+    columns = "(idp, kind, local_id, domain, label, status, attempts, last_error, enqueued_at,"
+    columns += " updated_at, next_attempt_at)"
+    setup.execute(
+        f"INSERT INTO outbox {columns} VALUES ('a', 'user', ?, 'PRIMARY', 'alice', 'failed', 2,"
+        " '503 from the target', '2026-01-01', '2026-01-02', '9999-01-01T00:00:00.000Z'),"
+        " ('a', 'user', ?, 'PRIMARY', 'bob', 'held', 0, 'deletion guard: 30 removals', "
+        " '2026-01-01', '2026-01-02', NULL)",
+        (ids["alice"], ids["bob"]),
+    )
+    before = dict(setup.rows("SELECT label, id FROM outbox WHERE idp = 'a'"))
+    setup.configure("b")
+    for name in ("alice", "bob"):
+        assert cli("user", "update", name, "-c", "title=Boss").exit_code == 6
+
+    out = cli("idp", "rename", "a", "b").ok().stdout
+    assert "2 outbox rows made under 'b' while it waited for this rename stay there (2 merged" in (
+        " ".join(out.split())
+    )
+    rows = setup.rows(
+        "SELECT label, id, status, attempts, last_error, enqueued_at, next_attempt_at"
+        " FROM outbox WHERE idp = 'b' ORDER BY label"
+    )
+    assert rows == [
+        ("alice", before["alice"], "pending", 2, "503 from the target", "2026-01-01", None),
+        ("bob", before["bob"], "held", 0, "deletion guard: 30 removals", "2026-01-01", None),
+    ]
+    assert setup.rows("SELECT count(*) FROM outbox WHERE idp = 'a'") == [(0,)]

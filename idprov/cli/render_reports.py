@@ -70,7 +70,7 @@ def outbound_report(report: OutboundReport) -> None:
     """A line per identity provider, then each failure with the target's message."""
     import typer
 
-    if not report.idps and not report.queued and not report.held:
+    if not (report.idps or report.queued or report.held or report.awaiting_rename):
         typer.echo("  nothing to provision")
     for idp in report.idps.values():
         done, failed, skipped = idp.count("done"), idp.count("failed"), idp.count("skipped")
@@ -85,10 +85,16 @@ def outbound_report(report: OutboundReport) -> None:
         _failures(idp.name, [op for op in idp.operations if op.outcome == "failed"])
     for name, count in sorted(report.queued.items()):
         typer.echo(f"  … {name}: {count} queued for the outbox worker (`idprov outbox work`)")
+    for name, count in sorted(report.awaiting_rename.items()):
+        typer.secho(
+            f"  ⏸ {name}: {count} not pushed, waiting in the outbox for `idprov idp rename "
+            f"{report.renamed_from[name]} {name}`",
+            fg="yellow",
+        )
     held_by_guard(report.held)
     for warning in report.warnings:
         typer.secho(f"  ! {warning}", fg="yellow", err=True)
-    if not report.ok:
+    if report.failed:
         typer.echo(
             "  failed operations stay in the outbox: `idprov outbox list`, `idprov outbox retry`"
         )

@@ -97,7 +97,6 @@ def sync(
     """Bring every identity provider into line with the userstores (cron-safe)."""
     from contextlib import nullcontext
 
-    from idprov.provisioning.idp_rename import note_targets
     from idprov.provisioning.metrics import RunStats, run_outcome
     from idprov.provisioning.sync import load_plan, run_sync
 
@@ -109,8 +108,6 @@ def sync(
     try:
         with nullcontext() if dry_run else svc.state.run_lock("sync", wait=wait):
             result = run_sync(svc, idp, dry_run, allow_deletes, saved, verify, repair)
-            if not dry_run:
-                _after_run(lambda: note_targets(svc.state, svc.config))
     except IdprovError as exc:
         stats.outcome = run_outcome(exc.exit_code)
         stats.guard_trips.update(getattr(exc, "tripped", {}))
@@ -132,9 +129,8 @@ def sync(
 
 
 def _after_run(step: Any) -> None:
-    """Record where each IdP points (to name a renamed one later), or warn about a
-    ledger under a name no longer configured: a failure of either is a warning, since
-    the sync's work is done and its report and exit code must stand."""
+    """Warn about a ledger under a name no longer configured: a failure to look is a
+    warning, since the sync's work is done and its report and exit code must stand."""
     from idprov.cli.common import as_idprov_error, render_error
 
     try:

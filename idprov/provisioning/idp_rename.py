@@ -20,10 +20,20 @@ for `status`, `sync` and `config validate` to warn about. So that it can name th
 likely new name, :func:`note_targets` records in ``idp_targets`` the target each
 configured IdP points at (its ``base_url`` or the connector's equivalent): a
 configured IdP that points where an orphaned name last pointed is most likely it.
+
+Between the edit of the file and the rename, a push under the new name would find an
+empty ledger: it would adopt the accounts idprov made there under the old name, make
+its groups a second time, and leave a ledger of its own that the rename cannot merge.
+:func:`awaiting_rename` names the IdPs in that state (no ledger, and the likely new
+name of an orphaned one) in one query, and records the targets as it goes (the first
+push of an installation that never ran a sync records them too): outbound does not
+push to them and sync refuses them until the rename, which takes the outbox rows they
+made while they waited with it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -58,11 +68,12 @@ MIGRATIONS: Migrations = {
         )
     ],
 }
-"""``idp_targets``: per configured IdP, the target it pointed at when a sync last ran."""
+"""``idp_targets``: per configured IdP, the target it pointed at when a sync or a push
+last ran."""
 
-OWN_ROWS = ("ledger", "ledger_members", "ledger_inputs", "outbox")
+OWN_ROWS = ("ledger", "ledger_members", "ledger_inputs")
 """The tables whose rows under the new name would be merged with the old name's: the
-new name must have none."""
+new name must have none (its outbox rows, made while it waited, join the old name's)."""
 
 TARGET_KEYS = ("base_url", "url", "instance_url", "domain", "customer")
 """The options that say which system an IdP's connector talks to (never a secret)."""
@@ -107,7 +118,12 @@ def note_targets(state: StateStore, config: Config) -> None:
     """Record the target each configured IdP points at now (a row written only when it
     changed), so that an orphaned name can later be matched to its new name."""
     db = _migrated(state)
-    known = dict(db.execute("SELECT idp, target FROM idp_targets").fetchall())
+    _record_targets(state, config, dict(db.execute("SELECT idp, target FROM idp_targets")))
+
+
+def _record_targets(state: StateStore, config: Config, known: Mapping[str, str]) -> None:
+    """Write the target of each configured IdP whose target is not the one ``known``
+    holds for it (nothing when none changed)."""
     changed = []
     for idp in config.identity_providers:
         target = target_of(idp)
@@ -115,12 +131,70 @@ def note_targets(state: StateStore, config: Config) -> None:
             changed.append((idp.name, target, now()))
     if changed:
         with state.transaction():
-            db.executemany(
+            state.db.executemany(
                 "INSERT INTO idp_targets (idp, target, noted_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (idp) DO UPDATE SET target = excluded.target,"
                 " noted_at = excluded.noted_at",
                 changed,
             )
+
+
+def _likely(last: Mapping[str, str], config: Config) -> dict[str, str]:
+    """Orphaned name -> the one configured IdP that points at the target the name last
+    pointed at (``last``: name -> target); a name with none, or several, is left out."""
+    pointing: dict[str, list[str]] = {}
+    for idp in config.identity_providers:
+        target = target_of(idp)
+        if target is not None:
+            pointing.setdefault(target, []).append(idp.name)
+    found = {name: pointing.get(target, []) for name, target in last.items()}
+    return {name: names[0] for name, names in found.items() if len(names) == 1}
+
+
+def awaiting_rename(state: StateStore, config: Config) -> dict[str, str]:
+    """New name -> old name, for each configured IdP that has no ledger and is the
+    likely new name of an orphaned one (see :func:`orphaned_idps`): pushed to before
+    `idprov idp rename OLD NEW`, it would take the accounts idprov made there for new
+    ones. One query, whatever the number of users; outbound asks before it pushes, so
+    the targets of the configured IdPs are recorded here too (:func:`note_targets`: a
+    write only when one changed): an installation that never ran a sync is matched."""
+    migrate_tables(state.db)
+    db = state.db
+    ledger: set[str] = set()
+    known: dict[str, str] = {}
+    for idp, target in db.execute(_NAMES_AND_TARGETS):
+        if target is None:
+            ledger.add(str(idp))
+        else:
+            known[str(idp)] = str(target)
+    _record_targets(state, config, known)
+    configured = {i.name for i in config.identity_providers}
+    last = {name: known[name] for name in sorted(ledger - configured) if name in known}
+    waiting: dict[str, str] = {}
+    for old, new in _likely(last, config).items():
+        if new not in ledger:
+            waiting.setdefault(new, old)
+    return waiting
+
+
+def awaiting_message(new: str, old: str) -> str:
+    """Why nothing is pushed to ``new`` (see :func:`awaiting_rename`)."""
+    return (
+        f"'{new}' awaits `idprov idp rename {old} {new}`: it has no ledger and points at "
+        f"the target where the ledger of '{old}', no longer configured, was made; pushed "
+        f"to now, it would take the accounts and groups idprov made there for new ones "
+        f"(adopting the accounts, making the groups again)"
+    )
+
+
+def awaiting_hint(new: str, old: str) -> str:
+    """What to run for ``new`` (see :func:`awaiting_message`)."""
+    return (
+        f"if '{old}' was renamed to '{new}', run `idprov idp rename {old} {new}`: it moves "
+        f"the ledger and takes the outbox rows '{new}' made meanwhile; if '{old}' was "
+        f"retired and '{new}' is another IdP at the same target, keep the entry of "
+        f"'{old}' with `enabled: false`"
+    )
 
 
 # ---------------------------------------------------------------- orphaned names
@@ -151,27 +225,44 @@ class OrphanedIdp:
 
     @property
     def hint(self) -> str:
-        return (
+        until = (
             "until then nothing reads that ledger: a push under the new name takes the "
-            "accounts and groups idprov made there for new ones, and a change of scope "
-            f"pending there is not judged; if '{self.idp}' was retired, keep its entry with "
-            "`enabled: false` (its ledger stays for the record)"
+            "accounts and groups idprov made there for new ones"
+        )
+        if self.likely is not None:
+            until = (
+                f"until then nothing is pushed to '{self.likely}' while it has no ledger of "
+                "its own (its changes wait in the outbox, `idprov sync` refuses it)"
+            )
+        return (
+            f"{until}, and a change of scope pending there is not judged; if '{self.idp}' "
+            "was retired, keep its entry with `enabled: false` (its ledger stays for the "
+            "record)"
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "message": self.message, "hint": self.hint}
 
 
+_LEDGER_NAMES = (
+    "WITH RECURSIVE names(idp) AS (SELECT min(idp) FROM ledger UNION ALL"
+    " SELECT (SELECT min(l.idp) FROM ledger l WHERE l.idp > names.idp) FROM names"
+    " WHERE names.idp IS NOT NULL)"
+)
+"""The IdP names in the ledger, found by walking its primary key one name at a time (a
+loose index scan: one index seek per name, whatever the number of rows)."""
+
+_NAMES_AND_TARGETS = (
+    f"{_LEDGER_NAMES} SELECT idp, NULL FROM names WHERE idp IS NOT NULL"
+    " UNION ALL SELECT idp, target FROM idp_targets"
+)
+"""The IdP names in the ledger (target NULL), then every recorded target."""
+
+
 def _orphans_query(configured: list[str]) -> str:
-    """The IdP names in the ledger that are not in ``configured``, found by walking its
-    primary key one name at a time (a loose index scan: one index seek per name,
-    whatever the number of rows)."""
+    """The IdP names in the ledger that are not in ``configured``."""
     others = f" AND idp NOT IN ({', '.join('?' for _ in configured)})" if configured else ""
-    return (
-        "WITH RECURSIVE names(idp) AS (SELECT min(idp) FROM ledger UNION ALL"
-        " SELECT (SELECT min(l.idp) FROM ledger l WHERE l.idp > names.idp) FROM names"
-        f" WHERE names.idp IS NOT NULL) SELECT idp FROM names WHERE idp IS NOT NULL{others}"
-    )
+    return f"{_LEDGER_NAMES} SELECT idp FROM names WHERE idp IS NOT NULL{others}"
 
 
 def orphaned_idps(state: StateStore, config: Config) -> list[OrphanedIdp]:
@@ -193,19 +284,13 @@ def orphaned_idps(state: StateStore, config: Config) -> list[OrphanedIdp]:
         )
     }
     last = dict(db.execute(f"SELECT idp, target FROM idp_targets WHERE idp IN ({marks})", names))
-    pointing: dict[str, list[str]] = {}
-    for idp in config.identity_providers:
-        target = target_of(idp)
-        if target is not None:
-            pointing.setdefault(target, []).append(idp.name)
-    found = []
-    for name in names:
-        candidates = pointing.get(last[name], []) if name in last else []
-        likely = candidates[0] if len(candidates) == 1 else None
-        found.append(
-            OrphanedIdp(name, held.get((name, "user"), 0), held.get((name, "role"), 0), likely)
+    likely = _likely(last, config)
+    return [
+        OrphanedIdp(
+            name, held.get((name, "user"), 0), held.get((name, "role"), 0), likely.get(name)
         )
-    return found
+        for name in names
+    ]
 
 
 # ---------------------------------------------------------------- the rename
@@ -224,7 +309,12 @@ class RenameResult:
     and scope record: 0 or 1), ``jit_links``."""
     notes: list[str] = field(default_factory=list)
     """What the administrator should know: JIT links left under the old name, a target
-    that changed with the name."""
+    that changed with the name, outbox rows that waited under the new name."""
+    waited: int = 0
+    """Outbox rows made under the new name while it waited for this rename (see
+    :func:`awaiting_rename`): they join the old name's (``merged`` of them into a row
+    of the old name's for the same user or role)."""
+    merged: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -244,8 +334,10 @@ def rename_idp(
     """Move every state row kept under IdP ``old`` to ``new``, in one transaction under
     the run lock (``wait``: queue behind a running sync or import), audited as
     ``idp.rename``. ``config`` must configure ``new`` and not ``old``; ``new`` must have
-    no ledger or outbox rows of its own; ``old`` must have some state. ``dry_run``
-    checks the same and counts, changing nothing."""
+    no ledger of its own; ``old`` must have some state. The outbox rows ``new`` made
+    while it waited for this (see :func:`awaiting_rename`) stay, merged into the old
+    name's row for the same user or role (:func:`_merge`). ``dry_run`` checks the same
+    and counts, changing nothing."""
     _check_configuration(config, old, new)
     db = _migrated(state)
     lock: AbstractContextManager[Any] = (
@@ -254,16 +346,19 @@ def rename_idp(
     with lock, nullcontext() if dry_run else state.transaction():
         moved = _counts(db, old, _moves_jit_links(config, old, new))
         _check_state(db, old, new, moved)
-        result = RenameResult(old, new, dry_run, moved, _notes(db, config, old, new, moved))
+        waited, both = _count(db, "outbox", new), _both(db, old, new)
+        notes = _notes(db, config, old, new, moved) + _waited(old, new, waited, len(both))
+        result = RenameResult(old, new, dry_run, moved, notes, waited, len(both))
         if dry_run:
             return result
+        _merge(db, both)
         _move(db, old, new, moved)
         state.audit(
             actor=actor,
             application=application,
             action="idp.rename",
             target=new,
-            details={"from": old, "to": new, "moved": moved},
+            details={"from": old, "to": new, "moved": moved, "waited": waited},
         )
         note_targets(state, config)  # where the new name points, in the same transaction
     return result
@@ -340,20 +435,20 @@ def _check_state(db: StateDB, old: str, new: str, moved: dict[str, int]) -> None
         raise ConflictError(
             f"'{new}' has state of its own ({held}): renaming '{old}' to it would merge "
             "two ledgers",
-            hint=f"a sync or push went to '{new}' before this rename. Outbox rows alone: "
-            f"drop them with `idprov outbox discard --idp {new} --yes` and run this again. "
-            f"Ledger rows: it provisioned under that name (accounts it adopted, groups it "
-            f"made again: `idprov sync --verify --dry-run --idp {new}` shows them); the two "
-            "ledgers cannot be merged",
+            hint=f"a sync or push went to '{new}' before this rename: it provisioned under "
+            f"that name (accounts it adopted, groups it made again: `idprov sync --verify "
+            f"--dry-run --idp {new}` shows them); the two ledgers cannot be merged",
         )
-    claims = _claims(db, old)
-    if claims:
-        raise LockedError(
-            f"{sum(n for _, n, _ in claims)} outbox rows of '{old}' are being pushed by "
-            + ", ".join(f"{owner} (until {until})" for owner, _, until in claims),
-            hint="a worker or `idprov serve` still runs with the old configuration: stop it "
-            "(or wait until it is done), restart it with the new one, then run this again",
-        )
+    for name in (old, new):
+        claims = _claims(db, name)
+        if claims:
+            raise LockedError(
+                f"{sum(n for _, n, _ in claims)} outbox rows of '{name}' are being pushed by "
+                + ", ".join(f"{owner} (until {until})" for owner, _, until in claims),
+                hint="a worker or `idprov serve` still runs with an older configuration or "
+                "state: stop it (or wait until it is done), restart it with the new one, "
+                "then run this again",
+            )
 
 
 def _claims(db: StateDB, idp: str) -> list[tuple[str, int, str]]:
@@ -384,6 +479,59 @@ def _notes(db: StateDB, config: Config, old: str, new: str, moved: dict[str, int
             f"there); `idprov sync --verify --dry-run --idp {new}` shows what is there"
         )
     return notes
+
+
+def _waited(old: str, new: str, waited: int, merged: int) -> list[str]:
+    if not waited:
+        return []
+    both = f" ({merged} merged into the row '{old}' had for the same user or role)"
+    return [
+        f"{waited} outbox rows made under '{new}' while it waited for this rename stay "
+        f"there{both if merged else ''}: the next `idprov sync` (or `idprov outbox retry "
+        f"--idp {new}`) pushes them"
+    ]
+
+
+_MERGED = (
+    "o.id, n.id, o.status, n.status, o.attempts + n.attempts, o.last_error, n.last_error,"
+    " o.last_status, n.last_status, n.label, n.domain, n.updated_at, n.allowed"
+)
+
+
+def _both(db: StateDB, old: str, new: str) -> list[tuple[Any, ...]]:
+    """The users and roles with an outbox row under both names: (the old row's and the
+    new row's columns of :data:`_MERGED`)."""
+    return [
+        tuple(r)
+        for r in db.execute(
+            f"SELECT {_MERGED} FROM outbox o JOIN outbox n ON n.kind = o.kind"
+            " AND n.local_id = o.local_id WHERE o.idp = ? AND n.idp = ? ORDER BY o.id",
+            [old, new],
+        )
+    ]
+
+
+def _merge(db: StateDB, both: list[tuple[Any, ...]]) -> None:
+    """One row per user or role with rows under both names: the old name's (its id,
+    since when it has waited, its attempts and failures: its history) takes the newer
+    change the new name's row stands for, as an enqueue coalesces two changes: its
+    label and domain, its allowance, due now and pending again; held if either was
+    held (the guard's reason with it: a held row is pushed only once released). The
+    new name's row goes."""
+    merged = []
+    for old_id, _, old_status, new_status, attempts, *errors, label, domain, at, allowed in both:
+        old_error, new_error, old_code, new_code = errors
+        newly_held = new_status == "held" and old_status != "held"
+        error, code = (new_error, new_code) if newly_held else (old_error, old_code)
+        status = "held" if "held" in (old_status, new_status) else "pending"
+        merged.append((status, attempts, error, code, label, domain, at, allowed, old_id))
+    db.executemany("DELETE FROM outbox WHERE id = ?", [(row[1],) for row in both])
+    db.executemany(
+        "UPDATE outbox SET status = ?, attempts = ?, last_error = ?, last_status = ?,"
+        " label = ?, domain = ?, updated_at = ?, allowed = ?, next_attempt_at = NULL,"
+        " version = version + 1 WHERE id = ?",
+        merged,
+    )
 
 
 def _move(db: StateDB, old: str, new: str, moved: dict[str, int]) -> None:

@@ -117,6 +117,7 @@ class Outbound:
         self._connectors: dict[str, Connector] = {}
         self._executors: dict[str, ThreadPoolExecutor] = {}
         self._looked_for_the_dead = -DEAD_CHECK_SECONDS
+        self._awaiting: dict[str, str] | None = None
 
     @property
     def state(self) -> StateStore:
@@ -141,6 +142,20 @@ class Outbound:
 
     def configured(self, name: str) -> bool:
         return any(idp.name == name for idp in self.config.identity_providers)
+
+    def awaiting_rename(self) -> dict[str, str]:
+        """IdP -> the name no longer configured whose ledger it must take over with
+        `idprov idp rename OLD NEW` before anything is pushed to it (see
+        :func:`~idprov.provisioning.idp_rename.awaiting_rename`). Read once per
+        instance, in one query, before its first push, which records where each
+        configured IdP points (an installation that never ran a sync too). A rename
+        made meanwhile by another process is seen by the next instance (a command,
+        `idprov serve` restarted with the new configuration)."""
+        if self._awaiting is None:
+            from idprov.provisioning.idp_rename import awaiting_rename
+
+            self._awaiting = awaiting_rename(self.state, self.config)
+        return self._awaiting
 
     def connector(self, name: str) -> Connector:
         """The connector of IdP ``name``, made on first use with its own HTTP client."""
@@ -181,12 +196,14 @@ class Outbound:
         claims: Sequence[str] = (),
     ) -> OutboundReport:
         """Reconcile ``rows`` now: claim them, push, record. Rows of an IdP that left
-        the configuration are skipped (counted in ``orphaned``); rows another drainer
-        holds are left to it (counted in ``queued``). Rows their changes' transactions
-        claimed under the names ``claims`` (see :class:`UnitOfWork`) are drained
-        without claiming them again. Never raises for one row."""
+        the configuration are skipped (counted in ``orphaned``), and so are those of
+        an IdP awaiting `idprov idp rename` (``awaiting_rename``: they wait in the
+        outbox); rows another drainer holds are left to it (counted in ``queued``).
+        Rows their changes' transactions claimed under the names ``claims`` (see
+        :class:`UnitOfWork`) are drained without claiming them again. Never raises
+        for one row."""
         report = OutboundReport()
-        mine = self._claimable(rows, report)
+        mine = self._claimable(rows, report, claims)
         if not mine:
             return report
         names = set(claims)
@@ -262,13 +279,26 @@ class Outbound:
                 released += self.state.outbox.release(holder)
         return released
 
-    def _claimable(self, rows: Sequence[OutboxRow], report: OutboundReport) -> list[OutboxRow]:
+    def _claimable(
+        self, rows: Sequence[OutboxRow], report: OutboundReport, claims: Sequence[str]
+    ) -> list[OutboxRow]:
+        """The rows of ``rows`` to push; the others are noted in ``report``, and those
+        of an IdP awaiting a rename that their change claimed (under ``claims``) are
+        given back, for the rename to take and a later push to claim."""
         mine = []
+        waiting = self.awaiting_rename() if rows else {}
+        left = []
         for row in rows:
-            if self.configured(row.idp):
-                mine.append(row)
-            else:
+            if not self.configured(row.idp):
                 report.note("orphaned", row.idp, row.id)
+            elif row.idp in waiting:
+                report.await_rename(row.idp, waiting[row.idp], row.id)
+                left += [row.id] if row.claimed_by in claims else []
+            else:
+                mine.append(row)
+        if left:
+            with self.state.transaction():
+                self.state.outbox.release_rows(left, list(claims))
         return mine
 
     def _drain_claimed(
@@ -390,15 +420,24 @@ class Outbound:
     def _worked_idps(
         self, idps: Sequence[str] | None, total: OutboundReport, eager: bool
     ) -> list[str]:
-        """The IdPs to drain: those named (else every IdP with rows) that are configured
-        and not resting in quarantine; orphaned ones are counted in ``total`` once."""
+        """The IdPs to drain: those named (else every IdP with rows) that are configured,
+        not awaiting `idprov idp rename` and not resting in quarantine; orphaned ones
+        and those awaiting a rename are counted in ``total`` once."""
         names = list(idps) if idps is not None else self.state.outbox.idps()
+        waiting = self.awaiting_rename() if names else {}
         for name in names:
             if not self.configured(name) and name not in total.orphaned:
                 count = len(self.state.outbox.rows(idps=[name]))
                 if count:
                     total.orphaned[name] = count
-        return [n for n in names if self.configured(n) and self._awake(n, eager)]
+            elif name in waiting and name not in total.awaiting_rename:
+                count = len(self.state.outbox.rows(idps=[name]))
+                if count:
+                    total.awaiting_rename[name] = count
+                    total.renamed_from[name] = waiting[name]
+        return [
+            n for n in names if self.configured(n) and n not in waiting and self._awake(n, eager)
+        ]
 
     def _awake(self, name: str, eager: bool = False) -> bool:
         """False for a quarantined IdP whose next try has not come (the worker tries it

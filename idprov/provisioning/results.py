@@ -76,7 +76,8 @@ class IdpReport:
 @dataclass
 class OutboundReport:
     """Every IdP's results for one drain, and what it did not drain: rows left to the
-    worker (IdPs with ``blocking: false``) and rows of IdPs no longer configured."""
+    worker (IdPs with ``blocking: false``), rows of IdPs no longer configured, rows the
+    deletion guard held, and rows of IdPs awaiting `idprov idp rename`."""
 
     idps: dict[str, IdpReport] = field(default_factory=dict)
     queued: dict[str, int] = field(default_factory=dict)
@@ -87,16 +88,34 @@ class OutboundReport:
     """IdP -> rows the deletion guard held in the outbox (`idprov outbox release`)."""
     guard: list[str] = field(default_factory=list)
     """Why the deletion guard held them: one sentence per kind of effect."""
+    awaiting_rename: dict[str, int] = field(default_factory=dict)
+    """IdP -> rows not pushed, left pending in the outbox: the IdP has no ledger and
+    points where the ledger of a name no longer configured was made, so it awaits
+    `idprov idp rename OLD IdP` (see :attr:`renamed_from`); pushed, it would take the
+    accounts idprov made there for new ones."""
+    renamed_from: dict[str, str] = field(default_factory=dict)
+    """IdP awaiting a rename -> the old name whose ledger it must take over."""
     noted: dict[int, tuple[str, str]] = field(default_factory=dict, repr=False)
     """Outbox row id -> (IdP, what became of it) for rows not drained: ``queued``,
-    ``orphaned``, ``held``, or ``pending`` (left by a credentials failure)."""
+    ``orphaned``, ``held``, ``awaiting_rename``, or ``pending`` (left by a credentials
+    failure)."""
 
     def note(self, what: str, idp: str, row: int) -> None:
         """Count a row that was not drained (see :attr:`noted`)."""
         self.noted[row] = (idp, what)
-        counts = {"queued": self.queued, "orphaned": self.orphaned, "held": self.held}.get(what)
+        counts = {
+            "queued": self.queued,
+            "orphaned": self.orphaned,
+            "held": self.held,
+            "awaiting_rename": self.awaiting_rename,
+        }.get(what)
         if counts is not None:
             counts[idp] = counts.get(idp, 0) + 1
+
+    def await_rename(self, idp: str, old: str, row: int) -> None:
+        """Count a row of ``idp`` not pushed until `idprov idp rename OLD IdP`."""
+        self.renamed_from[idp] = old
+        self.note("awaiting_rename", idp, row)
 
     def only(self, rows: Collection[int]) -> OutboundReport:
         """The part of this report about outbox ``rows`` (one change's, when the changes
@@ -112,6 +131,7 @@ class OutboundReport:
                 part.note(self.noted[row][1], self.noted[row][0], row)
         if not part.held:
             part.guard = []
+        part.renamed_from = {n: self.renamed_from[n] for n in part.awaiting_rename}
         return part
 
     @property
@@ -126,20 +146,24 @@ class OutboundReport:
             mine.operations += report.operations
         self.guard += other.guard
         self.noted.update(other.noted)
+        self.renamed_from.update(other.renamed_from)
         pairs = ((self.queued, other.queued), (self.orphaned, other.orphaned))
-        for mine_counts, theirs in (*pairs, (self.held, other.held)):
+        waiting = (self.awaiting_rename, other.awaiting_rename)
+        for mine_counts, theirs in (*pairs, (self.held, other.held), waiting):
             for name, count in theirs.items():
                 mine_counts[name] = mine_counts.get(name, 0) + count
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0
+        """Nothing failed, and nothing waits for `idprov idp rename` (both exit 6: the
+        local change is done, its push is not)."""
+        return self.failed == 0 and not self.awaiting_rename
 
     @property
     def warnings(self) -> list[str]:
         """One line per IdP whose rows were skipped because it left the configuration,
-        or held by the deletion guard."""
-        return [
+        held by the deletion guard, or left waiting for `idprov idp rename`."""
+        lines = [
             f"deletion guard: {why}; nothing was sent there, the change(s) are held in the "
             "outbox: check them with `idprov outbox list --status held`, then push them "
             "with `idprov outbox release` (those a change of scope holds: `idprov sync`), "
@@ -151,6 +175,21 @@ class OutboundReport:
             f"--idp {name}` or declare the IdP again"
             for name, count in sorted(self.orphaned.items())
         ]
+        return lines + [
+            self._awaiting(n, count) for n, count in sorted(self.awaiting_rename.items())
+        ]
+
+    def _awaiting(self, name: str, count: int) -> str:
+        old = self.renamed_from[name]
+        return (
+            f"{count} outbox row(s) of identity provider {name!r} were not pushed, waiting "
+            f"for `idprov idp rename {old} {name}`: {name!r} has no ledger and points at the "
+            f"target the ledger of {old!r}, which is not configured any more, was made at "
+            f"(pushed now, it would take the accounts and groups idprov made there for new "
+            f"ones); run the rename if it was one (these rows go with it, the next `idprov "
+            f"sync` pushes them), or keep the entry of {old!r} with `enabled: false` if it "
+            f"was retired"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"ok": self.ok, "idps": [r.to_dict() for r in self.idps.values()]}
@@ -161,7 +200,12 @@ class OutboundReport:
             out["guard"] = list(self.guard)
         if self.orphaned:
             out["orphaned"] = dict(self.orphaned)
-        if self.orphaned or self.held:
+        if self.awaiting_rename:
+            out["awaiting_rename"] = {
+                name: {"rows": count, "from": self.renamed_from[name]}
+                for name, count in self.awaiting_rename.items()
+            }
+        if self.orphaned or self.held or self.awaiting_rename:
             out["warnings"] = self.warnings
         return out
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from idprov.db import now
-from idprov.errors import ConflictError, GuardError, UsageError, from_os_error
+from idprov.errors import ConfigError, ConflictError, GuardError, UsageError, from_os_error
 from idprov.provisioning.guard import Effects, Trip
 from idprov.provisioning.results import OutboundReport
 from idprov.provisioning.retention import prune_audit
@@ -401,6 +401,8 @@ def run_sync(
     ``repair`` (not in a dry run) restore it: in the same run, recorded with it."""
     run = uuid.uuid4().hex[:12]
     names = idps or ([p.idp for p in saved.idps] if saved else None)
+    if not dry_run:
+        refuse_awaiting_rename(service, names)
     plan = compute_plan(service, names, fingerprint=dry_run or saved is not None)
     if (
         saved is not None
@@ -442,6 +444,31 @@ def run_sync(
         _record_run(service, result, outcome)
         service.run = None
     return result
+
+
+def refuse_awaiting_rename(service: IdentityService, idps: Sequence[str] | None) -> None:
+    """Refuse, before planning, a sync of an IdP that awaits `idprov idp rename` (see
+    :func:`~idprov.provisioning.idp_rename.awaiting_rename`): with no ledger, its plan
+    makes every account a create, and its push would adopt the accounts idprov made
+    there under the old name and make its groups again. The sync is refused whole, as
+    for the deletion guard: nothing is changed anywhere. Records where each IdP points
+    as it checks (a dry run, which changes nothing, shows its plan with the warning
+    about the orphaned ledger instead, and its `--verify` the accounts that carry
+    idprov's mark outside the ledger)."""
+    from idprov.provisioning.idp_rename import awaiting_hint, awaiting_message
+
+    waiting = service.outbound.awaiting_rename()
+    names = list(idps) if idps else service.targets()
+    refused = [(name, waiting[name]) for name in names if name in waiting]
+    if not refused:
+        return
+    others = [name for name in names if name not in waiting]
+    options = " ".join(f"--idp {name}" for name in others)
+    rest = f"; the others can be synced meanwhile: `idprov sync {options}`" if others else ""
+    raise ConfigError(
+        "; ".join(awaiting_message(new, old) for new, old in refused) + "; nothing was changed",
+        hint="; ".join(awaiting_hint(new, old) for new, old in refused) + rest,
+    )
 
 
 def _verify(service: IdentityService, result: SyncResult, verify: bool, repair: bool) -> None:
