@@ -360,7 +360,7 @@ def test_an_installation_that_never_ran_sync_is_protected_too(cli, setup, scim2_
     waiting = json.loads(added.stdout)["outbound"]["awaiting_rename"]
     assert waiting == {"b": {"rows": 2, "from": "a"}}
     refused = " ".join(cli("sync").fails(2).split())
-    assert "error: 'b' awaits `idprov idp rename a b`: it has no ledger and points at" in (refused)
+    assert "error: 'b' awaits `idprov idp rename a b`: it has no ledger" in refused
     assert requests_at(scim2_server)[sent:] == []
 
     cli("idp", "rename", "a", "b").ok()
