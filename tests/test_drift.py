@@ -152,6 +152,12 @@ def test_dangling_members_are_removed_only_within_the_deletion_guard(cli, scim, 
     assert op["outcome"] == "failed" and "deletion_guard.memberships.max_deletes" in op["error"]
     [staff] = scim.groups()
     assert set(gone) <= {m["value"] for m in staff["members"]}  # nothing was removed
+    assert "--allow-deletes 2" in op["error"]
+
+    accepted = cli("sync", "--verify", "--repair", "--allow-deletes", "2", "--json")
+    assert accepted.exit_code == 0, accepted
+    [staff] = scim.groups()
+    assert not set(gone) & {m["value"] for m in staff["members"]}
 
 
 def test_accounts_with_idprovs_mark_outside_the_ledger_are_reported_apart(cli, scim, tmp_path):  # noqa: F811

@@ -39,6 +39,8 @@ def _exit_code(result: Any, detailed: bool) -> int:
 
     if not result.ok:
         return int(ExitCode.OUTBOUND_FAILED)
+    if result.outbound is not None and result.outbound.held:
+        return int(ExitCode.GUARD_TRIPPED)  # held in the outbox: `idprov outbox release`
     if detailed and drift_found(result.drift) and result.repaired is None:
         return int(ExitCode.DRIFT_FOUND)
     if detailed and (not result.plan.empty or result.repaired is not None):

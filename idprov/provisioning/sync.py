@@ -431,7 +431,7 @@ def run_sync(
     outcome = "interrupted"  # a Ctrl-C (KeyboardInterrupt) leaves it so
     try:
         result.outbound = apply_plan(service, plan, run, allow_deletes)
-        _verify(service, result, verify or repair, repair)
+        _verify(service, result, verify or repair, repair, allow_deletes)
         result.audit_removed = prune_audit(service)
         outcome = "ok" if result.ok else "failed"
     except GuardError:
@@ -471,15 +471,27 @@ def refuse_awaiting_rename(service: IdentityService, idps: Sequence[str] | None)
     )
 
 
-def _verify(service: IdentityService, result: SyncResult, verify: bool, repair: bool) -> None:
-    """The drift at the plan's IdPs (when ``verify``), and its repair's push."""
+def _verify(
+    service: IdentityService,
+    result: SyncResult,
+    verify: bool,
+    repair: bool,
+    allow_deletes: int | None = None,
+) -> None:
+    """The drift at the plan's IdPs (when ``verify``), and its repair's push, judged by
+    the deletion guard with the sync's ``allow_deletes``."""
     if not verify:
         return
     from idprov.provisioning import verify as check
 
     result.drift = check.verify_idps(service, [p.idp for p in result.plan.idps])
     if repair:
-        result.repaired = check.repair(service, result.drift)
+        given = service.allow_deletes
+        service.allow_deletes = allow_deletes if allow_deletes is not None else given
+        try:
+            result.repaired = check.repair(service, result.drift)
+        finally:
+            service.allow_deletes = given
 
 
 def _items(plan: SyncPlan) -> list[tuple[str, list[dict[str, Any]]]]:

@@ -352,7 +352,8 @@ def _remove_dangling(
             op.outcome = "failed"
             op.error = (
                 f"deletion guard: {verdict.message()}; no dangling member was removed: "
-                f"remove them at the target, or raise {idp}'s deletion_guard.memberships"
+                f"if they are all gone from the target for good, run `idprov sync --verify "
+                f"--repair --allow-deletes {len(removals)}`"
             )
         else:
             _unlink(service, idp, fix, op)
