@@ -137,6 +137,8 @@ def test_a_renamed_idp_keeps_its_ledger_and_deprovisions_through_its_new_name(
     [entry] = cli("log", "--action", "idp.rename", "--json").items()
     assert entry["target"] == "b" and entry["details"]["from"] == "a"
     assert entry["details"]["moved"]["accounts"] == 2
+    [shown] = cli("status", "--json").items()  # its syncs under 'a' are its own
+    assert shown["idp"] == "b" and shown["last_success"] is not None
 
     sent = len(requests_at(scim2_server))
     synced = cli("sync", "--json")
@@ -436,3 +438,28 @@ def test_the_rename_merges_the_rows_the_new_name_made_while_it_waited(cli, setup
         ("bob", before["bob"], "held", 0, "deletion guard: 30 removals", "2026-01-01", None),
     ]
     assert setup.rows("SELECT count(*) FROM outbox WHERE idp = 'a'") == [(0,)]
+
+
+def test_serve_logs_a_push_that_awaits_the_rename(tmp_path, scim2_server, monkeypatch):
+    """`idprov serve` restarted on the renamed configuration commits a SCIM client's
+    change and says in its access log that the push waits for `idprov idp rename` (it
+    said ``outbound=ok`` for a push that sent nothing)."""
+    from tests.test_serve_scim import new_user, running, serve_config
+
+    monkeypatch.setenv("CRM_TOKEN", "crm-token-5f0c1d2e")
+    monkeypatch.setenv("HR_TOKEN", "hr-token-9a8b7c6d")
+    monkeypatch.setenv("OUT_TOKEN", scim2_server.token)
+
+    def idp(name: str) -> str:
+        return f"""
+  - name: {name}
+    connector: scim2
+    options: {{base_url: "{scim2_server.base_url}", auth: bearer, token: env:OUT_TOKEN}}"""
+
+    with running(serve_config(tmp_path, idp("a"), "[a]")) as inbound:
+        new_user(inbound.client, "alice")
+        assert "outbound=ok" in inbound.log.getvalue()
+    with running(serve_config(tmp_path, idp("b"), "[b]")) as inbound:
+        new_user(inbound.client, "bob")
+        assert "outbound=awaiting_rename:1" in inbound.log.getvalue()
+    assert [u["userName"] for u in scim2_server.users()] == ["alice"]

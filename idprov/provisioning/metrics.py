@@ -84,9 +84,11 @@ def _last_syncs(service: IdentityService, found: dict[str, IdpStatus]) -> None:
     from idprov.provisioning.state import AuditQuery
 
     runs = service.state.audit_entries(AuditQuery(action="sync.run", limit=RECENT_RUNS))
+    renames = service.state.audit_entries(AuditQuery(action="idp.rename", limit=RECENT_RUNS))
+    renames.reverse()  # oldest first: a → b, then b → c
     for run in runs:  # newest first
         for name, counts in run.details.items():
-            entry = found.get(name)
+            entry = found.get(_renamed(name, run.id, renames))
             if entry is None or not isinstance(counts, dict):
                 continue
             ok = run.outcome in ("ok", "failed") and not counts.get("failed")
@@ -96,6 +98,16 @@ def _last_syncs(service: IdentityService, found: dict[str, IdpStatus]) -> None:
                 entry.last_sync_outcome = outcome or ("ok" if ok else "failed")
             if ok and entry.last_success is None:
                 entry.last_success = run.at
+
+
+def _renamed(name: str, run: int, renames: list[Any]) -> str:
+    """The name an IdP synced as ``name`` in audit entry ``run`` has now: an
+    `idprov idp rename` after that run moved its record (``renames``: the rename
+    entries, oldest first), and its syncs are its own."""
+    for rename in renames:
+        if rename.id > run and rename.details.get("from") == name:
+            name = str(rename.details.get("to", name))
+    return name
 
 
 def run_outcome(code: int | str) -> str:
