@@ -565,3 +565,99 @@ def test_the_worker_holds_what_a_change_without_push_would_destroy(cli, scim, tm
     cli("sync", "--allow-deletes", "25").ok()  # accepted: the held rows go with the plan
     assert len(scim.users()) == 5
     assert cli("outbox", "list", "--json").json()["items"] == []
+
+
+def test_a_coalesced_role_row_keeps_the_allowance_of_the_change_it_carries(cli, scim, tmp_path):
+    """12 deprovisions allowed by their command, then one more user deleted (under the
+    guard on its own), both left to the worker: the group's row carries both changes.
+    Each change is judged as it was made: the worker held pl13 and the group as 'will
+    delete 13 users (43%)', counting the 12 it had just pushed under their allowance."""
+    seed(30)
+    edit_config(tmp_path, "[staff]\n", "[staff]\n    blocking: false\n")
+    users = [f"pl{i}" for i in range(1, 13)]
+    cli("--no-wait", "role", "unassign", "staff", *users, "--yes", "--allow-deletes", "12").ok()
+    cli("--no-wait", "user", "delete", "pl13", "--yes").ok()  # 1 user: under the guard
+    [group] = [r for r in cli("outbox", "list", "--json").items() if r["kind"] == "role"]
+    assert group["allowed"] == 12  # the larger allowance stays with the row
+    cli("outbox", "work", "--once").ok()
+    assert cli("outbox", "list", "--json").items() == []
+    assert len(scim.users()) == 17
+    [staff] = scim.groups()
+    assert len(staff.get("members", [])) == 17
+
+
+def test_rows_of_two_changes_are_each_held_with_their_own_count(cli, scim, tmp_path):
+    """12 deprovisions allowed, then 10 more not allowed, both left to the worker: the
+    10 are held saying 10, not 22 (the 12 went, under their allowance)."""
+    seed(30)
+    edit_config(tmp_path, "[staff]\n", "[staff]\n    blocking: false\n")
+    first = [f"pl{i}" for i in range(1, 13)]
+    cli("--no-wait", "role", "unassign", "staff", *first, "--yes", "--allow-deletes", "12").ok()
+    service = IdentityService(load_config())
+    try:
+        with service.unit_of_work(push=False) as uow:
+            for i in range(13, 23):
+                uow.delete_user(f"pl{i}")
+    finally:
+        service.close()
+    cli("outbox", "work", "--once").fails(7)
+    assert len(scim.users()) == 18  # the 12 allowed went
+    held = cli("outbox", "list", "--status", "held", "--json").items()
+    assert sorted(r["label"] for r in held if r["kind"] == "user") == sorted(
+        f"pl{i}" for i in range(13, 23)
+    )
+    reasons = {r["last_error"] for r in held}
+    assert all("will delete 10 users at scim" in why for why in reasons), reasons
+
+
+def test_an_allowance_does_not_outlive_a_failed_push(cli, scim, tmp_path):
+    """12 deprovisions allowed, their push failed (the target down): the retry was
+    pushed under that allowance, whatever the directory had become by then. Now the
+    failed rows lose it, say so, and a retry over the guard is held for release."""
+    from tests.peers.scim2 import free_port
+
+    seed(30)
+    edit_config(tmp_path, "[staff]\n", "[staff]\n    blocking: false\n")
+    users = [f"pl{i}" for i in range(1, 13)]
+    cli("--no-wait", "role", "unassign", "staff", *users, "--yes", "--allow-deletes", "12").ok()
+    rows = cli("outbox", "list", "--json").items()
+    assert len(rows) == 13 and {r["allowed"] for r in rows} == {12}  # shown, as it travels
+    closed = f"http://127.0.0.1:{free_port()}/v2"
+    edit_config(tmp_path, scim.base_url, closed)  # the target is down
+    assert cli("outbox", "work", "--once").exit_code == 6
+    failed = cli("outbox", "list", "--json").items()
+    assert {(r["status"], r["allowed"]) for r in failed} == {("failed", None)}
+    assert all("--allow-deletes 12 does not go with the retry" in r["last_error"] for r in failed)
+    edit_config(tmp_path, closed, scim.base_url)
+    assert cli("outbox", "retry").exit_code == 7  # judged afresh: 12 of 30, over the guard
+    held = cli("outbox", "list", "--status", "held", "--json").items()
+    assert len(held) == 13 and all("will delete 12 users at scim" in r["last_error"] for r in held)
+    assert len(scim.users()) == 30
+    cli("outbox", "release", "--yes", "--allow-deletes", "12").ok()
+    assert len(scim.users()) == 18
+
+
+def test_a_sync_gives_its_rows_what_its_plan_needs_and_harmless_rows_nothing(cli, scim, tmp_path):
+    """`sync --allow-deletes 500` stamped 500 on every row it enqueued or released, a
+    harmless group row held beside the deletes included: a later change coalescing
+    into one, or its retry, went out under 500. Now the rows of what the plan destroys
+    carry what it needed (25), the others none."""
+    seed(30)
+    cli("role", "add", "eng").ok()
+    service = IdentityService(load_config())
+    try:
+        with service.unit_of_work() as uow:
+            for i in range(1, 26):
+                uow.delete_user(f"pl{i}")
+            uow.assign("eng", ["pl30"])
+    finally:
+        service.close()
+    assert uow.outbound is not None and uow.outbound.held == {"scim": 28}
+    edit_config(tmp_path, "[staff]\n", "[staff]\n    blocking: false\n")  # left to the worker
+    cli("--no-wait", "sync", "--allow-deletes", "500").ok()
+    rows = {r["label"]: r for r in cli("outbox", "list", "--json").items()}
+    assert {rows[f"pl{i}"]["allowed"] for i in range(1, 26)} == {25}
+    assert rows["eng"]["allowed"] is None and rows["eng"]["status"] == "pending"
+    cli("outbox", "work", "--once").ok()
+    assert len(scim.users()) == 5
+    assert cli("outbox", "list", "--json").items() == []

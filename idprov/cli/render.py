@@ -107,7 +107,9 @@ def outbox(rows: list[OutboxRow]) -> None:
                 r.idp,
                 r.kind,
                 r.label,
-                r.status + (f" (next try {r.next_attempt_at})" if r.next_attempt_at else ""),
+                r.status
+                + (f" (next try {r.next_attempt_at})" if r.next_attempt_at else "")
+                + (f" (--allow-deletes {r.allowed})" if r.allowed is not None else ""),
                 r.attempts,
                 r.enqueued_at,
                 r.last_error or "",

@@ -15,6 +15,19 @@ releases them (`idprov outbox release`); a CLI command previews the effects and 
 first (:mod:`idprov.provisioning.preview`). ``allow`` (``--allow-deletes N``) accepts
 up to N effects of each kind.
 
+**An allowance is for one change, as it was made.** It travels with the outbox rows
+of the change it was given for (``allowed``), to whichever drainer pushes them, and
+the rows of each allowance are judged together, apart from the others': what passed
+under one allowance is not counted against rows judged without it, and a held row's
+reason counts only what is judged with it (:class:`GuardWindow`). A row that two
+changes coalesce into before its push keeps the larger allowance, and its effects,
+both changes', must fit in it (judged with it, held over it). It does not outlive
+the push it was given for: a row that fails or is held loses it, and its retry is
+judged afresh (over the guard, held for `idprov outbox release --allow-deletes N`),
+whatever the directory has become since. A sync gives the rows of what its plan
+destroys what the plan needed at their IdP (at most its ``--allow-deletes``), and
+the harmless rows it releases none.
+
 **A change of scope in the configuration** (an IdP's ``provisioning_roles``) is judged
 whole, by `idprov sync`: the users it takes out of scope are deprovisioned by no other
 push, which holds them (else each command would deprovision the one user it touched,
@@ -80,7 +93,7 @@ class Effects:
     """That change, as a sentence's part (see :func:`_scope_change`)."""
     hit: set[str] = field(default_factory=set, repr=False)
     """Local ids of the users and roles whose rows have any of these effects."""
-    disables: int = 0
+    disabled: set[str] = field(default_factory=set, repr=False)
     """Of :attr:`users`, those disabled there because they are disabled here (the
     ``active`` claim), whatever :attr:`verb` says."""
 
@@ -95,7 +108,8 @@ class Effects:
         """Count a user's decision (users first, then roles)."""
         if decision.action in ("delete", "disable"):
             self.users.append(label)
-            self.disables += decision.action == "disable"
+            if decision.action == "disable":
+                self.disabled.add(label)
             if entry is not None:
                 self.leaving.add(entry.local_id)
                 self.hit.add(entry.local_id)
@@ -121,29 +135,32 @@ class Effects:
             self.hit.add(local_id)
 
     def merged(self, other: Effects | None) -> Effects:
-        """These effects and ``other``'s (of the same IdP) together."""
+        """These effects and ``other``'s (of the same IdP) together; what both count
+        (the same user deprovisioned, the same member removed) is counted once: a row
+        pushed again in one window, or an import's leavers counted before their push
+        (:meth:`GuardWindow.prime`) and at it."""
         if other is None:
             return self
         return Effects(
             self.idp,
             self.verb,
-            self.users + other.users,
-            self.groups + other.groups,
-            self.memberships + other.memberships,
+            _once(self.users + other.users),
+            _once(self.groups + other.groups),
+            _once(self.memberships + other.memberships),
             {**self.attributes, **other.attributes},
             self.leaving | other.leaving,
-            self.rescoped + other.rescoped,
+            _once(self.rescoped + other.rescoped),
             self.scope_change or other.scope_change,
             self.hit | other.hit,
-            self.disables + other.disables,
+            self.disabled | other.disabled,
         )
 
     def sentence(self, kind: str, total: int) -> str:
         """``will delete 25 users at scim-main (83% of its 30 users)``."""
         count = self.count(kind)
         verb = self.verb
-        if self.disables:
-            verb = "disable" if self.disables == len(self.users) else "deprovision"
+        if self.disabled:
+            verb = "disable" if len(self.disabled) == len(self.users) else "deprovision"
         what = {
             "users": f"{verb} {_n(count, 'user')}",
             "groups": f"delete {_n(count, 'group')}",
@@ -170,6 +187,10 @@ class Effects:
 
 def _n(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _once(labels: list[str]) -> list[str]:
+    return list(dict.fromkeys(labels))
 
 
 def removed_attributes(
@@ -509,14 +530,41 @@ def harmless(outbound: Outbound, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
 
 # ---------------------------------------------------------------- holding rows
 @dataclass
+class Allowed:
+    """What the rows of one allowance did in a :class:`GuardWindow`."""
+
+    passed: dict[str, Effects] = field(default_factory=dict)
+    tripped: dict[str, list[Trip]] = field(default_factory=dict)
+
+
+@dataclass
 class GuardWindow:
     """One change judged across the batches it is pushed in (an import's, the outbox
     worker's): what was let through counts with every later batch, and once the guard
     trips at an IdP, the change's later rows there are held too (else the batches
-    after a held one, each under the guard, would delete what it held back)."""
+    after a held one, each under the guard, would delete what it held back).
 
-    passed: dict[str, Effects] = field(default_factory=dict)
-    tripped: dict[str, list[Trip]] = field(default_factory=dict)
+    The rows of each allowance are one change: what passed under one allowance is
+    not counted against rows judged with another, nor does its trip hold them (each
+    command's change is judged on its own, as it was when it was made: 12 deletes
+    allowed and pushed are not counted again against a 13th that was not). ``base``:
+    effects counted with every row judged here, whatever its allowance (a sync's plan,
+    which judged its IdPs whole)."""
+
+    base: dict[str, Effects] = field(default_factory=dict)
+    allowances: dict[int | None, Allowed] = field(default_factory=dict)
+
+    def of(self, allowance: int | None) -> Allowed:
+        """What the rows judged with ``allowance`` did so far."""
+        return self.allowances.setdefault(allowance, Allowed())
+
+    def prime(self, effects: Iterable[Effects], allowance: int | None) -> None:
+        """Count ``effects`` with the rows judged with ``allowance`` from now on, as if
+        they had passed: an import's leavers, judged before anything is written, are
+        judged with its rows (and counted once when they are pushed in turn)."""
+        allowed = self.of(allowance)
+        for e in effects:
+            allowed.passed[e.idp] = e.merged(allowed.passed.get(e.idp))
 
 
 def hold_over(
@@ -530,8 +578,10 @@ def hold_over(
     trip the guard; return the others, to push. A row is judged with the allowance
     that travels with it (``allowed``: the ``--allow-deletes`` of the command that
     changed it, whichever drainer pushes it), or ``allow`` (the judging command's)
-    where that is more; the rows of each allowance together. With ``window``, they
-    are judged as part of the change it stands for (see :class:`GuardWindow`)."""
+    where that is more; the rows of each allowance together, as one change, apart
+    from the others'. With ``window``, they are judged as part of the changes it
+    stands for (see :class:`GuardWindow`). A held row loses its allowance
+    (:meth:`~idprov.provisioning.outbox.Outbox.hold`): `outbox release` gives one."""
     groups: dict[int | None, list[OutboxRow]] = {}
     for row in rows:
         given = [a for a in (row.allowed, allow) if a is not None]
@@ -554,8 +604,10 @@ def _hold_over(
     if window is None:
         verdict = judge(outbound, found, allow)
     else:
-        verdict = judge(outbound, [e.merged(window.passed.get(e.idp)) for e in found], allow)
-        _remember(window, verdict, found, {r.idp for r in rows})
+        mine = window.of(allow)
+        counted = [e.merged(mine.passed.get(e.idp)).merged(window.base.get(e.idp)) for e in found]
+        verdict = judge(outbound, counted, allow)
+        _remember(mine, verdict, found, {r.idp for r in rows})
     tripped = {t.idp for t in verdict.trips if t.kind != SCOPE_TRIP}
     rescoped = {(e.idp, label) for e in found for label in e.rescoped}
     held = [r for r in rows if r.idp in tripped or (r.idp, r.label) in rescoped]
@@ -565,8 +617,9 @@ def _hold_over(
     return [r for r in rows if r.id not in ids]
 
 
-def _remember(window: GuardWindow, verdict: Verdict, found: list[Effects], idps: set[str]) -> None:
-    """Add this batch to ``window``: the trips of earlier batches hold it too."""
+def _remember(window: Allowed, verdict: Verdict, found: list[Effects], idps: set[str]) -> None:
+    """Add this batch to ``window`` (its allowance's): the trips of earlier batches
+    hold it too."""
     for trip in verdict.trips:
         if trip.kind != SCOPE_TRIP:  # only its own rows are held: the later batches go on
             window.tripped.setdefault(trip.idp, []).append(trip)

@@ -110,12 +110,14 @@ class OutboxRow:
     version: int = 0
     """Raised by each enqueue: the change this row stood for when it was read."""
     allowed: int | None = None
-    """The ``--allow-deletes`` of the command that last changed (or released) the row:
-    the deletion guard judges it with that, whichever drainer pushes it."""
+    """The ``--allow-deletes`` of the change the row carries (the command that changed
+    or released it; the larger of two changes coalesced before a push): the deletion
+    guard judges it with that, whichever drainer pushes it. A failed or held row has
+    none: its retry is judged afresh (see :meth:`Outbox.failed`)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        del out["version"], out["allowed"]  # internal: not part of `outbox list --json`
+        del out["version"]  # internal: not part of `outbox list --json`
         return out
 
 
@@ -199,7 +201,10 @@ class Outbox:
         assign of 5,000 users 5,000 round trips). A row already there keeps its
         ``enqueued_at``: its change has waited since then (each sync re-enqueued it,
         and the oldest row's age, which alerts watch, never passed the cron interval);
-        it takes this change's allowance. Returns (row id, IdP) pairs, by id."""
+        it takes this change's allowance, or keeps its own where that is more and it
+        is still pending (the change it carries is not pushed yet: both are judged
+        with it, and must fit in it together; a failed or held row has none). Returns
+        (row id, IdP) pairs, by id."""
         stamp = now()
         unique = list({e[0]: e for e in entities}.values())  # a row is upserted once
         values = [(idp, kind, *entity) for entity in unique for idp in idps]
@@ -213,7 +218,8 @@ class Outbox:
                 + " ON CONFLICT (idp, kind, local_id) DO UPDATE SET status = 'pending',"
                 " label = excluded.label, domain = excluded.domain, next_attempt_at = NULL,"
                 " updated_at = excluded.updated_at,"  # enqueued_at: waiting since the first
-                " allowed = excluded.allowed,"
+                " allowed = CASE WHEN outbox.status = 'pending' AND outbox.allowed >"
+                " coalesce(excluded.allowed, -1) THEN outbox.allowed ELSE excluded.allowed END,"
                 " version = outbox.version + 1 RETURNING id, idp",
                 [v for row in chunk for v in (*row, stamp, stamp, allowed)],
             ).fetchall()
@@ -420,21 +426,41 @@ class Outbox:
         self, row: OutboxRow, error: str, status: int | None, attempts: int, retry_in: float
     ) -> None:
         """The reconciliation failed: keep the row with its error, due again in
-        ``retry_in`` seconds (unless re-enqueued meanwhile), and release it."""
+        ``retry_in`` seconds (unless re-enqueued meanwhile), and release it. Its
+        allowance goes (unless re-enqueued meanwhile: the newer change's stays): it
+        was given for the change as it was, and the directory may have moved by the
+        retry, which the deletion guard judges afresh (held over it, for `idprov
+        outbox release`); the error says so."""
+        if row.allowed is not None:
+            error += (
+                f" (its --allow-deletes {row.allowed} does not go with the retry: over the"
+                " deletion guard it is held, for `idprov outbox release --allow-deletes N`)"
+            )
         self.db.execute(
             "UPDATE outbox SET status = 'failed', attempts = attempts + ?, last_error = ?,"
             " last_status = ?, updated_at = ?, failures = failures + 1,"
             " next_attempt_at = CASE WHEN version = ? THEN ? ELSE NULL END,"
+            " allowed = CASE WHEN version = ? THEN NULL ELSE allowed END,"
             " claimed_by = NULL, claimed_until = NULL WHERE id = ?",
-            [attempts, error, status, now(), row.version, stamp_in(retry_in), row.id],
+            [
+                attempts,
+                error,
+                status,
+                now(),
+                row.version,
+                stamp_in(retry_in),
+                row.version,
+                row.id,
+            ],
         )
 
     def hold(self, rows: Sequence[OutboxRow], why: str) -> None:
         """Keep ``rows`` from being pushed (status ``held``, ``why`` as their error)
-        until :meth:`release_held`: the deletion guard stopped them."""
+        until :meth:`release_held`: the deletion guard stopped them. Their allowance
+        goes: the release gives its own."""
         self.db.executemany(
             "UPDATE outbox SET status = 'held', last_error = ?, updated_at = ?,"
-            " claimed_by = NULL, claimed_until = NULL WHERE id = ?",
+            " allowed = NULL, claimed_by = NULL, claimed_until = NULL WHERE id = ?",
             [(why, now(), r.id) for r in rows],
         )
 

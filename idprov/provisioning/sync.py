@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from idprov.db import now
 from idprov.errors import ConfigError, ConflictError, GuardError, UsageError, from_os_error
-from idprov.provisioning.guard import Effects, Trip
+from idprov.provisioning.guard import KINDS, Effects, Trip
 from idprov.provisioning.results import OutboundReport
 from idprov.provisioning.retention import prune_audit
 
@@ -315,6 +315,7 @@ def apply_plan(
 
     check_plan(plan, allow_deletes)
     first: list[int] = []
+    allowed: dict[int, list[int]] = {}
     with service.unit_of_work(push=False) as uow:
         uow.begin()
         for idp_plan in plan.idps:
@@ -329,12 +330,14 @@ def apply_plan(
                 uow.enqueue(kind, item.local_id, item.domain, item.label, idps=[idp_plan.idp])
                 if item.action in ("delete", "disable") and kind == "user":
                     first += uow.rows[before:]
-        # its allowance goes with its rows, to whichever drainer pushes one of them
-        service.state.outbox.allow(uow.rows, allow_deletes)
+                need = accepted(idp_plan, item, allow_deletes)
+                if need is not None:
+                    allowed.setdefault(need, []).extend(uow.rows[before:])
+        # what it accepted goes with its destructive rows, to whichever drainer pushes them
+        for need, ids in allowed.items():
+            service.state.outbox.allow(ids, need)
         # what waited for this sync goes with it (its plan holds whatever they change)
-        service.state.outbox.release_held(
-            [p.idp for p in plan.idps], because=SCOPE_CHANGE, allowed=allow_deletes
-        )
+        service.state.outbox.release_held([p.idp for p in plan.idps], because=SCOPE_CHANGE)
         # this run drains every row of its IdPs, not only those it just enqueued
         rest = [r.id for r in service.state.outbox.rows(idps=[p.idp for p in plan.idps])]
     report = OutboundReport()
@@ -346,6 +349,22 @@ def apply_plan(
     if released:
         report.merge(service.push(released, guarded=True) or OutboundReport())
     return report
+
+
+def accepted(plan: IdpPlan, item: PlanItem, allow_deletes: int | None) -> int | None:
+    """The allowance ``item``'s outbox row carries: none for a row that destroys
+    nothing, nor without ``allow_deletes``; else what the plan's effects at its IdP
+    need (at most ``allow_deletes``), not all the operator gave: a retry or a change
+    coalescing into the row before its push finds it over that, so judged afresh."""
+    effects = plan.effects
+    if allow_deletes is None or effects is None:
+        return None
+    if item.kind == "user":
+        destructive = item.local_id in effects.hit
+    else:
+        destructive = item.action == "delete" or any(c.startswith("-") for c in item.changed)
+    need = max(effects.count(kind) for kind in KINDS)
+    return min(need, allow_deletes) if destructive and need else None
 
 
 def release_resolved(
@@ -361,7 +380,8 @@ def release_resolved(
     held = service.state.outbox.rows(idps=[p.idp for p in plan.idps], status="held")
     if not held:
         return []
-    ids = {r.id for r in harmless(service.outbound, held)}
+    harmless_ids = {r.id for r in harmless(service.outbound, held)}
+    ids = set(harmless_ids)
     rest = [r for r in held if r.id not in ids and service.outbound.configured(r.idp)]
     if rest:
         judged = GuardWindow({p.idp: p.effects for p in plan.idps if p.effects is not None})
@@ -369,10 +389,12 @@ def release_resolved(
         ids.update(r.id for r in kept)
     if not ids:
         return []
-    with service.state.transaction():
-        released = service.state.outbox.release_held(
-            sorted({r.idp for r in held if r.id in ids}), ids=sorted(ids), allowed=allow_deletes
-        )
+    released: list[int] = []
+    with service.state.transaction():  # a harmless row needs no allowance: it gets none
+        for given, some in ((None, harmless_ids), (allow_deletes, ids - harmless_ids)):
+            idps = sorted({r.idp for r in held if r.id in some})
+            if some:
+                released += service.state.outbox.release_held(idps, ids=sorted(some), allowed=given)
         service.state.audit(
             actor=service.actor,
             application=service.application,
@@ -381,7 +403,7 @@ def release_resolved(
             details={"rows": len(released), "by": "sync"},
             run=service.run,
         )
-    return released
+    return sorted(released)
 
 
 def run_sync(
