@@ -14,6 +14,7 @@ and the error says so.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -258,11 +259,28 @@ def _entered(transaction: AbstractContextManager[Any]) -> AbstractContextManager
 
 
 def reason(exc: Exception, password: str | None) -> str:
-    """The driver's message on one line. libpq never quotes the password; should one
-    appear anyway it is hidden (from 8 characters on: hiding a short one would mangle
-    host and user names that merely contain it)."""
-    text = " ".join(str(exc).split())
-    text = text.removeprefix("connection failed: ")
+    """The driver's message on one line, without the values of any row. The server's
+    DETAIL and CONTEXT quote rows ("Failing row contains (...)", "Key (name)=(...)", a
+    COPY's whole line: a password hash, personal data): of them only where a COPY
+    stopped is kept ("COPY users, line 3"). libpq never quotes the password; should
+    one appear anyway it is hidden (from 8 characters on: hiding a short one would
+    mangle host and user names that merely contain it)."""
+    text = _primary(exc)
+    text = " ".join(text.split()).removeprefix("connection failed: ")
     if password and len(password) >= 8:
         text = text.replace(password, "***")
     return text
+
+
+def _primary(exc: Exception) -> str:
+    """The server's primary message (and where a COPY was), else the driver's text."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    if not primary:
+        return str(exc)
+    at = _COPY_LINE.search(getattr(diag, "context", None) or "")
+    return f"{primary} (at {at.group(0)})" if at else str(primary)
+
+
+_COPY_LINE = re.compile(r"COPY [^,\s]+, line \d+")
+"""Where a COPY stopped, in the server's CONTEXT: what follows it is the row."""

@@ -10,6 +10,7 @@ and a refused copy leave the destination as they found it.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +21,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from idprov.config import load_config
-from idprov.provisioning.lock import RunLock
+from idprov.config.loader import load_file
+from idprov.errors import ConfigError, LockedError
+from idprov.provisioning import state_copy
+from idprov.provisioning.lock import AdvisoryRunLock, RunLock
 from idprov.provisioning.service import IdentityService
 from tests.peers.postgres import Database
 from tests.peers.scim2 import Scim2Peer
@@ -322,6 +326,10 @@ def test_a_userstore_in_another_database_left_out_by_a_failed_commit_comes_on_a_
     )  # fails at COMMIT
     error = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").error(1)
     assert "hr went away" in error["message"]
+    assert (
+        "committed: the state, userstore PRIMARY; not committed: userstore HR" in (error["message"])
+    )
+    assert "run the copy again" in error["hint"] and "userstore HR" in error["hint"]
     assert postgres.rows("SELECT username FROM directory.users") == [("alice",)]
     assert second_database.rows("SELECT count(*) FROM hr.users") == [(0,)]
 
@@ -336,6 +344,53 @@ def test_a_userstore_in_another_database_left_out_by_a_failed_commit_comes_on_a_
     }
     with IdentityService(load_config(new)) as svc:
         assert svc.verify_password("bob", "pw-bob-4567", domain="HR")
+
+
+def test_a_left_out_userstore_is_copied_after_the_new_configuration_was_used(
+    cli, postgres, second_database, tmp_path, write_config
+):
+    """HR's commit failed; then the new configuration ran (a sync, serve, a user
+    added): the state there is no longer exactly the copy, and the re-run still copies
+    HR, empty there while its source is the one the copy was made of."""
+    secret = tmp_path / "pg-password"
+    secret.write_text(postgres.password + "\n")
+    old = write_config(
+        f"data_dir: {tmp_path / 'data'}\nuserstores:\n  - {{domain: PRIMARY}}\n"
+        f"  - {{domain: HR, path: {tmp_path / 'hr.db'}}}\n",
+        "old.yaml",
+    )
+    new = write_config(
+        f"state: {{{pg_keys(postgres, secret, 'idprov')}}}\nuserstores:\n"
+        f"  - {{domain: PRIMARY, type: postgres, {pg_keys(postgres, secret, 'directory')}}}\n"
+        f"  - {{domain: HR, type: postgres, {pg_keys(second_database, secret, 'hr')}}}\n",
+        "new.yaml",
+    )
+    cli("--config", str(old), "user", "add", "alice").ok()
+    cli("--config", str(old), "user", "add", "HR/bob").ok()
+    cli("--config", str(new), "user", "list", "--domain", "HR").ok()  # HR's tables
+    second_database.execute(
+        "CREATE FUNCTION hr.fail() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " RAISE EXCEPTION 'hr went away'; END $$"
+    )
+    second_database.execute(
+        "CREATE CONSTRAINT TRIGGER fail AFTER INSERT ON hr.users DEFERRABLE INITIALLY"
+        " DEFERRED FOR EACH ROW EXECUTE FUNCTION hr.fail()"
+    )  # fails at COMMIT
+    cli("--config", str(old), "state", "copy", "--to", str(new), "--json").error(1)
+    second_database.execute("DROP TRIGGER fail ON hr.users")
+    cli("--config", str(new), "user", "add", "dave").ok()
+
+    report = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").json()
+    statuses = {p["name"]: p["status"] for p in report["parts"]}
+    assert statuses["userstore HR"] == "copied" and statuses["state"] == "already copied"
+    assert second_database.rows("SELECT username FROM hr.users") == [("bob",)]
+    assert {u for (u,) in postgres.rows("SELECT username FROM directory.users")} == {
+        "alice",
+        "dave",
+    }
+
+    again = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").error(4)
+    assert "nothing to copy" in again["message"]
 
 
 def test_a_missing_new_configuration_is_a_usage_error(cli, configs):
@@ -359,3 +414,175 @@ def test_a_source_already_in_postgresql_is_refused(cli, configs):
     _, new = configs
     error = cli("--config", str(new), "state", "copy", "--to", str(new), "--json").error(2)
     assert "in PostgreSQL already" in error["message"]
+
+
+WRITER = """
+import sys
+from idprov.config import load_config
+from idprov.provisioning.service import IdentityService
+
+with IdentityService(load_config(sys.argv[1])) as svc:
+    print("open", flush=True)
+    svc.add_user("carol", {})
+print("added", flush=True)
+"""
+
+
+def test_a_user_added_while_the_copy_runs_is_not_lost(cli, configs, postgres, monkeypatch):
+    """A command that opened the SQLite file once the copy had begun (after its first
+    look for other processes) waits for the copy's lock, and the copy refuses: what
+    the command writes would stay behind. Once it is done, the copy carries it over."""
+    old, new = configs
+    seed(cli, old)
+    original, writers = state_copy.copy_tables, []
+
+    def copy_tables(target, session):
+        if not writers:
+            env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+            writer = subprocess.Popen(
+                [sys.executable, "-c", WRITER, str(old)],
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            writers.append(writer)
+            assert writer.stdout is not None and writer.stdout.readline() == "open\n"
+        original(target, session)
+
+    monkeypatch.setattr(state_copy, "copy_tables", copy_tables)
+    try:
+        with pytest.raises(LockedError) as refused:
+            state_copy.copy_state(load_file(old), load_file(new))
+    finally:
+        written, _ = writers[0].communicate()
+    assert f"pid {writers[0].pid}" in refused.value.message
+    assert writers[0].returncode == 0 and written == "added\n", "it waited, then wrote"
+    assert schemas(postgres) == set()
+    monkeypatch.undo()
+
+    cli("--config", str(old), "state", "copy", "--to", str(new)).ok()
+    copied = {u for (u,) in postgres.rows("SELECT username FROM directory.users")}
+    assert copied == {"alice", "bob", "carol"}
+
+
+def test_a_sync_of_the_new_configuration_holding_its_lock_makes_the_copy_refuse(
+    cli, configs, postgres
+):
+    old, new = configs
+    seed(cli, old)
+    cli("--config", str(new), "log").ok()  # the new state's tables, run_locks among them
+    with AdvisoryRunLock(load_config(new).state, "sync"):
+        error = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").error(8)
+    assert "new configuration" in error["message"] and "sync holds the lock" in error["message"]
+    assert postgres.rows("SELECT count(*) FROM idprov.ledger") == [(0,)]
+
+
+def test_a_postgres_userstore_kept_must_be_the_same_database(cli, postgres, tmp_path, write_config):
+    """A userstore that is not copied (PostgreSQL, LDAP) is the same store or the copy
+    refuses: pointed elsewhere, its users would be missing, and deprovisioned."""
+    secret = tmp_path / "pg-password"
+    secret.write_text(postgres.password + "\n")
+    state = f"state: {{{pg_keys(postgres, secret, 'idprov')}}}\n"
+    primary = f"  - {{domain: PRIMARY, type: postgres, {pg_keys(postgres, secret, 'directory')}}}\n"
+
+    def hr(schema: str) -> str:
+        return f"  - {{domain: HR, type: postgres, {pg_keys(postgres, secret, schema)}}}\n"
+
+    old = write_config(
+        f"data_dir: {tmp_path / 'data'}\nuserstores:\n  - {{domain: PRIMARY}}\n{hr('hr')}",
+        "old.yaml",
+    )
+    elsewhere = write_config(f"{state}userstores:\n{primary}{hr('hr_elsewhere')}", "new.yaml")
+    same = write_config(f"{state}userstores:\n{primary}{hr('hr')}", "same.yaml")
+    cli("--config", str(old), "user", "add", "HR/bob").ok()
+
+    error = cli("--config", str(old), "state", "copy", "--to", str(elsewhere), "--json").error(2)
+    assert "schema hr," in error["message"] and "schema hr_elsewhere" in error["message"]
+    assert "deprovision" in error["message"] and "point HR" in error["hint"]
+    assert schemas(postgres) == set()
+
+    report = cli("--config", str(old), "state", "copy", "--to", str(same), "--json").json()
+    assert report["status"] == "copied" and "schema hr)" in report["kept"][0]
+    listed = cli("--config", str(same), "user", "list", "--domain", "HR", "--json").json()
+    assert [u["username"] for u in listed["items"]] == ["bob"]
+
+
+def test_an_ldap_userstore_kept_must_stay_the_same_directory(tmp_path, write_config):
+    ldap = (
+        "  - {{domain: CORP, type: ldap, url: '{url}', user_search_base: 'ou=people,"
+        "dc=example,dc=com', group_search_base: 'ou=groups,dc=example,dc=com'}}\n"
+    )
+    old = write_config(
+        f"data_dir: {tmp_path / 'data'}\nuserstores:\n  - {{domain: PRIMARY}}\n"
+        + ldap.format(url="ldap://ldap.example.com"),
+        "old.yaml",
+    )
+    keys = "url: 'postgresql://idprov@db.example.com/identity', password: 'env:PG'"
+    new = f"state: {{{keys}}}\nuserstores:\n  - {{domain: PRIMARY, type: postgres, {keys}}}\n"
+    moved = write_config(new + ldap.format(url="ldap://other.example.com"), "moved.yaml")
+    same = write_config(new + ldap.format(url="LDAP://ldap.example.com:389"), "same.yaml")
+    to_postgres = write_config(
+        new + f"  - {{domain: CORP, type: postgres, {keys}, schema: corp}}\n"
+    )
+
+    with pytest.raises(ConfigError) as refused:
+        state_copy.pair_userstores(load_file(old), load_file(moved))
+    assert "ldap://ldap.example.com" in refused.value.message
+    assert "ldap://other.example.com" in refused.value.message
+    with pytest.raises(ConfigError) as refused:
+        state_copy.pair_userstores(load_file(old), load_file(to_postgres))
+    assert "postgres at db.example.com:5432/identity, schema corp" in refused.value.message
+    _, kept = state_copy.pair_userstores(load_file(old), load_file(same))
+    assert kept and kept[0].startswith("CORP (ldap): not copied")
+
+
+def test_a_failed_copy_of_users_does_not_echo_password_hashes(cli, configs, postgres):
+    """PostgreSQL's CONTEXT of a failed COPY quotes the row: salt and hash, claims."""
+    old, new = configs
+    seed(cli, old)
+    cli("--config", str(new), "user", "list").ok()  # the new userstore's tables
+    postgres.execute(
+        "CREATE FUNCTION directory.fail() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " RAISE EXCEPTION 'out of disk'; END $$"
+    )
+    postgres.execute(
+        "CREATE TRIGGER fail BEFORE INSERT ON directory.users FOR EACH ROW"
+        " EXECUTE FUNCTION directory.fail()"
+    )
+    run = cli("--config", str(old), "state", "copy", "--to", str(new), "--json")
+    error = run.error(1)
+    assert "out of disk" in error["message"] and "table users" in error["message"]
+    assert "line 1" in error["message"] and "nothing was committed" in error["message"]
+    assert "run the copy again" in error["hint"]
+    for leaked in ("$scrypt", "alice", "example.com", "Alice"):
+        assert leaked not in run.stderr
+
+
+def test_a_database_error_never_quotes_the_row(postgres, tmp_path):
+    """Every caller of PgSession (the userstore's own COPY of an import, an INSERT):
+    neither DETAIL's "Failing row contains (...)" nor a COPY's CONTEXT comes through."""
+    from idprov.config.postgres import PostgresUserstoreConfig
+    from idprov.config.secrets import SecretRef
+    from idprov.errors import StoreError
+    from idprov.pg import PgSession
+
+    secret = tmp_path / "pg-password"
+    secret.write_text(postgres.password + "\n")
+    config = PostgresUserstoreConfig(
+        url=postgres.url, password=SecretRef(f"file:{secret}"), sslmode="disable"
+    )
+    postgres.execute("CREATE TABLE rows (name text, hash text CHECK (hash <> 'x'))")
+    session = PgSession(config, "userstore PG", "userstore PG")
+    try:
+        with pytest.raises(StoreError) as inserted:
+            session.execute("INSERT INTO rows VALUES ('carol', 'x')")
+        with pytest.raises(StoreError) as copied, session.translated():
+            with session.connection().cursor() as cur, cur.copy("COPY rows FROM STDIN") as copy:
+                copy.write_row(["dave", "$scrypt$secret"])
+                copy.write_row(["erin", "x"])
+    finally:
+        session.close()
+    assert "violates check constraint" in inserted.value.message
+    assert "carol" not in inserted.value.message
+    assert "(at COPY rows, line 2)" in copied.value.message
+    assert "erin" not in copied.value.message

@@ -17,14 +17,22 @@ internal roles, JIT links. Without the users' ids the ledger would name nobody.
 - the destination is written in one transaction per database (the state and a
   userstore in one database: one for both) and the rows of each table counted before
   it commits: a copy that dies leaves nothing, and runs again. The state's commits
-  first, so a userstore of another database that a failed commit left out is found
-  empty, beside a complete state, by the re-run, which copies it;
-- a destination holding anything is refused, unless it is exactly what an earlier copy
-  of this same source wrote (the ``state.copy`` entry it adds to the audit log holds a
-  digest of the source): then there is nothing to do;
-- the source's run lock is held throughout (no sync or import meanwhile); an outbox
-  worker holding rows, or another process with a source file open (``idprov serve``),
-  makes it refuse.
+  first; a later commit that fails says which parts were committed, and the re-run
+  copies the userstore it left out, found empty beside the state this same source
+  made (even once the new configuration has been used);
+- a destination holding anything is refused, unless it is what an earlier copy of this
+  same source wrote (the ``state.copy`` entry it adds to the audit log holds a digest
+  of the source): then there is nothing to do;
+- a userstore that is not copied (LDAP, PostgreSQL) must be the same store in both
+  configurations: the copied ledger and memberships name its users;
+- the source's run lock and the destination's are held throughout (no sync or import
+  of either meanwhile), and each source file is read in a write transaction that is
+  never committed: a command started meanwhile waits for the copy. An outbox worker
+  holding rows, or another process with a source file open (``idprov serve``, a
+  command waiting to write), found before the copy or just before its commit, makes
+  it refuse;
+- an error never quotes a row (PostgreSQL's CONTEXT of a failed COPY holds the
+  password hash): it names the table and the line.
 """
 
 from __future__ import annotations
@@ -32,15 +40,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from idprov.config.models import Config, SqliteUserstoreConfig, UserstoreConfig
 from idprov.db import Database, DatabasePool
-from idprov.errors import ConfigError, ConflictError, LockedError, NotFoundError, StoreError
+from idprov.errors import (
+    ConfigError,
+    ConflictError,
+    IdprovError,
+    LockedError,
+    NotFoundError,
+    StoreError,
+)
 from idprov.statedb import STATE_FILENAME, SqliteStateDB, StateDB
 
 if TYPE_CHECKING:
@@ -122,6 +139,10 @@ class Source:
     sequences: dict[str, int] = field(default_factory=dict)
     """Per table, the highest AUTOINCREMENT id ever given (``sqlite_sequence``)."""
 
+    @property
+    def has_rows(self) -> bool:
+        return any(self.counts.values())
+
     def read(self) -> None:
         for table in self.tables:
             found = self.db.execute(f"SELECT count(*) FROM {q(table)}").fetchone()
@@ -176,8 +197,7 @@ class Target:
 
     @property
     def database(self) -> tuple[str, int, str, str]:
-        cfg = self.config
-        return (cfg.host, cfg.port, cfg.database, cfg.user)
+        return database_of(self.config)
 
     def table(self, name: str) -> str:
         return f"{q(self.config.schema)}.{q(name)}"
@@ -210,19 +230,22 @@ def copy_state(
     PostgreSQL state and userstores of the same domains (see the module). Raises
     ConfigError for configurations that do not pair up, ConflictError for a
     destination holding something else, LockedError while a sync, import or outbox
-    worker runs, StoreError for a table the destination lacks. ``dry_run``: everything
+    worker of either configuration runs or another process has a source file open,
+    StoreError for a table the destination lacks. ``dry_run``: everything
     but the commit."""
     stores, kept = pair_userstores(source, destination)
     pool = DatabasePool()
     try:
         state_db = source_state(source, pool)
-        with state_db.run_lock("state copy"):
+        with state_db.run_lock("state copy"), destination_lock(destination):
             no_drainers(state_db)
             parts = source_parts(source, state_db, pool, stores)
-            nobody_else(sorted({p.path for p in parts}))
+            paths = sorted({p.path for p in parts})
+            nobody_else(paths)
             with ExitStack() as stack:
-                for db in {id(p.db): p.db for p in parts}.values():
-                    stack.enter_context(snapshot(db))
+                for part in {id(p.db): p for p in parts}.values():
+                    stack.enter_context(snapshot(part.db, part.path))
+                nobody_else(paths)  # who opened a file before the lock, and waits
                 for part in parts:
                     part.read()
                 targets = make_targets(destination, parts, stores)
@@ -258,8 +281,8 @@ def pair_userstores(
         target = _counterpart(store, destination)
         if target is None:
             kept.append(
-                f"{store.domain} ({store.type}): not copied; the new configuration's "
-                f"{destination.userstore(store.domain).type} store is used as it is"
+                f"{store.domain} ({store.type}): not copied; the new configuration names "
+                f"the same store ({store_where(store)}), used as it is"
             )
         else:
             stores[store.domain] = target
@@ -284,6 +307,7 @@ def _counterpart(store: UserstoreConfig, destination: Config) -> PostgresUsersto
             "ledger, roles and memberships name its users",
         )
     if not isinstance(store, SqliteUserstoreConfig):
+        _same_store(store, target, destination)
         return None
     if not isinstance(target, PostgresUserstoreConfig):
         raise ConfigError(
@@ -293,6 +317,58 @@ def _counterpart(store: UserstoreConfig, destination: Config) -> PostgresUsersto
             hint=f"give {store.domain} type: postgres (with url, password, schema)",
         )
     return target
+
+
+def _same_store(store: UserstoreConfig, target: UserstoreConfig, destination: Config) -> None:
+    """A userstore that is not copied must be the very store the current configuration
+    names: the ledger, memberships and the copied state name its users, whom a store
+    elsewhere lacks (the next sync would deprovision them)."""
+    if store_identity(store) != store_identity(target):
+        raise ConfigError(
+            f"userstore {store.domain} is not copied, so it must stay the store it is: "
+            f"the current configuration has {store_where(store)}, the new one "
+            f"{store_where(target)}; its users would be missing there, and the next sync "
+            "would deprovision them",
+            location=destination.source,
+            hint=f"point {store.domain} of the new configuration at {store_where(store)}; "
+            "to move its users elsewhere, do that apart, before or after the copy",
+        )
+
+
+def store_identity(store: UserstoreConfig) -> tuple[Any, ...]:
+    """What makes two userstore configurations the same store: the type and where
+    its users are (PostgreSQL: server, database, schema; LDAP: server and bases)."""
+    from idprov.config.ldap import LdapUserstoreConfig
+    from idprov.config.postgres import PostgresUserstoreConfig
+
+    if isinstance(store, PostgresUserstoreConfig):
+        return (store.type, store.host.lower(), store.port, store.database, store.schema)
+    if isinstance(store, LdapUserstoreConfig):
+        url = urlsplit(store.url)
+        default = 636 if url.scheme.lower() == "ldaps" else 389
+        server = (url.scheme.lower(), (url.hostname or "").lower(), url.port or default)
+        bases = (_dn(store.user_search_base), _dn(store.group_search_base))
+        return (store.type, server, bases)
+    return (store.type, getattr(store, "path", None))
+
+
+def _dn(dn: str) -> str:
+    return ",".join(part.strip() for part in dn.split(",")).casefold()
+
+
+def store_where(store: UserstoreConfig) -> str:
+    """Where a userstore's users are, in messages."""
+    from idprov.config.ldap import LdapUserstoreConfig
+    from idprov.config.postgres import PostgresUserstoreConfig
+
+    if isinstance(store, PostgresUserstoreConfig):
+        return f"{store.type} at {store.host}:{store.port}/{store.database}, schema {store.schema}"
+    if isinstance(store, LdapUserstoreConfig):
+        return (
+            f"{store.type} at {store.url}, users under {store.user_search_base!r}, groups "
+            f"under {store.group_search_base!r}"
+        )
+    return store.type
 
 
 def _distinct_schemas(stores: dict[str, PostgresUserstoreConfig], destination: Config) -> None:
@@ -384,13 +460,65 @@ def source_parts(
 
 
 @contextmanager
-def snapshot(db: Database) -> Iterator[None]:
-    """One read transaction: every table as of one moment."""
-    db.execute("BEGIN")
+def snapshot(db: Database, path: Path) -> Iterator[None]:
+    """Every table as of one moment, and no writer until the copy ends: a write
+    transaction (``BEGIN IMMEDIATE``), never committed. A command started meanwhile
+    (``user add``, ``token create``, ``idprov serve``) waits for it up to its busy
+    timeout, and fails changing nothing; one that has the file open is found by
+    :func:`nobody_else`, which runs again once this is taken and before the commit."""
+    from idprov.db import BUSY_TIMEOUT_MS, holders
+
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise LockedError(
+            f"{path} is being written ({exc}), {holders(str(path.resolve()), os.getpid())}, "
+            f"for longer than {BUSY_TIMEOUT_MS // 1000} s: nothing was copied",
+            hint="stop idprov (the sync timer, idprov serve, outbox workers) and run the "
+            "copy again",
+        ) from None
     try:
         yield
     finally:
         db.execute("ROLLBACK")
+
+
+@contextmanager
+def destination_lock(destination: Config) -> Iterator[None]:
+    """The new state's run lock, as a sync or an import of the new configuration takes
+    it: none of them runs while the copy writes. Before the state's tables are made
+    (a new database), the lock alone, without ``run_locks``' note of who holds it."""
+    from idprov.pg import PgSession
+    from idprov.provisioning.lock import AdvisoryRunLock
+
+    config: PostgresStateConfig = destination.state  # type: ignore[assignment]
+    lock = AdvisoryRunLock(config, "state copy")
+    session = PgSession(config, "the state", "state")
+    try:
+        try:
+            found = session.execute("SELECT to_regclass(?)", [f"{q(config.schema)}.run_locks"])
+            noted = found.fetchone() != (None,)
+            if noted:
+                session.close()
+                lock.__enter__()
+            else:
+                row = session.execute("SELECT pg_try_advisory_lock(hashtext(?))", [lock.key])
+                if row.fetchone() != (True,):
+                    raise LockedError("another idprov process holds its run lock")
+        except LockedError as exc:
+            raise LockedError(
+                f"the new configuration's state at {config.where}, schema {config.schema}: "
+                f"{exc.message}; nothing was copied",
+                hint="stop idprov on the new configuration too (its sync timer, idprov "
+                "serve, outbox workers) and run the copy again",
+            ) from None
+        try:
+            yield
+        finally:
+            if noted:
+                lock.__exit__(None, None, None)
+    finally:
+        session.close()  # which releases the lock taken on it
 
 
 def make_targets(
@@ -428,11 +556,13 @@ def copy_parts(targets: list[Target], dry_run: bool, actor: str) -> None:
     """Make the tables, check the destination holds nothing else, copy and count, in
     one transaction per database. The state's commits first: a userstore in another
     database is written only after the state that names its users (a re-run copies
-    what a failed commit left out)."""
+    what a failed commit left out, and the error says which that is)."""
     sessions, owners = _sessions(targets)
+    committed: set[tuple[str, int, str, str]] = set()
     try:
         with ExitStack() as stack:
             for owner in reversed(owners):  # the state's last: its commit comes first
+                stack.push(_noting_commit(owner, committed))
                 stack.enter_context(owner.transaction())
             for target, session in zip(targets, sessions, strict=True):
                 prepare(target, session)
@@ -443,15 +573,54 @@ def copy_parts(targets: list[Target], dry_run: bool, actor: str) -> None:
                     copy_tables(target, session)
             if targets[0].status == WOULD_COPY:
                 mark(targets, sessions[0], source_digest(), actor)
+            nobody_else(sorted({t.source.path for t in targets}))  # came while it copied
             if dry_run:
                 raise _DryRun
     except _DryRun:
         return
+    except IdprovError as exc:
+        if any(t.database in committed for t in targets if t.status == WOULD_COPY):
+            raise partly_committed(exc, targets, committed) from None
+        raise
     finally:
         for owner in owners:
             owner.close()
     for target in targets:
         target.status = COPIED if target.status == WOULD_COPY else target.status
+
+
+def _noting_commit(
+    owner: PgSession, committed: set[tuple[str, int, str, str]]
+) -> Callable[..., None]:
+    """Run after ``owner``'s transaction ends: notes its database if it committed."""
+
+    def note(exc_type: type[BaseException] | None, *_: Any) -> None:
+        if exc_type is None:
+            committed.add(database_of(owner.config))
+
+    return note
+
+
+def partly_committed(
+    exc: IdprovError, targets: list[Target], committed: set[tuple[str, int, str, str]]
+) -> IdprovError:
+    """``exc`` (a commit that failed after another database's succeeded), saying which
+    parts were committed and that a re-run copies the rest."""
+    copying = [t for t in targets if t.status == WOULD_COPY]
+    done = [t.label for t in copying if t.database in committed]
+    left = [t.label for t in copying if t.database not in committed]
+    exc.message = f"{exc.message}; committed: {', '.join(done)}; not committed: {', '.join(left)}"
+    exc.args = (exc.message,)
+    exc.hint = (
+        f"once the cause is fixed, run the copy again: it copies {', '.join(left)} and "
+        "leaves what was committed as it is"
+    )
+    return exc
+
+
+def database_of(config: PostgresConnection) -> tuple[str, int, str, str]:
+    """Server, database and user: what one connection, and one transaction, reaches."""
+    return (config.host, config.port, config.database, config.user)
 
 
 def _sessions(targets: list[Target]) -> tuple[list[PgSession], list[PgSession]]:
@@ -527,32 +696,82 @@ class _Digest:
 
 
 def decide(targets: list[Target], sessions: list[PgSession], source_digest: _Digest) -> None:
-    """Each target's status: empty there, to copy; exactly an earlier copy of this
-    source, already copied; anything else, a ConflictError."""
-    state, session = targets[0], sessions[0]
-    held = {t: pg_count(session, state, t) for t in state.tables}
-    if any(held.values()):
-        state.status = earlier_copy(state, session, held, source_digest)
-    for target, session in zip(targets[1:], sessions[1:], strict=True):
-        held = {t: pg_count(session, target, t) for t in target.tables}
-        if not any(held.values()):
-            continue
-        if state.status == ALREADY_COPIED and held == target.source.counts:
-            target.status = ALREADY_COPIED
-            continue
+    """Each part's status, judged apart: empty there, to copy; beside a state that is
+    this very source's copy, a userstore is copied if it is empty (a failed commit left
+    it out) and already copied if not; anything else, a ConflictError."""
+    held = [
+        {t: pg_count(session, target, t) for t in target.tables}
+        for target, session in zip(targets, sessions, strict=True)
+    ]
+    state, stores = targets[0], list(zip(targets[1:], sessions[1:], held[1:], strict=True))
+    used_since = False
+    if any(held[0].values()):
+        left_out = [
+            t.label
+            for t, _, h in stores
+            if not any(h.values()) and t.source.has_rows and t.database != state.database
+        ]
+        used_since = earlier_copy(state, sessions[0], held[0], source_digest, left_out)
+        state.status = ALREADY_COPIED
+    for target, session, counts in stores:
+        target.status = userstore_status(target, session, counts, state, used_since)
+    if used_since and all(t.status == ALREADY_COPIED for t in targets):
         raise ConflictError(
-            f"{target.label} at {target.where} holds users or roles already "
-            f"({_counted(held)}): a copy goes only to an empty userstore; nothing was copied",
-            hint=f"give {target.label} an empty schema in the new configuration (a new "
-            "schema is created), or drop this one if it is a failed trial",
+            f"{state.where} holds a copy of this source, and idprov has used it since: "
+            "there is nothing to copy",
+            hint="use the new configuration; the copy is not needed again",
         )
 
 
-def earlier_copy(
-    state: Target, session: PgSession, held: dict[str, int], source_digest: _Digest
+def userstore_status(
+    target: Target, session: PgSession, held: dict[str, int], state: Target, used_since: bool
 ) -> str:
-    """ALREADY_COPIED if the state there is exactly what a copy of this source wrote;
-    else a ConflictError saying what it is."""
+    """WOULD_COPY for an empty userstore, ALREADY_COPIED for this source's copy; else
+    a ConflictError. Beside a state already copied, an empty one is copied only if its
+    source has rows and it is in another database than the state's (in the same one,
+    it was committed with the state, and emptied since)."""
+    copied = state.status == ALREADY_COPIED
+    if not any(held.values()):
+        left_out = target.source.has_rows and target.database != state.database
+        return ALREADY_COPIED if copied and not left_out else WOULD_COPY
+    if copied and (held == target.source.counts or used_since):
+        if not target.source.has_rows or holds_any_user(target, session):
+            return ALREADY_COPIED
+        raise ConflictError(
+            f"{target.label} at {target.where} holds none of the "
+            f"{target.source.counts.get('users', 0)} users of {target.source.path} but "
+            f"others ({_counted(held)}): the commit that copies it failed, and the new "
+            "configuration has added users there since; nothing was copied",
+            hint=f"move the users the new configuration added to {target.label} away (or "
+            "drop its schema if they are trials), and run the copy again: it copies "
+            f"{target.label}",
+        )
+    raise ConflictError(
+        f"{target.label} at {target.where} holds users or roles already "
+        f"({_counted(held)}): a copy goes only to an empty userstore; nothing was copied",
+        hint=f"give {target.label} an empty schema in the new configuration (a new "
+        "schema is created), or drop this one if it is a failed trial",
+    )
+
+
+def holds_any_user(target: Target, session: PgSession) -> bool:
+    """Whether the destination holds any of the source's users (by id)."""
+    ids = [str(r[0]) for r in target.source.db.execute('SELECT id FROM "users"')]
+    found = session.execute(
+        f"SELECT 1 FROM {target.table('users')} WHERE id::text = ANY(?) LIMIT 1", [ids]
+    )
+    return found.fetchone() is not None or not ids
+
+
+def earlier_copy(
+    state: Target,
+    session: PgSession,
+    held: dict[str, int],
+    source_digest: _Digest,
+    left_out: list[str],
+) -> bool:
+    """Whether idprov has used the state there since a copy of this very source made
+    it; a ConflictError if it is not such a copy."""
     row = session.execute(
         f"SELECT at, target, details FROM {state.table('audit')} WHERE action = ?"
         " ORDER BY id DESC LIMIT 1",
@@ -567,20 +786,16 @@ def earlier_copy(
         )
     at, copied_from, details = row[0], row[1], json.loads(row[2])
     if details.get("digest") != source_digest():
+        empty = f" ({', '.join(left_out)} there: empty, left out by a failed commit)"
         raise ConflictError(
-            f"{state.where} holds a copy of {copied_from} made at {at}; this source "
-            "has changed since (idprov went on using it): nothing was copied",
+            f"{state.where} holds a copy of {copied_from} made at {at}"
+            f"{empty if left_out else ''}; this source has changed since (idprov went on "
+            "using it): nothing was copied",
             hint="if the new configuration is not in use yet, drop its schemas (the state's "
             "and the userstores') and copy again, with idprov stopped",
         )
     expected = {**state.source.counts, "audit": state.source.counts.get("audit", 0) + 1}
-    if any(held.get(t, 0) != expected.get(t, 0) for t in {*held, *expected}):
-        raise ConflictError(
-            f"{state.where} holds a copy of this source made at {at}, and idprov has used "
-            "it since: there is nothing to copy",
-            hint="use the new configuration; the copy is not needed again",
-        )
-    return ALREADY_COPIED
+    return any(held.get(t, 0) != expected.get(t, 0) for t in {*held, *expected})
 
 
 def _counted(held: dict[str, int]) -> str:
@@ -592,11 +807,7 @@ def copy_tables(target: Target, session: PgSession) -> None:
     rows counted."""
     source = target.source
     for table in copy_order(session, target):
-        names = ", ".join(map(q, source.tables[table]))
-        with session.translated(), session.connection().cursor() as cur:
-            with cur.copy(f"COPY {target.table(table)} ({names}) FROM STDIN") as copy:
-                for row in source.rows(table):
-                    copy.write_row(row)
+        rows_of(target, session, table)
         continue_ids(session, target, table, source.sequences.get(table, 0))
         counted = pg_count(session, target, table)
         if counted != source.counts[table]:
@@ -605,6 +816,24 @@ def copy_tables(target: Target, session: PgSession) -> None:
                 f"{source.counts[table]} in {source.path}; nothing was committed",
                 hint="run the copy again; if it says the same, report it",
             )
+
+
+def rows_of(target: Target, session: PgSession, table: str) -> None:
+    """COPY one table's rows. A failure names the table and the line, never a row's
+    values (a password hash, personal data: PostgreSQL's CONTEXT quotes the row)."""
+    source = target.source
+    names = ", ".join(map(q, source.tables[table]))
+    try:
+        with session.translated(), session.connection().cursor() as cur:
+            with cur.copy(f"COPY {target.table(table)} ({names}) FROM STDIN") as copy:
+                for row in source.rows(table):
+                    copy.write_row(row)
+    except IdprovError as exc:
+        raise StoreError(
+            f"copying table {table} of {source.path}: {exc.message}; nothing was committed",
+            hint="run the copy again once the cause is fixed (PostgreSQL's own log may "
+            "record the row it refused: see README, Moving to PostgreSQL)",
+        ) from None
 
 
 def copy_order(session: PgSession, target: Target) -> list[str]:
