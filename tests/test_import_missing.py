@@ -176,7 +176,7 @@ def test_the_guard_refuses_a_truncated_feed_whole_and_allow_deletes_accepts_it(c
     before = snapshot(tmp_path)
     truncated = feed(tmp_path, ["emp00", "emp01", "newbie"], "truncated.csv")
     error = nightly(cli, truncated, "--missing", "disable", "--json").error(7)
-    assert "would disable 28 of the 30 users of the HR userstore (93%)" in error["message"]
+    assert "would disable 28 of the 30 active users of the HR userstore (93%)" in error["message"]
     assert "not in truncated.csv" in error["message"]
     assert "max_percent (20%) of scim" in error["message"]
     assert "nothing was changed" in error["message"]
@@ -208,7 +208,7 @@ def test_the_guard_judges_the_effects_at_the_target_too(cli, scim2_server, tmp_p
     nightly(cli, everyone, "--missing", "disable").ok()
     assert len(scim2_server.users()) == 12
     error = nightly(cli, feed(tmp_path, staff), "--missing", "disable", "--json").error(7)
-    assert "12 of the 100 users" in error["message"]
+    assert "12 of the 100 active users" in error["message"]
     assert "will disable 12 users at scim (100% of its 12 users)" in error["message"]
     assert "--allow-deletes 12" in error["hint"]
     assert all(at_target(scim2_server).values())
@@ -394,3 +394,65 @@ userstores:
     assert "--missing delete" in error["hint"]
     cli("import", "users", str(alone), *upsert, "--missing", "delete").ok()
     assert set(local(cli)) == {"CORP/ann"}
+
+
+def test_missing_disable_judges_against_enabled_users_not_past_leavers(cli, tmp_path):
+    """Past leavers stay in the domain, disabled: 11 of the 12 employees missing from a
+    truncated export is 92% of them, not 11 of 60 users (18%, under the guard)."""
+    (tmp_path / "idprov.yaml").write_text(
+        f"version: 1\ndata_dir: {tmp_path / 'data'}\nuserstores:\n  - domain: PRIMARY\n"
+        f"  - domain: HR\n    path: {tmp_path / 'hr.db'}\n"
+    )
+    full = tmp_path / "full.csv"
+    full.write_text(
+        "username,email,active\n"
+        + "".join(f"p{i:02d},p{i:02d}@example.com,{str(i >= 48).lower()}\n" for i in range(60))
+    )
+    nightly(cli, full).ok()
+    assert sum(active_here(cli).values()) == 12
+    short = feed(tmp_path, ["p48"], "short.csv")
+    error = nightly(cli, short, "--missing", "disable", "--json").error(7)
+    assert "would disable 11 of the 12 active users of the HR userstore (92%)" in error["message"]
+    assert "--allow-deletes 11" in error["hint"]
+    assert sum(active_here(cli).values()) == 12
+    report = nightly(cli, short, "--missing", "disable", "--allow-deletes", "11", "--json").json()
+    assert (report["missing"]["count"], report["missing"]["of"]) == (11, 12)
+    assert active_here(cli) == {f"HR/p{i:02d}": i == 48 for i in range(60)}
+
+
+def test_the_leavers_are_judged_with_what_the_files_own_rows_deprovision(cli, scim, tmp_path):
+    """6 leavers (20% of 30, under the guard) and 6 rows saying active=false (under it
+    too, alone): 12 disables together, 40% of the target's users. The rows' push was
+    judged apart from the leavers, and disabled its 6 at the target before the leavers
+    tripped the guard."""
+    everyone = [f"emp{i:02d}" for i in range(30)]
+    nightly(cli, feed(tmp_path, everyone), "--missing", "disable").ok()
+    short = tmp_path / "short.csv"  # emp24..emp29 left; emp00..emp05 say active=false
+    short.write_text(
+        "username,email,active\n"
+        + "".join(f"emp{i:02d},emp{i:02d}@example.com,{str(i >= 6).lower()}\n" for i in range(24))
+    )
+    run = nightly(cli, short, "--missing", "disable", "--json")
+    assert run.exit_code == 7, run
+    assert all(at_target(scim).values())  # nothing was disabled at the target
+    held = cli("outbox", "list", "--status", "held", "--json").items()
+    leaving = {f"HR/emp{i:02d}" for i in [*range(6), *range(24, 30)]}
+    assert leaving <= {r["label"] for r in held}  # with the rows pushed beside them
+    assert all("will disable 12 users at scim (40%" in r["last_error"] for r in held), held
+    cli("outbox", "release", "--yes", "--allow-deletes", "12").ok()
+    assert sum(at_target(scim).values()) == 18
+
+
+def test_the_leavers_counted_before_their_push_are_not_counted_twice(cli, scim, tmp_path):
+    """--allow-deletes 12 accepts the 6 leavers and the 6 rows' disables together: the
+    leavers' push, judged with them counted in already, counts them once (18 > 12)."""
+    everyone = [f"emp{i:02d}" for i in range(30)]
+    nightly(cli, feed(tmp_path, everyone), "--missing", "disable").ok()
+    short = tmp_path / "short.csv"
+    short.write_text(
+        "username,email,active\n"
+        + "".join(f"emp{i:02d},emp{i:02d}@example.com,{str(i >= 6).lower()}\n" for i in range(24))
+    )
+    nightly(cli, short, "--missing", "disable", "--allow-deletes", "12").ok()
+    assert sum(at_target(scim).values()) == 18
+    assert cli("outbox", "list", "--json").items() == []

@@ -202,7 +202,7 @@ LISTED = 20
 
 
 def _missing(missing: Any, dry_run: bool) -> None:
-    """``users not in the file: 3 of 120 in HR, disabled: a, b, c``."""
+    """``users not in the file: 3 of 120 active in HR, disabled: a, b, c``."""
     count = len(missing.users)
     if not count or missing.unread_lines:
         return
@@ -217,7 +217,8 @@ def _missing(missing: Any, dry_run: bool) -> None:
         f" and {count - LISTED:,} more (--json lists them all)" if count > LISTED else ""
     )
     render.message(
-        f"users not in the file: {count:,} of {missing.of:,} in {render.esc(missing.domain)}, "
+        f"users not in the file: {count:,} of {missing.of:,} "
+        f"{'active ' if missing.action == 'disable' else ''}in {render.esc(missing.domain)}, "
         f"{what}: {render.esc(names)}"
     )
     if missing.refused:

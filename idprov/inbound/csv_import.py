@@ -224,8 +224,8 @@ class CsvImport(Preflight, BatchWriter, MissingUsers):
             self._stopped()
         elif not self.options.dry_run:
             with self.service.state.run_lock("import", wait=self.options.wait):
-                with self.service.guard_window():  # the batches are judged together
-                    self._find_missing(staging)  # judged before anything is written
+                with self.service.guard_window() as window:  # the batches judged together
+                    self._find_missing(staging, window)  # judged before anything is written
                     self._write(staging)
                     self._write_missing()
         else:

@@ -8,10 +8,12 @@ a user whose row was rejected (a typo in a cell) is not missing; a row whose use
 cannot be read (bad bytes, a wrong field count, no username) leaves the leavers
 alone, since who is missing is then not known. The missing users are found and
 judged by the deletion guard before anything is written (their count against the
-domain's, then their effects at the identity providers, as `user delete` previews
-them); they are disabled or deleted after the rows are written, in batches, each
-one unit of work, pushed with the import's push. A killed import re-run finds them
-again from the file and the store, and ends in the same state.
+domain's users, its enabled ones to disable, then their effects at the identity
+providers, as `user delete` previews them; those effects are counted with the
+pushes of the file's rows, as one change); they are disabled or deleted after the
+rows are written, in batches, each one unit of work, pushed with the import's push.
+A killed import re-run finds them again from the file and the store, and ends in the
+same state.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from idprov.provisioning.decide import enabled
 if TYPE_CHECKING:
     from idprov.inbound.csv_read import Columns
     from idprov.inbound.csv_rows import Pending
+    from idprov.provisioning.guard import Effects, GuardWindow
     from idprov.userstores.base import UserStore
 
 Missing = Literal["keep", "disable", "delete"]
@@ -42,7 +45,8 @@ class MissingReport:
     action: Literal["disable", "delete"]
     domain: str
     of: int = 0
-    """Users of the domain (before the import)."""
+    """What the leavers are counted against (before the import): the domain's enabled
+    users to disable (past leavers stay in it, disabled), all its users to delete."""
     users: list[str] = field(default_factory=list)
     """``DOMAIN/name`` of each user missing from the file (to disable or delete)."""
     done: int = 0
@@ -55,6 +59,11 @@ class MissingReport:
     """``name: why`` of users the store's policy kept as they are."""
     disabled_in_file: list[str] = field(default_factory=list)
     """Users the file lists whose account is disabled (the file has no ``active``)."""
+
+    @property
+    def whose(self) -> str:
+        """What :attr:`of` counts: ``active users`` (to disable) or ``users``."""
+        return "active users" if self.action == "disable" else "users"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -167,22 +176,28 @@ class MissingUsers(ImportState):
                 missing.disabled_in_file.append(user.qualified_name)
 
     # -- before anything is written: who is missing, judged
-    def _find_missing(self, staging: Staging) -> None:
+    def _find_missing(self, staging: Staging, window: GuardWindow | None = None) -> None:
         """The domain's users no row names (the enabled ones, to disable), judged by
-        the deletion guard: over it, a GuardError (a dry run notes it)."""
+        the deletion guard against the users they are of (the enabled ones, to
+        disable): over it, a GuardError (a dry run notes it). Under it, their effects
+        at the IdPs prime ``window`` (the import's): the pushes of the file's rows are
+        judged with them from the first batch on, as one change."""
         missing = self.missing_report
         if missing is None or missing.unread_lines:
             return
         store = self.service.store(missing.domain)
         for users in store.iter_users(self.options.batch_size, roles=False):
-            missing.of += len(users)
+            counted = users if missing.action == "delete" else [u for u in users if enabled(u)]
+            missing.of += len(counted)
             staging.add_domain_users(
                 (u.id, u.username, u.username.casefold(), enabled(u)) for u in users
             )
         self.missing_users = staging.missing(disabled_too=missing.action == "delete")
         missing.users = [str(QualifiedName(store.domain, name)) for _, name in self.missing_users]
-        why = self._guard_verdict()
+        why, effects = self._guard_verdict()
         if why is None:
+            if window is not None:
+                window.prime(effects, self.service.allow_deletes)
             return
         message, needed = why
         if self.options.dry_run:
@@ -194,11 +209,12 @@ class MissingUsers(ImportState):
             f"these users did leave, run the command again with --allow-deletes {needed}",
         )
 
-    def _guard_verdict(self) -> tuple[str, int] | None:
+    def _guard_verdict(self) -> tuple[tuple[str, int] | None, list[Effects]]:
         """(why, the ``--allow-deletes`` that accepts it) if the deletion guard refuses
-        the missing users: first their count against the domain's users, by each of the
-        application's IdPs' user thresholds (the defaults when it has none), then
-        their effects at those IdPs, as `user delete` previews them."""
+        the missing users: first their count against the domain's (enabled) users, by
+        each of the application's IdPs' user thresholds (the defaults when it has
+        none), then their effects at those IdPs, as `user delete` previews them; and
+        those effects (none when refused on the count)."""
         from idprov.config.models import GuardConfig
         from idprov.provisioning import preview
         from idprov.provisioning.guard import over
@@ -206,30 +222,32 @@ class MissingUsers(ImportState):
         missing = self.missing_report
         assert missing is not None
         count, allow = len(missing.users), self.service.allow_deletes
-        if not count or (allow is not None and count <= allow):
-            return None
+        if not count:
+            return None, []
+        accepted = allow is not None and count <= allow
         verb = missing.action
         file = Path(self.source.name).name
         share = f" ({100.0 * count / missing.of:.0f}%)" if missing.of else ""
         said = (
-            f"--missing {verb} would {verb} {count:,} of the {missing.of:,} users of the "
-            f"{missing.domain} userstore{share}: they are not in {file}"
+            f"--missing {verb} would {verb} {count:,} of the {missing.of:,} {missing.whose} of "
+            f"the {missing.domain} userstore{share}: they are not in {file}"
         )
         limits = [
             (f"of {n}", self.service.idp(n).deletion_guard.users) for n in self.service.targets()
         ]
         for whose, threshold in limits or [("by default", GuardConfig().users)]:
             why = over(threshold, count, missing.of, "users")
-            if why:
-                return f"{said}: the deletion guard refuses it, {why} {whose}", count
+            if why and not accepted:
+                return (f"{said}: the deletion guard refuses it, {why} {whose}", count), []
         refs = [
             (i, missing.domain, str(QualifiedName(missing.domain, n)))
             for i, n in self.missing_users
         ]
         verdict = preview.leavers(self.service, refs, delete=verb == "delete").without_sync()
+        effects = list(verdict.effects.values())
         if verdict.trips:
-            return f"{said}; deletion guard: {verdict.message()}", verdict.needed
-        return None
+            return (f"{said}; deletion guard: {verdict.message()}", verdict.needed), effects
+        return None, effects
 
     # -- after the rows: disable or delete them
     def _write_missing(self) -> None:

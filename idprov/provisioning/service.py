@@ -297,14 +297,15 @@ class IdentityService:
         return hold_over(self.outbound, rows, report, self.allow_deletes, self._guard_window)
 
     @contextmanager
-    def guard_window(self) -> Iterator[None]:
+    def guard_window(self) -> Iterator[GuardWindow]:
         """Judge the pushes made inside as one change (an import's batches): many small
-        pushes cannot slip a mass deletion past the deletion guard."""
+        pushes cannot slip a mass deletion past the deletion guard. Yields the window
+        (what is known to come can be counted in from the first push: its ``prime``)."""
         from idprov.provisioning.guard import GuardWindow
 
         self._guard_window = GuardWindow()
         try:
-            yield
+            yield self._guard_window
         finally:
             self._guard_window = None
 
