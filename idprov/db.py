@@ -349,9 +349,16 @@ def _cannot_begin(conn: sqlite3.Connection, exc: sqlite3.OperationalError) -> St
         error = from_sqlite_error(exc, [path])
         if error is not None:
             return error
+    found = _processes(path, exclude=os.getpid())
+    held = "held by " + (", ".join(_shown(p) for p in found) if found else "another process")
+    copying = any(" state copy" in command for _, command in found)
     return StoreError(
-        f"database {path} is busy: {exc}; {holders(path, exclude=os.getpid())}",
-        hint="wait for that command to finish and run this one again",
+        f"database {path} is busy: {exc}; {held}",
+        hint="it is being copied to PostgreSQL (`idprov state copy`): once the copy is "
+        "done, run this again with the new configuration (a change made in this file "
+        "now would stay behind)"
+        if copying
+        else "wait for that command to finish and run this one again",
     )
 
 
@@ -370,6 +377,16 @@ def holders(path: str, exclude: int | None = None) -> str:
 def processes_with(path: str, exclude: int | None = None) -> list[str]:
     """The processes that have the file ``path`` open, as ``pid N (command line)``,
     read from /proc (Linux; other systems, and other users' processes: none found)."""
+    return [_shown(found) for found in _processes(path, exclude)]
+
+
+def _shown(process: tuple[int, str]) -> str:
+    pid, command = process
+    return f"pid {pid} ({command[:80]})"
+
+
+def _processes(path: str, exclude: int | None = None) -> list[tuple[int, str]]:
+    """(pid, whole command line) of each process with the file ``path`` open."""
     found = []
     for fd_dir in Path("/proc").glob("[0-9]*/fd"):
         pid = int(fd_dir.parent.name)
@@ -379,6 +396,5 @@ def processes_with(path: str, exclude: int | None = None) -> list[str]:
             raw = (fd_dir.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        command = " ".join(a.decode(errors="replace") for a in raw.split(b"\0") if a)
-        found.append(f"pid {pid} ({command[:80]})")
+        found.append((pid, " ".join(a.decode(errors="replace") for a in raw.split(b"\0") if a)))
     return found

@@ -148,14 +148,20 @@ def test_a_full_disk_is_said_plainly(cli, tmp_path, data_dir):
     assert "disk is full" in run.stderr and "internal error" not in run.stderr
 
 
-def test_a_busy_database_names_the_process_holding_it(tmp_path):
+@pytest.mark.parametrize("holding", ["idprov sync", "idprov state copy --to new.yaml"])
+def test_a_busy_database_names_the_process_holding_it(tmp_path, holding):
+    """And, held by `idprov state copy`, says to run the command on the new
+    configuration once the copy is done (waiting and running it again here would
+    write to the file left behind)."""
     from idprov.db import open_database, write_transaction
     from idprov.errors import StoreError
 
     path = tmp_path / "state.db"
     open_database(path).close()
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_WRITE_LOCK, str(path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_WRITE_LOCK, str(path), *holding.split()],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
@@ -171,6 +177,8 @@ def test_a_busy_database_names_the_process_holding_it(tmp_path):
         holder.stdout.close()
     assert f"database {path} is busy" in info.value.message
     assert f"held by pid {holder.pid} (" in info.value.message
+    copying = "state copy" in holding
+    assert ("with the new configuration" in (info.value.hint or "")) is copying
 
 
 HOLD_WRITE_LOCK = """
