@@ -661,3 +661,14 @@ def test_a_sync_gives_its_rows_what_its_plan_needs_and_harmless_rows_nothing(cli
     cli("outbox", "work", "--once").ok()
     assert len(scim.users()) == 5
     assert cli("outbox", "list", "--json").items() == []
+
+
+def test_a_command_gives_its_rows_what_it_was_judged_to_need_not_all_of_n(cli, scim, tmp_path):
+    """`--allow-deletes 500` for a change that needs 12: the rows carry 12, so a later
+    change coalescing into them is not let through under the other 488."""
+    seed(30)
+    edit_config(tmp_path, "[staff]\n", "[staff]\n    blocking: false\n")
+    users = [f"pl{i}" for i in range(1, 13)]
+    cli("--no-wait", "role", "unassign", "staff", *users, "--yes", "--allow-deletes", "500").ok()
+    rows = cli("outbox", "list", "--json").items()
+    assert len(rows) == 13 and {r["allowed"] for r in rows} == {12}

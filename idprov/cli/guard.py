@@ -35,7 +35,7 @@ def confirm_effects(
     if verdict.trips:
         if not (yes and allow_deletes is not None and allow_deletes >= verdict.needed):
             _ask_over_guard(verdict, question)
-        svc.allow_deletes = max(verdict.needed, allow_deletes or 0)
+        svc.allow_deletes = verdict.needed  # what was judged and accepted, not all of N
     elif question and not yes:
         _ask(verdict.lines(), question)
 
