@@ -59,11 +59,11 @@ def test_sync_removes_the_entries_older_than_keep_days(cli, state, write_config,
 def test_without_keep_days_every_entry_is_kept(cli, state):
     cli("user", "add", "alice").ok()
     _age_entries(state)
-    assert "audit_removed" not in cli("sync", "--json").json()
+    assert cli("sync", "--json").json()["audit_removed"] == 0
     assert len([t for t in _targets(state) if t.startswith("gone")]) == 5
 
 
-@pytest.mark.parametrize("value", ["0", "-3", "forever"])
+@pytest.mark.parametrize("value", ["0", "-3", "forever", "800000"])
 def test_keep_days_must_be_a_number_of_days(cli, write_config, value):
     write_config(f"version: 1\naudit:\n  keep_days: {value}\n")
     error = cli("config", "validate").fails(2)

@@ -141,9 +141,10 @@ class AuditConfig:
     keep_days: int | None = None
 
     def __post_init__(self) -> None:
-        if self.keep_days is not None and self.keep_days < 1:
+        if self.keep_days is not None and not 1 <= self.keep_days <= 36_500:
             raise Invalid(
-                "must be at least 1 (days); leave it out to keep every entry", "keep_days"
+                "must be between 1 and 36500 (days, 100 years); leave it out to keep every entry",
+                "keep_days",
             )
 
 

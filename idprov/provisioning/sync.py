@@ -241,7 +241,7 @@ class SyncResult:
         if self.drift is not None:
             payload["drift"] = self.drift
             payload["repair"] = self.repaired.to_dict() if self.repaired is not None else None
-        if self.audit_removed:
+        if not self.dry_run:
             payload["audit_removed"] = self.audit_removed
         return payload
 
