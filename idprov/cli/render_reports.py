@@ -260,11 +260,16 @@ def sync_result(
         for label in report.get("groups_deleted_remotely", []):
             console().print(f"  [red]group deleted remotely[/] {esc(label)}")
         for change in report.get("groups_changed_remotely", []):
-            lost = ", ".join(change["missing_members"]) or "none"
+            what = []
+            if change["missing_members"]:
+                what.append(f"members missing: {esc(', '.join(change['missing_members']))}")
+            if "display_name" in change:
+                what.append(f"named {esc(change['display_name'])}")
+            dangling = change.get("dangling_members", [])
+            if dangling:
+                what.append(f"{len(dangling)} member(s) that are no account there")
             console().print(
-                f"  [yellow]group changed remotely[/] {esc(change['group'])}: "
-                f"members missing: {esc(lost)}"
-                + (f"; named {esc(change['display_name'])}" if "display_name" in change else "")
+                f"  [yellow]group changed remotely[/] {esc(change['group'])}: " + "; ".join(what)
             )
             for member in change.get("dangling_members", []):
                 console().print(f"    member {esc(member)} does not exist at the target")

@@ -67,15 +67,25 @@ def verify_idp(service: IdentityService, name: str) -> dict[str, Any]:
     }
     owned = _verify_users(service, name, connector, report)
     if owned is None:
-        return report
+        return _in_order(report)
     listed = _listed(connector, report)
     _verify_groups(service, name, connector, report, owned | {r for r, _ in listed or []})
     if listed is None:
-        return report
+        return _in_order(report)
     unowned = [(rid, user_name) for rid, user_name in listed if rid not in owned]
     marked = _marked(service, name, connector, unowned, report)
     report["unowned"] = sorted(user_name for rid, user_name in unowned if rid not in marked)
     report["marked_unowned"] = sorted(marked.values())
+    return _in_order(report)
+
+
+def _in_order(report: dict[str, Any]) -> dict[str, Any]:
+    """The report's lists by name, as a reader looks for one (the ledger's order is
+    its ids')."""
+    for key in ("deleted_remotely", "disabled_remotely", "groups_deleted_remotely"):
+        report[key].sort(key=str.casefold)
+    report["changed_remotely"].sort(key=lambda change: change["user"].casefold())
+    report["groups_changed_remotely"].sort(key=lambda change: change["group"].casefold())
     return report
 
 
