@@ -306,13 +306,15 @@ class MissingUsers(ImportState):
         if missing is None:
             return
         if missing.unread_lines:
+            count = len(missing.unread_lines)
             lines = ", ".join(str(n) for n in missing.unread_lines[:NAMED])
-            more = " ..." if len(missing.unread_lines) > NAMED else ""
+            more = " ..." if count > NAMED else ""
             self.report.notes.append(
                 f"--missing {missing.action}: nobody was {_done(missing.action)}: "
-                f"{_n(len(missing.unread_lines), 'rejected row')} (line {lines}{more}) name no "
-                "user that can be read, so who is missing from the file is not known; fix "
-                "them and run the import again"
+                f"{_n(count, 'rejected row')} (line{'s' if count > 1 else ''} {lines}{more}) "
+                f"name{'s' if count == 1 else ''} no user that can be read, so who is missing "
+                "from the file is not known; fix "
+                f"{'it' if count == 1 else 'them'} and run the import again"
             )
         if missing.failed:
             self.report.notes.append(
