@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import stat
 from pathlib import Path
 
@@ -193,3 +194,14 @@ def test_an_import_the_data_directory_refuses_names_the_directory(cli, tmp_path,
     error = cli("import", "users", str(csv_file), "--json").error(1)
     assert error["message"].startswith("cannot import into the data directory ")
     assert "import-x" not in error["message"] and "owner of the data" in error["hint"]
+
+
+def test_a_header_repeated_inside_the_file_is_refused_as_such(cli, tmp_path):
+    """Two exports joined together: the second header is no user called 'username'."""
+    path = tmp_path / "joined.csv"
+    path.write_text("username,email\nann,ann@example.com\nUserName, email\nbob,bob@example.com\n")
+    run = cli("import", "users", str(path), "--json")
+    assert run.exit_code == 9
+    [error] = json.loads(run.stdout)["errors"]
+    assert error["line"] == 3 and "repeats the header row" in error["message"]
+    assert cli("user", "show", "username").exit_code == 3

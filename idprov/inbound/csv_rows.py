@@ -54,6 +54,9 @@ class RowChecks(MissingUsers):
             reject(None, not_decodable(self.source, bad[0]))
             self._unread_row(first)
             return None
+        if [c.strip().casefold() for c in cells] == [h.strip().casefold() for h in self.header]:
+            reject(None, "repeats the header row (files joined together?): remove it")
+            return None
         self._name_row(staging, first, cells, columns)
         if len(cells) != len(columns.names):
             reject(None, f"has {len(cells)} fields; the header has {len(columns.names)}")
