@@ -338,8 +338,7 @@ class StateStore:
         """Remove up to ``limit`` of the oldest entries made before ``cutoff`` (ISO UTC);
         how many went."""
         return self.db.execute(
-            "DELETE FROM audit WHERE id IN"
-            " (SELECT id FROM audit WHERE at < ? ORDER BY id LIMIT ?)",
+            "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ? ORDER BY id LIMIT ?)",
             [cutoff, limit],
         ).rowcount
 
