@@ -3,17 +3,20 @@ real SCIM server, with the store edited directly (a change made outside idprov).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from idprov.provisioning.mapping import UserMapping
 from idprov.provisioning.service import IdentityService
 from idprov.provisioning.sync import run_sync
+from idprov.userstores.base import JsonClaims
 from tests.outbound_helpers import idp_yaml, make_service
 from tests.peers.scim2 import Scim2Peer
 
@@ -201,3 +204,31 @@ def test_roles_are_inputs_only_where_they_decide_the_scope(
         assert renders == []
     [group] = [g for g in scim.groups() if g["displayName"] == "ops"]
     assert len(group["members"]) == 1
+
+
+@pytest.mark.parametrize("scope", ["", "\n    provisioning_roles: [staff]"])
+def test_a_no_op_sync_reads_no_claims_of_the_users_it_skips(
+    seeded: Path, scim: Scim2Peer, monkeypatch: pytest.MonkeyPatch, scope: str
+) -> None:
+    """Whether a member belongs in its groups (enabled: the `active` claim) is known of
+    a user whose inputs did not move from its digest: only users decided in full (one
+    disabled, whose entry keeps no digest) have their claims decoded."""
+    with open_service(seeded, scim, MAPPED + scope) as svc:
+        svc.update_user("user1", {"active": "false"})
+        assert run_sync(svc).plan.empty
+    decoded: list[dict[str, Any]] = []
+    real = JsonClaims._claims
+
+    def counted(self: JsonClaims) -> Any:
+        if self._decoded is None:
+            decoded.append(json.loads(self.text))
+        return real(self)
+
+    monkeypatch.setattr(JsonClaims, "_claims", counted)
+    before = requests(scim)
+    with open_service(seeded, scim, MAPPED + scope) as svc:
+        assert run_sync(svc).plan.empty
+    assert requests(scim) == before
+    assert [c["email"] for c in decoded] == ["u1@example.com"]
+    [group] = scim.groups()
+    assert len(group["members"]) == 3

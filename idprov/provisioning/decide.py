@@ -132,6 +132,15 @@ def decide_user(
     return UserDecision("delete", why)
 
 
+def group_member(idp: IdentityProviderConfig, user: User) -> bool:
+    """Whether ``user`` belongs in the groups of its roles at ``idp``: while it is in
+    the IdP's scope and enabled. A user disabled here (the ``active`` claim), or whom
+    the IdP's ``deprovision: disable`` disabled for leaving its scope, is taken out of
+    its groups with its deprovision, and put back in them when enabled again. The plan
+    of a group and its push both ask this."""
+    return enabled(user) and in_scope(idp, user.roles)
+
+
 def enabled(user: User) -> bool:
     """Whether the user's account is enabled here: the ``active`` claim, true unless
     it says false (a SCIM client's ``active: false``, `user update -c active=false`)."""

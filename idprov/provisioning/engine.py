@@ -133,7 +133,7 @@ class Engine(UserPlanning, RolePlanning):
         self.brought: list[OutboxRow] = []
         """Rows that this drain brought in, made and claimed by it: the members that
         its role rows need (:meth:`_members_first`), and the groups that the users it
-        made belong to (:meth:`_groups_after`)."""
+        made or enabled again belong to (:meth:`_groups_after`)."""
         self._made = []
         self._lost = []
         self._confirmed = set()
@@ -181,7 +181,8 @@ class Engine(UserPlanning, RolePlanning):
             self.report.note("pending", row.idp, row.id)
 
     def _push(self, users: list[OutboxRow], roles: list[OutboxRow]) -> None:
-        """Push ``users``, then the groups the users made belong to, then ``roles``."""
+        """Push ``users``, then the groups the users made or enabled again belong to,
+        then ``roles``."""
         self._run(users, self._plan_user)
         after = self._judged(self._groups_after(roles)) if self._made or self._lost else []
         members = self._members_first(after) if after else []  # theirs, never pushed

@@ -11,7 +11,8 @@ what its last push was rendered from (:mod:`idprov.provisioning.inputs`), so tha
 skips users whose inputs did not move. It is a table of its own, a few dozen bytes a
 row, because a sync reads it for every user: the ledger's rows carry what was sent.
 Every write of a user's entry here keeps it true (set with an active push, dropped
-with any other state, a forget or an invalidation).
+with any other state, a forget or an invalidation): a sync takes a user whose inputs
+match it to belong in its groups there, as it did when pushed (in scope, enabled).
 """
 
 from __future__ import annotations

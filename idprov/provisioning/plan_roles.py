@@ -39,8 +39,7 @@ from idprov.db import now
 from idprov.provisioning.decide import (
     RoleDecision,
     decide_role,
-    enabled,
-    in_scope,
+    group_member,
     role_pushed,
 )
 from idprov.provisioning.ledger import RefusedCreate
@@ -116,11 +115,11 @@ class RolePlanning(Planning):
 
     def _groups_after(self, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
         """Role rows, made and claimed under this drain's name, for the groups that the
-        users this drain created at an IdP belong to there (a user that a role assign
-        brought into an IdP's scope joined that role's group, and none of its other
-        groups until a sync), and for the groups a user's push found deleted at the
-        target; none where ``rows`` (the drain's role rows) or another change's row
-        has one already."""
+        users this drain created or enabled again at an IdP belong to there (a user
+        that a role assign brought into an IdP's scope joined that role's group, and
+        none of its other groups until a sync; one enabled again, none), and for the
+        groups a user's push found deleted at the target; none where ``rows`` (the
+        drain's role rows) or another change's row has one already."""
         wanted: dict[str, dict[str, tuple[str, str, str]]] = {}
         roles: dict[tuple[str, str], Role | None] = {}  # (domain, name): read once
         for row, user in self._made:
@@ -182,7 +181,7 @@ class RolePlanning(Planning):
         missing -= {e.local_id for e in self._ledger.get_many(row.idp, "user", sorted(missing))}
         users = self.directory.users_by_id([r for r in refs if r[1] in missing])
         for user in users.values():
-            if in_scope(idp, user.roles) and enabled(user):
+            if group_member(idp, user):
                 entity = (user.id, user.domain, user.qualified_name)
                 wanted.setdefault(row.idp, {})[user.id] = entity
 
@@ -334,11 +333,7 @@ class RolePlanning(Planning):
         provisioned: their own push has not succeeded."""
         missing = [(domain, user_id) for domain, user_id in refs if user_id not in provisioned]
         users = self.directory.users_by_id(missing) if missing else {}
-        return [
-            (u.id, u.qualified_name)
-            for u in users.values()
-            if in_scope(idp, u.roles) and enabled(u)
-        ]
+        return [(u.id, u.qualified_name) for u in users.values() if group_member(idp, u)]
 
     def _group_result(
         self, row: OutboxRow, operation: str, remote_id: str, waiting: list[tuple[str, str]]

@@ -124,7 +124,7 @@ class UserPlanning(Planning):
             )
             self._confirmed.add((row.idp, row.local_id))
             op = "create" if entry is None or entry.remote_id is None else "update"
-            if op == "create":
+            if op == "create" or decision.action == "enable":  # to join its groups
                 self._made.append((row, user))
             self._lose_groups(row, lost)
             return OperationResult(row.idp, "user", row.label, op, "done", remote_id=remote_id)

@@ -2,7 +2,8 @@
 
 Memory stays flat in the number of users: a chunk of users is read from its userstore,
 decided at every IdP and dropped. What is kept is each user's id and domain (to find
-the users deleted locally, and the members of a role that are in scope).
+the users deleted locally), and which users belong in groups at each IdP (in scope,
+enabled: the members of a role that are to be in its group there).
 
 A user whose inputs digest equals the ledger's (:mod:`idprov.provisioning.inputs`) was
 pushed from exactly what is read now: it is unchanged and is neither rendered nor
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from idprov.errors import IdprovError
 from idprov.model import QualifiedName
-from idprov.provisioning.decide import decide_role, decide_user, in_scope
+from idprov.provisioning.decide import decide_role, decide_user, group_member
 from idprov.provisioning.guard import Effects, trips
 from idprov.provisioning.inputs import by_roles, idp_fingerprint, inputs_digest, user_digest
 from idprov.provisioning.sync import IdpPlan, PlanItem
@@ -148,11 +149,11 @@ def plan_roles(service: IdentityService, planners: list[IdpPlanner], seen: Seen)
 
 
 def plan_role(planners: list[IdpPlanner], role: Role, members: list[str], seen: Seen) -> None:
-    """Members read as users, and in scope at an IdP, are to be in its group."""
+    """Members read as users that belong in groups at an IdP (in its scope, enabled:
+    :func:`~idprov.provisioning.decide.group_member`) are to be in its group."""
     read = set(filter(seen.domains.__contains__, members))
     for planner in planners:
-        scoped = planner.scoped
-        planner.role(role, read if scoped is None else scoped.intersection(members), seen)
+        planner.role(role, planner.group_members(read, members), seen)
 
 
 class IdpPlanner:
@@ -172,8 +173,11 @@ class IdpPlanner:
         self.effects = Effects(name, self.idp.deprovision or "delete")
         self.by_roles = by_roles(self.idp)
         """Whether users' roles decide their scope here (are inputs)."""
-        self.scoped: set[str] | None = set() if self.by_roles else None
-        """Ids of the users in scope here (None: every user is)."""
+        self.members: set[str] | None = set() if self.by_roles else None
+        """Ids of the users read that belong in groups here (in scope, enabled); None:
+        every user is in scope here, and those of :attr:`left_out` do not belong."""
+        self.left_out: set[str] = set()
+        """Where :attr:`members` is None: the users read that are disabled."""
         self.matched = 0
         """Ledger entries found for the users read so far."""
         self.role_entries = self.ledger.for_idp(name, "role")
@@ -181,10 +185,9 @@ class IdpPlanner:
     def users(self, users: list[User], digests: dict[str, str], stored: dict[str, str]) -> None:
         """Decide a chunk of users (``digests``: of each user; ``stored``: the ledger's
         inputs here, by user id): those whose inputs did not move are unchanged."""
-        if self.scoped is not None:
-            self.scoped.update(u.id for u in users if in_scope(self.idp, u.roles))
         fingerprint = self.fingerprint
         rest = [u for u in users if stored.get(u.id) != fingerprint + digests[u.id]]
+        self._group_members(users, rest)
         self.matched += len(users) - len(rest)
         if not rest:
             return
@@ -194,6 +197,18 @@ class IdpPlanner:
             inputs = inputs_digest(fingerprint, digests[user.id])
             entry = entries.get(user.id)
             self.decide(user.id, user.domain, user.qualified_name, user, entry, inputs)
+
+    def _group_members(self, users: list[User], rest: list[User]) -> None:
+        """Note which of ``users`` belong in groups here. Those whose inputs did not
+        move since their last active push do, as they did then (in scope, enabled):
+        their claims are not decoded to ask. Of the ``rest``, each is asked (its
+        decision decodes them anyway)."""
+        left_out = (u.id for u in rest if not group_member(self.idp, u))
+        if self.members is None:
+            self.left_out.update(left_out)
+        else:
+            self.members.update(_ids(users))
+            self.members.difference_update(left_out)
 
     def decide(
         self,
@@ -234,6 +249,13 @@ class IdpPlanner:
     def deleted(self, entries: Iterable[LedgerEntry]) -> None:
         for entry in entries:
             self.decide(entry.local_id, entry.domain, entry.label, None, entry)
+
+    def group_members(self, read: set[str], members: list[str]) -> set[str]:
+        """Of a role's ``members`` (``read``: those read as users), those that belong
+        in its group here."""
+        if self.members is None:
+            return read - self.left_out if self.left_out else read
+        return self.members.intersection(members)
 
     def role(self, role: Role, desired: set[str], seen: Seen) -> None:
         entry = self.role_entries.get(role.id)

@@ -156,7 +156,8 @@ class Planning:
     sleep: Any
     _creating: list[Creating]
     _made: list[tuple[OutboxRow, User]]
-    """The user rows this drain created their users by (at the row's IdP), with them."""
+    """The user rows this drain created or enabled again their users by (at the row's
+    IdP), with them: they join their groups there."""
     _lost: list[LedgerEntry]
     """The roles whose groups a user's push found deleted at the target."""
     _confirmed: set[tuple[str, str]]
