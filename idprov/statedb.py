@@ -179,6 +179,26 @@ def open_state_db(config: Config, pool: DatabasePool) -> StateDB:
     return SqliteStateDB(pool.get(path), path)
 
 
+def state_exists(config: Config) -> bool:
+    """Whether the state ``config`` names has been made (by a command that used it):
+    the SQLite file, or the PostgreSQL schema with its ``idprov_migrations`` table (one
+    catalog query). A check that must not write (``config validate``) asks first:
+    opening the state makes it."""
+    if config.state is None:
+        return (Path(config.data_dir or ".") / STATE_FILENAME).exists()
+    from idprov.config.postgres import PostgresStateConfig
+    from idprov.pg import PgSession
+
+    assert isinstance(config.state, PostgresStateConfig)
+    table = f"{config.state.schema}.idprov_migrations"  # a checked name: see the config
+    session = PgSession(config.state, "the state", "state")
+    try:
+        found = session.execute("SELECT to_regclass(?)", [table])
+        return found.fetchone() != (None,)
+    finally:
+        session.close()
+
+
 def ddl(*statements: str) -> Callable[[StateDB], None]:
     """A migration step that runs ``statements`` in order."""
 

@@ -366,3 +366,25 @@ def test_a_config_path_that_is_a_directory(cli, tmp_path):
     (tmp_path / "conf.yaml").mkdir()
     error = cli("--config", "conf.yaml", "config", "validate", "--json").error(2)
     assert error["message"] == "--config names conf.yaml, which is a directory"
+
+
+def test_validate_does_not_make_a_postgresql_state(cli, write_config, postgres, tmp_path):
+    """Its check of the ledger reads a state only where one exists: a validate of a
+    new configuration made the schema and every table of the state."""
+    secret = tmp_path / "pg-password"
+    secret.write_text(postgres.password + "\n")
+    keys = f"url: '{postgres.url}', password: 'file:{secret}', sslmode: disable"
+    config = write_config(f"state: {{{keys}, schema: idprov}}\n")
+    schema = "SELECT count(*) FROM pg_namespace WHERE nspname = 'idprov'"
+
+    cli("--config", str(config), "config", "validate").ok()
+    assert postgres.rows(schema) == [(0,)]
+
+    cli("--config", str(config), "log").ok()  # a command that uses the state makes it
+    postgres.execute(
+        "INSERT INTO idprov.ledger (idp, kind, local_id, domain, label, remote_id, state,"
+        " updated_at) VALUES ('gone', 'user', 'u1', 'PRIMARY', 'alice', 'r1', 'present',"
+        " '2026-01-01T00:00:00.000Z')"
+    )
+    run = cli("--config", str(config), "config", "validate").ok()
+    assert "gone" in run.stderr, "an existing state is still checked"

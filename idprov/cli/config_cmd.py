@@ -92,11 +92,11 @@ def _warn_about_state(config: Any) -> None:
     from idprov.cli.common import render_error, service
     from idprov.cli.status import warn_orphaned_idps
     from idprov.errors import IdprovError
-    from idprov.statedb import STATE_FILENAME
+    from idprov.statedb import state_exists
 
-    if config.state is None and not (Path(config.data_dir or ".") / STATE_FILENAME).exists():
-        return  # no state yet: nothing can be orphaned
     try:
+        if not state_exists(config):
+            return  # no state yet: nothing can be orphaned, and opening it would make it
         warn_orphaned_idps(service(live=False))
     except IdprovError as exc:
         exc.message = f"idprov's state was not read, so it was not checked: {exc.message}"
