@@ -10,6 +10,7 @@ and a refused copy leave the destination as they found it.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 from idprov.config import load_config
 from idprov.config.loader import load_file
 from idprov.errors import ConfigError, LockedError
+from idprov.inbound.serve_auth import IssuedTokens
 from idprov.provisioning import state_copy
 from idprov.provisioning.lock import AdvisoryRunLock, RunLock
 from idprov.provisioning.service import IdentityService
@@ -95,6 +97,16 @@ def seed(cli, old: Path) -> dict[str, str]:
     return cli(*run, "token", "create", "--app", "resident", "--json").json()
 
 
+def every_row(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every table of an SQLite file with its rows (plain sqlite3)."""
+    conn = sqlite3.connect(path)
+    try:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {n: sorted(conn.execute(f'SELECT * FROM "{n}"'), key=repr) for n in names}
+    finally:
+        conn.close()
+
+
 def schemas(postgres: Database) -> set[str]:
     rows = postgres.rows("SELECT nspname FROM pg_namespace")
     return {r[0] for r in rows} & {"idprov", "directory"}
@@ -144,6 +156,71 @@ def test_a_rerun_after_a_complete_copy_says_so_and_changes_nothing(cli, configs,
     assert postgres.rows("SELECT count(*) FROM idprov.audit") == audit
 
 
+def test_after_a_copy_the_old_configuration_refuses_to_change_its_state(
+    cli, configs, postgres, tmp_path
+):
+    """A timer or `idprov serve` left on the old configuration would write to a file no
+    longer used, and push from a second ledger: it is refused, saying where the state
+    went; commands that only read still show the old file, with a warning."""
+    old, new = configs
+    seed(cli, old)
+    cli("--config", str(old), "state", "copy", "--to", str(new)).ok()
+    path = tmp_path / "data" / "idprov.db"
+    before = every_row(path)
+
+    for argv in (("user", "add", "zed"), ("sync",), ("token", "create", "--app", "resident")):
+        error = cli("--config", str(old), *argv, "--json").error(2)
+        assert f"idprov's state in {path} was copied to PostgreSQL at" in error["message"]
+        assert f"/{postgres.name}, schema idprov on " in error["message"]
+        assert str(new) in error["message"] and "state copy --forget" in error["hint"]
+        assert postgres.password not in str(error)
+    with pytest.raises(ConfigError, match="was copied to PostgreSQL"):
+        IssuedTokens(load_config(old))  # what idprov serve checks its callers with
+    assert every_row(path) == before, "nothing was written to the old file"
+
+    listed = cli("--config", str(old), "user", "list", "--json")
+    assert {u["username"] for u in listed.items()} == {"alice", "bob"}
+    warning = json.loads(listed.stderr)["warning"]
+    assert warning["code"] == "state_copied" and str(new) in warning["hint"]
+    for argv in (("log",), ("status",)):
+        assert "was copied to PostgreSQL" in cli("--config", str(old), *argv).ok().stderr
+    assert cli("--config", str(new), "user", "add", "zed").ok()
+
+
+def test_forget_lets_the_old_configuration_work_again(cli, configs, postgres, tmp_path):
+    old, new = configs
+    seed(cli, old)
+    cli("--config", str(old), "state", "copy", "--to", str(new)).ok()
+    cli("--config", str(old), "user", "add", "zed").fails(2)
+
+    forgotten = cli("--config", str(old), "state", "copy", "--forget", "--json").json()
+    assert forgotten["status"] == "forgotten" and forgotten["copied"]["schema"] == "idprov"
+    assert any("stop idprov on" in n for n in forgotten["notes"])
+    cli("--config", str(old), "user", "add", "zed").ok()
+    assert postgres.rows("SELECT count(*) FROM directory.users") == [(2,)], "left as it is"
+    again = cli("--config", str(old), "state", "copy", "--forget", "--json").json()
+    assert again["status"] == "not copied"
+    both = cli("--config", str(old), "state", "copy", "--forget", "--to", str(new), "--json")
+    assert "--forget" in both.error(2)["message"]
+
+
+def test_a_rerun_of_a_copy_forgotten_and_unchanged_records_it_again(cli, configs, postgres):
+    old, new = configs
+    seed(cli, old)
+    cli("--config", str(old), "state", "copy", "--to", str(new)).ok()
+    cli("--config", str(old), "state", "copy", "--forget").ok()
+    again = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").json()
+    assert again["status"] == "already copied"
+    cli("--config", str(old), "user", "add", "zed").fails(2)
+
+
+def test_a_dry_run_leaves_the_old_configuration_working(cli, configs, postgres):
+    old, new = configs
+    seed(cli, old)
+    cli("--config", str(old), "state", "copy", "--to", str(new), "--dry-run").ok()
+    cli("--config", str(old), "user", "add", "zed").ok()
+
+
 def test_a_destination_holding_users_is_refused(cli, configs, postgres):
     old, new = configs
     seed(cli, old)
@@ -155,9 +232,11 @@ def test_a_destination_holding_users_is_refused(cli, configs, postgres):
 
 
 def test_a_source_changed_after_its_copy_is_refused(cli, configs, postgres):
+    """The move was abandoned (--forget) and the old configuration used again."""
     old, new = configs
     seed(cli, old)
     cli("--config", str(old), "state", "copy", "--to", str(new)).ok()
+    cli("--config", str(old), "state", "copy", "--forget").ok()
     cli("--config", str(old), "user", "update", "bob", "-c", "given_name=Bob").ok()
     error = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").error(4)
     assert "has changed since" in error["message"]
@@ -391,6 +470,43 @@ def test_a_left_out_userstore_is_copied_after_the_new_configuration_was_used(
 
     again = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").error(4)
     assert "nothing to copy" in again["message"]
+
+
+def test_every_sqlite_file_copied_is_named_as_a_backup_and_no_longer_written(
+    cli, postgres, tmp_path, write_config
+):
+    secret = tmp_path / "pg-password"
+    secret.write_text(postgres.password + "\n")
+    hr = tmp_path / "hr.db"
+    old = write_config(
+        f"data_dir: {tmp_path / 'data'}\nuserstores:\n  - {{domain: PRIMARY}}\n"
+        f"  - {{domain: HR, path: {hr}}}\n",
+        "old.yaml",
+    )
+    new = write_config(
+        f"state: {{{pg_keys(postgres, secret, 'idprov')}}}\nuserstores:\n"
+        f"  - {{domain: PRIMARY, type: postgres, {pg_keys(postgres, secret, 'directory')}}}\n"
+        f"  - {{domain: HR, type: postgres, {pg_keys(postgres, secret, 'hr')}}}\n",
+        "new.yaml",
+    )
+    cli("--config", str(old), "user", "add", "alice").ok()
+    cli("--config", str(old), "user", "add", "HR/bob").ok()
+
+    report = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").json()
+    [backup] = [step for step in report["next_steps"] if step.startswith("keep ")]
+    assert str(tmp_path / "data" / "idprov.db") in backup and str(hr) in backup
+    before = every_row(hr), every_row(tmp_path / "data" / "idprov.db")
+    csv = tmp_path / "users.csv"
+    csv.write_text("username\nHR/carol\n")
+    for argv in (
+        ("user", "add", "HR/zed"),
+        ("user", "delete", "HR/bob", "--yes"),
+        ("user", "update", "HR/bob", "-c", "given_name=Bob"),
+        ("role", "add", "HR/staff"),
+        ("import", "users", str(csv)),
+    ):
+        cli("--config", str(old), *argv, "--json").error(2)
+    assert (every_row(hr), every_row(tmp_path / "data" / "idprov.db")) == before
 
 
 def test_a_missing_new_configuration_is_a_usage_error(cli, configs):

@@ -371,6 +371,7 @@ class IdprovGroup(TyperGroup):
         try:
             result = super().invoke(ctx)
             sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+            _warn_state_copied()
             return result
         except (typer.Exit, SystemExit, ClickException):
             raise  # Click's own usage errors: it prints them and exits 2
@@ -387,6 +388,15 @@ class IdprovGroup(TyperGroup):
         finally:
             stop_display()
             close_session()
+
+
+def _warn_state_copied() -> None:
+    """A command that only read an SQLite state `idprov state copy` took to PostgreSQL
+    (others are refused) says so: what it showed is the old file."""
+    state = getattr(_session()._service, "_state", None)
+    copied = getattr(state, "copied", None)
+    if copied is not None:
+        render_error(copied.warning(), "warning")
 
 
 def as_idprov_error(exc: BaseException, command: str | None = None) -> IdprovError | None:

@@ -10,6 +10,7 @@ import typer
 
 from idprov.cli.common import JsonOpt, emit, new_app, service
 from idprov.cli.tables import esc, message, note, table
+from idprov.errors import UsageError
 
 app = new_app("idprov's own state: move it to PostgreSQL.")
 
@@ -17,7 +18,7 @@ app = new_app("idprov's own state: move it to PostgreSQL.")
 @app.command("copy")
 def copy(
     to: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--to",
             metavar="NEW.yaml",
@@ -26,11 +27,19 @@ def copy(
             help="The configuration to move to: state in PostgreSQL, and a type: postgres "
             "userstore for each SQLite domain of the current one.",
         ),
-    ],
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(
             "--dry-run", help="Do everything but commit: show what would be copied, change nothing."
+        ),
+    ] = False,
+    forget: Annotated[
+        bool,
+        typer.Option(
+            "--forget",
+            help="Abandon a move: let the current configuration use its SQLite state again "
+            "(after a copy, its commands refuse). The PostgreSQL copy is left as it is.",
         ),
     ] = False,
     json: JsonOpt = False,
@@ -38,9 +47,19 @@ def copy(
     """Copy the state and users (ids, password hashes, ledger, outbox, audit, tokens)
     of the current configuration to NEW.yaml's PostgreSQL database; stop idprov first."""
     from idprov.config.loader import load_file
-    from idprov.provisioning.state_copy import copy_state
+    from idprov.provisioning.state_copy import copy_state, forget_copy
 
+    if forget == (to is not None) or (forget and dry_run):
+        raise UsageError(
+            "give either --to NEW.yaml (with or without --dry-run) or --forget",
+            hint="idprov state copy --to NEW.yaml moves the state; --forget, run with the "
+            "old configuration, undoes what the copy did to it",
+        )
     current = service(live=False)
+    if forget:
+        emit(forget_copy(current.config), show_forgotten)
+        return
+    assert to is not None
     result = copy_state(current.config, load_file(to), dry_run=dry_run, actor=current.actor)
     emit(result, show)
 
@@ -58,3 +77,15 @@ def show(report: Any) -> None:
     message("next:")
     for number, step in enumerate(report.next_steps, 1):
         message(f"  {number}. {esc(step)}")
+
+
+def show_forgotten(report: Any) -> None:
+    if report.copied is None:
+        message(f"{esc(report.source)} records no copy: nothing to forget")
+        return
+    message(
+        f"[green]✓[/] {esc(report.source)}: its copy to {esc(report.copied.where)} on "
+        f"{esc(report.copied.at)} is forgotten"
+    )
+    for line in report.notes:
+        note(line)

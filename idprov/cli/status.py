@@ -58,7 +58,7 @@ def status(json: JsonOpt = False) -> None:
     from idprov.cli import render
     from idprov.provisioning.metrics import idp_status
 
-    svc = service()
+    svc = service(read_only=True)
     emit(idp_status(svc), render.status)
     warn_orphaned_idps(svc)
 

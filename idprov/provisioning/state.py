@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from idprov.db import DatabasePool
     from idprov.provisioning.ledger import Ledger
     from idprov.provisioning.outbox import Outbox
+    from idprov.provisioning.state_copy import StateCopied
 
 
 def _audit_schema(db: StateDB) -> None:
@@ -263,19 +264,28 @@ class StateStore:
 
     def __init__(self, db: StateDB):
         self.db = db
+        self.copied: StateCopied | None = None
+        """Where `idprov state copy` took this SQLite state: only a service that reads
+        (``read_only``) opens it then, and the CLI warns."""
         db.migrate("state", MIGRATIONS)
 
     @classmethod
     def open(cls, config: Config, pool: DatabasePool) -> StateStore:
-        """The state ``config`` names (see :func:`idprov.statedb.open_state_db`)."""
+        """The state ``config`` names (see :func:`idprov.statedb.open_state_db`). An
+        SQLite state that `idprov state copy` took to PostgreSQL is refused (a
+        ConfigError saying where it went), unless ``pool`` only reads."""
+        from idprov.provisioning.state_copy import copied_away
         from idprov.statedb import open_state_db
 
         db = open_state_db(config, pool)
         try:
-            return cls(db)
+            copied = copied_away(db, reading=pool.read_only)
+            store = cls(db)
         except BaseException:
             db.close()
             raise
+        store.copied = copied
+        return store
 
     @classmethod
     def path_in(cls, data_dir: Path) -> Path:

@@ -32,7 +32,11 @@ internal roles, JIT links. Without the users' ids the ledger would name nobody.
   command waiting to write), found before the copy or just before its commit, makes
   it refuse;
 - an error never quotes a row (PostgreSQL's CONTEXT of a failed COPY holds the
-  password hash): it names the table and the line.
+  password hash): it names the table and the line;
+- once every commit succeeded, the SQLite state records where it went (its own
+  ``state_copied`` table, never copied), in the transaction that kept writers out:
+  from then on a command of the old configuration refuses to use it (a read-only one
+  warns), until :func:`forget_copy` (an administrator abandoning the move).
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from idprov.config.models import Config, SqliteUserstoreConfig, UserstoreConfig
-from idprov.db import Database, DatabasePool
+from idprov.db import Database, DatabasePool, now
 from idprov.errors import (
     ConfigError,
     ConflictError,
@@ -72,6 +76,10 @@ USERSTORE_TABLES = ("users", "roles", "user_roles")
 """An SQL userstore's tables (:mod:`idprov.userstores.sql`), never state tables."""
 OWN_TABLES = ("idprov_migrations", "run_locks")
 """Each database's own: its migrations, and who holds its run lock now."""
+COPIED_TABLE = "state_copied"
+"""The SQLite state's record of where a copy took it (see :class:`StateCopied`)."""
+SOURCE_ONLY = ("idprov_migrations", COPIED_TABLE)
+"""Tables of the SQLite state that are the file's own, never copied."""
 MARKER = "state.copy"
 """The audit action a copy records in the destination, with the source's digest."""
 COPIED, WOULD_COPY, ALREADY_COPIED = "copied", "would copy", "already copied"
@@ -250,6 +258,8 @@ def copy_state(
                     part.read()
                 targets = make_targets(destination, parts, stores)
                 copy_parts(targets, dry_run, actor)
+                if not dry_run:
+                    record_copy(state_db, destination, targets)
     finally:
         pool.close()
     return report(source, destination, targets, kept, dry_run)
@@ -453,7 +463,7 @@ def source_parts(
         tables = sqlite_tables(store.db, USERSTORE_TABLES)
         parts.append(Source(f"userstore {domain}", store.db, path, tables))
     state_tables = sqlite_tables(state_db.db)
-    for table in ("idprov_migrations", *(USERSTORE_TABLES if embedded else ())):
+    for table in (*SOURCE_ONLY, *(USERSTORE_TABLES if embedded else ())):
         state_tables.pop(table, None)
     parts.insert(0, Source("state", state_db.db, state_db.path, state_tables))
     return parts
@@ -480,7 +490,8 @@ def snapshot(db: Database, path: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        db.execute("ROLLBACK")
+        if db.conn.in_transaction:  # the state's is committed with its record of the copy
+            db.execute("ROLLBACK")
 
 
 @contextmanager
@@ -906,10 +917,12 @@ def report(
         status = ALREADY_COPIED
     else:
         status = WOULD_COPY if dry_run else COPIED
-    return CopyReport(status, dry_run, parts, kept, next_steps(source, destination, status))
+    files = sorted({str(t.source.path) for t in targets})
+    return CopyReport(status, dry_run, parts, kept, next_steps(source, destination, status, files))
 
 
-def next_steps(source: Config, destination: Config, status: str) -> list[str]:
+def next_steps(source: Config, destination: Config, status: str, files: list[str]) -> list[str]:
+    """What the administrator does next; ``files``: every SQLite file copied."""
     new = destination.source
     if status == WOULD_COPY:
         return [
@@ -922,6 +935,157 @@ def next_steps(source: Config, destination: Config, status: str) -> list[str]:
         f"serve's) at {new}, or put it in place of {source.source}",
         f"idprov --config {new} sync --dry-run: it should plan no change (the ledger came over)",
         "start the sync timer, idprov serve and outbox workers again",
-        f"keep {Path(source.data_dir or '.') / STATE_FILENAME} as a backup: idprov no "
-        "longer writes it",
+        f"keep {', '.join(files)} as a backup: a command of {source.source} now refuses to "
+        "change them (one that only reads warns); to abandon the move, `idprov --config "
+        f"{source.source} state copy --forget`",
     ]
+
+
+# ---- the copy's record in the source: the old configuration stops
+
+
+@dataclass(frozen=True)
+class StateCopied:
+    """An SQLite state's record that `idprov state copy` took it to PostgreSQL: when,
+    where (never a password), and the configuration that names it there."""
+
+    path: str
+    """The SQLite state file."""
+    at: str
+    host: str
+    port: int
+    database: str
+    schema: str
+    config: str
+    """The new configuration's file."""
+
+    @property
+    def where(self) -> str:
+        return f"PostgreSQL at {self.host}:{self.port}/{self.database}, schema {self.schema}"
+
+    @property
+    def said(self) -> str:
+        return (
+            f"idprov's state in {self.path} was copied to {self.where} on {self.at} by "
+            "`idprov state copy`"
+        )
+
+    def refusal(self) -> ConfigError:
+        """The error of a command that would use this state: it is not idprov's now."""
+        return ConfigError(
+            f"{self.said}: use the configuration that names it ({self.config}, with "
+            "`state: {url: ...}`); what this one changed would stay behind in the old file, "
+            "unseen by the new state, and pushed again from a second ledger",
+            hint=f"point --config or IDPROV_CONFIG (the timer's unit, idprov serve's) at "
+            f"{self.config}; to abandon the move and use {self.path} again: `idprov state "
+            "copy --forget` with this configuration (README: Moving to PostgreSQL)",
+        )
+
+    def warning(self) -> IdprovError:
+        """What a command that only reads this state says beside its output."""
+        warning = IdprovError(
+            f"{self.said}: this shows the old file, not the state idprov uses now",
+            hint=f"to see the current state, run the command with --config {self.config}",
+        )
+        warning.code = "state_copied"
+        return warning
+
+
+def record_copy(state_db: SqliteStateDB, destination: Config, targets: list[Target]) -> None:
+    """Record in the source state, and commit with the snapshot's write transaction
+    (no writer came between), that it now lives in ``destination``. Once per copy: a
+    re-run finding its record leaves it."""
+    if copied_to(state_db) is not None:
+        return
+    config = targets[0].config
+    try:
+        state_db.execute(
+            f"CREATE TABLE IF NOT EXISTS {COPIED_TABLE} (id INTEGER PRIMARY KEY,"
+            " at TEXT NOT NULL, host TEXT NOT NULL, port INTEGER NOT NULL,"
+            " database TEXT NOT NULL, schema TEXT NOT NULL, config TEXT NOT NULL)"
+        )
+        state_db.execute(
+            f"INSERT INTO {COPIED_TABLE} (at, host, port, database, schema, config)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [now(), config.host, config.port, config.database, config.schema, destination.source],
+        )
+        state_db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise StoreError(
+            f"the copy to {targets[0].where} is committed, but {state_db.path} could not "
+            f"record it ({exc}): commands of the old configuration would go on using it",
+            hint="fix the cause (disk space, permissions) and run the copy again: it says "
+            "`already copied` and records it",
+        ) from None
+
+
+def copied_to(state_db: SqliteStateDB) -> StateCopied | None:
+    """The record of the copy that took this SQLite state away; None if none did."""
+    if not state_db.db.has_table(COPIED_TABLE):
+        return None
+    row = state_db.execute(
+        f"SELECT at, host, port, database, schema, config FROM {COPIED_TABLE}"
+        " ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    return None if row is None else StateCopied(str(state_db.path), *row)
+
+
+def copied_away(state_db: StateDB, reading: bool) -> StateCopied | None:
+    """For a command opening ``state_db`` as its state: the ConfigError of
+    :meth:`StateCopied.refusal` if a copy took it to PostgreSQL, unless the command
+    only reads (``reading``), which gets the record to warn with. One lookup in the
+    file's schema, and a query only once copied."""
+    if not isinstance(state_db, SqliteStateDB):
+        return None
+    copied = copied_to(state_db)
+    if copied is not None and not reading:
+        raise copied.refusal()
+    return copied
+
+
+@dataclass
+class ForgetReport:
+    status: str
+    """``forgotten``, or ``not copied`` (there was no record: nothing to do)."""
+    source: str
+    copied: StateCopied | None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def forget_copy(source: Config) -> ForgetReport:
+    """Remove the SQLite state's record of its copy, so that ``source`` (the old
+    configuration) works again: an administrator abandons the move. The state in
+    PostgreSQL is left as it is."""
+    if source.state is not None:
+        raise ConfigError(
+            "keeps idprov's state in PostgreSQL: --forget is for the configuration whose "
+            "SQLite state was copied",
+            location=source.source,
+            hint="run it with the old configuration (--config or IDPROV_CONFIG naming it)",
+        )
+    path = Path(source.data_dir or ".") / STATE_FILENAME
+    pool = DatabasePool()
+    try:
+        if not path.is_file():
+            raise NotFoundError(
+                f"there is no idprov state at {path}",
+                hint="check data_dir in the configuration (or IDPROV_DATA_DIR)",
+            )
+        state_db = SqliteStateDB(pool.get(path), path)
+        with state_db.transaction():
+            copied = copied_to(state_db)
+            state_db.execute(f"DROP TABLE IF EXISTS {COPIED_TABLE}")
+    finally:
+        pool.close()
+    if copied is None:
+        return ForgetReport("not copied", str(path), None)
+    notes = [
+        f"{source.source} uses {path} again; the state at {copied.where} stays as it is",
+        f"stop idprov on {copied.config} first (sync timer, idprov serve, outbox workers): "
+        f"what it did since {copied.at} (users, accounts made at the targets) is not in "
+        f"{path}",
+    ]
+    return ForgetReport("forgotten", str(path), copied, notes)
