@@ -217,3 +217,28 @@ def test_what_verify_reports_comes_by_name(cli, scim):  # noqa: F811
         scim.client.delete(f"/Users/{users[name]}")
     drift = cli("sync", "--verify", "--dry-run", "--json").json()["drift"]["scim"]
     assert drift["deleted_remotely"] == ["user1", "user10", "user11", "user4", "user9"]
+
+
+def test_an_account_whose_create_was_cut_off_is_not_called_a_renamed_idps(cli, scim):  # noqa: F811
+    """A push killed (or its reply lost) after the target made the account, before the
+    ledger recorded it: the account carries idprov's mark and the ledger its
+    ``creating`` mark. Verify says the next push adopts it, not "was the IdP renamed?"."""
+    from idprov.config import load_config
+    from idprov.provisioning.service import IdentityService
+
+    seed(cli, 2)
+    service = IdentityService(load_config())
+    try:
+        ledger = service.state.ledger
+        user1 = service.store("PRIMARY").find_user("user1")
+        assert user1 is not None
+        with service.state.transaction():  # as a kill between the create and its record
+            ledger.forget("scim", "user", user1.id)
+            ledger.mark_creating([("scim", "user", user1.id, "PRIMARY", "user1", None)])
+    finally:
+        service.close()
+    drift = cli("sync", "--verify", "--dry-run", "--json").json()["drift"]["scim"]
+    assert drift["cut_off_creates"] == ["user1"] and drift["marked_unowned"] == []
+    shown = cli("sync", "--verify", "--dry-run").stdout
+    assert "made by a push that was cut off before it was recorded" in shown
+    assert "idp rename" not in shown

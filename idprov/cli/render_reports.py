@@ -257,6 +257,12 @@ def sync_result(
                 "in the configuration? Its ledger stays under the old name: `idprov idp "
                 "rename OLD NEW` moves it"
             )
+        if report.get("cut_off_creates"):
+            console().print(
+                "  made by a push that was cut off before it was recorded (a kill, a lost "
+                f"reply): {esc(_first(report['cut_off_creates']))}; the next push or "
+                "`idprov sync` adopts them (they carry idprov's mark)"
+            )
         for label in report.get("groups_deleted_remotely", []):
             console().print(f"  [red]group deleted remotely[/] {esc(label)}")
         for change in report.get("groups_changed_remotely", []):

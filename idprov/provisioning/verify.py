@@ -60,6 +60,7 @@ def verify_idp(service: IdentityService, name: str) -> dict[str, Any]:
         "groups_changed_remotely": [],
         "unowned": None,
         "marked_unowned": None,
+        "cut_off_creates": None,
         "unverifiable": None,
         "errors": [],
         "repairs": [],
@@ -75,7 +76,8 @@ def verify_idp(service: IdentityService, name: str) -> dict[str, Any]:
     unowned = [(rid, user_name) for rid, user_name in listed if rid not in owned]
     marked = _marked(service, name, connector, unowned, report)
     report["unowned"] = sorted(user_name for rid, user_name in unowned if rid not in marked)
-    report["marked_unowned"] = sorted(marked.values())
+    report["marked_unowned"] = sorted(n for n, creating in marked.values() if not creating)
+    report["cut_off_creates"] = sorted(n for n, creating in marked.values() if creating)
     return _in_order(report)
 
 
@@ -106,11 +108,14 @@ def _marked(
     connector: Connector,
     unowned: list[tuple[str, str]],
     report: dict[str, Any],
-) -> dict[str, str]:
-    """Remote id -> user name of the accounts of ``unowned`` that carry idprov's mark
-    for a local user, as adoption asks (``lookup_user`` finds that very account and
-    calls it idprov's), although this IdP's ledger does not hold them. Only a local
-    user whose account would have the user name of an unowned one is looked up."""
+) -> dict[str, tuple[str, bool]]:
+    """Remote id -> (user name, whether its create was cut off) of the accounts of
+    ``unowned`` that carry idprov's mark for a local user, as adoption asks
+    (``lookup_user`` finds that very account and calls it idprov's), although this
+    IdP's ledger does not hold them. Only a local user whose account would have the
+    user name of an unowned one is looked up. A create cut off (a kill, a lost reply)
+    left its ``creating`` mark in the ledger: that account is idprov's push in
+    flight, which the next push or sync adopts, not a sign of a renamed IdP."""
     if not unowned or type(connector).lookup_user is Connector.lookup_user:
         return {}  # the target keeps no mark: nothing proves an account idprov's
     from idprov.model import UserQuery
@@ -118,7 +123,12 @@ def _marked(
 
     idp = service.outbound.idp(name)
     by_name = {user_name.casefold(): rid for rid, user_name in unowned}
-    found: dict[str, str] = {}
+    creating = {
+        local_id
+        for local_id, entry in service.state.ledger.for_idp(name, "user").items()
+        if entry.state == "creating"
+    }
+    found: dict[str, tuple[str, bool]] = {}
     for user in service.stream_users(UserQuery(limit=None)).items:
         try:
             account = account_for(user, idp, type(connector))
@@ -128,7 +138,7 @@ def _marked(
             report["errors"].append(f"looking for idprov's mark: {exc.message}")
             continue
         if match is not None and match.ours and match.remote_id == rid:
-            found[match.remote_id] = account.user_name
+            found[match.remote_id] = (account.user_name, user.id in creating)
     return found
 
 
