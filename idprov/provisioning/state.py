@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from idprov.db import DatabasePool
     from idprov.provisioning.ledger import Ledger
     from idprov.provisioning.outbox import Outbox
-    from idprov.provisioning.state_copy import StateCopied
+    from idprov.provisioning.state_moved import StateCopied
 
 
 def _audit_schema(db: StateDB) -> None:
@@ -274,7 +274,7 @@ class StateStore:
         """The state ``config`` names (see :func:`idprov.statedb.open_state_db`). An
         SQLite state that `idprov state copy` took to PostgreSQL is refused (a
         ConfigError saying where it went), unless ``pool`` only reads."""
-        from idprov.provisioning.state_copy import copied_away
+        from idprov.provisioning.state_moved import copied_away
         from idprov.statedb import open_state_db
 
         db = open_state_db(config, pool)
