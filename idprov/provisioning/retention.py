@@ -5,14 +5,19 @@ the work done, and it names people (who changed whom). With ``keep_days`` set, e
 `idprov sync` (the job cron runs) removes the entries older than that, oldest first, in
 short transactions of :data:`BATCH` entries (a writer waits for one batch, never for
 the whole removal), and records what it removed as one entry of its own
-(``audit.prune``). Without it, every entry is kept, as before. An SQLite file does not
-shrink: the freed pages hold the entries written after.
+(``audit.prune``). Without it, every entry is kept, as before. Some entries are
+evidence other parts read, and stay whatever their age (see
+:meth:`StateStore.remove_audit_before`): the logins that created users, the renames
+of IdPs, the newest sync runs. An SQLite file does not shrink: the freed pages hold
+the entries written after.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
+
+from idprov.provisioning.metrics import RECENT_RUNS
 
 if TYPE_CHECKING:
     from idprov.provisioning.service import IdentityService
@@ -37,7 +42,7 @@ def prune_audit(service: IdentityService) -> int:
     removed = 0
     while True:
         with service.state.transaction():
-            count = service.state.remove_audit_before(before, BATCH)
+            count = service.state.remove_audit_before(before, BATCH, keep_runs=RECENT_RUNS)
         removed += count
         if count < BATCH:
             break

@@ -344,12 +344,21 @@ class StateStore:
             rows,
         )
 
-    def remove_audit_before(self, cutoff: str, limit: int) -> int:
+    def remove_audit_before(self, cutoff: str, limit: int, keep_runs: int = 0) -> int:
         """Remove up to ``limit`` of the oldest entries made before ``cutoff`` (ISO UTC);
-        how many went."""
+        how many went. Kept whatever their age, as evidence that other parts read:
+        each ``jit.login`` that created a user (it proves a login made a user it may
+        link, see idprov/inbound/jit_trust.py), each ``idp.rename`` (an IdP's runs
+        under its old name are its own), and the newest ``keep_runs`` ``sync.run``
+        entries (status and the metrics read each IdP's last success from them)."""
         return self.db.execute(
-            "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ? ORDER BY id LIMIT ?)",
-            [cutoff, limit],
+            "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ?"
+            " AND action != 'idp.rename'"
+            " AND NOT (action = 'jit.login' AND details LIKE ?)"
+            " AND id NOT IN (SELECT id FROM audit WHERE action = 'sync.run'"
+            " ORDER BY id DESC LIMIT ?)"
+            " ORDER BY id LIMIT ?)",
+            [cutoff, '%"outcome": "created"%', keep_runs, limit],
         ).rowcount
 
     def audit_entries(self, query: AuditQuery) -> list[AuditEntry]:
