@@ -182,7 +182,8 @@ def test_after_a_copy_the_old_configuration_refuses_to_change_its_state(
     assert {u["username"] for u in listed.items()} == {"alice", "bob"}
     warning = json.loads(listed.stderr)["warning"]
     assert warning["code"] == "state_copied" and str(new) in warning["hint"]
-    for argv in (("log",), ("status",)):
+    for argv in (("log",), ("status",), ("plan",), ("sync", "--dry-run"), ("idp", "list")):
+        # what only reads, or previews, shows the old file with the warning
         assert "was copied to PostgreSQL" in cli("--config", str(old), *argv).ok().stderr
     assert cli("--config", str(new), "user", "add", "zed").ok()
 

@@ -126,10 +126,14 @@ AppOpt = Annotated[
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
-def service(app: str = "resident", live: bool = True, read_only: bool = False) -> Any:
+def service(
+    app: str = "resident", live: bool = True, read_only: bool = False, previewing: bool = False
+) -> Any:
     """The core service for this invocation (config loaded on first use); with
     ``live``, outbound progress is shown as it happens on a terminal; ``read_only``
-    (commands that only read) opens the databases read-only."""
+    (commands that only read) opens the databases read-only; ``previewing`` (a dry
+    run, a listing: nothing of the users or at the targets changes) may look at a
+    state that `idprov state copy` took away, with a warning, as reading does."""
     session = _session()
     if session._service is None:
         from idprov.config import load_config
@@ -147,6 +151,7 @@ def service(app: str = "resident", live: bool = True, read_only: bool = False) -
             progress=progress,
             wait="blocking" if session.no_wait else "all",
             read_only=read_only,
+            previewing=previewing,
         )
     return session._service
 

@@ -211,7 +211,7 @@ def outbox_discard(
 @idp_app.command("list")
 def idp_list(json: JsonOpt = False) -> None:
     """List the configured identity providers."""
-    svc = service()
+    svc = service(previewing=True)
     health = svc.idp_health()
     rows = [
         {

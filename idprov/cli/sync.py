@@ -105,7 +105,7 @@ def sync(
     if out is not None and not dry_run:
         raise UsageError("--out saves a plan: use it with --dry-run (or `idprov plan`)")
     saved = load_plan(apply) if apply is not None else None
-    svc = service(app_name, live=not quiet)
+    svc = service(app_name, live=not quiet, previewing=dry_run)
     stats = RunStats("sync")
     try:
         with nullcontext() if dry_run else svc.state.run_lock("sync", wait=wait):

@@ -85,8 +85,11 @@ class IdentityService:
         sleep: Callable[[float], None] | None = None,
         wait: Wait = "all",
         read_only: bool = False,
+        previewing: bool = False,
     ) -> None:
-        """``read_only``: open existing databases for reading only (read commands)."""
+        """``read_only``: open existing databases for reading only (read commands);
+        ``previewing``: a command that changes nothing of the users or at the targets
+        (a dry run) may open a state `idprov state copy` took away, as reading does."""
         self.config = config
         self.http_transport = http_transport
         """Injected into every HTTP connector's client (tests: faults; else None)."""
@@ -110,6 +113,7 @@ class IdentityService:
             check_identity_providers(config)
         self.data_dir = Path(config.data_dir or ".")
         self._pool = DatabasePool(read_only)
+        self._previewing = previewing or read_only
         self._stores: dict[str, UserStore] = {}
         self._state: StateStore | None = None
         self._outbound: Outbound | None = None
@@ -137,7 +141,7 @@ class IdentityService:
     @property
     def state(self) -> StateStore:
         if self._state is None:
-            self._state = StateStore.open(self.config, self._pool)
+            self._state = StateStore.open(self.config, self._pool, self._previewing)
         return self._state
 
     @property

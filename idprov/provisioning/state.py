@@ -270,16 +270,17 @@ class StateStore:
         db.migrate("state", MIGRATIONS)
 
     @classmethod
-    def open(cls, config: Config, pool: DatabasePool) -> StateStore:
+    def open(cls, config: Config, pool: DatabasePool, previewing: bool = False) -> StateStore:
         """The state ``config`` names (see :func:`idprov.statedb.open_state_db`). An
         SQLite state that `idprov state copy` took to PostgreSQL is refused (a
-        ConfigError saying where it went), unless ``pool`` only reads."""
+        ConfigError saying where it went), unless ``pool`` only reads or the command
+        only previews (``previewing``: a dry run)."""
         from idprov.provisioning.state_moved import copied_away
         from idprov.statedb import open_state_db
 
         db = open_state_db(config, pool)
         try:
-            copied = copied_away(db, reading=pool.read_only)
+            copied = copied_away(db, reading=pool.read_only or previewing)
             store = cls(db)
         except BaseException:
             db.close()
