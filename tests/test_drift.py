@@ -242,3 +242,35 @@ def test_an_account_whose_create_was_cut_off_is_not_called_a_renamed_idps(cli, s
     shown = cli("sync", "--verify", "--dry-run").stdout
     assert "made by a push that was cut off before it was recorded" in shown
     assert "idp rename" not in shown
+
+
+def test_the_allowance_covers_the_plan_and_its_repair_together(cli, scim, tmp_path):  # noqa: F811
+    """`--allow-deletes 2` is for the whole command: the plan's 2 deprovisions use it,
+    and the repair's 2 dangling members wait (it gave the repair all 2 again)."""
+    from tests.test_sync import db, write_config
+
+    guard = (
+        "    deletion_guard: {min_deletes: 0, memberships: {max_deletes: 1, min_deletes: 0}}\n"
+    )
+    write_config(tmp_path, scim.base_url, guard)
+    seed(cli, 4)
+    [staff] = scim.groups()
+    gone = [target_only(scim, name, staff) for name in ("temp1", "temp2")]
+    for member in gone:
+        scim.client.delete(f"/Users/{member}")
+    with db(tmp_path) as conn:  # two users leave staff in the store: the plan's deletes
+        conn.execute(
+            "DELETE FROM user_roles WHERE user_id IN"
+            " (SELECT id FROM users WHERE username IN ('user0', 'user1'))"
+        )
+    run = cli("sync", "--verify", "--repair", "--allow-deletes", "2", "--json")
+    assert run.exit_code == 6, run
+    [staff] = scim.groups()
+    members = {m["value"] for m in staff["members"]}
+    users = {u["userName"]: u["id"] for u in scim.users()}
+    assert "user0" not in users and "user1" not in users  # the plan's deletes went
+    assert set(gone) <= members  # the repair's wait: the allowance was used
+    again = cli("sync", "--verify", "--repair", "--allow-deletes", "2", "--json")
+    assert again.exit_code == 0, again
+    [staff] = scim.groups()
+    assert not set(gone) & {m["value"] for m in staff["members"]}

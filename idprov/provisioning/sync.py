@@ -509,6 +509,9 @@ def _verify(
     result.drift = check.verify_idps(service, [p.idp for p in result.plan.idps])
     if repair:
         given = service.allow_deletes
+        if allow_deletes is not None:  # N covers the whole command: what the plan used goes
+            used = max((t.count for p in result.plan.idps for t in p.trips), default=0)
+            allow_deletes = max(allow_deletes - used, 0)
         service.allow_deletes = allow_deletes if allow_deletes is not None else given
         try:
             result.repaired = check.repair(service, result.drift)
