@@ -249,9 +249,7 @@ def test_the_allowance_covers_the_plan_and_its_repair_together(cli, scim, tmp_pa
     and the repair's 2 dangling members wait (it gave the repair all 2 again)."""
     from tests.test_sync import db, write_config
 
-    guard = (
-        "    deletion_guard: {min_deletes: 0, memberships: {max_deletes: 1, min_deletes: 0}}\n"
-    )
+    guard = "    deletion_guard: {min_deletes: 0, memberships: {max_deletes: 1, min_deletes: 0}}\n"
     write_config(tmp_path, scim.base_url, guard)
     seed(cli, 4)
     [staff] = scim.groups()
