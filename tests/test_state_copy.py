@@ -15,7 +15,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -373,11 +373,11 @@ def second_database(postgres: Database) -> Iterator[Database]:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def test_a_userstore_in_another_database_left_out_by_a_failed_commit_comes_on_a_rerun(
-    cli, postgres, second_database, tmp_path, write_config
-):
-    """The state commits first: a userstore of another database whose commit fails is
-    copied by the next run, which finds the state (and PRIMARY) already copied."""
+def hr_elsewhere(
+    postgres: Database, second_database: Database, tmp_path: Path, write_config: Callable[..., Path]
+) -> tuple[Path, Path]:
+    """The old configuration (PRIMARY and HR, two SQLite files) and the new one: the
+    state and PRIMARY in ``postgres``, HR in another database (``second_database``)."""
     secret = tmp_path / "pg-password"
     secret.write_text(postgres.password + "\n")
     old = write_config(
@@ -391,11 +391,12 @@ def test_a_userstore_in_another_database_left_out_by_a_failed_commit_comes_on_a_
         f"  - {{domain: HR, type: postgres, {pg_keys(second_database, secret, 'hr')}}}\n",
         "new.yaml",
     )
-    cli("--config", str(old), "user", "add", "alice").ok()
-    cli(
-        "--config", str(old), "user", "add", "HR/bob", "--password-stdin", input="pw-bob-4567\n"
-    ).ok()
-    cli("--config", str(new), "user", "list", "--domain", "HR").ok()  # HR's tables
+    return old, new
+
+
+def fail_hr_commits(second_database: Database) -> None:
+    """HR's database refuses, at COMMIT, any transaction that added users (its
+    tables must exist: a command of the new configuration made them)."""
     second_database.execute(
         "CREATE FUNCTION hr.fail() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
         " RAISE EXCEPTION 'hr went away'; END $$"
@@ -403,7 +404,21 @@ def test_a_userstore_in_another_database_left_out_by_a_failed_commit_comes_on_a_
     second_database.execute(
         "CREATE CONSTRAINT TRIGGER fail AFTER INSERT ON hr.users DEFERRABLE INITIALLY"
         " DEFERRED FOR EACH ROW EXECUTE FUNCTION hr.fail()"
-    )  # fails at COMMIT
+    )
+
+
+def test_a_userstore_in_another_database_left_out_by_a_failed_commit_comes_on_a_rerun(
+    cli, postgres, second_database, tmp_path, write_config
+):
+    """The state commits first: a userstore of another database whose commit fails is
+    copied by the next run, which finds the state (and PRIMARY) already copied."""
+    old, new = hr_elsewhere(postgres, second_database, tmp_path, write_config)
+    cli("--config", str(old), "user", "add", "alice").ok()
+    cli(
+        "--config", str(old), "user", "add", "HR/bob", "--password-stdin", input="pw-bob-4567\n"
+    ).ok()
+    cli("--config", str(new), "user", "list", "--domain", "HR").ok()  # HR's tables
+    fail_hr_commits(second_database)
     error = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").error(1)
     assert "hr went away" in error["message"]
     assert (
@@ -432,30 +447,11 @@ def test_a_left_out_userstore_is_copied_after_the_new_configuration_was_used(
     """HR's commit failed; then the new configuration ran (a sync, serve, a user
     added): the state there is no longer exactly the copy, and the re-run still copies
     HR, empty there while its source is the one the copy was made of."""
-    secret = tmp_path / "pg-password"
-    secret.write_text(postgres.password + "\n")
-    old = write_config(
-        f"data_dir: {tmp_path / 'data'}\nuserstores:\n  - {{domain: PRIMARY}}\n"
-        f"  - {{domain: HR, path: {tmp_path / 'hr.db'}}}\n",
-        "old.yaml",
-    )
-    new = write_config(
-        f"state: {{{pg_keys(postgres, secret, 'idprov')}}}\nuserstores:\n"
-        f"  - {{domain: PRIMARY, type: postgres, {pg_keys(postgres, secret, 'directory')}}}\n"
-        f"  - {{domain: HR, type: postgres, {pg_keys(second_database, secret, 'hr')}}}\n",
-        "new.yaml",
-    )
+    old, new = hr_elsewhere(postgres, second_database, tmp_path, write_config)
     cli("--config", str(old), "user", "add", "alice").ok()
     cli("--config", str(old), "user", "add", "HR/bob").ok()
     cli("--config", str(new), "user", "list", "--domain", "HR").ok()  # HR's tables
-    second_database.execute(
-        "CREATE FUNCTION hr.fail() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-        " RAISE EXCEPTION 'hr went away'; END $$"
-    )
-    second_database.execute(
-        "CREATE CONSTRAINT TRIGGER fail AFTER INSERT ON hr.users DEFERRABLE INITIALLY"
-        " DEFERRED FOR EACH ROW EXECUTE FUNCTION hr.fail()"
-    )  # fails at COMMIT
+    fail_hr_commits(second_database)
     cli("--config", str(old), "state", "copy", "--to", str(new), "--json").error(1)
     second_database.execute("DROP TRIGGER fail ON hr.users")
     cli("--config", str(new), "user", "add", "dave").ok()
