@@ -6,6 +6,7 @@ validate` give about a ledger kept under a name that is no longer configured."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -463,3 +464,119 @@ def test_serve_logs_a_push_that_awaits_the_rename(tmp_path, scim2_server, monkey
         new_user(inbound.client, "bob")
         assert "outbound=awaiting_rename:1" in inbound.log.getvalue()
     assert [u["userName"] for u in scim2_server.users()] == ["alice"]
+
+
+# ---------------------------------------------------------------- a process older than the rename
+
+
+def old_configuration(setup: Setup) -> Path:
+    """A copy of the configuration as it is now: what a worker started now runs with."""
+    path = setup.tmp_path / "old.yaml"
+    path.write_text((setup.tmp_path / "idprov.yaml").read_text())
+    return path
+
+
+def test_a_worker_started_before_the_rename_pushes_nothing_under_the_old_name(
+    cli, setup, scim2_server
+):
+    """The resilience trial's duplicate: a worker running the configuration that names
+    'a' pushed once (it asked then whether 'a' awaits a rename: no), then 'a' was
+    renamed to 'b' and a command with the old configuration committed a change under
+    'a'. The worker pushed it under 'a', whose ledger had gone: it adopted the accounts
+    and made the group again, a second ledger the rename could never merge. It now
+    asks at each cycle, pushes nothing, says why once, and the rows wait."""
+    provisioned_under_a(cli)
+    old = old_configuration(setup)
+    with IdentityService(load_config(old)) as worker:
+        with worker.unit_of_work(push=False) as uow:  # `import users --no-push`
+            uow.update_user("alice", {"title": "W0"})
+        assert worker.outbound.work(once=True).ok  # its first push
+        assert [u["title"] for u in scim2_server.users() if u["userName"] == "alice"] == ["W0"]
+
+        setup.configure("b")
+        cli("idp", "rename", "a", "b").ok()
+        sent = len(requests_at(scim2_server))
+        stale = cli("--config", str(old), "user", "update", "bob", "-c", "title=W1")
+        assert stale.exit_code == 6, stale
+        assert "⏸ a: 1 not pushed, its ledger went to b (`idprov idp rename`" in stale.stdout
+        assert "this configuration is older than that rename; use the new one" in stale.stdout
+        with worker.unit_of_work(push=False) as uow:
+            uow.update_user("alice", {"title": "W1"})
+
+        said: list[str] = []
+        worker.outbound.say = said.append  # what `idprov outbox work` prints, as it happens
+        report = worker.outbound.work(once=True)
+        assert requests_at(scim2_server)[sent:] == []  # nothing went to the target
+        assert report.awaiting_rename == {"a": 2} and not report.ok
+        [line] = said
+        assert line.startswith(
+            "2 outbox row(s) of identity provider 'a' were not pushed: `idprov idp rename a "
+            "b` moved its ledger to 'b' at "
+        )
+        assert "restart this worker or `idprov serve` with the new configuration" in line
+        stop = threading.Event()
+
+        def told(text: str) -> None:
+            said.append(text)
+            stop.set()
+
+        worker.outbound.say = told
+        worker.outbound.work(stop=stop)  # the long-running loop: one cycle
+        assert len(said) == 2 and said[1].startswith("2 outbox row(s) of identity provider 'a'")
+
+        change = worker.update_user("alice", {"title": "W2"})  # serve's push of a request
+        assert change.outbound is not None and change.outbound.awaiting_rename == {"a": 1}
+        assert requests_at(scim2_server)[sent:] == []
+    waiting = setup.rows("SELECT label, status, claimed_by FROM outbox WHERE idp = 'a'")
+    assert sorted(waiting) == [("alice", "pending", None), ("bob", "pending", None)]
+    assert setup.held_by("a")["ledger"] == 0
+
+    cli("sync").ok()  # the new configuration pushes those changes under 'b'
+    assert created_at(scim2_server, sent) == []
+    titles = {u["userName"]: u.get("title") for u in scim2_server.users()}
+    assert titles == {"alice": "W2", "bob": "W1"}
+    [group] = scim2_server.groups()  # one 'staff', not two
+    assert len(group["members"]) == 2
+
+
+def test_a_worker_started_before_the_rename_stops_even_if_the_new_name_points_elsewhere(
+    cli, setup, scim2_server
+):
+    """'b' written with another base_url than 'a' had (another spelling of the same
+    target, say): the worker's 'a' no longer matches 'b' by target, but the rename came
+    after the worker first asked, so it stops pushing to 'a' all the same."""
+    provisioned_under_a(cli)
+    old = old_configuration(setup)
+    with IdentityService(load_config(old)) as worker:
+        with worker.unit_of_work(push=False) as uow:
+            uow.update_user("alice", {"title": "W0"})
+        assert worker.outbound.work(once=True).ok
+        setup.configure("b", base_url=scim2_server.base_url + "/elsewhere")
+        cli("idp", "rename", "a", "b").ok()
+        sent = len(requests_at(scim2_server))
+        with worker.unit_of_work(push=False) as uow:
+            uow.update_user("alice", {"title": "W1"})
+        report = worker.outbound.work(once=True)
+        assert requests_at(scim2_server)[sent:] == []
+        assert report.to_dict()["awaiting_rename"]["a"]["from"] == "b"
+        assert report.to_dict()["awaiting_rename"]["a"]["renamed_away_at"]
+    assert setup.rows("SELECT label, status FROM outbox WHERE idp = 'a'") == [("alice", "pending")]
+
+
+def test_status_counts_the_rows_left_under_a_name_no_longer_configured_as_orphaned(cli, setup):
+    """As `outbox list` shows them: no line of the table says they are pending."""
+    provisioned_under_a(cli)
+    setup.execute(
+        "INSERT INTO outbox (idp, kind, local_id, domain, label, enqueued_at, updated_at)"
+        " VALUES ('gone', 'user', 'x1', 'PRIMARY', 'carol', '2026-01-01', '2026-01-01')"
+    )
+    assert [r["status"] for r in cli("outbox", "list", "--json").items()] == ["orphaned"]
+    shown = {s["idp"]: s for s in cli("status", "--json").items()}
+    assert shown["gone"]["configured"] is False and shown["gone"]["outbox"] == {"orphaned": 1}
+    assert shown["a"]["configured"] is True
+    status = cli("status").ok()
+    assert "gone" not in status.stdout
+    assert (
+        "warning: 1 outbox row(s) of 'gone', which is not configured, are orphaned: nothing "
+        "pushes them (`idprov outbox list --idp gone`)" in " ".join(status.stderr.split())
+    )

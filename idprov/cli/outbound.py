@@ -149,6 +149,8 @@ def outbox_work(
         def work() -> None:
             report.merge(svc.outbound.work(idp, stop=stop, progress=svc.progress))
 
+        svc.outbound.say = _say_waiting
+
         keep_working(work, stop, _say_worker)
     stats.add(report)
     stats.outcome = run_outcome(0 if report.ok else ExitCode.OUTBOUND_FAILED)
@@ -163,6 +165,11 @@ def _say_worker(text: str, bug: bool) -> None:
     if bug:
         traceback.print_exc()
     sys.stderr.flush()
+
+
+def _say_waiting(text: str) -> None:
+    """What the worker says, once per IdP, of rows it leaves waiting for a rename."""
+    _say_worker(text, False)
 
 
 def _stop_on_signals() -> Any:

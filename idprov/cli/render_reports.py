@@ -86,11 +86,14 @@ def outbound_report(report: OutboundReport) -> None:
     for name, count in sorted(report.queued.items()):
         typer.echo(f"  … {name}: {count} queued for the outbox worker (`idprov outbox work`)")
     for name, count in sorted(report.awaiting_rename.items()):
-        typer.secho(
-            f"  ⏸ {name}: {count} not pushed, waiting in the outbox for `idprov idp rename "
-            f"{report.renamed_from[name]} {name}`",
-            fg="yellow",
+        other = report.renamed_from[name]
+        why = (
+            f"its ledger went to {other} (`idprov idp rename`, {report.renamed_away[name]}): "
+            "this configuration is older than that rename; use the new one"
+            if name in report.renamed_away
+            else f"waiting in the outbox for `idprov idp rename {other} {name}`"
         )
+        typer.secho(f"  ⏸ {name}: {count} not pushed, {why}", fg="yellow")
     held_by_guard(report.held)
     for warning in report.warnings:
         typer.secho(f"  ! {warning}", fg="yellow", err=True)

@@ -53,14 +53,17 @@ MetricsOpt = Annotated[
 def status(json: JsonOpt = False) -> None:
     """Each identity provider at a glance: last sync, outbox depth, oldest row, health.
 
-    Warns about a ledger kept under an IdP name that is no longer configured.
+    Warns about a ledger kept under an IdP name that is no longer configured, and about
+    outbox rows left under one (orphaned: nothing pushes them).
     """
     from idprov.cli import render
     from idprov.provisioning.metrics import idp_status
 
     svc = service(read_only=True)
-    emit(idp_status(svc), render.status)
+    statuses = idp_status(svc)
+    emit(statuses, lambda rows: render.status([r for r in rows if r.configured]))
     warn_orphaned_idps(svc)
+    warn_orphaned_rows(statuses)
 
 
 def warn_orphaned_idps(svc: Any) -> None:
@@ -73,6 +76,29 @@ def warn_orphaned_idps(svc: Any) -> None:
     for orphan in orphaned_idps(svc.state, svc.config):
         warning = IdprovError(orphan.message, hint=orphan.hint)
         warning.code = "orphaned_idp"
+        render_error(warning, "warning")
+
+
+def warn_orphaned_rows(statuses: list[Any]) -> None:
+    """A warning for each IdP name that is not configured and still has outbox rows
+    (with ``--json``, its entry says ``orphaned`` too): they are orphaned, as `idprov
+    outbox list` shows them, and no line of the table counts them as pending."""
+    from idprov.cli.common import render_error
+
+    for entry in statuses:
+        count = entry.outbox.get("orphaned", 0)
+        if entry.configured or not count:
+            continue
+        name = entry.idp
+        warning = IdprovError(
+            f"{count} outbox row(s) of '{name}', which is not configured, are orphaned: "
+            f"nothing pushes them (`idprov outbox list --idp {name}`)",
+            hint=f"if '{name}' was renamed, `idprov sync` pushes what its new name needs "
+            f"(rows made under '{name}' after `idprov idp rename` come from a process still "
+            f"running with the configuration that names it: restart it with the new one); "
+            f"then drop them with `idprov outbox discard --idp {name}`",
+        )
+        warning.code = "orphaned_outbox"
         render_error(warning, "warning")
 
 

@@ -291,6 +291,7 @@ class InboundServer:
 
         def work() -> None:
             backend = self.backends.get(self.applications[0], "worker")
+            backend.service.outbound.say = log.warning
             backend.service.outbound.work(stop=self._stop)
 
         keep_working(work, self._stop, lambda text, bug: log.error(text, exc_info=bug))

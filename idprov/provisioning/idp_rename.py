@@ -29,6 +29,13 @@ name of an orphaned one) in one query, and records the targets as it goes (the f
 push of an installation that never ran a sync records them too): outbound does not
 push to them and sync refuses them until the rename, which takes the outbox rows they
 made while they waited with it.
+
+After the rename, a worker or `idprov serve` still running the configuration that names
+the old name must not push under it either: the ledger is gone from there. The rename
+records in ``idp_renames`` where the old name went (:func:`idp_names` reads it in the
+same query), and outbound, which asks at every drain, stops pushing to a name renamed
+away since it first asked (see :meth:`~idprov.provisioning.outbound.Outbound.
+awaiting_rename`).
 """
 
 from __future__ import annotations
@@ -56,7 +63,14 @@ MIGRATIONS: Migrations = {
                 "CREATE TABLE idp_targets (idp TEXT PRIMARY KEY, target TEXT NOT NULL,"
                 " noted_at TEXT NOT NULL) WITHOUT ROWID"
             ),
-        )
+        ),
+        (
+            "0002_idp_renames",
+            ddl(
+                "CREATE TABLE idp_renames (idp TEXT PRIMARY KEY, renamed_to TEXT NOT NULL,"
+                " renamed_at TEXT NOT NULL) WITHOUT ROWID"
+            ),
+        ),
     ],
     "postgresql": [
         (
@@ -65,11 +79,19 @@ MIGRATIONS: Migrations = {
                 "CREATE TABLE idp_targets (idp text PRIMARY KEY, target text NOT NULL,"
                 " noted_at text NOT NULL)"
             ),
-        )
+        ),
+        (
+            "0002_idp_renames",
+            ddl(
+                "CREATE TABLE idp_renames (idp text PRIMARY KEY, renamed_to text NOT NULL,"
+                " renamed_at text NOT NULL)"
+            ),
+        ),
     ],
 }
 """``idp_targets``: per configured IdP, the target it pointed at when a sync or a push
-last ran."""
+last ran. ``idp_renames``: per name `idprov idp rename` moved away, the name its ledger
+went to and when (a process that read its configuration before stops pushing to it)."""
 
 OWN_ROWS = ("ledger", "ledger_members", "ledger_inputs")
 """The tables whose rows under the new name would be merged with the old name's: the
@@ -151,6 +173,18 @@ def _likely(last: Mapping[str, str], config: Config) -> dict[str, str]:
     return {name: names[0] for name, names in found.items() if len(names) == 1}
 
 
+@dataclass(frozen=True)
+class IdpNames:
+    """What the state says about the IdP names of a configuration (:func:`idp_names`)."""
+
+    waiting: dict[str, str]
+    """New name -> old name: the configured IdPs awaiting a rename (see
+    :func:`awaiting_rename`)."""
+    renamed: dict[str, tuple[str, str]]
+    """Every name `idprov idp rename` moved away -> (the name its ledger is under now,
+    when it moved)."""
+
+
 def awaiting_rename(state: StateStore, config: Config) -> dict[str, str]:
     """New name -> old name, for each configured IdP that has no ledger and is the
     likely new name of an orphaned one (see :func:`orphaned_idps`): pushed to before
@@ -158,15 +192,25 @@ def awaiting_rename(state: StateStore, config: Config) -> dict[str, str]:
     ones. One query, whatever the number of users; outbound asks before it pushes, so
     the targets of the configured IdPs are recorded here too (:func:`note_targets`: a
     write only when one changed): an installation that never ran a sync is matched."""
-    migrate_tables(state.db)
-    db = state.db
+    return idp_names(state, config).waiting
+
+
+def idp_names(state: StateStore, config: Config, *, migrate: bool = True) -> IdpNames:
+    """:func:`awaiting_rename`'s answer, and the names renamed away (``idp_renames``),
+    in the same one query (``migrate``: make this module's tables first, as every
+    reader does on first use; a caller that asks again and again does it once)."""
+    if migrate:
+        migrate_tables(state.db)
     ledger: set[str] = set()
     known: dict[str, str] = {}
-    for idp, target in db.execute(_NAMES_AND_TARGETS):
-        if target is None:
+    renamed: dict[str, tuple[str, str]] = {}
+    for kind, idp, value, at in state.db.execute(_NAMES_AND_TARGETS):
+        if kind == "ledger":
             ledger.add(str(idp))
+        elif kind == "target":
+            known[str(idp)] = str(value)
         else:
-            known[str(idp)] = str(target)
+            renamed[str(idp)] = (str(value), str(at))
     _record_targets(state, config, known)
     configured = {i.name for i in config.identity_providers}
     last = {name: known[name] for name in sorted(ledger - configured) if name in known}
@@ -174,7 +218,7 @@ def awaiting_rename(state: StateStore, config: Config) -> dict[str, str]:
     for old, new in _likely(last, config).items():
         if new not in ledger:
             waiting.setdefault(new, old)
-    return waiting
+    return IdpNames(waiting, renamed)
 
 
 def awaiting_message(new: str, old: str) -> str:
@@ -253,10 +297,13 @@ _LEDGER_NAMES = (
 loose index scan: one index seek per name, whatever the number of rows)."""
 
 _NAMES_AND_TARGETS = (
-    f"{_LEDGER_NAMES} SELECT idp, NULL FROM names WHERE idp IS NOT NULL"
-    " UNION ALL SELECT idp, target FROM idp_targets"
+    f"{_LEDGER_NAMES} SELECT 'ledger', idp, CAST(NULL AS TEXT), CAST(NULL AS TEXT)"
+    " FROM names WHERE idp IS NOT NULL"
+    " UNION ALL SELECT 'target', idp, target, CAST(NULL AS TEXT) FROM idp_targets"
+    " UNION ALL SELECT 'renamed', idp, renamed_to, renamed_at FROM idp_renames"
 )
-"""The IdP names in the ledger (target NULL), then every recorded target."""
+"""(kind, IdP, value, when): the IdP names in the ledger (``ledger``), every recorded
+target (``target``) and every name renamed away (``renamed``: its new name and when)."""
 
 
 def _orphans_query(configured: list[str]) -> str:
@@ -553,3 +600,20 @@ def _move(db: StateDB, old: str, new: str, moved: dict[str, int]) -> None:
     if moved["jit_links"]:
         db.execute("UPDATE jit_links SET idp = ? WHERE idp = ?", [new, old])
     db.execute("DELETE FROM idp_targets WHERE idp = ?", [old])
+    _note_renamed(db, old, new)
+
+
+def _note_renamed(db: StateDB, old: str, new: str) -> None:
+    """Record in ``idp_renames`` that the ledger of ``old`` went to ``new``: outbound in
+    a process that read its configuration before (it still names ``old``) stops pushing
+    to ``old`` at its next drain (see :meth:`~idprov.provisioning.outbound.Outbound.
+    awaiting_rename`). Names renamed to ``old`` before now lead to ``new``; ``new`` is a
+    name in use again."""
+    db.execute("UPDATE idp_renames SET renamed_to = ? WHERE renamed_to = ?", [new, old])
+    db.execute("DELETE FROM idp_renames WHERE idp = ?", [new])
+    db.execute(
+        "INSERT INTO idp_renames (idp, renamed_to, renamed_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (idp) DO UPDATE SET renamed_to = excluded.renamed_to,"
+        " renamed_at = excluded.renamed_at",
+        [old, new, now()],
+    )

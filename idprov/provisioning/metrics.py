@@ -46,10 +46,13 @@ class IdpStatus:
     last_sync_outcome: str | None = None
     last_success: str | None = None
     outbox: dict[str, int] = field(default_factory=dict)
-    """Rows by status: pending, failed, held."""
+    """Rows by status: pending, failed, held; for an IdP not configured, all of them as
+    orphaned (as `idprov outbox list` shows them: nothing pushes them)."""
     oldest_waiting: str | None = None
     """When the oldest row still in the outbox was enqueued."""
     health: str = "ok"
+    configured: bool = True
+    """False for a name only outbox rows are left under (see :attr:`outbox`)."""
 
     def oldest_age(self, now: float | None = None) -> float | None:
         if self.oldest_waiting is None:
@@ -68,10 +71,11 @@ def idp_status(service: IdentityService) -> list[IdpStatus]:
     """Every configured IdP's status (and any that still has outbox rows)."""
     names = [i.name for i in service.config.identity_providers]
     names += [n for n in service.state.outbox.idps() if n not in names]
-    found = {n: IdpStatus(n) for n in names}
+    found = {n: IdpStatus(n, configured=service.outbound.configured(n)) for n in names}
     for (name, status), (count, oldest) in service.state.outbox.depth().items():
-        entry = found.setdefault(name, IdpStatus(name))
-        entry.outbox[status] = count
+        entry = found.setdefault(name, IdpStatus(name, configured=False))
+        status = status if entry.configured else "orphaned"
+        entry.outbox[status] = entry.outbox.get(status, 0) + count
         if entry.oldest_waiting is None or oldest < entry.oldest_waiting:
             entry.oldest_waiting = oldest
     for name, health in service.idp_health().items():
@@ -212,7 +216,7 @@ def _status_families(statuses: list[IdpStatus], command: str) -> list[_Family]:
     for s in statuses:
         if s.last_success is not None:
             last.sample(_epoch(s.last_success), idp=s.idp, command=command)
-        for status in ("pending", "failed", "held"):
+        for status in ("pending", "failed", "held") + (() if s.configured else ("orphaned",)):
             depth.sample(s.outbox.get(status, 0), idp=s.idp, status=status, command=command)
         oldest.sample(round(s.oldest_age(now) or 0.0, 3), idp=s.idp, command=command)
         healthy.sample(1 if s.health == "ok" else 0, idp=s.idp, command=command)

@@ -106,6 +106,10 @@ class Outbound:
         """Where another process pushes this one's changes (`serve --workers`: the
         outbox worker; see :mod:`~idprov.inbound.push_relay`): a name under that
         drainer's for a change's claims, or None while it is not reachable."""
+        self.say: Callable[[str], None] | None = None
+        """Where the worker says, once per IdP and as it happens, why it leaves rows
+        waiting for `idprov idp rename` (`idprov outbox work`: stderr; `idprov serve`:
+        its log): a long-running worker's report comes only when it stops."""
         self.lease = LEASE_SECONDS
         self.batch = WORK_BATCH
         """Rows the worker claims at a time (workers sharing a PostgreSQL state each
@@ -117,7 +121,8 @@ class Outbound:
         self._connectors: dict[str, Connector] = {}
         self._executors: dict[str, ThreadPoolExecutor] = {}
         self._looked_for_the_dead = -DEAD_CHECK_SECONDS
-        self._awaiting: dict[str, str] | None = None
+        self._names_ready = False
+        self._renames_seen: dict[str, tuple[str, str]] | None = None
 
     @property
     def state(self) -> StateStore:
@@ -144,18 +149,38 @@ class Outbound:
         return any(idp.name == name for idp in self.config.identity_providers)
 
     def awaiting_rename(self) -> dict[str, str]:
-        """IdP -> the name no longer configured whose ledger it must take over with
-        `idprov idp rename OLD NEW` before anything is pushed to it (see
-        :func:`~idprov.provisioning.idp_rename.awaiting_rename`). Read once per
-        instance, in one query, before its first push, which records where each
-        configured IdP points (an installation that never ran a sync too). A rename
-        made meanwhile by another process is seen by the next instance (a command,
-        `idprov serve` restarted with the new configuration)."""
-        if self._awaiting is None:
-            from idprov.provisioning.idp_rename import awaiting_rename
+        """IdP -> the name its ledger is under, to take over with `idprov idp rename
+        OLD NEW` before anything is pushed to it (see
+        :func:`~idprov.provisioning.idp_rename.awaiting_rename`), or where `idprov idp
+        rename` moved it from under this process (see :meth:`_rename_gate`). Read afresh
+        at each call, in one query (some 20 µs on SQLite, whatever the ledger's size),
+        which also records where each configured IdP points (an installation that never
+        ran a sync too)."""
+        return self._rename_gate()[0]
 
-            self._awaiting = awaiting_rename(self.state, self.config)
-        return self._awaiting
+    def _rename_gate(self) -> tuple[dict[str, str], dict[str, str]]:
+        """:meth:`awaiting_rename`'s answer, and IdP -> when `idprov idp rename` moved
+        its ledger away, for the configured IdPs this process must not push to because
+        its configuration is older than a rename: the rename took the ledger of a name
+        it still configures (to the name its targets match, or at any time after this
+        instance first asked: the new name may point elsewhere). Each drain and each
+        worker cycle asks once, after claiming its rows (a rename refuses while rows
+        of its IdP are claimed), so no rename moves a ledger from under a push, even
+        in a worker or `idprov serve` that started before it."""
+        from idprov.provisioning.idp_rename import idp_names, migrate_tables
+
+        if not self._names_ready:
+            migrate_tables(self.state.db)
+            self._names_ready = True
+        names = idp_names(self.state, self.config, migrate=False)
+        if self._renames_seen is None:
+            self._renames_seen = dict(names.renamed)
+        waiting, away = dict(names.waiting), {}
+        for idp, (to, at) in names.renamed.items():
+            since = self._renames_seen.get(idp) != (to, at)
+            if self.configured(idp) and (since or waiting.get(idp) == to):
+                waiting[idp], away[idp] = to, at
+        return waiting, away
 
     def connector(self, name: str) -> Connector:
         """The connector of IdP ``name``, made on first use with its own HTTP client."""
@@ -203,7 +228,7 @@ class Outbound:
         :class:`UnitOfWork`) are drained without claiming them again. Never raises
         for one row."""
         report = OutboundReport()
-        mine = self._claimable(rows, report, claims)
+        mine = self._configured(rows, report)
         if not mine:
             return report
         names = set(claims)
@@ -221,8 +246,9 @@ class Outbound:
                 )
             names.add(self.owner)
         taken = {c.id for c in claimed}
+        claimed = self._not_renamed(mine, claimed, report, sorted(names))
         for row in mine:
-            if row.id not in taken:  # another drainer is pushing it
+            if row.id not in taken and row.id not in report.noted:  # another drainer's
                 report.note("queued", row.idp, row.id)
         self._drain_claimed(claimed, report, progress, passwords, sorted(names))
         return self._drain_changed(claimed, report, progress)
@@ -253,6 +279,7 @@ class Outbound:
                 break
             with self.state.transaction():
                 claimed = self.state.outbox.claim(changed, self.owner, self.lease)
+            claimed = self._not_renamed(claimed, claimed, report, [self.owner])
             if not claimed:
                 break
             from idprov.provisioning.guard import hold_over
@@ -279,27 +306,43 @@ class Outbound:
                 released += self.state.outbox.release(holder)
         return released
 
-    def _claimable(
-        self, rows: Sequence[OutboxRow], report: OutboundReport, claims: Sequence[str]
-    ) -> list[OutboxRow]:
-        """The rows of ``rows`` to push; the others are noted in ``report``, and those
-        of an IdP awaiting a rename that their change claimed (under ``claims``) are
-        given back, for the rename to take and a later push to claim."""
+    def _configured(self, rows: Sequence[OutboxRow], report: OutboundReport) -> list[OutboxRow]:
+        """The rows of ``rows`` of configured IdPs; the others are noted as orphaned."""
         mine = []
-        waiting = self.awaiting_rename() if rows else {}
-        left = []
         for row in rows:
-            if not self.configured(row.idp):
-                report.note("orphaned", row.idp, row.id)
-            elif row.idp in waiting:
-                report.await_rename(row.idp, waiting[row.idp], row.id)
-                left += [row.id] if row.claimed_by in claims else []
-            else:
+            if self.configured(row.idp):
                 mine.append(row)
-        if left:
-            with self.state.transaction():
-                self.state.outbox.release_rows(left, list(claims))
+            else:
+                report.note("orphaned", row.idp, row.id)
         return mine
+
+    def _not_renamed(
+        self,
+        rows: Sequence[OutboxRow],
+        claimed: Sequence[OutboxRow],
+        report: OutboundReport,
+        owners: Sequence[str],
+    ) -> list[OutboxRow]:
+        """The rows of ``claimed`` (claimed under ``owners``) to push. Which IdPs await
+        `idprov idp rename` is read now, after the claim: a rename refuses while rows of
+        its IdP are claimed, so it cannot move a ledger from under this push, and one
+        that came before the claim is seen (:meth:`_rename_gate`). Every row of ``rows``
+        of those IdPs is noted in ``report``; the claimed ones are given back, for the
+        rename to take and a later push to claim. A row claimed after a rename moved it
+        to an IdP not configured here is given back too."""
+        waiting, away = self._rename_gate() if claimed else ({}, {})
+        for row in rows:
+            if row.idp in waiting:
+                report.await_rename(row.idp, waiting[row.idp], row.id, away.get(row.idp))
+        left = {r.id: r for r in claimed if r.idp in waiting or not self.configured(r.idp)}
+        if not left:
+            return list(claimed)
+        with self.state.transaction():
+            self.state.outbox.release_rows(list(left), list(owners))
+        for row in left.values():
+            if row.idp not in waiting:
+                report.note("orphaned", row.idp, row.id)
+        return [r for r in claimed if r.id not in left]
 
     def _drain_claimed(
         self,
@@ -368,10 +411,12 @@ class Outbound:
     ) -> OutboundReport:
         """The worker: claim due rows and drain them, batch after batch. With ``once``,
         drain what is due now (every row, if ``eager``), each row at most once, and
-        return; else keep waiting for rows to come due until ``stop`` is set."""
+        return; else keep waiting for rows to come due until ``stop`` is set. Why rows
+        are left waiting for `idprov idp rename` is told to :attr:`say` as it happens."""
         from idprov.provisioning.guard import GuardWindow
 
         total = OutboundReport()
+        told: set[str] = set()
         stop = stop or threading.Event()
         window = GuardWindow()  # the batches of one pass, or until idle, are one change
         if once:
@@ -386,12 +431,14 @@ class Outbound:
                         ids[start : start + self.batch], self.owner, self.lease
                     )
                 total.merge(self._drain_judged(batch, progress, window))
+            _tell_waiting(total, told, self.say)
             return total
         while not stop.is_set():
             batch = self._due_batch(idps, total)
             if batch:
                 total.merge(self._drain_judged(batch, progress, window))
-            else:
+            _tell_waiting(total, told, self.say)
+            if not batch:
                 window = GuardWindow()  # idle: what comes next is another change
                 stop.wait(self._idle_wait(idps))
         return total
@@ -405,6 +452,7 @@ class Outbound:
         from idprov.provisioning.guard import hold_over
 
         report = OutboundReport()
+        batch = self._not_renamed(batch, batch, report, [self.owner])
         pushed = hold_over(self, batch, report, window=window)
         return self._drain_claimed(pushed, report, progress, None)
 
@@ -424,7 +472,7 @@ class Outbound:
         not awaiting `idprov idp rename` and not resting in quarantine; orphaned ones
         and those awaiting a rename are counted in ``total`` once."""
         names = list(idps) if idps is not None else self.state.outbox.idps()
-        waiting = self.awaiting_rename() if names else {}
+        waiting, away = self._rename_gate() if names else ({}, {})
         for name in names:
             if not self.configured(name) and name not in total.orphaned:
                 count = len(self.state.outbox.rows(idps=[name]))
@@ -435,6 +483,8 @@ class Outbound:
                 if count:
                     total.awaiting_rename[name] = count
                     total.renamed_from[name] = waiting[name]
+                    if name in away:
+                        total.renamed_away[name] = away[name]
         return [
             n for n in names if self.configured(n) and n not in waiting and self._awake(n, eager)
         ]
@@ -464,6 +514,17 @@ class Outbound:
         due = datetime.fromisoformat(nxt.replace("Z", "+00:00"))
         seconds = (due - datetime.now(UTC)).total_seconds()
         return min(max(seconds, 0.05), IDLE_POLL_SECONDS)
+
+
+def _tell_waiting(
+    report: OutboundReport, told: set[str], say: Callable[[str], None] | None
+) -> None:
+    """Tell ``say`` why the rows of each IdP of ``report`` awaiting a rename were left,
+    the first time the IdP is there (``told``: those already told)."""
+    for name in sorted(report.awaiting_rename):
+        if say is not None and name not in told:
+            told.add(name)
+            say(report.awaiting_warning(name))
 
 
 def drain_health(ops: Sequence[OperationResult]) -> DrainHealth:

@@ -94,7 +94,12 @@ class OutboundReport:
     `idprov idp rename OLD IdP` (see :attr:`renamed_from`); pushed, it would take the
     accounts idprov made there for new ones."""
     renamed_from: dict[str, str] = field(default_factory=dict)
-    """IdP awaiting a rename -> the old name whose ledger it must take over."""
+    """IdP awaiting a rename -> the old name whose ledger it must take over; for an IdP
+    in :attr:`renamed_away`, the name its ledger went to."""
+    renamed_away: dict[str, str] = field(default_factory=dict)
+    """IdP awaiting a rename because `idprov idp rename IdP NEW` moved its ledger to NEW
+    (:attr:`renamed_from`) after this process read its configuration -> when: the
+    process runs an older configuration, and must be restarted with the new one."""
     noted: dict[int, tuple[str, str]] = field(default_factory=dict, repr=False)
     """Outbox row id -> (IdP, what became of it) for rows not drained: ``queued``,
     ``orphaned``, ``held``, ``awaiting_rename``, or ``pending`` (left by a credentials
@@ -112,9 +117,13 @@ class OutboundReport:
         if counts is not None:
             counts[idp] = counts.get(idp, 0) + 1
 
-    def await_rename(self, idp: str, old: str, row: int) -> None:
-        """Count a row of ``idp`` not pushed until `idprov idp rename OLD IdP`."""
+    def await_rename(self, idp: str, old: str, row: int, away: str | None = None) -> None:
+        """Count a row of ``idp`` not pushed until `idprov idp rename OLD IdP` (``away``:
+        when `idprov idp rename IdP OLD` moved its ledger away from under this process,
+        see :attr:`renamed_away`)."""
         self.renamed_from[idp] = old
+        if away is not None:
+            self.renamed_away[idp] = away
         self.note("awaiting_rename", idp, row)
 
     def only(self, rows: Collection[int]) -> OutboundReport:
@@ -132,6 +141,9 @@ class OutboundReport:
         if not part.held:
             part.guard = []
         part.renamed_from = {n: self.renamed_from[n] for n in part.awaiting_rename}
+        part.renamed_away = {
+            n: at for n, at in self.renamed_away.items() if n in part.awaiting_rename
+        }
         return part
 
     @property
@@ -147,6 +159,7 @@ class OutboundReport:
         self.guard += other.guard
         self.noted.update(other.noted)
         self.renamed_from.update(other.renamed_from)
+        self.renamed_away.update(other.renamed_away)
         pairs = ((self.queued, other.queued), (self.orphaned, other.orphaned))
         waiting = (self.awaiting_rename, other.awaiting_rename)
         for mine_counts, theirs in (*pairs, (self.held, other.held), waiting):
@@ -175,12 +188,23 @@ class OutboundReport:
             f"--idp {name}` or declare the IdP again"
             for name, count in sorted(self.orphaned.items())
         ]
-        return lines + [
-            self._awaiting(n, count) for n, count in sorted(self.awaiting_rename.items())
-        ]
+        return lines + [self.awaiting_warning(n) for n in sorted(self.awaiting_rename)]
 
-    def _awaiting(self, name: str, count: int) -> str:
-        old = self.renamed_from[name]
+    def awaiting_warning(self, name: str) -> str:
+        """Why the rows of ``name`` in :attr:`awaiting_rename` were not pushed, and what
+        to do."""
+        count, old = self.awaiting_rename.get(name, 0), self.renamed_from[name]
+        if name in self.renamed_away:
+            return (
+                f"{count} outbox row(s) of identity provider {name!r} were not pushed: "
+                f"`idprov idp rename {name} {old}` moved its ledger to {old!r} at "
+                f"{self.renamed_away[name]}, and the configuration of this process, which "
+                f"still names {name!r}, is older than that rename: restart this worker or "
+                f"`idprov serve` with the new configuration (and run commands with it). "
+                f"These rows stay under {name!r}, orphaned: the next `idprov sync` pushes "
+                f"their changes to {old!r}, and `idprov outbox discard --idp {name}` drops "
+                f"them"
+            )
         return (
             f"{count} outbox row(s) of identity provider {name!r} were not pushed, waiting "
             f"for `idprov idp rename {old} {name}`: {name!r} has no ledger and points at the "
@@ -203,6 +227,7 @@ class OutboundReport:
         if self.awaiting_rename:
             out["awaiting_rename"] = {
                 name: {"rows": count, "from": self.renamed_from[name]}
+                | ({"renamed_away_at": at} if (at := self.renamed_away.get(name)) else {})
                 for name, count in self.awaiting_rename.items()
             }
         if self.orphaned or self.held or self.awaiting_rename:
