@@ -500,6 +500,10 @@ def test_a_worker_started_before_the_rename_pushes_nothing_under_the_old_name(
         assert stale.exit_code == 6, stale
         assert "⏸ a: 1 not pushed, its ledger went to b (`idprov idp rename`" in stale.stdout
         assert "this configuration is older than that rename; use the new one" in stale.stdout
+        synced = cli("--config", str(old), "sync", "--json").error(2)  # a cron on the old file
+        assert "'a' was renamed 'b' by `idprov idp rename`" in synced["message"]
+        assert "rename b a" not in synced["message"] + synced["hint"]  # never: it undoes it
+        assert requests_at(scim2_server)[sent:] == []
         with worker.unit_of_work(push=False) as uow:
             uow.update_user("alice", {"title": "W1"})
 

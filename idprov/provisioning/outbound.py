@@ -158,6 +158,12 @@ class Outbound:
         ran a sync too)."""
         return self._rename_gate()[0]
 
+    def renamed_away(self) -> dict[str, str]:
+        """Configured IdP -> when `idprov idp rename` moved its ledger away to the name
+        :meth:`awaiting_rename` gives: this process's configuration is older than that
+        rename (see :meth:`_rename_gate`)."""
+        return self._rename_gate()[1]
+
     def _rename_gate(self) -> tuple[dict[str, str], dict[str, str]]:
         """:meth:`awaiting_rename`'s answer, and IdP -> when `idprov idp rename` moved
         its ledger away, for the configured IdPs this process must not push to because

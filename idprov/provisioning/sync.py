@@ -479,11 +479,24 @@ def refuse_awaiting_rename(service: IdentityService, idps: Sequence[str] | None)
     idprov's mark outside the ledger)."""
     from idprov.provisioning.idp_rename import awaiting_hint, awaiting_message
 
-    waiting = service.outbound.awaiting_rename()
+    waiting, away = service.outbound.awaiting_rename(), service.outbound.renamed_away()
     names = list(idps) if idps else service.targets()
     refused = [(name, waiting[name]) for name in names if name in waiting]
     if not refused:
         return
+    stale = [(name, to) for name, to in refused if name in away]
+    if stale:  # an old configuration: the rename was made, its hint would undo it
+        raise ConfigError(
+            "; ".join(
+                f"'{name}' was renamed '{to}' by `idprov idp rename` at {away[name]}: this "
+                f"configuration ({service.config.source}) still names '{name}' and is older "
+                "than that rename"
+                for name, to in stale
+            )
+            + "; nothing was changed",
+            hint="run idprov with the configuration that names the new name (--config, "
+            "IDPROV_CONFIG, the timer's unit); do not rename it back",
+        )
     others = [name for name in names if name not in waiting]
     options = " ".join(f"--idp {name}" for name in others)
     rest = f"; the others can be synced meanwhile: `idprov sync {options}`" if others else ""
