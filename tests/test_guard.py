@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from idprov.config import load_config
@@ -567,18 +568,20 @@ def test_the_worker_holds_what_a_change_without_push_would_destroy(cli, scim, tm
     assert cli("outbox", "list", "--json").json()["items"] == []
 
 
-def test_a_coalesced_role_row_keeps_the_allowance_of_the_change_it_carries(cli, scim, tmp_path):
+def test_a_group_row_two_changes_share_goes_when_each_fits_in_its_own(cli, scim, tmp_path):
     """12 deprovisions allowed by their command, then one more user deleted (under the
     guard on its own), both left to the worker: the group's row carries both changes.
     Each change is judged as it was made: the worker held pl13 and the group as 'will
-    delete 13 users (43%)', counting the 12 it had just pushed under their allowance."""
+    delete 13 users (43%)', counting the 12 it had just pushed under their allowance.
+    The group's row has the smaller allowance (none): the 12's leaving the group is
+    theirs, judged with their rows, not counted again with it."""
     seed(30)
     edit_config(tmp_path, "[staff]\n", "[staff]\n    blocking: false\n")
     users = [f"pl{i}" for i in range(1, 13)]
     cli("--no-wait", "role", "unassign", "staff", *users, "--yes", "--allow-deletes", "12").ok()
     cli("--no-wait", "user", "delete", "pl13", "--yes").ok()  # 1 user: under the guard
     [group] = [r for r in cli("outbox", "list", "--json").items() if r["kind"] == "role"]
-    assert group["allowed"] == 12  # the larger allowance stays with the row
+    assert group["allowed"] is None  # the smaller: the 12's does not cover the other
     cli("outbox", "work", "--once").ok()
     assert cli("outbox", "list", "--json").items() == []
     assert len(scim.users()) == 17
@@ -672,3 +675,82 @@ def test_a_command_gives_its_rows_what_it_was_judged_to_need_not_all_of_n(cli, s
     cli("--no-wait", "role", "unassign", "staff", *users, "--yes", "--allow-deletes", "500").ok()
     rows = cli("outbox", "list", "--json").items()
     assert len(rows) == 13 and {r["allowed"] for r in rows} == {12}
+
+
+def two_idps(tmp_path: Path, scim: Scim2Peer) -> Scim2Peer:
+    """IdP ``scim`` (blocking) and ``arch`` (``blocking: false``, at another tenant of the
+    same server), both scoped to r1, r2, r3, the guard's minimum 3 users; 30 users: u01-u10
+    hold r1 (u03, u06, u09 r2 too), u11-u20 r2, u21-u30 r3, pushed to both."""
+    arch_url = scim.base_url.replace("/v2", "a/v2")  # another tenant: another target
+    guard = "    deletion_guard: {min_deletes: 3}\n    provisioning_roles: [r1, r2, r3]\n"
+    (tmp_path / "idprov.yaml").write_text(
+        f"version: 1\ndata_dir: {tmp_path / 'data'}\nidentity_providers:\n"
+        f"  - name: scim\n    connector: scim2\n{guard}"
+        f"    options: {{base_url: '{scim.base_url}', auth: bearer, token: env:SCIM_TOKEN}}\n"
+        f"  - name: arch\n    connector: scim2\n    blocking: false\n{guard}"
+        f"    options: {{base_url: '{arch_url}', auth: bearer, token: env:SCIM_TOKEN}}\n"
+        "applications:\n  - name: resident\n    identity_providers: [scim, arch]\n"
+    )
+    service = IdentityService(load_config())
+    try:
+        with service.unit_of_work() as uow:
+            for role in ("r1", "r2", "r3"):
+                uow.add_role(role)
+            for i in range(1, 31):
+                roles = ["r1", "r2"] if i in (3, 6, 9) else [f"r{(i - 1) // 10 + 1}"]
+                uow.add_user(f"u{i:02d}", {"email": f"u{i:02d}@example.com"}, roles=roles)
+        assert uow.outbound is not None and uow.outbound.ok
+    finally:
+        service.close()
+    with httpx.Client(base_url=arch_url, headers=dict(scim.client.headers)) as client:
+        arch = Scim2Peer(arch_url, scim.token, client)
+        assert len(arch.users()) == 30 and len(scim.users()) == 30
+    return arch
+
+
+def arch_users(arch: Scim2Peer) -> list[str]:
+    with httpx.Client(base_url=arch.base_url, headers=dict(arch.client.headers)) as client:
+        return sorted(u["userName"] for u in Scim2Peer(arch.base_url, arch.token, client).users())
+
+
+LEAVERS = ["u03", "u06", "u09", "u22", "u23", "u25", "u26"]
+
+
+@pytest.mark.parametrize("push", [True, False], ids=["pushed", "no-push"])
+def test_a_change_coalescing_into_another_changes_allowed_rows_is_judged_whole(
+    cli, scim, tmp_path, push
+):
+    """A trial's guard bypass: 10 taken out of r1 with --allow-deletes 7 (7 deprovisions),
+    left to the worker at arch; then an import takes every role from 7 users (23%, over
+    the guard), 3 of them among the 10. Their 3 rows, coalesced into the unassign's,
+    were judged with its allowance, the import's other 4 alone (13%: under the guard),
+    and the worker deleted those 4 at arch. The import is judged whole, at its push as
+    at the worker: its 7 are held, the rows they share with the unassign and the
+    groups' too; the unassign's own 7 go under its allowance."""
+    arch = two_idps(tmp_path, scim)
+    unassigned = [f"u{i:02d}" for i in range(1, 11)]
+    cli("--no-wait", "role", "unassign", "r1", *unassigned, "--yes", "--allow-deletes", "7").ok()
+    rows = cli("outbox", "list", "--json").items()
+    assert len(rows) == 11 and {(r["idp"], r["allowed"]) for r in rows} == {("arch", 7)}
+    csv = tmp_path / "b.csv"
+    csv.write_text("username,roles\n" + "".join(f"{u},\n" for u in LEAVERS))
+    how = ["--json"] if push else ["--no-push", "--json"]
+    run = cli("--no-wait", "import", "users", str(csv), "--mode", "update", *how)
+    assert run.exit_code == (7 if push else 0), run
+    if push:  # held at both, not "arch: 7 queued"
+        assert json.loads(run.stdout)["outbound"]["held"] == {"scim": 7, "arch": 7}
+    worked = cli("outbox", "work", "--once", "--json")
+    held_now = json.loads(worked.stdout).get("held", {}).get("arch", 0)
+    assert held_now == (0 if push else 7)  # the import's (if not held before), not the unassign's
+    assert arch_users(arch) == sorted(["u03", "u06", "u09", *(f"u{i}" for i in range(11, 31))])
+    held = cli("outbox", "list", "--idp", "arch", "--json").items()
+    assert sorted(r["label"] for r in held) == LEAVERS  # the import's 7, held
+    assert {r["status"] for r in held} == {"held"}
+    assert all("will delete 7 users at arch (23%" in r["last_error"] for r in held), held
+    groups = {g["displayName"]: len(g.get("members", [])) for g in arch_groups(arch)}
+    assert groups == {"r1": 0, "r2": 13, "r3": 10}  # r1 went with the unassign
+
+
+def arch_groups(arch: Scim2Peer) -> list[dict]:
+    with httpx.Client(base_url=arch.base_url, headers=dict(arch.client.headers)) as client:
+        return Scim2Peer(arch.base_url, arch.token, client).groups()

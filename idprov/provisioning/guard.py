@@ -19,9 +19,21 @@ up to N effects of each kind.
 of the change it was given for (``allowed``), to whichever drainer pushes them, and
 the rows of each allowance are judged together, apart from the others': what passed
 under one allowance is not counted against rows judged without it, and a held row's
-reason counts only what is judged with it (:class:`GuardWindow`). A row that two
-changes coalesce into before its push keeps the larger allowance, and its effects,
-both changes', must fit in it (judged with it, held over it). It does not outlive
+reason counts only what is judged with it (:class:`GuardWindow`).
+
+**No change is judged in parts, and no allowance covers another change's effects.**
+A row that two changes coalesce into before its push carries both, and keeps the
+smaller allowance, none if either has none: its effects, both changes', are judged
+with the change that allows less (a row cannot tell which effect is whose, so the
+safe side). The command that makes a change judges all its rows together with its
+own ``--allow-deletes``, those other changes share included; a row goes only if
+every judgement it is in lets it. So an import taking every role from 7 users (over
+the guard), 3 of them in rows an unassign's ``--allow-deletes 7`` left to the worker,
+is held whole, its 7 and the rows they share, as with nothing pending (judged apart,
+its 3 under the unassign's allowance and its other 4 alone, under the guard, those 4
+were deleted); the unassign's own rows go under its allowance. A user's leaving the
+groups is part of its deprovision, judged with its row, not again with a group's row
+judged after it. An allowance does not outlive
 the push it was given for: a row that fails or is held loses it, and its retry is
 judged afresh (over the guard, held for `idprov outbox release --allow-deletes N`),
 whatever the directory has become since. A sync gives the rows of what its plan
@@ -44,7 +56,8 @@ this rule) has its scope recorded by its first sync.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -335,10 +348,16 @@ class Change:
     label: str
 
 
-def effects_of(outbound: Outbound, directory: Directory, rows: Sequence[Row]) -> list[Effects]:
+def effects_of(
+    outbound: Outbound,
+    directory: Directory,
+    rows: Sequence[Row],
+    leaving: Mapping[str, set[str]] | None = None,
+) -> list[Effects]:
     """The destructive effects draining ``rows`` would have, from the current local
     state (as ``directory`` reads it) and the ledger. Only rows of entities that are
-    provisioned can destroy anything: others cost no read."""
+    provisioned can destroy anything: others cost no read. ``leaving``: IdP -> ids of
+    users deprovisioned by other rows, whose removal from a group is not counted."""
     out: dict[str, Effects] = {}
     scopes = recorded_scopes(outbound, list(dict.fromkeys(r.idp for r in rows)))
     for idp_name in dict.fromkeys(r.idp for r in rows):
@@ -347,6 +366,7 @@ def effects_of(outbound: Outbound, directory: Directory, rows: Sequence[Row]) ->
         idp = outbound.idp(idp_name)
         mine = [r for r in rows if r.idp == idp_name]
         effects = out.setdefault(idp_name, Effects(idp_name, idp.deprovision or "delete"))
+        effects.leaving |= (leaving or {}).get(idp_name, set())
         users = [r for r in mine if r.kind == "user"]
         _user_effects(outbound, directory, idp, users, effects, scopes.get(idp_name))
         roles = [r for r in mine if r.kind == "role"]
@@ -544,8 +564,9 @@ class GuardWindow:
     trips at an IdP, the change's later rows there are held too (else the batches
     after a held one, each under the guard, would delete what it held back).
 
-    The rows of each allowance are one change: what passed under one allowance is
-    not counted against rows judged with another, nor does its trip hold them (each
+    The rows of each allowance are judged as one change (a judging command's own rows
+    with its allowance, whatever their own): what passed under one allowance is not
+    counted against rows judged with another, nor does its trip hold them (each
     command's change is judged on its own, as it was when it was made: 12 deletes
     allowed and pushed are not counted again against a 13th that was not). ``base``:
     effects counted with every row judged here, whatever its allowance (a sync's plan,
@@ -573,23 +594,57 @@ def hold_over(
     report: OutboundReport,
     allow: int | None = None,
     window: GuardWindow | None = None,
+    own: Collection[int] | None = None,
 ) -> list[OutboxRow]:
     """Hold (in the outbox, status ``held``) the rows of the IdPs where they would
     trip the guard; return the others, to push. A row is judged with the allowance
-    that travels with it (``allowed``: the ``--allow-deletes`` of the command that
-    changed it, whichever drainer pushes it), or ``allow`` (the judging command's)
-    where that is more; the rows of each allowance together, as one change, apart
-    from the others'. With ``window``, they are judged as part of the changes it
+    that travels with it (``allowed``: the ``--allow-deletes`` of the change it
+    carries, the smaller of two, whichever drainer pushes it), the rows of each
+    allowance together, as one change, apart from the others'. The judging command's
+    own rows (``own``, their ids; by default every row when ``allow`` is given) are
+    judged together too, with ``allow``, as its change: whole, whatever other changes
+    coalesced into some of them. A row goes only if every judgement it is in lets it
+    (see the module's doc). With ``window``, they are judged as part of the changes it
     stands for (see :class:`GuardWindow`). A held row loses its allowance
     (:meth:`~idprov.provisioning.outbox.Outbox.hold`): `outbox release` gives one."""
+    mine = set(own) if own is not None else {r.id for r in rows} if allow is not None else set()
+    groups = _judgements(rows, allow, mine)
+    judged = Counter(r.id for members in groups.values() for r in members)
+    held: set[int] = set()
+    leaving: dict[str, set[str]] = {}
+    for allowed in sorted(groups, key=lambda a: -1 if a is None else a, reverse=True):
+        members = [r for r in groups[allowed] if r.id not in held]
+        passed, found = _hold_over(outbound, members, report, allowed, window, leaving)
+        held.update(r.id for r in members if r.id not in passed)
+        for row in members:
+            judged[row.id] -= 1
+        _note_leaving(leaving, found, [r for r in members if r.id in passed and not judged[r.id]])
+    return [r for r in rows if r.id not in held]
+
+
+def _judgements(
+    rows: list[OutboxRow], allow: int | None, mine: Collection[int]
+) -> dict[int | None, list[OutboxRow]]:
+    """Allowance -> the rows judged together with it: each row with its own
+    (``allowed``), and the judging command's rows (``mine``) with ``allow`` too."""
     groups: dict[int | None, list[OutboxRow]] = {}
     for row in rows:
-        given = [a for a in (row.allowed, allow) if a is not None]
-        groups.setdefault(max(given) if given else None, []).append(row)
-    kept: set[int] = set()
-    for allowed in sorted(groups, key=lambda a: -1 if a is None else a, reverse=True):
-        kept.update(r.id for r in _hold_over(outbound, groups[allowed], report, allowed, window))
-    return [r for r in rows if r.id in kept]
+        if row.id in mine:
+            groups.setdefault(allow, []).append(row)
+            if row.status == "held":  # the change it carried was held: the command's now
+                continue
+        if row.id not in mine or row.allowed != allow:
+            groups.setdefault(row.allowed, []).append(row)
+    return groups
+
+
+def _note_leaving(leaving: dict[str, set[str]], found: list[Effects], let: list[OutboxRow]) -> None:
+    """Add to ``leaving`` (IdP -> user ids) the users that rows ``let`` through every
+    judgement deprovision: a group's row judged after them does not count their
+    removal from it again (it is part of their deprovision, judged with their rows)."""
+    for effects in found:
+        ids = {r.local_id for r in let if r.idp == effects.idp and r.kind == "user"}
+        leaving.setdefault(effects.idp, set()).update(effects.leaving & ids)
 
 
 def _hold_over(
@@ -598,9 +653,12 @@ def _hold_over(
     report: OutboundReport,
     allow: int | None,
     window: GuardWindow | None,
-) -> list[OutboxRow]:
-    """:func:`hold_over` for rows judged with one allowance, ``allow``."""
-    found = effects_of(outbound, outbound.directory, rows)
+    leaving: Mapping[str, set[str]],
+) -> tuple[set[int], list[Effects]]:
+    """:func:`hold_over` for rows judged with one allowance, ``allow``: the ids of
+    those it lets go, and their effects (``leaving``: users deprovisioned by rows let
+    through before)."""
+    found = effects_of(outbound, outbound.directory, rows, leaving)
     if window is None:
         verdict = judge(outbound, found, allow)
     else:
@@ -614,7 +672,7 @@ def _hold_over(
     if held:
         _hold(outbound, held, verdict, report)
     ids = {r.id for r in held}
-    return [r for r in rows if r.id not in ids]
+    return {r.id for r in rows if r.id not in ids}, found
 
 
 def _remember(window: Allowed, verdict: Verdict, found: list[Effects], idps: set[str]) -> None:

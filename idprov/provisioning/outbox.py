@@ -111,9 +111,9 @@ class OutboxRow:
     """Raised by each enqueue: the change this row stood for when it was read."""
     allowed: int | None = None
     """The ``--allow-deletes`` of the change the row carries (the command that changed
-    or released it; the larger of two changes coalesced before a push): the deletion
-    guard judges it with that, whichever drainer pushes it. A failed or held row has
-    none: its retry is judged afresh (see :meth:`Outbox.failed`)."""
+    or released it; the smaller of two changes coalesced before a push, none if either
+    has none): the deletion guard judges it with that, whichever drainer pushes it. A
+    failed or held row has none: its retry is judged afresh (see :meth:`Outbox.failed`)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -159,6 +159,14 @@ _OUTBOX_COLUMNS = (
 )
 
 
+_SMALLER_ALLOWANCE = (
+    "CASE WHEN outbox.status = 'pending' AND outbox.claimed_until >= ? THEN excluded.allowed"
+    " WHEN outbox.allowed IS NULL OR excluded.allowed IS NULL THEN NULL"
+    " WHEN outbox.allowed < excluded.allowed THEN outbox.allowed ELSE excluded.allowed END"
+)
+"""The allowance of a row a second change coalesces into (see :meth:`Outbox.enqueue_many`;
+the parameter: now)."""
+
 ENQUEUE_CHUNK = 200
 """Outbox rows upserted per statement (8 parameters each)."""
 
@@ -200,11 +208,12 @@ class Outbox:
         statement per :data:`ENQUEUE_CHUNK` rows (a statement per row cost a role
         assign of 5,000 users 5,000 round trips). A row already there keeps its
         ``enqueued_at``: its change has waited since then (each sync re-enqueued it,
-        and the oldest row's age, which alerts watch, never passed the cron interval);
-        it takes this change's allowance, or keeps its own where that is more and it
-        is still pending (the change it carries is not pushed yet: both are judged
-        with it, and must fit in it together; a failed or held row has none). Returns
-        (row id, IdP) pairs, by id."""
+        and the oldest row's age, which alerts watch, never passed the cron interval).
+        It then carries both changes, and keeps the smaller allowance of the two, none
+        if either has none (a failed or held row has none: the change it carries lost
+        it): an allowance given to one change never covers another's effects. Only a
+        row a drainer holds a claim on takes this change's allowance as it is: the
+        change it carried is being pushed. Returns (row id, IdP) pairs, by id."""
         stamp = now()
         unique = list({e[0]: e for e in entities}.values())  # a row is upserted once
         values = [(idp, kind, *entity) for entity in unique for idp in idps]
@@ -218,10 +227,8 @@ class Outbox:
                 + " ON CONFLICT (idp, kind, local_id) DO UPDATE SET status = 'pending',"
                 " label = excluded.label, domain = excluded.domain, next_attempt_at = NULL,"
                 " updated_at = excluded.updated_at,"  # enqueued_at: waiting since the first
-                " allowed = CASE WHEN outbox.status = 'pending' AND outbox.allowed >"
-                " coalesce(excluded.allowed, -1) THEN outbox.allowed ELSE excluded.allowed END,"
-                " version = outbox.version + 1 RETURNING id, idp",
-                [v for row in chunk for v in (*row, stamp, stamp, allowed)],
+                f" allowed = {_SMALLER_ALLOWANCE}, version = outbox.version + 1 RETURNING id, idp",
+                [v for row in chunk for v in (*row, stamp, stamp, allowed)] + [stamp],
             ).fetchall()
             found += [(int(i), str(idp)) for i, idp in rows]
         return sorted(found)
@@ -427,10 +434,11 @@ class Outbox:
     ) -> None:
         """The reconciliation failed: keep the row with its error, due again in
         ``retry_in`` seconds (unless re-enqueued meanwhile), and release it. Its
-        allowance goes (unless re-enqueued meanwhile: the newer change's stays): it
-        was given for the change as it was, and the directory may have moved by the
-        retry, which the deletion guard judges afresh (held over it, for `idprov
-        outbox release`); the error says so."""
+        allowance goes (a newer change's too, if re-enqueued meanwhile: the row carries
+        the failed change with it, see :meth:`enqueue_many`): it was given for the
+        change as it was, and the directory may have moved by the retry, which the
+        deletion guard judges afresh (held over it, for `idprov outbox release`); the
+        error says so."""
         if row.allowed is not None:
             error += (
                 f" (its --allow-deletes {row.allowed} does not go with the retry: over the"
@@ -440,18 +448,8 @@ class Outbox:
             "UPDATE outbox SET status = 'failed', attempts = attempts + ?, last_error = ?,"
             " last_status = ?, updated_at = ?, failures = failures + 1,"
             " next_attempt_at = CASE WHEN version = ? THEN ? ELSE NULL END,"
-            " allowed = CASE WHEN version = ? THEN NULL ELSE allowed END,"
-            " claimed_by = NULL, claimed_until = NULL WHERE id = ?",
-            [
-                attempts,
-                error,
-                status,
-                now(),
-                row.version,
-                stamp_in(retry_in),
-                row.version,
-                row.id,
-            ],
+            " allowed = NULL, claimed_by = NULL, claimed_until = NULL WHERE id = ?",
+            [attempts, error, status, now(), row.version, stamp_in(retry_in), row.id],
         )
 
     def hold(self, rows: Sequence[OutboxRow], why: str) -> None:

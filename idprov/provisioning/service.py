@@ -272,7 +272,7 @@ class IdentityService:
 
             recorded_scopes(self.outbound, sorted({r.idp for r in rows} - {r.idp for r in judged}))
         if judged:
-            kept = {r.id for r in self._hold_over_guard(judged, report)}
+            kept = {r.id for r in self._hold_over_guard(judged, report, set(row_ids))}
             rows = [r for r in rows if r.id in kept or r.id in fresh]
         now_rows = [r for r in rows if self.waits_for(r.idp)]
         report.merge(self.outbound.drain(now_rows, self.progress, passwords, claims))
@@ -295,10 +295,16 @@ class IdentityService:
             return [report if changes[0].rows else None] if changes else []
         return [report.only(set(change.rows)) if change.rows else None for change in changes]
 
-    def _hold_over_guard(self, rows: list[OutboxRow], report: OutboundReport) -> list[OutboxRow]:
+    def _hold_over_guard(
+        self, rows: list[OutboxRow], report: OutboundReport, own: Collection[int]
+    ) -> list[OutboxRow]:
+        """``rows`` the deletion guard lets go; those of ``own`` (the changes' own rows,
+        not those of a killed or crashed command pushed with them) are judged together
+        with :attr:`allow_deletes` too, whatever other changes coalesced into them."""
         from idprov.provisioning.guard import hold_over
 
-        return hold_over(self.outbound, rows, report, self.allow_deletes, self._guard_window)
+        window = self._guard_window
+        return hold_over(self.outbound, rows, report, self.allow_deletes, window, own)
 
     @contextmanager
     def guard_window(self) -> Iterator[GuardWindow]:
