@@ -754,3 +754,28 @@ def test_a_change_coalescing_into_another_changes_allowed_rows_is_judged_whole(
 def arch_groups(arch: Scim2Peer) -> list[dict]:
     with httpx.Client(base_url=arch.base_url, headers=dict(arch.client.headers)) as client:
         return Scim2Peer(arch.base_url, arch.token, client).groups()
+
+
+def test_a_retry_held_says_so_once_and_a_held_row_shows_no_next_try(cli, scim, tmp_path):
+    """`outbox retry` printed its '✋ scim: 13 held' line twice, and `outbox list` showed
+    each held row as 'held (next try <a time past>)': a held row waits for its release."""
+    from tests.peers.scim2 import free_port
+
+    seed(30)
+    edit_config(tmp_path, "[staff]\n", "[staff]\n    blocking: false\n")
+    users = [f"pl{i}" for i in range(1, 13)]
+    cli("--no-wait", "role", "unassign", "staff", *users, "--yes", "--allow-deletes", "12").ok()
+    closed = f"http://127.0.0.1:{free_port()}/v2"
+    edit_config(tmp_path, scim.base_url, closed)  # the target is down: the rows fail
+    assert cli("outbox", "work", "--once").exit_code == 6
+    assert all(r["next_attempt_at"] for r in cli("outbox", "list", "--json").items())
+    edit_config(tmp_path, closed, scim.base_url)
+    retried = cli("outbox", "retry")
+    assert retried.exit_code == 7
+    assert retried.stdout.count("✋ scim: 13 held by the deletion guard") == 1, retried.stdout
+    listed = cli("outbox", "list")
+    assert listed.stdout.count("held") >= 13 and "next try" not in listed.stdout, listed.stdout
+    held = cli("outbox", "list", "--json").items()
+    assert len(held) == 13 and {(r["status"], r["next_attempt_at"]) for r in held} == {
+        ("held", None)
+    }

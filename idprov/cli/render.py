@@ -95,6 +95,11 @@ def role_list(roles: list[Role]) -> None:
     table(["role", "domain", "members", "created"], rows)
 
 
+def _next_try(row: OutboxRow) -> bool:
+    """Whether ``row`` waits for a next try: a held row waits for its release."""
+    return row.next_attempt_at is not None and row.status != "held"
+
+
 def outbox(rows: list[OutboxRow]) -> None:
     if not rows:
         note("the outbox is empty: everything has been provisioned")
@@ -108,7 +113,7 @@ def outbox(rows: list[OutboxRow]) -> None:
                 r.kind,
                 r.label,
                 r.status
-                + (f" (next try {r.next_attempt_at})" if r.next_attempt_at else "")
+                + (f" (next try {r.next_attempt_at})" if _next_try(r) else "")
                 + (f" (--allow-deletes {r.allowed})" if r.allowed is not None else ""),
                 r.attempts,
                 r.enqueued_at,

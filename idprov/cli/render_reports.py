@@ -120,11 +120,17 @@ def held_by_guard(held: dict[str, int]) -> None:
 
 
 def retry_report(report: OutboundReport, held: dict[str, int]) -> None:
-    """`idprov outbox retry`: what it pushed, then the rows it left held (``held``, not
-    counted in the report: they were held before, by another command)."""
-    if report.idps or report.queued or report.held or not held:
-        outbound_report(report)
-    held_by_guard(held)
+    """`idprov outbox retry`: what it pushed, then the rows held (``held``: those held
+    now, the ones it held among them), one line per IdP, each said once."""
+    import copy
+
+    total = {n: max(held.get(n, 0), report.held.get(n, 0)) for n in {*held, *report.held}}
+    if not (report.idps or report.queued or report.held or not total):
+        held_by_guard(total)
+        return
+    shown = copy.copy(report)
+    shown.held = total
+    outbound_report(shown)
 
 
 def _failures(idp: str, failed: list[Any]) -> None:

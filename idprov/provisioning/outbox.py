@@ -404,10 +404,11 @@ class Outbox:
         return released
 
     def next_due(self, idps: Sequence[str]) -> str | None:
-        """When the earliest row of ``idps`` that is waiting on its schedule comes due."""
+        """When the earliest row of ``idps`` that is waiting on its schedule comes due
+        (a held row is not: it waits for its release)."""
         row = self.db.execute(
             f"SELECT min(coalesce(next_attempt_at, claimed_until, '')) FROM outbox"
-            f" WHERE idp IN {_in(idps)}",
+            f" WHERE idp IN {_in(idps)} AND status != 'held'",
             list(idps),
         ).fetchone()
         return row[0] if row and row[0] is not None else None
@@ -455,10 +456,12 @@ class Outbox:
     def hold(self, rows: Sequence[OutboxRow], why: str) -> None:
         """Keep ``rows`` from being pushed (status ``held``, ``why`` as their error)
         until :meth:`release_held`: the deletion guard stopped them. Their allowance
-        goes: the release gives its own."""
+        goes: the release gives its own; and their next try (a failed row's): there is
+        none until then."""
         self.db.executemany(
             "UPDATE outbox SET status = 'held', last_error = ?, updated_at = ?,"
-            " allowed = NULL, claimed_by = NULL, claimed_until = NULL WHERE id = ?",
+            " allowed = NULL, next_attempt_at = NULL, claimed_by = NULL, claimed_until = NULL"
+            " WHERE id = ?",
             [(why, now(), r.id) for r in rows],
         )
 
