@@ -779,3 +779,26 @@ def test_a_retry_held_says_so_once_and_a_held_row_shows_no_next_try(cli, scim, t
     assert len(held) == 13 and {(r["status"], r["next_attempt_at"]) for r in held} == {
         ("held", None)
     }
+
+
+def test_a_held_change_does_not_leak_out_through_later_harmless_edits(cli, scim, tmp_path):
+    """An import taking roles from 25 of 30 users is held whole; a later `user update
+    -c title=x` of each, harmless, turned its held row back to pending, judged alone
+    (one deprovision, under the guard): ten edits deprovisioned ten users that nobody
+    allowed. A row a change is held in stays held, with the later change in it."""
+    seed(30)
+    csv = tmp_path / "leavers.csv"
+    csv.write_text("username,roles\n" + "".join(f"pl{i},\n" for i in range(1, 26)))
+    assert cli("import", "users", str(csv), "--mode", "update", "--json").exit_code == 7
+    assert len(scim.users()) == 30
+    held = cli("outbox", "list", "--status", "held", "--json").items()
+    for i in range(1, 11):
+        edit = cli("user", "update", f"pl{i}", "-c", "title=x")
+        assert edit.exit_code == 7, edit  # held with the change it joined, and says so
+    assert len(scim.users()) == 30
+    still = cli("outbox", "list", "--status", "held", "--json").items()
+    assert [r["id"] for r in still] == [r["id"] for r in held]  # one change, still waiting
+    assert all("will delete 25 users at scim" in (r["last_error"] or "") for r in still)
+    released = cli("outbox", "release", "--yes", "--allow-deletes", "25", "--json")
+    assert released.exit_code == 0, released
+    assert len(scim.users()) == 5

@@ -203,13 +203,17 @@ class Outbox:
         kind: Kind,
         entities: Sequence[tuple[str, str, str]],
         allowed: int | None = None,
+        keep_held: bool = True,
     ) -> list[tuple[int, str]]:
         """:meth:`enqueue` for ``entities`` (local id, domain, label) at once, in a
         statement per :data:`ENQUEUE_CHUNK` rows (a statement per row cost a role
         assign of 5,000 users 5,000 round trips). A row already there keeps its
         ``enqueued_at``: its change has waited since then (each sync re-enqueued it,
         and the oldest row's age, which alerts watch, never passed the cron interval).
-        It then carries both changes, and keeps the smaller allowance of the two, none
+        It then carries both changes (a held row stays held, ``keep_held``: the change
+        it was held for is in it still, and a later harmless change must not push it
+        out alone, one row at a time; a sync, which judged its IdP whole, passes False),
+        and keeps the smaller allowance of the two, none
         if either has none (a failed or held row has none: the change it carries lost
         it): an allowance given to one change never covers another's effects. Only a
         row a drainer holds a claim on takes this change's allowance as it is: the
@@ -218,13 +222,16 @@ class Outbox:
         unique = list({e[0]: e for e in entities}.values())  # a row is upserted once
         values = [(idp, kind, *entity) for entity in unique for idp in idps]
         found: list[tuple[int, str]] = []
+        kept = "CASE WHEN outbox.status = 'held' THEN 'held' ELSE 'pending' END"
+        status = kept if keep_held else "'pending'"
         for start in range(0, len(values), ENQUEUE_CHUNK):
             chunk = values[start : start + ENQUEUE_CHUNK]
             rows = self.db.execute(
                 "INSERT INTO outbox (idp, kind, local_id, domain, label, enqueued_at,"
                 " updated_at, allowed) VALUES "
                 + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-                + " ON CONFLICT (idp, kind, local_id) DO UPDATE SET status = 'pending',"
+                + " ON CONFLICT (idp, kind, local_id) DO UPDATE SET status ="
+                f" {status},"
                 " label = excluded.label, domain = excluded.domain, next_attempt_at = NULL,"
                 " updated_at = excluded.updated_at,"  # enqueued_at: waiting since the first
                 f" allowed = {_SMALLER_ALLOWANCE}, version = outbox.version + 1 RETURNING id, idp",

@@ -265,6 +265,13 @@ class IdentityService:
         pushed_now = [name for name in self.targets() if self.waits_for(name)]
         rows = self.state.outbox.rows([*row_ids, *abandoned], stale_pending=pushed_now)
         report = OutboundReport()
+        if row_ids and not guarded:  # not in ``rows``: pushed only by a release (or the
+            # sync that accepts them, which judges what is held after its push itself)
+            held = self.state.outbox.rows(list(row_ids), status="held")
+            self._note_held(held, report)
+            if held and claims:  # the change's transaction claimed them: given back
+                with self.state.transaction():
+                    self.state.outbox.release_rows([r.id for r in held], list(claims))
         fresh = set(fresh)
         judged = [r for r in rows if r.id not in fresh] if not guarded else []
         if not guarded:  # the guard records an IdP's scope as it judges; these it does not
@@ -280,6 +287,18 @@ class IdentityService:
             if not self.waits_for(row.idp):
                 report.note("queued", row.idp, row.id)
         return report
+
+    @staticmethod
+    def _note_held(held: list[OutboxRow], report: OutboundReport) -> None:
+        """Note in ``report`` the change's rows that the deletion guard holds, with the
+        reason: such a row stays held with the later change that joined it (pushed
+        alone, a harmless edit let the held change out one row at a time); `idprov
+        outbox release`, or the sync that accepts it, pushes it."""
+        for row in held:
+            report.note("held", row.idp, row.id)
+            reason = row.last_error or "held in the outbox with an earlier change"
+            if reason not in report.guard:
+                report.guard.append(reason)
 
     def push_pending(self, changes: Sequence[PendingPush]) -> list[OutboundReport | None]:
         """Push committed changes together, in one drain (`idprov serve` pushes the

@@ -318,6 +318,7 @@ def apply_plan(
     allowed: dict[int, list[int]] = {}
     with service.unit_of_work(push=False) as uow:
         uow.begin()
+        uow.judged_whole = True  # its rows go out, held ones too: the plan judged them
         for idp_plan in plan.idps:
             service.state.ledger.note_inputs(idp_plan.idp, idp_plan.unchanged)
             # its scope judged whole: from now on, other pushes judge by it

@@ -88,6 +88,15 @@ class UnitOfWork:
     def __init__(self, service: IdentityService, claim: bool = False) -> None:
         self.service = service
         self.rows: list[int] = []
+        self.judged_whole = False
+        """Set by a sync applying its plan (judged whole by the deletion guard): the
+        rows it enqueues go out even where a held change waits in them; any other
+        change joins a held row and waits with it, but an offboarding (see
+        :attr:`_offboarding`)."""
+        self._offboarding: set[str] = set()
+        """Users this change disables (``active`` false) or deletes: their rows go out
+        even where a held change waits in them (an offboarding is never postponed;
+        this command's own guard judges it)."""
         """Outbox rows this work wrote, to drain after the commit."""
         self._claim = claim
         self.claimed_by: str | None = None
@@ -197,11 +206,16 @@ class UnitOfWork:
             return
         self.begin()
         new = [e for e in entities if e[0] in self._created]
-        for group in (new, [e for e in entities if e[0] not in self._created]):
+        leaving = [e for e in entities if e[0] in self._offboarding and e[0] not in self._created]
+        rest = [e for e in entities if e[0] not in self._created and e[0] not in self._offboarding]
+        for group in (new, leaving, rest):
             if not group:
                 continue
             allowed = self.service.allow_deletes  # travels with the rows, to any drainer
-            rows = self.service.state.outbox.enqueue_many(targets, kind, group, allowed)
+            keep_held = not self.judged_whole and group is not leaving
+            rows = self.service.state.outbox.enqueue_many(
+                targets, kind, group, allowed, keep_held=keep_held
+            )
             self.rows += [i for i, _ in rows]
             self._idps.update(rows)
             if group is new:
@@ -460,6 +474,8 @@ class UnitOfWork:
             k for k in {*before.claims, *user.claims} if before.claims.get(k) != user.claims.get(k)
         )
         self.audit("user.update", user.qualified_name, {"claims": changed})
+        if "active" in changed and str(user.claims.get("active", "")).lower() == "false":
+            self._offboarding.add(user.id)
         self.enqueue("user", user.id, store.domain, user.qualified_name)
         return self._done(
             ChangeResult("user.update", user.qualified_name, user, details={"claims": changed})
@@ -549,6 +565,7 @@ class UnitOfWork:
             user.qualified_name,
             {"roles": [*user.roles, *(r.qualified_name for r in internal)]},
         )
+        self._offboarding.add(user.id)
         self.enqueue("user", user.id, store.domain, user.qualified_name)
         for role_name in user.roles:
             self._enqueue_role(store, role_name)
