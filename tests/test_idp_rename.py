@@ -584,3 +584,21 @@ def test_status_counts_the_rows_left_under_a_name_no_longer_configured_as_orphan
         "warning: 1 outbox row(s) of 'gone', which is not configured, are orphaned: nothing "
         "pushes them (`idprov outbox list --idp gone`)" in " ".join(status.stderr.split())
     )
+
+
+def test_a_fresh_command_on_the_old_file_never_pushes_under_the_old_name(cli, setup, scim2_server):
+    """A cron job still on the old configuration, after a rename whose new entry spells
+    the target otherwise (localhost for 127.0.0.1): a fresh process saw the rename as
+    old news, the targets did not match, and it pushed under 'a', adopting the
+    accounts into a second ledger. A name renamed away is never pushed under."""
+    provisioned_under_a(cli)
+    old = old_configuration(setup)
+    setup.configure("b", base_url=scim2_server.base_url.replace("127.0.0.1", "localhost"))
+    cli("idp", "rename", "a", "b").ok()
+    sent = len(requests_at(scim2_server))
+    stale = cli("--config", str(old), "user", "update", "bob", "-c", "title=W1")
+    assert stale.exit_code == 6, stale
+    assert "its ledger went to b" in stale.stdout
+    assert cli("--config", str(old), "outbox", "work", "--once").exit_code == 6
+    assert requests_at(scim2_server)[sent:] == []
+    assert setup.held_by("a")["ledger"] == 0  # no second ledger

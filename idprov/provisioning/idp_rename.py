@@ -183,6 +183,8 @@ class IdpNames:
     renamed: dict[str, tuple[str, str]]
     """Every name `idprov idp rename` moved away -> (the name its ledger is under now,
     when it moved)."""
+    ledger: frozenset[str] = frozenset()
+    """The IdP names the ledger holds rows under."""
 
 
 def awaiting_rename(state: StateStore, config: Config) -> dict[str, str]:
@@ -218,7 +220,7 @@ def idp_names(state: StateStore, config: Config, *, migrate: bool = True) -> Idp
     for old, new in _likely(last, config).items():
         if new not in ledger:
             waiting.setdefault(new, old)
-    return IdpNames(waiting, renamed)
+    return IdpNames(waiting, renamed, frozenset(ledger))
 
 
 def awaiting_message(new: str, old: str) -> str:

@@ -122,7 +122,6 @@ class Outbound:
         self._executors: dict[str, ThreadPoolExecutor] = {}
         self._looked_for_the_dead = -DEAD_CHECK_SECONDS
         self._names_ready = False
-        self._renames_seen: dict[str, tuple[str, str]] | None = None
 
     @property
     def state(self) -> StateStore:
@@ -168,8 +167,9 @@ class Outbound:
         """:meth:`awaiting_rename`'s answer, and IdP -> when `idprov idp rename` moved
         its ledger away, for the configured IdPs this process must not push to because
         its configuration is older than a rename: the rename took the ledger of a name
-        it still configures (to the name its targets match, or at any time after this
-        instance first asked: the new name may point elsewhere). Each drain and each
+        it still configures, which has no ledger of its own again (whenever the rename
+        was, wherever the new name points: a name renamed away is never pushed under
+        until renamed back; give another IdP another name). Each drain and each
         worker cycle asks once, after claiming its rows (a rename refuses while rows
         of its IdP are claimed), so no rename moves a ledger from under a push, even
         in a worker or `idprov serve` that started before it."""
@@ -179,12 +179,9 @@ class Outbound:
             migrate_tables(self.state.db)
             self._names_ready = True
         names = idp_names(self.state, self.config, migrate=False)
-        if self._renames_seen is None:
-            self._renames_seen = dict(names.renamed)
         waiting, away = dict(names.waiting), {}
         for idp, (to, at) in names.renamed.items():
-            since = self._renames_seen.get(idp) != (to, at)
-            if self.configured(idp) and (since or waiting.get(idp) == to):
+            if self.configured(idp) and idp not in names.ledger:
                 waiting[idp], away[idp] = to, at
         return waiting, away
 
