@@ -6,6 +6,8 @@ to know exist are asked for once per drain, not member by member."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -69,6 +71,20 @@ def test_leaving_a_group_throttled_slows_the_idp_down(tmp_path, fake):
 
 
 # ------------------------------------------------- sandbox reset, groups made again
+def two_groups_then_wiped(svc: Any, fake: FakeScim, refused: list[str]) -> None:
+    """ann in staff, bob in staff and eng, dave in eng, all pushed; then the target
+    loses every user and group, and refuses a group naming an unknown member (into
+    ``refused``), as Entra, Okta and IAM Identity Center do."""
+    svc.add_role("staff")
+    svc.add_role("eng")
+    svc.add_user("ann", {"title": "A"}, roles=["staff"])
+    svc.add_user("bob", {}, roles=["staff", "eng"])
+    svc.add_user("dave", {}, roles=["eng"])
+    fake.users.clear()
+    fake.groups.clear()
+    refuse_unknown_members(fake, refused)
+
+
 def test_a_group_made_again_in_a_later_round_makes_its_own_lost_members_again(tmp_path, fake):
     """ann in staff; bob in staff and eng; dave in eng only. The target lost them all:
     staff made again finds bob lost, bob made again brings eng, eng made again finds
@@ -78,14 +94,7 @@ def test_a_group_made_again_in_a_later_round_makes_its_own_lost_members_again(tm
 
     refused: list[str] = []
     with make_service(tmp_path, TWO, ["scim"], http_transport=fake.transport()) as svc:
-        svc.add_role("staff")
-        svc.add_role("eng")
-        svc.add_user("ann", {"title": "A"}, roles=["staff"])
-        svc.add_user("bob", {}, roles=["staff", "eng"])
-        svc.add_user("dave", {}, roles=["eng"])
-        fake.users.clear()
-        fake.groups.clear()
-        refuse_unknown_members(fake, refused)
+        two_groups_then_wiped(svc, fake, refused)
         result = svc.update_user("ann", {"title": "B"})
         assert result.outbound.ok, result.outbound.to_dict()
         assert refused == []
@@ -157,14 +166,7 @@ def test_rounds_past_the_limit_are_left_pending_not_done(tmp_path, fake, monkeyp
     monkeypatch.setattr(engine, "MAX_ROUNDS", 1)
     refused: list[str] = []
     with make_service(tmp_path, TWO, ["scim"], http_transport=fake.transport()) as svc:
-        svc.add_role("staff")
-        svc.add_role("eng")
-        svc.add_user("ann", {"title": "A"}, roles=["staff"])
-        svc.add_user("bob", {}, roles=["staff", "eng"])
-        svc.add_user("dave", {}, roles=["eng"])
-        fake.users.clear()
-        fake.groups.clear()
-        refuse_unknown_members(fake, refused)
+        two_groups_then_wiped(svc, fake, refused)
         report = svc.update_user("ann", {"title": "B"}).outbound.to_dict()
         [scim] = report["idps"]
         assert scim["pending"] == 2
