@@ -300,10 +300,9 @@ def test_the_sync_that_accepts_a_change_of_scope_leaves_nothing_it_held(cli, sci
     assert groups_at(scim) == ["eng"]
 
 
-def test_the_sync_that_accepts_a_held_change_pushes_the_harmless_rows_held_with_it(cli, scim):
-    """25 deletes held every row of their push at scim, pl30's joining eng among them
-    (nothing destructive of its own). The sync that accepts the deletes pushed what
-    its plan named and left those rows held, until an `outbox release`."""
+def deletes_held_with_a_harmless_join(cli) -> None:
+    """30 users in staff; one change deletes 25 and puts pl30 in eng, made without
+    asking (the library): all 28 of its rows are held at scim."""
     seed(30)
     cli("role", "add", "eng").ok()
     service = IdentityService(load_config())
@@ -315,6 +314,13 @@ def test_the_sync_that_accepts_a_held_change_pushes_the_harmless_rows_held_with_
     finally:
         service.close()
     assert uow.outbound is not None and uow.outbound.held == {"scim": 28}
+
+
+def test_the_sync_that_accepts_a_held_change_pushes_the_harmless_rows_held_with_it(cli, scim):
+    """25 deletes held every row of their push at scim, pl30's joining eng among them
+    (nothing destructive of its own). The sync that accepts the deletes pushed what
+    its plan named and left those rows held, until an `outbox release`."""
+    deletes_held_with_a_harmless_join(cli)
     cli("sync", "--allow-deletes", "25").ok()
     assert len(scim.users()) == 5
     assert cli("outbox", "list", "--json").items() == []
@@ -645,17 +651,7 @@ def test_a_sync_gives_its_rows_what_its_plan_needs_and_harmless_rows_nothing(cli
     harmless group row held beside the deletes included: a later change coalescing
     into one, or its retry, went out under 500. Now the rows of what the plan destroys
     carry what it needed (25), the others none."""
-    seed(30)
-    cli("role", "add", "eng").ok()
-    service = IdentityService(load_config())
-    try:
-        with service.unit_of_work() as uow:
-            for i in range(1, 26):
-                uow.delete_user(f"pl{i}")
-            uow.assign("eng", ["pl30"])
-    finally:
-        service.close()
-    assert uow.outbound is not None and uow.outbound.held == {"scim": 28}
+    deletes_held_with_a_harmless_join(cli)
     edit_config(tmp_path, "[staff]\n", "[staff]\n    blocking: false\n")  # left to the worker
     cli("--no-wait", "sync", "--allow-deletes", "500").ok()
     rows = {r["label"]: r for r in cli("outbox", "list", "--json").items()}
