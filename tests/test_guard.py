@@ -798,3 +798,26 @@ def test_a_held_change_does_not_leak_out_through_later_harmless_edits(cli, scim,
     released = cli("outbox", "release", "--yes", "--allow-deletes", "25", "--json")
     assert released.exit_code == 0, released
     assert len(scim.users()) == 5
+
+
+def _active_at(scim, name: str) -> bool | None:
+    """The account's ``active`` at the target (None: it has none there)."""
+    return next((u.get("active", True) for u in scim.users() if u["userName"] == name), None)
+
+
+def test_an_offboarding_of_a_held_user_goes_out_from_every_path(cli, scim, tmp_path):
+    """A later change joins a held row and waits with it, but an offboarding never
+    waits: a CSV row saying active=false, and a role unassign taking a user out of
+    the IdP's scope, of users whose rows the guard held (25 emails removed), went
+    out at once before rows stayed held; they must still."""
+    seed(30)
+    csv = tmp_path / "noemail.csv"
+    csv.write_text("username,email\n" + "".join(f"pl{i},\n" for i in range(1, 26)))
+    assert cli("import", "users", str(csv), "--mode", "update").exit_code == 7
+    disable = tmp_path / "disable.csv"
+    disable.write_text("username,active\npl1,false\n")
+    cli("import", "users", str(disable), "--mode", "update").ok()
+    assert _active_at(scim, "pl1") is False
+    cli("role", "unassign", "staff", "pl2", "--yes").ok()
+    assert _active_at(scim, "pl2") is None  # deprovisioned: out of the IdP's scope
+    assert _active_at(scim, "pl3") is True  # the held change itself still waits

@@ -94,9 +94,10 @@ class UnitOfWork:
         change joins a held row and waits with it, but an offboarding (see
         :attr:`_offboarding`)."""
         self._offboarding: set[str] = set()
-        """Users this change disables (``active`` false) or deletes: their rows go out
-        even where a held change waits in them (an offboarding is never postponed;
-        this command's own guard judges it)."""
+        """Users this change disables (``active`` false), deletes, or takes a role from
+        (an import row that sets roles; a role's deletion): their rows go out even where
+        a held change waits in them (an offboarding is never postponed; this command's
+        own guard judges it, an import's batches together)."""
         """Outbox rows this work wrote, to drain after the commit."""
         self._claim = claim
         self.claimed_by: str | None = None
@@ -592,6 +593,8 @@ class UnitOfWork:
         for role in [*added, *removed]:
             self._enqueue_role(store, role)
         self.audit("user.roles", user.qualified_name, {"added": added, "removed": removed})
+        if removed:  # it may leave an IdP's scope: an offboarding
+            self._offboarding.add(user.id)
         self.enqueue("user", user.id, store.domain, user.qualified_name)
         after = self.service.get_user(name, store.domain)
         details = {"added": added, "removed": removed}
@@ -636,7 +639,11 @@ class UnitOfWork:
         self._set_internal_roles(store, internal)
         if not self.service.targets():
             return
-        for user in users:
+        for user in users:  # a row disabling a user, or setting its roles: an offboarding
+            if user.existing and (
+                user.roles is not None or str(user.claims.get("active", "")).lower() == "false"
+            ):  # (the import's batches are judged together: no row slips out alone)
+                self._offboarding.add(user.id)
             self.enqueue(
                 "user", user.id, store.domain, str(QualifiedName(store.domain, user.username))
             )
@@ -727,6 +734,7 @@ class UnitOfWork:
         member_ids = store.role_member_ids(found.id) if found is not None else []
         role = store.delete_role(bare)
         self.audit("role.delete", role.qualified_name, {"members": role.members or []})
+        self._offboarding.update(member_ids)  # they may leave an IdP's scope
         self._enqueue_ids(store, member_ids)
         self.enqueue("role", role.id, store.domain, role.qualified_name)
         return self._done(ChangeResult("role.delete", role.qualified_name, role))
@@ -838,7 +846,10 @@ class UnitOfWork:
             key = "users"
             self.audit(action, result.qualified_name, {key: changed})
             if self.service.targets():
-                self._enqueue_users(store, store.find_users(changed).values())
+                found = list(store.find_users(changed).values())
+                if not assign:  # they may leave an IdP's scope: an offboarding
+                    self._offboarding.update(u.id for u in found)
+                self._enqueue_users(store, found)
             self.enqueue("role", result.id, store.domain, result.qualified_name)
         details = {"added" if assign else "removed": changed}
         return self._done(
