@@ -203,7 +203,8 @@ class OutboundReport:
                 f"`idprov serve` with the new configuration (and run commands with it). "
                 f"These rows stay under {name!r}, orphaned: the next `idprov sync` pushes "
                 f"their changes to {old!r}, and `idprov outbox discard --idp {name}` drops "
-                f"them"
+                f"them. A name renamed away is never pushed under again: give another "
+                f"identity provider another name"
             )
         return (
             f"{count} outbox row(s) of identity provider {name!r} were not pushed, waiting "

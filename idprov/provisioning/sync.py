@@ -496,7 +496,9 @@ def refuse_awaiting_rename(service: IdentityService, idps: Sequence[str] | None)
             )
             + "; nothing was changed",
             hint="run idprov with the configuration that names the new name (--config, "
-            "IDPROV_CONFIG, the timer's unit); do not rename it back",
+            "IDPROV_CONFIG, the timer's unit). A name renamed away is never pushed under "
+            "again: give another identity provider another name; `idprov idp rename NEW "
+            "OLD` only if the rename itself was the mistake",
         )
     others = [name for name in names if name not in waiting]
     options = " ".join(f"--idp {name}" for name in others)
