@@ -24,7 +24,7 @@ configured IdP that points where an orphaned name last pointed is most likely it
 Between the edit of the file and the rename, a push under the new name would find an
 empty ledger: it would adopt the accounts idprov made there under the old name, make
 its groups a second time, and leave a ledger of its own that the rename cannot merge.
-:func:`awaiting_rename` names the IdPs in that state (no ledger, and the likely new
+:func:`idp_names` names the IdPs in that state (no ledger, and the likely new
 name of an orphaned one) in one query, and records the targets as it goes (the first
 push of an installation that never ran a sync records them too): outbound does not
 push to them and sync refuses them until the rename, which takes the outbox rows they
@@ -33,9 +33,9 @@ made while they waited with it.
 After the rename, a worker or `idprov serve` still running the configuration that names
 the old name must not push under it either: the ledger is gone from there. The rename
 records in ``idp_renames`` where the old name went (:func:`idp_names` reads it in the
-same query), and outbound, which asks at every drain, stops pushing to a name renamed
-away since it first asked (see :meth:`~idprov.provisioning.outbound.Outbound.
-awaiting_rename`).
+same query), and outbound, which asks at every drain, never pushes under a name renamed
+away that has no ledger of its own again (see :meth:`~idprov.provisioning.outbound.
+Outbound.awaiting_rename`).
 """
 
 from __future__ import annotations
@@ -123,8 +123,8 @@ def _without_credentials(value: str) -> str:
 
 
 def migrate_tables(db: StateDB) -> None:
-    """Make this module's table (``idp_targets``), as every module keeping tables in the
-    state does on first use."""
+    """Make this module's tables (``idp_targets``, ``idp_renames``), as every module
+    keeping tables in the state does on first use."""
     db.migrate("idp_names", MIGRATIONS)
 
 
@@ -179,7 +179,7 @@ class IdpNames:
 
     waiting: dict[str, str]
     """New name -> old name: the configured IdPs awaiting a rename (see
-    :func:`awaiting_rename`)."""
+    :func:`idp_names`)."""
     renamed: dict[str, tuple[str, str]]
     """Every name `idprov idp rename` moved away -> (the name its ledger is under now,
     when it moved)."""
@@ -187,20 +187,16 @@ class IdpNames:
     """The IdP names the ledger holds rows under."""
 
 
-def awaiting_rename(state: StateStore, config: Config) -> dict[str, str]:
-    """New name -> old name, for each configured IdP that has no ledger and is the
+def idp_names(state: StateStore, config: Config, *, migrate: bool = True) -> IdpNames:
+    """New name -> old name for each configured IdP that has no ledger and is the
     likely new name of an orphaned one (see :func:`orphaned_idps`): pushed to before
     `idprov idp rename OLD NEW`, it would take the accounts idprov made there for new
-    ones. One query, whatever the number of users; outbound asks before it pushes, so
-    the targets of the configured IdPs are recorded here too (:func:`note_targets`: a
-    write only when one changed): an installation that never ran a sync is matched."""
-    return idp_names(state, config).waiting
-
-
-def idp_names(state: StateStore, config: Config, *, migrate: bool = True) -> IdpNames:
-    """:func:`awaiting_rename`'s answer, and the names renamed away (``idp_renames``),
-    in the same one query (``migrate``: make this module's tables first, as every
-    reader does on first use; a caller that asks again and again does it once)."""
+    ones; and the names renamed away (``idp_renames``); in one query, whatever the
+    number of users. The targets of the configured IdPs are recorded as it goes (a
+    write only when one changed: outbound asks before it pushes, so an installation
+    that never ran a sync is matched). ``migrate``: make this module's tables first,
+    as every reader does on first use; a caller that asks again and again does it
+    once."""
     if migrate:
         migrate_tables(state.db)
     ledger: set[str] = set()
@@ -224,7 +220,7 @@ def idp_names(state: StateStore, config: Config, *, migrate: bool = True) -> Idp
 
 
 def awaiting_message(new: str, old: str) -> str:
-    """Why nothing is pushed to ``new`` (see :func:`awaiting_rename`)."""
+    """Why nothing is pushed to ``new`` (see :func:`idp_names`)."""
     return (
         f"'{new}' awaits `idprov idp rename {old} {new}`: it has no ledger and points at "
         f"the target where the ledger of '{old}', no longer configured, was made; pushed "
@@ -361,7 +357,7 @@ class RenameResult:
     that changed with the name, outbox rows that waited under the new name."""
     waited: int = 0
     """Outbox rows made under the new name while it waited for this rename (see
-    :func:`awaiting_rename`): they join the old name's (``merged`` of them into a row
+    :func:`idp_names`): they join the old name's (``merged`` of them into a row
     of the old name's for the same user or role)."""
     merged: int = 0
 
@@ -384,7 +380,7 @@ def rename_idp(
     the run lock (``wait``: queue behind a running sync or import), audited as
     ``idp.rename``. ``config`` must configure ``new`` and not ``old``; ``new`` must have
     no ledger of its own; ``old`` must have some state. The outbox rows ``new`` made
-    while it waited for this (see :func:`awaiting_rename`) stay, merged into the old
+    while it waited for this (see :func:`idp_names`) stay, merged into the old
     name's row for the same user or role (:func:`_merge`). ``dry_run`` checks the same
     and counts, changing nothing."""
     _check_configuration(config, old, new)

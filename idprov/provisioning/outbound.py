@@ -150,7 +150,7 @@ class Outbound:
     def awaiting_rename(self) -> dict[str, str]:
         """IdP -> the name its ledger is under, to take over with `idprov idp rename
         OLD NEW` before anything is pushed to it (see
-        :func:`~idprov.provisioning.idp_rename.awaiting_rename`), or where `idprov idp
+        :func:`~idprov.provisioning.idp_rename.idp_names`), or where `idprov idp
         rename` moved it from under this process (see :meth:`_rename_gate`). Read afresh
         at each call, in one query (some 20 µs on SQLite, whatever the ledger's size),
         which also records where each configured IdP points (an installation that never

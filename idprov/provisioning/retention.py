@@ -14,10 +14,10 @@ the entries written after.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from idprov.provisioning.metrics import RECENT_RUNS
+from idprov.provisioning.outbox import stamp_in
 
 if TYPE_CHECKING:
     from idprov.provisioning.service import IdentityService
@@ -26,19 +26,13 @@ BATCH = 5_000
 """Entries removed per transaction."""
 
 
-def cutoff(keep_days: int, now: datetime | None = None) -> str:
-    """The time before which entries go, as the audit log writes times."""
-    when = (now or datetime.now(UTC)) - timedelta(days=keep_days)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def prune_audit(service: IdentityService) -> int:
     """Remove the audit entries older than ``audit.keep_days`` (none without it); how
     many went. Recorded as one ``audit.prune`` entry, in the current sync run."""
     keep = service.config.audit.keep_days
     if keep is None:
         return 0
-    before = cutoff(keep)
+    before = stamp_in(-keep * 86_400)  # as the audit log writes times
     removed = 0
     while True:
         with service.state.transaction():

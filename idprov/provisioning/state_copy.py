@@ -407,6 +407,10 @@ def source_state(source: Config, pool: DatabasePool) -> SqliteStateDB:
     return state_db
 
 
+STOP_IDPROV = "stop idprov (the sync timer, idprov serve, outbox workers) and run the copy again"
+"""What to do when another idprov process uses the state being copied."""
+
+
 def no_drainers(state_db: StateDB) -> None:
     """Refuse while an outbox worker holds rows: what it pushes would be recorded in
     the source after the copy."""
@@ -417,8 +421,7 @@ def no_drainers(state_db: StateDB) -> None:
         raise LockedError(
             f"outbox rows are claimed by {', '.join(holders)}: an outbox worker or "
             "idprov serve is pushing them",
-            hint="stop idprov (the sync timer, idprov serve, outbox workers) and run the "
-            "copy again; a lease of a killed worker runs out within 5 minutes",
+            hint=f"{STOP_IDPROV}; a lease of a killed worker runs out within 5 minutes",
         )
 
 
@@ -433,8 +436,7 @@ def nobody_else(paths: Sequence[Path]) -> None:
             raise LockedError(
                 f"{path} is open in {', '.join(others)}: idprov serve or another command is "
                 "using it, and what it changes after the copy would stay behind",
-                hint="stop idprov (the sync timer, idprov serve, outbox workers) and run the "
-                "copy again",
+                hint=STOP_IDPROV,
             )
 
 
@@ -483,8 +485,7 @@ def snapshot(db: Database, path: Path) -> Iterator[None]:
         raise LockedError(
             f"{path} is being written ({exc}), {holders(str(path.resolve()), os.getpid())}, "
             f"for longer than {BUSY_TIMEOUT_MS // 1000} s: nothing was copied",
-            hint="stop idprov (the sync timer, idprov serve, outbox workers) and run the "
-            "copy again",
+            hint=STOP_IDPROV,
         ) from None
     try:
         yield

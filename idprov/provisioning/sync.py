@@ -471,7 +471,7 @@ def run_sync(
 
 def refuse_awaiting_rename(service: IdentityService, idps: Sequence[str] | None) -> None:
     """Refuse, before planning, a sync of an IdP that awaits `idprov idp rename` (see
-    :func:`~idprov.provisioning.idp_rename.awaiting_rename`): with no ledger, its plan
+    :func:`~idprov.provisioning.idp_rename.idp_names`): with no ledger, its plan
     makes every account a create, and its push would adopt the accounts idprov made
     there under the old name and make its groups again. The sync is refused whole, as
     for the deletion guard: nothing is changed anywhere. Records where each IdP points
