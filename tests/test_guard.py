@@ -821,3 +821,83 @@ def test_an_offboarding_of_a_held_user_goes_out_from_every_path(cli, scim, tmp_p
     cli("role", "unassign", "staff", "pl2", "--yes").ok()
     assert _active_at(scim, "pl2") is None  # deprovisioned: out of the IdP's scope
     assert _active_at(scim, "pl3") is True  # the held change itself still waits
+
+
+def _claimed_by_a_killed_command(where: str) -> str:
+    """Claim every pending row for a push that never came: its command was killed
+    (``kill -9``) after its commit, its claims left for the lease. ``where``: the
+    command ran on this machine (a process that no longer runs) or on another (of
+    whose processes nothing can be known). Returns the claim's owner."""
+    import socket
+    import subprocess
+    import sys
+
+    from idprov.provisioning.outbox import LEASE_SECONDS
+
+    if where == "this machine":
+        killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        killed.kill()
+        killed.wait()
+        owner = f"{socket.gethostname()}:{killed.pid}:0badc0de.1"
+    else:
+        owner = "another-host.example:4242:0badc0de.1"
+    service = IdentityService(load_config())
+    try:
+        with service.state.transaction():
+            ids = [r.id for r in service.state.outbox.rows(status="pending")]
+            assert len(service.state.outbox.claim_ids(ids, owner, LEASE_SECONDS)) == len(ids)
+    finally:
+        service.close()
+    return owner
+
+
+def _lease_runs_out(owner: str) -> None:
+    """The claims of ``owner`` as they are once their lease has run out."""
+    service = IdentityService(load_config())
+    try:
+        with service.state.transaction():
+            pending = [r.id for r in service.state.outbox.rows() if r.claimed_by == owner]
+            service.state.outbox.claim_ids(pending, owner, lease=-1)
+    finally:
+        service.close()
+
+
+def _emails_at(scim: Scim2Peer) -> int:
+    """How many accounts at the target still have an email."""
+    return sum(1 for u in scim.users() if u.get("emails"))
+
+
+@pytest.mark.parametrize("where", ["this machine", "another machine"])
+def test_a_killed_commands_change_is_not_let_out_under_a_later_allowance(
+    cli, scim, tmp_path, where
+):
+    """An import blanking the email of 12 of 30 users (40%: over the guard), its
+    command killed after its commit, before its push: its rows stay claimed for the
+    lease, and a claimed row took a later change's allowance as it was ('the drainer
+    holding the claim is pushing the change it carried': it was dead). An import with
+    --allow-deletes 3 (3 leavers) that set the title of 3 of the 12 lent its 3 to
+    their rows; the other 9 were judged alone, under the guard's minimum, and all 12
+    emails went, which nobody allowed. A claim lends nothing unless its holder runs
+    (on this machine; of another machine's, idprov cannot know: the safe side): the
+    12 are judged together and held; the later import's leavers go."""
+    seed(30)
+    blank = tmp_path / "blank.csv"
+    blank.write_text("username,email\n" + "".join(f"pl{i},\n" for i in range(1, 13)))
+    cli("import", "users", str(blank), "--mode", "update", "--no-push").ok()
+    owner = _claimed_by_a_killed_command(where)
+    later = tmp_path / "later.csv"
+    rows = [f"pl{i},x,staff\n" for i in (1, 2, 3)] + [f"pl{i},,\n" for i in (13, 14, 15)]
+    later.write_text("username,title,roles\n" + "".join(rows))
+    cli("import", "users", str(later), "--mode", "update", "--allow-deletes", "3")
+    listed = {r["label"]: r for r in cli("outbox", "list", "--json").items()}
+    if where == "another machine":  # its claims hold until the lease runs out
+        assert {listed[f"pl{i}"]["allowed"] for i in range(1, 4)} == {None}
+        _lease_runs_out(owner)
+        cli("outbox", "work", "--once")
+    assert len(scim.users()) == 27  # the later import's 3 leavers went
+    assert _emails_at(scim) == 27  # and no email: the blanking is over the guard
+    held = cli("outbox", "list", "--status", "held", "--json").items()
+    assert sorted(r["label"] for r in held) == sorted(f"pl{i}" for i in range(1, 13))
+    assert all(") of 12 users at scim (" in r["last_error"] for r in held), held
+    cli("outbox", "release", "--yes", "--allow-deletes", "12").ok()
+    assert _emails_at(scim) == 15

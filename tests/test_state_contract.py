@@ -243,6 +243,36 @@ def test_a_claimed_row_is_nobody_elses_until_its_lease_runs_out(state):
         assert [r.id for r in state.outbox.claim_ids(ids, "w1", lease=60)] == ids[:1]
 
 
+def test_a_claimed_row_takes_a_later_allowance_only_while_its_holder_runs(state):
+    """A row claimed by a drainer that runs takes the allowance of a change coalescing
+    into it as it is (the change it carried is being pushed); one whose holder was
+    killed, or runs on another machine (nothing can be known of it), keeps the
+    smaller: the killed change, not pushed, is in it still."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    killed.kill()
+    killed.wait()
+    here = socket.gethostname()
+    holders = {
+        "id-1": f"{here}:{os.getpid()}:cafe0001.1",  # this very process: it runs
+        "id-2": f"{here}:{killed.pid}:cafe0002.1",
+        "id-3": "another-host.example:4242:cafe0003.1",
+    }
+    with state.transaction():
+        for local_id, holder in holders.items():
+            ids = state.outbox.enqueue(["a"], "user", local_id, "PRIMARY", local_id)
+            state.outbox.claim_ids(ids, holder, lease=300)
+    with state.transaction():
+        for local_id in holders:
+            state.outbox.enqueue(["a"], "user", local_id, "PRIMARY", local_id, allowed=5)
+    allowed = {r.local_id: r.allowed for r in state.outbox.rows()}
+    assert allowed == {"id-1": 5, "id-2": None, "id-3": None}
+
+
 def test_done_removes_a_row_unless_it_was_enqueued_again(state):
     with state.transaction():
         state.outbox.enqueue(["a"], "user", "id-1", "PRIMARY", "alice")

@@ -581,6 +581,15 @@ def holder_gone(holder: str) -> bool:
     return name == socket.gethostname() and pid.isdigit() and not _running(int(pid))
 
 
+def holder_running(holder: str) -> bool:
+    """Whether a drainer's name (``host:pid:nonce``) is of a process on this machine
+    that runs. Of another machine's nothing can be known: False (not
+    :func:`holder_gone` either: its claims are waited for until their lease ends)."""
+    name, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    return name == socket.gethostname() and pid.isdigit() and _running(int(pid))
+
+
 def _running(pid: int) -> bool:
     """Whether process ``pid`` runs (on this machine). A zombie does not: killed with
     ``kill -9``, a process stays one until its parent collects it (at once for a

@@ -159,13 +159,17 @@ _OUTBOX_COLUMNS = (
 )
 
 
-_SMALLER_ALLOWANCE = (
-    "CASE WHEN outbox.status = 'pending' AND outbox.claimed_until >= ? THEN excluded.allowed"
-    " WHEN outbox.allowed IS NULL OR excluded.allowed IS NULL THEN NULL"
-    " WHEN outbox.allowed < excluded.allowed THEN outbox.allowed ELSE excluded.allowed END"
-)
-"""The allowance of a row a second change coalesces into (see :meth:`Outbox.enqueue_many`;
-the parameter: now)."""
+def _smaller_allowance(running: Sequence[str]) -> str:
+    """The allowance of a row a second change coalesces into (see
+    :meth:`Outbox.enqueue_many`; the parameters: now, then ``running``, the drainers
+    holding a claim on some of the rows that are known to run)."""
+    return (
+        "CASE WHEN outbox.status = 'pending' AND outbox.claimed_until >= ?"
+        f" AND outbox.claimed_by IN {_in(running)} THEN excluded.allowed"
+        " WHEN outbox.allowed IS NULL OR excluded.allowed IS NULL THEN NULL"
+        " WHEN outbox.allowed < excluded.allowed THEN outbox.allowed ELSE excluded.allowed END"
+    )
+
 
 ENQUEUE_CHUNK = 200
 """Outbox rows upserted per statement (8 parameters each)."""
@@ -216,8 +220,15 @@ class Outbox:
         and keeps the smaller allowance of the two, none
         if either has none (a failed or held row has none: the change it carries lost
         it): an allowance given to one change never covers another's effects. Only a
-        row a drainer holds a claim on takes this change's allowance as it is: the
-        change it carried is being pushed. Returns (row id, IdP) pairs, by id."""
+        row a running drainer holds a claim on takes this change's allowance as it is:
+        the change it carried is being pushed. A claim whose holder was killed (``kill
+        -9``) after its commit lasts until its lease ends, and the row still carries the
+        killed change, not pushed: lent this change's allowance, that change was judged
+        in parts (its rows shared with this one under this allowance, its others alone,
+        each under the guard). So the holder must be known to run: a process of this
+        machine (:func:`~idprov.provisioning.outbound.holder_running`); of another
+        machine nothing can be known, and the row keeps the smaller allowance. Returns
+        (row id, IdP) pairs, by id."""
         stamp = now()
         unique = list({e[0]: e for e in entities}.values())  # a row is upserted once
         values = [(idp, kind, *entity) for entity in unique for idp in idps]
@@ -226,6 +237,7 @@ class Outbox:
         status = kept if keep_held else "'pending'"
         for start in range(0, len(values), ENQUEUE_CHUNK):
             chunk = values[start : start + ENQUEUE_CHUNK]
+            running = self._running_holders(kind, chunk, stamp) if allowed is not None else []
             rows = self.db.execute(
                 "INSERT INTO outbox (idp, kind, local_id, domain, label, enqueued_at,"
                 " updated_at, allowed) VALUES "
@@ -234,11 +246,29 @@ class Outbox:
                 f" {status},"
                 " label = excluded.label, domain = excluded.domain, next_attempt_at = NULL,"
                 " updated_at = excluded.updated_at,"  # enqueued_at: waiting since the first
-                f" allowed = {_SMALLER_ALLOWANCE}, version = outbox.version + 1 RETURNING id, idp",
-                [v for row in chunk for v in (*row, stamp, stamp, allowed)] + [stamp],
+                f" allowed = {_smaller_allowance(running)}, version = outbox.version + 1"
+                " RETURNING id, idp",
+                [v for row in chunk for v in (*row, stamp, stamp, allowed)] + [stamp, *running],
             ).fetchall()
             found += [(int(i), str(idp)) for i, idp in rows]
         return sorted(found)
+
+    def _running_holders(
+        self, kind: Kind, chunk: Sequence[tuple[str, ...]], stamp: str
+    ) -> list[str]:
+        """The drainers holding a claim that has not run out on rows of ``chunk``
+        ((IdP, kind, local id, ...) to upsert) and that are known to run (see
+        :meth:`enqueue_many`). Without an allowance to lend, an upsert needs none."""
+        from idprov.provisioning.outbound import holder_running
+
+        idps = list(dict.fromkeys(v[0] for v in chunk))
+        ids = list(dict.fromkeys(v[2] for v in chunk))
+        holders = self.db.execute(
+            f"SELECT DISTINCT claimed_by FROM outbox WHERE idp IN {_in(idps)} AND kind = ?"
+            f" AND local_id IN {_in(ids)} AND claimed_until >= ?",
+            [*idps, kind, *ids, stamp],
+        ).fetchall()
+        return sorted(h for (h,) in holders if h and holder_running(h))
 
     def enqueue_absent(
         self,
