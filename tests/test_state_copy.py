@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from idprov.config import load_config
+from idprov.cli.common import as_idprov_error
 from idprov.config.loader import load_file
 from idprov.errors import ConfigError, LockedError
 from idprov.inbound.serve_auth import IssuedTokens
@@ -194,15 +195,98 @@ def test_forget_lets_the_old_configuration_work_again(cli, configs, postgres, tm
     cli("--config", str(old), "state", "copy", "--to", str(new)).ok()
     cli("--config", str(old), "user", "add", "zed").fails(2)
 
+    for argv in (("sync", "--dry-run"), ("status",), ("user", "list")):
+        cli("--config", str(new), *argv).ok()  # looking at the new state changes nothing
+
     forgotten = cli("--config", str(old), "state", "copy", "--forget", "--json").json()
     assert forgotten["status"] == "forgotten" and forgotten["copied"]["schema"] == "idprov"
+    assert forgotten["checked"] is True and forgotten["since"] == []
     assert any("stop idprov on" in n for n in forgotten["notes"])
     cli("--config", str(old), "user", "add", "zed").ok()
     assert postgres.rows("SELECT count(*) FROM directory.users") == [(2,)], "left as it is"
     again = cli("--config", str(old), "state", "copy", "--forget", "--json").json()
     assert again["status"] == "not copied"
-    both = cli("--config", str(old), "state", "copy", "--forget", "--to", str(new), "--json")
-    assert "--forget" in both.error(2)["message"]
+    forced = cli("--config", str(old), "state", "copy", "--to", str(new), "--force", "--json")
+    assert "--forget" in forced.error(2)["message"]
+
+
+def test_forget_refuses_once_the_new_state_has_moved_on(cli, configs, scim, postgres, tmp_path):
+    """Copied, then run a while on PostgreSQL: going back to the SQLite file would lose
+    what the new state knows (its ledger's new accounts: the next sync on the old file
+    would take them for someone else's, or make them again). --forget says what moved
+    on and changes nothing; --forget --force goes back all the same, saying what is lost."""
+    old, new = configs
+    seed(cli, old)
+    cli("--config", str(old), "state", "copy", "--to", str(new)).ok()
+    cli("--config", str(new), "user", "add", "carol", "-c", "email=c@example.com", "-r", "staff")
+    assert "carol" in {u["userName"] for u in scim.users()}  # an account the old file lacks
+    path = tmp_path / "data" / "idprov.db"
+    before = every_row(path)
+
+    error = cli("--config", str(old), "state", "copy", "--forget", "--json").error(4)
+    message = error["message"]
+    assert "schema idprov has moved on since the copy of " in message
+    assert "audit entries since the copy (" in message and "user.add" in message
+    assert "the state: ledger holds 4 rows, 3 when copied" in message
+    assert "userstore PRIMARY: users holds 3 rows, 2 when copied" in message
+    assert f"{path} knows none of it" in message and "nothing was changed" in message
+    assert "--forget --force" in error["hint"] and "cannot copy a state back" in error["hint"]
+    assert every_row(path) == before
+    cli("--config", str(old), "user", "add", "zed").fails(2)  # still refused
+
+    forced = cli("--config", str(old), "state", "copy", "--forget", "--force", "--json").json()
+    assert forced["status"] == "forgotten"
+    assert any(n.startswith("lost with the move: ") and "user.add" in n for n in forced["notes"])
+    cli("--config", str(old), "user", "add", "zed").ok()
+
+
+def test_forget_sees_rows_made_and_removed_since_and_users_changed(cli, configs, postgres):
+    """Counts alone miss an outbox row pushed and gone, or a user changed in place: the
+    ids given and the users' modification times tell them."""
+    old, new = configs
+    seed(cli, old)
+    cli("--config", str(old), "state", "copy", "--to", str(new)).ok()
+    postgres.execute(
+        "INSERT INTO idprov.outbox (idp, kind, local_id, domain, label, enqueued_at,"
+        " updated_at) VALUES ('scim', 'user', 'x', 'PRIMARY', 'x', '2026', '2026')"
+    )
+    postgres.execute("DELETE FROM idprov.outbox WHERE local_id = 'x'")
+    postgres.execute("UPDATE directory.users SET modified = now() WHERE username = 'bob'")
+    error = cli("--config", str(old), "state", "copy", "--forget", "--json").error(4)
+    assert "the state: rows were added to outbox since (and removed)" in error["message"]
+    assert "userstore PRIMARY: 1 users changed since" in error["message"]
+    assert "audit entries" not in error["message"]
+
+
+def test_forget_refuses_when_it_cannot_look_at_the_new_state(cli, configs, postgres, tmp_path):
+    """A new state it cannot reach, or a new configuration moved away, is no answer:
+    --forget says so and changes nothing, unless --force; --to names a moved file."""
+    old, new = configs
+    seed(cli, old)
+    cli("--config", str(old), "state", "copy", "--to", str(new)).ok()
+    moved = tmp_path / "moved.yaml"
+    new.rename(moved)
+    error = cli("--config", str(old), "state", "copy", "--forget", "--json").error(2)
+    assert "cannot tell whether the state at PostgreSQL at " in error["message"]
+    assert f"the new configuration the copy recorded, {new}, is not there" in error["message"]
+    assert "--to NEW.yaml" in error["hint"] and "--forget --force" in error["hint"]
+
+    secret = tmp_path / "pg-password"
+    secret.write_text("not-the-password\n")
+    error = cli(
+        "--config", str(old), "state", "copy", "--forget", "--to", str(moved), "--json"
+    ).error(1)
+    assert "cannot tell whether" in error["message"] and "cannot connect" in error["message"]
+    assert "not-the-password" not in str(error)
+    cli("--config", str(old), "user", "add", "zed").fails(2)
+
+    forced = cli(
+        "--config", str(old), "state", "copy", "--forget", "--to", str(moved), "--force",
+        "--json",
+    ).json()  # fmt: skip
+    assert forced["status"] == "forgotten" and forced["checked"] is False
+    assert any("was not looked at: " in n for n in forced["notes"])
+    cli("--config", str(old), "user", "add", "zed").ok()
 
 
 def test_a_rerun_of_a_copy_forgotten_and_unchanged_records_it_again(cli, configs, postgres):
@@ -576,6 +660,64 @@ def test_a_user_added_while_the_copy_runs_is_not_lost(cli, configs, postgres, mo
     cli("--config", str(old), "state", "copy", "--to", str(new)).ok()
     copied = {u for (u,) in postgres.rows("SELECT username FROM directory.users")}
     assert copied == {"alice", "bob", "carol"}
+
+
+def test_a_command_that_looked_before_the_copy_committed_cannot_write_after_it(
+    cli, configs, postgres, monkeypatch, tmp_path
+):
+    """A command that opened the old state in the instant between the copy's last look
+    for other processes and its SQLite commit found no record of the copy, and wrote
+    once the copy let go of the file: the change stayed behind in a file no longer
+    used. The copy fences every file it took in the transaction that records it: a
+    write after it is refused, whenever the writer looked."""
+    old, new = configs
+    seed(cli, old)
+    hr = tmp_path / "hr.db"
+    text = old.read_text().replace(
+        "identity_providers:", f"userstores:\n  - {{domain: PRIMARY}}\n"
+        f"  - {{domain: HR, path: {hr}}}\nidentity_providers:", 1
+    )  # fmt: skip
+    old.write_text(text)
+    new.write_text(
+        new.read_text().replace(
+            "identity_providers:",
+            f"  - {{domain: HR, type: postgres, "
+            f"{pg_keys(postgres, tmp_path / 'pg-password', 'hr')}}}\nidentity_providers:",
+            1,
+        )
+    )
+    cli("--config", str(old), "user", "add", "HR/dora").ok()
+    original, looked = state_copy.record_copy, []
+
+    def record_copy(*args, **kwargs):
+        svc = IdentityService(load_config(old))
+        assert svc.state.copied is None  # it looked: no record yet
+        looked.append(svc)
+        original(*args, **kwargs)
+
+    monkeypatch.setattr(state_copy, "record_copy", record_copy)
+    state_copy.copy_state(load_file(old), load_file(new))
+    [svc] = looked
+    before = every_row(tmp_path / "data" / "idprov.db"), every_row(hr)
+    try:
+        for write in (
+            lambda: svc.add_user("carol", {}),
+            lambda: svc.add_user("HR/erin", {}),
+            lambda: svc.tokens.create("resident", "late", "admin"),
+        ):
+            with pytest.raises(sqlite3.DatabaseError) as refused:
+                write()
+            error = as_idprov_error(refused.value)
+            assert isinstance(error, ConfigError) and error.exit_code == 2
+            assert "was copied to PostgreSQL at" in error.message
+            assert error.hint is not None and "state copy --forget" in error.hint
+    finally:
+        svc.close()
+    assert (every_row(tmp_path / "data" / "idprov.db"), every_row(hr)) == before
+
+    cli("--config", str(old), "state", "copy", "--forget", "--force").ok()
+    cli("--config", str(old), "user", "add", "carol").ok()  # the fences went with it
+    cli("--config", str(old), "user", "add", "HR/erin").ok()
 
 
 def test_a_sync_of_the_new_configuration_holding_its_lock_makes_the_copy_refuse(

@@ -422,7 +422,9 @@ def as_idprov_error(exc: BaseException, command: str | None = None) -> IdprovErr
     if isinstance(exc, OSError):
         return from_os_error(exc)
     if isinstance(exc, sqlite3.Error):
-        error = from_sqlite_error(exc, open_databases())
+        from idprov.provisioning.state_moved import fenced_error
+
+        error = fenced_error(exc) or from_sqlite_error(exc, open_databases())
         if error is not None:
             return error
     if not isinstance(exc, Exception) or debugging():

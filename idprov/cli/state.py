@@ -39,7 +39,17 @@ def copy(
         typer.Option(
             "--forget",
             help="Abandon a move: let the current configuration use its SQLite state again "
-            "(after a copy, its commands refuse). The PostgreSQL copy is left as it is.",
+            "(after a copy, its commands refuse). Refused if the PostgreSQL state has moved "
+            "on since the copy (or cannot be reached); it is left as it is. With --to: the "
+            "new configuration, if not where the copy recorded it.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="With --forget: forget even if the PostgreSQL state has moved on since the "
+            "copy, or cannot be reached (what it did since is lost to this configuration).",
         ),
     ] = False,
     json: JsonOpt = False,
@@ -49,18 +59,20 @@ def copy(
     from idprov.config.loader import load_file
     from idprov.provisioning.state_copy import copy_state, forget_copy
 
-    if forget == (to is not None) or (forget and dry_run):
+    if (not forget and to is None) or (forget and dry_run) or (force and not forget):
         raise UsageError(
-            "give either --to NEW.yaml (with or without --dry-run) or --forget",
+            "give --to NEW.yaml (with or without --dry-run), or --forget (with or without "
+            "--to NEW.yaml and --force)",
             hint="idprov state copy --to NEW.yaml moves the state; --forget, run with the "
             "old configuration, undoes what the copy did to it",
         )
     current = service(live=False)
+    new = load_file(to) if to is not None else None
     if forget:
-        emit(forget_copy(current.config), show_forgotten)
+        emit(forget_copy(current.config, new, force=force), show_forgotten)
         return
-    assert to is not None
-    result = copy_state(current.config, load_file(to), dry_run=dry_run, actor=current.actor)
+    assert new is not None
+    result = copy_state(current.config, new, dry_run=dry_run, actor=current.actor)
     emit(result, show)
 
 
@@ -87,5 +99,7 @@ def show_forgotten(report: Any) -> None:
         f"[green]✓[/] {esc(report.source)}: its copy to {esc(report.copied.where)} on "
         f"{esc(report.copied.at)} is forgotten"
     )
+    if not report.since and report.checked:
+        note(f"the state at {report.copied.where} holds nothing the copy did not carry")
     for line in report.notes:
         note(line)

@@ -34,9 +34,12 @@ internal roles, JIT links. Without the users' ids the ledger would name nobody.
 - an error never quotes a row (PostgreSQL's CONTEXT of a failed COPY holds the
   password hash): it names the table and the line;
 - once every commit succeeded, the SQLite state records where it went (its own
-  ``state_copied`` table, never copied), in the transaction that kept writers out:
-  from then on a command of the old configuration refuses to use it (a read-only one
-  warns), until :func:`forget_copy` (an administrator abandoning the move).
+  ``state_copied`` table, never copied), and each SQLite file copied is fenced
+  (:func:`~idprov.provisioning.state_moved.fence`), in the transaction that kept
+  writers out: from then on a command of the old configuration refuses to use it (a
+  read-only one warns), and no write reaches it, until :func:`forget_copy` (an
+  administrator abandoning the move), which first looks whether the new state has
+  moved on since the copy (:func:`since_copy`) and refuses if so.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ from idprov.errors import (
     NotFoundError,
     StoreError,
 )
-from idprov.provisioning.state_moved import COPIED_TABLE, StateCopied, copied_to
+from idprov.provisioning.state_moved import COPIED_TABLE, StateCopied, copied_to, fence, unfence
 from idprov.statedb import STATE_FILENAME, SqliteStateDB, StateDB
 
 if TYPE_CHECKING:
@@ -945,28 +948,38 @@ def next_steps(source: Config, destination: Config, status: str, files: list[str
 
 
 def record_copy(state_db: SqliteStateDB, destination: Config, targets: list[Target]) -> None:
-    """Record in the source state, and commit with the snapshot's write transaction
-    (no writer came between), that it now lives in ``destination``. Once per copy: a
-    re-run finding its record leaves it."""
-    if copied_to(state_db) is not None:
-        return
+    """Record in the source state that it now lives in ``destination``, and fence every
+    SQLite file copied (:func:`~idprov.provisioning.state_moved.fence`), each committed
+    with its snapshot's write transaction: no writer came between, and none writes
+    after, even one that opened the file before the record was there. Once per copy: a
+    re-run finding its record keeps it (and fences what an earlier run left unfenced)."""
     config = targets[0].config
+    copied = copied_to(state_db)
+    dbs = {id(t.source.db): t.source for t in targets if t.source.db is not state_db.db}
     try:
-        state_db.execute(
-            f"CREATE TABLE IF NOT EXISTS {COPIED_TABLE} (id INTEGER PRIMARY KEY,"
-            " at TEXT NOT NULL, host TEXT NOT NULL, port INTEGER NOT NULL,"
-            " database TEXT NOT NULL, schema TEXT NOT NULL, config TEXT NOT NULL)"
-        )
-        state_db.execute(
-            f"INSERT INTO {COPIED_TABLE} (at, host, port, database, schema, config)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            [now(), config.host, config.port, config.database, config.schema, destination.source],
-        )
-        state_db.execute("COMMIT")
+        if copied is None:
+            copied = StateCopied(
+                str(state_db.path), now(), config.host, config.port, config.database,
+                config.schema, destination.source,
+            )  # fmt: skip
+            state_db.execute(
+                f"CREATE TABLE IF NOT EXISTS {COPIED_TABLE} (id INTEGER PRIMARY KEY,"
+                " at TEXT NOT NULL, host TEXT NOT NULL, port INTEGER NOT NULL,"
+                " database TEXT NOT NULL, schema TEXT NOT NULL, config TEXT NOT NULL)"
+            )
+            state_db.execute(
+                f"INSERT INTO {COPIED_TABLE} (at, host, port, database, schema, config)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [copied.at, copied.host, copied.port, copied.database, copied.schema,
+                 copied.config],
+            )  # fmt: skip
+        for db in (state_db.db, *(part.db for part in dbs.values())):
+            fence(db, copied)
+            db.execute("COMMIT")
     except sqlite3.Error as exc:
         raise StoreError(
-            f"the copy to {targets[0].where} is committed, but {state_db.path} could not "
-            f"record it ({exc}): commands of the old configuration would go on using it",
+            f"the copy to {targets[0].where} is committed, but the SQLite files could not "
+            f"record it ({exc}): commands of the old configuration would go on using them",
             hint="fix the cause (disk space, permissions) and run the copy again: it says "
             "`already copied` and records it",
         ) from None
@@ -979,15 +992,23 @@ class ForgetReport:
     source: str
     copied: StateCopied | None
     notes: list[str] = field(default_factory=list)
+    since: list[str] = field(default_factory=list)
+    """What the new state holds that the copy did not carry (with ``--force``: what
+    going back loses); empty when it holds nothing more, or was not looked at."""
+    checked: bool = False
+    """Whether the new state was looked at (``--force`` forgets one it cannot reach)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def forget_copy(source: Config) -> ForgetReport:
-    """Remove the SQLite state's record of its copy, so that ``source`` (the old
-    configuration) works again: an administrator abandons the move. The state in
-    PostgreSQL is left as it is."""
+def forget_copy(source: Config, new: Config | None = None, *, force: bool = False) -> ForgetReport:
+    """Remove the SQLite state's record of its copy and its fences, so that ``source``
+    (the old configuration) works again: an administrator abandons the move. The state
+    in PostgreSQL (that of ``new``, else of the configuration the copy recorded) is
+    left as it is, but looked at first: one that has moved on since the copy (:func:
+    `since_copy`) is refused, a ConflictError saying what it holds, and one that cannot
+    be reached too (its error, saying so), unless ``force``."""
     if source.state is not None:
         raise ConfigError(
             "keeps idprov's state in PostgreSQL: --forget is for the configuration whose "
@@ -1004,17 +1025,217 @@ def forget_copy(source: Config) -> ForgetReport:
                 hint="check data_dir in the configuration (or IDPROV_DATA_DIR)",
             )
         state_db = SqliteStateDB(pool.get(path), path)
-        with state_db.transaction():
-            copied = copied_to(state_db)
-            state_db.execute(f"DROP TABLE IF EXISTS {COPIED_TABLE}")
+        copied = copied_to(state_db)
+        if copied is None:
+            return ForgetReport("not copied", str(path), None)
+        report = ForgetReport("forgotten", str(path), copied)
+        _look_since(report, source, new, state_db, pool, force)
+        _unfence(source, state_db, pool)
     finally:
         pool.close()
-    if copied is None:
-        return ForgetReport("not copied", str(path), None)
-    notes = [
+    report.notes = [
         f"{source.source} uses {path} again; the state at {copied.where} stays as it is",
         f"stop idprov on {copied.config} first (sync timer, idprov serve, outbox workers): "
         f"what it did since {copied.at} (users, accounts made at the targets) is not in "
         f"{path}",
+        *report.notes,
     ]
-    return ForgetReport("forgotten", str(path), copied, notes)
+    return report
+
+
+def _look_since(
+    report: ForgetReport,
+    source: Config,
+    new: Config | None,
+    state_db: SqliteStateDB,
+    pool: DatabasePool,
+    force: bool,
+) -> None:
+    """Fill ``report.since``; refuse (unless ``force``) a new state that moved on, or
+    that cannot be looked at."""
+    copied = report.copied
+    assert copied is not None
+    try:
+        report.since = since_copy(source, new, copied, state_db, pool)
+        report.checked = True
+    except IdprovError as exc:
+        if not force:
+            exc.message = (
+                f"cannot tell whether the state at {copied.where} has moved on since the "
+                f"copy of {copied.at}: {exc.message}; nothing was changed"
+            )
+            exc.args = (exc.message,)
+            exc.hint = (
+                f"{exc.hint + '; ' if exc.hint else ''}name the new configuration with "
+                "--to NEW.yaml if it is not where the copy recorded it; to forget without "
+                "looking, accepting to lose what it did since: --forget --force"
+            )
+            raise
+        report.notes.append(f"the state at {copied.where} was not looked at: {exc.message}")
+        return
+    if report.since and not force:
+        raise ConflictError(
+            f"the state at {copied.where} has moved on since the copy of {copied.at}: "
+            f"{'; '.join(report.since)}. {copied.path} knows none of it: its ledger lacks "
+            "the accounts made since (the next sync would take them for someone else's, "
+            "or make them again); nothing was changed",
+            hint=f"keep using {copied.config} (idprov cannot copy a state back to SQLite); "
+            "to go back all the same, losing what it did, `idprov state copy --forget "
+            "--force`, then `idprov sync --verify --dry-run` lists the accounts at the "
+            "targets this file does not know",
+        )
+    if report.since:
+        report.notes.append(f"lost with the move: {'; '.join(report.since)}")
+
+
+def _unfence(source: Config, state_db: SqliteStateDB, pool: DatabasePool) -> None:
+    """Drop the fences of every SQLite file of ``source``, then the record (so a
+    failure in between leaves the record, which a re-run removes)."""
+    from idprov.db import write_transaction
+
+    for store in source.userstores:
+        file = getattr(store, "path", None)
+        if isinstance(store, SqliteUserstoreConfig) and file and Path(file).is_file():
+            db = pool.get(Path(file))
+            with write_transaction(db):
+                unfence(db)
+    with state_db.transaction():
+        unfence(state_db.db)
+        state_db.execute(f"DROP TABLE IF EXISTS {COPIED_TABLE}")
+
+
+def since_copy(
+    source: Config,
+    new: Config | None,
+    copied: StateCopied,
+    state_db: SqliteStateDB,
+    pool: DatabasePool,
+) -> list[str]:
+    """What the PostgreSQL state and userstores hold that the copy of ``source`` did
+    not carry, one line each: audit entries after the copy's (every change, sync and
+    push records one), a table whose rows are not as many as in the SQLite file (which
+    no command changed since: it is fenced), ids given since (outbox rows made and
+    pushed leave no other trace), users or roles changed since, outbox rows being
+    pushed now. Empty when it holds nothing more. ``new``: the new configuration,
+    else the one the copy recorded. Counts only: one query per table."""
+    destination = new or _recorded_configuration(copied)
+    state: Any = destination.state
+    where = (state.host, state.port, state.database, state.schema) if state else None
+    if where != (copied.host, copied.port, copied.database, copied.schema):
+        raise ConfigError(
+            f"names another state than the copy went to ({copied.where})",
+            location=destination.source,
+            hint=f"name the configuration whose state is {copied.where}",
+        )
+    stores, _ = pair_userstores(source, destination)
+    parts = source_parts(source, state_db, pool, stores)
+    for part in parts:
+        part.read()
+    targets = make_targets(destination, parts, stores)
+    sessions, owners = _sessions(targets)
+    try:
+        found: list[str] = []
+        for target, session in zip(targets, sessions, strict=True):
+            found += _moved_on(target, session, copied)
+        return found
+    finally:
+        for owner in owners:
+            owner.close()
+
+
+def _recorded_configuration(copied: StateCopied) -> Config:
+    from idprov.config.loader import load_file
+
+    path = Path(copied.config)
+    if not path.is_file():
+        raise ConfigError(
+            f"the new configuration the copy recorded, {path}, is not there",
+            hint="name it with --to NEW.yaml (it was moved, or put in place of another)",
+        )
+    return load_file(path)
+
+
+def _moved_on(target: Target, session: PgSession, copied: StateCopied) -> list[str]:
+    """What one part's schema holds that its SQLite file does not (see
+    :func:`since_copy`)."""
+    schema = target.config.schema
+    there = pg_tables(session, schema)
+    if not there:
+        return []  # dropped since: nothing there to lose
+    found = []
+    if target.owner == "state":
+        found += _audit_since(target, session)
+        found += _claimed(target, session)
+    for table, rows in target.source.counts.items():
+        if table == "audit" or table not in there:
+            continue
+        held = pg_count(session, target, table)
+        if held != rows:
+            found.append(f"{target.label}: {table} holds {held} rows, {rows} when copied")
+        elif _ids_given(session, target, table):
+            found.append(f"{target.label}: rows were added to {table} since (and removed)")
+        elif target.owner != "state" and "modified" in there[table]:
+            changed = _one(
+                session,
+                f"SELECT count(*) FROM {target.table(table)} WHERE modified >"
+                " CAST(? AS timestamptz)",
+                [copied.at],
+            )
+            if changed:
+                found.append(f"{target.label}: {changed} {table} changed since")
+    return found
+
+
+def _audit_since(target: Target, session: PgSession) -> list[str]:
+    """The audit entries after the copy's own (``state.copy``), by action."""
+    marker = _one(
+        session,
+        f"SELECT max(id) FROM {target.table('audit')} WHERE action = ? AND target = ?",
+        [MARKER, str(target.source.path)],
+    )
+    if marker is None:
+        return [f"no record of this copy in its audit log ({MARKER}): it is not this copy"]
+    rows = session.execute(
+        f"SELECT action, count(*) FROM {target.table('audit')} WHERE id > ? AND action <> ?"
+        " GROUP BY action ORDER BY count(*) DESC, action",
+        [marker, MARKER],
+    ).fetchall()
+    if not rows:
+        return []
+    total = sum(int(n) for _, n in rows)
+    shown = ", ".join(f"{n} {action}" for action, n in rows[:5])
+    more = ", ..." if len(rows) > 5 else ""
+    return [f"{total} audit entries since the copy ({shown}{more})"]
+
+
+def _claimed(target: Target, session: PgSession) -> list[str]:
+    rows = session.execute(
+        f"SELECT DISTINCT claimed_by FROM {target.table('outbox')} WHERE claimed_until >= ?",
+        [now()],
+    ).fetchall()
+    if not rows:
+        return []
+    holders = ", ".join(str(r[0]) for r in rows)
+    return [f"outbox rows are being pushed now by {holders}: idprov runs on it"]
+
+
+def _ids_given(session: PgSession, target: Target, table: str) -> bool:
+    """Whether an identity column of ``table`` gave an id since the copy set it to go
+    on (``setval(..., false)``: not called until the next insert)."""
+    rows = session.execute(
+        "SELECT pg_get_serial_sequence(?, attname) FROM pg_attribute"
+        " WHERE attrelid = ?::regclass AND attnum > 0 AND NOT attisdropped",
+        [target.table(table), target.table(table)],
+    ).fetchall()
+    for (sequence,) in rows:
+        if sequence is not None:
+            if _one(session, f"SELECT is_called FROM {sequence}"):
+                return True
+    return False
+
+
+def _one(session: PgSession, sql: str, params: Sequence[Any] = ()) -> Any:
+    """The one value a query of one row gives."""
+    row = session.execute(sql, params).fetchone()
+    assert row is not None
+    return row[0]

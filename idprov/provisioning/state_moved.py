@@ -4,17 +4,36 @@ Read by every command that opens an SQLite state (:meth:`StateStore.open`): one
 lookup in the file's schema, a query only once copied. Its own module, apart from
 :mod:`idprov.provisioning.state_copy` (the copy itself, which only that command
 needs), so that reading the record costs nothing at start-up.
+
+A command reads the record when it opens the state, and writes later: one that opened
+the file in the instant before the copy committed, then waited for the copy's write
+lock, would find no record and write after the copy. So the copy also *fences* each
+SQLite file it copied (:func:`fence`), in the transaction that records it: a trigger
+on every table refuses every write, whoever makes it and whenever it opened the file
+(an older idprov too). Nothing is checked at a write; the triggers cost nothing until
+a copy made them, and `idprov state copy --forget` removes them (:func:`unfence`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from idprov.errors import ConfigError, IdprovError
 from idprov.statedb import SqliteStateDB, StateDB
 
+if TYPE_CHECKING:
+    from idprov.db import Database
+
 COPIED_TABLE = "state_copied"
 """The SQLite state's record of where a copy took it (see :class:`StateCopied`)."""
+FENCE = "idprov_state_copied_"
+"""How the names of the triggers of :func:`fence` begin."""
+REFUSED = "idprov state copy fence: "
+"""How the error of a write a fence refused begins (see :func:`fenced_error`)."""
+UNFENCED = (COPIED_TABLE, "idprov_migrations")
+"""Tables a fence leaves writable: the record itself (`--forget` drops it), and the
+migrations a newer idprov's read command records."""
 
 
 @dataclass(frozen=True)
@@ -86,3 +105,49 @@ def copied_away(state_db: StateDB, reading: bool) -> StateCopied | None:
     if copied is not None and not reading:
         raise copied.refusal()
     return copied
+
+
+def fence(db: Database, copied: StateCopied) -> None:
+    """Triggers on every table of ``db`` (but :data:`UNFENCED`) that refuse each
+    insert, update and delete with ``copied``'s refusal, so that no write reaches a
+    file the copy took away, even one by a process that read the record before it was
+    there. Run in the copy's write transaction, committed with its record."""
+    refusal = copied.refusal()
+    text = f"{REFUSED}{refusal.message}\n{refusal.hint}".replace("'", "''")
+    for table in _fenced_tables(db):
+        quoted = '"' + table.replace('"', '""') + '"'
+        for op in ("INSERT", "UPDATE", "DELETE"):
+            name = f'"{FENCE}{table.replace(chr(34), "")}_{op.lower()}"'
+            db.execute(
+                f"CREATE TRIGGER IF NOT EXISTS {name} BEFORE {op} ON {quoted}"
+                f" BEGIN SELECT RAISE(ABORT, '{text}'); END"
+            )
+
+
+def _fenced_tables(db: Database) -> list[str]:
+    rows = db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%'"
+        " ESCAPE '\\'"
+    ).fetchall()
+    return [str(r[0]) for r in rows if r[0] not in UNFENCED]
+
+
+def unfence(db: Database) -> None:
+    """Drop the triggers of :func:`fence` (in the caller's transaction)."""
+    rows = db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND substr(name, 1, ?) = ?",
+        [len(FENCE), FENCE],
+    ).fetchall()
+    for (name,) in rows:
+        db.execute('DROP TRIGGER IF EXISTS "' + str(name).replace('"', '""') + '"')
+
+
+def fenced_error(exc: BaseException) -> ConfigError | None:
+    """The refusal of a write a fence stopped (an sqlite3 error whose message begins
+    with :data:`REFUSED`), as the ConfigError a command opening the state after the
+    copy gets; None for any other error."""
+    text = str(exc)
+    if not text.startswith(REFUSED):
+        return None
+    message, _, hint = text[len(REFUSED) :].partition("\n")
+    return ConfigError(message, hint=hint or None)
