@@ -901,3 +901,80 @@ def test_a_killed_commands_change_is_not_let_out_under_a_later_allowance(
     assert all(") of 12 users at scim (" in r["last_error"] for r in held), held
     cli("outbox", "release", "--yes", "--allow-deletes", "12").ok()
     assert _emails_at(scim) == 15
+
+
+def _blank_emails_held(cli, tmp_path: Path, count: int = 12) -> None:
+    """30 users pushed; an import blanking the email of pl1..pl<count> (over the guard
+    from 10 on: 33% and more), held whole."""
+    seed(30)
+    blank = tmp_path / "blank.csv"
+    blank.write_text("username,email\n" + "".join(f"pl{i},\n" for i in range(1, count + 1)))
+    assert cli("import", "users", str(blank), "--mode", "update").exit_code == 7
+
+
+def test_a_role_taken_away_where_users_stay_does_not_let_a_held_change_out(cli, scim, tmp_path):
+    """A role taken away is an offboarding, and an offboarding goes out at once even
+    where the guard holds the user's row; but where the user stays (eng is not what the
+    IdP's scope names: they keep staff), the push sends the user's whole state, the
+    held change's blanked email in it: `role unassign eng` of 9 of the 12 whose email
+    blanking was held sent 9 of them, judged with the unassign (under the guard's
+    minimum), not with the rest of their change. There their rows wait with the held
+    change; a user who does leave (staff taken away) still goes at once."""
+    seed(30)
+    cli("role", "add", "eng").ok()
+    cli("role", "assign", "eng", *(f"pl{i}" for i in range(1, 10))).ok()
+    blank = tmp_path / "blank.csv"
+    blank.write_text("username,email\n" + "".join(f"pl{i},\n" for i in range(1, 13)))
+    assert cli("import", "users", str(blank), "--mode", "update").exit_code == 7
+    unassigned = cli("role", "unassign", "eng", *(f"pl{i}" for i in range(1, 10)), "--yes")
+    assert unassigned.exit_code == 7, unassigned  # its users' rows wait, and it says so
+    assert members(cli, "eng") == 0
+    assert _emails_at(scim) == 30
+    held = cli("outbox", "list", "--status", "held", "--json").items()
+    assert sorted(r["label"] for r in held) == sorted(f"pl{i}" for i in range(1, 13))
+    assert all(") of 12 users at scim (40%" in r["last_error"] for r in held), held
+    cli("role", "unassign", "staff", "pl10", "--yes").ok()  # pl10 leaves: at once
+    assert len(scim.users()) == 29 and _emails_at(scim) == 29
+    cli("outbox", "release", "--yes", "--allow-deletes", "11").ok()
+    assert _emails_at(scim) == 18
+
+
+def test_an_offboarding_of_held_users_goes_with_its_own_allowance(cli, scim, tmp_path):
+    """Disabling the 12 users whose email blanking the guard held, with --allow-deletes
+    12 (40%: over the guard), was held anyway as 'will disable 12 users': their rows,
+    held, had no allowance, and a row two changes share kept the smaller, none. The
+    only way out was `outbox release --allow-deletes 12`, which pushed the blanking
+    too. A held row an offboarding takes out (where its user leaves: the disable
+    sends what was last sent, nothing of the held change) goes with the offboarding's
+    allowance."""
+    seed(30)
+    blank = tmp_path / "blank.csv"
+    blank.write_text("username,email\n" + "".join(f"pl{i},\n" for i in range(1, 13)))
+    assert cli("import", "users", str(blank), "--mode", "update").exit_code == 7
+    off = tmp_path / "off.csv"
+    off.write_text("username,active\n" + "".join(f"pl{i},false\n" for i in range(1, 13)))
+    cli("import", "users", str(off), "--mode", "update", "--allow-deletes", "12").ok()
+    assert sum(1 for u in scim.users() if u.get("active") is False) == 12
+    assert _emails_at(scim) == 30  # the disable sent nothing of the held change
+    assert cli("outbox", "list", "--json").items() == []
+
+
+def test_an_internal_role_taken_away_offboards_a_held_user_at_once(cli, scim, tmp_path):
+    """`role unassign Internal/contractors c1`, taking c1 out of the IdP's scope, was
+    not an offboarding: c1's row, held with a change blanking 12 emails, kept it, and
+    c1 kept the account until that change was released."""
+    edit_config(tmp_path, "[staff]", "[staff, Internal/contractors]")
+    seed(30)
+    cli("role", "add", "Internal/contractors").ok()
+    cli("user", "add", "c1", "--claim", "email=c1@example.com").ok()
+    cli("role", "assign", "Internal/contractors", "c1").ok()
+    assert len(scim.users()) == 31
+    blank = tmp_path / "blank.csv"
+    names = ["c1", *(f"pl{i}" for i in range(1, 12))]
+    blank.write_text("username,email\n" + "".join(f"{n},\n" for n in names))
+    assert cli("import", "users", str(blank), "--mode", "update").exit_code == 7
+    cli("role", "unassign", "Internal/contractors", "c1", "--yes").ok()
+    assert sorted(u["userName"] for u in scim.users()) == sorted(f"pl{i}" for i in range(1, 31))
+    assert _emails_at(scim) == 30  # the held change waits still
+    held = cli("outbox", "list", "--status", "held", "--json").items()
+    assert sorted(r["label"] for r in held) == sorted(f"pl{i}" for i in range(1, 12))

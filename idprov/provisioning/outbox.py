@@ -159,12 +159,14 @@ _OUTBOX_COLUMNS = (
 )
 
 
-def _smaller_allowance(running: Sequence[str]) -> str:
+def _smaller_allowance(running: Sequence[str], unheld: bool) -> str:
     """The allowance of a row a second change coalesces into (see
     :meth:`Outbox.enqueue_many`; the parameters: now, then ``running``, the drainers
-    holding a claim on some of the rows that are known to run)."""
+    holding a claim on some of the rows that are known to run). ``unheld``: a held
+    row is taken out of its hold by the second change, and takes its allowance."""
+    held = "WHEN outbox.status = 'held' THEN excluded.allowed " if unheld else ""
     return (
-        "CASE WHEN outbox.status = 'pending' AND outbox.claimed_until >= ?"
+        f"CASE {held}WHEN outbox.status = 'pending' AND outbox.claimed_until >= ?"
         f" AND outbox.claimed_by IN {_in(running)} THEN excluded.allowed"
         " WHEN outbox.allowed IS NULL OR excluded.allowed IS NULL THEN NULL"
         " WHEN outbox.allowed < excluded.allowed THEN outbox.allowed ELSE excluded.allowed END"
@@ -216,8 +218,11 @@ class Outbox:
         and the oldest row's age, which alerts watch, never passed the cron interval).
         It then carries both changes (a held row stays held, ``keep_held``: the change
         it was held for is in it still, and a later harmless change must not push it
-        out alone, one row at a time; a sync, which judged its IdP whole, passes False),
-        and keeps the smaller allowance of the two, none
+        out alone, one row at a time; False: the row goes out with this change, which
+        then gives it its allowance, the held change's having gone with its hold: a
+        sync, which judged its IdP whole, or an offboarding where its user leaves the
+        IdP, whose push sends nothing of the held change), and keeps the smaller
+        allowance of the two, none
         if either has none (a failed or held row has none: the change it carries lost
         it): an allowance given to one change never covers another's effects. Only a
         row a running drainer holds a claim on takes this change's allowance as it is:
@@ -246,8 +251,8 @@ class Outbox:
                 f" {status},"
                 " label = excluded.label, domain = excluded.domain, next_attempt_at = NULL,"
                 " updated_at = excluded.updated_at,"  # enqueued_at: waiting since the first
-                f" allowed = {_smaller_allowance(running)}, version = outbox.version + 1"
-                " RETURNING id, idp",
+                f" allowed = {_smaller_allowance(running, not keep_held)},"
+                " version = outbox.version + 1 RETURNING id, idp",
                 [v for row in chunk for v in (*row, stamp, stamp, allowed)] + [stamp, *running],
             ).fetchall()
             found += [(int(i), str(idp)) for i, idp in rows]

@@ -96,8 +96,9 @@ class UnitOfWork:
         self._offboarding: set[str] = set()
         """Users this change disables (``active`` false), deletes, or takes a role from
         (an import row that sets roles; a role's deletion): their rows go out even where
-        a held change waits in them (an offboarding is never postponed; this command's
-        own guard judges it, an import's batches together)."""
+        a held change waits in them, at the IdPs they leave (an offboarding is never
+        postponed; this command's own guard judges it, an import's batches together;
+        see :meth:`_offboardings`)."""
         """Outbox rows this work wrote, to drain after the commit."""
         self._claim = claim
         self.claimed_by: str | None = None
@@ -209,13 +210,18 @@ class UnitOfWork:
         new = [e for e in entities if e[0] in self._created]
         leaving = [e for e in entities if e[0] in self._offboarding and e[0] not in self._created]
         rest = [e for e in entities if e[0] not in self._created and e[0] not in self._offboarding]
-        for group in (new, leaving, rest):
+        kept = not self.judged_whole  # a held change waits in its rows (see judged_whole)
+        batches = [
+            (targets, new, kept),
+            *self._offboardings(targets, leaving),
+            (targets, rest, kept),
+        ]
+        for idps_of, group, keep_held in batches:
             if not group:
                 continue
             allowed = self.service.allow_deletes  # travels with the rows, to any drainer
-            keep_held = not self.judged_whole and group is not leaving
             rows = self.service.state.outbox.enqueue_many(
-                targets, kind, group, allowed, keep_held=keep_held
+                idps_of, kind, group, allowed, keep_held=keep_held
             )
             self.rows += [i for i, _ in rows]
             self._idps.update(rows)
@@ -225,6 +231,40 @@ class UnitOfWork:
             self._waited += [i for i, idp in rows if waited(idp)]
         if self._claim and self._waited and self.claimed_by is None:
             self.claimed_by = self.service.outbound.change_owner()
+
+    def _offboardings(
+        self, targets: list[str], leaving: Sequence[tuple[str, str, str]]
+    ) -> list[tuple[list[str], Sequence[tuple[str, str, str]], bool]]:
+        """How to enqueue the users of ``leaving`` (this change offboards them: see
+        :attr:`_offboarding`): (IdPs, users, whether a held row stays held). A user's
+        row goes out at once where the user leaves that IdP: deleted or disabled here,
+        or out of its scope; its push there deprovisions the user and sends nothing of
+        a held change waiting in the row (a disable sends what was last sent), judged
+        by this change's command. Where the user stays (a role taken away that its
+        scope does not name; an IdP provisioning every user), the push would send the
+        user's whole state, the held change's effects in it (an attribute it removes),
+        judged with this change, apart from the rest of its own: there the row joins
+        the held change and waits with it, as any later change's does. The users are
+        read only when some of their rows are held."""
+        if not leaving or self.judged_whole:
+            return [(targets, leaving, False)]
+        ids = [e[0] for e in leaving]
+        outbox = self.service.state.outbox
+        if not any(
+            outbox.rows(idps=targets, local_ids=ids[start : start + 500], status="held")
+            for start in range(0, len(ids), 500)
+        ):
+            return [(targets, leaving, False)]
+        from idprov.provisioning.decide import group_member
+
+        users = self.service.directory.users_by_id((e[1], e[0]) for e in leaving)
+        out: list[tuple[list[str], Sequence[tuple[str, str, str]], bool]] = []
+        for idp in targets:
+            config = self.service.idp(idp)
+            stays = {i for i, u in users.items() if group_member(config, u)}
+            out.append(([idp], [e for e in leaving if e[0] not in stays], False))
+            out.append(([idp], [e for e in leaving if e[0] in stays], True))
+        return out
 
     def lock_user(self, username: str, domain: str | None = None) -> None:
         """Open the user's store transaction and hold the user's row in it until the
@@ -725,6 +765,7 @@ class UnitOfWork:
     def delete_role(self, name: str, domain: str | None = None) -> ChangeResult:
         if (internal := self.service.internal_name(name, domain)) is not None:
             members = self.service.role_members(INTERNAL, self.service.internal.get(internal).id)
+            self._offboarding.update(user_id for _, user_id in members)  # as below
             return self._internal_change(
                 "role.delete", lambda: self.service.internal.delete(internal), members
             )
@@ -881,6 +922,8 @@ class UnitOfWork:
             self.audit(action, role.qualified_name, {"users": changed})
             for user in found:
                 if user.qualified_name in changed:
+                    if not assign:  # they may leave an IdP's scope: an offboarding
+                        self._offboarding.add(user.id)
                     self.enqueue("user", user.id, user.domain, user.qualified_name)
             self.enqueue("role", role.id, INTERNAL, role.qualified_name)
         key = "added" if assign else "removed"
