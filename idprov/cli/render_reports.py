@@ -242,6 +242,8 @@ def sync_result(
         console().print(f"[bold]drift at {esc(name)}[/]: {report['checked']} checked")
         for label in report["deleted_remotely"]:
             console().print(f"  [red]deleted remotely[/] {esc(label)}")
+        for label in report.get("lost", []):
+            console().print(f"  [red]lost at the target, not made again yet[/] {esc(label)}")
         for change in report["changed_remotely"]:
             console().print(
                 f"  [yellow]changed remotely[/] {esc(change['user'])}: "

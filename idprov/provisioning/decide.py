@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from idprov.model import User
     from idprov.provisioning.ledger import LedgerEntry
 
-UserAction = Literal["create", "update", "enable", "delete", "disable", "none"]
+UserAction = Literal["create", "update", "enable", "delete", "disable", "forget", "none"]
 RoleAction = Literal["create", "update", "delete", "none"]
 
 
@@ -91,6 +91,8 @@ def decide_user(
 ) -> UserDecision:
     """Create, update, enable, delete, disable or leave ``user`` (None: deleted
     locally) at ``idp``, given what the ledger says was done there."""
+    if entry is not None and entry.state == "lost":
+        return _decide_lost(idp, connector, user, entry)
     provisioned = entry is not None and entry.remote_id is not None
     if user is not None and not enabled(user) and in_scope(idp, user.roles):
         # disabled here (the `active` claim): disabled there, never deleted, and
@@ -130,6 +132,29 @@ def decide_user(
             return UserDecision("none", "already disabled")
         return UserDecision("disable", why)
     return UserDecision("delete", why)
+
+
+def _decide_lost(
+    idp: IdentityProviderConfig,
+    connector: type[Connector],
+    user: User | None,
+    entry: LedgerEntry,
+) -> UserDecision:
+    """A user whose account the target lost: made again while it belongs there; else
+    forgotten, with nothing sent (nothing is there to deprovision, so the deletion
+    guard counts nothing either)."""
+    if user is None or not group_member(idp, user):
+        return UserDecision("forget", "lost at the target: nothing there to deprovision")
+    account = account_for(user, idp, connector, entry.sent)
+    sent = sent_form(account)
+    return UserDecision(
+        "create",
+        "lost at the target: made again",
+        account,
+        sent,
+        fingerprint(sent),
+        sorted(account.attributes),
+    )
 
 
 def group_member(idp: IdentityProviderConfig, user: User) -> bool:

@@ -139,7 +139,6 @@ class Engine(UserPlanning, RolePlanning):
         self._confirmed = set()
         self._gone = {}
         self._remade = {}
-        self._dead = {}
         self._remote: dict[str, RemoteAccounts] = {}
         self._remote_lock = threading.Lock()
 
@@ -627,6 +626,8 @@ class Engine(UserPlanning, RolePlanning):
                 raise value
             result = task.record(value)
         except Exception as exc:
+            if task.failed is not None:
+                task.failed()
             status = exc.status if isinstance(exc, TargetError) else None
             result = OperationResult(
                 row.idp,

@@ -2,7 +2,9 @@
 
 It holds, per (identity provider, user or role), the remote id, the attributes last
 sent and their hash, whether idprov created the remote object, and its state
-(``creating`` while a create is in flight, ``active``, ``disabled``);
+(``creating`` while a create is in flight, ``active``, ``disabled``, ``lost``: the
+target lost the account, and idprov has not made it again yet, see
+:meth:`Ledger.mark_lost`);
 ``ledger_members`` holds the group memberships idprov made remotely. The ledger
 holds real remote ids only: a create that failed leaves no id behind.
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -74,6 +76,8 @@ class LedgerEntry:
     updated_at: str
     inputs: str | None = None
     """Users: the digest of the user and mapping that ``hash`` was rendered from."""
+    lost_at: str | None = None
+    """Users whose state is ``lost``: when idprov found the account gone at the target."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,7 +179,7 @@ class Ledger:
 
     _SELECT = (
         "SELECT l.idp, l.kind, l.local_id, l.domain, l.label, l.remote_id, l.state, l.hash,"
-        " l.sent, l.created_by_idprov, l.updated_at, i.inputs FROM ledger l"
+        " l.sent, l.created_by_idprov, l.updated_at, i.inputs, l.lost_at FROM ledger l"
         " LEFT JOIN ledger_inputs i ON l.kind = 'user' AND i.idp = l.idp"
         " AND i.local_id = l.local_id"
     )
@@ -216,6 +220,7 @@ class Ledger:
             created_by_idprov=bool(row[9]),
             updated_at=row[10],
             inputs=row[11],
+            lost_at=row[12],
         )
 
     def for_idp(self, idp: str, kind: str) -> dict[str, LedgerEntry]:
@@ -388,11 +393,13 @@ class Ledger:
         stamp = now()
         self.db.executemany(
             "INSERT INTO ledger (idp, kind, local_id, domain, label, remote_id, state, hash,"
-            " sent, created_by_idprov, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " sent, created_by_idprov, updated_at, lost_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (idp, kind, local_id) DO UPDATE SET domain = excluded.domain,"
             " label = excluded.label, remote_id = excluded.remote_id, state = excluded.state,"
             " hash = excluded.hash, sent = excluded.sent,"
-            " created_by_idprov = excluded.created_by_idprov, updated_at = excluded.updated_at",
+            " created_by_idprov = excluded.created_by_idprov, updated_at = excluded.updated_at,"
+            " lost_at = excluded.lost_at",
             [
                 (
                     e.idp,
@@ -406,6 +413,7 @@ class Ledger:
                     json.dumps(e.sent, ensure_ascii=False) if e.sent is not None else None,
                     int(e.created_by_idprov),
                     stamp,
+                    e.lost_at if e.state == "lost" else None,
                 )
                 for e in entries
             ],
@@ -433,6 +441,37 @@ class Ledger:
         )
         if kind == "user":
             self._drop_inputs([(idp, local_id)])
+
+    def mark_lost(self, idp: str, lost: Mapping[str, str]) -> None:
+        """Record that the target lost the accounts of users ``lost`` (user id -> the
+        remote id found gone: an entry whose id has moved on since, made again by
+        another push, is left alone). A lost entry keeps that id, so that the account,
+        made again, takes its place in the groups that kept it; until then no group
+        push names it (:meth:`remote_ids` leaves it out, :meth:`lost_among` finds it),
+        its next push makes it again, and a deprovision of it has nothing to send. Any
+        successful push of the user records its state anew, clearing this."""
+        stamp = now()
+        self.db.executemany(
+            "UPDATE ledger SET state = 'lost', hash = NULL, updated_at = ?,"
+            " lost_at = coalesce(lost_at, ?) WHERE idp = ? AND kind = 'user' AND local_id = ?"
+            " AND remote_id = ?",
+            [(stamp, stamp, idp, user_id, remote_id) for user_id, remote_id in lost.items()],
+        )
+        self._drop_inputs([(idp, user_id) for user_id in lost])
+
+    def lost_among(self, idp: str, user_ids: Iterable[str]) -> set[str]:
+        """Those of ``user_ids`` whose accounts the ledger says are lost at ``idp``."""
+        ids = list(user_ids)
+        out: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self.db.execute(
+                "SELECT local_id FROM ledger WHERE idp = ? AND kind = 'user' AND state = 'lost'"
+                f" AND local_id IN ({','.join('?' * len(chunk))})",
+                [idp, *chunk],
+            ).fetchall()
+            out.update(r[0] for r in rows)
+        return out
 
     def relabel(self, idp: str, kind: str, local_id: str, label: str) -> None:
         """Set the name the ledger says the target holds (a group renamed there)."""

@@ -6,12 +6,18 @@ failed are named in the row's error, so that it is retried with them.
 
 A member the group needs (in the IdP's scope, enabled) that was never pushed there
 at all — no ledger entry, no row of its own at that IdP: a JIT login's user goes
-only to IdPs with ``jit: true`` — is brought along by :meth:`RolePlanning._members_first`
-before any role is planned: a row of its own at that IdP, made and claimed by the
-drain, which then pushes it with the users, before the roles, as it pushes a
-``user add --role``'s two rows. Its push is the user planner's, a create (nothing
-of the user's is at that IdP that it could change or destroy, so the deletion
-guard has nothing to judge in it).
+only to IdPs with ``jit: true`` — or whose account the ledger says is lost there
+(:meth:`~idprov.provisioning.ledger.Ledger.mark_lost`) and that has no row of its
+own, is brought along by :meth:`RolePlanning._members_first` before any role is
+planned: a row of its own at that IdP, made and claimed by the drain, which then
+pushes it with the users, before the roles, as it pushes a ``user add --role``'s
+two rows. Its push is the user planner's, a create (nothing of the user's is at
+that IdP that it could change or destroy, so the deletion guard has nothing to
+judge in it).
+
+A lost account is named in no group push until it is made again: a group that the
+ledger says holds it is left so (made again, it takes its dead id's place there);
+any other is pushed without it, and its row fails naming it, to be retried.
 
 A member whose own row another drainer holds (its create under way in another
 process: concurrent ``user add --role`` on a shared PostgreSQL state) is waited for,
@@ -76,9 +82,6 @@ class RolePlanning(Planning):
     members whose accounts the target had lost too (:meth:`_lose_members`)."""
     _remade: dict[str, dict[str, tuple[str, str, str]]]
     """IdP -> those members (local id, domain, label), to be made again in this drain."""
-    _dead: dict[tuple[str, str], str]
-    """(IdP, user id) -> the remote id of the user's account that the target lost
-    (found so in this drain): never put in a group, nor taken out of one."""
     _unprovisioned: dict[int, set[str]]
     """Role row id -> its members that were not provisioned at its IdP when the drain
     began (read by :meth:`_members_first`, for :meth:`_await_members`)."""
@@ -167,7 +170,8 @@ class RolePlanning(Planning):
         self, row: OutboxRow, wanted: dict[str, dict[str, tuple[str, str, str]]]
     ) -> None:
         """Add to ``wanted[idp]`` the members of ``row``'s role that its group at that
-        IdP needs and that the ledger has never heard of there."""
+        IdP needs and that the ledger has never heard of there, or knows only as lost
+        (their accounts are made again before the group is pushed)."""
         idp = self.outbound.idp(row.idp)
         role, refs = self._role_read(row.domain, row.local_id)
         if role is None or not idp.enabled or not role_pushed(idp, role.qualified_name):
@@ -178,7 +182,8 @@ class RolePlanning(Planning):
         missing -= set(wanted.get(row.idp, {}))
         if not missing:
             return
-        missing -= {e.local_id for e in self._ledger.get_many(row.idp, "user", sorted(missing))}
+        known = self._ledger.get_many(row.idp, "user", sorted(missing))
+        missing -= {e.local_id for e in known if e.state != "lost"}
         users = self.directory.users_by_id([r for r in refs if r[1] in missing])
         for user in users.values():
             if group_member(idp, user):
@@ -268,24 +273,19 @@ class RolePlanning(Planning):
     def _member_state(
         self, row: OutboxRow, refs: list[tuple[str, str]]
     ) -> tuple[dict[str, str], set[str], set[str]]:
-        """The members of ``row``'s group: those provisioned (user id -> remote id),
-        those the ledger has in it, and, apart, those in it whose accounts this drain
-        found lost and has not made again: left as they are, neither put in nor
-        taken out (each, made again, takes its lost id's place)."""
-        provisioned = self._ledger.remote_ids(row.idp, [user_id for _, user_id in refs])
+        """The members of ``row``'s group: those provisioned (user id -> remote id:
+        never an account the ledger says is lost), those the ledger has in it, and,
+        apart, those in it whose accounts are lost: left as they are, neither put in
+        nor taken out (each, made again, takes its lost id's place). A lost member
+        that left the role leaves the ledger's group with nothing sent (its id is
+        named in no group push)."""
+        wanted = {user_id for _, user_id in refs}
+        provisioned = self._ledger.remote_ids(row.idp, sorted(wanted))
         current = self._ledger.members(row.idp, row.local_id)
-        dead = self._lost_accounts(row.idp, provisioned)
-        alive = {user_id: rid for user_id, rid in provisioned.items() if user_id not in dead}
-        return alive, current - dead, current & dead
-
-    def _lost_accounts(self, idp: str, provisioned: dict[str, str]) -> set[str]:
-        """The users of ``provisioned`` (user id -> remote id) whose accounts this drain
-        found lost at ``idp`` and has not made again yet (:meth:`_lose_members`)."""
-        return {
-            user_id
-            for user_id, remote_id in provisioned.items()
-            if self._dead.get((idp, user_id)) == remote_id and (idp, user_id) not in self._confirmed
-        }
+        lost = self._ledger.lost_among(row.idp, current)
+        if lost - wanted:
+            self._ledger.set_members(row.idp, row.local_id, [], lost - wanted)
+        return provisioned, current - lost, lost & wanted
 
     def _plan_group_delete(
         self, row: OutboxRow, idp: IdentityProviderConfig, connector: Connector, remote_id: str
@@ -562,15 +562,14 @@ class RolePlanning(Planning):
         """Have the members of ``row``'s group whose accounts the target lost with it
         (``gone``: user id -> lost remote id) made again in this drain, as a user
         whose account is gone is (``sync --verify --repair`` does the same): their
-        ledger entries are invalidated, not forgotten, so that each keeps its other
-        groups and, made again, takes its lost id's place in each. Their rows are
-        pushed, then the group's row once more, which puts them in it
-        (:meth:`Engine._push_again`). Until made again, a lost id is put in no group."""
+        ledger entries say lost (:meth:`~idprov.provisioning.ledger.Ledger.mark_lost`),
+        not forgotten, so that each keeps its other groups and, made again, takes its
+        lost id's place in each. Their rows are pushed, then the group's row once more,
+        which puts them in it (:meth:`Engine._push_again`). Until made again, in this
+        drain or a later one, a lost id is put in no group."""
         if not gone:
             return
-        for user_id, remote_id in gone.items():
-            self._ledger.invalidate(row.idp, "user", user_id)
-            self._dead[(row.idp, user_id)] = remote_id
+        self._ledger.mark_lost(row.idp, gone)
         remade = self._remade.setdefault(row.idp, {})
         for entry in self._ledger.get_many(row.idp, "user", sorted(gone)):
             remade[entry.local_id] = (entry.local_id, entry.domain, entry.label)
@@ -580,6 +579,6 @@ class RolePlanning(Planning):
         out = []
         for user_id in user_ids:
             entry = self._ledger.get(idp, "user", user_id)
-            if entry is not None and entry.remote_id:
+            if entry is not None and entry.remote_id and entry.state != "lost":
                 out.append(entry.remote_id)
         return out

@@ -70,6 +70,9 @@ class UserPlanning(Planning):
                     return self._plan_uncertain_deprovision(row, idp, connector, entry)
                 self._ledger.forget(row.idp, "user", row.local_id)  # a create never made
             return self._skip(row, decision.reason, entry.remote_id if entry else None)
+        if decision.action == "forget":  # lost at the target: nothing to send
+            self._ledger.forget(row.idp, "user", row.local_id)
+            return self._skip(row, decision.reason)
         if decision.action in ("delete", "disable"):
             assert entry is not None
             return self._plan_deprovision(row, idp, connector, entry, decision)
@@ -112,6 +115,7 @@ class UserPlanning(Planning):
         assert account is not None
         retry = idp.retry
         lost: list[str] = []  # remote ids of groups the user, made again, did not join
+        was_lost = entry is not None and entry.state == "lost"
 
         def record(outcome: tuple[str, bool] | RefusedCreate) -> OperationResult:
             if isinstance(outcome, RefusedCreate):
@@ -123,7 +127,7 @@ class UserPlanning(Planning):
                 )
             )
             self._confirmed.add((row.idp, row.local_id))
-            op = "create" if entry is None or entry.remote_id is None else "update"
+            op = "create" if entry is None or entry.remote_id is None or was_lost else "update"
             if op == "create" or decision.action == "enable":  # to join its groups
                 self._made.append((row, user))
             self._lose_groups(row, lost)
@@ -144,23 +148,24 @@ class UserPlanning(Planning):
                     connector.update_user(remote_id, account, previous)
 
             groups = self._group_ids(row)
+            gone: list[str] = []  # the account, found deleted at the target
 
             def update(attempts: list[Attempt]) -> tuple[str, bool] | RefusedCreate:
-                try:
-                    with_retries(send, retry, attempts, self.sleep, connector.throttled)
-                    return remote_id, entry.created_by_idprov
-                except RemoteNotFound:  # deleted at the target: made again, in its groups
-                    made = self._create(connector, idp, account, attempts, "creating")
-                    if isinstance(made, RefusedCreate):
-                        return made
-                    for group_id in groups:  # the user is made: a group refusing it
-                        try:  # is the group's row's to finish (and a 404, to make again)
-                            self._join(connector, idp, group_id, made[0], remote_id, attempts)
-                        except TargetError:
-                            lost.append(group_id)
-                    return made
+                if not was_lost:
+                    try:
+                        with_retries(send, retry, attempts, self.sleep, connector.throttled)
+                        return remote_id, entry.created_by_idprov
+                    except RemoteNotFound:  # deleted at the target: made again, in its groups
+                        gone.append(remote_id)
+                return self._remake(connector, idp, account, attempts, remote_id, groups, lost)
 
-            return Task(row, "update", update, record)
+            def failed() -> None:
+                """Not made again: the ledger says lost, not idprov's at the old id."""
+                if gone:
+                    self._ledger.mark_lost(row.idp, {row.local_id: remote_id})
+
+            operation = "create" if was_lost else "update"
+            return Task(row, operation, update, record, failed=failed)
         prior = entry.state if entry is not None else None  # creating, accepted: look first
         marked = json.dumps(sent, ensure_ascii=False)  # to look the account up, if need be
         self._creating.append((row.idp, "user", row.local_id, row.domain, row.label, marked))
@@ -172,6 +177,29 @@ class UserPlanning(Planning):
             account=account,
             prior=prior,
         )
+
+    def _remake(
+        self,
+        connector: Connector,
+        idp: IdentityProviderConfig,
+        account: Account,
+        attempts: list[Attempt],
+        lost_id: str,
+        groups: list[str],
+        lost: list[str],
+    ) -> tuple[str, bool] | RefusedCreate:
+        """Make again the account the target lost (``lost_id``), looking first (an
+        earlier try's outcome may be unknown), and put it in ``groups`` (remote ids)
+        in place of the lost id; the groups it could not join go in ``lost``."""
+        made = self._create(connector, idp, account, attempts, "creating")
+        if isinstance(made, RefusedCreate):
+            return made
+        for group_id in groups:  # the user is made: a group refusing it
+            try:  # is the group's row's to finish (and a 404, to make again)
+                self._join(connector, idp, group_id, made[0], lost_id, attempts)
+            except TargetError:
+                lost.append(group_id)
+        return made
 
     def _create(
         self,

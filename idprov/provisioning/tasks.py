@@ -65,6 +65,9 @@ class Task:
     known (``creating``; ``accepted`` for later by the target): look first."""
     leave: Leave | None = None
     """For user deprovisions: the groups to leave first."""
+    failed: Callable[[], None] | None = None
+    """Run on this thread when ``run`` (or ``record``) raised: what the failure
+    taught idprov, recorded with it (an account found lost, say)."""
 
 
 Creating = tuple[str, str, str, str, str, str | None]

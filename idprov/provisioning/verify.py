@@ -1,7 +1,9 @@
 """`idprov sync --verify [--repair]`: read the targets, report drift, restore what is idprov's.
 
 For every user idprov provisioned: deleted remotely, or changed remotely (the
-attributes that no longer match what idprov sent). For every group: deleted
+attributes that no longer match what idprov sent); and those whose accounts a push
+found lost and could not make again yet (the ledger says ``lost``: no group push names
+them until they are made again). For every group: deleted
 remotely, renamed, or missing members idprov put in it (members someone else added
 are not idprov's and are left alone; a target that never returns members is asked
 member by member), and members that are no account at the target (dangling: the
@@ -53,6 +55,7 @@ def verify_idp(service: IdentityService, name: str) -> dict[str, Any]:
     report: dict[str, Any] = {
         "checked": 0,
         "deleted_remotely": [],
+        "lost": [],
         "changed_remotely": [],
         "disabled_remotely": [],
         "groups_checked": 0,
@@ -84,7 +87,7 @@ def verify_idp(service: IdentityService, name: str) -> dict[str, Any]:
 def _in_order(report: dict[str, Any]) -> dict[str, Any]:
     """The report's lists by name, as a reader looks for one (the ledger's order is
     its ids')."""
-    for key in ("deleted_remotely", "disabled_remotely", "groups_deleted_remotely"):
+    for key in ("deleted_remotely", "lost", "disabled_remotely", "groups_deleted_remotely"):
         report[key].sort(key=str.casefold)
     report["changed_remotely"].sort(key=lambda change: change["user"].casefold())
     report["groups_changed_remotely"].sort(key=lambda change: change["group"].casefold())
@@ -163,6 +166,10 @@ def _verify_users(
     for entry in service.state.ledger.for_idp(name, "user").values():
         if entry.remote_id:
             owned.add(entry.remote_id)
+        if entry.state == "lost":  # found gone by a push that could not make it again
+            report["lost"].append(entry.label)
+            _repair(report, entry, "re-create")
+            continue
         if not entry.remote_id or entry.state != "active":
             continue
         try:
