@@ -602,3 +602,165 @@ def test_a_fresh_command_on_the_old_file_never_pushes_under_the_old_name(cli, se
     assert cli("--config", str(old), "outbox", "work", "--once").exit_code == 6
     assert requests_at(scim2_server)[sent:] == []
     assert setup.held_by("a")["ledger"] == 0  # no second ledger
+
+
+# ---------------------------------------------------------------- the name given to another IdP
+
+
+def add_idp(setup: Setup, name: str, base_url: str) -> None:
+    """Configure ``name`` at ``base_url`` beside what the file has, for the resident app."""
+    path = setup.tmp_path / "idprov.yaml"
+    entry = (
+        f"  - {{name: {name}, connector: scim2, options: {{base_url: '{base_url}', auth: "
+        "bearer, token: 'env:SCIM_TOKEN'}, provisioning_roles: [staff]}\n"
+    )
+    text = path.read_text().replace("applications:", entry + "applications:")
+    text = text.replace("identity_providers: [", f"identity_providers: [{name}, ")
+    path.write_text(text)
+
+
+def tenant(scim2_server: Scim2Peer, base_url: str) -> Iterator[Scim2Peer]:
+    headers = {"Authorization": f"Bearer {scim2_server.token}"}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=10.0) as client:
+        yield Scim2Peer(base_url, scim2_server.token, client)
+
+
+def users_at(scim2_server: Scim2Peer, base_url: str) -> list[str]:
+    for peer in tenant(scim2_server, base_url):
+        return sorted(u["userName"] for u in peer.users())
+    return []
+
+
+def test_forget_rename_gives_the_name_to_another_idp_and_keeps_old_processes_stopped(
+    cli, setup, scim2_server
+):
+    """After `idp rename a b`, nothing was ever pushed under 'a' again: an administrator
+    could not add another identity provider called 'a'. `idp forget-rename a` gives the
+    name away, audited; the new 'a' (another target) is pushed to, with a ledger of its
+    own, while a worker still on the configuration older than the rename (its 'a' points
+    where the renamed one did) pushes nothing, however long it runs."""
+    provisioned_under_a(cli)
+    old = old_configuration(setup)
+    with IdentityService(load_config(old)) as worker:
+        assert worker.outbound.work(once=True).ok  # it ran before the rename
+        setup.configure("b")
+        cli("idp", "rename", "a", "b").ok()
+        other = scim2_server.base_url.replace("/v2", "new/v2")
+        add_idp(setup, "a", other)
+        sent = len(requests_at(scim2_server))
+        waited = cli("user", "add", "carol", "-c", "email=carol@example.com", "-r", "staff")
+        assert waited.exit_code == 6 and "⏸ a: " in waited.stdout  # not yet
+        assert users_at(scim2_server, other) == []
+
+        forgotten = cli("idp", "forget-rename", "a").ok()
+        assert "✓ 'a' is free: `idprov idp rename a b`" in forgotten.stdout
+        assert f"an entry 'a' that points at scim2 base_url={scim2_server.base_url}" in (
+            " ".join(forgotten.stdout.split())
+        )
+        assert "outbox rows wait under 'a'" in " ".join(forgotten.stdout.split())
+        [entry] = cli("log", "--action", "idp.forget_rename", "--json").items()
+        assert entry["target"] == "a" and entry["details"]["renamed_to"] == "b"
+
+        cli("sync").ok()  # the new 'a' gets everyone in scope, in a ledger of its own
+        assert users_at(scim2_server, other) == ["alice", "bob", "carol"]
+        assert setup.held_by("a")["ledger"] == 4 and setup.held_by("b")["ledger"] == 4
+
+        with worker.unit_of_work(push=False) as uow:
+            uow.update_user("alice", {"title": "W1"})
+        report = worker.outbound.work(once=True)  # the old 'a': still stopped
+        assert report.awaiting_rename == {"a": 1}
+        assert report.to_dict()["awaiting_rename"]["a"]["from"] == "b"
+        stale = cli("--config", str(old), "user", "update", "bob", "-c", "title=W2")
+        assert stale.exit_code == 6 and "its ledger went to b" in stale.stdout
+        assert cli("--config", str(old), "sync").exit_code == 2
+    assert [r for r in requests_at(scim2_server)[sent:] if " POST " in r] == []
+    assert users_at(scim2_server, other) == ["alice", "bob", "carol"]
+
+    again = cli("idp", "forget-rename", "a", "--json").error(3)
+    assert "given to another identity provider already" in again["message"]
+    assert "was not renamed away" in cli("idp", "forget-rename", "zz", "--json").error(3)["message"]
+
+
+def test_forget_rename_refuses_the_renamed_idp_itself_and_an_unknown_target(cli, setup):
+    """An entry 'a' pointing where the renamed 'a' did is that IdP (rename it back); a
+    name whose target was never recorded cannot be told from a process older than the
+    rename, so it is given away only with --force."""
+    provisioned_under_a(cli)
+    setup.configure("b")
+    cli("idp", "rename", "a", "b").ok()
+    add_idp(setup, "a", setup.base_url)
+    error = cli("idp", "forget-rename", "a", "--json").error(4)
+    assert "it is that identity provider" in error["message"]
+    assert "`idprov idp rename b a`" in error["hint"]
+
+    setup.configure("b")
+    setup.execute("UPDATE idp_renames SET target = NULL WHERE idp = 'a'")  # a rename of old
+    error = cli("idp", "forget-rename", "a", "--json").error(4)
+    assert "does not know where 'a' pointed" in error["message"] and "--force" in error["hint"]
+    assert setup.rows("SELECT count(*) FROM idp_renames WHERE idp = 'a'") == [(1,)]
+    cli("idp", "forget-rename", "a", "--force").ok()
+    assert setup.rows("SELECT count(*) FROM idp_renames WHERE idp = 'a'") == [(0,)]
+
+
+def test_a_rename_after_the_name_was_given_away_leaves_the_new_idp_pushing(
+    cli, setup, scim2_server
+):
+    """The chain: 'a' renamed 'b', 'a' given to another IdP, then 'b' renamed 'c'. The
+    rename rewrote the record of 'a' (its ledger went on to 'c'), and a process running
+    since, whose 'a' is the new one, must go on pushing to it without a restart, while
+    one older than the first rename stays stopped and says where the ledger is now."""
+    provisioned_under_a(cli)
+    oldest = old_configuration(setup)
+    setup.configure("b")
+    cli("idp", "rename", "a", "b").ok()
+    other = scim2_server.base_url.replace("/v2", "new/v2")
+    add_idp(setup, "a", other)
+    cli("idp", "forget-rename", "a").ok()
+    cli("sync").ok()
+    middle = old_configuration(setup)  # new 'a' and 'b'
+    with IdentityService(load_config(middle)) as worker:
+        assert worker.outbound.work(once=True).ok
+        text = (setup.tmp_path / "idprov.yaml").read_text()
+        (setup.tmp_path / "idprov.yaml").write_text(
+            text.replace("name: b", "name: c").replace(", b]", ", c]")
+        )
+        cli("idp", "rename", "b", "c").ok()
+        with worker.unit_of_work(push=False) as uow:
+            uow.update_user("alice", {"title": "N1"})
+        report = worker.outbound.work(once=True)
+        assert report.awaiting_rename == {"b": 1}  # b is renamed away; a is not
+        assert "a" not in report.awaiting_rename
+    for peer in tenant(scim2_server, other):
+        assert {u["userName"]: u.get("title") for u in peer.users()}["alice"] == "N1"
+    stale = cli("--config", str(oldest), "user", "update", "bob", "-c", "title=W2")
+    assert stale.exit_code == 6 and "its ledger went to c" in stale.stdout
+    assert setup.rows("SELECT renamed_to FROM idp_renames WHERE idp = 'a'") == [("c",)]
+
+
+def test_a_rename_into_a_name_renamed_away_keeps_the_older_configuration_stopped(
+    cli, setup, scim2_server
+):
+    """'a' renamed 'b', then another IdP 'x' renamed 'a': the rename took 'a' for a name
+    in use again and dropped its record, and a cron job on the configuration older than
+    the first rename pushed under 'a', to the target 'a' pointed at, through x's ledger
+    (ids of another system). Its entry points where the renamed 'a' did: it stays
+    stopped; the 'a' that was 'x' is pushed to."""
+    provisioned_under_a(cli)
+    oldest = old_configuration(setup)
+    setup.configure("b")
+    cli("idp", "rename", "a", "b").ok()
+    other = scim2_server.base_url.replace("/v2", "x/v2")
+    add_idp(setup, "x", other)
+    cli("sync").ok()
+    path = setup.tmp_path / "idprov.yaml"
+    path.write_text(path.read_text().replace("name: x", "name: a").replace("[x, ", "[a, "))
+    cli("idp", "rename", "x", "a").ok()
+    sent = len(requests_at(scim2_server))
+
+    stale = cli("--config", str(oldest), "user", "update", "bob", "-c", "title=W2")
+    assert stale.exit_code == 6 and "its ledger went to b" in stale.stdout
+    assert cli("--config", str(oldest), "sync").exit_code == 2
+    assert requests_at(scim2_server)[sent:] == []
+    cli("user", "update", "alice", "-c", "title=N1").ok()  # the 'a' that was 'x'
+    for peer in tenant(scim2_server, other):
+        assert {u["userName"]: u.get("title") for u in peer.users()}["alice"] == "N1"

@@ -308,6 +308,51 @@ def idp_rename(
     emit(result, _renamed)
 
 
+@idp_app.command("forget-rename")
+def idp_forget_rename(
+    name: Annotated[str, typer.Argument(help="A name `idprov idp rename` moved away.")],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Also when idprov does not know where the name pointed then (stop every "
+            "process on an older configuration first).",
+        ),
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Let another identity provider use a name `idprov idp rename` moved away.
+
+    After `idprov idp rename a b`, nothing is pushed under 'a' again. This gives the
+    name to another IdP: one configured as 'a' that points elsewhere than the renamed
+    one did is pushed to; a process still on a configuration older than the rename
+    stays stopped. Example: idprov idp forget-rename a
+    """
+    from idprov.provisioning.idp_rename import forget_rename
+
+    svc = service(live=False)
+    result = forget_rename(
+        svc.state, svc.config, name, actor=svc.actor, application=svc.application, force=force
+    )
+    emit(result, _forgotten_rename)
+
+
+def _forgotten_rename(result: Any) -> None:
+    name = render.esc(result.name)
+    render.message(
+        f"[green]✓[/] '{name}' is free: `idprov idp rename {name} "
+        f"{render.esc(result.renamed_to)}` ({render.esc(result.renamed_at)}) no longer keeps "
+        f"another identity provider from pushing under it"
+    )
+    if result.target is not None:
+        render.message(
+            f"  an entry '{name}' that points at {render.esc(result.target)}, as the renamed "
+            "one did (a configuration older than the rename), still pushes nothing"
+        )
+    for note in result.notes:
+        render.message(f"[yellow]![/] {render.esc(note)}")
+
+
 _MOVED = {
     "accounts": "account",
     "groups": "group",

@@ -36,6 +36,14 @@ records in ``idp_renames`` where the old name went (:func:`idp_names` reads it i
 same query), and outbound, which asks at every drain, never pushes under a name renamed
 away that has no ledger of its own again (see :meth:`~idprov.provisioning.outbound.
 Outbound.awaiting_rename`).
+
+An administrator who wants the name for another identity provider gives it away with
+:func:`forget_rename` (`idprov idp forget-rename`); a rename to that name does the same.
+The record stays, with the target the name pointed at when it was renamed away: a
+configuration whose entry of that name points there is one older than the rename, and
+stays stopped under it, whatever ledger the name has since (the new IdP's); one that
+points elsewhere is the new IdP's, and pushes. No process needs to be found or stopped
+for that: the one that would push under the name to the old target never can.
 """
 
 from __future__ import annotations
@@ -71,6 +79,13 @@ MIGRATIONS: Migrations = {
                 " renamed_at TEXT NOT NULL) WITHOUT ROWID"
             ),
         ),
+        (
+            "0003_idp_renames_freed",
+            ddl(
+                "ALTER TABLE idp_renames ADD COLUMN target TEXT",
+                "ALTER TABLE idp_renames ADD COLUMN freed_at TEXT",
+            ),
+        ),
     ],
     "postgresql": [
         (
@@ -87,11 +102,21 @@ MIGRATIONS: Migrations = {
                 " renamed_at text NOT NULL)"
             ),
         ),
+        (
+            "0003_idp_renames_freed",
+            ddl(
+                "ALTER TABLE idp_renames ADD COLUMN target text",
+                "ALTER TABLE idp_renames ADD COLUMN freed_at text",
+            ),
+        ),
     ],
 }
 """``idp_targets``: per configured IdP, the target it pointed at when a sync or a push
 last ran. ``idp_renames``: per name `idprov idp rename` moved away, the name its ledger
-went to and when (a process that read its configuration before stops pushing to it)."""
+went to and when (a process that read its configuration before stops pushing to it),
+the target the name pointed at then, and when `idprov idp forget-rename` (or a rename
+to that name) gave the name to another identity provider (``freed_at``): from then on
+only a configuration whose entry of that name points at that target stays stopped."""
 
 OWN_ROWS = ("ledger", "ledger_members", "ledger_inputs")
 """The tables whose rows under the new name would be merged with the old name's: the
@@ -182,9 +207,13 @@ class IdpNames:
     :func:`idp_names`)."""
     renamed: dict[str, tuple[str, str]]
     """Every name `idprov idp rename` moved away -> (the name its ledger is under now,
-    when it moved)."""
+    when it moved); of the names given to another identity provider since (``freed_at``),
+    only those this configuration points where they pointed then: it is older than the
+    rename."""
     ledger: frozenset[str] = frozenset()
-    """The IdP names the ledger holds rows under."""
+    """The IdP names the ledger holds rows under, but a name this configuration points
+    where it pointed when it was renamed away: the rows there are another identity
+    provider's, which took the name since."""
 
 
 def idp_names(state: StateStore, config: Config, *, migrate: bool = True) -> IdpNames:
@@ -202,13 +231,18 @@ def idp_names(state: StateStore, config: Config, *, migrate: bool = True) -> Idp
     ledger: set[str] = set()
     known: dict[str, str] = {}
     renamed: dict[str, tuple[str, str]] = {}
-    for kind, idp, value, at in state.db.execute(_NAMES_AND_TARGETS):
+    fenced: set[str] = set()
+    pointing = {i.name: target_of(i) for i in config.identity_providers}
+    for kind, idp, value, at, target, freed in state.db.execute(_NAMES_AND_TARGETS):
         if kind == "ledger":
             ledger.add(str(idp))
         elif kind == "target":
             known[str(idp)] = str(value)
-        else:
+        elif freed is None:
             renamed[str(idp)] = (str(value), str(at))
+        elif target is not None and pointing.get(str(idp)) == target:
+            renamed[str(idp)] = (str(value), str(at))
+            fenced.add(str(idp))
     _record_targets(state, config, known)
     configured = {i.name for i in config.identity_providers}
     last = {name: known[name] for name in sorted(ledger - configured) if name in known}
@@ -216,7 +250,7 @@ def idp_names(state: StateStore, config: Config, *, migrate: bool = True) -> Idp
     for old, new in _likely(last, config).items():
         if new not in ledger:
             waiting.setdefault(new, old)
-    return IdpNames(waiting, renamed, frozenset(ledger))
+    return IdpNames(waiting, renamed, frozenset(ledger - fenced))
 
 
 def awaiting_message(new: str, old: str) -> str:
@@ -294,14 +328,17 @@ _LEDGER_NAMES = (
 """The IdP names in the ledger, found by walking its primary key one name at a time (a
 loose index scan: one index seek per name, whatever the number of rows)."""
 
+_NONE = "CAST(NULL AS TEXT)"
 _NAMES_AND_TARGETS = (
-    f"{_LEDGER_NAMES} SELECT 'ledger', idp, CAST(NULL AS TEXT), CAST(NULL AS TEXT)"
+    f"{_LEDGER_NAMES} SELECT 'ledger', idp, {_NONE}, {_NONE}, {_NONE}, {_NONE}"
     " FROM names WHERE idp IS NOT NULL"
-    " UNION ALL SELECT 'target', idp, target, CAST(NULL AS TEXT) FROM idp_targets"
-    " UNION ALL SELECT 'renamed', idp, renamed_to, renamed_at FROM idp_renames"
+    f" UNION ALL SELECT 'target', idp, target, {_NONE}, {_NONE}, {_NONE} FROM idp_targets"
+    " UNION ALL SELECT 'renamed', idp, renamed_to, renamed_at, target, freed_at"
+    " FROM idp_renames"
 )
-"""(kind, IdP, value, when): the IdP names in the ledger (``ledger``), every recorded
-target (``target``) and every name renamed away (``renamed``: its new name and when)."""
+"""(kind, IdP, value, when, target, freed): the IdP names in the ledger (``ledger``),
+every recorded target (``target``) and every name renamed away (``renamed``: its new
+name, when, where it pointed then, and when it was given to another IdP, if it was)."""
 
 
 def _orphans_query(configured: list[str]) -> str:
@@ -397,7 +434,7 @@ def rename_idp(
         if dry_run:
             return result
         _merge(db, both)
-        _move(db, old, new, moved)
+        _move(db, config, old, new, moved)
         state.audit(
             actor=actor,
             application=application,
@@ -579,7 +616,7 @@ def _merge(db: StateDB, both: list[tuple[Any, ...]]) -> None:
     )
 
 
-def _move(db: StateDB, old: str, new: str, moved: dict[str, int]) -> None:
+def _move(db: StateDB, config: Config, old: str, new: str, moved: dict[str, int]) -> None:
     for table in ("ledger", "ledger_members", "ledger_inputs"):
         db.execute(f"UPDATE {table} SET idp = ? WHERE idp = ?", [new, old])
     taken = db.execute(
@@ -597,21 +634,168 @@ def _move(db: StateDB, old: str, new: str, moved: dict[str, int]) -> None:
         db.execute("UPDATE idp_health SET idp = ? WHERE idp = ?", [new, old])
     if moved["jit_links"]:
         db.execute("UPDATE jit_links SET idp = ? WHERE idp = ?", [new, old])
+    row = db.execute("SELECT target FROM idp_targets WHERE idp = ?", [old]).fetchone()
     db.execute("DELETE FROM idp_targets WHERE idp = ?", [old])
-    _note_renamed(db, old, new)
+    _note_renamed(db, old, new, None if row is None else str(row[0]), _target(config, new))
 
 
-def _note_renamed(db: StateDB, old: str, new: str) -> None:
-    """Record in ``idp_renames`` that the ledger of ``old`` went to ``new``: outbound in
-    a process that read its configuration before (it still names ``old``) stops pushing
-    to ``old`` at its next drain (see :meth:`~idprov.provisioning.outbound.Outbound.
-    awaiting_rename`). Names renamed to ``old`` before now lead to ``new``; ``new`` is a
-    name in use again."""
+def _target(config: Config, name: str) -> str | None:
+    return next((target_of(i) for i in config.identity_providers if i.name == name), None)
+
+
+def _note_renamed(
+    db: StateDB, old: str, new: str, old_target: str | None, new_target: str | None
+) -> None:
+    """Record in ``idp_renames`` that the ledger of ``old`` (which pointed at
+    ``old_target``) went to ``new``: outbound in a process that read its configuration
+    before (it still names ``old``) stops pushing to ``old`` at its next drain (see
+    :meth:`~idprov.provisioning.outbound.Outbound.awaiting_rename`). Names renamed to
+    ``old`` before now lead to ``new``. ``new`` is a name in use again: renamed back
+    (it points, at ``new_target``, where it pointed when renamed away, or that is not
+    known), its record goes; else it is given to another IdP, as by :func:`forget_rename`
+    (a configuration pointing it where it pointed then stays stopped)."""
+    stamp = now()
     db.execute("UPDATE idp_renames SET renamed_to = ? WHERE renamed_to = ?", [new, old])
-    db.execute("DELETE FROM idp_renames WHERE idp = ?", [new])
     db.execute(
-        "INSERT INTO idp_renames (idp, renamed_to, renamed_at) VALUES (?, ?, ?)"
-        " ON CONFLICT (idp) DO UPDATE SET renamed_to = excluded.renamed_to,"
-        " renamed_at = excluded.renamed_at",
-        [old, new, now()],
+        "DELETE FROM idp_renames WHERE idp = ? AND (target IS NULL OR target = ?)",
+        [new, new_target],
     )
+    db.execute(
+        "UPDATE idp_renames SET freed_at = ? WHERE idp = ? AND freed_at IS NULL", [stamp, new]
+    )
+    db.execute(
+        "INSERT INTO idp_renames (idp, renamed_to, renamed_at, target) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (idp) DO UPDATE SET renamed_to = excluded.renamed_to,"
+        " renamed_at = excluded.renamed_at, target = excluded.target, freed_at = NULL",
+        [old, new, stamp, old_target],
+    )
+
+
+# ---------------------------------------------------------------- a name given back
+
+
+@dataclass
+class ForgetRenameResult:
+    """What :func:`forget_rename` did: ``name`` was renamed away to ``renamed_to`` at
+    ``renamed_at`` while it pointed at ``target``; it is another IdP's to take now."""
+
+    name: str
+    renamed_to: str
+    renamed_at: str
+    target: str | None
+    """Where the name pointed when it was renamed away: a configuration whose entry of
+    that name points there still never pushes under it (None: not known, ``force``)."""
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def forget_rename(
+    state: StateStore,
+    config: Config,
+    name: str,
+    *,
+    actor: str,
+    application: str,
+    force: bool = False,
+) -> ForgetRenameResult:
+    """Give ``name``, renamed away by `idprov idp rename`, to another identity provider:
+    from now on a configuration whose entry ``name`` points elsewhere than the renamed
+    one did is pushed to under it (with a ledger of its own), while one that points
+    where it pointed (a process older than the rename: its ledger is under the new
+    name) stays stopped, however long it has run. Refused, changing nothing: a name
+    not renamed away (NotFoundError), or whose configured entry points where the
+    renamed one did (ConflictError: it is that IdP), or whose target then is not known
+    (ConflictError unless ``force``: nothing would tell a process older than the
+    rename from the new IdP), or with outbox rows claimed now (LockedError). Audited
+    as ``idp.forget_rename``."""
+    db = _migrated(state)
+    with state.transaction():
+        row = db.execute(
+            "SELECT renamed_to, renamed_at, target, freed_at FROM idp_renames WHERE idp = ?",
+            [name],
+        ).fetchone()
+        if row is None or row[3] is not None:
+            raise _not_renamed_away(name, row)
+        to, at, target = str(row[0]), str(row[1]), None if row[2] is None else str(row[2])
+        _check_forget(db, config, name, to, target, force)
+        if target is None:
+            db.execute("DELETE FROM idp_renames WHERE idp = ?", [name])
+        else:
+            db.execute("UPDATE idp_renames SET freed_at = ? WHERE idp = ?", [now(), name])
+        result = ForgetRenameResult(name, to, at, target, _forget_notes(db, name, to, target))
+        state.audit(
+            actor=actor,
+            application=application,
+            action="idp.forget_rename",
+            target=name,
+            details={"renamed_to": to, "renamed_at": at, "target": target, "forced": force},
+        )
+    return result
+
+
+def _not_renamed_away(name: str, row: Any) -> NotFoundError:
+    if row is None:
+        return NotFoundError(
+            f"'{name}' was not renamed away by `idprov idp rename`: nothing keeps it from "
+            "being used",
+            hint="`idprov status` shows the names idprov's state holds",
+        )
+    return NotFoundError(
+        f"'{name}' was given to another identity provider already, at {row[3]}",
+        hint=f"a configuration whose '{name}' points elsewhere than {row[2]} is pushed to",
+    )
+
+
+def _check_forget(
+    db: StateDB, config: Config, name: str, to: str, target: str | None, force: bool
+) -> None:
+    renamed = f"`idprov idp rename {name} {to}`"
+    if target is not None and _target(config, name) == target:
+        raise ConflictError(
+            f"'{name}' in {config.source} points at {target}, where '{name}' pointed when "
+            f"{renamed} moved its ledger: it is that identity provider, not another, and "
+            "stays stopped under this name",
+            hint=f"to use the name '{name}' again for it, rename it back in the file and run "
+            f"`idprov idp rename {to} {name}`; for another identity provider, point its "
+            "entry at its own target first",
+        )
+    if target is None and not force:
+        raise ConflictError(
+            f"idprov does not know where '{name}' pointed when {renamed} moved its ledger "
+            "(no sync or push recorded it): once it is given to another identity provider, "
+            f"nothing tells a process still running a configuration older than the rename "
+            f"(which would push under '{name}' and adopt the accounts {to} holds into a "
+            "second ledger) from the new one",
+            hint="stop or restart every idprov serve, outbox worker and cron job with the "
+            "current configuration, then run this again with --force",
+        )
+    claims = _claims(db, name)
+    if claims:
+        raise LockedError(
+            f"{sum(n for _, n, _ in claims)} outbox rows of '{name}' are being pushed by "
+            + ", ".join(f"{owner} (until {until})" for owner, _, until in claims),
+            hint="wait until it is done, then run this again",
+        )
+
+
+def _forget_notes(db: StateDB, name: str, to: str, target: str | None) -> list[str]:
+    notes = []
+    waiting = _count(db, "outbox", name)
+    if waiting:
+        notes.append(
+            f"{waiting} outbox rows wait under '{name}' (changes made since the rename): an "
+            f"identity provider configured as '{name}' pushes them, one of a configuration "
+            f"older than the rename never does (`idprov outbox discard --idp {name}` drops "
+            "them)"
+        )
+    asked = db.execute("SELECT target, noted_at FROM idp_targets WHERE idp = ?", [name])
+    found = asked.fetchone()
+    if target is not None and found is not None and found[0] == target:
+        notes.append(
+            f"a process whose configuration names '{name}' at {target} (older than the "
+            f"rename) asked to push at {found[1]}: it stays stopped; restart it with the "
+            "current configuration"
+        )
+    return notes

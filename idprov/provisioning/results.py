@@ -203,8 +203,9 @@ class OutboundReport:
                 f"`idprov serve` with the new configuration (and run commands with it). "
                 f"These rows stay under {name!r}, orphaned: the next `idprov sync` pushes "
                 f"their changes to {old!r}, and `idprov outbox discard --idp {name}` drops "
-                f"them. A name renamed away is never pushed under again: give another "
-                f"identity provider another name"
+                f"them. This configuration never pushes under {name!r} again; `idprov idp "
+                f"forget-rename {name}` gives the name to another identity provider, at "
+                f"another target"
             )
         return (
             f"{count} outbox row(s) of identity provider {name!r} were not pushed, waiting "

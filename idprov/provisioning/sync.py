@@ -496,9 +496,10 @@ def refuse_awaiting_rename(service: IdentityService, idps: Sequence[str] | None)
             )
             + "; nothing was changed",
             hint="run idprov with the configuration that names the new name (--config, "
-            "IDPROV_CONFIG, the timer's unit). A name renamed away is never pushed under "
-            "again: give another identity provider another name; `idprov idp rename NEW "
-            "OLD` only if the rename itself was the mistake",
+            "IDPROV_CONFIG, the timer's unit). This configuration never pushes under a "
+            "name renamed away again; `idprov idp forget-rename OLD` gives the name to "
+            "another identity provider, at another target; `idprov idp rename NEW OLD` "
+            "only if the rename itself was the mistake",
         )
     others = [name for name in names if name not in waiting]
     options = " ".join(f"--idp {name}" for name in others)
