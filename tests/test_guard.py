@@ -978,3 +978,35 @@ def test_an_internal_role_taken_away_offboards_a_held_user_at_once(cli, scim, tm
     assert _emails_at(scim) == 30  # the held change waits still
     held = cli("outbox", "list", "--status", "held", "--json").items()
     assert sorted(r["label"] for r in held) == sorted(f"pl{i}" for i in range(1, 12))
+
+
+def test_an_account_an_administrator_disabled_is_judged_for_the_attributes_it_loses(
+    cli, scim, tmp_path
+):
+    """12 accounts an administrator disabled at the target, then disabled here (idprov
+    found them disabled: theirs, never enabled by idprov), then enabled here with
+    their emails blanked: their push updates them, the blanked emails removed, and
+    the guard counted nothing of an enable: 12 of 30 emails went unjudged."""
+    seed(30)
+    headers = {"Authorization": f"Bearer {scim.token}", "Content-Type": "application/scim+json"}
+    disable = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "value": {"active": False}}],
+    }
+    leavers = [f"pl{i}" for i in range(1, 13)]
+    for account in scim.users():
+        if account["userName"] in leavers:
+            url = f"{scim.base_url}/Users/{account['id']}"
+            assert httpx.patch(url, json=disable, headers=headers, timeout=30).is_success
+    off = tmp_path / "off.csv"
+    off.write_text("username,active\n" + "".join(f"{n},false\n" for n in leavers))
+    cli("import", "users", str(off), "--mode", "update", "--allow-deletes", "12").ok()
+    back = tmp_path / "back.csv"
+    back.write_text("username,active,email\n" + "".join(f"{n},true,\n" for n in leavers))
+    back_run = cli("import", "users", str(back), "--mode", "update")
+    assert _emails_at(scim) == 30
+    assert back_run.exit_code == 7, back_run
+    held = cli("outbox", "list", "--status", "held", "--json").items()
+    assert len(held) == 12 and all(") of 12 users at scim (" in r["last_error"] for r in held)
+    cli("outbox", "release", "--yes", "--allow-deletes", "12").ok()
+    assert _emails_at(scim) == 18

@@ -70,6 +70,7 @@ from idprov.provisioning.decide import (
     in_scope,
     role_pushed,
 )
+from idprov.provisioning.plan_users import idprov_disabled
 
 if TYPE_CHECKING:
     from idprov.config.models import GuardThreshold, IdentityProviderConfig, PushRoles
@@ -118,7 +119,11 @@ class Effects:
         return any(self.count(k) for k in KINDS)
 
     def note_user(self, label: str, decision: UserDecision, entry: LedgerEntry | None) -> None:
-        """Count a user's decision (users first, then roles)."""
+        """Count a user's decision (users first, then roles). An account enabled again
+        that idprov did not disable (an administrator did, at the target) is updated
+        from what was last sent, as any update: what it lost is removed, and counted.
+        One idprov disabled is sent whole, from nothing: no attribute is taken away
+        (see :mod:`~idprov.provisioning.plan_users`)."""
         if decision.action in ("delete", "disable"):
             self.users.append(label)
             if decision.action == "disable":
@@ -126,7 +131,10 @@ class Effects:
             if entry is not None:
                 self.leaving.add(entry.local_id)
                 self.hit.add(entry.local_id)
-        elif decision.action == "update" and entry is not None:
+        elif entry is not None and (
+            decision.action == "update"
+            or (decision.action == "enable" and not idprov_disabled(entry))
+        ):
             lost = removed_attributes(entry.sent, decision.sent)
             if lost:
                 self.attributes[label] = lost
