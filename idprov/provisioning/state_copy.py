@@ -26,8 +26,9 @@ internal roles, JIT links. Without the users' ids the ledger would name nobody.
 - a userstore that is not copied (LDAP, PostgreSQL) must be the same store in both
   configurations: the copied ledger and memberships name its users;
 - the source's run lock and the destination's are held throughout (no sync or import
-  of either meanwhile), and each source file is read in a write transaction that is
-  never committed: a command started meanwhile waits for the copy. An outbox worker
+  of either meanwhile), and each source file is read in a write transaction that
+  commits nothing but the copy's record and fences: a command started meanwhile
+  waits for the copy. An outbox worker
   holding rows, or another process with a source file open (``idprov serve``, a
   command waiting to write), found before the copy or just before its commit, makes
   it refuse;
@@ -476,9 +477,10 @@ def source_parts(
 @contextmanager
 def snapshot(db: Database, path: Path) -> Iterator[None]:
     """Every table as of one moment, and no writer until the copy ends: a write
-    transaction (``BEGIN IMMEDIATE``), never committed. A command started meanwhile
-    (``user add``, ``token create``, ``idprov serve``) waits for it up to its busy
-    timeout, and fails changing nothing; one that has the file open is found by
+    transaction (``BEGIN IMMEDIATE``), committed only with the copy's record and fences
+    (:func:`record_copy`), else rolled back. A command started meanwhile (``user
+    add``, ``token create``, ``idprov serve``) waits for it up to its busy timeout, and
+    fails changing nothing, or meets the fences; one that has the file open is found by
     :func:`nobody_else`, which runs again once this is taken and before the commit."""
     from idprov.db import BUSY_TIMEOUT_MS, holders
 
