@@ -398,6 +398,37 @@ def test_deprovision_by_suspend_and_resume(tmp_path, peer):
         assert peer.groups()["staff"].get("member") == [alice.pso_id]
 
 
+def test_active_false_then_true_resumes_the_account_with_deprovision_delete(tmp_path, peer):
+    """active=false suspends whatever ``deprovision`` says; active=true resumes it (the
+    account stayed suspended when deprovision was delete, the default)."""
+    with service(tmp_path, peer) as svc:
+        svc.add_role("staff")
+        svc.add_user("alice", ALICE, roles=["staff"])
+        assert svc.update_user("alice", {"active": "false"}).outbound.ok
+        assert peer.accounts()["alice"].suspended
+        result = svc.update_user("alice", {"active": "true"})
+        assert result.outbound.ok, result.outbound.to_dict()
+        assert not peer.accounts()["alice"].suspended
+        assert "deleteRequest" not in peer.operations()
+
+
+def test_active_false_then_true_resets_the_disable_attribute_with_deprovision_delete(
+    tmp_path, peer
+):
+    peer.extra_attributes = {"accountDisabled"}
+    options = (
+        "      disable: attribute\n      disable_attribute: accountDisabled\n"
+        "      disable_value: 'TRUE'\n      enable_value: 'FALSE'\n"
+    )
+    with service(tmp_path, peer, options) as svc:
+        svc.add_role("staff")
+        svc.add_user("alice", ALICE, roles=["staff"])
+        svc.update_user("alice", {"active": "false"})
+        assert peer.accounts()["alice"].get("accountDisabled") == ["TRUE"]
+        assert svc.update_user("alice", {"active": "true"}).outbound.ok
+        assert peer.accounts()["alice"].get("accountDisabled") == ["FALSE"]
+
+
 def test_a_provider_without_active_requests_still_suspends(tmp_path, peer):
     """disable_user asks whether the PSO is active first (activeRequest); a provider
     that implements the Suspend capability only in part answers unsupportedOperation,

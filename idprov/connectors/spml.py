@@ -86,7 +86,7 @@ class SpmlConnector(SpmlPsoConnector):
             opts.username_attribute,
             opts.password_attribute,
             opts.role_attribute if opts.roles == "attribute" else None,
-            opts.disable_attribute if idp.deprovision == "disable" else None,
+            opts.disable_attribute if opts.disable == "attribute" else None,
             "objectclass",
         ]
         self._reserved = {name.lower() for name in reserved if name}
@@ -225,8 +225,9 @@ class SpmlConnector(SpmlPsoConnector):
         self, remote_id: str, account: Account, previous: Mapping[str, Any] | None
     ) -> None:
         """Replace what changed since ``previous`` and delete what is no longer mapped.
-        Without ``previous`` (re-enabling a disabled account) everything is replaced, and
-        the account is resumed or its disable attribute reset."""
+        Without ``previous`` (re-enabling an account idprov disabled: ``deprovision:
+        disable``, or the ``active`` claim whatever ``deprovision`` says) everything is
+        replaced, and the account is resumed or its disable attribute reset."""
         what = f"update user {account.user_name}"
         new = self.mapped(account.attributes)
         if previous is None:
@@ -246,10 +247,8 @@ class SpmlConnector(SpmlPsoConnector):
         self._modify(what, remote_id, replace=replace, delete=delete)
         if password is not None and self.options.password_via == "capability":
             self._set_password(what, remote_id, password, created=False)
-        if previous is None and self.options.disable == "suspend" and self._disables():
-            request = self.request(what, "resumeRequest", SUSPEND)
-            self._pso_id(request, remote_id)
-            self.call(request)
+        if previous is None:
+            self._resume(what, remote_id)
 
     def rename_user(
         self,
@@ -273,12 +272,26 @@ class SpmlConnector(SpmlPsoConnector):
     def _disables(self) -> bool:
         return self.idp.deprovision == "disable"
 
+    def _resume(self, what: str, remote_id: str) -> None:
+        """Resume the account (``disable: suspend``): idprov may have suspended it for
+        ``deprovision: disable`` or for the ``active`` claim. Not asked of a target
+        whose listTargets advertises no suspend capability: nothing there was
+        suspended by idprov."""
+        if self.options.disable != "suspend":
+            return
+        advertised = self._capabilities()
+        if advertised is not None and SUSPEND not in advertised:
+            return
+        request = self.request(what, "resumeRequest", SUSPEND)
+        self._pso_id(request, remote_id)
+        self.call(request)
+
     def _reset_disable_attribute(
         self, replace: dict[str, list[str]], delete: dict[str, list[str]]
     ) -> None:
         """Add the re-enabling change of ``disable: attribute`` to a modification."""
         name = self.options.disable_attribute
-        if self.options.disable != "attribute" or name is None or not self._disables():
+        if self.options.disable != "attribute" or name is None:
             return
         if self.options.enable_value is None:
             delete[name] = []
