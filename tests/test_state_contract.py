@@ -273,6 +273,22 @@ def test_a_claimed_row_takes_a_later_allowance_only_while_its_holder_runs(state)
     assert allowed == {"id-1": 5, "id-2": None, "id-3": None}
 
 
+def test_a_held_row_a_change_takes_out_of_its_hold_takes_its_allowance(state):
+    """A held row has no allowance (its change lost it); a change that joins it waits
+    with it, lending nothing; one that takes it out (an offboarding where its user
+    leaves, whose push sends nothing of the held change) gives it its own."""
+    with state.transaction():
+        ids = state.outbox.enqueue(["a"], "user", "id-1", "PRIMARY", "alice", allowed=3)
+        ids += state.outbox.enqueue(["a"], "user", "id-2", "PRIMARY", "bob", allowed=3)
+        state.outbox.hold(state.outbox.rows(ids), "over the guard")
+    with state.transaction():
+        state.outbox.enqueue_many(["a"], "user", [("id-1", "PRIMARY", "alice")], allowed=12)
+        entity = [("id-2", "PRIMARY", "bob")]
+        state.outbox.enqueue_many(["a"], "user", entity, allowed=12, keep_held=False)
+    rows = {r.local_id: (r.status, r.allowed) for r in state.outbox.rows()}
+    assert rows == {"id-1": ("held", None), "id-2": ("pending", 12)}
+
+
 def test_done_removes_a_row_unless_it_was_enqueued_again(state):
     with state.transaction():
         state.outbox.enqueue(["a"], "user", "id-1", "PRIMARY", "alice")
