@@ -80,6 +80,7 @@ EXAMPLES: dict[str, list[str]] = {
         "idprov idp rename corp corp-scim --dry-run",
         "idprov idp rename corp corp-scim",
     ],
+    "idp forget-rename": ["idprov idp forget-rename corp"],
     "connector list": ["idprov connector list"],
     "config validate": [
         "idprov config validate",
@@ -100,6 +101,7 @@ EXAMPLES: dict[str, list[str]] = {
     "state copy": [
         "idprov state copy --to /etc/idprov/idprov-pg.yaml --dry-run",
         "idprov --config /etc/idprov/idprov.yaml state copy --to /etc/idprov/idprov-pg.yaml",
+        "idprov --config /etc/idprov/idprov.yaml state copy --forget",
     ],
     "token revoke": ["idprov token revoke 3f2a9c"],
     "jit login": [
