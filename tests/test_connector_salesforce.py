@@ -468,6 +468,7 @@ def options(**extra: Any) -> dict[str, Any]:
             "starting 00G",
         ),
         (options(auth="basic"), "auth", "OAuth"),
+        (options(mark_field="Email"), "mark_field", "idprov writes Email itself"),
     ],
 )
 def test_options_are_checked_with_the_key_named(data, key, words):
@@ -681,11 +682,64 @@ def test_a_foreign_user_is_not_taken_over_after_a_500(tmp_path, org):
     assert org.assignees("Sales_Ops") == set()
 
 
-def test_the_mark_is_federation_identifier_unless_mapped_or_configured(tmp_path, org):
+def test_the_mark_is_federation_identifier_unless_configured(tmp_path, org):
     with service(tmp_path, org) as svc:
         svc.add_role("staff")
         svc.add_user("fay", {}, roles=["staff"])
         assert org.users()["fay@example.com"]["FederationIdentifier"] == svc.get_user("fay").id
+
+
+def test_a_claim_mapped_to_the_mark_field_is_refused_by_config_validate(cli, tmp_path, org):
+    """The usual single sign-on setup maps FederationIdentifier to the e-mail. When it
+    was also the mark, an administrator's own user holding that e-mail there was
+    adopted as "created by idprov" (no on_conflict: adopt) and overwritten."""
+    cli_config(tmp_path, org, "client_credentials")
+    config = tmp_path / "idprov.yaml"
+    config.write_text(
+        config.read_text().replace(
+            "    deprovision: disable\n",
+            "    deprovision: disable\n    attributes:\n      FederationIdentifier: '{email}'\n",
+        )
+    )
+    err = cli("config", "validate").fails(2)
+    assert "idprov.yaml:" in err and "attributes.FederationIdentifier" in err
+    assert "mark_field" in err and "Idprov_Id__c" in err
+    org.objects["User"].clear()  # nothing was pushed
+    assert cli("user", "list").exit_code == 2  # every command refuses it, not only validate
+
+
+def test_with_single_sign_on_mapped_the_mark_goes_in_a_field_only_idprov_writes(tmp_path, org):
+    org.user_fields["Idprov_Id__c"] = ("string", 255)
+    org._insert(
+        "User",
+        {
+            "Username": "hrperson@example.com",
+            "LastName": "Head of HR",
+            "Email": "hr.person@corp.test",
+            "Alias": "hrp",
+            "ProfileId": org.profile_id("System Administrator"),
+            "FederationIdentifier": "hr.person@corp.test",
+            "IsActive": True,
+        },
+    )
+    options = "      mark_field: Idprov_Id__c\n"
+    extra = "    attributes:\n      FederationIdentifier: '{email}'\n"
+    with service(tmp_path, org, options=options, extra=extra) as svc:
+        svc.add_role("staff")
+        org.fail_next(
+            500, "UNKNOWN_EXCEPTION", method="POST", path="/sobjects/User", after_apply=True
+        )
+        result = svc.add_user("fay", {"email": "fay@corp.test"}, roles=["staff"])
+        assert result.outbound.ok, [o.error for o in ops(result)]
+        fay_id = svc.get_user("fay").id
+        claims = {"email": "hr.person@corp.test", "family_name": "Person"}
+        [user] = ops(svc.add_user("hrperson", claims, roles=["staff"]), "user")
+        assert user.outcome == "failed" and "did not create" in (user.error or "")
+        assert svc.state.ledger.get("sf", "user", svc.get_user("hrperson").id) is None
+    hr = org.users()["hrperson@example.com"]
+    assert hr["LastName"] == "Head of HR" and org.assignees("Sales_Ops") == {"fay@example.com"}
+    fay = org.users()["fay@example.com"]  # a lost reply: found by its mark, made once
+    assert (fay["Idprov_Id__c"], fay["FederationIdentifier"]) == (fay_id, "fay@corp.test")
 
 
 def test_passwords_go_through_the_password_resource_with_send_password(tmp_path, org):

@@ -17,8 +17,10 @@ speaks the REST API (``/services/data/vXX.X``) directly:
   the remote id. Updates send only the fields that changed, and never ``IsActive``:
   a user an administrator deactivated stays so.
 - idprov's mark is ``FederationIdentifier`` (``mark_field``): a user created by idprov
-  carries the local id there (or the value mapped to it), so that after a lost reply
-  a look-up can tell idprov's user from someone else's.
+  carries the local id there, so that after a lost reply a look-up can tell idprov's
+  user from someone else's. A mapping that fills that field from a claim is refused
+  (:meth:`SalesforceConnector.check_mapping`): single sign-on usually maps
+  ``FederationIdentifier`` to the e-mail, and then ``mark_field`` names another field.
 - Roles are not created in Salesforce: each pushed role is mapped in ``roles`` to an
   existing permission set or public group (by id, or by API name, looked up once).
   Membership is ``PermissionSetAssignment`` or ``GroupMember`` records, created and
@@ -51,6 +53,7 @@ from idprov.connectors.base import (
     CheckReport,
     Connector,
     GroupSpec,
+    MappingInvalid,
     RemoteMatch,
     RemoteNotFound,
     TargetError,
@@ -123,6 +126,33 @@ class SalesforceConnector(Connector):
 
     default_deprovision = "disable"
     deletes_groups = False
+
+    @classmethod
+    def check_mapping(cls, idp: Any, options: Any) -> None:
+        """MappingInvalid when the attribute mapping fills ``mark_field``: a value from a
+        claim (an e-mail for single sign-on) is no proof that idprov made an account, as
+        someone else's user may hold it."""
+        super().check_mapping(idp, options)
+        mark = options.mark_field
+        if mark is None:
+            return
+        mapped = {**cls.default_attributes, **idp.attributes}
+        filled = [k for k, v in mapped.items() if v is not None and k.casefold() == mark.casefold()]
+        if not filled:
+            return
+        fix = (
+            f"keep attributes.{filled[0]} and set options.mark_field to a User field that "
+            "only idprov writes (a custom text field such as Idprov_Id__c, made in Setup > "
+            "Object Manager > User > Fields & Relationships), or mark_field: null (then a "
+            f"create whose reply was lost needs on_conflict: adopt); or remove "
+            f"attributes.{filled[0]}"
+        )
+        raise MappingInvalid(
+            f"attributes.{filled[0]} maps a claim to {mark}, the field that carries "
+            f"idprov's mark (options.mark_field): an account someone else made with that "
+            "value (a single sign-on user) would be taken as idprov's",
+            hint=fix,
+        )
 
     def __init__(self, idp: Any, options: Any, client: Any) -> None:
         super().__init__(idp, options, client)
@@ -256,7 +286,7 @@ class SalesforceConnector(Connector):
         }
         mark = self.options.mark_field
         if mark is not None:
-            fields.setdefault(mark, account.local_id)
+            fields[mark] = account.local_id
         return {**defaults, **fields}
 
     def profile_id(self) -> str:
@@ -351,13 +381,13 @@ class SalesforceConnector(Connector):
 
     def lookup_user(self, account: Account) -> RemoteMatch | None:
         """The user of ``account``'s username; idprov's when its ``mark_field`` holds
-        what idprov sets there on create."""
+        the local id, which idprov alone sets there (:meth:`check_mapping` refuses a
+        mapping that fills the field from a claim)."""
         found = self._user_record(account.user_name)
         if found is None:
             return None
         mark = self.options.mark_field
-        expected = user_fields(self.options, account).get(mark, account.local_id) if mark else None
-        ours = expected is not None and found.get(mark or "") == expected
+        ours = mark is not None and found.get(mark) == account.local_id
         return RemoteMatch(str(found["Id"]), ours=ours)
 
     def _user_record(self, user_name: str) -> dict[str, Any] | None:

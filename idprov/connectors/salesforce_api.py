@@ -49,6 +49,19 @@ SETUP_HINT = (
     "pre-authorized for it (JWT bearer: Manage Connected Apps > OAuth policies; client "
     "credentials: a run-as user), and that base_url is the right login host"
 )
+WRITTEN_FIELDS = (
+    "Username",
+    "LastName",
+    "Email",
+    "Alias",
+    "IsActive",
+    "ProfileId",
+    "TimeZoneSidKey",
+    "LocaleSidKey",
+    "LanguageLocaleKey",
+    "EmailEncodingKey",
+)
+"""The User fields idprov fills itself (required on create, or derived)."""
 _ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
 
@@ -127,10 +140,11 @@ class SalesforceOptions(HttpOptions):
     """Set the password given to `user add`/`user passwd` through the REST API's
     password resource (``POST sobjects/User/{id}/password``)."""
     mark_field: str | None = "FederationIdentifier"
-    """The User field that carries idprov's mark: the value mapped to it, else the
-    local user id, set when idprov creates the user. A look-up after a lost reply
-    adopts only a user whose field holds that value. Null: no mark (then a lost reply
-    needs ``on_conflict: adopt``)."""
+    """The User field that carries idprov's mark: the local user id, set when idprov
+    creates the user. A look-up after a lost reply adopts only a user whose field holds
+    it. No claim may be mapped to it (single sign-on's ``FederationIdentifier``: then
+    name a field only idprov writes, such as a custom ``Idprov_Id__c``). Null: no mark
+    (then a lost reply needs ``on_conflict: adopt``)."""
 
     def __post_init__(self) -> None:
         check_no_http_auth(self, "salesforce", "set flow: and its credentials")
@@ -144,11 +158,21 @@ class SalesforceOptions(HttpOptions):
             raise Invalid("a REST API version such as 60.0", "api_version")
         if self.bulk_threshold < 2:
             raise Invalid("must be at least 2", "bulk_threshold")
-        if self.mark_field is not None and not re.fullmatch(
-            r"[A-Za-z][A-Za-z0-9_]*", self.mark_field
-        ):
-            raise Invalid("a User field's API name, such as FederationIdentifier", "mark_field")
+        self._check_mark_field()
         self._check_new_users()
+
+    def _check_mark_field(self) -> None:
+        mark = self.mark_field
+        if mark is None:
+            return
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", mark):
+            raise Invalid("a User field's API name, such as FederationIdentifier", "mark_field")
+        if mark.casefold() in {f.casefold() for f in WRITTEN_FIELDS}:
+            raise Invalid(
+                f"idprov writes {mark} itself: name a field only the mark goes in, such as "
+                "FederationIdentifier or a custom Idprov_Id__c",
+                "mark_field",
+            )
 
     def _check_new_users(self) -> None:
         if (self.profile is None) == (self.profile_id is None):

@@ -199,6 +199,9 @@ class SalesforceOrg:
         self.passwords: dict[str, list[str]] = {}
         """User id -> every password set through the password resource."""
         self.faults = Faults()
+        self.user_fields: dict[str, tuple[str, Any]] = dict(USER_FIELDS)
+        """The User fields of this org: the standard ones, and custom fields (API names
+        ending ``__c``) a test adds, as an administrator does in Setup > Object Manager."""
         self._lock = threading.RLock()
         self.login = Loopback(self.handle_login)
         self.instance = Loopback(self.handle_instance)
@@ -553,7 +556,7 @@ class SalesforceOrg:
         for name, value in fields.items():
             if name == "attributes":
                 continue
-            if name not in USER_FIELDS:
+            if name not in self.user_fields:
                 raise SalesforceError(
                     400, "INVALID_FIELD", f"No such column '{name}' on sobject of type User"
                 )
@@ -561,7 +564,7 @@ class SalesforceOrg:
                 self._check_value(name, value)
 
     def _check_value(self, name: str, value: Any) -> None:
-        kind, rule = USER_FIELDS[name]
+        kind, rule = self.user_fields[name]
         if kind == "boolean":
             if not isinstance(value, bool):
                 raise SalesforceError(
@@ -735,7 +738,8 @@ class SalesforceOrg:
             )
         conditions = self._conditions(m.group(3) or "")
         for field in [*fields, *(f for f, _ in conditions)]:
-            if field not in QUERYABLE[sobject]:
+            known = {"Id", *self.user_fields} if sobject == "User" else QUERYABLE[sobject]
+            if field not in known:
                 raise SalesforceError(
                     400, "INVALID_FIELD", f"No such column '{field}' on entity '{sobject}'"
                 )
