@@ -295,6 +295,17 @@ def test_wrong_token_is_reported_without_the_token(tmp_path, peer, monkeypatch):
         assert "not-the-token" not in str(op.to_dict())
 
 
+def test_a_refused_token_names_the_secret_to_check(tmp_path, peer, monkeypatch):
+    """A 401 says which secret to check, as the SCIM connectors' do (it said only
+    "HTTP 401: authentication required")."""
+    monkeypatch.setenv("SPML_TOKEN", "not-the-token")
+    with service(tmp_path, peer) as svc:
+        op = user_op(svc.add_role("staff"), "role")
+        assert op.status == 401 and "HTTP 401" in op.error
+        assert "check the secret options.token names (env:SPML_TOKEN)" in op.error
+        assert "not-the-token" not in str(op.to_dict())
+
+
 def test_basic_auth_and_soap_action_per_operation(tmp_path, peer, monkeypatch):
     peer.token, peer.basic = None, ("idprov", "pa55-wörd")
     peer.soap_action = '"urn:oasis:names:tc:SPML:2:0:req/{operation}"'

@@ -21,7 +21,7 @@ from idprov.connectors.base import (
     TargetError,
     created_without_password,
 )
-from idprov.connectors.http import auth_headers, send
+from idprov.connectors.http import auth_headers, credentials_named, send
 from idprov.connectors.spml_wire import (
     DSML,
     PASSWORD,
@@ -95,7 +95,7 @@ class SpmlPsoConnector(Connector):
             headers=headers,
             content=request.to_bytes(),
         )
-        return read_reply(response, request)
+        return read_reply(response, request, credentials_named(self.options))
 
     def _pso_id(self, request: SpmlRequest, pso_id: str) -> None:
         request.pso_id(pso_id, self.options.target_id)

@@ -225,9 +225,10 @@ def failure_error(reply: Any, what: str, status: int) -> TargetError:
     return TargetError(message, status=status, hint=HINTS.get(error))
 
 
-def reply_element(response: httpx.Response, what: str) -> Any:
+def reply_element(response: httpx.Response, what: str, credentials: str | None = None) -> Any:
     """The element in the SOAP Body of ``response``; raises for redirects, HTTP errors,
-    SOAP faults and replies that are not SOAP."""
+    SOAP faults and replies that are not SOAP. A refusal of idprov's credentials names
+    ``credentials`` (:func:`~idprov.connectors.http.credentials_named`)."""
     status = response.status_code
     if 300 <= status < 400:
         raise TargetError(
@@ -238,7 +239,7 @@ def reply_element(response: httpx.Response, what: str) -> Any:
     try:
         element = soap_body(parse_xml(response.content))
     except ReplyRefused as exc:
-        raise_for_status(response, what, reply_text(response) or None)
+        raise_for_status(response, what, reply_text(response) or None, credentials)
         raise TargetError(
             f"{what}: {exc}: {reply_text(response, 80)!r}",
             status=status,
@@ -247,14 +248,18 @@ def reply_element(response: httpx.Response, what: str) -> Any:
         ) from None
     if element.tag == f"{{{SOAP}}}Fault":
         raise fault_error(element, what, status)
-    raise_for_status(response, what, " ".join(_text(element).split())[:300] or None)
+    detail = " ".join(_text(element).split())[:300] or None
+    raise_for_status(response, what, detail, credentials)
     return element
 
 
-def read_reply(response: httpx.Response, request: SpmlRequest) -> Any:
+def read_reply(
+    response: httpx.Response, request: SpmlRequest, credentials: str | None = None
+) -> Any:
     """The response element of a successful reply to ``request``; raises the matching
-    TargetError for failures, pending replies and replies to something else."""
-    what, element = request.what, reply_element(response, request.what)
+    TargetError for failures, pending replies and replies to something else (a 401
+    naming ``credentials``)."""
+    what, element = request.what, reply_element(response, request.what, credentials)
     expected = request.operation.removesuffix("Request") + "Response"
     if _local(element) != expected:
         raise TargetError(f"{what}: the target answered {_local(element)}, not {expected}")
