@@ -1207,7 +1207,8 @@ def _audit_since(target: Target, session: PgSession) -> list[str]:
     total = sum(int(n) for _, n in rows)
     shown = ", ".join(f"{n} {action}" for action, n in rows[:5])
     more = ", ..." if len(rows) > 5 else ""
-    return [f"{total} audit entries since the copy ({shown}{more})"]
+    entries = "entry" if total == 1 else "entries"
+    return [f"{total} audit {entries} since the copy ({shown}{more})"]
 
 
 def _claimed(target: Target, session: PgSession) -> list[str]:
