@@ -703,6 +703,8 @@ def test_a_reply_to_another_request_is_refused():
         ({"disable": "attribute"}, "disable_attribute: disable: attribute needs"),
         ({"soap_action": '"x"'}, "soap_action: write the value without quotes"),
         ({"member_attribute": "a b"}, "member_attribute: 'a b' is not a DSML attribute name"),
+        ({"mark_attribute": "UID"}, "mark_attribute: UID is username_attribute too"),
+        ({"group_mark_attribute": "cn"}, "group_mark_attribute: cn is group_name_attribute"),
     ],
 )
 def test_options_are_checked(options, message):
@@ -730,7 +732,7 @@ def test_importing_the_connector_does_not_import_lxml(run_python):
 
 
 # ---------------------------------------------------------------- marks, passwd, capabilities
-MARK = "      mark_attribute: employeeNumber\n"
+MARK = "      mark_attribute: employeeNumber\n    attributes:\n      employeeNumber: '{ID}'\n"
 
 
 def test_a_lost_add_reply_is_adopted_by_idprovs_mark(tmp_path, peer):
@@ -799,3 +801,52 @@ def test_idp_test_accepts_the_spml_dsml_profile_uri(tmp_path, peer):
     with service(tmp_path, peer) as svc:
         report = svc.test_idp("legacy")
     assert report.ok and report.messages == []
+
+
+def test_a_mark_the_mapping_fills_from_a_claim_is_refused(cli, write_config):
+    """The README's own example: mark_attribute employeeNumber, which the default
+    mapping fills from employee_number. The mark was the HR number then, and idprov
+    took another system's account holding it for its own (adopted, then deleted)."""
+    path = write_config(
+        "identity_providers:\n"
+        "  - name: legacy\n"
+        "    connector: spml\n"
+        "    options:\n"
+        "      base_url: https://spml.example.com\n      auth: none\n"
+        "      mark_attribute: employeeNumber\n"
+    )
+    error = cli("config", "validate", "--json").error(2)
+    assert error["message"].startswith(f"{path}:7:")
+    assert "mark_attribute employeeNumber" in error["message"]
+    assert "'{employee_number}', the default mapping" in error["message"]
+    assert "employeeNumber: null" in error["hint"] and "mark_attribute" in error["hint"]
+
+
+@pytest.mark.parametrize("mapped", ["null", "'{ID}'"])
+def test_a_mark_mapped_from_idprovs_id_or_not_at_all_is_accepted(cli, write_config, mapped):
+    write_config(
+        "identity_providers:\n"
+        "  - name: legacy\n"
+        "    connector: spml\n"
+        "    options:\n"
+        "      base_url: https://spml.example.com\n      auth: none\n"
+        "      mark_attribute: EMPLOYEENUMBER\n"
+        "    attributes:\n"
+        f"      employeeNumber: {mapped}\n"
+    )
+    cli("config", "validate").ok()
+
+
+def test_the_mark_holds_idprovs_id_whatever_the_mapping_says():
+    """Past validation (a plugin's check, a library caller), the connector itself
+    never lets the mapping fill the mark, nor an update change it, and adopts only an
+    account whose mark is the user's local id."""
+    idp = IdentityProviderConfig(
+        "legacy",
+        "spml",
+        {"base_url": "https://idm.example.com/spml", "auth": "none", "mark_attribute": "mail"},
+    )
+    made = SpmlConnector(idp, SpmlConnector.Options(**idp.options), None)
+    account = Account("id-1", "carol", {"mail": "carol@example.com", "sn": "C"})
+    assert made.account_data(account)["mail"] == ["id-1"]
+    assert made.mapped(account.attributes) == {"sn": ["C"]}

@@ -109,11 +109,52 @@ class CheckReport:
 
 class MappingInvalid(ValueError):
     """An attribute mapping a connector cannot work with (from :meth:`check_mapping`);
-    `config validate` reports it with the file and line, and ``hint``."""
+    `config validate` reports it with the file and line of ``path`` (under the IdP:
+    its ``attributes``, unless an option is to blame), and ``hint``."""
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, hint: str | None = None, path: tuple[str, ...] = ("attributes",)
+    ) -> None:
         super().__init__(message)
         self.hint = hint
+        self.path = path
+
+
+def check_mark(
+    attribute: str | None,
+    option: str,
+    defaults: Mapping[str, str | None],
+    attributes: Mapping[str, str | None],
+) -> None:
+    """MappingInvalid when the attribute mapping (the connector's ``defaults``, with the
+    IdP's ``attributes`` over them) fills ``attribute``, the one that carries idprov's
+    mark (named by the option ``option``), with anything but idprov's id, ``{ID}``. A
+    claim there (an HR number, an e-mail) is a value another system's account may hold
+    too: idprov would take that account for one it created (adopt it after a lost
+    reply, overwrite it, delete it on deprovision). The mark is idprov's alone.
+    Attribute names compare case-insensitively, as LDAP, DSML and Salesforce do."""
+    if attribute is None:
+        return
+    wanted = attribute.casefold()
+    mapped = {
+        name.casefold(): (name, template, "the default mapping")
+        for name, template in defaults.items()
+    }
+    mapped.update(
+        {name.casefold(): (name, template, "attributes") for name, template in attributes.items()}
+    )
+    name, template, where = mapped.get(wanted, (attribute, None, ""))
+    if template is None or template.strip() == "{ID}":
+        return
+    raise MappingInvalid(
+        f"{option} {attribute} is also filled by the attribute mapping ({name}: "
+        f"{template!r}, {where}): idprov's mark must hold only idprov's id, or an "
+        "account of another system holding that value is taken for one idprov created "
+        "(adopted, overwritten, deleted on deprovision)",
+        hint=f"set {option} to an attribute nothing else writes, or map {name}: null "
+        "(or '{ID}') under the IdP's attributes",
+        path=("options", option),
+    )
 
 
 class TargetError(OutboundError):

@@ -35,6 +35,7 @@ from idprov.connectors.base import (
     RemoteMatch,
     RemoteNotFound,
     TargetError,
+    check_mark,
 )
 from idprov.connectors.spml_options import SpmlOptions
 from idprov.connectors.spml_psos import SpmlPsoConnector
@@ -87,6 +88,7 @@ class SpmlConnector(SpmlPsoConnector):
             opts.password_attribute,
             opts.role_attribute if opts.roles == "attribute" else None,
             opts.disable_attribute if opts.disable == "attribute" else None,
+            opts.mark_attribute,
             "objectclass",
         ]
         self._reserved = {name.lower() for name in reserved if name}
@@ -98,6 +100,13 @@ class SpmlConnector(SpmlPsoConnector):
                     "attribute name",
                     hint="SPML targets name attributes as LDAP does: givenName, mail, 2.5.4.4",
                 )
+
+    @classmethod
+    def check_mapping(cls, idp: Any, options: Any) -> None:
+        """Also: the mapping may not fill ``mark_attribute`` (idprov's id alone)."""
+        super().check_mapping(idp, options)
+        defaults = cls.default_attributes_for(options)
+        check_mark(options.mark_attribute, "mark_attribute", defaults, idp.attributes)
 
     # ---- accounts
     def account_pso_id(self, user_name: str) -> str | None:
@@ -119,14 +128,15 @@ class SpmlConnector(SpmlPsoConnector):
         return out
 
     def account_data(self, account: Account) -> dict[str, list[str]]:
+        """What a new account holds: its object classes, user name, the mapped
+        attributes and idprov's mark (the local id, never a mapped value)."""
         data = {
             "objectclass": self.options.object_classes,
             self.options.username_attribute: [account.user_name],
             **self.mapped(account.attributes),
         }
-        mark = self.options.mark_attribute
-        if mark is not None and mark.lower() not in {k.lower() for k in data}:
-            data[mark] = [account.local_id]
+        if self.options.mark_attribute is not None:
+            data[self.options.mark_attribute] = [account.local_id]
         return data
 
     def _marked(self, pso: Any, attribute: str | None, value: str | None) -> bool:
@@ -189,8 +199,7 @@ class SpmlConnector(SpmlPsoConnector):
             return None
         remote_id, pso = found
         mark = self.options.mark_attribute
-        value = next(iter(self.account_data(account).get(mark or "", [])), None)
-        return RemoteMatch(remote_id, ours=self._marked(pso, mark, value))
+        return RemoteMatch(remote_id, ours=self._marked(pso, mark, account.local_id))
 
     def read_user(self, remote_id: str) -> dict[str, Any] | None:
         pso = self._lookup(f"read user {remote_id}", remote_id, "data")
@@ -200,10 +209,13 @@ class SpmlConnector(SpmlPsoConnector):
 
     def drift(self, remote: dict[str, Any], account: Account) -> list[str]:
         """Attributes whose values at the target differ from what was sent (any order;
-        the target may hold more object classes than idprov sends)."""
+        the target may hold more object classes than idprov sends). The mark is not
+        one: an adopted account never gets it."""
         have = {name.lower(): values for name, values in remote.get("data", {}).items()}
+        data = self.account_data(account)
+        data.pop(self.options.mark_attribute or "", None)
         out = []
-        for name, values in self.account_data(account).items():
+        for name, values in data.items():
             got = set(have.get(name.lower(), []))
             if not (set(values) <= got if name == "objectclass" else set(values) == got):
                 out.append(name)

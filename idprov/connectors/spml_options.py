@@ -74,10 +74,11 @@ class SpmlOptions(HttpOptions):
     role_attribute: str = "roles"
     """Account attribute holding role names (``roles: attribute``)."""
     mark_attribute: str | None = None
-    """An account attribute that carries idprov's mark (``employeeNumber``, say): the
-    value mapped to it (map it from ``{ID}``), else the local user id, sent when idprov
-    creates the account. After a lost reply, only an account holding it is adopted as
-    idprov's. Null: no mark, and an ambiguous create needs ``on_conflict: adopt``."""
+    """An account attribute that carries idprov's mark (``description``, say): the
+    local user id, sent when idprov creates the account, never changed by an update.
+    After a lost reply, only an account holding it is adopted as idprov's. The
+    attribute mapping may not fill it (but from ``{ID}``): `config validate` refuses.
+    Null: no mark, and an ambiguous create needs ``on_conflict: adopt``."""
     group_mark_attribute: str | None = None
     """The same for groups (``roles: groups``; ``description``, say): the role's id."""
 
@@ -105,6 +106,29 @@ class SpmlOptions(HttpOptions):
             raise Invalid("write the value without quotes: idprov quotes it", "soap_action")
         if self.disable == "attribute" and self.disable_attribute is None:
             raise Invalid("disable: attribute needs disable_attribute", "disable_attribute")
+        self._check_marks()
+
+    def _check_marks(self) -> None:
+        """A mark attribute holds idprov's id alone: not one the connector writes else."""
+        taken = {
+            "mark_attribute": (
+                "username_attribute",
+                "password_attribute",
+                "role_attribute",
+                "disable_attribute",
+            ),
+            "group_mark_attribute": ("group_name_attribute", "member_attribute"),
+        }
+        for key, others in taken.items():
+            mark = getattr(self, key)
+            for other in others:
+                value = getattr(self, other)
+                if mark is not None and value is not None and mark.lower() == value.lower():
+                    raise Invalid(
+                        f"{mark} is {other} too: the mark must be an attribute that holds "
+                        "only idprov's id",
+                        key,
+                    )
 
     @property
     def object_classes(self) -> list[str]:

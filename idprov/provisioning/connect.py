@@ -70,8 +70,8 @@ def check_identity_providers(config: Config) -> None:
         except MappingInvalid as exc:
             raise ConfigError(
                 str(exc),
-                location=locator.where((*path, "attributes")),
-                key=f"identity_providers[{i}].attributes",
+                location=locator.where((*path, *exc.path)),
+                key=f"identity_providers[{i}].{'.'.join(exc.path)}",
                 hint=exc.hint,
             ) from None
         deprovision = idp.deprovision or cls.default_deprovision
