@@ -680,3 +680,38 @@ def test_an_account_idprov_suspended_with_a_lost_reply_is_unsuspended_when_it_co
         assert google.user("sid@example.com")["suspended"] is True
         svc.assign("staff", ["sid"])
     assert google.user("sid@example.com")["suspended"] is False
+
+
+# ---------------------------------------------------------------- sync --verify
+def test_verify_reports_changed_suspended_and_removed_and_repair_restores(tmp_path, google):
+    """`sync --verify` found nothing at Google: no drift() (a familyName changed in
+    the Admin console went unreported), no suspended account in disabled_remotely, and
+    groups failed the run ("cannot read groups")."""
+    from idprov.provisioning.verify import repair, verify_idp
+
+    google.members_page_limit = 2  # members.list pages are followed
+    with service(tmp_path, google) as svc:
+        svc.add_role("staff")
+        svc.add_user("alice", ALICE, roles=["staff"])
+        for name in ("bob", "carol", "dora"):
+            svc.add_user(name, {"family_name": name.title(), "title": "Clerk"}, roles=["staff"])
+        assert verify_idp(svc, "google")["repairs"] == []  # no false drift
+        google.user("alice@example.com")["name"]["familyName"] = "Changed"  # Admin console
+        google.user("bob@example.com")["suspended"] = True
+        group = google.group("staff@example.com")
+        del google.members[group["id"]][google.user("carol@example.com")["id"]]
+
+        report = verify_idp(svc, "google")
+        assert report["errors"] == [] and report["checked"] == 4
+        assert report["changed_remotely"] == [{"user": "alice", "attributes": ["name.familyName"]}]
+        assert report["disabled_remotely"] == ["bob"]
+        assert report["groups_checked"] == 1
+        assert report["groups_changed_remotely"] == [
+            {"group": "staff", "missing_members": ["carol"]}
+        ]
+
+        assert repair(svc, {"google": report}).ok
+        assert google.user("alice@example.com")["name"]["familyName"] == "Liddell"
+        assert "carol@example.com" in google.member_emails("staff@example.com")
+        assert google.user("bob@example.com")["suspended"] is True  # an administrator's
+        assert verify_idp(svc, "google")["repairs"] == []

@@ -765,3 +765,33 @@ def test_a_password_that_fails_after_the_create_is_set_on_the_repeat(tmp_path, o
     assert org.passwords[hal["Id"]] == ["Hal-Pass-123"] and len(org.users()) == 1
     posts = [r.status for r in org.api_requests("POST") if r.path.endswith("/password")]
     assert posts == [503, 204]  # refused once, then set on the repeat (after a look-up)
+
+
+# ---------------------------------------------------------------- sync --verify
+def test_verify_reports_changed_and_deactivated_users_and_repair_restores(tmp_path, org):
+    """`sync --verify` found no drift at Salesforce (no drift()): a LastName changed in
+    Setup stayed unreported, and a user an administrator deactivated was never in
+    disabled_remotely."""
+    from idprov.provisioning.verify import repair, verify_idp
+
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        svc.add_user("alice", ALICE, roles=["staff"])
+        svc.add_user("bob", {"family_name": "Brown"}, roles=["staff"])
+        svc.add_user("carol", {"email": "Carol@Example.org"}, roles=["staff"])
+        assert verify_idp(svc, "sf")["repairs"] == []  # no false drift
+        users = org.users()
+        users["alice@example.com"]["LastName"] = "Changed"  # Setup > Users > Edit
+        users["bob@example.com"]["IsActive"] = False
+        users["carol@example.com"]["Username"] = "c.carol@example.com"  # kept by idprov
+
+        report = verify_idp(svc, "sf")
+        assert report["checked"] == 3
+        assert report["changed_remotely"] == [{"user": "alice", "attributes": ["LastName"]}]
+        assert report["disabled_remotely"] == ["bob"]
+        assert [r["label"] for r in report["repairs"]] == ["alice"]
+
+        assert repair(svc, {"sf": report}).ok
+        assert org.users()["alice@example.com"]["LastName"] == "Liddell"
+        assert org.users()["bob@example.com"]["IsActive"] is False  # an administrator's
+        assert verify_idp(svc, "sf")["repairs"] == []

@@ -26,7 +26,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
@@ -49,6 +49,7 @@ from idprov.connectors.google_api import (
     TOKEN_URI,
     GoogleOptions,
     ServiceAccount,
+    get_path,
     group_local_part,
     group_mark,
     item_kind,
@@ -327,6 +328,19 @@ class GoogleConnector(Connector):
         except RemoteNotFound:
             return None
 
+    def drift(self, remote: dict[str, Any], account: Account) -> list[str]:
+        """The paths idprov maps (and the names it derives) whose value at Google is not
+        what it sent (``name.familyName``...), and ``active`` when the account is
+        suspended there (by an administrator) while idprov has it active. The primary
+        email is left out: an administrator's rename is followed by the Google id."""
+        expected = self.user_body(account, create=False)
+        mapped = [p for p in account.attributes if p.split(".", 1)[0] not in self.create_only]
+        paths = dict.fromkeys(["name.givenName", "name.familyName", *mapped])
+        out = [p for p in paths if get_path(remote, p) != get_path(expected, p)]
+        if bool(remote.get("suspended")) == account.active:
+            out.append("active")
+        return out
+
     def update_user(
         self, remote_id: str, account: Account, previous: Mapping[str, Any] | None
     ) -> None:
@@ -455,6 +469,34 @@ class GoogleConnector(Connector):
         except RemoteNotFound:
             return None
         return found if found.get("id") else None
+
+    def read_group(self, remote_id: str) -> tuple[str, Container[str]] | None:
+        """The group's name and the ids of its user members; None if it is gone."""
+        what = f"read group {remote_id}"
+        try:
+            group = self._json(self._request("GET", f"/groups/{quote(remote_id)}", what), what)
+            return str(group.get("name", "")), self._user_members(remote_id, what)
+        except RemoteNotFound:
+            return None
+
+    def _user_members(self, remote_id: str, what: str) -> set[str]:
+        """The ids of the group's members of type ``USER`` (``members.list``, by pages
+        of 200). Groups and the whole customer are left out: no account of idprov's."""
+        members: set[str] = set()
+        page: dict[str, Any] = {}
+        while True:
+            params = {"maxResults": "200"}
+            if page.get("nextPageToken"):
+                params["pageToken"] = str(page["nextPageToken"])
+            path = f"/groups/{quote(remote_id)}/members"
+            page = self._json(self._request("GET", path, what, params=params), what)
+            members.update(
+                str(m["id"])
+                for m in page.get("members") or []
+                if isinstance(m, dict) and m.get("type") == "USER" and m.get("id")
+            )
+            if not page.get("nextPageToken"):
+                return members
 
     def rename_group(self, remote_id: str, display_name: str) -> None:
         """Set the group's name and, by the pattern, its email (Google keeps the old

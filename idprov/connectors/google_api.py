@@ -95,6 +95,23 @@ def set_path(body: dict[str, Any], path: str, value: Any) -> None:
         body[head] = value
 
 
+def get_path(body: Mapping[str, Any], path: str) -> Any:
+    """The value at ``path`` in a Directory API resource, read as :func:`set_path`
+    writes it (``name.familyName``, ``phones[type eq "work"].value``); None if absent."""
+    if m := _VALUE_PATH.match(path):
+        attr, key, match, sub = m.groups()
+        items = body.get(attr)
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, dict) and item.get(key) == match:
+                return item.get(sub)
+        return None
+    head, dot, rest = path.partition(".")
+    value = body.get(head)
+    if dot:
+        return get_path(value, rest) if isinstance(value, dict) else None
+    return value
+
+
 def item_kind(item: Mapping[str, Any]) -> Hashable:
     """What makes an item of a user's list (``phones``, ``organizations``,
     ``externalIds``...) another's or idprov's: its ``type``, and for ``custom`` its

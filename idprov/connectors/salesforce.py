@@ -407,6 +407,27 @@ class SalesforceConnector(Connector):
             return None
         return data if isinstance(data, dict) else None
 
+    def drift(self, remote: dict[str, Any], account: Account) -> list[str]:
+        """The fields idprov sends (mapped, and ``LastName``/``Email`` derived) whose
+        value at Salesforce is not what it sent, and ``active`` when the user is
+        deactivated there (by an administrator) while idprov has it active. Field names
+        are case-insensitive, as Salesforce's are; ``Email`` is compared without case.
+        ``Username`` is left out: an administrator's rename stays (updates keep it)."""
+        have = {key.casefold(): value for key, value in remote.items()}
+        out = []
+        for key, value in user_fields(self.options, account).items():
+            if key in ("Username", "IsActive"):
+                continue
+            got = have.get(key.casefold())
+            if key.casefold() == "email" and isinstance(got, str) and isinstance(value, str):
+                got, value = got.casefold(), value.casefold()
+            if got != value:
+                out.append(key)
+        active = have.get("isactive")
+        if isinstance(active, bool) and active != account.active:
+            out.append("active")
+        return out
+
     def update_user(
         self, remote_id: str, account: Account, previous: Mapping[str, Any] | None
     ) -> None:

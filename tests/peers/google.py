@@ -336,6 +336,9 @@ class GoogleWorkspace:
         self.groups: dict[str, dict[str, Any]] = {}
         self.members: dict[str, dict[str, str]] = {}
         """Group id -> member user id -> role."""
+        self.members_page_limit = 200
+        """Most members a ``members.list`` page holds (Google: ``maxResults``, at most
+        200); a test lowers it to see pages followed."""
         self.requests: list[LoggedRequest] = []
         self.faults = Faults()
         self._lock = threading.RLock()
@@ -702,8 +705,7 @@ class GoogleWorkspace:
         if len(parts) == 2 and method == "POST":
             return PeerReply(200, self.insert_member(group, body))
         if len(parts) == 2 and method == "GET":
-            items = [self._member(u, r) for u, r in members.items()]
-            return PeerReply(200, {"kind": "admin#directory#members", "members": items})
+            return PeerReply(200, self.list_members(members, request))
         user = self._find_user(parts[2]) if len(parts) == 3 else None
         if user is None or user["id"] not in members:
             raise GoogleError(404, "Resource Not Found: memberKey", "notFound")
@@ -713,6 +715,24 @@ class GoogleWorkspace:
         if method == "GET":
             return PeerReply(200, self._member(user["id"], members[user["id"]]))
         raise GoogleError(405, f"Method {method} not allowed", "badRequest")
+
+    def list_members(self, members: dict[str, str], request: PeerRequest) -> dict[str, Any]:
+        """``members.list``: ``maxResults`` (1 to 200) a page, ``nextPageToken`` while
+        more are left, taken back as ``pageToken``."""
+        wanted = request.param("maxResults") or "200"
+        if not wanted.isdigit() or not 1 <= int(wanted) <= 200:
+            raise GoogleError(400, "Invalid Input: maxResults", "invalid")
+        token = request.param("pageToken") or "p0"
+        if not (token.startswith("p") and token[1:].isdigit()):
+            raise GoogleError(400, "Invalid Input: pageToken", "invalid")
+        start, size = int(token[1:]), min(int(wanted), self.members_page_limit)
+        items = sorted((self._member(u, r) for u, r in members.items()), key=lambda m: m["email"])
+        page: dict[str, Any] = {"kind": "admin#directory#members"}
+        if items[start : start + size]:
+            page["members"] = items[start : start + size]
+        if start + size < len(items):
+            page["nextPageToken"] = f"p{start + size}"
+        return page
 
     def route_group(self, method: str, group: dict[str, Any], body: Any) -> PeerReply:
         if method == "GET":
