@@ -124,3 +124,63 @@ def test_duplicate_username_is_a_conflict_not_a_duplicate(tmp_path, legacy):
         legacy.fail_next(503, count=2)
         assert svc.add_user("frank", {"email": "f@example.com"}, roles=["staff"]).outbound.ok
     assert [u["userName"] for u in legacy.users()] == ["frank"]
+
+
+def emails(server: Scim11Server) -> list[tuple[str, str]]:
+    [user] = server.users()
+    return sorted((e.get("type", ""), e["value"]) for e in user.get("emails", []))
+
+
+def add_home_email(server: Scim11Server, value: str) -> None:
+    """An administrator's home e-mail beside idprov's work one, at the target."""
+    [user] = server.users()
+    stored = server.store.resources["Users"][user["id"]]
+    stored["emails"].append({"type": "home", "value": value})
+
+
+def test_a_changed_email_replaces_the_old_one(tmp_path, legacy):
+    """A 1.1 PATCH adds to a multi-valued attribute: the old e-mail stayed beside the
+    new one. The removed value goes with ``"operation": "delete"``; an administrator's
+    e-mail of another type stays."""
+    with service(tmp_path, legacy) as svc:
+        svc.add_role("staff")
+        svc.add_user("alice", {"email": "a@x.test"}, roles=["staff"])
+        add_home_email(legacy, "alice@home.test")
+        assert svc.update_user("alice", {"email": "alice@x.test"}).outbound.ok
+        assert emails(legacy) == [("home", "alice@home.test"), ("work", "alice@x.test")]
+        [patch] = [r for r in legacy.requests if r.method == "PATCH" and "/Users/" in r.path]
+        assert {"type": "work", "value": "a@x.test", "operation": "delete"} in (
+            patch.body["emails"]
+        )
+        assert svc.update_user("alice", {}, unset=["email"]).outbound.ok
+        assert emails(legacy) == [("home", "alice@home.test")]
+
+
+def test_an_email_changed_while_disabled_is_replaced_when_enabled_again(tmp_path, legacy):
+    """Enabling again sends the whole account (no previous values to compare): the
+    e-mail the target holds of idprov's type and no longer wanted goes."""
+    with service(tmp_path, legacy) as svc:
+        svc.add_role("staff")
+        svc.add_user("bob", {"email": "b@x.test"}, roles=["staff"])
+        add_home_email(legacy, "bob@home.test")
+        svc.update_user("bob", {"active": "false"})
+        svc.update_user("bob", {"email": "bob@x.test"})
+        assert svc.update_user("bob", {"active": "true"}).outbound.ok
+        assert emails(legacy) == [("home", "bob@home.test"), ("work", "bob@x.test")]
+        assert legacy.users()[0]["active"] is True
+
+
+def test_the_default_mapping_sends_cost_center_organization_locale_timezone(tmp_path, legacy):
+    claims = {
+        "email": "c@x.test",
+        "cost_center": "CC-7",
+        "organization": "Example Ltd",
+        "locale": "en-GB",
+        "timezone": "Europe/London",
+    }
+    with service(tmp_path, legacy) as svc:
+        svc.add_role("staff")
+        assert svc.add_user("carol", claims, roles=["staff"]).outbound.ok
+    [carol] = legacy.users()
+    assert carol[EXT]["costCenter"] == "CC-7" and carol[EXT]["organization"] == "Example Ltd"
+    assert (carol["locale"], carol["timezone"]) == ("en-GB", "Europe/London")
