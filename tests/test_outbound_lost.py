@@ -228,3 +228,22 @@ def test_a_lost_member_whose_row_was_discarded_is_made_again_by_its_groups_push(
         assert members(fake, "staff") == {"ann", "bob", "carl"}
         assert bob_entry(svc).state == "active"
         assert svc.outbox_rows() == []
+
+
+def test_a_disable_of_an_account_the_target_lost_forgets_it(tmp_path, fake):
+    """ann disabled here, her account deleted at the target: the disable's PATCH got a
+    404 at every retry and the row never left the outbox. Nothing is there to
+    disable: the entry is forgotten; enabled again, she is made anew."""
+    with make_service(tmp_path, TWO, ["scim"], http_transport=fake.transport()) as svc:
+        svc.add_role("staff")
+        svc.add_user("ann", {}, roles=["staff"])
+        ann_id = svc.get_user("ann").id
+        fake.users.clear()
+        result = svc.update_user("ann", {"active": "false"})
+        assert result.outbound.ok, result.outbound.to_dict()
+        assert svc.outbox_rows() == []
+        assert svc.state.ledger.get("scim", "user", ann_id) is None
+        assert svc.update_user("ann", {"active": "true"}).outbound.ok
+        [ann] = fake.users.values()
+        assert ann["userName"] == "ann" and ann["active"] is True
+        assert members(fake, "staff") == {"ann"}

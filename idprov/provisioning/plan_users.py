@@ -389,6 +389,8 @@ class UserPlanning(Planning):
         leaving = Leave(remote_id, [g for _, g in groups])
         found_disabled: list[bool] = []
         """True when the target had the account disabled already (not idprov's doing)."""
+        gone: list[bool] = []
+        """True when the target lost the account: nothing there to disable."""
 
         def run(attempts: list[Attempt]) -> None:
             if leaving.error is not None:
@@ -405,7 +407,10 @@ class UserPlanning(Planning):
                     done = connector.disable_user(remote_id, account)
                     found_disabled.append(theirs_if(done, row, number))
 
-                with_retries(disable, idp.retry, attempts, self.sleep, connector.throttled)
+                try:
+                    with_retries(disable, idp.retry, attempts, self.sleep, connector.throttled)
+                except RemoteNotFound:  # the target lost it: nothing there to disable
+                    gone.append(True)
             else:
                 with_retries(
                     lambda n: connector.delete_user(remote_id),
@@ -418,9 +423,12 @@ class UserPlanning(Planning):
         def record(_: None) -> OperationResult:
             for role_id, _group in groups:
                 self._ledger.set_members(row.idp, role_id, [], [row.local_id])
-            if operation == "delete":
+            if operation == "delete" or gone:
                 self._ledger.forget(row.idp, "user", row.local_id)
-            else:
+            if gone:
+                why = "lost at the target: nothing there to disable"
+                return OperationResult(row.idp, "user", row.label, why, "skipped")
+            if operation == "disable":
                 theirs = any(found_disabled)
                 self._keep(
                     ledger_entry(
