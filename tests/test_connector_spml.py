@@ -850,3 +850,47 @@ def test_the_mark_holds_idprovs_id_whatever_the_mapping_says():
     account = Account("id-1", "carol", {"mail": "carol@example.com", "sn": "C"})
     assert made.account_data(account)["mail"] == ["id-1"]
     assert made.mapped(account.attributes) == {"sn": ["C"]}
+
+
+# ---------------------------------------------------------------- sync --verify
+def test_verify_reports_groups_not_verified_and_fails_nothing(cli, peer, tmp_path):
+    """The connector cannot read groups: verify said "✗ the spml connector cannot read
+    groups" and exited 6 as soon as a group was provisioned. It is not verified, as
+    for users, and fails nothing."""
+    write_config(tmp_path, peer)
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "alice", "-c", "family_name=L", "--role", "staff").ok()
+    shown = cli("sync", "--verify").ok().stdout
+    assert "not verified: the spml connector cannot read groups" in shown
+    report = cli("sync", "--verify", "--json").ok().json()["drift"]["legacy"]
+    assert report["errors"] == [] and report["checked"] == 1
+    assert "cannot read groups" in report["unverifiable"]
+
+
+def test_verify_reports_an_account_an_administrator_suspended(cli, peer, tmp_path):
+    write_config(tmp_path, peer)
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "alice", "-c", "family_name=L", "--role", "staff").ok()
+    cli("user", "add", "bob", "-c", "family_name=B", "--role", "staff").ok()
+    peer.accounts()["alice"].suspended = True
+    report = cli("sync", "--verify", "--json").ok().json()["drift"]["legacy"]
+    assert report["disabled_remotely"] == ["alice"] and report["changed_remotely"] == []
+    assert report["repairs"] == []
+    assert "disabled at the target" in cli("sync", "--verify").ok().stdout
+
+
+def test_verify_reports_an_account_disabled_by_the_disable_attribute(tmp_path, peer):
+    peer.extra_attributes = {"accountDisabled"}
+    options = (
+        "      disable: attribute\n      disable_attribute: accountDisabled\n"
+        "      disable_value: 'TRUE'\n"
+    )
+    with service(tmp_path, peer, options) as svc:
+        svc.add_role("staff")
+        svc.add_user("alice", ALICE, roles=["staff"])
+        conn = svc.connector("legacy")
+        alice = peer.accounts()["alice"]
+        account = Account("id", "alice", {"sn": "Liddell"})
+        assert conn.drift(conn.read_user(alice.pso_id), account) == []
+        alice.attributes["accountDisabled"] = ["TRUE"]
+        assert conn.drift(conn.read_user(alice.pso_id), account) == ["active"]

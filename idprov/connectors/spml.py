@@ -202,15 +202,46 @@ class SpmlConnector(SpmlPsoConnector):
         return RemoteMatch(remote_id, ours=self._marked(pso, mark, account.local_id))
 
     def read_user(self, remote_id: str) -> dict[str, Any] | None:
-        pso = self._lookup(f"read user {remote_id}", remote_id, "data")
+        """The account's psoID, data and whether it is active (None: the target
+        cannot tell; see :meth:`_active`)."""
+        what = f"read user {remote_id}"
+        pso = self._lookup(what, remote_id, "data")
         if pso is None:
             return None
-        return {"psoID": remote_id, "data": pso_data(pso)}
+        data = pso_data(pso)
+        return {"psoID": remote_id, "data": data, "active": self._active(what, remote_id, data)}
+
+    def _active(self, what: str, remote_id: str, data: Mapping[str, list[str]]) -> bool | None:
+        """Whether the account is active: its ``disable_attribute`` (``disable:
+        attribute``), else the suspend capability's activeRequest, where the target
+        advertises it. None: the target cannot tell."""
+        name = self.options.disable_attribute
+        if self.options.disable == "attribute" and name is not None:
+            held = {k.lower(): v for k, v in data.items()}.get(name.lower(), [])
+            return self.options.disable_value not in held
+        advertised = self._capabilities()
+        if advertised is not None and SUSPEND not in advertised:
+            return None
+        return self._asked_active(what, remote_id)
+
+    def _asked_active(self, what: str, remote_id: str) -> bool | None:
+        """The suspend capability's activeRequest: whether the PSO is active (None: the
+        provider implements the capability in part and cannot say)."""
+        asked = self.request(what, "activeRequest", SUSPEND)
+        self._pso_id(asked, remote_id)
+        try:
+            known = self.call(asked).get("active")
+        except TargetError as exc:  # a provider that suspends but cannot say
+            if "SPML unsupportedOperation" not in exc.message:
+                raise
+            return None
+        return {"true": True, "false": False}.get(known or "")
 
     def drift(self, remote: dict[str, Any], account: Account) -> list[str]:
         """Attributes whose values at the target differ from what was sent (any order;
         the target may hold more object classes than idprov sends). The mark is not
-        one: an adopted account never gets it."""
+        one: an adopted account never gets it. ``active``: the account is suspended
+        (or holds ``disable_value``) at the target while idprov has it enabled."""
         have = {name.lower(): values for name, values in remote.get("data", {}).items()}
         data = self.account_data(account)
         data.pop(self.options.mark_attribute or "", None)
@@ -219,6 +250,8 @@ class SpmlConnector(SpmlPsoConnector):
             got = set(have.get(name.lower(), []))
             if not (set(values) <= got if name == "objectclass" else set(values) == got):
                 out.append(name)
+        if account.active and remote.get("active") is False:
+            out.append("active")
         return out
 
     def list_users(self) -> list[tuple[str, str]]:
@@ -324,20 +357,13 @@ class SpmlConnector(SpmlPsoConnector):
                 return False
             self._modify(what, remote_id, replace={name: [self.options.disable_value]})
             return True
-        asked = self.request(what, "activeRequest", SUSPEND)
-        self._pso_id(asked, remote_id)
-        try:
-            known = self.call(asked).get("active")
-        except TargetError as exc:  # a provider that suspends but cannot say: suspend
-            if "SPML unsupportedOperation" not in exc.message:
-                raise
-            known = None
-        if known == "false":
+        known = self._asked_active(what, remote_id)  # None: cannot say, so suspend
+        if known is False:
             return False
         request = self.request(what, "suspendRequest", SUSPEND)
         self._pso_id(request, remote_id)
         self.call(request)
-        return True if known == "true" else None
+        return known
 
     def delete_user(self, remote_id: str) -> None:
         self._delete(f"delete user {remote_id}", remote_id)
