@@ -184,6 +184,18 @@ def test_log_filters(cli, history, args, expected):
     assert [e["target"] for e in cli("log", *args, "--json").items()] == expected
 
 
+def test_log_limit_0_shows_every_entry_as_user_list_does(cli, history):
+    """`--limit 0` means no limit, as for `user list` (it was refused)."""
+    before = cli("log", "--json").items()
+    with open_service() as svc:
+        for i in range(50):
+            svc.add_user(f"bulk{i}", {})
+    assert len(cli("log", "--json").items()) == 50
+    every = cli("log", "--limit", "0", "--json").items()
+    assert [e["target"] for e in every[:50]] == [f"bulk{i}" for i in reversed(range(50))]
+    assert every[50:] == before
+
+
 def test_log_time_window(cli, history):
     entries = cli("log", "--json").items()
     middle = entries[3]["at"]
@@ -349,7 +361,7 @@ def test_output_to_a_pipe_loads_neither_rich_nor_package_metadata(run_python, wr
         ("user", "add"),
         ("user", "add", "alice", "--bogus"),
         ("user", "list", "--limit", "-1"),
-        ("log", "--limit", "0"),
+        ("log", "--limit", "-1"),
         ("role", "assign", "staff"),
     ],
 )

@@ -24,7 +24,9 @@ def log(
     until: Annotated[
         str | None, typer.Option(help="Before this time (the same forms as --since).")
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many entries.")] = 50,
+    limit: Annotated[
+        int, typer.Option(min=0, help="At most this many entries (0: every one).")
+    ] = 50,
     run: Annotated[
         str | None, typer.Option(help="Only what this sync run did (its id is in the sync output).")
     ] = None,
@@ -40,7 +42,7 @@ def log(
         app_name,
         parse_when(since, "--since"),
         parse_when(until, "--until"),
-        limit,
+        limit or None,
         run,
     )
     emit(service(read_only=True).audit_log(query), render.audit)

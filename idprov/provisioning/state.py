@@ -261,7 +261,8 @@ class AuditQuery:
     application: str | None = None
     since: str | None = None
     until: str | None = None
-    limit: int = 50
+    limit: int | None = 50
+    """At most this many entries (None: every one)."""
     run: str | None = None
 
 
@@ -389,10 +390,12 @@ class StateStore:
             where.append("at < ?")
             params.append(query.until)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
+        if query.limit is not None:
+            params.append(query.limit)
         rows = self.db.execute(
             "SELECT id, at, actor, application, action, target, outcome, details, run FROM audit"
-            f"{clause} ORDER BY id DESC LIMIT ?",
-            [*params, query.limit],
+            f"{clause} ORDER BY id DESC" + (" LIMIT ?" if query.limit is not None else ""),
+            params,
         ).fetchall()
         return [
             AuditEntry(
