@@ -219,6 +219,22 @@ def test_lifecycle_through_the_cli_without_secrets_in_any_output(
     assert "PRIVATE KEY" not in outputs and google.key_id not in outputs
 
 
+def test_a_base_url_with_the_api_path_is_refused_by_config_validate(cli, tmp_path, google):
+    """base_url: .../admin/directory/v1 doubled the path: every call was a 404, which
+    `idp test` reported as "authenticated no"."""
+    write_cli_config(tmp_path, google)
+    config = tmp_path / "idprov.yaml"
+    config.write_text(
+        config.read_text().replace(
+            f"base_url: {google.url}", f"base_url: {google.url}/admin/directory/v1"
+        )
+    )
+    err = cli("config", "validate").fails(2)
+    assert "idprov.yaml:" in err and "options.base_url" in err
+    assert "must be the API host's root" in err and "remove the path" in err
+    assert cli("idp", "test", "google").exit_code == 2
+
+
 def test_cli_reports_a_refused_delegation_with_googles_words_and_a_hint(
     cli, tmp_path, google, monkeypatch
 ):
@@ -476,6 +492,15 @@ def test_set_path_builds_nested_objects_and_typed_list_items():
             "unknown placeholder {X}",
         ),
         ({"credentials": "K", "subject": "a@example.com"}, "credentials", "references"),
+        (
+            {
+                "credentials": "env:K",
+                "subject": "a@example.com",
+                "base_url": "https://admin.googleapis.com/admin/directory/v1",
+            },
+            "base_url",
+            "idprov adds /admin/directory/v1 itself",
+        ),
     ],
 )
 def test_options_are_checked_with_the_key_named(options, key, words):

@@ -21,6 +21,9 @@ from idprov.connectors.salesforce_api import (
 )
 from tests.outbound_helpers import make_service
 from tests.peers.salesforce import SalesforceError, SalesforceOrg
+from tests.test_outbound_tls_auth import https_server
+
+__all__ = ["https_server"]  # the fixture, used here
 
 NO_SLEEP = {"sleep": lambda s: None}
 ROLES = """      roles:
@@ -300,6 +303,23 @@ def test_a_taken_username_fails_alone_inside_a_collection(tmp_path, org):
     assert len(org.users()) == 20
 
 
+def test_a_username_taken_in_another_org_says_to_change_domain_or_pattern(tmp_path, org):
+    """Salesforce usernames are unique across every org: DUPLICATE_USERNAME for one no
+    user of this org holds was called a name "the target may enforce uniqueness on
+    another attribute (email?)"; the fix is another domain or username_pattern."""
+    org.taken_elsewhere.update({"ivy@example.com", "user003@example.com"})
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        [user] = ops(svc.add_user("ivy", {}, roles=["staff"]), "user")
+    assert user.outcome == "failed" and '"errorCode": "DUPLICATE_USERNAME"' in user.error
+    assert "another Salesforce org holds it" in user.error
+    assert "options.domain or options.username_pattern of identity provider sf" in user.error
+    assert "another attribute" not in user.error and "did not create" not in user.error
+    result, _ = push_many(tmp_path / "many", org, 12)  # sObject Collections say the same
+    [failed] = [o for o in ops(result, "user") if o.outcome == "failed"]
+    assert failed.label == "user003" and "another Salesforce org holds it" in failed.error
+
+
 def test_request_limit_on_a_collection_is_retried_without_duplicates(tmp_path, org):
     org.fail_next(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", path="/composite")
     result, calls = push_many(tmp_path, org, 12)
@@ -356,6 +376,28 @@ def test_wrong_client_secret_reports_the_oauth_error_and_no_secret(tmp_path, org
     )
     texts = json.dumps(result.outbound.to_dict()) + str([r.last_error for r in rows])
     assert "not-the-secret" not in texts and org.consumer_secret not in texts
+
+
+def test_a_wrong_security_token_is_told_to_check_password_and_security_token(
+    tmp_path, org, monkeypatch
+):
+    monkeypatch.setenv("SF_TOKEN", "not-the-token")
+    with service(tmp_path, org, flow="password") as svc:
+        report = svc.test_idp("sf")
+    assert not report.ok
+    [message] = report.messages
+    assert "authentication failure" in message
+    assert "password and security_token" in message and "Reset My Security Token" in message
+    assert "pre-authorized" not in message and "certificate" not in message
+    assert "not-the-token" not in message and org.password not in message
+
+
+def test_a_certificate_that_fails_verification_names_ca_file_once(tmp_path, org, https_server):
+    url, _ca = https_server
+    idps = sf_idp(org).replace(f"base_url: {org.login.url}", f"base_url: {url.removesuffix('/v2')}")
+    with make_service(tmp_path, idps, ["sf"], **NO_SLEEP) as svc:
+        [message] = svc.test_idp("sf").messages
+    assert "certificate" in message and message.count("options.ca_file") == 1
 
 
 def test_a_user_not_preauthorized_for_the_jwt_flow_is_told_how_to_fix_it(tmp_path, org):

@@ -68,6 +68,7 @@ from idprov.connectors.oauth import (
     request_token,
     send_authorized,
     sign_assertion,
+    with_hint,
 )
 from idprov.errors import SecretError
 
@@ -247,7 +248,7 @@ class GoogleConnector(Connector):
             report.reachable = report.authenticated = True
         except TargetError as exc:
             report.reachable = exc.status is not None
-            report.messages.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
+            report.messages.append(with_hint(exc))
         return report
 
     # ---- users

@@ -10,6 +10,7 @@ import re
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from idprov.config.schema import Invalid
 from idprov.config.secrets import SecretRef
@@ -123,7 +124,8 @@ def item_kind(item: Mapping[str, Any]) -> Hashable:
 
 @dataclass(frozen=True, kw_only=True)
 class GoogleOptions(HttpOptions):
-    """Options of a Google Workspace identity provider. ``base_url`` is the API root."""
+    """Options of a Google Workspace identity provider. ``base_url`` is the API host's
+    root (``https://admin.googleapis.com``, no path: idprov adds ``/admin/directory/v1``)."""
 
     base_url: str = API_ROOT
     auth: Literal["none", "basic", "bearer", "header"] = "none"
@@ -152,6 +154,12 @@ class GoogleOptions(HttpOptions):
     def __post_init__(self) -> None:
         check_no_http_auth(self, "google", "credentials: the service account key")
         super().__post_init__()
+        if urlsplit(self.base_url).path.strip("/"):
+            raise Invalid(
+                f"must be the API host's root, such as {API_ROOT}: idprov adds "
+                f"{API_PATH} itself (remove the path from base_url)",
+                "base_url",
+            )
         self._check_identity()
         if self.token_uri is not None and not self.token_uri.startswith(("https://", "http://")):
             raise Invalid("must be an http:// or https:// URL", "token_uri")

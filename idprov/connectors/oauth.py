@@ -23,6 +23,7 @@ a message or a ``repr``.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -122,6 +123,19 @@ def sign_assertion(key: Any, claims: Mapping[str, Any], key_id: str | None = Non
 
     headers = {"kid": key_id} if key_id else None
     return jwt.encode(dict(claims), key, algorithm="RS256", headers=headers)
+
+
+def with_hint(exc: TargetError) -> str:
+    """What `idp test` says of a failed sign-in or request: the message, then the hint
+    in parentheses unless the message gives that advice already (a certificate that
+    fails verification names ``options.ca_file`` in both)."""
+    hint = exc.hint
+    if not hint:
+        return exc.message
+    named = set(re.findall(r"options\.\w+", hint))
+    if hint in exc.message or (named and named <= set(re.findall(r"options\.\w+", exc.message))):
+        return exc.message
+    return f"{exc.message} ({hint})"
 
 
 # ---------------------------------------------------------------- token requests

@@ -54,6 +54,7 @@ from idprov.connectors.base import (
     Connector,
     GroupSpec,
     MappingInvalid,
+    RemoteConflict,
     RemoteMatch,
     RemoteNotFound,
     TargetError,
@@ -69,13 +70,15 @@ from idprov.connectors.oauth import (
     request_token,
     send_authorized,
     sign_assertion,
+    with_hint,
 )
 from idprov.connectors.salesforce_api import (
     COLLECTION_LIMIT,
+    DUPLICATE_USERNAME_FIX,
+    FLOW_HINTS,
     GONE_CODES,
     KEY_PREFIXES,
     MEMBERSHIP,
-    SETUP_HINT,
     RoleTarget,
     SalesforceOptions,
     derive_alias,
@@ -170,7 +173,7 @@ class SalesforceConnector(Connector):
             options.token_endpoint,
             token_form(options, assertion),
             f"get a Salesforce access token ({options.flow} flow)",
-            SETUP_HINT,
+            FLOW_HINTS[options.flow],
         )
         if not (options.instance_url or token.details.get("instance_url")):
             raise TargetError(
@@ -237,7 +240,7 @@ class SalesforceConnector(Connector):
             report.capabilities["instance_url"] = self._base(token).split("/services/")[0]
         except TargetError as exc:
             report.reachable = exc.status is not None
-            report.messages.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
+            report.messages.append(with_hint(exc))
             return report
         if self.idp.deprovision == "delete":
             report.messages.append(
@@ -305,12 +308,30 @@ class SalesforceConnector(Connector):
     def create_user(self, account: Account) -> str:
         fields = self.create_fields(account)
         what = f"create user {fields['Username']}"
-        response = self._request("POST", "/sobjects/User/", what, body=fields)
+        try:
+            response = self._request("POST", "/sobjects/User/", what, body=fields)
+        except RemoteConflict as exc:
+            raise self._taken(exc, fields["Username"]) from exc
         data = self._json(response, what)
         if not isinstance(data, dict) or not data.get("id"):
             raise TargetError(f"{what}: created, but the reply holds no id", ambiguous=True)
         self._set_password(str(data["id"]), account, fields["Username"], created=True)
         return str(data["id"])
+
+    def _taken(self, conflict: TargetError, username: str) -> TargetError:
+        """``DUPLICATE_USERNAME`` for ``username``: the conflict as it came when a user
+        of this org holds it (the engine then looks at it); else another org holds it
+        (Salesforce usernames are unique across all orgs), and no adoption or retry can
+        help: an error that says how to choose usernames of this org's own."""
+        if self._user_record_of(username) is not None:
+            return conflict
+        fix = DUPLICATE_USERNAME_FIX.format(idp=self.idp.name)
+        return TargetError(
+            f"{conflict.message}: no user of this org has the username {username}: "
+            f"another Salesforce org holds it (usernames are unique across every org): {fix}",
+            status=conflict.status,
+            hint=fix,
+        )
 
     def _set_password(self, remote_id: str, account: Account, username: str, created: bool) -> None:
         """Send the password given in this command, if configured to. After a create,
@@ -348,8 +369,11 @@ class SalesforceConnector(Connector):
             for record, reply in zip(batch, replies, strict=True):
                 if reply.get("success") and reply.get("id"):
                     results.append(str(reply["id"]))
-                else:
-                    results.append(record_error(reply, f"create user {record['Username']}"))
+                    continue
+                error = record_error(reply, f"create user {record['Username']}")
+                if isinstance(error, RemoteConflict):
+                    error = self._taken(error, record["Username"])
+                results.append(error)
         return [self._with_password(r, a) for r, a in zip(results, accounts, strict=True)]
 
     def _with_password(self, result: str | TargetError, account: Account) -> str | TargetError:
@@ -391,7 +415,11 @@ class SalesforceConnector(Connector):
         return RemoteMatch(str(found["Id"]), ours=ours)
 
     def _user_record(self, user_name: str) -> dict[str, Any] | None:
-        name = salesforce_username(self.options, user_name)
+        return self._user_record_of(salesforce_username(self.options, user_name))
+
+    def _user_record_of(self, name: str) -> dict[str, Any] | None:
+        """The user of this org whose Salesforce username is ``name`` (its Id, and its
+        mark field), or None."""
         columns = "Id" + (f", {self.options.mark_field}" if self.options.mark_field else "")
         records = self.query(
             f"SELECT {columns} FROM User WHERE Username = {soql_literal(name)}",

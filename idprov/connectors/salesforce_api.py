@@ -62,6 +62,34 @@ WRITTEN_FIELDS = (
     "EmailEncodingKey",
 )
 """The User fields idprov fills itself (required on create, or derived)."""
+FLOW_HINTS = {
+    "jwt_bearer": (
+        "check client_id (the connected app's consumer key), that private_key is the key "
+        "of the certificate uploaded to the connected app, that username is pre-authorized "
+        "for it (Manage Connected Apps > Edit Policies: Admin approved users are "
+        "pre-authorized, with the user's profile added), and that base_url is the right "
+        "login host"
+    ),
+    "client_credentials": (
+        "check client_id and client_secret (the connected app's consumer key and secret), "
+        "that the connected app has Enable Client Credentials Flow ticked with a Run As "
+        "user, and that base_url is the org's My Domain"
+    ),
+    "password": (
+        "check username, password and security_token: Salesforce takes the password with "
+        "the user's security token appended (resetting the password sends a new token, as "
+        "does Settings > Reset My Security Token; from a trusted IP range none is needed); "
+        "and client_id and client_secret (the connected app's consumer key and secret)"
+    ),
+}
+"""What to check, by OAuth flow, when the token endpoint refuses idprov's sign-in."""
+DUPLICATE_USERNAME_FIX = (
+    "change options.domain or options.username_pattern of identity provider {idp} to "
+    "make its usernames your org's alone "
+    "(every user's Salesforce username follows; a username need not be a mailbox: "
+    "'{{UN}}@{{domain}}.prod' will do), or give this user another user name, then "
+    "`idprov outbox retry --idp {idp}`"
+)
 _ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
 

@@ -202,6 +202,9 @@ class SalesforceOrg:
         self.user_fields: dict[str, tuple[str, Any]] = dict(USER_FIELDS)
         """The User fields of this org: the standard ones, and custom fields (API names
         ending ``__c``) a test adds, as an administrator does in Setup > Object Manager."""
+        self.taken_elsewhere: set[str] = set()
+        """Usernames (lower case) of users of other Salesforce orgs: unique across every
+        org, they are refused here too, and no query of this org finds them."""
         self._lock = threading.RLock()
         self.login = Loopback(self.handle_login)
         self.instance = Loopback(self.handle_instance)
@@ -606,7 +609,8 @@ class SalesforceOrg:
 
     def _check_unique(self, username: str, own_id: str | None) -> None:
         other = self._user_by_name(username)
-        if other is not None and other["Id"] != own_id:
+        elsewhere = username.lower() in self.taken_elsewhere
+        if elsewhere or (other is not None and other["Id"] != own_id):
             raise SalesforceError(
                 400,
                 "DUPLICATE_USERNAME",
