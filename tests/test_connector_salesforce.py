@@ -744,7 +744,7 @@ def test_a_claim_mapped_to_the_mark_field_is_refused_by_config_validate(cli, tmp
         )
     )
     err = cli("config", "validate").fails(2)
-    assert "idprov.yaml:" in err and "attributes.FederationIdentifier" in err
+    assert "idprov.yaml:" in err and "FederationIdentifier: '{email}'" in err
     assert "mark_field" in err and "Idprov_Id__c" in err
     org.objects["User"].clear()  # nothing was pushed
     assert cli("user", "list").exit_code == 2  # every command refuses it, not only validate

@@ -58,6 +58,7 @@ from idprov.connectors.base import (
     RemoteMatch,
     RemoteNotFound,
     TargetError,
+    check_mark,
     created_without_password,
 )
 from idprov.connectors.changes import changes
@@ -132,30 +133,21 @@ class SalesforceConnector(Connector):
 
     @classmethod
     def check_mapping(cls, idp: Any, options: Any) -> None:
-        """MappingInvalid when the attribute mapping fills ``mark_field``: a value from a
-        claim (an e-mail for single sign-on) is no proof that idprov made an account, as
-        someone else's user may hold it."""
+        """Also: the mapping may not fill ``mark_field`` (idprov's id alone,
+        :func:`~idprov.connectors.base.check_mark`). Single sign-on usually maps
+        ``FederationIdentifier`` to the e-mail: the hint says how to keep that."""
         super().check_mapping(idp, options)
-        mark = options.mark_field
-        if mark is None:
-            return
-        mapped = {**cls.default_attributes, **idp.attributes}
-        filled = [k for k, v in mapped.items() if v is not None and k.casefold() == mark.casefold()]
-        if not filled:
-            return
-        fix = (
-            f"keep attributes.{filled[0]} and set options.mark_field to a User field that "
-            "only idprov writes (a custom text field such as Idprov_Id__c, made in Setup > "
-            "Object Manager > User > Fields & Relationships), or mark_field: null (then a "
-            f"create whose reply was lost needs on_conflict: adopt); or remove "
-            f"attributes.{filled[0]}"
-        )
-        raise MappingInvalid(
-            f"attributes.{filled[0]} maps a claim to {mark}, the field that carries "
-            f"idprov's mark (options.mark_field): an account someone else made with that "
-            "value (a single sign-on user) would be taken as idprov's",
-            hint=fix,
-        )
+        try:
+            check_mark(options.mark_field, "mark_field", cls.default_attributes, idp.attributes)
+        except MappingInvalid as exc:
+            hint = (
+                "keep that mapping and set options.mark_field to a User field nothing else "
+                "writes (a custom text field such as Idprov_Id__c, made in Setup > Object "
+                "Manager > User > Fields & Relationships), or mark_field: null (then a "
+                "create whose reply was lost needs on_conflict: adopt); or map "
+                f"{options.mark_field}: null (or '{{ID}}') under the IdP's attributes"
+            )
+            raise MappingInvalid(str(exc), hint=hint, path=exc.path) from None
 
     def __init__(self, idp: Any, options: Any, client: Any) -> None:
         super().__init__(idp, options, client)
