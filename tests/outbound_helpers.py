@@ -4,6 +4,7 @@ in-memory SCIM 2.0 target behind an ``httpx.MockTransport`` with fault injection
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -61,6 +62,10 @@ class FakeScim:
         self.groups: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
         self.faults: list[Callable[[httpx.Request], httpx.Response | None]] = []
+        self._lock = threading.RLock()
+        """One request at a time, as a real server's store serializes them: the push's
+        worker threads call at once, and a check-then-insert (userName unique) or a
+        listing read while another request adds must see a whole state."""
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -134,6 +139,10 @@ class FakeScim:
         return httpx.Response(status, json=body)
 
     def apply(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            return self._apply(request)
+
+    def _apply(self, request: httpx.Request) -> httpx.Response:
         parts = request.url.path.rstrip("/").split("/")
         kind, rid = parts[-1], None
         if kind not in ("Users", "Groups", "ServiceProviderConfig", "Bulk"):
