@@ -16,6 +16,7 @@ import select
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,9 +47,11 @@ def run_in_terminal(
     timeout: float = 120.0,
     columns: int = 120,
     stderr: Path | None = None,
+    interrupt_when: Callable[[], bool] | None = None,
 ) -> TerminalRun:
     """Run ``idprov ARGS`` in a pty; type Ctrl-C once ``interrupt_after`` (a regular
-    expression) has appeared in the output. ``stderr``: a file standard error goes to
+    expression) has appeared in the output, or once ``interrupt_when()`` is true (a
+    peer of the test holding a request, say). ``stderr``: a file standard error goes to
     instead of the terminal (``idprov ... 2>FILE``)."""
     env = {**env, "COLUMNS": str(columns), "LINES": "40", "TERM": "xterm-256color"}
     env.pop("NO_COLOR", None)
@@ -59,10 +62,16 @@ def run_in_terminal(
             os.dup2(os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 2)
         code = "import sys; from idprov.cli.main import main; sys.argv[0] = 'idprov'; main()"
         os.execve(sys.executable, [sys.executable, "-c", code, *args], env)
-    return _watch(pid, fd, interrupt_after, timeout)
+    return _watch(pid, fd, interrupt_after, timeout, interrupt_when)
 
 
-def _watch(pid: int, fd: int, interrupt_after: str | None, timeout: float) -> TerminalRun:
+def _watch(
+    pid: int,
+    fd: int,
+    interrupt_after: str | None,
+    timeout: float,
+    interrupt_when: Callable[[], bool] | None = None,
+) -> TerminalRun:
     output = b""
     typed_at: float | None = None
     deadline = time.monotonic() + timeout
@@ -77,7 +86,8 @@ def _watch(pid: int, fd: int, interrupt_after: str | None, timeout: float) -> Te
             if not chunk:
                 break
             output += chunk
-        if pattern and typed_at is None and pattern.search(_plain(output)):
+        due = interrupt_when() if interrupt_when is not None else False
+        if typed_at is None and (due or (pattern and pattern.search(_plain(output)))):
             os.write(fd, b"\x03")
             typed_at = time.monotonic()
     else:

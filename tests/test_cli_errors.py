@@ -211,29 +211,50 @@ def test_a_write_to_a_read_only_database_says_read_only(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("argv", "says"),
+    ("argv", "cut", "says"),
     [
         (
             ["user", "add", "hank"],
+            {"committed": True, "unpushed": True},
             "do not run it again); push what it left to the identity providers with: "
             "idprov outbox retry",
         ),
-        (["role", "assign", "staff", "hank"], "idprov outbox retry"),
+        (["role", "assign", "staff", "hank"], {"committed": True, "unpushed": True}, "retry"),
+        (["user", "delete", "hank"], {}, "run the command again: idprov user delete hank"),
+        (["user", "delete", "hank"], None, "run the command again: idprov user delete hank"),
+        (
+            ["user", "add", "CORP/hank"],
+            {"recorded": ("add of user CORP/hank",)},
+            "run the same command again, it finishes only what it recorded: "
+            "idprov user add CORP/hank",
+        ),
+        (
+            ["role", "assign", "CORP/staff", "CORP/hank"],
+            {"unanswered": ("CORP",)},
+            "run the command again (idprov role assign CORP/staff CORP/hank); if it finds the "
+            "change made already, push it to the identity providers with: idprov sync",
+        ),
         (
             ["import", "users", "people.csv"],
+            None,
             "run the same command again to finish (an import resumes after the last row "
             "written): idprov import users people.csv",
         ),
-        (["sync"], "run the same command again to finish (a sync plans again from what is"),
+        (["sync"], None, "run the same command again to finish (a sync plans again from what is"),
     ],
 )
-def test_an_interrupted_command_says_what_finishes_the_job(monkeypatch, argv, says):
-    """Ctrl-C: a change committed but not pushed is finished by `outbox retry`; run
-    again, `user add` would only say the user exists (exit 4). An import or a sync
-    finishes by running again."""
+def test_an_interrupted_command_says_what_finishes_the_job(monkeypatch, argv, cut, says):
+    """Ctrl-C: the hint follows what the change left. Committed but not pushed:
+    `outbox retry` (run again, `user add` would only say the user exists, exit 4).
+    Nothing committed: run it again (`outbox retry` would do nothing). A directory
+    write recorded: the same command finishes it. An import or a sync finishes by
+    running again."""
     from idprov.cli.common import interrupted
+    from idprov.provisioning.unit_of_work import CutOff
 
     monkeypatch.setattr(sys, "argv", ["idprov", *argv])
-    error = interrupted(argv[0])
+    error = interrupted(argv[0], None if cut is None else CutOff(**cut))
     assert error.exit_code == 130
     assert says in (error.hint or "")
+    if cut is not None and not cut.get("unpushed"):
+        assert "outbox retry" not in (error.hint or "")

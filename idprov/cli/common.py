@@ -11,7 +11,7 @@ import json as jsonlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -29,6 +29,9 @@ from idprov.errors import (
     from_os_error,
     from_sqlite_error,
 )
+
+if TYPE_CHECKING:
+    from idprov.provisioning.unit_of_work import CutOff
 
 
 @dataclass
@@ -277,32 +280,72 @@ def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, str | list[st
 
 RESUMABLE = frozenset({"import", "sync", "outbox"})
 """Commands that finish the job when run again (an import resumes after the last row
-written); run again, any other command would repeat a change already committed."""
+written); any other says what its change left
+(:class:`~idprov.provisioning.unit_of_work.CutOff`)."""
+
+OWN_TRANSACTIONS = frozenset({"token", "idp", "state", "secret", "config", "init", "jit"})
+"""Commands that change things outside the session's units of work (their own
+transactions, files, the keyring, a JIT service): when one is cut off, idprov cannot
+say whether its change was made before."""
+
+KEPT = "interrupted: every change committed so far is kept, unfinished pushes stay in the outbox"
 
 
-def interrupted(command: str | None = None) -> Interrupted:
+def interrupted(command: str | None = None, cut: CutOff | None = None) -> Interrupted:
     """What a Ctrl-C left, and the exact command that finishes the job (``command``:
-    the top-level command that was interrupted)."""
+    the top-level command that was interrupted; ``cut``: what its changes left, None
+    when it opened no unit of work)."""
     import shlex
 
-    message = (
-        "interrupted: every change committed so far is kept, unfinished pushes stay in the outbox"
-    )
-    if command is not None and command not in RESUMABLE:
-        return Interrupted(
-            message,
-            hint="the change is done here (do not run it again); push what it left to "
-            "the identity providers with: idprov outbox retry",
-        )
     again = shlex.join(["idprov", *sys.argv[1:]])
+    if command is not None and command not in RESUMABLE:
+        return _cut_off(cut, again, command in OWN_TRANSACTIONS)
     how = {
         "import": "an import resumes after the last row written",
         "sync": "a sync plans again from what is now there",
         "outbox": "it pushes what is left in the outbox",
     }.get(command or "")
     return Interrupted(
-        message,
-        hint=f"run the same command again to finish{f' ({how})' if how else ''}: {again}",
+        KEPT, hint=f"run the same command again to finish{f' ({how})' if how else ''}: {again}"
+    )
+
+
+def _cut_off(cut: CutOff | None, again: str, own: bool) -> Interrupted:
+    """The message of a change cut off: its hint follows what was committed (``own``:
+    the command changes things outside units of work, :data:`OWN_TRANSACTIONS`)."""
+    if cut is None and own:
+        return Interrupted(
+            KEPT,
+            hint="each change is one transaction, none is left half-made: if `idprov log` "
+            f"does not show this one, run the command again: {again}",
+        )
+    if cut is None or cut.nothing:
+        return Interrupted(
+            "interrupted: nothing was changed", hint=f"run the command again: {again}"
+        )
+    if cut.recorded:
+        return Interrupted(
+            f"interrupted: the {', '.join(cut.recorded)} was recorded here before it went "
+            "to the directory, and is not finished",
+            hint=f"run the same command again, it finishes only what it recorded: {again}",
+        )
+    if cut.unanswered:
+        where = ", ".join(cut.unanswered)
+        return Interrupted(
+            f"interrupted: nothing was committed here, but the {where} directory was sent "
+            "a write and never answered, so it may have made it",
+            hint=f"run the command again ({again}); if it finds the change made already, "
+            "push it to the identity providers with: idprov sync",
+        )
+    if cut.unpushed:
+        return Interrupted(
+            KEPT,
+            hint="the change is done here (do not run it again); push what it left to "
+            "the identity providers with: idprov outbox retry",
+        )
+    return Interrupted(
+        "interrupted: the change is done here and pushed",
+        hint="do not run it again; `idprov log` shows it",
     )
 
 
@@ -418,7 +461,8 @@ def as_idprov_error(exc: BaseException, command: str | None = None) -> IdprovErr
         return IdprovError("aborted", hint="nothing was changed")
     if isinstance(exc, KeyboardInterrupt):
         _session().interrupted = True
-        return interrupted(command)
+        service = _session()._service
+        return interrupted(command, service.cut_off() if service is not None else None)
     if isinstance(exc, OSError):
         return from_os_error(exc)
     if isinstance(exc, sqlite3.Error):

@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -31,7 +32,7 @@ from idprov.provisioning.directory import StoreDirectory
 from idprov.provisioning.internal_roles import is_internal
 from idprov.provisioning.results import ChangeResult, OutboundReport
 from idprov.provisioning.state import AuditEntry, AuditQuery, StateStore
-from idprov.provisioning.unit_of_work import PendingPush, UnitOfWork
+from idprov.provisioning.unit_of_work import CutOff, PendingPush, UnitOfWork
 from idprov.userstores import UserStore, open_userstore, policy
 from idprov.userstores.passwords import verify_password
 
@@ -119,6 +120,10 @@ class IdentityService:
         self._outbound: Outbound | None = None
         self.directory = StoreDirectory(self.store, lambda: self.internal)
         """What outbound reads of the userstores (read-only)."""
+        self._work: UnitOfWork | None = None
+        """The last unit of work opened (see :meth:`cut_off`)."""
+        self._committed = False
+        """Whether a unit of work before it committed."""
 
     def close(self) -> None:
         if self._outbound is not None:
@@ -234,6 +239,8 @@ class IdentityService:
         same transaction: say so when the caller pushes ``uow.pending()`` itself.
         ``uow.outbound`` holds what the push did."""
         uow = UnitOfWork(self, claim=push if claim is None else claim)
+        self._committed = self._committed or (self._work is not None and self._work.committed)
+        self._work = uow
         with uow:
             yield uow
         if not push:
@@ -241,6 +248,15 @@ class IdentityService:
         uow.outbound = self.push_pending([uow.pending()])[0]
         for result in uow.results:
             result.outbound = uow.outbound
+
+    def cut_off(self) -> CutOff | None:
+        """What this service's changes left, when a Ctrl-C stopped them: that of the
+        last unit of work, which alone can be cut off half-way (an earlier one committed
+        counts as a change committed). None: no unit of work was opened."""
+        if self._work is None:
+            return None
+        cut = self._work.cut_off()
+        return replace(cut, committed=True) if self._committed else cut
 
     def push(
         self,

@@ -82,6 +82,29 @@ class PendingPush:
         self.fresh += other.fresh
 
 
+@dataclass(frozen=True)
+class CutOff:
+    """What the changes of a command left when a Ctrl-C cut it off, for its message
+    to say what finishes the job (:meth:`UnitOfWork.cut_off`)."""
+
+    committed: bool = False
+    """A change of the command is committed here (audited, its outbox rows written)."""
+    unpushed: bool = False
+    """The last change is committed and its push did not finish: its rows wait in the
+    outbox (`idprov outbox retry` pushes them; run again, the change would repeat)."""
+    recorded: tuple[str, ...] = ()
+    """The directory writes the last change recorded and left unfinished (``add of
+    user CORP/ann``): the same command, run again, finishes only these."""
+    unanswered: tuple[str, ...] = ()
+    """The domains whose directory was sent a write of the last change, recorded
+    nowhere and never answered: the directory may have made it."""
+
+    @property
+    def nothing(self) -> bool:
+        """Nothing was changed: the command can simply be run again."""
+        return not (self.committed or self.recorded or self.unanswered)
+
+
 class UnitOfWork:
     """Changes written in one transaction, pushed once after it commits."""
 
@@ -122,6 +145,14 @@ class UnitOfWork:
         self._open: set[str] = set()
         self._writer: str | None = None
         """This work's name as the owner of the directory writes it records."""
+        self.committed = False
+        """Whether the transaction committed (set as the ``with`` block ends)."""
+        self._sent: dict[str, tuple[UserStore, int]] = {}
+        """Each store this work opened that cannot roll back, and how many writes it
+        had sent then (see :meth:`cut_off`)."""
+        self._recorded: dict[int, tuple[str, DirectoryWrite]] = {}
+        """The directory writes this work recorded or took over and has not forgotten,
+        with their domain."""
 
     def pending(self, waited_only: bool = False) -> PendingPush:
         """What this work leaves to push (after its commit). ``waited_only``: leave
@@ -147,7 +178,26 @@ class UnitOfWork:
         if exc[0] is None and self._waited and self.claimed_by is not None:
             outbound = self.service.outbound
             self.service.state.outbox.claim_ids(self._waited, self.claimed_by, outbound.lease)
-        return self._stack.__exit__(*exc)
+        suppressed = self._stack.__exit__(*exc)
+        self.committed = exc[0] is None
+        return suppressed
+
+    def cut_off(self) -> CutOff:
+        """What this work leaves if a Ctrl-C stops it now: committed (and whether its
+        push finished), or the directory writes it recorded for a re-run to finish, or
+        the directories it sent a write that nothing records (their answer never came:
+        the write may have been made), or nothing at all."""
+        if self.committed:
+            return CutOff(committed=True, unpushed=bool(self.rows) and self.outbound is None)
+        recorded = {domain.casefold() for domain, _ in self._recorded.values()}
+        return CutOff(
+            recorded=tuple(_label(domain, w) for domain, w in self._recorded.values()),
+            unanswered=tuple(
+                store.domain
+                for key, (store, sent) in self._sent.items()
+                if store.writes_sent > sent and key not in recorded
+            ),
+        )
 
     def begin(self, store: UserStore | None = None) -> None:
         """Open ``store``'s transaction, or with no store the state's, once each. The
@@ -156,6 +206,8 @@ class UnitOfWork:
         key = "" if store is None else store.domain.casefold()
         if store is not None:
             store.ensure_writable()
+            if not store.transactional:
+                self._sent.setdefault(key, (store, store.writes_sent))
             if store.transactional:
                 self.begin()  # the state's is the outer one: the store commits first
         if key not in self._open:
@@ -436,6 +488,7 @@ class UnitOfWork:
         if write is None:
             again = state.directory_writes.find(store.domain, kind, name)
             raise _busy(store, again or replacing, kind, name)
+        self._recorded[write.id] = (store.domain, write)
         return write
 
     def _owner(self) -> str:
@@ -459,6 +512,7 @@ class UnitOfWork:
         if taken is None:
             again = state.directory_writes.find(store.domain, recorded.kind, recorded.name)
             raise _busy(store, again or recorded, recorded.kind, recorded.name)
+        self._recorded[taken.id] = (store.domain, taken)
         return taken
 
     def _in_store(
@@ -483,6 +537,7 @@ class UnitOfWork:
     def _forget(self, write: DirectoryWrite) -> None:
         with self.service.state.transaction():
             self.service.state.directory_writes.done(write.id)
+        self._recorded.pop(write.id, None)
 
     def _written(self, write: DirectoryWrite | None) -> None:
         """The recorded write is finished: forgotten with its change's records."""
@@ -999,6 +1054,13 @@ def _busy(store: UserStore, write: DirectoryWrite | None, kind: str, name: str) 
         "stopped, run the same command again (a process of another machine is taken for "
         f"stopped {minutes} minutes after it took the {kind} on)",
     )
+
+
+def _label(domain: str, write: DirectoryWrite) -> str:
+    """A recorded write as a message names it: ``add of user CORP/ann``."""
+    if write.kind == "add":
+        return f"add of user {domain}/{write.name}"
+    return f"rename of user {domain}/{write.name} to {write.new_name}"
 
 
 def _same_roles(a: Iterable[str], b: Iterable[str]) -> bool:
