@@ -28,7 +28,7 @@ from tests.peers.scim2 import Scim2Peer
 from tests.peers.slapd import Directory
 from tests.test_guard_ldap import corp_config
 
-MODIFY, ADD, MODIFY_DN = 0x66, 0x68, 0x6C
+MODIFY, ADD, DELETE, MODIFY_DN = 0x66, 0x68, 0x4A, 0x6C
 """The protocol op tags of the requests a cut is set at."""
 
 
@@ -39,7 +39,9 @@ class Cutoff:
     ``after`` went through, if given) is not forwarded, or with ``made`` it is
     forwarded and its answer withheld (the write is made, the client never hears).
     Then every connection is dropped and new ones are closed at once, until
-    :meth:`restore`."""
+    :meth:`restore` (with ``reopen``, new ones are let in again at once: only the
+    connection the request went out on is lost, as when a firewall or a load balancer
+    drops it)."""
 
     def __init__(self, upstream: str) -> None:
         parts = urlsplit(upstream)
@@ -50,6 +52,9 @@ class Cutoff:
         self._armed: tuple[int, int | None, bool] | None = None
         self._seen: set[int] = set()
         self._withheld: int | None = None
+        self._reopen = False
+        self.drops = 0
+        """How many times the connections were dropped."""
         self.cut = threading.Event()
         self.accepted = 0
         """Connections let through to the directory so far."""
@@ -59,13 +64,15 @@ class Cutoff:
     def url(self) -> str:
         return f"ldap://127.0.0.1:{self._listener.getsockname()[1]}"
 
-    def at(self, tag: int, after: int | None = None, made: bool = False) -> None:
+    def at(
+        self, tag: int, after: int | None = None, made: bool = False, reopen: bool = False
+    ) -> None:
         with self._lock:
-            self._armed, self._seen = (tag, after, made), set()
+            self._armed, self._seen, self._reopen = (tag, after, made), set(), reopen
 
     def restore(self) -> None:
         with self._lock:
-            self._armed, self._withheld = None, None
+            self._armed, self._withheld, self._reopen = None, None, False
             self.cut.clear()
 
     def close(self) -> None:
@@ -129,12 +136,15 @@ class Cutoff:
 
     def _drop_all(self) -> None:
         self.cut.set()
+        self.drops += 1
         with self._lock:
-            sockets, self._sockets = self._sockets, []
+            sockets, self._sockets, reopen = self._sockets, [], self._reopen
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+        if reopen:
+            self.restore()
 
 
 @pytest.fixture
@@ -636,3 +646,84 @@ def test_a_jit_login_takes_no_user_someone_else_made_after_its_cut_off_add(
     assert "already exists" in cli(*login, "--json").error(4)["message"]
     cli(*login, "--json").error(4)  # and then: not linked
     assert adds(cli) == []
+
+
+# ---- a write whose answer is lost, the directory answering again at once
+
+
+def actions(cli, action: str) -> list[tuple[str, dict]]:
+    return [(e["target"], e["details"]) for e in cli("log", "--action", action, "--json").items()]
+
+
+def target_groups(scim2_server: Scim2Peer) -> dict[str, list[str]]:
+    users = {u["id"]: u["userName"] for u in scim2_server.users()}
+    return {
+        g["displayName"]: sorted(users.get(m["value"], m["value"]) for m in g.get("members", []))
+        for g in scim2_server.groups()
+    }
+
+
+@pytest.mark.parametrize("made", [True, False], ids=["answer lost", "request lost"])
+def test_a_user_delete_whose_answer_was_lost_is_done_audited_and_pushed(
+    cli, corp, cutoff, scim2_server, made
+):
+    cli("role", "add", "CORP/staff").ok()
+    cli("user", "add", "CORP/cut3", "-c", "email=c@example.com", "--role", "CORP/staff").ok()
+    assert target_users(scim2_server) == ["cut3"]
+    cutoff.at(DELETE, made=made, reopen=True)
+    cli("user", "delete", "CORP/cut3", "--yes").ok()
+    assert cutoff.drops == 1  # the connection was dropped with the delete out
+    assert corp.entry(uid_dn(corp, "cut3")) is None
+    assert actions(cli, "user.delete") == [("CORP/cut3", {"roles": ["staff"]})]
+    assert target_users(scim2_server) == []
+    assert members(corp, "staff") == [f"cn=staff,{corp.groups}"]
+
+
+def test_a_role_delete_whose_answer_was_lost_is_done_audited_and_pushed(
+    cli, corp, cutoff, scim2_server
+):
+    cli("role", "add", "CORP/staff").ok()
+    cli("user", "add", "CORP/ann", "--role", "CORP/staff").ok()
+    assert list(target_groups(scim2_server)) == ["CORP/staff"]
+    cutoff.at(DELETE, made=True, reopen=True)
+    cli("role", "delete", "CORP/staff", "--yes", "--allow-deletes", "1").ok()
+    assert cutoff.drops == 1
+    assert corp.entry(f"cn=staff,{corp.groups}") is None
+    assert [t for t, _ in actions(cli, "role.delete")] == ["CORP/staff"]
+    assert target_groups(scim2_server) == {}
+    assert target_users(scim2_server) == []  # ann left the scope with it
+
+
+@pytest.mark.parametrize("made", [True, False], ids=["answer lost", "request lost"])
+def test_a_role_rename_whose_answer_was_lost_is_done_audited_and_pushed(
+    cli, corp, cutoff, scim2_server, made
+):
+    cli("role", "add", "CORP/tmprole2").ok()
+    cutoff.at(MODIFY_DN, made=made, reopen=True)
+    cli("role", "rename", "CORP/tmprole2", "CORP/tmprole3").ok()
+    assert cutoff.drops == 1
+    assert corp.entry(f"cn=tmprole3,{corp.groups}") is not None
+    assert actions(cli, "role.rename") == [("CORP/tmprole3", {"from": "tmprole2"})]
+    assert cli("role", "show", "CORP/tmprole3", "--json").json()["members"] == []
+
+
+@pytest.mark.parametrize("made", [True, False], ids=["answer lost", "request lost"])
+def test_a_role_assign_and_unassign_whose_answers_were_lost_are_done_audited_and_pushed(
+    cli, corp, cutoff, scim2_server, made
+):
+    cli("role", "add", "CORP/staff").ok()
+    cli("user", "add", "CORP/ann", "--role", "CORP/staff").ok()
+    cli("user", "add", "CORP/h02").ok()
+    cutoff.at(MODIFY, made=made, reopen=True)
+    cli("role", "assign", "CORP/staff", "CORP/h02").ok()
+    assert cutoff.drops == 1
+    assert members(corp, "staff") == sorted([uid_dn(corp, "ann"), uid_dn(corp, "h02")])
+    assert actions(cli, "role.assign") == [("CORP/staff", {"users": ["h02"]})]
+    assert target_groups(scim2_server) == {"CORP/staff": ["ann", "h02"]}
+    cutoff.at(MODIFY, made=made, reopen=True)
+    cli("role", "unassign", "CORP/staff", "CORP/ann", "--yes", "--allow-deletes", "1").ok()
+    assert cutoff.drops == 2
+    assert members(corp, "staff") == [uid_dn(corp, "h02")]
+    assert actions(cli, "role.unassign") == [("CORP/staff", {"users": ["ann"]})]
+    assert target_groups(scim2_server) == {"CORP/staff": ["h02"]}
+    assert target_users(scim2_server) == ["h02"]

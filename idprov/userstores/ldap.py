@@ -42,7 +42,10 @@ What a directory administrator should know:
   sent again once some were answered (a member change applied twice fails): that
   is a :class:`StoreError` saying how far it got, and running it again is safe. An
   add or a modify-DN is never sent twice (the second would be refused as if the
-  first were someone else's): a drop while it is out is :class:`Unreachable`.
+  first were someone else's): a drop while it is out is :class:`Unreachable`. A
+  delete, a role's modify-DN and a change of members whose answer was lost are not
+  sent again unseen either: the entry (a group's member values) is read back on a
+  new connection; a change that is there is done, one that is not is sent once more.
 * Stale members. Without a referential-integrity overlay a group may list the DN of
   a deleted user. A DN with no entry is no one's member: before a user is added (or
   renamed) to it, every group that is not one of its roles stops listing it.
@@ -503,7 +506,11 @@ class LdapUserStore(LdapImporter):
         user = self._to_user(entry, self._roles_of(entry.dn))
         for group in self._groups_holding(entry.dn):
             self._remove_member(group.dn, entry.dn)
-        self._run_ldap3(f"delete user {user.username!r}", lambda c: c.delete(entry.dn))
+        self._write_once(
+            f"delete user {user.username!r}",
+            lambda c: c.delete(entry.dn),
+            lambda: not self._entry_at(entry.dn),
+        )
         return user
 
     def _remove_member(self, group_dn: str, member_dn: str) -> None:
@@ -544,7 +551,11 @@ class LdapUserStore(LdapImporter):
         self.ensure_writable()
         group = self._required_group(name)
         role = self._to_role(group, True)
-        self._run_ldap3(f"delete role {role.name!r}", lambda c: c.delete(group.dn))
+        self._write_once(
+            f"delete role {role.name!r}",
+            lambda c: c.delete(group.dn),
+            lambda: not self._entry_at(group.dn),
+        )
         return role
 
     def rename_role(self, name: str, new_name: str) -> Role:
@@ -555,7 +566,13 @@ class LdapUserStore(LdapImporter):
         if clash is not None and dn_key(clash.dn) != dn_key(group.dn):
             raise ConflictError(f"role {self._role_name(clash)!r} already exists ({clash.dn})")
         rdn = f"{self.config.group_name_attribute}={escape_rdn_value(new_name)}"
-        self._run_ldap3(f"rename role {name!r}", lambda c: c.modify_dn(group.dn, rdn))
+        new_dn = f"{rdn},{parent_dn(group.dn)}"
+
+        def made() -> bool:
+            now = self._group_by_id(group.text("entryUUID") or "")
+            return now is not None and dn_key(now.dn) == dn_key(new_dn)
+
+        self._write_once(f"rename role {name!r}", lambda c: c.modify_dn(group.dn, rdn), made)
         moved = self._group_by_id(group.text("entryUUID") or "")
         if moved is None:
             raise StoreError(f"{self._where()}: role {new_name!r} vanished while renamed")

@@ -47,6 +47,21 @@ class LdapMembership(LdapReader):
         them, if the caller did). Returns, per role, the keys of the DNs it added and
         removed: members already there (or already gone) are not."""
         groups = groups or self._groups_named(list(changes))
+        modifies, done = self._member_modifies(changes, groups)
+        try:
+            errors = self._modify_all(modifies, resend=False)
+        except Unreachable as lost:
+            errors = self._after_lost(lost, changes)
+        for error in errors:
+            if error is not None:
+                raise error
+        return done
+
+    def _member_modifies(
+        self, changes: Mapping[str, MemberChange], groups: Mapping[str, Entry]
+    ) -> tuple[list[Modify], dict[str, tuple[set[DnKey], set[DnKey]]]]:
+        """The modify of each group that ``changes`` leaves something to do in, and per
+        role the keys of the DNs it adds and removes."""
         modifies: list[Modify] = []
         done: dict[str, tuple[set[DnKey], set[DnKey]]] = {}
         for role, (add, remove) in changes.items():
@@ -55,10 +70,21 @@ class LdapMembership(LdapReader):
             done[role] = (added, removed)
             if operations:
                 modifies.append((f"change the members of role {role!r}", group.dn, operations))
-        for error in self._modify_all(modifies):
-            if error is not None:
-                raise error
-        return done
+        return modifies, done
+
+    def _after_lost(
+        self, lost: Unreachable, changes: Mapping[str, MemberChange]
+    ) -> list[IdprovError | None]:
+        """Member changes whose answers were lost: the groups are read back on a new
+        connection and their member values compared with ``changes``; what is there
+        is done, what is not is sent once more (sent again unseen, a member added was
+        refused as attributeOrValueExists). ``lost`` if the groups cannot be read."""
+        try:
+            groups = self._groups_named(list(changes))
+        except Unreachable:
+            raise lost from None
+        modifies, _ = self._member_modifies(changes, groups)
+        return self._modify_all(modifies, resend=False)
 
     def _member_changes(
         self, group: Entry, add: Sequence[str], remove: Sequence[str]
@@ -135,9 +161,13 @@ class LdapMembership(LdapReader):
                 groups[role.casefold()] = self._required_group(role, [member])
         return groups
 
-    def _modify_all(self, modifies: Sequence[Modify]) -> list[IdprovError | None]:
+    def _modify_all(
+        self, modifies: Sequence[Modify], resend: bool = True
+    ) -> list[IdprovError | None]:
         """Send the modifies, ``WINDOW`` in flight on the store's connection; the error
-        of each, or None where it was made."""
+        of each, or None where it was made. Without ``resend``, a connection that drops
+        before any answer is :class:`Unreachable` (see :meth:`_run`), for the caller
+        to look before it sends them again."""
         if not modifies:
             return []
 
@@ -152,7 +182,7 @@ class LdapMembership(LdapReader):
             return [self._failure(m[0], r.result, r.message) if r and r.result else None
                     for m, r in zip(modifies, replies, strict=True)]  # fmt: skip
 
-        return self._run("write to the directory", send)
+        return self._run("write to the directory", send, resend)
 
     def _lost(self, exc: ConnectionLost, sent: int) -> Exception:
         """A connection that dropped before any answer (a stale one: :meth:`_run` opens

@@ -201,6 +201,30 @@ class LdapSession(UserStore):
                 self.close()
         return self._run(doing, lambda conn: op(self._sending(conn)), resend)
 
+    def _write_once(
+        self, doing: str, op: Callable[[Any], object], made: Callable[[], bool]
+    ) -> None:
+        """A write that must not be made twice (a delete, a modify-DN), sent once. If
+        its answer is lost (the connection dropped while it was out), the directory is
+        read back on a new connection, ``made()`` saying whether the write is there:
+        then it is done; if not, it is sent once more. Sent again unseen, a delete that
+        went through was refused as noSuchObject and the command reported a failure
+        with the directory changed. When the read back fails too, the write's lost
+        :class:`Unreachable` is raised: the command, run again, looks before it writes."""
+        try:
+            self._run_ldap3(doing, op, resend=False)
+            return
+        except Unreachable as exc:
+            lost = exc
+        try:
+            there = made()
+        except Unreachable:
+            there = None
+        if there is None:
+            raise lost
+        if not there:
+            self._run_ldap3(doing, op, resend=False)
+
     def _sending(self, conn: T) -> T:
         """``conn``, a write about to go out on it counted (:attr:`writes_sent`)."""
         self.writes_sent += 1
