@@ -235,6 +235,22 @@ def test_a_base_url_with_the_api_path_is_refused_by_config_validate(cli, tmp_pat
     assert cli("idp", "test", "google").exit_code == 2
 
 
+def test_config_show_lists_only_the_options_that_apply(cli, tmp_path, google):
+    """auth, token, username, password and header_name are refused or unused by this
+    connector: they were listed with their defaults, as if they could be set."""
+    write_cli_config(tmp_path, google)
+    options = cli("config", "show", "--json").json()["identity_providers"][0]["options"]
+    assert not {"auth", "token", "username", "password", "header_name"} & set(options)
+    assert {"credentials", "subject", "scopes", "token_uri", "client_email"} <= set(options)
+    text = cli("config", "show").ok().stdout
+    assert "header_name" not in text and "auth:" not in text and "\n    password:" not in text
+    shown = tmp_path / "elsewhere" / "shown.yaml"  # still a configuration that validates
+    shown.parent.mkdir()
+    shown.write_text(text)
+    again = cli("--config", str(shown), "config", "show", "--json").json()
+    assert again["identity_providers"][0]["options"] == options
+
+
 def test_cli_reports_a_refused_delegation_with_googles_words_and_a_hint(
     cli, tmp_path, google, monkeypatch
 ):

@@ -243,6 +243,24 @@ def test_lifecycle_through_the_cli_without_secrets_in_any_output(cli, tmp_path, 
     assert org.grants == ["client_credentials"] * len(org.grants)
 
 
+def test_config_show_lists_only_the_options_that_apply(cli, tmp_path, org):
+    """auth, token and header_name are refused or unused by this connector: they were
+    listed with their defaults, as if they could be set."""
+    cli_config(tmp_path, org, "password")
+    options = cli("config", "show", "--json").json()["identity_providers"][0]["options"]
+    assert not {"auth", "token", "header_name"} & set(options)
+    assert {"flow", "client_id", "username", "password", "security_token", "ca_file"} <= set(
+        options
+    )
+    text = cli("config", "show").ok().stdout
+    assert "header_name" not in text and "auth:" not in text and "\n    token:" not in text
+    shown = tmp_path / "elsewhere" / "shown.yaml"  # still a configuration that validates
+    shown.parent.mkdir()
+    shown.write_text(text)
+    again = cli("--config", str(shown), "config", "show", "--json").json()
+    assert again["identity_providers"][0]["options"] == options
+
+
 def test_the_username_password_flow_appends_the_security_token(tmp_path, org):
     with service(tmp_path, org, flow="password") as svc:
         svc.add_role("staff")

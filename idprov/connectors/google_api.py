@@ -128,7 +128,13 @@ class GoogleOptions(HttpOptions):
     root (``https://admin.googleapis.com``, no path: idprov adds ``/admin/directory/v1``)."""
 
     base_url: str = API_ROOT
-    auth: Literal["none", "basic", "bearer", "header"] = "none"
+    auth: Literal["none", "basic", "bearer", "header"] = field(default="none", repr=False)
+    token: SecretRef | None = field(default=None, repr=False)
+    username: str | None = field(default=None, repr=False)
+    password: SecretRef | None = field(default=None, repr=False)
+    header_name: str = field(default="Authorization", repr=False)
+    """HTTP authentication keys, refused or unused here (sign-in is the service
+    account's): ``config show`` leaves them out (``repr=False``)."""
     credentials: SecretRef | None = None
     """Required: the service account's JSON key (as Google issues it), or its private
     key as PEM (then ``client_email`` is needed too)."""

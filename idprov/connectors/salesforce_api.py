@@ -135,7 +135,11 @@ class SalesforceOptions(HttpOptions):
     Domain); ``username`` and ``password`` are the integration user's."""
 
     base_url: str = LOGIN_URL
-    auth: Literal["none", "basic", "bearer", "header"] = "none"
+    auth: Literal["none", "basic", "bearer", "header"] = field(default="none", repr=False)
+    token: SecretRef | None = field(default=None, repr=False)
+    header_name: str = field(default="Authorization", repr=False)
+    """``auth``, ``token`` and ``header_name`` are refused or unused here (sign-in is
+    OAuth, by ``flow``): ``config show`` leaves them out (``repr=False``)."""
     flow: Literal["jwt_bearer", "client_credentials", "password"] = "jwt_bearer"
     client_id: str
     """The connected app's consumer key."""
