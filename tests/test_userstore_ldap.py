@@ -189,6 +189,49 @@ def test_update_sets_and_removes_attributes_and_keeps_cn_and_sn_valid(slapd, sto
     assert store.find_user("carol").claims == {"title": "CTO"}
 
 
+def add_person(directory: Directory, uid: str, *lines: str) -> None:
+    """A person entry ``uid`` made by an administrator (ldapadd), with ``lines``."""
+    body = "".join(f"{line}\n" for line in lines)
+    directory.add(
+        f"dn: uid={uid},{directory.people}\nobjectClass: inetOrgPerson\nuid: {uid}\n{body}"
+    )
+
+
+def test_a_cn_an_administrator_set_stays_when_the_names_change(slapd, store):
+    """Only the cn idprov made from the old names follows a name claim; one an
+    administrator set, or several, is left as it is (it became "Ann Jones")."""
+    add_person(slapd, "ann", "cn: Dr. Ann Smith-Custom", "sn: Smith", "givenName: Ann")
+    add_person(slapd, "amy", "cn: Amy Smith", "cn: A. Smith", "sn: Smith", "givenName: Amy")
+    store.update_user("ann", {"family_name": "Jones"}, [])
+    store.update_user("amy", {"given_name": "Amelia"}, [])
+    ann, amy = user_entry(slapd, "ann"), user_entry(slapd, "amy")
+    assert (ann.get("cn"), ann.first("sn")) == (["Dr. Ann Smith-Custom"], "Jones")
+    assert (sorted(amy.get("cn")), amy.first("givenName")) == (["A. Smith", "Amy Smith"], "Amelia")
+    store.add_user("bea", {"given_name": "Bea", "family_name": "Smith"}, None)
+    store.update_user("bea", {"family_name": "Jones"}, [])
+    assert user_entry(slapd, "bea").get("cn") == ["Bea Jones"]  # idprov's own follows
+
+
+def test_an_upsert_with_empty_names_keeps_a_cn_an_administrator_set(slapd, store):
+    from idprov.userstores.base import ImportedUser
+
+    add_person(slapd, "gina", "cn: Dr. Gina New", "sn: New", "givenName: Gina")
+    store.add_user("hal", {"given_name": "Hal", "family_name": "New"}, None)
+    store.import_users(
+        [
+            ImportedUser("", name, {"email": f"{name}@example.com"}, None, None, True)
+            for name in ("gina", "hal")
+        ]  # fmt: skip
+    )
+    gina, hal = user_entry(slapd, "gina"), user_entry(slapd, "hal")
+    assert (gina.get("cn"), gina.first("sn"), gina.get("givenName")) == (
+        ["Dr. Gina New"],
+        "gina",
+        [],
+    )
+    assert hal.get("cn") == ["hal"]  # made from the names by idprov: it follows them
+
+
 def test_passwords_are_ssha_values_idprov_and_the_directory_both_verify(slapd, store):
     store.add_user("dave", {}, None)
     assert store.password_hash("dave") is None

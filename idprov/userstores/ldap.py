@@ -251,13 +251,13 @@ class LdapUserStore(LdapImporter):
         self, username: str, set_claims: Mapping[str, ClaimValue], unset: Sequence[str]
     ) -> User:
         self.ensure_writable()
-        entry = self._required_user(username)
+        entry = self._required_user(username, [*self._user_attrs(), "cn"])
         name = self._username(entry)
         before = self._claims_of(entry, name)
         after = {**before, **set_claims}
         for claim in unset:
             after.pop(claim, None)
-        changes = self._claim_changes(name, before, after)
+        changes = self._claim_changes(entry, before, after)
         if changes:
             (error,) = self._modify_all([(f"update user {name!r}", entry.dn, changes)])
             if error is not None:

@@ -102,10 +102,11 @@ class LdapImporter(LdapMembership):
         return attrs
 
     def _claim_changes(
-        self, username: str, before: Mapping[str, ClaimValue], after: Mapping[str, ClaimValue]
+        self, entry: Entry, before: Mapping[str, ClaimValue], after: Mapping[str, ClaimValue]
     ) -> list[Change]:
-        """Replace operations for every attribute whose claim changed (and a derived cn
-        or sn that follows the name claims)."""
+        """Replace operations for every attribute of ``entry`` (read with its ``cn``)
+        whose claim changed (and a derived cn or sn that follows the name claims)."""
+        username = self._username(entry)
         changed = {
             c
             for c in {*before, *after}
@@ -113,10 +114,19 @@ class LdapImporter(LdapMembership):
         }
         desired = {k.lower(): v for k, v in self._entry_attributes(username, after, None).items()}
         touched = {self._attribute(c) for c in changed}
-        mapped = {a.lower() for a in self.claim_attributes.values()}
-        if self._person and "cn" not in mapped and changed & set(NAME_CLAIMS):
+        if changed & set(NAME_CLAIMS) and self._made_cn(entry, username, before):
             touched.add("cn")
         return [("replace", a, desired.get(a.lower(), [])) for a in sorted(touched)]
+
+    def _made_cn(self, entry: Entry, username: str, before: Mapping[str, ClaimValue]) -> bool:
+        """Whether the ``cn`` of ``entry`` (a person, cn mapped to no claim) is the one
+        idprov made from the names ``before`` (display, else "given family", else the
+        username): only that one follows a change of the names. A cn an administrator
+        set ("Dr. Ann Smith-Custom"), or several, is theirs and left as it is."""
+        mapped = {a.lower() for a in self.claim_attributes.values()}
+        if not self._person or "cn" in mapped or self.config.username_attribute.lower() == "cn":
+            return False
+        return entry.texts("cn") == [self._common_name(username, before)]
 
     def _new_user_dn(self, username: str) -> str:
         if not username:
@@ -225,7 +235,7 @@ class LdapImporter(LdapMembership):
         None after setting ``refused`` if a claim cannot be stored."""
         name = self._username(entry)
         try:
-            changes = self._claim_changes(name, self._claims_of(entry, name), user.claims)
+            changes = self._claim_changes(entry, self._claims_of(entry, name), user.claims)
             if user.password_hash:
                 changes.append(
                     ("replace", "userPassword", [self._user_password(user.password_hash)])
