@@ -32,7 +32,8 @@ class ExitCode(IntEnum):
     LOCKED = 8
     """Another sync or import holds the lock."""
     PARTIAL = 9
-    """An import in which some rows were rejected (the others were imported)."""
+    """An import in which some rows were rejected (the others were imported); a sync
+    that left out the users of names several directory entries hold."""
     NOTHING_IMPORTED = 10
     """An import that wrote nothing: a bad file, every row bad, or --on-error stop."""
     CHANGES_APPLIED = 11

@@ -168,6 +168,47 @@ class Page:
 
 
 @dataclass
+class AmbiguousName:
+    """A username that several entries of one userstore hold (a directory searched in
+    its whole subtree can have two ``uid=alice``): which of them a name means cannot
+    be told, so none of them is provisioned, updated or deprovisioned until it is
+    unique again."""
+
+    domain: str
+    username: str
+    entries: list[str]
+    """Where each entry is (a directory's DNs)."""
+    ids: list[str]
+    """The entries' stable ids."""
+    attribute: str = "username"
+    """What holds the name (a directory's ``username_attribute``)."""
+
+    @property
+    def message(self) -> str:
+        return (
+            f"{len(self.entries)} entries have {self.attribute}={self.username!r} in the "
+            f"{self.domain} userstore: " + "; ".join(self.entries) + ": none of them is "
+            "provisioned (created, updated or deprovisioned) while the name is ambiguous"
+        )
+
+    @property
+    def hint(self) -> str:
+        return (
+            f"make {self.attribute} unique in the directory (rename or remove the entry "
+            f"that should not be {self.domain}/{self.username}), or narrow "
+            "user_search_base or user_search_scope; the next sync then provisions it"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "username": self.username,
+            "dns": self.entries[:],
+            "ids": self.ids[:],
+        }
+
+
+@dataclass
 class PageStream:
     """A page whose items are read as they are consumed, once, in order (a listing of
     every user need not be held in memory). ``total`` is known before the first item;
@@ -178,6 +219,8 @@ class PageStream:
     offset: int
     limit: int | None
     domains: list[str] = field(default_factory=list)
+    ambiguous: list[AmbiguousName] = field(default_factory=list)
+    """Names of the page that several entries hold (see :class:`AmbiguousName`)."""
 
     def page(self) -> Page:
         """The items read into a :class:`Page`."""

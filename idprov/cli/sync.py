@@ -16,10 +16,11 @@ from idprov.cli.common import (
     _session,
     complete_idp,
     emit_with_code,
+    render_error,
     service,
 )
 from idprov.cli.status import MetricsOpt, warn_orphaned_idps, write_run_metrics
-from idprov.errors import ExitCode, IdprovError, UsageError
+from idprov.errors import ExitCode, IdprovError, StoreError, UsageError
 
 IdpOpt = Annotated[
     list[str] | None,
@@ -41,6 +42,8 @@ def _exit_code(result: Any, detailed: bool) -> int:
         return int(ExitCode.OUTBOUND_FAILED)
     if result.outbound is not None and result.outbound.held:
         return int(ExitCode.GUARD_TRIPPED)  # held in the outbox: `idprov outbox release`
+    if result.plan.ambiguous:
+        return int(ExitCode.PARTIAL)  # users left out until their names are unique
     if detailed and drift_found(result.drift) and result.repaired is None:
         return int(ExitCode.DRIFT_FOUND)
     if detailed and (not result.plan.empty or result.repaired is not None):
@@ -123,6 +126,8 @@ def sync(
     code = _exit_code(result, detailed_exitcode)
     write_run_metrics(metrics, svc, _stats(stats, result, code))
     _after_run(lambda: warn_orphaned_idps(svc))
+    for name in result.plan.ambiguous:
+        render_error(StoreError(name.message, hint=name.hint), "warning")
     emit_with_code(
         result.to_dict(),
         lambda _: render.sync_result(result, result.drift, quiet, result.repaired),

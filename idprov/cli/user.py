@@ -16,10 +16,11 @@ from idprov.cli.common import (
     emit,
     new_app,
     parse_pairs,
+    render_error,
     service,
 )
 from idprov.cli.guard import AllowOpt, confirm_effects
-from idprov.errors import PolicyError, UsageError
+from idprov.errors import PolicyError, StoreError, UsageError
 
 app = new_app("Manage users in the userstores.")
 
@@ -102,7 +103,10 @@ def list_(
     if len(filters) != len(parse_pairs(claim, "--claim")):
         raise UsageError("give each --claim filter once")
     query = UserQuery(filters, role, prefix, limit or None, offset)
-    emit(service(read_only=True).stream_users(query, domain), render.user_page)
+    page = service(read_only=True).stream_users(query, domain)
+    emit(page, render.user_page)
+    for name in page.ambiguous:
+        render_error(StoreError(name.message, hint=name.hint), "warning")
 
 
 @app.command("update")

@@ -10,7 +10,9 @@ Applying a plan enqueues its items in the outbox (one transaction) and drains
 them, together with every earlier pending or failed row of those IdPs. The plan is
 refused, and nothing is changed anywhere, when a userstore could not be read in
 full (a directory that is down is never "empty"), or when its deprovisions exceed
-an IdP's deletion guard, unless ``allow_deletes`` says how many are expected.
+an IdP's deletion guard, unless ``allow_deletes`` says how many are expected. The
+users of a name that several directory entries hold are in no item (which entry the
+name means cannot be told): the plan says which (``ambiguous``), and the rest goes on.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from idprov.db import now
 from idprov.errors import ConfigError, ConflictError, GuardError, UsageError, from_os_error
+from idprov.model import AmbiguousName
 from idprov.provisioning.guard import KINDS, Effects, Trip
 from idprov.provisioning.results import OutboundReport
 from idprov.provisioning.retention import prune_audit
@@ -102,6 +105,8 @@ class SyncPlan:
     source_errors: list[str] = field(default_factory=list)
     fingerprint: str = ""
     created: str = ""
+    ambiguous: list[AmbiguousName] = field(default_factory=list)
+    """Names that several entries of a userstore hold: their users are in no item."""
 
     @property
     def empty(self) -> bool:
@@ -113,6 +118,7 @@ class SyncPlan:
             "created": self.created,
             "fingerprint": self.fingerprint,
             "source_errors": self.source_errors,
+            "ambiguous": [a.to_dict() for a in self.ambiguous],
             "idps": [p.to_dict() for p in self.idps],
         }
 
@@ -132,7 +138,18 @@ class SyncPlan:
             idps.append(IdpPlan(idp["idp"], items, idp["provisioned"], guard))
         extra = _fields(data, "", {"fingerprint": str, "created": str})
         errors = [str(e) for e in plan["source_errors"]]
-        return cls(plan["application"], idps, errors, extra["fingerprint"], extra["created"])
+        ambiguous = [
+            _ambiguous(a, f"ambiguous[{i}]") for i, a in enumerate(data.get("ambiguous", []))
+        ]
+        return cls(
+            plan["application"], idps, errors, extra["fingerprint"], extra["created"], ambiguous
+        )
+
+
+def _ambiguous(data: Any, where: str) -> AmbiguousName:
+    item = _fields(data, f"{where}.", {"domain": str, "username": str, "dns": list, "ids": list})
+    dns, ids = [str(d) for d in item["dns"]], [str(i) for i in item["ids"]]
+    return AmbiguousName(item["domain"], item["username"], dns, ids)
 
 
 def _plan_item(data: Any, where: str) -> PlanItem:
@@ -258,8 +275,8 @@ def compute_plan(
     names = list(idps) if idps else service.targets()
     for name in names:
         service.idp(name)  # NotFoundError for an unknown one
-    plans, errors = plan_idps(service, names)
-    plan = SyncPlan(service.application, plans, errors, created=now())
+    plans, errors, ambiguous = plan_idps(service, names)
+    plan = SyncPlan(service.application, plans, errors, created=now(), ambiguous=ambiguous)
     if fingerprint:
         plan.fingerprint = plan_fingerprint(service, plan)
     return plan

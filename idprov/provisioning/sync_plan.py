@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from idprov.errors import IdprovError
-from idprov.model import QualifiedName
+from idprov.model import AmbiguousName, QualifiedName
 from idprov.provisioning.decide import decide_role, decide_user, group_member
 from idprov.provisioning.guard import Effects, trips
 from idprov.provisioning.inputs import by_roles, idp_fingerprint, inputs_digest, user_digest
@@ -40,17 +40,25 @@ CHUNK = 1000
 @dataclass
 class Seen:
     """What the pass keeps of the source: every user's domain by id, the stores read
-    in full (their roles are read next), the internal roles, and the errors that make
-    the read incomplete."""
+    in full (their roles are read next), the internal roles, the errors that make
+    the read incomplete, and the names that several entries hold (their users left
+    out of the read, ``held`` their ids)."""
 
     domains: dict[str, str] = field(default_factory=dict)
     stores: list[UserStore] = field(default_factory=list)
     internal: list[Role] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    ambiguous: list[AmbiguousName] = field(default_factory=list)
+    held: set[str] = field(default_factory=set)
+    """Ids of the users of ambiguous names: nothing is planned for them, not even
+    their deprovisioning or removal from groups (a read that cannot tell who a name
+    means is no proof that anyone left)."""
 
 
-def plan_idps(service: IdentityService, names: list[str]) -> tuple[list[IdpPlan], list[str]]:
-    """The plan of each IdP of ``names``, and the source errors."""
+def plan_idps(
+    service: IdentityService, names: list[str]
+) -> tuple[list[IdpPlan], list[str], list[AmbiguousName]]:
+    """The plan of each IdP of ``names``, the source errors, and the names left out."""
     planners = [IdpPlanner(service, name) for name in names]
     seen = Seen()
     roles = any(p.by_roles for p in planners)
@@ -59,13 +67,14 @@ def plan_idps(service: IdentityService, names: list[str]) -> tuple[list[IdpPlan]
     if not seen.errors:
         deleted_users(service, planners, seen)
     plan_roles(service, planners, seen)
-    return [p.finish() for p in planners], seen.errors
+    return [p.finish() for p in planners], seen.errors, seen.ambiguous
 
 
 def read_users(service: IdentityService, seen: Seen, roles: bool) -> Iterator[list[User]]:
     """Every userstore's users, a chunk at a time (with their roles, internal ones too,
     if ``roles``: they are read only when an IdP's scope needs them); a store that
-    cannot be read is noted in ``seen.errors``."""
+    cannot be read is noted in ``seen.errors``, the names several of its entries hold
+    in ``seen.ambiguous``."""
     seen.internal = internal = service.internal.all()
     for store_config in service.config.userstores:
         domain = store_config.domain
@@ -74,6 +83,9 @@ def read_users(service: IdentityService, seen: Seen, roles: bool) -> Iterator[li
             for users in store.iter_users(CHUNK, roles):
                 yield service.directory.with_internal_roles(users) if internal and roles else users
             seen.stores.append(store)
+            for name in store.ambiguous_names():
+                seen.ambiguous.append(name)
+                seen.held.update(name.ids)
         except IdprovError as exc:
             seen.errors.append(f"userstore {domain}: {exc.message}")
 
@@ -243,7 +255,11 @@ class IdpPlanner:
         their ids, when every entry was matched by a user read)."""
         if self.entries == self.matched:
             return []
-        ids = [i for i in self.ledger.user_ids(self.name) if i not in seen.domains]
+        ids = [
+            i
+            for i in self.ledger.user_ids(self.name)
+            if i not in seen.domains and i not in seen.held
+        ]
         return self.ledger.get_many(self.name, "user", ids)
 
     def deleted(self, entries: Iterable[LedgerEntry]) -> None:
@@ -262,8 +278,10 @@ class IdpPlanner:
         current: set[str] = set()
         if entry is not None and entry.remote_id:
             current = self.ledger.members(self.name, role.id)
-            if current == desired:  # nothing to add or remove: spare the decision its copies
-                current = desired = set()
+        if seen.held:  # an ambiguous name's users keep the memberships they have here
+            desired = (desired - seen.held) | (current & seen.held)
+        if current == desired:  # nothing to add or remove: spare the decision its copies
+            current = desired = set()
         name = role.qualified_name
         decision = decide_role(self.idp, name, entry, desired, current)
         names = self._labels(decision.remove, seen)

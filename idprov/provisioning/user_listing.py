@@ -38,6 +38,7 @@ def stream_users(
         query.offset,
         query.limit,
         [d for p in parts for d in p.domains],
+        [a for p in parts for a in p.ambiguous],
     )
 
 

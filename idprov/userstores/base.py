@@ -17,7 +17,7 @@ from typing import ClassVar
 from idprov.config.claims import ClaimDefinition
 from idprov.config.models import UserstoreConfig
 from idprov.errors import NotFoundError, PolicyError, ReadOnlyError, UsageError
-from idprov.model import ClaimValue, Page, PageStream, Role, User, UserQuery
+from idprov.model import AmbiguousName, ClaimValue, Page, PageStream, Role, User, UserQuery
 
 
 class JsonClaims(Mapping[str, ClaimValue]):
@@ -212,7 +212,16 @@ class UserStore(ABC):
         the whole page first."""
         page = self.list_users(query)
         domains = [self.domain] if page.items else []
-        return PageStream(iter(page.items), page.total, page.offset, page.limit, domains)
+        return PageStream(
+            iter(page.items), page.total, page.offset, page.limit, domains, self.ambiguous_names()
+        )
+
+    def ambiguous_names(self) -> list[AmbiguousName]:
+        """The names that several entries held in the last :meth:`list_users` (among
+        the page's users) or :meth:`iter_users` (which leaves their users out). Only a
+        store whose names are not unique keys (a directory searched in its subtree)
+        can have any."""
+        return []
 
     def iter_users(self, batch: int = 1000, roles: bool = True) -> Iterator[list[User]]:
         """Every user, in batches of up to ``batch``, from one read (one statement, or

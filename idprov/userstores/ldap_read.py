@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import gc
 import heapq
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from idprov.errors import NotFoundError, PolicyError, StoreError
-from idprov.model import ClaimValue, Page, Role, User, UserQuery
+from idprov.model import AmbiguousName, ClaimValue, Page, Role, User, UserQuery
 from idprov.userstores.ldap_escape import (
     CHUNK,
     LEVEL,
@@ -30,6 +31,9 @@ from idprov.userstores.ldap_escape import (
 )
 from idprov.userstores.ldap_filters import escape_filter_chars, ldap_condition
 from idprov.userstores.ldap_session import LdapSession
+
+Picked = tuple[str, str, str, Entry]
+"""An entry of a listing: (casefolded name, name, DN, entry), in that order."""
 
 
 def _first(attributes: dict[str, list[bytes]], name: str) -> str | None:
@@ -105,8 +109,7 @@ class LdapReader(LdapSession):
         return StoreError(
             f"{self._where()}: {len(matches)} entries have "
             f"{self.config.username_attribute}={username!r}: " + "; ".join(e.dn for e in matches),
-            hint="make usernames unique in the directory, or narrow user_search_base "
-            "or user_search_scope",
+            hint=self._ambiguous_name(matches).hint,
         )
 
     def _no_user(self, username: str) -> NotFoundError:
@@ -259,24 +262,76 @@ class LdapReader(LdapSession):
         keep = None if query.limit is None else query.offset + query.limit
         with collector_paused():
             total, picked = self._run("list users", lambda c: self._pick(c, flt, members, keep))
-            users = self._users_of([entry for *_, entry in picked[query.offset :]], True)
-            del picked  # the entries go before the collector is back, unscanned
+            whole = keep is None and members is None and flt == self._user_filter
+            page = picked[query.offset :]
+            self._left_ambiguous = self._ambiguous_of(picked if whole else None, page)
+            users = self._users_of([entry for *_, entry in page], True)
+            del picked, page  # the entries go before the collector is back, unscanned
         return Page(users, total, query.offset, query.limit)
 
     def iter_users(self, batch: int = 1000, roles: bool = True) -> Iterator[list[User]]:
         """Every user, by name as :meth:`list_users` gives them, from one paged search
         read to its end before the first batch (a read that fails midway yields
-        nothing); their roles from one walk of the groups, and only with ``roles``."""
+        nothing); their roles from one walk of the groups, and only with ``roles``.
+        The users of a name that several entries hold are left out (which one the name
+        means cannot be told): :meth:`ambiguous_names` says which."""
         with collector_paused():
             _, picked = self._run(
                 "list users", lambda c: self._pick(c, self._user_filter, None, None)
             )
-            users = self._users_of([entry for *_, entry in picked], roles)
-            walked = [(dn, user.id) for (_, _, dn, _), user in zip(picked, users, strict=True)]
-            del picked  # the entries go before the collector is back, unscanned
+            unique, self._left_ambiguous = self._unique(picked)
+            users = self._users_of([entry for *_, entry in unique], roles)
+            walked = [(dn, e.text("entryUUID") or "") for _, _, dn, e in picked]
+            del picked, unique  # the entries go before the collector is back, unscanned
         self._walked = walked
         for start in range(0, len(users), batch):
             yield users[start : start + batch]
+
+    _left_ambiguous: list[AmbiguousName] = []
+    """What :meth:`ambiguous_names` gives (replaced by each read, never changed)."""
+
+    def ambiguous_names(self) -> list[AmbiguousName]:
+        return self._left_ambiguous
+
+    def _unique(self, picked: list[Picked]) -> tuple[list[Picked], list[AmbiguousName]]:
+        """``picked`` (in name order) parted into the entries whose name is theirs
+        alone, and the names that several hold (compared as the store compares names,
+        case-insensitively)."""
+        unique: list[Picked] = []
+        ambiguous: list[AmbiguousName] = []
+        for _, group in itertools.groupby(picked, key=lambda p: p[0]):
+            entries = list(group)
+            if len(entries) == 1:
+                unique.append(entries[0])
+            else:
+                ambiguous.append(self._ambiguous_name([e for *_, e in entries]))
+        return unique, ambiguous
+
+    def _ambiguous_of(self, picked: list[Picked] | None, page: list[Picked]) -> list[AmbiguousName]:
+        """The names of ``page`` that several entries hold: counted in ``picked``, every
+        user in name order, or else looked up (the page of a filtered listing may hold
+        one of them, and the others be out of it)."""
+        if picked is not None:
+            names = {key for key, *_ in page}
+            return [a for a in self._unique(picked)[1] if a.username.casefold() in names]
+        wanted = {key for key, *_ in page}
+        attrs = [self.config.username_attribute, "entryUUID"]
+        found: dict[str, list[Entry]] = {}
+        for entry in self._user_entries(list(dict.fromkeys(n for _, n, *_ in page)), attrs):
+            key = self._username(entry).casefold()
+            if key in wanted:
+                found.setdefault(key, []).append(entry)
+        return [self._ambiguous_name(found[k]) for k in sorted(found) if len(found[k]) > 1]
+
+    def _ambiguous_name(self, entries: Sequence[Entry]) -> AmbiguousName:
+        ordered = sorted(entries, key=lambda e: (self._username(e), e.dn))
+        return AmbiguousName(
+            self.domain,
+            self._username(ordered[0]),
+            [e.dn for e in ordered],
+            [e.text("entryUUID") or "" for e in ordered],
+            self.config.username_attribute,
+        )
 
     def _users_of(self, entries: Sequence[Entry], roles: bool) -> list[User]:
         """``entries`` made users, with their roles (:meth:`_roles_by_dn`) or none."""
@@ -298,14 +353,14 @@ class LdapReader(LdapSession):
 
     def _pick(
         self, conn: Any, flt: str, members: set[DnKey] | None, keep: int | None
-    ) -> tuple[int, list[tuple[str, str, str, Entry]]]:
+    ) -> tuple[int, list[Picked]]:
         """The total of matches, and the first ``keep`` of them by name (all if None):
         (casefolded name, name, DN, entry), holding no more than ``keep`` at a time.
         One paged search reads them whole: a second lookup per page of names cost more
         than the attributes it saved."""
         total = 0
 
-        def matches() -> Iterator[tuple[str, str, str, Entry]]:
+        def matches() -> Iterator[Picked]:
             nonlocal total
             base, attrs = self.config.user_search_base, self._user_attrs()
             for entry in self._paged(conn, base, flt, attrs, self._scope):
