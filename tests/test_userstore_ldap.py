@@ -752,18 +752,6 @@ def test_a_bind_dn_whose_password_is_empty_never_reads_as_anonymous(
     assert "bind_password" in info.value.hint
 
 
-def test_a_wrong_bind_password_is_a_config_error_that_says_what_to_check(
-    slapd, open_store, tmp_path
-):
-    store = open_store(bind_password=secret(tmp_path, "not-the-password"))
-    with pytest.raises(ConfigError) as info:
-        store.find_user("alice")
-    assert info.value.exit_code == ExitCode.USAGE
-    assert "invalidCredentials" in info.value.message and slapd.url in info.value.message
-    assert "bind_dn" in info.value.hint and "bind_password" in info.value.hint
-    assert "not-the-password" not in info.value.message + info.value.hint
-
-
 def test_the_directorys_refusals_become_idprov_errors_with_its_message(slapd, open_store, tmp_path):
     service_dn = add_service_account(slapd)
     writer = open_store(bind_dn=service_dn, bind_password=secret(tmp_path, SERVICE_PASSWORD))

@@ -120,3 +120,30 @@ class LdapUserstoreConfig(UserstoreConfig):
         """Claim -> LDAP attribute in effect: the defaults with ``claim_attributes`` over."""
         merged: dict[str, str | None] = {**DEFAULT_LDAP_CLAIMS, **self.claim_attributes}
         return {claim: attr for claim, attr in merged.items() if attr}
+
+
+CA_FILE_HINT = (
+    "give the PEM file of the CA certificate that signs the directory's certificate, or "
+    "remove ca_file to trust the system's CAs"
+)
+
+
+def ca_file_problem(path: str) -> str | None:
+    """What is wrong with ``path`` as an LDAP store's ``ca_file`` (None: nothing): it
+    must be a file idprov can read that holds a certificate (PEM), as `config
+    validate` and opening the store both check, in these words."""
+    import ssl
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.exists():
+        return "does not exist"
+    if not file.is_file():
+        return "is not a file"
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError:
+        return "holds no certificate (PEM: -----BEGIN CERTIFICATE-----; a key is not one)"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return None

@@ -86,19 +86,28 @@ def load_text(text: str, source: str, base_dir: Path | None = None) -> Config:
 
 
 def check_store_files(config: Config) -> None:
-    """Every read-only SQLite userstore's file is there (`config validate`); opening
-    such a store fails with the same words (:func:`missing_store_file`)."""
+    """Every read-only SQLite userstore's file is there, and every LDAP userstore's
+    ``ca_file`` holds a certificate (`config validate`); opening such a store fails
+    with the same words (:func:`missing_store_file`, :func:`ca_file_problem`)."""
     for i, store in enumerate(config.userstores):
         path = getattr(store, "path", None)
         problem = missing_store_file(store.domain, Path(path)) if store.read_only and path else None
+        key, hint = "path", MISSING_STORE_HINT
+        ca_file = getattr(store, "ca_file", None) if store.type == "ldap" else None
+        if problem is None and ca_file:
+            from idprov.config.ldap import CA_FILE_HINT, ca_file_problem
+
+            found = ca_file_problem(ca_file)
+            problem = f"ca_file {ca_file} {found}" if found else None
+            key, hint = "ca_file", CA_FILE_HINT
         if problem is None:
             continue
-        where = ("userstores", i, "path")
+        where = ("userstores", i, key)
         raise ConfigError(
             problem,
             location=config.locator.where(where) if config.locator else config.source,
             key=key_path(where),
-            hint=MISSING_STORE_HINT,
+            hint=hint,
         )
 
 

@@ -8,7 +8,6 @@ directory's errors into idprov's, each naming the store's URL and what it was do
 from __future__ import annotations
 
 import math
-import os
 import ssl
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -16,7 +15,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from idprov.config.claims import ClaimDefinition
-from idprov.config.ldap import LdapUserstoreConfig
+from idprov.config.ldap import CA_FILE_HINT, LdapUserstoreConfig, ca_file_problem
 from idprov.errors import (
     ConfigError,
     ConflictError,
@@ -50,6 +49,7 @@ from idprov.userstores.ldap_escape import (
 )
 from idprov.userstores.ldap_filters import filter_ber
 from idprov.userstores.ldap_wire import (
+    HandshakeFailed,
     Refused,
     WireConnection,
     is_certificate_failure,
@@ -111,13 +111,11 @@ class LdapSession(UserStore):
         return url.hostname or "", url.port or (636 if secure else 389), secure
 
     def _ca_file(self) -> str | None:
+        """``ca_file``, checked as `config validate` checks it (:func:`ca_file_problem`)."""
         ca_file = self.config.ca_file
-        if ca_file and not os.path.isfile(ca_file):
-            raise ConfigError(
-                f"{self._where()}: ca_file {ca_file} does not exist or is not a file",
-                hint="give the PEM file of the CA that signs the directory's certificate, "
-                "or remove ca_file to trust the system's CAs",
-            )
+        problem = ca_file_problem(ca_file) if ca_file else None
+        if problem:
+            raise ConfigError(f"{self._where()}: ca_file {ca_file} {problem}", hint=CA_FILE_HINT)
         return ca_file
 
     def _server(self) -> Any:
@@ -242,6 +240,9 @@ class LdapSession(UserStore):
         except lx.LDAPException as exc:
             if is_tls_failure(exc):
                 raise self._tls_failed(exc) from exc
+            if SSL_WRAPPING in str(exc):
+                why = str(exc).split(SSL_WRAPPING, 1)[1].split("'")[0].strip()
+                raise self._handshake_failed(why) from exc
             raise self._unreachable(exc, "connect") from exc
         except (KeyError, IndexError, ValueError, TypeError) as exc:  # ldap3's decoder
             raise self._unreachable(ConnectionLost(NOT_LDAP), "connect") from exc
@@ -257,6 +258,8 @@ class LdapSession(UserStore):
                     "start_tls: false to send the password in the clear",
                 ) from exc
             raise self._translate(exc, exc.doing) from exc
+        except HandshakeFailed as exc:
+            raise self._handshake_failed(exc.args[0]) from exc
         except (OSError, ConnectionLost) as exc:
             if is_certificate_failure(exc):
                 raise self._tls_failed(exc) from exc
@@ -267,6 +270,25 @@ class LdapSession(UserStore):
             f"{self._where()}: TLS failed, the server's certificate was not accepted: {exc}",
             hint=f"check ca_file ({self.config.ca_file or 'none: the system CAs'}) "
             "and that the certificate names the host in url",
+        )
+
+    def _handshake_failed(self, why: str) -> ConfigError:
+        """A server that answered, with which TLS could not be set up."""
+        host, port, secure = self._address()
+        if secure:
+            hint = (
+                f"is {host}:{port} the directory's ldaps port (usually 636)? A plain LDAP "
+                "port (389) takes an ldap:// url, with start_tls: true if the server speaks "
+                "StartTLS"
+            )
+        else:
+            hint = (
+                "the server accepted StartTLS but not the TLS that followed: check its TLS "
+                "settings (certificate and key), or use its ldaps:// port"
+            )
+        return ConfigError(
+            f"{self._where()}: cannot connect: the TLS handshake failed ({why})",
+            hint=hint,
         )
 
     def _connection(self) -> Any:
@@ -330,11 +352,11 @@ class LdapSession(UserStore):
             return NotFoundError(text)
         if code == 68:
             return ConflictError(text)
-        if code == 49:
-            return ConfigError(
+        if code == 49:  # as PostgreSQL's refusal: a store that cannot be used, exit 1
+            secret = self.config.bind_password.ref if self.config.bind_password else "none set"
+            return StoreError(
                 text,
-                hint=f"check bind_dn and the secret bind_password names for userstore "
-                f"{self.domain}",
+                hint=f"check bind_dn and the password secret ({secret}) of userstore {self.domain}",
             )
         if code == 8:  # strongerAuthRequired
             return ConfigError(
@@ -520,6 +542,8 @@ def is_tls_failure(exc: Exception) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" in text or "doesn't match" in text
 
 
+SSL_WRAPPING = "socket ssl wrapping error:"
+"""How ldap3 words a TLS handshake that failed (its exception holds only text)."""
 LIMITS = (3, 4, 11)
 """timeLimitExceeded, sizeLimitExceeded, adminLimitExceeded"""
 WINDOW = 32

@@ -39,6 +39,12 @@ class Refused(Exception):
         self.description: str | None = None
 
 
+class HandshakeFailed(Exception):
+    """TLS could not be set up with a server that answered the connection (not its
+    certificate: that is ``ssl.SSLCertVerificationError``): an ldaps:// URL on a plain
+    LDAP port, a server whose TLS is broken. ``args[0]`` is ssl's reason."""
+
+
 class WireConnection:
     """An open, bound connection; ``socket`` is what ldap_bulk's pipelines send on."""
 
@@ -61,8 +67,8 @@ def open_wire(
 ) -> WireConnection:
     """Connect to ``address`` (host, port), secure it as ``tls`` says (ldaps, StartTLS,
     CA file) and bind with ``credentials`` (DN, password; empty for anonymous), within
-    ``timeouts`` (connect, answers). Raises OSError (ssl's included), :class:`Refused`,
-    or ldap_bulk's ConnectionLost."""
+    ``timeouts`` (connect, answers). Raises OSError (ssl's certificate checks included),
+    :class:`HandshakeFailed`, :class:`Refused`, or ldap_bulk's ConnectionLost."""
     host = address[0]
     secure, start_tls, ca_file = tls
     sock = socket.create_connection(address, timeout=timeouts[0])
@@ -87,7 +93,12 @@ def _secured(sock: socket.socket, host: str, ca_file: str | None) -> ssl.SSLSock
     import ssl
 
     context = ssl.create_default_context(cafile=ca_file)
-    return context.wrap_socket(sock, server_hostname=host)
+    try:
+        return context.wrap_socket(sock, server_hostname=host)
+    except ssl.SSLCertVerificationError:
+        raise
+    except ssl.SSLError as exc:
+        raise HandshakeFailed(str(exc)) from exc
 
 
 def is_certificate_failure(exc: BaseException) -> bool:
