@@ -79,6 +79,17 @@ class RemoteMatch:
     mark, or none, or the target cannot hold one: then nothing proves idprov made it."""
 
 
+@dataclass(frozen=True)
+class MembersDone:
+    """What a :meth:`Connector.change_members` call that failed part way did: the
+    remote user ids of group ``group`` that the target acknowledged adding and
+    removing before it failed (or while other changes of the same call failed)."""
+
+    group: str
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+
 @dataclass
 class CheckReport:
     """What `idprov idp test` found: reachability, authentication, capabilities."""
@@ -175,6 +186,7 @@ class TargetError(OutboundError):
         ambiguous: bool = False,
         accepted: bool = False,
         partial: bool = False,
+        members_done: MembersDone | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.status = status
@@ -189,6 +201,10 @@ class TargetError(OutboundError):
         """True when part of the operation was done before it failed, and a repeat
         resumes where it stopped (group members): the engine then does not count the
         failure against ``retry.max_attempts``."""
+        self.members_done = members_done
+        """From :meth:`Connector.change_members` (and a create of a group with members):
+        the membership changes the target acknowledged although the call failed. The
+        engine records them, so that a later removal takes those members out again."""
 
 
 class RemoteConflict(TargetError):
@@ -426,7 +442,14 @@ class Connector(ABC):
 
     @abstractmethod
     def change_members(self, remote_id: str, add: Sequence[str], remove: Sequence[str]) -> None:
-        """Add and remove members (remote user ids). Idempotent."""
+        """Add and remove members (remote user ids). Idempotent. A connector that makes
+        the changes in several requests (one per member, or per collection) and fails
+        part way raises a :class:`TargetError` whose ``members_done`` names the changes
+        the target acknowledged (and ``partial``): the engine records those members as
+        put in (or taken out) whatever else failed, so that a later unassign or role
+        delete removes them, and a repeat sends only the rest. Without it, the engine
+        takes none of the changes as done, and an added member that the target kept
+        would be left there when the role goes."""
 
     def read_user(self, remote_id: str) -> dict[str, Any] | None:
         """The remote account as the target returns it, or None if it is gone."""

@@ -36,6 +36,7 @@ from idprov.connectors.base import (
     CheckReport,
     Connector,
     GroupSpec,
+    MembersDone,
     RemoteConflict,
     RemoteMatch,
     RemoteNotFound,
@@ -122,7 +123,6 @@ class GoogleConnector(Connector):
         self._account_lock = threading.Lock()
         self._emails: dict[str, str] = {}
         """Google user id -> primary email, as last seen (members are added by email)."""
-        self._members_done: dict[str, set[tuple[str, str]]] = {}
         """Group id -> membership changes done by a change that failed in part."""
         self._members_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -519,21 +519,21 @@ class GoogleConnector(Connector):
     def change_members(self, remote_id: str, add: Sequence[str], remove: Sequence[str]) -> None:
         """``members.insert`` per added user, ``members.delete`` per removed one, up to
         ``max_concurrency`` at once. "Already a member" and "not a member" are done.
-        When some fail, the ones done are remembered and the error is ``partial``: the
-        engine's repeat sends only the rest."""
-        jobs = [("add", u) for u in add] + [("remove", u) for u in remove]
-        with self._members_lock:
-            done = set(self._members_done.get(remote_id, set()))
-        todo = [job for job in jobs if job not in done]
+        When some fail, the error is ``partial`` and its ``members_done`` names the ones
+        done: the engine records them, and its repeat sends only the rest."""
+        todo = [("add", u) for u in add] + [("remove", u) for u in remove]
         results = list(self._member_pool().map(lambda job: self._member_job(remote_id, job), todo))
         errors = [e for e in results if e is not None]
-        with self._members_lock:
-            if not errors:
-                self._members_done.pop(remote_id, None)
-                return
-            kept = self._members_done.setdefault(remote_id, set())
-            kept.update(job for job, e in zip(todo, results, strict=True) if e is None)
-        raise member_errors(errors, len(todo))
+        if not errors:
+            return
+        done = [job for job, e in zip(todo, results, strict=True) if e is None]
+        error = member_errors(errors, len(todo))
+        error.members_done = MembersDone(
+            remote_id,
+            tuple(u for verb, u in done if verb == "add"),
+            tuple(u for verb, u in done if verb == "remove"),
+        )
+        raise error
 
     def _member_pool(self) -> ThreadPoolExecutor:
         with self._members_lock:

@@ -54,6 +54,7 @@ from idprov.connectors.base import (
     Connector,
     GroupSpec,
     MappingInvalid,
+    MembersDone,
     RemoteConflict,
     RemoteMatch,
     RemoteNotFound,
@@ -581,21 +582,33 @@ class SalesforceConnector(Connector):
         removes the members idprov assigned first (``deletes_groups`` is False)."""
 
     def change_members(self, remote_id: str, add: Sequence[str], remove: Sequence[str]) -> None:
-        """Create ``PermissionSetAssignment``/``GroupMember`` records for ``add``
-        (existing ones are fine) and delete those of ``remove``, in collections."""
+        """Delete the ``PermissionSetAssignment``/``GroupMember`` records of ``remove``
+        and create those of ``add`` (existing ones are fine), in collections. Removals
+        go first: a refused addition (a user deactivated at Salesforce) never keeps
+        access that was to go. A failure names in ``members_done`` the records made
+        and deleted before it (Salesforce applies each record of a collection alone)."""
         if remote_id[:3] not in MEMBERSHIP:
             raise TargetError(
                 f"{remote_id} is neither a permission set (0PS...) nor a group (00G...)",
                 hint="check options.roles, then `idprov sync` to correct the ledger",
             )
-        for start in range(0, len(add), COLLECTION_LIMIT):
-            self._add_members(remote_id, add[start : start + COLLECTION_LIMIT])
-        for start in range(0, len(remove), COLLECTION_LIMIT):
-            self._remove_members(remote_id, remove[start : start + COLLECTION_LIMIT])
+        added: list[str] = []
+        removed: list[str] = []
+        try:
+            for start in range(0, len(remove), COLLECTION_LIMIT):
+                self._remove_members(remote_id, remove[start : start + COLLECTION_LIMIT])
+                removed += remove[start : start + COLLECTION_LIMIT]
+            for start in range(0, len(add), COLLECTION_LIMIT):
+                self._add_members(remote_id, add[start : start + COLLECTION_LIMIT], added)
+        except TargetError as exc:
+            exc.members_done = MembersDone(remote_id, tuple(added), tuple(removed))
+            exc.partial = exc.partial or bool(added or removed)
+            raise
 
-    def _add_members(self, remote_id: str, users: Sequence[str]) -> None:
-        """One collection of membership records; a refusal of users that are inactive
-        at Salesforce says so, and how to fix it (:meth:`_inactive_refused`)."""
+    def _add_members(self, remote_id: str, users: Sequence[str], added: list[str]) -> None:
+        """One collection of membership records (the users the reply says hold one go
+        in ``added``); a refusal of users that are inactive at Salesforce says so, and
+        how to fix it (:meth:`_inactive_refused`)."""
         sobject, set_field, user_field = MEMBERSHIP[remote_id[:3]]
         records = [
             {"attributes": {"type": sobject}, set_field: remote_id, user_field: user}
@@ -603,6 +616,7 @@ class SalesforceConnector(Connector):
         ]
         what = f"add {len(records)} users to {remote_id}"
         replies = self._collection_post(records, what)
+        added += [u for u, r in zip(users, replies, strict=True) if _holds(r)]
         failed = {u: r for u, r in zip(users, replies, strict=True) if refused(r, ADDED_ALREADY)}
         inactive = self._inactive(list(failed)) if failed else {}
         if inactive:
@@ -669,3 +683,14 @@ class SalesforceConnector(Connector):
         )
         replies = self._json(response, what)
         raise_failed(replies if isinstance(replies, list) else [], what, ok=GONE_CODES)
+
+
+def _holds(reply: dict[str, Any]) -> bool:
+    """Whether one record of a membership collection reply says the user holds it:
+    made, or there already."""
+    codes = {
+        str(e.get("statusCode") or e.get("errorCode"))
+        for e in reply.get("errors") or []
+        if isinstance(e, dict)
+    }
+    return bool(reply.get("success")) or bool(codes) and codes <= ADDED_ALREADY

@@ -31,6 +31,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from idprov.connectors.base import (
@@ -67,6 +68,64 @@ MEMBER_WAIT_SECONDS = 60.0
 """How long the roles of a drain wait, at most, for members' own rows that another
 drainer holds (their creates under way in another process)."""
 MEMBER_POLL_SECONDS = 0.1
+
+
+@dataclass
+class MemberChanges:
+    """The membership changes of one group push that the target acknowledged, over
+    every attempt, whether or not the push succeeded in the end (a Salesforce user
+    refused as inactive, one Google ``members.insert`` refused): what the ledger must
+    record, so that a later unassign or role delete takes those members out, and what
+    a repeat need not send again. ``group``: the group they were made in (None:
+    none yet); ``ours``: whether idprov made that group (a create that failed after
+    the group was made)."""
+
+    group: str | None = None
+    ours: bool = True
+    added: set[str] = field(default_factory=set)
+    removed: set[str] = field(default_factory=set)
+
+    def change(
+        self, connector: Connector, group: str, add: Sequence[str], remove: Sequence[str]
+    ) -> None:
+        """``connector.change_members`` with what is not done yet in ``group``; what
+        the target acknowledged is noted, also when the call fails."""
+        self.at(group)
+        todo_add = [r for r in add if r not in self.added]
+        todo_remove = [r for r in remove if r not in self.removed]
+        try:
+            connector.change_members(group, todo_add, todo_remove)
+        except TargetError as exc:
+            self.failed(exc)
+            raise
+        self.added.update(todo_add)
+        self.removed.update(todo_remove)
+
+    def failed(self, exc: TargetError, ours: bool | None = None) -> None:
+        """Note what ``exc``, a failed membership change or group create, says was done."""
+        done = exc.members_done
+        if done is None:
+            return
+        self.at(done.group, ours)
+        self.added.update(done.added)
+        self.removed.update(done.removed)
+        self.added.difference_update(done.removed)
+        self.removed.difference_update(done.added)
+
+    def at(self, group: str, ours: bool | None = None) -> None:
+        """Changes in ``group`` (what was noted of another group is dropped)."""
+        if group != self.group:
+            self.group, self.added, self.removed = group, set(), set()
+        if ours is not None:
+            self.ours = ours
+
+    def users(self, remote: dict[str, str]) -> tuple[list[str], list[str]]:
+        """(added, removed) as local user ids, given user id -> remote id."""
+        local = {rid: user_id for user_id, rid in remote.items()}
+        return (
+            sorted(local[r] for r in self.added if r in local),
+            sorted(local[r] for r in self.removed if r in local),
+        )
 
 
 class RolePlanning(Planning):
@@ -294,7 +353,9 @@ class RolePlanning(Planning):
         False: a Salesforce permission set), the members idprov put there are removed
         first, so that no one keeps the access the role gave."""
         members = [] if connector.deletes_groups else self._ledger.members(row.idp, row.local_id)
-        member_ids = self._any_remote_ids(row.idp, sorted(members))
+        remote = self._remote_ids_of(row.idp, sorted(members))
+        member_ids = list(remote.values())
+        changes = MemberChanges()
 
         def delete(attempts: list[Attempt]) -> None:
             if member_ids:
@@ -302,9 +363,13 @@ class RolePlanning(Planning):
                     connector,
                     idp,
                     attempts,
-                    lambda: connector.change_members(remote_id, [], member_ids),
+                    lambda: changes.change(connector, remote_id, [], member_ids),
                 )
             self._retried(connector, idp, attempts, lambda: connector.delete_group(remote_id))
+
+        def failed() -> None:  # the members taken out before it failed are out
+            if changes.group == remote_id:
+                self._ledger.set_members(row.idp, row.local_id, [], changes.users(remote)[1])
 
         def forget(_: None) -> OperationResult:
             self._ledger.forget(row.idp, "role", row.local_id)
@@ -312,7 +377,7 @@ class RolePlanning(Planning):
                 row.idp, "role", row.label, "delete", "done", remote_id=remote_id
             )
 
-        return Task(row, "delete", delete, forget)
+        return Task(row, "delete", delete, forget, failed=failed)
 
     def _retried(
         self,
@@ -398,7 +463,8 @@ class RolePlanning(Planning):
         create) look it up first and adopt only what is provably idprov's."""
         spec = GroupSpec(row.local_id, name, sorted(provisioned.values()))
         self._creating.append((row.idp, "role", row.local_id, row.domain, name, None))
-        create = self._group_creator(connector, idp, spec, crashed)
+        made = MemberChanges()
+        create = self._group_creator(connector, idp, spec, crashed, made)
 
         def record(outcome: tuple[str, bool] | RefusedCreate) -> OperationResult:
             if isinstance(outcome, RefusedCreate):
@@ -408,15 +474,41 @@ class RolePlanning(Planning):
             self._ledger.set_members(row.idp, row.local_id, provisioned, [])
             return self._group_result(row, "create", remote_id, waiting)
 
-        return Task(row, "create", create, record)
+        return Task(
+            row, "create", create, record, failed=lambda: self._made_in_part(row, name, made)
+        )
+
+    def _made_in_part(self, row: OutboxRow, name: str, made: MemberChanges) -> None:
+        """Record a group create that failed after the group was there, with some of its
+        members put in (``made``): the group as idprov's, with exactly those members, so
+        that a role delete removes them, and the repeat adds the rest."""
+        if made.group is None:
+            return
+        self._keep(ledger_entry(row, name, made.group, "active", made.ours))
+        remote = self._remote_ids_of(row.idp, sorted(self._member_ids(row)))
+        added = made.users(remote)[0]
+        before = self._ledger.members(row.idp, row.local_id)
+        self._ledger.set_members(row.idp, row.local_id, added, before - set(added))
+
+    def _member_ids(self, row: OutboxRow) -> set[str]:
+        """The user ids of ``row``'s role's members, and those the ledger has in it."""
+        _, refs = self._role_read(row.domain, row.local_id)
+        return {user_id for _, user_id in refs} | self._ledger.members(row.idp, row.local_id)
 
     def _group_creator(
-        self, connector: Connector, idp: IdentityProviderConfig, spec: GroupSpec, look: bool
+        self,
+        connector: Connector,
+        idp: IdentityProviderConfig,
+        spec: GroupSpec,
+        look: bool,
+        made: MemberChanges | None = None,
     ) -> Callable[[list[Attempt]], tuple[str, bool] | RefusedCreate]:
         """A worker's create of ``spec``: after an uncertain outcome (``look``: a crashed
         create; any failed attempt) the group is looked up first. A duplicate that the
         target reports (409) is adopted only if it is provably idprov's (or with
-        ``on_conflict: adopt``)."""
+        ``on_conflict: adopt``). ``made`` notes the group and the members it holds when
+        the create fails after making it (:class:`MemberChanges`)."""
+        made = made if made is not None else MemberChanges()
 
         def create(attempts: list[Attempt]) -> tuple[str, bool] | RefusedCreate:
             def call(number: int) -> tuple[str, bool] | RefusedCreate:
@@ -424,7 +516,7 @@ class RolePlanning(Planning):
                 if uncertain:
                     match = connector.lookup_group(spec)
                     if match is not None:
-                        return self._adopt_group(connector, idp, spec, match, None)
+                        return self._adopt_group(connector, idp, spec, match, None, made)
                 try:
                     return connector.create_group(spec), True
                 except RemoteConflict as exc:
@@ -440,8 +532,11 @@ class RolePlanning(Planning):
                             taken=False,
                         )
                     return self._adopt_group(
-                        connector, idp, spec, found, None if uncertain else exc
+                        connector, idp, spec, found, None if uncertain else exc, made
                     )
+                except TargetError as exc:  # made, and some of its members put in?
+                    made.failed(exc, ours=True)
+                    raise
 
             result: tuple[str, bool] | RefusedCreate = with_retries(
                 call, idp.retry, attempts, self.sleep, connector.throttled
@@ -457,10 +552,12 @@ class RolePlanning(Planning):
         spec: GroupSpec,
         match: RemoteMatch,
         conflict: TargetError | None,
+        made: MemberChanges,
     ) -> tuple[str, bool] | RefusedCreate:
         """As :meth:`UserPlanning._adopt`, for a group (given its initial members)."""
         if match.ours or idp.on_conflict == "adopt":
-            connector.change_members(match.remote_id, spec.member_ids, [])
+            made.at(match.remote_id, match.ours)
+            made.change(connector, match.remote_id, spec.member_ids, [])
             return match.remote_id, match.ours
         return RefusedCreate.name_taken(
             idp.name, "group", spec.display_name, conflict, match.remote_id
@@ -483,14 +580,23 @@ class RolePlanning(Planning):
             if waiting:
                 return Settled(row, self._group_result(row, "members", remote_id, waiting))
             return self._skip(row, "unchanged", remote_id)
-        removed_remote = self._any_remote_ids(row.idp, remove)
+        removing = self._remote_ids_of(row.idp, remove)
+        removed_remote = list(removing.values())
         confirmed = {u for u in provisioned if (row.idp, u) in self._confirmed}
         present: dict[str, str] = {}  # the members the group is made again with
+        changes, made = MemberChanges(), MemberChanges()
 
         def recreate(attempts: list[Attempt]) -> tuple[str, bool] | RefusedCreate:
             present.update(self._existing(connector, idp, provisioned, confirmed, attempts))
             spec = GroupSpec(row.local_id, name, sorted(present.values()))
-            return self._group_creator(connector, idp, spec, False)(attempts)
+            return self._group_creator(connector, idp, spec, False, made)(attempts)
+
+        def failed() -> None:  # what the target acknowledged is recorded all the same
+            if made.group is not None:
+                self._made_in_part(row, name, made)
+            elif changes.group == remote_id:
+                added, removed = changes.users({**provisioned, **removing})
+                self._ledger.set_members(row.idp, row.local_id, added, removed)
 
         def update(attempts: list[Attempt]) -> tuple[str, bool] | RefusedCreate | None:
             try:
@@ -504,7 +610,7 @@ class RolePlanning(Planning):
                         connector,
                         idp,
                         attempts,
-                        lambda: connector.change_members(remote_id, added, removed_remote),
+                        lambda: changes.change(connector, remote_id, added, removed_remote),
                     )
             except RemoteNotFound:  # deleted at the target: made again, with its members
                 return recreate(attempts)
@@ -525,7 +631,8 @@ class RolePlanning(Planning):
                 row, "rename" if rename and not (add or remove) else "members", remote_id, waiting
             )
 
-        return Task(row, "rename" if rename and not (add or remove) else "members", update, record)
+        operation = "rename" if rename and not (add or remove) else "members"
+        return Task(row, operation, update, record, failed=failed)
 
     def _existing(
         self,
@@ -575,10 +682,12 @@ class RolePlanning(Planning):
             remade[entry.local_id] = (entry.local_id, entry.domain, entry.label)
         self._gone.setdefault(row.idp, {})[row.local_id] = (row.local_id, row.domain, row.label)
 
-    def _any_remote_ids(self, idp: str, user_ids: Sequence[str]) -> list[str]:
-        out = []
-        for user_id in user_ids:
-            entry = self._ledger.get(idp, "user", user_id)
-            if entry is not None and entry.remote_id and entry.state != "lost":
-                out.append(entry.remote_id)
-        return out
+    def _remote_ids_of(self, idp: str, user_ids: Sequence[str]) -> dict[str, str]:
+        """User id -> remote id of those of ``user_ids`` with an account at ``idp`` in
+        any state but lost (a disabled member is still in the group)."""
+        found = {
+            entry.local_id: entry.remote_id
+            for entry in self._ledger.get_many(idp, "user", list(user_ids))
+            if entry.remote_id and entry.state != "lost"
+        }
+        return {user_id: found[user_id] for user_id in user_ids if user_id in found}
