@@ -49,7 +49,9 @@ BUILTIN_CLAIMS: tuple[ClaimDefinition, ...] = (
     ClaimDefinition("region", "State or region"),
     ClaimDefinition("postal_code", "Postal code"),
     ClaimDefinition("country", "Country"),
-    ClaimDefinition("active", "Account enabled: true or false", pattern=r"^(true|false)$"),
+    ClaimDefinition(
+        "active", "Account enabled: true or false (any case)", pattern=r"^(?i:true|false)$"
+    ),
     ClaimDefinition("emails", "Further e-mail addresses", multi_valued=True),
 )
 

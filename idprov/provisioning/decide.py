@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from idprov.connectors.base import Account
+from idprov.provisioning.active import is_active, unreadable
 from idprov.provisioning.internal_roles import is_internal
 from idprov.provisioning.mapping import fingerprint, mapping_for, resolve_unique
 
@@ -97,12 +98,13 @@ def decide_user(
     if user is not None and not enabled(user) and in_scope(idp, user.roles):
         # disabled here (the `active` claim): disabled there, never deleted, and
         # enabled again with the account (the ledger says idprov disabled it)
+        why = _disabled_why(user)
         if not provisioned:
-            return UserDecision("none", "disabled locally, never provisioned")
+            return UserDecision("none", f"{why}, never provisioned")
         assert entry is not None
         if entry.state == "disabled":
-            return UserDecision("none", "already disabled")
-        return UserDecision("disable", "disabled locally")
+            return UserDecision("none", f"already disabled ({why})")
+        return UserDecision("disable", why)
     if user is not None and in_scope(idp, user.roles):
         account = account_for(user, idp, connector, entry.sent if provisioned and entry else None)
         sent = sent_form(account)
@@ -168,8 +170,19 @@ def group_member(idp: IdentityProviderConfig, user: User) -> bool:
 
 def enabled(user: User) -> bool:
     """Whether the user's account is enabled here: the ``active`` claim, true unless
-    it says false (a SCIM client's ``active: false``, `user update -c active=false`)."""
-    return user.claims.get("active") != "false"
+    it says false in any case (a SCIM client's ``active: false``, `user update -c
+    active=false`, a directory's ``FALSE``) or cannot be read (see
+    :mod:`~idprov.provisioning.active`)."""
+    return is_active(user.claims)
+
+
+def _disabled_why(user: User) -> str:
+    """Why a user not :func:`enabled` is disabled: naming an ``active`` value that
+    cannot be read, which an administrator must fix."""
+    value = unreadable(user.claims)
+    if value is None:
+        return "disabled locally"
+    return f"active is {value!r}, neither true nor false: taken as disabled until it is fixed"
 
 
 def with_unique_values(decision: UserDecision, connector: Connector) -> UserDecision:

@@ -49,10 +49,11 @@ def user_digest(user: User, roles: bool) -> str:
     return hashlib.blake2b((head + text).encode(), digest_size=16).hexdigest()
 
 
-RENDERING = 2
+RENDERING = 3
 """Raise it with any change to idprov's code that changes what a mapping renders for
 the same user and configuration (a template function, a connector's defaults), or how a
-user is decided (2: an `active` claim of false disables the account): every
+user is decided (2: an `active` claim of false disables the account; 3: in any case,
+and one that cannot be read too): every
 user is then rendered again once, as after an upgrade."""
 
 _FINGERPRINTS: dict[int, tuple[Any, type, str]] = {}

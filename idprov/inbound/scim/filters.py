@@ -100,7 +100,9 @@ def user_condition(ast: Any, external: ExternalLookup) -> Condition | None:
 
 def _comparison(path: AttrPath, op: str, value: Any, external: ExternalLookup) -> Condition | None:
     if isinstance(value, bool) and _attribute(path) == "active" and op == "eq":
-        return Condition("eq", "claim:active", "true" if value else "false")
+        # stores compare lower-cased (TRUE is true); an inactive user's value may be
+        # any that cannot be read, so false narrows only to those holding the claim
+        return Condition("eq", "claim:active", "true") if value else Condition("pr", "claim:active")
     if not isinstance(value, str) or op not in OPS:
         return None
     name = _attribute(path)

@@ -8,7 +8,7 @@ One table, read both ways, so that what a client writes is what it reads back:
 | name.givenName / familyName / middleName | given_name / family_name / middle_name |
 | displayName, nickName, title, userType | display_name, nickname, title, employee_type |
 | locale, timezone | locale, timezone |
-| active | active (``"true"``/``"false"``; no claim means active) |
+| active | active (true/false in any case; no claim means active) |
 | emails[type eq "work"].value | email |
 | emails[type eq "other"].value (several) | emails |
 | phoneNumbers[type eq "work"/"mobile"].value | phone_number / mobile |
@@ -20,7 +20,9 @@ One table, read both ways, so that what a client writes is what it reads back:
 | password (write-only) | the password hash |
 | groups (read-only) | the user's roles |
 
-``active`` is shown when the claim is set (a SCIM create without it sets it true);
+``active`` is shown when the claim is set (a SCIM create without it sets it true),
+read as the push reads it (:mod:`idprov.provisioning.active`: ``TRUE``, ``False``; a
+value that cannot be read shows false, the user being taken as disabled);
 users made elsewhere without the claim are active, but show no ``active``, so that a
 PATCH that removes it reads back as removed. A Group is a role: ``displayName`` its
 name, ``members`` its users by id. Which value is ``primary`` is not kept (the
@@ -42,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from idprov.model import ClaimValue, Role, User
+from idprov.provisioning.active import is_active
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -130,8 +133,8 @@ def user_document(
     if name:
         doc["name"] = name
     doc.update({attr: claims[claim] for attr, claim in SIMPLE.items() if claims.get(claim)})
-    if claims.get("active") in ("true", "false"):
-        doc["active"] = claims["active"] == "true"
+    if "active" in claims:  # one that cannot be read is inactive, as the push takes it
+        doc["active"] = is_active(claims)
     _put(doc, "emails", _typed_values(claims, EMAIL_TYPES))
     _put(doc, "phoneNumbers", _typed_values(claims, PHONE_TYPES))
     address = {attr: claims[claim] for attr, claim in ADDRESS.items() if claims.get(claim)}
