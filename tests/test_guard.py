@@ -1010,3 +1010,43 @@ def test_an_account_an_administrator_disabled_is_judged_for_the_attributes_it_lo
     assert len(held) == 12 and all(") of 12 users at scim (" in r["last_error"] for r in held)
     cli("outbox", "release", "--yes", "--allow-deletes", "12").ok()
     assert _emails_at(scim) == 18
+
+
+def test_an_attribute_removed_while_idprov_had_the_account_disabled_goes_at_its_enable(
+    cli, scim, tmp_path
+):
+    """An account idprov disabled was enabled by sending it whole, from nothing: an
+    attribute unset while it was disabled stayed at the target, and the ledger said it
+    was gone (drift no push would ever mend)."""
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "dora", "-c", "email=dora@example.com", "--role", "staff").ok()
+    cli("user", "update", "dora", "-c", "active=false").ok()
+    cli("user", "update", "dora", "--unset", "email").ok()
+    cli("user", "update", "dora", "-c", "active=true").ok()
+    [dora] = scim.users()
+    assert dora["active"] is True
+    assert not dora.get("emails")
+
+
+def test_an_account_idprov_disabled_is_judged_for_the_attributes_its_enable_removes(
+    cli, scim, tmp_path
+):
+    """12 accounts idprov disabled, then enabled here with their emails blanked: the
+    enable takes the emails away at the target, and the guard counts them as for any
+    update (it counted nothing of an enable of an account idprov had disabled)."""
+    seed(30)
+    leavers = [f"pl{i}" for i in range(1, 13)]
+    off = tmp_path / "off.csv"
+    off.write_text("username,active\n" + "".join(f"{n},false\n" for n in leavers))
+    cli("import", "users", str(off), "--mode", "update", "--allow-deletes", "12").ok()
+    assert sum(1 for u in scim.users() if u.get("active") is False) == 12
+    back = tmp_path / "back.csv"
+    back.write_text("username,active,email\n" + "".join(f"{n},true,\n" for n in leavers))
+    back_run = cli("import", "users", str(back), "--mode", "update")
+    assert back_run.exit_code == 7, back_run
+    assert _emails_at(scim) == 30
+    held = cli("outbox", "list", "--status", "held", "--json").items()
+    assert len(held) == 12 and all(") of 12 users at scim (" in r["last_error"] for r in held)
+    cli("outbox", "release", "--yes", "--allow-deletes", "12").ok()
+    assert _emails_at(scim) == 18
+    assert all(u.get("active") is True for u in scim.users())

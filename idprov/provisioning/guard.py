@@ -70,7 +70,6 @@ from idprov.provisioning.decide import (
     in_scope,
     role_pushed,
 )
-from idprov.provisioning.plan_users import idprov_disabled
 
 if TYPE_CHECKING:
     from idprov.config.models import GuardThreshold, IdentityProviderConfig, PushRoles
@@ -120,10 +119,9 @@ class Effects:
 
     def note_user(self, label: str, decision: UserDecision, entry: LedgerEntry | None) -> None:
         """Count a user's decision (users first, then roles). An account enabled again
-        that idprov did not disable (an administrator did, at the target) is updated
-        from what was last sent, as any update: what it lost is removed, and counted.
-        One idprov disabled is sent whole, from nothing: no attribute is taken away
-        (see :mod:`~idprov.provisioning.plan_users`)."""
+        loses what it lost here since it was last sent (before its disable), whoever
+        disabled it, as in any update: those attributes are counted (see
+        :mod:`~idprov.provisioning.plan_users`)."""
         if decision.action in ("delete", "disable"):
             self.users.append(label)
             if decision.action == "disable":
@@ -131,10 +129,7 @@ class Effects:
             if entry is not None:
                 self.leaving.add(entry.local_id)
                 self.hit.add(entry.local_id)
-        elif entry is not None and (
-            decision.action == "update"
-            or (decision.action == "enable" and not idprov_disabled(entry))
-        ):
+        elif entry is not None and decision.action in ("update", "enable"):
             lost = removed_attributes(entry.sent, decision.sent)
             if lost:
                 self.attributes[label] = lost

@@ -137,12 +137,17 @@ class UserPlanning(Planning):
             remote_id = entry.remote_id
             # an account idprov disabled is re-enabled by a full replace (active: true
             # included); one it found disabled (an administrator's doing) only updated
-            previous = None if idprov_disabled(entry) else (entry.sent or {}).get("attributes")
+            enabling = idprov_disabled(entry)
+            previous = (entry.sent or {}).get("attributes")
             sent_name = (entry.sent or {}).get("userName")
+            removed = removed_while_disabled(entry, sent) if enabling else False
 
             def send(number: int) -> None:
-                # a full replace (re-enabling) carries the user name already
-                if previous is not None and sent_name not in (None, account.user_name):
+                if enabling:  # a full replace carries the user name already
+                    if removed:  # it sends nothing of what is gone: that goes first
+                        connector.update_user(remote_id, account, previous)
+                    connector.update_user(remote_id, account, None)
+                elif previous is not None and sent_name not in (None, account.user_name):
                     connector.rename_user(remote_id, account, sent_name, previous)
                 else:
                     connector.update_user(remote_id, account, previous)
@@ -467,6 +472,16 @@ def disabled_form(sent: dict[str, Any], found_disabled: bool) -> dict[str, Any]:
     false`` when idprov disabled it; as it was when the target had it disabled
     already (an administrator did), so that idprov never enables it again."""
     return dict(sent) if found_disabled else {**sent, "active": False}
+
+
+def removed_while_disabled(entry: LedgerEntry, sent: dict[str, Any] | None) -> bool:
+    """Whether the account of ``entry``, which idprov disabled, had attributes sent
+    (before its disable: the ledger keeps them) that ``sent``, its enable, drops or
+    blanks. The enable's full replace sends what the account has, and no connector
+    takes away what it is not sent: those are removed first, from what was sent."""
+    from idprov.provisioning.guard import removed_attributes
+
+    return bool(removed_attributes(entry.sent, sent))
 
 
 def idprov_disabled(entry: LedgerEntry) -> bool:
