@@ -247,3 +247,46 @@ def test_a_disable_of_an_account_the_target_lost_forgets_it(tmp_path, fake):
         [ann] = fake.users.values()
         assert ann["userName"] == "ann" and ann["active"] is True
         assert members(fake, "staff") == {"ann"}
+
+
+def bob_lost_in_staff_and_eng(svc: Any, fake: FakeScim) -> None:
+    """bob in staff and eng, pushed; his account deleted at the target, his re-create
+    refused: the ledger says lost, and still has him in both groups."""
+    svc.add_role("staff")
+    svc.add_role("eng")
+    svc.add_user("ann", {}, roles=["staff", "eng"])
+    svc.add_user("bob", {"title": "A"}, roles=["staff", "eng"])
+    del fake.users[bob_entry(svc).remote_id]
+    refuse_unknown_members(fake, [])
+    refuse(fake, "bob")
+    assert not svc.update_user("bob", {"title": "B"}).outbound.ok
+    assert bob_entry(svc).state == "lost"
+
+
+GUARD_MEMBERSHIPS = "    deletion_guard: {memberships: {max_deletes: 0, min_deletes: 0}}\n"
+
+
+def test_a_lost_member_leaving_a_role_is_no_membership_removed_for_the_guard(tmp_path, fake):
+    """bob, lost, leaves eng: nothing is sent (his dead id is named in no push), yet
+    the deletion guard counted one membership removed, and held the change."""
+    idps = TWO + GUARD_MEMBERSHIPS
+    with make_service(tmp_path, idps, ["scim"], http_transport=fake.transport()) as svc:
+        bob_lost_in_staff_and_eng(svc, fake)
+        result = svc.unassign("eng", ["bob"])
+        assert not result.outbound.held, result.outbound.to_dict()
+        eng = svc.get_role("eng").id
+        assert bob_entry(svc).local_id not in svc.state.ledger.members("scim", eng)
+
+
+def test_a_sync_plan_counts_no_membership_removed_for_a_lost_member_leaving(tmp_path, fake):
+    from idprov.provisioning.sync import run_sync
+
+    idps = TWO + GUARD_MEMBERSHIPS + "    blocking: false\n"
+    with make_service(tmp_path, idps, ["scim"], http_transport=fake.transport()) as svc:
+        bob_lost_in_staff_and_eng(svc, fake)
+        svc.retry_outbox()
+        svc.unassign("eng", ["bob"])  # queued: the worker, or the sync, pushes it
+        plan = run_sync(svc, dry_run=True).plan
+        [scim] = plan.idps
+        assert scim.effects is not None and scim.effects.memberships == []
+        assert scim.guard is None and not scim.trips

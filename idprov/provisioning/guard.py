@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -141,11 +141,14 @@ class Effects:
         decision: RoleDecision,
         names: Mapping[str, str],
         local_id: str | None = None,
+        lost: Set[str] = frozenset(),
     ) -> None:
-        """Count a role's decision; ``local_id``: the role's, noted in :attr:`hit`."""
+        """Count a role's decision; ``local_id``: the role's, noted in :attr:`hit`.
+        Members in ``lost`` (:meth:`~idprov.provisioning.ledger.Ledger.lost_leaving`)
+        leave with nothing sent, and are not counted."""
         if decision.action == "delete":
             self.groups.append(label)
-        removed = [u for u in decision.remove if u not in self.leaving]
+        removed = [u for u in decision.remove if u not in self.leaving and u not in lost]
         self.memberships += [f"{label}: {names.get(u, u)}" for u in removed]
         if local_id is not None and (decision.action == "delete" or removed):
             self.hit.add(local_id)
@@ -434,7 +437,8 @@ def _role_effects(
         decision = decide_role(idp, name, entry, members & current, current)
         users = ledger.get_many(idp.name, "user", decision.remove)  # members of any domain
         names = {u.local_id: u.label for u in users}
-        effects.note_role(entry.label, decision, names, entry.local_id)
+        lost = ledger.lost_leaving(idp.name, current, members)
+        effects.note_role(entry.label, decision, names, entry.local_id, lost)
         if was is not None and decision.action == "delete" and decision.reason == "not pushed":
             if name is not None and role_pushed(was, name):
                 effects.rescoped.append(entry.label)

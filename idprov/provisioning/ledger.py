@@ -473,6 +473,13 @@ class Ledger:
             out.update(r[0] for r in rows)
         return out
 
+    def lost_leaving(self, idp: str, current: Iterable[str], wanted: Iterable[str]) -> set[str]:
+        """Of a group's members ``current`` at ``idp``, those whose accounts are lost
+        there and that the group no longer wants (``wanted``): the engine drops their
+        memberships with nothing sent (their ids are named in no group push), so the
+        deletion guard and sync plans count no membership removed for them."""
+        return self.lost_among(idp, set(current) - set(wanted))
+
     def relabel(self, idp: str, kind: str, local_id: str, label: str) -> None:
         """Set the name the ledger says the target holds (a group renamed there)."""
         self.db.execute(

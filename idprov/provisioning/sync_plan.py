@@ -285,12 +285,17 @@ class IdpPlanner:
         name = role.qualified_name
         decision = decide_role(self.idp, name, entry, desired, current)
         names = self._labels(decision.remove, seen)
-        self.effects.note_role(name, decision, names)
+        lost = (
+            self.ledger.lost_leaving(self.name, decision.remove, ()) if decision.remove else set()
+        )
+        self.effects.note_role(name, decision, names, lost=lost)
         if decision.action == "none":
             return
         names.update(self._labels(decision.add, seen))
         changed = [f"+{names[u]}" for u in decision.add]
-        changed += [f"-{names[u]}" for u in decision.remove]
+        changed += [
+            f"-{names[u]}" + (" (lost at the target)" if u in lost else "") for u in decision.remove
+        ]
         if decision.rename:
             assert entry is not None
             changed.insert(0, f"rename from {entry.label}")
