@@ -25,11 +25,12 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TextIO
 
-from idprov.errors import ExitCode
+from idprov.errors import ExitCode, StoreError
 from idprov.inbound.csv_missing import Missing, MissingReport, MissingUsers, check_options
 from idprov.inbound.csv_preflight import Preflight
 from idprov.inbound.csv_read import FileError, Source, check_input, open_source
@@ -214,25 +215,43 @@ class CsvImport(Preflight, BatchWriter, MissingUsers):
         return self.report
 
     def _run(self, staging: Staging) -> None:
+        """Check the file whole, then write it; unless a dry run, under the run lock
+        from the start: a second import or a sync exits 8 at once (not after reading a
+        directory that hangs), and what is checked is what is written."""
         self.source = open_source(self.given, self.options.encoding, Path(staging.dir.name))
         self.path = self.source.path
-        self._resume_point()
-        self._preflight(staging)
-        self._check_roles(staging)
-        self._check_managers(staging)
-        if self.report.rejected and self.options.on_error == "stop":
-            self._stopped()
-        elif not self.options.dry_run:
-            with self.service.state.run_lock("import", wait=self.options.wait):
+        lock = self.service.state.run_lock("import", wait=self.options.wait)
+        with nullcontext() if self.options.dry_run else lock:
+            self._resume_point()
+            self._preflight(staging)
+            self._check_roles(staging)
+            self._check_managers(staging)
+            if self.report.rejected and self.options.on_error == "stop":
+                self._stopped()
+            elif not self.options.dry_run:
                 with self.service.guard_window() as window:  # the batches judged together
                     self._find_missing(staging, window)  # judged before anything is written
-                    self._write(staging)
-                    self._write_missing()
-        else:
-            self._find_missing(staging)
+                    self._write_resumable(staging)
+            else:
+                self._find_missing(staging)
         self._missing_notes()
         self._write_rejects(staging)
         self.report.errors.sort(key=lambda error: error.line)
+
+    def _write_resumable(self, staging: Staging) -> None:
+        """:meth:`_write`, and the missing users' changes; a userstore that stops
+        answering meanwhile is an error that says a re-run resumes (the journal holds
+        how far it got)."""
+        try:
+            self._write(staging)
+            self._write_missing()
+        except StoreError as exc:
+            again = (
+                "once the userstore answers, run the same import again: it resumes after "
+                "the last row written"
+            )
+            exc.hint = f"{exc.hint}; {again}" if exc.hint else again
+            raise
 
     def _stopped(self) -> None:
         """``--on-error stop`` found errors: nothing is written, no role created."""

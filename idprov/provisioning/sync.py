@@ -107,6 +107,8 @@ class SyncPlan:
     created: str = ""
     ambiguous: list[AmbiguousName] = field(default_factory=list)
     """Names that several entries of a userstore hold: their users are in no item."""
+    source_hints: list[str] = field(default_factory=list)
+    """How to fix each of ``source_errors``, as its store said (not in a saved plan)."""
 
     @property
     def empty(self) -> bool:
@@ -275,8 +277,15 @@ def compute_plan(
     names = list(idps) if idps else service.targets()
     for name in names:
         service.idp(name)  # NotFoundError for an unknown one
-    plans, errors, ambiguous = plan_idps(service, names)
-    plan = SyncPlan(service.application, plans, errors, created=now(), ambiguous=ambiguous)
+    plans, seen = plan_idps(service, names)
+    plan = SyncPlan(
+        service.application,
+        plans,
+        seen.errors,
+        created=now(),
+        ambiguous=seen.ambiguous,
+        source_hints=seen.hints,
+    )
     if fingerprint:
         plan.fingerprint = plan_fingerprint(service, plan)
     return plan
@@ -317,8 +326,7 @@ def check_source(plan: SyncPlan) -> None:
         raise GuardError(
             "the userstores could not be read in full, so nothing was changed: "
             + "; ".join(plan.source_errors),
-            hint="fix the userstore (is the directory up? are the credentials right?) and "
-            "run sync again",
+            hint="; ".join(plan.source_hints or ["fix the userstore"]) + "; then run sync again",
         )
 
 

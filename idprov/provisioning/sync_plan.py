@@ -48,17 +48,25 @@ class Seen:
     stores: list[UserStore] = field(default_factory=list)
     internal: list[Role] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+    """How to fix each error, as the store says it (a size limit: the directory's
+    limits for the bind DN; a refused StartTLS: the url or start_tls)."""
     ambiguous: list[AmbiguousName] = field(default_factory=list)
     held: set[str] = field(default_factory=set)
     """Ids of the users of ambiguous names: nothing is planned for them, not even
     their deprovisioning or removal from groups (a read that cannot tell who a name
     means is no proof that anyone left)."""
 
+    def failed(self, domain: str, error: IdprovError) -> None:
+        """Note that userstore ``domain`` could not be read in full, and why."""
+        self.errors.append(f"userstore {domain}: {error.message}")
+        if error.hint and error.hint not in self.hints:
+            self.hints.append(error.hint)
 
-def plan_idps(
-    service: IdentityService, names: list[str]
-) -> tuple[list[IdpPlan], list[str], list[AmbiguousName]]:
-    """The plan of each IdP of ``names``, the source errors, and the names left out."""
+
+def plan_idps(service: IdentityService, names: list[str]) -> tuple[list[IdpPlan], Seen]:
+    """The plan of each IdP of ``names``, and what the read saw: its errors (with their
+    hints) and the names it left out."""
     planners = [IdpPlanner(service, name) for name in names]
     seen = Seen()
     roles = any(p.by_roles for p in planners)
@@ -67,7 +75,7 @@ def plan_idps(
     if not seen.errors:
         deleted_users(service, planners, seen)
     plan_roles(service, planners, seen)
-    return [p.finish() for p in planners], seen.errors, seen.ambiguous
+    return [p.finish() for p in planners], seen
 
 
 def read_users(service: IdentityService, seen: Seen, roles: bool) -> Iterator[list[User]]:
@@ -87,7 +95,7 @@ def read_users(service: IdentityService, seen: Seen, roles: bool) -> Iterator[li
                 seen.ambiguous.append(name)
                 seen.held.update(name.ids)
         except IdprovError as exc:
-            seen.errors.append(f"userstore {domain}: {exc.message}")
+            seen.failed(domain, exc)
 
 
 def decide_users(planners: list[IdpPlanner], users: list[User], seen: Seen) -> None:
@@ -137,7 +145,7 @@ def _recheck(service: IdentityService, refs: list[tuple[str, str]], seen: Seen) 
         try:
             found += service.users_by_id((domain, i) for i in ids).values()
         except IdprovError as exc:
-            seen.errors.append(f"userstore {domain}: {exc.message}")
+            seen.failed(domain, exc)
     return found
 
 
@@ -151,7 +159,7 @@ def plan_roles(service: IdentityService, planners: list[IdpPlanner], seen: Seen)
                 known.add(role.id)
                 plan_role(planners, role, members, seen)
         except IdprovError as exc:
-            seen.errors.append(f"userstore {store.domain}: {exc.message}")
+            seen.failed(store.domain, exc)
     for role in seen.internal:
         known.add(role.id)
         plan_role(planners, role, [u for _, u in service.role_members(role.domain, role.id)], seen)
