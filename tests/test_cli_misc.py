@@ -398,3 +398,17 @@ def test_a_command_started_with_stdout_closed_does_its_work(tmp_path, cli):
     )
     assert done.returncode == 0 and "internal error" not in done.stderr, done.stderr
     assert cli("user", "show", "closed", "--json").json()["username"] == "closed"
+
+
+def test_json_before_the_command_is_the_commands_own_json(cli):
+    """`idprov --json user list` (the trial's first try said "No such option: --json")."""
+    cli("user", "add", "alice").ok()
+    placed = cli("--json", "user", "list")
+    assert placed.exit_code == 0, placed
+    assert placed.stdout == cli("user", "list", "--json").stdout
+    assert json.loads(placed.stdout)["items"][0]["username"] == "alice"
+    error = cli("--json", "user", "show", "nobody").error(3)
+    assert error["message"] == "no user 'nobody' in the PRIMARY userstore"
+    assert cli("--json", "user", "list", "--bogus").error(2)["message"] == (
+        "No such option: --bogus"
+    )

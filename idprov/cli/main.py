@@ -44,6 +44,14 @@ def root(
             "providers; leave those with `blocking: false` to the outbox worker.",
         ),
     ] = False,
+    json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON document instead of the rich view (as the command's own "
+            "--json: `idprov --json user list` is `idprov user list --json`).",
+        ),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -52,7 +60,7 @@ def root(
     ] = False,
 ) -> None:
     """idprov: keep users and roles in userstores, provision them everywhere."""
-    new_session(config, no_wait)
+    new_session(config, no_wait).json = json
 
 
 IdprovGroup.lazy = {
