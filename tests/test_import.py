@@ -139,13 +139,20 @@ def test_header_errors(cli, tmp_path):
     assert users(cli)["alice"]["claims"] == {"email": "a@example.com"}
 
 
-def test_duplicates_differing_in_case_keep_the_first(cli, tmp_path):
-    path = write(tmp_path, HEADER + "alice,a@example.com,A,B,\nALICE,b@example.com,A,B,\n")
+def test_duplicates_differing_in_case_are_both_rejected(cli, tmp_path):
+    """Which of the two rows was meant is for the administrator to say: neither is
+    imported, both are reported (the first was imported, the second rejected)."""
+    path = write(
+        tmp_path,
+        HEADER + "alice,a@example.com,A,B,\nALICE,b@example.com,A,B,\nbob,b@example.com,,,\n",
+    )
     run = cli("import", "users", str(path), "--json")
     assert run.exit_code == 9
-    [error] = json.loads(run.stdout)["errors"]
-    assert error["line"] == 3 and "already on line 2" in error["message"]
-    assert users(cli)["alice"]["claims"]["email"] == "a@example.com"
+    errors = json.loads(run.stdout)["errors"]
+    assert [e["line"] for e in errors] == [2, 3]
+    assert "'alice' is also on line 3" in errors[0]["message"]
+    assert "'ALICE' is also on line 2" in errors[1]["message"]
+    assert sorted(users(cli)) == ["bob"]
 
 
 def test_dry_run_reports_everything_and_changes_nothing(cli, tmp_path, roles, state):
@@ -418,8 +425,8 @@ def test_the_counts_of_an_import_add_up(cli, tmp_path, roles):
     run = cli("import", "users", str(path), "--mode", "upsert", "--json")
     assert run.exit_code == 9, run
     report = json.loads(run.stdout)
-    assert (report["created"], report["updated"], report["unchanged"]) == (1, 1, 1)
-    assert report["rejected"] == 4
+    assert (report["created"], report["updated"], report["unchanged"]) == (0, 1, 1)
+    assert report["rejected"] == 5  # new and NEW: neither imported
     assert (
         report["rows"]
         == 7

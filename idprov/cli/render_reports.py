@@ -37,11 +37,12 @@ def change(result: ChangeResult) -> None:
         return
     text = f"{verb} {result.target}"
     if result.action == "role.assign":
-        text += " to " + ", ".join(result.details["added"])
+        text += " to " + ", ".join(_qualified(result.details["added"], result.target))
     elif result.action == "role.unassign":
-        text += " from " + ", ".join(result.details["removed"])
+        text += " from " + ", ".join(_qualified(result.details["removed"], result.target))
     elif result.action in ("role.rename", "user.rename"):
-        text = f"{verb} {result.details['from']} → {result.target}"
+        [old] = _qualified([result.details["from"]], result.target)
+        text = f"{verb} {old} → {result.target}"
     elif result.action == "user.update":
         text += ": " + ", ".join(result.details["claims"])
     reports = result.details.get("reports") if result.details else None
@@ -52,6 +53,19 @@ def change(result: ChangeResult) -> None:
     typer.echo(" " + text)
     if result.outbound is not None:
         outbound_report(result.outbound)
+
+
+def _qualified(names: list[str], target: str) -> list[str]:
+    """``names`` of users or roles of ``target``'s domain, as ``target`` is written
+    (``CORP/bob`` beside ``CORP/staff``; bare in PRIMARY): a change's details name them
+    as the store does. An internal role's members are named with their domains."""
+    from idprov.model import QualifiedName
+    from idprov.provisioning.internal_roles import is_internal
+
+    domain, sep, _ = target.partition("/")
+    if not sep or is_internal(domain):
+        return names
+    return [str(QualifiedName.parse(name, domain)) for name in names]
 
 
 def losing_manager(reports: list[str], shown: int = 10) -> str:

@@ -88,6 +88,7 @@ class Preflight(RowChecks, PasswordHashing):
                 if self.progress:
                     self.progress("checking", self.source.bytes_read[0], size)
         self._stage(staging, batch)
+        self._reject_duplicates(staging)
         if self.progress:
             self.progress("checking", size, size)
         self._collect_hashes(staging)
@@ -145,24 +146,49 @@ class Preflight(RowChecks, PasswordHashing):
         self._note_disabled(batch, existing)
 
     def _drop_duplicates(self, staging: Staging, batch: list[Pending]) -> list[Pending]:
-        keys: dict[str, int] = {}
+        """``batch`` without the rows of a user staged already: every row of such a
+        user is rejected once the whole file is read (:meth:`_reject_duplicates`)."""
+        keys: set[str] = set()
         out = []
         earlier = staging.first_lines([f"{p.domain}/{p.username.casefold()}" for p in batch])
         for p in batch:
             key = f"{p.domain}/{p.username.casefold()}"
-            first = earlier.get(key) or keys.get(key)
-            if first is not None:
-                self._reject(
-                    staging,
-                    p.line,
-                    p.cells,
-                    "username",
-                    f"user {p.username!r} is already on line {first} (names are case-insensitive)",
-                )
-                continue
-            keys[key] = p.line
-            out.append(p)
+            if key not in earlier and key not in keys:
+                keys.add(key)
+                out.append(p)
         return out
+
+    def _reject_duplicates(self, staging: Staging) -> None:
+        """Reject every row of a user that several rows name, none imported (which one
+        was meant is for the administrator to say), each naming the others' lines; a
+        row rejected for its own fault says so too."""
+        for rows in staging.duplicated_users():
+            for line, name in rows:
+                others = [str(other) for other, _ in rows if other != line]
+                note = (
+                    f"user {name!r} is also on line{'s' if len(others) > 1 else ''} "
+                    f"{', '.join(others)} (names are case-insensitive): no row of it is "
+                    "imported; keep one"
+                )
+                self._reject_duplicate(staging, line, note)
+        self.report.errors.sort(key=lambda error: error.line)
+
+    def _reject_duplicate(self, staging: Staging, line: int, note: str) -> None:
+        action = staging.staged_action(line)
+        if action == "done":
+            return  # written by the killed run this one resumes
+        if action is not None:
+            self.report.created -= action in ("create", "resume")
+            self.report.updated -= action == "update"
+            self.report.unchanged -= action == "unchanged"
+            staging.drop(line)
+        error = staging.add_to_reject(line, f"; {note}")
+        if error is None:
+            self._reject(staging, line, [], "username", note)
+            return
+        for row_error in self.report.errors:
+            if row_error.line == line:
+                row_error.message = error
 
     def _decide(self, staging: Staging, p: Pending, user: Any) -> tuple[Any, ...] | None:
         mode = self.options.mode

@@ -61,12 +61,22 @@ class RowChecks(MissingUsers):
         if len(cells) != len(columns.names):
             reject(None, f"has {len(cells)} fields; the header has {len(columns.names)}")
             return None
+        self._note_user(staging, first, cells[columns.username])
         try:
             return self._pending(first, cells, columns)
         except (IdprovError, ValueError) as exc:
             column = getattr(exc, "column", None)
             reject(column, getattr(exc, "message", str(exc)))
             return None
+
+    def _note_user(self, staging: Staging, line: int, cell: str) -> None:
+        """Note the user the row of ``line`` names, whatever becomes of the row: a
+        name on two rows is found whether either passes its checks or not."""
+        domain, sep, name = cell.strip().partition("/")
+        if not sep:
+            domain, name = self.options.domain or "PRIMARY", domain
+        if name:
+            staging.note_user(line, f"{domain.strip().casefold()}/{name.casefold()}", name)
 
     def _pending(self, line: int, cells: list[str], columns: Columns) -> Pending:
         domain, sep, name = cells[columns.username].strip().partition("/")
@@ -113,7 +123,11 @@ class RowChecks(MissingUsers):
         """The roles of a roles cell, each name checked once per import: a role of the
         user's userstore, or an internal role (``Internal/NAME``, as `export users`
         writes it)."""
-        roles = [r.strip() for r in cell.split(self.options.separator) if r.strip()]
+        roles = [
+            own_role(r.strip(), store.domain)
+            for r in cell.split(self.options.separator)
+            if r.strip()
+        ]
         for role in roles:
             if (store.domain, role) not in self._valid_roles:
                 domain, name = INTERNAL, internal_role(role)
@@ -126,6 +140,24 @@ class RowChecks(MissingUsers):
                 self._valid_roles.add((store.domain, role))
                 self.roles_seen.setdefault(role_key(store.domain, role), name)
         return roles
+
+
+def own_role(role: str, domain: str) -> str:
+    """A roles cell's ``role`` as a role of a user of ``domain``: ``CORP/staff`` is
+    ``staff`` for a user of CORP (domains compare case-insensitively), ``staff`` and
+    ``Internal/NAME`` as they are. A role of another domain is refused: a user's roles
+    are in its own domain."""
+    named, sep, name = role.partition("/")
+    if not sep or is_internal(named):
+        return role
+    if named.strip().casefold() == domain.casefold():
+        return name.strip()
+    raise _CellError(
+        "roles",
+        f"role {role!r} is in the {named.strip()} domain, but a user's roles are in its own "
+        f"domain ({domain}): write {name.strip()!r} for {domain}/{name.strip()}, or use an "
+        "internal role (Internal/NAME) to hold users of several domains",
+    )
 
 
 def internal_role(role: str) -> str | None:

@@ -89,6 +89,7 @@ class Staging:
             "CREATE TABLE rejects (line INTEGER PRIMARY KEY, cells TEXT, col TEXT, error TEXT)"
         )
         self.db.execute("CREATE TABLE named (key TEXT PRIMARY KEY) WITHOUT ROWID")
+        self.db.execute("CREATE TABLE row_users (line INTEGER PRIMARY KEY, key TEXT, name TEXT)")
         self.db.execute(
             "CREATE TABLE domain_users (user_id TEXT, username TEXT, key TEXT, enabled INTEGER)"
         )
@@ -134,6 +135,33 @@ class Staging:
         """A row of the file names the user ``key`` (casefolded bare name), whether
         the row is imported or rejected: that user is not missing from the file."""
         self.db.execute("INSERT OR IGNORE INTO named VALUES (?)", [key])
+
+    def note_user(self, line: int, key: str, name: str) -> None:
+        """The row of ``line`` names the user ``key`` (``domain/name``, casefolded),
+        written ``name``, whether the row is imported or rejected."""
+        self.db.execute("INSERT OR REPLACE INTO row_users VALUES (?, ?, ?)", [line, key, name])
+
+    def duplicated_users(self) -> list[list[tuple[int, str]]]:
+        """The (line, name as written) of the rows of each user that several rows name."""
+        groups: dict[str, list[tuple[int, str]]] = {}
+        for key, line, name in self.db.execute(
+            "SELECT key, line, name FROM row_users WHERE key IN"
+            " (SELECT key FROM row_users GROUP BY key HAVING count(*) > 1) ORDER BY key, line"
+        ):
+            groups.setdefault(key, []).append((line, name))
+        return list(groups.values())
+
+    def staged_action(self, line: int) -> str | None:
+        """What the staged row of ``line`` does (``create``, ...; None: not staged)."""
+        row = self.db.execute("SELECT action FROM rows WHERE line = ?", [line]).fetchone()
+        return None if row is None else str(row[0])
+
+    def add_to_reject(self, line: int, note: str) -> str | None:
+        """Add ``note`` to the error of the rejected row of ``line``: the new error, or
+        None if that row is not rejected."""
+        self.db.execute("UPDATE rejects SET error = error || ? WHERE line = ?", [note, line])
+        row = self.db.execute("SELECT error FROM rejects WHERE line = ?", [line]).fetchone()
+        return None if row is None else str(row[0])
 
     def add_domain_users(self, users: Iterable[tuple[str, str, str, bool]]) -> None:
         """Stage users of the domain the file is complete for: (id, username, casefolded
