@@ -30,11 +30,22 @@ def limited(tmp_path, slapd_factory, scim2_server, monkeypatch):
 def test_plan_over_a_size_limit_gives_the_hint_user_list_gives(cli, limited):
     listed = cli("user", "list", "--domain", "CORP", "--json").error(1)
     assert "server limit" in listed["message"] and "size.prtotal=unlimited" in listed["hint"]
+    limits = listed["hint"].split("; or narrow")[0]  # the store's hint, the listing's after
     for command in (["plan"], ["sync"]):
         error = cli(*command, "--json").error(7)
         assert "could not be read in full" in error["message"]
-        assert listed["hint"] in error["hint"]
+        assert error["hint"].startswith(limits)
         assert "are the credentials right" not in error["hint"]
+
+
+def test_a_short_page_over_a_size_limit_says_why_and_how_to_narrow_it(cli, limited):
+    """Ordered by name and counted, a page of 3 reads all 8 users: over the limit of 5
+    it fails, saying so; a listing narrowed below the limit works."""
+    error = cli("user", "list", "--domain", "CORP", "--limit", "3", "--json").error(1)
+    assert "reads every matching user" in error["message"]
+    assert "size.prtotal=unlimited" in error["hint"] and "--prefix" in error["hint"]
+    narrowed = cli("user", "list", "--domain", "CORP", "--prefix", "p1", "--json").json()
+    assert [u["username"] for u in narrowed["items"]] == ["p1"]
 
 
 def test_sync_when_the_server_refuses_start_tls_says_what_to_change(

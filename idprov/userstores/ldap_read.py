@@ -30,7 +30,7 @@ from idprov.userstores.ldap_escape import (
     rdn_value,
 )
 from idprov.userstores.ldap_filters import escape_filter_chars, ldap_condition
-from idprov.userstores.ldap_session import LdapSession
+from idprov.userstores.ldap_session import LdapSession, ServerLimit
 
 Picked = tuple[str, str, str, Entry]
 """An entry of a listing: (casefolded name, name, DN, entry), in that order."""
@@ -261,13 +261,28 @@ class LdapReader(LdapSession):
             members = {dn_key(dn) for dn in self._real_members(group)}
         keep = None if query.limit is None else query.offset + query.limit
         with collector_paused():
-            total, picked = self._run("list users", lambda c: self._pick(c, flt, members, keep))
+            total, picked = self._listed(flt, members, keep)
             whole = keep is None and members is None and flt == self._user_filter
             page = picked[query.offset :]
             self._left_ambiguous = self._ambiguous_of(picked if whole else None, page)
             users = self._users_of([entry for *_, entry in page], True)
             del picked, page  # the entries go before the collector is back, unscanned
         return Page(users, total, query.offset, query.limit)
+
+    def _listed(
+        self, flt: str, members: set[DnKey] | None, keep: int | None
+    ) -> tuple[int, list[Picked]]:
+        """:meth:`_pick` on the store's connection; a server limit says that a listing
+        reads every match, however short its page."""
+        try:
+            return self._run("list users", lambda c: self._pick(c, flt, members, keep))
+        except ServerLimit as exc:
+            exc.message += (
+                "; a listing reads every matching user, to order them by name and count "
+                "them, however few it shows"
+            )
+            exc.hint = f"{exc.hint}; or narrow the listing below the limit (--prefix, --claim)"
+            raise
 
     def iter_users(self, batch: int = 1000, roles: bool = True) -> Iterator[list[User]]:
         """Every user, by name as :meth:`list_users` gives them, from one paged search

@@ -62,6 +62,10 @@ class Unreachable(StoreError):
     when it did may or may not have been made (a refusal, by contrast, made nothing)."""
 
 
+class ServerLimit(StoreError):
+    """The directory stopped a search at its size or time limit for the bind DN."""
+
+
 class LdapSession(UserStore):
     """The connection half of :class:`~idprov.userstores.ldap.LdapUserStore`: its
     settings, its one connection and the searches and errors on it."""
@@ -485,7 +489,7 @@ class LdapSession(UserStore):
             raise self._no_base(base)
         described = result_codes().get(reply.result, str(reply.result))
         if reply.result in LIMITS:
-            raise StoreError(
+            raise ServerLimit(
                 f"{self._where()}: the search under {base} stopped at a server limit "
                 f"({described}: {reply.message})",
                 hint=f"raise the size and time limits of {self.config.bind_dn or 'anonymous'}"
