@@ -564,6 +564,28 @@ def test_directory_writes_are_found_by_user_until_done(state):
     assert writes.find("CORP", "rename", "ann") is None
 
 
+def test_directory_writes_of_members_are_found_by_their_key_with_their_details(state):
+    """A change of members is recorded under its role and users (changes of other users
+    of the role go on beside it), with what finishing it needs."""
+    writes = state.directory_writes
+    with state.transaction():
+        first = writes.start(
+            "CORP",
+            "assign",
+            "staff",
+            "staff",
+            "uuid-r",
+            key="staff\nann",
+            details={"users": ["ann"]},
+        )
+        other = writes.start("CORP", "assign", "staff", "staff", "uuid-r", key="staff\nbo")
+    assert first is not None and other is not None and first.id != other.id
+    found = writes.find("corp", "assign", "STAFF\nAnn")
+    assert (found.name, found.entry_id, found.details) == ("staff", "uuid-r", {"users": ["ann"]})
+    assert writes.find("CORP", "assign", "staff") is None
+    assert writes.find("CORP", "assign", "staff\nbo").details == {}
+
+
 def test_a_directory_write_is_taken_over_once_and_keeps_its_start(state):
     writes = state.directory_writes
     with state.transaction():

@@ -727,3 +727,93 @@ def test_a_role_assign_and_unassign_whose_answers_were_lost_are_done_audited_and
     assert actions(cli, "role.unassign") == [("CORP/staff", {"users": ["ann"]})]
     assert target_groups(scim2_server) == {"CORP/staff": ["h02"]}
     assert target_users(scim2_server) == ["h02"]
+
+
+# ---- a write whose answer is lost, the directory down until the command has failed
+
+
+def test_a_user_delete_cut_off_with_its_answer_lost_is_finished_by_a_rerun(
+    cli, corp, cutoff, scim2_server
+):
+    cli("role", "add", "CORP/staff").ok()
+    cli("user", "add", "CORP/cut3", "-c", "email=c@example.com", "--role", "CORP/staff").ok()
+    cutoff.at(DELETE, made=True)
+    error = cli("user", "delete", "CORP/cut3", "--yes", "--json").error(1)
+    assert "may have been made" in error["message"]
+    assert "run the same command again" in error["hint"]
+    cutoff.restore()
+    assert corp.entry(uid_dn(corp, "cut3")) is None  # made, never heard
+    assert actions(cli, "user.delete") == [] and target_users(scim2_server) == ["cut3"]
+    cli("user", "delete", "CORP/cut3", "--yes").ok()  # it said: no user 'cut3'
+    assert actions(cli, "user.delete") == [("CORP/cut3", {"roles": ["staff"]})]
+    assert target_users(scim2_server) == []
+    cli("user", "delete", "CORP/cut3", "--yes").fails(3)  # done: nothing left to finish
+
+
+def test_a_role_delete_cut_off_with_its_answer_lost_is_finished_by_a_rerun(
+    cli, corp, cutoff, scim2_server
+):
+    cli("role", "add", "CORP/staff").ok()
+    cli("user", "add", "CORP/ann", "--role", "CORP/staff").ok()
+    cutoff.at(DELETE, made=True)
+    cli("role", "delete", "CORP/staff", "--yes", "--allow-deletes", "1", "--json").error(1)
+    cutoff.restore()
+    assert corp.entry(f"cn=staff,{corp.groups}") is None
+    assert list(target_groups(scim2_server)) == ["CORP/staff"]
+    cli("role", "delete", "CORP/staff", "--yes", "--allow-deletes", "1").ok()
+    assert actions(cli, "role.delete") == [("CORP/staff", {"members": ["ann"]})]
+    assert target_groups(scim2_server) == {} and target_users(scim2_server) == []
+    cli("role", "delete", "CORP/staff", "--yes").fails(3)
+
+
+def test_a_role_rename_cut_off_with_its_answer_lost_is_finished_by_a_rerun(cli, corp, cutoff):
+    cli("role", "add", "CORP/tmprole2").ok()
+    cutoff.at(MODIFY_DN, made=True)
+    cli("role", "rename", "CORP/tmprole2", "CORP/tmprole3", "--json").error(1)
+    cutoff.restore()
+    assert corp.entry(f"cn=tmprole3,{corp.groups}") is not None  # made, never heard
+    cli("role", "rename", "CORP/tmprole2", "CORP/tmprole3").ok()  # it said: no role
+    assert actions(cli, "role.rename") == [("CORP/tmprole3", {"from": "tmprole2"})]
+    assert members(corp, "tmprole3") == [f"cn=tmprole3,{corp.groups}"]  # its own DN
+    cli("role", "rename", "CORP/tmprole2", "CORP/tmprole3").fails(3)
+
+
+def test_a_role_assign_and_unassign_cut_off_with_their_answers_lost_are_finished_by_a_rerun(
+    cli, corp, cutoff, scim2_server
+):
+    cli("role", "add", "CORP/staff").ok()
+    cli("user", "add", "CORP/ann", "--role", "CORP/staff").ok()
+    cli("user", "add", "CORP/h02").ok()
+    cutoff.at(MODIFY, made=True)
+    cli("role", "assign", "CORP/staff", "CORP/h02", "CORP/ann", "--json").error(1)
+    cutoff.restore()
+    assert members(corp, "staff") == sorted([uid_dn(corp, "ann"), uid_dn(corp, "h02")])
+    cli("role", "assign", "CORP/staff", "CORP/h02", "CORP/ann").ok()  # it said: nothing to do
+    assert actions(cli, "role.assign") == [("CORP/staff", {"users": ["h02"]})]
+    assert target_groups(scim2_server) == {"CORP/staff": ["ann", "h02"]}
+    cutoff.at(MODIFY, made=True)
+    args = ("role", "unassign", "CORP/staff", "CORP/ann", "--yes", "--allow-deletes", "1")
+    cli(*args, "--json").error(1)
+    cutoff.restore()
+    cli(*args).ok()
+    assert actions(cli, "role.unassign") == [("CORP/staff", {"users": ["ann"]})]
+    assert target_users(scim2_server) == ["h02"]
+    cli(*args).ok()
+    assert len(actions(cli, "role.unassign")) == 1  # done: nothing to do
+
+
+def test_a_user_update_cut_off_with_its_answer_lost_is_finished_by_a_rerun(
+    cli, corp, cutoff, scim2_server
+):
+    cli("role", "add", "CORP/staff").ok()
+    cli("user", "add", "CORP/ann", "-c", "family_name=Lee", "--role", "CORP/staff").ok()
+    cutoff.at(MODIFY, made=True)
+    cli("user", "update", "CORP/ann", "-c", "family_name=Jones", "--json").error(1)
+    cutoff.restore()
+    assert corp.entry(uid_dn(corp, "ann"), "sn").get("sn") == ["Jones"]
+    cli("user", "update", "CORP/ann", "-c", "family_name=Jones").ok()  # it said: unchanged
+    assert actions(cli, "user.update") == [("CORP/ann", {"claims": ["family_name"]})]
+    (pushed,) = scim2_server.users()
+    assert pushed["name"]["familyName"] == "Jones"
+    cli("user", "update", "CORP/ann", "-c", "family_name=Jones").ok()
+    assert len(actions(cli, "user.update")) == 1

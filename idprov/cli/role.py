@@ -57,9 +57,11 @@ def delete(
     from idprov.provisioning import preview
 
     svc = service(app_name)
-    role = svc.get_role(name, domain)
-    question = f"Delete role {role.qualified_name} ({role.member_count} members)?"
-    confirm_effects(svc, preview.delete_role(svc, name, domain), yes, allow_deletes, question)
+    if not svc.unfinished("role_delete", name, domain):  # else: confirmed when it started
+        role = svc.get_role(name, domain)
+        question = f"Delete role {role.qualified_name} ({role.member_count} members)?"
+        verdict = preview.delete_role(svc, name, domain)
+        confirm_effects(svc, verdict, yes, allow_deletes, question)
     emit(svc.delete_role(name, domain), render.change)
 
 
@@ -78,7 +80,9 @@ def rename(
     from idprov.provisioning import preview
 
     svc = service(app_name)
-    confirm_effects(svc, preview.rename_role(svc, name, new_name, domain), yes, allow_deletes)
+    if not svc.unfinished("role_rename", name, domain):  # else: confirmed when it started
+        verdict = preview.rename_role(svc, name, new_name, domain)
+        confirm_effects(svc, verdict, yes, allow_deletes)
     if yes and allow_deletes is not None:  # members leaving a scope: accepted (see the core)
         svc.allow_deletes = max(svc.allow_deletes or 0, allow_deletes)
     emit(svc.rename_role(name, new_name, domain), render.change)

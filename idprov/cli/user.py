@@ -184,9 +184,11 @@ def delete(
     from idprov.provisioning import managers, preview
 
     svc = service(app_name)
-    user = svc.get_user(username, domain)
-    verdict = preview.delete_user(svc, username, domain)
-    reports = managers.reports_of(svc, QualifiedName(user.domain, user.username))
-    lost = render.losing_manager(sorted(r.qualified_name for r in reports))
-    confirm_effects(svc, verdict, yes, allow_deletes, f"Delete user {user.qualified_name}{lost}?")
+    if not svc.unfinished("delete", username, domain):  # else: confirmed when it started
+        user = svc.get_user(username, domain)
+        verdict = preview.delete_user(svc, username, domain)
+        reports = managers.reports_of(svc, QualifiedName(user.domain, user.username))
+        lost = render.losing_manager(sorted(r.qualified_name for r in reports))
+        question = f"Delete user {user.qualified_name}{lost}?"
+        confirm_effects(svc, verdict, yes, allow_deletes, question)
     emit(svc.delete_user(username, domain), render.change)

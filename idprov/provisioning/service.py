@@ -487,6 +487,18 @@ class IdentityService:
         store, name = self.resolve(username, domain)
         return verify_password(password, store.password_hash(name))
 
+    def unfinished(self, kind: str, name: str, domain: str | None = None) -> bool:
+        """Whether a ``kind`` write (``delete`` of a user, ``role_delete``,
+        ``role_rename``) of ``name`` was recorded in its directory and cut off: the
+        same command, run again, finishes it (it was asked for and confirmed then),
+        though the user or role may be gone or renamed already."""
+        if self.internal_name(name, domain) is not None:
+            return False  # idprov's own: one transaction
+        store, bare = self.resolve(name, domain)
+        if store.transactional:
+            return False
+        return self.state.directory_writes.find(store.domain, kind, bare) is not None
+
     def get_role(self, name: str, domain: str | None = None) -> Role:
         if (internal := self.internal_name(name, domain)) is not None:
             return self.internal.get(internal, with_members=True)

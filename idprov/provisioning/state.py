@@ -122,6 +122,13 @@ _directory_write_owners = ddl(
 earlier version has none: no process owns it, and no add is adopted through it)."""
 
 
+_directory_write_kinds = ddl(
+    "ALTER TABLE directory_writes ADD COLUMN details TEXT NOT NULL DEFAULT '{}'"
+)
+"""What a recorded delete, update, role rename or change of members needs to be
+finished once its answer was lost (see :attr:`DirectoryWrite.details`)."""
+
+
 _idp_scopes = ddl("ALTER TABLE idp_health ADD COLUMN scope TEXT")
 """Each IdP's provisioning roles as its last sync judged them (see
 :func:`idprov.provisioning.guard.scope_key`)."""
@@ -198,6 +205,7 @@ MIGRATIONS: Migrations = {
         ("0013_idp_scopes", _idp_scopes),
         ("0014_outbox_allowances", _outbox_allowances),
         ("0015_ledger_lost", _ledger_lost),
+        ("0016_directory_write_kinds", _directory_write_kinds),
     ],
     "postgresql": [
         ("0001_state", _POSTGRES_SCHEMA),
@@ -217,6 +225,7 @@ MIGRATIONS: Migrations = {
         ("0006_idp_scopes", _idp_scopes),
         ("0007_outbox_allowances", _outbox_allowances),
         ("0008_ledger_lost", _ledger_lost),
+        ("0009_directory_write_kinds", _directory_write_kinds),
     ],
 }
 
@@ -469,17 +478,19 @@ class ImportJournal:
 
 @dataclass(frozen=True)
 class DirectoryWrite:
-    """A user add or rename that idprov started in a userstore that cannot roll back."""
+    """A write that idprov started in a userstore that cannot roll back: a user's add,
+    rename, update or delete, a role's rename or delete, a change of its members."""
 
     id: int
     kind: str
-    """``add`` or ``rename``."""
+    """``add``, ``rename``, ``update``, ``delete`` (of a user); ``role_rename``,
+    ``role_delete``, ``assign``, ``unassign`` (of a role)."""
     name: str
-    """The username it had (a rename), or is given (an add)."""
+    """The username (a role's name) it had (a rename), or is given (an add)."""
     new_name: str
-    """The name a rename gives it (an add: ``name``)."""
+    """The name a rename gives it (else: ``name``)."""
     entry_id: str | None
-    """The id of the user a rename moves (an add's is not known until it is made)."""
+    """The id of the user or role it changes (an add's is not known until it is made)."""
     roles: tuple[str, ...]
     """The roles an add gives the user."""
     started_at: str = ""
@@ -493,20 +504,39 @@ class DirectoryWrite:
     re-run asking for the same is the one that may adopt the user it made."""
     origin: str = ""
     """Who asked for it beside the actor: a JIT login's ``jit:<idp>:<subject>``."""
+    details: dict[str, Any] = field(default_factory=dict, compare=False)
+    """What finishing it needs that the directory may no longer show: an update's
+    claims changed, a delete's members or roles and reports, a change of members'
+    users (see :class:`~idprov.provisioning.unit_of_work.UnitOfWork`)."""
 
 
-_COLUMNS = "id, kind, name, new_name, entry_id, roles, started_at, owner, owned_at, digest, origin"
+_COLUMNS = (
+    "id, kind, name, new_name, entry_id, roles, started_at, owner, owned_at, digest, origin,"
+    " details"
+)
 
 
 def _write(row: Any) -> DirectoryWrite:
     return DirectoryWrite(
-        int(row[0]), row[1], row[2], row[3], row[4], tuple(json.loads(row[5])), *row[6:]
+        int(row[0]),
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        tuple(json.loads(row[5])),
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        json.loads(row[11] or "{}"),
     )
 
 
 class DirectoryWrites:
-    """The ``directory_writes`` table: each user add or rename in a store that cannot
-    roll back (a directory) is recorded here, and committed, before its first write to
+    """The ``directory_writes`` table: each write of a user or role in a store that
+    cannot roll back (a directory: see :attr:`DirectoryWrite.kind`; an import has a
+    journal of its own) is recorded here, and committed, before its first write to
     the store, and removed in the transaction that records the finished change (audit,
     outbox). A change cut off half-way stays recorded, and only what is recorded is
     finished by a re-run: a directory's leftovers alone (a stale member value, an entry
@@ -518,7 +548,8 @@ class DirectoryWrites:
         self.db = db
 
     def find(self, domain: str, kind: str, name: str) -> DirectoryWrite | None:
-        """The recorded ``kind`` of the user ``name`` (any case) of ``domain``."""
+        """The recorded ``kind`` of the user ``name`` (any case) of ``domain`` (of a
+        change of members: the ``key`` it was started with)."""
         row = self.db.execute(
             f"SELECT {_COLUMNS} FROM directory_writes"
             " WHERE domain = ? AND kind = ? AND name_key = ?",
@@ -539,11 +570,16 @@ class DirectoryWrites:
         digest: str = "",
         origin: str = "",
         replacing: DirectoryWrite | None = None,
+        details: dict[str, Any] | None = None,
+        key: str | None = None,
     ) -> DirectoryWrite | None:
         """Record a write about to start, owned by ``owner``, in place of ``replacing``
         (a record of the same user and kind whose owner is gone); None when another
-        record of the user and kind is there (another process's, started meanwhile)."""
-        key = [domain.casefold(), kind, name.casefold()]
+        record of the user and kind is there (another process's, started meanwhile).
+        ``key``, where not ``name``, is what :meth:`find` finds it by (a change of
+        members: the role and its users, so changes of other users go on at once)."""
+        key_of = [domain.casefold(), kind, (key if key is not None else name).casefold()]
+        details = details or {}
         if replacing is not None:
             self.db.execute(
                 "DELETE FROM directory_writes WHERE id = ? AND owner = ?",
@@ -552,11 +588,11 @@ class DirectoryWrites:
         at = now()
         row = self.db.execute(
             "INSERT INTO directory_writes (domain, kind, name_key, name, new_name, entry_id,"
-            " roles, started_at, owner, owned_at, digest, origin)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " roles, started_at, owner, owned_at, digest, origin, details)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (domain, kind, name_key) DO NOTHING RETURNING id",
             [
-                *key,
+                *key_of,
                 name,
                 new_name,
                 entry_id,
@@ -566,12 +602,24 @@ class DirectoryWrites:
                 at,
                 digest,
                 origin,
+                json.dumps(details, sort_keys=True),
             ],
         ).fetchone()
         if row is None:
             return None
         return DirectoryWrite(
-            int(row[0]), kind, name, new_name, entry_id, tuple(roles), at, owner, at, digest, origin
+            int(row[0]),
+            kind,
+            name,
+            new_name,
+            entry_id,
+            tuple(roles),
+            at,
+            owner,
+            at,
+            digest,
+            origin,
+            details,
         )
 
     def take_over(self, write: DirectoryWrite, owner: str) -> DirectoryWrite | None:

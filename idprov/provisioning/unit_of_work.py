@@ -3,7 +3,8 @@
 ``with service.unit_of_work() as uow:`` opens nothing yet; the first write opens one
 transaction over idprov's state database and each userstore the work touches (in
 SQLite they commit together; a directory cannot roll back: the CSV import journals
-its batches, and a user add or rename is recorded in ``directory_writes`` before its
+its batches, and any other change (a user's add, rename, update or delete, a role's
+rename, delete or change of members) is recorded in ``directory_writes`` before its
 first write, so that a re-run finishes it: :meth:`UnitOfWork._directory_write`).
 Each change method checks the userstore's policy *before* the transaction opens
 (passwords are hashed there too), writes the change, its audit entry and one outbox
@@ -23,9 +24,9 @@ import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from idprov.errors import (
     ConflictError,
@@ -465,6 +466,9 @@ class UnitOfWork:
         roles: Sequence[str] = (),
         asked: _Add | None = None,
         replacing: DirectoryWrite | None = None,
+        details: dict[str, Any] | None = None,
+        key: str | None = None,
+        digest: str = "",
     ) -> DirectoryWrite:
         """Record a user add or rename in a store that cannot roll back, owned by this
         work and committed before its first write to the store (unless this work's own
@@ -482,12 +486,14 @@ class UnitOfWork:
                 entry_id,
                 tuple(roles),
                 owner=self._owner(),
-                digest=asked.digest if asked else "",
+                digest=asked.digest if asked else digest,
                 origin=asked.origin if asked else "",
                 replacing=replacing,
+                details=details,
+                key=key,
             )
         if write is None:
-            again = state.directory_writes.find(store.domain, kind, name)
+            again = state.directory_writes.find(store.domain, kind, key or name)
             raise _busy(store, again or replacing, kind, name)
         self._recorded[write.id] = (store.domain, write)
         return write
@@ -517,8 +523,8 @@ class UnitOfWork:
         return taken
 
     def _in_store(
-        self, store: UserStore, write: DirectoryWrite, change: Callable[[], User], fresh: bool
-    ) -> User:
+        self, store: UserStore, write: DirectoryWrite, change: Callable[[], _T], fresh: bool
+    ) -> _T:
         """``change()``; a refusal (which leaves nothing of it) forgets ``write``, and
         so does a store error before the store sent any write, when ``write`` is this
         work's own (``fresh``; one taken over keeps what an earlier run left); another
@@ -534,6 +540,39 @@ class UnitOfWork:
         except IdprovError:
             self._forget(write)
             raise
+
+    def _journaled(self, store: UserStore, kind: str, key: str) -> DirectoryWrite | None:
+        """The recorded ``kind`` write of ``key`` in ``store`` that no process makes any
+        more, taken over by this work (:meth:`_take_over`: :class:`LockedError` while
+        its process runs); None if there is none, or where the store rolls back."""
+        if store.transactional:
+            return None
+        recorded = self.service.state.directory_writes.find(store.domain, kind, key)
+        return None if recorded is None else self._take_over(store, recorded)
+
+    def _recorded_change(
+        self,
+        store: UserStore,
+        kind: str,
+        name: str,
+        change: Callable[[], _T],
+        entry_id: str,
+        replacing: DirectoryWrite | None,
+        **record: Any,
+    ) -> tuple[_T, DirectoryWrite | None]:
+        """``change()``, recorded first (:meth:`_directory_write`) where the store
+        cannot roll back: a delete, an update, a role's rename or change of members.
+        Cut off with its answer lost, the same command run again reads the store and
+        finishes the change the store shows made (its audit entry and outbox rows),
+        or makes it. ``record``: the record's ``details``, ``key``, ``digest``,
+        ``new_name``."""
+        if store.transactional:
+            return change(), None
+        new_name = record.pop("new_name", name)
+        write = self._directory_write(
+            store, kind, name, new_name, entry_id, replacing=replacing, **record
+        )
+        return self._in_store(store, write, change, fresh=True), write
 
     def _forget(self, write: DirectoryWrite) -> None:
         with self.service.state.transaction():
@@ -558,19 +597,46 @@ class UnitOfWork:
         set_claims = dict(set_claims or {})
         policy.check_claims(set_claims, self.service.claims, name)
         policy.check_claim_names(unset, self.service.claims)
+        digest = _digest({"set": set_claims, "unset": sorted(set(unset))})
+        key = f"{name}\n{digest}"  # updates of other claims go on beside it
+        recorded = self._journaled(store, "update", key)
         before = self.service.get_user(name, store.domain)
+        if recorded is not None and recorded.entry_id != before.id:
+            self._forget(recorded)  # of a user deleted since, whose name another took
+            recorded = None
         after = {k: v for k, v in {**before.claims, **set_claims}.items() if k not in unset}
         policy.check_required(after, store.config.policy, name, store.domain)
-        if after == before.claims:
+        if after == before.claims and recorded is None:
             return self._done(
                 ChangeResult("user.update", before.qualified_name, before, changed=False)
             )
         self.begin(store)
-        user = store.update_user(name, set_claims, list(unset))
-        changed = sorted(
-            k for k in {*before.claims, *user.claims} if before.claims.get(k) != user.claims.get(k)
-        )
+        write: DirectoryWrite | None = recorded
+        if after == before.claims and recorded is not None:  # made, its answer lost
+            user = before
+            changed = sorted(recorded.details.get("claims", []))
+        else:
+            claims = sorted(
+                k for k in {*before.claims, *after} if before.claims.get(k) != after.get(k)
+            )
+            user, write = self._recorded_change(
+                store,
+                "update",
+                before.username,
+                lambda: store.update_user(name, set_claims, list(unset)),
+                before.id,
+                recorded,
+                details={"claims": claims},
+                key=f"{before.username}\n{digest}",
+                digest=digest,
+            )
+            changed = sorted(
+                k
+                for k in {*before.claims, *user.claims}
+                if before.claims.get(k) != user.claims.get(k)
+            )
         self.audit("user.update", user.qualified_name, {"claims": changed})
+        self._written(write)
         if "active" in changed and not is_active(user.claims):
             self._offboarding.add(user.id)
         self.enqueue("user", user.id, store.domain, user.qualified_name)
@@ -646,13 +712,57 @@ class UnitOfWork:
         """Delete a user; the users it managed lose their ``manager`` claim (see
         :meth:`_reports_of`), each an update of its own (audited, pushed, guarded)."""
         store, name = self.service.resolve(username, domain)
+        recorded = self._journaled(store, "delete", name)
         existing = store.find_user(name)
+        if existing is None and recorded is not None:
+            if _user_gone(store, recorded):
+                return self._deleted(store, recorded)
+            self._forget(recorded)  # the user of that id lives on (renamed since)
         reports = self._reports_of(store, existing.username) if existing else []
         for report in reports:
             self.update_user(report.username, unset=["manager"], domain=report.domain)
         self.begin(store)
         internal = self.service.internal.roles_of_user(existing.id) if existing else []
-        user = store.delete_user(name)
+        if existing is None:
+            user, write = store.delete_user(name), None  # NotFoundError
+        else:
+            earlier = list(recorded.roles) if recorded and recorded.entry_id == existing.id else []
+            user, write = self._recorded_change(
+                store,
+                "delete",
+                existing.username,
+                lambda: store.delete_user(name),
+                existing.id,
+                recorded,
+                roles=_merged(earlier, existing.roles),
+                details={"reports": [[r.domain, r.username] for r in reports]},
+            )
+            user = replace(user, roles=_merged(earlier, user.roles))
+        return self._user_deleted(store, user, internal, write, reports)
+
+    def _deleted(self, store: UserStore, recorded: DirectoryWrite) -> ChangeResult:
+        """A recorded delete whose user is gone from ``store`` (:func:`_user_gone`): it
+        was made (its answer lost, or the command stopped), and its records are
+        written now, the updates of its reports finished (each recorded too)."""
+        assert recorded.entry_id is not None
+        reports = [
+            self.update_user(name, unset=["manager"], domain=domain).entity
+            for domain, name in recorded.details.get("reports", [])
+        ]
+        user = User(recorded.entry_id, store.domain, recorded.name, roles=list(recorded.roles))
+        internal = self.service.internal.roles_of_user(user.id)
+        return self._user_deleted(store, user, internal, recorded, reports)
+
+    def _user_deleted(
+        self,
+        store: UserStore,
+        user: User,
+        internal: Sequence[Role],
+        write: DirectoryWrite | None,
+        reports: Sequence[Any],
+    ) -> ChangeResult:
+        """The records of a user deleted from ``store``: its internal roles forgotten,
+        its audit entry, its outbox rows and its groups'."""
         self.begin()
         self.service.internal.forget_user(user.id)
         for role in internal:
@@ -662,6 +772,7 @@ class UnitOfWork:
             user.qualified_name,
             {"roles": [*user.roles, *(r.qualified_name for r in internal)]},
         )
+        self._written(write)
         self._offboarding.add(user.id)
         self.enqueue("user", user.id, store.domain, user.qualified_name)
         for role_name in user.roles:
@@ -826,11 +937,26 @@ class UnitOfWork:
                 "role.delete", lambda: self.service.internal.delete(internal), members
             )
         store, bare = self.service.resolve(name, domain)
+        recorded = self._journaled(store, "role_delete", bare)
         self.begin(store)
-        found = store.find_role(bare)
-        member_ids = store.role_member_ids(found.id) if found is not None else []
-        role = store.delete_role(bare)
+        found = store.find_role(bare, with_members=not store.transactional)
+        if found is None and recorded is not None:  # made, its answer lost?
+            role, member_ids, write = self._role_deleted(store, recorded)
+        elif found is None:
+            role, member_ids, write = store.delete_role(bare), [], None  # NotFoundError
+        else:
+            member_ids = store.role_member_ids(found.id)
+            role, write = self._recorded_change(
+                store,
+                "role_delete",
+                found.name,
+                lambda: store.delete_role(bare),
+                found.id,
+                recorded,
+                details={"members": found.members or [], "member_ids": member_ids},
+            )
         self.audit("role.delete", role.qualified_name, {"members": role.members or []})
+        self._written(write)
         self._offboarding.update(member_ids)  # they may leave an IdP's scope
         self._enqueue_ids(store, member_ids)
         self.enqueue("role", role.id, store.domain, role.qualified_name)
@@ -856,16 +982,35 @@ class UnitOfWork:
         if new_store is not store:
             raise UsageError("a role cannot be renamed into another domain")
         policy.check_role_name(store.config.policy, new_bare, store.domain)
-        current = self.service.get_role(bare, store.domain)
+        recorded = self._journaled(store, "role_rename", bare)
+        try:
+            current = self.service.get_role(bare, store.domain)
+        except NotFoundError:  # the same rename, recorded, its answer lost?
+            moved = _renamed_role(store, recorded, new_bare)
+            if moved is None or recorded is None:
+                raise
+            self.begin(store)
+            role = store.finish_role_rename(recorded.name, moved.name, moved.id)
+            write: DirectoryWrite | None = recorded
+        else:
 
-        def held() -> list[User]:
-            users = list(store.find_users_by_id(store.role_member_ids(current.id)).values())
-            return self.service.directory.with_internal_roles(users)
+            def held() -> list[User]:
+                users = list(store.find_users_by_id(store.role_member_ids(current.id)).values())
+                return self.service.directory.with_internal_roles(users)
 
-        self._keeps_scope(current.name, new_bare, held)
-        self.begin(store)
-        role = store.rename_role(bare, new_bare)
+            self._keeps_scope(current.name, new_bare, held)
+            self.begin(store)
+            role, write = self._recorded_change(
+                store,
+                "role_rename",
+                current.name,
+                lambda: store.rename_role(bare, new_bare),
+                current.id,
+                recorded,
+                new_name=new_bare,
+            )
         self.audit("role.rename", role.qualified_name, {"from": bare})
+        self._written(write)
         self._enqueue_ids(store, store.role_member_ids(role.id))
         self.enqueue("role", role.id, store.domain, role.qualified_name)
         return self._done(
@@ -937,8 +1082,9 @@ class UnitOfWork:
         store, bare = self.service.resolve(role, domain)
         names = self.service.members_in(store, users)
         self.begin(store)
-        changed = store.assign(bare, names) if assign else store.unassign(bare, names)
+        changed, write = self._members_changed(store, bare, names, assign)
         result = self.service.get_role(bare, store.domain)
+        self._written(write)
         if changed:
             key = "users"
             self.audit(action, result.qualified_name, {key: changed})
@@ -952,6 +1098,55 @@ class UnitOfWork:
         return self._done(
             ChangeResult(action, result.qualified_name, result, bool(changed), details)
         )
+
+    def _role_deleted(
+        self, store: UserStore, recorded: DirectoryWrite
+    ) -> tuple[Role, list[str], DirectoryWrite | None]:
+        """A recorded delete of a role no longer in ``store``: made if no role has its
+        id (its answer lost, or the command stopped): the role as recorded, its
+        members' ids and the record. Else the record goes, and the store says that
+        there is no such role."""
+        if recorded.entry_id is not None and store.find_role_by_id(recorded.entry_id) is None:
+            members = list(recorded.details.get("members", []))
+            role = Role(recorded.entry_id, store.domain, recorded.name, len(members), members)
+            return role, list(recorded.details.get("member_ids", [])), recorded
+        self._forget(recorded)
+        return store.delete_role(recorded.name), [], None  # NotFoundError
+
+    def _members_changed(
+        self, store: UserStore, role: str, names: Sequence[str], assign: bool
+    ) -> tuple[list[str], DirectoryWrite | None]:
+        """The store's assign (unassign) of ``names`` to ``role``: the users it made
+        members (took out), and its record where the store cannot roll back. The
+        record names the users the change is to add (remove); the same command run
+        again after its answer was lost counts those the role's members now show
+        as changed (they are what the lost change made), and changes the rest."""
+
+        def change() -> list[str]:
+            return store.assign(role, names) if assign else store.unassign(role, names)
+
+        if store.transactional:
+            return change(), None
+        kind = "assign" if assign else "unassign"
+        key = "\n".join([role, *sorted({n.casefold() for n in names})])
+        recorded = self._journaled(store, kind, key)
+        found = store.find_role(role, with_members=True)
+        if found is None:
+            if recorded is not None:
+                self._forget(recorded)
+            return change(), None  # NotFoundError
+        members = {m.casefold() for m in found.members or []}
+        todo = [n for n in names if (n.casefold() in members) != assign]
+        made = [
+            n for n in (recorded.details.get("users", []) if recorded else [])
+            if (n.casefold() in members) == assign
+        ]  # fmt: skip
+        if not todo:
+            return made, recorded
+        done, write = self._recorded_change(
+            store, kind, role, change, found.id, recorded, details={"users": todo}, key=key
+        )
+        return _merged(made, done), write
 
     # ---- internal roles (idprov's own, holding users of several domains)
     def _internal_change(
@@ -1044,24 +1239,70 @@ def _older_than(stamp: str, seconds: float) -> bool:
     return (datetime.now(UTC) - at).total_seconds() > seconds
 
 
+_T = TypeVar("_T")
+
+_WRITES = {
+    "add": ("add", "user"),
+    "rename": ("rename", "user"),
+    "update": ("update", "user"),
+    "delete": ("delete", "user"),
+    "role_rename": ("rename", "role"),
+    "role_delete": ("delete", "role"),
+    "assign": ("assignment", "role"),
+    "unassign": ("unassignment", "role"),
+}
+"""Each kind of recorded directory write as messages name it: what, and of what."""
+
+
+def _digest(asked: Mapping[str, Any]) -> str:
+    """What a recorded write asked for, digested (a re-run asking for the same finds it)."""
+    text = json.dumps(asked, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _merged(first: Iterable[str], then: Iterable[str]) -> list[str]:
+    """The names of ``first``, then those of ``then`` not in it (names match in any case)."""
+    merged: dict[str, str] = {}
+    for name in [*first, *then]:
+        merged.setdefault(name.casefold(), name)
+    return list(merged.values())
+
+
+def _user_gone(store: UserStore, recorded: DirectoryWrite) -> bool:
+    """Whether the user a recorded delete was deleting is gone (no user has its id)."""
+    return recorded.entry_id is not None and store.find_user_by_id(recorded.entry_id) is None
+
+
+def _renamed_role(store: UserStore, recorded: DirectoryWrite | None, new_name: str) -> Role | None:
+    """The role a recorded rename to ``new_name`` moved, if the store shows it made (the
+    role of the recorded id is named so now)."""
+    if recorded is None or recorded.entry_id is None:
+        return None
+    if recorded.new_name.casefold() != new_name.casefold():
+        return None
+    role = store.find_role_by_id(recorded.entry_id)
+    return role if role is not None and role.name.casefold() == new_name.casefold() else None
+
+
 def _busy(store: UserStore, write: DirectoryWrite | None, kind: str, name: str) -> LockedError:
-    """The error of a user add or rename that another process is making."""
-    doing = f"{'an add' if kind == 'add' else 'a rename'} of user {name!r}"
+    """The error of a directory write that another process is making."""
+    what, of = _WRITES.get(kind, (kind, "user"))
+    doing = f"{'an' if what[0] in 'aeiou' else 'a'} {what} of {of} {name!r}"
     owner = f" ({write.owner}, since {write.owned_at})" if write is not None else ""
     minutes = int(OWNER_LEASE_SECONDS // 60)
     return LockedError(
         f"{doing} in the {store.domain} userstore is being made by another idprov process{owner}",
         hint="let it finish, then see the user with `idprov user show`; if that process "
         "stopped, run the same command again (a process of another machine is taken for "
-        f"stopped {minutes} minutes after it took the {kind} on)",
+        f"stopped {minutes} minutes after it took the {what} on)",
     )
 
 
 def _label(domain: str, write: DirectoryWrite) -> str:
     """A recorded write as a message names it: ``add of user CORP/ann``."""
-    if write.kind == "add":
-        return f"add of user {domain}/{write.name}"
-    return f"rename of user {domain}/{write.name} to {write.new_name}"
+    what, of = _WRITES.get(write.kind, (write.kind, "user"))
+    label = f"{what} of {of} {domain}/{write.name}"
+    return f"{label} to {write.new_name}" if what == "rename" else label
 
 
 def _same_roles(a: Iterable[str], b: Iterable[str]) -> bool:

@@ -319,6 +319,15 @@ class UserStore(ABC):
         :meth:`unfinished_rename` found it (a repeat is harmless)."""
         raise NotFoundError(f"no user {username!r} in the {self.domain} userstore")
 
+    def finish_role_rename(self, name: str, new_name: str, role_id: str) -> Role:
+        """Finish what a cut-off rename of role ``name`` to ``new_name`` left once the
+        store renamed it (the role of ``role_id`` is named ``new_name``); a repeat is
+        harmless. Where a rename is one write, nothing is left: the role."""
+        role = self.find_role_by_id(role_id)
+        if role is None:
+            raise NotFoundError(f"no role {name!r} in the {self.domain} userstore")
+        return role
+
     @abstractmethod
     def set_password_hash(self, username: str, password_hash: str) -> None:
         """Replace the stored hash; a repeat is harmless."""

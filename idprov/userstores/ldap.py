@@ -57,7 +57,11 @@ What a directory administrator should know:
 The journal of directory writes. The unit of work keeps it, in idprov's state
 (``directory_writes``, :class:`~idprov.provisioning.state.DirectoryWrites`); this
 store answers its questions (:meth:`LdapUserStore.unfinished_rename`,
-:meth:`LdapUserStore.made_by_idprov`, :meth:`LdapUserStore.finish_rename`).
+:meth:`LdapUserStore.made_by_idprov`, :meth:`LdapUserStore.finish_rename`,
+:meth:`LdapUserStore.finish_role_rename`). A user's update or delete, a role's
+rename or delete and a change of a role's members are recorded the same way, for a
+re-run to find the change made (the entry of the recorded entryUUID gone or renamed,
+the members or claims as asked) and write its records, or make it.
 
 * What is recorded. A user add or rename is recorded, and committed, before its
   first write to the directory: the username, a rename's new name and the
@@ -579,6 +583,21 @@ class LdapUserStore(LdapImporter):
         if not self._real_members(group) and self.config.empty_member is None:
             self._move_placeholder(moved)
             moved = self._group_by_id(group.text("entryUUID") or "") or moved
+        return self._to_role(moved, True)
+
+    def finish_role_rename(self, name: str, new_name: str, role_id: str) -> Role:
+        """After a rename of role ``name`` whose answer was lost: an empty group that
+        still names its old DN as its member names its own DN instead."""
+        self.ensure_writable()
+        moved = self._group_by_id(role_id)
+        if moved is None:
+            raise StoreError(f"{self._where()}: role {new_name!r} vanished while renamed")
+        attribute = self.config.group_name_attribute
+        old_dn = f"{attribute}={escape_rdn_value(name)},{parent_dn(moved.dn)}"
+        values = moved.texts(self.config.member_attribute)
+        if self.config.empty_member is None and [dn_key(v) for v in values] == [dn_key(old_dn)]:
+            self._move_placeholder(moved)
+            moved = self._group_by_id(role_id) or moved
         return self._to_role(moved, True)
 
     def _move_placeholder(self, new: Entry) -> None:

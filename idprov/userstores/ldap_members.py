@@ -48,9 +48,12 @@ class LdapMembership(LdapReader):
         removed: members already there (or already gone) are not."""
         groups = groups or self._groups_named(list(changes))
         modifies, done = self._member_modifies(changes, groups)
+        sent = self.writes_sent
         try:
             errors = self._modify_all(modifies, resend=False)
         except Unreachable as lost:
+            if self.writes_sent == sent:  # never sent: the directory was not reached
+                raise
             errors = self._after_lost(lost, changes)
         for error in errors:
             if error is not None:
@@ -82,7 +85,7 @@ class LdapMembership(LdapReader):
         try:
             groups = self._groups_named(list(changes))
         except Unreachable:
-            raise lost from None
+            raise self._maybe_made(lost) from lost
         modifies, _ = self._member_modifies(changes, groups)
         return self._modify_all(modifies, resend=False)
 

@@ -212,20 +212,33 @@ class LdapSession(UserStore):
         then it is done; if not, it is sent once more. Sent again unseen, a delete that
         went through was refused as noSuchObject and the command reported a failure
         with the directory changed. When the read back fails too, the write's lost
-        :class:`Unreachable` is raised: the command, run again, looks before it writes."""
+        :class:`Unreachable` says so (:meth:`_maybe_made`)."""
+        sent = self.writes_sent
         try:
             self._run_ldap3(doing, op, resend=False)
             return
         except Unreachable as exc:
+            if self.writes_sent == sent:  # never sent: the directory was not reached
+                raise
             lost = exc
         try:
             there = made()
         except Unreachable:
             there = None
         if there is None:
-            raise lost
+            raise self._maybe_made(lost) from lost
         if not there:
             self._run_ldap3(doing, op, resend=False)
+
+    def _maybe_made(self, lost: Unreachable) -> Unreachable:
+        """The error of a write whose answer was lost, the directory unreachable since:
+        it may have been made, and the same command run again looks before it writes
+        (the unit of work recorded the change it was making)."""
+        return Unreachable(
+            f"{lost.message}; the write was sent, and may have been made",
+            hint=f"once the server at {self.config.url} answers, run the same command "
+            "again: it looks at the directory first, then finishes the change or makes it",
+        )
 
     def _sending(self, conn: T) -> T:
         """``conn``, a write about to go out on it counted (:attr:`writes_sent`)."""
