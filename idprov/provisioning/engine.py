@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+import shlex
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -141,6 +142,11 @@ class Engine(UserPlanning, RolePlanning):
         self._remade = {}
         self._remote: dict[str, RemoteAccounts] = {}
         self._remote_lock = threading.Lock()
+        self._carried = {}
+        self._passwords_sent: set[int] = set()
+        """Of :attr:`_carried`, the rows whose push went through, password and all."""
+        self._password_notes: dict[int, str] = {}
+        """Row id -> what its audit says of a password that did not reach the target."""
 
     def drain(self, rows: Sequence[OutboxRow]) -> OutboundReport:
         """Reconcile ``rows``: users first, then roles, each role's never-pushed
@@ -156,7 +162,44 @@ class Engine(UserPlanning, RolePlanning):
         self._inline = len(users) + len(roles) == 1
         self._push(users, roles)
         self._push_again()
+        self._passwords_left()
         return self.report
+
+    def _passwords_left(self) -> None:
+        """Mark the rows whose push could not send the password given in this command
+        (it failed, or was left pending): idprov keeps passwords only in memory, so the
+        push that goes through later sends none. Their users are named in the report
+        (and in that later push's), to have the password set again."""
+        left = [r for i, r in self._carried.items() if i not in self._passwords_sent]
+        if not left:
+            return
+        with self.state.transaction():
+            self.state.outbox.note_passwords([r.id for r in left])
+        for row in left:
+            self.report.password(row.id, row.idp, row.label, sent_later=False)
+
+    def _password_fate(self, row: OutboxRow, result: OperationResult) -> None:
+        """What became of a password ``row``'s push carries, or that an earlier push of
+        it could not send (``row.password_unsent``): said in ``result`` and the audit."""
+        if row.id in self._carried:
+            if result.outcome == "done":
+                self._passwords_sent.add(row.id)
+                if row.password_unsent:  # a newer change's row kept: sent now
+                    self.state.outbox.note_passwords([], [row.id])
+            elif result.outcome == "failed":
+                note = (
+                    "the password given was not sent (idprov keeps passwords only in "
+                    "memory): once this row goes through, set it again with `idprov user "
+                    f"passwd {shlex.quote(row.label)}`"
+                )
+                result.error = f"{result.error}; {note}" if result.error else note
+                self._password_notes[row.id] = "not sent: set it again with `idprov user passwd`"
+        elif row.password_unsent and result.outcome == "done":
+            self.report.password(row.id, row.idp, row.label, sent_later=True)
+            self._password_notes[row.id] = (
+                "pushed without the password an earlier, failed push could not send: set it "
+                "again with `idprov user passwd`"
+            )
 
     def _push_again(self) -> None:
         """Push once more, round after round, the groups made again without members
@@ -601,6 +644,7 @@ class Engine(UserPlanning, RolePlanning):
         if item.result.outcome == "failed" and item.row.idp in self._stopped:
             self.report.note("pending", item.row.idp, item.row.id)
             return  # left pending with the rest of the IdP's rows: one failure is told
+        self._password_fate(item.row, item.result)
         if item.result.outcome == "failed":
             self._failed(item.row, item.result.error or "", item.result.status, 0)
         else:
@@ -646,6 +690,7 @@ class Engine(UserPlanning, RolePlanning):
             )
         if task.operation == "create" and getattr(value, "accepted", False):
             self.state.ledger.mark_accepted(row.idp, row.kind, row.local_id)
+        self._password_fate(row, result)
         if result.outcome == "failed":
             self._failed(row, result.error or "", result.status, len(attempts))
         else:
@@ -695,7 +740,12 @@ class Engine(UserPlanning, RolePlanning):
                         "duration_ms": attempt.duration_ms,
                         "remote_id": result.remote_id if last else None,
                         "error": attempt.error,
-                    },
+                    }
+                    | (
+                        {"password": self._password_notes[row.id]}
+                        if last and row.id in self._password_notes
+                        else {}
+                    ),
                     self.outbound.run,
                 )
             )

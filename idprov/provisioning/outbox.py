@@ -73,6 +73,12 @@ def allowances(db: StateDB) -> None:
     db.execute("ALTER TABLE outbox ADD COLUMN allowed INTEGER")
 
 
+def unsent_passwords(db: StateDB) -> None:
+    """Migration: whether a row's change set a password that did not reach the target
+    (see :attr:`OutboxRow.password_unsent`)."""
+    db.execute("ALTER TABLE outbox ADD COLUMN password_unsent INTEGER NOT NULL DEFAULT 0")
+
+
 def versions(db: StateDB) -> None:
     """Migration: a row's version, raised by each enqueue, so that a push finishing
     removes the row only if no change came since it was read (times alone cannot
@@ -114,10 +120,15 @@ class OutboxRow:
     or released it; the smaller of two changes coalesced before a push, none if either
     has none): the deletion guard judges it with that, whichever drainer pushes it. A
     failed or held row has none: its retry is judged afresh (see :meth:`Outbox.failed`)."""
+    password_unsent: bool = False
+    """A user's row whose change set a password (`user add --password-stdin`, `user
+    passwd`) that its push could not send: idprov keeps passwords only in memory, so
+    the push that goes through sends none, and says whose password to set again."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         del out["version"]  # internal: not part of `outbox list --json`
+        out["password_unsent"] = bool(self.password_unsent)
         return out
 
 
@@ -155,7 +166,7 @@ class IdpHealth:
 _OUTBOX_COLUMNS = (
     "id, idp, kind, local_id, domain, label, status, attempts, last_error, last_status,"
     " enqueued_at, updated_at, next_attempt_at, claimed_by, claimed_until, failures, version,"
-    " allowed"
+    " allowed, password_unsent"
 )
 
 
@@ -471,6 +482,13 @@ class Outbox:
             "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL, failures = 0 WHERE id = ?",
             [(r.id,) for r in rows],
         )
+
+    def note_passwords(self, unsent: Sequence[int], sent: Sequence[int] = ()) -> None:
+        """Mark rows ``unsent``, whose pushes could not send the password their change
+        set, and unmark rows ``sent``, whose pushes sent one (see
+        :attr:`OutboxRow.password_unsent`)."""
+        marks = [(1, i) for i in unsent] + [(0, i) for i in sent]
+        self.db.executemany("UPDATE outbox SET password_unsent = ? WHERE id = ?", marks)
 
     def failed(
         self, row: OutboxRow, error: str, status: int | None, attempts: int, retry_in: float

@@ -90,6 +90,7 @@ class UserPlanning(Planning):
         password = self.take_password(row.local_id)
         if password is None:
             return decision
+        self._carried[row.id] = row
         account = dataclasses.replace(decision.account, password=password)
         if decision.action == "none":
             return dataclasses.replace(

@@ -6,6 +6,7 @@ renders them, and the library API that returns them.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -105,6 +106,16 @@ class OutboundReport:
     ``orphaned``, ``held``, ``awaiting_rename``, or ``pending`` (left by a credentials
     failure)."""
 
+    passwords: dict[int, tuple[str, str, bool]] = field(default_factory=dict)
+    """Outbox row id -> (IdP, user, ``sent_later``) of the users whose password did not
+    reach the IdP: given in this command, its push did not go through (``sent_later``
+    False); or given in an earlier one whose push failed, and this push went without
+    it (True). idprov keeps passwords only in memory: each must be set again."""
+
+    def password(self, row: int, idp: str, user: str, sent_later: bool) -> None:
+        """Note a password that did not reach ``idp`` (see :attr:`passwords`)."""
+        self.passwords[row] = (idp, user, sent_later)
+
     def note(self, what: str, idp: str, row: int) -> None:
         """Count a row that was not drained (see :attr:`noted`)."""
         self.noted[row] = (idp, what)
@@ -138,6 +149,8 @@ class OutboundReport:
         for row in rows:
             if row in self.noted:
                 part.note(self.noted[row][1], self.noted[row][0], row)
+            if row in self.passwords:
+                part.passwords[row] = self.passwords[row]
         if not part.held:
             part.guard = []
         part.renamed_from = {n: self.renamed_from[n] for n in part.awaiting_rename}
@@ -158,6 +171,7 @@ class OutboundReport:
             mine.operations += report.operations
         self.guard += other.guard
         self.noted.update(other.noted)
+        self.passwords.update(other.passwords)
         self.renamed_from.update(other.renamed_from)
         self.renamed_away.update(other.renamed_away)
         pairs = ((self.queued, other.queued), (self.orphaned, other.orphaned))
@@ -188,7 +202,33 @@ class OutboundReport:
             f"--idp {name}` or declare the IdP again"
             for name, count in sorted(self.orphaned.items())
         ]
-        return lines + [self.awaiting_warning(n) for n in sorted(self.awaiting_rename)]
+        lines += [self.awaiting_warning(n) for n in sorted(self.awaiting_rename)]
+        return lines + self._password_warnings()
+
+    def _password_warnings(self) -> list[str]:
+        """One line per IdP and kind of password that did not reach it (see
+        :attr:`passwords`), naming the users and the command that sets it again."""
+        by: dict[tuple[str, bool], list[str]] = {}
+        for idp, user, later in self.passwords.values():
+            by.setdefault((idp, later), []).append(user)
+        lines = []
+        for (idp, later), users in sorted(by.items()):
+            names = ", ".join(sorted(users))
+            again = "; ".join(f"`idprov user passwd {shlex.quote(u)}`" for u in sorted(users))
+            if later:
+                lines.append(
+                    f"pushed to {idp} without the password given earlier (that push failed, "
+                    f"and idprov never stores passwords): {names}; the account has a random "
+                    f"password, or its old one: set it again with {again}"
+                )
+            else:
+                lines.append(
+                    f"the password given was not sent to {idp} for {names} (the push did not "
+                    "go through, and idprov keeps passwords only in memory): the push that "
+                    "goes through later sends none (a new account gets a random password); "
+                    f"set it again with {again} once it has"
+                )
+        return lines
 
     def awaiting_warning(self, name: str) -> str:
         """Why the rows of ``name`` in :attr:`awaiting_rename` were not pushed, and what
@@ -232,7 +272,12 @@ class OutboundReport:
                 | ({"renamed_away_at": at} if (at := self.renamed_away.get(name)) else {})
                 for name, count in self.awaiting_rename.items()
             }
-        if self.orphaned or self.held or self.awaiting_rename:
+        if self.passwords:
+            out["passwords_not_sent"] = [
+                {"idp": idp, "user": user, "earlier": later}
+                for idp, user, later in self.passwords.values()
+            ]
+        if self.orphaned or self.held or self.awaiting_rename or self.passwords:
             out["warnings"] = self.warnings
         return out
 

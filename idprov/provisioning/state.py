@@ -84,6 +84,12 @@ def _outbox_allowances(db: StateDB) -> None:
     allowances(db)
 
 
+def _outbox_passwords(db: StateDB) -> None:
+    from idprov.provisioning.outbox import unsent_passwords
+
+    unsent_passwords(db)
+
+
 def _import_batches(db: StateDB) -> None:
     """The batch an import is writing to a store that cannot roll back (a directory):
     a re-run after a kill finishes exactly those lines."""
@@ -206,6 +212,7 @@ MIGRATIONS: Migrations = {
         ("0014_outbox_allowances", _outbox_allowances),
         ("0015_ledger_lost", _ledger_lost),
         ("0016_directory_write_kinds", _directory_write_kinds),
+        ("0017_outbox_passwords", _outbox_passwords),
     ],
     "postgresql": [
         ("0001_state", _POSTGRES_SCHEMA),
@@ -226,6 +233,7 @@ MIGRATIONS: Migrations = {
         ("0007_outbox_allowances", _outbox_allowances),
         ("0008_ledger_lost", _ledger_lost),
         ("0009_directory_write_kinds", _directory_write_kinds),
+        ("0010_outbox_passwords", _outbox_passwords),
     ],
 }
 

@@ -166,6 +166,8 @@ class Planning:
     _confirmed: set[tuple[str, str]]
     """(IdP, user id) of the users whose push in this drain succeeded: their accounts
     exist at the target."""
+    _carried: dict[int, OutboxRow]
+    """Rows whose push carries a password given in this very command (by row id)."""
 
     def _keep(self, entry: LedgerEntry) -> None:
         raise NotImplementedError
