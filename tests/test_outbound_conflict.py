@@ -80,3 +80,55 @@ def test_a_group_taken_at_the_target_is_refused_the_same_way(tmp_path, monkeypat
             assert_says_the_truth_and_the_way_out(op.error or "", "group 'staff'")
             assert svc.state.ledger.get("scim", "role", role.entity.id) is None
     assert list(fake.groups) == ["g1"]
+
+
+def test_the_refusal_names_what_stops_the_push_and_discard_says_the_row_comes_back(
+    cli, scim, tmp_path
+):
+    """`outbox discard` of a foreign account's row did not give up: the next change of
+    staff (its group push brings zed along) or sync made the row again, and exited 6
+    each time. The refusal names what stops it; discard says the row comes back."""
+    cli("role", "add", "staff").ok()
+    administrator_creates(scim, "Users", {"schemas": [USER], "userName": "zed", "title": "admin"})
+    run = cli("user", "add", "zed", "-c", "email=zed@example.com", "-r", "staff")
+    assert run.exit_code == 6, run
+    said = run.stdout.replace("\n", " ")
+    assert "`idprov role unassign staff zed`" in said
+    assert "alone: the next change or sync brings it back" in said
+    discard = cli("outbox", "discard", "--idp", "scim", "--user", "zed", "--yes")
+    assert discard.exit_code == 0, discard
+    warned = " ".join(discard.stderr.split())
+    assert "zed is in the scope of scim (provisioning_roles: staff)" in warned
+    assert "a later change or `idprov sync` brings its row back" in warned
+    assert "`idprov role unassign staff zed`" in warned
+    assert cli("sync").exit_code == 6  # as said: it came back
+    cli("role", "unassign", "staff", "zed").ok()
+    cli("outbox", "discard", "--idp", "scim", "--user", "zed", "--yes").ok()
+    assert cli("sync").exit_code == 0
+    assert by_name(scim.users())["zed"]["title"] == "admin"  # left alone
+
+
+def test_a_discarded_group_row_is_said_to_come_back_while_the_role_is_pushed(tmp_path, monkeypatch):
+    """A foreign group staff: its refusal names push_roles and provisioning_roles, and
+    discarding the row says the next sync plans 'create role staff' again."""
+    from idprov.provisioning.discard import returning
+    from idprov.provisioning.sync import run_sync
+
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    fake = FakeScim("secret-token")
+    fake.groups["g1"] = {"id": "g1", "displayName": "staff"}
+    config = idp_yaml("scim", "https://scim.test/v2")
+    with make_service(tmp_path, config, ["scim"], http_transport=fake.transport()) as svc:
+        role = svc.add_role("staff")
+        assert role.outbound is not None
+        [op] = role.outbound.idps["scim"].operations
+        assert "stop pushing role staff (narrow push_roles or provisioning_roles" in (
+            op.error or ""
+        )
+        rows = svc.discard_outbox("scim", [role.entity.id])
+        [back] = returning(svc, "scim", rows)
+        assert back.message.startswith("role staff is pushed to scim (every role: no ")
+        assert "a later change or `idprov sync` brings its row back" in back.message
+        assert "push_roles" in (back.hint or "")
+        [item] = run_sync(svc, dry_run=True).plan.idps[0].items
+        assert (item.kind, item.label, item.action) == ("role", "staff", "create")

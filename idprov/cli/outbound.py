@@ -212,7 +212,22 @@ def outbox_discard(
         return
     if not yes:
         confirm(f"Discard {len(rows)} outbox row(s) of {idp}? They will not be pushed.")
-    emit(svc.discard_outbox(idp, [r.local_id for r in rows]), render.discarded)
+    discarded = svc.discard_outbox(idp, [r.local_id for r in rows])
+    emit(discarded, render.discarded)
+    warn_returning(svc, idp, discarded)
+
+
+def warn_returning(svc: Any, idp: str, rows: list[Any]) -> None:
+    """A warning on stderr (a JSON line with ``--json``) for each discarded row whose
+    cause remains, so that a later change or sync makes it again, with what stops it."""
+    from idprov.cli.common import render_error
+    from idprov.errors import IdprovError
+    from idprov.provisioning.discard import returning
+
+    for back in returning(svc, idp, rows):
+        warning = IdprovError(back.message, hint=back.hint)
+        warning.code = "row_comes_back"
+        render_error(warning, "warning")
 
 
 @idp_app.command("list")

@@ -157,14 +157,20 @@ class RefusedCreate:
             f"{self.idp} to give it to this one, then `idprov outbox retry`",
         )
 
-    def error(self, label: str) -> TargetError:
-        """The row's error: what happened, how to settle it, what the target said."""
+    def error(self, label: str, stop: str | None = None) -> TargetError:
+        """The row's error: what happened, how to settle it, what the target said.
+        ``stop``: how to stop pushing it there instead (see
+        :mod:`~idprov.provisioning.discard`); discarding the row alone does not."""
         fix = self.fix
         if self.taken and fix is None:
             fix = (
                 f"set on_conflict: adopt on identity provider {self.idp} to take it over, or "
-                f"rename or remove it at {self.idp}, then `idprov outbox retry`; or give "
-                f"up: `idprov outbox discard --idp {self.idp} --user {shlex.quote(label)}`"
+                f"rename or remove it at {self.idp}, then `idprov outbox retry`; or "
+                + (
+                    stop
+                    or f"stop pushing it: `idprov outbox discard --idp {self.idp} --user "
+                    f"{shlex.quote(label)}` alone: the next change or sync brings it back"
+                )
             )
         message = self.message + (f". {fix[0].upper()}{fix[1:]}" if fix else "")
         message += f" ({self.detail})" if self.detail else ""
@@ -351,8 +357,16 @@ class Ledger:
             [(*entity, stamp) for entity in entities],
         )
 
-    def refused(self, refusal: RefusedCreate, kind: str, local_id: str, label: str) -> TargetError:
-        """The error of a create the target refused; when nothing can have been made
+    def refused(
+        self,
+        refusal: RefusedCreate,
+        kind: str,
+        local_id: str,
+        label: str,
+        stop: str | None = None,
+    ) -> TargetError:
+        """The error of a create the target refused (``stop``: how to stop pushing it
+        there, see :meth:`RefusedCreate.error`); when nothing can have been made
         (``refusal.certain``), the ``creating`` mark goes with it."""
         if refusal.certain:
             self.unmark_creating([(refusal.idp, kind, local_id)])
@@ -365,7 +379,7 @@ class Ledger:
             ).fetchone()
         ):
             refusal = refusal.made_for_another()
-        return refusal.error(label)
+        return refusal.error(label, stop)
 
     def unmark_creating(self, entities: Sequence[tuple[str, str, str]]) -> None:
         """Drop the ``creating`` marks of (idp, kind, local_id) whose creates provably

@@ -49,6 +49,7 @@ from idprov.provisioning.decide import (
     group_member,
     role_pushed,
 )
+from idprov.provisioning.discard import stop_role
 from idprov.provisioning.ledger import RefusedCreate
 from idprov.provisioning.results import Attempt, OperationResult
 from idprov.provisioning.retry import with_retries
@@ -468,7 +469,8 @@ class RolePlanning(Planning):
 
         def record(outcome: tuple[str, bool] | RefusedCreate) -> OperationResult:
             if isinstance(outcome, RefusedCreate):
-                raise self._ledger.refused(outcome, "role", row.local_id, row.label)
+                stop = stop_role(row.idp, row.label)
+                raise self._ledger.refused(outcome, "role", row.local_id, row.label, stop)
             remote_id, ours = outcome
             self._keep(ledger_entry(row, name, remote_id, "active", ours))
             self._ledger.set_members(row.idp, row.local_id, provisioned, [])
@@ -618,7 +620,8 @@ class RolePlanning(Planning):
 
         def record(recreated: tuple[str, bool] | RefusedCreate | None) -> OperationResult:
             if isinstance(recreated, RefusedCreate):
-                raise self._ledger.refused(recreated, "role", row.local_id, row.label)
+                stop = stop_role(row.idp, row.label)
+                raise self._ledger.refused(recreated, "role", row.local_id, row.label, stop)
             if recreated is not None:
                 self._keep(ledger_entry(row, name, recreated[0], "active", recreated[1]))
                 gone = {u: rid for u, rid in provisioned.items() if u not in present}

@@ -27,6 +27,7 @@ from idprov.connectors.base import (
     TargetError,
 )
 from idprov.provisioning.decide import UserDecision, decide_user, with_unique_values
+from idprov.provisioning.discard import scope_roles, stop_user
 from idprov.provisioning.inputs import user_inputs
 from idprov.provisioning.ledger import RefusedCreate
 from idprov.provisioning.results import Attempt, OperationResult
@@ -120,7 +121,8 @@ class UserPlanning(Planning):
 
         def record(outcome: tuple[str, bool] | RefusedCreate) -> OperationResult:
             if isinstance(outcome, RefusedCreate):
-                raise self._ledger.refused(outcome, "user", row.local_id, row.label)
+                stop = stop_user(row.idp, row.label, scope_roles(idp, user.roles))
+                raise self._ledger.refused(outcome, "user", row.local_id, row.label, stop)
             remote_id, created_by_idprov = outcome
             self._keep(
                 ledger_entry(
