@@ -135,16 +135,17 @@ class Cutoff:
             return made
 
     def _drop_all(self) -> None:
-        self.cut.set()
-        self.drops += 1
         with self._lock:
             sockets, self._sockets, reopen = self._sockets, [], self._reopen
+            if reopen:  # disarmed before any connection is dropped: none is refused
+                self._armed, self._withheld, self._reopen = None, None, False
+            else:
+                self.cut.set()
+            self.drops += 1
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
-        if reopen:
-            self.restore()
 
 
 @pytest.fixture

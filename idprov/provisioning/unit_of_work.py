@@ -1130,12 +1130,13 @@ class UnitOfWork:
         kind = "assign" if assign else "unassign"
         key = "\n".join([role, *sorted({n.casefold() for n in names})])
         recorded = self._journaled(store, kind, key)
-        found = store.find_role(role, with_members=True)
-        if found is None:
+        found = store.find_role(role)
+        users = store.find_users(names)  # not the role's members: it may hold many
+        if found is None or any(n.casefold() not in users for n in names):
             if recorded is not None:
                 self._forget(recorded)
             return change(), None  # NotFoundError
-        members = {m.casefold() for m in found.members or []}
+        members = {key for key, u in users.items() if role.casefold() in map(str.casefold, u.roles)}
         todo = [n for n in names if (n.casefold() in members) != assign]
         made = [
             n for n in (recorded.details.get("users", []) if recorded else [])
