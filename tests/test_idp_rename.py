@@ -764,3 +764,102 @@ def test_a_rename_into_a_name_renamed_away_keeps_the_older_configuration_stopped
     cli("user", "update", "alice", "-c", "title=N1").ok()  # the 'a' that was 'x'
     for peer in tenant(scim2_server, other):
         assert {u["userName"]: u.get("title") for u in peer.users()}["alice"] == "N1"
+
+
+def test_a_name_given_away_twice_keeps_every_older_configuration_stopped(cli, setup, scim2_server):
+    """'a' renamed 'b' (at T1), given away; a second 'a' (at T2) renamed 'd', given away
+    again; a third 'a' (at T3) provisioned. The second rename overwrote the target the
+    first had kept, so a cron job on the configuration older than the first rename (its
+    'a' at T1) pushed under 'a' through the third one's ledger: PATCHes with T3's ids,
+    T1's accounts adopted into it, a second group made at T1. Every target a name
+    pointed at when it was renamed away stays: both older configurations stay stopped,
+    and the third 'a' is pushed to."""
+    provisioned_under_a(cli)
+    oldest = setup.tmp_path / "oldest.yaml"
+    oldest.write_text((setup.tmp_path / "idprov.yaml").read_text())  # 'a' at T1
+    setup.configure("b")
+    cli("idp", "rename", "a", "b").ok()
+    t2 = scim2_server.base_url.replace("/v2", "two/v2")
+    add_idp(setup, "a", t2)
+    cli("idp", "forget-rename", "a").ok()
+    cli("sync").ok()  # the second 'a', at T2
+    middle = old_configuration(setup)  # 'a' at T2
+    path = setup.tmp_path / "idprov.yaml"
+    path.write_text(path.read_text().replace("{name: a,", "{name: d,").replace("[a, ", "[d, "))
+    cli("idp", "rename", "a", "d").ok()
+    cli("idp", "forget-rename", "a").ok()
+    t3 = scim2_server.base_url.replace("/v2", "three/v2")
+    add_idp(setup, "a", t3)
+    cli("sync").ok()  # the third 'a', at T3
+    assert users_at(scim2_server, t3) == ["alice", "bob"]
+    held = "SELECT kind, local_id, remote_id FROM ledger WHERE idp = 'a' ORDER BY 2"
+    ledger = setup.rows(held)
+    sent = len(requests_at(scim2_server))
+
+    stale = cli("--config", str(oldest), "user", "update", "bob", "-c", "title=W2")
+    assert stale.exit_code == 6 and "its ledger went to b" in stale.stdout, stale
+    assert cli("--config", str(oldest), "sync").exit_code == 2
+    assert requests_at(scim2_server)[sent:] == []  # nothing at T1
+    stale = cli("--config", str(middle), "user", "update", "bob", "-c", "title=W3")
+    assert stale.exit_code == 6 and "⏸ a: " in stale.stdout  # its 'b' pushes to T1
+    assert "its ledger went to d" in stale.stdout, stale
+    for peer in tenant(scim2_server, t2):  # nothing under 'a' at T2
+        assert {u["userName"]: u.get("title") for u in peer.users()}["bob"] is None
+    assert setup.rows(
+        "SELECT kind, local_id, remote_id FROM ledger WHERE idp = 'a' ORDER BY 2"
+    ) == (ledger)
+    cli("user", "update", "alice", "-c", "title=N1").ok()  # the third 'a' pushes
+    for peer in tenant(scim2_server, t3):
+        assert {u["userName"]: u.get("title") for u in peer.users()}["alice"] == "N1"
+
+
+def test_a_rename_into_a_name_whose_target_is_unknown_needs_force(cli, setup, scim2_server):
+    """'a' renamed 'b' when nothing had recorded where it pointed (a plugin connector
+    never has a target); then 'x' renamed 'a' dropped the record of 'a' without a word,
+    and a cron job on the configuration older than the first rename pushed to T1 through
+    x's ledger. As forget-rename does, the rename refuses, changing nothing, unless
+    --force."""
+    provisioned_under_a(cli)
+    oldest = old_configuration(setup)
+    setup.configure("b")
+    cli("idp", "rename", "a", "b").ok()
+    setup.execute("UPDATE idp_renames SET target = NULL WHERE idp = 'a'")  # a rename of old
+    setup.execute("DELETE FROM idp_rename_targets WHERE idp = 'a'")
+    other = scim2_server.base_url.replace("/v2", "x/v2")
+    add_idp(setup, "x", other)
+    cli("sync").ok()
+    path = setup.tmp_path / "idprov.yaml"
+    path.write_text(path.read_text().replace("{name: x,", "{name: a,").replace("[x, ", "[a, "))
+    sent = len(requests_at(scim2_server))
+
+    for dry in ((), ("--dry-run",)):
+        error = cli("idp", "rename", "x", "a", *dry, "--json").error(4)
+        assert "does not know where 'a' pointed" in error["message"]
+        assert "`idprov idp rename a b`" in error["message"]
+        assert "--force" in error["hint"] and "another name" in error["hint"]
+    assert setup.rows("SELECT renamed_to, freed_at FROM idp_renames WHERE idp = 'a'") == [
+        ("b", None)
+    ]
+    assert setup.held_by("x")["ledger"] == 3 and setup.held_by("a")["ledger"] == 0
+    stale = cli("--config", str(oldest), "user", "update", "bob", "-c", "title=W2")
+    assert stale.exit_code == 6 and "its ledger went to b" in stale.stdout, stale
+    assert requests_at(scim2_server)[sent:] == []
+
+    cli("idp", "rename", "x", "a", "--force").ok()
+    assert setup.held_by("a")["ledger"] == 3
+    cli("user", "update", "alice", "-c", "title=N1").ok()
+    for peer in tenant(scim2_server, other):
+        assert {u["userName"]: u.get("title") for u in peer.users()}["alice"] == "N1"
+
+
+def test_a_name_renamed_back_where_it_pointed_is_pushed_to_again(cli, setup, scim2_server):
+    """'a' renamed 'b', then 'b' renamed back 'a' (same target): the kept target goes
+    with the record, and a configuration naming 'a' there is pushed to."""
+    provisioned_under_a(cli)
+    oldest = old_configuration(setup)
+    setup.configure("b")
+    cli("idp", "rename", "a", "b").ok()
+    setup.configure("a")
+    cli("idp", "rename", "b", "a").ok()
+    assert setup.rows("SELECT count(*) FROM idp_rename_targets WHERE idp = 'a'") == [(0,)]
+    cli("--config", str(oldest), "user", "update", "bob", "-c", "title=W1").ok()

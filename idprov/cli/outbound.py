@@ -298,6 +298,14 @@ def idp_rename(
     wait: Annotated[
         bool, typer.Option(help="Wait for a running sync or import instead of exiting with code 8.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Also when NEW was renamed away before and idprov does not know where it "
+            "pointed then (stop every process on an older configuration first).",
+        ),
+    ] = False,
     json: JsonOpt = False,
 ) -> None:
     """Move what idprov knows about a renamed identity provider to its new name.
@@ -319,6 +327,7 @@ def idp_rename(
         application=svc.application,
         dry_run=dry_run,
         wait=wait,
+        force=force,
     )
     emit(result, _renamed)
 

@@ -39,11 +39,14 @@ Outbound.awaiting_rename`).
 
 An administrator who wants the name for another identity provider gives it away with
 :func:`forget_rename` (`idprov idp forget-rename`); a rename to that name does the same.
-The record stays, with the target the name pointed at when it was renamed away: a
-configuration whose entry of that name points there is one older than the rename, and
-stays stopped under it, whatever ledger the name has since (the new IdP's); one that
-points elsewhere is the new IdP's, and pushes. No process needs to be found or stopped
-for that: the one that would push under the name to the old target never can.
+The targets the name pointed at each time it was renamed away stay (a name given away
+twice has two, ``idp_rename_targets``): a configuration whose entry of that name points
+at one of them is one older than that rename, and stays stopped under it, whatever
+ledger the name has since (the new IdP's); one that points elsewhere is the new IdP's,
+and pushes. No process needs to be found or stopped for that: the one that would push
+under the name to an old target never can. A name whose target was not known when it
+was renamed away is given to another IdP only with ``force`` (by either way), once
+every process older than the rename is stopped.
 """
 
 from __future__ import annotations
@@ -62,6 +65,11 @@ if TYPE_CHECKING:
     from idprov.config.models import Config, IdentityProviderConfig
     from idprov.provisioning.state import StateStore
     from idprov.statedb import StateDB
+
+_KEEP_TARGETS = (
+    "INSERT INTO idp_rename_targets (idp, target, renamed_to, renamed_at)"
+    " SELECT idp, target, renamed_to, renamed_at FROM idp_renames WHERE target IS NOT NULL"
+)
 
 MIGRATIONS: Migrations = {
     "sqlite": [
@@ -84,6 +92,15 @@ MIGRATIONS: Migrations = {
             ddl(
                 "ALTER TABLE idp_renames ADD COLUMN target TEXT",
                 "ALTER TABLE idp_renames ADD COLUMN freed_at TEXT",
+            ),
+        ),
+        (
+            "0004_idp_rename_targets",
+            ddl(
+                "CREATE TABLE idp_rename_targets (idp TEXT NOT NULL, target TEXT NOT NULL,"
+                " renamed_to TEXT NOT NULL, renamed_at TEXT NOT NULL,"
+                " PRIMARY KEY (idp, target)) WITHOUT ROWID",
+                _KEEP_TARGETS,
             ),
         ),
     ],
@@ -109,14 +126,27 @@ MIGRATIONS: Migrations = {
                 "ALTER TABLE idp_renames ADD COLUMN freed_at text",
             ),
         ),
+        (
+            "0004_idp_rename_targets",
+            ddl(
+                "CREATE TABLE idp_rename_targets (idp text NOT NULL, target text NOT NULL,"
+                " renamed_to text NOT NULL, renamed_at text NOT NULL,"
+                " PRIMARY KEY (idp, target))",
+                _KEEP_TARGETS,
+            ),
+        ),
     ],
 }
 """``idp_targets``: per configured IdP, the target it pointed at when a sync or a push
 last ran. ``idp_renames``: per name `idprov idp rename` moved away, the name its ledger
 went to and when (a process that read its configuration before stops pushing to it),
 the target the name pointed at then, and when `idprov idp forget-rename` (or a rename
-to that name) gave the name to another identity provider (``freed_at``): from then on
-only a configuration whose entry of that name points at that target stays stopped."""
+to that name) gave the name to another identity provider (``freed_at``).
+``idp_rename_targets``: every target a name pointed at when it was renamed away, and
+where that ledger went, never overwritten by a later rename of the name (a name given
+away twice has two): a configuration whose entry of that name points at one of them is
+older than that rename and stays stopped, whatever ledger the name has since; renamed
+back to it, the row goes."""
 
 OWN_ROWS = ("ledger", "ledger_members", "ledger_inputs")
 """The tables whose rows under the new name would be merged with the old name's: the
@@ -208,8 +238,8 @@ class IdpNames:
     renamed: dict[str, tuple[str, str]]
     """Every name `idprov idp rename` moved away -> (the name its ledger is under now,
     when it moved); of the names given to another identity provider since (``freed_at``),
-    only those this configuration points where they pointed then: it is older than the
-    rename."""
+    only those this configuration points where they pointed when one of their renames
+    took them away (``idp_rename_targets``): it is older than that rename."""
     ledger: frozenset[str] = frozenset()
     """The IdP names the ledger holds rows under, but a name this configuration points
     where it pointed when it was renamed away: the rows there are another identity
@@ -238,9 +268,9 @@ def idp_names(state: StateStore, config: Config, *, migrate: bool = True) -> Idp
             ledger.add(str(idp))
         elif kind == "target":
             known[str(idp)] = str(value)
-        elif freed is None:
-            renamed[str(idp)] = (str(value), str(at))
-        elif target is not None and pointing.get(str(idp)) == target:
+        elif kind == "renamed" and freed is None:
+            renamed.setdefault(str(idp), (str(value), str(at)))
+        elif kind == "pointed" and pointing.get(str(idp)) == target:
             renamed[str(idp)] = (str(value), str(at))
             fenced.add(str(idp))
     _record_targets(state, config, known)
@@ -335,10 +365,14 @@ _NAMES_AND_TARGETS = (
     f" UNION ALL SELECT 'target', idp, target, {_NONE}, {_NONE}, {_NONE} FROM idp_targets"
     " UNION ALL SELECT 'renamed', idp, renamed_to, renamed_at, target, freed_at"
     " FROM idp_renames"
+    f" UNION ALL SELECT 'pointed', idp, renamed_to, renamed_at, target, {_NONE}"
+    " FROM idp_rename_targets"
 )
 """(kind, IdP, value, when, target, freed): the IdP names in the ledger (``ledger``),
-every recorded target (``target``) and every name renamed away (``renamed``: its new
-name, when, where it pointed then, and when it was given to another IdP, if it was)."""
+every recorded target (``target``), every name renamed away (``renamed``: its new
+name, when, where it pointed then, and when it was given to another IdP, if it was),
+and every target a name pointed at when it was renamed away (``pointed``: where that
+ledger went, and when)."""
 
 
 def _orphans_query(configured: list[str]) -> str:
@@ -412,14 +446,17 @@ def rename_idp(
     application: str,
     dry_run: bool = False,
     wait: bool = False,
+    force: bool = False,
 ) -> RenameResult:
     """Move every state row kept under IdP ``old`` to ``new``, in one transaction under
     the run lock (``wait``: queue behind a running sync or import), audited as
     ``idp.rename``. ``config`` must configure ``new`` and not ``old``; ``new`` must have
     no ledger of its own; ``old`` must have some state. The outbox rows ``new`` made
     while it waited for this (see :func:`idp_names`) stay, merged into the old
-    name's row for the same user or role (:func:`_merge`). ``dry_run`` checks the same
-    and counts, changing nothing."""
+    name's row for the same user or role (:func:`_merge`). A ``new`` renamed away
+    before, to another name than ``old``, whose target then is not known, is refused
+    (ConflictError unless ``force``, as :func:`forget_rename` refuses it). ``dry_run``
+    checks the same and counts, changing nothing."""
     _check_configuration(config, old, new)
     db = _migrated(state)
     lock: AbstractContextManager[Any] = (
@@ -428,6 +465,7 @@ def rename_idp(
     with lock, nullcontext() if dry_run else state.transaction():
         moved = _counts(db, old, _moves_jit_links(config, old, new))
         _check_state(db, old, new, moved)
+        _check_name_taken(db, old, new, force)
         waited, both = _count(db, "outbox", new), _both(db, old, new)
         notes = _notes(db, config, old, new, moved) + _waited(old, new, waited, len(both))
         result = RenameResult(old, new, dry_run, moved, notes, waited, len(both))
@@ -531,6 +569,28 @@ def _check_state(db: StateDB, old: str, new: str, moved: dict[str, int]) -> None
                 "state: stop it (or wait until it is done), restart it with the new one, "
                 "then run this again",
             )
+
+
+def _check_name_taken(db: StateDB, old: str, new: str, force: bool) -> None:
+    """Refuse (unless ``force``) to give ``new`` to ``old`` when `idprov idp rename`
+    moved the ledger of ``new`` to another name while nobody knew where ``new``
+    pointed: a configuration older than that rename could not be told from ``old``
+    renamed, and would push under ``new`` through the ledger of ``old``."""
+    row = db.execute(
+        "SELECT renamed_to, target FROM idp_renames WHERE idp = ? AND freed_at IS NULL", [new]
+    ).fetchone()
+    if row is None or row[1] is not None or str(row[0]) == old or force:
+        return
+    raise ConflictError(
+        f"idprov does not know where '{new}' pointed when `idprov idp rename {new} {row[0]}` "
+        f"moved its ledger (no sync or push recorded it): once '{old}' takes the name, "
+        f"nothing tells a process still running a configuration older than that rename "
+        f"(which would push under '{new}' to where it pointed then, through the ledger of "
+        f"'{old}') from '{old}'; nothing was changed",
+        hint=f"give '{old}' another name in the configuration; or stop or restart every "
+        "idprov serve, outbox worker and cron job with the current configuration, then "
+        "run this again with --force",
+    )
 
 
 def _claims(db: StateDB, idp: str) -> list[tuple[str, int, str]]:
@@ -652,14 +712,18 @@ def _note_renamed(
     :meth:`~idprov.provisioning.outbound.Outbound.awaiting_rename`). Names renamed to
     ``old`` before now lead to ``new``. ``new`` is a name in use again: renamed back
     (it points, at ``new_target``, where it pointed when renamed away, or that is not
-    known), its record goes; else it is given to another IdP, as by :func:`forget_rename`
-    (a configuration pointing it where it pointed then stays stopped)."""
+    known), its record goes; else it is given to another IdP, as by :func:`forget_rename`.
+    Where ``old`` pointed is kept beside every target it pointed at when renamed away
+    before (``idp_rename_targets``): a configuration pointing it at any of them stays
+    stopped."""
     stamp = now()
-    db.execute("UPDATE idp_renames SET renamed_to = ? WHERE renamed_to = ?", [new, old])
+    for table in ("idp_renames", "idp_rename_targets"):
+        db.execute(f"UPDATE {table} SET renamed_to = ? WHERE renamed_to = ?", [new, old])
     db.execute(
         "DELETE FROM idp_renames WHERE idp = ? AND (target IS NULL OR target = ?)",
         [new, new_target],
     )
+    db.execute("DELETE FROM idp_rename_targets WHERE idp = ? AND target = ?", [new, new_target])
     db.execute(
         "UPDATE idp_renames SET freed_at = ? WHERE idp = ? AND freed_at IS NULL", [stamp, new]
     )
@@ -669,6 +733,13 @@ def _note_renamed(
         " renamed_at = excluded.renamed_at, target = excluded.target, freed_at = NULL",
         [old, new, stamp, old_target],
     )
+    if old_target is not None:
+        db.execute(
+            "INSERT INTO idp_rename_targets (idp, target, renamed_to, renamed_at)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (idp, target) DO UPDATE SET"
+            " renamed_to = excluded.renamed_to, renamed_at = excluded.renamed_at",
+            [old, old_target, new, stamp],
+        )
 
 
 # ---------------------------------------------------------------- a name given back
