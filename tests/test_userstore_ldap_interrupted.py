@@ -801,6 +801,7 @@ def test_a_role_assign_and_unassign_cut_off_with_their_answers_lost_are_finished
     assert target_users(scim2_server) == ["h02"]
     cli(*args).ok()
     assert len(actions(cli, "role.unassign")) == 1  # done: nothing to do
+    assert "no user 'ghost'" in cli("role", "unassign", "CORP/staff", "CORP/ghost").fails(3)
 
 
 def test_a_user_update_cut_off_with_its_answer_lost_is_finished_by_a_rerun(

@@ -745,10 +745,12 @@ class UnitOfWork:
         was made (its answer lost, or the command stopped), and its records are
         written now, the updates of its reports finished (each recorded too)."""
         assert recorded.entry_id is not None
-        reports = [
-            self.update_user(name, unset=["manager"], domain=domain).entity
-            for domain, name in recorded.details.get("reports", [])
-        ]
+        reports = []
+        for domain, name in recorded.details.get("reports", []):
+            try:
+                reports.append(self.update_user(name, unset=["manager"], domain=domain).entity)
+            except NotFoundError:
+                continue  # deleted since: nothing of it to finish
         user = User(recorded.entry_id, store.domain, recorded.name, roles=list(recorded.roles))
         internal = self.service.internal.roles_of_user(user.id)
         return self._user_deleted(store, user, internal, recorded, reports)
