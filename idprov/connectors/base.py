@@ -423,6 +423,15 @@ class Connector(ABC):
     def create_group(self, group: GroupSpec) -> str:
         """Create the group with its initial members; return its remote id."""
 
+    def group_target(self, display_name: str) -> str | None:
+        """What the configuration maps the role ``display_name`` to at the target, when
+        the group is not the role's own but one the options name (a Salesforce
+        permission set: ``permission_set Sales_Ops``); None where idprov makes the group
+        (the default). The ledger records it with the group: when the configuration
+        maps the role elsewhere, idprov moves the members idprov put in the old one to
+        the new one (the removals judged by the deletion guard). No call to the target."""
+        return None
+
     @abstractmethod
     def find_group(self, display_name: str) -> str | None:
         """The remote id of the group with this name, or None. Read-only."""

@@ -522,6 +522,13 @@ class SalesforceConnector(Connector):
         wanted = role.casefold()
         return next((t for r, t in self.options.roles.items() if r.casefold() == wanted), None)
 
+    def group_target(self, display_name: str) -> str | None:
+        """The permission set or public group ``options.roles`` maps the role to."""
+        target = self._target(display_name)
+        if target is None:
+            return None
+        return f"{target.type} {target.name if target.id is None else target.id}"
+
     def _resolve(self, target: RoleTarget) -> str | None:
         if target.id is not None:
             return target.id

@@ -215,6 +215,11 @@ class RoleDecision:
     add: list[str] = field(default_factory=list)
     remove: list[str] = field(default_factory=list)
     rename: bool = False
+    moved_from: str | None = None
+    """The group the role's members were given, when the configuration maps the role
+    to another now (:meth:`~idprov.connectors.base.Connector.group_target`): every
+    member idprov put there is removed (``remove``), and the members go to the new one
+    (``add``)."""
 
 
 def decide_role(
@@ -223,10 +228,12 @@ def decide_role(
     entry: LedgerEntry | None,
     desired_members: Set[str],
     current_members: Set[str],
+    target: str | None = None,
 ) -> RoleDecision:
     """``name`` None: the role is gone locally. ``desired_members``: in-scope members
     (that are, or will be, provisioned); ``current_members``: the group's members as
-    idprov made them."""
+    idprov made them. ``target``: what the configuration maps the role to now, where
+    the group is not the role's own (see :func:`group_moved`)."""
     provisioned = entry is not None and entry.remote_id is not None
     if name is None or not role_pushed(idp, name):
         if provisioned:
@@ -235,9 +242,37 @@ def decide_role(
     if not provisioned:
         return RoleDecision("create", "pushed, not provisioned", sorted(desired_members))
     assert entry is not None
+    was = group_moved(entry, target)
+    if was is not None:
+        return RoleDecision(
+            "update",
+            f"now mapped to {target}, its members were given {was}",
+            sorted(desired_members),
+            sorted(current_members),
+            moved_from=was,
+        )
     add = sorted(set(desired_members) - set(current_members))
     remove = sorted(set(current_members) - set(desired_members))
     rename = entry.label != name and entry.label.split("/")[-1] != name
     if not (add or remove or rename):
         return RoleDecision("none", "unchanged")
     return RoleDecision("update", "renamed" if rename else "members changed", add, remove, rename)
+
+
+def group_moved(entry: LedgerEntry, target: str | None) -> str | None:
+    """What the role of ``entry`` was mapped to when its members were given it, if the
+    configuration maps it elsewhere now (``target``); else None. An entry recorded
+    before idprov kept the mapping says nothing: its push checks it at the target."""
+    was = (entry.sent or {}).get("target")
+    if target is None or was is None or was == target:
+        return None
+    return str(was)
+
+
+def group_target(connector: Connector, name: str) -> str | None:
+    """What the configuration maps role ``name`` to at ``connector``'s target (None:
+    the group is the role's own; or the connector cannot tell, a plugin's bug)."""
+    try:
+        return connector.group_target(name)
+    except Exception:
+        return None

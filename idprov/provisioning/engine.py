@@ -130,6 +130,7 @@ class Engine(UserPlanning, RolePlanning):
         self._reported: set[str] = set()
         """IdPs whose credentials failure was reported (once per drain)."""
         self._roles_read = {}
+        self._targets = {}
         self._unprovisioned = {}
         self.brought: list[OutboxRow] = []
         """Rows that this drain brought in, made and claimed by it: the members that

@@ -67,6 +67,7 @@ from idprov.provisioning.decide import (
     decide_role,
     decide_user,
     enabled,
+    group_target,
     in_scope,
     role_pushed,
 )
@@ -434,7 +435,8 @@ def _role_effects(
         )
         current = ledger.members(idp.name, entry.local_id)
         name = role.qualified_name if role is not None else None
-        decision = decide_role(idp, name, entry, members & current, current)
+        target = group_target(outbound.connector(idp.name), name) if name else None
+        decision = decide_role(idp, name, entry, members & current, current, target)
         users = ledger.get_many(idp.name, "user", decision.remove)  # members of any domain
         names = {u.local_id: u.label for u in users}
         lost = ledger.lost_leaving(idp.name, current, members)

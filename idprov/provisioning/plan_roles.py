@@ -27,6 +27,7 @@ the group is pushed with it instead of failing until the next retry.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -47,6 +48,7 @@ from idprov.provisioning.decide import (
     RoleDecision,
     decide_role,
     group_member,
+    group_target,
     role_pushed,
 )
 from idprov.provisioning.discard import stop_role
@@ -127,6 +129,38 @@ class MemberChanges:
             sorted(local[r] for r in self.added if r in local),
             sorted(local[r] for r in self.removed if r in local),
         )
+
+
+@dataclass(frozen=True)
+class GroupMove:
+    """A role's members to move from the group they were given (``was``) to the one
+    the configuration maps the role to now (``target``)."""
+
+    provisioned: dict[str, str]
+    """User id -> remote id of the members the new group gets."""
+    current: set[str]
+    """The members idprov put in the old group."""
+    waiting: list[tuple[str, str]]
+    target: str
+    was: str
+
+    def missing(self, name: str, idp: str) -> TargetError:
+        """The new group is not at the target (a misspelt name): nothing is moved."""
+        return unmapped(name, idp, self.target, self.was)
+
+
+def unmapped(name: str, idp: str, target: str, was: str) -> TargetError:
+    """Role ``name`` is mapped to ``target``, which ``idp`` does not have (a misspelt
+    name): its members keep ``was``, nothing is taken away."""
+    fix = (
+        f"check options.roles of identity provider {idp}, then `idprov outbox retry` (or "
+        "`idprov sync`)"
+    )
+    return TargetError(
+        f"role {name!r} is now mapped to {target} at {idp}, which is not there: its members "
+        f"keep {was} until it is ({fix})",
+        hint=fix,
+    )
 
 
 class RolePlanning(Planning):
@@ -307,8 +341,10 @@ class RolePlanning(Planning):
         role, refs = self._role_read(row.domain, row.local_id)
         entry = self._entry(row)
         provisioned, current, kept = self._member_state(row, refs)
+        target = group_target(connector, role.qualified_name) if role else None
+        self._targets[row.id] = target
         decision = decide_role(
-            idp, role.qualified_name if role else None, entry, set(provisioned), current
+            idp, role.qualified_name if role else None, entry, set(provisioned), current, target
         )
         if decision.action == "none" and (role is None or decision.reason == "not pushed"):
             if entry is not None:
@@ -326,9 +362,74 @@ class RolePlanning(Planning):
             crashed = entry is not None and entry.state == "creating"
             return self._plan_group_create(row, idp, connector, name, provisioned, waiting, crashed)
         assert entry is not None
+        if decision.moved_from is not None:
+            move = GroupMove(provisioned, current, waiting, str(target), decision.moved_from)
+            return self._plan_group_move(row, idp, connector, entry, name, move)
         return self._plan_group_update(
             row, idp, connector, entry, name, provisioned, waiting, decision
         )
+
+    def _role_entry(self, row: OutboxRow, name: str, remote_id: str, ours: bool) -> LedgerEntry:
+        """The ledger entry of ``row``'s group: with what the configuration maps the
+        role to, where the group is not the role's own (see :func:`group_target`)."""
+        target = self._targets.get(row.id)
+        sent = {"target": target} if target is not None else None
+        return ledger_entry(row, name, remote_id, "active", ours, sent=sent)
+
+    def _plan_group_move(
+        self,
+        row: OutboxRow,
+        idp: IdentityProviderConfig,
+        connector: Connector,
+        entry: LedgerEntry,
+        name: str,
+        move: GroupMove,
+    ) -> Task:
+        """The configuration maps the role to another group than the one its members
+        were given (a Salesforce permission set renamed in ``options.roles``): check
+        that the new one is there (nothing is taken away otherwise), take the members
+        idprov put in the old one out of it, then give the new one to the members."""
+        old_id = entry.remote_id or ""
+        remote = self._remote_ids_of(row.idp, sorted(move.current))
+        provisioned = move.provisioned
+        changes, made = MemberChanges(), MemberChanges()
+
+        def run(attempts: list[Attempt]) -> tuple[str, bool] | RefusedCreate:
+            new_id = self._retried(connector, idp, attempts, lambda: connector.find_group(name))
+            if new_id is None:
+                raise move.missing(name, idp.name)
+            if new_id == old_id:  # the same group, named another way: only the members
+                add = [rid for u, rid in provisioned.items() if u not in move.current]
+                gone = [rid for u, rid in remote.items() if u not in provisioned]
+                self._retried(
+                    connector, idp, attempts, lambda: changes.change(connector, old_id, add, gone)
+                )
+                return old_id, entry.created_by_idprov
+            if remote:
+                out = list(remote.values())
+                self._retried(
+                    connector, idp, attempts, lambda: changes.change(connector, old_id, [], out)
+                )
+            spec = GroupSpec(row.local_id, name, sorted(provisioned.values()))
+            return self._group_creator(connector, idp, spec, False, made)(attempts)
+
+        def record(outcome: tuple[str, bool] | RefusedCreate) -> OperationResult:
+            if isinstance(outcome, RefusedCreate):
+                stop = stop_role(row.idp, row.label)
+                raise self._ledger.refused(outcome, "role", row.local_id, row.label, stop)
+            self._keep(self._role_entry(row, name, outcome[0], outcome[1]))
+            left = [u for u in move.current if u not in provisioned]
+            self._ledger.set_members(row.idp, row.local_id, list(provisioned), left)
+            return self._group_result(row, "move", outcome[0], move.waiting)
+
+        def failed() -> None:  # what was taken out, or given, is recorded all the same
+            if changes.group == old_id:
+                added, removed = changes.users({**remote, **provisioned})
+                self._ledger.set_members(row.idp, row.local_id, added, removed)
+            if made.group is not None:
+                self._made_in_part(row, name, made)
+
+        return Task(row, "move", run, record, failed=failed)
 
     def _member_state(
         self, row: OutboxRow, refs: list[tuple[str, str]]
@@ -472,7 +573,7 @@ class RolePlanning(Planning):
                 stop = stop_role(row.idp, row.label)
                 raise self._ledger.refused(outcome, "role", row.local_id, row.label, stop)
             remote_id, ours = outcome
-            self._keep(ledger_entry(row, name, remote_id, "active", ours))
+            self._keep(self._role_entry(row, name, remote_id, ours))
             self._ledger.set_members(row.idp, row.local_id, provisioned, [])
             return self._group_result(row, "create", remote_id, waiting)
 
@@ -486,7 +587,7 @@ class RolePlanning(Planning):
         that a role delete removes them, and the repeat adds the rest."""
         if made.group is None:
             return
-        self._keep(ledger_entry(row, name, made.group, "active", made.ours))
+        self._keep(self._role_entry(row, name, made.group, made.ours))
         remote = self._remote_ids_of(row.idp, sorted(self._member_ids(row)))
         added = made.users(remote)[0]
         before = self._ledger.members(row.idp, row.local_id)
@@ -578,7 +679,9 @@ class RolePlanning(Planning):
     ) -> Planned:
         add, remove, rename = decision.add, decision.remove, decision.rename
         remote_id = entry.remote_id or ""
-        if not (add or remove or rename):
+        target = self._targets.get(row.id)
+        unsure = target is not None and (entry.sent or {}).get("target") is None
+        if not (add or remove or rename or unsure):
             if waiting:
                 return Settled(row, self._group_result(row, "members", remote_id, waiting))
             return self._skip(row, "unchanged", remote_id)
@@ -600,7 +703,13 @@ class RolePlanning(Planning):
                 added, removed = changes.users({**provisioned, **removing})
                 self._ledger.set_members(row.idp, row.local_id, added, removed)
 
-        def update(attempts: list[Attempt]) -> tuple[str, bool] | RefusedCreate | None:
+        def update(attempts: list[Attempt]) -> tuple[str, bool] | RefusedCreate | str | None:
+            if unsure:  # recorded before idprov kept the mapping: is it still that group?
+                found = self._retried(connector, idp, attempts, lambda: connector.find_group(name))
+                if found is None:
+                    raise unmapped(name, idp.name, str(target), "the group they were given")
+                if found != remote_id:
+                    return found
             try:
                 if rename:
                     self._retried(
@@ -618,17 +727,26 @@ class RolePlanning(Planning):
                 return recreate(attempts)
             return None
 
-        def record(recreated: tuple[str, bool] | RefusedCreate | None) -> OperationResult:
+        def record(recreated: tuple[str, bool] | RefusedCreate | str | None) -> OperationResult:
             if isinstance(recreated, RefusedCreate):
                 stop = stop_role(row.idp, row.label)
                 raise self._ledger.refused(recreated, "role", row.local_id, row.label, stop)
+            if isinstance(recreated, str):  # mapped elsewhere since: a move, judged first
+                was = f"id {remote_id}"
+                self._keep(dataclasses.replace(entry, sent={"target": was}))
+                raise TargetError(
+                    f"role {name!r} is now mapped to {target} at {row.idp}, but its members "
+                    f"were given {remote_id}: `idprov sync` moves them (the deletion guard "
+                    "judges taking it away), or map the role back in options.roles",
+                    hint=f"`idprov sync --idp {row.idp}` (`idprov plan` shows the move)",
+                )
             if recreated is not None:
-                self._keep(ledger_entry(row, name, recreated[0], "active", recreated[1]))
+                self._keep(self._role_entry(row, name, recreated[0], recreated[1]))
                 gone = {u: rid for u, rid in provisioned.items() if u not in present}
                 self._ledger.set_members(row.idp, row.local_id, list(present), remove + [*gone])
                 self._lose_members(row, gone)
                 return self._group_result(row, "create", recreated[0], waiting)
-            self._keep(ledger_entry(row, name, remote_id, "active", entry.created_by_idprov))
+            self._keep(self._role_entry(row, name, remote_id, entry.created_by_idprov))
             self._ledger.set_members(row.idp, row.local_id, add, remove)
             return self._group_result(
                 row, "rename" if rename and not (add or remove) else "members", remote_id, waiting

@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING
 
 from idprov.errors import IdprovError
 from idprov.model import AmbiguousName, QualifiedName
-from idprov.provisioning.decide import decide_role, decide_user, group_member
+from idprov.provisioning.decide import (
+    decide_role,
+    decide_user,
+    group_member,
+    group_moved,
+    group_target,
+)
 from idprov.provisioning.guard import Effects, trips
 from idprov.provisioning.inputs import by_roles, idp_fingerprint, inputs_digest, user_digest
 from idprov.provisioning.sync import IdpPlan, PlanItem
@@ -288,10 +294,12 @@ class IdpPlanner:
             current = self.ledger.members(self.name, role.id)
         if seen.held:  # an ambiguous name's users keep the memberships they have here
             desired = (desired - seen.held) | (current & seen.held)
-        if current == desired:  # nothing to add or remove: spare the decision its copies
-            current = desired = set()
         name = role.qualified_name
-        decision = decide_role(self.idp, name, entry, desired, current)
+        target = self._group_target(name)
+        moved = entry is not None and group_moved(entry, target) is not None
+        if current == desired and not moved:  # nothing to add or remove: spare the copies
+            current = desired = set()
+        decision = decide_role(self.idp, name, entry, desired, current, target)
         names = self._labels(decision.remove, seen)
         lost = (
             self.ledger.lost_leaving(self.name, decision.remove, ()) if decision.remove else set()
@@ -307,10 +315,21 @@ class IdpPlanner:
         if decision.rename:
             assert entry is not None
             changed.insert(0, f"rename from {entry.label}")
+        if decision.moved_from is not None:
+            changed.insert(0, f"move from {decision.moved_from} to {target}")
         label = str(QualifiedName(role.domain, role.name))
         self.plan.items.append(
             PlanItem("role", role.id, role.domain, label, decision.action, decision.reason, changed)
         )
+
+    def _group_target(self, name: str) -> str | None:
+        """What the configuration maps role ``name`` to here, where the group is not the
+        role's own (asked of the connector only when it maps roles)."""
+        from idprov.connectors.base import Connector as Base
+
+        if self.connector.group_target is Base.group_target:
+            return None
+        return group_target(self.service.outbound.connector(self.name), name)
 
     def deleted_roles(self, known: set[str]) -> None:
         for local_id, entry in self.role_entries.items():

@@ -166,6 +166,9 @@ class Planning:
     _confirmed: set[tuple[str, str]]
     """(IdP, user id) of the users whose push in this drain succeeded: their accounts
     exist at the target."""
+    _targets: dict[int, str | None]
+    """Role row id -> what the configuration maps its role to (see
+    :meth:`~idprov.connectors.base.Connector.group_target`)."""
     _carried: dict[int, OutboxRow]
     """Rows whose push carries a password given in this very command (by row id)."""
 
