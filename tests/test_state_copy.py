@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from idprov.config import load_config
 from idprov.cli.common import as_idprov_error
+from idprov.config import load_config
 from idprov.config.loader import load_file
 from idprov.errors import ConfigError, LockedError
 from idprov.inbound.serve_auth import IssuedTokens
@@ -841,3 +841,84 @@ def test_a_database_error_never_quotes_the_row(postgres, tmp_path):
     assert "carol" not in inserted.value.message
     assert "(at COPY rows, line 2)" in copied.value.message
     assert "erin" not in copied.value.message
+
+
+def test_a_configuration_sharing_a_fenced_userstore_file_is_told_whose_copy_and_goes_on(
+    cli, configs, postgres, tmp_path
+):
+    """Configurations A and B share a userstore file; A is copied to PostgreSQL. B's
+    writes were refused with A's message, whose hint (`--forget` with this
+    configuration) did nothing for B ("records no copy: nothing to forget"): B was
+    stranded. The refusal names the file and A's configuration, and both ways out it
+    gives work: `--forget --file FILE` lifts that file's fence alone (A's copy stays),
+    A's own `--forget` lifts the rest."""
+    _, new = configs
+    shared = tmp_path / "shared" / "users.db"
+    shared.parent.mkdir()
+    idps = new.read_text().split("identity_providers:", 1)[1]
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    for path, data in ((a, "a"), (b, "b")):
+        path.write_text(
+            f"version: 1\ndata_dir: {tmp_path / data}\nuserstores:\n"
+            f"  - {{domain: PRIMARY, type: sqlite, path: {shared}}}\n"
+            f"identity_providers:{idps}"
+        )
+    cli("--config", str(a), "role", "add", "staff").ok()
+    cli("--config", str(a), "user", "add", "alice", "-r", "staff").ok()
+    cli("--config", str(b), "user", "add", "bob").ok()
+    cli("--config", str(a), "state", "copy", "--to", str(new)).ok()
+
+    error = cli("--config", str(b), "user", "add", "dora", "--json").error(2)
+    assert error["message"].startswith(f"{shared} was copied to PostgreSQL at ")
+    assert f"by `idprov state copy` of {a} (with the state {tmp_path / 'a'}" in error["message"]
+    assert f"`idprov --config {a} state copy --forget`" in error["hint"]
+    assert f"`idprov state copy --forget --file {shared}`" in error["hint"]
+    again = cli("--config", str(b), "state", "copy", "--forget", "--json").error(2)
+    assert again["message"] == error["message"]  # not "nothing to forget"
+
+    lifted = cli("--config", str(b), "state", "copy", "--forget", "--file", str(shared)).ok()
+    assert f"{shared} is no longer fenced" in lifted.stdout
+    cli("--config", str(b), "user", "add", "dora").ok()
+    assert "--forget" in cli("--config", str(a), "user", "add", "erin", "--json").error(2)["hint"]
+    assert {u for (u,) in postgres.rows("SELECT username FROM directory.users")} == {
+        "alice",
+        "bob",
+    }  # the copy is as it was
+    refused = cli("--config", str(b), "state", "copy", "--forget", "--file", str(shared), "--json")
+    assert "is not fenced" in refused.error(3)["message"]
+    state = tmp_path / "a" / "idprov.db"
+    refused = cli("--config", str(b), "state", "copy", "--forget", "--file", str(state), "--json")
+    assert (
+        f"`idprov state copy --forget` with the configuration whose state is {state}"
+        in (refused.error(4)["hint"])
+    )
+
+    cli("--config", str(a), "state", "copy", "--forget", "--force").ok()  # the way back for A
+    cli("--config", str(a), "user", "add", "erin").ok()
+
+
+def test_forget_lifts_the_fences_of_every_file_copied_even_one_the_configuration_dropped(
+    cli, postgres, tmp_path, write_config
+):
+    """--forget visited only the files the configuration names now: a userstore taken
+    out of it after the copy stayed fenced for good, whoever used it next. The copy
+    records every file it fenced, and --forget lifts exactly those."""
+    secret = tmp_path / "pg-password"
+    secret.write_text(postgres.password + "\n")
+    hr = tmp_path / "hr.db"
+    stores = f"userstores:\n  - {{domain: PRIMARY}}\n  - {{domain: HR, path: {hr}}}\n"
+    old = write_config(f"data_dir: {tmp_path / 'data'}\n{stores}", "old.yaml")
+    new = write_config(
+        f"state: {{{pg_keys(postgres, secret, 'idprov')}}}\nuserstores:\n"
+        f"  - {{domain: PRIMARY, type: postgres, {pg_keys(postgres, secret, 'directory')}}}\n"
+        f"  - {{domain: HR, type: postgres, {pg_keys(postgres, secret, 'hr')}}}\n",
+        "new.yaml",
+    )
+    cli("--config", str(old), "user", "add", "HR/bob").ok()
+    cli("--config", str(old), "state", "copy", "--to", str(new)).ok()
+    old.write_text(old.read_text().replace(f"  - {{domain: HR, path: {hr}}}\n", ""))
+    cli("--config", str(old), "state", "copy", "--forget").ok()
+
+    old.write_text(old.read_text().replace("  - {domain: PRIMARY}\n", stores.split("\n", 1)[1]))
+    cli("--config", str(old), "user", "add", "HR/carol").ok()
+    cli("--config", str(old), "user", "add", "alice").ok()

@@ -52,20 +52,36 @@ def copy(
             "copy, or cannot be reached (what it did since is lost to this configuration).",
         ),
     ] = False,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            metavar="FILE",
+            dir_okay=False,
+            help="With --forget: lift the fence of this SQLite userstore file alone (one "
+            "another configuration's copy fenced, which this one shares), leaving that copy "
+            "as it is.",
+        ),
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Copy the state and users (ids, password hashes, ledger, outbox, audit, tokens)
     of the current configuration to NEW.yaml's PostgreSQL database; stop idprov first."""
     from idprov.config.loader import load_file
-    from idprov.provisioning.state_copy import copy_state, forget_copy
+    from idprov.provisioning.state_copy import copy_state, forget_copy, lift_fence
 
-    if (not forget and to is None) or (forget and dry_run) or (force and not forget):
+    alone = file is not None and (not forget or to is not None or force)
+    if (not forget and to is None) or (forget and dry_run) or (force and not forget) or alone:
         raise UsageError(
             "give --to NEW.yaml (with or without --dry-run), or --forget (with or without "
-            "--to NEW.yaml and --force)",
+            "--to NEW.yaml and --force), or --forget --file FILE",
             hint="idprov state copy --to NEW.yaml moves the state; --forget, run with the "
-            "old configuration, undoes what the copy did to it",
+            "old configuration, undoes what the copy did to it; --forget --file FILE lifts "
+            "the fence of one userstore file another configuration shares",
         )
+    if file is not None:
+        emit(lift_fence(file), show_lifted)
+        return
     current = service(live=False)
     new = load_file(to) if to is not None else None
     if forget:
@@ -101,5 +117,12 @@ def show_forgotten(report: Any) -> None:
     )
     if not report.since and report.checked:
         note(f"the state at {report.copied.where} holds nothing the copy did not carry")
+    for line in report.notes:
+        note(line)
+
+
+def show_lifted(report: Any) -> None:
+    message(f"[green]✓[/] {esc(report.path)} is no longer fenced")
+    note(f"it was: {report.fenced_by}")
     for line in report.notes:
         note(line)

@@ -66,7 +66,15 @@ from idprov.errors import (
     NotFoundError,
     StoreError,
 )
-from idprov.provisioning.state_moved import COPIED_TABLE, StateCopied, copied_to, fence, unfence
+from idprov.provisioning.state_moved import (
+    COPIED_TABLE,
+    RECORD_COLUMNS,
+    StateCopied,
+    copied_to,
+    fence,
+    fence_of,
+    unfence,
+)
 from idprov.statedb import STATE_FILENAME, SqliteStateDB, StateDB
 
 if TYPE_CHECKING:
@@ -262,7 +270,7 @@ def copy_state(
                 targets = make_targets(destination, parts, stores)
                 copy_parts(targets, dry_run, actor)
                 if not dry_run:
-                    record_copy(state_db, destination, targets)
+                    record_copy(state_db, destination, targets, source.source)
     finally:
         pool.close()
     return report(source, destination, targets, kept, dry_run)
@@ -949,34 +957,37 @@ def next_steps(source: Config, destination: Config, status: str, files: list[str
 # ---- the copy's record in the source: the old configuration stops
 
 
-def record_copy(state_db: SqliteStateDB, destination: Config, targets: list[Target]) -> None:
-    """Record in the source state that it now lives in ``destination``, and fence every
-    SQLite file copied (:func:`~idprov.provisioning.state_moved.fence`), each committed
-    with its snapshot's write transaction: no writer came between, and none writes
-    after, even one that opened the file before the record was there. Once per copy: a
-    re-run finding its record keeps it (and fences what an earlier run left unfenced)."""
+def record_copy(
+    state_db: SqliteStateDB, destination: Config, targets: list[Target], copied_from: str
+) -> None:
+    """Record in the source state (that of ``copied_from``, the configuration copied)
+    that it now lives in ``destination``, and every SQLite file copied, and fence each
+    (:func:`~idprov.provisioning.state_moved.fence`), each committed with its
+    snapshot's write transaction: no writer came between, and none writes after, even
+    one that opened the file before the record was there. Once per copy: a re-run
+    finding its record keeps it (and fences what an earlier run left unfenced, adding
+    it to the record)."""
     config = targets[0].config
     copied = copied_to(state_db)
     dbs = {id(t.source.db): t.source for t in targets if t.source.db is not state_db.db}
+    files = [str(state_db.path), *(str(part.path) for part in dbs.values())]
     try:
         if copied is None:
             copied = StateCopied(
                 str(state_db.path), now(), config.host, config.port, config.database,
-                config.schema, destination.source,
+                config.schema, destination.source, copied_from, tuple(files),
             )  # fmt: skip
+            _make_record_table(state_db)
             state_db.execute(
-                f"CREATE TABLE IF NOT EXISTS {COPIED_TABLE} (id INTEGER PRIMARY KEY,"
-                " at TEXT NOT NULL, host TEXT NOT NULL, port INTEGER NOT NULL,"
-                " database TEXT NOT NULL, schema TEXT NOT NULL, config TEXT NOT NULL)"
-            )
-            state_db.execute(
-                f"INSERT INTO {COPIED_TABLE} (at, host, port, database, schema, config)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO {COPIED_TABLE} (at, host, port, database, schema, config,"
+                " copied_from, fenced) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [copied.at, copied.host, copied.port, copied.database, copied.schema,
-                 copied.config],
+                 copied.config, copied_from, json.dumps(files)],
             )  # fmt: skip
-        for db in (state_db.db, *(part.db for part in dbs.values())):
-            fence(db, copied)
+        elif set(files) - set(copied.fenced):
+            copied = _keep_fenced(state_db, copied, files)
+        for db, path in zip((state_db.db, *(p.db for p in dbs.values())), files, strict=True):
+            fence(db, copied, path)
             db.execute("COMMIT")
     except sqlite3.Error as exc:
         raise StoreError(
@@ -985,6 +996,30 @@ def record_copy(state_db: SqliteStateDB, destination: Config, targets: list[Targ
             hint="fix the cause (disk space, permissions) and run the copy again: it says "
             "`already copied` and records it",
         ) from None
+
+
+def _make_record_table(state_db: SqliteStateDB) -> None:
+    state_db.execute(
+        f"CREATE TABLE IF NOT EXISTS {COPIED_TABLE} (id INTEGER PRIMARY KEY,"
+        " at TEXT NOT NULL, host TEXT NOT NULL, port INTEGER NOT NULL,"
+        " database TEXT NOT NULL, schema TEXT NOT NULL, config TEXT NOT NULL,"
+        " copied_from TEXT, fenced TEXT)"
+    )
+
+
+def _keep_fenced(state_db: SqliteStateDB, copied: StateCopied, files: list[str]) -> StateCopied:
+    """The record of an earlier run, with ``files`` among its fenced ones (the columns
+    of :data:`~idprov.provisioning.state_moved.RECORD_COLUMNS` added to a record an
+    earlier idprov made)."""
+    from dataclasses import replace
+
+    kept = {str(r[1]) for r in state_db.execute(f"PRAGMA table_info({COPIED_TABLE})")}
+    for column in RECORD_COLUMNS:
+        if column not in kept:
+            state_db.execute(f"ALTER TABLE {COPIED_TABLE} ADD COLUMN {column} TEXT")
+    fenced = tuple(dict.fromkeys((*copied.fenced, *files)))
+    state_db.execute(f"UPDATE {COPIED_TABLE} SET fenced = ?", [json.dumps(fenced)])
+    return replace(copied, fenced=fenced)
 
 
 @dataclass
@@ -1029,10 +1064,11 @@ def forget_copy(source: Config, new: Config | None = None, *, force: bool = Fals
         state_db = SqliteStateDB(pool.get(path), path)
         copied = copied_to(state_db)
         if copied is None:
+            _fenced_by_another(source, pool)
             return ForgetReport("not copied", str(path), None)
         report = ForgetReport("forgotten", str(path), copied)
         _look_since(report, source, new, state_db, pool, force)
-        _unfence(source, state_db, pool)
+        report.notes += _unfence(source, state_db, pool, copied)
     finally:
         pool.close()
     report.notes = [
@@ -1090,20 +1126,102 @@ def _look_since(
         report.notes.append(f"lost with the move: {'; '.join(report.since)}")
 
 
-def _unfence(source: Config, state_db: SqliteStateDB, pool: DatabasePool) -> None:
-    """Drop the fences of every SQLite file of ``source``, then the record (so a
-    failure in between leaves the record, which a re-run removes)."""
+def _unfence(
+    source: Config, state_db: SqliteStateDB, pool: DatabasePool, copied: StateCopied
+) -> list[str]:
+    """Drop the fences of every SQLite file the copy fenced (those the record names,
+    whether ``source`` still names them or not; in a record an earlier idprov made,
+    which names none, those of ``source``), then the record (so a failure in between
+    leaves the record, which a re-run removes). What it could not unfence, one line
+    each."""
     from idprov.db import write_transaction
 
-    for store in source.userstores:
-        file = getattr(store, "path", None)
-        if isinstance(store, SqliteUserstoreConfig) and file and Path(file).is_file():
-            db = pool.get(Path(file))
+    state = state_db.path.resolve()
+    files = [Path(f) for f in copied.fenced if Path(f).resolve() != state]
+    if not copied.fenced:
+        files = _sqlite_files(source)
+    gone = [f"{f} is not there any more: no fence to lift" for f in files if not f.is_file()]
+    for file in files:
+        if file.is_file():
+            db = pool.get(file)
             with write_transaction(db):
                 unfence(db)
     with state_db.transaction():
         unfence(state_db.db)
         state_db.execute(f"DROP TABLE IF EXISTS {COPIED_TABLE}")
+    return gone
+
+
+def _sqlite_files(source: Config) -> list[Path]:
+    """The SQLite userstore files ``source`` names (its embedded PRIMARY aside)."""
+    files = []
+    for store in source.userstores:
+        file = getattr(store, "path", None)
+        if isinstance(store, SqliteUserstoreConfig) and file:
+            files.append(Path(file))
+    return files
+
+
+def _fenced_by_another(source: Config, pool: DatabasePool) -> None:
+    """Raise the refusal of a fence on an SQLite userstore file of ``source``, whose
+    state records no copy: another configuration's copy fenced the file it shares
+    (the refusal names it, and what to run)."""
+    for file in _sqlite_files(source):
+        if file.is_file():
+            refusal = fence_of(pool.get(file))
+            if refusal is not None:
+                raise refusal
+
+
+@dataclass
+class UnfencedReport:
+    """What :func:`lift_fence` did to ``path``."""
+
+    path: str
+    fenced_by: str
+    """The fence's refusal: which copy fenced the file."""
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def lift_fence(path: Path) -> UnfencedReport:
+    """Drop the fences of the SQLite userstore file ``path`` alone, so that every
+    configuration sharing it writes it again, leaving the copy that fenced it (and its
+    record, and the fences of its other files) as it is: what is written there from
+    now on, the copy's PostgreSQL userstore does not see. Refused: a file that is not
+    there or not fenced (NotFoundError), a state file a copy took away (ConflictError:
+    its own configuration's `state copy --forget` lifts that)."""
+    from idprov.db import write_transaction
+
+    if not path.is_file():
+        raise NotFoundError(f"there is no file {path}", hint="give the path of the fenced file")
+    pool = DatabasePool()
+    try:
+        db = pool.get(path)
+        refusal = fence_of(db)
+        if refusal is None:
+            raise NotFoundError(
+                f"{path} is not fenced by `idprov state copy`: nothing to lift",
+                hint="the error of the refused write names the fenced file",
+            )
+        if db.has_table(COPIED_TABLE):
+            raise ConflictError(
+                f"{path} is an idprov state that `idprov state copy` took away, not a "
+                "userstore file another configuration shares",
+                hint=f"run `idprov state copy --forget` with the configuration whose state "
+                f"is {path} (--config)",
+            )
+        with write_transaction(db):
+            unfence(db)
+    finally:
+        pool.close()
+    note = (
+        "every configuration using it writes it again; the copy stays as it is, and does "
+        "not see what is written here from now on"
+    )
+    return UnfencedReport(str(path), refusal.message, [note])
 
 
 def since_copy(

@@ -11,11 +11,17 @@ lock, would find no record and write after the copy. So the copy also *fences* e
 SQLite file it copied (:func:`fence`), in the transaction that records it: a trigger
 on every table refuses every write, whoever makes it and whenever it opened the file
 (an older idprov too). Nothing is checked at a write; the triggers cost nothing until
-a copy made them, and `idprov state copy --forget` removes them (:func:`unfence`).
+a copy made them, and `idprov state copy --forget` removes them (:func:`unfence`) from
+exactly the files the record names (``fenced``), whether the configuration still names
+them or not. A userstore file another configuration shares is fenced too: its refusal
+names the file and the configuration whose copy fenced it, and the ways out (that
+configuration's `--forget`, or `--forget --file FILE` to lift this file's fence
+alone); :func:`fence_of` reads it back from the file.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -50,6 +56,11 @@ class StateCopied:
     schema: str
     config: str
     """The new configuration's file."""
+    copied_from: str = ""
+    """The configuration whose copy it was ("" in a record an earlier idprov made)."""
+    fenced: tuple[str, ...] = ()
+    """Every SQLite file the copy fenced (:func:`fence`), the state's among them; empty
+    in a record that did not keep them."""
 
     @property
     def where(self) -> str:
@@ -73,6 +84,22 @@ class StateCopied:
             "copy --forget` with this configuration (README: Moving to PostgreSQL)",
         )
 
+    def file_refusal(self, path: str) -> ConfigError:
+        """The error of a write to ``path``, a userstore file this copy took away, by
+        whichever configuration uses it (another one sharing the file too)."""
+        by = f" of {self.copied_from}" if self.copied_from else ""
+        forget = f"`idprov --config {self.copied_from} state copy --forget`"
+        return ConfigError(
+            f"{path} was copied to PostgreSQL at {self.host}:{self.port}/{self.database} on "
+            f"{self.at} by `idprov state copy`{by} "
+            f"(with the state {self.path}), and is fenced: no write reaches it since, so "
+            "that none stays behind unseen by the copy",
+            hint=f"to abandon that move: {forget if by else 'its `state copy --forget`'}; "
+            f"to go on using {path} from a configuration that shares it, leaving the copy as "
+            f"it is (what is written there from then on, {self.config} does not see): "
+            f"`idprov state copy --forget --file {path}`",
+        )
+
     def warning(self) -> IdprovError:
         """What a command that only reads this state says beside its output."""
         warning = IdprovError(
@@ -87,11 +114,23 @@ def copied_to(state_db: SqliteStateDB) -> StateCopied | None:
     """The record of the copy that took this SQLite state away; None if none did."""
     if not state_db.db.has_table(COPIED_TABLE):
         return None
+    kept = {str(r[1]) for r in state_db.execute(f"PRAGMA table_info({COPIED_TABLE})")}
+    later = ", ".join(c if c in kept else "NULL" for c in RECORD_COLUMNS)
     row = state_db.execute(
-        f"SELECT at, host, port, database, schema, config FROM {COPIED_TABLE}"
+        f"SELECT at, host, port, database, schema, config, {later} FROM {COPIED_TABLE}"
         " ORDER BY id DESC LIMIT 1"
     ).fetchone()
-    return None if row is None else StateCopied(str(state_db.path), *row)
+    if row is None:
+        return None
+    at, host, port, database, schema, config, copied_from, fenced = row
+    files = tuple(str(f) for f in json.loads(fenced)) if fenced else ()
+    return StateCopied(
+        str(state_db.path), at, host, port, database, schema, config, copied_from or "", files
+    )
+
+
+RECORD_COLUMNS = ("copied_from", "fenced")
+"""The columns of the record a later idprov added (see :class:`StateCopied`)."""
 
 
 def copied_away(state_db: StateDB, reading: bool) -> StateCopied | None:
@@ -107,12 +146,14 @@ def copied_away(state_db: StateDB, reading: bool) -> StateCopied | None:
     return copied
 
 
-def fence(db: Database, copied: StateCopied) -> None:
-    """Triggers on every table of ``db`` (but :data:`UNFENCED`) that refuse each
-    insert, update and delete with ``copied``'s refusal, so that no write reaches a
-    file the copy took away, even one by a process that read the record before it was
-    there. Run in the copy's write transaction, committed with its record."""
-    refusal = copied.refusal()
+def fence(db: Database, copied: StateCopied, path: str) -> None:
+    """Triggers on every table of ``db`` (the SQLite file ``path``; but
+    :data:`UNFENCED`) that refuse each insert, update and delete with ``copied``'s
+    refusal (the state's, or :meth:`StateCopied.file_refusal` for a userstore file),
+    so that no write reaches a file the copy took away, even one by a process that
+    read the record before it was there. Run in the copy's write transaction,
+    committed with its record."""
+    refusal = copied.refusal() if path == copied.path else copied.file_refusal(path)
     text = f"{REFUSED}{refusal.message}\n{refusal.hint}".replace("'", "''")
     for table in _fenced_tables(db):
         quoted = '"' + table.replace('"', '""') + '"'
@@ -140,6 +181,21 @@ def unfence(db: Database) -> None:
     ).fetchall()
     for (name,) in rows:
         db.execute('DROP TRIGGER IF EXISTS "' + str(name).replace('"', '""') + '"')
+
+
+def fence_of(db: Database) -> ConfigError | None:
+    """The refusal a fence of :func:`fence` gives a write to ``db`` (the file names
+    the copy that fenced it); None when the file is not fenced."""
+    row = db.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND substr(name, 1, ?) = ? LIMIT 1",
+        [len(FENCE), FENCE],
+    ).fetchone()
+    if row is None:
+        return None
+    sql = str(row[0])
+    start, end = sql.find("RAISE(ABORT, '"), sql.rfind("'); END")
+    text = sql[start + len("RAISE(ABORT, '") : end].replace("''", "'")
+    return fenced_error(Exception(text)) or ConfigError("fenced by `idprov state copy`")
 
 
 def fenced_error(exc: BaseException) -> ConfigError | None:
