@@ -819,3 +819,40 @@ def test_a_user_update_cut_off_with_its_answer_lost_is_finished_by_a_rerun(
     assert pushed["name"]["familyName"] == "Jones"
     cli("user", "update", "CORP/ann", "-c", "family_name=Jones").ok()
     assert len(actions(cli, "user.update")) == 1
+
+
+def test_a_managers_delete_cut_off_with_its_answer_lost_finishes_its_reports_updates(
+    cli, tmp_path, slapd, cutoff, scim2_server, monkeypatch
+):
+    """The reports of a deleted manager lose their manager claim first (an update each,
+    recorded too): a re-run after the delete's answer was lost audits and pushes those
+    updates with the delete (the directory holds them: it said "nothing to do")."""
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    corp_config(
+        tmp_path,
+        slapd,
+        f"""    claim_attributes: {{manager: description}}
+identity_providers:
+  - name: scim
+    connector: scim2
+    options: {{base_url: "{scim2_server.base_url}", auth: bearer, token: env:SCIM_TOKEN}}
+applications:
+  - name: resident
+    identity_providers: [scim]
+""",
+        url=cutoff.url,
+        bind=(slapd.root_dn, slapd.root_password),
+    )
+    cli("user", "add", "CORP/boss").ok()
+    cli("user", "add", "CORP/emp", "-c", "manager=boss").ok()
+    assert target_users(scim2_server) == ["boss", "emp"]
+    cutoff.at(DELETE, made=True)
+    cli("user", "delete", "CORP/boss", "--yes", "--json").error(1)
+    cutoff.restore()
+    assert slapd.entry(uid_dn(slapd, "emp"), "description").get("description") == []
+    cli("user", "delete", "CORP/boss", "--yes").ok()
+    assert actions(cli, "user.update") == [("CORP/emp", {"claims": ["manager"]})]
+    assert [t for t, _ in actions(cli, "user.delete")] == ["CORP/boss"]
+    assert target_users(scim2_server) == ["emp"]
+    (emp,) = scim2_server.users()
+    assert "manager" not in json.dumps(emp)

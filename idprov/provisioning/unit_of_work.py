@@ -710,7 +710,10 @@ class UnitOfWork:
 
     def delete_user(self, username: str, domain: str | None = None) -> ChangeResult:
         """Delete a user; the users it managed lose their ``manager`` claim (see
-        :meth:`_reports_of`), each an update of its own (audited, pushed, guarded)."""
+        :meth:`_reports_of`), each an update of its own (audited, pushed, guarded).
+        Where the store cannot roll back, the delete is recorded (its reports too)
+        before the first of those writes, while this work's own transaction is not
+        open: a re-run finishes what the record names (:meth:`_deleted`)."""
         store, name = self.service.resolve(username, domain)
         recorded = self._journaled(store, "delete", name)
         existing = store.find_user(name)
@@ -718,39 +721,69 @@ class UnitOfWork:
             if _user_gone(store, recorded):
                 return self._deleted(store, recorded)
             self._forget(recorded)  # the user of that id lives on (renamed since)
-        reports = self._reports_of(store, existing.username) if existing else []
-        for report in reports:
-            self.update_user(report.username, unset=["manager"], domain=report.domain)
-        self.begin(store)
-        internal = self.service.internal.roles_of_user(existing.id) if existing else []
         if existing is None:
-            user, write = store.delete_user(name), None  # NotFoundError
-        else:
-            earlier = list(recorded.roles) if recorded and recorded.entry_id == existing.id else []
-            user, write = self._recorded_change(
+            self.begin(store)
+            store.delete_user(name)  # NotFoundError
+            raise NotFoundError(f"no user {name!r} in the {store.domain} userstore")
+        reports = self._reports_of(store, existing.username)
+        same = recorded is not None and recorded.entry_id == existing.id
+        earlier = recorded if same else None
+        left = _report_names(earlier)
+        write = None
+        if not store.transactional:
+            named = _merged_pairs(left, [(r.domain, r.username) for r in reports])
+            write = self._directory_write(
                 store,
                 "delete",
                 existing.username,
-                lambda: store.delete_user(name),
+                existing.username,
                 existing.id,
-                recorded,
-                roles=_merged(earlier, existing.roles),
-                details={"reports": [[r.domain, r.username] for r in reports]},
+                roles=_merged(earlier.roles if earlier else [], existing.roles),
+                details={"reports": [list(pair) for pair in named]},
+                replacing=recorded,
             )
-            user = replace(user, roles=_merged(earlier, user.roles))
+        for report in reports:
+            self.update_user(report.username, unset=["manager"], domain=report.domain)
+        done = {(r.domain.casefold(), r.username.casefold()) for r in reports}
+        for domain_name, report_name in left:  # taken by an earlier run, cut off
+            if (domain_name.casefold(), report_name.casefold()) not in done:
+                self._manager_taken(report_name, domain_name)
+        self.begin(store)
+        internal = self.service.internal.roles_of_user(existing.id)
+        if write is None:
+            user = store.delete_user(name)
+        else:
+            fresh = not reports and not left  # else: writes went out before it
+            user = self._in_store(store, write, lambda: store.delete_user(name), fresh)
+            user = replace(user, roles=_merged(write.roles, user.roles))
         return self._user_deleted(store, user, internal, write, reports)
+
+    def _manager_taken(self, name: str, domain: str) -> User | None:
+        """The ``manager`` claim of a report of a user whose recorded delete was cut off,
+        taken away: by this update, or (it holds none now) by the run cut off, whose
+        record names the report: then audited and pushed now. None: no such user."""
+        try:
+            result = self.update_user(name, unset=["manager"], domain=domain)
+        except NotFoundError:
+            return None  # deleted since: nothing of it to finish
+        user = result.entity
+        assert isinstance(user, User)
+        if not result.changed:
+            self.audit("user.update", user.qualified_name, {"claims": ["manager"]})
+            self.enqueue("user", user.id, user.domain, user.qualified_name)
+            result.changed, result.details = True, {"claims": ["manager"]}
+        return user
 
     def _deleted(self, store: UserStore, recorded: DirectoryWrite) -> ChangeResult:
         """A recorded delete whose user is gone from ``store`` (:func:`_user_gone`): it
         was made (its answer lost, or the command stopped), and its records are
-        written now, the updates of its reports finished (each recorded too)."""
+        written now, the updates of its reports finished (see :meth:`_manager_taken`)."""
         assert recorded.entry_id is not None
-        reports = []
-        for domain, name in recorded.details.get("reports", []):
-            try:
-                reports.append(self.update_user(name, unset=["manager"], domain=domain).entity)
-            except NotFoundError:
-                continue  # deleted since: nothing of it to finish
+        reports = [
+            user
+            for domain, name in _report_names(recorded)
+            if (user := self._manager_taken(name, domain)) is not None
+        ]
         user = User(recorded.entry_id, store.domain, recorded.name, roles=list(recorded.roles))
         internal = self.service.internal.roles_of_user(user.id)
         return self._user_deleted(store, user, internal, recorded, reports)
@@ -1138,7 +1171,7 @@ class UnitOfWork:
             if recorded is not None:
                 self._forget(recorded)
             return change(), None  # NotFoundError
-        members = {key for key, u in users.items() if role.casefold() in map(str.casefold, u.roles)}
+        members = {k for k, u in users.items() if role.casefold() in map(str.casefold, u.roles)}
         todo = [n for n in names if (n.casefold() in members) != assign]
         made = [
             n for n in (recorded.details.get("users", []) if recorded else [])
@@ -1268,6 +1301,23 @@ def _merged(first: Iterable[str], then: Iterable[str]) -> list[str]:
     merged: dict[str, str] = {}
     for name in [*first, *then]:
         merged.setdefault(name.casefold(), name)
+    return list(merged.values())
+
+
+def _report_names(recorded: DirectoryWrite | None) -> list[tuple[str, str]]:
+    """The (domain, username) of the reports a recorded delete names."""
+    if recorded is None:
+        return []
+    return [(domain, name) for domain, name in recorded.details.get("reports", [])]
+
+
+def _merged_pairs(
+    first: Iterable[tuple[str, str]], then: Iterable[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """(domain, name) pairs of ``first``, then those of ``then`` not in it (any case)."""
+    merged: dict[tuple[str, str], tuple[str, str]] = {}
+    for domain, name in [*first, *then]:
+        merged.setdefault((domain.casefold(), name.casefold()), (domain, name))
     return list(merged.values())
 
 
