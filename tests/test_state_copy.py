@@ -922,3 +922,43 @@ def test_forget_lifts_the_fences_of_every_file_copied_even_one_the_configuration
     old.write_text(old.read_text().replace("  - {domain: PRIMARY}\n", stores.split("\n", 1)[1]))
     cli("--config", str(old), "user", "add", "HR/carol").ok()
     cli("--config", str(old), "user", "add", "alice").ok()
+
+
+def test_forget_of_a_copy_recorded_before_the_record_named_its_files(
+    cli, postgres, tmp_path, write_config
+):
+    """A record an earlier idprov made names no file: --forget lifts the fences of the
+    files the configuration names, as it did; a re-run of the copy adds them to it."""
+    secret = tmp_path / "pg-password"
+    secret.write_text(postgres.password + "\n")
+    hr = tmp_path / "hr.db"
+    old = write_config(
+        f"data_dir: {tmp_path / 'data'}\nuserstores:\n  - {{domain: PRIMARY}}\n"
+        f"  - {{domain: HR, path: {hr}}}\n",
+        "old.yaml",
+    )
+    new = write_config(
+        f"state: {{{pg_keys(postgres, secret, 'idprov')}}}\nuserstores:\n"
+        f"  - {{domain: PRIMARY, type: postgres, {pg_keys(postgres, secret, 'directory')}}}\n"
+        f"  - {{domain: HR, type: postgres, {pg_keys(postgres, secret, 'hr')}}}\n",
+        "new.yaml",
+    )
+    cli("--config", str(old), "user", "add", "HR/bob").ok()
+    cli("--config", str(old), "state", "copy", "--to", str(new)).ok()
+    conn = sqlite3.connect(tmp_path / "data" / "idprov.db")
+    conn.execute("ALTER TABLE state_copied DROP COLUMN copied_from")
+    conn.execute("ALTER TABLE state_copied DROP COLUMN fenced")
+    conn.commit()
+    conn.close()
+
+    report = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").json()
+    assert report["status"] == "already copied"
+    [record] = every_row(tmp_path / "data" / "idprov.db")["state_copied"]
+    assert json.loads(record[-1]) == [str(tmp_path / "data" / "idprov.db"), str(hr)]
+    conn = sqlite3.connect(tmp_path / "data" / "idprov.db")
+    conn.execute("ALTER TABLE state_copied DROP COLUMN copied_from")
+    conn.execute("ALTER TABLE state_copied DROP COLUMN fenced")
+    conn.commit()
+    conn.close()
+    cli("--config", str(old), "state", "copy", "--forget").ok()
+    cli("--config", str(old), "user", "add", "HR/carol").ok()
