@@ -863,3 +863,30 @@ def test_a_name_renamed_back_where_it_pointed_is_pushed_to_again(cli, setup, sci
     cli("idp", "rename", "b", "a").ok()
     assert setup.rows("SELECT count(*) FROM idp_rename_targets WHERE idp = 'a'") == [(0,)]
     cli("--config", str(oldest), "user", "update", "bob", "-c", "title=W1").ok()
+
+
+def test_forget_rename_refuses_an_entry_where_an_earlier_rename_took_the_name_from(
+    cli, setup, scim2_server
+):
+    """'a' renamed 'b' (at T1), given away; the second 'a' (at T2) renamed 'd'. An entry
+    'a' pointing at T1 again is the first IdP, stopped by the first rename whatever
+    forget-rename does: it says so, and how to use the name for it, instead of saying the
+    name is free."""
+    provisioned_under_a(cli)
+    setup.configure("b")
+    cli("idp", "rename", "a", "b").ok()
+    t2 = scim2_server.base_url.replace("/v2", "two/v2")
+    add_idp(setup, "a", t2)
+    cli("idp", "forget-rename", "a").ok()
+    cli("sync").ok()
+    path = setup.tmp_path / "idprov.yaml"
+    path.write_text(path.read_text().replace("{name: a,", "{name: d,").replace("[a, ", "[d, "))
+    cli("idp", "rename", "a", "d").ok()
+    add_idp(setup, "a", setup.base_url)
+
+    error = cli("idp", "forget-rename", "a", "--json").error(4)
+    assert f"points at scim2 base_url={setup.base_url}" in error["message"]
+    assert "it is under 'b' now" in error["message"]
+    assert "it is that identity provider" in error["message"]
+    assert "`idprov idp rename b a`" in error["hint"]
+    assert setup.rows("SELECT freed_at FROM idp_renames WHERE idp = 'a'") == [(None,)]

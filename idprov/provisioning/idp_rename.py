@@ -777,7 +777,8 @@ def forget_rename(
     where it pointed (a process older than the rename: its ledger is under the new
     name) stays stopped, however long it has run. Refused, changing nothing: a name
     not renamed away (NotFoundError), or whose configured entry points where the
-    renamed one did (ConflictError: it is that IdP), or whose target then is not known
+    renamed one did, at this rename or an earlier one (ConflictError: it is that IdP),
+    or whose target then is not known
     (ConflictError unless ``force``: nothing would tell a process older than the
     rename from the new IdP), or with outbox rows claimed now (LockedError). Audited
     as ``idp.forget_rename``."""
@@ -823,13 +824,18 @@ def _check_forget(
     db: StateDB, config: Config, name: str, to: str, target: str | None, force: bool
 ) -> None:
     renamed = f"`idprov idp rename {name} {to}`"
-    if target is not None and _target(config, name) == target:
+    here = _target(config, name)
+    kept = db.execute(
+        "SELECT renamed_to FROM idp_rename_targets WHERE idp = ? AND target = ?", [name, here]
+    ).fetchone()
+    if kept is not None or (target is not None and here == target):
+        went = to if kept is None else str(kept[0])
         raise ConflictError(
-            f"'{name}' in {config.source} points at {target}, where '{name}' pointed when "
-            f"{renamed} moved its ledger: it is that identity provider, not another, and "
-            "stays stopped under this name",
+            f"'{name}' in {config.source} points at {here}, where '{name}' pointed when "
+            f"`idprov idp rename` moved its ledger away (it is under '{went}' now): it is "
+            "that identity provider, not another, and stays stopped under this name",
             hint=f"to use the name '{name}' again for it, rename it back in the file and run "
-            f"`idprov idp rename {to} {name}`; for another identity provider, point its "
+            f"`idprov idp rename {went} {name}`; for another identity provider, point its "
             "entry at its own target first",
         )
     if target is None and not force:
