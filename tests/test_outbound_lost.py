@@ -290,3 +290,92 @@ def test_a_sync_plan_counts_no_membership_removed_for_a_lost_member_leaving(tmp_
         [scim] = plan.idps
         assert scim.effects is not None and scim.effects.memberships == []
         assert scim.guard is None and not scim.trips
+
+
+def answer_404_to_everything(fake: FakeScim) -> None:
+    """Every request answered by a web server's HTML 404, as a wrong base_url or a dead
+    ingress in front of the target answers: the target still holds every account."""
+
+    def nginx(request: httpx.Request) -> httpx.Response:
+        page = "<html><body><h1>404 Not Found</h1><hr>nginx</body></html>"
+        return httpx.Response(404, text=page, headers={"content-type": "text/html"})
+
+    fake.faults.append(nginx)
+
+
+def test_a_disable_answered_by_a_proxys_404_fails_and_keeps_the_account(tmp_path, fake):
+    """bob disabled here while every request gets an nginx 404: nothing proves his
+    account gone (no SCIM error), so the disable fails, saying why, and stays in the
+    outbox; the ledger keeps him (it forgot him, reported the offboarding done, and
+    his account stayed active)."""
+    with make_service(tmp_path, TWO, ["scim"], http_transport=fake.transport()) as svc:
+        svc.add_role("staff")
+        svc.add_user("bob", {}, roles=["staff"])
+        answer_404_to_everything(fake)
+        result = svc.update_user("bob", {"active": "false"})
+        assert not result.outbound.ok
+        [op] = [o for o in result.outbound.idps["scim"].operations if o.kind == "user"]
+        assert op.outcome == "failed" and "not the target's own answer" in (op.error or "")
+        assert [r.kind for r in svc.outbox_rows()] == ["user"]
+        assert bob_entry(svc).state == "active"
+        fake.faults.clear()
+        assert svc.retry_outbox().ok
+        [bob] = fake.users.values()
+        assert bob["active"] is False
+
+
+def test_an_update_answered_by_a_proxys_404_makes_nothing_again(tmp_path, fake):
+    """An update's nginx 404 is no account gone: nothing is created, the ledger does
+    not say lost (a later delete then sent nothing, and the account lived on)."""
+    with make_service(tmp_path, TWO, ["scim"], http_transport=fake.transport()) as svc:
+        svc.add_role("staff")
+        svc.add_user("bob", {"title": "A"}, roles=["staff"])
+        answer_404_to_everything(fake)
+        fake.requests.clear()
+        assert not svc.update_user("bob", {"title": "B"}).outbound.ok
+        assert [m for m, *_ in fake.requests if m == "POST"] == []
+        assert bob_entry(svc).state == "active"
+        fake.faults.clear()
+        assert svc.delete_user("bob").outbound.ok
+        assert fake.users == {}
+
+
+NGINX_404 = httpx.Response(
+    404,
+    text="<html><body><h1>404 Not Found</h1>nginx</body></html>",
+    headers={"content-type": "text/html"},
+    request=httpx.Request("GET", "https://target.test/x"),
+)
+
+
+def test_a_404_proves_an_object_gone_only_in_the_target_s_own_terms():
+    """One rule for every HTTP connector: its own error JSON (SCIM's, Google's,
+    Salesforce's; a plugin's JSON) is gone, a web server's page is a plain failure."""
+    from idprov.connectors.base import RemoteNotFound, TargetError
+    from idprov.connectors.google_api import raise_google_error
+    from idprov.connectors.http import raise_for_status
+    from idprov.connectors.salesforce_api import raise_salesforce_error
+    from idprov.connectors.scim_wire import scim_error_reply
+
+    def reply(body: Any) -> httpx.Response:
+        return httpx.Response(404, json=body, request=NGINX_404.request)
+
+    google = {"error": {"code": 404, "message": "Resource Not Found: userKey"}}
+    salesforce = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
+    for raising, own in (
+        (raise_google_error, reply(google)),
+        (raise_salesforce_error, reply(salesforce)),
+        (lambda r, what: raise_for_status(r, what, None), reply({"error": "no user"})),
+    ):
+        with pytest.raises(RemoteNotFound):
+            raising(own, "read user")
+        with pytest.raises(TargetError) as caught:
+            raising(NGINX_404, "read user")
+        assert not isinstance(caught.value, RemoteNotFound)
+        assert "base_url" in (caught.value.hint or "")
+    assert scim_error_reply(reply({"schemas": [ERROR_SCHEMA], "status": "404"}))
+    assert not scim_error_reply(reply({"message": "no Route matched with those values"}))
+    assert not scim_error_reply(NGINX_404)
+
+
+ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"

@@ -243,6 +243,7 @@ def raise_google_error(response: httpx.Response, what: str) -> None:
         response,
         f"{what}: HTTP {status}: {reply_detail(response, data)}",
         conflict="duplicate" in reasons,
+        gone=status == 404 and isinstance(error, dict),  # Google's own error, no proxy's
         throttled=status == 403 and bool(reasons & RATE_LIMIT_REASONS),
         refused_hint=SETUP_HINT,
     )

@@ -286,13 +286,20 @@ def _origin(url: str) -> str:
 
 
 def raise_for_status(
-    response: httpx.Response, what: str, detail: str | None, credentials: str | None = None
+    response: httpx.Response,
+    what: str,
+    detail: str | None,
+    credentials: str | None = None,
+    *,
+    gone: bool | None = None,
 ) -> None:
     """Turn a non-2xx response into the right TargetError, with the target's message;
-    a refusal of idprov's credentials names ``credentials`` (:func:`credentials_named`)."""
+    a refusal of idprov's credentials names ``credentials`` (:func:`credentials_named`).
+    ``gone``: whether a 404 is the target's own word that the object is gone (see
+    :func:`status_error`)."""
     if response.status_code >= 400:
         message = f"{what}: HTTP {response.status_code}" + (f": {detail}" if detail else "")
-        error = status_error(response, message)
+        error = status_error(response, message, gone=gone)
         if credentials and isinstance(error, CredentialsRefused):
             fix = f"check {credentials} and its permissions at the target"
             error = CredentialsRefused(f"{error.message}; {fix}", status=error.status, hint=fix)
@@ -300,6 +307,21 @@ def raise_for_status(
 
 
 CREDENTIALS_HINT = "check the identity provider's credentials and their permissions"
+NOT_THE_TARGET = (
+    "the reply is not the target's own answer (no error of its API), so it proves "
+    "nothing gone there"
+)
+NOT_THE_TARGET_HINT = (
+    "check that base_url names the target's API, and that a proxy or ingress in front of "
+    "it routes there"
+)
+
+
+def api_answer(response: httpx.Response) -> bool:
+    """Whether an error reply is an HTTP API's own answer: a JSON body. A web server's
+    or proxy's page (HTML, text, nothing) is not: every path of a wrong base_url, or of
+    a dead ingress, answers 404 with one."""
+    return reply_json(response) is not None
 
 
 def credentials_named(options: HttpOptions) -> str | None:
@@ -320,7 +342,7 @@ def status_error(
     message: str,
     *,
     conflict: bool = False,
-    gone: bool = False,
+    gone: bool | None = None,
     throttled: bool = False,
     retryable: bool = False,
     refused_hint: str = CREDENTIALS_HINT,
@@ -329,13 +351,24 @@ def status_error(
     body says (``conflict``, ``gone``, ``throttled``, ``retryable``): conflict, not
     found, throttled, credentials refused (401; 403 unless retryable), or another
     failure, retryable for 408, 425, 429 and 5xx, ambiguous for 5xx. What the reply
-    says is shown without the request's credentials (:func:`redact`)."""
+    says is shown without the request's credentials (:func:`redact`).
+
+    **A 404 proves an object gone only in the target's own terms**: ``gone``, which
+    the connector reads from the reply in its protocol's terms (a SCIM error, Google's
+    or Salesforce's error JSON); None: the reply is JSON (:func:`api_answer`). A 404
+    without that proof (an HTML page: a wrong base_url, a proxy or ingress in front of
+    a target that is down) is a failure, never :class:`RemoteNotFound`, on which the
+    engine would forget or re-create an account that is still there."""
     status = response.status_code
     message = redact(message, response)
     if conflict or status == 409:
         return RemoteConflict(message, status=status)
-    if gone or status == 404:
+    if gone is None:
+        gone = status == 404 and api_answer(response)
+    if gone:
         return RemoteNotFound(message, status=status)
+    if status == 404:
+        return TargetError(f"{message}; {NOT_THE_TARGET}", status=status, hint=NOT_THE_TARGET_HINT)
     if throttled or status == 429:
         return Throttled(message, status=status, retry_after=retry_after(response))
     retryable = retryable or status in RETRYABLE_STATUS

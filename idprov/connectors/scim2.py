@@ -31,6 +31,7 @@ from idprov.connectors.base import (
     RemoteNotFound,
     TargetError,
 )
+from idprov.connectors.http import NOT_THE_TARGET
 from idprov.connectors.scim_dialects import (
     Dialect,
     MissingAttribute,
@@ -170,15 +171,15 @@ class Scim2Connector(Connector):
         try:
             self.http.request("GET", "/Users", "list users", params={"count": "1"})
             report.authenticated = True
-        except RemoteNotFound as exc:
-            report.reachable, report.authenticated = True, None
-            report.messages.append(
-                f"{exc.message}: no SCIM endpoint at {self.options.base_url}; check the path "
-                "of base_url (such as /scim/v2)"
-            )
         except TargetError as exc:
             report.reachable = report.reachable or exc.status is not None
             report.messages.append(exc.message)
+            if exc.status == 404:  # a SCIM error or a web server's page: no SCIM there
+                report.reachable, report.authenticated = True, None
+                report.messages[-1] = (
+                    f"{exc.message.removesuffix(f'; {NOT_THE_TARGET}')}: no SCIM endpoint at "
+                    f"{self.options.base_url}; check the path of base_url (such as /scim/v2)"
+                )
         return report
 
     # ---- bulk

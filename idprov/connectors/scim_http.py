@@ -22,6 +22,7 @@ from idprov.connectors.http import (
     raise_for_status,
     send,
 )
+from idprov.connectors.scim_wire import scim_error_reply
 
 if TYPE_CHECKING:
     import httpx
@@ -83,7 +84,8 @@ class ScimHttp:
             params=params,
         )
         detail = self.error_detail(response)
-        raise_for_status(response, what, detail, credentials_named(self.options))
+        gone = response.status_code == 404 and scim_error_reply(response)
+        raise_for_status(response, what, detail, credentials_named(self.options), gone=gone)
         return response
 
     @staticmethod

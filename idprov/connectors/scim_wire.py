@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from idprov.connectors.base import RemoteConflict, TargetError, Throttled
 from idprov.connectors.changes import changes, other_items, with_other_items
 from idprov.connectors.changes import removed_paths as removed_paths  # scim11's
-from idprov.connectors.http import RETRYABLE_STATUS, reply_text
+from idprov.connectors.http import RETRYABLE_STATUS, reply_json, reply_text
 
 if TYPE_CHECKING:
     import httpx
@@ -28,6 +28,10 @@ GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+ERROR_MEMBERS = frozenset({"status", "detail", "scimtype", "errors"})
+"""What makes a reply a SCIM error: SCIM 2.0's ``status``, ``detail``, ``scimType``
+(RFC 7644 3.12), SCIM 1.1's ``Errors``."""
 VALUE_PATH = re.compile(r'^(\w+)\[(\w+) eq "([^"]*)"\]\.(\w+)$')
 """``emails[type eq "work"].value``: attribute, key, match, sub-attribute."""
 BULK_ENVELOPE = 200
@@ -205,6 +209,19 @@ def error_detail(
     except ValueError:
         return reply_text(response) or None
     return (read or scim2_error)(data)
+
+
+def scim_error_reply(response: httpx.Response) -> bool:
+    """Whether an error reply is a SCIM error: the service provider's own answer, its
+    404 the proof that a resource is gone. A page from a web server or proxy (HTML, a
+    gateway's JSON of its own) is not: a wrong base_url answers 404 to everything."""
+    data = reply_json(response)
+    if not isinstance(data, dict):
+        return False
+    schemas = data.get("schemas")
+    if isinstance(schemas, list) and ERROR in schemas:
+        return True
+    return any(str(key).lower() in ERROR_MEMBERS for key in data)
 
 
 def scim2_error(data: Any) -> str:

@@ -239,7 +239,7 @@ def reply_element(response: httpx.Response, what: str, credentials: str | None =
     try:
         element = soap_body(parse_xml(response.content))
     except ReplyRefused as exc:
-        raise_for_status(response, what, reply_text(response) or None, credentials)
+        raise_for_status(response, what, reply_text(response) or None, credentials, gone=False)
         raise TargetError(
             f"{what}: {exc}: {reply_text(response, 80)!r}",
             status=status,
@@ -249,7 +249,8 @@ def reply_element(response: httpx.Response, what: str, credentials: str | None =
     if element.tag == f"{{{SOAP}}}Fault":
         raise fault_error(element, what, status)
     detail = " ".join(_text(element).split())[:300] or None
-    raise_for_status(response, what, detail, credentials)
+    gone = element.get("status") == "failure" and element.get("error") == "noSuchIdentifier"
+    raise_for_status(response, what, detail, credentials, gone=gone)
     return element
 
 
