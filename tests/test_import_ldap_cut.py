@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import json
 
-from tests.test_userstore_ldap_interrupted import ADD, MODIFY, corp, cutoff  # noqa: F401
+from tests.test_userstore_ldap_interrupted import (  # noqa: F401
+    ADD,
+    MODIFY,
+    corp,
+    cutoff,
+    members,
+    uid_dn,
+)
 
 
 def test_an_import_cut_off_by_the_directory_says_a_rerun_resumes(
@@ -28,3 +35,32 @@ def test_an_import_cut_off_by_the_directory_says_a_rerun_resumes(
     users = cli("user", "list", "--domain", "CORP", "--json").json()["items"]
     assert sorted(u["username"] for u in users) == ["n0", "n1", "n2"]
     assert json.loads(result.stdout)["rejected"] == 0
+
+
+def test_a_row_whose_add_never_reached_the_directory_is_added_by_the_rerun(
+    cli,
+    corp,  # noqa: F811 - the fixture imported above
+    cutoff,  # noqa: F811 - the fixture imported above
+    tmp_path,
+):
+    """The first add is lost on its way (the relay drops it, then refuses every
+    connection): the import stops at that batch, and the re-run adds that row (it was
+    counted rejected, the journal passed it, and the re-run skipped it as imported)."""
+    cli("role", "add", "CORP/staff").ok()
+    rows = "".join(f"CORP/n{i},n{i}@example.com,staff\n" for i in range(3))
+    (tmp_path / "new.csv").write_text("username,email,roles\n" + rows)
+    cutoff.at(ADD)
+    cut = cli("import", "users", "new.csv", "--batch-size", "1", "--json")
+    error = cut.error(1)
+    assert "answered the add of user 'n0'; whether it was made is unknown" in error["message"]
+    assert "run the same import again: it resumes" in error["hint"]
+    assert cutoff.drops == 1
+    assert corp.entry(uid_dn(corp, "n0"), "uid") is None
+    cutoff.restore()
+    result = cli("import", "users", "new.csv", "--batch-size", "1", "--json")
+    assert result.exit_code == 0, result
+    report = json.loads(result.stdout)
+    assert (report["created"], report["skipped_already_imported"], report["rejected"]) == (3, 0, 0)
+    users = cli("user", "list", "--domain", "CORP", "--json").json()["items"]
+    assert sorted(u["username"] for u in users) == ["n0", "n1", "n2"]
+    assert members(corp, "staff") == sorted(uid_dn(corp, f"n{i}") for i in range(3))

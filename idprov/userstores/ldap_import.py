@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from idprov.errors import ConflictError, IdprovError, PolicyError, StoreError
+from idprov.errors import ConflictError, IdprovError, PolicyError
 from idprov.model import ClaimValue, User
 from idprov.userstores.ldap_bulk import (
     Change,
@@ -36,7 +36,7 @@ from idprov.userstores.ldap_escape import (
     quiet_ldap3,
 )
 from idprov.userstores.ldap_members import LdapMembership, Modify
-from idprov.userstores.ldap_session import discard
+from idprov.userstores.ldap_session import Unreachable, discard
 from idprov.userstores.passwords import hash_ssha
 
 if TYPE_CHECKING:
@@ -170,7 +170,10 @@ class LdapImporter(LdapMembership):
         requests in flight (see :mod:`~idprov.userstores.ldap_bulk`; slapd queues up to
         100 per connection): about as fast as ``ldapadd``. One outcome per row, in
         order: the :class:`User`, or the error that refused it (ConflictError when the
-        name exists). Not idempotent: a repeat reports conflicts."""
+        name exists). :class:`Unreachable` if the connection drops before every add is
+        answered: those adds may or may not have been made, so none is a refusal, and
+        the adds answered before are not reported either (see :meth:`_unanswered`). Not
+        idempotent: a repeat reports conflicts."""
         self.ensure_writable()
         outcomes: list[User | IdprovError | None] = [None] * len(rows)
         dns: dict[int, str] = {}
@@ -186,14 +189,17 @@ class LdapImporter(LdapMembership):
                 self._add_batch(batch, rows, dns, outcomes)
             finally:
                 discard(conn)
-        return [o if o is not None else StoreError("not attempted") for o in outcomes]
+        decided = [o for o in outcomes if o is not None]
+        assert len(decided) == len(rows), "every row is added, refused, or Unreachable"
+        return decided
 
     def import_users(self, users: Sequence[ImportedUser]) -> None:
         """New users go through :meth:`add_users` (each ``user.id`` becomes its
         entryUUID, the id the caller then records), existing ones through
         :meth:`_update_users`; then every role that gains or loses members is one
         modify. LDAP has no rollback: a user the directory refuses gets ``refused``
-        set, and the others are written."""
+        set, and the others are written. A connection that drops before every add is
+        answered is :class:`Unreachable`, for the whole batch (see :meth:`_unanswered`)."""
         self.ensure_writable()
         new = [u for u in users if not u.existing]
         outcomes = self.add_users([(u.username, u.claims, u.password_hash) for u in new])
@@ -282,8 +288,8 @@ class LdapImporter(LdapMembership):
         if todo:  # a DN with no entry is no one's member: see _drop_unowned
             self._drop_unowned([dns[i] for i in todo])
         replies = self._send_adds(batch, rows, dns, todo, outcomes)
-        sent = [(i, reply) for i, reply in zip(todo, replies, strict=True) if outcomes[i] is None]
-        added = [i for i, reply in sent if reply and not reply.result]
+        sent = [(i, reply) for i, reply in zip(todo, replies, strict=True) if reply is not None]
+        added = [i for i, reply in sent if not reply.result]
         created = self._named_entries([rows[i][0] for i in added], NEW_STAMPS)
         for index, reply in sent:
             outcomes[index] = self._bulk_outcome(rows[index], reply, created)
@@ -307,7 +313,9 @@ class LdapImporter(LdapMembership):
     ) -> list[Reply | None]:
         """Add the users of ``todo``, each entry made as the window opens for it (so
         the directory works on the first adds while the rest are made); a row whose
-        entry cannot be made gets that error in ``outcomes`` and is not sent."""
+        entry cannot be made gets that error in ``outcomes`` and is not sent (its reply
+        is None). :class:`Unreachable` if the connection drops before every add sent
+        is answered."""
         classes = encode_attribute("objectClass", self.config.user_object_classes)
 
         def encode(position: int, message_id: int) -> bytes | None:
@@ -323,18 +331,35 @@ class LdapImporter(LdapMembership):
         try:
             return batch.run(len(todo), encode)
         except ConnectionLost as exc:
-            return list(exc.args[1])
+            unanswered = [
+                rows[todo[position]][0]
+                for position, reply in enumerate(exc.args[1])
+                if reply is None and outcomes[todo[position]] is None
+            ]
+            raise self._unanswered(unanswered, str(exc.args[0])) from exc
+
+    def _unanswered(self, usernames: Sequence[str], reason: str) -> Unreachable:
+        """The error of a batch whose connection dropped before the adds of
+        ``usernames`` were answered. Each may have been made or not (lost on its way,
+        or never sent), so none is refused: a row counted rejected would pass the
+        import's journal, and its re-run would skip it as imported. The batch fails
+        whole, its records with it; the import's journal holds its lines, so the re-run
+        reads each user back and finishes those the directory has and adds the others."""
+        names = ", ".join(repr(name) for name in usernames[:3])
+        more = f" and {len(usernames) - 3} more" if len(usernames) > 3 else ""
+        adds = "add of user" if len(usernames) == 1 else "adds of users"
+        made = "it was" if len(usernames) == 1 else "they were"
+        return Unreachable(
+            f"{self._where()}: the connection dropped before the directory answered the "
+            f"{adds} {names}{more}; whether {made} made is unknown ({reason})",
+            hint=f"once the server at {self.config.url} answers, run the same command "
+            "again: it reads those users back, finishes the ones made and adds the others",
+        )
 
     def _bulk_outcome(
-        self, row: NewUser, reply: Reply | None, created: Mapping[str, list[Entry]]
+        self, row: NewUser, reply: Reply, created: Mapping[str, list[Entry]]
     ) -> User | IdprovError:
         username, claims, password_hash = row
-        if reply is None:
-            return StoreError(
-                f"{self._where()}: the connection dropped before the directory answered; "
-                f"whether user {username!r} was added is unknown",
-                hint="run it again: users that were added are then reported as conflicts",
-            )
         if reply.result != 0:
             return self._failure(f"add user {username!r}", reply.result, reply.message)
         found = created.get(username.casefold(), [])
