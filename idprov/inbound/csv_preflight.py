@@ -193,7 +193,7 @@ class Preflight(RowChecks, PasswordHashing):
     def _decide(self, staging: Staging, p: Pending, user: Any) -> tuple[Any, ...] | None:
         mode = self.options.mode
         key = f"{p.domain}/{p.username.casefold()}"
-        if p.line <= self.done_through:
+        if p.line <= self.done_through and _holds(p, user):
             self.report.skipped_done += 1
             return (p.line, p.domain, key, p.username, "done", None, None, None, None)
         if user is None and mode == "update":
@@ -226,15 +226,7 @@ class Preflight(RowChecks, PasswordHashing):
         if resumed and mode == "create":
             self.report.created += 1  # the killed run made it: finish it exactly
         elif user is not None:
-            same_roles = p.roles is None or sorted(r.casefold() for r in p.roles) == sorted(
-                r.casefold() for r in user.roles
-            )
-            if (
-                claims == user.claims
-                and same_roles
-                and p.password is None
-                and p.password_hash is None
-            ):
+            if _holds(p, user, claims) and p.password is None and p.password_hash is None:
                 self.report.unchanged += 1
                 return (p.line, p.domain, key, p.username, "unchanged", user.id, None, None, None)
             self.report.updated += 1
@@ -427,3 +419,20 @@ def _same_file(path: Path, given: Path | BinaryIO) -> bool:
 def _lines(lines: list[int]) -> str:
     shown = ", ".join(str(n) for n in lines[:5])
     return shown + (f" and {len(lines) - 5} more" if len(lines) > 5 else "")
+
+
+def _holds(p: Pending, user: Any, claims: dict[str, Any] | None = None) -> bool:
+    """Whether ``user`` (None: not in the store) holds what the row asks: ``claims``
+    (by default its own over the user's: the columns it gives) and, if it names them,
+    its roles; a password cannot be read back. A line that an interrupted run passed
+    counts as imported only then: the store may have refused its row, or never
+    received it (its rejection was in the report that the interrupted run never
+    gave), and the re-run decides it again."""
+    if user is None:
+        return False
+    if claims is None:
+        claims = {k: v for k, v in {**user.claims, **p.claims}.items() if v is not None}
+    same_roles = p.roles is None or sorted(r.casefold() for r in p.roles) == sorted(
+        r.casefold() for r in user.roles
+    )
+    return bool(claims == user.claims and same_roles)
