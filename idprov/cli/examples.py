@@ -81,6 +81,8 @@ EXAMPLES: dict[str, list[str]] = {
         "idprov idp rename corp corp-scim",
     ],
     "idp forget-rename": ["idprov idp forget-rename corp"],
+    "idp stamp": ["idprov sync --verify --idp oim", "idprov idp stamp oim carol"],
+    "idp forget-account": ["idprov idp forget-account oim carol"],
     "connector list": ["idprov connector list"],
     "config validate": [
         "idprov config validate",

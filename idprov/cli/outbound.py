@@ -361,6 +361,50 @@ def idp_forget_rename(
     emit(result, _forgotten_rename)
 
 
+IdpName = Annotated[str, typer.Argument(help="The identity provider.", autocompletion=complete_idp)]
+UserNames = Annotated[list[str], typer.Argument(help="User names, as `sync --verify` lists them.")]
+
+
+@idp_app.command("stamp")
+def idp_stamp(name: IdpName, users: UserNames, json: JsonOpt = False) -> None:
+    """Confirm that idprov made these users' accounts: write its mark on them.
+
+    For an account `idprov sync --verify` lists as made by idprov but without its mark
+    (adopted when the mark could be a claim's value), after checking at the target that
+    idprov made it: the mark (the user's idprov id, in mark_attribute or mark_field)
+    is written, nothing else; a deprovision may then delete it. Example: idprov idp
+    stamp oim carol
+    """
+    from idprov.provisioning.marks import stamp
+
+    emit(stamp(service(live=False), name, users), _settled)
+
+
+@idp_app.command("forget-account")
+def idp_forget_account(name: IdpName, users: UserNames, json: JsonOpt = False) -> None:
+    """Let go of these users' accounts: idprov's ledger forgets them.
+
+    For an account `idprov sync --verify` lists as made by idprov but without its mark
+    that is another system's: nothing at the target changes, and idprov no longer
+    updates or deprovisions it (a user still in scope is created again, and a name
+    the account holds is refused unless on_conflict: adopt). Example: idprov idp
+    forget-account oim carol
+    """
+    from idprov.provisioning.marks import forget_accounts
+
+    emit(forget_accounts(service(live=False), name, users), _settled)
+
+
+def _settled(result: Any) -> None:
+    done = "stamped idprov's mark on" if result.action == "stamp" else "forgot"
+    render.message(
+        f"[green]✓[/] {render.esc(result.idp)}: {done} "
+        f"{render.esc(', '.join(result.users)) or 'nothing'}"
+    )
+    if result.users:
+        render.message(f"  then `idprov outbox retry --idp {render.esc(result.idp)}`")
+
+
 def _forgotten_rename(result: Any) -> None:
     name = render.esc(result.name)
     render.message(

@@ -269,6 +269,13 @@ def sync_result(
                 f"re-enabled): {esc(', '.join(report['disabled_remotely'][:20]))}"
                 + (" ..." if len(report["disabled_remotely"]) > 20 else "")
             )
+        if report.get("not_proven"):
+            console().print(
+                "  [red]recorded as made by idprov, but without idprov's mark[/] (not "
+                f"provably idprov's, never deleted): {esc(_first(report['not_proven']))}; "
+                f"if idprov made them, `idprov idp stamp {esc(name)} USER...`; if not, "
+                f"`idprov idp forget-account {esc(name)} USER...`"
+            )
         if report["unowned"]:
             console().print(
                 f"  not idprov's (never touched): "

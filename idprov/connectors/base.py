@@ -136,6 +136,7 @@ def check_mark(
     option: str,
     defaults: Mapping[str, str | None],
     attributes: Mapping[str, str | None],
+    allow_id: bool = True,
 ) -> None:
     """MappingInvalid when the attribute mapping (the connector's ``defaults``, with the
     IdP's ``attributes`` over them) fills ``attribute``, the one that carries idprov's
@@ -143,6 +144,7 @@ def check_mark(
     claim there (an HR number, an e-mail) is a value another system's account may hold
     too: idprov would take that account for one it created (adopt it after a lost
     reply, overwrite it, delete it on deprovision). The mark is idprov's alone.
+    ``allow_id`` False: ``{ID}`` is refused too (any mapping that names the mark).
     Attribute names compare case-insensitively, as LDAP, DSML and Salesforce do."""
     if attribute is None:
         return
@@ -155,7 +157,7 @@ def check_mark(
         {name.casefold(): (name, template, "attributes") for name, template in attributes.items()}
     )
     name, template, where = mapped.get(wanted, (attribute, None, ""))
-    if template is None or template.strip() == "{ID}":
+    if template is None or (allow_id and template.strip() == "{ID}"):
         return
     raise MappingInvalid(
         f"{option} {attribute} is also filled by the attribute mapping ({name}: "
@@ -166,6 +168,19 @@ def check_mark(
         "(or '{ID}') under the IdP's attributes",
         path=("options", option),
     )
+
+
+def hold_back(
+    attributes: Mapping[str, Any], held: frozenset[str], previous: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``attributes`` (what the mapping gives now) with the ``held`` ones (see
+    :meth:`Connector.held_back`) as ``previous`` (what was last sent) had them: the
+    connector never sends them in an update, so nothing of theirs changes there."""
+    if not held:
+        return dict(attributes)
+    out = {k: v for k, v in attributes.items() if k.casefold() not in held}
+    out.update({k: v for k, v in (previous or {}).items() if k.casefold() in held})
+    return out
 
 
 class TargetError(OutboundError):
@@ -311,6 +326,29 @@ class Connector(ABC):
                     f"{target}: the {cls.name} connector can check only user names for unique()",
                     hint="use unique() in the IdP's username template only",
                 )
+
+    @classmethod
+    def held_back(cls, options: Any) -> frozenset[str]:
+        """The mapped attributes (casefolded names) this connector never sends in an
+        update, whatever the mapping says: the one carrying idprov's mark, written on
+        create alone. A plan compares and the deletion guard counts only what is sent,
+        so for these the ledger keeps what was last sent (:func:`hold_back`)."""
+        return frozenset()
+
+    def carries_mark(self, remote: Mapping[str, Any], account: Account) -> bool | None:
+        """Whether the account ``remote`` (as :meth:`read_user` returns it) carries
+        idprov's mark for ``account`` (its local id): proof that idprov created or
+        adopted it as its own. None: this connector keeps no mark (nothing to tell)."""
+        return None
+
+    def stamp_mark(self, remote_id: str, account: Account) -> None:
+        """Write idprov's mark (``account``'s local id) on the existing account
+        ``remote_id``, changing nothing else: an operator confirmed it is idprov's
+        (`idprov idp stamp`). Idempotent."""
+        raise UsageError(
+            f"the {self.name} connector keeps no mark of idprov's on accounts",
+            hint="nothing to stamp: its accounts are idprov's by the ledger alone",
+        )
 
     def value_taken(self, attribute: str, value: str, account: Account) -> bool:
         """Whether the target already holds ``value`` in ``attribute`` (``userName``,

@@ -18,7 +18,8 @@ speaks the REST API (``/services/data/vXX.X``) directly:
   a user an administrator deactivated stays so.
 - idprov's mark is ``FederationIdentifier`` (``mark_field``): a user created by idprov
   carries the local id there, so that after a lost reply a look-up can tell idprov's
-  user from someone else's. A mapping that fills that field from a claim is refused
+  user from someone else's. It is written on create alone (and by `idprov idp
+  stamp`), never by an update, and a mapping that names that field is refused
   (:meth:`SalesforceConnector.check_mapping`): single sign-on usually maps
   ``FederationIdentifier`` to the e-mail, and then ``mark_field`` names another field.
 - Roles are not created in Salesforce: each pushed role is mapped in ``roles`` to an
@@ -133,20 +134,30 @@ class SalesforceConnector(Connector):
     deletes_groups = False
 
     @classmethod
+    def held_back(cls, options: Any) -> frozenset[str]:
+        """``mark_field``: written on create alone (:meth:`create_fields`)."""
+        mark = getattr(options, "mark_field", None)
+        return frozenset({mark.casefold()}) if mark else frozenset()
+
+    @classmethod
     def check_mapping(cls, idp: Any, options: Any) -> None:
-        """Also: the mapping may not fill ``mark_field`` (idprov's id alone,
-        :func:`~idprov.connectors.base.check_mark`). Single sign-on usually maps
-        ``FederationIdentifier`` to the e-mail: the hint says how to keep that."""
+        """Also: the mapping may not name ``mark_field`` (idprov's id alone, written on
+        create only, :func:`~idprov.connectors.base.check_mark`; ``{ID}`` too). Single
+        sign-on usually maps ``FederationIdentifier`` to the e-mail: the hint says how
+        to keep that, and what the other ways out would do to it."""
         super().check_mapping(idp, options)
+        mark = options.mark_field
         try:
-            check_mark(options.mark_field, "mark_field", cls.default_attributes, idp.attributes)
+            check_mark(mark, "mark_field", cls.default_attributes, idp.attributes, allow_id=False)
         except MappingInvalid as exc:
             hint = (
                 "keep that mapping and set options.mark_field to a User field nothing else "
                 "writes (a custom text field such as Idprov_Id__c, made in Setup > Object "
-                "Manager > User > Fields & Relationships), or mark_field: null (then a "
-                "create whose reply was lost needs on_conflict: adopt); or map "
-                f"{options.mark_field}: null (or '{{ID}}') under the IdP's attributes"
+                "Manager > User > Fields & Relationships), or set mark_field: null (then a "
+                "create whose reply was lost needs on_conflict: adopt). Do not remove the "
+                f"mapping or map {mark} to null or '{{ID}}' instead: new users would get "
+                f"idprov's id in {mark} rather than what single sign-on matches, and "
+                f"stamping idprov's mark on existing users would replace theirs"
             )
             raise MappingInvalid(str(exc), hint=hint, path=exc.path) from None
 
@@ -406,6 +417,24 @@ class SalesforceConnector(Connector):
         mark = self.options.mark_field
         ours = mark is not None and found.get(mark) == account.local_id
         return RemoteMatch(str(found["Id"]), ours=ours)
+
+    def carries_mark(self, remote: Mapping[str, Any], account: Account) -> bool | None:
+        """Whether the user (:meth:`read_user`'s) holds the local id in ``mark_field``
+        (None: no mark configured)."""
+        mark = self.options.mark_field
+        if mark is None:
+            return None
+        have = {key.casefold(): value for key, value in remote.items()}
+        return have.get(mark.casefold()) == account.local_id
+
+    def stamp_mark(self, remote_id: str, account: Account) -> None:
+        """A PATCH of ``mark_field`` alone, to the local id."""
+        mark = self.options.mark_field
+        if mark is None:
+            super().stamp_mark(remote_id, account)
+            return
+        what = f"stamp idprov's mark on user {salesforce_username(self.options, account.user_name)}"
+        self._request("PATCH", f"/sobjects/User/{remote_id}", what, body={mark: account.local_id})
 
     def _user_record(self, user_name: str) -> dict[str, Any] | None:
         return self._user_record_of(salesforce_username(self.options, user_name))

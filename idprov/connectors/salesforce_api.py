@@ -263,10 +263,14 @@ def salesforce_username(options: SalesforceOptions, user_name: str) -> str:
 def user_fields(options: SalesforceOptions, account: Account) -> dict[str, Any]:
     """The User fields idprov keeps in step: mapped ones (a list is joined with
     ';', as multi-select picklists are), ``Username``, ``IsActive``, and the
-    required ``LastName`` and ``Email`` from the username when not mapped."""
+    required ``LastName`` and ``Email`` from the username when not mapped. Never
+    ``mark_field``: idprov writes its mark on create alone (and `idprov idp stamp`),
+    so no update clears or rewrites it (a single sign-on ``FederationIdentifier``)."""
+    mark = (options.mark_field or "").casefold()
     fields = {
         key: ";".join(map(str, value)) if isinstance(value, list) else value
         for key, value in account.attributes.items()
+        if key.casefold() != mark
     }
     name = salesforce_username(options, account.user_name)
     fields["Username"] = name

@@ -82,6 +82,21 @@ class SpmlConnector(SpmlPsoConnector):
 
     def __init__(self, idp: Any, options: Any, client: Any) -> None:
         super().__init__(idp, options, client)
+        self._reserved = self.held_back(options)
+        mapping = {**self.default_attributes, **idp.attributes}
+        for name, template in mapping.items():
+            if template is not None and not ATTRIBUTE_NAME.match(name):
+                raise ConfigError(
+                    f"identity provider {idp.name}, attributes: {name!r} is not a DSML "
+                    "attribute name",
+                    hint="SPML targets name attributes as LDAP does: givenName, mail, 2.5.4.4",
+                )
+
+    @classmethod
+    def held_back(cls, options: Any) -> frozenset[str]:
+        """The attributes the connector writes itself, never from the mapping: the user
+        name, password, role and disable attributes, the object classes, and idprov's
+        mark (written on create alone, :meth:`account_data`)."""
         opts: SpmlOptions = options
         reserved = [
             opts.username_attribute,
@@ -91,15 +106,7 @@ class SpmlConnector(SpmlPsoConnector):
             opts.mark_attribute,
             "objectclass",
         ]
-        self._reserved = {name.lower() for name in reserved if name}
-        mapping = {**self.default_attributes, **idp.attributes}
-        for name, template in mapping.items():
-            if template is not None and not ATTRIBUTE_NAME.match(name):
-                raise ConfigError(
-                    f"identity provider {idp.name}, attributes: {name!r} is not a DSML "
-                    "attribute name",
-                    hint="SPML targets name attributes as LDAP does: givenName, mail, 2.5.4.4",
-                )
+        return frozenset(name.casefold() for name in reserved if name)
 
     @classmethod
     def check_mapping(cls, idp: Any, options: Any) -> None:
@@ -123,7 +130,7 @@ class SpmlConnector(SpmlPsoConnector):
         out = {}
         for name, value in attributes.items():
             values = dsml_values(value)
-            if values and name.lower() not in self._reserved:
+            if values and name.casefold() not in self._reserved:
                 out[name] = values
         return out
 
@@ -138,6 +145,24 @@ class SpmlConnector(SpmlPsoConnector):
         if self.options.mark_attribute is not None:
             data[self.options.mark_attribute] = [account.local_id]
         return data
+
+    def carries_mark(self, remote: Mapping[str, Any], account: Account) -> bool | None:
+        """Whether the account (:meth:`read_user`'s) holds the local id in
+        ``mark_attribute`` (None: no mark configured)."""
+        mark = self.options.mark_attribute
+        if mark is None:
+            return None
+        data = {name.casefold(): values for name, values in remote.get("data", {}).items()}
+        return account.local_id in data.get(mark.casefold(), [])
+
+    def stamp_mark(self, remote_id: str, account: Account) -> None:
+        """A modify replacing ``mark_attribute`` with the local id, and nothing else."""
+        mark = self.options.mark_attribute
+        if mark is None:
+            super().stamp_mark(remote_id, account)
+            return
+        what = f"stamp idprov's mark on user {account.user_name}"
+        self._modify(what, remote_id, replace={mark: [account.local_id]})
 
     def _marked(self, pso: Any, attribute: str | None, value: str | None) -> bool:
         """Whether ``pso`` (returned with its data) holds ``value`` in ``attribute``."""

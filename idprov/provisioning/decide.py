@@ -13,7 +13,7 @@ from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from idprov.connectors.base import Account
+from idprov.connectors.base import Account, hold_back
 from idprov.provisioning.active import is_active, unreadable
 from idprov.provisioning.internal_roles import is_internal
 from idprov.provisioning.mapping import fingerprint, mapping_for, resolve_unique
@@ -58,8 +58,14 @@ def account_for(
     previous: dict[str, Any] | None = None,
 ) -> Account:
     """What ``user`` should look like at ``idp``: user name and mapped attributes
-    (``previous``: what was last sent there, which keeps unique() values)."""
-    return mapping_for(idp, connector).account(user, idp.name, previous)
+    (``previous``: what was last sent there, which keeps unique() values, and the
+    attributes the connector never sends in an update, :func:`hold_back`)."""
+    account = mapping_for(idp, connector).account(user, idp.name, previous)
+    if previous is None:
+        return account
+    held = connector.held_back(idp.options)  # the mark: never sent by an update
+    kept = hold_back(account.attributes, held, previous.get("attributes"))
+    return dataclasses.replace(account, attributes=kept)
 
 
 def sent_form(account: Account) -> dict[str, Any]:

@@ -26,10 +26,11 @@ from idprov.connectors.base import (
     RemoteNotFound,
     TargetError,
 )
-from idprov.provisioning.decide import UserDecision, decide_user, with_unique_values
+from idprov.provisioning.decide import UserDecision, decide_user, in_scope, with_unique_values
 from idprov.provisioning.discard import scope_roles, stop_user
 from idprov.provisioning.inputs import user_inputs
 from idprov.provisioning.ledger import RefusedCreate
+from idprov.provisioning.marks import delete_if_ours
 from idprov.provisioning.results import Attempt, OperationResult
 from idprov.provisioning.retry import with_retries
 from idprov.provisioning.tasks import (
@@ -421,7 +422,7 @@ class UserPlanning(Planning):
                     gone.append(True)
             else:
                 with_retries(
-                    lambda n: connector.delete_user(remote_id),
+                    lambda n: delete_if_ours(connector, remote_id, account, row.label),
                     idp.retry,
                     attempts,
                     self.sleep,

@@ -1,7 +1,10 @@
 """`idprov sync --verify [--repair]`: read the targets, report drift, restore what is idprov's.
 
 For every user idprov provisioned: deleted remotely, or changed remotely (the
-attributes that no longer match what idprov sent); and those whose accounts a push
+attributes that no longer match what idprov sent); recorded as created by idprov but
+not carrying the mark the connector keeps (not provably idprov's, see
+:mod:`~idprov.provisioning.marks`: never deleted, an operator settles them); and
+those whose accounts a push
 found lost and could not make again yet (the ledger says ``lost``: no group push names
 them until they are made again). For every group: deleted
 remotely, renamed, or missing members idprov put in it (members someone else added
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from idprov.connectors.base import Account, Connector
 from idprov.errors import IdprovError
+from idprov.provisioning.marks import unproven
 from idprov.provisioning.remote_accounts import RemoteAccounts
 from idprov.provisioning.results import Attempt, IdpReport, OperationResult, OutboundReport
 
@@ -46,8 +50,12 @@ def verify_idps(service: IdentityService, idps: list[str]) -> dict[str, Any]:
 
 
 def drift_found(drift: dict[str, Any] | None) -> int:
-    """How many entities have drifted, over every IdP of a verify report."""
-    return sum(len(report["repairs"]) for report in (drift or {}).values())
+    """How many entities have drifted, over every IdP of a verify report (accounts
+    not provably idprov's too: an operator is to settle them)."""
+    return sum(
+        len(report["repairs"]) + len(report.get("not_proven", []))
+        for report in (drift or {}).values()
+    )
 
 
 def verify_idp(service: IdentityService, name: str) -> dict[str, Any]:
@@ -58,6 +66,7 @@ def verify_idp(service: IdentityService, name: str) -> dict[str, Any]:
         "lost": [],
         "changed_remotely": [],
         "disabled_remotely": [],
+        "not_proven": [],
         "groups_checked": 0,
         "groups_deleted_remotely": [],
         "groups_changed_remotely": [],
@@ -87,7 +96,13 @@ def verify_idp(service: IdentityService, name: str) -> dict[str, Any]:
 def _in_order(report: dict[str, Any]) -> dict[str, Any]:
     """The report's lists by name, as a reader looks for one (the ledger's order is
     its ids')."""
-    for key in ("deleted_remotely", "lost", "disabled_remotely", "groups_deleted_remotely"):
+    for key in (
+        "deleted_remotely",
+        "lost",
+        "disabled_remotely",
+        "not_proven",
+        "groups_deleted_remotely",
+    ):
         report[key].sort(key=str.casefold)
     report["changed_remotely"].sort(key=lambda change: change["user"].casefold())
     report["groups_changed_remotely"].sort(key=lambda change: change["group"].casefold())
@@ -187,6 +202,8 @@ def _verify_users(
             report["deleted_remotely"].append(entry.label)
             _repair(report, entry, "re-create")
             continue
+        if entry.created_by_idprov and unproven(connector, remote, _account(entry)):
+            report["not_proven"].append(entry.label)
         drift = connector.drift(remote, _account(entry))
         if "active" in drift:  # idprov has it enabled: an administrator disabled it there
             drift.remove("active")
