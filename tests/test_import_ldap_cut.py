@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.test_userstore_ldap_interrupted import (  # noqa: F401
     ADD,
     MODIFY,
@@ -37,25 +39,28 @@ def test_an_import_cut_off_by_the_directory_says_a_rerun_resumes(
     assert json.loads(result.stdout)["rejected"] == 0
 
 
-def test_a_row_whose_add_never_reached_the_directory_is_added_by_the_rerun(
+@pytest.mark.parametrize("made", [False, True], ids=["lost on its way", "answer lost"])
+def test_a_row_whose_add_went_unanswered_is_finished_by_the_rerun(
     cli,
     corp,  # noqa: F811 - the fixture imported above
     cutoff,  # noqa: F811 - the fixture imported above
     tmp_path,
+    made,
 ):
-    """The first add is lost on its way (the relay drops it, then refuses every
-    connection): the import stops at that batch, and the re-run adds that row (it was
-    counted rejected, the journal passed it, and the re-run skipped it as imported)."""
+    """The first add is lost on its way, or made with its answer lost (the relay then
+    refuses every connection): the import stops at that batch, and the re-run adds that
+    row or finishes it, once (it was counted rejected, the journal passed it, and the
+    re-run skipped it as imported, never added)."""
     cli("role", "add", "CORP/staff").ok()
     rows = "".join(f"CORP/n{i},n{i}@example.com,staff\n" for i in range(3))
     (tmp_path / "new.csv").write_text("username,email,roles\n" + rows)
-    cutoff.at(ADD)
+    cutoff.at(ADD, made=made)
     cut = cli("import", "users", "new.csv", "--batch-size", "1", "--json")
     error = cut.error(1)
     assert "answered the add of user 'n0'; whether it was made is unknown" in error["message"]
     assert "run the same import again: it resumes" in error["hint"]
     assert cutoff.drops == 1
-    assert corp.entry(uid_dn(corp, "n0"), "uid") is None
+    assert (corp.entry(uid_dn(corp, "n0"), "uid") is not None) is made
     cutoff.restore()
     result = cli("import", "users", "new.csv", "--batch-size", "1", "--json")
     assert result.exit_code == 0, result
@@ -64,6 +69,8 @@ def test_a_row_whose_add_never_reached_the_directory_is_added_by_the_rerun(
     users = cli("user", "list", "--domain", "CORP", "--json").json()["items"]
     assert sorted(u["username"] for u in users) == ["n0", "n1", "n2"]
     assert members(corp, "staff") == sorted(uid_dn(corp, f"n{i}") for i in range(3))
+    imports = cli("log", "--action", "user.import", "--json").items()
+    assert sorted(name for e in imports for name in e["details"]["created"]) == ["n0", "n1", "n2"]
 
 
 def test_a_row_the_directory_refused_before_a_cut_off_is_rejected_by_the_rerun(

@@ -15,8 +15,10 @@ application's identity providers (unless ``push`` is off).
 
 Resuming: the journal (table ``imports`` of idprov's state) records, per file
 (SHA-256 of its bytes) and options, the last line written. A re-run of an
-unfinished import of the same file with the same options skips those lines and
-continues, so it ends with exactly the users an uninterrupted run would have.
+unfinished import of the same file with the same options skips those lines (each
+one whose user the store holds as its row asks: a row the store refused, or never
+received, is decided again) and continues, so it ends with exactly the users an
+uninterrupted run would have.
 """
 
 from __future__ import annotations
