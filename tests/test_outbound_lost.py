@@ -106,9 +106,9 @@ def bob_lost_at_the_target(svc: Any, fake: FakeScim, refused: list[str]) -> tupl
 
 
 def test_a_lost_account_is_deprovisioned_with_nothing_sent(tmp_path, fake):
-    """Nothing is there to delete: bob's delete sends no request (it left staff with
-    his dead id, then deleted it), forgets him, and the deletion guard, at 0 users,
-    does not hold it, since it deletes nothing there."""
+    """Nothing is there to delete: bob's delete looks him up and sends nothing else
+    (it left staff with his dead id, then deleted it), forgets him, and the deletion
+    guard, at 0 users, does not hold it, since it deletes nothing there."""
     guarded = idp_yaml(
         "scim",
         "https://scim.test/v2",
@@ -122,7 +122,7 @@ def test_a_lost_account_is_deprovisioned_with_nothing_sent(tmp_path, fake):
         fake.requests.clear()
         result = svc.delete_user("bob")
         assert result.outbound.ok and not result.outbound.held, result.outbound.to_dict()
-        assert fake.requests == []
+        assert fake.requests == [("GET", "/v2/Users")]  # the look-up by userName
         assert svc.state.ledger.get("scim", "user", bob_id) is None
         assert svc.outbox_rows() == []
         assert refused == []
@@ -172,8 +172,9 @@ def test_a_lost_member_leaves_no_dangling_id_in_a_new_group_at_scim2_server(
     idprov's), his entry says lost. eng, made for ann and bob, names ann alone (it
     held bob's dead id, dangling, which verify then reported); verify says bob is
     lost (his dead id, which staff kept, is his to take back when made again: not
-    reported dangling); his delete here sends nothing, and leaves the
-    administrator's bob alone."""
+    reported dangling); his delete here looks him up and leaves the administrator's
+    bob alone: nothing proves it idprov's (a re-create whose answer was lost may have
+    made it), so the row stays, naming it, until an operator discards it."""
     monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
     (tmp_path / "idprov.yaml").write_text(f"""
 version: 1
@@ -208,10 +209,12 @@ applications:
     drift = json.loads(verified.stdout)["drift"]["scim"]
     assert drift["lost"] == ["bob"]
     assert drift["groups_changed_remotely"] == []  # eng named bob's dead id: dangling
-    cli("user", "delete", "bob", "--yes").ok()
+    deleted = cli("user", "delete", "bob", "--yes")
+    assert deleted.exit_code == 6 and "nothing there proves it" in deleted.stdout, deleted
     assert sorted(u["id"] for u in scim2_server.users()) == sorted(
         [by_name["ann"], theirs.json()["id"]]
     )
+    cli("outbox", "discard", "--idp", "scim", "--user", "bob", "--yes").ok()
     assert cli("outbox", "list", "--json").items() == []
 
 
@@ -379,3 +382,59 @@ def test_a_404_proves_an_object_gone_only_in_the_target_s_own_terms():
 
 
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
+
+
+def bob_made_again_answer_lost(svc: Any, fake: FakeScim) -> str:
+    """bob's account deleted at the target; his update's re-create is carried out
+    but its answer times out, and every look-up after it answers 503: the ledger
+    says lost while the target holds bob again. Returns his user id."""
+    svc.add_user("bob", {"title": "A"})
+    bob = svc.get_user("bob").id
+    del fake.users[bob_entry(svc).remote_id]
+    posted: list[bool] = []
+
+    def lose(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "POST" and not posted:
+            posted.append(True)
+            fake.apply(request)
+            raise httpx.ReadTimeout("injected timeout", request=request)
+        if posted and request.method == "GET" and "filter" in str(request.url):
+            return httpx.Response(503, json={"detail": "down", "status": "503"})
+        return None
+
+    fake.faults.append(lose)
+    assert not svc.update_user("bob", {"title": "B"}).outbound.ok
+    assert bob_entry(svc).state == "lost"
+    assert [u["userName"] for u in fake.users.values()] == ["bob"]
+    return bob
+
+
+def test_a_lost_account_made_again_with_its_answer_lost_is_deleted_by_its_delete(tmp_path, fake):
+    """bob's delete looks before it forgets: while the look-up fails, his row stays
+    and the ledger keeps him; once it answers, his account (idprov's mark on it) is
+    deleted. It was forgotten with nothing sent, and bob stayed active there."""
+    one = idp_yaml("scim", "https://scim.test/v2")
+    with make_service(tmp_path, one, ["scim"], http_transport=fake.transport()) as svc:
+        bob = bob_made_again_answer_lost(svc, fake)
+        result = svc.delete_user("bob")
+        assert not result.outbound.ok
+        assert svc.state.ledger.get("scim", "user", bob) is not None
+        assert [r.kind for r in svc.outbox_rows()] == ["user"]
+        fake.faults.clear()
+        assert svc.retry_outbox().ok
+        assert fake.users == {}
+        assert svc.state.ledger.get("scim", "user", bob) is None
+        assert svc.outbox_rows() == []
+
+
+def test_a_lost_account_made_again_is_disabled_when_its_user_is(tmp_path, fake):
+    """bob disabled here while the ledger says lost and the target holds him again:
+    the look-up finds him (idprov's) and disables him, whatever deprovision says."""
+    one = idp_yaml("scim", "https://scim.test/v2")
+    with make_service(tmp_path, one, ["scim"], http_transport=fake.transport()) as svc:
+        bob_made_again_answer_lost(svc, fake)
+        fake.faults.clear()
+        assert svc.update_user("bob", {"active": "false"}).outbound.ok
+        [account] = fake.users.values()
+        assert account["active"] is False
+        assert bob_entry(svc).state == "disabled"

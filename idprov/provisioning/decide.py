@@ -149,10 +149,11 @@ def _decide_lost(
     entry: LedgerEntry,
 ) -> UserDecision:
     """A user whose account the target lost: made again while it belongs there; else
-    forgotten, with nothing sent (nothing is there to deprovision, so the deletion
-    guard counts nothing either)."""
+    forgotten (nothing is there to deprovision, so the deletion guard counts nothing),
+    once a look-up finds nothing: a re-create whose answer was lost may have made it
+    again, and what is provably idprov's then is deprovisioned."""
     if user is None or not group_member(idp, user):
-        return UserDecision("forget", "lost at the target: nothing there to deprovision")
+        return UserDecision("forget", "lost at the target: forgotten unless found made again")
     account = account_for(user, idp, connector, entry.sent)
     sent = sent_form(account)
     return UserDecision(

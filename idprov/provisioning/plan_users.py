@@ -72,9 +72,10 @@ class UserPlanning(Planning):
                     return self._plan_uncertain_deprovision(row, idp, connector, entry)
                 self._ledger.forget(row.idp, "user", row.local_id)  # a create never made
             return self._skip(row, decision.reason, entry.remote_id if entry else None)
-        if decision.action == "forget":  # lost at the target: nothing to send
-            self._ledger.forget(row.idp, "user", row.local_id)
-            return self._skip(row, decision.reason)
+        if decision.action == "forget":  # lost at the target: a re-create may have made it
+            assert entry is not None
+            disable = user is not None and in_scope(idp, user.roles)  # disabled here
+            return self._plan_uncertain_deprovision(row, idp, connector, entry, disable)
         if decision.action in ("delete", "disable"):
             assert entry is not None
             return self._plan_deprovision(row, idp, connector, entry, decision)
@@ -333,15 +334,24 @@ class UserPlanning(Planning):
         return [group_id for _, group_id in self._groups(row)]
 
     def _plan_uncertain_deprovision(
-        self, row: OutboxRow, idp: IdentityProviderConfig, connector: Connector, entry: LedgerEntry
+        self,
+        row: OutboxRow,
+        idp: IdentityProviderConfig,
+        connector: Connector,
+        entry: LedgerEntry,
+        disable: bool = False,
     ) -> Task:
-        """Deprovision a user whose create's outcome is unknown: look it up; what is
+        """Deprovision a user whose create's outcome is unknown (``disable``: disable it
+        whatever ``deprovision`` says, the user is disabled here): look it up; what is
         provably idprov's is deprovisioned, nothing found is forgotten, and anything
-        else fails the row (it stays in the outbox, visible) instead of vanishing."""
+        else fails the row (it stays in the outbox, visible) instead of vanishing. An
+        account the target lost is one: its re-create, or a kill during it, may have
+        made it again with its answer lost (the ledger still says ``lost``)."""
         found_disabled: list[bool] = []
         sent = entry.sent or {}
         account = Account(row.local_id, sent.get("userName", row.label), sent.get("attributes", {}))
-        operation = "disable" if idp.deprovision == "disable" else "delete"
+        operation = "disable" if disable or idp.deprovision == "disable" else "delete"
+        lost = entry.state == "lost"
 
         def call(number: int) -> str | None:
             match = connector.lookup_user(account)
@@ -370,11 +380,14 @@ class UserPlanning(Planning):
         def record(remote_id: str | None) -> OperationResult:
             if remote_id is not None and operation == "disable":
                 disabled = disabled_form(sent, any(found_disabled))
+                for role_id, _group in self._groups(row) if lost else []:
+                    self._ledger.set_members(row.idp, role_id, [], [row.local_id])
                 self._keep(ledger_entry(row, row.label, remote_id, "disabled", True, sent=disabled))
             else:
                 self._ledger.forget(row.idp, "user", row.local_id)
             outcome = "done" if remote_id is not None else "skipped"
-            why = operation if remote_id is not None else "never created"
+            nothing = "lost at the target, not found there" if lost else "never created"
+            why = operation if remote_id is not None else nothing
             return OperationResult(row.idp, "user", row.label, why, outcome, remote_id=remote_id)
 
         return Task(row, operation, run, record)
