@@ -45,7 +45,10 @@ def _masked(config: Any) -> dict[str, Any]:
 
 @app.command("validate")
 def validate(
-    strict: Annotated[bool, typer.Option(help="Also fail when a secret cannot be read.")] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(help="Also fail when a secret or a JIT key file cannot be read."),
+    ] = False,
     json: JsonOpt = False,
 ) -> None:
     """Check the configuration; say where any error is.
@@ -60,6 +63,9 @@ def validate(
     missing = _missing_secrets(config)
     if strict and missing:
         _refuse_missing(missing)
+    key_files = _broken_key_files(config)
+    if strict and key_files:
+        raise key_files[0]
     result = {
         "valid": True,
         "source": config.source,
@@ -78,6 +84,8 @@ def validate(
         )
         for ref, where, key in missing:
             render.message(f"[yellow]![/] {render.esc(where)}: {key}: secret {ref} is not set")
+        for problem in key_files:
+            render.message(f"[yellow]![/] {render.esc(problem.message)}")
         for text in r["ignored_connectors"]:
             render.message(f"[yellow]![/] {render.esc(text)}")
 
@@ -114,6 +122,29 @@ def _missing_secrets(config: Any) -> list[tuple[str, str, str]]:
         for path, ref in find_values(config, SecretRef)
         if ref.status() == "missing"
     ]
+
+
+def _broken_key_files(config: Any) -> list[Any]:
+    """A located :class:`ConfigError` for each JIT entry whose ``jwks_file`` or
+    ``public_key_file`` cannot be read or holds no usable key."""
+    from idprov.config.schema import Locator
+    from idprov.errors import ConfigError
+    from idprov.inbound.jit import check_key_material
+
+    locator = config.locator or Locator(config.source)
+    problems = []
+    for a, app in enumerate(config.applications):
+        for j, entry in enumerate(app.jit):
+            key = "jwks_file" if entry.jwks_file else "public_key_file"
+            path = ("applications", a, "jit", j, key)
+            try:
+                check_key_material(entry)
+            except ConfigError as exc:
+                where = f"applications[{a}].jit[{j}].{key}"
+                problems.append(
+                    ConfigError(exc.message, location=locator.where(path), key=where, hint=exc.hint)
+                )
+    return problems
 
 
 def _refuse_missing(missing: list[tuple[str, str, str]]) -> None:

@@ -195,19 +195,13 @@ def verify_id_token(token: str, settings: JitConfig) -> dict[str, Any]:
 
 
 def _signing_key(header: Mapping[str, Any], settings: JitConfig) -> Any:
-    import jwt
-
     if settings.shared_secret is not None:
         return settings.shared_secret.reveal()
     if settings.public_key_file:
-        return _read(settings.public_key_file, "public_key_file")
+        return public_key(settings)
     path = str(settings.jwks_file)
-    try:
-        keys = jwt.PyJWKSet.from_json(_read(path, "jwks_file")).keys
-    except jwt.PyJWTError as exc:
-        raise ConfigError(f"JWKS file {path} holds no usable key: {exc}") from exc
     kid = header.get("kid")
-    matching = [k for k in keys if kid is None or k.key_id == kid]
+    matching = [k for k in jwks_keys(path) if kid is None or k.key_id == kid]
     if kid is None and len(matching) > 1:
         raise TokenRejected(
             "the ID token names no key (kid) and the JWKS holds several",
@@ -221,11 +215,94 @@ def _signing_key(header: Mapping[str, Any], settings: JitConfig) -> Any:
     return matching[0]
 
 
+def check_key_material(settings: JitConfig) -> None:
+    """:class:`ConfigError` when the entry's ``jwks_file`` or ``public_key_file``
+    cannot be read or holds no usable key (what ``config validate --strict`` checks)."""
+    if settings.public_key_file:
+        public_key(settings)
+    elif settings.jwks_file:
+        jwks_keys(settings.jwks_file)
+
+
+_JWKS_HINT = (
+    "write the IdP's JWKS there whole (its jwks_uri document, "
+    '{"keys": [{"kty": "RSA", "kid": ..., "n": ..., "e": ...}]}); when rotating it, '
+    "write a new file and rename it over the old one, so a login never reads half a file"
+)
+
+
+def jwks_keys(path: str) -> list[Any]:
+    """The usable keys (``jwt.PyJWK``) of the JWKS file at ``path``;
+    :class:`ConfigError` saying what is wrong with the file otherwise."""
+    import jwt
+
+    try:
+        data = json.loads(_read(path, "jwks_file"))
+    except json.JSONDecodeError as exc:
+        said = "it is empty" if not exc.doc.strip() else f"line {exc.lineno}, column {exc.colno}"
+        raise ConfigError(
+            f"jwks_file {path} is not valid JSON ({said}: {exc.msg})", hint=_JWKS_HINT
+        ) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise ConfigError(
+            f'jwks_file {path} is not a JWKS: a JSON object with a "keys" list is needed',
+            hint=_JWKS_HINT,
+        )
+    keys, problems = [], []
+    for n, entry in enumerate(data["keys"], 1):
+        try:
+            if not isinstance(entry, dict):
+                raise jwt.InvalidKeyError("not a JSON object")
+            keys.append(jwt.PyJWK(entry))
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            problems.append(f"key {n}: {_key_problem(exc)}")
+    if not keys:
+        said = "; ".join(problems[:3]) if problems else 'the "keys" list is empty'
+        raise ConfigError(f"jwks_file {path} holds no usable key ({said})", hint=_JWKS_HINT)
+    return keys
+
+
+def public_key(settings: JitConfig) -> str:
+    """The PEM text of ``public_key_file``, once a signing algorithm of the entry can
+    use it; :class:`ConfigError` saying what is wrong with the file otherwise."""
+    import jwt
+
+    path = str(settings.public_key_file)
+    text = _read(path, "public_key_file")
+    for alg in settings.signing_algorithms():
+        try:
+            jwt.get_algorithm_by_name(alg).prepare_key(text)
+            return text
+        except (jwt.PyJWTError, ValueError, TypeError, NotImplementedError):
+            continue
+    raise ConfigError(
+        f"public_key_file {path} holds no public key usable with "
+        f"{', '.join(settings.signing_algorithms())}"
+        + (" (the file is empty)" if not text.strip() else ""),
+        hint="write the IdP's public key there as PEM (-----BEGIN PUBLIC KEY-----), of the "
+        "type its algorithms need (RSA for RS*/PS*, EC for ES*), or set algorithms",
+    )
+
+
+def _key_problem(exc: Exception) -> str:
+    """What is wrong with one JWK, without PyJWT's guess that a library is missing."""
+    text = str(exc).split(". Perhaps")[0].strip() or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def _read(path: str, key: str) -> str:
     try:
         return Path(path).expanduser().read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{key} {path} is not text (byte {exc.start} is not UTF-8)",
+            hint=f"{key} is read as text: a JSON or PEM file, not a binary (DER) one",
+        ) from exc
     except OSError as exc:
-        raise ConfigError(f"cannot read {key} {path}: {exc.strerror}") from exc
+        raise ConfigError(
+            f"cannot read {key} {path}: {exc.strerror}",
+            hint=f"check the path in the jit entry's {key}, and that idprov may read it",
+        ) from exc
 
 
 def _rejection(exc: Exception, token: str, settings: JitConfig) -> TokenRejected:
