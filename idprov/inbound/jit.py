@@ -400,7 +400,7 @@ def login(
     settings = jit_settings(service.config, service.application, idp)
     app = service.config.application(service.application)
     domain = settings.userstore or app.userstore
-    username = _username(idp_claims, settings)
+    username = _username(idp_claims, settings, domain)
     subject = subject_of(idp_claims, settings)
     claims = _local_claims(service, idp_claims, settings)
     wanted, managed = _roles(idp_claims, settings)
@@ -495,7 +495,9 @@ def _audit(uow: UnitOfWork, idp: str, target: str, outcome: _Outcome) -> None:
     )
 
 
-def _username(idp_claims: Mapping[str, Any], settings: JitConfig) -> str:
+def _username(idp_claims: Mapping[str, Any], settings: JitConfig, domain: str) -> str:
+    """The login's username, from the claim ``username_claim`` names; refused when it
+    names a userstore other than ``domain``, where the entry's logins land."""
     value = idp_claims.get(settings.username_claim)
     if not isinstance(value, str | int) or isinstance(value, bool) or str(value).strip() == "":
         raise UsageError(
@@ -503,7 +505,17 @@ def _username(idp_claims: Mapping[str, Any], settings: JitConfig) -> str:
             hint=f"the {settings.idp} jit entry takes the username from username_claim "
             f"{settings.username_claim!r}",
         )
-    return str(value).strip()
+    username = str(value).strip()
+    named, sep, _ = username.partition("/")
+    if sep and named.casefold() != domain.casefold():
+        raise UsageError(
+            f"the login's username {username[:200]!r} (claim {settings.username_claim!r}) "
+            f"names userstore {named[:64]!r}, but logins through {settings.idp!r} land in "
+            f"userstore {domain}",
+            hint=f"send the username without 'DOMAIN/', or with {domain}/; the userstore "
+            f"is set by userstore in the {settings.idp} jit entry (or the application's)",
+        )
+    return username
 
 
 def _local_claims(

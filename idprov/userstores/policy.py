@@ -88,10 +88,21 @@ def _check_name_text(kind: str, name: str) -> None:
     composed = unicodedata.normalize("NFC", name)
     if composed != name:
         raise PolicyError(
-            f"{kind} {ascii(name[:80])} has a character written in parts (a letter and a "
-            f"combining accent): it would look like {composed[:80]!r} and be another name",
+            f"{kind} {ascii(name[:80])} {_uncomposed(name)}: it would look like "
+            f"{composed[:80]!r} and be another name",
             hint=f"send it composed (Unicode NFC): {composed[:80]!r}",
         )
+
+
+def _uncomposed(name: str) -> str:
+    """What in ``name`` Unicode NFC writes otherwise: a character that is another's
+    duplicate (U+212A KELVIN SIGN is the letter K), or one written in parts."""
+    for char in name:
+        if unicodedata.normalize("NFC", char) != char:
+            label = unicodedata.name(char, "a character")
+            same = unicodedata.normalize("NFC", char)
+            return f"contains U+{ord(char):04X} ({label}), which Unicode writes as {same!r}"
+    return "has a character written in parts (a letter and a combining accent)"
 
 
 def check_username(policy: PolicyConfig, username: str, domain: str) -> None:
