@@ -99,3 +99,54 @@ def test_a_row_the_directory_refused_before_a_cut_off_is_rejected_by_the_rerun(
     ]
     users = cli("user", "list", "--domain", "CORP", "--json").json()["items"]
     assert sorted(u["username"] for u in users) == ["n1", "n2"]
+
+
+def test_an_upsert_cut_off_mid_batch_keeps_the_claims_its_file_does_not_give(
+    cli,
+    corp,  # noqa: F811 - the fixture imported above
+    cutoff,  # noqa: F811 - the fixture imported above
+    tmp_path,
+):
+    """A batch updating an existing user is cut off: the re-run finishes it as an
+    uninterrupted upsert would, keeping the claims the file has no column for (it
+    wrote exactly the file's, taking the user's given name away)."""
+    cli("role", "add", "CORP/staff").ok()
+    cli("user", "add", "CORP/ann", "-c", "given_name=Ann", "-c", "email=a@example.com").ok()
+    rows = "CORP/ann,ann@example.com,staff\nCORP/n1,n1@example.com,staff\n"
+    (tmp_path / "new.csv").write_text("username,email,roles\n" + rows)
+    cutoff.at(MODIFY, after=ADD)  # n1 added, ann's update or the group's cut off
+    upsert = ("import", "users", "new.csv", "--mode", "upsert", "--json")
+    cli(*upsert).error(1)
+    cutoff.restore()
+    result = cli(*upsert)
+    assert result.exit_code == 0, result
+    ann = cli("user", "show", "CORP/ann", "--json").json()
+    assert (ann["claims"]["given_name"], ann["claims"]["email"]) == ("Ann", "ann@example.com")
+    assert ann["roles"] == ["staff"]
+
+
+def test_a_create_cut_off_mid_batch_takes_over_no_user_that_was_there_before(
+    cli,
+    corp,  # noqa: F811 - the fixture imported above
+    cutoff,  # noqa: F811 - the fixture imported above
+    tmp_path,
+):
+    """A row of a user who existed before the import lies among the lines of the batch
+    that was cut off: the re-run rejects it as the first run did (it took it for a user
+    that batch had added, wrote the file's claims and roles over it and counted it
+    created)."""
+    cli("role", "add", "CORP/staff").ok()
+    cli("user", "add", "CORP/ann", "-c", "given_name=Ann", "-c", "email=a@example.com").ok()
+    rows = "".join(f"CORP/{n},{n}@example.com,staff\n" for n in ("n0", "ann", "n2"))
+    (tmp_path / "new.csv").write_text("username,email,roles\n" + rows)
+    cutoff.at(MODIFY, after=ADD)  # n0 and n2 added, their group's change cut off
+    assert cli("import", "users", "new.csv", "--json").exit_code == 1
+    cutoff.restore()
+    result = cli("import", "users", "new.csv", "--json")
+    report = json.loads(result.stdout)
+    assert result.exit_code == 9, result
+    assert (report["created"], report["rejected"]) == (2, 1)
+    assert "already exists" in report["errors"][0]["message"]
+    ann = cli("user", "show", "CORP/ann", "--json").json()
+    assert (ann["claims"], ann["roles"]) == ({"given_name": "Ann", "email": "a@example.com"}, [])
+    assert members(corp, "staff") == [uid_dn(corp, "n0"), uid_dn(corp, "n2")]

@@ -205,7 +205,7 @@ class Preflight(RowChecks, PasswordHashing):
                 f"no user {p.username!r} in the {p.domain} userstore (--mode update)",
             )
             return None
-        resumed = user is not None and self._in_killed_batch(p.line)
+        resumed = mode == "create" and self._made_by_killed_batch(p, user)
         if user is not None and mode == "create" and not resumed:
             self._reject(
                 staging,
@@ -215,7 +215,7 @@ class Preflight(RowChecks, PasswordHashing):
                 f"user {p.username!r} already exists (use --mode upsert to update)",
             )
             return None
-        base = dict(user.claims) if user is not None and not resumed else {}
+        base = dict(user.claims) if user is not None else {}
         claims = {k: v for k, v in {**base, **p.claims}.items() if v is not None}
         store = self.service.store(p.domain)
         try:
@@ -246,9 +246,15 @@ class Preflight(RowChecks, PasswordHashing):
             p.password_hash,
         )
 
-    def _in_killed_batch(self, line: int) -> bool:
+    def _made_by_killed_batch(self, p: Pending, user: Any) -> bool:
+        """Whether ``user`` is the one the batch a killed run was writing added for
+        this row: a line of that batch whose user holds the claims the row gives (an
+        add writes them all at once; its roles come after). The batch's lines hold the
+        rows it did not write too (rejected, unchanged): a user that was there before
+        the import is not taken over, but rejected as the killed run did."""
         batch = self.killed_batch
-        return batch is not None and batch[0] <= line <= batch[1]
+        in_batch = batch is not None and batch[0] <= p.line <= batch[1]
+        return in_batch and _holds(p, user, with_roles=False)
 
     # -- roles
     def _check_roles(self, staging: Staging) -> None:
@@ -421,18 +427,22 @@ def _lines(lines: list[int]) -> str:
     return shown + (f" and {len(lines) - 5} more" if len(lines) > 5 else "")
 
 
-def _holds(p: Pending, user: Any, claims: dict[str, Any] | None = None) -> bool:
+def _holds(
+    p: Pending, user: Any, claims: dict[str, Any] | None = None, with_roles: bool = True
+) -> bool:
     """Whether ``user`` (None: not in the store) holds what the row asks: ``claims``
-    (by default its own over the user's: the columns it gives) and, if it names them,
-    its roles; a password cannot be read back. A line that an interrupted run passed
-    counts as imported only then: the store may have refused its row, or never
-    received it (its rejection was in the report that the interrupted run never
-    gave), and the re-run decides it again."""
+    (by default its own over the user's: the columns it gives) and, if it names them
+    and ``with_roles``, its roles; a password cannot be read back. A line that an
+    interrupted run passed counts as imported only then: the store may have refused
+    its row, or never received it (its rejection was in the report that the
+    interrupted run never gave), and the re-run decides it again."""
     if user is None:
         return False
     if claims is None:
         claims = {k: v for k, v in {**user.claims, **p.claims}.items() if v is not None}
-    same_roles = p.roles is None or sorted(r.casefold() for r in p.roles) == sorted(
-        r.casefold() for r in user.roles
+    same_roles = (
+        not with_roles
+        or p.roles is None
+        or sorted(r.casefold() for r in p.roles) == sorted(r.casefold() for r in user.roles)
     )
     return bool(claims == user.claims and same_roles)
