@@ -357,13 +357,14 @@ def render_error(error: IdprovError, label: str = "error") -> None:
         sys.stderr.write(jsonlib.dumps({label: error.to_dict()}, ensure_ascii=False) + "\n")
         return
     from rich.console import Console
-    from rich.markup import escape
+
+    from idprov.cli.tables import esc
 
     console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
     color = "red" if label == "error" else "yellow"
-    console.print(f"[bold {color}]{label}:[/] {escape(error.message)}")
+    console.print(f"[bold {color}]{label}:[/] {esc(error.message, lines=True)}")
     if error.hint:
-        console.print(f"[dim]hint:[/] {escape(error.hint)}")
+        console.print(f"[dim]hint:[/] {esc(error.hint, lines=True)}")
 
 
 ON_ERROR = "idprov.on_error"

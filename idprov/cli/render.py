@@ -196,7 +196,7 @@ def audit(entries: list[AuditEntry]) -> None:
         outcome = "" if e.outcome == "ok" else f" [red]{esc(e.outcome)}[/]"
         console().print(
             f"[dim]{e.at[:19].replace('T', ' ')}[/] {esc(e.actor)}@{esc(e.application)} "
-            f"[bold]{e.action}[/] {esc(e.target)}{outcome} [dim]{esc(details)}[/]"
+            f"[bold]{esc(e.action)}[/] {esc(e.target)}{outcome} [dim]{esc(details)}[/]"
         )
 
 

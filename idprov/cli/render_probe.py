@@ -6,6 +6,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from idprov.cli.render import console, esc
+from idprov.cli.tables import printable
 
 if TYPE_CHECKING:
     from idprov.connectors.scim_probe import ProbeReport
@@ -57,5 +58,5 @@ def probe_interrupted(report: ProbeReport) -> None:
         text = f"left behind: {', '.join(report.left_behind)} (delete them by hand)"
     else:
         text = f"deleted the {made} probe object{'s' if made != 1 else ''} it had created"
-    sys.stderr.write(f"probe interrupted: {text}\n")
+    sys.stderr.write(f"probe interrupted: {printable(text)}\n")
     sys.stderr.flush()

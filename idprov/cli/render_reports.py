@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from idprov.cli.tables import Styled, console, esc, table
+from idprov.cli.tables import Styled, console, esc, printable, table
 
 if TYPE_CHECKING:
     from idprov.provisioning.results import OutboundReport
@@ -33,7 +33,7 @@ def change(result: ChangeResult) -> None:
     verb = _VERBS.get(result.action, result.action)
     if not result.changed:
         typer.secho("unchanged", fg="yellow", nl=False)
-        typer.echo(f" {result.target}: nothing to do")
+        typer.echo(printable(f" {result.target}: nothing to do"))
         return
     text = f"{verb} {result.target}"
     if result.action == "role.assign":
@@ -50,7 +50,7 @@ def change(result: ChangeResult) -> None:
         lost = "follows the new name" if result.action == "user.rename" else "is removed"
         text += f"; the manager claim of {', '.join(reports)} {lost}"
     typer.secho("✓", fg="green", nl=False)
-    typer.echo(" " + text)
+    typer.echo(" " + printable(text))
     if result.outbound is not None:
         outbound_report(result.outbound)
 
@@ -110,7 +110,7 @@ def outbound_report(report: OutboundReport) -> None:
         typer.secho(f"  ⏸ {name}: {count} not pushed, {why}", fg="yellow")
     held_by_guard(report.held)
     for warning in report.warnings:
-        typer.secho(f"  ! {warning}", fg="yellow", err=True)
+        typer.secho(f"  ! {printable(warning)}", fg="yellow", err=True)
     if report.failed:
         typer.echo(
             "  failed operations stay in the outbox: `idprov outbox list`, `idprov outbox retry`"
@@ -156,7 +156,7 @@ def _failures(idp: str, failed: list[Any]) -> None:
         dict.fromkeys(f"{op.kind} {op.label}: {op.operation} failed: {op.error}" for op in failed)
     )
     for line in lines[:SHOWN_FAILURES]:
-        typer.echo(f"      {_clipped(line)}")
+        typer.echo(f"      {printable(_clipped(line))}")
     if len(lines) > SHOWN_FAILURES:
         typer.echo(
             f"      … and {len(lines) - SHOWN_FAILURES} more: "

@@ -44,11 +44,36 @@ _BRACKET = re.compile(r"(\\*)(\[(?:[a-z#/@][^[]*?\])?)")
 """A ``[`` and the backslashes before it; with what follows when rich would read a tag."""
 
 
-def esc(text: object) -> str:
-    """``text`` as rich markup that shows it as typed. Rich's ``escape`` handles a
-    bracket that would open a tag; rich also reads a backslash before any other
-    bracket as an escape and drops it (a stored ``\\[x`` showed as ``[x``), so such a
-    backslash is doubled here."""
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""What a terminal acts on instead of showing: C0 and C1 controls (an ESC starts a
+colour, a cursor move or a title change; a line break forges a line), the line and
+paragraph separators, and the bidirectional overrides and isolates (they reorder the
+text around them)."""
+
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: object, lines: bool = False) -> str:
+    """``text`` with each character a terminal would act on written as its escape
+    (``\\x1b``, ``\\n``, ``\\u202e``): what every view shows of a value it did not
+    write itself (a name, a claim, a target's error message, an audit detail). With
+    ``lines``, a line break stays one (a message of several lines idprov wrote)."""
+
+    def one(match: re.Match[str]) -> str:
+        char = match.group()
+        if lines and char == "\n":
+            return char
+        code = ord(char)
+        return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+    return _UNPRINTABLE.sub(one, str(text))
+
+
+def esc(text: object, lines: bool = False) -> str:
+    """``text`` as rich markup that shows it as typed, each control character as its
+    escape (:func:`printable`). Rich's ``escape`` handles a bracket that would open a
+    tag; rich also reads a backslash before any other bracket as an escape and drops
+    it (a stored ``\\[x`` showed as ``[x``), so such a backslash is doubled here."""
 
     def one(match: re.Match[str]) -> str:
         backslashes, bracket = match.groups()
@@ -56,7 +81,7 @@ def esc(text: object) -> str:
             return f"{backslashes * 2}\\{bracket}"
         return f"{backslashes}\\{bracket}" if backslashes else bracket
 
-    escaped = _BRACKET.sub(one, str(text))
+    escaped = _BRACKET.sub(one, printable(text, lines))
     if escaped.endswith("\\") and not escaped.endswith("\\\\"):
         escaped += "\\"  # as rich's escape: markup after it stays markup
     return escaped
@@ -98,8 +123,10 @@ def table(
 
 
 def _plain_cell(value: object) -> str:
+    """A tab-separated cell: a tab or line break inside is a space, any other control
+    character its escape."""
     text = value.text if isinstance(value, Styled) else str(value)
-    return text.replace("\t", " ").replace("\n", " ")
+    return printable(text.replace("\t", " ").replace("\n", " "))
 
 
 def _rich_cell(value: object) -> Text:
@@ -107,8 +134,8 @@ def _rich_cell(value: object) -> Text:
     from rich.text import Text
 
     if isinstance(value, Styled):
-        return Text(value.text, style=value.style)
-    return Text(str(value))
+        return Text(printable(value.text), style=value.style)
+    return Text(printable(value))
 
 
 def note(text: str, style: str | None = None) -> None:
@@ -117,7 +144,7 @@ def note(text: str, style: str | None = None) -> None:
     if on_terminal():
         console().print(esc(text), style=style)
         return
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(printable(text) + "\n")
 
 
 def message(text: str) -> None:
