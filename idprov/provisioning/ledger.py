@@ -518,6 +518,19 @@ class Ledger:
         ).fetchall()
         return {r[0] for r in rows}
 
+    def groups_holding(self, idps: Sequence[str], user_ids: Sequence[str]) -> set[str]:
+        """The role ids of the groups idprov put any of ``user_ids`` in at ``idps``."""
+        found: set[str] = set()
+        for start in range(0, len(user_ids), 500):
+            chunk = list(user_ids[start : start + 500])
+            rows = self.db.execute(
+                "SELECT DISTINCT role_id FROM ledger_members WHERE idp IN"
+                f" ({','.join('?' * len(idps))}) AND user_id IN ({','.join('?' * len(chunk))})",
+                [*idps, *chunk],
+            ).fetchall()
+            found.update(r[0] for r in rows)
+        return found
+
     def groups_with_ids(self, idp: str, user_id: str) -> list[tuple[str, str]]:
         """(role id, group remote id) of the groups idprov put this user in (one query)."""
         rows = self.db.execute(

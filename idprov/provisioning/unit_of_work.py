@@ -891,6 +891,24 @@ class UnitOfWork:
             )
         for role in {r.casefold(): r for u in users for r in (u.roles or [])}.values():
             self._enqueue_role(store, role)
+        self._enqueue_roles_left(store, users)
+
+    def _enqueue_roles_left(self, store: UserStore, users: Sequence[ImportedUser]) -> None:
+        """Queue the groups that existing users whose roles an import set may have left:
+        those the ledger says idprov put them in at the targets (a role a row no longer
+        names goes out with the import's push, as `role unassign` does; the ledger, not
+        the roles read before the write, so that a re-run of a killed import, whose
+        users hold their new roles already, still queues them). Internal roles are
+        queued by :meth:`_set_internal_roles`."""
+        setting = [u.id for u in users if u.existing and u.roles is not None]
+        if not setting:
+            return
+        kept = {r.casefold() for u in users for r in (u.roles or [])}
+        holding = self.service.state.ledger.groups_holding(self.service.targets(), setting)
+        for role_id in sorted(holding):
+            role = store.find_role_by_id(role_id)
+            if role is not None and role.name.casefold() not in kept:
+                self.enqueue("role", role.id, store.domain, role.qualified_name)
 
     def _take_internal_roles(
         self, users: Sequence[ImportedUser]
