@@ -15,7 +15,14 @@ import httpx
 import pytest
 
 from idprov.provisioning.state import AuditQuery
-from tests.test_serve_scim import CRM_TOKEN, HR_TOKEN, Inbound, running, serve_config
+from tests.test_serve_scim import (
+    CRM_SEES_PARTNERS,
+    CRM_TOKEN,
+    HR_TOKEN,
+    Inbound,
+    running,
+    serve_config,
+)
 
 SCIM_JSON = {"Content-Type": "application/scim+json"}
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -29,6 +36,15 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbound]
     monkeypatch.setenv("CRM_TOKEN", CRM_TOKEN)
     monkeypatch.setenv("HR_TOKEN", HR_TOKEN)
     with running(serve_config(tmp_path)) as inbound:
+        yield inbound
+
+
+@pytest.fixture
+def served_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbound]:
+    """:func:`served`, crm's token seeing PRIMARY and PARTNERS (its JIT userstore)."""
+    monkeypatch.setenv("CRM_TOKEN", CRM_TOKEN)
+    monkeypatch.setenv("HR_TOKEN", HR_TOKEN)
+    with running(serve_config(tmp_path, crm_extra=CRM_SEES_PARTNERS)) as inbound:
         yield inbound
 
 
@@ -306,7 +322,8 @@ def test_entra_app_roles_are_ignored_in_a_patch_as_in_a_post(served: Inbound) ->
     assert response.status_code == 400 and response.json()["scimType"] == "mutability"
 
 
-def test_entra_adds_the_manager_by_id(served: Inbound) -> None:
+def test_entra_adds_the_manager_by_id(served_both: Inbound) -> None:
+    served = served_both  # the partner is in PARTNERS, which crm's token sees
     client = served.client
     boss = entra_user(client, "boss@contoso.com", "e-boss")
     worker = entra_user(client, "worker@contoso.com", "e-worker")
@@ -337,11 +354,12 @@ def test_entra_adds_the_manager_by_id(served: Inbound) -> None:
     assert stored == "PRIMARY/boss@contoso.com"
 
 
-def test_a_manager_link_follows_a_rename_and_ends_with_a_delete(served: Inbound) -> None:
+def test_a_manager_link_follows_a_rename_and_ends_with_a_delete(served_both: Inbound) -> None:
     """The manager is kept by name: a rename of the manager left the name behind (the
     link broke), and after a delete a new user of the same name became the manager.
     Now the reports follow the rename, lose the link on the delete, and each is a change
     of theirs (lastModified moves, so delta readers see it)."""
+    served = served_both  # the partner is in PARTNERS, which crm's token sees
     client = served.client
     boss = entra_user(client, "boss@contoso.com", "e-boss")
     worker = entra_user(client, "worker@contoso.com", "e-worker")

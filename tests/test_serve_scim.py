@@ -41,9 +41,19 @@ HR_TOKEN = "hr-token-9a8b7c6d"
 SCIM_JSON = {"Content-Type": "application/scim+json"}
 
 
-def serve_config(tmp_path: Path, idps: str = "", crm_idps: str = "[]") -> Config:
-    """Two applications with tokens: crm lands in PRIMARY, hr in PARTNERS; the
-    embedded default policies."""
+CRM_SEES_PARTNERS = """
+    jit:
+      - idp: partners-sso
+        userstore: PARTNERS"""
+"""``crm_extra`` of :func:`serve_config`: crm's JIT logins land in PARTNERS, so its
+token sees and changes the users of both userstores (PARTNERS's as ``PARTNERS/x``)."""
+
+
+def serve_config(
+    tmp_path: Path, idps: str = "", crm_idps: str = "[]", crm_extra: str = ""
+) -> Config:
+    """Two applications with tokens: crm lands in PRIMARY, hr in PARTNERS (each token
+    sees its own application's userstore only); the embedded default policies."""
     return load_text(
         f"""
 version: 1
@@ -58,7 +68,7 @@ identity_providers:{idps or " []"}
 applications:
   - name: crm
     identity_providers: {crm_idps}
-    inbound_token: env:CRM_TOKEN
+    inbound_token: env:CRM_TOKEN{crm_extra}
   - name: hr
     userstore: PARTNERS
     inbound_token: env:HR_TOKEN
@@ -208,11 +218,10 @@ def test_the_token_decides_the_application_and_its_userstore(inbound):
     assert created["userName"] == "bob"
     local = inbound.local()
     assert local.get_user("PARTNERS/bob").id == created["id"]
-    # crm's userstore is PRIMARY: it sees bob as PARTNERS/bob, and finds him so
-    seen = inbound.client.get(f"/Users/{created['id']}").json()
-    assert seen["userName"] == "PARTNERS/bob"
+    # crm's userstore is PRIMARY: bob of PARTNERS is not there for its token
+    assert inbound.client.get(f"/Users/{created['id']}").status_code == 404
     found = inbound.client.get("/Users", params={"filter": 'userName eq "PARTNERS/bob"'})
-    assert names(found) == ["PARTNERS/bob"]
+    assert names(found) == []
     entries = local.audit_log(audit_query("user.add"))
     assert [(e.application, e.target) for e in entries] == [("hr", "PARTNERS/bob")]
 
@@ -679,7 +688,9 @@ def test_group_rename_and_bad_members(inbound):
     assert [r.name for r in inbound.local().list_roles()] == ["crew"]
     partner = new_user(inbound.as_token(HR_TOKEN), "pat")["id"]
     body = {"schemas": [GROUP], "displayName": "mixed", "members": [{"value": partner}]}
-    assert "PARTNERS" in scim_error(client.post("/Groups", json=body), 400, "invalidValue")
+    # a user of another application's userstore is not found: not named, not revealed
+    refused = scim_error(client.post("/Groups", json=body), 400, "invalidValue")
+    assert partner in refused and "PARTNERS" not in refused
 
 
 # ---------------------------------------------------------------- bulk

@@ -41,6 +41,7 @@ from idprov.provisioning.external_ids import ExternalIds
 from idprov.provisioning.unit_of_work import PendingPush
 
 if TYPE_CHECKING:
+    from idprov.config import Config
     from idprov.provisioning.service import IdentityService
     from idprov.provisioning.unit_of_work import UnitOfWork
 
@@ -55,6 +56,12 @@ class Backend:
     application: str
     domain: str
     """The application's userstore: where new users land, and what names are relative to."""
+    domains: tuple[str, ...] = field(init=False)
+    """The userstores the application's requests see and change (its scope, see
+    :func:`application_userstores`): users, groups and ids of any other are not found."""
+
+    def __post_init__(self) -> None:
+        self.domains = application_userstores(self.service.config, self.application)
 
 
 class Backends:
@@ -83,6 +90,16 @@ class Backends:
             backends, self._all = self._all, []
         for backend in backends:
             backend.service.close()
+
+
+def application_userstores(config: Config, application: str) -> tuple[str, ...]:
+    """The userstores an application's inbound requests may see and change, in the
+    configuration's order: its ``userstore`` and those its JIT logins land in. A user,
+    group or id of another userstore is, to its tokens, not there (404)."""
+    app = config.application(application)
+    wanted = {app.userstore.casefold()}
+    wanted |= {j.userstore.casefold() for j in app.jit if j.userstore}
+    return tuple(u.domain for u in config.userstores if u.domain.casefold() in wanted)
 
 
 @dataclass

@@ -53,6 +53,8 @@ from idprov.inbound.scim.lookups import (
     find_user,
     in_known_domain,
     label,
+    list_roles,
+    list_users,
     manager_claim,
     managers_of,
     member_names,
@@ -117,11 +119,11 @@ class IdprovStorage(ScimStorage):
     def _document(self, kind: str, resource_id: str) -> dict[str, Any]:
         backend = current_request().backend
         if kind == USERS:
-            user = find_user(backend.service, resource_id)
+            user = find_user(backend, resource_id)
             if user is not None:
                 return self._user_documents(backend, [user])[0]
         else:
-            role = find_role(backend.service, resource_id)
+            role = find_role(backend, resource_id)
             if role is not None:
                 return self._group_documents(backend, [role])[0]
         raise NotFoundException(detail=f"no {kind} with id {resource_id!r}")
@@ -131,7 +133,7 @@ class IdprovStorage(ScimStorage):
     ) -> list[dict[str, Any]]:
         """The SCIM documents of ``users`` (``external``: their externalIds by user id,
         when the caller knows them: a user it just created)."""
-        roles = backend.service.list_roles() if any(u.roles for u in users) else []
+        roles = list_roles(backend) if any(u.roles for u in users) else []
         role_ids = {r.qualified_name.casefold(): r for r in roles}
         if external is None:
             ids = [u.id for u in users]
@@ -169,7 +171,7 @@ class IdprovStorage(ScimStorage):
             return None
         backend = current_request().backend
         start = min(request.start_index_0 or 0, MAX_OFFSET)
-        page = backend.service.list_users(UserQuery(limit=request.count, offset=start))
+        page = list_users(backend, UserQuery(limit=request.count, offset=start))
         docs = self._user_documents(backend, page.items)
         return SearchPage(page.total, [self._model(USERS, d) for d in docs])
 
@@ -196,17 +198,16 @@ class IdprovStorage(ScimStorage):
     def _looked_up(
         self, backend: Backend, kind: str, attribute: str, value: str
     ) -> tuple[list[User], list[Role]]:
-        service = backend.service
         if attribute == "id":
-            user = find_user(service, value) if kind == USERS else None
-            role = find_role(service, value) if kind == GROUPS else None
+            user = find_user(backend, value) if kind == USERS else None
+            role = find_role(backend, value) if kind == GROUPS else None
             return ([user] if user else []), ([role] if role else [])
         if attribute == "externalid":
             ids = backend.external_ids.find(backend.application, KINDS[kind], value)
             if kind == USERS:
-                return [u for i in ids if (u := find_user(service, i))], []
-            return [], [r for i in ids if (r := find_role(service, i))]
-        found = by_name(service, kind, attribute, QualifiedName.parse(value, backend.domain))
+                return [u for i in ids if (u := find_user(backend, i))], []
+            return [], [r for i in ids if (r := find_role(backend, i))]
+        found = by_name(backend, kind, attribute, QualifiedName.parse(value, backend.domain))
         if isinstance(found, User):
             return [found], []
         return [], [found] if isinstance(found, Role) else []
@@ -215,13 +216,12 @@ class IdprovStorage(ScimStorage):
         self, backend: Backend, kind: str, scim_filter: Any
     ) -> tuple[list[User], list[Role]]:
         """Every user the stores find for the filter (see :mod:`.filters`), or role."""
-        service = backend.service
         if kind == USERS:
             where = None
             if scim_filter is not None:
                 where = user_condition(scim_filter.ast, external_lookup(backend))
-            return service.list_users(UserQuery(limit=None, where=where)).items, []
-        return [], service.list_roles()
+            return list_users(backend, UserQuery(limit=None, where=where)).items, []
+        return [], list_roles(backend)
 
     @staticmethod
     def _bound_filter(scim_filter: Any, found: list[Resource[Any]]) -> Any:
@@ -315,8 +315,8 @@ class IdprovStorage(ScimStorage):
 
     def _update_user(self, user_id: str, given: mapping.UserInput, version: str) -> None:
         state = current_request()
-        backend, service = state.backend, state.backend.service
-        user = cast(User, find_user(service, user_id))
+        backend = state.backend
+        user = cast(User, find_user(backend, user_id))
         name = QualifiedName.parse(given.user_name, backend.domain)
         if name.domain.casefold() != user.domain.casefold():
             raise mapping.InvalidValue("userName cannot move a user to another userstore domain")
@@ -341,7 +341,7 @@ class IdprovStorage(ScimStorage):
     ) -> None:
         state = current_request()
         backend, service = state.backend, state.backend.service
-        role = cast(Role, find_role(service, role_id))
+        role = cast(Role, find_role(backend, role_id))
         name = QualifiedName.parse(given.display_name, backend.domain)
         if name.domain.casefold() != role.domain.casefold():
             raise mapping.InvalidValue("a Group cannot move to another userstore domain")
@@ -372,18 +372,18 @@ class IdprovStorage(ScimStorage):
     ) -> None:
         with scim_errors():
             state = current_request()
-            service = state.backend.service
+            backend = state.backend
             kind = _kind(resource_type)
             current = self._document(kind, resource_id)
             _check_version(current, expected_version)
             version = current["meta"]["version"]
             with state.changing() as uow:
                 if kind == USERS:
-                    user = cast(User, find_user(service, resource_id))
+                    user = cast(User, find_user(backend, resource_id))
                     self._unchanged_since(uow, kind, user, version)
                     uow.delete_user(user.username, user.domain)
                 else:
-                    role = cast(Role, find_role(service, resource_id))
+                    role = cast(Role, find_role(backend, resource_id))
                     self._unchanged_since(uow, kind, role, version)
                     uow.delete_role(role.name, role.domain)
                 uow.forget_external_ids(KINDS[_kind(resource_type)], resource_id)
