@@ -756,3 +756,39 @@ def test_verify_reports_changed_suspended_and_removed_and_repair_restores(tmp_pa
         assert "carol@example.com" in google.member_emails("staff@example.com")
         assert google.user("bob@example.com")["suspended"] is True  # an administrator's
         assert verify_idp(svc, "google")["repairs"] == []
+
+
+def test_repair_of_an_account_suspended_and_changed_keeps_it_suspended(tmp_path, google):
+    """An administrator suspended bob and changed his family name: the repair sends the
+    name back and nothing else (it forgot what was sent, and the push sent the whole
+    account, `suspended: false` with it)."""
+    from idprov.provisioning.verify import repair, verify_idp
+
+    with service(tmp_path, google) as svc:
+        svc.add_role("staff")
+        svc.add_user("bob", {"family_name": "Bob", "title": "Clerk"}, roles=["staff"])
+        bob = google.user("bob@example.com")
+        bob["suspended"] = True
+        bob["name"]["familyName"] = "Changed"
+        report = verify_idp(svc, "google")
+        assert report["disabled_remotely"] == ["bob"]
+        assert repair(svc, {"google": report}).ok
+        assert bob["suspended"] is True and bob["name"]["familyName"] == "Bob"
+        [patch] = [r for r in google.requests if r.method == "PATCH"]
+        assert patch.body == {"name": {"familyName": "Bob"}}
+
+
+def test_repair_keeps_an_administrator_s_rename(tmp_path, google):
+    """bob renamed robert at Google (the id follows him) and his name changed: the
+    repair sends the name back, never the old primary email."""
+    from idprov.provisioning.verify import repair, verify_idp
+
+    with service(tmp_path, google) as svc:
+        svc.add_role("staff")
+        svc.add_user("bob", {"family_name": "Bob", "title": "Clerk"}, roles=["staff"])
+        bob = google.user("bob@example.com")
+        bob["primaryEmail"] = "robert@example.com"
+        bob["name"]["familyName"] = "Changed"
+        assert repair(svc, {"google": verify_idp(svc, "google")}).ok
+        assert bob["primaryEmail"] == "robert@example.com"
+        assert bob["name"]["familyName"] == "Bob"

@@ -855,3 +855,39 @@ def test_verify_reports_changed_and_deactivated_users_and_repair_restores(tmp_pa
         assert org.users()["alice@example.com"]["LastName"] == "Liddell"
         assert org.users()["bob@example.com"]["IsActive"] is False  # an administrator's
         assert verify_idp(svc, "sf")["repairs"] == []
+
+
+def test_repair_of_a_user_deactivated_and_changed_keeps_it_inactive(tmp_path, org):
+    """An administrator deactivated bob and changed his LastName: the repair PATCHes
+    LastName alone (it forgot what was sent, and the push sent every field, IsActive:
+    true with them)."""
+    from idprov.provisioning.verify import repair, verify_idp
+
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        svc.add_user("bob", {"family_name": "Brown"}, roles=["staff"])
+        bob = org.users()["bob@example.com"]
+        bob["IsActive"] = False
+        bob["LastName"] = "Changed"
+        report = verify_idp(svc, "sf")
+        assert report["disabled_remotely"] == ["bob"]
+        assert repair(svc, {"sf": report}).ok
+        bob = org.users()["bob@example.com"]
+        assert bob["IsActive"] is False and bob["LastName"] == "Brown"
+        assert [r.body for r in org.api_requests("PATCH")] == [{"LastName": "Brown"}]
+
+
+def test_repair_keeps_an_administrator_s_rename(tmp_path, org):
+    """carol renamed in Setup, and her LastName changed: the repair sends the LastName
+    back, never the old Username."""
+    from idprov.provisioning.verify import repair, verify_idp
+
+    with service(tmp_path, org) as svc:
+        svc.add_role("staff")
+        svc.add_user("carol", {"family_name": "Carol"}, roles=["staff"])
+        carol = org.users()["carol@example.com"]
+        carol["Username"] = "c.carol@example.com"
+        carol["LastName"] = "Changed"
+        assert repair(svc, {"sf": verify_idp(svc, "sf")}).ok
+        [carol] = [u for u in org.users().values() if u["LastName"] == "Carol"]
+        assert carol["Username"] == "c.carol@example.com"

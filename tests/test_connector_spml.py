@@ -894,3 +894,33 @@ def test_verify_reports_an_account_disabled_by_the_disable_attribute(tmp_path, p
         assert conn.drift(conn.read_user(alice.pso_id), account) == []
         alice.attributes["accountDisabled"] = ["TRUE"]
         assert conn.drift(conn.read_user(alice.pso_id), account) == ["active"]
+
+
+def test_repair_keeps_an_account_an_administrator_suspended_suspended(cli, peer, tmp_path):
+    """alice suspended at the target and her sn changed: `sync --verify --repair`
+    replaces sn alone (it forgot what was sent, and the push replaced everything and
+    resumed her)."""
+    write_config(tmp_path, peer)
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "alice", "-c", "family_name=L", "--role", "staff").ok()
+    alice = peer.accounts()["alice"]
+    alice.suspended = True
+    alice.attributes["sn"] = ["Changed"]
+    peer.requests.clear()
+    cli("sync", "--verify", "--repair").ok()
+    alice = peer.accounts()["alice"]
+    assert alice.suspended is True and alice.attributes["sn"] == ["L"]
+    assert "resumeRequest" not in [r.operation for r in peer.requests]
+
+
+def test_adopting_an_account_an_administrator_suspended_keeps_it_suspended(tmp_path, peer):
+    """on_conflict: adopt takes over another system's carol, suspended there: she is
+    updated to what idprov sends, and stays suspended (the adoption resumed her)."""
+    data = {"objectclass": ["inetOrgPerson"], "uid": ["carol"], "cn": ["carol"], "sn": ["C"]}
+    peer.store["x-carol"] = Pso("x-carol", data, suspended=True)
+    with service(tmp_path, peer, extra="    on_conflict: adopt\n") as svc:
+        svc.add_role("staff")
+        assert svc.add_user("carol", {"family_name": "Carol"}, roles=["staff"]).outbound.ok
+    assert peer.store["x-carol"].suspended is True
+    assert peer.store["x-carol"].attributes["sn"] == ["Carol"]
+    assert "resumeRequest" not in [r.operation for r in peer.requests]

@@ -272,3 +272,28 @@ def test_the_allowance_covers_the_plan_and_its_repair_together(cli, scim, tmp_pa
     assert again.exit_code == 0, again
     [staff] = scim.groups()
     assert not set(gone) & {m["value"] for m in staff["members"]}
+
+
+def test_repair_of_a_user_disabled_and_changed_keeps_it_disabled(cli, scim):  # noqa: F811
+    """An administrator disabled user2 and changed its e-mail: the repair sends the
+    e-mail back and leaves it disabled (it forgot what was sent, and the push sent
+    the whole account, active: true with it)."""
+    seed(cli, 3)
+    users = {u["userName"]: u for u in scim.users()}
+    changed = {"emails": [{"type": "work", "value": "x@example.com", "primary": True}]}
+    scim.client.patch(
+        f"/Users/{users['user2']['id']}",
+        json={"schemas": [PATCH], "Operations": [{"op": "replace", "value": {**changed}}]},
+    )
+    scim.client.patch(
+        f"/Users/{users['user2']['id']}",
+        json={"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": False}}]},
+    )
+    drift = cli("sync", "--verify", "--json").json()["drift"]["scim"]
+    assert drift["disabled_remotely"] == ["user2"]
+    assert drift["changed_remotely"] == [{"user": "user2", "attributes": ["emails"]}]
+    cli("sync", "--verify", "--repair").ok()
+    user2 = {u["userName"]: u for u in scim.users()}["user2"]
+    assert user2["active"] is False
+    assert [e["value"] for e in user2["emails"]] == ["user2@example.com"]
+    assert cli("sync", "--verify", "--json").json()["drift"]["scim"]["repairs"] == []

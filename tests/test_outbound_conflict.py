@@ -132,3 +132,17 @@ def test_a_discarded_group_row_is_said_to_come_back_while_the_role_is_pushed(tmp
         assert "push_roles" in (back.hint or "")
         [item] = run_sync(svc, dry_run=True).plan.idps[0].items
         assert (item.kind, item.label, item.action) == ("role", "staff", "create")
+
+
+def test_adopting_an_account_an_administrator_disabled_leaves_it_disabled(tmp_path, monkeypatch):
+    """on_conflict: adopt takes over another system's bob, disabled there: the update
+    that follows sends what idprov maps, never active: true (it sent the whole
+    account, enabling him)."""
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    fake = FakeScim("secret-token")
+    fake.users["theirs"] = {"id": "theirs", "userName": "bob", "active": False}
+    config = idp_yaml("scim", "https://scim.test/v2", extra="    on_conflict: adopt\n")
+    with make_service(tmp_path, config, ["scim"], http_transport=fake.transport()) as svc:
+        assert svc.add_user("bob", {"title": "Clerk"}).outbound.ok
+    assert fake.users["theirs"]["active"] is False
+    assert fake.users["theirs"]["title"] == "Clerk"

@@ -56,6 +56,12 @@ class Account:
     unique: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False, compare=False)
     """Attribute (or ``userName``) -> the candidates of a unique() mapping, in order,
     until the target has been asked which one is free (creates only)."""
+    enable: bool = False
+    """For :meth:`Connector.update_user`: idprov enables again the account it disabled
+    (the ledger says so), and the update sends the activation (SCIM ``active``, Google
+    ``suspended``, Salesforce ``IsActive``, an SPML resume). Never otherwise: an update
+    without it, ``previous`` or not (an adoption, a repair), leaves the account as
+    active or disabled as it is there, since an administrator may have disabled it."""
 
 
 @dataclass(frozen=True)

@@ -347,7 +347,7 @@ class GoogleConnector(Connector):
     ) -> None:
         """``users.patch`` with what changed since ``previous`` (:meth:`_change_user`).
         Without ``previous`` (re-enabling what idprov suspended, adopting) every field
-        is sent, ``suspended: false`` included."""
+        is sent; ``suspended: false`` only to re-enable (``account.enable``)."""
         old = None
         if previous is not None:
             old = self.user_body(
@@ -377,15 +377,17 @@ class GoogleConnector(Connector):
     ) -> None:
         """Send the fields whose value changed from ``old`` (the body last sent; None:
         every field) to ``account``'s, never the password unless given in this command,
-        and ``suspended`` only without ``old``: an account an administrator suspended or
-        renamed stays so. Fields mapped before and not now are cleared (null). Google's
-        ``users.patch`` replaces a list whole, so when one changes the user is read first
-        and sent with the items of kinds idprov neither sends nor sent (an
-        administrator's school organization beside idprov's work one)."""
+        and ``suspended`` only to enable an account idprov suspended (``account.enable``):
+        an account an administrator suspended or renamed stays so. Fields mapped before
+        and not now are cleared (null). Google's ``users.patch`` replaces a list whole,
+        so when one changes the user is read first and sent with the items of kinds
+        idprov neither sends nor sent (an administrator's school organization beside
+        idprov's work one)."""
         new = self.user_body(account, create=False)
         body, removed = changes(old, new)
-        if old is not None:
-            body.pop("suspended", None)
+        body.pop("suspended", None)
+        if account.enable:
+            body["suspended"] = False
         for path in removed:
             head, _, sub = path.partition(".")
             if sub:

@@ -483,7 +483,7 @@ class SalesforceConnector(Connector):
     ) -> None:
         """PATCH what changed since ``previous`` (:meth:`_change_user`). Without
         ``previous`` (re-activating what idprov deactivated, adopting) every field is
-        sent, ``IsActive`` included."""
+        sent; ``IsActive`` only to re-activate (``account.enable``)."""
         old = None
         if previous is not None:
             old = user_fields(self.options, Account(account.local_id, account.user_name, previous))
@@ -510,11 +510,12 @@ class SalesforceConnector(Connector):
         """PATCH the fields whose value changed from ``old`` (the fields last sent;
         None: every field) and clear (null) those mapped before and not now; then the
         password given in this command, if any. ``Username`` goes only when the user
-        name changed, ``IsActive`` only without ``old``: a user an administrator renamed
-        or deactivated stays so."""
+        name changed, ``IsActive`` only to re-activate a user idprov deactivated
+        (``account.enable``): a user an administrator renamed or deactivated stays so."""
         fields, removed = changes(old, user_fields(self.options, account))
-        if old is not None:
-            fields.pop("IsActive", None)
+        fields.pop("IsActive", None)
+        if account.enable:
+            fields["IsActive"] = True
         fields.update(dict.fromkeys(removed))
         if fields:
             self._request("PATCH", f"/sobjects/User/{remote_id}", what, body=fields)

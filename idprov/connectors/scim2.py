@@ -298,12 +298,16 @@ class Scim2Connector(Connector):
     def update_user(
         self, remote_id: str, account: Account, previous: Mapping[str, Any] | None
     ) -> None:
+        """Send what changed since ``previous``; ``active`` only to enable an account
+        idprov disabled (``account.enable``): an administrator's disable stays."""
+        new = self.user_body(account)
         old = None
         if previous is not None:
             old = self.user_body(Account(account.local_id, account.user_name, previous))
-        self._change_user(
-            remote_id, old, self.user_body(account), f"update user {account.user_name}"
-        )
+            old["active"] = not account.enable  # enabling: active changes to true
+        elif not account.enable:
+            new.pop("active")  # everything else is sent (an adoption)
+        self._change_user(remote_id, old, new, f"update user {account.user_name}")
 
     def _change_user(
         self, remote_id: str, old: Mapping[str, Any] | None, new: Mapping[str, Any], what: str

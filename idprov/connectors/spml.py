@@ -294,21 +294,23 @@ class SpmlConnector(SpmlPsoConnector):
     def update_user(
         self, remote_id: str, account: Account, previous: Mapping[str, Any] | None
     ) -> None:
-        """Replace what changed since ``previous`` and delete what is no longer mapped.
-        Without ``previous`` (re-enabling an account idprov disabled: ``deprovision:
-        disable``, or the ``active`` claim whatever ``deprovision`` says) everything is
-        replaced, and the account is resumed or its disable attribute reset."""
+        """Replace what changed since ``previous`` (None: everything) and delete what is
+        no longer mapped. The account is resumed, or its disable attribute reset, only
+        when idprov enables again an account it disabled (``account.enable``:
+        ``deprovision: disable``, or the ``active`` claim whatever ``deprovision``
+        says): one an administrator suspended stays so, adopted or repaired."""
         what = f"update user {account.user_name}"
         new = self.mapped(account.attributes)
+        delete: dict[str, list[str]] = {}
         if previous is None:
             replace = {self.options.username_attribute: [account.user_name], **new}
-            delete: dict[str, list[str]] = {}
-            self._reset_disable_attribute(replace, delete)
         else:
             old = self.mapped(previous)
             kept = {k.lower() for k in new}
             replace = {k: v for k, v in new.items() if old.get(k) != v}
             delete = {k: [] for k in old if k.lower() not in kept}
+        if account.enable:
+            self._reset_disable_attribute(replace, delete)
         password = self.password_given(account)
         if password is not None and self.options.password_via == "attribute":
             replace[self.options.password_attribute] = [password]
@@ -317,7 +319,7 @@ class SpmlConnector(SpmlPsoConnector):
         self._modify(what, remote_id, replace=replace, delete=delete)
         if password is not None and self.options.password_via == "capability":
             self._set_password(what, remote_id, password, created=False)
-        if previous is None:
+        if account.enable:
             self._resume(what, remote_id)
 
     def rename_user(

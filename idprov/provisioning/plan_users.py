@@ -140,8 +140,9 @@ class UserPlanning(Planning):
 
         if entry is not None and entry.remote_id:
             remote_id = entry.remote_id
-            # an account idprov disabled is re-enabled by a full replace (active: true
-            # included); one it found disabled (an administrator's doing) only updated
+            # an account idprov disabled is re-enabled by a full replace carrying the
+            # activation (account.enable: the only update that sends one); one it found
+            # disabled (an administrator's doing) is only updated
             enabling = idprov_disabled(entry)
             previous = (entry.sent or {}).get("attributes")
             sent_name = (entry.sent or {}).get("userName")
@@ -151,7 +152,9 @@ class UserPlanning(Planning):
                 if enabling:  # a full replace carries the user name already
                     if removed:  # it sends nothing of what is gone: that goes first
                         connector.update_user(remote_id, account, previous)
-                    connector.update_user(remote_id, account, None)
+                    connector.update_user(
+                        remote_id, dataclasses.replace(account, enable=True), None
+                    )
                 elif previous is not None and sent_name not in (None, account.user_name):
                     connector.rename_user(remote_id, account, sent_name, previous)
                 else:

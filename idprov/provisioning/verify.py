@@ -30,6 +30,7 @@ deletion guard has judged them as it judges any member removed from a group.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Container
 from typing import TYPE_CHECKING, Any
 
@@ -374,8 +375,37 @@ def _forget_lost(service: IdentityService, idp: str, fix: dict[str, Any]) -> lis
             if "rename back" in fix["how"]:
                 ledger.relabel(idp, "role", entry.local_id, "")
         return [entry]
-    ledger.invalidate(idp, "user", entry.local_id)
+    if fix["how"].startswith("revert "):
+        _send_again(service, entry, fix["how"].removeprefix("revert ").split(", "))
+    else:
+        ledger.invalidate(idp, "user", entry.local_id)
     return [entry]
+
+
+def _send_again(service: IdentityService, entry: LedgerEntry, paths: list[str]) -> None:
+    """Take the drifted ``paths`` out of what the ledger says was last sent, so that
+    the push sends them again as an ordinary update: those, and what changed here.
+    Never the activation or the user name: an account an administrator disabled or
+    renamed at the target stays so (forgetting everything sent made every connector
+    send the whole account, enabled). A path the mapping does not give (a value a
+    connector derives) is not sent again."""
+    sent = entry.sent or {}
+    attributes = sent.get("attributes")
+    if not isinstance(attributes, dict):  # nothing to compare with: sent whole
+        service.state.ledger.invalidate(entry.idp, "user", entry.local_id)
+        return
+    kept = {k: v for k, v in attributes.items() if not any(_same(k, p) for p in paths)}
+    again = {**sent, "attributes": kept}
+    service.state.ledger.record(dataclasses.replace(entry, hash=None, sent=again, inputs=None))
+
+
+def _same(key: str, path: str) -> bool:
+    """Whether the mapped attribute ``key`` (``name.familyName``, ``emails[type eq
+    "work"].value``, an extension's ``urn:...:User:department``) is the drifted
+    ``path`` a connector names (``name.familyName``, ``emails``, ``urn:...:User.department``)
+    or inside it. Names compare without case, as SCIM, LDAP and Salesforce do."""
+    key, path = (text.casefold().replace(":", ".") for text in (key, path))
+    return key == path or key.startswith((path + ".", path + "["))
 
 
 def _remove_dangling(
