@@ -129,6 +129,25 @@ class AccessLog:
             self.stream.flush()
 
 
+def log_field(value: object) -> str:
+    """``value`` as one field of a log line: every character that is not printable,
+    whitespace and the backslash as a Python escape (``\\n``, ``\\x1b``, ``\\x20``,
+    ``\\\\``), so what a client sends (a path decoded from ``%0a``, ``%1b[``, ``%20``)
+    can neither forge a line or a field nor reach a terminal as a control sequence."""
+    text = str(value)
+    if text.isprintable() and not any(c.isspace() or c == "\\" for c in text):
+        return text
+    return "".join(_escaped(c) for c in text)
+
+
+def _escaped(char: str) -> str:
+    if char == " ":
+        return "\\x20"
+    if char.isprintable() and not char.isspace() and char != "\\":
+        return char
+    return char.encode("unicode_escape").decode("ascii")
+
+
 @dataclass
 class Served:
     """What the access log says of one request."""
@@ -339,10 +358,11 @@ class InboundServer:
     def _log(self, scope: Scope, served: Served, seconds: float) -> None:
         client = scope.get("client") or ("-", 0)
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        fields = (client[0], scope.get("method"), scope.get("path"), served.status)
         self.log.write(
-            f"{stamp} {client[0]} {scope.get('method')} {scope.get('path')} {served.status}"
-            f" {seconds * 1000:.1f}ms app={served.application} token={served.token}"
-            f" outbound={served.outbound}"
+            f"{stamp} {' '.join(log_field(f) for f in fields)} {seconds * 1000:.1f}ms"
+            f" app={log_field(served.application)} token={log_field(served.token)}"
+            f" outbound={log_field(served.outbound)}"
         )
 
     async def _http(self, scope: Scope, receive: Receive, served: Served) -> Reply:
@@ -449,7 +469,9 @@ class InboundServer:
             except SCIMException as exc:
                 response = self.scim.error_response(exc)
             except Exception as exc:  # a bug: 500 without details, the traceback to stderr
-                logging.getLogger("idprov.serve").exception("%s %s", request.method, request.path)
+                logging.getLogger("idprov.serve").exception(
+                    "%s %s", log_field(request.method), log_field(request.path)
+                )
                 response = self.scim.error_response(exc)
             return self._finish(request, response), state.pending
 
