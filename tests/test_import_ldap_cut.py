@@ -14,6 +14,7 @@ from tests.test_userstore_ldap_interrupted import (  # noqa: F401
     corp,
     cutoff,
     members,
+    target_users,
     uid_dn,
 )
 
@@ -150,3 +151,27 @@ def test_a_create_cut_off_mid_batch_takes_over_no_user_that_was_there_before(
     ann = cli("user", "show", "CORP/ann", "--json").json()
     assert (ann["claims"], ann["roles"]) == ({"given_name": "Ann", "email": "a@example.com"}, [])
     assert members(corp, "staff") == [uid_dn(corp, "n0"), uid_dn(corp, "n2")]
+
+
+def test_an_upsert_whose_batch_was_written_whole_before_the_cut_is_audited_and_pushed(
+    cli,
+    corp,  # noqa: F811 - the fixture imported above
+    cutoff,  # noqa: F811 - the fixture imported above
+    scim2_server,
+    tmp_path,
+):
+    """The group change, the batch's last write, is made and its answer lost: the
+    directory holds every row, nothing records them. The re-run audits and pushes them
+    (they read back as unchanged, and no target heard of them until a sync)."""
+    cli("role", "add", "CORP/staff").ok()
+    (tmp_path / "new.csv").write_text("username,email,roles\nCORP/n1,n1@example.com,staff\n")
+    cutoff.at(MODIFY, after=ADD, made=True)
+    upsert = ("import", "users", "new.csv", "--mode", "upsert", "--json")
+    cli(*upsert).error(1)
+    assert members(corp, "staff") == [uid_dn(corp, "n1")]
+    cutoff.restore()
+    assert cli(*upsert).exit_code == 0
+    assert target_users(scim2_server) == ["n1"]
+    imports = cli("log", "--action", "user.import", "--json").items()
+    written = [n for e in imports for n in (*e["details"]["created"], *e["details"]["updated"])]
+    assert written == ["n1"]

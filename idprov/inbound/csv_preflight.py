@@ -205,7 +205,7 @@ class Preflight(RowChecks, PasswordHashing):
                 f"no user {p.username!r} in the {p.domain} userstore (--mode update)",
             )
             return None
-        resumed = mode == "create" and self._made_by_killed_batch(p, user)
+        resumed = self._made_by_killed_batch(p, user)
         if user is not None and mode == "create" and not resumed:
             self._reject(
                 staging,
@@ -226,7 +226,8 @@ class Preflight(RowChecks, PasswordHashing):
         if resumed and mode == "create":
             self.report.created += 1  # the killed run made it: finish it exactly
         elif user is not None:
-            if _holds(p, user, claims) and p.password is None and p.password_hash is None:
+            held = _holds(p, user, claims) and p.password is None and p.password_hash is None
+            if held and not resumed:  # resumed: written, yet neither audited nor pushed
                 self.report.unchanged += 1
                 return (p.line, p.domain, key, p.username, "unchanged", user.id, None, None, None)
             self.report.updated += 1
@@ -247,11 +248,12 @@ class Preflight(RowChecks, PasswordHashing):
         )
 
     def _made_by_killed_batch(self, p: Pending, user: Any) -> bool:
-        """Whether ``user`` is the one the batch a killed run was writing added for
-        this row: a line of that batch whose user holds the claims the row gives (an
-        add writes them all at once; its roles come after). The batch's lines hold the
-        rows it did not write too (rejected, unchanged): a user that was there before
-        the import is not taken over, but rejected as the killed run did."""
+        """Whether the batch a killed run was writing may have written this row: a
+        line of that batch whose user holds the claims the row gives (an add or a
+        modify writes them all at once; its roles come after). It is written again,
+        with its records. The batch's lines hold the rows it did not write too
+        (rejected, unchanged): a user that was there before a create is not taken
+        over, but rejected as the killed run did."""
         batch = self.killed_batch
         in_batch = batch is not None and batch[0] <= p.line <= batch[1]
         return in_batch and _holds(p, user, with_roles=False)
