@@ -294,7 +294,7 @@ def check_release_by_prefix(service: Any) -> None:
         rows = outbox.enqueue_many(
             ["corp"], "user", [(f"u{i}", "PRIMARY", f"u{i}") for i in range(4)]
         )
-        ids = [i for i, _ in rows]
+        ids = [r.id for r in rows]
         outbox.claim_ids(ids[:1], "h:1:relay-a.9-1", 300)
         outbox.claim_ids(ids[1:2], "h:1:relay-a.9-2", 300)
         outbox.claim_ids(ids[2:3], "h:1:relay-b.9-1", 300)  # another connection's

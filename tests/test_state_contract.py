@@ -289,6 +289,36 @@ def test_a_held_row_a_change_takes_out_of_its_hold_takes_its_allowance(state):
     assert rows == {"id-1": ("held", None), "id-2": ("pending", 12)}
 
 
+def test_a_change_no_guard_judged_marks_its_rows_until_they_are_judged_together(state):
+    """A change committed without its push (`import --no-push`) marks its rows; a later
+    change coalescing into one keeps the mark (and the upsert says whether a row stays
+    held, as it finds it); a push carrying one claims every marked pending row of its
+    IdP that no other drainer holds, to judge them together; a hold is a judgement."""
+    with state.transaction():
+        made = state.outbox.enqueue_many(
+            ["a", "b"],
+            "user",
+            [(f"id-{i}", "PRIMARY", f"u{i}") for i in range(1, 5)],
+            unjudged=True,
+        )
+        plain = state.outbox.enqueue(["a"], "user", "id-9", "PRIMARY", "u9")
+    assert all(r.unjudged for r in made) and not state.outbox.rows(plain)[0].unjudged
+    by = {(r.idp, r.local_id): r for r in made}
+    with state.transaction():
+        state.outbox.hold([by["a", "id-4"]], "over the guard")
+        state.outbox.claim_ids([by["a", "id-3"].id], "another", lease=300)
+        later = state.outbox.enqueue_many(
+            ["a"], "user", [("id-1", "PRIMARY", "u1"), ("id-4", "PRIMARY", "u4")]
+        )
+    assert [(r.local_id, r.status, bool(r.unjudged)) for r in later] == [
+        ("id-1", "pending", True),
+        ("id-4", "held", False),
+    ]
+    with state.transaction():
+        taken = state.outbox.claim_unjudged(["a"], "me", lease=300)
+    assert [(r.local_id, r.claimed_by) for r in taken] == [("id-1", "me"), ("id-2", "me")]
+
+
 def test_done_removes_a_row_unless_it_was_enqueued_again(state):
     with state.transaction():
         state.outbox.enqueue(["a"], "user", "id-1", "PRIMARY", "alice")

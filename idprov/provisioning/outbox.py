@@ -86,6 +86,12 @@ def versions(db: StateDB) -> None:
     db.execute("ALTER TABLE outbox ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
 
 
+def unjudged_marks(db: StateDB) -> None:
+    """Migration: whether a row carries a change no deletion guard judged yet (see
+    :attr:`OutboxRow.unjudged`)."""
+    db.execute("ALTER TABLE outbox ADD COLUMN unjudged INTEGER NOT NULL DEFAULT 0")
+
+
 def stamp_in(seconds: float) -> str:
     """The time ``seconds`` from now, in the form :func:`now` writes."""
     moment = datetime.now(UTC) + timedelta(seconds=seconds)
@@ -124,10 +130,17 @@ class OutboxRow:
     """A user's row whose change set a password (`user add --password-stdin`, `user
     passwd`) that its push could not send: idprov keeps passwords only in memory, so
     the push that goes through sends none, and says whose password to set again."""
+    unjudged: bool = False
+    """The row carries a change committed without the push that judges it (`import
+    --no-push`): no deletion guard has judged that change yet, and only a judgement of
+    every such row of its IdP judges it whole (the worker's; a later command's push
+    that takes them all, see :meth:`Outbox.claim_unjudged`). Pushed alone with another
+    change, it went out a few rows at a time, each under the guard's minimum. Cleared
+    by a hold (:meth:`Outbox.hold`); a push that finishes removes the row."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        del out["version"]  # internal: not part of `outbox list --json`
+        del out["version"], out["unjudged"]  # internal: not part of `outbox list --json`
         out["password_unsent"] = bool(self.password_unsent)
         return out
 
@@ -166,7 +179,7 @@ class IdpHealth:
 _OUTBOX_COLUMNS = (
     "id, idp, kind, local_id, domain, label, status, attempts, last_error, last_status,"
     " enqueued_at, updated_at, next_attempt_at, claimed_by, claimed_until, failures, version,"
-    " allowed, password_unsent"
+    " allowed, password_unsent, unjudged"
 )
 
 
@@ -212,7 +225,7 @@ class Outbox:
         ``--allow-deletes``, which travels with the row (:attr:`OutboxRow.allowed`).
         Returns the row ids. Call inside the transaction of the local change."""
         entities = [(local_id, domain, label)]
-        return [i for i, _ in self.enqueue_many(idps, kind, entities, allowed)]
+        return [r.id for r in self.enqueue_many(idps, kind, entities, allowed)]
 
     def enqueue_many(
         self,
@@ -221,18 +234,20 @@ class Outbox:
         entities: Sequence[tuple[str, str, str]],
         allowed: int | None = None,
         keep_held: bool = True,
-    ) -> list[tuple[int, str]]:
+        unjudged: bool = False,
+    ) -> list[OutboxRow]:
         """:meth:`enqueue` for ``entities`` (local id, domain, label) at once, in a
         statement per :data:`ENQUEUE_CHUNK` rows (a statement per row cost a role
         assign of 5,000 users 5,000 round trips). A row already there keeps its
         ``enqueued_at``: its change has waited since then (each sync re-enqueued it,
         and the oldest row's age, which alerts watch, never passed the cron interval).
-        It then carries both changes (a held row stays held, ``keep_held``: the change
-        it was held for is in it still, and a later harmless change must not push it
-        out alone, one row at a time; False: the row goes out with this change, which
+        It then carries both changes (a held row stays held, ``keep_held``, decided by
+        the upsert itself, on the row as it is then, never on an earlier read that a
+        worker's hold may have made stale: the change it was held for is in it still,
+        and a later harmless change must not push it out alone, one row at a time;
+        False: the row goes out with this change, which
         then gives it its allowance, the held change's having gone with its hold: a
-        sync, which judged its IdP whole, or an offboarding where its user leaves the
-        IdP, whose push sends nothing of the held change), and keeps the smaller
+        sync, which judged its IdP whole), and keeps the smaller
         allowance of the two, none
         if either has none (a failed or held row has none: the change it carries lost
         it): an allowance given to one change never covers another's effects. Only a
@@ -243,31 +258,51 @@ class Outbox:
         in parts (its rows shared with this one under this allowance, its others alone,
         each under the guard). So the holder must be known to run: a process of this
         machine (:func:`~idprov.provisioning.outbound.holder_running`); of another
-        machine nothing can be known, and the row keeps the smaller allowance. Returns
-        (row id, IdP) pairs, by id."""
+        machine nothing can be known, and the row keeps the smaller allowance.
+        ``unjudged``: this change is committed without the push that judges it (see
+        :attr:`OutboxRow.unjudged`); a row keeps the mark of an earlier such change
+        (the returned rows say so). Returns the rows as written, by id."""
         stamp = now()
         unique = list({e[0]: e for e in entities}.values())  # a row is upserted once
         values = [(idp, kind, *entity) for entity in unique for idp in idps]
-        found: list[tuple[int, str]] = []
+        found: list[OutboxRow] = []
         kept = "CASE WHEN outbox.status = 'held' THEN 'held' ELSE 'pending' END"
         status = kept if keep_held else "'pending'"
+        mark = int(unjudged)
         for start in range(0, len(values), ENQUEUE_CHUNK):
             chunk = values[start : start + ENQUEUE_CHUNK]
             running = self._running_holders(kind, chunk, stamp) if allowed is not None else []
             rows = self.db.execute(
                 "INSERT INTO outbox (idp, kind, local_id, domain, label, enqueued_at,"
-                " updated_at, allowed) VALUES "
-                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                " updated_at, allowed, unjudged) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
                 + " ON CONFLICT (idp, kind, local_id) DO UPDATE SET status ="
                 f" {status},"
                 " label = excluded.label, domain = excluded.domain, next_attempt_at = NULL,"
                 " updated_at = excluded.updated_at,"  # enqueued_at: waiting since the first
                 f" allowed = {_smaller_allowance(running, not keep_held)},"
-                " version = outbox.version + 1 RETURNING id, idp",
-                [v for row in chunk for v in (*row, stamp, stamp, allowed)] + [stamp, *running],
+                " unjudged = CASE WHEN excluded.unjudged = 1 THEN 1 ELSE outbox.unjudged END,"
+                f" version = outbox.version + 1 RETURNING {_OUTBOX_COLUMNS}",
+                [v for row in chunk for v in (*row, stamp, stamp, allowed, mark)]
+                + [stamp, *running],
             ).fetchall()
-            found += [(int(i), str(idp)) for i, idp in rows]
-        return sorted(found)
+            found += [OutboxRow(*r) for r in rows]
+        return sorted(found, key=lambda r: r.id)
+
+    def claim_unjudged(self, idps: Sequence[str], owner: str, lease: float) -> list[OutboxRow]:
+        """Claim for ``owner`` every pending row of ``idps`` that carries a change no
+        guard judged (:attr:`OutboxRow.unjudged`) and that no other drainer holds: a
+        push carrying one of them judges them all together, as the worker would, so
+        that a change committed without its push is never judged in parts. Call
+        inside a short write transaction."""
+        rows = self.db.execute(
+            f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN (SELECT id FROM"
+            f" outbox WHERE idp IN {_in(idps)} AND status = 'pending' AND unjudged = 1"
+            f" AND (claimed_until IS NULL OR claimed_until < ? OR claimed_by = ?)"
+            f"{self.db.claim_lock}) RETURNING {_OUTBOX_COLUMNS}",
+            [owner, stamp_in(lease), *idps, now(), owner],
+        ).fetchall()
+        return sorted((OutboxRow(*r) for r in rows), key=lambda r: r.id)
 
     def _running_holders(
         self, kind: Kind, chunk: Sequence[tuple[str, ...]], stamp: str
@@ -517,11 +552,12 @@ class Outbox:
         """Keep ``rows`` from being pushed (status ``held``, ``why`` as their error)
         until :meth:`release_held`: the deletion guard stopped them. Their allowance
         goes: the release gives its own; and their next try (a failed row's): there is
-        none until then."""
+        none until then. Their change is judged (:attr:`OutboxRow.unjudged`): held
+        whole, it goes only by a release, which judges it again."""
         self.db.executemany(
             "UPDATE outbox SET status = 'held', last_error = ?, updated_at = ?,"
-            " allowed = NULL, next_attempt_at = NULL, claimed_by = NULL, claimed_until = NULL"
-            " WHERE id = ?",
+            " allowed = NULL, unjudged = 0, next_attempt_at = NULL, claimed_by = NULL,"
+            " claimed_until = NULL WHERE id = ?",
             [(why, now(), r.id) for r in rows],
         )
 

@@ -90,6 +90,12 @@ def _outbox_passwords(db: StateDB) -> None:
     unsent_passwords(db)
 
 
+def _outbox_unjudged(db: StateDB) -> None:
+    from idprov.provisioning.outbox import unjudged_marks
+
+    unjudged_marks(db)
+
+
 def _import_batches(db: StateDB) -> None:
     """The batch an import is writing to a store that cannot roll back (a directory):
     a re-run after a kill finishes exactly those lines."""
@@ -213,6 +219,7 @@ MIGRATIONS: Migrations = {
         ("0015_ledger_lost", _ledger_lost),
         ("0016_directory_write_kinds", _directory_write_kinds),
         ("0017_outbox_passwords", _outbox_passwords),
+        ("0018_outbox_unjudged", _outbox_unjudged),
     ],
     "postgresql": [
         ("0001_state", _POSTGRES_SCHEMA),
@@ -234,6 +241,7 @@ MIGRATIONS: Migrations = {
         ("0008_ledger_lost", _ledger_lost),
         ("0009_directory_write_kinds", _directory_write_kinds),
         ("0010_outbox_passwords", _outbox_passwords),
+        ("0011_outbox_unjudged", _outbox_unjudged),
     ],
 }
 

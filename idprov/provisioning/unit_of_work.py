@@ -47,7 +47,7 @@ from idprov.userstores.passwords import verify_password
 
 if TYPE_CHECKING:
     from idprov.provisioning.external_ids import ExternalIds
-    from idprov.provisioning.outbox import Kind
+    from idprov.provisioning.outbox import Kind, OutboxRow
     from idprov.provisioning.results import OutboundReport
     from idprov.provisioning.service import IdentityService
     from idprov.provisioning.state import DirectoryWrite
@@ -123,7 +123,7 @@ class UnitOfWork:
         (an import row that sets roles; a role's deletion): their rows go out even where
         a held change waits in them, at the IdPs they leave (an offboarding is never
         postponed; this command's own guard judges it, an import's batches together;
-        see :meth:`_offboardings`)."""
+        see :meth:`_offboard_held`)."""
         """Outbox rows this work wrote, to drain after the commit."""
         self._claim = claim
         self.claimed_by: str | None = None
@@ -261,64 +261,57 @@ class UnitOfWork:
         if not targets or not entities:
             return
         self.begin()
-        new = [e for e in entities if e[0] in self._created]
-        leaving = [e for e in entities if e[0] in self._offboarding and e[0] not in self._created]
-        rest = [e for e in entities if e[0] not in self._created and e[0] not in self._offboarding]
-        kept = not self.judged_whole  # a held change waits in its rows (see judged_whole)
-        batches = [
-            (targets, new, kept),
-            *self._offboardings(targets, leaving),
-            (targets, rest, kept),
-        ]
-        for idps_of, group, keep_held in batches:
-            if not group:
-                continue
-            allowed = self.service.allow_deletes  # travels with the rows, to any drainer
-            rows = self.service.state.outbox.enqueue_many(
-                idps_of, kind, group, allowed, keep_held=keep_held
-            )
-            self.rows += [i for i, _ in rows]
-            self._idps.update(rows)
-            if group is new:
-                self._fresh.update(i for i, _ in rows)
-            waited = self.service.waits_for
-            self._waited += [i for i, idp in rows if waited(idp)]
+        allowed = self.service.allow_deletes  # travels with the rows, to any drainer
+        outbox = self.service.state.outbox
+        rows = outbox.enqueue_many(
+            targets,
+            kind,
+            entities,
+            allowed,
+            keep_held=not self.judged_whole,  # a held change waits in its rows
+            unjudged=not (self._claim or self.judged_whole),  # no push of ours judges it
+        )
+        if kind == "user" and not self.judged_whole:
+            self._offboard_held([r for r in rows if r.status == "held"], allowed)
+        self.rows += [r.id for r in rows]
+        self._idps.update((r.id, r.idp) for r in rows)
+        self._fresh.update(r.id for r in rows if r.local_id in self._created)
+        waited = self.service.waits_for
+        self._waited += [r.id for r in rows if waited(r.idp)]
         if self._claim and self._waited and self.claimed_by is None:
             self.claimed_by = self.service.outbound.change_owner()
 
-    def _offboardings(
-        self, targets: list[str], leaving: Sequence[tuple[str, str, str]]
-    ) -> list[tuple[list[str], Sequence[tuple[str, str, str]], bool]]:
-        """How to enqueue the users of ``leaving`` (this change offboards them: see
-        :attr:`_offboarding`): (IdPs, users, whether a held row stays held). A user's
-        row goes out at once where the user leaves that IdP: deleted or disabled here,
-        or out of its scope; its push there deprovisions the user and sends nothing of
-        a held change waiting in the row (a disable sends what was last sent), judged
-        by this change's command. Where the user stays (a role taken away that its
-        scope does not name; an IdP provisioning every user), the push would send the
-        user's whole state, the held change's effects in it (an attribute it removes),
-        judged with this change, apart from the rest of its own: there the row joins
-        the held change and waits with it, as any later change's does. The users are
-        read only when some of their rows are held."""
-        if not leaving or self.judged_whole:
-            return [(targets, leaving, False)]
-        ids = [e[0] for e in leaving]
-        outbox = self.service.state.outbox
-        if not any(
-            outbox.rows(idps=targets, local_ids=ids[start : start + 500], status="held")
-            for start in range(0, len(ids), 500)
-        ):
-            return [(targets, leaving, False)]
+    def _offboard_held(self, held: Sequence[OutboxRow], allowed: int | None) -> None:
+        """Take out of their hold the rows of ``held`` (user rows this change wrote
+        that stay held, as the upsert found them: see :attr:`judged_whole`) whose user
+        this change offboards (:attr:`_offboarding`) and leaves that IdP: deleted or
+        disabled here, or out of its scope. Its push there deprovisions the user and
+        sends nothing of the held change waiting in the row (a disable sends what was
+        last sent), judged by this change's command, with its allowance ``allowed``.
+        Where the user stays (a role taken away that its scope does not name; an IdP
+        provisioning every user), the push would send the user's whole state, the held
+        change's effects in it (an attribute it removes), judged with this change,
+        apart from the rest of its own: there the row stays held with the held change,
+        as any later change's does. Decided on the rows as the upsert left them, never
+        on a read before it (a worker's hold made in between was undone by the
+        upsert); the users are read only when some of their rows are held."""
         from idprov.provisioning.decide import group_member
 
-        users = self.service.directory.users_by_id((e[1], e[0]) for e in leaving)
-        out: list[tuple[list[str], Sequence[tuple[str, str, str]], bool]] = []
-        for idp in targets:
-            config = self.service.idp(idp)
-            stays = {i for i, u in users.items() if group_member(config, u)}
-            out.append(([idp], [e for e in leaving if e[0] not in stays], False))
-            out.append(([idp], [e for e in leaving if e[0] in stays], True))
-        return out
+        offboarded = self._offboarding - self._created
+        mine = [r for r in held if r.local_id in offboarded]
+        if not mine:
+            return
+        users = self.service.directory.users_by_id({(r.domain, r.local_id) for r in mine})
+        leaving = [
+            r
+            for r in mine
+            if r.local_id not in users
+            or not group_member(self.service.idp(r.idp), users[r.local_id])
+        ]
+        if leaving:
+            ids = [r.id for r in leaving]
+            idps = sorted({r.idp for r in leaving})
+            self.service.state.outbox.release_held(idps, allowed=allowed, ids=ids)
 
     def lock_user(self, username: str, domain: str | None = None) -> None:
         """Open the user's store transaction and hold the user's row in it until the
