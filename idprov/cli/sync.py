@@ -15,6 +15,7 @@ from idprov.cli.common import (
     JsonOpt,
     _session,
     complete_idp,
+    emit,
     emit_with_code,
     render_error,
     service,
@@ -40,6 +41,8 @@ def _exit_code(result: Any, detailed: bool) -> int:
 
     if not result.ok:
         return int(ExitCode.OUTBOUND_FAILED)
+    if result.held is not None:
+        return int(ExitCode.GUARD_TRIPPED)  # an IdP's plan held: `--allow-deletes N`
     if result.outbound is not None and result.outbound.held:
         return int(ExitCode.GUARD_TRIPPED)  # held in the outbox: `idprov outbox release`
     if result.plan.ambiguous:
@@ -128,11 +131,13 @@ def sync(
     _after_run(lambda: warn_orphaned_idps(svc))
     for name in result.plan.ambiguous:
         render_error(StoreError(name.message, hint=name.hint), "warning")
-    emit_with_code(
-        result.to_dict(),
-        lambda _: render.sync_result(result, result.drift, quiet, result.repaired),
-        code,
+    emit(
+        result.to_dict(), lambda _: render.sync_result(result, result.drift, quiet, result.repaired)
     )
+    if result.held is not None:  # the IdPs held, after what was done at the others
+        render_error(result.held)
+    if code:
+        raise typer.Exit(code)
 
 
 def _after_run(step: Any) -> None:
@@ -157,6 +162,8 @@ def _stats(stats: Any, result: Any, code: int) -> Any:
 
     stats.add(result.outbound)
     stats.add(result.repaired)
+    if result.held is not None:
+        stats.guard_trips.update(result.held.tripped)
     stats.outcome = run_outcome(code)
     for name, report in (result.drift or {}).items():
         stats.drift_found[name] = len(report["repairs"])

@@ -95,13 +95,29 @@ def _last_syncs(service: IdentityService, found: dict[str, IdpStatus]) -> None:
             entry = found.get(_renamed(name, run.id, renames))
             if entry is None or not isinstance(counts, dict):
                 continue
-            ok = run.outcome in ("ok", "failed") and not counts.get("failed")
+            ok = _outcome(run, counts) in ("ok", "failed") and not counts.get("failed")
             if entry.last_sync is None:  # this IdP's part: another's failure is not its
-                outcome = run.outcome if run.outcome not in ("ok", "failed") else None
+                own = _outcome(run, counts)
                 entry.last_sync = run.at
-                entry.last_sync_outcome = outcome or ("ok" if ok else "failed")
+                entry.last_sync_outcome = (
+                    own if own not in ("ok", "failed") else ("ok" if ok else "failed")
+                )
             if ok and entry.last_success is None:
                 entry.last_success = run.at
+
+
+def _outcome(run: Any, counts: dict[str, Any]) -> str:
+    """A sync run's outcome at one IdP: ``refused`` where the deletion guard held its
+    plan (``held`` in its counts); where a run that held another IdP's plan pushed
+    this one's, as if that one had not been in the run (``ok``: its counts say what
+    failed)."""
+    if "held" in counts:
+        return "refused"
+    if run.outcome == "refused" and any(
+        isinstance(c, dict) and "held" in c for c in run.details.values()
+    ):
+        return "ok"
+    return str(run.outcome)
 
 
 def _renamed(name: str, run: int, renames: list[Any]) -> str:

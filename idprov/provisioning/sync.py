@@ -9,8 +9,11 @@ everything is in sync the plan is empty and nothing is sent.
 Applying a plan enqueues its items in the outbox (one transaction) and drains
 them, together with every earlier pending or failed row of those IdPs. The plan is
 refused, and nothing is changed anywhere, when a userstore could not be read in
-full (a directory that is down is never "empty"), or when its deprovisions exceed
-an IdP's deletion guard, unless ``allow_deletes`` says how many are expected. The
+full (a directory that is down is never "empty"). The plan of an IdP whose effects
+exceed its deletion guard (unless ``allow_deletes`` says how many are expected) is
+held: nothing is enqueued or sent there, and the other IdPs' plans are applied (the
+guard judges each IdP's effects apart, as it does for every push); a saved plan is
+applied whole or refused whole. The
 users of a name that several directory entries hold are in no item (which entry the
 name means cannot be told): the plan says which (``ambiguous``), and the rest goes on.
 """
@@ -22,7 +25,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -218,6 +221,9 @@ class SyncResult:
     """The push that ``repair`` made (None: not asked, or a dry run)."""
     audit_removed: int = 0
     """Audit entries older than ``audit.keep_days`` that the run removed."""
+    held: GuardError | None = None
+    """The deletion guard's refusal of some IdPs' plans, held while the others' were
+    applied (None: no plan was held). Its ``tripped`` names the IdPs held."""
 
     @property
     def outbound_failed(self) -> bool:
@@ -262,6 +268,7 @@ class SyncResult:
             payload["repair"] = self.repaired.to_dict() if self.repaired is not None else None
         if not self.dry_run:
             payload["audit_removed"] = self.audit_removed
+            payload["held"] = sorted(self.held.tripped) if self.held is not None else []
         return payload
 
 
@@ -304,20 +311,53 @@ def plan_fingerprint(service: IdentityService, plan: SyncPlan) -> str:
 def check_plan(plan: SyncPlan, allow_deletes: int | None) -> None:
     """Refuse a plan read from an incomplete source, or over a deletion guard."""
     check_source(plan)
-    tripped = [
-        t for p in plan.idps for t in p.trips if allow_deletes is None or t.count > allow_deletes
-    ]
-    if tripped:
-        needed = max(t.count for t in tripped)
-        counts: dict[str, int] = {}
-        for trip in tripped:
-            counts[trip.idp] = counts.get(trip.idp, 0) + 1
-        raise GuardError(
-            "deletion guard: " + "; ".join(t.message for t in tripped) + "; nothing was changed",
-            hint="check the plan with `idprov plan`; if these changes are expected, "
-            f"run `idprov sync --allow-deletes {needed}`",
-            tripped=counts,
+    if over_guard(plan, allow_deletes):
+        raise guard_refusal(plan, allow_deletes)
+
+
+def over_guard(plan: SyncPlan, allow_deletes: int | None) -> list[IdpPlan]:
+    """The IdPs whose plan the deletion guard refuses, with ``allow_deletes``."""
+    return [p for p in plan.idps if _tripped(p, allow_deletes)]
+
+
+def _tripped(plan: IdpPlan, allow_deletes: int | None) -> list[Trip]:
+    return [t for t in plan.trips if allow_deletes is None or t.count > allow_deletes]
+
+
+def guard_refusal(plan: SyncPlan, allow_deletes: int | None, pushed: bool = False) -> GuardError:
+    """What the deletion guard says of the plan's IdPs over it: nothing was changed
+    there (``pushed``: the other IdPs' plans were applied; else nothing anywhere), and
+    how to go on: ``--allow-deletes N`` if the changes are expected, ``--idp`` for
+    the others."""
+    held = over_guard(plan, allow_deletes)
+    tripped = [t for p in held for t in _tripped(p, allow_deletes)]
+    names = [p.idp for p in held]
+    others = [p.idp for p in plan.idps if p.idp not in names]
+    where = ", ".join(names)
+    if pushed:
+        done = f"; nothing was sent to {where} (held); " + (
+            f"{', '.join(others)} {'was' if len(others) == 1 else 'were'} synced"
         )
+    else:
+        done = "; nothing was changed"
+    options = " ".join(f"--idp {name}" for name in others)
+    rest = ""
+    if others:
+        rest = (
+            f"; until then, `idprov sync {options}` syncs the others alone"
+            if pushed
+            else f"; meanwhile `idprov sync {options}` syncs the others"
+        )
+    counts: dict[str, int] = {}
+    for trip in tripped:
+        counts[trip.idp] = counts.get(trip.idp, 0) + 1
+    check = "`idprov plan" + "".join(f" --idp {name}" for name in names if others) + "`"
+    return GuardError(
+        "deletion guard: " + "; ".join(t.message for t in tripped) + done,
+        hint=f"check the plan with {check}; if these changes are expected, run "
+        f"`idprov sync --allow-deletes {max(t.count for t in tripped)}`{rest}",
+        tripped=counts,
+    )
 
 
 def check_source(plan: SyncPlan) -> None:
@@ -478,10 +518,14 @@ def run_sync(
     service.run = run
     outcome = "interrupted"  # a Ctrl-C (KeyboardInterrupt) leaves it so
     try:
-        result.outbound = apply_plan(service, plan, run, allow_deletes)
-        _verify(service, result, verify or repair, repair, allow_deletes)
+        pushed = _pushed(plan, allow_deletes, whole=saved is not None)
+        result.held = guard_refusal(plan, allow_deletes, True) if pushed is not plan else None
+        result.outbound = apply_plan(service, pushed, run, allow_deletes)
+        _verify(service, result, verify or repair, repair, allow_deletes, pushed)
         result.audit_removed = prune_audit(service)
         outcome = "ok" if result.ok else "failed"
+        if outcome == "ok" and result.held is not None:
+            outcome = "refused"  # for the IdPs held; those pushed are ok (see _record_run)
     except GuardError:
         outcome = "refused"  # the deletion guard's word, and only its
         raise
@@ -492,6 +536,18 @@ def run_sync(
         _record_run(service, result, outcome)
         service.run = None
     return result
+
+
+def _pushed(plan: SyncPlan, allow_deletes: int | None, whole: bool) -> SyncPlan:
+    """The part of ``plan`` to apply: its IdPs that the deletion guard lets go (the
+    plan itself if it lets every one go). The guard judges each IdP's effects apart,
+    so one IdP over it holds only its own plan; a plan refused at every IdP, or one
+    to apply ``whole`` (a saved plan: applied as it was made, or not at all), is
+    refused by :func:`apply_plan`, and nothing is changed anywhere."""
+    held = over_guard(plan, allow_deletes)
+    if not held or whole or len(held) == len(plan.idps) or plan.source_errors:
+        return plan
+    return replace(plan, idps=[p for p in plan.idps if p not in held])
 
 
 def refuse_awaiting_rename(service: IdentityService, idps: Sequence[str] | None) -> None:
@@ -541,18 +597,22 @@ def _verify(
     verify: bool,
     repair: bool,
     allow_deletes: int | None = None,
+    pushed: SyncPlan | None = None,
 ) -> None:
-    """The drift at the plan's IdPs (when ``verify``), and its repair's push, judged by
-    the deletion guard with the sync's ``allow_deletes``."""
+    """The drift at the IdPs of the plan ``pushed`` (by default the result's: those
+    the guard held are not verified; their repair would be a push), when ``verify``,
+    and its repair's push, judged by the deletion guard with the sync's
+    ``allow_deletes``."""
     if not verify:
         return
     from idprov.provisioning import verify as check
 
-    result.drift = check.verify_idps(service, [p.idp for p in result.plan.idps])
+    plan = pushed or result.plan
+    result.drift = check.verify_idps(service, [p.idp for p in plan.idps])
     if repair:
         given = service.allow_deletes
         if allow_deletes is not None:  # N covers the whole command: what the plan used goes
-            used = max((t.count for p in result.plan.idps for t in p.trips), default=0)
+            used = max((t.count for p in plan.idps for t in p.trips), default=0)
             allow_deletes = max(allow_deletes - used, 0)
         service.allow_deletes = allow_deletes if allow_deletes is not None else given
         try:
@@ -568,6 +628,9 @@ def _items(plan: SyncPlan) -> list[tuple[str, list[dict[str, Any]]]]:
 
 def _record_run(service: IdentityService, result: SyncResult, outcome: str) -> None:
     counts: dict[str, dict[str, int]] = {p.idp: p.counts() for p in result.plan.idps}
+    for idp_plan in result.plan.idps:  # held by the deletion guard: its items, not sent
+        if result.held is not None and idp_plan.idp in result.held.tripped:
+            counts[idp_plan.idp]["held"] = len(idp_plan.items)
     for outbound, done, failed in (
         (result.outbound, "done", "failed"),
         (result.repaired, "repair_done", "repair_failed"),
