@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from idprov.cli import render
 from idprov.cli.common import JsonOpt, emit, parse_when, service
+from idprov.cli.tables import note
 
 
 def log(
@@ -33,6 +34,7 @@ def log(
     json: JsonOpt = False,
 ) -> None:
     """Show the audit log: who changed what, through which application, when."""
+    from idprov.model import Page
     from idprov.provisioning.state import AuditQuery
 
     query = AuditQuery(
@@ -45,4 +47,15 @@ def log(
         limit or None,
         run,
     )
-    emit(service(read_only=True).audit_log(query), render.audit)
+    svc = service(read_only=True)
+    entries = svc.audit_log(query)
+    full = query.limit is not None and len(entries) == query.limit
+    total = svc.state.audit_count(query) if full else len(entries)  # counted if cut off
+    emit(Page(entries, total, 0, query.limit), _render)
+
+
+def _render(page: Any) -> None:
+    """The entries, then, when the limit cut them off, how many there are."""
+    render.audit(page.items)
+    if page.total > len(page.items):
+        note(f"showing the newest {len(page.items)} of {page.total} (--limit 0 for all)")

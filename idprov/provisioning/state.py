@@ -291,6 +291,29 @@ class AuditQuery:
     run: str | None = None
 
 
+def _audit_where(query: AuditQuery) -> tuple[str, list[Any]]:
+    """The WHERE clause of the audit entries ``query`` matches, and its parameters."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column in ("actor", "application", "run"):
+        value = getattr(query, column)
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    for column in ("action", "target"):
+        value = getattr(query, column)
+        if value is not None:
+            where.append(f"substr({column}, 1, ?) = ?")
+            params += [len(value), value]
+    if query.since:
+        where.append("at >= ?")
+        params.append(query.since)
+    if query.until:
+        where.append("at < ?")
+        params.append(query.until)
+    return (" WHERE " + " AND ".join(where)) if where else "", params
+
+
 class StateStore:
     """idprov's own database: the audit log here, the other tables through the
     properties below."""
@@ -395,26 +418,15 @@ class StateStore:
             [cutoff, '%"outcome": "created"%', keep_runs, limit],
         ).rowcount
 
+    def audit_count(self, query: AuditQuery) -> int:
+        """How many entries match ``query``, whatever its ``limit``."""
+        clause, params = _audit_where(query)
+        row = self.db.execute(f"SELECT count(*) FROM audit{clause}", params).fetchone()
+        return int(row[0])
+
     def audit_entries(self, query: AuditQuery) -> list[AuditEntry]:
         """Newest first, filtered; ``target`` and ``action`` match as prefixes."""
-        where, params = [], []
-        for column in ("actor", "application", "run"):
-            value = getattr(query, column)
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        for column in ("action", "target"):
-            value = getattr(query, column)
-            if value is not None:
-                where.append(f"substr({column}, 1, ?) = ?")
-                params += [len(value), value]
-        if query.since:
-            where.append("at >= ?")
-            params.append(query.since)
-        if query.until:
-            where.append("at < ?")
-            params.append(query.until)
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        clause, params = _audit_where(query)
         if query.limit is not None:
             params.append(query.limit)
         rows = self.db.execute(
