@@ -184,13 +184,13 @@ def import_users(
     stats.add(report.outbound)
     stats.outcome = "ok" if report.exit_code == 0 else str(int(report.exit_code))
     write_run_metrics(metrics, svc, stats)
-    emit_with_code(report, _with_notes, int(report.exit_code))
+    emit_with_code(report, lambda r: _with_notes(r, quiet), int(report.exit_code))
 
 
-def _with_notes(report: Any) -> None:
+def _with_notes(report: Any, quiet: bool = False) -> None:
     """The import's report, its leavers (``--missing``), then its notes (what it
-    decided on its own)."""
-    render.import_report(report)
+    decided on its own); ``quiet``: without the title that only says "import"."""
+    render.import_report(report, quiet)
     if report.missing is not None:
         _missing(report.missing, report.dry_run)
     for text in report.notes:

@@ -168,12 +168,17 @@ def _clipped(line: str, most: int = 400) -> str:
     return line if len(line) <= most else line[: most - 1] + "…"
 
 
-def import_report(report: Any) -> None:
-    """The summary of an import: counts, then the first errors."""
+def import_report(report: Any, quiet: bool = False) -> None:
+    """The summary of an import: counts, then the first errors (``quiet``: without the
+    title that only says "import", a line on stderr where stdout is no terminal)."""
     title = (
         "dry run: nothing was changed"
         if report.dry_run
-        else ("stopped: nothing was imported (--on-error stop)" if report.stopped else "import")
+        else (
+            "stopped: nothing was imported (--on-error stop)"
+            if report.stopped
+            else (None if quiet else "import")
+        )
     )
     verb = "would be " if report.dry_run or report.stopped else ""
     counts = [
