@@ -700,3 +700,53 @@ def test_an_unknown_internal_role_is_rejected_or_created(cli, tmp_path, roles):
     r = cli("user", "add", "dave", "--role", "Internal/ghosts")
     assert r.exit_code == 3 and "no internal role 'ghosts'" in r.stderr
     assert "dave" not in users(cli)
+
+
+def test_an_import_killed_between_its_userstores_commit_and_idprovs_resumes_exactly(
+    tmp_path, monkeypatch, cli, write_config
+):
+    """A userstore in a file of its own commits a batch just before idprov's database
+    records it (journal, audit, outbox): killed between the two, the re-run finishes
+    that batch as an uninterrupted run would (it rejected its users as existing, and
+    they were never audited nor pushed)."""
+    from contextlib import contextmanager
+
+    from idprov.provisioning.state import ImportJournal, StateStore
+
+    write_config("userstores:\n  - domain: PRIMARY\n    path: users.db\n")
+    cli("role", "add", "staff").ok()
+    lines = [f"user{i:02d},u{i}@example.com,G,F{i},staff" for i in range(30)]
+    path = write(tmp_path, HEADER + "\n".join(lines) + "\n")
+    batches = {"written": 0, "depth": 0}
+    original_written, original_transaction = ImportJournal.written, StateStore.transaction
+
+    def written(self, import_id, last_line):
+        batches["written"] += 1
+        original_written(self, import_id, last_line)
+
+    @contextmanager
+    def transaction(self):
+        batches["depth"] += 1
+        try:
+            with original_transaction(self):
+                yield
+                if batches["depth"] == 1 and batches["written"] == 2:
+                    batches["written"] += 1
+                    raise KeyboardInterrupt  # kill -9: users.db committed, idprov.db not
+        finally:
+            batches["depth"] -= 1
+
+    monkeypatch.setattr(ImportJournal, "written", written)
+    monkeypatch.setattr(StateStore, "transaction", transaction)
+    with IdentityService(load_config()) as svc, pytest.raises(KeyboardInterrupt):
+        CsvImport(svc, path, ImportOptions(batch_size=10)).run()
+    monkeypatch.setattr(ImportJournal, "written", original_written)
+    monkeypatch.setattr(StateStore, "transaction", original_transaction)
+    assert cli("user", "list", "--json").json()["total"] == 20
+    with IdentityService(load_config()) as svc:
+        report = CsvImport(svc, path, ImportOptions(batch_size=10)).run()
+    assert (report.skipped_done, report.created, report.rejected) == (10, 20, 0), report.errors
+    found = users(cli)
+    assert len(found) == 30 and all(u["roles"] == ["staff"] for u in found.values())
+    audited = cli("log", "--action", "user.import", "--json").items()
+    assert sorted(n for e in audited for n in e["details"]["created"]) == sorted(found)

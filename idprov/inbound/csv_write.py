@@ -3,7 +3,8 @@
 
 The staged rows are written in line order, in batches; each batch is one unit of
 work with its audit entry, outbox rows and the journal's line, then pushed (unless
-``--no-push``). A directory cannot roll back, so its batch is journalled first: a
+``--no-push``). A store outside idprov's database (a directory, which cannot roll
+back; an SQLite file of its own) commits apart, so its batch is journalled first: a
 re-run after a kill finishes exactly those lines.
 """
 
@@ -91,15 +92,17 @@ class BatchWriter(ImportState):
     def _write_batch(self, rows: list[tuple[Any, ...]]) -> None:
         """One batch per domain, each one unit of work: users, roles, audit, outbox rows
         and the journal commit together; then the batch is pushed (unless ``--no-push``).
-        A directory cannot roll back, so its batch is journalled first: a re-run after a
-        kill finishes exactly those lines (see :meth:`_decide`)."""
+        A store outside idprov's database commits apart from the journal (a directory
+        cannot roll back; an SQLite file of its own commits just before idprov's), so
+        its batch is journalled first: a re-run after a kill finishes exactly the
+        users of those lines that the store holds (see ``_made_by_killed_batch``)."""
         for domain, group in itertools.groupby(rows, key=lambda row: row[1]):
             # runs of one domain, in line order: the journal's line is then exact
             batch = list(group)
             store = self.service.store(domain)
             users = [_imported(row) for row in batch]
             first, last = batch[0][0], batch[-1][0]
-            if not store.transactional:
+            if not store.shares_connection(self.service.state.db):
                 with self.service.state.transaction():
                     self.service.state.imports.writing(self._journal_id(), first, last)
             with self.service.unit_of_work(push=self.options.push) as uow:
