@@ -14,6 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from idprov.config import load_text
+from idprov.provisioning.results import OperationResult, OutboundReport
+from idprov.provisioning.service import IdentityService
 from tests.outbound_helpers import FakeScim, idp_yaml, make_service
 from tests.peers.scim2 import Scim2Peer
 from tests.test_outbound_scim2 import by_name, write_config
@@ -134,6 +137,143 @@ def test_a_discarded_group_row_is_said_to_come_back_while_the_role_is_pushed(tmp
         assert (item.kind, item.label, item.action) == ("role", "staff", "create")
 
 
+TWO_STORES = """
+version: 1
+data_dir: {data}
+userstores:
+  - domain: PRIMARY
+  - domain: PARTNERS
+    path: {partners}
+identity_providers:{idps}
+applications:
+  - name: resident
+    identity_providers: [scim]
+"""
+
+
+def two_store_service(tmp_path: Path, fake: FakeScim, extra: str = "") -> IdentityService:
+    """PRIMARY and PARTNERS, and an IdP whose username template ({UN}, the default)
+    drops the domain: PRIMARY/xdom and PARTNERS/xdom map to one target userName."""
+    text = TWO_STORES.format(
+        data=tmp_path / "data",
+        partners=tmp_path / "partners.db",
+        idps=idp_yaml("scim", "https://scim.test/v2", extra=extra),
+    )
+    config = load_text(text, "test.yaml")
+    return IdentityService(config, http_transport=fake.transport())
+
+
+def only_op(report: OutboundReport | None) -> OperationResult:
+    assert report is not None
+    [op] = report.idps["scim"].operations
+    return op
+
+
+def the_account(fake: FakeScim) -> dict:
+    [account] = fake.users.values()
+    return account
+
+
+def test_a_name_held_by_another_local_user_names_that_user_and_never_says_adopt(
+    tmp_path, monkeypatch
+):
+    """Trial: PRIMARY/xdom's account was said to be made 'for an earlier user of that
+    name, since deleted or renamed', with on_conflict: adopt as the way out; adopting it
+    merged the two people (both ledger entries held one account)."""
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    fake = FakeScim("secret-token")
+    with two_store_service(tmp_path, fake) as svc:
+        first = svc.add_user("xdom", {"email": "primary.person@contoso.com"})
+        assert only_op(first.outbound).outcome == "done"
+        second = svc.add_user("xdom", {"email": "partner.person@partner.com"}, domain="PARTNERS")
+        op = only_op(second.outbound)
+        assert op.outcome == "failed"
+        error = op.error or ""
+        assert "scim's account 'xdom' belongs to PRIMARY/xdom" in error, error
+        assert "the username template of identity provider scim to keep the domain" in error
+        assert "{UD}" in error
+        assert "earlier user" not in error and "adopt" not in error
+        assert the_account(fake)["emails"][0]["value"] == "primary.person@contoso.com"
+        assert svc.state.ledger.get("scim", "user", second.entity.id) is None
+
+
+def test_on_conflict_adopt_never_takes_an_account_another_local_user_holds(tmp_path, monkeypatch):
+    """Following the old advice (on_conflict: adopt, outbox retry) gave the PRIMARY
+    person's account the PARTNERS person's e-mail and externalId, and the ledger mapped
+    both users to it: deleting either deleted it."""
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    fake = FakeScim("secret-token")
+    with two_store_service(tmp_path, fake, extra="    on_conflict: adopt\n") as svc:
+        first = svc.add_user("xdom", {"email": "primary.person@contoso.com"})
+        second = svc.add_user("xdom", {"email": "partner.person@partner.com"}, domain="PARTNERS")
+        assert "belongs to PRIMARY/xdom" in (only_op(second.outbound).error or "")
+        report = svc.retry_outbox()
+        assert "belongs to PRIMARY/xdom" in (only_op(report).error or "")
+        account = the_account(fake)
+        assert account["emails"][0]["value"] == "primary.person@contoso.com"
+        assert account.get("externalId") != second.entity.id
+        assert svc.state.ledger.get("scim", "user", second.entity.id) is None
+        held = svc.state.ledger.get("scim", "user", first.entity.id)
+        assert held is not None and held.remote_id == account["id"]
+        svc.delete_user("xdom", domain="PARTNERS")
+        assert fake.users  # the PRIMARY person keeps the account
+
+
+def test_two_users_of_one_name_pushed_in_one_drain_get_one_account_between_them(
+    tmp_path, monkeypatch
+):
+    """Both rows in one drain (the target refused them when they were added): the first
+    create makes the account, the second's conflict finds it held by the first, even
+    with on_conflict: adopt, before any ledger record of the first is written."""
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    fake = FakeScim("secret-token")
+    down = "    on_conflict: adopt\n    max_concurrency: 1\n"
+    with two_store_service(tmp_path, fake, extra=down) as svc:
+        fake.fail("POST", 400, times=2)  # refused: nothing made
+        svc.add_user("xdom", {"email": "primary.person@contoso.com"})
+        svc.add_user("xdom", {"email": "partner.person@partner.com"}, domain="PARTNERS")
+        fake.faults = []
+        ops = sorted(svc.retry_outbox().idps["scim"].operations, key=lambda o: o.outcome)
+        assert [o.outcome for o in ops] == ["done", "failed"]
+        done, failed = ops
+        primary = done.label == "xdom"
+        owner = "PRIMARY/xdom" if primary else "PARTNERS/xdom"
+        assert f"belongs to {owner}" in (failed.error or "")
+        email = "primary.person@contoso.com" if primary else "partner.person@partner.com"
+        assert the_account(fake)["emails"][0]["value"] == email  # nothing sent over it
+        holders = [e for e in svc.state.ledger.for_idp("scim", "user").values() if e.remote_id]
+        assert [e.remote_id for e in holders] == [the_account(fake)["id"]]
+
+
+def test_an_account_made_for_a_user_deleted_here_is_given_to_a_newcomer_only_with_adopt(
+    tmp_path, monkeypatch
+):
+    """A deleted user's account kept at the target (deprovision: disable): the
+    newcomer of its name is refused (the account was made for an earlier user), and
+    with on_conflict: adopt it takes the account over, the old entry released: the
+    ledger maps the account to one user."""
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    fake = FakeScim("secret-token")
+    keep = "    deprovision: disable\n"
+    with two_store_service(tmp_path, fake, extra=keep) as svc:
+        old = svc.add_user("bob", {"email": "old.bob@contoso.com"})
+        svc.delete_user("bob")
+        new = svc.add_user("bob", {"email": "new.bob@contoso.com"})
+        error = only_op(new.outbound).error or ""
+        assert "that idprov made for an earlier user of that name" in error, error
+        assert "set on_conflict: adopt" in error
+    with two_store_service(tmp_path, fake, extra=keep + "    on_conflict: adopt\n") as svc:
+        for _ in range(2):  # the first try releases the old entry, the next adopts
+            report = svc.retry_outbox()
+            if only_op(report).outcome == "done":
+                break
+        assert only_op(report).outcome == "done", only_op(report).error
+        assert the_account(fake)["emails"][0]["value"] == "new.bob@contoso.com"
+        assert svc.state.ledger.get("scim", "user", old.entity.id) is None
+        entry = svc.state.ledger.get("scim", "user", new.entity.id)
+        assert entry is not None and entry.remote_id == the_account(fake)["id"]
+
+
 def test_adopting_an_account_an_administrator_disabled_leaves_it_disabled(tmp_path, monkeypatch):
     """on_conflict: adopt takes over another system's bob, disabled there: the update
     that follows sends what idprov maps, never active: true (it sent the whole
@@ -146,3 +286,26 @@ def test_adopting_an_account_an_administrator_disabled_leaves_it_disabled(tmp_pa
         assert svc.add_user("bob", {"title": "Clerk"}).outbound.ok
     assert fake.users["theirs"]["active"] is False
     assert fake.users["theirs"]["title"] == "Clerk"
+
+
+def test_a_lost_create_never_adopts_by_mark_an_account_another_local_user_holds(
+    tmp_path, monkeypatch
+):
+    """After a create whose reply was lost, the look-up adopts an account carrying the
+    user's mark as its own: not one the ledger maps to another local user (a merge
+    made earlier left PARTNERS/xdom's mark on PRIMARY/xdom's account)."""
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    fake = FakeScim("secret-token")
+    with two_store_service(tmp_path, fake) as svc:
+        first = svc.add_user("xdom", {"email": "primary.person@contoso.com"})
+        fake.fail("POST", 503, times=3)  # the create's outcome is never known
+        second = svc.add_user("xdom", {"email": "partner.person@partner.com"}, domain="PARTNERS")
+        assert only_op(second.outbound).outcome == "failed"
+        account = the_account(fake)
+        account["externalId"] = second.entity.id
+        report = svc.retry_outbox()
+        assert "belongs to PRIMARY/xdom" in (only_op(report).error or "")
+        assert the_account(fake)["emails"][0]["value"] == "primary.person@contoso.com"
+        entries = svc.state.ledger.for_idp("scim", "user")
+        assert entries[first.entity.id].remote_id == account["id"]
+        assert entries[second.entity.id].remote_id is None

@@ -39,6 +39,7 @@ from idprov.connectors.base import (
     Throttled,
 )
 from idprov.errors import IdprovError
+from idprov.provisioning.ledger import LedgerEntry
 from idprov.provisioning.plan_roles import RolePlanning
 from idprov.provisioning.plan_users import UserPlanning
 from idprov.provisioning.remote_accounts import RemoteAccounts
@@ -67,7 +68,6 @@ if TYPE_CHECKING:
     from idprov.config.models import IdentityProviderConfig
     from idprov.connectors.base import Connector
     from idprov.model import User
-    from idprov.provisioning.ledger import LedgerEntry
     from idprov.provisioning.outbound import Directory, Outbound
     from idprov.provisioning.outbox import OutboxRow
 
@@ -143,6 +143,14 @@ class Engine(UserPlanning, RolePlanning):
         self._remade = {}
         self._remote: dict[str, RemoteAccounts] = {}
         self._remote_lock = threading.Lock()
+        self._holders: dict[str, dict[str, str]] = {}
+        """IdP -> remote id -> the local user holding it: the ledger's (read before the
+        first create there is sent, see :meth:`_know_holders`) and this drain's creates
+        and adoptions. Shared by the workers, under :attr:`_holders_lock`."""
+        self._holders_read: set[str] = set()
+        self._holders_lock = threading.Lock()
+        self._creators: dict[tuple[str, str], OutboxRow] = {}
+        """(IdP, user id) -> the row of a create planned in this drain."""
         self._carried = {}
         self._passwords_sent: set[int] = set()
         """Of :attr:`_carried`, the rows whose push went through, password and all."""
@@ -593,6 +601,7 @@ class Engine(UserPlanning, RolePlanning):
             attempts[-1] = dataclasses.replace(attempts[-1], ambiguous=True)
         try:
             if isinstance(result, str):
+                self._claim(idp.name, result, account.local_id, take=True)
                 return task, attempts, (result, True)
             if isinstance(result, RemoteConflict):
                 return task, attempts, self._on_conflict(connector, idp, account, result)
@@ -639,6 +648,63 @@ class Engine(UserPlanning, RolePlanning):
         if key in self._entries:
             return self._entries[key]
         return self.state.ledger.get(row.idp, row.kind, row.local_id)
+
+    # -- one remote account, one local user
+    def _know_holders(self, row: OutboxRow) -> None:
+        self._creators[(row.idp, row.local_id)] = row
+        if self._inline or row.idp in self._holders_read:  # inline: the ledger is asked
+            return
+        held = self.state.ledger.holders(row.idp, "user")
+        with self._holders_lock:
+            self._holders[row.idp] = {**held, **self._holders.get(row.idp, {})}
+            self._holders_read.add(row.idp)
+
+    def _claim(self, idp: str, remote_id: str, local_id: str, take: bool) -> str | None:
+        with self._holders_lock:
+            held = self._holders.setdefault(idp, {})
+            holder = held.get(remote_id)
+            if holder is None and self._inline and idp not in self._holders_read:
+                entry = self.state.ledger.holder(idp, "user", remote_id, local_id)
+                holder = entry.local_id if entry is not None else None
+            if holder is not None and holder != local_id:
+                return holder
+            if take:
+                held[remote_id] = local_id
+            return None
+
+    def _holding(
+        self, idp: str, remote_id: str, local_id: str, held_by: str | None
+    ) -> LedgerEntry | None:
+        for kept in self._kept:  # recorded in this collect, not yet written
+            if (kept.idp, kept.kind, kept.remote_id) == (idp, "user", remote_id):
+                if kept.local_id != local_id:
+                    return kept
+        holder = self.state.ledger.holder(idp, "user", remote_id, local_id)
+        if holder is not None or held_by is None:
+            return holder
+        made = self._creators.get((idp, held_by))  # its create's outcome is not recorded yet
+        if made is None:
+            return None
+        return LedgerEntry(
+            idp=idp,
+            kind="user",
+            local_id=held_by,
+            domain=made.domain,
+            label=made.label,
+            remote_id=remote_id,
+            state="creating",
+            hash=None,
+            sent=None,
+            created_by_idprov=True,
+            updated_at="",
+        )
+
+    def _exists(self, entry: LedgerEntry) -> bool:
+        try:
+            found = self.directory.users_by_id([(entry.domain, entry.local_id)])
+        except IdprovError:
+            return True  # unsure: never let go of it
+        return entry.local_id in found
 
     # -- recording (inside the caller's short transaction)
     def _settle(self, item: Settled) -> None:

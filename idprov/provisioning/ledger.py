@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -106,6 +106,9 @@ class RefusedCreate:
     name: str = ""
     fix: str | None = None
     """How to settle it, when not the usual ways (see :meth:`error`)."""
+    holder: str | None = None
+    """The local id of another user the object is idprov's for (the ledger maps it, or
+    an earlier create of this drain made it): it is never adopted for this one."""
 
     @classmethod
     def name_taken(
@@ -115,11 +118,24 @@ class RefusedCreate:
         name: str,
         conflict: TargetError | None,
         remote_id: str | None = None,
+        holder: str | None = None,
     ) -> RefusedCreate:
         """A ``kind`` (user, group) named ``name`` is at ``idp`` (``remote_id``) and not
         provably idprov's: after ``conflict`` (the target's answer to idprov's first
         create) it was there before; else an earlier create of idprov's may have made
-        it."""
+        it. ``holder``: the local id of another entity it is idprov's for."""
+        if holder is not None:
+            return cls(
+                f"{idp} refused to create {kind} {name!r}: one of that name is there",
+                idp,
+                conflict.status if conflict is not None else None,
+                certain=conflict is not None,
+                detail=conflict.message if conflict is not None else None,
+                remote_id=remote_id,
+                kind=kind,
+                name=name,
+                holder=holder,
+            )
         if conflict is not None:
             return cls(
                 f"{idp} refused to create {kind} {name!r}: one of that name is there, "
@@ -156,6 +172,49 @@ class RefusedCreate:
             "change its Username there), or set on_conflict: adopt on identity provider "
             f"{self.idp} to give it to this one, then `idprov outbox retry`",
         )
+
+    def held_by(self, holder: LedgerEntry, label: str) -> RefusedCreate:
+        """The same refusal when the object holding the name is the account of another
+        local user that exists here (``holder``'s): two local users map to one name at
+        the target. One account is one user's: adopting it would merge the two people
+        (the second's data over the first's account, and deleting either deletes it),
+        so it is never offered."""
+        owner, name = qualified(holder), qualified_label(label, self.kind)
+        same_domain = owner.split("/", 1)[0] == name.split("/", 1)[0]
+        cause = (
+            "two users of one userstore map to that name"
+            if same_domain
+            else f"two users of different domains map to one target {self._name_word}"
+        )
+        template = (
+            ""
+            if same_domain
+            else f"set the username template of identity provider {self.idp} to keep the "
+            "domain (e.g. username: '{UD}/{UN}'), or "
+        )
+        return dataclasses.replace(
+            self,
+            message=f"{self.idp}'s account {self.name!r} belongs to {owner}, not to {name}: "
+            f"{cause}",
+            fix=f"{template}rename one of {owner} and {name} (`idprov user rename`), "
+            "then `idprov outbox retry`",
+        )
+
+    def released(self, holder: LedgerEntry) -> RefusedCreate:
+        """The refusal of an adoption (``on_conflict: adopt``) of an account idprov made
+        for ``holder``, a user deleted here since: its entry is let go, and the next try
+        gives the account to this one."""
+        return dataclasses.replace(
+            self,
+            message=f"{self.idp} has a {self.kind} named {self.name!r} that idprov made for "
+            f"{qualified(holder)}, since deleted here; on_conflict: adopt gives it to this "
+            f"{self.kind}: idprov let go of the deleted {self.kind}'s record of it",
+            fix="run `idprov outbox retry` (or the next sync) to take it over",
+        )
+
+    @property
+    def _name_word(self) -> str:
+        return "userName" if self.kind == "user" else "group name"
 
     def error(self, label: str, stop: str | None = None) -> TargetError:
         """The row's error: what happened, how to settle it, what the target said.
@@ -364,22 +423,52 @@ class Ledger:
         local_id: str,
         label: str,
         stop: str | None = None,
+        holder: LedgerEntry | None = None,
+        exists: Callable[[LedgerEntry], bool] | None = None,
+        adopt: bool = False,
     ) -> TargetError:
         """The error of a create the target refused (``stop``: how to stop pushing it
         there, see :meth:`RefusedCreate.error`); when nothing can have been made
-        (``refusal.certain``), the ``creating`` mark goes with it."""
+        (``refusal.certain``), the ``creating`` mark goes with it.
+
+        An object the ledger maps to another local entity (``holder``, else the
+        ledger's) is that entity's: while it ``exists`` here the refusal names it
+        (:meth:`RefusedCreate.held_by`); one deleted here since made it for an earlier
+        entity of that name, and with ``adopt`` (``on_conflict: adopt``) its entry is
+        let go, so that the next try takes the object over for this one: the ledger
+        never maps one remote id to two local entities."""
         if refusal.certain:
             self.unmark_creating([(refusal.idp, kind, local_id)])
-        if (
-            refusal.remote_id is not None
-            and self.db.execute(
-                "SELECT 1 FROM ledger WHERE idp = ? AND kind = ? AND remote_id = ?"
-                " AND local_id <> ?",
-                [refusal.idp, kind, refusal.remote_id, local_id],
-            ).fetchone()
-        ):
-            refusal = refusal.made_for_another()
-        return refusal.error(label, stop)
+        if holder is None and refusal.remote_id is not None:
+            holder = self.holder(refusal.idp, kind, refusal.remote_id, local_id)
+        if holder is None:
+            return refusal.error(label, stop)
+        if exists is not None and exists(holder):
+            return refusal.held_by(holder, label).error(label, stop)
+        if adopt:
+            self.forget(holder.idp, holder.kind, holder.local_id)
+            return refusal.released(holder).error(label, stop)
+        return refusal.made_for_another().error(label, stop)
+
+    def holder(self, idp: str, kind: str, remote_id: str, local_id: str) -> LedgerEntry | None:
+        """The entry of another local entity than ``local_id`` that holds ``remote_id``
+        at ``idp`` (one indexed probe)."""
+        row = self.db.execute(
+            f"{self._SELECT} WHERE l.idp = ? AND l.kind = ? AND l.remote_id = ?"
+            " AND l.local_id <> ? ORDER BY l.local_id LIMIT 1",
+            [idp, kind, remote_id, local_id],
+        ).fetchone()
+        return None if row is None else self._entry(row)
+
+    def holders(self, idp: str, kind: str) -> dict[str, str]:
+        """Remote id -> the local id whose entry holds it, of every entry of ``kind``
+        at ``idp`` with one (one query, on the remote-id index)."""
+        rows = self.db.execute(
+            "SELECT remote_id, local_id FROM ledger WHERE idp = ? AND kind = ?"
+            " AND remote_id IS NOT NULL",
+            [idp, kind],
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
 
     def unmark_creating(self, entities: Sequence[tuple[str, str, str]]) -> None:
         """Drop the ``creating`` marks of (idp, kind, local_id) whose creates provably
@@ -554,6 +643,25 @@ class Ledger:
             "DELETE FROM ledger_members WHERE idp = ? AND role_id = ? AND user_id = ?",
             [(idp, role_id, u) for u in removed],
         )
+
+
+def remote_ids_index(db: StateDB) -> None:
+    """The index that finds the entry holding a remote id (:meth:`Ledger.holder`): an
+    adoption, and every create recorded, asks whether another local entity holds it.
+    Not unique: a ledger written before one remote id was kept to one local entity may
+    map two to one (see :meth:`Ledger.refused`), and a migration cannot tell which of
+    them the account is; the engine refuses a second one."""
+    db.execute("CREATE INDEX ledger_remote ON ledger (idp, kind, remote_id)")
+
+
+def qualified(entry: LedgerEntry) -> str:
+    """``DOMAIN/name`` of a ledger entry's local user (PRIMARY's too)."""
+    return entry.label if "/" in entry.label else f"{entry.domain}/{entry.label}"
+
+
+def qualified_label(label: str, kind: str) -> str:
+    """``DOMAIN/name`` of a row's label: a PRIMARY user's label is its bare name."""
+    return label if "/" in label or kind != "user" else f"PRIMARY/{label}"
 
 
 def _pushed_from(entry: LedgerEntry) -> bool:

@@ -58,6 +58,28 @@ class UserPlanning(Planning):
     def take_password(self, user_id: str) -> str | None:
         raise NotImplementedError
 
+    def _know_holders(self, row: OutboxRow) -> None:
+        """Before ``row``'s create is sent: have its workers know which local user
+        holds each remote id at its IdP (see :meth:`_claim`)."""
+        raise NotImplementedError
+
+    def _claim(self, idp: str, remote_id: str, local_id: str, take: bool) -> str | None:
+        """In a worker: the local id of another user that holds ``remote_id`` at
+        ``idp`` (the ledger maps it to that user, or a create or adoption of this drain
+        took it), else None, and with ``take`` it is ``local_id``'s from now on."""
+        raise NotImplementedError
+
+    def _holding(
+        self, idp: str, remote_id: str, local_id: str, held_by: str | None
+    ) -> LedgerEntry | None:
+        """On the engine's thread: the entry of another user than ``local_id`` holding
+        ``remote_id`` (``held_by``: the one a worker found), recorded or to be."""
+        raise NotImplementedError
+
+    def _exists(self, entry: LedgerEntry) -> bool:
+        """Whether the local user of ``entry`` exists here (when unsure: yes)."""
+        raise NotImplementedError
+
     def _plan_user(self, row: OutboxRow) -> Planned:
         idp = self.outbound.idp(row.idp)
         connector = self.outbound.connector(row.idp)
@@ -120,12 +142,16 @@ class UserPlanning(Planning):
         retry = idp.retry
         lost: list[str] = []  # remote ids of groups the user, made again, did not join
         was_lost = entry is not None and entry.state == "lost"
+        if entry is None or not entry.remote_id or was_lost or idp.on_conflict == "adopt":
+            self._know_holders(row)  # a create (an update's, of an account gone) may adopt
 
         def record(outcome: tuple[str, bool] | RefusedCreate) -> OperationResult:
             if isinstance(outcome, RefusedCreate):
                 stop = stop_user(row.idp, row.label, scope_roles(idp, user.roles))
-                raise self._ledger.refused(outcome, "user", row.local_id, row.label, stop)
+                raise self._refused(outcome, row, idp, stop)
             remote_id, created_by_idprov = outcome
+            if entry is None or remote_id != entry.remote_id:
+                self._one_holder(row, remote_id, account.user_name)
             self._keep(
                 ledger_entry(
                     row, row.label, remote_id, "active", created_by_idprov, digest, sent, inputs
@@ -238,12 +264,14 @@ class UserPlanning(Planning):
                         match = RemoteMatch(match.remote_id, ours=True)
                     return self._adopt(connector, idp, account, match, None)
             try:
-                return connector.create_user(account), True
+                made = connector.create_user(account)
             except RemoteConflict as exc:
                 return self._on_conflict(connector, idp, account, exc, certain=not look)
             except TargetError as exc:
                 look = look or exc.ambiguous
                 raise
+            self._claim(idp.name, made, account.local_id, take=True)
+            return made, True
 
         result: tuple[str, bool] | RefusedCreate = with_retries(
             call, idp.retry, attempts, self.sleep, connector.throttled
@@ -287,13 +315,47 @@ class UserPlanning(Planning):
         was about to go; it is then updated to what idprov would send. One that is not
         provably idprov's is refused: after a ``conflict`` (the target's answer to
         idprov's first create) it was there before; else an earlier create of idprov's,
-        whose outcome is not known, may have made it."""
-        if match.ours or idp.on_conflict == "adopt":
+        whose outcome is not known, may have made it. One that another local user holds
+        (the ledger maps it to that user) is refused, ``on_conflict: adopt`` or its mark
+        notwithstanding, before anything is sent to it: one account, one user."""
+        adopting = match.ours or idp.on_conflict == "adopt"
+        holder = self._claim(idp.name, match.remote_id, account.local_id, take=adopting)
+        if holder is None and adopting:
             connector.update_user(match.remote_id, account, None)
             return match.remote_id, match.ours
         return RefusedCreate.name_taken(
-            idp.name, "user", account.user_name, conflict, match.remote_id
+            idp.name, "user", account.user_name, conflict, match.remote_id, holder
         )
+
+    def _refused(
+        self, refusal: RefusedCreate, row: OutboxRow, idp: IdentityProviderConfig, stop: str
+    ) -> TargetError:
+        """The row's error for a create refused (see :meth:`Ledger.refused`)."""
+        holder = None
+        if refusal.remote_id is not None:
+            holder = self._holding(row.idp, refusal.remote_id, row.local_id, refusal.holder)
+        adopt = idp.on_conflict == "adopt"
+        return self._ledger.refused(
+            refusal, "user", row.local_id, row.label, stop, holder, self._exists, adopt
+        )
+
+    def _one_holder(self, row: OutboxRow, remote_id: str, name: str) -> None:
+        """Before ``row``'s user is recorded at ``remote_id``: no other local user may
+        hold it. Its workers refuse such adoptions before sending anything; this
+        catches the one they cannot see (an update at an IdP without ``on_conflict:
+        adopt`` finds its account gone, and its re-create adopts by mark what it finds,
+        the ledger's holders unread). Another user that exists holds it: the row fails
+        naming it, and that user's next push sends its own attributes again (what was
+        just sent may have overwritten them); one deleted here since lets go of it."""
+        holder = self._holding(row.idp, remote_id, row.local_id, None)
+        if holder is None:
+            return
+        if not self._exists(holder):
+            self._ledger.forget(holder.idp, "user", holder.local_id)
+            return
+        self._ledger.invalidate(holder.idp, "user", holder.local_id)
+        refusal = RefusedCreate.name_taken(row.idp, "user", name, None, remote_id)
+        raise refusal.held_by(holder, row.label).error(row.label)
 
     def _join(
         self,

@@ -146,6 +146,12 @@ _idp_scopes = ddl("ALTER TABLE idp_health ADD COLUMN scope TEXT")
 :func:`idprov.provisioning.guard.scope_key`)."""
 
 
+def _ledger_remote(db: StateDB) -> None:
+    from idprov.provisioning.ledger import remote_ids_index
+
+    remote_ids_index(db)
+
+
 _ledger_lost = ddl("ALTER TABLE ledger ADD COLUMN lost_at TEXT")
 """When idprov found the account of a ledger entry lost at its target (its state is
 then ``lost``: see :meth:`idprov.provisioning.ledger.Ledger.mark_lost`)."""
@@ -220,6 +226,7 @@ MIGRATIONS: Migrations = {
         ("0016_directory_write_kinds", _directory_write_kinds),
         ("0017_outbox_passwords", _outbox_passwords),
         ("0018_outbox_unjudged", _outbox_unjudged),
+        ("0019_ledger_remote_ids", _ledger_remote),
     ],
     "postgresql": [
         ("0001_state", _POSTGRES_SCHEMA),
@@ -242,6 +249,7 @@ MIGRATIONS: Migrations = {
         ("0009_directory_write_kinds", _directory_write_kinds),
         ("0010_outbox_passwords", _outbox_passwords),
         ("0011_outbox_unjudged", _outbox_unjudged),
+        ("0012_ledger_remote_ids", _ledger_remote),
     ],
 }
 
