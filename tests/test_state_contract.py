@@ -273,6 +273,44 @@ def test_a_claimed_row_takes_a_later_allowance_only_while_its_holder_runs(state)
     assert allowed == {"id-1": 5, "id-2": None, "id-3": None}
 
 
+def _process_of(pid: int) -> tuple[str, str, str]:
+    """Boot, pid namespace and start time of process ``pid``, as Linux's /proc says."""
+    import os
+
+    with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as boot_id:
+        boot = boot_id.read().strip()[:8]
+    space = os.readlink("/proc/self/ns/pid").partition("[")[2].rstrip("]")
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        start = stat.read().rsplit(")", 1)[1].split()[19]
+    return boot, space, start
+
+
+def test_a_drainers_name_is_of_its_process_not_of_a_pid_another_may_hold():
+    """A drainer was named by hostname and pid: in another container sharing the
+    hostname (host networking), whose pids overlap this one's, a drainer that runs
+    looked gone (its claims released under it, its rows pushed twice), and a killed
+    one whose pid another process took looked running (lent a later change's
+    allowance). Its name carries its process's boot, pid namespace and start time."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from idprov.provisioning.outbound import holder_gone, holder_running
+
+    here, pid = socket.gethostname(), os.getpid()
+    boot, space, start = _process_of(pid)
+    me = f"{here}:{pid}:cafe0001~{boot}-{space}-{start}"
+    assert holder_running(me) and holder_running(f"{me}.3") and not holder_gone(me)
+    reused = f"{here}:{pid}:cafe0002~{boot}-{space}-{int(start) - 1}"  # an earlier process
+    assert holder_gone(reused) and not holder_running(reused)
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    for elsewhere in (pid, ended.pid):  # another container's drainer, running there
+        name = f"{here}:{elsewhere}:cafe0003~{boot}-{int(space) + 1}-{start}"
+        assert not holder_gone(name) and not holder_running(name)
+
+
 def test_a_held_row_a_change_takes_out_of_its_hold_takes_its_allowance(state):
     """A held row has no allowance (its change lost it); a change that joins it waits
     with it, lending nothing; one that takes it out (an offboarding where its user

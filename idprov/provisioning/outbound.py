@@ -99,8 +99,8 @@ class Outbound:
         """How the engine waits between retries (tests record instead of sleeping)."""
         self.run: str | None = None
         """The sync run in progress, recorded with every audit entry it causes."""
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        """This drainer's name on the rows it claims."""
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}{process_token()}"
+        """This drainer's name on the rows it claims (:func:`holder_running` reads it)."""
         self._changes = itertools.count(1)
         self.pushed_by: Callable[[], str | None] | None = None
         """Where another process pushes this one's changes (`serve --workers`: the
@@ -573,21 +573,87 @@ def keep_working(
         pause = min(pause * 2, 60.0)
 
 
+def process_token(pid: int | None = None) -> str:
+    """``~<boot>-<pid namespace>-<start time>`` of process ``pid`` (this one by
+    default), from Linux's /proc; '' where it cannot be read. Added to a drainer's
+    name after its pid, it names that very process: not whatever runs under the same
+    pid later (a pid reused), nor a process of another container that shares the
+    hostname (host networking) and whose pids overlap this one's."""
+    boot, space = _boot_and_namespace()
+    start = _start_time(os.getpid() if pid is None else pid)
+    return "" if boot is None or space is None or start is None else f"~{boot}-{space}-{start}"
+
+
+def _boot_and_namespace() -> tuple[str | None, str | None]:
+    """This machine's boot (the first 8 characters of its boot id) and this
+    process's pid namespace (the inode of /proc/self/ns/pid); None: unknown."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as boot_id:
+            boot = boot_id.read().strip()[:8]
+        space = os.readlink("/proc/self/ns/pid").partition("[")[2].rstrip("]")
+    except OSError:
+        return None, None
+    return (boot or None), (space if space.isdigit() else None)
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started, in clock ticks since the boot (/proc/<pid>/stat);
+    None: no such process (or no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _same_process(pid: int, nonce: str) -> bool | None:
+    """Whether process ``pid`` here is the one a drainer's name recorded (``nonce``:
+    what follows the pid, with its :func:`process_token`): None when the name has no
+    token, or was made in another pid namespace or boot (another container sharing
+    the hostname: nothing can be known of it)."""
+    token = nonce.partition("~")[2].partition(".")[0]
+    boot, space, start = (token.split("-") + ["", "", ""])[:3]
+    if not token or (boot, space) != _boot_and_namespace():
+        return None
+    return _start_time(pid) == start
+
+
+def _holder(holder: str) -> tuple[int, str] | None:
+    """The pid and what follows it of a drainer's name (``host:pid:nonce``) made on
+    this machine (its hostname); None for another machine's."""
+    name, _, rest = holder.partition(":")
+    pid, _, nonce = rest.partition(":")
+    return (int(pid), nonce) if name == socket.gethostname() and pid.isdigit() else None
+
+
 def holder_gone(holder: str) -> bool:
     """Whether a drainer's name (``host:pid:nonce``) is of a process on this machine
-    that no longer runs."""
-    name, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    return name == socket.gethostname() and pid.isdigit() and not _running(int(pid))
+    that no longer runs: with its :func:`process_token`, that process (a pid reused
+    since is another process); a name made in another pid namespace (a container
+    sharing the hostname) is not known to be gone: its claims wait for their lease."""
+    found = _holder(holder)
+    if found is None:
+        return False
+    pid, nonce = found
+    same = _same_process(pid, nonce)
+    if same is None:
+        return "~" not in nonce and not _running(pid)
+    return not same or not _running(pid)
 
 
 def holder_running(holder: str) -> bool:
     """Whether a drainer's name (``host:pid:nonce``) is of a process on this machine
-    that runs. Of another machine's nothing can be known: False (not
+    that runs (that very process, when the name has its :func:`process_token`). Of
+    another machine's, or another pid namespace's, nothing can be known: False (not
     :func:`holder_gone` either: its claims are waited for until their lease ends)."""
-    name, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    return name == socket.gethostname() and pid.isdigit() and _running(int(pid))
+    found = _holder(holder)
+    if found is None:
+        return False
+    pid, nonce = found
+    same = _same_process(pid, nonce)
+    if same is None:
+        return "~" not in nonce and _running(pid)
+    return same and _running(pid)
 
 
 def _running(pid: int) -> bool:
