@@ -53,6 +53,14 @@ def serve(
             "a process that dies is started again."
         ),
     ] = 1,
+    push_deadline: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a request waits for its change's push before it answers with "
+            "the rest queued for the outbox worker (0: until the push is done).",
+            metavar="SECONDS",
+        ),
+    ] = 20.0,
     json: JsonOpt = False,
 ) -> None:
     """Serve SCIM 2.0 Users, Groups (roles) and Bulk, and POST /jit/login, to programs
@@ -67,6 +75,12 @@ def serve(
         _check_tls(certfile, keyfile)
     if max_body < 1024 or readers < 1:
         raise UsageError("--max-body is at least 1024 bytes and --readers at least 1")
+    if not 0 <= push_deadline <= 3600:
+        raise UsageError(
+            f"--push-deadline {push_deadline:g} is not between 0 and 3600 seconds",
+            hint="keep it under the timeout of the clients (Okta: 30 s, Entra ID: 60 s); "
+            "0 waits for every push to finish",
+        )
     check_workers(workers)
     config = service(live=False).config
     if not certfile and not is_loopback(host):
@@ -76,16 +90,22 @@ def serve(
     take_turns = None
     if workers > 1 and writes_take_turns(config):
         take_turns = WriterLock(Path(config.data_dir or ".") / "serve-writes.lock")
+
+    def build() -> InboundServer:
+        server = InboundServer(
+            config,
+            applications=app_names,
+            access_log=log,
+            max_body=max_body,
+            readers=readers,
+            take_turns=take_turns,
+        )
+        server.push_queue.deadline = push_deadline or None
+        return server
+
     try:
         _serve(
-            lambda: InboundServer(
-                config,
-                applications=app_names,
-                access_log=log,
-                max_body=max_body,
-                readers=readers,
-                take_turns=take_turns,
-            ),
+            build,
             host,
             port,
             workers,

@@ -17,22 +17,58 @@ running drain and go out together in its next batch (measured: batches of 3.2 ro
 instead of 2.0 under `serve_load`, 1.21 ms of CPU a row instead of 1.46); a slow one
 (a target that takes seconds to answer one request) holds up the others for at most
 ``patience``, then they go out beside it.
+
+A request waits for its push, but not past its **deadline** (``deadline`` seconds
+after its change was committed, 20 by default: Okta waits 30 s for an answer, Entra
+60 s, and a client that gives up sends its POST again and gets a 409). Then it
+answers with its rows left to the outbox (``queued``), and the drain that carries
+them is halted (:mod:`idprov.provisioning.halting`): what it has not sent yet stays
+pending, its claims given back, for the outbox worker; the calls under way finish and
+are recorded. The other requests of that batch answer so too, at once.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor, Future, InvalidStateError
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
+
+from idprov.provisioning.halting import halting
 
 if TYPE_CHECKING:
     from idprov.provisioning.results import OutboundReport
     from idprov.provisioning.unit_of_work import PendingPush
 
 Push = Callable[[Hashable, list["PendingPush"]], list["OutboundReport | None"]]
-Waiting = tuple["PendingPush", "Future[OutboundReport | None]"]
+
+PUSH_DEADLINE_SECONDS = 20.0
+"""How long a request waits for its push by default (`serve --push-deadline`)."""
+
+
+class Answer(Future["OutboundReport | None"]):
+    """What a request waits for: its change's report, or, at its deadline, its rows
+    left to the outbox. :attr:`pushed` is done once the drain that took the change has
+    ended (each of its rows recorded, or its claim given back)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pushed: Future[None] = Future()
+
+
+@dataclass(eq=False)
+class Waiting:
+    """A change in the queue, then in a drain's batch."""
+
+    change: PendingPush
+    answer: Answer
+    batch: list[Waiting] | None = None
+    halt: threading.Event | None = None
+    """Set when the drain of its batch is halted."""
 
 
 class PushQueue:
@@ -46,6 +82,7 @@ class PushQueue:
         most: int = 500,
         patience: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
+        deadline: float | None = PUSH_DEADLINE_SECONDS,
     ) -> None:
         self._pool = pool
         self._push = push
@@ -60,16 +97,54 @@ class PushQueue:
         """When the caller's latest batch started pushing."""
         self._timers: set[Hashable] = set()
         """Callers whose waiting changes a timer will look at after ``patience``."""
+        self.deadline = deadline
+        """Seconds a request waits for its push (None: until it is done)."""
+        self._due: list[tuple[float, int, Waiting]] = []
+        """A heap of the changes' deadlines, looked after by one thread."""
+        self._order = itertools.count()
+        self._wake = threading.Condition(self._lock)
+        self._watching = False
 
-    def submit(self, caller: Hashable, change: PendingPush) -> Future[OutboundReport | None]:
-        """Queue ``change`` for ``caller``'s next drain; the future holds its report."""
-        future: Future[OutboundReport | None] = Future()
+    def submit(self, caller: Hashable, change: PendingPush) -> Answer:
+        """Queue ``change`` for ``caller``'s next drain; the answer holds its report (at
+        the deadline, its rows queued)."""
+        waiting = Waiting(change, Answer())
         with self._lock:
-            self._waiting.setdefault(caller, []).append((change, future))
+            self._waiting.setdefault(caller, []).append(waiting)
+            if self.deadline is not None:
+                self._watch(waiting, self.deadline)
             if not self._may_start(caller):
-                return future  # a running drain takes it when it is done
+                return waiting.answer  # a running drain takes it when it is done
         self._pool.submit(self._drain, caller)
-        return future
+        return waiting.answer
+
+    def _watch(self, waiting: Waiting, seconds: float) -> None:
+        """Under the lock: answer ``waiting`` as queued in ``seconds`` if it has no
+        answer by then (the thread that does is started on first use)."""
+        heapq.heappush(self._due, (self._clock() + seconds, next(self._order), waiting))
+        self._wake.notify()
+        if not self._watching:
+            self._watching = True
+            threading.Thread(target=self._deadlines, name="idprov-deadlines", daemon=True).start()
+
+    def _deadlines(self) -> None:
+        while True:
+            with self._lock:
+                while not self._due or self._due[0][0] > self._clock():
+                    self._wake.wait(self._due[0][0] - self._clock() if self._due else None)
+                _, _, waiting = heapq.heappop(self._due)
+            if not waiting.answer.done():
+                self._give_up(waiting)
+
+    def _give_up(self, waiting: Waiting) -> None:
+        """``waiting``'s deadline passed: it answers with its rows queued; if its drain
+        has started, that drain is halted and its batch answers so too."""
+        with self._lock:
+            batch, halt = waiting.batch or [waiting], waiting.halt
+        if halt is not None:
+            halt.set()
+        for each in batch:
+            _settle(each.answer, _queued(each.change))
 
     def _may_start(self, caller: Hashable) -> bool:
         """Under the lock: whether a drain of ``caller``'s waiting changes starts now
@@ -109,6 +184,9 @@ class PushQueue:
                 self._waiting.pop(caller, None)
             if batch:
                 self._since[caller] = self._clock()
+                halt = threading.Event()
+                for each in batch:
+                    each.batch, each.halt = batch, halt
             else:
                 self._running[caller] -= 1
                 if not self._running[caller]:
@@ -119,22 +197,37 @@ class PushQueue:
     def _drain(self, caller: Hashable) -> None:
         while batch := self._next(caller):
             try:
-                reports = self._push(caller, [change for change, _ in batch])
+                with halting(cast(threading.Event, batch[0].halt)):
+                    reports = self._push(caller, [each.change for each in batch])
             except BaseException as exc:  # each request answers with the error
-                for _, future in batch:
-                    _settle(future, exc)
+                for each in batch:
+                    _settle(each.answer, exc)
                 continue
-            for (_, future), report in zip(batch, reports, strict=True):
-                _settle(future, report)
+            finally:
+                for each in batch:
+                    _settle(each.answer.pushed, None)
+            for each, report in zip(batch, reports, strict=True):
+                _settle(each.answer, report)
 
 
-def _settle(future: Future[OutboundReport | None], outcome: object) -> None:
+def _queued(change: PendingPush) -> OutboundReport:
+    """The report of a change whose request stopped waiting: its rows are left to the
+    outbox (those its drain finished before it stops are recorded as done there)."""
+    from idprov.provisioning.results import OutboundReport
+
+    report = OutboundReport()
+    for row in change.rows:
+        report.note("queued", change.idps.get(row, "?"), row)
+    return report
+
+
+def _settle(future: Future[OutboundReport | None] | Future[None], outcome: object) -> None:
     """Give a change its report (or error), unless its request gave up waiting (a task
     cancelled at a server's stop cancels the future): the drain goes on for the rest."""
     try:
         if isinstance(outcome, BaseException):
             future.set_exception(outcome)
         else:
-            future.set_result(cast("OutboundReport | None", outcome))
+            future.set_result(cast("OutboundReport | None", outcome))  # type: ignore[arg-type]
     except InvalidStateError:
         pass

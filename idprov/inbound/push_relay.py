@@ -60,10 +60,11 @@ from typing import TYPE_CHECKING, Any
 from idprov.provisioning.outbox import LEASE_SECONDS
 
 if TYPE_CHECKING:
+    from idprov.inbound.push_queue import Answer
     from idprov.provisioning.results import OutboundReport
     from idprov.provisioning.unit_of_work import PendingPush
 
-    Submit = Callable[[Hashable, PendingPush], "Future[OutboundReport | None]"]
+    Submit = Callable[[Hashable, PendingPush], Answer]
 
 MOST_FRAME = 64 * 1024 * 1024
 """A frame longer than this is not ours: the connection is closed."""
@@ -302,6 +303,7 @@ class RelayClient:
             "passwords": pending.passwords,
             "claims": pending.claims,
             "fresh": pending.fresh,
+            "idps": {str(row): idp for row, idp in pending.idps.items()},
         }
         try:
             writer.write(_frame(change))
@@ -510,6 +512,7 @@ class RelayServer:
             passwords={str(k): str(v) for k, v in message["passwords"].items()},
             claims=[str(c) for c in message["claims"]],
             fresh=[int(r) for r in message["fresh"]],
+            idps={int(r): str(idp) for r, idp in message.get("idps", {}).items()},
         )
         received.update(change.claims)
         try:
@@ -518,12 +521,16 @@ class RelayServer:
             send({"id": number, "queued": True})  # claimed by this process: released
             return  # when it is gone, and pushed then
 
-        def answer(done: Future[OutboundReport | None]) -> None:
+        def pushed(_: Future[None]) -> None:
             received.difference_update(change.claims)  # the drain finished its rows
+
+        def answer(done: Future[OutboundReport | None]) -> None:
             try:
                 send({"id": number, "report": report_to_wire(done.result())})
             except Exception as exc:  # noqa: BLE001 - the request answers with it
                 log.error("a relayed push failed: %s", exc)
                 send({"id": number, "error": str(exc) or type(exc).__name__})
 
+        drained: Future[Any] = getattr(future, "pushed", future)  # not at a deadline's
+        drained.add_done_callback(pushed)  # answer: the drain goes on with what it sends
         future.add_done_callback(answer)

@@ -39,6 +39,7 @@ from idprov.connectors.base import (
     Throttled,
 )
 from idprov.errors import IdprovError
+from idprov.provisioning.halting import current_halt
 from idprov.provisioning.ledger import LedgerEntry
 from idprov.provisioning.plan_roles import RolePlanning
 from idprov.provisioning.plan_users import UserPlanning
@@ -81,7 +82,8 @@ RENEW_SECONDS = 60.0
 
 class LeftPending(Exception):
     """A row not sent because its IdP refused idprov's credentials earlier in this
-    drain: it stays in the outbox as it was."""
+    drain, or the drain was halted (:mod:`~idprov.provisioning.halting`): it stays in
+    the outbox as it was."""
 
 
 class Engine(UserPlanning, RolePlanning):
@@ -127,6 +129,8 @@ class Engine(UserPlanning, RolePlanning):
         self._renewed = time.monotonic()
         self._stopped: dict[str, str] = {}
         """IdP -> the credentials failure that stopped its batch (set by workers)."""
+        self._halt = current_halt()
+        """Set: send nothing more, every IdP (`serve`'s push deadline passed)."""
         self._reported: set[str] = set()
         """IdPs whose credentials failure was reported (once per drain)."""
         self._roles_read = {}
@@ -409,7 +413,7 @@ class Engine(UserPlanning, RolePlanning):
         )
 
     def _dispatch(self, task: Task, bulk: dict[str, list[Task]]) -> None:
-        if task.row.idp in self._stopped:  # left pending: the IdP refused our credentials
+        if task.row.idp in self._stopped or self._halted():  # left pending: see LeftPending
             self.report.note("pending", task.row.idp, task.row.id)
             if self._made_nothing(task, [], LeftPending(task.row.idp)):
                 self._unmarked.append(_key(task.row))
@@ -438,14 +442,18 @@ class Engine(UserPlanning, RolePlanning):
 
     def _guarded(self, idp: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn`` in a worker, unless ``idp`` refused idprov's credentials already:
-        after the first such refusal nothing more is sent there in this drain."""
-        if idp in self._stopped:
+        after the first such refusal nothing more is sent there in this drain; nor
+        anything anywhere once the drain is halted."""
+        if idp in self._stopped or self._halted():
             raise LeftPending(idp)
         try:
             return fn(*args)
         except CredentialsRefused as exc:
             self._stopped.setdefault(idp, exc.message)
             raise
+
+    def _halted(self) -> bool:
+        return self._halt is not None and self._halt.is_set()
 
     def _collect(self, block: bool) -> None:
         """Record every call that has completed (waiting for one if ``block``), in one
