@@ -79,10 +79,14 @@ def _is_text(value: str) -> bool:
     return True
 
 
-def user_condition(ast: Any, external: ExternalLookup) -> Condition | None:
-    """The condition of a Users filter's syntax tree (None: no restriction)."""
+def user_condition(
+    ast: Any, external: ExternalLookup, prefixed: Sequence[str] = ()
+) -> Condition | None:
+    """The condition of a Users filter's syntax tree (None: no restriction).
+    ``prefixed``: the userstores whose users the application sees as ``DOMAIN/name``
+    (see :func:`_username`)."""
     if isinstance(ast, LogicalExpr):
-        terms = [user_condition(t, external) for t in ast.terms]
+        terms = [user_condition(t, external, prefixed) for t in ast.terms]
         if ast.op.value == "and":
             kept = tuple(t for t in terms if t is not None)
             return Condition("and", terms=kept) if kept else None
@@ -92,6 +96,8 @@ def user_condition(ast: Any, external: ExternalLookup) -> Condition | None:
     if isinstance(ast, Present):
         return _present(ast.attr_path)
     if isinstance(ast, Comparison):
+        if _attribute(ast.attr_path) == "username" and isinstance(ast.value, str):
+            return _username(ast.op.value, ast.value, prefixed)
         return _comparison(ast.attr_path, ast.op.value, ast.value, external)
     if isinstance(ast, ValuePath):
         return _value_path(ast)
@@ -117,6 +123,32 @@ def _comparison(path: AttrPath, op: str, value: Any, external: ExternalLookup) -
     if op in ("ge", "gt", "le", "lt"):
         return None  # string order differs between stores and scim2-models
     return _on(name, lambda attribute: Condition(op, attribute, value))
+
+
+def _username(op: str, value: str, prefixed: Sequence[str]) -> Condition | None:
+    """A ``userName`` comparison as the stores can check it on their bare names. The
+    filter compares the names as GET returns them (RFC 7644 3.4.2.2): bare in the
+    application's userstore, ``DOMAIN/name`` in its others (``prefixed``). A value
+    with a ``/`` may be a bare name's, or ``DOMAIN/`` and a name's beginning: both
+    are asked (the exact check drops the wrong ones). A ``sw`` or ``co`` value without
+    one that is part of a ``DOMAIN/`` prefix may match any user of that domain."""
+    if op not in ("eq", "sw", "ew", "co"):
+        return None  # string order differs between stores and scim2-models
+    if not prefixed:
+        return Condition(op, "username", value)
+    _, slash, after = value.partition("/")
+    if slash and not after and op != "eq":
+        return None  # "DOMAIN/" starts (or "/" is in) every name of a domain
+    if slash:
+        bare = Condition(op, "username", after)
+        return Condition("or", terms=(Condition(op, "username", value), bare))
+    folded = value.casefold()
+    prefixes = [f"{d}/".casefold() for d in prefixed]
+    if op == "sw" and any(p.startswith(folded) for p in prefixes):
+        return None
+    if op == "co" and any(folded in p for p in prefixes):
+        return None
+    return Condition(op, "username", value)
 
 
 def _present(path: AttrPath) -> Condition | None:

@@ -220,7 +220,8 @@ class IdprovStorage(ScimStorage):
         if kind == USERS:
             where = None
             if scim_filter is not None:
-                where = user_condition(scim_filter.ast, external_lookup(backend))
+                others = [d for d in backend.domains if d.casefold() != backend.domain.casefold()]
+                where = user_condition(scim_filter.ast, external_lookup(backend), others)
             return list_users(backend, UserQuery(limit=None, where=where)).items, []
         return [], list_roles(backend)
 
