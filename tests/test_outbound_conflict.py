@@ -309,3 +309,35 @@ def test_a_lost_create_never_adopts_by_mark_an_account_another_local_user_holds(
         entries = svc.state.ledger.for_idp("scim", "user")
         assert entries[first.entity.id].remote_id == account["id"]
         assert entries[second.entity.id].remote_id is None
+
+
+def test_two_users_of_one_userstore_mapped_to_one_name_are_named_with_the_way_out(
+    tmp_path, monkeypatch
+):
+    """A username template of a claim two users share (username: '{email}')."""
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    fake = FakeScim("secret-token")
+    with two_store_service(tmp_path, fake, extra="    username: '{email}'\n") as svc:
+        svc.add_user("ann", {"email": "desk@contoso.com"})
+        bob = svc.add_user("bob", {"email": "desk@contoso.com"})
+        error = only_op(bob.outbound).error or ""
+        assert "scim's account 'desk@contoso.com' belongs to PRIMARY/ann, not to" in error
+        assert "PRIMARY/bob: both map to that name" in error
+        assert "Change the username template of identity provider scim" in error
+        assert "adopt" not in error
+
+
+def test_two_directory_entries_of_one_name_are_told_apart_by_id():
+    """The LDAP trial: two entries with uid=alice, both CORP/alice here."""
+    from idprov.provisioning.ledger import LedgerEntry, RefusedCreate
+
+    holder = LedgerEntry(
+        "scim", "user", "id-1", "CORP", "CORP/alice", "r1", "active", None, None, True, ""
+    )
+    refusal = RefusedCreate.name_taken("scim", "user", "alice", None, "r1", "id-1")
+    error = refusal.held_by(holder, "CORP/alice").error("CORP/alice")
+    said = " ".join(error.message.split())
+    assert "scim's account 'alice' belongs to another user named CORP/alice (id id-1)" in said
+    assert "two directory entries with one uid" in said
+    assert "Remove or rename one of the two users named CORP/alice" in said
+    assert "adopt" not in said

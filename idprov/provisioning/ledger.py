@@ -180,24 +180,32 @@ class RefusedCreate:
         (the second's data over the first's account, and deleting either deletes it),
         so it is never offered."""
         owner, name = qualified(holder), qualified_label(label, self.kind)
-        same_domain = owner.split("/", 1)[0] == name.split("/", 1)[0]
-        cause = (
-            "two users of one userstore map to that name"
-            if same_domain
-            else f"two users of different domains map to one target {self._name_word}"
-        )
-        template = (
-            ""
-            if same_domain
-            else f"set the username template of identity provider {self.idp} to keep the "
-            "domain (e.g. username: '{UD}/{UN}'), or "
-        )
+        if owner.lower() == name.lower():  # two entries of one name: a directory's uid twice
+            message = (
+                f"belongs to another user named {owner} (id {holder.local_id}): two users "
+                "of one userstore have that name (two directory entries with one uid?)"
+            )
+            fix = f"remove or rename one of the two users named {owner}"
+        elif owner.split("/", 1)[0].lower() == name.split("/", 1)[0].lower():
+            message = f"belongs to {owner}, not to {name}: both map to that name"
+            fix = (
+                f"change the username template of identity provider {self.idp} so that "
+                f"it maps them to two names, or rename one of {owner} and {name}"
+            )
+        else:
+            message = (
+                f"belongs to {owner}, not to {name}: two users of different domains map "
+                f"to one target {self._name_word}"
+            )
+            fix = (
+                f"set the username template of identity provider {self.idp} to keep the "
+                f"domain (e.g. username: '{{UD}}/{{UN}}'), or rename one of {owner} and "
+                f"{name} (`idprov user rename`)"
+            )
         return dataclasses.replace(
             self,
-            message=f"{self.idp}'s account {self.name!r} belongs to {owner}, not to {name}: "
-            f"{cause}",
-            fix=f"{template}rename one of {owner} and {name} (`idprov user rename`), "
-            "then `idprov outbox retry`",
+            message=f"{self.idp}'s account {self.name!r} {message}",
+            fix=f"{fix}, then `idprov outbox retry`",
         )
 
     def released(self, holder: LedgerEntry) -> RefusedCreate:
