@@ -8,6 +8,7 @@ so a command needs ``render`` only. ``--json`` output is :mod:`idprov.cli.render
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
@@ -100,10 +101,31 @@ def _next_try(row: OutboxRow) -> bool:
     return row.next_attempt_at is not None and row.status != "held"
 
 
+def _due(row: OutboxRow, now: datetime) -> bool:
+    """Whether ``row``'s next try has come (a drainer may take it now)."""
+    assert row.next_attempt_at is not None
+    try:
+        when = datetime.fromisoformat(row.next_attempt_at.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return when <= now
+
+
+def _outbox_status(row: OutboxRow, now: datetime) -> str:
+    """A row's status, and its next try: a time to come, or ``due now`` once past."""
+    text = row.status
+    if _next_try(row):
+        text += " (due now)" if _due(row, now) else f" (next try {row.next_attempt_at})"
+    if row.allowed is not None:
+        text += f" (--allow-deletes {row.allowed})"
+    return text
+
+
 def outbox(rows: list[OutboxRow]) -> None:
     if not rows:
         note("the outbox is empty: everything has been provisioned")
         return
+    now = datetime.now(UTC)
     columns = ["idp", "kind", "entity", "status", "attempts", "since", "last error"]
     table(
         columns,
@@ -112,9 +134,7 @@ def outbox(rows: list[OutboxRow]) -> None:
                 r.idp,
                 r.kind,
                 r.label,
-                r.status
-                + (f" (next try {r.next_attempt_at})" if _next_try(r) else "")
-                + (f" (--allow-deletes {r.allowed})" if r.allowed is not None else ""),
+                _outbox_status(r, now),
                 r.attempts,
                 r.enqueued_at,
                 r.last_error or "",
@@ -122,6 +142,12 @@ def outbox(rows: list[OutboxRow]) -> None:
             for r in rows
         ),
     )
+    due = sum(1 for r in rows if _next_try(r) and _due(r, now))
+    if due:
+        note(
+            f"{due} row(s) due now: no worker has taken them yet; run `idprov outbox retry`, "
+            "or start `idprov outbox work` (`idprov serve` runs one)"
+        )
 
 
 def discarded(rows: list[OutboxRow]) -> None:
