@@ -81,7 +81,11 @@ def test_config_validate_strict_checks_the_jwks_file(cli, portal, tmp_path, cont
     else:
         jwks.write_text(content)
     error = cli("--config", str(portal), "config", "validate", "--strict", "--json").error(2)
-    assert str(jwks) in error["message"] and "jit[2].jwks_file" in error["message"]
+    assert str(jwks) in error["message"]
+    line = 1 + next(
+        n for n, text in enumerate(portal.read_text().splitlines()) if "jwks_file:" in text
+    )
+    assert error["message"].startswith(f"{portal}:{line}:9: applications[0].jit[2].jwks_file: ")
     warned = cli("--config", str(portal), "config", "validate")
     warned.ok()
     assert str(jwks) in warned.stdout + warned.stderr
