@@ -18,7 +18,9 @@ import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,10 @@ class Database:
         self.conn = conn
         self.writers = writers
         """The file's lock for this process's writers (see :func:`writers_of`)."""
+        self.read_only = False
+        """Opened ``mode=ro`` (:func:`open_database_read_only`): nothing can be written."""
+        self.recorded: set[tuple[str, str]] | None = None
+        """The file's ``idprov_migrations`` as :func:`migrate` last read them."""
         conn.execute("PRAGMA recursive_triggers = ON")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
@@ -165,7 +171,9 @@ def open_database_read_only(path: Path) -> Database:
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            return Database(conn)
+            db = Database(conn)
+            db.read_only = True
+            return db
         except sqlite3.Error as exc:
             conn.close()
             error = exc
@@ -248,6 +256,143 @@ def _savepoint(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute(f"RELEASE SAVEPOINT {name}")
 
 
+class NeedsUpgradeError(StoreError):
+    """A database made by an earlier idprov that this one has not upgraded yet, where
+    it may not (`config validate`) or cannot (a read-only file) write."""
+
+    code = "needs_upgrade"
+
+
+class NewerSchemaError(StoreError):
+    """A database a newer idprov upgraded: this one would misread or damage it."""
+
+    code = "newer_schema"
+
+
+_HELD: ContextVar[bool] = ContextVar("idprov_migrations_held", default=False)
+
+MIGRATION_MODULES = {
+    "state": "idprov.provisioning.state",
+    "tokens": "idprov.provisioning.tokens",
+    "jit": "idprov.provisioning.jit_links",
+    "inbound": "idprov.provisioning.external_ids",
+    "idp_names": "idprov.provisioning.idp_rename",
+    "userstore": "idprov.userstores.{store}",
+}
+"""Where each migration namespace's ``MIGRATIONS`` are (a userstore's per store type,
+the others a mapping per dialect): every namespace any idprov module migrates."""
+_STORE_MODULES = {"sqlite": "sqlite", "postgresql": "postgres"}
+
+
+@contextmanager
+def migrations_held() -> Iterator[None]:
+    """Within: a database that needs migrations is not upgraded; opening it raises
+    :class:`NeedsUpgradeError` (`config validate` writes nothing). The tables of a
+    namespace the database has none of (a module's, made on its first use) are not
+    made either: a reader within must expect them missing."""
+    token = _HELD.set(True)
+    try:
+        yield
+    finally:
+        _HELD.reset(token)
+
+
+@cache
+def known_migrations(namespace: str, dialect: str) -> frozenset[str]:
+    """The names of this idprov's migrations of ``namespace`` in ``dialect`` (``sqlite``,
+    ``postgresql``); empty for a namespace it does not have."""
+    from importlib import import_module
+
+    module = MIGRATION_MODULES.get(namespace)
+    if module is None:
+        return frozenset()
+    found = import_module(module.format(store=_STORE_MODULES[dialect])).MIGRATIONS
+    steps = found if isinstance(found, list) else found[dialect]
+    return frozenset(name for name, _ in steps)
+
+
+def pending_migrations(
+    recorded: Collection[tuple[str, str]],
+    namespace: str,
+    names: Sequence[str],
+    dialect: str,
+    where: Callable[[], str],
+    optional: Collection[str] = (),
+) -> list[str]:
+    """Which of ``names`` (``namespace``'s migrations, in order) a database whose
+    ``idprov_migrations`` hold ``recorded`` (namespace, name) still needs: the one
+    decision of every database idprov migrates, SQLite or PostgreSQL, state or userstore.
+
+    Refuses a database carrying a migration this idprov does not know (a newer one
+    upgraded it: :class:`NewerSchemaError`), and, while :func:`migrations_held`, one
+    that needs any but ``optional`` ones (:class:`NeedsUpgradeError`). ``where`` names
+    the database in those messages."""
+    newer = sorted(
+        f"{space} {name}"
+        for space, name in recorded
+        if name not in (names if space == namespace else known_migrations(space, dialect))
+    )
+    if newer:
+        raise NewerSchemaError(
+            f"{where()} was upgraded by a newer idprov (migrations {', '.join(newer)}); this "
+            f"idprov ({_version()}) cannot use it: run the newer release",
+            hint="install the release that upgraded it (or a later one) wherever idprov runs "
+            "on this data; to go back to this release, restore the backup made before the "
+            "upgrade (README: Administration, back up and restore)",
+        )
+    pending = [name for name in names if (namespace, name) not in recorded]
+    if _HELD.get() and not any(space == namespace for space, _ in recorded):
+        return []  # not made yet: nothing to upgrade, and nothing to read there
+    if pending and _HELD.get() and not set(pending) <= set(optional):
+        count = _pending_count(recorded, namespace, names, dialect)
+        raise NeedsUpgradeError(
+            f"{where()} needs upgrading ({_migrations(count)}); the first command with write "
+            "access applies them",
+            hint="an older idprov still running on it keeps working until then; after it, "
+            "only this release (or a newer one) can use it: upgrade every machine and job "
+            "that runs idprov on it at the same time",
+        )
+    return pending
+
+
+def needs_upgrade_here(
+    recorded: Collection[tuple[str, str]],
+    namespace: str,
+    names: Sequence[str],
+    dialect: str,
+    where: str,
+) -> NeedsUpgradeError:
+    """The error of a database that needs migrations and cannot be written here."""
+    count = _pending_count(recorded, namespace, names, dialect)
+    return NeedsUpgradeError(
+        f"{where} needs upgrading by this release ({_migrations(count)} pending) and cannot "
+        "be written here",
+        hint="run any idprov command once as a user who can write it (e.g. `idprov status`); "
+        "read commands then work read-only",
+    )
+
+
+def _pending_count(
+    recorded: Collection[tuple[str, str]], namespace: str, names: Sequence[str], dialect: str
+) -> int:
+    """How many migrations the database lacks, in ``namespace`` and in each namespace
+    it has some of."""
+    spaces = {space for space, _ in recorded} | {namespace}
+    wanted = {(namespace, name) for name in names}
+    wanted |= {(s, n) for s in spaces - {namespace} for n in known_migrations(s, dialect)}
+    return len(wanted - set(recorded))
+
+
+def _migrations(count: int) -> str:
+    return f"{count} migration{'' if count == 1 else 's'}"
+
+
+def _version() -> str:
+    from idprov import __version__
+
+    return __version__
+
+
 def migrate(
     db: Database,
     namespace: str,
@@ -261,24 +406,60 @@ def migrate(
     re-run continues where it stopped. A file this process cannot write (a
     read-only userstore someone else owns, opened ``mode=ro``) is used without the
     ``optional`` ones still to apply (indexes: reads are slower, not different), and
-    applied by the next process that can write it.
+    applied by the next process that can write it; needing others, it is refused
+    (:class:`NeedsUpgradeError`), as a file a newer idprov upgraded is
+    (:func:`pending_migrations`).
     """
-    pending = {n for n, _ in migrations}
-    if db.has_table("idprov_migrations"):
-        applied = _applied(db, namespace)
-        if len(applied) == len(migrations) and all(n in applied for n, _ in migrations):
+    names = [n for n, _ in migrations]
+    recorded = _recorded(db)
+    pending = pending_migrations(
+        recorded, namespace, names, "sqlite", lambda: _where(db, recorded), optional
+    )
+    if not pending or (_HELD.get() and set(pending) <= set(optional)):
+        return
+    if db.read_only:
+        if set(pending) <= set(optional):
             return
-        pending -= applied
+        raise needs_upgrade_here(recorded, namespace, names, "sqlite", _where(db, recorded))
     query_only = db.execute("PRAGMA query_only").fetchone()[0]
     db.execute("PRAGMA query_only = OFF")  # a read command's first use of a new file
+    db.recorded = None
     try:
         _apply(db, namespace, migrations)
-    except sqlite3.OperationalError as exc:
-        readonly = getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY")
-        if not (readonly and pending <= set(optional)):
+    except (sqlite3.OperationalError, StoreError) as exc:
+        if not _read_only_error(exc):
             raise
+        if not set(pending) <= set(optional):
+            error = needs_upgrade_here(recorded, namespace, names, "sqlite", _where(db, recorded))
+            raise error from exc
     finally:
         db.execute(f"PRAGMA query_only = {int(query_only)}")
+
+
+def _where(db: Database, recorded: Collection[tuple[str, str]]) -> str:
+    """The file, in messages: idprov's state, or another database (a userstore's)."""
+    what = "idprov's state" if any(space == "state" for space, _ in recorded) else "the database"
+    return f"{what} at {_file_of(db.conn)}"
+
+
+def _read_only_error(exc: BaseException) -> bool:
+    """Whether SQLite refused a write because the file cannot be written (a read-only
+    file, directory or mount), as itself or as the StoreError it became."""
+    cause = exc.__cause__ if isinstance(exc, StoreError) else exc
+    return str(getattr(cause, "sqlite_errorname", "")).startswith("SQLITE_READONLY")
+
+
+def _recorded(db: Database) -> set[tuple[str, str]]:
+    """Every (namespace, name) in the file's ``idprov_migrations`` (none: no table),
+    read once per connection (:func:`migrate` forgets it when it applies some)."""
+    if db.recorded is None:
+        rows = (
+            db.execute("SELECT namespace, name FROM idprov_migrations").fetchall()
+            if db.has_table("idprov_migrations")
+            else []
+        )
+        db.recorded = {(str(r[0]), str(r[1])) for r in rows}
+    return db.recorded
 
 
 def _apply(db: Database, namespace: str, migrations: Sequence[Migration]) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
-from idprov.db import now
+from idprov.db import needs_upgrade_here, now, pending_migrations
 from idprov.errors import ConfigError, ConflictError, IdprovError, StoreError
 
 _quiet = logging.getLogger("psycopg")
@@ -51,6 +51,8 @@ class PgSession:
         self.owner = owner
         self._conn: psycopg.Connection[Any] | None = None
         self._sql: dict[str, str] = {}
+        self._recorded: set[tuple[str, str]] | None = None
+        """The schema's ``idprov_migrations`` as :meth:`migrate` last read them."""
 
     @property
     def where(self) -> str:
@@ -228,7 +230,35 @@ class PgSession:
         """Create the schema if need be and apply, in order, the named ``steps`` of
         ``namespace`` it lacks, in one transaction with their records in
         ``idprov_migrations``, under an advisory lock per schema: processes starting
-        together on a new database migrate it once."""
+        together on a new database migrate it once. What the schema has applied is read
+        once per session, and decided as for SQLite (:func:`~idprov.db.pending_migrations`:
+        a schema a newer idprov upgraded is refused)."""
+        recorded = self._recorded_migrations()
+        names = [name for name, _ in steps]
+        if not pending_migrations(recorded, namespace, names, "postgresql", lambda: self.where):
+            return
+        self._recorded = None
+        try:
+            self._apply(namespace, steps)
+        except StoreError as exc:
+            if not (recorded and _cannot_write(exc)):
+                raise  # a new schema: the error's hint says what to grant
+            error = needs_upgrade_here(recorded, namespace, names, "postgresql", self.where)
+            raise error from exc
+
+    def _recorded_migrations(self) -> set[tuple[str, str]]:
+        """Every (namespace, name) in the schema's ``idprov_migrations`` (none: no
+        table yet), read once (:meth:`migrate` forgets it when it applies some)."""
+        if self._recorded is None:
+            table = f"{self.config.schema}.idprov_migrations"  # a checked name: see the config
+            found = self.execute("SELECT to_regclass(?)", [table]).fetchone()
+            rows: list[Any] = []
+            if found != (None,):
+                rows = self.execute(f"SELECT namespace, name FROM {table}").fetchall()
+            self._recorded = {(str(r[0]), str(r[1])) for r in rows}
+        return self._recorded
+
+    def _apply(self, namespace: str, steps: Sequence[tuple[str, Callable[[], None]]]) -> None:
         schema = self.config.schema
         with self.transaction():
             self.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [f"idprov:{schema}"])
@@ -250,6 +280,15 @@ class PgSession:
                     self.execute(
                         "INSERT INTO idprov_migrations VALUES (?, ?, ?)", [namespace, name, now()]
                     )
+
+
+def _cannot_write(error: StoreError) -> bool:
+    """Whether the server refused a migration's write: no privilege, or a read-only
+    server or transaction (a standby, ``default_transaction_read_only``)."""
+    import psycopg
+
+    refused = (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction)
+    return isinstance(error.__context__, refused)  # raised "from None": the context
 
 
 def _entered(transaction: AbstractContextManager[Any]) -> AbstractContextManager[Any]:

@@ -81,6 +81,11 @@ class StateDB(ABC):
         several processes opening a new database at once apply them once."""
 
     @abstractmethod
+    def has_table(self, name: str) -> bool:
+        """Whether the state has table ``name`` (a module's tables are made on its first
+        use; a reader that may not make them, `config validate`, asks first)."""
+
+    @abstractmethod
     def run_lock(self, command: str, wait: bool = False) -> AbstractContextManager[Any]:
         """One sync or import at a time on this state: raises LockedError naming the
         holder, or with ``wait`` queues behind it. Released however the holder ends."""
@@ -121,6 +126,9 @@ class SqliteStateDB(StateDB):
 
         migrate(self.db, namespace, [(n, self._step(f)) for n, f in migrations[self.dialect]])
 
+    def has_table(self, name: str) -> bool:
+        return self.db.has_table(name)
+
     def _step(self, apply: Callable[[StateDB], None]) -> Callable[[object], None]:
         """``apply`` as idprov.db.migrate calls it: with this object, not the Database."""
         return lambda _: apply(self)
@@ -157,6 +165,10 @@ class PostgresStateDB(StateDB):
     def migrate(self, namespace: str, migrations: Migrations) -> None:
         steps = [(name, partial(apply, self)) for name, apply in migrations[self.dialect]]
         self.session.migrate(namespace, steps)
+
+    def has_table(self, name: str) -> bool:
+        table = f"{self.config.schema}.{name}"  # a checked schema name: see the config
+        return self.execute("SELECT to_regclass(?)", [table]).fetchone() != (None,)
 
     def run_lock(self, command: str, wait: bool = False) -> AbstractContextManager[Any]:
         from idprov.provisioning.lock import AdvisoryRunLock

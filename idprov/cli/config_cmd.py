@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -89,26 +91,45 @@ def validate(
         for text in r["ignored_connectors"]:
             render.message(f"[yellow]![/] {render.esc(text)}")
 
+    state_check = _state_check(config)
     emit(result, show)
-    _warn_about_state(config)
+    state_check()
 
 
-def _warn_about_state(config: Any) -> None:
-    """Warn about the IdP names idprov's state holds a ledger for that ``config`` does
-    not configure (renamed in the file only); a state that cannot be read is said,
-    not an error of the configuration."""
+def _state_check(config: Any) -> Callable[[], None]:
+    """What to say about idprov's state after the result (warnings): the IdP names it
+    holds a ledger for that ``config`` does not configure (renamed in the file only),
+    or why it was not read. Nothing is written: a state an earlier idprov made is not
+    upgraded (that it needs it is said), and one a newer idprov upgraded is refused
+    here, before the result, as every command refuses it."""
     from idprov.cli.common import render_error, service
     from idprov.cli.status import warn_orphaned_idps
+    from idprov.db import NeedsUpgradeError, NewerSchemaError, migrations_held
     from idprov.errors import IdprovError
     from idprov.statedb import state_exists
 
     try:
         if not state_exists(config):
-            return  # no state yet: nothing can be orphaned, and opening it would make it
-        warn_orphaned_idps(service(live=False))
+            return lambda: None  # no state yet: nothing orphaned, and opening it makes it
+        with migrations_held():
+            svc = service(live=False, read_only=True)
+            svc.state  # noqa: B018 - opened here: refused before the result is shown
+    except NewerSchemaError:
+        raise
     except IdprovError as exc:
-        exc.message = f"idprov's state was not read, so it was not checked: {exc.message}"
-        render_error(exc, "warning")
+        if not isinstance(exc, NeedsUpgradeError):
+            exc.message = f"idprov's state was not read, so it was not checked: {exc.message}"
+        return partial(render_error, exc, "warning")
+
+    def warn() -> None:
+        try:
+            with migrations_held():
+                warn_orphaned_idps(svc)
+        except IdprovError as exc:
+            exc.message = f"idprov's state was not read, so it was not checked: {exc.message}"
+            render_error(exc, "warning")
+
+    return warn
 
 
 def _missing_secrets(config: Any) -> list[tuple[str, str, str]]:

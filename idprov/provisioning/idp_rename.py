@@ -399,7 +399,11 @@ def orphaned_idps(state: StateStore, config: Config) -> list[OrphanedIdp]:
             names,
         )
     }
-    last = dict(db.execute(f"SELECT idp, target FROM idp_targets WHERE idp IN ({marks})", names))
+    last = (
+        dict(db.execute(f"SELECT idp, target FROM idp_targets WHERE idp IN ({marks})", names))
+        if db.has_table("idp_targets")  # not made by `config validate`, which writes nothing
+        else {}
+    )
     likely = _likely(last, config)
     return [
         OrphanedIdp(
