@@ -229,3 +229,27 @@ def test_a_postgresql_state_a_newer_idprov_upgraded_is_refused(
         error = cli(*args, "--json").error(1)
         assert "was upgraded by a newer idprov" in error["message"]
         assert f"state {NEWER}" in error["message"]
+
+
+def test_a_read_command_refused_a_write_is_not_told_read_commands_work(cli, tmp_path, monkeypatch):
+    """SQLite's read-only refusal came with "read commands (list, show, log) work
+    without writing", printed by `user list` itself."""
+    from idprov.db import open_database, open_database_read_only
+    from idprov.provisioning.service import IdentityService
+
+    path = tmp_path / "other.db"
+    open_database(path).close()
+    db = open_database_read_only(path)
+    with pytest.raises(sqlite3.OperationalError) as refused:
+        db.execute("CREATE TABLE t (a)")
+    db.close()
+
+    def stream_users(*args: Any, **kwargs: Any) -> Any:
+        raise refused.value
+
+    cli("user", "add", "alice", "-c", "email=a@example.com").ok()
+    monkeypatch.setattr(IdentityService, "stream_users", stream_users)
+    error = cli("user", "list", "--json").error(1)
+    assert "is read-only" in error["message"]
+    assert "work without writing" not in error["hint"]
+    assert "once as a user who can write the file and its directory" in error["hint"]

@@ -471,13 +471,28 @@ def as_idprov_error(exc: BaseException, command: str | None = None) -> IdprovErr
 
         error = fenced_error(exc) or from_sqlite_error(exc, open_databases())
         if error is not None:
-            return error
+            return _as_reader_saw(error, exc)
     if not isinstance(exc, Exception) or debugging():
         return None
     return IdprovError(
         f"internal error: {type(exc).__name__}: {exc}",
         hint="this is a bug in idprov; run again with IDPROV_DEBUG=1 for a traceback and report it",
     )
+
+
+def _as_reader_saw(error: IdprovError, exc: Exception) -> IdprovError:
+    """A write SQLite refused in a command that only reads (its databases opened
+    read-only): the usual hint, that read commands work without writing, would
+    contradict the command that failed."""
+    pool = getattr(_session()._service, "_pool", None)
+    refused = str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_READONLY")
+    if refused and getattr(pool, "read_only", False):
+        error.hint = (
+            "this command only reads, yet had to write to it once: run it (or `idprov "
+            "status`) once as a user who can write the file and its directory; then it "
+            "works read-only"
+        )
+    return error
 
 
 def open_databases() -> list[str]:
