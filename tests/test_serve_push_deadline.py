@@ -186,3 +186,42 @@ def test_without_a_deadline_a_request_waits_for_its_push():
 def test_push_deadline_is_checked(cli):
     error = cli("serve", "--push-deadline", "-1", "--json").error(2)
     assert "--push-deadline -1 is not between 0 and 3600 seconds" in error["message"]
+
+
+def test_with_workers_a_request_answers_at_the_deadline_of_the_outbox_worker_s_push(
+    tmp_path, scim2_server, monkeypatch
+):
+    """`serve --workers`: the outbox worker pushes the workers' changes; a request
+    still answers at the deadline, its row named with its IdP, and the halted drain's
+    call under way finishes (the user is at the target once)."""
+    import subprocess
+
+    from tests.test_serve_workers import IDPROV, TOKEN, client, config_text, read_json
+
+    monkeypatch.setenv("CRM_TOKEN", TOKEN)
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    with GatedLink(scim2_server.base_url) as link:
+        (tmp_path / "idprov.yaml").write_text(config_text(tmp_path, idps_for(link.url), "corp"))
+        command = [IDPROV, "--config", "idprov.yaml", "serve", "--port", "0", "--json"]
+        command += ["--workers", "2", "--access-log", "access.log", "--push-deadline", "0.5"]
+        with subprocess.Popen(
+            command, cwd=tmp_path, text=True, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        ) as process:  # fmt: skip
+            try:
+                ready = read_json(process.stdout)
+                with client(ready["url"]) as http:
+                    body = {"schemas": [USER], "userName": "ann"}
+                    assert http.post("/Users", json=body).status_code == 201
+                assert link.arrived.is_set() and not link.gate.is_set()
+                link.gate.set()
+                assert wait_until(lambda: claimed(tmp_path) == 0 and link.in_flight == 0, 30)
+                process.terminate()
+                assert process.wait(30) == 0
+            finally:
+                if process.poll() is None:
+                    process.kill()
+    log = (tmp_path / "access.log").read_text()
+    assert "POST /v2/Users 201" in log and "outbound=queued:1" in log
+    assert [u["userName"] for u in scim2_server.users()] == ["ann"]
+    assert len([line for line in link.lines if line.startswith("POST ")]) == 1
