@@ -43,8 +43,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from idprov.config.claims import ClaimDefinition
 from idprov.model import ClaimValue, Role, User
 from idprov.provisioning.active import is_active
+from idprov.userstores.policy import claim_value_ok
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -208,6 +210,7 @@ def read_user(doc: Mapping[str, Any]) -> UserInput:
     user_name = doc.get("userName")
     if not isinstance(user_name, str) or not user_name.strip():
         raise InvalidValue("userName is required")
+    _check_value_counts(doc)
     claims: dict[str, ClaimValue] = {}
     name = doc.get("name") or {}
     _take(claims, {NAME[k]: v for k, v in name.items() if k in NAME})
@@ -228,9 +231,38 @@ def read_user(doc: Mapping[str, Any]) -> UserInput:
         user_name,  # as sent: what the store's name policy refuses is a 400, not trimmed
         claims,
         doc.get("password"),
-        doc.get("externalId"),
+        _external_id(doc),
         str(manager_id) if manager_id else None,
     )
+
+
+MOST_VALUES = 100
+"""The most values a multi-valued attribute of a User (``emails``, ``phoneNumbers``,
+``addresses``...) may hold in a request."""
+EXTERNAL_ID = ClaimDefinition("externalId")
+"""The rules of an ``externalId``: a claim's (its length, no control characters)."""
+
+
+def _check_value_counts(doc: Mapping[str, Any]) -> None:
+    for attribute, values in doc.items():
+        if attribute not in ("schemas", "groups") and isinstance(values, list):
+            if len(values) > MOST_VALUES:
+                raise InvalidValue(
+                    f"{attribute}: {len(values)} values; idprov takes at most {MOST_VALUES} "
+                    "per attribute"
+                )
+
+
+def _external_id(doc: Mapping[str, Any]) -> str | None:
+    """The ``externalId`` of a document, checked as a claim's value is."""
+    value = doc.get("externalId")
+    if value is None or claim_value_ok(EXTERNAL_ID, value):
+        return value
+    if len(value) > EXTERNAL_ID.max_length:
+        raise InvalidValue(
+            f"externalId: {len(value)} characters long; the limit is {EXTERNAL_ID.max_length}"
+        )
+    raise InvalidValue("externalId: it contains control characters; send it without them")
 
 
 def _take(claims: dict[str, ClaimValue], values: Mapping[str, Any]) -> None:
@@ -336,4 +368,4 @@ def read_group(doc: Mapping[str, Any]) -> GroupInput:
             raise InvalidValue("members: each member needs the value of a User id")
         if value not in ids:
             ids.append(str(value))
-    return GroupInput(name, ids, doc.get("externalId"))
+    return GroupInput(name, ids, _external_id(doc))
