@@ -53,6 +53,8 @@ class IdpStatus:
     health: str = "ok"
     configured: bool = True
     """False for a name only outbox rows are left under (see :attr:`outbox`)."""
+    enabled: bool = True
+    """False for an IdP the configuration disables (nothing syncs it)."""
 
     def oldest_age(self, now: float | None = None) -> float | None:
         if self.oldest_waiting is None:
@@ -69,9 +71,9 @@ def _epoch(stamp: str) -> float:
 
 def idp_status(service: IdentityService) -> list[IdpStatus]:
     """Every configured IdP's status (and any that still has outbox rows)."""
-    names = [i.name for i in service.config.identity_providers]
-    names += [n for n in service.state.outbox.idps() if n not in names]
-    found = {n: IdpStatus(n, configured=service.outbound.configured(n)) for n in names}
+    enabled = {i.name: i.enabled for i in service.config.identity_providers}
+    names = list(enabled) + [n for n in service.state.outbox.idps() if n not in enabled]
+    found = {n: IdpStatus(n, configured=n in enabled, enabled=enabled.get(n, False)) for n in names}
     for (name, status), (count, oldest) in service.state.outbox.depth().items():
         entry = found.setdefault(name, IdpStatus(name, configured=False))
         status = status if entry.configured else "orphaned"
@@ -217,7 +219,7 @@ def _status_families(statuses: list[IdpStatus], command: str) -> list[_Family]:
     last = _Family(
         "idprov_last_successful_sync_timestamp_seconds",
         "gauge",
-        "When the last sync that succeeded at this IdP ran.",
+        "When the last sync that succeeded at this IdP ran (0: never).",
         "seconds",
     )
     depth = _Family("idprov_outbox_rows", "gauge", "Outbox rows by status.")
@@ -232,6 +234,8 @@ def _status_families(statuses: list[IdpStatus], command: str) -> list[_Family]:
     for s in statuses:
         if s.last_success is not None:
             last.sample(_epoch(s.last_success), idp=s.idp, command=command)
+        elif s.enabled:  # never: 0, so that an alert on its age fires for it too
+            last.sample(0, idp=s.idp, command=command)
         for status in ("pending", "failed", "held") + (() if s.configured else ("orphaned",)):
             depth.sample(s.outbox.get(status, 0), idp=s.idp, status=status, command=command)
         oldest.sample(round(s.oldest_age(now) or 0.0, 3), idp=s.idp, command=command)
