@@ -128,10 +128,15 @@ class PushQueue:
             threading.Thread(target=self._deadlines, name="idprov-deadlines", daemon=True).start()
 
     def _deadlines(self) -> None:
+        """The deadline thread: answers each change whose deadline passed; it ends when
+        none is left to look after (:meth:`_watch` starts another)."""
         while True:
             with self._lock:
-                while not self._due or self._due[0][0] > self._clock():
-                    self._wake.wait(self._due[0][0] - self._clock() if self._due else None)
+                while self._due and self._due[0][0] > self._clock():
+                    self._wake.wait(self._due[0][0] - self._clock())
+                if not self._due:
+                    self._watching = False
+                    return
                 _, _, waiting = heapq.heappop(self._due)
             if not waiting.answer.done():
                 self._give_up(waiting)
