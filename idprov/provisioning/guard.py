@@ -33,10 +33,14 @@ is held whole, its 7 and the rows they share, as with nothing pending (judged ap
 its 3 under the unassign's allowance and its other 4 alone, under the guard, those 4
 were deleted); the unassign's own rows go under its allowance. A user's leaving the
 groups is part of its deprovision, judged with its row, not again with a group's row
-judged after it. An allowance does not outlive
-the push it was given for: a row that fails or is held loses it, and its retry is
-judged afresh (over the guard, held for `idprov outbox release --allow-deletes N`),
-whatever the directory has become since. A sync gives the rows of what its plan
+judged after it. A change committed without the push that judges it (`import
+--no-push`) marks its rows (:attr:`~idprov.provisioning.outbox.OutboxRow.unjudged`):
+a later command's push carrying one of them takes every such row of that IdP and
+judges them together, as the worker does (judged with the later change alone, it
+went out a few users at a time, each under the guard's minimum). An allowance does
+not outlive the push it was given for: a row that fails or is held loses it, and its
+retry is judged afresh (over the guard, held for `idprov outbox release
+--allow-deletes N`), whatever the directory has become since. A sync gives the rows of what its plan
 destroys what the plan needed at their IdP (at most its ``--allow-deletes``), and
 the harmless rows it releases none.
 
