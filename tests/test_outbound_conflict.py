@@ -9,6 +9,7 @@ against the fault fake, since scim2-server takes two groups of one name."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import httpx
@@ -341,3 +342,33 @@ def test_two_directory_entries_of_one_name_are_told_apart_by_id():
     assert "two directory entries with one uid" in said
     assert "Remove or rename one of the two users named CORP/alice" in said
     assert "adopt" not in said
+
+
+def test_a_merged_account_is_not_deprovisioned_with_one_of_its_two_users(tmp_path, monkeypatch):
+    """A ledger an adoption of the old rule left mapping PRIMARY/xdom and PARTNERS/xdom
+    to one account: deleting PARTNERS/xdom deleted PRIMARY/xdom's account. It is kept,
+    PARTNERS/xdom's record of it forgotten, and the next sync gives it back the
+    PRIMARY person's attributes."""
+    from idprov.provisioning.sync import run_sync
+
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    fake = FakeScim("secret-token")
+    with two_store_service(tmp_path, fake) as svc:
+        first = svc.add_user("xdom", {"email": "primary.person@contoso.com"})
+        second = svc.add_user("xdom", {"email": "partner.person@partner.com"}, domain="PARTNERS")
+        account = the_account(fake)
+        account["emails"] = [{"value": "partner.person@partner.com", "primary": True}]
+        held = svc.state.ledger.get("scim", "user", first.entity.id)
+        assert held is not None
+        merged = dataclasses.replace(
+            held, local_id=second.entity.id, domain="PARTNERS", label="PARTNERS/xdom"
+        )
+        with svc.state.transaction():
+            svc.state.ledger.record(merged)
+        gone = svc.delete_user("xdom", domain="PARTNERS")
+        [op] = gone.outbound.idps["scim"].operations if gone.outbound else []
+        assert op.outcome == "skipped" and "the account is PRIMARY/xdom's" in op.operation
+        assert the_account(fake)["id"] == account["id"]  # not deleted
+        assert svc.state.ledger.get("scim", "user", second.entity.id) is None
+        run_sync(svc)
+        assert the_account(fake)["emails"][0]["value"] == "primary.person@contoso.com"

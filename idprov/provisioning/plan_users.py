@@ -29,7 +29,7 @@ from idprov.connectors.base import (
 from idprov.provisioning.decide import UserDecision, decide_user, in_scope, with_unique_values
 from idprov.provisioning.discard import scope_roles, stop_user
 from idprov.provisioning.inputs import user_inputs
-from idprov.provisioning.ledger import RefusedCreate
+from idprov.provisioning.ledger import RefusedCreate, qualified
 from idprov.provisioning.marks import delete_if_ours
 from idprov.provisioning.results import Attempt, OperationResult
 from idprov.provisioning.retry import with_retries
@@ -37,6 +37,7 @@ from idprov.provisioning.tasks import (
     Leave,
     Planned,
     Planning,
+    Settled,
     Task,
     leave_group,
     ledger_entry,
@@ -100,10 +101,28 @@ class UserPlanning(Planning):
             return self._plan_uncertain_deprovision(row, idp, connector, entry, disable)
         if decision.action in ("delete", "disable"):
             assert entry is not None
-            return self._plan_deprovision(row, idp, connector, entry, decision)
+            return self._kept_for_another(row, entry) or self._plan_deprovision(
+                row, idp, connector, entry, decision
+            )
         assert user is not None
         inputs = user_inputs(idp, type(connector), user)
         return self._plan_provision(row, idp, connector, decision, entry, inputs, user)
+
+    def _kept_for_another(self, row: OutboxRow, entry: LedgerEntry) -> Settled | None:
+        """A deprovision of an account the ledger maps to another local user too (an
+        adoption made before one account was kept to one user merged two people into
+        it): while that user exists the account is theirs. Nothing is sent; this user's
+        entry goes, and the other's next push (a sync) sends its own attributes again,
+        over what this user's pushes left there."""
+        if not entry.remote_id:
+            return None
+        holder = self._ledger.holder(row.idp, "user", entry.remote_id, row.local_id)
+        if holder is None or not self._exists(holder):
+            return None
+        self._ledger.forget(row.idp, "user", row.local_id)
+        self._ledger.invalidate(holder.idp, "user", holder.local_id)
+        why = f"kept: the account is {qualified(holder)}'s (idprov forgot this user's record of it)"
+        return self._skip(row, why, entry.remote_id)
 
     def _with_password(
         self, decision: UserDecision, row: OutboxRow, connector: Connector
