@@ -62,13 +62,22 @@ async def read_body(receive: Receive, request: ScimRequest, limit: int) -> bytes
     return b"".join(chunks)
 
 
+NO_CONTENT = (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED)
+"""Statuses whose responses carry no content, and so no Content-Type."""
+
+
 async def send_json(
     send: Send, status: HTTPStatus | int, headers: dict[str, str], body: dict[str, Any] | None
 ) -> None:
-    """Send a response with a JSON ``body`` (None: an empty one)."""
+    """Send a response with a JSON ``body`` (None: an empty one). A 204 or 304 has
+    no content at all: no Content-Type and no Content-Length (RFC 9110 8.6, 15.3.5)."""
     payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
     raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-    raw.append((b"content-length", str(len(payload)).encode()))
+    if int(status) in NO_CONTENT:
+        payload = b""
+        raw = [(k, v) for k, v in raw if k.lower() not in (b"content-type", b"content-length")]
+    else:
+        raw.append((b"content-length", str(len(payload)).encode()))
     await send({"type": "http.response.start", "status": int(status), "headers": raw})
     await send({"type": "http.response.body", "body": payload})
 

@@ -82,9 +82,21 @@ def external_lookup(backend: Backend) -> Callable[[str], list[str]]:
     return lambda value: backend.external_ids.find(backend.application, "user", value)
 
 
+def parse_name(backend: Backend, text: str, attribute: str) -> QualifiedName:
+    """``DOMAIN/name`` or a bare name (in the application's userstore); a name holds
+    no ``/`` after its domain prefix."""
+    name = QualifiedName.parse(text, backend.domain)
+    if "/" in name.name:
+        raise mapping.InvalidValue(
+            f"{attribute}: {text[:80]!r} holds a '/' after its domain prefix "
+            f"{name.domain!r}; a name holds none (write DOMAIN/name or the bare name)"
+        )
+    return name
+
+
 def in_known_domain(backend: Backend, text: str, attribute: str) -> QualifiedName:
     """``DOMAIN/name`` or a bare name, whose domain must be a userstore's."""
-    name = QualifiedName.parse(text, backend.domain)
+    name = parse_name(backend, text, attribute)
     known = domains(backend)
     if not in_scope(backend, name.domain):
         raise mapping.InvalidValue(

@@ -58,6 +58,8 @@ class IdprovScimService(ScimService):
     def error_of(exception: Exception) -> Error:
         error = ScimService.error_of(exception)
         if error.detail:
+            if error.scim_type == "invalidValue" and UNDECLARED.match(error.detail):
+                error.scim_type = "invalidSyntax"  # as a POST or PUT with it
             error.detail = readable(error.detail)
         return error
 
@@ -194,6 +196,9 @@ def _conditional(conditions: Conditions) -> bool:
     return conditions.if_match is not None or conditions.if_none_match is not None
 
 
+UNDECLARED = re.compile(r"^'[^']*' is not declared by the resource schema$")
+"""scim2-models' error for an unknown attribute in a PATCH value object: its scimType
+is made ``invalidSyntax``, as the unknown attribute of a POST or PUT gets."""
 PYDANTIC = re.compile(r"^\d+ validation errors? for [^\n]*\n")
 PARAMETERS = {
     "excluded_attributes": "excludedAttributes",

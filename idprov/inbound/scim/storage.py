@@ -58,6 +58,7 @@ from idprov.inbound.scim.lookups import (
     manager_claim,
     managers_of,
     member_names,
+    parse_name,
 )
 from idprov.model import QualifiedName, Role, User, UserQuery
 from idprov.provisioning.active import is_active
@@ -319,7 +320,7 @@ class IdprovStorage(ScimStorage):
         state = current_request()
         backend = state.backend
         user = cast(User, find_user(backend, user_id))
-        name = QualifiedName.parse(given.user_name, backend.domain)
+        name = parse_name(backend, given.user_name, "userName")
         if name.domain.casefold() != user.domain.casefold():
             raise mapping.InvalidValue("userName cannot move a user to another userstore domain")
         wanted = {**given.claims, **manager_claim(backend, given, user.domain)}
@@ -345,7 +346,7 @@ class IdprovStorage(ScimStorage):
         state = current_request()
         backend, service = state.backend, state.backend.service
         role = cast(Role, find_role(backend, role_id))
-        name = QualifiedName.parse(given.display_name, backend.domain)
+        name = parse_name(backend, given.display_name, "displayName")
         if name.domain.casefold() != role.domain.casefold():
             raise mapping.InvalidValue("a Group cannot move to another userstore domain")
         members = member_names(backend, role.domain, given.member_ids)
