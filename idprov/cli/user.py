@@ -64,9 +64,7 @@ def add(
 ) -> None:
     """Add a user, with claims, roles and optionally a password."""
     password = read_password(password_stdin, prompt_password)
-    result = service(app_name).add_user(
-        username, parse_pairs(claim, "--claim"), password, role or [], domain
-    )
+    result = service(app_name).add_user(username, claim_values(claim), password, role or [], domain)
     emit(result, render.change)
 
 
@@ -109,6 +107,16 @@ def list_(
         render_error(StoreError(name.message, hint=name.hint), "warning")
 
 
+def claim_values(claim: list[str] | None) -> dict[str, str | list[str]]:
+    """``--claim NAME=VALUE`` options, each value trimmed, as an import trims its cells:
+    `department= Ops ` is `Ops` whichever way it comes in, so an export imported again
+    changes nothing."""
+    return {
+        name: [v.strip() for v in value] if isinstance(value, list) else value.strip()
+        for name, value in parse_pairs(claim, "--claim").items()
+    }
+
+
 @app.command("update")
 def update(
     username: UsernameArg,
@@ -124,7 +132,7 @@ def update(
     json: JsonOpt = False,
 ) -> None:
     """Set and remove claims of a user."""
-    pairs = parse_pairs(claim, "--claim")
+    pairs = claim_values(claim)
     if not pairs and not unset:
         raise UsageError("nothing to update", hint="give --claim NAME=VALUE or --unset NAME")
     both = [name for name in unset or [] if name in pairs]

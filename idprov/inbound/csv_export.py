@@ -5,6 +5,12 @@ separator), then one column per claim in use. No passwords. Importing the file
 with ``--mode upsert`` gives back the same users, claims and roles. The file is
 created with mode 0600 (it holds user data), never over an existing one unless
 asked, and never in a directory that does not exist (a typo is not a new tree).
+
+A claims or roles cell that a spreadsheet would take for a formula (it begins with
+``=``, ``+``, ``-``, ``@``, a tab or a carriage return) is written after a ``'``,
+the spreadsheets' mark for text, and so is one that begins with ``'`` itself; the
+import drops that one ``'`` (:func:`unescaped`), so a round trip gives back every
+value exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +28,24 @@ if TYPE_CHECKING:
 
     from idprov.model import User
     from idprov.provisioning.service import IdentityService
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet reads as the start of a formula (OWASP's CSV injection list)."""
+
+
+def escaped(cell: str) -> str:
+    """``cell`` as the export writes it: after a ``'`` if a spreadsheet would take it
+    for a formula, or if it begins with ``'`` (so that :func:`unescaped` can tell)."""
+    return "'" + cell if cell.startswith((*FORMULA_STARTS, "'")) else cell
+
+
+def unescaped(cell: str) -> str:
+    """A cell as the import reads it: without the ``'`` that :func:`escaped` put before
+    a formula's start or another ``'``; any other ``'`` is the value's own."""
+    return (
+        cell[1:] if cell.startswith("'") and cell[1:].startswith((*FORMULA_STARTS, "'")) else cell
+    )
 
 
 @dataclass
@@ -76,8 +100,8 @@ def _write(
         writer.writerow(
             [
                 user.qualified_name,
-                separator.join(user.roles),
-                *[separator.join(v) if isinstance(v, list) else v for v in values],
+                escaped(separator.join(user.roles)),
+                *[escaped(separator.join(v) if isinstance(v, list) else v) for v in values],
             ]
         )
         count += 1

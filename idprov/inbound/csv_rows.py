@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from idprov.errors import IdprovError
+from idprov.inbound.csv_export import unescaped
 from idprov.inbound.csv_missing import MissingUsers
 from idprov.inbound.csv_read import Columns, not_decodable
 from idprov.inbound.csv_staging import Staging
@@ -95,7 +96,8 @@ class RowChecks(MissingUsers):
             claim: self._claim(cells, columns, index, claim, name)
             for index, claim in columns.claims
         }
-        roles = self._roles(cells[columns.roles], store) if columns.roles is not None else None
+        cell = unescaped(cells[columns.roles].strip()) if columns.roles is not None else None
+        roles = self._roles(cell, store) if cell is not None else None
         password = cells[columns.password] if columns.password is not None else ""
         pw_hash = cells[columns.password_hash].strip() if columns.password_hash is not None else ""
         _check_password(store, password, pw_hash)
@@ -105,7 +107,7 @@ class RowChecks(MissingUsers):
 
     def _claim(self, cells: list[str], columns: Columns, index: int, claim: str, user: str) -> Any:
         """The ``claim`` in column ``index``: None when empty, a list when multi-valued."""
-        value = cells[index].strip()
+        value = unescaped(cells[index].strip())  # `'=x` is the export's =x: see csv_export
         definition = self.known[claim]
         column = columns.names[index]
         if not value:
