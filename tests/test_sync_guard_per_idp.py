@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.peers.scim2 import Scim2Peer, Scim2Process
+from tests.test_metrics import samples
 
 GUARD = "    deletion_guard: {max_deletes: 2, max_percent: 50, min_deletes: 2}\n"
 
@@ -75,10 +76,19 @@ def changed_outside_idprov(cli, tmp_path: Path) -> None:
 
 def test_a_guard_trip_at_one_idp_holds_it_and_pushes_the_others(cli, two, bee, tmp_path):
     changed_outside_idprov(cli, tmp_path)
-    run = cli("sync", "--json")
+    metrics = tmp_path / "idprov.prom"
+    run = cli("sync", "--json", "--metrics", str(metrics))
     assert run.exit_code == 7, run
     result = json.loads(run.stdout)
     assert result["held"] == ["scim-a"]
+    found = samples(metrics)
+    assert found[("idprov_guard_trips", (("command", "sync"), ("idp", "scim-a")))] == 1
+    assert ("idprov_guard_trips", (("command", "sync"), ("idp", "scim-bee"))) not in found
+    last = "idprov_last_successful_sync_timestamp_seconds"
+    assert found[(last, (("command", "sync"), ("idp", "scim-a")))] == 0  # never
+    assert found[(last, (("command", "sync"), ("idp", "scim-bee")))] > 0
+    finish = "idprov_run_finished_timestamp_seconds"
+    assert (finish, (("command", "sync"), ("outcome", "guard_tripped"))) in found
     error = json.loads(run.stderr)["error"]
     assert "will delete 5 users at scim-a" in error["message"]
     assert "nothing was sent to scim-a (held); scim-bee was synced" in error["message"]
