@@ -5,7 +5,8 @@ Who is asking: every request but ``/ServiceProviderConfig`` carries a bearer tok
 and the token decides the application (``inbound_token`` in its configuration):
 new users land in that application's userstore and every change goes out to that
 application's identity providers before the response is sent. The tokens are read
-once at start and kept only as SHA-256 digests. No token, or a wrong one: 401 with
+once at start and kept only as SHA-256 digests (a ``file:`` one is read again when
+its file changes). No token, or a wrong one: 401 with
 ``WWW-Authenticate``.
 
 Threads: the event loop only reads and writes HTTP. Every write (POST, PUT, PATCH,
@@ -76,7 +77,7 @@ from idprov.inbound.scim.acting import Backends, acting
 from idprov.inbound.scim.protocol import IdprovScimHandler, IdprovScimService
 from idprov.inbound.scim.schema import build_provider
 from idprov.inbound.scim.storage import IdprovStorage
-from idprov.inbound.serve_auth import IssuedTokens, authenticate, bearer_tokens
+from idprov.inbound.serve_auth import ConfiguredTokens, IssuedTokens, authenticate
 from idprov.inbound.serve_http import (
     Receive,
     Scope,
@@ -182,7 +183,7 @@ class InboundServer:
         (see :func:`~idprov.inbound.serve_workers.writes_take_turns`)."""
         self.issued = IssuedTokens(config)
         self.only = set(applications) if applications else None
-        self.tokens = bearer_tokens(config, applications, self.issued.applications())
+        self.tokens = ConfiguredTokens(config, applications, self.issued.applications())
         self.max_body = max_body
         self.http_transport = http_transport
         provider = build_provider(max_body)
@@ -206,7 +207,7 @@ class InboundServer:
 
     @property
     def applications(self) -> list[str]:
-        return sorted({*self.tokens.values(), *self.issued.applications()})
+        return sorted({*self.tokens.current().values(), *self.issued.applications()})
 
     def _open_service(self, application: str, view: str) -> IdentityService:
         from idprov.provisioning.service import IdentityService
@@ -490,7 +491,7 @@ class InboundServer:
 
     def _authenticate(self, authorization: str | None) -> Caller | None:
         """Who the token of an Authorization header is, or None."""
-        return authenticate(authorization, self.tokens, self.issued, self.only)
+        return authenticate(authorization, self.tokens.current(), self.issued, self.only)
 
     # -- JIT
     async def _jit(

@@ -1,13 +1,16 @@
 """Who a request of `idprov serve` is: its bearer token, as an application's
 configured ``inbound_token`` (kept as a SHA-256 digest, id ``config``, scope write) or
 as a token of `idprov token create` (looked up per request, so a revoked one stops
-at once; with its id and scope)."""
+at once; with its id and scope). A ``file:`` inbound_token is read again when its file
+changes (:class:`ConfiguredTokens`)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from idprov.config import Config
 from idprov.errors import ConfigError
@@ -54,6 +57,62 @@ def bearer_tokens(
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ConfiguredTokens:
+    """The digests of :func:`bearer_tokens`, read again when a ``file:`` token's file
+    changes (its inode, size or modification time: a file rewritten in place, or
+    replaced by a rename), so a rotated token takes effect at the next request and the
+    old one stops, with no restart. A file that cannot be read then (half written,
+    removed) keeps the tokens as they were, with a warning; its next change is read."""
+
+    def __init__(
+        self, config: Config, applications: Sequence[str] | None, issued: Iterable[str]
+    ) -> None:
+        import threading
+
+        self._config, self._applications, self._issued = config, applications, set(issued)
+        self._lock = threading.Lock()
+        self._paths = [
+            Path(a.inbound_token.ref.partition(":")[2]).expanduser()
+            for a in config.applications
+            if a.inbound_token is not None and a.inbound_token.scheme == "file"
+        ]
+        self._stamps = self._stamp()
+        self.digests = bearer_tokens(config, applications, self._issued)
+
+    def current(self) -> dict[str, str]:
+        """Digest -> application, as the token files say now."""
+        if not self._paths:
+            return self.digests
+        stamps = self._stamp()
+        if stamps != self._stamps:
+            with self._lock:
+                if stamps != self._stamps:
+                    self._stamps = stamps
+                    self._read_again()
+        return self.digests
+
+    def _read_again(self) -> None:
+        try:
+            self.digests = bearer_tokens(self._config, self._applications, self._issued)
+        except ConfigError as exc:
+            logging.getLogger("idprov.serve").warning(
+                "inbound tokens not read again, the previous ones stay in use: %s (%s)",
+                exc.message,
+                exc.hint,
+            )
+
+    def _stamp(self) -> list[tuple[int, int, int] | None]:
+        stamps: list[tuple[int, int, int] | None] = []
+        for path in self._paths:
+            try:
+                found = path.stat()
+            except OSError:
+                stamps.append(None)
+            else:
+                stamps.append((found.st_ino, found.st_size, found.st_mtime_ns))
+        return stamps
 
 
 class IssuedTokens:
