@@ -47,6 +47,7 @@ def test_validate_embedded_default(cli):
         "applications": ["resident"],
         "missing_secrets": [],
         "ignored_connectors": [],
+        "disabled_idp_problems": [],
     }
 
 

@@ -253,3 +253,78 @@ def test_a_read_command_refused_a_write_is_not_told_read_commands_work(cli, tmp_
     assert "is read-only" in error["message"]
     assert "work without writing" not in error["hint"]
     assert "once as a user who can write the file and its directory" in error["hint"]
+
+
+# ---- connector options checks on an existing configuration
+
+IDPS = """
+identity_providers:
+  - name: scim-a
+    connector: scim2
+    options: {{base_url: 'http://127.0.0.1:9/v2', auth: none}}
+  - name: spml-x
+    connector: spml
+    enabled: {enabled}
+    options:
+      base_url: http://127.0.0.1:9/spml
+      auth: none
+      mark_attribute: employeeNumber
+  - name: sf-x
+    connector: salesforce
+    enabled: {enabled}
+    options:
+      base_url: https://example.my.salesforce.com
+      username: a@example.com
+      client_id: x
+      profile: Standard User
+      domain: example.com
+      private_key: 'file:{key}'
+      ca_file: {tmp}/missing-ca.pem
+    attributes:
+      FederationIdentifier: '{{email}}'
+applications:
+  - name: resident
+    identity_providers: [scim-a]
+"""
+
+
+def idps(write_config: Any, tmp_path: Path, enabled: str) -> Path:
+    (tmp_path / "sf.key").write_text("not a key\n")
+    return write_config(IDPS.format(enabled=enabled, key=tmp_path / "sf.key", tmp=tmp_path))
+
+
+def test_a_disabled_idps_option_problems_warn_and_stop_nothing(cli, write_config, tmp_path):
+    """A configuration that validated before (the old README's own SPML example, an
+    e-mail for Salesforce single sign-on) on IdPs with enabled: false: every command,
+    the cron sync and the read commands, exited 2, one error at a time."""
+    path = idps(write_config, tmp_path, "false")
+    for args in (["status"], ["user", "list"], ["log"], ["sync", "--dry-run"]):
+        run = cli(*args).ok()
+        lines = [line for line in run.stderr.splitlines() if line.startswith("warning:")]
+        assert lines == [
+            f"warning: {path}:6:5: identity provider spml-x (enabled: false) has options "
+            "that are refused once it is enabled: `idprov config validate` says what to change",
+            f"warning: {path}:13:5: identity provider sf-x (enabled: false) has options "
+            "that are refused once it is enabled: `idprov config validate` says what to change",
+        ], run.stderr
+
+    shown = cli("config", "validate").ok().stdout
+    assert f"{path}:12:7: identity_providers[1].options.mark_attribute: mark_attribute" in shown
+    assert "map employeeNumber: null" in shown
+    assert f"{path}:16:5: identity_providers[2].options.mark_field: mark_field" in shown
+    assert f"{path}:23:7: identity_providers[2].options.ca_file: ca_file" in shown
+    assert shown.count("has enabled: false: a warning now, refused once it is enabled") == 3
+    problems = cli("config", "validate", "--json").json()["disabled_idp_problems"]
+    assert len(problems) == 3
+
+
+def test_enabled_idps_option_problems_are_refused_all_at_once(cli, write_config, tmp_path):
+    path = idps(write_config, tmp_path, "true")
+    for args in (["config", "validate"], ["status"]):
+        error = cli(*args, "--json").error(2)
+        message = error["message"]
+        assert message.startswith("3 problems in identity providers' options:\n")
+        assert f"- {path}:12:7: identity_providers[1].options.mark_attribute: " in message
+        assert f"- {path}:23:7: identity_providers[2].options.ca_file: " in message
+        assert f"- {path}:16:5: identity_providers[2].options.mark_field: " in message
+        assert "\n  fix: set mark_attribute to an attribute nothing else writes" in message

@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 
 from idprov.cli.commands import LazyGroup, humanize, load_command, suggest
 from idprov.errors import (
+    ConfigError,
     ExitCode,
     IdprovError,
     Interrupted,
@@ -130,32 +131,39 @@ YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confir
 
 
 def service(
-    app: str = "resident", live: bool = True, read_only: bool = False, previewing: bool = False
+    app: str = "resident",
+    live: bool = True,
+    read_only: bool = False,
+    previewing: bool = False,
+    warn: bool = True,
 ) -> Any:
     """The core service for this invocation (config loaded on first use); with
     ``live``, outbound progress is shown as it happens on a terminal; ``read_only``
     (commands that only read) opens the databases read-only; ``previewing`` (a dry
     run, a listing: nothing of the users or at the targets changes) may look at a
-    state that `idprov state copy` took away, with a warning, as reading does."""
+    state that `idprov state copy` took away, with a warning, as reading does.
+    ``warn``: a line on stderr for each problem of a disabled IdP's options (`config
+    validate` shows them whole)."""
     session = _session()
     if session._service is None:
         from idprov.config import load_config
         from idprov.provisioning.service import IdentityService
 
-        progress = None
-        if live and not session.json:
-            from idprov.cli.live import live_display
-
-            session.display = live_display()
-            progress = session.display.outbound if session.display else None
         session._service = IdentityService(
             load_config(session.config_path),
             application=app,
-            progress=progress,
             wait="blocking" if session.no_wait else "all",
             read_only=read_only,
             previewing=previewing,
         )
+        if warn:  # before the live display: a message takes it off the screen
+            for line in dict.fromkeys(p.line for p in session._service.disabled_idp_problems):
+                render_error(ConfigError(line), "warning")
+        if live and not session.json:
+            from idprov.cli.live import live_display
+
+            session.display = live_display()
+            session._service.progress = session.display.outbound if session.display else None
     return session._service
 
 

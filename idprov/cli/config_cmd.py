@@ -15,14 +15,14 @@ from idprov.cli.common import JsonOpt, _session, emit, new_app
 app = new_app("Check and show the configuration.")
 
 
-def _loaded() -> Any:
-    """The configuration, identity providers' connectors and options checked too."""
+def _loaded() -> tuple[Any, list[Any]]:
+    """The configuration, identity providers' connectors and options checked too, and
+    the problems of the options of those with ``enabled: false`` (warnings)."""
     from idprov.config import load_config
     from idprov.provisioning.connect import check_identity_providers
 
     config = load_config(_session().config_path)
-    check_identity_providers(config)
-    return config
+    return config, check_identity_providers(config)
 
 
 def _masked(config: Any) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def validate(
     """
     from idprov.config.loader import check_store_files
 
-    config = _loaded()
+    config, disabled = _loaded()
     check_store_files(config)
     missing = _missing_secrets(config)
     if strict and missing:
@@ -76,6 +76,7 @@ def validate(
         "applications": [a.name for a in config.applications],
         "missing_secrets": [ref for ref, _, _ in missing],
         "ignored_connectors": _ignored_connectors(),
+        "disabled_idp_problems": [p.warning().message for p in disabled],
     }
 
     def show(r: dict[str, Any]) -> None:
@@ -90,6 +91,11 @@ def validate(
             render.message(f"[yellow]![/] {render.esc(problem.message)}")
         for text in r["ignored_connectors"]:
             render.message(f"[yellow]![/] {render.esc(text)}")
+        for problem in disabled:
+            warning = problem.warning()
+            render.message(f"[yellow]![/] {render.esc(warning.message)}")
+            if warning.hint:
+                render.message(f"  [dim]fix:[/] {render.esc(warning.hint)}")
 
     state_check = _state_check(config)
     emit(result, show)
@@ -112,7 +118,7 @@ def _state_check(config: Any) -> Callable[[], None]:
         if not state_exists(config):
             return lambda: None  # no state yet: nothing orphaned, and opening it makes it
         with migrations_held():
-            svc = service(live=False, read_only=True)
+            svc = service(live=False, read_only=True, warn=False)
             svc.state  # noqa: B018 - opened here: refused before the result is shown
     except NewerSchemaError:
         raise
@@ -197,7 +203,7 @@ def _ignored_connectors() -> list[str]:
 def show(json: JsonOpt = False) -> None:
     """Show the effective configuration, defaults filled in (secrets never shown)."""
 
-    config = _loaded()
+    config, _ = _loaded()
 
     def as_yaml(data: dict[str, Any]) -> None:
         typer.echo(_as_yaml(config, data), nl=False)

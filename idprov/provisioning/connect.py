@@ -28,16 +28,47 @@ if TYPE_CHECKING:
     from idprov.connectors.http import HttpOptions, RateLimiter
 
 
-def check_identity_providers(config: Config) -> None:
+@dataclasses.dataclass(frozen=True)
+class DisabledIdpProblem:
+    """What an IdP with ``enabled: false`` has wrong in its options or mapping: only a
+    warning while it stays disabled (nothing is pushed there), refused once enabled."""
+
+    idp: str
+    entry: str
+    """Where the IdP's entry is (file:line:column)."""
+    error: ConfigError
+
+    @property
+    def line(self) -> str:
+        """The one-line warning of a command other than `config validate` (the same
+        for each problem of the IdP)."""
+        return (
+            f"{self.entry}: identity provider {self.idp} (enabled: false) has options that "
+            "are refused once it is enabled: `idprov config validate` says what to change"
+        )
+
+    def warning(self) -> ConfigError:
+        """The whole problem, for `config validate`."""
+        return ConfigError(
+            f"{self.error.message} (identity provider {self.idp} has enabled: false: a "
+            "warning now, refused once it is enabled)",
+            hint=self.error.hint,
+        )
+
+
+def check_identity_providers(config: Config) -> list[DisabledIdpProblem]:
     """Validate every IdP's connector and options in place (options become the
-    connector's Options object). Raises ConfigError with file and line."""
+    connector's Options object). Raises ConfigError with file and line; the problems
+    of options and mapping (a mark the mapping fills, a missing ``ca_file``) of every
+    enabled IdP in one error. Those of an IdP with ``enabled: false`` are returned,
+    not raised: nothing is pushed there while it is disabled."""
     from idprov.connectors import registry
-    from idprov.connectors.base import MappingInvalid
     from idprov.provisioning.mapping import check_template
 
     locator = config.locator or Locator(config.source)
     claims = set(config.claim_definitions())
     checked = []
+    problems: list[tuple[IdentityProviderConfig, ConfigError]] = []
     for i, idp in enumerate(config.identity_providers):
         path: tuple[str | int, ...] = ("identity_providers", i)
         try:
@@ -52,7 +83,6 @@ def check_identity_providers(config: Config) -> None:
         options = idp.options
         if isinstance(options, dict):
             options = build(cls.Options, options, locator, (*path, "options"))
-        _check_ca_file(idp, options, locator.where((*path, "options", "ca_file")), i)
         for key, template in [
             ("username", idp.username),
             *[(f"attributes.{k}", v) for k, v in idp.attributes.items() if v is not None],
@@ -65,18 +95,66 @@ def check_identity_providers(config: Config) -> None:
                     location=locator.where((*path, *key.split(".", 1))),
                     key=f"identity_providers[{i}].{key}",
                 ) from None
-        try:
-            cls.check_mapping(idp, options)
-        except MappingInvalid as exc:
-            raise ConfigError(
-                str(exc),
-                location=locator.where((*path, *exc.path)),
-                key=f"identity_providers[{i}].{'.'.join(exc.path)}",
-                hint=exc.hint,
-            ) from None
+        problems += [(idp, p) for p in _option_problems(idp, cls, options, locator, i)]
         deprovision = idp.deprovision or cls.default_deprovision
         checked.append(dataclasses.replace(idp, options=options, deprovision=deprovision))
     config.identity_providers = checked
+    refused = [problem for idp, problem in problems if idp.enabled]
+    if refused:
+        raise _all_of(refused)
+    entries = {idp.name: locator.where(("identity_providers", i)) for i, idp in enumerate(checked)}
+    return [DisabledIdpProblem(idp.name, entries[idp.name], p) for idp, p in problems]
+
+
+def _option_problems(
+    idp: IdentityProviderConfig,
+    cls: type[Connector],
+    options: Any,
+    locator: Locator,
+    index: int,
+) -> list[ConfigError]:
+    """What is wrong with the options and mapping of ``idp`` (the ``index``-th entry)
+    for its connector ``cls``: a ``ca_file`` that is not a file, a mapping the
+    connector refuses."""
+    from idprov.connectors.base import MappingInvalid
+
+    path, prefix = ("identity_providers", index), f"identity_providers[{index}]."
+    found = []
+    ca_file = getattr(options, "ca_file", None)
+    if ca_file and not Path(ca_file).expanduser().is_file():
+        found.append(
+            ConfigError(
+                f"ca_file {ca_file} does not exist or is not a file",
+                location=locator.where((*path, "options", "ca_file")),
+                key=f"{prefix}options.ca_file",
+                hint="give the path of the PEM file holding the CA certificate(s) that sign "
+                "the target's certificate, or remove ca_file to trust the system's CAs",
+            )
+        )
+    try:
+        cls.check_mapping(idp, options)
+    except MappingInvalid as exc:
+        found.append(
+            ConfigError(
+                str(exc),
+                location=locator.where((*path, *exc.path)),
+                key=prefix + ".".join(exc.path),
+                hint=exc.hint,
+            )
+        )
+    return found
+
+
+def _all_of(errors: list[ConfigError]) -> ConfigError:
+    """One error for all of ``errors`` (the one itself when it is alone), each with
+    where it is and how to fix it, so that none is found only once another is fixed."""
+    if len(errors) == 1:
+        return errors[0]
+    lines = [f"- {e.message}" + (f"\n  fix: {e.hint}" if e.hint else "") for e in errors]
+    return ConfigError(
+        f"{len(errors)} problems in identity providers' options:\n" + "\n".join(lines),
+        hint="fix each as its line says (an identity provider with enabled: false only warns)",
+    )
 
 
 def open_connector(
@@ -144,18 +222,3 @@ class SharedPerIdp:
                     idp.rate_limit, sleep=self._sleep, concurrency=idp.max_concurrency
                 )
             return self._limiters[idp.name]
-
-
-def _check_ca_file(idp: Any, options: Any, location: str, index: int) -> None:
-    """An enabled IdP's ``ca_file`` must be a readable file, found at `config validate`
-    rather than at the first push."""
-    ca_file = getattr(options, "ca_file", None)
-    if not idp.enabled or not ca_file or Path(ca_file).expanduser().is_file():
-        return
-    raise ConfigError(
-        f"ca_file {ca_file} does not exist or is not a file",
-        location=location,
-        key=f"identity_providers[{index}].options.ca_file",
-        hint="give the path of the PEM file holding the CA certificate(s) that sign the "
-        "target's certificate, or remove ca_file to trust the system's CAs",
-    )

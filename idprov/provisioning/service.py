@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     import httpx
 
     from idprov.connectors.base import CheckReport, Connector
+    from idprov.provisioning.connect import DisabledIdpProblem
     from idprov.provisioning.guard import GuardWindow, Verdict
     from idprov.provisioning.internal_roles import InternalRoles
     from idprov.provisioning.outbound import Outbound
@@ -108,10 +109,12 @@ class IdentityService:
         self.application = config.application(application).name
         self.actor = actor or current_actor()
         self.claims = config.claim_definitions()
+        self.disabled_idp_problems: list[DisabledIdpProblem] = []
+        """What the options of IdPs with ``enabled: false`` have wrong (warnings)."""
         if config.identity_providers:
             from idprov.provisioning.connect import check_identity_providers
 
-            check_identity_providers(config)
+            self.disabled_idp_problems = check_identity_providers(config)
         self.data_dir = Path(config.data_dir or ".")
         self._pool = DatabasePool(read_only)
         self._previewing = previewing or read_only
