@@ -328,3 +328,33 @@ def test_enabled_idps_option_problems_are_refused_all_at_once(cli, write_config,
         assert f"- {path}:23:7: identity_providers[2].options.ca_file: " in message
         assert f"- {path}:16:5: identity_providers[2].options.mark_field: " in message
         assert "\n  fix: set mark_attribute to an attribute nothing else writes" in message
+
+
+def test_a_postgresql_state_needing_migrations_its_user_cannot_make_says_so(
+    cli, write_config, postgres, tmp_path
+):
+    """A user with SELECT only (a reporting account): told what the state needs and
+    who can apply it, not only which privilege it lacks."""
+    from idprov.provisioning.state import MIGRATIONS
+    from idprov.statedb import PostgresStateDB
+
+    config = pg_config(write_config, postgres, tmp_path)
+    db = PostgresStateDB(config.state)
+    db.migrate("state", {"postgresql": MIGRATIONS["postgresql"][:-1]})
+    db.close()
+    reader = f"r_{postgres.name}"
+    postgres.execute(f"CREATE ROLE {reader} LOGIN PASSWORD 'reader-password'")
+    postgres.execute(f"GRANT USAGE ON SCHEMA idprov TO {reader}")
+    postgres.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA idprov TO {reader}")
+    (tmp_path / "reader-password").write_text("reader-password\n")
+    url = postgres.url.replace(f"{postgres.user}@", f"{reader}@")
+    keys = f"url: '{url}', password: 'file:{tmp_path / 'reader-password'}', sslmode: disable"
+    write_config(f"state: {{{keys}, schema: idprov}}\n")
+    try:
+        error = cli("log", "--json").error(1)
+    finally:
+        postgres.execute(f"DROP OWNED BY {reader}")
+        postgres.execute(f"DROP ROLE {reader}")
+    assert error["code"] == "needs_upgrade"
+    assert "needs upgrading by this release (1 migration pending)" in error["message"]
+    assert "once as a user who can write it" in error["hint"]
