@@ -69,10 +69,25 @@ def test_validate_does_not_upgrade_an_older_state_and_says_it_needs_it(cli, data
 
 
 def test_validate_writes_nothing_to_a_state_this_release_made(cli, data_dir, state):
+    """Nor makes the tables of a module the state has none of yet (the IdP names'),
+    while it still finds a ledger kept under a name no longer configured."""
     cli("user", "add", "alice", "-c", "email=a@example.com").ok()
     before, recorded = digest(state.path), migrations_of(state.path)
     run = cli("config", "validate").ok()
     assert run.stderr == ""
+    assert digest(state.path) == before and migrations_of(state.path) == recorded
+
+    conn = sqlite3.connect(state.path)
+    conn.execute(
+        "INSERT INTO ledger (idp, kind, local_id, domain, label, remote_id, state, updated_at)"
+        " VALUES ('gone', 'user', 'u1', 'PRIMARY', 'alice', 'r1', 'present', 'x')"
+    )
+    conn.commit()
+    conn.close()
+    assert not any(space == "idp_names" for space, _ in recorded)
+    before = digest(state.path)
+    run = cli("config", "validate").ok()
+    assert "'gone', which is not configured" in run.stderr
     assert digest(state.path) == before and migrations_of(state.path) == recorded
 
 
