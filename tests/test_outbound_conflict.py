@@ -372,3 +372,40 @@ def test_a_merged_account_is_not_deprovisioned_with_one_of_its_two_users(tmp_pat
         assert svc.state.ledger.get("scim", "user", second.entity.id) is None
         run_sync(svc)
         assert the_account(fake)["emails"][0]["value"] == "primary.person@contoso.com"
+
+
+def test_of_two_users_merged_into_one_account_the_one_that_adopted_it_yields(tmp_path, monkeypatch):
+    """The same merged ledger, PARTNERS/xdom having adopted PRIMARY/xdom's account:
+    PARTNERS/xdom's next update is not sent over it; its row fails naming PRIMARY/xdom
+    and the next sync gives the account back the PRIMARY person's attributes. An
+    update of PRIMARY/xdom goes through."""
+    from idprov.provisioning.sync import run_sync
+
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    fake = FakeScim("secret-token")
+    with two_store_service(tmp_path, fake) as svc:
+        first = svc.add_user("xdom", {"email": "primary.person@contoso.com"})
+        second = svc.add_user("xdom", {"email": "partner.person@partner.com"}, domain="PARTNERS")
+        held = svc.state.ledger.get("scim", "user", first.entity.id)
+        assert held is not None
+        merged = dataclasses.replace(
+            held,
+            local_id=second.entity.id,
+            domain="PARTNERS",
+            label="PARTNERS/xdom",
+            created_by_idprov=False,  # what on_conflict: adopt recorded
+        )
+        with svc.state.transaction():
+            svc.state.ledger.record(merged)
+        changed = svc.update_user("xdom", {"email": "partner.new@partner.com"}, domain="PARTNERS")
+        op = only_op(changed.outbound)
+        assert op.outcome == "failed"
+        assert "scim's account 'xdom' belongs to PRIMARY/xdom, not to PARTNERS/xdom" in (
+            op.error or ""
+        )
+        assert svc.state.ledger.get("scim", "user", second.entity.id) is None
+        assert the_account(fake)["emails"][0]["value"] == "primary.person@contoso.com"
+        ours = svc.update_user("xdom", {"email": "primary.new@contoso.com"})
+        assert only_op(ours.outbound).outcome == "done"
+        run_sync(svc)
+        assert the_account(fake)["emails"][0]["value"] == "primary.new@contoso.com"

@@ -155,6 +155,9 @@ class Engine(UserPlanning, RolePlanning):
         self._holders_lock = threading.Lock()
         self._creators: dict[tuple[str, str], OutboxRow] = {}
         """(IdP, user id) -> the row of a create planned in this drain."""
+        self._shared: set[tuple[str, str]] = set()
+        """(IdP, remote id) of the chunk's user entries that share their remote id with
+        another entry (read with them: :meth:`_prefetch`)."""
         self._carried = {}
         self._passwords_sent: set[int] = set()
         """Of :attr:`_carried`, the rows whose push went through, password and all."""
@@ -628,6 +631,7 @@ class Engine(UserPlanning, RolePlanning):
         on this thread waits for the GIL behind the worker threads."""
         self._users.clear()
         self._entries.clear()
+        self._shared.clear()
         by_domain: dict[str, list[str]] = {}
         for row in rows:
             if row.kind == "user":
@@ -643,8 +647,12 @@ class Engine(UserPlanning, RolePlanning):
         for (idp, kind), ids in by_idp.items():
             for local_id in ids:
                 self._entries[(idp, kind, local_id)] = None  # none, unless found
-            for entry in self.state.ledger.get_many(idp, kind, ids):
+            found = self.state.ledger.get_many(idp, kind, ids)
+            for entry in found:
                 self._entries[(idp, kind, entry.local_id)] = entry
+            if kind == "user":
+                held = [e.remote_id for e in found if e.remote_id]
+                self._shared.update((idp, r) for r in self.state.ledger.shared(idp, kind, held))
 
     def _user(self, row: OutboxRow) -> User | None:
         if row.local_id in self._users:
@@ -706,6 +714,11 @@ class Engine(UserPlanning, RolePlanning):
             created_by_idprov=True,
             updated_at="",
         )
+
+    def _shares(self, idp: str, remote_id: str) -> bool:
+        if not self._entries:  # not prefetched: asked
+            return bool(self.state.ledger.shared(idp, "user", [remote_id]))
+        return (idp, remote_id) in self._shared
 
     def _exists(self, entry: LedgerEntry) -> bool:
         try:

@@ -468,6 +468,20 @@ class Ledger:
         ).fetchone()
         return None if row is None else self._entry(row)
 
+    def shared(self, idp: str, kind: str, remote_ids: Sequence[str]) -> set[str]:
+        """Those of ``remote_ids`` that two or more entries of ``kind`` at ``idp`` hold
+        (a ledger an earlier version's adoption merged; in chunks of 500)."""
+        out: set[str] = set()
+        for start in range(0, len(remote_ids), 500):
+            chunk = list(remote_ids[start : start + 500])
+            rows = self.db.execute(
+                "SELECT remote_id FROM ledger WHERE idp = ? AND kind = ? AND remote_id IN"
+                f" ({','.join('?' * len(chunk))}) GROUP BY remote_id HAVING count(*) > 1",
+                [idp, kind, *chunk],
+            ).fetchall()
+            out.update(r[0] for r in rows)
+        return out
+
     def holders(self, idp: str, kind: str) -> dict[str, str]:
         """Remote id -> the local id whose entry holds it, of every entry of ``kind``
         at ``idp`` with one (one query, on the remote-id index)."""

@@ -81,6 +81,18 @@ class UserPlanning(Planning):
         """Whether the local user of ``entry`` exists here (when unsure: yes)."""
         raise NotImplementedError
 
+    def _shares(self, idp: str, remote_id: str) -> bool:
+        """Whether another user's entry holds ``remote_id`` at ``idp`` too."""
+        raise NotImplementedError
+
+    def _shared_with(self, row: OutboxRow, entry: LedgerEntry | None) -> LedgerEntry | None:
+        """The entry of another user that exists here and holds ``entry``'s remote id
+        too (a merged ledger: see :meth:`_kept_for_another`)."""
+        if entry is None or not entry.remote_id or not self._shares(row.idp, entry.remote_id):
+            return None
+        holder = self._ledger.holder(row.idp, "user", entry.remote_id, row.local_id)
+        return holder if holder is not None and self._exists(holder) else None
+
     def _plan_user(self, row: OutboxRow) -> Planned:
         idp = self.outbound.idp(row.idp)
         connector = self.outbound.connector(row.idp)
@@ -105,6 +117,9 @@ class UserPlanning(Planning):
                 row, idp, connector, entry, decision
             )
         assert user is not None
+        yielded = self._yield_shared(row, entry, decision)
+        if yielded is not None:
+            return yielded
         inputs = user_inputs(idp, type(connector), user)
         return self._plan_provision(row, idp, connector, decision, entry, inputs, user)
 
@@ -114,15 +129,38 @@ class UserPlanning(Planning):
         it): while that user exists the account is theirs. Nothing is sent; this user's
         entry goes, and the other's next push (a sync) sends its own attributes again,
         over what this user's pushes left there."""
-        if not entry.remote_id:
-            return None
-        holder = self._ledger.holder(row.idp, "user", entry.remote_id, row.local_id)
-        if holder is None or not self._exists(holder):
+        holder = self._shared_with(row, entry)
+        if holder is None:
             return None
         self._ledger.forget(row.idp, "user", row.local_id)
         self._ledger.invalidate(holder.idp, "user", holder.local_id)
         why = f"kept: the account is {qualified(holder)}'s (idprov forgot this user's record of it)"
         return self._skip(row, why, entry.remote_id)
+
+    def _yield_shared(
+        self, row: OutboxRow, entry: LedgerEntry | None, decision: UserDecision
+    ) -> Settled | None:
+        """An update of an account the ledger maps to another local user too (see
+        :meth:`_kept_for_another`), while that user exists: one of them keeps it, the
+        one idprov created it for over one that adopted it; this user yields unless it
+        has that claim and the other not. It yields with nothing sent: its entry goes,
+        its row fails naming the other, and the other's next push (a sync) sends its
+        own attributes again; its next try finds the name taken, and is refused so."""
+        holder = self._shared_with(row, entry)
+        if entry is None or holder is None or entry.state == "lost":
+            return None
+        if entry.created_by_idprov and not holder.created_by_idprov:
+            return None  # this user's: the other yields when it is pushed
+        self._ledger.forget(row.idp, "user", row.local_id)
+        self._ledger.invalidate(holder.idp, "user", holder.local_id)
+        name = (entry.sent or {}).get("userName") or entry.label
+        if decision.account is not None:
+            name = decision.account.user_name
+        refusal = RefusedCreate.name_taken(row.idp, "user", name, None, entry.remote_id)
+        error = refusal.held_by(holder, row.label).error(row.label).message
+        return Settled(
+            row, OperationResult(row.idp, "user", row.label, "update", "failed", error=error)
+        )
 
     def _with_password(
         self, decision: UserDecision, row: OutboxRow, connector: Connector
