@@ -48,6 +48,7 @@ def test_validate_embedded_default(cli):
         "missing_secrets": [],
         "ignored_connectors": [],
         "disabled_idp_problems": [],
+        "username_clashes": [],
     }
 
 
@@ -389,3 +390,29 @@ def test_validate_does_not_make_a_postgresql_state(cli, write_config, postgres, 
     )
     run = cli("--config", str(config), "config", "validate").ok()
     assert "gone" in run.stderr, "an existing state is still checked"
+
+
+def test_validate_warns_when_the_username_template_drops_the_domain(cli, write_config):
+    """Trial: PRIMARY/xdom and PARTNERS/xdom, pushed under the default username
+    template {UN}, map to one target userName: the second's create is refused."""
+    idp = (
+        "identity_providers:\n  - name: crm\n    connector: scim2\n"
+        "    options: {base_url: 'https://crm.test/v2', auth: bearer, token: 'env:T'}\n"
+    )
+    stores = "userstores:\n  - domain: PRIMARY\n  - domain: PARTNERS\n    path: p.db\n"
+    path = write_config(stores + idp)
+    result = cli("--config", str(path), "config", "validate", "--json").json()
+    [warning] = result["username_clashes"]
+    assert warning.startswith("identity provider crm: username '{UN}' drops the userstore")
+    assert "two of PRIMARY, PARTNERS map to one account there" in warning
+    assert "(username: '{UD}/{UN}')" in warning
+    said = " ".join(cli("--config", str(path), "config", "validate").ok().stdout.split())
+    assert "identity provider crm: username '{UN}' drops the userstore domain" in said
+    kept = write_config(stores + idp + "    username: '{UD}/{UN}'\n")
+    assert (
+        cli("--config", str(kept), "config", "validate", "--json").json()["username_clashes"] == []
+    )
+    alone = write_config(idp)
+    assert (
+        cli("--config", str(alone), "config", "validate", "--json").json()["username_clashes"] == []
+    )

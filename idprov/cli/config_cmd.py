@@ -76,6 +76,7 @@ def validate(
         "applications": [a.name for a in config.applications],
         "missing_secrets": [ref for ref, _, _ in missing],
         "ignored_connectors": _ignored_connectors(),
+        "username_clashes": _username_clashes(config),
         "disabled_idp_problems": [p.warning().message for p in disabled],
     }
 
@@ -89,7 +90,7 @@ def validate(
             render.message(f"[yellow]![/] {render.esc(where)}: {key}: secret {ref} is not set")
         for problem in key_files:
             render.message(f"[yellow]![/] {render.esc(problem.message)}")
-        for text in r["ignored_connectors"]:
+        for text in r["ignored_connectors"] + r["username_clashes"]:
             render.message(f"[yellow]![/] {render.esc(text)}")
         for problem in disabled:
             warning = problem.warning()
@@ -136,6 +137,16 @@ def _state_check(config: Any) -> Callable[[], None]:
             render_error(exc, "warning")
 
     return warn
+
+
+def _username_clashes(config: Any) -> list[str]:
+    """The identity providers whose username template can map users of two userstores
+    to one target userName (see :func:`~idprov.provisioning.mapping.domain_dropped`)."""
+    from idprov.provisioning.mapping import domain_dropped
+
+    domains = [u.domain for u in config.userstores]
+    found = (domain_dropped(idp, domains) for idp in config.identity_providers)
+    return [text for text in found if text is not None]
 
 
 def _missing_secrets(config: Any) -> list[tuple[str, str, str]]:

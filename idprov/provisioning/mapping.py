@@ -116,6 +116,26 @@ def check_template(template: str, known: Iterable[str]) -> None:
             )
 
 
+def domain_dropped(idp: IdentityProviderConfig, domains: Iterable[str]) -> str | None:
+    """A warning when ``idp``'s username template keeps a user's username (``{UN}``)
+    but neither its userstore's domain (``{UD}``) nor its id (``{ID}``) while users
+    of several userstores (``domains``) go there: users of one username in two of
+    them map to one target userName, and the second one's create is refused (one
+    account is one user's). Expressions are not judged."""
+    domains = list(domains)
+    if len(domains) < 2 or idp.username.startswith("="):
+        return None
+    names = set(placeholders(idp.username))
+    if "UN" not in names or names & {"UD", "ID"}:
+        return None
+    return (
+        f"identity provider {idp.name}: username {idp.username!r} drops the userstore "
+        f"domain, so users of one username in two of {', '.join(domains)} map to one "
+        "account there and the second is refused; if usernames may repeat across "
+        "userstores, keep the domain (username: '{UD}/{UN}')"
+    )
+
+
 def render(template: str, values: Mapping[str, Any]) -> Any:
     """The value of ``template`` for ``values``; None when nothing is left."""
     return compile_template(template)(values)
