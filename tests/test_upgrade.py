@@ -373,3 +373,31 @@ def test_a_postgresql_state_needing_migrations_its_user_cannot_make_says_so(
     assert error["code"] == "needs_upgrade"
     assert "needs upgrading by this release (1 migration pending)" in error["message"]
     assert "once as a user who can write it" in error["hint"]
+
+
+def test_validate_says_which_userstore_file_needs_upgrading_and_writes_nothing(
+    cli, write_config, tmp_path
+):
+    from idprov.db import open_database
+    from idprov.userstores import sqlite
+
+    write_config(
+        "userstores:\n  - domain: PRIMARY\n  - domain: HR\n    type: sqlite\n    path: hr.db\n"
+    )
+    cli("user", "add", "alice", "-c", "email=a@example.com").ok()
+    path = tmp_path / "hr.db"
+    db = open_database(path)
+    sqlite.migrate(db, "userstore", sqlite.MIGRATIONS[:-2])
+    db.close()
+    before = digest(path)
+
+    run = cli("config", "validate").ok()
+    assert f"warning: the database at {path} needs upgrading (2 migrations)" in run.stderr
+    assert digest(path) == before
+
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO idprov_migrations VALUES ('userstore', ?, 'x')", [NEWER])
+    conn.commit()
+    conn.close()
+    error = cli("config", "validate", "--json").error(1)
+    assert f"{path} was upgraded by a newer idprov" in error["message"]

@@ -106,37 +106,62 @@ def validate(
 def _state_check(config: Any) -> Callable[[], None]:
     """What to say about idprov's state after the result (warnings): the IdP names it
     holds a ledger for that ``config`` does not configure (renamed in the file only),
-    or why it was not read. Nothing is written: a state an earlier idprov made is not
-    upgraded (that it needs it is said), and one a newer idprov upgraded is refused
-    here, before the result, as every command refuses it."""
+    or why it was not read. Nothing is written: a state or an SQLite or PostgreSQL
+    userstore an earlier idprov made is not upgraded (that it needs it is said), and
+    one a newer idprov upgraded is refused here, before the result, as every command
+    refuses it."""
     from idprov.cli.common import render_error, service
     from idprov.cli.status import warn_orphaned_idps
-    from idprov.db import NeedsUpgradeError, NewerSchemaError, migrations_held
-    from idprov.errors import IdprovError
     from idprov.statedb import state_exists
 
+    svc = service(live=False, read_only=True, warn=False)
+    made = state_exists(config)  # not made yet: nothing orphaned, and opening makes it
+    unread = _unread("idprov's state", lambda: svc.state) if made else []
+    stores = [
+        _unread(f"userstore {s.domain}", partial(svc.store, s.domain))
+        for s in _stores_to_check(config, svc.data_dir)
+    ]
+
+    def warn() -> None:
+        problems = [*unread, *(p for found in stores for p in found)]
+        for problem in {p.message: p for p in problems}.values():  # a file shared: once
+            render_error(problem, "warning")
+        if made and not unread:
+            for problem in _unread("idprov's state", lambda: warn_orphaned_idps(svc)):
+                render_error(problem, "warning")
+
+    return warn
+
+
+def _unread(what: str, read: Callable[[], object]) -> list[Any]:
+    """The warning (none, or one) of ``read``ing ``what`` where nothing may be
+    written: it needs upgrading, or it could not be read. One a newer idprov upgraded
+    is raised."""
+    from idprov.db import NeedsUpgradeError, NewerSchemaError, migrations_held
+    from idprov.errors import IdprovError
+
     try:
-        if not state_exists(config):
-            return lambda: None  # no state yet: nothing orphaned, and opening it makes it
         with migrations_held():
-            svc = service(live=False, read_only=True, warn=False)
-            svc.state  # noqa: B018 - opened here: refused before the result is shown
+            read()
     except NewerSchemaError:
         raise
     except IdprovError as exc:
         if not isinstance(exc, NeedsUpgradeError):
-            exc.message = f"idprov's state was not read, so it was not checked: {exc.message}"
-        return partial(render_error, exc, "warning")
+            exc.message = f"{what} was not read, so it was not checked: {exc.message}"
+        return [exc]
+    return []
 
-    def warn() -> None:
-        try:
-            with migrations_held():
-                warn_orphaned_idps(svc)
-        except IdprovError as exc:
-            exc.message = f"idprov's state was not read, so it was not checked: {exc.message}"
-            render_error(exc, "warning")
 
-    return warn
+def _stores_to_check(config: Any, data_dir: Path) -> list[Any]:
+    """The userstores whose tables idprov keeps: SQLite ones whose file exists (else
+    opening would make it), and PostgreSQL ones."""
+    from idprov.userstores.sqlite import SqliteUserStore
+
+    def exists(store: Any) -> bool:
+        return Path(store.path or SqliteUserStore.default_path(data_dir)).exists()
+
+    types = {"sqlite": exists, "postgres": lambda _: True}
+    return [s for s in config.userstores if types.get(s.type, lambda _: False)(s)]
 
 
 def _username_clashes(config: Any) -> list[str]:
