@@ -134,11 +134,48 @@ def check_role_name(policy: PolicyConfig, name: str, domain: str) -> None:
 
 def check_password(policy: PolicyConfig, password: str, domain: str) -> None:
     if not _compiled(policy.password_pattern).search(password):
+        rule = _length_rule(policy.password_pattern)
+        wanted = policy.password_pattern if rule is None else f"asks for {rule.words()}"
         raise PolicyError(
-            f"the password does not match the {domain} userstore's password pattern "
-            f"{policy.password_pattern}",
+            f"the password {_why_refused(rule, password)}: the {domain} userstore's "
+            f"password pattern {wanted}",
             hint="choose a password that matches, or change userstores[].policy.password_pattern",
         )
+
+
+_LENGTH_RULE = re.compile(
+    r"\^(?P<chars>\[\^\\x00-\\x1f\\x7f\]|\[\\S\]|\\S)\{(?P<low>\d+),(?P<high>\d+)\}\$"
+)
+"""The presets' password patterns: a character class and a length range."""
+
+
+class _LengthRule:
+    """A password pattern that is only a length range over some characters, in words."""
+
+    def __init__(self, low: int, high: int, spaces: bool) -> None:
+        self.low, self.high, self.spaces = low, high, spaces
+
+    def words(self) -> str:
+        allowed = "no control characters" if self.spaces else "no spaces or control characters"
+        return f"at least {self.low} characters (at most {self.high}, {allowed})"
+
+
+def _length_rule(pattern: str) -> _LengthRule | None:
+    match = _LENGTH_RULE.fullmatch(pattern)
+    if match is None:
+        return None
+    spaces = match["chars"].startswith("[^")
+    return _LengthRule(int(match["low"]), int(match["high"]), spaces)
+
+
+def _why_refused(rule: _LengthRule | None, password: str) -> str:
+    if rule is None:
+        return "does not match"
+    if len(password) < rule.low:
+        return "is too short"
+    if len(password) > rule.high:
+        return "is too long"
+    return "holds a character the policy does not allow"
 
 
 def check_claim_names(names: Iterable[str], known: Mapping[str, ClaimDefinition]) -> None:
