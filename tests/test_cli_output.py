@@ -223,7 +223,10 @@ def test_a_declined_prompt_under_json_leaves_stdout_empty_and_the_error_on_its_l
     cli("role", "add", "tmp1").ok()
     run = cli("role", "delete", "tmp1", "--json", input=answer)
     error = json.loads(run.stderr.splitlines()[-1])["error"]
-    assert (run.exit_code, run.stdout, error["message"]) == (1, "", "aborted")
+    said = (
+        "aborted" if answer else "cannot ask for confirmation (stdin is not a terminal): pass --yes"
+    )
+    assert (run.exit_code, run.stdout, error["message"]) == (1, "", said)
     assert run.stderr.splitlines()[0] == "Delete role tmp1 (0 members)? [y/N]: "
     assert cli("role", "show", "tmp1").ok()
 

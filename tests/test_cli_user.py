@@ -303,7 +303,7 @@ def test_passwd_refusals_keep_the_old_password(cli, state, wso2):
     cli("user", "add", "alice", "--password-stdin", input="old-password\n").ok()
     before = state.dump()
     out = cli("user", "passwd", "alice", "--password-stdin", input="zq9\n").fails(5)
-    assert r"^[\S]{5,30}$" in out
+    assert "at least 5 characters (at most 30, no whitespace or control characters)" in out
     assert "zq9" not in out
     out = cli("user", "passwd", "alice", "--password-stdin", input="has spaces\n").fails(5)
     assert "spaces" not in out
@@ -400,7 +400,8 @@ def test_default_policy_takes_upns_emails_and_nist_passwords(cli, state):
     long = "p" * 200 + " 🔑"
     cli("user", "passwd", "carol", "--password-stdin", input=long + "\n").ok()
     out = cli("user", "passwd", "carol", "--password-stdin", input="seven77\n").fails(5)
-    assert "{8,256}" in out and "seven77" not in out
+    assert "too short" in out and "at least 8 characters (at most 256" in out
+    assert "seven77" not in out
     cli("user", "passwd", "carol", "--password-stdin", input="q" * 257 + "\n").fails(5)
     with open_service() as svc:
         assert svc.verify_password("carol", long)
@@ -411,7 +412,7 @@ def test_default_policy_takes_upns_emails_and_nist_passwords(cli, state):
 def test_add_refuses_bad_password_without_showing_it(cli, state, wso2):
     before = state.dump()
     out = cli("user", "add", "carol", "--password-stdin", input="shrt\n").fails(5)
-    assert r"^[\S]{5,30}$" in out
+    assert "at least 5 characters (at most 30, no whitespace or control characters)" in out
     assert "shrt" not in out
     assert state.dump() == before
     cli("user", "show", "carol").fails(3)

@@ -10,3 +10,21 @@ def test_a_short_password_is_told_its_length_not_the_pattern(cli):
         "at least 8 characters (at most 256, no control characters)"
     )
     assert "x00" not in error["message"] and "shrt" not in str(error)
+
+
+def test_a_confirmation_with_no_terminal_and_no_answer_says_to_pass_yes(cli, state):
+    cli("user", "add", "erin").ok()
+    cli("role", "add", "tmp").ok()
+    before = state.dump()
+    for args in (["user", "delete", "erin"], ["role", "delete", "tmp"]):
+        stderr = cli(*args, input="").fails(1)
+        assert "error: cannot ask for confirmation (stdin is not a terminal): pass --yes" in stderr
+        assert "nothing was changed" in stderr
+    assert state.dump() == before
+    cli("user", "delete", "erin", "--yes").ok()
+
+
+def test_a_piped_answer_still_counts(cli):
+    cli("user", "add", "erin").ok()
+    assert "aborted" in cli("user", "delete", "erin", input="n\n").fails(1)
+    cli("user", "delete", "erin", input="y\n").ok()

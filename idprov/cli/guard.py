@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from idprov.errors import GuardError
+from idprov.errors import GuardError, IdprovError
 
 AllowOpt = Annotated[
     int | None,
@@ -62,7 +62,8 @@ def _ask(lines: list[str], question: str) -> None:
 def confirm(question: str) -> None:
     """Ask ``question`` on standard error and read the answer from standard input: only
     y or yes goes ahead; anything else (no answer, end of input, Ctrl-C) aborts, having
-    changed nothing. Not Click's confirm: it writes the prompt's last space to standard
+    changed nothing; end of an input that is no terminal (cron, ``</dev/null``) says
+    to pass --yes. Not Click's confirm: it writes the prompt's last space to standard
     output (a stray character before `--json`'s document) and leaves the line open on
     end of input (the error document then follows the prompt on the same line)."""
     sys.stderr.write(f"{question} [y/N]: ")
@@ -73,5 +74,10 @@ def confirm(question: str) -> None:
         answer = ""
     if not answer.endswith("\n") or not sys.stdin.isatty():  # no echo ended the line
         sys.stderr.write("\n")
+    if not answer and not sys.stdin.isatty():
+        raise IdprovError(
+            "cannot ask for confirmation (stdin is not a terminal): pass --yes",
+            hint="nothing was changed; run it on a terminal to be asked, or again with --yes",
+        )
     if answer.strip().lower() not in ("y", "yes"):
         raise typer.Abort()

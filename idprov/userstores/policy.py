@@ -156,7 +156,7 @@ class _LengthRule:
         self.low, self.high, self.spaces = low, high, spaces
 
     def words(self) -> str:
-        allowed = "no control characters" if self.spaces else "no spaces or control characters"
+        allowed = "no control characters" if self.spaces else "no whitespace or control characters"
         return f"at least {self.low} characters (at most {self.high}, {allowed})"
 
 
