@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def test_a_short_password_is_told_its_length_not_the_pattern(cli):
     error = cli("user", "add", "alice", "--password-stdin", "--json", input="shrt\n").error(5)
@@ -28,3 +30,15 @@ def test_a_piped_answer_still_counts(cli):
     cli("user", "add", "erin").ok()
     assert "aborted" in cli("user", "delete", "erin", input="n\n").fails(1)
     cli("user", "delete", "erin", input="y\n").ok()
+
+
+def test_a_file_secret_whose_file_is_missing_says_so(tmp_path):
+    from idprov.config.secrets import SecretError, SecretRef
+
+    missing = tmp_path / "nonexistent" / "tok"
+    with pytest.raises(SecretError) as info:
+        SecretRef(f"file:{missing}").reveal()
+    assert info.value.message == (
+        f"secret file:{missing} cannot be read: file {missing} does not exist"
+    )
+    assert info.value.hint is not None and "correct the path" in info.value.hint

@@ -78,6 +78,12 @@ def _from_env(name: str) -> str:
 def _from_file(path: str) -> str:
     try:
         text = Path(path).expanduser().read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise SecretError(
+            f"secret file:{path} cannot be read: file {path} does not exist",
+            hint="create the file (mode 0600) with the secret on its first line, or correct "
+            "the path",
+        ) from exc
     except OSError as exc:
         raise SecretError(
             f"secret file:{path} cannot be read: {exc.strerror}",
