@@ -15,6 +15,7 @@ from idprov.cli.common import (
     JsonOpt,
     _session,
     complete_idp,
+    display,
     emit,
     emit_with_code,
     render_error,
@@ -112,6 +113,8 @@ def sync(
         raise UsageError("--out saves a plan: use it with --dry-run (or `idprov plan`)")
     saved = load_plan(apply) if apply is not None else None
     svc = service(app_name, live=not quiet, previewing=dry_run)
+    if verify and display() is not None:  # the reads of the targets, as they go
+        svc.phase = display().phase
     stats = RunStats("sync")
     try:
         with nullcontext() if dry_run else svc.state.run_lock("sync", wait=wait):

@@ -98,6 +98,9 @@ class IdentityService:
         self.progress = progress
         """Called with the report so far when a drain starts and after each outbound
         operation (live views)."""
+        self.phase: Callable[[str, int, int], None] | None = None
+        """Called with (phase, done, total) as a long read goes (``sync --verify``'s
+        reads of the targets; live views)."""
         self.sleep = sleep or time.sleep
         """How the engine waits between retries (tests record instead of sleeping)."""
         self.wait: Wait = wait

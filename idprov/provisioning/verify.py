@@ -34,7 +34,7 @@ import dataclasses
 from collections.abc import Container
 from typing import TYPE_CHECKING, Any
 
-from idprov.connectors.base import Account, Connector
+from idprov.connectors.base import Account, Connector, Throttled
 from idprov.errors import IdprovError
 from idprov.provisioning.marks import unproven
 from idprov.provisioning.remote_accounts import RemoteAccounts
@@ -177,42 +177,87 @@ def _verify_users(
     service: IdentityService, name: str, connector: Connector, report: dict[str, Any]
 ) -> set[str] | None:
     """Check every active user idprov provisioned; the remote ids it owns, disabled
-    ones too (None: the connector cannot read users)."""
+    ones too (None: the connector cannot read users). The ledger is read here; the
+    accounts are read concurrently (:func:`_read_all`), and judged here in the
+    ledger's order, as if read one by one."""
     owned: set[str] = set()
+    to_read: list[LedgerEntry] = []
     for entry in service.state.ledger.for_idp(name, "user").values():
         if entry.remote_id:
             owned.add(entry.remote_id)
         if entry.state == "lost":  # found gone by a push that could not make it again
             report["lost"].append(entry.label)
             _repair(report, entry, "re-create")
-            continue
-        if not entry.remote_id or entry.state != "active":
-            continue
-        try:
-            remote = connector.read_user(entry.remote_id)
-        except NotImplementedError:  # optional for a connector: nothing failed
-            report["unverifiable"] = (
-                f"the {connector.name} connector cannot read users: nothing was checked"
-            )
-            return None
-        except IdprovError as exc:
-            report["errors"].append(f"{entry.label}: {exc.message}")
-            continue
-        report["checked"] += 1
-        if remote is None:
-            report["deleted_remotely"].append(entry.label)
-            _repair(report, entry, "re-create")
-            continue
-        if entry.created_by_idprov and unproven(connector, remote, _account(entry)):
-            report["not_proven"].append(entry.label)
-        drift = connector.drift(remote, _account(entry))
-        if "active" in drift:  # idprov has it enabled: an administrator disabled it there
-            drift.remove("active")
-            report["disabled_remotely"].append(entry.label)
-        if drift:
-            report["changed_remotely"].append({"user": entry.label, "attributes": drift})
-            _repair(report, entry, "revert " + ", ".join(drift))
+        elif entry.remote_id and entry.state == "active":
+            to_read.append(entry)
+    try:
+        reads = _read_all(service, name, connector, to_read)
+    except NotImplementedError:  # optional for a connector: nothing failed
+        report["unverifiable"] = (
+            f"the {connector.name} connector cannot read users: nothing was checked"
+        )
+        return None
+    for entry, read in zip(to_read, reads, strict=True):
+        if isinstance(read, IdprovError):
+            report["errors"].append(f"{entry.label}: {read.message}")
+        else:
+            _judge_user(connector, entry, read, report)
     return owned
+
+
+def _read_all(
+    service: IdentityService, name: str, connector: Connector, entries: list[LedgerEntry]
+) -> list[dict[str, Any] | None | IdprovError]:
+    """Each entry's account at the target (None: gone), or the error reading it, in
+    ``entries``' order. The reads go out on the IdP's pool (``max_concurrency``
+    threads; an HTTP connector's requests also wait for the IdP's slots and
+    ``rate_limit`` pace, :class:`~idprov.connectors.http.RateLimiter`); this thread
+    only waits, holding no database lock, and reports how far they got
+    (:attr:`IdentityService.phase`). A 429 slows the pace down, as it does a push's.
+    NotImplementedError (the connector cannot read users) or a bug is raised here,
+    and the reads not started yet are not made."""
+    from concurrent.futures import as_completed
+
+    def read(remote_id: str) -> dict[str, Any] | None | IdprovError:
+        try:
+            return connector.read_user(remote_id)
+        except IdprovError as exc:
+            if isinstance(exc, Throttled):  # the other reads slow down, as a push's do
+                connector.throttled()
+            return exc
+
+    pool = service.outbound.executor(name)
+    futures = [pool.submit(read, entry.remote_id or "") for entry in entries]
+    label = f"reading accounts at {name}"
+    try:
+        for done, future in enumerate(as_completed(futures), 1):
+            future.result()
+            if service.phase is not None:
+                service.phase(label, done, len(futures))
+    finally:
+        for future in futures:
+            future.cancel()
+    return [future.result() for future in futures]
+
+
+def _judge_user(
+    connector: Connector, entry: LedgerEntry, remote: dict[str, Any] | None, report: dict[str, Any]
+) -> None:
+    """What ``remote``, ``entry``'s account as the target holds it, says of its drift."""
+    report["checked"] += 1
+    if remote is None:
+        report["deleted_remotely"].append(entry.label)
+        _repair(report, entry, "re-create")
+        return
+    if entry.created_by_idprov and unproven(connector, remote, _account(entry)):
+        report["not_proven"].append(entry.label)
+    drift = connector.drift(remote, _account(entry))
+    if "active" in drift:  # idprov has it enabled: an administrator disabled it there
+        drift.remove("active")
+        report["disabled_remotely"].append(entry.label)
+    if drift:
+        report["changed_remotely"].append({"user": entry.label, "attributes": drift})
+        _repair(report, entry, "revert " + ", ".join(drift))
 
 
 def _account(entry: LedgerEntry) -> Account:
