@@ -42,3 +42,56 @@ def test_a_file_secret_whose_file_is_missing_says_so(tmp_path):
         f"secret file:{missing} cannot be read: file {missing} does not exist"
     )
     assert info.value.hint is not None and "correct the path" in info.value.hint
+
+
+MISPLACED = """\
+userstores:
+  - domain: PRIMARY
+    policy:
+      preset: default
+{claims}
+identity_providers:
+  - name: scim-main
+    connector: scim2
+    options:
+      base_url: http://127.0.0.1:8765/v2
+      token: env:SCIM_TOKEN
+{roles}
+applications:
+  - name: resident
+    identity_providers: [scim-main]
+"""
+CLAIMS_IN, CLAIMS_OUT = "      required_claims: [email]", "    required_claims: [email]"
+ROLES_IN, ROLES_OUT = "    provisioning_roles: [staff]", "      provisioning_roles: [staff]"
+
+
+@pytest.mark.parametrize(
+    ("claims", "roles", "says"),
+    [
+        (
+            CLAIMS_OUT,
+            ROLES_IN,
+            "5:5: userstores[0].required_claims: unknown key 'required_claims': "
+            "required_claims belongs to userstores[0].policy: indent it more, under policy:",
+        ),
+        (
+            CLAIMS_IN,
+            ROLES_OUT,
+            "12:7: identity_providers[0].options.provisioning_roles: unknown key "
+            "'provisioning_roles': provisioning_roles belongs to identity_providers[0], not "
+            "to its options: indent it less",
+        ),
+    ],
+)
+def test_a_key_one_level_off_is_told_where_it_belongs(cli, write_config, claims, roles, says):
+    path = write_config(MISPLACED.format(claims=claims, roles=roles))
+    assert cli("config", "validate").fails(2) == f"error: {path}:{says}\n"
+
+
+def test_a_mistyped_config_key_gets_a_did_you_mean(cli, write_config):
+    write_config("userstores:\n  - domain: PRIMARY\n    polcy: {}\n")
+    message = cli("config", "validate", "--json").error(2)["message"]
+    assert message.endswith(
+        "unknown key 'polcy' (known keys here: description, domain, path, policy, "
+        "read_only, type); did you mean 'policy'?"
+    )

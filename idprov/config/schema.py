@@ -20,6 +20,7 @@ raising :class:`Invalid` (naming one of its keys) or ``ValueError``.
 from __future__ import annotations
 
 import collections.abc
+import contextvars
 import dataclasses
 import re
 import types
@@ -28,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from idprov.errors import ConfigError
+from idprov.spelling import closest
 
 T = TypeVar("T")
 Path = tuple[str | int, ...]
@@ -83,9 +85,17 @@ def key_path(path: Path) -> str:
     return out or "(top level)"
 
 
-def build(cls: type[T], data: Any, locator: Locator, path: Path = ()) -> T:
-    """Validate ``data`` as ``cls``; raise :class:`ConfigError` naming where and why."""
-    return typing.cast(T, _convert(cls, data, locator, path))
+def build(
+    cls: type[T], data: Any, locator: Locator, path: Path = (), within: type | None = None
+) -> T:
+    """Validate ``data`` as ``cls``; raise :class:`ConfigError` naming where and why.
+    ``within``: the dataclass whose mapping holds ``data`` (an IdP's, for its options),
+    so that a key of it indented into ``data`` is told so."""
+    building = _BUILDING.set((*_BUILDING.get(), within) if within else _BUILDING.get())
+    try:
+        return typing.cast(T, _convert(cls, data, locator, path))
+    finally:
+        _BUILDING.reset(building)
 
 
 def _fail(locator: Locator, path: Path, message: str) -> ConfigError:
@@ -254,18 +264,19 @@ def _build_dataclass(cls: type, data: Any, locator: Locator, path: Path) -> Any:
     hints = _hints(cls)
     unknown = [k for k in data if k not in fields]
     if unknown:
-        known = ", ".join(sorted(fields))
-        raise _fail(
-            locator,
-            (*path, str(unknown[0])),
-            f"unknown key {unknown[0]!r} (known keys here: {known})",
-        )
+        raise _unknown_key(cls, str(unknown[0]), locator, path)
     kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        if name in data:
-            kwargs[name] = _convert(hints[name], data[name], locator, (*path, name))
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise _fail(locator, path, f"missing required key {name!r} ({_type_name(hints[name])})")
+    building = _BUILDING.set((*_BUILDING.get(), cls))
+    try:
+        for name, f in fields.items():
+            if name in data:
+                kwargs[name] = _convert(hints[name], data[name], locator, (*path, name))
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise _fail(
+                    locator, path, f"missing required key {name!r} ({_type_name(hints[name])})"
+                )
+    finally:
+        _BUILDING.reset(building)
     try:
         return cls(**kwargs)
     except Invalid as exc:
@@ -273,6 +284,57 @@ def _build_dataclass(cls: type, data: Any, locator: Locator, path: Path) -> Any:
         raise _fail(locator, where, str(exc)) from None
     except ValueError as exc:
         raise _fail(locator, path, str(exc)) from None
+
+
+_BUILDING: contextvars.ContextVar[tuple[type, ...]] = contextvars.ContextVar(
+    "idprov_config_building", default=()
+)
+"""The dataclasses being built around the current one, outermost first: a key unknown
+here may be one of the enclosing mapping's, indented a level too deep."""
+
+
+def _unknown_key(cls: type, key: str, locator: Locator, path: Path) -> ConfigError:
+    """The error for ``key``, unknown in ``cls`` at ``path``: where it belongs if it is
+    a key of the mapping one level up or down, else the known keys and a guess."""
+    said, where = f"unknown key {key!r}", (*path, key)
+    enclosing = _BUILDING.get()[-1:]
+    if enclosing and key in _field_names(enclosing[0]):
+        owner = _enclosing_path(path)
+        inside = key_path(path[len(owner) :])
+        above = key_path(owner) if owner else "the top level"
+        return _fail(
+            locator, where, f"{said}: {key} belongs to {above}, not to its {inside}: indent it less"
+        )
+    for name, tp in _fields_of(cls, ""):
+        inner = _dataclass_of(tp)
+        if inner is not None and key in _field_names(inner):
+            below = key_path((*path, name))
+            return _fail(
+                locator, where, f"{said}: {key} belongs to {below}: indent it more, under {name}:"
+            )
+    known = _field_names(cls)
+    guess = closest(key, known)
+    tail = f"; did you mean {guess!r}?" if guess else ""
+    return _fail(locator, where, f"{said} (known keys here: {', '.join(known)}){tail}")
+
+
+def _field_names(cls: type) -> list[str]:
+    return sorted(f.name for f in dataclasses.fields(cls) if f.init)
+
+
+def _dataclass_of(tp: Any) -> type | None:
+    """The dataclass a field of type ``tp`` holds as a mapping (``X`` or ``X | None``)."""
+    options = get_args(tp) if get_origin(tp) in (Union, types.UnionType) else (tp,)
+    found = [o for o in options if dataclasses.is_dataclass(o) and isinstance(o, type)]
+    return found[0] if len(found) == 1 else None
+
+
+def _enclosing_path(path: Path) -> Path:
+    """The path of the mapping that holds the one at ``path`` (a list's items skipped)."""
+    owner = path
+    while owner and isinstance(owner[-1], int):
+        owner = owner[:-1]
+    return owner[:-1]
 
 
 def _choose_variant(

@@ -14,7 +14,6 @@ names whatever their case, with spaces or hyphens for underscores
 from __future__ import annotations
 
 import codecs
-import difflib
 import itertools
 import stat
 from collections.abc import Iterator, Mapping
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from idprov.errors import ExitCode, NotFoundError, UsageError, from_os_error
+from idprov.spelling import closest
 
 RESERVED = ("username", "password", "password_hash", "roles")
 """Columns that are not claims (their names are among config.claims.RESERVED_CLAIM_NAMES)."""
@@ -378,9 +378,7 @@ def _did_you_mean(name: str, candidates: list[str]) -> str:
 
 def _closest(name: str, candidates: list[str]) -> str | None:
     """The candidate ``name`` is most likely a typo of, if one is close."""
-    by_folded = {_folded(c): c for c in candidates}
-    close = difflib.get_close_matches(_folded(name), list(by_folded), n=1, cutoff=0.6)
-    return by_folded[close[0]] if close else None
+    return closest(name, candidates, _folded)
 
 
 def _rejects_columns(

@@ -82,7 +82,7 @@ def check_identity_providers(config: Config) -> list[DisabledIdpProblem]:
             ) from None
         options = idp.options
         if isinstance(options, dict):
-            options = build(cls.Options, options, locator, (*path, "options"))
+            options = build(cls.Options, options, locator, (*path, "options"), type(idp))
         for key, template in [
             ("username", idp.username),
             *[(f"attributes.{k}", v) for k, v in idp.attributes.items() if v is not None],
