@@ -181,3 +181,26 @@ def test_the_library_example_shows_a_push_failure(write_config, monkeypatch, cap
     assert out[1].startswith("crm: user alice: create: create user alice: cannot reach"), out
     assert out[2].startswith("crm: role staff: create: "), out
     assert out[3:] == ["False", "1 ['alice']"], out
+
+
+def test_the_bulk_import_example_prints_what_the_readme_shows(cli, tmp_path):
+    """The "Bulk import" example's file, imported as shown: the counts, the roles
+    created and every rejected line are the README's (the rate aside)."""
+    (console,) = blocks("Bulk import", "console")[:1]
+    csv_text = re.search(r"^\$ cat users\.csv\n(.*?)^\$ ", console, flags=re.S | re.M)
+    command = re.search(r"^\$ idprov (import users .*)\n((?:[^$].*\n)*)", console, flags=re.M)
+    assert csv_text is not None and command is not None, console
+    (tmp_path / "users.csv").write_text(csv_text[1], encoding="utf-8")
+    run = cli(*command[1].split())
+    assert run.exit_code == int(re.search(r"^\$ echo \$\?\n(\d+)$", console, flags=re.M)[1])
+    shown = command[2].splitlines()
+    counts = dict(line.split(None, 1) for line in shown[1:] if re.fullmatch(r"\w+ +\d+", line))
+    printed = dict(line.split("\t", 1) for line in run.stdout.splitlines() if "\t" in line)
+    assert {k: printed.get(k) for k in ("rows", "created", "rejected")} == {
+        k: counts[k] for k in ("rows", "created", "rejected")
+    }
+    notes = [line for line in shown if line.startswith(("roles created:", "  ✗", "rejected rows"))]
+    said = run.stdout + run.stderr
+    assert [line for line in said.splitlines() if line in notes] == notes
+    roles = {r["name"] for r in cli("role", "list", "--json").items()}
+    assert roles == {r for r in notes[0].removeprefix("roles created: ").split(", ")}

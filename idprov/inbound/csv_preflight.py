@@ -267,6 +267,13 @@ class Preflight(RowChecks, PasswordHashing):
                     missing[(domain, key)] = role
             elif self.service.store(domain).find_role(role) is None:
                 missing[(domain, key)] = role
+        if self.options.create_roles:  # only those an imported row holds
+            held = {
+                role_key(domain, role)
+                for _, domain, roles, _ in staging.rows_with_roles()
+                for role in json.loads(roles)
+            }
+            missing = {key: role for key, role in missing.items() if key in held}
         if not missing:
             return
         if self.options.create_roles:
