@@ -67,3 +67,29 @@ def test_an_unreadable_token_file_keeps_the_tokens_in_use(served, caplog):
     token_file.write_text("third-token-000003\n")
     assert status(inbound, "third-token-000003") == 200
     assert status(inbound, "first-token-0001") == 401
+
+
+def test_a_token_file_that_is_not_utf8_keeps_the_tokens_in_use(served, caplog):
+    inbound, token_file = served
+    token_file.write_bytes(b"new-token-\xe2\x82")  # cut inside a character
+    with caplog.at_level(logging.WARNING, logger="idprov.serve"):
+        assert status(inbound, "first-token-0001") == 200
+    assert f"secret file:{token_file} is not UTF-8 text" in caplog.text
+    assert "previous ones stay in use" in caplog.text
+    assert "new-token" not in caplog.text and "first-token-0001" not in caplog.text
+    assert status(inbound, "first-token-0001") == 200  # still, not a 500 then the old one
+    token_file.write_text("fourth-token-00004\n")
+    assert status(inbound, "fourth-token-00004") == 200
+    assert status(inbound, "first-token-0001") == 401
+
+
+def test_serve_refuses_to_start_with_a_token_file_that_is_not_utf8(cli, tmp_path, write_config):
+    token_file = tmp_path / "crm.token"
+    token_file.write_bytes(b"new-token-\xe2\x82")
+    write_config(
+        f"version: 1\ndata_dir: {tmp_path / 'data'}\napplications:\n"
+        f"  - name: crm\n    inbound_token: file:{token_file}\n"
+    )
+    error = cli("--config", "idprov.yaml", "serve", "--json").error(2)
+    assert error["message"] == f"secret file:{token_file} is not UTF-8 text"
+    assert "UTF-8" in error["hint"] and "new-token" not in str(error)

@@ -89,6 +89,13 @@ def _from_file(path: str) -> str:
             f"secret file:{path} cannot be read: {exc.strerror}",
             hint="create the file (mode 0600) with the secret on its first line",
         ) from exc
+    except UnicodeDecodeError:
+        # from None: the error's own text quotes the file's bytes, which are the secret.
+        raise SecretError(
+            f"secret file:{path} is not UTF-8 text",
+            hint="write the secret as UTF-8 text on the file's first line (a half-written "
+            "or binary file reads this way)",
+        ) from None
     value = text.splitlines()[0] if text else ""
     if not value:
         raise SecretError(
