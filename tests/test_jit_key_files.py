@@ -26,6 +26,8 @@ BROKEN_JWKS = [
         '{"keys": ["k1", {"kty": "XX"}]}',
         "holds no usable key (key 1: not a JSON object; key 2: Unsupported kty: XX)",
     ),
+    ('{"keys": [{"kty": "oct"}]}', "holds no usable key (key 1: the 'k' field is missing)"),
+    ("[" * 100_000, "is not valid JSON (nested too deeply to read)"),
 ]
 
 
@@ -73,7 +75,9 @@ def test_a_broken_jwks_file_is_a_clean_500_at_serve_and_audited(cli, portal, tmp
     assert entry["details"]["code"] == "config"
 
 
-@pytest.mark.parametrize("content", [None, '{"keys": [', "[]"])
+@pytest.mark.parametrize(
+    "content", [None, '{"keys": [', "[]", '{"keys": [{"kty": "oct"}]}', "[" * 100_000]
+)
 def test_config_validate_strict_checks_the_jwks_file(cli, portal, tmp_path, content):
     jwks: Path = tmp_path / "jwks.json"
     if content is None:

@@ -243,6 +243,10 @@ def jwks_keys(path: str) -> list[Any]:
         raise ConfigError(
             f"jwks_file {path} is not valid JSON ({said}: {exc.msg})", hint=_JWKS_HINT
         ) from exc
+    except RecursionError:
+        raise ConfigError(
+            f"jwks_file {path} is not valid JSON (nested too deeply to read)", hint=_JWKS_HINT
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
         raise ConfigError(
             f'jwks_file {path} is not a JWKS: a JSON object with a "keys" list is needed',
@@ -254,7 +258,7 @@ def jwks_keys(path: str) -> list[Any]:
             if not isinstance(entry, dict):
                 raise jwt.InvalidKeyError("not a JSON object")
             keys.append(jwt.PyJWK(entry))
-        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
             problems.append(f"key {n}: {_key_problem(exc)}")
     if not keys:
         said = "; ".join(problems[:3]) if problems else 'the "keys" list is empty'
@@ -286,6 +290,8 @@ def public_key(settings: JitConfig) -> str:
 
 def _key_problem(exc: Exception) -> str:
     """What is wrong with one JWK, without PyJWT's guess that a library is missing."""
+    if isinstance(exc, KeyError):  # PyJWT reads a key type's fields by subscript
+        return f"the {exc.args[0]!r} field is missing" if exc.args else "a field is missing"
     text = str(exc).split(". Perhaps")[0].strip() or type(exc).__name__
     return text if len(text) <= 120 else text[:117] + "..."
 
