@@ -121,6 +121,16 @@ def _outbox_status(row: OutboxRow, now: datetime) -> str:
     return text
 
 
+def _attempts(row: OutboxRow) -> str:
+    """A row's calls that failed; a failed row with none was never sent (its secret
+    is missing, its group waits for members), which ``0`` alone would not say."""
+    return (
+        f"{row.attempts} (not sent)"
+        if row.status == "failed" and not row.attempts
+        else str(row.attempts)
+    )
+
+
 def outbox(rows: list[OutboxRow]) -> None:
     if not rows:
         note("the outbox is empty: everything has been provisioned")
@@ -135,7 +145,7 @@ def outbox(rows: list[OutboxRow]) -> None:
                 r.kind,
                 r.label,
                 _outbox_status(r, now),
-                r.attempts,
+                _attempts(r),
                 r.enqueued_at,
                 r.last_error or "",
             )

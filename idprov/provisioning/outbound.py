@@ -534,15 +534,18 @@ def drain_health(ops: Sequence[OperationResult]) -> DrainHealth:
     """The health that operations ``ops`` (of one IdP, in the order they ended) tell:
     failing since the first failure after the last success (the first failed
     operation of a row that went on failing, its own account made just before, was
-    the start of the streak, not the retry's)."""
+    the start of the streak, not the retry's). Its error is the last failure's that
+    is a cause (a member's missing secret, not its group's waiting for it)."""
     done = [i for i, op in enumerate(ops) if op.outcome == "done"]
     failed = [i for i, op in enumerate(ops) if op.outcome == "failed"]
     after = [i for i in failed if not done or i > done[-1]]
+    causes = [i for i in failed if not ops[i].derived] or failed
     return DrainHealth(
         succeeded_at=ops[done[-1]].at if done else None,
         failing_since=ops[after[0]].at if after else None,
         failed_at=ops[failed[-1]].at if failed else None,
-        error=ops[failed[-1]].error if failed else None,
+        error=ops[causes[-1]].error if failed else None,
+        derived=bool(failed) and ops[causes[-1]].derived,
     )
 
 

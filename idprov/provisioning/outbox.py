@@ -157,6 +157,9 @@ class DrainHealth:
     failed_at: str | None = None
     """When its last failure ended, and its error."""
     error: str | None = None
+    derived: bool = False
+    """Whether ``error`` only follows from others' failures (a group waiting for its
+    members): a failing streak then keeps the cause an earlier drain recorded."""
 
 
 @dataclass
@@ -645,7 +648,8 @@ class Outbox:
 
     def note_health(self, idp: str, drained: DrainHealth) -> None:
         """Record a drain's outcome at ``idp``: a success ends the failing streak (a
-        failure after it starts a new one), and a failing streak keeps its start."""
+        failure after it starts a new one), and a failing streak keeps its start, and
+        its cause over a failure that only follows from it."""
         self.db.execute(
             "INSERT INTO idp_health (idp, failing_since, last_success_at, last_failure_at,"
             " last_error) VALUES (?, ?, ?, ?, ?) ON CONFLICT (idp) DO UPDATE SET"
@@ -654,7 +658,16 @@ class Outbox:
             " ELSE coalesce(idp_health.failing_since, excluded.failing_since) END,"
             " last_success_at = coalesce(excluded.last_success_at, idp_health.last_success_at),"
             " last_failure_at = coalesce(excluded.last_failure_at, idp_health.last_failure_at),"
-            " last_error = CASE WHEN excluded.last_failure_at IS NOT NULL"
-            " THEN excluded.last_error ELSE idp_health.last_error END",
-            [idp, drained.failing_since, drained.succeeded_at, drained.failed_at, drained.error],
+            " last_error = CASE WHEN excluded.last_failure_at IS NULL THEN idp_health.last_error"
+            " WHEN ? AND excluded.last_success_at IS NULL AND idp_health.failing_since IS NOT NULL"
+            " AND idp_health.last_error IS NOT NULL THEN idp_health.last_error"
+            " ELSE excluded.last_error END",
+            [
+                idp,
+                drained.failing_since,
+                drained.succeeded_at,
+                drained.failed_at,
+                drained.error,
+                drained.derived,
+            ],
         )

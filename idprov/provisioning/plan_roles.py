@@ -516,6 +516,7 @@ class RolePlanning(Planning):
                 error=f"members not provisioned at {row.idp} yet: "
                 + ", ".join(sorted(name for _, name in waiting))
                 + f" ({self._why_waiting(row.idp, waiting)}); the group follows once they are",
+                derived=True,
             )
         return OperationResult(row.idp, "role", row.label, operation, "done", remote_id=remote_id)
 

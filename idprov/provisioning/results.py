@@ -47,10 +47,13 @@ class OperationResult:
     """The outbox row this is the result of (set by the engine)."""
     at: str = field(default_factory=now, repr=False, compare=False)
     """When its outcome was known: the IdP's health dates a failing streak by it."""
+    derived: bool = field(default=False, repr=False, compare=False)
+    """Failed because others did (a group whose members' own pushes failed): the IdP's
+    health names their error, the cause, rather than this one."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        del out["row"], out["at"]
+        del out["row"], out["at"], out["derived"]
         return out
 
 
