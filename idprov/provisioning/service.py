@@ -287,7 +287,7 @@ class IdentityService:
         pushed_now = [name for name in self.targets() if self.waits_for(name)]
         rows = self.state.outbox.rows([*row_ids, *abandoned], stale_pending=pushed_now)
         if not guarded:
-            rows = self._with_unjudged(rows, set(row_ids), pushed_now)
+            rows = self._with_unjudged(rows, pushed_now)
         report = OutboundReport()
         if row_ids and not guarded:  # not in ``rows``: pushed only by a release (or the
             # sync that accepts them, which judges what is held after its push itself)
@@ -312,16 +312,15 @@ class IdentityService:
                 report.note("queued", row.idp, row.id)
         return report
 
-    def _with_unjudged(
-        self, rows: list[OutboxRow], own: Collection[int], pushed_now: Sequence[str]
-    ) -> list[OutboxRow]:
-        """``rows``, and where one of the changes' own rows carries a change that no
-        guard judged (:attr:`OutboxRow.unjudged`: committed with `import --no-push`),
-        every pending row of that IdP that carries one and no other drainer holds,
-        claimed for this push: judged together, as the worker judges them. Pushed with
-        this change alone, it went out a few users at a time, each under the guard's
-        minimum. Only at the IdPs pushed now (the others' rows are the worker's)."""
-        idps = sorted({r.idp for r in rows if r.id in own and r.unjudged} & set(pushed_now))
+    def _with_unjudged(self, rows: list[OutboxRow], pushed_now: Sequence[str]) -> list[OutboxRow]:
+        """``rows``, and where one of them carries a change that no guard judged
+        (:attr:`OutboxRow.unjudged`: committed with `import --no-push`), be it one of
+        the changes' own rows or a left-over one pushed with them, every pending row of
+        that IdP that carries one and no other drainer holds, claimed for this push:
+        judged together, as the worker judges them. Pushed with this change alone, it
+        went out a few users at a time, each under the guard's minimum. Only at the
+        IdPs pushed now (the others' rows are the worker's)."""
+        idps = sorted({r.idp for r in rows if r.unjudged} & set(pushed_now))
         if not idps:
             return rows
         outbound = self.outbound

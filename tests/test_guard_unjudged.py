@@ -1,0 +1,80 @@
+"""The deletion guard on changes committed without the push that judges them
+(`import --no-push`): however their rows are later pushed (with another command's
+change, as stale rows, by the worker in batches, re-pushed after a race), they are
+judged together, never a part at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.peers.scim2 import Scim2Peer
+from tests.test_guard import scim, seed  # noqa: F401 - the fixture
+from tests.test_sync import db
+
+
+def _leavers_committed_without_a_push(cli, tmp_path: Path, count: int = 12) -> None:
+    """30 users pushed; `import --no-push` takes the IdP's role from pl1..pl<count>
+    (12: 40%, over the guard): committed, judged by no one yet."""
+    seed(30)
+    leave = tmp_path / "leave.csv"
+    leave.write_text("username,roles\n" + "".join(f"pl{i},\n" for i in range(1, count + 1)))
+    cli("import", "users", str(leave), "--mode", "update", "--no-push").ok()
+
+
+def _six_minutes_pass(tmp_path: Path) -> None:
+    """The clock moves on past the 300 s after which a command pushes another's pending
+    rows as left over (simulated: the rows' stamps move back)."""
+    with db(tmp_path) as conn:
+        conn.execute(
+            "UPDATE outbox SET"
+            " updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-6 minutes'),"
+            " enqueued_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-6 minutes')"
+        )
+
+
+def _held_users(cli) -> list[str]:
+    held = cli("outbox", "list", "--status", "held", "--json").items()
+    return sorted(r["label"] for r in held if r["kind"] == "user")
+
+
+def test_stale_rows_of_a_change_without_a_push_are_not_let_out_in_parts(
+    cli,
+    scim: Scim2Peer,  # noqa: F811
+    tmp_path: Path,
+):
+    """`import --no-push` takes the role from 12 of 30 (over the guard); six minutes
+    later a second `import --no-push` sets the title of 3 of them (their rows fresh
+    again), and `user update` edits a user in neither. That command pushed the other 9
+    as left over, judged with its own change alone (under the guard's minimum), and
+    the worker then the 3 (under it too): 12 users gone that nobody allowed. All 12
+    are judged together and held."""
+    _leavers_committed_without_a_push(cli, tmp_path)
+    _six_minutes_pass(tmp_path)
+    titles = tmp_path / "titles.csv"
+    titles.write_text("username,title\n" + "".join(f"pl{i},x\n" for i in (1, 2, 3)))
+    cli("import", "users", str(titles), "--mode", "update", "--no-push").ok()
+    edit = cli("user", "update", "pl20", "-c", "title=z")
+    assert edit.exit_code == 7, edit
+    assert len(scim.users()) == 30
+    cli("outbox", "work", "--once")
+    assert len(scim.users()) == 30
+    # the edit's own row is held with the change it was judged with (pushed alone, a
+    # harmless edit lets a held change out a row at a time)
+    assert _held_users(cli) == sorted([*(f"pl{i}" for i in range(1, 13)), "pl20"])
+
+
+def test_an_unrelated_edit_after_five_minutes_holds_the_change_without_a_push_whole(
+    cli,
+    scim: Scim2Peer,  # noqa: F811
+    tmp_path: Path,
+):
+    """Every row of the change without a push is left over after 300 s: the edit of a
+    user outside it pushes them, judged together: held, none deleted."""
+    _leavers_committed_without_a_push(cli, tmp_path)
+    _six_minutes_pass(tmp_path)
+    edit = cli("user", "update", "pl20", "-c", "title=z")
+    assert edit.exit_code == 7, edit
+    assert len(scim.users()) == 30
+    # the edit's own row is held with the change it was judged with (pushed alone, a
+    # harmless edit lets a held change out a row at a time)
+    assert _held_users(cli) == sorted([*(f"pl{i}" for i in range(1, 13)), "pl20"])
