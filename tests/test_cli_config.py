@@ -49,6 +49,7 @@ def test_validate_embedded_default(cli):
         "ignored_connectors": [],
         "disabled_idp_problems": [],
         "username_clashes": [],
+        "unknown_scope_roles": [],
     }
 
 

@@ -137,6 +137,7 @@ def test_sync_verify_tells_a_lost_account_and_repair_makes_it_again(tmp_path, fa
     refused: list[str] = []
     with make_service(tmp_path, TWO, ["scim"], http_transport=fake.transport()) as svc:
         gone, refusing = bob_lost_at_the_target(svc, fake, refused)
+        svc.add_role("eng")  # a scope naming a role no userstore has is refused by sync
         report = run_sync(svc, verify=True).drift["scim"]
         assert report["lost"] == ["bob"]
         assert [(r["label"], r["how"]) for r in report["repairs"]] == [("bob", "re-create")]

@@ -68,6 +68,9 @@ def validate(
     key_files = _broken_key_files(config)
     if strict and key_files:
         raise key_files[0]
+    state_check, scope = _state_check(config)
+    if strict and scope:
+        raise scope[0]
     result = {
         "valid": True,
         "source": config.source,
@@ -78,6 +81,7 @@ def validate(
         "ignored_connectors": _ignored_connectors(),
         "username_clashes": _username_clashes(config),
         "disabled_idp_problems": [p.warning().message for p in disabled],
+        "unknown_scope_roles": [p.message for p in scope],
     }
 
     def show(r: dict[str, Any]) -> None:
@@ -97,19 +101,22 @@ def validate(
             render.message(f"[yellow]![/] {render.esc(warning.message)}")
             if warning.hint:
                 render.message(f"  [dim]fix:[/] {render.esc(warning.hint)}")
+        for problem in scope:
+            render.message(f"[yellow]![/] {render.esc(problem.message)}")
+            render.message(f"  [dim]fix:[/] {render.esc(problem.hint or '')}")
 
-    state_check = _state_check(config)
     emit(result, show)
     state_check()
 
 
-def _state_check(config: Any) -> Callable[[], None]:
+def _state_check(config: Any) -> tuple[Callable[[], None], list[Any]]:
     """What to say about idprov's state after the result (warnings): the IdP names it
     holds a ledger for that ``config`` does not configure (renamed in the file only),
     or why it was not read. Nothing is written: a state or an SQLite or PostgreSQL
     userstore an earlier idprov made is not upgraded (that it needs it is said), and
     one a newer idprov upgraded is refused here, before the result, as every command
-    refuses it."""
+    refuses it. Also the IdPs whose scope names a role no userstore has
+    (:func:`_unknown_scope_roles`)."""
     from idprov.cli.common import render_error, service
     from idprov.cli.status import warn_orphaned_idps
     from idprov.statedb import state_exists
@@ -130,7 +137,31 @@ def _state_check(config: Any) -> Callable[[], None]:
             for problem in _unread("idprov's state", lambda: warn_orphaned_idps(svc)):
                 render_error(problem, "warning")
 
-    return warn
+    problems = [*unread, *(p for found in stores for p in found)]
+    return warn, [] if problems else _unknown_scope_roles(config, svc, made)
+
+
+def _unknown_scope_roles(config: Any, svc: Any, made: bool) -> list[Any]:
+    """A located :class:`ConfigError` for each enabled IdP whose provisioning_roles
+    name a role no userstore has (a typo: `sync` would refuse its plan), read where
+    nothing is written: SQLite and PostgreSQL userstores and the internal roles. With
+    an LDAP userstore (not read here), or one that cannot be read, none is said."""
+    from idprov.db import migrations_held
+    from idprov.errors import IdprovError
+    from idprov.provisioning.scope_roles import known_roles, scope_errors
+
+    if any(s.type not in ("sqlite", "postgres") for s in config.userstores):
+        return []
+    roles: list[Any] = []
+    try:
+        with migrations_held():
+            for store in _stores_to_check(config, svc.data_dir):
+                roles += svc.store(store.domain).list_roles()
+            roles += svc.internal.all() if made else []
+    except IdprovError:
+        return []  # said by the state check, or not this check's to say
+    names = [idp.name for idp in config.identity_providers if idp.enabled]
+    return list(scope_errors(config, names, known_roles(roles), planned=False).values())
 
 
 def _unread(what: str, read: Callable[[], object]) -> list[Any]:

@@ -40,6 +40,8 @@ def _exit_code(result: Any, detailed: bool) -> int:
     plan's 2: the caller knows which it asked for)."""
     from idprov.provisioning.verify import drift_found
 
+    if result.plan.refused:
+        return int(ExitCode.USAGE)  # an IdP's scope names a role no userstore has
     if not result.ok:
         return int(ExitCode.OUTBOUND_FAILED)
     if result.held is not None:
@@ -139,6 +141,8 @@ def sync(
     )
     if result.held is not None:  # the IdPs held, after what was done at the others
         render_error(result.held)
+    for refusal in result.plan.refused:  # an IdP whose scope names no role: not synced
+        render_error(refusal)
     if code:
         raise typer.Exit(code)
 

@@ -112,6 +112,9 @@ class SyncPlan:
     """Names that several entries of a userstore hold: their users are in no item."""
     source_hints: list[str] = field(default_factory=list)
     """How to fix each of ``source_errors``, as its store said (not in a saved plan)."""
+    refused: list[ConfigError] = field(default_factory=list)
+    """The IdPs left out of the plan because their scope names a role no userstore has
+    (:mod:`~idprov.provisioning.scope_roles`): nothing is enqueued or sent there."""
 
     @property
     def empty(self) -> bool:
@@ -262,6 +265,7 @@ class SyncResult:
             "dry_run": self.dry_run,
             "plan": self.plan.to_dict(),
             "outbound": self.outbound.to_dict() if self.outbound is not None else None,
+            "refused": [e.to_dict() for e in self.plan.refused],
         }
         if self.drift is not None:
             payload["drift"] = self.drift
@@ -279,19 +283,22 @@ def compute_plan(
     """The differences between the userstores and the ledger, per IdP (planned in one
     streamed pass, see :mod:`idprov.provisioning.sync_plan`); ``fingerprint``: with the
     hash a saved plan is checked against (it reads the whole ledger)."""
+    from idprov.provisioning.scope_roles import scope_errors
     from idprov.provisioning.sync_plan import plan_idps
 
     names = list(idps) if idps else service.targets()
     for name in names:
         service.idp(name)  # NotFoundError for an unknown one
     plans, seen = plan_idps(service, names)
+    refused = {} if seen.errors else scope_errors(service.config, names, seen.roles)
     plan = SyncPlan(
         service.application,
-        plans,
+        [p for p in plans if p.idp not in refused],
         seen.errors,
         created=now(),
         ambiguous=seen.ambiguous,
         source_hints=seen.hints,
+        refused=list(refused.values()),
     )
     if fingerprint:
         plan.fingerprint = plan_fingerprint(service, plan)

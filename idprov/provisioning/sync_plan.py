@@ -30,6 +30,7 @@ from idprov.provisioning.decide import (
 )
 from idprov.provisioning.guard import Effects, trips
 from idprov.provisioning.inputs import by_roles, idp_fingerprint, inputs_digest, user_digest
+from idprov.provisioning.scope_roles import known_roles
 from idprov.provisioning.sync import IdpPlan, PlanItem
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ class Seen:
     """How to fix each error, as the store says it (a size limit: the directory's
     limits for the bind DN; a refused StartTLS: the url or start_tls)."""
     ambiguous: list[AmbiguousName] = field(default_factory=list)
+    roles: dict[tuple[str, str], str] = field(default_factory=dict)
+    """Every role read (:data:`~idprov.provisioning.scope_roles.KnownRoles`): a scope
+    naming none of them is refused."""
     held: set[str] = field(default_factory=set)
     """Ids of the users of ambiguous names: nothing is planned for them, not even
     their deprovisioning or removal from groups (a read that cannot tell who a name
@@ -163,9 +167,11 @@ def plan_roles(service: IdentityService, planners: list[IdpPlanner], seen: Seen)
         try:
             for role, members in store.roles_with_member_ids():
                 known.add(role.id)
+                seen.roles |= known_roles([role])
                 plan_role(planners, role, members, seen)
         except IdprovError as exc:
             seen.failed(store.domain, exc)
+    seen.roles |= known_roles(seen.internal)
     for role in seen.internal:
         known.add(role.id)
         plan_role(planners, role, [u for _, u in service.role_members(role.domain, role.id)], seen)
