@@ -38,7 +38,7 @@ from idprov.connectors.base import (
     TargetError,
     Throttled,
 )
-from idprov.errors import IdprovError
+from idprov.errors import IdprovError, SecretError
 from idprov.provisioning.halting import current_halt
 from idprov.provisioning.ledger import LedgerEntry
 from idprov.provisioning.plan_roles import RolePlanning
@@ -454,6 +454,9 @@ class Engine(UserPlanning, RolePlanning):
         except CredentialsRefused as exc:
             self._stopped.setdefault(idp, exc.message)
             raise
+        except SecretError as exc:  # never sent: as refused credentials, nothing made
+            self._stopped.setdefault(idp, exc.message)
+            raise CredentialsRefused(exc.message, hint=exc.hint) from exc
 
     def _halted(self) -> bool:
         return self._halt is not None and self._halt.is_set()
