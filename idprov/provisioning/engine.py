@@ -111,6 +111,8 @@ class Engine(UserPlanning, RolePlanning):
         self._users: dict[str, User] = {}
         self._entries: dict[tuple[str, str, str], LedgerEntry | None] = {}
         self._kept: list[LedgerEntry] = []
+        self._kept_remote: dict[tuple[str, str], LedgerEntry] = {}
+        """The user entries of :attr:`_kept` by (IdP, remote id): the last kept of each."""
         self._done_rows: list[OutboxRow] = []
         self._audit_rows: list[tuple[Any, ...]] = []
         """Records of completed calls, written together at the end of each collect."""
@@ -498,6 +500,8 @@ class Engine(UserPlanning, RolePlanning):
     def _keep(self, entry: LedgerEntry) -> None:
         """A ledger entry to write with this collect's records."""
         self._kept.append(entry)
+        if entry.kind == "user" and entry.remote_id:
+            self._kept_remote[(entry.idp, entry.remote_id)] = entry
 
     def _flush(self) -> None:
         """Write the collected records: a few statements for many results."""
@@ -506,6 +510,7 @@ class Engine(UserPlanning, RolePlanning):
         self.state.audit_many(self._audit_rows)
         self.state.ledger.unmark_creating(self._unmarked)
         self._kept, self._done_rows, self._audit_rows, self._unmarked = [], [], [], []
+        self._kept_remote = {}
 
     def _outcomes(
         self, future: Future[Any], tag: tuple[Task, list[Attempt]] | list[Task]
@@ -694,10 +699,9 @@ class Engine(UserPlanning, RolePlanning):
     def _holding(
         self, idp: str, remote_id: str, local_id: str, held_by: str | None
     ) -> LedgerEntry | None:
-        for kept in self._kept:  # recorded in this collect, not yet written
-            if (kept.idp, kept.kind, kept.remote_id) == (idp, "user", remote_id):
-                if kept.local_id != local_id:
-                    return kept
+        kept = self._kept_remote.get((idp, remote_id))  # recorded in this collect, not written
+        if kept is not None and kept.local_id != local_id:
+            return kept
         holder = self.state.ledger.holder(idp, "user", remote_id, local_id)
         if holder is not None or held_by is None:
             return holder
