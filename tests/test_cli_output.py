@@ -123,8 +123,10 @@ def test_on_a_terminal_a_list_is_a_table_with_its_position(cli, tmp_path):
     run = run_in_terminal(["user", "list"], cwd=tmp_path, env=dict(os.environ))
     assert run.exit_code == 0, run.text
     lines = [line.rstrip() for line in run.text.splitlines() if line.strip()]
-    assert re.fullmatch(r"username\s{2,}email\s{2,}display name\s{2,}roles", lines[0]), lines
-    assert re.fullmatch(r"alice\s{2,}alice@example\.com", lines[1]), lines
+    assert re.fullmatch(r"username\s{2,}email\s{2,}display name\s{2,}roles\s{2,}state", lines[0]), (
+        lines
+    )
+    assert re.fullmatch(r"alice\s{2,}alice@example\.com\s{2,}active", lines[1]), lines
     assert lines[-1] == "1–2 of 2"
 
 

@@ -596,6 +596,7 @@ def test_list_json_is_one_indented_document_of_every_domain(cli, write_config):
         "email",
         "display name",
         "roles",
+        "state",
     ]  # one domain in what is shown: no domain column
     assert only_bob.stderr.strip() == "2–2 of 2"
 

@@ -95,3 +95,14 @@ def test_a_mistyped_config_key_gets_a_did_you_mean(cli, write_config):
         "unknown key 'polcy' (known keys here: description, domain, path, policy, "
         "read_only, type); did you mean 'policy'?"
     )
+
+
+def test_user_list_marks_disabled_users(cli):
+    cli("user", "add", "alice").ok()
+    cli("user", "add", "erin", "-c", "active=false").ok()
+    header, *rows = cli("user", "list").ok().stdout.splitlines()
+    assert header.split("\t")[-1] == "state"
+    assert {row.split("\t")[0]: row.split("\t")[-1] for row in rows} == {
+        "alice": "active",
+        "erin": "disabled",
+    }

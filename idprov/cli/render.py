@@ -20,6 +20,7 @@ from idprov.cli.render_reports import outbound_report as outbound_report
 from idprov.cli.render_reports import sync_result as sync_result
 from idprov.cli.tables import Styled, console, esc, note, on_terminal, table
 from idprov.cli.tables import message as message
+from idprov.provisioning.active import is_active
 
 if TYPE_CHECKING:
     from idprov.connectors.base import CheckReport
@@ -56,7 +57,8 @@ def user_page(page: PageStream) -> None:
         note(f"no users match (total {page.total})")
         return
     many = len(page.domains) > 1
-    columns = ["username", *(["domain"] if many else []), "email", "display name", "roles"]
+    domain = ["domain"] if many else []
+    columns = ["username", *domain, "email", "display name", "roles", "state"]
     shown = [0]
     table(columns, _user_rows(chain([first], page.items), many, shown))
     note(f"{page.offset + 1}–{page.offset + shown[0]} of {page.total}", style="dim")
@@ -76,7 +78,8 @@ def _user_row(user: User, with_domain: bool) -> list[str]:
     )
     domain = [user.domain] if with_domain else []
     email = _claim_text(claims.get("email", ""))
-    return [user.username, *domain, email, _claim_text(display), ", ".join(user.roles)]
+    state = "active" if is_active(claims) else "disabled"
+    return [user.username, *domain, email, _claim_text(display), ", ".join(user.roles), state]
 
 
 def role_detail(role: Role) -> None:
