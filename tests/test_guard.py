@@ -95,9 +95,9 @@ def test_a_small_unassign_goes_through_without_a_question(cli, scim):
 def test_the_outbox_worker_judges_a_change_across_its_batches(cli, scim):
     """A change committed without a push (here 25 deprovisions, the admin having said
     yes) reaches the worker in batches (of 5 here, 500 by default): each batch alone
-    is under the guard's minimum of 10, so judged alone all 25 would go. Judged as one
-    change, what passes before the guard trips is under that minimum, and the rest is
-    held, the later batches included."""
+    is under the guard's minimum of 10, so judged alone all 25 would go. The rows of
+    such a change are judged together before the first batch goes: all 25 held (the
+    first batch went, judged alone, before that)."""
     seed(30)
     service = IdentityService(load_config())
     try:
@@ -107,11 +107,11 @@ def test_the_outbox_worker_judges_a_change_across_its_batches(cli, scim):
         report = service.outbound.work(once=True)
     finally:
         service.close()
-    assert len(scim.users()) == 25  # the first batch went through, under the minimum
+    assert len(scim.users()) == 30
     held = cli("outbox", "list", "--status", "held", "--json").items()
-    assert sorted(r["kind"] for r in held) == ["role"] + ["user"] * 20  # and the group's
-    assert sum(report.held.values()) == 21
-    assert all("will delete 10 users at scim" in (r["last_error"] or "") for r in held)
+    assert sorted(r["kind"] for r in held) == ["role"] + ["user"] * 25  # and the group's
+    assert sum(report.held.values()) == 26
+    assert all("will delete 25 users at scim" in (r["last_error"] or "") for r in held)
     assert all((r["last_error"] or "").count("will delete") == 1 for r in held)  # said once
 
 

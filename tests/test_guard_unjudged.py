@@ -78,3 +78,28 @@ def test_an_unrelated_edit_after_five_minutes_holds_the_change_without_a_push_wh
     # the edit's own row is held with the change it was judged with (pushed alone, a
     # harmless edit lets a held change out a row at a time)
     assert _held_users(cli) == sorted([*(f"pl{i}" for i in range(1, 13)), "pl20"])
+
+
+def test_the_worker_judges_a_change_without_a_push_whole_before_its_first_batch(
+    cli,
+    scim: Scim2Peer,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch,
+):
+    """The worker claims rows a batch at a time (500; 10 here): an `import --no-push`
+    of 30 rows that takes the role from 2 users in its first batch and 10 in its last
+    (12 of 30, over the guard) had its first batch judged alone (2, under the guard's
+    minimum) and pushed: 2 users deleted that nobody allowed, the other 10 held. Every
+    row of that change is judged before the first batch goes: all 12 held."""
+    monkeypatch.setattr("idprov.provisioning.outbound.WORK_BATCH", 10)
+    seed(30)
+    leavers = {5, 10, *range(21, 31)}
+    lines = [f"pl{i},x,{'' if i in leavers else 'staff'}\n" for i in range(1, 31)]
+    change = tmp_path / "change.csv"
+    change.write_text("username,title,roles\n" + "".join(lines))
+    cli("import", "users", str(change), "--mode", "update", "--no-push").ok()
+    work = cli("outbox", "work", "--once")
+    assert len(scim.users()) == 30, work
+    assert _held_users(cli) == sorted(f"pl{i}" for i in range(1, 31))  # the change, whole
+    held = cli("outbox", "list", "--status", "held", "--json").items()
+    assert all("will delete 12 users at scim" in (r["last_error"] or "") for r in held), held

@@ -426,14 +426,14 @@ class Outbound:
             names = self._worked_idps(idps, total, eager)
             self.release_the_dead()
             ids = self.state.outbox.due_ids(names, eager) if names else []
+            seen: set[int] = set()  # judged with an earlier batch: not claimed again
             for start in range(0, len(ids), self.batch):
                 if stop.is_set():
                     break
+                chunk = [i for i in ids[start : start + self.batch] if i not in seen]
                 with self.state.transaction():
-                    batch = self.state.outbox.claim_ids(
-                        ids[start : start + self.batch], self.owner, self.lease
-                    )
-                total.merge(self._drain_judged(batch, progress, window))
+                    batch = self.state.outbox.claim_ids(chunk, self.owner, self.lease)
+                total.merge(self._drain_judged(batch, progress, window, seen))
             _tell_waiting(total, told, self.say)
             return total
         while not stop.is_set():
@@ -447,17 +447,39 @@ class Outbound:
         return total
 
     def _drain_judged(
-        self, batch: list[OutboxRow], progress: Progress | None, window: GuardWindow
+        self,
+        batch: list[OutboxRow],
+        progress: Progress | None,
+        window: GuardWindow,
+        seen: set[int] | None = None,
     ) -> OutboundReport:
         """Drain a claimed batch, but first let the deletion guard hold what a change
         committed without a push (`import --no-push`) would destroy, judged with the
-        batches before it in ``window``."""
+        batches before it in ``window`` and with every row of that change (see
+        :meth:`_with_unjudged`). The ids judged are added to ``seen``."""
         from idprov.provisioning.guard import hold_over
 
         report = OutboundReport()
+        batch = self._with_unjudged(batch)
         batch = self._not_renamed(batch, batch, report, [self.owner])
+        if seen is not None:
+            seen.update(r.id for r in batch)
         pushed = hold_over(self, batch, report, window=window)
         return self._drain_claimed(pushed, report, progress, None)
+
+    def _with_unjudged(self, rows: list[OutboxRow]) -> list[OutboxRow]:
+        """``rows``, and where one of them carries a change no guard judged
+        (:attr:`~idprov.provisioning.outbox.OutboxRow.unjudged`), every pending row of
+        that IdP that carries one and no other drainer holds, claimed: such a change
+        is judged whole before any of it goes. Judged a batch (``batch`` rows) at a
+        time, the first batch of a large one went out under the guard's minimum."""
+        idps = sorted({r.idp for r in rows if r.unjudged})
+        if not idps:
+            return rows
+        with self.state.transaction():
+            pulled = self.state.outbox.claim_unjudged(idps, self.owner, self.lease)
+        known = {r.id for r in rows}
+        return sorted([*rows, *(r for r in pulled if r.id not in known)], key=lambda r: r.id)
 
     def _due_batch(self, idps: Sequence[str] | None, total: OutboundReport) -> list[OutboxRow]:
         """Claim the next due rows of the configured IdPs; note orphaned ones once."""
