@@ -204,3 +204,45 @@ def test_the_bulk_import_example_prints_what_the_readme_shows(cli, tmp_path):
     assert [line for line in said.splitlines() if line in notes] == notes
     roles = {r["name"] for r in cli("role", "list", "--json").items()}
     assert roles == {r for r in notes[0].removeprefix("roles created: ").split(", ")}
+
+
+def _plan_rows(text: str, separator: str) -> list[list[str]]:
+    """The rows of the plan tables in ``text`` (README: columns two spaces apart; the
+    CLI off a terminal: tab-separated)."""
+    rows = [re.split(separator, line) for line in text.splitlines()]
+    return [row for row in rows if row[0] in ("create", "update", "delete", "disable")]
+
+
+def _output_of(console: str, command: str) -> str:
+    """What a README console block shows after ``$ idprov COMMAND``, up to the next $."""
+    found = re.search(rf"^\$ idprov {re.escape(command)}\n((?:[^$].*\n)*)", console, re.M)
+    assert found is not None, command
+    return found[1]
+
+
+def test_the_tour_and_its_first_sync_print_what_the_readme_shows(
+    cli, write_config, scim2_server: Scim2Peer, monkeypatch
+):
+    """The tour's commands, then the "Outbound provisioning" IdP and its first sync:
+    the plan it prints and its outcome are the README's (the run id aside)."""
+    import shlex
+
+    cli("user", "add", "alice", "--claim", "email=alice@example.com").ok()
+    (tour, *_) = blocks("A tour", "console")
+    for line in tour.splitlines():
+        if line.startswith("$ idprov "):
+            run = cli(*shlex.split(line)[2:]).ok()
+            if line == "$ idprov user list":
+                shown = _output_of(tour, "user list").splitlines()
+                assert [re.split(r"\s{2,}", row) for row in shown[:-1]] == [
+                    row.split("\t") for row in run.stdout.splitlines()
+                ]
+    (yaml, *_) = blocks("Outbound provisioning", "yaml")
+    write_config(re.sub(r"base_url: \S+", f"base_url: {scim2_server.base_url}", yaml))
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    (console, *_) = blocks("Outbound provisioning", "console")
+    expected = _output_of(console, "sync")
+    synced = cli("sync").ok().stdout
+    assert _plan_rows(synced, "\t") == _plan_rows(expected, r"\s{2,}")
+    summary = [line for line in expected.splitlines() if line.startswith(("scim-main:", "  ✓"))]
+    assert summary and all(line in synced.splitlines() for line in summary), synced
