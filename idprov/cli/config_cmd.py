@@ -69,6 +69,7 @@ def validate(
     if strict and key_files:
         raise key_files[0]
     state_check, scope = _state_check(config)
+    unused = _unused_idps(config)
     if strict and scope:
         raise scope[0]
     result = {
@@ -82,6 +83,7 @@ def validate(
         "username_clashes": _username_clashes(config),
         "disabled_idp_problems": [p.warning().message for p in disabled],
         "unknown_scope_roles": [p.message for p in scope],
+        "unused_identity_providers": [name for name, _ in unused],
     }
 
     def show(r: dict[str, Any]) -> None:
@@ -104,6 +106,8 @@ def validate(
         for problem in scope:
             render.message(f"[yellow]![/] {render.esc(problem.message)}")
             render.message(f"  [dim]fix:[/] {render.esc(problem.hint or '')}")
+        for _, text in unused:
+            render.message(f"[yellow]![/] {render.esc(text)}")
 
     emit(result, show)
     state_check()
@@ -193,6 +197,25 @@ def _stores_to_check(config: Any, data_dir: Path) -> list[Any]:
 
     types = {"sqlite": exists, "postgres": lambda _: True}
     return [s for s in config.userstores if types.get(s.type, lambda _: False)(s)]
+
+
+def _unused_idps(config: Any) -> list[tuple[str, str]]:
+    """(name, warning) of each enabled identity provider that no application names:
+    nothing is provisioned to it (the CLI, imports and sync act as `resident`)."""
+    from idprov.config.schema import Locator
+
+    used = {name for app in config.applications for name in app.identity_providers}
+    locator = config.locator or Locator(config.source)
+    return [
+        (
+            idp.name,
+            f"{locator.where(('identity_providers', i, 'name'))}: identity_providers[{i}]: "
+            f"{idp.name} is used by no application: nothing is provisioned to it; add it to "
+            "applications[].identity_providers (the CLI, imports and sync act as `resident`)",
+        )
+        for i, idp in enumerate(config.identity_providers)
+        if idp.enabled and idp.name not in used
+    ]
 
 
 def _username_clashes(config: Any) -> list[str]:
