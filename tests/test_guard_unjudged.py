@@ -103,3 +103,69 @@ def test_the_worker_judges_a_change_without_a_push_whole_before_its_first_batch(
     assert _held_users(cli) == sorted(f"pl{i}" for i in range(1, 31))  # the change, whole
     held = cli("outbox", "list", "--status", "held", "--json").items()
     assert all("will delete 12 users at scim" in (r["last_error"] or "") for r in held), held
+
+
+def _every_role_pushed(tmp_path: Path) -> None:
+    """Every role a group at scim; the guard holds a change removing over 8 members."""
+    path = tmp_path / "idprov.yaml"
+    guard = "deletion_guard: {memberships: {max_deletes: 8, max_percent: 100, min_deletes: 0}}"
+    path.write_text(
+        path.read_text().replace(
+            "provisioning_roles: [staff]",
+            f"provisioning_roles: [staff]\n    push_roles: all\n    {guard}",
+        )
+    )
+
+
+def _members_at(peer: Scim2Peer) -> dict[str, int]:
+    return {g["displayName"]: len(g.get("members") or []) for g in peer.groups()}
+
+
+def _unassign_without_a_push() -> None:
+    """A change committed without its push: 6 members out of eng and 6 out of ops."""
+    from idprov.config import load_config
+    from idprov.provisioning.service import IdentityService
+
+    other = IdentityService(load_config())
+    try:
+        with other.unit_of_work(push=False) as uow:
+            uow.unassign("eng", [f"pl{i}" for i in range(1, 7)])
+            uow.unassign("ops", [f"pl{i}" for i in range(11, 17)])
+    finally:
+        other.close()
+
+
+def test_a_role_row_pushed_again_carries_the_change_without_a_push_judged_whole(
+    cli,
+    scim: Scim2Peer,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch,
+):
+    """While `role assign eng pl21` pushes eng's group, a change committed without a
+    push takes 6 members out of eng and 6 out of ops (12 removals, over the guard's 8).
+    The assign pushed eng's row again (its version moved), judged alone (6): out, and
+    ops's with it. Judged with every row of that change, both are held."""
+    from idprov.connectors.scim2 import Scim2Connector
+
+    _every_role_pushed(tmp_path)
+    seed(30)
+    for role, users in (("eng", range(1, 11)), ("ops", range(11, 21))):
+        cli("role", "add", role).ok()
+        cli("role", "assign", role, *(f"pl{i}" for i in users)).ok()
+    original = Scim2Connector.change_members
+    raced: list[bool] = []
+
+    def change_members(self, *args, **kwargs):
+        if not raced:  # committed while this push holds eng's row
+            raced.append(True)
+            _unassign_without_a_push()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Scim2Connector, "change_members", change_members)
+    cli("role", "assign", "eng", "pl21")
+    monkeypatch.setattr(Scim2Connector, "change_members", original)
+    cli("outbox", "work", "--once")
+    assert raced
+    assert _members_at(scim) == {"staff": 30, "eng": 11, "ops": 10}
+    held = cli("outbox", "list", "--status", "held", "--json").items()
+    assert sorted(r["label"] for r in held if r["kind"] == "role") == ["eng", "ops"]

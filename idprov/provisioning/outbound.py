@@ -265,7 +265,8 @@ class Outbound:
         and the other change's push left it to this one (``queued``), which may have
         read the members before that change. Without this, the group missed the other
         change's member until a worker, a retry or a sync came by. Judged by the
-        deletion guard first, as the worker judges rows it did not cause; at most
+        deletion guard first, as the worker judges rows it did not cause (a change
+        committed without its push, with every row of it); at most
         :data:`AGAIN_ROUNDS` times."""
         for _ in range(AGAIN_ROUNDS):
             read = {r.id: r.version for r in rows if r.kind == "role"}
@@ -282,6 +283,7 @@ class Outbound:
                 break
             with self.state.transaction():
                 claimed = self.state.outbox.claim(changed, self.owner, self.lease)
+            claimed = self._with_unjudged(claimed)
             claimed = self._not_renamed(claimed, claimed, report, [self.owner])
             if not claimed:
                 break
