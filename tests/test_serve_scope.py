@@ -162,3 +162,151 @@ def test_an_application_sees_the_userstores_its_jit_logins_land_in(crm_sees_part
     own = new_user(crm, "alice")
     # hr still sees its own userstore only
     scim_error(hr.get(f"/Users/{own['id']}"), 404)
+
+
+@pytest.fixture
+def shared_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scim2_server: Any
+) -> Iterator[tuple[Inbound, Any]]:
+    """hr provisions PARTNERS to corp (a real SCIM server); crm has no IdPs, but its
+    JIT logins land in PARTNERS, so its token changes hr's users too."""
+    from idprov.config import load_text
+
+    monkeypatch.setenv("CRM_TOKEN", CRM_TOKEN)
+    monkeypatch.setenv("HR_TOKEN", HR_TOKEN)
+    monkeypatch.setenv("CORP_TOKEN", scim2_server.token)
+    config = load_text(
+        f"""
+version: 1
+data_dir: {tmp_path / "data"}
+userstores:
+  - domain: PRIMARY
+  - domain: PARTNERS
+    path: {tmp_path / "data" / "partners.db"}
+identity_providers:
+  - name: corp
+    connector: scim2
+    options: {{base_url: "{scim2_server.base_url}", auth: bearer, token: env:CORP_TOKEN}}
+    retry: {{max_attempts: 2, initial_backoff: 0.01, max_backoff: 0.02}}
+applications:
+  - name: crm
+    identity_providers: []
+    inbound_token: env:CRM_TOKEN{CRM_SEES_PARTNERS}
+  - name: hr
+    userstore: PARTNERS
+    identity_providers: [corp]
+    inbound_token: env:HR_TOKEN
+""",
+        "shared-store.yaml",
+    )
+    with running(config) as served:
+        yield served, scim2_server
+
+
+def at_corp(target: Any, name: str) -> list[Any]:
+    """corp's ``active`` of each account named ``name`` (none: not there)."""
+    return [u.get("active") for u in target.users() if u["userName"] == name]
+
+
+def test_a_delete_by_another_application_reaches_the_users_targets(shared_store):
+    served, corp = shared_store
+    pat = new_user(served.as_token(HR_TOKEN), "pat")
+    assert at_corp(corp, "pat") == [True]
+    answer = served.client.delete(f"/Users/{pat['id']}")  # crm, which has no IdPs
+    assert answer.status_code == 204, answer.text
+    assert at_corp(corp, "pat") == []
+    assert served.local().outbox_rows() == []
+
+
+def test_a_disable_by_another_application_reaches_the_users_targets(shared_store):
+    served, corp = shared_store
+    pat = new_user(served.as_token(HR_TOKEN), "pat")
+    off = {"op": "replace", "path": "active", "value": False}
+    assert patch(served.client, f"/Users/{pat['id']}", off).status_code in (200, 204)
+    assert at_corp(corp, "pat") == [False]
+    assert served.local().outbox_rows() == []
+
+
+def shared_store_cli(write_config: Any, tmp_path: Path, target: Any, guard: str = "") -> str:
+    """The configuration of :func:`shared_store` for the CLI (corp's ``guard``)."""
+    path = write_config(
+        f"""
+version: 1
+data_dir: {tmp_path / "data"}
+userstores:
+  - domain: PRIMARY
+  - domain: PARTNERS
+    path: {tmp_path / "data" / "partners.db"}
+identity_providers:
+  - name: corp
+    connector: scim2
+    options: {{base_url: "{target.base_url}", auth: bearer, token: env:CORP_TOKEN}}
+    retry: {{max_attempts: 2, initial_backoff: 0.01, max_backoff: 0.02}}{guard}
+applications:
+  - name: crm
+    identity_providers: []{CRM_SEES_PARTNERS}
+  - name: hr
+    userstore: PARTNERS
+    identity_providers: [corp]
+"""
+    )
+    return str(path)
+
+
+def test_a_cli_delete_as_another_application_reaches_the_users_targets(
+    cli, tmp_path, write_config, scim2_server, monkeypatch
+):
+    monkeypatch.setenv("CORP_TOKEN", scim2_server.token)
+    config = shared_store_cli(write_config, tmp_path, scim2_server)
+    cli("--config", config, "user", "add", "PARTNERS/pat", "--app", "hr").ok()
+    assert at_corp(scim2_server, "pat") == [True]
+    deleted = cli("--config", config, "user", "delete", "PARTNERS/pat", "--yes", "--app", "crm")
+    deleted.ok()
+    assert "corp" in deleted.stdout
+    assert at_corp(scim2_server, "pat") == []
+
+
+def test_the_deletion_guard_judges_an_offboarding_sent_to_the_users_targets(
+    cli, tmp_path, write_config, scim2_server, monkeypatch
+):
+    monkeypatch.setenv("CORP_TOKEN", scim2_server.token)
+    guard = "\n    deletion_guard: {max_deletes: 0, min_deletes: 0}"
+    config = shared_store_cli(write_config, tmp_path, scim2_server, guard)
+    cli("--config", config, "user", "add", "PARTNERS/pat", "--app", "hr").ok()
+    held = cli("--config", config, "user", "delete", "PARTNERS/pat", "--yes", "--app", "crm")
+    assert held.exit_code == 7, held
+    assert "deletion guard: will delete 1 user at corp" in held.stdout + held.stderr
+    assert at_corp(scim2_server, "pat") == [True]
+    [row] = cli("--config", config, "outbox", "list", "--json").items()
+    assert (row["idp"], row["status"]) == ("corp", "held")
+
+
+def test_an_import_disabling_as_another_application_reaches_the_users_targets(
+    cli, tmp_path, write_config, scim2_server, monkeypatch
+):
+    monkeypatch.setenv("CORP_TOKEN", scim2_server.token)
+    config = shared_store_cli(write_config, tmp_path, scim2_server)
+    cli("--config", config, "user", "add", "PARTNERS/pat", "--app", "hr").ok()
+    cli("--config", config, "user", "add", "PARTNERS/kim", "--app", "hr").ok()
+    feed = tmp_path / "leavers.csv"
+    feed.write_text("username,active\nPARTNERS/pat,false\nPARTNERS/kim,true\n")
+    cli("--config", config, "import", "users", str(feed), "--mode", "update", "--app", "crm").ok()
+    assert at_corp(scim2_server, "pat") == [False]
+    assert at_corp(scim2_server, "kim") == [True]
+    assert cli("--config", config, "outbox", "list", "--json").items() == []
+
+
+def test_a_role_taken_as_another_application_reaches_the_users_targets(
+    cli, tmp_path, write_config, scim2_server, monkeypatch
+):
+    monkeypatch.setenv("CORP_TOKEN", scim2_server.token)
+    scoped = "\n    provisioning_roles: [partners]"
+    config = shared_store_cli(write_config, tmp_path, scim2_server, scoped)
+    cli("--config", config, "role", "add", "PARTNERS/partners", "--app", "hr").ok()
+    cli("--config", config, "user", "add", "PARTNERS/pat", "--app", "hr").ok()
+    cli("--config", config, "role", "assign", "PARTNERS/partners", "pat", "--app", "hr").ok()
+    assert at_corp(scim2_server, "pat") == [True]
+    cli(
+        "--config", config, "role", "unassign", "PARTNERS/partners", "pat", "--app", "crm", "--yes"
+    ).ok()
+    assert at_corp(scim2_server, "pat") == []

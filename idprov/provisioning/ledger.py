@@ -631,6 +631,22 @@ class Ledger:
         ).fetchall()
         return {r[0] for r in rows}
 
+    def idps_of(
+        self, idps: Sequence[str], kind: str, local_ids: Sequence[str]
+    ) -> dict[str, set[str]]:
+        """Local id -> those of ``idps`` with an entry of it (any state), for the ones
+        of ``local_ids`` that have one (in chunks of 500; by the primary key)."""
+        out: dict[str, set[str]] = {}
+        for start in range(0, len(local_ids), 500):
+            chunk = list(local_ids[start : start + 500])
+            for local_id, idp in self.db.execute(
+                f"SELECT local_id, idp FROM ledger WHERE idp IN ({','.join('?' * len(idps))})"
+                f" AND kind = ? AND local_id IN ({','.join('?' * len(chunk))})",
+                [*idps, kind, *chunk],
+            ).fetchall():
+                out.setdefault(local_id, set()).add(idp)
+        return out
+
     def groups_holding(self, idps: Sequence[str], user_ids: Sequence[str]) -> set[str]:
         """The role ids of the groups idprov put any of ``user_ids`` in at ``idps``."""
         found: set[str] = set()

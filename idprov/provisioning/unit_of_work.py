@@ -247,7 +247,9 @@ class UnitOfWork:
         idps: Sequence[str] | None = None,
     ) -> None:
         """Ask for a user or role to be reconciled at the application's IdPs (at
-        ``idps`` only, when given: sync applies a plan per IdP)."""
+        ``idps`` only, when given: sync applies a plan per IdP). A user this change
+        offboards (:attr:`_offboarding`) is reconciled too at every other enabled IdP
+        whose ledger holds it (see :meth:`_ledger_targets`)."""
         self.enqueue_many(kind, [(entity_id, domain, label)], idps)
 
     def enqueue_many(
@@ -258,13 +260,46 @@ class UnitOfWork:
     ) -> None:
         """:meth:`enqueue` for several (id, domain, label) at once."""
         targets = self.service.targets() if idps is None else list(idps)
+        if kind == "user" and idps is None:
+            for others, leaving in self._ledger_targets(entities, targets).items():
+                self._enqueue_at(list(others), kind, leaving)
+        self._enqueue_at(targets, kind, entities)
+
+    def _ledger_targets(
+        self, entities: Sequence[tuple[str, str, str]], targets: Sequence[str]
+    ) -> dict[tuple[str, ...], list[tuple[str, str, str]]]:
+        """The users of ``entities`` this change offboards, by the enabled IdPs outside
+        ``targets`` whose ledger holds them. An application may change the users of
+        another's userstore (one its JIT logins land in) but provisions to its own IdPs
+        only: an offboarding (a delete, a disable, a role taken away) must still reach
+        every target the user was sent to, or the account stays there, enabled, with no
+        row to say so. Those rows are enqueued, held and judged as any other."""
+        leaving = [e for e in entities if e[0] in self._offboarding]
+        others = [
+            idp.name
+            for idp in self.service.config.identity_providers
+            if idp.enabled and idp.name not in targets
+        ]
+        if not leaving or not others:
+            return {}
+        held = self.service.state.ledger.idps_of(others, "user", [e[0] for e in leaving])
+        out: dict[tuple[str, ...], list[tuple[str, str, str]]] = {}
+        for entity in leaving:
+            if entity[0] in held:
+                out.setdefault(tuple(sorted(held[entity[0]])), []).append(entity)
+        return out
+
+    def _enqueue_at(
+        self, targets: Sequence[str], kind: Kind, entities: Sequence[tuple[str, str, str]]
+    ) -> None:
+        """Outbox rows for ``entities`` at ``targets``, in this work's transaction."""
         if not targets or not entities:
             return
         self.begin()
         allowed = self.service.allow_deletes  # travels with the rows, to any drainer
         outbox = self.service.state.outbox
         rows = outbox.enqueue_many(
-            targets,
+            list(targets),
             kind,
             entities,
             allowed,
@@ -872,16 +907,16 @@ class UnitOfWork:
         details = {**details, "refused": refused} if refused else details
         self.audit("user.import", label, {"domain": store.domain, **details})
         self._set_internal_roles(store, internal)
-        if not self.service.targets():
-            return
+        targets = bool(self.service.targets())
         for user in users:  # a row disabling a user, or setting its roles: an offboarding
-            if user.existing and (
-                user.roles is not None or not is_active(user.claims)
-            ):  # (the import's batches are judged together: no row slips out alone)
+            offboarded = user.existing and (user.roles is not None or not is_active(user.claims))
+            if offboarded:  # (the import's batches are judged together: no row slips out)
                 self._offboarding.add(user.id)
-            self.enqueue(
-                "user", user.id, store.domain, str(QualifiedName(store.domain, user.username))
-            )
+            if targets or offboarded:  # else only at the IdPs of the user's ledger
+                label = str(QualifiedName(store.domain, user.username))
+                self.enqueue("user", user.id, store.domain, label)
+        if not targets:
+            return
         for role in {r.casefold(): r for u in users for r in (u.roles or [])}.values():
             self._enqueue_role(store, role)
         self._enqueue_roles_left(store, users)
@@ -1134,7 +1169,7 @@ class UnitOfWork:
         if changed:
             key = "users"
             self.audit(action, result.qualified_name, {key: changed})
-            if self.service.targets():
+            if self.service.targets() or not assign:  # (see enqueue: an offboarding)
                 found = list(store.find_users(changed).values())
                 if not assign:  # they may leave an IdP's scope: an offboarding
                     self._offboarding.update(u.id for u in found)
