@@ -169,3 +169,25 @@ def test_a_role_row_pushed_again_carries_the_change_without_a_push_judged_whole(
     assert _members_at(scim) == {"staff": 30, "eng": 11, "ops": 10}
     held = cli("outbox", "list", "--status", "held", "--json").items()
     assert sorted(r["label"] for r in held if r["kind"] == "role") == ["eng", "ops"]
+
+
+def test_a_harmless_edit_held_with_an_earlier_change_says_whose_change_it_waits_with(
+    cli,
+    scim: Scim2Peer,  # noqa: F811
+    tmp_path: Path,
+):
+    """`user update pl1 -c title=x` after someone's `import --no-push` that takes the
+    role from 12 of 30 (pl1 among them) is held with it, exit 7: it said only "will
+    delete 12 users", as if the edit did. It says that it waits with an earlier change
+    committed without its push, how many rows that is and since when."""
+    _leavers_committed_without_a_push(cli, tmp_path)
+    edit = cli("user", "update", "pl1", "-c", "title=x")
+    assert edit.exit_code == 7, edit
+    said = " ".join((edit.stdout + edit.stderr).split())
+    assert "will delete 12 users at scim" in said
+    assert "this change to scim waits with an earlier change committed without its push" in said
+    # 12 more rows: 11 users and the group
+    assert "(`import --no-push`: 12 more row(s), the first written at 20" in said
+    unrelated = cli("user", "update", "pl20", "-c", "title=z")
+    assert unrelated.exit_code == 0, unrelated  # not stale yet: the worker's
+    assert "waits with" not in unrelated.stdout + unrelated.stderr

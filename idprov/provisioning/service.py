@@ -305,6 +305,7 @@ class IdentityService:
         if judged:
             kept = {r.id for r in self._hold_over_guard(judged, report, set(row_ids))}
             rows = [r for r in rows if r.id in kept or r.id in fresh]
+            self._note_waiting_with(judged, kept, set(row_ids), report)
         now_rows = [r for r in rows if self.waits_for(r.idp)]
         report.merge(self.outbound.drain(now_rows, self.progress, passwords, claims))
         for row in rows:
@@ -328,6 +329,24 @@ class IdentityService:
             pulled = self.state.outbox.claim_unjudged(idps, outbound.owner, outbound.lease)
         known = {r.id for r in rows}
         return sorted([*rows, *(r for r in pulled if r.id not in known)], key=lambda r: r.id)
+
+    @staticmethod
+    def _note_waiting_with(
+        judged: list[OutboxRow], kept: Collection[int], own: Collection[int], report: OutboundReport
+    ) -> None:
+        """Say in ``report`` whose change the changes' held rows wait with, where rows of
+        an earlier change committed without its push were judged with them (see
+        :meth:`_with_unjudged`): held, a harmless edit's exit 7 named only the earlier
+        change's count, as if the edit destroyed it."""
+        for idp in sorted({r.idp for r in judged if r.id in own and r.id not in kept}):
+            earlier = [r for r in judged if r.idp == idp and r.id not in own and r.unjudged]
+            if earlier:
+                since = min(r.enqueued_at for r in earlier)
+                report.guard.append(
+                    f"this change to {idp} waits with an earlier change committed without its"
+                    f" push (`import --no-push`: {len(earlier)} more row(s), the first written"
+                    f" at {since})"
+                )
 
     @staticmethod
     def _note_held(held: list[OutboxRow], report: OutboundReport) -> None:
