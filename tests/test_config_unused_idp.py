@@ -45,3 +45,11 @@ def test_a_disabled_idp_no_application_uses_is_not_warned_about(cli, tmp_path):
     write(tmp_path, enabled="    enabled: false\n")  # kept on purpose (retired)
     result = json.loads(cli("config", "validate", "--json").stdout)
     assert result["unused_identity_providers"] == []
+
+
+def test_status_warns_about_it_too(cli, tmp_path):
+    write(tmp_path)
+    run = cli("status")
+    assert run.exit_code == 0, run
+    assert "scim-main is used by no application: nothing is provisioned to it" in run.stderr
+    assert "applications[].identity_providers" in run.stderr

@@ -204,7 +204,6 @@ def _unused_idps(config: Any) -> list[tuple[str, str]]:
     nothing is provisioned to it (the CLI, imports and sync act as `resident`)."""
     from idprov.config.schema import Locator
 
-    used = {name for app in config.applications for name in app.identity_providers}
     locator = config.locator or Locator(config.source)
     return [
         (
@@ -213,8 +212,7 @@ def _unused_idps(config: Any) -> list[tuple[str, str]]:
             f"{idp.name} is used by no application: nothing is provisioned to it; add it to "
             "applications[].identity_providers (the CLI, imports and sync act as `resident`)",
         )
-        for i, idp in enumerate(config.identity_providers)
-        if idp.enabled and idp.name not in used
+        for i, idp in config.unused_identity_providers()
     ]
 
 

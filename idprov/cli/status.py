@@ -64,6 +64,22 @@ def status(json: JsonOpt = False) -> None:
     emit(statuses, lambda rows: render.status([r for r in rows if r.configured]))
     warn_orphaned_idps(svc)
     warn_orphaned_rows(statuses)
+    warn_unused_idps(svc.config)
+
+
+def warn_unused_idps(config: Any) -> None:
+    """A warning for each enabled IdP that no application names: its line in the table
+    says never, and nothing will ever be provisioned to it."""
+    from idprov.cli.common import render_error
+
+    for _, idp in config.unused_identity_providers():
+        warning = IdprovError(
+            f"{idp.name} is used by no application: nothing is provisioned to it",
+            hint="add it to applications[].identity_providers (the CLI, imports and sync "
+            "act as `resident`)",
+        )
+        warning.code = "unused_idp"
+        render_error(warning, "warning")
 
 
 def warn_orphaned_idps(svc: Any) -> None:

@@ -503,6 +503,16 @@ class Config:
             hint="declared applications: " + ", ".join(a.name for a in self.applications),
         )
 
+    def unused_identity_providers(self) -> list[tuple[int, IdentityProviderConfig]]:
+        """(index, IdP) of each enabled identity provider that no application names:
+        nothing is provisioned to it (the CLI, imports and sync act as `resident`)."""
+        used = {name for app in self.applications for name in app.identity_providers}
+        return [
+            (i, idp)
+            for i, idp in enumerate(self.identity_providers)
+            if idp.enabled and idp.name not in used
+        ]
+
     def secret_refs(self) -> list[SecretRef]:
         """Every secret reference in the configuration (for `config validate`)."""
         from idprov.config.schema import to_data
