@@ -30,6 +30,10 @@ def inbound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbound
         ("/nul%00here", "/nul\\x00here"),
         ("/red%1b[31mtext%1b[0m", "/red\\x1b[31mtext\\x1b[0m"),
         ("/back%5cslash%e2%80%a8", "/back\\\\slash\\u2028"),
+        (  # invisible, as the CLI's views escape them: zero-width, marks, BOM, tags
+            "/zw%e2%80%8bx%e2%80%8ey%e2%80%8fz%ef%bb%bf%f3%a0%81%81",
+            "/zw\\u200bx\\u200ey\\u200fz\\ufeff\\U000e0041",
+        ),
     ],
 )
 def test_a_hostile_path_is_one_escaped_line(inbound, sent, logged):

@@ -65,3 +65,26 @@ def test_an_error_naming_a_hostile_value_shows_it_escaped(cli, portal, monkeypat
     monkeypatch.setattr(sys, "stderr", err)
     render_error(UsageError("bad \x1b[2J[red]value[/red]", hint="line one\nline two"))
     assert err.getvalue() == ("error: bad \\x1b[2J[red]value[/red]\nhint: line one\nline two\n")
+
+
+INVISIBLE = "ev\u200bil\u200c\u200d\u200e\u200f\u061c\ufeff\u2060\U000e0041x"
+"""A claim with characters a reader cannot see: zero-width space and joiners, the
+LRM, RLM and ALM marks, a byte order mark, a word joiner and a tag character."""
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_views_show_invisible_characters_as_escapes_as_serves_log_does(
+    cli, portal, monkeypatch, terminal
+):
+    from idprov.inbound.scim_server import log_field
+
+    if terminal:
+        monkeypatch.setenv("TTY_COMPATIBLE", "1")
+        monkeypatch.setenv("TERM", "dumb")
+    shown = "ev\\u200bil\\u200c\\u200d\\u200e\\u200f\\u061c\\ufeff\\u2060\\U000e0041x"
+    cli("--config", str(portal), "user", "add", "zed", "-c", f"title={INVISIBLE}").ok()
+    users = cli("--config", str(portal), "user", "show", "zed").ok().stdout
+    assert shown in users
+    assert not any(c in users for c in INVISIBLE if not c.isascii())
+    assert log_field(INVISIBLE) == shown  # one rule: serve's log escapes the same
+    assert log_field("Zoë 山田\u3000太郎") == "Zoë\\x20山田\\u3000太郎"  # a field's spaces

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
+from idprov.text import escaped
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
@@ -44,29 +46,13 @@ _BRACKET = re.compile(r"(\\*)(\[(?:[a-z#/@][^[]*?\])?)")
 """A ``[`` and the backslashes before it; with what follows when rich would read a tag."""
 
 
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-"""What a terminal acts on instead of showing: C0 and C1 controls (an ESC starts a
-colour, a cursor move or a title change; a line break forges a line), the line and
-paragraph separators, and the bidirectional overrides and isolates (they reorder the
-text around them)."""
-
-_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
 def printable(text: object, lines: bool = False) -> str:
-    """``text`` with each character a terminal would act on written as its escape
-    (``\\x1b``, ``\\n``, ``\\u202e``): what every view shows of a value it did not
-    write itself (a name, a claim, a target's error message, an audit detail). With
+    """``text`` with each character a terminal would act on, or a reader not see,
+    written as its escape (``\\x1b``, ``\\n``, ``\\u202e``: see
+    :data:`idprov.text.UNSAFE`): what every view shows of a value it did not write
+    itself (a name, a claim, a target's error message, an audit detail). With
     ``lines``, a line break stays one (a message of several lines idprov wrote)."""
-
-    def one(match: re.Match[str]) -> str:
-        char = match.group()
-        if lines and char == "\n":
-            return char
-        code = ord(char)
-        return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-
-    return _UNPRINTABLE.sub(one, str(text))
+    return escaped(text, keep="\n" if lines else "")
 
 
 def esc(text: object, lines: bool = False) -> str:

@@ -89,6 +89,7 @@ from idprov.inbound.serve_http import (
 )
 from idprov.provisioning.connect import SharedPerIdp
 from idprov.provisioning.tokens import Caller
+from idprov.text import escaped
 
 if TYPE_CHECKING:
     import socket
@@ -131,22 +132,13 @@ class AccessLog:
 
 
 def log_field(value: object) -> str:
-    """``value`` as one field of a log line: every character that is not printable,
-    whitespace and the backslash as a Python escape (``\\n``, ``\\x1b``, ``\\x20``,
-    ``\\\\``), so what a client sends (a path decoded from ``%0a``, ``%1b[``, ``%20``)
-    can neither forge a line or a field nor reach a terminal as a control sequence."""
-    text = str(value)
-    if text.isprintable() and not any(c.isspace() or c == "\\" for c in text):
-        return text
-    return "".join(_escaped(c) for c in text)
-
-
-def _escaped(char: str) -> str:
-    if char == " ":
-        return "\\x20"
-    if char.isprintable() and not char.isspace() and char != "\\":
-        return char
-    return char.encode("unicode_escape").decode("ascii")
+    """``value`` as one field of a log line: the characters a terminal would act on or
+    a reader not see (:data:`idprov.text.UNSAFE`, as the CLI's views escape them),
+    whitespace and the backslash as Python escapes (``\\n``, ``\\x1b``, ``\\x20``,
+    ``\\\\``), so what a client sends (a path decoded from ``%0a``, ``%1b[``,
+    ``%20``) can neither forge a line or a field nor reach a terminal as a control
+    sequence."""
+    return escaped(value, also=r"\s\\")
 
 
 @dataclass
