@@ -28,12 +28,19 @@ UserAction = Literal["create", "update", "enable", "delete", "disable", "forget"
 RoleAction = Literal["create", "update", "delete", "none"]
 
 
-def in_scope(idp: IdentityProviderConfig, roles: Iterable[str]) -> bool:
-    """Whether a user holding ``roles`` is provisioned to ``idp``."""
+def in_scope(idp: IdentityProviderConfig, roles: Iterable[str], domain: str | None = None) -> bool:
+    """Whether a user of userstore ``domain`` holding ``roles`` (its own domain's by
+    bare name, ``Internal/NAME``) is provisioned to ``idp``: a provisioning role names
+    them bare (in every domain) or as ``DOMAIN/name`` (in that one)."""
     if idp.provisioning_roles is None:
         return True
     wanted = {r.casefold() for r in idp.provisioning_roles}
-    return any(r.casefold() in wanted for r in roles)
+    for role in roles:
+        if role.casefold() in wanted:
+            return True
+        if domain is not None and "/" not in role and f"{domain}/{role}".casefold() in wanted:
+            return True
+    return False
 
 
 def role_pushed(idp: IdentityProviderConfig, role: str) -> bool:
@@ -101,7 +108,7 @@ def decide_user(
     if entry is not None and entry.state == "lost":
         return _decide_lost(idp, connector, user, entry)
     provisioned = entry is not None and entry.remote_id is not None
-    if user is not None and not enabled(user) and in_scope(idp, user.roles):
+    if user is not None and not enabled(user) and in_scope(idp, user.roles, user.domain):
         # disabled here (the `active` claim): disabled there, never deleted, and
         # enabled again with the account (the ledger says idprov disabled it)
         why = _disabled_why(user)
@@ -111,7 +118,7 @@ def decide_user(
         if entry.state == "disabled":
             return UserDecision("none", f"already disabled ({why})")
         return UserDecision("disable", why)
-    if user is not None and in_scope(idp, user.roles):
+    if user is not None and in_scope(idp, user.roles, user.domain):
         account = account_for(user, idp, connector, entry.sent if provisioned and entry else None)
         sent = sent_form(account)
         digest = fingerprint(sent)
@@ -172,7 +179,7 @@ def group_member(idp: IdentityProviderConfig, user: User) -> bool:
     the IdP's ``deprovision: disable`` disabled for leaving its scope, is taken out of
     its groups with its deprovision, and put back in them when enabled again. The plan
     of a group and its push both ask this."""
-    return enabled(user) and in_scope(idp, user.roles)
+    return enabled(user) and in_scope(idp, user.roles, user.domain)
 
 
 def enabled(user: User) -> bool:

@@ -63,12 +63,14 @@ def _alone(idp: str, label: str) -> str:
     )
 
 
-def scope_roles(idp: IdentityProviderConfig, roles: Sequence[str]) -> list[str] | None:
+def scope_roles(
+    idp: IdentityProviderConfig, roles: Sequence[str], domain: str | None = None
+) -> list[str] | None:
     """Of ``roles``, those that put their holder in ``idp``'s scope (None: the IdP has
     no provisioning_roles, every user is in it)."""
     if idp.provisioning_roles is None:
         return None
-    return sorted(r for r in roles if in_scope(idp, [r]))
+    return sorted(r for r in roles if in_scope(idp, [r], domain))
 
 
 def returning(
@@ -104,7 +106,7 @@ def _returning(
         user = service.users_by_id([(row.domain, row.local_id)]).get(row.local_id)
         if user is None or not group_member(idp, user):
             return None
-        roles = scope_roles(idp, user.roles)
+        roles = scope_roles(idp, user.roles, user.domain)
         why = f"provisioning_roles: {', '.join(roles)}" if roles else "no provisioning_roles"
         return Returning(
             row,

@@ -25,7 +25,7 @@ def explain(service: IdentityService, username: str, idp_name: str) -> dict[str,
     return {
         "user": user.qualified_name,
         "idp": idp_name,
-        "in_scope": in_scope(idp, user.roles),
+        "in_scope": in_scope(idp, user.roles, user.domain),
         "why": _why(idp.provisioning_roles, user.roles),
         "targeted_by_application": idp_name in service.targets(),
         "decision": {

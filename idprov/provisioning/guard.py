@@ -413,7 +413,7 @@ def _user_effects(
         decision = decide_user(idp, connector, user, entry)
         effects.note_user(row.label, decision, entry)
         if was is not None and decision.reason == "out of scope" and user is not None:
-            if enabled(user) and in_scope(was, user.roles):
+            if enabled(user) and in_scope(was, user.roles, user.domain):
                 effects.rescoped.append(row.label)
                 effects.scope_change = _scope_change(was, idp)
 

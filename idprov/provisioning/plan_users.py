@@ -109,7 +109,7 @@ class UserPlanning(Planning):
             return self._skip(row, decision.reason, entry.remote_id if entry else None)
         if decision.action == "forget":  # lost at the target: a re-create may have made it
             assert entry is not None
-            disable = user is not None and in_scope(idp, user.roles)  # disabled here
+            disable = user is not None and in_scope(idp, user.roles, user.domain)  # disabled here
             return self._plan_uncertain_deprovision(row, idp, connector, entry, disable)
         if decision.action in ("delete", "disable"):
             assert entry is not None
@@ -204,7 +204,7 @@ class UserPlanning(Planning):
 
         def record(outcome: tuple[str, bool] | RefusedCreate) -> OperationResult:
             if isinstance(outcome, RefusedCreate):
-                stop = stop_user(row.idp, row.label, scope_roles(idp, user.roles))
+                stop = stop_user(row.idp, row.label, scope_roles(idp, user.roles, user.domain))
                 raise self._refused(outcome, row, idp, stop)
             remote_id, created_by_idprov = outcome
             if entry is None or remote_id != entry.remote_id:

@@ -1079,7 +1079,7 @@ class UnitOfWork:
                 users = list(store.find_users_by_id(store.role_member_ids(current.id)).values())
                 return self.service.directory.with_internal_roles(users)
 
-            self._keeps_scope(current.name, new_bare, held)
+            self._keeps_scope(current.name, new_bare, held, store.domain)
             self.begin(store)
             role, write = self._recorded_change(
                 store,
@@ -1098,7 +1098,13 @@ class UnitOfWork:
             ChangeResult("role.rename", role.qualified_name, role, details={"from": bare})
         )
 
-    def _keeps_scope(self, old: str, new: str, members: Callable[[], Iterable[User]]) -> None:
+    def _keeps_scope(
+        self,
+        old: str,
+        new: str,
+        members: Callable[[], Iterable[User]],
+        domain: str | None = None,
+    ) -> None:
         """Refuse a role rename that takes members out of an identity provider's scope
         (its ``provisioning_roles`` names the old name, not the new one), which would
         deprovision them there, unless the deletion guard was told to let that many
@@ -1114,7 +1120,8 @@ class UnitOfWork:
         scoping = [
             idp
             for idp in idps
-            if (in_scope(idp, [old]) or in_scope(was[idp.name], [old])) and not in_scope(idp, [new])
+            if (in_scope(idp, [old], domain) or in_scope(was[idp.name], [old], domain))
+            and not in_scope(idp, [new], domain)
         ]
         if not scoping:
             return  # the members are read only where the rename can take them out
@@ -1124,8 +1131,10 @@ class UnitOfWork:
             gone = [
                 u
                 for u in held
-                if (in_scope(idp, u.roles) or in_scope(was[idp.name], u.roles))
-                and not in_scope(idp, [r for r in u.roles if r.casefold() != old.casefold()])
+                if (in_scope(idp, u.roles, u.domain) or in_scope(was[idp.name], u.roles, u.domain))
+                and not in_scope(
+                    idp, [r for r in u.roles if r.casefold() != old.casefold()], u.domain
+                )
             ]
             if gone:
                 leaving[idp.name] = len(gone)
