@@ -653,3 +653,11 @@ def test_a_user_a_login_created_before_links_existed_is_linked_at_its_next_login
         conn.execute("DELETE FROM jit_links")
     refused = login(cli, portal, "--idp", "proxy", "--claims", claims_file(tmp_path, ALICE))
     assert refused.error(4)["code"] == "not_linked"
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, "{", ""], ids=["nested", "cut", "empty"])
+def test_a_claims_file_that_is_not_json_is_refused_naming_it(cli, portal, tmp_path, text):
+    path = tmp_path / "claims.json"
+    path.write_text(text)
+    error = login(cli, portal, "--idp", "proxy", "--claims", str(path)).error(2)
+    assert f"claims file {path} is not JSON" in error["message"]

@@ -51,3 +51,28 @@ def test_what_a_reader_sees_as_it_is_stays():
 
 def test_a_message_of_several_lines_keeps_its_lines_only():
     assert printable("one\ntwo\r\x1b", lines=True) == "one\ntwo\\r\\x1b"
+
+
+def test_the_outbox_workers_log_line_escapes_what_an_error_quotes():
+    """An error's message may quote a target's answer: the serve log's worker line
+    writes its control characters escaped, as the access log does."""
+    import threading
+
+    from idprov.errors import IdprovError
+    from idprov.provisioning.outbound import keep_working
+
+    stop = threading.Event()
+    said: list[str] = []
+
+    def work() -> None:
+        raise IdprovError("target said: bad\x1b[2J\nFORGED line", hint="see \u202etxt")
+
+    def say(text: str, _traceback: bool) -> None:
+        said.append(text)
+        stop.set()
+
+    keep_working(work, stop, say)
+    assert said == [
+        "the outbox worker stopped: target said: bad\\x1b[2J\\nFORGED line (see \\u202etxt);"
+        " starting it again in 1 s"
+    ]

@@ -153,9 +153,10 @@ def read_claims_file(path: str) -> dict[str, Any]:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise UsageError(f"cannot read claims file {path}: {exc.strerror}") from exc
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
+        reason = "nested too deeply to read" if isinstance(exc, RecursionError) else exc
         raise UsageError(
-            f"claims file {path} is not JSON: {exc}",
+            f"claims file {path} is not JSON: {reason}",
             hint='write one JSON object, e.g. {"sub": "alice", "email": "alice@example.com"}',
         ) from exc
     if not isinstance(data, dict):

@@ -32,6 +32,7 @@ from idprov.db import now
 from idprov.errors import IdprovError, NotFoundError
 from idprov.provisioning.outbox import LEASE_SECONDS, DrainHealth, OutboxRow
 from idprov.provisioning.results import OperationResult, OutboundReport, Progress
+from idprov.text import escaped
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -585,10 +586,10 @@ def keep_working(
     while not stop.is_set():
         try:
             work()
-        except IdprovError as exc:
-            hint = f" ({exc.hint})" if exc.hint else ""
+        except IdprovError as exc:  # its message may quote a target's answer: escaped
+            hint = f" ({escaped(exc.hint)})" if exc.hint else ""
             say(
-                f"the outbox worker stopped: {exc.message}{hint}; starting it again in "
+                f"the outbox worker stopped: {escaped(exc.message)}{hint}; starting it again in "
                 f"{pause:.0f} s",
                 False,
             )
