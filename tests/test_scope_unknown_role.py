@@ -99,3 +99,22 @@ def test_config_validate_names_the_unknown_role_and_strict_refuses(cli, two, bee
     assert "Internal/auditors" in cli("config", "validate").stdout
     cli("role", "add", "Internal/auditors").ok()
     assert cli("config", "validate", "--strict").exit_code == 0
+
+
+def test_outbox_release_does_not_send_the_held_deletions_of_a_mistyped_scope(
+    cli, two, bee, tmp_path
+):
+    """Under the typo, a user's change holds its deprovision (a change of scope, which
+    only a sync judges): `outbox release`, even with an allowance, holds it again and
+    deletes nothing (sync refuses the typo)."""
+    populated(cli)
+    typo(tmp_path)
+    held = cli("user", "update", "user0", "-c", "title=Boss")
+    assert held.exit_code == 7, held  # the deprovision the typo implies: held
+    run = cli("outbox", "release", "--idp", "scim-a", "--yes", "--allow-deletes", "10")
+    assert run.exit_code == 7, run
+    assert "those a change of scope holds: `idprov sync --idp scim-a`" in run.stdout
+    assert len(two.users()) == 3  # nothing deleted at scim-a
+    assert {r["status"] for r in cli("outbox", "list", "--idp", "scim-a", "--json").items()} == {
+        "held"
+    }
