@@ -397,3 +397,18 @@ def test_the_log_shows_a_syncs_counts_as_json_not_a_python_repr(cli, scim, tmp_p
     cli("sync").ok()
     line = cli("log", "--action", "sync.run").ok().stdout.splitlines()[1]  # the newest
     assert 'scim={"done":1' in line and "{'" not in line, line
+
+
+def test_sync_of_a_disabled_idp_by_name_says_it_is_disabled(
+    cli, scim2_server, tmp_path, monkeypatch
+):
+    """`sync --idp X` of an IdP with `enabled: false` said "in sync: nothing to do" and
+    exited 0, which a cron job reads as success: it is refused, saying why."""
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    write_config(tmp_path, scim2_server.base_url, "    enabled: false")
+    seed(cli)
+    for command in (["sync"], ["plan"]):
+        error = cli(*command, "--idp", "scim", "--json").error(2)
+        assert error["message"] == "identity provider scim is disabled (enabled: false)"
+        assert "enabled: true" in error["hint"]
+    assert scim2_server.users() == []

@@ -288,7 +288,12 @@ def compute_plan(
 
     names = list(idps) if idps else service.targets()
     for name in names:
-        service.idp(name)  # NotFoundError for an unknown one
+        if not service.idp(name).enabled:  # NotFoundError for an unknown one
+            raise UsageError(
+                f"identity provider {name} is disabled (enabled: false)",
+                hint=f"nothing is synced to it: set enabled: true in its entry to sync it, "
+                f"or leave out --idp {name}",
+            )
     plans, seen = plan_idps(service, names)
     refused = {} if seen.errors else scope_errors(service.config, names, seen.roles)
     plan = SyncPlan(
