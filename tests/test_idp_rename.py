@@ -890,3 +890,34 @@ def test_forget_rename_refuses_an_entry_where_an_earlier_rename_took_the_name_fr
     assert "it is that identity provider" in error["message"]
     assert "`idprov idp rename b a`" in error["hint"]
     assert setup.rows("SELECT freed_at FROM idp_renames WHERE idp = 'a'") == [(None,)]
+
+
+def test_the_rename_merges_two_changes_as_an_enqueue_coalesces_them(cli, setup):
+    """A row under both names carries both changes: it keeps the smaller allowance (none
+    if either has none), the mark of a change no guard judged yet, and that a password
+    was not sent, as a row two changes coalesce into does (the merge took the new row's
+    allowance as it was, and dropped the two marks)."""
+    provisioned_under_a(cli)
+    ids = dict(setup.rows("SELECT label, local_id FROM ledger WHERE idp = 'a' AND kind = 'user'"))
+    columns = "(idp, kind, local_id, domain, label, status, enqueued_at, updated_at, allowed,"
+    columns += " unjudged, password_unsent)"
+    setup.execute(
+        f"INSERT INTO outbox {columns} VALUES ('a', 'user', ?, 'PRIMARY', 'alice', 'pending',"
+        " '2026-01-01', '2026-01-02', NULL, 1, 0), ('a', 'user', ?, 'PRIMARY', 'bob',"
+        " 'pending', '2026-01-01', '2026-01-02', 40, 0, 1)",
+        (ids["alice"], ids["bob"]),
+    )
+    setup.configure("b")
+    for name in ("alice", "bob"):
+        assert cli("user", "update", name, "-c", "title=Boss").exit_code == 6
+    setup.execute("UPDATE outbox SET allowed = 50 WHERE idp = 'b'")
+    setup.execute("UPDATE outbox SET unjudged = 1 WHERE idp = 'b' AND label = 'bob'")
+    setup.execute("UPDATE outbox SET password_unsent = 1 WHERE idp = 'b' AND label = 'alice'")
+
+    cli("idp", "rename", "a", "b").ok()
+
+    rows = setup.rows(
+        "SELECT label, allowed, unjudged, password_unsent FROM outbox WHERE idp = 'b'"
+        " ORDER BY label"
+    )
+    assert rows == [("alice", None, 1, 1), ("bob", 40, 1, 1)]

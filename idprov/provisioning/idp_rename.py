@@ -640,7 +640,8 @@ def _waited(old: str, new: str, waited: int, merged: int) -> list[str]:
 
 _MERGED = (
     "o.id, n.id, o.status, n.status, o.attempts + n.attempts, o.last_error, n.last_error,"
-    " o.last_status, n.last_status, n.label, n.domain, n.updated_at, n.allowed"
+    " o.last_status, n.last_status, n.label, n.domain, n.updated_at, o.allowed, n.allowed,"
+    " n.unjudged, n.password_unsent"
 )
 
 
@@ -661,21 +662,32 @@ def _merge(db: StateDB, both: list[tuple[Any, ...]]) -> None:
     """One row per user or role with rows under both names: the old name's (its id,
     since when it has waited, its attempts and failures: its history) takes the newer
     change the new name's row stands for, as an enqueue coalesces two changes: its
-    label and domain, its allowance, due now and pending again; held if either was
-    held (the guard's reason with it: a held row is pushed only once released). The
-    new name's row goes."""
+    label and domain, due now and pending again; the smaller allowance of the two
+    (:func:`~idprov.provisioning.outbox.smaller_allowance`), the marks of either (a
+    change no guard judged yet, a password not sent); held if either was held (the
+    guard's reason with it: a held row is pushed only once released). The new name's
+    row goes."""
+    from idprov.provisioning.outbox import smaller_allowance
+
     merged = []
-    for old_id, _, old_status, new_status, attempts, *errors, label, domain, at, allowed in both:
+    for row in both:
+        old_id, _, old_status, new_status, attempts, *errors = row[:9]
+        label, domain, at, old_allowed, new_allowed, unjudged, unsent = row[9:]
         old_error, new_error, old_code, new_code = errors
         newly_held = new_status == "held" and old_status != "held"
         error, code = (new_error, new_code) if newly_held else (old_error, old_code)
         status = "held" if "held" in (old_status, new_status) else "pending"
-        merged.append((status, attempts, error, code, label, domain, at, allowed, old_id))
+        allowed = smaller_allowance(old_allowed, new_allowed)
+        merged.append(
+            (status, attempts, error, code, label, domain, at, allowed, unjudged, unsent, old_id)
+        )
     db.executemany("DELETE FROM outbox WHERE id = ?", [(row[1],) for row in both])
     db.executemany(
         "UPDATE outbox SET status = ?, attempts = ?, last_error = ?, last_status = ?,"
-        " label = ?, domain = ?, updated_at = ?, allowed = ?, next_attempt_at = NULL,"
-        " version = version + 1 WHERE id = ?",
+        " label = ?, domain = ?, updated_at = ?, allowed = ?,"
+        " unjudged = CASE WHEN ? = 1 THEN 1 ELSE unjudged END,"
+        " password_unsent = CASE WHEN ? = 1 THEN 1 ELSE password_unsent END,"
+        " next_attempt_at = NULL, version = version + 1 WHERE id = ?",
         merged,
     )
 

@@ -186,6 +186,13 @@ _OUTBOX_COLUMNS = (
 )
 
 
+def smaller_allowance(first: int | None, second: int | None) -> int | None:
+    """The allowance a row keeps when a second change joins it: the smaller, none if
+    either has none (an allowance given to one change never covers another's effects;
+    :meth:`Outbox.enqueue_many` decides it in SQL, with its one exception)."""
+    return None if first is None or second is None else min(first, second)
+
+
 def _smaller_allowance(running: Sequence[str], unheld: bool) -> str:
     """The allowance of a row a second change coalesces into (see
     :meth:`Outbox.enqueue_many`; the parameters: now, then ``running``, the drainers
