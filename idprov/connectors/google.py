@@ -123,7 +123,6 @@ class GoogleConnector(Connector):
         self._account_lock = threading.Lock()
         self._emails: dict[str, str] = {}
         """Google user id -> primary email, as last seen (members are added by email)."""
-        """Group id -> membership changes done by a change that failed in part."""
         self._members_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 

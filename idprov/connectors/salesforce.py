@@ -85,6 +85,7 @@ from idprov.connectors.salesforce_api import (
     RoleTarget,
     SalesforceOptions,
     derive_alias,
+    error_code,
     jwt_claims,
     raise_failed,
     raise_salesforce_error,
@@ -725,9 +726,5 @@ class SalesforceConnector(Connector):
 def _holds(reply: dict[str, Any]) -> bool:
     """Whether one record of a membership collection reply says the user holds it:
     made, or there already."""
-    codes = {
-        str(e.get("statusCode") or e.get("errorCode"))
-        for e in reply.get("errors") or []
-        if isinstance(e, dict)
-    }
+    codes = {error_code(e) for e in reply.get("errors") or [] if isinstance(e, dict)}
     return bool(reply.get("success")) or bool(codes) and codes <= ADDED_ALREADY

@@ -309,7 +309,7 @@ def _reveal(ref: SecretRef | None) -> str:
     return ref.reveal() if ref is not None else ""
 
 
-def _code(error: Any) -> str:
+def error_code(error: Any) -> str:
     """An error's code: ``errorCode`` in REST replies, ``statusCode`` in collections."""
     if not isinstance(error, dict):
         return ""
@@ -319,7 +319,7 @@ def _code(error: Any) -> str:
 def record_error(reply: Mapping[str, Any], what: str) -> TargetError:
     """The error of one record of a collection reply, its ``errors`` array as sent."""
     errors = reply.get("errors") or []
-    codes = {_code(e) for e in errors}
+    codes = {error_code(e) for e in errors}
     message = f"{what}: {json.dumps(errors, ensure_ascii=False)[:2000]}"
     if "DUPLICATE_USERNAME" in codes:
         return RemoteConflict(message)
@@ -337,7 +337,7 @@ def raise_salesforce_error(response: httpx.Response, what: str) -> None:
     if status < 400:
         return
     data = reply_json(response)
-    codes = {_code(e) for e in data} if isinstance(data, list) else set()
+    codes = {error_code(e) for e in data} if isinstance(data, list) else set()
     raise status_error(
         response,
         f"{what}: HTTP {status}: {reply_detail(response, data)}",
@@ -356,7 +356,7 @@ def refused(reply: Any, ok: frozenset[str] | set[str]) -> bool:
     return (
         isinstance(reply, dict)
         and not reply.get("success")
-        and not {_code(e) for e in reply.get("errors") or []} <= set(ok)
+        and not {error_code(e) for e in reply.get("errors") or []} <= set(ok)
     )
 
 

@@ -70,9 +70,8 @@ from idprov.provisioning.decide import (
     UserDecision,
     decide_role,
     decide_user,
-    enabled,
+    group_member,
     group_target,
-    in_scope,
     role_pushed,
 )
 
@@ -413,7 +412,7 @@ def _user_effects(
         decision = decide_user(idp, connector, user, entry)
         effects.note_user(row.label, decision, entry)
         if was is not None and decision.reason == "out of scope" and user is not None:
-            if enabled(user) and in_scope(was, user.roles, user.domain):
+            if group_member(was, user):  # enabled and in the scope it had
                 effects.rescoped.append(row.label)
                 effects.scope_change = _scope_change(was, idp)
 

@@ -15,7 +15,6 @@ not be read refuses the whole plan anyway (no deletions from a failed read).
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -78,9 +77,11 @@ def scope_error(
 
 
 def _did_you_mean(role: str, known: KnownRoles) -> str:
+    from idprov.spelling import closest
+
     names = {n: q for (_, n), q in known.items()} | {q.casefold(): q for q in known.values()}
-    close = difflib.get_close_matches(role.casefold(), list(names), n=1)
-    return f" (did you mean {names[close[0]]!r}?)" if close else ""
+    hit = closest(role, names)
+    return f" (did you mean {names[hit]!r}?)" if hit is not None else ""
 
 
 def scope_errors(
