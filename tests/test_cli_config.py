@@ -418,3 +418,18 @@ def test_validate_warns_when_the_username_template_drops_the_domain(cli, write_c
     assert (
         cli("--config", str(alone), "config", "validate", "--json").json()["username_clashes"] == []
     )
+
+
+def test_a_missing_secret_of_an_application_names_its_own_line(cli, tmp_path, monkeypatch):
+    """A file without the `resident` application (added first when not declared): the
+    error of a secret that cannot be read named the next application's line and index."""
+    monkeypatch.delenv("NOPE_TOKEN_A", raising=False)
+    monkeypatch.delenv("NOPE_TOKEN_B", raising=False)
+    path = tmp_path / "idprov.yaml"
+    path.write_text(
+        f"version: 1\ndata_dir: {tmp_path / 'data'}\napplications:\n  - name: crm\n"
+        "    inbound_token: env:NOPE_TOKEN_A\n  - name: hr\n    inbound_token: env:NOPE_TOKEN_B\n"
+    )
+    error = cli("--config", str(path), "config", "validate", "--strict", "--json").error(2)
+    assert error["message"].startswith(f"{path}:5:5: applications[0].inbound_token: secret")
+    assert f"applications[1].inbound_token (env:NOPE_TOKEN_B, {path}:7:5)" in error["message"]

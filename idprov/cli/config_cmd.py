@@ -232,11 +232,22 @@ def _missing_secrets(config: Any) -> list[tuple[str, str, str]]:
     from idprov.config.secrets import SecretRef
 
     locator = config.locator or Locator(config.source)
-    return [
-        (ref.ref, locator.where(path), key_path(path))
-        for path, ref in find_values(config, SecretRef)
-        if ref.status() == "missing"
-    ]
+    found = []
+    for path, ref in find_values(config, SecretRef):
+        if ref.status() == "missing":
+            in_file = _as_in_file(config, locator, path)
+            found.append((ref.ref, locator.where(in_file), key_path(in_file)))
+    return found
+
+
+def _as_in_file(config: Any, locator: Any, path: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``path`` into ``config`` as the file writes it: the `resident` application,
+    added first when the file does not declare it, moves every other by one."""
+    if len(path) < 2 or path[0] != "applications" or not isinstance(path[1], int):
+        return path
+    declared = {k[1] for k in locator.marks if len(k) > 1 and k[0] == "applications"}
+    added = len(config.applications) - len(declared) if declared else 0
+    return ("applications", path[1] - added, *path[2:])
 
 
 def _broken_key_files(config: Any) -> list[Any]:
@@ -247,14 +258,12 @@ def _broken_key_files(config: Any) -> list[Any]:
     from idprov.inbound.jit import check_key_material
 
     locator = config.locator or Locator(config.source)
-    declared = {k[1] for k in locator.marks if len(k) > 1 and k[0] == "applications"}
-    added = len(config.applications) - len(declared)  # `resident`, when not in the file
     problems = []
     for n, app in enumerate(config.applications):
         for j, entry in enumerate(app.jit):
             key = "jwks_file" if entry.jwks_file else "public_key_file"
-            a = n - added if declared else n
-            path = ("applications", a, "jit", j, key)
+            path = _as_in_file(config, locator, ("applications", n, "jit", j, key))
+            a = path[1]
             try:
                 check_key_material(entry)
             except ConfigError as exc:
