@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from idprov.db import now
@@ -284,7 +284,7 @@ class Outbound:
                 break
             with self.state.transaction():
                 claimed = self.state.outbox.claim(changed, self.owner, self.lease)
-            claimed = self._with_unjudged(claimed)
+            claimed = self.with_unjudged(claimed)
             claimed = self._not_renamed(claimed, claimed, report, [self.owner])
             if not claimed:
                 break
@@ -459,24 +459,28 @@ class Outbound:
         """Drain a claimed batch, but first let the deletion guard hold what a change
         committed without a push (`import --no-push`) would destroy, judged with the
         batches before it in ``window`` and with every row of that change (see
-        :meth:`_with_unjudged`). The ids judged are added to ``seen``."""
+        :meth:`with_unjudged`). The ids judged are added to ``seen``."""
         from idprov.provisioning.guard import hold_over
 
         report = OutboundReport()
-        batch = self._with_unjudged(batch)
+        batch = self.with_unjudged(batch)
         batch = self._not_renamed(batch, batch, report, [self.owner])
         if seen is not None:
             seen.update(r.id for r in batch)
         pushed = hold_over(self, batch, report, window=window)
         return self._drain_claimed(pushed, report, progress, None)
 
-    def _with_unjudged(self, rows: list[OutboxRow]) -> list[OutboxRow]:
+    def with_unjudged(
+        self, rows: list[OutboxRow], only: Collection[str] | None = None
+    ) -> list[OutboxRow]:
         """``rows``, and where one of them carries a change no guard judged
         (:attr:`~idprov.provisioning.outbox.OutboxRow.unjudged`), every pending row of
-        that IdP that carries one and no other drainer holds, claimed: such a change
-        is judged whole before any of it goes. Judged a batch (``batch`` rows) at a
-        time, the first batch of a large one went out under the guard's minimum."""
-        idps = sorted({r.idp for r in rows if r.unjudged})
+        that IdP (of ``only``, when given) that carries one and no other drainer holds,
+        claimed: such a change is judged whole before any of it goes. Judged a batch
+        (``batch`` rows) at a time, the first batch of a large one went out under the
+        guard's minimum; pushed with a command's change alone, it went out a few users
+        at a time."""
+        idps = sorted({r.idp for r in rows if r.unjudged and (only is None or r.idp in only)})
         if not idps:
             return rows
         with self.state.transaction():

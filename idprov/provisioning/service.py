@@ -287,7 +287,7 @@ class IdentityService:
         pushed_now = [name for name in self.targets() if self.waits_for(name)]
         rows = self.state.outbox.rows([*row_ids, *abandoned], stale_pending=pushed_now)
         if not guarded:
-            rows = self._with_unjudged(rows, pushed_now)
+            rows = self.outbound.with_unjudged(rows, only=pushed_now)  # the others: the worker's
         report = OutboundReport()
         if row_ids and not guarded:  # not in ``rows``: pushed only by a release (or the
             # sync that accepts them, which judges what is held after its push itself)
@@ -313,31 +313,14 @@ class IdentityService:
                 report.note("queued", row.idp, row.id)
         return report
 
-    def _with_unjudged(self, rows: list[OutboxRow], pushed_now: Sequence[str]) -> list[OutboxRow]:
-        """``rows``, and where one of them carries a change that no guard judged
-        (:attr:`OutboxRow.unjudged`: committed with `import --no-push`), be it one of
-        the changes' own rows or a left-over one pushed with them, every pending row of
-        that IdP that carries one and no other drainer holds, claimed for this push:
-        judged together, as the worker judges them. Pushed with this change alone, it
-        went out a few users at a time, each under the guard's minimum. Only at the
-        IdPs pushed now (the others' rows are the worker's)."""
-        idps = sorted({r.idp for r in rows if r.unjudged} & set(pushed_now))
-        if not idps:
-            return rows
-        outbound = self.outbound
-        with self.state.transaction():
-            pulled = self.state.outbox.claim_unjudged(idps, outbound.owner, outbound.lease)
-        known = {r.id for r in rows}
-        return sorted([*rows, *(r for r in pulled if r.id not in known)], key=lambda r: r.id)
-
     @staticmethod
     def _note_waiting_with(
         judged: list[OutboxRow], kept: Collection[int], own: Collection[int], report: OutboundReport
     ) -> None:
         """Say in ``report`` whose change the changes' held rows wait with, where rows of
         an earlier change committed without its push were judged with them (see
-        :meth:`_with_unjudged`): held, a harmless edit's exit 7 named only the earlier
-        change's count, as if the edit destroyed it."""
+        :meth:`~idprov.provisioning.outbound.Outbound.with_unjudged`): held, a harmless
+        edit's exit 7 named only the earlier change's count, as if the edit destroyed it."""
         for idp in sorted({r.idp for r in judged if r.id in own and r.id not in kept}):
             earlier = [r for r in judged if r.idp == idp and r.id not in own and r.unjudged]
             if earlier:
