@@ -202,6 +202,12 @@ class PgSession:
             self._sql[sql] = sql.replace("%", "%%").replace("?", "%s")
         return self._sql[sql]
 
+    def has_table(self, name: str) -> bool:
+        """Whether table ``name`` is in this session's schema (a checked name: see the
+        config)."""
+        found = self.execute("SELECT to_regclass(?)", [f"{self.config.schema}.{name}"])
+        return found.fetchone() != (None,)
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         """Run one statement. A read outside any transaction that finds the connection
         dropped runs again once on a new one."""
@@ -251,9 +257,8 @@ class PgSession:
         table yet), read once (:meth:`migrate` forgets it when it applies some)."""
         if self._recorded is None:
             table = f"{self.config.schema}.idprov_migrations"  # a checked name: see the config
-            found = self.execute("SELECT to_regclass(?)", [table]).fetchone()
             rows: list[Any] = []
-            if found != (None,):
+            if self.has_table("idprov_migrations"):
                 rows = self.execute(f"SELECT namespace, name FROM {table}").fetchall()
             self._recorded = {(str(r[0]), str(r[1])) for r in rows}
         return self._recorded

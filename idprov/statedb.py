@@ -167,8 +167,7 @@ class PostgresStateDB(StateDB):
         self.session.migrate(namespace, steps)
 
     def has_table(self, name: str) -> bool:
-        table = f"{self.config.schema}.{name}"  # a checked schema name: see the config
-        return self.execute("SELECT to_regclass(?)", [table]).fetchone() != (None,)
+        return self.session.has_table(name)
 
     def run_lock(self, command: str, wait: bool = False) -> AbstractContextManager[Any]:
         from idprov.provisioning.lock import AdvisoryRunLock
@@ -202,11 +201,9 @@ def state_exists(config: Config) -> bool:
     from idprov.pg import PgSession
 
     assert isinstance(config.state, PostgresStateConfig)
-    table = f"{config.state.schema}.idprov_migrations"  # a checked name: see the config
     session = PgSession(config.state, "the state", "state")
     try:
-        found = session.execute("SELECT to_regclass(?)", [table])
-        return found.fetchone() != (None,)
+        return session.has_table("idprov_migrations")
     finally:
         session.close()
 

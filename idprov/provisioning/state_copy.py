@@ -520,8 +520,7 @@ def destination_lock(destination: Config) -> Iterator[None]:
     session = PgSession(config, "the state", "state")
     try:
         try:
-            found = session.execute("SELECT to_regclass(?)", [f"{q(config.schema)}.run_locks"])
-            noted = found.fetchone() != (None,)
+            noted = session.has_table("run_locks")
             if noted:
                 session.close()
                 lock.__enter__()
