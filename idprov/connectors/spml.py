@@ -244,8 +244,7 @@ class SpmlConnector(SpmlPsoConnector):
         if self.options.disable == "attribute" and name is not None:
             held = {k.lower(): v for k, v in data.items()}.get(name.lower(), [])
             return self.options.disable_value not in held
-        advertised = self._capabilities()
-        if advertised is not None and SUSPEND not in advertised:
+        if self._lacks(SUSPEND):
             return None
         return self._asked_active(what, remote_id)
 
@@ -351,8 +350,7 @@ class SpmlConnector(SpmlPsoConnector):
         suspended by idprov."""
         if self.options.disable != "suspend":
             return
-        advertised = self._capabilities()
-        if advertised is not None and SUSPEND not in advertised:
+        if self._lacks(SUSPEND):
             return
         request = self.request(what, "resumeRequest", SUSPEND)
         self._pso_id(request, remote_id)

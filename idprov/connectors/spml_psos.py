@@ -217,13 +217,18 @@ class SpmlPsoConnector(Connector):
     def _require(self, namespace: str, what: str, fix: str) -> None:
         """Refuse, before anything is sent, an operation that needs a capability the
         target's listTargets does not advertise (nothing is known: go ahead)."""
-        advertised = self._capabilities()
-        if advertised is not None and namespace not in advertised:
+        if self._lacks(namespace):
             raise TargetError(
                 f"{what}: the target does not advertise {namespace}, which this needs; "
                 "nothing was sent",
                 hint=f"{fix}, or ask the target's administrators for the capability",
             )
+
+    def _lacks(self, namespace: str) -> bool:
+        """Whether the target's listTargets leaves ``namespace`` out of its capabilities
+        (False when the target cannot tell)."""
+        advertised = self._capabilities()
+        return advertised is not None and namespace not in advertised
 
     def _capabilities(self) -> set[str] | None:
         """The capabilities of the target idprov provisions to (listTargets, read once)."""
