@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from idprov.connectors.base import (
@@ -80,12 +80,14 @@ from idprov.connectors.salesforce_api import (
     DUPLICATE_USERNAME_FIX,
     FLOW_HINTS,
     GONE_CODES,
+    GROUP_OBJECTS,
     KEY_PREFIXES,
     MEMBERSHIP,
     RoleTarget,
     SalesforceOptions,
     derive_alias,
     error_code,
+    is_salesforce_id,
     jwt_claims,
     raise_failed,
     raise_salesforce_error,
@@ -197,9 +199,12 @@ class SalesforceConnector(Connector):
         return sign_assertion(key, jwt_claims(self.options))
 
     # ---- HTTP
-    def _base(self, token: AccessToken) -> str:
+    def _instance(self, token: AccessToken) -> str:
         instance = self.options.instance_url or str(token.details.get("instance_url"))
-        return f"{instance.rstrip('/')}/services/data/v{self.options.api_version}"
+        return instance.rstrip("/")
+
+    def _base(self, token: AccessToken) -> str:
+        return f"{self._instance(token)}/services/data/v{self.options.api_version}"
 
     def _request(
         self,
@@ -209,13 +214,17 @@ class SalesforceConnector(Connector):
         *,
         body: Any = None,
         params: Mapping[str, str] | None = None,
+        from_instance: bool = False,
     ) -> httpx.Response:
+        """``path`` below the REST API's version root; with ``from_instance``, below
+        the instance (a ``nextRecordsUrl``, which names the version itself)."""
         headers, content = json_payload(body)
+        root = self._instance if from_instance else self._base
         response = send_authorized(
             self.client,
             self.tokens,
             method,
-            lambda token: self._base(token) + path,
+            lambda token: root(token) + path,
             what=what,
             headers=headers,
             content=content,
@@ -228,10 +237,24 @@ class SalesforceConnector(Connector):
         return json_reply(response, what, object_only=False)
 
     def query(self, soql: str, what: str) -> list[dict[str, Any]]:
-        """Records of a SOQL query (one page: idprov's queries return few)."""
+        """Every record of a SOQL query: Salesforce returns them in batches (at most
+        2,000, often fewer), each but the last with ``done: false`` and the
+        ``nextRecordsUrl`` of the next (Query More Results)."""
         data = self._json(self._request("GET", "/query", what, params={"q": soql}), what)
-        records = data.get("records") if isinstance(data, dict) else None
-        return [r for r in records or [] if isinstance(r, dict)]
+        found: list[dict[str, Any]] = []
+        while True:
+            if not isinstance(data, dict):
+                return found
+            found += [r for r in data.get("records") or [] if isinstance(r, dict)]
+            following = data.get("nextRecordsUrl")
+            if data.get("done") is not False or not isinstance(following, str):
+                return found
+            if not following.startswith("/services/data/"):
+                raise TargetError(
+                    f"{what}: the query's nextRecordsUrl is not an API path: {following[:200]}"
+                )
+            response = self._request("GET", following, what, from_instance=True)
+            data = self._json(response, what)
 
     # ---- checks
     def check(self) -> CheckReport:
@@ -605,6 +628,46 @@ class SalesforceConnector(Connector):
     def find_group(self, display_name: str) -> str | None:
         target = self._target(display_name)
         return self._resolve(target) if target is not None else None
+
+    def read_group(self, remote_id: str) -> tuple[str, Container[str]] | None:
+        """The role's name and the ids of the users (and nested groups) holding the
+        permission set or public group ``remote_id``: its ``PermissionSetAssignment``
+        or ``GroupMember`` records, every batch. None when no permission set or group
+        has that id (deleted at Salesforce; their memberships go with them).
+
+        Salesforce's name of the set or group is not idprov's (it renames nothing
+        there): the name given is that of the role ``options.roles`` maps to it, so
+        that only a change idprov can undo is reported."""
+        prefix = remote_id[:3]
+        if prefix not in MEMBERSHIP or not is_salesforce_id(remote_id):
+            return None  # neither a permission set nor a group: none of idprov's
+        owner, name_field = GROUP_OBJECTS[prefix]
+        what = f"read {owner} {remote_id}"
+        found = self.query(
+            f"SELECT Id, {name_field} FROM {owner} WHERE Id = {soql_literal(remote_id)}", what
+        )
+        if not found:
+            return None
+        sobject, set_field, user_field = MEMBERSHIP[prefix]
+        records = self.query(
+            f"SELECT {user_field} FROM {sobject} WHERE {set_field} = {soql_literal(remote_id)}",
+            f"read the members of {owner} {remote_id}",
+        )
+        members = {str(r[user_field]) for r in records if r.get(user_field)}
+        name = str(found[0].get(name_field) or "")
+        return self._role_of(prefix, remote_id, name) or name, members
+
+    def _role_of(self, prefix: str, remote_id: str, name: str) -> str | None:
+        """The first role ``options.roles`` maps to the permission set or group of
+        ``prefix``, ``remote_id`` and API name ``name``."""
+        for role, target in self.options.roles.items():
+            if KEY_PREFIXES[target.type] != prefix:
+                continue
+            if target.id is not None and target.id[:15] == remote_id[:15]:
+                return role
+            if target.name is not None and target.name == name:
+                return role
+        return None
 
     def lookup_group(self, group: GroupSpec) -> RemoteMatch | None:
         """The role's permission set or public group. idprov creates nothing there, so

@@ -44,6 +44,8 @@ MEMBERSHIP = {
     "00G": ("GroupMember", "GroupId", "UserOrGroupId"),
 }
 """Key prefix -> (membership sObject, its field for the set or group, for the user)."""
+GROUP_OBJECTS = {"0PS": ("PermissionSet", "Name"), "00G": ("Group", "DeveloperName")}
+"""Key prefix -> (sObject, the field of its API name)."""
 SETUP_HINT = (
     "check the connected app (consumer key and secret or certificate), that the user is "
     "pre-authorized for it (JWT bearer: Manage Connected Apps > OAuth policies; client "
@@ -92,6 +94,12 @@ DUPLICATE_USERNAME_FIX = (
 )
 _ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
+
+
+def is_salesforce_id(value: str) -> bool:
+    """Whether ``value`` is a Salesforce id (15 or 18 letters and digits): SOQL
+    refuses anything else where an id goes."""
+    return bool(_ID.match(value))
 
 
 def soql_literal(value: str) -> str:

@@ -199,6 +199,10 @@ class SalesforceOrg:
         self.passwords: dict[str, list[str]] = {}
         """User id -> every password set through the password resource."""
         self.faults = Faults()
+        self.query_batch = 2000
+        """Records per batch of a query's reply: Salesforce returns at most 2,000 and
+        may return fewer (by the records' size); the rest come by ``nextRecordsUrl``."""
+        self.locators: dict[str, list[dict[str, Any]]] = {}
         self.user_fields: dict[str, tuple[str, Any]] = dict(USER_FIELDS)
         """The User fields of this org: the standard ones, and custom fields (API names
         ending ``__c``) a test adds, as an administrator does in Setup > Object Manager."""
@@ -262,6 +266,21 @@ class SalesforceOrg:
             for m in self.objects["GroupMember"].values()
             if m["GroupId"] == gid
         }
+
+    def delete_container(self, sobject: str, name: str) -> None:
+        """Delete a permission set or group (by API name) as Setup does: its
+        assignments or memberships go with it."""
+        field = "Name" if sobject == "PermissionSet" else "DeveloperName"
+        rid = self._by(sobject, field, name)["Id"]
+        membership, link = {
+            "PermissionSet": ("PermissionSetAssignment", "PermissionSetId"),
+            "Group": ("GroupMember", "GroupId"),
+        }[sobject]
+        with self._lock:
+            del self.objects[sobject][rid]
+            records = self.objects[membership]
+            for mid in [m for m, r in records.items() if r[link] == rid]:
+                del records[mid]
 
     def revoke_tokens(self) -> None:
         """End every session: the next API call gets 401 INVALID_SESSION_ID."""
@@ -429,7 +448,9 @@ class SalesforceOrg:
                 {k: f"{base}/{k}" for k in ("sobjects", "query", "composite", "limits")},
             )
         if parts == ["query"] and method == "GET":
-            return PeerReply(200, self.query(request.param("q") or ""))
+            return PeerReply(200, self.query(request.param("q") or "", version))
+        if len(parts) == 2 and parts[0] == "query" and method == "GET":
+            return PeerReply(200, self.query_more(parts[1], version))
         if parts == ["composite", "sobjects"]:
             return self.collections(request)
         if len(parts) in (2, 3) and parts[0] == "sobjects":
@@ -730,7 +751,7 @@ class SalesforceOrg:
         return PeerReply(200, results)
 
     # -- SOQL
-    def query(self, soql: str) -> dict[str, Any]:
+    def query(self, soql: str, version: str = VERSIONS[-1]) -> dict[str, Any]:
         m = _QUERY.match(soql)
         if m is None:
             raise SalesforceError(400, "MALFORMED_QUERY", f"unexpected token: {soql[:40]}")
@@ -747,13 +768,16 @@ class SalesforceOrg:
                 raise SalesforceError(
                     400, "INVALID_FIELD", f"No such column '{field}' on entity '{sobject}'"
                 )
+        for field, values in conditions:
+            bad = [v for v in values if _is_id_field(field) and not _ID.match(v)]
+            if bad:
+                raise SalesforceError(
+                    400, "INVALID_QUERY_FILTER_OPERATOR", f"invalid ID field: {bad[0]}"
+                )
         found = [
             r
             for r in self.objects[sobject].values()
-            if all(
-                str(r.get(field, "")).lower() in {v.lower() for v in values}
-                for field, values in conditions
-            )
+            if all(_matches(field, r.get(field), values) for field, values in conditions)
         ]
         if m.group(4):
             found = found[: int(m.group(4))]
@@ -761,7 +785,27 @@ class SalesforceOrg:
             {**{"attributes": self._out(sobject, r)["attributes"]}, **{f: r.get(f) for f in fields}}
             for r in found
         ]
-        return {"totalSize": len(records), "done": True, "records": records}
+        return self._batch(records, len(records), version)
+
+    def _batch(self, records: list[dict[str, Any]], total: int, version: str) -> dict[str, Any]:
+        """The first ``query_batch`` records; a query locator for the rest."""
+        reply: dict[str, Any] = {"totalSize": total, "done": True}
+        if len(records) > self.query_batch:
+            done = total - len(records) + self.query_batch
+            locator = f"01g5g{secrets.token_hex(6)}-{done}"
+            self.locators[locator] = records[self.query_batch :]
+            reply["done"] = False
+            reply["nextRecordsUrl"] = f"/services/data/v{version}/query/{locator}"
+        reply["records"] = records[: self.query_batch]
+        return reply
+
+    def query_more(self, locator: str, version: str) -> dict[str, Any]:
+        """Query More Results: the next batch of a query locator (used once)."""
+        rest = self.locators.pop(locator, None)
+        if rest is None:
+            raise SalesforceError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+        done = int(locator.rsplit("-", 1)[1])
+        return self._batch(rest, done + len(rest), version)
 
     @staticmethod
     def _conditions(where: str) -> list[tuple[str, set[str]]]:
@@ -789,6 +833,23 @@ class SalesforceOrg:
             if rest is not None:
                 position += rest.end()
         return conditions
+
+
+_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
+
+
+def _is_id_field(field: str) -> bool:
+    """Id and the reference fields (``PermissionSetId``, ``AssigneeId``...)."""
+    return field.endswith("Id")
+
+
+def _matches(field: str, value: Any, wanted: set[str]) -> bool:
+    """A SOQL equality: ids match by their case-sensitive first 15 characters (an
+    18-character id and its 15-character form are the same record); other values
+    without regard to case."""
+    if _is_id_field(field):
+        return value is not None and str(value)[:15] in {v[:15] for v in wanted}
+    return str(value if value is not None else "").lower() in {v.lower() for v in wanted}
 
 
 @pytest.fixture

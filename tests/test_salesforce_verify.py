@@ -1,0 +1,100 @@
+"""`idprov sync --verify` at Salesforce checks the roles' permission sets and public
+groups: it said "not verified: the salesforce connector cannot read groups", so a
+member an administrator took out of a permission set, or a permission set deleted in
+Setup, went unreported. Through the CLI, against the strict org on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.peers.salesforce import SalesforceOrg
+from tests.test_connector_salesforce import org, sf_idp
+
+__all__ = ["org"]  # the fixture, used here
+
+PUSH_ALL = "    push_roles: all\n"
+
+
+def write_config(tmp_path: Path, org: SalesforceOrg) -> None:
+    idp = sf_idp(org, extra=PUSH_ALL)
+    (tmp_path / "idprov.yaml").write_text(f"""
+version: 1
+identity_providers:{idp}
+applications:
+  - name: resident
+    identity_providers: [sf]
+""")
+
+
+def seeded(cli, tmp_path: Path, org: SalesforceOrg, names: tuple[str, ...]) -> None:
+    write_config(tmp_path, org)
+    cli("role", "add", "staff").ok()
+    cli("role", "add", "engineers").ok()
+    for name in names:
+        cli("user", "add", name, "-c", f"family_name={name}", "-r", "staff", "-r", "engineers").ok()
+
+
+def unassign(org: SalesforceOrg, sobject: str, field: str, username: str) -> None:
+    """What an administrator does in Setup: one user's assignment or membership goes."""
+    user = org.users()[username]["Id"]
+    records = org.objects[sobject]
+    [rid] = [r for r, rec in records.items() if rec[field] == user]
+    del records[rid]
+
+
+def test_verify_reports_members_removed_at_salesforce_and_repair_puts_them_back(cli, tmp_path, org):
+    seeded(cli, tmp_path, org, ("ann", "ben", "cid"))
+    clean = cli("sync", "--verify", "--json").ok().json()["drift"]["sf"]
+    assert clean["groups_checked"] == 2 and clean["repairs"] == []  # no false drift
+    assert clean.get("unverifiable") is None
+
+    unassign(org, "PermissionSetAssignment", "AssigneeId", "ben@example.com")
+    unassign(org, "GroupMember", "UserOrGroupId", "cid@example.com")
+    shown = cli("sync", "--verify").ok().stdout
+    assert "not verified" not in shown
+    drift = cli("sync", "--verify", "--json").ok().json()["drift"]["sf"]
+    assert drift["errors"] == [] and drift["groups_checked"] == 2
+    assert sorted(drift["groups_changed_remotely"], key=lambda c: c["group"]) == [
+        {"group": "engineers", "missing_members": ["cid"]},
+        {"group": "staff", "missing_members": ["ben"]},
+    ]
+
+    cli("sync", "--verify", "--repair").ok()
+    assert org.assignees("Sales_Ops") == {f"{n}@example.com" for n in ("ann", "ben", "cid")}
+    assert org.group_members("Engineering") == {f"{n}@example.com" for n in ("ann", "ben", "cid")}
+    assert cli("sync", "--verify", "--json").ok().json()["drift"]["sf"]["repairs"] == []
+
+
+def test_verify_reports_a_permission_set_deleted_in_setup(cli, tmp_path, org):
+    seeded(cli, tmp_path, org, ("ann",))
+    org.delete_container("PermissionSet", "Sales_Ops")
+    drift = cli("sync", "--verify", "--json").ok().json()["drift"]["sf"]
+    assert drift["errors"] == []
+    assert drift["groups_deleted_remotely"] == ["staff"]
+    assert drift["groups_changed_remotely"] == []
+
+
+def test_verify_reads_every_batch_of_a_large_permission_set(cli, tmp_path, org):
+    """Salesforce returns a query's records in batches (nextRecordsUrl): members
+    beyond the first batch are members, not drift."""
+    seeded(cli, tmp_path, org, ("ann", "ben", "cid", "dot", "eve"))
+    org.query_batch = 2
+    unassign(org, "PermissionSetAssignment", "AssigneeId", "eve@example.com")
+    drift = cli("sync", "--verify", "--json").ok().json()["drift"]["sf"]
+    assert drift["errors"] == []
+    assert drift["groups_changed_remotely"] == [{"group": "staff", "missing_members": ["eve"]}]
+    more = [r for r in org.api_requests("GET", "/query/") if r.status == 200]
+    assert more  # the batches after the first were asked for
+
+
+def test_read_group_of_an_unknown_or_other_id_is_none(tmp_path, org):
+    from tests.test_connector_salesforce import service
+
+    with service(tmp_path, org) as svc:
+        conn = svc.connector("sf")
+        gone = org.permission_set_id("Sales_Ops")
+        org.delete_container("PermissionSet", "Sales_Ops")
+        assert conn.read_group(gone) is None
+        assert conn.read_group(org.integration_user_id) is None  # a user: no group
+        name, members = conn.read_group(org.group_id("Engineering"))
+        assert (name, set(members)) == ("engineers", set())
