@@ -853,18 +853,81 @@ def test_the_mark_holds_idprovs_id_whatever_the_mapping_says():
 
 
 # ---------------------------------------------------------------- sync --verify
-def test_verify_reports_groups_not_verified_and_fails_nothing(cli, peer, tmp_path):
-    """The connector cannot read groups: verify said "✗ the spml connector cannot read
-    groups" and exited 6 as soon as a group was provisioned. It is not verified, as
-    for users, and fails nothing."""
+def test_verify_reports_a_member_removed_at_the_target_and_repair_puts_it_back(cli, peer, tmp_path):
+    """verify said "not verified: the spml connector cannot read groups": a member an
+    administrator took out of the group PSO went unreported. A lookup of the group
+    (core SPML) reads its member attribute."""
     write_config(tmp_path, peer)
     cli("role", "add", "staff").ok()
     cli("user", "add", "alice", "-c", "family_name=L", "--role", "staff").ok()
+    cli("user", "add", "bob", "-c", "family_name=B", "--role", "staff").ok()
+    clean = cli("sync", "--verify", "--json").ok().json()["drift"]["legacy"]
+    assert clean["groups_checked"] == 1 and clean["repairs"] == []  # no false drift
+    assert clean.get("unverifiable") is None
+
+    staff = peer.groups()["staff"]
+    bob = peer.accounts()["bob"].pso_id
+    staff.attributes["member"] = [m for m in staff.get("member") if m != bob]
+    assert "not verified" not in cli("sync", "--verify").ok().stdout
+    report = cli("sync", "--verify", "--json").ok().json()["drift"]["legacy"]
+    assert report["errors"] == [] and report["groups_checked"] == 1
+    assert report["groups_changed_remotely"] == [{"group": "staff", "missing_members": ["bob"]}]
+
+    cli("sync", "--verify", "--repair").ok()
+    assert bob in peer.groups()["staff"].get("member")
+    assert cli("sync", "--verify", "--json").ok().json()["drift"]["legacy"]["repairs"] == []
+
+
+def test_verify_reports_a_group_deleted_at_the_target(cli, peer, tmp_path):
+    write_config(tmp_path, peer)
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "alice", "-c", "family_name=L", "--role", "staff").ok()
+    with peer.lock:
+        del peer.store[peer.groups()["staff"].pso_id]
+    report = cli("sync", "--verify", "--json").ok().json()["drift"]["legacy"]
+    assert report["errors"] == [] and report["groups_deleted_remotely"] == ["staff"]
+    cli("sync", "--verify", "--repair").ok()
+    assert peer.accounts()["alice"].pso_id in peer.groups()["staff"].get("member")
+
+
+def test_verify_of_roles_held_as_an_attribute_searches_their_holders(tmp_path, peer):
+    """roles: attribute: a role's members are the accounts holding its name, found
+    with the search capability; one whose value an administrator removed is missing."""
+    from idprov.provisioning.verify import verify_idp
+
+    peer.extra_attributes = {"roles"}
+    with service(tmp_path, peer, "      roles: attribute\n", "    push_roles: all\n") as svc:
+        svc.add_role("staff")
+        svc.add_user("alice", ALICE, roles=["staff"])
+        svc.add_user("bob", {"family_name": "B"}, roles=["staff"])
+        assert verify_idp(svc, "legacy")["repairs"] == []
+        del peer.accounts()["bob"].attributes["roles"]
+        report = verify_idp(svc, "legacy")
+    assert report["errors"] == []
+    assert report["groups_changed_remotely"] == [{"group": "staff", "missing_members": ["bob"]}]
+
+
+def test_verify_without_the_search_capability_leaves_attribute_roles_not_verified(
+    cli, peer, tmp_path
+):
+    """roles: attribute at a target that does not advertise search: the holders of a
+    role cannot be found, and nothing is sent that the target did not offer."""
+    peer.extra_attributes = {"roles"}
+    idp = spml_idp(peer, "      roles: attribute\n      pso_id: 'uid={username}'\n")
+    (tmp_path / "idprov.yaml").write_text(f"""
+version: 1
+identity_providers:{idp}
+applications:
+  - name: resident
+    identity_providers: [legacy]
+""")
+    peer.capabilities = {SUSPEND, PASSWORD}
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "alice", "-c", "family_name=L", "--role", "staff").ok()
+    peer.requests.clear()
     shown = cli("sync", "--verify").ok().stdout
     assert "not verified: the spml connector cannot read groups" in shown
-    report = cli("sync", "--verify", "--json").ok().json()["drift"]["legacy"]
-    assert report["errors"] == [] and report["checked"] == 1
-    assert "cannot read groups" in report["unverifiable"]
+    assert "searchRequest" not in [r.operation for r in peer.requests]
 
 
 def test_verify_reports_an_account_an_administrator_suspended(cli, peer, tmp_path):

@@ -25,7 +25,7 @@ remote id is its name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from typing import Any, ClassVar
 
 from idprov.connectors.base import (
@@ -279,7 +279,11 @@ class SpmlConnector(SpmlPsoConnector):
         return out
 
     def list_users(self) -> list[tuple[str, str]]:
-        """(psoID, user name) of every account of the object class (search capability)."""
+        """(psoID, user name) of every account of the object class (search capability;
+        ``NotImplementedError`` where listTargets leaves it out: nothing is sent that
+        the target does not offer, and verify says the accounts were not listed)."""
+        if self._lacks(SEARCH):
+            raise NotImplementedError
         psos = self.search(
             "list users", [("objectclass", self.options.object_classes[0])], return_data="data"
         )
@@ -423,6 +427,30 @@ class SpmlConnector(SpmlPsoConnector):
             (self.options.group_name_attribute, display_name),
         ]
         return self._find(f"look up group {display_name}", matches, self.group_pso_id(display_name))
+
+    def read_group(self, remote_id: str) -> tuple[str, Container[str]] | None:
+        """The group's name and the psoIDs of its members; None when no group PSO has
+        the psoID (deleted at the target, or not a group). ``roles: groups``: a lookup
+        of the group PSO with its data (core SPML), its ``member_attribute`` read.
+        ``roles: attribute``: the role is its name, held by the accounts whose
+        ``role_attribute`` holds it, found by the search capability: where the target
+        does not advertise it (or cannot say), the members cannot be read
+        (``NotImplementedError``: verify says the groups were not checked)."""
+        options = self.options
+        if options.roles == "attribute":
+            if SEARCH not in (self._capabilities() or set()):
+                raise NotImplementedError
+            what = f"read the holders of role {remote_id}"
+            return remote_id, set(self.searchids_of(what, [(options.role_attribute, remote_id)]))
+        pso = self._lookup(f"read group {remote_id}", remote_id, "data")
+        if pso is None:
+            return None
+        data = {name.lower(): values for name, values in pso_data(pso).items()}
+        classes = {c.lower() for c in data.get("objectclass", [])}
+        if classes and options.group_object_class.lower() not in classes:
+            return None  # an account, say: no group
+        name = (data.get(options.group_name_attribute.lower()) or [""])[0]
+        return name, set(data.get(options.member_attribute.lower(), []))
 
     def lookup_group(self, group: GroupSpec) -> RemoteMatch | None:
         """With ``roles: attribute`` a role is a value, nothing is created: idprov's.
