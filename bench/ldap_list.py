@@ -7,7 +7,8 @@ alternating which goes first, --rounds times:
   (b) ``ldapsearch`` of the same user entries with the attributes idprov reads
       (all user attributes, entryUUID and the timestamps), as LDIF.
 Checks that idprov listed every user with its two roles, then prints the medians,
-ranges and the ratio b/a (target >= 0.33).
+ranges and the ratio b/a (target >= 0.33). Also times a page, `idprov user list
+--domain CORP --limit 50 --json` (its walk reads every user's name to order them).
 
 Usage: python bench/ldap_list.py [--users N] [--rounds R]
 """
@@ -79,11 +80,14 @@ def main() -> None:
             ours, theirs = alternate(
                 args.rounds, lambda: timed(server, ours_cmd, env), lambda: timed(server, theirs_cmd)
             )
+            page_cmd = [*ours_cmd[:5], "--limit", "50", "--json"]
+            page = [timed(server, page_cmd, env) for _ in range(args.rounds)]
         finally:
             server.stop()
     print(f"== {args.users:,} LDAP users, 2 roles each; {args.rounds} rounds")
     a = report("idprov user list --domain CORP --limit 0 --json", ours)
     b = report("ldapsearch of the same entries", theirs)
+    report("idprov user list --domain CORP --limit 50 --json", page)
     each = [t.wall / o.wall for o, t in zip(ours, theirs, strict=True)]
     print(
         f"  ratio ldapsearch/idprov: {b / a:.2f} (rounds: {ratios(ours, theirs)}; "

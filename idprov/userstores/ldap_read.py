@@ -261,21 +261,38 @@ class LdapReader(LdapSession):
             members = {dn_key(dn) for dn in self._real_members(group)}
         keep = None if query.limit is None else query.offset + query.limit
         with collector_paused():
-            total, picked = self._listed(flt, members, keep)
-            whole = keep is None and members is None and flt == self._user_filter
-            page = picked[query.offset :]
-            self._left_ambiguous = self._ambiguous_of(picked if whole else None, page)
-            users = self._users_of([entry for *_, entry in page], True)
-            del picked, page  # the entries go before the collector is back, unscanned
+            total, entries, self._left_ambiguous = self._listing(flt, members, keep, query.offset)
+            users = self._users_of(entries, True)
+            del entries  # the entries go before the collector is back, unscanned
         return Page(users, total, query.offset, query.limit)
 
+    def _listing(
+        self, flt: str, members: set[DnKey] | None, keep: int | None, offset: int
+    ) -> tuple[int, list[Entry], list[AmbiguousName]]:
+        """The total of matches, the entries of the page (from ``offset`` to ``keep``)
+        with their attributes, and the names of the page that several entries hold.
+        A page walks the matches for their names alone (a third of the cost of reading
+        them whole) and reads its own entries with one lookup of its names, which finds
+        every entry holding each of them too (the filter may leave the others out). A
+        whole listing walks them whole; its names' other holders are counted in the walk
+        when it reads every user, else looked up."""
+        if keep is not None:
+            total, picked = self._listed(flt, members, keep, [self.config.username_attribute])
+            entries, ambiguous = self._page_entries(picked[offset:])
+            return total, entries, ambiguous
+        total, picked = self._listed(flt, members, None, self._user_attrs())
+        whole = members is None and flt == self._user_filter
+        page = picked[offset:]
+        ambiguous = self._ambiguous_of(picked if whole else None, page)
+        return total, [entry for *_, entry in page], ambiguous
+
     def _listed(
-        self, flt: str, members: set[DnKey] | None, keep: int | None
+        self, flt: str, members: set[DnKey] | None, keep: int | None, attrs: Sequence[str]
     ) -> tuple[int, list[Picked]]:
         """:meth:`_pick` on the store's connection; a server limit says that a listing
         reads every match, however short its page."""
         try:
-            return self._run("list users", lambda c: self._pick(c, flt, members, keep))
+            return self._run("list users", lambda c: self._pick(c, flt, members, keep, attrs))
         except ServerLimit as exc:
             exc.message += (
                 "; a listing reads every matching user, to order them by name and count "
@@ -292,7 +309,8 @@ class LdapReader(LdapSession):
         means cannot be told): :meth:`ambiguous_names` says which."""
         with collector_paused():
             _, picked = self._run(
-                "list users", lambda c: self._pick(c, self._user_filter, None, None)
+                "list users",
+                lambda c: self._pick(c, self._user_filter, None, None, self._user_attrs()),
             )
             unique, self._left_ambiguous = self._unique(picked)
             users = self._users_of([entry for *_, entry in unique], roles)
@@ -329,14 +347,41 @@ class LdapReader(LdapSession):
         if picked is not None:
             names = {key for key, *_ in page}
             return [a for a in self._unique(picked)[1] if a.username.casefold() in names]
+        return self._held_by_several(
+            self._holders(page, [self.config.username_attribute, "entryUUID"])
+        )
+
+    def _page_entries(self, page: list[Picked]) -> tuple[list[Entry], list[AmbiguousName]]:
+        """The entries of ``page`` (walked for their names) with their attributes, and
+        the names of the page that several entries hold: one lookup of its names. One
+        it does not find (no name to look up, or renamed since the walk) is read at its
+        DN; one gone since the walk is left out."""
+        attrs = self._user_attrs()
+        holders = self._holders(page, attrs)
+        by_dn = {dn_key(entry.dn): entry for found in holders.values() for entry in found}
+        keys = [dn_key(dn) for _, _, dn, _ in page]
+        missing = [dn for (_, _, dn, _), key in zip(page, keys, strict=True) if key not in by_dn]
+        if missing:
+            flt = self._user_filter
+            read = self._run("list users", lambda c: self._entries_at(c, missing, flt, attrs))
+            by_dn.update((dn_key(e.dn), e) for e in read if e is not None)
+        entries = [by_dn.get(key) for key in keys]
+        return [e for e in entries if e is not None], self._held_by_several(holders)
+
+    def _holders(self, page: list[Picked], attrs: Sequence[str]) -> dict[str, list[Entry]]:
+        """Every entry (of this store, whatever the listing's filter) holding each name
+        of ``page``, by casefolded name: one search per ``CHUNK`` names."""
         wanted = {key for key, *_ in page}
-        attrs = [self.config.username_attribute, "entryUUID"]
         found: dict[str, list[Entry]] = {}
         for entry in self._user_entries(list(dict.fromkeys(n for _, n, *_ in page)), attrs):
             key = self._username(entry).casefold()
             if key in wanted:
                 found.setdefault(key, []).append(entry)
-        return [self._ambiguous_name(found[k]) for k in sorted(found) if len(found[k]) > 1]
+        return found
+
+    def _held_by_several(self, holders: dict[str, list[Entry]]) -> list[AmbiguousName]:
+        """The names of ``holders`` (:meth:`_holders`) that several entries hold."""
+        return [self._ambiguous_name(holders[k]) for k in sorted(holders) if len(holders[k]) > 1]
 
     def _ambiguous_name(self, entries: Sequence[Entry]) -> AmbiguousName:
         ordered = sorted(entries, key=lambda e: (self._username(e), e.dn))
@@ -367,17 +412,21 @@ class LdapReader(LdapSession):
         return all_filter(*terms)
 
     def _pick(
-        self, conn: Any, flt: str, members: set[DnKey] | None, keep: int | None
+        self,
+        conn: Any,
+        flt: str,
+        members: set[DnKey] | None,
+        keep: int | None,
+        attrs: Sequence[str],
     ) -> tuple[int, list[Picked]]:
         """The total of matches, and the first ``keep`` of them by name (all if None):
-        (casefolded name, name, DN, entry), holding no more than ``keep`` at a time.
-        One paged search reads them whole: a second lookup per page of names cost more
-        than the attributes it saved."""
+        (casefolded name, name, DN, entry with ``attrs``), holding no more than
+        ``keep`` at a time; one paged search."""
         total = 0
 
         def matches() -> Iterator[Picked]:
             nonlocal total
-            base, attrs = self.config.user_search_base, self._user_attrs()
+            base = self.config.user_search_base
             for entry in self._paged(conn, base, flt, attrs, self._scope):
                 if members is None or dn_key(entry.dn) in members:
                     total += 1
