@@ -12,6 +12,14 @@ and dumping it again: those three steps were a third of the CPU of a create at
 for the bodies Entra and Okta document). Groups, and creations in a Bulk request,
 take scim2-server's own path.
 
+``active`` is never cleared: a PUT that leaves it out keeps it (:func:`_keeping_active`),
+and a PATCH that would leave a user without it (``remove``, or ``replace`` with null)
+is refused, 400 ``invalidValue`` (:meth:`IdprovScimService.apply_patch`). A user
+without the claim is active, so clearing it enabled a disabled user, while a PUT kept
+it; and keeping it against the PATCH would answer 200 with ``active`` still there,
+where RFC 7644 §3.5.2.2 says a removed attribute is unassigned. Entra disables with
+``replace active false``, Okta with that or a PUT: neither removes it.
+
 A PATCH, PUT or DELETE the client sent without a condition (``If-Match``, ``If-None-Match``)
 that met another request's change of the same resource between its read and its write
 (another `idprov serve` process on the same store) is applied again to the new version,
@@ -29,6 +37,7 @@ from typing import Any, cast
 
 from scim2_models import (
     Error,
+    InvalidValueException,
     PreconditionFailedException,
     Resource,
     ResourceType,
@@ -45,6 +54,11 @@ from idprov.inbound.scim.mapping import ENTERPRISE
 from idprov.inbound.scim.schema import drop_client_schemas, drop_ignored
 from idprov.inbound.scim.storage import IdprovStorage
 
+ACTIVE_CLEARED = (
+    "active cannot be removed or set to null: a user is enabled or disabled. To disable "
+    'the user, replace it with false ({"op": "replace", "path": "active", "value": false}); '
+    "to enable it, with true"
+)
 REAPPLY = 20
 """How many times an unconditional PATCH, PUT or DELETE is applied again to a resource that
 another request changed under it (each try reads the new version) before the 412."""
@@ -70,6 +84,17 @@ class IdprovScimService(ScimService):
                 detail=f"the request body is {content_type.split(';')[0].strip()!r}: send "
                 "JSON, as application/scim+json (or application/json)"
             )
+
+    def apply_patch(
+        self, current: Resource[Any], patch_op: Any, conditions: Conditions
+    ) -> Resource[Any] | None:
+        """scim2-server's PATCH, refused when it would leave a user that has ``active``
+        without it (see the module docstring); nothing is written then."""
+        active = getattr(current, "active", None)
+        patched = super().apply_patch(current, patch_op, conditions)
+        if active is not None and patched is not None and getattr(patched, "active", None) is None:
+            raise InvalidValueException(detail=ACTIVE_CLEARED)
+        return patched
 
     def read_patch(self, resource_type: Any, body: bytes, content_type: str | None) -> Any:
         return super().read_patch(

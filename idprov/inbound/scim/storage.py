@@ -61,7 +61,6 @@ from idprov.inbound.scim.lookups import (
     parse_name,
 )
 from idprov.model import QualifiedName, Role, User, UserQuery
-from idprov.provisioning.active import is_active
 
 if TYPE_CHECKING:
     from idprov.provisioning.unit_of_work import UnitOfWork
@@ -324,7 +323,6 @@ class IdprovStorage(ScimStorage):
         if name.domain.casefold() != user.domain.casefold():
             raise mapping.InvalidValue("userName cannot move a user to another userstore domain")
         wanted = {**given.claims, **manager_claim(backend, given, user.domain)}
-        _keeping_active(user, wanted)
         _without_active(backend, user.domain, wanted)
         changed = {k: v for k, v in wanted.items() if user.claims.get(k) != v}
         unset = sorted(c for c in mapping.MAPPED_CLAIMS if c in user.claims and c not in wanted)
@@ -394,17 +392,6 @@ class IdprovStorage(ScimStorage):
 
 
 # ---------------------------------------------------------------- helpers
-def _keeping_active(user: User, wanted: dict[str, Any]) -> None:
-    """Whatever the change (a PUT, a PATCH ``remove`` of ``active`` or ``replace``
-    with null), one whose result has no ``active`` never enables a disabled user: its
-    claim is kept, and only ``active: true`` enables it. Cleared, the claim read as
-    active, and the user was enabled at its targets. An enabled user's is cleared as
-    a PATCH asks (without it a user is active); a PUT that leaves it out keeps it
-    (:func:`~.protocol._keeping_active`)."""
-    if "active" not in wanted and not is_active(user.claims):
-        wanted["active"] = user.claims["active"]
-
-
 def _without_active(backend: Backend, domain: str, claims: dict[str, Any]) -> None:
     """A userstore that keeps no ``active`` claim (a directory that maps none) holds
     active users only: ``active: true``, which Entra and Okta send with every user, is
