@@ -40,7 +40,7 @@ from idprov.connectors.base import (
 )
 from idprov.errors import IdprovError, SecretError
 from idprov.provisioning.halting import current_halt
-from idprov.provisioning.ledger import LedgerEntry
+from idprov.provisioning.ledger import LedgerEntry, RefusedCreate
 from idprov.provisioning.plan_roles import RolePlanning
 from idprov.provisioning.plan_users import UserPlanning
 from idprov.provisioning.remote_accounts import RemoteAccounts
@@ -111,8 +111,8 @@ class Engine(UserPlanning, RolePlanning):
         self._users: dict[str, User] = {}
         self._entries: dict[tuple[str, str, str], LedgerEntry | None] = {}
         self._kept: list[LedgerEntry] = []
-        self._kept_remote: dict[tuple[str, str], LedgerEntry] = {}
-        """The user entries of :attr:`_kept` by (IdP, remote id): the last kept of each."""
+        self._kept_remote: dict[tuple[str, str, str], LedgerEntry] = {}
+        """The entries of :attr:`_kept` by (IdP, kind, remote id): the last kept of each."""
         self._done_rows: list[OutboxRow] = []
         self._audit_rows: list[tuple[Any, ...]] = []
         """Records of completed calls, written together at the end of each collect."""
@@ -149,14 +149,14 @@ class Engine(UserPlanning, RolePlanning):
         self._remade = {}
         self._remote: dict[str, RemoteAccounts] = {}
         self._remote_lock = threading.Lock()
-        self._holders: dict[str, dict[str, str]] = {}
-        """IdP -> remote id -> the local user holding it: the ledger's (read before the
-        first create there is sent, see :meth:`_know_holders`) and this drain's creates
-        and adoptions. Shared by the workers, under :attr:`_holders_lock`."""
-        self._holders_read: set[str] = set()
+        self._holders: dict[tuple[str, str], dict[str, str]] = {}
+        """(IdP, kind) -> remote id -> the local user or role holding it: the ledger's
+        (read before the first create there is sent, see :meth:`_know_holders`) and this
+        drain's creates and adoptions. Shared by the workers, under :attr:`_holders_lock`."""
+        self._holders_read: set[tuple[str, str]] = set()
         self._holders_lock = threading.Lock()
-        self._creators: dict[tuple[str, str], OutboxRow] = {}
-        """(IdP, user id) -> the row of a create planned in this drain."""
+        self._creators: dict[tuple[str, str, str], OutboxRow] = {}
+        """(IdP, kind, local id) -> the row of a create planned in this drain."""
         self._shared: set[tuple[str, str]] = set()
         """(IdP, remote id) of the chunk's user entries that share their remote id with
         another entry (read with them: :meth:`_prefetch`)."""
@@ -500,8 +500,8 @@ class Engine(UserPlanning, RolePlanning):
     def _keep(self, entry: LedgerEntry) -> None:
         """A ledger entry to write with this collect's records."""
         self._kept.append(entry)
-        if entry.kind == "user" and entry.remote_id:
-            self._kept_remote[(entry.idp, entry.remote_id)] = entry
+        if entry.remote_id:
+            self._kept_remote[(entry.idp, entry.kind, entry.remote_id)] = entry
 
     def _flush(self) -> None:
         """Write the collected records: a few statements for many results."""
@@ -673,22 +673,26 @@ class Engine(UserPlanning, RolePlanning):
             return self._entries[key]
         return self.state.ledger.get(row.idp, row.kind, row.local_id)
 
-    # -- one remote account, one local user
+    # -- one remote object, one local user or role
     def _know_holders(self, row: OutboxRow) -> None:
-        self._creators[(row.idp, row.local_id)] = row
-        if self._inline or row.idp in self._holders_read:  # inline: the ledger is asked
+        self._creators[(row.idp, row.kind, row.local_id)] = row
+        key = (row.idp, row.kind)
+        if self._inline or key in self._holders_read:  # inline: the ledger is asked
             return
-        held = self.state.ledger.holders(row.idp, "user")
+        held = self.state.ledger.holders(row.idp, row.kind)
         with self._holders_lock:
-            self._holders[row.idp] = {**held, **self._holders.get(row.idp, {})}
-            self._holders_read.add(row.idp)
+            self._holders[key] = {**held, **self._holders.get(key, {})}
+            self._holders_read.add(key)
 
-    def _claim(self, idp: str, remote_id: str, local_id: str, take: bool) -> str | None:
+    def _claim(
+        self, idp: str, remote_id: str, local_id: str, take: bool, kind: str = "user"
+    ) -> str | None:
+        key = (idp, kind)
         with self._holders_lock:
-            held = self._holders.setdefault(idp, {})
+            held = self._holders.setdefault(key, {})
             holder = held.get(remote_id)
-            if holder is None and self._inline and idp not in self._holders_read:
-                entry = self.state.ledger.holder(idp, "user", remote_id, local_id)
+            if holder is None and self._inline and key not in self._holders_read:
+                entry = self.state.ledger.holder(idp, kind, remote_id, local_id)
                 holder = entry.local_id if entry is not None else None
             if holder is not None and holder != local_id:
                 return holder
@@ -697,20 +701,20 @@ class Engine(UserPlanning, RolePlanning):
             return None
 
     def _holding(
-        self, idp: str, remote_id: str, local_id: str, held_by: str | None
+        self, idp: str, remote_id: str, local_id: str, held_by: str | None, kind: str = "user"
     ) -> LedgerEntry | None:
-        kept = self._kept_remote.get((idp, remote_id))  # recorded in this collect, not written
+        kept = self._kept_remote.get((idp, kind, remote_id))  # recorded, not written yet
         if kept is not None and kept.local_id != local_id:
             return kept
-        holder = self.state.ledger.holder(idp, "user", remote_id, local_id)
+        holder = self.state.ledger.holder(idp, kind, remote_id, local_id)
         if holder is not None or held_by is None:
             return holder
-        made = self._creators.get((idp, held_by))  # its create's outcome is not recorded yet
+        made = self._creators.get((idp, kind, held_by))  # its create's outcome is not recorded yet
         if made is None:
             return None
         return LedgerEntry(
             idp=idp,
-            kind="user",
+            kind=kind,
             local_id=held_by,
             domain=made.domain,
             label=made.label,
@@ -722,13 +726,36 @@ class Engine(UserPlanning, RolePlanning):
             updated_at="",
         )
 
-    def _shares(self, idp: str, remote_id: str) -> bool:
-        if not self._entries:  # not prefetched: asked
-            return bool(self.state.ledger.shared(idp, "user", [remote_id]))
+    def _shares(self, idp: str, remote_id: str, kind: str = "user") -> bool:
+        if kind != "user" or not self._entries:  # not prefetched: asked
+            return bool(self.state.ledger.shared(idp, kind, [remote_id]))
         return (idp, remote_id) in self._shared
+
+    def _shared_with(self, row: OutboxRow, entry: LedgerEntry | None) -> LedgerEntry | None:
+        if entry is None or not entry.remote_id:
+            return None
+        if not self._shares(row.idp, entry.remote_id, row.kind):
+            return None
+        holder = self._ledger.holder(row.idp, row.kind, entry.remote_id, row.local_id)
+        return holder if holder is not None and self._exists(holder) else None
+
+    def _refused(
+        self, refusal: RefusedCreate, row: OutboxRow, idp: IdentityProviderConfig, stop: str
+    ) -> TargetError:
+        holder = None
+        if refusal.remote_id is not None:
+            holder = self._holding(
+                row.idp, refusal.remote_id, row.local_id, refusal.holder, row.kind
+            )
+        adopt = idp.on_conflict == "adopt"
+        return self._ledger.refused(
+            refusal, row.kind, row.local_id, row.label, stop, holder, self._exists, adopt
+        )
 
     def _exists(self, entry: LedgerEntry) -> bool:
         try:
+            if entry.kind == "role":
+                return self.directory.role_by_id(entry.domain, entry.local_id) is not None
             found = self.directory.users_by_id([(entry.domain, entry.local_id)])
         except IdprovError:
             return True  # unsure: never let go of it

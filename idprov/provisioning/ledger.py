@@ -179,6 +179,8 @@ class RefusedCreate:
         the target. One account is one user's: adopting it would merge the two people
         (the second's data over the first's account, and deleting either deletes it),
         so it is never offered."""
+        if self.kind != "user":
+            return self._group_held_by(holder, label)
         owner, name = qualified(holder), qualified_label(label, self.kind)
         if owner.lower() == name.lower():  # two entries of one name: a directory's uid twice
             message = (
@@ -205,6 +207,23 @@ class RefusedCreate:
         return dataclasses.replace(
             self,
             message=f"{self.idp}'s account {self.name!r} {message}",
+            fix=f"{fix}, then `idprov outbox retry`",
+        )
+
+    def _group_held_by(self, holder: LedgerEntry, label: str) -> RefusedCreate:
+        """:meth:`held_by` for a group: another role that exists here holds it (the
+        target makes one group name of two role names: Google's group e-mail of
+        ``PARTNERS/staff`` and of ``partners-staff``). Adopting it would give each
+        role's members the other's access, and deleting either would delete it."""
+        owner = holder.label
+        fix = (
+            f"rename one of the roles {owner} and {label} (`idprov role rename`) so that "
+            f"they make two groups at {self.idp}"
+        )
+        return dataclasses.replace(
+            self,
+            message=f"{self.idp}'s group {self.name!r} belongs to role {owner}, not to role "
+            f"{label}: both map to that group",
             fix=f"{fix}, then `idprov outbox retry`",
         )
 

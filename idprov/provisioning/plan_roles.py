@@ -183,6 +183,23 @@ class RolePlanning(Planning):
     def _accounts(self, idp: str) -> RemoteAccounts:
         raise NotImplementedError
 
+    # one remote group, one local role: the engine's, as for users (see plan_users)
+    def _know_holders(self, row: OutboxRow) -> None:
+        raise NotImplementedError
+
+    def _claim(
+        self, idp: str, remote_id: str, local_id: str, take: bool, kind: str = "user"
+    ) -> str | None:
+        raise NotImplementedError
+
+    def _shared_with(self, row: OutboxRow, entry: LedgerEntry | None) -> LedgerEntry | None:
+        raise NotImplementedError
+
+    def _refused(
+        self, refusal: RefusedCreate, row: OutboxRow, idp: IdentityProviderConfig, stop: str
+    ) -> TargetError:
+        raise NotImplementedError
+
     def _fan_out(self, idp: str, fn: Callable[[str], object], items: list[str]) -> None:
         raise NotImplementedError
 
@@ -352,7 +369,8 @@ class RolePlanning(Planning):
             return self._skip(row, decision.reason)
         if decision.action == "delete":
             assert entry is not None and entry.remote_id is not None
-            return self._plan_group_delete(row, idp, connector, entry.remote_id)
+            keep_for = self._shared_with(row, entry)
+            return self._plan_group_delete(row, idp, connector, entry.remote_id, keep_for)
         assert role is not None
         waiting = [  # a lost account the group names stays, as it is, until made again
             w for w in self._waiting_members(idp, refs, provisioned) if w[0] not in kept
@@ -391,6 +409,7 @@ class RolePlanning(Planning):
         idprov put in the old one out of it, then give the new one to the members."""
         old_id = entry.remote_id or ""
         remote = self._remote_ids_of(row.idp, sorted(move.current))
+        self._know_holders(row)
         provisioned = move.provisioned
         changes, made = MemberChanges(), MemberChanges()
 
@@ -416,7 +435,7 @@ class RolePlanning(Planning):
         def record(outcome: tuple[str, bool] | RefusedCreate) -> OperationResult:
             if isinstance(outcome, RefusedCreate):
                 stop = stop_role(row.idp, row.label)
-                raise self._ledger.refused(outcome, "role", row.local_id, row.label, stop)
+                raise self._refused(outcome, row, idp, stop)
             self._keep(self._role_entry(row, name, outcome[0], outcome[1]))
             left = [u for u in move.current if u not in provisioned]
             self._ledger.set_members(row.idp, row.local_id, list(provisioned), left)
@@ -449,12 +468,24 @@ class RolePlanning(Planning):
         return provisioned, current - lost, lost & wanted
 
     def _plan_group_delete(
-        self, row: OutboxRow, idp: IdentityProviderConfig, connector: Connector, remote_id: str
+        self,
+        row: OutboxRow,
+        idp: IdentityProviderConfig,
+        connector: Connector,
+        remote_id: str,
+        keep_for: LedgerEntry | None = None,
     ) -> Task:
         """Delete the group. Where the group is not idprov's to delete (``deletes_groups``
         False: a Salesforce permission set), the members idprov put there are removed
-        first, so that no one keeps the access the role gave."""
-        members = [] if connector.deletes_groups else self._ledger.members(row.idp, row.local_id)
+        first, so that no one keeps the access the role gave. A group the ledger maps
+        to another role that exists here too (``keep_for``: a ledger an earlier
+        version's adoption merged) is that role's: it is kept, only the members this
+        role alone put in it are taken out, and this role's record of it goes."""
+        members: set[str] = set()
+        if keep_for is not None or not connector.deletes_groups:
+            members = self._ledger.members(row.idp, row.local_id)
+        if keep_for is not None:
+            members -= self._ledger.members(row.idp, keep_for.local_id)
         remote = self._remote_ids_of(row.idp, sorted(members))
         member_ids = list(remote.values())
         changes = MemberChanges()
@@ -467,7 +498,8 @@ class RolePlanning(Planning):
                     attempts,
                     lambda: changes.change(connector, remote_id, [], member_ids),
                 )
-            self._retried(connector, idp, attempts, lambda: connector.delete_group(remote_id))
+            if keep_for is None:
+                self._retried(connector, idp, attempts, lambda: connector.delete_group(remote_id))
 
         def failed() -> None:  # the members taken out before it failed are out
             if changes.group == remote_id:
@@ -475,6 +507,13 @@ class RolePlanning(Planning):
 
         def forget(_: None) -> OperationResult:
             self._ledger.forget(row.idp, "role", row.local_id)
+            if keep_for is not None:
+                why = f"kept: the group is role {keep_for.label}'s (idprov forgot this role's"
+                why += " record of it" + (", and took out its own members)" if member_ids else ")")
+                outcome = "done" if member_ids else "skipped"
+                return OperationResult(
+                    row.idp, "role", row.label, why, outcome, remote_id=remote_id
+                )
             return OperationResult(
                 row.idp, "role", row.label, "delete", "done", remote_id=remote_id
             )
@@ -566,13 +605,14 @@ class RolePlanning(Planning):
         create) look it up first and adopt only what is provably idprov's."""
         spec = GroupSpec(row.local_id, name, sorted(provisioned.values()))
         self._creating.append((row.idp, "role", row.local_id, row.domain, name, None))
+        self._know_holders(row)  # a create may adopt: never another role's group
         made = MemberChanges()
         create = self._group_creator(connector, idp, spec, crashed, made)
 
         def record(outcome: tuple[str, bool] | RefusedCreate) -> OperationResult:
             if isinstance(outcome, RefusedCreate):
                 stop = stop_role(row.idp, row.label)
-                raise self._ledger.refused(outcome, "role", row.local_id, row.label, stop)
+                raise self._refused(outcome, row, idp, stop)
             remote_id, ours = outcome
             self._keep(self._role_entry(row, name, remote_id, ours))
             self._ledger.set_members(row.idp, row.local_id, provisioned, [])
@@ -622,7 +662,7 @@ class RolePlanning(Planning):
                     if match is not None:
                         return self._adopt_group(connector, idp, spec, match, None, made)
                 try:
-                    return connector.create_group(spec), True
+                    made_id = connector.create_group(spec)
                 except RemoteConflict as exc:
                     found = connector.lookup_group(spec)
                     if found is None:
@@ -641,6 +681,8 @@ class RolePlanning(Planning):
                 except TargetError as exc:  # made, and some of its members put in?
                     made.failed(exc, ours=True)
                     raise
+                self._claim(idp.name, made_id, spec.local_id, take=True, kind="role")
+                return made_id, True
 
             result: tuple[str, bool] | RefusedCreate = with_retries(
                 call, idp.retry, attempts, self.sleep, connector.throttled
@@ -658,13 +700,22 @@ class RolePlanning(Planning):
         conflict: TargetError | None,
         made: MemberChanges,
     ) -> tuple[str, bool] | RefusedCreate:
-        """As :meth:`UserPlanning._adopt`, for a group (given its initial members)."""
-        if match.ours or idp.on_conflict == "adopt":
+        """As :meth:`UserPlanning._adopt`, for a group (given its initial members): one
+        that another local role holds (the ledger maps it to that role: a role deleted
+        here whose delete has not gone out yet, or two role names the target makes one
+        group name of) is refused before anything is sent to it: one group, one role.
+        Not a group the configuration names (``options.roles``: a Salesforce permission
+        set), which roles may share."""
+        adopting = match.ours or idp.on_conflict == "adopt"
+        holder = None
+        if group_target(connector, spec.display_name) is None:
+            holder = self._claim(idp.name, match.remote_id, spec.local_id, adopting, "role")
+        if holder is None and adopting:
             made.at(match.remote_id, match.ours)
             made.change(connector, match.remote_id, spec.member_ids, [])
             return match.remote_id, match.ours
         return RefusedCreate.name_taken(
-            idp.name, "group", spec.display_name, conflict, match.remote_id
+            idp.name, "group", spec.display_name, conflict, match.remote_id, holder
         )
 
     def _plan_group_update(
@@ -690,6 +741,7 @@ class RolePlanning(Planning):
         removed_remote = list(removing.values())
         confirmed = {u for u in provisioned if (row.idp, u) in self._confirmed}
         present: dict[str, str] = {}  # the members the group is made again with
+        self._know_holders(row)  # made again, it may adopt: never another role's group
         changes, made = MemberChanges(), MemberChanges()
 
         def recreate(attempts: list[Attempt]) -> tuple[str, bool] | RefusedCreate:
@@ -731,7 +783,7 @@ class RolePlanning(Planning):
         def record(recreated: tuple[str, bool] | RefusedCreate | str | None) -> OperationResult:
             if isinstance(recreated, RefusedCreate):
                 stop = stop_role(row.idp, row.label)
-                raise self._ledger.refused(recreated, "role", row.local_id, row.label, stop)
+                raise self._refused(recreated, row, idp, stop)
             if isinstance(recreated, str):  # mapped elsewhere since: a move, judged first
                 was = f"id {remote_id}"
                 self._keep(dataclasses.replace(entry, sent={"target": was}))

@@ -64,34 +64,43 @@ class UserPlanning(Planning):
         holds each remote id at its IdP (see :meth:`_claim`)."""
         raise NotImplementedError
 
-    def _claim(self, idp: str, remote_id: str, local_id: str, take: bool) -> str | None:
-        """In a worker: the local id of another user that holds ``remote_id`` at
-        ``idp`` (the ledger maps it to that user, or a create or adoption of this drain
-        took it), else None, and with ``take`` it is ``local_id``'s from now on."""
+    def _claim(
+        self, idp: str, remote_id: str, local_id: str, take: bool, kind: str = "user"
+    ) -> str | None:
+        """In a worker: the local id of another user (``kind`` role: role) that holds
+        ``remote_id`` at ``idp`` (the ledger maps it to that one, or a create or
+        adoption of this drain took it), else None, and with ``take`` it is
+        ``local_id``'s from now on."""
         raise NotImplementedError
 
     def _holding(
-        self, idp: str, remote_id: str, local_id: str, held_by: str | None
+        self, idp: str, remote_id: str, local_id: str, held_by: str | None, kind: str = "user"
     ) -> LedgerEntry | None:
-        """On the engine's thread: the entry of another user than ``local_id`` holding
-        ``remote_id`` (``held_by``: the one a worker found), recorded or to be."""
+        """On the engine's thread: the entry of another user (or role) than
+        ``local_id`` holding ``remote_id`` (``held_by``: the one a worker found),
+        recorded or to be."""
         raise NotImplementedError
 
     def _exists(self, entry: LedgerEntry) -> bool:
-        """Whether the local user of ``entry`` exists here (when unsure: yes)."""
+        """Whether the local user or role of ``entry`` exists here (when unsure: yes)."""
         raise NotImplementedError
 
-    def _shares(self, idp: str, remote_id: str) -> bool:
-        """Whether another user's entry holds ``remote_id`` at ``idp`` too."""
+    def _shares(self, idp: str, remote_id: str, kind: str = "user") -> bool:
+        """Whether another entry of ``kind`` holds ``remote_id`` at ``idp`` too."""
         raise NotImplementedError
 
     def _shared_with(self, row: OutboxRow, entry: LedgerEntry | None) -> LedgerEntry | None:
-        """The entry of another user that exists here and holds ``entry``'s remote id
-        too (a merged ledger: see :meth:`_kept_for_another`)."""
-        if entry is None or not entry.remote_id or not self._shares(row.idp, entry.remote_id):
-            return None
-        holder = self._ledger.holder(row.idp, "user", entry.remote_id, row.local_id)
-        return holder if holder is not None and self._exists(holder) else None
+        """The entry of another local entity of ``row``'s kind that exists here and
+        holds ``entry``'s remote id too (a merged ledger: see :meth:`_kept_for_another`)."""
+        raise NotImplementedError
+
+    def _refused(
+        self, refusal: RefusedCreate, row: OutboxRow, idp: IdentityProviderConfig, stop: str
+    ) -> TargetError:
+        """The row's error for a create refused (see :meth:`Ledger.refused`): the
+        object's holder, when another local entity of ``row``'s kind holds it, is named
+        (it exists here) or let go (deleted here, and ``on_conflict: adopt``)."""
+        raise NotImplementedError
 
     def _plan_user(self, row: OutboxRow) -> Planned:
         idp = self.outbound.idp(row.idp)
@@ -382,18 +391,6 @@ class UserPlanning(Planning):
             return match.remote_id, match.ours
         return RefusedCreate.name_taken(
             idp.name, "user", account.user_name, conflict, match.remote_id, holder
-        )
-
-    def _refused(
-        self, refusal: RefusedCreate, row: OutboxRow, idp: IdentityProviderConfig, stop: str
-    ) -> TargetError:
-        """The row's error for a create refused (see :meth:`Ledger.refused`)."""
-        holder = None
-        if refusal.remote_id is not None:
-            holder = self._holding(row.idp, refusal.remote_id, row.local_id, refusal.holder)
-        adopt = idp.on_conflict == "adopt"
-        return self._ledger.refused(
-            refusal, "user", row.local_id, row.label, stop, holder, self._exists, adopt
         )
 
     def _one_holder(self, row: OutboxRow, remote_id: str, name: str) -> None:
