@@ -401,6 +401,12 @@ def _settled(result: Any) -> None:
         f"[green]✓[/] {render.esc(result.idp)}: {done} "
         f"{render.esc(', '.join(result.users)) or 'nothing'}"
     )
+    for user, holder in result.kept_by.items():
+        render.message(
+            f"  {render.esc(user)}'s account is {render.esc(holder)}'s: idprov's next push of "
+            f"{render.esc(holder)} (`idprov sync --idp {render.esc(result.idp)}`) sends its own "
+            "attributes to it again"
+        )
     if result.users:
         render.message(f"  then `idprov outbox retry --idp {render.esc(result.idp)}`")
 

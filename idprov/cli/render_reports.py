@@ -281,6 +281,13 @@ def sync_result(
                 f"if idprov made them, `idprov idp stamp {esc(name)} USER...`; if not, "
                 f"`idprov idp forget-account {esc(name)} USER...`"
             )
+        for shared in report.get("shared", []):
+            console().print(
+                f"  [red]one account, {len(shared['users'])} local users[/] "
+                f"{esc(', '.join(shared['users']))} (account {esc(shared['remote_id'])}: "
+                f"merged by an earlier version's adoption; not checked or repaired): "
+                f"{esc(shared['fix'])}"
+            )
         if report["unowned"]:
             console().print(
                 f"  not idprov's (never touched): "

@@ -64,9 +64,17 @@ class Settled:
     idp: str
     action: str
     users: list[str] = field(default_factory=list)
+    kept_by: dict[str, str] = field(default_factory=dict)
+    """User forgotten -> the other local user the ledger maps its account to, who
+    keeps it (a merged ledger settled)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"idp": self.idp, "action": self.action, "users": self.users}
+        return {
+            "idp": self.idp,
+            "action": self.action,
+            "users": self.users,
+            "kept_by": self.kept_by,
+        }
 
 
 def _entries(service: IdentityService, idp: str, names: list[str]) -> list[LedgerEntry]:
@@ -95,6 +103,17 @@ def stamp(service: IdentityService, idp: str, names: list[str]) -> Settled:
             "before idprov): it is never stamped as idprov's",
             hint="stamp only accounts idprov created",
         )
+    shared = [(e, h) for e in entries if (h := _other_holder(service, e)) is not None]
+    if shared:
+        entry, holder = shared[0]
+        raise UsageError(
+            f"{entry.label}'s account at {idp} ({entry.remote_id}) is also {holder.label}'s in "
+            "idprov's ledger (one account, two local users: merged by an earlier version's "
+            f"adoption): stamping it would make it provably {entry.label}'s. Nothing was "
+            "stamped",
+            hint=f"check at {idp} whose account it is, then `idprov idp forget-account {idp} "
+            "USER` of the other (`idprov sync --verify` lists these accounts); stamp after",
+        )
     connector = service.connector(idp)
     done = Settled(idp, "stamp")
     for entry in entries:
@@ -109,15 +128,30 @@ def stamp(service: IdentityService, idp: str, names: list[str]) -> Settled:
 
 def forget_accounts(service: IdentityService, idp: str, names: list[str]) -> Settled:
     """Let go of the accounts of ``names`` at ``idp``: the ledger forgets them (and the
-    groups idprov put them in); nothing at the target changes."""
+    groups idprov put them in); nothing at the target changes. An account the ledger
+    maps to another local user too (a merged ledger) is that user's from now on: what
+    idprov last sent it is forgotten, so that its next push (a sync) sends its own
+    attributes again, over what the forgotten user's pushes left there."""
     entries = _entries(service, idp, names)
     done = Settled(idp, "forget")
+    ledger = service.state.ledger
     for entry in entries:
         with service.state.transaction():
-            service.state.ledger.forget(idp, "user", entry.local_id)
+            holder = _other_holder(service, entry)
+            ledger.forget(idp, "user", entry.local_id)
+            if holder is not None:
+                ledger.invalidate(idp, "user", holder.local_id)
+                done.kept_by[entry.label] = holder.label
             _audit(service, "outbound.forget", entry)
         done.users.append(entry.label)
     return done
+
+
+def _other_holder(service: IdentityService, entry: LedgerEntry) -> LedgerEntry | None:
+    """The entry of another local user that the ledger maps ``entry``'s account to."""
+    if entry.remote_id is None:
+        return None
+    return service.state.ledger.holder(entry.idp, "user", entry.remote_id, entry.local_id)
 
 
 def _account(entry: LedgerEntry) -> Account:

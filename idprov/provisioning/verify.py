@@ -31,7 +31,8 @@ deletion guard has judged them as it judges any member removed from a group.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Container
+import shlex
+from collections.abc import Container, Iterable
 from typing import TYPE_CHECKING, Any
 
 from idprov.connectors.base import Account, Connector, Throttled
@@ -54,7 +55,7 @@ def drift_found(drift: dict[str, Any] | None) -> int:
     """How many entities have drifted, over every IdP of a verify report (accounts
     not provably idprov's too: an operator is to settle them)."""
     return sum(
-        len(report["repairs"]) + len(report.get("not_proven", []))
+        len(report["repairs"]) + len(report.get("not_proven", [])) + len(report.get("shared", []))
         for report in (drift or {}).values()
     )
 
@@ -68,6 +69,7 @@ def verify_idp(service: IdentityService, name: str) -> dict[str, Any]:
         "changed_remotely": [],
         "disabled_remotely": [],
         "not_proven": [],
+        "shared": [],
         "groups_checked": 0,
         "groups_deleted_remotely": [],
         "groups_changed_remotely": [],
@@ -182,9 +184,13 @@ def _verify_users(
     ledger's order, as if read one by one."""
     owned: set[str] = set()
     to_read: list[LedgerEntry] = []
-    for entry in service.state.ledger.for_idp(name, "user").values():
+    entries = service.state.ledger.for_idp(name, "user").values()
+    merged = _shared(name, entries, report)
+    for entry in entries:
         if entry.remote_id:
             owned.add(entry.remote_id)
+        if entry.remote_id in merged:  # whose it is, an operator says first
+            continue
         if entry.state == "lost":  # found gone by a push that could not make it again
             report["lost"].append(entry.label)
             _repair(report, entry, "re-create")
@@ -203,6 +209,44 @@ def _verify_users(
         else:
             _judge_user(connector, entry, read, report)
     return owned
+
+
+def _shared(name: str, entries: Iterable[LedgerEntry], report: dict[str, Any]) -> set[str]:
+    """The remote ids the ledger maps to two or more local users at ``name`` (merged by
+    an adoption of an earlier version), each listed in ``report["shared"]`` with the
+    way to settle it: `idprov idp forget-account` of the users whose account it is
+    not. Pushes keep it for the one idprov created it for (``keeps``), over those that
+    adopted it; when that does not tell, an operator does. Their accounts are neither
+    judged nor repaired until then: each user's drift is the other's attributes."""
+    holders: dict[str, list[LedgerEntry]] = {}
+    for entry in entries:
+        if entry.remote_id:
+            holders.setdefault(entry.remote_id, []).append(entry)
+    merged = {rid: held for rid, held in holders.items() if len(held) > 1}
+    for rid, held in sorted(merged.items(), key=lambda item: item[1][0].label.casefold()):
+        made = [e for e in held if e.created_by_idprov]
+        keeps = made[0] if len(made) == 1 else None
+        others = [shlex.quote(e.label) for e in held if e is not keeps]
+        labels = sorted((e.label for e in held), key=str.casefold)
+        if keeps is not None:
+            fix = (
+                f"the account is {keeps.label}'s (idprov created it; the others adopted "
+                f"it): `idprov idp forget-account {name} {' '.join(others)}`"
+            )
+        else:
+            fix = (
+                "check at the target whose account it is, then `idprov idp forget-account "
+                f"{name} USER...` of the others (of {', '.join(labels)})"
+            )
+        report["shared"].append(
+            {
+                "remote_id": rid,
+                "users": labels,
+                "keeps": keeps.label if keeps is not None else None,
+                "fix": fix,
+            }
+        )
+    return set(merged)
 
 
 def _read_all(
