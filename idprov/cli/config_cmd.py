@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from idprov.cli import render
-from idprov.cli.common import JsonOpt, _session, emit, new_app
+from idprov.cli.common import JsonOpt, _session, emit, new_app, service
 
 app = new_app("Check and show the configuration.")
 
@@ -60,7 +60,8 @@ def validate(
     """
     from idprov.config.loader import check_store_files
 
-    config, disabled = _loaded()
+    svc = service(live=False, read_only=True, warn=False)  # the configuration, read once
+    config, disabled = svc.config, svc.disabled_idp_problems
     check_store_files(config)
     missing = _missing_secrets(config)
     if strict and missing:
@@ -68,7 +69,7 @@ def validate(
     key_files = _broken_key_files(config)
     if strict and key_files:
         raise key_files[0]
-    state_check, scope = _state_check(config)
+    state_check, scope = _state_check(svc)
     unused = _unused_idps(config)
     if strict and scope:
         raise scope[0]
@@ -113,19 +114,19 @@ def validate(
     state_check()
 
 
-def _state_check(config: Any) -> tuple[Callable[[], None], list[Any]]:
+def _state_check(svc: Any) -> tuple[Callable[[], None], list[Any]]:
     """What to say about idprov's state after the result (warnings): the IdP names it
-    holds a ledger for that ``config`` does not configure (renamed in the file only),
+    holds a ledger for that the configuration does not configure (renamed in the file only),
     or why it was not read. Nothing is written: a state or an SQLite or PostgreSQL
     userstore an earlier idprov made is not upgraded (that it needs it is said), and
     one a newer idprov upgraded is refused here, before the result, as every command
     refuses it. Also the IdPs whose scope names a role no userstore has
     (:func:`_unknown_scope_roles`)."""
-    from idprov.cli.common import render_error, service
+    from idprov.cli.common import render_error
     from idprov.cli.status import warn_orphaned_idps
     from idprov.statedb import state_exists
 
-    svc = service(live=False, read_only=True, warn=False)
+    config = svc.config
     made = state_exists(config)  # not made yet: nothing orphaned, and opening makes it
     unread = _unread("idprov's state", lambda: svc.state) if made else []
     stores = [
