@@ -89,7 +89,7 @@ def verify_idp(service: IdentityService, name: str) -> dict[str, Any]:
     if listed is None:
         return _in_order(report)
     unowned = [(rid, user_name) for rid, user_name in listed if rid not in owned]
-    marked = _marked(service, name, connector, unowned, report)
+    marked = _marked(service, name, connector, unowned, report, set(report["deleted_remotely"]))
     report["unowned"] = sorted(user_name for rid, user_name in unowned if rid not in marked)
     report["marked_unowned"] = sorted(n for n, creating in marked.values() if not creating)
     report["cut_off_creates"] = sorted(n for n, creating in marked.values() if creating)
@@ -129,6 +129,7 @@ def _marked(
     connector: Connector,
     unowned: list[tuple[str, str]],
     report: dict[str, Any],
+    gone: set[str],
 ) -> dict[str, tuple[str, bool]]:
     """Remote id -> (user name, whether its create was cut off) of the accounts of
     ``unowned`` that carry idprov's mark for a local user, as adoption asks
@@ -136,7 +137,10 @@ def _marked(
     IdP's ledger does not hold them. Only a local user whose account would have the
     user name of an unowned one is looked up. A create cut off (a kill, a lost reply)
     left its ``creating`` mark in the ledger: that account is idprov's push in
-    flight, which the next push or sync adopts, not a sign of a renamed IdP."""
+    flight, which the next push or sync adopts, not a sign of a renamed IdP. So is
+    the account of a user whose recorded one the target lost (the ledger says
+    ``lost``, or verify found it gone: ``gone``, by label): an update that found it
+    gone makes it again, and a kill during that create leaves the ledger as it was."""
     if not unowned or type(connector).lookup_user is Connector.lookup_user:
         return {}  # the target keeps no mark: nothing proves an account idprov's
     from idprov.model import UserQuery
@@ -147,7 +151,7 @@ def _marked(
     creating = {
         local_id
         for local_id, entry in service.state.ledger.for_idp(name, "user").items()
-        if entry.state == "creating"
+        if entry.state in ("creating", "lost") or entry.label in gone
     }
     found: dict[str, tuple[str, bool]] = {}
     for user in service.stream_users(UserQuery(limit=None)).items:
