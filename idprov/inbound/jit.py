@@ -534,25 +534,32 @@ def _local_claims(
             continue
         definition = service.claims.get(local)
         multi = definition is not None and definition.multi_valued
-        out[local] = _claim_value(idp_claims[remote], multi, remote)
+        value = _claim_value(idp_claims[remote], multi, remote)
+        if value:
+            out[local] = value
     return out
 
 
 def _claim_value(value: Any, multi: bool, remote: str) -> ClaimValue:
+    """The local claim's value of an IdP claim: its texts, trimmed, without empty ones
+    (``""`` or ``[]``: no value)."""
     values = value if isinstance(value, list) else [value]
-    texts = [_text(v, remote) for v in values]
+    texts = [t for v in values if (t := _text(v, remote))]
     if multi:
         return texts
-    if len(texts) != 1:
+    if len(texts) > 1:
         raise UsageError(f"the IdP's claim {remote!r} has {len(texts)} values; one is needed")
-    return texts[0]
+    return texts[0] if texts else ""
 
 
 def _text(value: Any, remote: str) -> str:
+    """A claim's value as idprov keeps it: trimmed, as the CLI's ``--claim`` values, an
+    import's cells and SCIM's values are (:func:`~idprov.inbound.scim.mapping.claim_text`):
+    ``"Ops "`` from an IdP is ``Ops``, and the next login with ``Ops`` changes nothing."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | int | float):
-        return str(value)
+        return str(value).strip()
     raise UsageError(f"the IdP's claim {remote!r} is not text, a number or true/false")
 
 

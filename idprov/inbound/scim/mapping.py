@@ -265,19 +265,27 @@ def _external_id(doc: Mapping[str, Any]) -> str | None:
     raise InvalidValue("externalId: it contains control characters; send it without them")
 
 
+def claim_text(value: Any) -> str:
+    """A SCIM value as the claim idprov keeps: trimmed, as the CLI's ``--claim`` and an
+    import's cells are (``" Ops "`` is ``Ops`` whichever way it comes in, and sent
+    again it changes nothing); ``""`` (no value) when nothing else is left. Names
+    (``userName``, a Group's ``displayName``) and ``externalId`` are kept as sent: a client looks
+    them up as it sent them."""
+    return "" if value is None else str(value).strip()
+
+
 def _take(claims: dict[str, ClaimValue], values: Mapping[str, Any]) -> None:
     for claim, value in values.items():
-        if value not in (None, ""):
-            claims[claim] = str(value)
+        if text := claim_text(value):
+            claims[claim] = text
 
 
 def _entries(values: list[Any]) -> list[tuple[str, str]]:
     """(type, value) of each entry with a value."""
     out = []
     for entry in values:
-        value = entry.get("value")
-        if value not in (None, ""):
-            out.append(((entry.get("type") or "").strip().lower(), str(value)))
+        if value := claim_text(entry.get("value")):
+            out.append(((entry.get("type") or "").strip().lower(), value))
     return out
 
 
