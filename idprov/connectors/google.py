@@ -59,7 +59,7 @@ from idprov.connectors.google_api import (
     set_path,
     with_domain,
 )
-from idprov.connectors.http import json_payload, json_reply
+from idprov.connectors.http import json_payload, json_reply, reply_json
 from idprov.connectors.oauth import (
     JWT_BEARER,
     AccessToken,
@@ -71,12 +71,49 @@ from idprov.connectors.oauth import (
     sign_assertion,
     with_hint,
 )
+from idprov.connectors.salesforce_api import add_fix
 from idprov.errors import SecretError
 
 if TYPE_CHECKING:
     import httpx
 
     from idprov.connectors.http_client import HttpClient
+
+REASON_FIXES = {
+    "invalid": (
+        "Google refused a value idprov sent (the message names it: a name, the password, "
+        "the org unit...): check what the identity provider maps there (attributes, "
+        "options.org_unit_path), then `idprov outbox retry`"
+    ),
+    "notFound": (
+        "Google knows no such domain or org unit: check options.domain (a domain of this "
+        "Google Workspace account: Admin console > Account > Domains) and "
+        "options.org_unit_path, then `idprov outbox retry`"
+    ),
+    "accessNotConfigured": (
+        "enable the Admin SDK API in the Google Cloud project of the service account "
+        "(APIs & Services > Library), then `idprov outbox retry`"
+    ),
+    "rateLimitExceeded": (
+        "the Directory API's quota is used up for now: idprov tries again by itself; if it "
+        "lasts, lower rate_limit or max_concurrency of this identity provider, or ask for a "
+        "higher quota (Google Cloud console > APIs & Services > Admin SDK API > Quotas)"
+    ),
+}
+"""What to do about a refusal, by the Directory API's documented error ``reason``
+(``duplicate``, and a 404 ``notFound``, are the engine's: it adopts or re-creates)."""
+REASON_FIXES["userRateLimitExceeded"] = REASON_FIXES["rateLimitExceeded"]
+
+
+def reason_fix(response: httpx.Response) -> str | None:
+    """What to do about the first reason of Google's error JSON that
+    :data:`REASON_FIXES` knows."""
+    data = reply_json(response)
+    error = data.get("error") if isinstance(data, dict) else None
+    errors = error.get("errors") if isinstance(error, dict) else None
+    reasons = [e.get("reason") for e in errors or [] if isinstance(e, dict)]
+    return next((REASON_FIXES[r] for r in reasons if r in REASON_FIXES), None)
+
 
 __all__ = [
     "GoogleConnector",
@@ -211,7 +248,15 @@ class GoogleConnector(Connector):
             content=content,
             params=params,
         )
-        raise_google_error(response, what)
+        try:
+            raise_google_error(response, what)
+        except (RemoteConflict, RemoteNotFound):
+            raise  # the engine's to judge (adopt, re-create)
+        except TargetError as exc:
+            fix = reason_fix(response)
+            if fix is not None and exc.hint == SETUP_HINT:
+                exc.hint = None  # the reason says more than the generic 403 advice
+            raise add_fix(exc, fix) from None
         return response
 
     @staticmethod

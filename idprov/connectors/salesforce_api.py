@@ -10,7 +10,7 @@ import json
 import re
 import time
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -92,6 +92,34 @@ DUPLICATE_USERNAME_FIX = (
     "'{{UN}}@{{domain}}.prod' will do), or give this user another user name, then "
     "`idprov outbox retry --idp {idp}`"
 )
+CODE_FIXES = {
+    "LICENSE_LIMIT_EXCEEDED": (
+        "the org has no free license of the kind the profile of new users needs: free one "
+        "(deactivate a user who left) or buy more (Setup > Company Information lists the "
+        "licenses remaining), or set options.profile to a profile of another license, then "
+        "`idprov outbox retry`"
+    ),
+    "INVALID_CROSS_REFERENCE_KEY": (
+        "an id idprov sent names no record of this org (the error's fields say which): "
+        "check options.profile_id and the ids under options.roles, then `idprov outbox retry`"
+    ),
+    "FIELD_INTEGRITY_EXCEPTION": (
+        "Salesforce refuses the value of the fields the error names, given the user's other "
+        "values (a profile the user's license does not allow, say): check what the identity "
+        "provider maps to them (attributes, options.profile), then `idprov outbox retry`"
+    ),
+    "INSUFFICIENT_ACCESS_OR_READONLY": (
+        "the integration user may not do this: give it Manage Users (users and public "
+        "groups) and Assign Permission Sets (roles mapped to permission sets), by its profile "
+        "or a permission set, then `idprov outbox retry`"
+    ),
+    "REQUEST_LIMIT_EXCEEDED": (
+        "the org's API request limit is used up (Setup > System Overview shows the use of "
+        "the last 24 hours): idprov tries again by itself; if it lasts, lower rate_limit or "
+        "max_concurrency of this identity provider, or ask Salesforce for a higher limit"
+    ),
+}
+"""What to do about a refusal, by Salesforce's documented error code (``StatusCode``)."""
 _ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
 
@@ -324,18 +352,38 @@ def error_code(error: Any) -> str:
     return str(error.get("errorCode") or error.get("statusCode") or "")
 
 
+def code_fix(codes: Iterable[str]) -> str | None:
+    """What to do about the first of ``codes`` that :data:`CODE_FIXES` knows."""
+    return next((CODE_FIXES[c] for c in codes if c in CODE_FIXES), None)
+
+
+def add_fix(error: TargetError, fix: str | None) -> TargetError:
+    """``error``, its message ending with ``fix`` (what to do), its hint ``fix``,
+    unless there is none or ``error`` has another hint already. Salesforce's and
+    Google's refusals, by their documented code (:data:`CODE_FIXES`)."""
+    if fix is None or error.hint not in (None, fix):
+        return error
+    if fix not in error.message:
+        error.message = f"{error.message}; {fix}"
+        error.args = (error.message,)
+    error.hint = fix
+    return error
+
+
 def record_error(reply: Mapping[str, Any], what: str) -> TargetError:
-    """The error of one record of a collection reply, its ``errors`` array as sent."""
+    """The error of one record of a collection reply, its ``errors`` array as sent
+    (and what to do, :func:`add_fix`)."""
     errors = reply.get("errors") or []
-    codes = {error_code(e) for e in errors}
+    listed = [error_code(e) for e in errors]
+    codes = set(listed)
     message = f"{what}: {json.dumps(errors, ensure_ascii=False)[:2000]}"
     if "DUPLICATE_USERNAME" in codes:
         return RemoteConflict(message)
     if codes & GONE_CODES:
         return RemoteNotFound(message)
     if codes & THROTTLE_CODES:
-        return Throttled(message)
-    return TargetError(message, retryable=bool(codes & RETRYABLE_CODES))
+        return add_fix(Throttled(message), code_fix(listed))
+    return add_fix(TargetError(message, retryable=bool(codes & RETRYABLE_CODES)), code_fix(listed))
 
 
 def raise_salesforce_error(response: httpx.Response, what: str) -> None:
@@ -345,8 +393,9 @@ def raise_salesforce_error(response: httpx.Response, what: str) -> None:
     if status < 400:
         return
     data = reply_json(response)
-    codes = {error_code(e) for e in data} if isinstance(data, list) else set()
-    raise status_error(
+    listed = [error_code(e) for e in data] if isinstance(data, list) else []
+    codes = set(listed)
+    error = status_error(
         response,
         f"{what}: HTTP {status}: {reply_detail(response, data)}",
         conflict="DUPLICATE_USERNAME" in codes,
@@ -355,8 +404,12 @@ def raise_salesforce_error(response: httpx.Response, what: str) -> None:
         retryable=bool(codes & RETRYABLE_CODES),
         refused_hint="the token was refused even when new: " + SETUP_HINT
         if status == 401
-        else "the integration user lacks a permission (Manage Users, API Enabled...)",
+        else code_fix(listed)
+        or "the integration user lacks a permission (Manage Users, API Enabled...)",
     )
+    if isinstance(error, RemoteConflict | RemoteNotFound):
+        raise error  # the engine's to judge (adopt, re-create)
+    raise add_fix(error, code_fix(listed))
 
 
 def refused(reply: Any, ok: frozenset[str] | set[str]) -> bool:

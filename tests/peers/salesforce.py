@@ -199,6 +199,9 @@ class SalesforceOrg:
         self.passwords: dict[str, list[str]] = {}
         """User id -> every password set through the password resource."""
         self.faults = Faults()
+        self.licenses: int | None = None
+        """User licenses of the org (active users, the integration user among them):
+        a new active user past them is refused with ``LICENSE_LIMIT_EXCEEDED``."""
         self.query_batch = 2000
         """Records per batch of a query's reply: Salesforce returns at most 2,000 and
         may return fewer (by the records' size); the rest come by ``nextRecordsUrl``."""
@@ -554,6 +557,9 @@ class SalesforceOrg:
                 missing,
             )
         self._check_unique(fields["Username"], None)
+        active = sum(1 for u in self.objects["User"].values() if u.get("IsActive"))
+        if fields.get("IsActive", True) and self.licenses is not None and active >= self.licenses:
+            raise SalesforceError(400, "LICENSE_LIMIT_EXCEEDED", "License Limit Exceeded")
         return self._insert("User", {"IsActive": True, **fields})
 
     def update_user(self, record: dict[str, Any], fields: Any) -> None:
