@@ -12,6 +12,7 @@ from idprov.provisioning.results import OperationResult, OutboundReport
 from tests.outbound_helpers import FakeScim, idp_yaml, make_service
 from tests.peers.google import GoogleWorkspace
 from tests.test_connector_google import key_file, service  # noqa: F401 (fixture)
+from tests.test_connector_salesforce import org  # noqa: F401 (fixture)
 
 
 def ops(report: OutboundReport | None, idp: str) -> list[OperationResult]:
@@ -106,3 +107,34 @@ def test_a_merged_group_is_kept_with_one_of_its_two_roles_and_loses_only_its_mem
         assert members == {ann_id}
         assert svc.state.ledger.get("scim", "role", crew.entity.id) is None
         assert svc.state.ledger.members("scim", staff.entity.id) == {ann.entity.id}
+
+
+SHARED_SET = """      roles:
+        staff: {type: permission_set, name: Sales_Ops}
+        sales: {type: permission_set, name: Sales_Ops}
+"""
+
+
+def test_two_roles_given_one_permission_set_take_away_only_what_neither_gives(
+    tmp_path,
+    org,  # noqa: F811
+):
+    """options.roles gives staff and sales one Salesforce permission set (a group the
+    configuration names: roles may share it). p1 holds both: taking sales from p1, or
+    deleting sales, took the permission set away from p1, whom staff still gives it."""
+    from tests.test_connector_salesforce import NO_SLEEP, ROLES, sf_idp
+
+    idps = sf_idp(org, extra="    push_roles: all\n").replace(ROLES, SHARED_SET)
+    with make_service(tmp_path, idps, ["sf"], **NO_SLEEP) as svc:
+        svc.add_role("staff")
+        svc.add_role("sales")
+        svc.add_user("p1", {}, roles=["staff", "sales"])
+        svc.add_user("p2", {}, roles=["staff", "sales"])
+        svc.add_user("p3", {}, roles=["staff"])
+        assert org.assignees("Sales_Ops") == {f"p{n}@example.com" for n in (1, 2, 3)}
+        assert svc.unassign("sales", ["p1"]).outbound.ok
+        assert org.assignees("Sales_Ops") == {f"p{n}@example.com" for n in (1, 2, 3)}
+        assert svc.delete_role("sales").outbound.ok
+        assert org.assignees("Sales_Ops") == {f"p{n}@example.com" for n in (1, 2, 3)}
+        assert svc.unassign("staff", ["p3"]).outbound.ok  # only staff gave it: taken away
+        assert org.assignees("Sales_Ops") == {"p1@example.com", "p2@example.com"}

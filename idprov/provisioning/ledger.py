@@ -679,6 +679,20 @@ class Ledger:
             found.update(r[0] for r in rows)
         return found
 
+    def members_elsewhere(self, idp: str, role_id: str, remote_id: str) -> set[str]:
+        """The users that roles other than ``role_id`` have idprov's memberships of in
+        the group ``remote_id`` at ``idp`` (two roles given one group: a Salesforce
+        permission set two roles map to, or a ledger an earlier version's adoption
+        merged): a role that no longer holds one of them never takes it out of the
+        group, the other gives it there (one query, on the remote-id index)."""
+        rows = self.db.execute(
+            "SELECT DISTINCT m.user_id FROM ledger l JOIN ledger_members m ON m.idp = l.idp"
+            " AND m.role_id = l.local_id WHERE l.idp = ? AND l.kind = 'role'"
+            " AND l.remote_id = ? AND l.local_id <> ?",
+            [idp, remote_id, role_id],
+        ).fetchall()
+        return {r[0] for r in rows}
+
     def groups_with_ids(self, idp: str, user_id: str) -> list[tuple[str, str]]:
         """(role id, group remote id) of the groups idprov put this user in (one query)."""
         rows = self.db.execute(

@@ -408,7 +408,8 @@ class RolePlanning(Planning):
         that the new one is there (nothing is taken away otherwise), take the members
         idprov put in the old one out of it, then give the new one to the members."""
         old_id = entry.remote_id or ""
-        remote = self._remote_ids_of(row.idp, sorted(move.current))
+        kept = self._ledger.members_elsewhere(row.idp, row.local_id, old_id)
+        remote = self._remote_ids_of(row.idp, sorted(move.current - kept))
         self._know_holders(row)
         provisioned = move.provisioned
         changes, made = MemberChanges(), MemberChanges()
@@ -480,12 +481,13 @@ class RolePlanning(Planning):
         first, so that no one keeps the access the role gave. A group the ledger maps
         to another role that exists here too (``keep_for``: a ledger an earlier
         version's adoption merged) is that role's: it is kept, only the members this
-        role alone put in it are taken out, and this role's record of it goes."""
+        role alone put in it are taken out, and this role's record of it goes. No member
+        another role gives the group is taken out (two roles given one permission set,
+        see :meth:`Ledger.members_elsewhere`)."""
         members: set[str] = set()
         if keep_for is not None or not connector.deletes_groups:
             members = self._ledger.members(row.idp, row.local_id)
-        if keep_for is not None:
-            members -= self._ledger.members(row.idp, keep_for.local_id)
+        members -= self._ledger.members_elsewhere(row.idp, row.local_id, remote_id)
         remote = self._remote_ids_of(row.idp, sorted(members))
         member_ids = list(remote.values())
         changes = MemberChanges()
@@ -737,7 +739,9 @@ class RolePlanning(Planning):
             if waiting:
                 return Settled(row, self._group_result(row, "members", remote_id, waiting))
             return self._skip(row, "unchanged", remote_id)
-        removing = self._remote_ids_of(row.idp, remove)
+        # a member another role gives the group (one permission set, two roles) stays there
+        kept = self._ledger.members_elsewhere(row.idp, row.local_id, remote_id) if remove else set()
+        removing = self._remote_ids_of(row.idp, [u for u in remove if u not in kept])
         removed_remote = list(removing.values())
         confirmed = {u for u in provisioned if (row.idp, u) in self._confirmed}
         present: dict[str, str] = {}  # the members the group is made again with
