@@ -387,8 +387,9 @@ def idp_forget_account(name: IdpName, users: UserNames, json: JsonOpt = False) -
     For an account `idprov sync --verify` lists as made by idprov but without its mark
     that is another system's: nothing at the target changes, and idprov no longer
     updates or deprovisions it (a user still in scope is created again, and a name
-    the account holds is refused unless on_conflict: adopt). Example: idprov idp
-    forget-account oim carol
+    the account holds is refused unless on_conflict: adopt). For an account `sync
+    --verify` lists as one account of two local users, forget it for the users whose
+    account it is not: the other keeps it. Example: idprov idp forget-account oim carol
     """
     from idprov.provisioning.marks import forget_accounts
 
