@@ -49,7 +49,10 @@ def _masked(config: Any) -> dict[str, Any]:
 def validate(
     strict: Annotated[
         bool,
-        typer.Option(help="Also fail when a secret or a JIT key file cannot be read."),
+        typer.Option(
+            help="Also fail when a secret or a JIT key file cannot be read, or when "
+            "provisioning_roles cannot be checked (an LDAP userstore that cannot be read)."
+        ),
     ] = False,
     json: JsonOpt = False,
 ) -> None:
@@ -69,10 +72,10 @@ def validate(
     key_files = _broken_key_files(config)
     if strict and key_files:
         raise key_files[0]
-    state_check, scope = _state_check(svc)
+    state_check, scope, unchecked = _state_check(svc)
     unused = _unused_idps(config)
-    if strict and scope:
-        raise scope[0]
+    if strict and (scope or unchecked):
+        raise (scope or unchecked)[0]
     result = {
         "valid": True,
         "source": config.source,
@@ -114,14 +117,14 @@ def validate(
     state_check()
 
 
-def _state_check(svc: Any) -> tuple[Callable[[], None], list[Any]]:
+def _state_check(svc: Any) -> tuple[Callable[[], None], list[Any], list[Any]]:
     """What to say about idprov's state after the result (warnings): the IdP names it
     holds a ledger for that the configuration does not configure (renamed in the file only),
     or why it was not read. Nothing is written: a state or an SQLite or PostgreSQL
     userstore an earlier idprov made is not upgraded (that it needs it is said), and
     one a newer idprov upgraded is refused here, before the result, as every command
-    refuses it. Also the IdPs whose scope names a role no userstore has
-    (:func:`_unknown_scope_roles`)."""
+    refuses it. Also the IdPs whose scope names a role no userstore has, and the
+    directories not read to check them (:func:`_unknown_scope_roles`)."""
     from idprov.cli.common import render_error
     from idprov.cli.status import warn_orphaned_idps
     from idprov.statedb import state_exists
@@ -134,29 +137,35 @@ def _state_check(svc: Any) -> tuple[Callable[[], None], list[Any]]:
         for s in _stores_to_check(config, svc.data_dir)
     ]
 
+    problems = [*unread, *(p for found in stores for p in found)]
+    scope, unchecked = ([], []) if problems else _unknown_scope_roles(config, svc, made)
+
     def warn() -> None:
-        problems = [*unread, *(p for found in stores for p in found)]
-        for problem in {p.message: p for p in problems}.values():  # a file shared: once
+        for problem in {p.message: p for p in [*problems, *unchecked]}.values():  # once
             render_error(problem, "warning")
         if made and not unread:
             for problem in _unread("idprov's state", lambda: warn_orphaned_idps(svc)):
                 render_error(problem, "warning")
 
-    problems = [*unread, *(p for found in stores for p in found)]
-    return warn, [] if problems else _unknown_scope_roles(config, svc, made)
+    return warn, scope, unchecked
 
 
-def _unknown_scope_roles(config: Any, svc: Any, made: bool) -> list[Any]:
+def _unknown_scope_roles(config: Any, svc: Any, made: bool) -> tuple[list[Any], list[Any]]:
     """A located :class:`ConfigError` for each enabled IdP whose provisioning_roles
-    name a role no userstore has (a typo: `sync` would refuse its plan), read where
-    nothing is written: SQLite and PostgreSQL userstores and the internal roles. With
-    an LDAP userstore (not read here), or one that cannot be read, none is said."""
+    name a role no userstore has (a typo: `sync` would refuse its plan), and the
+    warning of each LDAP userstore that could not be read, so that they were not
+    checked (then none is said: its roles are not known). Roles are read where nothing
+    is written: SQLite and PostgreSQL userstores, the internal roles, and the LDAP
+    directories, contacted only when an IdP has a scope to check. With a userstore of
+    another type (a plugin's), or one whose database cannot be read, none is said."""
     from idprov.db import migrations_held
     from idprov.errors import IdprovError
     from idprov.provisioning.scope_roles import known_roles, scope_errors
 
-    if any(s.type not in ("sqlite", "postgres") for s in config.userstores):
-        return []
+    names = [idp.name for idp in config.identity_providers if idp.enabled]
+    scoped = [i.name for i in config.identity_providers if i.name in names and i.provisioning_roles]
+    if not scoped or any(s.type not in ("sqlite", "postgres", "ldap") for s in config.userstores):
+        return [], []
     roles: list[Any] = []
     try:
         with migrations_held():
@@ -164,15 +173,35 @@ def _unknown_scope_roles(config: Any, svc: Any, made: bool) -> list[Any]:
                 roles += svc.store(store.domain).list_roles()
             roles += svc.internal.all() if made else []
     except IdprovError:
-        return []  # said by the state check, or not this check's to say
-    names = [idp.name for idp in config.identity_providers if idp.enabled]
-    return list(scope_errors(config, names, known_roles(roles), planned=False).values())
+        return [], []  # said by the state check, or not this check's to say
+    unchecked = _directory_roles(config, svc, scoped, roles)
+    if unchecked:
+        return [], unchecked
+    return list(scope_errors(config, names, known_roles(roles), planned=False).values()), []
 
 
-def _unread(what: str, read: Callable[[], object]) -> list[Any]:
+def _directory_roles(config: Any, svc: Any, scoped: list[str], roles: list[Any]) -> list[Any]:
+    """Add the roles of every LDAP userstore to ``roles``; the warning of each that
+    could not be read (the directory is down, refuses the bind...): the scopes of
+    ``scoped`` (IdP names) were not checked."""
+    what = f"the provisioning_roles of {', '.join(scoped)} were not checked against its roles"
+
+    def read(domain: str) -> None:
+        roles.extend(svc.store(domain).list_roles())
+
+    unread: list[Any] = []
+    for store in config.userstores:
+        if store.type == "ldap":
+            unread += _unread(f"userstore {store.domain}", partial(read, store.domain), what)
+    return unread
+
+
+def _unread(
+    what: str, read: Callable[[], object], unchecked: str = "it was not checked"
+) -> list[Any]:
     """The warning (none, or one) of ``read``ing ``what`` where nothing may be
-    written: it needs upgrading, or it could not be read. One a newer idprov upgraded
-    is raised."""
+    written: it needs upgrading, or it could not be read (so ``unchecked``). One a
+    newer idprov upgraded is raised."""
     from idprov.db import NeedsUpgradeError, NewerSchemaError, migrations_held
     from idprov.errors import IdprovError
 
@@ -183,7 +212,7 @@ def _unread(what: str, read: Callable[[], object]) -> list[Any]:
         raise
     except IdprovError as exc:
         if not isinstance(exc, NeedsUpgradeError):
-            exc.message = f"{what} was not read, so it was not checked: {exc.message}"
+            exc.message = f"{what} was not read, so {unchecked}: {exc.message}"
         return [exc]
     return []
 

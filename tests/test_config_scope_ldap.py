@@ -1,0 +1,89 @@
+"""`config validate` checks provisioning_roles against an LDAP userstore's roles (its
+groups) as against SQLite's: a typo is named, with the role meant (`sync` would refuse
+that IdP's plan). A directory that cannot be read leaves the scopes unchecked, and
+validate says so in a warning (it still exits 0: the configuration may be right, and
+sync refuses a plan whose userstore cannot be read anyway); --strict refuses it. A
+directory is contacted only when an IdP has a scope to check. Against a real slapd."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.test_guard_ldap import corp_config, group, person
+from tests.test_userstore_ldap import add_service_account
+
+IDP = """identity_providers:
+  - name: scim
+    connector: scim2
+    options: {{base_url: "https://scim.test/v2", auth: bearer, token: env:SCIM_TOKEN}}
+{scope}applications:
+  - name: resident
+    identity_providers: [scim]
+"""
+
+
+@pytest.fixture
+def directory(slapd_factory, monkeypatch):
+    """A private slapd (it can be stopped) with the groups team0 and team1."""
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    server = slapd_factory()
+    add_service_account(server)
+    server.add(
+        person(server, "u1") + group(server, "team0", ["u1"]) + group(server, "team1", ["u1"])
+    )
+    return server
+
+
+def scoped(tmp_path, directory, roles: str | None) -> None:
+    scope = f"    provisioning_roles: [{roles}]\n" if roles is not None else ""
+    corp_config(tmp_path, directory, IDP.format(scope=scope))
+
+
+def test_a_scope_naming_no_group_of_the_directory_is_named_with_the_role_meant(
+    cli, tmp_path, directory
+):
+    scoped(tmp_path, directory, "tem1")
+    run = cli("config", "validate")
+    assert run.exit_code == 0, run
+    assert "no userstore has a role 'tem1' (did you mean 'CORP/team1'?)" in run.stdout
+    assert "refuse identity provider scim" in run.stdout
+    found = cli("config", "validate", "--json").json()["unknown_scope_roles"]
+    assert len(found) == 1 and "identity_providers[0].provisioning_roles[0]" in found[0]
+    strict = cli("config", "validate", "--strict", "--json")
+    assert strict.exit_code == 2, strict
+    assert "idprov.yaml:" in json.loads(strict.stderr)["error"]["message"]
+
+
+@pytest.mark.parametrize("roles", ["team1", "CORP/TEAM0, team1"])
+def test_a_scope_naming_the_directorys_groups_validates(cli, tmp_path, directory, roles):
+    scoped(tmp_path, directory, roles)
+    run = cli("config", "validate", "--strict")
+    assert run.exit_code == 0, run
+    assert "no userstore has a role" not in run.stdout and "warning" not in run.stderr
+
+
+def test_a_directory_down_leaves_the_scope_unchecked_and_says_so(cli, tmp_path, directory):
+    scoped(tmp_path, directory, "tem1")
+    directory.stop()
+    run = cli("config", "validate")
+    assert run.exit_code == 0, run
+    assert "is valid" in run.stdout and "no userstore has a role" not in run.stdout
+    said = " ".join(run.stderr.split())
+    assert "userstore CORP was not read, so the provisioning_roles of scim were not " in said
+    assert "checked against its roles" in said and directory.url.rstrip("/") in said
+    assert cli("config", "validate", "--json").json()["unknown_scope_roles"] == []
+    strict = cli("config", "validate", "--strict", "--json")
+    assert strict.exit_code != 0, strict
+    error = json.loads(strict.stderr)["error"]
+    assert "provisioning_roles of scim were not checked" in error["message"]
+    assert error["hint"]
+
+
+def test_without_a_scope_the_directory_is_not_contacted(cli, tmp_path, directory):
+    scoped(tmp_path, directory, None)
+    directory.stop()
+    run = cli("config", "validate", "--strict")
+    assert run.exit_code == 0, run
+    assert "was not read" not in run.stderr
