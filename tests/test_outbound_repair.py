@@ -351,12 +351,7 @@ def test_idp_test_says_a_wrong_base_path_is_not_an_authentication_failure(
     assert any("check the path of base_url" in m for m in report.messages)
 
 
-def test_sync_verify_exits_6_when_it_could_not_read_the_target(
-    cli, tmp_path: Path, spml_server, monkeypatch: pytest.MonkeyPatch
-):
-    from tests.peers.spml import PASSWORD, SUSPEND
-
-    spml_server.capabilities = {SUSPEND, PASSWORD}  # no search: users cannot be listed
+def _spml_legacy(tmp_path: Path, spml_server, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPML_TOKEN", spml_server.token or "")
     (tmp_path / "idprov.yaml").write_text(f"""
 version: 1
@@ -374,7 +369,32 @@ applications:
   - name: resident
     identity_providers: [legacy]
 """)
+
+
+def test_sync_verify_exits_6_when_it_could_not_read_the_target(
+    cli, tmp_path: Path, spml_server, monkeypatch: pytest.MonkeyPatch
+):
+    _spml_legacy(tmp_path, spml_server, monkeypatch)
     cli("user", "add", "gus", "-c", "given_name=Gus", "-c", "family_name=G").ok()
+    spml_server.fail_next("unsupportedOperation", "search is off today", operation="searchRequest")
     run = cli("sync", "--verify")
     assert run.exit_code == 6, run
     assert "listing users" in run.stdout and "unsupportedOperation" in run.stdout
+
+
+def test_sync_verify_says_what_it_did_not_look_for_at_a_target_without_search(
+    cli, tmp_path: Path, spml_server, monkeypatch: pytest.MonkeyPatch
+):
+    """A target whose listTargets offers no search cannot list its accounts: verify
+    checks the ledger's accounts, sends no search, and says that accounts outside the
+    ledger were not looked for (it said nothing: a clean report that was not one)."""
+    from tests.peers.spml import PASSWORD, SUSPEND
+
+    spml_server.capabilities = {SUSPEND, PASSWORD}
+    _spml_legacy(tmp_path, spml_server, monkeypatch)
+    cli("user", "add", "gus", "-c", "given_name=Gus", "-c", "family_name=G").ok()
+    run = cli("sync", "--verify")
+    assert run.exit_code == 0, run
+    assert "drift at legacy: 1 checked" in run.stdout
+    assert "accounts outside idprov's ledger were not looked for" in run.stdout
+    assert not any("searchRequest" in op for op in spml_server.operations())

@@ -288,6 +288,11 @@ def sync_result(
                 f"merged by an earlier version's adoption; not checked or repaired): "
                 f"{esc(shared['fix'])}"
             )
+        if report["unowned"] is None and not report.get("unverifiable") and not report["errors"]:
+            console().print(
+                "  accounts outside idprov's ledger were not looked for (the connector "
+                "cannot list the target's accounts)"
+            )
         if report["unowned"]:
             console().print(
                 f"  not idprov's (never touched): "
