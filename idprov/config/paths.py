@@ -28,8 +28,23 @@ def user_data_dir() -> Path:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (mode 0700 for new directories) and return it."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create ``path`` and return it: it and every missing directory above it get mode
+    0700, whatever the umask (``mkdir -p`` gives the parents ``0777 & ~umask``: with
+    umask 000 another local user could rename a world-writable parent away and plant
+    their own directory and database). Directories that exist keep their mode."""
+    missing: list[Path] = []
+    current = path
+    while not current.is_dir() and current.parent != current:
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            if directory.is_dir():  # made meanwhile by another process
+                continue
+            raise
+        os.chmod(directory, 0o700)
     return path
 
 
