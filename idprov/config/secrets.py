@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from idprov.errors import SecretError
+from idprov.secrecy import hold
 
 KEYRING_SERVICE = "idprov"
 SCHEMES = ("env", "file", "keyring")
@@ -47,14 +48,19 @@ class SecretRef:
         return self.ref.partition(":")[0]
 
     def reveal(self) -> str:
-        """The secret's value. Raises :class:`SecretError` naming the reference."""
+        """The secret's value. Raises :class:`SecretError` naming the reference.
+        The value is held while this reference exists (:func:`idprov.secrecy.hold`):
+        blanked in any error built from what a target says, should it echo it."""
         scheme, _, rest = self.ref.partition(":")
         if scheme == "env":
-            return _from_env(rest)
-        if scheme == "file":
-            return _from_file(rest)
-        service, _, name = rest.rpartition("/")
-        return get_keyring_secret(name, service or KEYRING_SERVICE)
+            value = _from_env(rest)
+        elif scheme == "file":
+            value = _from_file(rest)
+        else:
+            service, _, name = rest.rpartition("/")
+            value = get_keyring_secret(name, service or KEYRING_SERVICE)
+        hold(self, value)
+        return value
 
     def status(self) -> str:
         """``set`` or ``missing``, for `config show`; reads the value but never returns it."""

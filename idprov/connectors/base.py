@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from idprov.errors import OutboundError, UsageError
+from idprov.secrecy import blank, hold
 
 if TYPE_CHECKING:
     from idprov.config.models import IdentityProviderConfig
@@ -62,6 +63,11 @@ class Account:
     ``suspended``, Salesforce ``IsActive``, an SPML resume). Never otherwise: an update
     without it, ``previous`` or not (an adoption, a repair), leaves the account as
     active or disabled as it is there, since an administrator may have disabled it."""
+
+    def __post_init__(self) -> None:
+        # Blanked in any error while this account exists (a target echoing the request).
+        if self.password:
+            hold(self, self.password)
 
 
 @dataclass(frozen=True)
@@ -192,7 +198,11 @@ def hold_back(
 class TargetError(OutboundError):
     """The target refused or failed an operation. ``retryable`` says whether trying
     again can help (timeouts, 408, 429, 5xx); ``retry_after`` is the target's own
-    wish in seconds; ``status`` the HTTP status when there was one."""
+    wish in seconds; ``status`` the HTTP status when there was one.
+
+    The message and hint are built from what the target said: every secret idprov
+    holds (its credentials, users' passwords, the request just sent) is blanked in
+    them here (:func:`idprov.secrecy.blank`), whichever connector raises it."""
 
     code = "target"
 
@@ -209,7 +219,7 @@ class TargetError(OutboundError):
         partial: bool = False,
         members_done: MembersDone | None = None,
     ) -> None:
-        super().__init__(message, hint=hint)
+        super().__init__(blank(message), hint=blank(hint) if hint else hint)
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after

@@ -29,6 +29,8 @@ from idprov.connectors.base import (
     Throttled,
     note_status,
 )
+from idprov.errors import SecretError
+from idprov.secrecy import blank, hold, hold_basic, note_request, request_secrets
 
 if TYPE_CHECKING:
     import httpx
@@ -172,17 +174,38 @@ class RateLimiter:
 
 
 def auth_headers(options: HttpOptions) -> dict[str, str]:
-    """Request headers that authenticate; reads the secret (never logs it)."""
+    """Request headers that authenticate; reads the secret (never logs it, and holds
+    it for :func:`idprov.secrecy.blank`). A secret HTTP cannot carry (a character
+    beyond ASCII) is a :class:`SecretError` naming the option and its reference."""
     if options.auth == "bearer" and options.token is not None:
-        return {"Authorization": f"Bearer {options.token.reveal()}"}
+        token = _header_safe(options.token.reveal(), "token", options.token)
+        return {"Authorization": f"Bearer {token}"}
     if options.auth == "header" and options.token is not None:
-        return {options.header_name: options.token.reveal()}
+        return {options.header_name: _header_safe(options.token.reveal(), "token", options.token)}
     if options.auth == "basic" and options.password is not None:
         import base64
 
-        raw = f"{options.username}:{options.password.reveal()}".encode()
-        return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+        password = options.password.reveal()
+        raw = f"{options.username}:{password}".encode()
+        encoded = base64.b64encode(raw).decode()
+        hold_basic(options, options.username, password, encoded)
+        return {"Authorization": "Basic " + encoded}
     return {}
+
+
+def _header_safe(value: str, key: str, ref: SecretRef) -> str:
+    """``value`` if an HTTP header can carry it (ASCII, as httpx sends headers);
+    else a SecretError naming ``options.key`` and its reference, never the value."""
+    hold(ref, value)
+    if value.isascii():
+        return value
+    at = next(i for i, c in enumerate(value) if not c.isascii()) + 1
+    raise SecretError(
+        f"the secret options.{key} names ({ref}) holds a character that is not ASCII "
+        f"(character {at} of {len(value)}): HTTP headers carry ASCII only",
+        hint=f"check the value {ref} names: a token or API key is ASCII (a typographic "
+        "quote or a non-breaking space pasted with it is not)",
+    )
 
 
 def json_payload(
@@ -219,6 +242,7 @@ def send(client: HttpClient, method: str, url: str, *, what: str, **kwargs: Any)
     """Send a request; transport failures become retryable TargetErrors."""
     import httpx
 
+    note_request(kwargs.get("headers"), kwargs.get("data"))
     try:
         response = client.request(method, url, **kwargs)
         note_status(response.status_code)
@@ -383,36 +407,21 @@ def status_error(
     )
 
 
-PLAIN_HEADERS = frozenset(
-    ("accept", "accept-encoding", "connection", "content-length", "content-type", "host")
-    + ("user-agent",)
-)
-"""Request headers that carry no credentials: every other value is blanked in what a
-reply says."""
-
-
 def redact(text: str, response: httpx.Response) -> str:
-    """``text`` (from a reply) with the credentials its request sent blanked: a target
-    may echo them in an error (a debugging endpoint a base_url names by mistake does),
-    and messages go to the terminal, the audit log and the outbox."""
+    """``text`` (from a reply) with the credentials its request sent blanked (and every
+    secret idprov holds: :func:`idprov.secrecy.blank`): a target may echo them in an
+    error (a debugging endpoint a base_url names by mistake does), and messages go to
+    the terminal, the audit log and the outbox."""
     try:
-        headers = response.request.headers
+        request = response.request
     except RuntimeError:  # a response made without a request: nothing was sent
-        return text
-    sent = set()
-    for name, value in headers.items():
-        if name.lower() not in PLAIN_HEADERS:
-            sent.add(value)
-            sent.add(value.partition(" ")[2])  # the credentials of "Bearer X", "Basic Y"
-    sent.update(_form_values(response.request))
-    for secret in sorted((v for v in sent if len(v) >= 8), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+        return blank(text)
+    return blank(text, request_secrets(request.headers.items(), _form_pairs(request)))
 
 
-def _form_values(request: httpx.Request) -> list[str]:
-    """The values of a form a request sent (an OAuth token request's client secret or
-    signed assertion), but its grant type and scope."""
+def _form_pairs(request: httpx.Request) -> list[tuple[str, str]]:
+    """The fields of a form a request sent (an OAuth token request's client secret or
+    signed assertion)."""
     from urllib.parse import parse_qsl
 
     import httpx
@@ -423,8 +432,7 @@ def _form_values(request: httpx.Request) -> list[str]:
         body = request.content
     except httpx.RequestNotRead:  # a streamed body (idprov sends none)
         return []
-    form = parse_qsl(body.decode("utf-8", "replace"))
-    return [value for key, value in form if key not in ("grant_type", "scope")]
+    return parse_qsl(body.decode("utf-8", "replace"))
 
 
 def reply_json(response: httpx.Response) -> Any:

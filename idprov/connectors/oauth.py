@@ -35,6 +35,7 @@ from idprov.config.secrets import SecretRef
 from idprov.connectors.base import CredentialsRefused, TargetError, Throttled
 from idprov.connectors.http import RETRYABLE_STATUS, reply_detail, reply_json, retry_after, send
 from idprov.errors import IdprovError, SecretError
+from idprov.secrecy import hold
 
 if TYPE_CHECKING:
     import httpx
@@ -68,7 +69,10 @@ def token_from_response(data: Mapping[str, Any], what: str) -> AccessToken:
     except (TypeError, ValueError):
         lifetime = None
     details = {k: v for k, v in data.items() if k not in ("access_token", "refresh_token")}
-    return AccessToken(value, lifetime, details)
+    token = AccessToken(value, lifetime, details)
+    refresh = data.get("refresh_token")  # blanked in any error while the token is kept
+    hold(token, value, refresh if isinstance(refresh, str) else None)
+    return token
 
 
 # ---------------------------------------------------------------- keys and assertions
@@ -92,6 +96,7 @@ def read_key_text(ref: SecretRef) -> str:
         text = text.replace("\\n", "\n")
     if not text:
         raise SecretError(f"secret {ref} is empty", hint="put the key material there")
+    hold(ref, text)
     return text
 
 

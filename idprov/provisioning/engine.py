@@ -618,6 +618,10 @@ class Engine(UserPlanning, RolePlanning):
         assert account is not None
         if isinstance(result, TargetError) and result.ambiguous:  # this item may be made
             attempts[-1] = dataclasses.replace(attempts[-1], ambiguous=True)
+        if isinstance(result, TargetError) and not isinstance(result, RemoteConflict):
+            # The call went through, this item did not: its audit says so, not "ok".
+            failed = dataclasses.replace(attempts[-1], status=result.status, error=result.message)
+            attempts[-1] = failed
         try:
             if isinstance(result, str):
                 self._claim(idp.name, result, account.local_id, take=True)
