@@ -8,11 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.peers.salesforce import SalesforceOrg
-from tests.test_connector_salesforce import org, sf_idp
+from tests.test_connector_salesforce import ROLES, org, sf_idp
 
 __all__ = ["org"]  # the fixture, used here
 
 PUSH_ALL = "    push_roles: all\n"
+ROLES_SHARED = """      roles:
+        staff: {type: permission_set, name: Sales_Ops}
+        crew: {type: permission_set, name: Sales_Ops}
+        engineers: {type: group, name: Engineering}
+"""
 
 
 def write_config(tmp_path: Path, org: SalesforceOrg) -> None:
@@ -98,3 +103,26 @@ def test_read_group_of_an_unknown_or_other_id_is_none(tmp_path, org):
         assert conn.read_group(org.integration_user_id) is None  # a user: no group
         name, members = conn.read_group(org.group_id("Engineering"))
         assert (name, set(members)) == ("engineers", set())
+
+
+def test_verify_reports_no_rename_of_a_permission_set_two_roles_share(cli, tmp_path, org):
+    """Two roles given one permission set (options.roles): the set is not idprov's and
+    idprov renames nothing at Salesforce, so verify has no name to compare. It reported
+    the second role's set as renamed to the first role, a "rename back" --repair could
+    never do."""
+    roles = ROLES_SHARED
+    idp = sf_idp(org, extra=PUSH_ALL).replace(ROLES, roles)
+    assert roles in idp
+    (tmp_path / "idprov.yaml").write_text(f"""
+version: 1
+identity_providers:{idp}
+applications:
+  - name: resident
+    identity_providers: [sf]
+""")
+    cli("role", "add", "staff").ok()
+    cli("role", "add", "crew").ok()
+    cli("user", "add", "ann", "-c", "family_name=A", "-r", "staff", "-r", "crew").ok()
+    drift = cli("sync", "--verify", "--json").ok().json()["drift"]["sf"]
+    assert drift["groups_checked"] == 2 and drift["errors"] == []
+    assert drift["groups_changed_remotely"] == [] and drift["repairs"] == []

@@ -351,7 +351,7 @@ def _verify_groups(
             continue
         dangling = _dangling(accounts, remote[1], known, absent, report)
         mine = members.get(entry.local_id, set())
-        _group_drift(service, name, entry, remote, mine, dangling, report)
+        _group_drift(service, name, connector, entry, remote, mine, dangling, report)
 
 
 def _dangling(
@@ -394,6 +394,7 @@ def _a_group(connector: Connector, remote_id: str) -> bool:
 def _group_drift(
     service: IdentityService,
     name: str,
+    connector: Connector,
     entry: LedgerEntry,
     remote: tuple[str, Container[str]],
     mine: set[str],
@@ -403,7 +404,9 @@ def _group_drift(
     display_name, remote_members = remote
     expected = service.state.ledger.remote_ids(name, mine)
     lost = sorted(local for local, rid in expected.items() if rid not in remote_members)
-    renamed = display_name != entry.label
+    # a group that is not idprov's (a Salesforce permission set, perhaps two roles'):
+    # idprov never names it, so its name is no drift
+    renamed = connector.deletes_groups and display_name != entry.label
     if not lost and not renamed and not dangling:
         return
     labels = {e.local_id: e.label for e in service.state.ledger.get_many(name, "user", lost)}
