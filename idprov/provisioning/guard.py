@@ -33,14 +33,18 @@ is held whole, its 7 and the rows they share, as with nothing pending (judged ap
 its 3 under the unassign's allowance and its other 4 alone, under the guard, those 4
 were deleted); the unassign's own rows go under its allowance. A user's leaving the
 groups is part of its deprovision, judged with its row, not again with a group's row
-judged after it. A change committed without the push that judges it (`import
---no-push`) marks its rows (:attr:`~idprov.provisioning.outbox.OutboxRow.unjudged`):
-a later command's push carrying one of them takes every such row of that IdP and
+judged after it. Every change but a sync's (judged whole by its plan) marks its rows
+as it commits (:attr:`~idprov.provisioning.outbox.OutboxRow.unjudged`): committed
+without the push that judges it (`import --no-push`), or with it and cut before it
+judged the change (Ctrl-C, ``kill -9``, a crash, on any host sharing the state), a
+later command's push carrying one of its rows takes every such row of that IdP and
 judges them together, as the worker does (judged with the later change alone, it
-went out a few users at a time, each under the guard's minimum). An allowance does
-not outlive the push it was given for: a row that fails or is held loses it, and its
-retry is judged afresh (over the guard, held for `idprov outbox release
---allow-deletes N`), whatever the directory has become since. A sync gives the rows of what its plan
+went out a few users at a time, each under the guard's minimum); its own push judges
+its rows as its change. The mark goes where a guard judges the rows (let go or
+held). An allowance does not outlive the push it was given for: a row that fails or is held
+loses it, and its retry is judged afresh (over the guard, held for `idprov outbox
+release --allow-deletes N`),
+whatever the directory has become since. A sync gives the rows of what its plan
 destroys what the plan needed at their IdP (at most its ``--allow-deletes``), and
 the harmless rows it releases none.
 
@@ -631,7 +635,11 @@ def hold_over(
         for row in members:
             judged[row.id] -= 1
         _note_leaving(leaving, found, [r for r in members if r.id in passed and not judged[r.id]])
-    return [r for r in rows if r.id not in held]
+    kept = [r for r in rows if r.id not in held]
+    if any(r.unjudged for r in kept):  # judged (the held rows' marks went with their hold)
+        with outbound.state.transaction():
+            outbound.state.outbox.judged(kept)
+    return kept
 
 
 def _judgements(

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from idprov.db import now
 from idprov.errors import IdprovError, NotFoundError
-from idprov.provisioning.outbox import LEASE_SECONDS, DrainHealth, OutboxRow
+from idprov.provisioning.outbox import LEASE_SECONDS, UNJUDGED, DrainHealth, OutboxRow
 from idprov.provisioning.results import OperationResult, OutboundReport, Progress
 from idprov.text import escaped
 
@@ -471,16 +471,28 @@ class Outbound:
         return self._drain_claimed(pushed, report, progress, None)
 
     def with_unjudged(
-        self, rows: list[OutboxRow], only: Collection[str] | None = None
+        self,
+        rows: list[OutboxRow],
+        only: Collection[str] | None = None,
+        own: Collection[int] = (),
     ) -> list[OutboxRow]:
-        """``rows``, and where one of them carries a change no guard judged
-        (:attr:`~idprov.provisioning.outbox.OutboxRow.unjudged`), every pending row of
-        that IdP (of ``only``, when given) that carries one and no other drainer holds,
-        claimed: such a change is judged whole before any of it goes. Judged a batch
-        (``batch`` rows) at a time, the first batch of a large one went out under the
-        guard's minimum; pushed with a command's change alone, it went out a few users
-        at a time."""
-        idps = sorted({r.idp for r in rows if r.unjudged and (only is None or r.idp in only)})
+        """``rows``, and where one of them carries a change no guard judged whole
+        (:attr:`~idprov.provisioning.outbox.OutboxRow.unjudged`), every pending
+        row of that IdP (of ``only``, when given) that carries one and no other
+        drainer holds, claimed: such a change is judged whole before any of it goes.
+        Judged a batch (``batch`` rows) at a time, the first batch of a large one went
+        out under the guard's minimum; pushed with a command's change alone, it went
+        out a few users at a time. The rows ``own`` (the pushing command's change)
+        carry their own mark (:data:`~idprov.provisioning.outbox.OWN_PUSH`): this push
+        judges them; only another change's mark in them takes the others."""
+        idps = sorted(
+            {
+                r.idp
+                for r in rows
+                if (r.unjudged == UNJUDGED or (r.unjudged and r.id not in own))
+                and (only is None or r.idp in only)
+            }
+        )
         if not idps:
             return rows
         with self.state.transaction():

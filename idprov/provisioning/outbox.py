@@ -130,13 +130,19 @@ class OutboxRow:
     """A user's row whose change set a password (`user add --password-stdin`, `user
     passwd`) that its push could not send: idprov keeps passwords only in memory, so
     the push that goes through sends none, and says whose password to set again."""
-    unjudged: bool = False
-    """The row carries a change committed without the push that judges it (`import
-    --no-push`): no deletion guard has judged that change yet, and only a judgement of
-    every such row of its IdP judges it whole (the worker's; a later command's push
-    that takes them all, see :meth:`Outbox.claim_unjudged`). Pushed alone with another
-    change, it went out a few rows at a time, each under the guard's minimum. Cleared
-    by a hold (:meth:`Outbox.hold`); a push that finishes removes the row."""
+    unjudged: int = 0
+    """Whether the row carries a change no deletion guard has judged whole yet: only a
+    judgement of every such row of its IdP judges it whole (the worker's; a later
+    command's push that takes them all, see :meth:`Outbox.claim_unjudged`). Pushed
+    alone with another change, it went out a few rows at a time, each under the
+    guard's minimum. :data:`UNJUDGED` (1): committed without the push that judges it
+    (`import --no-push`), or met by a later change (an enqueue turns a
+    :data:`OWN_PUSH` mark into this one); :data:`OWN_PUSH` (2): its command's own push
+    judges it (set in that command's commit, see :meth:`Outbox.mark_own_push`), so
+    that command's push does not take the IdP's others for it; cut after its commit
+    (Ctrl-C, ``kill -9``, a crash, on any host), the change keeps the mark and is
+    judged whole by whoever meets it next. Cleared where the guard judges the change:
+    let go (:meth:`Outbox.judged`) or held (:meth:`Outbox.hold`)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -184,6 +190,13 @@ _OUTBOX_COLUMNS = (
     " enqueued_at, updated_at, next_attempt_at, claimed_by, claimed_until, failures, version,"
     " allowed, password_unsent, unjudged"
 )
+
+
+UNJUDGED = 1
+"""An :attr:`OutboxRow.unjudged` mark: no push of the change's own judges it."""
+OWN_PUSH = 2
+"""An :attr:`OutboxRow.unjudged` mark: the push of the command that made the change
+judges it (set in its commit); anyone else meeting it judges it whole."""
 
 
 def smaller_allowance(first: int | None, second: int | None) -> int | None:
@@ -270,8 +283,10 @@ class Outbox:
         machine (:func:`~idprov.provisioning.outbound.holder_running`); of another
         machine nothing can be known, and the row keeps the smaller allowance.
         ``unjudged``: this change is committed without the push that judges it (see
-        :attr:`OutboxRow.unjudged`); a row keeps the mark of an earlier such change
-        (the returned rows say so). Returns the rows as written, by id."""
+        :attr:`OutboxRow.unjudged`); a row keeps the mark of an earlier change that no
+        guard judged whole yet, as :data:`UNJUDGED` (the returned rows say so: the
+        push of this change takes every such row of the IdP). Returns the rows as
+        written, by id."""
         stamp = now()
         unique = list({e[0]: e for e in entities}.values())  # a row is upserted once
         values = [(idp, kind, *entity) for entity in unique for idp in idps]
@@ -291,7 +306,8 @@ class Outbox:
                 " label = excluded.label, domain = excluded.domain, next_attempt_at = NULL,"
                 " updated_at = excluded.updated_at,"  # enqueued_at: waiting since the first
                 f" allowed = {_smaller_allowance(running, not keep_held)},"
-                " unjudged = CASE WHEN excluded.unjudged = 1 THEN 1 ELSE outbox.unjudged END,"
+                " unjudged = CASE WHEN excluded.unjudged = 1 OR outbox.unjudged <> 0 THEN 1"
+                " ELSE 0 END,"  # another change's mark, met: this change's push takes them all
                 f" version = outbox.version + 1 RETURNING {_OUTBOX_COLUMNS}",
                 [v for row in chunk for v in (*row, stamp, stamp, allowed, mark)]
                 + [stamp, *running],
@@ -299,15 +315,44 @@ class Outbox:
             found += [OutboxRow(*r) for r in rows]
         return sorted(found, key=lambda r: r.id)
 
+    def mark_own_push(self, ids: Sequence[int]) -> None:
+        """Mark rows ``ids`` (not held) :data:`OWN_PUSH`: their change is committed and
+        the push of its command judges it; where that push never comes (the command
+        cut after its commit), whoever meets the rows judges the change whole. Rows
+        already marked keep their mark (another change's). Call in the change's
+        transaction: one statement per 500 rows."""
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            self.db.execute(
+                f"UPDATE outbox SET unjudged = {OWN_PUSH} WHERE id IN {_in(chunk)}"
+                " AND unjudged = 0 AND status <> 'held'",
+                chunk,
+            )
+
+    def judged(self, rows: Sequence[OutboxRow]) -> None:
+        """The deletion guard judged the changes ``rows`` carry and let them go: their
+        mark (:attr:`OutboxRow.unjudged`) goes, but where a change came since they were
+        read (its own mark stays). One statement per 500 rows."""
+        marked = [(r.id, r.version) for r in rows if r.unjudged]
+        for start in range(0, len(marked), 500):
+            chunk = marked[start : start + 500]
+            self.db.execute(
+                "UPDATE outbox SET unjudged = 0 WHERE (id, version) IN (VALUES "
+                + ", ".join(["(?, ?)"] * len(chunk))
+                + ")",
+                [v for pair in chunk for v in pair],
+            )
+
     def claim_unjudged(self, idps: Sequence[str], owner: str, lease: float) -> list[OutboxRow]:
         """Claim for ``owner`` every pending row of ``idps`` that carries a change no
-        guard judged (:attr:`OutboxRow.unjudged`) and that no other drainer holds: a
-        push carrying one of them judges them all together, as the worker would, so
-        that a change committed without its push is never judged in parts. Call
-        inside a short write transaction."""
+        guard judged whole (:attr:`OutboxRow.unjudged`) and that no other drainer
+        holds: a push carrying one of them judges them all together, as the worker
+        would, so that a change is never judged in parts. Call inside a short write
+        transaction."""
         rows = self.db.execute(
             f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN (SELECT id FROM"
-            f" outbox WHERE idp IN {_in(idps)} AND status = 'pending' AND unjudged = 1"
+            f" outbox WHERE idp IN {_in(idps)} AND status = 'pending'"
+            " AND unjudged <> 0"
             f" AND (claimed_until IS NULL OR claimed_until < ? OR claimed_by = ?)"
             f"{self.db.claim_lock}) RETURNING {_OUTBOX_COLUMNS}",
             [owner, stamp_in(lease), *idps, now(), owner],
@@ -580,7 +625,9 @@ class Outbox:
     ) -> list[int]:
         """Make the held rows of ``idps`` pending again (only those held for a reason
         that says ``because``, when given; of rows ``ids``, when given), with the
-        releasing command's allowance ``allowed``; returns their ids."""
+        releasing command's allowance ``allowed``; returns their ids. Their change is
+        the releasing command's, which judges it (:data:`OWN_PUSH`: cut before its
+        push, it is judged whole by whoever meets it)."""
         where, params = f"status = 'held' AND idp IN {_in(idps)}", list(idps)
         if because is not None:
             where += " AND last_error LIKE ?"
@@ -592,8 +639,8 @@ class Outbox:
             released += [
                 int(r[0])
                 for r in self.db.execute(
-                    "UPDATE outbox SET status = 'pending', updated_at = ?, allowed = ?"
-                    f" WHERE {where}{only} RETURNING id",
+                    "UPDATE outbox SET status = 'pending', updated_at = ?, allowed = ?,"
+                    f" unjudged = {OWN_PUSH} WHERE {where}{only} RETURNING id",
                     [now(), allowed, *params, *(chunk or [])],
                 ).fetchall()
             ]

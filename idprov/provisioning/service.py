@@ -287,7 +287,9 @@ class IdentityService:
         pushed_now = [name for name in self.targets() if self.waits_for(name)]
         rows = self.state.outbox.rows([*row_ids, *abandoned], stale_pending=pushed_now)
         if not guarded:
-            rows = self.outbound.with_unjudged(rows, only=pushed_now)  # the others: the worker's
+            # the others: the worker's; own rows: this push judges them (their mark
+            # says so), unless another change's is in them
+            rows = self.outbound.with_unjudged(rows, only=pushed_now, own=set(row_ids))
         report = OutboundReport()
         if row_ids and not guarded:  # not in ``rows``: pushed only by a release (or the
             # sync that accepts them, which judges what is held after its push itself)
@@ -319,17 +321,29 @@ class IdentityService:
     ) -> None:
         """Say in ``report`` whose change the changes' held rows wait with, where rows of
         an earlier change committed without its push were judged with them (see
-        :meth:`~idprov.provisioning.outbound.Outbound.with_unjudged`): held, a harmless
-        edit's exit 7 named only the earlier change's count, as if the edit destroyed it."""
+        :meth:`~idprov.provisioning.outbound.Outbound.with_unjudged`; a command cut
+        before its push judged its change, alike): held, a harmless edit's exit 7 named
+        only the earlier change's count, as if the edit destroyed it."""
+        from idprov.provisioning.outbox import OWN_PUSH
+
         for idp in sorted({r.idp for r in judged if r.id in own and r.id not in kept}):
             earlier = [r for r in judged if r.idp == idp and r.id not in own and r.unjudged]
-            if earlier:
-                since = min(r.enqueued_at for r in earlier)
+            if not earlier:
+                continue
+            since = min(r.enqueued_at for r in earlier)
+            cut = any(r.unjudged == OWN_PUSH for r in earlier)
+            if not cut:
                 report.guard.append(
                     f"this change to {idp} waits with an earlier change committed without its"
                     f" push (`import --no-push`: {len(earlier)} more row(s), the first written"
                     f" at {since})"
                 )
+                continue
+            report.guard.append(
+                f"this change to {idp} waits with an earlier change no deletion guard judged"
+                f" whole yet (a command cut after its commit, before its push judged it:"
+                f" {len(earlier)} more row(s), the first written at {since})"
+            )
 
     @staticmethod
     def _note_held(held: list[OutboxRow], report: OutboundReport) -> None:

@@ -180,6 +180,11 @@ class UnitOfWork:
         if exc[0] is None and self._waited and self.claimed_by is not None:
             outbound = self.service.outbound
             self.service.state.outbox.claim_ids(self._waited, self.claimed_by, outbound.lease)
+        if exc[0] is None and self._claim and not self.judged_whole and self.rows:
+            # judged by this command's push; cut before it, whoever meets them judges
+            # the change whole (the rows of what it created have nothing to judge)
+            unjudged = sorted({r for r in self.rows if r not in self._fresh})
+            self.service.state.outbox.mark_own_push(unjudged)
         suppressed = self._stack.__exit__(*exc)
         self.committed = exc[0] is None
         return suppressed
@@ -305,6 +310,7 @@ class UnitOfWork:
             allowed,
             keep_held=not self.judged_whole,  # a held change waits in its rows
             unjudged=not (self._claim or self.judged_whole),  # no push of ours judges it
+            # (ours does: the commit marks them, see __exit__)
         )
         if kind == "user" and not self.judged_whole:
             self._offboard_held([r for r in rows if r.status == "held"], allowed)
