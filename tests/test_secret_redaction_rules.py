@@ -57,3 +57,31 @@ def test_a_secret_of_five_characters_is_blanked_as_a_value_not_as_a_word():
     shown = "{'X-Api-Key': '***'} X-Api-Key: ***\nkey k3Yq9 xk3Yq9y"
     assert TargetError(said).message == shown
     del account
+
+
+def test_a_connector_calling_its_client_directly_has_its_request_secrets_blanked():
+    """A third-party connector may send through its HTTP client itself (not through
+    idprov's ``send``): a credential only that request carried (a session header it
+    made up, a form's secret) is blanked from an error built from the reply too."""
+    import httpx
+
+    from idprov.connectors.base import TargetError
+    from idprov.connectors.http import HttpOptions
+    from idprov.connectors.http_client import ThreadClient
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        said = f"refused: session {request.headers['X-Session']} form {request.content.decode()}"
+        return httpx.Response(400, text=said)
+
+    options = HttpOptions(base_url="http://127.0.0.1:9/", auth="none", timeout=5)
+    client = ThreadClient(options, 1, transport=httpx.MockTransport(echo))
+    reply = client.request(
+        "POST",
+        "http://127.0.0.1:9/login",
+        headers={"X-Session": "sess-9f8e7d6c5b4a"},
+        data={"client_secret": "form-secret-1234"},
+    )
+    error = TargetError(f"log in: {reply.text}")
+    assert "sess-9f8e7d6c5b4a" not in error.message
+    assert "form-secret-1234" not in error.message
+    assert error.message.startswith("log in: refused: session *** form")

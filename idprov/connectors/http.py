@@ -30,7 +30,7 @@ from idprov.connectors.base import (
     note_status,
 )
 from idprov.errors import SecretError
-from idprov.secrecy import blank, hold, hold_basic, note_request, request_secrets
+from idprov.secrecy import blank, hold, hold_basic, request_secrets
 
 if TYPE_CHECKING:
     import httpx
@@ -242,7 +242,6 @@ def send(client: HttpClient, method: str, url: str, *, what: str, **kwargs: Any)
     """Send a request; transport failures become retryable TargetErrors."""
     import httpx
 
-    note_request(kwargs.get("headers"), kwargs.get("data"))
     try:
         response = client.request(method, url, **kwargs)
         note_status(response.status_code)

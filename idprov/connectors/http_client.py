@@ -22,6 +22,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, cast
 
+from idprov.secrecy import note_request
+
 if TYPE_CHECKING:
     import ssl
 
@@ -101,6 +103,7 @@ class ThreadClient(HttpClient):
 
         headers = self._defaults.copy()
         headers.update(kwargs.pop("headers", None) or {})
+        note_request(headers, kwargs.get("data"))  # blanked in any error built from the reply
         request = httpx.Request(
             method, url, headers=headers, extensions={"timeout": self._timeout}, **kwargs
         )
