@@ -85,3 +85,19 @@ def test_a_connector_calling_its_client_directly_has_its_request_secrets_blanked
     assert "sess-9f8e7d6c5b4a" not in error.message
     assert "form-secret-1234" not in error.message
     assert error.message.startswith("log in: refused: session *** form")
+
+
+def test_a_connectors_bug_quoting_a_secret_is_described_without_it(monkeypatch):
+    """Not every error is a TargetError: a plugin's bug (a KeyError, a ValueError
+    quoting what it was given) is described for the outbox, the report and the
+    terminal's "internal error" with the secrets idprov holds blanked too."""
+    from idprov.cli.common import as_idprov_error
+    from idprov.provisioning.tasks import describe
+
+    monkeypatch.setenv("PLUGIN_KEY", "PluginKey#1234")
+    ref = SecretRef("env:PLUGIN_KEY")
+    bug = ValueError(f"unexpected reply to key {ref.reveal()}")
+    assert describe(bug) == "ValueError: unexpected reply to key ***"
+    assert "PluginKey#1234" not in describe(bug, "acme (acme-idprov)")
+    internal = as_idprov_error(bug)
+    assert internal is not None and "PluginKey#1234" not in internal.message

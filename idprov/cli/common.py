@@ -482,8 +482,10 @@ def as_idprov_error(exc: BaseException, command: str | None = None) -> IdprovErr
             return _as_reader_saw(error, exc)
     if not isinstance(exc, Exception) or debugging():
         return None
+    from idprov.secrecy import blank
+
     return IdprovError(
-        f"internal error: {type(exc).__name__}: {exc}",
+        blank(f"internal error: {type(exc).__name__}: {exc}"),
         hint="this is a bug in idprov; run again with IDPROV_DEBUG=1 for a traceback and report it",
     )
 

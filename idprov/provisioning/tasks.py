@@ -96,7 +96,9 @@ def describe(exc: BaseException, connector: str | None = None) -> str:
     then named as the one with the bug, so that an operator knows whom to tell."""
     if isinstance(exc, IdprovError):
         return exc.message
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    from idprov.secrecy import blank  # a connector's bug may quote what it was given
+
+    text = blank(f"{type(exc).__name__}: {exc}") if str(exc) else type(exc).__name__
     if connector is None:
         return text
     return (
