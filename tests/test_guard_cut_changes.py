@@ -1,9 +1,11 @@
 """The deletion guard on a change whose command was cut after its commit, before its
 own push judged it (Ctrl-C, ``kill -9``, a crash, on this host or another sharing the
-state): whoever meets its rows later judges the change whole, never a few users at a
-time under the guard's minimum."""
+state), and on the retry of a push that failed: whoever meets its rows later judges
+the change whole, never a few users at a time under the guard's minimum."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from idprov.config import load_config
 from idprov.provisioning.service import IdentityService
@@ -106,3 +108,35 @@ def test_a_cut_change_that_passed_the_guard_goes_out_and_leaves_no_mark(
     cli("outbox", "work", "--once").ok()
     assert len(scim.users()) == 28
     assert cli("outbox", "list", "--json").items() == []
+
+
+def test_a_failed_retry_that_lost_its_allowance_is_judged_whole_not_a_user_at_a_time(
+    cli,
+    scim: Scim2Peer,  # noqa: F811
+    tmp_path: Path,
+):
+    """`role unassign staff pl1..pl12 --allow-deletes 12`, its push failed (the target
+    down): the rows lose the allowance, their retry judged afresh. A later `user
+    update pl1 -c title=x` coalesced into pl1's failed row and judged its retry with
+    the edit alone ("1 deprovision"): pl1 deleted, then the next, nobody having
+    allowed the retry. The edit meets a retry that lost its allowance and judges it
+    whole: the 12 held, for `outbox release --allow-deletes 12`."""
+    from tests.peers.scim2 import free_port
+
+    seed(30)
+    closed = f"http://127.0.0.1:{free_port()}/v2"
+    edit_config(tmp_path, scim.base_url, closed)  # the target is down
+    down = cli("role", "unassign", "staff", *TWELVE, "--yes", "--allow-deletes", "12")
+    assert down.exit_code == 6, down
+    failed = cli("outbox", "list", "--json").items()
+    assert len(failed) == 13 and {r["status"] for r in failed} == {"failed"}
+    edit_config(tmp_path, closed, scim.base_url)
+    edit = cli("user", "update", "pl1", "-c", "title=x")
+    assert edit.exit_code == 7, edit
+    said = " ".join((edit.stdout + edit.stderr).split())
+    assert "will delete 12 users at scim" in said
+    assert "(the retry of a failed push, which lost its --allow-deletes: 12 more row(s)" in said
+    assert len(scim.users()) == 30
+    assert _held_users(cli) == sorted(TWELVE)
+    cli("outbox", "release", "--yes", "--allow-deletes", "12").ok()
+    assert len(scim.users()) == 18

@@ -42,8 +42,8 @@ judges them together, as the worker does (judged with the later change alone, it
 went out a few users at a time, each under the guard's minimum); its own push judges
 its rows as its change. The mark goes where a guard judges the rows (let go or
 held). An allowance does not outlive the push it was given for: a row that fails or is held
-loses it, and its retry is judged afresh (over the guard, held for `idprov outbox
-release --allow-deletes N`),
+loses it, and its retry is judged afresh and whole (a failed row that lost one is
+marked again: over the guard, held for `idprov outbox release --allow-deletes N`),
 whatever the directory has become since. A sync gives the rows of what its plan
 destroys what the plan needed at their IdP (at most its ``--allow-deletes``), and
 the harmless rows it releases none.

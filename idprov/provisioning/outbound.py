@@ -477,8 +477,8 @@ class Outbound:
         own: Collection[int] = (),
     ) -> list[OutboxRow]:
         """``rows``, and where one of them carries a change no guard judged whole
-        (:attr:`~idprov.provisioning.outbox.OutboxRow.unjudged`), every pending
-        row of that IdP (of ``only``, when given) that carries one and no other
+        (:attr:`~idprov.provisioning.outbox.OutboxRow.unjudged`), every pending or
+        failed row of that IdP (of ``only``, when given) that carries one and no other
         drainer holds, claimed: such a change is judged whole before any of it goes.
         Judged a batch (``batch`` rows) at a time, the first batch of a large one went
         out under the guard's minimum; pushed with a command's change alone, it went

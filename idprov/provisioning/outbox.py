@@ -142,7 +142,8 @@ class OutboxRow:
     that command's push does not take the IdP's others for it; cut after its commit
     (Ctrl-C, ``kill -9``, a crash, on any host), the change keeps the mark and is
     judged whole by whoever meets it next. Cleared where the guard judges the change:
-    let go (:meth:`Outbox.judged`) or held (:meth:`Outbox.hold`)."""
+    let go (:meth:`Outbox.judged`) or held (:meth:`Outbox.hold`); set again where a
+    failed row loses its allowance (:meth:`Outbox.failed`)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -344,14 +345,15 @@ class Outbox:
             )
 
     def claim_unjudged(self, idps: Sequence[str], owner: str, lease: float) -> list[OutboxRow]:
-        """Claim for ``owner`` every pending row of ``idps`` that carries a change no
-        guard judged whole (:attr:`OutboxRow.unjudged`) and that no other drainer
-        holds: a push carrying one of them judges them all together, as the worker
-        would, so that a change is never judged in parts. Call inside a short write
+        """Claim for ``owner`` every pending or failed row of ``idps`` that carries a
+        change no guard judged whole (:attr:`OutboxRow.unjudged`) and that no other
+        drainer holds: a push carrying one of them judges them all together, as the
+        worker would, so that a change is never judged in parts (a failed row's retry
+        that lost its allowance too: :meth:`failed`). Call inside a short write
         transaction."""
         rows = self.db.execute(
             f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN (SELECT id FROM"
-            f" outbox WHERE idp IN {_in(idps)} AND status = 'pending'"
+            f" outbox WHERE idp IN {_in(idps)} AND status IN ('pending', 'failed')"
             " AND unjudged <> 0"
             f" AND (claimed_until IS NULL OR claimed_until < ? OR claimed_by = ?)"
             f"{self.db.claim_lock}) RETURNING {_OUTBOX_COLUMNS}",
@@ -589,7 +591,11 @@ class Outbox:
         the failed change with it, see :meth:`enqueue_many`): it was given for the
         change as it was, and the directory may have moved by the retry, which the
         deletion guard judges afresh (held over it, for `idprov outbox release`); the
-        error says so."""
+        error says so. Judged afresh, the retry of a change that lost its allowance is
+        judged whole (:data:`UNJUDGED`: a later command's push meeting one of its rows
+        takes them all; judged with that command's change alone, it went out a user at
+        a time, each under the guard's minimum). A row that had none was judged as it
+        is: its retry does not take the IdP's others (nor ever will)."""
         if row.allowed is not None:
             error += (
                 f" (its --allow-deletes {row.allowed} does not go with the retry: over the"
@@ -599,6 +605,7 @@ class Outbox:
             "UPDATE outbox SET status = 'failed', attempts = attempts + ?, last_error = ?,"
             " last_status = ?, updated_at = ?, failures = failures + 1,"
             " next_attempt_at = CASE WHEN version = ? THEN ? ELSE NULL END,"
+            f" unjudged = CASE WHEN allowed IS NOT NULL THEN {UNJUDGED} ELSE unjudged END,"
             " allowed = NULL, claimed_by = NULL, claimed_until = NULL WHERE id = ?",
             [attempts, error, status, now(), row.version, stamp_in(retry_in), row.id],
         )

@@ -322,8 +322,9 @@ class IdentityService:
         """Say in ``report`` whose change the changes' held rows wait with, where rows of
         an earlier change committed without its push were judged with them (see
         :meth:`~idprov.provisioning.outbound.Outbound.with_unjudged`; a command cut
-        before its push judged its change, alike): held, a harmless edit's exit 7 named
-        only the earlier change's count, as if the edit destroyed it."""
+        before its push judged its change, a failed push's retry that lost its
+        allowance, alike): held, a harmless edit's exit 7 named only the earlier
+        change's count, as if the edit destroyed it."""
         from idprov.provisioning.outbox import OWN_PUSH
 
         for idp in sorted({r.idp for r in judged if r.id in own and r.id not in kept}):
@@ -332,17 +333,23 @@ class IdentityService:
                 continue
             since = min(r.enqueued_at for r in earlier)
             cut = any(r.unjudged == OWN_PUSH for r in earlier)
-            if not cut:
+            retried = any(r.status == "failed" for r in earlier)
+            if not cut and not retried:
                 report.guard.append(
                     f"this change to {idp} waits with an earlier change committed without its"
                     f" push (`import --no-push`: {len(earlier)} more row(s), the first written"
                     f" at {since})"
                 )
                 continue
+            ways = []
+            if cut:
+                ways.append("a command cut after its commit, before its push judged it")
+            if retried:
+                ways.append("the retry of a failed push, which lost its --allow-deletes")
             report.guard.append(
                 f"this change to {idp} waits with an earlier change no deletion guard judged"
-                f" whole yet (a command cut after its commit, before its push judged it:"
-                f" {len(earlier)} more row(s), the first written at {since})"
+                f" whole yet ({' or '.join(ways)}: {len(earlier)} more row(s), the first written"
+                f" at {since})"
             )
 
     @staticmethod
