@@ -921,3 +921,28 @@ def test_the_rename_merges_two_changes_as_an_enqueue_coalesces_them(cli, setup):
         " ORDER BY label"
     )
     assert rows == [("alice", None, 1, 1), ("bob", 40, 1, 1)]
+
+
+def test_the_rename_keeps_the_mark_of_a_change_cut_before_its_own_push_judged_it(cli, setup):
+    """A change committed under the new name whose own push was cut before its guard
+    judged it (its rows marked for that push, :data:`OWN_PUSH`) merged into a row the
+    old name had: the merged row carries a change no guard judged, and says so (the
+    merge kept only a mark of 1, so the cut change went out a row at a time)."""
+    from idprov.provisioning.outbox import OWN_PUSH, UNJUDGED
+
+    provisioned_under_a(cli)
+    ids = dict(setup.rows("SELECT label, local_id FROM ledger WHERE idp = 'a' AND kind = 'user'"))
+    setup.execute(
+        "INSERT INTO outbox (idp, kind, local_id, domain, label, status, enqueued_at,"
+        " updated_at, unjudged) VALUES ('a', 'user', ?, 'PRIMARY', 'bob', 'pending',"
+        " '2026-01-01', '2026-01-02', 0)",
+        (ids["bob"],),
+    )
+    setup.configure("b")
+    assert cli("user", "update", "bob", "-c", "title=Boss").exit_code == 6
+    setup.execute(f"UPDATE outbox SET unjudged = {OWN_PUSH} WHERE idp = 'b' AND label = 'bob'")
+
+    cli("idp", "rename", "a", "b").ok()
+
+    rows = setup.rows("SELECT label, unjudged FROM outbox WHERE idp = 'b'")
+    assert rows == [("bob", UNJUDGED)]

@@ -667,7 +667,7 @@ def _merge(db: StateDB, both: list[tuple[Any, ...]]) -> None:
     change no guard judged yet, a password not sent); held if either was held (the
     guard's reason with it: a held row is pushed only once released). The new name's
     row goes."""
-    from idprov.provisioning.outbox import smaller_allowance
+    from idprov.provisioning.outbox import UNJUDGED, smaller_allowance
 
     merged = []
     for row in both:
@@ -685,7 +685,7 @@ def _merge(db: StateDB, both: list[tuple[Any, ...]]) -> None:
     db.executemany(
         "UPDATE outbox SET status = ?, attempts = ?, last_error = ?, last_status = ?,"
         " label = ?, domain = ?, updated_at = ?, allowed = ?,"
-        " unjudged = CASE WHEN ? = 1 THEN 1 ELSE unjudged END,"
+        f" unjudged = CASE WHEN ? <> 0 OR unjudged <> 0 THEN {UNJUDGED} ELSE 0 END,"
         " password_unsent = CASE WHEN ? = 1 THEN 1 ELSE password_unsent END,"
         " next_attempt_at = NULL, version = version + 1 WHERE id = ?",
         merged,
