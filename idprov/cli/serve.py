@@ -82,6 +82,8 @@ def serve(
             "0 waits for every push to finish",
         )
     check_workers(workers)
+    from idprov.config.urls import is_loopback
+
     config = service(live=False).config
     if not certfile and not is_loopback(host):
         typer.secho(PLAIN_HTTP_WARNING.format(host=host), fg="yellow", err=True)
@@ -205,18 +207,6 @@ PLAIN_HTTP_WARNING = (
     "personal data cross the network unencrypted. Give --certfile (and --keyfile), put "
     "a TLS-terminating proxy in front, or listen on 127.0.0.1."
 )
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is reachable from this machine only."""
-    import ipaddress
-
-    if host.casefold() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve to anything
 
 
 def open_access_log(path: str) -> TextIO:

@@ -10,9 +10,12 @@ from typing import Literal
 from idprov.config.models import UserstoreConfig
 from idprov.config.schema import Invalid
 from idprov.config.secrets import SecretRef
+from idprov.config.urls import refuse_url_credentials
 
 LDAP_ATTRIBUTE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+)$")
 """An LDAP attribute type: a name (``givenName``) or an OID (``2.5.4.42``)."""
+BIND_KEYS = "bind_dn and bind_password: env:NAME (or file:PATH, keyring:NAME)"
+"""Where an LDAP userstore's credentials go (never into its url)."""
 
 DEFAULT_LDAP_CLAIMS: dict[str, str] = {
     "email": "mail",
@@ -88,6 +91,7 @@ class LdapUserstoreConfig(UserstoreConfig):
             url.port  # noqa: B018 - raises ValueError for a port that is not a number
         except ValueError:
             url = urlsplit("")
+        refuse_url_credentials(url, "url", BIND_KEYS)
         scheme = url.scheme.lower()
         if scheme not in ("ldap", "ldaps") or not url.hostname or url.path.strip("/"):
             raise Invalid("expected ldap://HOST[:PORT] or ldaps://HOST[:PORT]", "url")

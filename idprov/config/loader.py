@@ -193,6 +193,9 @@ def _yaml_error(exc: Any, text: str, source: str) -> ConfigError:
     if mark and mark.line < len(lines) and lines[mark.line][mark.column : mark.column + 1] == "\t":
         problem = "a tab character: YAML indents with spaces only"
         hint = "replace the tabs on that line with spaces"
+    elif problem and problem.startswith("could not determine a constructor for the tag"):
+        problem = "a value that starts with ! is a YAML tag, which is not supported"
+        hint = "put the value in quotes if it is text; a secret is a reference (env:NAME...)"
     elif problem == "but found another document":
         problem = "a second YAML document starts here (after `---`)"
         hint = "the configuration is one document: remove the `---` line, or keep one part"

@@ -266,7 +266,19 @@ class IdentityProviderConfig:
             raise Invalid("must be at least 1", "max_concurrency")
         if self.rate_limit is not None and self.rate_limit <= 0:
             raise Invalid("must be positive (requests per second)", "rate_limit")
+        self._check_urls()
         self._check_role_targets()
+
+    def _check_urls(self) -> None:
+        """No credential in a URL of the options (``base_url``, ``token_url``...): it
+        would be shown wherever the target is named (see :mod:`idprov.config.urls`)."""
+        from idprov.config.urls import refuse_url_credentials
+
+        if not isinstance(self.options, dict):
+            return  # options the connector built: checked as the dict they were built from
+        for key, value in self.options.items():
+            if isinstance(value, str) and (key == "url" or key.endswith(("_url", "_uri"))):
+                refuse_url_credentials(value, f"options.{key}", IDP_SECRET_KEYS)
 
     def _check_role_targets(self) -> None:
         """Salesforce creates no groups: a role it is pushed goes to the permission set
@@ -287,6 +299,14 @@ class IdentityProviderConfig:
                     "under options.roles, or set push_roles: none to push no roles",
                     f"provisioning_roles[{i}]",
                 )
+
+
+IDP_SECRET_KEYS = (
+    "the IdP's secret reference keys instead (token or password; client_secret, "
+    "private_key or credentials for Salesforce and Google) to env:NAME, file:PATH or "
+    "keyring:NAME"
+)
+"""Where an identity provider's credentials go (never into a URL of its options)."""
 
 
 DEFAULT_JIT_CLAIMS: dict[str, str] = {

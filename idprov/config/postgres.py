@@ -17,10 +17,12 @@ from urllib.parse import SplitResult, unquote, urlsplit
 from idprov.config.models import StateConfig, UserstoreConfig
 from idprov.config.schema import Invalid
 from idprov.config.secrets import SecretRef
+from idprov.config.urls import refuse_url_credentials
 
 SSL_MODES = ("disable", "require", "verify-ca", "verify-full")
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 URL_FORM = "postgresql://USER@HOST[:PORT]/DATABASE"
+PASSWORD_KEY = "password: env:NAME (or file:PATH, keyring:NAME)"
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,7 @@ class PostgresConnection:
             url.port  # noqa: B018 - raises ValueError for a port that is not a number
         except ValueError:
             raise Invalid(f"expected {URL_FORM}", "url") from None
-        if url.password is not None:
-            raise Invalid(
-                "the password is a secret reference of its own, never part of the url: "
-                "remove it from the url and set password: env:NAME (or file:, keyring:)",
-                "url",
-            )
+        refuse_url_credentials(url, "url", PASSWORD_KEY, user_allowed=True)
         if url.scheme not in ("postgresql", "postgres") or not url.hostname:
             raise Invalid(f"expected {URL_FORM}", "url")
         if not url.username or not url.path.strip("/") or "/" in url.path.strip("/"):

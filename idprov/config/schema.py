@@ -121,6 +121,15 @@ def _type_name(tp: Any) -> str:
     )
 
 
+QUOTED_MAX = 24
+"""The longest value an error quotes. A longer one is described by its type and
+length: a token or password pasted under the wrong key (``auth: Bearer eyJ...``)
+would otherwise be printed; a short one (``auth: baerer``) helps to see the typo."""
+CREDENTIAL_LIKE = re.compile(r"^\s*(bearer|basic|token|negotiate)\s|^eyJ|^-----BEGIN", re.I)
+"""A value that looks like a credential whatever its length: an Authorization header's
+value, a JWT, a PEM block."""
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, Mapping):
         return "a mapping"
@@ -128,7 +137,17 @@ def _describe(value: Any) -> str:
         return "a list"
     if value is None:
         return "nothing (null)"
-    return f"{type(value).__name__} {value!r}"[:80]
+    if not quotable(value):
+        kind = "a string" if isinstance(value, str) else f"a {type(value).__name__}"
+        return f"{kind} of {len(str(value))} characters (not quoted, in case it is a secret)"
+    return f"{type(value).__name__} {value!r}"
+
+
+def quotable(value: Any) -> bool:
+    """Whether an error may quote ``value``, a value of the configuration: short, and
+    not shaped like a credential (see :data:`QUOTED_MAX`)."""
+    text = str(value)
+    return len(text) <= QUOTED_MAX and not CREDENTIAL_LIKE.search(text)
 
 
 def _convert(tp: Any, data: Any, locator: Locator, path: Path) -> Any:
@@ -241,11 +260,12 @@ def _scalar(tp: Any, data: Any, locator: Locator, path: Path) -> Any:
         if isinstance(data, str):
             return data
         if isinstance(data, int | float) and not isinstance(data, bool):
+            quoted = f" ('{data}')" if quotable(data) else ""
             raise _fail(
                 locator,
                 path,
                 f"expected a string, got {_describe(data)}; put it in quotes if it is "
-                f"meant as text ('{data}')",
+                f"meant as text{quoted}",
             )
     else:
         raise TypeError(f"unsupported field type {tp!r} at {key_path(path)}")
@@ -346,7 +366,8 @@ def _choose_variant(
         return variants.get(default, cls) if isinstance(default, str) else cls
     if tag not in variants:
         known = ", ".join(sorted(variants))
-        raise _fail(locator, (*path, "type"), f"unknown type {tag!r} (known: {known})")
+        said = f"unknown type {tag!r}" if quotable(tag) else f"unknown type ({_describe(tag)})"
+        raise _fail(locator, (*path, "type"), f"{said} (known: {known})")
     return variants[tag]
 
 
