@@ -51,6 +51,7 @@ def test_validate_embedded_default(cli):
         "username_clashes": [],
         "unknown_scope_roles": [],
         "unused_identity_providers": [],
+        "unsafe_settings": [],
     }
 
 
@@ -112,6 +113,7 @@ def secrets_config(write_config, tmp_path, monkeypatch, keyring_backend):
     """IdPs whose secrets are in an env variable, a file and the keyring, all set."""
     password_file = tmp_path / "partner.password"
     password_file.write_text(SECRET_VALUE + "-file\n")
+    password_file.chmod(0o600)
     monkeypatch.setenv("IDPROV_TEST_SCIM_TOKEN", SECRET_VALUE + "-env")
     keyring_backend("memory").items[("idprov", "vendor")] = SECRET_VALUE + "-keyring"
     write_config(SECRETS_CONFIG.format(password_file=password_file))

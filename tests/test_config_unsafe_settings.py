@@ -1,11 +1,18 @@
-"""A credential written into a URL is refused when the configuration loads, and no
+"""Settings that work but expose credentials or data are said, never accepted in silence:
+`config validate` warns (naming the file, line, key and what it risks, and how to fix
+it), `--strict` refuses them; `verify_tls: false` is said by `idp test` and `status`
+too. A credential written into a URL is refused when the configuration loads, and no
 error quotes it, nor a long value pasted under the wrong key."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 
 TOKEN = "TOKSECRETbearer777"
+UNREACHABLE = "127.0.0.1:18701"  # nothing listens there (ports of this suite: 18700-18719)
 
 
 def idp(name: str, base_url: str, extra: str = "") -> str:
@@ -27,6 +34,65 @@ def config(tmp_path, idps: str, rest: str = "") -> str:
 @pytest.fixture(autouse=True)
 def _token(monkeypatch):
     monkeypatch.setenv("F7_TOKEN", TOKEN)
+
+
+def unsafe(cli, path) -> list[dict[str, str]]:
+    run = cli("--config", str(path), "config", "validate", "--json")
+    assert run.exit_code == 0, run
+    return run.json()["unsafe_settings"]
+
+
+# ---- 6: verify_tls: false
+
+
+def test_verify_tls_false_is_warned_by_validate_and_refused_by_strict(cli, write_config, tmp_path):
+    path = write_config(
+        config(tmp_path, idp("corp", f"https://{UNREACHABLE}/v2", "      verify_tls: false\n"))
+    )
+    run = cli("--config", str(path), "config", "validate").ok()
+    assert (
+        f"! {path}:9:7: identity_providers[0].options.verify_tls: identity provider corp has "
+        f"verify_tls: false: the TLS certificate of 127.0.0.1 is not checked, so anyone on "
+        "the network path can pose as it and read the credentials and user data idprov "
+        "sends it\n"
+        "  fix: remove verify_tls: false; for a private CA or a self-signed certificate, set "
+        "ca_file: /path/to/ca.pem (the PEM of the CA that signs the server's certificate) "
+        "instead\n"
+    ) in run.stdout
+    [found] = unsafe(cli, path)
+    assert found["code"] == "tls_unchecked"
+    error = cli("--config", str(path), "config", "validate", "--strict", "--json").error(2)
+    assert error["code"] == "tls_unchecked"
+    assert "corp has verify_tls: false" in error["message"] and "ca_file" in error["hint"]
+
+
+def test_verify_tls_false_is_said_by_idp_test_and_status(cli, write_config, tmp_path):
+    path = write_config(
+        config(tmp_path, idp("corp", f"https://{UNREACHABLE}/v2", "      verify_tls: false\n"))
+    )
+    tested = cli("--config", str(path), "idp", "test", "corp")
+    assert tested.exit_code == 6, tested
+    said = "warning: " + f"{path}:9:7: identity_providers[0].options.verify_tls: identity "
+    assert said + "provider corp has verify_tls: false" in tested.stderr
+    assert "hint: remove verify_tls: false; for a private CA" in tested.stderr
+    as_json = cli("--config", str(path), "idp", "test", "corp", "--json")
+    warning = json.loads(as_json.stderr.splitlines()[0])["warning"]
+    assert warning["code"] == "tls_unchecked"
+    status = cli("--config", str(path), "status").ok()
+    assert said + "provider corp has verify_tls: false" in status.stderr
+    for run in (tested, as_json, status):
+        assert TOKEN not in run.stdout + run.stderr
+
+
+def test_a_ca_file_instead_is_not_warned(cli, write_config, tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    ca.chmod(0o644)
+    path = write_config(
+        config(tmp_path, idp("corp", f"https://{UNREACHABLE}/v2", f"      ca_file: {ca}\n"))
+    )
+    assert unsafe(cli, path) == []
+    assert "verify_tls" not in cli("--config", str(path), "status").ok().stderr
 
 
 # ---- 7: credentials inside URLs
@@ -109,6 +175,126 @@ userstores:
         "bind_password: env:NAME (or file:PATH, keyring:NAME)"
     )
     assert "LdapUrlPwSecret" not in run.stdout + run.stderr
+
+
+# ---- 9: credentials and data in clear beyond loopback
+
+
+def test_plain_http_to_a_remote_host_with_a_credential_is_warned(cli, write_config, tmp_path):
+    path = write_config(
+        config(
+            tmp_path,
+            idp("remote", "http://scim.example.com/v2")
+            + idp("local", "http://localhost:18703/v2")
+            + idp("loop", "http://127.0.0.1:18703/v2")
+            + "  - name: open\n    connector: scim2\n    options:\n"
+            "      base_url: http://open.example.com/v2\n      auth: none\n",
+        )
+    )
+    run = cli("--config", str(path), "config", "validate").ok()
+    assert (
+        f"! {path}:6:7: identity_providers[0].options.base_url: identity provider remote sends "
+        "its credentials over plain http:// to scim.example.com (base_url): the credentials "
+        "and user data cross the network unencrypted\n"
+        "  fix: use an https:// URL (plain http:// is fine only to a loopback host: localhost, "
+        "127.0.0.1, ::1)\n"
+    ) in run.stdout
+    assert [w["code"] for w in unsafe(cli, path)] == ["plain_http"]  # not local, loop, open
+    error = cli("--config", str(path), "config", "validate", "--strict", "--json").error(2)
+    assert error["code"] == "plain_http"
+
+
+def test_postgres_without_a_certificate_check_beyond_loopback_is_warned(
+    cli, write_config, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("F7_PGPW", "PgPwSecret55")
+    store = """  - domain: {domain}
+    type: postgres
+    url: postgresql://hr@{host}/hr
+    password: env:F7_PGPW
+    sslmode: {mode}
+    connect_timeout: 1
+"""
+    path = write_config(
+        f"data_dir: {tmp_path / 'data'}\nuserstores:\n  - domain: PRIMARY\n"
+        + store.format(domain="HR", host="db.invalid", mode="require")
+        + store.format(domain="OLD", host="db.invalid", mode="disable")
+        + store.format(domain="LOCAL", host="127.0.0.1:18704", mode="disable")
+        + store.format(domain="CHECKED", host="db.invalid", mode="verify-full")
+    )
+    run = cli("--config", str(path), "config", "validate").ok()
+    assert (
+        f"! {path}:8:5: userstores[1].sslmode: userstore HR connects to db.invalid with "
+        "sslmode: require: TLS without a certificate check, so anyone on the network path can "
+        "pose as the server and read the password and data\n"
+        "  fix: set sslmode: verify-full (with ca_file: the PEM of the CA that signs the "
+        "server's certificate, for a private CA); disable and require are fine only to a "
+        "loopback host\n"
+    ) in run.stdout
+    assert (
+        f"! {path}:14:5: userstores[2].sslmode: userstore OLD connects to db.invalid with "
+        "sslmode: disable: no TLS, so the password and data cross the network unencrypted\n"
+    ) in run.stdout
+    assert "LOCAL connects" not in run.stdout and "CHECKED connects" not in run.stdout
+    error = cli("--config", str(path), "config", "validate", "--strict", "--json").error(2)
+    assert error["code"] == "postgres_tls" and error["message"].startswith("2 unsafe settings")
+    assert "PgPwSecret55" not in run.stdout + run.stderr
+
+
+# ---- 10: secret and key files other users may read or write
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
+def test_a_secret_file_others_can_read_is_warned_naming_chmod(cli, write_config, tmp_path):
+    secret = tmp_path / "token.txt"
+    secret.write_text(TOKEN + "\n")
+    secret.chmod(0o644)
+    text = config(tmp_path, idp("corp", "https://scim.example.com/v2"))
+    path = write_config(text.replace("env:F7_TOKEN", f"file:{secret}"))
+    run = cli("--config", str(path), "config", "validate").ok()
+    assert (
+        f"! {path}:8:7: identity_providers[0].options.token: secret file {secret} has mode "
+        "0644: other users of this machine can read (or change) the secret\n"
+        f"  fix: chmod 600 {secret}\n"
+    ) in run.stdout
+    error = cli("--config", str(path), "config", "validate", "--strict", "--json").error(2)
+    assert error["code"] == "file_mode" and error["hint"] == f"chmod 600 {secret}"
+    assert TOKEN not in run.stdout + run.stderr
+    secret.chmod(0o600)
+    cli("--config", str(path), "config", "validate", "--strict").ok()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
+def test_a_jit_key_file_others_can_write_is_warned(cli, write_config, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.test_jit import EC_KEY
+
+    pem = tmp_path / "idp.pem"
+    pem.write_bytes(
+        EC_KEY.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    pem.chmod(0o666)
+    path = write_config(f"""data_dir: {tmp_path / "data"}
+applications:
+  - name: portal
+    jit:
+      - idp: okta
+        issuer: https://okta.example.com
+        audience: portal
+        public_key_file: {pem}
+""")
+    run = cli("--config", str(path), "config", "validate").ok()
+    assert (
+        f"! {path}:8:9: applications[0].jit[0].public_key_file: public_key_file {pem} has mode "
+        "0666: other users of this machine can replace the keys or CA certificates idprov "
+        f"trusts in it\n  fix: chmod 600 {pem} (or 644: it need not be secret, but no one "
+        "else may write it)\n"
+    ) in run.stdout
+    pem.chmod(0o644)  # a public key may be read by anyone
+    cli("--config", str(path), "config", "validate", "--strict").ok()
 
 
 # ---- 11: no error quotes a long value, nor one shaped like a credential

@@ -34,6 +34,7 @@ def corp_config(
     bind_dn, password = bind or (SVC, SERVICE_PASSWORD)
     secret = tmp_path / "bind-password"
     secret.write_text(password + "\n")
+    secret.chmod(0o600)
     (tmp_path / "idprov.yaml").write_text(f"""
 version: 1
 data_dir: {tmp_path / "data"}

@@ -50,8 +50,10 @@ def validate(
     strict: Annotated[
         bool,
         typer.Option(
-            help="Also fail when a secret or a JIT key file cannot be read, or when "
-            "provisioning_roles cannot be checked (an LDAP userstore that cannot be read)."
+            help="Also fail when a secret or a JIT key file cannot be read, when "
+            "provisioning_roles cannot be checked (an LDAP userstore that cannot be read), "
+            "or on an unsafe setting (verify_tls: false, a credential over plain http://, "
+            "sslmode disable or require beyond loopback, a secret file others can read)."
         ),
     ] = False,
     json: JsonOpt = False,
@@ -62,6 +64,7 @@ def validate(
     configuration no longer has (renamed in the file only: `idprov idp rename`).
     """
     from idprov.config.loader import check_store_files
+    from idprov.config.unsafe import unsafe_settings
 
     svc = service(live=False, read_only=True, warn=False)  # the configuration, read once
     config, disabled = svc.config, svc.disabled_idp_problems
@@ -76,6 +79,9 @@ def validate(
     unused = _unused_idps(config)
     if strict and (scope or unchecked):
         raise (scope or unchecked)[0]
+    unsafe = unsafe_settings(config)  # settings that work: refused after those that do not
+    if strict and unsafe:
+        raise _refused_unsafe(unsafe)
     result = {
         "valid": True,
         "source": config.source,
@@ -88,6 +94,7 @@ def validate(
         "disabled_idp_problems": [p.warning().message for p in disabled],
         "unknown_scope_roles": [p.message for p in scope],
         "unused_identity_providers": [name for name, _ in unused],
+        "unsafe_settings": [p.to_dict() for p in unsafe],
     }
 
     def show(r: dict[str, Any]) -> None:
@@ -112,6 +119,9 @@ def validate(
             render.message(f"  [dim]fix:[/] {render.esc(problem.hint or '')}")
         for _, text in unused:
             render.message(f"[yellow]![/] {render.esc(text)}")
+        for problem in unsafe:
+            render.message(f"[yellow]![/] {render.esc(problem.message)}")
+            render.message(f"  [dim]fix:[/] {render.esc(problem.hint or '')}")
 
     emit(result, show)
     state_check()
@@ -258,6 +268,7 @@ def _username_clashes(config: Any) -> list[str]:
 
 def _missing_secrets(config: Any) -> list[tuple[str, str, str]]:
     """(reference, file:line, key path) of every secret that cannot be read."""
+    from idprov.config.models import path_in_file
     from idprov.config.schema import Locator, find_values, key_path
     from idprov.config.secrets import SecretRef
 
@@ -265,24 +276,15 @@ def _missing_secrets(config: Any) -> list[tuple[str, str, str]]:
     found = []
     for path, ref in find_values(config, SecretRef):
         if ref.status() == "missing":
-            in_file = _as_in_file(config, locator, path)
+            in_file = path_in_file(config, path)
             found.append((ref.ref, locator.where(in_file), key_path(in_file)))
     return found
-
-
-def _as_in_file(config: Any, locator: Any, path: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``path`` into ``config`` as the file writes it: the `resident` application,
-    added first when the file does not declare it, moves every other by one."""
-    if len(path) < 2 or path[0] != "applications" or not isinstance(path[1], int):
-        return path
-    declared = {k[1] for k in locator.marks if len(k) > 1 and k[0] == "applications"}
-    added = len(config.applications) - len(declared) if declared else 0
-    return ("applications", path[1] - added, *path[2:])
 
 
 def _broken_key_files(config: Any) -> list[Any]:
     """A located :class:`ConfigError` for each JIT entry whose ``jwks_file`` or
     ``public_key_file`` cannot be read or holds no usable key."""
+    from idprov.config.models import path_in_file
     from idprov.config.schema import Locator
     from idprov.errors import ConfigError
     from idprov.inbound.jit import check_key_material
@@ -292,7 +294,7 @@ def _broken_key_files(config: Any) -> list[Any]:
     for n, app in enumerate(config.applications):
         for j, entry in enumerate(app.jit):
             key = "jwks_file" if entry.jwks_file else "public_key_file"
-            path = _as_in_file(config, locator, ("applications", n, "jit", j, key))
+            path = path_in_file(config, ("applications", n, "jit", j, key))
             a = path[1]
             try:
                 check_key_material(entry)
@@ -302,6 +304,22 @@ def _broken_key_files(config: Any) -> list[Any]:
                     ConfigError(exc.message, location=locator.where(path), key=where, hint=exc.hint)
                 )
     return problems
+
+
+def _refused_unsafe(unsafe: list[Any]) -> Any:
+    """The error of ``--strict`` for the unsafe settings: the first itself, or all of
+    them, each with where it is and how to fix it."""
+    from idprov.errors import ConfigError
+
+    if len(unsafe) == 1:
+        return unsafe[0]
+    lines = [f"- {p.message}\n  fix: {p.hint}" for p in unsafe]
+    error = ConfigError(
+        f"{len(unsafe)} unsafe settings (refused by --strict):\n" + "\n".join(lines),
+        hint="fix each as its line says, or run without --strict to only be warned",
+    )
+    error.code = unsafe[0].code if len({p.code for p in unsafe}) == 1 else "unsafe_settings"
+    return error
 
 
 def _refuse_missing(missing: list[tuple[str, str, str]]) -> None:

@@ -280,7 +280,11 @@ def idp_test(
                 hint="delete them by hand: " + ", ".join(result.left_behind),
             )
         return
-    report = service().test_idp(name)
+    from idprov.cli.status import warn_unchecked_tls
+
+    svc = service()
+    warn_unchecked_tls(svc.config, name)
+    report = svc.test_idp(name)
     emit(report, lambda r: render.check_report(name, r))
     if report.checked and not report.ok:
         raise OutboundError(

@@ -65,6 +65,17 @@ def status(json: JsonOpt = False) -> None:
     warn_orphaned_idps(svc)
     warn_orphaned_rows(statuses)
     warn_unused_idps(svc.config)
+    warn_unchecked_tls(svc.config)
+
+
+def warn_unchecked_tls(config: Any, name: str | None = None) -> None:
+    """A warning for each enabled IdP (or only ``name``) with ``verify_tls: false``:
+    said where its health is looked at (`status`, `idp test`), not on every push."""
+    from idprov.cli.common import render_error
+    from idprov.config.unsafe import unchecked_tls
+
+    for warning in unchecked_tls(config, name):
+        render_error(warning, "warning")
 
 
 def warn_unused_idps(config: Any) -> None:

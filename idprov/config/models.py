@@ -546,6 +546,17 @@ class Config:
         return found
 
 
+def path_in_file(config: Config, path: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``path`` into ``config`` as the file writes it: the `resident` application,
+    added first when the file does not declare it, moves every other by one."""
+    if len(path) < 2 or path[0] != "applications" or not isinstance(path[1], int):
+        return path
+    marks = config.locator.marks if config.locator else {}
+    declared = {k[1] for k in marks if len(k) > 1 and k[0] == "applications"}
+    added = len(config.applications) - len(declared) if declared else 0
+    return ("applications", path[1] - added, *path[2:])
+
+
 def _collect_secrets(obj: Any, found: list[SecretRef]) -> None:
     if isinstance(obj, SecretRef):
         found.append(obj)
