@@ -336,3 +336,33 @@ def test_a_yaml_tag_is_not_quoted(cli, write_config, tmp_path):
         "is not supported\nhint: put the value in quotes if it is text; a secret is a "
         "reference (env:NAME...)\n"
     )
+
+
+def test_an_ldap_bind_password_in_clear_beyond_loopback_is_warned(cli, write_config, tmp_path):
+    secret = tmp_path / "bind-password"
+    secret.write_text("LdapBindSecret66\n")
+    secret.chmod(0o600)
+    store = """  - domain: {domain}
+    type: ldap
+    url: {url}
+    bind_dn: cn=svc,dc=example,dc=com
+    bind_password: file:{secret}
+    user_search_base: ou=people,dc=example,dc=com
+    group_search_base: ou=groups,dc=example,dc=com
+{extra}"""
+    path = write_config(
+        f"data_dir: {tmp_path / 'data'}\nuserstores:\n  - domain: PRIMARY\n"
+        + store.format(domain="CORP", url="ldap://ldap.invalid", secret=secret, extra="")
+        + store.format(
+            domain="TLS", url="ldap://ldap.invalid", secret=secret, extra="    start_tls: true\n"
+        )
+        + store.format(domain="LOOP", url="ldap://127.0.0.1:18705", secret=secret, extra="")
+    )
+    run = cli("--config", str(path), "config", "validate").ok()
+    assert (
+        f"! {path}:6:5: userstores[1].url: userstore CORP binds to ldap.invalid over ldap:// "
+        "without start_tls: the bind password and user data cross the network unencrypted\n"
+        "  fix: use an ldaps:// URL or set start_tls: true (with ca_file for a private CA)\n"
+    ) in run.stdout
+    assert [w["code"] for w in unsafe(cli, path)] == ["ldap_plain"]  # not TLS, not LOOP
+    assert "LdapBindSecret66" not in run.stdout + run.stderr
