@@ -194,6 +194,8 @@ class CsvImport(Preflight, BatchWriter, MissingUsers):
         self.import_id: int | None = None
         self.killed_batch: tuple[int, int] | None = None
         """Lines of a batch a killed run was writing to a directory (see _decide)."""
+        self.judged_before: dict[str, Any] | None = None
+        """What the deletion guard judged of a killed run of this import (its journal)."""
         self._missing_scope()
         self.report.missing = self.missing_report
 
@@ -231,9 +233,12 @@ class CsvImport(Preflight, BatchWriter, MissingUsers):
             if self.report.rejected and self.options.on_error == "stop":
                 self._stopped()
             elif not self.options.dry_run:
-                with self.service.guard_window() as window:  # the batches judged together
+                # the batches judged together, and with what a killed run of it let through
+                with self.service.guard_window(self._note_judged) as window:
+                    self._resume_judgement(window)
                     self._find_missing(staging, window)  # judged before anything is written
                     self._write_resumable(staging)
+                    self._judged_whole(window)
             else:
                 self._find_missing(staging)
         self._missing_notes()

@@ -252,6 +252,7 @@ class ImportState:
     """The claims the header names (after ``--map``)."""
     import_id: int | None
     killed_batch: tuple[int, int] | None
+    judged_before: dict[str, Any] | None
     sha256: str
     staging: Staging
 
@@ -273,3 +274,5 @@ class ImportState:
             self.report.outbound = report
         else:
             self.report.outbound.merge(report)
+            # each batch after a trip says it again: once
+            self.report.outbound.guard = list(dict.fromkeys(self.report.outbound.guard))

@@ -13,11 +13,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from idprov.inbound.csv_staging import ImportState, Staging
 from idprov.userstores.base import ImportedUser, JsonClaims
+
+if TYPE_CHECKING:
+    from idprov.provisioning.guard import GuardWindow
 
 
 class BatchWriter(ImportState):
@@ -36,6 +40,73 @@ class BatchWriter(ImportState):
         if run is not None:
             self.import_id, self.done_through = run.id, run.lines_done
             self.killed_batch = run.batch
+            self.judged_before = run.judged
+
+    # -- the deletion guard: the import is one change, across its batches and re-runs
+    def _resume_judgement(self, window: GuardWindow) -> None:
+        """A re-run after a kill starts from what the guard judged of the cut run: what
+        it let through counts with the rest of the file (judged alone, the rest of a
+        mass deletion went out under the guard), and its trip holds the rest."""
+        if self.judged_before is not None:
+            window.resume(self.judged_before, self.service.allow_deletes)
+
+    def _note_judged(self, window: GuardWindow) -> None:
+        """Note in the journal what the guard judged of the import so far: called after
+        each judgement, before its push sends anything."""
+        if self.import_id is None:
+            return
+        allow = self.service.allow_deletes
+        judged = {
+            "allowance": allow,
+            "judged": window.of(allow).saved(),
+            "held_rows": sorted(window.held_rows),
+        }
+        with self.service.state.transaction():
+            self.service.state.imports.judged(self.import_id, judged)
+
+    def _judged_whole(self, window: GuardWindow) -> None:
+        """The guard's reasons for what it held of the import, as one change: the whole
+        import's count at each IdP where it tripped, how much of it went before the trip
+        (each batch is judged with those before it) and how much is held; once each
+        (every later batch repeated the trip's words, counted when it tripped)."""
+        from idprov.provisioning.guard import KINDS, SCOPE_TRIP, trips
+
+        out = self.report.outbound
+        if out is None or not out.held:
+            return
+        allow = self.service.allow_deletes
+        mine = window.of(allow)
+        file = Path(self.source.name).name
+        replaced: set[str] = set()
+        lines: list[str] = []
+        for idp, tripped in sorted(mine.tripped.items()):
+            held = mine.held.get(idp)
+            if held is None or idp not in out.held:
+                continue
+            passed = mine.passed.get(idp)
+            whole = held.merged(passed)
+            # its share of what was there before it: what went is gone from the ledger
+            totals = dict(self.service.state.ledger.counts(idp))
+            gone = {k: passed.count(k) if passed is not None else 0 for k in KINDS}
+            for kind in KINDS:
+                totals[kind] += gone["users" if kind == "attributes" else kind]
+            tripping = trips(self.service.idp(idp), whole, totals, allow)
+            found = [t for t in tripping if t.kind != SCOPE_TRIP]
+            if not found:
+                continue
+            replaced |= {t.message for t in tripped}
+            for trip in found:
+                before = passed.count(trip.kind) if passed is not None else 0
+                lines.append(
+                    f"{file} {trip.message}; its batches are judged as one change:"
+                    f" {before} of them went before the guard tripped, the other"
+                    f" {trip.count - before} are held"
+                )
+        kept = [g for g in dict.fromkeys(out.guard) if g not in replaced]
+        out.guard = lines + [g for g in kept if g not in lines]
+        # a row held in one batch and joined by the next is counted once
+        held_rows = Counter(idp for idp, what in out.noted.values() if what == "held")
+        out.held = dict(sorted(held_rows.items()))
 
     def _journal_start(self) -> None:
         if self.import_id is None:

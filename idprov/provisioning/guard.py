@@ -211,6 +211,34 @@ class Effects:
             "attributes": dict(self.attributes),
         }
 
+    def saved(self) -> dict[str, Any]:
+        """Everything of these effects, for :meth:`restored` (an import's journal)."""
+        return {
+            **self.to_dict(),
+            "verb": self.verb,
+            "leaving": sorted(self.leaving),
+            "rescoped": list(self.rescoped),
+            "scope_change": self.scope_change,
+            "hit": sorted(self.hit),
+            "disabled": sorted(self.disabled),
+        }
+
+    @classmethod
+    def restored(cls, data: Mapping[str, Any]) -> Effects:
+        return cls(
+            data["idp"],
+            data["verb"],
+            list(data["users"]),
+            list(data["groups"]),
+            list(data["memberships"]),
+            {k: list(v) for k, v in data["attributes"].items()},
+            set(data["leaving"]),
+            list(data["rescoped"]),
+            data["scope_change"],
+            set(data["hit"]),
+            set(data["disabled"]),
+        )
+
 
 def _n(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
@@ -571,6 +599,25 @@ class Allowed:
 
     passed: dict[str, Effects] = field(default_factory=dict)
     tripped: dict[str, list[Trip]] = field(default_factory=dict)
+    held: dict[str, Effects] = field(default_factory=dict)
+    """IdP -> the effects of the rows held there (for a report of the whole change)."""
+
+    def saved(self) -> dict[str, Any]:
+        """What :meth:`restored` takes back (an import's journal: see
+        :meth:`GuardWindow.resume`)."""
+        return {
+            "passed": {idp: e.saved() for idp, e in self.passed.items()},
+            "tripped": {idp: [t.to_dict() for t in ts] for idp, ts in self.tripped.items()},
+            "held": {idp: e.saved() for idp, e in self.held.items()},
+        }
+
+    @classmethod
+    def restored(cls, data: Mapping[str, Any]) -> Allowed:
+        return cls(
+            {idp: Effects.restored(e) for idp, e in data["passed"].items()},
+            {idp: [Trip(**t) for t in ts] for idp, ts in data["tripped"].items()},
+            {idp: Effects.restored(e) for idp, e in data["held"].items()},
+        )
 
 
 @dataclass
@@ -590,10 +637,32 @@ class GuardWindow:
 
     base: dict[str, Effects] = field(default_factory=dict)
     allowances: dict[int | None, Allowed] = field(default_factory=dict)
+    held_rows: set[int] = field(default_factory=set)
+    """Outbox rows held here: a later batch's row coalescing into one is the same
+    change's, not one that waits with another's."""
 
     def of(self, allowance: int | None) -> Allowed:
         """What the rows judged with ``allowance`` did so far."""
         return self.allowances.setdefault(allowance, Allowed())
+
+    def resume(self, saved: Mapping[str, Any], allowance: int | None) -> None:
+        """Take back what the interrupted run of the same change judged (its
+        :meth:`Allowed.saved`, made with ``saved["allowance"]``) as the start of the
+        judgement of the rows judged with ``allowance``: a re-run after a kill counts
+        what its cut run let through (it went out, or goes with the re-run), so the
+        change is judged whole, as one uninterrupted run judges it. Its trips hold the
+        re-run's rows only when they were judged with the same allowance (a larger one
+        given to the re-run judges the whole change afresh)."""
+        before = Allowed.restored(saved["judged"])
+        self.held_rows.update(saved["held_rows"])
+        allowed = self.of(allowance)
+        for idp, effects in before.passed.items():
+            allowed.passed[idp] = effects.merged(allowed.passed.get(idp))
+        for idp, effects in before.held.items():
+            allowed.held[idp] = effects.merged(allowed.held.get(idp))
+        if saved["allowance"] == allowance:
+            for idp, trips in before.tripped.items():
+                allowed.tripped.setdefault(idp, []).extend(trips)
 
     def prime(self, effects: Iterable[Effects], allowance: int | None) -> None:
         """Count ``effects`` with the rows judged with ``allowance`` from now on, as if
@@ -689,6 +758,12 @@ def _hold_over(
     tripped = {t.idp for t in verdict.trips if t.kind != SCOPE_TRIP}
     rescoped = {(e.idp, label) for e in found for label in e.rescoped}
     held = [r for r in rows if r.idp in tripped or (r.idp, r.label) in rescoped]
+    if window is not None:
+        window.held_rows.update(r.id for r in held)
+        mine = window.of(allow)
+        for e in found:
+            if e.idp in tripped:  # every row there is held
+                mine.held[e.idp] = e.merged(mine.held.get(e.idp))
     if held:
         _hold(outbound, held, verdict, report)
     ids = {r.id for r in held}

@@ -106,6 +106,7 @@ class IdentityService:
         self.wait: Wait = wait
         """Which IdPs a change waits for: ``all``, or only the ``blocking`` ones."""
         self._guard_window: GuardWindow | None = None
+        self._guard_judged: Callable[[GuardWindow], None] | None = None
         self.allow_deletes: int | None = None
         """Destructive effects of each kind per IdP the deletion guard lets through
         (``--allow-deletes N``, or what a person confirmed); None: the guard's own."""
@@ -352,17 +353,30 @@ class IdentityService:
                 f" at {since})"
             )
 
-    @staticmethod
-    def _note_held(held: list[OutboxRow], report: OutboundReport) -> None:
-        """Note in ``report`` the change's rows that the deletion guard holds, with the
-        reason: such a row stays held with the later change that joined it (pushed
-        alone, a harmless edit let the held change out one row at a time); `idprov
-        outbox release`, or the sync that accepts it, pushes it."""
+    def _note_held(self, held: list[OutboxRow], report: OutboundReport) -> None:
+        """Note in ``report`` the change's rows that the deletion guard holds, saying
+        that they wait with an earlier change the guard held (how many rows, since
+        when, and that change's reason, as the earlier change's, not this one's): such
+        a row stays held with the later change that joined it (pushed alone, a harmless
+        edit let the held change out one row at a time); `idprov outbox release`, or
+        the sync that accepts it, pushes it."""
+        window = self._guard_window
         for row in held:
             report.note("held", row.idp, row.id)
-            reason = row.last_error or "held in the outbox with an earlier change"
-            if reason not in report.guard:
-                report.guard.append(reason)
+        if window is not None:  # held by an earlier batch of the same change: said there
+            held = [r for r in held if r.id not in window.held_rows]
+        for idp in sorted({r.idp for r in held}):
+            mine = [r for r in held if r.idp == idp]
+            there = self.state.outbox.rows(idps=[idp], status="held")
+            since = min((r.enqueued_at for r in there), default=mine[0].enqueued_at)
+            names = ", ".join(r.label for r in mine[:5]) + (" ..." if len(mine) > 5 else "")
+            reasons = "; ".join(dict.fromkeys(r.last_error for r in mine if r.last_error))
+            earlier = f": {reasons}" if reasons else ""
+            report.guard.append(
+                f"this change to {idp} ({names}) waits with an earlier change the deletion"
+                f" guard held there ({len(there)} row(s) held, the first written at {since}),"
+                f" and goes out with it{earlier}"
+            )
 
     def push_pending(self, changes: Sequence[PendingPush]) -> list[OutboundReport | None]:
         """Push committed changes together, in one drain (`idprov serve` pushes the
@@ -387,20 +401,30 @@ class IdentityService:
         from idprov.provisioning.guard import hold_over
 
         window = self._guard_window
-        return hold_over(self.outbound, rows, report, self.allow_deletes, window, own)
+        kept = hold_over(self.outbound, rows, report, self.allow_deletes, window, own)
+        if window is not None and self._guard_judged is not None:
+            self._guard_judged(window)  # before anything of it is sent
+        return kept
 
     @contextmanager
-    def guard_window(self) -> Iterator[GuardWindow]:
+    def guard_window(
+        self, judged: Callable[[GuardWindow], None] | None = None
+    ) -> Iterator[GuardWindow]:
         """Judge the pushes made inside as one change (an import's batches): many small
         pushes cannot slip a mass deletion past the deletion guard. Yields the window
-        (what is known to come can be counted in from the first push: its ``prime``)."""
+        (what is known to come can be counted in from the first push: its ``prime``;
+        what an interrupted run of the change judged: its ``resume``). ``judged`` is
+        called with it after each judgement, before the push sends anything (an import
+        notes it in its journal, for its re-run after a kill)."""
         from idprov.provisioning.guard import GuardWindow
 
         self._guard_window = GuardWindow()
+        self._guard_judged = judged
         try:
             yield self._guard_window
         finally:
             self._guard_window = None
+            self._guard_judged = None
 
     def release_held(self, idps: Sequence[str] | None = None) -> OutboundReport:
         """Push the rows the deletion guard held (at ``idps``, or everywhere), judged

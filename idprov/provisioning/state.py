@@ -152,6 +152,11 @@ def _ledger_remote(db: StateDB) -> None:
     remote_ids_index(db)
 
 
+_import_judgements = ddl("ALTER TABLE imports ADD COLUMN judged TEXT")
+"""What the deletion guard let through and held of an import so far (see
+:meth:`ImportJournal.judged`): its re-run after a kill judges the import whole."""
+
+
 _ledger_lost = ddl("ALTER TABLE ledger ADD COLUMN lost_at TEXT")
 """When idprov found the account of a ledger entry lost at its target (its state is
 then ``lost``: see :meth:`idprov.provisioning.ledger.Ledger.mark_lost`)."""
@@ -227,6 +232,7 @@ MIGRATIONS: Migrations = {
         ("0017_outbox_passwords", _outbox_passwords),
         ("0018_outbox_unjudged", _outbox_unjudged),
         ("0019_ledger_remote_ids", _ledger_remote),
+        ("0020_import_judgements", _import_judgements),
     ],
     "postgresql": [
         ("0001_state", _POSTGRES_SCHEMA),
@@ -250,6 +256,7 @@ MIGRATIONS: Migrations = {
         ("0010_outbox_passwords", _outbox_passwords),
         ("0011_outbox_unjudged", _outbox_unjudged),
         ("0012_ledger_remote_ids", _ledger_remote),
+        ("0013_import_judgements", _import_judgements),
     ],
 }
 
@@ -467,6 +474,9 @@ class ImportRun:
     batch: tuple[int, int] | None
     """Lines (first, last) of a batch being written to a store that cannot roll back,
     when the run was killed in it: a re-run finishes exactly those lines."""
+    judged: dict[str, Any] | None = None
+    """What the deletion guard let through and held of it (see
+    :meth:`ImportJournal.judged`); None: nothing was judged yet."""
 
 
 class ImportJournal:
@@ -477,14 +487,15 @@ class ImportJournal:
 
     def unfinished(self, sha256: str, options: str) -> ImportRun | None:
         row = self.db.execute(
-            "SELECT id, lines_done, batch_first, batch_last FROM imports WHERE sha256 = ?"
-            " AND options = ? AND finished_at IS NULL ORDER BY id DESC LIMIT 1",
+            "SELECT id, lines_done, batch_first, batch_last, judged FROM imports WHERE"
+            " sha256 = ? AND options = ? AND finished_at IS NULL ORDER BY id DESC LIMIT 1",
             [sha256, options],
         ).fetchone()
         if row is None:
             return None
         batch = (int(row[2]), int(row[3])) if row[2] is not None else None
-        return ImportRun(int(row[0]), int(row[1]), batch)
+        judged = json.loads(row[4]) if row[4] else None
+        return ImportRun(int(row[0]), int(row[1]), batch, judged)
 
     def start(self, path: str, sha256: str, options: str, actor: str, application: str) -> int:
         row = self.db.execute(
@@ -506,6 +517,15 @@ class ImportJournal:
         self.db.execute(
             "UPDATE imports SET lines_done = ?, batch_first = NULL, batch_last = NULL WHERE id = ?",
             [last_line, import_id],
+        )
+
+    def judged(self, import_id: int, judgement: dict[str, Any]) -> None:
+        """What the deletion guard let through and held of the import so far (its
+        :class:`~idprov.provisioning.guard.GuardWindow`'s, noted before the push sends
+        anything): a re-run after a kill counts it in (``GuardWindow.resume``)."""
+        self.db.execute(
+            "UPDATE imports SET judged = ? WHERE id = ?",
+            [json.dumps(judgement, ensure_ascii=False, sort_keys=True), import_id],
         )
 
     def finish(self, import_id: int) -> None:
