@@ -38,6 +38,20 @@ CREDENTIAL_FAILURES = ("password authentication failed", "no password supplied",
 TLS_FAILURES = ("SSL", "certificate", "sslmode")
 
 
+class DatabaseGone(StoreError):
+    """The database went away: it could not be reached, or the connection was lost
+    (``rolled_back``: the server rolled back the transaction that was open). What was
+    committed before stays committed: the command's error says what that was, and
+    what finishes it (:func:`idprov.cli.common.as_idprov_error`)."""
+
+    def __init__(self, message: str, *, hint: str | None, reason: str, rolled_back: bool):
+        super().__init__(message, hint=hint)
+        self.reason = reason
+        """What happened, without what it means for the command (``<where>: cannot
+        connect: <why>``)."""
+        self.rolled_back = rolled_back
+
+
 class PgSession:
     """A connection to the database ``config`` names, opened on first use.
 
@@ -108,10 +122,12 @@ class PgSession:
                 "server's certificate names the host in url; sslmode: disable only for a "
                 "server on this machine",
             )
-        return StoreError(
+        return DatabaseGone(
             message,
             hint=f"check that PostgreSQL runs at {cfg.host}:{cfg.port} and accepts "
             "connections from here (listen_addresses, pg_hba.conf, firewalls)",
+            reason=message,
+            rolled_back=False,
         )
 
     def sharing(self, config: PostgresConnection, label: str, owner: str) -> PgSession:
@@ -141,10 +157,12 @@ class PgSession:
             )
         if self._conn is not None and (self._conn.closed or self._conn.broken):
             self._conn = None
-            return StoreError(
+            return DatabaseGone(
                 f"{self.where}: the connection was lost ({why}); the server rolled back the "
                 "transaction that was open: nothing of it was written",
                 hint="re-run the command when the database answers again",
+                reason=f"{self.where}: the connection was lost ({why})",
+                rolled_back=True,
             )
         if isinstance(exc, psycopg.errors.InsufficientPrivilege):
             cfg = self.config

@@ -26,12 +26,14 @@ from idprov.errors import (
     ExitCode,
     IdprovError,
     Interrupted,
+    StoreError,
     UsageError,
     from_os_error,
     from_sqlite_error,
 )
 
 if TYPE_CHECKING:
+    from idprov.pg import DatabaseGone
     from idprov.provisioning.unit_of_work import CutOff
 
 
@@ -303,18 +305,59 @@ def interrupted(command: str | None = None, cut: CutOff | None = None) -> Interr
     """What a Ctrl-C left, and the exact command that finishes the job (``command``:
     the top-level command that was interrupted; ``cut``: what its changes left, None
     when it opened no unit of work)."""
-    import shlex
-
-    again = shlex.join(["idprov", *sys.argv[1:]])
+    again = _again()
     if command is not None and command not in RESUMABLE:
         return _cut_off(cut, again, command in OWN_TRANSACTIONS)
+    return Interrupted(KEPT, hint=f"run the same command again to finish{_how(command)}: {again}")
+
+
+def _again() -> str:
+    """The command line that was run, to run again."""
+    import shlex
+
+    return shlex.join(["idprov", *sys.argv[1:]])
+
+
+def _how(command: str | None) -> str:
+    """How a :data:`RESUMABLE` command run again finishes (`` (...)``, or '')."""
     how = {
         "import": "an import resumes after the last row written",
         "sync": "a sync plans again from what is now there",
         "outbox": "it pushes what is left in the outbox",
     }.get(command or "")
-    return Interrupted(
-        KEPT, hint=f"run the same command again to finish{f' ({how})' if how else ''}: {again}"
+    return f" ({how})" if how else ""
+
+
+def database_gone(error: DatabaseGone, command: str | None, cut: CutOff | None) -> IdprovError:
+    """The error of a database that went away (``error``) once ``command`` had
+    committed a change (``cut``, as for a Ctrl-C: :func:`interrupted`): what was
+    committed is kept and named, with what is left and what finishes it once the
+    database answers. Before any commit, ``error`` is true as it is."""
+    if cut is None or not cut.committed:
+        return error
+    again = _again()
+    lost = error.reason
+    if error.rolled_back:
+        lost += "; the server rolled back the transaction that was open"
+    check = f" ({error.hint})" if error.hint and not error.rolled_back else ""
+    back = f"once the database answers again{check}"  # a lost one's hint: "re-run"
+    if command is None or command in RESUMABLE:
+        return StoreError(
+            f"{lost}; what `{again}` committed before is kept (`idprov log` shows it), "
+            "unfinished pushes stay in the outbox",
+            hint=f"run the same command again {back} to finish{_how(command)}",
+        )
+    if cut.unpushed:
+        return StoreError(
+            f"{lost}, after the change was committed: `{again}` is done here, but its push "
+            "did not finish: what it has left to push waits in the outbox",
+            hint=f"do not run it again (it is made); push the rest with `idprov outbox retry` "
+            f"{back}",
+        )
+    return StoreError(
+        f"{lost}, after the change was committed: `{again}` is done here",
+        hint=f"do not run it again (it is made; `idprov log` shows it); `idprov outbox retry` "
+        f"pushes anything left in the outbox {back}",
     )
 
 
@@ -462,8 +505,12 @@ def as_idprov_error(exc: BaseException, command: str | None = None) -> IdprovErr
     bug in idprov."""
     import sqlite3
 
+    from idprov.pg import DatabaseGone
     from idprov.provisioning.tasks import debugging
 
+    if isinstance(exc, DatabaseGone):
+        service = _session()._service
+        return database_gone(exc, command, service.cut_off() if service is not None else None)
     if isinstance(exc, IdprovError):
         return exc
     if isinstance(exc, typer.Abort):
