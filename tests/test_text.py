@@ -73,6 +73,6 @@ def test_the_outbox_workers_log_line_escapes_what_an_error_quotes():
 
     keep_working(work, stop, say)
     assert said == [
-        "the outbox worker stopped: target said: bad\\x1b[2J\\nFORGED line (see \\u202etxt);"
-        " starting it again in 1 s"
+        "the outbox worker cannot go on for now: target said: bad\\x1b[2J\\nFORGED line (see"
+        " \\u202etxt); it keeps running and tries again in 1 s"
     ]

@@ -605,12 +605,15 @@ def keep_working(
         except IdprovError as exc:  # its message may quote a target's answer: escaped
             hint = f" ({escaped(exc.hint)})" if exc.hint else ""
             say(
-                f"the outbox worker stopped: {escaped(exc.message)}{hint}; starting it again in "
-                f"{pause:.0f} s",
+                f"the outbox worker cannot go on for now: {escaped(exc.message)}{hint}; it "
+                f"keeps running and tries again in {pause:.0f} s",
                 False,
             )
         except Exception:
-            say(f"the outbox worker failed; starting it again in {pause:.0f} s", True)
+            say(
+                f"the outbox worker failed; it keeps running and tries again in {pause:.0f} s",
+                True,
+            )
         else:
             continue
         stop.wait(pause)
