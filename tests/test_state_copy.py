@@ -962,3 +962,25 @@ def test_forget_of_a_copy_recorded_before_the_record_named_its_files(
     conn.close()
     cli("--config", str(old), "state", "copy", "--forget").ok()
     cli("--config", str(old), "user", "add", "HR/carol").ok()
+
+
+def test_forget_names_who_holds_outbox_rows_and_until_when_not_that_idprov_runs(
+    cli, configs, postgres
+):
+    """A command killed on another host holds its rows until its lease ends: --forget
+    cannot know whether it runs, and says what it knows."""
+    old, new = configs
+    seed(cli, old)
+    cli("--config", str(old), "state", "copy", "--to", str(new)).ok()
+    postgres.execute(
+        "INSERT INTO idprov.outbox (idp, kind, local_id, domain, label, enqueued_at,"
+        " updated_at, claimed_by, claimed_until) VALUES ('scim', 'user', 'x', 'PRIMARY',"
+        " 'bob', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z',"
+        " 'hostA:3:0123abcd', '9999-01-01T00:00:00.000Z')"
+    )
+    error = cli("--config", str(old), "state", "copy", "--forget", "--json").error(4)
+    assert (
+        "outbox rows are claimed by hostA pid 3 until 9999-01-01T00:00:00.000Z"
+        in (error["message"])
+    )
+    assert "idprov runs on it" not in error["message"]

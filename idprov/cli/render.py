@@ -121,7 +121,34 @@ def _outbox_status(row: OutboxRow, now: datetime) -> str:
         text += " (due now)" if _due(row, now) else f" (next try {row.next_attempt_at})"
     if row.allowed is not None:
         text += f" (--allow-deletes {row.allowed})"
+    if _claimed(row, now):
+        from idprov.provisioning.outbound import holder_label
+
+        text += f" (claimed by {holder_label(row.claimed_by or '')} until {row.claimed_until})"
     return text
+
+
+def _leases(rows: list[OutboxRow], now: datetime) -> None:
+    """A note per IdP with rows a drainer holds: who, until when, and what then."""
+    from idprov.provisioning.outbound import lease_line
+
+    by: dict[str, dict[str, str]] = {}
+    counts: dict[str, int] = {}
+    for r in rows:
+        if _claimed(r, now):
+            holders = by.setdefault(r.idp, {})
+            holders[r.claimed_by or ""] = max(
+                r.claimed_until or "", holders.get(r.claimed_by or "", "")
+            )
+            counts[r.idp] = counts.get(r.idp, 0) + 1
+    for idp in sorted(by):
+        note(f"{idp}: {lease_line(counts[idp], by[idp])}")
+
+
+def _claimed(row: OutboxRow, now: datetime) -> bool:
+    """Whether a drainer's lease on ``row`` runs (no other takes it before it ends)."""
+    stamp = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return bool(row.claimed_by) and (row.claimed_until or "") >= stamp
 
 
 def _attempts(row: OutboxRow) -> str:
@@ -155,7 +182,8 @@ def outbox(rows: list[OutboxRow]) -> None:
             for r in rows
         ),
     )
-    due = sum(1 for r in rows if _next_try(r) and _due(r, now))
+    _leases(rows, now)
+    due = sum(1 for r in rows if _next_try(r) and _due(r, now) and not _claimed(r, now))
     if due:
         note(
             f"{due} row(s) due now: no worker has taken them yet; run `idprov outbox retry`, "

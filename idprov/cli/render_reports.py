@@ -85,7 +85,8 @@ def outbound_report(report: OutboundReport) -> None:
     import typer
 
     if not (report.idps or report.queued or report.held or report.awaiting_rename):
-        typer.echo("  nothing to provision")
+        if not report.leased:
+            typer.echo("  nothing to provision")
     for idp in report.idps.values():
         done, failed, skipped = idp.count("done"), idp.count("failed"), idp.count("skipped")
         mark, colour = ("✗", "red") if failed else ("✓", "green")
@@ -99,6 +100,11 @@ def outbound_report(report: OutboundReport) -> None:
         _failures(idp.name, [op for op in idp.operations if op.outcome == "failed"])
     for name, count in sorted(report.queued.items()):
         typer.echo(f"  … {name}: {count} queued for the outbox worker (`idprov outbox work`)")
+    from idprov.provisioning.outbound import lease_line
+
+    for name, count in sorted(report.leased.items()):
+        line = lease_line(count, report.leases.get(name, {}))
+        typer.secho(f"  ⏳ {name}: {printable(line)}", fg="yellow")
     for name, count in sorted(report.awaiting_rename.items()):
         other = report.renamed_from[name]
         why = (
@@ -139,7 +145,7 @@ def retry_report(report: OutboundReport, held: dict[str, int]) -> None:
     import copy
 
     total = {n: max(held.get(n, 0), report.held.get(n, 0)) for n in {*held, *report.held}}
-    if not (report.idps or report.queued or report.held or not total):
+    if not (report.idps or report.queued or report.held or report.leased or not total):
         held_by_guard(total)
         return
     shown = copy.copy(report)

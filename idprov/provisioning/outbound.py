@@ -251,11 +251,26 @@ class Outbound:
             names.add(self.owner)
         taken = {c.id for c in claimed}
         claimed = self._not_renamed(mine, claimed, report, sorted(names))
-        for row in mine:
-            if row.id not in taken and row.id not in report.noted:  # another drainer's
-                report.note("queued", row.idp, row.id)
+        self._note_leased([r.id for r in mine if r.id not in taken], report)
         self._drain_claimed(claimed, report, progress, passwords, sorted(names))
         return self._drain_changed(claimed, report, progress)
+
+    def _note_leased(self, ids: Sequence[int], report: OutboundReport, queued: bool = True) -> None:
+        """Note in ``report`` the rows of ``ids`` that another drainer holds (a claim
+        refused them): one running on this machine pushes them (``queued``); one
+        elsewhere may have been killed there, and no worker takes them before its
+        lease ends: ``leased``, with who and until when (without ``queued``, only
+        those are noted: a worker's pass says nothing of rows pushed meanwhile)."""
+        left = [i for i in ids if i not in report.noted]
+        if not left:
+            return
+        stamp = now()
+        for row in self.state.outbox.rows(left):
+            holder, until = row.claimed_by or "", row.claimed_until or ""
+            if holder and until >= stamp and not holder_running(holder):
+                report.lease(row.idp, row.id, holder, until)
+            elif queued:  # pushed by a drainer here, or released since: the next drain
+                report.note("queued", row.idp, row.id)
 
     def _drain_changed(
         self, rows: Sequence[OutboxRow], report: OutboundReport, progress: Progress | None
@@ -436,6 +451,8 @@ class Outbound:
                 chunk = [i for i in ids[start : start + self.batch] if i not in seen]
                 with self.state.transaction():
                     batch = self.state.outbox.claim_ids(chunk, self.owner, self.lease)
+                taken = {r.id for r in batch}
+                self._note_leased([i for i in chunk if i not in taken], total, queued=False)
                 total.merge(self._drain_judged(batch, progress, window, seen))
             _tell_waiting(total, told, self.say)
             return total
@@ -671,6 +688,29 @@ def _holder(holder: str) -> tuple[int, str] | None:
     name, _, rest = holder.partition(":")
     pid, _, nonce = rest.partition(":")
     return (int(pid), nonce) if name == socket.gethostname() and pid.isdigit() else None
+
+
+def holder_label(holder: str) -> str:
+    """A drainer's name (``host:pid:nonce``) as a person reads it: ``host pid N``."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    return f"{host} pid {pid}" if host and pid.isdigit() else holder
+
+
+def lease_line(count: int, holders: Mapping[str, str]) -> str:
+    """``N row(s) are held by <holder> until <time> (who that is)``: rows claimed by
+    other drainers (``holders``: name -> lease end), which no other drainer takes
+    before the lease ends; one running here is pushing them, one elsewhere (another
+    machine, another container) may have been killed: nothing here can tell."""
+    here = [h for h in holders if holder_running(h)]
+    who = ", ".join(f"{holder_label(h)} until {holders[h]}" for h in sorted(holders))
+    rows = "row is" if count == 1 else "rows are"
+    if len(here) == len(holders):
+        return f"{count} {rows} held by {who} (an idprov process on this machine, pushing now)"
+    return (
+        f"{count} {rows} held by {who} (a command or worker on another host, or one killed "
+        "there): they are taken when the lease ends"
+    )
 
 
 def holder_gone(holder: str) -> bool:

@@ -104,10 +104,16 @@ class OutboundReport:
     """IdP awaiting a rename because `idprov idp rename IdP NEW` moved its ledger to NEW
     (:attr:`renamed_from`) after this process read its configuration -> when: the
     process runs an older configuration, and must be restarted with the new one."""
+    leased: dict[str, int] = field(default_factory=dict)
+    """IdP -> rows another drainer holds a lease on (see :attr:`leases`): no worker
+    can take them before the lease ends, so they are not queued for one."""
+    leases: dict[str, dict[str, str]] = field(default_factory=dict)
+    """IdP -> each drainer holding rows of :attr:`leased` -> until when (its latest
+    lease; see :func:`~idprov.provisioning.outbound.lease_line`)."""
     noted: dict[int, tuple[str, str]] = field(default_factory=dict, repr=False)
     """Outbox row id -> (IdP, what became of it) for rows not drained: ``queued``,
-    ``orphaned``, ``held``, ``awaiting_rename``, or ``pending`` (left by a credentials
-    failure)."""
+    ``orphaned``, ``held``, ``awaiting_rename``, ``leased``, or ``pending`` (left by a
+    credentials failure)."""
 
     passwords: dict[int, tuple[str, str, bool]] = field(default_factory=dict)
     """Outbox row id -> (IdP, user, ``sent_later``) of the users whose password did not
@@ -127,9 +133,19 @@ class OutboundReport:
             "orphaned": self.orphaned,
             "held": self.held,
             "awaiting_rename": self.awaiting_rename,
+            "leased": self.leased,
         }.get(what)
         if counts is not None:
             counts[idp] = counts.get(idp, 0) + 1
+
+    def lease(self, idp: str, row: int, holder: str, until: str) -> None:
+        """Count a row of ``idp`` that drainer ``holder`` holds until ``until``."""
+        self.note("leased", idp, row)
+        self._add_lease(idp, holder, until)
+
+    def _add_lease(self, idp: str, holder: str, until: str) -> None:
+        holders = self.leases.setdefault(idp, {})
+        holders[holder] = max(until, holders.get(holder, until))
 
     def await_rename(self, idp: str, old: str, row: int, away: str | None = None) -> None:
         """Count a row of ``idp`` not pushed until `idprov idp rename OLD IdP` (``away``:
@@ -156,6 +172,7 @@ class OutboundReport:
                 part.passwords[row] = self.passwords[row]
         if not part.held:
             part.guard = []
+        part.leases = {n: dict(self.leases[n]) for n in part.leased if n in self.leases}
         part.renamed_from = {n: self.renamed_from[n] for n in part.awaiting_rename}
         part.renamed_away = {
             n: at for n, at in self.renamed_away.items() if n in part.awaiting_rename
@@ -177,9 +194,13 @@ class OutboundReport:
         self.passwords.update(other.passwords)
         self.renamed_from.update(other.renamed_from)
         self.renamed_away.update(other.renamed_away)
+        for name, holders in other.leases.items():
+            for holder, until in holders.items():
+                self._add_lease(name, holder, until)
         pairs = ((self.queued, other.queued), (self.orphaned, other.orphaned))
         waiting = (self.awaiting_rename, other.awaiting_rename)
-        for mine_counts, theirs in (*pairs, (self.held, other.held), waiting):
+        leased = (self.leased, other.leased)
+        for mine_counts, theirs in (*pairs, (self.held, other.held), waiting, leased):
             for name, count in theirs.items():
                 mine_counts[name] = mine_counts.get(name, 0) + count
 
@@ -269,6 +290,17 @@ class OutboundReport:
             out["guard"] = list(self.guard)
         if self.orphaned:
             out["orphaned"] = dict(self.orphaned)
+        if self.leased:
+            out["leased"] = {
+                name: {
+                    "rows": count,
+                    "claimed_by": [
+                        {"holder": h, "claimed_until": u}
+                        for h, u in sorted(self.leases.get(name, {}).items())
+                    ],
+                }
+                for name, count in self.leased.items()
+            }
         if self.awaiting_rename:
             out["awaiting_rename"] = {
                 name: {"rows": count, "from": self.renamed_from[name]}

@@ -1329,14 +1329,20 @@ def _audit_since(target: Target, session: PgSession) -> list[str]:
 
 
 def _claimed(target: Target, session: PgSession) -> list[str]:
+    from idprov.provisioning.outbound import holder_label
+
     rows = session.execute(
-        f"SELECT DISTINCT claimed_by FROM {target.table('outbox')} WHERE claimed_until >= ?",
+        f"SELECT claimed_by, max(claimed_until) FROM {target.table('outbox')}"
+        " WHERE claimed_until >= ? GROUP BY claimed_by ORDER BY claimed_by",
         [now()],
     ).fetchall()
     if not rows:
         return []
-    holders = ", ".join(str(r[0]) for r in rows)
-    return [f"outbox rows are being pushed now by {holders}: idprov runs on it"]
+    holders = ", ".join(f"{holder_label(str(r[0]))} until {r[1]}" for r in rows)
+    return [
+        f"outbox rows are claimed by {holders}: an idprov command or worker that is pushing "
+        "them (or was, and was killed: its claim runs out then) uses this state"
+    ]
 
 
 def _ids_given(session: PgSession, target: Target, table: str) -> bool:

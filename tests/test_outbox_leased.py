@@ -1,0 +1,79 @@
+"""Rows a drainer on another host claimed (a command killed there: its lease runs 5
+minutes) are shown with their holder and the lease's end; `outbox retry` and `outbox
+work --once` say they wait for it rather than "nothing to provision", and a command's
+push says so rather than "queued for the outbox worker", which cannot take them
+either until the lease ends."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+HOLDER = "hostA:3:0123abcd~1a2b3c4d-4026531836-77"
+UNTIL = "2999-01-01T00:00:00.000Z"
+SAYS = (
+    f"1 row is held by hostA pid 3 until {UNTIL} (a command or worker on another host, or one "
+    "killed there): they are taken when the lease ends"
+)
+
+
+@pytest.fixture()
+def leased(cli, tmp_path: Path, monkeypatch) -> Path:
+    """User alice's row, pending, claimed by a command on another host."""
+    monkeypatch.setenv("SCIM_TOKEN", "t")
+    (tmp_path / "idprov.yaml").write_text(f"""
+version: 1
+data_dir: {tmp_path / "data"}
+identity_providers:
+  - name: scim
+    connector: scim2
+    options: {{base_url: "http://127.0.0.1:9/v2", auth: bearer, token: env:SCIM_TOKEN}}
+    retry: {{max_attempts: 1, initial_backoff: 0.01, max_backoff: 0.05}}
+applications:
+  - name: resident
+    identity_providers: [scim]
+""")
+    assert cli("user", "add", "alice").exit_code == 6
+    db = tmp_path / "data" / "idprov.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute(
+            "UPDATE outbox SET status = 'pending', next_attempt_at = NULL, claimed_by = ?,"
+            " claimed_until = ?",
+            (HOLDER, UNTIL),
+        )
+    finally:
+        conn.close()
+    return db
+
+
+def test_outbox_list_shows_who_holds_a_row_and_until_when(cli, leased):
+    run = cli("outbox", "list")
+    assert run.exit_code == 0, run
+    assert f"pending (claimed by hostA pid 3 until {UNTIL})" in run.stdout
+    assert f"scim: {SAYS}" in run.stderr
+    assert "due now" not in run.stderr  # a worker cannot take it
+    [row] = cli("outbox", "list", "--json").items()
+    assert (row["claimed_by"], row["claimed_until"]) == (HOLDER, UNTIL)
+
+
+@pytest.mark.parametrize("command", [["outbox", "retry"], ["outbox", "work", "--once"]])
+def test_retry_and_work_say_the_rows_wait_for_their_holder(cli, leased, command):
+    run = cli(*command)
+    assert run.exit_code == 0, run
+    assert "nothing to provision" not in run.stdout
+    assert f"scim: {SAYS}" in run.stdout
+    report = cli(*command, "--json").json()
+    assert report["leased"] == {
+        "scim": {"rows": 1, "claimed_by": [{"holder": HOLDER, "claimed_until": UNTIL}]}
+    }
+
+
+@pytest.mark.parametrize("command", [["user", "update", "alice", "-c", "title=boss"], ["sync"]])
+def test_a_change_to_a_held_row_says_it_waits_for_the_holder_not_for_a_worker(cli, leased, command):
+    run = cli(*command)
+    assert run.exit_code == 0, run
+    assert "queued for the outbox worker" not in run.stdout
+    assert f"scim: {SAYS}" in run.stdout
