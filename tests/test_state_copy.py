@@ -964,6 +964,25 @@ def test_forget_of_a_copy_recorded_before_the_record_named_its_files(
     cli("--config", str(old), "user", "add", "HR/carol").ok()
 
 
+def test_the_next_steps_say_the_dry_run_plans_what_the_outbox_still_holds(
+    cli, configs, postgres, tmp_path
+):
+    """They said `sync --dry-run` "should plan no change"; it plans the work of the
+    outbox rows copied (an `import --no-push` left them), which is right."""
+    old, new = configs
+    seed(cli, old)
+    people = tmp_path / "people.csv"
+    people.write_text("username,email,roles\ncarol,carol@example.com,staff\n")
+    cli("--config", str(old), "import", "users", str(people), "--no-push").ok()
+    report = cli("--config", str(old), "state", "copy", "--to", str(new), "--json").json()
+    [step] = [s for s in report["next_steps"] if "sync --dry-run" in s]
+    assert "other than what the outbox still holds (`idprov outbox list`" in step
+    [idp] = cli("--config", str(new), "sync", "--dry-run", "--json").json()["plan"]["idps"]
+    assert idp["counts"] == {"user.create": 1, "role.update": 1}  # the outbox rows' work
+    waiting = cli("--config", str(new), "outbox", "list", "--json").items()
+    assert sorted(r["label"] for r in waiting) == ["carol", "staff"]
+
+
 def test_forget_names_who_holds_outbox_rows_and_until_when_not_that_idprov_runs(
     cli, configs, postgres
 ):

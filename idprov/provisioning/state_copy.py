@@ -945,7 +945,9 @@ def next_steps(source: Config, destination: Config, status: str, files: list[str
     return [
         f"switch to the new configuration: point IDPROV_CONFIG (the timer's unit, idprov "
         f"serve's) at {new}, or put it in place of {source.source}",
-        f"idprov --config {new} sync --dry-run: it should plan no change (the ledger came over)",
+        f"idprov --config {new} sync --dry-run: it should plan no change (the ledger came "
+        "over) other than what the outbox still holds (`idprov outbox list`: the rows copied "
+        "pending or failed, which it plans to push)",
         "start the sync timer, idprov serve and outbox workers again",
         f"keep {', '.join(files)} as a backup: a command of {source.source} now refuses to "
         "change them (one that only reads warns); to abandon the move, `idprov --config "
