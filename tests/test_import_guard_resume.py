@@ -202,3 +202,27 @@ def test_an_import_cut_by_a_lost_state_database_is_judged_whole_by_its_rerun(
     assert _held_users(cli) == sorted(LEAVERS[5:])
     said = " ".join((run.stdout + run.stderr).split())
     assert "5 of them went before the guard tripped, the other 20 are held" in said
+
+
+def test_leavers_counted_in_first_are_not_said_to_have_gone_before_the_trip(
+    cli,
+    tmp_path: Path,
+    scim: Scim2Peer,  # noqa: F811
+):
+    """With --missing, the leavers (pl29, pl30) are counted with the first batch before
+    they are written: the message counted them among what went before the trip,
+    though they are disabled after the rows, and held with them."""
+    seed(30)
+    path = tmp_path / "hr.csv"
+    rows = [f"pl{i}," for i in range(1, 21)] + [f"pl{i},staff" for i in range(21, 29)]
+    path.write_text("username,roles\n" + "\n".join(rows) + "\n")
+    run = cli(
+        "import", "users", str(path), "--mode", "update", "--batch-size", "5",
+        "--domain", "PRIMARY", "--missing", "disable",
+    )  # fmt: skip
+    assert run.exit_code == 7, run
+    assert len(scim.users()) == 25  # the first batch's 5
+    assert len(_held_users(cli)) == 17  # the other 15 leaving staff, and the 2 leavers
+    said = " ".join((run.stdout + run.stderr).split())
+    assert "hr.csv will deprovision 22 users at scim" in said
+    assert "5 of them went before the guard tripped, the other 17 are held" in said

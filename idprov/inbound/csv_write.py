@@ -83,11 +83,11 @@ class BatchWriter(ImportState):
             held = mine.held.get(idp)
             if held is None or idp not in out.held:
                 continue
-            passed = mine.passed.get(idp)
-            whole = held.merged(passed)
+            whole = held.merged(mine.passed.get(idp))  # with leavers counted in first
+            went = mine.let.get(idp)
             # its share of what was there before it: what went is gone from the ledger
             totals = dict(self.service.state.ledger.counts(idp))
-            gone = {k: passed.count(k) if passed is not None else 0 for k in KINDS}
+            gone = {k: went.count(k) if went is not None else 0 for k in KINDS}
             for kind in KINDS:
                 totals[kind] += gone["users" if kind == "attributes" else kind]
             tripping = trips(self.service.idp(idp), whole, totals, allow)
@@ -96,7 +96,7 @@ class BatchWriter(ImportState):
                 continue
             replaced |= {t.message for t in tripped}
             for trip in found:
-                before = passed.count(trip.kind) if passed is not None else 0
+                before = gone[trip.kind]
                 lines.append(
                     f"{file} {trip.message}; its batches are judged as one change:"
                     f" {before} of them went before the guard tripped, the other"

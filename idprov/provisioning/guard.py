@@ -601,6 +601,9 @@ class Allowed:
     tripped: dict[str, list[Trip]] = field(default_factory=dict)
     held: dict[str, Effects] = field(default_factory=dict)
     """IdP -> the effects of the rows held there (for a report of the whole change)."""
+    let: dict[str, Effects] = field(default_factory=dict)
+    """IdP -> the effects of the rows let through there (:attr:`passed` without what
+    was counted in before it was pushed: :meth:`GuardWindow.prime`)."""
 
     def saved(self) -> dict[str, Any]:
         """What :meth:`restored` takes back (an import's journal: see
@@ -609,6 +612,7 @@ class Allowed:
             "passed": {idp: e.saved() for idp, e in self.passed.items()},
             "tripped": {idp: [t.to_dict() for t in ts] for idp, ts in self.tripped.items()},
             "held": {idp: e.saved() for idp, e in self.held.items()},
+            "let": {idp: e.saved() for idp, e in self.let.items()},
         }
 
     @classmethod
@@ -617,6 +621,7 @@ class Allowed:
             {idp: Effects.restored(e) for idp, e in data["passed"].items()},
             {idp: [Trip(**t) for t in ts] for idp, ts in data["tripped"].items()},
             {idp: Effects.restored(e) for idp, e in data["held"].items()},
+            {idp: Effects.restored(e) for idp, e in data["let"].items()},
         )
 
 
@@ -660,6 +665,8 @@ class GuardWindow:
             allowed.passed[idp] = effects.merged(allowed.passed.get(idp))
         for idp, effects in before.held.items():
             allowed.held[idp] = effects.merged(allowed.held.get(idp))
+        for idp, effects in before.let.items():
+            allowed.let[idp] = effects.merged(allowed.let.get(idp))
         if saved["allowance"] == allowance:
             for idp, trips in before.tripped.items():
                 allowed.tripped.setdefault(idp, []).extend(trips)
@@ -781,6 +788,7 @@ def _remember(window: Allowed, verdict: Verdict, found: list[Effects], idps: set
     for effects in found:
         if effects.idp not in window.tripped:
             window.passed[effects.idp] = effects.merged(window.passed.get(effects.idp))
+            window.let[effects.idp] = effects.merged(window.let.get(effects.idp))
 
 
 def _hold(
