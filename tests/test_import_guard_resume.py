@@ -155,6 +155,14 @@ def test_an_unrelated_add_joining_a_held_group_says_it_waits_with_the_held_chang
     assert "h1" in {u["userName"] for u in scim.users()}
     said = " ".join((run.stdout + run.stderr).split())
     assert "this change to scim (staff) waits with an earlier change the deletion guard" in said
+    # the earlier change's reason is the import's whole count, as `outbox list` gives it
+    assert "and goes out with it: leavers.csv will delete 25 users at scim" in said
+    held = cli("outbox", "list", "--status", "held", "--json").items()
+    assert {r["last_error"] for r in held} == {
+        "leavers.csv will delete 25 users at scim (83% of its 30 users): over "
+        "deletion_guard.max_percent (20%); its batches are judged as one change: 5 of them "
+        "went before the guard tripped, the other 20 are held"
+    }
 
 
 def test_an_import_cut_by_a_lost_state_database_is_judged_whole_by_its_rerun(

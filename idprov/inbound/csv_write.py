@@ -95,13 +95,14 @@ class BatchWriter(ImportState):
             if not found:
                 continue
             replaced |= {t.message for t in tripped}
-            for trip in found:
-                before = gone[trip.kind]
-                lines.append(
-                    f"{file} {trip.message}; its batches are judged as one change:"
-                    f" {before} of them went before the guard tripped, the other"
-                    f" {trip.count - before} are held"
-                )
+            said = [
+                f"{file} {trip.message}; its batches are judged as one change:"
+                f" {gone[trip.kind]} of them went before the guard tripped, the other"
+                f" {trip.count - gone[trip.kind]} are held"
+                for trip in found
+            ]
+            lines += said
+            self._held_because(idp, window, "; ".join(said))
         kept = [g for g in dict.fromkeys(out.guard) if g not in replaced]
         out.guard = lines + [g for g in kept if g not in lines]
         # a row held in one batch and joined by the next is counted once
@@ -150,6 +151,18 @@ class BatchWriter(ImportState):
         if self.done_through and self.options.push:
             left = self.service.state.outbox.rows(status="pending")
             self._merge(self.service.push([row.id for row in left]))
+
+    def _held_because(self, idp: str, window: GuardWindow, why: str) -> None:
+        """Give the import's rows held at ``idp`` the reason of the whole import (each
+        was held with its batch's count), as `outbox list` and a later change that
+        waits with them say it."""
+        ids = sorted(window.held_rows)
+        if not ids:
+            return
+        rows = [r for r in self.service.state.outbox.rows(ids, status="held") if r.idp == idp]
+        if rows:
+            with self.service.state.transaction():
+                self.service.state.outbox.hold(rows, why)
 
     def _create_roles(self) -> None:
         missing = sorted(getattr(self, "_missing_roles", {}).items())
