@@ -77,3 +77,14 @@ def test_a_change_to_a_held_row_says_it_waits_for_the_holder_not_for_a_worker(cl
     assert run.exit_code == 0, run
     assert "queued for the outbox worker" not in run.stdout
     assert f"scim: {SAYS}" in run.stdout
+
+
+def test_serves_access_log_says_a_requests_rows_wait_for_their_holder():
+    """`idprov serve`'s access log: a request whose row another host's drainer holds
+    said `outbound=ok`, as if it had been pushed."""
+    from idprov.inbound.scim_server import _outbound_outcome
+    from idprov.provisioning.results import OutboundReport
+
+    report = OutboundReport()
+    report.leased["scim"] = 1
+    assert _outbound_outcome(report) == "leased:1"

@@ -566,17 +566,21 @@ def _outbound_outcome(report: OutboundReport | None) -> str:
     """The access log's ``outbound=``: what the request's push did (``-``: nothing to
     push; ``queued:N``: only rows left to the outbox worker, for non-blocking IdPs;
     ``awaiting_rename:N``: rows of an IdP renamed in the configuration, not pushed
-    until `idprov idp rename`)."""
+    until `idprov idp rename`; ``leased:N``: rows another drainer's lease holds, a
+    command or worker on another host, or one killed there: taken when it ends)."""
     if report is None:
         return "-"
     held = sum(report.held.values())
     waiting = sum(report.awaiting_rename.values())
+    leased = sum(report.leased.values())
     if report.failed:
         return f"failed:{report.failed}"
     if held:
         return f"held:{held}"
     if waiting:
         return f"awaiting_rename:{waiting}"
+    if leased:
+        return f"leased:{leased}"
     pushed = any(idp.operations for idp in report.idps.values())
     queued = sum(report.queued.values())
     return f"queued:{queued}" if queued and not pushed else "ok"
