@@ -145,7 +145,11 @@ def blank(text: str, sent: Iterable[str] = ()) -> str:
     return text
 
 
-_SHORT = "(?:(?<=[\"'=:>])|(?<=[=:] ))(?:{})(?=[\"'&,;<)\\]}}\\s]|$)"
+_SHORT = "(?:(?<=[^\\w][\"'])|(?<=^[\"'])|(?<=[=:>])|(?<=[=:] ))(?:{})(?=[\"'&,;<)\\]}}\\s]|$)"
+"""A short secret standing as a value: after a quote that no letter or digit precedes
+(an apostrophe in a word, "hasn't", opens no value), ``=``, ``:`` or ``>`` (or ``=``
+or ``:`` and a space), and before a quote, ``&``, ``,``, ``;``, ``<``, a closing
+bracket, a space or the end."""
 
 
 def _short(secret: str) -> re.Pattern[str]:

@@ -43,6 +43,7 @@ def test_a_users_password_is_held_only_while_its_account_exists():
         ("password=ab&grant_type=password", "password=***&grant_type=password"),
         ("<password>ab</password>", "<password>***</password>"),
         ("a bad request: abc; a lab", "a bad request: abc; a lab"),
+        ("the user hasn'ab approved: 'ab'", "the user hasn'ab approved: '***'"),
     ],
 )
 def test_a_password_of_two_characters_is_blanked_only_where_it_stands_as_a_value(said, shown):
@@ -101,3 +102,13 @@ def test_a_connectors_bug_quoting_a_secret_is_described_without_it(monkeypatch):
     assert "PluginKey#1234" not in describe(bug, "acme (acme-idprov)")
     internal = as_idprov_error(bug)
     assert internal is not None and "PluginKey#1234" not in internal.message
+
+
+def test_an_apostrophe_in_a_word_is_no_quote_for_a_short_secret():
+    """A token of one letter (a test's, or a careless one) blanked the "t" of every
+    "hasn't" a target wrote, so its message no longer said what it said: a quote
+    opens a value only where no letter stands before it."""
+    account = Account("u5", "gil", {}, password="t")
+    said = "user hasn't approved this consumer; token 't'"
+    assert TargetError(said).message == "user hasn't approved this consumer; token '***'"
+    del account
