@@ -56,6 +56,8 @@ def test_an_import_tripping_mid_way_says_what_went_and_what_is_held_once(
     ) in " ".join(said.split())
     assert "will delete 10 users" not in said
     assert " ".join(said.split()).count("will delete") == 1  # said once
+    assert "nothing was sent" not in said  # 5 were
+    assert "what it held waits in the outbox" in " ".join(said.split())
 
 
 def test_an_import_killed_after_its_first_batch_is_judged_whole_by_its_rerun(

@@ -215,10 +215,10 @@ class OutboundReport:
         """One line per IdP whose rows were skipped because it left the configuration,
         held by the deletion guard, or left waiting for `idprov idp rename`."""
         lines = [
-            f"deletion guard: {why}; nothing was sent there, the change(s) are held in the "
-            "outbox: check them with `idprov outbox list --status held`, then push them "
-            "with `idprov outbox release` (those a change of scope holds: `idprov sync`), "
-            "or drop them with `idprov outbox discard`"
+            f"deletion guard: {why}; what it held waits in the outbox (what it let "
+            "through is reported above): check it with `idprov outbox list --status held`, "
+            "then push it with `idprov outbox release` (what a change of scope holds: "
+            "`idprov sync`), or drop it with `idprov outbox discard`"
             for why in self.guard
         ] + [
             f"{count} outbox row(s) of identity provider {name!r}, which is not in the "
