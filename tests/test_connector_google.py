@@ -792,3 +792,42 @@ def test_repair_keeps_an_administrator_s_rename(tmp_path, google):
         assert repair(svc, {"google": verify_idp(svc, "google")}).ok
         assert bob["primaryEmail"] == "robert@example.com"
         assert bob["name"]["familyName"] == "Bob"
+
+
+def test_verify_finds_and_repair_clears_what_google_holds_where_idprov_holds_none(
+    cli, tmp_path, google
+):
+    """dora's title is idprov's, she has no department or work phone here; in the Admin
+    console someone set a department on her work organization and a work phone, and a
+    home phone idprov does not map. `sync --verify` names the two mapped ones; the
+    repair clears them (the lists with what else Google holds) and keeps the rest."""
+    from tests.outbound_helpers import make_config_text
+
+    idp = google_idp(google, f"file:{tmp_path / 'google-key.json'}")
+    (tmp_path / "idprov.yaml").write_text(make_config_text(tmp_path, idp, ["google"]))
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "dora", "-c", "family_name=Dee", "-c", "title=Clerk", "-r", "staff").ok()
+    user = google.user("dora@example.com")
+    [org] = user["organizations"]
+    org["department"] = "Ops"
+    user["phones"] = [{"type": "work", "value": "+1 555 0100"}, {"type": "home", "value": "+1 2"}]
+    drift = cli("sync", "--verify", "--json").ok().json()["drift"]["google"]
+    assert drift["changed_remotely"] == [
+        {
+            "user": "dora",
+            "attributes": [
+                'phones[type eq "work"].value',
+                'organizations[type eq "work"].department',
+            ],
+        }
+    ]
+    before = len(google.api_requests("PATCH"))
+    cli("sync", "--verify", "--repair").ok()
+    [patch] = google.api_requests("PATCH")[before:]
+    assert sorted(patch.body) == ["organizations", "phones"]
+    user = google.user("dora@example.com")
+    assert [(o["type"], o.get("title"), o.get("department")) for o in user["organizations"]] == [
+        ("work", "Clerk", None)
+    ]
+    assert user["phones"] == [{"type": "home", "value": "+1 2"}]
+    assert cli("sync", "--verify", "--json").ok().json()["drift"]["google"]["repairs"] == []

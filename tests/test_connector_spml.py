@@ -953,7 +953,8 @@ def test_verify_reports_an_account_disabled_by_the_disable_attribute(tmp_path, p
         svc.add_user("alice", ALICE, roles=["staff"])
         conn = svc.connector("legacy")
         alice = peer.accounts()["alice"]
-        account = Account("id", "alice", {"sn": "Liddell"})
+        sent = svc.state.ledger.get("legacy", "user", svc.get_user("alice").id).sent
+        account = Account("id", "alice", sent["attributes"])  # what idprov sent
         assert conn.drift(conn.read_user(alice.pso_id), account) == []
         alice.attributes["accountDisabled"] = ["TRUE"]
         assert conn.drift(conn.read_user(alice.pso_id), account) == ["active"]
@@ -987,3 +988,27 @@ def test_adopting_an_account_an_administrator_suspended_keeps_it_suspended(tmp_p
     assert peer.store["x-carol"].suspended is True
     assert peer.store["x-carol"].attributes["sn"] == ["Carol"]
     assert "resumeRequest" not in [r.operation for r in peer.requests]
+
+
+def test_verify_finds_and_repair_deletes_values_the_target_holds_where_idprov_holds_none(
+    cli, peer, tmp_path
+):
+    """alice has no title or mail here; the target holds both (an administrator set
+    them, or it kept what idprov deleted), and a description idprov does not map.
+    Verify names the two; the repair deletes them alone and keeps the description."""
+    write_config(tmp_path, peer)
+    peer.extra_attributes = {"description"}
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "alice", "-c", "family_name=L", "--role", "staff").ok()
+    account = peer.accounts()["alice"]
+    account.attributes.update(title=["Boss"], mail=["a@x.test"], description=["hers"])
+    report = cli("sync", "--verify", "--json").ok().json()["drift"]["legacy"]
+    assert report["changed_remotely"] == [{"user": "alice", "attributes": ["mail", "title"]}]
+    peer.requests.clear()
+    cli("sync", "--verify", "--repair").ok()
+    [modify] = [r for r in peer.requests if r.operation == "modifyRequest"]
+    assert modify.body.count("<dsml:modification") == 2
+    account = peer.accounts()["alice"]
+    assert not account.get("title") and not account.get("mail")
+    assert account.get("description") == ["hers"] and account.get("sn") == ["L"]
+    assert cli("sync", "--verify", "--json").ok().json()["drift"]["legacy"]["repairs"] == []

@@ -39,19 +39,22 @@ def test_drift_is_found_for_users_and_groups_and_repaired(cli, scim):  # noqa: F
     assert run.exit_code == 12
     drift = json.loads(run.stdout)["drift"]["scim"]
     assert drift["deleted_remotely"] == ["user1"]
-    # an administrator's disable is reported, and is no drift to repair
-    assert drift["changed_remotely"] == [] and drift["disabled_remotely"] == ["user2"]
+    # an administrator's disable is reported, and is no drift to repair; the title they
+    # set is (idprov maps it and holds none for user2)
+    assert drift["disabled_remotely"] == ["user2"]
+    assert drift["changed_remotely"] == [{"user": "user2", "attributes": ["title"]}]
     assert drift["groups_changed_remotely"] == [{"group": "staff", "missing_members": ["user0"]}]
-    assert drift["repaired"] is None and len(drift["repairs"]) == 2
+    assert drift["repaired"] is None and len(drift["repairs"]) == 3
 
     assert cli("sync", "--verify", "--repair", "--dry-run", "--detailed-exitcode").exit_code == 12
     assert sorted(u["userName"] for u in scim.users()) == ["user0", "user2"]
 
     run = cli("sync", "--verify", "--repair", "--detailed-exitcode", "--json")
     assert run.exit_code == 11, run
-    assert json.loads(run.stdout)["drift"]["scim"]["repaired"] == 2
+    assert json.loads(run.stdout)["drift"]["scim"]["repaired"] == 3
     users = {u["userName"]: u for u in scim.users()}
     assert sorted(users) == ["user0", "user1", "user2"] and users["user2"]["active"] is False
+    assert "title" not in users["user2"]
     [group] = scim.groups()
     assert {m["value"] for m in group["members"]} >= {u["id"] for u in users.values()}
     assert cli("sync", "--verify", "--detailed-exitcode").exit_code == 0
@@ -297,3 +300,45 @@ def test_repair_of_a_user_disabled_and_changed_keeps_it_disabled(cli, scim):  # 
     assert user2["active"] is False
     assert [e["value"] for e in user2["emails"]] == ["user2@example.com"]
     assert cli("sync", "--verify", "--json").json()["drift"]["scim"]["repairs"] == []
+
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+
+def test_a_value_added_at_the_target_where_idprov_holds_none_is_drift_and_removed(cli, scim):  # noqa: F811
+    """user0 has no title, and its department was removed here: at the target an
+    administrator sets a title and puts the department back (what a target that
+    ignored idprov's removal holds), and adds a mobile number and a nickName, which
+    idprov does not map. Verify names the two idprov maps; the repair removes them
+    alone (a PATCH: nothing else is sent) and leaves the administrator's own."""
+    seed(cli, 2)
+    cli("user", "update", "user0", "-c", "department=Sales").ok()
+    cli("user", "update", "user0", "--unset", "department").ok()
+    [user0] = [u for u in scim.users() if u["userName"] == "user0"]
+    assert ENTERPRISE not in user0 or "department" not in user0[ENTERPRISE]
+    added = {
+        "title": "Boss",
+        "nickName": "evil",
+        "phoneNumbers": [{"type": "mobile", "value": "+1 555 0100"}],
+        f"{ENTERPRISE}:department": "Sales",
+    }
+    for path, value in added.items():
+        scim.client.patch(
+            f"/Users/{user0['id']}",
+            json={"schemas": [PATCH], "Operations": [{"op": "add", "path": path, "value": value}]},
+        ).raise_for_status()
+    run = cli("sync", "--verify", "--detailed-exitcode", "--json")
+    assert run.exit_code == 12, run
+    drift = json.loads(run.stdout)["drift"]["scim"]
+    assert drift["changed_remotely"] == [
+        {"user": "user0", "attributes": ["title", f"{ENTERPRISE}.department"]}
+    ]
+    patches = len(scim.statuses("PATCH", f"/Users/{user0['id']}"))
+    cli("sync", "--verify", "--repair").ok()
+    user0 = scim.get(f"/Users/{user0['id']}").json()
+    assert "title" not in user0 and "department" not in user0.get(ENTERPRISE, {})
+    assert user0["nickName"] == "evil" and user0["phoneNumbers"][0]["value"] == "+1 555 0100"
+    assert [e["value"] for e in user0["emails"]] == ["user0@example.com"]
+    assert len(scim.statuses("PATCH", f"/Users/{user0['id']}")) == patches + 1
+    assert scim.statuses("PUT", f"/Users/{user0['id']}") == []
+    assert cli("sync", "--verify", "--detailed-exitcode").exit_code == 0

@@ -184,3 +184,67 @@ def test_the_default_mapping_sends_cost_center_organization_locale_timezone(tmp_
     [carol] = legacy.users()
     assert carol[EXT]["costCenter"] == "CC-7" and carol[EXT]["organization"] == "Example Ltd"
     assert (carol["locale"], carol["timezone"]) == ("en-GB", "Europe/London")
+
+
+@pytest.mark.parametrize("patch_supported", [True, False])
+def test_verify_finds_and_repair_removes_values_the_target_holds_where_idprov_holds_none(
+    tmp_path, legacy, cli, patch_supported
+):
+    """The target holds a title and a department for alice, who has neither here (an
+    administrator set them, or the target ignored idprov's removal), beside a home
+    e-mail and a nickName idprov does not map. `sync --verify` names the two; the
+    repair clears those alone (``meta.attributes`` in a 1.1 PATCH; a PUT, without
+    PATCH, of the account as the target holds it without them) and keeps the rest."""
+    from tests.outbound_helpers import make_config_text
+
+    (tmp_path / "idprov.yaml").write_text(
+        make_config_text(tmp_path, scim11_idp(legacy), ["legacy"])
+    )
+    legacy.patch_supported = patch_supported
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "alice", "-c", "email=a@x.test", "-r", "staff").ok()
+    [user] = legacy.users()
+    stored = legacy.store.resources["Users"][user["id"]]
+    stored.update(title="Boss", nickName="Al")
+    stored[EXT] = {"department": "Sales"}
+    stored["emails"].append({"type": "home", "value": "alice@home.test"})
+    drift = cli("sync", "--verify", "--json").json()["drift"]["legacy"]
+    assert drift["changed_remotely"] == [
+        {"user": "alice", "attributes": ["title", f"{EXT}.department"]}
+    ]
+    cli("sync", "--verify", "--repair").ok()
+    [user] = legacy.users()
+    assert "title" not in user and "department" not in user.get(EXT, {})
+    assert user["nickName"] == "Al"
+    assert emails(legacy) == [("home", "alice@home.test"), ("work", "a@x.test")]
+    [sent] = [r for r in legacy.requests if r.method in ("PATCH", "PUT") and "/Users/" in r.path]
+    if patch_supported:
+        assert sorted(sent.body["meta"]["attributes"]) == ["title", f"{EXT}:department"]
+        assert set(sent.body) == {"schemas", "meta"}
+    assert cli("sync", "--verify", "--detailed-exitcode").exit_code == 0
+
+
+def test_a_removal_whose_repair_failed_is_still_drift_and_the_next_repair_makes_it(
+    tmp_path, legacy, cli
+):
+    """The repair's PATCH fails (the target is down): the ledger keeps the removal to
+    make, so verify still names the title the target holds, and the next sync removes
+    it (the push of the failed row, or a repair again)."""
+    from tests.outbound_helpers import make_config_text
+
+    (tmp_path / "idprov.yaml").write_text(
+        make_config_text(tmp_path, scim11_idp(legacy), ["legacy"])
+    )
+    cli("role", "add", "staff").ok()
+    cli("user", "add", "alice", "-c", "email=a@x.test", "-r", "staff").ok()
+    [user] = legacy.users()
+    legacy.store.resources["Users"][user["id"]]["title"] = "Boss"
+    legacy.fail_next(503, count=3, method="PATCH")
+    cli("sync", "--verify", "--repair")
+    assert legacy.users()[0]["title"] == "Boss"
+    drift = cli("sync", "--verify", "--dry-run", "--json").json()["drift"]["legacy"]
+    assert drift["changed_remotely"] == [{"user": "alice", "attributes": ["title"]}]
+    legacy.fail_next(503, count=3, method="PATCH")  # the sync's push of the row fails too
+    cli("sync", "--verify", "--repair").ok()  # and its repair removes it
+    assert "title" not in legacy.users()[0]
+    assert cli("sync", "--verify", "--detailed-exitcode").exit_code == 0

@@ -126,3 +126,24 @@ applications:
     drift = cli("sync", "--verify", "--json").ok().json()["drift"]["sf"]
     assert drift["groups_checked"] == 2 and drift["errors"] == []
     assert drift["groups_changed_remotely"] == [] and drift["repairs"] == []
+
+
+def test_verify_finds_and_repair_clears_fields_salesforce_holds_where_idprov_holds_none(
+    cli, tmp_path, org
+):
+    """ann has no title or department here; an administrator set both in Setup (or
+    Salesforce kept what idprov cleared), and a nickname idprov does not map. Verify
+    names the two; the repair PATCHes them null, and nothing else."""
+    seeded(cli, tmp_path, org, ("ann",))
+    record = org.users()["ann@example.com"]
+    record.update(Title="Boss", Department="Sales", CommunityNickname="annie")
+    drift = cli("sync", "--verify", "--json").ok().json()["drift"]["sf"]
+    assert drift["changed_remotely"] == [{"user": "ann", "attributes": ["Title", "Department"]}]
+    before = len(org.api_requests("PATCH", "/sobjects/User/"))
+    cli("sync", "--verify", "--repair").ok()
+    [patch] = org.api_requests("PATCH", "/sobjects/User/")[before:]
+    assert patch.body == {"Title": None, "Department": None}
+    record = org.users()["ann@example.com"]
+    assert "Title" not in record and "Department" not in record
+    assert record["CommunityNickname"] == "annie"
+    assert cli("sync", "--verify", "--json").ok().json()["drift"]["sf"]["repairs"] == []

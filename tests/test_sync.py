@@ -306,13 +306,16 @@ def test_verify_reports_drift_and_what_is_not_ours(cli, scim):
     drift = cli("sync", "--dry-run", "--verify", "--json").json()["drift"]["scim"]
     assert drift["deleted_remotely"] == ["user1"]
     # disabled there by an administrator: reported, not drift to repair (--repair
-    # re-enabled it, against "idprov never re-enables an account it did not disable")
-    assert drift["disabled_remotely"] == ["user2"] and drift["changed_remotely"] == []
+    # re-enabled it, against "idprov never re-enables an account it did not disable");
+    # the title they set is drift: idprov maps title and holds none for user2
+    assert drift["disabled_remotely"] == ["user2"]
+    assert drift["changed_remotely"] == [{"user": "user2", "attributes": ["title"]}]
     assert drift["unowned"] == ["stranger"]
     shown = cli("sync", "--verify", "--repair").ok().stdout
     assert "disabled at the target (an administrator's doing" in shown and "user2" in shown
     users = {u["userName"]: u for u in scim.users()}
     assert users["user2"]["active"] is False and users["user1"]["active"] is True
+    assert "title" not in users["user2"]
 
 
 def test_every_run_is_in_the_audit_log(cli, scim):

@@ -519,8 +519,29 @@ class Connector(ABC):
         raise NotImplementedError
 
     def drift(self, remote: dict[str, Any], account: Account) -> list[str]:
-        """Attributes of ``account`` (what was sent) that ``remote`` no longer matches."""
+        """Attributes of ``account`` (what was sent) that ``remote`` no longer matches,
+        and those of :meth:`unset` that ``remote`` holds a value in (an administrator
+        added it, or the target kept what idprov removed): idprov manages what it maps,
+        value or none. An attribute the mapping does not give is never drift."""
         return []
+
+    def managed_attributes(self) -> tuple[str, ...]:
+        """The target attribute paths idprov manages here: its mapping's (this
+        connector's defaults under the IdP's ``attributes``), less those mapped to
+        null and those the connector never sends in an update (:meth:`held_back`)."""
+        held = self.held_back(self.options)
+        mapping = {**self.default_attributes_for(self.options), **self.idp.attributes}
+        return tuple(
+            path
+            for path, template in mapping.items()
+            if template is not None and path.casefold() not in held
+        )
+
+    def unset(self, account: Account) -> list[str]:
+        """The paths of :meth:`managed_attributes` that ``account`` (what idprov sent)
+        holds no value in: the target should hold none there either."""
+        have = {path.casefold() for path, value in account.attributes.items() if value is not None}
+        return [path for path in self.managed_attributes() if path.casefold() not in have]
 
     def list_users(self) -> list[tuple[str, str]]:
         """(remote id, user name) of every account at the target (paged). Read-only."""

@@ -105,6 +105,11 @@ REASON_FIXES = {
 REASON_FIXES["userRateLimitExceeded"] = REASON_FIXES["rateLimitExceeded"]
 
 
+def _value(value: Any) -> Any:
+    """A value as :meth:`GoogleConnector.drift` compares it: an empty one is none."""
+    return None if value in ("", [], {}) else value
+
+
 def reason_fix(response: httpx.Response) -> str | None:
     """What to do about the first reason of Google's error JSON that
     :data:`REASON_FIXES` knows."""
@@ -377,11 +382,14 @@ class GoogleConnector(Connector):
         """The paths idprov maps (and the names it derives) whose value at Google is not
         what it sent (``name.familyName``...), and ``active`` when the account is
         suspended there (by an administrator) while idprov has it active. The primary
-        email is left out: an administrator's rename is followed by the Google id."""
+        email is left out: an administrator's rename is followed by the Google id. A
+        mapped path idprov holds no value in (:meth:`~Connector.unset`) is drift when
+        Google holds one there."""
         expected = self.user_body(account, create=False)
         mapped = [p for p in account.attributes if p.split(".", 1)[0] not in self.create_only]
-        paths = dict.fromkeys(["name.givenName", "name.familyName", *mapped])
-        out = [p for p in paths if get_path(remote, p) != get_path(expected, p)]
+        unset = [p for p in self.unset(account) if p.split(".", 1)[0] not in self.create_only]
+        paths = dict.fromkeys(["name.givenName", "name.familyName", *mapped, *unset])
+        out = [p for p in paths if _value(get_path(remote, p)) != _value(get_path(expected, p))]
         if bool(remote.get("suspended")) == account.active:
             out.append("active")
         return out

@@ -486,10 +486,17 @@ class SalesforceConnector(Connector):
         value at Salesforce is not what it sent, and ``active`` when the user is
         deactivated there (by an administrator) while idprov has it active. Field names
         are case-insensitive, as Salesforce's are; ``Email`` is compared without case.
-        ``Username`` is left out: an administrator's rename stays (updates keep it)."""
+        ``Username`` is left out: an administrator's rename stays (updates keep it).
+        So are the mapped fields idprov holds no value in that hold one there
+        (:meth:`~Connector.unset`)."""
         have = {key.casefold(): value for key, value in remote.items()}
         out = []
-        for key, value in user_fields(self.options, account).items():
+        fields = user_fields(self.options, account)
+        sent = {key.casefold() for key in fields}
+        for key in self.unset(account):
+            if key.casefold() not in sent and have.get(key.casefold()) not in (None, ""):
+                out.append(key)
+        for key, value in fields.items():
             if key in ("Username", "IsActive"):
                 continue
             got = have.get(key.casefold())

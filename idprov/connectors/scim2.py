@@ -56,6 +56,7 @@ from idprov.connectors.scim_wire import (
     error_detail,
     filter_literal,
     find_key,
+    held_anyway,
     members_patch,
     merged_resource,
     pages,
@@ -272,8 +273,11 @@ class Scim2Connector(Connector):
             return None
 
     def drift(self, remote: dict[str, Any], account: Account) -> list[str]:
-        """Top-level attributes (and sub-attributes) whose remote value differs."""
-        return drift(self.user_body(account), remote)
+        """Top-level attributes (and sub-attributes) whose remote value differs, and
+        the mapped ones idprov holds no value in that the target does
+        (:func:`scim_wire.held_anyway`)."""
+        out = drift(self.user_body(account), remote)
+        return out + [p for p in held_anyway(remote, self.unset(account)) if p not in out]
 
     def list_users(self) -> list[tuple[str, str]]:
         """Every user, by pages of ``page_size`` (startIndex/count, or cursors)."""

@@ -197,6 +197,37 @@ def drift(expected: Mapping[str, Any], remote: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def held_anyway(remote: Mapping[str, Any], paths: Sequence[str]) -> list[str]:
+    """The mapping ``paths`` that idprov holds no value in (``title``, ``name.givenName``,
+    ``emails[type eq "work"].value``, ``urn:...:User:department``) where ``remote``
+    holds one, named as :func:`drift` names them (``emails``, ``urn:...:User.department``).
+    Of a multi-valued attribute only the items of the path's type count: a mobile
+    number beside idprov's work one is not idprov's."""
+    out: list[str] = []
+    for path in paths:
+        prefix, holder, rest = "", remote, path
+        if path.startswith("urn:"):
+            urn, _, rest = path.rpartition(":")
+            prefix, holder = f"{urn}.", find_key(remote, urn)
+        if m := VALUE_PATH.match(rest):
+            attr, key, match, sub = m.groups()
+            items = find_key(holder, attr)
+            name = prefix + attr
+            value: Any = [
+                find_key(item, sub)
+                for item in (items if isinstance(items, list) else [])
+                if str(find_key(item, key)).lower() == match.lower()
+            ]
+            value = [v for v in value if v not in (None, "")]
+        else:
+            name, value = prefix + rest, holder
+            for part in rest.split("."):
+                value = find_key(value, part)
+        if value not in (None, "", [], {}) and name not in out:
+            out.append(name)
+    return out
+
+
 def error_detail(
     response: httpx.Response, read: Callable[[Any], str | None] | None = None
 ) -> str | None:

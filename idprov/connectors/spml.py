@@ -265,11 +265,18 @@ class SpmlConnector(SpmlPsoConnector):
         """Attributes whose values at the target differ from what was sent (any order;
         the target may hold more object classes than idprov sends). The mark is not
         one: an adopted account never gets it. ``active``: the account is suspended
-        (or holds ``disable_value``) at the target while idprov has it enabled."""
+        (or holds ``disable_value``) at the target while idprov has it enabled. A
+        mapped attribute idprov holds no value in (:meth:`~Connector.unset`) is drift
+        when the target holds one."""
         have = {name.lower(): values for name, values in remote.get("data", {}).items()}
         data = self.account_data(account)
         data.pop(self.options.mark_attribute or "", None)
-        out = []
+        sent = {name.lower() for name in data}
+        out = [
+            name
+            for name in self.unset(account)
+            if name.lower() not in sent and any(have.get(name.lower(), []))
+        ]
         for name, values in data.items():
             got = set(have.get(name.lower(), []))
             if not (set(values) <= got if name == "objectclass" else set(values) == got):
@@ -311,7 +318,11 @@ class SpmlConnector(SpmlPsoConnector):
             old = self.mapped(previous)
             kept = {k.lower() for k in new}
             replace = {k: v for k, v in new.items() if old.get(k) != v}
-            delete = {k: [] for k in old if k.lower() not in kept}
+            # with those recorded as sent null (a repair: the target holds a value)
+            nulls = [
+                k for k, v in previous.items() if v is None and k.casefold() not in self._reserved
+            ]
+            delete = {k: [] for k in [*old, *nulls] if k.lower() not in kept}
         if account.enable:
             self._reset_disable_attribute(replace, delete)
         password = self.password_given(account)

@@ -309,11 +309,14 @@ def _judge_user(
 
 
 def _account(entry: LedgerEntry) -> Account:
+    """What idprov sent, as the connector judges drift: an attribute recorded as sent
+    with null (a repair's removal not made yet, :func:`_send_again`) holds no value."""
     sent = entry.sent or {}
+    attributes = sent.get("attributes") or {}
     return Account(
         entry.local_id,
         sent.get("userName", entry.label),
-        sent.get("attributes", {}),
+        {path: value for path, value in attributes.items() if value is not None},
         bool(sent.get("active", True)),
     )
 
@@ -484,14 +487,21 @@ def _send_again(service: IdentityService, entry: LedgerEntry, paths: list[str]) 
     Never the activation or the user name: an account an administrator disabled or
     renamed at the target stays so (forgetting everything sent made every connector
     send the whole account, enabled). A path the mapping does not give (a value a
-    connector derives) is not sent again."""
+    connector derives) is not sent again. A mapped one idprov holds no value in (the
+    target holds one: an administrator added it, or a removal was not applied) is
+    recorded as sent with null, so that the push removes it, as it removes any
+    attribute that lost its value here."""
     sent = entry.sent or {}
     attributes = sent.get("attributes")
     if not isinstance(attributes, dict):  # nothing to compare with: sent whole
         service.state.ledger.invalidate(entry.idp, "user", entry.local_id)
         return
     kept = {k: v for k, v in attributes.items() if not any(_same(k, p) for p in paths)}
-    again = {**sent, "attributes": kept}
+    # a mapped attribute idprov holds no value in, which the target holds: the ledger
+    # says one was sent (null), so that the push removes it (and only it)
+    managed = service.connector(entry.idp).managed_attributes()
+    held = [k for k in managed if attributes.get(k) is None and any(_same(k, p) for p in paths)]
+    again = {**sent, "attributes": {**kept, **dict.fromkeys(held)}}
     service.state.ledger.record(dataclasses.replace(entry, hash=None, sent=again, inputs=None))
 
 
