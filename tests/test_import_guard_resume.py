@@ -236,3 +236,55 @@ def test_leavers_counted_in_first_are_not_said_to_have_gone_before_the_trip(
     said = " ".join((run.stdout + run.stderr).split())
     assert "hr.csv will deprovision 22 users at scim" in said
     assert "5 of them went before the guard tripped, the other 17 are held" in said
+
+
+def test_a_rerun_judges_as_its_own_only_the_rows_its_cut_run_wrote(
+    cli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    scim: Scim2Peer,  # noqa: F811
+):
+    """Re-run after a Ctrl-C that cut its push, the import pushed every pending row of
+    the state as its own: another change's 8 deletes (a `user delete` cut before its
+    push) were counted with the import's 5 under its --allow-deletes 5, 13 deletes,
+    and the import's own rows were held (exit 7). It pushes the rows its cut run
+    wrote as its change; the other change's are judged as theirs (8: under the
+    guard)."""
+    from idprov.provisioning import outbound
+    from idprov.provisioning.outbound import Outbound
+
+    seed(30)
+    path = tmp_path / "five.csv"
+    path.write_text("username,roles\n" + "".join(f"{name},\n" for name in LEAVERS[:5]))
+    original = Outbound.drain
+
+    def cut(self, rows, *args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C once the batch committed, before it was sent
+
+    owners = []
+    with IdentityService(load_config()) as svc, monkeypatch.context() as patch:
+        svc.allow_deletes = 5
+        patch.setattr(Outbound, "drain", cut)
+        with pytest.raises(KeyboardInterrupt):
+            CsvImport(svc, path, ImportOptions(mode="update", batch_size=5)).run()
+        owners.append(svc.outbound.owner)
+    with IdentityService(load_config()) as svc, monkeypatch.context() as patch:
+        patch.setattr(IdentityService, "push", lambda *a, **k: None)  # cut before its push
+        with svc.unit_of_work() as uow:
+            for i in range(21, 29):
+                uow.delete_user(f"pl{i}")
+        owners.append(svc.outbound.owner)
+    gone = outbound.holder_gone  # both processes ended: their claims are given back
+    monkeypatch.setattr(
+        outbound, "holder_gone", lambda h: any(h.startswith(o) for o in owners) or gone(h)
+    )
+    assert Outbound.drain is original
+    assert len(scim.users()) == 30
+    run = cli(
+        "import", "users", str(path), "--mode", "update", "--batch-size", "5",
+        "--allow-deletes", "5",
+    )  # fmt: skip
+    assert run.exit_code == 0, run
+    assert "held" not in run.stdout
+    assert len(scim.users()) == 30 - 5 - 8
+    assert cli("outbox", "list", "--json").json()["items"] == []

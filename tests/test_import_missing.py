@@ -459,3 +459,45 @@ def test_the_leavers_counted_before_their_push_are_not_counted_twice(cli, scim, 
     nightly(cli, short, "--missing", "disable", "--allow-deletes", "12").ok()
     assert sum(at_target(scim).values()) == 18
     assert cli("outbox", "list", "--json").items() == []
+
+
+def _gone(monkeypatch: pytest.MonkeyPatch, cut: IdentityService) -> None:
+    """The cut run's process is gone (Ctrl-C ended it): its claims are given back."""
+    from idprov.provisioning import outbound
+
+    owner, before = cut.outbound.owner, outbound.holder_gone
+    monkeypatch.setattr(outbound, "holder_gone", lambda h: h.startswith(owner) or before(h))
+
+
+def test_a_run_cut_while_pushing_leavers_is_finished_by_its_rerun(cli, scim, tmp_path, monkeypatch):
+    """Ctrl-C while a batch of leavers was being pushed (disabled here, committed, not
+    sent): the re-run the hint asks for disabled the rest and exited 0, while the cut
+    batch's users stayed active at the target, their rows pending in the outbox until
+    a separate `idprov outbox retry`. The re-run pushes what its cut run wrote."""
+    from idprov.provisioning.outbound import Outbound
+
+    names = [f"m{i:02d}" for i in range(20)]
+    nightly(cli, feed(tmp_path, names)).ok()
+    path = feed(tmp_path, names[:10], "next.csv")
+    options = ImportOptions(mode="upsert", domain="HR", missing="disable", batch_size=5)
+    original, drains = Outbound.drain, []
+
+    def cut_in_the_second(self, rows, *args, **kwargs):
+        drains.append(len(rows))
+        if len(drains) == 2:
+            raise KeyboardInterrupt  # Ctrl-C once the second batch of leavers committed
+        return original(self, rows, *args, **kwargs)
+
+    with IdentityService(load_config()) as svc, monkeypatch.context() as patch:
+        svc.allow_deletes = 10
+        patch.setattr(Outbound, "drain", cut_in_the_second)
+        with pytest.raises(KeyboardInterrupt):
+            CsvImport(svc, path, options).run()
+        _gone(monkeypatch, svc)
+    assert sum(not v for v in active_here(cli).values()) == 10  # all disabled here
+    assert sum(not v for v in at_target(scim).values()) == 5  # the cut batch not sent
+    run = nightly(cli, path, "--missing", "disable", "--allow-deletes", "10")
+    assert run.exit_code == 0, run
+    assert at_target(scim) == {n: n in names[:10] for n in names}
+    assert cli("outbox", "list", "--json").json()["items"] == []
+    assert "scim: 5 done" in run.stdout

@@ -37,12 +37,12 @@ from idprov.inbound.csv_missing import Missing, MissingReport, MissingUsers, che
 from idprov.inbound.csv_preflight import Preflight
 from idprov.inbound.csv_read import FileError, Source, check_input, open_source
 from idprov.inbound.csv_staging import RowError, Staging
-from idprov.inbound.csv_write import BatchWriter
 from idprov.userstores.base import UserStore
 
 __all__ = ["CsvImport", "FileError", "ImportOptions", "ImportReport", "RowError"]
 
 if TYPE_CHECKING:
+    from idprov.provisioning.guard import GuardWindow
     from idprov.provisioning.results import OutboundReport
     from idprov.provisioning.service import IdentityService
 
@@ -157,7 +157,7 @@ class ImportReport:
         }
 
 
-class CsvImport(Preflight, BatchWriter, MissingUsers):
+class CsvImport(Preflight, MissingUsers):
     """One import of one file (see the module docstring)."""
 
     def __init__(
@@ -196,6 +196,9 @@ class CsvImport(Preflight, BatchWriter, MissingUsers):
         """Lines of a batch a killed run was writing to a directory (see _decide)."""
         self.judged_before: dict[str, Any] | None = None
         """What the deletion guard judged of a killed run of this import (its journal)."""
+        self.own_rows: set[int] = set()
+        self._last_rows: set[int] = set()
+        self.window: GuardWindow | None = None
         self._missing_scope()
         self.report.missing = self.missing_report
 
@@ -252,6 +255,7 @@ class CsvImport(Preflight, BatchWriter, MissingUsers):
         try:
             self._write(staging)
             self._write_missing()
+            self._finish()  # after the leavers: a re-run cut among them resumes too
         except StoreError as exc:
             again = (
                 "once the userstore answers, run the same import again: it resumes after "

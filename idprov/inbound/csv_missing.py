@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from idprov.errors import GuardError, PolicyError, ReadOnlyError, UsageError
-from idprov.inbound.csv_staging import ImportState, Staging
+from idprov.inbound.csv_staging import Staging
+from idprov.inbound.csv_write import BatchWriter
 from idprov.model import QualifiedName
 from idprov.provisioning.decide import enabled
 
@@ -102,7 +103,7 @@ def check_options(missing: Missing, mode: str, domain: str | None) -> None:
         )
 
 
-class MissingUsers(ImportState):
+class MissingUsers(BatchWriter):
     """The leavers' half of :class:`~idprov.inbound.csv_import.CsvImport`."""
 
     missing_report: MissingReport | None
@@ -261,6 +262,7 @@ class MissingUsers(ImportState):
         size = self.options.batch_size
         todo = self.missing_users
         phase = "disabling leavers" if missing.action == "disable" else "deleting leavers"
+        self._journal_start()  # a run cut among them is resumed, its rows pushed
         for start in range(0, len(todo), size):
             self._leavers_batch(store, todo[start : start + size])
             if self.progress:
@@ -297,6 +299,7 @@ class MissingUsers(ImportState):
                     Path(self.source.name).name,
                     {"domain": store.domain, "action": missing.action, "users": done},
                 )
+            self._note_rows(uow)
         missing.done += len(done)
         self._merge(uow.outbound)
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 if TYPE_CHECKING:
     from idprov.inbound.csv_import import ImportOptions, ImportReport, Progress
     from idprov.inbound.csv_read import Source
+    from idprov.provisioning.guard import GuardWindow
     from idprov.provisioning.results import OutboundReport
     from idprov.provisioning.service import IdentityService
     from idprov.userstores.base import UserStore
@@ -253,6 +254,11 @@ class ImportState:
     import_id: int | None
     killed_batch: tuple[int, int] | None
     judged_before: dict[str, Any] | None
+    own_rows: set[int]
+    """Outbox rows the import (and its cut runs) wrote that may still wait: noted in
+    its journal as each batch commits (see ``BatchWriter._note_rows``)."""
+    _last_rows: set[int]
+    window: GuardWindow | None
     sha256: str
     staging: Staging
 

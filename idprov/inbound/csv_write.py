@@ -22,6 +22,10 @@ from idprov.userstores.base import ImportedUser, JsonClaims
 
 if TYPE_CHECKING:
     from idprov.provisioning.guard import GuardWindow
+    from idprov.provisioning.unit_of_work import UnitOfWork
+
+ROWS_AT_ONCE = 500
+"""Outbox rows looked up per query (the journal may note many)."""
 
 
 class BatchWriter(ImportState):
@@ -41,28 +45,57 @@ class BatchWriter(ImportState):
             self.import_id, self.done_through = run.id, run.lines_done
             self.killed_batch = run.batch
             self.judged_before = run.judged
+            self.own_rows = set((run.judged or {}).get("rows", []))
 
     # -- the deletion guard: the import is one change, across its batches and re-runs
     def _resume_judgement(self, window: GuardWindow) -> None:
         """A re-run after a kill starts from what the guard judged of the cut run: what
         it let through counts with the rest of the file (judged alone, the rest of a
         mass deletion went out under the guard), and its trip holds the rest."""
-        if self.judged_before is not None:
+        self.window = window
+        if self.judged_before is not None and "judged" in self.judged_before:
             window.resume(self.judged_before, self.service.allow_deletes)
+
+    def _journal_judgement(self) -> dict[str, Any]:
+        """What the journal keeps for a re-run: the guard's judgement of the import so
+        far (its window's, with the allowance it was made with), and the outbox rows
+        the import wrote that may still wait (``rows``: its re-run pushes them as its
+        own, and no other change's)."""
+        allow = self.service.allow_deletes
+        window = self.window
+        judged: dict[str, Any] = {"rows": sorted(self.own_rows)}
+        if window is not None:
+            judged.update(
+                allowance=allow,
+                judged=window.of(allow).saved(),
+                held_rows=sorted(window.held_rows),
+            )
+        return judged
 
     def _note_judged(self, window: GuardWindow) -> None:
         """Note in the journal what the guard judged of the import so far: called after
         each judgement, before its push sends anything."""
         if self.import_id is None:
             return
-        allow = self.service.allow_deletes
-        judged = {
-            "allowance": allow,
-            "judged": window.of(allow).saved(),
-            "held_rows": sorted(window.held_rows),
-        }
+        self.window = window
         with self.service.state.transaction():
-            self.service.state.imports.judged(self.import_id, judged)
+            self.service.state.imports.judged(self.import_id, self._journal_judgement())
+
+    def _note_rows(self, uow: UnitOfWork) -> None:
+        """Note in the journal, in the transaction of the unit of work that writes them,
+        the outbox rows a batch of the import wrote: cut after its commit (Ctrl-C while
+        it pushes, ``kill -9``), its re-run pushes them (nothing else does soon: too
+        fresh to be taken as left behind, they waited for `idprov outbox retry`). The
+        rows of earlier batches that their pushes sent are dropped from the note."""
+        if self.import_id is None or not uow.rows:
+            return
+        left = self.own_rows - self._last_rows
+        if self._last_rows:
+            left |= {r.id for r in self.service.state.outbox.rows(sorted(self._last_rows))}
+        self._last_rows = set(uow.rows)
+        self.own_rows = left | self._last_rows
+        uow.begin()
+        self.service.state.imports.judged(self.import_id, self._journal_judgement())
 
     def _judged_whole(self, window: GuardWindow) -> None:
         """The guard's reasons for what it held of the import, as one change: the whole
@@ -124,7 +157,6 @@ class BatchWriter(ImportState):
     def _write(self, staging: Staging) -> None:
         if not self.report.created and not self.report.updated and not self.report.roles_created:
             self._finish_left_pushes()  # killed while pushing its last batch
-            self._finish()
             return
         self._journal_start()
         self._finish_left_pushes()
@@ -142,15 +174,27 @@ class BatchWriter(ImportState):
             done += len(rows)
             if self.progress:
                 self.progress("importing", done, total)
-        self._finish()
 
     def _finish_left_pushes(self) -> None:
         """A resumed import first pushes what its interrupted run wrote but did not
         push (its rows are too fresh for the service to take as left behind), so the
-        roles pushed later find their members provisioned."""
-        if self.done_through and self.options.push:
-            left = self.service.state.outbox.rows(status="pending")
-            self._merge(self.service.push([row.id for row in left]))
+        roles pushed later find their members provisioned: the rows its journal notes
+        (its own, judged as its change with its ``--allow-deletes``), still pending;
+        not every pending row of the state (another change's went out under this
+        import's allowance, counted as its own). A failed or held row is not pushed
+        here: its retry (`idprov outbox retry`, `release`) is judged afresh."""
+        if not self.own_rows or not self.options.push:
+            return
+        ids = sorted(self.own_rows)
+        left = [
+            row.id
+            for start in range(0, len(ids), ROWS_AT_ONCE)
+            for row in self.service.state.outbox.rows(
+                ids[start : start + ROWS_AT_ONCE], status="pending"
+            )
+        ]
+        if left:
+            self._merge(self.service.push(left))
 
     def _held_because(self, idp: str, window: GuardWindow, why: str) -> None:
         """Give the import's rows held at ``idp`` the reason of the whole import (each
@@ -171,6 +215,7 @@ class BatchWriter(ImportState):
         with self.service.unit_of_work(push=self.options.push) as uow:
             for (domain, _), role in missing:
                 uow.add_role(role, domain)
+            self._note_rows(uow)
         self._merge(uow.outbound)
 
     def _write_batch(self, rows: list[tuple[Any, ...]]) -> None:
@@ -193,6 +238,7 @@ class BatchWriter(ImportState):
                 label = Path(self.source.name).name
                 uow.import_users(store, users, _batch_details(batch, last), label)
                 uow.imported_through(self._journal_id(), last)
+                self._note_rows(uow)
             self._merge(uow.outbound)
             for row, user in zip(batch, users, strict=True):
                 if user.refused is not None:
