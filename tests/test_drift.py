@@ -342,3 +342,38 @@ def test_a_value_added_at_the_target_where_idprov_holds_none_is_drift_and_remove
     assert len(scim.statuses("PATCH", f"/Users/{user0['id']}")) == patches + 1
     assert scim.statuses("PUT", f"/Users/{user0['id']}") == []
     assert cli("sync", "--verify", "--detailed-exitcode").exit_code == 0
+
+
+def test_repair_removing_values_the_target_added_passes_the_deletion_guard(
+    cli,
+    scim,  # noqa: F811
+    tmp_path,
+):
+    """A target (or a script there) that fills a mapped attribute idprov holds no value
+    in, for every account: `--repair` removes those values, an attribute removal for
+    each user, judged by the deletion guard as any other (it counted only attributes
+    sent with a value, so one repair cleared them everywhere without a trip)."""
+    from tests.test_sync import write_config
+
+    guard = "    deletion_guard: {attributes: {max_deletes: 2, min_deletes: 0}}\n"
+    write_config(tmp_path, scim.base_url, guard)
+    seed(cli, 4)
+    for user in scim.users():
+        scim.client.patch(
+            f"/Users/{user['id']}",
+            json={"schemas": [PATCH], "Operations": [{"op": "add", "value": {"title": "Temp"}}]},
+        )
+    run = cli("sync", "--verify", "--repair", "--json")
+    assert run.exit_code == 7, run
+    assert all(u.get("title") == "Temp" for u in scim.users())  # nothing was removed
+    repair = json.loads(run.stdout)["repair"]
+    assert repair["held"] == {"scim": 4}
+    assert repair["guard"] == [
+        "will remove attributes (title) of 4 users at scim (100% of its 4 users): over "
+        "deletion_guard.attributes.max_deletes (2)"
+    ]
+
+    released = cli("outbox", "release", "--yes", "--allow-deletes", "4")
+    assert released.exit_code == 0, released
+    assert not any("title" in u for u in scim.users())
+    assert cli("sync", "--verify", "--detailed-exitcode").exit_code == 0

@@ -48,6 +48,8 @@ def _exit_code(result: Any, detailed: bool) -> int:
         return int(ExitCode.GUARD_TRIPPED)  # an IdP's plan held: `--allow-deletes N`
     if result.outbound is not None and result.outbound.held:
         return int(ExitCode.GUARD_TRIPPED)  # held in the outbox: `idprov outbox release`
+    if result.repaired is not None and result.repaired.held:
+        return int(ExitCode.GUARD_TRIPPED)  # the repair's push, held the same way
     if result.plan.ambiguous:
         return int(ExitCode.PARTIAL)  # users left out until their names are unique
     if detailed and drift_found(result.drift) and result.repaired is None:

@@ -251,10 +251,14 @@ def _once(labels: list[str]) -> list[str]:
 def removed_attributes(
     sent: Mapping[str, Any] | None, after: Mapping[str, Any] | None
 ) -> list[str]:
-    """Attributes sent with a value that ``after`` (what would be sent) drops or blanks."""
+    """Attributes sent with a value that ``after`` (what would be sent) drops or blanks,
+    and those a repair recorded as sent with null (a value the target holds that idprov
+    has none for, to be removed there: see :func:`idprov.provisioning.verify.repair`)."""
     old = dict((sent or {}).get("attributes") or {})
     new = dict((after or {}).get("attributes") or {})
-    return sorted(k for k, v in old.items() if v not in EMPTY and new.get(k) in EMPTY)
+    return sorted(
+        k for k, v in old.items() if (v is None or v not in EMPTY) and new.get(k) in EMPTY
+    )
 
 
 @dataclass
