@@ -147,3 +147,42 @@ def test_verify_finds_and_repair_clears_fields_salesforce_holds_where_idprov_hol
     assert "Title" not in record and "Department" not in record
     assert record["CommunityNickname"] == "annie"
     assert cli("sync", "--verify", "--json").ok().json()["drift"]["sf"]["repairs"] == []
+
+
+def _assign_to_others(org: SalesforceOrg, count: int) -> None:
+    """What an org holds: users idprov never made, given the role's permission set in
+    Setup, and a public group nested in the role's group."""
+    ps = org.permission_set_id("Sales_Ops")
+    for i in range(count):
+        uid = org._insert(
+            "User",
+            {
+                "Username": f"other{i}@corp.example",
+                "LastName": "Other",
+                "Email": f"other{i}@corp.example",
+                "Alias": f"o{i}",
+                "ProfileId": org.profile_id("Standard User"),
+                "IsActive": True,
+            },
+        )
+        org._insert("PermissionSetAssignment", {"PermissionSetId": ps, "AssigneeId": uid})
+
+
+def test_verify_of_a_permission_set_with_many_other_assignees_costs_no_call_per_assignee(
+    cli, tmp_path, org
+):
+    """A permission set held by 200 users idprov does not own: verify read each of them
+    (one GET /sobjects/User per assignee, every run, from the org's daily API allowance)
+    to look for members that cannot exist at Salesforce."""
+    seeded(cli, tmp_path, org, ("ann",))
+    before = len(org.requests)
+    cli("sync", "--verify", "--json").ok()
+    alone = len(org.requests) - before
+    _assign_to_others(org, 200)
+    eng = org.group_id("Engineering")
+    org._insert("GroupMember", {"GroupId": eng, "UserOrGroupId": org.group_id("All_Staff")})
+    before = len(org.requests)
+    drift = cli("sync", "--verify", "--json").ok().json()["drift"]["sf"]
+    sent = org.requests[before:]
+    assert drift["repairs"] == [] and drift["errors"] == [] and drift["groups_checked"] == 2
+    assert len(sent) <= alone + 2, [r.path for r in sent]  # a page more at most

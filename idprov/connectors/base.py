@@ -307,6 +307,11 @@ class Connector(ABC):
     """Whether :meth:`delete_group` removes the group, and every membership with it.
     False when the group is not idprov's (a Salesforce permission set): the engine
     then first removes the members idprov put there, so that no access is left."""
+    members_dangle: ClassVar[bool] = True
+    """Whether a group's member can reference nothing at the target (an account
+    deleted without leaving its groups). False where that cannot happen (Salesforce:
+    users are never deleted, a deleted group takes its memberships): ``sync --verify``
+    then does not read each member idprov does not own to look for one."""
     limiter: Any = None
     """The IdP's rate limiter (:class:`~idprov.connectors.http.RateLimiter`), set by
     idprov when it opens an HTTP connector; shared by the connector's threads."""

@@ -135,6 +135,7 @@ class SalesforceConnector(Connector):
 
     default_deprovision = "disable"
     deletes_groups = False
+    members_dangle = False  # users are deactivated, never deleted; a group takes its members
 
     @classmethod
     def held_back(cls, options: Any) -> frozenset[str]:

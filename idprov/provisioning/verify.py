@@ -368,7 +368,11 @@ def _dangling(
     an account nor a group answers to the id there (a nested group does not dangle).
     One the target does not say is gone (a read that fails) is kept. A target that
     never lists a group's members (they are asked one by one) has none to check.
-    Whether an account answers is the engine's rule too (:class:`RemoteAccounts`)."""
+    Whether an account answers is the engine's rule too (:class:`RemoteAccounts`).
+    Where members cannot dangle (``members_dangle``), none is read: a permission set's
+    thousands of assignees would cost one API call each."""
+    if not accounts.connector.members_dangle:
+        return []
     if not isinstance(remote_members, set | frozenset | list | tuple):
         return []
     out = []
