@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -44,12 +46,48 @@ class DatabaseGone(StoreError):
     committed before stays committed: the command's error says what that was, and
     what finishes it (:func:`idprov.cli.common.as_idprov_error`)."""
 
-    def __init__(self, message: str, *, hint: str | None, reason: str, rolled_back: bool):
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None,
+        reason: str,
+        rolled_back: bool,
+        unknown: bool = False,
+        committed_before: tuple[str, ...] = (),
+    ):
         super().__init__(message, hint=hint)
         self.reason = reason
         """What happened, without what it means for the command (``<where>: cannot
         connect: <why>``)."""
         self.rolled_back = rolled_back
+        self.unknown = unknown
+        """The connection was lost as its transaction was committing (COMMIT sent, its
+        answer never came): the server may have made the change, or not."""
+        self.committed_before = committed_before
+        """With ``unknown``: the other databases (``where``) that committed their part
+        of the same change during that transaction (a PostgreSQL userstore, on its own
+        connection, commits just before the state): their part is made."""
+
+
+class _Commits(threading.local):
+    """The transactions this thread committed lately, numbered (a few: a change opens
+    one per database), to say which databases made their part of a change whose last
+    COMMIT got no answer (:attr:`DatabaseGone.committed_before`)."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.log: deque[tuple[int, str]] = deque(maxlen=32)
+
+    def add(self, where: str) -> None:
+        self.seq += 1
+        self.log.append((self.seq, where))
+
+    def since(self, mark: int, own: str) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(w for s, w in self.log if s > mark and w != own))
+
+
+_COMMITS = _Commits()
 
 
 class PgSession:
@@ -145,8 +183,10 @@ class PgSession:
             conn.close()
 
     # ---- errors
-    def failed(self, exc: Exception) -> IdprovError:
-        """The idprov error for a driver error while the connection was open."""
+    def failed(self, exc: Exception, committing: int | None = None) -> IdprovError:
+        """The idprov error for a driver error while the connection was open
+        (``committing``: raised by the COMMIT of a transaction begun when this thread's
+        commits were at that number)."""
         import psycopg
 
         why = reason(exc, self.password())
@@ -157,6 +197,18 @@ class PgSession:
             )
         if self._conn is not None and (self._conn.closed or self._conn.broken):
             self._conn = None
+            if committing is not None:
+                before = _COMMITS.since(committing, self.where)
+                made = "".join(f"; {where} committed its part before" for where in before)
+                return DatabaseGone(
+                    f"{self.where}: the connection was lost as the change was committing "
+                    f"({why}): it may have been made{made}",
+                    hint="check whether it was made (`idprov log`) before running it again",
+                    reason=f"{self.where}: the connection was lost ({why})",
+                    rolled_back=False,
+                    unknown=True,
+                    committed_before=before,
+                )
             return DatabaseGone(
                 f"{self.where}: the connection was lost ({why}); the server rolled back the "
                 "transaction that was open: nothing of it was written",
@@ -188,8 +240,30 @@ class PgSession:
     def transaction(self) -> Iterator[None]:
         """One transaction; a savepoint when one is open already."""
         with self.translated(), ExitStack() as stack:
-            stack.push(self._begin().__exit__)
+            outer = not self.in_transaction
+            exit = self._begin().__exit__
+            stack.push(self._committing(exit) if outer else exit)
             yield
+
+    def _committing(self, exit: Callable[..., Any]) -> Callable[..., Any]:
+        """``exit`` of an outermost transaction: a COMMIT that fails on a lost
+        connection leaves the outcome unknown (:attr:`DatabaseGone.unknown`); one that
+        succeeds is noted (:attr:`DatabaseGone.committed_before`)."""
+        import psycopg
+
+        begun = _COMMITS.seq
+
+        def end(*exc: Any) -> Any:
+            if exc[0] is not None:
+                return exit(*exc)
+            try:
+                result = exit(*exc)
+            except psycopg.Error as error:
+                raise self.failed(error, committing=begun) from None
+            _COMMITS.add(self.where)
+            return result
+
+        return end
 
     @property
     def in_transaction(self) -> bool:

@@ -332,7 +332,10 @@ def database_gone(error: DatabaseGone, command: str | None, cut: CutOff | None) 
     """The error of a database that went away (``error``) once ``command`` had
     committed a change (``cut``, as for a Ctrl-C: :func:`interrupted`): what was
     committed is kept and named, with what is left and what finishes it once the
-    database answers. Before any commit, ``error`` is true as it is."""
+    database answers. Before any commit, ``error`` is true as it is. Lost as it
+    committed, the change may have been made: :func:`_maybe_made`."""
+    if error.unknown:
+        return _maybe_made(error, command)
     if cut is None or not cut.committed:
         return error
     again = _again()
@@ -359,6 +362,44 @@ def database_gone(error: DatabaseGone, command: str | None, cut: CutOff | None) 
         hint=f"do not run it again (it is made; `idprov log` shows it); `idprov outbox retry` "
         f"pushes anything left in the outbox {back}",
     )
+
+
+def _maybe_made(error: DatabaseGone, command: str | None) -> IdprovError:
+    """The error of a connection lost as ``command``'s change was committing: the
+    server may have made it, or not; the databases that committed their part before
+    (a PostgreSQL userstore) have it."""
+    again = _again()
+    made = "".join(f"; {where} committed its part of it" for where in error.committed_before)
+    message = f"{error.reason} as `{again}` was committing its change: it may have been made{made}"
+    if command is None or command in RESUMABLE:
+        return StoreError(
+            message,
+            hint=f"run the same command again once the database answers, to finish{_how(command)}",
+        )
+    check = _check_made()
+    if error.committed_before:
+        return StoreError(
+            f"{message}: if `idprov log` does not show it, its audit entry and its push are "
+            "missing, and running it again finds it made already",
+            hint=f"check with {check} before running it again; if the log does not show it, "
+            "`idprov sync` pushes what the directory holds to the identity providers, once "
+            "the database answers",
+        )
+    return StoreError(
+        message,
+        hint=f"it may have been made: check with {check} before running it again; if it was, "
+        "`idprov outbox retry` pushes what it left, once the database answers",
+    )
+
+
+def _check_made() -> str:
+    """The commands that show whether this command's change was made."""
+    import shlex
+
+    words = sys.argv[1:]
+    if len(words) > 2 and words[0] in ("user", "role") and not words[2].startswith("-"):
+        return f"`idprov {words[0]} show {shlex.quote(words[2])}` / `idprov log`"
+    return "`idprov log`"
 
 
 def _cut_off(cut: CutOff | None, again: str, own: bool) -> Interrupted:
