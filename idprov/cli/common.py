@@ -338,12 +338,40 @@ def database_gone(error: DatabaseGone, command: str | None, cut: CutOff | None) 
         return _maybe_made(error, command)
     if cut is None or not cut.committed:
         return error
-    again = _again()
     lost = error.reason
     if error.rolled_back:
         lost += "; the server rolled back the transaction that was open"
     check = f" ({error.hint})" if error.hint and not error.rolled_back else ""
     back = f"once the database answers again{check}"  # a lost one's hint: "re-run"
+    return _made_before(lost, back, command, cut)
+
+
+_SQLITE_FIRST = {
+    "SQLITE_FULL": "once some space is free",
+    "SQLITE_READONLY": "once the database file and its directory are writable by this user",
+    "SQLITE_BUSY": "once the other idprov command has finished",
+}
+"""What must happen before an SQLite state that failed is written again (its error's
+hint says "run again": wrong once the command committed)."""
+
+
+def sqlite_failed(
+    error: StoreError, exc: Exception, command: str | None, cut: CutOff
+) -> StoreError:
+    """An SQLite state that failed (``error``, from ``exc``: disk full, read-only,
+    busy) once ``command`` had committed a change (``cut``): as a PostgreSQL state
+    that went away then (:func:`database_gone`), the change is kept and named, with
+    what finishes it."""
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    first = next((v for k, v in _SQLITE_FIRST.items() if name.startswith(k)), None)
+    return _made_before(error.message, first or f"once that is fixed ({error.hint})", command, cut)
+
+
+def _made_before(lost: str, back: str, command: str | None, cut: CutOff) -> StoreError:
+    """The error of a state that failed (``lost``: how) after ``command`` committed
+    its change (``cut``): what is kept, what is left, and what finishes it (``back``:
+    when: ``once ...``)."""
+    again = _again()
     if command is None or command in RESUMABLE:
         return StoreError(
             f"{lost}; what `{again}` committed before is kept (`idprov log` shows it), "
@@ -552,6 +580,9 @@ def as_idprov_error(exc: BaseException, command: str | None = None) -> IdprovErr
     if isinstance(exc, DatabaseGone):
         service = _session()._service
         return database_gone(exc, command, service.cut_off() if service is not None else None)
+    made = _sqlite_after_commit(exc, command)
+    if made is not None:
+        return made
     if isinstance(exc, IdprovError):
         return exc
     if isinstance(exc, typer.Abort):
@@ -576,6 +607,26 @@ def as_idprov_error(exc: BaseException, command: str | None = None) -> IdprovErr
         blank(f"internal error: {type(exc).__name__}: {exc}"),
         hint="this is a bug in idprov; run again with IDPROV_DEBUG=1 for a traceback and report it",
     )
+
+
+def _sqlite_after_commit(exc: BaseException, command: str | None) -> StoreError | None:
+    """An SQLite state's failure (raised by sqlite3, or as idprov's error from it) once
+    ``command`` committed its change: :func:`sqlite_failed`; else None."""
+    import sqlite3
+
+    cause = exc if isinstance(exc, sqlite3.Error) else exc.__cause__
+    if not isinstance(cause, sqlite3.Error) or not isinstance(exc, (sqlite3.Error, StoreError)):
+        return None
+    service = _session()._service
+    cut = service.cut_off() if service is not None else None
+    if cut is None or not cut.committed:
+        return None
+    from idprov.provisioning.state_moved import fenced_error
+
+    if fenced_error(cause) is not None:
+        return None  # the file was copied to PostgreSQL: its own error says what to run
+    error = exc if isinstance(exc, StoreError) else from_sqlite_error(cause, open_databases())
+    return None if error is None else sqlite_failed(error, cause, command, cut)
 
 
 def _as_reader_saw(error: IdprovError, exc: Exception) -> IdprovError:
