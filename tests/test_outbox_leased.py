@@ -6,6 +6,7 @@ either until the lease ends."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -88,3 +89,32 @@ def test_serves_access_log_says_a_requests_rows_wait_for_their_holder():
     report = OutboundReport()
     report.leased["scim"] = 1
     assert _outbound_outcome(report) == "leased:1"
+
+
+def test_a_killed_holder_on_this_machine_is_said_to_be_taken_now(cli, leased):
+    """A command on this machine that held rows and no longer runs (killed): outbox
+    list says `outbox retry` takes them now (it does), not to wait for the lease."""
+    import socket
+    import subprocess
+
+    from idprov.provisioning.outbound import holder_gone, process_token
+
+    proc = subprocess.Popen(["sleep", "30"])
+    token = process_token(proc.pid)
+    proc.kill()
+    proc.wait()
+    holder = f"{socket.gethostname()}:{proc.pid}:0123abcd{token}"
+    assert token and holder_gone(holder)
+    conn = sqlite3.connect(leased, isolation_level=None)
+    conn.execute("UPDATE outbox SET claimed_by = ?", (holder,))
+    conn.close()
+    run = cli("outbox", "list")
+    assert run.exit_code == 0, run
+    assert "taken when the lease ends" not in run.stderr
+    assert (
+        f"scim: 1 row is held by {socket.gethostname()} pid {proc.pid}, which no longer runs "
+        "on this machine (a killed command): `idprov outbox retry` takes them now"
+    ) in " ".join(run.stderr.split())
+    retry = cli("outbox", "retry", "--json")  # taken at once: sent, the target is down
+    assert retry.exit_code == 6, retry
+    assert "leased" not in json.loads(retry.stdout), retry.stdout

@@ -129,20 +129,34 @@ def _outbox_status(row: OutboxRow, now: datetime) -> str:
 
 
 def _leases(rows: list[OutboxRow], now: datetime) -> None:
-    """A note per IdP with rows a drainer holds: who, until when, and what then."""
-    from idprov.provisioning.outbound import lease_line
+    """A note per IdP with rows a drainer holds: who, until when, and what then. A
+    holder on this machine that no longer runs (a killed command) waits for no lease:
+    the next `idprov outbox retry` takes its rows (as it does: it releases them)."""
+    from idprov.provisioning.outbound import holder_gone, holder_label, lease_line
 
     by: dict[str, dict[str, str]] = {}
     counts: dict[str, int] = {}
+    dead: dict[str, dict[str, int]] = {}
     for r in rows:
-        if _claimed(r, now):
-            holders = by.setdefault(r.idp, {})
-            holders[r.claimed_by or ""] = max(
-                r.claimed_until or "", holders.get(r.claimed_by or "", "")
+        if not _claimed(r, now):
+            continue
+        holder = r.claimed_by or ""
+        if holder_gone(holder):
+            gone = dead.setdefault(r.idp, {})
+            gone[holder] = gone.get(holder, 0) + 1
+            continue
+        holders = by.setdefault(r.idp, {})
+        holders[holder] = max(r.claimed_until or "", holders.get(holder, ""))
+        counts[r.idp] = counts.get(r.idp, 0) + 1
+    for idp in sorted(by.keys() | dead.keys()):
+        if idp in by:
+            note(f"{idp}: {lease_line(counts[idp], by[idp])}")
+        for holder, count in sorted(dead.get(idp, {}).items()):
+            rows_are = "row is" if count == 1 else "rows are"
+            note(
+                f"{idp}: {count} {rows_are} held by {holder_label(holder)}, which no longer "
+                "runs on this machine (a killed command): `idprov outbox retry` takes them now"
             )
-            counts[r.idp] = counts.get(r.idp, 0) + 1
-    for idp in sorted(by):
-        note(f"{idp}: {lease_line(counts[idp], by[idp])}")
 
 
 def _claimed(row: OutboxRow, now: datetime) -> bool:
