@@ -90,8 +90,8 @@ def test_latin1_bytes_reject_their_row_and_name_the_fix(cli, tmp_path, roles):
     run = cli("import", "users", str(path), "--json")
     assert run.exit_code == 9
     [error] = json.loads(run.stdout)["errors"]
-    assert error["line"] == 3 and "not utf-8 text" in error["message"]
-    assert "--encoding (latin-1? cp1252?)" in error["message"]
+    assert error["line"] == 3 and error["message"].startswith("is not utf-8 text")
+    assert '--encoding (Excel\'s "CSV" on Windows is cp1252)' in error["message"]
     # with the file's encoding named, every row imports, the accent intact
     path.write_bytes((HEADER + "zoe,z@example.com,Zoë,Z,\n").encode("latin-1"))
     cli("import", "users", str(path), "--encoding", "latin-1").ok()

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TextIO
 from idprov.errors import ExitCode, StoreError
 from idprov.inbound.csv_missing import Missing, MissingReport, MissingUsers, check_options
 from idprov.inbound.csv_preflight import Preflight
-from idprov.inbound.csv_read import FileError, Source, check_input, open_source
+from idprov.inbound.csv_read import FileError, Source, bom_wins, check_input, open_source
 from idprov.inbound.csv_staging import RowError, Staging
 from idprov.userstores.base import UserStore
 
@@ -190,6 +190,7 @@ class CsvImport(Preflight, MissingUsers):
         self._stores: dict[str, UserStore] = {}
         self._valid_roles: set[tuple[str, str]] = set()
         self.header: list[str] = []
+        self.unnamed = 0
         self.claims_given: set[str] = set()
         self.import_id: int | None = None
         self.killed_batch: tuple[int, int] | None = None
@@ -226,6 +227,9 @@ class CsvImport(Preflight, MissingUsers):
         from the start: a second import or a sync exits 8 at once (not after reading a
         directory that hangs), and what is checked is what is written."""
         self.source = open_source(self.given, self.options.encoding, Path(staging.dir.name))
+        self.source, note = bom_wins(self.source)
+        if note is not None:
+            self.report.notes.append(note)
         self.path = self.source.path
         lock = self.service.state.run_lock("import", wait=self.options.wait)
         with nullcontext() if self.options.dry_run else lock:

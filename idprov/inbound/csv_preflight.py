@@ -64,6 +64,7 @@ class Preflight(RowChecks, PasswordHashing):
             strict=True,
         )
         columns = self._columns(reader)
+        width = len(columns.names)
         batch: list[Pending] = []
         size = self.path.stat().st_size or 1
         line = reader.line_num
@@ -79,6 +80,8 @@ class Preflight(RowChecks, PasswordHashing):
             if not cells or all(not c.strip() for c in cells):
                 continue  # an empty line
             self.report.rows += 1
+            if len(cells) > width:  # Excel's empty trailing columns: nothing in them
+                cells = _trimmed(cells, width)
             pending = self._check_row(staging, first, line, cells, columns)
             if pending is not None:
                 batch.append(pending)
@@ -98,6 +101,24 @@ class Preflight(RowChecks, PasswordHashing):
                 hint="add a row per user under the header",
             )
 
+    def _named(self, header: list[str]) -> list[str]:
+        """The header without its empty last cells (Excel's columns once formatted or
+        cleared: ``a,b,c,,,``), noted; a row with a value under one is rejected, naming
+        its column (see :meth:`_check_row`). An empty cell before a named one is an
+        error (:func:`~idprov.inbound.csv_read.read_header`)."""
+        width = len(header)
+        while width > 1 and not header[width - 1].strip():
+            width -= 1
+        if width < len(header):
+            count = len(header) - width
+            self.report.notes.append(
+                f"the header's last {count} cell{'s are' if count > 1 else ' is'} empty: "
+                f"{'those columns are' if count > 1 else 'that column is'} not imported "
+                "(a value under one rejects its row)"
+            )
+        self.unnamed = len(header) - width
+        return header[:width]
+
     def _columns(self, reader: Any) -> Columns:
         """The header row, resolved (see :func:`~idprov.inbound.csv_read.read_header`)."""
         try:
@@ -112,9 +133,10 @@ class Preflight(RowChecks, PasswordHashing):
         if 1 in self.bad_lines:
             raise BrokenFile(
                 f"{self.source.name}: the header is not {self.source.encoding} text",
-                hint="give the file's encoding with --encoding (latin-1? cp1252?)",
+                hint="give the file's encoding with --encoding (Excel's \"CSV\" on Windows is "
+                "cp1252)",
             )
-        self.header = header
+        self.header = header = self._named(header)
         rules = HeaderRules(
             set(self.known), self.options.column_map, self.options.ignore_columns, self.delimiter
         )
@@ -419,6 +441,12 @@ class Preflight(RowChecks, PasswordHashing):
             if first in lines:
                 found[first] = cells
             first = reader.line_num + 1
+
+
+def _trimmed(cells: list[str], width: int) -> list[str]:
+    """A row's cells past the header's ``width`` dropped when they are empty (Excel
+    ends every row with the separators of columns once formatted or cleared)."""
+    return cells[:width] if not any(c.strip() for c in cells[width:]) else cells
 
 
 def _same_file(path: Path, given: Path | BinaryIO) -> bool:

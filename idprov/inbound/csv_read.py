@@ -7,8 +7,8 @@ directory as UTF-8. Every other encoding is decoded line by line: a line that do
 not decode rejects the row it is in, naming the line, not the whole file.
 
 The delimiter is sniffed from the header unless given. Header cells match claim
-names whatever their case, with spaces or hyphens for underscores
-(``Given Name`` is ``given_name``); an unknown one gets a "did you mean".
+names whatever their case, spaces, hyphens and underscores (``Given Name`` is
+``given_name``, ``E-Mail`` is ``email``); an unknown one gets a "did you mean".
 """
 
 from __future__ import annotations
@@ -216,12 +216,33 @@ def decoded_lines(source: Source, bad_lines: set[int]) -> Iterator[str]:
                 yield raw.decode(source.encoding, errors="replace")
 
 
-def not_decodable(source: Source, line: int) -> str:
-    """The message for a row whose line ``line`` did not decode."""
-    return (
-        f"line {line} is not {source.encoding} text; give the file's encoding with "
-        "--encoding (latin-1? cp1252?)"
+def not_decodable(source: Source, line: int, first: int) -> str:
+    """The message for the row of line ``first`` whose line ``line`` did not decode
+    (the report names ``first`` already)."""
+    where = "is" if line == first else f"has line {line}, which is"
+    hint = (
+        "give the file's encoding with --encoding (Excel's \"CSV\" on Windows is cp1252)"
+        if source.encoding == "utf-8"
+        else "give the file's encoding with --encoding"
     )
+    return f"{where} not {source.encoding} text; {hint}"
+
+
+def bom_wins(source: Source) -> tuple[Source, str | None]:
+    """``source`` read as UTF-8 if it starts with a UTF-8 byte order mark while another
+    single-byte encoding was asked for (a cron job written for a cp1252 export, and HR
+    now saves "CSV UTF-8"): the mark proves UTF-8 (read as cp1252, José became JosÃ©
+    and was pushed so), and a note that says so; else ``source`` as it is."""
+    if source.encoding.startswith(("utf-8", "utf_8")) or source.encoding.startswith(WIDE_ENCODINGS):
+        return source, None
+    with source.path.open("rb") as f:
+        if f.read(3) != codecs.BOM_UTF8:
+            return source, None
+    note = (
+        f'{source.name} starts with a UTF-8 byte order mark (Excel\'s "CSV UTF-8"): read as '
+        f"UTF-8, not {source.encoding} as --encoding says (drop --encoding)"
+    )
+    return Source(source.path, source.name, "utf-8", source.bytes_read), note
 
 
 def not_csv(name: str, error: Exception, first: int, line: int) -> BrokenFile:
@@ -303,7 +324,9 @@ REJECTS_COLUMNS = ("line", "error")
 
 
 def _folded(name: str) -> str:
-    return name.strip().casefold().replace(" ", "_").replace("-", "_")
+    """A header cell as it is matched: case, spaces, hyphens and underscores aside
+    (``E-Mail`` is ``email``, ``Given Name`` is ``given_name``)."""
+    return "".join(c for c in name.strip().casefold() if c not in " \t_-")
 
 
 def read_header(cells: list[str], rules: HeaderRules) -> Columns:

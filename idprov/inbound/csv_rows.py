@@ -9,6 +9,7 @@ column at fault. The checks that need the store or the rest of the file follow i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,15 +53,24 @@ class RowChecks(MissingUsers):
 
         bad = [n for n in range(first, last + 1) if n in self.bad_lines]
         if bad:
-            reject(None, not_decodable(self.source, bad[0]))
+            reject(None, not_decodable(self.source, bad[0], first))
             self._unread_row(first)
             return None
         if [c.strip().casefold() for c in cells] == [h.strip().casefold() for h in self.header]:
             reject(None, "repeats the header row (files joined together?): remove it")
             return None
         self._name_row(staging, first, cells, columns)
-        if len(cells) != len(columns.names):
-            reject(None, f"has {len(cells)} fields; the header has {len(columns.names)}")
+        width = len(columns.names)
+        if width < len(cells) <= width + self.unnamed:
+            at = next(i for i in range(width, len(cells)) if cells[i].strip())
+            reject(
+                None,
+                f"has the value {cells[at].strip()[:40]!r} in column {at + 1}, which the header "
+                "leaves unnamed: name the column in the header, or remove the value",
+            )
+            return None
+        if len(cells) != width:
+            reject(None, f"has {len(cells)} fields; the header has {width}")
             return None
         self._note_user(staging, first, cells[columns.username])
         try:
@@ -115,11 +125,49 @@ class RowChecks(MissingUsers):
         if definition.multi_valued:
             values = [v.strip() for v in value.split(self.options.separator) if v.strip()]
             for item in values:
+                self._check_text(column, definition, item, user)
                 _in_column(column, policy.check_claim_value, definition, item, user)
             return values
         if not policy.claim_value_ok(definition, value):  # the fast path; on a refusal,
+            self._check_text(column, definition, value, user)
             _in_column(column, policy.check_claim_value, definition, value, user)  # why
+        elif _C1.search(value):
+            self._check_text(column, definition, value, user)
         return value
+
+    def _check_text(self, column: str, definition: Any, value: str, user: str) -> None:
+        """Refuse, saying what it is, a C1 control character (U+0080-U+009F: what
+        Windows-1252's quotes, dashes and euro become when the file is read as latin-1;
+        the userstore's own check refuses only the others) and a line break in a claim
+        that takes one line (a cell quoted over two lines: in Excel it looks like one)."""
+        name = definition.name
+        if found := _C1.search(value):
+            at = found.start() + 1
+            if self.source.encoding in ("iso8859-1", "latin-1", "latin_1"):
+                why = (
+                    "the file is probably Windows-1252 (what Excel writes), read as latin-1: "
+                    "import it with --encoding cp1252"
+                )
+            else:
+                why = "remove it from the file"
+            raise _CellError(
+                column,
+                f"claim {name!r} of user {user} contains the control character "
+                f"U+{ord(found.group()):04X} (character {at}); {why}",
+            )
+        if not definition.multiline and ("\n" in value or "\r" in value):
+            multi = sorted(n for n, d in self.known.items() if d.multiline)
+            takes = (
+                f"only {', '.join(multi)} take{'s' if len(multi) == 1 else ''} several lines"
+                if multi
+                else "no claim takes several lines"
+            )
+            raise _CellError(
+                column,
+                f"claim {name!r} of user {user} holds a line break (a cell quoted over two "
+                f"lines; Excel shows it on one): {name} takes one line, {takes} (declare "
+                "multiline: true for the claim to accept it)",
+            )
 
     def _roles(self, cell: str, store: UserStore) -> list[str]:
         """The roles of a roles cell, each name checked once per import: a role of the
@@ -184,6 +232,10 @@ def _check_password(store: UserStore, password: str, pw_hash: str) -> None:
         _in_column("password", policy.check_password, store.config.policy, password, store.domain)
     if pw_hash:
         _in_column("password_hash", store.check_password_hash, pw_hash)
+
+
+_C1 = re.compile("[\x80-\x9f]")
+"""The C1 control characters (Unicode ``Cc`` like C0's)."""
 
 
 class _CellError(ValueError):

@@ -251,6 +251,8 @@ class ImportState:
     header: list[str]
     claims_given: set[str]
     """The claims the header names (after ``--map``)."""
+    unnamed: int
+    """The header's empty last cells (dropped: see ``Preflight._named``)."""
     import_id: int | None
     killed_batch: tuple[int, int] | None
     judged_before: dict[str, Any] | None

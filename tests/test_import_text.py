@@ -1,0 +1,113 @@
+"""The text of an import file as HR and Excel write it: a UTF-8 byte order mark under
+an --encoding written for an older export, Windows-1252 read as latin-1, a line break
+inside a quoted cell. Each reaches the userstore and the target as the person's name
+is written, or is refused saying what it is and how to fix it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+HEADER = "username,email,given_name,family_name,department\r\n"
+
+
+def claims(cli, name: str) -> dict[str, str]:
+    return cli("user", "show", name, "--json").json()["claims"]
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1"])
+def test_a_utf8_byte_order_mark_wins_over_an_encoding_given_for_an_older_export(
+    cli, tmp_path: Path, encoding: str
+):
+    """Excel's "CSV UTF-8" starts with a byte order mark; a cron job written for the
+    cp1252 export read it as cp1252: José became JosÃ©, exit 0, no word. The mark
+    proves UTF-8: the file is read so, and the report says --encoding is not needed."""
+    path = tmp_path / "hr.csv"
+    row = "bm1,bm1@example.com,José,Müller,R&D\r\n"
+    path.write_bytes(b"\xef\xbb\xbf" + (HEADER + row).encode())
+    report = cli("import", "users", str(path), "--encoding", encoding, "--json").json()
+    assert report["created"] == 1
+    assert claims(cli, "bm1")["given_name"] == "José"
+    assert claims(cli, "bm1")["family_name"] == "Müller"
+    [note] = [n for n in report["notes"] if "byte order mark" in n]
+    assert "read as UTF-8" in note and "drop --encoding" in note
+    # without the mark, the encoding given is the file's
+    plain = tmp_path / "old.csv"
+    plain.write_bytes((HEADER + "cp1,cp1@example.com,José,Lefèvre,D\r\n").encode("cp1252"))
+    cli("import", "users", str(plain), "--encoding", "cp1252").ok()
+    assert claims(cli, "cp1")["given_name"] == "José"
+
+
+def test_windows_1252_read_as_latin1_is_refused_naming_cp1252(cli, tmp_path: Path):
+    """Windows-1252's curly quotes, dashes and euro sign are C1 control characters in
+    latin-1: they were stored and pushed (Café \\x93Quotes\\x94), while a C0 control
+    character is refused. Refused alike, with the line, column and the fix."""
+    path = tmp_path / "cp.csv"
+    text = HEADER + "cpb1,cpb1@example.com,François,Lefèvre,Café “Quotes” – dash €\r\n"
+    path.write_bytes(text.encode("cp1252"))
+    run = cli("import", "users", str(path), "--encoding", "latin-1", "--json")
+    assert run.exit_code == 10, run
+    [error] = json.loads(run.stdout)["errors"]
+    assert (error["line"], error["column"]) == (2, "department")
+    assert "contains the control character U+0093 (character 6)" in error["message"]
+    assert "Windows-1252" in error["message"] and "--encoding cp1252" in error["message"]
+    cli("import", "users", str(path), "--encoding", "cp1252").ok()
+    assert claims(cli, "cpb1")["department"] == "Café “Quotes” – dash €"
+
+
+def test_a_line_break_in_a_one_line_claim_says_so_and_which_claims_take_lines(cli, tmp_path: Path):
+    """A cell quoted over two lines was refused as "contains control characters" (in
+    Excel it looks like one line: people hunted for invisible bytes); street_address
+    takes it."""
+    path = tmp_path / "embed.csv"
+    path.write_text(
+        "username,email,department,street_address\n"
+        'emb1,emb1@example.com,"Dept\nline2",x\n'
+        'emb2,emb2@example.com,Sales,"1 Main St\nApt 2"\n'
+    )
+    run = cli("import", "users", str(path), "--json")
+    assert run.exit_code == 9, run
+    [error] = json.loads(run.stdout)["errors"]
+    assert (error["line"], error["column"]) == (2, "department")
+    assert "holds a line break" in error["message"]
+    assert "only street_address takes several lines" in error["message"]
+    assert claims(cli, "emb2")["street_address"] == "1 Main St\nApt 2"
+
+
+def test_excels_empty_trailing_columns_are_ignored_and_a_value_under_one_is_named(
+    cli, tmp_path: Path
+):
+    """Excel writes `a,b,c,,,` and rows ending `,,,` after columns once formatted or
+    cleared: exit 2 "header cell 6 is empty" until the file was edited by hand."""
+    path = tmp_path / "trail.csv"
+    path.write_text(
+        "username,email,given_name,family_name,department,,,\n"
+        "tr1,tr1@example.com,A,B,D,,,\n"
+        "tr2,tr2@example.com,C,D,E,,x,\n"
+        "tr3,tr3@example.com,E,F,G\n"
+    )
+    run = cli("import", "users", str(path), "--json")
+    assert run.exit_code == 9, run
+    report = json.loads(run.stdout)
+    assert report["created"] == 2
+    assert "the header's last 3 cells are empty: those columns are not imported" in " ".join(
+        report["notes"]
+    )
+    [error] = report["errors"]
+    assert error["line"] == 3
+    assert "has the value 'x' in column 7, which the header leaves unnamed" in error["message"]
+    # an empty header cell before a named one stays an error naming it
+    (tmp_path / "hole.csv").write_text("username,,email\nh1,,h1@example.com\n")
+    error = cli("import", "users", str(tmp_path / "hole.csv"), "--json").error(2)
+    assert error["message"] == "header cell 2 is empty"
+
+
+def test_an_e_mail_header_is_the_email_claim(cli, tmp_path: Path):
+    """`E-Mail` (Outlook's, most HR tools') did not match `email`: a did-you-mean."""
+    path = tmp_path / "outlook.csv"
+    path.write_text("User Name,E-Mail,Given-Name\nol1,ol1@example.com,Olga\n")
+    cli("import", "users", str(path)).ok()
+    assert claims(cli, "ol1") == {"email": "ol1@example.com", "given_name": "Olga"}
+
