@@ -111,3 +111,12 @@ def test_stamp_refuses_an_account_the_ledger_maps_to_another_user_too(cli, tmp_p
     assert "Nothing was stamped" in message
     assert "`idprov idp forget-account legacy USER` of the other" in error["hint"]
     assert peer.accounts()["carol"].attributes.get("description", []) == before
+
+
+def test_forgetting_both_users_of_a_merged_account_says_no_one_keeps_it(cli, tmp_path, peer):
+    """`forget-account legacy carol dave` said "carol's account is dave's: idprov's
+    next push of dave ... sends its own attributes to it again", though dave was
+    forgotten by the same command and the ledger holds neither."""
+    merged(cli, tmp_path, peer)
+    shown = " ".join(cli("idp", "forget-account", "legacy", "carol", "dave").ok().stdout.split())
+    assert "forgot carol, dave" in shown and "account is" not in shown, shown

@@ -144,7 +144,23 @@ def forget_accounts(service: IdentityService, idp: str, names: list[str]) -> Set
                 done.kept_by[entry.label] = holder.label
             _audit(service, "outbound.forget", entry)
         done.users.append(entry.label)
+    done.kept_by = _still_kept(done.kept_by, set(done.users))
     return done
+
+
+def _still_kept(kept_by: dict[str, str], forgotten: set[str]) -> dict[str, str]:
+    """``kept_by`` once the whole command is done: a holder forgotten by the same
+    command keeps nothing (``forget-account IDP carol dave`` of an account both held:
+    nobody keeps it), unless a holder left after it took the account on."""
+    out = {}
+    for user, holder in kept_by.items():
+        seen = {user}
+        while holder in kept_by and holder not in seen:
+            seen.add(holder)
+            holder = kept_by[holder]
+        if holder not in forgotten:
+            out[user] = holder
+    return out
 
 
 def _other_holder(service: IdentityService, entry: LedgerEntry) -> LedgerEntry | None:
