@@ -111,3 +111,36 @@ def test_an_e_mail_header_is_the_email_claim(cli, tmp_path: Path):
     cli("import", "users", str(path)).ok()
     assert claims(cli, "ol1") == {"email": "ol1@example.com", "given_name": "Olga"}
 
+
+def test_a_dry_run_names_each_user_and_the_claims_it_would_set_or_remove(cli, tmp_path: Path):
+    """The dry run said "would be updated 2" only: an upsert whose empty cells remove
+    claims could not be reviewed. It lists each user and the claims' names (all of
+    them in --json), the first 20 on the terminal with the total."""
+    cli("user", "add", "cp1", "-c", "email=cp1@x.com", "-c", "department=Fin").ok()
+    cli("user", "add", "cp2", "-c", "email=cp2@x.com", "-c", "title=Boss").ok()
+    path = tmp_path / "up.csv"
+    path.write_text(
+        "username,email,given_name,department,title\n"
+        "cp1,cp1-new@x.com,François,,\n"
+        "cp2,cp2@x.com,,,Boss\n"
+        "cp3,cp3@x.com,New,,\n"
+    )
+    run = cli("import", "users", str(path), "--mode", "upsert", "--dry-run")
+    assert run.exit_code == 0, run
+    said = " ".join(run.stdout.split())
+    assert "update cp1: set email, given_name; remove department" in said
+    assert "update cp2" not in said  # unchanged
+    assert "create cp3: set email, given_name" in said
+    report = cli("import", "users", str(path), "--mode", "upsert", "--dry-run", "--json").json()
+    assert report["changes"] == [
+        {"user": "cp1", "action": "update", "set": ["email", "given_name"],
+         "removed": ["department"]},
+        {"user": "cp3", "action": "create", "set": ["email", "given_name"]},
+    ]  # fmt: skip
+    assert claims(cli, "cp1")["department"] == "Fin"  # nothing changed
+    many = tmp_path / "many.csv"
+    many.write_text("username,email\n" + "".join(f"u{i:02d},u{i}@x.com\n" for i in range(25)))
+    said = " ".join(cli("import", "users", str(many), "--dry-run").stdout.split())
+    assert "would change (the first 20 of 25; all with --json):" in said
+    assert "create u19" in said and "create u20" not in said
+

@@ -70,6 +70,30 @@ def test_each_documented_salesforce_code_gets_its_fix(status, code, words, kind)
     assert words in (one.hint or "") and one.message.endswith(one.hint)
 
 
+@pytest.mark.parametrize(
+    ("status", "code", "words"),
+    [
+        # the 24-hour allowance: retries and a lower rate_limit cannot help
+        (403, "REQUEST_LIMIT_EXCEEDED", "24 hours"),
+        (403, "REQUEST_LIMIT_EXCEEDED", "Setup > Company Information"),
+        # the same code for too many long requests at once
+        (403, "REQUEST_LIMIT_EXCEEDED", "max_concurrency"),
+        # no permission lets the integration user edit an administrator or a user above it
+        (403, "INSUFFICIENT_ACCESS_OR_READONLY", "role hierarchy"),
+        (400, "INSUFFICIENT_ACCESS_OR_READONLY", "System Administrator"),
+    ],
+)
+def test_a_salesforce_hint_names_each_cause_of_its_code(status, code, words):
+    """REQUEST_LIMIT_EXCEEDED said only "idprov tries again by itself; if it lasts,
+    lower rate_limit", which cannot help once the org's 24-hour allowance is used up;
+    INSUFFICIENT_ACCESS_OR_READONLY named only permissions, which do not help when the
+    user changed is an administrator or above the integration user's role."""
+    reply = httpx.Response(status, json=[{"message": "m", "errorCode": code, "fields": []}])
+    with pytest.raises(TargetError) as info:
+        raise_salesforce_error(reply, "update user x")
+    assert words in (info.value.hint or "")
+
+
 def test_a_code_without_a_documented_fix_and_a_conflict_keep_their_words():
     reply = httpx.Response(400, json=[{"message": "m", "errorCode": "INVALID_FIELD"}])
     with pytest.raises(TargetError) as info:

@@ -199,6 +199,8 @@ def import_report(report: Any, quiet: bool = False) -> None:
     if report.seconds:
         rows.append(("rows/s", f"{report.rows / report.seconds:,.0f}"))
     table(["count", "value"], rows, header=False, title=title)
+    if report.dry_run and report.changes:
+        _planned_changes(report.changes)
     if report.roles_created:
         console().print(
             f"roles {'to create' if report.dry_run else 'created'}: "
@@ -219,6 +221,42 @@ def import_report(report: Any, quiet: bool = False) -> None:
         console().print(f"rejected rows written to {esc(report.rejects_file)}")
     if report.outbound is not None:
         outbound_report(report.outbound)
+
+
+PLANNED_SHOWN = 20
+"""Users a dry run of an import lists (``--json`` gives them all)."""
+
+
+def _planned_changes(changes: list[dict[str, Any]]) -> None:
+    """What a dry run of an import would change, user by user: the first
+    :data:`PLANNED_SHOWN`, then how many more (all of them in ``--json``)."""
+    total = len(changes)
+    more = (
+        f" (the first {PLANNED_SHOWN} of {total:,}; all with --json)"
+        if total > PLANNED_SHOWN
+        else ""
+    )
+    console().print(f"would change{more}:")
+    for change in changes[:PLANNED_SHOWN]:
+        parts = []
+        for key, said in (
+            ("set", "set"),
+            ("removed", "remove"),
+            ("roles_added", "add role"),
+            ("roles_removed", "remove role"),
+        ):
+            if change.get(key):
+                parts.append(f"{said} {', '.join(change[key])}")
+        if change.get("password"):
+            parts.append("set password")
+        action = change["action"]
+        style = _ACTION_STYLE.get(action, "")
+        what = "; ".join(parts) if parts else "no claims"
+        console().print(
+            f"  [{style}]{action}[/] {esc(change['user'])}: {esc(what)}"
+            if style
+            else f"  {action} {esc(change['user'])}: {esc(what)}"
+        )
 
 
 _ACTION_STYLE = {

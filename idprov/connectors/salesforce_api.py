@@ -111,12 +111,17 @@ CODE_FIXES = {
     "INSUFFICIENT_ACCESS_OR_READONLY": (
         "the integration user may not do this: give it Manage Users (users and public "
         "groups) and Assign Permission Sets (roles mapped to permission sets), by its profile "
-        "or a permission set, then `idprov outbox retry`"
+        "or a permission set, then `idprov outbox retry`. If it has them, the user changed "
+        "is a System Administrator or above the integration user in the role hierarchy, "
+        "which no permission lets it edit: change that user in Setup"
     ),
     "REQUEST_LIMIT_EXCEEDED": (
-        "the org's API request limit is used up (Setup > System Overview shows the use of "
-        "the last 24 hours): idprov tries again by itself; if it lasts, lower rate_limit or "
-        "max_concurrency of this identity provider, or ask Salesforce for a higher limit"
+        "with 'TotalRequests Limit exceeded' the org's API allowance for 24 hours is used "
+        "up: retrying or a lower rate_limit does not help, it frees up over the next 24 "
+        "hours (Setup > Company Information shows the allowance, Setup > System Overview "
+        "its use), or ask Salesforce for a higher limit; otherwise too many long requests "
+        "run at once: idprov tries again by itself, and a lower max_concurrency of this "
+        "identity provider helps"
     ),
 }
 """What to do about a refusal, by Salesforce's documented error code (``StatusCode``)."""

@@ -114,6 +114,9 @@ class ImportReport:
     """What the import decided on its own, worth a line in the report."""
     missing: MissingReport | None = None
     """With ``--missing``: the users of the domain the file does not list."""
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    """A dry run: what each row would change (the user, create or update, the claims
+    set and removed, the roles added and removed; names, not values), in line order."""
 
     @property
     def written(self) -> int:
@@ -154,6 +157,7 @@ class ImportReport:
             "rows_per_second": round(self.rows / self.seconds) if self.seconds else None,
             "outbound": self.outbound.to_dict() if self.outbound is not None else None,
             "missing": self.missing.to_dict() if self.missing is not None else None,
+            **({"changes": self.changes} if self.dry_run else {}),
         }
 
 

@@ -255,6 +255,8 @@ class Preflight(RowChecks, PasswordHashing):
             self.report.updated += 1
         else:
             self.report.created += 1
+        if self.options.dry_run:
+            self.report.changes.append(_change(p, user, claims))
         if p.password is not None and not self.options.dry_run:
             self._queue_hash(p.line, p.password, store.password_scheme)
         return (
@@ -457,6 +459,28 @@ def _same_file(path: Path, given: Path | BinaryIO) -> bool:
     except (OSError, ValueError):  # io.UnsupportedOperation is both
         return False
     return (target.st_dev, target.st_ino) == (source.st_dev, source.st_ino)
+
+
+def _change(p: Pending, user: Any, claims: dict[str, Any]) -> dict[str, Any]:
+    """What a dry run says a row would change (the claims' names, not their values)."""
+    name = f"{p.domain}/{p.username}" if p.domain != "PRIMARY" else p.username
+    if user is None:
+        return {"user": name, "action": "create", "set": sorted(claims)}
+    before = dict(user.claims)
+    change: dict[str, Any] = {
+        "user": name,
+        "action": "update",
+        "set": sorted(k for k, v in claims.items() if before.get(k) != v),
+        "removed": sorted(k for k in before if k not in claims),
+    }
+    if p.roles is not None:
+        had = {r.casefold(): r for r in user.roles}
+        given = {r.casefold(): r for r in p.roles}
+        change["roles_added"] = sorted(given[k] for k in given.keys() - had.keys())
+        change["roles_removed"] = sorted(had[k] for k in had.keys() - given.keys())
+    if p.password is not None or p.password_hash is not None:
+        change["password"] = True
+    return change
 
 
 def _lines(lines: list[int]) -> str:
