@@ -144,3 +144,35 @@ def test_a_dry_run_names_each_user_and_the_claims_it_would_set_or_remove(cli, tm
     assert "would change (the first 20 of 25; all with --json):" in said
     assert "create u19" in said and "create u20" not in said
 
+
+def test_a_rerun_after_the_file_changed_says_the_cut_import_was_not_resumed(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Cut, then the nightly export rewrote the file, then the hint's command: a new
+    import began silently, every user the cut run made "already exists", exit 9."""
+    from idprov.config import load_config
+    from idprov.inbound.csv_import import CsvImport, ImportOptions
+    from idprov.provisioning.service import IdentityService
+
+    path = tmp_path / "d1.csv"
+    path.write_text("username,email\n" + "".join(f"d{i},d{i}@x.com\n" for i in range(6)))
+    original, calls = CsvImport._write_batch, []
+
+    def cut_after_one(self, rows):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        original(self, rows)
+
+    with IdentityService(load_config()) as svc, monkeypatch.context() as patch:
+        patch.setattr(CsvImport, "_write_batch", cut_after_one)
+        with pytest.raises(KeyboardInterrupt):
+            CsvImport(svc, path, ImportOptions(batch_size=3)).run()
+    path.write_text(path.read_text() + "d6,d6@x.com\n")  # the export ran again
+    run = cli("import", "users", str(path), "--batch-size", "3", "--json")
+    assert run.exit_code == 9, run
+    report = json.loads(run.stdout)
+    [note] = [n for n in report["notes"] if "not resumed" in n]
+    assert f"the cut import of {path} started " in note
+    assert "(written through line 4) was not resumed: the file changed since" in note
+    assert "--mode upsert" in note

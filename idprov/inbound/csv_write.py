@@ -46,6 +46,33 @@ class BatchWriter(ImportState):
             self.killed_batch = run.batch
             self.judged_before = run.judged
             self.own_rows = set((run.judged or {}).get("rows", []))
+        else:
+            self._note_changed_file()
+
+    def _note_changed_file(self) -> None:
+        """Say so when an unfinished import of the same file and options exists whose
+        content was another (the nightly export rewrote the file between a cut run and
+        the re-run its hint asked for): this run is a new import, not its resumption,
+        and with --mode create every user the cut run made is an error."""
+        if not isinstance(self.given, Path):
+            return  # standard input: each run's content is its own
+        row = self.service.state.db.execute(
+            "SELECT started_at, lines_done FROM imports WHERE path = ? AND options = ?"
+            " AND sha256 != ? AND finished_at IS NULL ORDER BY id DESC LIMIT 1",
+            [self.source.name, self.options.fingerprint(), self.sha256],
+        ).fetchone()
+        if row is None:
+            return
+        mode = (
+            "; the users it wrote are errors with --mode create: import the file with --mode upsert"
+            if self.options.mode == "create"
+            else ""
+        )
+        self.report.notes.append(
+            f"the cut import of {self.source.name} started {row[0]} (written through line "
+            f"{int(row[1]):,}) was not resumed: the file changed since, so this is a new "
+            f"import{mode}"
+        )
 
     # -- the deletion guard: the import is one change, across its batches and re-runs
     def _resume_judgement(self, window: GuardWindow) -> None:
