@@ -235,6 +235,15 @@ class Outbox:
     def __init__(self, db: StateDB):
         self.db = db
 
+    def _clock(self, seconds: float | None = None) -> str:
+        """Now (``seconds`` from now) by the clock that times leases and next tries:
+        the database's where hosts share the state (PostgreSQL: a host's own clock
+        may be off), this machine's for SQLite (:meth:`StateDB.clock`)."""
+        served = self.db.clock(seconds or 0.0)
+        if served is not None:
+            return served
+        return now() if seconds is None else stamp_in(seconds)
+
     def enqueue(
         self,
         idps: Sequence[str],
@@ -288,7 +297,7 @@ class Outbox:
         guard judged whole yet, as :data:`UNJUDGED` (the returned rows say so: the
         push of this change takes every such row of the IdP). Returns the rows as
         written, by id."""
-        stamp = now()
+        stamp = self._clock()
         unique = list({e[0]: e for e in entities}.values())  # a row is upserted once
         values = [(idp, kind, *entity) for entity in unique for idp in idps]
         found: list[OutboxRow] = []
@@ -357,7 +366,7 @@ class Outbox:
             " AND unjudged <> 0"
             f" AND (claimed_until IS NULL OR claimed_until < ? OR claimed_by = ?)"
             f"{self.db.claim_lock}) RETURNING {_OUTBOX_COLUMNS}",
-            [owner, stamp_in(lease), *idps, now(), owner],
+            [owner, self._clock(lease), *idps, self._clock(), owner],
         ).fetchall()
         return sorted((OutboxRow(*r) for r in rows), key=lambda r: r.id)
 
@@ -391,7 +400,7 @@ class Outbox:
         change's, which another drainer may hold) is left exactly as it was, its
         version and schedule untouched. Returns the rows made. Call inside a short
         write transaction."""
-        stamp, until = now(), stamp_in(lease)
+        stamp, until = self._clock(), self._clock(lease)
         unique = list({e[0]: e for e in entities}.values())
         made: list[OutboxRow] = []
         for start in range(0, len(unique), ENQUEUE_CHUNK):
@@ -452,7 +461,7 @@ class Outbox:
     def claim_ids(self, ids: Sequence[int], owner: str, lease: float) -> list[OutboxRow]:
         """As :meth:`claim`, by row id (rows gone since are left out)."""
         out: list[OutboxRow] = []
-        stamp, until = now(), stamp_in(lease)
+        stamp, until = self._clock(), self._clock(lease)
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             out += [
@@ -473,21 +482,21 @@ class Outbox:
         """Claim up to ``limit`` rows of ``idps`` that are due: pending rows no one is
         draining, and failed rows whose ``next_attempt_at`` has come. Rows of IdPs
         in ``eager`` are due whatever their schedule (a manual retry)."""
-        stamp = now()
+        stamp = self._clock()
         rows = self.db.execute(
             f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN (SELECT id FROM"
             f" outbox WHERE idp IN {_in(idps)} AND status != 'held'"
             f" AND (claimed_until IS NULL OR claimed_until < ?)"
             f" AND (next_attempt_at IS NULL OR next_attempt_at <= ? OR idp IN {_in(eager)})"
             f" ORDER BY id LIMIT ?{self.db.claim_lock}) RETURNING {_OUTBOX_COLUMNS}",
-            [owner, stamp_in(lease), *idps, stamp, stamp, *eager, limit],
+            [owner, self._clock(lease), *idps, stamp, stamp, *eager, limit],
         ).fetchall()
         return sorted((OutboxRow(*r) for r in rows), key=lambda r: r.id)
 
     def due_ids(self, idps: Sequence[str], eager: bool = False) -> list[int]:
         """Ids of the rows of ``idps`` that are due now (every row, if ``eager``), in
         order: a snapshot that a one-pass drain works through."""
-        stamp = now()
+        stamp = self._clock()
         schedule = "" if eager else " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
         rows = self.db.execute(
             f"SELECT id FROM outbox WHERE idp IN {_in(idps)} AND status != 'held'{schedule}"
@@ -499,7 +508,7 @@ class Outbox:
     def holders(self) -> list[str]:
         """Drainers that hold a lease that has not run out."""
         rows = self.db.execute(
-            "SELECT DISTINCT claimed_by FROM outbox WHERE claimed_until >= ?", [now()]
+            "SELECT DISTINCT claimed_by FROM outbox WHERE claimed_until >= ?", [self._clock()]
         ).fetchall()
         return [r[0] for r in rows if r[0]]
 
@@ -507,7 +516,7 @@ class Outbox:
         """Extend every lease ``owners`` hold (a long drain calls this as it goes)."""
         self.db.execute(
             f"UPDATE outbox SET claimed_until = ? WHERE claimed_by IN {_in(owners)}",
-            [stamp_in(lease), *owners],
+            [self._clock(lease), *owners],
         )
 
     def release(self, owner: str) -> list[int]:
@@ -607,7 +616,7 @@ class Outbox:
             " next_attempt_at = CASE WHEN version = ? THEN ? ELSE NULL END,"
             f" unjudged = CASE WHEN allowed IS NOT NULL THEN {UNJUDGED} ELSE unjudged END,"
             " allowed = NULL, claimed_by = NULL, claimed_until = NULL WHERE id = ?",
-            [attempts, error, status, now(), row.version, stamp_in(retry_in), row.id],
+            [attempts, error, status, now(), row.version, self._clock(retry_in), row.id],
         )
 
     def hold(self, rows: Sequence[OutboxRow], why: str) -> None:
