@@ -175,3 +175,25 @@ def test_standard_input_at_a_terminal_says_so_and_ends_at_one_ctrl_d(tmp_path, m
         assert conn.execute("SELECT username FROM users").fetchall() == [("ty1",)]
     finally:
         conn.close()
+
+
+def test_ctrl_c_while_typing_says_nothing_was_changed_and_the_prompt_fits(tmp_path):
+    """Ctrl-C while rows were being typed, before Ctrl-D: it said "every change
+    committed so far is kept ... an import resumes after the last row written", while
+    nothing was written and typed rows cannot be resumed. At 60 columns the prompt
+    broke mid-word ("a row p|er user")."""
+    run = run_in_terminal(
+        ["import", "users", "-"],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        interrupt_after="ends it",
+        columns=60,
+        timeout=60,
+    )
+    assert run.exit_code == 130, run.text
+    said = " ".join(run.text.split())
+    assert "stopped before anything was changed (nothing typed was imported)" in said
+    assert "committed so far" not in said and "resumes after the last row" not in said
+    prompt = run.text[run.text.index("reading CSV") : run.text.index("ends it") + 7]
+    assert all(len(line) < 60 for line in prompt.splitlines()), prompt
+    assert "a row per user" in " ".join(prompt.split())

@@ -21,7 +21,7 @@ from idprov.cli.common import (
 )
 from idprov.cli.guard import AllowOpt
 from idprov.cli.status import MetricsOpt, write_run_metrics
-from idprov.errors import GuardError, IdprovError, UsageError
+from idprov.errors import GuardError, IdprovError, Interrupted, UsageError
 
 import_app = new_app("Import users from a CSV file.")
 export_app = new_app("Export users to a CSV file.")
@@ -168,23 +168,58 @@ def import_users(
     svc.allow_deletes = allow_deletes  # expected deprovisions go out; more are held
     live = display()
     source = sys.stdin.buffer if file == "-" else Path(file)
-    if file == "-" and sys.stdin.isatty():
-        typer.echo(
-            "reading CSV from the terminal: type the header, then a row per user; "
-            "Ctrl-D on an empty line ends it",
-            err=True,
-        )
+    typed = file == "-" and sys.stdin.isatty()
     stats = RunStats("import")
     try:
+        if typed:
+            typer.echo(
+                _wrapped(
+                    "reading CSV from the terminal: type the header, then a row per user; "
+                    "Ctrl-D on an empty line ends it"
+                ),
+                err=True,
+            )
         report = CsvImport(svc, source, options, rejects, live.phase if live else None).run()
     except IdprovError as exc:
         stats.outcome = "refused" if isinstance(exc, GuardError) else "error"
         write_run_metrics(metrics, svc, stats)
         raise
+    except KeyboardInterrupt:
+        if svc.cut_off() is None:  # no change was begun: nothing to keep or resume
+            raise _nothing_changed(typed) from None
+        raise
+    if typed:
+        report.seconds = 0.0  # the typing's time: no rate to give
     stats.add(report.outbound)
     stats.outcome = "ok" if report.exit_code == 0 else str(int(report.exit_code))
     write_run_metrics(metrics, svc, stats)
     emit_with_code(report, lambda r: _with_notes(r, quiet), int(report.exit_code))
+
+
+def _wrapped(text: str) -> str:
+    """``text`` broken between words to fit the terminal's width (it broke words)."""
+    import shutil
+    import textwrap
+
+    width = shutil.get_terminal_size().columns
+    return textwrap.fill(text, width=max(width - 1, 20))
+
+
+def _nothing_changed(typed: bool) -> Interrupted:
+    """A Ctrl-C before the import began any change: nothing was written, so there is
+    nothing kept and nothing to resume (typed rows cannot be resumed at all)."""
+    from idprov.cli.common import _again
+
+    if typed:
+        return Interrupted(
+            "interrupted: stopped before anything was changed (nothing typed was imported)",
+            hint="run the command again and type the rows, or give a file: "
+            "idprov import users FILE.csv",
+        )
+    return Interrupted(
+        "interrupted: stopped before anything was changed",
+        hint=f"run the same command again: {_again()}",
+    )
 
 
 def _with_notes(report: Any, quiet: bool = False) -> None:
