@@ -170,6 +170,7 @@ def test_standard_input_at_a_terminal_says_so_and_ends_at_one_ctrl_d(tmp_path, m
     assert run.exit_code == 0, run.text
     assert "reading CSV from the terminal" in run.text and "Ctrl-D" in run.text
     assert re.search(r"created\s+1", run.text), run.text
+    assert "rows/s" not in run.text  # the rate of the typing, not of the import
     conn = sqlite3.connect(tmp_path / "xdg-data" / "idprov" / "idprov.db")
     try:
         assert conn.execute("SELECT username FROM users").fetchall() == [("ty1",)]
