@@ -17,6 +17,7 @@ from tests.test_serve_scim import (
     SCIM_JSON,
     USER,
     inbound,  # noqa: F401
+    patch,
     scim_error,
     tokens,  # noqa: F401
 )
@@ -82,3 +83,53 @@ def test_a_user_name_with_spaces_is_not_a_second_user(inbound: Any) -> None:  # 
 def _refusal(name: str) -> tuple[int, str]:
     """A name with spaces breaks the name policy; one that differs in case collides."""
     return (400, "invalidValue") if name != name.strip() else (409, "uniqueness")
+
+
+def test_a_patch_of_active_leaves_a_value_kept_with_spaces_alone(inbound: Any) -> None:  # noqa: F811
+    """A title kept as ``" CTO "`` (written before idprov trimmed) was rewritten as
+    ``CTO`` by Entra's disable-only PATCH: a title change pushed to every target and
+    audited as Entra's. A value is trimmed when it is written again, not on a PATCH of
+    something else."""
+    local = inbound.local()
+    local.add_user("old.user", {"active": "true"})
+    local.store("PRIMARY").update_user("old.user", {"title": " CTO "}, [])  # as kept before
+    client = inbound.client
+    found = client.get("/Users", params={"filter": 'userName eq "old.user"'}).json()
+    uid = found["Resources"][0]["id"]
+    disabled = patch(client, f"/Users/{uid}", {"op": "Replace", "path": "active", "value": "False"})
+    assert disabled.status_code in (200, 204), disabled.text
+    assert local.get_user("old.user").claims == {"active": "false", "title": " CTO "}
+    retitled = patch(client, f"/Users/{uid}", {"op": "replace", "path": "title", "value": "CEO "})
+    assert retitled.status_code in (200, 204), retitled.text
+    assert local.get_user("old.user").claims["title"] == "CEO"
+
+
+def test_the_library_keeps_claims_trimmed_as_every_other_way_in(inbound: Any) -> None:  # noqa: F811
+    """IdentityService.add_user and update_user kept ``" CTO "`` as given, which the
+    next SCIM or JIT write of the user then changed (and pushed)."""
+    local = inbound.local()
+    local.add_user("lib.user", {"title": " CTO ", "department": "Ops\t"})
+    assert local.get_user("lib.user").claims == {"title": "CTO", "department": "Ops"}
+    local.update_user("lib.user", {"title": "CEO  "})
+    assert local.get_user("lib.user").claims["title"] == "CEO"
+
+
+def test_a_value_is_removed_by_the_spelling_the_client_sent(inbound: Any) -> None:  # noqa: F811
+    """A client that created a user with ``" g@example.com "`` (kept trimmed) removes it
+    by the value it sent: the filter matched nothing, the answer was 204 and the
+    e-mail stayed."""
+    client = inbound.client
+    created = client.post(
+        "/Users",
+        json={
+            "schemas": [USER],
+            "userName": "g.user",
+            "emails": [{"value": " g@example.com ", "type": "work"}],
+        },
+        headers=SCIM_JSON,
+    )
+    assert created.status_code == 201, created.text
+    path = 'emails[value eq " g@example.com "]'
+    removed = patch(client, f"/Users/{created.json()['id']}", {"op": "remove", "path": path})
+    assert removed.status_code in (200, 204), removed.text
+    assert "email" not in inbound.local().get_user("g.user").claims

@@ -48,6 +48,7 @@ from idprov.inbound.jit_trust import (
     verifies_tokens,
 )
 from idprov.model import ClaimValue, User
+from idprov.userstores import policy
 
 if TYPE_CHECKING:
     from idprov.provisioning.results import OutboundReport
@@ -471,7 +472,7 @@ def _update(
     wanted: set[str],
     managed: set[str],
 ) -> _Outcome:
-    changed = {k: v for k, v in claims.items() if user.claims.get(k) != v}
+    changed = {k: v for k, v in claims.items() if not policy.same_claim(user.claims.get(k), v)}
     if changed:
         uow.update_user(user.username, changed, domain=user.domain)
     held = {r.casefold(): r for r in user.roles}
@@ -541,10 +542,11 @@ def _local_claims(
 
 
 def _claim_value(value: Any, multi: bool, remote: str) -> ClaimValue:
-    """The local claim's value of an IdP claim: its texts, trimmed, without empty ones
-    (``""`` or ``[]``: no value)."""
+    """The local claim's value of an IdP claim: its texts, without those that are
+    empty once trimmed (``""`` or ``[]``: no value). The core trims what it keeps
+    (:func:`~idprov.userstores.policy.trimmed`)."""
     values = value if isinstance(value, list) else [value]
-    texts = [t for v in values if (t := _text(v, remote))]
+    texts = [t for v in values if policy.trimmed(t := _text(v, remote))]
     if multi:
         return texts
     if len(texts) > 1:
@@ -553,13 +555,12 @@ def _claim_value(value: Any, multi: bool, remote: str) -> ClaimValue:
 
 
 def _text(value: Any, remote: str) -> str:
-    """A claim's value as idprov keeps it: trimmed, as the CLI's ``--claim`` values, an
-    import's cells and SCIM's values are (:func:`~idprov.inbound.scim.mapping.claim_text`):
-    ``"Ops "`` from an IdP is ``Ops``, and the next login with ``Ops`` changes nothing."""
+    """A claim's value as text (the core trims it as it keeps it: ``"Ops "`` from an
+    IdP is ``Ops``, and the next login with ``Ops`` changes nothing)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | int | float):
-        return str(value).strip()
+        return str(value)
     raise UsageError(f"the IdP's claim {remote!r} is not text, a number or true/false")
 
 

@@ -45,7 +45,7 @@ def check_named(service: IdentityService, claims: Mapping[str, ClaimValue], user
     a typo would link the user to nobody, or to whoever takes the name next. The user
     itself may be named (the head of an organisation manages itself)."""
     value = claims.get(CLAIM)
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not (value := value.strip()):  # as it is kept
         return
     holder = QualifiedName.parse(user)
     named = QualifiedName.parse(value, holder.domain)

@@ -395,7 +395,7 @@ class UnitOfWork:
         recorded with an add to a directory: only the same add, asked for again by
         the same origin, adopts the user an add cut off made."""
         store, name = self.service.resolve(username, domain)
-        claims = dict(claims or {})
+        claims = policy.trimmed_claims(claims or {})
         policy.check_username(store.config.policy, name, store.domain)
         policy.check_claims(claims, self.service.claims, name)
         policy.check_required(claims, store.config.policy, name, store.domain)
@@ -628,7 +628,7 @@ class UnitOfWork:
     ) -> ChangeResult:
         """Set and remove claims; an update that changes nothing records nothing."""
         store, name = self.service.resolve(username, domain)
-        set_claims = dict(set_claims or {})
+        set_claims = policy.trimmed_claims(set_claims or {})
         policy.check_claims(set_claims, self.service.claims, name)
         policy.check_claim_names(unset, self.service.claims)
         digest = _digest({"set": set_claims, "unset": sorted(set(unset))})

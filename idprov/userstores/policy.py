@@ -190,6 +190,27 @@ def check_claim_names(names: Iterable[str], known: Mapping[str, ClaimDefinition]
             )
 
 
+def trimmed(value: ClaimValue) -> ClaimValue:
+    """A claim's value as idprov keeps it, whichever way it comes in (the CLI, an
+    import, SCIM, a JIT login, the library): without leading or trailing whitespace,
+    and a list without the items nothing is left of. ``" Ops "`` is ``Ops``, so the
+    same value sent again with other spacing changes nothing."""
+    if isinstance(value, list):
+        return [t for v in value if (t := v.strip() if isinstance(v, str) else v)]
+    return value.strip() if isinstance(value, str) else value
+
+
+def trimmed_claims(claims: Mapping[str, ClaimValue]) -> dict[str, ClaimValue]:
+    """``claims`` with every value :func:`trimmed`: what the core writes."""
+    return {name: trimmed(value) for name, value in claims.items()}
+
+
+def same_claim(a: ClaimValue | None, b: ClaimValue | None) -> bool:
+    """Whether two values of a claim are the same once :func:`trimmed`: a value sent
+    with other spacing than the one kept (kept before idprov trimmed) is no change."""
+    return (None if a is None else trimmed(a)) == (None if b is None else trimmed(b))
+
+
 def check_claims(
     claims: Mapping[str, ClaimValue],
     known: Mapping[str, ClaimDefinition],

@@ -10,6 +10,7 @@ exactly, so what a client gets is the filter's answer either way.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -69,6 +70,39 @@ def check_filter(ast: Any) -> None:
             detail=f"the filter makes {terms} comparisons, more than the {MOST_TERMS} "
             "idprov takes; split it into several requests"
         )
+
+
+UNTRIMMED_VALUES = frozenset({"members", "groups"})
+"""Multi-valued attributes whose values are ids, kept as sent (not claims)."""
+
+
+def trimmed_literals(node: Any) -> Any:
+    """``node`` (a filter or a PATCH path's syntax tree) comparing trimmed values
+    where idprov keeps the attribute trimmed (claims: ``emails[value eq " a@x "]``
+    is ``emails[value eq "a@x"]``), so that a client selects a value by the spelling
+    it sent. Names, ids and ``externalId`` are kept as sent and compared so."""
+    if isinstance(node, ValuePath):
+        if node.attr_path.attr.lower() in UNTRIMMED_VALUES:
+            return node
+        return dataclasses.replace(node, val_filter=_trim_all(node.val_filter))
+    if isinstance(node, LogicalExpr):
+        return dataclasses.replace(node, terms=tuple(trimmed_literals(t) for t in node.terms))
+    if isinstance(node, Not):
+        return dataclasses.replace(node, expr=trimmed_literals(node.expr))
+    if isinstance(node, Comparison) and _attribute(node.attr_path) in CLAIMS:
+        return _trim_all(node)
+    return node
+
+
+def _trim_all(node: Any) -> Any:
+    """Every string a filter inside a claim's value selection compares, trimmed."""
+    if isinstance(node, Comparison) and isinstance(node.value, str):
+        return dataclasses.replace(node, value=node.value.strip())
+    if isinstance(node, LogicalExpr):
+        return dataclasses.replace(node, terms=tuple(_trim_all(t) for t in node.terms))
+    if isinstance(node, Not):
+        return dataclasses.replace(node, expr=_trim_all(node.expr))
+    return node
 
 
 def _is_text(value: str) -> bool:

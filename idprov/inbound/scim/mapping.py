@@ -46,7 +46,7 @@ from typing import Any
 from idprov.config.claims import ClaimDefinition
 from idprov.model import ClaimValue, Role, User
 from idprov.provisioning.active import is_active
-from idprov.userstores.policy import claim_value_ok
+from idprov.userstores.policy import claim_value_ok, trimmed
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -266,12 +266,13 @@ def _external_id(doc: Mapping[str, Any]) -> str | None:
 
 
 def claim_text(value: Any) -> str:
-    """A SCIM value as the claim idprov keeps: trimmed, as the CLI's ``--claim`` and an
-    import's cells are (``" Ops "`` is ``Ops`` whichever way it comes in, and sent
-    again it changes nothing); ``""`` (no value) when nothing else is left. Names
-    (``userName``, a Group's ``displayName``) and ``externalId`` are kept as sent: a client looks
-    them up as it sent them."""
-    return "" if value is None else str(value).strip()
+    """A SCIM value as a claim's text; ``""`` (no value) when nothing is left of it
+    once trimmed. The core trims what it keeps (:func:`~idprov.userstores.policy.trimmed`:
+    ``" Ops "`` is ``Ops`` whichever way it comes in, and sent again it changes
+    nothing). Names (``userName``, a Group's ``displayName``) and ``externalId`` are
+    kept as sent: a client looks them up as it sent them."""
+    text = "" if value is None else str(value)
+    return text if trimmed(text) else ""
 
 
 def _take(claims: dict[str, ClaimValue], values: Mapping[str, Any]) -> None:

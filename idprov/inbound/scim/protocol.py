@@ -50,6 +50,7 @@ from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
 from scim2_server.service import ScimService, is_json_media_type
 
+from idprov.inbound.scim.filters import trimmed_literals
 from idprov.inbound.scim.mapping import ENTERPRISE
 from idprov.inbound.scim.schema import drop_client_schemas, drop_ignored
 from idprov.inbound.scim.storage import IdprovStorage
@@ -91,6 +92,7 @@ class IdprovScimService(ScimService):
         """scim2-server's PATCH, refused when it would leave a user that has ``active``
         without it (see the module docstring); nothing is written then."""
         active = getattr(current, "active", None)
+        patch_op = _trimmed_paths(patch_op)
         patched = super().apply_patch(current, patch_op, conditions)
         if active is not None and patched is not None and getattr(patched, "active", None) is None:
             raise InvalidValueException(detail=ACTIVE_CLEARED)
@@ -259,3 +261,20 @@ def _as_published(stamp: str) -> str:
     moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     text = moment.isoformat()
     return text.removesuffix("+00:00") + "Z" if text.endswith("+00:00") else text
+
+
+def _trimmed_paths(patch_op: Any) -> Any:
+    """``patch_op`` with its paths' value filters comparing trimmed values where the
+    attribute is kept trimmed (:func:`~idprov.inbound.scim.filters.trimmed_literals`):
+    ``remove emails[value eq " g@example.com "]`` removes the e-mail the client sent
+    as `` g@example.com `` (kept as ``g@example.com``); it matched nothing, and the
+    204 said it was gone."""
+    operations = []
+    for operation in patch_op.operations or []:
+        path = operation.path
+        if path is not None and path.ast is not None:
+            spelled = str(trimmed_literals(path.ast))
+            if spelled != str(path.ast):
+                operation = operation.model_copy(update={"path": type(path)(spelled)})
+        operations.append(operation)
+    return patch_op.model_copy(update={"operations": operations})

@@ -61,6 +61,7 @@ from idprov.inbound.scim.lookups import (
     parse_name,
 )
 from idprov.model import QualifiedName, Role, User, UserQuery
+from idprov.userstores.policy import same_claim
 
 if TYPE_CHECKING:
     from idprov.provisioning.unit_of_work import UnitOfWork
@@ -324,7 +325,9 @@ class IdprovStorage(ScimStorage):
             raise mapping.InvalidValue("userName cannot move a user to another userstore domain")
         wanted = {**given.claims, **manager_claim(backend, given, user.domain)}
         _without_active(backend, user.domain, wanted)
-        changed = {k: v for k, v in wanted.items() if user.claims.get(k) != v}
+        # a value kept with other spacing (from before idprov trimmed) is kept: the
+        # request did not change it (a PATCH rebuilds every claim from the document)
+        changed = {k: v for k, v in wanted.items() if not same_claim(user.claims.get(k), v)}
         unset = sorted(c for c in mapping.MAPPED_CLAIMS if c in user.claims and c not in wanted)
         current = backend.external_ids.get_many(backend.application, "user", [user.id])
         with state.changing() as uow:
