@@ -176,3 +176,25 @@ def test_a_rerun_after_the_file_changed_says_the_cut_import_was_not_resumed(
     assert f"the cut import of {path} started " in note
     assert "(written through line 4) was not resumed: the file changed since" in note
     assert "--mode upsert" in note
+
+
+def test_a_push_of_many_users_counts_them_with_thousands_separators(capsys):
+    """`✓ corp: 100021 done` after `created 100,021`: every other count has them."""
+    from types import SimpleNamespace
+
+    from idprov.cli.render_reports import outbound_report
+    from idprov.provisioning.results import OutboundReport
+
+    counts = {"done": 100_021, "failed": 1_200, "skipped": 3_000}
+    idp = SimpleNamespace(
+        name="corp",
+        count=counts.__getitem__,
+        total=104_221 + 5_000,
+        operations=[SimpleNamespace(outcome="done")] * 104_221,
+    )
+    outbound_report(OutboundReport(idps={"corp": idp}))  # type: ignore[dict-item]
+    said = capsys.readouterr().out
+    assert (
+        "corp: 100,021 done, 1,200 failed, 3,000 unchanged or out of scope, 5,000 left pending"
+        in said
+    )

@@ -92,10 +92,10 @@ def outbound_report(report: OutboundReport) -> None:
         mark, colour = ("✗", "red") if failed else ("✓", "green")
         typer.echo("  ", nl=False)
         typer.secho(mark, fg=colour, nl=False)
-        parts = [f"{done} done"] + ([f"{failed} failed"] if failed else [])
-        parts += [f"{skipped} unchanged or out of scope"] if skipped else []
+        parts = [f"{done:,} done"] + ([f"{failed:,} failed"] if failed else [])
+        parts += [f"{skipped:,} unchanged or out of scope"] if skipped else []
         pending = idp.total - len(idp.operations)
-        parts += [f"{pending} left pending"] if pending > 0 else []
+        parts += [f"{pending:,} left pending"] if pending > 0 else []
         typer.echo(f" {idp.name}: " + ", ".join(parts))
         _failures(idp.name, [op for op in idp.operations if op.outcome == "failed"])
     for name, count in sorted(report.queued.items()):
