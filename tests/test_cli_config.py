@@ -50,6 +50,7 @@ def test_validate_embedded_default(cli):
         "disabled_idp_problems": [],
         "username_clashes": [],
         "unknown_scope_roles": [],
+        "unchecked_scopes": [],
         "unused_identity_providers": [],
         "unsafe_settings": [],
     }

@@ -73,9 +73,15 @@ def test_a_directory_down_leaves_the_scope_unchecked_and_says_so(cli, tmp_path, 
     said = " ".join(run.stderr.split())
     assert "userstore CORP was not read, so the provisioning_roles of scim were not " in said
     assert "checked against its roles" in said and directory.url.rstrip("/") in said
-    assert cli("config", "validate", "--json").json()["unknown_scope_roles"] == []
+    result = cli("config", "validate", "--json").json()
+    assert result["unknown_scope_roles"] == []
+    # not "checked, all fine": which scopes were not checked, and why
+    [unchecked] = result["unchecked_scopes"]
+    assert unchecked["identity_providers"] == ["scim"] and unchecked["userstore"] == "CORP"
+    assert directory.url.rstrip("/") in unchecked["reason"]
+    assert "was not read" not in unchecked["reason"]
     strict = cli("config", "validate", "--strict", "--json")
-    assert strict.exit_code != 0, strict
+    assert strict.exit_code == 1, strict  # a userstore that could not be used (README)
     error = json.loads(strict.stderr)["error"]
     assert "provisioning_roles of scim were not checked" in error["message"]
     assert error["hint"]
@@ -87,3 +93,67 @@ def test_without_a_scope_the_directory_is_not_contacted(cli, tmp_path, directory
     run = cli("config", "validate", "--strict")
     assert run.exit_code == 0, run
     assert "was not read" not in run.stderr
+
+
+@pytest.fixture
+def tls_directory(slapd_factory, monkeypatch):
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    server = slapd_factory(tls=True)
+    add_service_account(server)
+    server.add(person(server, "u1") + group(server, "team1", ["u1"]))
+    return server
+
+
+@pytest.mark.parametrize("refusal", ["bind", "tls"])
+def test_strict_refuses_a_directory_it_could_not_read_with_exit_1_whatever_the_cause(
+    cli, tmp_path, tls_directory, refusal
+):
+    """A refused bind and an untrusted certificate alike: a userstore that could not be
+    used, exit 1 (the TLS failure exited 2, a configuration error)."""
+    scope = IDP.format(scope="    provisioning_roles: [tem1]\n")
+    if refusal == "bind":
+        corp_config(tmp_path, tls_directory, scope, bind=("cn=svc,dc=example,dc=com", "wrong"))
+    else:  # ldaps:// to a server whose CA is not given
+        corp_config(tmp_path, tls_directory, scope, url=tls_directory.ldaps_url)
+    run = cli("config", "validate")
+    assert run.exit_code == 0 and "was not read" in run.stderr, run
+    assert cli("config", "validate", "--json").json()["unchecked_scopes"][0]["userstore"] == "CORP"
+    strict = cli("config", "validate", "--strict", "--json")
+    assert strict.exit_code == 1, strict
+    assert "provisioning_roles of scim were not checked" in strict.stderr
+
+
+def test_a_directory_that_never_answers_is_read_with_a_short_timeout(
+    cli, tmp_path, directory, monkeypatch
+):
+    """A directory that takes the connection and never answers: validate waits at most
+    CHECK_TIMEOUT seconds for it (its timeout: 30 s), and says it was not read."""
+    import socket
+
+    from idprov.cli import config_cmd
+    from idprov.userstores import open_userstore
+
+    opened: list[tuple[float, float]] = []
+
+    def opening(config, *args):
+        opened.append((config.connect_timeout, config.timeout))
+        return open_userstore(config, *args)
+
+    monkeypatch.setattr("idprov.userstores.open_userstore", opening)
+    monkeypatch.setattr(config_cmd, "CHECK_TIMEOUT", 0.5)
+    hole = socket.socket()
+    hole.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    hole.bind(("127.0.0.1", 18902))
+    hole.listen(8)
+    try:
+        corp_config(
+            tmp_path,
+            directory,
+            IDP.format(scope="    provisioning_roles: [tem1]\n"),
+            url="ldap://127.0.0.1:18902/",
+        )
+        run = cli("config", "validate")
+    finally:
+        hole.close()
+    assert run.exit_code == 0 and "was not read" in run.stderr, run
+    assert (0.5, 0.5) in opened

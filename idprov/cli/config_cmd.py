@@ -11,6 +11,7 @@ import typer
 
 from idprov.cli import render
 from idprov.cli.common import JsonOpt, _session, emit, new_app, service
+from idprov.errors import StoreError
 
 app = new_app("Check and show the configuration.")
 
@@ -77,8 +78,11 @@ def validate(
         raise key_files[0]
     state_check, scope, unchecked = _state_check(svc)
     unused = _unused_idps(config)
-    if strict and (scope or unchecked):
-        raise (scope or unchecked)[0]
+    if strict and scope:
+        raise scope[0]
+    if strict and unchecked:  # a directory that could not be used: 1, whatever the cause
+        first = unchecked[0][0]
+        raise StoreError(first.message, hint=first.hint)
     unsafe = unsafe_settings(config)  # settings that work: refused after those that do not
     if strict and unsafe:
         raise _refused_unsafe(unsafe)
@@ -93,6 +97,7 @@ def validate(
         "username_clashes": _username_clashes(config),
         "disabled_idp_problems": [p.warning().message for p in disabled],
         "unknown_scope_roles": [p.message for p in scope],
+        "unchecked_scopes": [record for _, record in unchecked],
         "unused_identity_providers": [name for name, _ in unused],
         "unsafe_settings": [p.to_dict() for p in unsafe],
     }
@@ -151,7 +156,8 @@ def _state_check(svc: Any) -> tuple[Callable[[], None], list[Any], list[Any]]:
     scope, unchecked = ([], []) if problems else _unknown_scope_roles(config, svc, made)
 
     def warn() -> None:
-        for problem in {p.message: p for p in [*problems, *unchecked]}.values():  # once
+        warnings = [*problems, *(p for p, _ in unchecked)]
+        for problem in {p.message: p for p in warnings}.values():  # once
             render_error(problem, "warning")
         if made and not unread:
             for problem in _unread("idprov's state", lambda: warn_orphaned_idps(svc)):
@@ -190,19 +196,43 @@ def _unknown_scope_roles(config: Any, svc: Any, made: bool) -> tuple[list[Any], 
     return list(scope_errors(config, names, known_roles(roles), planned=False).values()), []
 
 
+CHECK_TIMEOUT = 5.0
+"""Seconds `config validate` waits for an LDAP directory to connect and to answer
+(at most: less when the userstore's connect_timeout or timeout is less): a directory
+that never answers is reported as not read, in seconds, not after its full timeout."""
+
+
 def _directory_roles(config: Any, svc: Any, scoped: list[str], roles: list[Any]) -> list[Any]:
-    """Add the roles of every LDAP userstore to ``roles``; the warning of each that
-    could not be read (the directory is down, refuses the bind...): the scopes of
-    ``scoped`` (IdP names) were not checked."""
+    """Add the roles of every LDAP userstore to ``roles`` (read with
+    :data:`CHECK_TIMEOUT`); the warning of each that could not be read (the directory
+    is down, refuses the bind...): the scopes of ``scoped`` (IdP names) were not
+    checked: each with its ``unchecked_scopes`` entry (the IdPs, the userstore, why)."""
+    from dataclasses import replace
+
+    from idprov.userstores import open_userstore
+
     what = f"the provisioning_roles of {', '.join(scoped)} were not checked against its roles"
 
-    def read(domain: str) -> None:
-        roles.extend(svc.store(domain).list_roles())
+    def read(store: Any) -> None:
+        quick = replace(
+            store,
+            connect_timeout=min(store.connect_timeout, CHECK_TIMEOUT),
+            timeout=min(store.timeout, CHECK_TIMEOUT),
+        )
+        opened = open_userstore(quick, svc.claims, svc._pool, svc.data_dir)
+        try:
+            roles.extend(opened.list_roles())
+        finally:
+            opened.close()
 
     unread: list[Any] = []
     for store in config.userstores:
         if store.type == "ldap":
-            unread += _unread(f"userstore {store.domain}", partial(read, store.domain), what)
+            prefix = f"userstore {store.domain}"
+            for problem in _unread(prefix, partial(read, store), what):
+                why = problem.message.removeprefix(f"{prefix} was not read, so {what}: ")
+                record = {"identity_providers": scoped, "userstore": store.domain, "reason": why}
+                unread.append((problem, record))
     return unread
 
 
