@@ -114,8 +114,8 @@ class BatchWriter(ImportState):
         it pushes, ``kill -9``), its re-run pushes them (nothing else does soon: too
         fresh to be taken as left behind, they waited for `idprov outbox retry`). The
         rows of earlier batches that their pushes sent are dropped from the note."""
-        if self.import_id is None or not uow.rows:
-            return
+        if self.import_id is None or not uow.rows or not self.options.push:
+            return  # --no-push: its rows are the worker's or sync's, not the re-run's
         left = self.own_rows - self._last_rows
         if self._last_rows:
             left |= {r.id for r in self.service.state.outbox.rows(sorted(self._last_rows))}
