@@ -691,9 +691,13 @@ def hold_over(
     allow: int | None = None,
     window: GuardWindow | None = None,
     own: Collection[int] | None = None,
+    whole: Collection[str] = (),
+    later: Collection[int] = (),
 ) -> list[OutboxRow]:
     """Hold (in the outbox, status ``held``) the rows of the IdPs where they would
-    trip the guard; return the others, to push. A row is judged with the allowance
+    trip the guard; return the others, to push (but those of ``later``: failed rows
+    whose next try has not come, judged with the others, they wait for it, their
+    claim given back). A row is judged with the allowance
     that travels with it (``allowed``: the ``--allow-deletes`` of the change it
     carries, the smaller of two, whichever drainer pushes it), the rows of each
     allowance together, as one change, apart from the others'. The judging command's
@@ -702,7 +706,17 @@ def hold_over(
     coalesced into some of them. A row goes only if every judgement it is in lets it
     (see the module's doc). With ``window``, they are judged as part of the changes it
     stands for (see :class:`GuardWindow`). A held row loses its allowance
-    (:meth:`~idprov.provisioning.outbox.Outbox.hold`): `outbox release` gives one."""
+    (:meth:`~idprov.provisioning.outbox.Outbox.hold`): `outbox release` gives one.
+
+    The marks of changes no guard judged whole yet
+    (:attr:`~idprov.provisioning.outbox.OutboxRow.unjudged`) that the rows let go
+    carry are cleared only where that change was judged whole: at the IdPs ``whole``
+    (every marked row there is in ``rows``), and the ``own`` rows' own mark (the
+    command's change, judged whole here). Elsewhere the change was judged in part
+    (the rows a command pushing some IdPs only, ``--no-wait``, met there), and the
+    rows stay marked for the worker to judge it whole: cleared, its batches of them
+    were judged alone, and it went out a batch at a time. A row of ``later`` keeps
+    its mark: not pushed now, it is judged again with its IdP's others when it is."""
     mine = set(own) if own is not None else {r.id for r in rows} if allow is not None else set()
     groups = _judgements(rows, allow, mine)
     judged = Counter(r.id for members in groups.values() for r in members)
@@ -715,11 +729,22 @@ def hold_over(
         for row in members:
             judged[row.id] -= 1
         _note_leaving(leaving, found, [r for r in members if r.id in passed and not judged[r.id]])
+    from idprov.provisioning.outbox import OWN_PUSH
+
     kept = [r for r in rows if r.id not in held]
-    if any(r.unjudged for r in kept):  # judged (the held rows' marks went with their hold)
+    cleared = [  # judged whole (the held rows' marks went with their hold)
+        r
+        for r in kept
+        if r.unjudged
+        and r.id not in later
+        and (r.idp in whole or (own is not None and r.id in own and r.unjudged == OWN_PUSH))
+    ]
+    waiting = [r.id for r in kept if r.id in later]
+    if cleared or waiting:
         with outbound.state.transaction():
-            outbound.state.outbox.judged(kept)
-    return kept
+            outbound.state.outbox.judged(cleared)
+            outbound.state.outbox.release_rows(waiting, [outbound.owner])
+    return [r for r in kept if r.id not in later]
 
 
 def _judgements(

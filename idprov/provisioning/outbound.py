@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from idprov.db import now
 from idprov.errors import IdprovError, NotFoundError
@@ -73,6 +73,20 @@ class Directory(Protocol):
         """The role a user of ``domain`` holds as ``name`` (``Internal/NAME`` for an
         internal role), or None."""
         ...
+
+
+class Met(NamedTuple):
+    """What a push meets: see :meth:`Outbound.with_unjudged`."""
+
+    rows: list[OutboxRow]
+    """The rows to judge: the push's, and the marked rows of their IdPs it pulled."""
+    whole: set[str]
+    """The IdPs where every marked row that no other drainer holds is in :attr:`rows`:
+    only there does the guard's judgement clear a mark (elsewhere it judged another
+    change in part: the worker judges it whole)."""
+    later: set[int]
+    """Rows pulled whose next try is later (failed, not due): judged with the others,
+    not pushed now (see :func:`~idprov.provisioning.guard.hold_over`)."""
 
 
 class Outbound:
@@ -299,13 +313,13 @@ class Outbound:
                 break
             with self.state.transaction():
                 claimed = self.state.outbox.claim(changed, self.owner, self.lease)
-            claimed = self.with_unjudged(claimed)
-            claimed = self._not_renamed(claimed, claimed, report, [self.owner])
+            met = self.with_unjudged(claimed)
+            claimed = self._not_renamed(met.rows, met.rows, report, [self.owner])
             if not claimed:
                 break
             from idprov.provisioning.guard import hold_over
 
-            rows = hold_over(self, claimed, report)
+            rows = hold_over(self, claimed, report, whole=met.whole, later=met.later)
             self._drain_claimed(rows, report, progress, None)
         return report
 
@@ -453,7 +467,7 @@ class Outbound:
                     batch = self.state.outbox.claim_ids(chunk, self.owner, self.lease)
                 taken = {r.id for r in batch}
                 self._note_leased([i for i in chunk if i not in taken], total, queued=False)
-                total.merge(self._drain_judged(batch, progress, window, seen))
+                total.merge(self._drain_judged(batch, progress, window, seen, eager))
             _tell_waiting(total, told, self.say)
             return total
         while not stop.is_set():
@@ -472,19 +486,21 @@ class Outbound:
         progress: Progress | None,
         window: GuardWindow,
         seen: set[int] | None = None,
+        eager: bool = False,
     ) -> OutboundReport:
         """Drain a claimed batch, but first let the deletion guard hold what a change
         committed without a push (`import --no-push`) would destroy, judged with the
         batches before it in ``window`` and with every row of that change (see
-        :meth:`with_unjudged`). The ids judged are added to ``seen``."""
+        :meth:`with_unjudged`; ``eager``: a manual retry, every row is due). The ids
+        judged are added to ``seen``."""
         from idprov.provisioning.guard import hold_over
 
         report = OutboundReport()
-        batch = self.with_unjudged(batch)
-        batch = self._not_renamed(batch, batch, report, [self.owner])
+        met = self.with_unjudged(batch, eager=eager)
+        batch = self._not_renamed(met.rows, met.rows, report, [self.owner])
         if seen is not None:
-            seen.update(r.id for r in batch)
-        pushed = hold_over(self, batch, report, window=window)
+            seen.update(r.id for r in batch if r.id not in met.later)
+        pushed = hold_over(self, batch, report, window=window, whole=met.whole, later=met.later)
         return self._drain_claimed(pushed, report, progress, None)
 
     def with_unjudged(
@@ -492,7 +508,8 @@ class Outbound:
         rows: list[OutboxRow],
         only: Collection[str] | None = None,
         own: Collection[int] = (),
-    ) -> list[OutboxRow]:
+        eager: bool = False,
+    ) -> Met:
         """``rows``, and where one of them carries a change no guard judged whole
         (:attr:`~idprov.provisioning.outbox.OutboxRow.unjudged`), every pending or
         failed row of that IdP (of ``only``, when given) that carries one and no other
@@ -501,21 +518,33 @@ class Outbound:
         out under the guard's minimum; pushed with a command's change alone, it went
         out a few users at a time. The rows ``own`` (the pushing command's change)
         carry their own mark (:data:`~idprov.provisioning.outbox.OWN_PUSH`): this push
-        judges them; only another change's mark in them takes the others."""
+        judges them; only another change's mark in them takes the others. A failed
+        row pulled so whose next try has not come (unless ``eager``) is judged with
+        them, and waits for its time (:attr:`Met.later`)."""
+        whole = set(only) if only is not None else {r.idp for r in rows}
         idps = sorted(
             {
                 r.idp
                 for r in rows
-                if (r.unjudged == UNJUDGED or (r.unjudged and r.id not in own))
-                and (only is None or r.idp in only)
+                if (r.unjudged == UNJUDGED or (r.unjudged and r.id not in own)) and r.idp in whole
             }
         )
         if not idps:
-            return rows
+            return Met(rows, whole, set())
         with self.state.transaction():
             pulled = self.state.outbox.claim_unjudged(idps, self.owner, self.lease)
         known = {r.id for r in rows}
-        return sorted([*rows, *(r for r in pulled if r.id not in known)], key=lambda r: r.id)
+        stamp = now()
+        later = {
+            r.id
+            for r in pulled
+            if r.id not in known
+            and not eager
+            and r.status == "failed"
+            and (r.next_attempt_at or "") > stamp
+        }
+        rows = sorted([*rows, *(r for r in pulled if r.id not in known)], key=lambda r: r.id)
+        return Met(rows, whole, later)
 
     def _due_batch(self, idps: Sequence[str] | None, total: OutboundReport) -> list[OutboxRow]:
         """Claim the next due rows of the configured IdPs; note orphaned ones once."""

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from idprov.provisioning.connect import DisabledIdpProblem
     from idprov.provisioning.guard import GuardWindow, Verdict
     from idprov.provisioning.internal_roles import InternalRoles
-    from idprov.provisioning.outbound import Outbound
+    from idprov.provisioning.outbound import Met, Outbound
     from idprov.provisioning.outbox import OutboxRow
     from idprov.provisioning.results import Progress
     from idprov.provisioning.tokens import InboundTokens, NewToken, TokenRecord
@@ -287,10 +287,13 @@ class IdentityService:
         # and a crashed one's, at the IdPs pushed now: the others' are the worker's
         pushed_now = [name for name in self.targets() if self.waits_for(name)]
         rows = self.state.outbox.rows([*row_ids, *abandoned], stale_pending=pushed_now)
+        met = None
         if not guarded:
-            # the others: the worker's; own rows: this push judges them (their mark
-            # says so), unless another change's is in them
-            rows = self.outbound.with_unjudged(rows, only=pushed_now, own=set(row_ids))
+            # the others: the worker's (it judges another change's marked rows there
+            # whole: they keep their mark); own rows: this push judges them (their
+            # mark says so), unless another change's is in them
+            met = self.outbound.with_unjudged(rows, only=pushed_now, own=set(row_ids))
+            rows = met.rows
         report = OutboundReport()
         if row_ids and not guarded:  # not in ``rows``: pushed only by a release (or the
             # sync that accepts them, which judges what is held after its push itself)
@@ -306,7 +309,7 @@ class IdentityService:
 
             recorded_scopes(self.outbound, sorted({r.idp for r in rows} - {r.idp for r in judged}))
         if judged:
-            kept = {r.id for r in self._hold_over_guard(judged, report, set(row_ids))}
+            kept = {r.id for r in self._hold_over_guard(judged, report, set(row_ids), met)}
             rows = [r for r in rows if r.id in kept or r.id in fresh]
             self._note_waiting_with(judged, kept, set(row_ids), report)
         now_rows = [r for r in rows if self.waits_for(r.idp)]
@@ -393,15 +396,22 @@ class IdentityService:
         return [report.only(set(change.rows)) if change.rows else None for change in changes]
 
     def _hold_over_guard(
-        self, rows: list[OutboxRow], report: OutboundReport, own: Collection[int]
+        self,
+        rows: list[OutboxRow],
+        report: OutboundReport,
+        own: Collection[int],
+        met: Met | None = None,
     ) -> list[OutboxRow]:
         """``rows`` the deletion guard lets go; those of ``own`` (the changes' own rows,
         not those of a killed or crashed command pushed with them) are judged together
-        with :attr:`allow_deletes` too, whatever other changes coalesced into them."""
+        with :attr:`allow_deletes` too, whatever other changes coalesced into them.
+        ``met``: the marked rows they met (see
+        :meth:`~idprov.provisioning.outbound.Outbound.with_unjudged`)."""
         from idprov.provisioning.guard import hold_over
 
         window = self._guard_window
-        kept = hold_over(self.outbound, rows, report, self.allow_deletes, window, own)
+        whole, later = (met.whole, met.later) if met is not None else ((), ())
+        kept = hold_over(self.outbound, rows, report, self.allow_deletes, window, own, whole, later)
         if window is not None and self._guard_judged is not None:
             self._guard_judged(window)  # before anything of it is sent
         return kept
