@@ -96,6 +96,21 @@ def test_a_no_wait_change_judged_by_its_own_push_leaves_no_mark(
     assert len(scim.users()) == 28
 
 
+def test_a_wholly_held_change_does_not_point_at_what_went(
+    cli,
+    scim: Scim2Peer,  # noqa: F811
+):
+    """A harmless edit held with a cut change (nothing of it went): the guard's line
+    does not say that what it let through is reported above."""
+    seed(30)
+    _killed_after_its_commit(TWELVE, "another machine")
+    edit = cli("user", "update", "pl1", "-c", "title=x")
+    said = " ".join((edit.stdout + edit.stderr).split())
+    assert edit.exit_code == 7 and " done" not in said, said
+    assert "what it held waits in the outbox: check it" in said, said
+    assert "what it let through is reported above" not in said, said
+
+
 def test_failed_rows_judged_with_a_later_change_wait_for_their_retry(
     cli,
     scim: Scim2Peer,  # noqa: F811

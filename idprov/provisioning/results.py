@@ -214,11 +214,14 @@ class OutboundReport:
     def warnings(self) -> list[str]:
         """One line per IdP whose rows were skipped because it left the configuration,
         held by the deletion guard, or left waiting for `idprov idp rename`."""
+        # what it let through is above only where something went
+        went = any(r.operations for r in self.idps.values())
+        above = " (what it let through is reported above)" if went else ""
         lines = [
-            f"deletion guard: {why}; what it held waits in the outbox (what it let "
-            "through is reported above): check it with `idprov outbox list --status held`, "
-            "then push it with `idprov outbox release` (what a change of scope holds: "
-            "`idprov sync`), or drop it with `idprov outbox discard`"
+            f"deletion guard: {why}; what it held waits in the outbox{above}: check it with"
+            " `idprov outbox list --status held`, then push it with `idprov outbox release`"
+            " (what a change of scope holds: `idprov sync`), or drop it with"
+            " `idprov outbox discard`"
             for why in self.guard
         ] + [
             f"{count} outbox row(s) of identity provider {name!r}, which is not in the "
