@@ -1012,3 +1012,22 @@ def test_verify_finds_and_repair_deletes_values_the_target_holds_where_idprov_ho
     assert not account.get("title") and not account.get("mail")
     assert account.get("description") == ["hers"] and account.get("sn") == ["L"]
     assert cli("sync", "--verify", "--json").ok().json()["drift"]["legacy"]["repairs"] == []
+
+
+def test_verify_of_attribute_roles_when_list_targets_fails_for_a_moment_checks_them(tmp_path, peer):
+    """roles: attribute: a listTargets that failed for a moment (the capabilities
+    cannot be told) made verify say "the spml connector cannot read groups" and skip
+    every group, as if the target lacked search; list_users searched all the same."""
+    from idprov.provisioning.verify import verify_idp
+
+    peer.extra_attributes = {"roles"}
+    with service(tmp_path, peer, "      roles: attribute\n", "    push_roles: all\n") as svc:
+        svc.add_role("staff")
+        svc.add_user("alice", ALICE, roles=["staff"])
+        svc.add_user("bob", {"family_name": "B"}, roles=["staff"])
+        del peer.accounts()["bob"].attributes["roles"]
+    with service(tmp_path, peer, "      roles: attribute\n", "    push_roles: all\n") as svc:
+        peer.fault_next("listTargets is down", operation="listTargetsRequest", count=5)
+        report = verify_idp(svc, "legacy")
+    assert report["unverifiable"] is None, report
+    assert report["groups_changed_remotely"] == [{"group": "staff", "missing_members": ["bob"]}]

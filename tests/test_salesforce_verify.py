@@ -186,3 +186,16 @@ def test_verify_of_a_permission_set_with_many_other_assignees_costs_no_call_per_
     sent = org.requests[before:]
     assert drift["repairs"] == [] and drift["errors"] == [] and drift["groups_checked"] == 2
     assert len(sent) <= alone + 2, [r.path for r in sent]  # a page more at most
+
+
+def test_a_group_that_could_not_be_read_does_not_hide_that_other_accounts_were_not_looked_for(
+    cli, tmp_path, org
+):
+    """One failed group read hid "accounts outside idprov's ledger were not looked
+    for", though the connector still cannot list accounts: the report read as if it had."""
+    seeded(cli, tmp_path, org, ("ann",))
+    org.fail_next(400, "INVALID_QUERY_FILTER_OPERATOR", "unreadable", method="GET", path="/query")
+    run = cli("sync", "--verify")
+    shown = " ".join(run.stdout.split())
+    assert "group " in shown and "unreadable" in shown, shown  # the failed read is reported
+    assert "accounts outside idprov's ledger were not looked for" in shown, shown

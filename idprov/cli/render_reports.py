@@ -332,7 +332,7 @@ def sync_result(
                 f"merged by an earlier version's adoption; not checked or repaired): "
                 f"{esc(shared['fix'])}"
             )
-        if report["unowned"] is None and not report.get("unverifiable") and not report["errors"]:
+        if report.get("accounts_listed") is False:  # whatever else failed
             console().print(
                 "  accounts outside idprov's ledger were not looked for (the connector "
                 "cannot list the target's accounts)"

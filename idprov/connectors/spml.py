@@ -445,11 +445,13 @@ class SpmlConnector(SpmlPsoConnector):
         of the group PSO with its data (core SPML), its ``member_attribute`` read.
         ``roles: attribute``: the role is its name, held by the accounts whose
         ``role_attribute`` holds it, found by the search capability: where the target
-        does not advertise it (or cannot say), the members cannot be read
-        (``NotImplementedError``: verify says the groups were not checked)."""
+        does not advertise it, the members cannot be read (``NotImplementedError``:
+        verify says the groups were not checked). Where it cannot say (listTargets
+        failed for a moment) the search is sent, as :meth:`list_users` sends it: its
+        failure is an error of that group, not every group left unchecked."""
         options = self.options
         if options.roles == "attribute":
-            if SEARCH not in (self._capabilities() or set()):
+            if self._lacks(SEARCH):
                 raise NotImplementedError
             what = f"read the holders of role {remote_id}"
             return remote_id, set(self.searchids_of(what, [(options.role_attribute, remote_id)]))

@@ -77,6 +77,7 @@ def verify_idp(service: IdentityService, name: str) -> dict[str, Any]:
         "marked_unowned": None,
         "cut_off_creates": None,
         "unverifiable": None,
+        "accounts_listed": None,
         "errors": [],
         "repairs": [],
         "repaired": None,
@@ -113,14 +114,18 @@ def _in_order(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def _listed(connector: Connector, report: dict[str, Any]) -> list[tuple[str, str]] | None:
-    """(remote id, user name) of every account at the target (None: it cannot tell)."""
+    """(remote id, user name) of every account at the target (None: it cannot tell).
+    ``accounts_listed`` says whether the connector lists them (None: it failed to)."""
     try:
-        return connector.list_users()
+        listed = connector.list_users()
     except NotImplementedError:
+        report["accounts_listed"] = False  # accounts outside the ledger are not looked for
         return None
     except IdprovError as exc:
         report["errors"].append(f"listing users: {exc.message}")
         return None
+    report["accounts_listed"] = True
+    return listed
 
 
 def _marked(
