@@ -96,3 +96,28 @@ def test_a_page_whose_user_has_no_name_to_look_up_still_shows_it(slapd, store): 
     )
     page = store.list_users(UserQuery(limit=5))
     assert [u.claims.get("email") for u in page.items] == ["nameless@example.com"]
+
+
+def test_entries_without_a_name_are_no_ambiguous_name_whole_or_paged(slapd, crowd):
+    """Two entries without a uid: a whole listing (`user list --limit 0`) named them an
+    ambiguous name '' (a page did not); both list them as they are, and name only the
+    names several entries hold (u03)."""
+    slapd.add(
+        "".join(
+            f"dn: cn=nameless{i},{slapd.people}\nobjectClass: inetOrgPerson\ncn: nameless{i}\n"
+            f"sn: nameless{i}\nmail: nameless{i}@example.com\n\n"
+            for i in (1, 2)
+        )
+    )
+    whole = crowd.list_users(UserQuery(limit=None))
+    whole_ambiguous = [a.username.casefold() for a in crowd.ambiguous_names()]
+    paged = crowd.list_users(UserQuery(limit=50))
+    paged_ambiguous = [a.username.casefold() for a in crowd.ambiguous_names()]
+    assert whole_ambiguous == paged_ambiguous == ["u03"]
+    assert [u.id for u in whole.items] == [u.id for u in paged.items]
+    nameless = [u.claims.get("email") for u in whole.items if not u.username]
+    assert sorted(nameless) == ["nameless1@example.com", "nameless2@example.com"]
+    # a sync reads every user: the nameless ones name no user to provision, nor an ambiguity
+    users = [u for batch in crowd.iter_users() for u in batch]
+    assert all(u.username for u in users)
+    assert [a.username.casefold() for a in crowd.ambiguous_names()] == ["u03"]

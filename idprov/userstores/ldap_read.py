@@ -329,11 +329,15 @@ class LdapReader(LdapSession):
     def _unique(self, picked: list[Picked]) -> tuple[list[Picked], list[AmbiguousName]]:
         """``picked`` (in name order) parted into the entries whose name is theirs
         alone, and the names that several hold (compared as the store compares names,
-        case-insensitively)."""
+        case-insensitively). Entries without a name (no username attribute) are
+        neither: no name is ambiguous, and none names a user to provision (a paged
+        listing lists them as they are, and names no ambiguity either)."""
         unique: list[Picked] = []
         ambiguous: list[AmbiguousName] = []
-        for _, group in itertools.groupby(picked, key=lambda p: p[0]):
+        for key, group in itertools.groupby(picked, key=lambda p: p[0]):
             entries = list(group)
+            if not key:
+                continue
             if len(entries) == 1:
                 unique.append(entries[0])
             else:
