@@ -133,3 +133,14 @@ def test_a_value_is_removed_by_the_spelling_the_client_sent(inbound: Any) -> Non
     removed = patch(client, f"/Users/{created.json()['id']}", {"op": "remove", "path": path})
     assert removed.status_code in (200, 204), removed.text
     assert "email" not in inbound.local().get_user("g.user").claims
+
+
+def test_a_search_finds_a_value_by_the_spelling_the_client_sent(inbound: Any) -> None:  # noqa: F811
+    """``title eq " CTO "`` found nobody, while ``title eq "CTO"`` found the user the
+    client created with ``" CTO "``."""
+    client = inbound.client
+    created = client.post("/Users", json=SPACED, headers=SCIM_JSON)
+    assert created.status_code == 201, created.text
+    for spelled in ('title eq " CTO "', 'emails[value eq " alice@example.com "]'):
+        found = client.get("/Users", params={"filter": spelled}).json()
+        assert [u["userName"] for u in found["Resources"]] == ["alice"], (spelled, found)

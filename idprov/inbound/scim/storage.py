@@ -43,7 +43,7 @@ from scim2_server.utils import parametrize
 
 from idprov.inbound.scim import mapping
 from idprov.inbound.scim.acting import Backend, current_request, scim_errors
-from idprov.inbound.scim.filters import check_filter, user_condition
+from idprov.inbound.scim.filters import check_filter, trimmed_literals, user_condition
 from idprov.inbound.scim.lookups import (
     GROUPS,
     USERS,
@@ -104,6 +104,8 @@ class IdprovStorage(ScimStorage):
             if search_request.filter is not None:
                 check_filter(search_request.filter.ast)
             names = list(dict.fromkeys(str(rt.name) for rt in resource_types))
+            if names == [USERS] and search_request.filter is not None:
+                search_request = _trimmed_search(search_request)
             quick = self._listing_page(names, search_request)
             if quick is not None:
                 return quick
@@ -407,6 +409,17 @@ def _without_active(backend: Backend, domain: str, claims: dict[str, Any]) -> No
             "disable this user there; map it under userstores[].claim_attributes (an "
             "attribute the directory's applications read), or delete the user"
         )
+
+
+def _trimmed_search(request: SearchRequest[Any]) -> SearchRequest[Any]:
+    """A Users search comparing trimmed values where idprov keeps the attribute
+    trimmed (``title eq " CTO "`` finds the user whose title is ``CTO``, as a PATCH
+    path's filter does: :func:`~idprov.inbound.scim.filters.trimmed_literals`)."""
+    scim_filter = cast(Any, request.filter)
+    spelled = str(trimmed_literals(scim_filter.ast))
+    if spelled == str(scim_filter.ast):
+        return request
+    return request.model_copy(update={"filter": type(scim_filter)(spelled)})
 
 
 def _kind(resource_type: ResourceType) -> str:
