@@ -118,3 +118,26 @@ def test_a_killed_holder_on_this_machine_is_said_to_be_taken_now(cli, leased):
     retry = cli("outbox", "retry", "--json")  # taken at once: sent, the target is down
     assert retry.exit_code == 6, retry
     assert "leased" not in json.loads(retry.stdout), retry.stdout
+
+
+def test_a_push_meeting_rows_of_a_killed_local_command_says_the_next_pass_takes_them():
+    """A worker or serve meeting rows a command killed on this machine still holds
+    (before its next pass releases them) said they waited for the lease to end, as if
+    another host held them."""
+    import socket
+    import subprocess
+    import sys
+
+    from idprov.provisioning.outbound import lease_line
+
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = f"{socket.gethostname()}:{child.stdout.strip()}:0123abcd"
+    said = lease_line(2, {dead: UNTIL})
+    assert "a command killed on this machine" in said and "next `idprov outbox retry`" in said
+    assert "taken when the lease ends" not in said
+    assert "taken when the lease ends" in lease_line(1, {HOLDER: UNTIL})

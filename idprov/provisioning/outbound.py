@@ -732,10 +732,16 @@ def lease_line(count: int, holders: Mapping[str, str]) -> str:
     before the lease ends; one running here is pushing them, one elsewhere (another
     machine, another container) may have been killed: nothing here can tell."""
     here = [h for h in holders if holder_running(h)]
+    gone = [h for h in holders if holder_gone(h)]
     who = ", ".join(f"{holder_label(h)} until {holders[h]}" for h in sorted(holders))
     rows = "row is" if count == 1 else "rows are"
     if len(here) == len(holders):
         return f"{count} {rows} held by {who} (an idprov process on this machine, pushing now)"
+    if len(here) + len(gone) == len(holders):  # a killed command here waits for no lease
+        return (
+            f"{count} {rows} held by {who} (a command killed on this machine): the next "
+            "`idprov outbox retry` or pass of the worker takes them"
+        )
     return (
         f"{count} {rows} held by {who} (a command or worker on another host, or one killed "
         "there): they are taken when the lease ends"
