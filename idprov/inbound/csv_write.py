@@ -22,6 +22,7 @@ from idprov.userstores.base import ImportedUser, JsonClaims
 
 if TYPE_CHECKING:
     from idprov.provisioning.guard import GuardWindow
+    from idprov.provisioning.outbox import OutboxRow
     from idprov.provisioning.unit_of_work import UnitOfWork
 
 ROWS_AT_ONCE = 500
@@ -46,8 +47,41 @@ class BatchWriter(ImportState):
             self.killed_batch = run.batch
             self.judged_before = run.judged
             self.own_rows = set((run.judged or {}).get("rows", []))
+            self._check_no_push()
         else:
             self._note_changed_file()
+
+    def _check_no_push(self) -> None:
+        """Refuse a ``--no-push`` re-run of a cut import whose push the deletion guard
+        judged a destructive part of: the worker would judge the rest alone, without
+        what the cut run let through (10 of 30 users deleted in two halves, each under
+        the guard, where one run holds 5), and forget what it held. Only a pushing
+        re-run judges the rest with it. Nothing is changed."""
+        from idprov.errors import UsageError
+        from idprov.provisioning.guard import Allowed
+
+        saved = self.judged_before or {}
+        if self.options.push or "judged" not in saved:
+            return
+        before = Allowed.restored(saved["judged"])
+        went = sorted(idp for idp, e in before.let.items() if e.any)
+        held = sorted({*before.tripped, *(i for i, e in before.held.items() if e.any)})
+        if not went and not held:
+            return  # nothing destructive went or was held: the worker judges it whole
+        said = []
+        if went:
+            said.append(f"let part of its change through at {', '.join(went)}")
+        if held:
+            said.append(f"held part of it at {', '.join(held)}")
+        file = Path(self.source.name).name
+        raise UsageError(
+            f"{file}: the cut import of this file pushed, and the "
+            f"deletion guard {' and '.join(said)}; a re-run with --no-push would leave the "
+            "rest to be judged without that, so nothing was imported",
+            hint="run the same import again without --no-push (with the same --allow-deletes,"
+            " if any): it judges the rest of the file with what the cut run let through and"
+            " held, as one change",
+        )
 
     def _note_changed_file(self) -> None:
         """Say so when an unfinished import of the same file and options exists whose
@@ -56,21 +90,20 @@ class BatchWriter(ImportState):
         and with --mode create every user the cut run made is an error."""
         if not isinstance(self.given, Path):
             return  # standard input: each run's content is its own
-        row = self.service.state.db.execute(
-            "SELECT started_at, lines_done FROM imports WHERE path = ? AND options = ?"
-            " AND sha256 != ? AND finished_at IS NULL ORDER BY id DESC LIMIT 1",
-            [self.source.name, self.options.fingerprint(), self.sha256],
-        ).fetchone()
-        if row is None:
+        cut = self.service.state.imports.of_other_content(
+            self.source.name, self.options.fingerprint(), self.sha256
+        )
+        if cut is None:
             return
+        started, lines_done = cut
         mode = (
             "; the users it wrote are errors with --mode create: import the file with --mode upsert"
             if self.options.mode == "create"
             else ""
         )
         self.report.notes.append(
-            f"the cut import of {self.source.name} started {row[0]} (written through line "
-            f"{int(row[1]):,}) was not resumed: the file changed since, so this is a new "
+            f"the cut import of {self.source.name} started {started} (written through line "
+            f"{lines_done:,}) was not resumed: the file changed since, so this is a new "
             f"import{mode}"
         )
 
@@ -208,20 +241,39 @@ class BatchWriter(ImportState):
         roles pushed later find their members provisioned: the rows its journal notes
         (its own, judged as its change with its ``--allow-deletes``), still pending;
         not every pending row of the state (another change's went out under this
-        import's allowance, counted as its own). A failed or held row is not pushed
-        here: its retry (`idprov outbox retry`, `release`) is judged afresh."""
+        import's allowance, counted as its own). A failed row is not pushed here: its
+        retry (`idprov outbox retry`) is judged afresh. A row the cut run's guard held
+        is pushed again only by a re-run given another ``--allow-deletes`` than the cut
+        run's: it judges the whole change afresh (:meth:`GuardWindow.resume`), the rows
+        held of it included, as one uninterrupted run with that allowance (the same
+        allowance: the cut run's trip holds the rest too, and they wait for
+        `idprov outbox release`)."""
         if not self.own_rows or not self.options.push:
             return
         ids = sorted(self.own_rows)
-        left = [
-            row.id
+        left = [row.id for row in self._own_rows(ids, "pending")]
+        saved = self.judged_before or {}
+        allow = self.service.allow_deletes
+        if "judged" in saved and saved.get("allowance") != allow:
+            held = self._own_rows(ids, "held")
+            if held:
+                idps = sorted({row.idp for row in held})
+                with self.service.state.transaction():
+                    left += self.service.state.outbox.release_held(
+                        idps, allowed=allow, ids=[row.id for row in held]
+                    )
+        if left:
+            self._merge(self.service.push(sorted(left)))
+
+    def _own_rows(self, ids: list[int], status: str) -> list[OutboxRow]:
+        """Those of the outbox rows ``ids`` that are ``status``."""
+        return [
+            row
             for start in range(0, len(ids), ROWS_AT_ONCE)
             for row in self.service.state.outbox.rows(
-                ids[start : start + ROWS_AT_ONCE], status="pending"
+                ids[start : start + ROWS_AT_ONCE], status=status
             )
         ]
-        if left:
-            self._merge(self.service.push(left))
 
     def _held_because(self, idp: str, window: GuardWindow, why: str) -> None:
         """Give the import's rows held at ``idp`` the reason of the whole import (each

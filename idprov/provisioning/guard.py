@@ -64,6 +64,7 @@ this rule) has its scope recorded by its first sync.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
@@ -628,6 +629,26 @@ class Allowed:
             {idp: Effects.restored(e) for idp, e in data["let"].items()},
         )
 
+    def renamed(self, old: str, new: str) -> Allowed:
+        """These judgements with IdP ``old``'s under ``new`` (`idp rename`: a cut
+        import's re-run counts what went at the IdP under its new name), merged with
+        any ``new`` had."""
+
+        def moved(effects: dict[str, Effects]) -> dict[str, Effects]:
+            out = {idp: e for idp, e in effects.items() if idp != old}
+            if old in effects:
+                out[new] = replace(effects[old], idp=new).merged(out.get(new))
+            return out
+
+        at = re.compile(rf" at {re.escape(old)}(?= \(|;|:|$)")
+        tripped = {idp: ts for idp, ts in self.tripped.items() if idp != old}
+        if old in self.tripped:
+            tripped[new] = tripped.get(new, []) + [
+                replace(t, idp=new, message=at.sub(f" at {new}", t.message, count=1))
+                for t in self.tripped[old]
+            ]
+        return Allowed(moved(self.passed), tripped, moved(self.held), moved(self.let))
+
 
 @dataclass
 class GuardWindow:
@@ -659,19 +680,22 @@ class GuardWindow:
         :meth:`Allowed.saved`, made with ``saved["allowance"]``) as the start of the
         judgement of the rows judged with ``allowance``: a re-run after a kill counts
         what its cut run let through (it went out, or goes with the re-run), so the
-        change is judged whole, as one uninterrupted run judges it. Its trips hold the
-        re-run's rows only when they were judged with the same allowance (a larger one
-        given to the re-run judges the whole change afresh)."""
+        change is judged whole, as one uninterrupted run judges it. Its trips, and what
+        they held, hold the re-run's rows only when they were judged with the same
+        allowance: another one given to the re-run judges afresh the rest of the change
+        with what the cut run held of it (the re-run pushes those rows again as its own:
+        ``BatchWriter._finish_left_pushes``), as one uninterrupted run with that
+        allowance judges it."""
         before = Allowed.restored(saved["judged"])
         self.held_rows.update(saved["held_rows"])
         allowed = self.of(allowance)
         for idp, effects in before.passed.items():
             allowed.passed[idp] = effects.merged(allowed.passed.get(idp))
-        for idp, effects in before.held.items():
-            allowed.held[idp] = effects.merged(allowed.held.get(idp))
         for idp, effects in before.let.items():
             allowed.let[idp] = effects.merged(allowed.let.get(idp))
         if saved["allowance"] == allowance:
+            for idp, effects in before.held.items():
+                allowed.held[idp] = effects.merged(allowed.held.get(idp))
             for idp, trips in before.tripped.items():
                 allowed.tripped.setdefault(idp, []).extend(trips)
 

@@ -710,9 +710,27 @@ def _move(db: StateDB, config: Config, old: str, new: str, moved: dict[str, int]
         db.execute("UPDATE idp_health SET idp = ? WHERE idp = ?", [new, old])
     if moved["jit_links"]:
         db.execute("UPDATE jit_links SET idp = ? WHERE idp = ?", [new, old])
+    _move_judgements(db, old, new)
     row = db.execute("SELECT target FROM idp_targets WHERE idp = ?", [old]).fetchone()
     db.execute("DELETE FROM idp_targets WHERE idp = ?", [old])
     _note_renamed(db, old, new, None if row is None else str(row[0]), _target(config, new))
+
+
+def _move_judgements(db: StateDB, old: str, new: str) -> None:
+    """What the deletion guard judged at ``old`` of a cut import, noted in its journal,
+    under ``new``: the re-run counts what went there under the new name (judged
+    alone, the rest of the import went out under the guard)."""
+    from idprov.provisioning.guard import Allowed
+    from idprov.provisioning.state import ImportJournal
+
+    journal = ImportJournal(db)
+    for import_id, judged in journal.judgements():
+        if "judged" not in judged:
+            continue
+        before = Allowed.restored(judged["judged"])
+        after = before.renamed(old, new)
+        if after != before:
+            journal.judged(import_id, {**judged, "judged": after.saved()})
 
 
 def _target(config: Config, name: str) -> str | None:

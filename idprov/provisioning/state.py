@@ -497,6 +497,26 @@ class ImportJournal:
         judged = json.loads(row[4]) if row[4] else None
         return ImportRun(int(row[0]), int(row[1]), batch, judged)
 
+    def of_other_content(self, path: str, options: str, sha256: str) -> tuple[str, int] | None:
+        """The last unfinished import of ``path`` with ``options`` whose file held
+        another content than ``sha256`` (the file changed since it was cut): when it
+        started, and the last line it wrote; None if there is none."""
+        row = self.db.execute(
+            "SELECT started_at, lines_done FROM imports WHERE path = ? AND options = ?"
+            " AND sha256 != ? AND finished_at IS NULL ORDER BY id DESC LIMIT 1",
+            [path, options, sha256],
+        ).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    def judgements(self) -> list[tuple[int, dict[str, Any]]]:
+        """(id, what the guard judged of it) of each unfinished import that noted one
+        (see :meth:`judged`)."""
+        rows = self.db.execute(
+            "SELECT id, judged FROM imports WHERE finished_at IS NULL AND judged IS NOT NULL"
+            " ORDER BY id"
+        ).fetchall()
+        return [(int(r[0]), json.loads(r[1])) for r in rows]
+
     def start(self, path: str, sha256: str, options: str, actor: str, application: str) -> int:
         row = self.db.execute(
             "INSERT INTO imports (path, sha256, options, started_at, lines_done, actor,"
