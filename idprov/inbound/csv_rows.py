@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from idprov.errors import IdprovError
 from idprov.inbound.csv_export import unescaped
@@ -123,7 +123,7 @@ class RowChecks(MissingUsers):
         if not value:
             return None
         if definition.multi_valued:
-            values = [v.strip() for v in value.split(self.options.separator) if v.strip()]
+            values = cast(list[str], policy.trimmed(value.split(self.options.separator)))
             for item in values:
                 self._check_text(column, definition, item, user)
                 _in_column(column, policy.check_claim_value, definition, item, user)
