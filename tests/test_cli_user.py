@@ -685,3 +685,16 @@ def test_names_spelled_with_a_joiner_in_their_own_script_are_taken(cli):
     cli("user", "add", persian).ok()
     cli("user", "add", hindi).ok()
     assert sorted(usernames(cli("user", "list", "--json").json())) == sorted([persian, hindi])
+
+
+def test_a_c1_control_character_in_a_claim_is_refused_as_any_control_character(cli):
+    """U+0080-U+009F (what Windows-1252 quotes and dashes become when read as latin-1,
+    or pasted from such a file) are control characters: an import refused them, `user
+    add`, `user update`, SCIM and the library stored them and pushed them to every
+    target."""
+    run = cli("user", "add", "zoe", "-c", "department=Caf\u0093 Sales\u0094")
+    assert run.exit_code == 5, run  # a policy refusal
+    assert "claim 'department' of user zoe contains control characters" in run.stderr
+    assert cli("user", "show", "zoe").exit_code == 3  # nothing was written
+    cli("user", "add", "zoe", "-c", "department=Café Sales").ok()
+    assert cli("user", "update", "zoe", "-c", "title=Bo\u0085ss").exit_code == 5

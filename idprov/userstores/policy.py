@@ -17,8 +17,8 @@ from idprov.config.models import PolicyConfig
 from idprov.errors import PolicyError, UsageError
 from idprov.model import ClaimValue
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 controls
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 """Claims declared ``multiline`` may hold tabs and line breaks (a postal address)."""
 
 
