@@ -13,33 +13,51 @@ blanks, when it is built, every secret idprov knows of (:func:`blank`):
   ``user:password`` and its encoding, a user's plaintext password (while the account
   carrying it to a connector exists: the engine plans in one thread and pushes in
   another);
-- **in flight** (:func:`note_request`, per thread): the headers and form of the last
-  requests :func:`idprov.connectors.http.send` sent, read only when an error is built.
+- **in flight** (:func:`note_request`, per thread): the headers, form and body of the
+  last requests idprov's HTTP client sent, read only when an error is built.
 
-Holding costs a dictionary entry, noting a request a reference kept: nothing is
-computed on the success path. :func:`blank` runs only when an error is built.
+Holding costs two dictionary entries (the secret, and its index by what every spelling
+of it keeps: its longest run of ASCII letters and digits), noting a request a reference
+kept: nothing else is computed on the success path. :func:`blank` runs only when an
+error is built, and looks only at the secrets its text may hold.
+
+**How an echo spells a secret.** A target rarely echoes a request as it was sent: it
+quotes the JSON it received (``"`` as ``\\"``, ``\\`` as ``\\\\``, ``ä`` as ``\\u00e4``, once or
+twice), the form it received (percent-encoded), the XML (``&quot;``, ``&amp;``), or a
+Python ``repr``. Every such spelling of a secret is blanked (:func:`spellings`). They
+are computed only when an error is built, and only for a secret whose longest run of
+ASCII letters and digits (which every spelling keeps; noted when the secret is held)
+is in the text.
 
 **Short secrets.** A secret of 8 characters or more is blanked wherever it occurs. A
-held secret of 1 to 7 characters is blanked only where it stands as a value: right
-after a quote, ``=``, ``:`` or ``>`` (or ``=``/``:`` and one space), and before a
-quote, ``&``, ``,``, ``;``, ``<``, a closing bracket, a space or the end:
-``"password": "ab1"``, ``'X-Api-Key': 'k3Yq9'``, ``svc:ab1``, ``password=ab1``,
-``<password>ab1</password>``. Anywhere else it would be a word or part of one (a
-3-letter password blanking every "the" of a message). Values read from a request's
-headers and form that idprov does not hold (which may be no secret: an ETag, a client
-id) are blanked only from 8 characters on.
+held secret of 1 to 7 characters (``admin``, ``true``, ``400``, a user name used as
+a password) would rewrite ordinary words of unrelated errors if blanked process-wide,
+so it is blanked only in an error built by the thread that sent a request carrying
+it (one of its last :data:`RECENT_REQUESTS`, or the reply's own request: in a header,
+a form field, or a string value of its JSON or XML body), and there only where it
+stands as a value: right after a quote, ``=``, ``:`` or ``>`` (or ``=``/``:`` and one
+space), and before a quote, a backslash, ``&``, ``,``, ``;``, ``<``, a closing
+bracket, a space or the end: ``"password": "ab1"``, ``'X-Api-Key': 'k3Yq9'``,
+``svc:ab1``, ``password=ab1``, ``<password>ab1</password>``. Anywhere else it would
+be a word or part of one (a 3-letter password blanking every "the" of a message).
+Values read from a request's headers and form that idprov does not hold (which may be
+no secret: an ETag, a client id) are blanked only from 8 characters on.
 """
 
 from __future__ import annotations
 
 import base64
+import html
 import itertools
+import json
 import re
 import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import quote, quote_plus
+from xml.sax.saxutils import escape as xml_escape
 
 MASK = "***"
 LONG = 8
@@ -55,10 +73,23 @@ PLAIN_HEADERS = frozenset(
 reply says."""
 
 _lock = threading.Lock()
-_held: dict[tuple[int, str], Callable[[], object]] = {}
-"""(id of the holder, secret) -> the holder, weakly."""
+_held: dict[tuple[int, str], tuple[Callable[[], object], str | None]] = {}
+"""(id of the holder, secret) -> (the holder, weakly; the secret's longest run of
+ASCII letters and digits, None when it has nothing else: what every spelling of it
+keeps, looked for before its spellings are computed)."""
+_index: dict[str, set[tuple[int, str]]] = {}
+"""The first :data:`_KEY` characters of what every spelling of a held secret keeps ->
+its entries in :data:`_held`: an error looks up only the secrets its text may hold,
+however many are held (thousands of accounts' passwords in a long import)."""
+_always: set[tuple[int, str]] = set()
+"""Entries whose secret keeps fewer than :data:`_KEY` letters or digits in every
+spelling: looked for in every error."""
+_KEY = 4
 _prune_at = 256
 _local = threading.local()
+_PLAIN = re.compile(r"[A-Za-z0-9._~-]*")
+"""Characters no spelling changes (JSON, URL, XML escaping and repr keep them)."""
+_RUN = re.compile(r"[A-Za-z0-9]+")
 
 
 def hold(owner: object, *values: str | None) -> None:
@@ -69,14 +100,35 @@ def hold(owner: object, *values: str | None) -> None:
         ref: Callable[[], object] = weakref.ref(owner)
     except TypeError:  # an object without weak references (slots): held for good
         ref = itertools.repeat(owner).__next__
+    entries = [(value, _core(value)) for value in values if value]
     with _lock:
-        for value in values:
-            if value:
-                _held[(id(owner), value)] = ref
+        for value, core in entries:
+            key = (id(owner), value)
+            _held[key] = (ref, core)
+            kept = value if core is None else core
+            if len(kept) >= _KEY:
+                _index.setdefault(kept[:_KEY], set()).add(key)
+            else:
+                _always.add(key)
         if len(_held) >= _prune_at:  # amortised: the entries of holders gone
-            for key in [k for k, ref in _held.items() if ref() is None]:
+            for key, (_, core) in [(k, e) for k, e in _held.items() if e[0]() is None]:
                 del _held[key]
+                _always.discard(key)
+                kept = key[1] if core is None else core
+                entries_of = _index.get(kept[:_KEY])
+                if entries_of is not None:
+                    entries_of.discard(key)
+                    if not entries_of:
+                        del _index[kept[:_KEY]]
             _prune_at = max(256, 2 * len(_held))
+
+
+def _core(secret: str) -> str | None:
+    """What every spelling of ``secret`` keeps: its longest run of ASCII letters and
+    digits; None when it has no other character (every spelling is the secret)."""
+    if _PLAIN.fullmatch(secret):
+        return None
+    return max(_RUN.findall(secret), key=len, default="")
 
 
 def hold_basic(owner: object, username: str | None, password: str, encoded: str) -> None:
@@ -84,13 +136,13 @@ def hold_basic(owner: object, username: str | None, password: str, encoded: str)
     hold(owner, password, f"{username}:{password}", encoded)
 
 
-def note_request(headers: Mapping[str, str] | None, form: Any = None) -> None:
-    """The headers and form of a request this thread is sending (kept by reference,
-    read only if an error is built)."""
+def note_request(headers: Mapping[str, str] | None, form: Any = None, body: Any = None) -> None:
+    """The headers, form and body (bytes, text or a JSON value) of a request this
+    thread is sending (kept by reference, read only if an error is built)."""
     recent = getattr(_local, "requests", None)
     if recent is None:
         recent = _local.requests = deque(maxlen=RECENT_REQUESTS)
-    recent.append((headers, form))
+    recent.append((headers, form, body))
 
 
 def request_secrets(
@@ -122,34 +174,113 @@ def _decoded_basic(credentials: str) -> list[str]:
     return [decoded, decoded.partition(":")[2]]
 
 
-def blank(text: str, sent: Iterable[str] = ()) -> str:
-    """``text`` with every secret idprov holds blanked, and with ``sent`` (values a
-    request carried: blanked from :data:`LONG` characters on)."""
+def spellings(secret: str) -> set[str]:
+    """How an echo may spell ``secret``: as is, JSON-escaped (with and without
+    ``\\u`` escapes, and escaped twice: JSON quoted in JSON), percent-encoded (a form
+    or a query), XML-escaped, and in a Python ``repr``."""
+    ascii_json = json.dumps(secret)[1:-1]
+    utf8_json = json.dumps(secret, ensure_ascii=False)[1:-1]
+    found = {
+        secret,
+        ascii_json,
+        utf8_json,
+        json.dumps(ascii_json)[1:-1],
+        json.dumps(utf8_json, ensure_ascii=False)[1:-1],
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+        xml_escape(secret),
+        xml_escape(secret, {'"': "&quot;", "'": "&apos;"}),
+        html.escape(secret),
+        repr(secret)[1:-1],
+    }
+    found.discard("")
+    return found
+
+
+def blank(text: str, sent: Iterable[str] = (), bodies: Iterable[Any] = ()) -> str:
+    """``text`` with every secret idprov holds blanked (in any of its
+    :func:`spellings`), and with ``sent`` (values a request carried: blanked from
+    :data:`LONG` characters on). A held secret shorter than :data:`LONG` is blanked
+    only if a request this thread sent carried it (``sent``, the ``bodies`` of the
+    reply's request, or :func:`note_request`'s)."""
     if not text:
         return text
+    windows = {text[i : i + _KEY] for i in range(len(text) - _KEY + 1)}
     with _lock:
-        exact = {value for (_, value), ref in _held.items() if ref() is not None}
-    loose = {v for v in sent if len(v) >= LONG}
+        keys = set(_always)
+        for window in windows & _index.keys():
+            keys |= _index[window]
+        held = [(key, _held[key]) for key in keys if key in _held]
+    sent = set(sent)
+    bodies = list(bodies)
     recent = getattr(_local, "requests", None)
-    if recent:
-        for headers, form in list(recent):
-            loose.update(
-                v for v in request_secrets(_items(headers), _items(form)) if len(v) >= LONG
-            )
-    for secret in sorted(exact | loose, key=len, reverse=True):
-        if len(secret) >= LONG:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        elif secret in text:
-            text = _short(secret).sub(MASK, text)
+    for headers, form, body in list(recent or ()):
+        sent.update(request_secrets(_items(headers), _items(form)))
+        bodies.append(body)
+    found: dict[str, str] = {}  # a secret in the text -> how it is blanked
+    for (_, secret), (ref, core) in held:
+        if secret in found:
+            continue
+        if (secret in text or (core is not None and core in text)) and ref() is not None:
+            found[secret] = "held"
+    for secret in sent:
+        if len(secret) >= LONG and secret not in found and secret in text:
+            found[secret] = "sent"  # no spellings: a value the request carried as is
+    short = [s for s, how in found.items() if len(s) < LONG]
+    if short:
+        carried = _carried(short, sent, bodies)
+        for secret in short:
+            if secret not in carried:
+                del found[secret]
+    masks: list[tuple[str, bool]] = []
+    for secret, how in found.items():
+        for spelling in spellings(secret) if how == "held" else (secret,):
+            if spelling in text:
+                masks.append((spelling, len(secret) >= LONG))
+    for spelling, anywhere in sorted(masks, key=lambda m: len(m[0]), reverse=True):
+        if not anywhere:
+            text = _short(spelling).sub(MASK, text)
+        elif spelling in text:
+            text = text.replace(spelling, MASK)
     return text
 
 
-_SHORT = "(?:(?<=[^\\w][\"'])|(?<=^[\"'])|(?<=[=:>])|(?<=[=:] ))(?:{})(?=[\"'&,;<)\\]}}\\s]|$)"
+def _carried(secrets: list[str], sent: set[str], bodies: list[Any]) -> set[str]:
+    """Those of the short ``secrets`` a request carried: a header's or a form's value
+    (``sent``), or a string value of a JSON or XML body."""
+    carried = {s for s in secrets if s in sent}
+    texts = [_text(body) for body in bodies]
+    for secret in secrets:
+        if secret in carried:
+            continue
+        values = [f'"{json.dumps(secret, ensure_ascii=a)[1:-1]}"' for a in (True, False)] + [
+            f">{xml_escape(secret)}<",
+            f"={quote_plus(secret)}",
+        ]
+        if any(value in text for text in texts for value in values):
+            carried.add(secret)
+    return carried
+
+
+def _text(body: Any) -> str:
+    if isinstance(body, bytes | bytearray):
+        return bytes(body).decode("utf-8", "replace")
+    if isinstance(body, str):
+        return body
+    if body is None:
+        return ""
+    try:
+        return json.dumps(body, ensure_ascii=False, default=str)
+    except ValueError:
+        return ""
+
+
+_SHORT = "(?:(?<=[^\\w][\"'])|(?<=^[\"'])|(?<=[=:>])|(?<=[=:] ))(?:{})(?=[\"'&,;<)\\]}}\\s\\\\]|$)"
 """A short secret standing as a value: after a quote that no letter or digit precedes
 (an apostrophe in a word, "hasn't", opens no value), ``=``, ``:`` or ``>`` (or ``=``
-or ``:`` and a space), and before a quote, ``&``, ``,``, ``;``, ``<``, a closing
-bracket, a space or the end."""
+or ``:`` and a space), and before a quote, a backslash (a quote escaped in JSON quoted
+again), ``&``, ``,``, ``;``, ``<``, a closing bracket, a space or the end."""
 
 
 def _short(secret: str) -> re.Pattern[str]:

@@ -20,6 +20,7 @@ import pytest
 TOKEN = "TOKSECRETbearer777"
 BASIC = "BasicPwSecret999"
 USER_PW = "UserPw#Secret42"
+SPML_LONG_PW = "SpmlLongPassword#2024xyz"
 
 
 class _Echo(BaseHTTPRequestHandler):
@@ -28,7 +29,10 @@ class _Echo(BaseHTTPRequestHandler):
     ``/echo``: 400 with a SCIM error whose detail quotes the headers and the body;
     ``/text``: 400 in text, with the Basic credentials decoded too; ``/bulk``:
     advertises Bulk and refuses every operation, quoting the headers and the operation;
-    ``/soap``: a SOAP 1.1 Client fault quoting the headers and the envelope. GETs
+    ``/soap``: a SOAP 1.1 Client fault quoting the headers and the envelope;
+    ``/spring``: 400 with a JSON error that is not SCIM's, quoting the password sent
+    (``\\u``-escaped); ``/spmlcut``: an SPML failure whose text quotes a long password
+    across the 300th character. GETs
     answer a ServiceProviderConfig or an empty list (``/getecho`` echoes them too)."""
 
     def _go(self) -> None:
@@ -71,6 +75,19 @@ class _Echo(BaseHTTPRequestHandler):
                 for op in json.loads(body)["Operations"]
             ]
             data = json.dumps({"Operations": operations}).encode()
+        elif mode == "spring":  # a validation error that is not SCIM's, as Spring's
+            sent = json.loads(body).get("password") if self.command == "POST" else None
+            data = json.dumps({"errors": [{"field": "password", "rejectedValue": sent}]}).encode()
+            kind = "application/json"
+        elif mode == "spmlcut":  # an SPML reply whose text quotes a password past 290 chars
+            status, kind = 400, "text/xml"
+            data = (
+                '<?xml version="1.0"?><soapenv:Envelope xmlns:soapenv='
+                '"http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>'
+                '<addResponse xmlns="urn:oasis:names:tc:SPML:2:0" status="failure">'
+                f"<errorMessage>{'x' * 290} {escape(SPML_LONG_PW)}</errorMessage>"
+                "</addResponse></soapenv:Body></soapenv:Envelope>"
+            ).encode()
         elif mode == "text":
             kind = "text/plain"
             data = f"bad request. you sent {said}".encode()
@@ -216,3 +233,65 @@ def test_a_short_api_key_is_blanked_too(cli, write_config, echo, data_dir, monke
     said = run.stdout + run.stderr
     assert "create user carol: HTTP 400" in said, run
     assert_nowhere(cli, data_dir, said, "k3Yq9")
+
+
+def test_a_password_with_a_quote_and_a_backslash_echoed_json_escaped(
+    cli, write_config, echo, data_dir
+):
+    """A target quotes the JSON it received: `Horse"Battery\\Staple9` comes back as
+    `Horse\\"Battery\\\\Staple9` (and escaped twice inside a JSON error's detail), which
+    went into the outbox and the audit log as it was."""
+    password = 'Horse"Battery\\Staple9'
+    config(write_config, "echo", "scim2", f"{echo}/echo/v2", BEARER)
+    run = cli(
+        "user",
+        "add",
+        "alice",
+        "--claim",
+        "email=a@x.com",
+        "--password-stdin",
+        input=f"{password}\n",
+    )
+    said = run.stdout + run.stderr
+    assert "create user alice: HTTP 400" in said, run
+    escaped = json.dumps(password)[1:-1]
+    assert_nowhere(cli, data_dir, said, TOKEN, password, escaped, "Battery")
+
+
+def test_a_non_ascii_password_in_a_validation_error_that_is_not_scims(
+    cli, write_config, echo, data_dir
+):
+    """Spring's `{"errors": [{"rejectedValue": ...}]}` quotes the password `\\u`-escaped
+    (`P\\u00e4sswort`), and idprov wrote such an error out again with \\u escapes."""
+    password = "Pässwort-2024!"
+    config(write_config, "echo", "scim2", f"{echo}/spring/v2", BEARER)
+    run = cli(
+        "user",
+        "add",
+        "alice",
+        "--claim",
+        "email=a@x.com",
+        "--password-stdin",
+        input=f"{password}\n",
+    )
+    said = run.stdout + run.stderr
+    assert "create user alice: HTTP 400" in said, run
+    assert_nowhere(cli, data_dir, said, TOKEN, password, "sswort-2024")
+
+
+def test_a_long_password_across_the_cut_of_an_spml_reply(cli, write_config, echo, data_dir):
+    """An SPML reply's text is cut at 300 characters: cut before it was blanked, a
+    password across the cut no longer matched and its first part was kept."""
+    config(write_config, "spml", "spml", f"{echo}/spmlcut/spml", BEARER)
+    run = cli(
+        "user",
+        "add",
+        "sam",
+        "--claim",
+        "email=s@x.com",
+        "--password-stdin",
+        input=f"{SPML_LONG_PW}\n",
+    )
+    said = run.stdout + run.stderr
+    assert "HTTP 400" in said, run
+    assert_nowhere(cli, data_dir, said, TOKEN, SPML_LONG_PW[:9])

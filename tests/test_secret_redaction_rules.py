@@ -1,6 +1,7 @@
 """What the one chokepoint blanks: any connector's TargetError (a third party's too,
 with no HTTP in sight) loses the secrets idprov resolved and the passwords it carries;
-short ones where they stand as a value, never every word or letters that match."""
+short ones only in the error of a request that carried them, where they stand as a
+value, never every word or letters that match."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ import pytest
 
 from idprov.config.secrets import SecretRef
 from idprov.connectors.base import Account, TargetError
+from idprov.secrecy import note_request
+
+
+def sent(headers: dict[str, str] | None = None, body: object = None) -> None:
+    """This thread sent a request carrying ``headers`` and ``body`` (as idprov's HTTP
+    client notes it): a short secret is blanked only in the errors of such a request."""
+    note_request(headers or {}, None, body)
 
 
 def test_any_connectors_error_loses_a_resolved_secret_and_a_users_password(monkeypatch):
@@ -48,12 +56,14 @@ def test_a_users_password_is_held_only_while_its_account_exists():
 )
 def test_a_password_of_two_characters_is_blanked_only_where_it_stands_as_a_value(said, shown):
     account = Account("u3", "al", {}, password="ab")
+    sent(body={"userName": "al", "password": account.password})
     assert TargetError(said).message == shown
     del account
 
 
 def test_a_secret_of_five_characters_is_blanked_as_a_value_not_as_a_word():
     account = Account("u4", "fay", {}, password="k3Yq9")
+    sent({"X-Api-Key": "k3Yq9"})
     said = "{'X-Api-Key': 'k3Yq9'} X-Api-Key: k3Yq9\nkey k3Yq9 xk3Yq9y"
     shown = "{'X-Api-Key': '***'} X-Api-Key: ***\nkey k3Yq9 xk3Yq9y"
     assert TargetError(said).message == shown
@@ -109,6 +119,42 @@ def test_an_apostrophe_in_a_word_is_no_quote_for_a_short_secret():
     "hasn't" a target wrote, so its message no longer said what it said: a quote
     opens a value only where no letter stands before it."""
     account = Account("u5", "gil", {}, password="t")
+    sent({"Authorization": "Bearer t"})
     said = "user hasn't approved this consumer; token 't'"
     assert TargetError(said).message == "user hasn't approved this consumer; token '***'"
     del account
+
+
+@pytest.mark.parametrize(
+    ("password", "said"),
+    [
+        ("true", '{"userName": "al", "active": true, "emails": []}'),
+        ("admin", "role: admin, status: 403"),
+        ("400", 'HTTP 400: {"status": "400", "detail": "x"}'),
+        ("User1", "{'userName': 'User1'}"),
+    ],
+)
+def test_a_short_password_held_elsewhere_leaves_other_errors_as_they_are(password, said):
+    """One user's password `admin` (or a test IdP's Basic password) rewrote every error
+    of the process: `role: ***`, `"active": ***`, a user named as their password. A short
+    secret is blanked only in the error of a request that carried it."""
+    sent(body={"userName": "someone-else", "active": True})  # this request carried none
+    account = Account("u6", "al", {}, password=password)
+    assert TargetError(said).message == said
+    sent(body={"userName": "al", "password": account.password})  # this one did
+    assert TargetError(said).message != said
+
+
+def test_a_short_basic_password_is_blanked_in_the_error_of_its_request():
+    import base64
+
+    from idprov.secrecy import hold
+
+    class Options:  # an IdP's options, holding its Basic password
+        pass
+
+    options = Options()
+    hold(options, "admin")
+    sent({"Authorization": "Basic " + base64.b64encode(b"svc:admin").decode()})
+    said = "you sent svc:admin; role: admin"
+    assert TargetError(said).message == "you sent ***; role: ***"

@@ -73,6 +73,7 @@ from idprov.connectors.oauth import (
 )
 from idprov.connectors.salesforce_api import add_fix
 from idprov.errors import SecretError
+from idprov.secrecy import hold
 
 if TYPE_CHECKING:
     import httpx
@@ -326,8 +327,12 @@ class GoogleConnector(Connector):
         )
         body["suspended"] = not account.active
         if create:
-            given = account.password if self.options.send_password else None
-            body.setdefault("password", given or secrets.token_urlsafe(24))
+            if "password" not in body:
+                given = account.password if self.options.send_password else None
+                if not given:  # a random one nobody knows, blanked in errors all the same
+                    given = secrets.token_urlsafe(24)
+                    hold(account, given)  # while the account is pushed
+                body["password"] = given
             body.setdefault("changePasswordAtNextLogin", self.options.change_password_at_next_login)
             if self.options.org_unit_path:
                 body.setdefault("orgUnitPath", self.options.org_unit_path)

@@ -411,11 +411,17 @@ def redact(text: str, response: httpx.Response) -> str:
     secret idprov holds: :func:`idprov.secrecy.blank`): a target may echo them in an
     error (a debugging endpoint a base_url names by mistake does), and messages go to
     the terminal, the audit log and the outbox."""
+    import httpx
+
     try:
         request = response.request
     except RuntimeError:  # a response made without a request: nothing was sent
         return blank(text)
-    return blank(text, request_secrets(request.headers.items(), _form_pairs(request)))
+    try:
+        bodies = [request.content]
+    except httpx.RequestNotRead:  # a streamed body (idprov sends none)
+        bodies = []
+    return blank(text, request_secrets(request.headers.items(), _form_pairs(request)), bodies)
 
 
 def _form_pairs(request: httpx.Request) -> list[tuple[str, str]]:

@@ -103,7 +103,8 @@ class ThreadClient(HttpClient):
 
         headers = self._defaults.copy()
         headers.update(kwargs.pop("headers", None) or {})
-        note_request(headers, kwargs.get("data"))  # blanked in any error built from the reply
+        # blanked in any error built from the reply
+        note_request(headers, kwargs.get("data"), kwargs.get("content", kwargs.get("json")))
         request = httpx.Request(
             method, url, headers=headers, extensions={"timeout": self._timeout}, **kwargs
         )

@@ -98,6 +98,7 @@ from idprov.connectors.salesforce_api import (
     token_form,
     user_fields,
 )
+from idprov.secrecy import blank
 
 if TYPE_CHECKING:
     import httpx
@@ -770,10 +771,11 @@ class SalesforceConnector(Connector):
             f"{'user' if one else 'users'} {names} {'is' if one else 'are'} deactivated at "
             "Salesforce, not by idprov (idprov never re-activates a user it did not "
             f"deactivate), and Salesforce does not {what} "
-            f"({json.dumps(errors, ensure_ascii=False)[:500]}): {fix}"
+            f"({blank(json.dumps(errors, ensure_ascii=False))[:500]}): {fix}"  # blanked, then cut
         )
         if others:
-            message += f"; other users refused: {json.dumps(others, ensure_ascii=False)[:1000]}"
+            refused = blank(json.dumps(others, ensure_ascii=False))[:1000]  # blanked, then cut
+            message += f"; other users refused: {refused}"
         return TargetError(message, hint=fix)
 
     def _remove_members(self, remote_id: str, users: Sequence[str]) -> None:

@@ -26,6 +26,7 @@ from idprov.connectors.base import (
 )
 from idprov.connectors.http import HttpOptions, reply_detail, reply_json, status_error
 from idprov.connectors.oauth import JWT_BEARER, check_no_http_auth
+from idprov.secrecy import blank
 
 if TYPE_CHECKING:
     import httpx
@@ -381,7 +382,7 @@ def record_error(reply: Mapping[str, Any], what: str) -> TargetError:
     errors = reply.get("errors") or []
     listed = [error_code(e) for e in errors]
     codes = set(listed)
-    message = f"{what}: {json.dumps(errors, ensure_ascii=False)[:2000]}"
+    message = f"{what}: {blank(json.dumps(errors, ensure_ascii=False))[:2000]}"  # blanked, then cut
     if "DUPLICATE_USERNAME" in codes:
         return RemoteConflict(message)
     if codes & GONE_CODES:

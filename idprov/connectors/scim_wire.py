@@ -19,6 +19,7 @@ from idprov.connectors.base import RemoteConflict, TargetError, Throttled
 from idprov.connectors.changes import changes, other_items, with_other_items
 from idprov.connectors.changes import removed_paths as removed_paths  # scim11's
 from idprov.connectors.http import RETRYABLE_STATUS, reply_json, reply_text
+from idprov.secrecy import blank
 
 if TYPE_CHECKING:
     import httpx
@@ -262,7 +263,7 @@ def scim2_error(data: Any) -> str:
         scim_type = data.get("scimType")
         if detail or scim_type:
             return f"{detail or ''}{f' (scimType {scim_type})' if scim_type else ''}".strip()
-    return json.dumps(data)[:300]
+    return blank(json.dumps(data, ensure_ascii=False))[:300]  # blanked, then cut
 
 
 def created_id(response: httpx.Response, what: str) -> str:

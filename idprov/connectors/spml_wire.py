@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from idprov.connectors.base import RemoteConflict, RemoteNotFound, TargetError
-from idprov.connectors.http import raise_for_status, reply_text
+from idprov.connectors.http import raise_for_status, redact, reply_text
+from idprov.secrecy import blank
 
 if TYPE_CHECKING:
     import httpx
@@ -208,7 +209,7 @@ def fault_error(fault: Any, what: str, status: int) -> TargetError:
     )
     message = f"{what}: SOAP fault {code or '(no faultcode)'}: {string}"
     if detail:
-        message += f" ({' '.join(detail.split())[:300]})"
+        message += f" ({' '.join(blank(detail).split())[:300]})"  # blanked, then cut
     server = code.rpartition(":")[2].startswith("Server")
     return TargetError(message, status=status, retryable=server, ambiguous=server)
 
@@ -248,7 +249,7 @@ def reply_element(response: httpx.Response, what: str, credentials: str | None =
         ) from None
     if element.tag == f"{{{SOAP}}}Fault":
         raise fault_error(element, what, status)
-    detail = " ".join(_text(element).split())[:300] or None
+    detail = " ".join(redact(_text(element), response).split())[:300] or None  # blanked, then cut
     gone = element.get("status") == "failure" and element.get("error") == "noSuchIdentifier"
     raise_for_status(response, what, detail, credentials, gone=gone)
     return element

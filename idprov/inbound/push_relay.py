@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from idprov.provisioning.outbox import LEASE_SECONDS
+from idprov.secrecy import blank
 
 if TYPE_CHECKING:
     from idprov.inbound.push_queue import Answer
@@ -528,8 +529,9 @@ class RelayServer:
             try:
                 send({"id": number, "report": report_to_wire(done.result())})
             except Exception as exc:  # noqa: BLE001 - the request answers with it
-                log.error("a relayed push failed: %s", exc)
-                send({"id": number, "error": str(exc) or type(exc).__name__})
+                said = blank(str(exc)) or type(exc).__name__  # a secret it quotes: blanked
+                log.error("a relayed push failed: %s", said)
+                send({"id": number, "error": said})
 
         drained: Future[Any] = getattr(future, "pushed", future)  # not at a deadline's
         drained.add_done_callback(pushed)  # answer: the drain goes on with what it sends
