@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from idprov import __version__
 from tests.mounts import needs_mounts, read_only, run_with_mounts
 
 NEWER = "9999_from_a_newer_idprov"
@@ -118,7 +119,8 @@ def test_every_command_refuses_a_state_a_newer_idprov_upgraded(cli, state, args)
     assert error["code"] == "newer_schema"
     assert error["message"] == (
         f"idprov's state at {state.path} was upgraded by a newer idprov (migrations "
-        f"reports 0001_reports, state {NEWER}); this idprov (0.1.0) cannot use it: run the "
+        f"reports 0001_reports, state {NEWER}); this idprov ({__version__}) cannot use it: "
+        "run the "
         "newer release"
     )
     assert "restore the backup" in error["hint"]
