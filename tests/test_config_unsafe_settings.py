@@ -111,6 +111,14 @@ def test_a_ca_file_instead_is_not_warned(cli, write_config, tmp_path):
             "https://scim.example.com/v2?tenant=7&api_key=QueryTokSecret88",
             "a credential in the query parameter 'api_key'",
         ),
+        (
+            "https://scim.example.com/v2#access_token=FragTokSecret88",
+            "a credential in the fragment parameter 'access_token'",
+        ),
+        (
+            "https://scim.example.com/v2;jsessionid=MatrixSecret77",
+            "a credential in the path parameter 'jsessionid'",
+        ),
     ],
 )
 def test_a_credential_in_base_url_is_refused_without_quoting_it(
@@ -204,6 +212,24 @@ def test_plain_http_to_a_remote_host_with_a_credential_is_warned(cli, write_conf
     assert error["code"] == "plain_http"
 
 
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://localhost.:18703/v2",
+        "http://scim.localhost:18703/v2",
+        "http://[::ffff:127.0.0.1]:18703/v2",
+        "HTTP://127.0.0.1:18703/v2",
+    ],
+)
+def test_plain_http_to_loopback_is_not_warned_however_it_is_written(
+    cli, write_config, tmp_path, base_url
+):
+    """`localhost.` and the names under `localhost` (RFC 6761) are loopback, so is IPv4's
+    loopback mapped in IPv6; a scheme is case-insensitive (`HTTP://` was refused)."""
+    path = write_config(config(tmp_path, idp("local", base_url)))
+    cli("--config", str(path), "config", "validate", "--strict").ok()
+
+
 def test_postgres_without_a_certificate_check_beyond_loopback_is_warned(
     cli, write_config, tmp_path, monkeypatch
 ):
@@ -252,16 +278,94 @@ def test_a_secret_file_others_can_read_is_warned_naming_chmod(cli, write_config,
     text = config(tmp_path, idp("corp", "https://scim.example.com/v2"))
     path = write_config(text.replace("env:F7_TOKEN", f"file:{secret}"))
     run = cli("--config", str(path), "config", "validate").ok()
+    fix = f"chmod 600 {secret} (or chmod 640 and chgrp to a group only idprov runs as)"
     assert (
         f"! {path}:8:7: identity_providers[0].options.token: secret file {secret} has mode "
-        "0644: other users of this machine can read (or change) the secret\n"
-        f"  fix: chmod 600 {secret}\n"
+        f"0644: every user of this machine can read the secret\n  fix: {fix}\n"
     ) in run.stdout
     error = cli("--config", str(path), "config", "validate", "--strict", "--json").error(2)
-    assert error["code"] == "file_mode" and error["hint"] == f"chmod 600 {secret}"
+    assert error["code"] == "file_mode" and error["hint"] == fix
     assert TOKEN not in run.stdout + run.stderr
     secret.chmod(0o600)
     cli("--config", str(path), "config", "validate", "--strict").ok()
+
+
+def secret_file_config(write_config, tmp_path, secret) -> str:
+    text = config(tmp_path, idp("corp", "https://scim.example.com/v2"))
+    return write_config(text.replace("env:F7_TOKEN", f"file:{secret}"))
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
+def test_a_secret_file_readable_by_idprovs_own_group_passes_strict(cli, write_config, tmp_path):
+    """`root:idprov 0640` is how a service reads its secrets: --strict refused it, and
+    its fix (chmod 600) would have made the file unreadable to idprov."""
+    secret = tmp_path / "token.txt"
+    secret.write_text(TOKEN + "\n")
+    secret.chmod(0o640)
+    path = secret_file_config(write_config, tmp_path, secret)
+    cli("--config", str(path), "config", "validate", "--strict").ok()
+    assert unsafe(cli, path) == []
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
+def test_a_secret_file_readable_by_a_group_idprov_is_not_in_is_warned(
+    cli, write_config, tmp_path, monkeypatch
+):
+    import grp
+
+    secret = tmp_path / "token.txt"
+    secret.write_text(TOKEN + "\n")
+    secret.chmod(0o640)
+    gid = secret.stat().st_gid
+    monkeypatch.setattr(os, "getegid", lambda: gid + 1)
+    monkeypatch.setattr(os, "getgroups", lambda: [gid + 1])
+    path = secret_file_config(write_config, tmp_path, secret)
+    (warning,) = unsafe(cli, path)
+    assert warning["message"].endswith(
+        f": secret file {secret} has mode 0640: the members of group "
+        f"{grp.getgrgid(gid).gr_name} can read the secret"
+    )
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
+def test_a_secret_mounted_read_only_for_everyone_is_warned_with_a_mount_fix(
+    cli, write_config, tmp_path
+):
+    """A Kubernetes Secret volume (defaultMode 0644, a `..data` link) or a Docker secret
+    (0444): chmod cannot change a read-only mount, the fix is the mount's mode; and the
+    message no longer says others can change a file no one can write."""
+    data = tmp_path / "secrets" / "..2026_12_01"
+    data.mkdir(parents=True)
+    (data / "token").write_text(TOKEN + "\n")
+    (data / "token").chmod(0o444)
+    (tmp_path / "secrets" / "..data").symlink_to(data.name)
+    secret = tmp_path / "secrets" / "token"
+    secret.symlink_to("..data/token")
+    path = secret_file_config(write_config, tmp_path, secret)
+    (warning,) = unsafe(cli, path)
+    assert warning["message"].endswith(
+        f": secret file {secret} has mode 0444 ({data / 'token'}): every user of this "
+        "machine can read the secret"
+    )
+    assert "defaultMode: 0400" in warning["hint"] and "chmod" not in warning["hint"]
+    assert cli("--config", str(path), "config", "validate", "--strict").exit_code == 2
+    (data / "token").chmod(0o440)  # the mount's mode fixed: readable by the group idprov runs as
+    cli("--config", str(path), "config", "validate", "--strict").ok()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
+def test_a_secret_file_its_group_can_change_is_warned(cli, write_config, tmp_path):
+    import grp
+
+    secret = tmp_path / "token.txt"
+    secret.write_text(TOKEN + "\n")
+    secret.chmod(0o660)
+    path = secret_file_config(write_config, tmp_path, secret)
+    (warning,) = unsafe(cli, path)
+    group = grp.getgrgid(secret.stat().st_gid).gr_name
+    assert warning["message"].endswith(
+        f": secret file {secret} has mode 0660: the members of group {group} can change the secret"
+    )
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")

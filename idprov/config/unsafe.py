@@ -9,8 +9,10 @@ Each is a located :class:`~idprov.errors.ConfigError` whose ``code`` says its ki
   ``require`` (no certificate check);
 - ``ldap_plain``: an LDAP bind password sent over ``ldap://`` without ``start_tls`` to a
   host beyond loopback;
-- ``file_mode``: a ``file:`` secret other users may read, or a file of keys or CA
-  certificates idprov trusts that other users may write.
+- ``file_mode``: a ``file:`` secret every user may read (0644, 0444), or a group idprov
+  does not run in, or anyone but its owner may change (readable by a group idprov runs
+  in is fine: ``root:idprov 0640``), or a file of keys or CA certificates idprov trusts
+  that other users may write.
 
 Only enabled identity providers are looked at: nothing is sent to a disabled one.
 """
@@ -143,16 +145,10 @@ def _file_modes(config: Any, locator: Locator) -> Iterator[ConfigError]:
         path = path_in_file(config, found)
         if ref.scheme == "file" and _in_use(config, path):
             name = Path(ref.ref.partition(":")[2]).expanduser()
-            mode = _mode(name)
-            if mode is not None and mode & 0o077:
-                yield _warning(
-                    "file_mode",
-                    f"secret file {name} has mode {mode:04o}: other "
-                    "users of this machine can read (or change) the secret",
-                    locator,
-                    path,
-                    f"chmod 600 {name}",
-                )
+            exposed = _secret_file_exposed(name)
+            if exposed is not None:
+                said, fix = exposed
+                yield _warning("file_mode", f"secret file {name} {said}", locator, path, fix)
     for path, file in _trusted_files(config):
         mode = _mode(Path(file))
         if mode is not None and mode & 0o022:
@@ -164,6 +160,58 @@ def _file_modes(config: Any, locator: Locator) -> Iterator[ConfigError]:
                 path,
                 f"chmod 600 {file} (or 644: it need not be secret, but no one else may write it)",
             )
+
+
+def _secret_file_exposed(name: Path) -> tuple[str, str] | None:
+    """What is wrong with the mode of the secret file ``name``, and its fix (None:
+    nothing). Readable by its owner and its group is fine when the group is one idprov
+    runs in (``root:idprov 0640``, a Kubernetes Secret with ``fsGroup``); readable by
+    every user (Docker's 0444, Kubernetes' default 0644), or by a group idprov is not in,
+    or writable by anyone but the owner, is not."""
+    try:
+        st = name.stat()
+    except (OSError, ValueError):
+        return None  # missing or unreadable: said by the secret file check
+    mode = stat.S_IMODE(st.st_mode)
+    own_group = st.st_gid == os.getegid() or st.st_gid in os.getgroups()
+    group = _group(st.st_gid)
+    readers = "every user of this machine" if mode & 0o004 else ""
+    if mode & 0o040 and not own_group and not readers:
+        readers = group
+    writers = "every user of this machine" if mode & 0o002 else group if mode & 0o020 else ""
+    if not readers and not writers:
+        return None
+    real = name.resolve()
+    shown = f" ({real})" if real != name.absolute() else ""
+    if readers and readers == writers:
+        risk = f"{readers} can read and change the secret"
+    else:
+        risk = " and ".join(
+            [f"{readers} can read the secret"] * bool(readers)
+            + [f"{writers} can change it" if readers else f"{writers} can change the secret"]
+            * bool(writers)
+        )
+    said = f"has mode {mode:04o}{shown}: {risk}"
+    if not mode & 0o200:  # read-only: a container's secret mount, chmod will not do
+        fix = (
+            "mount it readable by idprov alone: mode 0400 (or 0440 with the group idprov "
+            "runs as); in Kubernetes, defaultMode: 0400 (or 0440 with fsGroup) on the "
+            "Secret volume; in Docker Compose, mode: 0400 on the secret"
+        )
+    elif st.st_uid == os.geteuid():
+        fix = f"chmod 600 {name} (or chmod 640 and chgrp to a group only idprov runs as)"
+    else:
+        fix = f"chmod 640 {name}, its group one idprov runs as (chgrp GROUP {name})"
+    return said, fix
+
+
+def _group(gid: int) -> str:
+    import grp
+
+    try:
+        return f"the members of group {grp.getgrgid(gid).gr_name}"
+    except KeyError:
+        return f"the members of group {gid}"
 
 
 def _trusted_files(config: Any) -> Iterator[tuple[tuple[str | int, ...], str]]:

@@ -30,9 +30,14 @@ def url_credential(url: SplitResult, user_allowed: bool = False) -> str | None:
         return "a password (user:password@)"
     if url.username is not None and not user_allowed:
         return "a user name (user@)"
-    for name, _ in parse_qsl(url.query, keep_blank_values=True):
-        if SECRET_QUERY_NAME.search(name):
-            return f"a credential in the query parameter {name[:40]!r}"
+    for where, params in (
+        ("query", url.query),
+        ("fragment", url.fragment),  # #access_token=... (OAuth's implicit flow)
+        ("path", ";".join(p for s in url.path.split("/") for p in s.split(";")[1:])),
+    ):
+        for name, _ in parse_qsl(params.replace(";", "&"), keep_blank_values=True):
+            if SECRET_QUERY_NAME.search(name):
+                return f"a credential in the {where} parameter {name[:40]!r}"
     return None
 
 
@@ -57,15 +62,30 @@ def refuse_url_credentials(
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` is reachable from this machine only."""
+    """Whether ``host`` is reachable from this machine only: ``localhost`` and the names
+    under it (RFC 6761: ``scim.localhost``, with or without the final dot), a loopback
+    address (``127.0.0.0/8``, ``::1``, and ``::ffff:127.0.0.1``, IPv4's mapped in IPv6)."""
     import ipaddress
 
-    if host.casefold() == "localhost":
+    name = host.casefold().removesuffix(".")
+    if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False  # a name: it may resolve to anything
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def http_url(url: str, key: str) -> str:
+    """``url`` with its scheme in lower case (``HTTP://`` is ``http://``: schemes are
+    case-insensitive); raises :class:`Invalid` naming ``key`` for a URL that is not
+    http:// or https://."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise Invalid("must be an http:// or https:// URL", key)
+    return f"{scheme.lower()}://{rest}"
 
 
 def url_host(url: str) -> str | None:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from idprov.config.schema import Invalid
 from idprov.config.secrets import SecretRef
+from idprov.config.urls import http_url
 from idprov.connectors.base import (
     CredentialsRefused,
     GroupSpec,
@@ -167,8 +168,8 @@ class GoogleOptions(HttpOptions):
                 "base_url",
             )
         self._check_identity()
-        if self.token_uri is not None and not self.token_uri.startswith(("https://", "http://")):
-            raise Invalid("must be an http:// or https:// URL", "token_uri")
+        if self.token_uri is not None:
+            object.__setattr__(self, "token_uri", http_url(self.token_uri, "token_uri"))
         if not self.scopes:
             raise Invalid("name at least the admin.directory.user scope", "scopes")
         if not self.customer:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from idprov.config.schema import Invalid
 from idprov.config.secrets import SecretRef
+from idprov.config.urls import http_url
 from idprov.connectors.base import (
     CredentialsRefused,
     RemoteConflict,
@@ -57,8 +58,7 @@ class HttpOptions:
     timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise Invalid("must be an http:// or https:// URL", "base_url")
+        object.__setattr__(self, "base_url", http_url(self.base_url, "base_url"))
         if self.auth in ("bearer", "header") and self.token is None:
             raise Invalid(f"auth: {self.auth} needs a token reference (env:NAME...)", "token")
         if self.auth == "basic" and (self.username is None or self.password is None):

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from idprov.config.schema import Invalid
 from idprov.config.secrets import SecretRef
+from idprov.config.urls import http_url
 from idprov.connectors.base import (
     Account,
     RemoteConflict,
@@ -226,8 +227,8 @@ class SalesforceOptions(HttpOptions):
         self._check_flow()
         for key in ("token_url", "audience", "instance_url"):
             value = getattr(self, key)
-            if value is not None and not value.startswith(("https://", "http://")):
-                raise Invalid("must be an http:// or https:// URL", key)
+            if value is not None:
+                object.__setattr__(self, key, http_url(value, key))
         if not re.fullmatch(r"\d{2,3}\.\d", self.api_version):
             raise Invalid("a REST API version such as 60.0", "api_version")
         if self.bulk_threshold < 2:
