@@ -123,6 +123,19 @@ def hold(owner: object, *values: str | None) -> None:
             _prune_at = max(256, 2 * len(_held))
 
 
+def forget_all() -> None:
+    """Hold no secret any more, and forget this thread's recent requests: for a test
+    that must not see another's secrets (a token "t" held by an earlier test blanked
+    words of a later one's messages)."""
+    global _prune_at
+    with _lock:
+        _held.clear()
+        _index.clear()
+        _always.clear()
+        _prune_at = 256
+    _local.__dict__.clear()
+
+
 def _core(secret: str) -> str | None:
     """What every spelling of ``secret`` keeps: its longest run of ASCII letters and
     digits; None when it has no other character (every spelling is the secret)."""

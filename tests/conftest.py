@@ -59,7 +59,9 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr("idprov.cli.tables._console", None)
     # The secrets blanked in errors are the process's: one test's token is not the next's
     # (a token "t" still held blanked the t of a later test's "hasn't").
-    monkeypatch.setattr("idprov.secrecy._held", {})
+    from idprov.secrecy import forget_all
+
+    forget_all()
     return tmp_path
 
 
