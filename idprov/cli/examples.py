@@ -94,6 +94,10 @@ EXAMPLES: dict[str, list[str]] = {
         "idprov secret set scim-token",
         "printf '%s' \"$TOKEN\" | idprov secret set scim-token --stdin",
     ],
+    "secret scrub": [
+        "idprov secret scrub --dry-run        # after upgrading: which stored errors hold a secret",
+        "idprov secret scrub --json",
+    ],
     "serve": ["idprov serve --port 8443 --app hr-feed"],
     "token create": [
         "idprov token create --app hr-feed --description 'HR system'",
