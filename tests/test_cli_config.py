@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -436,3 +437,31 @@ def test_a_missing_secret_of_an_application_names_its_own_line(cli, tmp_path, mo
     error = cli("--config", str(path), "config", "validate", "--strict", "--json").error(2)
     assert error["message"].startswith(f"{path}:5:5: applications[0].inbound_token: secret")
     assert f"applications[1].inbound_token (env:NOPE_TOKEN_B, {path}:7:5)" in error["message"]
+
+
+def test_strict_json_refusal_of_unsafe_settings_lists_them(
+    cli, write_config, tmp_path, monkeypatch
+):
+    """A script running `config validate --strict --json` reads what to fix from
+    ``unsafe_settings`` on stdout, as without --strict; the refusal is said on stderr
+    too, with the configuration error's exit code."""
+    monkeypatch.setenv("IDPROV_TEST_SCIM_TOKEN", "TOKsecret-strict-json-1")
+    path = write_config(
+        f"data_dir: {tmp_path / 'data'}\nidentity_providers:\n"
+        "  - name: corp\n    connector: scim2\n    options:\n"
+        "      base_url: https://127.0.0.1:19044/v2\n      auth: bearer\n"
+        "      token: env:IDPROV_TEST_SCIM_TOKEN\n      verify_tls: false\n"
+        "applications:\n  - name: resident\n    identity_providers: [corp]\n"
+    )
+    warned = cli("--config", str(path), "config", "validate", "--json").json()
+    run = cli("--config", str(path), "config", "validate", "--strict", "--json")
+    assert run.exit_code == 2, run
+    document = json.loads(run.stdout)
+    assert document["valid"] is False
+    assert document["unsafe_settings"] == warned["unsafe_settings"]
+    assert [p["code"] for p in document["unsafe_settings"]] == ["tls_unchecked"]
+    assert "ca_file" in document["unsafe_settings"][0]["hint"]
+    error = json.loads(run.stderr)["error"]
+    assert document["refused"] == error and error["code"] == "tls_unchecked"
+    assert "TOKsecret-strict-json-1" not in run.stdout + run.stderr
+    assert cli("--config", str(path), "config", "validate", "--strict").fails(2)

@@ -84,8 +84,6 @@ def validate(
         first = unchecked[0][0]
         raise StoreError(first.message, hint=first.hint)
     unsafe = unsafe_settings(config)  # settings that work: refused after those that do not
-    if strict and unsafe:
-        raise _refused_unsafe(unsafe)
     result = {
         "valid": True,
         "source": config.source,
@@ -101,6 +99,8 @@ def validate(
         "unused_identity_providers": [name for name, _ in unused],
         "unsafe_settings": [p.to_dict() for p in unsafe],
     }
+    if strict and unsafe:
+        _refuse_unsafe(result, unsafe)
 
     def show(r: dict[str, Any]) -> None:
         render.message(
@@ -334,6 +334,17 @@ def _broken_key_files(config: Any) -> list[Any]:
                     ConfigError(exc.message, location=locator.where(path), key=where, hint=exc.hint)
                 )
     return problems
+
+
+def _refuse_unsafe(result: dict[str, Any], unsafe: list[Any]) -> None:
+    """Refuse the unsafe settings (``--strict``). With ``--json``, the validate document
+    goes to stdout first, ``valid: false`` with the refusal, so that a script reads
+    what to fix from ``unsafe_settings`` as without ``--strict``; the error follows on
+    stderr, as every refusal's."""
+    refused = _refused_unsafe(unsafe)
+    if _session().json:
+        emit({**result, "valid": False, "refused": refused.to_dict()}, lambda _: None)
+    raise refused
 
 
 def _refused_unsafe(unsafe: list[Any]) -> Any:
