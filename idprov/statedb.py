@@ -93,12 +93,6 @@ class StateDB(ABC):
     def close(self) -> None:  # noqa: B027 - optional: the SQLite pool closes its own
         """Close the connection, if this object owns it."""
 
-    def clock(self, seconds: float) -> str | None:
-        """The time ``seconds`` from now by the database's clock, which times the
-        outbox's leases (``claimed_until``) of a state that several hosts share; None:
-        this machine's clock times them (SQLite: one host)."""
-        return None
-
 
 class SqliteStateDB(StateDB):
     """The state in an SQLite file, on a connection of the service's pool."""
@@ -182,17 +176,6 @@ class PostgresStateDB(StateDB):
 
     def close(self) -> None:
         self.session.close()
-
-    def clock(self, seconds: float) -> str:
-        """The server's clock (``clock_timestamp()``), as :func:`idprov.db.now` writes
-        times: hosts share the state, and a host's own clock may be minutes off (one
-        ahead would take rows another holds on a live lease, pushing them twice)."""
-        found = self.execute(
-            "SELECT to_char((clock_timestamp() + make_interval(secs => ?)) AT TIME ZONE 'UTC',"
-            ' \'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\')',
-            [float(seconds)],
-        ).fetchone()
-        return str(found[0])
 
 
 def open_state_db(config: Config, pool: DatabasePool) -> StateDB:

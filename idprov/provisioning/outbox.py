@@ -235,15 +235,6 @@ class Outbox:
     def __init__(self, db: StateDB):
         self.db = db
 
-    def _clock(self, seconds: float | None = None) -> str:
-        """Now (``seconds`` from now) by the clock that times leases and next tries:
-        the database's where hosts share the state (PostgreSQL: a host's own clock
-        may be off), this machine's for SQLite (:meth:`StateDB.clock`)."""
-        served = self.db.clock(seconds or 0.0)
-        if served is not None:
-            return served
-        return now() if seconds is None else stamp_in(seconds)
-
     def enqueue(
         self,
         idps: Sequence[str],
@@ -297,7 +288,7 @@ class Outbox:
         guard judged whole yet, as :data:`UNJUDGED` (the returned rows say so: the
         push of this change takes every such row of the IdP). Returns the rows as
         written, by id."""
-        stamp = self._clock()
+        stamp = now()
         unique = list({e[0]: e for e in entities}.values())  # a row is upserted once
         values = [(idp, kind, *entity) for entity in unique for idp in idps]
         found: list[OutboxRow] = []
@@ -366,7 +357,7 @@ class Outbox:
             " AND unjudged <> 0"
             f" AND (claimed_until IS NULL OR claimed_until < ? OR claimed_by = ?)"
             f"{self.db.claim_lock}) RETURNING {_OUTBOX_COLUMNS}",
-            [owner, self._clock(lease), *idps, self._clock(), owner],
+            [owner, stamp_in(lease), *idps, now(), owner],
         ).fetchall()
         return sorted((OutboxRow(*r) for r in rows), key=lambda r: r.id)
 
@@ -400,7 +391,7 @@ class Outbox:
         change's, which another drainer may hold) is left exactly as it was, its
         version and schedule untouched. Returns the rows made. Call inside a short
         write transaction."""
-        stamp, until = self._clock(), self._clock(lease)
+        stamp, until = now(), stamp_in(lease)
         unique = list({e[0]: e for e in entities}.values())
         made: list[OutboxRow] = []
         for start in range(0, len(unique), ENQUEUE_CHUNK):
@@ -461,7 +452,7 @@ class Outbox:
     def claim_ids(self, ids: Sequence[int], owner: str, lease: float) -> list[OutboxRow]:
         """As :meth:`claim`, by row id (rows gone since are left out)."""
         out: list[OutboxRow] = []
-        stamp, until = self._clock(), self._clock(lease)
+        stamp, until = now(), stamp_in(lease)
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             out += [
@@ -482,21 +473,21 @@ class Outbox:
         """Claim up to ``limit`` rows of ``idps`` that are due: pending rows no one is
         draining, and failed rows whose ``next_attempt_at`` has come. Rows of IdPs
         in ``eager`` are due whatever their schedule (a manual retry)."""
-        stamp = self._clock()
+        stamp = now()
         rows = self.db.execute(
             f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN (SELECT id FROM"
             f" outbox WHERE idp IN {_in(idps)} AND status != 'held'"
             f" AND (claimed_until IS NULL OR claimed_until < ?)"
             f" AND (next_attempt_at IS NULL OR next_attempt_at <= ? OR idp IN {_in(eager)})"
             f" ORDER BY id LIMIT ?{self.db.claim_lock}) RETURNING {_OUTBOX_COLUMNS}",
-            [owner, self._clock(lease), *idps, stamp, stamp, *eager, limit],
+            [owner, stamp_in(lease), *idps, stamp, stamp, *eager, limit],
         ).fetchall()
         return sorted((OutboxRow(*r) for r in rows), key=lambda r: r.id)
 
     def due_ids(self, idps: Sequence[str], eager: bool = False) -> list[int]:
         """Ids of the rows of ``idps`` that are due now (every row, if ``eager``), in
         order: a snapshot that a one-pass drain works through."""
-        stamp = self._clock()
+        stamp = now()
         schedule = "" if eager else " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
         rows = self.db.execute(
             f"SELECT id FROM outbox WHERE idp IN {_in(idps)} AND status != 'held'{schedule}"
@@ -508,7 +499,7 @@ class Outbox:
     def holders(self) -> list[str]:
         """Drainers that hold a lease that has not run out."""
         rows = self.db.execute(
-            "SELECT DISTINCT claimed_by FROM outbox WHERE claimed_until >= ?", [self._clock()]
+            "SELECT DISTINCT claimed_by FROM outbox WHERE claimed_until >= ?", [now()]
         ).fetchall()
         return [r[0] for r in rows if r[0]]
 
@@ -516,7 +507,7 @@ class Outbox:
         """Extend every lease ``owners`` hold (a long drain calls this as it goes)."""
         self.db.execute(
             f"UPDATE outbox SET claimed_until = ? WHERE claimed_by IN {_in(owners)}",
-            [self._clock(lease), *owners],
+            [stamp_in(lease), *owners],
         )
 
     def release(self, owner: str) -> list[int]:
@@ -616,7 +607,7 @@ class Outbox:
             " next_attempt_at = CASE WHEN version = ? THEN ? ELSE NULL END,"
             f" unjudged = CASE WHEN allowed IS NOT NULL THEN {UNJUDGED} ELSE unjudged END,"
             " allowed = NULL, claimed_by = NULL, claimed_until = NULL WHERE id = ?",
-            [attempts, error, status, now(), row.version, self._clock(retry_in), row.id],
+            [attempts, error, status, now(), row.version, stamp_in(retry_in), row.id],
         )
 
     def hold(self, rows: Sequence[OutboxRow], why: str) -> None:
