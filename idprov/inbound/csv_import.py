@@ -203,6 +203,7 @@ class CsvImport(Preflight, MissingUsers):
         """What the deletion guard judged of a killed run of this import (its journal)."""
         self.own_rows: set[int] = set()
         self._last_rows: set[int] = set()
+        self.rows_unnoted = False
         self.window: GuardWindow | None = None
         self._missing_scope()
         self.report.missing = self.missing_report

@@ -260,6 +260,9 @@ class ImportState:
     """Outbox rows the import (and its cut runs) wrote that may still wait: noted in
     its journal as each batch commits (see ``BatchWriter._note_rows``)."""
     _last_rows: set[int]
+    rows_unnoted: bool
+    """The cut run this one resumes was an earlier release's: its journal notes no
+    outbox rows (see ``BatchWriter._push_unnoted``)."""
     window: GuardWindow | None
     sha256: str
     staging: Staging

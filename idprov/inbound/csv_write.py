@@ -47,6 +47,7 @@ class BatchWriter(ImportState):
             self.killed_batch = run.batch
             self.judged_before = run.judged
             self.own_rows = set((run.judged or {}).get("rows", []))
+            self.rows_unnoted = not run.notes_rows
             self._check_no_push()
         else:
             self._note_changed_file()
@@ -248,6 +249,9 @@ class BatchWriter(ImportState):
         held of it included, as one uninterrupted run with that allowance (the same
         allowance: the cut run's trip holds the rest too, and they wait for
         `idprov outbox release`)."""
+        if self.rows_unnoted:
+            self._push_unnoted()
+            return
         if not self.own_rows or not self.options.push:
             return
         ids = sorted(self.own_rows)
@@ -264,6 +268,27 @@ class BatchWriter(ImportState):
                     )
         if left:
             self._merge(self.service.push(sorted(left)))
+
+    def _push_unnoted(self) -> None:
+        """The re-run of an import an earlier release cut: its journal notes no outbox
+        rows (that release never noted them), and they wait, pending, claimed by the
+        killed process. As that release's re-run did, it pushes every pending row of
+        the state, judged by the deletion guard as one change with this import (with
+        its ``--allow-deletes``); :meth:`IdentityService.push` first gives back the
+        claims of processes of this machine that no longer run. Once only: the
+        batches written from here on note their rows."""
+        self.rows_unnoted = False
+        if not self.done_through or not self.options.push:
+            return
+        left = [row.id for row in self.service.state.outbox.rows(status="pending")]
+        if not left:
+            return
+        self.report.notes.append(
+            f"the cut import of {Path(self.source.name).name} ran under an earlier idprov,"
+            " which did not note its outbox rows: every pending row was pushed with this"
+            f" run ({len(left)}), judged as one change"
+        )
+        self._merge(self.service.push(left))
 
     def _own_rows(self, ids: list[int], status: str) -> list[OutboxRow]:
         """Those of the outbox rows ``ids`` that are ``status``."""

@@ -475,8 +475,16 @@ class ImportRun:
     """Lines (first, last) of a batch being written to a store that cannot roll back,
     when the run was killed in it: a re-run finishes exactly those lines."""
     judged: dict[str, Any] | None = None
-    """What the deletion guard let through and held of it (see
-    :meth:`ImportJournal.judged`); None: nothing was judged yet."""
+    """What the deletion guard let through and held of it, and the outbox rows it
+    wrote that may still wait (``rows``; see :meth:`ImportJournal.judged`). None: the
+    journal of an earlier release, which noted neither (see :attr:`notes_rows`)."""
+
+    @property
+    def notes_rows(self) -> bool:
+        """Whether the journal notes the import's outbox rows: every journal this release
+        starts does (:meth:`ImportJournal.start`); an earlier release's never did, so
+        its re-run cannot tell its rows from another change's."""
+        return self.judged is not None
 
 
 class ImportJournal:
@@ -518,10 +526,12 @@ class ImportJournal:
         return [(int(r[0]), json.loads(r[1])) for r in rows]
 
     def start(self, path: str, sha256: str, options: str, actor: str, application: str) -> int:
+        """A new import's journal, noting its outbox rows from the start (none yet):
+        ``judged`` is NULL only in a journal an earlier release wrote."""
         row = self.db.execute(
             "INSERT INTO imports (path, sha256, options, started_at, lines_done, actor,"
-            " application) VALUES (?, ?, ?, ?, 0, ?, ?) RETURNING id",
-            [path, sha256, options, now(), actor, application],
+            " application, judged) VALUES (?, ?, ?, ?, 0, ?, ?, ?) RETURNING id",
+            [path, sha256, options, now(), actor, application, json.dumps({"rows": []})],
         ).fetchone()
         return int(row[0])
 
