@@ -144,3 +144,25 @@ def test_a_search_finds_a_value_by_the_spelling_the_client_sent(inbound: Any) ->
     for spelled in ('title eq " CTO "', 'emails[value eq " alice@example.com "]'):
         found = client.get("/Users", params={"filter": spelled}).json()
         assert [u["userName"] for u in found["Resources"]] == ["alice"], (spelled, found)
+
+
+def _titled(client: Any, name: str, title: str) -> None:
+    made = client.post(
+        "/Users", json={"schemas": [USER], "userName": name, "title": title}, headers=SCIM_JSON
+    )
+    assert made.status_code == 201, made.text
+
+
+def _found(client: Any, scim_filter: str) -> list[str]:
+    found = client.get("/Users", params={"filter": scim_filter}).json()
+    return sorted(r["userName"] for r in found.get("Resources", []))
+
+
+def test_a_substring_filter_keeps_its_spaces(inbound: Any) -> None:  # noqa: F811
+    """Only a whole value is compared trimmed: ``co " of "`` found "Officer" too, and
+    ``co " "`` every user with a title, once the search trimmed every literal."""
+    _titled(inbound.client, "ann", "Head of Sales")
+    _titled(inbound.client, "bob", "Officer")
+    assert _found(inbound.client, 'title co " of "') == ["ann"]
+    assert _found(inbound.client, 'title co " "') == ["ann"]
+    assert _found(inbound.client, 'title eq " Officer "') == ["bob"]

@@ -94,9 +94,17 @@ def trimmed_literals(node: Any) -> Any:
     return node
 
 
+_WHOLE_VALUE = frozenset(("eq", "ne", "gt", "ge", "lt", "le"))
+"""The comparisons of a whole value, which a trimmed value answers as the spelling sent;
+``co``, ``sw`` and ``ew`` look for a part, spaces included (``co " of "`` is not ``co
+"of"``, which "Officer" holds)."""
+
+
 def _trim_all(node: Any) -> Any:
-    """Every string a filter inside a claim's value selection compares, trimmed."""
+    """Every whole value a filter inside a claim's value selection compares, trimmed."""
     if isinstance(node, Comparison) and isinstance(node.value, str):
+        if str(node.op).lower() not in _WHOLE_VALUE:
+            return node
         return dataclasses.replace(node, value=node.value.strip())
     if isinstance(node, LogicalExpr):
         return dataclasses.replace(node, terms=tuple(_trim_all(t) for t in node.terms))
