@@ -698,3 +698,13 @@ def test_a_c1_control_character_in_a_claim_is_refused_as_any_control_character(c
     assert cli("user", "show", "zoe").exit_code == 3  # nothing was written
     cli("user", "add", "zoe", "-c", "department=Café Sales").ok()
     assert cli("user", "update", "zoe", "-c", "title=Bo\u0085ss").exit_code == 5
+
+
+def test_a_control_character_at_a_values_end_is_refused_not_trimmed_away(cli):
+    """Trimming takes spaces, tabs, line breaks and no-break spaces off a value's ends,
+    never another control character: ``Ops\\x85`` was stored as ``Ops`` (str.strip
+    takes U+0085 and U+001C-U+001F) while ``O\\x85ps`` was refused."""
+    assert cli("user", "add", "yan", "-c", "title=Ops\u0085").exit_code == 5
+    assert cli("user", "add", "yan", "-c", "title=\u001fOps").exit_code == 5
+    cli("user", "add", "yan", "-c", "title=\u00a0Ops \t").ok()
+    assert cli("user", "show", "yan", "--json").json()["claims"]["title"] == "Ops"

@@ -190,14 +190,22 @@ def check_claim_names(names: Iterable[str], known: Mapping[str, ClaimDefinition]
             )
 
 
+SPACES = " \t\n\r\f\v" + "".join(
+    chr(c) for c in range(0x80, 0x3001) if unicodedata.category(chr(c)) == "Zs"
+)
+"""What trimming takes off a value's ends: spaces, tabs, line breaks and the Unicode
+space separators (a no-break space), never another control character (``str.strip``
+also takes U+001C-U+001F and U+0085, which the policy refuses wherever they stand)."""
+
+
 def trimmed(value: ClaimValue) -> ClaimValue:
     """A claim's value as idprov keeps it, whichever way it comes in (the CLI, an
     import, SCIM, a JIT login, the library): without leading or trailing whitespace,
     and a list without the items nothing is left of. ``" Ops "`` is ``Ops``, so the
     same value sent again with other spacing changes nothing."""
     if isinstance(value, list):
-        return [t for v in value if (t := v.strip() if isinstance(v, str) else v)]
-    return value.strip() if isinstance(value, str) else value
+        return [t for v in value if (t := v.strip(SPACES) if isinstance(v, str) else v)]
+    return value.strip(SPACES) if isinstance(value, str) else value
 
 
 def trimmed_claims(claims: Mapping[str, ClaimValue]) -> dict[str, ClaimValue]:
