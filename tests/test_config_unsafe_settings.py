@@ -36,6 +36,17 @@ def _token(monkeypatch):
     monkeypatch.setenv("F7_TOKEN", TOKEN)
 
 
+def refused(cli, path) -> dict[str, str]:
+    """The error of `config validate --strict --json` refusing unsafe settings (exit 2,
+    on stderr); stdout carries the validate document, ``valid: false``, listing them."""
+    run = cli("--config", str(path), "config", "validate", "--strict", "--json")
+    assert run.exit_code == 2, run
+    document, error = json.loads(run.stdout), json.loads(run.stderr)["error"]
+    assert document["valid"] is False and document["refused"] == error
+    assert document["unsafe_settings"] == unsafe(cli, path)
+    return error
+
+
 def unsafe(cli, path) -> list[dict[str, str]]:
     run = cli("--config", str(path), "config", "validate", "--json")
     assert run.exit_code == 0, run
@@ -61,7 +72,7 @@ def test_verify_tls_false_is_warned_by_validate_and_refused_by_strict(cli, write
     ) in run.stdout
     [found] = unsafe(cli, path)
     assert found["code"] == "tls_unchecked"
-    error = cli("--config", str(path), "config", "validate", "--strict", "--json").error(2)
+    error = refused(cli, path)
     assert error["code"] == "tls_unchecked"
     assert "corp has verify_tls: false" in error["message"] and "ca_file" in error["hint"]
 
@@ -208,7 +219,7 @@ def test_plain_http_to_a_remote_host_with_a_credential_is_warned(cli, write_conf
         "127.0.0.1, ::1)\n"
     ) in run.stdout
     assert [w["code"] for w in unsafe(cli, path)] == ["plain_http"]  # not local, loop, open
-    error = cli("--config", str(path), "config", "validate", "--strict", "--json").error(2)
+    error = refused(cli, path)
     assert error["code"] == "plain_http"
 
 
@@ -262,7 +273,7 @@ def test_postgres_without_a_certificate_check_beyond_loopback_is_warned(
         "sslmode: disable: no TLS, so the password and data cross the network unencrypted\n"
     ) in run.stdout
     assert "LOCAL connects" not in run.stdout and "CHECKED connects" not in run.stdout
-    error = cli("--config", str(path), "config", "validate", "--strict", "--json").error(2)
+    error = refused(cli, path)
     assert error["code"] == "postgres_tls" and error["message"].startswith("2 unsafe settings")
     assert "PgPwSecret55" not in run.stdout + run.stderr
 
@@ -283,7 +294,7 @@ def test_a_secret_file_others_can_read_is_warned_naming_chmod(cli, write_config,
         f"! {path}:8:7: identity_providers[0].options.token: secret file {secret} has mode "
         f"0644: every user of this machine can read the secret\n  fix: {fix}\n"
     ) in run.stdout
-    error = cli("--config", str(path), "config", "validate", "--strict", "--json").error(2)
+    error = refused(cli, path)
     assert error["code"] == "file_mode" and error["hint"] == fix
     assert TOKEN not in run.stdout + run.stderr
     secret.chmod(0o600)
