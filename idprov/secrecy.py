@@ -289,9 +289,13 @@ def _text(body: Any) -> str:
         return ""
 
 
-_SHORT = "(?:(?<=[^\\w][\"'])|(?<=^[\"'])|(?<=[=:>])|(?<=[=:] ))(?:{})(?=[\"'&,;<)\\]}}\\s\\\\]|$)"
+_SHORT = (
+    "(?:(?<=[^\\w][\"'])|(?<=^[\"'])|(?<=[^\\w]b[\"'])|(?<=^b[\"'])|(?<=[=:>])|(?<=[=:] ))"
+    "(?:{})(?=[\"'&,;<)\\]}}\\s\\\\]|$)"
+)
 """A short secret standing as a value: after a quote that no letter or digit precedes
-(an apostrophe in a word, "hasn't", opens no value), ``=``, ``:`` or ``>`` (or ``=``
+(an apostrophe in a word, "hasn't", opens no value; Python's bytes, ``b'...'``, as an
+HTTP library quotes a refused header value), ``=``, ``:`` or ``>`` (or ``=``
 or ``:`` and a space), and before a quote, a backslash (a quote escaped in JSON quoted
 again), ``&``, ``,``, ``;``, ``<``, a closing bracket, a space or the end."""
 

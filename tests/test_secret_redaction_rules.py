@@ -158,3 +158,15 @@ def test_a_short_basic_password_is_blanked_in_the_error_of_its_request():
     sent({"Authorization": "Basic " + base64.b64encode(b"svc:admin").decode()})
     said = "you sent svc:admin; role: admin"
     assert TargetError(said).message == "you sent ***; role: ***"
+
+
+def test_a_short_secret_in_a_refused_header_values_bytes_repr_is_blanked():
+    """An HTTP library refusing a header value quotes it as Python bytes
+    (``Illegal header value b'k3Yq9'``): the ``b`` before the quote is a letter, so a
+    short secret there was not taken as standing as a value."""
+    from idprov.secrecy import note_request
+
+    account = Account("u6", "hal", {}, password="k3Yq9")
+    note_request({"X-Api-Key": "k3Yq9"})
+    assert TargetError("Illegal header value b'k3Yq9'").message == "Illegal header value b'***'"
+    del account
