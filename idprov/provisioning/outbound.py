@@ -52,6 +52,8 @@ DEAD_CHECK_SECONDS = 5.0
 AGAIN_ROUNDS = 3
 """How many times a push pushes again the role rows changed while it held them."""
 IDLE_POLL_SECONDS = 2.0
+WAITED = ("pending", "failed")
+"""The rows a worker keeps while it waits for the rest of their change."""
 
 
 class Directory(Protocol):
@@ -87,6 +89,12 @@ class Met(NamedTuple):
     later: set[int]
     """Rows pulled whose next try is later (failed, not due): judged with the others,
     not pushed now (see :func:`~idprov.provisioning.guard.hold_over`)."""
+    withheld: frozenset[int] = frozenset()
+    """Marked rows left out of :attr:`rows`, neither judged nor pushed: another drainer
+    holds more of their change (:attr:`elsewhere`), and judged in parts it went out
+    (see :meth:`Outbound.with_unjudged`)."""
+    elsewhere: frozenset[int] = frozenset()
+    """The marked rows of those changes that other drainers hold."""
 
 
 class Outbound:
@@ -137,6 +145,9 @@ class Outbound:
         self._executors: dict[str, ThreadPoolExecutor] = {}
         self._looked_for_the_dead = -DEAD_CHECK_SECONDS
         self._names_ready = False
+        self._waiting: set[int] = set()
+        """Marked rows the worker holds, neither judged nor pushed, until it can claim
+        the rest of their change (see :meth:`with_unjudged`)."""
 
     @property
     def state(self) -> StateStore:
@@ -470,15 +481,29 @@ class Outbound:
                 total.merge(self._drain_judged(batch, progress, window, seen, eager))
             _tell_waiting(total, told, self.say)
             return total
-        while not stop.is_set():
-            batch = self._due_batch(idps, total)
-            if batch:
-                total.merge(self._drain_judged(batch, progress, window))
-            _tell_waiting(total, told, self.say)
-            if not batch:
-                window = GuardWindow()  # idle: what comes next is another change
-                stop.wait(self._idle_wait(idps))
+        try:
+            while not stop.is_set():
+                batch = self._due_batch(idps, total)
+                withheld: set[int] = set()
+                if batch:
+                    total.merge(self._drain_judged(batch, progress, window, withheld=withheld))
+                _tell_waiting(total, told, self.say)
+                if not batch:
+                    window = GuardWindow()  # idle: what comes next is another change
+                    stop.wait(self._idle_wait(idps))
+                elif {r.id for r in batch} <= withheld:  # parts of a change others hold
+                    stop.wait(IDLE_POLL_SECONDS)  # more of: until they give theirs back
+        finally:
+            self._give_back_waiting()
         return total
+
+    def _give_back_waiting(self) -> None:
+        """Give back the rows the worker kept, waiting for the rest of their change
+        (see :meth:`_split`): pending, due now, their marks kept."""
+        if self._waiting:
+            with self.state.transaction():
+                self.state.outbox.release_rows(sorted(self._waiting), [self.owner])
+            self._waiting.clear()
 
     def _drain_judged(
         self,
@@ -487,19 +512,27 @@ class Outbound:
         window: GuardWindow,
         seen: set[int] | None = None,
         eager: bool = False,
+        withheld: set[int] | None = None,
     ) -> OutboundReport:
         """Drain a claimed batch, but first let the deletion guard hold what a change
         committed without a push (`import --no-push`) would destroy, judged with the
         batches before it in ``window`` and with every row of that change (see
         :meth:`with_unjudged`; ``eager``: a manual retry, every row is due). The ids
-        judged are added to ``seen``."""
+        judged are added to ``seen``, and so are those withheld (a part of a change
+        that other drainers hold more of: see :meth:`_split`), which are added to
+        ``withheld`` too; given ``withheld``, this is a worker that waits for them."""
         from idprov.provisioning.guard import hold_over
 
         report = OutboundReport()
-        met = self.with_unjudged(batch, eager=eager)
+        met = self.with_unjudged(batch, eager=eager, wait=withheld is not None)
+        if met.elsewhere:
+            self._note_leased(sorted(met.elsewhere), report, queued=False)
+        if withheld is not None:
+            withheld.update(met.withheld)
         batch = self._not_renamed(met.rows, met.rows, report, [self.owner])
         if seen is not None:
             seen.update(r.id for r in batch if r.id not in met.later)
+            seen.update(met.withheld)
         pushed = hold_over(self, batch, report, window=window, whole=met.whole, later=met.later)
         return self._drain_claimed(pushed, report, progress, None)
 
@@ -509,6 +542,7 @@ class Outbound:
         only: Collection[str] | None = None,
         own: Collection[int] = (),
         eager: bool = False,
+        wait: bool = False,
     ) -> Met:
         """``rows``, and where one of them carries a change no guard judged whole
         (:attr:`~idprov.provisioning.outbox.OutboxRow.unjudged`), every pending or
@@ -520,7 +554,9 @@ class Outbound:
         carry their own mark (:data:`~idprov.provisioning.outbox.OWN_PUSH`): this push
         judges them; only another change's mark in them takes the others. A failed
         row pulled so whose next try has not come (unless ``eager``) is judged with
-        them, and waits for its time (:attr:`Met.later`)."""
+        them, and waits for its time (:attr:`Met.later`). Where other drainers hold
+        marked rows of those IdPs, the change is not judged in part: see
+        :meth:`_split` (``wait``: this is a worker that can wait for them)."""
         whole = set(only) if only is not None else {r.idp for r in rows}
         idps = sorted(
             {
@@ -533,7 +569,9 @@ class Outbound:
             return Met(rows, whole, set())
         with self.state.transaction():
             pulled = self.state.outbox.claim_unjudged(idps, self.owner, self.lease)
+            elsewhere = self.state.outbox.marked_elsewhere(idps, self.owner)
         known = {r.id for r in rows}
+        self._waiting -= known | {r.id for r in pulled}  # looked at again: kept below if so
         stamp = now()
         later = {
             r.id
@@ -544,16 +582,75 @@ class Outbound:
             and (r.next_attempt_at or "") > stamp
         }
         rows = sorted([*rows, *(r for r in pulled if r.id not in known)], key=lambda r: r.id)
+        if elsewhere:
+            return self._split(Met(rows, whole, later), elsewhere, set(own), wait)
         return Met(rows, whole, later)
+
+    def _split(self, met: Met, elsewhere: list[tuple[str, int]], own: set[int], wait: bool) -> Met:
+        """:meth:`with_unjudged`'s answer where other drainers hold marked rows
+        (``elsewhere``: (IdP, id), by id) of the IdPs it pulled: there this drainer
+        holds only part of a change no guard judged, and judged so, each drainer its
+        part, every part under the guard's minimum, all of it went. Its marked rows of
+        those IdPs are neither judged nor pushed now (:attr:`Met.withheld`), their
+        marks kept: given back (pending, due now) for whoever can claim them all,
+        but by a worker (``wait``) that holds the lowest marked row of the IdP, which
+        keeps them and claims the rest at its next look (:meth:`_due_batch`), once the
+        others gave theirs back: of two workers, exactly one waits, and neither
+        gives way to the other forever."""
+        lowest: dict[str, int] = {}
+        for idp, i in elsewhere:
+            if i not in own:  # the pushing command's change, under another of its names
+                lowest.setdefault(idp, i)
+        if not lowest:
+            return met
+        theirs = {i for _, i in elsewhere}
+        out = [
+            r
+            for r in met.rows
+            if r.idp in lowest
+            and r.id not in theirs
+            and (r.unjudged == UNJUDGED or (r.unjudged and r.id not in own))
+        ]
+        first = {r.idp: r.id for r in reversed(out)}
+        keep = {r.id for r in out if wait and first[r.idp] < lowest[r.idp]}
+        back = [r for r in out if r.id not in keep]
+        if back:
+            owners = {self.owner, *(r.claimed_by for r in back if r.claimed_by)}
+            mine = [o for o in owners if o == self.owner or o.startswith(f"{self.owner}.")]
+            with self.state.transaction():
+                self.state.outbox.release_rows([r.id for r in back], mine)
+        self._waiting.difference_update(r.id for r in back)
+        self._waiting.update(keep)
+        left = {r.id for r in out} | {r.id for r in met.rows if r.id in theirs}
+        return Met(
+            [r for r in met.rows if r.id not in left],
+            set(met.whole) - set(lowest),
+            set(met.later) - left,
+            frozenset(r.id for r in out),
+            frozenset(i for idp, i in elsewhere if idp in lowest),
+        )
 
     def _due_batch(self, idps: Sequence[str] | None, total: OutboundReport) -> list[OutboxRow]:
         """Claim the next due rows of the configured IdPs; note orphaned ones once."""
         names = self._worked_idps(idps, total, eager=False)
         if not names:
+            self._give_back_waiting()
             return []
         self.release_the_dead()
         with self.state.transaction():
-            return self.state.outbox.due(names, self.owner, self.lease, self.batch)
+            kept = self._waiting  # their change's other rows may be free now: a new look
+            self._waiting = set()
+            waited = self.state.outbox.claim_ids(sorted(kept), self.owner, self.lease)
+            due = self.state.outbox.due(names, self.owner, self.lease, self.batch)
+        gone = [r.id for r in waited if r.idp not in names or r.status not in WAITED]
+        if gone:
+            with self.state.transaction():
+                self.state.outbox.release_rows(gone, [self.owner])
+        stamp = now()  # a failed row whose next try has not come: kept, pulled with the rest
+        self._waiting = {r.id for r in waited if r.status == "failed" and r.id not in gone}
+        self._waiting -= {r.id for r in waited if (r.next_attempt_at or "") <= stamp}
+        again = [r for r in waited if r.id not in gone and r.id not in self._waiting]
+        return sorted([*again, *due], key=lambda r: r.id)
 
     def _worked_idps(
         self, idps: Sequence[str] | None, total: OutboundReport, eager: bool
