@@ -187,3 +187,34 @@ def test_a_worker_that_stops_while_it_waits_gives_its_part_back(
     assert work.exit_code == 7, work
     assert len(scim.users()) == 30
     assert _held_users(cli) == sorted(TWELVE)
+
+
+def test_a_command_meeting_a_part_of_a_split_change_says_it_waits_for_the_worker(
+    cli,
+    scim: Scim2Peer,  # noqa: F811
+    tmp_path: Path,
+):
+    """A command whose user's row is part of a change another drainer holds part of:
+    its row is left to the worker with the rest (nothing is deleted), and it says so;
+    it printed "nothing to provision"."""
+    seed(30)
+    _killed_after_its_commit(TWELVE, "another machine")
+    db = sqlite3.connect(tmp_path / "data" / "idprov.db")
+    first = [
+        r[0] for r in db.execute("SELECT id FROM outbox WHERE kind='user' ORDER BY id LIMIT 3")
+    ]
+    db.execute(
+        "UPDATE outbox SET claimed_by = 'host-b.example:77:feedbeef', claimed_until ="
+        " '2999-01-01T00:00:00.000Z' WHERE id IN (?, ?, ?)",
+        first,
+    )
+    db.commit()
+    mine = db.execute(
+        "SELECT label FROM outbox WHERE kind='user' AND id NOT IN (?, ?, ?) ORDER BY id LIMIT 1",
+        first,
+    ).fetchone()[0]
+    db.close()
+    run = cli("user", "update", mine, "-c", "title=Temp")
+    assert len(scim.users()) == 30, run
+    assert "nothing to provision" not in run.stdout, run
+    assert "queued for the outbox worker" in " ".join(run.stdout.split()), run

@@ -288,13 +288,18 @@ class IdentityService:
         pushed_now = [name for name in self.targets() if self.waits_for(name)]
         rows = self.state.outbox.rows([*row_ids, *abandoned], stale_pending=pushed_now)
         met = None
+        withheld: list[OutboxRow] = []
         if not guarded:
             # the others: the worker's (it judges another change's marked rows there
             # whole: they keep their mark); own rows: this push judges them (their
             # mark says so), unless another change's is in them
             met = self.outbound.with_unjudged(rows, only=pushed_now, own=set(row_ids))
+            withheld = [r for r in rows if r.id in met.withheld]
             rows = met.rows
         report = OutboundReport()
+        for row in withheld:  # parts of a change another drainer holds part of: the
+            # worker judges it whole (see Met.withheld); this push leaves them to it
+            report.note("queued", row.idp, row.id)
         if row_ids and not guarded:  # not in ``rows``: pushed only by a release (or the
             # sync that accepts them, which judges what is held after its push itself)
             held = self.state.outbox.rows(list(row_ids), status="held")
