@@ -17,17 +17,19 @@ blanks, when it is built, every secret idprov knows of (:func:`blank`):
   last requests idprov's HTTP client sent, read only when an error is built.
 
 Holding costs two dictionary entries (the secret, and its index by what every spelling
-of it keeps: its longest run of ASCII letters and digits), noting a request a reference
-kept: nothing else is computed on the success path. :func:`blank` runs only when an
-error is built, and looks only at the secrets its text may hold.
+of it keeps: its longest run of ASCII letters and digits; for a secret without a run of
+4, like ``Xy!7#kQ2$m9&``, how each of its spellings begins, computed then), noting a
+request a reference kept: nothing else is computed on the success path. :func:`blank` runs only
+when an error is built, and looks only at the secrets its text may hold.
 
 **How an echo spells a secret.** A target rarely echoes a request as it was sent: it
-quotes the JSON it received (``"`` as ``\\"``, ``\\`` as ``\\\\``, ``ä`` as ``\\u00e4``, once or
-twice), the form it received (percent-encoded), the XML (``&quot;``, ``&amp;``), or a
-Python ``repr``. Every such spelling of a secret is blanked (:func:`spellings`). They
-are computed only when an error is built, and only for a secret whose longest run of
-ASCII letters and digits (which every spelling keeps; noted when the secret is held)
-is in the text.
+quotes the JSON it received (``"`` as ``\\"``, ``\\`` as ``\\\\``, ``ä`` as ``\\u00e4``,
+once or twice; PHP's ``/`` as ``\\/``; Jackson's and .NET's upper-case ``\\u00E4``,
+.NET's ``+`` as ``\\u002B``), the form it received (percent-encoded, ``%2B`` or
+``%2b``), the XML (``&quot;``, ``&amp;``), or a Python ``repr``. Every such spelling of
+a secret is blanked (:func:`spellings`). They are computed only when an error is built,
+and only for a secret whose index the text holds and whose longest run of ASCII letters
+and digits (which every spelling keeps; noted when the secret is held) is in the text.
 
 **Short secrets.** A secret of 8 characters or more is blanked wherever it occurs. A
 held secret of 1 to 7 characters (``admin``, ``true``, ``400``, a user name used as
@@ -73,17 +75,18 @@ PLAIN_HEADERS = frozenset(
 reply says."""
 
 _lock = threading.Lock()
-_held: dict[tuple[int, str], tuple[Callable[[], object], str | None]] = {}
+_held: dict[tuple[int, str], tuple[Callable[[], object], str | None, tuple[str, ...]]] = {}
 """(id of the holder, secret) -> (the holder, weakly; the secret's longest run of
 ASCII letters and digits, None when it has nothing else: what every spelling of it
-keeps, looked for before its spellings are computed)."""
+keeps, looked for before its spellings are computed; its keys in :data:`_index`)."""
 _index: dict[str, set[tuple[int, str]]] = {}
-"""The first :data:`_KEY` characters of what every spelling of a held secret keeps ->
-its entries in :data:`_held`: an error looks up only the secrets its text may hold,
-however many are held (thousands of accounts' passwords in a long import)."""
+"""The first :data:`_KEY` characters of what every spelling of a held secret keeps (or
+of each of its spellings: :func:`_keys`) -> its entries in :data:`_held`: an error looks
+up only the secrets its text may hold, however many are held (thousands of accounts'
+passwords in a long import)."""
 _always: set[tuple[int, str]] = set()
-"""Entries whose secret keeps fewer than :data:`_KEY` letters or digits in every
-spelling: looked for in every error."""
+"""Entries whose secret is shorter than :data:`_KEY` characters: looked for in every
+error."""
 _KEY = 4
 _prune_at = 256
 _local = threading.local()
@@ -100,26 +103,27 @@ def hold(owner: object, *values: str | None) -> None:
         ref: Callable[[], object] = weakref.ref(owner)
     except TypeError:  # an object without weak references (slots): held for good
         ref = itertools.repeat(owner).__next__
-    entries = [(value, _core(value)) for value in values if value]
+    entries = [
+        (value, core, _keys(value, core)) for value in values if value for core in [_core(value)]
+    ]
     with _lock:
-        for value, core in entries:
+        for value, core, windows in entries:
             key = (id(owner), value)
-            _held[key] = (ref, core)
-            kept = value if core is None else core
-            if len(kept) >= _KEY:
-                _index.setdefault(kept[:_KEY], set()).add(key)
-            else:
+            _held[key] = (ref, core, windows)
+            for window in windows:
+                _index.setdefault(window, set()).add(key)
+            if not windows:
                 _always.add(key)
         if len(_held) >= _prune_at:  # amortised: the entries of holders gone
-            for key, (_, core) in [(k, e) for k, e in _held.items() if e[0]() is None]:
+            for key, (_, _, windows) in [(k, e) for k, e in _held.items() if e[0]() is None]:
                 del _held[key]
                 _always.discard(key)
-                kept = key[1] if core is None else core
-                entries_of = _index.get(kept[:_KEY])
-                if entries_of is not None:
-                    entries_of.discard(key)
-                    if not entries_of:
-                        del _index[kept[:_KEY]]
+                for window in windows:
+                    entries_of = _index.get(window)
+                    if entries_of is not None:
+                        entries_of.discard(key)
+                        if not entries_of:
+                            del _index[window]
             _prune_at = max(256, 2 * len(_held))
 
 
@@ -142,6 +146,21 @@ def _core(secret: str) -> str | None:
     if _PLAIN.fullmatch(secret):
         return None
     return max(_RUN.findall(secret), key=len, default="")
+
+
+def _keys(secret: str, core: str | None) -> tuple[str, ...]:
+    """Where :data:`_index` files ``secret``: the first :data:`_KEY` characters of
+    what every spelling of it keeps (``core``, or the secret when every spelling is
+    the secret); for a secret whose core is shorter (``Xy!7#kQ2$m9&``: no run of
+    4 letters or digits), the first :data:`_KEY` characters of each of its spellings
+    (computed once, when it is held). Empty: it is shorter than that, looked for in
+    every error (:data:`_always`)."""
+    kept = secret if core is None else core
+    if len(kept) >= _KEY:
+        return (kept[:_KEY],)
+    if len(secret) < _KEY:
+        return ()
+    return tuple({spelling[:_KEY] for spelling in spellings(secret)})
 
 
 def hold_basic(owner: object, username: str | None, password: str, encoded: str) -> None:
@@ -189,8 +208,10 @@ def _decoded_basic(credentials: str) -> list[str]:
 
 def spellings(secret: str) -> set[str]:
     """How an echo may spell ``secret``: as is, JSON-escaped (with and without
-    ``\\u`` escapes, and escaped twice: JSON quoted in JSON), percent-encoded (a form
-    or a query), XML-escaped, and in a Python ``repr``."""
+    ``\\u`` escapes, and escaped twice: JSON quoted in JSON; PHP's ``\\/``, upper-case
+    ``\\u00E4``, .NET's ``\\u002B``), percent-encoded (a form or a query; ``%2B`` and
+    ``%2b``), XML-escaped, and in a Python ``repr``. A form only adds a spelling for a
+    secret holding what it escapes."""
     ascii_json = json.dumps(secret)[1:-1]
     utf8_json = json.dumps(secret, ensure_ascii=False)[1:-1]
     found = {
@@ -199,9 +220,16 @@ def spellings(secret: str) -> set[str]:
         utf8_json,
         json.dumps(ascii_json)[1:-1],
         json.dumps(utf8_json, ensure_ascii=False)[1:-1],
+        ascii_json.replace("/", "\\/"),  # PHP's json_encode
+        utf8_json.replace("/", "\\/"),
+        _HEX.sub(_upper, ascii_json),  # Jackson, .NET: \u00E4
+        _dotnet_json(secret),
         quote(secret, safe=""),
         quote(secret),
         quote_plus(secret),
+        _PERCENT.sub(_lower, quote(secret, safe="")),  # %2b%2f
+        _PERCENT.sub(_lower, quote(secret)),
+        _PERCENT.sub(_lower, quote_plus(secret)),
         xml_escape(secret),
         xml_escape(secret, {'"': "&quot;", "'": "&apos;"}),
         html.escape(secret),
@@ -209,6 +237,29 @@ def spellings(secret: str) -> set[str]:
     }
     found.discard("")
     return found
+
+
+_HEX = re.compile(r"(?<=\\u)[0-9a-f]{4}")
+_PERCENT = re.compile(r"(?<=%)[0-9A-F]{2}")
+_DOTNET_ESCAPED = frozenset("\"&'+<>`")
+"""What .NET's System.Text.Json escapes beyond JSON's own, as ``\\u0022``."""
+
+
+def _upper(match: re.Match[str]) -> str:
+    return match.group().upper()
+
+
+def _lower(match: re.Match[str]) -> str:
+    return match.group().lower()
+
+
+def _dotnet_json(secret: str) -> str:
+    """``secret`` as System.Text.Json's default encoder writes it: JSON's escapes, and
+    ``"&'+<>``` and every character beyond ASCII as ``\\u`` and upper-case hex."""
+    return "".join(
+        f"\\u{ord(c):04X}" if c in _DOTNET_ESCAPED else _HEX.sub(_upper, json.dumps(c)[1:-1])
+        for c in secret
+    )
 
 
 def blank(text: str, sent: Iterable[str] = (), bodies: Iterable[Any] = ()) -> str:
@@ -232,7 +283,7 @@ def blank(text: str, sent: Iterable[str] = (), bodies: Iterable[Any] = ()) -> st
         sent.update(request_secrets(_items(headers), _items(form)))
         bodies.append(body)
     found: dict[str, str] = {}  # a secret in the text -> how it is blanked
-    for (_, secret), (ref, core) in held:
+    for (_, secret), (ref, core, _) in held:
         if secret in found:
             continue
         if (secret in text or (core is not None and core in text)) and ref() is not None:

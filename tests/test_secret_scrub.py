@@ -160,3 +160,37 @@ def test_a_secret_that_cannot_be_read_is_named_not_looked_for(cli, setup, monkey
     assert TOKEN in setup.texts()  # corp's row keeps the token idprov cannot read now
     shown = cli("secret", "scrub").ok().stdout
     assert "env:CORP_TOKEN cannot be read" in shown
+
+
+def test_other_encoders_spellings_are_found_and_blanked(cli, setup):
+    """.NET's `\\u0022`, PHP's `\\/`, lower-case percent escapes: not looked for (nor
+    blanked) by the scrub, PostgreSQL's LIKE being case-sensitive too."""
+    cli("user", "add", "alice").ok()
+    for idp, text in [
+        ("echo", 'HTTP 400: {"detail":"bad Horse\\u0022Battery-5566778899"}'),
+        ("corp", "HTTP 400: form was password=Horse%22Battery-5566778899&x=%2f%2b"),
+    ]:
+        setup.execute(
+            "INSERT INTO outbox (idp, kind, local_id, domain, label, status, attempts,"
+            " last_error, enqueued_at, updated_at) VALUES (?, 'user', ?, 'PRIMARY', 'alice',"
+            " 'failed', 3, ?, ?, ?)",
+            (idp, f"id-{idp}", text, NOW, NOW),
+        )
+    found = cli("secret", "scrub", "--json").json()
+    assert found["rows"]["outbox"] == 2
+    assert "5566778899" not in setup.texts()
+
+
+def test_audit_keys_that_blank_alike_are_all_kept(cli, setup):
+    """Two keys of an audit entry's details blanked to the same text: one of them, and
+    its value, was dropped."""
+    cli("user", "add", "alice").ok()
+    details = {TOKEN: "a", "x": {f"k {PASSWORD}": 1, f"k {TOKEN}": 2}}
+    setup.execute(
+        "INSERT INTO audit (at, actor, application, action, target, outcome, details)"
+        " VALUES (?, 'ann', 'resident', 'outbound.create', 'alice', 'failed', ?)",
+        (NOW, json.dumps(details, sort_keys=True)),
+    )
+    assert cli("secret", "scrub", "--json").json()["rows"]["audit"] == 1
+    (row,) = setup.rows("SELECT details FROM audit WHERE action = 'outbound.create'")
+    assert json.loads(row[0]) == {"***": "a", "x": {"k ***": 1, "k *** (2)": 2}}

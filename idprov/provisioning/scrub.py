@@ -23,6 +23,7 @@ credential it finds must be rotated.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -180,8 +181,9 @@ def _blank(text: str) -> str:
 
 def _blank_json(text: str) -> str:
     """An audit entry's details (JSON, as :func:`~idprov.provisioning.state.audit_row`
-    writes them) with every string blanked; the text blanked as it is if it is not
-    JSON."""
+    writes them) with every string blanked, keys too (two keys that blank alike are
+    both kept, the second as ``"k *** (2)"``: nothing is lost); the text blanked as it
+    is if it is not JSON."""
     try:
         details = json.loads(text)
     except ValueError:
@@ -198,5 +200,12 @@ def _blank_values(value: Any) -> Any:
     if isinstance(value, list):
         return [_blank_values(v) for v in value]
     if isinstance(value, dict):
-        return {secrecy.blank(k): _blank_values(v) for k, v in value.items()}
+        blanked: dict[str, Any] = {}
+        for key, item in value.items():
+            new = secrecy.blank(key)
+            if new != key:  # keys blanked alike are all kept: "k ***", "k *** (2)"
+                spelled = (new if i == 1 else f"{new} ({i})" for i in itertools.count(1))
+                new = next(n for n in spelled if n not in blanked and n not in value)
+            blanked[new] = _blank_values(item)
+        return blanked
     return value
