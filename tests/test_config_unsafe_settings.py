@@ -226,8 +226,7 @@ def test_plain_http_to_a_remote_host_with_a_credential_is_warned(cli, write_conf
 @pytest.mark.parametrize(
     "base_url",
     [
-        "http://localhost.:18703/v2",
-        "http://scim.localhost:18703/v2",
+        "http://LocalHost:18703/v2",
         "http://[::ffff:127.0.0.1]:18703/v2",
         "HTTP://127.0.0.1:18703/v2",
     ],
@@ -235,10 +234,27 @@ def test_plain_http_to_a_remote_host_with_a_credential_is_warned(cli, write_conf
 def test_plain_http_to_loopback_is_not_warned_however_it_is_written(
     cli, write_config, tmp_path, base_url
 ):
-    """`localhost.` and the names under `localhost` (RFC 6761) are loopback, so is IPv4's
-    loopback mapped in IPv6; a scheme is case-insensitive (`HTTP://` was refused)."""
+    """`localhost` in any case is loopback, so is IPv4's loopback mapped in IPv6; a
+    scheme is case-insensitive (`HTTP://` was refused)."""
     path = write_config(config(tmp_path, idp("local", base_url)))
     cli("--config", str(path), "config", "validate", "--strict").ok()
+
+
+@pytest.mark.parametrize("host", ["localhost.", "scim.localhost"])
+def test_plain_http_to_a_name_under_localhost_is_warned_it_may_go_to_dns(
+    cli, write_config, tmp_path, host
+):
+    """`scim.localhost` and `localhost.` were taken for loopback (RFC 6761), but a
+    resolver with `hosts: files dns` and no systemd-resolved asks DNS for them, which
+    may answer any address: the bearer token would go there in clear."""
+    path = write_config(config(tmp_path, idp("local", f"http://{host}:18703/v2")))
+    (warning,) = unsafe(cli, path)
+    assert warning["code"] == "plain_http" and f"to {host} (base_url)" in warning["message"]
+    assert warning["hint"].endswith(
+        f"; {host} is not taken for loopback: this machine's resolver may ask DNS for it, "
+        "which may answer any address"
+    )
+    assert refused(cli, path)["code"] == "plain_http"
 
 
 def test_postgres_without_a_certificate_check_beyond_loopback_is_warned(
@@ -336,6 +352,37 @@ def test_a_secret_file_readable_by_a_group_idprov_is_not_in_is_warned(
         f": secret file {secret} has mode 0640: the members of group "
         f"{grp.getgrgid(gid).gr_name} can read the secret"
     )
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
+def test_a_secret_file_0640_with_a_group_other_accounts_are_in_is_warned(
+    cli, write_config, tmp_path, monkeypatch
+):
+    """idprov's group is fine for 0640 only if idprov is its only member: a primary group
+    many accounts share (`users` on SUSE, `staff` on macOS, `nogroup` here: nobody's)
+    lets all of them read the secret."""
+    import grp
+    import pwd
+
+    gid = pwd.getpwnam("nobody").pw_gid
+    others = sorted(
+        {p.pw_name for p in pwd.getpwall() if p.pw_gid == gid and p.pw_uid != os.geteuid()}
+        | set(grp.getgrgid(gid).gr_mem)
+    )
+    secret = tmp_path / "token.txt"
+    secret.write_text(TOKEN + "\n")
+    os.chown(secret, os.geteuid(), gid)
+    secret.chmod(0o640)
+    monkeypatch.setattr(os, "getegid", lambda: gid)  # idprov runs with that group
+    path = secret_file_config(write_config, tmp_path, secret)
+    (warning,) = unsafe(cli, path)
+    assert warning["message"].endswith(
+        f": secret file {secret} has mode 0640: the members of group "
+        f"{grp.getgrgid(gid).gr_name}, not idprov alone ({', '.join(others[:5])}), can read "
+        "the secret"
+    )
+    assert "a group only idprov runs as" in warning["hint"]
+    assert refused(cli, path)["code"] == "file_mode"
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")

@@ -89,7 +89,7 @@ def _plain_http(config: Any, locator: Locator) -> Iterator[ConfigError]:
                     locator,
                     ("identity_providers", i, "options", key),
                     "use an https:// URL (plain http:// is fine only to a loopback host: "
-                    "localhost, 127.0.0.1, ::1)",
+                    "localhost, 127.0.0.1, ::1)" + _asked_of_dns(host),
                 )
     for i, store in enumerate(config.userstores):
         if store.type != "ldap" or getattr(store, "bind_password", None) is None:
@@ -105,6 +105,17 @@ def _plain_http(config: Any, locator: Locator) -> Iterator[ConfigError]:
                 ("userstores", i, "url"),
                 "use an ldaps:// URL or set start_tls: true (with ca_file for a private CA)",
             )
+
+
+def _asked_of_dns(host: str) -> str:
+    """Why ``localhost.`` or a name under ``localhost`` is not taken for loopback."""
+    name = host.casefold().removesuffix(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return (
+            f"; {host} is not taken for loopback: this machine's resolver may ask DNS for "
+            "it, which may answer any address"
+        )
+    return ""
 
 
 def _database_tls(config: Any, locator: Locator) -> Iterator[ConfigError]:
@@ -165,9 +176,11 @@ def _file_modes(config: Any, locator: Locator) -> Iterator[ConfigError]:
 def _secret_file_exposed(name: Path) -> tuple[str, str] | None:
     """What is wrong with the mode of the secret file ``name``, and its fix (None:
     nothing). Readable by its owner and its group is fine when the group is one idprov
-    runs in (``root:idprov 0640``, a Kubernetes Secret with ``fsGroup``); readable by
-    every user (Docker's 0444, Kubernetes' default 0644), or by a group idprov is not in,
-    or writable by anyone but the owner, is not."""
+    runs in and no other account is in (``root:idprov 0640``, a Kubernetes Secret with
+    ``fsGroup``); readable by every user (Docker's 0444, Kubernetes' default 0644), by a
+    group idprov is not in, or by one other accounts are in too (``users`` on SUSE,
+    ``staff`` on macOS: their primary group, or listed as members), or writable by
+    anyone but the owner, is not."""
     try:
         st = name.stat()
     except (OSError, ValueError):
@@ -176,8 +189,12 @@ def _secret_file_exposed(name: Path) -> tuple[str, str] | None:
     own_group = st.st_gid == os.getegid() or st.st_gid in os.getgroups()
     group = _group(st.st_gid)
     readers = "every user of this machine" if mode & 0o004 else ""
-    if mode & 0o040 and not own_group and not readers:
+    if mode & 0o040 and not readers and not own_group:
         readers = group
+    elif mode & 0o040 and not readers and (others := _other_members(st.st_gid, st.st_uid)):
+        # idprov's group, but not its alone (users on SUSE, staff on macOS, nogroup)
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if others[5:] else "")
+        readers = f"{group}, not idprov alone ({shown}),"
     writers = "every user of this machine" if mode & 0o002 else group if mode & 0o020 else ""
     if not readers and not writers:
         return None
@@ -194,15 +211,38 @@ def _secret_file_exposed(name: Path) -> tuple[str, str] | None:
     said = f"has mode {mode:04o}{shown}: {risk}"
     if not mode & 0o200:  # read-only: a container's secret mount, chmod will not do
         fix = (
-            "mount it readable by idprov alone: mode 0400 (or 0440 with the group idprov "
+            "mount it readable by idprov alone: mode 0400 (or 0440 with a group only idprov "
             "runs as); in Kubernetes, defaultMode: 0400 (or 0440 with fsGroup) on the "
             "Secret volume; in Docker Compose, mode: 0400 on the secret"
         )
     elif st.st_uid == os.geteuid():
         fix = f"chmod 600 {name} (or chmod 640 and chgrp to a group only idprov runs as)"
     else:
-        fix = f"chmod 640 {name}, its group one idprov runs as (chgrp GROUP {name})"
+        fix = f"chmod 640 {name}, its group one only idprov runs as (chgrp GROUP {name})"
     return said, fix
+
+
+def _other_members(gid: int, owner: int) -> list[str]:
+    """The accounts in group ``gid`` besides the one idprov runs as and the file's
+    ``owner``: listed as its members, or having it as their primary group."""
+    import grp
+    import pwd
+
+    mine = {os.geteuid(), owner}
+    try:
+        listed = grp.getgrgid(gid).gr_mem
+    except KeyError:
+        listed = []
+    others = set()
+    for name in listed:
+        try:
+            if pwd.getpwnam(name).pw_uid in mine:
+                continue
+        except KeyError:
+            pass
+        others.add(name)
+    others |= {p.pw_name for p in pwd.getpwall() if p.pw_gid == gid and p.pw_uid not in mine}
+    return sorted(others)
 
 
 def _group(gid: int) -> str:

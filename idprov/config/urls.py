@@ -62,13 +62,15 @@ def refuse_url_credentials(
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` is reachable from this machine only: ``localhost`` and the names
-    under it (RFC 6761: ``scim.localhost``, with or without the final dot), a loopback
-    address (``127.0.0.0/8``, ``::1``, and ``::ffff:127.0.0.1``, IPv4's mapped in IPv6)."""
+    """Whether ``host`` is reachable from this machine only: the name ``localhost``
+    (any case), a loopback address (``127.0.0.0/8``, ``::1``, and ``::ffff:127.0.0.1``,
+    IPv4's mapped in IPv6). Not ``localhost.`` nor a name under it (``scim.localhost``):
+    RFC 6761 asks resolvers to answer them with loopback, but many (glibc's with
+    ``hosts: files dns``, no systemd-resolved) ask DNS, which may answer anything, and
+    how the name resolves when validating says nothing of how it will when connecting."""
     import ipaddress
 
-    name = host.casefold().removesuffix(".")
-    if name == "localhost" or name.endswith(".localhost"):
+    if host.casefold() == "localhost":
         return True
     try:
         address = ipaddress.ip_address(host.strip("[]"))
