@@ -708,3 +708,39 @@ def test_a_control_character_at_a_values_end_is_refused_not_trimmed_away(cli):
     assert cli("user", "add", "yan", "-c", "title=\u001fOps").exit_code == 5
     cli("user", "add", "yan", "-c", "title=\u00a0Ops \t").ok()
     assert cli("user", "show", "yan", "--json").json()["claims"]["title"] == "Ops"
+
+
+def test_a_line_separator_is_a_line_break_trimmed_at_the_ends_refused_inside(cli):
+    """U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR are line breaks: f4fd3b0
+    stopped trimming them (str.strip had), and the policy did not refuse them, so
+    ``Ops\\u2028`` was stored and pushed as is (R7 finding 3). Trimmed at the ends as
+    ``\\n`` is, refused inside a claim of one line, kept in a multiline one."""
+    cli("user", "add", "yan", "-c", "title=Ops\u2028", "-c", "department=\u2029Sales").ok()
+    claims = cli("user", "show", "yan", "--json").json()["claims"]
+    assert (claims["title"], claims["department"]) == ("Ops", "Sales")
+    run = cli("user", "update", "yan", "-c", "title=Head\u2028of Ops")
+    assert run.exit_code == 5, run
+    assert "claim 'title' of user yan contains control characters (U+2028" in run.stderr
+    assert "multiline: true" in run.stderr
+    cli("user", "update", "yan", "-c", "street_address=1 Main St\u20285000 Town").ok()
+    claims = cli("user", "show", "yan", "--json").json()["claims"]
+    assert claims["title"] == "Ops"
+    assert claims["street_address"] == "1 Main St\u20285000 Town"
+
+
+def test_an_invisible_character_at_a_values_end_is_refused(cli):
+    """``Ops\\u200b`` (a zero-width space) looks like ``Ops``, but ``title eq "Ops"``
+    did not find it, and it was pushed to every target as is (R7 finding 9): at a
+    value's ends an invisible character is refused, naming it. Inside a value, and a
+    variation selector after its emoji, it is spelling: kept."""
+    run = cli("user", "add", "yan", "-c", "title=Ops\u200b")
+    assert run.exit_code == 5, run
+    assert "claim 'title' of user yan ends with U+200B (ZERO WIDTH SPACE)" in run.stderr
+    assert "would look like 'Ops'" in run.stderr
+    assert cli("user", "show", "yan").exit_code == 3  # nothing was written
+    run = cli("user", "add", "yan", "-c", "department=\ufeffSales ")
+    assert run.exit_code == 5, run
+    assert "starts with U+FEFF (ZERO WIDTH NO-BREAK SPACE)" in run.stderr
+    kept = "\u0915\u094d\u200d\u0937 \u2764\ufe0f"  # a joiner after a virama, a red heart
+    cli("user", "add", "yan", "-c", f"title={kept}").ok()
+    assert cli("user", "show", "yan", "--json").json()["claims"]["title"] == kept

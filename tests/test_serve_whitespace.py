@@ -166,3 +166,29 @@ def test_a_substring_filter_keeps_its_spaces(inbound: Any) -> None:  # noqa: F81
     assert _found(inbound.client, 'title co " of "') == ["ann"]
     assert _found(inbound.client, 'title co " "') == ["ann"]
     assert _found(inbound.client, 'title eq " Officer "') == ["bob"]
+
+
+def test_a_search_by_a_value_sent_with_a_line_separator_finds_it(inbound: Any) -> None:  # noqa: F811
+    """The core trims U+2028 off a value's ends (a line break), and so does a filter:
+    the filter trimmed with str.strip and the core with another rule, so a client
+    that created ``"Ops\\u2028"`` found nobody by that spelling, or by ``Ops`` once
+    the core kept it (R7 finding 3). One trimming rule for both."""
+    _titled(inbound.client, "lsep", "Ops\u2028")
+    assert inbound.local().get_user("lsep").claims["title"] == "Ops"
+    assert _found(inbound.client, 'title eq "Ops\\u2028"') == ["lsep"]
+    assert _found(inbound.client, 'title eq "Ops"') == ["lsep"]
+    # what trimming leaves alone, the filter leaves alone too: U+0085 is refused
+    assert _found(inbound.client, 'title eq "Ops\\u0085"') == []
+
+
+def test_an_invisible_character_at_a_values_end_is_refused(inbound: Any) -> None:  # noqa: F811
+    """``"Ops\\u200b"`` was stored, looked like Ops, and ``title eq "Ops"`` found
+    nobody (R7 finding 9): refused, naming the character."""
+    made = inbound.client.post(
+        "/Users",
+        json={"schemas": [USER], "userName": "zw", "title": "Ops\u200b"},
+        headers=SCIM_JSON,
+    )
+    detail = scim_error(made, 400, "invalidValue")
+    assert "U+200B (ZERO WIDTH SPACE)" in detail, detail
+    assert _found(inbound.client, 'userName eq "zw"') == []

@@ -17,7 +17,9 @@ from idprov.config.models import PolicyConfig
 from idprov.errors import PolicyError, UsageError
 from idprov.model import ClaimValue
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 controls
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""C0, DEL and C1 controls, and Unicode's line and paragraph separators (U+2028,
+U+2029: line breaks, as ``\\n`` is), which one line of text does not hold."""
 _CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 """Claims declared ``multiline`` may hold tabs and line breaks (a postal address)."""
 
@@ -190,12 +192,57 @@ def check_claim_names(names: Iterable[str], known: Mapping[str, ClaimDefinition]
             )
 
 
-SPACES = " \t\n\r\f\v" + "".join(
+SPACES = " \t\n\r\f\v\u2028\u2029" + "".join(
     chr(c) for c in range(0x80, 0x3001) if unicodedata.category(chr(c)) == "Zs"
 )
-"""What trimming takes off a value's ends: spaces, tabs, line breaks and the Unicode
-space separators (a no-break space), never another control character (``str.strip``
-also takes U+001C-U+001F and U+0085, which the policy refuses wherever they stand)."""
+"""What trimming takes off a value's ends: spaces, tabs, line breaks (U+2028 LINE
+SEPARATOR and U+2029 PARAGRAPH SEPARATOR too) and the Unicode space separators (a
+no-break space), never another control character (``str.strip`` also takes
+U+001C-U+001F and U+0085, which the policy refuses wherever they stand). Invisible
+characters (a zero-width space, a BOM) are not trimmed: at a value's ends they are
+refused (:func:`check_claim_value`)."""
+
+_MODIFIERS = (
+    (0x180B, 0x180D),
+    (0x180F, 0x180F),
+    (0xFE00, 0xFE0F),
+    (0xE0020, 0xE007F),
+    (0xE0100, 0xE01EF),
+)
+"""Invisible characters that end the spelling of the visible one before them: the
+variation selectors (U+2764 U+FE0F is the red heart emoji) and the tags of a flag
+(U+1F3F4 and tags, ended by U+E007F, is the flag of Scotland)."""
+
+
+def _modifier(char: str) -> bool:
+    code = ord(char)
+    return any(low <= code <= high for low, high in _MODIFIERS)
+
+
+def _hidden(char: str) -> bool:
+    """Invisible (:func:`_invisible`) and not a control character (refused as one)."""
+    return unicodedata.category(char) != "Cc" and _invisible(char)
+
+
+def invisible_end(value: str) -> tuple[str, str] | None:
+    """``("starts", char)`` or ``("ends", char)`` where ``value``, once trimmed, starts
+    or ends with an invisible character (a zero-width space, a BOM, a bidi mark, a
+    soft hyphen): ``Ops\\u200b`` looks like ``Ops`` and is another value, which a
+    search for ``Ops`` does not find. Inside a value such characters are spelling
+    (a zero-width joiner in an emoji sequence or an Indic word, a zero-width space
+    between Thai words), and so is a variation selector or a flag's tags after the
+    character they belong to: those are kept."""
+    text = value.strip(SPACES)
+    if not text:
+        return None
+    if _hidden(text[0]):
+        return "starts", text[0]
+    end = len(text)
+    while end and _modifier(text[end - 1]):
+        end -= 1
+    if end == 0 or _hidden(text[end - 1]):
+        return "ends", text[end - 1] if end else text[-1]
+    return None
 
 
 def trimmed(value: ClaimValue) -> ClaimValue:
@@ -245,11 +292,15 @@ def claim_value_ok(definition: ClaimDefinition, value: str) -> bool:
         return False
     if (_CONTROL_IN_TEXT if definition.multiline else _CONTROL).search(value):
         return False
+    if invisible_end(value) is not None:
+        return False
     return not definition.pattern or bool(_compiled(definition.pattern).search(value))
 
 
 def check_claim_value(definition: ClaimDefinition, value: str, user: str) -> None:
-    """One value of a known claim: length, control characters, pattern."""
+    """One value of a known claim: length, control characters (and, in a claim of one
+    line, line breaks), an invisible character at its ends (:func:`invisible_end`),
+    pattern."""
     name = definition.name
     if len(value) > definition.max_length:
         raise PolicyError(
@@ -257,8 +308,28 @@ def check_claim_value(definition: ClaimDefinition, value: str, user: str) -> Non
             f"is {definition.max_length}",
             hint="shorten the value, or raise max_length in the claim's declaration",
         )
-    if (_CONTROL_IN_TEXT if definition.multiline else _CONTROL).search(value):
+    found = (_CONTROL_IN_TEXT if definition.multiline else _CONTROL).search(value)
+    if found:
+        char = found.group()
+        if char in "\u2028\u2029":  # the line breaks a control character check misses
+            label = unicodedata.name(char)
+            raise PolicyError(
+                f"claim {name!r} of user {user} contains control characters (U+{ord(char):04X} "
+                f"{label}, a line break): the claim holds one line",
+                hint="send the value on one line, or declare the claim multiline: true",
+            )
         raise PolicyError(f"claim {name!r} of user {user} contains control characters")
+    hidden = invisible_end(value)
+    if hidden is not None:
+        where, char = hidden
+        label = unicodedata.name(char, "an invisible character")
+        shown = "".join(c for c in value.strip(SPACES) if not _hidden(c))
+        raise PolicyError(
+            f"claim {name!r} of user {user} {where} with U+{ord(char):04X} ({label}), which "
+            f"does not show: {value[:80]!r} would look like {shown[:80]!r}, and a "
+            "search for that would not find it",
+            hint="send the value without it",
+        )
     if definition.pattern and not _compiled(definition.pattern).search(value):
         raise PolicyError(
             f"claim {name!r} of user {user}: {value[:80]!r} does not match {definition.pattern}"

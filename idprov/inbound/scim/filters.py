@@ -19,6 +19,7 @@ from scim2_models.path import AttrPath, Comparison, LogicalExpr, Not, Present, V
 
 from idprov.inbound.scim.mapping import ENTERPRISE, ENTERPRISE_ATTRIBUTES, NAME, SIMPLE
 from idprov.model import Condition
+from idprov.userstores.policy import trimmed
 
 OPS = {
     **{op: op for op in ("eq", "sw", "ew", "co", "ge", "le")},
@@ -101,11 +102,13 @@ _WHOLE_VALUE = frozenset(("eq", "ne", "gt", "ge", "lt", "le"))
 
 
 def _trim_all(node: Any) -> Any:
-    """Every whole value a filter inside a claim's value selection compares, trimmed."""
+    """Every whole value a filter inside a claim's value selection compares, trimmed as
+    the core trims what it keeps (:func:`~idprov.userstores.policy.trimmed`): the
+    same rule, so a value is found by the spelling it was sent with."""
     if isinstance(node, Comparison) and isinstance(node.value, str):
         if str(node.op).lower() not in _WHOLE_VALUE:
             return node
-        return dataclasses.replace(node, value=node.value.strip())
+        return dataclasses.replace(node, value=trimmed(node.value))
     if isinstance(node, LogicalExpr):
         return dataclasses.replace(node, terms=tuple(_trim_all(t) for t in node.terms))
     if isinstance(node, Not):
