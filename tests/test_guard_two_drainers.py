@@ -7,6 +7,7 @@ change's lowest row waits for the rest; the other gives its part back."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,57 @@ def test_a_command_meeting_a_part_of_a_split_change_says_it_waits_for_the_worker
     assert len(scim.users()) == 30, run
     assert "nothing to provision" not in run.stdout, run
     assert "queued for the outbox worker" in " ".join(run.stdout.split()), run
+
+
+class _Looks(threading.Event):
+    """A worker's stop event set after ``n`` of its waits: the worker looks ``n``
+    times, with no sleeping."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.left = n
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.left -= 1
+        if self.left <= 0:
+            self.set()
+        return self.is_set()
+
+
+def test_a_running_worker_waiting_on_another_hosts_lease_says_so_once(
+    cli,
+    scim: Scim2Peer,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch,
+):
+    """Another host's worker held the cut change's first rows and was killed: its lease
+    runs 5 minutes, and a running `outbox work` here gave its part back and took it
+    again every 2 s for all that time, saying nothing (R7 finding 4; `--once` said
+    it). It says once, per IdP and holder, whose lease it waits for and until when."""
+    monkeypatch.setattr("idprov.provisioning.outbound.WORK_BATCH", 3)
+    seed(30)
+    _killed_after_its_commit(TWELVE, "another machine")
+    db = sqlite3.connect(tmp_path / "data" / "idprov.db")
+    first = [
+        r[0] for r in db.execute("SELECT id FROM outbox WHERE kind='user' ORDER BY id LIMIT 3")
+    ]
+    db.execute(
+        "UPDATE outbox SET claimed_by = 'host-b.example:77:feedbeef', claimed_until ="
+        " '2999-01-01T00:00:00.000Z' WHERE id IN (?, ?, ?)",
+        first,
+    )
+    db.commit()
+    db.close()
+    said: list[str] = []
+    service = IdentityService(load_config())
+    try:
+        service.outbound.say = said.append
+        service.outbound.work(stop=_Looks(4))
+    finally:
+        service.close()
+    assert len(scim.users()) == 30
+    assert len(said) == 1, said
+    line = " ".join(said[0].split())
+    assert line.startswith("scim: outbox rows of a change no guard judged whole wait"), line
+    assert "3 rows are held by host-b.example pid 77 until 2999-01-01T00:00:00.000Z" in line
+    assert "they are taken when the lease ends" in line

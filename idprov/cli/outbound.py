@@ -168,7 +168,8 @@ def _say_worker(text: str, bug: bool) -> None:
 
 
 def _say_waiting(text: str) -> None:
-    """What the worker says, once per IdP, of rows it leaves waiting for a rename."""
+    """What the worker says, once per IdP, of rows it leaves waiting for a rename, and
+    once per IdP and holder, of another drainer's lease it waits for."""
     _say_worker(text, False)
 
 

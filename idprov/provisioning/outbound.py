@@ -458,7 +458,8 @@ class Outbound:
         """The worker: claim due rows and drain them, batch after batch. With ``once``,
         drain what is due now (every row, if ``eager``), each row at most once, and
         return; else keep waiting for rows to come due until ``stop`` is set. Why rows
-        are left waiting for `idprov idp rename` is told to :attr:`say` as it happens."""
+        are left waiting for `idprov idp rename`, and for another drainer's lease on part
+        of their change (:func:`_tell_leased`), is told to :attr:`say` as it happens."""
         from idprov.provisioning.guard import GuardWindow
 
         total = OutboundReport()
@@ -481,12 +482,15 @@ class Outbound:
                 total.merge(self._drain_judged(batch, progress, window, seen, eager))
             _tell_waiting(total, told, self.say)
             return total
+        waited: set[tuple[str, str]] = set()  # (IdP, holder) told of: see _tell_leased
         try:
             while not stop.is_set():
                 batch = self._due_batch(idps, total)
                 withheld: set[int] = set()
                 if batch:
-                    total.merge(self._drain_judged(batch, progress, window, withheld=withheld))
+                    drained = self._drain_judged(batch, progress, window, withheld=withheld)
+                    _tell_leased(drained, withheld, waited, self.say)
+                    total.merge(drained)
                 _tell_waiting(total, told, self.say)
                 if not batch:
                     window = GuardWindow()  # idle: what comes next is another change
@@ -712,6 +716,30 @@ def _tell_waiting(
         if say is not None and name not in told:
             told.add(name)
             say(report.awaiting_warning(name))
+
+
+def _tell_leased(
+    report: OutboundReport,
+    withheld: Collection[int],
+    told: set[tuple[str, str]],
+    say: Callable[[str], None] | None,
+) -> None:
+    """Tell ``say`` what a worker waits for where it left rows (``withheld``) of a
+    change no guard judged whole because another drainer holds more of it: that
+    drainer's lease, and until when (:func:`lease_line`). One on another host that
+    was killed there holds them until its lease ends, and the worker claims and gives
+    back its part every few seconds meanwhile: said once per IdP and holder (``told``:
+    those already told), not at each look."""
+    if say is None or not withheld:
+        return
+    for name, holders in sorted(report.leases.items()):
+        if all((name, holder) in told for holder in holders):
+            continue
+        told.update((name, holder) for holder in holders)
+        say(
+            f"{name}: outbox rows of a change no guard judged whole wait for the rest of "
+            f"it, to be judged with it: {lease_line(report.leased.get(name, 0), holders)}"
+        )
 
 
 def drain_health(ops: Sequence[OperationResult]) -> DrainHealth:
