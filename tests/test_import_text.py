@@ -198,3 +198,15 @@ def test_a_push_of_many_users_counts_them_with_thousands_separators(capsys):
         "corp: 100,021 done, 1,200 failed, 3,000 unchanged or out of scope, 5,000 left pending"
         in said
     )
+
+
+def test_a_control_character_at_a_cells_end_is_refused_as_by_user_add(cli, tmp_path):
+    """An import trimmed cells with str.strip, which takes U+0085 and U+001C-U+001F off
+    a value's ends: `Ops\\x85` was imported as `Ops`, where `user add` refuses it."""
+    path = tmp_path / "c.csv"
+    path.write_text("username,title\nann,Ops\u0085\nbob,\u00a0Ops \n", encoding="utf-8")
+    run = cli("import", "users", str(path))
+    assert run.exit_code == 9, run  # ann's row rejected, bob's imported
+    assert "ann" in run.stdout + run.stderr
+    assert cli("user", "show", "ann").exit_code == 3
+    assert cli("user", "show", "bob", "--json").json()["claims"]["title"] == "Ops"

@@ -117,7 +117,9 @@ class RowChecks(MissingUsers):
 
     def _claim(self, cells: list[str], columns: Columns, index: int, claim: str, user: str) -> Any:
         """The ``claim`` in column ``index``: None when empty, a list when multi-valued."""
-        value = unescaped(cells[index].strip())  # `'=x` is the export's =x: see csv_export
+        # trimmed by the core's rule (never a control character: policy.SPACES), then
+        # `'=x` is the export's =x: see csv_export
+        value = unescaped(cells[index].strip(policy.SPACES))
         definition = self.known[claim]
         column = columns.names[index]
         if not value:
