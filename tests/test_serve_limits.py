@@ -35,7 +35,13 @@ def inbound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbound
 
 @pytest.mark.parametrize(
     ("external_id", "said"),
-    [("e" * 1025, "1024"), ("a\x00b", "control"), ("red\x1b[31m", "control"), ("a\nb", "control")],
+    [
+        ("e" * 1025, "1024"),
+        ("a\x00b", "control"),
+        ("red\x1b[31m", "control"),
+        ("a\nb", "control"),
+        ("ext-7\u200b", "does not show at its start or end"),
+    ],
 )
 def test_an_external_id_is_checked_as_a_claim_is(inbound, external_id, said):
     client = inbound.client

@@ -262,7 +262,10 @@ def _external_id(doc: Mapping[str, Any]) -> str | None:
         raise InvalidValue(
             f"externalId: {len(value)} characters long; the limit is {EXTERNAL_ID.max_length}"
         )
-    raise InvalidValue("externalId: it contains control characters; send it without them")
+    raise InvalidValue(
+        "externalId: it contains control characters, or a character that does not show at"
+        " its start or end (a zero-width space, a byte order mark); send it without them"
+    )
 
 
 def claim_text(value: Any) -> str:
