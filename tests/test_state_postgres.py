@@ -406,15 +406,16 @@ def test_a_group_waits_for_a_member_whose_create_another_process_is_making(
     with first.unit_of_work(push=False) as uow:
         uow.add_user("ann", {"email": "ann@example.com"}, roles=["staff"])
     [ann] = [r.id for r in first.outbox_rows() if r.kind == "user"]
+    change = first.outbound.change_owner()  # as a command claims its change's rows
     with first.state.transaction():
-        [held] = first.state.outbox.claim_ids([ann], first.outbound.owner, 300)
+        [held] = first.state.outbox.claim_ids([ann], change, 300)
     waited: list[float] = []
 
     def meanwhile(seconds: float) -> None:
         """The second's push waiting: the first's push of ann finishes meanwhile."""
         waited.append(seconds)
         if len(waited) == 1:
-            assert first.outbound.drain([held], claims=[first.outbound.owner]).ok
+            assert first.outbound.drain([held], claims=[change]).ok
 
     try:
         with first, IdentityService(config, actor="second", sleep=meanwhile) as second:
@@ -438,8 +439,8 @@ def test_a_group_does_not_wait_for_a_member_this_very_process_holds(staffed, sci
     with first.unit_of_work(push=False) as uow:
         uow.add_user("ann", {"email": "ann@example.com"}, roles=["staff"])
     [ann] = [r.id for r in first.outbox_rows() if r.kind == "user"]
-    with first.state.transaction():
-        first.state.outbox.claim_ids([ann], first.outbound.owner, 300)
+    with first.state.transaction():  # as a command claims its change's rows
+        first.state.outbox.claim_ids([ann], first.outbound.change_owner(), 300)
     waited: list[float] = []
     with first, IdentityService(config, actor="second", sleep=waited.append) as second:
         added = second.add_user("bob", {"email": "bob@example.com"}, roles=["staff"])
