@@ -5,6 +5,7 @@ is written, or is refused saying what it is and how to fix it."""
 
 from __future__ import annotations
 
+import codecs
 import json
 from pathlib import Path
 
@@ -210,3 +211,47 @@ def test_a_control_character_at_a_cells_end_is_refused_as_by_user_add(cli, tmp_p
     assert "ann" in run.stdout + run.stderr
     assert cli("user", "show", "ann").exit_code == 3
     assert cli("user", "show", "bob", "--json").json()["claims"]["title"] == "Ops"
+
+
+UNICODE_TEXT = "username\tgiven_name\tfamily_name\r\nut1\tJosé\tMüller\r\nut2\tZoë\tŁódź\r\n"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        codecs.BOM_UTF16_LE + UNICODE_TEXT.encode("utf-16-le"),  # Excel's "Unicode Text"
+        codecs.BOM_UTF16_BE + UNICODE_TEXT.encode("utf-16-be"),
+        UNICODE_TEXT.encode("utf-16-le"),
+        UNICODE_TEXT.encode("utf-16-be"),
+    ],
+    ids=["le-bom", "be-bom", "le", "be"],
+)
+def test_utf16_files_import_with_encoding_utf16_with_or_without_a_byte_order_mark(
+    cli, tmp_path: Path, data: bytes
+):
+    """--encoding utf-16 on a file without a byte order mark was 'internal error:
+    UnicodeError: UTF-16 stream does not start with BOM ... this is a bug in idprov'.
+    The byte order is read off the header's NUL bytes: the names arrive as written."""
+    path = tmp_path / "hr.txt"
+    path.write_bytes(data)
+    assert (
+        cli("import", "users", str(path), "--encoding", "utf-16", "--json").json()["created"] == 2
+    )
+    assert claims(cli, "ut1")["given_name"] == "José"
+    assert claims(cli, "ut2")["family_name"] == "Łódź"
+
+
+def test_encoding_utf16_on_a_file_that_is_not_utf16_names_the_file_and_the_fix(cli, tmp_path: Path):
+    """A UTF-8 file (with its mark, or without) given --encoding utf-16 crashed as a bug
+    in idprov; it is refused naming the file and what to give, and nothing is imported."""
+    marked = tmp_path / "b.csv"
+    marked.write_bytes(codecs.BOM_UTF8 + "username,given_name\nann,José\n".encode())
+    error = cli("import", "users", str(marked), "--encoding", "utf-16", "--json").error(10)
+    assert "b.csv" in error["message"] and "UTF-8" in error["message"], error
+    assert "internal" not in error["message"] and "drop --encoding" in error["hint"]
+    plain = tmp_path / "p.csv"
+    plain.write_bytes(b"username,given_name\nann,Jos\xc3\xa9\n")
+    error = cli("import", "users", str(plain), "--encoding", "utf-16", "--json").error(10)
+    assert "p.csv" in error["message"] and "byte order" in error["message"], error
+    assert "--encoding utf-16-le" in error["hint"], error
+    assert cli("user", "list", "--json").items() == []

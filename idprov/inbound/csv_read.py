@@ -131,9 +131,15 @@ def _chunks(stream: BinaryIO) -> Iterator[bytes]:
 def _transcode(chunks: Iterator[bytes], codec: str, out: BinaryIO, name: str) -> None:
     """Write ``chunks`` of ``codec`` text as UTF-8; a byte sequence that does not
     decode, or a file that ends inside a character, is refused naming its offset."""
+    head = b""
+    for chunk in chunks:  # at a terminal a read may be a byte: enough to see the BOM
+        head += chunk
+        if len(head) >= 4:
+            break
+    codec = _byte_order(name, codec, head)
     decoder = codecs.getincrementaldecoder(codec)()
     offset = lines = 0  # bytes given to the decoder, line breaks written
-    for chunk in itertools.chain(chunks, [b""]):
+    for chunk in itertools.chain([head] if head else [], chunks, [b""]):
         state = decoder.getstate()
         try:
             text = decoder.decode(chunk, final=not chunk)
@@ -143,9 +149,43 @@ def _transcode(chunks: Iterator[bytes], codec: str, out: BinaryIO, name: str) ->
             good = decoder.decode(chunk[: max(exc.start - held, 0)])
             at = offset - held + exc.start
             raise _undecodable(name, codec, exc, at, lines + good.count("\n") + 1) from None
+        except UnicodeError as exc:  # not a decoding error of some bytes: the file's
+            raise BrokenFile(f"{name}: not {codec} text ({exc})", hint=_GIVE_ENCODING) from None
         offset += len(chunk)
         lines += text.count("\n")
         out.write(text.encode("utf-8"))
+
+
+_GIVE_ENCODING = "give the file's encoding with --encoding, or export it again"
+
+
+def _byte_order(name: str, codec: str, head: bytes) -> str:
+    """The codec to decode a file given as ``codec`` with, by its first bytes ``head``.
+    utf-16 and utf-32 (no byte order named) need a byte order mark: Python's decoder
+    fails without one ("UTF-16 stream does not start with BOM"). Without it the byte
+    order is read off the NUL bytes of the ASCII header, as for a file read as UTF-8;
+    a UTF-8 file, or one whose order does not show, is refused saying what to give."""
+    if codec not in WIDE_ENCODINGS or not head:
+        return codec
+    if any(head.startswith(bom) for bom, _, wide in _WIDE_BOMS if wide == codec):
+        return codec
+    if head.startswith(codecs.BOM_UTF8):
+        raise BrokenFile(
+            f'{name} starts with a UTF-8 byte order mark (Excel\'s "CSV UTF-8"): '
+            f"it is UTF-8 text, not {codec} as --encoding says",
+            hint="drop --encoding",
+        )
+    guess = _byte_order_guess(head)
+    if guess is not None and guess[1].startswith(codec):
+        return guess[1]
+    hint = (
+        f"import it with --encoding {guess[1]}"
+        if guess is not None
+        else f'give its byte order: --encoding {codec}-le (Windows, Excel\'s "Unicode Text") '
+        f"or --encoding {codec}-be, or the file's own encoding if it is not {codec}"
+    )
+    what = f"looks like {guess[0]} text" if guess is not None else "does not show its byte order"
+    raise BrokenFile(f"{name} has no {codec.upper()} byte order mark and {what}", hint=hint)
 
 
 def _undecodable(
@@ -159,7 +199,7 @@ def _undecodable(
         )
     return BrokenFile(
         f"{where}: not {codec} text ({exc.reason})",
-        hint="give the file's encoding with --encoding, or export it again",
+        hint=_GIVE_ENCODING,
     )
 
 
@@ -187,14 +227,19 @@ def _wide_text(name: str, head: bytes) -> BrokenFile | None:
     for bom, what, codec in _WIDE_BOMS:
         if head.startswith(bom):
             return BrokenFile(f"{name} is {what} text", hint=f"import it with --encoding {codec}")
-    guess = _WITHOUT_BOM.get(tuple(b == 0 for b in head[:4])) or _WITHOUT_BOM.get(
-        tuple(b == 0 for b in head[:2])
-    )
+    guess = _byte_order_guess(head)
     if guess is None:
         return None
     return BrokenFile(
         f"{name} looks like {guess[0]} text without a byte order mark",
         hint=f"import it with --encoding {guess[1]}",
+    )
+
+
+def _byte_order_guess(head: bytes) -> tuple[str, str] | None:
+    """(what, codec) of wide text without a BOM whose first bytes are ``head``, or None."""
+    return _WITHOUT_BOM.get(tuple(b == 0 for b in head[:4])) or _WITHOUT_BOM.get(
+        tuple(b == 0 for b in head[:2])
     )
 
 
