@@ -201,8 +201,7 @@ class CsvImport(Preflight, MissingUsers):
         """Lines of a batch a killed run was writing to a directory (see _decide)."""
         self.judged_before: dict[str, Any] | None = None
         """What the deletion guard judged of a killed run of this import (its journal)."""
-        self.own_rows: set[int] = set()
-        self._last_rows: set[int] = set()
+        self.own_rows: dict[int, int | None] = {}
         self.rows_unnoted = False
         self.window: GuardWindow | None = None
         self._missing_scope()

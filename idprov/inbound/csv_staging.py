@@ -256,10 +256,9 @@ class ImportState:
     import_id: int | None
     killed_batch: tuple[int, int] | None
     judged_before: dict[str, Any] | None
-    own_rows: set[int]
+    own_rows: dict[int, int | None]
     """Outbox rows the import (and its cut runs) wrote that may still wait: noted in
     its journal as each batch commits (see ``BatchWriter._note_rows``)."""
-    _last_rows: set[int]
     rows_unnoted: bool
     """The cut run this one resumes was an earlier release's: its journal notes no
     outbox rows (see ``BatchWriter._push_unnoted``)."""

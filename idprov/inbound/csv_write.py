@@ -46,7 +46,7 @@ class BatchWriter(ImportState):
             self.import_id, self.done_through = run.id, run.lines_done
             self.killed_batch = run.batch
             self.judged_before = run.judged
-            self.own_rows = set((run.judged or {}).get("rows", []))
+            self.own_rows = run.noted_rows()
             self.rows_unnoted = not run.notes_rows
             self._check_no_push()
         else:
@@ -124,7 +124,9 @@ class BatchWriter(ImportState):
         own, and no other change's)."""
         allow = self.service.allow_deletes
         window = self.window
-        judged: dict[str, Any] = {"rows": sorted(self.own_rows)}
+        judged: dict[str, Any] = {
+            "rows": [i if v is None else [i, v] for i, v in sorted(self.own_rows.items())]
+        }
         if window is not None:
             judged.update(
                 allowance=allow,
@@ -146,15 +148,19 @@ class BatchWriter(ImportState):
         """Note in the journal, in the transaction of the unit of work that writes them,
         the outbox rows a batch of the import wrote: cut after its commit (Ctrl-C while
         it pushes, ``kill -9``), its re-run pushes them (nothing else does soon: too
-        fresh to be taken as left behind, they waited for `idprov outbox retry`). The
-        rows of earlier batches that their pushes sent are dropped from the note."""
+        fresh to be taken as left behind, they waited for `idprov outbox retry`). Each
+        row is noted with its version: a later change coalesced into it raises it, and
+        the row is that change's from then on. The rows noted before that are done
+        (sent, failed: a retry is judged afresh) or another change's now are dropped
+        from the note, so that it keeps what may still wait (pending, or held)."""
         if self.import_id is None or not uow.rows or not self.options.push:
             return  # --no-push: its rows are the worker's or sync's, not the re-run's
-        left = self.own_rows - self._last_rows
-        if self._last_rows:
-            left |= {r.id for r in self.service.state.outbox.rows(sorted(self._last_rows))}
-        self._last_rows = set(uow.rows)
-        self.own_rows = left | self._last_rows
+        batch = set(uow.rows)
+        earlier = sorted(i for i in self.own_rows if i not in batch)
+        self.own_rows = {
+            **{r.id: r.version for r in self._noted(earlier, ("pending", "held"))},
+            **{r.id: r.version for r in self._rows_at_once(sorted(batch))},
+        }
         uow.begin()
         self.service.state.imports.judged(self.import_id, self._journal_judgement())
 
@@ -255,11 +261,11 @@ class BatchWriter(ImportState):
         if not self.own_rows or not self.options.push:
             return
         ids = sorted(self.own_rows)
-        left = [row.id for row in self._own_rows(ids, "pending")]
+        left = [row.id for row in self._noted(ids, ("pending",))]
         saved = self.judged_before or {}
         allow = self.service.allow_deletes
         if "judged" in saved and saved.get("allowance") != allow:
-            held = self._own_rows(ids, "held")
+            held = self._noted(ids, ("held",))
             if held:
                 idps = sorted({row.idp for row in held})
                 with self.service.state.transaction():
@@ -290,14 +296,25 @@ class BatchWriter(ImportState):
         )
         self._merge(self.service.push(left))
 
-    def _own_rows(self, ids: list[int], status: str) -> list[OutboxRow]:
-        """Those of the outbox rows ``ids`` that are ``status``."""
+    def _noted(self, ids: list[int], statuses: tuple[str, ...]) -> list[OutboxRow]:
+        """Those of the outbox rows ``ids`` the journal notes that are in one of
+        ``statuses`` and still the import's: at the version noted. A later change
+        coalesced into a row (one row per user and IdP: a cut `user delete` of users
+        the import updated) raised its version; it is that change's, left to it and to
+        the worker, neither pushed nor counted as the import's."""
+        return [
+            row
+            for row in self._rows_at_once(ids)
+            if row.status in statuses
+            and self.own_rows.get(row.id, row.version) in (row.version, None)
+        ]
+
+    def _rows_at_once(self, ids: list[int]) -> list[OutboxRow]:
+        """The outbox rows ``ids``, looked up ``ROWS_AT_ONCE`` at a time."""
         return [
             row
             for start in range(0, len(ids), ROWS_AT_ONCE)
-            for row in self.service.state.outbox.rows(
-                ids[start : start + ROWS_AT_ONCE], status=status
-            )
+            for row in self.service.state.outbox.rows(ids[start : start + ROWS_AT_ONCE])
         ]
 
     def _held_because(self, idp: str, window: GuardWindow, why: str) -> None:

@@ -486,6 +486,19 @@ class ImportRun:
         its re-run cannot tell its rows from another change's."""
         return self.judged is not None
 
+    def noted_rows(self) -> dict[int, int | None]:
+        """The outbox rows the journal notes, each with its ``version`` when the import
+        wrote it (a later change coalesced into the row raises it: the row is that
+        change's then, not the import's). None: noted without its version (a journal
+        written before versions were noted), taken as the import's while it waits."""
+        noted: dict[int, int | None] = {}
+        for entry in (self.judged or {}).get("rows", []):
+            if isinstance(entry, list):
+                noted[int(entry[0])] = int(entry[1])
+            else:
+                noted[int(entry)] = None
+        return noted
+
 
 class ImportJournal:
     """The ``imports`` table: how far each import got, so that a re-run resumes."""
