@@ -87,3 +87,46 @@ def test_a_journal_of_this_release_notes_its_rows_from_the_start(
             svc.state.imports.start("hr.csv", "0" * 64, "{}", "ann", "resident")
         [run] = [svc.state.imports.unfinished("0" * 64, "{}")]
         assert run is not None and run.notes_rows and run.judged == {"rows": []}
+
+
+@pytest.mark.parametrize("allow", [None, "25"])
+def test_a_rerun_of_an_earlier_releases_cut_import_leaves_another_changes_rows_alone(
+    cli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    scim: Scim2Peer,  # noqa: F811
+    allow: str | None,
+):
+    """Another administrator's 25 deprovisions, committed and not pushed, were pushed
+    with the old journal's re-run (every pending row, 29) and said as 'hr.csv will
+    delete 25 users', on every held row too, though the file deletes nobody.
+    Only the rows of the users the cut run's lines name (and their roles') are its,
+    and a trip that holds another change's rows is not said as the file's."""
+    from tests.test_guard import seed
+
+    seed(30)
+    path = tmp_path / "hr.csv"
+    path.write_text("username,email,roles\n" + "".join(f"{u},{u}@example.com,staff\n" for u in NEW))
+    owner = cut_while_pushing(path, monkeypatch)
+    as_the_earlier_release_left_it(tmp_path)
+    service = IdentityService(load_config())
+    try:
+        with service.unit_of_work(push=False) as uow:
+            uow.unassign("staff", [f"pl{i}" for i in range(1, 26)])
+    finally:
+        service.close()
+    gone = outbound.holder_gone
+    monkeypatch.setattr(outbound, "holder_gone", lambda h: h.startswith(owner) or gone(h))
+    args = ["import", "users", str(path), "--mode", "create"]
+    run = cli(*args, *(["--allow-deletes", allow] if allow else []))
+    said = " ".join(run.stderr.split())
+    assert "hr.csv will delete" not in said, run
+    # its 3 users and their role, not the state's 29 pending rows
+    assert "were pushed with this run (4)" in said, run
+    # the other change is judged whole, as with any push while it waits unjudged: its
+    # deletes are held, on no allowance of the import's, and it is named as another's
+    assert "waits with an earlier change committed without its push" in said, run
+    assert len(scim.users()) == 30
+    rows = cli("outbox", "list", "--json").items()
+    assert sum(r["kind"] == "user" and r["label"].startswith("pl") for r in rows) == 25, rows
+    assert not any("hr.csv" in (r["last_error"] or "") for r in rows), rows

@@ -217,7 +217,9 @@ class Preflight(RowChecks, PasswordHashing):
         key = f"{p.domain}/{p.username.casefold()}"
         if p.line <= self.done_through and _holds(p, user):
             self.report.skipped_done += 1
-            return (p.line, p.domain, key, p.username, "done", None, None, None, None)
+            roles = json.dumps(p.roles, ensure_ascii=False) if p.roles is not None else None
+            # the user and roles kept: an earlier release's cut run pushes their rows
+            return (p.line, p.domain, key, p.username, "done", user.id, None, roles, None)
         if user is None and mode == "update":
             self._reject(
                 staging,

@@ -122,6 +122,13 @@ class Staging:
             " AND action IN ('create', 'update', 'resume')"
         ).fetchall()
 
+    def written_by_the_cut_run(self) -> list[tuple[str, str, str | None]]:
+        """(domain, user id, roles JSON) of the rows the cut run this one resumes wrote
+        (``done``: see ``Preflight._decide``)."""
+        return self.db.execute(
+            "SELECT domain, user_id, roles FROM rows WHERE action = 'done' AND user_id IS NOT NULL"
+        ).fetchall()
+
     def claim_values(self, claim: str) -> list[tuple[int, str, str]]:
         """(line, domain, value) of the rows that write ``claim`` with a value."""
         return self.db.execute(

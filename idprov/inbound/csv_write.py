@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from idprov.inbound.csv_staging import ImportState, Staging
+from idprov.model import QualifiedName
 from idprov.userstores.base import ImportedUser, JsonClaims
 
 if TYPE_CHECKING:
@@ -181,7 +182,7 @@ class BatchWriter(ImportState):
         lines: list[str] = []
         for idp, tripped in sorted(mine.tripped.items()):
             held = mine.held.get(idp)
-            if held is None or idp not in out.held:
+            if held is None or idp not in out.held or self._holds_another_change(idp):
                 continue
             whole = held.merged(mine.passed.get(idp))  # with leavers counted in first
             went = mine.let.get(idp)
@@ -208,6 +209,20 @@ class BatchWriter(ImportState):
         # a row held in one batch and joined by the next is counted once
         held_rows = Counter(idp for idp, what in out.noted.values() if what == "held")
         out.held = dict(sorted(held_rows.items()))
+
+    def _holds_another_change(self, idp: str) -> bool:
+        """Whether rows the guard held at ``idp`` with the import are not the import's:
+        another change no guard judged whole yet, judged with it (see
+        :meth:`~idprov.provisioning.outbound.Outbound.with_unjudged`). The trip is then
+        not the file's to own: its words stay the guard's, with whose change the
+        import's rows wait with (another administrator's 25 deprovisions were said as
+        'hr.csv will delete 25 users', the file deleting nobody)."""
+        out = self.report.outbound
+        assert out is not None
+        return any(
+            at == idp and what == "held" and row not in self.own_rows
+            for row, (at, what) in out.noted.items()
+        )
 
     def _journal_start(self) -> None:
         if self.import_id is None:
@@ -278,21 +293,36 @@ class BatchWriter(ImportState):
     def _push_unnoted(self) -> None:
         """The re-run of an import an earlier release cut: its journal notes no outbox
         rows (that release never noted them), and they wait, pending, claimed by the
-        killed process. As that release's re-run did, it pushes every pending row of
-        the state, judged by the deletion guard as one change with this import (with
-        its ``--allow-deletes``); :meth:`IdentityService.push` first gives back the
-        claims of processes of this machine that no longer run. Once only: the
-        batches written from here on note their rows."""
+        killed process. It pushes the pending rows of the users the lines the cut run
+        wrote name, and of their roles, judged by the deletion guard as one change with
+        this import (with its ``--allow-deletes``); not every pending row of the state,
+        as that release's re-run did: another change's (another administrator's 25
+        deprovisions) held the import's own new users and were said as the file's
+        deletes. :meth:`IdentityService.push` first gives back the claims of processes
+        of this machine that no longer run. Once only: the batches written from here
+        on note their rows."""
         self.rows_unnoted = False
         if not self.done_through or not self.options.push:
             return
-        left = [row.id for row in self.service.state.outbox.rows(status="pending")]
+        users: set[str] = set()
+        roles: set[str] = set()
+        for domain, user_id, named in self.staging.written_by_the_cut_run():
+            users.add(user_id)
+            for role in json.loads(named) if named else []:
+                roles |= {role, str(QualifiedName(domain, role))}
+        left = [
+            row.id
+            for row in self.service.state.outbox.rows(status="pending")
+            if (row.local_id in users if row.kind == "user" else row.label in roles)
+        ]
         if not left:
             return
+        self.own_rows.update((row, None) for row in left)
         self.report.notes.append(
             f"the cut import of {Path(self.source.name).name} ran under an earlier idprov,"
-            " which did not note its outbox rows: every pending row was pushed with this"
-            f" run ({len(left)}), judged as one change"
+            " which did not note its outbox rows: the pending rows of the users its written"
+            f" lines name and of their roles were pushed with this run ({len(left)}),"
+            " judged as one change"
         )
         self._merge(self.service.push(left))
 
