@@ -274,7 +274,7 @@ def test_secret_set_refuses_an_empty_value(cli, keyring_backend):
 # ---- what a command imports
 
 
-HEAVY = ("httpx", "lxml", "ldap3", "yaml", "sqlite_utils")
+HEAVY = ("httpx", "lxml", "ldap3", "yaml", "sqlite_utils", "ssl", "http.client", "urllib.request")
 COMMAND_MODULES = tuple(
     f"idprov.cli.{name}"
     for name in ("user", "role", "config_cmd", "secret", "outbound", "import_cmd", "token")
