@@ -4,6 +4,7 @@ as that release's re-run did."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -130,3 +131,40 @@ def test_a_rerun_of_an_earlier_releases_cut_import_leaves_another_changes_rows_a
     rows = cli("outbox", "list", "--json").items()
     assert sum(r["kind"] == "user" and r["label"].startswith("pl") for r in rows) == 25, rows
     assert not any("hr.csv" in (r["last_error"] or "") for r in rows), rows
+
+
+def test_a_rerun_of_an_earlier_releases_cut_import_the_guard_judged_pushes_its_rows(
+    cli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    scim: Scim2Peer,  # noqa: F811
+):
+    """An earlier release noted the guard's judgement of an import with deletes, and
+    no rows ({allowance, judged, held_rows}): its re-run pushed nothing, exit 0, while
+    the cut batch's 5 deletes waited in the outbox for `outbox retry`."""
+    from tests.test_guard import seed
+
+    seed(30)
+    path = tmp_path / "five.csv"
+    path.write_text("username,roles\n" + "".join(f"pl{i},\n" for i in range(1, 6)))
+
+    def cut(self, rows, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    with IdentityService(load_config()) as svc, monkeypatch.context() as patch:
+        patch.setattr(Outbound, "drain", cut)
+        with pytest.raises(KeyboardInterrupt):
+            CsvImport(svc, path, ImportOptions(mode="update", batch_size=5)).run()
+        owner = svc.outbound.owner
+    conn = sqlite3.connect(tmp_path / "data" / "idprov.db", isolation_level=None)
+    try:  # what that release wrote: the judgement, no rows
+        conn.execute("UPDATE imports SET judged = json_remove(judged, '$.rows')")
+        [(judged,)] = conn.execute("SELECT judged FROM imports")
+        assert "judged" in json.loads(judged) and "rows" not in json.loads(judged)
+    finally:
+        conn.close()
+    gone = outbound.holder_gone
+    monkeypatch.setattr(outbound, "holder_gone", lambda h: h.startswith(owner) or gone(h))
+    cli("import", "users", str(path), "--mode", "update", "--allow-deletes", "5").ok()
+    assert len(scim.users()) == 25
+    assert cli("outbox", "list", "--json").items() == []

@@ -483,8 +483,10 @@ class ImportRun:
     def notes_rows(self) -> bool:
         """Whether the journal notes the import's outbox rows: every journal this release
         starts does (:meth:`ImportJournal.start`); an earlier release's never did, so
-        its re-run cannot tell its rows from another change's."""
-        return self.judged is not None
+        its re-run cannot tell its rows from another change's. That release left
+        ``judged`` NULL, or, where the deletion guard judged the import, its judgement
+        without ``rows``."""
+        return self.judged is not None and "rows" in self.judged
 
     def noted_rows(self) -> dict[int, int | None]:
         """The outbox rows the journal notes, each with its ``version`` when the import
