@@ -255,3 +255,13 @@ def test_encoding_utf16_on_a_file_that_is_not_utf16_names_the_file_and_the_fix(c
     assert "p.csv" in error["message"] and "byte order" in error["message"], error
     assert "--encoding utf-16-le" in error["hint"], error
     assert cli("user", "list", "--json").items() == []
+
+
+def test_two_header_cells_that_name_one_claim_are_named_as_written(cli, tmp_path: Path):
+    """`email` and `e_mail` both fold to the claim email: the error said "column
+    'email' appears twice (cells 2 and 3)", and the one to look for in a 60-column
+    HR export was spelt otherwise."""
+    path = tmp_path / "h1.csv"
+    path.write_text("username,email,E_Mail\nann,a@example.com,b@example.com\n")
+    error = cli("import", "users", str(path), "--json").error(2)
+    assert "'email' and 'E_Mail' are both 'email' (cells 2 and 3)" in error["message"], error

@@ -468,8 +468,14 @@ def _unique(names: list[str], mapped: list[str], ignored: set[str]) -> dict[str,
         if not name:
             raise FileError(f"header cell {i + 1} is empty", hint="name every column")
         if name in seen and _folded(names[i]) not in ignored:
+            first = names[seen[name]]
+            said = (
+                f"column {name!r} appears twice"
+                if first == names[i] == name
+                else f"columns {first!r} and {names[i]!r} are both {name!r}"
+            )
             raise FileError(
-                f"header: column {name!r} appears twice (cells {seen[name] + 1} and {i + 1})",
+                f"header: {said} (cells {seen[name] + 1} and {i + 1})",
                 hint="remove or rename one of them",
             )
         seen.setdefault(name, i)
