@@ -69,3 +69,26 @@ def test_a_rerun_does_not_take_another_changes_deletes_coalesced_into_its_rows(
     assert len(scim.users()) == 30  # nobody gave --allow-deletes for the 12 deletes
     # the delete's rows wait for their own change's judgement, all 12 of them
     assert sum(r["kind"] == "user" for r in rows) == 12, rows
+
+
+def test_a_finished_import_keeps_no_outbox_rows_in_its_journal(
+    cli,
+    tmp_path: Path,
+    scim: Scim2Peer,  # noqa: F811
+):
+    """A finished import's journal kept its last batch's outbox row ids for good (35 KB
+    for a batch of 5,000, each night): no re-run pushes them."""
+    import json
+    import sqlite3
+
+    path = tmp_path / "hr.csv"
+    cli("role", "add", "staff").ok()
+    path.write_text("username,title,roles\n" + "".join(f"fj{i},Eng,staff\n" for i in range(20)))
+    cli("import", "users", str(path), "--batch-size", "5").ok()
+    assert len(scim.users()) == 20
+    conn = sqlite3.connect(tmp_path / "data" / "idprov.db")
+    try:
+        [(judged, finished)] = conn.execute("SELECT judged, finished_at FROM imports")
+    finally:
+        conn.close()
+    assert finished is not None and json.loads(judged)["rows"] == []
