@@ -30,6 +30,25 @@ def _claims(tmp_path: Path) -> dict[str, str | None]:
         service.close()
 
 
+def _first_three_held_on_another_host(tmp_path: Path) -> tuple[sqlite3.Connection, list[int]]:
+    """30 users, `role unassign staff` of twelve cut after its commit, and its first 3
+    user rows held by a worker on another host (a live lease): the state's connection
+    (committed) and those rows' ids."""
+    seed(30)
+    _killed_after_its_commit(TWELVE, "another machine")
+    db = sqlite3.connect(tmp_path / "data" / "idprov.db")
+    first = [
+        r[0] for r in db.execute("SELECT id FROM outbox WHERE kind='user' ORDER BY id LIMIT 3")
+    ]
+    db.execute(
+        "UPDATE outbox SET claimed_by = 'host-b.example:77:feedbeef', claimed_until ="
+        " '2999-01-01T00:00:00.000Z' WHERE id IN (?, ?, ?)",
+        first,
+    )
+    db.commit()
+    return db, first
+
+
 def test_two_workers_each_judge_part_of_a_cut_change(
     cli,
     scim: Scim2Peer,  # noqa: F811
@@ -43,18 +62,7 @@ def test_two_workers_each_judge_part_of_a_cut_change(
     deleted. Now the pass leaves the 9 (pending, marked) to whoever can claim all
     12, and that judges them whole: held."""
     monkeypatch.setattr("idprov.provisioning.outbound.WORK_BATCH", 3)
-    seed(30)
-    _killed_after_its_commit(TWELVE, "another machine")
-    db = sqlite3.connect(tmp_path / "data" / "idprov.db")
-    first = [
-        r[0] for r in db.execute("SELECT id FROM outbox WHERE kind='user' ORDER BY id LIMIT 3")
-    ]
-    db.execute(
-        "UPDATE outbox SET claimed_by = 'host-b.example:77:feedbeef', claimed_until ="
-        " '2999-01-01T00:00:00.000Z' WHERE id IN (?, ?, ?)",
-        first,
-    )
-    db.commit()
+    db, first = _first_three_held_on_another_host(tmp_path)
     a = cli("outbox", "work", "--once")
     assert len(scim.users()) == 30, a
     assert "held by host-b.example pid 77" in " ".join((a.stdout + a.stderr).split()), a
@@ -198,18 +206,7 @@ def test_a_command_meeting_a_part_of_a_split_change_says_it_waits_for_the_worker
     """A command whose user's row is part of a change another drainer holds part of:
     its row is left to the worker with the rest (nothing is deleted), and it says so;
     it printed "nothing to provision"."""
-    seed(30)
-    _killed_after_its_commit(TWELVE, "another machine")
-    db = sqlite3.connect(tmp_path / "data" / "idprov.db")
-    first = [
-        r[0] for r in db.execute("SELECT id FROM outbox WHERE kind='user' ORDER BY id LIMIT 3")
-    ]
-    db.execute(
-        "UPDATE outbox SET claimed_by = 'host-b.example:77:feedbeef', claimed_until ="
-        " '2999-01-01T00:00:00.000Z' WHERE id IN (?, ?, ?)",
-        first,
-    )
-    db.commit()
+    db, first = _first_three_held_on_another_host(tmp_path)
     mine = db.execute(
         "SELECT label FROM outbox WHERE kind='user' AND id NOT IN (?, ?, ?) ORDER BY id LIMIT 1",
         first,
@@ -247,18 +244,7 @@ def test_a_running_worker_waiting_on_another_hosts_lease_says_so_once(
     again every 2 s for all that time, saying nothing (R7 finding 4; `--once` said
     it). It says once, per IdP and holder, whose lease it waits for and until when."""
     monkeypatch.setattr("idprov.provisioning.outbound.WORK_BATCH", 3)
-    seed(30)
-    _killed_after_its_commit(TWELVE, "another machine")
-    db = sqlite3.connect(tmp_path / "data" / "idprov.db")
-    first = [
-        r[0] for r in db.execute("SELECT id FROM outbox WHERE kind='user' ORDER BY id LIMIT 3")
-    ]
-    db.execute(
-        "UPDATE outbox SET claimed_by = 'host-b.example:77:feedbeef', claimed_until ="
-        " '2999-01-01T00:00:00.000Z' WHERE id IN (?, ?, ?)",
-        first,
-    )
-    db.commit()
+    db, first = _first_three_held_on_another_host(tmp_path)
     db.close()
     said: list[str] = []
     service = IdentityService(load_config())
