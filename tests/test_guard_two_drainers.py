@@ -259,3 +259,55 @@ def test_a_running_worker_waiting_on_another_hosts_lease_says_so_once(
     assert line.startswith("scim: outbox rows of a change no guard judged whole wait"), line
     assert "3 rows are held by host-b.example pid 77 until 2999-01-01T00:00:00.000Z" in line
     assert "they are taken when the lease ends" in line
+
+
+def test_a_command_killed_on_another_host_and_a_worker_here_do_not_split_its_change(
+    cli,
+    scim: Scim2Peer,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch,
+):
+    """A worker here holds pl1..pl3's rows (earlier title edits) when a command on
+    another host commits `role unassign staff pl1..pl12` and is killed before its push:
+    its claim, under the change's own name, covers the other 9 until its lease ends.
+    The worker may not judge its 3 alone, nor may the 9 go alone later: each part was
+    under the guard's minimum (a rule that took a change's own claim for its push in
+    flight let 12 of 30 go)."""
+    monkeypatch.setattr("idprov.provisioning.outbound.WORK_BATCH", 3)
+    seed(30)
+    cut = "another-host.example:4242:0badc0de.1"
+    worker = IdentityService(load_config())
+    try:
+        with worker.unit_of_work(push=False) as uow:
+            for name in ("pl1", "pl2", "pl3"):
+                uow.update_user(name, {"title": "X"})
+        batch = worker.outbound._due_batch(None, OutboundReport())
+        command = IdentityService(load_config())
+        try:
+            with command.unit_of_work(push=False, claim=True) as uow:
+                uow.unassign("staff", TWELVE)
+            with command.state.transaction():
+                command.state.db.execute(
+                    "UPDATE outbox SET claimed_by = ? WHERE claimed_by = ?", [cut, uow.claimed_by]
+                )
+        finally:
+            command.close()
+        worker.outbound._drain_judged(batch, None, GuardWindow(), withheld=set())
+    finally:
+        worker.close()
+    assert len(scim.users()) == 30
+    cli("outbox", "work", "--once")
+    assert len(scim.users()) == 30
+    db = sqlite3.connect(tmp_path / "data" / "idprov.db")
+    db.execute(
+        "UPDATE outbox SET claimed_until = '2000-01-01T00:00:00.000Z' WHERE claimed_by = ?", [cut]
+    )
+    db.commit()
+    cli("outbox", "work", "--once")  # the command's lease ran out; the worker holds 3
+    assert len(scim.users()) == 30
+    db.execute("UPDATE outbox SET claimed_by = NULL, claimed_until = NULL")  # it stopped
+    db.commit()
+    db.close()
+    cli("outbox", "work", "--once")  # every part in one hand: judged whole, held
+    assert len(scim.users()) == 30
+    assert _held_users(cli) == sorted(TWELVE)

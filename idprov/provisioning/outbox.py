@@ -25,7 +25,6 @@ tries it once per ``retry.row_max_backoff`` until an operation succeeds.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -91,11 +90,6 @@ def unjudged_marks(db: StateDB) -> None:
     """Migration: whether a row carries a change no deletion guard judged yet (see
     :attr:`OutboxRow.unjudged`)."""
     db.execute("ALTER TABLE outbox ADD COLUMN unjudged INTEGER NOT NULL DEFAULT 0")
-
-
-_CHANGE_CLAIM = re.compile(r"\.\d+$")
-"""A claim made in a change's commit, under the change's own name: ``{drainer}.{n}``
-(:meth:`~idprov.provisioning.outbound.Outbound.change_owner`)."""
 
 
 def stamp_in(seconds: float) -> str:
@@ -374,15 +368,12 @@ class Outbox:
         where there is one, :meth:`claim_unjudged` took only part of that change. Call
         in the transaction of that claim."""
         rows = self.db.execute(
-            f"SELECT idp, id, claimed_by FROM outbox WHERE idp IN {_in(idps)}"
+            f"SELECT idp, id FROM outbox WHERE idp IN {_in(idps)}"
             " AND status IN ('pending', 'failed') AND unjudged <> 0 AND claimed_until >= ?"
             " AND claimed_by <> ? AND substr(claimed_by, 1, ?) <> ? ORDER BY id",
             [*idps, now(), owner, len(owner) + 1, f"{owner}."],
         ).fetchall()
-        # a change's own rows, claimed in its commit under the change's name (see
-        # Outbound.change_owner), are its command's push in flight, which judges them
-        # itself: no part of a change split between drainers
-        return [(str(idp), int(i)) for idp, i, by in rows if not _CHANGE_CLAIM.search(by or "")]
+        return [(str(idp), int(i)) for idp, i in rows]
 
     def _running_holders(
         self, kind: Kind, chunk: Sequence[tuple[str, ...]], stamp: str
