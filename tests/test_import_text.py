@@ -265,3 +265,25 @@ def test_two_header_cells_that_name_one_claim_are_named_as_written(cli, tmp_path
     path.write_text("username,email,E_Mail\nann,a@example.com,b@example.com\n")
     error = cli("import", "users", str(path), "--json").error(2)
     assert "'email' and 'E_Mail' are both 'email' (cells 2 and 3)" in error["message"], error
+
+
+@pytest.mark.parametrize(
+    ("codec", "given", "said"),
+    [
+        ("utf-32", "utf-16", "UTF-32 byte order mark"),
+        ("utf-16", "utf-32", "UTF-16 byte order mark"),
+    ],
+)
+def test_a_file_whose_byte_order_mark_is_another_wide_encodings_says_which(
+    cli, tmp_path, codec, given, said
+):
+    """A UTF-32 LE file given --encoding utf-16 was read as UTF-16 (UTF-32 LE's mark
+    begins with UTF-16 LE's), and the error then called it UTF-16 big-endian without a
+    mark; a UTF-16 file given utf-32 got a hint naming Excel's "Unicode Text"."""
+    path = tmp_path / "wide.csv"
+    path.write_bytes("username,email\nann,ann@example.com\n".encode(codec))
+    run = cli("import", "users", str(path), "--encoding", given)
+    assert run.exit_code == 10, run
+    shown = " ".join(run.stderr.split())
+    assert said in shown and f"--encoding {codec}" in shown, shown
+    assert cli("import", "users", str(path), "--encoding", codec).exit_code == 0

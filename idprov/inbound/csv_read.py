@@ -167,8 +167,15 @@ def _byte_order(name: str, codec: str, head: bytes) -> str:
     a UTF-8 file, or one whose order does not show, is refused saying what to give."""
     if codec not in WIDE_ENCODINGS or not head:
         return codec
-    if any(head.startswith(bom) for bom, _, wide in _WIDE_BOMS if wide == codec):
+    marked = next(((what, wide) for bom, what, wide in _WIDE_BOMS if head.startswith(bom)), None)
+    if marked is not None and marked[1] == codec:
         return codec
+    if marked is not None:  # the longer mark first: UTF-32 LE's begins with UTF-16 LE's
+        raise BrokenFile(
+            f"{name} starts with a {marked[0]} byte order mark: it is {marked[0]} text, not "
+            f"{codec} as --encoding says",
+            hint=f"import it with --encoding {marked[1]}",
+        )
     if head.startswith(codecs.BOM_UTF8):
         raise BrokenFile(
             f'{name} starts with a UTF-8 byte order mark (Excel\'s "CSV UTF-8"): '
