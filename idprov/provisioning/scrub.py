@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from idprov import secrecy
 from idprov.errors import SecretError
+from idprov.userstores.sql_filters import like_literal
 
 if TYPE_CHECKING:
     from idprov.provisioning.service import IdentityService
@@ -138,8 +139,7 @@ def _basic_forms(config: Any) -> set[str]:
 def like_patterns(secrets: Iterable[str]) -> list[str]:
     """A ``LIKE ... ESCAPE '\\'`` pattern for each spelling of each secret."""
     spelled = {s for secret in secrets for s in secrecy.spellings(secret)}
-    escaped = (s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") for s in spelled)
-    return sorted(f"%{s}%" for s in escaped)
+    return sorted(f"%{like_literal(s)}%" for s in spelled)
 
 
 def _scrub(

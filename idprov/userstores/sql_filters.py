@@ -88,7 +88,7 @@ def _username(c: Condition) -> Sql | None:
     if c.op == "sw":
         return "(username_key >= ? AND username_key < ?)", [key, key + LAST]
     if c.op in ("ew", "co"):
-        pattern = "%" + _like(key) + ("%" if c.op == "co" else "")
+        pattern = "%" + like_literal(key) + ("%" if c.op == "co" else "")
         return "username_key LIKE ? ESCAPE '\\'", [pattern]
     return None
 
@@ -112,7 +112,11 @@ def _text_test(expression: str, c: Condition) -> Sql | None:
     value = c.value.lower()
     if c.op == "eq":
         return f"{expression} = ?", [value]
-    patterns = {"sw": _like(value) + "%", "ew": "%" + _like(value), "co": f"%{_like(value)}%"}
+    patterns = {
+        "sw": like_literal(value) + "%",
+        "ew": "%" + like_literal(value),
+        "co": f"%{like_literal(value)}%",
+    }
     if c.op in patterns:
         return f"{expression} LIKE ? ESCAPE '\\'", [patterns[c.op]]
     return None
@@ -131,7 +135,9 @@ def _ascii_prefix(expression: str, c: Condition) -> Sql | None:
     return f"({expression} >= ? AND {expression} < ?)", [prefix, prefix + LAST]
 
 
-def _like(text: str) -> str:
+def like_literal(text: str) -> str:
+    """``text`` as a literal in a ``LIKE ... ESCAPE '\\'`` pattern (its ``\\``, ``%``
+    and ``_`` escaped)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
