@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -60,9 +60,38 @@ class Database:
 Migration = tuple[str, Callable[[Database], None]]
 
 
+_clock_offset = 0.0
+"""Seconds to add to this host's clock to read the clock of the state the process
+shares with other hosts (a PostgreSQL state: :func:`set_clock_offset`); 0 otherwise."""
+
+
+def clock() -> datetime:
+    """Now, by the one clock that times what the state records: leases, next tries,
+    the ages of rows. With a PostgreSQL state that is the database server's (this
+    host's, corrected by the offset read from it): hosts whose clocks disagree then
+    still agree on when a lease ends. A host whose clock ran ahead took rows another
+    host held on a live lease and pushed them a second time, and called rows left
+    behind that another host's command was about to push; with SQLite, one host, it
+    is this host's own."""
+    now = datetime.now(UTC)
+    return now + timedelta(seconds=_clock_offset) if _clock_offset else now
+
+
+def set_clock_offset(seconds: float) -> None:
+    """Time what the state records by a clock ``seconds`` ahead of this host's (see
+    :func:`clock`)."""
+    global _clock_offset
+    _clock_offset = seconds
+
+
+def clock_offset() -> float:
+    """The offset :func:`set_clock_offset` last set (0: this host's clock)."""
+    return _clock_offset
+
+
 def now() -> str:
-    """The current time as an ISO 8601 UTC string with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current time by :func:`clock`, as an ISO 8601 UTC string with milliseconds."""
+    return clock().isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def open_database(path: Path) -> Database:

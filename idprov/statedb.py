@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from idprov.pg import PgSession
 
 STATE_FILENAME = "idprov.db"
+CLOCK_READ_SECONDS = 600.0
+"""How often a process on a PostgreSQL state reads the server's clock again: hosts'
+clocks drift apart (see :func:`idprov.db.clock`)."""
 
 
 class Cursor(Protocol):
@@ -152,15 +155,34 @@ class PostgresStateDB(StateDB):
 
         self.config = config
         self.session = session or PgSession(config, "the state", owner="state")
+        self._clock_read: float | None = None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        self._read_clock()
         return self.session.execute(sql, params)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._read_clock()
         self.session.executemany(sql, rows)
 
     def transaction(self) -> AbstractContextManager[None]:
+        self._read_clock()
         return self.session.transaction()
+
+    def _read_clock(self) -> None:
+        """Time what the state records by the server's clock (:func:`idprov.db.clock`):
+        its offset from this host's is read when the state is first used, and every
+        :data:`CLOCK_READ_SECONDS` after. Hosts sharing the state then agree on when a
+        lease ends and a row is due, whatever their own clocks say."""
+        import time
+
+        from idprov.db import set_clock_offset
+
+        moment = time.monotonic()
+        if self._clock_read is not None and moment - self._clock_read < CLOCK_READ_SECONDS:
+            return
+        self._clock_read = moment
+        set_clock_offset(server_offset(self.session))
 
     def migrate(self, namespace: str, migrations: Migrations) -> None:
         steps = [(name, partial(apply, self)) for name, apply in migrations[self.dialect]]
@@ -176,6 +198,25 @@ class PostgresStateDB(StateDB):
 
     def close(self) -> None:
         self.session.close()
+
+
+def server_offset(session: PgSession) -> float:
+    """Seconds the PostgreSQL server's clock is ahead of this host's: of three reads,
+    the one answered fastest, against the middle of its round trip."""
+    from datetime import UTC, datetime
+
+    best: tuple[float, float] | None = None
+    for _ in range(3):
+        before = datetime.now(UTC)
+        row = session.execute("SELECT clock_timestamp()").fetchone()
+        after = datetime.now(UTC)
+        trip = (after - before).total_seconds()
+        assert row is not None
+        offset = (row[0] - (before + (after - before) / 2)).total_seconds()
+        if best is None or trip < best[0]:
+            best = (trip, offset)
+    assert best is not None
+    return best[1]
 
 
 def open_state_db(config: Config, pool: DatabasePool) -> StateDB:

@@ -62,6 +62,8 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from idprov.secrecy import forget_all
 
     forget_all()
+    # a PostgreSQL state sets the process's clock offset: the next test's is its own
+    monkeypatch.setattr("idprov.db._clock_offset", 0.0)
     return tmp_path
 
 

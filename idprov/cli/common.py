@@ -206,9 +206,11 @@ def _when(text: str) -> Any:
     """The datetime ``text`` names (see :func:`parse_when`); ValueError if none,
     OverflowError if before the year 1."""
     import re
-    from datetime import UTC, datetime, timedelta
+    from datetime import datetime, timedelta
 
-    now = datetime.now(UTC)
+    from idprov.db import clock
+
+    now = clock()  # the clock the audit log's stamps were written by
     age = re.fullmatch(r"(\d+)\s*([smhdw])", text.lower())
     if age:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -8,7 +8,7 @@ so a command needs ``render`` only. ``--json`` output is :mod:`idprov.cli.render
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
@@ -179,7 +179,9 @@ def outbox(rows: list[OutboxRow]) -> None:
     if not rows:
         note("the outbox is empty: everything has been provisioned")
         return
-    now = datetime.now(UTC)
+    from idprov.db import clock
+
+    now = clock()  # the clock the rows' stamps were written by
     columns = ["idp", "kind", "entity", "status", "attempts", "since", "last error"]
     table(
         columns,

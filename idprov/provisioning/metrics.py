@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from idprov.db import clock
 from idprov.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class IdpStatus:
     def oldest_age(self, now: float | None = None) -> float | None:
         if self.oldest_waiting is None:
             return None
-        return max((now or time.time()) - _epoch(self.oldest_waiting), 0.0)
+        return max((now or clock().timestamp()) - _epoch(self.oldest_waiting), 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "oldest_waiting_seconds": self.oldest_age()}
@@ -230,7 +231,7 @@ def _status_families(statuses: list[IdpStatus], command: str) -> list[_Family]:
         "seconds",
     )
     healthy = _Family("idprov_idp_healthy", "gauge", "1 unless every recent operation failed.")
-    now = time.time()
+    now = clock().timestamp()  # the clock the outbox's stamps were written by
     for s in statuses:
         if s.last_success is not None:
             last.sample(_epoch(s.last_success), idp=s.idp, command=command)

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from idprov.db import now
+from idprov.db import clock, now
 from idprov.errors import IdprovError, NotFoundError
 from idprov.provisioning.outbox import LEASE_SECONDS, UNJUDGED, DrainHealth, OutboxRow
 from idprov.provisioning.results import OperationResult, OutboundReport, Progress
@@ -696,14 +696,14 @@ class Outbound:
 
     def _idle_wait(self, idps: Sequence[str] | None) -> float:
         """Seconds until the next row comes due (at most the idle poll interval)."""
-        from datetime import UTC, datetime
+        from datetime import datetime
 
         names = list(idps) if idps is not None else self.state.outbox.idps()
         nxt = self.state.outbox.next_due(names) if names else None
         if not nxt:
             return IDLE_POLL_SECONDS
         due = datetime.fromisoformat(nxt.replace("Z", "+00:00"))
-        seconds = (due - datetime.now(UTC)).total_seconds()
+        seconds = (due - clock()).total_seconds()
         return min(max(seconds, 0.05), IDLE_POLL_SECONDS)
 
 

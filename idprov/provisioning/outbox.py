@@ -27,10 +27,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal
 
-from idprov.db import now
+from idprov.db import clock, now
 from idprov.statedb import StateDB
 
 Kind = Literal["user", "role"]
@@ -94,7 +94,7 @@ def unjudged_marks(db: StateDB) -> None:
 
 def stamp_in(seconds: float) -> str:
     """The time ``seconds`` from now, in the form :func:`now` writes."""
-    moment = datetime.now(UTC) + timedelta(seconds=seconds)
+    moment = clock() + timedelta(seconds=seconds)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -25,9 +25,10 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from idprov.db import clock
 from idprov.errors import (
     ConflictError,
     IdprovError,
@@ -1333,7 +1334,7 @@ def _older_than(stamp: str, seconds: float) -> bool:
         at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     except ValueError:
         return True
-    return (datetime.now(UTC) - at).total_seconds() > seconds
+    return (clock() - at).total_seconds() > seconds
 
 
 _T = TypeVar("_T")
