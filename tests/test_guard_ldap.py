@@ -141,3 +141,51 @@ def test_an_entry_recreated_with_the_same_name_converges_in_one_sync(cli, corp, 
     after = {u["userName"]: u["externalId"] for u in scim2_server.users()}
     assert set(after) == set(before) and after["u00"] != before["u00"]
     assert cli("plan", "--json").json()["plan"]["idps"][0]["items"] == []
+
+
+HIDE_IDS = f'access to attrs=entryUUID by dn.exact="{SVC}" none by * read\n'
+HIDE_MEMBERS = (
+    f'access to dn.subtree="cn=team0,ou=groups,dc=example,dc=com" attrs=member'
+    f' by dn.exact="{SVC}" none by * read\n'
+)
+
+
+def test_ids_hidden_by_an_access_rule_fail_the_read_and_delete_nothing(cli, corp, scim2_server):
+    """Users read without their entryUUID looked deleted and made anew: 5 users
+    under the guard's minimum were all deleted at the target, and the sync exited 0."""
+    cli("sync").ok()
+    before = {u["userName"]: u["id"] for u in scim2_server.users()}
+    restart_with(corp, HIDE_IDS)
+    for command in (["sync"], ["plan"]):
+        error = cli(*command, "--json").error(7)
+        assert "was read without its entryUUID" in error["message"], error
+        assert "access rules hide it from cn=svc,dc=example,dc=com" in error["message"]
+        assert "grant cn=svc,dc=example,dc=com read access to entryUUID" in error["hint"]
+    assert {u["userName"]: u["id"] for u in scim2_server.users()} == before
+    listed = cli("user", "list", "--domain", "CORP", "--json").error(1)
+    assert "entryUUID" in listed["message"]
+    shown = cli("user", "show", "CORP/u01", "--json").error(1)
+    assert "entryUUID" in shown["message"]
+    restart_with(corp, "")
+    result = cli("sync", "--json")
+    assert result.exit_code == 0, result
+    assert {u["userName"]: u["id"] for u in scim2_server.users()} == before
+
+
+def test_members_hidden_by_an_access_rule_fail_the_read_and_remove_nobody(cli, corp, scim2_server):
+    """A groupOfNames always has a member (idprov keeps a placeholder in an empty
+    one): read back with none, its members are hidden, not gone. The 3 members of
+    team0 were taken out of its group at the target (under the guard's minimum)."""
+    cli("sync").ok()
+    members = {g["displayName"]: len(g.get("members", [])) for g in scim2_server.groups()}
+    assert members["CORP/team0"] == 3
+    restart_with(corp, HIDE_MEMBERS)
+    error = cli("sync", "--json").error(7)
+    assert f"cn=team0,{corp.groups} was read without its member" in error["message"], error
+    assert "which every groupOfNames has" in error["message"]
+    assert "read access to member" in error["hint"]
+    after = {g["displayName"]: len(g.get("members", [])) for g in scim2_server.groups()}
+    assert after == members
+    assert len(scim2_server.users()) == 12
+    shown = cli("role", "show", "CORP/team0", "--json").error(1)
+    assert "was read without its member" in shown["message"]

@@ -316,7 +316,7 @@ class LdapUserStore(LdapImporter):
         if self._user_entry(username, [self.config.username_attribute]) is not None:
             return None
         entry = self._user_entry(new_name, [*self._user_attrs(), "cn", "sn"])
-        if entry is None or entry.text("entryUUID") != user_id:
+        if entry is None or self._entry_id(entry) != user_id:
             return None
         user = self._to_user(entry, self._roles_of(entry.dn))
         return replace(user, username=username)
@@ -343,7 +343,7 @@ class LdapUserStore(LdapImporter):
         :meth:`unfinished_rename`), done."""
         self.ensure_writable()
         entry = self._user_entry(new_name, [*self._user_attrs(), "cn", "sn"])
-        if entry is None or entry.text("entryUUID") != user_id:
+        if entry is None or self._entry_id(entry) != user_id:
             raise self._no_user(username)
         return self._after_rename(entry, username, new_name, self._renamed_dn(entry.dn, username))
 
@@ -549,7 +549,7 @@ class LdapUserStore(LdapImporter):
         classes = [self.config.group_object_class]
         added = self._run_ldap3(f"add role {name!r}", lambda c: self._add(c, dn, classes, attrs))
         stamp = iso_stamp(added.text("createTimestamp"))
-        return Role(added.text("entryUUID") or "", self.domain, name, 0, [], stamp, stamp)
+        return Role(self._entry_id(added), self.domain, name, 0, [], stamp, stamp)
 
     def delete_role(self, name: str) -> Role:
         self.ensure_writable()
@@ -573,16 +573,16 @@ class LdapUserStore(LdapImporter):
         new_dn = f"{rdn},{parent_dn(group.dn)}"
 
         def made() -> bool:
-            now = self._group_by_id(group.text("entryUUID") or "")
+            now = self._group_by_id(self._entry_id(group))
             return now is not None and dn_key(now.dn) == dn_key(new_dn)
 
         self._write_once(f"rename role {name!r}", lambda c: c.modify_dn(group.dn, rdn), made)
-        moved = self._group_by_id(group.text("entryUUID") or "")
+        moved = self._group_by_id(self._entry_id(group))
         if moved is None:
             raise StoreError(f"{self._where()}: role {new_name!r} vanished while renamed")
         if not self._real_members(group) and self.config.empty_member is None:
             self._move_placeholder(moved)
-            moved = self._group_by_id(group.text("entryUUID") or "") or moved
+            moved = self._group_by_id(self._entry_id(group)) or moved
         return self._to_role(moved, True)
 
     def finish_role_rename(self, name: str, new_name: str, role_id: str) -> Role:
@@ -594,7 +594,7 @@ class LdapUserStore(LdapImporter):
             raise StoreError(f"{self._where()}: role {new_name!r} vanished while renamed")
         attribute = self.config.group_name_attribute
         old_dn = f"{attribute}={escape_rdn_value(name)},{parent_dn(moved.dn)}"
-        values = moved.texts(self.config.member_attribute)
+        values = self._member_values(moved)
         if self.config.empty_member is None and [dn_key(v) for v in values] == [dn_key(old_dn)]:
             self._move_placeholder(moved)
             moved = self._group_by_id(role_id) or moved

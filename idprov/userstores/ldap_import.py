@@ -155,7 +155,7 @@ class LdapImporter(LdapMembership):
     ) -> User:
         stamp = iso_stamp(added.text("createTimestamp"))
         return User(
-            added.text("entryUUID") or "",
+            self._entry_id(added),
             self.domain,
             username,
             {k: v for k, v in claims.items() if v and claim_values(v)},

@@ -95,7 +95,7 @@ class LdapMembership(LdapReader):
         """The modify that adds ``add`` and removes ``remove`` from ``group``, and the
         keys of the DNs it adds and removes."""
         member = self.config.member_attribute
-        values = {dn_key(v): v for v in group.texts(member)}
+        values = {dn_key(v): v for v in self._member_values(group)}
         added: dict[DnKey, str] = {}
         for dn in add:
             if (key := dn_key(dn)) not in values:

@@ -140,7 +140,7 @@ class LdapReader(LdapSession):
     def _to_user(self, entry: Entry, roles: list[str]) -> User:
         attributes, username = entry.attributes, self._username(entry)
         return User(
-            _first(attributes, "entryuuid") or "",
+            self._entry_id(entry),
             self.domain,
             username,
             self._claims_of(entry, username),
@@ -174,7 +174,7 @@ class LdapReader(LdapSession):
         found: dict[str, list[str]] = {dn: [] for dn in user_dns}
         keyed: dict[DnKey, str] | None = None
         for name, group in self._groups_by_name():
-            for member in group.texts(self.config.member_attribute):
+            for member in self._member_values(group):
                 names = found.get(member)
                 if names is None:
                     if self._is_placeholder(member, group.dn):
@@ -232,7 +232,7 @@ class LdapReader(LdapSession):
         entries = {
             wanted[key]: entry
             for entry in found
-            if (key := (entry.text("entryUUID") or "").lower()) in wanted
+            if (key := self._entry_id(entry).lower()) in wanted
         }
         roles = self._roles_by_dn([e.dn for e in entries.values()])
         return {i: self._to_user(e, roles.get(e.dn, [])) for i, e in entries.items()}
@@ -314,7 +314,7 @@ class LdapReader(LdapSession):
             )
             unique, self._left_ambiguous = self._unique(picked)
             users = self._users_of([entry for *_, entry in unique], roles)
-            walked = [(dn, e.text("entryUUID") or "") for _, _, dn, e in picked]
+            walked = [(dn, self._entry_id(e)) for _, _, dn, e in picked]
             del picked, unique  # the entries go before the collector is back, unscanned
         self._walked = walked
         for start in range(0, len(users), batch):
@@ -393,7 +393,7 @@ class LdapReader(LdapSession):
             self.domain,
             self._username(ordered[0]),
             [e.dn for e in ordered],
-            [e.text("entryUUID") or "" for e in ordered],
+            [self._entry_id(e) for e in ordered],
             self.config.username_attribute,
         )
 
@@ -478,7 +478,7 @@ class LdapReader(LdapSession):
 
     def _real_members(self, group: Entry) -> list[str]:
         """Member DNs, without the placeholder of an empty group."""
-        values = group.texts(self.config.member_attribute)
+        values = self._member_values(group)
         return [dn for dn in values if not self._is_placeholder(dn, group.dn)]
 
     def _is_user_dn(self, dn: str) -> bool:
@@ -495,7 +495,7 @@ class LdapReader(LdapSession):
         """The group's members that are users of this store (:meth:`_real_members` in
         the user subtree), with their DN keys: one key per member value."""
         own, empty = dn_key(group.dn), self._empty_key
-        keyed = ((dn, dn_key(dn)) for dn in group.texts(self.config.member_attribute))
+        keyed = ((dn, dn_key(dn)) for dn in self._member_values(group))
         return [
             (dn, key) for dn, key in keyed if key != own and key != empty and self._is_user_key(key)
         ]
@@ -520,7 +520,7 @@ class LdapReader(LdapSession):
         """The role of ``group`` (``users``: its :meth:`_user_members`, if known)."""
         members = [dn for dn, _ in (self._user_members(group) if users is None else users)]
         return Role(
-            id=group.text("entryUUID") or "",
+            id=self._entry_id(group),
             domain=self.domain,
             name=self._role_name(group),
             member_count=len(members),
@@ -553,7 +553,7 @@ class LdapReader(LdapSession):
             return []
         dns = [dn for dn in self._real_members(group) if self._is_user_dn(dn)]
         found = self._members(dns, ["entryUUID"])
-        return [e.text("entryUUID") or "" for e in found if e is not None]
+        return [self._entry_id(e) for e in found if e is not None]
 
     def roles_with_member_ids(self) -> list[tuple[Role, list[str]]]:
         """One walk of the groups and one of the users' ids, instead of a search per
@@ -575,7 +575,7 @@ class LdapReader(LdapSession):
             return {dn_key(dn): user_id for dn, user_id in walked}
         base, flt = self.config.user_search_base, self._user_filter
         walk = self._paged(conn, base, flt, ["entryUUID"], self._scope)
-        return {dn_key(e.dn): e.text("entryUUID") or "" for e in walk}
+        return {dn_key(e.dn): self._entry_id(e) for e in walk}
 
     def list_roles(self, prefix: str | None = None) -> list[Role]:
         if is_spaced(prefix):

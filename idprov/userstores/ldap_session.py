@@ -66,6 +66,19 @@ class ServerLimit(StoreError):
     """The directory stopped a search at its size or time limit for the bind DN."""
 
 
+class Unreadable(StoreError):
+    """An entry came back without an attribute every such entry has (a user's or
+    group's ``entryUUID``, a ``groupOfNames``' ``member``): the directory's access
+    rules hide it from the bind DN. Taken for absent, it read as users deleted and
+    made anew (every account deleted at the targets) or as groups emptied (their
+    members deprovisioned): a read that misses it fails instead."""
+
+
+MEMBER_REQUIRED = {"groupofnames": "member", "groupofuniquenames": "uniquemember"}
+"""Group classes whose schema requires a member value (idprov keeps a placeholder in
+an empty one: see ``empty_member``), by casefolded name: their member attribute."""
+
+
 class LdapSession(UserStore):
     """The connection half of :class:`~idprov.userstores.ldap.LdapUserStore`: its
     settings, its one connection and the searches and errors on it."""
@@ -107,6 +120,37 @@ class LdapSession(UserStore):
     # ---- connection and errors
     def _where(self) -> str:
         return f"the {self.domain} userstore ({self.config.url})"
+
+    def _entry_id(self, entry: Entry) -> str:
+        """The entry's ``entryUUID``, idprov's id of a user or role (every entry of
+        OpenLDAP, 389 DS and others has one); :class:`Unreadable` if it came back
+        without it."""
+        found = entry.text("entryUUID")
+        if not found:
+            raise self._unreadable(entry.dn, "entryUUID", "which idprov uses as its id")
+        return found
+
+    def _member_values(self, group: Entry) -> list[str]:
+        """The values of the group's member attribute as read (an empty group's
+        placeholder included); :class:`Unreadable` for none in a group whose class
+        requires one (``groupOfNames``: a group read so would have lost every member)."""
+        config = self.config
+        values = group.texts(config.member_attribute)
+        required = MEMBER_REQUIRED.get(config.group_object_class.casefold())
+        if not values and required == config.member_attribute.casefold():
+            why = f"which every {config.group_object_class} has (an empty one, a placeholder)"
+            raise self._unreadable(group.dn, config.member_attribute, why)
+        return values
+
+    def _unreadable(self, dn: str, attribute: str, why: str) -> Unreadable:
+        who = self.config.bind_dn or "anonymous"
+        rule = f'dn.exact="{who}"' if self.config.bind_dn else "anonymous"
+        return Unreadable(
+            f"{self._where()}: {dn} was read without its {attribute}, {why}: the directory's"
+            f" access rules hide it from {who}, so its users and roles cannot be read whole",
+            hint=f"grant {who} read access to {attribute} (OpenLDAP: access to"
+            f" attrs={attribute} by {rule} read), then run the command again",
+        )
 
     def _address(self) -> tuple[str, int, bool]:
         """Host, port, and whether the URL is ldaps:// (TLS from the start)."""
