@@ -377,3 +377,34 @@ def test_repair_removing_values_the_target_added_passes_the_deletion_guard(
     assert released.exit_code == 0, released
     assert not any("title" in u for u in scim.users())
     assert cli("sync", "--verify", "--detailed-exitcode").exit_code == 0
+
+
+def test_a_user_renamed_at_the_target_is_reported_left_so_and_no_repair_is_claimed(
+    cli,
+    scim,  # noqa: F811
+):
+    """An administrator renamed user1 at the target. A repair never sends the user
+    name: it was reported as drift to repair, "repaired 1 of 1" (exit 11) on every
+    run, with an audit entry of an update no request made."""
+    seed(cli, 3)
+    users = {u["userName"]: u for u in scim.users()}
+    scim.client.patch(
+        f"/Users/{users['user1']['id']}",
+        json={
+            "schemas": [PATCH],
+            "Operations": [{"op": "replace", "path": "userName", "value": "user1-by-admin"}],
+        },
+    )
+    before = len(cli("log", "--json", "--limit", "0").json()["items"])
+    assert cli("sync", "--verify", "--detailed-exitcode").exit_code == 0  # no drift to repair
+    run = cli("sync", "--verify", "--repair", "--json")
+    assert run.exit_code == 0, run
+    drift = run.json()["drift"]["scim"]
+    assert run.json()["repair"]["idps"] == []
+    assert drift["kept_remotely"] == [{"user": "user1", "attributes": ["userName"]}]
+    assert drift["changed_remotely"] == [] and drift["repairs"] == []
+    assert "user1-by-admin" in {u["userName"] for u in scim.users()}
+    entries = cli("log", "--json", "--limit", "0").json()["items"]
+    assert not [e for e in entries[: len(entries) - before] if e["action"] == "outbound.update"]
+    shown = cli("sync", "--verify").ok().stdout
+    assert "changed at the target, left so" in shown and "user1: userName" in shown

@@ -312,6 +312,12 @@ def sync_result(
                 f"  [yellow]changed remotely[/] {esc(change['user'])}: "
                 f"{esc(', '.join(change['attributes']))}"
             )
+        for change in report.get("kept_remotely", []):
+            console().print(
+                f"  changed at the target, left so (a repair never sends the user name or"
+                f" what the connector derives) {esc(change['user'])}: "
+                f"{esc(', '.join(change['attributes']))}"
+            )
         if report.get("disabled_remotely"):
             console().print(
                 "  disabled at the target (an administrator's doing: left so, never "

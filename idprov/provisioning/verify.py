@@ -68,6 +68,7 @@ def verify_idp(service: IdentityService, name: str) -> dict[str, Any]:
         "lost": [],
         "changed_remotely": [],
         "disabled_remotely": [],
+        "kept_remotely": [],
         "not_proven": [],
         "shared": [],
         "groups_checked": 0,
@@ -109,6 +110,7 @@ def _in_order(report: dict[str, Any]) -> dict[str, Any]:
     ):
         report[key].sort(key=str.casefold)
     report["changed_remotely"].sort(key=lambda change: change["user"].casefold())
+    report["kept_remotely"].sort(key=lambda change: change["user"].casefold())
     report["groups_changed_remotely"].sort(key=lambda change: change["group"].casefold())
     return report
 
@@ -308,9 +310,16 @@ def _judge_user(
     if "active" in drift:  # idprov has it enabled: an administrator disabled it there
         drift.remove("active")
         report["disabled_remotely"].append(entry.label)
-    if drift:
-        report["changed_remotely"].append({"user": entry.label, "attributes": drift})
-        _repair(report, entry, "revert " + ", ".join(drift))
+    if not drift:
+        return
+    managed = connector.managed_attributes()
+    mapped = [path for path in drift if any(_same(key, path) for key in managed)]
+    kept = [path for path in drift if path not in mapped]
+    if kept:  # the user name, what the connector derives: a repair never sends them
+        report["kept_remotely"].append({"user": entry.label, "attributes": kept})
+    if mapped:
+        report["changed_remotely"].append({"user": entry.label, "attributes": mapped})
+        _repair(report, entry, "revert " + ", ".join(mapped))
 
 
 def _account(entry: LedgerEntry) -> Account:
