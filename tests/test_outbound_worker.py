@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -91,6 +92,65 @@ def test_a_second_change_while_the_first_is_being_pushed_is_pushed_after_it(tmp_
         [remote] = fake.users.values()
         assert remote["title"] == "Head"  # the first push read the user as it is now
         assert [r.status for r in svc.outbox_rows()] == []
+
+
+@pytest.mark.parametrize("relayed", [False, True], ids=["serve", "serve-workers"])
+@pytest.mark.parametrize("first", ["add", "remove"])
+def test_concurrent_requests_sharing_a_group_both_go_out_and_none_is_left_claimed(
+    tmp_path, fake, relayed: bool, first: str
+):
+    """What `idprov serve` does with two concurrent requests that touch one group:
+    both commit on the writer thread (each claims its rows under a name of its own),
+    then each is pushed by another pusher thread's service (`--workers`: under names
+    of the outbox worker's relay). One adds alice to staff; the other deactivates
+    carol and removes her from it, and meets the group row the first holds. Both
+    pushes used to see the other's claims as another drainer's part of a change,
+    send nothing, say nothing (the access log said outbound=ok) and leave the rows
+    claimed until their lease ended 5 minutes later. Now what one leaves is queued
+    in its report and sent by the other push, in either order: nothing is left."""
+    idps = idp_yaml("target", BASE)
+    with (
+        service(tmp_path, fake, idps, ["target"]) as writer,
+        service(tmp_path, fake, idps, ["target"]) as pusher_a,
+        service(tmp_path, fake, idps, ["target"]) as pusher_b,
+    ):
+        writer.add_role("staff")
+        for name in ("alice", "bob", "carol"):
+            writer.add_user(name, {"email": f"{name}@example.com"})
+        writer.assign("staff", ["bob", "carol"])
+        if relayed:
+            names = iter(range(1, 10))
+            relay = f"{socket.gethostname()}:{os.getpid()}:relay-0badc0de"  # this process
+            writer.outbound.pushed_by = lambda: f"{relay}.{os.getpid()}-{next(names)}"
+        with writer.unit_of_work(push=False, claim=True) as add:
+            add.assign("staff", ["alice"])
+        with writer.unit_of_work(push=False, claim=True) as remove:
+            remove.update_user("carol", {"active": "false"})
+            remove.unassign("staff", ["carol"])
+        assert {r.claimed_by for r in writer.outbox_rows()} == {add.claimed_by, remove.claimed_by}
+        changes = {"add": (pusher_a, add.pending()), "remove": (pusher_b, remove.pending())}
+        order = ["add", "remove"] if first == "add" else ["remove", "add"]
+        reports = {}
+        for name in order:
+            pusher, pending = changes[name]
+            [reports[name]] = pusher.push_pending([pending])
+        assert writer.outbox_rows() == []  # nothing left claimed, nothing left at all
+        [staff] = fake.groups.values()
+        ids = {u["userName"]: i for i, u in fake.users.items()}
+        assert sorted(m["value"] for m in staff["members"]) == sorted([ids["alice"], ids["bob"]])
+        assert fake.users[ids["carol"]]["active"] is False
+        early, late = reports[order[0]], reports[order[1]]
+        assert early is not None and late is not None
+        assert early.failed == late.failed == 0 and not early.leased and not late.leased
+        assert early.queued == {"target": 1}  # the group: the other push sends it
+        assert late.queued == {}
+        sent = [
+            (r.kind, r.label)
+            for i in late.idps.values()
+            for r in i.operations
+            if r.outcome == "done"
+        ]
+        assert ("role", "staff") in sent
 
 
 def test_a_change_in_the_same_millisecond_as_the_one_being_pushed_is_not_lost(

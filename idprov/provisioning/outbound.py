@@ -276,11 +276,11 @@ class Outbound:
             names.add(self.owner)
         taken = {c.id for c in claimed}
         claimed = self._not_renamed(mine, claimed, report, sorted(names))
-        self._note_leased([r.id for r in mine if r.id not in taken], report)
+        self.note_leased([r.id for r in mine if r.id not in taken], report)
         self._drain_claimed(claimed, report, progress, passwords, sorted(names))
         return self._drain_changed(claimed, report, progress)
 
-    def _note_leased(self, ids: Sequence[int], report: OutboundReport, queued: bool = True) -> None:
+    def note_leased(self, ids: Sequence[int], report: OutboundReport, queued: bool = True) -> None:
         """Note in ``report`` the rows of ``ids`` that another drainer holds (a claim
         refused them): one running on this machine pushes them (``queued``); one
         elsewhere may have been killed there, and no worker takes them before its
@@ -478,7 +478,7 @@ class Outbound:
                 with self.state.transaction():
                     batch = self.state.outbox.claim_ids(chunk, self.owner, self.lease)
                 taken = {r.id for r in batch}
-                self._note_leased([i for i in chunk if i not in taken], total, queued=False)
+                self.note_leased([i for i in chunk if i not in taken], total, queued=False)
                 total.merge(self._drain_judged(batch, progress, window, seen, eager))
             _tell_waiting(total, told, self.say)
             return total
@@ -530,7 +530,7 @@ class Outbound:
         report = OutboundReport()
         met = self.with_unjudged(batch, eager=eager, wait=withheld is not None)
         if met.elsewhere:
-            self._note_leased(sorted(met.elsewhere), report, queued=False)
+            self.note_leased(sorted(met.elsewhere), report, queued=False)
         if withheld is not None:
             withheld.update(met.withheld)
         batch = self._not_renamed(met.rows, met.rows, report, [self.owner])
@@ -547,6 +547,7 @@ class Outbound:
         own: Collection[int] = (),
         eager: bool = False,
         wait: bool = False,
+        claims: Sequence[str] = (),
     ) -> Met:
         """``rows``, and where one of them carries a change no guard judged whole
         (:attr:`~idprov.provisioning.outbox.OutboxRow.unjudged`), every pending or
@@ -560,7 +561,10 @@ class Outbound:
         row pulled so whose next try has not come (unless ``eager``) is judged with
         them, and waits for its time (:attr:`Met.later`). Where other drainers hold
         marked rows of those IdPs, the change is not judged in part: see
-        :meth:`_split` (``wait``: this is a worker that can wait for them)."""
+        :meth:`_split` (``wait``: this is a worker that can wait for them). The rows
+        the pushing changes claimed under the names ``claims`` are this push's, not
+        another drainer's, whoever made the names (`idprov serve` commits on its
+        writer thread and pushes on a pusher thread or in its outbox worker)."""
         whole = set(only) if only is not None else {r.idp for r in rows}
         idps = sorted(
             {
@@ -573,7 +577,7 @@ class Outbound:
             return Met(rows, whole, set())
         with self.state.transaction():
             pulled = self.state.outbox.claim_unjudged(idps, self.owner, self.lease)
-            elsewhere = self.state.outbox.marked_elsewhere(idps, self.owner)
+            elsewhere = self.state.outbox.marked_elsewhere(idps, self.owner, claims)
         known = {r.id for r in rows}
         self._waiting -= known | {r.id for r in pulled}  # looked at again: kept below if so
         stamp = now()
@@ -587,10 +591,17 @@ class Outbound:
         }
         rows = sorted([*rows, *(r for r in pulled if r.id not in known)], key=lambda r: r.id)
         if elsewhere:
-            return self._split(Met(rows, whole, later), elsewhere, set(own), wait)
+            return self._split(Met(rows, whole, later), elsewhere, set(own), wait, claims)
         return Met(rows, whole, later)
 
-    def _split(self, met: Met, elsewhere: list[tuple[str, int]], own: set[int], wait: bool) -> Met:
+    def _split(
+        self,
+        met: Met,
+        elsewhere: list[tuple[str, int]],
+        own: set[int],
+        wait: bool,
+        claims: Sequence[str] = (),
+    ) -> Met:
         """:meth:`with_unjudged`'s answer where other drainers hold marked rows
         (``elsewhere``: (IdP, id), by id) of the IdPs it pulled: there this drainer
         holds only part of a change no guard judged, and judged so, each drainer its
@@ -600,7 +611,10 @@ class Outbound:
         but by a worker (``wait``) that holds the lowest marked row of the IdP, which
         keeps them and claims the rest at its next look (:meth:`_due_batch`), once the
         others gave theirs back: of two workers, exactly one waits, and neither
-        gives way to the other forever."""
+        gives way to the other forever. The rows given back are released under this
+        drainer's names and the pushing changes' (``claims``): kept under a change's
+        name, a row its push left waited for the lease to end (5 minutes), every
+        other drainer refused it, and its request had answered."""
         lowest: dict[str, int] = {}
         for idp, i in elsewhere:
             if i not in own:  # the pushing command's change, under another of its names
@@ -620,7 +634,11 @@ class Outbound:
         back = [r for r in out if r.id not in keep]
         if back:
             owners = {self.owner, *(r.claimed_by for r in back if r.claimed_by)}
-            mine = [o for o in owners if o == self.owner or o.startswith(f"{self.owner}.")]
+            mine = [
+                o
+                for o in owners
+                if o == self.owner or o.startswith(f"{self.owner}.") or o in claims
+            ]
             with self.state.transaction():
                 self.state.outbox.release_rows([r.id for r in back], mine)
         self._waiting.difference_update(r.id for r in back)

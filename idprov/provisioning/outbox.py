@@ -361,17 +361,23 @@ class Outbox:
         ).fetchall()
         return sorted((OutboxRow(*r) for r in rows), key=lambda r: r.id)
 
-    def marked_elsewhere(self, idps: Sequence[str], owner: str) -> list[tuple[str, int]]:
+    def marked_elsewhere(
+        self, idps: Sequence[str], owner: str, mine: Sequence[str] = ()
+    ) -> list[tuple[str, int]]:
         """(IdP, id) of the pending or failed rows of ``idps`` that carry a change no
         guard judged whole (:attr:`OutboxRow.unjudged`) and that another drainer holds
-        (a lease not run out, under a name neither ``owner`` nor one of its changes'):
-        where there is one, :meth:`claim_unjudged` took only part of that change. Call
-        in the transaction of that claim."""
+        (a lease not run out, under a name neither ``owner`` nor one of its changes',
+        nor one of ``mine``: the names the pushing changes claimed under, which another
+        service's or process's drainer made — `idprov serve` commits on one thread and
+        pushes on another, or in its outbox worker): where there is one,
+        :meth:`claim_unjudged` took only part of that change. Call in the transaction
+        of that claim."""
+        names = [owner, *mine]
         rows = self.db.execute(
             f"SELECT idp, id FROM outbox WHERE idp IN {_in(idps)}"
             " AND status IN ('pending', 'failed') AND unjudged <> 0 AND claimed_until >= ?"
-            " AND claimed_by <> ? AND substr(claimed_by, 1, ?) <> ? ORDER BY id",
-            [*idps, now(), owner, len(owner) + 1, f"{owner}."],
+            f" AND claimed_by NOT IN {_in(names)} AND substr(claimed_by, 1, ?) <> ? ORDER BY id",
+            [*idps, now(), *names, len(owner) + 1, f"{owner}."],
         ).fetchall()
         return [(str(idp), int(i)) for idp, i in rows]
 

@@ -293,13 +293,19 @@ class IdentityService:
             # the others: the worker's (it judges another change's marked rows there
             # whole: they keep their mark); own rows: this push judges them (their
             # mark says so), unless another change's is in them
-            met = self.outbound.with_unjudged(rows, only=pushed_now, own=set(row_ids))
+            met = self.outbound.with_unjudged(
+                rows, only=pushed_now, own=set(row_ids), claims=claims
+            )
+            kept = {r.id for r in met.rows}
             withheld = [r for r in rows if r.id in met.withheld]
+            leased = [r.id for r in rows if r.id not in kept and r.id not in met.withheld]
             rows = met.rows
         report = OutboundReport()
         for row in withheld:  # parts of a change another drainer holds part of: the
             # worker judges it whole (see Met.withheld); this push leaves them to it
             report.note("queued", row.idp, row.id)
+        if met is not None and leased:  # another drainer holds them: its push sends them
+            self.outbound.note_leased(leased, report)
         if row_ids and not guarded:  # not in ``rows``: pushed only by a release (or the
             # sync that accepts them, which judges what is held after its push itself)
             held = self.state.outbox.rows(list(row_ids), status="held")
