@@ -657,6 +657,38 @@ def test_last_modified_moves_on_both_sides_of_a_membership(served, monkeypatch):
     assert bob["meta"]["lastModified"] <= mark
 
 
+@pytest.mark.parametrize(
+    ("since", "expected"),
+    [
+        ("2030-01-01T00:00:01", ["bob"]),  # no zone: UTC, as idprov keeps every time
+        ("2030-01-01T00:00:01Z", ["bob"]),
+        ("2030-01-01T01:00:01+01:00", ["bob"]),
+        ("2030-01-01", ["alice", "bob"]),  # a date: its midnight, UTC
+        ("2030-01-02", []),
+    ],
+)
+def test_a_time_in_a_filter_without_a_zone_is_utc(served, monkeypatch, since, expected):
+    """``meta.lastModified gt "2030-01-01T00:00:01"`` (no zone, as a script writes
+    it) compared with the users' zoned times as never after: it found nobody, with a
+    200, and an incremental reader missed every change. Users and Groups alike."""
+    import itertools
+
+    ticks = itertools.count(1)
+    monkeypatch.setattr(
+        "idprov.userstores.sql.now", lambda: f"2030-01-01T00:00:{next(ticks):02d}.000Z"
+    )
+    client = served.client
+    send(client, "POST", "/Users", {**OKTA_CREATE_USER, "userName": "alice"})
+    send(client, "POST", "/Users", {**OKTA_CREATE_USER, "userName": "bob"})
+    found = read(client, "/Users", filter=f'meta.lastModified gt "{since}"')
+    assert sorted(u["userName"] for u in found.get("Resources", [])) == expected
+    send(client, "POST", "/Groups", {"schemas": [GROUP_SCHEMA], "displayName": "crew"})
+    groups = read(client, "/Groups", filter=f'meta.created ge "{since}" and displayName pr')
+    assert [g["displayName"] for g in groups.get("Resources", [])] == (["crew"] if expected else [])
+    wrong = client.get("/Users", params={"filter": 'meta.lastModified gt "yesterday"'})
+    assert wrong.status_code == 400 and wrong.json()["scimType"] == "invalidFilter", wrong.text
+
+
 # ---------------------------------------------------------------- a create's reply
 RICH_CREATE_USER = {
     "schemas": [

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from scim2_models import InvalidFilterException
@@ -93,6 +94,35 @@ def trimmed_literals(node: Any) -> Any:
     if isinstance(node, Comparison) and _attribute(node.attr_path) in CLAIMS:
         return _trim_all(node)
     return node
+
+
+TIMES = frozenset(("meta.created", "meta.lastmodified"))
+"""The time attributes of every resource (lower case)."""
+
+
+def zoned_times(node: Any) -> Any:
+    """``node`` (a filter's syntax tree) with each time it compares ``meta.created``
+    or ``meta.lastModified`` to written in UTC with its zone: a time without one
+    (``"2026-12-01T08:00:00"``, or a date, ``"2026-12-01"``) is taken as UTC, as idprov
+    keeps and serves every time. scim2-models compared such a time with the
+    resources' zoned ones as never equal, never before or after: the filter matched
+    nothing, with a 200. A value that is no time is left for scim2-models to refuse
+    (400 ``invalidFilter``)."""
+    if isinstance(node, LogicalExpr):
+        return dataclasses.replace(node, terms=tuple(zoned_times(t) for t in node.terms))
+    if isinstance(node, Not):
+        return dataclasses.replace(node, expr=zoned_times(node.expr))
+    if not isinstance(node, Comparison) or not isinstance(node.value, str):
+        return node
+    name = _attribute(node.attr_path)
+    if name not in TIMES and not any(name.endswith(f":{t}") for t in TIMES):
+        return node
+    try:
+        moment = datetime.fromisoformat(node.value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return node
+    moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return dataclasses.replace(node, value=moment.isoformat().replace("+00:00", "Z"))
 
 
 _WHOLE_VALUE = frozenset(("eq", "ne", "gt", "ge", "lt", "le"))

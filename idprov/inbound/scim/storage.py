@@ -43,7 +43,12 @@ from scim2_server.utils import parametrize
 
 from idprov.inbound.scim import mapping
 from idprov.inbound.scim.acting import Backend, current_request, scim_errors
-from idprov.inbound.scim.filters import check_filter, trimmed_literals, user_condition
+from idprov.inbound.scim.filters import (
+    check_filter,
+    trimmed_literals,
+    user_condition,
+    zoned_times,
+)
 from idprov.inbound.scim.lookups import (
     GROUPS,
     USERS,
@@ -101,11 +106,10 @@ class IdprovStorage(ScimStorage):
         position: Any = None,
     ) -> SearchPage:
         with scim_errors():
+            names = list(dict.fromkeys(str(rt.name) for rt in resource_types))
             if search_request.filter is not None:
                 check_filter(search_request.filter.ast)
-            names = list(dict.fromkeys(str(rt.name) for rt in resource_types))
-            if names == [USERS] and search_request.filter is not None:
-                search_request = _trimmed_search(search_request)
+                search_request = _spelled_search(search_request, names == [USERS])
             quick = self._listing_page(names, search_request)
             if quick is not None:
                 return quick
@@ -411,12 +415,15 @@ def _without_active(backend: Backend, domain: str, claims: dict[str, Any]) -> No
         )
 
 
-def _trimmed_search(request: SearchRequest[Any]) -> SearchRequest[Any]:
-    """A Users search comparing trimmed values where idprov keeps the attribute
-    trimmed (``title eq " CTO "`` finds the user whose title is ``CTO``, as a PATCH
-    path's filter does: :func:`~idprov.inbound.scim.filters.trimmed_literals`)."""
+def _spelled_search(request: SearchRequest[Any], users: bool) -> SearchRequest[Any]:
+    """A search comparing times in UTC where the filter gives none
+    (:func:`~idprov.inbound.scim.filters.zoned_times`) and, of Users (``users``),
+    trimmed values where idprov keeps the attribute trimmed (``title eq " CTO "``
+    finds the user whose title is ``CTO``, as a PATCH path's filter does:
+    :func:`~idprov.inbound.scim.filters.trimmed_literals`)."""
     scim_filter = cast(Any, request.filter)
-    spelled = str(trimmed_literals(scim_filter.ast))
+    ast = zoned_times(scim_filter.ast)
+    spelled = str(trimmed_literals(ast) if users else ast)
     if spelled == str(scim_filter.ast):
         return request
     return request.model_copy(update={"filter": type(scim_filter)(spelled)})
