@@ -258,3 +258,32 @@ def test_an_interrupted_command_says_what_finishes_the_job(monkeypatch, argv, cu
     assert says in (error.hint or "")
     if cut is not None and not cut.get("unpushed"):
         assert "outbox retry" not in (error.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (
+            ["outbox", "release", "--idp", "crm", "--yes", "--allow-deletes", "12", "--json"],
+            "push them with idprov outbox retry --idp crm --json",
+        ),
+        (
+            ["--config", "a.yaml", "outbox", "release", "-y", "--allow-deletes=3"],
+            "push them with idprov --config a.yaml outbox retry",
+        ),
+    ],
+)
+def test_an_interrupted_release_names_the_retry_that_pushes_what_it_released(
+    monkeypatch, argv, says
+):
+    """Cut after it released the held rows, `outbox release` run again finds none
+    held: `outbox retry` of the same IdPs pushes them (its confirmation options are
+    not retry's). Cut before (at its question), nothing was released: run it again."""
+    from idprov.cli.common import interrupted
+    from idprov.provisioning.unit_of_work import CutOff
+
+    monkeypatch.setattr(sys, "argv", ["idprov", *argv])
+    released = interrupted("outbox", CutOff(committed=True, unpushed=True))
+    assert says in (released.hint or "") and released.exit_code == 130
+    before = interrupted("outbox", None)
+    assert "run the same command again" in (before.hint or "")

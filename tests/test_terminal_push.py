@@ -143,3 +143,40 @@ def test_the_position_and_failures_add_up_over_every_drain_of_a_command(monkeypa
     display.stop()
     line = recorded.line("pushing to crm")
     assert line["unit"] == "5/5  2 failed" and line["completed"] == 5, line
+
+
+def test_ctrl_c_while_a_release_pushes_names_outbox_retry_and_that_finishes(
+    tmp_path, scim2_server, slow_link, monkeypatch
+):
+    """`outbox release` commits the held rows pending, then pushes them. Cut then, it
+    said "run the same command again", which finds nothing held and does nothing;
+    the rows it released are pushed by `idprov outbox retry`, which it now names."""
+    from idprov.config import load_config
+    from idprov.provisioning.service import IdentityService
+    from tests.test_guard import seed
+    from tests.test_guard_cut_changes import TWELVE
+    from tests.test_sync import write_config
+
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    slow_link.delay = 0.0
+    write_config(tmp_path, slow_link.url)
+    seed(30)
+    env = {**os.environ, "IDPROV_CONFIG": str(tmp_path / "idprov.yaml")}
+    service = IdentityService(load_config())
+    try:
+        held = service.unassign("staff", TWELVE).outbound
+        assert held is not None and sum(held.held.values()) == 13  # 12 users and the group
+    finally:
+        service.close()
+    slow_link.delay = DELAY
+    release = ["outbox", "release", "--yes", "--allow-deletes", "12"]
+    run = run_in_terminal(release, cwd=tmp_path, env=env, interrupt_after=r"pushing to \S+")
+    assert run.exit_code == 130, run.text
+    screen = final_screen(run.raw)
+    assert "push them with idprov outbox retry" in screen.replace("\n", ""), screen  # wraps
+    screen = " ".join(screen.split())
+    assert "--yes" not in screen and "run the same command again" not in screen, screen
+    slow_link.delay = 0.0
+    retry = run_in_terminal(["outbox", "retry"], cwd=tmp_path, env=env)
+    assert retry.exit_code == 0, retry.text
+    assert len(scim2_server.users()) == 18

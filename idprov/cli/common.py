@@ -310,7 +310,34 @@ def interrupted(command: str | None = None, cut: CutOff | None = None) -> Interr
     again = _again()
     if command is not None and command not in RESUMABLE:
         return _cut_off(cut, again, command in OWN_TRANSACTIONS)
+    retry = _retry_instead()
+    if retry is not None and cut is not None and cut.committed:
+        return Interrupted(
+            KEPT,
+            hint="the held rows it released wait in the outbox as pending (run again, it"
+            f" finds none held): push them with {retry}",
+        )
     return Interrupted(KEPT, hint=f"run the same command again to finish{_how(command)}: {again}")
+
+
+def _retry_instead() -> str | None:
+    """For `idprov outbox release`, the `idprov outbox retry` of the same IdPs and
+    application: what pushes the rows it released, once it released them."""
+    import shlex
+
+    args = sys.argv[1:]
+    at = next((i for i in range(len(args) - 1) if args[i : i + 2] == ["outbox", "release"]), None)
+    if at is None:
+        return None
+    kept, rest = [*args[:at], "outbox", "retry"], iter(args[at + 2 :])
+    for arg in rest:
+        if arg in ("--yes", "-y") or arg.startswith("--allow-deletes="):
+            continue
+        if arg == "--allow-deletes":
+            next(rest, None)
+            continue
+        kept.append(arg)
+    return shlex.join(["idprov", *kept])
 
 
 def _again() -> str:

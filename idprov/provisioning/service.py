@@ -260,8 +260,8 @@ class IdentityService:
         """What this service's changes left, when a Ctrl-C stopped them: that of the
         last unit of work, which alone can be cut off half-way (an earlier one committed
         counts as a change committed). None: no unit of work was opened."""
-        if self._work is None:
-            return None
+        if self._work is None:  # `outbox release` commits its rows pending, then pushes
+            return CutOff(committed=True, unpushed=True) if self._committed else None
         cut = self._work.cut_off()
         return replace(cut, committed=True) if self._committed else cut
 
@@ -455,6 +455,7 @@ class IdentityService:
             ids = self.state.outbox.release_held(names, allowed=self.allow_deletes)
             if ids:
                 self._audit("outbox.release", ", ".join(names), {"rows": len(ids)})
+        self._committed = self._committed or bool(ids)  # cut now: `outbox retry` pushes them
         return self.push(ids) or OutboundReport()
 
     def held_verdict(self, idps: Sequence[str] | None = None) -> Verdict:
