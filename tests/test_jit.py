@@ -661,3 +661,14 @@ def test_a_claims_file_that_is_not_json_is_refused_naming_it(cli, portal, tmp_pa
     path.write_text(text)
     error = login(cli, portal, "--idp", "proxy", "--claims", str(path)).error(2)
     assert f"claims file {path} is not JSON" in error["message"]
+
+
+@pytest.mark.parametrize("option", ["--claims", "--id-token"])
+def test_a_missing_claims_or_token_file_is_not_found_naming_it(cli, portal, tmp_path, option):
+    """A file that is not there exits 3 (not found), as every file a command is given
+    (`import users`), naming it with the fix; it exited 2 (a usage error)."""
+    path = tmp_path / "nowhere" / "login.json"
+    value = str(path) if option == "--claims" else f"@{path}"
+    error = login(cli, portal, "--idp", "proxy", option, value).error(3)
+    assert str(path) in error["message"] and "No such file" in error["message"]
+    assert "check the path" in error["hint"]

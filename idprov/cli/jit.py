@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from idprov.cli.common import JsonOpt, emit, new_app, service
-from idprov.errors import UsageError
+from idprov.errors import UsageError, from_os_error
 
 app = new_app("Just-in-time provisioning of users who log in through a federated IdP.")
 
@@ -59,8 +59,8 @@ def _token(value: str) -> str:
     if value.startswith("@"):
         try:
             return Path(value[1:]).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise UsageError(f"cannot read the ID token from {value[1:]}: {exc.strerror}") from exc
+        except OSError as exc:  # missing: exit 3, as every file a command is given
+            raise from_os_error(exc, "read the ID token") from exc
     return value.strip()
 
 

@@ -39,6 +39,7 @@ from idprov.errors import (
     NotFoundError,
     PolicyError,
     UsageError,
+    from_os_error,
 )
 from idprov.inbound.jit_trust import (
     UnverifiedClaims,
@@ -152,8 +153,8 @@ def read_claims_file(path: str) -> dict[str, Any]:
     """The JSON object of a claims file."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read claims file {path}: {exc.strerror}") from exc
+    except OSError as exc:  # missing: exit 3, as every file a command is given
+        raise from_os_error(exc, "read the claims file") from exc
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         reason = "nested too deeply to read" if isinstance(exc, RecursionError) else exc
         raise UsageError(
