@@ -140,6 +140,10 @@ def test_errors_speak_of_the_request_not_of_the_validation_library(served):
     body = {"schemas": [PATCH_OP], "Operations": [wrong]}
     response = client.patch(f"/Users/{alice['id']}", json=body, headers=SCIM_JSON)
     assert scim_error(response, 400, "invalidValue") == "title: Input should be a valid string"
+    pathless = {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "value": "Lead"}]}
+    response = client.patch(f"/Users/{alice['id']}", json=pathless, headers=SCIM_JSON)
+    detail = scim_error(response, 400, "invalidValue")  # was: "... written to '' must be ..."
+    assert detail.startswith("an operation without a path writes attributes: its value must")
     both = {"attributes": "userName", "excludedAttributes": "userName"}
     detail = scim_error(client.get("/Users", params=both), 400, "invalidValue")
     assert detail == "'attributes' and 'excludedAttributes' are mutually exclusive"

@@ -463,9 +463,9 @@ def test_patch_errors(inbound):
 def test_user_and_group_names_are_unique_case_insensitively(inbound):
     new_user(inbound.client, "alice")
     body = {"schemas": [USER], "userName": "ALICE"}
-    assert "already exists" in scim_error(
-        inbound.client.post("/Users", json=body), 409, "uniqueness"
-    )
+    detail = scim_error(inbound.client.post("/Users", json=body), 409, "uniqueness")
+    assert "already exists" in detail and "change it with PUT or PATCH" in detail
+    assert "idprov user update" not in detail  # the CLI is the administrator's, not the client's
     new_group(inbound.client, "staff")
     body = {"schemas": [GROUP], "displayName": "Staff"}
     scim_error(inbound.client.post("/Groups", json=body), 409, "uniqueness")

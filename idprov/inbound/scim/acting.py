@@ -156,8 +156,20 @@ def scim_errors() -> Iterator[None]:
         raise _scim_error(exc) from exc
 
 
+CLIENT_HINTS = {
+    ConflictError: "look it up with a filter (userName eq, displayName eq) and change it"
+    " with PUT or PATCH, or choose another name",
+}
+"""A SCIM client's hint, where idprov's own names a command of its CLI: that is for
+an administrator at idprov's host, not for the client that sent the request."""
+
+
 def _scim_error(exc: IdprovError) -> SCIMException:
-    detail = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+    hint = exc.hint
+    if hint and "`idprov " in hint:
+        hint = next((h for kind, h in CLIENT_HINTS.items() if isinstance(exc, kind)), None)
+        hint = hint or "an idprov administrator can look into it with the CLI"
+    detail = f"{exc.message} ({hint})" if hint else exc.message
     if isinstance(exc, ConflictError):
         return UniquenessException(detail=detail)
     if isinstance(exc, NotFoundError):

@@ -251,6 +251,11 @@ def readable(detail: str) -> str:
                 problems.append(f"{where}: {message}" if where else message)
         detail = "; ".join(problems) or detail.splitlines()[0]
     detail = detail.removeprefix("Value error, ")
+    if detail == "the value written to '' must be an object":  # a PATCH operation's
+        detail = (
+            "an operation without a path writes attributes: its value must be an object of"
+            ' them ({"title": "Lead", "active": false})'
+        )
     for name, sent in PARAMETERS.items():
         detail = detail.replace(f"'{name}'", f"'{sent}'")
     return detail
