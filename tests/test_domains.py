@@ -84,8 +84,13 @@ def test_a_directory_role_does_not_take_users_of_another_domain(slapd, tmp_path,
     with service(slapd, tmp_path, fake, "[staff]") as svc:
         svc.add_role("CORP/staff")
         svc.add_user("alice", {"email": "alice@example.com"})
-        with pytest.raises(UsageError, match="another domain"):
+        with pytest.raises(UsageError, match="in the PRIMARY userstore, the role in CORP") as e:
             svc.assign("CORP/staff", ["PRIMARY/alice"])
+        assert "name the role `PRIMARY/staff`" in (e.value.hint or "")
+        svc.add_user("CORP/carol", {"email": "carol@example.com"})
+        with pytest.raises(UsageError, match="in the CORP userstore, the role in PRIMARY") as e:
+            svc.unassign("staff", ["CORP/carol"])  # a bare role: the PRIMARY one
+        assert "name the role `CORP/staff`" in (e.value.hint or "")
 
 
 def test_a_role_granted_in_the_directory_is_provisioned_by_sync(slapd, tmp_path, fake):

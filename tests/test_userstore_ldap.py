@@ -764,8 +764,10 @@ def test_the_directorys_refusals_become_idprov_errors_with_its_message(slapd, op
         undefined.add_user("alice", {"cost_center": "1"}, None)
     assert "costCenterX" in info.value.message and "claim_attributes" in info.value.hint
     nowhere = open_store(user_search_base=f"ou=nowhere,{slapd.base}")
-    with pytest.raises(ConfigError, match=f"ou=nowhere,{slapd.base} does not exist"):
+    with pytest.raises(ConfigError, match=f"ou=nowhere,{slapd.base} does not exist") as info:
         nowhere.find_user("alice")
+    assert "may not see it" in info.value.message  # noSuchObject: also a base an ACL hides
+    assert "grant" in info.value.hint and "read access" in info.value.hint
     assert people(slapd) == []
 
 

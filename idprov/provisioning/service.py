@@ -219,15 +219,19 @@ class IdentityService:
             )
         return role_name
 
-    def members_in(self, store: UserStore, users: Sequence[str]) -> list[str]:
-        """Bare names of ``users``, which must be in ``store``'s domain."""
+    def members_in(self, store: UserStore, users: Sequence[str], role: str = "") -> list[str]:
+        """Bare names of ``users``, which must be in ``store``'s domain (that of the
+        role named ``role``: the error names its namesake in the user's domain)."""
         names = []
         for user in users:
             user_store, bare = self.in_domain_of(store, user)
             if user_store is not store:
+                there = f"{user_store.domain}/{role}" if role else None
                 raise UsageError(
-                    f"user {user!r} is in another domain than the role",
-                    hint="a role holds users of its own userstore domain",
+                    f"user {user!r} is in the {user_store.domain} userstore, the role in"
+                    f" {store.domain}",
+                    hint="a role holds users of its own userstore"
+                    + (f": for this user, name the role `{there}`" if there else ""),
                 )
             names.append(bare)
         return names

@@ -378,7 +378,8 @@ def check_source(plan: SyncPlan) -> None:
         raise GuardError(
             "the userstores could not be read in full, so nothing was changed: "
             + "; ".join(plan.source_errors),
-            hint="; ".join(plan.source_hints or ["fix the userstore"]) + "; then run sync again",
+            hint="; ".join(plan.source_hints or ["fix the userstore"])
+            + "; then run the command again",
         )
 
 

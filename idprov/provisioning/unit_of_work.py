@@ -1177,7 +1177,7 @@ class UnitOfWork:
         if (internal := self.service.internal_name(role, domain)) is not None:
             return self._internal_membership(action, internal, users, assign)
         store, bare = self.service.resolve(role, domain)
-        names = self.service.members_in(store, users)
+        names = self.service.members_in(store, users, bare)
         self.begin(store)
         changed, write = self._members_changed(store, bare, names, assign)
         result = self.service.get_role(bare, store.domain)

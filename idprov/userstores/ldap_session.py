@@ -557,10 +557,12 @@ class LdapSession(UserStore):
         )
 
     def _no_base(self, base: str) -> ConfigError:
-        return ConfigError(
-            f"{self._where()}: the search base {base} does not exist",
-            hint=f"create it, or fix user_search_base / group_search_base of userstore "
-            f"{self.domain}",
+        who = self.config.bind_dn or "an anonymous bind"
+        return ConfigError(  # noSuchObject: also what a directory says of what it hides
+            f"{self._where()}: the search base {base} does not exist, or {who} may not see it",
+            hint=f"create it, fix user_search_base / group_search_base of userstore "
+            f"{self.domain}, or grant {who} read access to it (OpenLDAP: an access rule"
+            f' \'to dn.subtree="{base}" by dn="..." read\')',
         )
 
 
