@@ -65,7 +65,7 @@ def test_two_workers_each_judge_part_of_a_cut_change(
     db, first = _first_three_held_on_another_host(tmp_path)
     a = cli("outbox", "work", "--once")
     assert len(scim.users()) == 30, a
-    assert "held by host-b.example pid 77" in " ".join((a.stdout + a.stderr).split()), a
+    assert "claimed by host-b.example pid 77" in " ".join((a.stdout + a.stderr).split()), a
     assert set(_claims(tmp_path).values()) == {None, "host-b.example:77:feedbeef"}
     db.execute(
         "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE id IN (?, ?, ?)", first
@@ -257,7 +257,7 @@ def test_a_running_worker_waiting_on_another_hosts_lease_says_so_once(
     assert len(said) == 1, said
     line = " ".join(said[0].split())
     assert line.startswith("scim: outbox rows of a change no guard judged whole wait"), line
-    assert "3 rows are held by host-b.example pid 77 until 2999-01-01T00:00:00.000Z" in line
+    assert "3 rows are claimed by host-b.example pid 77 until 2999-01-01T00:00:00.000Z" in line
     assert "they are taken when the lease ends" in line
 
 

@@ -15,7 +15,7 @@ import pytest
 HOLDER = "hostA:3:0123abcd~1a2b3c4d-4026531836-77"
 UNTIL = "2999-01-01T00:00:00.000Z"
 SAYS = (
-    f"1 row is held by hostA pid 3 until {UNTIL} (a command or worker on another host, or one "
+    f"1 row is claimed by hostA pid 3 until {UNTIL} (a command or worker on another host, or one "
     "killed there): they are taken when the lease ends"
 )
 
@@ -112,7 +112,7 @@ def test_a_killed_holder_on_this_machine_is_said_to_be_taken_now(cli, leased):
     assert run.exit_code == 0, run
     assert "taken when the lease ends" not in run.stderr
     assert (
-        f"scim: 1 row is held by {socket.gethostname()} pid {proc.pid}, which no longer runs "
+        f"scim: 1 row is claimed by {socket.gethostname()} pid {proc.pid}, which no longer runs "
         "on this machine (a killed command): `idprov outbox retry` takes them now"
     ) in " ".join(run.stderr.split())
     retry = cli("outbox", "retry", "--json")  # taken at once: sent, the target is down
@@ -141,3 +141,18 @@ def test_a_push_meeting_rows_of_a_killed_local_command_says_the_next_pass_takes_
     assert "a command killed on this machine" in said and "next `idprov outbox retry`" in said
     assert "taken when the lease ends" not in said
     assert "taken when the lease ends" in lease_line(1, {HOLDER: UNTIL})
+
+
+def test_a_process_s_many_claim_names_are_one_holder_and_few_are_named():
+    """`idprov serve` claims each request's change under a name of its own: `outbox
+    list` named each (a dozen `pid 7 until ...` on one line). One per process now, its
+    latest lease, at most three processes named and the rest counted."""
+    from idprov.provisioning.outbound import lease_line
+
+    one = {f"hostA:7:0badc0de.{n}": f"2999-01-01T00:00:{n:02d}.000Z" for n in range(12)}
+    said = lease_line(12, one)
+    assert said.count("hostA pid 7") == 1 and "until 2999-01-01T00:00:11.000Z" in said, said
+    many = {f"host{c}:1:0badc0de": UNTIL for c in "ABCDE"}
+    said = lease_line(5, many)
+    assert "hostA pid 1" in said and "hostC pid 1" in said and "hostD" not in said, said
+    assert "and 2 other processes" in said and said.startswith("5 rows are claimed by"), said

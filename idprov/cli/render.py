@@ -141,9 +141,9 @@ def _leases(rows: list[OutboxRow], now: datetime) -> None:
         if not _claimed(r, now):
             continue
         holder = r.claimed_by or ""
-        if holder_gone(holder):
-            gone = dead.setdefault(r.idp, {})
-            gone[holder] = gone.get(holder, 0) + 1
+        if holder_gone(holder):  # once per process: each change claims under a name
+            gone, label = dead.setdefault(r.idp, {}), holder_label(holder)
+            gone[label] = gone.get(label, 0) + 1
             continue
         holders = by.setdefault(r.idp, {})
         holders[holder] = max(r.claimed_until or "", holders.get(holder, ""))
@@ -151,10 +151,10 @@ def _leases(rows: list[OutboxRow], now: datetime) -> None:
     for idp in sorted(by.keys() | dead.keys()):
         if idp in by:
             note(f"{idp}: {lease_line(counts[idp], by[idp])}")
-        for holder, count in sorted(dead.get(idp, {}).items()):
+        for label, count in sorted(dead.get(idp, {}).items()):
             rows_are = "row is" if count == 1 else "rows are"
             note(
-                f"{idp}: {count} {rows_are} held by {holder_label(holder)}, which no longer "
+                f"{idp}: {count} {rows_are} claimed by {label}, which no longer "
                 "runs on this machine (a killed command): `idprov outbox retry` takes them now"
             )
 

@@ -876,18 +876,37 @@ def lease_line(count: int, holders: Mapping[str, str]) -> str:
     machine, another container) may have been killed: nothing here can tell."""
     here = [h for h in holders if holder_running(h)]
     gone = [h for h in holders if holder_gone(h)]
-    who = ", ".join(f"{holder_label(h)} until {holders[h]}" for h in sorted(holders))
+    who = _holders_text(holders)
     rows = "row is" if count == 1 else "rows are"
     if len(here) == len(holders):
-        return f"{count} {rows} held by {who} (an idprov process on this machine, pushing now)"
+        return f"{count} {rows} claimed by {who} (an idprov process on this machine, pushing now)"
     if len(here) + len(gone) == len(holders):  # a killed command here waits for no lease
         return (
-            f"{count} {rows} held by {who} (a command killed on this machine): the next "
+            f"{count} {rows} claimed by {who} (a command killed on this machine): the next "
             "`idprov outbox retry` or pass of the worker takes them"
         )
     return (
-        f"{count} {rows} held by {who} (a command or worker on another host, or one killed "
+        f"{count} {rows} claimed by {who} (a command or worker on another host, or one killed "
         "there): they are taken when the lease ends"
+    )
+
+
+MOST_HOLDERS = 3
+"""The most drainers :func:`lease_line` names; the others are counted."""
+
+
+def _holders_text(holders: Mapping[str, str]) -> str:
+    """``host pid N until T``, once per process (a process claims each change under a
+    name of its own: `idprov serve` had a dozen of one pid on one line), the latest
+    lease of each, at most :data:`MOST_HOLDERS` of them and the count of the rest."""
+    by: dict[str, str] = {}
+    for holder, until in holders.items():
+        label = holder_label(holder)
+        by[label] = max(until, by.get(label, ""))
+    named = [f"{label} until {by[label]}" for label in sorted(by)[:MOST_HOLDERS]]
+    more = len(by) - len(named)
+    return ", ".join(named) + (
+        f" and {more} other process{'es' if more > 1 else ''}" if more else ""
     )
 
 
