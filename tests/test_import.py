@@ -750,3 +750,38 @@ def test_an_import_killed_between_its_userstores_commit_and_idprovs_resumes_exac
     assert len(found) == 30 and all(u["roles"] == ["staff"] for u in found.values())
     audited = cli("log", "--action", "user.import", "--json").items()
     assert sorted(n for e in audited for n in e["details"]["created"]) == sorted(found)
+
+
+def test_a_group_that_fails_in_every_batch_counts_once(tmp_path, monkeypatch):
+    """25 users of one role in 5 batches; the target refuses the group every time
+    (each batch's push sends it again, with its new members). The report counted a
+    failure per batch ("5 failed") for one group; it is one row, failed once."""
+    import httpx
+
+    from idprov.config import load_text
+    from tests.outbound_helpers import FakeScim, idp_yaml, make_config_text
+
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    fake = FakeScim("secret-token")
+
+    def no_groups(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "POST" and request.url.path.endswith("/Groups"):
+            body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "400"}
+            return httpx.Response(400, json={**body, "detail": "groups are read-only here"})
+        return None
+
+    fake.faults.append(no_groups)
+    text = make_config_text(tmp_path, idp_yaml("target", "https://scim.test/v2"), ["target"])
+    rows = "".join(f"u{i},u{i}@example.com,U,{i},staff\n" for i in range(25))
+    path = write(tmp_path, HEADER + rows)
+    with IdentityService(load_text(text, "t.yaml"), http_transport=fake.transport()) as svc:
+        svc.add_role("staff")
+        report = CsvImport(svc, path, ImportOptions(batch_size=5)).run()
+        outbound = report.outbound
+        assert outbound is not None and outbound.failed == 1, outbound
+        [target] = outbound.idps.values()
+        assert target.count("done") == 25 and target.total - len(target.operations) == 0
+        [failed] = [op for op in target.operations if op.outcome == "failed"]
+        assert (failed.kind, failed.label) == ("role", "staff")
+        assert [r.status for r in svc.outbox_rows()] == ["failed"]
+    assert len(fake.users) == 25 and not fake.groups

@@ -184,9 +184,17 @@ class OutboundReport:
         return sum(r.count("failed") for r in self.idps.values())
 
     def merge(self, other: OutboundReport) -> None:
-        """Add another drain's results (an import pushes batch by batch)."""
+        """Add another drain's results (an import pushes batch by batch). A row it
+        pushed again (a group's row that failed, upserted by the next batch) counts
+        once, with its latest outcome: an import whose one group failed in each of
+        its 5 batches said "5 failed"."""
         for name, report in other.idps.items():
             mine = self.idps.setdefault(name, IdpReport(name))
+            again = {op.row for op in report.operations if op.row is not None}
+            if again:
+                before = len(mine.operations)
+                mine.operations = [op for op in mine.operations if op.row not in again]
+                mine.total -= before - len(mine.operations)
             mine.total += report.total
             mine.operations += report.operations
         self.guard += other.guard
