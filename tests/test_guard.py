@@ -560,6 +560,33 @@ def test_an_import_in_small_batches_is_judged_as_one_change(cli, scim, tmp_path)
     assert len(scim.users()) == 5
 
 
+def test_an_import_dry_run_says_what_the_guard_would_hold(cli, scim, tmp_path):
+    """`import --dry-run` of a file that takes 25 of 30 users out of the IdP's
+    provisioning role said all was well (exit 0), and its run held the change (exit
+    7). It judges the rows' changes as the run's pushes do: exit 7, the effects and
+    the --allow-deletes that accepts them; nothing is changed. Accepted, exit 0. A
+    file that only edits titles has nothing to judge."""
+    seed(30)
+    csv = tmp_path / "leavers.csv"
+    csv.write_text("username,roles\n" + "".join(f"pl{i},\n" for i in range(1, 26)))
+    dry = ["import", "users", str(csv), "--mode", "update", "--dry-run"]
+    run = cli(*dry, "--json")
+    assert run.exit_code == 7, run
+    guard = json.loads(run.stdout)["guard"]
+    assert "delete 25 users at scim" in guard["message"] and guard["allow_deletes"] == 25
+    shown = cli(*dry)
+    assert shown.exit_code == 7, shown
+    said = " ".join((shown.stdout + shown.stderr).split())
+    assert "would hold these changes in the outbox (exit 7)" in said, said
+    assert "--allow-deletes 25" in said, said
+    assert members(cli) == 30 and len(scim.users()) == 30  # nothing changed
+    assert cli(*dry, "--allow-deletes", "25", "--json").json()["guard"] is None
+    titles = tmp_path / "titles.csv"
+    titles.write_text("username,title\n" + "".join(f"pl{i},Dev\n" for i in range(1, 26)))
+    cli("import", "users", str(titles), "--mode", "update", "--dry-run").ok()
+    assert cli(*dry[:-1], "--json").exit_code == 7  # the run holds what the dry run said
+
+
 def test_the_worker_holds_what_a_change_without_push_would_destroy(cli, scim, tmp_path):
     seed(30)
     csv = tmp_path / "leavers.csv"

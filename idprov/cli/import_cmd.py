@@ -228,6 +228,12 @@ def _with_notes(report: Any, quiet: bool = False) -> None:
     render.import_report(report, quiet)
     if report.missing is not None:
         _missing(report.missing, report.dry_run)
+    if report.guard is not None:
+        render.message(
+            f"[red]✗[/] {render.esc(report.guard.message)}: run so, the import would hold"
+            " these changes in the outbox (exit 7); once checked, run it with"
+            f" --allow-deletes {report.guard.allow_deletes}"
+        )
     for text in report.notes:
         render.note(f"note: {text}")
 

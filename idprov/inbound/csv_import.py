@@ -37,6 +37,7 @@ from idprov.inbound.csv_missing import Missing, MissingReport, MissingUsers, che
 from idprov.inbound.csv_preflight import Preflight
 from idprov.inbound.csv_read import FileError, Source, bom_wins, check_input, open_source
 from idprov.inbound.csv_staging import RowError, Staging
+from idprov.model import QualifiedName
 from idprov.userstores.base import UserStore
 
 __all__ = ["CsvImport", "FileError", "ImportOptions", "ImportReport", "RowError"]
@@ -89,6 +90,15 @@ class ImportOptions:
         return json.dumps(data, sort_keys=True)
 
 
+@dataclass(frozen=True)
+class GuardNote:
+    """What the deletion guard says of a dry run's changes: a run would hold them."""
+
+    message: str
+    allow_deletes: int
+    """The ``--allow-deletes`` that would accept them."""
+
+
 @dataclass
 class ImportReport:
     """What an import did (or, dry-run, would do)."""
@@ -114,6 +124,8 @@ class ImportReport:
     """What the import decided on its own, worth a line in the report."""
     missing: MissingReport | None = None
     """With ``--missing``: the users of the domain the file does not list."""
+    guard: GuardNote | None = None
+    """A dry run: the deletion guard over the import's changes (a run holds them)."""
     changes: list[dict[str, Any]] = field(default_factory=list)
     """A dry run: what each row would change (the user, create or update, the claims
     set and removed, the roles added and removed; names, not values), in line order."""
@@ -126,6 +138,8 @@ class ImportReport:
     def exit_code(self) -> ExitCode:
         if self.missing is not None and self.missing.refused:
             return ExitCode.GUARD_TRIPPED  # a dry run: a run raises GuardError
+        if self.guard is not None and self.rejected == 0:
+            return ExitCode.GUARD_TRIPPED  # a dry run: a run holds them in the outbox
         if self.rejected == 0 and not (self.missing is not None and self.missing.failed):
             if self.outbound is not None and not self.outbound.ok:
                 return ExitCode.OUTBOUND_FAILED
@@ -158,6 +172,7 @@ class ImportReport:
             "outbound": self.outbound.to_dict() if self.outbound is not None else None,
             "missing": self.missing.to_dict() if self.missing is not None else None,
             **({"changes": self.changes} if self.dry_run else {}),
+            **({"guard": asdict(self.guard) if self.guard else None} if self.dry_run else {}),
         }
 
 
@@ -188,6 +203,7 @@ class CsvImport(Preflight, MissingUsers):
         self.known = service.claims
         self.bad_lines: set[int] = set()
         self.roles_seen: dict[tuple[str, str], str] = {}
+        self.row_changes = []
         self.hashes: list[tuple[list[int], Future[list[str]]]] = []
         self.to_hash: dict[str, list[tuple[int, str]]] = {}
         self.done_through = 0
@@ -252,9 +268,31 @@ class CsvImport(Preflight, MissingUsers):
                     self._judged_whole(window)
             else:
                 self._find_missing(staging)
+                self._judge_dry_run()
         self._missing_notes()
         self._write_rejects(staging)
         self.report.errors.sort(key=lambda error: error.line)
+
+    def _judge_dry_run(self) -> None:
+        """A dry run: what the deletion guard would say of the import's changes, its
+        rows' and its leavers' (``--missing``) as one change, as its run's pushes
+        judge them: over it, the run would hold them in the outbox (exit 7)."""
+        from idprov.provisioning import preview
+
+        missing = self.missing_report
+        if missing is not None and missing.refused:
+            return  # refused whole already, on the leavers' count
+        leavers = []
+        if missing is not None and not missing.unread_lines:
+            leavers = [
+                (i, missing.domain, str(QualifiedName(missing.domain, n)))
+                for i, n in self.missing_users
+            ]
+        delete = missing is not None and missing.action == "delete"
+        verdict = preview.imported(self.service, self.row_changes, leavers, delete)
+        verdict = verdict.without_sync()
+        if verdict.trips:
+            self.report.guard = GuardNote(f"deletion guard: {verdict.message()}", verdict.needed)
 
     def _write_resumable(self, staging: Staging) -> None:
         """:meth:`_write`, and the missing users' changes; a userstore that stops

@@ -46,11 +46,16 @@ from idprov.inbound.csv_staging import Staging
 from idprov.model import QualifiedName, new_id
 from idprov.provisioning import managers
 from idprov.provisioning.internal_roles import INTERNAL
+from idprov.provisioning.preview import RowChange
 from idprov.userstores import policy
 
 
 class Preflight(RowChecks, PasswordHashing):
     """The checking half of :class:`~idprov.inbound.csv_import.CsvImport`."""
+
+    row_changes: list[RowChange]
+    """A dry run: the rows' changes of existing users that may destroy something at a
+    target, judged by the deletion guard after the check."""
 
     # -- pre-flight
     def _preflight(self, staging: Staging) -> None:
@@ -258,7 +263,18 @@ class Preflight(RowChecks, PasswordHashing):
         else:
             self.report.created += 1
         if self.options.dry_run:
-            self.report.changes.append(_change(p, user, claims))
+            change = _change(p, user, claims)
+            self.report.changes.append(change)
+            if user is not None and _may_destroy(change, claims):
+                self.row_changes.append(
+                    RowChange(
+                        user.id,
+                        user.domain,
+                        {k: str(v) for k, v in claims.items()},
+                        tuple(change.get("roles_added", ())),
+                        tuple(change.get("roles_removed", ())),
+                    )
+                )
         if p.password is not None and not self.options.dry_run:
             self._queue_hash(p.line, p.password, store.password_scheme)
         return (
@@ -483,6 +499,16 @@ def _change(p: Pending, user: Any, claims: dict[str, Any]) -> dict[str, Any]:
     if p.password is not None or p.password_hash is not None:
         change["password"] = True
     return change
+
+
+def _may_destroy(change: dict[str, Any], claims: dict[str, Any]) -> bool:
+    """Whether a dry run's ``change`` of an existing user may destroy something at a
+    target (see :func:`~idprov.provisioning.preview.imported`): a claim removed or
+    blanked, ``active`` set, a role left."""
+    blanked = any(claims.get(k) == "" for k in change["set"])
+    return bool(change["removed"] or change.get("roles_removed") or blanked) or (
+        "active" in change["set"]
+    )
 
 
 def _lines(lines: list[int]) -> str:

@@ -38,9 +38,12 @@ class Imagined:
     """Users that would no longer hold :attr:`role`."""
     role_gone: bool = False
     new_name: str | None = None
+    after: dict[str, User] = field(default_factory=dict)
+    """Users as an import's rows would leave them (their claims and roles), by id."""
 
     def users_by_id(self, refs: Iterable[tuple[str, str]]) -> dict[str, User]:
         found = self.real.users_by_id(refs)
+        found.update({i: self.after[i] for i in found.keys() & self.after.keys()})
         return {i: self._user(u) for i, u in found.items() if i not in self.gone_users}
 
     def _user(self, user: User) -> User:
@@ -74,7 +77,30 @@ class Imagined:
         out = [(d, u) for d, u in members if u not in self.gone_users]
         if self.role is not None and role_id == self.role.id:
             out = [(d, u) for d, u in out if u not in self.left_role]
+        if self.after and (role := self.real.role_by_id(domain, role_id)) is not None:
+            names = _names(role)
+            out = [(d, u) for d, u in out if u not in self.after or _holds(self.after[u], names)]
+            held = {u for _, u in out}
+            out += [
+                (user.domain, i)
+                for i, user in self.after.items()
+                if i not in held
+                and _holds(user, names)
+                and (is_internal(role.domain) or user.domain.casefold() == domain.casefold())
+            ]
         return out
+
+
+def _names(role: Role) -> set[str]:
+    """How a user's roles name ``role`` (case-folded)."""
+    names = {role.qualified_name.casefold()}
+    if not is_internal(role.domain):
+        names.add(role.name.casefold())
+    return names
+
+
+def _holds(user: User, names: set[str]) -> bool:
+    return any(r.casefold() in names for r in user.roles)
 
 
 def _judge(service: IdentityService, view: Imagined, changes: list[Change]) -> Verdict:
@@ -175,3 +201,59 @@ def rename_role(
     bare = new_name.rpartition("/")[2]
     view = Imagined(service.directory, role=role, new_name=bare)
     return _judge(service, view, _changes(service, _members(service, role), role))
+
+
+@dataclass(frozen=True)
+class RowChange:
+    """What an import's row changes of an existing user (see :func:`imported`)."""
+
+    user_id: str
+    domain: str
+    claims: dict[str, str]
+    """Its claims after the row."""
+    roles_added: tuple[str, ...] = ()
+    roles_removed: tuple[str, ...] = ()
+
+
+def imported(
+    service: IdentityService,
+    rows: Sequence[RowChange],
+    leavers: Sequence[tuple[str, str, str]] = (),
+    delete: bool = False,
+) -> Verdict:
+    """What an import would destroy (`import users --dry-run`): its rows' changes of
+    existing users (claims removed, ``active`` false, roles left: out of a group, out
+    of a provisioning role's scope), with its ``leavers`` (``--missing``: (id, domain,
+    label), deleted or disabled), judged as one change, as its run's pushes are."""
+    if not service.targets() or not (rows or leavers):
+        return Verdict()
+    before = service.users_by_id([(r.domain, r.user_id) for r in rows])
+    after: dict[str, User] = {}
+    touched: dict[str, Role] = {}
+    for row in rows:
+        user = before.get(row.user_id)
+        if user is None:
+            continue
+        left = {r.casefold() for r in row.roles_removed}
+        roles = [r for r in user.roles if r.casefold() not in left] + list(row.roles_added)
+        after[user.id] = replace(user, claims=dict(row.claims), roles=roles)
+        for name in (*row.roles_removed, *row.roles_added):
+            role = _role_of(service, user, name)
+            if role is not None:
+                touched[role.id] = role
+    ids = {user_id for user_id, _, _ in leavers}
+    view = Imagined(
+        service.directory,
+        gone_users=ids if delete else set(),
+        disabled_users=set() if delete else ids,
+        after=after,
+    )
+    changes = _changes(service, list(after.values()), None)
+    for role in touched.values():
+        changes += [c for c in _changes(service, [], role) if c.kind == "role"]
+    changes += [
+        Change(idp, "user", user_id, domain, label)
+        for idp in service.targets()
+        for user_id, domain, label in leavers
+    ]
+    return _judge(service, view, changes)
