@@ -785,3 +785,34 @@ def test_a_group_that_fails_in_every_batch_counts_once(tmp_path, monkeypatch):
         assert (failed.kind, failed.label) == ("role", "staff")
         assert [r.status for r in svc.outbox_rows()] == ["failed"]
     assert len(fake.users) == 25 and not fake.groups
+
+
+def test_a_batch_counts_as_written_while_its_push_waits_for_the_target(tmp_path, monkeypatch):
+    """The live display said "writing users 0%" until the first batch's push ended
+    (a slow target: minutes). A batch counts once committed, before its push."""
+    import httpx
+
+    from idprov.config import load_text
+    from tests.outbound_helpers import FakeScim, idp_yaml, make_config_text
+
+    monkeypatch.setenv("SCIM_TOKEN", "secret-token")
+    fake = FakeScim("secret-token")
+    progress: list[tuple[str, int, int]] = []
+    seen_at_first_post: list[list[tuple[str, int, int]]] = []
+
+    def look(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "POST" and not seen_at_first_post:
+            seen_at_first_post.append(list(progress))
+        return None
+
+    fake.faults.append(look)
+    text = make_config_text(tmp_path, idp_yaml("target", "https://scim.test/v2"), ["target"])
+    path = write(tmp_path, HEADER + "".join(f"u{i},u{i}@example.com,U,{i},\n" for i in range(10)))
+    with IdentityService(load_text(text, "t.yaml"), http_transport=fake.transport()) as svc:
+        run = CsvImport(
+            svc, path, ImportOptions(batch_size=5), progress=lambda *a: progress.append(a)
+        )
+        assert run.run().outbound.ok
+    [before] = seen_at_first_post
+    assert ("importing", 5, 10) in before, before
+    assert [p for p in progress if p[0] == "importing"][-1] == ("importing", 10, 10)

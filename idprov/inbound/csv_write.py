@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,9 @@ ROWS_AT_ONCE = 500
 
 class BatchWriter(ImportState):
     """The writing half of :class:`~idprov.inbound.csv_import.CsvImport`."""
+
+    _written: list[int]
+    """Rows written so far, and to write (the progress display's)."""
 
     # -- journal
     def _resume_point(self) -> None:
@@ -243,19 +247,21 @@ class BatchWriter(ImportState):
         self._journal_start()
         self._finish_left_pushes()
         self._create_roles()
-        total = self.report.created + self.report.updated
-        done = 0
-        if self.progress:
-            self.progress("importing", done, total)
+        self._written = [0, self.report.created + self.report.updated]
+        self._wrote(0)
         cursor = staging.db.execute(
             "SELECT line, domain, username, action, user_id, claims, roles, pw_hash FROM rows"
             " WHERE action IN ('create', 'update', 'resume') ORDER BY line"
         )
         while rows := cursor.fetchmany(self.options.batch_size):
             self._write_batch(rows)
-            done += len(rows)
-            if self.progress:
-                self.progress("importing", done, total)
+
+    def _wrote(self, count: int) -> None:
+        """Count ``count`` rows written (committed, their push under way or to come)
+        in the progress display: it showed 0% until the first batch's push ended."""
+        self._written[0] += count
+        if self.progress:
+            self.progress("importing", *self._written)
 
     def _finish_left_pushes(self) -> None:
         """A resumed import first pushes what its interrupted run wrote but did not
@@ -385,7 +391,8 @@ class BatchWriter(ImportState):
             if not store.shares_connection(self.service.state.db):
                 with self.service.state.transaction():
                     self.service.state.imports.writing(self._journal_id(), first, last)
-            with self.service.unit_of_work(push=self.options.push) as uow:
+            wrote = partial(self._wrote, len(batch))
+            with self.service.unit_of_work(push=self.options.push, committed=wrote) as uow:
                 label = Path(self.source.name).name
                 uow.import_users(store, users, _batch_details(batch, last), label)
                 uow.imported_through(self._journal_id(), last)

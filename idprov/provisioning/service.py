@@ -243,17 +243,26 @@ class IdentityService:
 
     # ---- changing: one unit of work, then one push
     @contextmanager
-    def unit_of_work(self, push: bool = True, claim: bool | None = None) -> Iterator[UnitOfWork]:
+    def unit_of_work(
+        self,
+        push: bool = True,
+        claim: bool | None = None,
+        committed: Callable[[], None] | None = None,
+    ) -> Iterator[UnitOfWork]:
         """Changes in one transaction; after it commits, their push (see the module
         docstring; ``push=False`` leaves the rows to the worker or the next sync).
         ``claim`` (default: ``push``) claims the rows for this service's push in the
         same transaction: say so when the caller pushes ``uow.pending()`` itself.
+        ``committed`` is called once the transaction committed, before the push (an
+        import's progress counts the batch written while the target answers).
         ``uow.outbound`` holds what the push did."""
         uow = UnitOfWork(self, claim=push if claim is None else claim)
         self._committed = self._committed or (self._work is not None and self._work.committed)
         self._work = uow
         with uow:
             yield uow
+        if committed is not None:
+            committed()
         if not push:
             return
         uow.outbound = self.push_pending([uow.pending()])[0]
