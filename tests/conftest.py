@@ -117,6 +117,21 @@ class Run:
         assert set(document["error"]) == {"code", "message", "hint"}, document
         return document["error"]
 
+    def refusal(self, exit_code: int) -> dict[str, Any]:
+        """The error of `config validate --strict --json` refusing: the given exit code,
+        the validate document on stdout (``valid: false``, every finding, the refusal)
+        and the ``{"error": {...}}`` document on stderr, the same refusal."""
+        assert self.exit_code == exit_code, self
+        document, error = json.loads(self.stdout), self.error_document()
+        assert document["valid"] is False and document["refused"] == error, document
+        return error
+
+    def error_document(self) -> dict[str, Any]:
+        document = json.loads(self.stderr)
+        assert list(document) == ["error"], document
+        assert set(document["error"]) == {"code", "message", "hint"}, document
+        return document["error"]
+
     def fails(self, exit_code: int) -> str:
         """Assert the exit code and that stderr says why; returns stderr."""
         assert self.exit_code == exit_code, self

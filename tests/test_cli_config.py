@@ -153,7 +153,7 @@ def test_validate_reports_missing_secrets(cli, secrets_config, monkeypatch, keyr
         "keyring:idprov/vendor",
     ]
     assert "secret env:IDPROV_TEST_SCIM_TOKEN is not set" in cli("config", "validate").ok().stdout
-    error = cli("config", "validate", "--strict", "--json").error(2)
+    error = cli("config", "validate", "--strict", "--json").refusal(2)
     assert error["code"] == "secret"
     assert "env:IDPROV_TEST_SCIM_TOKEN" in error["message"]
     shown = cli("config", "show", "--json").json()["identity_providers"][2]["options"]
@@ -434,7 +434,7 @@ def test_a_missing_secret_of_an_application_names_its_own_line(cli, tmp_path, mo
         f"version: 1\ndata_dir: {tmp_path / 'data'}\napplications:\n  - name: crm\n"
         "    inbound_token: env:NOPE_TOKEN_A\n  - name: hr\n    inbound_token: env:NOPE_TOKEN_B\n"
     )
-    error = cli("--config", str(path), "config", "validate", "--strict", "--json").error(2)
+    error = cli("--config", str(path), "config", "validate", "--strict", "--json").refusal(2)
     assert error["message"].startswith(f"{path}:5:5: applications[0].inbound_token: secret")
     assert f"applications[1].inbound_token (env:NOPE_TOKEN_B, {path}:7:5)" in error["message"]
 

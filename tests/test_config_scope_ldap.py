@@ -157,3 +157,25 @@ def test_a_directory_that_never_answers_is_read_with_a_short_timeout(
         hole.close()
     assert run.exit_code == 0 and "was not read" in run.stderr, run
     assert (0.5, 0.5) in opened
+
+
+def test_strict_says_every_finding_before_it_refuses_the_first(cli, tmp_path, directory):
+    """A directory that could not be read refused `--strict` at once, and the unsafe
+    setting behind it (verify_tls: false) was said only once the directory was back:
+    an administrator fixed one, ran again, met the next. Every finding is said (the
+    document on stdout with --json), then the first is refused, exit 1, naming how
+    many more there are."""
+    unsafe = IDP.format(scope="    provisioning_roles: [team1]\n").replace(
+        "token: env:SCIM_TOKEN}", "token: env:SCIM_TOKEN, verify_tls: false}"
+    )
+    corp_config(tmp_path, directory, unsafe)
+    directory.stop()
+    error = cli("config", "validate", "--strict", "--json").refusal(1)
+    assert "provisioning_roles of scim were not checked" in error["message"]
+    assert "--strict refuses 1 more finding(s), listed above" in error["hint"]
+    document = json.loads(cli("config", "validate", "--strict", "--json").stdout)
+    assert [s["code"] for s in document["unsafe_settings"]] == ["tls_unchecked"], document
+    run = cli("config", "validate", "--strict")
+    assert run.exit_code == 1, run
+    assert "verify_tls" in run.stdout and "is valid" not in run.stdout, run
+    assert "were not checked" in run.stderr, run

@@ -197,7 +197,7 @@ def test_a_missing_secret_in_a_plugins_options_is_located(cli, acme, configure, 
     monkeypatch.delenv("ACME_TOKEN")
     out = cli("config", "validate").ok().stdout
     assert "idprov.yaml:8:" in out and "identity_providers[0].options.token" in out
-    error = cli("config", "validate", "--strict", "--json").error(2)
+    error = cli("config", "validate", "--strict", "--json").refusal(2)
     assert "idprov.yaml:8:" in error["message"]
     assert (
         "identity_providers[0].options.token: secret env:ACME_TOKEN cannot be read"

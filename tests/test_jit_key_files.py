@@ -84,7 +84,7 @@ def test_config_validate_strict_checks_the_jwks_file(cli, portal, tmp_path, cont
         jwks.unlink()
     else:
         jwks.write_text(content)
-    error = cli("--config", str(portal), "config", "validate", "--strict", "--json").error(2)
+    error = cli("--config", str(portal), "config", "validate", "--strict", "--json").refusal(2)
     assert str(jwks) in error["message"]
     line = 1 + next(
         n for n, text in enumerate(portal.read_text().splitlines()) if "jwks_file:" in text

@@ -71,21 +71,13 @@ def validate(
     config, disabled = svc.config, svc.disabled_idp_problems
     check_store_files(config)
     missing = _missing_secrets(config)
-    if strict and missing:
-        _refuse_missing(missing)
     key_files = _broken_key_files(config)
-    if strict and key_files:
-        raise key_files[0]
     state_check, scope, unchecked = _state_check(svc)
     unused = _unused_idps(config)
-    if strict and scope:
-        raise scope[0]
-    if strict and unchecked:  # a directory that could not be used: 1, whatever the cause
-        first = unchecked[0][0]
-        raise StoreError(first.message, hint=first.hint)
     unsafe = unsafe_settings(config)  # settings that work: refused after those that do not
+    refusals = _refusals(missing, key_files, scope, unchecked, unsafe) if strict else []
     result = {
-        "valid": True,
+        "valid": not refusals,
         "source": config.source,
         "userstores": [u.domain for u in config.userstores],
         "identity_providers": [i.name for i in config.identity_providers],
@@ -99,15 +91,14 @@ def validate(
         "unused_identity_providers": [name for name, _ in unused],
         "unsafe_settings": [p.to_dict() for p in unsafe],
     }
-    if strict and unsafe:
-        _refuse_unsafe(result, unsafe)
 
     def show(r: dict[str, Any]) -> None:
-        render.message(
-            f"[green]✓[/] {render.esc(r['source'])} is valid: "
-            f"{len(r['userstores'])} userstore(s), {len(r['identity_providers'])} identity "
-            f"provider(s), {len(r['applications'])} application(s)"
-        )
+        if r["valid"]:
+            render.message(
+                f"[green]✓[/] {render.esc(r['source'])} is valid: "
+                f"{len(r['userstores'])} userstore(s), {len(r['identity_providers'])} "
+                f"identity provider(s), {len(r['applications'])} application(s)"
+            )
         for ref, where, key in missing:
             render.message(f"[yellow]![/] {render.esc(where)}: {key}: secret {ref} is not set")
         for problem in key_files:
@@ -128,8 +119,56 @@ def validate(
             render.message(f"[yellow]![/] {render.esc(problem.message)}")
             render.message(f"  [dim]fix:[/] {render.esc(problem.hint or '')}")
 
+    if refusals:
+        _refuse(result, show, state_check, refusals)
     emit(result, show)
     state_check()
+
+
+def _refusals(
+    missing: list[tuple[str, str, str]],
+    key_files: list[Any],
+    scope: list[Any],
+    unchecked: list[Any],
+    unsafe: list[Any],
+) -> list[Any]:
+    """What ``--strict`` refuses, the most grave first (its exit code is the command's):
+    secrets that cannot be read, JIT key files, scope roles no userstore has, a
+    directory that could not be read to check them (1, whatever the cause), then the
+    unsafe settings (all in one error)."""
+    out: list[Any] = []
+    if missing:
+        out.append(_missing_refusal(missing))
+    out += key_files
+    out += scope
+    if unchecked:
+        first = unchecked[0][0]
+        out.append(StoreError(first.message, hint=first.hint))
+    if unsafe:
+        out.append(_refused_unsafe(unsafe))
+    return out
+
+
+def _refuse(
+    result: dict[str, Any],
+    show: Callable[[dict[str, Any]], None],
+    state_check: Callable[[], None],
+    refusals: list[Any],
+) -> None:
+    """Refuse (``--strict``) with the first of ``refusals``, after every finding is
+    said: the validate document (``--json``: on stdout, ``valid: false`` with the
+    refusal, as a script reads it without ``--strict``), or the warnings. Refused at the
+    first, a directory that could not be read hid the unsafe settings behind it."""
+    first = refusals[0]
+    if len(refusals) > 1:
+        more = f"--strict refuses {len(refusals) - 1} more finding(s), listed above"
+        first.hint = f"{first.hint}; {more}" if first.hint else more
+    if _session().json:
+        emit({**result, "refused": first.to_dict()}, lambda _: None)
+    else:
+        show(result)
+        state_check()
+    raise first
 
 
 def _state_check(svc: Any) -> tuple[Callable[[], None], list[Any], list[Any]]:
@@ -336,17 +375,6 @@ def _broken_key_files(config: Any) -> list[Any]:
     return problems
 
 
-def _refuse_unsafe(result: dict[str, Any], unsafe: list[Any]) -> None:
-    """Refuse the unsafe settings (``--strict``). With ``--json``, the validate document
-    goes to stdout first, ``valid: false`` with the refusal, so that a script reads
-    what to fix from ``unsafe_settings`` as without ``--strict``; the error follows on
-    stderr, as every refusal's."""
-    refused = _refused_unsafe(unsafe)
-    if _session().json:
-        emit({**result, "valid": False, "refused": refused.to_dict()}, lambda _: None)
-    raise refused
-
-
 def _refused_unsafe(unsafe: list[Any]) -> Any:
     """The error of ``--strict`` for the unsafe settings: the first itself, or all of
     them, each with where it is and how to fix it."""
@@ -363,12 +391,12 @@ def _refused_unsafe(unsafe: list[Any]) -> Any:
     return error
 
 
-def _refuse_missing(missing: list[tuple[str, str, str]]) -> None:
+def _missing_refusal(missing: list[tuple[str, str, str]]) -> Any:
     from idprov.errors import SecretError
 
     ref, where, key = missing[0]
     others = [f"{k} ({r}, {w})" for r, w, k in missing[1:]]
-    raise SecretError(
+    return SecretError(
         f"secret {ref} cannot be read"
         + (f"; nor can {len(others)} more: " + ", ".join(others) if others else ""),
         location=where,
