@@ -302,6 +302,7 @@ class IdentityService:
         rows = self.state.outbox.rows([*row_ids, *abandoned], stale_pending=pushed_now)
         met = None
         withheld: list[OutboxRow] = []
+        leased: list[int] = []
         if not guarded:
             # the others: the worker's (it judges another change's marked rows there
             # whole: they keep their mark); own rows: this push judges them (their
@@ -317,7 +318,7 @@ class IdentityService:
         for row in withheld:  # parts of a change another drainer holds part of: the
             # worker judges it whole (see Met.withheld); this push leaves them to it
             report.note("queued", row.idp, row.id)
-        if met is not None and leased:  # another drainer holds them: its push sends them
+        if leased:  # another drainer holds them: its push sends them
             self.outbound.note_leased(leased, report)
         if row_ids and not guarded:  # not in ``rows``: pushed only by a release (or the
             # sync that accepts them, which judges what is held after its push itself)
