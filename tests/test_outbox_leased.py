@@ -156,3 +156,20 @@ def test_a_process_s_many_claim_names_are_one_holder_and_few_are_named():
     said = lease_line(5, many)
     assert "hostA pid 1" in said and "hostC pid 1" in said and "hostD" not in said, said
     assert "and 2 other processes" in said and said.startswith("5 rows are claimed by"), said
+
+
+def test_serves_access_log_says_a_request_pushed_in_part():
+    """A request whose group row another request's push holds (or whose rows of a
+    `blocking: false` IdP wait for the worker) said `outbound=ok` beside a push that
+    went: now `ok+queued:N`; nothing pushed, `queued:N`."""
+    from idprov.inbound.scim_server import _outbound_outcome
+    from idprov.provisioning.results import IdpReport, OperationResult, OutboundReport
+
+    report = OutboundReport()
+    report.queued["scim"] = 1
+    assert _outbound_outcome(report) == "queued:1"
+    done = OperationResult("scim", "user", "alice", "update", "done")
+    report.idps["scim"] = IdpReport("scim", 1, [done])
+    assert _outbound_outcome(report) == "ok+queued:1"
+    del report.queued["scim"]
+    assert _outbound_outcome(report) == "ok"

@@ -565,6 +565,8 @@ class InboundServer:
 def _outbound_outcome(report: OutboundReport | None) -> str:
     """The access log's ``outbound=``: what the request's push did (``-``: nothing to
     push; ``queued:N``: only rows left to the outbox worker, for non-blocking IdPs;
+    ``ok+queued:N``: pushed, and N rows left to it (a non-blocking IdP's, or a row
+    another request's push holds);
     ``awaiting_rename:N``: rows of an IdP renamed in the configuration, not pushed
     until `idprov idp rename`; ``leased:N``: rows another drainer's lease holds, a
     command or worker on another host, or one killed there: taken when it ends)."""
@@ -583,7 +585,9 @@ def _outbound_outcome(report: OutboundReport | None) -> str:
         return f"leased:{leased}"
     pushed = any(idp.operations for idp in report.idps.values())
     queued = sum(report.queued.values())
-    return f"queued:{queued}" if queued and not pushed else "ok"
+    if queued:  # part of it (a group another request's push sends): not all "ok"
+        return f"ok+queued:{queued}" if pushed else f"queued:{queued}"
+    return "ok"
 
 
 def _error(code: str, message: str, hint: str | None = None) -> dict[str, Any]:
