@@ -208,6 +208,78 @@ def test_changes_reach_a_non_blocking_idp_from_every_worker(tmp_path, scim2_serv
     assert sum("POST /v2/Users 201" in line and "outbound=queued:1" in line for line in log) == 40
 
 
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_concurrent_requests_on_one_group_leave_the_target_as_the_store(
+    tmp_path, scim2_server, monkeypatch, workers
+):
+    """Clients at once: new users, members added to one group and others removed, some
+    members deactivated. Whatever order they come in, every row is pushed (none left
+    claimed: it waited 5 minutes for its lease, every request saying outbound=ok) and
+    the target's group holds the active members the store's does. Checked on the
+    state they converge to, not on an order."""
+    monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
+    idps = idp_yaml("target", scim2_server.base_url)
+    with serving(tmp_path, workers, config_text(tmp_path, idps, "target")) as served:
+        with served.client() as client:
+            ids = [
+                client.post("/Users", json={"schemas": [USER], "userName": f"m{i}"}).json()["id"]
+                for i in range(12)
+            ]
+            body = {"schemas": [GROUP], "displayName": "crew"}
+            group = client.post("/Groups", json={**body, "members": [{"value": i} for i in ids]})
+            crew = group.json()["id"]
+
+        def one(i: int) -> list[int]:
+            def op(path: str, value: Any = None, kind: str = "add") -> dict[str, Any]:
+                change = {"op": kind, "path": path} | ({} if value is None else {"value": value})
+                return {"schemas": [PATCH], "Operations": [change]}
+
+            with served.client() as c:
+                calls = [
+                    c.post("/Users", json={"schemas": [USER], "userName": f"n{i}"}),
+                    c.patch(f"/Groups/{crew}", json=op("members", [{"value": ids[i]}])),
+                    c.patch(
+                        f"/Groups/{crew}",
+                        json=op(f'members[value eq "{ids[(i + 6) % 12]}"]', kind="remove"),
+                    ),
+                ]
+                if i % 4 == 0:
+                    calls.append(c.patch(f"/Users/{ids[i]}", json=op("active", False, "replace")))
+                return [r.status_code for r in calls]
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = {s for batch in pool.map(one, range(6)) for s in batch}
+        assert statuses <= {200, 201, 204}, statuses
+
+        def outbox_empty() -> bool:
+            run = subprocess.run(
+                [IDPROV, "--config", "idprov.yaml", "outbox", "list", "--json"],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+            )
+            return json.loads(run.stdout)["items"] == []
+
+        deadline = time.monotonic() + 30  # a row left to the outbox worker: its next look
+        while not outbox_empty() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert outbox_empty()
+        with served.client() as client:
+            users = client.get("/Users", params={"count": 100}).json()["Resources"]
+            members = client.get(f"/Groups/{crew}").json().get("members", [])
+        code, stderr = served.stop()
+    assert code == 0, stderr
+    active = {u["id"]: u["userName"] for u in users if u.get("active", True)}
+    wanted = sorted(active[m["value"]] for m in members if m["value"] in active)
+    names = {u["id"]: u["userName"] for u in scim2_server.users()}
+    [target] = scim2_server.groups()
+    assert sorted(names[m["value"]] for m in target.get("members", [])) == wanted
+
+
 def test_a_killed_outbox_worker_is_started_again_and_pushes(tmp_path, scim2_server, monkeypatch):
     idps = idp_yaml("later", scim2_server.base_url, extra="    blocking: false")
     monkeypatch.setenv("SCIM_TOKEN", scim2_server.token)
