@@ -62,6 +62,16 @@ class IdpReport:
     name: str
     total: int = 0
     operations: list[OperationResult] = field(default_factory=list)
+    _rows: set[int] | None = field(default=None, init=False, repr=False, compare=False)
+    """The rows of :attr:`operations`, kept by :meth:`OutboundReport.merge` once asked."""
+
+    def rows(self) -> set[int]:
+        """The outbox rows :attr:`operations` are the results of (made on first use,
+        then kept up to date by :meth:`OutboundReport.merge`: a long-running worker's
+        report is merged into at every pass)."""
+        if self._rows is None:
+            self._rows = {op.row for op in self.operations if op.row is not None}
+        return self._rows
 
     def count(self, outcome: str) -> int:
         return sum(1 for op in self.operations if op.outcome == outcome)
@@ -191,10 +201,11 @@ class OutboundReport:
         for name, report in other.idps.items():
             mine = self.idps.setdefault(name, IdpReport(name))
             again = {op.row for op in report.operations if op.row is not None}
-            if again:
+            if again & mine.rows():  # looked up, not scanned: a worker's pass each
                 before = len(mine.operations)
                 mine.operations = [op for op in mine.operations if op.row not in again]
                 mine.total -= before - len(mine.operations)
+            mine.rows().update(again)
             mine.total += report.total
             mine.operations += report.operations
         self.guard += other.guard
