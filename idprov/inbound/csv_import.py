@@ -37,7 +37,6 @@ from idprov.inbound.csv_missing import Missing, MissingReport, MissingUsers, che
 from idprov.inbound.csv_preflight import Preflight
 from idprov.inbound.csv_read import FileError, Source, bom_wins, check_input, open_source
 from idprov.inbound.csv_staging import RowError, Staging
-from idprov.model import QualifiedName
 from idprov.userstores.base import UserStore
 
 __all__ = ["CsvImport", "FileError", "ImportOptions", "ImportReport", "RowError"]
@@ -282,14 +281,8 @@ class CsvImport(Preflight, MissingUsers):
         missing = self.missing_report
         if missing is not None and missing.refused:
             return  # refused whole already, on the leavers' count
-        leavers = []
-        if missing is not None and not missing.unread_lines:
-            leavers = [
-                (i, missing.domain, str(QualifiedName(missing.domain, n)))
-                for i, n in self.missing_users
-            ]
         delete = missing is not None and missing.action == "delete"
-        verdict = preview.imported(self.service, self.row_changes, leavers, delete)
+        verdict = preview.imported(self.service, self.row_changes, self._leavers(), delete)
         verdict = verdict.without_sync()
         if verdict.trips:
             self.report.guard = GuardNote(f"deletion guard: {verdict.message()}", verdict.needed)

@@ -240,15 +240,23 @@ class MissingUsers(BatchWriter):
             why = over(threshold, count, missing.of, "users")
             if why and not accepted:
                 return (f"{said}: the deletion guard refuses it, {why} {whose}", count), []
-        refs = [
-            (i, missing.domain, str(QualifiedName(missing.domain, n)))
-            for i, n in self.missing_users
-        ]
-        verdict = preview.leavers(self.service, refs, delete=verb == "delete").without_sync()
+        verdict = preview.leavers(self.service, self._leavers(), delete=verb == "delete")
+        verdict = verdict.without_sync()
         effects = list(verdict.effects.values())
         if verdict.trips:
             return (f"{said}; deletion guard: {verdict.message()}", verdict.needed), effects
         return None, effects
+
+    def _leavers(self) -> list[tuple[str, str, str]]:
+        """(id, domain, qualified name) of the missing users, as the guard's previews
+        take them (none when who is missing is not known)."""
+        missing = self.missing_report
+        if missing is None or missing.unread_lines:
+            return []
+        return [
+            (i, missing.domain, str(QualifiedName(missing.domain, n)))
+            for i, n in self.missing_users
+        ]
 
     # -- after the rows: disable or delete them
     def _write_missing(self) -> None:

@@ -51,9 +51,7 @@ class Imagined:
             user = replace(user, claims={**user.claims, "active": "false"})
         if self.role is None or not (self.role_gone or user.id in self.left_role or self.new_name):
             return user
-        mine = {self.role.qualified_name.casefold()}
-        if not is_internal(self.role.domain):
-            mine.add(self.role.name.casefold())
+        mine = _names(self.role)
         roles = [r for r in user.roles if r.casefold() not in mine]
         if self.new_name is not None and user.id not in self.left_role:
             roles.append(self.new_name)
