@@ -157,7 +157,7 @@ def scim_errors() -> Iterator[None]:
 
 
 CLIENT_HINTS = {
-    ConflictError: "look it up with a filter (userName eq, displayName eq) and change it"
+    ConflictError: "look it up with a userName or displayName eq filter and change it"
     " with PUT or PATCH, or choose another name",
 }
 """A SCIM client's hint, where idprov's own names a command of its CLI: that is for
