@@ -388,6 +388,49 @@ def test_a_failed_row_waits_for_its_schedule_unless_retried_eagerly(state):
     assert state.outbox.rows()[0].claimed_until > stamp_in(100)
 
 
+def test_a_role_row_names_the_members_its_changes_touched_while_every_change_did(state):
+    """A role assign names the users it changed, so the push compares the group for
+    them alone; a change that names none (a rename, a sync), a failed push or a hold
+    makes the next push compare every member."""
+    ann, bob, cid = ("PRIMARY", "u-ann"), ("PRIMARY", "u-bob"), ("PRIMARY", "u-cid")
+    outbox = state.outbox
+    with state.transaction():
+        outbox.enqueue_many(["a", "b"], "role", [("r-1", "PRIMARY", "eng")], members={"r-1": [ann]})
+        outbox.enqueue_many(["a"], "role", [("r-1", "PRIMARY", "eng")], members={"r-1": [bob]})
+    first, second = outbox.rows()
+    assert (first.idp, first.members_delta, second.idp, second.members_delta) == ("a", 1, "b", 1)
+    touched = outbox.touched([first.id, second.id])
+    assert sorted(touched[first.id]) == [ann, bob] and touched[second.id] == [ann]
+    assert "members_delta" not in first.to_dict()  # internal: not in `outbox list --json`
+
+    with state.transaction():  # a change naming none: the next push compares everyone
+        outbox.enqueue(["a"], "role", "r-1", "PRIMARY", "staff")
+        outbox.enqueue_many(["a"], "role", [("r-1", "PRIMARY", "eng")], members={"r-1": [cid]})
+    assert [(r.idp, r.members_delta) for r in outbox.rows()] == [("a", 0), ("b", 1)]
+
+    with state.transaction():  # a failed push: its retry compares everyone
+        (row,) = outbox.due(["b"], "w1", lease=60, limit=10)
+        outbox.failed(row, "HTTP 503", 503, attempts=1, retry_in=0)
+    assert [(r.idp, r.members_delta) for r in outbox.rows()] == [("a", 0), ("b", 0)]
+
+    with state.transaction():  # done: the row and the members it named go
+        outbox.done_many(outbox.due(["a", "b"], "w2", lease=60, limit=10))
+    assert outbox.rows() == [] and outbox.touched([first.id, second.id]) == {
+        first.id: [],
+        second.id: [],
+    }
+
+    with state.transaction():  # a held row's release compares everyone
+        (held,) = outbox.enqueue_many(
+            ["a"], "role", [("r-2", "PRIMARY", "ops")], members={"r-2": [ann]}
+        )
+        outbox.hold([held], "over the deletion guard")
+    assert outbox.rows()[0].members_delta == 0
+    with state.transaction():
+        outbox.discard("a")
+    assert outbox.touched([held.id]) == {held.id: []}
+
+
 def test_discard_drops_the_rows_of_one_idp(state):
     with state.transaction():
         state.outbox.enqueue(["a", "b"], "user", "id-1", "PRIMARY", "alice")

@@ -1,6 +1,7 @@
 """The read-only view of the userstores that outbound provisioning gets.
 
-Outbound needs three reads — users by id, a role by id, a role's members — across
+Outbound needs these reads — users by id, a role by id or name, a role's members
+(all, or those among some users) — across
 every domain, internal roles included. :class:`StoreDirectory` provides exactly
 those (the :class:`~idprov.provisioning.outbound.Directory` protocol) over the
 service's stores, so the engine never holds the service and cannot write.
@@ -63,3 +64,14 @@ class StoreDirectory:
         if is_internal(domain):
             return [(d, u) for d, u, _ in self._internal().members(role_id)]
         return [(domain, u) for u in self._store(domain).role_member_ids(role_id)]
+
+    def role_members_among(
+        self, domain: str, role_id: str, refs: Iterable[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """Those of ``refs`` (domain, user id) that are members of the role: work grows
+        with ``refs``, not with the role's members."""
+        asked = list(refs)
+        if is_internal(domain):
+            return [(d, u) for d, u, _ in self._internal().members_among(role_id, asked)]
+        ids = list(dict.fromkeys(user_id for _, user_id in asked))
+        return [(domain, u) for u in self._store(domain).role_member_ids_among(role_id, ids)]

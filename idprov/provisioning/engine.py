@@ -41,7 +41,7 @@ from idprov.connectors.base import (
 from idprov.errors import IdprovError, SecretError
 from idprov.provisioning.halting import current_halt
 from idprov.provisioning.ledger import LedgerEntry, RefusedCreate
-from idprov.provisioning.plan_roles import RolePlanning
+from idprov.provisioning.plan_roles import Replan, RolePlanning
 from idprov.provisioning.plan_users import UserPlanning
 from idprov.provisioning.remote_accounts import RemoteAccounts
 from idprov.provisioning.results import (
@@ -138,6 +138,11 @@ class Engine(UserPlanning, RolePlanning):
         self._roles_read = {}
         self._targets = {}
         self._unprovisioned = {}
+        self._touched = {}
+        self._whole = set()
+        self._replan = []
+        self._untracked = {}
+        self._in_part = set()
         self.brought: list[OutboxRow] = []
         """Rows that this drain brought in, made and claimed by it: the members that
         its role rows need (:meth:`_members_first`), and the groups that the users it
@@ -171,6 +176,7 @@ class Engine(UserPlanning, RolePlanning):
         members with the users; before the roles, a while for members whose own push
         another drainer is making. Never raises for one row."""
         roles = [r for r in rows if r.kind == "role"]
+        self._read_untracked(roles)  # before any member is read
         self.brought = self._members_first(roles) if roles else []
         users = [r for r in rows if r.kind == "user"] + self.brought
         for row in [*rows, *self.brought]:
@@ -252,6 +258,10 @@ class Engine(UserPlanning, RolePlanning):
         if roles:
             self._await_members(roles)
         self._run(roles, self._plan_role)
+        while self._replan:  # groups found deleted where only some members were compared
+            again, self._replan = self._replan, []
+            self._whole.update(row.id for row in again)
+            self._run(again, self._plan_role)
 
     def _judged(self, rows: list[OutboxRow]) -> list[OutboxRow]:
         """``rows``, brought by this drain, that the deletion guard lets go (no change
@@ -775,6 +785,7 @@ class Engine(UserPlanning, RolePlanning):
             self._failed(item.row, item.result.error or "", item.result.status, 0)
         else:
             self.state.outbox.done(item.row)
+            self._tracked(item.row)
         self._add(item.result, item.row)
 
     def _failed(self, row: OutboxRow, error: str, status: int | None, attempts: int) -> None:
@@ -789,6 +800,9 @@ class Engine(UserPlanning, RolePlanning):
         if self._made_nothing(task, attempts, value):
             self._unmarked.append(_key(row))
         if self._left_pending(row, value):
+            return
+        if isinstance(value, Replan):  # planned again, whole: this try records nothing
+            self._replan.append(row)
             return
         first_refusal = isinstance(value, CredentialsRefused)
         try:
@@ -821,6 +835,7 @@ class Engine(UserPlanning, RolePlanning):
             self._failed(row, result.error or "", result.status, len(attempts))
         else:
             self._done_rows.append(row)
+            self._tracked(row)
         self._audit(row, task.operation, result, attempts)
         self._add(result, row)
 

@@ -76,6 +76,7 @@ from idprov.provisioning.decide import (
     decide_role,
     decide_user,
     group_member,
+    group_moved,
     group_target,
     role_pushed,
 )
@@ -466,16 +467,28 @@ def _role_effects(
     groups that change of scope takes out (no longer pushed, pushed under it)."""
     was = None if scope is None else _recorded_idp(idp, scope)
     ledger = outbound.state.ledger
+    touched = _touched(outbound, rows)
     for entry in ledger.get_many(idp.name, "role", [r.local_id for r in rows]):
         if not entry.remote_id:
             continue
         role = directory.role_by_id(entry.domain, entry.local_id)
-        members = (
-            {u for _, u in directory.role_members(entry.domain, entry.local_id)} if role else set()
-        )
-        current = ledger.members(idp.name, entry.local_id)
         name = role.qualified_name if role is not None else None
         target = group_target(outbound.connector(idp.name), name) if name else None
+        among = touched.get(entry.local_id)
+        if role is None or entry.state != "active" or group_moved(entry, target) is not None:
+            among = None  # compared whole by the push too (see RolePlanning._compared)
+        if among is None:
+            members = (
+                {u for _, u in directory.role_members(entry.domain, entry.local_id)}
+                if role
+                else set()
+            )
+            current = ledger.members(idp.name, entry.local_id)
+        else:
+            members = {
+                u for _, u in directory.role_members_among(entry.domain, entry.local_id, among)
+            }
+            current = ledger.members_among(idp.name, entry.local_id, [u for _, u in among])
         decision = decide_role(idp, name, entry, members & current, current, target)
         users = ledger.get_many(idp.name, "user", decision.remove)  # members of any domain
         names = {u.local_id: u.label for u in users}
@@ -485,6 +498,20 @@ def _role_effects(
             if name is not None and role_pushed(was, name):
                 effects.rescoped.append(entry.label)
                 effects.scope_change = _scope_change(was, idp)
+
+
+def _touched(outbound: Outbound, rows: Sequence[Row]) -> dict[str, list[tuple[str, str]]]:
+    """Role id -> the users its row's changes touched, for the outbox rows of ``rows``
+    whose push compares only those (:attr:`~idprov.provisioning.outbox.OutboxRow.members_delta`,
+    no change left untracked there): what a push takes out of a group is among them."""
+    from idprov.provisioning.outbox import OutboxRow
+
+    outbox = outbound.state.outbox
+    in_part = {r.id: r for r in rows if isinstance(r, OutboxRow) and r.members_delta}
+    untracked = outbox.untracked_of([(r.idp, r.local_id) for r in in_part.values()])
+    in_part = {i: r for i, r in in_part.items() if untracked[(r.idp, r.local_id)] == 0}
+    found = outbox.touched(sorted(in_part)) if in_part else {}
+    return {in_part[i].local_id: users for i, users in found.items()}
 
 
 SCOPE_CHANGE = "the configuration's change of its scope"

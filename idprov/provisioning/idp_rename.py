@@ -682,9 +682,10 @@ def _merge(db: StateDB, both: list[tuple[Any, ...]]) -> None:
             (status, attempts, error, code, label, domain, at, allowed, unjudged, unsent, old_id)
         )
     db.executemany("DELETE FROM outbox WHERE id = ?", [(row[1],) for row in both])
-    db.executemany(
+    db.executemany("DELETE FROM outbox_members WHERE outbox_id = ?", [(row[1],) for row in both])
+    db.executemany(  # members_delta: the push compares every member (see OutboxRow)
         "UPDATE outbox SET status = ?, attempts = ?, last_error = ?, last_status = ?,"
-        " label = ?, domain = ?, updated_at = ?, allowed = ?,"
+        " label = ?, domain = ?, updated_at = ?, allowed = ?, members_delta = 0,"
         f" unjudged = CASE WHEN ? <> 0 OR unjudged <> 0 THEN {UNJUDGED} ELSE 0 END,"
         " password_unsent = CASE WHEN ? = 1 THEN 1 ELSE password_unsent END,"
         " next_attempt_at = NULL, version = version + 1 WHERE id = ?",
@@ -695,6 +696,13 @@ def _merge(db: StateDB, both: list[tuple[Any, ...]]) -> None:
 def _move(db: StateDB, config: Config, old: str, new: str, moved: dict[str, int]) -> None:
     for table in ("ledger", "ledger_members", "ledger_inputs"):
         db.execute(f"UPDATE {table} SET idp = ? WHERE idp = ?", [new, old])
+    db.execute(  # the groups' changes no row carried (see Outbox.untracked), under either name
+        "INSERT INTO untracked_members (idp, role_id, changes) SELECT ?, role_id, changes"
+        " FROM untracked_members WHERE idp = ? ON CONFLICT (idp, role_id)"
+        " DO UPDATE SET changes = untracked_members.changes + excluded.changes",
+        [new, old],
+    )
+    db.execute("DELETE FROM untracked_members WHERE idp = ?", [old])
     taken = db.execute(
         "UPDATE outbox SET idp = ? WHERE idp = ? AND (claimed_until IS NULL OR claimed_until < ?)",
         [new, old, now()],

@@ -651,6 +651,20 @@ class Ledger:
         ).fetchall()
         return {r[0] for r in rows}
 
+    def members_among(self, idp: str, role_id: str, user_ids: Iterable[str]) -> set[str]:
+        """Those of ``user_ids`` that idprov put in the role's group (see :meth:`members`)."""
+        ids = list(user_ids)
+        out: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self.db.execute(
+                "SELECT user_id FROM ledger_members WHERE idp = ? AND role_id = ?"
+                f" AND user_id IN ({','.join('?' * len(chunk))})",
+                [idp, role_id, *chunk],
+            ).fetchall()
+            out.update(r[0] for r in rows)
+        return out
+
     def idps_of(
         self, idps: Sequence[str], kind: str, local_ids: Sequence[str]
     ) -> dict[str, set[str]]:

@@ -71,6 +71,12 @@ class Directory(Protocol):
         """(domain, user id) of the role's members."""
         ...
 
+    def role_members_among(
+        self, domain: str, role_id: str, refs: Iterable[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """Those of ``refs`` (domain, user id) that are members of the role."""
+        ...
+
     def role_by_name(self, domain: str, name: str) -> Role | None:
         """The role a user of ``domain`` holds as ``name`` (``Internal/NAME`` for an
         internal role), or None."""

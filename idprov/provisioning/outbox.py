@@ -25,7 +25,7 @@ tries it once per ``retry.row_max_backoff`` until an operation succeeds.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -92,6 +92,24 @@ def unjudged_marks(db: StateDB) -> None:
     db.execute("ALTER TABLE outbox ADD COLUMN unjudged INTEGER NOT NULL DEFAULT 0")
 
 
+def member_deltas(db: StateDB) -> None:
+    """Migration: the members a role's row says its changes touched (see
+    :attr:`OutboxRow.members_delta`), kept apart, one row per member; and, per IdP and
+    role, the changes of its members that no row there carries (see
+    :meth:`Outbox.untracked`)."""
+    db.execute("ALTER TABLE outbox ADD COLUMN members_delta INTEGER NOT NULL DEFAULT 0")
+    key = "bigint" if db.dialect == "postgresql" else "INTEGER"
+    tail = "" if db.dialect == "postgresql" else " WITHOUT ROWID"
+    db.execute(
+        f"CREATE TABLE outbox_members (outbox_id {key} NOT NULL, domain TEXT NOT NULL,"
+        f" user_id TEXT NOT NULL, PRIMARY KEY (outbox_id, user_id)){tail}"
+    )
+    db.execute(
+        "CREATE TABLE untracked_members (idp TEXT NOT NULL, role_id TEXT NOT NULL,"
+        f" changes INTEGER NOT NULL, PRIMARY KEY (idp, role_id)){tail}"
+    )
+
+
 def stamp_in(seconds: float) -> str:
     """The time ``seconds`` from now, in the form :func:`now` writes."""
     moment = clock() + timedelta(seconds=seconds)
@@ -144,10 +162,20 @@ class OutboxRow:
     judged whole by whoever meets it next. Cleared where the guard judges the change:
     let go (:meth:`Outbox.judged`) or held (:meth:`Outbox.hold`); set again where a
     failed row loses its allowance (:meth:`Outbox.failed`)."""
+    members_delta: int = 0
+    """A role's row whose every change named the users whose membership it may have
+    changed (a role assign, an import's batch): 1, and those users are kept in
+    ``outbox_members`` (:meth:`Outbox.touched`); the push then compares the group with
+    the role for them alone, not for every member (an import into one role of 90,000
+    users re-read them all for each batch of 5,000). 0: any change that did not name
+    them (a sync, a role rename, a retry of a failed push, a held row) makes the push
+    compare every member; so does a change of the role's members that went to other
+    IdPs only (:meth:`Outbox.untracked`)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        del out["version"], out["unjudged"]  # internal: not part of `outbox list --json`
+        for internal in ("version", "unjudged", "members_delta"):  # not in `outbox list --json`
+            del out[internal]
         out["password_unsent"] = bool(self.password_unsent)
         return out
 
@@ -189,7 +217,7 @@ class IdpHealth:
 _OUTBOX_COLUMNS = (
     "id, idp, kind, local_id, domain, label, status, attempts, last_error, last_status,"
     " enqueued_at, updated_at, next_attempt_at, claimed_by, claimed_until, failures, version,"
-    " allowed, password_unsent, unjudged"
+    " allowed, password_unsent, unjudged, members_delta"
 )
 
 
@@ -259,6 +287,7 @@ class Outbox:
         allowed: int | None = None,
         keep_held: bool = True,
         unjudged: bool = False,
+        members: Mapping[str, Collection[tuple[str, str]]] | None = None,
     ) -> list[OutboxRow]:
         """:meth:`enqueue` for ``entities`` (local id, domain, label) at once, in a
         statement per :data:`ENQUEUE_CHUNK` rows (a statement per row cost a role
@@ -286,8 +315,10 @@ class Outbox:
         ``unjudged``: this change is committed without the push that judges it (see
         :attr:`OutboxRow.unjudged`); a row keeps the mark of an earlier change that no
         guard judged whole yet, as :data:`UNJUDGED` (the returned rows say so: the
-        push of this change takes every such row of the IdP). Returns the rows as
-        written, by id."""
+        push of this change takes every such row of the IdP). ``members``: local id ->
+        the users (domain, user id) whose membership of that role this change may have
+        changed; a row keeps its :attr:`OutboxRow.members_delta` while every change
+        coalesced into it named its users. Returns the rows as written, by id."""
         stamp = now()
         unique = list({e[0]: e for e in entities}.values())  # a row is upserted once
         values = [(idp, kind, *entity) for entity in unique for idp in idps]
@@ -295,13 +326,14 @@ class Outbox:
         kept = "CASE WHEN outbox.status = 'held' THEN 'held' ELSE 'pending' END"
         status = kept if keep_held else "'pending'"
         mark = int(unjudged)
+        named = members or {}
         for start in range(0, len(values), ENQUEUE_CHUNK):
             chunk = values[start : start + ENQUEUE_CHUNK]
             running = self._running_holders(kind, chunk, stamp) if allowed is not None else []
             rows = self.db.execute(
                 "INSERT INTO outbox (idp, kind, local_id, domain, label, enqueued_at,"
-                " updated_at, allowed, unjudged) VALUES "
-                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                " updated_at, allowed, unjudged, members_delta) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
                 + " ON CONFLICT (idp, kind, local_id) DO UPDATE SET status ="
                 f" {status},"
                 " label = excluded.label, domain = excluded.domain, next_attempt_at = NULL,"
@@ -309,12 +341,96 @@ class Outbox:
                 f" allowed = {_smaller_allowance(running, not keep_held)},"
                 " unjudged = CASE WHEN excluded.unjudged = 1 OR outbox.unjudged <> 0 THEN 1"
                 " ELSE 0 END,"  # another change's mark, met: this change's push takes them all
+                " members_delta = CASE WHEN excluded.members_delta = 1"
+                " AND outbox.members_delta = 1 THEN 1 ELSE 0 END,"
                 f" version = outbox.version + 1 RETURNING {_OUTBOX_COLUMNS}",
-                [v for row in chunk for v in (*row, stamp, stamp, allowed, mark)]
+                [
+                    v
+                    for row in chunk
+                    for v in (*row, stamp, stamp, allowed, mark, int(row[2] in named))
+                ]
                 + [stamp, *running],
             ).fetchall()
             found += [OutboxRow(*r) for r in rows]
+        self._note_members([(r.id, named[r.local_id]) for r in found if r.members_delta])
         return sorted(found, key=lambda r: r.id)
+
+    def _note_members(self, touched: Sequence[tuple[int, Collection[tuple[str, str]]]]) -> None:
+        """Add to rows' ``outbox_members`` the users their new change touched."""
+        self.db.executemany(
+            "INSERT INTO outbox_members (outbox_id, domain, user_id) VALUES (?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            [(row_id, domain, user_id) for row_id, users in touched for domain, user_id in users],
+        )
+
+    def touched(self, ids: Sequence[int]) -> dict[int, list[tuple[str, str]]]:
+        """Row id -> the users (domain, user id) that the changes of role rows ``ids``
+        touched (see :attr:`OutboxRow.members_delta`; a row without any: none)."""
+        out: dict[int, list[tuple[str, str]]] = {i: [] for i in ids}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            for row_id, domain, user_id in self.db.execute(
+                "SELECT outbox_id, domain, user_id FROM outbox_members"
+                f" WHERE outbox_id IN {_in(chunk)}",
+                chunk,
+            ).fetchall():
+                out[int(row_id)].append((str(domain), str(user_id)))
+        return out
+
+    def full_compare(self, idp: str, role_ids: Sequence[str]) -> None:
+        """Make the rows of roles ``role_ids`` at ``idp`` compare every member at their
+        next push (a change that did not name the users it touched)."""
+        for start in range(0, len(role_ids), 500):
+            chunk = list(role_ids[start : start + 500])
+            self.db.execute(
+                "UPDATE outbox SET members_delta = 0 WHERE idp = ? AND kind = 'role'"
+                f" AND local_id IN {_in(chunk)} AND members_delta = 1",
+                [idp, *chunk],
+            )
+
+    def untracked(self, idps: Sequence[str], role_ids: Sequence[str]) -> None:
+        """Note that the members of roles ``role_ids`` changed without a row at
+        ``idps`` (an application's change goes to its own IdPs; a JIT login to those
+        with ``jit: true``): until a push there compares every member
+        (:meth:`tracked`), none compares only the members its changes touched. Call in
+        the change's transaction."""
+        pairs = [(idp, role_id) for idp in idps for role_id in dict.fromkeys(role_ids)]
+        self.db.executemany(
+            "INSERT INTO untracked_members (idp, role_id, changes) VALUES (?, ?, 1)"
+            " ON CONFLICT (idp, role_id) DO UPDATE SET changes = untracked_members.changes + 1",
+            pairs,
+        )
+
+    def untracked_of(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """(IdP, role id) -> how many changes of its members no row there carried since
+        a push compared every member (0: none), for each of ``pairs``."""
+        out = dict.fromkeys(pairs, 0)
+        for idp in sorted({idp for idp, _ in pairs}):
+            ids = sorted({role_id for i, role_id in pairs if i == idp})
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                for role_id, changes in self.db.execute(
+                    "SELECT role_id, changes FROM untracked_members WHERE idp = ?"
+                    f" AND role_id IN {_in(chunk)}",
+                    [idp, *chunk],
+                ).fetchall():
+                    out[(idp, str(role_id))] = int(changes)
+        return out
+
+    def tracked(self, idp: str, role_id: str, changes: int) -> None:
+        """A push at ``idp`` compared every member of role ``role_id``, read after the
+        ``changes`` it had counted (:meth:`untracked_of`): those are in the group now;
+        one noted since is not cleared."""
+        self.db.execute(
+            "DELETE FROM untracked_members WHERE idp = ? AND role_id = ? AND changes = ?",
+            [idp, role_id, changes],
+        )
+
+    def _drop_members(self, ids: Sequence[int]) -> None:
+        """Forget the touched users of rows ``ids``, gone from the outbox."""
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            self.db.execute(f"DELETE FROM outbox_members WHERE outbox_id IN {_in(chunk)}", chunk)
 
     def mark_own_push(self, ids: Sequence[int]) -> None:
         """Mark rows ``ids`` (not held) :data:`OWN_PUSH`: their change is committed and
@@ -590,6 +706,13 @@ class Outbox:
             "DELETE FROM outbox WHERE id = ? AND version = ?",
             [(r.id, r.version) for r in rows],
         )
+        roles = [r.id for r in rows if r.kind == "role"]  # only theirs name members
+        if roles:
+            self.db.executemany(
+                "DELETE FROM outbox_members WHERE outbox_id = ?"
+                " AND NOT EXISTS (SELECT 1 FROM outbox WHERE id = ?)",
+                [(i, i) for i in roles],
+            )
         self.db.executemany(
             "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL, failures = 0 WHERE id = ?",
             [(r.id,) for r in rows],
@@ -615,7 +738,8 @@ class Outbox:
         judged whole (:data:`UNJUDGED`: a later command's push meeting one of its rows
         takes them all; judged with that command's change alone, it went out a user at
         a time, each under the guard's minimum). A row that had none was judged as it
-        is: its retry does not take the IdP's others (nor ever will)."""
+        is: its retry does not take the IdP's others (nor ever will). A role's retry
+        compares every member (see :attr:`OutboxRow.members_delta`)."""
         if row.allowed is not None:
             error += (
                 f" (its --allow-deletes {row.allowed} does not go with the retry: over the"
@@ -626,7 +750,8 @@ class Outbox:
             " last_status = ?, updated_at = ?, failures = failures + 1,"
             " next_attempt_at = CASE WHEN version = ? THEN ? ELSE NULL END,"
             f" unjudged = CASE WHEN allowed IS NOT NULL THEN {UNJUDGED} ELSE unjudged END,"
-            " allowed = NULL, claimed_by = NULL, claimed_until = NULL WHERE id = ?",
+            " allowed = NULL, members_delta = 0,"  # the retry compares every member
+            " claimed_by = NULL, claimed_until = NULL WHERE id = ?",
             [attempts, error, status, now(), row.version, stamp_in(retry_in), row.id],
         )
 
@@ -638,8 +763,8 @@ class Outbox:
         whole, it goes only by a release, which judges it again."""
         self.db.executemany(
             "UPDATE outbox SET status = 'held', last_error = ?, updated_at = ?,"
-            " allowed = NULL, unjudged = 0, next_attempt_at = NULL, claimed_by = NULL,"
-            " claimed_until = NULL WHERE id = ?",
+            " allowed = NULL, unjudged = 0, members_delta = 0, next_attempt_at = NULL,"
+            " claimed_by = NULL, claimed_until = NULL WHERE id = ?",
             [(why, now(), r.id) for r in rows],
         )
 
@@ -689,6 +814,7 @@ class Outbox:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             self.db.execute(f"DELETE FROM outbox WHERE id IN {_in(chunk)}", chunk)
+        self._drop_members(ids)
         return rows
 
     def count(self) -> dict[str, int]:

@@ -23,6 +23,17 @@ A member whose own row another drainer holds (its create under way in another
 process: concurrent ``user add --role`` on a shared PostgreSQL state) is waited for,
 a while, before the roles are planned (:meth:`RolePlanning._await_members`), so that
 the group is pushed with it instead of failing until the next retry.
+
+A row whose every change named the users it touched (a role assign, a user's roles
+set, an import's batch: :attr:`~idprov.provisioning.outbox.OutboxRow.members_delta`)
+compares the group with the role for those users alone, where nothing else can have
+moved since a push compared every member (:meth:`RolePlanning._compared`): the group
+is idprov's and active, no change of mapping moves it, and no change of its members
+went without a row to that IdP (another application's, a JIT login's: see
+:meth:`~idprov.provisioning.outbox.Outbox.untracked`). An import into one role of
+90,000 users re-read all of them for each batch of 5,000. Any other change, a failed
+push's retry, a held row's release and a sync compare every member; so does a group
+found deleted at the target, planned again whole in the same drain (:class:`Replan`).
 """
 
 from __future__ import annotations
@@ -48,6 +59,7 @@ from idprov.provisioning.decide import (
     RoleDecision,
     decide_role,
     group_member,
+    group_moved,
     group_target,
     role_pushed,
 )
@@ -132,6 +144,13 @@ class MemberChanges:
 
 
 @dataclass(frozen=True)
+class Replan:
+    """What a role's push returns when the part of its members it compared found the
+    group deleted at the target: the engine plans the row again, whole (the group is
+    made again with every member), recording nothing of this try."""
+
+
+@dataclass(frozen=True)
 class GroupMove:
     """A role's members to move from the group they were given (``was``) to the one
     the configuration maps the role to now (``target``)."""
@@ -179,6 +198,21 @@ class RolePlanning(Planning):
     _unprovisioned: dict[int, set[str]]
     """Role row id -> its members that were not provisioned at its IdP when the drain
     began (read by :meth:`_members_first`, for :meth:`_await_members`)."""
+    _touched: dict[int, list[tuple[str, str]]]
+    """Role row id -> the users its changes touched (rows with
+    :attr:`~idprov.provisioning.outbox.OutboxRow.members_delta`), read once."""
+    _whole: set[int]
+    """Role rows this drain compares whole, whatever their changes touched: those made
+    again after finding their group gone (:meth:`_replanned`)."""
+    _replan: list[OutboxRow]
+    """Role rows whose compared part found their group deleted at the target: planned
+    again, whole, in this drain (the group is made again with every member)."""
+    _untracked: dict[tuple[str, str], int]
+    """(IdP, role id) -> the changes of its members that no row there carried, read
+    before any member of the drain's role rows (see
+    :meth:`~idprov.provisioning.outbox.Outbox.untracked`)."""
+    _in_part: set[int]
+    """Role rows whose push compares only the members their changes touched."""
 
     def _accounts(self, idp: str) -> RemoteAccounts:
         raise NotImplementedError
@@ -202,6 +236,70 @@ class RolePlanning(Planning):
 
     def _fan_out(self, idp: str, fn: Callable[[str], object], items: list[str]) -> None:
         raise NotImplementedError
+
+    def _row_read(self, row: OutboxRow, among: list[tuple[str, str]] | None) -> RoleRead:
+        """``row``'s role, and its members: those among ``among`` alone when given
+        (:meth:`_compared`), else every one."""
+        if among is None:
+            return self._role_read(row.domain, row.local_id)
+        role = self._role(row)
+        key = (row.domain, f"{row.local_id}\x00{row.id}\x00{len(among)}")  # among only grows
+        if key not in self._roles_read:
+            refs = self.directory.role_members_among(row.domain, row.local_id, among)
+            self._roles_read[key] = (role, refs if role is not None else [])
+        return self._roles_read[key]
+
+    def _role(self, row: OutboxRow) -> Role | None:
+        """``row``'s role, read once in this drain."""
+        key = (row.domain, f"{row.local_id}\x00")
+        if (row.domain, row.local_id) in self._roles_read:
+            return self._roles_read[(row.domain, row.local_id)][0]
+        if key not in self._roles_read:
+            self._roles_read[key] = (self.directory.role_by_id(row.domain, row.local_id), [])
+        return self._roles_read[key][0]
+
+    def _compared(self, row: OutboxRow) -> list[tuple[str, str]] | None:
+        """The users (domain, id) whose membership ``row``'s push compares, when it
+        may compare only those (see :attr:`~idprov.provisioning.outbox.OutboxRow.members_delta`):
+        those its changes touched, and those this drain made or enabled again at its
+        IdP (they join their groups); None: every member. Only a group idprov pushed
+        (an active ledger entry with a remote id), that no change of mapping moves
+        and that no user's push found deleted, and whose members no change left
+        untracked at that IdP, is compared in part: every other push (a create, a
+        move, a group made again) needs all its members."""
+        if not row.members_delta or row.kind != "role" or row.id in self._whole:
+            return None
+        if self._untracked.get((row.idp, row.local_id)) != 0:  # (unread: a row brought later)
+            return None
+        entry = self._entry(row)
+        if entry is None or entry.state != "active" or not entry.remote_id:
+            return None
+        if any(e.idp == row.idp and e.local_id == row.local_id for e in self._lost):
+            return None
+        role = self._role(row)
+        if role is None:
+            return None
+        target = group_target(self.outbound.connector(row.idp), role.qualified_name)
+        if group_moved(entry, target) is not None:
+            return None
+        if row.id not in self._touched:
+            self._touched.update(self.outbound.state.outbox.touched([row.id]))
+        made = [(u.domain, u.id) for r, u in self._made if r.idp == row.idp]
+        return list(dict.fromkeys([*self._touched[row.id], *made]))
+
+    def _read_untracked(self, rows: Sequence[OutboxRow]) -> None:
+        """Read, before any of their members, the changes no row carried of role
+        ``rows``' groups (see :attr:`_untracked`)."""
+        pairs = [(r.idp, r.local_id) for r in rows if r.kind == "role"]
+        self._untracked.update(self.outbound.state.outbox.untracked_of(pairs))
+
+    def _tracked(self, row: OutboxRow) -> None:
+        """``row``'s push went through comparing every member of its group: the changes
+        no row carried there, counted before its members were read, are in it now."""
+        if row.kind != "role" or row.id in self._in_part:
+            return
+        if changes := self._untracked.get((row.idp, row.local_id)):
+            self.outbound.state.outbox.tracked(row.idp, row.local_id, changes)
 
     def _role_read(self, domain: str, role_id: str) -> RoleRead:
         key = (domain, role_id)
@@ -264,7 +362,8 @@ class RolePlanning(Planning):
     ) -> list[OutboxRow]:
         """Rows of ``kind`` at each IdP for ``wanted``'s entities (local id, domain,
         label) that have none there, made and claimed under this drain's name in one
-        short transaction (a row already there is another change's: left to it)."""
+        short transaction (a row already there is another change's: left to it, but
+        a role's compares every member: see :meth:`_compared`)."""
         if not any(wanted.values()):
             return []
         state = self.outbound.state
@@ -275,6 +374,8 @@ class RolePlanning(Planning):
                     made += state.outbox.enqueue_absent(
                         idp, kind, list(entities.values()), self.owners[0], self.outbound.lease
                     )
+                    if kind == "role":
+                        state.outbox.full_compare(idp, sorted(entities))
         return made
 
     def _never_pushed(
@@ -284,7 +385,7 @@ class RolePlanning(Planning):
         IdP needs and that the ledger has never heard of there, or knows only as lost
         (their accounts are made again before the group is pushed)."""
         idp = self.outbound.idp(row.idp)
-        role, refs = self._role_read(row.domain, row.local_id)
+        role, refs = self._row_read(row, self._compared(row))
         if role is None or not idp.enabled or not role_pushed(idp, role.qualified_name):
             return
         ids = [user_id for _, user_id in refs]
@@ -355,9 +456,14 @@ class RolePlanning(Planning):
     def _plan_role(self, row: OutboxRow) -> Planned:
         idp = self.outbound.idp(row.idp)
         connector = self.outbound.connector(row.idp)
-        role, refs = self._role_read(row.domain, row.local_id)
+        among = self._compared(row)
+        if among is None:
+            self._in_part.discard(row.id)
+        else:
+            self._in_part.add(row.id)
+        role, refs = self._row_read(row, among)
         entry = self._entry(row)
-        provisioned, current, kept = self._member_state(row, refs)
+        provisioned, current, kept = self._member_state(row, refs, among)
         target = group_target(connector, role.qualified_name) if role else None
         self._targets[row.id] = target
         decision = decide_role(
@@ -384,7 +490,7 @@ class RolePlanning(Planning):
             move = GroupMove(provisioned, current, waiting, str(target), decision.moved_from)
             return self._plan_group_move(row, idp, connector, entry, name, move)
         return self._plan_group_update(
-            row, idp, connector, entry, name, provisioned, waiting, decision
+            row, idp, connector, entry, name, provisioned, waiting, decision, among is not None
         )
 
     def _role_entry(self, row: OutboxRow, name: str, remote_id: str, ours: bool) -> LedgerEntry:
@@ -452,17 +558,24 @@ class RolePlanning(Planning):
         return Task(row, "move", run, record, failed=failed)
 
     def _member_state(
-        self, row: OutboxRow, refs: list[tuple[str, str]]
+        self,
+        row: OutboxRow,
+        refs: list[tuple[str, str]],
+        among: list[tuple[str, str]] | None = None,
     ) -> tuple[dict[str, str], set[str], set[str]]:
         """The members of ``row``'s group: those provisioned (user id -> remote id:
         never an account the ledger says is lost), those the ledger has in it, and,
         apart, those in it whose accounts are lost: left as they are, neither put in
         nor taken out (each, made again, takes its lost id's place). A lost member
         that left the role leaves the ledger's group with nothing sent (its id is
-        named in no group push)."""
+        named in no group push). ``among``: of those users alone (:meth:`_compared`)."""
         wanted = {user_id for _, user_id in refs}
         provisioned = self._ledger.remote_ids(row.idp, sorted(wanted))
-        current = self._ledger.members(row.idp, row.local_id)
+        current = (
+            self._ledger.members(row.idp, row.local_id)
+            if among is None
+            else self._ledger.members_among(row.idp, row.local_id, [u for _, u in among])
+        )
         lost = self._ledger.lost_among(row.idp, current)
         if lost - wanted:
             self._ledger.set_members(row.idp, row.local_id, [], lost - wanted)
@@ -730,7 +843,12 @@ class RolePlanning(Planning):
         provisioned: dict[str, str],
         waiting: list[tuple[str, str]],
         decision: RoleDecision,
+        in_part: bool = False,
     ) -> Planned:
+        """Rename the group, put members in and take them out. ``in_part``: the
+        members compared are those the row's changes touched (:meth:`_compared`); a
+        group found deleted at the target is then planned again, whole, in this
+        drain (:class:`Replan`), to be made again with every member."""
         add, remove, rename = decision.add, decision.remove, decision.rename
         remote_id = entry.remote_id or ""
         target = self._targets.get(row.id)
@@ -760,7 +878,9 @@ class RolePlanning(Planning):
                 added, removed = changes.users({**provisioned, **removing})
                 self._ledger.set_members(row.idp, row.local_id, added, removed)
 
-        def update(attempts: list[Attempt]) -> tuple[str, bool] | RefusedCreate | str | None:
+        def update(
+            attempts: list[Attempt],
+        ) -> tuple[str, bool] | RefusedCreate | str | Replan | None:
             if unsure:  # recorded before idprov kept the mapping: is it still that group?
                 found = self._retried(connector, idp, attempts, lambda: connector.find_group(name))
                 if found is None:
@@ -781,10 +901,13 @@ class RolePlanning(Planning):
                         lambda: changes.change(connector, remote_id, added, removed_remote),
                     )
             except RemoteNotFound:  # deleted at the target: made again, with its members
-                return recreate(attempts)
+                return Replan() if in_part else recreate(attempts)
             return None
 
-        def record(recreated: tuple[str, bool] | RefusedCreate | str | None) -> OperationResult:
+        def record(
+            recreated: tuple[str, bool] | RefusedCreate | str | Replan | None,
+        ) -> OperationResult:
+            assert not isinstance(recreated, Replan)  # the engine plans it again first
             if isinstance(recreated, RefusedCreate):
                 stop = stop_role(row.idp, row.label)
                 raise self._refused(recreated, row, idp, stop)

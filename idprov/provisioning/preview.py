@@ -88,6 +88,12 @@ class Imagined:
             ]
         return out
 
+    def role_members_among(
+        self, domain: str, role_id: str, refs: Iterable[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        asked = {user_id for _, user_id in refs}
+        return [(d, u) for d, u in self.role_members(domain, role_id) if u in asked]
+
 
 def _names(role: Role) -> set[str]:
     """How a user's roles name ``role`` (case-folded)."""

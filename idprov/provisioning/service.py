@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -573,6 +573,12 @@ class IdentityService:
     def role_members(self, domain: str, role_id: str) -> list[tuple[str, str]]:
         """(domain, user id) of the role's members."""
         return self.directory.role_members(domain, role_id)
+
+    def role_members_among(
+        self, domain: str, role_id: str, refs: Iterable[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """Those of ``refs`` (domain, user id) that are members of the role."""
+        return self.directory.role_members_among(domain, role_id, refs)
 
     def list_users(self, query: UserQuery, domain: str | None = None) -> Page:
         """One domain's users, or every domain's (in configuration order) when None."""

@@ -96,6 +96,12 @@ def _outbox_unjudged(db: StateDB) -> None:
     unjudged_marks(db)
 
 
+def _outbox_member_deltas(db: StateDB) -> None:
+    from idprov.provisioning.outbox import member_deltas
+
+    member_deltas(db)
+
+
 def _import_batches(db: StateDB) -> None:
     """The batch an import is writing to a store that cannot roll back (a directory):
     a re-run after a kill finishes exactly those lines."""
@@ -233,6 +239,7 @@ MIGRATIONS: Migrations = {
         ("0018_outbox_unjudged", _outbox_unjudged),
         ("0019_ledger_remote_ids", _ledger_remote),
         ("0020_import_judgements", _import_judgements),
+        ("0021_outbox_member_deltas", _outbox_member_deltas),
     ],
     "postgresql": [
         ("0001_state", _POSTGRES_SCHEMA),
@@ -257,6 +264,7 @@ MIGRATIONS: Migrations = {
         ("0011_outbox_unjudged", _outbox_unjudged),
         ("0012_ledger_remote_ids", _ledger_remote),
         ("0013_import_judgements", _import_judgements),
+        ("0014_outbox_member_deltas", _outbox_member_deltas),
     ],
 }
 

@@ -22,7 +22,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -251,25 +251,43 @@ class UnitOfWork:
         domain: str,
         label: str,
         idps: Sequence[str] | None = None,
+        members: Collection[tuple[str, str]] | None = None,
     ) -> None:
         """Ask for a user or role to be reconciled at the application's IdPs (at
         ``idps`` only, when given: sync applies a plan per IdP). A user this change
         offboards (:attr:`_offboarding`) is reconciled too at every other enabled IdP
-        whose ledger holds it (see :meth:`_ledger_targets`)."""
-        self.enqueue_many(kind, [(entity_id, domain, label)], idps)
+        whose ledger holds it (see :meth:`_ledger_targets`). ``members``: of a role,
+        every user (domain, id) whose membership this change may have changed, when
+        the change knows them: its push then compares the group for them alone (see
+        :attr:`~idprov.provisioning.outbox.OutboxRow.members_delta`)."""
+        touched = None if members is None else {entity_id: members}
+        self.enqueue_many(kind, [(entity_id, domain, label)], idps, touched)
 
     def enqueue_many(
         self,
         kind: Kind,
         entities: Sequence[tuple[str, str, str]],
         idps: Sequence[str] | None = None,
+        members: Mapping[str, Collection[tuple[str, str]]] | None = None,
     ) -> None:
         """:meth:`enqueue` for several (id, domain, label) at once."""
         targets = self.service.targets() if idps is None else list(idps)
         if kind == "user" and idps is None:
             for others, leaving in self._ledger_targets(entities, targets).items():
                 self._enqueue_at(list(others), kind, leaving)
-        self._enqueue_at(targets, kind, entities)
+        if kind == "role" and idps is None:
+            self._untracked([e[0] for e in entities], targets)
+        self._enqueue_at(targets, kind, entities, members)
+
+    def _untracked(self, role_ids: Sequence[str], targets: Sequence[str]) -> None:
+        """Note, at every configured IdP but ``targets``, that the members of roles
+        ``role_ids`` changed with no row there (see
+        :meth:`~idprov.provisioning.outbox.Outbox.untracked`): the next push of each
+        there compares every member."""
+        others = [i.name for i in self.service.config.identity_providers if i.name not in targets]
+        if others and role_ids:
+            self.begin()
+            self.service.state.outbox.untracked(others, role_ids)
 
     def _ledger_targets(
         self, entities: Sequence[tuple[str, str, str]], targets: Sequence[str]
@@ -296,7 +314,11 @@ class UnitOfWork:
         return out
 
     def _enqueue_at(
-        self, targets: Sequence[str], kind: Kind, entities: Sequence[tuple[str, str, str]]
+        self,
+        targets: Sequence[str],
+        kind: Kind,
+        entities: Sequence[tuple[str, str, str]],
+        members: Mapping[str, Collection[tuple[str, str]]] | None = None,
     ) -> None:
         """Outbox rows for ``entities`` at ``targets``, in this work's transaction."""
         if not targets or not entities:
@@ -312,6 +334,7 @@ class UnitOfWork:
             keep_held=not self.judged_whole,  # a held change waits in its rows
             unjudged=not (self._claim or self.judged_whole),  # no push of ours judges it
             # (ours does: the commit marks them, see __exit__)
+            members=members,
         )
         if kind == "user" and not self.judged_whole:
             self._offboard_held([r for r in rows if r.status == "held"], allowed)
@@ -372,10 +395,12 @@ class UnitOfWork:
         if user is not None:
             self.enqueue("user", user.id, domain, user.qualified_name)
 
-    def _enqueue_role(self, store: UserStore, name: str) -> None:
+    def _enqueue_role(
+        self, store: UserStore, name: str, members: Collection[tuple[str, str]] | None = None
+    ) -> None:
         role = store.find_role(name)
         if role is not None:
-            self.enqueue("role", role.id, store.domain, role.qualified_name)
+            self.enqueue("role", role.id, store.domain, role.qualified_name, members=members)
 
     def _done(self, result: ChangeResult) -> ChangeResult:
         self.results.append(result)
@@ -417,7 +442,7 @@ class UnitOfWork:
         user, write = self._add_in_store(store, name, asked)
         self._created.add(user.id)
         for role_name in role_names:
-            self._enqueue_role(store, role_name)
+            self._enqueue_role(store, role_name, [(store.domain, user.id)])
         self.audit(
             "user.add",
             user.qualified_name,
@@ -868,7 +893,7 @@ class UnitOfWork:
         for role in removed:
             store.unassign(role, [name])
         for role in [*added, *removed]:
-            self._enqueue_role(store, role)
+            self._enqueue_role(store, role, [(store.domain, user.id)])
         self.audit("user.roles", user.qualified_name, {"added": added, "removed": removed})
         if removed:  # it may leave an IdP's scope: an offboarding
             self._offboarding.add(user.id)
@@ -922,13 +947,14 @@ class UnitOfWork:
             if targets or offboarded:  # else only at the IdPs of the user's ledger
                 label = str(QualifiedName(store.domain, user.username))
                 self.enqueue("user", user.id, store.domain, label)
-        if not targets:
-            return
-        for role in {r.casefold(): r for u in users for r in (u.roles or [])}.values():
-            self._enqueue_role(store, role)
-        self._enqueue_roles_left(store, users)
+        touched = _Touched(store.domain, users)  # (without targets: untracked everywhere)
+        for key, role in {r.casefold(): r for u in users for r in (u.roles or [])}.items():
+            self._enqueue_role(store, role, touched.named(key))
+        self._enqueue_roles_left(store, users, touched)
 
-    def _enqueue_roles_left(self, store: UserStore, users: Sequence[ImportedUser]) -> None:
+    def _enqueue_roles_left(
+        self, store: UserStore, users: Sequence[ImportedUser], touched: _Touched
+    ) -> None:
         """Queue the groups that existing users whose roles an import set may have left:
         those the ledger says idprov put them in at the targets (a role a row no longer
         names goes out with the import's push, as `role unassign` does; the ledger, not
@@ -939,11 +965,17 @@ class UnitOfWork:
         if not setting:
             return
         kept = {r.casefold() for u in users for r in (u.roles or [])}
-        holding = self.service.state.ledger.groups_holding(self.service.targets(), setting)
+        ledger = self.service.state.ledger
+        targets = self.service.targets()
+        everywhere = [i.name for i in self.service.config.identity_providers]
+        holding = ledger.groups_holding(targets, setting) if targets else set()
+        elsewhere = ledger.groups_holding(everywhere, setting) - holding if everywhere else set()
         for role_id in sorted(holding):
             role = store.find_role_by_id(role_id)
             if role is not None and role.name.casefold() not in kept:
-                self.enqueue("role", role.id, store.domain, role.qualified_name)
+                members = touched.left()
+                self.enqueue("role", role.id, store.domain, role.qualified_name, members=members)
+        self._untracked(sorted(elsewhere), targets)  # groups of other applications' IdPs
 
     def _take_internal_roles(
         self, users: Sequence[ImportedUser]
@@ -1185,12 +1217,14 @@ class UnitOfWork:
         if changed:
             key = "users"
             self.audit(action, result.qualified_name, {key: changed})
+            found: list[User] | None = None
             if self.service.targets() or not assign:  # (see enqueue: an offboarding)
                 found = list(store.find_users(changed).values())
                 if not assign:  # they may leave an IdP's scope: an offboarding
                     self._offboarding.update(u.id for u in found)
                 self._enqueue_users(store, found)
-            self.enqueue("role", result.id, store.domain, result.qualified_name)
+            touched = None if found is None else [(store.domain, u.id) for u in found]
+            self.enqueue("role", result.id, store.domain, result.qualified_name, members=touched)
         details = {"added" if assign else "removed": changed}
         return self._done(
             ChangeResult(action, result.qualified_name, result, bool(changed), details)
@@ -1279,6 +1313,42 @@ class UnitOfWork:
         return self._done(
             ChangeResult(action, role.qualified_name, role, bool(changed), {key: changed})
         )
+
+
+TOUCHED_PER_USER = 8
+"""How many (role, user) pairs an import's batch names in its role rows, per user of
+the batch, at most (see :class:`_Touched`); beyond, its role rows compare every member."""
+
+
+class _Touched:
+    """The users (domain, id) whose membership of each role an import's batch may have
+    changed, for its role rows (see :meth:`UnitOfWork.enqueue`): those naming the role,
+    and the existing users whose roles the batch sets (they may have left it). A role
+    whose users would pass the batch's budget (:data:`TOUCHED_PER_USER`: an upsert
+    setting the roles of many users of many roles) names none: its push compares every
+    member."""
+
+    def __init__(self, domain: str, users: Sequence[ImportedUser]) -> None:
+        self._setting = [(domain, u.id) for u in users if u.existing and u.roles is not None]
+        self._naming: dict[str, list[tuple[str, str]]] = {}
+        for user in users:
+            for key in {r.casefold() for r in user.roles or []}:
+                self._naming.setdefault(key, []).append((domain, user.id))
+        self._budget = TOUCHED_PER_USER * len(users)
+
+    def named(self, key: str) -> list[tuple[str, str]] | None:
+        """Those of role ``key`` (case-folded), which the batch's users name."""
+        return self._spend([*self._naming.get(key, []), *self._setting])
+
+    def left(self) -> list[tuple[str, str]] | None:
+        """Those of a role no user of the batch names (existing users may have left it)."""
+        return self._spend(self._setting)
+
+    def _spend(self, users: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+        if len(users) > self._budget:
+            return None
+        self._budget -= len(users)
+        return users
 
 
 @dataclass(frozen=True)

@@ -249,6 +249,21 @@ class UserStore(ABC):
     def role_member_ids(self, role_id: str) -> list[str]:
         """Stable ids of the role's members."""
 
+    def role_member_ids_among(self, role_id: str, user_ids: Sequence[str]) -> list[str]:
+        """Those of ``user_ids`` that are members of the role: work grows with
+        ``user_ids``, not with the role (a push of a few changed members of a large
+        role). This default reads those users and their roles; stores may ask it."""
+        role = self.find_role_by_id(role_id)
+        if role is None or not user_ids:
+            return []
+        key = role.name.casefold()
+        users = self.find_users_by_id(list(user_ids))
+        return [
+            user_id
+            for user_id in user_ids
+            if user_id in users and key in {r.casefold() for r in users[user_id].roles}
+        ]
+
     @abstractmethod
     def list_roles(self, prefix: str | None = None) -> list[Role]:
         """Every role (with member counts), ordered by name."""

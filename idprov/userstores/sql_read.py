@@ -265,6 +265,18 @@ class SqlReader(UserStore):
         rows = self._execute("SELECT user_id FROM user_roles WHERE role_id = ?", [role_id])
         return [r[0] for r in rows.fetchall()]
 
+    def role_member_ids_among(self, role_id: str, user_ids: Sequence[str]) -> list[str]:
+        found: set[str] = set()
+        for start in range(0, len(user_ids), 500):
+            chunk = list(user_ids[start : start + 500])
+            rows = self._execute(
+                "SELECT user_id FROM user_roles WHERE role_id = ?"
+                f" AND user_id IN ({','.join('?' * len(chunk))})",
+                [role_id, *chunk],
+            )
+            found.update(r[0] for r in rows.fetchall())
+        return [user_id for user_id in user_ids if user_id in found]
+
     def list_roles(self, prefix: str | None = None) -> list[Role]:
         where, params = "", []
         if prefix:
