@@ -96,6 +96,23 @@ class StateDB(ABC):
     def close(self) -> None:  # noqa: B027 - optional: the SQLite pool closes its own
         """Close the connection, if this object owns it."""
 
+    def select_among(
+        self, sql: str, params: Sequence[Any], values: Sequence[Any]
+    ) -> list[tuple[Any, ...]]:
+        """The rows of ``sql``, which ends in a column name to compare with ``IN``, for
+        every one of ``values``: one statement per :data:`IN_CHUNK` of them (after
+        ``params``), so that no statement passes the dialect's parameter limit."""
+        found: list[tuple[Any, ...]] = []
+        for start in range(0, len(values), IN_CHUNK):
+            chunk = list(values[start : start + IN_CHUNK])
+            cursor = self.execute(f"{sql} IN ({','.join('?' * len(chunk))})", [*params, *chunk])
+            found += [tuple(r) for r in cursor.fetchall()]
+        return found
+
+
+IN_CHUNK = 500
+"""Values per ``IN (...)`` list (:meth:`StateDB.select_among`)."""
+
 
 class SqliteStateDB(StateDB):
     """The state in an SQLite file, on a connection of the service's pool."""

@@ -1,14 +1,24 @@
-"""An import row that takes a role away from a user takes the user out of the role's
+"""A role's group at the targets follows its members.
+
+An import row that takes a role away from a user takes the user out of the role's
 group at the targets in the same push, as `role unassign` does (the import queued only
-the roles rows ended up with: the group kept the user until a later sync)."""
+the roles rows ended up with: the group kept the user until a later sync).
+
+A role's push compares the group with the role for the members its changes touched (a
+role assign, an import's batch), not for every member (an import into one large role
+re-read all of it for each batch): what the target ends up with is what a whole
+comparison gives, also when the group was deleted at the target (made again with every
+member, in the same push), when another change without named members coalesced into
+the row, and when another application changed the role's members."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.peers.scim2 import Scim2Peer
+from tests.peers.scim2 import Scim2Peer, Scim2Process, new_tenant
 
 HEADER = "username,email,roles\n"
 
@@ -64,3 +74,127 @@ def test_a_role_an_import_row_takes_away_leaves_the_group_at_the_target(cli, sci
     assert after.get("sales", []) == (["ann"] if "sales" in wanted else [])
     assert cli("plan", "--detailed-exitcode").exit_code == 0  # nothing left for a sync
     assert cli("outbox", "list", "--json").items() == []
+
+
+def feed(names: list[str], roles: str) -> str:
+    return "".join(f"{n},{n}@example.com,{roles}\n" for n in names)
+
+
+def test_batches_of_an_import_into_one_role_each_add_their_members(cli, scim, tmp_path):
+    cli("role", "add", "eng").ok()
+    first = [f"u{i:03}" for i in range(12)]
+    run = load(cli, tmp_path, feed(first, "eng"), "--batch-size", "5")
+    assert run.exit_code == 0, run.stderr
+    assert members(scim) == {"eng": first}
+
+    more = [f"v{i:03}" for i in range(7)]
+    run = load(cli, tmp_path, feed(more, "eng"), "--batch-size", "3")
+    assert run.exit_code == 0, run.stderr
+    assert members(scim) == {"eng": sorted(first + more)}
+    assert cli("plan", "--detailed-exitcode").exit_code == 0  # nothing left for a sync
+
+
+def test_an_upsert_moving_users_between_roles_moves_them_at_the_target(cli, scim, tmp_path):
+    for role in ("eng", "ops"):
+        cli("role", "add", role).ok()
+    run = load(cli, tmp_path, feed(["ann", "bob", "cid", "dan"], "eng"))
+    assert run.exit_code == 0, run.stderr
+
+    run = load(cli, tmp_path, feed(["bob", "cid"], "ops"), "--batch-size", "1")
+
+    assert run.exit_code == 0, run.stderr
+    assert members(scim) == {"eng": ["ann", "dan"], "ops": ["bob", "cid"]}
+    assert cli("plan", "--detailed-exitcode").exit_code == 0
+
+
+def test_assign_and_unassign_change_only_their_users_in_the_group(cli, scim):
+    cli("role", "add", "eng").ok()
+    for name in ("ann", "bob", "cid"):
+        cli("user", "add", name, "--role", "eng").ok()
+    cli("user", "add", "dan").ok()
+
+    cli("role", "assign", "eng", "dan").ok()
+    assert members(scim) == {"eng": ["ann", "bob", "cid", "dan"]}
+    cli("role", "unassign", "eng", "ann", "cid").ok()
+    assert members(scim) == {"eng": ["bob", "dan"]}
+    assert cli("plan", "--detailed-exitcode").exit_code == 0
+
+
+def test_a_group_deleted_at_the_target_is_made_again_with_every_member(cli, scim):
+    """The assign names one user; the group is gone at the target: the push makes it
+    again with all the role's members, not with the one its change named."""
+    cli("role", "add", "eng").ok()
+    for name in ("ann", "bob"):
+        cli("user", "add", name, "--role", "eng").ok()
+    cli("user", "add", "cid").ok()
+    (group,) = scim.groups()
+    scim.client.delete(f"/Groups/{group['id']}").raise_for_status()
+
+    run = cli("role", "assign", "eng", "cid")
+
+    assert run.exit_code == 0, run.stderr
+    assert members(scim) == {"eng": ["ann", "bob", "cid"]}
+    assert cli("outbox", "list", "--json").items() == []
+    assert cli("plan", "--detailed-exitcode").exit_code == 0
+
+
+def test_a_change_naming_no_members_coalesced_in_makes_the_push_compare_all(cli, scim, tmp_path):
+    """An import committed without its push (its row names the users it touched),
+    then a role rename (naming none) of the same role: its push takes the row and
+    compares every member, renaming the group with them in it."""
+    cli("role", "add", "eng").ok()
+    cli("user", "add", "ann", "--role", "eng").ok()
+    run = load(cli, tmp_path, feed(["bob", "cid"], "eng"), "--no-push")
+    assert run.exit_code == 0, run.stderr
+    assert members(scim) == {"eng": ["ann"]}
+
+    cli("role", "rename", "eng", "engineering").ok()
+
+    assert members(scim) == {"engineering": ["ann", "bob", "cid"]}
+    assert cli("plan", "--detailed-exitcode").exit_code == 0
+
+
+@pytest.fixture()
+def bee(scim2_server_process: Scim2Process) -> Iterator[Scim2Peer]:
+    """A second tenant of the session's scim2-server: another application's target."""
+    with new_tenant(scim2_server_process) as peer:
+        yield peer
+
+
+def test_a_change_another_application_made_is_in_the_next_push_of_the_group(
+    cli, tmp_path, scim, bee
+):
+    """Two applications share the userstore, each with its own target. One assigns
+    ann to eng: its change goes to its target alone. The other's next assign to eng
+    (naming bob) compares every member at its target, ann too: nothing another
+    application changed is left out of a group."""
+    config = (tmp_path / "idprov.yaml").read_text()
+    config = config.replace(
+        "applications:\n",
+        f"""  - name: bee
+    connector: scim2
+    options: {{base_url: "{bee.base_url}", auth: bearer, token: env:SCIM_TOKEN}}
+    push_roles: all
+applications:
+  - name: other
+    identity_providers: [bee]
+""",
+    )
+    (tmp_path / "idprov.yaml").write_text(config)
+    cli("role", "add", "eng").ok()
+    for name in ("ann", "bob", "cid"):
+        cli("user", "add", name).ok()
+    cli("role", "assign", "eng", "cid", "--app", "other").ok()
+    assert members(bee) == {"eng": ["cid"]}
+
+    cli("role", "assign", "eng", "ann", "--app", "resident").ok()  # not sent to bee
+    assert members(bee) == {"eng": ["cid"]}
+    cli("role", "assign", "eng", "bob", "--app", "other").ok()
+
+    assert members(bee) == {"eng": ["ann", "bob", "cid"]}
+    assert members(scim) == {"eng": ["ann", "cid"]}  # compared whole there too
+    cli("role", "unassign", "eng", "cid", "--app", "other").ok()
+    cli("role", "unassign", "eng", "ann", "--app", "resident").ok()
+    cli("role", "assign", "eng", "cid", "--app", "other").ok()
+    assert members(bee) == {"eng": ["bob", "cid"]}
+    assert members(scim) == {"eng": ["bob"]}

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.peers.scim2 import Scim2Peer, Scim2Process
+from tests.peers.scim2 import Scim2Peer, Scim2Process, new_tenant
 from tests.test_metrics import samples
 
 GUARD = "    deletion_guard: {max_deletes: 2, max_percent: 50, min_deletes: 2}\n"
@@ -21,10 +19,8 @@ GUARD = "    deletion_guard: {max_deletes: 2, max_percent: 50, min_deletes: 2}\n
 @pytest.fixture()
 def bee(scim2_server_process: Scim2Process) -> Iterator[Scim2Peer]:
     """A second tenant of the session's SCIM server: the other IdP's target."""
-    base_url = f"{scim2_server_process.root_url}/t{uuid.uuid4().hex[:12]}/v2"
-    headers = {"Authorization": f"Bearer {scim2_server_process.token}"}
-    with httpx.Client(base_url=base_url, headers=headers, timeout=10.0) as client:
-        yield Scim2Peer(base_url, scim2_server_process.token, client)
+    with new_tenant(scim2_server_process) as peer:
+        yield peer
 
 
 @pytest.fixture()

@@ -314,6 +314,17 @@ def test_roles(crowd):
         crowd.add_role("ADMINS")
 
 
+def test_a_roles_members_among_some_users_are_read_for_those_alone(crowd):
+    """What a role's push reads when its change named a few of a large role's users."""
+    role = crowd.find_role("staff")
+    ids = {n: crowd.find_user(n).id for n in ("alice", "Bob", "carol", "dave")}
+    asked = [ids["dave"], ids["carol"], "no-such-id", ids["Bob"], ids["alice"]]
+    assert crowd.role_member_ids_among(role.id, asked) == [ids["carol"], ids["alice"]]
+    assert crowd.role_member_ids_among(role.id, []) == []
+    crowd.add_role("empty")
+    assert crowd.role_member_ids_among(crowd.find_role("empty").id, asked) == []
+
+
 def test_assign_and_unassign_report_what_changed(crowd):
     assert crowd.assign("staff", ["alice", "Bob"]) == ["Bob"]
     assert crowd.assign("staff", ["bob"]) == []

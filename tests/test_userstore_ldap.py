@@ -312,6 +312,8 @@ def test_roles_are_groups_whose_members_are_user_dns(slapd, store):
     assert sorted(store.role_member_ids(role.id)) == sorted(
         store.find_user(n).id for n in ("alice", "bob")
     )
+    ids = [store.find_user(n).id for n in ("bob", "alice")]
+    assert store.role_member_ids_among(role.id, [*ids, "no-such-id"]) == ids
     assert store.find_role_by_id(role.id).name == "Staff"
 
     assert store.unassign("staff", ["BOB", "bob"]) == ["BOB"]

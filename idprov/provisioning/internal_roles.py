@@ -151,16 +151,8 @@ class InternalRoles:
     ) -> list[tuple[str, str, str]]:
         """(domain, user id, username) of the members among ``refs`` (domain, user id)."""
         ids = list(dict.fromkeys(user_id for _, user_id in refs))
-        out: list[tuple[str, str, str]] = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            rows = self.db.execute(
-                "SELECT domain, user_id, username FROM internal_members WHERE role_id = ?"
-                f" AND user_id IN ({','.join('?' * len(chunk))})",
-                [role_id, *chunk],
-            ).fetchall()
-            out += [(str(d), str(u), str(n)) for d, u, n in rows]
-        return out
+        sql = "SELECT domain, user_id, username FROM internal_members WHERE role_id = ? AND user_id"
+        return [(str(d), str(u), str(n)) for d, u, n in self.db.select_among(sql, [role_id], ids)]
 
     def roles_of(self, user_ids: Sequence[str]) -> dict[str, list[str]]:
         """User id -> ``Internal/NAME`` of each internal role it holds."""

@@ -608,17 +608,8 @@ class Ledger:
 
     def lost_among(self, idp: str, user_ids: Iterable[str]) -> set[str]:
         """Those of ``user_ids`` whose accounts the ledger says are lost at ``idp``."""
-        ids = list(user_ids)
-        out: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            rows = self.db.execute(
-                "SELECT local_id FROM ledger WHERE idp = ? AND kind = 'user' AND state = 'lost'"
-                f" AND local_id IN ({','.join('?' * len(chunk))})",
-                [idp, *chunk],
-            ).fetchall()
-            out.update(r[0] for r in rows)
-        return out
+        sql = "SELECT local_id FROM ledger WHERE idp = ? AND kind = 'user' AND state = 'lost'"
+        return {r[0] for r in self.db.select_among(f"{sql} AND local_id", [idp], list(user_ids))}
 
     def lost_leaving(self, idp: str, current: Iterable[str], wanted: Iterable[str]) -> set[str]:
         """Of a group's members ``current`` at ``idp``, those whose accounts are lost
@@ -653,17 +644,8 @@ class Ledger:
 
     def members_among(self, idp: str, role_id: str, user_ids: Iterable[str]) -> set[str]:
         """Those of ``user_ids`` that idprov put in the role's group (see :meth:`members`)."""
-        ids = list(user_ids)
-        out: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            rows = self.db.execute(
-                "SELECT user_id FROM ledger_members WHERE idp = ? AND role_id = ?"
-                f" AND user_id IN ({','.join('?' * len(chunk))})",
-                [idp, role_id, *chunk],
-            ).fetchall()
-            out.update(r[0] for r in rows)
-        return out
+        sql = "SELECT user_id FROM ledger_members WHERE idp = ? AND role_id = ? AND user_id"
+        return {r[0] for r in self.db.select_among(sql, [idp, role_id], list(user_ids))}
 
     def idps_of(
         self, idps: Sequence[str], kind: str, local_ids: Sequence[str]

@@ -367,14 +367,9 @@ class Outbox:
         """Row id -> the users (domain, user id) that the changes of role rows ``ids``
         touched (see :attr:`OutboxRow.members_delta`; a row without any: none)."""
         out: dict[int, list[tuple[str, str]]] = {i: [] for i in ids}
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start : start + 500])
-            for row_id, domain, user_id in self.db.execute(
-                "SELECT outbox_id, domain, user_id FROM outbox_members"
-                f" WHERE outbox_id IN {_in(chunk)}",
-                chunk,
-            ).fetchall():
-                out[int(row_id)].append((str(domain), str(user_id)))
+        sql = "SELECT outbox_id, domain, user_id FROM outbox_members WHERE outbox_id"
+        for row_id, domain, user_id in self.db.select_among(sql, [], ids):
+            out[int(row_id)].append((str(domain), str(user_id)))
         return out
 
     def full_compare(self, idp: str, role_ids: Sequence[str]) -> None:
@@ -405,16 +400,11 @@ class Outbox:
         """(IdP, role id) -> how many changes of its members no row there carried since
         a push compared every member (0: none), for each of ``pairs``."""
         out = dict.fromkeys(pairs, 0)
+        sql = "SELECT role_id, changes FROM untracked_members WHERE idp = ? AND role_id"
         for idp in sorted({idp for idp, _ in pairs}):
             ids = sorted({role_id for i, role_id in pairs if i == idp})
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                for role_id, changes in self.db.execute(
-                    "SELECT role_id, changes FROM untracked_members WHERE idp = ?"
-                    f" AND role_id IN {_in(chunk)}",
-                    [idp, *chunk],
-                ).fetchall():
-                    out[(idp, str(role_id))] = int(changes)
+            for role_id, changes in self.db.select_among(sql, [idp], ids):
+                out[(idp, str(role_id))] = int(changes)
         return out
 
     def tracked(self, idp: str, role_id: str, changes: int) -> None:

@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,12 +159,17 @@ def scim2_server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         server.stop()
 
 
+@contextmanager
+def new_tenant(process: Scim2Process) -> Iterator[Scim2Peer]:
+    """A fresh, empty tenant of the session's scim2-server, with a client to inspect it."""
+    base_url = f"{process.root_url}/t{uuid.uuid4().hex[:12]}/v2"
+    headers = {"Authorization": f"Bearer {process.token}"}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=10.0) as client:
+        yield Scim2Peer(base_url, process.token, client, process.log_path)
+
+
 @pytest.fixture
 def scim2_server(scim2_server_process: Scim2Process) -> Iterator[Scim2Peer]:
     """An empty SCIM 2.0 service provider (scim2-server) of this test's own."""
-    tenant = f"t{uuid.uuid4().hex[:12]}"
-    base_url = f"{scim2_server_process.root_url}/{tenant}/v2"
-    token = scim2_server_process.token
-    headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=base_url, headers=headers, timeout=10.0) as client:
-        yield Scim2Peer(base_url, token, client, scim2_server_process.log_path)
+    with new_tenant(scim2_server_process) as peer:
+        yield peer
