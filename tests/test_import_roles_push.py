@@ -198,3 +198,26 @@ applications:
     cli("role", "assign", "eng", "cid", "--app", "other").ok()
     assert members(bee) == {"eng": ["bob", "cid"]}
     assert members(scim) == {"eng": ["bob"]}
+
+
+def test_a_scope_widened_since_the_last_push_brings_every_holder_in(cli, scim, tmp_path):
+    """bob holds eng, outside the IdP's scope; the scope is widened to eng in the
+    configuration, then cid is assigned eng: the group's push compares every member
+    (the last whole compare was under the narrower scope), so bob, who no change
+    touched, is created and put in the group with cid."""
+    path = tmp_path / "idprov.yaml"
+    narrow = "    provisioning_roles: [staff]\n    push_roles: all\n"
+    path.write_text(path.read_text().replace("    push_roles: all\n", narrow))
+    for role in ("staff", "eng"):
+        cli("role", "add", role).ok()
+    cli("user", "add", "ann", "--role", "staff", "--role", "eng").ok()
+    cli("user", "add", "bob", "--role", "eng").ok()
+    cli("user", "add", "cid").ok()
+    assert members(scim) == {"eng": ["ann"], "staff": ["ann"]}
+
+    wide = "    provisioning_roles: [staff, eng]\n    push_roles: all\n"
+    path.write_text(path.read_text().replace(narrow, wide))
+    run = cli("role", "assign", "eng", "cid")
+
+    assert run.exit_code == 0, run.stderr
+    assert members(scim) == {"eng": ["ann", "bob", "cid"], "staff": ["ann"]}

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from idprov.errors import GuardError
+from idprov.provisioning.guard import scope_key
 from idprov.provisioning.sync import run_sync
 from tests.outbound_helpers import make_service
 from tests.peers.salesforce import SalesforceOrg
@@ -103,7 +104,8 @@ def test_a_role_recorded_before_idprov_kept_the_mapping_is_checked_at_its_push(t
         svc.state.db.execute("UPDATE ledger SET sent = NULL WHERE kind = 'role'")
         assert svc.add_user("p0", {}, roles=["staff"]).outbound.ok  # same mapping: fine
         role = svc.state.ledger.get("sf", "role", svc.get_role("staff").id)
-        assert role.sent == {"target": "permission_set Sales_Ops"}
+        scope = scope_key(svc.outbound.idp("sf"))  # compared whole, under this scope
+        assert role.sent == {"target": "permission_set Sales_Ops", "scope": scope}
         svc.state.db.execute("UPDATE ledger SET sent = NULL WHERE kind = 'role'")
     with service(tmp_path, org, "Support_Agent") as svc:
         result = svc.add_user("ps2", {}, roles=["staff"])

@@ -283,6 +283,22 @@ def group_moved(entry: LedgerEntry, target: str | None) -> str | None:
     return str(was)
 
 
+def compared_in_part(entry: LedgerEntry | None, target: str | None, scope: str) -> bool:
+    """Whether a role's push may compare its group for the members its changes touched
+    alone (see :attr:`~idprov.provisioning.outbox.OutboxRow.members_delta`): a group
+    idprov pushed (an active entry with a remote id), that no change of mapping moves
+    (``target``), last compared whole under the IdP's scope as it is now (``scope``,
+    :func:`~idprov.provisioning.guard.scope_key`: a scope widened since takes in
+    members that no change touched)."""
+    return (
+        entry is not None
+        and entry.state == "active"
+        and bool(entry.remote_id)
+        and group_moved(entry, target) is None
+        and (entry.sent or {}).get("scope") == scope
+    )
+
+
 def group_target(connector: Connector, name: str) -> str | None:
     """What the configuration maps role ``name`` to at ``connector``'s target (None:
     the group is the role's own; or the connector cannot tell, a plugin's bug)."""

@@ -73,10 +73,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from idprov.provisioning.decide import (
     RoleDecision,
     UserDecision,
+    compared_in_part,
     decide_role,
     decide_user,
     group_member,
-    group_moved,
     group_target,
     role_pushed,
 )
@@ -475,7 +475,7 @@ def _role_effects(
         name = role.qualified_name if role is not None else None
         target = group_target(outbound.connector(idp.name), name) if name else None
         among = touched.get(entry.local_id)
-        if role is None or entry.state != "active" or group_moved(entry, target) is not None:
+        if role is None or not compared_in_part(entry, target, scope_key(idp)):
             among = None  # compared whole by the push too (see RolePlanning._compared)
         if among is None:
             members = (

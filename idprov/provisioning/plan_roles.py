@@ -57,13 +57,14 @@ from idprov.connectors.base import (
 from idprov.db import now
 from idprov.provisioning.decide import (
     RoleDecision,
+    compared_in_part,
     decide_role,
     group_member,
-    group_moved,
     group_target,
     role_pushed,
 )
 from idprov.provisioning.discard import stop_role
+from idprov.provisioning.guard import scope_key
 from idprov.provisioning.ledger import RefusedCreate
 from idprov.provisioning.results import Attempt, OperationResult
 from idprov.provisioning.retry import with_retries
@@ -262,17 +263,14 @@ class RolePlanning(Planning):
         """The users (domain, id) whose membership ``row``'s push compares, when it
         may compare only those (see :attr:`~idprov.provisioning.outbox.OutboxRow.members_delta`):
         those its changes touched, and those this drain made or enabled again at its
-        IdP (they join their groups); None: every member. Only a group idprov pushed
-        (an active ledger entry with a remote id), that no change of mapping moves
-        and that no user's push found deleted, and whose members no change left
-        untracked at that IdP, is compared in part: every other push (a create, a
-        move, a group made again) needs all its members."""
+        IdP (they join their groups); None: every member. Only a group that
+        :func:`~idprov.provisioning.decide.compared_in_part` allows, that no user's
+        push found deleted, and whose members no change left untracked at that IdP,
+        is compared in part: every other push (a create, a move, a group made again,
+        a scope widened) needs all its members."""
         if not row.members_delta or row.kind != "role" or row.id in self._whole:
             return None
         if self._untracked.get((row.idp, row.local_id)) != 0:  # (unread: a row brought later)
-            return None
-        entry = self._entry(row)
-        if entry is None or entry.state != "active" or not entry.remote_id:
             return None
         if any(e.idp == row.idp and e.local_id == row.local_id for e in self._lost):
             return None
@@ -280,7 +278,8 @@ class RolePlanning(Planning):
         if role is None:
             return None
         target = group_target(self.outbound.connector(row.idp), role.qualified_name)
-        if group_moved(entry, target) is not None:
+        scope = scope_key(self.outbound.idp(row.idp))
+        if not compared_in_part(self._entry(row), target, scope):
             return None
         if row.id not in self._touched:
             self._touched.update(self.outbound.state.outbox.touched([row.id]))
@@ -495,10 +494,19 @@ class RolePlanning(Planning):
 
     def _role_entry(self, row: OutboxRow, name: str, remote_id: str, ours: bool) -> LedgerEntry:
         """The ledger entry of ``row``'s group: with what the configuration maps the
-        role to, where the group is not the role's own (see :func:`group_target`)."""
+        role to, where the group is not the role's own (see :func:`group_target`), and
+        the IdP's scope of the last push that compared every member (see
+        :func:`~idprov.provisioning.decide.compared_in_part`)."""
         target = self._targets.get(row.id)
-        sent = {"target": target} if target is not None else None
-        return ledger_entry(row, name, remote_id, "active", ours, sent=sent)
+        sent: dict[str, Any] = {"target": target} if target is not None else {}
+        if row.id in self._in_part:  # compared in part: the scope stays the last whole one
+            entry = self._entry(row)
+            scope = (entry.sent or {}).get("scope") if entry is not None else None
+        else:
+            scope = scope_key(self.outbound.idp(row.idp))
+        if scope is not None:
+            sent["scope"] = scope
+        return ledger_entry(row, name, remote_id, "active", ours, sent=sent or None)
 
     def _plan_group_move(
         self,
@@ -913,7 +921,7 @@ class RolePlanning(Planning):
                 raise self._refused(recreated, row, idp, stop)
             if isinstance(recreated, str):  # mapped elsewhere since: a move, judged first
                 was = f"id {remote_id}"
-                self._keep(dataclasses.replace(entry, sent={"target": was}))
+                self._keep(dataclasses.replace(entry, sent={**(entry.sent or {}), "target": was}))
                 raise TargetError(
                     f"role {name!r} is now mapped to {target} at {row.idp}, but its members "
                     f"were given {remote_id}: `idprov sync` moves them (the deletion guard "
