@@ -13,6 +13,8 @@ the row, and when another application changed the role's members."""
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -221,3 +223,87 @@ def test_a_scope_widened_since_the_last_push_brings_every_holder_in(cli, scim, t
 
     assert run.exit_code == 0, run.stderr
     assert members(scim) == {"eng": ["ann", "bob", "cid"], "staff": ["ann"]}
+
+
+def test_a_discarded_row_is_brought_back_by_the_next_push_of_its_group(cli, scim, tmp_path):
+    """`outbox discard` drops an import's row naming bob and cid: the next change of
+    the group (an assign naming dan) compares every member, as the README promises
+    ("the next change of it ... brings it back")."""
+    cli("role", "add", "eng").ok()
+    cli("user", "add", "ann", "--role", "eng").ok()
+    for name in ("bob", "cid", "dan"):
+        cli("user", "add", name).ok()
+    run = load(cli, tmp_path, feed(["bob", "cid"], "eng"), "--no-push")
+    assert run.exit_code == 0, run.stderr
+    cli("outbox", "discard", "--idp", "scim", "--user", "eng", "--yes").ok()
+    cli("outbox", "retry").ok()  # bob's and cid's own rows: nothing changes for them
+
+    cli("role", "assign", "eng", "dan").ok()
+
+    assert members(scim) == {"eng": ["ann", "bob", "cid", "dan"]}
+    assert cli("plan", "--detailed-exitcode").exit_code == 0
+
+
+def service_of(tmp_path: Path):
+    from idprov.config import load_config
+    from idprov.provisioning.service import IdentityService
+
+    return IdentityService(load_config(str(tmp_path / "idprov.yaml")))
+
+
+def test_a_user_enabled_again_joins_its_groups_even_if_the_push_is_cut_after_it(
+    cli, scim, tmp_path, monkeypatch
+):
+    """bob is enabled again at the target, and the process dies before his groups'
+    rows are made (kill -9 after the user's record): the next push of eng, naming
+    only cid, compares bob too (his record told the group, in its transaction)."""
+    from idprov.provisioning.engine import Engine
+
+    cli("role", "add", "eng").ok()
+    cli("user", "add", "ann", "--role", "eng").ok()
+    cli("user", "add", "bob", "--role", "eng").ok()
+    cli("user", "add", "cid").ok()
+    cli("user", "update", "bob", "-c", "active=false").ok()  # bob leaves eng there
+    assert members(scim) == {"eng": ["ann"]}
+
+    def killed(self, rows):
+        raise SystemExit("killed after the user's record")
+
+    with monkeypatch.context() as patch, pytest.raises(SystemExit):
+        patch.setattr(Engine, "_groups_after", killed)
+        service_of(tmp_path).update_user("bob", {"active": "true"})
+    assert members(scim) == {"eng": ["ann"]}
+
+    cli("role", "assign", "eng", "cid").ok()
+
+    assert members(scim) == {"eng": ["ann", "bob", "cid"]}
+    assert cli("plan", "--detailed-exitcode").exit_code == 0
+
+
+def test_a_row_another_drainer_holds_is_pushed_again_after_a_user_joins_it(cli, scim, tmp_path):
+    """Another drainer holds eng's row (naming cid) when bob is enabled again: bob's
+    record names him in the row, and gives it a new version, so that the drainer's
+    push takes him in and leaves the row for a push that compares every member."""
+    from idprov.provisioning.results import OutboundReport
+
+    cli("role", "add", "eng").ok()
+    cli("user", "add", "ann", "--role", "eng").ok()
+    cli("user", "add", "bob", "--role", "eng").ok()
+    cli("user", "add", "cid").ok()
+    cli("user", "update", "bob", "-c", "active=false").ok()
+    assert load(cli, tmp_path, feed(["cid"], "eng"), "--no-push").exit_code == 0
+    service = service_of(tmp_path)
+    other = f"{socket.gethostname()}:{os.getpid()}:other-drainer"  # known to run
+    (row,) = [r for r in service.state.outbox.rows() if r.kind == "role"]
+    with service.state.transaction():
+        (held,) = service.state.outbox.claim([row], other, 300)
+
+    cli("user", "update", "bob", "-c", "active=true").ok()
+    service.outbound._drain_claimed([held], OutboundReport(), None, None, [other])
+
+    assert members(scim) == {"eng": ["ann", "bob", "cid"]}
+    (left,) = [r for r in service.state.outbox.rows() if r.kind == "role"]
+    assert (left.status, left.members_delta) == ("pending", 0)  # compared whole next
+    cli("outbox", "retry").ok()
+    assert cli("outbox", "list", "--json").items() == []
+    assert cli("plan", "--detailed-exitcode").exit_code == 0

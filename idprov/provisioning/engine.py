@@ -143,6 +143,10 @@ class Engine(UserPlanning, RolePlanning):
         self._replan = []
         self._untracked = {}
         self._in_part = set()
+        self._roles_named = {}
+        self._joining = []
+        self._replanned: dict[int, list[Attempt]] = {}
+        """Role row id -> the calls of its partial push that found its group deleted."""
         self.brought: list[OutboxRow] = []
         """Rows that this drain brought in, made and claimed by it: the members that
         its role rows need (:meth:`_members_first`), and the groups that the users it
@@ -516,6 +520,7 @@ class Engine(UserPlanning, RolePlanning):
     def _flush(self) -> None:
         """Write the collected records: a few statements for many results."""
         self.state.ledger.record_many(self._kept)
+        self._note_joined()  # before done_many: the rows they join are told first
         self.state.outbox.done_many(self._done_rows)
         self.state.audit_many(self._audit_rows)
         self.state.ledger.unmark_creating(self._unmarked)
@@ -797,12 +802,14 @@ class Engine(UserPlanning, RolePlanning):
         row = task.row
         if task.leave is not None:  # the failed tries at its groups were its own too
             attempts = [*task.leave.failed, *attempts]
+        attempts = [*self._replanned.pop(row.id, []), *attempts]  # (the part's 404)
         if self._made_nothing(task, attempts, value):
             self._unmarked.append(_key(row))
         if self._left_pending(row, value):
             return
-        if isinstance(value, Replan):  # planned again, whole: this try records nothing
+        if isinstance(value, Replan):  # planned again, whole: audited with that push
             self._replan.append(row)
+            self._replanned[row.id] = attempts
             return
         first_refusal = isinstance(value, CredentialsRefused)
         try:

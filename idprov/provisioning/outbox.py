@@ -374,14 +374,36 @@ class Outbox:
 
     def full_compare(self, idp: str, role_ids: Sequence[str]) -> None:
         """Make the rows of roles ``role_ids`` at ``idp`` compare every member at their
-        next push (a change that did not name the users it touched)."""
+        next push (a change that did not name the users it touched): a new version,
+        due now, so that a drainer holding one as it was keeps it for that push."""
         for start in range(0, len(role_ids), 500):
             chunk = list(role_ids[start : start + 500])
             self.db.execute(
-                "UPDATE outbox SET members_delta = 0 WHERE idp = ? AND kind = 'role'"
+                "UPDATE outbox SET members_delta = 0, version = version + 1,"
+                " next_attempt_at = NULL WHERE idp = ? AND kind = 'role'"
                 f" AND local_id IN {_in(chunk)} AND members_delta = 1",
                 [idp, *chunk],
             )
+
+    def joined(
+        self, idp: str, joins: Mapping[str, Collection[tuple[str, str]]], owners: Sequence[str]
+    ) -> None:
+        """Users (domain, id) made, or enabled again, at ``idp`` join the groups of their
+        roles there (``joins``: role id -> those users): each of those roles' rows that
+        compares in part names them too (a new version where another drainer holds it,
+        so that it pushes the row again; not where ``owners``, the drain recording
+        them, does: it compares them already), and a role without a row there counts
+        an untracked change (:meth:`untracked`): whatever row comes next for it
+        compares every member. Call in the transaction that records them."""
+        role_ids = sorted(joins)
+        sql = "SELECT id, local_id, members_delta, claimed_by FROM outbox WHERE idp = ?"
+        found = self.db.select_among(f"{sql} AND kind = 'role' AND local_id", [idp], role_ids)
+        rows = {str(local_id): (int(i), int(delta), by) for i, local_id, delta, by in found}
+        self.untracked([idp], [r for r in role_ids if r not in rows])
+        named = [(i, joins[r]) for r, (i, delta, _) in rows.items() if delta]
+        self._note_members(named)
+        elsewhere = [(i,) for i, delta, by in rows.values() if delta and by and by not in owners]
+        self.db.executemany("UPDATE outbox SET version = version + 1 WHERE id = ?", elsewhere)
 
     def untracked(self, idps: Sequence[str], role_ids: Sequence[str]) -> None:
         """Note that the members of roles ``role_ids`` changed without a row at

@@ -72,7 +72,7 @@ from idprov.provisioning.tasks import Planned, Planning, Settled, Task, ledger_e
 
 if TYPE_CHECKING:
     from idprov.config.models import IdentityProviderConfig
-    from idprov.model import Role
+    from idprov.model import Role, User
     from idprov.provisioning.ledger import LedgerEntry
     from idprov.provisioning.outbox import Kind, OutboxRow
     from idprov.provisioning.remote_accounts import RemoteAccounts
@@ -214,6 +214,9 @@ class RolePlanning(Planning):
     :meth:`~idprov.provisioning.outbox.Outbox.untracked`)."""
     _in_part: set[int]
     """Role rows whose push compares only the members their changes touched."""
+    _roles_named: dict[tuple[str, str], Role | None]
+    """Roles by (domain, name), case-folded, read once in this drain (None: none, or
+    unreadable now: its own row or a sync brings it)."""
 
     def _accounts(self, idp: str) -> RemoteAccounts:
         raise NotImplementedError
@@ -332,20 +335,10 @@ class RolePlanning(Planning):
         groups a user's push found deleted at the target; none where ``rows`` (the
         drain's role rows) or another change's row has one already."""
         wanted: dict[str, dict[str, tuple[str, str, str]]] = {}
-        roles: dict[tuple[str, str], Role | None] = {}  # (domain, name): read once
         for row, user in self._made:
-            idp = self.outbound.idp(row.idp)
-            for name in user.roles:
-                key = (user.domain.casefold(), name.casefold())
-                if key not in roles:
-                    try:
-                        roles[key] = self.directory.role_by_name(user.domain, name)
-                    except Exception:  # unreadable now: its own row or a sync brings it
-                        roles[key] = None
-                role = roles[key]
-                if role is not None and role_pushed(idp, role.qualified_name):
-                    entity = (role.id, role.domain, role.qualified_name)
-                    wanted.setdefault(row.idp, {})[role.id] = entity
+            for role in self._pushed_roles(row.idp, user):
+                entity = (role.id, role.domain, role.qualified_name)
+                wanted.setdefault(row.idp, {})[role.id] = entity
         for entry in self._lost:
             wanted.setdefault(entry.idp, {})[entry.local_id] = (
                 entry.local_id,
@@ -355,6 +348,36 @@ class RolePlanning(Planning):
         for row in rows:
             wanted.get(row.idp, {}).pop(row.local_id, None)
         return self._bring(wanted, "role")
+
+    def _pushed_roles(self, idp: str, user: User) -> list[Role]:
+        """``user``'s roles whose groups ``idp`` is given."""
+        config = self.outbound.idp(idp)
+        found = []
+        for name in user.roles:
+            key = (user.domain.casefold(), name.casefold())
+            if key not in self._roles_named:
+                try:
+                    self._roles_named[key] = self.directory.role_by_name(user.domain, name)
+                except Exception:  # unreadable now: its own row or a sync brings it
+                    self._roles_named[key] = None
+            role = self._roles_named[key]
+            if role is not None and role_pushed(config, role.qualified_name):
+                found.append(role)
+        return found
+
+    def _note_joined(self) -> None:
+        """Tell the rows of their groups of the users recorded as made or enabled again
+        since the last flush, in the transaction that records them (see
+        :meth:`~idprov.provisioning.outbox.Outbox.joined`): a drain cut before its
+        groups follow (:meth:`_groups_after`) leaves no group's row compared without
+        them."""
+        joins: dict[str, dict[str, list[tuple[str, str]]]] = {}
+        for row, user in self._joining:
+            for role in self._pushed_roles(row.idp, user):
+                joins.setdefault(row.idp, {}).setdefault(role.id, []).append((user.domain, user.id))
+        self._joining = []
+        for idp, by_role in joins.items():
+            self.outbound.state.outbox.joined(idp, by_role, self.owners)
 
     def _bring(
         self, wanted: dict[str, dict[str, tuple[str, str, str]]], kind: Kind

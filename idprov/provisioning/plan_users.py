@@ -227,6 +227,7 @@ class UserPlanning(Planning):
             op = "create" if entry is None or entry.remote_id is None or was_lost else "update"
             if op == "create" or decision.action == "enable":  # to join its groups
                 self._made.append((row, user))
+                self._joining.append((row, user))
             self._lose_groups(row, lost)
             return OperationResult(row.idp, "user", row.label, op, "done", remote_id=remote_id)
 

@@ -527,7 +527,23 @@ class IdentityService:
             rows = self.state.outbox.discard(idp, local_ids)
             if rows:
                 uow.audit("outbox.discard", idp, {"rows": [r.label for r in rows]})
+                self._untrack_discarded(idp, rows)
         return rows
+
+    def _untrack_discarded(self, idp: str, rows: Sequence[OutboxRow]) -> None:
+        """The groups at ``idp`` of discarded rows' roles, and of discarded rows' users,
+        are compared whole at their next push (see
+        :meth:`~idprov.provisioning.outbox.Outbox.untracked`): that push brings back
+        what was discarded, as it did before groups were compared in part."""
+        roles = {r.local_id for r in rows if r.kind == "role"}
+        users = self.directory.users_by_id((r.domain, r.local_id) for r in rows if r.kind == "user")
+        held = {(u.domain, name) for u in users.values() for name in u.roles}
+        for domain, name in sorted(held):
+            role = self.directory.role_by_name(domain, name)
+            if role is not None:
+                roles.add(role.id)
+        if roles:
+            self.state.outbox.untracked([idp], sorted(roles))
 
     def idp_health(self) -> dict[str, str]:
         """IdP -> ``quarantined since T: error`` or ``failing since T: error``, for

@@ -163,6 +163,9 @@ class Planning:
     _made: list[tuple[OutboxRow, User]]
     """The user rows this drain created or enabled again their users by (at the row's
     IdP), with them: they join their groups there."""
+    _joining: list[tuple[OutboxRow, User]]
+    """Of those, the ones recorded since the last flush: their groups' rows are told
+    with their records (see :meth:`~idprov.provisioning.outbox.Outbox.joined`)."""
     _lost: list[LedgerEntry]
     """The roles whose groups a user's push found deleted at the target."""
     _confirmed: set[tuple[str, str]]

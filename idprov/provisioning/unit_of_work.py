@@ -280,11 +280,14 @@ class UnitOfWork:
         self._enqueue_at(targets, kind, entities, members)
 
     def _untracked(self, role_ids: Sequence[str], targets: Sequence[str]) -> None:
-        """Note, at every configured IdP but ``targets``, that the members of roles
+        """Note, at every IdP but ``targets`` (configured, or pushed to by any host: one
+        removed from the configuration may come back), that the members of roles
         ``role_ids`` changed with no row there (see
         :meth:`~idprov.provisioning.outbox.Outbox.untracked`): the next push of each
         there compares every member."""
-        others = [i.name for i in self.service.config.identity_providers if i.name not in targets]
+        known = [i.name for i in self.service.config.identity_providers]
+        known += self.service.state.outbox.scopes()  # and those pushed to, configured or not
+        others = sorted(set(known) - set(targets))
         if others and role_ids:
             self.begin()
             self.service.state.outbox.untracked(others, role_ids)
