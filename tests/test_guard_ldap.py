@@ -189,3 +189,23 @@ def test_members_hidden_by_an_access_rule_fail_the_read_and_remove_nobody(cli, c
     assert len(scim2_server.users()) == 12
     shown = cli("role", "show", "CORP/team0", "--json").error(1)
     assert "was read without its member" in shown["message"]
+
+
+def test_outbox_discard_needs_no_directory(cli, corp, tmp_path, scim2_server):
+    """Rows nobody will push (the target is gone) are discarded while the directory is
+    down too: the groups they would have changed are compared whole at their next push
+    (every group idprov holds there, as the discarded users' roles cannot be read)."""
+    cli("role", "add", "CORP/staff").ok()
+    path = tmp_path / "idprov.yaml"
+    path.write_text(path.read_text().replace(scim2_server.base_url, "http://127.0.0.1:9/v2"))
+    cli("user", "add", "CORP/zed", "--role", "CORP/staff")  # its push fails: rows stay
+    assert cli("outbox", "list", "--json").items() != []
+    corp.stop()
+
+    run = cli("outbox", "discard", "--idp", "scim", "--yes")
+
+    assert run.exit_code == 0, run.stderr
+    assert "discarded 2 outbox row(s)" in run.stdout
+    assert "whether a later change makes them again cannot be told now" in run.stderr
+    assert "CORP userstore" in run.stderr  # what could not be read, and the hint
+    assert cli("outbox", "list", "--json").items() == []

@@ -307,3 +307,34 @@ def test_a_row_another_drainer_holds_is_pushed_again_after_a_user_joins_it(cli, 
     cli("outbox", "retry").ok()
     assert cli("outbox", "list", "--json").items() == []
     assert cli("plan", "--detailed-exitcode").exit_code == 0
+
+
+def test_a_user_enabled_again_while_its_role_cannot_be_read_joins_the_group_later(
+    cli, scim, tmp_path, monkeypatch
+):
+    """The directory does not answer for bob's roles as he is enabled again: his
+    record tells every group idprov holds at the IdP, so the next push of eng (an
+    assign naming cid) compares every member and puts bob back."""
+    from idprov.errors import IdprovError
+    from idprov.provisioning.directory import StoreDirectory
+
+    cli("role", "add", "eng").ok()
+    cli("user", "add", "ann", "--role", "eng").ok()
+    cli("user", "add", "bob", "--role", "eng").ok()
+    cli("user", "add", "cid").ok()
+    cli("user", "update", "bob", "-c", "active=false").ok()
+
+    def unreadable(self, domain, name):
+        raise IdprovError("the directory did not answer")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(StoreDirectory, "role_by_name", unreadable)
+        service = service_of(tmp_path)
+        try:
+            service.update_user("bob", {"active": "true"})
+        finally:
+            service.close()
+    cli("role", "assign", "eng", "cid").ok()
+
+    assert members(scim) == {"eng": ["ann", "bob", "cid"]}
+    assert cli("plan", "--detailed-exitcode").exit_code == 0

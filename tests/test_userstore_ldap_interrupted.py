@@ -856,3 +856,49 @@ applications:
     assert target_users(scim2_server) == ["emp"]
     (emp,) = scim2_server.users()
     assert "manager" not in json.dumps(emp)
+
+
+def test_an_assign_cut_off_after_its_write_is_in_the_next_push_of_the_group(
+    cli, corp, cutoff, scim2_server
+):
+    """h02's assign is cut off with its answer lost (the member value was written);
+    the operator assigns cid instead of running it again: that push compares every
+    member of staff while the cut write is recorded unfinished, so h02 is created and
+    put in the group with cid."""
+    cli("role", "add", "CORP/staff").ok()
+    cli("user", "add", "CORP/ann", "--role", "CORP/staff").ok()
+    cli("user", "add", "CORP/h02").ok()
+    cli("user", "add", "CORP/cid").ok()
+    cutoff.at(MODIFY, made=True)
+    cli("role", "assign", "CORP/staff", "CORP/h02", "--json").error(1)
+    cutoff.restore()
+    assert members(corp, "staff") == sorted([uid_dn(corp, "ann"), uid_dn(corp, "h02")])
+
+    cli("role", "assign", "CORP/staff", "CORP/cid").ok()
+
+    assert target_groups(scim2_server) == {"CORP/staff": ["ann", "cid", "h02"]}
+
+
+def test_an_unassign_cut_off_after_its_write_is_in_the_next_push_of_the_group(
+    cli, corp, cutoff, scim2_server, tmp_path
+):
+    """ann's unassign from eng is cut off after the directory took her out: the next
+    assign to eng (of cid) takes her out of the group at the target too (her access
+    through eng goes), as a push comparing every member does."""
+    config = tmp_path / "idprov.yaml"
+    scoped = "    provisioning_roles: [staff]\n"
+    config.write_text(config.read_text().replace(scoped, scoped + "    push_roles: all\n"))
+    cli("role", "add", "CORP/staff").ok()
+    cli("role", "add", "CORP/eng").ok()
+    for name in ("ann", "bob", "cid"):
+        roles = ["--role", "CORP/eng"] if name != "cid" else []
+        cli("user", "add", f"CORP/{name}", "--role", "CORP/staff", *roles).ok()
+    assert target_groups(scim2_server)["CORP/eng"] == ["ann", "bob"]
+    cutoff.at(MODIFY, made=True)
+    cli("role", "unassign", "CORP/eng", "CORP/ann", "--yes", "--json").error(1)
+    cutoff.restore()
+    assert members(corp, "eng") == [uid_dn(corp, "bob")]
+
+    cli("role", "assign", "CORP/eng", "CORP/cid").ok()
+
+    assert target_groups(scim2_server)["CORP/eng"] == ["bob", "cid"]

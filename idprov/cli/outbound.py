@@ -225,7 +225,18 @@ def warn_returning(svc: Any, idp: str, rows: list[Any]) -> None:
     from idprov.errors import IdprovError
     from idprov.provisioning.discard import returning
 
-    for back in returning(svc, idp, rows):
+    try:
+        back_again = returning(svc, idp, rows)
+    except IdprovError as exc:  # discarded all the same: only the check could not be made
+        unread = IdprovError(
+            f"the rows are discarded, but whether a later change makes them again cannot be "
+            f"told now: {exc.message}",
+            hint=exc.hint,
+        )
+        unread.code = "row_comes_back_unknown"
+        render_error(unread, "warning")
+        return
+    for back in back_again:
         warning = IdprovError(back.message, hint=back.hint)
         warning.code = "row_comes_back"
         render_error(warning, "warning")

@@ -144,6 +144,7 @@ class Engine(UserPlanning, RolePlanning):
         self._untracked = {}
         self._in_part = set()
         self._roles_named = {}
+        self._unreadable = set()
         self._joining = []
         self._replanned: dict[int, list[Attempt]] = {}
         """Role row id -> the calls of its partial push that found its group deleted."""

@@ -508,6 +508,8 @@ def _touched(outbound: Outbound, rows: Sequence[Row]) -> dict[str, list[tuple[st
 
     outbox = outbound.state.outbox
     in_part = {r.id: r for r in rows if isinstance(r, OutboxRow) and r.members_delta}
+    if in_part and outbound.state.writes_unfinished():
+        return {}  # a directory write cut off: every group is compared whole
     untracked = outbox.untracked_of([(r.idp, r.local_id) for r in in_part.values()])
     in_part = {i: r for i, r in in_part.items() if untracked[(r.idp, r.local_id)] == 0}
     found = outbox.touched(sorted(in_part)) if in_part else {}

@@ -642,6 +642,13 @@ class Ledger:
         ).fetchall()
         return {r[0] for r in rows}
 
+    def role_ids(self, idp: str) -> list[str]:
+        """The local ids of every role with a ledger entry at ``idp``."""
+        rows = self.db.execute(
+            "SELECT local_id FROM ledger WHERE idp = ? AND kind = 'role' ORDER BY local_id", [idp]
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
     def members_among(self, idp: str, role_id: str, user_ids: Iterable[str]) -> set[str]:
         """Those of ``user_ids`` that idprov put in the role's group (see :meth:`members`)."""
         sql = "SELECT user_id FROM ledger_members WHERE idp = ? AND role_id = ? AND user_id"

@@ -217,6 +217,8 @@ class RolePlanning(Planning):
     _roles_named: dict[tuple[str, str], Role | None]
     """Roles by (domain, name), case-folded, read once in this drain (None: none, or
     unreadable now: its own row or a sync brings it)."""
+    _unreadable: set[tuple[str, str]]
+    """Of those, the ones whose read failed."""
 
     def _accounts(self, idp: str) -> RemoteAccounts:
         raise NotImplementedError
@@ -291,9 +293,15 @@ class RolePlanning(Planning):
 
     def _read_untracked(self, rows: Sequence[OutboxRow]) -> None:
         """Read, before any of their members, the changes no row carried of role
-        ``rows``' groups (see :attr:`_untracked`)."""
+        ``rows``' groups (see :attr:`_untracked`); while a directory write is recorded
+        unfinished (:meth:`~idprov.provisioning.state.StateStore.writes_unfinished`),
+        every one compares whole."""
         pairs = [(r.idp, r.local_id) for r in rows if r.kind == "role"]
+        if not pairs:
+            return
         self._untracked.update(self.outbound.state.outbox.untracked_of(pairs))
+        if self.outbound.state.writes_unfinished():
+            self._whole.update(r.id for r in rows if r.kind == "role")
 
     def _tracked(self, row: OutboxRow) -> None:
         """``row``'s push went through comparing every member of its group: the changes
@@ -336,7 +344,7 @@ class RolePlanning(Planning):
         drain's role rows) or another change's row has one already."""
         wanted: dict[str, dict[str, tuple[str, str, str]]] = {}
         for row, user in self._made:
-            for role in self._pushed_roles(row.idp, user):
+            for role in self._pushed_roles(row.idp, user) or []:  # (unreadable: see joined)
                 entity = (role.id, role.domain, role.qualified_name)
                 wanted.setdefault(row.idp, {})[role.id] = entity
         for entry in self._lost:
@@ -349,10 +357,10 @@ class RolePlanning(Planning):
             wanted.get(row.idp, {}).pop(row.local_id, None)
         return self._bring(wanted, "role")
 
-    def _pushed_roles(self, idp: str, user: User) -> list[Role]:
-        """``user``'s roles whose groups ``idp`` is given."""
+    def _pushed_roles(self, idp: str, user: User) -> list[Role] | None:
+        """``user``'s roles whose groups ``idp`` is given (None: one could not be read)."""
         config = self.outbound.idp(idp)
-        found = []
+        found: list[Role] | None = []
         for name in user.roles:
             key = (user.domain.casefold(), name.casefold())
             if key not in self._roles_named:
@@ -360,21 +368,35 @@ class RolePlanning(Planning):
                     self._roles_named[key] = self.directory.role_by_name(user.domain, name)
                 except Exception:  # unreadable now: its own row or a sync brings it
                     self._roles_named[key] = None
+                    self._unreadable.add(key)
             role = self._roles_named[key]
-            if role is not None and role_pushed(config, role.qualified_name):
+            if key in self._unreadable:
+                found = None
+            elif (
+                found is not None and role is not None and role_pushed(config, role.qualified_name)
+            ):
                 found.append(role)
         return found
+
+    def _joining_roles(self, idp: str, user: User) -> list[str] | None:
+        """The ids of ``user``'s roles whose groups ``idp`` is given, read as its push
+        is planned (None: one could not be read), for :meth:`_note_joined`."""
+        roles = self._pushed_roles(idp, user)
+        return None if roles is None else [role.id for role in roles]
 
     def _note_joined(self) -> None:
         """Tell the rows of their groups of the users recorded as made or enabled again
         since the last flush, in the transaction that records them (see
         :meth:`~idprov.provisioning.outbox.Outbox.joined`): a drain cut before its
         groups follow (:meth:`_groups_after`) leaves no group's row compared without
-        them."""
+        them. A user one of whose roles could not be read is told to every group
+        idprov holds at that IdP."""
         joins: dict[str, dict[str, list[tuple[str, str]]]] = {}
-        for row, user in self._joining:
-            for role in self._pushed_roles(row.idp, user):
-                joins.setdefault(row.idp, {}).setdefault(role.id, []).append((user.domain, user.id))
+        for idp, role_ids, user in self._joining:
+            if role_ids is None:
+                role_ids = self._ledger.role_ids(idp)
+            for role_id in role_ids:
+                joins.setdefault(idp, {}).setdefault(role_id, []).append(user)
         self._joining = []
         for idp, by_role in joins.items():
             self.outbound.state.outbox.joined(idp, by_role, self.owners)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from idprov.config import RESIDENT, Config, IdentityProviderConfig, load_config
 from idprov.db import DatabasePool
-from idprov.errors import NotFoundError, UsageError
+from idprov.errors import IdprovError, NotFoundError, UsageError
 from idprov.model import ClaimValue, Page, PageStream, QualifiedName, Role, User, UserQuery
 from idprov.provisioning import managers
 from idprov.provisioning.directory import StoreDirectory
@@ -536,12 +536,16 @@ class IdentityService:
         :meth:`~idprov.provisioning.outbox.Outbox.untracked`): that push brings back
         what was discarded, as it did before groups were compared in part."""
         roles = {r.local_id for r in rows if r.kind == "role"}
-        users = self.directory.users_by_id((r.domain, r.local_id) for r in rows if r.kind == "user")
-        held = {(u.domain, name) for u in users.values() for name in u.roles}
-        for domain, name in sorted(held):
-            role = self.directory.role_by_name(domain, name)
-            if role is not None:
-                roles.add(role.id)
+        refs = [(r.domain, r.local_id) for r in rows if r.kind == "user"]
+        try:
+            users = self.directory.users_by_id(refs)
+            held = {(u.domain, name) for u in users.values() for name in u.roles}
+            for domain, name in sorted(held):
+                role = self.directory.role_by_name(domain, name)
+                if role is not None:
+                    roles.add(role.id)
+        except IdprovError:  # the directory is down: a discard needs none (every group)
+            roles.update(self.state.ledger.role_ids(idp))
         if roles:
             self.state.outbox.untracked([idp], sorted(roles))
 

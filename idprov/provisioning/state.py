@@ -396,6 +396,18 @@ class StateStore:
     def directory_writes(self) -> DirectoryWrites:
         return DirectoryWrites(self.db)
 
+    def writes_unfinished(self) -> bool:
+        """Whether a change to a store that cannot roll back (a directory) is recorded
+        as started and not finished (:class:`DirectoryWrites`, an import's batch): cut
+        off after writing, it may have changed a role's members with no outbox row to
+        say so, and group pushes compare every member until it is finished (see
+        :attr:`~idprov.provisioning.outbox.OutboxRow.members_delta`)."""
+        row = self.db.execute(
+            "SELECT EXISTS (SELECT 1 FROM directory_writes)"
+            " OR EXISTS (SELECT 1 FROM imports WHERE batch_first IS NOT NULL)"
+        ).fetchone()
+        return bool(row and row[0])
+
     @property
     def ledger(self) -> Ledger:
         from idprov.provisioning.ledger import Ledger

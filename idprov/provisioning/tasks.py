@@ -163,9 +163,15 @@ class Planning:
     _made: list[tuple[OutboxRow, User]]
     """The user rows this drain created or enabled again their users by (at the row's
     IdP), with them: they join their groups there."""
-    _joining: list[tuple[OutboxRow, User]]
-    """Of those, the ones recorded since the last flush: their groups' rows are told
-    with their records (see :meth:`~idprov.provisioning.outbox.Outbox.joined`)."""
+    _joining: list[tuple[str, list[str] | None, tuple[str, str]]]
+    """Of those, the ones recorded since the last flush, as (IdP, the ids of their
+    roles pushed there, None if one could not be read; (domain, user id)): their
+    groups' rows are told with their records (see
+    :meth:`~idprov.provisioning.outbox.Outbox.joined`)."""
+
+    def _joining_roles(self, idp: str, user: User) -> list[str] | None:
+        raise NotImplementedError
+
     _lost: list[LedgerEntry]
     """The roles whose groups a user's push found deleted at the target."""
     _confirmed: set[tuple[str, str]]
