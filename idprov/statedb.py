@@ -97,17 +97,16 @@ class StateDB(ABC):
         """Close the connection, if this object owns it."""
 
     def select_among(
-        self, sql: str, params: Sequence[Any], values: Sequence[Any], tail: str = ""
+        self, sql: str, params: Sequence[Any], values: Sequence[Any]
     ) -> list[tuple[Any, ...]]:
         """The rows of ``sql``, which ends in a column name to compare with ``IN``, for
         every one of ``values``: one statement per :data:`IN_CHUNK` of them (after
-        ``params``), so that no statement passes the dialect's parameter limit.
-        ``tail`` follows the ``IN`` list (``ORDER BY``, a lock)."""
+        ``params``), so that no statement passes the dialect's parameter limit."""
         found: list[tuple[Any, ...]] = []
         for start in range(0, len(values), IN_CHUNK):
             chunk = list(values[start : start + IN_CHUNK])
             marks = ",".join("?" * len(chunk))
-            cursor = self.execute(f"{sql} IN ({marks}){tail}", [*params, *chunk])
+            cursor = self.execute(f"{sql} IN ({marks})", [*params, *chunk])
             found += [tuple(r) for r in cursor.fetchall()]
         return found
 

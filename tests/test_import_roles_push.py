@@ -338,3 +338,37 @@ def test_a_user_enabled_again_while_its_role_cannot_be_read_joins_the_group_late
 
     assert members(scim) == {"eng": ["ann", "bob", "cid"]}
     assert cli("plan", "--detailed-exitcode").exit_code == 0
+
+
+def test_a_user_enabled_again_rejoins_the_groups_that_can_be_read(cli, scim, tmp_path, monkeypatch):
+    """bob holds eng and ops; ops cannot be read as he is enabled again: he rejoins eng
+    in that push all the same (ops follows at its group's next push)."""
+    from idprov.errors import IdprovError
+    from idprov.provisioning.directory import StoreDirectory
+
+    for role in ("eng", "ops"):
+        cli("role", "add", role).ok()
+    for name in ("ann", "bob"):
+        cli("user", "add", name, "--role", "eng", "--role", "ops").ok()
+    cli("user", "update", "bob", "-c", "active=false").ok()
+    assert members(scim) == {"eng": ["ann"], "ops": ["ann"]}
+    readable = StoreDirectory.role_by_name
+
+    def ops_unreadable(self, domain, name):
+        if name.casefold() == "ops":
+            raise IdprovError("the directory did not answer")
+        return readable(self, domain, name)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(StoreDirectory, "role_by_name", ops_unreadable)
+        service = service_of(tmp_path)
+        try:
+            service.update_user("bob", {"active": "true"})
+        finally:
+            service.close()
+
+    assert members(scim)["eng"] == ["ann", "bob"]
+    cli("user", "add", "cid").ok()
+    cli("role", "assign", "ops", "cid").ok()  # ops's next push: compared whole
+    assert members(scim) == {"eng": ["ann", "bob"], "ops": ["ann", "bob", "cid"]}
+    assert cli("plan", "--detailed-exitcode").exit_code == 0

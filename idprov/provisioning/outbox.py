@@ -396,10 +396,11 @@ class Outbox:
         an untracked change (:meth:`untracked`): whatever row comes next for it
         compares every member. Call in the transaction that records them."""
         role_ids = sorted(joins)
+        # (no row lock: other drainers delete and renew their rows in their own orders,
+        # and a lock here deadlocked with them on PostgreSQL; a claim slipping between
+        # this read and the commit is left to the drain's _groups_after, which follows)
         sql = "SELECT id, local_id, members_delta, claimed_by FROM outbox WHERE idp = ?"
-        lock = " ORDER BY id FOR UPDATE" if self.db.dialect == "postgresql" else ""  # no claim
-        # of another drainer slips between this read and the commit (SQLite: one writer)
-        found = self.db.select_among(f"{sql} AND kind = 'role' AND local_id", [idp], role_ids, lock)
+        found = self.db.select_among(f"{sql} AND kind = 'role' AND local_id", [idp], role_ids)
         rows = {str(local_id): (int(i), int(delta), by) for i, local_id, delta, by in found}
         self.untracked([idp], [r for r in role_ids if r not in rows])
         named = [(i, joins[r]) for r, (i, delta, _) in rows.items() if delta]

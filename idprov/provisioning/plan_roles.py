@@ -344,7 +344,7 @@ class RolePlanning(Planning):
         drain's role rows) or another change's row has one already."""
         wanted: dict[str, dict[str, tuple[str, str, str]]] = {}
         for row, user in self._made:
-            for role in self._pushed_roles(row.idp, user) or []:  # (unreadable: see joined)
+            for role in self._pushed_roles(row.idp, user)[0]:  # (one unreadable: see joined)
                 entity = (role.id, role.domain, role.qualified_name)
                 wanted.setdefault(row.idp, {})[role.id] = entity
         for entry in self._lost:
@@ -357,10 +357,12 @@ class RolePlanning(Planning):
             wanted.get(row.idp, {}).pop(row.local_id, None)
         return self._bring(wanted, "role")
 
-    def _pushed_roles(self, idp: str, user: User) -> list[Role] | None:
-        """``user``'s roles whose groups ``idp`` is given (None: one could not be read)."""
+    def _pushed_roles(self, idp: str, user: User) -> tuple[list[Role], bool]:
+        """``user``'s roles whose groups ``idp`` is given, and whether every one of its
+        roles could be read."""
         config = self.outbound.idp(idp)
-        found: list[Role] | None = []
+        found: list[Role] = []
+        complete = True
         for name in user.roles:
             key = (user.domain.casefold(), name.casefold())
             if key not in self._roles_named:
@@ -370,19 +372,16 @@ class RolePlanning(Planning):
                     self._roles_named[key] = None
                     self._unreadable.add(key)
             role = self._roles_named[key]
-            if key in self._unreadable:
-                found = None
-            elif (
-                found is not None and role is not None and role_pushed(config, role.qualified_name)
-            ):
+            complete = complete and key not in self._unreadable
+            if role is not None and role_pushed(config, role.qualified_name):
                 found.append(role)
-        return found
+        return found, complete
 
     def _joining_roles(self, idp: str, user: User) -> list[str] | None:
         """The ids of ``user``'s roles whose groups ``idp`` is given, read as its push
         is planned (None: one could not be read), for :meth:`_note_joined`."""
-        roles = self._pushed_roles(idp, user)
-        return None if roles is None else [role.id for role in roles]
+        roles, complete = self._pushed_roles(idp, user)
+        return [role.id for role in roles] if complete else None
 
     def _note_joined(self) -> None:
         """Tell the rows of their groups of the users recorded as made or enabled again

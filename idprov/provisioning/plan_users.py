@@ -210,7 +210,9 @@ class UserPlanning(Planning):
         was_lost = entry is not None and entry.state == "lost"
         if entry is None or not entry.remote_id or was_lost or idp.on_conflict == "adopt":
             self._know_holders(row)  # a create (an update's, of an account gone) may adopt
-        joining = self._joining_roles(row.idp, user)  # read here: recorded in a transaction
+        joins = entry is None or entry.remote_id is None or was_lost or decision.action == "enable"
+        joining = self._joining_roles(row.idp, user) if joins else []  # read outside the
+        # transaction that records the push: a directory may be slow to answer
 
         def record(outcome: tuple[str, bool] | RefusedCreate) -> OperationResult:
             if isinstance(outcome, RefusedCreate):
@@ -226,7 +228,7 @@ class UserPlanning(Planning):
             )
             self._confirmed.add((row.idp, row.local_id))
             op = "create" if entry is None or entry.remote_id is None or was_lost else "update"
-            if op == "create" or decision.action == "enable":  # to join its groups
+            if joins:  # a create, or an enable: to join its groups
                 self._made.append((row, user))
                 self._joining.append((row.idp, joining, (user.domain, user.id)))
             self._lose_groups(row, lost)
