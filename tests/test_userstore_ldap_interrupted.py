@@ -874,9 +874,16 @@ def test_an_assign_cut_off_after_its_write_is_in_the_next_push_of_the_group(
     cutoff.restore()
     assert members(corp, "staff") == sorted([uid_dn(corp, "ann"), uid_dn(corp, "h02")])
 
+    status = cli("status")
+    assert status.exit_code == 0, status.stderr
+    assert "1 change(s) to a directory cut off half-way: assign of CORP/staff" in status.stderr
+    assert "run the same command" in status.stderr
+
     cli("role", "assign", "CORP/staff", "CORP/cid").ok()
 
     assert target_groups(scim2_server) == {"CORP/staff": ["ann", "cid", "h02"]}
+    cli("role", "assign", "CORP/staff", "CORP/h02").ok()  # run again: finished
+    assert "cut off" not in cli("status").stderr
 
 
 def test_an_unassign_cut_off_after_its_write_is_in_the_next_push_of_the_group(

@@ -64,8 +64,30 @@ def status(json: JsonOpt = False) -> None:
     emit(statuses, lambda rows: render.status([r for r in rows if r.configured]))
     warn_orphaned_idps(svc)
     warn_orphaned_rows(statuses)
+    warn_cut_off(svc)
     warn_unused_idps(svc.config)
     warn_unchecked_tls(svc.config)
+
+
+def warn_cut_off(svc: Any) -> None:
+    """A warning for changes to a directory cut off half-way (a command killed, or
+    whose answer was lost, and not run again): what they are, and that group pushes
+    compare every member until they are finished."""
+    from idprov.cli.common import render_error
+    from idprov.provisioning.unit_of_work import cut_off
+
+    cut = cut_off(svc.state, {u.domain.casefold(): u.domain for u in svc.config.userstores})
+    if not cut:
+        return
+    warning = IdprovError(
+        f"{len(cut)} change(s) to a directory cut off half-way: {'; '.join(cut)}. Until "
+        "they are finished, every push of a group compares all of its members (slower for "
+        "large roles)",
+        hint="run the same command (or the same import, same file and options) again: it "
+        "finishes exactly what was cut off",
+    )
+    warning.code = "cut_off_changes"
+    render_error(warning, "warning")
 
 
 def warn_unchecked_tls(config: Any, name: str | None = None) -> None:

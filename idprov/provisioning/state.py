@@ -570,6 +570,15 @@ class ImportJournal:
         ).fetchone()
         return int(row[0])
 
+    def half_written(self) -> list[tuple[str, str, int, int]]:
+        """(file, started at, first line, last line) of each import whose batch to a
+        directory is recorded as being written (a running import's, or a killed one's)."""
+        rows = self.db.execute(
+            "SELECT path, started_at, batch_first, batch_last FROM imports"
+            " WHERE batch_first IS NOT NULL ORDER BY id"
+        ).fetchall()
+        return [(str(p), str(at), int(first), int(last)) for p, at, first, last in rows]
+
     def writing(self, import_id: int, first: int, last: int) -> None:
         """Lines ``first``..``last`` are about to go to a store that cannot roll back."""
         self.db.execute(
@@ -667,6 +676,13 @@ class DirectoryWrites:
 
     def __init__(self, db: StateDB) -> None:
         self.db = db
+
+    def recorded(self) -> list[tuple[str, DirectoryWrite]]:
+        """(domain, write) of every recorded write, oldest first."""
+        rows = self.db.execute(
+            f"SELECT domain, {_COLUMNS} FROM directory_writes ORDER BY started_at, id"
+        ).fetchall()
+        return [(str(r[0]), _write(r[1:])) for r in rows]
 
     def find(self, domain: str, kind: str, name: str) -> DirectoryWrite | None:
         """The recorded ``kind`` of the user ``name`` (any case) of ``domain`` (of a

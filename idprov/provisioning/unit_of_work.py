@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from idprov.provisioning.outbox import Kind, OutboxRow
     from idprov.provisioning.results import OutboundReport
     from idprov.provisioning.service import IdentityService
-    from idprov.provisioning.state import DirectoryWrite
+    from idprov.provisioning.state import DirectoryWrite, StateStore
     from idprov.userstores import UserStore
     from idprov.userstores.base import ImportedUser
 
@@ -1384,6 +1384,26 @@ _RUNNING: set[str] = set()
 OWNER_LEASE_SECONDS = 900.0
 """How long a recorded directory write is its owner's when idprov cannot tell whether
 that process runs (on another machine): then another may take it over."""
+
+
+def cut_off(state: StateStore, domains: Mapping[str, str]) -> list[str]:
+    """What changes to a directory were cut off half-way and not finished since (no
+    process makes them any more), said for `idprov status`: while any is recorded,
+    group pushes compare every member (see
+    :meth:`~idprov.provisioning.state.StateStore.writes_unfinished`). An import's
+    batch is told whether it runs or not (its record names no process). ``domains``:
+    the configured name of each domain, by its case-folded name."""
+    said = [
+        f"{write.kind} of {domains.get(domain, domain)}/{write.name}"
+        f" (started {write.started_at[:19]})"
+        for domain, write in state.directory_writes.recorded()
+        if _abandoned(write)
+    ]
+    said += [
+        f"import of {path} (started {at[:19]}), lines {first}-{last}, unless it is running"
+        for path, at, first, last in state.imports.half_written()
+    ]
+    return said
 
 
 def _abandoned(write: DirectoryWrite) -> bool:
