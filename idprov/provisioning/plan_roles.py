@@ -29,11 +29,15 @@ set, an import's batch: :attr:`~idprov.provisioning.outbox.OutboxRow.members_del
 compares the group with the role for those users alone, where nothing else can have
 moved since a push compared every member (:meth:`RolePlanning._compared`): the group
 is idprov's and active, no change of mapping moves it, and no change of its members
-went without a row to that IdP (another application's, a JIT login's: see
-:meth:`~idprov.provisioning.outbox.Outbox.untracked`). An import into one role of
-90,000 users re-read all of them for each batch of 5,000. Any other change, a failed
-push's retry, a held row's release and a sync compare every member; so does a group
-found deleted at the target, planned again whole in the same drain (:class:`Replan`).
+went without a row to that IdP (another application's, a JIT login's, a discarded
+row's: see :meth:`~idprov.provisioning.outbox.Outbox.untracked`), its last whole
+compare was under the IdP's scope as it is now, and no change to a directory is
+recorded as cut off half-way. A user made or enabled again at the IdP is named in its
+groups' rows as its push is recorded (:meth:`RolePlanning._note_joined`). An import
+into one role of 90,000 users re-read all of them for each batch of 5,000. Any other
+change, a failed push's retry, a held row's release and a sync compare every member;
+so does a group found deleted at the target, planned again whole in the same drain
+(:class:`Replan`).
 """
 
 from __future__ import annotations
@@ -203,8 +207,9 @@ class RolePlanning(Planning):
     """Role row id -> the users its changes touched (rows with
     :attr:`~idprov.provisioning.outbox.OutboxRow.members_delta`), read once."""
     _whole: set[int]
-    """Role rows this drain compares whole, whatever their changes touched: those made
-    again after finding their group gone (:meth:`_replanned`)."""
+    """Role rows this drain compares whole, whatever their changes touched: those whose
+    partial push found their group gone (:class:`Replan`), and every one while a change
+    to a directory is recorded unfinished (:meth:`_read_untracked`)."""
     _replan: list[OutboxRow]
     """Role rows whose compared part found their group deleted at the target: planned
     again, whole, in this drain (the group is made again with every member)."""
