@@ -468,6 +468,7 @@ def _role_effects(
     was = None if scope is None else _recorded_idp(idp, scope)
     ledger = outbound.state.ledger
     touched = _touched(outbound, rows)
+    scope_now = scope_key(idp)
     for entry in ledger.get_many(idp.name, "role", [r.local_id for r in rows]):
         if not entry.remote_id:
             continue
@@ -475,7 +476,7 @@ def _role_effects(
         name = role.qualified_name if role is not None else None
         target = group_target(outbound.connector(idp.name), name) if name else None
         among = touched.get(entry.local_id)
-        if role is None or not compared_in_part(entry, target, scope_key(idp)):
+        if role is None or not compared_in_part(entry, target, scope_now):
             among = None  # compared whole by the push too (see RolePlanning._compared)
         if among is None:
             members = (

@@ -120,6 +120,8 @@ class UnitOfWork:
         change joins a held row and waits with it, but an offboarding (see
         :attr:`_offboarding`)."""
         self._offboarding: set[str] = set()
+        self._known_idps: list[str] | None = None
+        """Every IdP configured or ever pushed to (see :meth:`_untracked`), read once."""
         """Users this change disables (``active`` false), deletes, or takes a role from
         (an import row that sets roles; a role's deletion): their rows go out even where
         a held change waits in them, at the IdPs they leave (an offboarding is never
@@ -285,9 +287,11 @@ class UnitOfWork:
         ``role_ids`` changed with no row there (see
         :meth:`~idprov.provisioning.outbox.Outbox.untracked`): the next push of each
         there compares every member."""
-        known = [i.name for i in self.service.config.identity_providers]
-        known += self.service.state.outbox.scopes()  # and those pushed to, configured or not
-        others = sorted(set(known) - set(targets))
+        if self._known_idps is None:  # (an import's batch enqueues a role at a time)
+            known = {i.name for i in self.service.config.identity_providers}
+            known |= set(self.service.state.outbox.scopes())  # pushed to, configured or not
+            self._known_idps = sorted(known)
+        others = [idp for idp in self._known_idps if idp not in targets]
         if others and role_ids:
             self.begin()
             self.service.state.outbox.untracked(others, role_ids)
