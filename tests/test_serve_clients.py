@@ -485,6 +485,39 @@ def test_entra_group_lifecycle(served: Inbound) -> None:
     assert client.get(f"/Groups/{group_id}").status_code == 404
 
 
+def test_entra_member_changes_named_add_member_and_remove_member(served: Inbound) -> None:
+    """Entra's group member changes as its SCIM guide shows them, with a ``name``
+    ("addMember", "removeMember") that is no member of an RFC 7644 operation: taken,
+    not refused as invalid syntax."""
+    client = served.client
+    member = entra_user(client, "named@contoso.com", "e-named")
+    group = send(
+        client,
+        "POST",
+        "/Groups",
+        {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "named"},
+    )
+    for name, op in (("addMember", "Add"), ("removeMember", "Remove")):
+        send(
+            client,
+            "PATCH",
+            f"/Groups/{group['id']}",
+            {
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [
+                    {
+                        "name": name,
+                        "op": op,
+                        "path": "members",
+                        "value": [{"$ref": None, "value": member["id"]}],
+                    }
+                ],
+            },
+        )
+        members = [m["value"] for m in read(client, f"/Groups/{group['id']}").get("members", [])]
+        assert members == ([member["id"]] if op == "Add" else [])
+
+
 # ---------------------------------------------------------------- Okta
 OKTA_CREATE_USER = {
     "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],

@@ -207,8 +207,10 @@ def drop_ignored(body: bytes, resource_type: str) -> bytes:
     publishes these attributes as read-only and never returned.
 
     Microsoft Entra ID's forms become RFC 7644's: ``manager`` given as the manager's id
-    alone becomes ``{"value": id}``, and a ``remove`` of ``members`` with a value list
-    one ``members[value eq "id"]`` removal per member."""
+    alone becomes ``{"value": id}``, a ``remove`` of ``members`` with a value list one
+    ``members[value eq "id"]`` removal per member, and the ``name`` its group member
+    changes may carry (``"name": "addMember"``, not a member of an RFC 7644 operation)
+    goes."""
     data = _loads(body)
     operations = data.get("Operations") if isinstance(data, dict) else None
     if not isinstance(operations, list):
@@ -219,6 +221,8 @@ def drop_ignored(body: bytes, resource_type: str) -> bytes:
         kept = [{"op": "remove", "path": NOTHING[resource_type]}]
     operations = kept
     for operation in operations:
+        if isinstance(operation, dict):
+            operation.pop("name", None)
         if isinstance(operation, dict) and "value" in operation:
             _manager_by_id(operation)
             _drop_in_operation(operation, schemas)
